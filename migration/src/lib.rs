@@ -1,0 +1,15 @@
+//! Schema migrations for boxoffice, run at start-up (`Migrator::up`) and by
+//! `boxoffice migrate`.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_create_catalog;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_create_catalog::Migration)]
+    }
+}

@@ -1,0 +1,378 @@
+use chrono::{DateTime, Utc};
+
+use crate::kernel::{ConcertId, Points, ScheduleId, SeatId, UserId};
+
+pub const MAX_TEXT_CHARS: usize = 200;
+pub const MAX_GRADE_CHARS: usize = 32;
+pub const MAX_SCHEDULES: usize = 100;
+pub const MAX_SEAT_BLOCKS: usize = 50;
+pub const MAX_SEATS_PER_SCHEDULE: u32 = 20_000;
+
+/// A concert as the admin described it, already checked: every value in it
+/// is valid, so the repository only has to store it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewConcert {
+    pub title: String,
+    pub venue: String,
+    pub schedules: Vec<NewSchedule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSchedule {
+    pub starts_at: DateTime<Utc>,
+    /// Seats are numbered 1..n in block order.
+    pub seat_blocks: Vec<SeatBlock>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeatBlock {
+    pub grade: String,
+    pub price: Points,
+    pub count: u32,
+}
+
+impl NewSchedule {
+    pub fn seat_count(&self) -> u32 {
+        self.seat_blocks.iter().map(|b| b.count).sum()
+    }
+
+    /// Every seat of the schedule as (number, grade, price), numbered from 1.
+    pub fn seats(&self) -> impl Iterator<Item = (u32, &str, Points)> {
+        self.seat_blocks
+            .iter()
+            .flat_map(|block| (0..block.count).map(move |_| (block.grade.as_str(), block.price)))
+            .zip(1..)
+            .map(|((grade, price), number)| (number, grade, price))
+    }
+}
+
+/// The admin's input before validation.
+#[derive(Debug, Clone)]
+pub struct ConcertDraft {
+    pub title: String,
+    pub venue: String,
+    pub schedules: Vec<ScheduleDraft>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleDraft {
+    pub starts_at: DateTime<Utc>,
+    pub seat_blocks: Vec<SeatBlockDraft>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeatBlockDraft {
+    pub grade: String,
+    pub price: i64,
+    pub count: i64,
+}
+
+impl NewConcert {
+    /// Validates a draft; `now` rules out schedules in the past.
+    pub fn parse(draft: ConcertDraft, now: DateTime<Utc>) -> Result<Self, CatalogError> {
+        let title = text("title", &draft.title, MAX_TEXT_CHARS)?;
+        let venue = text("venue", &draft.venue, MAX_TEXT_CHARS)?;
+        if draft.schedules.is_empty() || draft.schedules.len() > MAX_SCHEDULES {
+            return Err(invalid(format!(
+                "schedules: between 1 and {MAX_SCHEDULES} schedules are required"
+            )));
+        }
+        let mut schedules = Vec::with_capacity(draft.schedules.len());
+        for (i, schedule) in draft.schedules.into_iter().enumerate() {
+            if schedule.starts_at <= now {
+                return Err(invalid(format!(
+                    "schedules[{i}].startsAt must be in the future"
+                )));
+            }
+            if schedules
+                .iter()
+                .any(|s: &NewSchedule| s.starts_at == schedule.starts_at)
+            {
+                return Err(invalid(format!(
+                    "schedules[{i}].startsAt repeats an earlier schedule of this concert"
+                )));
+            }
+            if schedule.seat_blocks.is_empty() || schedule.seat_blocks.len() > MAX_SEAT_BLOCKS {
+                return Err(invalid(format!(
+                    "schedules[{i}].seats: between 1 and {MAX_SEAT_BLOCKS} seat blocks are required"
+                )));
+            }
+            let mut blocks = Vec::with_capacity(schedule.seat_blocks.len());
+            let mut total: u64 = 0;
+            for (j, block) in schedule.seat_blocks.into_iter().enumerate() {
+                let at = format!("schedules[{i}].seats[{j}]");
+                let grade = text(&format!("{at}.grade"), &block.grade, MAX_GRADE_CHARS)?;
+                let price = Points::new(block.price)
+                    .map_err(|err| invalid(format!("{at}.price: {err}")))?;
+                let count = u32::try_from(block.count)
+                    .ok()
+                    .filter(|c| (1..=MAX_SEATS_PER_SCHEDULE).contains(c))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{at}.count must be between 1 and {MAX_SEATS_PER_SCHEDULE}"
+                        ))
+                    })?;
+                total += u64::from(count);
+                blocks.push(SeatBlock {
+                    grade,
+                    price,
+                    count,
+                });
+            }
+            if total > u64::from(MAX_SEATS_PER_SCHEDULE) {
+                return Err(invalid(format!(
+                    "schedules[{i}] has {total} seats; at most {MAX_SEATS_PER_SCHEDULE} are allowed"
+                )));
+            }
+            schedules.push(NewSchedule {
+                starts_at: schedule.starts_at,
+                seat_blocks: blocks,
+            });
+        }
+        Ok(Self {
+            title,
+            venue,
+            schedules,
+        })
+    }
+}
+
+fn text(field: &str, value: &str, max_chars: usize) -> Result<String, CatalogError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(invalid(format!("{field} must not be blank")));
+    }
+    if trimmed.chars().count() > max_chars {
+        return Err(invalid(format!(
+            "{field} must be at most {max_chars} characters"
+        )));
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn invalid(detail: String) -> CatalogError {
+    CatalogError::Invalid(detail)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Concert {
+    pub id: ConcertId,
+    pub title: String,
+    pub venue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedConcert {
+    pub id: ConcertId,
+    pub schedules: Vec<CreatedSchedule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedSchedule {
+    pub id: ScheduleId,
+    pub starts_at: DateTime<Utc>,
+    pub seat_count: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSummary {
+    pub id: ScheduleId,
+    pub concert_id: ConcertId,
+    pub starts_at: DateTime<Utc>,
+    pub available_seats: u64,
+}
+
+/// A seat as stored. A hold whose `until` has passed is not yet cleaned up
+/// but no longer counts: see [`Seat::availability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatState {
+    Available,
+    Held {
+        holder: UserId,
+        until: DateTime<Utc>,
+    },
+    Sold {
+        owner: UserId,
+    },
+}
+
+/// What a buyer sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    Available,
+    Held,
+    Sold,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    pub id: SeatId,
+    pub schedule_id: ScheduleId,
+    pub number: u32,
+    pub grade: String,
+    pub price: Points,
+    pub state: SeatState,
+}
+
+impl Seat {
+    pub fn availability(&self, now: DateTime<Utc>) -> Availability {
+        match self.state {
+            SeatState::Available => Availability::Available,
+            SeatState::Held { until, .. } if until <= now => Availability::Available,
+            SeatState::Held { .. } => Availability::Held,
+            SeatState::Sold { .. } => Availability::Sold,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("concert {0} does not exist")]
+    ConcertNotFound(ConcertId),
+    #[error("schedule {0} does not exist")]
+    ScheduleNotFound(ScheduleId),
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    fn block(grade: &str, price: i64, count: i64) -> SeatBlockDraft {
+        SeatBlockDraft {
+            grade: grade.into(),
+            price,
+            count,
+        }
+    }
+
+    fn draft(now: DateTime<Utc>, blocks: Vec<SeatBlockDraft>) -> ConcertDraft {
+        ConcertDraft {
+            title: "  Night Show ".into(),
+            venue: "Hall A".into(),
+            schedules: vec![ScheduleDraft {
+                starts_at: now + TimeDelta::days(30),
+                seat_blocks: blocks,
+            }],
+        }
+    }
+
+    fn invalid_detail(result: Result<NewConcert, CatalogError>) -> String {
+        match result {
+            Err(CatalogError::Invalid(detail)) => detail,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_valid_draft_is_trimmed_and_numbers_seats_across_blocks() {
+        let now = Utc::now();
+        let concert = NewConcert::parse(
+            draft(now, vec![block("VIP", 150_000, 2), block("R", 90_000, 3)]),
+            now,
+        )
+        .unwrap();
+        assert_eq!(concert.title, "Night Show");
+        let schedule = &concert.schedules[0];
+        assert_eq!(schedule.seat_count(), 5);
+        let seats: Vec<_> = schedule
+            .seats()
+            .map(|(n, g, p)| (n, g.to_owned(), p.value()))
+            .collect();
+        assert_eq!(
+            seats,
+            vec![
+                (1, "VIP".into(), 150_000),
+                (2, "VIP".into(), 150_000),
+                (3, "R".into(), 90_000),
+                (4, "R".into(), 90_000),
+                (5, "R".into(), 90_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_blank_text_bad_numbers_and_past_schedules() {
+        let now = Utc::now();
+        let mut d = draft(now, vec![block("VIP", 1, 1)]);
+        d.title = "   ".into();
+        assert!(invalid_detail(NewConcert::parse(d, now)).contains("title"));
+
+        assert!(
+            invalid_detail(NewConcert::parse(
+                draft(now, vec![block("VIP", -5, 1)]),
+                now
+            ))
+            .contains("price")
+        );
+        assert!(
+            invalid_detail(NewConcert::parse(draft(now, vec![block("VIP", 1, 0)]), now))
+                .contains("count")
+        );
+        assert!(
+            invalid_detail(NewConcert::parse(
+                draft(now, vec![block("VIP", 1, -3)]),
+                now
+            ))
+            .contains("count")
+        );
+        assert!(invalid_detail(NewConcert::parse(draft(now, vec![]), now)).contains("seat blocks"));
+        assert!(
+            invalid_detail(NewConcert::parse(
+                draft(now, vec![block("A", 1, 15_000), block("B", 1, 15_000)]),
+                now
+            ))
+            .contains("at most")
+        );
+
+        let mut past = draft(now, vec![block("VIP", 1, 1)]);
+        past.schedules[0].starts_at = now - TimeDelta::minutes(1);
+        assert!(invalid_detail(NewConcert::parse(past, now)).contains("future"));
+
+        let mut twice = draft(now, vec![block("VIP", 1, 1)]);
+        twice.schedules.push(twice.schedules[0].clone());
+        assert!(invalid_detail(NewConcert::parse(twice, now)).contains("repeats"));
+
+        let mut none = draft(now, vec![block("VIP", 1, 1)]);
+        none.schedules.clear();
+        assert!(invalid_detail(NewConcert::parse(none, now)).contains("schedules"));
+    }
+
+    #[test]
+    fn an_expired_hold_counts_as_available() {
+        let now = Utc::now();
+        let mut seat = Seat {
+            id: SeatId(1),
+            schedule_id: ScheduleId(1),
+            number: 1,
+            grade: "R".into(),
+            price: Points::new(10).unwrap(),
+            state: SeatState::Held {
+                holder: UserId(3),
+                until: now + TimeDelta::seconds(1),
+            },
+        };
+        assert_eq!(seat.availability(now), Availability::Held);
+        assert_eq!(
+            seat.availability(now + TimeDelta::seconds(1)),
+            Availability::Available
+        );
+        seat.state = SeatState::Sold { owner: UserId(3) };
+        assert_eq!(
+            seat.availability(now + TimeDelta::days(1)),
+            Availability::Sold
+        );
+    }
+}

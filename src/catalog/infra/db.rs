@@ -1,0 +1,292 @@
+//! The catalog stored with sea-orm (SQLite or PostgreSQL).
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+
+use crate::{
+    catalog::{
+        domain::{
+            CatalogError, Concert, CreatedConcert, CreatedSchedule, NewConcert, ScheduleSummary,
+            Seat, SeatState,
+        },
+        ports::CatalogRepository,
+    },
+    db::is_outage,
+    kernel::{ConcertId, Points, ScheduleId, SeatId, UserId},
+};
+
+pub(crate) mod concert {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "concerts")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub title: String,
+        pub venue: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod schedule {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedules")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub concert_id: i64,
+        pub starts_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod seat {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "seats")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub schedule_id: i64,
+        pub number: i32,
+        pub grade: String,
+        pub price: i64,
+        pub status: String,
+        pub holder_id: Option<i64>,
+        pub held_until: Option<DateTimeUtc>,
+        pub version: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind
+/// parameter limits for the seat table's columns.
+const SEAT_INSERT_CHUNK: usize = 2_000;
+
+#[derive(Clone)]
+pub struct DbCatalog {
+    db: DatabaseConnection,
+}
+
+impl DbCatalog {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+fn db_err(err: DbErr) -> CatalogError {
+    if is_outage(&err) {
+        CatalogError::Unavailable(err.into())
+    } else {
+        CatalogError::Unexpected(err.into())
+    }
+}
+
+impl CatalogRepository for DbCatalog {
+    async fn create_concert(
+        &self,
+        new: &NewConcert,
+        now: DateTime<Utc>,
+    ) -> Result<CreatedConcert, CatalogError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let concert = concert::ActiveModel {
+            title: Set(new.title.clone()),
+            venue: Set(new.venue.clone()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await
+        .map_err(db_err)?;
+        let mut schedules = Vec::with_capacity(new.schedules.len());
+        for new_schedule in &new.schedules {
+            let row = schedule::ActiveModel {
+                concert_id: Set(concert.id),
+                starts_at: Set(new_schedule.starts_at),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await
+            .map_err(db_err)?;
+            let seats: Vec<seat::ActiveModel> = new_schedule
+                .seats()
+                .map(|(number, grade, price)| seat::ActiveModel {
+                    schedule_id: Set(row.id),
+                    number: Set(number as i32),
+                    grade: Set(grade.to_owned()),
+                    price: Set(price.value()),
+                    status: Set("available".to_owned()),
+                    holder_id: Set(None),
+                    held_until: Set(None),
+                    version: Set(0),
+                    ..Default::default()
+                })
+                .collect();
+            for chunk in seats.chunks(SEAT_INSERT_CHUNK) {
+                seat::Entity::insert_many(chunk.to_vec())
+                    .exec_without_returning(&txn)
+                    .await
+                    .map_err(db_err)?;
+            }
+            schedules.push(CreatedSchedule {
+                id: ScheduleId(row.id),
+                starts_at: row.starts_at,
+                seat_count: new_schedule.seat_count(),
+            });
+        }
+        txn.commit().await.map_err(db_err)?;
+        Ok(CreatedConcert {
+            id: ConcertId(concert.id),
+            schedules,
+        })
+    }
+
+    async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {
+        let rows = concert::Entity::find()
+            .order_by_asc(concert::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Concert {
+                id: ConcertId(row.id),
+                title: row.title,
+                venue: row.venue,
+            })
+            .collect())
+    }
+
+    async fn list_schedules(
+        &self,
+        concert_id: ConcertId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
+        let exists = concert::Entity::find_by_id(concert_id.value())
+            .count(&self.db)
+            .await
+            .map_err(db_err)?
+            > 0;
+        if !exists {
+            return Ok(None);
+        }
+        let schedules = schedule::Entity::find()
+            .filter(schedule::Column::ConcertId.eq(concert_id.value()))
+            .order_by_asc(schedule::Column::StartsAt)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        let ids: Vec<i64> = schedules.iter().map(|s| s.id).collect();
+        let counts: Vec<(i64, i64)> = seat::Entity::find()
+            .select_only()
+            .column(seat::Column::ScheduleId)
+            .column_as(seat::Column::Id.count(), "available")
+            .filter(seat::Column::ScheduleId.is_in(ids))
+            .filter(
+                Condition::any()
+                    .add(seat::Column::Status.eq("available"))
+                    .add(
+                        Condition::all()
+                            .add(seat::Column::Status.eq("held"))
+                            .add(seat::Column::HeldUntil.lte(now)),
+                    ),
+            )
+            .group_by(seat::Column::ScheduleId)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(Some(
+            schedules
+                .into_iter()
+                .map(|s| ScheduleSummary {
+                    id: ScheduleId(s.id),
+                    concert_id,
+                    starts_at: s.starts_at,
+                    available_seats: counts
+                        .iter()
+                        .find(|(id, _)| *id == s.id)
+                        .map_or(0, |(_, n)| (*n).max(0) as u64),
+                })
+                .collect(),
+        ))
+    }
+
+    async fn list_seats(&self, schedule_id: ScheduleId) -> Result<Option<Vec<Seat>>, CatalogError> {
+        let rows = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .order_by_asc(seat::Column::Number)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        if rows.is_empty() {
+            let exists = schedule::Entity::find_by_id(schedule_id.value())
+                .count(&self.db)
+                .await
+                .map_err(db_err)?
+                > 0;
+            return Ok(exists.then(Vec::new));
+        }
+        rows.into_iter()
+            .map(seat_from_row)
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    async fn is_empty(&self) -> Result<bool, CatalogError> {
+        let any = concert::Entity::find()
+            .limit(1)
+            .count(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(any == 0)
+    }
+}
+
+fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
+    let state = match (row.status.as_str(), row.holder_id, row.held_until) {
+        ("available", _, _) => SeatState::Available,
+        ("held", Some(holder), Some(until)) => SeatState::Held {
+            holder: UserId(holder),
+            until,
+        },
+        ("sold", Some(owner), _) => SeatState::Sold {
+            owner: UserId(owner),
+        },
+        (status, ..) => {
+            return Err(CatalogError::Unexpected(anyhow!(
+                "seat {} has an inconsistent state {status:?}",
+                row.id
+            )));
+        }
+    };
+    Ok(Seat {
+        id: SeatId(row.id),
+        schedule_id: ScheduleId(row.schedule_id),
+        number: u32::try_from(row.number).map_err(|e| CatalogError::Unexpected(e.into()))?,
+        grade: row.grade,
+        price: Points::new(row.price).map_err(|e| CatalogError::Unexpected(e.into()))?,
+        state,
+    })
+}

@@ -1,0 +1,167 @@
+//! Command line and environment configuration. Every flag has a
+//! `BOXOFFICE_*` environment fallback; no configuration at all means the
+//! embedded default (SQLite file, in-process adapters, port 8080).
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+
+/// Signs development tokens when no secret is configured. Anyone can read
+/// it here, so the server warns loudly when it is in use.
+pub const DEV_JWT_SECRET: &str = "boxoffice-development-secret-do-not-use-in-production";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "boxoffice",
+    version,
+    about = "Flash-crowd ticketing and FCFS coupon backend"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Mint a JWT for development and tests; prints the token alone.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(
+        long,
+        env = "BOXOFFICE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: String,
+
+    /// `sqlite://FILE` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(
+        long,
+        env = "BOXOFFICE_DATABASE_URL",
+        default_value = "sqlite://boxoffice.db",
+        global = true
+    )]
+    pub database_url: String,
+
+    /// Redis for the production shape, e.g. `redis://127.0.0.1:6379/`.
+    /// Without it the in-process adapters are used.
+    #[arg(long, env = "BOXOFFICE_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// HS256 secret shared with the identity provider.
+    #[arg(
+        long,
+        env = "BOXOFFICE_JWT_SECRET",
+        default_value = DEV_JWT_SECRET,
+        hide_default_value = true,
+        hide_env_values = true,
+        global = true
+    )]
+    pub jwt_secret: String,
+
+    /// Log format on stderr.
+    #[arg(
+        long,
+        env = "BOXOFFICE_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "BOXOFFICE_BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
+    pub body_limit_bytes: usize,
+
+    /// Create a demo concert when the catalog is empty.
+    #[arg(long, env = "BOXOFFICE_SEED_DEMO", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub seed_demo: bool,
+
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
+    #[arg(
+        long,
+        env = "BOXOFFICE_SHUTDOWN_GRACE_SECONDS",
+        default_value_t = 10,
+        global = true
+    )]
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (the token's `sub`).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
+    pub user: i64,
+    /// Give the token the `admin` role.
+    #[arg(long)]
+    pub admin: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
+    pub ttl: i64,
+}
+
+impl Settings {
+    /// The settings a bare `boxoffice` starts with, before flags and env.
+    pub fn defaults() -> Self {
+        Cli::parse_from(["boxoffice"]).settings
+    }
+
+    pub fn uses_dev_secret(&self) -> bool {
+        self.jwt_secret == DEV_JWT_SECRET
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_work_before_and_after_the_subcommand() {
+        let cli = Cli::parse_from(["boxoffice", "serve", "--listen", "127.0.0.1:0"]);
+        assert!(matches!(cli.command, Some(Command::Serve)));
+        assert_eq!(cli.settings.listen, "127.0.0.1:0");
+
+        let cli = Cli::parse_from([
+            "boxoffice",
+            "--database-url",
+            "sqlite://x.db",
+            "token",
+            "--user",
+            "42",
+            "--admin",
+        ]);
+        assert_eq!(cli.settings.database_url, "sqlite://x.db");
+        let Some(Command::Token(args)) = cli.command else {
+            panic!("expected token")
+        };
+        assert_eq!((args.user, args.admin, args.ttl), (42, true, 86_400));
+    }
+
+    #[test]
+    fn token_rejects_non_positive_users() {
+        assert!(Cli::try_parse_from(["boxoffice", "token", "--user", "0"]).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The shared kernel: small types every module speaks (ids, time, points).
+//! Nothing here does IO.
+
+mod clock;
+mod ids;
+mod points;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ids::{ConcertId, ScheduleId, SeatId, UserId};
+pub use points::{Points, PointsError};

@@ -1,0 +1,12 @@
+//! boxoffice: a backend for flash-crowd ticket sales and first-come-first-
+//! served coupons. One folder per business module (domain, ports, use cases,
+//! HTTP controllers, adapters); `app` wires them together.
+
+pub mod app;
+pub mod auth;
+pub mod catalog;
+pub mod config;
+pub mod db;
+pub mod kernel;
+pub mod telemetry;
+pub mod web;

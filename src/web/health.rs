@@ -1,0 +1,102 @@
+//! Liveness and readiness probes.
+
+use std::time::Duration;
+
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use redis::aio::ConnectionManager;
+use sea_orm::DatabaseConnection;
+
+use super::{ApiTags, problem::Problem};
+
+/// How long a readiness check waits for each dependency.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Object)]
+#[oai(rename = "Health", rename_all = "camelCase")]
+pub struct HealthBody {
+    /// `ok` when every checked dependency answered.
+    pub status: String,
+    pub database: String,
+    /// `ok`, or `not_configured` in the embedded shape.
+    pub redis: String,
+}
+
+#[derive(ApiResponse)]
+enum HealthResponse {
+    #[oai(status = 200)]
+    Ok(Json<HealthBody>),
+}
+
+pub struct HealthApi {
+    db: DatabaseConnection,
+    redis: Option<ConnectionManager>,
+}
+
+impl HealthApi {
+    pub fn new(db: DatabaseConnection, redis: Option<ConnectionManager>) -> Self {
+        Self { db, redis }
+    }
+
+    async fn redis_ok(&self) -> Option<bool> {
+        let mut conn = self.redis.clone()?;
+        let ping = redis::cmd("PING");
+        let answer =
+            tokio::time::timeout(PROBE_TIMEOUT, ping.query_async::<String>(&mut conn)).await;
+        Some(matches!(answer, Ok(Ok(_))))
+    }
+}
+
+#[OpenApi]
+impl HealthApi {
+    /// The process is up.
+    #[oai(
+        path = "/health/live",
+        method = "get",
+        tag = "ApiTags::Health",
+        operation_id = "live"
+    )]
+    async fn live(&self) -> HealthResponse {
+        HealthResponse::Ok(Json(HealthBody {
+            status: "ok".into(),
+            database: "unchecked".into(),
+            redis: "unchecked".into(),
+        }))
+    }
+
+    /// The process can serve traffic: the database (and Redis, when
+    /// configured) answered just now. 503 otherwise.
+    #[oai(
+        path = "/health/ready",
+        method = "get",
+        tag = "ApiTags::Health",
+        operation_id = "ready"
+    )]
+    async fn ready(&self) -> Result<HealthResponse, Problem> {
+        let db_ok = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await,
+            Ok(Ok(()))
+        );
+        let redis_ok = self.redis_ok().await;
+        if !db_ok || redis_ok == Some(false) {
+            let mut down = Vec::new();
+            if !db_ok {
+                down.push("database");
+            }
+            if redis_ok == Some(false) {
+                down.push("redis");
+            }
+            return Err(Problem::unavailable(format!(
+                "not ready: {} unreachable",
+                down.join(" and ")
+            )));
+        }
+        Ok(HealthResponse::Ok(Json(HealthBody {
+            status: "ok".into(),
+            database: "ok".into(),
+            redis: match redis_ok {
+                Some(_) => "ok".into(),
+                None => "not_configured".into(),
+            },
+        })))
+    }
+}

@@ -1,0 +1,20 @@
+//! HTTP plumbing shared by every module's controllers: problem+json errors,
+//! edge middleware, health and metrics endpoints.
+
+pub mod health;
+pub mod middleware;
+pub mod problem;
+pub mod strict;
+
+use poem_openapi::Tags;
+
+/// The groups operations are listed under in the OpenAPI document.
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Concerts, schedules and seat maps.
+    Catalog,
+    /// Operator-only endpoints (role `admin`).
+    Admin,
+    /// Liveness and readiness probes.
+    Health,
+}

@@ -1,0 +1,380 @@
+use chrono::{TimeDelta, Utc};
+use sea_orm::{
+    ConnectionTrait,
+    sea_query::{Alias, Expr, ExprTrait, Query},
+};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem, concert_body, spawn_app};
+
+async fn concerts(app: &TestApp) -> Vec<Value> {
+    app.get("/v1/concerts")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn seats(app: &TestApp, schedule: &Value) -> Vec<Value> {
+    let resp = app
+        .get(&format!("/v1/schedules/{schedule}/seats"))
+        .bearer_auth(app.user_token(1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn schedules(app: &TestApp, concert: &Value) -> Vec<Value> {
+    let resp = app
+        .get(&format!("/v1/concerts/{concert}/schedules"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn admin_creates_a_concert_and_everyone_can_browse_it() {
+    let app = spawn_app().await;
+    let created = app.create_concert(&concert_body(2, 3)).await;
+    let concert_id = &created["id"];
+    assert_eq!(created["schedules"].as_array().unwrap().len(), 1);
+    assert_eq!(created["schedules"][0]["seatCount"], 5);
+
+    let listed = concerts(&app).await;
+    assert_eq!(
+        listed,
+        vec![json!({"id": concert_id, "title": "Test Night", "venue": "Test Hall"})]
+    );
+
+    let schedule_list = schedules(&app, concert_id).await;
+    assert_eq!(schedule_list.len(), 1);
+    assert_eq!(schedule_list[0]["id"], created["schedules"][0]["id"]);
+    assert_eq!(schedule_list[0]["availableSeats"], 5);
+    assert_eq!(
+        schedule_list[0]["startsAt"],
+        created["schedules"][0]["startsAt"]
+    );
+
+    let seat_map = seats(&app, &created["schedules"][0]["id"]).await;
+    let summary: Vec<(i64, String, i64, String)> = seat_map
+        .iter()
+        .map(|s| {
+            (
+                s["number"].as_i64().unwrap(),
+                s["grade"].as_str().unwrap().to_owned(),
+                s["price"].as_i64().unwrap(),
+                s["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, "VIP".into(), 150000, "available".into()),
+            (2, "VIP".into(), 150000, "available".into()),
+            (3, "R".into(), 90000, "available".into()),
+            (4, "R".into(), 90000, "available".into()),
+            (5, "R".into(), 90000, "available".into()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn schedules_are_listed_in_time_order_with_their_own_counts() {
+    let app = spawn_app().await;
+    let later = (Utc::now() + TimeDelta::days(40)).to_rfc3339();
+    let sooner = (Utc::now() + TimeDelta::days(20)).to_rfc3339();
+    let created = app
+        .create_concert(&json!({
+            "title": "Two Nights", "venue": "Hall",
+            "schedules": [
+                {"startsAt": later, "seats": [{"grade": "R", "price": 1, "count": 3}]},
+                {"startsAt": sooner, "seats": [{"grade": "R", "price": 1, "count": 7}]}
+            ]
+        }))
+        .await;
+    let listed = schedules(&app, &created["id"]).await;
+    let counts: Vec<i64> = listed
+        .iter()
+        .map(|s| s["availableSeats"].as_i64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![7, 3]);
+}
+
+/// Puts seat rows into held/sold states directly, as the reservation module
+/// will, to check how the catalog reports them.
+async fn set_seat(
+    app: &TestApp,
+    seat_id: i64,
+    status: &str,
+    held_until: Option<chrono::DateTime<Utc>>,
+) {
+    let update = Query::update()
+        .table(Alias::new("seats"))
+        .value(Alias::new("status"), status)
+        .value(Alias::new("holder_id"), 77i64)
+        .value(Alias::new("held_until"), held_until)
+        .and_where(Expr::col(Alias::new("id")).eq(seat_id))
+        .to_owned();
+    app.db.execute(&update).await.unwrap();
+}
+
+#[tokio::test]
+async fn held_seats_count_as_taken_until_their_hold_expires() {
+    let app = spawn_app().await;
+    let created = app.create_concert(&concert_body(1, 3)).await;
+    let schedule = created["schedules"][0]["id"].clone();
+    let ids: Vec<i64> = seats(&app, &schedule)
+        .await
+        .iter()
+        .map(|s| s["id"].as_i64().unwrap())
+        .collect();
+
+    set_seat(
+        &app,
+        ids[0],
+        "held",
+        Some(Utc::now() + TimeDelta::minutes(5)),
+    )
+    .await;
+    set_seat(
+        &app,
+        ids[1],
+        "held",
+        Some(Utc::now() - TimeDelta::seconds(1)),
+    )
+    .await;
+    set_seat(&app, ids[2], "sold", None).await;
+
+    let statuses: Vec<String> = seats(&app, &schedule)
+        .await
+        .iter()
+        .map(|s| s["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, vec!["held", "available", "sold", "available"]);
+    assert_eq!(
+        schedules(&app, &created["id"]).await[0]["availableSeats"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids() {
+    let app = spawn_app().await;
+    let user = app.user_token(1);
+    assert_problem(
+        app.get("/v1/concerts/999/schedules").send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/concerts/-1/schedules").send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/concerts/abc/schedules").send().await.unwrap(),
+        400,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.get("/v1/concerts/99999999999999999999999/schedules")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "validation_failed",
+    )
+    .await;
+    let resp = app
+        .get("/v1/schedules/999/seats")
+        .bearer_auth(&user)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn invalid_concerts_are_refused_and_nothing_is_written() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let future = (Utc::now() + TimeDelta::days(3)).to_rfc3339();
+    let past = (Utc::now() - TimeDelta::days(3)).to_rfc3339();
+    let block = |grade: Value, price: Value, count: Value| json!({"grade": grade, "price": price, "count": count});
+    let concert = |title: Value, starts_at: &str, seats: Value| json!({"title": title, "venue": "Hall", "schedules": [{"startsAt": starts_at, "seats": seats}]});
+    let cases: Vec<(&str, Value)> = vec![
+        ("missing title", json!({"venue": "Hall", "schedules": []})),
+        (
+            "blank title",
+            concert(
+                json!("   "),
+                &future,
+                json!([block(json!("R"), json!(1), json!(1))]),
+            ),
+        ),
+        (
+            "title too long",
+            concert(
+                json!("x".repeat(201)),
+                &future,
+                json!([block(json!("R"), json!(1), json!(1))]),
+            ),
+        ),
+        (
+            "title wrong type",
+            concert(
+                json!(42),
+                &future,
+                json!([block(json!("R"), json!(1), json!(1))]),
+            ),
+        ),
+        (
+            "no schedules",
+            json!({"title": "T", "venue": "Hall", "schedules": []}),
+        ),
+        (
+            "past schedule",
+            concert(
+                json!("T"),
+                &past,
+                json!([block(json!("R"), json!(1), json!(1))]),
+            ),
+        ),
+        (
+            "bad date",
+            concert(
+                json!("T"),
+                "next friday",
+                json!([block(json!("R"), json!(1), json!(1))]),
+            ),
+        ),
+        ("no seats", concert(json!("T"), &future, json!([]))),
+        (
+            "negative price",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!("R"), json!(-1), json!(1))]),
+            ),
+        ),
+        (
+            "huge price",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!("R"), json!(1_000_000_000_001i64), json!(1))]),
+            ),
+        ),
+        (
+            "overflowing price",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!("R"), json!(1e30), json!(1))]),
+            ),
+        ),
+        (
+            "fractional price",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!("R"), json!(1.5), json!(1))]),
+            ),
+        ),
+        (
+            "zero count",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!("R"), json!(1), json!(0))]),
+            ),
+        ),
+        (
+            "negative count",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!("R"), json!(1), json!(-4))]),
+            ),
+        ),
+        (
+            "too many seats",
+            concert(
+                json!("T"),
+                &future,
+                json!([
+                    block(json!("R"), json!(1), json!(15000)),
+                    block(json!("S"), json!(1), json!(15000))
+                ]),
+            ),
+        ),
+        (
+            "blank grade",
+            concert(
+                json!("T"),
+                &future,
+                json!([block(json!(""), json!(1), json!(1))]),
+            ),
+        ),
+        ("body is an array", json!([1, 2, 3])),
+    ];
+    for (name, body) in cases {
+        let resp = app
+            .post("/v1/admin/concerts")
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        eprintln!("case: {name}");
+        let problem = assert_problem(resp, 400, "validation_failed").await;
+        assert!(
+            !problem["detail"].as_str().unwrap().is_empty(),
+            "{name}: empty detail"
+        );
+    }
+
+    let malformed = app
+        .post("/v1/admin/concerts")
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{\"title\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(malformed, 400, "validation_failed").await;
+
+    let wrong_type = app
+        .post("/v1/admin/concerts")
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(wrong_type, 415, "unsupported_media_type").await;
+
+    assert!(
+        concerts(&app).await.is_empty(),
+        "no refused request may write"
+    );
+}
+
+#[tokio::test]
+async fn a_large_but_valid_concert_is_created_in_one_call() {
+    let app = spawn_app().await;
+    let created = app.create_concert(&concert_body(5_000, 15_000)).await;
+    assert_eq!(created["schedules"][0]["seatCount"], 20_000);
+    let listed = schedules(&app, &created["id"]).await;
+    assert_eq!(listed[0]["availableSeats"], 20_000);
+}

@@ -1,0 +1,147 @@
+//! The `boxoffice` binary itself: token minting, spec printing, migrations,
+//! the embedded default start-up and graceful shutdown.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use boxoffice::{
+    auth::{domain::Role, infra::jwt::JwtCodec, ports::TokenCodec},
+    kernel::UserId,
+};
+
+use crate::helpers::{Backend, backend, redis_url};
+
+const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
+
+#[test]
+fn token_prints_a_verifiable_jwt_alone() {
+    let out = Command::new(BIN)
+        .args(["token", "--user", "42", "--admin", "--ttl", "60"])
+        .env("BOXOFFICE_JWT_SECRET", "cli-secret")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let token = stdout.trim_end_matches('\n');
+    assert!(
+        !token.contains(char::is_whitespace),
+        "stdout must be the token alone: {stdout:?}"
+    );
+    let identity = JwtCodec::new(b"cli-secret")
+        .verify(token, chrono::Utc::now())
+        .unwrap();
+    assert_eq!(identity.user_id, UserId(42));
+    assert_eq!(identity.role, Role::Admin);
+}
+
+#[test]
+fn openapi_prints_the_generated_spec() {
+    let out = Command::new(BIN).arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim_end(),
+        boxoffice::app::openapi_spec().trim_end()
+    );
+}
+
+/// The server binary as a user runs it: starts on the configured database,
+/// seeds the demo concert, serves it, and exits cleanly on SIGTERM.
+#[tokio::test]
+async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("BOXOFFICE_DATABASE_URL")
+        .env("BOXOFFICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if backend() == Backend::Postgres {
+        let url = crate::helpers::fresh_database_url().await;
+        cmd.args(["--database-url", &url, "--redis-url", &redis_url()]);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("url=http://") {
+                let url = line[at + 4..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(url);
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the server announces its URL");
+
+    let concerts: Vec<serde_json::Value> = reqwest::get(format!("{base}/v1/concerts"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        concerts.len(),
+        1,
+        "the demo concert is seeded: {concerts:?}"
+    );
+    if backend() == Backend::Sqlite {
+        assert!(
+            dir.path().join("boxoffice.db").exists(),
+            "the default SQLite file is created"
+        );
+        assert!(
+            dir.path().join("boxoffice.db-wal").exists(),
+            "SQLite runs in WAL mode"
+        );
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the server did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+}
+
+#[tokio::test]
+async fn migrate_applies_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match backend() {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("m.db").display()),
+        Backend::Postgres => crate::helpers::fresh_database_url().await,
+    };
+    let out = Command::new(BIN)
+        .args(["migrate", "--database-url", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = boxoffice::db::connect(&url).await.unwrap();
+    use sea_orm::ConnectionTrait;
+    db.execute_unprepared("SELECT id, schedule_id, status, held_until FROM seats")
+        .await
+        .unwrap();
+}
