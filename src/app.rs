@@ -1,7 +1,13 @@
 //! The composition root: the only place that picks adapters, wires use cases
 //! and mounts routes.
 
-use std::{future::Future, net::SocketAddr, sync::Arc, sync::OnceLock, time::Duration};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
@@ -14,8 +20,14 @@ use poem::{
 use poem_openapi::OpenApiService;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
+    admin::{
+        api::AlertsApi,
+        infra::{db::DbAlerts, webhook::Webhook},
+        usecase::AlertService,
+    },
     auth::{api::AuthContext, infra::jwt::JwtCodec, ports::TokenCodec},
     catalog::{
         api::CatalogApi,
@@ -25,14 +37,39 @@ use crate::{
     },
     config::Settings,
     db,
-    kernel::SystemClock,
+    kernel::{SystemClock, alerts::AlertSink},
+    listeners::infra::{
+        handlers::{DataPlatformExporter, ReceiptIssuer},
+        receipts::LocalReceiptProvider,
+        sink::Sink,
+    },
+    outbox::{
+        api::EventsApi,
+        infra::{
+            AnyBus,
+            consumer::{ConsumerRunner, ConsumerSettings, EventHandler},
+            db::DbOutbox,
+            memory::MemoryBus,
+            redis::RedisBus,
+            relay::{Relay, RelaySettings, RelayWaker, mark_finished},
+        },
+        usecase::EventPipeline,
+    },
     web::{
         health::HealthApi,
         middleware::{BodyLimit, Edge},
     },
 };
 
-type Apis = (HealthApi, CatalogApi<DbCatalog, SystemClock>);
+type Alerts = AlertService<DbAlerts, Webhook, SystemClock>;
+type Apis = (
+    HealthApi,
+    CatalogApi<DbCatalog, SystemClock, RelayWaker>,
+    AlertsApi<DbAlerts, Webhook, SystemClock>,
+    EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
+);
+
+type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A built server, bound to its port but not yet serving.
 pub struct Application {
@@ -40,7 +77,10 @@ pub struct Application {
     addr: SocketAddr,
     routes: poem::endpoint::BoxEndpoint<'static>,
     shutdown_grace: Duration,
+    workers: Vec<Worker>,
+    cancel: CancellationToken,
     pub db: DatabaseConnection,
+    pub bus: AnyBus,
     pub codec: Arc<dyn TokenCodec>,
     /// The demo concert, when this start seeded one.
     pub seeded: Option<CreatedConcert>,
@@ -48,7 +88,8 @@ pub struct Application {
 
 impl Application {
     /// Connects the stores, runs migrations, seeds the demo catalog when
-    /// asked, and binds the listener (port 0 picks a free port).
+    /// asked, prepares the background workers and binds the listener (port
+    /// 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         let db = db::connect(&settings.database_url).await?;
         db::migrate(&db).await?;
@@ -57,8 +98,36 @@ impl Application {
             None => None,
         };
         let codec: Arc<dyn TokenCodec> = Arc::new(JwtCodec::new(settings.jwt_secret.as_bytes()));
+        let waker = RelayWaker::default();
+        let cancel = CancellationToken::new();
+        let mut workers: Vec<Worker> = Vec::new();
 
-        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock);
+        let bus = match &redis {
+            Some((client, conn)) => AnyBus::Redis(RedisBus::new(
+                client.clone(),
+                conn.clone(),
+                &settings.event_stream,
+                settings.stream_max_len,
+            )),
+            None => {
+                let (bus, finished) = MemoryBus::new();
+                if settings.workers {
+                    workers.push(Box::pin(mark_finished(
+                        db.clone(),
+                        finished,
+                        cancel.clone(),
+                    )));
+                }
+                AnyBus::Memory(bus)
+            }
+        };
+
+        let alerts: Alerts = AlertService::new(
+            DbAlerts::new(db.clone()),
+            Webhook::new(settings.alert_webhook_url.clone())?,
+            SystemClock,
+        );
+        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, waker.clone());
         let seeded = if settings.seed_demo {
             catalog
                 .seed_if_empty(demo_concert(Utc::now()))
@@ -68,7 +137,56 @@ impl Application {
             None
         };
 
-        let apis: Apis = (HealthApi::new(db.clone(), redis), CatalogApi::new(catalog));
+        if settings.workers {
+            let relay = Relay::new(
+                db.clone(),
+                bus.clone(),
+                waker.clone(),
+                RelaySettings {
+                    batch_size: settings.relay_batch_size,
+                    poll_interval: Duration::from_millis(settings.relay_poll_ms),
+                    retention: Duration::from_secs(settings.outbox_retention_hours * 3600),
+                },
+            );
+            workers.push(Box::pin(relay.run(cancel.clone())));
+            let handlers: Vec<Arc<dyn EventHandler>> = vec![
+                Arc::new(DataPlatformExporter::new(Sink::parse(
+                    &settings.data_platform_sink,
+                )?)),
+                Arc::new(ReceiptIssuer::new(LocalReceiptProvider)),
+            ];
+            let consumer_settings = ConsumerSettings {
+                batch_size: 64,
+                block: Duration::from_secs(1),
+                claim_idle: Duration::from_millis(settings.consumer_claim_idle_ms),
+                max_deliveries: settings.consumer_max_deliveries,
+            };
+            let instance = instance_name();
+            let alert_sink: Arc<dyn AlertSink> = Arc::new(alerts.clone());
+            for handler in handlers {
+                let runner = ConsumerRunner::new(
+                    db.clone(),
+                    bus.clone(),
+                    handler,
+                    instance.clone(),
+                    consumer_settings.clone(),
+                    alert_sink.clone(),
+                );
+                workers.push(Box::pin(runner.run(cancel.clone())));
+            }
+        }
+
+        let apis: Apis = (
+            HealthApi::new(db.clone(), redis.map(|(_, conn)| conn)),
+            CatalogApi::new(catalog),
+            AlertsApi::new(alerts),
+            EventsApi::new(EventPipeline::new(
+                DbOutbox::new(db.clone()),
+                bus.clone(),
+                waker,
+                SystemClock,
+            )),
+        );
         let routes = routes(
             api_service(apis),
             AuthContext {
@@ -91,7 +209,10 @@ impl Application {
             addr,
             routes,
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
+            workers,
+            cancel,
             db,
+            bus,
             codec,
             seeded,
         })
@@ -101,16 +222,33 @@ impl Application {
         self.addr
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish
-    /// for the configured grace period.
+    /// Starts the background workers and serves until `shutdown` resolves;
+    /// then stops taking requests, lets in-flight ones finish for the grace
+    /// period, and stops the workers.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> std::io::Result<()> {
-        Server::new_with_acceptor(self.acceptor)
+        let tasks: Vec<_> = self.workers.into_iter().map(tokio::spawn).collect();
+        // Workers stop when this future is dropped too (e.g. a test ends).
+        let _stop_workers = self.cancel.clone().drop_guard();
+        let served = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(self.routes, shutdown, Some(self.shutdown_grace))
-            .await
+            .await;
+        self.cancel.cancel();
+        let drained =
+            tokio::time::timeout(self.shutdown_grace, futures::future::join_all(tasks)).await;
+        if drained.is_err() {
+            tracing::warn!("background workers did not stop within the grace period");
+        }
+        served
     }
+}
+
+fn instance_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "boxoffice".into());
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &tag[..8])
 }
 
 fn api_service(apis: Apis) -> OpenApiService<Apis, ()> {
@@ -123,9 +261,26 @@ fn api_service(apis: Apis) -> OpenApiService<Apis, ()> {
 /// The OpenAPI document, generated from the code (no database needed).
 pub fn openapi_spec() -> String {
     let offline = DatabaseConnection::default();
+    let waker = RelayWaker::default();
+    let (bus, _) = MemoryBus::new();
     api_service((
         HealthApi::new(offline.clone(), None),
-        CatalogApi::new(CatalogService::new(DbCatalog::new(offline), SystemClock)),
+        CatalogApi::new(CatalogService::new(
+            DbCatalog::new(offline.clone()),
+            SystemClock,
+            waker.clone(),
+        )),
+        AlertsApi::new(AlertService::new(
+            DbAlerts::new(offline.clone()),
+            Webhook::Disabled,
+            SystemClock,
+        )),
+        EventsApi::new(EventPipeline::new(
+            DbOutbox::new(offline),
+            AnyBus::Memory(bus),
+            waker,
+            SystemClock,
+        )),
     ))
     .spec()
 }
@@ -164,9 +319,9 @@ fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let builder = PrometheusBuilder::new()
             .set_buckets_for_metric(
-                Matcher::Full("http_request_duration_seconds".into()),
+                Matcher::Suffix("_seconds".into()),
                 &[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
                 ],
             )
             .expect("bucket list is not empty");
@@ -181,15 +336,16 @@ fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
-async fn connect_redis(url: &str) -> anyhow::Result<ConnectionManager> {
+async fn connect_redis(url: &str) -> anyhow::Result<(redis::Client, ConnectionManager)> {
     let client = redis::Client::open(url).with_context(|| format!("parsing Redis URL {url}"))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_response_timeout(Some(Duration::from_secs(2)));
-    client
+    let conn = client
         .get_connection_manager_with_config(config)
         .await
-        .context("connecting to Redis")
+        .context("connecting to Redis")?;
+    Ok((client, conn))
 }
 
 /// The concert an empty embedded install starts with, so every endpoint has

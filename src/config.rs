@@ -93,6 +93,79 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_SEED_DEMO", default_value_t = true, action = ArgAction::Set, global = true)]
     pub seed_demo: bool,
 
+    /// Where the data-platform exporter writes: `file:DIR` (one NDJSON file
+    /// per UTC day) or an `http(s)://` collector.
+    #[arg(
+        long,
+        env = "BOXOFFICE_DATA_PLATFORM_SINK",
+        default_value = "file:./data-platform",
+        global = true
+    )]
+    pub data_platform_sink: String,
+
+    /// Slack/Notion-style webhook that receives every admin alert.
+    #[arg(long, env = "BOXOFFICE_ALERT_WEBHOOK_URL", global = true)]
+    pub alert_webhook_url: Option<String>,
+
+    /// Run the outbox relay and the event consumers in this process. Turn
+    /// off for API-only instances.
+    #[arg(long, env = "BOXOFFICE_WORKERS", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub workers: bool,
+
+    /// The Redis stream events are published to.
+    #[arg(
+        long,
+        env = "BOXOFFICE_EVENT_STREAM",
+        default_value = "bo:events",
+        global = true
+    )]
+    pub event_stream: String,
+
+    /// Approximate length the event stream is trimmed to (XADD MAXLEN ~).
+    #[arg(
+        long,
+        env = "BOXOFFICE_STREAM_MAX_LEN",
+        default_value_t = 1_000_000,
+        global = true
+    )]
+    pub stream_max_len: usize,
+
+    /// Outbox rows the relay publishes per batch.
+    #[arg(long, env = "BOXOFFICE_RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000), global = true)]
+    pub relay_batch_size: u64,
+
+    /// How often the relay looks for rows when nothing woke it.
+    #[arg(
+        long,
+        env = "BOXOFFICE_RELAY_POLL_MS",
+        default_value_t = 250,
+        global = true
+    )]
+    pub relay_poll_ms: u64,
+
+    /// Published outbox rows are deleted after this many hours.
+    #[arg(
+        long,
+        env = "BOXOFFICE_OUTBOX_RETENTION_HOURS",
+        default_value_t = 24,
+        global = true
+    )]
+    pub outbox_retention_hours: u64,
+
+    /// Deliveries of a failing event before it is dead-lettered.
+    #[arg(long, env = "BOXOFFICE_CONSUMER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub consumer_max_deliveries: u32,
+
+    /// An event pending this long (its consumer crashed or failed) is
+    /// retried by another consumer.
+    #[arg(
+        long,
+        env = "BOXOFFICE_CONSUMER_CLAIM_IDLE_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub consumer_claim_idle_ms: u64,
+
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     #[arg(
         long,

@@ -2,11 +2,14 @@
 //! served coupons. One folder per business module (domain, ports, use cases,
 //! HTTP controllers, adapters); `app` wires them together.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod kernel;
+pub mod listeners;
+pub mod outbox;
 pub mod telemetry;
 pub mod web;

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{Clock, ConcertId, ScheduleId},
+    kernel::{Clock, ConcertId, ScheduleId, events::RelayWake},
     web::{ApiTags, problem::Problem, strict::JsonString},
 };
 
@@ -126,18 +126,18 @@ enum ListSeatsResponse {
     Ok(Json<Vec<SeatBody>>),
 }
 
-pub struct CatalogApi<R, C> {
-    service: CatalogService<R, C>,
+pub struct CatalogApi<R, C, W> {
+    service: CatalogService<R, C, W>,
 }
 
-impl<R, C> CatalogApi<R, C> {
-    pub fn new(service: CatalogService<R, C>) -> Self {
+impl<R, C, W> CatalogApi<R, C, W> {
+    pub fn new(service: CatalogService<R, C, W>) -> Self {
         Self { service }
     }
 }
 
 #[OpenApi]
-impl<R: CatalogRepository, C: Clock> CatalogApi<R, C> {
+impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     /// Create a concert with its schedules and seats in one call.
     #[oai(
         path = "/v1/admin/concerts",

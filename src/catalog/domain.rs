@@ -1,6 +1,9 @@
 use chrono::{DateTime, Utc};
 
-use crate::kernel::{ConcertId, Points, ScheduleId, SeatId, UserId};
+use crate::kernel::{
+    ConcertId, Points, ScheduleId, SeatId, UserId,
+    events::{ConcertCreated, NewEvent, types},
+};
 
 pub const MAX_TEXT_CHARS: usize = 200;
 pub const MAX_GRADE_CHARS: usize = 32;
@@ -170,6 +173,24 @@ pub struct Concert {
 pub struct CreatedConcert {
     pub id: ConcertId,
     pub schedules: Vec<CreatedSchedule>,
+}
+
+impl CreatedConcert {
+    /// The `ConcertCreated` event, written in the same transaction.
+    pub fn event(&self, concert: &NewConcert) -> NewEvent {
+        NewEvent::new(
+            types::CONCERT_CREATED,
+            "concert",
+            self.id,
+            &ConcertCreated {
+                concert_id: self.id.value(),
+                title: concert.title.clone(),
+                venue: concert.venue.clone(),
+                schedule_ids: self.schedules.iter().map(|s| s.id.value()).collect(),
+                seat_count: self.schedules.iter().map(|s| u64::from(s.seat_count)).sum(),
+            },
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

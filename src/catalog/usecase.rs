@@ -5,26 +5,31 @@ use super::{
     },
     ports::CatalogRepository,
 };
-use crate::kernel::{Clock, ConcertId, ScheduleId};
+use crate::kernel::{Clock, ConcertId, ScheduleId, events::RelayWake};
 
 #[derive(Clone)]
-pub struct CatalogService<R, C> {
+pub struct CatalogService<R, C, W> {
     repo: R,
     clock: C,
+    wake: W,
 }
 
-impl<R: CatalogRepository, C: Clock> CatalogService<R, C> {
-    pub fn new(repo: R, clock: C) -> Self {
-        Self { repo, clock }
+impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
+    pub fn new(repo: R, clock: C, wake: W) -> Self {
+        Self { repo, clock, wake }
     }
 
+    /// Validates and stores the concert; `ConcertCreated` is written to the
+    /// outbox in the same transaction.
     pub async fn create_concert(
         &self,
         draft: ConcertDraft,
     ) -> Result<CreatedConcert, CatalogError> {
         let now = self.clock.now();
         let concert = NewConcert::parse(draft, now)?;
-        self.repo.create_concert(&concert, now).await
+        let created = self.repo.create_concert(&concert, now).await?;
+        self.wake.wake();
+        Ok(created)
     }
 
     pub async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {
@@ -84,6 +89,13 @@ mod tests {
         catalog::domain::{ScheduleDraft, SeatBlockDraft, SeatState},
         kernel::{ManualClock, Points, SeatId, UserId},
     };
+
+    #[derive(Clone)]
+    struct NoWake;
+
+    impl RelayWake for NoWake {
+        fn wake(&self) {}
+    }
 
     /// Hand-written fake: records what it was asked to store.
     #[derive(Clone, Default)]
@@ -149,7 +161,7 @@ mod tests {
     async fn invalid_drafts_never_reach_the_repository() {
         let clock = ManualClock::new(Utc::now());
         let repo = FakeRepo::default();
-        let service = CatalogService::new(repo.clone(), clock.clone());
+        let service = CatalogService::new(repo.clone(), clock.clone(), NoWake);
         let mut draft = demo(clock.now());
         draft.venue = String::new();
         assert!(matches!(
@@ -163,7 +175,7 @@ mod tests {
     async fn seeds_only_an_empty_catalog() {
         let clock = ManualClock::new(Utc::now());
         let repo = FakeRepo::default();
-        let service = CatalogService::new(repo.clone(), clock.clone());
+        let service = CatalogService::new(repo.clone(), clock.clone(), NoWake);
         assert!(
             service
                 .seed_if_empty(demo(clock.now()))
@@ -196,7 +208,7 @@ mod tests {
                 until: clock.now() + TimeDelta::minutes(5),
             },
         });
-        let service = CatalogService::new(repo, clock.clone());
+        let service = CatalogService::new(repo, clock.clone(), NoWake);
 
         assert!(matches!(
             service.list_schedules(ConcertId(5)).await,

@@ -1,7 +1,9 @@
 //! The shared kernel: small types every module speaks (ids, time, points).
 //! Nothing here does IO.
 
+pub mod alerts;
 mod clock;
+pub mod events;
 mod ids;
 mod points;
 

@@ -1,10 +1,11 @@
-use std::sync::OnceLock;
+use std::{future::Future, path::PathBuf, sync::OnceLock, time::Duration};
 
 use boxoffice::{
     app::Application,
     auth::{domain::Role, usecase::mint_token},
     config::{LogFormat, Settings},
     kernel::{SystemClock, UserId},
+    outbox::infra::AnyBus,
 };
 use chrono::TimeDelta;
 use reqwest::{Client, RequestBuilder, Response};
@@ -39,20 +40,31 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub db: DatabaseConnection,
-    _sqlite_dir: Option<tempfile::TempDir>,
+    pub bus: AnyBus,
+    pub settings: Settings,
+    /// Where the data-platform exporter writes its NDJSON files.
+    pub data_platform_dir: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
-pub fn test_settings() -> Settings {
-    Settings {
-        listen: "127.0.0.1:0".into(),
-        database_url: String::new(),
-        redis_url: None,
-        jwt_secret: TEST_JWT_SECRET.into(),
-        log_format: LogFormat::Text,
-        body_limit_bytes: 64 * 1024,
-        seed_demo: false,
-        shutdown_grace_seconds: 1,
-    }
+/// Settings for a test server: fast polling and retries so pipeline tests
+/// finish in moments, and a stream of its own on the shared Redis.
+pub fn test_settings(dir: &std::path::Path) -> Settings {
+    let mut settings = Settings::defaults();
+    settings.listen = "127.0.0.1:0".into();
+    settings.redis_url = None;
+    settings.jwt_secret = TEST_JWT_SECRET.into();
+    settings.log_format = LogFormat::Text;
+    settings.seed_demo = false;
+    settings.shutdown_grace_seconds = 1;
+    settings.data_platform_sink = format!("file:{}", dir.join("data-platform").display());
+    settings.alert_webhook_url = None;
+    settings.workers = true;
+    settings.event_stream = format!("bo:test:{}:events", uuid::Uuid::new_v4().simple());
+    settings.relay_poll_ms = 50;
+    settings.consumer_claim_idle_ms = 300;
+    settings.consumer_max_deliveries = 3;
+    settings
 }
 
 /// Starts a server on a free port over a brand-new database. In the
@@ -63,13 +75,11 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     init_logs();
-    let mut settings = test_settings();
-    let mut sqlite_dir = None;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(dir.path());
     match backend() {
         Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
             settings.database_url = format!("sqlite://{}", dir.path().join("test.db").display());
-            sqlite_dir = Some(dir);
         }
         Backend::Postgres => {
             settings.database_url = fresh_database_url().await;
@@ -82,12 +92,22 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         .expect("the application builds");
     let base = format!("http://{}", app.addr());
     let db = app.db.clone();
+    let bus = app.bus.clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let data_platform_dir = PathBuf::from(
+        settings
+            .data_platform_sink
+            .strip_prefix("file:")
+            .expect("tests use a file sink"),
+    );
     TestApp {
         base,
         client: Client::new(),
         db,
-        _sqlite_dir: sqlite_dir,
+        bus,
+        settings,
+        data_platform_dir,
+        _dir: dir,
     }
 }
 
@@ -205,4 +225,70 @@ pub async fn assert_problem(resp: Response, status: u16, code: &str) -> Value {
     assert_eq!(body["status"], status);
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
     body
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Counts rows with a plain SQL query (works on SQLite and PostgreSQL).
+pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
+    use sea_orm::Statement;
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .expect("count query")
+        .expect("a row");
+    row.try_get_by_index::<i64>(0).expect("an integer")
+}
+
+impl TestApp {
+    /// Every line the data-platform exporter wrote, parsed.
+    pub fn data_platform_lines(&self) -> Vec<Value> {
+        let Ok(entries) = std::fs::read_dir(&self.data_platform_dir) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        files
+            .iter()
+            .flat_map(|f| {
+                std::fs::read_to_string(f)
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .map(|line| serde_json::from_str(&line).expect("each line is one JSON object"))
+            .collect()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self
+            .get(path)
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.expect("json")
+    }
 }

@@ -1,10 +1,13 @@
 //! The one integration test binary: real HTTP against a real server on a
 //! fresh database (SQLite, or PostgreSQL when `BOXOFFICE_TEST_DATABASE=postgres`).
 
+mod alerts;
 mod auth;
+mod bus_contract;
 mod catalog;
 mod cli;
 mod errors;
+mod events;
 mod health;
 mod helpers;
 mod openapi;

@@ -17,6 +17,7 @@ use crate::{
     },
     db::is_outage,
     kernel::{ConcertId, Points, ScheduleId, SeatId, UserId},
+    outbox::infra::db::append_events,
 };
 
 pub(crate) mod concert {
@@ -155,11 +156,15 @@ impl CatalogRepository for DbCatalog {
                 seat_count: new_schedule.seat_count(),
             });
         }
-        txn.commit().await.map_err(db_err)?;
-        Ok(CreatedConcert {
+        let created = CreatedConcert {
             id: ConcertId(concert.id),
             schedules,
-        })
+        };
+        append_events(&txn, vec![created.event(new)], now)
+            .await
+            .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(created)
     }
 
     async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {

@@ -1,0 +1,152 @@
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use super::{
+    domain::{AdminError, AlertFilter, Severity},
+    ports::{AlertNotifier, AlertRepository},
+    usecase::AlertService,
+};
+use crate::{
+    auth::api::AdminAuth,
+    kernel::Clock,
+    web::{ApiTags, problem::Problem},
+};
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "AlertSeverity", rename_all = "lowercase")]
+pub enum SeverityBody {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl From<SeverityBody> for Severity {
+    fn from(value: SeverityBody) -> Self {
+        match value {
+            SeverityBody::Info => Severity::Info,
+            SeverityBody::Warning => Severity::Warning,
+            SeverityBody::Critical => Severity::Critical,
+        }
+    }
+}
+
+impl From<Severity> for SeverityBody {
+    fn from(value: Severity) -> Self {
+        match value {
+            Severity::Info => SeverityBody::Info,
+            Severity::Warning => SeverityBody::Warning,
+            Severity::Critical => SeverityBody::Critical,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Alert", rename_all = "camelCase")]
+pub struct AlertBody {
+    pub id: i64,
+    pub severity: SeverityBody,
+    pub source: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged: bool,
+}
+
+#[derive(ApiResponse)]
+enum ListAlertsResponse {
+    /// Unacknowledged alerts first, newest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<AlertBody>>),
+}
+
+#[derive(ApiResponse)]
+enum AckAlertResponse {
+    /// Acknowledged (acknowledging twice is fine).
+    #[oai(status = 200)]
+    Ok,
+}
+
+pub struct AlertsApi<R, N, C> {
+    service: AlertService<R, N, C>,
+}
+
+impl<R, N, C> AlertsApi<R, N, C> {
+    pub fn new(service: AlertService<R, N, C>) -> Self {
+        Self { service }
+    }
+}
+
+#[OpenApi]
+impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
+    /// List admin alerts.
+    #[oai(
+        path = "/v1/admin/alerts",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listAlerts"
+    )]
+    async fn list(
+        &self,
+        _auth: AdminAuth,
+        /// Only acknowledged (`true`) or unacknowledged (`false`) alerts.
+        acknowledged: Query<Option<bool>>,
+        /// Only alerts of this severity.
+        severity: Query<Option<SeverityBody>>,
+        /// At most this many alerts (1–500, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<ListAlertsResponse, Problem> {
+        let alerts = self
+            .service
+            .list(AlertFilter {
+                acknowledged: acknowledged.0,
+                severity: severity.0.map(Severity::from),
+                limit: limit.0.unwrap_or(100),
+            })
+            .await?;
+        Ok(ListAlertsResponse::Ok(Json(
+            alerts
+                .into_iter()
+                .map(|a| AlertBody {
+                    id: a.id,
+                    severity: a.severity.into(),
+                    source: a.source,
+                    message: a.message,
+                    created_at: a.created_at,
+                    acknowledged: a.acknowledged,
+                })
+                .collect(),
+        )))
+    }
+
+    /// Acknowledge an alert.
+    #[oai(
+        path = "/v1/admin/alerts/:id/ack",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "ackAlert"
+    )]
+    async fn ack(&self, _auth: AdminAuth, id: Path<i64>) -> Result<AckAlertResponse, Problem> {
+        self.service.acknowledge(id.0).await?;
+        Ok(AckAlertResponse::Ok)
+    }
+}
+
+impl From<AdminError> for Problem {
+    fn from(err: AdminError) -> Self {
+        match err {
+            AdminError::AlertNotFound(_) => Problem::not_found(err.to_string()),
+            AdminError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "admin store unavailable");
+                Problem::unavailable("the admin store is unavailable; retry shortly")
+            }
+            AdminError::Unexpected(cause) => {
+                tracing::error!(error = ?cause, "admin failure");
+                Problem::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+use chrono::{DateTime, Utc};
+
+pub use crate::kernel::alerts::{NewAlert, Severity};
+
+pub const MAX_ALERT_LIST: u64 = 500;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub id: i64,
+    pub severity: Severity,
+    pub source: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged: bool,
+}
+
+/// Which alerts to list; unacknowledged come first, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlertFilter {
+    pub acknowledged: Option<bool>,
+    pub severity: Option<Severity>,
+    pub limit: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("alert {0} does not exist")]
+    AlertNotFound(i64),
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}

@@ -1,0 +1,125 @@
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Expr,
+};
+
+use crate::{
+    admin::{
+        domain::{AdminError, Alert, AlertFilter, NewAlert, Severity},
+        ports::AlertRepository,
+    },
+    db::is_outage,
+};
+
+pub(crate) mod admin_alert {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "admin_alerts")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub severity: String,
+        pub source: String,
+        pub message: String,
+        pub created_at: DateTimeUtc,
+        pub acknowledged: bool,
+        pub acknowledged_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+#[derive(Clone)]
+pub struct DbAlerts {
+    db: DatabaseConnection,
+}
+
+impl DbAlerts {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+fn db_err(err: DbErr) -> AdminError {
+    if is_outage(&err) {
+        AdminError::Unavailable(err.into())
+    } else {
+        AdminError::Unexpected(err.into())
+    }
+}
+
+fn to_alert(row: admin_alert::Model) -> Result<Alert, AdminError> {
+    Ok(Alert {
+        id: row.id,
+        severity: Severity::parse(&row.severity)
+            .ok_or_else(|| anyhow!("alert {} has unknown severity {:?}", row.id, row.severity))?,
+        source: row.source,
+        message: row.message,
+        created_at: row.created_at,
+        acknowledged: row.acknowledged,
+    })
+}
+
+impl AlertRepository for DbAlerts {
+    async fn insert(&self, alert: &NewAlert, now: DateTime<Utc>) -> Result<Alert, AdminError> {
+        let row = admin_alert::ActiveModel {
+            severity: Set(alert.severity.as_str().to_owned()),
+            source: Set(alert.source.clone()),
+            message: Set(alert.message.clone()),
+            created_at: Set(now),
+            acknowledged: Set(false),
+            acknowledged_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await
+        .map_err(db_err)?;
+        to_alert(row)
+    }
+
+    async fn list(&self, filter: AlertFilter) -> Result<Vec<Alert>, AdminError> {
+        let mut query = admin_alert::Entity::find();
+        if let Some(acknowledged) = filter.acknowledged {
+            query = query.filter(admin_alert::Column::Acknowledged.eq(acknowledged));
+        }
+        if let Some(severity) = filter.severity {
+            query = query.filter(admin_alert::Column::Severity.eq(severity.as_str()));
+        }
+        query
+            .order_by_asc(admin_alert::Column::Acknowledged)
+            .order_by_desc(admin_alert::Column::Id)
+            .limit(filter.limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(to_alert)
+            .collect()
+    }
+
+    async fn acknowledge(&self, id: i64, now: DateTime<Utc>) -> Result<bool, AdminError> {
+        let result = admin_alert::Entity::update_many()
+            .col_expr(admin_alert::Column::Acknowledged, Expr::value(true))
+            .col_expr(admin_alert::Column::AcknowledgedAt, Expr::value(now))
+            .filter(admin_alert::Column::Id.eq(id))
+            .filter(admin_alert::Column::Acknowledged.eq(false))
+            .exec(&self.db)
+            .await
+            .map_err(db_err)?;
+        if result.rows_affected > 0 {
+            return Ok(true);
+        }
+        // Already acknowledged, or no such alert.
+        let exists = admin_alert::Entity::find_by_id(id)
+            .count(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(exists > 0)
+    }
+}

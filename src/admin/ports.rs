@@ -1,0 +1,30 @@
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::domain::{AdminError, Alert, AlertFilter, NewAlert};
+
+pub trait AlertRepository: Clone + Send + Sync + 'static {
+    fn insert(
+        &self,
+        alert: &NewAlert,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Alert, AdminError>> + Send;
+
+    fn list(
+        &self,
+        filter: AlertFilter,
+    ) -> impl Future<Output = Result<Vec<Alert>, AdminError>> + Send;
+
+    /// `false` when no such alert exists. Acknowledging twice is fine.
+    fn acknowledge(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, AdminError>> + Send;
+}
+
+/// Where alerts are pushed besides the database (Slack/Notion-style webhook).
+pub trait AlertNotifier: Clone + Send + Sync + 'static {
+    fn notify(&self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send;
+}

@@ -1,0 +1,86 @@
+//! The event envelope every module publishes through the outbox, and the
+//! payloads of events that cross module boundaries (the published language).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A domain event about to be written to the outbox, inside the same
+/// transaction as the state change it describes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: &'static str,
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    pub fn new(
+        event_type: &'static str,
+        aggregate_type: &'static str,
+        aggregate_id: impl ToString,
+        payload: &impl Serialize,
+    ) -> Self {
+        Self {
+            event_type,
+            aggregate_type,
+            aggregate_id: aggregate_id.to_string(),
+            // Serialising a plain data struct to a JSON value cannot fail.
+            payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+/// An event as it travels: the same fields in a Redis stream entry and in a
+/// data-platform NDJSON line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub payload: serde_json::Value,
+}
+
+/// An envelope on the bus, with the outbox row it came from and, for a
+/// replayed dead letter, the one consumer group it is meant for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusMessage {
+    pub outbox_id: i64,
+    pub target: Option<String>,
+    pub event: EventEnvelope,
+}
+
+/// Wakes the outbox relay right after a commit that wrote events, so
+/// publishing does not wait for the relay's next poll.
+pub trait RelayWake: Clone + Send + Sync + 'static {
+    fn wake(&self);
+}
+
+pub mod types {
+    pub const CONCERT_CREATED: &str = "ConcertCreated";
+    pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConcertCreated {
+    pub concert_id: i64,
+    pub title: String,
+    pub venue: String,
+    pub schedule_ids: Vec<i64>,
+    pub seat_count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentCompleted {
+    pub payment_id: i64,
+    pub reservation_id: i64,
+    pub user_id: i64,
+    pub amount: i64,
+}

@@ -1,0 +1,3 @@
+pub mod handlers;
+pub mod receipts;
+pub mod sink;

@@ -1,0 +1,192 @@
+//! Admin views of the event pipeline: backlog, consumer lag, dead letters.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use super::{
+    domain::OutboxError,
+    ports::{EventBus, OutboxRepository, RelayWake},
+    usecase::EventPipeline,
+};
+use crate::{
+    auth::api::AdminAuth,
+    kernel::Clock,
+    web::{ApiTags, problem::Problem},
+};
+
+#[derive(Debug, Object)]
+#[oai(rename = "ConsumerLag", rename_all = "camelCase")]
+pub struct ConsumerLagBody {
+    /// The consumer group, e.g. `receipts`.
+    pub name: String,
+    /// Delivered to the group but not yet acknowledged.
+    pub pending: u64,
+    /// In the stream but not yet delivered to the group.
+    pub lag: u64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "EventPipelineStatus", rename_all = "camelCase")]
+pub struct EventsBody {
+    /// Outbox rows not yet published.
+    pub outbox_pending: u64,
+    /// Age of the oldest unpublished row (0 when none).
+    pub oldest_pending_seconds: f64,
+    pub consumers: Vec<ConsumerLagBody>,
+    /// Dead letters not yet replayed.
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "DeadLetter", rename_all = "camelCase")]
+pub struct DeadLetterBody {
+    pub id: i64,
+    pub consumer: String,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub deliveries: u32,
+    pub last_error: String,
+    pub created_at: DateTime<Utc>,
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Replay", rename_all = "camelCase")]
+pub struct ReplayBody {
+    /// The outbox row that carries the event back to its consumer.
+    pub outbox_id: i64,
+}
+
+#[derive(ApiResponse)]
+enum EventsResponse {
+    #[oai(status = 200)]
+    Ok(Json<EventsBody>),
+}
+
+#[derive(ApiResponse)]
+enum DeadLettersResponse {
+    /// Newest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<DeadLetterBody>>),
+}
+
+#[derive(ApiResponse)]
+enum ReplayResponse {
+    /// The event is on its way back to the consumer that gave up on it.
+    #[oai(status = 202)]
+    Accepted(Json<ReplayBody>),
+}
+
+pub struct EventsApi<R, B, W, C> {
+    pipeline: EventPipeline<R, B, W, C>,
+}
+
+impl<R, B, W, C> EventsApi<R, B, W, C> {
+    pub fn new(pipeline: EventPipeline<R, B, W, C>) -> Self {
+        Self { pipeline }
+    }
+}
+
+#[OpenApi]
+impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W, C> {
+    /// Outbox backlog, consumer-group lag and the dead-letter count.
+    #[oai(
+        path = "/v1/admin/events",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "eventPipelineStatus"
+    )]
+    async fn status(&self, _auth: AdminAuth) -> Result<EventsResponse, Problem> {
+        let status = self.pipeline.status().await?;
+        let age = status.backlog.oldest_pending.map_or(0.0, |t| {
+            (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        Ok(EventsResponse::Ok(Json(EventsBody {
+            outbox_pending: status.backlog.pending,
+            oldest_pending_seconds: age,
+            consumers: status
+                .groups
+                .into_iter()
+                .map(|g| ConsumerLagBody {
+                    name: g.name,
+                    pending: g.pending,
+                    lag: g.lag,
+                })
+                .collect(),
+            dead_letters: status.dead_letters,
+        })))
+    }
+
+    /// List dead letters (events a consumer gave up on).
+    #[oai(
+        path = "/v1/admin/dead-letters",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listDeadLetters"
+    )]
+    async fn dead_letters(
+        &self,
+        _auth: AdminAuth,
+        /// Also list dead letters already replayed.
+        #[oai(name = "includeReplayed")]
+        include_replayed: Query<Option<bool>>,
+        /// At most this many (1–500, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<DeadLettersResponse, Problem> {
+        let letters = self
+            .pipeline
+            .dead_letters(include_replayed.0.unwrap_or(false), limit.0.unwrap_or(100))
+            .await?;
+        Ok(DeadLettersResponse::Ok(Json(
+            letters
+                .into_iter()
+                .map(|d| DeadLetterBody {
+                    id: d.id,
+                    consumer: d.consumer,
+                    event_id: d.event_id,
+                    event_type: d.event_type,
+                    deliveries: d.deliveries,
+                    last_error: d.last_error,
+                    created_at: d.created_at,
+                    replayed_at: d.replayed_at,
+                })
+                .collect(),
+        )))
+    }
+
+    /// Send a dead letter's event back to its consumer.
+    #[oai(
+        path = "/v1/admin/dead-letters/:id/replay",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "replayDeadLetter"
+    )]
+    async fn replay(&self, _auth: AdminAuth, id: Path<i64>) -> Result<ReplayResponse, Problem> {
+        let outbox_id = self.pipeline.replay(id.0).await?;
+        Ok(ReplayResponse::Accepted(Json(ReplayBody { outbox_id })))
+    }
+}
+
+impl From<OutboxError> for Problem {
+    fn from(err: OutboxError) -> Self {
+        match err {
+            OutboxError::DeadLetterNotFound(_) => Problem::not_found(err.to_string()),
+            OutboxError::AlreadyReplayed(_) => {
+                Problem::conflict("already_replayed", err.to_string())
+            }
+            OutboxError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "event pipeline store unavailable");
+                Problem::unavailable("the event pipeline is unavailable; retry shortly")
+            }
+            OutboxError::Unexpected(cause) => {
+                tracing::error!(error = ?cause, "event pipeline failure");
+                Problem::internal()
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The consumer runner: reads one consumer group, applies each event once
+//! (the handler's effect and its inbox row commit together), acknowledges
+//! only after the commit, reclaims what crashed consumers left pending, and
+//! dead-letters what keeps failing.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    db::{insert_dead_letter, record_in_inbox},
+    relay::sleep_or_cancel,
+};
+use crate::{
+    kernel::{
+        alerts::{AlertSink, NewAlert, Severity},
+        events::EventEnvelope,
+    },
+    outbox::{domain::Delivery, ports::EventBus},
+};
+
+/// What a listener does with an event. The runner opens the transaction,
+/// records the inbox row in it, calls `handle`, and commits.
+pub trait EventHandler: Send + Sync + 'static {
+    /// The consumer group name, e.g. `receipts`.
+    fn name(&self) -> &'static str;
+
+    /// Events of other types are acknowledged without being handled.
+    fn handles(&self, event_type: &str) -> bool;
+
+    fn handle<'a>(
+        &'a self,
+        txn: &'a DatabaseTransaction,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub batch_size: usize,
+    /// How long one fetch waits for new entries.
+    pub block: Duration,
+    /// Pending entries idle this long are taken over: their consumer crashed,
+    /// or their handler failed and this is the retry delay.
+    pub claim_idle: Duration,
+    /// After this many deliveries a failing entry goes to `dead_letters`.
+    pub max_deliveries: u32,
+}
+
+pub struct ConsumerRunner<B> {
+    db: DatabaseConnection,
+    bus: B,
+    handler: Arc<dyn EventHandler>,
+    consumer: String,
+    settings: ConsumerSettings,
+    alerts: Arc<dyn AlertSink>,
+}
+
+enum Outcome {
+    Applied,
+    Duplicate,
+    Skipped,
+}
+
+impl<B: EventBus> ConsumerRunner<B> {
+    pub fn new(
+        db: DatabaseConnection,
+        bus: B,
+        handler: Arc<dyn EventHandler>,
+        consumer: String,
+        settings: ConsumerSettings,
+        alerts: Arc<dyn AlertSink>,
+    ) -> Self {
+        Self {
+            db,
+            bus,
+            handler,
+            consumer,
+            settings,
+            alerts,
+        }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        let group = self.handler.name();
+        while let Err(err) = self.bus.ensure_group(group).await {
+            tracing::warn!(group, error = %err, "consumer: cannot create its group yet");
+            if sleep_or_cancel(&cancel, Duration::from_secs(1)).await {
+                return;
+            }
+        }
+        let mut last_reclaim = tokio::time::Instant::now();
+        let reclaim_every = (self.settings.claim_idle / 2).max(Duration::from_millis(10));
+        loop {
+            if cancel.is_cancelled() {
+                return;
+            }
+            if last_reclaim.elapsed() >= reclaim_every {
+                last_reclaim = tokio::time::Instant::now();
+                match self
+                    .bus
+                    .reclaim(
+                        group,
+                        &self.consumer,
+                        self.settings.claim_idle,
+                        self.settings.batch_size,
+                    )
+                    .await
+                {
+                    Ok(deliveries) => self.process(deliveries).await,
+                    Err(err) => {
+                        tracing::warn!(group, error = %err, "consumer: reclaim failed");
+                    }
+                }
+            }
+            let block = self.settings.block.min(reclaim_every);
+            let fetched = tokio::select! {
+                () = cancel.cancelled() => return,
+                fetched = self.bus.fetch(group, &self.consumer, self.settings.batch_size, block) => fetched,
+            };
+            match fetched {
+                Ok(deliveries) => self.process(deliveries).await,
+                Err(err) => {
+                    tracing::warn!(group, error = %err, "consumer: fetch failed; retrying");
+                    if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles deliveries one by one, acknowledging each as soon as it is
+    /// finished; a failure leaves that entry pending and moves on.
+    pub async fn process(&self, deliveries: Vec<Delivery>) {
+        let group = self.handler.name();
+        for delivery in deliveries {
+            let finished = match &delivery.message {
+                Err(reason) => self.dead_letter(&delivery, None, reason).await,
+                Ok(message) => match self.apply(message.target.as_deref(), &message.event).await {
+                    Ok(outcome) => {
+                        let label = match outcome {
+                            Outcome::Applied => "applied",
+                            Outcome::Duplicate => "duplicate",
+                            Outcome::Skipped => "skipped",
+                        };
+                        metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => label)
+                            .increment(1);
+                        true
+                    }
+                    Err(err) if delivery.deliveries >= self.settings.max_deliveries => {
+                        let reason = format!("{err:#}");
+                        self.dead_letter(&delivery, Some(&message.event), &reason)
+                            .await
+                    }
+                    Err(err) => {
+                        metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => "failed")
+                            .increment(1);
+                        tracing::warn!(
+                            group,
+                            event = %message.event.event_id,
+                            delivery = delivery.deliveries,
+                            error = format!("{err:#}"),
+                            "consumer: handler failed; the event stays pending and will be retried"
+                        );
+                        false
+                    }
+                },
+            };
+            if finished
+                && let Err(err) = self
+                    .bus
+                    .ack(group, std::slice::from_ref(&delivery.id))
+                    .await
+            {
+                // Not acknowledged: it will be reclaimed and dropped by the inbox.
+                tracing::warn!(group, error = %err, "consumer: ack failed");
+            }
+        }
+    }
+
+    async fn apply(&self, target: Option<&str>, event: &EventEnvelope) -> anyhow::Result<Outcome> {
+        let name = self.handler.name();
+        let meant_for_us = target.is_none_or(|t| t == name);
+        if !meant_for_us || !self.handler.handles(&event.event_type) {
+            return Ok(Outcome::Skipped);
+        }
+        let txn = self.db.begin().await?;
+        // The inbox row goes first: a concurrent duplicate blocks on it (or
+        // conflicts) instead of applying the effect a second time.
+        if !record_in_inbox(&txn, name, event.event_id, Utc::now()).await? {
+            txn.rollback().await?;
+            return Ok(Outcome::Duplicate);
+        }
+        self.handler.handle(&txn, event).await?;
+        txn.commit().await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Stores the entry in `dead_letters` and raises an alert. Returns
+    /// whether it may be acknowledged (false if it could not be stored).
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        event: Option<&EventEnvelope>,
+        reason: &str,
+    ) -> bool {
+        let group = self.handler.name();
+        let stored = insert_dead_letter(
+            &self.db,
+            group,
+            event,
+            &delivery.id,
+            delivery.deliveries,
+            reason,
+            Utc::now(),
+        )
+        .await;
+        let id = match stored {
+            Ok(id) => id,
+            Err(err) => {
+                tracing::error!(group, error = %err, "consumer: cannot store a dead letter; keeping the entry pending");
+                return false;
+            }
+        };
+        metrics::counter!("dead_letters_total", "consumer" => group).increment(1);
+        let what = event.map_or_else(
+            || format!("undecodable stream entry {}", delivery.id),
+            |e| format!("{} {}", e.event_type, e.event_id),
+        );
+        self.alerts
+            .raise(NewAlert {
+                severity: Severity::Critical,
+                source: format!("consumer:{group}"),
+                message: format!(
+                    "dead letter {id}: {what} failed {} time(s) and was set aside; last error: {reason}",
+                    delivery.deliveries
+                ),
+            })
+            .await;
+        true
+    }
+}

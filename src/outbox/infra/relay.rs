@@ -1,0 +1,269 @@
+//! The relay: moves committed outbox rows to the event bus, in id order, in
+//! batches. Woken right after a commit that wrote events, with a polling
+//! fallback for rows written by other instances.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{TimeDelta, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
+    sea_query::{Expr, LockBehavior, LockType},
+};
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::db::{bus_message, outbox};
+use crate::outbox::{
+    domain::OutboxBacklog,
+    ports::{EventBus, OutboxRepository, RelayWake},
+};
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub batch_size: u64,
+    pub poll_interval: Duration,
+    /// Published rows older than this are deleted.
+    pub retention: Duration,
+}
+
+/// Wakes the relay of this process. `notify_one` keeps one permit, so a
+/// wake that arrives while the relay is busy is not lost.
+#[derive(Clone, Default)]
+pub struct RelayWaker(Arc<Notify>);
+
+impl RelayWake for RelayWaker {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+pub struct Relay<B> {
+    db: DatabaseConnection,
+    bus: B,
+    waker: RelayWaker,
+    settings: RelaySettings,
+}
+
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
+impl<B: EventBus> Relay<B> {
+    pub fn new(db: DatabaseConnection, bus: B, waker: RelayWaker, settings: RelaySettings) -> Self {
+        Self {
+            db,
+            bus,
+            waker,
+            settings,
+        }
+    }
+
+    /// Runs until cancelled. Errors (database or bus down) are logged and
+    /// retried; the relay never gives up.
+    pub async fn run(self, cancel: CancellationToken) {
+        if !self.bus.is_durable() {
+            // Rows handed to an in-process bus that died with the last
+            // process are handed over again.
+            while let Err(err) = self.forget_unfinished().await {
+                tracing::warn!(error = %err, "relay: cannot reset unfinished rows yet");
+                if sleep_or_cancel(&cancel, Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+        }
+        let mut last_housekeeping = tokio::time::Instant::now() - HOUSEKEEPING_EVERY;
+        let mut last_gauges = tokio::time::Instant::now() - GAUGES_EVERY;
+        loop {
+            match self.relay_batch().await {
+                Ok(n) if n as u64 >= self.settings.batch_size => continue,
+                Ok(_) => {}
+                Err(err) => {
+                    metrics::counter!("outbox_relay_errors_total").increment(1);
+                    tracing::warn!(error = %err, "relay: batch failed; retrying");
+                    if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+            if last_gauges.elapsed() >= GAUGES_EVERY {
+                last_gauges = tokio::time::Instant::now();
+                self.update_gauges().await;
+            }
+            if last_housekeeping.elapsed() >= HOUSEKEEPING_EVERY {
+                last_housekeeping = tokio::time::Instant::now();
+                if let Err(err) = self.delete_old_published().await {
+                    tracing::warn!(error = %err, "relay: retention cleanup failed");
+                }
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = self.waker.0.notified() => {}
+                () = tokio::time::sleep(self.settings.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Publishes up to one batch; returns how many rows it relayed.
+    ///
+    /// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED` for the
+    /// duration, so several relays share the work without publishing a row
+    /// twice. If the bus accepts the batch but the commit fails, the rows
+    /// are published again later: delivery is at least once, and consumers
+    /// are idempotent.
+    pub async fn relay_batch(&self) -> anyhow::Result<usize> {
+        if self.db.get_database_backend() == DatabaseBackend::Postgres {
+            let txn = self.db.begin().await?;
+            let n = self.relay_batch_on(&txn, true).await?;
+            txn.commit().await?;
+            Ok(n)
+        } else {
+            // SQLite has one writer and the embedded shape one relay.
+            self.relay_batch_on(&self.db, false).await
+        }
+    }
+
+    async fn relay_batch_on<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        lock: bool,
+    ) -> anyhow::Result<usize> {
+        let durable = self.bus.is_durable();
+        let mut query = outbox::Entity::find()
+            .filter(outbox::Column::PublishedAt.is_null())
+            .order_by_asc(outbox::Column::Id)
+            .limit(self.settings.batch_size);
+        if !durable {
+            query = query.filter(outbox::Column::RelayedAt.is_null());
+        }
+        if lock {
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let rows = query.all(conn).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let messages = rows
+            .iter()
+            .map(bus_message)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.bus.publish(&messages).await?;
+        let now = Utc::now();
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut update = outbox::Entity::update_many()
+            .col_expr(outbox::Column::RelayedAt, Expr::value(now))
+            .filter(outbox::Column::Id.is_in(ids));
+        if durable {
+            update = update.col_expr(outbox::Column::PublishedAt, Expr::value(now));
+        }
+        update.exec(conn).await?;
+        for row in &rows {
+            let latency = (now - row.occurred_at).to_std().unwrap_or_default();
+            metrics::histogram!("outbox_relay_latency_seconds").record(latency.as_secs_f64());
+        }
+        metrics::counter!("outbox_relayed_total").increment(rows.len() as u64);
+        Ok(rows.len())
+    }
+
+    async fn forget_unfinished(&self) -> anyhow::Result<()> {
+        outbox::Entity::update_many()
+            .col_expr(
+                outbox::Column::RelayedAt,
+                Expr::value(Option::<chrono::DateTime<Utc>>::None),
+            )
+            .filter(outbox::Column::PublishedAt.is_null())
+            .filter(outbox::Column::RelayedAt.is_not_null())
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_old_published(&self) -> anyhow::Result<()> {
+        let cutoff = Utc::now() - TimeDelta::from_std(self.settings.retention)?;
+        let deleted = outbox::Entity::delete_many()
+            .filter(outbox::Column::PublishedAt.lt(cutoff))
+            .exec(&self.db)
+            .await?;
+        if deleted.rows_affected > 0 {
+            tracing::debug!(
+                rows = deleted.rows_affected,
+                "relay: deleted published outbox rows past retention"
+            );
+        }
+        Ok(())
+    }
+
+    async fn update_gauges(&self) {
+        let repo = super::db::DbOutbox::new(self.db.clone());
+        if let Ok(OutboxBacklog {
+            pending,
+            oldest_pending,
+        }) = repo.backlog().await
+        {
+            metrics::gauge!("outbox_pending").set(pending as f64);
+            let age = oldest_pending.map_or(0.0, |t| {
+                (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+            });
+            metrics::gauge!("outbox_oldest_pending_seconds").set(age);
+        }
+        if let Ok(open) = repo.open_dead_letter_count().await {
+            metrics::gauge!("dead_letters_open").set(open as f64);
+        }
+        if let Ok(groups) = self.bus.groups().await {
+            for group in groups {
+                metrics::gauge!("consumer_pending", "consumer" => group.name.clone())
+                    .set(group.pending as f64);
+                metrics::gauge!("consumer_lag", "consumer" => group.name).set(group.lag as f64);
+            }
+        }
+    }
+}
+
+/// Marks the rows an in-process bus reports as finished (every consumer
+/// group acknowledged them) as published, in batches, until cancelled.
+pub async fn mark_finished(
+    db: DatabaseConnection,
+    mut finished: mpsc::UnboundedReceiver<i64>,
+    cancel: CancellationToken,
+) {
+    let mut ids = Vec::new();
+    loop {
+        if ids.is_empty() {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                next = finished.recv() => match next {
+                    Some(id) => ids.push(id),
+                    None => return,
+                },
+            }
+        }
+        while ids.len() < 1_000 {
+            match finished.try_recv() {
+                Ok(id) => ids.push(id),
+                Err(_) => break,
+            }
+        }
+        let marked = outbox::Entity::update_many()
+            .col_expr(outbox::Column::PublishedAt, Expr::value(Utc::now()))
+            .filter(outbox::Column::Id.is_in(ids.clone()))
+            .exec(&db)
+            .await;
+        match marked {
+            Ok(_) => ids.clear(),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not mark finished outbox rows; retrying");
+                if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps, or returns true at once when cancelled.
+pub(crate) async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(duration) => false,
+    }
+}

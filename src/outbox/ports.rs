@@ -1,0 +1,69 @@
+use std::{future::Future, time::Duration};
+
+use chrono::{DateTime, Utc};
+
+use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError};
+use crate::kernel::events::BusMessage;
+pub use crate::kernel::events::RelayWake;
+
+/// A stream of events with consumer groups, in the image of Redis Streams:
+/// every group sees every entry once; within a group each entry goes to one
+/// consumer and stays pending until acknowledged; pending entries idle past
+/// a threshold can be claimed by another consumer.
+pub trait EventBus: Clone + Send + Sync + 'static {
+    /// True when a published entry survives a crash of this process (Redis).
+    /// When false (in-process bus), an outbox row counts as published only
+    /// once every group has acknowledged it, and unfinished rows are handed
+    /// to the bus again after a restart.
+    fn is_durable(&self) -> bool;
+
+    /// Appends the messages, in order.
+    fn publish(&self, messages: &[BusMessage]) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Creates the group if it does not exist, reading from the start of the stream.
+    fn ensure_group(&self, group: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Up to `count` entries never delivered to `group`, waiting up to `block` for one.
+    fn fetch(
+        &self,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> impl Future<Output = anyhow::Result<Vec<Delivery>>> + Send;
+
+    /// Takes over up to `count` entries pending in `group` for at least
+    /// `min_idle` (their consumer crashed or failed), counting the delivery.
+    fn reclaim(
+        &self,
+        group: &str,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> impl Future<Output = anyhow::Result<Vec<Delivery>>> + Send;
+
+    fn ack(&self, group: &str, ids: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    fn groups(&self) -> impl Future<Output = anyhow::Result<Vec<GroupStatus>>> + Send;
+}
+
+pub trait OutboxRepository: Clone + Send + Sync + 'static {
+    fn backlog(&self) -> impl Future<Output = Result<OutboxBacklog, OutboxError>> + Send;
+
+    fn dead_letters(
+        &self,
+        include_replayed: bool,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, OutboxError>> + Send;
+
+    /// Dead letters not yet replayed.
+    fn open_dead_letter_count(&self) -> impl Future<Output = Result<u64, OutboxError>> + Send;
+
+    /// Marks the dead letter replayed and writes its event back to the outbox
+    /// for its consumer only, atomically. Returns the new outbox row id.
+    fn replay_dead_letter(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<i64, OutboxError>> + Send;
+}

@@ -1,0 +1,213 @@
+//! One contract, two event buses: the in-process bus must behave like the
+//! Redis Streams bus in everything the consumers rely on.
+
+use std::time::Duration;
+
+use boxoffice::{
+    kernel::events::{BusMessage, EventEnvelope},
+    outbox::{
+        infra::{AnyBus, memory::MemoryBus, redis::RedisBus},
+        ports::EventBus,
+    },
+};
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::helpers::redis_url;
+
+fn message(n: i64) -> BusMessage {
+    BusMessage {
+        outbox_id: n,
+        target: (n == 3).then(|| "only-for-b".to_owned()),
+        event: EventEnvelope {
+            event_id: Uuid::new_v4(),
+            event_type: "Tested".into(),
+            aggregate_type: "test".into(),
+            aggregate_id: "a".into(),
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({ "n": n }),
+        },
+    }
+}
+
+fn outbox_ids(deliveries: &[boxoffice::outbox::domain::Delivery]) -> Vec<i64> {
+    deliveries
+        .iter()
+        .map(|d| d.message.as_ref().expect("decodable").outbox_id)
+        .collect()
+}
+
+async fn memory_bus() -> AnyBus {
+    AnyBus::Memory(MemoryBus::new().0)
+}
+
+async fn redis_bus() -> AnyBus {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = client
+        .get_connection_manager()
+        .await
+        .expect("Redis is reachable");
+    let stream = format!("bo:test:{}:contract", Uuid::new_v4().simple());
+    AnyBus::Redis(RedisBus::new(client, conn, &stream, 100_000))
+}
+
+const NO_WAIT: Duration = Duration::from_millis(1);
+
+async fn every_group_sees_every_entry_in_order(bus: AnyBus) {
+    bus.ensure_group("a").await.unwrap();
+    bus.ensure_group("b").await.unwrap();
+    let published: Vec<BusMessage> = (1..=5).map(message).collect();
+    bus.publish(&published).await.unwrap();
+    let a = bus.fetch("a", "c1", 10, NO_WAIT).await.unwrap();
+    let b = bus.fetch("b", "c1", 10, NO_WAIT).await.unwrap();
+    let delivered: Vec<BusMessage> = a
+        .iter()
+        .map(|d| d.message.clone().expect("decodable"))
+        .collect();
+    assert_eq!(delivered, published, "entries arrive whole and in order");
+    assert_eq!(outbox_ids(&b), vec![1, 2, 3, 4, 5]);
+    assert!(a.iter().all(|d| d.deliveries == 1));
+    assert!(
+        bus.fetch("a", "c1", 10, NO_WAIT).await.unwrap().is_empty(),
+        "nothing is delivered twice"
+    );
+}
+
+async fn consumers_of_one_group_share_the_entries(bus: AnyBus) {
+    bus.ensure_group("g").await.unwrap();
+    bus.publish(&(1..=6).map(message).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let first = bus.fetch("g", "c1", 4, NO_WAIT).await.unwrap();
+    let second = bus.fetch("g", "c2", 4, NO_WAIT).await.unwrap();
+    assert_eq!(outbox_ids(&first), vec![1, 2, 3, 4]);
+    assert_eq!(outbox_ids(&second), vec![5, 6]);
+}
+
+async fn acknowledged_entries_leave_pending_and_lag_is_counted(bus: AnyBus) {
+    bus.ensure_group("g").await.unwrap();
+    bus.publish(&(1..=5).map(message).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let got = bus.fetch("g", "c1", 3, NO_WAIT).await.unwrap();
+    let status = |groups: Vec<boxoffice::outbox::domain::GroupStatus>| {
+        let g = groups
+            .into_iter()
+            .find(|g| g.name == "g")
+            .expect("group listed");
+        (g.pending, g.lag)
+    };
+    assert_eq!(status(bus.groups().await.unwrap()), (3, 2));
+    bus.ack("g", &[got[0].id.clone(), got[2].id.clone()])
+        .await
+        .unwrap();
+    assert_eq!(status(bus.groups().await.unwrap()), (1, 2));
+}
+
+async fn an_idle_pending_entry_is_reclaimed_with_its_delivery_count(bus: AnyBus) {
+    bus.ensure_group("g").await.unwrap();
+    bus.publish(&[message(1), message(2)]).await.unwrap();
+    let held = bus.fetch("g", "crashed", 10, NO_WAIT).await.unwrap();
+    bus.ack("g", &[held[1].id.clone()]).await.unwrap();
+
+    let too_soon = bus
+        .reclaim("g", "rescuer", Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert!(
+        too_soon.is_empty(),
+        "entries are only taken over once idle long enough"
+    );
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let taken = bus
+        .reclaim("g", "rescuer", Duration::from_millis(100), 10)
+        .await
+        .unwrap();
+    assert_eq!(outbox_ids(&taken), vec![1]);
+    assert_eq!(taken[0].deliveries, 2);
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let again = bus
+        .reclaim("g", "another", Duration::from_millis(100), 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].deliveries, 3);
+    bus.ack("g", &[again[0].id.clone()]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        bus.reclaim("g", "rescuer", Duration::from_millis(100), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn fetch_waits_for_a_publish(bus: AnyBus) {
+    bus.ensure_group("g").await.unwrap();
+    let publisher = bus.clone();
+    let publish = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        publisher.publish(&[message(7)]).await.unwrap();
+    });
+    let started = std::time::Instant::now();
+    let got = bus
+        .fetch("g", "c1", 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(outbox_ids(&got), vec![7]);
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "woken by the publish, not the timeout"
+    );
+    publish.await.unwrap();
+    let started = std::time::Instant::now();
+    assert!(
+        bus.fetch("g", "c1", 10, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "an empty fetch waits out its block time"
+    );
+}
+
+macro_rules! contract {
+    ($adapter:ident) => {
+        mod $adapter {
+            use super::*;
+
+            #[tokio::test]
+            async fn every_group_sees_every_entry_in_order() {
+                super::every_group_sees_every_entry_in_order($adapter().await).await;
+            }
+
+            #[tokio::test]
+            async fn consumers_of_one_group_share_the_entries() {
+                super::consumers_of_one_group_share_the_entries($adapter().await).await;
+            }
+
+            #[tokio::test]
+            async fn acknowledged_entries_leave_pending_and_lag_is_counted() {
+                super::acknowledged_entries_leave_pending_and_lag_is_counted($adapter().await)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn an_idle_pending_entry_is_reclaimed_with_its_delivery_count() {
+                super::an_idle_pending_entry_is_reclaimed_with_its_delivery_count($adapter().await)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn fetch_waits_for_a_publish() {
+                super::fetch_waits_for_a_publish($adapter().await).await;
+            }
+        }
+    };
+}
+
+contract!(memory_bus);
+contract!(redis_bus);

@@ -1,0 +1,497 @@
+//! The event pipeline end to end: outbox → relay → bus → consumers, with
+//! crashes, duplicates, poison messages and replays.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use boxoffice::{
+    admin::{
+        infra::{db::DbAlerts, webhook::Webhook},
+        usecase::AlertService,
+    },
+    kernel::{
+        SystemClock,
+        alerts::AlertSink,
+        events::{BusMessage, EventEnvelope, NewEvent, PaymentCompleted, types},
+    },
+    listeners::infra::{handlers::ReceiptIssuer, receipts::LocalReceiptProvider},
+    outbox::{
+        infra::{
+            AnyBus,
+            consumer::{ConsumerRunner, ConsumerSettings},
+            db::append_events,
+            redis::{RedisBus, read_all},
+            relay::{Relay, RelaySettings, RelayWaker},
+        },
+        ports::EventBus,
+    },
+};
+use chrono::Utc;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, count, eventually, redis_url, spawn_app, spawn_app_with};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn payment(id: i64) -> NewEvent {
+    NewEvent::new(
+        types::PAYMENT_COMPLETED,
+        "payment",
+        id,
+        &PaymentCompleted {
+            payment_id: id,
+            reservation_id: id,
+            user_id: 100 + id,
+            amount: 1_000 * id,
+        },
+    )
+}
+
+async fn write_events(app: &TestApp, events: Vec<NewEvent>) {
+    append_events(&app.db, events, Utc::now())
+        .await
+        .expect("outbox insert");
+}
+
+fn lines_of_type<'a>(lines: &'a [Value], event_type: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["type"] == event_type).collect()
+}
+
+async fn pipeline_status(app: &TestApp) -> Value {
+    app.get_json("/v1/admin/events").await
+}
+
+/// Waits until the outbox is empty and every consumer group has finished.
+async fn drained(app: &TestApp) -> Value {
+    eventually("the pipeline to drain", WAIT, || async {
+        let status = pipeline_status(app).await;
+        let consumers = status["consumers"].as_array().cloned().unwrap_or_default();
+        let idle =
+            consumers.len() >= 2 && consumers.iter().all(|c| c["pending"] == 0 && c["lag"] == 0);
+        (status["outboxPending"] == 0 && idle).then_some(status)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_created_concert_reaches_the_data_platform_once() {
+    let app = spawn_app().await;
+    let created = app
+        .create_concert(&crate::helpers::concert_body(2, 3))
+        .await;
+    let status = drained(&app).await;
+    assert_eq!(status["deadLetters"], 0);
+    let names: HashSet<String> = status["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from(["data-platform".to_owned(), "receipts".to_owned()])
+    );
+
+    let lines = app.data_platform_lines();
+    let concerts = lines_of_type(&lines, "ConcertCreated");
+    assert_eq!(concerts.len(), 1, "{lines:?}");
+    let line = concerts[0];
+    assert_eq!(line["aggregateType"], "concert");
+    assert_eq!(line["aggregateId"], created["id"].to_string());
+    assert_eq!(line["payload"]["seatCount"], 5);
+    assert!(Uuid::parse_str(line["eventId"].as_str().unwrap()).is_ok());
+    assert!(chrono::DateTime::parse_from_rfc3339(line["occurredAt"].as_str().unwrap()).is_ok());
+}
+
+#[tokio::test]
+async fn every_payment_gets_one_receipt_and_one_data_platform_line() {
+    let app = spawn_app().await;
+    write_events(&app, (1..=20).map(payment).collect()).await;
+    drained(&app).await;
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM receipts").await, 20);
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(DISTINCT payment_id) FROM receipts").await,
+        20
+    );
+    assert_eq!(
+        count(&app.db, "SELECT CAST(SUM(amount) AS BIGINT) FROM receipts").await,
+        1_000 * (1..=20).sum::<i64>()
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM receipts WHERE number = 'R-000000000007' AND user_id = 107"
+        )
+        .await,
+        1
+    );
+    let lines = app.data_platform_lines();
+    assert_eq!(lines_of_type(&lines, "PaymentCompleted").len(), 20);
+}
+
+/// The relay dies after the commit and before publishing (here: it never
+/// ran); the next process publishes what was left.
+#[tokio::test]
+async fn events_committed_while_no_relay_ran_are_published_after_a_restart() {
+    let first = spawn_app_with(|s| s.workers = false).await;
+    write_events(&first, vec![payment(1), payment(2)]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        pipeline_status(&first).await["outboxPending"],
+        2,
+        "nothing relays without workers"
+    );
+    assert_eq!(count(&first.db, "SELECT COUNT(*) FROM receipts").await, 0);
+
+    let database_url = first.settings.database_url.clone();
+    let stream = first.settings.event_stream.clone();
+    let sink = first.settings.data_platform_sink.clone();
+    let restarted = spawn_app_with(move |s| {
+        s.database_url = database_url;
+        s.event_stream = stream;
+        s.data_platform_sink = sink;
+    })
+    .await;
+    drained(&restarted).await;
+    assert_eq!(
+        count(&restarted.db, "SELECT COUNT(*) FROM receipts").await,
+        2
+    );
+    assert_eq!(
+        lines_of_type(&first.data_platform_lines(), "PaymentCompleted").len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_same_message_delivered_twice_has_its_effect_once() {
+    let app = spawn_app().await;
+    drained(&app).await;
+    let message = BusMessage {
+        outbox_id: 0,
+        target: None,
+        event: EventEnvelope {
+            event_id: Uuid::new_v4(),
+            event_type: types::PAYMENT_COMPLETED.into(),
+            aggregate_type: "payment".into(),
+            aggregate_id: "42".into(),
+            occurred_at: Utc::now(),
+            payload: json!({"paymentId": 42, "reservationId": 1, "userId": 7, "amount": 5000}),
+        },
+    };
+    app.bus
+        .publish(&[message.clone(), message.clone()])
+        .await
+        .unwrap();
+    drained(&app).await;
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM receipts WHERE payment_id = 42"
+        )
+        .await,
+        1
+    );
+    let lines = app.data_platform_lines();
+    let copies = lines
+        .iter()
+        .filter(|l| l["eventId"] == message.event.event_id.to_string())
+        .count();
+    assert_eq!(copies, 1, "the exporter's inbox drops the duplicate too");
+}
+
+fn alerts_for(app: &TestApp) -> Arc<dyn AlertSink> {
+    Arc::new(AlertService::new(
+        DbAlerts::new(app.db.clone()),
+        Webhook::Disabled,
+        SystemClock,
+    ))
+}
+
+#[tokio::test]
+async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
+    let app = spawn_app_with(|s| s.workers = false).await;
+    app.bus.ensure_group("receipts").await.unwrap();
+    let messages: Vec<BusMessage> = (1..=5)
+        .map(|id| {
+            let event = payment(id);
+            BusMessage {
+                outbox_id: id,
+                target: None,
+                event: EventEnvelope {
+                    event_id: Uuid::new_v4(),
+                    event_type: event.event_type.into(),
+                    aggregate_type: event.aggregate_type.into(),
+                    aggregate_id: event.aggregate_id,
+                    occurred_at: Utc::now(),
+                    payload: event.payload,
+                },
+            }
+        })
+        .collect();
+    app.bus.publish(&messages).await.unwrap();
+    // A consumer takes all five and dies before acknowledging any.
+    let held = app
+        .bus
+        .fetch(
+            "receipts",
+            "crashed-consumer",
+            10,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 5);
+
+    let rescuer = ConsumerRunner::new(
+        app.db.clone(),
+        app.bus.clone(),
+        Arc::new(ReceiptIssuer::new(LocalReceiptProvider)),
+        "rescuer".into(),
+        ConsumerSettings {
+            batch_size: 10,
+            block: Duration::from_millis(50),
+            claim_idle: Duration::from_millis(200),
+            max_deliveries: 5,
+        },
+        alerts_for(&app),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(rescuer.run(cancel.clone()));
+    eventually("the rescuer to issue all receipts", WAIT, || async {
+        (count(&app.db, "SELECT COUNT(*) FROM receipts").await == 5).then_some(())
+    })
+    .await;
+    eventually("the reclaimed entries to be acknowledged", WAIT, || async {
+        let groups = app.bus.groups().await.unwrap();
+        groups
+            .iter()
+            .any(|g| g.name == "receipts" && g.pending == 0)
+            .then_some(())
+    })
+    .await;
+    cancel.cancel();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let poison = NewEvent {
+        event_type: types::PAYMENT_COMPLETED,
+        aggregate_type: "payment",
+        aggregate_id: "666".into(),
+        payload: json!({"paymentId": "not-a-number"}),
+    };
+    write_events(&app, vec![poison, payment(1), payment(2), payment(3)]).await;
+
+    eventually("the good messages behind the poison one", WAIT, || async {
+        (count(&app.db, "SELECT COUNT(*) FROM receipts").await == 3).then_some(())
+    })
+    .await;
+    let letters = eventually("a dead letter", WAIT, || async {
+        let letters = app.get_json("/v1/admin/dead-letters").await;
+        (letters.as_array().unwrap().len() == 1).then_some(letters)
+    })
+    .await;
+    let letter = &letters[0];
+    assert_eq!(letter["consumer"], "receipts");
+    assert_eq!(letter["eventType"], "PaymentCompleted");
+    assert_eq!(letter["deliveries"], 3);
+    assert!(
+        letter["lastError"].as_str().unwrap().contains("malformed"),
+        "{letter}"
+    );
+
+    let alerts = app
+        .get_json("/v1/admin/alerts?acknowledged=false&severity=critical")
+        .await;
+    let alert = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["source"] == "consumer:receipts")
+        .expect("a critical alert for the dead letter")
+        .clone();
+    assert!(
+        alert["message"]
+            .as_str()
+            .unwrap()
+            .contains(letter["eventId"].as_str().unwrap())
+    );
+    let status = drained(&app).await;
+    assert_eq!(status["deadLetters"], 1);
+
+    // The exporter had no trouble with it: one line, even after the replay.
+    let event_id = letter["eventId"].as_str().unwrap().to_owned();
+    let lines_for = |app: &TestApp| {
+        app.data_platform_lines()
+            .iter()
+            .filter(|l| l["eventId"] == event_id)
+            .count()
+    };
+    assert_eq!(lines_for(&app), 1);
+
+    let id = letter["id"].as_i64().unwrap();
+    let replay = app
+        .post(&format!("/v1/admin/dead-letters/{id}/replay"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 202);
+    let again = app
+        .post(&format!("/v1/admin/dead-letters/{id}/replay"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(again, 409, "already_replayed").await;
+    let unknown = app
+        .post("/v1/admin/dead-letters/999999/replay")
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    crate::helpers::assert_problem(unknown, 404, "not_found").await;
+
+    // Still malformed, so the receipts consumer gives up on it once more.
+    let all = eventually("the replayed event to fail again", WAIT, || async {
+        let all = app
+            .get_json("/v1/admin/dead-letters?includeReplayed=true")
+            .await;
+        (all.as_array().unwrap().len() == 2).then_some(all)
+    })
+    .await;
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["eventId"] == event_id)
+    );
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["id"] == id && l["replayedAt"].is_string())
+    );
+    drained(&app).await;
+    assert_eq!(lines_for(&app), 1, "a replay goes to its consumer only");
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM receipts").await, 3);
+
+    let ack = app
+        .post(&format!("/v1/admin/alerts/{}/ack", alert["id"]))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ack.status(), 200);
+    let open = app.get_json("/v1/admin/alerts?acknowledged=false").await;
+    assert!(
+        open.as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["id"] != alert["id"])
+    );
+}
+
+#[tokio::test]
+async fn one_relay_publishes_an_aggregates_events_in_commit_order() {
+    let app = spawn_app_with(|s| s.workers = false).await;
+    app.bus.ensure_group("observer").await.unwrap();
+    for seq in 0..60 {
+        write_events(
+            &app,
+            vec![NewEvent::new(
+                "Counted",
+                "counter",
+                "c-1",
+                &json!({"seq": seq}),
+            )],
+        )
+        .await;
+    }
+    let relay = Relay::new(
+        app.db.clone(),
+        app.bus.clone(),
+        RelayWaker::default(),
+        RelaySettings {
+            batch_size: 7,
+            poll_interval: Duration::from_millis(20),
+            retention: Duration::from_secs(3600),
+        },
+    );
+    while relay.relay_batch().await.unwrap() > 0 {}
+    let mut seen = Vec::new();
+    while seen.len() < 60 {
+        let got = app
+            .bus
+            .fetch("observer", "o", 100, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "only {} of 60 events arrived", seen.len());
+        seen.extend(
+            got.into_iter()
+                .map(|d| d.message.unwrap().event.payload["seq"].as_i64().unwrap()),
+        );
+    }
+    assert_eq!(seen, (0..60).collect::<Vec<_>>());
+}
+
+/// Two relays on one PostgreSQL share the rows with `FOR UPDATE SKIP
+/// LOCKED`: 10,000 events, each in the stream exactly once.
+#[tokio::test]
+async fn two_relays_on_postgres_publish_every_event_exactly_once() {
+    let url = crate::helpers::fresh_database_url().await;
+    let db = boxoffice::db::connect(&url).await.unwrap();
+    boxoffice::db::migrate(&db).await.unwrap();
+    for chunk in 0..10 {
+        let events = (0..1_000).map(|i| payment(chunk * 1_000 + i + 1)).collect();
+        append_events(&db, events, Utc::now()).await.unwrap();
+    }
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut conn = client.get_connection_manager().await.unwrap();
+    let stream = format!("bo:test:{}:relay", Uuid::new_v4().simple());
+    let bus = AnyBus::Redis(RedisBus::new(client, conn.clone(), &stream, 1_000_000));
+    let settings = RelaySettings {
+        batch_size: 200,
+        poll_interval: Duration::from_millis(10),
+        retention: Duration::from_secs(3600),
+    };
+    let cancel = CancellationToken::new();
+    let relays: Vec<_> = (0..2)
+        .map(|_| {
+            let relay = Relay::new(
+                db.clone(),
+                bus.clone(),
+                RelayWaker::default(),
+                settings.clone(),
+            );
+            tokio::spawn(relay.run(cancel.clone()))
+        })
+        .collect();
+    eventually(
+        "both relays to drain the outbox",
+        Duration::from_secs(60),
+        || async {
+            (count(
+                &db,
+                "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+            )
+            .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
+    cancel.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    let published = read_all(&mut conn, &stream).await.unwrap();
+    assert_eq!(published.len(), 10_000);
+    let ids: HashSet<Uuid> = published.iter().map(|m| m.event.event_id).collect();
+    assert_eq!(ids.len(), 10_000, "no event was published twice");
+}
