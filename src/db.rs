@@ -59,3 +59,20 @@ pub fn is_outage(err: &DbErr) -> bool {
         _ => false,
     }
 }
+
+/// Lets a module's error type be built from a `DbErr` with `?`: an outage
+/// becomes its `Unavailable` variant, anything else `Unexpected`.
+macro_rules! module_error_from_db_err {
+    ($error:ty) => {
+        impl From<sea_orm::DbErr> for $error {
+            fn from(err: sea_orm::DbErr) -> Self {
+                if $crate::db::is_outage(&err) {
+                    Self::Unavailable(err.into())
+                } else {
+                    Self::Unexpected(err.into())
+                }
+            }
+        }
+    };
+}
+pub(crate) use module_error_from_db_err;

@@ -139,14 +139,8 @@ impl From<AdminError> for Problem {
     fn from(err: AdminError) -> Self {
         match err {
             AdminError::AlertNotFound(_) => Problem::not_found(err.to_string()),
-            AdminError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "admin store unavailable");
-                Problem::unavailable("the admin store is unavailable; retry shortly")
-            }
-            AdminError::Unexpected(cause) => {
-                tracing::error!(error = ?cause, "admin failure");
-                Problem::internal()
-            }
+            AdminError::Unavailable(cause) => Problem::outage("admin store", &cause),
+            AdminError::Unexpected(cause) => Problem::bug("admin store", &cause),
         }
     }
 }

@@ -273,14 +273,8 @@ impl From<CatalogError> for Problem {
             CatalogError::ConcertNotFound(_) | CatalogError::ScheduleNotFound(_) => {
                 Problem::not_found(err.to_string())
             }
-            CatalogError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "catalog store unavailable");
-                Problem::unavailable("the catalog store is unavailable; retry shortly")
-            }
-            CatalogError::Unexpected(cause) => {
-                tracing::error!(error = ?cause, "catalog failure");
-                Problem::internal()
-            }
+            CatalogError::Unavailable(cause) => Problem::outage("catalog store", &cause),
+            CatalogError::Unexpected(cause) => Problem::bug("catalog store", &cause),
         }
     }
 }

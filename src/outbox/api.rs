@@ -179,14 +179,8 @@ impl From<OutboxError> for Problem {
             OutboxError::AlreadyReplayed(_) => {
                 Problem::conflict("already_replayed", err.to_string())
             }
-            OutboxError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "event pipeline store unavailable");
-                Problem::unavailable("the event pipeline is unavailable; retry shortly")
-            }
-            OutboxError::Unexpected(cause) => {
-                tracing::error!(error = ?cause, "event pipeline failure");
-                Problem::internal()
-            }
+            OutboxError::Unavailable(cause) => Problem::outage("event pipeline", &cause),
+            OutboxError::Unexpected(cause) => Problem::bug("event pipeline", &cause),
         }
     }
 }

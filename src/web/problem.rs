@@ -84,6 +84,20 @@ impl Problem {
         )
     }
 
+    /// A store `component` depends on is down: logged as a warning,
+    /// answered 503 with `Retry-After`.
+    pub fn outage(component: &str, cause: &anyhow::Error) -> Self {
+        tracing::warn!(error = %cause, "{component} unavailable");
+        Self::unavailable(format!("the {component} is unavailable; retry shortly"))
+    }
+
+    /// A bug or unexpected failure in `component`: logged with its cause,
+    /// answered 500 without it.
+    pub fn bug(component: &str, cause: &anyhow::Error) -> Self {
+        tracing::error!(error = ?cause, "{component} failed");
+        Self::internal()
+    }
+
     pub fn status_code(&self) -> StatusCode {
         StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }

@@ -130,19 +130,31 @@ async fn every_payment_gets_one_receipt_and_one_data_platform_line() {
     assert_eq!(lines_of_type(&lines, "PaymentCompleted").len(), 20);
 }
 
-/// The relay dies after the commit and before publishing (here: it never
-/// ran); the next process publishes what was left.
+/// The process dies after the commit: some events were never handed to the
+/// bus, some were handed over but not consumed. After a restart every event
+/// is applied exactly once.
 #[tokio::test]
-async fn events_committed_while_no_relay_ran_are_published_after_a_restart() {
+async fn events_left_behind_by_a_crashed_process_are_delivered_after_a_restart() {
     let first = spawn_app_with(|s| s.workers = false).await;
     write_events(&first, vec![payment(1), payment(2)]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        pipeline_status(&first).await["outboxPending"],
-        2,
-        "nothing relays without workers"
+    let relay = Relay::new(
+        first.db.clone(),
+        first.bus.clone(),
+        RelayWaker::default(),
+        RelaySettings {
+            batch_size: 100,
+            poll_interval: Duration::from_millis(20),
+            retention: Duration::from_secs(3600),
+        },
     );
+    assert_eq!(
+        relay.relay_batch().await.unwrap(),
+        2,
+        "handed to the bus, never consumed"
+    );
+    write_events(&first, vec![payment(3)]).await;
     assert_eq!(count(&first.db, "SELECT COUNT(*) FROM receipts").await, 0);
+    // Nothing consumes in `first`; it is as good as dead from here on.
 
     let database_url = first.settings.database_url.clone();
     let stream = first.settings.event_stream.clone();
@@ -156,11 +168,19 @@ async fn events_committed_while_no_relay_ran_are_published_after_a_restart() {
     drained(&restarted).await;
     assert_eq!(
         count(&restarted.db, "SELECT COUNT(*) FROM receipts").await,
-        2
+        3
+    );
+    assert_eq!(
+        count(
+            &restarted.db,
+            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+        )
+        .await,
+        0
     );
     assert_eq!(
         lines_of_type(&first.data_platform_lines(), "PaymentCompleted").len(),
-        2
+        3
     );
 }
 
@@ -494,4 +514,75 @@ async fn two_relays_on_postgres_publish_every_event_exactly_once() {
     assert_eq!(published.len(), 10_000);
     let ids: HashSet<Uuid> = published.iter().map(|m| m.event.event_id).collect();
     assert_eq!(ids.len(), 10_000, "no event was published twice");
+}
+
+/// Records every POST it receives: (idempotency-key header, body).
+async fn collector() -> (String, Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>) {
+    use poem::{
+        EndpointExt, Route, Server, handler,
+        listener::{Acceptor, Listener, TcpListener},
+        post,
+        web::Data,
+    };
+    type Seen = Arc<std::sync::Mutex<Vec<(Option<String>, String)>>>;
+    #[handler]
+    fn receive(req: &poem::Request, body: String, seen: Data<&Seen>) -> poem::http::StatusCode {
+        let key = req.header("idempotency-key").map(str::to_owned);
+        seen.lock().unwrap().push((key, body));
+        poem::http::StatusCode::NO_CONTENT
+    }
+    let seen: Seen = Arc::default();
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = Route::new().at("/", post(receive)).data(seen.clone());
+    tokio::spawn(Server::new_with_acceptor(acceptor).run(app));
+    (format!("http://{addr}/"), seen)
+}
+
+#[tokio::test]
+async fn http_collector_and_alert_webhook_receive_what_they_should() {
+    let (collector_url, lines) = collector().await;
+    let (webhook_url, alerts) = collector().await;
+    let app = spawn_app_with(|s| {
+        s.data_platform_sink = collector_url;
+        s.alert_webhook_url = Some(webhook_url);
+    })
+    .await;
+    let poison = NewEvent {
+        event_type: types::PAYMENT_COMPLETED,
+        aggregate_type: "payment",
+        aggregate_id: "13".into(),
+        payload: json!({"amount": "lots"}),
+    };
+    write_events(&app, vec![payment(1), poison]).await;
+
+    eventually("two lines at the collector", WAIT, || async {
+        (lines.lock().unwrap().len() == 2).then_some(())
+    })
+    .await;
+    for (key, body) in lines.lock().unwrap().iter() {
+        let line: Value = serde_json::from_str(body.trim_end()).unwrap();
+        assert!(body.ends_with('\n'));
+        assert_eq!(
+            key.as_deref(),
+            line["eventId"].as_str(),
+            "the event id is the idempotency key"
+        );
+    }
+    eventually("the alert at the webhook", WAIT, || async {
+        (!alerts.lock().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    let (_, body) = alerts.lock().unwrap()[0].clone();
+    let alert: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        alert["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[critical] consumer:receipts")
+    );
+    assert_eq!(alert["alert"]["severity"], "critical");
 }

@@ -94,11 +94,12 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let db = app.db.clone();
     let bus = app.bus.clone();
     tokio::spawn(app.run_until_stopped(std::future::pending()));
+    // Tests that send events elsewhere simply find no files here.
     let data_platform_dir = PathBuf::from(
         settings
             .data_platform_sink
             .strip_prefix("file:")
-            .expect("tests use a file sink"),
+            .unwrap_or_default(),
     );
     TestApp {
         base,

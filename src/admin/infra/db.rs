@@ -1,16 +1,13 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, sea_query::Expr,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, sea_query::Expr,
 };
 
-use crate::{
-    admin::{
-        domain::{AdminError, Alert, AlertFilter, NewAlert, Severity},
-        ports::AlertRepository,
-    },
-    db::is_outage,
+use crate::admin::{
+    domain::{AdminError, Alert, AlertFilter, NewAlert, Severity},
+    ports::AlertRepository,
 };
 
 pub(crate) mod admin_alert {
@@ -46,13 +43,7 @@ impl DbAlerts {
     }
 }
 
-fn db_err(err: DbErr) -> AdminError {
-    if is_outage(&err) {
-        AdminError::Unavailable(err.into())
-    } else {
-        AdminError::Unexpected(err.into())
-    }
-}
+crate::db::module_error_from_db_err!(AdminError);
 
 fn to_alert(row: admin_alert::Model) -> Result<Alert, AdminError> {
     Ok(Alert {
@@ -78,8 +69,7 @@ impl AlertRepository for DbAlerts {
             ..Default::default()
         }
         .insert(&self.db)
-        .await
-        .map_err(db_err)?;
+        .await?;
         to_alert(row)
     }
 
@@ -96,8 +86,7 @@ impl AlertRepository for DbAlerts {
             .order_by_desc(admin_alert::Column::Id)
             .limit(filter.limit)
             .all(&self.db)
-            .await
-            .map_err(db_err)?
+            .await?
             .into_iter()
             .map(to_alert)
             .collect()
@@ -110,16 +99,12 @@ impl AlertRepository for DbAlerts {
             .filter(admin_alert::Column::Id.eq(id))
             .filter(admin_alert::Column::Acknowledged.eq(false))
             .exec(&self.db)
-            .await
-            .map_err(db_err)?;
+            .await?;
         if result.rows_affected > 0 {
             return Ok(true);
         }
         // Already acknowledged, or no such alert.
-        let exists = admin_alert::Entity::find_by_id(id)
-            .count(&self.db)
-            .await
-            .map_err(db_err)?;
+        let exists = admin_alert::Entity::find_by_id(id).count(&self.db).await?;
         Ok(exists > 0)
     }
 }

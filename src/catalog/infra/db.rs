@@ -3,8 +3,8 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::{
@@ -15,7 +15,6 @@ use crate::{
         },
         ports::CatalogRepository,
     },
-    db::is_outage,
     kernel::{ConcertId, Points, ScheduleId, SeatId, UserId},
     outbox::infra::db::append_events,
 };
@@ -96,13 +95,7 @@ impl DbCatalog {
     }
 }
 
-fn db_err(err: DbErr) -> CatalogError {
-    if is_outage(&err) {
-        CatalogError::Unavailable(err.into())
-    } else {
-        CatalogError::Unexpected(err.into())
-    }
-}
+crate::db::module_error_from_db_err!(CatalogError);
 
 impl CatalogRepository for DbCatalog {
     async fn create_concert(
@@ -110,7 +103,7 @@ impl CatalogRepository for DbCatalog {
         new: &NewConcert,
         now: DateTime<Utc>,
     ) -> Result<CreatedConcert, CatalogError> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.db.begin().await?;
         let concert = concert::ActiveModel {
             title: Set(new.title.clone()),
             venue: Set(new.venue.clone()),
@@ -118,8 +111,7 @@ impl CatalogRepository for DbCatalog {
             ..Default::default()
         }
         .insert(&txn)
-        .await
-        .map_err(db_err)?;
+        .await?;
         let mut schedules = Vec::with_capacity(new.schedules.len());
         for new_schedule in &new.schedules {
             let row = schedule::ActiveModel {
@@ -128,8 +120,7 @@ impl CatalogRepository for DbCatalog {
                 ..Default::default()
             }
             .insert(&txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
             let seats: Vec<seat::ActiveModel> = new_schedule
                 .seats()
                 .map(|(number, grade, price)| seat::ActiveModel {
@@ -147,8 +138,7 @@ impl CatalogRepository for DbCatalog {
             for chunk in seats.chunks(SEAT_INSERT_CHUNK) {
                 seat::Entity::insert_many(chunk.to_vec())
                     .exec_without_returning(&txn)
-                    .await
-                    .map_err(db_err)?;
+                    .await?;
             }
             schedules.push(CreatedSchedule {
                 id: ScheduleId(row.id),
@@ -160,10 +150,8 @@ impl CatalogRepository for DbCatalog {
             id: ConcertId(concert.id),
             schedules,
         };
-        append_events(&txn, vec![created.event(new)], now)
-            .await
-            .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+        append_events(&txn, vec![created.event(new)], now).await?;
+        txn.commit().await?;
         Ok(created)
     }
 
@@ -171,8 +159,7 @@ impl CatalogRepository for DbCatalog {
         let rows = concert::Entity::find()
             .order_by_asc(concert::Column::Id)
             .all(&self.db)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| Concert {
@@ -190,8 +177,7 @@ impl CatalogRepository for DbCatalog {
     ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
         let exists = concert::Entity::find_by_id(concert_id.value())
             .count(&self.db)
-            .await
-            .map_err(db_err)?
+            .await?
             > 0;
         if !exists {
             return Ok(None);
@@ -200,8 +186,7 @@ impl CatalogRepository for DbCatalog {
             .filter(schedule::Column::ConcertId.eq(concert_id.value()))
             .order_by_asc(schedule::Column::StartsAt)
             .all(&self.db)
-            .await
-            .map_err(db_err)?;
+            .await?;
         let ids: Vec<i64> = schedules.iter().map(|s| s.id).collect();
         let counts: Vec<(i64, i64)> = seat::Entity::find()
             .select_only()
@@ -220,8 +205,7 @@ impl CatalogRepository for DbCatalog {
             .group_by(seat::Column::ScheduleId)
             .into_tuple()
             .all(&self.db)
-            .await
-            .map_err(db_err)?;
+            .await?;
         Ok(Some(
             schedules
                 .into_iter()
@@ -243,13 +227,11 @@ impl CatalogRepository for DbCatalog {
             .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
             .order_by_asc(seat::Column::Number)
             .all(&self.db)
-            .await
-            .map_err(db_err)?;
+            .await?;
         if rows.is_empty() {
             let exists = schedule::Entity::find_by_id(schedule_id.value())
                 .count(&self.db)
-                .await
-                .map_err(db_err)?
+                .await?
                 > 0;
             return Ok(exists.then(Vec::new));
         }
@@ -260,11 +242,7 @@ impl CatalogRepository for DbCatalog {
     }
 
     async fn is_empty(&self) -> Result<bool, CatalogError> {
-        let any = concert::Entity::find()
-            .limit(1)
-            .count(&self.db)
-            .await
-            .map_err(db_err)?;
+        let any = concert::Entity::find().limit(1).count(&self.db).await?;
         Ok(any == 0)
     }
 }

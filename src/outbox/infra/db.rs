@@ -10,7 +10,6 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::{
-    db::is_outage,
     kernel::events::{BusMessage, EventEnvelope, NewEvent},
     outbox::{
         domain::{DeadLetter, OutboxBacklog, OutboxError},
@@ -194,13 +193,7 @@ impl DbOutbox {
     }
 }
 
-fn db_err(err: DbErr) -> OutboxError {
-    if is_outage(&err) {
-        OutboxError::Unavailable(err.into())
-    } else {
-        OutboxError::Unexpected(err.into())
-    }
-}
+crate::db::module_error_from_db_err!(OutboxError);
 
 fn to_dead_letter(row: dead_letter::Model) -> DeadLetter {
     DeadLetter {
@@ -224,8 +217,7 @@ impl OutboxRepository for DbOutbox {
             .filter(outbox::Column::PublishedAt.is_null())
             .into_tuple()
             .one(&self.db)
-            .await
-            .map_err(db_err)?
+            .await?
             .unwrap_or((0, None));
         Ok(OutboxBacklog {
             pending: pending.max(0) as u64,
@@ -246,34 +238,30 @@ impl OutboxRepository for DbOutbox {
             .order_by_desc(dead_letter::Column::Id)
             .limit(limit)
             .all(&self.db)
-            .await
-            .map_err(db_err)?
+            .await?
             .into_iter()
             .map(to_dead_letter)
             .collect())
     }
 
     async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {
-        dead_letter::Entity::find()
+        Ok(dead_letter::Entity::find()
             .filter(dead_letter::Column::ReplayedAt.is_null())
             .count(&self.db)
-            .await
-            .map_err(db_err)
+            .await?)
     }
 
     async fn replay_dead_letter(&self, id: i64, now: DateTime<Utc>) -> Result<i64, OutboxError> {
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let txn = self.db.begin().await?;
         let claimed = dead_letter::Entity::update_many()
             .col_expr(dead_letter::Column::ReplayedAt, Expr::value(now))
             .filter(dead_letter::Column::Id.eq(id))
             .filter(dead_letter::Column::ReplayedAt.is_null())
             .exec(&txn)
-            .await
-            .map_err(db_err)?;
+            .await?;
         let row = dead_letter::Entity::find_by_id(id)
             .one(&txn)
-            .await
-            .map_err(db_err)?
+            .await?
             .ok_or(OutboxError::DeadLetterNotFound(id))?;
         if claimed.rows_affected == 0 {
             return Err(OutboxError::AlreadyReplayed(id));
@@ -293,9 +281,8 @@ impl OutboxRepository for DbOutbox {
             ..Default::default()
         }
         .insert(&txn)
-        .await
-        .map_err(db_err)?;
-        txn.commit().await.map_err(db_err)?;
+        .await?;
+        txn.commit().await?;
         Ok(inserted.id)
     }
 }

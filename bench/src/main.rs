@@ -1,0 +1,66 @@
+//! `boxoffice-bench`: runs the benchmark scenarios against real stores on
+//! this machine and writes `bench/results/latest.{md,json}`.
+//!
+//! Every scenario is bounded in count and time and targets loopback only.
+
+mod relay;
+mod report;
+mod stores;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::report::Report;
+
+#[derive(Debug, Parser)]
+#[command(name = "boxoffice-bench", about = "boxoffice benchmark scenarios")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// PostgreSQL server URL (a fresh database is created on it).
+    #[arg(long, env = "BOXOFFICE_TEST_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Redis URL.
+    #[arg(long, env = "BOXOFFICE_TEST_REDIS_URL", global = true)]
+    redis_url: Option<String>,
+    /// Where the report goes.
+    #[arg(long, default_value = "bench/results", global = true)]
+    out: PathBuf,
+    /// Tiny counts, a few seconds in all: checks the scenarios still run
+    /// (used by scripts/test); writes its report to a temp dir.
+    #[arg(long, global = true)]
+    smoke: bool,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum Scenario {
+    /// Every scenario.
+    All,
+    /// Outbox relay, PostgreSQL → Redis: events/s and commit→stream latency.
+    Relay,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let stores =
+        stores::Stores::connect(cli.database_url.as_deref(), cli.redis_url.as_deref()).await?;
+    let mut report = Report::new(cli.smoke);
+    match cli.scenario {
+        Scenario::All | Scenario::Relay => relay::run(&stores, cli.smoke, &mut report).await?,
+    }
+    let out = if cli.smoke {
+        std::env::temp_dir().join("boxoffice-bench-smoke")
+    } else {
+        cli.out
+    };
+    let (md, json) = report.write(&out)?;
+    println!("{}", report.markdown());
+    eprintln!("report written to {} and {}", md.display(), json.display());
+    anyhow::ensure!(
+        report.all_checks_pass(),
+        "some correctness checks failed (see the report)"
+    );
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The real stores a scenario runs against: a fresh PostgreSQL database and
+//! a Redis server (their URLs come from flags or from `bench/run`).
+
+use anyhow::Context;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+
+pub struct Stores {
+    pub postgres_server: String,
+    pub redis_url: String,
+}
+
+impl Stores {
+    pub async fn connect(
+        database_url: Option<&str>,
+        redis_url: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let postgres_server = database_url
+            .context(
+                "no PostgreSQL: pass --database-url or run through bench/run, which starts one",
+            )?
+            .to_owned();
+        let redis_url = redis_url
+            .context("no Redis: pass --redis-url or run through bench/run, which starts one")?
+            .to_owned();
+        let mut conn = redis::Client::open(redis_url.as_str())?
+            .get_multiplexed_async_connection()
+            .await
+            .context("connecting to Redis")?;
+        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        Ok(Self {
+            postgres_server,
+            redis_url,
+        })
+    }
+
+    /// A new, migrated database on the PostgreSQL server.
+    pub async fn fresh_database(&self) -> anyhow::Result<(String, DatabaseConnection)> {
+        let name = format!("bo_bench_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(self.postgres_server.as_str())
+            .await
+            .context("connecting to PostgreSQL")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        admin.close().await.ok();
+        let (server, _) = self
+            .postgres_server
+            .rsplit_once('/')
+            .context("the PostgreSQL URL names a database")?;
+        let url = format!("{server}/{name}");
+        let db = boxoffice::db::connect(&url).await?;
+        boxoffice::db::migrate(&db).await?;
+        Ok((url, db))
+    }
+
+    pub async fn redis(&self) -> anyhow::Result<(redis::Client, redis::aio::ConnectionManager)> {
+        let client = redis::Client::open(self.redis_url.as_str())?;
+        let conn = client.get_connection_manager().await?;
+        Ok((client, conn))
+    }
+}
