@@ -55,6 +55,19 @@ use crate::{
         },
         usecase::EventPipeline,
     },
+    queue::{
+        api::QueueApi,
+        domain::QueueSettings,
+        infra::{
+            AnyQueueStore,
+            db::{CachedSettings, DbQueueSettings},
+            memory::MemoryQueueStore,
+            redis::RedisQueueStore,
+            scheduler::QueueScheduler,
+            tokens::JwtQueueTokens,
+        },
+        usecase::QueueService,
+    },
     web::{
         health::HealthApi,
         middleware::{BodyLimit, Edge},
@@ -62,9 +75,12 @@ use crate::{
 };
 
 type Alerts = AlertService<DbAlerts, Webhook, SystemClock>;
+type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
+type Queue = QueueService<AnyQueueStore, CachedSettings<DbQueueSettings>, Catalog, SystemClock>;
 type Apis = (
     HealthApi,
     CatalogApi<DbCatalog, SystemClock, RelayWaker>,
+    QueueApi<AnyQueueStore, CachedSettings<DbQueueSettings>, Catalog, SystemClock>,
     AlertsApi<DbAlerts, Webhook, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
 );
@@ -127,7 +143,22 @@ impl Application {
             Webhook::new(settings.alert_webhook_url.clone())?,
             SystemClock,
         );
-        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, waker.clone());
+        let catalog: Catalog =
+            CatalogService::new(DbCatalog::new(db.clone()), SystemClock, waker.clone());
+        let queue_store = match &redis {
+            Some((_, conn)) => {
+                AnyQueueStore::Redis(RedisQueueStore::new(conn.clone(), &settings.redis_prefix))
+            }
+            None => AnyQueueStore::Memory(MemoryQueueStore::default()),
+        };
+        let queue: Queue = QueueService::new(
+            queue_store,
+            CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),
+            catalog.clone(),
+            SystemClock,
+            Arc::new(JwtQueueTokens::new(settings.jwt_secret.as_bytes())),
+            queue_defaults(settings)?,
+        );
         let seeded = if settings.seed_demo {
             catalog
                 .seed_if_empty(demo_concert(Utc::now()))
@@ -149,6 +180,12 @@ impl Application {
                 },
             );
             workers.push(Box::pin(relay.run(cancel.clone())));
+            let scheduler = QueueScheduler::new(
+                queue.clone(),
+                bus.clone(),
+                Duration::from_millis(settings.queue_tick_ms),
+            );
+            workers.push(Box::pin(scheduler.run(cancel.clone())));
             let handlers: Vec<Arc<dyn EventHandler>> = vec![
                 Arc::new(DataPlatformExporter::new(Sink::parse(
                     &settings.data_platform_sink,
@@ -178,7 +215,8 @@ impl Application {
 
         let apis: Apis = (
             HealthApi::new(db.clone(), redis.map(|(_, conn)| conn)),
-            CatalogApi::new(catalog),
+            CatalogApi::new(catalog, Arc::new(queue.clone())),
+            QueueApi::new(queue),
             AlertsApi::new(alerts),
             EventsApi::new(EventPipeline::new(
                 DbOutbox::new(db.clone()),
@@ -245,6 +283,16 @@ impl Application {
     }
 }
 
+fn queue_defaults(settings: &Settings) -> anyhow::Result<QueueSettings> {
+    QueueSettings::parse(
+        settings.queue_admit_per_second,
+        settings.queue_max_active,
+        settings.queue_active_ttl_seconds,
+        settings.queue_heartbeat_grace_seconds,
+    )
+    .map_err(|err| anyhow::anyhow!("invalid default waiting-room settings: {err}"))
+}
+
 fn instance_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "boxoffice".into());
     let tag = uuid::Uuid::new_v4().simple().to_string();
@@ -263,13 +311,22 @@ pub fn openapi_spec() -> String {
     let offline = DatabaseConnection::default();
     let waker = RelayWaker::default();
     let (bus, _) = MemoryBus::new();
+    let catalog = CatalogService::new(DbCatalog::new(offline.clone()), SystemClock, waker.clone());
+    let queue = QueueService::new(
+        AnyQueueStore::Memory(MemoryQueueStore::default()),
+        CachedSettings::new(
+            DbQueueSettings::new(offline.clone()),
+            Duration::from_secs(1),
+        ),
+        catalog.clone(),
+        SystemClock,
+        Arc::new(JwtQueueTokens::new(b"offline")),
+        QueueSettings::parse(1, 1, 60, 60).expect("valid settings"),
+    );
     api_service((
         HealthApi::new(offline.clone(), None),
-        CatalogApi::new(CatalogService::new(
-            DbCatalog::new(offline.clone()),
-            SystemClock,
-            waker.clone(),
-        )),
+        CatalogApi::new(catalog, Arc::new(queue.clone())),
+        QueueApi::new(queue),
         AlertsApi::new(AlertService::new(
             DbAlerts::new(offline.clone()),
             Webhook::Disabled,

@@ -166,6 +166,55 @@ pub struct Settings {
     )]
     pub consumer_claim_idle_ms: u64,
 
+    /// Prefix of every Redis key boxoffice owns (waiting rooms, ledgers).
+    #[arg(
+        long,
+        env = "BOXOFFICE_REDIS_PREFIX",
+        default_value = "bo",
+        global = true
+    )]
+    pub redis_prefix: String,
+
+    /// Default waiting-room admission rate (per concert, per second).
+    #[arg(
+        long,
+        env = "BOXOFFICE_QUEUE_ADMIT_PER_SECOND",
+        default_value_t = 50,
+        global = true
+    )]
+    pub queue_admit_per_second: i64,
+
+    /// Default cap on people admitted and not yet done, per concert.
+    #[arg(
+        long,
+        env = "BOXOFFICE_QUEUE_MAX_ACTIVE",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub queue_max_active: i64,
+
+    /// Default time an admitted person may take to reserve and pay.
+    #[arg(
+        long,
+        env = "BOXOFFICE_QUEUE_ACTIVE_TTL_SECONDS",
+        default_value_t = 600,
+        global = true
+    )]
+    pub queue_active_ttl_seconds: i64,
+
+    /// Default time a waiting person may go without polling before losing the place.
+    #[arg(
+        long,
+        env = "BOXOFFICE_QUEUE_HEARTBEAT_GRACE_SECONDS",
+        default_value_t = 60,
+        global = true
+    )]
+    pub queue_heartbeat_grace_seconds: i64,
+
+    /// How often the admission scheduler runs.
+    #[arg(long, env = "BOXOFFICE_QUEUE_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000), global = true)]
+    pub queue_tick_ms: u64,
+
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     #[arg(
         long,

@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_create_catalog;
 mod m20261122_000002_create_event_pipeline;
+mod m20261122_000003_create_queue_settings;
 
 pub struct Migrator;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_create_catalog::Migration),
             Box::new(m20261122_000002_create_event_pipeline::Migration),
+            Box::new(m20261122_000003_create_queue_settings::Migration),
         ]
     }
 }

@@ -12,9 +12,12 @@ use super::{
     ports::CatalogRepository,
     usecase::CatalogService,
 };
+use std::sync::Arc;
+
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     kernel::{Clock, ConcertId, ScheduleId, events::RelayWake},
+    queue::{api::QueueToken, usecase::AdmissionCheck},
     web::{ApiTags, problem::Problem, strict::JsonString},
 };
 
@@ -128,11 +131,13 @@ enum ListSeatsResponse {
 
 pub struct CatalogApi<R, C, W> {
     service: CatalogService<R, C, W>,
+    admission: Arc<dyn AdmissionCheck>,
 }
 
 impl<R, C, W> CatalogApi<R, C, W> {
-    pub fn new(service: CatalogService<R, C, W>) -> Self {
-        Self { service }
+    /// `admission` is the waiting room's check: only admitted buyers see the seat map.
+    pub fn new(service: CatalogService<R, C, W>, admission: Arc<dyn AdmissionCheck>) -> Self {
+        Self { service, admission }
     }
 }
 
@@ -196,7 +201,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         )))
     }
 
-    /// The seat map of one schedule.
+    /// The seat map of one schedule. Needs an admitted queue token for its concert.
     #[oai(
         path = "/v1/schedules/:id/seats",
         method = "get",
@@ -205,10 +210,15 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     )]
     async fn list_seats(
         &self,
-        _auth: UserAuth,
+        auth: UserAuth,
+        queue: QueueToken,
         id: Path<i64>,
     ) -> Result<ListSeatsResponse, Problem> {
-        let seats = self.service.list_seats(ScheduleId(id.0)).await?;
+        let schedule = ScheduleId(id.0);
+        self.admission
+            .check_schedule(&queue.0.key, auth.0.user_id, schedule)
+            .await?;
+        let seats = self.service.list_seats(schedule).await?;
         Ok(ListSeatsResponse::Ok(Json(
             seats
                 .into_iter()

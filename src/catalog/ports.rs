@@ -29,6 +29,17 @@ pub trait CatalogRepository: Clone + Send + Sync + 'static {
         schedule: ScheduleId,
     ) -> impl Future<Output = Result<Option<Vec<Seat>>, CatalogError>> + Send;
 
+    fn concert_exists(
+        &self,
+        concert: ConcertId,
+    ) -> impl Future<Output = Result<bool, CatalogError>> + Send;
+
+    /// The concert a schedule belongs to; `None` when there is no such schedule.
+    fn concert_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = Result<Option<ConcertId>, CatalogError>> + Send;
+
     /// Whether any concert exists (the demo seed only fills an empty catalog).
     fn is_empty(&self) -> impl Future<Output = Result<bool, CatalogError>> + Send;
 }

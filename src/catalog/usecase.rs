@@ -66,6 +66,17 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             .collect())
     }
 
+    pub async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
+        self.repo.concert_exists(concert).await
+    }
+
+    pub async fn concert_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Option<ConcertId>, CatalogError> {
+        self.repo.concert_of_schedule(schedule).await
+    }
+
     /// Fills an empty catalog with `demo`; returns what it created, if anything.
     pub async fn seed_if_empty(
         &self,
@@ -135,6 +146,17 @@ mod tests {
         ) -> Result<Option<Vec<Seat>>, CatalogError> {
             let seats = self.seats.lock().unwrap().clone();
             Ok((schedule == ScheduleId(1)).then_some(seats))
+        }
+
+        async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
+            Ok(concert == ConcertId(1))
+        }
+
+        async fn concert_of_schedule(
+            &self,
+            schedule: ScheduleId,
+        ) -> Result<Option<ConcertId>, CatalogError> {
+            Ok((schedule == ScheduleId(1)).then_some(ConcertId(1)))
         }
 
         async fn is_empty(&self) -> Result<bool, CatalogError> {

@@ -46,11 +46,12 @@ pub struct EventEnvelope {
     pub payload: serde_json::Value,
 }
 
-/// An envelope on the bus, with the outbox row it came from and, for a
+/// An envelope on the bus, with the outbox row it came from (none for events
+/// recorded outside the database, such as the waiting room's) and, for a
 /// replayed dead letter, the one consumer group it is meant for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusMessage {
-    pub outbox_id: i64,
+    pub outbox_id: Option<i64>,
     pub target: Option<String>,
     pub event: EventEnvelope,
 }

@@ -13,6 +13,8 @@ use poem_openapi::Tags;
 pub enum ApiTags {
     /// Concerts, schedules and seat maps.
     Catalog,
+    /// The virtual waiting room in front of every sale.
+    Queue,
     /// Operator-only endpoints (role `admin`).
     Admin,
     /// Liveness and readiness probes.

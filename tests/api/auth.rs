@@ -96,22 +96,41 @@ async fn admin_endpoint_refuses_missing_invalid_expired_and_non_admin_tokens() {
 }
 
 #[tokio::test]
-async fn seat_map_needs_a_user_token_and_admins_are_users_too() {
+async fn seat_map_needs_a_user_token_and_an_admitted_queue_token() {
     let app = spawn_app().await;
     let created = app.create_concert(&concert_body(1, 1)).await;
     let path = format!("/v1/schedules/{}/seats", created["schedules"][0]["id"]);
+    let queue_token = app.admitted_token(3, &created["id"]).await;
 
-    assert_problem(app.get(&path).send().await.unwrap(), 401, "unauthorized").await;
-    let resp = app
+    let no_identity = app
+        .get(&path)
+        .header("x-queue-token", &queue_token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(no_identity, 401, "unauthorized").await;
+    let no_queue_token = app
         .get(&path)
         .bearer_auth(app.user_token(3))
         .send()
         .await
         .unwrap();
+    assert_problem(no_queue_token, 401, "unauthorized").await;
+    let resp = app
+        .get(&path)
+        .bearer_auth(app.user_token(3))
+        .header("x-queue-token", &queue_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
+
+    // Admins are users too, and queue like everyone else.
+    let admin_queue_token = app.admitted_token(9_000, &created["id"]).await;
     let resp = app
         .get(&path)
         .bearer_auth(app.admin_token())
+        .header("x-queue-token", &admin_queue_token)
         .send()
         .await
         .unwrap();

@@ -17,15 +17,9 @@ async fn concerts(app: &TestApp) -> Vec<Value> {
         .unwrap()
 }
 
-async fn seats(app: &TestApp, schedule: &Value) -> Vec<Value> {
-    let resp = app
-        .get(&format!("/v1/schedules/{schedule}/seats"))
-        .bearer_auth(app.user_token(1))
-        .send()
+async fn seats(app: &TestApp, created: &Value) -> Vec<Value> {
+    app.seat_map(1, &created["id"], &created["schedules"][0]["id"])
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
 }
 
 async fn schedules(app: &TestApp, concert: &Value) -> Vec<Value> {
@@ -61,7 +55,7 @@ async fn admin_creates_a_concert_and_everyone_can_browse_it() {
         created["schedules"][0]["startsAt"]
     );
 
-    let seat_map = seats(&app, &created["schedules"][0]["id"]).await;
+    let seat_map = seats(&app, &created).await;
     let summary: Vec<(i64, String, i64, String)> = seat_map
         .iter()
         .map(|s| {
@@ -129,8 +123,7 @@ async fn set_seat(
 async fn held_seats_count_as_taken_until_their_hold_expires() {
     let app = spawn_app().await;
     let created = app.create_concert(&concert_body(1, 3)).await;
-    let schedule = created["schedules"][0]["id"].clone();
-    let ids: Vec<i64> = seats(&app, &schedule)
+    let ids: Vec<i64> = seats(&app, &created)
         .await
         .iter()
         .map(|s| s["id"].as_i64().unwrap())
@@ -152,7 +145,7 @@ async fn held_seats_count_as_taken_until_their_hold_expires() {
     .await;
     set_seat(&app, ids[2], "sold", None).await;
 
-    let statuses: Vec<String> = seats(&app, &schedule)
+    let statuses: Vec<String> = seats(&app, &created)
         .await
         .iter()
         .map(|s| s["status"].as_str().unwrap().to_owned())
@@ -195,9 +188,12 @@ async fn unknown_and_malformed_ids() {
         "validation_failed",
     )
     .await;
+    let created = app.create_concert(&concert_body(1, 1)).await;
+    let queue_token = app.admitted_token(1, &created["id"]).await;
     let resp = app
         .get("/v1/schedules/999/seats")
         .bearer_auth(&user)
+        .header("x-queue-token", &queue_token)
         .send()
         .await
         .unwrap();

@@ -189,7 +189,7 @@ async fn the_same_message_delivered_twice_has_its_effect_once() {
     let app = spawn_app().await;
     drained(&app).await;
     let message = BusMessage {
-        outbox_id: 0,
+        outbox_id: None,
         target: None,
         event: EventEnvelope {
             event_id: Uuid::new_v4(),
@@ -237,7 +237,7 @@ async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
         .map(|id| {
             let event = payment(id);
             BusMessage {
-                outbox_id: id,
+                outbox_id: Some(id),
                 target: None,
                 event: EventEnvelope {
                     event_id: Uuid::new_v4(),

@@ -64,6 +64,10 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     settings.relay_poll_ms = 50;
     settings.consumer_claim_idle_ms = 300;
     settings.consumer_max_deliveries = 3;
+    settings.redis_prefix = format!("bo:test:{}", uuid::Uuid::new_v4().simple());
+    settings.queue_admit_per_second = 1_000;
+    settings.queue_max_active = 1_000;
+    settings.queue_tick_ms = 20;
     settings
 }
 
@@ -290,6 +294,66 @@ impl TestApp {
             .await
             .expect("request");
         assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json().await.expect("json")
+    }
+}
+
+impl TestApp {
+    /// Enters the concert's waiting room as `user`; returns the answer body.
+    pub async fn enter_queue(&self, user: i64, concert: &Value) -> Value {
+        let resp = self
+            .post("/v1/queue/tokens")
+            .bearer_auth(self.user_token(user))
+            .json(&serde_json::json!({ "concertId": concert }))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            resp.status(),
+            201,
+            "enter queue: {}",
+            resp.text().await.unwrap_or_default()
+        );
+        resp.json().await.expect("json")
+    }
+
+    pub async fn queue_status(&self, token: &str) -> Value {
+        let resp = self
+            .get("/v1/queue/status")
+            .header("x-queue-token", token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200, "queue status");
+        resp.json().await.expect("json")
+    }
+
+    /// Enters the waiting room and polls until admitted; returns the token.
+    pub async fn admitted_token(&self, user: i64, concert: &Value) -> String {
+        let token = self.enter_queue(user, concert).await["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+        eventually(
+            "admission from the waiting room",
+            Duration::from_secs(20),
+            || async { (self.queue_status(&token).await["status"] == "active").then_some(()) },
+        )
+        .await;
+        token
+    }
+
+    /// The seat map as an admitted `user` sees it.
+    pub async fn seat_map(&self, user: i64, concert: &Value, schedule: &Value) -> Vec<Value> {
+        let token = self.admitted_token(user, concert).await;
+        let resp = self
+            .get(&format!("/v1/schedules/{schedule}/seats"))
+            .bearer_auth(self.user_token(user))
+            .header("x-queue-token", token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 200, "seat map");
         resp.json().await.expect("json")
     }
 }

@@ -11,3 +11,5 @@ mod events;
 mod health;
 mod helpers;
 mod openapi;
+mod queue;
+mod queue_contract;

@@ -175,11 +175,7 @@ impl CatalogRepository for DbCatalog {
         concert_id: ConcertId,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
-        let exists = concert::Entity::find_by_id(concert_id.value())
-            .count(&self.db)
-            .await?
-            > 0;
-        if !exists {
+        if !self.concert_exists(concert_id).await? {
             return Ok(None);
         }
         let schedules = schedule::Entity::find()
@@ -239,6 +235,23 @@ impl CatalogRepository for DbCatalog {
             .map(seat_from_row)
             .collect::<Result<_, _>>()
             .map(Some)
+    }
+
+    async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
+        Ok(concert::Entity::find_by_id(concert.value())
+            .count(&self.db)
+            .await?
+            > 0)
+    }
+
+    async fn concert_of_schedule(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<Option<ConcertId>, CatalogError> {
+        Ok(schedule::Entity::find_by_id(schedule.value())
+            .one(&self.db)
+            .await?
+            .map(|s| ConcertId(s.concert_id)))
     }
 
     async fn is_empty(&self) -> Result<bool, CatalogError> {

@@ -115,7 +115,7 @@ pub async fn append_events<C: ConnectionTrait>(
 
 pub fn bus_message(row: &outbox::Model) -> anyhow::Result<BusMessage> {
     Ok(BusMessage {
-        outbox_id: row.id,
+        outbox_id: Some(row.id),
         target: row.target_consumer.clone(),
         event: EventEnvelope {
             event_id: row.event_id,

@@ -250,8 +250,10 @@ impl EventBus for MemoryBus {
                 .and_then(|offset| state.entries.get_mut(offset))
             {
                 entry.acked_by += 1;
-                if entry.acked_by == groups {
-                    finished.push(entry.message.outbox_id);
+                if entry.acked_by == groups
+                    && let Some(outbox_id) = entry.message.outbox_id
+                {
+                    finished.push(outbox_id);
                 }
             }
         }

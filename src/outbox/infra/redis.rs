@@ -97,8 +97,10 @@ fn encode(message: &BusMessage) -> Vec<(&'static str, String)> {
         ("aggregateId", e.aggregate_id.clone()),
         ("occurredAt", e.occurred_at.to_rfc3339()),
         ("payload", e.payload.to_string()),
-        (FIELD_OUTBOX_ID, message.outbox_id.to_string()),
     ];
+    if let Some(outbox_id) = message.outbox_id {
+        fields.push((FIELD_OUTBOX_ID, outbox_id.to_string()));
+    }
     if let Some(target) = &message.target {
         fields.push((FIELD_TARGET, target.clone()));
     }
@@ -118,9 +120,10 @@ fn decode(entry: &StreamId) -> Result<BusMessage, String> {
         )
     };
     Ok(BusMessage {
-        outbox_id: field(FIELD_OUTBOX_ID)?
-            .parse()
-            .map_err(|e| parse_err(FIELD_OUTBOX_ID, &e))?,
+        outbox_id: entry
+            .get::<String>(FIELD_OUTBOX_ID)
+            .map(|id| id.parse().map_err(|e| parse_err(FIELD_OUTBOX_ID, &e)))
+            .transpose()?,
         target: entry.get::<String>(FIELD_TARGET),
         event: EventEnvelope {
             event_id: field("eventId")?

@@ -1,0 +1,297 @@
+//! The waiting room's HTTP endpoints (users and admins), and the
+//! `X-Queue-Token` security scheme other modules' endpoints require.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, SecurityScheme, auth::ApiKey, param::Path, payload::Json,
+};
+
+use super::{
+    domain::{Place, QueueError, QueueSettings, QueueStatus},
+    ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+    usecase::QueueService,
+};
+use crate::{
+    auth::api::{AdminAuth, UserAuth},
+    kernel::{Clock, ConcertId},
+    web::{ApiTags, problem::Problem},
+};
+
+/// The signed queue token from `POST /v1/queue/tokens`.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "queueToken",
+    ty = "api_key",
+    key_name = "X-Queue-Token",
+    key_in = "header"
+)]
+pub struct QueueToken(pub ApiKey);
+
+#[derive(Debug, Object)]
+#[oai(rename = "EnterQueue", rename_all = "camelCase")]
+pub struct EnterBody {
+    pub concert_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "QueueState", rename_all = "lowercase")]
+pub enum StateBody {
+    Waiting,
+    Active,
+    Expired,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "QueueTicket", rename_all = "camelCase")]
+pub struct TicketBody {
+    /// Send it as `X-Queue-Token` to poll, and to the seat map, reservations and payments.
+    pub token: String,
+    pub status: StateBody,
+    /// 1 is the head of the queue; absent once admitted.
+    pub position: Option<u64>,
+    pub poll_after_seconds: u32,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "QueueStatus", rename_all = "camelCase")]
+pub struct StatusBody {
+    pub status: StateBody,
+    pub position: Option<u64>,
+    pub ahead: u64,
+    /// From the admission rate measured over the last minute.
+    pub estimated_wait_seconds: u64,
+    /// Until when an admitted token may reserve and pay.
+    pub active_until: Option<DateTime<Utc>>,
+    /// Poll again after this long; a waiting token that stops polling loses its place.
+    pub poll_after_seconds: u32,
+}
+
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "QueueSettings", rename_all = "camelCase")]
+pub struct SettingsBody {
+    #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
+    pub admit_per_second: i64,
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+    pub max_active: i64,
+    #[oai(validator(minimum(value = "10"), maximum(value = "86400")))]
+    pub active_ttl_seconds: i64,
+    #[oai(validator(minimum(value = "30"), maximum(value = "3600")))]
+    pub heartbeat_grace_seconds: i64,
+}
+
+impl From<QueueSettings> for SettingsBody {
+    fn from(s: QueueSettings) -> Self {
+        Self {
+            admit_per_second: s.admit_per_second.into(),
+            max_active: s.max_active.into(),
+            active_ttl_seconds: s.active_ttl_seconds.into(),
+            heartbeat_grace_seconds: s.heartbeat_grace_seconds.into(),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "QueueRoom", rename_all = "camelCase")]
+pub struct RoomBody {
+    pub concert_id: i64,
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_last_minute: u64,
+    pub oldest_wait_seconds: u64,
+    pub settings: SettingsBody,
+}
+
+#[derive(ApiResponse)]
+enum EnterResponse {
+    /// In the room (the same place again if the user already had one).
+    #[oai(status = 201)]
+    Created(Json<TicketBody>),
+}
+
+#[derive(ApiResponse)]
+enum StatusResponse {
+    #[oai(status = 200)]
+    Ok(Json<StatusBody>),
+}
+
+#[derive(ApiResponse)]
+enum LeaveResponse {
+    /// Left; an active slot goes to the next person.
+    #[oai(status = 204)]
+    Left,
+}
+
+#[derive(ApiResponse)]
+enum RoomsResponse {
+    #[oai(status = 200)]
+    Ok(Json<Vec<RoomBody>>),
+}
+
+#[derive(ApiResponse)]
+enum SettingsResponse {
+    #[oai(status = 200)]
+    Ok(Json<SettingsBody>),
+}
+
+fn state(place: Place) -> StateBody {
+    match place {
+        Place::Waiting { .. } => StateBody::Waiting,
+        Place::Active { .. } => StateBody::Active,
+        Place::Gone => StateBody::Expired,
+    }
+}
+
+fn position(place: Place) -> Option<u64> {
+    match place {
+        Place::Waiting { position } => Some(position),
+        _ => None,
+    }
+}
+
+fn status_body(status: QueueStatus) -> StatusBody {
+    StatusBody {
+        status: state(status.place),
+        position: position(status.place),
+        ahead: status.ahead,
+        estimated_wait_seconds: status.estimated_wait_seconds,
+        active_until: match status.place {
+            Place::Active { until } => Some(until),
+            _ => None,
+        },
+        poll_after_seconds: status.poll_after_seconds,
+    }
+}
+
+pub struct QueueApi<S, R, D, C> {
+    service: QueueService<S, R, D, C>,
+}
+
+impl<S, R, D, C> QueueApi<S, R, D, C> {
+    pub fn new(service: QueueService<S, R, D, C>) -> Self {
+        Self { service }
+    }
+}
+
+#[OpenApi]
+impl<S, R, D, C> QueueApi<S, R, D, C>
+where
+    S: QueueStore,
+    R: QueueSettingsRepository,
+    D: ConcertDirectory,
+    C: Clock,
+{
+    /// Enter a concert's waiting room.
+    #[oai(
+        path = "/v1/queue/tokens",
+        method = "post",
+        tag = "ApiTags::Queue",
+        operation_id = "enterQueue"
+    )]
+    async fn enter(&self, auth: UserAuth, body: Json<EnterBody>) -> Result<EnterResponse, Problem> {
+        let admission = self
+            .service
+            .enter(auth.0.user_id, ConcertId(body.0.concert_id))
+            .await?;
+        Ok(EnterResponse::Created(Json(TicketBody {
+            token: admission.token,
+            status: state(admission.status.place),
+            position: position(admission.status.place),
+            poll_after_seconds: admission.status.poll_after_seconds,
+        })))
+    }
+
+    /// Where you stand; polling is also the heartbeat that keeps your place.
+    #[oai(
+        path = "/v1/queue/status",
+        method = "get",
+        tag = "ApiTags::Queue",
+        operation_id = "queueStatus"
+    )]
+    async fn status(&self, token: QueueToken) -> Result<StatusResponse, Problem> {
+        let status = self.service.status(&token.0.key).await?;
+        Ok(StatusResponse::Ok(Json(status_body(status))))
+    }
+
+    /// Leave the waiting room (or give up an admitted slot).
+    #[oai(
+        path = "/v1/queue/tokens/current",
+        method = "delete",
+        tag = "ApiTags::Queue",
+        operation_id = "leaveQueue"
+    )]
+    async fn leave(&self, token: QueueToken) -> Result<LeaveResponse, Problem> {
+        self.service.leave(&token.0.key).await?;
+        Ok(LeaveResponse::Left)
+    }
+
+    /// Every waiting room: sizes, admissions and settings.
+    #[oai(
+        path = "/v1/admin/queue",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listQueues"
+    )]
+    async fn rooms(&self, _auth: AdminAuth) -> Result<RoomsResponse, Problem> {
+        let rooms = self.service.stats().await?;
+        Ok(RoomsResponse::Ok(Json(
+            rooms
+                .into_iter()
+                .map(|(stats, settings)| RoomBody {
+                    concert_id: stats.concert.value(),
+                    waiting: stats.waiting,
+                    active: stats.active,
+                    admitted_last_minute: stats.admitted_last_minute,
+                    oldest_wait_seconds: stats.oldest_wait_seconds,
+                    settings: settings.into(),
+                })
+                .collect(),
+        )))
+    }
+
+    /// Change a concert's waiting-room settings; takes effect within a second.
+    #[oai(
+        path = "/v1/admin/queue/:concert_id/settings",
+        method = "put",
+        tag = "ApiTags::Admin",
+        operation_id = "updateQueueSettings"
+    )]
+    async fn update_settings(
+        &self,
+        _auth: AdminAuth,
+        concert_id: Path<i64>,
+        body: Json<SettingsBody>,
+    ) -> Result<SettingsResponse, Problem> {
+        let b = body.0;
+        let settings = QueueSettings::parse(
+            b.admit_per_second,
+            b.max_active,
+            b.active_ttl_seconds,
+            b.heartbeat_grace_seconds,
+        )?;
+        let saved = self
+            .service
+            .update_settings(ConcertId(concert_id.0), settings)
+            .await?;
+        Ok(SettingsResponse::Ok(Json(saved.into())))
+    }
+}
+
+impl From<QueueError> for Problem {
+    fn from(err: QueueError) -> Self {
+        match err {
+            QueueError::Invalid(detail) => Problem::validation(detail),
+            QueueError::ConcertNotFound(_) => Problem::not_found(err.to_string()),
+            QueueError::BadToken => Problem::unauthorized(err.to_string()),
+            QueueError::NotYourToken | QueueError::WrongConcert { .. } => {
+                Problem::forbidden(err.to_string())
+            }
+            QueueError::NotAdmitted(_) => Problem::new(
+                poem::http::StatusCode::FORBIDDEN,
+                "queue_not_admitted",
+                err.to_string(),
+            ),
+            QueueError::Unavailable(cause) => Problem::outage("waiting room", &cause),
+            QueueError::Unexpected(cause) => Problem::bug("waiting room", &cause),
+        }
+    }
+}

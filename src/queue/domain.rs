@@ -1,0 +1,261 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::kernel::{ConcertId, UserId};
+
+/// How a concert's waiting room admits people. Changed at runtime by admins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// People admitted per second, from the head of the queue.
+    pub admit_per_second: u32,
+    /// Never more than this many active (admitted, not yet done) at once.
+    pub max_active: u32,
+    /// How long an admitted person may stay active.
+    pub active_ttl_seconds: u32,
+    /// A waiting person who has not polled for this long loses the place.
+    pub heartbeat_grace_seconds: u32,
+}
+
+pub const MAX_ADMIT_PER_SECOND: u32 = 100_000;
+pub const MAX_ACTIVE: u32 = 1_000_000;
+pub const ACTIVE_TTL_RANGE: (u32, u32) = (10, 86_400);
+/// The grace must comfortably exceed the longest poll interval we hand out.
+pub const HEARTBEAT_GRACE_RANGE: (u32, u32) = (3 * MAX_POLL_AFTER_SECONDS, 3_600);
+pub const MAX_POLL_AFTER_SECONDS: u32 = 10;
+
+impl QueueSettings {
+    pub fn parse(
+        admit_per_second: i64,
+        max_active: i64,
+        active_ttl_seconds: i64,
+        heartbeat_grace_seconds: i64,
+    ) -> Result<Self, QueueError> {
+        let within = |name: &str, value: i64, min: u32, max: u32| -> Result<u32, QueueError> {
+            u32::try_from(value)
+                .ok()
+                .filter(|v| (min..=max).contains(v))
+                .ok_or_else(|| {
+                    QueueError::Invalid(format!("{name} must be between {min} and {max}"))
+                })
+        };
+        Ok(Self {
+            admit_per_second: within("admitPerSecond", admit_per_second, 1, MAX_ADMIT_PER_SECOND)?,
+            max_active: within("maxActive", max_active, 1, MAX_ACTIVE)?,
+            active_ttl_seconds: within(
+                "activeTtlSeconds",
+                active_ttl_seconds,
+                ACTIVE_TTL_RANGE.0,
+                ACTIVE_TTL_RANGE.1,
+            )?,
+            heartbeat_grace_seconds: within(
+                "heartbeatGraceSeconds",
+                heartbeat_grace_seconds,
+                HEARTBEAT_GRACE_RANGE.0,
+                HEARTBEAT_GRACE_RANGE.1,
+            )?,
+        })
+    }
+}
+
+/// A place in a waiting room, as the store knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Waiting {
+        position: u64,
+    },
+    Active {
+        until: DateTime<Utc>,
+    },
+    /// Dropped, left, expired or never there.
+    Gone,
+}
+
+/// What entering answers: the token id (the same for the same person
+/// while they hold a place) and where they stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub token_id: Uuid,
+    pub place: Place,
+}
+
+/// The proof a client carries (`X-Queue-Token`), once its signature is
+/// verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuePass {
+    pub token_id: Uuid,
+    pub user: UserId,
+    pub concert: ConcertId,
+}
+
+/// A status poll's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct QueueStatus {
+    pub place: Place,
+    /// People ahead (waiting only).
+    pub ahead: u64,
+    pub estimated_wait_seconds: u64,
+    pub poll_after_seconds: u32,
+}
+
+impl QueueStatus {
+    /// Derives the estimate and poll interval from the measured admission
+    /// rate (falling back to the configured rate before anyone was admitted).
+    pub fn new(place: Place, admitted_last_minute: u64, settings: &QueueSettings) -> Self {
+        match place {
+            Place::Waiting { position } => {
+                let ahead = position.saturating_sub(1);
+                let measured = admitted_last_minute as f64 / 60.0;
+                let rate = if measured > 0.0 {
+                    measured
+                } else {
+                    f64::from(settings.admit_per_second)
+                };
+                let wait = (position as f64 / rate).ceil() as u64;
+                // Poll more often near the head; never less often than the
+                // heartbeat grace allows.
+                let poll = (wait / 5).clamp(1, u64::from(MAX_POLL_AFTER_SECONDS)) as u32;
+                Self {
+                    place,
+                    ahead,
+                    estimated_wait_seconds: wait,
+                    poll_after_seconds: poll,
+                }
+            }
+            Place::Active { .. } => Self {
+                place,
+                ahead: 0,
+                estimated_wait_seconds: 0,
+                poll_after_seconds: MAX_POLL_AFTER_SECONDS,
+            },
+            Place::Gone => Self {
+                place,
+                ahead: 0,
+                estimated_wait_seconds: 0,
+                poll_after_seconds: 0,
+            },
+        }
+    }
+}
+
+/// What one scheduler tick did to a room.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickOutcome {
+    pub admitted: u64,
+    pub dropped_waiting: u64,
+    pub expired_active: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueStats {
+    pub concert: ConcertId,
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_last_minute: u64,
+    pub oldest_wait_seconds: u64,
+}
+
+/// A waiting-room event, recorded by the store atomically with the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueEventKind {
+    Entered,
+    Admitted,
+    Left,
+    Expired,
+}
+
+impl QueueEventKind {
+    pub fn event_type(self) -> &'static str {
+        match self {
+            QueueEventKind::Entered => "QueueEntered",
+            QueueEventKind::Admitted => "QueueAdmitted",
+            QueueEventKind::Left => "QueueLeft",
+            QueueEventKind::Expired => "QueueExpired",
+        }
+    }
+
+    pub fn parse(code: &str) -> Option<Self> {
+        match code {
+            "entered" => Some(QueueEventKind::Entered),
+            "admitted" => Some(QueueEventKind::Admitted),
+            "left" => Some(QueueEventKind::Left),
+            "expired" => Some(QueueEventKind::Expired),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEvent {
+    /// The store's id for the record (unique per concert); the envelope's
+    /// event id is derived from it, so forwarding twice is harmless.
+    pub id: String,
+    pub kind: QueueEventKind,
+    pub concert: ConcertId,
+    pub token_id: Uuid,
+    pub user: UserId,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("concert {0} does not exist")]
+    ConcertNotFound(ConcertId),
+    #[error("the queue token is missing, malformed, forged or expired")]
+    BadToken,
+    #[error("the queue token belongs to another user")]
+    NotYourToken,
+    #[error("the queue token is for concert {token}, not concert {wanted}")]
+    WrongConcert { token: ConcertId, wanted: ConcertId },
+    #[error(
+        "you have not been admitted from the waiting room of concert {0} (or your turn has ended)"
+    )]
+    NotAdmitted(ConcertId),
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> QueueSettings {
+        QueueSettings::parse(50, 100, 600, 30).unwrap()
+    }
+
+    #[test]
+    fn settings_are_range_checked() {
+        assert!(QueueSettings::parse(0, 100, 600, 30).is_err());
+        assert!(QueueSettings::parse(50, 0, 600, 30).is_err());
+        assert!(QueueSettings::parse(50, 100, 5, 30).is_err());
+        assert!(QueueSettings::parse(50, 100, 600, 10).is_err());
+        assert!(QueueSettings::parse(-1, 100, 600, 30).is_err());
+        assert!(QueueSettings::parse(i64::MAX, 100, 600, 30).is_err());
+        assert_eq!(settings().admit_per_second, 50);
+    }
+
+    #[test]
+    fn the_estimate_uses_the_measured_rate_once_there_is_one() {
+        let waiting = Place::Waiting { position: 600 };
+        let configured = QueueStatus::new(waiting, 0, &settings());
+        assert_eq!(
+            (configured.ahead, configured.estimated_wait_seconds),
+            (599, 12)
+        );
+        let measured = QueueStatus::new(waiting, 600, &settings());
+        assert_eq!(
+            measured.estimated_wait_seconds, 60,
+            "10 admitted per second measured"
+        );
+        assert_eq!(measured.poll_after_seconds, MAX_POLL_AFTER_SECONDS);
+        let head = QueueStatus::new(Place::Waiting { position: 1 }, 600, &settings());
+        assert_eq!((head.ahead, head.poll_after_seconds), (0, 1));
+        assert_eq!(
+            QueueStatus::new(Place::Gone, 0, &settings()).poll_after_seconds,
+            0
+        );
+    }
+}

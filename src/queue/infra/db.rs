@@ -1,0 +1,149 @@
+//! Per-concert settings in the database, behind a short in-process cache
+//! (the status poll reads them on every call).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use chrono::Utc;
+use sea_orm::{DatabaseConnection, EntityTrait, Set, sea_query::OnConflict};
+
+use crate::{
+    kernel::ConcertId,
+    queue::{
+        domain::{QueueError, QueueSettings},
+        ports::QueueSettingsRepository,
+    },
+};
+
+pub mod queue_settings {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "queue_settings")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub concert_id: i64,
+        pub admit_per_second: i32,
+        pub max_active: i32,
+        pub active_ttl_seconds: i32,
+        pub heartbeat_grace_seconds: i32,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+crate::db::module_error_from_db_err!(QueueError);
+
+#[derive(Clone)]
+pub struct DbQueueSettings {
+    db: DatabaseConnection,
+}
+
+impl DbQueueSettings {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+impl QueueSettingsRepository for DbQueueSettings {
+    async fn get(&self, concert: ConcertId) -> Result<Option<QueueSettings>, QueueError> {
+        let Some(row) = queue_settings::Entity::find_by_id(concert.value())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        QueueSettings::parse(
+            row.admit_per_second.into(),
+            row.max_active.into(),
+            row.active_ttl_seconds.into(),
+            row.heartbeat_grace_seconds.into(),
+        )
+        .map(Some)
+    }
+
+    async fn put(&self, concert: ConcertId, settings: &QueueSettings) -> Result<(), QueueError> {
+        let int = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        queue_settings::Entity::insert(queue_settings::ActiveModel {
+            concert_id: Set(concert.value()),
+            admit_per_second: Set(int(settings.admit_per_second)),
+            max_active: Set(int(settings.max_active)),
+            active_ttl_seconds: Set(int(settings.active_ttl_seconds)),
+            heartbeat_grace_seconds: Set(int(settings.heartbeat_grace_seconds)),
+            updated_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::column(queue_settings::Column::ConcertId)
+                .update_columns([
+                    queue_settings::Column::AdmitPerSecond,
+                    queue_settings::Column::MaxActive,
+                    queue_settings::Column::ActiveTtlSeconds,
+                    queue_settings::Column::HeartbeatGraceSeconds,
+                    queue_settings::Column::UpdatedAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(())
+    }
+}
+
+/// When the settings of a concert were read, and what was read.
+type Fetched = (Instant, Option<QueueSettings>);
+
+/// Remembers settings for `ttl`; a change made through this instance is
+/// seen at once, one made through another instance within `ttl`.
+#[derive(Clone)]
+pub struct CachedSettings<R> {
+    inner: R,
+    ttl: Duration,
+    cache: Arc<Mutex<HashMap<ConcertId, Fetched>>>,
+}
+
+impl<R> CachedSettings<R> {
+    pub fn new(inner: R, ttl: Duration) -> Self {
+        Self {
+            inner,
+            ttl,
+            cache: Arc::default(),
+        }
+    }
+}
+
+impl<R: QueueSettingsRepository> QueueSettingsRepository for CachedSettings<R> {
+    async fn get(&self, concert: ConcertId) -> Result<Option<QueueSettings>, QueueError> {
+        let cached = self
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&concert)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, settings)| *settings);
+        if let Some(settings) = cached {
+            return Ok(settings);
+        }
+        let settings = self.inner.get(concert).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(concert, (Instant::now(), settings));
+        Ok(settings)
+    }
+
+    async fn put(&self, concert: ConcertId, settings: &QueueSettings) -> Result<(), QueueError> {
+        self.inner.put(concert, settings).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(concert, (Instant::now(), Some(*settings)));
+        Ok(())
+    }
+}

@@ -1,0 +1,438 @@
+//! The waiting rooms of the embedded shape, in process memory. Same rules
+//! as the Redis store (one lock makes each step atomic); lost on restart,
+//! like a Redis without persistence.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+};
+
+use chrono::{DateTime, TimeZone, Utc};
+use uuid::Uuid;
+
+use crate::{
+    kernel::{ConcertId, UserId},
+    queue::{
+        domain::{
+            Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass, QueueSettings,
+            QueueStats, TickOutcome,
+        },
+        ports::QueueStore,
+    },
+};
+
+const MINUTE_MS: i64 = 60_000;
+
+#[derive(Clone, Default)]
+pub struct MemoryQueueStore {
+    rooms: Arc<Mutex<HashMap<ConcertId, Room>>>,
+}
+
+impl MemoryQueueStore {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConcertId, Room>> {
+        self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counts present sequence numbers up to a given one (a Fenwick tree), so a
+/// position is O(log n) however long the queue.
+#[derive(Default)]
+struct Ranks {
+    tree: Vec<i64>,
+}
+
+impl Ranks {
+    fn add(&mut self, seq: u64, delta: i64) {
+        let needed = seq as usize + 1;
+        if needed > self.tree.len() {
+            self.grow(needed.next_power_of_two().max(1024));
+        }
+        let mut i = seq as usize;
+        while i < self.tree.len() {
+            self.tree[i] += delta;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    fn prefix(&self, seq: u64) -> u64 {
+        let last = self.tree.len().saturating_sub(1) as u64;
+        self.prefix_signed(seq.min(last)).max(0) as u64
+    }
+
+    fn grow(&mut self, len: usize) {
+        let points: Vec<i64> = (1..self.tree.len() as u64)
+            .map(|i| self.prefix_signed(i) - self.prefix_signed(i - 1))
+            .collect();
+        self.tree = vec![0; len];
+        for (i, v) in points.into_iter().enumerate() {
+            if v != 0 {
+                self.add(i as u64 + 1, v);
+            }
+        }
+    }
+
+    fn prefix_signed(&self, seq: u64) -> i64 {
+        let mut i = seq as usize;
+        let mut sum = 0;
+        while i > 0 {
+            sum += self.tree[i];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    next_seq: u64,
+    waiting: BTreeMap<u64, Uuid>,
+    ranks: Ranks,
+    /// (last heartbeat ms, token) of waiting tokens, oldest first.
+    heartbeats: BTreeSet<(i64, Uuid)>,
+    /// (active until ms, token), soonest first.
+    active: BTreeSet<(i64, Uuid)>,
+    tokens: HashMap<Uuid, Token>,
+    users: HashMap<UserId, Uuid>,
+    last_tick: Option<i64>,
+    credit: f64,
+    admits: VecDeque<i64>,
+    next_event: u64,
+    events: VecDeque<QueueEvent>,
+}
+
+struct Token {
+    user: UserId,
+    entered_ms: i64,
+    seq: Option<u64>,
+    heartbeat_ms: i64,
+    active_until: Option<i64>,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+impl Room {
+    fn record(
+        &mut self,
+        concert: ConcertId,
+        kind: QueueEventKind,
+        token_id: Uuid,
+        user: UserId,
+        now: i64,
+    ) {
+        self.next_event += 1;
+        self.events.push_back(QueueEvent {
+            id: self.next_event.to_string(),
+            kind,
+            concert,
+            token_id,
+            user,
+            at: at(now),
+        });
+    }
+
+    fn position(&self, seq: u64) -> u64 {
+        self.ranks.prefix(seq)
+    }
+
+    fn forget(&mut self, token_id: Uuid) -> Option<Token> {
+        let token = self.tokens.remove(&token_id)?;
+        if let Some(seq) = token.seq {
+            self.waiting.remove(&seq);
+            self.ranks.add(seq, -1);
+            self.heartbeats.remove(&(token.heartbeat_ms, token_id));
+        }
+        if let Some(until) = token.active_until {
+            self.active.remove(&(until, token_id));
+        }
+        if self.users.get(&token.user) == Some(&token_id) {
+            self.users.remove(&token.user);
+        }
+        Some(token)
+    }
+
+    fn place(&self, token_id: Uuid, now: i64) -> Place {
+        match self.tokens.get(&token_id) {
+            Some(Token {
+                active_until: Some(until),
+                ..
+            }) if *until > now => Place::Active { until: at(*until) },
+            Some(Token { seq: Some(seq), .. }) => Place::Waiting {
+                position: self.position(*seq),
+            },
+            _ => Place::Gone,
+        }
+    }
+
+    fn admitted_since(&self, since: i64) -> u64 {
+        (self.admits.len() - self.admits.partition_point(|t| *t < since)) as u64
+    }
+}
+
+impl QueueStore for MemoryQueueStore {
+    async fn enter(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        new_token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Entry, QueueError> {
+        let now = ms(now);
+        let mut rooms = self.lock();
+        let room = rooms.entry(concert).or_default();
+        if let Some(&existing) = room.users.get(&user) {
+            match room.place(existing, now) {
+                Place::Waiting { position } => {
+                    let token = room
+                        .tokens
+                        .get_mut(&existing)
+                        .expect("indexed token exists");
+                    room.heartbeats.remove(&(token.heartbeat_ms, existing));
+                    token.heartbeat_ms = now;
+                    room.heartbeats.insert((now, existing));
+                    return Ok(Entry {
+                        token_id: existing,
+                        place: Place::Waiting { position },
+                    });
+                }
+                place @ Place::Active { .. } => {
+                    return Ok(Entry {
+                        token_id: existing,
+                        place,
+                    });
+                }
+                Place::Gone => {
+                    // Active time ran out before the scheduler noticed.
+                    room.forget(existing);
+                    room.record(concert, QueueEventKind::Expired, existing, user, now);
+                }
+            }
+        }
+        room.next_seq += 1;
+        let seq = room.next_seq;
+        room.waiting.insert(seq, new_token);
+        room.ranks.add(seq, 1);
+        room.heartbeats.insert((now, new_token));
+        room.tokens.insert(
+            new_token,
+            Token {
+                user,
+                entered_ms: now,
+                seq: Some(seq),
+                heartbeat_ms: now,
+                active_until: None,
+            },
+        );
+        room.users.insert(user, new_token);
+        room.record(concert, QueueEventKind::Entered, new_token, user, now);
+        Ok(Entry {
+            token_id: new_token,
+            place: Place::Waiting {
+                position: room.position(seq),
+            },
+        })
+    }
+
+    async fn status(
+        &self,
+        pass: &QueuePass,
+        now: DateTime<Utc>,
+    ) -> Result<(Place, u64), QueueError> {
+        let now = ms(now);
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&pass.concert) else {
+            return Ok((Place::Gone, 0));
+        };
+        let place = room.place(pass.token_id, now);
+        if matches!(place, Place::Waiting { .. })
+            && let Some(token) = room.tokens.get_mut(&pass.token_id)
+        {
+            room.heartbeats.remove(&(token.heartbeat_ms, pass.token_id));
+            token.heartbeat_ms = now;
+            room.heartbeats.insert((now, pass.token_id));
+        }
+        Ok((place, room.admitted_since(now - MINUTE_MS)))
+    }
+
+    async fn is_active(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        let rooms = self.lock();
+        Ok(rooms
+            .get(&pass.concert)
+            .is_some_and(|room| matches!(room.place(pass.token_id, ms(now)), Place::Active { .. })))
+    }
+
+    async fn leave(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&pass.concert) else {
+            return Ok(false);
+        };
+        match room.forget(pass.token_id) {
+            Some(token) => {
+                room.record(
+                    pass.concert,
+                    QueueEventKind::Left,
+                    pass.token_id,
+                    token.user,
+                    ms(now),
+                );
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn tick(
+        &self,
+        concert: ConcertId,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+    ) -> Result<TickOutcome, QueueError> {
+        let now = ms(now);
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&concert) else {
+            return Ok(TickOutcome::default());
+        };
+        let mut outcome = TickOutcome::default();
+
+        let expired: Vec<Uuid> = room
+            .active
+            .iter()
+            .take_while(|(until, _)| *until <= now)
+            .map(|(_, t)| *t)
+            .collect();
+        for token_id in expired {
+            if let Some(token) = room.forget(token_id) {
+                room.record(concert, QueueEventKind::Expired, token_id, token.user, now);
+                outcome.expired_active += 1;
+            }
+        }
+        let cutoff = now - i64::from(settings.heartbeat_grace_seconds) * 1000;
+        let stale: Vec<Uuid> = room
+            .heartbeats
+            .iter()
+            .take_while(|(beat, _)| *beat < cutoff)
+            .map(|(_, t)| *t)
+            .collect();
+        for token_id in stale {
+            if let Some(token) = room.forget(token_id) {
+                room.record(concert, QueueEventKind::Expired, token_id, token.user, now);
+                outcome.dropped_waiting += 1;
+            }
+        }
+
+        let rate = f64::from(settings.admit_per_second);
+        let elapsed = room.last_tick.map_or(0, |last| (now - last).max(0));
+        room.credit = (room.credit + elapsed as f64 * rate / 1000.0).min(rate.max(1.0));
+        if room.last_tick.is_none_or(|last| now > last) {
+            room.last_tick = Some(now);
+        }
+        let free = u64::from(settings.max_active).saturating_sub(room.active.len() as u64);
+        let admit = (room.credit.floor() as u64)
+            .min(free)
+            .min(room.waiting.len() as u64);
+        let ttl = i64::from(settings.active_ttl_seconds) * 1000;
+        for _ in 0..admit {
+            let Some((seq, token_id)) = room.waiting.pop_first() else {
+                break;
+            };
+            room.ranks.add(seq, -1);
+            let token = room
+                .tokens
+                .get_mut(&token_id)
+                .expect("waiting token exists");
+            room.heartbeats.remove(&(token.heartbeat_ms, token_id));
+            token.seq = None;
+            token.active_until = Some(now + ttl);
+            let user = token.user;
+            room.active.insert((now + ttl, token_id));
+            room.admits.push_back(now);
+            room.record(concert, QueueEventKind::Admitted, token_id, user, now);
+        }
+        room.credit -= admit as f64;
+        outcome.admitted = admit;
+        while room.admits.front().is_some_and(|t| *t < now - MINUTE_MS) {
+            room.admits.pop_front();
+        }
+        Ok(outcome)
+    }
+
+    async fn concerts(&self) -> Result<Vec<ConcertId>, QueueError> {
+        Ok(self.lock().keys().copied().collect())
+    }
+
+    async fn stats(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> Result<QueueStats, QueueError> {
+        let now = ms(now);
+        let rooms = self.lock();
+        let Some(room) = rooms.get(&concert) else {
+            return Ok(QueueStats {
+                concert,
+                waiting: 0,
+                active: 0,
+                admitted_last_minute: 0,
+                oldest_wait_seconds: 0,
+            });
+        };
+        let oldest = room
+            .waiting
+            .first_key_value()
+            .and_then(|(_, token_id)| room.tokens.get(token_id))
+            .map_or(0, |t| ((now - t.entered_ms).max(0) / 1000) as u64);
+        Ok(QueueStats {
+            concert,
+            waiting: room.waiting.len() as u64,
+            active: room.active.iter().filter(|(until, _)| *until > now).count() as u64,
+            admitted_last_minute: room.admitted_since(now - MINUTE_MS),
+            oldest_wait_seconds: oldest,
+        })
+    }
+
+    async fn pending_events(
+        &self,
+        concert: ConcertId,
+        max: usize,
+    ) -> Result<Vec<QueueEvent>, QueueError> {
+        Ok(self
+            .lock()
+            .get(&concert)
+            .map(|room| room.events.iter().take(max).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn forwarded(&self, concert: ConcertId, ids: &[String]) -> Result<(), QueueError> {
+        if let Some(room) = self.lock().get_mut(&concert) {
+            let ids: std::collections::HashSet<&String> = ids.iter().collect();
+            room.events.retain(|e| !ids.contains(&e.id));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_count_present_sequence_numbers_across_growth() {
+        let mut ranks = Ranks::default();
+        for seq in 1..=3000u64 {
+            ranks.add(seq, 1);
+        }
+        ranks.add(10, -1);
+        ranks.add(2000, -1);
+        assert_eq!(ranks.prefix(9), 9);
+        assert_eq!(ranks.prefix(11), 10);
+        assert_eq!(ranks.prefix(3000), 2998);
+        ranks.add(5000, 1);
+        assert_eq!(ranks.prefix(5000), 2999);
+        assert_eq!(ranks.prefix(11), 10, "growth keeps earlier counts");
+    }
+}

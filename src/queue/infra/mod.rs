@@ -1,0 +1,97 @@
+pub mod catalog;
+pub mod db;
+pub mod memory;
+pub mod redis;
+pub mod scheduler;
+pub mod tokens;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::{
+    kernel::{ConcertId, UserId},
+    queue::{
+        domain::{
+            Entry, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
+        },
+        ports::QueueStore,
+    },
+};
+
+/// The store the composition root picked: Redis in production, in-process
+/// in the embedded shape.
+#[derive(Clone)]
+pub enum AnyQueueStore {
+    Redis(redis::RedisQueueStore),
+    Memory(memory::MemoryQueueStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            AnyQueueStore::Redis($store) => $call,
+            AnyQueueStore::Memory($store) => $call,
+        }
+    };
+}
+
+impl QueueStore for AnyQueueStore {
+    async fn enter(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        new_token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Entry, QueueError> {
+        delegate!(self, s => s.enter(concert, user, new_token, now).await)
+    }
+
+    async fn status(
+        &self,
+        pass: &QueuePass,
+        now: DateTime<Utc>,
+    ) -> Result<(Place, u64), QueueError> {
+        delegate!(self, s => s.status(pass, now).await)
+    }
+
+    async fn is_active(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        delegate!(self, s => s.is_active(pass, now).await)
+    }
+
+    async fn leave(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        delegate!(self, s => s.leave(pass, now).await)
+    }
+
+    async fn tick(
+        &self,
+        concert: ConcertId,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+    ) -> Result<TickOutcome, QueueError> {
+        delegate!(self, s => s.tick(concert, settings, now).await)
+    }
+
+    async fn concerts(&self) -> Result<Vec<ConcertId>, QueueError> {
+        delegate!(self, s => s.concerts().await)
+    }
+
+    async fn stats(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> Result<QueueStats, QueueError> {
+        delegate!(self, s => s.stats(concert, now).await)
+    }
+
+    async fn pending_events(
+        &self,
+        concert: ConcertId,
+        max: usize,
+    ) -> Result<Vec<QueueEvent>, QueueError> {
+        delegate!(self, s => s.pending_events(concert, max).await)
+    }
+
+    async fn forwarded(&self, concert: ConcertId, ids: &[String]) -> Result<(), QueueError> {
+        delegate!(self, s => s.forwarded(concert, ids).await)
+    }
+}

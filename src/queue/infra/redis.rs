@@ -1,0 +1,395 @@
+//! The waiting rooms in Redis. Every state change is one Lua script over
+//! one concert's keys, all hash-tagged `{queue:<concert>}` so a room lives
+//! in one Redis Cluster slot; each script also appends its event to the
+//! room's own event stream, which the scheduler forwards to the main bus.
+
+use std::sync::LazyLock;
+
+use anyhow::Context;
+use chrono::{DateTime, TimeZone, Utc};
+use redis::{AsyncCommands, Script, aio::ConnectionManager, streams::StreamRangeReply};
+use uuid::Uuid;
+
+use crate::{
+    kernel::{ConcertId, UserId},
+    queue::{
+        domain::{
+            Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass, QueueSettings,
+            QueueStats, TickOutcome,
+        },
+        ports::QueueStore,
+    },
+};
+
+/// Lists every concert whose room was entered (its own slot; touched only
+/// by plain commands, never inside a script).
+const ROOMS_KEY: &str = "bo:queue:rooms";
+/// Recorded events kept at most, should forwarding stall.
+const EVENTS_MAX_LEN: usize = 1_000_000;
+
+#[derive(Clone)]
+pub struct RedisQueueStore {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl RedisQueueStore {
+    /// `prefix` namespaces every key (`bo` in production; tests use their own).
+    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+        Self {
+            conn,
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    fn keys(&self, concert: ConcertId) -> [String; 8] {
+        let tag = format!("{}:{{queue:{}}}", self.prefix, concert.value());
+        [
+            format!("{tag}:waiting"),
+            format!("{tag}:heartbeat"),
+            format!("{tag}:active"),
+            format!("{tag}:tokens"),
+            format!("{tag}:users"),
+            format!("{tag}:meta"),
+            format!("{tag}:admits"),
+            format!("{tag}:events"),
+        ]
+    }
+
+    fn rooms_key(&self) -> String {
+        format!("{}:{ROOMS_KEY}", self.prefix)
+    }
+}
+
+crate::kv::module_error_from_redis_err!(QueueError);
+
+/// Shared Lua: `forget(token)` removes a token from every structure of its
+/// room; `record(kind, token, user, now)` appends an event.
+const PRELUDE: &str = r#"
+local waiting, heartbeat, active, tokens, users, meta, admits, events =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local function forget(tok)
+  local owner = redis.call('HGET', tokens, tok)
+  redis.call('ZREM', waiting, tok)
+  redis.call('ZREM', heartbeat, tok)
+  redis.call('ZREM', active, tok)
+  redis.call('HDEL', tokens, tok)
+  if owner then
+    local user = string.match(owner, '^([^|]+)')
+    if redis.call('HGET', users, user) == tok then redis.call('HDEL', users, user) end
+    return user
+  end
+  return false
+end
+local function record(kind, tok, user, now)
+  redis.call('XADD', events, 'MAXLEN', '~', ARGV_EVENTS_MAX, '*', 'kind', kind, 'token', tok, 'user', user, 'at', now)
+end
+"#;
+
+fn script(body: &str) -> Script {
+    let prelude = PRELUDE.replace("ARGV_EVENTS_MAX", &EVENTS_MAX_LEN.to_string());
+    Script::new(&format!("{prelude}\n{body}"))
+}
+
+/// ARGV: user, new token, now ms. Returns {token, state, n, created}:
+/// state `waiting` with n = position, or `active` with n = until ms.
+static ENTER: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local user, now = ARGV[1], tonumber(ARGV[3])
+local tok = redis.call('HGET', users, user)
+if tok then
+  local until_ms = redis.call('ZSCORE', active, tok)
+  if until_ms and tonumber(until_ms) > now then
+    return {tok, 'active', until_ms, 0}
+  end
+  local rank = redis.call('ZRANK', waiting, tok)
+  if rank then
+    redis.call('ZADD', heartbeat, now, tok)
+    return {tok, 'waiting', rank + 1, 0}
+  end
+  forget(tok)
+  record('expired', tok, user, now)
+end
+tok = ARGV[2]
+local seq = redis.call('HINCRBY', meta, 'seq', 1)
+redis.call('ZADD', waiting, seq, tok)
+redis.call('ZADD', heartbeat, now, tok)
+redis.call('HSET', tokens, tok, user .. '|' .. now)
+redis.call('HSET', users, user, tok)
+record('entered', tok, user, now)
+return {tok, 'waiting', redis.call('ZRANK', waiting, tok) + 1, 1}
+"#,
+    )
+});
+
+/// ARGV: token, now ms. Returns {state, n, admitted in the last minute}.
+static STATUS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local tok, now = ARGV[1], tonumber(ARGV[2])
+local admitted = redis.call('ZCOUNT', admits, now - 60000, '+inf')
+local until_ms = redis.call('ZSCORE', active, tok)
+if until_ms and tonumber(until_ms) > now then return {'active', until_ms, admitted} end
+local rank = redis.call('ZRANK', waiting, tok)
+if rank then
+  redis.call('ZADD', heartbeat, 'XX', now, tok)
+  return {'waiting', rank + 1, admitted}
+end
+return {'gone', 0, admitted}
+"#,
+    )
+});
+
+/// ARGV: token, now ms. Returns 1 when the token held a place.
+static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local user = forget(ARGV[1])
+if user then record('left', ARGV[1], user, ARGV[2]) return 1 end
+return 0
+"#,
+    )
+});
+
+/// ARGV: now ms, admit per second, max active, active ttl ms, grace ms.
+/// Returns {admitted, dropped waiting, expired active}.
+static TICK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now, rate, max_active = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5])
+local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 5000)
+for _, tok in ipairs(expired) do
+  local user = forget(tok)
+  if user then record('expired', tok, user, now) end
+end
+local stale = redis.call('ZRANGEBYSCORE', heartbeat, '-inf', '(' .. (now - grace), 'LIMIT', 0, 5000)
+for _, tok in ipairs(stale) do
+  local user = forget(tok)
+  if user then record('expired', tok, user, now) end
+end
+local last = tonumber(redis.call('HGET', meta, 'last_tick'))
+local credit = tonumber(redis.call('HGET', meta, 'credit')) or 0
+local elapsed = 0
+if last and now > last then elapsed = now - last end
+credit = math.min(credit + elapsed * rate / 1000, math.max(rate, 1))
+if not last or now > last then redis.call('HSET', meta, 'last_tick', now) end
+local free = max_active - redis.call('ZCARD', active)
+local n = math.min(math.floor(credit), free, redis.call('ZCARD', waiting))
+local admitted = 0
+if n > 0 then
+  local popped = redis.call('ZPOPMIN', waiting, n)
+  for i = 1, #popped, 2 do
+    local tok = popped[i]
+    redis.call('ZREM', heartbeat, tok)
+    redis.call('ZADD', active, now + ttl, tok)
+    redis.call('ZADD', admits, now, tok)
+    local owner = redis.call('HGET', tokens, tok)
+    record('admitted', tok, string.match(owner or '0|', '^([^|]+)'), now)
+    admitted = admitted + 1
+  end
+end
+credit = credit - admitted
+redis.call('HSET', meta, 'credit', tostring(credit))
+redis.call('ZREMRANGEBYSCORE', admits, '-inf', '(' .. (now - 60000))
+return {admitted, #stale, #expired}
+"#,
+    )
+});
+
+/// ARGV: now ms. Returns {waiting, active, admitted last minute, oldest entered ms or -1}.
+static STATS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local now = tonumber(ARGV[1])
+local head = redis.call('ZRANGE', waiting, 0, 0)
+local oldest = -1
+if head[1] then
+  local owner = redis.call('HGET', tokens, head[1])
+  if owner then oldest = tonumber(string.match(owner, '|(%d+)$')) end
+end
+return {
+  redis.call('ZCARD', waiting),
+  redis.call('ZCOUNT', active, '(' .. now, '+inf'),
+  redis.call('ZCOUNT', admits, now - 60000, '+inf'),
+  oldest
+}
+"#,
+    )
+});
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn at(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn place(state: &str, n: i64) -> Place {
+    match state {
+        "waiting" => Place::Waiting {
+            position: n.max(0) as u64,
+        },
+        "active" => Place::Active { until: at(n) },
+        _ => Place::Gone,
+    }
+}
+
+impl QueueStore for RedisQueueStore {
+    async fn enter(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        new_token: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Entry, QueueError> {
+        let mut conn = self.conn.clone();
+        let (token, state, n, created): (String, String, i64, i64) = ENTER
+            .key(&self.keys(concert))
+            .arg(user.value())
+            .arg(new_token.to_string())
+            .arg(ms(now))
+            .invoke_async(&mut conn)
+            .await?;
+        if created == 1 {
+            conn.sadd::<_, _, ()>(self.rooms_key(), concert.value())
+                .await?;
+        }
+        let token_id = token
+            .parse()
+            .context("the store holds a malformed token id")?;
+        Ok(Entry {
+            token_id,
+            place: place(&state, n),
+        })
+    }
+
+    async fn status(
+        &self,
+        pass: &QueuePass,
+        now: DateTime<Utc>,
+    ) -> Result<(Place, u64), QueueError> {
+        let (state, n, admitted): (String, i64, i64) = STATUS
+            .key(&self.keys(pass.concert))
+            .arg(pass.token_id.to_string())
+            .arg(ms(now))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((place(&state, n), admitted.max(0) as u64))
+    }
+
+    async fn is_active(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        let [_, _, active, ..] = self.keys(pass.concert);
+        let until: Option<i64> = self
+            .conn
+            .clone()
+            .zscore(active, pass.token_id.to_string())
+            .await?;
+        Ok(until.is_some_and(|until| until > ms(now)))
+    }
+
+    async fn leave(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        let left: i64 = LEAVE
+            .key(&self.keys(pass.concert))
+            .arg(pass.token_id.to_string())
+            .arg(ms(now))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(left == 1)
+    }
+
+    async fn tick(
+        &self,
+        concert: ConcertId,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+    ) -> Result<TickOutcome, QueueError> {
+        let (admitted, dropped, expired): (u64, u64, u64) = TICK
+            .key(&self.keys(concert))
+            .arg(ms(now))
+            .arg(settings.admit_per_second)
+            .arg(settings.max_active)
+            .arg(u64::from(settings.active_ttl_seconds) * 1000)
+            .arg(u64::from(settings.heartbeat_grace_seconds) * 1000)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(TickOutcome {
+            admitted,
+            dropped_waiting: dropped,
+            expired_active: expired,
+        })
+    }
+
+    async fn concerts(&self) -> Result<Vec<ConcertId>, QueueError> {
+        let ids: Vec<i64> = self.conn.clone().smembers(self.rooms_key()).await?;
+        Ok(ids.into_iter().map(ConcertId).collect())
+    }
+
+    async fn stats(
+        &self,
+        concert: ConcertId,
+        now: DateTime<Utc>,
+    ) -> Result<QueueStats, QueueError> {
+        let (waiting, active, admitted, oldest): (u64, u64, u64, i64) = STATS
+            .key(&self.keys(concert))
+            .arg(ms(now))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(QueueStats {
+            concert,
+            waiting,
+            active,
+            admitted_last_minute: admitted,
+            oldest_wait_seconds: if oldest < 0 {
+                0
+            } else {
+                ((ms(now) - oldest).max(0) / 1000) as u64
+            },
+        })
+    }
+
+    async fn pending_events(
+        &self,
+        concert: ConcertId,
+        max: usize,
+    ) -> Result<Vec<QueueEvent>, QueueError> {
+        let [.., events] = self.keys(concert);
+        let reply: StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_count(events, "-", "+", max)
+            .await?;
+        reply
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let field = |name: &str| -> anyhow::Result<String> {
+                    entry
+                        .get::<String>(name)
+                        .with_context(|| format!("queue event {} lacks {name}", entry.id))
+                };
+                Ok(QueueEvent {
+                    kind: QueueEventKind::parse(&field("kind")?)
+                        .context("unknown queue event kind")?,
+                    concert,
+                    token_id: field("token")?.parse()?,
+                    user: UserId(field("user")?.parse()?),
+                    at: at(field("at")?.parse()?),
+                    id: entry.id,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(QueueError::Unexpected)
+    }
+
+    async fn forwarded(&self, concert: ConcertId, ids: &[String]) -> Result<(), QueueError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let [.., events] = self.keys(concert);
+        self.conn.clone().xdel::<_, _, ()>(events, ids).await?;
+        Ok(())
+    }
+}

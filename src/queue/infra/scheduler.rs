@@ -1,0 +1,129 @@
+//! The admission scheduler: ticks every room at a fixed interval and
+//! forwards the rooms' recorded events to the event bus. Any number of
+//! instances may run it; the store accounts the admission rate.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    kernel::{
+        Clock,
+        events::{BusMessage, EventEnvelope},
+    },
+    outbox::{infra::relay::sleep_or_cancel, ports::EventBus},
+    queue::{
+        domain::{QueueError, QueueEvent},
+        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        usecase::QueueService,
+    },
+};
+
+/// Derives stable event ids, so an event forwarded twice is one event.
+const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b6f_7565_7565_4000_8000_626f_786f_6666);
+const FORWARD_BATCH: usize = 1_000;
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
+pub struct QueueScheduler<S, R, D, C, B> {
+    service: QueueService<S, R, D, C>,
+    bus: B,
+    interval: Duration,
+}
+
+pub fn envelope(event: &QueueEvent) -> BusMessage {
+    BusMessage {
+        outbox_id: None,
+        target: None,
+        event: EventEnvelope {
+            event_id: Uuid::new_v5(
+                &EVENT_NAMESPACE,
+                format!("{}:{}", event.concert, event.id).as_bytes(),
+            ),
+            event_type: event.kind.event_type().to_owned(),
+            aggregate_type: "queue".to_owned(),
+            aggregate_id: event.concert.to_string(),
+            occurred_at: event.at,
+            payload: serde_json::json!({
+                "concertId": event.concert.value(),
+                "tokenId": event.token_id,
+                "userId": event.user.value(),
+            }),
+        },
+    }
+}
+
+impl<S, R, D, C, B> QueueScheduler<S, R, D, C, B>
+where
+    S: QueueStore,
+    R: QueueSettingsRepository,
+    D: ConcertDirectory,
+    C: Clock,
+    B: EventBus,
+{
+    pub fn new(service: QueueService<S, R, D, C>, bus: B, interval: Duration) -> Self {
+        Self {
+            service,
+            bus,
+            interval,
+        }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut last_gauges = tokio::time::Instant::now() - GAUGES_EVERY;
+        loop {
+            match self.service.tick_all().await {
+                Ok(outcomes) => {
+                    for (_, outcome) in outcomes {
+                        metrics::counter!("queue_admitted_total").increment(outcome.admitted);
+                        metrics::counter!("queue_dropped_total").increment(outcome.dropped_waiting);
+                        metrics::counter!("queue_expired_total").increment(outcome.expired_active);
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "queue scheduler: tick failed"),
+            }
+            if let Err(err) = self.forward_events().await {
+                tracing::warn!(error = %err, "queue scheduler: forwarding events failed");
+            }
+            if last_gauges.elapsed() >= GAUGES_EVERY {
+                last_gauges = tokio::time::Instant::now();
+                if let Ok(stats) = self.service.stats().await {
+                    for (s, _) in stats {
+                        let concert = s.concert.to_string();
+                        metrics::gauge!("queue_waiting", "concert" => concert.clone())
+                            .set(s.waiting as f64);
+                        metrics::gauge!("queue_active", "concert" => concert).set(s.active as f64);
+                    }
+                }
+            }
+            if sleep_or_cancel(&cancel, self.interval).await {
+                return;
+            }
+        }
+    }
+
+    /// Moves every room's recorded events to the bus: publish first, then
+    /// forget, so a crash in between forwards them again under the same ids.
+    pub async fn forward_events(&self) -> Result<(), QueueError> {
+        let store = self.service.store();
+        for concert in store.concerts().await? {
+            loop {
+                let events = store.pending_events(concert, FORWARD_BATCH).await?;
+                if events.is_empty() {
+                    break;
+                }
+                let messages: Vec<BusMessage> = events.iter().map(envelope).collect();
+                self.bus
+                    .publish(&messages)
+                    .await
+                    .map_err(QueueError::Unavailable)?;
+                let ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
+                store.forwarded(concert, &ids).await?;
+                if ids.len() < FORWARD_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,352 @@
+//! One contract, two waiting-room stores (Redis, in-process), driven with
+//! explicit times so every rule is checked without sleeping.
+
+use std::collections::HashSet;
+
+use boxoffice::{
+    kernel::{ConcertId, UserId},
+    queue::{
+        domain::{Place, QueueEventKind, QueuePass, QueueSettings},
+        infra::{AnyQueueStore, memory::MemoryQueueStore, redis::RedisQueueStore},
+        ports::QueueStore,
+    },
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::helpers::redis_url;
+
+const CONCERT: ConcertId = ConcertId(7);
+
+async fn memory_store() -> (AnyQueueStore, AnyQueueStore) {
+    let store = MemoryQueueStore::default();
+    (
+        AnyQueueStore::Memory(store.clone()),
+        AnyQueueStore::Memory(store),
+    )
+}
+
+/// Two stores over one Redis, as two server instances would have.
+async fn redis_store() -> (AnyQueueStore, AnyQueueStore) {
+    let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
+    let connect = || async {
+        let client = redis::Client::open(redis_url()).unwrap();
+        AnyQueueStore::Redis(RedisQueueStore::new(
+            client.get_connection_manager().await.unwrap(),
+            &prefix,
+        ))
+    };
+    (connect().await, connect().await)
+}
+
+fn settings(rate: i64, max_active: i64) -> QueueSettings {
+    QueueSettings::parse(rate, max_active, 60, 30).unwrap()
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+fn pass(token_id: Uuid, user: i64) -> QueuePass {
+    QueuePass {
+        token_id,
+        user: UserId(user),
+        concert: CONCERT,
+    }
+}
+
+async fn enter(store: &AnyQueueStore, user: i64, now: DateTime<Utc>) -> (QueuePass, Place) {
+    let entry = store
+        .enter(CONCERT, UserId(user), Uuid::new_v4(), now)
+        .await
+        .unwrap();
+    (pass(entry.token_id, user), entry.place)
+}
+
+async fn position(store: &AnyQueueStore, p: &QueuePass, now: DateTime<Utc>) -> Place {
+    store.status(p, now).await.unwrap().0
+}
+
+async fn concurrent_entries_get_unique_positions_and_reentry_keeps_the_place(store: AnyQueueStore) {
+    let tasks: Vec<_> = (1..=1_000)
+        .map(|user| {
+            let store = store.clone();
+            tokio::spawn(async move { enter(&store, user, t0()).await })
+        })
+        .collect();
+    let mut positions = HashSet::new();
+    let mut first = None;
+    for task in tasks {
+        let (p, place) = task.await.unwrap();
+        let Place::Waiting { position } = place else {
+            panic!("{place:?}")
+        };
+        assert!(
+            positions.insert(position),
+            "position {position} handed out twice"
+        );
+        if p.user == UserId(1) {
+            first = Some((p, position));
+        }
+    }
+    assert_eq!(positions, (1..=1_000).collect::<HashSet<u64>>());
+    let (p, position) = first.unwrap();
+    let again = store
+        .enter(CONCERT, UserId(1), Uuid::new_v4(), t0())
+        .await
+        .unwrap();
+    assert_eq!(again.token_id, p.token_id, "one identity, one place");
+    assert_eq!(again.place, Place::Waiting { position });
+    assert_eq!(store.stats(CONCERT, t0()).await.unwrap().waiting, 1_000);
+}
+
+async fn dropouts_move_everyone_behind_up(store: AnyQueueStore) {
+    let (a, _) = enter(&store, 1, t0()).await;
+    let (b, _) = enter(&store, 2, t0()).await;
+    let (c, _) = enter(&store, 3, t0()).await;
+    // B and C keep polling; A goes quiet. The first tick only starts the
+    // admission clock, so nobody is admitted yet.
+    let s = settings(1, 1);
+    store.tick(CONCERT, &s, t0()).await.unwrap();
+    let later = t0() + TimeDelta::seconds(20);
+    store.status(&b, later).await.unwrap();
+    store.status(&c, later).await.unwrap();
+    let outcome = store
+        .tick(CONCERT, &s, t0() + TimeDelta::seconds(31))
+        .await
+        .unwrap();
+    assert_eq!(outcome.dropped_waiting, 1, "{outcome:?}");
+    assert_eq!(
+        position(&store, &a, t0() + TimeDelta::seconds(31)).await,
+        Place::Gone
+    );
+    // B was admitted by the rate (one slot); C moved up from 3 to 1.
+    assert!(matches!(
+        position(&store, &b, t0() + TimeDelta::seconds(31)).await,
+        Place::Active { .. }
+    ));
+    assert_eq!(
+        position(&store, &c, t0() + TimeDelta::seconds(31)).await,
+        Place::Waiting { position: 1 }
+    );
+}
+
+async fn admission_follows_the_rate_and_never_exceeds_max_active(store: AnyQueueStore) {
+    for user in 1..=100 {
+        enter(&store, user, t0()).await;
+    }
+    let s = settings(10, 25);
+    let admitted_at = |secs: i64| {
+        let store = store.clone();
+        async move {
+            let mut total = 0;
+            // Ten ticks a second, as the scheduler does.
+            for tenth in 0..10 {
+                let now = t0() + TimeDelta::milliseconds(secs * 1000 + tenth * 100);
+                total += store.tick(CONCERT, &s, now).await.unwrap().admitted;
+            }
+            total
+        }
+    };
+    assert_eq!(
+        admitted_at(0).await,
+        9,
+        "ten per second, the first tick only starts the clock"
+    );
+    assert_eq!(admitted_at(1).await, 10);
+    assert_eq!(admitted_at(2).await, 6, "capped: 25 active at most");
+    let stats = store
+        .stats(CONCERT, t0() + TimeDelta::seconds(3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (stats.active, stats.waiting, stats.admitted_last_minute),
+        (25, 75, 25)
+    );
+    assert_eq!(admitted_at(3).await, 0);
+}
+
+async fn a_left_or_expired_slot_is_refilled_on_the_next_tick(store: AnyQueueStore) {
+    let s = QueueSettings::parse(1_000, 2, 10, 30).unwrap();
+    let (a, _) = enter(&store, 1, t0()).await;
+    let (b, _) = enter(&store, 2, t0()).await;
+    let (c, _) = enter(&store, 3, t0()).await;
+    let (d, _) = enter(&store, 4, t0()).await;
+    store.tick(CONCERT, &s, t0()).await.unwrap();
+    assert_eq!(
+        store
+            .tick(CONCERT, &s, t0() + TimeDelta::milliseconds(100))
+            .await
+            .unwrap()
+            .admitted,
+        2
+    );
+    let now = t0() + TimeDelta::milliseconds(200);
+    assert!(store.is_active(&a, now).await.unwrap() && store.is_active(&b, now).await.unwrap());
+    assert!(!store.is_active(&c, now).await.unwrap());
+
+    assert!(store.leave(&a, now).await.unwrap());
+    assert!(
+        !store.leave(&a, now).await.unwrap(),
+        "leaving twice finds nothing"
+    );
+    assert!(
+        !store.is_active(&a, now).await.unwrap(),
+        "a left slot is freed at once"
+    );
+    assert_eq!(store.tick(CONCERT, &s, now).await.unwrap().admitted, 1);
+    assert!(store.is_active(&c, now).await.unwrap());
+
+    // B's and C's time runs out (10 s); D gets in on the tick that expires them.
+    let later = now + TimeDelta::seconds(10);
+    store
+        .status(&d, later - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    let outcome = store.tick(CONCERT, &s, later).await.unwrap();
+    assert_eq!((outcome.expired_active, outcome.admitted), (2, 1));
+    assert!(store.is_active(&d, later).await.unwrap());
+    assert!(matches!(
+        position(&store, &d, later).await,
+        Place::Active { .. }
+    ));
+    assert_eq!(position(&store, &b, later).await, Place::Gone);
+}
+
+async fn two_schedulers_at_once_never_over_admit(store: AnyQueueStore, other: AnyQueueStore) {
+    for user in 1..=500 {
+        enter(&store, user, t0()).await;
+    }
+    // Both instances tick every 10 ms, concurrently, from `from` s to `to` s.
+    let run_both = |s: QueueSettings, from: i64, to: i64| {
+        let run = |store: AnyQueueStore| {
+            tokio::spawn(async move {
+                let mut admitted = 0;
+                for step in from * 100 + 1..=to * 100 {
+                    let now = t0() + TimeDelta::milliseconds(step * 10);
+                    admitted += store.tick(CONCERT, &s, now).await.unwrap().admitted;
+                }
+                admitted
+            })
+        };
+        let (x, y) = (run(store.clone()), run(other.clone()));
+        async move { x.await.unwrap() + y.await.unwrap() }
+    };
+    store
+        .tick(CONCERT, &settings(100, 1_000), t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        run_both(settings(100, 1_000), 0, 3).await,
+        300,
+        "100 per second between them, not each"
+    );
+    assert_eq!(
+        run_both(settings(100, 320), 3, 6).await,
+        20,
+        "and never past max active"
+    );
+    let stats = store
+        .stats(CONCERT, t0() + TimeDelta::seconds(6))
+        .await
+        .unwrap();
+    assert_eq!((stats.active, stats.waiting), (320, 180));
+}
+
+async fn every_change_records_its_event(store: AnyQueueStore) {
+    let s = settings(1_000, 1);
+    let (a, _) = enter(&store, 1, t0()).await;
+    let (b, _) = enter(&store, 2, t0()).await;
+    store.tick(CONCERT, &s, t0()).await.unwrap();
+    store
+        .tick(CONCERT, &s, t0() + TimeDelta::milliseconds(100))
+        .await
+        .unwrap();
+    store
+        .leave(&b, t0() + TimeDelta::milliseconds(200))
+        .await
+        .unwrap();
+    store
+        .tick(CONCERT, &s, t0() + TimeDelta::seconds(61))
+        .await
+        .unwrap();
+    let events = store.pending_events(CONCERT, 100).await.unwrap();
+    let seen: Vec<(QueueEventKind, i64)> =
+        events.iter().map(|e| (e.kind, e.user.value())).collect();
+    assert_eq!(
+        seen,
+        vec![
+            (QueueEventKind::Entered, 1),
+            (QueueEventKind::Entered, 2),
+            (QueueEventKind::Admitted, 1),
+            (QueueEventKind::Left, 2),
+            (QueueEventKind::Expired, 1),
+        ]
+    );
+    assert_eq!(events[2].token_id, a.token_id);
+    let ids: Vec<String> = events.iter().take(3).map(|e| e.id.clone()).collect();
+    store.forwarded(CONCERT, &ids).await.unwrap();
+    assert_eq!(store.pending_events(CONCERT, 100).await.unwrap().len(), 2);
+    assert_eq!(store.concerts().await.unwrap(), vec![CONCERT]);
+}
+
+async fn unknown_tokens_are_gone(store: AnyQueueStore) {
+    let stranger = pass(Uuid::new_v4(), 9);
+    assert_eq!(store.status(&stranger, t0()).await.unwrap().0, Place::Gone);
+    assert!(!store.is_active(&stranger, t0()).await.unwrap());
+    assert!(!store.leave(&stranger, t0()).await.unwrap());
+}
+
+macro_rules! contract {
+    ($adapter:ident) => {
+        mod $adapter {
+            use super::*;
+
+            #[tokio::test]
+            async fn concurrent_entries_get_unique_positions_and_reentry_keeps_the_place() {
+                super::concurrent_entries_get_unique_positions_and_reentry_keeps_the_place(
+                    $adapter().await.0,
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn dropouts_move_everyone_behind_up() {
+                super::dropouts_move_everyone_behind_up($adapter().await.0).await;
+            }
+
+            #[tokio::test]
+            async fn admission_follows_the_rate_and_never_exceeds_max_active() {
+                super::admission_follows_the_rate_and_never_exceeds_max_active($adapter().await.0)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn a_left_or_expired_slot_is_refilled_on_the_next_tick() {
+                super::a_left_or_expired_slot_is_refilled_on_the_next_tick($adapter().await.0)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn two_schedulers_at_once_never_over_admit() {
+                let (one, two) = $adapter().await;
+                super::two_schedulers_at_once_never_over_admit(one, two).await;
+            }
+
+            #[tokio::test]
+            async fn every_change_records_its_event() {
+                super::every_change_records_its_event($adapter().await.0).await;
+            }
+
+            #[tokio::test]
+            async fn unknown_tokens_are_gone() {
+                super::unknown_tokens_are_gone($adapter().await.0).await;
+            }
+        }
+    };
+}
+
+contract!(memory_store);
+contract!(redis_store);
