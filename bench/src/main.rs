@@ -3,8 +3,12 @@
 //!
 //! Every scenario is bounded in count and time and targets loopback only.
 
+mod http;
+mod load;
+mod queue;
 mod relay;
 mod report;
+mod server;
 mod stores;
 
 use std::path::PathBuf;
@@ -39,6 +43,8 @@ enum Scenario {
     All,
     /// Outbox relay, PostgreSQL → Redis: events/s and commit→stream latency.
     Relay,
+    /// Health baseline, then 10,000 users entering and polling a waiting room.
+    Queue,
 }
 
 #[tokio::main]
@@ -47,8 +53,14 @@ async fn main() -> anyhow::Result<()> {
     let stores =
         stores::Stores::connect(cli.database_url.as_deref(), cli.redis_url.as_deref()).await?;
     let mut report = Report::new(cli.smoke);
-    match cli.scenario {
-        Scenario::All | Scenario::Relay => relay::run(&stores, cli.smoke, &mut report).await?,
+    if matches!(cli.scenario, Scenario::All | Scenario::Relay) {
+        relay::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Queue) {
+        let (database_url, _) = stores.fresh_database().await?;
+        let server = server::Server::start(&database_url, &stores.redis_url, &[])?;
+        let health_rps = http::health_baseline(&server, cli.smoke, &mut report).await;
+        queue::run(&server, health_rps, cli.smoke, &mut report).await?;
     }
     let out = if cli.smoke {
         std::env::temp_dir().join("boxoffice-bench-smoke")

@@ -48,6 +48,14 @@ impl ScenarioResult {
         }
     }
 
+    /// A scenario measured by the load generator, with its error count.
+    pub fn from_load(name: &str, load: &crate::load::LoadResult) -> Self {
+        Self {
+            errors: load.errors,
+            ..Self::new(name, load.requests, load.elapsed, &load.latencies_us)
+        }
+    }
+
     pub fn check(&mut self, name: &str, ok: bool) -> &mut Self {
         self.checks.insert(name.to_owned(), ok);
         self

@@ -353,7 +353,13 @@ impl QueueStore for MemoryQueueStore {
             room.admits.push_back(now);
             room.record(concert, QueueEventKind::Admitted, token_id, user, now);
         }
-        room.credit -= admit as f64;
+        // Credit nobody could use (room full or empty) is not banked, or
+        // freed slots would be filled in a burst above the rate.
+        room.credit = if (admit as f64) < room.credit.floor() {
+            room.credit.fract()
+        } else {
+            room.credit - admit as f64
+        };
         outcome.admitted = admit;
         while room.admits.front().is_some_and(|t| *t < now - MINUTE_MS) {
             room.admits.pop_front();

@@ -190,7 +190,9 @@ if n > 0 then
     admitted = admitted + 1
   end
 end
-credit = credit - admitted
+-- Credit nobody could use (the room was full, or empty) is not banked:
+-- banking it would release a burst above the rate when slots free up.
+if admitted < math.floor(credit) then credit = credit - math.floor(credit) else credit = credit - admitted end
 redis.call('HSET', meta, 'credit', tostring(credit))
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', '(' .. (now - 60000))
 return {admitted, #stale, #expired}

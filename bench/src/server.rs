@@ -1,0 +1,144 @@
+//! The server under test: the release `boxoffice` binary next to this one,
+//! started on a free loopback port against the benchmark's stores, and
+//! killed when dropped.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::Context;
+use boxoffice::{
+    auth::{
+        domain::{Identity, Role},
+        infra::jwt::JwtCodec,
+        ports::TokenCodec,
+    },
+    kernel::UserId,
+};
+use chrono::{TimeDelta, Utc};
+
+pub const JWT_SECRET: &str = "boxoffice-bench-secret";
+
+pub struct Server {
+    child: Child,
+    pub base: String,
+    codec: JwtCodec,
+}
+
+fn server_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(format!("boxoffice{}", std::env::consts::EXE_SUFFIX));
+    anyhow::ensure!(
+        path.exists(),
+        "{} not found: build the server first (bench/run does: cargo build --release --bins)",
+        path.display()
+    );
+    Ok(path)
+}
+
+impl Server {
+    pub fn start(database_url: &str, redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let mut child = Command::new(server_binary()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database-url",
+                database_url,
+                "--redis-url",
+                redis_url,
+            ])
+            .args([
+                "--jwt-secret",
+                JWT_SECRET,
+                "--seed-demo",
+                "false",
+                "--log-format",
+                "text",
+            ])
+            .args([
+                "--redis-prefix",
+                &format!("bo:bench:{tag}"),
+                "--event-stream",
+                &format!("bo:bench:{tag}:events"),
+            ])
+            .args([
+                "--data-platform-sink",
+                &format!(
+                    "file:{}",
+                    std::env::temp_dir()
+                        .join(format!("bo-bench-{tag}"))
+                        .display()
+                ),
+            ])
+            .args(extra)
+            .env("BOXOFFICE_LOG", "warn,boxoffice=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the server")?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(at) = line.find("url=http://") {
+                    let url = line[at + 4..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = tx.send(url);
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .context("the server did not announce its URL within 60 s")?;
+        Ok(Self {
+            child,
+            base,
+            codec: JwtCodec::new(JWT_SECRET.as_bytes()),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn token(&self, user: i64, role: Role) -> String {
+        self.codec
+            .issue(
+                Identity {
+                    user_id: UserId(user),
+                    role,
+                },
+                Utc::now(),
+                TimeDelta::hours(2),
+            )
+            .expect("signing a token")
+    }
+
+    /// Peak resident memory of the server process so far (VmHWM), in MiB.
+    pub fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
