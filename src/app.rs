@@ -38,10 +38,14 @@ use crate::{
     config::Settings,
     db,
     kernel::{SystemClock, alerts::AlertSink},
-    listeners::infra::{
-        handlers::{DataPlatformExporter, ReceiptIssuer},
-        receipts::LocalReceiptProvider,
-        sink::Sink,
+    listeners::{
+        api::NotificationsApi,
+        infra::{
+            handlers::{DataPlatformExporter, ReceiptIssuer},
+            notifications::Notifier,
+            receipts::LocalReceiptProvider,
+            sink::Sink,
+        },
     },
     outbox::{
         api::EventsApi,
@@ -55,11 +59,17 @@ use crate::{
         },
         usecase::EventPipeline,
     },
+    payment::{
+        api::PaymentApi,
+        infra::{compensation::CompensationRunner, consumer::PaymentSaga, db::DbPayments},
+        usecase::PaymentService,
+    },
     queue::{
         api::QueueApi,
         domain::QueueSettings,
         infra::{
             AnyQueueStore,
+            consumer::FinishOnPayment,
             db::{CachedSettings, DbQueueSettings},
             memory::MemoryQueueStore,
             redis::RedisQueueStore,
@@ -68,6 +78,14 @@ use crate::{
         },
         usecase::QueueService,
     },
+    reservation::{
+        self,
+        api::ReservationApi,
+        domain::HoldPolicy,
+        infra::{consumer::ConfirmOnPayment, db::DbReservations},
+        usecase::ReservationService,
+    },
+    wallet::{api::WalletApi, infra::db::DbWallets, usecase::WalletService},
     web::{
         health::HealthApi,
         middleware::{BodyLimit, Edge},
@@ -81,6 +99,10 @@ type Apis = (
     HealthApi,
     CatalogApi<DbCatalog, SystemClock, RelayWaker>,
     QueueApi<AnyQueueStore, CachedSettings<DbQueueSettings>, Catalog, SystemClock>,
+    ReservationApi<DbReservations, SystemClock, RelayWaker>,
+    WalletApi<DbWallets, SystemClock, RelayWaker>,
+    PaymentApi<DbPayments, SystemClock, RelayWaker>,
+    NotificationsApi,
     AlertsApi<DbAlerts, Webhook, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
 );
@@ -168,6 +190,18 @@ impl Application {
             None
         };
 
+        let reservations = ReservationService::new(
+            DbReservations::new(db.clone()),
+            SystemClock,
+            waker.clone(),
+            HoldPolicy {
+                hold_minutes: settings.hold_minutes,
+                per_user_limit: settings.hold_limit,
+            },
+        );
+        let wallets = WalletService::new(DbWallets::new(db.clone()), SystemClock, waker.clone());
+        let payments = PaymentService::new(DbPayments::new(db.clone()), SystemClock, waker.clone());
+
         if settings.workers {
             let relay = Relay::new(
                 db.clone(),
@@ -186,11 +220,28 @@ impl Application {
                 Duration::from_millis(settings.queue_tick_ms),
             );
             workers.push(Box::pin(scheduler.run(cancel.clone())));
+            workers.push(Box::pin(reservation::infra::sweeper::run(
+                reservations.clone(),
+                Duration::from_secs(1),
+                cancel.clone(),
+            )));
+            let compensations = CompensationRunner::new(
+                db.clone(),
+                Arc::new(alerts.clone()),
+                waker.clone(),
+                Duration::from_millis(250),
+                Duration::from_millis(settings.compensation_retry_ms),
+            );
+            workers.push(Box::pin(compensations.run(cancel.clone())));
             let handlers: Vec<Arc<dyn EventHandler>> = vec![
                 Arc::new(DataPlatformExporter::new(Sink::parse(
                     &settings.data_platform_sink,
                 )?)),
                 Arc::new(ReceiptIssuer::new(LocalReceiptProvider)),
+                Arc::new(ConfirmOnPayment),
+                Arc::new(PaymentSaga),
+                Arc::new(Notifier),
+                Arc::new(FinishOnPayment::new(queue.store().clone())),
             ];
             let consumer_settings = ConsumerSettings {
                 batch_size: 64,
@@ -216,7 +267,11 @@ impl Application {
         let apis: Apis = (
             HealthApi::new(db.clone(), redis.map(|(_, conn)| conn)),
             CatalogApi::new(catalog, Arc::new(queue.clone())),
-            QueueApi::new(queue),
+            QueueApi::new(queue.clone()),
+            ReservationApi::new(reservations, Arc::new(queue.clone())),
+            WalletApi::new(wallets),
+            PaymentApi::new(payments, Arc::new(queue)),
+            NotificationsApi::new(db.clone()),
             AlertsApi::new(alerts),
             EventsApi::new(EventPipeline::new(
                 DbOutbox::new(db.clone()),
@@ -326,7 +381,29 @@ pub fn openapi_spec() -> String {
     api_service((
         HealthApi::new(offline.clone(), None),
         CatalogApi::new(catalog, Arc::new(queue.clone())),
-        QueueApi::new(queue),
+        QueueApi::new(queue.clone()),
+        ReservationApi::new(
+            ReservationService::new(
+                DbReservations::new(offline.clone()),
+                SystemClock,
+                waker.clone(),
+                HoldPolicy {
+                    hold_minutes: 5,
+                    per_user_limit: 4,
+                },
+            ),
+            Arc::new(queue.clone()),
+        ),
+        WalletApi::new(WalletService::new(
+            DbWallets::new(offline.clone()),
+            SystemClock,
+            waker.clone(),
+        )),
+        PaymentApi::new(
+            PaymentService::new(DbPayments::new(offline.clone()), SystemClock, waker.clone()),
+            Arc::new(queue),
+        ),
+        NotificationsApi::new(offline.clone()),
         AlertsApi::new(AlertService::new(
             DbAlerts::new(offline.clone()),
             Webhook::Disabled,

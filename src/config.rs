@@ -166,6 +166,18 @@ pub struct Settings {
     )]
     pub consumer_claim_idle_ms: u64,
 
+    /// How long a seat hold lasts.
+    #[arg(long, env = "BOXOFFICE_HOLD_MINUTES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=120), global = true)]
+    pub hold_minutes: u32,
+
+    /// Seats one user may hold at once.
+    #[arg(long, env = "BOXOFFICE_HOLD_LIMIT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
+    pub hold_limit: u32,
+
+    /// First retry delay of a failed compensation step; each retry doubles it.
+    #[arg(long, env = "BOXOFFICE_COMPENSATION_RETRY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub compensation_retry_ms: u64,
+
     /// Prefix of every Redis key boxoffice owns (waiting rooms, ledgers).
     #[arg(
         long,

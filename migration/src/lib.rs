@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_create_catalog;
 mod m20261122_000002_create_event_pipeline;
 mod m20261122_000003_create_queue_settings;
+mod m20261122_000004_create_sales;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_create_catalog::Migration),
             Box::new(m20261122_000002_create_event_pipeline::Migration),
             Box::new(m20261122_000003_create_queue_settings::Migration),
+            Box::new(m20261122_000004_create_sales::Migration),
         ]
     }
 }

@@ -64,7 +64,28 @@ pub trait RelayWake: Clone + Send + Sync + 'static {
 
 pub mod types {
     pub const CONCERT_CREATED: &str = "ConcertCreated";
+    pub const RESERVATION_HELD: &str = "ReservationHeld";
+    pub const RESERVATION_RELEASED: &str = "ReservationReleased";
+    pub const RESERVATION_EXPIRED: &str = "ReservationExpired";
+    pub const RESERVATION_CONFIRMED: &str = "ReservationConfirmed";
+    pub const RESERVATION_CONFIRMATION_FAILED: &str = "ReservationConfirmationFailed";
+    pub const WALLET_CHARGED: &str = "WalletCharged";
     pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
+    pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
+}
+
+/// Payload of the `Reservation*` events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReservationChanged {
+    pub reservation_id: i64,
+    pub user_id: i64,
+    pub concert_id: i64,
+    pub schedule_id: i64,
+    pub seat_id: i64,
+    /// Set on `ReservationConfirmed` / `ReservationConfirmationFailed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,4 +105,24 @@ pub struct PaymentCompleted {
     pub reservation_id: i64,
     pub user_id: i64,
     pub amount: i64,
+    /// Absent in events written before payments carried it.
+    #[serde(default)]
+    pub concert_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    pub payment_id: i64,
+    pub reservation_id: i64,
+    pub user_id: i64,
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WalletCharged {
+    pub user_id: i64,
+    pub amount: i64,
+    pub balance_after: i64,
 }

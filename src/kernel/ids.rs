@@ -27,3 +27,5 @@ id_type!(
 id_type!(ConcertId);
 id_type!(ScheduleId);
 id_type!(SeatId);
+id_type!(ReservationId);
+id_type!(PaymentId);

@@ -8,5 +8,5 @@ mod ids;
 mod points;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ids::{ConcertId, ScheduleId, SeatId, UserId};
+pub use ids::{ConcertId, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
 pub use points::{Points, PointsError};

@@ -53,3 +53,38 @@ mod tests {
         assert_eq!(value["type"], "PaymentCompleted");
     }
 }
+
+/// What a user is told, in their notification list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub id: i64,
+    pub kind: String,
+    pub message: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The notification an event gives its user, if any: (kind, message).
+pub fn notification_for(
+    event_type: &str,
+    payload: &serde_json::Value,
+) -> Option<(&'static str, String)> {
+    let reservation = payload["reservationId"].as_i64().unwrap_or_default();
+    match event_type {
+        "ReservationConfirmed" => Some((
+            "reservation_confirmed",
+            format!("Your seat is yours: reservation {reservation} is confirmed."),
+        )),
+        "ReservationExpired" => Some((
+            "reservation_expired",
+            format!("Your hold on reservation {reservation} expired and the seat was released."),
+        )),
+        "PaymentRefunded" => Some((
+            "payment_refunded",
+            format!(
+                "We could not confirm your seat for reservation {reservation}; {} points were refunded.",
+                payload["amount"].as_i64().unwrap_or_default()
+            ),
+        )),
+        _ => None,
+    }
+}

@@ -1,7 +1,8 @@
 //! Listeners on the event stream: the data-platform exporter (every event as
-//! one NDJSON line) and the receipt issuer (one receipt per payment).
-//! They have no HTTP endpoints of their own, so no `api.rs`.
+//! one NDJSON line), the receipt issuer (one receipt per payment) and the
+//! user notifications, polled through `api.rs`.
 
+pub mod api;
 pub mod domain;
 pub mod infra;
 pub mod ports;

@@ -6,6 +6,12 @@ use crate::kernel::events::BusMessage;
 /// The Redis stream every event goes to.
 pub const STREAM_KEY: &str = "bo:events";
 
+/// How long an entry delivered `deliveries` times must have been idle
+/// before it is delivered again (doubling, at most 1024 × `min_idle`).
+pub fn retry_after(min_idle: std::time::Duration, deliveries: u32) -> std::time::Duration {
+    min_idle * (1_u32 << deliveries.saturating_sub(1).min(10))
+}
+
 /// One delivery of a bus entry to a consumer. `message` is an error when the
 /// entry could not be decoded (it is dead-lettered, never retried).
 #[derive(Debug, Clone, PartialEq)]

@@ -32,8 +32,12 @@ pub trait EventBus: Clone + Send + Sync + 'static {
         block: Duration,
     ) -> impl Future<Output = anyhow::Result<Vec<Delivery>>> + Send;
 
-    /// Takes over up to `count` entries pending in `group` for at least
-    /// `min_idle` (their consumer crashed or failed), counting the delivery.
+    /// Takes over up to `count` entries pending in `group` (their consumer
+    /// crashed, or their handler failed), counting the delivery. An entry
+    /// delivered n times is due once idle for [`retry_after`]`(min_idle, n)`:
+    /// `min_idle`, then twice, four times… as long — the retry backoff.
+    ///
+    /// [`retry_after`]: super::domain::retry_after
     fn reclaim(
         &self,
         group: &str,

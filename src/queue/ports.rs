@@ -45,6 +45,14 @@ pub trait QueueStore: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
+    /// Ends the user's turn (they paid): their place is freed at once.
+    fn finish(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, QueueError>> + Send;
+
     /// One scheduler step for a room: expire active places past their time,
     /// drop waiting places without a recent heartbeat, then admit from the
     /// head at the configured rate up to `max_active`. Safe to run from

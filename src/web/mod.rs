@@ -15,6 +15,14 @@ pub enum ApiTags {
     Catalog,
     /// The virtual waiting room in front of every sale.
     Queue,
+    /// Seat holds.
+    Reservations,
+    /// The points wallet.
+    Wallet,
+    /// Paying for holds.
+    Payments,
+    /// What happened to your reservations and payments.
+    Notifications,
     /// Operator-only endpoints (role `admin`).
     Admin,
     /// Liveness and readiness probes.

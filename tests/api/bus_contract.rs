@@ -132,7 +132,8 @@ async fn an_idle_pending_entry_is_reclaimed_with_its_delivery_count(bus: AnyBus)
     assert_eq!(outbox_ids(&taken), vec![1]);
     assert_eq!(taken[0].deliveries, 2);
 
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Delivered twice, so due again only after twice the idle time.
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let again = bus
         .reclaim("g", "another", Duration::from_millis(100), 10)
         .await
@@ -146,6 +147,29 @@ async fn an_idle_pending_entry_is_reclaimed_with_its_delivery_count(bus: AnyBus)
             .unwrap()
             .is_empty()
     );
+}
+
+async fn a_failing_entry_waits_twice_as_long_before_each_retry(bus: AnyBus) {
+    bus.ensure_group("g").await.unwrap();
+    bus.publish(&[message(1)]).await.unwrap();
+    let min_idle = Duration::from_millis(100);
+    bus.fetch("g", "c1", 10, NO_WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(130)).await;
+    let second = bus.reclaim("g", "c2", min_idle, 10).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].deliveries, 2);
+    tokio::time::sleep(Duration::from_millis(130)).await;
+    assert!(
+        bus.reclaim("g", "c2", min_idle, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "delivered twice: due only after 200 ms idle"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = bus.reclaim("g", "c3", min_idle, 10).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].deliveries, 3);
 }
 
 async fn fetch_waits_for_a_publish(bus: AnyBus) {
@@ -203,6 +227,12 @@ macro_rules! contract {
             #[tokio::test]
             async fn an_idle_pending_entry_is_reclaimed_with_its_delivery_count() {
                 super::an_idle_pending_entry_is_reclaimed_with_its_delivery_count($adapter().await)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn a_failing_entry_waits_twice_as_long_before_each_retry() {
+                super::a_failing_entry_waits_twice_as_long_before_each_retry($adapter().await)
                     .await;
             }
 

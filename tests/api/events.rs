@@ -44,6 +44,7 @@ fn payment(id: i64) -> NewEvent {
             reservation_id: id,
             user_id: 100 + id,
             amount: 1_000 * id,
+            concert_id: 0,
         },
     )
 }
@@ -88,9 +89,20 @@ async fn a_created_concert_reaches_the_data_platform_once() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
+    let expected = [
+        "data-platform",
+        "receipts",
+        "reservations",
+        "payments",
+        "notifications",
+        "queue",
+    ];
     assert_eq!(
         names,
-        HashSet::from(["data-platform".to_owned(), "receipts".to_owned()])
+        expected
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<HashSet<_>>()
     );
 
     let lines = app.data_platform_lines();
@@ -311,9 +323,20 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
         (count(&app.db, "SELECT COUNT(*) FROM receipts").await == 3).then_some(())
     })
     .await;
+    // (The reservations consumer sets these made-up payments aside too:
+    // their reservations do not exist. Only the receipts consumer matters here.)
+    let receipts_letters = |letters: Value| -> Vec<Value> {
+        letters
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["consumer"] == "receipts")
+            .cloned()
+            .collect()
+    };
     let letters = eventually("a dead letter", WAIT, || async {
-        let letters = app.get_json("/v1/admin/dead-letters").await;
-        (letters.as_array().unwrap().len() == 1).then_some(letters)
+        let letters = receipts_letters(app.get_json("/v1/admin/dead-letters").await);
+        (letters.len() == 1).then_some(letters)
     })
     .await;
     let letter = &letters[0];
@@ -341,8 +364,7 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
             .unwrap()
             .contains(letter["eventId"].as_str().unwrap())
     );
-    let status = drained(&app).await;
-    assert_eq!(status["deadLetters"], 1);
+    drained(&app).await;
 
     // The exporter had no trouble with it: one line, even after the replay.
     let event_id = letter["eventId"].as_str().unwrap().to_owned();
@@ -379,22 +401,16 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
 
     // Still malformed, so the receipts consumer gives up on it once more.
     let all = eventually("the replayed event to fail again", WAIT, || async {
-        let all = app
-            .get_json("/v1/admin/dead-letters?includeReplayed=true")
-            .await;
-        (all.as_array().unwrap().len() == 2).then_some(all)
+        let all = receipts_letters(
+            app.get_json("/v1/admin/dead-letters?includeReplayed=true")
+                .await,
+        );
+        (all.len() == 2).then_some(all)
     })
     .await;
+    assert!(all.iter().all(|l| l["eventId"] == event_id));
     assert!(
-        all.as_array()
-            .unwrap()
-            .iter()
-            .all(|l| l["eventId"] == event_id)
-    );
-    assert!(
-        all.as_array()
-            .unwrap()
-            .iter()
+        all.iter()
             .any(|l| l["id"] == id && l["replayedAt"].is_string())
     );
     drained(&app).await;
@@ -572,17 +588,19 @@ async fn http_collector_and_alert_webhook_receive_what_they_should() {
             "the event id is the idempotency key"
         );
     }
-    eventually("the alert at the webhook", WAIT, || async {
-        (!alerts.lock().unwrap().is_empty()).then_some(())
+    let alert = eventually("the receipts alert at the webhook", WAIT, || async {
+        alerts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| serde_json::from_str::<Value>(body).unwrap())
+            .find(|a| {
+                a["text"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("[critical] consumer:receipts")
+            })
     })
     .await;
-    let (_, body) = alerts.lock().unwrap()[0].clone();
-    let alert: Value = serde_json::from_str(&body).unwrap();
-    assert!(
-        alert["text"]
-            .as_str()
-            .unwrap()
-            .starts_with("[critical] consumer:receipts")
-    );
     assert_eq!(alert["alert"]["severity"], "critical");
 }

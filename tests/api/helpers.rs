@@ -68,6 +68,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     settings.queue_admit_per_second = 1_000;
     settings.queue_max_active = 1_000;
     settings.queue_tick_ms = 20;
+    settings.compensation_retry_ms = 20;
     settings
 }
 

@@ -72,6 +72,7 @@ pub(crate) mod seat {
         pub holder_id: Option<i64>,
         pub held_until: Option<DateTimeUtc>,
         pub version: i64,
+        pub reservation_id: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -132,6 +133,7 @@ impl CatalogRepository for DbCatalog {
                     holder_id: Set(None),
                     held_until: Set(None),
                     version: Set(0),
+                    reservation_id: Set(None),
                     ..Default::default()
                 })
                 .collect();
@@ -285,4 +287,184 @@ fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
         price: Points::new(row.price).map_err(|e| CatalogError::Unexpected(e.into()))?,
         state,
     })
+}
+
+/// Seat-state changes other modules make inside their own transactions
+/// (holds, payments, confirmations). Every one is a compare-and-set on the
+/// seat row: it changes the seat only from the state the caller expects.
+pub mod seats {
+    use chrono::{DateTime, Utc};
+    use sea_orm::{
+        ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
+        sea_query::{Expr, ExprTrait},
+    };
+
+    use super::{schedule, seat};
+    use crate::kernel::{ConcertId, Points, ScheduleId, SeatId, UserId};
+
+    /// What a successful hold learned about the seat.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct HeldSeat {
+        pub price: Points,
+        pub concert: ConcertId,
+        /// The reservation whose (expired) hold this one replaced.
+        pub replaced_reservation: Option<i64>,
+    }
+
+    /// Holds the seat for `user` until `until` if it is free now (never held,
+    /// or held past its expiry). `None` when someone else holds or bought it.
+    pub async fn try_hold<C: ConnectionTrait>(
+        conn: &C,
+        schedule_id: ScheduleId,
+        seat_id: SeatId,
+        user: UserId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<HeldSeat>, DbErr> {
+        let before = seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .one(conn)
+            .await?;
+        let Some(before) = before else {
+            return Ok(None);
+        };
+        let taken = seat::Entity::update_many()
+            .col_expr(seat::Column::Status, Expr::value("held"))
+            .col_expr(seat::Column::HolderId, Expr::value(user.value()))
+            .col_expr(seat::Column::HeldUntil, Expr::value(until))
+            .col_expr(
+                seat::Column::ReservationId,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                seat::Column::Version,
+                Expr::col(seat::Column::Version).add(1),
+            )
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(seat::Column::Status.eq("available"))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(seat::Column::Status.eq("held"))
+                            .add(seat::Column::HeldUntil.lte(now)),
+                    ),
+            )
+            .exec(conn)
+            .await?;
+        if taken.rows_affected == 0 {
+            return Ok(None);
+        }
+        let concert: Option<i64> = schedule::Entity::find_by_id(schedule_id.value())
+            .select_only()
+            .column(schedule::Column::ConcertId)
+            .into_tuple()
+            .one(conn)
+            .await?;
+        Ok(Some(HeldSeat {
+            price: Points::new(before.price).map_err(|e| DbErr::Custom(e.to_string()))?,
+            concert: ConcertId(concert.unwrap_or_default()),
+            replaced_reservation: before.reservation_id.filter(|_| before.status == "held"),
+        }))
+    }
+
+    /// Whether the seat exists in the schedule (to tell 404 from 409).
+    pub async fn exists<C: ConnectionTrait>(
+        conn: &C,
+        schedule_id: ScheduleId,
+        seat_id: SeatId,
+    ) -> Result<bool, DbErr> {
+        Ok(seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .one(conn)
+            .await?
+            .is_some())
+    }
+
+    /// Ties the seat to the reservation that now holds it.
+    pub async fn attach<C: ConnectionTrait>(
+        conn: &C,
+        seat_id: SeatId,
+        reservation: i64,
+    ) -> Result<(), DbErr> {
+        seat::Entity::update_many()
+            .col_expr(seat::Column::ReservationId, Expr::value(reservation))
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .exec(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Frees the seat if `reservation` still holds it.
+    pub async fn release<C: ConnectionTrait>(
+        conn: &C,
+        seat_id: SeatId,
+        reservation: i64,
+    ) -> Result<bool, DbErr> {
+        let freed = seat::Entity::update_many()
+            .col_expr(seat::Column::Status, Expr::value("available"))
+            .col_expr(seat::Column::HolderId, Expr::value(Option::<i64>::None))
+            .col_expr(
+                seat::Column::HeldUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                seat::Column::ReservationId,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                seat::Column::Version,
+                Expr::col(seat::Column::Version).add(1),
+            )
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ReservationId.eq(reservation))
+            .filter(seat::Column::Status.eq("held"))
+            .exec(conn)
+            .await?;
+        Ok(freed.rows_affected == 1)
+    }
+
+    /// Keeps the seat held by `reservation` until `until` (a paid hold waits
+    /// for its confirmation). False if the reservation no longer holds it.
+    pub async fn extend<C: ConnectionTrait>(
+        conn: &C,
+        seat_id: SeatId,
+        reservation: i64,
+        until: DateTime<Utc>,
+    ) -> Result<bool, DbErr> {
+        let extended = seat::Entity::update_many()
+            .col_expr(seat::Column::HeldUntil, Expr::value(until))
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ReservationId.eq(reservation))
+            .filter(seat::Column::Status.eq("held"))
+            .exec(conn)
+            .await?;
+        Ok(extended.rows_affected == 1)
+    }
+
+    /// Sells the seat to the holder of `reservation`; false if it no longer
+    /// holds it (the hold lapsed and someone else took the seat).
+    pub async fn sell<C: ConnectionTrait>(
+        conn: &C,
+        seat_id: SeatId,
+        reservation: i64,
+    ) -> Result<bool, DbErr> {
+        let sold = seat::Entity::update_many()
+            .col_expr(seat::Column::Status, Expr::value("sold"))
+            .col_expr(
+                seat::Column::HeldUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                seat::Column::Version,
+                Expr::col(seat::Column::Version).add(1),
+            )
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ReservationId.eq(reservation))
+            .filter(seat::Column::Status.eq("held"))
+            .exec(conn)
+            .await?;
+        Ok(sold.rows_affected == 1)
+    }
 }

@@ -1,3 +1,4 @@
 pub mod handlers;
+pub mod notifications;
 pub mod receipts;
 pub mod sink;

@@ -19,7 +19,10 @@ use crate::{
         alerts::{AlertSink, NewAlert, Severity},
         events::EventEnvelope,
     },
-    outbox::{domain::Delivery, ports::EventBus},
+    outbox::{
+        domain::{Delivery, retry_after},
+        ports::EventBus,
+    },
 };
 
 /// What a listener does with an event. The runner opens the transaction,
@@ -44,7 +47,7 @@ pub struct ConsumerSettings {
     /// How long one fetch waits for new entries.
     pub block: Duration,
     /// Pending entries idle this long are taken over: their consumer crashed,
-    /// or their handler failed and this is the retry delay.
+    /// or their handler failed (the first retry delay; later ones double).
     pub claim_idle: Duration,
     /// After this many deliveries a failing entry goes to `dead_letters`.
     pub max_deliveries: u32,
@@ -163,6 +166,7 @@ impl<B: EventBus> ConsumerRunner<B> {
                             group,
                             event = %message.event.event_id,
                             delivery = delivery.deliveries,
+                            retry_in_ms = retry_after(self.settings.claim_idle, delivery.deliveries).as_millis() as u64,
                             error = format!("{err:#}"),
                             "consumer: handler failed; the event stays pending and will be retried"
                         );

@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::{
     kernel::events::BusMessage,
     outbox::{
-        domain::{Delivery, GroupStatus},
+        domain::{Delivery, GroupStatus, retry_after},
         ports::EventBus,
     },
 };
@@ -209,7 +209,8 @@ impl EventBus for MemoryBus {
             if claimed.len() >= count {
                 break;
             }
-            if now.duration_since(pending.delivered_at) < min_idle {
+            if now.duration_since(pending.delivered_at) < retry_after(min_idle, pending.deliveries)
+            {
                 continue;
             }
             pending.consumer = consumer.to_owned();

@@ -8,8 +8,8 @@ use redis::{
     AsyncCommands, AsyncConnectionConfig, Client,
     aio::{ConnectionManager, MultiplexedConnection},
     streams::{
-        StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoGroupsReply,
-        StreamPendingCountReply, StreamReadOptions, StreamReadReply,
+        StreamClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
+        StreamReadOptions, StreamReadReply,
     },
 };
 use tokio::sync::Mutex;
@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use crate::{
     kernel::events::{BusMessage, EventEnvelope},
     outbox::{
-        domain::{Delivery, GroupStatus},
+        domain::{Delivery, GroupStatus, retry_after},
         ports::EventBus,
     },
 };
@@ -64,25 +64,12 @@ impl RedisBus {
         readers.insert(consumer.to_owned(), conn.clone());
         Ok(conn)
     }
+}
 
-    /// Delivery counts of the given pending entries (XPENDING per id).
-    async fn delivery_counts(
-        &self,
-        group: &str,
-        ids: &[String],
-    ) -> anyhow::Result<HashMap<String, u32>> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.xpending_count(&*self.stream, group, id, id, 1);
-        }
-        let replies: Vec<StreamPendingCountReply> =
-            pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(replies
-            .into_iter()
-            .flat_map(|r| r.ids)
-            .map(|p| (p.id, u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
-            .collect())
-    }
+/// A stream id as (milliseconds, sequence), for ordering.
+fn stream_order(id: &str) -> (u64, u64) {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
 }
 
 const FIELD_OUTBOX_ID: &str = "outboxId";
@@ -223,33 +210,57 @@ impl EventBus for RedisBus {
         min_idle: Duration,
         count: usize,
     ) -> anyhow::Result<Vec<Delivery>> {
-        let reply: StreamAutoClaimReply = self
-            .conn
-            .clone()
-            .xautoclaim_options(
+        let mut conn = self.conn.clone();
+        // Pending entries idle at least `min_idle`, with their delivery
+        // counts; the ones whose backoff has run out are claimed.
+        let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+            .arg(&*self.stream)
+            .arg(group)
+            .arg("IDLE")
+            .arg(min_idle.as_millis() as u64)
+            .arg("-")
+            .arg("+")
+            .arg(count * 4)
+            .query_async(&mut conn)
+            .await
+            .context("XPENDING")?;
+        let due: HashMap<String, u32> = pending
+            .ids
+            .into_iter()
+            .filter(|p| {
+                let deliveries = u32::try_from(p.times_delivered).unwrap_or(u32::MAX);
+                p.last_delivered_ms as u128 >= retry_after(min_idle, deliveries).as_millis()
+            })
+            .take(count)
+            .map(|p| (p.id, u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
+            .collect();
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&String> = due.keys().collect();
+        // XCLAIM checks the idle time again, so an entry another consumer
+        // claimed meanwhile is left to it.
+        let claimed: StreamClaimReply = conn
+            .xclaim(
                 &*self.stream,
                 group,
                 consumer,
-                min_idle.as_millis() as usize,
-                "0-0",
-                StreamAutoClaimOptions::default().count(count),
+                min_idle.as_millis() as u64,
+                &ids,
             )
             .await
-            .context("XAUTOCLAIM")?;
-        if reply.claimed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<String> = reply.claimed.iter().map(|e| e.id.clone()).collect();
-        let counts = self.delivery_counts(group, &ids).await?;
-        Ok(reply
-            .claimed
+            .context("XCLAIM")?;
+        let mut deliveries: Vec<Delivery> = claimed
+            .ids
             .into_iter()
             .map(|entry| Delivery {
-                deliveries: counts.get(&entry.id).copied().unwrap_or(1),
+                deliveries: due.get(&entry.id).copied().unwrap_or(0).saturating_add(1),
                 message: decode(&entry),
                 id: entry.id,
             })
-            .collect())
+            .collect();
+        deliveries.sort_by_key(|d| stream_order(&d.id));
+        Ok(deliveries)
     }
 
     async fn ack(&self, group: &str, ids: &[String]) -> anyhow::Result<()> {

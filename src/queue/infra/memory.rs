@@ -286,6 +286,24 @@ impl QueueStore for MemoryQueueStore {
         }
     }
 
+    async fn finish(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let mut rooms = self.lock();
+        let Some(room) = rooms.get_mut(&concert) else {
+            return Ok(false);
+        };
+        let Some(token_id) = room.users.get(&user).copied() else {
+            return Ok(false);
+        };
+        room.forget(token_id);
+        room.record(concert, QueueEventKind::Expired, token_id, user, ms(now));
+        Ok(true)
+    }
+
     async fn tick(
         &self,
         concert: ConcertId,

@@ -1,4 +1,5 @@
 pub mod catalog;
+pub mod consumer;
 pub mod db;
 pub mod memory;
 pub mod redis;
@@ -60,6 +61,15 @@ impl QueueStore for AnyQueueStore {
 
     async fn leave(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
         delegate!(self, s => s.leave(pass, now).await)
+    }
+
+    async fn finish(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        delegate!(self, s => s.finish(concert, user, now).await)
     }
 
     async fn tick(

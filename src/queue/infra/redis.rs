@@ -152,6 +152,19 @@ return 0
     )
 });
 
+/// ARGV: user, now ms. Returns 1 when the user held a place.
+static FINISH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local tok = redis.call('HGET', users, ARGV[1])
+if not tok then return 0 end
+local user = forget(tok)
+record('expired', tok, user or ARGV[1], ARGV[2])
+return 1
+"#,
+    )
+});
+
 /// ARGV: now ms, admit per second, max active, active ttl ms, grace ms.
 /// Returns {admitted, dropped waiting, expired active}.
 static TICK: LazyLock<Script> = LazyLock::new(|| {
@@ -300,6 +313,21 @@ impl QueueStore for RedisQueueStore {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(left == 1)
+    }
+
+    async fn finish(
+        &self,
+        concert: ConcertId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let finished: i64 = FINISH
+            .key(&self.keys(concert))
+            .arg(user.value())
+            .arg(ms(now))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(finished == 1)
     }
 
     async fn tick(

@@ -1,0 +1,231 @@
+//! Payments over HTTP, and the admin view of compensations.
+
+use std::sync::Arc;
+
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+
+use super::{
+    domain::{CompensationStatus, Payment, PaymentError, PaymentStatus},
+    ports::PaymentRepository,
+    usecase::PaymentService,
+};
+use crate::{
+    auth::api::{AdminAuth, UserAuth},
+    kernel::{Clock, PaymentId, ReservationId, events::RelayWake},
+    queue::{api::QueueToken, usecase::AdmissionCheck},
+    web::{ApiTags, problem::Problem},
+};
+
+#[derive(Debug, Object)]
+#[oai(rename = "Pay", rename_all = "camelCase")]
+pub struct PayBody {
+    pub reservation_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "PaymentStatus", rename_all = "lowercase")]
+pub enum StatusBody {
+    Paid,
+    Confirmed,
+    Refunded,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Payment", rename_all = "camelCase")]
+pub struct PaymentBody {
+    pub id: i64,
+    pub reservation_id: i64,
+    /// `paid` at first; `confirmed` once the seat is sold to you, or
+    /// `refunded` if it could not be.
+    pub status: StatusBody,
+    pub amount: i64,
+}
+
+fn body(p: &Payment) -> PaymentBody {
+    PaymentBody {
+        id: p.id.value(),
+        reservation_id: p.reservation.value(),
+        status: match p.status {
+            PaymentStatus::Paid => StatusBody::Paid,
+            PaymentStatus::Confirmed => StatusBody::Confirmed,
+            PaymentStatus::Refunded => StatusBody::Refunded,
+        },
+        amount: p.amount.value(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "CompensationStatus", rename_all = "lowercase")]
+pub enum CompensationStatusBody {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Compensation", rename_all = "camelCase")]
+pub struct CompensationBody {
+    pub id: i64,
+    pub saga: String,
+    pub step: String,
+    pub payment_id: i64,
+    pub status: CompensationStatusBody,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+#[derive(ApiResponse)]
+enum PayResponse {
+    /// Paid; the seat is confirmed shortly (see `GET /v1/payments/{id}`).
+    #[oai(status = 201)]
+    Created(Json<PaymentBody>),
+}
+
+#[derive(ApiResponse)]
+enum GetResponse {
+    #[oai(status = 200)]
+    Ok(Json<PaymentBody>),
+}
+
+#[derive(ApiResponse)]
+enum CompensationsResponse {
+    /// Newest first.
+    #[oai(status = 200)]
+    Ok(Json<Vec<CompensationBody>>),
+}
+
+#[derive(ApiResponse)]
+enum RetryResponse {
+    /// Scheduled to run again at once.
+    #[oai(status = 202)]
+    Accepted,
+}
+
+pub struct PaymentApi<R, C, W> {
+    service: PaymentService<R, C, W>,
+    admission: Arc<dyn AdmissionCheck>,
+}
+
+impl<R, C, W> PaymentApi<R, C, W> {
+    pub fn new(service: PaymentService<R, C, W>, admission: Arc<dyn AdmissionCheck>) -> Self {
+        Self { service, admission }
+    }
+}
+
+#[OpenApi]
+impl<R: PaymentRepository, C: Clock, W: RelayWake> PaymentApi<R, C, W> {
+    /// Pay for a held seat with wallet points.
+    #[oai(
+        path = "/v1/payments",
+        method = "post",
+        tag = "ApiTags::Payments",
+        operation_id = "pay"
+    )]
+    async fn pay(
+        &self,
+        auth: UserAuth,
+        queue: QueueToken,
+        req: Json<PayBody>,
+    ) -> Result<PayResponse, Problem> {
+        let user = auth.0.user_id;
+        let reservation = ReservationId(req.0.reservation_id);
+        let schedule = self.service.schedule_of(reservation, user).await?;
+        self.admission
+            .check_schedule(&queue.0.key, user, schedule)
+            .await?;
+        let payment = self.service.pay(user, reservation).await?;
+        Ok(PayResponse::Created(Json(body(&payment))))
+    }
+
+    /// One of your payments.
+    #[oai(
+        path = "/v1/payments/:id",
+        method = "get",
+        tag = "ApiTags::Payments",
+        operation_id = "getPayment"
+    )]
+    async fn get(&self, auth: UserAuth, id: Path<i64>) -> Result<GetResponse, Problem> {
+        let payment = self.service.get(PaymentId(id.0), auth.0.user_id).await?;
+        Ok(GetResponse::Ok(Json(body(&payment))))
+    }
+
+    /// Compensation steps of the payment saga.
+    #[oai(
+        path = "/v1/admin/compensations",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listCompensations"
+    )]
+    async fn compensations(
+        &self,
+        _auth: AdminAuth,
+        /// Only compensations in this state.
+        status: Query<Option<CompensationStatusBody>>,
+        /// At most this many (1–500, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<CompensationsResponse, Problem> {
+        let status = status.0.map(|s| match s {
+            CompensationStatusBody::Pending => CompensationStatus::Pending,
+            CompensationStatusBody::Succeeded => CompensationStatus::Succeeded,
+            CompensationStatusBody::Failed => CompensationStatus::Failed,
+        });
+        let rows = self
+            .service
+            .compensations(status, limit.0.unwrap_or(100))
+            .await?;
+        Ok(CompensationsResponse::Ok(Json(
+            rows.into_iter()
+                .map(|c| CompensationBody {
+                    id: c.id,
+                    saga: c.saga,
+                    step: c.step,
+                    payment_id: c.payment.value(),
+                    status: match c.status {
+                        CompensationStatus::Pending => CompensationStatusBody::Pending,
+                        CompensationStatus::Succeeded => CompensationStatusBody::Succeeded,
+                        CompensationStatus::Failed => CompensationStatusBody::Failed,
+                    },
+                    attempts: c.attempts,
+                    last_error: c.last_error,
+                })
+                .collect(),
+        )))
+    }
+
+    /// Run a failed compensation again.
+    #[oai(
+        path = "/v1/admin/compensations/:id/retry",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "retryCompensation"
+    )]
+    async fn retry(&self, _auth: AdminAuth, id: Path<i64>) -> Result<RetryResponse, Problem> {
+        self.service.retry_compensation(id.0).await?;
+        Ok(RetryResponse::Accepted)
+    }
+}
+
+impl From<PaymentError> for Problem {
+    fn from(err: PaymentError) -> Self {
+        match err {
+            PaymentError::ReservationNotFound(_)
+            | PaymentError::NotFound(_)
+            | PaymentError::CompensationNotFound(_) => Problem::not_found(err.to_string()),
+            PaymentError::HoldExpired(_) => Problem::conflict("hold_expired", err.to_string()),
+            PaymentError::AlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
+            PaymentError::InsufficientPoints => {
+                Problem::conflict("insufficient_points", err.to_string())
+            }
+            PaymentError::CompensationNotFailed(_) => {
+                Problem::conflict("not_failed", err.to_string())
+            }
+            PaymentError::Unavailable(cause) => Problem::outage("payment store", &cause),
+            PaymentError::Unexpected(cause) => Problem::bug("payment store", &cause),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+pub mod compensation;
+pub mod consumer;
+pub mod db;

@@ -1,0 +1,175 @@
+//! Seat holds over HTTP.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+
+use super::{
+    domain::{Reservation, ReservationError, ReservationStatus},
+    ports::ReservationRepository,
+    usecase::ReservationService,
+};
+use crate::{
+    auth::api::UserAuth,
+    kernel::{Clock, ReservationId, ScheduleId, SeatId, events::RelayWake},
+    queue::{api::QueueToken, usecase::AdmissionCheck},
+    web::{ApiTags, problem::Problem},
+};
+
+#[derive(Debug, Object)]
+#[oai(rename = "HoldSeat", rename_all = "camelCase")]
+pub struct HoldBody {
+    pub schedule_id: i64,
+    pub seat_id: i64,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "ReservationStatus", rename_all = "lowercase")]
+pub enum StatusBody {
+    Held,
+    Confirmed,
+    Expired,
+    Released,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Reservation", rename_all = "camelCase")]
+pub struct ReservationBody {
+    pub id: i64,
+    pub schedule_id: i64,
+    pub seat_id: i64,
+    pub status: StatusBody,
+    /// When an unpaid hold lapses.
+    pub expires_at: DateTime<Utc>,
+    /// Points to pay.
+    pub price: i64,
+}
+
+fn body(r: &Reservation, now: DateTime<Utc>) -> ReservationBody {
+    ReservationBody {
+        id: r.id.value(),
+        schedule_id: r.schedule.value(),
+        seat_id: r.seat.value(),
+        status: match r.status_at(now) {
+            ReservationStatus::Held => StatusBody::Held,
+            ReservationStatus::Confirmed => StatusBody::Confirmed,
+            ReservationStatus::Expired => StatusBody::Expired,
+            ReservationStatus::Released => StatusBody::Released,
+        },
+        expires_at: r.expires_at,
+        price: r.price.value(),
+    }
+}
+
+#[derive(ApiResponse)]
+enum HoldResponse {
+    /// The seat is held for you until `expiresAt`.
+    #[oai(status = 201)]
+    Created(Json<ReservationBody>),
+}
+
+#[derive(ApiResponse)]
+enum GetResponse {
+    #[oai(status = 200)]
+    Ok(Json<ReservationBody>),
+}
+
+#[derive(ApiResponse)]
+enum ReleaseResponse {
+    /// The seat is free again.
+    #[oai(status = 204)]
+    Released,
+}
+
+pub struct ReservationApi<R, C, W> {
+    service: ReservationService<R, C, W>,
+    admission: Arc<dyn AdmissionCheck>,
+}
+
+impl<R, C, W> ReservationApi<R, C, W> {
+    pub fn new(service: ReservationService<R, C, W>, admission: Arc<dyn AdmissionCheck>) -> Self {
+        Self { service, admission }
+    }
+}
+
+#[OpenApi]
+impl<R: ReservationRepository, C: Clock, W: RelayWake> ReservationApi<R, C, W> {
+    /// Hold a seat. Exactly one of any number of concurrent requests for a seat wins.
+    #[oai(
+        path = "/v1/reservations",
+        method = "post",
+        tag = "ApiTags::Reservations",
+        operation_id = "holdSeat"
+    )]
+    async fn hold(
+        &self,
+        auth: UserAuth,
+        queue: QueueToken,
+        req: Json<HoldBody>,
+    ) -> Result<HoldResponse, Problem> {
+        let schedule = ScheduleId(req.0.schedule_id);
+        self.admission
+            .check_schedule(&queue.0.key, auth.0.user_id, schedule)
+            .await?;
+        let reservation = self
+            .service
+            .hold(auth.0.user_id, schedule, SeatId(req.0.seat_id))
+            .await?;
+        Ok(HoldResponse::Created(Json(body(
+            &reservation,
+            self.service.now(),
+        ))))
+    }
+
+    /// One of your reservations.
+    #[oai(
+        path = "/v1/reservations/:id",
+        method = "get",
+        tag = "ApiTags::Reservations",
+        operation_id = "getReservation"
+    )]
+    async fn get(&self, auth: UserAuth, id: Path<i64>) -> Result<GetResponse, Problem> {
+        let reservation = self
+            .service
+            .get(ReservationId(id.0), auth.0.user_id)
+            .await?;
+        Ok(GetResponse::Ok(Json(body(
+            &reservation,
+            self.service.now(),
+        ))))
+    }
+
+    /// Release a hold early.
+    #[oai(
+        path = "/v1/reservations/:id",
+        method = "delete",
+        tag = "ApiTags::Reservations",
+        operation_id = "releaseReservation"
+    )]
+    async fn release(&self, auth: UserAuth, id: Path<i64>) -> Result<ReleaseResponse, Problem> {
+        self.service
+            .release(ReservationId(id.0), auth.0.user_id)
+            .await?;
+        Ok(ReleaseResponse::Released)
+    }
+}
+
+impl From<ReservationError> for Problem {
+    fn from(err: ReservationError) -> Self {
+        match err {
+            ReservationError::SeatNotFound { .. } | ReservationError::NotFound(_) => {
+                Problem::not_found(err.to_string())
+            }
+            ReservationError::SeatUnavailable => {
+                Problem::conflict("seat_unavailable", err.to_string())
+            }
+            ReservationError::HoldLimit(_) => Problem::conflict("hold_limit", err.to_string()),
+            ReservationError::NotHeld(_) => {
+                Problem::conflict("reservation_not_held", err.to_string())
+            }
+            ReservationError::Unavailable(cause) => Problem::outage("reservation store", &cause),
+            ReservationError::Unexpected(cause) => Problem::bug("reservation store", &cause),
+        }
+    }
+}

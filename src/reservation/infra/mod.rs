@@ -1,0 +1,3 @@
+pub mod consumer;
+pub mod db;
+pub mod sweeper;

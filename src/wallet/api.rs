@@ -1,0 +1,171 @@
+//! The wallet over HTTP.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
+
+use super::{
+    domain::{EntryKind, WalletError},
+    ports::WalletRepository,
+    usecase::WalletService,
+};
+use crate::{
+    auth::api::UserAuth,
+    kernel::{Clock, events::RelayWake},
+    web::{ApiTags, problem::Problem},
+};
+
+#[derive(Debug, Object)]
+#[oai(rename = "Balance", rename_all = "camelCase")]
+pub struct BalanceBody {
+    pub balance: i64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Charge", rename_all = "camelCase")]
+pub struct ChargeBody {
+    /// Points to add, 1 to 10,000,000.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
+    pub amount: i64,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "LedgerKind", rename_all = "lowercase")]
+pub enum KindBody {
+    Charge,
+    Payment,
+    Refund,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "LedgerEntry", rename_all = "camelCase")]
+pub struct EntryBody {
+    pub id: i64,
+    pub kind: KindBody,
+    /// Positive for charges and refunds, negative for payments.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "LedgerPage", rename_all = "camelCase")]
+pub struct PageBody {
+    pub items: Vec<EntryBody>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(ApiResponse)]
+enum BalanceResponse {
+    #[oai(status = 200)]
+    Ok(Json<BalanceBody>),
+}
+
+#[derive(ApiResponse)]
+enum ChargeResponse {
+    /// Charged; the new balance.
+    #[oai(status = 201)]
+    Created(Json<BalanceBody>),
+}
+
+#[derive(ApiResponse)]
+enum PageResponse {
+    #[oai(status = 200)]
+    Ok(Json<PageBody>),
+}
+
+pub struct WalletApi<R, C, W> {
+    service: WalletService<R, C, W>,
+}
+
+impl<R, C, W> WalletApi<R, C, W> {
+    pub fn new(service: WalletService<R, C, W>) -> Self {
+        Self { service }
+    }
+}
+
+#[OpenApi]
+impl<R: WalletRepository, C: Clock, W: RelayWake> WalletApi<R, C, W> {
+    /// Your balance.
+    #[oai(
+        path = "/v1/wallet",
+        method = "get",
+        tag = "ApiTags::Wallet",
+        operation_id = "getWallet"
+    )]
+    async fn balance(&self, auth: UserAuth) -> Result<BalanceResponse, Problem> {
+        let balance = self.service.balance(auth.0.user_id).await?;
+        Ok(BalanceResponse::Ok(Json(BalanceBody {
+            balance: balance.value(),
+        })))
+    }
+
+    /// Add points.
+    #[oai(
+        path = "/v1/wallet/charges",
+        method = "post",
+        tag = "ApiTags::Wallet",
+        operation_id = "chargeWallet"
+    )]
+    async fn charge(
+        &self,
+        auth: UserAuth,
+        body: Json<ChargeBody>,
+    ) -> Result<ChargeResponse, Problem> {
+        let balance = self.service.charge(auth.0.user_id, body.0.amount).await?;
+        Ok(ChargeResponse::Created(Json(BalanceBody {
+            balance: balance.value(),
+        })))
+    }
+
+    /// Your ledger, newest first.
+    #[oai(
+        path = "/v1/wallet/transactions",
+        method = "get",
+        tag = "ApiTags::Wallet",
+        operation_id = "walletTransactions"
+    )]
+    async fn transactions(
+        &self,
+        auth: UserAuth,
+        /// `nextCursor` of the previous page.
+        cursor: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<PageResponse, Problem> {
+        let page = self
+            .service
+            .transactions(auth.0.user_id, cursor.0, limit.0.unwrap_or(20))
+            .await?;
+        Ok(PageResponse::Ok(Json(PageBody {
+            items: page
+                .entries
+                .into_iter()
+                .map(|e| EntryBody {
+                    id: e.id,
+                    kind: match e.kind {
+                        EntryKind::Charge => KindBody::Charge,
+                        EntryKind::Payment => KindBody::Payment,
+                        EntryKind::Refund => KindBody::Refund,
+                    },
+                    amount: e.amount,
+                    balance_after: e.balance_after.value(),
+                    created_at: e.created_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })))
+    }
+}
+
+impl From<WalletError> for Problem {
+    fn from(err: WalletError) -> Self {
+        match err {
+            WalletError::InvalidAmount(detail) => Problem::validation(detail),
+            WalletError::BalanceLimit => Problem::conflict("balance_limit", err.to_string()),
+            WalletError::Unavailable(cause) => Problem::outage("wallet store", &cause),
+            WalletError::Unexpected(cause) => Problem::bug("wallet store", &cause),
+        }
+    }
+}

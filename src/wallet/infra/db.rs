@@ -1,0 +1,250 @@
+//! Wallets and their ledger in the database. Every balance change is one
+//! conditional UPDATE plus its ledger row, in the caller's transaction.
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+    sea_query::{Expr, ExprTrait, OnConflict},
+};
+
+use crate::{
+    kernel::{
+        Points, UserId,
+        events::{NewEvent, WalletCharged, types},
+    },
+    outbox::infra::db::append_events,
+    wallet::{
+        domain::{ChargeAmount, EntryKind, LedgerEntry, WalletError},
+        ports::WalletRepository,
+    },
+};
+
+pub mod wallet {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "wallets")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub user_id: i64,
+        pub balance: i64,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod wallet_transaction {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "wallet_transactions")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        pub kind: String,
+        pub amount: i64,
+        pub balance_after: i64,
+        pub payment_id: Option<i64>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+crate::db::module_error_from_db_err!(WalletError);
+
+async fn balance_of<C: ConnectionTrait>(conn: &C, user: UserId) -> Result<i64, DbErr> {
+    Ok(wallet::Entity::find_by_id(user.value())
+        .one(conn)
+        .await?
+        .map_or(0, |w| w.balance))
+}
+
+async fn ledger<C: ConnectionTrait>(
+    conn: &C,
+    user: UserId,
+    kind: EntryKind,
+    amount: i64,
+    balance_after: i64,
+    payment: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<(), DbErr> {
+    wallet_transaction::Entity::insert(wallet_transaction::ActiveModel {
+        user_id: Set(user.value()),
+        kind: Set(kind.as_str().into()),
+        amount: Set(amount),
+        balance_after: Set(balance_after),
+        payment_id: Set(payment),
+        created_at: Set(now),
+        ..Default::default()
+    })
+    .exec_without_returning(conn)
+    .await?;
+    Ok(())
+}
+
+/// Adds `amount` (a charge or a refund) unless the balance would pass the
+/// cap; returns the new balance, or `None` at the cap.
+pub async fn credit<C: ConnectionTrait>(
+    conn: &C,
+    user: UserId,
+    amount: Points,
+    kind: EntryKind,
+    payment: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Option<Points>, DbErr> {
+    wallet::Entity::insert(wallet::ActiveModel {
+        user_id: Set(user.value()),
+        balance: Set(0),
+        updated_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::column(wallet::Column::UserId)
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(conn)
+    .await?;
+    let added = wallet::Entity::update_many()
+        .col_expr(
+            wallet::Column::Balance,
+            Expr::col(wallet::Column::Balance).add(amount.value()),
+        )
+        .col_expr(wallet::Column::UpdatedAt, Expr::value(now))
+        .filter(wallet::Column::UserId.eq(user.value()))
+        .filter(wallet::Column::Balance.lte(Points::MAX - amount.value()))
+        .exec(conn)
+        .await?;
+    if added.rows_affected == 0 {
+        return Ok(None);
+    }
+    let after = balance_of(conn, user).await?;
+    ledger(conn, user, kind, amount.value(), after, payment, now).await?;
+    Points::new(after)
+        .map(Some)
+        .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+/// Takes `amount` for a payment if the balance covers it (one conditional
+/// UPDATE: concurrent payments can never overdraw); `None` otherwise.
+pub async fn debit_for_payment<C: ConnectionTrait>(
+    conn: &C,
+    user: UserId,
+    amount: Points,
+    payment: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Points>, DbErr> {
+    let taken = wallet::Entity::update_many()
+        .col_expr(
+            wallet::Column::Balance,
+            Expr::col(wallet::Column::Balance).sub(amount.value()),
+        )
+        .col_expr(wallet::Column::UpdatedAt, Expr::value(now))
+        .filter(wallet::Column::UserId.eq(user.value()))
+        .filter(wallet::Column::Balance.gte(amount.value()))
+        .exec(conn)
+        .await?;
+    if taken.rows_affected == 0 {
+        return Ok(None);
+    }
+    let after = balance_of(conn, user).await?;
+    ledger(
+        conn,
+        user,
+        EntryKind::Payment,
+        -amount.value(),
+        after,
+        Some(payment),
+        now,
+    )
+    .await?;
+    Points::new(after)
+        .map(Some)
+        .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+#[derive(Clone)]
+pub struct DbWallets {
+    db: DatabaseConnection,
+}
+
+impl DbWallets {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+impl WalletRepository for DbWallets {
+    async fn balance(&self, user: UserId) -> Result<Points, WalletError> {
+        Points::new(balance_of(&self.db, user).await?)
+            .map_err(|e| anyhow!("wallet {user}: {e}").into())
+    }
+
+    async fn charge(
+        &self,
+        user: UserId,
+        amount: ChargeAmount,
+        now: DateTime<Utc>,
+    ) -> Result<Points, WalletError> {
+        let txn = self.db.begin().await?;
+        let Some(balance) =
+            credit(&txn, user, amount.points(), EntryKind::Charge, None, now).await?
+        else {
+            return Err(WalletError::BalanceLimit);
+        };
+        let event = NewEvent::new(
+            types::WALLET_CHARGED,
+            "wallet",
+            user,
+            &WalletCharged {
+                user_id: user.value(),
+                amount: amount.points().value(),
+                balance_after: balance.value(),
+            },
+        );
+        append_events(&txn, vec![event], now).await?;
+        txn.commit().await?;
+        Ok(balance)
+    }
+
+    async fn entries(
+        &self,
+        user: UserId,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<LedgerEntry>, WalletError> {
+        let mut query = wallet_transaction::Entity::find()
+            .filter(wallet_transaction::Column::UserId.eq(user.value()));
+        if let Some(before) = before {
+            query = query.filter(wallet_transaction::Column::Id.lt(before));
+        }
+        query
+            .order_by_desc(wallet_transaction::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                Ok(LedgerEntry {
+                    id: row.id,
+                    kind: EntryKind::parse(&row.kind)
+                        .ok_or_else(|| anyhow!("ledger row {} has kind {:?}", row.id, row.kind))?,
+                    amount: row.amount,
+                    balance_after: Points::new(row.balance_after)
+                        .map_err(|e| anyhow!("ledger row {}: {e}", row.id))?,
+                    created_at: row.created_at,
+                })
+            })
+            .collect()
+    }
+}
