@@ -57,6 +57,7 @@ use crate::{
             redis::RedisBus,
             relay::{Relay, RelaySettings, RelayWaker, mark_finished},
         },
+        ports::EventBus,
         usecase::EventPipeline,
     },
     payment::{
@@ -252,6 +253,21 @@ impl Application {
             let instance = instance_name();
             let alert_sink: Arc<dyn AlertSink> = Arc::new(alerts.clone());
             for handler in handlers {
+                if settings
+                    .paused_consumers
+                    .iter()
+                    .any(|p| p == handler.name())
+                {
+                    // Registered, so the bus keeps its entries, but not run.
+                    let (bus, group, cancel) = (bus.clone(), handler.name(), cancel.clone());
+                    workers.push(Box::pin(async move {
+                        if let Err(err) = bus.ensure_group(group).await {
+                            tracing::warn!(group, error = %err, "cannot register the paused consumer group");
+                        }
+                        cancel.cancelled().await;
+                    }));
+                    continue;
+                }
                 let runner = ConsumerRunner::new(
                     db.clone(),
                     bus.clone(),

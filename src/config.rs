@@ -112,6 +112,16 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_WORKERS", default_value_t = true, action = ArgAction::Set, global = true)]
     pub workers: bool,
 
+    /// Consumer groups this instance registers but does not run (e.g. to
+    /// hold back one listener during maintenance), comma-separated.
+    #[arg(
+        long,
+        env = "BOXOFFICE_PAUSED_CONSUMERS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub paused_consumers: Vec<String>,
+
     /// The Redis stream events are published to.
     #[arg(
         long,

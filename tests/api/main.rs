@@ -13,3 +13,4 @@ mod helpers;
 mod openapi;
 mod queue;
 mod queue_contract;
+mod sales;

@@ -307,8 +307,6 @@ pub mod seats {
     pub struct HeldSeat {
         pub price: Points,
         pub concert: ConcertId,
-        /// The reservation whose (expired) hold this one replaced.
-        pub replaced_reservation: Option<i64>,
     }
 
     /// Holds the seat for `user` until `until` if it is free now (never held,
@@ -321,13 +319,8 @@ pub mod seats {
         until: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<Option<HeldSeat>, DbErr> {
-        let before = seat::Entity::find_by_id(seat_id.value())
-            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
-            .one(conn)
-            .await?;
-        let Some(before) = before else {
-            return Ok(None);
-        };
+        // The write comes first: on SQLite it takes the write lock before
+        // anything is read, so the transaction never works from a stale snapshot.
         let taken = seat::Entity::update_many()
             .col_expr(seat::Column::Status, Expr::value("held"))
             .col_expr(seat::Column::HolderId, Expr::value(user.value()))
@@ -356,6 +349,10 @@ pub mod seats {
         if taken.rows_affected == 0 {
             return Ok(None);
         }
+        let held = seat::Entity::find_by_id(seat_id.value())
+            .one(conn)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound(format!("seat {seat_id}")))?;
         let concert: Option<i64> = schedule::Entity::find_by_id(schedule_id.value())
             .select_only()
             .column(schedule::Column::ConcertId)
@@ -363,9 +360,8 @@ pub mod seats {
             .one(conn)
             .await?;
         Ok(Some(HeldSeat {
-            price: Points::new(before.price).map_err(|e| DbErr::Custom(e.to_string()))?,
+            price: Points::new(held.price).map_err(|e| DbErr::Custom(e.to_string()))?,
             concert: ConcertId(concert.unwrap_or_default()),
-            replaced_reservation: before.reservation_id.filter(|_| before.status == "held"),
         }))
     }
 

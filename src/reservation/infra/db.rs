@@ -170,9 +170,6 @@ impl ReservationRepository for DbReservations {
             // Dropping the transaction rolls the seat back too.
             return Err(ReservationError::HoldLimit(policy.per_user_limit));
         }
-        if let Some(previous) = held.replaced_reservation {
-            expire_replaced(&txn, previous, now).await?;
-        }
         let row = reservation::ActiveModel {
             user_id: Set(user.value()),
             concert_id: Set(held.concert.value()),
@@ -189,6 +186,19 @@ impl ReservationRepository for DbReservations {
         .insert(&txn)
         .await?;
         seats::attach(&txn, seat, row.id).await?;
+        // The lapsed hold this one took the seat from is over now.
+        let replaced: Vec<i64> = reservation::Entity::find()
+            .select_only()
+            .column(reservation::Column::Id)
+            .filter(reservation::Column::SeatId.eq(seat.value()))
+            .filter(reservation::Column::Status.eq("held"))
+            .filter(reservation::Column::Id.ne(row.id))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        for previous in replaced {
+            expire_replaced(&txn, previous, now).await?;
+        }
         append_events(&txn, vec![event(types::RESERVATION_HELD, &row, None)], now).await?;
         txn.commit().await?;
         to_reservation(row)

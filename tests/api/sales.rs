@@ -1,0 +1,751 @@
+//! Seat holds, the wallet, payments and the saga, over HTTP against the
+//! real stores. Every test ends by checking the money and seat invariants.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, assert_problem, concert_body, count, eventually, spawn_app, spawn_app_with,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Sale {
+    concert: Value,
+    schedule: Value,
+    seats: Vec<i64>,
+}
+
+async fn sale(app: &TestApp, seats: i64) -> Sale {
+    let created = app.create_concert(&concert_body(1, seats - 1)).await;
+    let schedule = created["schedules"][0]["id"].clone();
+    let ids = seat_ids(app, &schedule).await;
+    Sale {
+        concert: created["id"].clone(),
+        schedule,
+        seats: ids,
+    }
+}
+
+async fn seat_ids(app: &TestApp, schedule: &Value) -> Vec<i64> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = app
+        .db
+        .query_all_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY number"),
+        ))
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| r.try_get_by_index::<i64>(0).unwrap())
+        .collect()
+}
+
+async fn exec(app: &TestApp, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    app.db.execute_unprepared(sql).await.unwrap();
+}
+
+async fn charge(app: &TestApp, user: i64, amount: Value) -> reqwest::Response {
+    app.post("/v1/wallet/charges")
+        .bearer_auth(app.user_token(user))
+        .json(&json!({"amount": amount}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn hold(app: &TestApp, user: i64, token: &str, sale: &Sale, seat: i64) -> reqwest::Response {
+    app.post("/v1/reservations")
+        .bearer_auth(app.user_token(user))
+        .header("x-queue-token", token)
+        .json(&json!({"scheduleId": sale.schedule, "seatId": seat}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pay(app: &TestApp, user: i64, token: &str, reservation: &Value) -> reqwest::Response {
+    app.post("/v1/payments")
+        .bearer_auth(app.user_token(user))
+        .header("x-queue-token", token)
+        .json(&json!({"reservationId": reservation}))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn balance(app: &TestApp, user: i64) -> i64 {
+    let body: Value = app
+        .get("/v1/wallet")
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["balance"].as_i64().unwrap()
+}
+
+async fn get_as(app: &TestApp, user: i64, path: &str) -> Value {
+    let resp = app
+        .get(path)
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET {path}");
+    resp.json().await.unwrap()
+}
+
+/// Σcharged − Σpaid + Σrefunded = Σbalances, every balance equals its last
+/// ledger row, and no seat is sold twice or sold while held by another.
+async fn assert_invariants(app: &TestApp) {
+    let ledger = count(
+        &app.db,
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM wallet_transactions",
+    )
+    .await;
+    let balances = count(
+        &app.db,
+        "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM wallets",
+    )
+    .await;
+    assert_eq!(
+        ledger, balances,
+        "charged − paid + refunded must equal the balances"
+    );
+    let mismatched = count(
+        &app.db,
+        "SELECT COUNT(*) FROM wallets w WHERE w.balance <> COALESCE((SELECT t.balance_after FROM wallet_transactions t \
+         WHERE t.user_id = w.user_id ORDER BY t.id DESC LIMIT 1), 0)",
+    )
+    .await;
+    assert_eq!(mismatched, 0, "every balance equals its last ledger row");
+    let twice = count(
+        &app.db,
+        "SELECT COUNT(*) FROM (SELECT seat_id FROM reservations WHERE status = 'confirmed' GROUP BY seat_id HAVING COUNT(*) > 1) d",
+    )
+    .await;
+    assert_eq!(twice, 0, "no seat confirmed twice");
+    let sold_wrongly = count(
+        &app.db,
+        "SELECT COUNT(*) FROM seats s WHERE s.status = 'sold' AND NOT EXISTS (SELECT 1 FROM reservations r \
+         WHERE r.seat_id = s.id AND r.status = 'confirmed' AND r.id = s.reservation_id)",
+    )
+    .await;
+    assert_eq!(
+        sold_wrongly, 0,
+        "every sold seat belongs to its confirmed reservation"
+    );
+}
+
+/// Admitted queue tokens for many users at once.
+async fn tokens(
+    app: &TestApp,
+    users: impl IntoIterator<Item = i64>,
+    concert: &Value,
+) -> Vec<(i64, String)> {
+    join_all(
+        users
+            .into_iter()
+            .map(|u| async move { (u, app.admitted_token(u, concert).await) }),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn exactly_one_of_a_hundred_concurrent_holds_wins_the_seat() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let holders = tokens(&app, 1..=100, &sale.concert).await;
+    let seat = sale.seats[0];
+    let results = join_all(holders.iter().map(|(u, t)| hold(&app, *u, t, &sale, seat))).await;
+    let mut won = 0;
+    for resp in results {
+        match resp.status().as_u16() {
+            201 => won += 1,
+            _ => {
+                assert_problem(resp, 409, "seat_unavailable").await;
+            }
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(
+        count(
+            &app.db,
+            &format!("SELECT COUNT(*) FROM reservations WHERE seat_id = {seat}")
+        )
+        .await,
+        1
+    );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn holds_are_limited_per_user_visible_to_their_owner_and_can_be_released() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 6).await;
+    let token = app.admitted_token(1, &sale.concert).await;
+    let mut held = Vec::new();
+    for seat in &sale.seats[..4] {
+        let resp = hold(&app, 1, &token, &sale, *seat).await;
+        assert_eq!(resp.status(), 201);
+        held.push(resp.json::<Value>().await.unwrap());
+    }
+    assert_eq!(held[0]["status"], "held");
+    assert_eq!(held[0]["price"], 150000);
+    assert!(held[0]["expiresAt"].is_string());
+    assert_problem(
+        hold(&app, 1, &token, &sale, sale.seats[4]).await,
+        409,
+        "hold_limit",
+    )
+    .await;
+    assert_problem(
+        hold(&app, 1, &token, &sale, 999_999).await,
+        404,
+        "not_found",
+    )
+    .await;
+
+    let id = held[0]["id"].clone();
+    let other = app
+        .get(&format!("/v1/reservations/{id}"))
+        .bearer_auth(app.user_token(2))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 404, "not_found").await;
+    assert_eq!(
+        get_as(&app, 1, &format!("/v1/reservations/{id}")).await["status"],
+        "held"
+    );
+
+    let release = |user: i64| {
+        app.client
+            .delete(app.url(&format!("/v1/reservations/{id}")))
+            .bearer_auth(app.user_token(user))
+            .send()
+    };
+    assert_problem(release(2).await.unwrap(), 404, "not_found").await;
+    assert_eq!(release(1).await.unwrap().status(), 204);
+    assert_problem(release(1).await.unwrap(), 409, "reservation_not_held").await;
+    assert_eq!(
+        get_as(&app, 1, &format!("/v1/reservations/{id}")).await["status"],
+        "released"
+    );
+    // Released: the seat is free and the limit has room again.
+    assert_eq!(
+        hold(&app, 1, &token, &sale, sale.seats[0]).await.status(),
+        201
+    );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn concurrent_charges_add_up_exactly_and_bad_amounts_change_nothing() {
+    let app = spawn_app().await;
+    let results = join_all((0..10).map(|_| charge(&app, 7, json!(1_000)))).await;
+    assert!(results.iter().all(|r| r.status() == 201));
+    assert_eq!(balance(&app, 7).await, 10_000);
+    let page = get_as(&app, 7, "/v1/wallet/transactions?limit=4").await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 4);
+    assert_eq!(page["items"][0]["balanceAfter"], 10_000);
+    assert_eq!(page["items"][0]["kind"], "charge");
+    let rest = get_as(
+        &app,
+        7,
+        &format!(
+            "/v1/wallet/transactions?limit=100&cursor={}",
+            page["nextCursor"]
+        ),
+    )
+    .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 6);
+    assert!(rest["nextCursor"].is_null());
+
+    for bad in [
+        json!(0),
+        json!(-5),
+        json!(10_000_001),
+        json!(1e30),
+        json!(1.5),
+        json!("100"),
+        json!(null),
+    ] {
+        assert_problem(charge(&app, 7, bad).await, 400, "validation_failed").await;
+    }
+    assert_eq!(balance(&app, 7).await, 10_000);
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM wallet_transactions").await,
+        10
+    );
+    assert_eq!(
+        balance(&app, 8).await,
+        0,
+        "a user who never charged has zero"
+    );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn concurrent_payments_never_overdraw_and_one_hold_is_paid_once() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 6).await;
+    exec(
+        &app,
+        &format!(
+            "UPDATE seats SET price = 2000 WHERE schedule_id = {}",
+            sale.schedule
+        ),
+    )
+    .await;
+    let token = app.admitted_token(1, &sale.concert).await;
+    assert_eq!(charge(&app, 1, json!(5_000)).await.status(), 201);
+    let mut reservations = Vec::new();
+    for seat in &sale.seats[..4] {
+        reservations.push(
+            hold(&app, 1, &token, &sale, *seat)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()["id"]
+                .clone(),
+        );
+    }
+    let results = join_all(reservations.iter().map(|r| pay(&app, 1, &token, r))).await;
+    let mut paid = 0;
+    for resp in results {
+        if resp.status() == 201 {
+            paid += 1;
+        } else {
+            assert_problem(resp, 409, "insufficient_points").await;
+        }
+    }
+    assert_eq!(paid, 2);
+    assert_eq!(balance(&app, 1).await, 1_000);
+
+    // Five payments racing for one hold: one wins.
+    let other = app.admitted_token(2, &sale.concert).await;
+    assert_eq!(charge(&app, 2, json!(100_000)).await.status(), 201);
+    let r = hold(&app, 2, &other, &sale, sale.seats[4])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .clone();
+    let results = join_all((0..5).map(|_| pay(&app, 2, &other, &r))).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409 || *s == 403),
+        "{statuses:?}"
+    );
+    assert_eq!(balance(&app, 2).await, 98_000);
+    assert_eq!(
+        count(
+            &app.db,
+            &format!("SELECT COUNT(*) FROM payments WHERE reservation_id = {r}")
+        )
+        .await,
+        1
+    );
+    eventually("confirmations", WAIT, || async {
+        (count(
+            &app.db,
+            "SELECT COUNT(*) FROM payments WHERE status = 'confirmed'",
+        )
+        .await
+            == 3)
+            .then_some(())
+    })
+    .await;
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_payment_is_confirmed_with_a_receipt_a_notification_and_the_turn_ends() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(3, &sale.concert).await;
+    charge(&app, 3, json!(200_000)).await;
+    let reservation = hold(&app, 3, &token, &sale, sale.seats[0])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let resp = pay(&app, 3, &token, &reservation["id"]).await;
+    assert_eq!(resp.status(), 201);
+    let payment: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (payment["status"].as_str(), payment["amount"].as_i64()),
+        (Some("paid"), Some(150_000))
+    );
+
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the payment to be confirmed", WAIT, || async {
+        (get_as(&app, 3, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
+    assert_eq!(
+        get_as(&app, 3, &format!("/v1/reservations/{}", reservation["id"])).await["status"],
+        "confirmed"
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM seats WHERE id = {} AND status = 'sold'",
+                sale.seats[0]
+            )
+        )
+        .await,
+        1
+    );
+    let other = app
+        .get(&path)
+        .bearer_auth(app.user_token(4))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 404, "not_found").await;
+    eventually("a receipt", WAIT, || async {
+        (count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM receipts WHERE payment_id = {}",
+                payment["id"]
+            ),
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let notes = eventually("the confirmation notice", WAIT, || async {
+        let notes = get_as(&app, 3, "/v1/users/me/notifications").await;
+        (notes["items"].as_array().unwrap().len() == 1).then_some(notes)
+    })
+    .await;
+    assert_eq!(notes["items"][0]["kind"], "reservation_confirmed");
+    let after = get_as(
+        &app,
+        3,
+        &format!("/v1/users/me/notifications?after={}", notes["nextCursor"]),
+    )
+    .await;
+    assert!(after["items"].as_array().unwrap().is_empty());
+    assert_eq!(after["nextCursor"], notes["nextCursor"]);
+    eventually("the queue turn to end", WAIT, || async {
+        (app.queue_status(&token).await["status"] == "expired").then_some(())
+    })
+    .await;
+    assert_invariants(&app).await;
+}
+
+/// Pays for a seat while the reservations consumer is paused, lets someone
+/// else take the seat, then runs the consumer: the confirmation fails.
+/// Returns the app, the payment and a handle stopping the consumer.
+async fn paid_then_seat_lost(
+    before_confirming: &str,
+) -> (TestApp, Value, tokio_util::sync::CancellationToken) {
+    use std::sync::Arc;
+
+    use boxoffice::{
+        admin::{
+            infra::{db::DbAlerts, webhook::Webhook},
+            usecase::AlertService,
+        },
+        kernel::SystemClock,
+        outbox::infra::consumer::{ConsumerRunner, ConsumerSettings},
+        reservation::infra::consumer::ConfirmOnPayment,
+    };
+
+    let app = spawn_app_with(|s| s.paused_consumers = vec!["reservations".into()]).await;
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(5, &sale.concert).await;
+    charge(&app, 5, json!(150_000)).await;
+    let reservation = hold(&app, 5, &token, &sale, sale.seats[0])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let payment: Value = pay(&app, 5, &token, &reservation["id"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(balance(&app, 5).await, 0);
+    // The hold lapsed before the confirmation came, and someone else took the seat.
+    exec(
+        &app,
+        &format!(
+            "UPDATE seats SET held_until = '2020-01-01T00:00:00+00:00' WHERE id = {}",
+            sale.seats[0]
+        ),
+    )
+    .await;
+    let thief = app.admitted_token(6, &sale.concert).await;
+    assert_eq!(
+        hold(&app, 6, &thief, &sale, sale.seats[0]).await.status(),
+        201
+    );
+    exec(&app, before_confirming).await;
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let runner = ConsumerRunner::new(
+        app.db.clone(),
+        app.bus.clone(),
+        Arc::new(ConfirmOnPayment),
+        "test-confirmer".into(),
+        ConsumerSettings {
+            batch_size: 16,
+            block: Duration::from_millis(50),
+            claim_idle: Duration::from_millis(300),
+            max_deliveries: 3,
+        },
+        Arc::new(AlertService::new(
+            DbAlerts::new(app.db.clone()),
+            Webhook::Disabled,
+            SystemClock,
+        )),
+    );
+    tokio::spawn(runner.run(cancel.clone()));
+    (app, payment, cancel)
+}
+
+#[tokio::test]
+async fn a_lost_seat_is_refunded_with_a_notification_and_an_alert() {
+    let (app, payment, stop) = paid_then_seat_lost("SELECT 1").await;
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the refund", WAIT, || async {
+        (get_as(&app, 5, &path).await["status"] == "refunded").then_some(())
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(balance(&app, 5).await, 150_000, "points restored");
+    let ledger = get_as(&app, 5, "/v1/wallet/transactions").await;
+    let kinds: Vec<&str> = ledger["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, vec!["refund", "payment", "charge"]);
+    let reservation = get_as(
+        &app,
+        5,
+        &format!("/v1/reservations/{}", payment["reservationId"]),
+    )
+    .await;
+    assert_eq!(reservation["status"], "expired");
+    let compensations = app.get_json("/v1/admin/compensations").await;
+    assert_eq!(compensations[0]["status"], "succeeded");
+    assert_eq!(compensations[0]["paymentId"], payment["id"]);
+    let alerts = app.get_json("/v1/admin/alerts?severity=warning").await;
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["source"] == "saga:payment"),
+        "{alerts}"
+    );
+    eventually("the refund notice", WAIT, || async {
+        let notes = get_as(&app, 5, "/v1/users/me/notifications").await;
+        notes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["kind"] == "payment_refunded")
+            .then_some(())
+    })
+    .await;
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_compensation_that_keeps_failing_stops_alerts_and_an_admin_retry_finishes_it() {
+    // The refund cannot land: the wallet is at its cap (an operator will fix it).
+    let (app, payment, stop) =
+        paid_then_seat_lost("UPDATE wallets SET balance = 1000000000000 WHERE user_id = 5").await;
+    let failed = eventually("the compensation to give up", WAIT, || async {
+        let list = app.get_json("/v1/admin/compensations?status=failed").await;
+        (list.as_array().unwrap().len() == 1).then_some(list)
+    })
+    .await;
+    stop.cancel();
+    assert_eq!(failed[0]["attempts"], 5);
+    assert!(
+        failed[0]["lastError"].as_str().unwrap().contains("cap"),
+        "{failed}"
+    );
+    let critical = app.get_json("/v1/admin/alerts?severity=critical").await;
+    assert!(
+        critical
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["source"] == "saga:payment"),
+        "{critical}"
+    );
+    assert_eq!(
+        get_as(&app, 5, &format!("/v1/payments/{}", payment["id"])).await["status"],
+        "paid"
+    );
+
+    exec(&app, "UPDATE wallets SET balance = 0 WHERE user_id = 5").await;
+    let id = failed[0]["id"].clone();
+    let retry = |token: String| {
+        app.post(&format!("/v1/admin/compensations/{id}/retry"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_problem(retry(app.user_token(5)).await.unwrap(), 403, "forbidden").await;
+    assert_eq!(retry(app.admin_token()).await.unwrap().status(), 202);
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the retried refund", WAIT, || async {
+        (get_as(&app, 5, &path).await["status"] == "refunded").then_some(())
+    })
+    .await;
+    assert_eq!(balance(&app, 5).await, 150_000);
+    assert_problem(retry(app.admin_token()).await.unwrap(), 409, "not_failed").await;
+    let unknown = app
+        .post("/v1/admin/compensations/424242/retry")
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unknown, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn bad_payment_requests_change_nothing() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(1, &sale.concert).await;
+    let other = app.admitted_token(2, &sale.concert).await;
+    charge(&app, 1, json!(500_000)).await;
+    let reservation = hold(&app, 1, &token, &sale, sale.seats[0])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_problem(pay(&app, 1, &token, &json!(424242)).await, 404, "not_found").await;
+    assert_problem(
+        pay(&app, 2, &other, &reservation["id"]).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        pay(&app, 1, &token, &json!("x")).await,
+        400,
+        "validation_failed",
+    )
+    .await;
+    let no_queue = app
+        .post("/v1/payments")
+        .bearer_auth(app.user_token(1))
+        .json(&json!({"reservationId": reservation["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(no_queue, 401, "unauthorized").await;
+    assert_problem(
+        pay(&app, 1, &other, &reservation["id"]).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(balance(&app, 1).await, 500_000);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM payments").await, 0);
+    assert_eq!(pay(&app, 1, &token, &reservation["id"]).await.status(), 201);
+    // Paying again: refused as already paid — or, once the payment has ended
+    // the buyer's turn in the waiting room, as not admitted.
+    let again = pay(&app, 1, &token, &reservation["id"]).await;
+    let code = if again.status() == 409 {
+        "already_paid"
+    } else {
+        "queue_not_admitted"
+    };
+    let status = again.status().as_u16();
+    assert_problem(again, status, code).await;
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM payments").await, 1);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn expired_holds_read_expired_at_once_and_the_sweeper_frees_the_seat() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(6, &sale.concert).await;
+    let reservation = hold(&app, 6, &token, &sale, sale.seats[0])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let id = reservation["id"].clone();
+    let past = "'2020-01-01T00:00:00+00:00'";
+    exec(
+        &app,
+        &format!("UPDATE reservations SET expires_at = {past} WHERE id = {id}"),
+    )
+    .await;
+    exec(
+        &app,
+        &format!(
+            "UPDATE seats SET held_until = {past} WHERE id = {}",
+            sale.seats[0]
+        ),
+    )
+    .await;
+    assert_eq!(
+        get_as(&app, 6, &format!("/v1/reservations/{id}")).await["status"],
+        "expired"
+    );
+    assert_problem(pay(&app, 6, &token, &id).await, 409, "hold_expired").await;
+    eventually("the sweeper", WAIT, || async {
+        (count(
+            &app.db,
+            &format!("SELECT COUNT(*) FROM reservations WHERE id = {id} AND status = 'expired'"),
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM seats WHERE id = {} AND status = 'available'",
+                sale.seats[0]
+            )
+        )
+        .await,
+        1
+    );
+    let notes = eventually("the expiry notice", WAIT, || async {
+        let notes = get_as(&app, 6, "/v1/users/me/notifications").await;
+        (!notes["items"].as_array().unwrap().is_empty()).then_some(notes)
+    })
+    .await;
+    assert_eq!(notes["items"][0]["kind"], "reservation_expired");
+    // Someone else may take the seat now.
+    let token7 = app.admitted_token(7, &sale.concert).await;
+    assert_eq!(
+        hold(&app, 7, &token7, &sale, sale.seats[0]).await.status(),
+        201
+    );
+    assert_invariants(&app).await;
+}
