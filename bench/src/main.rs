@@ -3,6 +3,7 @@
 //!
 //! Every scenario is bounded in count and time and targets loopback only.
 
+mod hot_seat;
 mod http;
 mod load;
 mod queue;
@@ -45,6 +46,8 @@ enum Scenario {
     Relay,
     /// Health baseline, then 10,000 users entering and polling a waiting room.
     Queue,
+    /// 1,000 concurrent holds on one seat.
+    HotSeat,
 }
 
 #[tokio::main]
@@ -61,6 +64,11 @@ async fn main() -> anyhow::Result<()> {
         let server = server::Server::start(&database_url, &stores.redis_url, &[])?;
         let health_rps = http::health_baseline(&server, cli.smoke, &mut report).await;
         queue::run(&server, health_rps, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::HotSeat) {
+        let (database_url, _) = stores.fresh_database().await?;
+        let server = server::Server::start(&database_url, &stores.redis_url, &[])?;
+        hot_seat::run(&server, cli.smoke, &mut report).await?;
     }
     let out = if cli.smoke {
         std::env::temp_dir().join("boxoffice-bench-smoke")

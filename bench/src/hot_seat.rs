@@ -1,0 +1,171 @@
+//! Hot seat: 1,000 admitted buyers try to hold the same seat at the same
+//! moment. Exactly one may win; the rest must get 409 quickly.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use anyhow::Context;
+use boxoffice::auth::domain::Role;
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+
+use crate::{
+    load,
+    report::{Report, ScenarioResult},
+    server::Server,
+};
+
+pub async fn run(server: &Server, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
+    let buyers: u64 = if smoke { 50 } else { 1_000 };
+    let client = load::client(buyers);
+    let admin = server.token(1, Role::Admin);
+    let concert: Value = client
+        .post(server.url("/v1/admin/concerts"))
+        .bearer_auth(&admin)
+        .json(&json!({
+            "title": "Hot Seat", "venue": "Loopback Arena",
+            "schedules": [{"startsAt": (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339(),
+                           "seats": [{"grade": "VIP", "price": 1000, "count": 1}]}]
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let concert_id = concert["id"].as_i64().context("concert id")?;
+    let schedule_id = concert["schedules"][0]["id"]
+        .as_i64()
+        .context("schedule id")?;
+    client
+        .put(server.url(&format!("/v1/admin/queue/{concert_id}/settings")))
+        .bearer_auth(&admin)
+        .json(&json!({"admitPerSecond": 100000, "maxActive": 1000000, "activeTtlSeconds": 3600, "heartbeatGraceSeconds": 600}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let seat_id = {
+        let user = server.token(2_000_001, Role::User);
+        let queue = admitted(&client, server, &user, concert_id).await?;
+        let seats: Value = client
+            .get(server.url(&format!("/v1/schedules/{schedule_id}/seats")))
+            .bearer_auth(&user)
+            .header("x-queue-token", queue)
+            .send()
+            .await?
+            .json()
+            .await?;
+        seats[0]["id"].as_i64().context("seat id")?
+    };
+
+    // Everyone is admitted first, so the holds below race only each other.
+    let mut pairs = Vec::with_capacity(buyers as usize);
+    for user in 1..=buyers as i64 {
+        let token = server.token(user, Role::User);
+        let queue = admitted(&client, server, &token, concert_id).await?;
+        pairs.push((token, queue));
+    }
+    let pairs = Arc::new(pairs);
+    // Open the connections first, so the race measures holds, not TCP set-up.
+    let warm = futures::future::join_all(
+        (0..buyers).map(|_| client.get(server.url("/health/live")).send()),
+    )
+    .await;
+    anyhow::ensure!(
+        warm.iter().all(|r| r.is_ok()),
+        "warming up the connections failed"
+    );
+    let (won, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let result = {
+        let (client, url, pairs, won, refused) = (
+            client.clone(),
+            server.url("/v1/reservations"),
+            pairs.clone(),
+            won.clone(),
+            refused.clone(),
+        );
+        load::run(
+            buyers,
+            buyers,
+            ProgressBar::new(buyers).with_message("hot seat"),
+            move |i| {
+                let (client, url, pairs, won, refused) = (
+                    client.clone(),
+                    url.clone(),
+                    pairs.clone(),
+                    won.clone(),
+                    refused.clone(),
+                );
+                async move {
+                    let (token, queue) = &pairs[i as usize];
+                    let Ok(resp) = client
+                        .post(&url)
+                        .bearer_auth(token)
+                        .header("x-queue-token", queue)
+                        .json(&json!({"scheduleId": schedule_id, "seatId": seat_id}))
+                        .send()
+                        .await
+                    else {
+                        return false;
+                    };
+                    match resp.status().as_u16() {
+                        201 => won.fetch_add(1, Ordering::Relaxed),
+                        409 => refused.fetch_add(1, Ordering::Relaxed),
+                        _ => return false,
+                    };
+                    true
+                }
+            },
+        )
+        .await
+    };
+    let mut scenario = ScenarioResult::from_load(
+        "hot seat (1 seat, concurrent POST /v1/reservations)",
+        &result,
+    );
+    let (won, refused) = (won.load(Ordering::Relaxed), refused.load(Ordering::Relaxed));
+    let fast = smoke || scenario.p99_ms < 100.0;
+    scenario
+        .check("exactly one winner", won == 1)
+        .check("everyone else refused with 409", refused == buyers - 1)
+        .check("p99 under 100 ms", fast);
+    scenario
+        .notes
+        .push(format!("{buyers} admitted buyers send their hold at once over {buyers} connections; {won} won, {refused} got 409."));
+    report.ratios.insert("hotSeatP99Ms".into(), scenario.p99_ms);
+    report.scenarios.push(scenario);
+    Ok(())
+}
+
+/// Enters the room and polls until admitted; returns the queue token.
+async fn admitted(
+    client: &reqwest::Client,
+    server: &Server,
+    user: &str,
+    concert: i64,
+) -> anyhow::Result<String> {
+    let ticket: Value = client
+        .post(server.url("/v1/queue/tokens"))
+        .bearer_auth(user)
+        .json(&json!({"concertId": concert}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = ticket["token"].as_str().context("queue token")?.to_owned();
+    for _ in 0..500 {
+        let status: Value = client
+            .get(server.url("/v1/queue/status"))
+            .header("x-queue-token", &token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if status["status"] == "active" {
+            return Ok(token);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("not admitted within 10 s")
+}
