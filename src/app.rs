@@ -89,6 +89,7 @@ use crate::{
     wallet::{api::WalletApi, infra::db::DbWallets, usecase::WalletService},
     web::{
         health::HealthApi,
+        idempotency::Idempotency,
         middleware::{BodyLimit, Edge},
     },
 };
@@ -285,8 +286,8 @@ impl Application {
             CatalogApi::new(catalog, Arc::new(queue.clone())),
             QueueApi::new(queue.clone()),
             ReservationApi::new(reservations, Arc::new(queue.clone())),
-            WalletApi::new(wallets),
-            PaymentApi::new(payments, Arc::new(queue)),
+            WalletApi::new(wallets, Idempotency::new(db.clone())),
+            PaymentApi::new(payments, Arc::new(queue), Idempotency::new(db.clone())),
             NotificationsApi::new(db.clone()),
             AlertsApi::new(alerts),
             EventsApi::new(EventPipeline::new(
@@ -410,14 +411,14 @@ pub fn openapi_spec() -> String {
             ),
             Arc::new(queue.clone()),
         ),
-        WalletApi::new(WalletService::new(
-            DbWallets::new(offline.clone()),
-            SystemClock,
-            waker.clone(),
-        )),
+        WalletApi::new(
+            WalletService::new(DbWallets::new(offline.clone()), SystemClock, waker.clone()),
+            Idempotency::new(offline.clone()),
+        ),
         PaymentApi::new(
             PaymentService::new(DbPayments::new(offline.clone()), SystemClock, waker.clone()),
             Arc::new(queue),
+            Idempotency::new(offline.clone()),
         ),
         NotificationsApi::new(offline.clone()),
         AlertsApi::new(AlertService::new(

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
 };
 
@@ -17,25 +17,27 @@ use crate::{
     auth::api::{AdminAuth, UserAuth},
     kernel::{Clock, PaymentId, ReservationId, events::RelayWake},
     queue::{api::QueueToken, usecase::AdmissionCheck},
-    web::{ApiTags, problem::Problem},
+    web::{ApiTags, idempotency::Idempotency, problem::Problem},
 };
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Pay", rename_all = "camelCase")]
 pub struct PayBody {
     pub reservation_id: i64,
 }
 
-#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[derive(Debug, Clone, Copy, poem_openapi::Enum, serde::Serialize, serde::Deserialize)]
 #[oai(rename = "PaymentStatus", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum StatusBody {
     Paid,
     Confirmed,
     Refunded,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
 #[oai(rename = "Payment", rename_all = "camelCase")]
+#[serde(rename_all = "camelCase")]
 pub struct PaymentBody {
     pub id: i64,
     pub reservation_id: i64,
@@ -108,17 +110,27 @@ enum RetryResponse {
 pub struct PaymentApi<R, C, W> {
     service: PaymentService<R, C, W>,
     admission: Arc<dyn AdmissionCheck>,
+    idempotency: Idempotency,
 }
 
 impl<R, C, W> PaymentApi<R, C, W> {
-    pub fn new(service: PaymentService<R, C, W>, admission: Arc<dyn AdmissionCheck>) -> Self {
-        Self { service, admission }
+    pub fn new(
+        service: PaymentService<R, C, W>,
+        admission: Arc<dyn AdmissionCheck>,
+        idempotency: Idempotency,
+    ) -> Self {
+        Self {
+            service,
+            admission,
+            idempotency,
+        }
     }
 }
 
 #[OpenApi]
 impl<R: PaymentRepository, C: Clock, W: RelayWake> PaymentApi<R, C, W> {
-    /// Pay for a held seat with wallet points.
+    /// Pay for a held seat with wallet points. With `Idempotency-Key`, a
+    /// retry replays the first answer.
     #[oai(
         path = "/v1/payments",
         method = "post",
@@ -130,15 +142,24 @@ impl<R: PaymentRepository, C: Clock, W: RelayWake> PaymentApi<R, C, W> {
         auth: UserAuth,
         queue: QueueToken,
         req: Json<PayBody>,
+        /// Makes retries safe: the same key and body pay once.
+        #[oai(name = "Idempotency-Key")]
+        key: Header<Option<String>>,
     ) -> Result<PayResponse, Problem> {
         let user = auth.0.user_id;
         let reservation = ReservationId(req.0.reservation_id);
-        let schedule = self.service.schedule_of(reservation, user).await?;
-        self.admission
-            .check_schedule(&queue.0.key, user, schedule)
+        let answer = self
+            .idempotency
+            .run(user, "payment.pay", key.0.as_deref(), &req.0, || async {
+                let schedule = self.service.schedule_of(reservation, user).await?;
+                self.admission
+                    .check_schedule(&queue.0.key, user, schedule)
+                    .await?;
+                let payment = self.service.pay(user, reservation).await?;
+                Ok(body(&payment))
+            })
             .await?;
-        let payment = self.service.pay(user, reservation).await?;
-        Ok(PayResponse::Created(Json(body(&payment))))
+        Ok(PayResponse::Created(Json(answer)))
     }
 
     /// One of your payments.

@@ -1,7 +1,11 @@
 //! The wallet over HTTP.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Query},
+    payload::Json,
+};
 
 use super::{
     domain::{EntryKind, WalletError},
@@ -11,16 +15,16 @@ use super::{
 use crate::{
     auth::api::UserAuth,
     kernel::{Clock, events::RelayWake},
-    web::{ApiTags, problem::Problem},
+    web::{ApiTags, idempotency::Idempotency, problem::Problem},
 };
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
 #[oai(rename = "Balance", rename_all = "camelCase")]
 pub struct BalanceBody {
     pub balance: i64,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Charge", rename_all = "camelCase")]
 pub struct ChargeBody {
     /// Points to add, 1 to 10,000,000.
@@ -76,11 +80,15 @@ enum PageResponse {
 
 pub struct WalletApi<R, C, W> {
     service: WalletService<R, C, W>,
+    idempotency: Idempotency,
 }
 
 impl<R, C, W> WalletApi<R, C, W> {
-    pub fn new(service: WalletService<R, C, W>) -> Self {
-        Self { service }
+    pub fn new(service: WalletService<R, C, W>, idempotency: Idempotency) -> Self {
+        Self {
+            service,
+            idempotency,
+        }
     }
 }
 
@@ -100,7 +108,7 @@ impl<R: WalletRepository, C: Clock, W: RelayWake> WalletApi<R, C, W> {
         })))
     }
 
-    /// Add points.
+    /// Add points. With `Idempotency-Key`, a retry replays the first answer.
     #[oai(
         path = "/v1/wallet/charges",
         method = "post",
@@ -111,11 +119,21 @@ impl<R: WalletRepository, C: Clock, W: RelayWake> WalletApi<R, C, W> {
         &self,
         auth: UserAuth,
         body: Json<ChargeBody>,
+        /// Makes retries safe: the same key and body charge once.
+        #[oai(name = "Idempotency-Key")]
+        key: Header<Option<String>>,
     ) -> Result<ChargeResponse, Problem> {
-        let balance = self.service.charge(auth.0.user_id, body.0.amount).await?;
-        Ok(ChargeResponse::Created(Json(BalanceBody {
-            balance: balance.value(),
-        })))
+        let user = auth.0.user_id;
+        let answer = self
+            .idempotency
+            .run(user, "wallet.charge", key.0.as_deref(), &body.0, || async {
+                let balance = self.service.charge(user, body.0.amount).await?;
+                Ok(BalanceBody {
+                    balance: balance.value(),
+                })
+            })
+            .await?;
+        Ok(ChargeResponse::Created(Json(answer)))
     }
 
     /// Your ledger, newest first.

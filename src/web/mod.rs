@@ -2,6 +2,7 @@
 //! edge middleware, health and metrics endpoints.
 
 pub mod health;
+pub mod idempotency;
 pub mod middleware;
 pub mod problem;
 pub mod strict;

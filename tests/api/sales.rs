@@ -749,3 +749,80 @@ async fn expired_holds_read_expired_at_once_and_the_sweeper_frees_the_seat() {
     );
     assert_invariants(&app).await;
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_charges_and_payments_safe_to_retry() {
+    let app = spawn_app().await;
+    let user = app.user_token(8);
+    let charge_with = |key: &str, amount: i64| {
+        app.post("/v1/wallet/charges")
+            .bearer_auth(&user)
+            .header("idempotency-key", key)
+            .json(&json!({"amount": amount}))
+            .send()
+    };
+    let first: Value = charge_with("charge-1", 200_000)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let retried = charge_with("charge-1", 200_000).await.unwrap();
+    assert_eq!(retried.status(), 201);
+    assert_eq!(
+        retried.json::<Value>().await.unwrap(),
+        first,
+        "the first answer, replayed"
+    );
+    assert_eq!(balance(&app, 8).await, 200_000, "charged once");
+    assert_problem(
+        charge_with("charge-1", 5).await.unwrap(),
+        409,
+        "idempotency_conflict",
+    )
+    .await;
+    assert_problem(
+        charge_with(&"k".repeat(200), 5).await.unwrap(),
+        400,
+        "validation_failed",
+    )
+    .await;
+    // Keys are per user.
+    let other: Value = app
+        .post("/v1/wallet/charges")
+        .bearer_auth(app.user_token(9))
+        .header("idempotency-key", "charge-1")
+        .json(&json!({"amount": 7}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["balance"], 7);
+
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(8, &sale.concert).await;
+    let reservation = hold(&app, 8, &token, &sale, sale.seats[0])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let pay_with = |key: &'static str| {
+        app.post("/v1/payments")
+            .bearer_auth(&user)
+            .header("x-queue-token", &token)
+            .header("idempotency-key", key)
+            .json(&json!({"reservationId": reservation["id"]}))
+            .send()
+    };
+    let paid = pay_with("pay-1").await.unwrap();
+    assert_eq!(paid.status(), 201);
+    let paid: Value = paid.json().await.unwrap();
+    let again = pay_with("pay-1").await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.json::<Value>().await.unwrap(), paid);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM payments").await, 1);
+    assert_eq!(balance(&app, 8).await, 50_000);
+    assert_invariants(&app).await;
+}
