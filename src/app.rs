@@ -70,6 +70,7 @@ use crate::{
         domain::QueueSettings,
         infra::{
             AnyQueueStore,
+            catalog::CachedDirectory,
             consumer::FinishOnPayment,
             db::{CachedSettings, DbQueueSettings},
             memory::MemoryQueueStore,
@@ -96,11 +97,16 @@ use crate::{
 
 type Alerts = AlertService<DbAlerts, Webhook, SystemClock>;
 type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
-type Queue = QueueService<AnyQueueStore, CachedSettings<DbQueueSettings>, Catalog, SystemClock>;
+type Queue = QueueService<
+    AnyQueueStore,
+    CachedSettings<DbQueueSettings>,
+    CachedDirectory<Catalog>,
+    SystemClock,
+>;
 type Apis = (
     HealthApi,
     CatalogApi<DbCatalog, SystemClock, RelayWaker>,
-    QueueApi<AnyQueueStore, CachedSettings<DbQueueSettings>, Catalog, SystemClock>,
+    QueueApi<AnyQueueStore, CachedSettings<DbQueueSettings>, CachedDirectory<Catalog>, SystemClock>,
     ReservationApi<DbReservations, SystemClock, RelayWaker>,
     WalletApi<DbWallets, SystemClock, RelayWaker>,
     PaymentApi<DbPayments, SystemClock, RelayWaker>,
@@ -178,7 +184,7 @@ impl Application {
         let queue: Queue = QueueService::new(
             queue_store,
             CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),
-            catalog.clone(),
+            CachedDirectory::new(catalog.clone()),
             SystemClock,
             Arc::new(JwtQueueTokens::new(settings.jwt_secret.as_bytes())),
             queue_defaults(settings)?,
@@ -390,7 +396,7 @@ pub fn openapi_spec() -> String {
             DbQueueSettings::new(offline.clone()),
             Duration::from_secs(1),
         ),
-        catalog.clone(),
+        CachedDirectory::new(catalog.clone()),
         SystemClock,
         Arc::new(JwtQueueTokens::new(b"offline")),
         QueueSettings::parse(1, 1, 60, 60).expect("valid settings"),

@@ -826,3 +826,89 @@ async fn an_idempotency_key_makes_charges_and_payments_safe_to_retry() {
     assert_eq!(balance(&app, 8).await, 50_000);
     assert_invariants(&app).await;
 }
+
+/// Holds about to lapse, their payments and the expiry sweeper all at once:
+/// each hold ends either paid and confirmed, or expired (and any payment
+/// refunded) — never both, never money lost.
+#[tokio::test]
+async fn the_sweeper_racing_payments_never_leaves_a_hold_both_paid_and_expired() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 12).await;
+    let buyers = tokens(&app, 1..=10, &sale.concert).await;
+    let mut holds = Vec::new();
+    for ((user, token), seat) in buyers.iter().zip(&sale.seats) {
+        charge(&app, *user, json!(200_000)).await;
+        let r = hold(&app, *user, token, &sale, *seat)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap();
+        holds.push((
+            *user,
+            token.clone(),
+            r["id"].clone(),
+            r["price"].as_i64().unwrap(),
+        ));
+    }
+    let lapse = (chrono::Utc::now() + chrono::TimeDelta::milliseconds(300)).to_rfc3339();
+    exec(
+        &app,
+        &format!("UPDATE reservations SET expires_at = '{lapse}'"),
+    )
+    .await;
+    exec(
+        &app,
+        &format!("UPDATE seats SET held_until = '{lapse}' WHERE status = 'held'"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    // Paying in a stagger across the lapse, while the sweeper runs every second.
+    let payments = join_all(holds.iter().enumerate().map(|(i, (user, token, r, _))| {
+        let app = &app;
+        async move {
+            tokio::time::sleep(Duration::from_millis(i as u64 * 15)).await;
+            pay(app, *user, token, r).await.status().as_u16()
+        }
+    }))
+    .await;
+    assert!(
+        payments.iter().all(|s| *s == 201 || *s == 409),
+        "{payments:?}"
+    );
+
+    // Let the sweeper and the saga finish.
+    eventually("every hold to settle", WAIT, || async {
+        let open = count(
+            &app.db,
+            "SELECT COUNT(*) FROM reservations WHERE status = 'held' OR id IN (SELECT reservation_id FROM payments WHERE status = 'paid')",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
+    for (user, _, r, price) in &holds {
+        let reservation = get_as(&app, *user, &format!("/v1/reservations/{r}")).await;
+        let paid = count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM payments WHERE reservation_id = {r} AND status = 'confirmed'"
+            ),
+        )
+        .await;
+        let refunded = count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM payments WHERE reservation_id = {r} AND status = 'refunded'"
+            ),
+        )
+        .await;
+        match reservation["status"].as_str().unwrap() {
+            "confirmed" => assert_eq!((paid, refunded), (1, 0), "reservation {r}"),
+            "expired" => assert_eq!(paid, 0, "an expired hold is never a confirmed payment: {r}"),
+            other => panic!("reservation {r} ended {other}"),
+        }
+        let expected = if paid == 1 { 200_000 - price } else { 200_000 };
+        assert_eq!(balance(&app, *user).await, expected, "user {user}");
+    }
+    assert_invariants(&app).await;
+}

@@ -147,7 +147,8 @@ impl ReservationRepository for DbReservations {
     ) -> Result<Reservation, ReservationError> {
         let until = now + TimeDelta::minutes(policy.hold_minutes.into());
         let txn = self.db.begin().await?;
-        lock_user(&txn, user).await?;
+        // The seat first: under a flood for one seat, the losers learn it
+        // from this one statement and leave.
         let held = seats::try_hold(&txn, schedule, seat, user, until, now).await?;
         let Some(held) = held else {
             return Err(if seats::exists(&txn, schedule, seat).await? {
@@ -156,6 +157,7 @@ impl ReservationRepository for DbReservations {
                 ReservationError::SeatNotFound { schedule, seat }
             });
         };
+        lock_user(&txn, user).await?;
         let live = reservation::Entity::find()
             .filter(reservation::Column::UserId.eq(user.value()))
             .filter(reservation::Column::Status.eq("held"))
