@@ -365,6 +365,27 @@ pub mod seats {
         }))
     }
 
+    /// A cheap look before the transaction: `Some(true)` when the seat is
+    /// visibly sold or held by an unexpired hold now, `None` when it does
+    /// not exist. Only a hint — the compare-and-set decides — but it lets
+    /// the losers of a rush for one seat leave without a transaction.
+    pub async fn visibly_taken<C: ConnectionTrait>(
+        conn: &C,
+        schedule_id: ScheduleId,
+        seat_id: SeatId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<bool>, DbErr> {
+        let row = seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .one(conn)
+            .await?;
+        Ok(row.map(|s| match s.status.as_str() {
+            "sold" => true,
+            "held" => s.held_until.is_some_and(|until| until > now),
+            _ => false,
+        }))
+    }
+
     /// Whether the seat exists in the schedule (to tell 404 from 409).
     pub async fn exists<C: ConnectionTrait>(
         conn: &C,

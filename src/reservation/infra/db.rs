@@ -146,6 +146,11 @@ impl ReservationRepository for DbReservations {
         now: DateTime<Utc>,
     ) -> Result<Reservation, ReservationError> {
         let until = now + TimeDelta::minutes(policy.hold_minutes.into());
+        match seats::visibly_taken(&self.db, schedule, seat, now).await? {
+            None => return Err(ReservationError::SeatNotFound { schedule, seat }),
+            Some(true) => return Err(ReservationError::SeatUnavailable),
+            Some(false) => {}
+        }
         let txn = self.db.begin().await?;
         // The seat first: under a flood for one seat, the losers learn it
         // from this one statement and leave.
