@@ -21,19 +21,7 @@ pub async fn run(server: &Server, smoke: bool, report: &mut Report) -> anyhow::R
     let buyers: u64 = if smoke { 50 } else { 1_000 };
     let client = load::client(buyers);
     let admin = server.token(1, Role::Admin);
-    let concert: Value = client
-        .post(server.url("/v1/admin/concerts"))
-        .bearer_auth(&admin)
-        .json(&json!({
-            "title": "Hot Seat", "venue": "Loopback Arena",
-            "schedules": [{"startsAt": (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339(),
-                           "seats": [{"grade": "VIP", "price": 1000, "count": 1}]}]
-        }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let concert = server.create_concert(&client, "Hot Seat", "VIP", 1).await?;
     let concert_id = concert["id"].as_i64().context("concert id")?;
     let schedule_id = concert["schedules"][0]["id"]
         .as_i64()

@@ -39,18 +39,8 @@ pub async fn run(
     let client = load::client(CONCURRENCY);
     let admin = server.token(1, Role::Admin);
 
-    let concert: Value = client
-        .post(server.url("/v1/admin/concerts"))
-        .bearer_auth(&admin)
-        .json(&json!({
-            "title": "Bench Night", "venue": "Loopback Arena",
-            "schedules": [{"startsAt": (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339(),
-                           "seats": [{"grade": "R", "price": 1000, "count": 100}]}]
-        }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let concert = server
+        .create_concert(&client, "Bench Night", "R", 100)
         .await?;
     let concert_id = concert["id"].as_i64().context("concert id")?;
     let settings = |max_active: u64| {

@@ -122,6 +122,31 @@ impl Server {
             .expect("signing a token")
     }
 
+    /// Creates a concert with one schedule of `count` seats a month from now,
+    /// as the admin; returns the API's answer.
+    pub async fn create_concert(
+        &self,
+        client: &reqwest::Client,
+        title: &str,
+        grade: &str,
+        count: u64,
+    ) -> anyhow::Result<serde_json::Value> {
+        let body = serde_json::json!({
+            "title": title, "venue": "Loopback Arena",
+            "schedules": [{"startsAt": (Utc::now() + TimeDelta::days(30)).to_rfc3339(),
+                           "seats": [{"grade": grade, "price": 1000, "count": count}]}]
+        });
+        Ok(client
+            .post(self.url("/v1/admin/concerts"))
+            .bearer_auth(self.token(1, Role::Admin))
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
     /// Peak resident memory of the server process so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;

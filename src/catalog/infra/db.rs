@@ -413,13 +413,22 @@ pub mod seats {
         Ok(())
     }
 
+    /// An update of the seat that applies only while `reservation` holds it:
+    /// the compare-and-set every post-hold change shares.
+    fn while_held_by(seat_id: SeatId, reservation: i64) -> sea_orm::UpdateMany<seat::Entity> {
+        seat::Entity::update_many()
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ReservationId.eq(reservation))
+            .filter(seat::Column::Status.eq("held"))
+    }
+
     /// Frees the seat if `reservation` still holds it.
     pub async fn release<C: ConnectionTrait>(
         conn: &C,
         seat_id: SeatId,
         reservation: i64,
     ) -> Result<bool, DbErr> {
-        let freed = seat::Entity::update_many()
+        let freed = while_held_by(seat_id, reservation)
             .col_expr(seat::Column::Status, Expr::value("available"))
             .col_expr(seat::Column::HolderId, Expr::value(Option::<i64>::None))
             .col_expr(
@@ -434,9 +443,6 @@ pub mod seats {
                 seat::Column::Version,
                 Expr::col(seat::Column::Version).add(1),
             )
-            .filter(seat::Column::Id.eq(seat_id.value()))
-            .filter(seat::Column::ReservationId.eq(reservation))
-            .filter(seat::Column::Status.eq("held"))
             .exec(conn)
             .await?;
         Ok(freed.rows_affected == 1)
@@ -450,11 +456,8 @@ pub mod seats {
         reservation: i64,
         until: DateTime<Utc>,
     ) -> Result<bool, DbErr> {
-        let extended = seat::Entity::update_many()
+        let extended = while_held_by(seat_id, reservation)
             .col_expr(seat::Column::HeldUntil, Expr::value(until))
-            .filter(seat::Column::Id.eq(seat_id.value()))
-            .filter(seat::Column::ReservationId.eq(reservation))
-            .filter(seat::Column::Status.eq("held"))
             .exec(conn)
             .await?;
         Ok(extended.rows_affected == 1)
@@ -467,7 +470,7 @@ pub mod seats {
         seat_id: SeatId,
         reservation: i64,
     ) -> Result<bool, DbErr> {
-        let sold = seat::Entity::update_many()
+        let sold = while_held_by(seat_id, reservation)
             .col_expr(seat::Column::Status, Expr::value("sold"))
             .col_expr(
                 seat::Column::HeldUntil,
@@ -477,9 +480,6 @@ pub mod seats {
                 seat::Column::Version,
                 Expr::col(seat::Column::Version).add(1),
             )
-            .filter(seat::Column::Id.eq(seat_id.value()))
-            .filter(seat::Column::ReservationId.eq(reservation))
-            .filter(seat::Column::Status.eq("held"))
             .exec(conn)
             .await?;
         Ok(sold.rows_affected == 1)
