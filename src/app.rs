@@ -36,6 +36,15 @@ use crate::{
         usecase::CatalogService,
     },
     config::Settings,
+    coupon::{
+        self,
+        api::CouponApi,
+        infra::{
+            AnyCouponLedger, consumer::CouponRedeemer, db::DbCoupons, memory::MemoryCouponLedger,
+            redis::RedisCouponLedger,
+        },
+        usecase::CouponService,
+    },
     db,
     kernel::{SystemClock, alerts::AlertSink},
     listeners::{
@@ -103,6 +112,7 @@ type Queue = QueueService<
     CachedDirectory<Catalog>,
     SystemClock,
 >;
+type Coupons = CouponService<DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
 type Apis = (
     HealthApi,
     CatalogApi<DbCatalog, SystemClock, RelayWaker>,
@@ -113,6 +123,7 @@ type Apis = (
     NotificationsApi,
     AlertsApi<DbAlerts, Webhook, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
+    CouponApi<DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>,
 );
 
 type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -209,6 +220,19 @@ impl Application {
         );
         let wallets = WalletService::new(DbWallets::new(db.clone()), SystemClock, waker.clone());
         let payments = PaymentService::new(DbPayments::new(db.clone()), SystemClock, waker.clone());
+        let coupon_ledger = match &redis {
+            Some((_, conn)) => {
+                AnyCouponLedger::Redis(RedisCouponLedger::new(conn.clone(), &settings.redis_prefix))
+            }
+            None => AnyCouponLedger::Memory(MemoryCouponLedger::default()),
+        };
+        let coupons: Coupons = CouponService::new(
+            DbCoupons::new(db.clone()),
+            coupon_ledger,
+            SystemClock,
+            waker.clone(),
+            TimeDelta::seconds(settings.coupon_reconcile_grace_seconds as i64),
+        );
 
         if settings.workers {
             let relay = Relay::new(
@@ -241,6 +265,12 @@ impl Application {
                 Duration::from_millis(settings.compensation_retry_ms),
             );
             workers.push(Box::pin(compensations.run(cancel.clone())));
+            workers.push(Box::pin(coupon::infra::reconciler::run(
+                coupons.clone(),
+                Arc::new(alerts.clone()),
+                Duration::from_secs(settings.coupon_reconcile_seconds),
+                cancel.clone(),
+            )));
             let handlers: Vec<Arc<dyn EventHandler>> = vec![
                 Arc::new(DataPlatformExporter::new(Sink::parse(
                     &settings.data_platform_sink,
@@ -250,6 +280,7 @@ impl Application {
                 Arc::new(PaymentSaga),
                 Arc::new(Notifier),
                 Arc::new(FinishOnPayment::new(queue.store().clone())),
+                Arc::new(CouponRedeemer),
             ];
             let consumer_settings = ConsumerSettings {
                 batch_size: 64,
@@ -302,6 +333,7 @@ impl Application {
                 waker,
                 SystemClock,
             )),
+            CouponApi::new(coupons, Idempotency::new(db.clone())),
         );
         let routes = routes(
             api_service(apis),
@@ -433,11 +465,21 @@ pub fn openapi_spec() -> String {
             SystemClock,
         )),
         EventsApi::new(EventPipeline::new(
-            DbOutbox::new(offline),
+            DbOutbox::new(offline.clone()),
             AnyBus::Memory(bus),
-            waker,
+            waker.clone(),
             SystemClock,
         )),
+        CouponApi::new(
+            CouponService::new(
+                DbCoupons::new(offline.clone()),
+                AnyCouponLedger::Memory(MemoryCouponLedger::default()),
+                SystemClock,
+                waker,
+                TimeDelta::seconds(30),
+            ),
+            Idempotency::new(offline),
+        ),
     ))
     .spec()
 }
@@ -453,6 +495,7 @@ fn routes(
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/metrics", get(render_metrics))
+        .at("/demo/coupon", get(demo_coupon_page))
         .nest("/", api)
         .data(auth)
         .data(prometheus().clone())
@@ -460,6 +503,14 @@ fn routes(
         .with(Edge)
         .into_endpoint()
         .boxed()
+}
+
+/// The "use coupon" web view (plain HTML and JS, no build step).
+#[handler]
+fn demo_coupon_page() -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("web/demo_coupon.html"))
 }
 
 #[handler]

@@ -188,6 +188,16 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_COMPENSATION_RETRY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub compensation_retry_ms: u64,
 
+    /// How often the coupon reconciler compares every live campaign's issue
+    /// ledger with the database and repairs drift.
+    #[arg(long, env = "BOXOFFICE_COUPON_RECONCILE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub coupon_reconcile_seconds: u64,
+
+    /// A ledger entry with no database row is dropped by the reconciler only
+    /// once it is this old (its winner may still be writing).
+    #[arg(long, env = "BOXOFFICE_COUPON_RECONCILE_GRACE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400), global = true)]
+    pub coupon_reconcile_grace_seconds: u64,
+
     /// Prefix of every Redis key boxoffice owns (waiting rooms, ledgers).
     #[arg(
         long,

@@ -7,6 +7,7 @@ pub mod app;
 pub mod auth;
 pub mod catalog;
 pub mod config;
+pub mod coupon;
 pub mod db;
 pub mod kernel;
 pub mod kv;

@@ -7,6 +7,7 @@ mod m20261122_000001_create_catalog;
 mod m20261122_000002_create_event_pipeline;
 mod m20261122_000003_create_queue_settings;
 mod m20261122_000004_create_sales;
+mod m20261122_000005_create_coupons;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_create_event_pipeline::Migration),
             Box::new(m20261122_000003_create_queue_settings::Migration),
             Box::new(m20261122_000004_create_sales::Migration),
+            Box::new(m20261122_000005_create_coupons::Migration),
         ]
     }
 }

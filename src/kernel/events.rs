@@ -72,6 +72,10 @@ pub mod types {
     pub const WALLET_CHARGED: &str = "WalletCharged";
     pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
     pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
+    pub const COUPON_CREATED: &str = "CouponCreated";
+    pub const COUPON_ISSUED: &str = "CouponIssued";
+    pub const COUPON_REDEMPTION_REQUESTED: &str = "CouponRedemptionRequested";
+    pub const COUPON_REDEMPTION_FINISHED: &str = "CouponRedemptionFinished";
 }
 
 /// Payload of the `Reservation*` events.
@@ -125,4 +129,52 @@ pub struct WalletCharged {
     pub user_id: i64,
     pub amount: i64,
     pub balance_after: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponCreated {
+    pub coupon_id: i64,
+    pub name: String,
+    pub discount: i64,
+    pub quantity: i64,
+    pub vendor_id: i64,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponIssued {
+    pub coupon_id: i64,
+    pub user_coupon_id: i64,
+    pub user_id: i64,
+    pub issue_number: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponRedemptionRequested {
+    pub job_id: Uuid,
+    pub user_id: i64,
+    pub user_coupon_id: i64,
+}
+
+/// The end of a redemption job: `status` is `succeeded` or `failed` (with
+/// `reason`); on success the vendor was paid `amount`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponRedemptionFinished {
+    pub job_id: Uuid,
+    pub user_id: i64,
+    pub user_coupon_id: i64,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coupon_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vendor_id: Option<i64>,
+    #[serde(default)]
+    pub amount: i64,
 }

@@ -29,3 +29,6 @@ id_type!(ScheduleId);
 id_type!(SeatId);
 id_type!(ReservationId);
 id_type!(PaymentId);
+id_type!(VendorId);
+id_type!(CouponId);
+id_type!(UserCouponId);

@@ -8,5 +8,8 @@ mod ids;
 mod points;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ids::{ConcertId, PaymentId, ReservationId, ScheduleId, SeatId, UserId};
+pub use ids::{
+    ConcertId, CouponId, PaymentId, ReservationId, ScheduleId, SeatId, UserCouponId, UserId,
+    VendorId,
+};
 pub use points::{Points, PointsError};

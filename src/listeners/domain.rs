@@ -85,6 +85,23 @@ pub fn notification_for(
                 payload["amount"].as_i64().unwrap_or_default()
             ),
         )),
+        "CouponRedemptionFinished" => {
+            let coupon = payload["userCouponId"].as_i64().unwrap_or_default();
+            if payload["status"] == "succeeded" {
+                Some(("coupon_redeemed", format!("Your coupon {coupon} was used.")))
+            } else {
+                let reason = match payload["reason"].as_str().unwrap_or_default() {
+                    "already_used" => "it was already used",
+                    "expired" => "it has expired",
+                    "not_started" => "it cannot be used yet",
+                    _ => "it does not belong to you",
+                };
+                Some((
+                    "coupon_redemption_failed",
+                    format!("Your coupon {coupon} could not be used: {reason}."),
+                ))
+            }
+        }
         _ => None,
     }
 }

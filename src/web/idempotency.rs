@@ -46,6 +46,16 @@ pub mod idempotency_key {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// An `Idempotency-Key` is 1 to 128 printable ASCII characters.
+pub fn validate_key(key: &str) -> Result<(), Problem> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::validation(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Clone)]
 pub struct Idempotency {
     db: DatabaseConnection,
@@ -81,11 +91,7 @@ impl Idempotency {
         Fut: Future<Output = Result<T, Problem>>,
     {
         let Some(key) = key else { return work().await };
-        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Problem::validation(format!(
-                "Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters"
-            )));
-        }
+        validate_key(key)?;
         let hash = format!(
             "{:x}",
             Sha256::digest(serde_json::to_vec(request).unwrap_or_default())

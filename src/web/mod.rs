@@ -22,6 +22,8 @@ pub enum ApiTags {
     Wallet,
     /// Paying for holds.
     Payments,
+    /// First-come-first-served coupons and their redemption jobs.
+    Coupons,
     /// What happened to your reservations and payments.
     Notifications,
     /// Operator-only endpoints (role `admin`).

@@ -6,6 +6,8 @@ mod auth;
 mod bus_contract;
 mod catalog;
 mod cli;
+mod coupon_ledger_contract;
+mod coupons;
 mod errors;
 mod events;
 mod health;

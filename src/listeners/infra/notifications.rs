@@ -11,7 +11,9 @@ use sea_orm::{
 use crate::{
     kernel::{
         UserId,
-        events::{EventEnvelope, PaymentRefunded, ReservationChanged, types},
+        events::{
+            CouponRedemptionFinished, EventEnvelope, PaymentRefunded, ReservationChanged, types,
+        },
     },
     listeners::domain::{Notification, notification_for},
     outbox::infra::consumer::EventHandler,
@@ -49,7 +51,10 @@ impl EventHandler for Notifier {
     fn handles(&self, event_type: &str) -> bool {
         matches!(
             event_type,
-            types::RESERVATION_CONFIRMED | types::RESERVATION_EXPIRED | types::PAYMENT_REFUNDED
+            types::RESERVATION_CONFIRMED
+                | types::RESERVATION_EXPIRED
+                | types::PAYMENT_REFUNDED
+                | types::COUPON_REDEMPTION_FINISHED
         )
     }
 
@@ -61,6 +66,8 @@ impl EventHandler for Notifier {
         async move {
             let user = if event.event_type == types::PAYMENT_REFUNDED {
                 serde_json::from_value::<PaymentRefunded>(event.payload.clone())?.user_id
+            } else if event.event_type == types::COUPON_REDEMPTION_FINISHED {
+                serde_json::from_value::<CouponRedemptionFinished>(event.payload.clone())?.user_id
             } else {
                 serde_json::from_value::<ReservationChanged>(event.payload.clone())?.user_id
             };

@@ -1,0 +1,537 @@
+//! Coupons over HTTP: the admin's campaigns and vendors, the users' issue
+//! and redemption calls, and the polled redemption jobs.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path},
+    payload::Json,
+};
+use uuid::Uuid;
+
+use super::{
+    domain::{
+        CampaignDraft, CampaignStats, CouponError, CouponState, HeldCoupon, JobStatus,
+        MAX_DISCOUNT, MAX_NAME_LEN, MAX_QUANTITY, ReconcileReport, Vendor,
+    },
+    ports::{CouponLedger, CouponRepository},
+    usecase::CouponService,
+};
+use crate::{
+    auth::api::{AdminAuth, UserAuth},
+    kernel::{Clock, CouponId, UserCouponId, events::RelayWake},
+    web::{
+        ApiTags,
+        idempotency::{Idempotency, validate_key},
+        problem::Problem,
+        strict::JsonString,
+    },
+};
+
+/// How long a client should wait before polling a redemption job.
+const JOB_POLL_SECONDS: u32 = 1;
+
+#[derive(Debug, Object)]
+#[oai(rename = "CreateVendor", rename_all = "camelCase")]
+pub struct CreateVendorBody {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: JsonString,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Vendor", rename_all = "camelCase")]
+pub struct VendorBody {
+    pub id: i64,
+    pub name: String,
+    /// Points paid out for redeemed coupons.
+    pub balance: i64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "CreateCoupon", rename_all = "camelCase")]
+pub struct CreateCouponBody {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: JsonString,
+    /// The coupon's value in points, paid to the vendor when it is used.
+    #[oai(validator(minimum(value = "1"), maximum(value = "10000000")))]
+    pub discount: i64,
+    /// How many coupons exist; never more are issued.
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+    pub quantity: i64,
+    /// Issuing and using start here (RFC 3339).
+    pub valid_from: DateTime<Utc>,
+    /// ...and end here; must be after `validFrom`.
+    pub valid_until: DateTime<Utc>,
+    pub vendor_id: i64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "CouponCreated", rename_all = "camelCase")]
+pub struct CouponCreatedBody {
+    pub id: i64,
+    pub name: String,
+    pub quantity: i64,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "CouponStats", rename_all = "camelCase")]
+pub struct CouponStatsBody {
+    pub id: i64,
+    pub name: String,
+    pub discount: i64,
+    pub quantity: i64,
+    /// Coupons held by users (database rows).
+    pub issued: u64,
+    pub redeemed: u64,
+    pub remaining: u64,
+    pub vendor_id: i64,
+    pub vendor_balance: i64,
+    /// What the issue ledger counts; absent when it is not loaded. Differs
+    /// from `issued` only while winners are being written or before the
+    /// reconciler repaired a drift.
+    pub ledger_issued: Option<u64>,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "ReconcileReport", rename_all = "camelCase")]
+pub struct ReconcileBody {
+    /// The ledger was missing and was rebuilt from the database.
+    pub rebuilt: bool,
+    /// Holders the ledger had lost, added back.
+    pub added: Vec<i64>,
+    /// Orphan ledger entries (no row, older than the grace period) removed.
+    pub removed: Vec<i64>,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+#[oai(rename = "CouponIssued", rename_all = "camelCase")]
+pub struct IssuedBody {
+    pub user_coupon_id: i64,
+    /// 1..quantity, unique within the campaign.
+    pub issue_number: u32,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "CouponState", rename_all = "lowercase")]
+pub enum StateBody {
+    Issued,
+    Used,
+    Expired,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "UserCoupon", rename_all = "camelCase")]
+pub struct UserCouponBody {
+    pub id: i64,
+    pub coupon_id: i64,
+    pub name: String,
+    pub discount: i64,
+    pub issue_number: u32,
+    pub status: StateBody,
+    pub valid_until: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
+#[oai(rename = "CouponJobAccepted", rename_all = "camelCase")]
+pub struct JobAcceptedBody {
+    pub job_id: Uuid,
+    pub poll_after_seconds: u32,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "CouponJobStatus", rename_all = "lowercase")]
+pub enum JobStatusBody {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "CouponJob", rename_all = "camelCase")]
+pub struct JobBody {
+    pub job_id: Uuid,
+    pub user_coupon_id: i64,
+    pub status: JobStatusBody,
+    /// Why it failed: `not_your_coupon`, `already_used`, `expired` or
+    /// `not_started`.
+    pub reason: Option<String>,
+    /// A sentence to show the user once the job is finished.
+    pub message: Option<String>,
+    /// Poll again after this long while `pending`.
+    pub poll_after_seconds: u32,
+}
+
+#[derive(ApiResponse)]
+enum VendorCreated {
+    #[oai(status = 201)]
+    Created(Json<VendorBody>),
+}
+
+#[derive(ApiResponse)]
+enum VendorList {
+    #[oai(status = 200)]
+    Ok(Json<Vec<VendorBody>>),
+}
+
+#[derive(ApiResponse)]
+enum CouponCreatedResponse {
+    #[oai(status = 201)]
+    Created(Json<CouponCreatedBody>),
+}
+
+#[derive(ApiResponse)]
+enum StatsResponse {
+    #[oai(status = 200)]
+    Ok(Json<CouponStatsBody>),
+}
+
+#[derive(ApiResponse)]
+enum StatsList {
+    #[oai(status = 200)]
+    Ok(Json<Vec<CouponStatsBody>>),
+}
+
+#[derive(ApiResponse)]
+enum ReconcileResponse {
+    #[oai(status = 200)]
+    Ok(Json<ReconcileBody>),
+}
+
+#[derive(ApiResponse)]
+enum IssueResponse {
+    /// You won: the coupon is yours.
+    #[oai(status = 201)]
+    Created(Json<IssuedBody>),
+}
+
+#[derive(ApiResponse)]
+enum WalletResponse {
+    #[oai(status = 200)]
+    Ok(Json<Vec<UserCouponBody>>),
+}
+
+#[derive(ApiResponse)]
+enum RedemptionResponse {
+    /// Accepted: poll `GET /v1/coupon-jobs/{jobId}`.
+    #[oai(status = 202)]
+    Accepted(Json<JobAcceptedBody>),
+}
+
+#[derive(ApiResponse)]
+enum JobResponse {
+    #[oai(status = 200)]
+    Ok(Json<JobBody>),
+}
+
+pub struct CouponApi<R, L, C, W> {
+    service: CouponService<R, L, C, W>,
+    idempotency: Idempotency,
+}
+
+impl<R, L, C, W> CouponApi<R, L, C, W> {
+    pub fn new(service: CouponService<R, L, C, W>, idempotency: Idempotency) -> Self {
+        Self {
+            service,
+            idempotency,
+        }
+    }
+}
+
+fn vendor_body(vendor: Vendor) -> VendorBody {
+    VendorBody {
+        id: vendor.id.value(),
+        name: vendor.name,
+        balance: vendor.balance,
+    }
+}
+
+fn stats_body(stats: CampaignStats) -> CouponStatsBody {
+    let c = stats.campaign;
+    CouponStatsBody {
+        id: c.id.value(),
+        name: c.name,
+        discount: c.discount,
+        quantity: i64::from(c.quantity),
+        issued: stats.issued,
+        redeemed: stats.redeemed,
+        remaining: u64::from(c.quantity).saturating_sub(stats.issued),
+        vendor_id: c.vendor.value(),
+        vendor_balance: stats.vendor_balance,
+        ledger_issued: stats.ledger_issued,
+        valid_from: c.valid_from,
+        valid_until: c.valid_until,
+    }
+}
+
+fn held_body(coupon: HeldCoupon) -> UserCouponBody {
+    UserCouponBody {
+        id: coupon.id.value(),
+        coupon_id: coupon.coupon.value(),
+        name: coupon.name,
+        discount: coupon.discount,
+        issue_number: coupon.number,
+        status: match coupon.state {
+            CouponState::Issued => StateBody::Issued,
+            CouponState::Used => StateBody::Used,
+            CouponState::Expired => StateBody::Expired,
+        },
+        valid_until: coupon.valid_until,
+        issued_at: coupon.issued_at,
+    }
+}
+
+fn report_body(report: ReconcileReport) -> ReconcileBody {
+    ReconcileBody {
+        rebuilt: report.rebuilt,
+        added: report.added.iter().map(|u| u.value()).collect(),
+        removed: report.removed.iter().map(|u| u.value()).collect(),
+    }
+}
+
+#[OpenApi]
+impl<R, L, C, W> CouponApi<R, L, C, W>
+where
+    R: CouponRepository,
+    L: CouponLedger,
+    C: Clock,
+    W: RelayWake,
+{
+    /// Create a vendor (who is paid when its coupons are used).
+    #[oai(
+        path = "/v1/admin/vendors",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "createVendor"
+    )]
+    async fn create_vendor(
+        &self,
+        _auth: AdminAuth,
+        body: Json<CreateVendorBody>,
+    ) -> Result<VendorCreated, Problem> {
+        let vendor = self.service.create_vendor(&body.0.name.0).await?;
+        Ok(VendorCreated::Created(Json(vendor_body(vendor))))
+    }
+
+    /// Vendors and their balances.
+    #[oai(
+        path = "/v1/admin/vendors",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listVendors"
+    )]
+    async fn list_vendors(&self, _auth: AdminAuth) -> Result<VendorList, Problem> {
+        let vendors = self.service.vendors().await?;
+        Ok(VendorList::Ok(Json(
+            vendors.into_iter().map(vendor_body).collect(),
+        )))
+    }
+
+    /// Create a coupon campaign.
+    #[oai(
+        path = "/v1/admin/coupons",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "createCoupon"
+    )]
+    async fn create_coupon(
+        &self,
+        _auth: AdminAuth,
+        body: Json<CreateCouponBody>,
+    ) -> Result<CouponCreatedResponse, Problem> {
+        let body = body.0;
+        let draft = CampaignDraft::parse(
+            &body.name.0,
+            body.discount,
+            body.quantity,
+            body.valid_from,
+            body.valid_until,
+            body.vendor_id,
+        )?;
+        let campaign = self.service.create_campaign(draft).await?;
+        Ok(CouponCreatedResponse::Created(Json(CouponCreatedBody {
+            id: campaign.id.value(),
+            name: campaign.name,
+            quantity: i64::from(campaign.quantity),
+        })))
+    }
+
+    /// Every campaign with its issued / redeemed / remaining counts.
+    #[oai(
+        path = "/v1/admin/coupons",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listCoupons"
+    )]
+    async fn list_coupons(&self, _auth: AdminAuth) -> Result<StatsList, Problem> {
+        let all = self.service.campaigns().await?;
+        Ok(StatsList::Ok(Json(
+            all.into_iter().map(stats_body).collect(),
+        )))
+    }
+
+    /// One campaign: issued, remaining, redeemed, the vendor's balance and
+    /// the ledger's own count.
+    #[oai(
+        path = "/v1/admin/coupons/:id",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "getCoupon"
+    )]
+    async fn coupon_stats(
+        &self,
+        _auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<StatsResponse, Problem> {
+        let stats = self.service.stats(CouponId(id.0)).await?;
+        Ok(StatsResponse::Ok(Json(stats_body(stats))))
+    }
+
+    /// Make the issue ledger agree with the database now (the reconciler
+    /// also runs on its own), and say what was repaired.
+    #[oai(
+        path = "/v1/admin/coupons/:id/reconcile",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "reconcileCoupon"
+    )]
+    async fn reconcile(
+        &self,
+        _auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<ReconcileResponse, Problem> {
+        let report = self.service.reconcile(CouponId(id.0)).await?;
+        Ok(ReconcileResponse::Ok(Json(report_body(report))))
+    }
+
+    /// Claim a coupon: first come, first served, one per user. With
+    /// `Idempotency-Key`, a retry of the winning request gets the same
+    /// answer; otherwise asking again is 409 `already_issued`.
+    #[oai(
+        path = "/v1/coupons/:id/issue",
+        method = "post",
+        tag = "ApiTags::Coupons",
+        operation_id = "issueCoupon"
+    )]
+    async fn issue(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+        /// Makes retries safe: the winning request's key replays its answer.
+        #[oai(name = "Idempotency-Key")]
+        key: Header<Option<String>>,
+    ) -> Result<IssueResponse, Problem> {
+        if let Some(key) = key.0.as_deref() {
+            validate_key(key)?;
+        }
+        let issued = self
+            .service
+            .issue(CouponId(id.0), auth.0.user_id, key.0.as_deref())
+            .await?;
+        Ok(IssueResponse::Created(Json(IssuedBody {
+            user_coupon_id: issued.user_coupon.value(),
+            issue_number: issued.number,
+        })))
+    }
+
+    /// Your coupons and their state (`issued`, `used`, `expired`), newest first.
+    #[oai(
+        path = "/v1/users/me/coupons",
+        method = "get",
+        tag = "ApiTags::Coupons",
+        operation_id = "myCoupons"
+    )]
+    async fn my_coupons(&self, auth: UserAuth) -> Result<WalletResponse, Problem> {
+        let coupons = self.service.wallet_of(auth.0.user_id).await?;
+        Ok(WalletResponse::Ok(Json(
+            coupons.into_iter().map(held_body).collect(),
+        )))
+    }
+
+    /// Use a coupon. Answers at once with a job to poll; the job fails with
+    /// a reason if the coupon is not yours, already used or expired.
+    #[oai(
+        path = "/v1/user-coupons/:id/redemptions",
+        method = "post",
+        tag = "ApiTags::Coupons",
+        operation_id = "redeemCoupon"
+    )]
+    async fn redeem(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+        /// Makes retries safe: the same key answers the same job.
+        #[oai(name = "Idempotency-Key")]
+        key: Header<Option<String>>,
+    ) -> Result<RedemptionResponse, Problem> {
+        let user = auth.0.user_id;
+        let answer = self
+            .idempotency
+            .run(user, "coupon.redeem", key.0.as_deref(), &id.0, || async {
+                let job = self
+                    .service
+                    .request_redemption(user, UserCouponId(id.0))
+                    .await?;
+                Ok(JobAcceptedBody {
+                    job_id: job,
+                    poll_after_seconds: JOB_POLL_SECONDS,
+                })
+            })
+            .await?;
+        Ok(RedemptionResponse::Accepted(Json(answer)))
+    }
+
+    /// A redemption job of yours: `pending` until the worker decided it.
+    #[oai(
+        path = "/v1/coupon-jobs/:job_id",
+        method = "get",
+        tag = "ApiTags::Coupons",
+        operation_id = "getCouponJob"
+    )]
+    async fn job(&self, auth: UserAuth, job_id: Path<Uuid>) -> Result<JobResponse, Problem> {
+        let job = self.service.job(auth.0.user_id, job_id.0).await?;
+        let message = match (job.status, job.reason) {
+            (JobStatus::Pending, _) => None,
+            (JobStatus::Succeeded, _) => Some("Coupon used. Enjoy!".to_owned()),
+            (JobStatus::Failed, Some(reason)) => Some(reason.message().to_owned()),
+            (JobStatus::Failed, None) => Some("The coupon could not be used.".to_owned()),
+        };
+        Ok(JobResponse::Ok(Json(JobBody {
+            job_id: job.id,
+            user_coupon_id: job.user_coupon.value(),
+            status: match job.status {
+                JobStatus::Pending => JobStatusBody::Pending,
+                JobStatus::Succeeded => JobStatusBody::Succeeded,
+                JobStatus::Failed => JobStatusBody::Failed,
+            },
+            reason: job.reason.map(|r| r.code().to_owned()),
+            message,
+            poll_after_seconds: JOB_POLL_SECONDS,
+        })))
+    }
+}
+
+impl From<CouponError> for Problem {
+    fn from(err: CouponError) -> Self {
+        match err {
+            CouponError::Invalid(detail) => Problem::validation(detail),
+            CouponError::NotFound | CouponError::JobNotFound => Problem::not_found(err.to_string()),
+            CouponError::VendorNotFound => Problem::validation("vendorId names no vendor"),
+            CouponError::NotStarted => Problem::conflict("coupon_not_started", err.to_string()),
+            CouponError::Ended => Problem::conflict("coupon_ended", err.to_string()),
+            CouponError::SoldOut => Problem::conflict("sold_out", err.to_string()),
+            CouponError::AlreadyIssued => Problem::conflict("already_issued", err.to_string()),
+            CouponError::Unavailable(cause) => Problem::outage("coupon store", &cause),
+            CouponError::Unexpected(cause) => Problem::bug("coupon store", &cause),
+        }
+    }
+}
+
+// Keep the documented limits and the domain's limits in one place of truth.
+const _: () = {
+    assert!(MAX_NAME_LEN == 200);
+    assert!(MAX_DISCOUNT == 10_000_000);
+    assert!(MAX_QUANTITY == 1_000_000);
+};

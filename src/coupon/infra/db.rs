@@ -1,0 +1,471 @@
+//! Campaigns, vendors, issued coupons and redemption jobs in the database.
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::{
+    coupon::{
+        domain::{
+            Campaign, CampaignDraft, CouponError, CouponState, FailReason, HeldCoupon,
+            IssuedCoupon, Job, JobStatus, RecordError, Vendor,
+        },
+        ports::CouponRepository,
+    },
+    kernel::{
+        CouponId, UserCouponId, UserId, VendorId,
+        events::{CouponCreated, CouponIssued, CouponRedemptionRequested, NewEvent, types},
+    },
+    outbox::infra::db::append_events,
+};
+
+pub mod vendor {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vendors")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub balance: i64,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod coupon {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coupons")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub discount: i64,
+        pub quantity: i64,
+        pub valid_from: DateTimeUtc,
+        pub valid_until: DateTimeUtc,
+        pub vendor_id: i64,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod user_coupon {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "user_coupons")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub coupon_id: i64,
+        pub user_id: i64,
+        pub issue_number: i64,
+        pub status: String,
+        pub version: i64,
+        pub issue_key: Option<String>,
+        pub issued_at: DateTimeUtc,
+        pub used_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod coupon_job {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "coupon_jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub user_id: i64,
+        pub user_coupon_id: i64,
+        pub status: String,
+        pub reason: Option<String>,
+        pub created_at: DateTimeUtc,
+        pub finished_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod vendor_payment {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "vendor_payments")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub vendor_id: i64,
+        #[sea_orm(unique)]
+        pub user_coupon_id: i64,
+        pub job_id: Uuid,
+        pub amount: i64,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+crate::db::module_error_from_db_err!(CouponError);
+
+pub fn campaign_from(row: coupon::Model) -> Result<Campaign, CouponError> {
+    Ok(Campaign {
+        id: CouponId(row.id),
+        quantity: u32::try_from(row.quantity)
+            .map_err(|_| anyhow!("coupon {} has quantity {}", row.id, row.quantity))?,
+        name: row.name,
+        discount: row.discount,
+        valid_from: row.valid_from,
+        valid_until: row.valid_until,
+        vendor: VendorId(row.vendor_id),
+    })
+}
+
+fn issued_from(row: user_coupon::Model) -> IssuedCoupon {
+    IssuedCoupon {
+        id: UserCouponId(row.id),
+        coupon: CouponId(row.coupon_id),
+        user: UserId(row.user_id),
+        number: u32::try_from(row.issue_number).unwrap_or(u32::MAX),
+        issue_key: row.issue_key,
+    }
+}
+
+fn vendor_from(row: vendor::Model) -> Vendor {
+    Vendor {
+        id: VendorId(row.id),
+        name: row.name,
+        balance: row.balance,
+    }
+}
+
+#[derive(Clone)]
+pub struct DbCoupons {
+    db: DatabaseConnection,
+}
+
+impl DbCoupons {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+/// Which unique index refused a winner's row, if one did. PostgreSQL names
+/// the index (`ux_user_coupons_coupon_number`), SQLite the columns
+/// (`user_coupons.issue_number`); both mention "number" only for that one.
+fn record_error(err: DbErr) -> RecordError {
+    match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("number") => {
+            RecordError::DuplicateNumber
+        }
+        Some(SqlErr::UniqueConstraintViolation(_)) => RecordError::DuplicateUser,
+        _ => RecordError::Failed(err.into()),
+    }
+}
+
+impl CouponRepository for DbCoupons {
+    async fn create_vendor(&self, name: String, now: DateTime<Utc>) -> Result<Vendor, CouponError> {
+        let row = vendor::ActiveModel {
+            name: Set(name),
+            balance: Set(0),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(vendor_from(row))
+    }
+
+    async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
+        Ok(vendor::Entity::find()
+            .order_by_asc(vendor::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(vendor_from)
+            .collect())
+    }
+
+    async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>, CouponError> {
+        Ok(vendor::Entity::find_by_id(id.value())
+            .one(&self.db)
+            .await?
+            .map(vendor_from))
+    }
+
+    async fn create_campaign(
+        &self,
+        draft: CampaignDraft,
+        now: DateTime<Utc>,
+    ) -> Result<Campaign, CouponError> {
+        let txn = self.db.begin().await?;
+        let row = coupon::ActiveModel {
+            name: Set(draft.name),
+            discount: Set(draft.discount),
+            quantity: Set(i64::from(draft.quantity)),
+            valid_from: Set(draft.valid_from),
+            valid_until: Set(draft.valid_until),
+            vendor_id: Set(draft.vendor.value()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await
+        .map_err(|err| match err.sql_err() {
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => CouponError::VendorNotFound,
+            _ => err.into(),
+        })?;
+        let campaign = campaign_from(row)?;
+        let event = NewEvent::new(
+            types::COUPON_CREATED,
+            "coupon",
+            campaign.id,
+            &CouponCreated {
+                coupon_id: campaign.id.value(),
+                name: campaign.name.clone(),
+                discount: campaign.discount,
+                quantity: i64::from(campaign.quantity),
+                vendor_id: campaign.vendor.value(),
+                valid_from: campaign.valid_from,
+                valid_until: campaign.valid_until,
+            },
+        );
+        append_events(&txn, vec![event], now).await?;
+        txn.commit().await?;
+        Ok(campaign)
+    }
+
+    async fn campaign(&self, id: CouponId) -> Result<Option<Campaign>, CouponError> {
+        coupon::Entity::find_by_id(id.value())
+            .one(&self.db)
+            .await?
+            .map(campaign_from)
+            .transpose()
+    }
+
+    async fn campaigns(
+        &self,
+        ending_after: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Campaign>, CouponError> {
+        let mut query = coupon::Entity::find();
+        if let Some(after) = ending_after {
+            query = query.filter(coupon::Column::ValidUntil.gt(after));
+        }
+        query
+            .order_by_desc(coupon::Column::Id)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(campaign_from)
+            .collect()
+    }
+
+    async fn record_issue(
+        &self,
+        campaign: &Campaign,
+        user: UserId,
+        number: u32,
+        issue_key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<IssuedCoupon, RecordError> {
+        if number == 0 || number > campaign.quantity {
+            return Err(RecordError::Failed(anyhow!(
+                "issue number {number} is outside 1..={}",
+                campaign.quantity
+            )));
+        }
+        let txn = self.db.begin().await.map_err(record_error)?;
+        let row = user_coupon::ActiveModel {
+            coupon_id: Set(campaign.id.value()),
+            user_id: Set(user.value()),
+            issue_number: Set(i64::from(number)),
+            status: Set("issued".into()),
+            version: Set(0),
+            issue_key: Set(issue_key.map(str::to_owned)),
+            issued_at: Set(now),
+            used_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&txn)
+        .await
+        .map_err(record_error)?;
+        let event = NewEvent::new(
+            types::COUPON_ISSUED,
+            "coupon",
+            campaign.id,
+            &CouponIssued {
+                coupon_id: campaign.id.value(),
+                user_coupon_id: row.id,
+                user_id: user.value(),
+                issue_number: row.issue_number,
+            },
+        );
+        append_events(&txn, vec![event], now)
+            .await
+            .map_err(record_error)?;
+        txn.commit().await.map_err(record_error)?;
+        Ok(issued_from(row))
+    }
+
+    async fn holders(&self, coupon: CouponId) -> Result<Vec<(UserId, u32)>, CouponError> {
+        let rows: Vec<(i64, i64)> = user_coupon::Entity::find()
+            .select_only()
+            .column(user_coupon::Column::UserId)
+            .column(user_coupon::Column::IssueNumber)
+            .filter(user_coupon::Column::CouponId.eq(coupon.value()))
+            .order_by_asc(user_coupon::Column::IssueNumber)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|(user, number)| {
+                u32::try_from(number)
+                    .map(|n| (UserId(user), n))
+                    .map_err(|_| anyhow!("coupon {coupon} has issue number {number}").into())
+            })
+            .collect()
+    }
+
+    async fn held_by(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+    ) -> Result<Option<IssuedCoupon>, CouponError> {
+        Ok(user_coupon::Entity::find()
+            .filter(user_coupon::Column::CouponId.eq(coupon.value()))
+            .filter(user_coupon::Column::UserId.eq(user.value()))
+            .one(&self.db)
+            .await?
+            .map(issued_from))
+    }
+
+    async fn wallet_of(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<HeldCoupon>, CouponError> {
+        let rows = user_coupon::Entity::find()
+            .filter(user_coupon::Column::UserId.eq(user.value()))
+            .order_by_desc(user_coupon::Column::Id)
+            .limit(500)
+            .all(&self.db)
+            .await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.coupon_id).collect();
+        let campaigns: std::collections::HashMap<i64, coupon::Model> = coupon::Entity::find()
+            .filter(coupon::Column::Id.is_in(ids))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
+        rows.into_iter()
+            .map(|row| {
+                let campaign = campaigns
+                    .get(&row.coupon_id)
+                    .ok_or_else(|| anyhow!("user coupon {} names no campaign", row.id))?;
+                Ok(HeldCoupon {
+                    id: UserCouponId(row.id),
+                    coupon: CouponId(row.coupon_id),
+                    name: campaign.name.clone(),
+                    discount: campaign.discount,
+                    number: u32::try_from(row.issue_number).unwrap_or(u32::MAX),
+                    state: CouponState::of(row.status == "used", campaign.valid_until, now),
+                    valid_until: campaign.valid_until,
+                    issued_at: row.issued_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn request_redemption(
+        &self,
+        user: UserId,
+        user_coupon: UserCouponId,
+        now: DateTime<Utc>,
+    ) -> Result<Uuid, CouponError> {
+        let id = Uuid::now_v7();
+        let txn = self.db.begin().await?;
+        coupon_job::ActiveModel {
+            id: Set(id),
+            user_id: Set(user.value()),
+            user_coupon_id: Set(user_coupon.value()),
+            status: Set(JobStatus::Pending.as_str().into()),
+            reason: Set(None),
+            created_at: Set(now),
+            finished_at: Set(None),
+        }
+        .insert(&txn)
+        .await?;
+        let event = NewEvent::new(
+            types::COUPON_REDEMPTION_REQUESTED,
+            "coupon_job",
+            id,
+            &CouponRedemptionRequested {
+                job_id: id,
+                user_id: user.value(),
+                user_coupon_id: user_coupon.value(),
+            },
+        );
+        append_events(&txn, vec![event], now).await?;
+        txn.commit().await?;
+        Ok(id)
+    }
+
+    async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {
+        let Some(row) = coupon_job::Entity::find_by_id(id).one(&self.db).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Job {
+            id: row.id,
+            user: UserId(row.user_id),
+            user_coupon: UserCouponId(row.user_coupon_id),
+            status: JobStatus::parse(&row.status)
+                .ok_or_else(|| anyhow!("job {} has status {:?}", row.id, row.status))?,
+            reason: row.reason.as_deref().and_then(FailReason::parse),
+        }))
+    }
+
+    async fn stats(&self, campaign: &Campaign) -> Result<(u64, u64, i64), CouponError> {
+        let of_campaign = || {
+            user_coupon::Entity::find()
+                .filter(user_coupon::Column::CouponId.eq(campaign.id.value()))
+        };
+        let issued = of_campaign().count(&self.db).await?;
+        let redeemed = of_campaign()
+            .filter(user_coupon::Column::Status.eq("used"))
+            .count(&self.db)
+            .await?;
+        let balance = vendor::Entity::find_by_id(campaign.vendor.value())
+            .one(&self.db)
+            .await?
+            .map_or(0, |v| v.balance);
+        Ok((issued, redeemed, balance))
+    }
+}

@@ -1,0 +1,64 @@
+//! Runs the ledger reconciler on every live campaign now and then, and
+//! tells the operators when it had to repair something.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    coupon::{
+        ports::{CouponLedger, CouponRepository},
+        usecase::CouponService,
+    },
+    kernel::{
+        Clock,
+        alerts::{AlertSink, NewAlert, Severity},
+        events::RelayWake,
+    },
+    outbox::infra::relay::sleep_or_cancel,
+};
+
+pub async fn run<R, L, C, W>(
+    service: CouponService<R, L, C, W>,
+    alerts: Arc<dyn AlertSink>,
+    every: Duration,
+    cancel: CancellationToken,
+) where
+    R: CouponRepository,
+    L: CouponLedger,
+    C: Clock,
+    W: RelayWake,
+{
+    loop {
+        if sleep_or_cancel(&cancel, every).await {
+            return;
+        }
+        match service.reconcile_all().await {
+            Ok(reports) => {
+                for report in reports {
+                    let coupon = report.coupon.map(|c| c.value()).unwrap_or_default();
+                    let message = if report.rebuilt {
+                        format!(
+                            "coupon {coupon}: the issue ledger was missing and was rebuilt from the database"
+                        )
+                    } else {
+                        format!(
+                            "coupon {coupon}: ledger drift repaired ({} holder(s) added from the database, {} orphan entr(ies) removed)",
+                            report.added.len(),
+                            report.removed.len()
+                        )
+                    };
+                    tracing::warn!(coupon, "{message}");
+                    alerts
+                        .raise(NewAlert {
+                            severity: Severity::Warning,
+                            source: "coupons".into(),
+                            message,
+                        })
+                        .await;
+                }
+            }
+            Err(err) => tracing::warn!(error = %err, "coupon reconciler failed; retrying later"),
+        }
+    }
+}

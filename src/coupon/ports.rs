@@ -1,0 +1,144 @@
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::domain::{
+    Campaign, CampaignDraft, CouponError, HeldCoupon, IssuedCoupon, Job, LedgerEntry,
+    LedgerSnapshot, LedgerStep, RecordError, Vendor,
+};
+use crate::kernel::{CouponId, UserCouponId, UserId, VendorId};
+
+/// The issue ledger: who won each campaign and with which number. It
+/// answers the flood (duplicates, sold out) on its own; the database only
+/// sees winners. Redis in production, in-process in the embedded shape.
+pub trait CouponLedger: Clone + Send + Sync + 'static {
+    /// One atomic step: already issued? sold out? else record the user with
+    /// a free number in 1..=quantity.
+    fn issue(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<LedgerStep, CouponError>> + Send;
+
+    /// Undoes a winner whose database write failed, if the entry is still
+    /// `user` with `number`. `free_number` hands the number out again; it
+    /// is false when the database says another user holds it.
+    fn revoke(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+        number: u32,
+        free_number: bool,
+    ) -> impl Future<Output = Result<bool, CouponError>> + Send;
+
+    /// Loads a campaign's ledger from the database rows, unless it is
+    /// already there (then nothing changes and the answer is false).
+    fn load(
+        &self,
+        coupon: CouponId,
+        quantity: u32,
+        holders: &[(UserId, u32)],
+    ) -> impl Future<Output = Result<bool, CouponError>> + Send;
+
+    /// A consistent copy of the ledger, `None` when it is not loaded.
+    fn snapshot(
+        &self,
+        coupon: CouponId,
+    ) -> impl Future<Output = Result<Option<LedgerSnapshot>, CouponError>> + Send;
+
+    /// Applies the reconciler's repairs atomically: adds holders the ledger
+    /// lost and drops entries that are still exactly as snapshotted.
+    fn repair(
+        &self,
+        coupon: CouponId,
+        add: &[(UserId, u32)],
+        remove: &[LedgerEntry],
+    ) -> impl Future<Output = Result<(), CouponError>> + Send;
+
+    /// How many users the ledger has recorded; `None` when not loaded.
+    fn issued(
+        &self,
+        coupon: CouponId,
+    ) -> impl Future<Output = Result<Option<u64>, CouponError>> + Send;
+}
+
+pub trait CouponRepository: Clone + Send + Sync + 'static {
+    fn create_vendor(
+        &self,
+        name: String,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vendor, CouponError>> + Send;
+
+    fn vendors(&self) -> impl Future<Output = Result<Vec<Vendor>, CouponError>> + Send;
+
+    /// Creates the campaign and its `CouponCreated` event; `VendorNotFound`
+    /// for an unknown vendor.
+    fn create_campaign(
+        &self,
+        draft: CampaignDraft,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Campaign, CouponError>> + Send;
+
+    fn campaign(
+        &self,
+        id: CouponId,
+    ) -> impl Future<Output = Result<Option<Campaign>, CouponError>> + Send;
+
+    /// Campaigns whose validity window ends after `ending_after`, newest first.
+    fn campaigns(
+        &self,
+        ending_after: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Vec<Campaign>, CouponError>> + Send;
+
+    /// Records a winner and its `CouponIssued` event in one transaction.
+    fn record_issue(
+        &self,
+        campaign: &Campaign,
+        user: UserId,
+        number: u32,
+        issue_key: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<IssuedCoupon, RecordError>> + Send;
+
+    /// Every (holder, issue number) of a campaign.
+    fn holders(
+        &self,
+        coupon: CouponId,
+    ) -> impl Future<Output = Result<Vec<(UserId, u32)>, CouponError>> + Send;
+
+    fn held_by(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+    ) -> impl Future<Output = Result<Option<IssuedCoupon>, CouponError>> + Send;
+
+    fn wallet_of(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<HeldCoupon>, CouponError>> + Send;
+
+    /// Writes a pending job and its `CouponRedemptionRequested` event in one
+    /// transaction.
+    fn request_redemption(
+        &self,
+        user: UserId,
+        user_coupon: UserCouponId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Uuid, CouponError>> + Send;
+
+    fn job(&self, id: Uuid) -> impl Future<Output = Result<Option<Job>, CouponError>> + Send;
+
+    /// Issued and redeemed counts and the vendor balance (not the ledger).
+    fn stats(
+        &self,
+        campaign: &Campaign,
+    ) -> impl Future<Output = Result<(u64, u64, i64), CouponError>> + Send;
+
+    fn vendor(
+        &self,
+        id: VendorId,
+    ) -> impl Future<Output = Result<Option<Vendor>, CouponError>> + Send;
+}

@@ -1,0 +1,329 @@
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use chrono::TimeDelta;
+use uuid::Uuid;
+
+use super::{
+    domain::{
+        Campaign, CampaignDraft, CampaignStats, CouponError, HeldCoupon, Job, LedgerStep,
+        ReconcileReport, RecordError, Vendor, ledger_drift, parse_name,
+    },
+    ports::{CouponLedger, CouponRepository},
+};
+use crate::kernel::{Clock, CouponId, UserCouponId, UserId, events::RelayWake};
+
+/// A won (or, with the same `Idempotency-Key`, re-answered) coupon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub user_coupon: UserCouponId,
+    pub number: u32,
+}
+
+#[derive(Clone)]
+pub struct CouponService<R, L, C, W> {
+    repo: R,
+    ledger: L,
+    clock: C,
+    wake: W,
+    /// Campaigns never change, so the flood is answered without reading them.
+    campaigns: Arc<RwLock<HashMap<CouponId, Campaign>>>,
+    /// One rebuild per campaign at a time in this instance.
+    rebuilds: Arc<Mutex<HashMap<CouponId, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Ledger entries without a row younger than this may still be writing.
+    grace: TimeDelta,
+}
+
+impl<R, L, C, W> CouponService<R, L, C, W>
+where
+    R: CouponRepository,
+    L: CouponLedger,
+    C: Clock,
+    W: RelayWake,
+{
+    pub fn new(repo: R, ledger: L, clock: C, wake: W, grace: TimeDelta) -> Self {
+        Self {
+            repo,
+            ledger,
+            clock,
+            wake,
+            campaigns: Arc::default(),
+            rebuilds: Arc::default(),
+            grace,
+        }
+    }
+
+    pub async fn create_vendor(&self, name: &str) -> Result<Vendor, CouponError> {
+        let name = parse_name(name)?;
+        self.repo.create_vendor(name, self.clock.now()).await
+    }
+
+    pub async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
+        self.repo.vendors().await
+    }
+
+    pub async fn create_campaign(&self, draft: CampaignDraft) -> Result<Campaign, CouponError> {
+        let campaign = self.repo.create_campaign(draft, self.clock.now()).await?;
+        self.wake.wake();
+        // A ledger that cannot be prepared now is built on first use.
+        if let Err(err) = self.ledger.load(campaign.id, campaign.quantity, &[]).await {
+            tracing::warn!(coupon = %campaign.id, error = %err, "coupon ledger not prepared yet");
+        }
+        self.remember(&campaign);
+        Ok(campaign)
+    }
+
+    fn remember(&self, campaign: &Campaign) {
+        if let Ok(mut cache) = self.campaigns.write() {
+            cache.insert(campaign.id, campaign.clone());
+        }
+    }
+
+    pub async fn campaign(&self, id: CouponId) -> Result<Campaign, CouponError> {
+        let cached = self
+            .campaigns
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(&id).cloned());
+        if let Some(campaign) = cached {
+            return Ok(campaign);
+        }
+        let campaign = self.repo.campaign(id).await?.ok_or(CouponError::NotFound)?;
+        self.remember(&campaign);
+        Ok(campaign)
+    }
+
+    /// First come, first served, one per user. Rejections come from the
+    /// ledger alone; a winner's row is written, and if that fails the ledger
+    /// entry is revoked and the caller hears `Unavailable`.
+    pub async fn issue(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+        issue_key: Option<&str>,
+    ) -> Result<Issued, CouponError> {
+        let campaign = self.campaign(coupon).await?;
+        let now = self.clock.now();
+        campaign.window(now)?;
+        let mut step = self.ledger.issue(coupon, user, now).await?;
+        if step == LedgerStep::Missing {
+            self.rebuild(&campaign).await?;
+            step = self.ledger.issue(coupon, user, now).await?;
+        }
+        match step {
+            LedgerStep::Issued(number) => self.record(&campaign, user, number, issue_key).await,
+            LedgerStep::AlreadyIssued => self.replay(coupon, user, issue_key).await,
+            LedgerStep::SoldOut => {
+                metrics::counter!("coupon_issue_total", "result" => "sold_out").increment(1);
+                Err(CouponError::SoldOut)
+            }
+            LedgerStep::Missing => Err(CouponError::Unavailable(anyhow::anyhow!(
+                "the coupon ledger of {coupon} vanished again while being rebuilt"
+            ))),
+        }
+    }
+
+    async fn record(
+        &self,
+        campaign: &Campaign,
+        user: UserId,
+        number: u32,
+        issue_key: Option<&str>,
+    ) -> Result<Issued, CouponError> {
+        let now = self.clock.now();
+        match self
+            .repo
+            .record_issue(campaign, user, number, issue_key, now)
+            .await
+        {
+            Ok(row) => {
+                self.wake.wake();
+                metrics::counter!("coupon_issue_total", "result" => "issued").increment(1);
+                Ok(Issued {
+                    user_coupon: row.id,
+                    number: row.number,
+                })
+            }
+            Err(RecordError::DuplicateUser) => {
+                // The ledger had lost this holder: give the number back and
+                // answer from the database.
+                self.revoke(campaign.id, user, number, true).await;
+                self.replay(campaign.id, user, issue_key).await
+            }
+            Err(RecordError::DuplicateNumber) => {
+                // Someone holds this number since before a rebuild; keep it
+                // out of circulation and let the reconciler record them.
+                self.revoke(campaign.id, user, number, false).await;
+                metrics::counter!("coupon_issue_total", "result" => "retry").increment(1);
+                Err(CouponError::Unavailable(anyhow::anyhow!(
+                    "coupon {} issue number {number} is already taken; the ledger is being repaired",
+                    campaign.id
+                )))
+            }
+            Err(RecordError::Failed(cause)) => {
+                self.revoke(campaign.id, user, number, true).await;
+                metrics::counter!("coupon_issue_total", "result" => "failed").increment(1);
+                Err(CouponError::Unavailable(
+                    cause.context("recording an issued coupon"),
+                ))
+            }
+        }
+    }
+
+    /// Revocation is the compensation of a failed write; if it fails too,
+    /// the reconciler drops the orphan entry after the grace period.
+    async fn revoke(&self, coupon: CouponId, user: UserId, number: u32, free_number: bool) {
+        if let Err(err) = self.ledger.revoke(coupon, user, number, free_number).await {
+            tracing::warn!(%coupon, %user, number, error = %err, "cannot revoke a coupon ledger entry; the reconciler will");
+        }
+    }
+
+    /// A holder asking again: with the key of their winning request they get
+    /// the same answer; otherwise `AlreadyIssued`.
+    async fn replay(
+        &self,
+        coupon: CouponId,
+        user: UserId,
+        issue_key: Option<&str>,
+    ) -> Result<Issued, CouponError> {
+        metrics::counter!("coupon_issue_total", "result" => "already_issued").increment(1);
+        let Some(key) = issue_key else {
+            return Err(CouponError::AlreadyIssued);
+        };
+        match self.repo.held_by(coupon, user).await? {
+            Some(row) if row.issue_key.as_deref() == Some(key) => Ok(Issued {
+                user_coupon: row.id,
+                number: row.number,
+            }),
+            _ => Err(CouponError::AlreadyIssued),
+        }
+    }
+
+    /// Loads the ledger from the database rows (once, even when a thousand
+    /// requests found it missing at the same moment).
+    async fn rebuild(&self, campaign: &Campaign) -> Result<bool, CouponError> {
+        let lock = {
+            let mut locks = self
+                .rebuilds
+                .lock()
+                .map_err(|_| anyhow::anyhow!("rebuild lock poisoned"))?;
+            locks.entry(campaign.id).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        if self.ledger.snapshot(campaign.id).await?.is_some() {
+            return Ok(false);
+        }
+        let holders = self.repo.holders(campaign.id).await?;
+        let loaded = self
+            .ledger
+            .load(campaign.id, campaign.quantity, &holders)
+            .await?;
+        if loaded {
+            metrics::counter!("coupon_ledger_rebuilds_total").increment(1);
+            tracing::warn!(coupon = %campaign.id, holders = holders.len(), "coupon ledger rebuilt from the database");
+        }
+        Ok(loaded)
+    }
+
+    /// Makes the ledger agree with the database: rebuilds it when missing,
+    /// adds holders it lost, drops entries whose write never landed.
+    pub async fn reconcile(&self, coupon: CouponId) -> Result<ReconcileReport, CouponError> {
+        let campaign = self.campaign(coupon).await?;
+        let mut report = ReconcileReport {
+            coupon: Some(coupon),
+            ..ReconcileReport::default()
+        };
+        let snapshot = match self.ledger.snapshot(coupon).await? {
+            Some(snapshot) => snapshot,
+            None => {
+                report.rebuilt = self.rebuild(&campaign).await?;
+                return Ok(report);
+            }
+        };
+        let holders = self.repo.holders(coupon).await?;
+        let stale_before = self.clock.now() - self.grace;
+        let (add, remove) = ledger_drift(&holders, &snapshot, stale_before);
+        if add.is_empty() && remove.is_empty() {
+            return Ok(report);
+        }
+        self.ledger.repair(coupon, &add, &remove).await?;
+        report.added = add.iter().map(|(user, _)| *user).collect();
+        report.removed = remove
+            .iter()
+            .filter(|e| !add.iter().any(|(user, _)| *user == e.user))
+            .map(|e| e.user)
+            .collect();
+        metrics::counter!("coupon_ledger_repairs_total")
+            .increment((report.added.len() + report.removed.len()) as u64);
+        Ok(report)
+    }
+
+    /// Reconciles every campaign still running (or ended within a day).
+    pub async fn reconcile_all(&self) -> Result<Vec<ReconcileReport>, CouponError> {
+        let since = self.clock.now() - TimeDelta::days(1);
+        let mut reports = Vec::new();
+        for campaign in self.repo.campaigns(Some(since)).await? {
+            self.remember(&campaign);
+            let report = self.reconcile(campaign.id).await?;
+            if report.repaired() {
+                reports.push(report);
+            }
+        }
+        Ok(reports)
+    }
+
+    pub async fn campaigns(&self) -> Result<Vec<CampaignStats>, CouponError> {
+        let mut all = Vec::new();
+        for campaign in self.repo.campaigns(None).await? {
+            all.push(self.stats_of(campaign).await?);
+        }
+        Ok(all)
+    }
+
+    pub async fn stats(&self, coupon: CouponId) -> Result<CampaignStats, CouponError> {
+        let campaign = self.campaign(coupon).await?;
+        self.stats_of(campaign).await
+    }
+
+    async fn stats_of(&self, campaign: Campaign) -> Result<CampaignStats, CouponError> {
+        let (issued, redeemed, vendor_balance) = self.repo.stats(&campaign).await?;
+        // The admin view stays up when only the ledger's store is down.
+        let ledger_issued = self.ledger.issued(campaign.id).await.unwrap_or(None);
+        Ok(CampaignStats {
+            campaign,
+            issued,
+            redeemed,
+            vendor_balance,
+            ledger_issued,
+        })
+    }
+
+    pub async fn wallet_of(&self, user: UserId) -> Result<Vec<HeldCoupon>, CouponError> {
+        self.repo.wallet_of(user, self.clock.now()).await
+    }
+
+    /// Starts a redemption job; the worker decides it (a coupon that is
+    /// not the caller's fails there, like any other reason).
+    pub async fn request_redemption(
+        &self,
+        user: UserId,
+        user_coupon: UserCouponId,
+    ) -> Result<Uuid, CouponError> {
+        let job = self
+            .repo
+            .request_redemption(user, user_coupon, self.clock.now())
+            .await?;
+        self.wake.wake();
+        Ok(job)
+    }
+
+    /// The caller's job; another user's answers `JobNotFound`.
+    pub async fn job(&self, user: UserId, id: Uuid) -> Result<Job, CouponError> {
+        match self.repo.job(id).await? {
+            Some(job) if job.user == user => Ok(job),
+            _ => Err(CouponError::JobNotFound),
+        }
+    }
+}

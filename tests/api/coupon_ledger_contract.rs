@@ -1,0 +1,276 @@
+//! One contract, two coupon issue ledgers (Redis, in-process).
+
+use std::collections::HashSet;
+
+use boxoffice::{
+    coupon::{
+        domain::{LedgerEntry, LedgerStep},
+        infra::{AnyCouponLedger, memory::MemoryCouponLedger, redis::RedisCouponLedger},
+        ports::CouponLedger,
+    },
+    kernel::{CouponId, UserId},
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
+
+use crate::helpers::redis_url;
+
+const COUPON: CouponId = CouponId(42);
+
+/// The ledger, and a way to make it lose everything (a restart for the
+/// in-process one, a flush for Redis).
+struct Subject {
+    ledger: AnyCouponLedger,
+    prefix: String,
+}
+
+impl Subject {
+    async fn lose_everything(&mut self) {
+        match &self.ledger {
+            AnyCouponLedger::Memory(_) => {
+                self.ledger = AnyCouponLedger::Memory(MemoryCouponLedger::default());
+            }
+            AnyCouponLedger::Redis(ledger) => {
+                let mut conn = redis::Client::open(redis_url())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap();
+                let keys: Vec<String> = ledger.keys(COUPON).to_vec();
+                let _: () = redis::cmd("DEL")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                assert!(keys.iter().all(|k| k.starts_with(&self.prefix)));
+            }
+        }
+    }
+}
+
+async fn memory_ledger() -> Subject {
+    Subject {
+        ledger: AnyCouponLedger::Memory(MemoryCouponLedger::default()),
+        prefix: String::new(),
+    }
+}
+
+async fn redis_ledger() -> Subject {
+    let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
+    let client = redis::Client::open(redis_url()).unwrap();
+    Subject {
+        ledger: AnyCouponLedger::Redis(RedisCouponLedger::new(
+            client.get_connection_manager().await.unwrap(),
+            &prefix,
+        )),
+        prefix,
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+async fn issue(ledger: &AnyCouponLedger, user: i64) -> LedgerStep {
+    ledger.issue(COUPON, UserId(user), t0()).await.unwrap()
+}
+
+async fn an_unknown_campaign_is_missing(subject: Subject) {
+    let ledger = &subject.ledger;
+    assert_eq!(issue(ledger, 1).await, LedgerStep::Missing);
+    assert_eq!(ledger.snapshot(COUPON).await.unwrap(), None);
+    assert_eq!(ledger.issued(COUPON).await.unwrap(), None);
+}
+
+async fn numbers_run_from_one_to_quantity_then_sold_out(subject: Subject) {
+    let ledger = &subject.ledger;
+    assert!(ledger.load(COUPON, 3, &[]).await.unwrap());
+    assert!(
+        !ledger.load(COUPON, 3, &[]).await.unwrap(),
+        "loading twice is a no-op"
+    );
+    assert_eq!(issue(ledger, 10).await, LedgerStep::Issued(1));
+    assert_eq!(issue(ledger, 11).await, LedgerStep::Issued(2));
+    assert_eq!(issue(ledger, 10).await, LedgerStep::AlreadyIssued);
+    assert_eq!(issue(ledger, 12).await, LedgerStep::Issued(3));
+    assert_eq!(issue(ledger, 13).await, LedgerStep::SoldOut);
+    // A holder asking again after the sell-out is still a duplicate.
+    assert_eq!(issue(ledger, 11).await, LedgerStep::AlreadyIssued);
+    assert_eq!(ledger.issued(COUPON).await.unwrap(), Some(3));
+    let snapshot = ledger.snapshot(COUPON).await.unwrap().unwrap();
+    assert_eq!(snapshot.quantity, 3);
+    let entries: Vec<_> = snapshot
+        .entries
+        .iter()
+        .map(|e| (e.user.0, e.number))
+        .collect();
+    assert_eq!(entries, vec![(10, 1), (11, 2), (12, 3)]);
+    assert!(snapshot.entries.iter().all(|e| e.issued_at == Some(t0())));
+}
+
+async fn concurrent_requests_never_exceed_the_quantity(subject: Subject) {
+    let ledger = subject.ledger;
+    ledger.load(COUPON, 100, &[]).await.unwrap();
+    let tasks: Vec<_> = (0..1_000)
+        .map(|i| {
+            let ledger = ledger.clone();
+            // 500 users, each asking twice.
+            tokio::spawn(async move { issue(&ledger, 1 + i % 500).await })
+        })
+        .collect();
+    let mut numbers = HashSet::new();
+    let (mut sold_out, mut duplicate) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            LedgerStep::Issued(n) => assert!(numbers.insert(n), "number {n} given twice"),
+            LedgerStep::SoldOut => sold_out += 1,
+            LedgerStep::AlreadyIssued => duplicate += 1,
+            LedgerStep::Missing => panic!("the ledger was loaded"),
+        }
+    }
+    assert_eq!(numbers, (1..=100).collect());
+    assert_eq!(sold_out + duplicate, 900);
+    assert_eq!(ledger.issued(COUPON).await.unwrap(), Some(100));
+}
+
+async fn a_revoked_number_is_handed_out_again_unless_burned(subject: Subject) {
+    let ledger = &subject.ledger;
+    ledger.load(COUPON, 3, &[]).await.unwrap();
+    assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
+    assert!(
+        !ledger.revoke(COUPON, UserId(2), 1, true).await.unwrap(),
+        "wrong number"
+    );
+    assert!(ledger.revoke(COUPON, UserId(2), 2, true).await.unwrap());
+    assert!(
+        !ledger.revoke(COUPON, UserId(2), 2, true).await.unwrap(),
+        "already gone"
+    );
+    assert_eq!(ledger.issued(COUPON).await.unwrap(), Some(1));
+    // The revoked user may try again; the freed number comes first.
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
+    assert_eq!(issue(ledger, 3).await, LedgerStep::Issued(3));
+    // A burned number is not handed out again: 3 is sold out with 2 holders.
+    assert!(ledger.revoke(COUPON, UserId(3), 3, false).await.unwrap());
+    assert_eq!(issue(ledger, 4).await, LedgerStep::SoldOut);
+}
+
+async fn a_lost_ledger_is_rebuilt_from_the_holders(mut subject: Subject) {
+    subject.ledger.load(COUPON, 5, &[]).await.unwrap();
+    for user in 1..=3 {
+        issue(&subject.ledger, user).await;
+    }
+    subject.lose_everything().await;
+    let ledger = &subject.ledger;
+    assert_eq!(issue(ledger, 4).await, LedgerStep::Missing);
+    // The database knows users 1 and 3 (user 2's write had failed).
+    let holders = [(UserId(1), 1), (UserId(3), 3)];
+    assert!(ledger.load(COUPON, 5, &holders).await.unwrap());
+    assert_eq!(issue(ledger, 1).await, LedgerStep::AlreadyIssued);
+    assert_eq!(
+        issue(ledger, 4).await,
+        LedgerStep::Issued(2),
+        "the gap first"
+    );
+    assert_eq!(issue(ledger, 5).await, LedgerStep::Issued(4));
+    assert_eq!(issue(ledger, 6).await, LedgerStep::Issued(5));
+    assert_eq!(issue(ledger, 7).await, LedgerStep::SoldOut);
+    let snapshot = ledger.snapshot(COUPON).await.unwrap().unwrap();
+    let loaded: Vec<_> = snapshot
+        .entries
+        .iter()
+        .filter(|e| e.issued_at.is_none())
+        .map(|e| e.user.0)
+        .collect();
+    assert_eq!(loaded, vec![1, 3]);
+}
+
+async fn repair_adds_lost_holders_and_drops_only_unchanged_orphans(subject: Subject) {
+    let ledger = &subject.ledger;
+    ledger.load(COUPON, 10, &[]).await.unwrap();
+    assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
+    let orphan = LedgerEntry {
+        user: UserId(2),
+        number: 2,
+        issued_at: Some(t0()),
+    };
+    let changed = LedgerEntry {
+        user: UserId(1),
+        number: 1,
+        issued_at: Some(t0() - TimeDelta::seconds(1)),
+    };
+    // User 9 holds number 6 in the database; the ledger never saw them.
+    ledger
+        .repair(COUPON, &[(UserId(9), 6)], &[orphan, changed])
+        .await
+        .unwrap();
+    let snapshot = ledger.snapshot(COUPON).await.unwrap().unwrap();
+    let entries: Vec<_> = snapshot
+        .entries
+        .iter()
+        .map(|e| (e.user.0, e.number))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![(1, 1), (9, 6)],
+        "user 1 did not match and stays"
+    );
+    // Free now: 2 (dropped orphan), then 3, 4, 5 (skipped by the high mark 6).
+    let mut next = Vec::new();
+    for user in 20..26 {
+        match issue(ledger, user).await {
+            LedgerStep::Issued(n) => next.push(n),
+            other => panic!("{other:?}"),
+        }
+    }
+    next.sort_unstable();
+    assert_eq!(next, vec![2, 3, 4, 5, 7, 8]);
+}
+
+macro_rules! contract {
+    ($adapter:ident) => {
+        mod $adapter {
+            #[tokio::test]
+            async fn an_unknown_campaign_is_missing() {
+                super::an_unknown_campaign_is_missing(super::$adapter().await).await;
+            }
+
+            #[tokio::test]
+            async fn numbers_run_from_one_to_quantity_then_sold_out() {
+                super::numbers_run_from_one_to_quantity_then_sold_out(super::$adapter().await)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn concurrent_requests_never_exceed_the_quantity() {
+                super::concurrent_requests_never_exceed_the_quantity(super::$adapter().await).await;
+            }
+
+            #[tokio::test]
+            async fn a_revoked_number_is_handed_out_again_unless_burned() {
+                super::a_revoked_number_is_handed_out_again_unless_burned(super::$adapter().await)
+                    .await;
+            }
+
+            #[tokio::test]
+            async fn a_lost_ledger_is_rebuilt_from_the_holders() {
+                super::a_lost_ledger_is_rebuilt_from_the_holders(super::$adapter().await).await;
+            }
+
+            #[tokio::test]
+            async fn repair_adds_lost_holders_and_drops_only_unchanged_orphans() {
+                super::repair_adds_lost_holders_and_drops_only_unchanged_orphans(
+                    super::$adapter().await,
+                )
+                .await;
+            }
+        }
+    };
+}
+
+contract!(memory_ledger);
+contract!(redis_ledger);
