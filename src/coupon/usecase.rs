@@ -327,3 +327,265 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::{
+        coupon::{domain::IssuedCoupon, infra::memory::MemoryCouponLedger},
+        kernel::{ManualClock, VendorId},
+    };
+
+    #[derive(Clone, Copy)]
+    struct NoWake;
+
+    impl RelayWake for NoWake {
+        fn wake(&self) {}
+    }
+
+    /// Holds rows in memory with the unique (coupon, user) rule;
+    /// `fail_next` makes the next winner's write fail.
+    #[derive(Clone, Default)]
+    struct FakeRepo {
+        rows: Arc<Mutex<Vec<IssuedCoupon>>>,
+        fail_next: Arc<Mutex<Option<()>>>,
+        holder_reads: Arc<AtomicUsize>,
+    }
+
+    fn campaign() -> Campaign {
+        Campaign {
+            id: CouponId(1),
+            name: "Coffee".into(),
+            discount: 500,
+            quantity: 2,
+            valid_from: t0(),
+            valid_until: t0() + TimeDelta::hours(1),
+            vendor: VendorId(1),
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    impl CouponRepository for FakeRepo {
+        async fn create_vendor(&self, _: String, _: DateTime<Utc>) -> Result<Vendor, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn create_campaign(
+            &self,
+            _: CampaignDraft,
+            _: DateTime<Utc>,
+        ) -> Result<Campaign, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn campaign(&self, id: CouponId) -> Result<Option<Campaign>, CouponError> {
+            Ok((id == CouponId(1)).then(campaign))
+        }
+        async fn campaigns(&self, _: Option<DateTime<Utc>>) -> Result<Vec<Campaign>, CouponError> {
+            Ok(vec![campaign()])
+        }
+        async fn record_issue(
+            &self,
+            campaign: &Campaign,
+            user: UserId,
+            number: u32,
+            issue_key: Option<&str>,
+            _: DateTime<Utc>,
+        ) -> Result<IssuedCoupon, RecordError> {
+            if self.fail_next.lock().unwrap().take().is_some() {
+                return Err(RecordError::Failed(anyhow::anyhow!("disk full")));
+            }
+            let mut rows = self.rows.lock().unwrap();
+            // The unique (coupon, user) index.
+            if rows.iter().any(|r| r.user == user) {
+                return Err(RecordError::DuplicateUser);
+            }
+            let row = IssuedCoupon {
+                id: UserCouponId(rows.len() as i64 + 1),
+                coupon: campaign.id,
+                user,
+                number,
+                issue_key: issue_key.map(str::to_owned),
+            };
+            rows.push(row.clone());
+            Ok(row)
+        }
+        async fn holders(&self, _: CouponId) -> Result<Vec<(UserId, u32)>, CouponError> {
+            self.holder_reads.fetch_add(1, Ordering::SeqCst);
+            Ok(self
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| (r.user, r.number))
+                .collect())
+        }
+        async fn held_by(
+            &self,
+            _: CouponId,
+            user: UserId,
+        ) -> Result<Option<IssuedCoupon>, CouponError> {
+            Ok(self
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| r.user == user)
+                .cloned())
+        }
+        async fn wallet_of(
+            &self,
+            _: UserId,
+            _: DateTime<Utc>,
+        ) -> Result<Vec<HeldCoupon>, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn request_redemption(
+            &self,
+            _: UserId,
+            _: UserCouponId,
+            _: DateTime<Utc>,
+        ) -> Result<Uuid, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn job(&self, _: Uuid) -> Result<Option<Job>, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn stats(&self, _: &Campaign) -> Result<(u64, u64, i64), CouponError> {
+            unimplemented!("not used by these tests")
+        }
+        async fn vendor(&self, _: VendorId) -> Result<Option<Vendor>, CouponError> {
+            unimplemented!("not used by these tests")
+        }
+    }
+
+    type Service = CouponService<FakeRepo, MemoryCouponLedger, ManualClock, NoWake>;
+
+    async fn service(repo: FakeRepo, ledger: MemoryCouponLedger) -> (Service, ManualClock) {
+        let clock = ManualClock::new(t0() + TimeDelta::minutes(1));
+        ledger.load(CouponId(1), 2, &[]).await.unwrap();
+        let service =
+            CouponService::new(repo, ledger, clock.clone(), NoWake, TimeDelta::seconds(30));
+        (service, clock)
+    }
+
+    #[tokio::test]
+    async fn first_come_first_served_one_per_user() {
+        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        let c = CouponId(1);
+        assert_eq!(service.issue(c, UserId(1), None).await.unwrap().number, 1);
+        assert!(matches!(
+            service.issue(c, UserId(1), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        assert_eq!(service.issue(c, UserId(2), None).await.unwrap().number, 2);
+        assert!(matches!(
+            service.issue(c, UserId(3), None).await,
+            Err(CouponError::SoldOut)
+        ));
+        assert!(matches!(
+            service.issue(CouponId(9), UserId(3), None).await,
+            Err(CouponError::NotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_revoked_and_reported_unavailable() {
+        let repo = FakeRepo::default();
+        let ledger = MemoryCouponLedger::default();
+        let (service, _) = service(repo.clone(), ledger.clone()).await;
+        *repo.fail_next.lock().unwrap() = Some(());
+        assert!(matches!(
+            service.issue(CouponId(1), UserId(1), None).await,
+            Err(CouponError::Unavailable(_))
+        ));
+        assert_eq!(ledger.issued(CouponId(1)).await.unwrap(), Some(0));
+        // The number is handed out again.
+        assert_eq!(
+            service
+                .issue(CouponId(1), UserId(2), None)
+                .await
+                .unwrap()
+                .number,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_holder_the_ledger_forgot_is_answered_from_the_database() {
+        let repo = FakeRepo::default();
+        let (first, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        first
+            .issue(CouponId(1), UserId(1), Some("k"))
+            .await
+            .unwrap();
+        // A ledger that lost the holder says "won"; the database says
+        // "already yours".
+        let (fresh, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let replay = fresh
+            .issue(CouponId(1), UserId(1), Some("k"))
+            .await
+            .unwrap();
+        assert_eq!(replay.number, 1);
+        assert!(matches!(
+            fresh.issue(CouponId(1), UserId(1), Some("other")).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_ledger_is_rebuilt_once() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        service.issue(CouponId(1), UserId(1), None).await.unwrap();
+        let lost = CouponService::new(
+            repo.clone(),
+            MemoryCouponLedger::default(),
+            ManualClock::new(t0() + TimeDelta::minutes(1)),
+            NoWake,
+            TimeDelta::seconds(30),
+        );
+        let tasks: Vec<_> = (10..20)
+            .map(|user| {
+                let lost = lost.clone();
+                tokio::spawn(async move { lost.issue(CouponId(1), UserId(user), None).await })
+            })
+            .collect();
+        let mut won = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(issued) => {
+                    assert_eq!(issued.number, 2);
+                    won += 1;
+                }
+                Err(CouponError::SoldOut) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1, "one rebuild");
+    }
+
+    #[tokio::test]
+    async fn outside_the_window_nothing_is_issued() {
+        let (service, clock) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        clock.advance(TimeDelta::hours(2));
+        assert!(matches!(
+            service.issue(CouponId(1), UserId(1), None).await,
+            Err(CouponError::Ended)
+        ));
+        clock.advance(TimeDelta::hours(-3));
+        assert!(matches!(
+            service.issue(CouponId(1), UserId(1), None).await,
+            Err(CouponError::NotStarted)
+        ));
+    }
+}

@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod coupon_ledger_contract;
 mod coupons;
+mod demo_page;
 mod errors;
 mod events;
 mod health;
