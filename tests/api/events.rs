@@ -96,6 +96,7 @@ async fn a_created_concert_reaches_the_data_platform_once() {
         "payments",
         "notifications",
         "queue",
+        "coupon-redemptions",
     ];
     assert_eq!(
         names,
