@@ -3,9 +3,11 @@
 //!
 //! Every scenario is bounded in count and time and targets loopback only.
 
+mod coupons;
 mod hot_seat;
 mod http;
 mod load;
+mod lock_strategies;
 mod queue;
 mod relay;
 mod report;
@@ -48,6 +50,13 @@ enum Scenario {
     Queue,
     /// 1,000 concurrent holds on one seat.
     HotSeat,
+    /// Coupon storm: 10,000 users × 2 issue requests over HTTP for a campaign
+    /// of 1,000 (with its own health baseline when `queue` did not run).
+    Coupons,
+    /// Pessimistic lock, optimistic version, Redis spin lock and Lua ledger
+    /// side by side against the stores (runs the coupon storm too when it did
+    /// not run, for the storm-vs-pessimistic ratio).
+    LockStrategies,
 }
 
 #[tokio::main]
@@ -56,19 +65,33 @@ async fn main() -> anyhow::Result<()> {
     let stores =
         stores::Stores::connect(cli.database_url.as_deref(), cli.redis_url.as_deref()).await?;
     let mut report = Report::new(cli.smoke);
+    // Ratios are measured in the same run: what the later scenarios compare
+    // with, if an earlier one measured it.
+    let mut health_rps = None;
     if matches!(cli.scenario, Scenario::All | Scenario::Relay) {
         relay::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Queue) {
         let (database_url, _) = stores.fresh_database().await?;
         let server = server::Server::start(&database_url, &stores.redis_url, &[])?;
-        let health_rps = http::health_baseline(&server, cli.smoke, &mut report).await;
-        queue::run(&server, health_rps, cli.smoke, &mut report).await?;
+        let health = http::health_baseline(&server, cli.smoke, &mut report).await;
+        health_rps = Some(health);
+        queue::run(&server, health, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::HotSeat) {
         let (database_url, _) = stores.fresh_database().await?;
         let server = server::Server::start(&database_url, &stores.redis_url, &[])?;
         hot_seat::run(&server, cli.smoke, &mut report).await?;
+    }
+    let mut storm_rps = None;
+    if matches!(
+        cli.scenario,
+        Scenario::All | Scenario::Coupons | Scenario::LockStrategies
+    ) {
+        storm_rps = Some(coupons::run(&stores, health_rps, cli.smoke, &mut report).await?);
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::LockStrategies) {
+        lock_strategies::run(&stores, storm_rps, cli.smoke, &mut report).await?;
     }
     let out = if cli.smoke {
         std::env::temp_dir().join("boxoffice-bench-smoke")

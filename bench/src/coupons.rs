@@ -1,0 +1,251 @@
+//! Coupon storm: 10,000 users each send two `POST /v1/coupons/{id}/issue`
+//! (a double click: both requests of a user go out back to back, so they
+//! race each other) for a campaign of 1,000 coupons. Everything goes through
+//! the release server over HTTP; a 409 (`sold_out`, `already_issued`) is an
+//! expected answer. Checks that exactly the quantity was issued, once per
+//! user and once per number, and that the database and the Redis ledger
+//! agree.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
+};
+
+use anyhow::Context;
+use boxoffice::auth::domain::Role;
+use chrono::{TimeDelta, Utc};
+use indicatif::ProgressBar;
+use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
+use serde_json::{Value, json};
+
+use crate::{
+    http::{self, CONCURRENCY},
+    load,
+    report::{Report, ScenarioResult},
+    server::Server,
+    stores::Stores,
+};
+
+/// How many requests got which answer.
+#[derive(Default)]
+struct Answers {
+    issued: AtomicU64,
+    sold_out: AtomicU64,
+    already_issued: AtomicU64,
+}
+
+/// A campaign's rows in `user_coupons`: rows, distinct users, distinct
+/// numbers, smallest and largest number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowCounts {
+    pub rows: i64,
+    pub users: i64,
+    pub numbers: i64,
+    pub min_number: i64,
+    pub max_number: i64,
+}
+
+impl RowCounts {
+    pub async fn of(db: &DatabaseConnection, coupon: i64) -> anyhow::Result<Self> {
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                "SELECT COUNT(*), COUNT(DISTINCT user_id), COUNT(DISTINCT issue_number), \
+                 COALESCE(MIN(issue_number), 0), COALESCE(MAX(issue_number), 0) \
+                 FROM user_coupons WHERE coupon_id = $1",
+                [coupon.into()],
+            ))
+            .await?
+            .context("counting user_coupons")?;
+        Ok(Self {
+            rows: row.try_get_by_index(0)?,
+            users: row.try_get_by_index(1)?,
+            numbers: row.try_get_by_index(2)?,
+            min_number: row.try_get_by_index(3)?,
+            max_number: row.try_get_by_index(4)?,
+        })
+    }
+
+    /// Exactly `quantity` rows, no user twice, no number twice, numbers in
+    /// 1..=quantity.
+    pub fn exact(&self, quantity: u64) -> bool {
+        let q = quantity as i64;
+        self.rows == q
+            && self.users == q
+            && self.numbers == q
+            && (q == 0 || (self.min_number == 1 && self.max_number == q))
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "user_coupons: {} rows, {} distinct users, {} distinct issue numbers (range {}..={})",
+            self.rows, self.users, self.numbers, self.min_number, self.max_number
+        )
+    }
+}
+
+/// The user behind request `i` when `users` users send two requests each:
+/// requests 2k and 2k+1 belong to the same user (a double click).
+pub fn user_of(i: u64) -> i64 {
+    (i / 2) as i64 + 1
+}
+
+/// Runs the storm; measures a health baseline on the same server first if
+/// none was measured in this run. Returns the storm's requests per second.
+pub async fn run(
+    stores: &Stores,
+    health_rps: Option<f64>,
+    smoke: bool,
+    report: &mut Report,
+) -> anyhow::Result<f64> {
+    let (users, quantity) = if smoke {
+        (200u64, 20u64)
+    } else {
+        (10_000, 1_000)
+    };
+    let requests = users * 2;
+    let (database_url, db) = stores.fresh_database().await?;
+    let server = Server::start(&database_url, &stores.redis_url, &[])?;
+    let health_rps = match health_rps {
+        Some(rps) => rps,
+        None => http::health_baseline(&server, smoke, report).await,
+    };
+    let client = load::client(CONCURRENCY);
+    let admin = server.token(1, Role::Admin);
+
+    let vendor: Value = client
+        .post(server.url("/v1/admin/vendors"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Storm Vendor"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let vendor_id = vendor["id"].as_i64().context("vendor id")?;
+    let now = Utc::now();
+    let coupon: Value = client
+        .post(server.url("/v1/admin/coupons"))
+        .bearer_auth(&admin)
+        .json(&json!({
+            "name": "Storm Coupon", "discount": 500, "quantity": quantity,
+            "validFrom": (now - TimeDelta::hours(1)).to_rfc3339(),
+            "validUntil": (now + TimeDelta::days(1)).to_rfc3339(),
+            "vendorId": vendor_id,
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let coupon_id = coupon["id"].as_i64().context("coupon id")?;
+
+    let tokens: Arc<Vec<String>> = Arc::new(
+        (1..=users as i64)
+            .map(|user| server.token(user, Role::User))
+            .collect(),
+    );
+    let answers = Arc::new(Answers::default());
+    let result = {
+        let (client, url, tokens, answers) = (
+            client.clone(),
+            server.url(&format!("/v1/coupons/{coupon_id}/issue")),
+            tokens.clone(),
+            answers.clone(),
+        );
+        load::run(
+            requests,
+            CONCURRENCY,
+            ProgressBar::new(requests).with_message("coupon storm"),
+            move |i| {
+                let (client, url, tokens, answers) =
+                    (client.clone(), url.clone(), tokens.clone(), answers.clone());
+                async move {
+                    let token = &tokens[(user_of(i) - 1) as usize];
+                    let Ok(resp) = client.post(&url).bearer_auth(token).send().await else {
+                        return false;
+                    };
+                    match resp.status().as_u16() {
+                        201 => {
+                            answers.issued.fetch_add(1, Ordering::Relaxed);
+                            resp.bytes().await.is_ok()
+                        }
+                        409 => {
+                            let Ok(body) = resp.json::<Value>().await else {
+                                return false;
+                            };
+                            match body["code"].as_str() {
+                                Some("sold_out") => {
+                                    answers.sold_out.fetch_add(1, Ordering::Relaxed)
+                                }
+                                Some("already_issued") => {
+                                    answers.already_issued.fetch_add(1, Ordering::Relaxed)
+                                }
+                                _ => return false,
+                            };
+                            true
+                        }
+                        _ => false,
+                    }
+                }
+            },
+        )
+        .await
+    };
+
+    let stats: Value = client
+        .get(server.url(&format!("/v1/admin/coupons/{coupon_id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let counts = RowCounts::of(&db, coupon_id).await?;
+    let issued = answers.issued.load(Ordering::Relaxed);
+    let sold_out = answers.sold_out.load(Ordering::Relaxed);
+    let already = answers.already_issued.load(Ordering::Relaxed);
+    let (db_issued, ledger_issued) = (stats["issued"].as_u64(), stats["ledgerIssued"].as_u64());
+
+    let mut scenario =
+        ScenarioResult::from_load("coupon storm (POST /v1/coupons/{id}/issue)", &result);
+    scenario
+        .check(
+            &format!("exactly {quantity} answered 201"),
+            issued == quantity,
+        )
+        .check(
+            &format!("{quantity} rows, 0 duplicate users or numbers"),
+            counts.exact(quantity),
+        )
+        .check(
+            "DB = Redis (issued == ledgerIssued == quantity)",
+            db_issued == Some(quantity) && ledger_issued == Some(quantity),
+        )
+        .check("no errors (5xx, transport)", result.errors == 0);
+    let vs_health = scenario.rps / health_rps;
+    scenario.notes.push(format!(
+        "{users} users × 2 requests (each user's two back to back, racing each other) = {requests} issue requests over {CONCURRENCY} keep-alive connections, campaign of {quantity}."
+    ));
+    scenario.notes.push(format!(
+        "answers: {issued} × 201, {sold_out} × 409 sold_out, {already} × 409 already_issued, {} errors.",
+        result.errors
+    ));
+    scenario.notes.push(format!(
+        "{}; admin stats: issued {}, ledgerIssued {}.",
+        counts.describe(),
+        db_issued.map_or("?".into(), |n| n.to_string()),
+        ledger_issued.map_or("?".into(), |n| n.to_string()),
+    ));
+    scenario.notes.push(format!(
+        "{:.2} of the health baseline ({health_rps:.0}/s); target ≥ 0.50: {}.",
+        vs_health,
+        if vs_health >= 0.5 { "met" } else { "NOT met" }
+    ));
+    let rps = scenario.rps;
+    report
+        .ratios
+        .insert("couponStormVsHealth".into(), vs_health);
+    report.scenarios.push(scenario);
+    Ok(rps)
+}
