@@ -97,7 +97,11 @@ pub struct RoomBody {
     pub waiting: u64,
     pub active: u64,
     pub admitted_last_minute: u64,
+    /// Admissions since the room opened; sample it to plot the rate.
+    pub admitted_total: u64,
     pub oldest_wait_seconds: u64,
+    /// The estimated wait of the last person in line.
+    pub tail_wait_seconds: u64,
     pub settings: SettingsBody,
 }
 
@@ -241,7 +245,9 @@ where
                     waiting: stats.waiting,
                     active: stats.active,
                     admitted_last_minute: stats.admitted_last_minute,
+                    admitted_total: stats.admitted_total,
                     oldest_wait_seconds: stats.oldest_wait_seconds,
+                    tail_wait_seconds: stats.tail_wait_seconds(&settings),
                     settings: settings.into(),
                 })
                 .collect(),

@@ -151,7 +151,27 @@ pub struct QueueStats {
     pub waiting: u64,
     pub active: u64,
     pub admitted_last_minute: u64,
+    /// Admissions since the room opened (a counter: a console samples it
+    /// to plot admissions per second).
+    pub admitted_total: u64,
     pub oldest_wait_seconds: u64,
+}
+
+impl QueueStats {
+    /// How long the last person in line should expect to wait.
+    pub fn tail_wait_seconds(&self, settings: &QueueSettings) -> u64 {
+        if self.waiting == 0 {
+            return 0;
+        }
+        QueueStatus::new(
+            Place::Waiting {
+                position: self.waiting,
+            },
+            self.admitted_last_minute,
+            settings,
+        )
+        .estimated_wait_seconds
+    }
 }
 
 /// A waiting-room event, recorded by the store atomically with the change.

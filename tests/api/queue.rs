@@ -264,6 +264,9 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
         ),
         (Some(3), Some(2))
     );
+    assert_eq!(room["admittedTotal"], 2);
+    // 3 waiting at the measured 2 a minute.
+    assert_eq!(room["tailWaitSeconds"], 90);
     assert_eq!(room["settings"]["maxActive"], 2);
 
     let settings = json!({"admitPerSecond": 100, "maxActive": 4, "activeTtlSeconds": 300, "heartbeatGraceSeconds": 60});

@@ -162,8 +162,19 @@ async fn admission_follows_the_rate_and_never_exceeds_max_active(store: AnyQueue
         .await
         .unwrap();
     assert_eq!(
-        (stats.active, stats.waiting, stats.admitted_last_minute),
-        (25, 75, 25)
+        (
+            stats.active,
+            stats.waiting,
+            stats.admitted_last_minute,
+            stats.admitted_total
+        ),
+        (25, 75, 25, 25)
+    );
+    let settings = QueueSettings::parse(10, 25, 60, 30).unwrap();
+    assert_eq!(
+        stats.tail_wait_seconds(&settings),
+        180,
+        "75 behind at 25 a minute"
     );
     assert_eq!(admitted_at(3).await, 0);
 }

@@ -96,6 +96,7 @@ struct Room {
     last_tick: Option<i64>,
     credit: f64,
     admits: VecDeque<i64>,
+    admitted_total: u64,
     next_event: u64,
     events: VecDeque<QueueEvent>,
 }
@@ -379,6 +380,7 @@ impl QueueStore for MemoryQueueStore {
             room.credit - admit as f64
         };
         outcome.admitted = admit;
+        room.admitted_total += admit;
         while room.admits.front().is_some_and(|t| *t < now - MINUTE_MS) {
             room.admits.pop_front();
         }
@@ -402,6 +404,7 @@ impl QueueStore for MemoryQueueStore {
                 waiting: 0,
                 active: 0,
                 admitted_last_minute: 0,
+                admitted_total: 0,
                 oldest_wait_seconds: 0,
             });
         };
@@ -415,6 +418,7 @@ impl QueueStore for MemoryQueueStore {
             waiting: room.waiting.len() as u64,
             active: room.active.iter().filter(|(until, _)| *until > now).count() as u64,
             admitted_last_minute: room.admitted_since(now - MINUTE_MS),
+            admitted_total: room.admitted_total,
             oldest_wait_seconds: oldest,
         })
     }

@@ -207,13 +207,15 @@ end
 -- banking it would release a burst above the rate when slots free up.
 if admitted < math.floor(credit) then credit = credit - math.floor(credit) else credit = credit - admitted end
 redis.call('HSET', meta, 'credit', tostring(credit))
+if admitted > 0 then redis.call('HINCRBY', meta, 'admitted_total', admitted) end
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', '(' .. (now - 60000))
 return {admitted, #stale, #expired}
 "#,
     )
 });
 
-/// ARGV: now ms. Returns {waiting, active, admitted last minute, oldest entered ms or -1}.
+/// ARGV: now ms. Returns {waiting, active, admitted last minute, oldest
+/// entered ms or -1, admitted in all}.
 static STATS: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -228,7 +230,8 @@ return {
   redis.call('ZCARD', waiting),
   redis.call('ZCOUNT', active, '(' .. now, '+inf'),
   redis.call('ZCOUNT', admits, now - 60000, '+inf'),
-  oldest
+  oldest,
+  tonumber(redis.call('HGET', meta, 'admitted_total') or '0')
 }
 "#,
     )
@@ -362,7 +365,7 @@ impl QueueStore for RedisQueueStore {
         concert: ConcertId,
         now: DateTime<Utc>,
     ) -> Result<QueueStats, QueueError> {
-        let (waiting, active, admitted, oldest): (u64, u64, u64, i64) = STATS
+        let (waiting, active, admitted, oldest, admitted_total): (u64, u64, u64, i64, u64) = STATS
             .key(&self.keys(concert))
             .arg(ms(now))
             .invoke_async(&mut self.conn.clone())
@@ -372,6 +375,7 @@ impl QueueStore for RedisQueueStore {
             waiting,
             active,
             admitted_last_minute: admitted,
+            admitted_total,
             oldest_wait_seconds: if oldest < 0 {
                 0
             } else {
