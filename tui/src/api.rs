@@ -1,0 +1,248 @@
+//! The admin API as the console sees it: one snapshot of everything per
+//! refresh, and the few commands an operator issues.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSettings {
+    pub admit_per_second: u32,
+    pub max_active: u32,
+    pub active_ttl_seconds: u32,
+    pub heartbeat_grace_seconds: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRoom {
+    pub concert_id: i64,
+    pub waiting: u64,
+    pub active: u64,
+    pub admitted_last_minute: u64,
+    pub admitted_total: u64,
+    pub oldest_wait_seconds: u64,
+    pub tail_wait_seconds: u64,
+    pub settings: QueueSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert {
+    pub id: i64,
+    pub severity: String,
+    pub source: String,
+    pub message: String,
+    pub created_at: DateTime<Utc>,
+    pub acknowledged: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Compensation {
+    pub id: i64,
+    pub saga: String,
+    pub step: String,
+    pub payment_id: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumerLag {
+    pub name: String,
+    pub pending: u64,
+    pub lag: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPipeline {
+    pub outbox_pending: u64,
+    pub oldest_pending_seconds: f64,
+    pub consumers: Vec<ConsumerLag>,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    pub id: i64,
+    pub consumer: String,
+    pub event_type: String,
+    pub deliveries: i64,
+    pub last_error: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponStats {
+    pub id: i64,
+    pub name: String,
+    pub quantity: i64,
+    pub issued: u64,
+    pub redeemed: u64,
+    pub remaining: u64,
+    pub vendor_balance: i64,
+    pub ledger_issued: Option<u64>,
+}
+
+/// Everything the console shows, fetched together once a refresh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    pub rooms: Vec<QueueRoom>,
+    pub alerts: Vec<Alert>,
+    pub compensations: Vec<Compensation>,
+    pub events: EventPipeline,
+    pub dead_letters: Vec<DeadLetter>,
+    pub coupons: Vec<CouponStats>,
+}
+
+/// Why a call failed, as the banner tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// No answer: connection refused, timeout, DNS.
+    Unreachable(String),
+    /// 401 or 403: the token is wrong, expired or not an admin's.
+    Rejected(String),
+    /// The server answered with an error (the problem's detail).
+    Refused(String),
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Unreachable(m) | ApiError::Rejected(m) | ApiError::Refused(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
+        let response = request
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|err| {
+                ApiError::Unreachable(format!("cannot reach {}: {}", self.base, root_cause(&err)))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let detail = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|p| p["detail"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.to_string());
+        Err(match status.as_u16() {
+            401 | 403 => ApiError::Rejected(format!(
+                "the server rejected the token ({}): {detail}",
+                status.as_u16()
+            )),
+            _ => ApiError::Refused(format!("{}: {detail}", status.as_u16())),
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let response = self
+            .send(self.http.get(format!("{}{path}", self.base)))
+            .await?;
+        response
+            .json()
+            .await
+            .map_err(|err| ApiError::Refused(format!("unexpected answer from {path}: {err}")))
+    }
+
+    async fn post(&self, path: &str) -> Result<(), ApiError> {
+        self.send(self.http.post(format!("{}{path}", self.base)))
+            .await
+            .map(drop)
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
+        let (rooms, alerts, compensations, events, dead_letters, coupons) = futures::try_join!(
+            self.get::<Vec<QueueRoom>>("/v1/admin/queue"),
+            self.get::<Vec<Alert>>("/v1/admin/alerts?limit=200"),
+            self.get::<Vec<Compensation>>("/v1/admin/compensations?limit=200"),
+            self.get::<EventPipeline>("/v1/admin/events"),
+            self.get::<Vec<DeadLetter>>("/v1/admin/dead-letters?limit=200"),
+            self.get::<Vec<CouponStats>>("/v1/admin/coupons"),
+        )?;
+        Ok(Snapshot {
+            rooms,
+            alerts,
+            compensations,
+            events,
+            dead_letters,
+            coupons,
+        })
+    }
+
+    pub async fn ack_alert(&self, id: i64) -> Result<(), ApiError> {
+        self.post(&format!("/v1/admin/alerts/{id}/ack")).await
+    }
+
+    pub async fn retry_compensation(&self, id: i64) -> Result<(), ApiError> {
+        self.post(&format!("/v1/admin/compensations/{id}/retry"))
+            .await
+    }
+
+    pub async fn replay_dead_letter(&self, id: i64) -> Result<(), ApiError> {
+        self.post(&format!("/v1/admin/dead-letters/{id}/replay"))
+            .await
+    }
+
+    pub async fn update_queue_settings(
+        &self,
+        concert: i64,
+        settings: &QueueSettings,
+    ) -> Result<(), ApiError> {
+        self.send(
+            self.http
+                .put(format!("{}/v1/admin/queue/{concert}/settings", self.base))
+                .json(settings),
+        )
+        .await
+        .map(drop)
+    }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}

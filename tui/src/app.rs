@@ -1,0 +1,506 @@
+//! The console's state and how it changes: every input (a key, fresh data,
+//! a failed refresh, a finished command) is an [`Action`]; `update` applies
+//! it and may ask the runtime to run a [`Command`] against the server.
+
+use std::collections::{HashMap, VecDeque};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::api::{Alert, ApiError, Compensation, DeadLetter, QueueSettings, Snapshot};
+
+/// Admission samples kept per concert (one per refresh, about a minute).
+pub const HISTORY: usize = 60;
+/// The admission rate the console lets an operator set.
+pub const MAX_ADMIT_PER_SECOND: u32 = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Queue,
+    Compensations,
+    Alerts,
+    Events,
+    Coupons,
+}
+
+impl Tab {
+    pub const ALL: [Tab; 5] = [
+        Tab::Queue,
+        Tab::Compensations,
+        Tab::Alerts,
+        Tab::Events,
+        Tab::Coupons,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Tab::Queue => "Queue",
+            Tab::Compensations => "Compensations",
+            Tab::Alerts => "Alerts",
+            Tab::Events => "Events",
+            Tab::Coupons => "Coupons",
+        }
+    }
+
+    fn index(self) -> usize {
+        Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    fn step(self, by: isize) -> Tab {
+        let n = Tab::ALL.len() as isize;
+        Tab::ALL[((self.index() as isize + by).rem_euclid(n)) as usize]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Key(KeyEvent),
+    Data(Box<Snapshot>),
+    FetchFailed(ApiError),
+    /// A command finished: what to tell the operator.
+    Done(Result<String, String>),
+}
+
+/// Work for the runtime: calls to the admin API.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Refresh,
+    AckAlert(i64),
+    RetryCompensation(i64),
+    ReplayDeadLetter(i64),
+    SetQueueSettings {
+        concert: i64,
+        settings: QueueSettings,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// No answer yet.
+    Connecting,
+    Up,
+    Unreachable(String),
+    Rejected(String),
+}
+
+/// The admit-rate editor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateInput {
+    pub concert: i64,
+    pub text: String,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Info(String),
+    Error(String),
+}
+
+pub struct App {
+    pub url: String,
+    pub tab: Tab,
+    pub snapshot: Option<Snapshot>,
+    pub connection: Connection,
+    /// Selected row per tab.
+    pub selected: [usize; 5],
+    /// Admissions per refresh interval, per concert, newest last.
+    pub admissions: HashMap<i64, VecDeque<u64>>,
+    last_totals: HashMap<i64, u64>,
+    pub rate_input: Option<RateInput>,
+    pub show_help: bool,
+    pub notice: Option<Notice>,
+    pub quit: bool,
+}
+
+impl App {
+    pub fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            tab: Tab::Queue,
+            snapshot: None,
+            connection: Connection::Connecting,
+            selected: [0; 5],
+            admissions: HashMap::new(),
+            last_totals: HashMap::new(),
+            rate_input: None,
+            show_help: false,
+            notice: None,
+            quit: false,
+        }
+    }
+
+    /// Alerts as shown: unacknowledged first, newest first within each.
+    pub fn alerts(&self) -> Vec<&Alert> {
+        let mut alerts: Vec<&Alert> = self.snapshot.iter().flat_map(|s| s.alerts.iter()).collect();
+        alerts.sort_by_key(|a| (a.acknowledged, std::cmp::Reverse(a.id)));
+        alerts
+    }
+
+    /// Compensations that need attention: failed first, then pending.
+    pub fn compensations(&self) -> Vec<&Compensation> {
+        let mut open: Vec<&Compensation> = self
+            .snapshot
+            .iter()
+            .flat_map(|s| s.compensations.iter())
+            .filter(|c| c.status != "succeeded")
+            .collect();
+        open.sort_by_key(|c| (c.status != "failed", std::cmp::Reverse(c.id)));
+        open
+    }
+
+    pub fn dead_letters(&self) -> Vec<&DeadLetter> {
+        self.snapshot
+            .iter()
+            .flat_map(|s| s.dead_letters.iter())
+            .collect()
+    }
+
+    fn rows(&self, tab: Tab) -> usize {
+        let Some(snapshot) = &self.snapshot else {
+            return 0;
+        };
+        match tab {
+            Tab::Queue => snapshot.rooms.len(),
+            Tab::Compensations => self.compensations().len(),
+            Tab::Alerts => self.alerts().len(),
+            Tab::Events => snapshot.dead_letters.len(),
+            Tab::Coupons => snapshot.coupons.len(),
+        }
+    }
+
+    pub fn selected(&self, tab: Tab) -> usize {
+        self.selected[tab.index()].min(self.rows(tab).saturating_sub(1))
+    }
+
+    fn select(&mut self, by: isize) {
+        let rows = self.rows(self.tab);
+        let current = self.selected(self.tab) as isize;
+        self.selected[self.tab.index()] =
+            (current + by).clamp(0, rows.saturating_sub(1) as isize) as usize;
+    }
+
+    pub fn update(&mut self, action: Action) -> Option<Command> {
+        match action {
+            Action::Key(key) => self.on_key(key),
+            Action::Data(snapshot) => {
+                self.record_admissions(&snapshot);
+                self.snapshot = Some(*snapshot);
+                self.connection = Connection::Up;
+                None
+            }
+            Action::FetchFailed(err) => {
+                self.connection = match err {
+                    ApiError::Rejected(m) => Connection::Rejected(m),
+                    ApiError::Unreachable(m) | ApiError::Refused(m) => Connection::Unreachable(m),
+                };
+                None
+            }
+            Action::Done(result) => {
+                self.notice = Some(match result {
+                    Ok(m) => Notice::Info(m),
+                    Err(m) => Notice::Error(m),
+                });
+                Some(Command::Refresh)
+            }
+        }
+    }
+
+    fn record_admissions(&mut self, snapshot: &Snapshot) {
+        for room in &snapshot.rooms {
+            let last = self
+                .last_totals
+                .insert(room.concert_id, room.admitted_total);
+            let history = self.admissions.entry(room.concert_id).or_default();
+            if let Some(last) = last {
+                history.push_back(room.admitted_total.saturating_sub(last));
+                while history.len() > HISTORY {
+                    history.pop_front();
+                }
+            }
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
+        if key.kind != KeyEventKind::Press {
+            return None;
+        }
+        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
+            self.quit = true;
+            return None;
+        }
+        if self.rate_input.is_some() {
+            return self.on_rate_key(key.code);
+        }
+        if self.show_help {
+            if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
+                self.show_help = false;
+            }
+            return None;
+        }
+        match key.code {
+            KeyCode::Char('q') => self.quit = true,
+            KeyCode::Char('?') => self.show_help = true,
+            KeyCode::Esc => self.notice = None,
+            KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') => self.tab = self.tab.step(1),
+            KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') => self.tab = self.tab.step(-1),
+            KeyCode::Char(c @ '1'..='5') => {
+                self.tab = Tab::ALL[(c as usize) - ('1' as usize)];
+            }
+            KeyCode::Down | KeyCode::Char('j') => self.select(1),
+            KeyCode::Up | KeyCode::Char('k') => self.select(-1),
+            KeyCode::Char('g') | KeyCode::F(5) => return Some(Command::Refresh),
+            KeyCode::Char('a') if self.tab == Tab::Alerts => {
+                let alert = self
+                    .alerts()
+                    .get(self.selected(Tab::Alerts))
+                    .map(|a| (a.id, a.acknowledged));
+                return match alert {
+                    Some((id, false)) => Some(Command::AckAlert(id)),
+                    Some((id, true)) => {
+                        self.notice =
+                            Some(Notice::Info(format!("alert {id} is already acknowledged")));
+                        None
+                    }
+                    None => None,
+                };
+            }
+            KeyCode::Char('r') if self.tab == Tab::Compensations => {
+                let selected = self.selected(Tab::Compensations);
+                return self
+                    .compensations()
+                    .get(selected)
+                    .map(|c| Command::RetryCompensation(c.id));
+            }
+            KeyCode::Char('r') if self.tab == Tab::Events => {
+                let selected = self.selected(Tab::Events);
+                return self
+                    .dead_letters()
+                    .get(selected)
+                    .map(|d| Command::ReplayDeadLetter(d.id));
+            }
+            KeyCode::Char('e') if self.tab == Tab::Queue => {
+                let selected = self.selected(Tab::Queue);
+                if let Some(room) = self.snapshot.as_ref().and_then(|s| s.rooms.get(selected)) {
+                    self.rate_input = Some(RateInput {
+                        concert: room.concert_id,
+                        text: room.settings.admit_per_second.to_string(),
+                        error: None,
+                    });
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    fn on_rate_key(&mut self, code: KeyCode) -> Option<Command> {
+        let input = self.rate_input.as_mut()?;
+        match code {
+            KeyCode::Esc => self.rate_input = None,
+            KeyCode::Backspace => {
+                input.text.pop();
+                input.error = None;
+            }
+            KeyCode::Char(c) if c.is_ascii_digit() && input.text.len() < 9 => {
+                input.text.push(c);
+                input.error = None;
+            }
+            KeyCode::Char(_) => {
+                input.error = Some("digits only".into());
+            }
+            KeyCode::Enter => match input.text.parse::<u32>() {
+                Ok(rate) if (1..=MAX_ADMIT_PER_SECOND).contains(&rate) => {
+                    let concert = input.concert;
+                    let settings = self
+                        .snapshot
+                        .as_ref()
+                        .and_then(|s| s.rooms.iter().find(|r| r.concert_id == concert))
+                        .map(|r| QueueSettings {
+                            admit_per_second: rate,
+                            ..r.settings.clone()
+                        })?;
+                    self.rate_input = None;
+                    return Some(Command::SetQueueSettings { concert, settings });
+                }
+                _ => {
+                    input.error = Some(format!(
+                        "the rate must be between 1 and {MAX_ADMIT_PER_SECOND} per second"
+                    ));
+                }
+            },
+            _ => {}
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crossterm::event::{KeyEventState, KeyModifiers};
+
+    use super::*;
+    use crate::fixtures::snapshot;
+
+    fn press(app: &mut App, code: KeyCode) -> Option<Command> {
+        app.update(Action::Key(KeyEvent::from(code)))
+    }
+
+    fn loaded() -> App {
+        let mut app = App::new("http://x");
+        app.update(Action::Data(Box::new(snapshot(100))));
+        app
+    }
+
+    #[test]
+    fn tabs_switch_by_number_and_wrap_around() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('4'));
+        assert_eq!(app.tab, Tab::Events);
+        press(&mut app, KeyCode::Tab);
+        press(&mut app, KeyCode::Tab);
+        assert_eq!(app.tab, Tab::Queue);
+        press(&mut app, KeyCode::BackTab);
+        assert_eq!(app.tab, Tab::Coupons);
+    }
+
+    #[test]
+    fn only_key_presses_count() {
+        let mut app = loaded();
+        let mut release = KeyEvent::from(KeyCode::Char('q'));
+        release.kind = KeyEventKind::Release;
+        release.state = KeyEventState::NONE;
+        app.update(Action::Key(release));
+        assert!(!app.quit);
+        app.update(Action::Key(KeyEvent::new(
+            KeyCode::Char('c'),
+            KeyModifiers::CONTROL,
+        )));
+        assert!(app.quit);
+    }
+
+    #[test]
+    fn acknowledging_takes_the_selected_unacknowledged_alert() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('3'));
+        // Unacknowledged first: alert 9, then 7.
+        assert_eq!(
+            press(&mut app, KeyCode::Char('a')),
+            Some(Command::AckAlert(9))
+        );
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Down);
+        assert_eq!(
+            app.selected(Tab::Alerts),
+            1,
+            "the selection stops at the last row"
+        );
+        assert_eq!(press(&mut app, KeyCode::Char('a')), None);
+        assert!(matches!(app.notice, Some(Notice::Info(_))));
+        // `a` means nothing on other tabs.
+        press(&mut app, KeyCode::Char('1'));
+        assert_eq!(press(&mut app, KeyCode::Char('a')), None);
+    }
+
+    #[test]
+    fn retry_and_replay_name_the_selected_rows() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('2'));
+        assert_eq!(
+            app.compensations().len(),
+            1,
+            "succeeded steps are not listed"
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            Some(Command::RetryCompensation(4))
+        );
+        press(&mut app, KeyCode::Char('4'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            Some(Command::ReplayDeadLetter(2))
+        );
+    }
+
+    #[test]
+    fn the_admit_rate_is_validated_before_it_is_sent() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Char('e'));
+        assert_eq!(app.rate_input.as_ref().unwrap().concert, 2);
+        assert_eq!(app.rate_input.as_ref().unwrap().text, "50");
+        press(&mut app, KeyCode::Char('x'));
+        assert!(app.rate_input.as_ref().unwrap().error.is_some());
+        for _ in 0..2 {
+            press(&mut app, KeyCode::Backspace);
+        }
+        press(&mut app, KeyCode::Char('0'));
+        assert_eq!(press(&mut app, KeyCode::Enter), None, "zero is refused");
+        assert!(app.rate_input.as_ref().unwrap().error.is_some());
+        press(&mut app, KeyCode::Backspace);
+        for c in "120".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        let command = press(&mut app, KeyCode::Enter);
+        assert_eq!(
+            command,
+            Some(Command::SetQueueSettings {
+                concert: 2,
+                settings: QueueSettings {
+                    admit_per_second: 120,
+                    max_active: 1_000,
+                    active_ttl_seconds: 600,
+                    heartbeat_grace_seconds: 60,
+                },
+            })
+        );
+        assert!(app.rate_input.is_none());
+        // Esc cancels without sending anything.
+        press(&mut app, KeyCode::Char('e'));
+        assert_eq!(press(&mut app, KeyCode::Esc), None);
+        assert!(app.rate_input.is_none());
+    }
+
+    #[test]
+    fn admissions_are_sampled_from_the_running_total() {
+        let mut app = loaded();
+        for total in [150, 210, 210] {
+            app.update(Action::Data(Box::new(snapshot(total))));
+        }
+        assert_eq!(
+            app.admissions[&1].iter().copied().collect::<Vec<_>>(),
+            vec![50, 60, 0]
+        );
+    }
+
+    #[test]
+    fn the_connection_state_follows_refreshes_and_recovers() {
+        let mut app = loaded();
+        assert_eq!(app.connection, Connection::Up);
+        app.update(Action::FetchFailed(ApiError::Unreachable("refused".into())));
+        assert_eq!(app.connection, Connection::Unreachable("refused".into()));
+        assert!(app.snapshot.is_some(), "the last data stays on screen");
+        app.update(Action::FetchFailed(ApiError::Rejected("401".into())));
+        assert_eq!(app.connection, Connection::Rejected("401".into()));
+        app.update(Action::Data(Box::new(snapshot(120))));
+        assert_eq!(app.connection, Connection::Up);
+    }
+
+    #[test]
+    fn a_finished_command_is_reported_and_refreshes() {
+        let mut app = loaded();
+        let next = app.update(Action::Done(Err("409: not failed".into())));
+        assert_eq!(next, Some(Command::Refresh));
+        assert_eq!(app.notice, Some(Notice::Error("409: not failed".into())));
+        press(&mut app, KeyCode::Esc);
+        assert_eq!(app.notice, None);
+    }
+
+    #[test]
+    fn help_opens_and_closes() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('?'));
+        assert!(app.show_help);
+        press(&mut app, KeyCode::Char('q'));
+        assert!(!app.show_help && !app.quit, "q closes the help first");
+    }
+}

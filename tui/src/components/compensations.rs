@@ -1,0 +1,51 @@
+use ratatui::{
+    Frame,
+    layout::{Constraint, Rect},
+    widgets::Row,
+};
+
+use super::{Component, ListView};
+use crate::app::{App, Tab};
+
+/// Saga steps that failed or are still pending; `r` retries a failed one.
+pub struct CompensationsTab;
+
+impl Component for CompensationsTab {
+    fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let rows = app
+            .compensations()
+            .into_iter()
+            .map(|c| {
+                Row::new(vec![
+                    c.id.to_string(),
+                    format!("{}/{}", c.saga, c.step),
+                    c.payment_id.to_string(),
+                    c.status.clone(),
+                    c.attempts.to_string(),
+                    c.last_error.clone().unwrap_or_default(),
+                ])
+            })
+            .collect();
+        ListView {
+            title: "Compensations (failed first, then pending)",
+            header: Row::new(vec![
+                "id",
+                "saga/step",
+                "payment",
+                "status",
+                "tries",
+                "last error",
+            ]),
+            widths: &[
+                Constraint::Length(6),
+                Constraint::Length(16),
+                Constraint::Length(8),
+                Constraint::Length(10),
+                Constraint::Length(6),
+                Constraint::Min(20),
+            ],
+            empty: "No failed or pending compensations.",
+        }
+        .render(frame, area, rows, Some(app.selected(Tab::Compensations)));
+    }
+}

@@ -1,0 +1,83 @@
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout, Rect},
+    widgets::{Block, Borders, Paragraph, Row},
+};
+
+use super::{Component, ListView};
+use crate::app::{App, Tab};
+
+/// The outbox backlog, consumer-group lag, and dead letters (`r` replays).
+pub struct EventsTab;
+
+impl Component for EventsTab {
+    fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let Some(snapshot) = &app.snapshot else {
+            return;
+        };
+        let events = &snapshot.events;
+        let groups = events.consumers.len() as u16;
+        let [summary, consumers, dead] = Layout::vertical([
+            Constraint::Length(3),
+            Constraint::Length(groups + 3),
+            Constraint::Min(4),
+        ])
+        .areas(area);
+        frame.render_widget(
+            Paragraph::new(format!(
+                "outbox pending: {}   oldest pending: {:.1}s   open dead letters: {}",
+                events.outbox_pending, events.oldest_pending_seconds, events.dead_letters
+            ))
+            .block(Block::default().borders(Borders::ALL).title("Outbox")),
+            summary,
+        );
+        let rows = events
+            .consumers
+            .iter()
+            .map(|c| {
+                Row::new(vec![
+                    c.name.clone(),
+                    c.pending.to_string(),
+                    c.lag.to_string(),
+                ])
+            })
+            .collect();
+        ListView {
+            title: "Consumer groups",
+            header: Row::new(vec!["group", "pending", "lag"]),
+            widths: &[
+                Constraint::Length(22),
+                Constraint::Length(10),
+                Constraint::Length(10),
+            ],
+            empty: "No consumer groups yet.",
+        }
+        .render(frame, consumers, rows, None);
+        let rows = snapshot
+            .dead_letters
+            .iter()
+            .map(|d| {
+                Row::new(vec![
+                    d.id.to_string(),
+                    d.consumer.clone(),
+                    d.event_type.clone(),
+                    d.deliveries.to_string(),
+                    d.last_error.clone(),
+                ])
+            })
+            .collect();
+        ListView {
+            title: "Dead letters",
+            header: Row::new(vec!["id", "group", "event", "tries", "last error"]),
+            widths: &[
+                Constraint::Length(5),
+                Constraint::Length(18),
+                Constraint::Length(26),
+                Constraint::Length(6),
+                Constraint::Min(20),
+            ],
+            empty: "No dead letters.",
+        }
+        .render(frame, dead, rows, Some(app.selected(Tab::Events)));
+    }
+}

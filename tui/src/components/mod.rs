@@ -1,0 +1,79 @@
+//! One component per tab and per overlay. Each draws itself from the
+//! [`App`](crate::app::App) state into the area it is given.
+
+mod alerts;
+mod compensations;
+mod coupons;
+mod events;
+mod overlays;
+mod queue;
+
+pub use alerts::AlertsTab;
+pub use compensations::CompensationsTab;
+pub use coupons::CouponsTab;
+pub use events::EventsTab;
+pub use overlays::{Help, RateDialog};
+pub use queue::QueueTab;
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Rect},
+    style::{Color, Modifier, Style},
+    widgets::{Block, Borders, Paragraph, Row, Table, TableState},
+};
+
+use crate::app::App;
+
+pub trait Component {
+    fn draw(&self, app: &App, frame: &mut Frame, area: Rect);
+}
+
+pub(crate) fn header_style() -> Style {
+    Style::default().add_modifier(Modifier::BOLD)
+}
+
+pub(crate) fn selected_style() -> Style {
+    Style::default()
+        .bg(Color::DarkGray)
+        .add_modifier(Modifier::BOLD)
+}
+
+/// A bordered table with a highlighted selected row, or a line saying
+/// there is nothing to show.
+pub(crate) struct ListView<'a> {
+    pub title: &'a str,
+    pub header: Row<'a>,
+    pub widths: &'a [Constraint],
+    pub empty: &'a str,
+}
+
+impl<'a> ListView<'a> {
+    pub fn render(
+        self,
+        frame: &mut Frame,
+        area: Rect,
+        rows: Vec<Row<'a>>,
+        selected: Option<usize>,
+    ) {
+        let block = Block::default().borders(Borders::ALL).title(self.title);
+        if rows.is_empty() {
+            frame.render_widget(Paragraph::new(self.empty).block(block), area);
+            return;
+        }
+        let table = Table::new(rows, self.widths.to_vec())
+            .header(self.header.style(header_style()))
+            .block(block)
+            .row_highlight_style(selected_style())
+            .highlight_symbol("▶ ");
+        let mut state = TableState::default().with_selected(selected);
+        frame.render_stateful_widget(table, area, &mut state);
+    }
+}
+
+pub(crate) fn waiting_time(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, (seconds % 3600) / 60),
+    }
+}

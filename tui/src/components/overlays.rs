@@ -1,0 +1,79 @@
+use ratatui::{
+    Frame,
+    layout::{Constraint, Flex, Layout, Rect},
+    style::{Color, Style},
+    text::Line,
+    widgets::{Block, Borders, Clear, Paragraph},
+};
+
+use super::Component;
+use crate::app::{App, MAX_ADMIT_PER_SECOND};
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let [row] = Layout::vertical([Constraint::Length(height)])
+        .flex(Flex::Center)
+        .areas(area);
+    let [cell] = Layout::horizontal([Constraint::Length(width)])
+        .flex(Flex::Center)
+        .areas(row);
+    cell
+}
+
+/// The keyboard help, on `?`.
+pub struct Help;
+
+impl Component for Help {
+    fn draw(&self, _app: &App, frame: &mut Frame, area: Rect) {
+        let lines = [
+            "1-5, Tab/Shift-Tab, ←/→   switch tabs",
+            "↑/↓ or j/k                select a row",
+            "a        Alerts: acknowledge the selected alert",
+            "r        Compensations: retry the selected step",
+            "r        Events: replay the selected dead letter",
+            "e        Queue: change the selected concert's admit rate",
+            "g or F5  refresh now (it refreshes every second anyway)",
+            "Esc      dismiss the message line",
+            "q        quit",
+            "",
+            "Press ? or Esc to close.",
+        ];
+        let popup = centered(area, 62, lines.len() as u16 + 2);
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
+                .block(Block::default().borders(Borders::ALL).title("Keys")),
+            popup,
+        );
+    }
+}
+
+/// The admit-rate editor, on `e` in the Queue tab.
+pub struct RateDialog;
+
+impl Component for RateDialog {
+    fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let Some(input) = &app.rate_input else {
+            return;
+        };
+        let popup = centered(area, 56, 6);
+        frame.render_widget(Clear, popup);
+        let mut lines = vec![
+            Line::from(format!(
+                "New admit rate (1-{MAX_ADMIT_PER_SECOND} per second):"
+            )),
+            Line::from(format!("> {}_", input.text)),
+        ];
+        match &input.error {
+            Some(error) => lines.push(Line::styled(error.clone(), Style::default().fg(Color::Red))),
+            None => lines.push(Line::from("Enter to apply, Esc to cancel.")),
+        }
+        frame.render_widget(
+            Paragraph::new(lines).block(
+                Block::default()
+                    .borders(Borders::ALL)
+                    .title(format!("Concert {}", input.concert)),
+            ),
+            popup,
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! Canned admin-API data for the console's tests.
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{
+    Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, QueueRoom,
+    QueueSettings, Snapshot,
+};
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+fn room(concert: i64, total: u64) -> QueueRoom {
+    QueueRoom {
+        concert_id: concert,
+        waiting: 4_812 / concert as u64,
+        active: 950,
+        admitted_last_minute: 3_000,
+        admitted_total: total,
+        oldest_wait_seconds: 95,
+        tail_wait_seconds: 97,
+        settings: QueueSettings {
+            admit_per_second: 50,
+            max_active: 1_000,
+            active_ttl_seconds: 600,
+            heartbeat_grace_seconds: 60,
+        },
+    }
+}
+
+/// Two rooms (the first has admitted `total` so far), two alerts (one
+/// unacknowledged), a failed compensation, a dead letter, a campaign.
+pub fn snapshot(total: u64) -> Snapshot {
+    Snapshot {
+        rooms: vec![room(1, total), room(2, 10)],
+        alerts: vec![
+            Alert {
+                id: 7,
+                severity: "warning".into(),
+                source: "coupons".into(),
+                message: "coupon 3: the issue ledger was missing and was rebuilt".into(),
+                created_at: at("2026-11-22T10:00:05Z"),
+                acknowledged: true,
+            },
+            Alert {
+                id: 9,
+                severity: "critical".into(),
+                source: "saga:payment".into(),
+                message: "compensation 4 (refund of payment 12) failed 5 times".into(),
+                created_at: at("2026-11-22T10:01:00Z"),
+                acknowledged: false,
+            },
+        ],
+        compensations: vec![
+            Compensation {
+                id: 3,
+                saga: "payment".into(),
+                step: "refund".into(),
+                payment_id: 11,
+                status: "succeeded".into(),
+                attempts: 1,
+                last_error: None,
+            },
+            Compensation {
+                id: 4,
+                saga: "payment".into(),
+                step: "refund".into(),
+                payment_id: 12,
+                status: "failed".into(),
+                attempts: 5,
+                last_error: Some("the wallet is at its cap".into()),
+            },
+        ],
+        events: EventPipeline {
+            outbox_pending: 12,
+            oldest_pending_seconds: 0.4,
+            consumers: vec![
+                ConsumerLag {
+                    name: "data-platform".into(),
+                    pending: 3,
+                    lag: 40,
+                },
+                ConsumerLag {
+                    name: "receipts".into(),
+                    pending: 0,
+                    lag: 0,
+                },
+            ],
+            dead_letters: 1,
+        },
+        dead_letters: vec![DeadLetter {
+            id: 2,
+            consumer: "receipts".into(),
+            event_type: "PaymentCompleted".into(),
+            deliveries: 5,
+            last_error: "receipt provider timed out".into(),
+            created_at: at("2026-11-22T09:59:00Z"),
+        }],
+        coupons: vec![CouponStats {
+            id: 3,
+            name: "Free coffee".into(),
+            quantity: 1_000,
+            issued: 1_000,
+            redeemed: 412,
+            remaining: 0,
+            vendor_balance: 206_000,
+            ledger_issued: Some(1_000),
+        }],
+    }
+}

@@ -1,0 +1,13 @@
+//! boxoffice-tui: the operator console over boxoffice's admin API.
+//!
+//! `App` holds the state and turns [`app::Action`]s into [`app::Command`]s;
+//! components draw it; `run` is the main loop, generic over the backend so
+//! tests draw to a `TestBackend`.
+
+pub mod api;
+pub mod app;
+pub mod components;
+#[cfg(test)]
+mod fixtures;
+pub mod run;
+pub mod ui;

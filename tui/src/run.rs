@@ -1,0 +1,122 @@
+//! The main loop, generic over the terminal backend, and the background
+//! tasks that feed it: key presses, a refresh once a second, and commands.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use ratatui::{Terminal, backend::Backend};
+use tokio::sync::mpsc;
+
+use crate::{
+    api::AdminClient,
+    app::{Action, App, Command},
+    ui,
+};
+
+/// Draws, waits for the next action, applies it, until the operator quits.
+/// Never blocks on the network: fetching and commands run in other tasks.
+pub async fn run<B: Backend>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    actions: &mut mpsc::Receiver<Action>,
+    commands: &mpsc::Sender<Command>,
+) -> anyhow::Result<()>
+where
+    B::Error: Send + Sync + 'static,
+{
+    while !app.quit {
+        terminal.draw(|frame| ui::draw(frame, app))?;
+        let Some(action) = actions.recv().await else {
+            break;
+        };
+        if let Some(command) = app.update(action) {
+            // A full queue means the runtime is busy; the operator can retry.
+            let _ = commands.try_send(command);
+        }
+    }
+    Ok(())
+}
+
+/// Forwards key presses from the terminal.
+pub fn spawn_input(actions: mpsc::Sender<Action>) {
+    tokio::spawn(async move {
+        let mut events = crossterm::event::EventStream::new();
+        while let Some(Ok(event)) = events.next().await {
+            if let crossterm::event::Event::Key(key) = event
+                && actions.send(Action::Key(key)).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
+/// Fetches a snapshot every `every`, and at once when asked to.
+pub fn spawn_refresher(
+    client: AdminClient,
+    actions: mpsc::Sender<Action>,
+    mut refresh_now: mpsc::Receiver<()>,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                asked = refresh_now.recv() => if asked.is_none() { return },
+            }
+            let action = match client.snapshot().await {
+                Ok(snapshot) => Action::Data(Box::new(snapshot)),
+                Err(err) => Action::FetchFailed(err),
+            };
+            if actions.send(action).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Runs the operator's commands against the server and reports the outcome.
+pub fn spawn_commands(
+    client: AdminClient,
+    actions: mpsc::Sender<Action>,
+    refresh_now: mpsc::Sender<()>,
+    mut commands: mpsc::Receiver<Command>,
+) {
+    tokio::spawn(async move {
+        while let Some(command) = commands.recv().await {
+            let outcome = match command {
+                Command::Refresh => {
+                    let _ = refresh_now.try_send(());
+                    continue;
+                }
+                Command::AckAlert(id) => client
+                    .ack_alert(id)
+                    .await
+                    .map(|()| format!("alert {id} acknowledged")),
+                Command::RetryCompensation(id) => client
+                    .retry_compensation(id)
+                    .await
+                    .map(|()| format!("compensation {id} will be retried")),
+                Command::ReplayDeadLetter(id) => client
+                    .replay_dead_letter(id)
+                    .await
+                    .map(|()| format!("dead letter {id} replayed")),
+                Command::SetQueueSettings { concert, settings } => client
+                    .update_queue_settings(concert, &settings)
+                    .await
+                    .map(|()| {
+                        format!(
+                            "concert {concert} now admits {} per second",
+                            settings.admit_per_second
+                        )
+                    }),
+            };
+            let done = Action::Done(outcome.map_err(|err| err.to_string()));
+            if actions.send(done).await.is_err() {
+                return;
+            }
+        }
+    });
+}

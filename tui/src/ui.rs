@@ -1,0 +1,210 @@
+//! The whole screen: tabs, a status banner, the current tab, key hints, and
+//! the overlays on top.
+
+use ratatui::{
+    Frame,
+    layout::{Constraint, Layout},
+    style::{Color, Modifier, Style},
+    text::{Line, Span},
+    widgets::{Paragraph, Tabs},
+};
+
+use crate::{
+    app::{App, Connection, Notice, Tab},
+    components::{
+        AlertsTab, CompensationsTab, Component, CouponsTab, EventsTab, Help, QueueTab, RateDialog,
+    },
+};
+
+pub fn draw(frame: &mut Frame, app: &App) {
+    let [tabs, banner, body, footer] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+
+    let titles = Tab::ALL.iter().enumerate().map(|(i, t)| {
+        let unacked = if *t == Tab::Alerts {
+            app.alerts().iter().filter(|a| !a.acknowledged).count()
+        } else {
+            0
+        };
+        if unacked > 0 {
+            format!("{} {} ({unacked})", i + 1, t.title())
+        } else {
+            format!("{} {}", i + 1, t.title())
+        }
+    });
+    let selected = Tab::ALL.iter().position(|t| *t == app.tab).unwrap_or(0);
+    frame.render_widget(
+        Tabs::new(titles)
+            .select(selected)
+            .highlight_style(Style::default().add_modifier(Modifier::REVERSED))
+            .divider("|"),
+        tabs,
+    );
+    frame.render_widget(status_line(app), banner);
+
+    let tab: &dyn Component = match app.tab {
+        Tab::Queue => &QueueTab,
+        Tab::Compensations => &CompensationsTab,
+        Tab::Alerts => &AlertsTab,
+        Tab::Events => &EventsTab,
+        Tab::Coupons => &CouponsTab,
+    };
+    tab.draw(app, frame, body);
+
+    let hint = match app.tab {
+        Tab::Queue => "e admit rate",
+        Tab::Compensations => "r retry",
+        Tab::Alerts => "a acknowledge",
+        Tab::Events => "r replay dead letter",
+        Tab::Coupons => "",
+    };
+    frame.render_widget(
+        Paragraph::new(format!(
+            " q quit  ? help  ←/→ tabs  ↑/↓ select  {hint}   {}",
+            app.url
+        ))
+        .style(Style::default().fg(Color::DarkGray)),
+        footer,
+    );
+
+    if app.rate_input.is_some() {
+        RateDialog.draw(app, frame, body);
+    }
+    if app.show_help {
+        Help.draw(app, frame, body);
+    }
+}
+
+/// The connection banner when something is wrong, else the last notice.
+fn status_line(app: &App) -> Paragraph<'static> {
+    let alarm = Style::default()
+        .fg(Color::White)
+        .bg(Color::Red)
+        .add_modifier(Modifier::BOLD);
+    let line = match &app.connection {
+        Connection::Unreachable(why) => Line::from(Span::styled(
+            format!(" SERVER UNREACHABLE: {why} — retrying every second; showing the last data "),
+            alarm,
+        )),
+        Connection::Rejected(why) => Line::from(Span::styled(
+            format!(" TOKEN REJECTED: {why} — start the console with an admin token (--token) "),
+            alarm,
+        )),
+        Connection::Connecting => Line::from(format!(" connecting to {}…", app.url)),
+        Connection::Up => match &app.notice {
+            Some(Notice::Info(m)) => Line::from(Span::styled(
+                format!(" {m}"),
+                Style::default().fg(Color::Green),
+            )),
+            Some(Notice::Error(m)) => Line::from(Span::styled(
+                format!(" {m}"),
+                Style::default().fg(Color::Red),
+            )),
+            None => Line::from(" live"),
+        },
+    };
+    Paragraph::new(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use crossterm::event::{KeyCode, KeyEvent};
+    use ratatui::{Terminal, backend::TestBackend};
+
+    use super::*;
+    use crate::{api::ApiError, app::Action, fixtures::snapshot};
+
+    fn app_with_data() -> App {
+        let mut app = App::new("http://127.0.0.1:8080");
+        // Two refreshes: the second gives the sparkline its first sample.
+        for total in [100, 150, 210, 260] {
+            app.update(Action::Data(Box::new(snapshot(total))));
+        }
+        app
+    }
+
+    fn render(app: &App) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(100, 24)).unwrap();
+        terminal.draw(|frame| draw(frame, app)).unwrap();
+        terminal.backend().to_string()
+    }
+
+    fn press(app: &mut App, code: KeyCode) -> Option<crate::app::Command> {
+        app.update(Action::Key(KeyEvent::from(code)))
+    }
+
+    #[test]
+    fn queue_tab() {
+        insta::assert_snapshot!(render(&app_with_data()));
+    }
+
+    #[test]
+    fn compensations_tab() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('2'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn alerts_tab() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('3'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn events_tab() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('4'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn coupons_tab() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('5'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn help_overlay() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('?'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn rate_dialog_with_a_validation_error() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('e'));
+        press(&mut app, KeyCode::Backspace);
+        press(&mut app, KeyCode::Backspace);
+        press(&mut app, KeyCode::Char('0'));
+        press(&mut app, KeyCode::Enter);
+        assert!(app.rate_input.is_some(), "zero is refused");
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn unreachable_banner_keeps_the_last_data() {
+        let mut app = app_with_data();
+        app.update(Action::FetchFailed(ApiError::Unreachable(
+            "cannot reach http://127.0.0.1:8080: Connection refused (os error 111)".into(),
+        )));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn rejected_token_banner() {
+        let mut app = App::new("http://127.0.0.1:8080");
+        app.update(Action::FetchFailed(ApiError::Rejected(
+            "the server rejected the token (401): the token has expired".into(),
+        )));
+        insta::assert_snapshot!(render(&app));
+    }
+}
