@@ -120,3 +120,40 @@ pub fn spawn_commands(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use crossterm::event::{KeyCode, KeyEvent};
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::{app::Tab, fixtures::snapshot};
+
+    #[tokio::test]
+    async fn the_loop_applies_actions_sends_commands_and_stops_on_quit() {
+        let mut terminal = Terminal::new(TestBackend::new(100, 24)).unwrap();
+        let mut app = App::new("http://x");
+        let (action_tx, mut actions) = mpsc::channel(8);
+        let (command_tx, mut commands) = mpsc::channel(8);
+        for action in [
+            Action::Data(Box::new(snapshot(10))),
+            Action::Key(KeyEvent::from(KeyCode::Char('3'))),
+            Action::Key(KeyEvent::from(KeyCode::Char('a'))),
+            Action::Key(KeyEvent::from(KeyCode::Char('q'))),
+        ] {
+            action_tx.send(action).await.unwrap();
+        }
+        run(&mut terminal, &mut app, &mut actions, &command_tx)
+            .await
+            .unwrap();
+        assert!(app.quit);
+        assert_eq!(app.tab, Tab::Alerts);
+        assert_eq!(commands.try_recv(), Ok(Command::AckAlert(9)));
+        assert!(
+            terminal
+                .backend()
+                .to_string()
+                .contains("Alerts (unacknowledged first)")
+        );
+    }
+}
