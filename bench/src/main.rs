@@ -9,9 +9,11 @@ mod http;
 mod load;
 mod lock_strategies;
 mod queue;
+mod queue_scaling;
 mod relay;
 mod report;
 mod server;
+mod services;
 mod stores;
 
 use std::path::PathBuf;
@@ -25,7 +27,9 @@ use crate::report::Report;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-    /// PostgreSQL server URL (a fresh database is created on it).
+    /// PostgreSQL server URL (a fresh database is created on it per
+    /// scenario). Without it (or without --redis-url) the run starts its own
+    /// throwaway PostgreSQL and Redis.
     #[arg(long, env = "BOXOFFICE_TEST_DATABASE_URL", global = true)]
     database_url: Option<String>,
     /// Redis URL.
@@ -50,6 +54,9 @@ enum Scenario {
     Queue,
     /// 1,000 concurrent holds on one seat.
     HotSeat,
+    /// The waiting room at 1,000, 10,000 and 50,000 waiting users: poll
+    /// throughput and the server's peak memory at each size.
+    QueueScaling,
     /// Coupon storm: 10,000 users × 2 issue requests over HTTP for a campaign
     /// of 1,000 (with its own health baseline when `queue` did not run).
     Coupons,
@@ -62,8 +69,22 @@ enum Scenario {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let stores =
-        stores::Stores::connect(cli.database_url.as_deref(), cli.redis_url.as_deref()).await?;
+    // Without URLs the run brings its own throwaway stores (stopped when
+    // `own` is dropped, also on an error).
+    let own = match (&cli.database_url, &cli.redis_url) {
+        (Some(_), Some(_)) => None,
+        _ => Some(services::Services::start()?),
+    };
+    let database_url = cli
+        .database_url
+        .clone()
+        .or_else(|| own.as_ref().map(|s| s.postgres_url.clone()));
+    let redis_url = cli
+        .redis_url
+        .clone()
+        .or_else(|| own.as_ref().map(|s| s.redis_url.clone()));
+    server::ensure_server_binary()?;
+    let stores = stores::Stores::connect(database_url.as_deref(), redis_url.as_deref()).await?;
     let mut report = Report::new(cli.smoke);
     // Ratios are measured in the same run: what the later scenarios compare
     // with, if an earlier one measured it.
@@ -77,6 +98,9 @@ async fn main() -> anyhow::Result<()> {
         let health = http::health_baseline(&server, cli.smoke, &mut report).await;
         health_rps = Some(health);
         queue::run(&server, health, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::QueueScaling) {
+        queue_scaling::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::HotSeat) {
         let (database_url, _) = stores.fresh_database().await?;

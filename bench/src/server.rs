@@ -33,10 +33,30 @@ fn server_binary() -> anyhow::Result<PathBuf> {
     let path = me.with_file_name(format!("boxoffice{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(
         path.exists(),
-        "{} not found: build the server first (bench/run does: cargo build --release --bins)",
+        "{} not found: build the server first (cargo build --release --bins)",
         path.display()
     );
     Ok(path)
+}
+
+/// Under `cargo run`, builds the server binary of this profile first, so
+/// `cargo run --release -p boxoffice-bench -- all` measures the current code.
+pub fn ensure_server_binary() -> anyhow::Result<()> {
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let me = std::env::current_exe()?;
+        let release = me
+            .parent()
+            .and_then(|dir| dir.file_name())
+            .is_some_and(|name| name == "release");
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "-p", "boxoffice", "--bin", "boxoffice"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().context("building the server")?;
+        anyhow::ensure!(status.success(), "building the server failed ({status})");
+    }
+    server_binary().map(drop)
 }
 
 impl Server {

@@ -1,0 +1,170 @@
+//! How the waiting room scales with the crowd: the same room at 1,000,
+//! 10,000 and 50,000 waiting users, each on a fresh server, with enter and
+//! poll throughput and the server's peak memory (RSS) at each size.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use boxoffice::auth::domain::Role;
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+
+use crate::{
+    http::CONCURRENCY,
+    load,
+    report::{Report, ScenarioResult},
+    server::Server,
+    stores::Stores,
+};
+
+pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
+    let (sizes, polls): (&[u64], u64) = if smoke {
+        (&[100, 300], 500)
+    } else {
+        (&[1_000, 10_000, 50_000], 20_000)
+    };
+    let mut memory = Vec::new();
+    for &users in sizes {
+        let (database_url, _) = stores.fresh_database().await?;
+        let server = Server::start(&database_url, &stores.redis_url, &[])?;
+        let client = load::client(CONCURRENCY);
+        let admin = server.token(1, Role::Admin);
+        let concert = server
+            .create_concert(&client, "Scaling Night", "R", 10)
+            .await?;
+        let concert_id = concert["id"].as_i64().context("concert id")?;
+        // Next to nobody is admitted: one slot, one admission a second.
+        client
+            .put(server.url(&format!("/v1/admin/queue/{concert_id}/settings")))
+            .bearer_auth(&admin)
+            .json(&json!({"admitPerSecond": 1, "maxActive": 1,
+                          "activeTtlSeconds": 3600, "heartbeatGraceSeconds": 3600}))
+            .send()
+            .await?
+            .error_for_status()?;
+
+        let user_tokens: Arc<Vec<String>> = Arc::new(
+            (1..=users as i64)
+                .map(|u| server.token(u, Role::User))
+                .collect(),
+        );
+        let queue_tokens: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+        let enter = {
+            let (client, url, user_tokens, queue_tokens) = (
+                client.clone(),
+                server.url("/v1/queue/tokens"),
+                user_tokens.clone(),
+                queue_tokens.clone(),
+            );
+            load::run(
+                users,
+                CONCURRENCY,
+                ProgressBar::new(users).with_message(format!("queue scaling: {users} entering")),
+                move |i| {
+                    let (client, url, user_tokens, queue_tokens) = (
+                        client.clone(),
+                        url.clone(),
+                        user_tokens.clone(),
+                        queue_tokens.clone(),
+                    );
+                    async move {
+                        let Ok(resp) = client
+                            .post(&url)
+                            .bearer_auth(&user_tokens[i as usize])
+                            .json(&json!({"concertId": concert_id}))
+                            .send()
+                            .await
+                        else {
+                            return false;
+                        };
+                        let Ok(body) = resp.json::<Value>().await else {
+                            return false;
+                        };
+                        let Some(token) = body["token"].as_str() else {
+                            return false;
+                        };
+                        queue_tokens
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(token.to_owned());
+                        true
+                    }
+                },
+            )
+            .await
+        };
+        let tokens: Arc<Vec<String>> = Arc::new(
+            queue_tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        );
+        anyhow::ensure!(!tokens.is_empty(), "nobody entered the room");
+        let poll = {
+            let (client, url, tokens) = (
+                client.clone(),
+                server.url("/v1/queue/status"),
+                tokens.clone(),
+            );
+            load::run(
+                polls,
+                CONCURRENCY,
+                ProgressBar::new(polls).with_message(format!("queue scaling: {users} polling")),
+                move |i| {
+                    let (client, url, tokens) = (client.clone(), url.clone(), tokens.clone());
+                    async move {
+                        let token =
+                            &tokens[(i.wrapping_mul(2_654_435_761) % tokens.len() as u64) as usize];
+                        matches!(
+                            client.get(&url).header("x-queue-token", token).send().await,
+                            Ok(r) if r.status().is_success()
+                        )
+                    }
+                },
+            )
+            .await
+        };
+        let rooms: Value = client
+            .get(server.url("/v1/admin/queue"))
+            .bearer_auth(&admin)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let waiting = rooms[0]["waiting"].as_u64().unwrap_or(0);
+        let active = rooms[0]["active"].as_u64().unwrap_or(0);
+        let rss = server.peak_rss_mib();
+
+        let mut row =
+            ScenarioResult::from_load(&format!("queue at {users} waiting: status poll"), &poll);
+        row.check(
+            "every user entered (waiting or admitted)",
+            waiting + active == users,
+        )
+        .check("no errors", enter.errors == 0 && poll.errors == 0);
+        row.notes.push(format!(
+            "enter: {users} users at {:.0}/s (p99 {:.1} ms); then {polls} polls spread over them; {waiting} waiting and {active} admitted at the end; server peak RSS {}.",
+            users as f64 / enter.elapsed.as_secs_f64(),
+            enter.latencies_us.value_at_quantile(0.99) as f64 / 1000.0,
+            rss.map_or("unknown".into(), |r| format!("{r:.1} MiB")),
+        ));
+        if let Some(rss) = rss {
+            report.ratios.insert(format!("queueRssMibAt{users}"), rss);
+            memory.push((users, rss));
+        }
+        report
+            .ratios
+            .insert(format!("queuePollRpsAt{users}"), row.rps);
+        report.scenarios.push(row);
+    }
+    if let (Some((small, small_rss)), Some((large, large_rss))) = (memory.first(), memory.last())
+        && large > small
+    {
+        // The rooms live in Redis, so the server's memory should hardly grow.
+        let per_thousand = (large_rss - small_rss) / ((large - small) as f64 / 1_000.0);
+        report
+            .ratios
+            .insert("queueServerRssMibPerThousandWaiting".into(), per_thousand);
+    }
+    Ok(())
+}
