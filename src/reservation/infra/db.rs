@@ -1,5 +1,10 @@
 //! Reservations in the database, and the seat compare-and-sets they drive.
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use anyhow::anyhow;
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{
@@ -125,14 +130,58 @@ async fn expire_replaced<C: ConnectionTrait>(
     Ok(())
 }
 
+/// How long this instance answers "taken" for a seat it just saw lost in
+/// a race, without asking the database again.
+const LOST_RACE_MEMORY: TimeDelta = TimeDelta::seconds(1);
+/// Remembered seats kept at most (expired ones are dropped first).
+const LOST_RACE_CAPACITY: usize = 10_000;
+
+type TakenUntil = HashMap<(ScheduleId, SeatId), DateTime<Utc>>;
+
 #[derive(Clone)]
 pub struct DbReservations {
     db: DatabaseConnection,
+    /// Seats this instance just saw taken, until when. When 1,000 buyers
+    /// rush one seat, the first wave reads it and races the compare-and-set;
+    /// everyone after them is refused from here, without a database round
+    /// trip. Only a refusal is ever answered from it, only for a second,
+    /// and a release on this instance forgets everything: at worst a buyer
+    /// on another instance hears "taken" for a second after an early release.
+    lost_races: Arc<Mutex<TakenUntil>>,
 }
 
 impl DbReservations {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            lost_races: Arc::default(),
+        }
+    }
+
+    fn known_taken(&self, schedule: ScheduleId, seat: SeatId, now: DateTime<Utc>) -> bool {
+        self.lost_races
+            .lock()
+            .ok()
+            .and_then(|seats| seats.get(&(schedule, seat)).copied())
+            .is_some_and(|until| until > now)
+    }
+
+    fn remember_taken(&self, schedule: ScheduleId, seat: SeatId, now: DateTime<Utc>) {
+        if let Ok(mut seats) = self.lost_races.lock() {
+            if seats.len() >= LOST_RACE_CAPACITY {
+                seats.retain(|_, until| *until > now);
+                if seats.len() >= LOST_RACE_CAPACITY {
+                    seats.clear();
+                }
+            }
+            seats.insert((schedule, seat), now + LOST_RACE_MEMORY);
+        }
+    }
+
+    fn forget_taken(&self) {
+        if let Ok(mut seats) = self.lost_races.lock() {
+            seats.clear();
+        }
     }
 }
 
@@ -146,9 +195,15 @@ impl ReservationRepository for DbReservations {
         now: DateTime<Utc>,
     ) -> Result<Reservation, ReservationError> {
         let until = now + TimeDelta::minutes(policy.hold_minutes.into());
+        if self.known_taken(schedule, seat, now) {
+            return Err(ReservationError::SeatUnavailable);
+        }
         match seats::visibly_taken(&self.db, schedule, seat, now).await? {
             None => return Err(ReservationError::SeatNotFound { schedule, seat }),
-            Some(true) => return Err(ReservationError::SeatUnavailable),
+            Some(true) => {
+                self.remember_taken(schedule, seat, now);
+                return Err(ReservationError::SeatUnavailable);
+            }
             Some(false) => {}
         }
         let txn = self.db.begin().await?;
@@ -157,6 +212,7 @@ impl ReservationRepository for DbReservations {
         let held = seats::try_hold(&txn, schedule, seat, user, until, now).await?;
         let Some(held) = held else {
             return Err(if seats::exists(&txn, schedule, seat).await? {
+                self.remember_taken(schedule, seat, now);
                 ReservationError::SeatUnavailable
             } else {
                 ReservationError::SeatNotFound { schedule, seat }
@@ -251,6 +307,7 @@ impl ReservationRepository for DbReservations {
         )
         .await?;
         txn.commit().await?;
+        self.forget_taken();
         Ok(())
     }
 
