@@ -4,6 +4,7 @@
 //! Every scenario is bounded in count and time and targets loopback only.
 
 mod coupons;
+mod full_flow;
 mod hot_seat;
 mod http;
 mod load;
@@ -64,6 +65,11 @@ enum Scenario {
     /// side by side against the stores (runs the coupon storm too when it did
     /// not run, for the storm-vs-pessimistic ratio).
     LockStrategies,
+    /// 2,000 users through the whole sale over HTTP (charge → queue → seat
+    /// map → hold → pay): per-step latency, then the end-to-end invariants
+    /// (no seat sold twice, the wallet ledger adds up, one receipt and one
+    /// data-platform line per payment).
+    FullFlow,
 }
 
 #[tokio::main]
@@ -116,6 +122,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::LockStrategies) {
         lock_strategies::run(&stores, storm_rps, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
+        full_flow::run(&stores, cli.smoke, &mut report).await?;
     }
     let out = if cli.smoke {
         std::env::temp_dir().join("boxoffice-bench-smoke")

@@ -25,6 +25,8 @@ pub const JWT_SECRET: &str = "boxoffice-bench-secret";
 pub struct Server {
     child: Child,
     pub base: String,
+    /// The directory of the server's data-platform sink (`file:DIR`).
+    pub data_platform_dir: PathBuf,
     codec: JwtCodec,
 }
 
@@ -62,6 +64,7 @@ pub fn ensure_server_binary() -> anyhow::Result<()> {
 impl Server {
     pub fn start(database_url: &str, redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let tag = uuid::Uuid::new_v4().simple().to_string();
+        let data_platform_dir = std::env::temp_dir().join(format!("bo-bench-{tag}"));
         let mut child = Command::new(server_binary()?)
             .args([
                 "serve",
@@ -88,12 +91,7 @@ impl Server {
             ])
             .args([
                 "--data-platform-sink",
-                &format!(
-                    "file:{}",
-                    std::env::temp_dir()
-                        .join(format!("bo-bench-{tag}"))
-                        .display()
-                ),
+                &format!("file:{}", data_platform_dir.display()),
             ])
             .args(extra)
             .env("BOXOFFICE_LOG", "warn,boxoffice=info")
@@ -121,6 +119,7 @@ impl Server {
         Ok(Self {
             child,
             base,
+            data_platform_dir,
             codec: JwtCodec::new(JWT_SECRET.as_bytes()),
         })
     }
