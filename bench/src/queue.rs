@@ -81,65 +81,7 @@ pub async fn run(
     }
 
     // Enter: every user once, concurrently.
-    let user_tokens: Arc<Vec<String>> = Arc::new(
-        (1..=users as i64)
-            .map(|u| server.token(u, Role::User))
-            .collect(),
-    );
-    let entered: Arc<Mutex<Vec<Option<Entered>>>> =
-        Arc::new(Mutex::new(vec![None; users as usize]));
-    let enter = {
-        let (client, url, user_tokens, entered) = (
-            client.clone(),
-            server.url("/v1/queue/tokens"),
-            user_tokens.clone(),
-            entered.clone(),
-        );
-        load::run(
-            users,
-            CONCURRENCY,
-            ProgressBar::new(users).with_message("queue: entering"),
-            move |i| {
-                let (client, url, user_tokens, entered) = (
-                    client.clone(),
-                    url.clone(),
-                    user_tokens.clone(),
-                    entered.clone(),
-                );
-                async move {
-                    let Ok(resp) = client
-                        .post(&url)
-                        .bearer_auth(&user_tokens[i as usize])
-                        .json(&json!({"concertId": concert_id}))
-                        .send()
-                        .await
-                    else {
-                        return false;
-                    };
-                    let Ok(body) = resp.json::<Value>().await else {
-                        return false;
-                    };
-                    let (Some(token), position) = (
-                        body["token"].as_str(),
-                        body["position"].as_u64().unwrap_or(0),
-                    ) else {
-                        return false;
-                    };
-                    entered.lock().unwrap_or_else(|e| e.into_inner())[i as usize] =
-                        Some((token.to_owned(), position));
-                    true
-                }
-            },
-        )
-        .await
-    };
-    let entered: Vec<(String, u64)> = entered
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let (enter, entered) = enter_all(&client, server, concert_id, users, "queue: entering").await;
     let mut first_positions: Vec<u64> = entered.iter().map(|(_, p)| *p).collect();
     first_positions.sort_unstable();
     let unique_positions = first_positions == (1..=entered.len() as u64).collect::<Vec<_>>();
@@ -225,6 +167,77 @@ pub async fn run(
         .insert("queueAdmitRateMeasured".into(), measured_rate);
     report.scenarios.push(poll_result);
     Ok(())
+}
+
+/// Users 1..=`users` enter the concert's room once each, concurrently; the
+/// queue token and first position of everyone who got in.
+pub async fn enter_all(
+    client: &reqwest::Client,
+    server: &Server,
+    concert_id: i64,
+    users: u64,
+    label: &str,
+) -> (load::LoadResult, Vec<Entered>) {
+    let user_tokens: Arc<Vec<String>> = Arc::new(
+        (1..=users as i64)
+            .map(|u| server.token(u, Role::User))
+            .collect(),
+    );
+    let entered: Arc<Mutex<Vec<Option<Entered>>>> =
+        Arc::new(Mutex::new(vec![None; users as usize]));
+    let enter = {
+        let (client, url, user_tokens, entered) = (
+            client.clone(),
+            server.url("/v1/queue/tokens"),
+            user_tokens.clone(),
+            entered.clone(),
+        );
+        load::run(
+            users,
+            CONCURRENCY,
+            ProgressBar::new(users).with_message(label.to_owned()),
+            move |i| {
+                let (client, url, user_tokens, entered) = (
+                    client.clone(),
+                    url.clone(),
+                    user_tokens.clone(),
+                    entered.clone(),
+                );
+                async move {
+                    let Ok(resp) = client
+                        .post(&url)
+                        .bearer_auth(&user_tokens[i as usize])
+                        .json(&json!({"concertId": concert_id}))
+                        .send()
+                        .await
+                    else {
+                        return false;
+                    };
+                    let Ok(body) = resp.json::<Value>().await else {
+                        return false;
+                    };
+                    let (Some(token), position) = (
+                        body["token"].as_str(),
+                        body["position"].as_u64().unwrap_or(0),
+                    ) else {
+                        return false;
+                    };
+                    entered.lock().unwrap_or_else(|e| e.into_inner())[i as usize] =
+                        Some((token.to_owned(), position));
+                    true
+                }
+            },
+        )
+        .await
+    };
+    let entered: Vec<(String, u64)> = entered
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .flatten()
+        .cloned()
+        .collect();
+    (enter, entered)
 }
 
 async fn room_active(

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     http::CONCURRENCY,
-    load,
+    load, queue,
     report::{Report, ScenarioResult},
     server::Server,
     stores::Stores,
@@ -43,62 +43,15 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
             .await?
             .error_for_status()?;
 
-        let user_tokens: Arc<Vec<String>> = Arc::new(
-            (1..=users as i64)
-                .map(|u| server.token(u, Role::User))
-                .collect(),
-        );
-        let queue_tokens: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-        let enter = {
-            let (client, url, user_tokens, queue_tokens) = (
-                client.clone(),
-                server.url("/v1/queue/tokens"),
-                user_tokens.clone(),
-                queue_tokens.clone(),
-            );
-            load::run(
-                users,
-                CONCURRENCY,
-                ProgressBar::new(users).with_message(format!("queue scaling: {users} entering")),
-                move |i| {
-                    let (client, url, user_tokens, queue_tokens) = (
-                        client.clone(),
-                        url.clone(),
-                        user_tokens.clone(),
-                        queue_tokens.clone(),
-                    );
-                    async move {
-                        let Ok(resp) = client
-                            .post(&url)
-                            .bearer_auth(&user_tokens[i as usize])
-                            .json(&json!({"concertId": concert_id}))
-                            .send()
-                            .await
-                        else {
-                            return false;
-                        };
-                        let Ok(body) = resp.json::<Value>().await else {
-                            return false;
-                        };
-                        let Some(token) = body["token"].as_str() else {
-                            return false;
-                        };
-                        queue_tokens
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push(token.to_owned());
-                        true
-                    }
-                },
-            )
-            .await
-        };
-        let tokens: Arc<Vec<String>> = Arc::new(
-            queue_tokens
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        );
+        let (enter, entered) = queue::enter_all(
+            &client,
+            &server,
+            concert_id,
+            users,
+            &format!("queue scaling: {users} entering"),
+        )
+        .await;
+        let tokens: Arc<Vec<String>> = Arc::new(entered.into_iter().map(|(t, _)| t).collect());
         anyhow::ensure!(!tokens.is_empty(), "nobody entered the room");
         let poll = {
             let (client, url, tokens) = (

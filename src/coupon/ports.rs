@@ -7,7 +7,7 @@ use super::domain::{
     Campaign, CampaignDraft, CouponError, HeldCoupon, IssuedCoupon, Job, LedgerEntry,
     LedgerSnapshot, LedgerStep, RecordError, Vendor,
 };
-use crate::kernel::{CouponId, UserCouponId, UserId, VendorId};
+use crate::kernel::{CouponId, UserCouponId, UserId};
 
 /// The issue ledger: who won each campaign and with which number. It
 /// answers the flood (duplicates, sold out) on its own; the database only
@@ -136,9 +136,4 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         &self,
         campaign: &Campaign,
     ) -> impl Future<Output = Result<(u64, u64, i64), CouponError>> + Send;
-
-    fn vendor(
-        &self,
-        id: VendorId,
-    ) -> impl Future<Output = Result<Option<Vendor>, CouponError>> + Send;
 }

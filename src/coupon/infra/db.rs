@@ -213,13 +213,6 @@ impl CouponRepository for DbCoupons {
             .collect())
     }
 
-    async fn vendor(&self, id: VendorId) -> Result<Option<Vendor>, CouponError> {
-        Ok(vendor::Entity::find_by_id(id.value())
-            .one(&self.db)
-            .await?
-            .map(vendor_from))
-    }
-
     async fn create_campaign(
         &self,
         draft: CampaignDraft,
