@@ -1,9 +1,9 @@
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
 };
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{
@@ -34,6 +34,78 @@ pub struct CouponService<R, L, C, W> {
     rebuilds: Arc<Mutex<HashMap<CouponId, Arc<tokio::sync::Mutex<()>>>>>,
     /// Ledger entries without a row younger than this may still be writing.
     grace: TimeDelta,
+    /// Campaigns this instance just saw sold out, with who held them then.
+    sold_out: SoldOutMemo,
+}
+
+/// How long a sold-out campaign is answered from memory. Only refusals
+/// come from it: a number freed meanwhile (a revoked write, a reconciler
+/// repair elsewhere) is handed out again at most this much later.
+const SOLD_OUT_MEMORY: TimeDelta = TimeDelta::seconds(1);
+/// Larger campaigns are not copied into memory when they sell out.
+const SOLD_OUT_MEMO_MAX_QUANTITY: u32 = 100_000;
+
+/// After a campaign sells out, nearly every request of the rush is a
+/// refusal. Those are answered here, without a ledger round trip, for a
+/// second at a time: a holder hears `AlreadyIssued` (or their replay),
+/// everyone else `SoldOut`, exactly as the ledger would have said.
+#[derive(Clone, Default)]
+struct SoldOutMemo {
+    campaigns: Arc<RwLock<HashMap<CouponId, SoldOut>>>,
+    /// Campaigns whose holders are being copied, so one request does it.
+    refreshing: Arc<Mutex<HashSet<CouponId>>>,
+}
+
+struct SoldOut {
+    until: DateTime<Utc>,
+    holders: HashSet<UserId>,
+}
+
+/// What the memo knows of a user's request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Remembered {
+    Holder,
+    SoldOut,
+}
+
+impl SoldOutMemo {
+    fn answer(&self, coupon: CouponId, user: UserId, now: DateTime<Utc>) -> Option<Remembered> {
+        let campaigns = self.campaigns.read().ok()?;
+        let sold_out = campaigns.get(&coupon).filter(|s| s.until > now)?;
+        Some(if sold_out.holders.contains(&user) {
+            Remembered::Holder
+        } else {
+            Remembered::SoldOut
+        })
+    }
+
+    /// Claims the refresh of a campaign; false when another request has it
+    /// or the memo is still fresh.
+    fn claim(&self, coupon: CouponId, now: DateTime<Utc>) -> bool {
+        let fresh = self
+            .campaigns
+            .read()
+            .is_ok_and(|c| c.get(&coupon).is_some_and(|s| s.until > now));
+        !fresh && self.refreshing.lock().is_ok_and(|mut r| r.insert(coupon))
+    }
+
+    fn store(&self, coupon: CouponId, sold_out: Option<SoldOut>) {
+        if let Ok(mut campaigns) = self.campaigns.write() {
+            match sold_out {
+                Some(sold_out) => campaigns.insert(coupon, sold_out),
+                None => campaigns.remove(&coupon),
+            };
+        }
+        if let Ok(mut refreshing) = self.refreshing.lock() {
+            refreshing.remove(&coupon);
+        }
+    }
+
+    fn forget(&self, coupon: CouponId) {
+        if let Ok(mut campaigns) = self.campaigns.write() {
+            campaigns.remove(&coupon);
+        }
+    }
 }
 
 impl<R, L, C, W> CouponService<R, L, C, W>
@@ -52,6 +124,7 @@ where
             campaigns: Arc::default(),
             rebuilds: Arc::default(),
             grace,
+            sold_out: SoldOutMemo::default(),
         }
     }
 
@@ -107,6 +180,11 @@ where
         let campaign = self.campaign(coupon).await?;
         let now = self.clock.now();
         campaign.window(now)?;
+        match self.sold_out.answer(coupon, user, now) {
+            Some(Remembered::Holder) => return self.replay(coupon, user, issue_key).await,
+            Some(Remembered::SoldOut) => return Err(self.sold_out_answer()),
+            None => {}
+        }
         let mut step = self.ledger.issue(coupon, user, now).await?;
         if step == LedgerStep::Missing {
             self.rebuild(&campaign).await?;
@@ -116,13 +194,42 @@ where
             LedgerStep::Issued(number) => self.record(&campaign, user, number, issue_key).await,
             LedgerStep::AlreadyIssued => self.replay(coupon, user, issue_key).await,
             LedgerStep::SoldOut => {
-                metrics::counter!("coupon_issue_total", "result" => "sold_out").increment(1);
-                Err(CouponError::SoldOut)
+                self.remember_sold_out(&campaign, now).await;
+                Err(self.sold_out_answer())
             }
             LedgerStep::Missing => Err(CouponError::Unavailable(anyhow::anyhow!(
                 "the coupon ledger of {coupon} vanished again while being rebuilt"
             ))),
         }
+    }
+
+    fn sold_out_answer(&self) -> CouponError {
+        metrics::counter!("coupon_issue_total", "result" => "sold_out").increment(1);
+        CouponError::SoldOut
+    }
+
+    /// Copies the holders of a campaign the ledger just called sold out,
+    /// so the rest of the rush is answered from memory.
+    async fn remember_sold_out(&self, campaign: &Campaign, now: DateTime<Utc>) {
+        if campaign.quantity > SOLD_OUT_MEMO_MAX_QUANTITY || !self.sold_out.claim(campaign.id, now)
+        {
+            return;
+        }
+        let sold_out = match self.ledger.snapshot(campaign.id).await {
+            // A number freed since the refusal means it is not sold out.
+            Ok(Some(snapshot)) if snapshot.entries.len() >= snapshot.quantity as usize => {
+                Some(SoldOut {
+                    until: now + SOLD_OUT_MEMORY,
+                    holders: snapshot.entries.iter().map(|e| e.user).collect(),
+                })
+            }
+            Ok(_) => None,
+            Err(err) => {
+                tracing::debug!(coupon = %campaign.id, error = %err, "sold-out campaign not copied");
+                None
+            }
+        };
+        self.sold_out.store(campaign.id, sold_out);
     }
 
     async fn record(
@@ -175,6 +282,7 @@ where
     /// Revocation is the compensation of a failed write; if it fails too,
     /// the reconciler drops the orphan entry after the grace period.
     async fn revoke(&self, coupon: CouponId, user: UserId, number: u32, free_number: bool) {
+        self.sold_out.forget(coupon);
         if let Err(err) = self.ledger.revoke(coupon, user, number, free_number).await {
             tracing::warn!(%coupon, %user, number, error = %err, "cannot revoke a coupon ledger entry; the reconciler will");
         }
@@ -251,6 +359,7 @@ where
             return Ok(report);
         }
         self.ledger.repair(coupon, &add, &remove).await?;
+        self.sold_out.forget(coupon);
         report.added = add.iter().map(|(user, _)| *user).collect();
         report.removed = remove
             .iter()
@@ -571,6 +680,32 @@ mod tests {
         }
         assert_eq!(won, 1);
         assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1, "one rebuild");
+    }
+
+    #[tokio::test]
+    async fn a_sold_out_rush_is_answered_from_memory_for_a_second() {
+        let ledger = MemoryCouponLedger::default();
+        let (service, clock) = service(FakeRepo::default(), ledger.clone()).await;
+        let c = CouponId(1);
+        service.issue(c, UserId(1), None).await.unwrap();
+        service.issue(c, UserId(2), None).await.unwrap();
+        assert!(matches!(
+            service.issue(c, UserId(3), None).await,
+            Err(CouponError::SoldOut)
+        ));
+        // Another instance gives number 2 back: this one goes on refusing
+        // from memory for a second, and still knows who holds a coupon.
+        assert!(ledger.revoke(c, UserId(2), 2, true).await.unwrap());
+        assert!(matches!(
+            service.issue(c, UserId(4), None).await,
+            Err(CouponError::SoldOut)
+        ));
+        assert!(matches!(
+            service.issue(c, UserId(1), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        clock.advance(TimeDelta::milliseconds(1_001));
+        assert_eq!(service.issue(c, UserId(4), None).await.unwrap().number, 2);
     }
 
     #[tokio::test]

@@ -137,6 +137,7 @@ const LOST_RACE_MEMORY: TimeDelta = TimeDelta::seconds(1);
 const LOST_RACE_CAPACITY: usize = 10_000;
 
 type TakenUntil = HashMap<(ScheduleId, SeatId), DateTime<Utc>>;
+type SeatGates = HashMap<(ScheduleId, SeatId), Arc<tokio::sync::Mutex<()>>>;
 
 #[derive(Clone)]
 pub struct DbReservations {
@@ -148,6 +149,44 @@ pub struct DbReservations {
     /// and a release on this instance forgets everything: at worst a buyer
     /// on another instance hears "taken" for a second after an early release.
     lost_races: Arc<Mutex<TakenUntil>>,
+    /// One hold attempt per seat at a time on this instance. The rest of a
+    /// rush waits here, not in the database's row lock and the connection
+    /// pool, and is refused from `lost_races` once the first attempt won.
+    /// The compare-and-set in the database still decides between instances.
+    gates: Arc<Mutex<SeatGates>>,
+}
+
+/// A turn at one seat's gate; leaving it drops the gate when nobody else
+/// is waiting.
+struct SeatTurn {
+    gates: Arc<Mutex<SeatGates>>,
+    key: (ScheduleId, SeatId),
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SeatTurn {
+    fn new(gates: &Arc<Mutex<SeatGates>>, key: (ScheduleId, SeatId)) -> Self {
+        let gate = gates
+            .lock()
+            .map(|mut g| g.entry(key).or_default().clone())
+            .unwrap_or_default();
+        Self {
+            gates: gates.clone(),
+            key,
+            gate,
+        }
+    }
+}
+
+impl Drop for SeatTurn {
+    fn drop(&mut self) {
+        if let Ok(mut gates) = self.gates.lock()
+            // This turn and the map itself: nobody else waits.
+            && Arc::strong_count(&self.gate) <= 2
+        {
+            gates.remove(&self.key);
+        }
+    }
 }
 
 impl DbReservations {
@@ -155,38 +194,13 @@ impl DbReservations {
         Self {
             db,
             lost_races: Arc::default(),
+            gates: Arc::default(),
         }
     }
 
-    fn known_taken(&self, schedule: ScheduleId, seat: SeatId, now: DateTime<Utc>) -> bool {
-        self.lost_races
-            .lock()
-            .ok()
-            .and_then(|seats| seats.get(&(schedule, seat)).copied())
-            .is_some_and(|until| until > now)
-    }
-
-    fn remember_taken(&self, schedule: ScheduleId, seat: SeatId, now: DateTime<Utc>) {
-        if let Ok(mut seats) = self.lost_races.lock() {
-            if seats.len() >= LOST_RACE_CAPACITY {
-                seats.retain(|_, until| *until > now);
-                if seats.len() >= LOST_RACE_CAPACITY {
-                    seats.clear();
-                }
-            }
-            seats.insert((schedule, seat), now + LOST_RACE_MEMORY);
-        }
-    }
-
-    fn forget_taken(&self) {
-        if let Ok(mut seats) = self.lost_races.lock() {
-            seats.clear();
-        }
-    }
-}
-
-impl ReservationRepository for DbReservations {
-    async fn hold(
+    /// One hold attempt, the seat's gate held: a cheap look first, then
+    /// the compare-and-set and the reservation in one transaction.
+    async fn attempt_hold(
         &self,
         user: UserId,
         schedule: ScheduleId,
@@ -195,9 +209,6 @@ impl ReservationRepository for DbReservations {
         now: DateTime<Utc>,
     ) -> Result<Reservation, ReservationError> {
         let until = now + TimeDelta::minutes(policy.hold_minutes.into());
-        if self.known_taken(schedule, seat, now) {
-            return Err(ReservationError::SeatUnavailable);
-        }
         match seats::visibly_taken(&self.db, schedule, seat, now).await? {
             None => return Err(ReservationError::SeatNotFound { schedule, seat }),
             Some(true) => {
@@ -265,6 +276,53 @@ impl ReservationRepository for DbReservations {
         append_events(&txn, vec![event(types::RESERVATION_HELD, &row, None)], now).await?;
         txn.commit().await?;
         to_reservation(row)
+    }
+
+    fn known_taken(&self, schedule: ScheduleId, seat: SeatId, now: DateTime<Utc>) -> bool {
+        self.lost_races
+            .lock()
+            .ok()
+            .and_then(|seats| seats.get(&(schedule, seat)).copied())
+            .is_some_and(|until| until > now)
+    }
+
+    fn remember_taken(&self, schedule: ScheduleId, seat: SeatId, now: DateTime<Utc>) {
+        if let Ok(mut seats) = self.lost_races.lock() {
+            if seats.len() >= LOST_RACE_CAPACITY {
+                seats.retain(|_, until| *until > now);
+                if seats.len() >= LOST_RACE_CAPACITY {
+                    seats.clear();
+                }
+            }
+            seats.insert((schedule, seat), now + LOST_RACE_MEMORY);
+        }
+    }
+
+    fn forget_taken(&self) {
+        if let Ok(mut seats) = self.lost_races.lock() {
+            seats.clear();
+        }
+    }
+}
+
+impl ReservationRepository for DbReservations {
+    async fn hold(
+        &self,
+        user: UserId,
+        schedule: ScheduleId,
+        seat: SeatId,
+        policy: HoldPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<Reservation, ReservationError> {
+        if self.known_taken(schedule, seat, now) {
+            return Err(ReservationError::SeatUnavailable);
+        }
+        let turn = SeatTurn::new(&self.gates, (schedule, seat));
+        let _inside = turn.gate.lock().await;
+        if self.known_taken(schedule, seat, now) {
+            return Err(ReservationError::SeatUnavailable);
+        }
+        self.attempt_hold(user, schedule, seat, policy, now).await
     }
 
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
