@@ -11,6 +11,9 @@ mod coupons;
 mod demo_page;
 mod errors;
 mod events;
+// Needs `--features failpoints`; scripts/test runs it on its own.
+#[cfg(feature = "failpoints")]
+mod failpoints;
 mod health;
 mod helpers;
 mod openapi;

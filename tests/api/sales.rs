@@ -10,15 +10,15 @@ use crate::helpers::{
     TestApp, assert_problem, concert_body, count, eventually, spawn_app, spawn_app_with,
 };
 
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-struct Sale {
-    concert: Value,
-    schedule: Value,
-    seats: Vec<i64>,
+pub(crate) struct Sale {
+    pub(crate) concert: Value,
+    pub(crate) schedule: Value,
+    pub(crate) seats: Vec<i64>,
 }
 
-async fn sale(app: &TestApp, seats: i64) -> Sale {
+pub(crate) async fn sale(app: &TestApp, seats: i64) -> Sale {
     let created = app.create_concert(&concert_body(1, seats - 1)).await;
     let schedule = created["schedules"][0]["id"].clone();
     let ids = seat_ids(app, &schedule).await;
@@ -44,12 +44,12 @@ async fn seat_ids(app: &TestApp, schedule: &Value) -> Vec<i64> {
         .collect()
 }
 
-async fn exec(app: &TestApp, sql: &str) {
+pub(crate) async fn exec(app: &TestApp, sql: &str) {
     use sea_orm::ConnectionTrait;
     app.db.execute_unprepared(sql).await.unwrap();
 }
 
-async fn charge(app: &TestApp, user: i64, amount: Value) -> reqwest::Response {
+pub(crate) async fn charge(app: &TestApp, user: i64, amount: Value) -> reqwest::Response {
     app.post("/v1/wallet/charges")
         .bearer_auth(app.user_token(user))
         .json(&json!({"amount": amount}))
@@ -58,7 +58,13 @@ async fn charge(app: &TestApp, user: i64, amount: Value) -> reqwest::Response {
         .unwrap()
 }
 
-async fn hold(app: &TestApp, user: i64, token: &str, sale: &Sale, seat: i64) -> reqwest::Response {
+pub(crate) async fn hold(
+    app: &TestApp,
+    user: i64,
+    token: &str,
+    sale: &Sale,
+    seat: i64,
+) -> reqwest::Response {
     app.post("/v1/reservations")
         .bearer_auth(app.user_token(user))
         .header("x-queue-token", token)
@@ -68,7 +74,12 @@ async fn hold(app: &TestApp, user: i64, token: &str, sale: &Sale, seat: i64) -> 
         .unwrap()
 }
 
-async fn pay(app: &TestApp, user: i64, token: &str, reservation: &Value) -> reqwest::Response {
+pub(crate) async fn pay(
+    app: &TestApp,
+    user: i64,
+    token: &str,
+    reservation: &Value,
+) -> reqwest::Response {
     app.post("/v1/payments")
         .bearer_auth(app.user_token(user))
         .header("x-queue-token", token)
@@ -78,7 +89,7 @@ async fn pay(app: &TestApp, user: i64, token: &str, reservation: &Value) -> reqw
         .unwrap()
 }
 
-async fn balance(app: &TestApp, user: i64) -> i64 {
+pub(crate) async fn balance(app: &TestApp, user: i64) -> i64 {
     let body: Value = app
         .get("/v1/wallet")
         .bearer_auth(app.user_token(user))
@@ -91,7 +102,7 @@ async fn balance(app: &TestApp, user: i64) -> i64 {
     body["balance"].as_i64().unwrap()
 }
 
-async fn get_as(app: &TestApp, user: i64, path: &str) -> Value {
+pub(crate) async fn get_as(app: &TestApp, user: i64, path: &str) -> Value {
     let resp = app
         .get(path)
         .bearer_auth(app.user_token(user))
@@ -104,7 +115,7 @@ async fn get_as(app: &TestApp, user: i64, path: &str) -> Value {
 
 /// Σcharged − Σpaid + Σrefunded = Σbalances, every balance equals its last
 /// ledger row, and no seat is sold twice or sold while held by another.
-async fn assert_invariants(app: &TestApp) {
+pub(crate) async fn assert_invariants(app: &TestApp) {
     let ledger = count(
         &app.db,
         "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM wallet_transactions",
@@ -458,7 +469,7 @@ async fn a_payment_is_confirmed_with_a_receipt_a_notification_and_the_turn_ends(
 /// Pays for a seat while the reservations consumer is paused, lets someone
 /// else take the seat, then runs the consumer: the confirmation fails.
 /// Returns the app, the payment and a handle stopping the consumer.
-async fn paid_then_seat_lost(
+pub(crate) async fn paid_then_seat_lost(
     before_confirming: &str,
 ) -> (TestApp, Value, tokio_util::sync::CancellationToken) {
     use std::sync::Arc;

@@ -288,6 +288,9 @@ impl CouponRepository for DbCoupons {
         issue_key: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<IssuedCoupon, RecordError> {
+        fail::fail_point!("coupon::record_issue", |_| Err(RecordError::Failed(
+            anyhow!("failpoint coupon::record_issue")
+        )));
         if number == 0 || number > campaign.quantity {
             return Err(RecordError::Failed(anyhow!(
                 "issue number {number} is outside 1..={}",

@@ -200,7 +200,14 @@ impl<B: EventBus> ConsumerRunner<B> {
             return Ok(Outcome::Duplicate);
         }
         self.handler.handle(&txn, event).await?;
+        fail::fail_point!(&format!("consumer::before_commit::{name}"), |_| Err(
+            anyhow::anyhow!("failpoint consumer::before_commit::{name}")
+        ));
         txn.commit().await?;
+        // Committed but not acknowledged: redelivered, and the inbox says so.
+        fail::fail_point!(&format!("consumer::after_commit::{name}"), |_| Err(
+            anyhow::anyhow!("failpoint consumer::after_commit::{name}")
+        ));
         Ok(Outcome::Applied)
     }
 

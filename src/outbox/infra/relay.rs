@@ -147,7 +147,13 @@ impl<B: EventBus> Relay<B> {
             .iter()
             .map(bus_message)
             .collect::<anyhow::Result<Vec<_>>>()?;
+        fail::fail_point!("relay::before_publish", |_| Err(anyhow::anyhow!(
+            "failpoint relay::before_publish"
+        )));
         self.bus.publish(&messages).await?;
+        fail::fail_point!("relay::after_publish", |_| Err(anyhow::anyhow!(
+            "failpoint relay::after_publish"
+        )));
         let now = Utc::now();
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let mut update = outbox::Entity::update_many()

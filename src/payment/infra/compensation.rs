@@ -162,6 +162,9 @@ impl<W: RelayWake> CompensationRunner<W> {
             .filter(compensation::Column::Id.eq(id))
             .exec(&txn)
             .await?;
+        fail::fail_point!("compensation::refund", |_| Err(anyhow::anyhow!(
+            "failpoint compensation::refund"
+        )));
         txn.commit().await?;
         Ok(Some(refund))
     }

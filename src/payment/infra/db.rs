@@ -169,6 +169,9 @@ impl PaymentRepository for DbPayments {
             },
         );
         append_events(&txn, vec![event], now).await?;
+        fail::fail_point!("payment::before_commit", |_| Err(
+            PaymentError::Unavailable(anyhow::anyhow!("failpoint payment::before_commit"))
+        ));
         txn.commit().await?;
         to_payment(row)
     }

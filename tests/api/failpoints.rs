@@ -1,0 +1,339 @@
+//! Failure injection with the `fail` crate (built with `--features
+//! failpoints`). Failpoints are global to the process, so `scripts/test`
+//! runs this module on its own, one test at a time, and the other runs skip
+//! it; `FailScenario` also keeps two of these tests from overlapping.
+//!
+//! Each test blocks a step until it has seen the failure hold (nothing
+//! happened, or it happened and was retried), then lets it through and
+//! checks that the effect landed exactly once.
+
+use std::time::Duration;
+
+use chrono::TimeDelta;
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{TestApp, assert_problem, count, eventually, spawn_app, spawn_app_with},
+    sales::{
+        WAIT, assert_invariants, balance, charge, get_as, hold, paid_then_seat_lost, pay, sale,
+    },
+};
+
+/// Armed failpoints, disarmed when dropped (also when the test fails).
+struct Armed {
+    names: Vec<String>,
+    _scenario: fail::FailScenario<'static>,
+}
+
+impl Armed {
+    fn new(points: &[(&str, &str)]) -> Self {
+        let scenario = fail::FailScenario::setup();
+        for (name, action) in points {
+            fail::cfg(*name, action).expect("a valid failpoint action");
+        }
+        Self {
+            names: points.iter().map(|(name, _)| (*name).to_owned()).collect(),
+            _scenario: scenario,
+        }
+    }
+
+    fn disarm(&self, name: &str) {
+        fail::remove(name);
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        for name in &self.names {
+            fail::remove(name);
+        }
+    }
+}
+
+/// A user with an admitted queue token, a charged wallet and a paid seat.
+async fn paid_seat(app: &TestApp, user: i64) -> Value {
+    let sale = sale(app, 2).await;
+    let token = app.admitted_token(user, &sale.concert).await;
+    assert_eq!(charge(app, user, json!(200_000)).await.status(), 201);
+    let reservation: Value = hold(app, user, &token, &sale, sale.seats[0])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let resp = pay(app, user, &token, &reservation["id"]).await;
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+async fn receipts_for(app: &TestApp, payment: &Value) -> i64 {
+    count(
+        &app.db,
+        &format!(
+            "SELECT COUNT(*) FROM receipts WHERE payment_id = {}",
+            payment["id"]
+        ),
+    )
+    .await
+}
+
+fn data_platform_lines_for(app: &TestApp, payment: &Value) -> usize {
+    app.data_platform_lines()
+        .iter()
+        .filter(|l| l["type"] == "PaymentCompleted" && l["payload"]["paymentId"] == payment["id"])
+        .count()
+}
+
+/// The value of one Prometheus counter series (0 when absent).
+async fn counter(app: &TestApp, series: &str) -> f64 {
+    let text = app
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .filter_map(|rest| rest.trim().parse::<f64>().ok())
+        .sum()
+}
+
+/// Holds for `window` that `check` keeps returning true.
+async fn stays(what: &str, window: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let until = tokio::time::Instant::now() + window;
+    while tokio::time::Instant::now() < until {
+        assert!(check().await, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_relay_failing_before_or_after_publishing_loses_nothing_and_applies_nothing_twice() {
+    let app = spawn_app().await;
+    let armed = Armed::new(&[("relay::before_publish", "return")]);
+    let payment = paid_seat(&app, 1).await;
+    stays(
+        "nothing reaches the bus while publishing fails",
+        Duration::from_millis(800),
+        async || receipts_for(&app, &payment).await == 0,
+    )
+    .await;
+    assert!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL"
+        )
+        .await
+            > 0
+    );
+
+    // Now every batch reaches the bus but is never marked: it goes out again
+    // and again, and the consumers' inboxes keep each effect single.
+    fail::cfg("relay::after_publish", "return").unwrap();
+    armed.disarm("relay::before_publish");
+    eventually("the receipt despite the failing relay", WAIT, || async {
+        (receipts_for(&app, &payment).await == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    armed.disarm("relay::after_publish");
+    eventually("the outbox to drain", WAIT, || async {
+        (count(
+            &app.db,
+            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+        )
+        .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the confirmation", WAIT, || async {
+        (get_as(&app, 1, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
+    assert_eq!(receipts_for(&app, &payment).await, 1);
+    eventually("the data-platform line", WAIT, || async {
+        (data_platform_lines_for(&app, &payment) >= 1).then_some(())
+    })
+    .await;
+    assert_eq!(data_platform_lines_for(&app, &payment), 1);
+    assert!(
+        counter(
+            &app,
+            r#"consumer_events_total{consumer="receipts",outcome="duplicate"}"#
+        )
+        .await
+            >= 1.0,
+        "the republished batches reached the consumers and were recognised"
+    );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_consumer_failing_before_its_commit_applies_the_event_once_it_recovers() {
+    // Enough deliveries that the blocked event is not dead-lettered meanwhile.
+    let app = spawn_app_with(|s| s.consumer_max_deliveries = 50).await;
+    let armed = Armed::new(&[("consumer::before_commit::receipts", "return")]);
+    let payment = paid_seat(&app, 2).await;
+    let path = format!("/v1/payments/{}", payment["id"]);
+    // The other consumers go on: the payment is confirmed, no receipt yet.
+    eventually("the confirmation", WAIT, || async {
+        (get_as(&app, 2, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
+    stays(
+        "no receipt while its consumer cannot commit",
+        Duration::from_millis(800),
+        async || receipts_for(&app, &payment).await == 0,
+    )
+    .await;
+    armed.disarm("consumer::before_commit::receipts");
+    eventually("the receipt after recovery", WAIT, || async {
+        (receipts_for(&app, &payment).await == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receipts_for(&app, &payment).await, 1);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM dead_letters").await, 0);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_consumer_failing_after_its_commit_is_redelivered_and_the_inbox_drops_it() {
+    let app = spawn_app().await;
+    let before = counter(
+        &app,
+        r#"consumer_events_total{consumer="receipts",outcome="duplicate"}"#,
+    )
+    .await;
+    let _armed = Armed::new(&[("consumer::after_commit::receipts", "1*return")]);
+    let payment = paid_seat(&app, 3).await;
+    eventually("the redelivery to be recognised", WAIT, || async {
+        let now = counter(
+            &app,
+            r#"consumer_events_total{consumer="receipts",outcome="duplicate"}"#,
+        )
+        .await;
+        (now > before).then_some(())
+    })
+    .await;
+    assert_eq!(receipts_for(&app, &payment).await, 1);
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM inbox WHERE consumer = 'receipts'"
+        )
+        .await,
+        1,
+        "one PaymentCompleted, recorded once"
+    );
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM dead_letters").await, 0);
+}
+
+#[tokio::test]
+async fn a_coupon_write_failing_after_the_ledger_step_is_revoked_and_a_retry_wins() {
+    let app = spawn_app().await;
+    let (coupon, _) = app.create_coupon(1, TimeDelta::days(1)).await;
+    let _armed = Armed::new(&[("coupon::record_issue", "1*return")]);
+    let issue = || {
+        app.post(&format!("/v1/coupons/{coupon}/issue"))
+            .bearer_auth(app.user_token(7))
+            .header("idempotency-key", "issue-7")
+            .send()
+    };
+    let failed = issue().await.unwrap();
+    assert!(failed.headers().contains_key("retry-after"));
+    assert_problem(failed, 503, "unavailable").await;
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM user_coupons").await, 0);
+    assert_eq!(app.coupon_stats(coupon).await["ledgerIssued"], 0, "revoked");
+
+    let won = issue().await.unwrap();
+    assert_eq!(won.status(), 201);
+    let body: Value = won.json().await.unwrap();
+    assert_eq!(
+        body["issueNumber"], 1,
+        "the revoked number was handed out again"
+    );
+    let again: Value = issue().await.unwrap().json().await.unwrap();
+    assert_eq!(again, body, "the retry with the same key replays the win");
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM user_coupons").await, 1);
+}
+
+#[tokio::test]
+async fn a_payment_failing_before_its_commit_changes_nothing_and_a_retry_pays() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(4, &sale.concert).await;
+    assert_eq!(charge(&app, 4, json!(200_000)).await.status(), 201);
+    let reservation: Value = hold(&app, 4, &token, &sale, sale.seats[0])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let _armed = Armed::new(&[("payment::before_commit", "1*return")]);
+    let pay_with_key = || {
+        app.post("/v1/payments")
+            .bearer_auth(app.user_token(4))
+            .header("x-queue-token", &token)
+            .header("idempotency-key", "pay-4")
+            .json(&json!({"reservationId": reservation["id"]}))
+            .send()
+    };
+    let failed = pay_with_key().await.unwrap();
+    assert!(failed.headers().contains_key("retry-after"));
+    assert_problem(failed, 503, "unavailable").await;
+    assert_eq!(balance(&app, 4).await, 200_000, "no points taken");
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM payments").await, 0);
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted'"
+        )
+        .await,
+        0
+    );
+    let held = get_as(&app, 4, &format!("/v1/reservations/{}", reservation["id"])).await;
+    assert_eq!(held["status"], "held");
+
+    // The same key is free again: the failed attempt left no answer behind.
+    let paid = pay_with_key().await.unwrap();
+    assert_eq!(paid.status(), 201);
+    let body: Value = paid.json().await.unwrap();
+    assert_eq!(body["status"], "paid");
+    assert_eq!(
+        balance(&app, 4).await,
+        200_000 - body["amount"].as_i64().unwrap()
+    );
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM payments").await, 1);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_failing_compensation_step_is_retried_until_the_refund_lands() {
+    let _armed = Armed::new(&[("compensation::refund", "2*return")]);
+    let (app, payment, stop) = paid_then_seat_lost("SELECT 1").await;
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the refund", WAIT, || async {
+        (get_as(&app, 5, &path).await["status"] == "refunded").then_some(())
+    })
+    .await;
+    stop.cancel();
+    let compensations = app.get_json("/v1/admin/compensations").await;
+    assert_eq!(compensations[0]["status"], "succeeded");
+    assert_eq!(
+        compensations[0]["attempts"], 3,
+        "two injected failures, then the refund: {compensations}"
+    );
+    assert_eq!(balance(&app, 5).await, 150_000, "points restored once");
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM wallet_transactions WHERE kind = 'refund'"
+        )
+        .await,
+        1
+    );
+    assert_invariants(&app).await;
+}
