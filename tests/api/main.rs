@@ -17,6 +17,7 @@ mod failpoints;
 mod health;
 mod helpers;
 mod openapi;
+mod outage;
 mod queue;
 mod queue_contract;
 mod sales;

@@ -188,6 +188,13 @@ impl EventBus for RedisBus {
             Err(err) => {
                 // Drop the connection so the next call reconnects.
                 self.readers.lock().await.remove(consumer);
+                // A Redis that came back empty lost the group with the
+                // stream: make it again, and the next call reads on.
+                if err.code() == Some("NOGROUP")
+                    && let Err(again) = self.ensure_group(group).await
+                {
+                    tracing::warn!(group, error = %again, "cannot re-create the consumer group");
+                }
                 return Err(err).context("XREADGROUP");
             }
         };

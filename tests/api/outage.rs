@@ -1,0 +1,333 @@
+//! Dependency outages: the Redis a server uses is killed under load and
+//! started again. Meanwhile the Redis-backed endpoints answer 503
+//! `unavailable` with `Retry-After`, everything else keeps working, and
+//! service comes back by itself, without a restart of the server.
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::TimeDelta;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem, concert_body, count, eventually, spawn_app_with};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A Redis server of this test's own, on a free loopback port, so that
+/// stopping it cannot disturb the other tests. With `durable` it keeps an
+/// append-only file, so a restart finds its data again.
+struct OwnRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    durable: bool,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(durable: bool) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = Self {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            durable,
+            child: None,
+        };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let appendonly = if self.durable { "yes" } else { "no" };
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (scripts/test installs it)");
+        self.child = Some(child);
+        let client = redis::Client::open(self.url()).expect("a Redis URL");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while client
+            .get_connection()
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+            .is_err()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "own redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no goodbye to the clients, as in a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn spawn_on(redis: &OwnRedis) -> TestApp {
+    let url = redis.url();
+    spawn_app_with(|s| {
+        s.redis_url = Some(url);
+        // A ledger lost with Redis is rebuilt on first use; keep the
+        // reconciler out of the way so the test sees that path.
+        s.coupon_reconcile_seconds = 3_600;
+        // A ledger step whose answer was lost with the connection leaves an
+        // entry without a row; the reconciler may drop it after this long.
+        s.coupon_reconcile_grace_seconds = 1;
+    })
+    .await
+}
+
+async fn enter(app: &TestApp, user: i64, concert: &Value) -> reqwest::Response {
+    app.post("/v1/queue/tokens")
+        .bearer_auth(app.user_token(user))
+        .json(&json!({ "concertId": concert }))
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn issue(app: &TestApp, coupon: i64, user: i64) -> reqwest::Response {
+    app.issue_coupon(coupon, user).await
+}
+
+async fn charge(app: &TestApp, user: i64) -> reqwest::Response {
+    app.post("/v1/wallet/charges")
+        .bearer_auth(app.user_token(user))
+        .json(&json!({ "amount": 1_000 }))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Mixed traffic until stopped: entering, polling, claiming coupons and
+/// reading the catalog; every answer's status is counted by endpoint.
+fn start_load(
+    app: Arc<TestApp>,
+    concert: Value,
+    coupon: i64,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<BTreeMap<(String, u16), u32>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..6)
+        .map(|worker| {
+            let (app, concert, stop, seen) =
+                (app.clone(), concert.clone(), stop.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut user = 1_000 + worker * 10_000;
+                while !stop.load(Ordering::Relaxed) {
+                    user += 1;
+                    let note = |what: &str, status: u16| {
+                        *seen
+                            .lock()
+                            .unwrap()
+                            .entry((what.to_owned(), status))
+                            .or_default() += 1;
+                    };
+                    let entered = enter(&app, user, &concert).await;
+                    note("enter", entered.status().as_u16());
+                    if entered.status() == 201 {
+                        let body: Value = entered.json().await.unwrap();
+                        let status = app
+                            .get("/v1/queue/status")
+                            .header("x-queue-token", body["token"].as_str().unwrap())
+                            .send()
+                            .await
+                            .expect("request");
+                        note("status", status.status().as_u16());
+                    }
+                    note("issue", issue(&app, coupon, user).await.status().as_u16());
+                    let concerts = app.get("/v1/concerts").send().await.expect("request");
+                    note("concerts", concerts.status().as_u16());
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_killed_under_load_answers_503_and_service_resumes_by_itself() {
+    let mut redis = OwnRedis::start(true);
+    let app = Arc::new(spawn_on(&redis).await);
+    let concert = app.create_concert(&concert_body(1, 9)).await["id"].clone();
+    let (coupon, _) = app.create_coupon(50, TimeDelta::days(1)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let load = start_load(
+        app.clone(),
+        concert.clone(),
+        coupon,
+        stop.clone(),
+        seen.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    redis.kill();
+    // Redis-backed endpoints: 503 unavailable with Retry-After.
+    let entered = enter(&app, 1, &concert).await;
+    assert!(entered.headers().contains_key("retry-after"));
+    assert_problem(entered, 503, "unavailable").await;
+    let issued = issue(&app, coupon, 1).await;
+    assert!(issued.headers().contains_key("retry-after"));
+    assert_problem(issued, 503, "unavailable").await;
+    let ready = app.get("/health/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    // Everything else goes on.
+    assert_eq!(app.get("/health/live").send().await.unwrap().status(), 200);
+    assert_eq!(app.get("/v1/concerts").send().await.unwrap().status(), 200);
+    assert_eq!(
+        charge(&app, 2).await.status(),
+        201,
+        "the wallet needs no Redis"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    redis.restart();
+    eventually("the waiting room to answer again", WAIT, || async {
+        (enter(&app, 1, &concert).await.status() == 201).then_some(())
+    })
+    .await;
+    eventually("coupons to answer again", WAIT, || async {
+        (issue(&app, coupon, 1).await.status() != 503).then_some(())
+    })
+    .await;
+    eventually("readiness", WAIT, || async {
+        (app.get("/health/ready").send().await.unwrap().status() == 200).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await
+            .expect("no load task panicked (no transport errors)");
+    }
+
+    let seen = seen.lock().unwrap().clone();
+    for ((what, status), n) in &seen {
+        assert!(
+            [200, 201, 409, 503].contains(status),
+            "{what} answered {status} ({n} times): {seen:?}"
+        );
+        assert!(
+            *status != 503 || what != "concerts",
+            "the catalog does not need Redis: {seen:?}"
+        );
+    }
+    let outage: u32 = seen
+        .iter()
+        .filter(|((_, s), _)| *s == 503)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(outage > 0, "the load saw the outage: {seen:?}");
+
+    // The charge made during the outage reaches the data platform.
+    eventually("the outage's charge on the data platform", WAIT, || async {
+        app.data_platform_lines()
+            .iter()
+            .any(|l| l["type"] == "WalletCharged" && l["payload"]["userId"] == 2)
+            .then_some(())
+    })
+    .await;
+    // Never over-issued, and the ledger agrees with the database.
+    let rows = count(
+        &app.db,
+        &format!("SELECT COUNT(*) FROM user_coupons WHERE coupon_id = {coupon}"),
+    )
+    .await;
+    assert!(rows <= 50);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let reconciled = app
+        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reconciled.status(), 200);
+    let stats = app.coupon_stats(coupon).await;
+    assert_eq!(stats["issued"], rows);
+    assert_eq!(stats["ledgerIssued"], rows);
+}
+
+#[tokio::test]
+async fn redis_restarted_empty_is_refilled_and_the_pipeline_resumes() {
+    let mut redis = OwnRedis::start(false);
+    let app = spawn_on(&redis).await;
+    let concert = app.create_concert(&concert_body(1, 9)).await["id"].clone();
+    let (coupon, _) = app.create_coupon(3, TimeDelta::days(1)).await;
+    assert_eq!(issue(&app, coupon, 1).await.status(), 201);
+    assert_eq!(enter(&app, 1, &concert).await.status(), 201);
+    assert_eq!(charge(&app, 1).await.status(), 201);
+    eventually("the first charge on the data platform", WAIT, || async {
+        app.data_platform_lines()
+            .iter()
+            .any(|l| l["type"] == "WalletCharged" && l["payload"]["userId"] == 1)
+            .then_some(())
+    })
+    .await;
+
+    redis.kill();
+    redis.restart();
+    // Everything Redis held is gone: the ledger is rebuilt from the
+    // database on first use, so user 1 still holds their coupon.
+    eventually("coupons to answer again", WAIT, || async {
+        (issue(&app, coupon, 2).await.status() == 201).then_some(())
+    })
+    .await;
+    assert_problem(issue(&app, coupon, 1).await, 409, "already_issued").await;
+    assert_eq!(issue(&app, coupon, 3).await.status(), 201);
+    assert_problem(issue(&app, coupon, 4).await, 409, "sold_out").await;
+    assert_eq!(enter(&app, 5, &concert).await.status(), 201);
+
+    // The consumer groups are created again, and new events flow.
+    assert_eq!(charge(&app, 6).await.status(), 201);
+    eventually(
+        "a charge after the restart on the data platform",
+        WAIT,
+        || async {
+            app.data_platform_lines()
+                .iter()
+                .any(|l| l["type"] == "WalletCharged" && l["payload"]["userId"] == 6)
+                .then_some(())
+        },
+    )
+    .await;
+    let stats = app.coupon_stats(coupon).await;
+    assert_eq!(stats["issued"], 3);
+    assert_eq!(stats["ledgerIssued"], 3);
+}
