@@ -16,6 +16,7 @@ mod events;
 mod failpoints;
 mod health;
 mod helpers;
+mod instances;
 mod openapi;
 mod outage;
 mod queue;
