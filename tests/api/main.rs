@@ -8,6 +8,7 @@ mod catalog;
 mod cli;
 mod coupon_ledger_contract;
 mod coupons;
+mod crash;
 mod demo_page;
 mod errors;
 mod events;

@@ -116,13 +116,18 @@ pub(crate) async fn get_as(app: &TestApp, user: i64, path: &str) -> Value {
 /// Σcharged − Σpaid + Σrefunded = Σbalances, every balance equals its last
 /// ledger row, and no seat is sold twice or sold while held by another.
 pub(crate) async fn assert_invariants(app: &TestApp) {
+    assert_ledger_invariants(&app.db).await;
+}
+
+/// The same invariants, read straight from a database.
+pub(crate) async fn assert_ledger_invariants(db: &sea_orm::DatabaseConnection) {
     let ledger = count(
-        &app.db,
+        db,
         "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM wallet_transactions",
     )
     .await;
     let balances = count(
-        &app.db,
+        db,
         "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM wallets",
     )
     .await;
@@ -131,20 +136,20 @@ pub(crate) async fn assert_invariants(app: &TestApp) {
         "charged − paid + refunded must equal the balances"
     );
     let mismatched = count(
-        &app.db,
+        db,
         "SELECT COUNT(*) FROM wallets w WHERE w.balance <> COALESCE((SELECT t.balance_after FROM wallet_transactions t \
          WHERE t.user_id = w.user_id ORDER BY t.id DESC LIMIT 1), 0)",
     )
     .await;
     assert_eq!(mismatched, 0, "every balance equals its last ledger row");
     let twice = count(
-        &app.db,
+        db,
         "SELECT COUNT(*) FROM (SELECT seat_id FROM reservations WHERE status = 'confirmed' GROUP BY seat_id HAVING COUNT(*) > 1) d",
     )
     .await;
     assert_eq!(twice, 0, "no seat confirmed twice");
     let sold_wrongly = count(
-        &app.db,
+        db,
         "SELECT COUNT(*) FROM seats s WHERE s.status = 'sold' AND NOT EXISTS (SELECT 1 FROM reservations r \
          WHERE r.seat_id = s.id AND r.status = 'confirmed' AND r.id = s.reservation_id)",
     )
