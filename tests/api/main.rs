@@ -17,3 +17,4 @@ mod openapi;
 mod queue;
 mod queue_contract;
 mod sales;
+mod security;

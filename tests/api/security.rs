@@ -1,0 +1,715 @@
+//! Hostile callers. Every route against missing, forged and expired
+//! credentials, the wrong role, other users' resources and queue tokens;
+//! then hostile bodies, amounts and ids. Each refusal is a 4xx problem and
+//! leaves the database exactly as it was.
+
+use std::time::Duration;
+
+use boxoffice::{
+    auth::{
+        domain::{Identity, Role},
+        infra::jwt::JwtCodec,
+        ports::TokenCodec,
+    },
+    kernel::{ConcertId, UserId},
+    queue::{domain::QueuePass, infra::tokens::JwtQueueTokens, ports::QueueTokens},
+};
+use chrono::{TimeDelta, Utc};
+use reqwest::{Method, Response};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{
+    TEST_JWT_SECRET, TestApp, assert_problem, concert_body, count, eventually, sign, spawn_app,
+    spawn_app_with,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The buyer who owns every resource in the world below.
+const OWNER: i64 = 1;
+/// Another signed-in user, with nothing of their own.
+const STRANGER: i64 = 2;
+/// The user whose (forged, expired, …) credentials the matrix sends.
+const PROBE: i64 = 5;
+const TWO_POW_63: &str = "9223372036854775808";
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    Public,
+    /// A user JWT.
+    User,
+    /// A user JWT and an admitted queue token for the concert.
+    UserQueue,
+    /// A queue token alone (any state).
+    Queue,
+    Admin,
+}
+
+struct Route {
+    method: Method,
+    /// The path as the OpenAPI document spells it.
+    template: &'static str,
+    path: String,
+    guard: Guard,
+    body: Option<Value>,
+}
+
+fn route(method: Method, template: &'static str, path: String, guard: Guard) -> Route {
+    Route {
+        method,
+        template,
+        path,
+        guard,
+        body: None,
+    }
+}
+
+impl Route {
+    fn with_body(mut self, body: Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+}
+
+async fn call(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    bearer: Option<&str>,
+    queue: Option<&str>,
+    body: Option<&Value>,
+) -> Response {
+    let mut req = app.client.request(method.clone(), app.url(path));
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    if let Some(token) = queue {
+        req = req.header("x-queue-token", token);
+    }
+    if let Some(body) = body {
+        req = req.json(body);
+    }
+    req.send().await.expect("request")
+}
+
+/// Row counts and sums that any write would move.
+async fn snapshot(app: &TestApp) -> Vec<(&'static str, i64)> {
+    let mut out = Vec::new();
+    for table in [
+        "concerts",
+        "schedules",
+        "seats",
+        "reservations",
+        "payments",
+        "wallets",
+        "wallet_transactions",
+        "vendors",
+        "coupons",
+        "user_coupons",
+        "coupon_jobs",
+        "outbox",
+        "idempotency_keys",
+        "queue_settings",
+        "compensations",
+    ] {
+        out.push((
+            table,
+            count(&app.db, &format!("SELECT COUNT(*) FROM {table}")).await,
+        ));
+    }
+    for (what, sql) in [
+        (
+            "wallet balances",
+            "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM wallets",
+        ),
+        (
+            "vendor balances",
+            "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM vendors",
+        ),
+        (
+            "seats with a holder",
+            "SELECT COUNT(*) FROM seats WHERE holder_id IS NOT NULL",
+        ),
+        (
+            "reservation statuses",
+            "SELECT COUNT(DISTINCT status) FROM reservations",
+        ),
+        (
+            "used coupons",
+            "SELECT COUNT(*) FROM user_coupons WHERE used_at IS NOT NULL",
+        ),
+    ] {
+        out.push((what, count(&app.db, sql).await));
+    }
+    out
+}
+
+/// A concert with two schedules, the owner's confirmed payment, held seat,
+/// used and unused coupons and a finished redemption job.
+struct World {
+    app: TestApp,
+    concert: Value,
+    schedule: Value,
+    /// Seats of the first schedule, in number order.
+    seats: Vec<i64>,
+    /// A seat of the second schedule.
+    other_schedule_seat: i64,
+    reservation: i64,
+    paid_reservation: i64,
+    payment: i64,
+    coupon: i64,
+    vendor: i64,
+    /// The owner's coupon, still unused.
+    user_coupon: i64,
+    job: String,
+    /// `PROBE`'s admitted queue token and held seat, so that a request of
+    /// theirs fails only for the one credential a test spoils.
+    probe_queue: String,
+    probe_reservation: i64,
+}
+
+async fn seats_of(app: &TestApp, schedule: &Value) -> Vec<i64> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let rows = app
+        .db
+        .query_all_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY number"),
+        ))
+        .await
+        .expect("seat ids");
+    rows.iter()
+        .map(|r| r.try_get_by_index::<i64>(0).expect("an id"))
+        .collect()
+}
+
+async fn created(resp: Response, what: &str) -> Value {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    assert!(status.is_success(), "{what}: {status} {text}");
+    serde_json::from_str(&text).expect("json")
+}
+
+impl World {
+    async fn build(app: TestApp) -> Self {
+        let mut body = concert_body(2, 4);
+        let mut second = body["schedules"][0].clone();
+        second["startsAt"] = json!(Utc::now() + TimeDelta::days(31));
+        body["schedules"]
+            .as_array_mut()
+            .expect("schedules")
+            .push(second);
+        let concert = app.create_concert(&body).await;
+        let schedule = concert["schedules"][0]["id"].clone();
+        let seats = seats_of(&app, &schedule).await;
+        let other_schedule_seat = seats_of(&app, &concert["schedules"][1]["id"]).await[0];
+        let token = app.admitted_token(OWNER, &concert["id"]).await;
+        let owner = app.user_token(OWNER);
+        created(
+            call(
+                &app,
+                &Method::POST,
+                "/v1/wallet/charges",
+                Some(&owner),
+                None,
+                Some(&json!({"amount": 1_000_000})),
+            )
+            .await,
+            "charge",
+        )
+        .await;
+        let mut holds = Vec::new();
+        for seat in &seats[..2] {
+            let hold = call(
+                &app,
+                &Method::POST,
+                "/v1/reservations",
+                Some(&owner),
+                Some(&token),
+                Some(&json!({"scheduleId": schedule, "seatId": seat})),
+            )
+            .await;
+            holds.push(created(hold, "hold").await["id"].as_i64().expect("id"));
+        }
+        let paid = call(
+            &app,
+            &Method::POST,
+            "/v1/payments",
+            Some(&owner),
+            Some(&token),
+            Some(&json!({"reservationId": holds[1]})),
+        )
+        .await;
+        let payment = created(paid, "pay").await["id"].as_i64().expect("id");
+        eventually("the payment to be confirmed", WAIT, || async {
+            let resp = call(
+                &app,
+                &Method::GET,
+                &format!("/v1/payments/{payment}"),
+                Some(&owner),
+                None,
+                None,
+            )
+            .await;
+            (resp.json::<Value>().await.ok()?["status"] == "confirmed").then_some(())
+        })
+        .await;
+
+        let (used, _) = app.create_coupon(10, TimeDelta::days(1)).await;
+        let used_coupon = app.won_coupon(used, OWNER).await;
+        let job = app.redeem(OWNER, used_coupon).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let (coupon, vendor) = app.create_coupon(10, TimeDelta::days(1)).await;
+        let user_coupon = app.won_coupon(coupon, OWNER).await;
+        let probe_queue = app.admitted_token(PROBE, &concert["id"]).await;
+        let probe_hold = call(
+            &app,
+            &Method::POST,
+            "/v1/reservations",
+            Some(&app.user_token(PROBE)),
+            Some(&probe_queue),
+            Some(&json!({"scheduleId": schedule, "seatId": seats[2]})),
+        )
+        .await;
+        let probe_reservation = created(probe_hold, "probe hold").await["id"]
+            .as_i64()
+            .expect("id");
+        World {
+            probe_queue,
+            probe_reservation,
+            concert: concert["id"].clone(),
+            schedule,
+            seats,
+            other_schedule_seat,
+            reservation: holds[0],
+            paid_reservation: holds[1],
+            payment,
+            coupon,
+            vendor,
+            user_coupon,
+            job: job["jobId"].as_str().expect("job id").to_owned(),
+            app,
+        }
+    }
+
+    /// Every route the server registers, with a valid body where it takes one.
+    fn routes(&self) -> Vec<Route> {
+        use Guard::*;
+        let (concert, schedule) = (&self.concert, &self.schedule);
+        let (reservation, payment) = (self.reservation, self.payment);
+        let (coupon, user_coupon, job) = (self.coupon, self.user_coupon, &self.job);
+        let now = Utc::now();
+        vec![
+            route(Method::GET, "/health/live", "/health/live".into(), Public),
+            route(Method::GET, "/health/ready", "/health/ready".into(), Public),
+            route(Method::GET, "/v1/concerts", "/v1/concerts".into(), Public),
+            route(
+                Method::GET,
+                "/v1/concerts/{id}/schedules",
+                format!("/v1/concerts/{concert}/schedules"),
+                Public,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/concerts",
+                "/v1/admin/concerts".into(),
+                Admin,
+            )
+            .with_body(concert_body(1, 1)),
+            route(
+                Method::GET,
+                "/v1/schedules/{id}/seats",
+                format!("/v1/schedules/{schedule}/seats"),
+                UserQueue,
+            ),
+            route(
+                Method::POST,
+                "/v1/queue/tokens",
+                "/v1/queue/tokens".into(),
+                User,
+            )
+            .with_body(json!({ "concertId": concert })),
+            route(
+                Method::GET,
+                "/v1/queue/status",
+                "/v1/queue/status".into(),
+                Queue,
+            ),
+            route(
+                Method::DELETE,
+                "/v1/queue/tokens/current",
+                "/v1/queue/tokens/current".into(),
+                Queue,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/queue",
+                "/v1/admin/queue".into(),
+                Admin,
+            ),
+            route(
+                Method::PUT,
+                "/v1/admin/queue/{concert_id}/settings",
+                format!("/v1/admin/queue/{concert}/settings"),
+                Admin,
+            )
+            .with_body(json!({"admitPerSecond": 1, "maxActive": 1, "activeTtlSeconds": 60, "heartbeatGraceSeconds": 60})),
+            route(
+                Method::POST,
+                "/v1/reservations",
+                "/v1/reservations".into(),
+                UserQueue,
+            )
+            .with_body(json!({"scheduleId": schedule, "seatId": self.seats[3]})),
+            route(
+                Method::GET,
+                "/v1/reservations/{id}",
+                format!("/v1/reservations/{reservation}"),
+                User,
+            ),
+            route(
+                Method::DELETE,
+                "/v1/reservations/{id}",
+                format!("/v1/reservations/{reservation}"),
+                User,
+            ),
+            route(Method::GET, "/v1/wallet", "/v1/wallet".into(), User),
+            route(
+                Method::POST,
+                "/v1/wallet/charges",
+                "/v1/wallet/charges".into(),
+                User,
+            )
+            .with_body(json!({"amount": 100})),
+            route(
+                Method::GET,
+                "/v1/wallet/transactions",
+                "/v1/wallet/transactions".into(),
+                User,
+            ),
+            route(Method::POST, "/v1/payments", "/v1/payments".into(), UserQueue)
+                .with_body(json!({ "reservationId": self.probe_reservation })),
+            route(
+                Method::GET,
+                "/v1/payments/{id}",
+                format!("/v1/payments/{payment}"),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/compensations",
+                "/v1/admin/compensations".into(),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/compensations/{id}/retry",
+                "/v1/admin/compensations/1/retry".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
+                "/v1/users/me/notifications",
+                "/v1/users/me/notifications".into(),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/alerts",
+                "/v1/admin/alerts".into(),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/alerts/{id}/ack",
+                "/v1/admin/alerts/1/ack".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/events",
+                "/v1/admin/events".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/dead-letters",
+                "/v1/admin/dead-letters".into(),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/dead-letters/{id}/replay",
+                "/v1/admin/dead-letters/1/replay".into(),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/vendors",
+                "/v1/admin/vendors".into(),
+                Admin,
+            )
+            .with_body(json!({"name": "Sneaky"})),
+            route(
+                Method::GET,
+                "/v1/admin/vendors",
+                "/v1/admin/vendors".into(),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/coupons",
+                "/v1/admin/coupons".into(),
+                Admin,
+            )
+            .with_body(json!({
+                "name": "Sneaky", "discount": 100, "quantity": 5,
+                "validFrom": now - TimeDelta::hours(1), "validUntil": now + TimeDelta::days(1),
+                "vendorId": self.vendor,
+            })),
+            route(
+                Method::GET,
+                "/v1/admin/coupons",
+                "/v1/admin/coupons".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/coupons/{id}",
+                format!("/v1/admin/coupons/{coupon}"),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/admin/coupons/{id}/reconcile",
+                format!("/v1/admin/coupons/{coupon}/reconcile"),
+                Admin,
+            ),
+            route(
+                Method::POST,
+                "/v1/coupons/{id}/issue",
+                format!("/v1/coupons/{coupon}/issue"),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/users/me/coupons",
+                "/v1/users/me/coupons".into(),
+                User,
+            ),
+            route(
+                Method::POST,
+                "/v1/user-coupons/{id}/redemptions",
+                format!("/v1/user-coupons/{user_coupon}/redemptions"),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/coupon-jobs/{job_id}",
+                format!("/v1/coupon-jobs/{job}"),
+                User,
+            ),
+        ]
+    }
+
+    /// An admitted queue token of `user` for the world's concert.
+    async fn queue_token(&self, user: i64) -> String {
+        self.app.admitted_token(user, &self.concert).await
+    }
+
+    fn queue_pass(&self, user: i64) -> QueuePass {
+        QueuePass {
+            token_id: Uuid::new_v4(),
+            user: UserId(user),
+            concert: ConcertId(self.concert.as_i64().expect("concert id")),
+        }
+    }
+}
+
+/// Identity tokens that must all be refused with 401, each claiming to be
+/// `user` with the admin role so the role is never the reason.
+fn bad_bearers(user: i64, queue_token: &str) -> Vec<(&'static str, String)> {
+    let exp = (Utc::now() + TimeDelta::hours(1)).timestamp();
+    let admin = Identity {
+        user_id: UserId(user),
+        role: Role::Admin,
+    };
+    let codec = JwtCodec::new(TEST_JWT_SECRET.as_bytes());
+    let valid = codec
+        .issue(admin, Utc::now(), TimeDelta::hours(1))
+        .expect("token");
+    let payload = valid.split('.').nth(1).expect("a JWT payload");
+    vec![
+        ("garbage", "not-a-jwt".to_owned()),
+        (
+            "bad signature",
+            sign(
+                json!({"sub": user.to_string(), "role": "admin", "exp": exp}),
+                "someone-elses-secret",
+            ),
+        ),
+        (
+            "expired",
+            codec
+                .issue(admin, Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1))
+                .expect("token"),
+        ),
+        (
+            "alg none",
+            // {"alg":"none","typ":"JWT"}, a valid payload, no signature.
+            format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}."),
+        ),
+        ("a queue token", queue_token.to_owned()),
+    ]
+}
+
+/// Queue tokens that must all be refused with 401.
+fn bad_queue_tokens(world: &World, user: i64) -> Vec<(&'static str, String)> {
+    let pass = world.queue_pass(user);
+    vec![
+        ("garbage", "x.y.z".to_owned()),
+        (
+            "bad signature",
+            JwtQueueTokens::new(b"someone-elses-secret")
+                .issue(&pass, Utc::now(), TimeDelta::hours(1))
+                .expect("token"),
+        ),
+        (
+            "expired",
+            JwtQueueTokens::new(TEST_JWT_SECRET.as_bytes())
+                .issue(&pass, Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1))
+                .expect("token"),
+        ),
+        ("an identity token", world.app.user_token(user)),
+    ]
+}
+
+async fn assert_unauthorized(resp: Response, what: &str) {
+    assert_eq!(
+        resp.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer"),
+        "{what}"
+    );
+    let body = assert_problem(resp, 401, "unauthorized").await;
+    assert!(body.get("id").is_none(), "{what}: {body}");
+}
+
+/// What the served OpenAPI document says each operation needs.
+fn documented_guards(spec: &Value) -> Vec<String> {
+    let mut out: Vec<String> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .expect("operations")
+                .iter()
+                .map(move |(method, op)| {
+                    let schemes: Vec<&str> = op["security"]
+                        .as_array()
+                        .map(|all| {
+                            all.iter()
+                                .flat_map(|s| s.as_object().expect("scheme").keys())
+                                .map(String::as_str)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let guard = match schemes.as_slice() {
+                        [] => Guard::Public,
+                        ["userToken"] => Guard::User,
+                        ["userToken", "queueToken"] => Guard::UserQueue,
+                        ["queueToken"] => Guard::Queue,
+                        ["adminToken"] => Guard::Admin,
+                        other => panic!("{method} {path}: unexpected security {other:?}"),
+                    };
+                    format!("{} {path} {guard:?}", method.to_uppercase())
+                })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn every_route_refuses_missing_forged_and_expired_credentials_and_the_wrong_role() {
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    let mut table: Vec<String> = world
+        .routes()
+        .iter()
+        .map(|r| format!("{} {} {:?}", r.method, r.template, r.guard))
+        .collect();
+    table.sort();
+    assert_eq!(
+        table,
+        documented_guards(&app.get_json("/openapi.json").await),
+        "the matrix must list every operation with the guard its document names"
+    );
+    let probe_queue = world.probe_queue.clone();
+    let probe = app.user_token(PROBE);
+    let before = snapshot(app).await;
+    for r in world.routes() {
+        let what = |case: &str| format!("{} {} with {case}", r.method, r.path);
+        let body = r.body.as_ref();
+        let send = |bearer: Option<String>, queue: Option<String>| {
+            let (method, path) = (r.method.clone(), r.path.clone());
+            async move {
+                call(
+                    app,
+                    &method,
+                    &path,
+                    bearer.as_deref(),
+                    queue.as_deref(),
+                    body,
+                )
+                .await
+            }
+        };
+        match r.guard {
+            Guard::Public => {
+                let resp = send(None, None).await;
+                assert_eq!(resp.status(), 200, "{}", what("no token"));
+            }
+            Guard::User | Guard::Admin | Guard::UserQueue => {
+                let queue = (r.guard == Guard::UserQueue).then(|| probe_queue.clone());
+                assert_unauthorized(send(None, queue.clone()).await, &what("no token")).await;
+                for (case, token) in bad_bearers(PROBE, &probe_queue) {
+                    assert_unauthorized(send(Some(token), queue.clone()).await, &what(case)).await;
+                }
+                if r.guard == Guard::Admin {
+                    let resp = send(Some(probe.clone()), None).await;
+                    assert_problem(resp, 403, "forbidden").await;
+                }
+                if r.guard == Guard::UserQueue {
+                    let resp = send(Some(probe.clone()), None).await;
+                    assert_unauthorized(resp, &what("no queue token")).await;
+                    for (case, token) in bad_queue_tokens(&world, PROBE) {
+                        let resp = send(Some(probe.clone()), Some(token)).await;
+                        assert_unauthorized(resp, &what(case)).await;
+                    }
+                }
+            }
+            Guard::Queue => {
+                assert_unauthorized(send(None, None).await, &what("no token")).await;
+                for (case, token) in bad_queue_tokens(&world, PROBE) {
+                    assert_unauthorized(send(None, Some(token)).await, &what(case)).await;
+                }
+            }
+        }
+    }
+    // The probe's own queue token is untouched by all of that.
+    assert_eq!(app.queue_status(&probe_queue).await["status"], "active");
+    assert_eq!(snapshot(app).await, before, "a refused request wrote");
+}
+
+#[tokio::test]
+async fn routes_outside_the_api_document_are_public() {
+    let app = spawn_app().await;
+    for path in ["/openapi.json", "/docs", "/metrics", "/demo/coupon"] {
+        let resp = app.get(path).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {path}");
+    }
+}
