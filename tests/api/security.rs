@@ -145,6 +145,19 @@ async fn snapshot(app: &TestApp) -> Vec<(&'static str, i64)> {
     out
 }
 
+/// What moved between two snapshots, and by how much.
+fn changes(
+    before: &[(&'static str, i64)],
+    after: &[(&'static str, i64)],
+) -> Vec<(&'static str, i64)> {
+    before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| b.1 != a.1)
+        .map(|(b, a)| (b.0, a.1 - b.1))
+        .collect()
+}
+
 /// A concert with two schedules, the owner's confirmed payment, held seat,
 /// used and unused coupons and a finished redemption job.
 struct World {
@@ -702,7 +715,11 @@ async fn every_route_refuses_missing_forged_and_expired_credentials_and_the_wron
     }
     // The probe's own queue token is untouched by all of that.
     assert_eq!(app.queue_status(&probe_queue).await["status"], "active");
-    assert_eq!(snapshot(app).await, before, "a refused request wrote");
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "a refused request wrote"
+    );
 }
 
 #[tokio::test]
@@ -712,4 +729,171 @@ async fn routes_outside_the_api_document_are_public() {
         let resp = app.get(path).send().await.unwrap();
         assert_eq!(resp.status(), 200, "GET {path}");
     }
+}
+
+/// A refusal that says no more than "not found": only the problem fields.
+async fn assert_bare_not_found(resp: Response, what: &str) {
+    let body = assert_problem(resp, 404, "not_found").await;
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["code", "detail", "status", "title", "type"],
+        "{what}: {body}"
+    );
+}
+
+#[tokio::test]
+async fn another_users_resources_are_not_found_and_stay_untouched() {
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    let stranger_queue = world.queue_token(STRANGER).await;
+    let before = snapshot(app).await;
+    let unknown_job = Uuid::new_v4();
+    // Each row: a request for the owner's resource, and the same request
+    // for one that does not exist; both must read the same.
+    let cases = [
+        (
+            Method::GET,
+            format!("/v1/reservations/{}", world.reservation),
+            "/v1/reservations/424242".to_owned(),
+        ),
+        (
+            Method::DELETE,
+            format!("/v1/reservations/{}", world.reservation),
+            "/v1/reservations/424242".to_owned(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/reservations/{}", world.paid_reservation),
+            "/v1/reservations/424243".to_owned(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/payments/{}", world.payment),
+            "/v1/payments/424242".to_owned(),
+        ),
+        (
+            Method::GET,
+            format!("/v1/coupon-jobs/{}", world.job),
+            format!("/v1/coupon-jobs/{unknown_job}"),
+        ),
+    ];
+    // Admins are users on these routes too: no peeking at others' things.
+    for user in [STRANGER, 9_000] {
+        let token = if user == 9_000 {
+            app.admin_token()
+        } else {
+            app.user_token(user)
+        };
+        for (method, theirs, unknown) in &cases {
+            let what = format!("user {user}: {method} {theirs}");
+            assert_bare_not_found(
+                call(app, method, theirs, Some(&token), None, None).await,
+                &what,
+            )
+            .await;
+            assert_bare_not_found(
+                call(app, method, unknown, Some(&token), None, None).await,
+                &what,
+            )
+            .await;
+        }
+    }
+    for reservation in [world.reservation, world.paid_reservation] {
+        let resp = call(
+            app,
+            &Method::POST,
+            "/v1/payments",
+            Some(&app.user_token(STRANGER)),
+            Some(&stranger_queue),
+            Some(&json!({ "reservationId": reservation })),
+        )
+        .await;
+        assert_bare_not_found(resp, "paying for another user's hold").await;
+    }
+
+    // Redeeming someone else's coupon is accepted as a job that fails the
+    // same way as for a coupon that does not exist.
+    for user_coupon in [world.user_coupon, 987_654] {
+        let resp = call(
+            app,
+            &Method::POST,
+            &format!("/v1/user-coupons/{user_coupon}/redemptions"),
+            Some(&app.user_token(STRANGER)),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(resp.status(), 202);
+        let accepted: Value = resp.json().await.unwrap();
+        let job = app
+            .finished_job(STRANGER, accepted["jobId"].as_str().unwrap())
+            .await;
+        assert_eq!(
+            (job["status"].as_str(), job["reason"].as_str()),
+            (Some("failed"), Some("not_your_coupon")),
+            "{job}"
+        );
+    }
+    let owner_sees = |path: String| async move {
+        let resp = call(
+            app,
+            &Method::GET,
+            &path,
+            Some(&app.user_token(OWNER)),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(resp.status(), 200, "GET {path}");
+        resp.json::<Value>().await.unwrap()
+    };
+    assert_eq!(
+        owner_sees(format!("/v1/reservations/{}", world.reservation)).await["status"],
+        "held"
+    );
+    let coupons = owner_sees("/v1/users/me/coupons".into()).await;
+    let unused = coupons
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == world.user_coupon)
+        .expect("the owner's coupon");
+    assert_eq!(unused["status"], "issued");
+
+    // The stranger's own views show nothing of the owner's.
+    let stranger = app.user_token(STRANGER);
+    for (path, empty) in [
+        ("/v1/wallet", json!({"balance": 0})),
+        ("/v1/users/me/coupons", json!([])),
+    ] {
+        let resp = call(app, &Method::GET, path, Some(&stranger), None, None).await;
+        assert_eq!(resp.json::<Value>().await.unwrap(), empty, "GET {path}");
+    }
+    for path in ["/v1/wallet/transactions", "/v1/users/me/notifications"] {
+        let resp = call(app, &Method::GET, path, Some(&stranger), None, None).await;
+        let page: Value = resp.json().await.unwrap();
+        let items = page["items"].as_array().expect("items");
+        // The failed redemption jobs are the stranger's own.
+        assert!(
+            items.iter().all(|n| !n.to_string().contains("150000")),
+            "GET {path}: {page}"
+        );
+        if path == "/v1/wallet/transactions" {
+            assert!(items.is_empty(), "{page}");
+        }
+    }
+    // Only the two failed jobs above were written (each with its
+    // requested and finished events).
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [("coupon_jobs", 2), ("outbox", 4)],
+        "another user's request changed something"
+    );
 }
