@@ -897,3 +897,144 @@ async fn another_users_resources_are_not_found_and_stay_untouched() {
         "another user's request changed something"
     );
 }
+
+#[tokio::test]
+async fn queue_guarded_routes_refuse_other_users_other_concerts_and_waiting_tokens() {
+    const WAITER: i64 = 3;
+    const HOLDER: i64 = 4;
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    let other = app.create_concert(&concert_body(1, 1)).await;
+    // A room that admits one buyer at a time, so a second one waits.
+    let small = app.create_concert(&concert_body(1, 3)).await;
+    let small_schedule = small["schedules"][0]["id"].clone();
+    let small_seats = seats_of(app, &small_schedule).await;
+    let settings = json!({"admitPerSecond": 100, "maxActive": 1, "activeTtlSeconds": 600, "heartbeatGraceSeconds": 600});
+    let resp = app
+        .client
+        .put(app.url(&format!("/v1/admin/queue/{}/settings", small["id"])))
+        .bearer_auth(app.admin_token())
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The waiter holds a seat while admitted, gives the turn up, and queues
+    // again behind the holder.
+    let given_up = app.admitted_token(WAITER, &small["id"]).await;
+    let hold = call(
+        app,
+        &Method::POST,
+        "/v1/reservations",
+        Some(&app.user_token(WAITER)),
+        Some(&given_up),
+        Some(&json!({"scheduleId": small_schedule, "seatId": small_seats[0]})),
+    )
+    .await;
+    let waiter_reservation = created(hold, "waiter hold").await["id"].clone();
+    let left = call(
+        app,
+        &Method::DELETE,
+        "/v1/queue/tokens/current",
+        None,
+        Some(&given_up),
+        None,
+    )
+    .await;
+    assert_eq!(left.status(), 204);
+    app.admitted_token(HOLDER, &small["id"]).await;
+    let waiting = app.enter_queue(WAITER, &small["id"]).await;
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    let waiting = waiting["token"].as_str().unwrap().to_owned();
+
+    let stranger_queue = world.queue_token(STRANGER).await;
+    let probe_other_concert = app.admitted_token(PROBE, &other["id"]).await;
+    // Enough points that only the queue guard can refuse a payment.
+    for user in [PROBE, WAITER] {
+        let resp = call(
+            app,
+            &Method::POST,
+            "/v1/wallet/charges",
+            Some(&app.user_token(user)),
+            None,
+            Some(&json!({"amount": 1_000_000})),
+        )
+        .await;
+        assert_eq!(resp.status(), 201);
+    }
+    let before = snapshot(app).await;
+    let mine = (
+        world.schedule.clone(),
+        world.seats[3],
+        json!(world.probe_reservation),
+    );
+    let waiters = (small_schedule.clone(), small_seats[1], waiter_reservation);
+    let cases = [
+        (
+            "another user's token",
+            PROBE,
+            &stranger_queue,
+            "forbidden",
+            &mine,
+        ),
+        (
+            "another concert's token",
+            PROBE,
+            &probe_other_concert,
+            "forbidden",
+            &mine,
+        ),
+        (
+            "a waiting token",
+            WAITER,
+            &waiting,
+            "queue_not_admitted",
+            &waiters,
+        ),
+        (
+            "a token given up",
+            WAITER,
+            &given_up,
+            "queue_not_admitted",
+            &waiters,
+        ),
+    ];
+    for (what, user, queue, code, (schedule, seat, reservation)) in cases {
+        let bearer = app.user_token(user);
+        let requests = [
+            (Method::GET, format!("/v1/schedules/{schedule}/seats"), None),
+            (
+                Method::POST,
+                "/v1/reservations".to_owned(),
+                Some(json!({"scheduleId": schedule, "seatId": seat})),
+            ),
+            (
+                Method::POST,
+                "/v1/payments".to_owned(),
+                Some(json!({ "reservationId": reservation })),
+            ),
+        ];
+        for (method, path, body) in requests {
+            let resp = call(
+                app,
+                &method,
+                &path,
+                Some(&bearer),
+                Some(queue),
+                body.as_ref(),
+            )
+            .await;
+            let problem = assert_problem(resp, 403, code).await;
+            assert!(
+                problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "{method} {path} with {what}"
+            );
+        }
+    }
+    assert_eq!(app.queue_status(&waiting).await["status"], "waiting");
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "a refused buyer changed something"
+    );
+}
