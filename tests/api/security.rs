@@ -1038,3 +1038,357 @@ async fn queue_guarded_routes_refuse_other_users_other_concerts_and_waiting_toke
         "a refused buyer changed something"
     );
 }
+
+async fn call_raw(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    (bearer, queue): &(Option<String>, Option<String>),
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> Response {
+    let mut req = app.client.request(method.clone(), app.url(path));
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    if let Some(token) = queue {
+        req = req.header("x-queue-token", token);
+    }
+    if let Some(content_type) = content_type {
+        req = req.header("content-type", content_type);
+    }
+    req.body(body).send().await.expect("request")
+}
+
+impl World {
+    /// Valid credentials for `guard`, all of them `PROBE`'s (or the admin's).
+    fn credentials(&self, guard: Guard) -> (Option<String>, Option<String>) {
+        let user = || Some(self.app.user_token(PROBE));
+        match guard {
+            Guard::Public => (None, None),
+            Guard::User => (user(), None),
+            Guard::UserQueue => (user(), Some(self.probe_queue.clone())),
+            Guard::Queue => (None, Some(self.probe_queue.clone())),
+            Guard::Admin => (Some(self.app.admin_token()), None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_on_every_route_that_writes() {
+    const LIMIT: usize = 2048;
+    let world = World::build(spawn_app_with(|s| s.body_limit_bytes = LIMIT).await).await;
+    let app = &world.app;
+    let before = snapshot(app).await;
+    let writes: Vec<Route> = world
+        .routes()
+        .into_iter()
+        .filter(|r| r.method != Method::GET)
+        .collect();
+    assert_eq!(writes.len(), 16);
+    for r in writes {
+        // Valid but for its size: an unknown field is otherwise ignored.
+        let mut body = r.body.clone().unwrap_or_else(|| json!({}));
+        body["padding"] = json!("x".repeat(LIMIT));
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let credentials = world.credentials(r.guard);
+        let json = Some("application/json");
+        let announced = call_raw(app, &r.method, &r.path, &credentials, json, bytes.clone()).await;
+        assert_problem(announced, 413, "payload_too_large").await;
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            bytes.chunks(256).map(|c| Ok(c.to_vec())).collect();
+        let streamed = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        let chunked = call_raw(app, &r.method, &r.path, &credentials, json, streamed).await;
+        assert_problem(chunked, 413, "payload_too_large").await;
+    }
+    assert_eq!(
+        app.queue_status(&world.probe_queue).await["status"],
+        "active"
+    );
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "an oversized request wrote"
+    );
+}
+
+/// The same body with one field of the wrong JSON type, missing, or null.
+fn spoiled(body: &Value) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (key, value) in body.as_object().expect("an object body") {
+        let wrong = match value {
+            Value::String(_) => json!(42),
+            Value::Number(_) => json!("42"),
+            Value::Array(_) => json!("x"),
+            _ => json!(1),
+        };
+        for (how, replacement) in [
+            ("wrong type", Some(wrong)),
+            ("null", Some(Value::Null)),
+            ("an object", Some(json!({"$gt": ""}))),
+            ("missing", None),
+        ] {
+            let mut spoilt = body.clone();
+            match replacement {
+                Some(v) => spoilt[key] = v,
+                None => {
+                    spoilt.as_object_mut().unwrap().remove(key);
+                }
+            }
+            out.push((format!("{key}: {how}"), spoilt));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_validation_failures_that_change_nothing() {
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    let before = snapshot(app).await;
+    let with_bodies: Vec<Route> = world
+        .routes()
+        .into_iter()
+        .filter(|r| r.body.is_some())
+        .collect();
+    assert_eq!(with_bodies.len(), 8);
+    let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
+    let not_json: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", Vec::new()),
+        ("truncated", b"{\"amount\": ".to_vec()),
+        ("not JSON", b"hello".to_vec()),
+        ("an array", b"[]".to_vec()),
+        ("null", b"null".to_vec()),
+        ("a string", b"\"{}\"".to_vec()),
+        ("a number", b"42".to_vec()),
+        ("an empty object", b"{}".to_vec()),
+        ("deeply nested", deep.into_bytes()),
+        ("invalid UTF-8", b"{\"name\": \"\xff\xfe\"}".to_vec()),
+        ("trailing garbage", b"{} {}".to_vec()),
+    ];
+    let json = Some("application/json");
+    for r in &with_bodies {
+        let credentials = world.credentials(r.guard);
+        for (what, bytes) in &not_json {
+            let resp = call_raw(app, &r.method, &r.path, &credentials, json, bytes.clone()).await;
+            assert_eq!(resp.status(), 400, "{} {} with {what}", r.method, r.path);
+            assert_problem(resp, 400, "validation_failed").await;
+        }
+        for (what, body) in spoiled(r.body.as_ref().unwrap()) {
+            let resp = call_raw(
+                app,
+                &r.method,
+                &r.path,
+                &credentials,
+                json,
+                body.to_string(),
+            )
+            .await;
+            let text = format!("{} {} with {what}", r.method, r.path);
+            assert_eq!(resp.status(), 400, "{text}");
+            assert_problem(resp, 400, "validation_failed").await;
+        }
+        let valid = r.body.as_ref().unwrap().to_string();
+        for content_type in [
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+            None,
+        ] {
+            let resp = call_raw(
+                app,
+                &r.method,
+                &r.path,
+                &credentials,
+                content_type,
+                valid.clone(),
+            )
+            .await;
+            assert_problem(resp, 415, "unsupported_media_type").await;
+        }
+    }
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "a malformed request wrote"
+    );
+}
+
+const I64_MAX: &str = "9223372036854775807";
+const I64_MIN: &str = "-9223372036854775808";
+
+/// One hostile request and the problem it must get.
+struct Hostile {
+    method: Method,
+    path: String,
+    guard: Guard,
+    body: Option<String>,
+    status: u16,
+    code: &'static str,
+}
+
+fn hostile(method: Method, path: String, guard: Guard, status: u16, code: &'static str) -> Hostile {
+    Hostile {
+        method,
+        path,
+        guard,
+        body: None,
+        status,
+        code,
+    }
+}
+
+/// `template` with `@` replaced by each raw JSON value.
+fn bodies<'a>(template: &'a str, values: &'a [&'a str]) -> impl Iterator<Item = String> + 'a {
+    values.iter().map(move |v| template.replace('@', v))
+}
+
+async fn assert_all_refused(world: &World, cases: Vec<Hostile>) {
+    let app = &world.app;
+    for case in cases {
+        let credentials = world.credentials(case.guard);
+        let content_type = case.body.as_ref().map(|_| "application/json");
+        let resp = call_raw(
+            app,
+            &case.method,
+            &case.path,
+            &credentials,
+            content_type,
+            case.body.clone().unwrap_or_default(),
+        )
+        .await;
+        let what = format!("{} {} {:?}", case.method, case.path, case.body);
+        assert_eq!(resp.status(), case.status, "{what}");
+        assert_problem(resp, case.status, case.code).await;
+    }
+}
+
+#[tokio::test]
+async fn hostile_amounts_are_refused_and_change_nothing() {
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    // One step below the wallet's ceiling.
+    use sea_orm::ConnectionTrait;
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO wallets (user_id, balance, updated_at) VALUES ({PROBE}, {}, CURRENT_TIMESTAMP)",
+            boxoffice::kernel::Points::MAX - 5
+        ))
+        .await
+        .expect("a nearly full wallet");
+    let before = snapshot(app).await;
+    let mut cases = Vec::new();
+    let bad_request = |method: Method, path: &str, guard, body: String| Hostile {
+        body: Some(body),
+        ..hostile(method, path.to_owned(), guard, 400, "validation_failed")
+    };
+    let amounts = [
+        "-1",
+        "0",
+        "10000001",
+        "10000000000000000000",
+        I64_MAX,
+        I64_MIN,
+        TWO_POW_63,
+        "1e19",
+        "1e400",
+        "100.5",
+        "1.5e2",
+        "\"100\"",
+        "true",
+        "[100]",
+        "{\"value\": 100}",
+    ];
+    for body in bodies("{\"amount\": @}", &amounts) {
+        cases.push(bad_request(
+            Method::POST,
+            "/v1/wallet/charges",
+            Guard::User,
+            body,
+        ));
+    }
+    cases.push(Hostile {
+        body: Some("{\"amount\": 10}".into()),
+        ..hostile(
+            Method::POST,
+            "/v1/wallet/charges".into(),
+            Guard::User,
+            409,
+            "balance_limit",
+        )
+    });
+
+    let concert = concert_body(1, 1).to_string();
+    let price = concert.replace("150000", "@");
+    let seat_count = concert.replacen("\"count\":1", "\"count\":@", 1);
+    assert_ne!(seat_count, concert);
+    let big = [I64_MAX, TWO_POW_63, "1e400", "-1", "1.5", "1000000000001"];
+    for body in bodies(&price, &big).chain(bodies(
+        &seat_count,
+        &["0", "20001", I64_MAX, TWO_POW_63, "-1"],
+    )) {
+        cases.push(bad_request(
+            Method::POST,
+            "/v1/admin/concerts",
+            Guard::Admin,
+            body,
+        ));
+    }
+
+    let now = Utc::now();
+    let coupon = |field: &str| {
+        let mut body = json!({
+            "name": "Hostile", "discount": 100, "quantity": 5,
+            "validFrom": now - TimeDelta::hours(1), "validUntil": now + TimeDelta::days(1),
+            "vendorId": world.vendor,
+        });
+        body[field] = json!("@");
+        body.to_string().replace("\"@\"", "@")
+    };
+    for field in ["discount", "quantity", "vendorId"] {
+        for body in bodies(
+            &coupon(field),
+            &["0", "-1", I64_MAX, TWO_POW_63, "1e400", "2.5"],
+        ) {
+            cases.push(bad_request(
+                Method::POST,
+                "/v1/admin/coupons",
+                Guard::Admin,
+                body,
+            ));
+        }
+    }
+
+    let settings_path = format!("/v1/admin/queue/{}/settings", world.concert);
+    for field in [
+        "admitPerSecond",
+        "maxActive",
+        "activeTtlSeconds",
+        "heartbeatGraceSeconds",
+    ] {
+        let mut body = json!({"admitPerSecond": 10, "maxActive": 10, "activeTtlSeconds": 60, "heartbeatGraceSeconds": 60});
+        body[field] = json!("@");
+        let template = body.to_string().replace("\"@\"", "@");
+        for body in bodies(&template, &["0", "-1", I64_MAX, TWO_POW_63, "1e400"]) {
+            cases.push(bad_request(Method::PUT, &settings_path, Guard::Admin, body));
+        }
+    }
+    assert_all_refused(&world, cases).await;
+
+    // Idempotency keys the server must not store.
+    for key in ["", "has space", &"k".repeat(129), "tab\there"] {
+        let resp = app
+            .post("/v1/wallet/charges")
+            .bearer_auth(app.user_token(OWNER))
+            .header("idempotency-key", key)
+            .json(&json!({"amount": 100}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 400, "validation_failed").await;
+    }
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "a hostile amount changed something"
+    );
+}
