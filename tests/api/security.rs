@@ -1392,3 +1392,253 @@ async fn hostile_amounts_are_refused_and_change_nothing() {
         "a hostile amount changed something"
     );
 }
+
+#[tokio::test]
+async fn unknown_and_out_of_range_ids_are_4xx_problems_that_change_nothing() {
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    let before = snapshot(app).await;
+    let mut cases = Vec::new();
+    let settings = json!({"admitPerSecond": 10, "maxActive": 10, "activeTtlSeconds": 60, "heartbeatGraceSeconds": 60}).to_string();
+    let id_routes = [
+        (Method::GET, "/v1/concerts/@/schedules", Guard::Public, None),
+        (Method::GET, "/v1/schedules/@/seats", Guard::UserQueue, None),
+        (
+            Method::PUT,
+            "/v1/admin/queue/@/settings",
+            Guard::Admin,
+            Some(settings),
+        ),
+        (Method::GET, "/v1/reservations/@", Guard::User, None),
+        (Method::DELETE, "/v1/reservations/@", Guard::User, None),
+        (Method::GET, "/v1/payments/@", Guard::User, None),
+        (
+            Method::POST,
+            "/v1/admin/compensations/@/retry",
+            Guard::Admin,
+            None,
+        ),
+        (Method::POST, "/v1/admin/alerts/@/ack", Guard::Admin, None),
+        (
+            Method::POST,
+            "/v1/admin/dead-letters/@/replay",
+            Guard::Admin,
+            None,
+        ),
+        (Method::GET, "/v1/admin/coupons/@", Guard::Admin, None),
+        (
+            Method::POST,
+            "/v1/admin/coupons/@/reconcile",
+            Guard::Admin,
+            None,
+        ),
+        (Method::POST, "/v1/coupons/@/issue", Guard::User, None),
+    ];
+    for (method, template, guard, body) in &id_routes {
+        for (id, status, code) in [
+            ("0", 404, "not_found"),
+            ("-1", 404, "not_found"),
+            (I64_MAX, 404, "not_found"),
+            (I64_MIN, 404, "not_found"),
+            (TWO_POW_63, 400, "validation_failed"),
+            ("18446744073709551616", 400, "validation_failed"),
+            ("abc", 400, "validation_failed"),
+            ("1.5", 400, "validation_failed"),
+            ("1e3", 400, "validation_failed"),
+            ("%20", 400, "validation_failed"),
+        ] {
+            cases.push(Hostile {
+                body: body.clone(),
+                ..hostile(
+                    method.clone(),
+                    template.replace('@', id),
+                    *guard,
+                    status,
+                    code,
+                )
+            });
+        }
+    }
+    // Redemption answers a job for any well-formed id; a malformed one is refused.
+    for id in [TWO_POW_63, "abc"] {
+        cases.push(hostile(
+            Method::POST,
+            format!("/v1/user-coupons/{id}/redemptions"),
+            Guard::User,
+            400,
+            "validation_failed",
+        ));
+    }
+    for (job, status, code) in [
+        (Uuid::nil().to_string(), 404, "not_found"),
+        (Uuid::new_v4().to_string(), 404, "not_found"),
+        ("not-a-uuid".to_owned(), 400, "validation_failed"),
+        ("1".to_owned(), 400, "validation_failed"),
+    ] {
+        cases.push(hostile(
+            Method::GET,
+            format!("/v1/coupon-jobs/{job}"),
+            Guard::User,
+            status,
+            code,
+        ));
+    }
+
+    // Ids inside bodies.
+    let body_case = |method: Method, path: &str, guard, body: String, status, code| Hostile {
+        body: Some(body),
+        ..hostile(method, path.to_owned(), guard, status, code)
+    };
+    let missing = [("0", 404), ("-1", 404), (I64_MAX, 404), (TWO_POW_63, 400)];
+    for (id, status) in missing {
+        let code = if status == 404 {
+            "not_found"
+        } else {
+            "validation_failed"
+        };
+        let body = format!("{{\"concertId\": {id}}}");
+        cases.push(body_case(
+            Method::POST,
+            "/v1/queue/tokens",
+            Guard::User,
+            body,
+            status,
+            code,
+        ));
+        for body in [
+            format!("{{\"scheduleId\": {}, \"seatId\": {id}}}", world.schedule),
+            format!("{{\"scheduleId\": {id}, \"seatId\": {}}}", world.seats[3]),
+        ] {
+            cases.push(body_case(
+                Method::POST,
+                "/v1/reservations",
+                Guard::UserQueue,
+                body,
+                status,
+                code,
+            ));
+        }
+        cases.push(body_case(
+            Method::POST,
+            "/v1/payments",
+            Guard::UserQueue,
+            format!("{{\"reservationId\": {id}}}"),
+            status,
+            code,
+        ));
+    }
+    // A seat of the other schedule, asked for under this one.
+    cases.push(body_case(
+        Method::POST,
+        "/v1/reservations",
+        Guard::UserQueue,
+        json!({"scheduleId": world.schedule, "seatId": world.other_schedule_seat}).to_string(),
+        404,
+        "not_found",
+    ));
+    // Hostile query parameters.
+    for path in [
+        "/v1/wallet/transactions?limit=0",
+        "/v1/wallet/transactions?limit=101",
+        "/v1/wallet/transactions?limit=-1",
+        "/v1/wallet/transactions?limit=18446744073709551616",
+        "/v1/wallet/transactions?cursor=abc",
+        "/v1/wallet/transactions?cursor=9223372036854775808",
+        "/v1/users/me/notifications?after=abc",
+        "/v1/users/me/notifications?limit=0",
+    ] {
+        cases.push(hostile(
+            Method::GET,
+            path.to_owned(),
+            Guard::User,
+            400,
+            "validation_failed",
+        ));
+    }
+    for path in [
+        "/v1/admin/compensations?limit=0",
+        "/v1/admin/compensations?status=bogus",
+        "/v1/admin/alerts?severity=bogus",
+        "/v1/admin/alerts?acknowledged=maybe",
+        "/v1/admin/dead-letters?limit=0",
+        "/v1/admin/dead-letters?includeReplayed=maybe",
+    ] {
+        cases.push(hostile(
+            Method::GET,
+            path.to_owned(),
+            Guard::Admin,
+            400,
+            "validation_failed",
+        ));
+    }
+    assert_all_refused(&world, cases).await;
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "a request for an unknown id changed something"
+    );
+}
+
+#[tokio::test]
+async fn an_idempotency_key_the_server_cannot_read_is_refused_not_ignored() {
+    let world = World::build(spawn_app().await).await;
+    let app = &world.app;
+    let before = snapshot(app).await;
+    let unreadable = [&b"\xd0\xba\xd0\xbb\xd1\x8e\xd1\x87"[..], b"key-\x80"];
+    let routes = [
+        (
+            "/v1/wallet/charges".to_owned(),
+            Guard::User,
+            Some(json!({"amount": 100})),
+        ),
+        (
+            "/v1/payments".to_owned(),
+            Guard::UserQueue,
+            Some(json!({ "reservationId": world.probe_reservation })),
+        ),
+        (
+            format!("/v1/coupons/{}/issue", world.coupon),
+            Guard::User,
+            None,
+        ),
+        (
+            format!("/v1/user-coupons/{}/redemptions", world.user_coupon),
+            Guard::User,
+            None,
+        ),
+    ];
+    for (path, guard, body) in &routes {
+        let (bearer, queue) = world.credentials(*guard);
+        let send = |keys: Vec<reqwest::header::HeaderValue>| {
+            let mut req = app.post(path).bearer_auth(bearer.as_deref().unwrap());
+            if let Some(queue) = &queue {
+                req = req.header("x-queue-token", queue);
+            }
+            if let Some(body) = body {
+                req = req.json(body);
+            }
+            for key in keys {
+                req = req.header("idempotency-key", key);
+            }
+            req.send()
+        };
+        // Sent twice, as a retry would be: neither may run unguarded.
+        for key in unreadable {
+            for _ in 0..2 {
+                let value = reqwest::header::HeaderValue::from_bytes(key).unwrap();
+                let resp = send(vec![value]).await.unwrap();
+                assert_eq!(resp.status(), 400, "POST {path} with key {key:?}");
+                assert_problem(resp, 400, "validation_failed").await;
+            }
+        }
+        let two = ["first", "second"].map(reqwest::header::HeaderValue::from_static);
+        let resp = send(two.to_vec()).await.unwrap();
+        assert_eq!(resp.status(), 400, "POST {path} with two keys");
+        assert_problem(resp, 400, "validation_failed").await;
+    }
+    assert_eq!(
+        changes(&before, &snapshot(app).await),
+        [],
+        "a request with an unreadable key ran"
+    );
+}
