@@ -32,6 +32,8 @@ const STRANGER: i64 = 2;
 /// The user whose (forged, expired, …) credentials the matrix sends.
 const PROBE: i64 = 5;
 const TWO_POW_63: &str = "9223372036854775808";
+const I64_MAX: &str = "9223372036854775807";
+const I64_MIN: &str = "-9223372036854775808";
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +93,27 @@ async fn call(
         req = req.json(body);
     }
     req.send().await.expect("request")
+}
+
+async fn call_raw(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    (bearer, queue): &(Option<String>, Option<String>),
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> Response {
+    let mut req = app.client.request(method.clone(), app.url(path));
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    if let Some(token) = queue {
+        req = req.header("x-queue-token", token);
+    }
+    if let Some(content_type) = content_type {
+        req = req.header("content-type", content_type);
+    }
+    req.body(body).send().await.expect("request")
 }
 
 /// Row counts and sums that any write would move.
@@ -1039,27 +1062,6 @@ async fn queue_guarded_routes_refuse_other_users_other_concerts_and_waiting_toke
     );
 }
 
-async fn call_raw(
-    app: &TestApp,
-    method: &Method,
-    path: &str,
-    (bearer, queue): &(Option<String>, Option<String>),
-    content_type: Option<&str>,
-    body: impl Into<reqwest::Body>,
-) -> Response {
-    let mut req = app.client.request(method.clone(), app.url(path));
-    if let Some(token) = bearer {
-        req = req.bearer_auth(token);
-    }
-    if let Some(token) = queue {
-        req = req.header("x-queue-token", token);
-    }
-    if let Some(content_type) = content_type {
-        req = req.header("content-type", content_type);
-    }
-    req.body(body).send().await.expect("request")
-}
-
 impl World {
     /// Valid credentials for `guard`, all of them `PROBE`'s (or the admin's).
     fn credentials(&self, guard: Guard) -> (Option<String>, Option<String>) {
@@ -1212,9 +1214,6 @@ async fn malformed_bodies_are_validation_failures_that_change_nothing() {
         "a malformed request wrote"
     );
 }
-
-const I64_MAX: &str = "9223372036854775807";
-const I64_MIN: &str = "-9223372036854775808";
 
 /// One hostile request and the problem it must get.
 struct Hostile {
