@@ -99,7 +99,7 @@ use crate::{
     wallet::{api::WalletApi, infra::db::DbWallets, usecase::WalletService},
     web::{
         health::HealthApi,
-        idempotency::Idempotency,
+        idempotency::{Idempotency, KeyGuard},
         middleware::{BodyLimit, Edge},
     },
 };
@@ -499,6 +499,7 @@ fn routes(
         .nest("/", api)
         .data(auth)
         .data(prometheus().clone())
+        .with(KeyGuard)
         .with(BodyLimit::new(body_limit_bytes))
         .with(Edge)
         .into_endpoint()

@@ -8,6 +8,7 @@
 use std::future::Future;
 
 use chrono::Utc;
+use poem::{Endpoint, Middleware, Request};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
     sea_query::{Expr, ExprTrait, OnConflict},
@@ -46,14 +47,50 @@ pub mod idempotency_key {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+const HEADER: &str = "idempotency-key";
+
 /// An `Idempotency-Key` is 1 to 128 printable ASCII characters.
 pub fn validate_key(key: &str) -> Result<(), Problem> {
     if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Problem::validation(format!(
-            "Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters"
-        )));
+        return Err(invalid_key());
     }
     Ok(())
+}
+
+fn invalid_key() -> Problem {
+    Problem::validation(format!(
+        "Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters, sent once"
+    ))
+}
+
+/// Refuses a request whose `Idempotency-Key` the handlers would not see.
+/// poem-openapi reads a header value that is not visible ASCII as if it
+/// were absent, so a retried charge with such a key would run twice; and of
+/// two keys it would silently use one.
+pub struct KeyGuard;
+
+impl<E: Endpoint> Middleware<E> for KeyGuard {
+    type Output = KeyGuardEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        KeyGuardEndpoint { inner }
+    }
+}
+
+pub struct KeyGuardEndpoint<E> {
+    inner: E,
+}
+
+impl<E: Endpoint> Endpoint for KeyGuardEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, req: Request) -> poem::Result<Self::Output> {
+        let keys = req.headers().get_all(HEADER);
+        if keys.iter().count() > 1 || keys.iter().any(|key| key.to_str().is_err()) {
+            return Err(invalid_key().into());
+        }
+        self.inner.call(req).await
+    }
 }
 
 #[derive(Clone)]

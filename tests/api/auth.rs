@@ -9,16 +9,7 @@ use boxoffice::{
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
 
-use crate::helpers::{TEST_JWT_SECRET, assert_problem, concert_body, spawn_app};
-
-fn sign(claims: serde_json::Value, secret: &str) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-    .unwrap()
-}
+use crate::helpers::{TEST_JWT_SECRET, assert_problem, concert_body, sign, spawn_app};
 
 #[tokio::test]
 async fn admin_endpoint_refuses_missing_invalid_expired_and_non_admin_tokens() {

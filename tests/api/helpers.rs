@@ -14,6 +14,16 @@ use serde_json::Value;
 
 pub const TEST_JWT_SECRET: &str = "integration-test-secret";
 
+/// Signs arbitrary JWT claims with HS256, to forge tokens the server must refuse.
+pub fn sign(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing")
+}
+
 /// Which database this run of the suite uses (set by `scripts/test`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

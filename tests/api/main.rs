@@ -23,3 +23,4 @@ mod outage;
 mod queue;
 mod queue_contract;
 mod sales;
+mod security;
