@@ -74,7 +74,11 @@ pub struct CouponCreatedBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "CouponStats", rename_all = "camelCase")]
+#[oai(
+    rename = "CouponStats",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct CouponStatsBody {
     pub id: i64,
     pub name: String,
@@ -150,7 +154,11 @@ pub enum JobStatusBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "CouponJob", rename_all = "camelCase")]
+#[oai(
+    rename = "CouponJob",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct JobBody {
     pub job_id: Uuid,
     pub user_coupon_id: i64,

@@ -21,7 +21,11 @@ pub struct NotificationBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "NotificationPage", rename_all = "camelCase")]
+#[oai(
+    rename = "NotificationPage",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct PageBody {
     pub items: Vec<NotificationBody>,
     /// Pass as `after` next time; the same cursor when nothing is new.

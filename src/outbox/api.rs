@@ -42,7 +42,11 @@ pub struct EventsBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "DeadLetter", rename_all = "camelCase")]
+#[oai(
+    rename = "DeadLetter",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct DeadLetterBody {
     pub id: i64,
     pub consumer: String,

@@ -69,7 +69,11 @@ pub enum CompensationStatusBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "Compensation", rename_all = "camelCase")]
+#[oai(
+    rename = "Compensation",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct CompensationBody {
     pub id: i64,
     pub saga: String,

@@ -42,7 +42,11 @@ pub enum StateBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "QueueTicket", rename_all = "camelCase")]
+#[oai(
+    rename = "QueueTicket",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct TicketBody {
     /// Send it as `X-Queue-Token` to poll, and to the seat map, reservations and payments.
     pub token: String,
@@ -53,7 +57,11 @@ pub struct TicketBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "QueueStatus", rename_all = "camelCase")]
+#[oai(
+    rename = "QueueStatus",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct StatusBody {
     pub status: StateBody,
     pub position: Option<u64>,

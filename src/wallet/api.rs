@@ -52,7 +52,11 @@ pub struct EntryBody {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename = "LedgerPage", rename_all = "camelCase")]
+#[oai(
+    rename = "LedgerPage",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct PageBody {
     pub items: Vec<EntryBody>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
