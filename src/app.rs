@@ -13,9 +13,11 @@ use anyhow::Context;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::{
-    EndpointExt, IntoEndpoint, Route, Server, get, handler,
+    EndpointExt, IntoEndpoint, Response, Route, Server,
+    endpoint::make_sync,
+    get, handler,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-    web::Data,
+    web::{Data, Html},
 };
 use poem_openapi::OpenApiService;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -416,6 +418,40 @@ fn api_service(apis: Apis) -> OpenApiService<Apis, ()> {
     )
 }
 
+/// The OpenAPI document as served and committed. poem-openapi lists the
+/// security schemes of one operation as alternatives, but every scheme an
+/// operation of ours names is required (the seat map, holds and payments
+/// take the user's JWT *and* their queue token), so they are merged into
+/// one requirement.
+fn document(api: &OpenApiService<Apis, ()>) -> String {
+    let spec = api.spec();
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&spec) else {
+        return spec;
+    };
+    let operations = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|methods| methods.values_mut());
+    for operation in operations {
+        if let Some(security) = operation
+            .get_mut("security")
+            .and_then(serde_json::Value::as_array_mut)
+            && security.len() > 1
+        {
+            let every: serde_json::Map<String, serde_json::Value> = security
+                .iter()
+                .filter_map(serde_json::Value::as_object)
+                .flat_map(|scheme| scheme.clone())
+                .collect();
+            *security = vec![serde_json::Value::Object(every)];
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or(spec)
+}
+
 /// The OpenAPI document, generated from the code (no database needed).
 pub fn openapi_spec() -> String {
     let offline = DatabaseConnection::default();
@@ -433,7 +469,7 @@ pub fn openapi_spec() -> String {
         Arc::new(JwtQueueTokens::new(b"offline")),
         QueueSettings::parse(1, 1, 60, 60).expect("valid settings"),
     );
-    api_service((
+    let api = api_service((
         HealthApi::new(offline.clone(), None),
         CatalogApi::new(catalog, Arc::new(queue.clone())),
         QueueApi::new(queue.clone()),
@@ -480,8 +516,8 @@ pub fn openapi_spec() -> String {
             ),
             Idempotency::new(offline),
         ),
-    ))
-    .spec()
+    ));
+    document(&api)
 }
 
 fn routes(
@@ -489,11 +525,22 @@ fn routes(
     auth: AuthContext,
     body_limit_bytes: usize,
 ) -> poem::endpoint::BoxEndpoint<'static> {
-    let spec = api.spec_endpoint();
-    let docs = api.swagger_ui();
+    let spec = document(&api);
+    // Swagger UI embeds the document it is given: give it the served one.
+    let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
     Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .nest(
+            "/docs",
+            Route::new().at("/", make_sync(move |_| Html(docs.clone()))),
+        )
         .at("/metrics", get(render_metrics))
         .at("/demo/coupon", get(demo_coupon_page))
         .nest("/", api)
