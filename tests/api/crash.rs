@@ -18,13 +18,13 @@ use boxoffice::auth::domain::Role;
 use chrono::TimeDelta;
 use futures::future::join_all;
 use reqwest::Client;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
+use sea_orm::Database;
 use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        Backend, TEST_JWT_SECRET, backend, concert_body, count, eventually, fresh_database_url,
-        redis_url,
+        Backend, TEST_JWT_SECRET, backend, column, concert_body, count, eventually,
+        fresh_database_url, outbox_drained, redis_url,
     },
     sales::assert_ledger_invariants,
 };
@@ -264,19 +264,6 @@ impl Shopper {
     }
 }
 
-/// The first column of every row of `sql`.
-async fn first_column<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: &str) -> Vec<T> {
-    db.query_all_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .expect("query")
-    .iter()
-    .map(|r| r.try_get_by_index::<T>(0).expect("the column's type"))
-    .collect()
-}
-
 fn data_platform_event_ids(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir.join("data-platform")) else {
         return Vec::new();
@@ -349,7 +336,7 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
     assert_eq!(status, 201, "{campaign}");
     let coupon = campaign["id"].as_i64().unwrap();
     let db = Database::connect(database_url.as_str()).await.unwrap();
-    let seats: Vec<i64> = first_column(
+    let seats: Vec<i64> = column(
         &db,
         &format!("SELECT id FROM seats WHERE schedule_id = {schedule}"),
     )
@@ -396,16 +383,7 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
     }
 
     // Everything in flight settles.
-    eventually("the outbox to drain", WAIT, || async {
-        (count(
-            &db,
-            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await
-            == 0)
-            .then_some(())
-    })
-    .await;
+    outbox_drained(&db, WAIT).await;
     eventually("every payment settled", WAIT, || async {
         (count(&db, "SELECT COUNT(*) FROM payments WHERE status = 'paid'").await == 0).then_some(())
     })
@@ -492,7 +470,7 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
     // (a line written just before the kill is written again after it, and
     // the data platform keys on eventId); the database effects above are
     // exactly once.
-    let events: HashSet<String> = first_column::<uuid::Uuid>(&db, "SELECT event_id FROM outbox")
+    let events: HashSet<String> = column::<uuid::Uuid>(&db, "SELECT event_id FROM outbox")
         .await
         .iter()
         .map(uuid::Uuid::to_string)

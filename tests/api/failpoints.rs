@@ -13,7 +13,9 @@ use chrono::TimeDelta;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{TestApp, assert_problem, count, eventually, spawn_app, spawn_app_with},
+    helpers::{
+        TestApp, assert_problem, count, eventually, outbox_drained, spawn_app, spawn_app_with,
+    },
     sales::{
         WAIT, assert_invariants, balance, charge, get_as, hold, paid_then_seat_lost, pay, sale,
     },
@@ -138,16 +140,7 @@ async fn a_relay_failing_before_or_after_publishing_loses_nothing_and_applies_no
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     armed.disarm("relay::after_publish");
-    eventually("the outbox to drain", WAIT, || async {
-        (count(
-            &app.db,
-            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await
-            == 0)
-            .then_some(())
-    })
-    .await;
+    outbox_drained(&app.db, WAIT).await;
     let path = format!("/v1/payments/{}", payment["id"]);
     eventually("the confirmation", WAIT, || async {
         (get_as(&app, 1, &path).await["status"] == "confirmed").then_some(())

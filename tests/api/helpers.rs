@@ -276,6 +276,29 @@ pub async fn count(db: &DatabaseConnection, sql: &str) -> i64 {
     row.try_get_by_index::<i64>(0).expect("an integer")
 }
 
+/// The first column of every row of `sql` (works on SQLite and PostgreSQL).
+pub async fn column<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: &str) -> Vec<T> {
+    use sea_orm::Statement;
+    db.query_all_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .expect("query")
+    .iter()
+    .map(|r| r.try_get_by_index::<T>(0).expect("the column's type"))
+    .collect()
+}
+
+/// Waits until every outbox row is published, failing after `timeout`.
+pub async fn outbox_drained(db: &DatabaseConnection, timeout: Duration) {
+    eventually("the outbox to drain", timeout, || async {
+        (count(db, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0)
+            .then_some(())
+    })
+    .await;
+}
+
 impl TestApp {
     /// Every line the data-platform exporter wrote, parsed.
     pub fn data_platform_lines(&self) -> Vec<Value> {

@@ -18,7 +18,10 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{TestApp, count, eventually, fresh_database_url, redis_url, spawn_app_with},
+    helpers::{
+        TestApp, column, count, eventually, fresh_database_url, outbox_drained, redis_url,
+        spawn_app_with,
+    },
     sales::{Sale, assert_invariants, charge, hold, pay, sale},
 };
 
@@ -160,16 +163,7 @@ async fn two_instances_under_load_never_over_admit_over_issue_or_double_sell() {
             .then_some(())
     })
     .await;
-    eventually("the outbox drained", WAIT, || async {
-        (count(
-            &first.db,
-            "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
-        )
-        .await
-            == 0)
-            .then_some(())
-    })
-    .await;
+    outbox_drained(&first.db, WAIT).await;
     eventually("one receipt per payment", WAIT, || async {
         (count(&first.db, "SELECT COUNT(*) FROM receipts").await == 12).then_some(())
     })
@@ -182,20 +176,11 @@ async fn two_instances_under_load_never_over_admit_over_issue_or_double_sell() {
         .await,
         12
     );
-    let events: HashSet<String> = {
-        use sea_orm::{ConnectionTrait, Statement};
-        first
-            .db
-            .query_all_raw(Statement::from_string(
-                first.db.get_database_backend(),
-                "SELECT CAST(event_id AS TEXT) FROM outbox".to_owned(),
-            ))
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| r.try_get_by_index::<String>(0).unwrap())
-            .collect()
-    };
+    let events: HashSet<String> = column::<uuid::Uuid>(&first.db, "SELECT event_id FROM outbox")
+        .await
+        .iter()
+        .map(uuid::Uuid::to_string)
+        .collect();
     let lines = eventually("every event on the data platform", WAIT, || async {
         let lines = first.data_platform_lines();
         let ids: HashSet<String> = lines

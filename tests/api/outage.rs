@@ -1,7 +1,8 @@
 //! Dependency outages: the Redis a server uses is killed under load and
-//! started again. Meanwhile the Redis-backed endpoints answer 503
-//! `unavailable` with `Retry-After`, everything else keeps working, and
-//! service comes back by itself, without a restart of the server.
+//! started again, and its PostgreSQL is cut off and restored. Meanwhile the
+//! endpoints that need the missing store answer 503 `unavailable` with
+//! `Retry-After`, everything else keeps working, and service comes back by
+//! itself, without a restart of the server.
 
 use std::{
     collections::BTreeMap,
@@ -17,7 +18,9 @@ use std::{
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, concert_body, count, eventually, spawn_app_with};
+use crate::helpers::{
+    TestApp, assert_problem, concert_body, count, eventually, fresh_database_url, spawn_app_with,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -330,4 +333,117 @@ async fn redis_restarted_empty_is_refilled_and_the_pipeline_resumes() {
     let stats = app.coupon_stats(coupon).await;
     assert_eq!(stats["issued"], 3);
     assert_eq!(stats["ledgerIssued"], 3);
+}
+
+/// A loopback TCP proxy that can be cut (every connection dropped, new ones
+/// refused at once, as when a database host goes away) and restored.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: tokio::sync::watch::Sender<u64>,
+    _accept: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, cuts) = tokio::sync::watch::channel(0u64);
+        let accept = {
+            let up = up.clone();
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    let (upstream, mut cuts) = (upstream.clone(), cuts.clone());
+                    cuts.mark_unchanged();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cuts.changed() => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            addr,
+            up,
+            cut,
+            _accept: accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn postgres_cut_off_answers_503_and_service_resumes_by_itself() {
+    let direct = fresh_database_url().await;
+    let (scheme_and_host, database) = direct.rsplit_once('/').expect("a database name");
+    let (prefix, host) = scheme_and_host
+        .rsplit_once('@')
+        .map(|(user, host)| (format!("{user}@"), host.to_owned()))
+        .unwrap_or_else(|| {
+            let (scheme, host) = scheme_and_host.split_once("//").expect("a URL");
+            (format!("{scheme}//"), host.to_owned())
+        });
+    let proxy = CuttableProxy::start(host).await;
+    let through_proxy = format!("{prefix}{}/{database}", proxy.addr);
+    let app = spawn_app_with(move |s| {
+        s.database_url = through_proxy;
+        s.redis_url = Some(crate::helpers::redis_url());
+    })
+    .await;
+    assert_eq!(app.get("/v1/concerts").send().await.unwrap().status(), 200);
+    assert_eq!(charge(&app, 1).await.status(), 201);
+
+    proxy.cut();
+    let concerts = app.get("/v1/concerts").send().await.unwrap();
+    assert!(concerts.headers().contains_key("retry-after"));
+    assert_problem(concerts, 503, "unavailable").await;
+    let charged = charge(&app, 1).await;
+    assert!(charged.headers().contains_key("retry-after"));
+    assert_problem(charged, 503, "unavailable").await;
+    assert_eq!(app.get("/health/ready").send().await.unwrap().status(), 503);
+    assert_eq!(app.get("/health/live").send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    proxy.restore();
+    eventually("the catalog to answer again", WAIT, || async {
+        (app.get("/v1/concerts").send().await.unwrap().status() == 200).then_some(())
+    })
+    .await;
+    eventually("readiness", WAIT, || async {
+        (app.get("/health/ready").send().await.unwrap().status() == 200).then_some(())
+    })
+    .await;
+    assert_eq!(charge(&app, 1).await.status(), 201);
+    // The refused charge left nothing behind: two charges, two ledger rows.
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM wallet_transactions").await,
+        2
+    );
+    let wallet: Value = app
+        .get("/v1/wallet")
+        .bearer_auth(app.user_token(1))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(wallet["balance"], 2_000);
 }

@@ -7,7 +7,7 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, concert_body, count, eventually, spawn_app, spawn_app_with,
+    TestApp, assert_problem, column, concert_body, count, eventually, spawn_app, spawn_app_with,
 };
 
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
@@ -29,19 +29,12 @@ pub(crate) async fn sale(app: &TestApp, seats: i64) -> Sale {
     }
 }
 
-async fn seat_ids(app: &TestApp, schedule: &Value) -> Vec<i64> {
-    use sea_orm::{ConnectionTrait, Statement};
-    let rows = app
-        .db
-        .query_all_raw(Statement::from_string(
-            app.db.get_database_backend(),
-            format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY number"),
-        ))
-        .await
-        .unwrap();
-    rows.iter()
-        .map(|r| r.try_get_by_index::<i64>(0).unwrap())
-        .collect()
+pub(crate) async fn seat_ids(app: &TestApp, schedule: &Value) -> Vec<i64> {
+    column(
+        &app.db,
+        &format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY number"),
+    )
+    .await
 }
 
 pub(crate) async fn exec(app: &TestApp, sql: &str) {

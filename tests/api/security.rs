@@ -205,21 +205,6 @@ struct World {
     probe_reservation: i64,
 }
 
-async fn seats_of(app: &TestApp, schedule: &Value) -> Vec<i64> {
-    use sea_orm::{ConnectionTrait, Statement};
-    let rows = app
-        .db
-        .query_all_raw(Statement::from_string(
-            app.db.get_database_backend(),
-            format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY number"),
-        ))
-        .await
-        .expect("seat ids");
-    rows.iter()
-        .map(|r| r.try_get_by_index::<i64>(0).expect("an id"))
-        .collect()
-}
-
 async fn created(resp: Response, what: &str) -> Value {
     let status = resp.status();
     let text = resp.text().await.expect("body");
@@ -238,8 +223,9 @@ impl World {
             .push(second);
         let concert = app.create_concert(&body).await;
         let schedule = concert["schedules"][0]["id"].clone();
-        let seats = seats_of(&app, &schedule).await;
-        let other_schedule_seat = seats_of(&app, &concert["schedules"][1]["id"]).await[0];
+        let seats = crate::sales::seat_ids(&app, &schedule).await;
+        let other_schedule_seat =
+            crate::sales::seat_ids(&app, &concert["schedules"][1]["id"]).await[0];
         let token = app.admitted_token(OWNER, &concert["id"]).await;
         let owner = app.user_token(OWNER);
         created(
@@ -931,7 +917,7 @@ async fn queue_guarded_routes_refuse_other_users_other_concerts_and_waiting_toke
     // A room that admits one buyer at a time, so a second one waits.
     let small = app.create_concert(&concert_body(1, 3)).await;
     let small_schedule = small["schedules"][0]["id"].clone();
-    let small_seats = seats_of(app, &small_schedule).await;
+    let small_seats = crate::sales::seat_ids(app, &small_schedule).await;
     let settings = json!({"admitPerSecond": 100, "maxActive": 1, "activeTtlSeconds": 600, "heartbeatGraceSeconds": 600});
     let resp = app
         .client
