@@ -1,11 +1,14 @@
 //! Campaigns, vendors, issued coupons and redemption jobs in the database.
 
+use std::sync::{Arc, OnceLock};
+
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
 };
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
@@ -169,12 +172,113 @@ fn vendor_from(row: vendor::Model) -> Vendor {
 #[derive(Clone)]
 pub struct DbCoupons {
     db: DatabaseConnection,
+    /// The winners' writer, started on first use (it needs a runtime).
+    writer: Arc<OnceLock<mpsc::UnboundedSender<PendingIssue>>>,
 }
 
 impl DbCoupons {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            writer: Arc::default(),
+        }
     }
+
+    fn writer(&self) -> &mpsc::UnboundedSender<PendingIssue> {
+        self.writer.get_or_init(|| {
+            let (queue, pending) = mpsc::unbounded_channel();
+            tokio::spawn(write_winners(self.db.clone(), pending));
+            queue
+        })
+    }
+}
+
+/// A winner's row waiting to be written.
+struct PendingIssue {
+    row: user_coupon::ActiveModel,
+    reply: oneshot::Sender<Result<IssuedCoupon, RecordError>>,
+}
+
+/// Most winners written in one transaction.
+const MAX_WINNERS_PER_BATCH: usize = 256;
+
+/// Writes winners in batches: whoever won while the previous batch was
+/// committing goes into the next transaction (one multi-row insert, one
+/// `CouponIssued` insert, one commit), so a rush pays a commit per batch
+/// instead of per winner, and a lone winner waits for nobody. A batch the
+/// database refuses is written again row by row, so that every winner hears
+/// its own answer (a duplicate stays `DuplicateUser` / `DuplicateNumber`).
+async fn write_winners(db: DatabaseConnection, mut pending: mpsc::UnboundedReceiver<PendingIssue>) {
+    let mut batch = Vec::with_capacity(MAX_WINNERS_PER_BATCH);
+    while pending.recv_many(&mut batch, MAX_WINNERS_PER_BATCH).await > 0 {
+        let rows = batch.iter().map(|p| p.row.clone()).collect();
+        match insert_winners(&db, rows).await {
+            Ok(written) => {
+                for waiting in batch.drain(..) {
+                    let mine = written.iter().find(|row| {
+                        Set(row.coupon_id) == waiting.row.coupon_id
+                            && Set(row.user_id) == waiting.row.user_id
+                    });
+                    let answer = mine.cloned().map(issued_from).ok_or_else(|| {
+                        RecordError::Failed(anyhow!("the batch insert did not return this winner"))
+                    });
+                    let _ = waiting.reply.send(answer);
+                }
+            }
+            Err(_) if batch.len() > 1 => {
+                for waiting in batch.drain(..) {
+                    let written = insert_winners(&db, vec![waiting.row])
+                        .await
+                        .and_then(|mut rows| rows.pop().ok_or(DbErr::RecordNotInserted));
+                    let _ = waiting
+                        .reply
+                        .send(written.map(issued_from).map_err(record_error));
+                }
+            }
+            // A batch of one: its own error.
+            Err(err) => {
+                if let Some(waiting) = batch.pop() {
+                    let _ = waiting.reply.send(Err(record_error(err)));
+                }
+            }
+        }
+    }
+}
+
+/// Inserts winners' rows and their `CouponIssued` events in one
+/// transaction.
+async fn insert_winners(
+    db: &DatabaseConnection,
+    rows: Vec<user_coupon::ActiveModel>,
+) -> Result<Vec<user_coupon::Model>, DbErr> {
+    let txn = db.begin().await?;
+    let written = user_coupon::Entity::insert_many(rows)
+        .exec_with_returning(&txn)
+        .await?;
+    let events = written
+        .iter()
+        .map(|row| {
+            NewEvent::new(
+                types::COUPON_ISSUED,
+                "coupon",
+                row.coupon_id,
+                &CouponIssued {
+                    coupon_id: row.coupon_id,
+                    user_coupon_id: row.id,
+                    user_id: row.user_id,
+                    issue_number: row.issue_number,
+                },
+            )
+        })
+        .collect();
+    let now = written
+        .iter()
+        .map(|r| r.issued_at)
+        .max()
+        .unwrap_or_else(Utc::now);
+    append_events(&txn, events, now).await?;
+    txn.commit().await?;
+    Ok(written)
 }
 
 /// Which unique index refused a winner's row, if one did. PostgreSQL names
@@ -297,7 +401,6 @@ impl CouponRepository for DbCoupons {
                 campaign.quantity
             )));
         }
-        let txn = self.db.begin().await.map_err(record_error)?;
         let row = user_coupon::ActiveModel {
             coupon_id: Set(campaign.id.value()),
             user_id: Set(user.value()),
@@ -308,26 +411,14 @@ impl CouponRepository for DbCoupons {
             issued_at: Set(now),
             used_at: Set(None),
             ..Default::default()
-        }
-        .insert(&txn)
-        .await
-        .map_err(record_error)?;
-        let event = NewEvent::new(
-            types::COUPON_ISSUED,
-            "coupon",
-            campaign.id,
-            &CouponIssued {
-                coupon_id: campaign.id.value(),
-                user_coupon_id: row.id,
-                user_id: user.value(),
-                issue_number: row.issue_number,
-            },
-        );
-        append_events(&txn, vec![event], now)
+        };
+        let (reply, answer) = oneshot::channel();
+        self.writer()
+            .send(PendingIssue { row, reply })
+            .map_err(|_| RecordError::Failed(anyhow!("the coupon writer has stopped")))?;
+        answer
             .await
-            .map_err(record_error)?;
-        txn.commit().await.map_err(record_error)?;
-        Ok(issued_from(row))
+            .map_err(|_| RecordError::Failed(anyhow!("the coupon writer dropped a winner")))?
     }
 
     async fn holders(&self, coupon: CouponId) -> Result<Vec<(UserId, u32)>, CouponError> {
