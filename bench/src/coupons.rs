@@ -32,6 +32,11 @@ struct Answers {
     issued: AtomicU64,
     sold_out: AtomicU64,
     already_issued: AtomicU64,
+    /// Requests answered so far.
+    answered: AtomicU64,
+    /// When the last coupon was won: time since the start, requests
+    /// answered by then.
+    sold_out_at: std::sync::OnceLock<(std::time::Duration, u64)>,
 }
 
 /// A campaign's rows in `user_coupons`: rows, distinct users, distinct
@@ -146,6 +151,7 @@ pub async fn run(
             .collect(),
     );
     let answers = Arc::new(Answers::default());
+    let started = std::time::Instant::now();
     let result = {
         let (client, url, tokens, answers) = (
             client.clone(),
@@ -167,10 +173,17 @@ pub async fn run(
                     };
                     match resp.status().as_u16() {
                         201 => {
-                            answers.issued.fetch_add(1, Ordering::Relaxed);
+                            let won = answers.issued.fetch_add(1, Ordering::Relaxed) + 1;
+                            let answered = answers.answered.fetch_add(1, Ordering::Relaxed) + 1;
+                            if won == quantity {
+                                answers
+                                    .sold_out_at
+                                    .get_or_init(|| (started.elapsed(), answered));
+                            }
                             resp.bytes().await.is_ok()
                         }
                         409 => {
+                            answers.answered.fetch_add(1, Ordering::Relaxed);
                             let Ok(body) = resp.json::<Value>().await else {
                                 return false;
                             };
@@ -237,6 +250,18 @@ pub async fn run(
         db_issued.map_or("?".into(), |n| n.to_string()),
         ledger_issued.map_or("?".into(), |n| n.to_string()),
     ));
+    if let Some((at, answered)) = answers.sold_out_at.get() {
+        let total = requests as f64 / scenario.rps.max(f64::EPSILON);
+        let rest = total - at.as_secs_f64();
+        scenario.notes.push(format!(
+            "phases: the last coupon was won after {:.2} s and {answered} answers ({:.0}/s, every winner a database transaction); the {} answers after it, refusals from memory, took {:.2} s ({:.0}/s).",
+            at.as_secs_f64(),
+            *answered as f64 / at.as_secs_f64().max(f64::EPSILON),
+            requests - answered,
+            rest,
+            (requests - answered) as f64 / rest.max(f64::EPSILON),
+        ));
+    }
     scenario.notes.push(format!(
         "{:.2} of the health baseline ({health_rps:.0}/s); target ≥ 0.50: {}.",
         vs_health,
