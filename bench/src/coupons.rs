@@ -254,7 +254,7 @@ pub async fn run(
         let total = requests as f64 / scenario.rps.max(f64::EPSILON);
         let rest = total - at.as_secs_f64();
         scenario.notes.push(format!(
-            "phases: the last coupon was won after {:.2} s and {answered} answers ({:.0}/s, every winner a database transaction); the {} answers after it, refusals from memory, took {:.2} s ({:.0}/s).",
+            "phases: the last coupon was won after {:.2} s and {answered} answers ({:.0}/s; winners' rows are written in batches); the {} answers after it, refusals from memory, took {:.2} s ({:.0}/s).",
             at.as_secs_f64(),
             *answered as f64 / at.as_secs_f64().max(f64::EPSILON),
             requests - answered,
