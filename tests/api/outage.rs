@@ -390,7 +390,7 @@ impl CuttableProxy {
 }
 
 #[tokio::test]
-async fn postgres_cut_off_answers_503_and_service_resumes_by_itself() {
+async fn postgres_cut_off_under_load_answers_503_and_service_resumes_by_itself() {
     let direct = fresh_database_url().await;
     let (scheme_and_host, database) = direct.rsplit_once('/').expect("a database name");
     let (prefix, host) = scheme_and_host
@@ -402,13 +402,22 @@ async fn postgres_cut_off_answers_503_and_service_resumes_by_itself() {
         });
     let proxy = CuttableProxy::start(host).await;
     let through_proxy = format!("{prefix}{}/{database}", proxy.addr);
-    let app = spawn_app_with(move |s| {
-        s.database_url = through_proxy;
-        s.redis_url = Some(crate::helpers::redis_url());
-    })
-    .await;
-    assert_eq!(app.get("/v1/concerts").send().await.unwrap().status(), 200);
+    let app = Arc::new(
+        spawn_app_with(move |s| {
+            s.database_url = through_proxy;
+            s.redis_url = Some(crate::helpers::redis_url());
+            s.coupon_reconcile_seconds = 3_600;
+            s.coupon_reconcile_grace_seconds = 1;
+        })
+        .await,
+    );
+    let concert = app.create_concert(&concert_body(1, 9)).await["id"].clone();
+    let (coupon, _) = app.create_coupon(50, TimeDelta::days(1)).await;
     assert_eq!(charge(&app, 1).await.status(), 201);
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(BTreeMap::new()));
+    let load = start_load(app.clone(), concert, coupon, stop.clone(), seen.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
 
     proxy.cut();
     let concerts = app.get("/v1/concerts").send().await.unwrap();
@@ -431,6 +440,41 @@ async fn postgres_cut_off_answers_503_and_service_resumes_by_itself() {
     })
     .await;
     assert_eq!(charge(&app, 1).await.status(), 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await
+            .expect("no load task panicked (no transport errors)");
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.keys()
+            .all(|(_, status)| [200, 201, 409, 503].contains(status)),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains_key(&("concerts".to_owned(), 503))
+            && seen.contains_key(&("concerts".to_owned(), 200)),
+        "the load saw the outage and the recovery: {seen:?}"
+    );
+    // Never over-issued; the ledger agrees with the database once reconciled.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let reconciled = app
+        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reconciled.status(), 200);
+    let rows = count(
+        &app.db,
+        &format!("SELECT COUNT(*) FROM user_coupons WHERE coupon_id = {coupon}"),
+    )
+    .await;
+    assert!(rows <= 50);
+    let stats = app.coupon_stats(coupon).await;
+    assert_eq!(stats["issued"], rows);
+    assert_eq!(stats["ledgerIssued"], rows);
     // The refused charge left nothing behind: two charges, two ledger rows.
     assert_eq!(
         count(&app.db, "SELECT COUNT(*) FROM wallet_transactions").await,
