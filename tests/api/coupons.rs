@@ -72,6 +72,18 @@ impl TestApp {
         self.get_json(&format!("/v1/admin/coupons/{coupon}")).await
     }
 
+    /// Runs the reconciler on `coupon` now; returns what it repaired.
+    pub async fn reconcile_coupon(&self, coupon: i64) -> Value {
+        let resp = self
+            .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
+            .bearer_auth(self.admin_token())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "reconcile");
+        resp.json().await.unwrap()
+    }
+
     /// Starts a redemption and polls its job until it is finished.
     pub async fn redeem(&self, user: i64, user_coupon: i64) -> Value {
         let resp = self
@@ -409,13 +421,7 @@ async fn a_lost_ledger_is_rebuilt_and_never_over_issues() {
 
     // After reconciling, the ledger agrees with the database, and the
     // coupons nobody got (burned numbers, revoked winners) are issued.
-    let resp = target
-        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
-        .bearer_auth(target.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    target.reconcile_coupon(coupon).await;
     let stats = target.coupon_stats(coupon).await;
     assert_eq!(stats["ledgerIssued"], stats["issued"], "{stats}");
     for user in 401..=700 {
@@ -455,14 +461,7 @@ async fn the_reconciler_repairs_drift_between_ledger_and_database() {
         .await
         .unwrap();
 
-    let resp = app
-        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let report: Value = resp.json().await.unwrap();
+    let report = app.reconcile_coupon(coupon).await;
     assert_eq!(
         report,
         json!({ "rebuilt": false, "added": [77], "removed": [89] })
@@ -474,15 +473,7 @@ async fn the_reconciler_repairs_drift_between_ledger_and_database() {
     );
     assert_problem(app.issue_coupon(coupon, 77).await, 409, "already_issued").await;
     // Nothing left to repair.
-    let again: Value = app
-        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again = app.reconcile_coupon(coupon).await;
     assert_eq!(
         again,
         json!({ "rebuilt": false, "added": [], "removed": [] })

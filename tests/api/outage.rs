@@ -275,13 +275,7 @@ async fn redis_killed_under_load_answers_503_and_service_resumes_by_itself() {
     .await;
     assert!(rows <= 50);
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let reconciled = app
-        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reconciled.status(), 200);
+    app.reconcile_coupon(coupon).await;
     let stats = app.coupon_stats(coupon).await;
     assert_eq!(stats["issued"], rows);
     assert_eq!(stats["ledgerIssued"], rows);
@@ -459,13 +453,7 @@ async fn postgres_cut_off_under_load_answers_503_and_service_resumes_by_itself()
     );
     // Never over-issued; the ledger agrees with the database once reconciled.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let reconciled = app
-        .post(&format!("/v1/admin/coupons/{coupon}/reconcile"))
-        .bearer_auth(app.admin_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(reconciled.status(), 200);
+    app.reconcile_coupon(coupon).await;
     let rows = count(
         &app.db,
         &format!("SELECT COUNT(*) FROM user_coupons WHERE coupon_id = {coupon}"),
@@ -480,14 +468,5 @@ async fn postgres_cut_off_under_load_answers_503_and_service_resumes_by_itself()
         count(&app.db, "SELECT COUNT(*) FROM wallet_transactions").await,
         2
     );
-    let wallet: Value = app
-        .get("/v1/wallet")
-        .bearer_auth(app.user_token(1))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(wallet["balance"], 2_000);
+    assert_eq!(crate::sales::balance(&app, 1).await, 2_000);
 }
