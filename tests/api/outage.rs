@@ -140,14 +140,33 @@ async fn charge(app: &TestApp, user: i64) -> reqwest::Response {
 
 /// Mixed traffic until stopped: entering, polling, claiming coupons and
 /// reading the catalog; every answer's status is counted by endpoint.
-fn start_load(
-    app: Arc<TestApp>,
-    concert: Value,
-    coupon: i64,
+/// Answers counted by (endpoint, status).
+type Seen = BTreeMap<(String, u16), u32>;
+
+/// Mixed traffic running in the background until `finish`.
+struct Load {
     stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<BTreeMap<(String, u16), u32>>>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..6)
+    seen: Arc<Mutex<Seen>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Stops the traffic; every request got an HTTP answer (a transport
+    /// error panics its task). Returns what was answered.
+    async fn finish(self) -> Seen {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await
+                .expect("no load task panicked (no transport errors)");
+        }
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn start_load(app: Arc<TestApp>, concert: Value, coupon: i64) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let tasks = (0..6)
         .map(|worker| {
             let (app, concert, stop, seen) =
                 (app.clone(), concert.clone(), stop.clone(), seen.clone());
@@ -181,7 +200,8 @@ fn start_load(
                 }
             })
         })
-        .collect()
+        .collect();
+    Load { stop, seen, tasks }
 }
 
 #[tokio::test]
@@ -190,15 +210,7 @@ async fn redis_killed_under_load_answers_503_and_service_resumes_by_itself() {
     let app = Arc::new(spawn_on(&redis).await);
     let concert = app.create_concert(&concert_body(1, 9)).await["id"].clone();
     let (coupon, _) = app.create_coupon(50, TimeDelta::days(1)).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    let load = start_load(
-        app.clone(),
-        concert.clone(),
-        coupon,
-        stop.clone(),
-        seen.clone(),
-    );
+    let load = start_load(app.clone(), concert.clone(), coupon);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     redis.kill();
@@ -235,13 +247,7 @@ async fn redis_killed_under_load_answers_503_and_service_resumes_by_itself() {
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await
-            .expect("no load task panicked (no transport errors)");
-    }
-
-    let seen = seen.lock().unwrap().clone();
+    let seen = load.finish().await;
     for ((what, status), n) in &seen {
         assert!(
             [200, 201, 409, 503].contains(status),
@@ -408,9 +414,7 @@ async fn postgres_cut_off_under_load_answers_503_and_service_resumes_by_itself()
     let concert = app.create_concert(&concert_body(1, 9)).await["id"].clone();
     let (coupon, _) = app.create_coupon(50, TimeDelta::days(1)).await;
     assert_eq!(charge(&app, 1).await.status(), 201);
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(BTreeMap::new()));
-    let load = start_load(app.clone(), concert, coupon, stop.clone(), seen.clone());
+    let load = start_load(app.clone(), concert, coupon);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     proxy.cut();
@@ -435,12 +439,7 @@ async fn postgres_cut_off_under_load_answers_503_and_service_resumes_by_itself()
     .await;
     assert_eq!(charge(&app, 1).await.status(), 201);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, Ordering::Relaxed);
-    for task in load {
-        task.await
-            .expect("no load task panicked (no transport errors)");
-    }
-    let seen = seen.lock().unwrap().clone();
+    let seen = load.finish().await;
     assert!(
         seen.keys()
             .all(|(_, status)| [200, 201, 409, 503].contains(status)),
