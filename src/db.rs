@@ -5,7 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr,
+    TransactionTrait,
+};
+
+use crate::kernel::{StoreError, Transaction, UnitOfWork};
 
 /// Opens the database at `url`. A SQLite file is created if missing and put
 /// in WAL mode with a busy timeout, so readers never block the writer and
@@ -47,22 +52,102 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None).await.context("running migrations")
 }
 
+fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            Some(e.as_ref())
+        }
+        _ => None,
+    }
+}
+
 /// True when the error means the database could not be reached (pool
 /// timeout, refused or dropped connection), as opposed to a query the
 /// database rejected. Outages answer 503 and heal by themselves.
 pub fn is_outage(err: &DbErr) -> bool {
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+        _ => sqlx_error(err).is_some_and(|e| {
             matches!(
-                e.as_ref(),
+                e,
                 sea_orm::sqlx::Error::Io(_)
                     | sea_orm::sqlx::Error::PoolTimedOut
                     | sea_orm::sqlx::Error::PoolClosed
                     | sea_orm::sqlx::Error::WorkerCrashed
             )
+        }),
+    }
+}
+
+/// True when the database rolled the statement's transaction back because
+/// of a concurrent one: PostgreSQL's serialization failure (40001),
+/// deadlock (40P01) or lock timeout (55P03); SQLite's busy or locked file
+/// (5, 6 and their extended codes, e.g. 517 for a stale snapshot).
+pub fn is_conflict(err: &DbErr) -> bool {
+    let Some(sea_orm::sqlx::Error::Database(db)) = sqlx_error(err) else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    match code.as_ref() {
+        "40001" | "40P01" | "55P03" => true,
+        sqlite => sqlite
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 5 | 6)),
+    }
+}
+
+impl From<DbErr> for StoreError {
+    fn from(err: DbErr) -> Self {
+        if is_outage(&err) {
+            StoreError::Unavailable(err.into())
+        } else if is_conflict(&err) {
+            StoreError::Conflict(err.into())
+        } else {
+            StoreError::Unexpected(err.into())
         }
-        _ => false,
+    }
+}
+
+/// The unit of work over the database: one transaction that every module's
+/// transaction-scoped repository (implemented for [`DbTx`] in its `infra`)
+/// writes through.
+#[derive(Clone)]
+pub struct DbUnitOfWork {
+    db: DatabaseConnection,
+}
+
+impl DbUnitOfWork {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+impl UnitOfWork for DbUnitOfWork {
+    type Tx = DbTx;
+
+    async fn begin(&self) -> Result<DbTx, StoreError> {
+        Ok(DbTx::new(self.db.begin().await?))
+    }
+}
+
+/// A database transaction; dropped without `commit`, it rolls back.
+pub struct DbTx(DatabaseTransaction);
+
+impl DbTx {
+    pub fn new(txn: DatabaseTransaction) -> Self {
+        Self(txn)
+    }
+
+    pub fn conn(&self) -> &DatabaseTransaction {
+        &self.0
+    }
+}
+
+impl Transaction for DbTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        Ok(self.0.commit().await?)
     }
 }
 
@@ -72,11 +157,7 @@ macro_rules! module_error_from_db_err {
     ($error:ty) => {
         impl From<sea_orm::DbErr> for $error {
             fn from(err: sea_orm::DbErr) -> Self {
-                if $crate::db::is_outage(&err) {
-                    Self::Unavailable(err.into())
-                } else {
-                    Self::Unexpected(err.into())
-                }
+                <$error>::from($crate::kernel::StoreError::from(err))
             }
         }
     };

@@ -19,3 +19,4 @@ pub mod reservation;
 pub mod telemetry;
 pub mod wallet;
 pub mod web;
+pub mod worker;

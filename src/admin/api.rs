@@ -139,7 +139,9 @@ impl From<AdminError> for Problem {
     fn from(err: AdminError) -> Self {
         match err {
             AdminError::AlertNotFound(_) => Problem::not_found(err.to_string()),
-            AdminError::Unavailable(cause) => Problem::outage("admin store", &cause),
+            AdminError::Unavailable(cause) | AdminError::Conflict(cause) => {
+                Problem::outage("admin store", &cause)
+            }
             AdminError::Unexpected(cause) => Problem::bug("admin store", &cause),
         }
     }

@@ -28,6 +28,11 @@ pub enum AdminError {
     AlertNotFound(i64),
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(AdminError);

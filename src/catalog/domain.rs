@@ -208,6 +208,25 @@ pub struct ScheduleSummary {
     pub available_seats: u64,
 }
 
+/// A seat's stored status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum SeatStatus {
+    Available,
+    Held,
+    Sold,
+}
+
+impl SeatStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        value.parse().ok()
+    }
+}
+
 /// A seat as stored. A hold whose `until` has passed is not yet cleaned up
 /// but no longer counts: see [`Seat::availability`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +239,13 @@ pub enum SeatState {
     Sold {
         owner: UserId,
     },
+}
+
+/// What a hold learned about the seat it won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSeat {
+    pub price: Points,
+    pub concert: ConcertId,
 }
 
 /// What a buyer sees.
@@ -261,9 +287,14 @@ pub enum CatalogError {
     ScheduleNotFound(ScheduleId),
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(CatalogError);
 
 #[cfg(test)]
 mod tests {

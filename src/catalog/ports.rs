@@ -2,8 +2,10 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::domain::{CatalogError, Concert, CreatedConcert, NewConcert, ScheduleSummary, Seat};
-use crate::kernel::{ConcertId, ScheduleId};
+use super::domain::{
+    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSummary, Seat,
+};
+use crate::kernel::{ConcertId, ReservationId, ScheduleId, SeatId, StoreError, UserId};
 
 pub trait CatalogRepository: Clone + Send + Sync + 'static {
     /// Stores the concert with all its schedules and seats atomically.
@@ -42,4 +44,69 @@ pub trait CatalogRepository: Clone + Send + Sync + 'static {
 
     /// Whether any concert exists (the demo seed only fills an empty catalog).
     fn is_empty(&self) -> impl Future<Output = Result<bool, CatalogError>> + Send;
+}
+
+/// One seat, read outside any transaction (a hint: only a compare-and-set
+/// in [`SeatTx`] decides who gets it).
+pub trait SeatReads: Clone + Send + Sync + 'static {
+    /// `None` when the seat is not in that schedule.
+    fn seat(
+        &self,
+        schedule: ScheduleId,
+        seat: SeatId,
+    ) -> impl Future<Output = Result<Option<Seat>, StoreError>> + Send;
+}
+
+/// Seats inside a unit of work. Every change is a compare-and-set on the
+/// seat row: the first statement to change a seat locks it, so a
+/// transaction that touches a seat touches it before its reservation.
+pub trait SeatTx: Send {
+    /// Holds the seat for `user` until `until` if it is free at `now`
+    /// ([`Seat::availability`] says available). `None` when it is not.
+    fn try_hold(
+        &mut self,
+        schedule: ScheduleId,
+        seat: SeatId,
+        user: UserId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<HeldSeat>, StoreError>> + Send;
+
+    /// Whether the seat is in the schedule (to tell 404 from 409).
+    fn exists(
+        &mut self,
+        schedule: ScheduleId,
+        seat: SeatId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Ties the seat to the reservation that now holds it.
+    fn attach(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Frees the seat if `reservation` still holds it; true if it did.
+    fn release(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Keeps the seat held by `reservation` until `until`; false if the
+    /// reservation no longer holds it.
+    fn extend(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Sells the seat to the holder of `reservation`; false if it no longer
+    /// holds it.
+    fn sell(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

@@ -531,7 +531,9 @@ impl From<CouponError> for Problem {
             CouponError::Ended => Problem::conflict("coupon_ended", err.to_string()),
             CouponError::SoldOut => Problem::conflict("sold_out", err.to_string()),
             CouponError::AlreadyIssued => Problem::conflict("already_issued", err.to_string()),
-            CouponError::Unavailable(cause) => Problem::outage("coupon store", &cause),
+            CouponError::Unavailable(cause) | CouponError::Conflict(cause) => {
+                Problem::outage("coupon store", &cause)
+            }
             CouponError::Unexpected(cause) => Problem::bug("coupon store", &cause),
         }
     }

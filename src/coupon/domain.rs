@@ -190,7 +190,9 @@ pub struct HeldCoupon {
     pub issued_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A redemption job's status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum JobStatus {
     Pending,
     Succeeded,
@@ -199,19 +201,50 @@ pub enum JobStatus {
 
 impl JobStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "pending" => Some(JobStatus::Pending),
-            "succeeded" => Some(JobStatus::Succeeded),
-            "failed" => Some(JobStatus::Failed),
-            _ => None,
+        value.parse().ok()
+    }
+}
+
+/// A held coupon's stored status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum CouponStatus {
+    Issued,
+    Used,
+}
+
+impl CouponStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        value.parse().ok()
+    }
+}
+
+/// A held coupon as the redemption step reads it, with its campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedeemableCoupon {
+    pub id: UserCouponId,
+    pub owner: UserId,
+    pub status: CouponStatus,
+    /// For the optimistic check of marking it used.
+    pub version: i64,
+    pub campaign: Campaign,
+}
+
+impl RedeemableCoupon {
+    pub fn facts(&self) -> RedemptionFacts {
+        RedemptionFacts {
+            owner: self.owner,
+            used: self.status == CouponStatus::Used,
+            valid_from: self.campaign.valid_from,
+            valid_until: self.campaign.valid_until,
         }
     }
 }
@@ -379,9 +412,14 @@ pub enum CouponError {
     AlreadyIssued,
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(CouponError);
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,10 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::domain::{
-    Campaign, CampaignDraft, CouponError, HeldCoupon, IssuedCoupon, Job, LedgerEntry,
-    LedgerSnapshot, LedgerStep, RecordError, Vendor,
+    Campaign, CampaignDraft, CouponError, FailReason, HeldCoupon, IssuedCoupon, Job, JobStatus,
+    LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
 };
-use crate::kernel::{CouponId, UserCouponId, UserId};
+use crate::kernel::{CouponId, StoreError, UserCouponId, UserId, VendorId};
 
 /// The issue ledger: who won each campaign and with which number. It
 /// answers the flood (duplicates, sold out) on its own; the database only
@@ -136,4 +136,42 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         &self,
         campaign: &Campaign,
     ) -> impl Future<Output = Result<(u64, u64, i64), CouponError>> + Send;
+}
+
+/// The redemption step's stores, inside the consumer's transaction.
+pub trait RedemptionTx: Send {
+    fn job(&mut self, id: Uuid) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
+
+    fn redeemable(
+        &mut self,
+        id: UserCouponId,
+    ) -> impl Future<Output = Result<Option<RedeemableCoupon>, StoreError>> + Send;
+
+    /// Marks the coupon used if it is still issued at `version` (optimistic
+    /// check); false if someone else changed it first.
+    fn mark_used(
+        &mut self,
+        id: UserCouponId,
+        version: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records the vendor's payment for this coupon and adds it to the
+    /// vendor's balance, once per coupon; false if it was already paid.
+    fn pay_vendor(
+        &mut self,
+        vendor: VendorId,
+        coupon: UserCouponId,
+        job: Uuid,
+        amount: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    fn finish_job(
+        &mut self,
+        job: Uuid,
+        status: JobStatus,
+        reason: Option<FailReason>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -4,16 +4,27 @@ use std::{
 };
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures::{FutureExt, future::BoxFuture};
 use uuid::Uuid;
 
 use super::{
     domain::{
-        Campaign, CampaignDraft, CampaignStats, CouponError, HeldCoupon, Job, LedgerStep,
-        ReconcileReport, RecordError, Vendor, ledger_drift, parse_name,
+        Campaign, CampaignDraft, CampaignStats, CouponError, FailReason, HeldCoupon, Job,
+        JobStatus, LedgerStep, ReconcileReport, RecordError, RedeemableCoupon, Vendor,
+        ledger_drift, parse_name, redemption_verdict,
     },
-    ports::{CouponLedger, CouponRepository},
+    ports::{CouponLedger, CouponRepository, RedemptionTx},
 };
-use crate::kernel::{Clock, CouponId, UserCouponId, UserId, events::RelayWake};
+use crate::{
+    kernel::{
+        Clock, CouponId, UserCouponId, UserId,
+        events::{
+            CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
+            RelayWake, types,
+        },
+    },
+    outbox::ports::{EventHandler, OutboxWriter},
+};
 
 /// A won (or, with the same `Idempotency-Key`, re-answered) coupon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -436,6 +447,130 @@ where
             Some(job) if job.user == user => Ok(job),
             _ => Err(CouponError::JobNotFound),
         }
+    }
+}
+
+/// What the redemption step decided for one job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redemption {
+    /// The job was already finished (a redelivery): nothing changed.
+    AlreadyFinished,
+    Succeeded {
+        campaign: Campaign,
+    },
+    Failed(FailReason),
+}
+
+/// The redemption worker's step, inside the consumer's transaction: checks
+/// the coupon (owner, unused, in its window), marks it used with an
+/// optimistic version check, pays the vendor once, finishes the job and
+/// writes `CouponRedemptionFinished`.
+pub async fn redeem<T: RedemptionTx + OutboxWriter>(
+    tx: &mut T,
+    request: &CouponRedemptionRequested,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Redemption> {
+    let Some(job) = tx.job(request.job_id).await? else {
+        anyhow::bail!("redemption job {} does not exist", request.job_id);
+    };
+    if job.status != JobStatus::Pending {
+        return Ok(Redemption::AlreadyFinished);
+    }
+    let coupon = tx.redeemable(UserCouponId(request.user_coupon_id)).await?;
+    let verdict = redemption_verdict(
+        UserId(request.user_id),
+        coupon.as_ref().map(RedeemableCoupon::facts),
+        now,
+    );
+    let outcome = match (verdict, coupon) {
+        (Err(reason), _) => Redemption::Failed(reason),
+        (Ok(()), None) => Redemption::Failed(FailReason::NotYourCoupon),
+        (Ok(()), Some(coupon)) => {
+            if tx.mark_used(coupon.id, coupon.version, now).await? {
+                tx.pay_vendor(
+                    coupon.campaign.vendor,
+                    coupon.id,
+                    request.job_id,
+                    coupon.campaign.discount,
+                    now,
+                )
+                .await?;
+                Redemption::Succeeded {
+                    campaign: coupon.campaign,
+                }
+            } else {
+                Redemption::Failed(FailReason::AlreadyUsed)
+            }
+        }
+    };
+    let (status, reason) = match &outcome {
+        Redemption::Succeeded { .. } => (JobStatus::Succeeded, None),
+        Redemption::Failed(reason) => (JobStatus::Failed, Some(*reason)),
+        Redemption::AlreadyFinished => unreachable!("returned above"),
+    };
+    tx.finish_job(request.job_id, status, reason, now).await?;
+    metrics::counter!("coupon_redemptions_total", "result" => reason.map_or("succeeded", FailReason::code))
+        .increment(1);
+    let finished = CouponRedemptionFinished {
+        job_id: request.job_id,
+        user_id: request.user_id,
+        user_coupon_id: request.user_coupon_id,
+        status: status.as_str().into(),
+        reason: reason.map(|r| r.code().into()),
+        coupon_id: match &outcome {
+            Redemption::Succeeded { campaign } => Some(campaign.id.value()),
+            _ => None,
+        },
+        vendor_id: match &outcome {
+            Redemption::Succeeded { campaign } => Some(campaign.vendor.value()),
+            _ => None,
+        },
+        amount: match &outcome {
+            Redemption::Succeeded { campaign } => campaign.discount,
+            _ => 0,
+        },
+    };
+    let event = NewEvent::new(
+        types::COUPON_REDEMPTION_FINISHED,
+        "coupon_job",
+        request.job_id,
+        &finished,
+    );
+    tx.append(vec![event], now).await?;
+    Ok(outcome)
+}
+
+/// The `coupon-redemptions` consumer.
+pub struct CouponRedeemer<C> {
+    clock: C,
+}
+
+impl<C> CouponRedeemer<C> {
+    pub fn new(clock: C) -> Self {
+        Self { clock }
+    }
+}
+
+impl<T: RedemptionTx + OutboxWriter + 'static, C: Clock> EventHandler<T> for CouponRedeemer<C> {
+    fn name(&self) -> &'static str {
+        "coupon-redemptions"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == types::COUPON_REDEMPTION_REQUESTED
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        async move {
+            let request: CouponRedemptionRequested = serde_json::from_value(event.payload.clone())?;
+            redeem(tx, &request, self.clock.now()).await?;
+            Ok(())
+        }
+        .boxed()
     }
 }
 

@@ -1,11 +1,16 @@
-//! The shared kernel: small types every module speaks (ids, time, points).
-//! Nothing here does IO.
+//! The shared kernel: small types every module speaks (ids, time, points,
+//! store errors, the unit-of-work port) and the few generic helpers several
+//! modules share. Nothing here does IO.
 
 pub mod alerts;
+pub mod backoff;
 mod clock;
 pub mod events;
 mod ids;
+pub mod keyed;
 mod points;
+mod store;
+pub mod uow;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{
@@ -13,3 +18,6 @@ pub use ids::{
     VendorId,
 };
 pub use points::{Points, PointsError};
+pub(crate) use store::module_error_from_store_err;
+pub use store::{CONFLICT_ATTEMPTS, Retryable, StoreError, retry_on_conflict};
+pub use uow::{Transaction, UnitOfWork};

@@ -1,6 +1,13 @@
 use std::future::Future;
 
-use crate::kernel::events::{EventEnvelope, PaymentCompleted};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::domain::Receipt;
+use crate::kernel::{
+    StoreError, UserId,
+    events::{EventEnvelope, PaymentCompleted},
+};
 
 /// Where the data platform reads events from (a file directory, an HTTP
 /// collector). Writes may repeat after a crash; the event id is the
@@ -16,4 +23,29 @@ pub trait ReceiptProvider: Send + Sync + 'static {
         &self,
         payment: &PaymentCompleted,
     ) -> impl Future<Output = anyhow::Result<String>> + Send;
+}
+
+/// Receipts inside the consumer's transaction.
+pub trait ReceiptTx: Send {
+    /// Stores the receipt; a second one for the same payment is ignored.
+    fn store_receipt(
+        &mut self,
+        receipt: &Receipt,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// User notifications inside the consumer's transaction.
+pub trait NotificationTx: Send {
+    /// Records one notification per event (a second for the same event is
+    /// ignored).
+    fn record_notification(
+        &mut self,
+        user: UserId,
+        kind: &str,
+        message: &str,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -183,7 +183,9 @@ impl From<OutboxError> for Problem {
             OutboxError::AlreadyReplayed(_) => {
                 Problem::conflict("already_replayed", err.to_string())
             }
-            OutboxError::Unavailable(cause) => Problem::outage("event pipeline", &cause),
+            OutboxError::Unavailable(cause) | OutboxError::Conflict(cause) => {
+                Problem::outage("event pipeline", &cause)
+            }
             OutboxError::Unexpected(cause) => Problem::bug("event pipeline", &cause),
         }
     }

@@ -1,10 +1,14 @@
 use std::{future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 
 use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError};
-use crate::kernel::events::BusMessage;
 pub use crate::kernel::events::RelayWake;
+use crate::kernel::{
+    StoreError,
+    events::{BusMessage, EventEnvelope, NewEvent},
+};
 
 /// A stream of events with consumer groups, in the image of Redis Streams:
 /// every group sees every entry once; within a group each entry goes to one
@@ -70,4 +74,33 @@ pub trait OutboxRepository: Clone + Send + Sync + 'static {
         id: i64,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<i64, OutboxError>> + Send;
+}
+
+/// The outbox writer inside a unit of work: the events commit with the
+/// change they describe, or not at all.
+pub trait OutboxWriter: Send {
+    fn append(
+        &mut self,
+        events: Vec<NewEvent>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A consumer of events: a saga step or a listener. The outbox infra
+/// delivers each event once per consumer: it opens the transaction `T`,
+/// records the inbox row in it, calls `handle`, commits, and only then
+/// acknowledges. The handler's decisions are use-case code over ports
+/// implemented for `T`.
+pub trait EventHandler<T>: Send + Sync + 'static {
+    /// The consumer group name, e.g. `receipts`.
+    fn name(&self) -> &'static str;
+
+    /// Events of other types are acknowledged without being handled.
+    fn handles(&self, event_type: &str) -> bool;
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>>;
 }

@@ -10,13 +10,17 @@ use poem_openapi::{
 
 use super::{
     domain::{CompensationStatus, Payment, PaymentError, PaymentStatus},
-    ports::PaymentRepository,
+    ports::{PaymentRepository, PaymentTx},
     usecase::PaymentService,
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{Clock, PaymentId, ReservationId, events::RelayWake},
+    catalog::ports::SeatTx,
+    kernel::{Clock, PaymentId, ReservationId, UnitOfWork, events::RelayWake},
+    outbox::ports::OutboxWriter,
     queue::{api::QueueToken, usecase::AdmissionCheck},
+    reservation::ports::{ReservationRepository, ReservationTx},
+    wallet::ports::WalletTx,
     web::{ApiTags, idempotency::Idempotency, problem::Problem},
 };
 
@@ -111,15 +115,15 @@ enum RetryResponse {
     Accepted,
 }
 
-pub struct PaymentApi<R, C, W> {
-    service: PaymentService<R, C, W>,
+pub struct PaymentApi<U, P, R, C, W> {
+    service: PaymentService<U, P, R, C, W>,
     admission: Arc<dyn AdmissionCheck>,
     idempotency: Idempotency,
 }
 
-impl<R, C, W> PaymentApi<R, C, W> {
+impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
     pub fn new(
-        service: PaymentService<R, C, W>,
+        service: PaymentService<U, P, R, C, W>,
         admission: Arc<dyn AdmissionCheck>,
         idempotency: Idempotency,
     ) -> Self {
@@ -132,7 +136,15 @@ impl<R, C, W> PaymentApi<R, C, W> {
 }
 
 #[OpenApi]
-impl<R: PaymentRepository, C: Clock, W: RelayWake> PaymentApi<R, C, W> {
+impl<U, P, R, C, W> PaymentApi<U, P, R, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter,
+    P: PaymentRepository,
+    R: ReservationRepository,
+    C: Clock,
+    W: RelayWake,
+{
     /// Pay for a held seat with wallet points. With `Idempotency-Key`, a
     /// retry replays the first answer.
     #[oai(
@@ -249,7 +261,9 @@ impl From<PaymentError> for Problem {
             PaymentError::CompensationNotFailed(_) => {
                 Problem::conflict("not_failed", err.to_string())
             }
-            PaymentError::Unavailable(cause) => Problem::outage("payment store", &cause),
+            PaymentError::Unavailable(cause) | PaymentError::Conflict(cause) => {
+                Problem::outage("payment store", &cause)
+            }
             PaymentError::Unexpected(cause) => Problem::bug("payment store", &cause),
         }
     }

@@ -1,8 +1,15 @@
-use chrono::{DateTime, Utc};
+use std::time::Duration;
 
-use crate::kernel::{PaymentId, Points, ReservationId, UserId};
+use chrono::{DateTime, TimeDelta, Utc};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use crate::kernel::{
+    ConcertId, PaymentId, Points, ReservationId, UserId, backoff,
+    events::{NewEvent, PaymentCompleted, PaymentRefunded, types},
+};
+
+/// A payment's status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum PaymentStatus {
     Paid,
     Confirmed,
@@ -10,13 +17,12 @@ pub enum PaymentStatus {
 }
 
 impl PaymentStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "paid" => Some(PaymentStatus::Paid),
-            "confirmed" => Some(PaymentStatus::Confirmed),
-            "refunded" => Some(PaymentStatus::Refunded),
-            _ => None,
-        }
+        value.parse().ok()
     }
 }
 
@@ -25,8 +31,51 @@ pub struct Payment {
     pub id: PaymentId,
     pub user: UserId,
     pub reservation: ReservationId,
+    pub concert: ConcertId,
     pub amount: Points,
     pub status: PaymentStatus,
+}
+
+impl Payment {
+    pub fn completed(&self) -> NewEvent {
+        NewEvent::new(
+            types::PAYMENT_COMPLETED,
+            "payment",
+            self.id,
+            &PaymentCompleted {
+                payment_id: self.id.value(),
+                reservation_id: self.reservation.value(),
+                user_id: self.user.value(),
+                amount: self.amount.value(),
+                concert_id: self.concert.value(),
+            },
+        )
+    }
+
+    pub fn refunded(&self) -> PaymentRefunded {
+        PaymentRefunded {
+            payment_id: self.id.value(),
+            reservation_id: self.reservation.value(),
+            user_id: self.user.value(),
+            amount: self.amount.value(),
+        }
+    }
+
+    /// Whether a refund step finds anything to give back: only a payment
+    /// still `paid` (its seat was never confirmed) is refunded; a refunded
+    /// one already was, a confirmed one has its seat.
+    pub fn is_refundable(&self) -> bool {
+        self.status == PaymentStatus::Paid
+    }
+}
+
+/// A payment about to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPayment {
+    pub user: UserId,
+    pub reservation: ReservationId,
+    pub concert: ConcertId,
+    pub amount: Points,
 }
 
 /// How long a paid hold keeps its seat while the confirmation is on its way.
@@ -34,7 +83,14 @@ pub const CONFIRMATION_GRACE_MINUTES: i64 = 10;
 /// Attempts of a compensation step before it is marked failed.
 pub const MAX_COMPENSATION_ATTEMPTS: i32 = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The saga and step names of the refund compensation (stored in the
+/// `compensations` rows and shown to admins).
+pub const REFUND_SAGA: &str = "payment";
+pub const REFUND_STEP: &str = "refund";
+
+/// A compensation's status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum CompensationStatus {
     Pending,
     Succeeded,
@@ -43,20 +99,11 @@ pub enum CompensationStatus {
 
 impl CompensationStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            CompensationStatus::Pending => "pending",
-            CompensationStatus::Succeeded => "succeeded",
-            CompensationStatus::Failed => "failed",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "pending" => Some(CompensationStatus::Pending),
-            "succeeded" => Some(CompensationStatus::Succeeded),
-            "failed" => Some(CompensationStatus::Failed),
-            _ => None,
-        }
+        value.parse().ok()
     }
 }
 
@@ -72,10 +119,49 @@ pub struct Compensation {
     pub next_attempt_at: DateTime<Utc>,
 }
 
-/// Delay before the next attempt after `attempts` failures: the base,
-/// then twice, four times… as long (growth stops after ten doublings).
-pub fn retry_delay(base: std::time::Duration, attempts: i32) -> std::time::Duration {
-    base * (1_u32 << (attempts - 1).clamp(0, 10))
+/// What happens to a compensation step after a failed attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterFailure {
+    pub attempts: i32,
+    pub status: CompensationStatus,
+    pub next_attempt_at: DateTime<Utc>,
+    /// Recorded so an admin sees why (bounded).
+    pub last_error: String,
+}
+
+impl AfterFailure {
+    pub fn gave_up(&self) -> bool {
+        self.status == CompensationStatus::Failed
+    }
+}
+
+/// The retry policy of compensation steps: retried with exponential
+/// backoff from `base`; after [`MAX_COMPENSATION_ATTEMPTS`] failures the
+/// step stops as `failed` until an admin retries it.
+pub fn after_failure(
+    attempts_before: i32,
+    error: &str,
+    base: Duration,
+    now: DateTime<Utc>,
+) -> AfterFailure {
+    let attempts = attempts_before + 1;
+    let gave_up = attempts >= MAX_COMPENSATION_ATTEMPTS;
+    let delay = backoff::doubling(base, attempts.max(0) as u32);
+    AfterFailure {
+        attempts,
+        status: if gave_up {
+            CompensationStatus::Failed
+        } else {
+            CompensationStatus::Pending
+        },
+        next_attempt_at: now + TimeDelta::from_std(delay).unwrap_or(TimeDelta::MAX),
+        last_error: error.chars().take(2000).collect(),
+    }
+}
+
+/// Whether an admin may retry the step: only a step that gave up.
+pub fn can_retry(compensation: &Compensation) -> bool {
+    compensation.status == CompensationStatus::Failed
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,19 +182,64 @@ pub enum PaymentError {
     CompensationNotFailed(i64),
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(PaymentError);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn retries_back_off_exponentially_and_stop_growing() {
-        let base = std::time::Duration::from_secs(1);
-        assert_eq!(retry_delay(base, 1).as_secs(), 1);
-        assert_eq!(retry_delay(base, 4).as_secs(), 8);
-        assert_eq!(retry_delay(base, 40).as_secs(), 1024);
+    fn a_failing_step_backs_off_exponentially_then_gives_up() {
+        let now = Utc::now();
+        let base = Duration::from_secs(1);
+        let first = after_failure(0, "boom", base, now);
+        assert_eq!(first.attempts, 1);
+        assert_eq!(first.status, CompensationStatus::Pending);
+        assert_eq!(first.next_attempt_at, now + TimeDelta::seconds(1));
+        let third = after_failure(2, "boom", base, now);
+        assert_eq!(third.next_attempt_at, now + TimeDelta::seconds(4));
+        assert!(!third.gave_up());
+        let last = after_failure(MAX_COMPENSATION_ATTEMPTS - 1, &"x".repeat(5000), base, now);
+        assert!(last.gave_up());
+        assert_eq!(last.status, CompensationStatus::Failed);
+        assert_eq!(last.last_error.len(), 2000, "the stored error is bounded");
+    }
+
+    #[test]
+    fn only_a_paid_payment_is_refunded() {
+        let mut payment = Payment {
+            id: PaymentId(1),
+            user: UserId(2),
+            reservation: ReservationId(3),
+            concert: ConcertId(4),
+            amount: Points::new(100).unwrap(),
+            status: PaymentStatus::Paid,
+        };
+        assert!(payment.is_refundable());
+        for status in [PaymentStatus::Confirmed, PaymentStatus::Refunded] {
+            payment.status = status;
+            assert!(!payment.is_refundable(), "{status:?}");
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_their_column_names_and_back() {
+        for status in [
+            PaymentStatus::Paid,
+            PaymentStatus::Confirmed,
+            PaymentStatus::Refunded,
+        ] {
+            assert_eq!(PaymentStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(PaymentStatus::Paid.as_str(), "paid");
+        assert_eq!(CompensationStatus::Pending.as_str(), "pending");
+        assert_eq!(PaymentStatus::parse("PAID"), None);
     }
 }

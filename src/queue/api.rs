@@ -304,7 +304,9 @@ impl From<QueueError> for Problem {
                 "queue_not_admitted",
                 err.to_string(),
             ),
-            QueueError::Unavailable(cause) => Problem::outage("waiting room", &cause),
+            QueueError::Unavailable(cause) | QueueError::Conflict(cause) => {
+                Problem::outage("waiting room", &cause)
+            }
             QueueError::Unexpected(cause) => Problem::bug("waiting room", &cause),
         }
     }

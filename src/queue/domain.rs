@@ -234,9 +234,14 @@ pub enum QueueError {
     NotAdmitted(ConcertId),
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(QueueError);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,13 @@ use super::{
     domain::{Entry, QueueError, QueuePass, QueueSettings, QueueStats, QueueStatus, TickOutcome},
     ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
 };
-use crate::kernel::{Clock, ConcertId, ScheduleId, UserId};
+use crate::{
+    kernel::{
+        Clock, ConcertId, ScheduleId, UserId,
+        events::{EventEnvelope, PaymentCompleted, types},
+    },
+    outbox::ports::EventHandler,
+};
 
 /// How long a queue token's signature stays valid. Whether its holder may
 /// buy is decided by the store (active, not expired), not by this.
@@ -221,6 +227,48 @@ where
                     .map(|_| ()),
                 None => Ok(()),
             }
+        }
+        .boxed()
+    }
+}
+
+/// The waiting room's listener on `PaymentCompleted`: a buyer who paid
+/// leaves the room, so their slot goes to the next in line at once.
+pub struct FinishOnPayment<S, C> {
+    store: S,
+    clock: C,
+}
+
+impl<S, C> FinishOnPayment<S, C> {
+    pub fn new(store: S, clock: C) -> Self {
+        Self { store, clock }
+    }
+}
+
+impl<T: Send + 'static, S: QueueStore, C: Clock> EventHandler<T> for FinishOnPayment<S, C> {
+    fn name(&self) -> &'static str {
+        "queue"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        event_type == types::PAYMENT_COMPLETED
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut T,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        async move {
+            let payment: PaymentCompleted = serde_json::from_value(event.payload.clone())?;
+            self.store
+                .finish(
+                    ConcertId(payment.concert_id),
+                    UserId(payment.user_id),
+                    self.clock.now(),
+                )
+                .await?;
+            Ok(())
         }
         .boxed()
     }

@@ -7,12 +7,14 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::{
     domain::{Reservation, ReservationError, ReservationStatus},
-    ports::ReservationRepository,
+    ports::{ReservationRepository, ReservationTx},
     usecase::ReservationService,
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{Clock, ReservationId, ScheduleId, SeatId, events::RelayWake},
+    catalog::ports::{SeatReads, SeatTx},
+    kernel::{Clock, ReservationId, ScheduleId, SeatId, UnitOfWork, events::RelayWake},
+    outbox::ports::OutboxWriter,
     queue::{api::QueueToken, usecase::AdmissionCheck},
     web::{ApiTags, problem::Problem},
 };
@@ -82,19 +84,30 @@ enum ReleaseResponse {
     Released,
 }
 
-pub struct ReservationApi<R, C, W> {
-    service: ReservationService<R, C, W>,
+pub struct ReservationApi<U, R, S, C, W> {
+    service: ReservationService<U, R, S, C, W>,
     admission: Arc<dyn AdmissionCheck>,
 }
 
-impl<R, C, W> ReservationApi<R, C, W> {
-    pub fn new(service: ReservationService<R, C, W>, admission: Arc<dyn AdmissionCheck>) -> Self {
+impl<U, R, S, C, W> ReservationApi<U, R, S, C, W> {
+    pub fn new(
+        service: ReservationService<U, R, S, C, W>,
+        admission: Arc<dyn AdmissionCheck>,
+    ) -> Self {
         Self { service, admission }
     }
 }
 
 #[OpenApi]
-impl<R: ReservationRepository, C: Clock, W: RelayWake> ReservationApi<R, C, W> {
+impl<U, R, S, C, W> ReservationApi<U, R, S, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: SeatTx + ReservationTx + OutboxWriter,
+    R: ReservationRepository,
+    S: SeatReads,
+    C: Clock,
+    W: RelayWake,
+{
     /// Hold a seat. Exactly one of any number of concurrent requests for a seat wins.
     #[oai(
         path = "/v1/reservations",
@@ -168,7 +181,9 @@ impl From<ReservationError> for Problem {
             ReservationError::NotHeld(_) => {
                 Problem::conflict("reservation_not_held", err.to_string())
             }
-            ReservationError::Unavailable(cause) => Problem::outage("reservation store", &cause),
+            ReservationError::Unavailable(cause) | ReservationError::Conflict(cause) => {
+                Problem::outage("reservation store", &cause)
+            }
             ReservationError::Unexpected(cause) => Problem::bug("reservation store", &cause),
         }
     }

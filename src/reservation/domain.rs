@@ -1,11 +1,16 @@
 use chrono::{DateTime, Utc};
 
-use crate::kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, UserId};
+use crate::kernel::{
+    ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, UserId,
+    events::{NewEvent, ReservationChanged},
+};
 
 pub const DEFAULT_HOLD_MINUTES: u32 = 5;
 pub const DEFAULT_HOLD_LIMIT: u32 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A reservation's status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum ReservationStatus {
     Held,
     Confirmed,
@@ -15,22 +20,11 @@ pub enum ReservationStatus {
 
 impl ReservationStatus {
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReservationStatus::Held => "held",
-            ReservationStatus::Confirmed => "confirmed",
-            ReservationStatus::Expired => "expired",
-            ReservationStatus::Released => "released",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "held" => Some(ReservationStatus::Held),
-            "confirmed" => Some(ReservationStatus::Confirmed),
-            "expired" => Some(ReservationStatus::Expired),
-            "released" => Some(ReservationStatus::Released),
-            _ => None,
-        }
+        value.parse().ok()
     }
 }
 
@@ -45,18 +39,140 @@ pub struct Reservation {
     pub status: ReservationStatus,
     pub expires_at: DateTime<Utc>,
     /// Set once a payment for it committed; the saga confirms it next.
-    pub paid: bool,
+    pub payment: Option<PaymentId>,
 }
 
 impl Reservation {
+    pub fn is_paid(&self) -> bool {
+        self.payment.is_some()
+    }
+
     /// The status a client should see: an unpaid hold past its expiry is
     /// expired even before the sweeper has marked it.
     pub fn status_at(&self, now: DateTime<Utc>) -> ReservationStatus {
         match self.status {
-            ReservationStatus::Held if !self.paid && self.expires_at <= now => {
+            ReservationStatus::Held if !self.is_paid() && self.expires_at <= now => {
                 ReservationStatus::Expired
             }
             status => status,
+        }
+    }
+
+    /// Whether the hold still counts against the user's limit: held and
+    /// either unexpired or paid (a paid hold waits for its confirmation).
+    pub fn is_live(&self, now: DateTime<Utc>) -> bool {
+        self.status == ReservationStatus::Held && (self.expires_at > now || self.is_paid())
+    }
+
+    /// Why `user` cannot pay for this reservation, when the claim on it
+    /// failed: someone else's reservation is not found (ids cannot be
+    /// probed); a paid or confirmed one is already paid; anything else
+    /// has expired or was released.
+    pub fn why_not_payable(&self, user: UserId) -> NotPayable {
+        if self.user != user {
+            NotPayable::NotFound
+        } else if self.is_paid() || self.status == ReservationStatus::Confirmed {
+            NotPayable::AlreadyPaid
+        } else {
+            NotPayable::Expired
+        }
+    }
+
+    /// What a completed payment does to this reservation.
+    pub fn on_payment(&self, payment: PaymentId) -> OnPayment {
+        match self.status {
+            ReservationStatus::Confirmed if self.payment == Some(payment) => {
+                OnPayment::AlreadyConfirmed
+            }
+            ReservationStatus::Held if self.payment == Some(payment) => OnPayment::SellSeat,
+            _ => OnPayment::Fail,
+        }
+    }
+
+    /// The event of a change of this reservation.
+    pub fn event(&self, event_type: &'static str) -> NewEvent {
+        NewEvent::new(
+            event_type,
+            "reservation",
+            self.id,
+            &ReservationChanged {
+                reservation_id: self.id.value(),
+                user_id: self.user.value(),
+                concert_id: self.concert.value(),
+                schedule_id: self.schedule.value(),
+                seat_id: self.seat.value(),
+                payment_id: self.payment.map(PaymentId::value),
+            },
+        )
+    }
+}
+
+/// Why a hold cannot be paid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotPayable {
+    NotFound,
+    Expired,
+    AlreadyPaid,
+}
+
+/// What `PaymentCompleted` does to the reservation it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnPayment {
+    /// A redelivery after the confirmation committed: nothing to do.
+    AlreadyConfirmed,
+    /// The paid hold still stands: sell its seat and confirm.
+    SellSeat,
+    /// The hold was lost (or is not this payment's): the payment must be
+    /// refunded.
+    Fail,
+}
+
+/// The status changes of a reservation, each a compare-and-set: it applies
+/// only while [`Transition::applies_to`] holds, which the store checks in
+/// the same statement that makes the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Locks the user's unexpired, unpaid hold for their payment (the
+    /// status stays `held`; the payment is recorded on it next).
+    ClaimForPayment { user: UserId, now: DateTime<Utc> },
+    /// The user gives back an unexpired, unpaid hold.
+    Release { user: UserId, now: DateTime<Utc> },
+    /// An unpaid hold past its expiry ends.
+    Lapse { now: DateTime<Utc> },
+    /// An unpaid hold whose seat a new hold took over ends.
+    Replace,
+    /// The paid hold's seat was sold to it.
+    Confirm { payment: PaymentId },
+    /// The paid hold could not be confirmed: it ends, and the payment is
+    /// refunded.
+    FailConfirmation,
+}
+
+impl Transition {
+    pub fn applies_to(self, r: &Reservation) -> bool {
+        let unpaid_hold = r.status == ReservationStatus::Held && !r.is_paid();
+        match self {
+            Transition::ClaimForPayment { user, now } | Transition::Release { user, now } => {
+                unpaid_hold && r.user == user && r.expires_at > now
+            }
+            Transition::Lapse { now } => unpaid_hold && r.expires_at <= now,
+            Transition::Replace => unpaid_hold,
+            Transition::Confirm { payment } => {
+                r.status == ReservationStatus::Held && r.payment == Some(payment)
+            }
+            Transition::FailConfirmation => r.status == ReservationStatus::Held,
+        }
+    }
+
+    /// The status it leaves behind.
+    pub fn target(self) -> ReservationStatus {
+        match self {
+            Transition::ClaimForPayment { .. } => ReservationStatus::Held,
+            Transition::Release { .. } => ReservationStatus::Released,
+            Transition::Lapse { .. } | Transition::Replace | Transition::FailConfirmation => {
+                ReservationStatus::Expired
+            }
+            Transition::Confirm { .. } => ReservationStatus::Confirmed,
         }
     }
 }
@@ -66,6 +182,28 @@ impl Reservation {
 pub struct HoldPolicy {
     pub hold_minutes: u32,
     pub per_user_limit: u32,
+}
+
+impl HoldPolicy {
+    /// Whether a user holding `live` seats may hold one more.
+    pub fn allows_another(self, live: u64) -> bool {
+        live < u64::from(self.per_user_limit)
+    }
+
+    pub fn until(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::TimeDelta::minutes(self.hold_minutes.into())
+    }
+}
+
+/// A hold about to be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReservation {
+    pub user: UserId,
+    pub concert: ConcertId,
+    pub schedule: ScheduleId,
+    pub seat: SeatId,
+    pub price: Points,
+    pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,9 +220,14 @@ pub enum ReservationError {
     NotHeld(ReservationId),
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(ReservationError);
 
 #[cfg(test)]
 mod tests {
@@ -104,14 +247,14 @@ mod tests {
             price: Points::new(10).unwrap(),
             status: ReservationStatus::Held,
             expires_at: now,
-            paid: false,
+            payment: None,
         };
         assert_eq!(
             r.status_at(now - TimeDelta::seconds(1)),
             ReservationStatus::Held
         );
         assert_eq!(r.status_at(now), ReservationStatus::Expired);
-        r.paid = true;
+        r.payment = Some(PaymentId(9));
         assert_eq!(
             r.status_at(now),
             ReservationStatus::Held,

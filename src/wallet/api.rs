@@ -9,12 +9,13 @@ use poem_openapi::{
 
 use super::{
     domain::{EntryKind, WalletError},
-    ports::WalletRepository,
+    ports::{WalletRepository, WalletTx},
     usecase::WalletService,
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{Clock, events::RelayWake},
+    kernel::{Clock, UnitOfWork, events::RelayWake},
+    outbox::ports::OutboxWriter,
     web::{ApiTags, idempotency::Idempotency, problem::Problem},
 };
 
@@ -82,13 +83,13 @@ enum PageResponse {
     Ok(Json<PageBody>),
 }
 
-pub struct WalletApi<R, C, W> {
-    service: WalletService<R, C, W>,
+pub struct WalletApi<U, R, C, W> {
+    service: WalletService<U, R, C, W>,
     idempotency: Idempotency,
 }
 
-impl<R, C, W> WalletApi<R, C, W> {
-    pub fn new(service: WalletService<R, C, W>, idempotency: Idempotency) -> Self {
+impl<U, R, C, W> WalletApi<U, R, C, W> {
+    pub fn new(service: WalletService<U, R, C, W>, idempotency: Idempotency) -> Self {
         Self {
             service,
             idempotency,
@@ -97,7 +98,14 @@ impl<R, C, W> WalletApi<R, C, W> {
 }
 
 #[OpenApi]
-impl<R: WalletRepository, C: Clock, W: RelayWake> WalletApi<R, C, W> {
+impl<U, R, C, W> WalletApi<U, R, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: WalletTx + OutboxWriter,
+    R: WalletRepository,
+    C: Clock,
+    W: RelayWake,
+{
     /// Your balance.
     #[oai(
         path = "/v1/wallet",
@@ -186,7 +194,9 @@ impl From<WalletError> for Problem {
         match err {
             WalletError::InvalidAmount(detail) => Problem::validation(detail),
             WalletError::BalanceLimit => Problem::conflict("balance_limit", err.to_string()),
-            WalletError::Unavailable(cause) => Problem::outage("wallet store", &cause),
+            WalletError::Unavailable(cause) | WalletError::Conflict(cause) => {
+                Problem::outage("wallet store", &cause)
+            }
             WalletError::Unexpected(cause) => Problem::bug("wallet store", &cause),
         }
     }

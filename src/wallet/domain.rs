@@ -6,7 +6,9 @@ use crate::kernel::{Points, PointsError};
 pub const MAX_CHARGE: i64 = 10_000_000;
 pub const MAX_PAGE: u64 = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The kind of a ledger row; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
 pub enum EntryKind {
     Charge,
     Payment,
@@ -15,20 +17,11 @@ pub enum EntryKind {
 
 impl EntryKind {
     pub fn as_str(self) -> &'static str {
-        match self {
-            EntryKind::Charge => "charge",
-            EntryKind::Payment => "payment",
-            EntryKind::Refund => "refund",
-        }
+        self.into()
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        match value {
-            "charge" => Some(EntryKind::Charge),
-            "payment" => Some(EntryKind::Payment),
-            "refund" => Some(EntryKind::Refund),
-            _ => None,
-        }
+        value.parse().ok()
     }
 }
 
@@ -71,9 +64,14 @@ pub enum WalletError {
     BalanceLimit,
     #[error(transparent)]
     Unavailable(anyhow::Error),
+    /// A concurrent transaction kept getting in the way, even after retries.
+    #[error(transparent)]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
+
+crate::kernel::module_error_from_store_err!(WalletError);
 
 #[cfg(test)]
 mod tests {

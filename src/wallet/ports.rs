@@ -2,20 +2,12 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::domain::{ChargeAmount, LedgerEntry, WalletError};
-use crate::kernel::{Points, UserId};
+use super::domain::{EntryKind, LedgerEntry, WalletError};
+use crate::kernel::{PaymentId, Points, StoreError, UserId};
 
 pub trait WalletRepository: Clone + Send + Sync + 'static {
     /// Zero for a user who never charged.
     fn balance(&self, user: UserId) -> impl Future<Output = Result<Points, WalletError>> + Send;
-
-    /// Adds the amount and its ledger row atomically; returns the new balance.
-    fn charge(
-        &self,
-        user: UserId,
-        amount: ChargeAmount,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Points, WalletError>> + Send;
 
     /// Newest first, ids below `before` when given.
     fn entries(
@@ -24,4 +16,30 @@ pub trait WalletRepository: Clone + Send + Sync + 'static {
         before: Option<i64>,
         limit: u64,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, WalletError>> + Send;
+}
+
+/// Wallets inside a unit of work. Each change is one conditional update of
+/// the balance plus its ledger row, so concurrent changes add up exactly
+/// and a balance never goes below zero or past [`Points::MAX`].
+pub trait WalletTx: Send {
+    /// Adds `amount` (a charge or a refund); the new balance, or `None`
+    /// when it would pass the cap (nothing changed then).
+    fn credit(
+        &mut self,
+        user: UserId,
+        amount: Points,
+        kind: EntryKind,
+        payment: Option<PaymentId>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Points>, StoreError>> + Send;
+
+    /// Takes `amount` for a payment; the new balance, or `None` when the
+    /// balance does not cover it (nothing changed then).
+    fn debit(
+        &mut self,
+        user: UserId,
+        amount: Points,
+        payment: PaymentId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Points>, StoreError>> + Send;
 }

@@ -1,11 +1,19 @@
 use super::{
-    domain::{ChargeAmount, LedgerEntry, MAX_PAGE, WalletError},
-    ports::WalletRepository,
+    domain::{ChargeAmount, EntryKind, LedgerEntry, MAX_PAGE, WalletError},
+    ports::{WalletRepository, WalletTx},
 };
-use crate::kernel::{Clock, Points, UserId, events::RelayWake};
+use crate::{
+    kernel::{
+        Clock, Points, Transaction, UnitOfWork, UserId,
+        events::{NewEvent, RelayWake, WalletCharged, types},
+        retry_on_conflict,
+    },
+    outbox::ports::OutboxWriter,
+};
 
 #[derive(Clone)]
-pub struct WalletService<R, C, W> {
+pub struct WalletService<U, R, C, W> {
+    uow: U,
     repo: R,
     clock: C,
     wake: W,
@@ -17,19 +25,56 @@ pub struct Page {
     pub next_cursor: Option<i64>,
 }
 
-impl<R: WalletRepository, C: Clock, W: RelayWake> WalletService<R, C, W> {
-    pub fn new(repo: R, clock: C, wake: W) -> Self {
-        Self { repo, clock, wake }
+impl<U, R, C, W> WalletService<U, R, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: WalletTx + OutboxWriter,
+    R: WalletRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    pub fn new(uow: U, repo: R, clock: C, wake: W) -> Self {
+        Self {
+            uow,
+            repo,
+            clock,
+            wake,
+        }
     }
 
     pub async fn balance(&self, user: UserId) -> Result<Points, WalletError> {
         self.repo.balance(user).await
     }
 
+    /// Adds points and writes `WalletCharged`, in one transaction.
     pub async fn charge(&self, user: UserId, amount: i64) -> Result<Points, WalletError> {
         let amount = ChargeAmount::parse(amount)?;
-        let balance = self.repo.charge(user, amount, self.clock.now()).await?;
+        let balance = retry_on_conflict(|| self.charge_once(user, amount)).await?;
         self.wake.wake();
+        Ok(balance)
+    }
+
+    async fn charge_once(&self, user: UserId, amount: ChargeAmount) -> Result<Points, WalletError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let Some(balance) = tx
+            .credit(user, amount.points(), EntryKind::Charge, None, now)
+            .await?
+        else {
+            return Err(WalletError::BalanceLimit);
+        };
+        let event = NewEvent::new(
+            types::WALLET_CHARGED,
+            "wallet",
+            user,
+            &WalletCharged {
+                user_id: user.value(),
+                amount: amount.points().value(),
+                balance_after: balance.value(),
+            },
+        );
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
         Ok(balance)
     }
 

@@ -13,7 +13,7 @@ use boxoffice::{
         infra::{db::DbAlerts, webhook::Webhook},
         usecase::AlertService,
     },
-    coupon::infra::consumer::CouponRedeemer,
+    coupon::usecase::CouponRedeemer,
     kernel::SystemClock,
     outbox::infra::consumer::{ConsumerRunner, ConsumerSettings},
 };
@@ -135,7 +135,7 @@ fn start_worker(app: &TestApp) -> CancellationToken {
     let runner = ConsumerRunner::new(
         app.db.clone(),
         app.bus.clone(),
-        Arc::new(CouponRedeemer),
+        Arc::new(CouponRedeemer::new(SystemClock)),
         "demo-page-test".into(),
         ConsumerSettings {
             batch_size: 16,

@@ -13,7 +13,7 @@ use boxoffice::{
         alerts::AlertSink,
         events::{BusMessage, EventEnvelope, NewEvent, PaymentCompleted, types},
     },
-    listeners::infra::{handlers::ReceiptIssuer, receipts::LocalReceiptProvider},
+    listeners::{infra::receipts::LocalReceiptProvider, usecase::ReceiptIssuer},
     outbox::{
         infra::{
             AnyBus,
@@ -280,7 +280,7 @@ async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
     let rescuer = ConsumerRunner::new(
         app.db.clone(),
         app.bus.clone(),
-        Arc::new(ReceiptIssuer::new(LocalReceiptProvider)),
+        Arc::new(ReceiptIssuer::new(LocalReceiptProvider, SystemClock)),
         "rescuer".into(),
         ConsumerSettings {
             batch_size: 10,

@@ -479,7 +479,7 @@ pub(crate) async fn paid_then_seat_lost(
         },
         kernel::SystemClock,
         outbox::infra::consumer::{ConsumerRunner, ConsumerSettings},
-        reservation::infra::consumer::ConfirmOnPayment,
+        reservation::usecase::ConfirmOnPayment,
     };
 
     let app = spawn_app_with(|s| s.paused_consumers = vec!["reservations".into()]).await;
@@ -517,7 +517,7 @@ pub(crate) async fn paid_then_seat_lost(
     let runner = ConsumerRunner::new(
         app.db.clone(),
         app.bus.clone(),
-        Arc::new(ConfirmOnPayment),
+        Arc::new(ConfirmOnPayment::new(SystemClock)),
         "test-confirmer".into(),
         ConsumerSettings {
             batch_size: 16,

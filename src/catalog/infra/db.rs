@@ -10,12 +10,13 @@ use sea_orm::{
 use crate::{
     catalog::{
         domain::{
-            CatalogError, Concert, CreatedConcert, CreatedSchedule, NewConcert, ScheduleSummary,
-            Seat, SeatState,
+            CatalogError, Concert, CreatedConcert, CreatedSchedule, HeldSeat, NewConcert,
+            ScheduleSummary, Seat, SeatState, SeatStatus,
         },
-        ports::CatalogRepository,
+        ports::{CatalogRepository, SeatReads, SeatTx},
     },
-    kernel::{ConcertId, Points, ScheduleId, SeatId, UserId},
+    db::DbTx,
+    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
     outbox::infra::db::append_events,
 };
 
@@ -129,7 +130,7 @@ impl CatalogRepository for DbCatalog {
                     number: Set(number as i32),
                     grade: Set(grade.to_owned()),
                     price: Set(price.value()),
-                    status: Set("available".to_owned()),
+                    status: Set(SeatStatus::Available.as_str().to_owned()),
                     holder_id: Set(None),
                     held_until: Set(None),
                     version: Set(0),
@@ -193,10 +194,10 @@ impl CatalogRepository for DbCatalog {
             .filter(seat::Column::ScheduleId.is_in(ids))
             .filter(
                 Condition::any()
-                    .add(seat::Column::Status.eq("available"))
+                    .add(seat::Column::Status.eq(SeatStatus::Available.as_str()))
                     .add(
                         Condition::all()
-                            .add(seat::Column::Status.eq("held"))
+                            .add(seat::Column::Status.eq(SeatStatus::Held.as_str()))
                             .add(seat::Column::HeldUntil.lte(now)),
                     ),
             )
@@ -263,16 +264,21 @@ impl CatalogRepository for DbCatalog {
 }
 
 fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
-    let state = match (row.status.as_str(), row.holder_id, row.held_until) {
-        ("available", _, _) => SeatState::Available,
-        ("held", Some(holder), Some(until)) => SeatState::Held {
+    let state = match (
+        SeatStatus::parse(&row.status),
+        row.holder_id,
+        row.held_until,
+    ) {
+        (Some(SeatStatus::Available), _, _) => SeatState::Available,
+        (Some(SeatStatus::Held), Some(holder), Some(until)) => SeatState::Held {
             holder: UserId(holder),
             until,
         },
-        ("sold", Some(owner), _) => SeatState::Sold {
+        (Some(SeatStatus::Sold), Some(owner), _) => SeatState::Sold {
             owner: UserId(owner),
         },
-        (status, ..) => {
+        (_, ..) => {
+            let status = &row.status;
             return Err(CatalogError::Unexpected(anyhow!(
                 "seat {} has an inconsistent state {status:?}",
                 row.id
@@ -292,7 +298,7 @@ fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
 /// Seat-state changes other modules make inside their own transactions
 /// (holds, payments, confirmations). Every one is a compare-and-set on the
 /// seat row: it changes the seat only from the state the caller expects.
-pub mod seats {
+mod seats {
     use chrono::{DateTime, Utc};
     use sea_orm::{
         ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
@@ -300,14 +306,10 @@ pub mod seats {
     };
 
     use super::{schedule, seat};
-    use crate::kernel::{ConcertId, Points, ScheduleId, SeatId, UserId};
-
-    /// What a successful hold learned about the seat.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct HeldSeat {
-        pub price: Points,
-        pub concert: ConcertId,
-    }
+    use crate::{
+        catalog::domain::{HeldSeat, SeatStatus},
+        kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, UserId},
+    };
 
     /// Holds the seat for `user` until `until` if it is free now (never held,
     /// or held past its expiry). `None` when someone else holds or bought it.
@@ -322,7 +324,7 @@ pub mod seats {
         // The write comes first: on SQLite it takes the write lock before
         // anything is read, so the transaction never works from a stale snapshot.
         let taken = seat::Entity::update_many()
-            .col_expr(seat::Column::Status, Expr::value("held"))
+            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Held.as_str()))
             .col_expr(seat::Column::HolderId, Expr::value(user.value()))
             .col_expr(seat::Column::HeldUntil, Expr::value(until))
             .col_expr(
@@ -337,10 +339,10 @@ pub mod seats {
             .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
             .filter(
                 sea_orm::Condition::any()
-                    .add(seat::Column::Status.eq("available"))
+                    .add(seat::Column::Status.eq(SeatStatus::Available.as_str()))
                     .add(
                         sea_orm::Condition::all()
-                            .add(seat::Column::Status.eq("held"))
+                            .add(seat::Column::Status.eq(SeatStatus::Held.as_str()))
                             .add(seat::Column::HeldUntil.lte(now)),
                     ),
             )
@@ -365,27 +367,6 @@ pub mod seats {
         }))
     }
 
-    /// A cheap look before the transaction: `Some(true)` when the seat is
-    /// visibly sold or held by an unexpired hold now, `None` when it does
-    /// not exist. Only a hint — the compare-and-set decides — but it lets
-    /// the losers of a rush for one seat leave without a transaction.
-    pub async fn visibly_taken<C: ConnectionTrait>(
-        conn: &C,
-        schedule_id: ScheduleId,
-        seat_id: SeatId,
-        now: DateTime<Utc>,
-    ) -> Result<Option<bool>, DbErr> {
-        let row = seat::Entity::find_by_id(seat_id.value())
-            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
-            .one(conn)
-            .await?;
-        Ok(row.map(|s| match s.status.as_str() {
-            "sold" => true,
-            "held" => s.held_until.is_some_and(|until| until > now),
-            _ => false,
-        }))
-    }
-
     /// Whether the seat exists in the schedule (to tell 404 from 409).
     pub async fn exists<C: ConnectionTrait>(
         conn: &C,
@@ -403,10 +384,13 @@ pub mod seats {
     pub async fn attach<C: ConnectionTrait>(
         conn: &C,
         seat_id: SeatId,
-        reservation: i64,
+        reservation: ReservationId,
     ) -> Result<(), DbErr> {
         seat::Entity::update_many()
-            .col_expr(seat::Column::ReservationId, Expr::value(reservation))
+            .col_expr(
+                seat::Column::ReservationId,
+                Expr::value(reservation.value()),
+            )
             .filter(seat::Column::Id.eq(seat_id.value()))
             .exec(conn)
             .await?;
@@ -415,21 +399,27 @@ pub mod seats {
 
     /// An update of the seat that applies only while `reservation` holds it:
     /// the compare-and-set every post-hold change shares.
-    fn while_held_by(seat_id: SeatId, reservation: i64) -> sea_orm::UpdateMany<seat::Entity> {
+    fn while_held_by(
+        seat_id: SeatId,
+        reservation: ReservationId,
+    ) -> sea_orm::UpdateMany<seat::Entity> {
         seat::Entity::update_many()
             .filter(seat::Column::Id.eq(seat_id.value()))
-            .filter(seat::Column::ReservationId.eq(reservation))
-            .filter(seat::Column::Status.eq("held"))
+            .filter(seat::Column::ReservationId.eq(reservation.value()))
+            .filter(seat::Column::Status.eq(SeatStatus::Held.as_str()))
     }
 
     /// Frees the seat if `reservation` still holds it.
     pub async fn release<C: ConnectionTrait>(
         conn: &C,
         seat_id: SeatId,
-        reservation: i64,
+        reservation: ReservationId,
     ) -> Result<bool, DbErr> {
         let freed = while_held_by(seat_id, reservation)
-            .col_expr(seat::Column::Status, Expr::value("available"))
+            .col_expr(
+                seat::Column::Status,
+                Expr::value(SeatStatus::Available.as_str()),
+            )
             .col_expr(seat::Column::HolderId, Expr::value(Option::<i64>::None))
             .col_expr(
                 seat::Column::HeldUntil,
@@ -453,7 +443,7 @@ pub mod seats {
     pub async fn extend<C: ConnectionTrait>(
         conn: &C,
         seat_id: SeatId,
-        reservation: i64,
+        reservation: ReservationId,
         until: DateTime<Utc>,
     ) -> Result<bool, DbErr> {
         let extended = while_held_by(seat_id, reservation)
@@ -468,10 +458,10 @@ pub mod seats {
     pub async fn sell<C: ConnectionTrait>(
         conn: &C,
         seat_id: SeatId,
-        reservation: i64,
+        reservation: ReservationId,
     ) -> Result<bool, DbErr> {
         let sold = while_held_by(seat_id, reservation)
-            .col_expr(seat::Column::Status, Expr::value("sold"))
+            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Sold.as_str()))
             .col_expr(
                 seat::Column::HeldUntil,
                 Expr::value(Option::<DateTime<Utc>>::None),
@@ -483,5 +473,63 @@ pub mod seats {
             .exec(conn)
             .await?;
         Ok(sold.rows_affected == 1)
+    }
+}
+
+impl SeatTx for DbTx {
+    async fn try_hold(
+        &mut self,
+        schedule: ScheduleId,
+        seat: SeatId,
+        user: UserId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<HeldSeat>, StoreError> {
+        Ok(seats::try_hold(self.conn(), schedule, seat, user, until, now).await?)
+    }
+
+    async fn exists(&mut self, schedule: ScheduleId, seat: SeatId) -> Result<bool, StoreError> {
+        Ok(seats::exists(self.conn(), schedule, seat).await?)
+    }
+
+    async fn attach(&mut self, seat: SeatId, reservation: ReservationId) -> Result<(), StoreError> {
+        Ok(seats::attach(self.conn(), seat, reservation).await?)
+    }
+
+    async fn release(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        Ok(seats::release(self.conn(), seat, reservation).await?)
+    }
+
+    async fn extend(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(seats::extend(self.conn(), seat, reservation, until).await?)
+    }
+
+    async fn sell(&mut self, seat: SeatId, reservation: ReservationId) -> Result<bool, StoreError> {
+        Ok(seats::sell(self.conn(), seat, reservation).await?)
+    }
+}
+
+impl SeatReads for DbCatalog {
+    async fn seat(
+        &self,
+        schedule: ScheduleId,
+        seat_id: SeatId,
+    ) -> Result<Option<Seat>, StoreError> {
+        seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule.value()))
+            .one(&self.db)
+            .await?
+            .map(seat_from_row)
+            .transpose()
+            .map_err(|err| StoreError::Unexpected(anyhow!(err)))
     }
 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use crate::{
     coupon::{
         domain::{
-            Campaign, CampaignDraft, CouponError, CouponState, FailReason, HeldCoupon,
-            IssuedCoupon, Job, JobStatus, RecordError, Vendor,
+            Campaign, CampaignDraft, CouponError, CouponState, CouponStatus, FailReason,
+            HeldCoupon, IssuedCoupon, Job, JobStatus, RecordError, Vendor,
         },
         ports::CouponRepository,
     },
@@ -137,6 +137,17 @@ pub mod vendor_payment {
 }
 
 crate::db::module_error_from_db_err!(CouponError);
+
+pub fn job_from(row: coupon_job::Model) -> Result<Job, CouponError> {
+    Ok(Job {
+        id: row.id,
+        user: UserId(row.user_id),
+        user_coupon: UserCouponId(row.user_coupon_id),
+        status: JobStatus::parse(&row.status)
+            .ok_or_else(|| anyhow!("job {} has status {:?}", row.id, row.status))?,
+        reason: row.reason.as_deref().and_then(FailReason::parse),
+    })
+}
 
 pub fn campaign_from(row: coupon::Model) -> Result<Campaign, CouponError> {
     Ok(Campaign {
@@ -405,7 +416,7 @@ impl CouponRepository for DbCoupons {
             coupon_id: Set(campaign.id.value()),
             user_id: Set(user.value()),
             issue_number: Set(i64::from(number)),
-            status: Set("issued".into()),
+            status: Set(CouponStatus::Issued.as_str().into()),
             version: Set(0),
             issue_key: Set(issue_key.map(str::to_owned)),
             issued_at: Set(now),
@@ -483,7 +494,11 @@ impl CouponRepository for DbCoupons {
                     name: campaign.name.clone(),
                     discount: campaign.discount,
                     number: u32::try_from(row.issue_number).unwrap_or(u32::MAX),
-                    state: CouponState::of(row.status == "used", campaign.valid_until, now),
+                    state: CouponState::of(
+                        row.status == CouponStatus::Used.as_str(),
+                        campaign.valid_until,
+                        now,
+                    ),
                     valid_until: campaign.valid_until,
                     issued_at: row.issued_at,
                 })
@@ -526,17 +541,11 @@ impl CouponRepository for DbCoupons {
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {
-        let Some(row) = coupon_job::Entity::find_by_id(id).one(&self.db).await? else {
-            return Ok(None);
-        };
-        Ok(Some(Job {
-            id: row.id,
-            user: UserId(row.user_id),
-            user_coupon: UserCouponId(row.user_coupon_id),
-            status: JobStatus::parse(&row.status)
-                .ok_or_else(|| anyhow!("job {} has status {:?}", row.id, row.status))?,
-            reason: row.reason.as_deref().and_then(FailReason::parse),
-        }))
+        coupon_job::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(job_from)
+            .transpose()
     }
 
     async fn stats(&self, campaign: &Campaign) -> Result<(u64, u64, i64), CouponError> {
@@ -546,7 +555,7 @@ impl CouponRepository for DbCoupons {
         };
         let issued = of_campaign().count(&self.db).await?;
         let redeemed = of_campaign()
-            .filter(user_coupon::Column::Status.eq("used"))
+            .filter(user_coupon::Column::Status.eq(CouponStatus::Used.as_str()))
             .count(&self.db)
             .await?;
         let balance = vendor::Entity::find_by_id(campaign.vendor.value())

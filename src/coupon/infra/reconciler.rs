@@ -15,7 +15,7 @@ use crate::{
         alerts::{AlertSink, NewAlert, Severity},
         events::RelayWake,
     },
-    outbox::infra::relay::sleep_or_cancel,
+    worker::sleep_or_cancel,
 };
 
 pub async fn run<R, L, C, W>(

@@ -1,4 +1,3 @@
-pub mod handlers;
 pub mod notifications;
 pub mod receipts;
 pub mod sink;

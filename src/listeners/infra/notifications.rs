@@ -1,22 +1,17 @@
 //! User notifications: one row per event a user cares about, read by
 //! polling (mobile clients drop connections, so no push).
 
-use chrono::Utc;
-use futures::{FutureExt, future::BoxFuture};
+use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, sea_query::OnConflict,
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::OnConflict,
 };
+use uuid::Uuid;
 
 use crate::{
-    kernel::{
-        UserId,
-        events::{
-            CouponRedemptionFinished, EventEnvelope, PaymentRefunded, ReservationChanged, types,
-        },
-    },
-    listeners::domain::{Notification, notification_for},
-    outbox::infra::consumer::EventHandler,
+    db::DbTx,
+    kernel::{StoreError, UserId},
+    listeners::{domain::Notification, ports::NotificationTx},
 };
 
 pub mod notification {
@@ -41,61 +36,34 @@ pub mod notification {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub struct Notifier;
-
-impl EventHandler for Notifier {
-    fn name(&self) -> &'static str {
-        "notifications"
-    }
-
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            types::RESERVATION_CONFIRMED
-                | types::RESERVATION_EXPIRED
-                | types::PAYMENT_REFUNDED
-                | types::COUPON_REDEMPTION_FINISHED
+impl NotificationTx for DbTx {
+    async fn record_notification(
+        &mut self,
+        user: UserId,
+        kind: &str,
+        message: &str,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        notification::Entity::insert(notification::ActiveModel {
+            user_id: Set(user.value()),
+            kind: Set(kind.into()),
+            message: Set(message.into()),
+            event_id: Set(event_id),
+            created_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::column(notification::Column::EventId)
+                .do_nothing()
+                .to_owned(),
         )
-    }
-
-    fn handle<'a>(
-        &'a self,
-        txn: &'a DatabaseTransaction,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            let user = if event.event_type == types::PAYMENT_REFUNDED {
-                serde_json::from_value::<PaymentRefunded>(event.payload.clone())?.user_id
-            } else if event.event_type == types::COUPON_REDEMPTION_FINISHED {
-                serde_json::from_value::<CouponRedemptionFinished>(event.payload.clone())?.user_id
-            } else {
-                serde_json::from_value::<ReservationChanged>(event.payload.clone())?.user_id
-            };
-            let Some((kind, message)) = notification_for(&event.event_type, &event.payload) else {
-                return Ok(());
-            };
-            notification::Entity::insert(notification::ActiveModel {
-                user_id: Set(user),
-                kind: Set(kind.into()),
-                message: Set(message),
-                event_id: Set(event.event_id),
-                created_at: Set(Utc::now()),
-                ..Default::default()
-            })
-            .on_conflict(
-                OnConflict::column(notification::Column::EventId)
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
-            .await?;
-            Ok(())
-        }
-        .boxed()
+        .exec_without_returning(self.conn())
+        .await?;
+        Ok(())
     }
 }
 
-/// The user's notifications after `after`, oldest first.
 pub async fn list(
     db: &DatabaseConnection,
     user: UserId,

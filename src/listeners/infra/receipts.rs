@@ -3,8 +3,12 @@ use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set, sea_query::OnConflict};
 use uuid::Uuid;
 
 use crate::{
-    kernel::events::PaymentCompleted,
-    listeners::{domain::Receipt, ports::ReceiptProvider},
+    db::DbTx,
+    kernel::{StoreError, events::PaymentCompleted},
+    listeners::{
+        domain::Receipt,
+        ports::{ReceiptProvider, ReceiptTx},
+    },
 };
 
 pub mod receipt {
@@ -43,7 +47,7 @@ impl ReceiptProvider for LocalReceiptProvider {
 
 /// Stores the receipt in the consumer's transaction; a second receipt for
 /// the same payment is ignored (the unique payment id is the last guard).
-pub async fn store_receipt<C: ConnectionTrait>(
+async fn store_receipt<C: ConnectionTrait>(
     txn: &C,
     receipt: &Receipt,
     event_id: Uuid,
@@ -66,4 +70,15 @@ pub async fn store_receipt<C: ConnectionTrait>(
     .exec_without_returning(txn)
     .await?;
     Ok(())
+}
+
+impl ReceiptTx for DbTx {
+    async fn store_receipt(
+        &mut self,
+        receipt: &Receipt,
+        event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(store_receipt(self.conn(), receipt, event_id, now).await?)
+    }
 }

@@ -6,40 +6,27 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
-use futures::future::BoxFuture;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    db::{insert_dead_letter, record_in_inbox},
-    relay::sleep_or_cancel,
-};
+use super::db::{insert_dead_letter, record_in_inbox};
 use crate::{
+    db::DbTx,
     kernel::{
+        Transaction,
         alerts::{AlertSink, NewAlert, Severity},
         events::EventEnvelope,
     },
     outbox::{
         domain::{Delivery, retry_after},
-        ports::EventBus,
+        ports::{EventBus, EventHandler},
     },
+    worker::sleep_or_cancel,
 };
 
-/// What a listener does with an event. The runner opens the transaction,
-/// records the inbox row in it, calls `handle`, and commits.
-pub trait EventHandler: Send + Sync + 'static {
-    /// The consumer group name, e.g. `receipts`.
-    fn name(&self) -> &'static str;
-
-    /// Events of other types are acknowledged without being handled.
-    fn handles(&self, event_type: &str) -> bool;
-
-    fn handle<'a>(
-        &'a self,
-        txn: &'a DatabaseTransaction,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>>;
-}
+/// A consumer as the runner holds it: its handler works in a database
+/// transaction.
+pub type Handler = Arc<dyn EventHandler<DbTx>>;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -56,7 +43,7 @@ pub struct ConsumerSettings {
 pub struct ConsumerRunner<B> {
     db: DatabaseConnection,
     bus: B,
-    handler: Arc<dyn EventHandler>,
+    handler: Handler,
     consumer: String,
     settings: ConsumerSettings,
     alerts: Arc<dyn AlertSink>,
@@ -72,7 +59,7 @@ impl<B: EventBus> ConsumerRunner<B> {
     pub fn new(
         db: DatabaseConnection,
         bus: B,
-        handler: Arc<dyn EventHandler>,
+        handler: Handler,
         consumer: String,
         settings: ConsumerSettings,
         alerts: Arc<dyn AlertSink>,
@@ -192,18 +179,17 @@ impl<B: EventBus> ConsumerRunner<B> {
         if !meant_for_us || !self.handler.handles(&event.event_type) {
             return Ok(Outcome::Skipped);
         }
-        let txn = self.db.begin().await?;
+        let mut tx = DbTx::new(self.db.begin().await?);
         // The inbox row goes first: a concurrent duplicate blocks on it (or
         // conflicts) instead of applying the effect a second time.
-        if !record_in_inbox(&txn, name, event.event_id, Utc::now()).await? {
-            txn.rollback().await?;
+        if !record_in_inbox(tx.conn(), name, event.event_id, Utc::now()).await? {
             return Ok(Outcome::Duplicate);
         }
-        self.handler.handle(&txn, event).await?;
+        self.handler.handle(&mut tx, event).await?;
         fail::fail_point!(&format!("consumer::before_commit::{name}"), |_| Err(
             anyhow::anyhow!("failpoint consumer::before_commit::{name}")
         ));
-        txn.commit().await?;
+        tx.commit().await?;
         // Committed but not acknowledged: redelivered, and the inbox says so.
         fail::fail_point!(&format!("consumer::after_commit::{name}"), |_| Err(
             anyhow::anyhow!("failpoint consumer::after_commit::{name}")

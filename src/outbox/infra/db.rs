@@ -10,10 +10,14 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::{
-    kernel::events::{BusMessage, EventEnvelope, NewEvent},
+    db::DbTx,
+    kernel::{
+        StoreError,
+        events::{BusMessage, EventEnvelope, NewEvent},
+    },
     outbox::{
         domain::{DeadLetter, OutboxBacklog, OutboxError},
-        ports::OutboxRepository,
+        ports::{OutboxRepository, OutboxWriter},
     },
 };
 
@@ -111,6 +115,16 @@ pub async fn append_events<C: ConnectionTrait>(
         .exec_without_returning(txn)
         .await?;
     Ok(())
+}
+
+impl OutboxWriter for DbTx {
+    async fn append(
+        &mut self,
+        events: Vec<NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Ok(append_events(self.conn(), events, now).await?)
+    }
 }
 
 pub fn bus_message(row: &outbox::Model) -> anyhow::Result<BusMessage> {

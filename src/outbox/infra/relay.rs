@@ -18,6 +18,7 @@ use crate::outbox::{
     domain::OutboxBacklog,
     ports::{EventBus, OutboxRepository, RelayWake},
 };
+use crate::worker::sleep_or_cancel;
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -263,13 +264,5 @@ pub async fn mark_finished(
                 }
             }
         }
-    }
-}
-
-/// Sleeps, or returns true at once when cancelled.
-pub(crate) async fn sleep_or_cancel(cancel: &CancellationToken, duration: Duration) -> bool {
-    tokio::select! {
-        () = cancel.cancelled() => true,
-        () = tokio::time::sleep(duration) => false,
     }
 }

@@ -1,29 +1,25 @@
-//! Payments in the database. `pay` is the one transaction of the saga's
-//! first step; it uses the reservation and wallet modules' own statements.
+//! Payments and compensations in the database: the reads and admin
+//! changes, and the transaction-scoped repository the pay transaction and
+//! the saga write through.
 
 use anyhow::anyhow;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait, sea_query::Expr,
+    QuerySelect, Set,
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 
 use crate::{
-    catalog::infra::db::seats,
-    kernel::{
-        PaymentId, Points, ReservationId, ScheduleId, UserId,
-        events::{NewEvent, PaymentCompleted, types},
-    },
-    outbox::infra::db::append_events,
+    db::DbTx,
+    kernel::{ConcertId, PaymentId, Points, ReservationId, StoreError, UserId},
     payment::{
         domain::{
-            CONFIRMATION_GRACE_MINUTES, Compensation, CompensationStatus, Payment, PaymentError,
+            AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
             PaymentStatus,
         },
-        ports::PaymentRepository,
+        ports::{PaymentRepository, PaymentTx},
     },
-    reservation::infra::db::{NotPayable, claim_for_payment, mark_paid, reservation},
-    wallet::infra::db::debit_for_payment,
 };
 
 pub mod payment {
@@ -76,18 +72,19 @@ pub mod compensation {
 
 crate::db::module_error_from_db_err!(PaymentError);
 
-pub fn to_payment(row: payment::Model) -> Result<Payment, PaymentError> {
+fn to_payment(row: payment::Model) -> anyhow::Result<Payment> {
     Ok(Payment {
         id: PaymentId(row.id),
         user: UserId(row.user_id),
         reservation: ReservationId(row.reservation_id),
+        concert: ConcertId(row.concert_id),
         amount: Points::new(row.amount).map_err(|e| anyhow!("payment {}: {e}", row.id))?,
         status: PaymentStatus::parse(&row.status)
             .ok_or_else(|| anyhow!("payment {} has status {:?}", row.id, row.status))?,
     })
 }
 
-pub fn to_compensation(row: compensation::Model) -> Result<Compensation, PaymentError> {
+fn to_compensation(row: compensation::Model) -> anyhow::Result<Compensation> {
     Ok(Compensation {
         status: CompensationStatus::parse(&row.status)
             .ok_or_else(|| anyhow!("compensation {} has status {:?}", row.id, row.status))?,
@@ -99,6 +96,10 @@ pub fn to_compensation(row: compensation::Model) -> Result<Compensation, Payment
         last_error: row.last_error,
         next_attempt_at: row.next_attempt_at,
     })
+}
+
+fn pending() -> &'static str {
+    CompensationStatus::Pending.as_str()
 }
 
 #[derive(Clone)]
@@ -113,87 +114,12 @@ impl DbPayments {
 }
 
 impl PaymentRepository for DbPayments {
-    async fn pay(
-        &self,
-        user: UserId,
-        reservation_id: ReservationId,
-        now: DateTime<Utc>,
-    ) -> Result<Payment, PaymentError> {
-        let txn = self.db.begin().await?;
-        let hold = match claim_for_payment(&txn, reservation_id, user, now).await? {
-            Ok(hold) => hold,
-            Err(NotPayable::NotFound) => {
-                return Err(PaymentError::ReservationNotFound(reservation_id));
-            }
-            Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(reservation_id)),
-            Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(reservation_id)),
-        };
-        let row = payment::ActiveModel {
-            user_id: Set(user.value()),
-            reservation_id: Set(reservation_id.value()),
-            concert_id: Set(hold.concert.value()),
-            amount: Set(hold.price.value()),
-            status: Set("paid".into()),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        }
-        .insert(&txn)
-        .await?;
-        if debit_for_payment(&txn, user, hold.price, row.id, now)
-            .await?
-            .is_none()
-        {
-            // Dropping the transaction undoes the claim and the payment row.
-            return Err(PaymentError::InsufficientPoints);
-        }
-        mark_paid(&txn, reservation_id, row.id).await?;
-        // The seat stays held while the confirmation travels the event bus.
-        seats::extend(
-            &txn,
-            hold.seat,
-            reservation_id.value(),
-            now + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES),
-        )
-        .await?;
-        let event = NewEvent::new(
-            types::PAYMENT_COMPLETED,
-            "payment",
-            row.id,
-            &PaymentCompleted {
-                payment_id: row.id,
-                reservation_id: reservation_id.value(),
-                user_id: user.value(),
-                amount: hold.price.value(),
-                concert_id: hold.concert.value(),
-            },
-        );
-        append_events(&txn, vec![event], now).await?;
-        fail::fail_point!("payment::before_commit", |_| Err(
-            PaymentError::Unavailable(anyhow::anyhow!("failpoint payment::before_commit"))
-        ));
-        txn.commit().await?;
-        to_payment(row)
-    }
-
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentError> {
-        payment::Entity::find_by_id(id.value())
+        Ok(payment::Entity::find_by_id(id.value())
             .one(&self.db)
             .await?
             .map(to_payment)
-            .transpose()
-    }
-
-    async fn schedule_of(
-        &self,
-        id: ReservationId,
-        user: UserId,
-    ) -> Result<Option<ScheduleId>, PaymentError> {
-        Ok(reservation::Entity::find_by_id(id.value())
-            .one(&self.db)
-            .await?
-            .filter(|r| r.user_id == user.value())
-            .map(|r| ScheduleId(r.schedule_id)))
+            .transpose()?)
     }
 
     async fn compensations(
@@ -205,32 +131,212 @@ impl PaymentRepository for DbPayments {
         if let Some(status) = status {
             query = query.filter(compensation::Column::Status.eq(status.as_str()));
         }
-        query
+        Ok(query
             .order_by_desc(compensation::Column::Id)
             .limit(limit)
             .all(&self.db)
             .await?
             .into_iter()
             .map(to_compensation)
-            .collect()
+            .collect::<anyhow::Result<_>>()?)
     }
 
-    async fn retry_compensation(&self, id: i64, now: DateTime<Utc>) -> Result<(), PaymentError> {
+    async fn compensation(&self, id: i64) -> Result<Option<Compensation>, PaymentError> {
+        Ok(compensation::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .map(to_compensation)
+            .transpose()?)
+    }
+
+    async fn due_compensations(
+        &self,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<i64>, PaymentError> {
+        Ok(compensation::Entity::find()
+            .select_only()
+            .column(compensation::Column::Id)
+            .filter(compensation::Column::Status.eq(pending()))
+            .filter(compensation::Column::NextAttemptAt.lte(now))
+            .order_by_asc(compensation::Column::NextAttemptAt)
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    async fn record_failure(
+        &self,
+        id: i64,
+        failure: &AfterFailure,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PaymentError> {
+        let recorded = compensation::Entity::update_many()
+            .col_expr(
+                compensation::Column::Attempts,
+                Expr::value(failure.attempts),
+            )
+            .col_expr(
+                compensation::Column::LastError,
+                Expr::value(failure.last_error.clone()),
+            )
+            .col_expr(
+                compensation::Column::Status,
+                Expr::value(failure.status.as_str()),
+            )
+            .col_expr(
+                compensation::Column::NextAttemptAt,
+                Expr::value(failure.next_attempt_at),
+            )
+            .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
+            .filter(compensation::Column::Id.eq(id))
+            .filter(compensation::Column::Status.eq(pending()))
+            .exec(&self.db)
+            .await?;
+        Ok(recorded.rows_affected == 1)
+    }
+
+    async fn reopen_compensation(&self, id: i64, now: DateTime<Utc>) -> Result<bool, PaymentError> {
         let reset = compensation::Entity::update_many()
-            .col_expr(compensation::Column::Status, Expr::value("pending"))
+            .col_expr(compensation::Column::Status, Expr::value(pending()))
             .col_expr(compensation::Column::Attempts, Expr::value(0))
             .col_expr(compensation::Column::NextAttemptAt, Expr::value(now))
             .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
             .filter(compensation::Column::Id.eq(id))
-            .filter(compensation::Column::Status.eq("failed"))
+            .filter(compensation::Column::Status.eq(CompensationStatus::Failed.as_str()))
             .exec(&self.db)
             .await?;
-        if reset.rows_affected == 1 {
-            return Ok(());
+        Ok(reset.rows_affected == 1)
+    }
+}
+
+impl PaymentTx for DbTx {
+    async fn insert_payment(
+        &mut self,
+        new: &NewPayment,
+        now: DateTime<Utc>,
+    ) -> Result<Payment, StoreError> {
+        let row = payment::ActiveModel {
+            user_id: Set(new.user.value()),
+            reservation_id: Set(new.reservation.value()),
+            concert_id: Set(new.concert.value()),
+            amount: Set(new.amount.value()),
+            status: Set(PaymentStatus::Paid.as_str().into()),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
         }
-        match compensation::Entity::find_by_id(id).one(&self.db).await? {
-            Some(_) => Err(PaymentError::CompensationNotFailed(id)),
-            None => Err(PaymentError::CompensationNotFound(id)),
+        .insert(self.conn())
+        .await?;
+        to_payment(row).map_err(StoreError::Unexpected)
+    }
+
+    async fn payment(&mut self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        payment::Entity::find_by_id(id.value())
+            .one(self.conn())
+            .await?
+            .map(to_payment)
+            .transpose()
+            .map_err(StoreError::Unexpected)
+    }
+
+    async fn set_payment_status(
+        &mut self,
+        id: PaymentId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = payment::Entity::update_many()
+            .col_expr(payment::Column::Status, Expr::value(to.as_str()))
+            .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+            .filter(payment::Column::Id.eq(id.value()))
+            .filter(payment::Column::Status.eq(from.as_str()))
+            .exec(self.conn())
+            .await?;
+        Ok(changed.rows_affected == 1)
+    }
+
+    async fn schedule_compensation(
+        &mut self,
+        saga: &str,
+        step: &str,
+        payment: PaymentId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        compensation::Entity::insert(compensation::ActiveModel {
+            saga: Set(saga.into()),
+            step: Set(step.into()),
+            payment_id: Set(payment.value()),
+            status: Set(pending().into()),
+            attempts: Set(0),
+            last_error: Set(None),
+            next_attempt_at: Set(now),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::columns([
+                compensation::Column::Saga,
+                compensation::Column::Step,
+                compensation::Column::PaymentId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_compensation(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Compensation>, StoreError> {
+        // Claims (and on PostgreSQL locks) the row; a second runner waits,
+        // then finds it no longer pending.
+        let claimed = compensation::Entity::update_many()
+            .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
+            .filter(compensation::Column::Id.eq(id))
+            .filter(compensation::Column::Status.eq(pending()))
+            .exec(self.conn())
+            .await?;
+        if claimed.rows_affected == 0 {
+            return Ok(None);
         }
+        compensation::Entity::find_by_id(id)
+            .one(self.conn())
+            .await?
+            .map(to_compensation)
+            .transpose()
+            .map_err(StoreError::Unexpected)
+    }
+
+    async fn complete_compensation(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        compensation::Entity::update_many()
+            .col_expr(
+                compensation::Column::Status,
+                Expr::value(CompensationStatus::Succeeded.as_str()),
+            )
+            .col_expr(
+                compensation::Column::Attempts,
+                Expr::col(compensation::Column::Attempts).add(1),
+            )
+            .col_expr(
+                compensation::Column::LastError,
+                Expr::value(Option::<String>::None),
+            )
+            .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
+            .filter(compensation::Column::Id.eq(id))
+            .exec(self.conn())
+            .await?;
+        Ok(())
     }
 }

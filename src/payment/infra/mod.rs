@@ -1,3 +1,2 @@
 pub mod compensation;
-pub mod consumer;
 pub mod db;

@@ -1,5 +1,4 @@
 pub mod catalog;
-pub mod consumer;
 pub mod db;
 pub mod memory;
 pub mod redis;

@@ -12,12 +12,13 @@ use crate::{
         Clock,
         events::{BusMessage, EventEnvelope},
     },
-    outbox::{infra::relay::sleep_or_cancel, ports::EventBus},
+    outbox::ports::EventBus,
     queue::{
         domain::{QueueError, QueueEvent},
         ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
         usecase::QueueService,
     },
+    worker::sleep_or_cancel,
 };
 
 /// Derives stable event ids, so an event forwarded twice is one event.

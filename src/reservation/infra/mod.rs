@@ -1,3 +1,2 @@
-pub mod consumer;
 pub mod db;
 pub mod sweeper;

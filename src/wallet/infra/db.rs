@@ -5,19 +5,16 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    QuerySelect, Set,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 
 use crate::{
-    kernel::{
-        Points, UserId,
-        events::{NewEvent, WalletCharged, types},
-    },
-    outbox::infra::db::append_events,
+    db::DbTx,
+    kernel::{PaymentId, Points, StoreError, UserId},
     wallet::{
-        domain::{ChargeAmount, EntryKind, LedgerEntry, WalletError},
-        ports::WalletRepository,
+        domain::{EntryKind, LedgerEntry, WalletError},
+        ports::{WalletRepository, WalletTx},
     },
 };
 
@@ -76,7 +73,7 @@ async fn ledger<C: ConnectionTrait>(
     kind: EntryKind,
     amount: i64,
     balance_after: i64,
-    payment: Option<i64>,
+    payment: Option<PaymentId>,
     now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     wallet_transaction::Entity::insert(wallet_transaction::ActiveModel {
@@ -84,7 +81,7 @@ async fn ledger<C: ConnectionTrait>(
         kind: Set(kind.as_str().into()),
         amount: Set(amount),
         balance_after: Set(balance_after),
-        payment_id: Set(payment),
+        payment_id: Set(payment.map(PaymentId::value)),
         created_at: Set(now),
         ..Default::default()
     })
@@ -95,12 +92,12 @@ async fn ledger<C: ConnectionTrait>(
 
 /// Adds `amount` (a charge or a refund) unless the balance would pass the
 /// cap; returns the new balance, or `None` at the cap.
-pub async fn credit<C: ConnectionTrait>(
+async fn credit<C: ConnectionTrait>(
     conn: &C,
     user: UserId,
     amount: Points,
     kind: EntryKind,
-    payment: Option<i64>,
+    payment: Option<PaymentId>,
     now: DateTime<Utc>,
 ) -> Result<Option<Points>, DbErr> {
     wallet::Entity::insert(wallet::ActiveModel {
@@ -137,11 +134,11 @@ pub async fn credit<C: ConnectionTrait>(
 
 /// Takes `amount` for a payment if the balance covers it (one conditional
 /// UPDATE: concurrent payments can never overdraw); `None` otherwise.
-pub async fn debit_for_payment<C: ConnectionTrait>(
+async fn debit<C: ConnectionTrait>(
     conn: &C,
     user: UserId,
     amount: Points,
-    payment: i64,
+    payment: PaymentId,
     now: DateTime<Utc>,
 ) -> Result<Option<Points>, DbErr> {
     let taken = wallet::Entity::update_many()
@@ -190,33 +187,6 @@ impl WalletRepository for DbWallets {
             .map_err(|e| anyhow!("wallet {user}: {e}").into())
     }
 
-    async fn charge(
-        &self,
-        user: UserId,
-        amount: ChargeAmount,
-        now: DateTime<Utc>,
-    ) -> Result<Points, WalletError> {
-        let txn = self.db.begin().await?;
-        let Some(balance) =
-            credit(&txn, user, amount.points(), EntryKind::Charge, None, now).await?
-        else {
-            return Err(WalletError::BalanceLimit);
-        };
-        let event = NewEvent::new(
-            types::WALLET_CHARGED,
-            "wallet",
-            user,
-            &WalletCharged {
-                user_id: user.value(),
-                amount: amount.points().value(),
-                balance_after: balance.value(),
-            },
-        );
-        append_events(&txn, vec![event], now).await?;
-        txn.commit().await?;
-        Ok(balance)
-    }
-
     async fn entries(
         &self,
         user: UserId,
@@ -246,5 +216,28 @@ impl WalletRepository for DbWallets {
                 })
             })
             .collect()
+    }
+}
+
+impl WalletTx for DbTx {
+    async fn credit(
+        &mut self,
+        user: UserId,
+        amount: Points,
+        kind: EntryKind,
+        payment: Option<PaymentId>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Points>, StoreError> {
+        Ok(credit(self.conn(), user, amount, kind, payment, now).await?)
+    }
+
+    async fn debit(
+        &mut self,
+        user: UserId,
+        amount: Points,
+        payment: PaymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Points>, StoreError> {
+        Ok(debit(self.conn(), user, amount, payment, now).await?)
     }
 }

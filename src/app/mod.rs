@@ -1,0 +1,137 @@
+//! The composition root, the only place that picks adapters and wires use
+//! cases: `adapters` (which store serves which port), `services` (which use
+//! cases exist), `workers` (what runs in the background) and `routes`
+//! (which HTTP operations are mounted, and the OpenAPI document built from
+//! the same wiring).
+
+mod adapters;
+mod routes;
+mod services;
+mod workers;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use poem::{
+    Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+
+use self::workers::Worker;
+pub use self::{adapters::Adapters, routes::openapi_spec, services::Services};
+use crate::{
+    auth::ports::TokenCodec,
+    catalog::domain::{ConcertDraft, CreatedConcert, ScheduleDraft, SeatBlockDraft},
+    config::Settings,
+    outbox::infra::AnyBus,
+};
+
+/// A built server, bound to its port but not yet serving.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    routes: poem::endpoint::BoxEndpoint<'static>,
+    shutdown_grace: Duration,
+    workers: Vec<Worker>,
+    cancel: CancellationToken,
+    pub db: DatabaseConnection,
+    pub bus: AnyBus,
+    pub codec: Arc<dyn TokenCodec>,
+    /// The demo concert, when this start seeded one.
+    pub seeded: Option<CreatedConcert>,
+}
+
+impl Application {
+    /// Connects the stores, runs migrations, seeds the demo catalog when
+    /// asked, prepares the background workers and binds the listener (port
+    /// 0 picks a free port).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        let mut adapters = Adapters::connect(settings).await?;
+        let services = Services::new(&adapters, settings)?;
+        let seeded = if settings.seed_demo {
+            services
+                .catalog
+                .seed_if_empty(demo_concert(Utc::now()))
+                .await
+                .map_err(|err| anyhow::anyhow!("seeding the demo concert: {err}"))?
+        } else {
+            None
+        };
+        let cancel = CancellationToken::new();
+        let workers = workers::workers(&mut adapters, &services, settings, &cancel)?;
+        let routes = routes::routes(&adapters, &services, settings.body_limit_bytes);
+
+        let acceptor = TcpListener::bind(settings.listen.as_str())
+            .into_acceptor()
+            .await
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let addr = acceptor
+            .local_addr()
+            .first()
+            .and_then(|addr| addr.as_socket_addr().copied())
+            .context("the listener has no socket address")?;
+        Ok(Self {
+            acceptor,
+            addr,
+            routes,
+            shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
+            workers,
+            cancel,
+            db: adapters.db,
+            bus: adapters.bus,
+            codec: adapters.codec,
+            seeded,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts the background workers and serves until `shutdown` resolves;
+    /// then stops taking requests, lets in-flight ones finish for the grace
+    /// period, and stops the workers.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> std::io::Result<()> {
+        let tasks: Vec<_> = self.workers.into_iter().map(tokio::spawn).collect();
+        // Workers stop when this future is dropped too (e.g. a test ends).
+        let _stop_workers = self.cancel.clone().drop_guard();
+        let served = Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(self.routes, shutdown, Some(self.shutdown_grace))
+            .await;
+        self.cancel.cancel();
+        let drained =
+            tokio::time::timeout(self.shutdown_grace, futures::future::join_all(tasks)).await;
+        if drained.is_err() {
+            tracing::warn!("background workers did not stop within the grace period");
+        }
+        served
+    }
+}
+
+/// The concert an empty embedded install starts with, so every endpoint has
+/// something to show.
+pub fn demo_concert(now: DateTime<Utc>) -> ConcertDraft {
+    let day = now.duration_trunc(TimeDelta::days(1)).unwrap_or(now);
+    let block = |grade: &str, price, count| SeatBlockDraft {
+        grade: grade.into(),
+        price,
+        count,
+    };
+    ConcertDraft {
+        title: "boxoffice Demo Night".into(),
+        venue: "Embedded Hall".into(),
+        schedules: [7, 8]
+            .into_iter()
+            .map(|days| ScheduleDraft {
+                starts_at: day + TimeDelta::days(days) + TimeDelta::hours(19),
+                seat_blocks: vec![block("VIP", 150_000, 20), block("R", 90_000, 80)],
+            })
+            .collect(),
+    }
+}

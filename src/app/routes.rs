@@ -1,0 +1,215 @@
+//! Which HTTP operations are mounted, under which middleware, and the
+//! OpenAPI document generated from the same wiring.
+
+use std::sync::{Arc, OnceLock};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use poem::{
+    EndpointExt, IntoEndpoint, Response, Route,
+    endpoint::make_sync,
+    get, handler,
+    web::{Data, Html},
+};
+use poem_openapi::OpenApiService;
+
+use super::{adapters::Adapters, services::Services};
+use crate::{
+    admin::{
+        api::AlertsApi,
+        infra::{db::DbAlerts, webhook::Webhook},
+    },
+    auth::api::AuthContext,
+    catalog::{api::CatalogApi, infra::db::DbCatalog},
+    config::Settings,
+    coupon::{
+        api::CouponApi,
+        infra::{AnyCouponLedger, db::DbCoupons},
+    },
+    db::DbUnitOfWork,
+    kernel::SystemClock,
+    listeners::api::NotificationsApi,
+    outbox::{
+        api::EventsApi,
+        infra::{AnyBus, db::DbOutbox, relay::RelayWaker},
+    },
+    payment::{api::PaymentApi, infra::db::DbPayments},
+    queue::{
+        api::QueueApi,
+        infra::{
+            AnyQueueStore,
+            catalog::CachedDirectory,
+            db::{CachedSettings, DbQueueSettings},
+        },
+    },
+    reservation::{api::ReservationApi, infra::db::DbReservations},
+    wallet::{api::WalletApi, infra::db::DbWallets},
+    web::{
+        health::HealthApi,
+        idempotency::{Idempotency, KeyGuard},
+        middleware::{BodyLimit, Edge},
+    },
+};
+
+type Apis = (
+    HealthApi,
+    CatalogApi<DbCatalog, SystemClock, RelayWaker>,
+    QueueApi<
+        AnyQueueStore,
+        CachedSettings<DbQueueSettings>,
+        CachedDirectory<super::services::Catalog>,
+        SystemClock,
+    >,
+    ReservationApi<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>,
+    WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
+    PaymentApi<DbUnitOfWork, DbPayments, DbReservations, SystemClock, RelayWaker>,
+    NotificationsApi,
+    AlertsApi<DbAlerts, Webhook, SystemClock>,
+    EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
+    CouponApi<DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>,
+);
+
+/// Every operation, each over its use case.
+fn apis(a: &Adapters, s: &Services) -> Apis {
+    let db = &a.db;
+    (
+        HealthApi::new(db.clone(), a.redis.clone()),
+        CatalogApi::new(s.catalog.clone(), Arc::new(s.queue.clone())),
+        QueueApi::new(s.queue.clone()),
+        ReservationApi::new(s.reservations.clone(), Arc::new(s.queue.clone())),
+        WalletApi::new(s.wallets.clone(), Idempotency::new(db.clone())),
+        PaymentApi::new(
+            s.payments.clone(),
+            Arc::new(s.queue.clone()),
+            Idempotency::new(db.clone()),
+        ),
+        NotificationsApi::new(db.clone()),
+        AlertsApi::new(s.alerts.clone()),
+        EventsApi::new(s.events.clone()),
+        CouponApi::new(s.coupons.clone(), Idempotency::new(db.clone())),
+    )
+}
+
+/// The OpenAPI document, generated from the code (no database needed).
+pub fn openapi_spec() -> String {
+    let adapters = Adapters::offline();
+    let services = Services::new(&adapters, &Settings::defaults())
+        .expect("the default settings build every service");
+    document(&api_service(apis(&adapters, &services)))
+}
+
+fn api_service(apis: Apis) -> OpenApiService<Apis, ()> {
+    OpenApiService::new(apis, "boxoffice", env!("CARGO_PKG_VERSION")).description(
+        "Flash-crowd ticket sales and first-come-first-served coupons. \
+         Errors are application/problem+json with a stable `code`.",
+    )
+}
+
+/// The OpenAPI document as served and committed. poem-openapi lists the
+/// security schemes of one operation as alternatives, but every scheme an
+/// operation of ours names is required (the seat map, holds and payments
+/// take the user's JWT *and* their queue token), so they are merged into
+/// one requirement.
+fn document(api: &OpenApiService<Apis, ()>) -> String {
+    let spec = api.spec();
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&spec) else {
+        return spec;
+    };
+    let operations = doc
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut)
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|methods| methods.values_mut());
+    for operation in operations {
+        if let Some(security) = operation
+            .get_mut("security")
+            .and_then(serde_json::Value::as_array_mut)
+            && security.len() > 1
+        {
+            let every: serde_json::Map<String, serde_json::Value> = security
+                .iter()
+                .filter_map(serde_json::Value::as_object)
+                .flat_map(|scheme| scheme.clone())
+                .collect();
+            *security = vec![serde_json::Value::Object(every)];
+        }
+    }
+    serde_json::to_string_pretty(&doc).unwrap_or(spec)
+}
+
+pub(super) fn routes(
+    a: &Adapters,
+    s: &Services,
+    body_limit_bytes: usize,
+) -> poem::endpoint::BoxEndpoint<'static> {
+    let api = api_service(apis(a, s));
+    let auth = AuthContext {
+        codec: a.codec.clone(),
+    };
+    let spec = document(&api);
+    // Swagger UI embeds the document it is given: give it the served one.
+    let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
+    Route::new()
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .nest(
+            "/docs",
+            Route::new().at("/", make_sync(move |_| Html(docs.clone()))),
+        )
+        .at("/metrics", get(render_metrics))
+        .at("/demo/coupon", get(demo_coupon_page))
+        .nest("/", api)
+        .data(auth)
+        .data(prometheus().clone())
+        .with(KeyGuard)
+        .with(BodyLimit::new(body_limit_bytes))
+        .with(Edge)
+        .into_endpoint()
+        .boxed()
+}
+
+/// The "use coupon" web view (plain HTML and JS, no build step).
+#[handler]
+fn demo_coupon_page() -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("../web/demo_coupon.html"))
+}
+
+#[handler]
+fn render_metrics(handle: Data<&PrometheusHandle>) -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(handle.render())
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// application built in this process, e.g. by tests).
+fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Suffix("_seconds".into()),
+                &[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ],
+            )
+            .expect("bucket list is not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (e.g. by a test
+        // harness); ours still renders what it records through `handle`.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed");
+        }
+        handle
+    })
+}

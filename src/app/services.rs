@@ -1,0 +1,158 @@
+//! Which use cases exist, over which adapters. The server and the OpenAPI
+//! document both build them here.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::TimeDelta;
+
+use super::adapters::Adapters;
+use crate::{
+    admin::{
+        infra::{db::DbAlerts, webhook::Webhook},
+        usecase::AlertService,
+    },
+    catalog::{infra::db::DbCatalog, usecase::CatalogService},
+    config::Settings,
+    coupon::{
+        infra::{AnyCouponLedger, db::DbCoupons},
+        usecase::CouponService,
+    },
+    db::DbUnitOfWork,
+    kernel::SystemClock,
+    outbox::{
+        infra::{AnyBus, db::DbOutbox, relay::RelayWaker},
+        usecase::EventPipeline,
+    },
+    payment::{
+        infra::db::DbPayments,
+        usecase::{Compensations, PaymentService},
+    },
+    queue::{
+        domain::QueueSettings,
+        infra::{
+            AnyQueueStore,
+            catalog::CachedDirectory,
+            db::{CachedSettings, DbQueueSettings},
+            tokens::JwtQueueTokens,
+        },
+        usecase::QueueService,
+    },
+    reservation::{domain::HoldPolicy, infra::db::DbReservations, usecase::ReservationService},
+    wallet::{infra::db::DbWallets, usecase::WalletService},
+};
+
+pub type Alerts = AlertService<DbAlerts, Webhook, SystemClock>;
+pub type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
+pub type Queue = QueueService<
+    AnyQueueStore,
+    CachedSettings<DbQueueSettings>,
+    CachedDirectory<Catalog>,
+    SystemClock,
+>;
+pub type Reservations =
+    ReservationService<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
+pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
+pub type Payments =
+    PaymentService<DbUnitOfWork, DbPayments, DbReservations, SystemClock, RelayWaker>;
+pub type CompensationRunner = Compensations<DbUnitOfWork, DbPayments, SystemClock, RelayWaker>;
+pub type Coupons = CouponService<DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
+pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
+
+#[derive(Clone)]
+pub struct Services {
+    pub alerts: Alerts,
+    pub catalog: Catalog,
+    pub queue: Queue,
+    pub reservations: Reservations,
+    pub wallets: Wallets,
+    pub payments: Payments,
+    pub compensations: CompensationRunner,
+    pub coupons: Coupons,
+    pub events: Events,
+}
+
+impl Services {
+    pub fn new(a: &Adapters, settings: &Settings) -> anyhow::Result<Self> {
+        let db = &a.db;
+        let alerts = AlertService::new(
+            DbAlerts::new(db.clone()),
+            Webhook::new(settings.alert_webhook_url.clone())?,
+            SystemClock,
+        );
+        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone());
+        let queue = QueueService::new(
+            a.queue_store.clone(),
+            CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),
+            CachedDirectory::new(catalog.clone()),
+            SystemClock,
+            Arc::new(JwtQueueTokens::new(settings.jwt_secret.as_bytes())),
+            queue_defaults(settings)?,
+        );
+        let reservations = ReservationService::new(
+            a.uow.clone(),
+            DbReservations::new(db.clone()),
+            DbCatalog::new(db.clone()),
+            SystemClock,
+            a.waker.clone(),
+            HoldPolicy {
+                hold_minutes: settings.hold_minutes,
+                per_user_limit: settings.hold_limit,
+            },
+        );
+        let wallets = WalletService::new(
+            a.uow.clone(),
+            DbWallets::new(db.clone()),
+            SystemClock,
+            a.waker.clone(),
+        );
+        let payments = PaymentService::new(
+            a.uow.clone(),
+            DbPayments::new(db.clone()),
+            DbReservations::new(db.clone()),
+            SystemClock,
+            a.waker.clone(),
+        );
+        let compensations = Compensations::new(
+            a.uow.clone(),
+            DbPayments::new(db.clone()),
+            SystemClock,
+            a.waker.clone(),
+            Arc::new(alerts.clone()),
+            Duration::from_millis(settings.compensation_retry_ms),
+        );
+        let coupons = CouponService::new(
+            DbCoupons::new(db.clone()),
+            a.coupon_ledger.clone(),
+            SystemClock,
+            a.waker.clone(),
+            TimeDelta::seconds(settings.coupon_reconcile_grace_seconds as i64),
+        );
+        let events = EventPipeline::new(
+            DbOutbox::new(db.clone()),
+            a.bus.clone(),
+            a.waker.clone(),
+            SystemClock,
+        );
+        Ok(Self {
+            alerts,
+            catalog,
+            queue,
+            reservations,
+            wallets,
+            payments,
+            compensations,
+            coupons,
+            events,
+        })
+    }
+}
+
+fn queue_defaults(settings: &Settings) -> anyhow::Result<QueueSettings> {
+    QueueSettings::parse(
+        settings.queue_admit_per_second,
+        settings.queue_max_active,
+        settings.queue_active_ttl_seconds,
+        settings.queue_heartbeat_grace_seconds,
+    )
+    .map_err(|err| anyhow::anyhow!("invalid default waiting-room settings: {err}"))
+}

@@ -1,0 +1,198 @@
+//! Two in-process helpers a flood for one key (one seat, one campaign)
+//! needs: a lock per key, so one request at a time does the expensive
+//! thing while the rest wait in memory rather than in the database; and a
+//! short memory of refusals, so the rest of the rush is answered without a
+//! round trip. Both are per instance: the stores still decide between
+//! instances.
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use chrono::{DateTime, Utc};
+
+/// One async lock per key, dropped again once nobody holds or awaits it.
+pub struct KeyedLocks<K> {
+    locks: Arc<Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl<K> Clone for KeyedLocks<K> {
+    fn clone(&self) -> Self {
+        Self {
+            locks: self.locks.clone(),
+        }
+    }
+}
+
+impl<K> Default for KeyedLocks<K> {
+    fn default() -> Self {
+        Self {
+            locks: Arc::default(),
+        }
+    }
+}
+
+/// The lock of one key, held until dropped.
+pub struct KeyedGuard<K: Eq + Hash> {
+    locks: Arc<Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>>,
+    key: Option<K>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<K: Eq + Hash + Clone + Send + 'static> KeyedLocks<K> {
+    /// Waits for the key's turn.
+    pub async fn lock(&self, key: K) -> KeyedGuard<K> {
+        let lock = self
+            .locks
+            .lock()
+            .map(|mut locks| locks.entry(key.clone()).or_default().clone())
+            .unwrap_or_default();
+        let guard = lock.clone().lock_owned().await;
+        KeyedGuard {
+            locks: self.locks.clone(),
+            key: Some(key),
+            lock,
+            guard: Some(guard),
+        }
+    }
+
+    /// Keys with a lock held or awaited (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.locks.lock().map_or(0, |locks| locks.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K: Eq + Hash> Drop for KeyedGuard<K> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        if let (Ok(mut locks), Some(key)) = (self.locks.lock(), self.key.take())
+            // Ours and the map's: nobody else holds or awaits it.
+            && Arc::strong_count(&self.lock) <= 2
+        {
+            locks.remove(&key);
+        }
+    }
+}
+
+/// What an instance just learned about keys, each until a moment; read
+/// only while fresh. Bounded: past `capacity` entries the stale ones go,
+/// and if all are fresh, everything goes (forgetting only costs a round
+/// trip).
+pub struct ExpiringMemo<K, V> {
+    entries: Arc<RwLock<HashMap<K, (DateTime<Utc>, V)>>>,
+    capacity: usize,
+}
+
+impl<K, V> Clone for ExpiringMemo<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            capacity: self.capacity,
+        }
+    }
+}
+
+impl<K: Eq + Hash, V: Clone> ExpiringMemo<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: Arc::default(),
+            capacity,
+        }
+    }
+
+    /// The value remembered for `key`, if still fresh at `now`.
+    pub fn get(&self, key: &K, now: DateTime<Utc>) -> Option<V> {
+        let entries = self.entries.read().ok()?;
+        entries
+            .get(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, value)| value.clone())
+    }
+
+    pub fn is_fresh(&self, key: &K, now: DateTime<Utc>) -> bool {
+        self.entries
+            .read()
+            .is_ok_and(|entries| entries.get(key).is_some_and(|(until, _)| *until > now))
+    }
+
+    pub fn remember(&self, key: K, value: V, until: DateTime<Utc>, now: DateTime<Utc>) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= self.capacity && !entries.contains_key(&key) {
+                entries.retain(|_, (until, _)| *until > now);
+                if entries.len() >= self.capacity {
+                    entries.clear();
+                }
+            }
+            entries.insert(key, (until, value));
+        }
+    }
+
+    pub fn forget(&self, key: &K) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.remove(key);
+        }
+    }
+
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().map_or(0, |entries| entries.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn one_holder_per_key_and_the_lock_goes_when_nobody_waits() {
+        let locks = KeyedLocks::<u32>::default();
+        let first = locks.lock(1).await;
+        let other_key = tokio::time::timeout(Duration::from_millis(50), locks.lock(2)).await;
+        assert!(other_key.is_ok(), "another key is not blocked");
+        drop(other_key);
+        let same = locks.clone();
+        let waiter = tokio::spawn(async move {
+            let _turn = same.lock(1).await;
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "the same key waits for its turn");
+        drop(first);
+        waiter.await.unwrap();
+        assert!(locks.is_empty(), "no lock is kept for keys nobody wants");
+    }
+
+    #[test]
+    fn a_memo_answers_only_while_fresh_and_stays_bounded() {
+        let now = Utc::now();
+        let memo = ExpiringMemo::<u32, &str>::new(2);
+        memo.remember(1, "taken", now + TimeDelta::seconds(1), now);
+        assert_eq!(memo.get(&1, now), Some("taken"));
+        assert_eq!(memo.get(&1, now + TimeDelta::seconds(1)), None);
+        memo.remember(2, "taken", now + TimeDelta::seconds(1), now);
+        memo.remember(3, "taken", now + TimeDelta::seconds(1), now);
+        assert!(memo.len() <= 2, "capacity holds: {}", memo.len());
+        assert_eq!(memo.get(&3, now), Some("taken"));
+        memo.forget(&3);
+        assert_eq!(memo.get(&3, now), None);
+    }
+}

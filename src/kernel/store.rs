@@ -1,0 +1,139 @@
+//! What a store (database, Redis) can answer besides a result, as the use
+//! cases see it, and the bounded retry of a transaction that lost a race
+//! inside the database.
+
+use std::{future::Future, time::Duration};
+
+/// A store operation that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached; the request answers 503 and the
+    /// service heals by itself.
+    #[error("store unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// The database rolled the transaction back because a concurrent one
+    /// got in its way (deadlock, serialization failure, lock timeout, a
+    /// busy SQLite file). Running the whole transaction again is safe.
+    #[error("transaction conflicted with a concurrent one: {0:#}")]
+    Conflict(anyhow::Error),
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+/// How many times a use case runs a transaction that keeps conflicting
+/// before it gives up and answers 503.
+pub const CONFLICT_ATTEMPTS: u32 = 5;
+
+/// Errors a retried transaction may end with: conflicts are recognised.
+pub trait Retryable {
+    fn is_conflict(&self) -> bool;
+}
+
+/// Runs `attempt` again while it fails with a conflict, up to
+/// [`CONFLICT_ATTEMPTS`] times in all, pausing a little longer each time so
+/// the transaction that won can finish.
+pub async fn retry_on_conflict<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(err) if err.is_conflict() && tries < CONFLICT_ATTEMPTS => {
+                metrics::counter!("db_conflict_retries_total").increment(1);
+                tokio::time::sleep(conflict_pause(tries)).await;
+                tries += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// 2, 4, 8, 16 ms, with up to half again of jitter so two losers of the
+/// same race do not meet again at once.
+fn conflict_pause(tries: u32) -> Duration {
+    let base = 1_u64 << tries.min(6);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u8) % (base / 2 + 1);
+    Duration::from_millis(base + jitter)
+}
+
+/// Gives a module's error type `From<StoreError>` and [`Retryable`]: an
+/// outage becomes its `Unavailable` variant, a conflict its `Conflict`
+/// variant, anything else `Unexpected`. The module error must have those
+/// three variants, each holding an `anyhow::Error`.
+macro_rules! module_error_from_store_err {
+    ($error:ty) => {
+        impl From<$crate::kernel::StoreError> for $error {
+            fn from(err: $crate::kernel::StoreError) -> Self {
+                match err {
+                    $crate::kernel::StoreError::Unavailable(e) => Self::Unavailable(e),
+                    $crate::kernel::StoreError::Conflict(e) => Self::Conflict(e),
+                    $crate::kernel::StoreError::Unexpected(e) => Self::Unexpected(e),
+                }
+            }
+        }
+
+        impl $crate::kernel::Retryable for $error {
+            fn is_conflict(&self) -> bool {
+                matches!(self, Self::Conflict(_))
+            }
+        }
+    };
+}
+pub(crate) use module_error_from_store_err;
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    #[derive(Debug)]
+    enum E {
+        Conflict,
+        Other,
+    }
+
+    impl Retryable for E {
+        fn is_conflict(&self) -> bool {
+            matches!(self, E::Conflict)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_retried_until_it_succeeds() {
+        let calls = AtomicU32::new(0);
+        let outcome = retry_on_conflict(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(E::Conflict),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_other_errors_are_not_retried() {
+        let calls = AtomicU32::new(0);
+        let outcome: Result<(), E> = retry_on_conflict(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(E::Conflict)
+        })
+        .await;
+        assert!(matches!(outcome, Err(E::Conflict)));
+        assert_eq!(calls.load(Ordering::SeqCst), CONFLICT_ATTEMPTS);
+
+        let calls = AtomicU32::new(0);
+        let outcome: Result<(), E> = retry_on_conflict(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(E::Other)
+        })
+        .await;
+        assert!(matches!(outcome, Err(E::Other)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
