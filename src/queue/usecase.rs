@@ -732,6 +732,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_poll_before_anyone_is_admitted_estimates_with_the_rooms_settings() {
+        let h = harness();
+        h.settings.stored.lock().unwrap().insert(HALL, slow());
+        h.service.enter(ALICE, HALL).await.unwrap();
+        let bob = h.service.enter(BOB, HALL).await.unwrap();
+        let status = h.service.status(&bob.token).await.unwrap();
+        assert_eq!(
+            status.estimated_wait_seconds, 2,
+            "second in line at 1 per second"
+        );
+        h.settings.stored.lock().unwrap().clear();
+        let status = h.service.status(&bob.token).await.unwrap();
+        assert_eq!(
+            status.estimated_wait_seconds, 1,
+            "2 / 50 per second rounds up"
+        );
+    }
+
+    #[tokio::test]
     async fn an_active_poll_has_nobody_ahead_and_polls_slowly() {
         let h = harness();
         let alice = h.admitted(ALICE, HALL, TimeDelta::minutes(10)).await;
