@@ -17,6 +17,8 @@ pub mod payment;
 pub mod queue;
 pub mod reservation;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod wallet;
 pub mod web;
 pub mod worker;

@@ -91,64 +91,121 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
 
     use chrono::{DateTime, TimeDelta, Utc};
 
     use super::*;
     use crate::{
-        catalog::domain::{ScheduleDraft, SeatBlockDraft, SeatState},
+        catalog::domain::{CreatedSchedule, ScheduleDraft, SeatBlockDraft, SeatState},
         kernel::{ManualClock, Points, SeatId, UserId},
     };
 
-    #[derive(Clone)]
-    struct NoWake;
-
-    impl RelayWake for NoWake {
-        fn wake(&self) {}
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
-    /// Hand-written fake: records what it was asked to store.
     #[derive(Clone, Default)]
-    struct FakeRepo {
-        stored: Arc<Mutex<Vec<NewConcert>>>,
-        seats: Arc<Mutex<Vec<Seat>>>,
+    struct CountingWake(Arc<AtomicUsize>);
+
+    impl CountingWake {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    impl RelayWake for CountingWake {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[derive(Default)]
+    struct Catalog {
+        stored: Vec<(NewConcert, DateTime<Utc>)>,
+        /// Concert 1 has these schedules; schedule 1 (of concert 1) these seats.
+        schedules: Vec<ScheduleSummary>,
+        seats: Vec<Seat>,
+        schedule_reads: Vec<DateTime<Utc>>,
+        down: bool,
+    }
+
+    /// Hand-written fake: concert 1 and schedule 1 exist from the start;
+    /// every created concert is recorded.
+    #[derive(Clone, Default)]
+    struct FakeRepo(Arc<Mutex<Catalog>>);
+
+    impl FakeRepo {
+        fn check(&self) -> Result<(), CatalogError> {
+            if self.0.lock().unwrap().down {
+                return Err(CatalogError::Unavailable(anyhow::anyhow!("database down")));
+            }
+            Ok(())
+        }
+
+        fn stored(&self) -> Vec<(NewConcert, DateTime<Utc>)> {
+            self.0.lock().unwrap().stored.clone()
+        }
     }
 
     impl CatalogRepository for FakeRepo {
         async fn create_concert(
             &self,
             concert: &NewConcert,
-            _now: DateTime<Utc>,
+            now: DateTime<Utc>,
         ) -> Result<CreatedConcert, CatalogError> {
-            self.stored.lock().unwrap().push(concert.clone());
+            self.check()?;
+            let mut catalog = self.0.lock().unwrap();
+            catalog.stored.push((concert.clone(), now));
             Ok(CreatedConcert {
-                id: ConcertId(1),
-                schedules: vec![],
+                id: ConcertId(catalog.stored.len() as i64 + 1),
+                schedules: concert
+                    .schedules
+                    .iter()
+                    .zip(10..)
+                    .map(|(s, id)| CreatedSchedule {
+                        id: ScheduleId(id),
+                        starts_at: s.starts_at,
+                        seat_count: s.seat_count(),
+                    })
+                    .collect(),
             })
         }
 
         async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {
-            Ok(vec![])
+            self.check()?;
+            Ok(vec![Concert {
+                id: ConcertId(1),
+                title: "Opening".into(),
+                venue: "Hall".into(),
+            }])
         }
 
         async fn list_schedules(
             &self,
-            _concert: ConcertId,
-            _now: DateTime<Utc>,
+            concert: ConcertId,
+            now: DateTime<Utc>,
         ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
-            Ok(None)
+            self.check()?;
+            let mut catalog = self.0.lock().unwrap();
+            catalog.schedule_reads.push(now);
+            Ok((concert == ConcertId(1)).then(|| catalog.schedules.clone()))
         }
 
         async fn list_seats(
             &self,
             schedule: ScheduleId,
         ) -> Result<Option<Vec<Seat>>, CatalogError> {
-            let seats = self.seats.lock().unwrap().clone();
+            self.check()?;
+            let seats = self.0.lock().unwrap().seats.clone();
             Ok((schedule == ScheduleId(1)).then_some(seats))
         }
 
         async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
+            self.check()?;
             Ok(concert == ConcertId(1))
         }
 
@@ -156,17 +213,19 @@ mod tests {
             &self,
             schedule: ScheduleId,
         ) -> Result<Option<ConcertId>, CatalogError> {
+            self.check()?;
             Ok((schedule == ScheduleId(1)).then_some(ConcertId(1)))
         }
 
         async fn is_empty(&self) -> Result<bool, CatalogError> {
-            Ok(self.stored.lock().unwrap().is_empty())
+            self.check()?;
+            Ok(self.0.lock().unwrap().stored.is_empty())
         }
     }
 
     fn demo(now: DateTime<Utc>) -> ConcertDraft {
         ConcertDraft {
-            title: "Demo".into(),
+            title: " Demo ".into(),
             venue: "Hall".into(),
             schedules: vec![ScheduleDraft {
                 starts_at: now + TimeDelta::days(1),
@@ -179,75 +238,277 @@ mod tests {
         }
     }
 
+    fn seat(number: u32, state: SeatState) -> Seat {
+        Seat {
+            id: SeatId(i64::from(number)),
+            schedule_id: ScheduleId(1),
+            number,
+            grade: "R".into(),
+            price: Points::new(10).unwrap(),
+            state,
+        }
+    }
+
+    struct Harness {
+        service: CatalogService<FakeRepo, ManualClock, CountingWake>,
+        repo: FakeRepo,
+        clock: ManualClock,
+        wake: CountingWake,
+    }
+
+    fn harness() -> Harness {
+        let repo = FakeRepo::default();
+        let clock = ManualClock::new(t0());
+        let wake = CountingWake::default();
+        Harness {
+            service: CatalogService::new(repo.clone(), clock.clone(), wake.clone()),
+            repo,
+            clock,
+            wake,
+        }
+    }
+
+    fn invalid_detail<T: std::fmt::Debug>(result: Result<T, CatalogError>) -> String {
+        match result {
+            Err(CatalogError::Invalid(detail)) => detail,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    // --- create_concert ---
+
+    #[tokio::test]
+    async fn a_valid_concert_is_stored_parsed_at_the_clock_time_and_wakes_the_relay() {
+        let h = harness();
+        let created = h.service.create_concert(demo(t0())).await.unwrap();
+
+        let stored = h.repo.stored();
+        assert_eq!(stored.len(), 1);
+        let (concert, at) = &stored[0];
+        assert_eq!(*at, t0());
+        assert_eq!(concert.title, "Demo", "trimmed before storing");
+        assert_eq!(concert.schedules[0].seat_count(), 3);
+        assert_eq!(created.schedules.len(), 1);
+        assert_eq!(created.schedules[0].seat_count, 3);
+        assert_eq!(h.wake.count(), 1);
+    }
+
     #[tokio::test]
     async fn invalid_drafts_never_reach_the_repository() {
-        let clock = ManualClock::new(Utc::now());
-        let repo = FakeRepo::default();
-        let service = CatalogService::new(repo.clone(), clock.clone(), NoWake);
-        let mut draft = demo(clock.now());
-        draft.venue = String::new();
-        assert!(matches!(
-            service.create_concert(draft).await,
-            Err(CatalogError::Invalid(_))
-        ));
-        assert!(repo.stored.lock().unwrap().is_empty());
+        let h = harness();
+        let mut blank_venue = demo(t0());
+        blank_venue.venue = String::new();
+        assert!(invalid_detail(h.service.create_concert(blank_venue).await).contains("venue"));
+
+        let mut no_schedules = demo(t0());
+        no_schedules.schedules.clear();
+        assert!(invalid_detail(h.service.create_concert(no_schedules).await).contains("schedules"));
+
+        let mut free_seats = demo(t0());
+        free_seats.schedules[0].seat_blocks[0].price = -1;
+        assert!(invalid_detail(h.service.create_concert(free_seats).await).contains("price"));
+
+        let mut no_seats = demo(t0());
+        no_seats.schedules[0].seat_blocks[0].count = 0;
+        assert!(invalid_detail(h.service.create_concert(no_seats).await).contains("count"));
+
+        assert!(h.repo.stored().is_empty());
+        assert_eq!(h.wake.count(), 0);
     }
+
+    #[tokio::test]
+    async fn a_schedule_the_clock_has_passed_is_refused() {
+        let h = harness();
+        let draft = demo(t0());
+        h.clock.advance(TimeDelta::days(1));
+        assert!(invalid_detail(h.service.create_concert(draft).await).contains("future"));
+        assert!(h.repo.stored().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_store_is_reported_and_wakes_nobody() {
+        let h = harness();
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.service.create_concert(demo(t0())).await,
+            Err(CatalogError::Unavailable(_))
+        ));
+        assert_eq!(h.wake.count(), 0);
+    }
+
+    // --- seed_if_empty ---
 
     #[tokio::test]
     async fn seeds_only_an_empty_catalog() {
-        let clock = ManualClock::new(Utc::now());
-        let repo = FakeRepo::default();
-        let service = CatalogService::new(repo.clone(), clock.clone(), NoWake);
-        assert!(
-            service
-                .seed_if_empty(demo(clock.now()))
-                .await
-                .unwrap()
-                .is_some()
-        );
-        assert!(
-            service
-                .seed_if_empty(demo(clock.now()))
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert_eq!(repo.stored.lock().unwrap().len(), 1);
+        let h = harness();
+        assert!(h.service.seed_if_empty(demo(t0())).await.unwrap().is_some());
+        assert!(h.service.seed_if_empty(demo(t0())).await.unwrap().is_none());
+        assert_eq!(h.repo.stored().len(), 1);
+        assert_eq!(h.wake.count(), 1);
     }
 
     #[tokio::test]
-    async fn unknown_ids_are_not_found_and_seat_availability_follows_the_clock() {
-        let clock = ManualClock::new(Utc::now());
-        let repo = FakeRepo::default();
-        repo.seats.lock().unwrap().push(Seat {
-            id: SeatId(9),
-            schedule_id: ScheduleId(1),
-            number: 1,
-            grade: "R".into(),
-            price: Points::new(10).unwrap(),
-            state: SeatState::Held {
-                holder: UserId(1),
-                until: clock.now() + TimeDelta::minutes(5),
-            },
-        });
-        let service = CatalogService::new(repo, clock.clone(), NoWake);
+    async fn an_invalid_seed_is_refused_like_any_other_concert() {
+        let h = harness();
+        let mut demo = demo(t0());
+        demo.title = "\u{7}".into();
+        assert!(invalid_detail(h.service.seed_if_empty(demo).await).contains("title"));
+        assert!(h.repo.stored().is_empty());
+    }
 
+    #[tokio::test]
+    async fn seeding_while_the_database_is_down_is_unavailable() {
+        let h = harness();
+        h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            service.list_schedules(ConcertId(5)).await,
+            h.service.seed_if_empty(demo(t0())).await,
+            Err(CatalogError::Unavailable(_))
+        ));
+    }
+
+    // --- listings ---
+
+    #[tokio::test]
+    async fn concerts_are_listed_as_stored() {
+        let h = harness();
+        let concerts = h.service.list_concerts().await.unwrap();
+        assert_eq!(
+            concerts.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![ConcertId(1)]
+        );
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.service.list_concerts().await,
+            Err(CatalogError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn schedules_of_a_known_concert_are_counted_as_of_now() {
+        let h = harness();
+        let summary = ScheduleSummary {
+            id: ScheduleId(1),
+            concert_id: ConcertId(1),
+            starts_at: t0() + TimeDelta::days(3),
+            available_seats: 42,
+        };
+        h.repo.0.lock().unwrap().schedules.push(summary.clone());
+        h.clock.advance(TimeDelta::minutes(1));
+
+        assert_eq!(
+            h.service.list_schedules(ConcertId(1)).await.unwrap(),
+            vec![summary]
+        );
+        assert_eq!(
+            h.repo.0.lock().unwrap().schedule_reads,
+            vec![t0() + TimeDelta::minutes(1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_known_concert_without_schedules_lists_none_rather_than_not_found() {
+        let h = harness();
+        assert!(
+            h.service
+                .list_schedules(ConcertId(1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn schedules_of_an_unknown_concert_are_not_found() {
+        let h = harness();
+        assert!(matches!(
+            h.service.list_schedules(ConcertId(5)).await,
             Err(CatalogError::ConcertNotFound(ConcertId(5)))
         ));
+    }
+
+    #[tokio::test]
+    async fn seats_of_an_unknown_schedule_are_not_found() {
+        let h = harness();
         assert!(matches!(
-            service.list_seats(ScheduleId(2)).await,
+            h.service.list_seats(ScheduleId(2)).await,
             Err(CatalogError::ScheduleNotFound(ScheduleId(2)))
         ));
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.service.list_seats(ScheduleId(1)).await,
+            Err(CatalogError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn each_seat_shows_its_availability_as_of_the_clock() {
+        let h = harness();
+        let until = t0() + TimeDelta::minutes(5);
+        h.repo.0.lock().unwrap().seats = vec![
+            seat(1, SeatState::Available),
+            seat(
+                2,
+                SeatState::Held {
+                    holder: UserId(1),
+                    until,
+                },
+            ),
+            seat(3, SeatState::Sold { owner: UserId(2) }),
+        ];
+        let availability = |seats: Vec<(Seat, Availability)>| {
+            seats
+                .into_iter()
+                .map(|(s, a)| (s.number, a))
+                .collect::<Vec<_>>()
+        };
+
         assert_eq!(
-            service.list_seats(ScheduleId(1)).await.unwrap()[0].1,
-            Availability::Held
+            availability(h.service.list_seats(ScheduleId(1)).await.unwrap()),
+            vec![
+                (1, Availability::Available),
+                (2, Availability::Held),
+                (3, Availability::Sold)
+            ]
         );
-        clock.advance(TimeDelta::minutes(5));
+        h.clock.advance(TimeDelta::minutes(5));
         assert_eq!(
-            service.list_seats(ScheduleId(1)).await.unwrap()[0].1,
-            Availability::Available
+            availability(h.service.list_seats(ScheduleId(1)).await.unwrap()),
+            vec![
+                (1, Availability::Available),
+                (2, Availability::Available),
+                (3, Availability::Sold)
+            ]
         );
+    }
+
+    // --- lookups for other modules ---
+
+    #[tokio::test]
+    async fn lookups_answer_what_the_catalog_holds() {
+        let h = harness();
+        assert!(h.service.concert_exists(ConcertId(1)).await.unwrap());
+        assert!(!h.service.concert_exists(ConcertId(2)).await.unwrap());
+        assert_eq!(
+            h.service.concert_of_schedule(ScheduleId(1)).await.unwrap(),
+            Some(ConcertId(1))
+        );
+        assert_eq!(
+            h.service.concert_of_schedule(ScheduleId(2)).await.unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn lookups_fail_when_the_database_is_down() {
+        let h = harness();
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.service.concert_exists(ConcertId(1)).await,
+            Err(CatalogError::Unavailable(_))
+        ));
+        assert!(matches!(
+            h.service.concert_of_schedule(ScheduleId(1)).await,
+            Err(CatalogError::Unavailable(_))
+        ));
     }
 }

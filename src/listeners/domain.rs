@@ -19,41 +19,6 @@ pub fn data_platform_line(event: &EventEnvelope) -> String {
     line
 }
 
-#[cfg(test)]
-mod tests {
-    use chrono::Utc;
-    use serde_json::json;
-    use uuid::Uuid;
-
-    use super::*;
-
-    #[test]
-    fn a_line_carries_the_envelope_fields_in_camel_case() {
-        let event = EventEnvelope {
-            event_id: Uuid::nil(),
-            event_type: "PaymentCompleted".into(),
-            aggregate_type: "payment".into(),
-            aggregate_id: "7".into(),
-            occurred_at: Utc::now(),
-            payload: json!({"amount": 5}),
-        };
-        let line = data_platform_line(&event);
-        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
-        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-        for key in [
-            "eventId",
-            "type",
-            "aggregateType",
-            "aggregateId",
-            "occurredAt",
-            "payload",
-        ] {
-            assert!(value.get(key).is_some(), "missing {key}");
-        }
-        assert_eq!(value["type"], "PaymentCompleted");
-    }
-}
-
 /// What a user is told, in their notification list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
@@ -103,5 +68,129 @@ pub fn notification_for(
             }
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn a_line_carries_the_envelope_fields_in_camel_case() {
+        let event = EventEnvelope {
+            event_id: Uuid::nil(),
+            event_type: "PaymentCompleted".into(),
+            aggregate_type: "payment".into(),
+            aggregate_id: "7".into(),
+            occurred_at: Utc::now(),
+            payload: json!({"amount": 5}),
+        };
+        let line = data_platform_line(&event);
+        assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for key in [
+            "eventId",
+            "type",
+            "aggregateType",
+            "aggregateId",
+            "occurredAt",
+            "payload",
+        ] {
+            assert!(value.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(value["type"], "PaymentCompleted");
+    }
+
+    fn coupon_finished(status: &str, reason: Option<&str>) -> serde_json::Value {
+        json!({
+            "jobId": Uuid::nil(),
+            "userId": 3,
+            "userCouponId": 12,
+            "status": status,
+            "reason": reason,
+        })
+    }
+
+    #[test]
+    fn a_confirmed_or_expired_reservation_tells_its_user_which_reservation() {
+        let payload = json!({"reservationId": 41, "userId": 3});
+        let (kind, message) = notification_for("ReservationConfirmed", &payload).unwrap();
+        assert_eq!(kind, "reservation_confirmed");
+        assert!(message.contains("reservation 41 is confirmed"), "{message}");
+
+        let (kind, message) = notification_for("ReservationExpired", &payload).unwrap();
+        assert_eq!(kind, "reservation_expired");
+        assert!(message.contains("reservation 41 expired"), "{message}");
+    }
+
+    #[test]
+    fn a_refund_tells_the_reservation_and_the_points_returned() {
+        let payload = json!({"paymentId": 5, "reservationId": 41, "userId": 3, "amount": 90000});
+        let (kind, message) = notification_for("PaymentRefunded", &payload).unwrap();
+        assert_eq!(kind, "payment_refunded");
+        assert!(message.contains("reservation 41"), "{message}");
+        assert!(message.contains("90000 points were refunded"), "{message}");
+    }
+
+    #[test]
+    fn a_redeemed_coupon_is_reported_as_used() {
+        let (kind, message) = notification_for(
+            "CouponRedemptionFinished",
+            &coupon_finished("succeeded", None),
+        )
+        .unwrap();
+        assert_eq!(kind, "coupon_redeemed");
+        assert_eq!(message, "Your coupon 12 was used.");
+    }
+
+    #[test]
+    fn a_failed_redemption_says_why_in_words() {
+        let cases = [
+            ("already_used", "it was already used"),
+            ("expired", "it has expired"),
+            ("not_started", "it cannot be used yet"),
+            ("not_your_coupon", "it does not belong to you"),
+        ];
+        for (reason, words) in cases {
+            let (kind, message) = notification_for(
+                "CouponRedemptionFinished",
+                &coupon_finished("failed", Some(reason)),
+            )
+            .unwrap();
+            assert_eq!(kind, "coupon_redemption_failed");
+            assert_eq!(
+                message,
+                format!("Your coupon 12 could not be used: {words}.")
+            );
+        }
+    }
+
+    #[test]
+    fn a_redemption_that_did_not_succeed_is_a_failure_whatever_its_status_says() {
+        let (kind, _) = notification_for(
+            "CouponRedemptionFinished",
+            &coupon_finished("pending", None),
+        )
+        .unwrap();
+        assert_eq!(kind, "coupon_redemption_failed");
+    }
+
+    #[test]
+    fn events_nobody_is_told_about_give_no_notification() {
+        let payload = json!({"reservationId": 41, "userId": 3, "amount": 10});
+        for event_type in [
+            "PaymentCompleted",
+            "ReservationHeld",
+            "ReservationConfirmationFailed",
+            "ConcertCreated",
+            "reservationconfirmed",
+            "",
+        ] {
+            assert_eq!(notification_for(event_type, &payload), None, "{event_type}");
+        }
     }
 }

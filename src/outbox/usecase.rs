@@ -56,3 +56,367 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
         Ok(outbox_id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
+    };
+
+    use chrono::{DateTime, TimeDelta, Utc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        kernel::{ManualClock, events::BusMessage},
+        outbox::domain::{Delivery, GroupStatus, OutboxBacklog},
+    };
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn dead_letter(id: i64, replayed_at: Option<DateTime<Utc>>) -> DeadLetter {
+        DeadLetter {
+            id,
+            consumer: "receipts".into(),
+            event_id: Uuid::from_u128(id as u128),
+            event_type: "PaymentCompleted".into(),
+            deliveries: 5,
+            last_error: "provider down".into(),
+            created_at: t0(),
+            replayed_at,
+        }
+    }
+
+    #[derive(Default)]
+    struct Outbox {
+        dead_letters: Vec<DeadLetter>,
+        list_calls: Vec<(bool, u64)>,
+        replays: Vec<(i64, DateTime<Utc>)>,
+        next_outbox_id: i64,
+        down: bool,
+    }
+
+    #[derive(Clone, Default)]
+    struct FakeRepo(Arc<Mutex<Outbox>>);
+
+    impl FakeRepo {
+        fn check(&self) -> Result<(), OutboxError> {
+            if self.0.lock().unwrap().down {
+                return Err(OutboxError::Unavailable(anyhow::anyhow!("database down")));
+            }
+            Ok(())
+        }
+    }
+
+    impl OutboxRepository for FakeRepo {
+        async fn backlog(&self) -> Result<OutboxBacklog, OutboxError> {
+            self.check()?;
+            Ok(OutboxBacklog {
+                pending: 3,
+                oldest_pending: Some(t0()),
+            })
+        }
+
+        async fn dead_letters(
+            &self,
+            include_replayed: bool,
+            limit: u64,
+        ) -> Result<Vec<DeadLetter>, OutboxError> {
+            self.check()?;
+            let mut outbox = self.0.lock().unwrap();
+            outbox.list_calls.push((include_replayed, limit));
+            Ok(outbox
+                .dead_letters
+                .iter()
+                .filter(|d| include_replayed || d.replayed_at.is_none())
+                .take(limit as usize)
+                .cloned()
+                .collect())
+        }
+
+        async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {
+            self.check()?;
+            let outbox = self.0.lock().unwrap();
+            Ok(outbox
+                .dead_letters
+                .iter()
+                .filter(|d| d.replayed_at.is_none())
+                .count() as u64)
+        }
+
+        async fn replay_dead_letter(
+            &self,
+            id: i64,
+            now: DateTime<Utc>,
+        ) -> Result<i64, OutboxError> {
+            self.check()?;
+            let mut outbox = self.0.lock().unwrap();
+            let letter = outbox
+                .dead_letters
+                .iter_mut()
+                .find(|d| d.id == id)
+                .ok_or(OutboxError::DeadLetterNotFound(id))?;
+            if letter.replayed_at.is_some() {
+                return Err(OutboxError::AlreadyReplayed(id));
+            }
+            letter.replayed_at = Some(now);
+            outbox.replays.push((id, now));
+            outbox.next_outbox_id += 1;
+            Ok(100 + outbox.next_outbox_id)
+        }
+    }
+
+    /// Only the groups view is the pipeline's business; `down` makes it fail.
+    #[derive(Clone, Default)]
+    struct FakeBus {
+        down: bool,
+    }
+
+    impl EventBus for FakeBus {
+        fn is_durable(&self) -> bool {
+            true
+        }
+
+        async fn publish(&self, _: &[BusMessage]) -> anyhow::Result<()> {
+            unimplemented!("not used by the event pipeline")
+        }
+
+        async fn ensure_group(&self, _: &str) -> anyhow::Result<()> {
+            unimplemented!("not used by the event pipeline")
+        }
+
+        async fn fetch(
+            &self,
+            _: &str,
+            _: &str,
+            _: usize,
+            _: Duration,
+        ) -> anyhow::Result<Vec<Delivery>> {
+            unimplemented!("not used by the event pipeline")
+        }
+
+        async fn reclaim(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+            _: usize,
+        ) -> anyhow::Result<Vec<Delivery>> {
+            unimplemented!("not used by the event pipeline")
+        }
+
+        async fn ack(&self, _: &str, _: &[String]) -> anyhow::Result<()> {
+            unimplemented!("not used by the event pipeline")
+        }
+
+        async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
+            if self.down {
+                anyhow::bail!("redis down");
+            }
+            Ok(vec![GroupStatus {
+                name: "receipts".into(),
+                pending: 2,
+                lag: 7,
+            }])
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct CountingWake(Arc<AtomicUsize>);
+
+    impl RelayWake for CountingWake {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        pipeline: EventPipeline<FakeRepo, FakeBus, CountingWake, ManualClock>,
+        repo: FakeRepo,
+        wake: CountingWake,
+        clock: ManualClock,
+    }
+
+    fn harness(bus: FakeBus) -> Harness {
+        let repo = FakeRepo::default();
+        repo.0.lock().unwrap().dead_letters = vec![
+            dead_letter(1, None),
+            dead_letter(2, Some(t0())),
+            dead_letter(3, None),
+        ];
+        let wake = CountingWake::default();
+        let clock = ManualClock::new(t0());
+        Harness {
+            pipeline: EventPipeline::new(repo.clone(), bus, wake.clone(), clock.clone()),
+            repo,
+            wake,
+            clock,
+        }
+    }
+
+    fn wakes(h: &Harness) -> usize {
+        h.wake.0.load(Ordering::SeqCst)
+    }
+
+    // --- status ---
+
+    #[tokio::test]
+    async fn the_status_joins_the_backlog_the_groups_and_the_open_dead_letters() {
+        let h = harness(FakeBus::default());
+        assert_eq!(
+            h.pipeline.status().await.unwrap(),
+            EventPipelineStatus {
+                backlog: OutboxBacklog {
+                    pending: 3,
+                    oldest_pending: Some(t0()),
+                },
+                groups: vec![GroupStatus {
+                    name: "receipts".into(),
+                    pending: 2,
+                    lag: 7,
+                }],
+                dead_letters: 2,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bus_that_cannot_answer_makes_the_status_unavailable() {
+        let h = harness(FakeBus { down: true });
+        assert!(matches!(
+            h.pipeline.status().await,
+            Err(OutboxError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_answer_fails_the_status() {
+        let h = harness(FakeBus::default());
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.pipeline.status().await,
+            Err(OutboxError::Unavailable(_))
+        ));
+    }
+
+    // --- dead_letters ---
+
+    #[tokio::test]
+    async fn dead_letters_are_listed_open_only_unless_replayed_ones_are_asked_for() {
+        let h = harness(FakeBus::default());
+        let ids = |letters: Vec<DeadLetter>| letters.iter().map(|d| d.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(h.pipeline.dead_letters(false, 10).await.unwrap()),
+            vec![1, 3]
+        );
+        assert_eq!(
+            ids(h.pipeline.dead_letters(true, 10).await.unwrap()),
+            vec![1, 2, 3]
+        );
+        assert_eq!(
+            h.repo.0.lock().unwrap().list_calls,
+            vec![(false, 10), (true, 10)]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_dead_letter_limit_is_kept_between_one_and_the_maximum() {
+        let h = harness(FakeBus::default());
+        for limit in [
+            0,
+            2,
+            MAX_DEAD_LETTER_LIST,
+            MAX_DEAD_LETTER_LIST + 1,
+            u64::MAX,
+        ] {
+            h.pipeline.dead_letters(true, limit).await.unwrap();
+        }
+        let limits: Vec<u64> = h
+            .repo
+            .0
+            .lock()
+            .unwrap()
+            .list_calls
+            .iter()
+            .map(|c| c.1)
+            .collect();
+        assert_eq!(
+            limits,
+            vec![
+                1,
+                2,
+                MAX_DEAD_LETTER_LIST,
+                MAX_DEAD_LETTER_LIST,
+                MAX_DEAD_LETTER_LIST
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_cannot_be_listed_while_the_database_is_down() {
+        let h = harness(FakeBus::default());
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.pipeline.dead_letters(false, 10).await,
+            Err(OutboxError::Unavailable(_))
+        ));
+    }
+
+    // --- replay ---
+
+    #[tokio::test]
+    async fn a_replay_is_recorded_at_the_clock_time_and_wakes_the_relay() {
+        let h = harness(FakeBus::default());
+        h.clock.advance(TimeDelta::minutes(3));
+        assert_eq!(h.pipeline.replay(3).await.unwrap(), 101);
+        assert_eq!(
+            h.repo.0.lock().unwrap().replays,
+            vec![(3, t0() + TimeDelta::minutes(3))]
+        );
+        assert_eq!(wakes(&h), 1);
+        assert_eq!(h.pipeline.status().await.unwrap().dead_letters, 1);
+    }
+
+    #[tokio::test]
+    async fn replaying_an_unknown_dead_letter_is_not_found_and_wakes_nobody() {
+        let h = harness(FakeBus::default());
+        assert!(matches!(
+            h.pipeline.replay(9).await,
+            Err(OutboxError::DeadLetterNotFound(9))
+        ));
+        assert_eq!(wakes(&h), 0);
+    }
+
+    #[tokio::test]
+    async fn replaying_twice_is_refused_and_wakes_once() {
+        let h = harness(FakeBus::default());
+        h.pipeline.replay(1).await.unwrap();
+        assert!(matches!(
+            h.pipeline.replay(1).await,
+            Err(OutboxError::AlreadyReplayed(1))
+        ));
+        assert!(matches!(
+            h.pipeline.replay(2).await,
+            Err(OutboxError::AlreadyReplayed(2))
+        ));
+        assert_eq!(wakes(&h), 1);
+        assert_eq!(h.repo.0.lock().unwrap().replays.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replay_while_the_database_is_down_is_unavailable_and_wakes_nobody() {
+        let h = harness(FakeBus::default());
+        h.repo.0.lock().unwrap().down = true;
+        assert!(matches!(
+            h.pipeline.replay(1).await,
+            Err(OutboxError::Unavailable(_))
+        ));
+        assert_eq!(wakes(&h), 0);
+    }
+}

@@ -283,4 +283,74 @@ mod tests {
             0
         );
     }
+
+    #[test]
+    fn settings_accept_each_range_inclusive_and_name_the_field_they_refuse() {
+        let lowest = QueueSettings::parse(1, 1, 10, 30).unwrap();
+        assert_eq!(
+            lowest,
+            QueueSettings {
+                admit_per_second: 1,
+                max_active: 1,
+                active_ttl_seconds: ACTIVE_TTL_RANGE.0,
+                heartbeat_grace_seconds: HEARTBEAT_GRACE_RANGE.0,
+            }
+        );
+        QueueSettings::parse(
+            i64::from(MAX_ADMIT_PER_SECOND),
+            i64::from(MAX_ACTIVE),
+            i64::from(ACTIVE_TTL_RANGE.1),
+            i64::from(HEARTBEAT_GRACE_RANGE.1),
+        )
+        .unwrap();
+
+        let refused = |result: Result<QueueSettings, QueueError>| match result {
+            Err(QueueError::Invalid(detail)) => detail,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        assert!(refused(QueueSettings::parse(100_001, 1, 10, 30)).starts_with("admitPerSecond"));
+        assert!(refused(QueueSettings::parse(1, 1_000_001, 10, 30)).starts_with("maxActive"));
+        assert!(refused(QueueSettings::parse(1, 1, 86_401, 30)).starts_with("activeTtlSeconds"));
+        assert!(
+            refused(QueueSettings::parse(1, 1, 10, 3_601)).starts_with("heartbeatGraceSeconds")
+        );
+        assert!(refused(QueueSettings::parse(1, 1, 10, 29)).contains("between 30 and 3600"));
+    }
+
+    #[test]
+    fn the_tail_wait_is_zero_for_an_empty_room_and_the_last_places_estimate_otherwise() {
+        let mut stats = QueueStats {
+            concert: ConcertId(1),
+            waiting: 0,
+            active: 3,
+            admitted_last_minute: 0,
+            admitted_total: 0,
+            oldest_wait_seconds: 0,
+        };
+        assert_eq!(stats.tail_wait_seconds(&settings()), 0);
+        stats.waiting = 101;
+        assert_eq!(
+            stats.tail_wait_seconds(&settings()),
+            3,
+            "101 / 50 per second"
+        );
+        stats.admitted_last_minute = 60;
+        assert_eq!(stats.tail_wait_seconds(&settings()), 101);
+    }
+
+    #[test]
+    fn every_event_kind_round_trips_its_code_and_names_its_event() {
+        let kinds = [
+            ("entered", QueueEventKind::Entered, "QueueEntered"),
+            ("admitted", QueueEventKind::Admitted, "QueueAdmitted"),
+            ("left", QueueEventKind::Left, "QueueLeft"),
+            ("expired", QueueEventKind::Expired, "QueueExpired"),
+        ];
+        for (code, kind, event_type) in kinds {
+            assert_eq!(QueueEventKind::parse(code), Some(kind));
+            assert_eq!(kind.event_type(), event_type);
+        }
+        assert_eq!(QueueEventKind::parse("Entered"), None);
+        assert_eq!(QueueEventKind::parse(""), None);
+    }
 }

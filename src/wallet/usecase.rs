@@ -95,3 +95,275 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use chrono::{DateTime, TimeDelta, Utc};
+
+    use super::*;
+    use crate::{
+        kernel::ManualClock,
+        testing::MemoryUow,
+        wallet::domain::{EntryKind, MAX_CHARGE},
+    };
+
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    /// The in-memory unit of work and its ledger, with the helpers these
+    /// tests read it through.
+    type FakeRepo = MemoryUow;
+
+    trait LedgerView {
+        fn rows(&self) -> Vec<(UserId, LedgerEntry)>;
+        fn set_balance(&self, user: UserId, balance: i64);
+    }
+
+    impl LedgerView for MemoryUow {
+        fn rows(&self) -> Vec<(UserId, LedgerEntry)> {
+            self.world()
+                .ledger
+                .iter()
+                .map(|(user, entry, _)| (*user, entry.clone()))
+                .collect()
+        }
+
+        fn set_balance(&self, user: UserId, balance: i64) {
+            self.world()
+                .balances
+                .insert(user, Points::new(balance).unwrap());
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct CountingWake(Arc<AtomicUsize>);
+
+    impl RelayWake for CountingWake {
+        fn wake(&self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    struct Harness {
+        service: WalletService<FakeRepo, FakeRepo, ManualClock, CountingWake>,
+        repo: FakeRepo,
+        clock: ManualClock,
+        wake: CountingWake,
+    }
+
+    fn harness() -> Harness {
+        let repo = FakeRepo::default();
+        let clock = ManualClock::new(t0());
+        let wake = CountingWake::default();
+        Harness {
+            service: WalletService::new(repo.clone(), repo.clone(), clock.clone(), wake.clone()),
+            repo,
+            clock,
+            wake,
+        }
+    }
+
+    impl Harness {
+        fn wakes(&self) -> usize {
+            self.wake.0.load(Ordering::SeqCst)
+        }
+
+        async fn charges(&self, user: UserId, amounts: &[i64]) {
+            for &amount in amounts {
+                self.service.charge(user, amount).await.unwrap();
+            }
+        }
+    }
+
+    fn ids(page: &Page) -> Vec<i64> {
+        page.entries.iter().map(|e| e.id).collect()
+    }
+
+    // --- balance ---
+
+    #[tokio::test]
+    async fn a_user_who_never_charged_has_nothing() {
+        let h = harness();
+        assert_eq!(h.service.balance(ALICE).await.unwrap(), Points::ZERO);
+    }
+
+    #[tokio::test]
+    async fn the_balance_is_the_users_own() {
+        let h = harness();
+        h.charges(ALICE, &[300, 200]).await;
+        h.charges(BOB, &[7]).await;
+        assert_eq!(h.service.balance(ALICE).await.unwrap().value(), 500);
+        assert_eq!(h.service.balance(BOB).await.unwrap().value(), 7);
+    }
+
+    #[tokio::test]
+    async fn the_balance_cannot_be_read_while_the_database_is_down() {
+        let h = harness();
+        h.repo.set_down(true);
+        assert!(matches!(
+            h.service.balance(ALICE).await,
+            Err(WalletError::Unavailable(_))
+        ));
+    }
+
+    // --- charge ---
+
+    #[tokio::test]
+    async fn a_charge_adds_a_ledger_row_at_the_clock_time_and_wakes_the_relay() {
+        let h = harness();
+        h.clock.advance(TimeDelta::seconds(9));
+        let balance = h.service.charge(ALICE, 1_500).await.unwrap();
+
+        assert_eq!(balance.value(), 1_500);
+        let rows = h.repo.rows();
+        assert_eq!(rows.len(), 1);
+        let (user, entry) = &rows[0];
+        assert_eq!(*user, ALICE);
+        assert_eq!(entry.kind, EntryKind::Charge);
+        assert_eq!(entry.amount, 1_500);
+        assert_eq!(entry.balance_after.value(), 1_500);
+        assert_eq!(entry.created_at, t0() + TimeDelta::seconds(9));
+        assert_eq!(h.wakes(), 1);
+    }
+
+    #[tokio::test]
+    async fn charges_add_up_and_answer_the_new_balance() {
+        let h = harness();
+        assert_eq!(h.service.charge(ALICE, 100).await.unwrap().value(), 100);
+        assert_eq!(h.service.charge(ALICE, 250).await.unwrap().value(), 350);
+        assert_eq!(h.wakes(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_largest_single_charge_is_accepted() {
+        let h = harness();
+        assert_eq!(
+            h.service.charge(ALICE, MAX_CHARGE).await.unwrap().value(),
+            MAX_CHARGE
+        );
+    }
+
+    #[tokio::test]
+    async fn an_invalid_amount_is_refused_before_the_ledger_is_touched() {
+        let h = harness();
+        for amount in [0, -1, i64::MIN, MAX_CHARGE + 1, i64::MAX] {
+            assert!(
+                matches!(
+                    h.service.charge(ALICE, amount).await,
+                    Err(WalletError::InvalidAmount(_))
+                ),
+                "{amount}"
+            );
+        }
+        assert!(h.repo.rows().is_empty());
+        assert_eq!(h.wakes(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_charge_past_the_balance_limit_is_refused_and_wakes_nobody() {
+        let h = harness();
+        h.repo.set_balance(ALICE, Points::MAX - 10);
+        assert!(matches!(
+            h.service.charge(ALICE, 11).await,
+            Err(WalletError::BalanceLimit)
+        ));
+        assert_eq!(
+            h.service.balance(ALICE).await.unwrap().value(),
+            Points::MAX - 10
+        );
+        assert_eq!(h.wakes(), 0);
+        assert_eq!(
+            h.service.charge(ALICE, 10).await.unwrap().value(),
+            Points::MAX
+        );
+    }
+
+    #[tokio::test]
+    async fn a_charge_while_the_database_is_down_is_unavailable_and_wakes_nobody() {
+        let h = harness();
+        h.repo.set_down(true);
+        assert!(matches!(
+            h.service.charge(ALICE, 10).await,
+            Err(WalletError::Unavailable(_))
+        ));
+        assert_eq!(h.wakes(), 0);
+    }
+
+    // --- transactions ---
+
+    #[tokio::test]
+    async fn a_full_page_points_to_the_next_and_a_short_page_ends_the_list() {
+        let h = harness();
+        h.charges(ALICE, &[1, 2, 3, 4, 5]).await;
+
+        let first = h.service.transactions(ALICE, None, 2).await.unwrap();
+        assert_eq!(ids(&first), vec![5, 4]);
+        assert_eq!(first.next_cursor, Some(4));
+
+        let second = h
+            .service
+            .transactions(ALICE, first.next_cursor, 2)
+            .await
+            .unwrap();
+        assert_eq!(ids(&second), vec![3, 2]);
+        assert_eq!(second.next_cursor, Some(2));
+
+        let last = h
+            .service
+            .transactions(ALICE, second.next_cursor, 2)
+            .await
+            .unwrap();
+        assert_eq!(ids(&last), vec![1]);
+        assert_eq!(last.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn a_page_lists_only_the_callers_rows() {
+        let h = harness();
+        h.charges(ALICE, &[1]).await;
+        h.charges(BOB, &[2, 3]).await;
+        let page = h.service.transactions(ALICE, None, 10).await.unwrap();
+        assert_eq!(ids(&page), vec![1]);
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn an_empty_ledger_is_one_empty_page() {
+        let h = harness();
+        let page = h.service.transactions(ALICE, None, 10).await.unwrap();
+        assert!(page.entries.is_empty());
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn the_page_size_is_kept_between_one_and_the_maximum() {
+        let h = harness();
+        h.charges(ALICE, &[1; MAX_PAGE as usize + 5]).await;
+        let single = h.service.transactions(ALICE, None, 0).await.unwrap();
+        assert_eq!(ids(&single), vec![MAX_PAGE as i64 + 5]);
+        assert_eq!(single.next_cursor, Some(MAX_PAGE as i64 + 5));
+        for limit in [MAX_PAGE + 1, u64::MAX] {
+            let page = h.service.transactions(ALICE, None, limit).await.unwrap();
+            assert_eq!(page.entries.len() as u64, MAX_PAGE);
+        }
+    }
+
+    #[tokio::test]
+    async fn transactions_cannot_be_read_while_the_database_is_down() {
+        let h = harness();
+        h.repo.set_down(true);
+        assert!(matches!(
+            h.service.transactions(ALICE, None, 10).await,
+            Err(WalletError::Unavailable(_))
+        ));
+    }
+}

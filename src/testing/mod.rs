@@ -1,0 +1,731 @@
+//! An in-memory unit of work for use-case tests: one `World` of seats,
+//! reservations, wallets, payments, compensations and outbox events. A
+//! transaction works on a copy and commit puts the copy back, so a use case
+//! that returns early (dropping its transaction) leaves nothing behind,
+//! exactly like a rolled-back database transaction. Every compare-and-set
+//! follows the same rule the SQL adapters encode (`Transition::applies_to`
+//! and friends). Faults can be injected: an outage, or conflicts at commit.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    catalog::{
+        domain::{HeldSeat, Seat, SeatState},
+        ports::{SeatReads, SeatTx},
+    },
+    kernel::{
+        ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
+        UnitOfWork, UserId,
+        events::{NewEvent, RelayWake},
+    },
+    outbox::ports::OutboxWriter,
+    payment::{
+        domain::{
+            AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
+            PaymentStatus,
+        },
+        ports::{PaymentRepository, PaymentTx},
+    },
+    reservation::{
+        domain::{NewReservation, Reservation, ReservationError, ReservationStatus, Transition},
+        ports::{ReservationRepository, ReservationTx},
+    },
+    wallet::{
+        domain::{EntryKind, LedgerEntry, WalletError},
+        ports::{WalletRepository, WalletTx},
+    },
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemSeat {
+    pub schedule: ScheduleId,
+    pub concert: ConcertId,
+    pub number: u32,
+    pub price: Points,
+    pub state: SeatState,
+    pub reservation: Option<ReservationId>,
+}
+
+/// Everything the saga's stores hold.
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    pub seats: BTreeMap<SeatId, MemSeat>,
+    pub reservations: BTreeMap<ReservationId, Reservation>,
+    pub balances: HashMap<UserId, Points>,
+    /// Ledger rows, oldest first, with the payment they belong to.
+    pub ledger: Vec<(UserId, LedgerEntry, Option<PaymentId>)>,
+    pub payments: BTreeMap<PaymentId, Payment>,
+    pub compensations: BTreeMap<i64, Compensation>,
+    /// Committed outbox events, in order.
+    pub outbox: Vec<NewEvent>,
+    /// Users whose holds were counted under a user lock, in order.
+    pub user_locks: Vec<UserId>,
+    next_id: i64,
+}
+
+impl World {
+    fn next_id(&mut self) -> i64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub fn add_seat(
+        &mut self,
+        schedule: ScheduleId,
+        concert: ConcertId,
+        number: u32,
+        price: i64,
+    ) -> SeatId {
+        let id = SeatId(self.next_id());
+        self.seats.insert(
+            id,
+            MemSeat {
+                schedule,
+                concert,
+                number,
+                price: Points::new(price).expect("a valid price"),
+                state: SeatState::Available,
+                reservation: None,
+            },
+        );
+        id
+    }
+
+    pub fn balance(&self, user: UserId) -> i64 {
+        self.balances.get(&user).map_or(0, |p| p.value())
+    }
+
+    pub fn event_types(&self) -> Vec<&'static str> {
+        self.outbox.iter().map(|e| e.event_type).collect()
+    }
+
+    fn seat_of(&self, id: SeatId) -> Option<Seat> {
+        self.seats.get(&id).map(|s| Seat {
+            id,
+            schedule_id: s.schedule,
+            number: s.number,
+            grade: "R".into(),
+            price: s.price,
+            state: s.state,
+        })
+    }
+
+    fn held_by(&self, seat: SeatId, reservation: ReservationId) -> bool {
+        self.seats.get(&seat).is_some_and(|s| {
+            s.reservation == Some(reservation) && matches!(s.state, SeatState::Held { .. })
+        })
+    }
+
+    fn ledger_row(
+        &mut self,
+        user: UserId,
+        kind: EntryKind,
+        amount: i64,
+        after: Points,
+        payment: Option<PaymentId>,
+        now: DateTime<Utc>,
+    ) {
+        let id = self.next_id();
+        self.ledger.push((
+            user,
+            LedgerEntry {
+                id,
+                kind,
+                amount,
+                balance_after: after,
+                created_at: now,
+            },
+            payment,
+        ));
+    }
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    down: bool,
+    conflicts_at_commit: u32,
+    commits: u32,
+}
+
+/// The unit of work, and the read-side repositories over the same world.
+#[derive(Clone, Default)]
+pub struct MemoryUow {
+    world: Arc<Mutex<World>>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl MemoryUow {
+    pub fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().expect("world lock")
+    }
+
+    /// Every store call fails as unreachable until `set_down(false)`.
+    pub fn set_down(&self, down: bool) {
+        self.faults.lock().expect("faults").down = down;
+    }
+
+    /// The next `n` commits fail with a conflict (as a deadlock would).
+    pub fn conflict_next_commits(&self, n: u32) {
+        self.faults.lock().expect("faults").conflicts_at_commit = n;
+    }
+
+    /// Commits that succeeded.
+    pub fn commits(&self) -> u32 {
+        self.faults.lock().expect("faults").commits
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.faults.lock().expect("faults").down {
+            return Err(StoreError::Unavailable(anyhow::anyhow!("store down")));
+        }
+        Ok(())
+    }
+}
+
+pub struct MemTx {
+    work: World,
+    uow: MemoryUow,
+}
+
+impl UnitOfWork for MemoryUow {
+    type Tx = MemTx;
+
+    async fn begin(&self) -> Result<MemTx, StoreError> {
+        self.check()?;
+        Ok(MemTx {
+            work: self.world().clone(),
+            uow: self.clone(),
+        })
+    }
+}
+
+impl Transaction for MemTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.uow.check()?;
+        {
+            let mut faults = self.uow.faults.lock().expect("faults");
+            if faults.conflicts_at_commit > 0 {
+                faults.conflicts_at_commit -= 1;
+                return Err(StoreError::Conflict(anyhow::anyhow!("deadlock detected")));
+            }
+            faults.commits += 1;
+        }
+        *self.uow.world() = self.work;
+        Ok(())
+    }
+}
+
+impl MemTx {
+    fn check(&self) -> Result<(), StoreError> {
+        self.uow.check()
+    }
+}
+
+impl OutboxWriter for MemTx {
+    async fn append(&mut self, events: Vec<NewEvent>, _: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check()?;
+        self.work.outbox.extend(events);
+        Ok(())
+    }
+}
+
+impl SeatTx for MemTx {
+    async fn try_hold(
+        &mut self,
+        schedule: ScheduleId,
+        seat: SeatId,
+        user: UserId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<HeldSeat>, StoreError> {
+        self.check()?;
+        let Some(found) = self
+            .work
+            .seats
+            .get_mut(&seat)
+            .filter(|s| s.schedule == schedule)
+        else {
+            return Ok(None);
+        };
+        let free = match found.state {
+            SeatState::Available => true,
+            SeatState::Held { until, .. } => until <= now,
+            SeatState::Sold { .. } => false,
+        };
+        if !free {
+            return Ok(None);
+        }
+        found.state = SeatState::Held {
+            holder: user,
+            until,
+        };
+        found.reservation = None;
+        Ok(Some(HeldSeat {
+            price: found.price,
+            concert: found.concert,
+        }))
+    }
+
+    async fn exists(&mut self, schedule: ScheduleId, seat: SeatId) -> Result<bool, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .seats
+            .get(&seat)
+            .is_some_and(|s| s.schedule == schedule))
+    }
+
+    async fn attach(&mut self, seat: SeatId, reservation: ReservationId) -> Result<(), StoreError> {
+        self.check()?;
+        if let Some(s) = self.work.seats.get_mut(&seat) {
+            s.reservation = Some(reservation);
+        }
+        Ok(())
+    }
+
+    async fn release(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        if !self.work.held_by(seat, reservation) {
+            return Ok(false);
+        }
+        let s = self.work.seats.get_mut(&seat).expect("checked above");
+        s.state = SeatState::Available;
+        s.reservation = None;
+        Ok(true)
+    }
+
+    async fn extend(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        if !self.work.held_by(seat, reservation) {
+            return Ok(false);
+        }
+        let s = self.work.seats.get_mut(&seat).expect("checked above");
+        if let SeatState::Held { holder, .. } = s.state {
+            s.state = SeatState::Held { holder, until };
+        }
+        Ok(true)
+    }
+
+    async fn sell(&mut self, seat: SeatId, reservation: ReservationId) -> Result<bool, StoreError> {
+        self.check()?;
+        if !self.work.held_by(seat, reservation) {
+            return Ok(false);
+        }
+        let s = self.work.seats.get_mut(&seat).expect("checked above");
+        if let SeatState::Held { holder, .. } = s.state {
+            s.state = SeatState::Sold { owner: holder };
+        }
+        Ok(true)
+    }
+}
+
+impl ReservationTx for MemTx {
+    async fn lock_user_and_count_live(
+        &mut self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        self.work.user_locks.push(user);
+        Ok(self
+            .work
+            .reservations
+            .values()
+            .filter(|r| r.user == user && r.is_live(now))
+            .count() as u64)
+    }
+
+    async fn insert(
+        &mut self,
+        new: &NewReservation,
+        _: DateTime<Utc>,
+    ) -> Result<Reservation, StoreError> {
+        self.check()?;
+        let reservation = Reservation {
+            id: ReservationId(self.work.next_id()),
+            user: new.user,
+            concert: new.concert,
+            schedule: new.schedule,
+            seat: new.seat,
+            price: new.price,
+            status: ReservationStatus::Held,
+            expires_at: new.expires_at,
+            payment: None,
+        };
+        self.work
+            .reservations
+            .insert(reservation.id, reservation.clone());
+        Ok(reservation)
+    }
+
+    async fn get(&mut self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
+        self.check()?;
+        Ok(self.work.reservations.get(&id).cloned())
+    }
+
+    async fn held_on_seat(
+        &mut self,
+        seat: SeatId,
+        except: ReservationId,
+    ) -> Result<Vec<Reservation>, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .reservations
+            .values()
+            .filter(|r| r.seat == seat && r.id != except && r.status == ReservationStatus::Held)
+            .cloned()
+            .collect())
+    }
+
+    async fn transition(
+        &mut self,
+        id: ReservationId,
+        change: Transition,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let Some(r) = self.work.reservations.get_mut(&id) else {
+            return Ok(false);
+        };
+        if !change.applies_to(r) {
+            return Ok(false);
+        }
+        r.status = change.target();
+        Ok(true)
+    }
+
+    async fn set_payment(
+        &mut self,
+        id: ReservationId,
+        payment: PaymentId,
+        _: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        if let Some(r) = self.work.reservations.get_mut(&id) {
+            r.payment = Some(payment);
+        }
+        Ok(())
+    }
+}
+
+impl WalletTx for MemTx {
+    async fn credit(
+        &mut self,
+        user: UserId,
+        amount: Points,
+        kind: EntryKind,
+        payment: Option<PaymentId>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Points>, StoreError> {
+        self.check()?;
+        let balance = self
+            .work
+            .balances
+            .get(&user)
+            .copied()
+            .unwrap_or(Points::ZERO);
+        let Some(after) = balance.checked_add(amount) else {
+            return Ok(None);
+        };
+        self.work.balances.insert(user, after);
+        self.work
+            .ledger_row(user, kind, amount.value(), after, payment, now);
+        Ok(Some(after))
+    }
+
+    async fn debit(
+        &mut self,
+        user: UserId,
+        amount: Points,
+        payment: PaymentId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Points>, StoreError> {
+        self.check()?;
+        let balance = self.work.balance(user);
+        if balance < amount.value() {
+            return Ok(None);
+        }
+        let after = Points::new(balance - amount.value()).expect("not negative");
+        self.work.balances.insert(user, after);
+        self.work.ledger_row(
+            user,
+            EntryKind::Payment,
+            -amount.value(),
+            after,
+            Some(payment),
+            now,
+        );
+        Ok(Some(after))
+    }
+}
+
+impl PaymentTx for MemTx {
+    async fn insert_payment(
+        &mut self,
+        new: &NewPayment,
+        _: DateTime<Utc>,
+    ) -> Result<Payment, StoreError> {
+        self.check()?;
+        let payment = Payment {
+            id: PaymentId(self.work.next_id()),
+            user: new.user,
+            reservation: new.reservation,
+            concert: new.concert,
+            amount: new.amount,
+            status: PaymentStatus::Paid,
+        };
+        self.work.payments.insert(payment.id, payment.clone());
+        Ok(payment)
+    }
+
+    async fn payment(&mut self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
+        self.check()?;
+        Ok(self.work.payments.get(&id).cloned())
+    }
+
+    async fn set_payment_status(
+        &mut self,
+        id: PaymentId,
+        from: PaymentStatus,
+        to: PaymentStatus,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        match self.work.payments.get_mut(&id) {
+            Some(p) if p.status == from => {
+                p.status = to;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn schedule_compensation(
+        &mut self,
+        saga: &str,
+        step: &str,
+        payment: PaymentId,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        let exists = self
+            .work
+            .compensations
+            .values()
+            .any(|c| c.saga == saga && c.step == step && c.payment == payment);
+        if !exists {
+            let id = self.work.next_id();
+            self.work.compensations.insert(
+                id,
+                Compensation {
+                    id,
+                    saga: saga.into(),
+                    step: step.into(),
+                    payment,
+                    status: CompensationStatus::Pending,
+                    attempts: 0,
+                    last_error: None,
+                    next_attempt_at: now,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn claim_compensation(
+        &mut self,
+        id: i64,
+        _: DateTime<Utc>,
+    ) -> Result<Option<Compensation>, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .compensations
+            .get(&id)
+            .filter(|c| c.status == CompensationStatus::Pending)
+            .cloned())
+    }
+
+    async fn complete_compensation(&mut self, id: i64, _: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check()?;
+        if let Some(c) = self.work.compensations.get_mut(&id) {
+            c.status = CompensationStatus::Succeeded;
+            c.attempts += 1;
+            c.last_error = None;
+        }
+        Ok(())
+    }
+}
+
+impl ReservationRepository for MemoryUow {
+    async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
+        self.check()?;
+        Ok(self.world().reservations.get(&id).cloned())
+    }
+
+    async fn lapsed(
+        &self,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<ReservationId>, ReservationError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .reservations
+            .values()
+            .filter(|r| Transition::Lapse { now }.applies_to(r))
+            .map(|r| r.id)
+            .take(max as usize)
+            .collect())
+    }
+}
+
+impl SeatReads for MemoryUow {
+    async fn seat(&self, schedule: ScheduleId, seat: SeatId) -> Result<Option<Seat>, StoreError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .seat_of(seat)
+            .filter(|s| s.schedule_id == schedule))
+    }
+}
+
+impl WalletRepository for MemoryUow {
+    async fn balance(&self, user: UserId) -> Result<Points, WalletError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .balances
+            .get(&user)
+            .copied()
+            .unwrap_or(Points::ZERO))
+    }
+
+    async fn entries(
+        &self,
+        user: UserId,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<LedgerEntry>, WalletError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .ledger
+            .iter()
+            .rev()
+            .filter(|(u, e, _)| *u == user && before.is_none_or(|b| e.id < b))
+            .take(limit as usize)
+            .map(|(_, e, _)| e.clone())
+            .collect())
+    }
+}
+
+impl PaymentRepository for MemoryUow {
+    async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentError> {
+        self.check()?;
+        Ok(self.world().payments.get(&id).cloned())
+    }
+
+    async fn compensations(
+        &self,
+        status: Option<CompensationStatus>,
+        limit: u64,
+    ) -> Result<Vec<Compensation>, PaymentError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .compensations
+            .values()
+            .rev()
+            .filter(|c| status.is_none_or(|s| c.status == s))
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn compensation(&self, id: i64) -> Result<Option<Compensation>, PaymentError> {
+        self.check()?;
+        Ok(self.world().compensations.get(&id).cloned())
+    }
+
+    async fn due_compensations(
+        &self,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<i64>, PaymentError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .compensations
+            .values()
+            .filter(|c| c.status == CompensationStatus::Pending && c.next_attempt_at <= now)
+            .map(|c| c.id)
+            .take(max as usize)
+            .collect())
+    }
+
+    async fn record_failure(
+        &self,
+        id: i64,
+        failure: &AfterFailure,
+        _: DateTime<Utc>,
+    ) -> Result<bool, PaymentError> {
+        self.check()?;
+        let mut world = self.world();
+        match world.compensations.get_mut(&id) {
+            Some(c) if c.status == CompensationStatus::Pending => {
+                c.attempts = failure.attempts;
+                c.status = failure.status;
+                c.next_attempt_at = failure.next_attempt_at;
+                c.last_error = Some(failure.last_error.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn reopen_compensation(&self, id: i64, now: DateTime<Utc>) -> Result<bool, PaymentError> {
+        self.check()?;
+        let mut world = self.world();
+        match world.compensations.get_mut(&id) {
+            Some(c) if c.status == CompensationStatus::Failed => {
+                c.status = CompensationStatus::Pending;
+                c.attempts = 0;
+                c.next_attempt_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// Counts relay wake-ups.
+#[derive(Clone, Default)]
+pub struct Wakes(Arc<Mutex<u32>>);
+
+impl Wakes {
+    pub fn count(&self) -> u32 {
+        *self.0.lock().expect("wakes")
+    }
+}
+
+impl RelayWake for Wakes {
+    fn wake(&self) {
+        *self.0.lock().expect("wakes") += 1;
+    }
+}
