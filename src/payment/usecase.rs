@@ -385,3 +385,374 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        kernel::{CONFLICT_ATTEMPTS, ConcertId, ManualClock, Points},
+        payment::domain::MAX_COMPENSATION_ATTEMPTS,
+        reservation::domain::{Reservation, ReservationStatus},
+        testing::{MemoryUow, RaisedAlerts, Wakes},
+    };
+
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+    const PRICE: i64 = 1_000;
+
+    struct Harness {
+        payments: PaymentService<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>,
+        compensations: Compensations<MemoryUow, MemoryUow, ManualClock, Wakes>,
+        store: MemoryUow,
+        clock: ManualClock,
+        wakes: Wakes,
+        alerts: RaisedAlerts,
+    }
+
+    fn harness() -> Harness {
+        let store = MemoryUow::default();
+        let clock = ManualClock::new(Utc::now());
+        let wakes = Wakes::default();
+        let alerts = RaisedAlerts::default();
+        Harness {
+            payments: PaymentService::new(
+                store.clone(),
+                store.clone(),
+                store.clone(),
+                clock.clone(),
+                wakes.clone(),
+            ),
+            compensations: Compensations::new(
+                store.clone(),
+                store.clone(),
+                clock.clone(),
+                wakes.clone(),
+                Arc::new(alerts.clone()),
+                Duration::from_secs(1),
+            ),
+            store,
+            clock,
+            wakes,
+            alerts,
+        }
+    }
+
+    impl Harness {
+        /// A seat held by `user` for five minutes, as a won hold leaves it.
+        fn held(&self, user: UserId) -> Reservation {
+            let mut world = self.store.world();
+            let seat = world.add_seat(ScheduleId(3), ConcertId(7), 1, PRICE);
+            let until = self.clock.now() + TimeDelta::minutes(5);
+            let reservation = Reservation {
+                id: ReservationId(seat.value() + 1_000),
+                user,
+                concert: ConcertId(7),
+                schedule: ScheduleId(3),
+                seat,
+                price: Points::new(PRICE).unwrap(),
+                status: ReservationStatus::Held,
+                expires_at: until,
+                payment: None,
+            };
+            let s = world.seats.get_mut(&seat).unwrap();
+            s.state = crate::catalog::domain::SeatState::Held {
+                holder: user,
+                until,
+            };
+            s.reservation = Some(reservation.id);
+            world
+                .reservations
+                .insert(reservation.id, reservation.clone());
+            reservation
+        }
+
+        fn fund(&self, user: UserId, points: i64) {
+            self.store
+                .world()
+                .balances
+                .insert(user, Points::new(points).unwrap());
+        }
+
+        fn balance(&self, user: UserId) -> i64 {
+            self.store.world().balance(user)
+        }
+
+        /// What the consumer runner does with a reservation's answer.
+        async fn answer(&self, event_type: &str, payment: &Payment) {
+            let changed = ReservationChanged {
+                reservation_id: payment.reservation.value(),
+                user_id: payment.user.value(),
+                concert_id: 7,
+                schedule_id: 3,
+                seat_id: 1,
+                payment_id: Some(payment.id.value()),
+            };
+            let mut tx = self.store.begin().await.unwrap();
+            on_reservation_answer(&mut tx, event_type, &changed, self.clock.now())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+
+        fn compensation(&self) -> Compensation {
+            let world = self.store.world();
+            assert_eq!(world.compensations.len(), 1, "one compensation");
+            world.compensations.values().next().cloned().unwrap()
+        }
+    }
+
+    #[tokio::test]
+    async fn paying_claims_the_hold_debits_the_wallet_and_writes_the_event_at_once() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        assert_eq!(payment.status, PaymentStatus::Paid);
+        assert_eq!(payment.amount.value(), PRICE);
+        assert_eq!(h.balance(ALICE), 4_000);
+        let world = h.store.world();
+        assert_eq!(world.reservations[&r.id].payment, Some(payment.id));
+        let (_, row, paid_for) = world.ledger.last().cloned().unwrap();
+        assert_eq!((row.amount, paid_for), (-PRICE, Some(payment.id)));
+        assert!(matches!(
+            world.seats[&r.seat].state,
+            crate::catalog::domain::SeatState::Held { until, .. }
+                if until == h.clock.now() + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES)
+        ));
+        assert_eq!(world.event_types(), vec![types::PAYMENT_COMPLETED]);
+        assert_eq!(world.outbox[0].payload["reservationId"], r.id.value());
+        drop(world);
+        assert_eq!(h.wakes.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn too_few_points_refuses_the_payment_and_changes_nothing() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, PRICE - 1);
+        assert!(matches!(
+            h.payments.pay(ALICE, r.id).await,
+            Err(PaymentError::InsufficientPoints)
+        ));
+        let world = h.store.world();
+        assert!(world.payments.is_empty());
+        assert_eq!(world.reservations[&r.id].payment, None);
+        assert!(world.outbox.is_empty());
+        assert_eq!(world.balance(ALICE), PRICE - 1);
+        drop(world);
+        assert_eq!(h.wakes.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_refusal_of_the_hold_has_its_own_answer() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 10_000);
+        assert!(matches!(
+            h.payments.pay(BOB, r.id).await,
+            Err(PaymentError::ReservationNotFound(_))
+        ));
+        assert!(matches!(
+            h.payments.pay(ALICE, ReservationId(4_242)).await,
+            Err(PaymentError::ReservationNotFound(_))
+        ));
+        h.payments.pay(ALICE, r.id).await.unwrap();
+        assert!(matches!(
+            h.payments.pay(ALICE, r.id).await,
+            Err(PaymentError::AlreadyPaid(_))
+        ));
+        let lapsed = h.held(ALICE);
+        h.clock.advance(TimeDelta::minutes(5));
+        assert!(matches!(
+            h.payments.pay(ALICE, lapsed.id).await,
+            Err(PaymentError::HoldExpired(_))
+        ));
+        assert_eq!(h.balance(ALICE), 10_000 - PRICE, "only one payment taken");
+    }
+
+    #[tokio::test]
+    async fn a_deadlocked_payment_is_run_again_and_gives_up_after_a_bound() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS - 1);
+        h.payments.pay(ALICE, r.id).await.unwrap();
+        assert_eq!(h.balance(ALICE), 4_000, "debited once");
+
+        let other = h.held(ALICE);
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
+        assert!(matches!(
+            h.payments.pay(ALICE, other.id).await,
+            Err(PaymentError::Conflict(_))
+        ));
+        assert_eq!(h.balance(ALICE), 4_000);
+        assert_eq!(h.store.world().payments.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_unavailable() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.store.set_down(true);
+        assert!(matches!(
+            h.payments.pay(ALICE, r.id).await,
+            Err(PaymentError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_user_sees_their_own_payment_and_schedule_only() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        assert_eq!(h.payments.get(payment.id, ALICE).await.unwrap(), payment);
+        assert!(matches!(
+            h.payments.get(payment.id, BOB).await,
+            Err(PaymentError::NotFound(_))
+        ));
+        assert_eq!(
+            h.payments.schedule_of(r.id, ALICE).await.unwrap(),
+            ScheduleId(3)
+        );
+        assert!(matches!(
+            h.payments.schedule_of(r.id, BOB).await,
+            Err(PaymentError::ReservationNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_confirmed_reservation_confirms_its_payment_once() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        h.answer(types::RESERVATION_CONFIRMED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMED, &payment).await;
+        let stored = h.store.world().payments[&payment.id].clone();
+        assert_eq!(stored.status, PaymentStatus::Confirmed);
+        assert!(h.store.world().compensations.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_confirmation_schedules_one_refund_which_runs_once() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        let step = h.compensation();
+        assert_eq!((step.saga.as_str(), step.step.as_str()), (REFUND_SAGA, REFUND_STEP));
+
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.balance(ALICE), 5_000, "the points came back");
+        let world = h.store.world();
+        assert_eq!(world.payments[&payment.id].status, PaymentStatus::Refunded);
+        let (_, row, _) = world.ledger.last().cloned().unwrap();
+        assert_eq!((row.kind, row.amount), (EntryKind::Refund, PRICE));
+        assert_eq!(world.event_types().last(), Some(&types::PAYMENT_REFUNDED));
+        drop(world);
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+        assert_eq!(h.alerts.all().len(), 1);
+        assert_eq!(h.alerts.all()[0].severity, Severity::Warning);
+
+        // Nothing due any more: a second pass refunds nothing.
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.balance(ALICE), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_refund_finds_nothing_to_give_back_for_a_confirmed_payment() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        h.answer(types::RESERVATION_CONFIRMED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        let step = h.compensation();
+        assert_eq!(
+            h.compensations.attempt(step.id).await.unwrap(),
+            Attempt::NothingToRefund
+        );
+        assert_eq!(h.balance(ALICE), 4_000);
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+        assert_eq!(
+            h.compensations.attempt(step.id).await.unwrap(),
+            Attempt::NotPending
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_refund_backs_off_gives_up_with_an_alert_and_an_admin_retries_it() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        // A refund that would pass the wallet's cap cannot be made.
+        h.fund(ALICE, Points::MAX);
+
+        h.compensations.run_due().await.unwrap();
+        let step = h.compensation();
+        assert_eq!(step.status, CompensationStatus::Pending);
+        assert_eq!(step.attempts, 1);
+        assert_eq!(step.next_attempt_at, h.clock.now() + TimeDelta::seconds(1));
+        assert!(step.last_error.unwrap().contains("cap"));
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.compensation().attempts, 1, "not due yet");
+
+        for _ in 1..MAX_COMPENSATION_ATTEMPTS {
+            h.clock.advance(TimeDelta::seconds(60));
+            h.compensations.run_due().await.unwrap();
+        }
+        let step = h.compensation();
+        assert_eq!(step.status, CompensationStatus::Failed);
+        assert_eq!(step.attempts, MAX_COMPENSATION_ATTEMPTS);
+        let alerts = h.alerts.all();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].severity, Severity::Critical);
+        assert_eq!(
+            h.store.world().payments[&payment.id].status,
+            PaymentStatus::Paid
+        );
+
+        // The cause is fixed, an admin retries, and the refund goes through.
+        h.fund(ALICE, 0);
+        assert!(matches!(
+            h.payments.retry_compensation(9_999).await,
+            Err(PaymentError::CompensationNotFound(_))
+        ));
+        h.payments.retry_compensation(step.id).await.unwrap();
+        assert!(matches!(
+            h.payments.retry_compensation(step.id).await,
+            Err(PaymentError::CompensationNotFailed(_))
+        ));
+        assert_eq!(h.compensation().attempts, 0);
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+        assert_eq!(h.balance(ALICE), PRICE);
+    }
+
+    #[tokio::test]
+    async fn the_admin_list_is_bounded_and_filtered() {
+        let h = harness();
+        for _ in 0..3 {
+            let r = h.held(ALICE);
+            h.fund(ALICE, 5_000);
+            let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+            h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        }
+        assert_eq!(h.payments.compensations(None, 0).await.unwrap().len(), 1);
+        assert_eq!(h.payments.compensations(None, 10).await.unwrap().len(), 3);
+        assert!(
+            h.payments
+                .compensations(Some(CompensationStatus::Failed), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

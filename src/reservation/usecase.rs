@@ -384,3 +384,385 @@ where
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        catalog::domain::SeatState,
+        kernel::{CONFLICT_ATTEMPTS, ConcertId, ManualClock, Points, events::NewEvent},
+        reservation::domain::ReservationStatus,
+        testing::{MemoryUow, Wakes},
+    };
+
+    const SCHEDULE: ScheduleId = ScheduleId(100);
+    const ALICE: UserId = UserId(1);
+    const BOB: UserId = UserId(2);
+
+    type Service = ReservationService<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>;
+
+    struct Harness {
+        service: Service,
+        store: MemoryUow,
+        clock: ManualClock,
+        wakes: Wakes,
+        seats: Vec<SeatId>,
+    }
+
+    fn harness(seats: u32, limit: u32) -> Harness {
+        let store = MemoryUow::default();
+        let seats = (1..=seats)
+            .map(|n| store.world().add_seat(SCHEDULE, ConcertId(7), n, 1_000))
+            .collect();
+        let clock = ManualClock::new(Utc::now());
+        let wakes = Wakes::default();
+        let service = ReservationService::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            clock.clone(),
+            wakes.clone(),
+            HoldPolicy {
+                hold_minutes: 5,
+                per_user_limit: limit,
+            },
+        );
+        Harness {
+            service,
+            store,
+            clock,
+            wakes,
+            seats,
+        }
+    }
+
+    impl Harness {
+        fn events(&self) -> Vec<&'static str> {
+            self.store.world().event_types()
+        }
+
+        fn seat(&self, seat: SeatId) -> SeatState {
+            self.store.world().seats[&seat].state
+        }
+
+        fn status(&self, id: ReservationId) -> ReservationStatus {
+            self.store.world().reservations[&id].status
+        }
+
+        fn pay(&self, id: ReservationId) {
+            self.store
+                .world()
+                .reservations
+                .get_mut(&id)
+                .expect("a reservation")
+                .payment = Some(PaymentId(99));
+        }
+    }
+
+    fn completed(r: &Reservation, payment: PaymentId) -> PaymentCompleted {
+        PaymentCompleted {
+            payment_id: payment.value(),
+            reservation_id: r.id.value(),
+            user_id: r.user.value(),
+            amount: r.price.value(),
+            concert_id: r.concert.value(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_free_seat_is_held_with_its_event_and_wakes_the_relay() {
+        let h = harness(1, 4);
+        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        assert_eq!(r.status, ReservationStatus::Held);
+        assert_eq!(r.price, Points::new(1_000).unwrap());
+        assert_eq!(r.expires_at, h.clock.now() + TimeDelta::minutes(5));
+        assert!(matches!(h.seat(h.seats[0]), SeatState::Held { holder, .. } if holder == ALICE));
+        assert_eq!(h.store.world().seats[&h.seats[0]].reservation, Some(r.id));
+        assert_eq!(h.events(), vec![types::RESERVATION_HELD]);
+        assert_eq!(h.wakes.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_taken_seat_is_refused_and_the_rush_after_it_is_answered_from_memory() {
+        let h = harness(1, 4);
+        h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        assert!(matches!(
+            h.service.hold(BOB, SCHEDULE, h.seats[0]).await,
+            Err(ReservationError::SeatUnavailable)
+        ));
+        // The store is gone, yet the remembered loss still answers.
+        h.store.set_down(true);
+        assert!(matches!(
+            h.service.hold(BOB, SCHEDULE, h.seats[0]).await,
+            Err(ReservationError::SeatUnavailable)
+        ));
+        // A second later the memory is gone and the store is asked again.
+        h.clock.advance(TimeDelta::seconds(2));
+        assert!(matches!(
+            h.service.hold(BOB, SCHEDULE, h.seats[0]).await,
+            Err(ReservationError::Unavailable(_))
+        ));
+        assert_eq!(h.store.world().reservations.len(), 1);
+        assert_eq!(h.wakes.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_seat_is_not_found_and_nothing_is_written() {
+        let h = harness(1, 4);
+        for (schedule, seat) in [(SCHEDULE, SeatId(999)), (ScheduleId(5), h.seats[0])] {
+            assert!(matches!(
+                h.service.hold(ALICE, schedule, seat).await,
+                Err(ReservationError::SeatNotFound { .. })
+            ));
+        }
+        assert!(h.events().is_empty());
+        assert_eq!(h.store.commits(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_hold_limit_refuses_one_more_and_gives_the_seat_back() {
+        let h = harness(3, 2);
+        h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.service.hold(ALICE, SCHEDULE, h.seats[1]).await.unwrap();
+        assert!(matches!(
+            h.service.hold(ALICE, SCHEDULE, h.seats[2]).await,
+            Err(ReservationError::HoldLimit(2))
+        ));
+        assert_eq!(h.seat(h.seats[2]), SeatState::Available);
+        assert_eq!(h.events().len(), 2);
+        // Another user is not limited by Alice's holds; every committed
+        // hold counted under its user's lock.
+        h.service.hold(BOB, SCHEDULE, h.seats[2]).await.unwrap();
+        assert_eq!(h.store.world().user_locks, vec![ALICE, ALICE, BOB]);
+    }
+
+    #[tokio::test]
+    async fn an_expired_hold_no_longer_counts_against_the_limit_but_a_paid_one_does() {
+        let h = harness(3, 1);
+        let first = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.clock.advance(TimeDelta::minutes(6));
+        let second = h.service.hold(ALICE, SCHEDULE, h.seats[1]).await.unwrap();
+        assert_ne!(first.id, second.id);
+        h.pay(second.id);
+        h.clock.advance(TimeDelta::minutes(6));
+        assert!(matches!(
+            h.service.hold(ALICE, SCHEDULE, h.seats[2]).await,
+            Err(ReservationError::HoldLimit(1))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_hold_is_replaced_and_expired_in_the_same_transaction() {
+        let h = harness(1, 4);
+        let old = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.clock.advance(TimeDelta::minutes(5));
+        let new = h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
+        assert_eq!(h.status(old.id), ReservationStatus::Expired);
+        assert_eq!(h.status(new.id), ReservationStatus::Held);
+        assert_eq!(
+            h.events(),
+            vec![
+                types::RESERVATION_HELD,
+                types::RESERVATION_HELD,
+                types::RESERVATION_EXPIRED
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_paid_lapsed_hold_is_not_expired_by_the_hold_that_took_its_seat() {
+        let h = harness(1, 4);
+        let paid = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.pay(paid.id);
+        h.clock.advance(TimeDelta::minutes(6));
+        h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
+        assert_eq!(
+            h.status(paid.id),
+            ReservationStatus::Held,
+            "its confirmation decides"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_conflict_is_retried_and_too_many_answer_conflict_with_nothing_written() {
+        let h = harness(2, 4);
+        h.store.conflict_next_commits(2);
+        h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        assert_eq!(h.events(), vec![types::RESERVATION_HELD]);
+
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
+        assert!(matches!(
+            h.service.hold(BOB, SCHEDULE, h.seats[1]).await,
+            Err(ReservationError::Conflict(_))
+        ));
+        assert_eq!(h.seat(h.seats[1]), SeatState::Available);
+        assert_eq!(h.events().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_user_releases_their_own_live_hold_only() {
+        let h = harness(3, 4);
+        let mine = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        assert!(matches!(
+            h.service.release(mine.id, BOB).await,
+            Err(ReservationError::NotFound(_))
+        ));
+        h.service.release(mine.id, ALICE).await.unwrap();
+        assert_eq!(h.status(mine.id), ReservationStatus::Released);
+        assert_eq!(h.seat(h.seats[0]), SeatState::Available);
+        assert_eq!(h.events().last(), Some(&types::RESERVATION_RELEASED));
+        assert!(matches!(
+            h.service.release(mine.id, ALICE).await,
+            Err(ReservationError::NotHeld(_))
+        ));
+
+        let paid = h.service.hold(ALICE, SCHEDULE, h.seats[1]).await.unwrap();
+        h.pay(paid.id);
+        let lapsed = h.service.hold(ALICE, SCHEDULE, h.seats[2]).await.unwrap();
+        h.clock.advance(TimeDelta::minutes(5));
+        for id in [paid.id, lapsed.id] {
+            assert!(matches!(
+                h.service.release(id, ALICE).await,
+                Err(ReservationError::NotHeld(_))
+            ));
+        }
+        assert!(matches!(
+            h.service.release(ReservationId(12345), ALICE).await,
+            Err(ReservationError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_release_forgets_the_seats_this_instance_saw_taken() {
+        let h = harness(1, 4);
+        let mine = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        assert!(h.service.hold(BOB, SCHEDULE, h.seats[0]).await.is_err());
+        h.service.release(mine.id, ALICE).await.unwrap();
+        h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_expires_lapsed_unpaid_holds_only() {
+        let h = harness(3, 4);
+        let lapsing = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        let paid = h.service.hold(ALICE, SCHEDULE, h.seats[1]).await.unwrap();
+        h.pay(paid.id);
+        h.clock.advance(TimeDelta::minutes(5));
+        let fresh = h.service.hold(BOB, SCHEDULE, h.seats[2]).await.unwrap();
+        let wakes = h.wakes.count();
+        assert_eq!(h.service.sweep(10).await.unwrap(), 1);
+        assert_eq!(h.status(lapsing.id), ReservationStatus::Expired);
+        assert_eq!(h.seat(h.seats[0]), SeatState::Available);
+        assert_eq!(h.status(paid.id), ReservationStatus::Held);
+        assert_eq!(h.status(fresh.id), ReservationStatus::Held);
+        assert_eq!(h.events().last(), Some(&types::RESERVATION_EXPIRED));
+        assert_eq!(h.wakes.count(), wakes + 1);
+        assert_eq!(h.service.sweep(10).await.unwrap(), 0);
+        assert_eq!(h.wakes.count(), wakes + 1, "nothing expired, nothing to relay");
+    }
+
+    #[tokio::test]
+    async fn a_paid_hold_is_confirmed_and_its_seat_sold_once() {
+        let h = harness(1, 4);
+        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.pay(r.id);
+        let event = completed(&r, PaymentId(99));
+        let mut tx = h.store.begin().await.unwrap();
+        let outcome = confirm_payment(&mut tx, &event, h.clock.now()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(outcome, Confirmation::Confirmed);
+        assert_eq!(h.status(r.id), ReservationStatus::Confirmed);
+        assert_eq!(h.seat(h.seats[0]), SeatState::Sold { owner: ALICE });
+        let last: NewEvent = h.store.world().outbox.last().cloned().unwrap();
+        assert_eq!(last.event_type, types::RESERVATION_CONFIRMED);
+        assert_eq!(last.payload["paymentId"], 99);
+
+        let mut tx = h.store.begin().await.unwrap();
+        assert_eq!(
+            confirm_payment(&mut tx, &event, h.clock.now()).await.unwrap(),
+            Confirmation::AlreadyConfirmed
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(h.events().len(), 2, "a redelivery writes nothing");
+    }
+
+    #[tokio::test]
+    async fn a_paid_hold_whose_seat_went_to_someone_else_fails_confirmation() {
+        let h = harness(1, 4);
+        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.pay(r.id);
+        h.clock.advance(TimeDelta::minutes(6));
+        h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
+        let mut tx = h.store.begin().await.unwrap();
+        let outcome = confirm_payment(&mut tx, &completed(&r, PaymentId(99)), h.clock.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(outcome, Confirmation::Failed);
+        assert_eq!(h.status(r.id), ReservationStatus::Expired);
+        assert!(matches!(h.seat(h.seats[0]), SeatState::Held { holder, .. } if holder == BOB));
+        assert_eq!(
+            h.events().last(),
+            Some(&types::RESERVATION_CONFIRMATION_FAILED)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_payment_for_a_hold_it_does_not_own_fails_and_an_unknown_one_is_an_error() {
+        let h = harness(1, 4);
+        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.pay(r.id);
+        let mut tx = h.store.begin().await.unwrap();
+        assert_eq!(
+            confirm_payment(&mut tx, &completed(&r, PaymentId(5)), h.clock.now())
+                .await
+                .unwrap(),
+            Confirmation::Failed
+        );
+        let unknown = PaymentCompleted {
+            reservation_id: 4242,
+            ..completed(&r, PaymentId(99))
+        };
+        assert!(confirm_payment(&mut tx, &unknown, h.clock.now()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn claiming_for_payment_tells_why_a_hold_cannot_be_paid() {
+        let h = harness(3, 4);
+        let now = h.clock.now();
+        let keep = now + TimeDelta::minutes(10);
+        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        let mut tx = h.store.begin().await.unwrap();
+        assert_eq!(
+            claim_for_payment(&mut tx, r.id, BOB, keep, now).await.unwrap(),
+            Err(NotPayable::NotFound)
+        );
+        assert_eq!(
+            claim_for_payment(&mut tx, ReservationId(777), ALICE, keep, now)
+                .await
+                .unwrap(),
+            Err(NotPayable::NotFound)
+        );
+        let claimed = claim_for_payment(&mut tx, r.id, ALICE, keep, now)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claimed.id, r.id);
+        mark_paid(&mut tx, r.id, PaymentId(1), now).await.unwrap();
+        assert_eq!(
+            claim_for_payment(&mut tx, r.id, ALICE, keep, now).await.unwrap(),
+            Err(NotPayable::AlreadyPaid)
+        );
+        drop(tx);
+        let later = now + TimeDelta::minutes(5);
+        let mut tx = h.store.begin().await.unwrap();
+        assert_eq!(
+            claim_for_payment(&mut tx, r.id, ALICE, keep, later)
+                .await
+                .unwrap(),
+            Err(NotPayable::Expired)
+        );
+    }
+}

@@ -729,3 +729,23 @@ impl RelayWake for Wakes {
         *self.0.lock().expect("wakes") += 1;
     }
 }
+
+/// Collects raised alerts.
+#[derive(Clone, Default)]
+pub struct RaisedAlerts(Arc<Mutex<Vec<crate::kernel::alerts::NewAlert>>>);
+
+impl RaisedAlerts {
+    pub fn all(&self) -> Vec<crate::kernel::alerts::NewAlert> {
+        self.0.lock().expect("alerts").clone()
+    }
+}
+
+impl crate::kernel::alerts::AlertSink for RaisedAlerts {
+    fn raise(
+        &self,
+        alert: crate::kernel::alerts::NewAlert,
+    ) -> futures::future::BoxFuture<'_, ()> {
+        self.0.lock().expect("alerts").push(alert);
+        Box::pin(async {})
+    }
+}
