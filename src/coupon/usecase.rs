@@ -18,6 +18,7 @@ use super::{
 use crate::{
     kernel::{
         Clock, CouponId, UserCouponId, UserId,
+        keyed::KeyedLocks,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
@@ -42,7 +43,7 @@ pub struct CouponService<R, L, C, W> {
     /// Campaigns never change, so the flood is answered without reading them.
     campaigns: Arc<RwLock<HashMap<CouponId, Campaign>>>,
     /// One rebuild per campaign at a time in this instance.
-    rebuilds: Arc<Mutex<HashMap<CouponId, Arc<tokio::sync::Mutex<()>>>>>,
+    rebuilds: KeyedLocks<CouponId>,
     /// Ledger entries without a row younger than this may still be writing.
     grace: TimeDelta,
     /// Campaigns this instance just saw sold out, with who held them then.
@@ -133,7 +134,7 @@ where
             clock,
             wake,
             campaigns: Arc::default(),
-            rebuilds: Arc::default(),
+            rebuilds: KeyedLocks::default(),
             grace,
             sold_out: SoldOutMemo::default(),
         }
@@ -323,14 +324,7 @@ where
     /// Loads the ledger from the database rows (once, even when a thousand
     /// requests found it missing at the same moment).
     async fn rebuild(&self, campaign: &Campaign) -> Result<bool, CouponError> {
-        let lock = {
-            let mut locks = self
-                .rebuilds
-                .lock()
-                .map_err(|_| anyhow::anyhow!("rebuild lock poisoned"))?;
-            locks.entry(campaign.id).or_default().clone()
-        };
-        let _guard = lock.lock().await;
+        let _turn = self.rebuilds.lock(campaign.id).await;
         // Those who waited for the lock find the ledger back (a cheap look,
         // not a copy of every holder).
         if self.ledger.issued(campaign.id).await?.is_some() {

@@ -81,12 +81,15 @@ impl<K: Eq + Hash> Drop for KeyedGuard<K> {
     }
 }
 
+/// Each key's value and until when it is fresh.
+type Entries<K, V> = HashMap<K, (DateTime<Utc>, V)>;
+
 /// What an instance just learned about keys, each until a moment; read
 /// only while fresh. Bounded: past `capacity` entries the stale ones go,
 /// and if all are fresh, everything goes (forgetting only costs a round
 /// trip).
 pub struct ExpiringMemo<K, V> {
-    entries: Arc<RwLock<HashMap<K, (DateTime<Utc>, V)>>>,
+    entries: Arc<RwLock<Entries<K, V>>>,
     capacity: usize,
 }
 

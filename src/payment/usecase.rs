@@ -649,12 +649,13 @@ mod tests {
 
         h.compensations.run_due().await.unwrap();
         assert_eq!(h.balance(ALICE), 5_000, "the points came back");
-        let world = h.store.world();
-        assert_eq!(world.payments[&payment.id].status, PaymentStatus::Refunded);
-        let (_, row, _) = world.ledger.last().cloned().unwrap();
-        assert_eq!((row.kind, row.amount), (EntryKind::Refund, PRICE));
-        assert_eq!(world.event_types().last(), Some(&types::PAYMENT_REFUNDED));
-        drop(world);
+        {
+            let world = h.store.world();
+            assert_eq!(world.payments[&payment.id].status, PaymentStatus::Refunded);
+            let (_, row, _) = world.ledger.last().cloned().unwrap();
+            assert_eq!((row.kind, row.amount), (EntryKind::Refund, PRICE));
+            assert_eq!(world.event_types().last(), Some(&types::PAYMENT_REFUNDED));
+        }
         assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
         assert_eq!(h.alerts.all().len(), 1);
         assert_eq!(h.alerts.all()[0].severity, Severity::Warning);

@@ -277,7 +277,7 @@ fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
         (Some(SeatStatus::Sold), Some(owner), _) => SeatState::Sold {
             owner: UserId(owner),
         },
-        (_, ..) => {
+        (..) => {
             let status = &row.status;
             return Err(CatalogError::Unexpected(anyhow!(
                 "seat {} has an inconsistent state {status:?}",
