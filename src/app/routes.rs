@@ -44,6 +44,7 @@ use crate::{
     reservation::{api::ReservationApi, infra::db::DbReservations},
     wallet::{api::WalletApi, infra::db::DbWallets},
     web::{
+        admission::Admission,
         health::HealthApi,
         idempotency::{Idempotency, KeyGuard},
         middleware::{BodyLimit, Edge},
@@ -71,17 +72,15 @@ type Apis = (
 /// Every operation, each over its use case.
 fn apis(a: &Adapters, s: &Services) -> Apis {
     let db = &a.db;
+    // The waiting room guards the seat map, holds and payments.
+    let admission = Admission::new(Arc::new(s.queue.clone()));
     (
         HealthApi::new(db.clone(), a.redis.clone()),
-        CatalogApi::new(s.catalog.clone(), Arc::new(s.queue.clone())),
+        CatalogApi::new(s.catalog.clone(), admission.clone()),
         QueueApi::new(s.queue.clone()),
-        ReservationApi::new(s.reservations.clone(), Arc::new(s.queue.clone())),
+        ReservationApi::new(s.reservations.clone(), admission.clone()),
         WalletApi::new(s.wallets.clone(), Idempotency::new(db.clone())),
-        PaymentApi::new(
-            s.payments.clone(),
-            Arc::new(s.queue.clone()),
-            Idempotency::new(db.clone()),
-        ),
+        PaymentApi::new(s.payments.clone(), admission, Idempotency::new(db.clone())),
         NotificationsApi::new(db.clone()),
         AlertsApi::new(s.alerts.clone()),
         EventsApi::new(s.events.clone()),

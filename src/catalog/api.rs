@@ -12,13 +12,15 @@ use super::{
     ports::CatalogRepository,
     usecase::CatalogService,
 };
-use std::sync::Arc;
-
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     kernel::{Clock, ConcertId, ScheduleId, events::RelayWake},
-    queue::{api::QueueToken, usecase::AdmissionCheck},
-    web::{ApiTags, problem::Problem, strict::JsonString},
+    web::{
+        ApiTags,
+        admission::{Admission, QueueToken},
+        problem::Problem,
+        strict::JsonString,
+    },
 };
 
 #[derive(Debug, Object)]
@@ -131,12 +133,12 @@ enum ListSeatsResponse {
 
 pub struct CatalogApi<R, C, W> {
     service: CatalogService<R, C, W>,
-    admission: Arc<dyn AdmissionCheck>,
+    admission: Admission,
 }
 
 impl<R, C, W> CatalogApi<R, C, W> {
     /// `admission` is the waiting room's check: only admitted buyers see the seat map.
-    pub fn new(service: CatalogService<R, C, W>, admission: Arc<dyn AdmissionCheck>) -> Self {
+    pub fn new(service: CatalogService<R, C, W>, admission: Admission) -> Self {
         Self { service, admission }
     }
 }
@@ -216,7 +218,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     ) -> Result<ListSeatsResponse, Problem> {
         let schedule = ScheduleId(id.0);
         self.admission
-            .check_schedule(&queue.0.key, auth.0.user_id, schedule)
+            .require(&queue, auth.0.user_id, schedule)
             .await?;
         let seats = self.service.list_seats(schedule).await?;
         Ok(ListSeatsResponse::Ok(Json(

@@ -18,11 +18,11 @@ use super::{
 use crate::{
     kernel::{
         Clock, CouponId, UserCouponId, UserId,
-        keyed::KeyedLocks,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
         },
+        keyed::KeyedLocks,
     },
     outbox::ports::{EventHandler, OutboxWriter},
 };

@@ -1,7 +1,5 @@
 //! Payments over HTTP, and the admin view of compensations.
 
-use std::sync::Arc;
-
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
@@ -18,10 +16,14 @@ use crate::{
     catalog::ports::SeatTx,
     kernel::{Clock, PaymentId, ReservationId, UnitOfWork, events::RelayWake},
     outbox::ports::OutboxWriter,
-    queue::{api::QueueToken, usecase::AdmissionCheck},
     reservation::ports::{ReservationRepository, ReservationTx},
     wallet::ports::WalletTx,
-    web::{ApiTags, idempotency::Idempotency, problem::Problem},
+    web::{
+        ApiTags,
+        admission::{Admission, QueueToken},
+        idempotency::Idempotency,
+        problem::Problem,
+    },
 };
 
 #[derive(Debug, Object, serde::Serialize)]
@@ -117,14 +119,14 @@ enum RetryResponse {
 
 pub struct PaymentApi<U, P, R, C, W> {
     service: PaymentService<U, P, R, C, W>,
-    admission: Arc<dyn AdmissionCheck>,
+    admission: Admission,
     idempotency: Idempotency,
 }
 
 impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
     pub fn new(
         service: PaymentService<U, P, R, C, W>,
-        admission: Arc<dyn AdmissionCheck>,
+        admission: Admission,
         idempotency: Idempotency,
     ) -> Self {
         Self {
@@ -168,9 +170,7 @@ where
             .idempotency
             .run(user, "payment.pay", key.0.as_deref(), &req.0, || async {
                 let schedule = self.service.schedule_of(reservation, user).await?;
-                self.admission
-                    .check_schedule(&queue.0.key, user, schedule)
-                    .await?;
+                self.admission.require(&queue, user, schedule).await?;
                 let payment = self.service.pay(user, reservation).await?;
                 Ok(body(&payment))
             })

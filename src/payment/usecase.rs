@@ -642,10 +642,15 @@ mod tests {
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
         let payment = h.payments.pay(ALICE, r.id).await.unwrap();
-        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
-        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
         let step = h.compensation();
-        assert_eq!((step.saga.as_str(), step.step.as_str()), (REFUND_SAGA, REFUND_STEP));
+        assert_eq!(
+            (step.saga.as_str(), step.step.as_str()),
+            (REFUND_SAGA, REFUND_STEP)
+        );
 
         h.compensations.run_due().await.unwrap();
         assert_eq!(h.balance(ALICE), 5_000, "the points came back");
@@ -672,7 +677,8 @@ mod tests {
         h.fund(ALICE, 5_000);
         let payment = h.payments.pay(ALICE, r.id).await.unwrap();
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
-        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
         let step = h.compensation();
         assert_eq!(
             h.compensations.attempt(step.id).await.unwrap(),
@@ -692,7 +698,8 @@ mod tests {
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
         let payment = h.payments.pay(ALICE, r.id).await.unwrap();
-        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
         // A refund that would pass the wallet's cap cannot be made.
         h.fund(ALICE, Points::MAX);
 
@@ -744,7 +751,8 @@ mod tests {
             let r = h.held(ALICE);
             h.fund(ALICE, 5_000);
             let payment = h.payments.pay(ALICE, r.id).await.unwrap();
-            h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment).await;
+            h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+                .await;
         }
         assert_eq!(h.payments.compensations(None, 0).await.unwrap().len(), 1);
         assert_eq!(h.payments.compensations(None, 10).await.unwrap().len(), 3);

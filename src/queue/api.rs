@@ -2,9 +2,8 @@
 //! `X-Queue-Token` security scheme other modules' endpoints require.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{
-    ApiResponse, Object, OpenApi, SecurityScheme, auth::ApiKey, param::Path, payload::Json,
-};
+use futures::{FutureExt, future::BoxFuture};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
 use super::{
     domain::{Place, QueueError, QueueSettings, QueueStatus},
@@ -13,19 +12,38 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{Clock, ConcertId},
-    web::{ApiTags, problem::Problem},
+    kernel::{Clock, ConcertId, ScheduleId, UserId},
+    web::{
+        ApiTags,
+        admission::{AdmissionCheck, QueueToken},
+        problem::Problem,
+    },
 };
 
-/// The signed queue token from `POST /v1/queue/tokens`.
-#[derive(SecurityScheme)]
-#[oai(
-    rename = "queueToken",
-    ty = "api_key",
-    key_name = "X-Queue-Token",
-    key_in = "header"
-)]
-pub struct QueueToken(pub ApiKey);
+/// The waiting room is the gate in front of the seat map, holds and
+/// payments.
+impl<S, R, D, C> AdmissionCheck for QueueService<S, R, D, C>
+where
+    S: QueueStore,
+    R: QueueSettingsRepository,
+    D: ConcertDirectory,
+    C: Clock,
+{
+    fn check_schedule(
+        &self,
+        token: &str,
+        user: UserId,
+        schedule: ScheduleId,
+    ) -> BoxFuture<'_, Result<(), Problem>> {
+        let token = token.to_owned();
+        async move {
+            QueueService::check_schedule(self, &token, user, schedule)
+                .await
+                .map_err(Problem::from)
+        }
+        .boxed()
+    }
+}
 
 #[derive(Debug, Object)]
 #[oai(rename = "EnterQueue", rename_all = "camelCase")]

@@ -189,46 +189,28 @@ where
     }
 }
 
-/// The seat map, reservations and payments ask this before serving a
-/// buyer. Object-safe so other modules' controllers can hold it as
-/// `Arc<dyn AdmissionCheck>`.
-pub trait AdmissionCheck: Send + Sync + 'static {
-    /// Ok when the queue token admits `user` to the concert `schedule`
-    /// belongs to. An unknown schedule passes: the caller answers 404.
-    fn check_schedule(
-        &self,
-        token: &str,
-        user: UserId,
-        schedule: ScheduleId,
-    ) -> BoxFuture<'_, Result<(), QueueError>>;
-}
-
-impl<S, R, D, C> AdmissionCheck for QueueService<S, R, D, C>
+impl<S, R, D, C> QueueService<S, R, D, C>
 where
     S: QueueStore,
     R: QueueSettingsRepository,
     D: ConcertDirectory,
     C: Clock,
 {
-    fn check_schedule(
+    /// The gate of the seat map, holds and payments: Ok when the queue
+    /// token admits `user` to the concert `schedule` belongs to. An unknown
+    /// schedule passes: the caller answers 404.
+    pub async fn check_schedule(
         &self,
         token: &str,
         user: UserId,
         schedule: ScheduleId,
-    ) -> BoxFuture<'_, Result<(), QueueError>> {
-        let token = token.to_owned();
-        async move {
-            // Verify the token before touching the catalog.
-            self.tokens.verify(&token, self.clock.now())?;
-            match self.directory.concert_of_schedule(schedule).await? {
-                Some(concert) => self
-                    .check_admission(&token, user, concert)
-                    .await
-                    .map(|_| ()),
-                None => Ok(()),
-            }
+    ) -> Result<(), QueueError> {
+        // Verify the token before touching the catalog.
+        self.tokens.verify(token, self.clock.now())?;
+        match self.directory.concert_of_schedule(schedule).await? {
+            Some(concert) => self.check_admission(token, user, concert).await.map(|_| ()),
+            None => Ok(()),
         }
-        .boxed()
     }
 }
 
@@ -1119,7 +1101,7 @@ mod tests {
         assert!(h.store.0.lock().unwrap().ticks.is_empty());
     }
 
-    // --- AdmissionCheck::check_schedule ---
+    // --- check_schedule ---
 
     #[tokio::test]
     async fn a_schedule_of_the_admitted_concert_passes() {

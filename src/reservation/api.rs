@@ -1,7 +1,5 @@
 //! Seat holds over HTTP.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 
@@ -15,8 +13,11 @@ use crate::{
     catalog::ports::{SeatReads, SeatTx},
     kernel::{Clock, ReservationId, ScheduleId, SeatId, UnitOfWork, events::RelayWake},
     outbox::ports::OutboxWriter,
-    queue::{api::QueueToken, usecase::AdmissionCheck},
-    web::{ApiTags, problem::Problem},
+    web::{
+        ApiTags,
+        admission::{Admission, QueueToken},
+        problem::Problem,
+    },
 };
 
 #[derive(Debug, Object)]
@@ -86,14 +87,11 @@ enum ReleaseResponse {
 
 pub struct ReservationApi<U, R, S, C, W> {
     service: ReservationService<U, R, S, C, W>,
-    admission: Arc<dyn AdmissionCheck>,
+    admission: Admission,
 }
 
 impl<U, R, S, C, W> ReservationApi<U, R, S, C, W> {
-    pub fn new(
-        service: ReservationService<U, R, S, C, W>,
-        admission: Arc<dyn AdmissionCheck>,
-    ) -> Self {
+    pub fn new(service: ReservationService<U, R, S, C, W>, admission: Admission) -> Self {
         Self { service, admission }
     }
 }
@@ -123,7 +121,7 @@ where
     ) -> Result<HoldResponse, Problem> {
         let schedule = ScheduleId(req.0.schedule_id);
         self.admission
-            .check_schedule(&queue.0.key, auth.0.user_id, schedule)
+            .require(&queue, auth.0.user_id, schedule)
             .await?;
         let reservation = self
             .service

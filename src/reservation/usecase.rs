@@ -660,7 +660,11 @@ mod tests {
         assert_eq!(h.events().last(), Some(&types::RESERVATION_EXPIRED));
         assert_eq!(h.wakes.count(), wakes + 1);
         assert_eq!(h.service.sweep(10).await.unwrap(), 0);
-        assert_eq!(h.wakes.count(), wakes + 1, "nothing expired, nothing to relay");
+        assert_eq!(
+            h.wakes.count(),
+            wakes + 1,
+            "nothing expired, nothing to relay"
+        );
     }
 
     #[tokio::test]
@@ -670,7 +674,9 @@ mod tests {
         h.pay(r.id);
         let event = completed(&r, PaymentId(99));
         let mut tx = h.store.begin().await.unwrap();
-        let outcome = confirm_payment(&mut tx, &event, h.clock.now()).await.unwrap();
+        let outcome = confirm_payment(&mut tx, &event, h.clock.now())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
         assert_eq!(outcome, Confirmation::Confirmed);
         assert_eq!(h.status(r.id), ReservationStatus::Confirmed);
@@ -681,7 +687,9 @@ mod tests {
 
         let mut tx = h.store.begin().await.unwrap();
         assert_eq!(
-            confirm_payment(&mut tx, &event, h.clock.now()).await.unwrap(),
+            confirm_payment(&mut tx, &event, h.clock.now())
+                .await
+                .unwrap(),
             Confirmation::AlreadyConfirmed
         );
         tx.commit().await.unwrap();
@@ -725,7 +733,11 @@ mod tests {
             reservation_id: 4242,
             ..completed(&r, PaymentId(99))
         };
-        assert!(confirm_payment(&mut tx, &unknown, h.clock.now()).await.is_err());
+        assert!(
+            confirm_payment(&mut tx, &unknown, h.clock.now())
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -736,7 +748,9 @@ mod tests {
         let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
         let mut tx = h.store.begin().await.unwrap();
         assert_eq!(
-            claim_for_payment(&mut tx, r.id, BOB, keep, now).await.unwrap(),
+            claim_for_payment(&mut tx, r.id, BOB, keep, now)
+                .await
+                .unwrap(),
             Err(NotPayable::NotFound)
         );
         assert_eq!(
@@ -752,7 +766,9 @@ mod tests {
         assert_eq!(claimed.id, r.id);
         mark_paid(&mut tx, r.id, PaymentId(1), now).await.unwrap();
         assert_eq!(
-            claim_for_payment(&mut tx, r.id, ALICE, keep, now).await.unwrap(),
+            claim_for_payment(&mut tx, r.id, ALICE, keep, now)
+                .await
+                .unwrap(),
             Err(NotPayable::AlreadyPaid)
         );
         drop(tx);

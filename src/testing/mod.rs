@@ -741,10 +741,7 @@ impl RaisedAlerts {
 }
 
 impl crate::kernel::alerts::AlertSink for RaisedAlerts {
-    fn raise(
-        &self,
-        alert: crate::kernel::alerts::NewAlert,
-    ) -> futures::future::BoxFuture<'_, ()> {
+    fn raise(&self, alert: crate::kernel::alerts::NewAlert) -> futures::future::BoxFuture<'_, ()> {
         self.0.lock().expect("alerts").push(alert);
         Box::pin(async {})
     }

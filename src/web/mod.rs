@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every module's controllers: problem+json errors,
 //! edge middleware, health and metrics endpoints.
 
+pub mod admission;
 pub mod health;
 pub mod idempotency;
 pub mod middleware;

@@ -16,8 +16,10 @@ use crate::{
         ports::{CatalogRepository, SeatReads, SeatTx},
     },
     db::DbTx,
-    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
-    outbox::infra::db::append_events,
+    kernel::{
+        ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction, UserId,
+    },
+    outbox::ports::OutboxWriter,
 };
 
 pub(crate) mod concert {
@@ -105,14 +107,15 @@ impl CatalogRepository for DbCatalog {
         new: &NewConcert,
         now: DateTime<Utc>,
     ) -> Result<CreatedConcert, CatalogError> {
-        let txn = self.db.begin().await?;
+        let mut tx = DbTx::new(self.db.begin().await?);
+        let txn = tx.conn();
         let concert = concert::ActiveModel {
             title: Set(new.title.clone()),
             venue: Set(new.venue.clone()),
             created_at: Set(now),
             ..Default::default()
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
         let mut schedules = Vec::with_capacity(new.schedules.len());
         for new_schedule in &new.schedules {
@@ -121,7 +124,7 @@ impl CatalogRepository for DbCatalog {
                 starts_at: Set(new_schedule.starts_at),
                 ..Default::default()
             }
-            .insert(&txn)
+            .insert(txn)
             .await?;
             let seats: Vec<seat::ActiveModel> = new_schedule
                 .seats()
@@ -140,7 +143,7 @@ impl CatalogRepository for DbCatalog {
                 .collect();
             for chunk in seats.chunks(SEAT_INSERT_CHUNK) {
                 seat::Entity::insert_many(chunk.to_vec())
-                    .exec_without_returning(&txn)
+                    .exec_without_returning(txn)
                     .await?;
             }
             schedules.push(CreatedSchedule {
@@ -153,8 +156,8 @@ impl CatalogRepository for DbCatalog {
             id: ConcertId(concert.id),
             schedules,
         };
-        append_events(&txn, vec![created.event(new)], now).await?;
-        txn.commit().await?;
+        tx.append(vec![created.event(new)], now).await?;
+        tx.commit().await?;
         Ok(created)
     }
 

@@ -19,11 +19,12 @@ use crate::{
         },
         ports::CouponRepository,
     },
+    db::DbTx,
     kernel::{
-        CouponId, UserCouponId, UserId, VendorId,
+        CouponId, StoreError, Transaction, UserCouponId, UserId, VendorId,
         events::{CouponCreated, CouponIssued, CouponRedemptionRequested, NewEvent, types},
     },
-    outbox::infra::db::append_events,
+    outbox::ports::OutboxWriter,
 };
 
 pub mod vendor {
@@ -262,9 +263,10 @@ async fn insert_winners(
     db: &DatabaseConnection,
     rows: Vec<user_coupon::ActiveModel>,
 ) -> Result<Vec<user_coupon::Model>, DbErr> {
-    let txn = db.begin().await?;
+    let mut tx = DbTx::new(db.begin().await?);
+    let txn = tx.conn();
     let written = user_coupon::Entity::insert_many(rows)
-        .exec_with_returning(&txn)
+        .exec_with_returning(txn)
         .await?;
     let events = written
         .iter()
@@ -287,8 +289,11 @@ async fn insert_winners(
         .map(|r| r.issued_at)
         .max()
         .unwrap_or_else(Utc::now);
-    append_events(&txn, events, now).await?;
-    txn.commit().await?;
+    // Only the row insert can meet a unique index; any later failure
+    // fails the whole batch the same way, so its cause is kept as text.
+    let failed = |err: StoreError| DbErr::Custom(format!("{err:#}"));
+    tx.append(events, now).await.map_err(failed)?;
+    tx.commit().await.map_err(failed)?;
     Ok(written)
 }
 
@@ -333,7 +338,8 @@ impl CouponRepository for DbCoupons {
         draft: CampaignDraft,
         now: DateTime<Utc>,
     ) -> Result<Campaign, CouponError> {
-        let txn = self.db.begin().await?;
+        let mut tx = DbTx::new(self.db.begin().await?);
+        let txn = tx.conn();
         let row = coupon::ActiveModel {
             name: Set(draft.name),
             discount: Set(draft.discount),
@@ -344,7 +350,7 @@ impl CouponRepository for DbCoupons {
             created_at: Set(now),
             ..Default::default()
         }
-        .insert(&txn)
+        .insert(txn)
         .await
         .map_err(|err| match err.sql_err() {
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => CouponError::VendorNotFound,
@@ -365,8 +371,8 @@ impl CouponRepository for DbCoupons {
                 valid_until: campaign.valid_until,
             },
         );
-        append_events(&txn, vec![event], now).await?;
-        txn.commit().await?;
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
         Ok(campaign)
     }
 
@@ -513,7 +519,8 @@ impl CouponRepository for DbCoupons {
         now: DateTime<Utc>,
     ) -> Result<Uuid, CouponError> {
         let id = Uuid::now_v7();
-        let txn = self.db.begin().await?;
+        let mut tx = DbTx::new(self.db.begin().await?);
+        let txn = tx.conn();
         coupon_job::ActiveModel {
             id: Set(id),
             user_id: Set(user.value()),
@@ -523,7 +530,7 @@ impl CouponRepository for DbCoupons {
             created_at: Set(now),
             finished_at: Set(None),
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
         let event = NewEvent::new(
             types::COUPON_REDEMPTION_REQUESTED,
@@ -535,8 +542,8 @@ impl CouponRepository for DbCoupons {
                 user_coupon_id: user_coupon.value(),
             },
         );
-        append_events(&txn, vec![event], now).await?;
-        txn.commit().await?;
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
         Ok(id)
     }
 
