@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod payment;
 pub mod queue;
 pub mod reservation;
+pub mod switch;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -12,33 +12,21 @@ use crate::{
         ports::CouponLedger,
     },
     kernel::{CouponId, UserId},
+    switch::{RedisOrMemory, dispatch},
 };
 
 /// The ledger the composition root picked: Redis in production, in-process
 /// in the embedded shape.
-#[derive(Clone)]
-pub enum AnyCouponLedger {
-    Redis(redis::RedisCouponLedger),
-    Memory(memory::MemoryCouponLedger),
-}
+pub type AnyCouponLedger = RedisOrMemory<redis::RedisCouponLedger, memory::MemoryCouponLedger>;
 
-macro_rules! delegate {
-    ($self:ident, $ledger:ident => $call:expr) => {
-        match $self {
-            AnyCouponLedger::Redis($ledger) => $call,
-            AnyCouponLedger::Memory($ledger) => $call,
-        }
-    };
-}
-
-impl CouponLedger for AnyCouponLedger {
+impl<R: CouponLedger, M: CouponLedger> CouponLedger for RedisOrMemory<R, M> {
     async fn issue(
         &self,
         coupon: CouponId,
         user: UserId,
         now: DateTime<Utc>,
     ) -> Result<LedgerStep, CouponError> {
-        delegate!(self, l => l.issue(coupon, user, now).await)
+        dispatch!(self, l => l.issue(coupon, user, now).await)
     }
 
     async fn revoke(
@@ -48,7 +36,7 @@ impl CouponLedger for AnyCouponLedger {
         number: u32,
         free_number: bool,
     ) -> Result<bool, CouponError> {
-        delegate!(self, l => l.revoke(coupon, user, number, free_number).await)
+        dispatch!(self, l => l.revoke(coupon, user, number, free_number).await)
     }
 
     async fn load(
@@ -57,11 +45,11 @@ impl CouponLedger for AnyCouponLedger {
         quantity: u32,
         holders: &[(UserId, u32)],
     ) -> Result<bool, CouponError> {
-        delegate!(self, l => l.load(coupon, quantity, holders).await)
+        dispatch!(self, l => l.load(coupon, quantity, holders).await)
     }
 
     async fn snapshot(&self, coupon: CouponId) -> Result<Option<LedgerSnapshot>, CouponError> {
-        delegate!(self, l => l.snapshot(coupon).await)
+        dispatch!(self, l => l.snapshot(coupon).await)
     }
 
     async fn repair(
@@ -70,10 +58,10 @@ impl CouponLedger for AnyCouponLedger {
         add: &[(UserId, u32)],
         remove: &[LedgerEntry],
     ) -> Result<(), CouponError> {
-        delegate!(self, l => l.repair(coupon, add, remove).await)
+        dispatch!(self, l => l.repair(coupon, add, remove).await)
     }
 
     async fn issued(&self, coupon: CouponId) -> Result<Option<u64>, CouponError> {
-        delegate!(self, l => l.issued(coupon).await)
+        dispatch!(self, l => l.issued(coupon).await)
     }
 }

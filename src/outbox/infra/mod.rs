@@ -12,36 +12,24 @@ use crate::{
         domain::{Delivery, GroupStatus},
         ports::EventBus,
     },
+    switch::{RedisOrMemory, dispatch},
 };
 
 /// The bus the composition root picked: Redis in production, in-process in
 /// the embedded shape.
-#[derive(Clone)]
-pub enum AnyBus {
-    Redis(redis::RedisBus),
-    Memory(memory::MemoryBus),
-}
+pub type AnyBus = RedisOrMemory<redis::RedisBus, memory::MemoryBus>;
 
-macro_rules! delegate {
-    ($self:ident, $bus:ident => $call:expr) => {
-        match $self {
-            AnyBus::Redis($bus) => $call,
-            AnyBus::Memory($bus) => $call,
-        }
-    };
-}
-
-impl EventBus for AnyBus {
+impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
     fn is_durable(&self) -> bool {
-        delegate!(self, bus => bus.is_durable())
+        dispatch!(self, bus => bus.is_durable())
     }
 
     async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<()> {
-        delegate!(self, bus => bus.publish(messages).await)
+        dispatch!(self, bus => bus.publish(messages).await)
     }
 
     async fn ensure_group(&self, group: &str) -> anyhow::Result<()> {
-        delegate!(self, bus => bus.ensure_group(group).await)
+        dispatch!(self, bus => bus.ensure_group(group).await)
     }
 
     async fn fetch(
@@ -51,7 +39,7 @@ impl EventBus for AnyBus {
         count: usize,
         block: Duration,
     ) -> anyhow::Result<Vec<Delivery>> {
-        delegate!(self, bus => bus.fetch(group, consumer, count, block).await)
+        dispatch!(self, bus => bus.fetch(group, consumer, count, block).await)
     }
 
     async fn reclaim(
@@ -61,14 +49,14 @@ impl EventBus for AnyBus {
         min_idle: Duration,
         count: usize,
     ) -> anyhow::Result<Vec<Delivery>> {
-        delegate!(self, bus => bus.reclaim(group, consumer, min_idle, count).await)
+        dispatch!(self, bus => bus.reclaim(group, consumer, min_idle, count).await)
     }
 
     async fn ack(&self, group: &str, ids: &[String]) -> anyhow::Result<()> {
-        delegate!(self, bus => bus.ack(group, ids).await)
+        dispatch!(self, bus => bus.ack(group, ids).await)
     }
 
     async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
-        delegate!(self, bus => bus.groups().await)
+        dispatch!(self, bus => bus.groups().await)
     }
 }

@@ -16,26 +16,14 @@ use crate::{
         },
         ports::QueueStore,
     },
+    switch::{RedisOrMemory, dispatch},
 };
 
 /// The store the composition root picked: Redis in production, in-process
 /// in the embedded shape.
-#[derive(Clone)]
-pub enum AnyQueueStore {
-    Redis(redis::RedisQueueStore),
-    Memory(memory::MemoryQueueStore),
-}
+pub type AnyQueueStore = RedisOrMemory<redis::RedisQueueStore, memory::MemoryQueueStore>;
 
-macro_rules! delegate {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            AnyQueueStore::Redis($store) => $call,
-            AnyQueueStore::Memory($store) => $call,
-        }
-    };
-}
-
-impl QueueStore for AnyQueueStore {
+impl<R: QueueStore, M: QueueStore> QueueStore for RedisOrMemory<R, M> {
     async fn enter(
         &self,
         concert: ConcertId,
@@ -43,7 +31,7 @@ impl QueueStore for AnyQueueStore {
         new_token: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
-        delegate!(self, s => s.enter(concert, user, new_token, now).await)
+        dispatch!(self, s => s.enter(concert, user, new_token, now).await)
     }
 
     async fn status(
@@ -51,15 +39,15 @@ impl QueueStore for AnyQueueStore {
         pass: &QueuePass,
         now: DateTime<Utc>,
     ) -> Result<(Place, u64), QueueError> {
-        delegate!(self, s => s.status(pass, now).await)
+        dispatch!(self, s => s.status(pass, now).await)
     }
 
     async fn is_active(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
-        delegate!(self, s => s.is_active(pass, now).await)
+        dispatch!(self, s => s.is_active(pass, now).await)
     }
 
     async fn leave(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError> {
-        delegate!(self, s => s.leave(pass, now).await)
+        dispatch!(self, s => s.leave(pass, now).await)
     }
 
     async fn finish(
@@ -68,7 +56,7 @@ impl QueueStore for AnyQueueStore {
         user: UserId,
         now: DateTime<Utc>,
     ) -> Result<bool, QueueError> {
-        delegate!(self, s => s.finish(concert, user, now).await)
+        dispatch!(self, s => s.finish(concert, user, now).await)
     }
 
     async fn tick(
@@ -77,11 +65,11 @@ impl QueueStore for AnyQueueStore {
         settings: &QueueSettings,
         now: DateTime<Utc>,
     ) -> Result<TickOutcome, QueueError> {
-        delegate!(self, s => s.tick(concert, settings, now).await)
+        dispatch!(self, s => s.tick(concert, settings, now).await)
     }
 
     async fn concerts(&self) -> Result<Vec<ConcertId>, QueueError> {
-        delegate!(self, s => s.concerts().await)
+        dispatch!(self, s => s.concerts().await)
     }
 
     async fn stats(
@@ -89,7 +77,7 @@ impl QueueStore for AnyQueueStore {
         concert: ConcertId,
         now: DateTime<Utc>,
     ) -> Result<QueueStats, QueueError> {
-        delegate!(self, s => s.stats(concert, now).await)
+        dispatch!(self, s => s.stats(concert, now).await)
     }
 
     async fn pending_events(
@@ -97,10 +85,10 @@ impl QueueStore for AnyQueueStore {
         concert: ConcertId,
         max: usize,
     ) -> Result<Vec<QueueEvent>, QueueError> {
-        delegate!(self, s => s.pending_events(concert, max).await)
+        dispatch!(self, s => s.pending_events(concert, max).await)
     }
 
     async fn forwarded(&self, concert: ConcertId, ids: &[String]) -> Result<(), QueueError> {
-        delegate!(self, s => s.forwarded(concert, ids).await)
+        dispatch!(self, s => s.forwarded(concert, ids).await)
     }
 }
