@@ -302,7 +302,9 @@ impl EventBus for RedisBus {
     }
 }
 
-/// Reads the whole stream (tests and the benchmark check what was published).
+/// Reads the whole stream (tests and the benchmark check what was published),
+/// a page at a time small enough to answer within the response timeout
+/// even on a loaded machine.
 pub async fn read_all(
     conn: &mut ConnectionManager,
     stream: &str,
@@ -311,7 +313,7 @@ pub async fn read_all(
     let mut start = "-".to_owned();
     loop {
         let reply: redis::streams::StreamRangeReply =
-            conn.xrange_count(stream, &start, "+", 5_000).await?;
+            conn.xrange_count(stream, &start, "+", 1_000).await?;
         let Some(last) = reply.ids.last().map(|e| e.id.clone()) else {
             break;
         };
