@@ -851,4 +851,212 @@ mod tests {
             Err(CouponError::NotStarted)
         ));
     }
+
+    /// The redemption step's stores in memory: one job, one coupon.
+    #[derive(Default)]
+    struct RedemptionFake {
+        job: Option<Job>,
+        coupon: Option<RedeemableCoupon>,
+        /// Someone else marks the coupon used between the read and the write.
+        lose_the_race: bool,
+        vendor_payments: Vec<(VendorId, UserCouponId, i64)>,
+        finished: Option<(JobStatus, Option<FailReason>)>,
+        events: Vec<crate::kernel::events::NewEvent>,
+    }
+
+    impl RedemptionTx for RedemptionFake {
+        async fn job(&mut self, id: Uuid) -> Result<Option<Job>, crate::kernel::StoreError> {
+            Ok(self.job.clone().filter(|j| j.id == id))
+        }
+
+        async fn redeemable(
+            &mut self,
+            id: UserCouponId,
+        ) -> Result<Option<RedeemableCoupon>, crate::kernel::StoreError> {
+            Ok(self.coupon.clone().filter(|c| c.id == id))
+        }
+
+        async fn mark_used(
+            &mut self,
+            id: UserCouponId,
+            version: i64,
+            _: DateTime<Utc>,
+        ) -> Result<bool, crate::kernel::StoreError> {
+            let Some(coupon) = self.coupon.as_mut().filter(|c| c.id == id) else {
+                return Ok(false);
+            };
+            if self.lose_the_race
+                || coupon.version != version
+                || coupon.status != crate::coupon::domain::CouponStatus::Issued
+            {
+                return Ok(false);
+            }
+            coupon.status = crate::coupon::domain::CouponStatus::Used;
+            coupon.version += 1;
+            Ok(true)
+        }
+
+        async fn pay_vendor(
+            &mut self,
+            vendor: VendorId,
+            coupon: UserCouponId,
+            _: Uuid,
+            amount: i64,
+            _: DateTime<Utc>,
+        ) -> Result<bool, crate::kernel::StoreError> {
+            if self.vendor_payments.iter().any(|(_, c, _)| *c == coupon) {
+                return Ok(false);
+            }
+            self.vendor_payments.push((vendor, coupon, amount));
+            Ok(true)
+        }
+
+        async fn finish_job(
+            &mut self,
+            _: Uuid,
+            status: JobStatus,
+            reason: Option<FailReason>,
+            _: DateTime<Utc>,
+        ) -> Result<(), crate::kernel::StoreError> {
+            self.finished = Some((status, reason));
+            Ok(())
+        }
+    }
+
+    impl OutboxWriter for RedemptionFake {
+        async fn append(
+            &mut self,
+            events: Vec<crate::kernel::events::NewEvent>,
+            _: DateTime<Utc>,
+        ) -> Result<(), crate::kernel::StoreError> {
+            self.events.extend(events);
+            Ok(())
+        }
+    }
+
+    const JOB: Uuid = Uuid::from_u128(7);
+
+    fn redemption(owner: UserId) -> RedemptionFake {
+        RedemptionFake {
+            job: Some(Job {
+                id: JOB,
+                user: owner,
+                user_coupon: UserCouponId(3),
+                status: JobStatus::Pending,
+                reason: None,
+            }),
+            coupon: Some(RedeemableCoupon {
+                id: UserCouponId(3),
+                owner,
+                status: crate::coupon::domain::CouponStatus::Issued,
+                version: 1,
+                campaign: campaign(),
+            }),
+            ..RedemptionFake::default()
+        }
+    }
+
+    fn request(user: i64) -> CouponRedemptionRequested {
+        CouponRedemptionRequested {
+            job_id: JOB,
+            user_id: user,
+            user_coupon_id: 3,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_redemption_marks_the_coupon_used_pays_the_vendor_once_and_finishes_the_job() {
+        let mut tx = redemption(UserId(5));
+        let now = t0() + TimeDelta::minutes(1);
+        let outcome = redeem(&mut tx, &request(5), now).await.unwrap();
+        assert_eq!(
+            outcome,
+            Redemption::Succeeded {
+                campaign: campaign()
+            }
+        );
+        assert_eq!(
+            tx.coupon.as_ref().unwrap().status,
+            crate::coupon::domain::CouponStatus::Used
+        );
+        assert_eq!(
+            tx.vendor_payments,
+            vec![(VendorId(1), UserCouponId(3), 500)]
+        );
+        assert_eq!(tx.finished, Some((JobStatus::Succeeded, None)));
+        assert_eq!(tx.events.len(), 1);
+        assert_eq!(tx.events[0].event_type, types::COUPON_REDEMPTION_FINISHED);
+        assert_eq!(tx.events[0].payload["amount"], 500);
+        assert_eq!(tx.events[0].payload["status"], "succeeded");
+    }
+
+    #[tokio::test]
+    async fn a_finished_job_is_not_redeemed_again_and_an_unknown_one_is_an_error() {
+        let mut tx = redemption(UserId(5));
+        tx.job.as_mut().unwrap().status = JobStatus::Succeeded;
+        assert_eq!(
+            redeem(&mut tx, &request(5), t0()).await.unwrap(),
+            Redemption::AlreadyFinished
+        );
+        assert!(tx.events.is_empty() && tx.vendor_payments.is_empty());
+        tx.job = None;
+        assert!(redeem(&mut tx, &request(5), t0()).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn each_refusal_fails_the_job_with_its_reason_and_pays_nobody() {
+        let inside = t0() + TimeDelta::minutes(1);
+        let cases: Vec<(RedemptionFake, i64, DateTime<Utc>, FailReason)> = vec![
+            (redemption(UserId(5)), 6, inside, FailReason::NotYourCoupon),
+            (
+                RedemptionFake {
+                    coupon: None,
+                    ..redemption(UserId(5))
+                },
+                5,
+                inside,
+                FailReason::NotYourCoupon,
+            ),
+            (
+                {
+                    let mut tx = redemption(UserId(5));
+                    tx.coupon.as_mut().unwrap().status = crate::coupon::domain::CouponStatus::Used;
+                    tx
+                },
+                5,
+                inside,
+                FailReason::AlreadyUsed,
+            ),
+            (
+                redemption(UserId(5)),
+                5,
+                t0() + TimeDelta::hours(1),
+                FailReason::Expired,
+            ),
+            (
+                redemption(UserId(5)),
+                5,
+                t0() - TimeDelta::seconds(1),
+                FailReason::NotStarted,
+            ),
+            (
+                RedemptionFake {
+                    lose_the_race: true,
+                    ..redemption(UserId(5))
+                },
+                5,
+                inside,
+                FailReason::AlreadyUsed,
+            ),
+        ];
+        for (mut tx, user, now, reason) in cases {
+            assert_eq!(
+                redeem(&mut tx, &request(user), now).await.unwrap(),
+                Redemption::Failed(reason)
+            );
+            assert_eq!(tx.finished, Some((JobStatus::Failed, Some(reason))));
+            assert!(tx.vendor_payments.is_empty(), "{reason:?}");
+            assert_eq!(tx.events[0].payload["reason"], reason.code());
+        }
+    }
 }

@@ -356,4 +356,135 @@ mod tests {
         let err = issue_receipt(&provider, &paid(10)).await.unwrap_err();
         assert!(err.to_string().contains("tax service down"));
     }
+
+    /// What the listeners store in the consumer's transaction.
+    #[derive(Default)]
+    struct FakeTx {
+        receipts: Vec<(Receipt, Uuid)>,
+        notifications: Vec<(UserId, String, String, Uuid)>,
+    }
+
+    impl ReceiptTx for FakeTx {
+        async fn store_receipt(
+            &mut self,
+            receipt: &Receipt,
+            event_id: Uuid,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), crate::kernel::StoreError> {
+            self.receipts.push((receipt.clone(), event_id));
+            Ok(())
+        }
+    }
+
+    impl NotificationTx for FakeTx {
+        async fn record_notification(
+            &mut self,
+            user: UserId,
+            kind: &str,
+            message: &str,
+            event_id: Uuid,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), crate::kernel::StoreError> {
+            self.notifications
+                .push((user, kind.into(), message.into(), event_id));
+            Ok(())
+        }
+    }
+
+    // --- record_receipt and notify (the consumers' steps) ---
+
+    #[tokio::test]
+    async fn a_receipt_is_issued_and_stored_under_its_event() {
+        let mut tx = FakeTx::default();
+        let provider = FakeProvider::default();
+        let event = paid(1_000);
+        let receipt = record_receipt(&mut tx, &provider, &event, event.occurred_at)
+            .await
+            .unwrap();
+        assert_eq!(receipt.number, "R-5");
+        assert_eq!(tx.receipts, vec![(receipt, event.event_id)]);
+    }
+
+    #[tokio::test]
+    async fn a_receipt_the_provider_cannot_issue_stores_nothing() {
+        let mut tx = FakeTx::default();
+        let provider = FakeProvider {
+            down: true,
+            ..FakeProvider::default()
+        };
+        let event = paid(1_000);
+        assert!(
+            record_receipt(&mut tx, &provider, &event, event.occurred_at)
+                .await
+                .is_err()
+        );
+        assert!(tx.receipts.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_user_an_event_concerns_is_notified_once_per_event() {
+        let cases = [
+            (
+                "ReservationConfirmed",
+                json!({"reservationId": 41, "userId": 3, "concertId": 1, "scheduleId": 1, "seatId": 9}),
+                "reservation_confirmed",
+            ),
+            (
+                "PaymentRefunded",
+                json!({"paymentId": 5, "reservationId": 41, "userId": 3, "amount": 700}),
+                "payment_refunded",
+            ),
+            (
+                "CouponRedemptionFinished",
+                json!({"jobId": Uuid::from_u128(1), "userId": 3, "userCouponId": 2, "status": "succeeded", "amount": 0}),
+                "coupon_redeemed",
+            ),
+        ];
+        for (event_type, payload, kind) in cases {
+            let mut tx = FakeTx::default();
+            let event = event(event_type, payload);
+            assert!(notify(&mut tx, &event, event.occurred_at).await.unwrap());
+            assert_eq!(tx.notifications.len(), 1, "{event_type}");
+            let (user, stored_kind, _, event_id) = &tx.notifications[0];
+            assert_eq!(
+                (*user, stored_kind.as_str(), *event_id),
+                (UserId(3), kind, event.event_id)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_nobody_is_told_about_records_nothing_and_a_bad_payload_is_an_error() {
+        let mut tx = FakeTx::default();
+        let event = paid(1_000);
+        assert!(!notify(&mut tx, &event, event.occurred_at).await.unwrap());
+        let broken = super::tests::event("PaymentRefunded", json!({"amount": 5}));
+        assert!(notify(&mut tx, &broken, broken.occurred_at).await.is_err());
+        assert!(tx.notifications.is_empty());
+    }
+
+    #[test]
+    fn each_listener_takes_the_events_it_is_for() {
+        let exporter = DataPlatformExporter::new(FakeSink::default());
+        let receipts = ReceiptIssuer::new(FakeProvider::default(), crate::kernel::SystemClock);
+        let notifier = Notifier::new(crate::kernel::SystemClock);
+        assert!(EventHandler::<FakeTx>::handles(&exporter, "AnythingAtAll"));
+        assert!(EventHandler::<FakeTx>::handles(
+            &receipts,
+            "PaymentCompleted"
+        ));
+        assert!(!EventHandler::<FakeTx>::handles(
+            &receipts,
+            "PaymentRefunded"
+        ));
+        assert!(EventHandler::<FakeTx>::handles(
+            &notifier,
+            "ReservationExpired"
+        ));
+        assert!(!EventHandler::<FakeTx>::handles(
+            &notifier,
+            "PaymentCompleted"
+        ));
+        assert_eq!(EventHandler::<FakeTx>::name(&receipts), RECEIPTS_CONSUMER);
+    }
 }
