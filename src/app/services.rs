@@ -19,6 +19,7 @@ use crate::{
     },
     db::DbUnitOfWork,
     kernel::SystemClock,
+    listeners::{infra::notifications::DbNotifications, usecase::NotificationService},
     outbox::{
         infra::{AnyBus, db::DbOutbox, relay::RelayWaker},
         usecase::EventPipeline,
@@ -69,6 +70,7 @@ pub struct Services {
     pub compensations: CompensationRunner,
     pub coupons: Coupons,
     pub events: Events,
+    pub notifications: NotificationService<DbNotifications>,
 }
 
 impl Services {
@@ -143,6 +145,7 @@ impl Services {
             compensations,
             coupons,
             events,
+            notifications: NotificationService::new(DbNotifications::new(db.clone())),
         })
     }
 }

@@ -594,6 +594,7 @@ mod tests {
         rows: Arc<Mutex<Vec<IssuedCoupon>>>,
         fail_next: Arc<Mutex<Option<()>>>,
         holder_reads: Arc<AtomicUsize>,
+        jobs: Arc<Mutex<Vec<Job>>>,
     }
 
     fn campaign() -> Campaign {
@@ -690,14 +691,29 @@ mod tests {
         }
         async fn request_redemption(
             &self,
-            _: UserId,
-            _: UserCouponId,
+            user: UserId,
+            user_coupon: UserCouponId,
             _: DateTime<Utc>,
         ) -> Result<Uuid, CouponError> {
-            unimplemented!("not used by these tests")
+            let mut jobs = self.jobs.lock().unwrap();
+            let id = Uuid::from_u128(jobs.len() as u128 + 1);
+            jobs.push(Job {
+                id,
+                user,
+                user_coupon,
+                status: JobStatus::Pending,
+                reason: None,
+            });
+            Ok(id)
         }
-        async fn job(&self, _: Uuid) -> Result<Option<Job>, CouponError> {
-            unimplemented!("not used by these tests")
+        async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {
+            Ok(self
+                .jobs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|j| j.id == id)
+                .cloned())
         }
         async fn stats(&self, _: &Campaign) -> Result<(u64, u64, i64), CouponError> {
             unimplemented!("not used by these tests")
@@ -1058,5 +1074,91 @@ mod tests {
             assert!(tx.vendor_payments.is_empty(), "{reason:?}");
             assert_eq!(tx.events[0].payload["reason"], reason.code());
         }
+    }
+
+    #[tokio::test]
+    async fn bad_vendor_names_and_unknown_campaigns_are_refused_without_writing() {
+        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        // The fake's create_vendor panics if reached: validation comes first.
+        for name in ["", "   ", &"x".repeat(300)] {
+            assert!(matches!(
+                service.create_vendor(name).await,
+                Err(CouponError::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            service.campaign(CouponId(9)).await,
+            Err(CouponError::NotFound)
+        ));
+        assert!(matches!(
+            service.issue(CouponId(9), UserId(1), None).await,
+            Err(CouponError::NotFound)
+        ));
+        assert_eq!(service.campaign(CouponId(1)).await.unwrap(), campaign());
+    }
+
+    #[tokio::test]
+    async fn a_redemption_request_is_a_job_only_its_user_can_read() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let id = service
+            .request_redemption(UserId(1), UserCouponId(4))
+            .await
+            .unwrap();
+        let job = service.job(UserId(1), id).await.unwrap();
+        assert_eq!(
+            (job.user_coupon, job.status),
+            (UserCouponId(4), JobStatus::Pending)
+        );
+        assert!(matches!(
+            service.job(UserId(2), id).await,
+            Err(CouponError::JobNotFound)
+        ));
+        assert!(matches!(
+            service.job(UserId(1), Uuid::from_u128(99)).await,
+            Err(CouponError::JobNotFound)
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_reconciler_adds_holders_the_ledger_lost_and_then_finds_nothing() {
+        let repo = FakeRepo::default();
+        let ledger = MemoryCouponLedger::default();
+        let (service, _) = service(repo.clone(), ledger.clone()).await;
+        service.issue(CouponId(1), UserId(1), None).await.unwrap();
+        // A holder the database has and the ledger forgot (e.g. a failover).
+        repo.rows.lock().unwrap().push(IssuedCoupon {
+            id: UserCouponId(50),
+            coupon: CouponId(1),
+            user: UserId(2),
+            number: 2,
+            issue_key: None,
+        });
+        let report = service.reconcile(CouponId(1)).await.unwrap();
+        assert_eq!(report.added, vec![UserId(2)]);
+        assert!(report.removed.is_empty() && !report.rebuilt);
+        assert!(!service.reconcile(CouponId(1)).await.unwrap().repaired());
+        assert!(matches!(
+            service.issue(CouponId(1), UserId(2), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        assert!(matches!(
+            service.issue(CouponId(1), UserId(3), None).await,
+            Err(CouponError::SoldOut)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_missing_ledger_is_rebuilt_by_the_reconciler() {
+        let repo = FakeRepo::default();
+        let (first, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        first.issue(CouponId(1), UserId(1), None).await.unwrap();
+        let (fresh, _) = service(repo, MemoryCouponLedger::default()).await;
+        let report = fresh.reconcile(CouponId(1)).await.unwrap();
+        assert!(report.rebuilt);
+        assert!(matches!(
+            fresh.issue(CouponId(1), UserId(1), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
     }
 }

@@ -1,14 +1,13 @@
 //! `GET /v1/users/me/notifications`: what the listeners told the user.
 
-use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
-use sea_orm::DatabaseConnection;
-
-use super::infra::notifications;
+use super::{ports::NotificationRepository, usecase::NotificationService};
 use crate::{
     auth::api::UserAuth,
+    kernel::StoreError,
     web::{ApiTags, problem::Problem},
 };
+use chrono::{DateTime, Utc};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
 
 #[derive(Debug, Object)]
 #[oai(rename = "Notification", rename_all = "camelCase")]
@@ -38,18 +37,18 @@ enum PageResponse {
     Ok(Json<PageBody>),
 }
 
-pub struct NotificationsApi {
-    db: DatabaseConnection,
+pub struct NotificationsApi<R> {
+    service: NotificationService<R>,
 }
 
-impl NotificationsApi {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+impl<R> NotificationsApi<R> {
+    pub fn new(service: NotificationService<R>) -> Self {
+        Self { service }
     }
 }
 
 #[OpenApi]
-impl NotificationsApi {
+impl<R: NotificationRepository> NotificationsApi<R> {
     /// Your notifications, oldest first, after a cursor.
     #[oai(
         path = "/v1/users/me/notifications",
@@ -66,18 +65,19 @@ impl NotificationsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
     ) -> Result<PageResponse, Problem> {
-        let items = notifications::list(&self.db, auth.0.user_id, after.0, limit.0.unwrap_or(50))
+        let page = self
+            .service
+            .page(auth.0.user_id, after.0, limit.0.unwrap_or(50))
             .await
-            .map_err(|err| {
-                if crate::db::is_outage(&err) {
-                    Problem::outage("notification store", &err.into())
-                } else {
-                    Problem::bug("notification store", &err.into())
+            .map_err(|err| match err {
+                StoreError::Unavailable(cause) | StoreError::Conflict(cause) => {
+                    Problem::outage("notification store", &cause)
                 }
+                StoreError::Unexpected(cause) => Problem::bug("notification store", &cause),
             })?;
-        let next_cursor = items.last().map(|n| n.id).or(after.0);
         Ok(PageResponse::Ok(Json(PageBody {
-            items: items
+            items: page
+                .items
                 .into_iter()
                 .map(|n| NotificationBody {
                     id: n.id,
@@ -86,7 +86,7 @@ impl NotificationsApi {
                     created_at: n.created_at,
                 })
                 .collect(),
-            next_cursor,
+            next_cursor: page.next_cursor,
         })))
     }
 }

@@ -3,7 +3,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::domain::Receipt;
+use super::domain::{Notification, Receipt};
 use crate::kernel::{
     StoreError, UserId,
     events::{EventEnvelope, PaymentCompleted},
@@ -48,4 +48,15 @@ pub trait NotificationTx: Send {
         event_id: Uuid,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A user's notifications, read outside any transaction.
+pub trait NotificationRepository: Clone + Send + Sync + 'static {
+    /// Oldest first, ids above `after` when given.
+    fn list(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
 }

@@ -5,8 +5,8 @@ use anyhow::Context;
 use futures::{FutureExt, future::BoxFuture};
 
 use super::{
-    domain::{DATA_PLATFORM_CONSUMER, RECEIPTS_CONSUMER, Receipt, notification_for},
-    ports::{DataPlatformSink, NotificationTx, ReceiptProvider, ReceiptTx},
+    domain::{DATA_PLATFORM_CONSUMER, Notification, RECEIPTS_CONSUMER, Receipt, notification_for},
+    ports::{DataPlatformSink, NotificationRepository, NotificationTx, ReceiptProvider, ReceiptTx},
 };
 use crate::{
     kernel::{
@@ -188,6 +188,44 @@ impl<T: NotificationTx + 'static, C: Clock> EventHandler<T> for Notifier<C> {
             Ok(())
         }
         .boxed()
+    }
+}
+
+/// The most notifications one page holds.
+pub const MAX_NOTIFICATION_PAGE: u64 = 100;
+
+/// A page of notifications and the cursor to poll from next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationPage {
+    pub items: Vec<Notification>,
+    /// The last id seen; the caller's own cursor again when nothing is new.
+    pub next_cursor: Option<i64>,
+}
+
+/// What a polling client reads.
+#[derive(Clone)]
+pub struct NotificationService<R> {
+    repo: R,
+}
+
+impl<R: NotificationRepository> NotificationService<R> {
+    pub fn new(repo: R) -> Self {
+        Self { repo }
+    }
+
+    /// The user's notifications after `after`, oldest first.
+    pub async fn page(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<NotificationPage, crate::kernel::StoreError> {
+        let items = self
+            .repo
+            .list(user, after, limit.clamp(1, MAX_NOTIFICATION_PAGE))
+            .await?;
+        let next_cursor = items.last().map(|n| n.id).or(after);
+        Ok(NotificationPage { items, next_cursor })
     }
 }
 
@@ -486,5 +524,60 @@ mod tests {
             "PaymentCompleted"
         ));
         assert_eq!(EventHandler::<FakeTx>::name(&receipts), RECEIPTS_CONSUMER);
+    }
+
+    /// Notifications of several users, ids in order.
+    #[derive(Clone, Default)]
+    struct FakeNotifications(std::sync::Arc<Mutex<Vec<(UserId, Notification)>>>);
+
+    impl NotificationRepository for FakeNotifications {
+        async fn list(
+            &self,
+            user: UserId,
+            after: Option<i64>,
+            limit: u64,
+        ) -> Result<Vec<Notification>, crate::kernel::StoreError> {
+            Ok(self
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(u, n)| *u == user && after.is_none_or(|a| n.id > a))
+                .take(limit as usize)
+                .map(|(_, n)| n.clone())
+                .collect())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_poll_reads_the_users_own_notifications_after_the_cursor() {
+        let store = FakeNotifications::default();
+        for (id, user) in [(1, 3), (2, 4), (3, 3), (4, 3)] {
+            store.0.lock().unwrap().push((
+                UserId(user),
+                Notification {
+                    id,
+                    kind: "reservation_confirmed".into(),
+                    message: format!("n{id}"),
+                    created_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                },
+            ));
+        }
+        let service = NotificationService::new(store);
+        let first = service.page(UserId(3), None, 2).await.unwrap();
+        assert_eq!(
+            first.items.iter().map(|n| n.id).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        assert_eq!(first.next_cursor, Some(3));
+        let rest = service.page(UserId(3), first.next_cursor, 0).await.unwrap();
+        assert_eq!(rest.items.iter().map(|n| n.id).collect::<Vec<_>>(), vec![4]);
+        let nothing_new = service.page(UserId(3), Some(4), 50).await.unwrap();
+        assert!(nothing_new.items.is_empty());
+        assert_eq!(nothing_new.next_cursor, Some(4), "the same cursor again");
+        assert_eq!(
+            service.page(UserId(9), None, 50).await.unwrap().next_cursor,
+            None
+        );
     }
 }

@@ -243,6 +243,74 @@ pub enum QueueError {
 
 crate::kernel::module_error_from_store_err!(QueueError);
 
+/// A room's admission credit between scheduler ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct AdmissionCredit {
+    pub credit: f64,
+    pub last_tick_ms: Option<i64>,
+}
+
+/// What one scheduler tick of a room does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmissionPlan {
+    /// How many to admit from the head now.
+    pub admit: u64,
+    /// The credit to keep for the next tick.
+    pub next: AdmissionCredit,
+}
+
+impl QueueSettings {
+    /// The admission rule, a token bucket: credit grows at
+    /// `admit_per_second` (at most one second's worth is kept), each
+    /// admission spends one, nobody is admitted past `max_active` active,
+    /// and credit nobody could use (the room was full, or empty) is not
+    /// banked — banking it would release a burst above the rate when slots
+    /// free up. Several schedulers may tick one room: the store applies
+    /// this atomically per room (the in-process store calls it under the
+    /// room's lock; the Redis store's tick script is this function in Lua,
+    /// held to the same contract tests).
+    pub fn admission(
+        &self,
+        before: AdmissionCredit,
+        now_ms: i64,
+        active: u64,
+        waiting: u64,
+    ) -> AdmissionPlan {
+        let rate = f64::from(self.admit_per_second);
+        let elapsed = before.last_tick_ms.map_or(0, |last| (now_ms - last).max(0));
+        let credit = (before.credit + elapsed as f64 * rate / 1000.0).min(rate.max(1.0));
+        let free = u64::from(self.max_active).saturating_sub(active);
+        let admit = (credit.floor() as u64).min(free).min(waiting);
+        let credit = if (admit as f64) < credit.floor() {
+            credit.fract()
+        } else {
+            credit - admit as f64
+        };
+        let last_tick_ms = match before.last_tick_ms {
+            Some(last) if now_ms <= last => Some(last),
+            _ => Some(now_ms),
+        };
+        AdmissionPlan {
+            admit,
+            next: AdmissionCredit {
+                credit,
+                last_tick_ms,
+            },
+        }
+    }
+
+    /// Waiting places whose last heartbeat is older than this lose their
+    /// place.
+    pub fn heartbeat_cutoff_ms(&self, now_ms: i64) -> i64 {
+        now_ms - i64::from(self.heartbeat_grace_seconds) * 1000
+    }
+
+    /// Until when a place admitted at `now_ms` stays active.
+    pub fn active_until_ms(&self, now_ms: i64) -> i64 {
+        now_ms + i64::from(self.active_ttl_seconds) * 1000
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +420,83 @@ mod tests {
         }
         assert_eq!(QueueEventKind::parse("Entered"), None);
         assert_eq!(QueueEventKind::parse(""), None);
+    }
+
+    fn room(rate: u32, max_active: u32) -> QueueSettings {
+        QueueSettings::parse(rate.into(), max_active.into(), 60, 30).unwrap()
+    }
+
+    #[test]
+    fn admission_follows_the_rate_and_keeps_at_most_a_seconds_worth() {
+        let settings = room(10, 1_000);
+        let first = settings.admission(AdmissionCredit::default(), 0, 0, 500);
+        assert_eq!(first.admit, 0, "no credit before time has passed");
+        let later = settings.admission(first.next, 500, 0, 500);
+        assert_eq!(later.admit, 5, "half a second at 10/s");
+        let idle = settings.admission(later.next, 60_500, 0, 500);
+        assert_eq!(
+            idle.admit, 10,
+            "a long pause still releases one second's worth"
+        );
+        let slow = room(1, 10);
+        let plan = slow.admission(
+            AdmissionCredit {
+                credit: 0.0,
+                last_tick_ms: Some(0),
+            },
+            400,
+            0,
+            5,
+        );
+        assert_eq!(plan.admit, 0);
+        assert!(
+            (plan.next.credit - 0.4).abs() < 1e-9,
+            "fractions carry over"
+        );
+    }
+
+    #[test]
+    fn admission_never_passes_max_active_nor_the_waiting_line() {
+        let settings = room(100, 10);
+        let credit = AdmissionCredit {
+            credit: 0.0,
+            last_tick_ms: Some(0),
+        };
+        assert_eq!(settings.admission(credit, 1_000, 7, 500).admit, 3);
+        assert_eq!(settings.admission(credit, 1_000, 10, 500).admit, 0);
+        assert_eq!(settings.admission(credit, 1_000, 0, 4).admit, 4);
+    }
+
+    #[test]
+    fn credit_nobody_could_use_is_not_banked() {
+        let settings = room(100, 10);
+        let full = settings.admission(
+            AdmissionCredit {
+                credit: 0.0,
+                last_tick_ms: Some(0),
+            },
+            1_000,
+            10,
+            500,
+        );
+        assert_eq!(full.admit, 0);
+        assert!(full.next.credit < 1.0, "no burst when slots free up");
+        let freed = settings.admission(full.next, 1_010, 0, 500);
+        assert!(freed.admit <= 2, "admitted {} at once", freed.admit);
+    }
+
+    #[test]
+    fn a_clock_going_back_neither_adds_credit_nor_moves_the_last_tick_back() {
+        let settings = room(10, 100);
+        let before = AdmissionCredit {
+            credit: 0.5,
+            last_tick_ms: Some(5_000),
+        };
+        let plan = settings.admission(before, 4_000, 0, 10);
+        assert_eq!(plan.admit, 0);
+        assert_eq!(plan.next.last_tick_ms, Some(5_000));
+        assert!((plan.next.credit - 0.5).abs() < 1e-9);
+        assert_eq!(settings.heartbeat_cutoff_ms(100_000), 70_000);
+        assert_eq!(settings.active_until_ms(1_000), 61_000);
     }
 }

@@ -11,7 +11,10 @@ use uuid::Uuid;
 use crate::{
     db::DbTx,
     kernel::{StoreError, UserId},
-    listeners::{domain::Notification, ports::NotificationTx},
+    listeners::{
+        domain::Notification,
+        ports::{NotificationRepository, NotificationTx},
+    },
 };
 
 pub mod notification {
@@ -64,7 +67,29 @@ impl NotificationTx for DbTx {
     }
 }
 
-pub async fn list(
+#[derive(Clone)]
+pub struct DbNotifications {
+    db: DatabaseConnection,
+}
+
+impl DbNotifications {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+impl NotificationRepository for DbNotifications {
+    async fn list(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<Notification>, StoreError> {
+        Ok(list(&self.db, user, after, limit).await?)
+    }
+}
+
+async fn list(
     db: &DatabaseConnection,
     user: UserId,
     after: Option<i64>,

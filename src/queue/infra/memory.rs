@@ -14,8 +14,8 @@ use crate::{
     kernel::{ConcertId, UserId},
     queue::{
         domain::{
-            Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass, QueueSettings,
-            QueueStats, TickOutcome,
+            AdmissionCredit, Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass,
+            QueueSettings, QueueStats, TickOutcome,
         },
         ports::QueueStore,
     },
@@ -330,7 +330,7 @@ impl QueueStore for MemoryQueueStore {
                 outcome.expired_active += 1;
             }
         }
-        let cutoff = now - i64::from(settings.heartbeat_grace_seconds) * 1000;
+        let cutoff = settings.heartbeat_cutoff_ms(now);
         let stale: Vec<Uuid> = room
             .heartbeats
             .iter()
@@ -344,17 +344,19 @@ impl QueueStore for MemoryQueueStore {
             }
         }
 
-        let rate = f64::from(settings.admit_per_second);
-        let elapsed = room.last_tick.map_or(0, |last| (now - last).max(0));
-        room.credit = (room.credit + elapsed as f64 * rate / 1000.0).min(rate.max(1.0));
-        if room.last_tick.is_none_or(|last| now > last) {
-            room.last_tick = Some(now);
-        }
-        let free = u64::from(settings.max_active).saturating_sub(room.active.len() as u64);
-        let admit = (room.credit.floor() as u64)
-            .min(free)
-            .min(room.waiting.len() as u64);
-        let ttl = i64::from(settings.active_ttl_seconds) * 1000;
+        let plan = settings.admission(
+            AdmissionCredit {
+                credit: room.credit,
+                last_tick_ms: room.last_tick,
+            },
+            now,
+            room.active.len() as u64,
+            room.waiting.len() as u64,
+        );
+        room.credit = plan.next.credit;
+        room.last_tick = plan.next.last_tick_ms;
+        let admit = plan.admit;
+        let ttl = settings.active_until_ms(now) - now;
         for _ in 0..admit {
             let Some((seq, token_id)) = room.waiting.pop_first() else {
                 break;
@@ -372,13 +374,6 @@ impl QueueStore for MemoryQueueStore {
             room.admits.push_back(now);
             room.record(concert, QueueEventKind::Admitted, token_id, user, now);
         }
-        // Credit nobody could use (room full or empty) is not banked, or
-        // freed slots would be filled in a burst above the rate.
-        room.credit = if (admit as f64) < room.credit.floor() {
-            room.credit.fract()
-        } else {
-            room.credit - admit as f64
-        };
         outcome.admitted = admit;
         room.admitted_total += admit;
         while room.admits.front().is_some_and(|t| *t < now - MINUTE_MS) {

@@ -166,7 +166,10 @@ return 1
 });
 
 /// ARGV: now ms, admit per second, max active, active ttl ms, grace ms.
-/// Returns {admitted, dropped waiting, expired active}.
+/// Returns {admitted, dropped waiting, expired active}. The admission part
+/// is `QueueSettings::admission` (the domain's rule) in Lua, so that the
+/// read of the room, the decision and the admissions are one atomic step
+/// however many schedulers run; the contract tests hold both stores to it.
 static TICK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
