@@ -1,15 +1,23 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::kernel::events::BusMessage;
+use crate::kernel::{backoff, events::BusMessage};
 
 /// The Redis stream every event goes to.
 pub const STREAM_KEY: &str = "bo:events";
 
 /// How long an entry delivered `deliveries` times must have been idle
-/// before it is delivered again (doubling, at most 1024 × `min_idle`).
+/// before it is delivered again: the system's one backoff rule (doubling,
+/// at most 1024 × `min_idle`).
 pub fn retry_after(min_idle: std::time::Duration, deliveries: u32) -> std::time::Duration {
-    min_idle * (1_u32 << deliveries.saturating_sub(1).min(10))
+    backoff::doubling(min_idle, deliveries)
+}
+
+/// What the consumer runner does with a delivery whose handler failed:
+/// retried later (left pending, reclaimed with backoff) until it has been
+/// delivered `max_deliveries` times, then set aside as a dead letter.
+pub fn gives_up(deliveries: u32, max_deliveries: u32) -> bool {
+    deliveries >= max_deliveries
 }
 
 /// One delivery of a bus entry to a consumer. `message` is an error when the
@@ -74,3 +82,21 @@ pub enum OutboxError {
 }
 
 crate::kernel::module_error_from_store_err!(OutboxError);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn redeliveries_back_off_and_stop_at_the_limit() {
+        let idle = Duration::from_millis(100);
+        assert_eq!(retry_after(idle, 1), idle);
+        assert_eq!(retry_after(idle, 3), idle * 4);
+        assert_eq!(retry_after(idle, 50), idle * 1024);
+        assert!(!gives_up(4, 5));
+        assert!(gives_up(5, 5));
+        assert!(gives_up(6, 5));
+    }
+}

@@ -84,6 +84,9 @@ where
                 Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
                 Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
             };
+        // Lets a test keep the seat and reservation locked here while a
+        // hold races.
+        fail::fail_point!("payment::after_claim");
         let payment = tx
             .insert_payment(
                 &NewPayment {

@@ -119,10 +119,12 @@ where
         let mut tx = self.uow.begin().await?;
         // The seat first (the lock order: seat, then reservations): under
         // a flood for one seat the losers learn it from this one statement.
-        let Some(held) = tx
+        let held = tx
             .try_hold(schedule, seat, user, self.policy.until(now), now)
-            .await?
-        else {
+            .await?;
+        // Lets a test hold the seat row's lock here while a payment races.
+        fail::fail_point!("reservation::hold::after_seat");
+        let Some(held) = held else {
             return Err(if tx.exists(schedule, seat).await? {
                 self.remember_taken((schedule, seat), now);
                 ReservationError::SeatUnavailable
@@ -268,6 +270,8 @@ pub async fn claim_for_payment<T: ReservationTx + SeatTx>(
     let Some(reservation) = tx.get(id).await?.filter(|r| r.user == user) else {
         return Ok(Err(NotPayable::NotFound));
     };
+    // Lets a test stretch the moment before the payment locks anything.
+    fail::fail_point!("reservation::claim::before_seat");
     // The seat first (lock order), then the reservation.
     let kept = tx.extend(reservation.seat, id, keep_seat_until).await?;
     if !kept

@@ -17,7 +17,8 @@ use crate::{
         TestApp, assert_problem, count, eventually, outbox_drained, spawn_app, spawn_app_with,
     },
     sales::{
-        WAIT, assert_invariants, balance, charge, get_as, hold, paid_then_seat_lost, pay, sale,
+        WAIT, assert_invariants, balance, charge, exec, get_as, hold, paid_then_seat_lost, pay,
+        sale,
     },
 };
 
@@ -327,6 +328,119 @@ async fn a_failing_compensation_step_is_retried_until_the_refund_lands() {
         )
         .await,
         1
+    );
+    assert_invariants(&app).await;
+}
+
+/// One race on a seat whose hold lapses while its owner pays and someone
+/// else grabs it. Returns (pay status, hold status).
+async fn race_on_a_lapsing_seat(
+    app: &TestApp,
+    owner: i64,
+    thief: i64,
+    points: &[(&str, &str)],
+    hold_after: Duration,
+) -> (u16, u16) {
+    let sale = sale(app, 2).await;
+    let seat = sale.seats[0];
+    let owner_token = app.admitted_token(owner, &sale.concert).await;
+    let thief_token = app.admitted_token(thief, &sale.concert).await;
+    assert_eq!(charge(app, owner, json!(200_000)).await.status(), 201);
+    let reservation: Value = hold(app, owner, &owner_token, &sale, seat)
+        .await
+        .json()
+        .await
+        .unwrap();
+    // The hold lapses 150 ms from now, in both rows.
+    let lapse = (chrono::Utc::now() + TimeDelta::milliseconds(150)).to_rfc3339();
+    exec(
+        app,
+        &format!(
+            "UPDATE reservations SET expires_at = '{lapse}' WHERE id = {}",
+            reservation["id"]
+        ),
+    )
+    .await;
+    exec(
+        app,
+        &format!("UPDATE seats SET held_until = '{lapse}' WHERE id = {seat}"),
+    )
+    .await;
+    let _armed = Armed::new(points);
+    let paying = pay(app, owner, &owner_token, &reservation["id"]);
+    let grabbing = async {
+        tokio::time::sleep(hold_after).await;
+        hold(app, thief, &thief_token, &sale, seat).await
+    };
+    let (paid, grabbed) = tokio::join!(paying, grabbing);
+    let statuses = (paid.status().as_u16(), grabbed.status().as_u16());
+    let bodies = (paid.text().await.unwrap(), grabbed.text().await.unwrap());
+    assert!(
+        matches!(statuses, (201, 409) | (409, 201)),
+        "exactly one of the payment and the new hold gets the seat, never a 5xx: {statuses:?} {bodies:?}"
+    );
+    statuses
+}
+
+/// A payment and a new hold on the same just-lapsed seat used to lock the
+/// seat and the old reservation in opposite orders and deadlock on
+/// PostgreSQL (500 for the loser). Failpoints make each interleaving
+/// certain: every transaction now takes the seat row first.
+#[tokio::test]
+async fn a_payment_racing_a_new_hold_on_a_lapsing_seat_never_deadlocks() {
+    let app = spawn_app().await;
+    let retried_before = counter(&app, "db_conflict_retries_total").await;
+    let mut outcomes = Vec::new();
+    for round in 0..6_i64 {
+        let (owner, thief) = (100 + round * 2, 101 + round * 2);
+        // The payment read the hold before it lapsed, then stalls; the new
+        // hold takes the lapsed seat and keeps its row locked meanwhile.
+        let hold_first = race_on_a_lapsing_seat(
+            &app,
+            owner,
+            thief,
+            &[
+                ("reservation::claim::before_seat", "sleep(250)"),
+                ("reservation::hold::after_seat", "sleep(300)"),
+            ],
+            Duration::from_millis(170),
+        )
+        .await;
+        outcomes.push(hold_first);
+        // The payment claims the seat and the hold before the lapse and
+        // stalls holding both; the new hold comes after the lapse.
+        let (owner, thief) = (200 + round * 2, 201 + round * 2);
+        let pay_first = race_on_a_lapsing_seat(
+            &app,
+            owner,
+            thief,
+            &[("payment::after_claim", "sleep(300)")],
+            Duration::from_millis(170),
+        )
+        .await;
+        outcomes.push(pay_first);
+    }
+    // Both interleavings happened, and each ended with one winner.
+    assert!(outcomes.contains(&(409, 201)), "{outcomes:?}");
+    assert!(outcomes.contains(&(201, 409)), "{outcomes:?}");
+    if crate::helpers::backend() == crate::helpers::Backend::Postgres {
+        // One lock order: PostgreSQL never had to break a deadlock. (SQLite
+        // has one writer; a stale read snapshot is retried there.)
+        assert_eq!(
+            counter(&app, "db_conflict_retries_total").await,
+            retried_before,
+            "no transaction was rolled back for a deadlock"
+        );
+    }
+    outbox_drained(&app.db, WAIT).await;
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM (SELECT seat_id FROM reservations WHERE status IN ('held', 'confirmed') GROUP BY seat_id HAVING COUNT(*) > 1) AS doubled"
+        )
+        .await,
+        0,
+        "no seat held or sold twice"
     );
     assert_invariants(&app).await;
 }

@@ -924,3 +924,83 @@ async fn the_sweeper_racing_payments_never_leaves_a_hold_both_paid_and_expired()
     }
     assert_invariants(&app).await;
 }
+
+/// Owners pay while others grab the same seats across the moment their
+/// holds lapse, many times over: every answer is 201 or 409 (a database
+/// deadlock between the two would be retried, never a 500), no seat ends
+/// with two owners, and the ledger adds up.
+#[tokio::test]
+async fn payments_and_new_holds_racing_on_lapsing_seats_never_answer_500() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 24).await;
+    let owners = tokens(&app, 1..=24, &sale.concert).await;
+    let thieves = tokens(&app, 101..=124, &sale.concert).await;
+    let mut holds = Vec::new();
+    for ((user, token), seat) in owners.iter().zip(&sale.seats) {
+        charge(&app, *user, json!(200_000)).await;
+        let r = hold(&app, *user, token, &sale, *seat)
+            .await
+            .json::<Value>()
+            .await
+            .unwrap();
+        holds.push((*user, token.clone(), r["id"].clone(), *seat));
+    }
+    let lapse = (chrono::Utc::now() + chrono::TimeDelta::milliseconds(300)).to_rfc3339();
+    exec(
+        &app,
+        &format!("UPDATE reservations SET expires_at = '{lapse}'"),
+    )
+    .await;
+    exec(
+        &app,
+        &format!("UPDATE seats SET held_until = '{lapse}' WHERE status = 'held'"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(240)).await;
+    let races = join_all(holds.iter().zip(&thieves).enumerate().map(
+        |(i, ((owner, owner_token, r, seat), (thief, thief_token)))| {
+            let (app, sale) = (&app, &sale);
+            async move {
+                // Staggered across the lapse, the grab a little after the pay.
+                tokio::time::sleep(Duration::from_millis(i as u64 * 5)).await;
+                let paying = pay(app, *owner, owner_token, r);
+                let grabbing = async {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    hold(app, *thief, thief_token, sale, *seat).await
+                };
+                let (paid, grabbed) = tokio::join!(paying, grabbing);
+                (paid.status().as_u16(), grabbed.status().as_u16())
+            }
+        },
+    ))
+    .await;
+    for (paid, grabbed) in &races {
+        assert!(
+            [201, 409].contains(paid) && [201, 409].contains(grabbed),
+            "no 5xx: {races:?}"
+        );
+        assert!(
+            !(*paid == 201 && *grabbed == 201),
+            "one seat, one winner: {races:?}"
+        );
+    }
+    eventually("every paid hold to settle", WAIT, || async {
+        let open = count(
+            &app.db,
+            "SELECT COUNT(*) FROM payments WHERE status = 'paid'",
+        )
+        .await;
+        (open == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM (SELECT seat_id FROM reservations WHERE status = 'confirmed' GROUP BY seat_id HAVING COUNT(*) > 1) AS doubled"
+        )
+        .await,
+        0,
+        "no seat sold twice"
+    );
+    assert_invariants(&app).await;
+}

@@ -18,7 +18,7 @@ use crate::{
         events::EventEnvelope,
     },
     outbox::{
-        domain::{Delivery, retry_after},
+        domain::{Delivery, gives_up, retry_after},
         ports::{EventBus, EventHandler},
     },
     worker::sleep_or_cancel,
@@ -141,7 +141,7 @@ impl<B: EventBus> ConsumerRunner<B> {
                             .increment(1);
                         true
                     }
-                    Err(err) if delivery.deliveries >= self.settings.max_deliveries => {
+                    Err(err) if gives_up(delivery.deliveries, self.settings.max_deliveries) => {
                         let reason = format!("{err:#}");
                         self.dead_letter(&delivery, Some(&message.event), &reason)
                             .await
