@@ -39,6 +39,9 @@ pub enum LogFormat {
     Json,
 }
 
+/// Seconds in a day, for the retention defaults.
+const DAY: u64 = 86_400;
+
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
@@ -161,6 +164,35 @@ pub struct Settings {
         global = true
     )]
     pub outbox_retention_hours: u64,
+
+    /// Processed inbox rows are kept this many seconds (at least as long as
+    /// their event can still be redelivered; see docs/operations.md).
+    #[arg(long, env = "BOXOFFICE_INBOX_RETENTION_SECONDS", default_value_t = 7 * DAY, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub inbox_retention_seconds: u64,
+
+    /// Idempotency keys (and their stored answers) are kept this many seconds.
+    #[arg(long, env = "BOXOFFICE_IDEMPOTENCY_RETENTION_SECONDS", default_value_t = DAY, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub idempotency_retention_seconds: u64,
+
+    /// User notifications are kept this many seconds.
+    #[arg(long, env = "BOXOFFICE_NOTIFICATION_RETENTION_SECONDS", default_value_t = 30 * DAY, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub notification_retention_seconds: u64,
+
+    /// Finished coupon redemption jobs are kept this many seconds.
+    #[arg(long, env = "BOXOFFICE_COUPON_JOB_RETENTION_SECONDS", default_value_t = 7 * DAY, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub coupon_job_retention_seconds: u64,
+
+    /// Replayed dead letters are kept this many seconds.
+    #[arg(long, env = "BOXOFFICE_DEAD_LETTER_RETENTION_SECONDS", default_value_t = 30 * DAY, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub dead_letter_retention_seconds: u64,
+
+    /// Acknowledged admin alerts are kept this many seconds.
+    #[arg(long, env = "BOXOFFICE_ALERT_RETENTION_SECONDS", default_value_t = 30 * DAY, value_parser = clap::value_parser!(u64).range(1..), global = true)]
+    pub alert_retention_seconds: u64,
+
+    /// How often the retention sweeper runs.
+    #[arg(long, env = "BOXOFFICE_RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub retention_sweep_seconds: u64,
 
     /// Deliveries of a failing event before it is dead-lettered.
     #[arg(long, env = "BOXOFFICE_CONSUMER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]

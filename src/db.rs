@@ -4,13 +4,15 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
+use futures::{FutureExt, future::BoxFuture};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbErr, RuntimeErr,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, RuntimeErr, Statement, TransactionTrait,
 };
 
-use crate::kernel::{StoreError, Transaction, UnitOfWork};
+use crate::kernel::{StoreError, Transaction, UnitOfWork, retention::Expiring};
 
 /// Opens the database at `url`. A SQLite file is created if missing and put
 /// in WAL mode with a busy timeout, so readers never block the writer and
@@ -163,3 +165,63 @@ macro_rules! module_error_from_db_err {
     };
 }
 pub(crate) use module_error_from_db_err;
+
+/// Rows of one table past their retention, deleted a batch at a time (one
+/// short statement each, so the sweeper never holds long locks).
+pub struct DbExpiring {
+    db: DatabaseConnection,
+    name: &'static str,
+    table: &'static str,
+    /// The SQL condition of an expired row, with `{before}` for the cutoff.
+    condition: &'static str,
+}
+
+impl DbExpiring {
+    pub fn new(
+        db: DatabaseConnection,
+        name: &'static str,
+        table: &'static str,
+        condition: &'static str,
+    ) -> Self {
+        Self {
+            db,
+            name,
+            table,
+            condition,
+        }
+    }
+}
+
+impl Expiring for DbExpiring {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn purge(&self, before: DateTime<Utc>, batch: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
+        async move {
+            let backend = self.db.get_database_backend();
+            // The physical row id of each engine picks a batch of any table,
+            // whatever its primary key.
+            let (row_id, cutoff) = match backend {
+                DatabaseBackend::Postgres => ("ctid", "$1"),
+                _ => ("rowid", "?"),
+            };
+            let condition = self.condition.replace("{before}", cutoff);
+            let sql = format!(
+                "DELETE FROM {table} WHERE {row_id} IN \
+                 (SELECT {row_id} FROM {table} WHERE {condition} LIMIT {batch})",
+                table = self.table,
+            );
+            let done = self
+                .db
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql,
+                    [before.into()],
+                ))
+                .await?;
+            Ok(done.rows_affected())
+        }
+        .boxed()
+    }
+}

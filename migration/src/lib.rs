@@ -8,6 +8,7 @@ mod m20261122_000002_create_event_pipeline;
 mod m20261122_000003_create_queue_settings;
 mod m20261122_000004_create_sales;
 mod m20261122_000005_create_coupons;
+mod m20261202_000006_add_retention_indexes;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_create_queue_settings::Migration),
             Box::new(m20261122_000004_create_sales::Migration),
             Box::new(m20261122_000005_create_coupons::Migration),
+            Box::new(m20261202_000006_add_retention_indexes::Migration),
         ]
     }
 }

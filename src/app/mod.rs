@@ -49,6 +49,7 @@ impl Application {
     /// asked, prepares the background workers and binds the listener (port
     /// 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        workers::check_inbox_retention(settings)?;
         let mut adapters = Adapters::connect(settings).await?;
         let services = Services::new(&adapters, settings)?;
         let seeded = if settings.seed_demo {

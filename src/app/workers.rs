@@ -4,16 +4,29 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use chrono::TimeDelta;
+use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::{adapters::Adapters, services::Services};
 use crate::{
+    admin::{
+        infra::db::expiring_alerts,
+        usecase::{Housekeeping, Retention},
+    },
     config::Settings,
+    coupon::infra::db::expiring_jobs,
     coupon::{self, usecase::CouponRedeemer},
+    db::DbExpiring,
     kernel::{SystemClock, alerts::AlertSink},
+    listeners::infra::notifications::expiring_notifications,
     listeners::{
         infra::{receipts::LocalReceiptProvider, sink::Sink},
         usecase::{DataPlatformExporter, Notifier, ReceiptIssuer},
+    },
+    outbox::{
+        domain::redelivery_window,
+        infra::db::{expiring_dead_letters, expiring_inbox},
     },
     outbox::{
         infra::{
@@ -25,6 +38,8 @@ use crate::{
     payment::{self, usecase::PaymentSaga},
     queue::{infra::scheduler::QueueScheduler, usecase::FinishOnPayment},
     reservation::{self, usecase::ConfirmOnPayment},
+    web::idempotency::expiring_keys,
+    worker::sleep_or_cancel,
 };
 
 pub type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -96,6 +111,12 @@ pub fn workers(
         Duration::from_millis(250),
         cancel.clone(),
     )));
+    workers.push(Box::pin(housekeeping(
+        &a.db,
+        settings,
+        Duration::from_secs(settings.retention_sweep_seconds),
+        cancel.clone(),
+    )));
     workers.push(Box::pin(coupon::infra::reconciler::run(
         s.coupons.clone(),
         Arc::new(s.alerts.clone()),
@@ -138,6 +159,79 @@ pub fn workers(
         workers.push(Box::pin(runner.run(cancel.clone())));
     }
     Ok(workers)
+}
+
+/// The retention sweeper: every kind of row that would otherwise grow
+/// forever, with its configured retention.
+fn housekeeping(
+    db: &DatabaseConnection,
+    settings: &Settings,
+    every: Duration,
+    cancel: CancellationToken,
+) -> impl Future<Output = ()> + Send + 'static {
+    let keep = |seconds: u64| TimeDelta::seconds(i64::try_from(seconds).unwrap_or(i64::MAX));
+    let policy = |rows: DbExpiring, seconds: u64| Retention {
+        rows: Arc::new(rows),
+        keep: keep(seconds),
+    };
+    let sweeper = Housekeeping::new(
+        vec![
+            policy(expiring_inbox(db.clone()), settings.inbox_retention_seconds),
+            policy(
+                expiring_keys(db.clone()),
+                settings.idempotency_retention_seconds,
+            ),
+            policy(
+                expiring_notifications(db.clone()),
+                settings.notification_retention_seconds,
+            ),
+            policy(
+                expiring_jobs(db.clone()),
+                settings.coupon_job_retention_seconds,
+            ),
+            policy(
+                expiring_dead_letters(db.clone()),
+                settings.dead_letter_retention_seconds,
+            ),
+            policy(
+                expiring_alerts(db.clone()),
+                settings.alert_retention_seconds,
+            ),
+        ],
+        SystemClock,
+        RETENTION_BATCH,
+    );
+    async move {
+        loop {
+            sweeper.sweep().await;
+            if sleep_or_cancel(&cancel, every).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Rows one retention statement deletes at most.
+const RETENTION_BATCH: u64 = 1_000;
+
+/// An inbox row must outlive every redelivery of its event from the
+/// stream, or a late one would be applied twice.
+pub fn check_inbox_retention(settings: &Settings) -> anyhow::Result<()> {
+    let window = redelivery_window(
+        Duration::from_millis(settings.consumer_claim_idle_ms),
+        settings.consumer_max_deliveries,
+    );
+    anyhow::ensure!(
+        Duration::from_secs(settings.inbox_retention_seconds) >= window,
+        "--inbox-retention-seconds is {} s, shorter than the {} s an event can keep being \
+         redelivered (claim idle {} ms, doubling over {} deliveries); a redelivery after its \
+         inbox row is gone would be applied twice",
+        settings.inbox_retention_seconds,
+        window.as_secs_f64().ceil(),
+        settings.consumer_claim_idle_ms,
+        settings.consumer_max_deliveries,
+    );
+    Ok(())
 }
 
 fn instance_name() -> String {

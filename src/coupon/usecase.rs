@@ -22,7 +22,7 @@ use crate::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
         },
-        keyed::KeyedLocks,
+        keyed::{ExpiringMemo, KeyedLocks},
     },
     outbox::ports::{EventHandler, OutboxWriter},
 };
@@ -61,16 +61,24 @@ const SOLD_OUT_MEMO_MAX_QUANTITY: u32 = 100_000;
 /// refusal. Those are answered here, without a ledger round trip, for a
 /// second at a time: a holder hears `AlreadyIssued` (or their replay),
 /// everyone else `SoldOut`, exactly as the ledger would have said.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct SoldOutMemo {
-    campaigns: Arc<RwLock<HashMap<CouponId, SoldOut>>>,
+    /// Who held each campaign when it was seen sold out.
+    campaigns: ExpiringMemo<CouponId, Arc<HashSet<UserId>>>,
     /// Campaigns whose holders are being copied, so one request does it.
     refreshing: Arc<Mutex<HashSet<CouponId>>>,
 }
 
-struct SoldOut {
-    until: DateTime<Utc>,
-    holders: HashSet<UserId>,
+/// Campaigns remembered at most.
+const SOLD_OUT_MEMO_CAMPAIGNS: usize = 1_000;
+
+impl Default for SoldOutMemo {
+    fn default() -> Self {
+        Self {
+            campaigns: ExpiringMemo::new(SOLD_OUT_MEMO_CAMPAIGNS),
+            refreshing: Arc::default(),
+        }
+    }
 }
 
 /// What the memo knows of a user's request.
@@ -82,9 +90,8 @@ enum Remembered {
 
 impl SoldOutMemo {
     fn answer(&self, coupon: CouponId, user: UserId, now: DateTime<Utc>) -> Option<Remembered> {
-        let campaigns = self.campaigns.read().ok()?;
-        let sold_out = campaigns.get(&coupon).filter(|s| s.until > now)?;
-        Some(if sold_out.holders.contains(&user) {
+        let holders = self.campaigns.get(&coupon, now)?;
+        Some(if holders.contains(&user) {
             Remembered::Holder
         } else {
             Remembered::SoldOut
@@ -94,19 +101,24 @@ impl SoldOutMemo {
     /// Claims the refresh of a campaign; false when another request has it
     /// or the memo is still fresh.
     fn claim(&self, coupon: CouponId, now: DateTime<Utc>) -> bool {
-        let fresh = self
-            .campaigns
-            .read()
-            .is_ok_and(|c| c.get(&coupon).is_some_and(|s| s.until > now));
-        !fresh && self.refreshing.lock().is_ok_and(|mut r| r.insert(coupon))
+        !self.campaigns.is_fresh(&coupon, now)
+            && self.refreshing.lock().is_ok_and(|mut r| r.insert(coupon))
     }
 
-    fn store(&self, coupon: CouponId, sold_out: Option<SoldOut>) {
-        if let Ok(mut campaigns) = self.campaigns.write() {
-            match sold_out {
-                Some(sold_out) => campaigns.insert(coupon, sold_out),
-                None => campaigns.remove(&coupon),
-            };
+    /// Remembers who holds a sold-out campaign until `until`, or forgets
+    /// it (`None`: not sold out after all), and ends the refresh.
+    fn store(
+        &self,
+        coupon: CouponId,
+        holders: Option<HashSet<UserId>>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) {
+        match holders {
+            Some(holders) => self
+                .campaigns
+                .remember(coupon, Arc::new(holders), until, now),
+            None => self.campaigns.forget(&coupon),
         }
         if let Ok(mut refreshing) = self.refreshing.lock() {
             refreshing.remove(&coupon);
@@ -114,9 +126,7 @@ impl SoldOutMemo {
     }
 
     fn forget(&self, coupon: CouponId) {
-        if let Ok(mut campaigns) = self.campaigns.write() {
-            campaigns.remove(&coupon);
-        }
+        self.campaigns.forget(&coupon);
     }
 }
 
@@ -227,13 +237,10 @@ where
         {
             return;
         }
-        let sold_out = match self.ledger.snapshot(campaign.id).await {
+        let holders = match self.ledger.snapshot(campaign.id).await {
             // A number freed since the refusal means it is not sold out.
             Ok(Some(snapshot)) if snapshot.entries.len() >= snapshot.quantity as usize => {
-                Some(SoldOut {
-                    until: now + SOLD_OUT_MEMORY,
-                    holders: snapshot.entries.iter().map(|e| e.user).collect(),
-                })
+                Some(snapshot.entries.iter().map(|e| e.user).collect())
             }
             Ok(_) => None,
             Err(err) => {
@@ -241,7 +248,8 @@ where
                 None
             }
         };
-        self.sold_out.store(campaign.id, sold_out);
+        self.sold_out
+            .store(campaign.id, holders, now + SOLD_OUT_MEMORY, now);
     }
 
     async fn record(
@@ -1153,7 +1161,14 @@ mod tests {
         let repo = FakeRepo::default();
         let (first, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         first.issue(CouponId(1), UserId(1), None).await.unwrap();
-        let (fresh, _) = service(repo, MemoryCouponLedger::default()).await;
+        // Another instance whose ledger lost the campaign altogether.
+        let fresh = CouponService::new(
+            repo,
+            MemoryCouponLedger::default(),
+            ManualClock::new(t0() + TimeDelta::minutes(1)),
+            NoWake,
+            TimeDelta::seconds(30),
+        );
         let report = fresh.reconcile(CouponId(1)).await.unwrap();
         assert!(report.rebuilt);
         assert!(matches!(

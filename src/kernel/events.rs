@@ -76,6 +76,9 @@ pub mod types {
     pub const COUPON_ISSUED: &str = "CouponIssued";
     pub const COUPON_REDEMPTION_REQUESTED: &str = "CouponRedemptionRequested";
     pub const COUPON_REDEMPTION_FINISHED: &str = "CouponRedemptionFinished";
+    pub const PAYMENT_CONFIRMED: &str = "PaymentConfirmed";
+    pub const COMPENSATION_SCHEDULED: &str = "CompensationScheduled";
+    pub const RECEIPT_ISSUED: &str = "ReceiptIssued";
 }
 
 /// Payload of the `Reservation*` events.
@@ -176,5 +179,34 @@ pub struct CouponRedemptionFinished {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vendor_id: Option<i64>,
     #[serde(default)]
+    pub amount: i64,
+}
+
+/// The saga confirmed a payment (its seat was sold).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentConfirmed {
+    pub payment_id: i64,
+    pub reservation_id: i64,
+    pub user_id: i64,
+}
+
+/// A compensation step was scheduled (e.g. the refund of a payment whose
+/// seat could not be confirmed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompensationScheduled {
+    pub payment_id: i64,
+    pub saga: String,
+    pub step: String,
+}
+
+/// A receipt was issued for a payment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceiptIssued {
+    pub number: String,
+    pub payment_id: i64,
+    pub user_id: i64,
     pub amount: i64,
 }

@@ -9,6 +9,7 @@ pub mod events;
 mod ids;
 pub mod keyed;
 mod points;
+pub mod retention;
 mod store;
 pub mod uow;
 

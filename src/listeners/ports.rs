@@ -27,13 +27,14 @@ pub trait ReceiptProvider: Send + Sync + 'static {
 
 /// Receipts inside the consumer's transaction.
 pub trait ReceiptTx: Send {
-    /// Stores the receipt; a second one for the same payment is ignored.
+    /// Stores the receipt; a second one for the same payment is ignored
+    /// (false).
     fn store_receipt(
         &mut self,
         receipt: &Receipt,
         event_id: Uuid,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// User notifications inside the consumer's transaction.

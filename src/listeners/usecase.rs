@@ -12,11 +12,11 @@ use crate::{
     kernel::{
         Clock, UserId,
         events::{
-            CouponRedemptionFinished, EventEnvelope, PaymentCompleted, PaymentRefunded,
-            ReservationChanged, types,
+            CouponRedemptionFinished, EventEnvelope, NewEvent, PaymentCompleted, PaymentRefunded,
+            ReceiptIssued, ReservationChanged, types,
         },
     },
-    outbox::ports::EventHandler,
+    outbox::ports::{EventHandler, OutboxWriter},
 };
 
 pub async fn export_event(
@@ -46,16 +46,29 @@ pub async fn issue_receipt(
     })
 }
 
-/// Issues the receipt of a payment and stores it in the consumer's
-/// transaction.
-pub async fn record_receipt<T: ReceiptTx>(
+/// Issues the receipt of a payment, stores it in the consumer's
+/// transaction and, the first time, writes `ReceiptIssued`.
+pub async fn record_receipt<T: ReceiptTx + OutboxWriter>(
     tx: &mut T,
     provider: &impl ReceiptProvider,
     event: &EventEnvelope,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<Receipt> {
     let receipt = issue_receipt(provider, event).await?;
-    tx.store_receipt(&receipt, event.event_id, now).await?;
+    if tx.store_receipt(&receipt, event.event_id, now).await? {
+        let issued = NewEvent::new(
+            types::RECEIPT_ISSUED,
+            "receipt",
+            receipt.payment_id,
+            &ReceiptIssued {
+                number: receipt.number.clone(),
+                payment_id: receipt.payment_id,
+                user_id: receipt.user_id,
+                amount: receipt.amount,
+            },
+        );
+        tx.append(vec![issued], now).await?;
+    }
     Ok(receipt)
 }
 
@@ -129,7 +142,9 @@ impl<P, C> ReceiptIssuer<P, C> {
     }
 }
 
-impl<T: ReceiptTx + 'static, P: ReceiptProvider, C: Clock> EventHandler<T> for ReceiptIssuer<P, C> {
+impl<T: ReceiptTx + OutboxWriter + 'static, P: ReceiptProvider, C: Clock> EventHandler<T>
+    for ReceiptIssuer<P, C>
+{
     fn name(&self) -> &'static str {
         RECEIPTS_CONSUMER
     }
@@ -400,6 +415,7 @@ mod tests {
     struct FakeTx {
         receipts: Vec<(Receipt, Uuid)>,
         notifications: Vec<(UserId, String, String, Uuid)>,
+        events: Vec<NewEvent>,
     }
 
     impl ReceiptTx for FakeTx {
@@ -408,8 +424,27 @@ mod tests {
             receipt: &Receipt,
             event_id: Uuid,
             _: chrono::DateTime<chrono::Utc>,
-        ) -> Result<(), crate::kernel::StoreError> {
+        ) -> Result<bool, crate::kernel::StoreError> {
+            // One receipt per payment, like the unique index.
+            if self
+                .receipts
+                .iter()
+                .any(|(r, _)| r.payment_id == receipt.payment_id)
+            {
+                return Ok(false);
+            }
             self.receipts.push((receipt.clone(), event_id));
+            Ok(true)
+        }
+    }
+
+    impl OutboxWriter for FakeTx {
+        async fn append(
+            &mut self,
+            events: Vec<NewEvent>,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<(), crate::kernel::StoreError> {
+            self.events.extend(events);
             Ok(())
         }
     }
@@ -441,6 +476,14 @@ mod tests {
             .unwrap();
         assert_eq!(receipt.number, "R-5");
         assert_eq!(tx.receipts, vec![(receipt, event.event_id)]);
+        assert_eq!(tx.events.len(), 1);
+        assert_eq!(tx.events[0].event_type, types::RECEIPT_ISSUED);
+        assert_eq!(tx.events[0].payload["number"], "R-5");
+        // A second receipt for the payment is neither stored nor announced.
+        record_receipt(&mut tx, &provider, &event, event.occurred_at)
+            .await
+            .unwrap();
+        assert_eq!((tx.receipts.len(), tx.events.len()), (1, 1));
     }
 
     #[tokio::test]

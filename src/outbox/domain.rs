@@ -13,6 +13,20 @@ pub fn retry_after(min_idle: std::time::Duration, deliveries: u32) -> std::time:
     backoff::doubling(min_idle, deliveries)
 }
 
+/// The longest an event can keep coming back to one consumer from the
+/// stream: redelivered with backoff after each failure until it is
+/// dead-lettered. A processed inbox row must be kept at least this long
+/// (and as long as the event's outbox row exists, which the sweeper also
+/// checks), or a late redelivery would be applied a second time.
+pub fn redelivery_window(
+    claim_idle: std::time::Duration,
+    max_deliveries: u32,
+) -> std::time::Duration {
+    (1..=max_deliveries)
+        .map(|delivery| retry_after(claim_idle, delivery))
+        .sum()
+}
+
 /// What the consumer runner does with a delivery whose handler failed:
 /// retried later (left pending, reclaimed with backoff) until it has been
 /// delivered `max_deliveries` times, then set aside as a dead letter.
@@ -98,5 +112,12 @@ mod tests {
         assert!(!gives_up(4, 5));
         assert!(gives_up(5, 5));
         assert!(gives_up(6, 5));
+    }
+
+    #[test]
+    fn the_redelivery_window_sums_every_backoff_before_the_dead_letter() {
+        let idle = Duration::from_secs(30);
+        assert_eq!(redelivery_window(idle, 1), idle);
+        assert_eq!(redelivery_window(idle, 5), idle * (1 + 2 + 4 + 8 + 16));
     }
 }

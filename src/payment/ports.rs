@@ -74,14 +74,14 @@ pub trait PaymentTx: Send {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Schedules a compensation step, due at `now`, once: scheduling the
-    /// same saga step for the same payment again changes nothing.
+    /// same saga step for the same payment again changes nothing (false).
     fn schedule_compensation(
         &mut self,
         saga: &str,
         step: &str,
         payment: PaymentId,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Takes a pending step for this attempt (locking it, so another
     /// runner waits and then finds it taken); `None` when it is not pending.

@@ -19,7 +19,10 @@ use crate::{
     kernel::{
         Clock, PaymentId, ReservationId, ScheduleId, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
-        events::{EventEnvelope, NewEvent, RelayWake, ReservationChanged, types},
+        events::{
+            CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed, RelayWake,
+            ReservationChanged, types,
+        },
         retry_on_conflict,
     },
     outbox::ports::{EventHandler, OutboxWriter},
@@ -175,8 +178,11 @@ impl<C> PaymentSaga<C> {
     }
 }
 
-/// What the payment saga does with a reservation's answer.
-pub async fn on_reservation_answer<T: PaymentTx>(
+/// What the payment saga does with a reservation's answer: a confirmed
+/// reservation confirms the payment (`PaymentConfirmed`), a failed one
+/// schedules the refund (`CompensationScheduled`). A redelivery, or a
+/// refund that got there first, changes nothing and writes nothing.
+pub async fn on_reservation_answer<T: PaymentTx + OutboxWriter>(
     tx: &mut T,
     event_type: &str,
     changed: &ReservationChanged,
@@ -187,18 +193,44 @@ pub async fn on_reservation_answer<T: PaymentTx>(
             .payment_id
             .ok_or_else(|| anyhow::anyhow!("{event_type} without a payment id"))?,
     );
-    if event_type == types::RESERVATION_CONFIRMED {
-        // A redelivery, or a refund that got there first, changes nothing.
+    let event = if event_type == types::RESERVATION_CONFIRMED {
         tx.set_payment_status(payment, PaymentStatus::Paid, PaymentStatus::Confirmed, now)
-            .await?;
+            .await?
+            .then(|| {
+                NewEvent::new(
+                    types::PAYMENT_CONFIRMED,
+                    "payment",
+                    payment,
+                    &PaymentConfirmed {
+                        payment_id: payment.value(),
+                        reservation_id: changed.reservation_id,
+                        user_id: changed.user_id,
+                    },
+                )
+            })
     } else {
         tx.schedule_compensation(REFUND_SAGA, REFUND_STEP, payment, now)
-            .await?;
+            .await?
+            .then(|| {
+                NewEvent::new(
+                    types::COMPENSATION_SCHEDULED,
+                    "payment",
+                    payment,
+                    &CompensationScheduled {
+                        payment_id: payment.value(),
+                        saga: REFUND_SAGA.into(),
+                        step: REFUND_STEP.into(),
+                    },
+                )
+            })
+    };
+    if let Some(event) = event {
+        tx.append(vec![event], now).await?;
     }
     Ok(())
 }
 
-impl<T: PaymentTx, C: Clock> EventHandler<T> for PaymentSaga<C> {
+impl<T: PaymentTx + OutboxWriter, C: Clock> EventHandler<T> for PaymentSaga<C> {
     fn name(&self) -> &'static str {
         "payments"
     }
@@ -637,6 +669,11 @@ mod tests {
         let stored = h.store.world().payments[&payment.id].clone();
         assert_eq!(stored.status, PaymentStatus::Confirmed);
         assert!(h.store.world().compensations.is_empty());
+        assert_eq!(
+            h.store.world().event_types(),
+            vec![types::PAYMENT_COMPLETED, types::PAYMENT_CONFIRMED],
+            "confirmed once, announced once"
+        );
     }
 
     #[tokio::test]

@@ -521,7 +521,7 @@ impl PaymentTx for MemTx {
         step: &str,
         payment: PaymentId,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         self.check()?;
         let exists = self
             .work
@@ -544,7 +544,7 @@ impl PaymentTx for MemTx {
                 },
             );
         }
-        Ok(())
+        Ok(!exists)
     }
 
     async fn claim_compensation(

@@ -209,3 +209,14 @@ impl Idempotency {
         }
     }
 }
+
+/// Idempotency keys past their retention: a retry with such a key after
+/// that is a new request.
+pub fn expiring_keys(db: DatabaseConnection) -> crate::db::DbExpiring {
+    crate::db::DbExpiring::new(
+        db,
+        "idempotency_keys",
+        "idempotency_keys",
+        "created_at < {before}",
+    )
+}

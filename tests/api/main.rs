@@ -22,5 +22,6 @@ mod openapi;
 mod outage;
 mod queue;
 mod queue_contract;
+mod retention;
 mod sales;
 mod security;

@@ -108,3 +108,13 @@ impl AlertRepository for DbAlerts {
         Ok(exists > 0)
     }
 }
+
+/// Acknowledged alerts past their retention (open ones stay).
+pub fn expiring_alerts(db: DatabaseConnection) -> crate::db::DbExpiring {
+    crate::db::DbExpiring::new(
+        db,
+        "admin_alerts",
+        "admin_alerts",
+        "acknowledged_at IS NOT NULL AND acknowledged_at < {before}",
+    )
+}

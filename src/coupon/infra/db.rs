@@ -572,3 +572,13 @@ impl CouponRepository for DbCoupons {
         Ok((issued, redeemed, balance))
     }
 }
+
+/// Finished redemption jobs past their retention (pending ones stay).
+pub fn expiring_jobs(db: DatabaseConnection) -> crate::db::DbExpiring {
+    crate::db::DbExpiring::new(
+        db,
+        "coupon_jobs",
+        "coupon_jobs",
+        "finished_at IS NOT NULL AND finished_at < {before}",
+    )
+}

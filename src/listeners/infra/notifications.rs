@@ -114,3 +114,13 @@ async fn list(
         })
         .collect())
 }
+
+/// Notifications past their retention.
+pub fn expiring_notifications(db: DatabaseConnection) -> crate::db::DbExpiring {
+    crate::db::DbExpiring::new(
+        db,
+        "notifications",
+        "notifications",
+        "created_at < {before}",
+    )
+}

@@ -52,8 +52,8 @@ async fn store_receipt<C: ConnectionTrait>(
     receipt: &Receipt,
     event_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    receipt::Entity::insert(receipt::ActiveModel {
+) -> Result<bool, DbErr> {
+    let inserted = receipt::Entity::insert(receipt::ActiveModel {
         number: Set(receipt.number.clone()),
         payment_id: Set(receipt.payment_id),
         user_id: Set(receipt.user_id),
@@ -69,7 +69,7 @@ async fn store_receipt<C: ConnectionTrait>(
     )
     .exec_without_returning(txn)
     .await?;
-    Ok(())
+    Ok(inserted > 0)
 }
 
 impl ReceiptTx for DbTx {
@@ -78,7 +78,7 @@ impl ReceiptTx for DbTx {
         receipt: &Receipt,
         event_id: Uuid,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         Ok(store_receipt(self.conn(), receipt, event_id, now).await?)
     }
 }

@@ -300,3 +300,26 @@ impl OutboxRepository for DbOutbox {
         Ok(inserted.id)
     }
 }
+
+/// Processed inbox rows whose event can no longer come back: past their
+/// retention and no longer in the outbox (an unpublished or unfinished row
+/// may still be delivered again, so its inbox rows stay).
+pub fn expiring_inbox(db: DatabaseConnection) -> crate::db::DbExpiring {
+    crate::db::DbExpiring::new(
+        db,
+        "inbox",
+        "inbox",
+        "processed_at < {before} AND NOT EXISTS \
+         (SELECT 1 FROM outbox WHERE outbox.event_id = inbox.event_id)",
+    )
+}
+
+/// Dead letters an admin replayed, past their retention (open ones stay).
+pub fn expiring_dead_letters(db: DatabaseConnection) -> crate::db::DbExpiring {
+    crate::db::DbExpiring::new(
+        db,
+        "dead_letters",
+        "dead_letters",
+        "replayed_at IS NOT NULL AND replayed_at < {before}",
+    )
+}

@@ -264,8 +264,8 @@ impl PaymentTx for DbTx {
         step: &str,
         payment: PaymentId,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        compensation::Entity::insert(compensation::ActiveModel {
+    ) -> Result<bool, StoreError> {
+        let inserted = compensation::Entity::insert(compensation::ActiveModel {
             saga: Set(saga.into()),
             step: Set(step.into()),
             payment_id: Set(payment.value()),
@@ -288,7 +288,7 @@ impl PaymentTx for DbTx {
         )
         .exec_without_returning(self.conn())
         .await?;
-        Ok(())
+        Ok(inserted > 0)
     }
 
     async fn claim_compensation(
