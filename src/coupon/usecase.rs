@@ -603,6 +603,7 @@ mod tests {
         fail_next: Arc<Mutex<Option<()>>>,
         holder_reads: Arc<AtomicUsize>,
         jobs: Arc<Mutex<Vec<Job>>>,
+        vendors: Arc<Mutex<Vec<Vendor>>>,
     }
 
     fn campaign() -> Campaign {
@@ -622,18 +623,37 @@ mod tests {
     }
 
     impl CouponRepository for FakeRepo {
-        async fn create_vendor(&self, _: String, _: DateTime<Utc>) -> Result<Vendor, CouponError> {
-            unimplemented!("not used by these tests")
+        async fn create_vendor(
+            &self,
+            name: String,
+            _: DateTime<Utc>,
+        ) -> Result<Vendor, CouponError> {
+            let mut vendors = self.vendors.lock().unwrap();
+            let vendor = Vendor {
+                id: VendorId(vendors.len() as i64 + 1),
+                name,
+                balance: 0,
+            };
+            vendors.push(vendor.clone());
+            Ok(vendor)
         }
         async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
-            unimplemented!("not used by these tests")
+            Ok(self.vendors.lock().unwrap().clone())
         }
         async fn create_campaign(
             &self,
-            _: CampaignDraft,
+            draft: CampaignDraft,
             _: DateTime<Utc>,
         ) -> Result<Campaign, CouponError> {
-            unimplemented!("not used by these tests")
+            Ok(Campaign {
+                id: CouponId(2),
+                name: draft.name,
+                discount: draft.discount,
+                quantity: draft.quantity,
+                valid_from: draft.valid_from,
+                valid_until: draft.valid_until,
+                vendor: draft.vendor,
+            })
         }
         async fn campaign(&self, id: CouponId) -> Result<Option<Campaign>, CouponError> {
             Ok((id == CouponId(1)).then(campaign))
@@ -692,10 +712,27 @@ mod tests {
         }
         async fn wallet_of(
             &self,
-            _: UserId,
-            _: DateTime<Utc>,
+            user: UserId,
+            now: DateTime<Utc>,
         ) -> Result<Vec<HeldCoupon>, CouponError> {
-            unimplemented!("not used by these tests")
+            let c = campaign();
+            Ok(self
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.user == user)
+                .map(|r| HeldCoupon {
+                    id: r.id,
+                    coupon: r.coupon,
+                    name: c.name.clone(),
+                    discount: c.discount,
+                    number: r.number,
+                    state: crate::coupon::domain::CouponState::of(false, c.valid_until, now),
+                    valid_until: c.valid_until,
+                    issued_at: t0(),
+                })
+                .collect())
         }
         async fn request_redemption(
             &self,
@@ -723,8 +760,15 @@ mod tests {
                 .find(|j| j.id == id)
                 .cloned())
         }
-        async fn stats(&self, _: &Campaign) -> Result<(u64, u64, i64), CouponError> {
-            unimplemented!("not used by these tests")
+        async fn stats(&self, campaign: &Campaign) -> Result<(u64, u64, i64), CouponError> {
+            let issued = self
+                .rows
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|r| r.coupon == campaign.id)
+                .count() as u64;
+            Ok((issued, 0, 0))
         }
     }
 
@@ -1175,5 +1219,71 @@ mod tests {
             fresh.issue(CouponId(1), UserId(1), None).await,
             Err(CouponError::AlreadyIssued)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_vendor_is_created_with_a_trimmed_name_and_listed() {
+        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        let vendor = service.create_vendor("  Café Nero ").await.unwrap();
+        assert_eq!(vendor.name, "Café Nero");
+        assert_eq!(service.vendors().await.unwrap(), vec![vendor]);
+    }
+
+    #[tokio::test]
+    async fn a_new_campaign_prepares_its_ledger_and_is_answered_from_memory() {
+        let ledger = MemoryCouponLedger::default();
+        let (service, _) = service(FakeRepo::default(), ledger.clone()).await;
+        let draft =
+            CampaignDraft::parse("Free refill", 300, 10, t0(), t0() + TimeDelta::hours(2), 1)
+                .unwrap();
+        let created = service.create_campaign(draft).await.unwrap();
+        assert_eq!(created.id, CouponId(2));
+        assert_eq!(ledger.issued(CouponId(2)).await.unwrap(), Some(0));
+        // The fake repository knows only campaign 1: this one comes from
+        // the instance's cache of immutable campaigns.
+        assert_eq!(service.campaign(CouponId(2)).await.unwrap(), created);
+        assert_eq!(
+            service
+                .issue(CouponId(2), UserId(1), None)
+                .await
+                .unwrap()
+                .number,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn stats_put_the_database_count_beside_the_ledger_count() {
+        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        service.issue(CouponId(1), UserId(1), None).await.unwrap();
+        let stats = service.stats(CouponId(1)).await.unwrap();
+        assert_eq!((stats.issued, stats.ledger_issued), (1, Some(1)));
+        let all = service.campaigns().await.unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].campaign, campaign());
+        assert!(matches!(
+            service.stats(CouponId(9)).await,
+            Err(CouponError::NotFound)
+        ));
+        // A campaign whose ledger is not loaded here shows no ledger count.
+        let other = CouponService::new(
+            FakeRepo::default(),
+            MemoryCouponLedger::default(),
+            ManualClock::new(t0()),
+            NoWake,
+            TimeDelta::seconds(30),
+        );
+        assert_eq!(other.stats(CouponId(1)).await.unwrap().ledger_issued, None);
+    }
+
+    #[tokio::test]
+    async fn a_users_coupons_are_their_own() {
+        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        service.issue(CouponId(1), UserId(1), None).await.unwrap();
+        service.issue(CouponId(1), UserId(2), None).await.unwrap();
+        let mine = service.wallet_of(UserId(1)).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].number, 1);
+        assert!(service.wallet_of(UserId(3)).await.unwrap().is_empty());
     }
 }
