@@ -27,7 +27,7 @@ use crate::{
     },
     outbox::ports::{EventHandler, OutboxWriter},
     reservation::{
-        domain::NotPayable,
+        domain::{NotPayable, Reservation, ReservationError},
         ports::{ReservationRepository, ReservationTx},
         usecase as reservations,
     },
@@ -69,24 +69,33 @@ where
         user: UserId,
         reservation: ReservationId,
     ) -> Result<Payment, PaymentError> {
-        let payment = retry_on_conflict(|| self.pay_once(user, reservation)).await?;
+        // The hold's user, seat, price and concert never change: read it
+        // once, before the transaction, whose first statement is a write.
+        let hold = self
+            .reservations
+            .get(reservation)
+            .await
+            .map_err(from_reservations)?
+            .filter(|r| r.user == user)
+            .ok_or(PaymentError::ReservationNotFound(reservation))?;
+        let payment = retry_on_conflict(|| self.pay_once(user, &hold)).await?;
         self.wake.wake();
         metrics::counter!("payments_total").increment(1);
         Ok(payment)
     }
 
-    async fn pay_once(&self, user: UserId, id: ReservationId) -> Result<Payment, PaymentError> {
+    async fn pay_once(&self, user: UserId, hold: &Reservation) -> Result<Payment, PaymentError> {
         let now = self.clock.now();
+        let id = hold.id;
         let mut tx = self.uow.begin().await?;
         // Dropping the transaction on any refusal undoes everything below.
         let keep_seat_until = now + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES);
-        let hold =
-            match reservations::claim_for_payment(&mut tx, id, user, keep_seat_until, now).await? {
-                Ok(hold) => hold,
-                Err(NotPayable::NotFound) => return Err(PaymentError::ReservationNotFound(id)),
-                Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
-                Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
-            };
+        match reservations::claim_for_payment(&mut tx, hold, user, keep_seat_until, now).await? {
+            Ok(()) => {}
+            Err(NotPayable::NotFound) => return Err(PaymentError::ReservationNotFound(id)),
+            Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
+            Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
+        }
         // Lets a test keep the seat and reservation locked here while a
         // hold races.
         fail::fail_point!("payment::after_claim");
@@ -131,7 +140,7 @@ where
             .reservations
             .get(reservation)
             .await
-            .map_err(|err| PaymentError::Unexpected(anyhow::anyhow!(err)))?;
+            .map_err(from_reservations)?;
         match found {
             Some(r) if r.user == user => Ok(r.schedule),
             _ => Err(PaymentError::ReservationNotFound(reservation)),
@@ -163,6 +172,17 @@ where
             return Err(PaymentError::CompensationNotFailed(id));
         }
         Ok(())
+    }
+}
+
+/// A failure of the reservation module's reads, as the payment module
+/// answers it: an outage stays an outage.
+fn from_reservations(err: ReservationError) -> PaymentError {
+    match err {
+        ReservationError::Unavailable(cause) | ReservationError::Conflict(cause) => {
+            PaymentError::Unavailable(cause)
+        }
+        other => PaymentError::Unexpected(anyhow::anyhow!(other)),
     }
 }
 

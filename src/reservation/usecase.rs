@@ -231,8 +231,7 @@ where
 
     async fn expire_once(&self, id: ReservationId) -> Result<bool, ReservationError> {
         let now = self.clock.now();
-        let mut tx = self.uow.begin().await?;
-        let Some(reservation) = tx.get(id).await? else {
+        let Some(reservation) = self.repo.get(id).await? else {
             return Ok(false);
         };
         let lapse = Transition::Lapse { now };
@@ -240,6 +239,9 @@ where
         if !lapse.applies_to(&reservation) {
             return Ok(false);
         }
+        // A write first (the seat, in the lock order); the reservation's
+        // compare-and-set below decides, and undoes the seat if it lost.
+        let mut tx = self.uow.begin().await?;
         tx.release(reservation.seat, reservation.id).await?;
         if !tx.transition(reservation.id, lapse, now).await? {
             return Ok(false);
@@ -257,32 +259,35 @@ where
 
 /// Claims the user's unexpired, unpaid hold for a payment, inside the
 /// payment's transaction: the reservation module's part of `pay`, published
-/// for the payment module. The seat is kept held until `keep_seat_until`
-/// while the confirmation travels the event bus. Of several concurrent
-/// payments for one hold exactly one gets past here.
+/// for the payment module. `hold` is the reservation as read before the
+/// transaction (its user, seat, price and concert never change), so the
+/// transaction's first statement is a write: the seat row first (the lock
+/// order), which on SQLite also takes the write lock before anything is
+/// read. The seat is kept held until `keep_seat_until` while the
+/// confirmation travels the event bus. Of several concurrent payments for
+/// one hold exactly one gets past here.
 pub async fn claim_for_payment<T: ReservationTx + SeatTx>(
     tx: &mut T,
-    id: ReservationId,
+    hold: &Reservation,
     user: UserId,
     keep_seat_until: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<Result<Reservation, NotPayable>, crate::kernel::StoreError> {
-    let Some(reservation) = tx.get(id).await?.filter(|r| r.user == user) else {
+) -> Result<Result<(), NotPayable>, crate::kernel::StoreError> {
+    if hold.user != user {
         return Ok(Err(NotPayable::NotFound));
-    };
+    }
     // Lets a test stretch the moment before the payment locks anything.
     fail::fail_point!("reservation::claim::before_seat");
-    // The seat first (lock order), then the reservation.
-    let kept = tx.extend(reservation.seat, id, keep_seat_until).await?;
+    let kept = tx.extend(hold.seat, hold.id, keep_seat_until).await?;
     if !kept
         || !tx
-            .transition(id, Transition::ClaimForPayment { user, now }, now)
+            .transition(hold.id, Transition::ClaimForPayment { user, now }, now)
             .await?
     {
-        let current = tx.get(id).await?.unwrap_or(reservation);
+        let current = tx.get(hold.id).await?.unwrap_or_else(|| hold.clone());
         return Ok(Err(current.why_not_payable(user)));
     }
-    Ok(Ok(reservation))
+    Ok(Ok(()))
 }
 
 /// Records the payment on the hold [`claim_for_payment`] claimed.
@@ -752,25 +757,18 @@ mod tests {
         let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
         let mut tx = h.store.begin().await.unwrap();
         assert_eq!(
-            claim_for_payment(&mut tx, r.id, BOB, keep, now)
+            claim_for_payment(&mut tx, &r, BOB, keep, now)
                 .await
                 .unwrap(),
             Err(NotPayable::NotFound)
         );
-        assert_eq!(
-            claim_for_payment(&mut tx, ReservationId(777), ALICE, keep, now)
-                .await
-                .unwrap(),
-            Err(NotPayable::NotFound)
-        );
-        let claimed = claim_for_payment(&mut tx, r.id, ALICE, keep, now)
+        claim_for_payment(&mut tx, &r, ALICE, keep, now)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(claimed.id, r.id);
         mark_paid(&mut tx, r.id, PaymentId(1), now).await.unwrap();
         assert_eq!(
-            claim_for_payment(&mut tx, r.id, ALICE, keep, now)
+            claim_for_payment(&mut tx, &r, ALICE, keep, now)
                 .await
                 .unwrap(),
             Err(NotPayable::AlreadyPaid)
@@ -779,10 +777,14 @@ mod tests {
         let later = now + TimeDelta::minutes(5);
         let mut tx = h.store.begin().await.unwrap();
         assert_eq!(
-            claim_for_payment(&mut tx, r.id, ALICE, keep, later)
+            claim_for_payment(&mut tx, &r, ALICE, keep, later)
                 .await
                 .unwrap(),
             Err(NotPayable::Expired)
+        );
+        assert!(
+            matches!(h.seat(h.seats[0]), SeatState::Held { until, .. } if until == r.expires_at),
+            "a refused claim keeps nothing"
         );
     }
 }

@@ -576,8 +576,20 @@ async fn http_collector_and_alert_webhook_receive_what_they_should() {
     };
     write_events(&app, vec![payment(1), poison]).await;
 
-    eventually("two lines at the collector", WAIT, || async {
-        (lines.lock().unwrap().len() == 2).then_some(())
+    // Both payments, and the receipt issued for the valid one.
+    eventually("three lines at the collector", WAIT, || async {
+        let types: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body)| {
+                let line: Value = serde_json::from_str(body.trim_end()).unwrap();
+                line["type"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        let payments = types.iter().filter(|t| *t == "PaymentCompleted").count();
+        let receipts = types.iter().filter(|t| *t == "ReceiptIssued").count();
+        (payments == 2 && receipts == 1).then_some(())
     })
     .await;
     for (key, body) in lines.lock().unwrap().iter() {

@@ -385,8 +385,9 @@ async fn race_on_a_lapsing_seat(
 /// A payment and a new hold on the same just-lapsed seat used to lock the
 /// seat and the old reservation in opposite orders and deadlock on
 /// PostgreSQL (500 for the loser). Failpoints make each interleaving
-/// certain: every transaction now takes the seat row first.
-#[tokio::test]
+/// certain: every transaction now takes the seat row first. A failpoint's
+/// sleep blocks its thread, so the server gets worker threads of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_payment_racing_a_new_hold_on_a_lapsing_seat_never_deadlocks() {
     let app = spawn_app().await;
     let retried_before = counter(&app, "db_conflict_retries_total").await;
