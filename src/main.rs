@@ -12,6 +12,10 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // A test build arms the failpoints named in `FAILPOINTS` (the crash
+    // tests stop a request at a chosen step, then SIGKILL the process).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     let settings = cli.settings;
     match cli.command.unwrap_or(Command::Serve) {

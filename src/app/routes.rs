@@ -46,7 +46,7 @@ use crate::{
     web::{
         admission::Admission,
         health::HealthApi,
-        idempotency::{Idempotency, KeyGuard},
+        idempotency::KeyGuard,
         middleware::{BodyLimit, Edge},
     },
 };
@@ -66,7 +66,7 @@ type Apis = (
     NotificationsApi<DbNotifications>,
     AlertsApi<DbAlerts, Webhook, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
-    CouponApi<DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>,
+    CouponApi<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>,
 );
 
 /// Every operation, each over its use case.
@@ -79,12 +79,12 @@ fn apis(a: &Adapters, s: &Services) -> Apis {
         CatalogApi::new(s.catalog.clone(), admission.clone()),
         QueueApi::new(s.queue.clone()),
         ReservationApi::new(s.reservations.clone(), admission.clone()),
-        WalletApi::new(s.wallets.clone(), Idempotency::new(db.clone())),
-        PaymentApi::new(s.payments.clone(), admission, Idempotency::new(db.clone())),
+        WalletApi::new(s.wallets.clone()),
+        PaymentApi::new(s.payments.clone(), admission),
         NotificationsApi::new(s.notifications.clone()),
         AlertsApi::new(s.alerts.clone()),
         EventsApi::new(s.events.clone()),
-        CouponApi::new(s.coupons.clone(), Idempotency::new(db.clone())),
+        CouponApi::new(s.coupons.clone()),
     )
 }
 

@@ -56,7 +56,7 @@ pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWake
 pub type Payments =
     PaymentService<DbUnitOfWork, DbPayments, DbReservations, SystemClock, RelayWaker>;
 pub type CompensationRunner = Compensations<DbUnitOfWork, DbPayments, SystemClock, RelayWaker>;
-pub type Coupons = CouponService<DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
+pub type Coupons = CouponService<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 
 #[derive(Clone)]
@@ -123,6 +123,7 @@ impl Services {
             Duration::from_millis(settings.compensation_retry_ms),
         );
         let coupons = CouponService::new(
+            a.uow.clone(),
             DbCoupons::new(db.clone()),
             a.coupon_ledger.clone(),
             SystemClock,

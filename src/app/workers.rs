@@ -38,7 +38,6 @@ use crate::{
     payment::{self, usecase::PaymentSaga},
     queue::{infra::scheduler::QueueScheduler, usecase::FinishOnPayment},
     reservation::{self, usecase::ConfirmOnPayment},
-    web::idempotency::expiring_keys,
     worker::sleep_or_cancel,
 };
 
@@ -178,7 +177,7 @@ fn housekeeping(
         vec![
             policy(expiring_inbox(db.clone()), settings.inbox_retention_seconds),
             policy(
-                expiring_keys(db.clone()),
+                crate::db::idempotency::expiring_keys(db.clone()),
                 settings.idempotency_retention_seconds,
             ),
             policy(

@@ -14,15 +14,18 @@ use super::{
         CampaignDraft, CampaignStats, CouponError, CouponState, HeldCoupon, JobStatus,
         MAX_DISCOUNT, MAX_NAME_LEN, MAX_QUANTITY, ReconcileReport, Vendor,
     },
-    ports::{CouponLedger, CouponRepository},
+    ports::{CouponLedger, CouponRepository, RedemptionTx},
     usecase::CouponService,
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{Clock, CouponId, UserCouponId, events::RelayWake},
+    kernel::{
+        Clock, CouponId, UnitOfWork, UserCouponId, events::RelayWake, idempotency::IdempotencyTx,
+    },
+    outbox::ports::OutboxWriter,
     web::{
         ApiTags,
-        idempotency::{Idempotency, validate_key},
+        idempotency::{key_reused, request_key},
         problem::Problem,
         strict::JsonString,
     },
@@ -234,17 +237,13 @@ enum JobResponse {
     Ok(Json<JobBody>),
 }
 
-pub struct CouponApi<R, L, C, W> {
-    service: CouponService<R, L, C, W>,
-    idempotency: Idempotency,
+pub struct CouponApi<U, R, L, C, W> {
+    service: CouponService<U, R, L, C, W>,
 }
 
-impl<R, L, C, W> CouponApi<R, L, C, W> {
-    pub fn new(service: CouponService<R, L, C, W>, idempotency: Idempotency) -> Self {
-        Self {
-            service,
-            idempotency,
-        }
+impl<U, R, L, C, W> CouponApi<U, R, L, C, W> {
+    pub fn new(service: CouponService<U, R, L, C, W>) -> Self {
+        Self { service }
     }
 }
 
@@ -300,8 +299,10 @@ fn report_body(report: ReconcileReport) -> ReconcileBody {
 }
 
 #[OpenApi]
-impl<R, L, C, W> CouponApi<R, L, C, W>
+impl<U, R, L, C, W> CouponApi<U, R, L, C, W>
 where
+    U: UnitOfWork,
+    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
     R: CouponRepository,
     L: CouponLedger,
     C: Clock,
@@ -431,12 +432,11 @@ where
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> Result<IssueResponse, Problem> {
-        if let Some(key) = key.0.as_deref() {
-            validate_key(key)?;
-        }
+        let user = auth.0.user_id;
+        let key = request_key(user, "coupon.issue", key.0.as_deref(), &id.0)?;
         let issued = self
             .service
-            .issue(CouponId(id.0), auth.0.user_id, key.0.as_deref())
+            .issue(CouponId(id.0), user, key.as_ref())
             .await?;
         Ok(IssueResponse::Created(Json(IssuedBody {
             user_coupon_id: issued.user_coupon.value(),
@@ -475,20 +475,15 @@ where
         key: Header<Option<String>>,
     ) -> Result<RedemptionResponse, Problem> {
         let user = auth.0.user_id;
-        let answer = self
-            .idempotency
-            .run(user, "coupon.redeem", key.0.as_deref(), &id.0, || async {
-                let job = self
-                    .service
-                    .request_redemption(user, UserCouponId(id.0))
-                    .await?;
-                Ok(JobAcceptedBody {
-                    job_id: job,
-                    poll_after_seconds: JOB_POLL_SECONDS,
-                })
-            })
+        let key = request_key(user, "coupon.redeem", key.0.as_deref(), &id.0)?;
+        let job = self
+            .service
+            .request_redemption(user, UserCouponId(id.0), key.as_ref())
             .await?;
-        Ok(RedemptionResponse::Accepted(Json(answer)))
+        Ok(RedemptionResponse::Accepted(Json(JobAcceptedBody {
+            job_id: job,
+            poll_after_seconds: JOB_POLL_SECONDS,
+        })))
     }
 
     /// A redemption job of yours: `pending` until the worker decided it.
@@ -531,6 +526,7 @@ impl From<CouponError> for Problem {
             CouponError::Ended => Problem::conflict("coupon_ended", err.to_string()),
             CouponError::SoldOut => Problem::conflict("sold_out", err.to_string()),
             CouponError::AlreadyIssued => Problem::conflict("already_issued", err.to_string()),
+            CouponError::KeyReused => key_reused(),
             CouponError::Unavailable(cause) | CouponError::Conflict(cause) => {
                 Problem::outage("coupon store", &cause)
             }

@@ -139,7 +139,23 @@ pub struct IssuedCoupon {
     pub coupon: CouponId,
     pub user: UserId,
     pub number: u32,
-    pub issue_key: Option<String>,
+}
+
+impl IssuedCoupon {
+    /// What the winner hears (and, with a key, a retry hears again).
+    pub fn answer(&self) -> Issued {
+        Issued {
+            user_coupon: self.id,
+            number: self.number,
+        }
+    }
+}
+
+/// A won (or, with the same `Idempotency-Key`, re-answered) coupon.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Issued {
+    pub user_coupon: UserCouponId,
+    pub number: u32,
 }
 
 /// Why the database refused to record a winner.
@@ -152,6 +168,9 @@ pub enum RecordError {
     /// winner was still writing).
     #[error("the issue number is taken")]
     DuplicateNumber,
+    /// The request's `Idempotency-Key` already names another request.
+    #[error("the Idempotency-Key was used with a different request")]
+    KeyReused,
     #[error(transparent)]
     Failed(anyhow::Error),
 }
@@ -329,6 +348,19 @@ pub struct Job {
     pub reason: Option<FailReason>,
 }
 
+impl Job {
+    /// A new redemption request, not yet decided.
+    pub fn pending(user: UserId, user_coupon: UserCouponId) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            user,
+            user_coupon,
+            status: JobStatus::Pending,
+            reason: None,
+        }
+    }
+}
+
 /// What an admin sees of a campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignStats {
@@ -410,6 +442,9 @@ pub enum CouponError {
     SoldOut,
     #[error("you already have this coupon")]
     AlreadyIssued,
+    /// The `Idempotency-Key` was used for a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A concurrent transaction kept getting in the way, even after retries.
@@ -420,6 +455,7 @@ pub enum CouponError {
 }
 
 crate::kernel::module_error_from_store_err!(CouponError);
+crate::kernel::idempotency::module_error_from_key_err!(CouponError);
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,9 @@ use super::domain::{
     Campaign, CampaignDraft, CouponError, FailReason, HeldCoupon, IssuedCoupon, Job, JobStatus,
     LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
 };
-use crate::kernel::{CouponId, StoreError, UserCouponId, UserId, VendorId};
+use crate::kernel::{
+    CouponId, StoreError, UserCouponId, UserId, VendorId, idempotency::RequestKey,
+};
 
 /// The issue ledger: who won each campaign and with which number. It
 /// answers the flood (duplicates, sold out) on its own; the database only
@@ -92,13 +94,14 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         ending_after: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Vec<Campaign>, CouponError>> + Send;
 
-    /// Records a winner and its `CouponIssued` event in one transaction.
+    /// Records a winner, its `CouponIssued` event and, with a key, the key
+    /// with its answer ([`IssuedCoupon::answer`]) in one transaction.
     fn record_issue(
         &self,
         campaign: &Campaign,
         user: UserId,
         number: u32,
-        issue_key: Option<&str>,
+        key: Option<&RequestKey>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<IssuedCoupon, RecordError>> + Send;
 
@@ -120,15 +123,6 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vec<HeldCoupon>, CouponError>> + Send;
 
-    /// Writes a pending job and its `CouponRedemptionRequested` event in one
-    /// transaction.
-    fn request_redemption(
-        &self,
-        user: UserId,
-        user_coupon: UserCouponId,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Uuid, CouponError>> + Send;
-
     fn job(&self, id: Uuid) -> impl Future<Output = Result<Option<Job>, CouponError>> + Send;
 
     /// Issued and redeemed counts and the vendor balance (not the ledger).
@@ -138,8 +132,16 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(u64, u64, i64), CouponError>> + Send;
 }
 
-/// The redemption step's stores, inside the consumer's transaction.
+/// The redemption's stores, inside a transaction (the request's, or the
+/// consumer's).
 pub trait RedemptionTx: Send {
+    /// Writes a new (pending) redemption job.
+    fn insert_job(
+        &mut self,
+        job: &Job,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     fn job(&mut self, id: Uuid) -> impl Future<Output = Result<Option<Job>, StoreError>> + Send;
 
     fn redeemable(

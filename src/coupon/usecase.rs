@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{
     domain::{
-        Campaign, CampaignDraft, CampaignStats, CouponError, FailReason, HeldCoupon, Job,
+        Campaign, CampaignDraft, CampaignStats, CouponError, FailReason, HeldCoupon, Issued, Job,
         JobStatus, LedgerStep, ReconcileReport, RecordError, RedeemableCoupon, Vendor,
         ledger_drift, parse_name, redemption_verdict,
     },
@@ -17,25 +17,22 @@ use super::{
 };
 use crate::{
     kernel::{
-        Clock, CouponId, UserCouponId, UserId,
+        Clock, CouponId, UnitOfWork, UserCouponId, UserId,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
         },
+        failpoint,
+        idempotency::{self, IdempotencyTx, RequestKey},
         keyed::{ExpiringMemo, KeyedLocks},
+        retry_on_conflict,
     },
     outbox::ports::{EventHandler, OutboxWriter},
 };
 
-/// A won (or, with the same `Idempotency-Key`, re-answered) coupon.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issued {
-    pub user_coupon: UserCouponId,
-    pub number: u32,
-}
-
 #[derive(Clone)]
-pub struct CouponService<R, L, C, W> {
+pub struct CouponService<U, R, L, C, W> {
+    uow: U,
     repo: R,
     ledger: L,
     clock: C,
@@ -130,15 +127,18 @@ impl SoldOutMemo {
     }
 }
 
-impl<R, L, C, W> CouponService<R, L, C, W>
+impl<U, R, L, C, W> CouponService<U, R, L, C, W>
 where
+    U: UnitOfWork,
+    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
     R: CouponRepository,
     L: CouponLedger,
     C: Clock,
     W: RelayWake,
 {
-    pub fn new(repo: R, ledger: L, clock: C, wake: W, grace: TimeDelta) -> Self {
+    pub fn new(uow: U, repo: R, ledger: L, clock: C, wake: W, grace: TimeDelta) -> Self {
         Self {
+            uow,
             repo,
             ledger,
             clock,
@@ -192,20 +192,26 @@ where
 
     /// First come, first served, one per user. Rejections come from the
     /// ledger alone; a winner's row is written, and if that fails the ledger
-    /// entry is revoked and the caller hears `Unavailable`.
+    /// entry is revoked and the caller hears `Unavailable`. With a key, the
+    /// winner's answer is written with its row, and a retry hears it again.
     pub async fn issue(
         &self,
         coupon: CouponId,
         user: UserId,
-        issue_key: Option<&str>,
+        key: Option<&RequestKey>,
     ) -> Result<Issued, CouponError> {
         let campaign = self.campaign(coupon).await?;
         let now = self.clock.now();
         campaign.window(now)?;
         match self.sold_out.answer(coupon, user, now) {
-            Some(Remembered::Holder) => return self.replay(coupon, user, issue_key).await,
+            Some(Remembered::Holder) => return self.replay(coupon, user, key).await,
             Some(Remembered::SoldOut) => return Err(self.sold_out_answer()),
             None => {}
+        }
+        // A key already used (for this request: replay; for another:
+        // refuse) never takes a number.
+        if let Some(first) = idempotency::replay(&self.uow, key).await? {
+            return Ok(first);
         }
         let mut step = self.ledger.issue(coupon, user, now).await?;
         if step == LedgerStep::Missing {
@@ -213,8 +219,8 @@ where
             step = self.ledger.issue(coupon, user, now).await?;
         }
         match step {
-            LedgerStep::Issued(number) => self.record(&campaign, user, number, issue_key).await,
-            LedgerStep::AlreadyIssued => self.replay(coupon, user, issue_key).await,
+            LedgerStep::Issued(number) => self.record(&campaign, user, number, key).await,
+            LedgerStep::AlreadyIssued => self.replay(coupon, user, key).await,
             LedgerStep::SoldOut => {
                 self.remember_sold_out(&campaign, now).await;
                 Err(self.sold_out_answer())
@@ -257,27 +263,42 @@ where
         campaign: &Campaign,
         user: UserId,
         number: u32,
-        issue_key: Option<&str>,
+        key: Option<&RequestKey>,
     ) -> Result<Issued, CouponError> {
         let now = self.clock.now();
-        match self
-            .repo
-            .record_issue(campaign, user, number, issue_key, now)
-            .await
-        {
+        // With a key, the number taken from the ledger is the claim.
+        let claimed = match key {
+            Some(_) => failpoint::step("idempotency::claimed").await,
+            None => Ok(()),
+        };
+        let recorded = match claimed {
+            Ok(()) => {
+                self.repo
+                    .record_issue(campaign, user, number, key, now)
+                    .await
+            }
+            Err(cause) => Err(RecordError::Failed(cause)),
+        };
+        if key.is_some() && recorded.is_ok() {
+            failpoint::step("idempotency::committed")
+                .await
+                .map_err(CouponError::Unavailable)?;
+        }
+        match recorded {
             Ok(row) => {
                 self.wake.wake();
                 metrics::counter!("coupon_issue_total", "result" => "issued").increment(1);
-                Ok(Issued {
-                    user_coupon: row.id,
-                    number: row.number,
-                })
+                Ok(row.answer())
             }
             Err(RecordError::DuplicateUser) => {
                 // The ledger had lost this holder: give the number back and
                 // answer from the database.
                 self.revoke(campaign.id, user, number, true).await;
-                self.replay(campaign.id, user, issue_key).await
+                self.replay(campaign.id, user, key).await
+            }
+            Err(RecordError::KeyReused) => {
+                self.revoke(campaign.id, user, number, true).await;
+                Err(CouponError::KeyReused)
             }
             Err(RecordError::DuplicateNumber) => {
                 // Someone holds this number since before a rebuild; keep it
@@ -309,23 +330,29 @@ where
     }
 
     /// A holder asking again: with the key of their winning request they get
-    /// the same answer; otherwise `AlreadyIssued`.
+    /// the same answer; otherwise `AlreadyIssued`. A key the ledger counts
+    /// as a holder but the database has no row for is a win still being
+    /// written, or cut off by a crash: `Unavailable` until it lands or the
+    /// reconciler frees the number (after its grace period), when a retry
+    /// with the key runs afresh — never a stuck key, never two coupons.
     async fn replay(
         &self,
         coupon: CouponId,
         user: UserId,
-        issue_key: Option<&str>,
+        key: Option<&RequestKey>,
     ) -> Result<Issued, CouponError> {
         metrics::counter!("coupon_issue_total", "result" => "already_issued").increment(1);
-        let Some(key) = issue_key else {
+        if key.is_none() {
             return Err(CouponError::AlreadyIssued);
-        };
+        }
+        if let Some(first) = idempotency::replay(&self.uow, key).await? {
+            return Ok(first);
+        }
         match self.repo.held_by(coupon, user).await? {
-            Some(row) if row.issue_key.as_deref() == Some(key) => Ok(Issued {
-                user_coupon: row.id,
-                number: row.number,
-            }),
-            _ => Err(CouponError::AlreadyIssued),
+            Some(_) => Err(CouponError::AlreadyIssued),
+            None => Err(CouponError::Unavailable(anyhow::anyhow!(
+                "coupon {coupon} for user {user} is still being recorded; retry with the same key"
+            ))),
         }
     }
 
@@ -434,13 +461,42 @@ where
         &self,
         user: UserId,
         user_coupon: UserCouponId,
+        key: Option<&RequestKey>,
     ) -> Result<Uuid, CouponError> {
-        let job = self
-            .repo
-            .request_redemption(user, user_coupon, self.clock.now())
-            .await?;
+        let job =
+            retry_on_conflict(|| self.request_redemption_once(user, user_coupon, key)).await?;
         self.wake.wake();
         Ok(job)
+    }
+
+    /// Writes a pending job and its `CouponRedemptionRequested` event in
+    /// one transaction (with the key and its answer, the job id).
+    async fn request_redemption_once(
+        &self,
+        user: UserId,
+        user_coupon: UserCouponId,
+        key: Option<&RequestKey>,
+    ) -> Result<Uuid, CouponError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        if let Some(first) = idempotency::claim(&mut tx, key, now).await? {
+            return Ok(first);
+        }
+        let job = Job::pending(user, user_coupon);
+        tx.insert_job(&job, now).await?;
+        let event = NewEvent::new(
+            types::COUPON_REDEMPTION_REQUESTED,
+            "coupon_job",
+            job.id,
+            &CouponRedemptionRequested {
+                job_id: job.id,
+                user_id: user.value(),
+                user_coupon_id: user_coupon.value(),
+            },
+        );
+        tx.append(vec![event], now).await?;
+        idempotency::finish(tx, key, &job.id).await?;
+        Ok(job.id)
     }
 
     /// The caller's job; another user's answers `JobNotFound`.
@@ -586,6 +642,7 @@ mod tests {
     use crate::{
         coupon::{domain::IssuedCoupon, infra::memory::MemoryCouponLedger},
         kernel::{ManualClock, VendorId},
+        testing::MemoryUow,
     };
 
     #[derive(Clone, Copy)]
@@ -602,8 +659,13 @@ mod tests {
         rows: Arc<Mutex<Vec<IssuedCoupon>>>,
         fail_next: Arc<Mutex<Option<()>>>,
         holder_reads: Arc<AtomicUsize>,
-        jobs: Arc<Mutex<Vec<Job>>>,
         vendors: Arc<Mutex<Vec<Vendor>>>,
+        /// The transactional side (keys, jobs) the service shares.
+        uow: MemoryUow,
+    }
+
+    fn key(user: i64, coupon: i64, key: &str) -> RequestKey {
+        RequestKey::new(UserId(user), "coupon.issue", key, &coupon).unwrap()
     }
 
     fn campaign() -> Campaign {
@@ -666,7 +728,7 @@ mod tests {
             campaign: &Campaign,
             user: UserId,
             number: u32,
-            issue_key: Option<&str>,
+            key: Option<&RequestKey>,
             _: DateTime<Utc>,
         ) -> Result<IssuedCoupon, RecordError> {
             if self.fail_next.lock().unwrap().take().is_some() {
@@ -682,8 +744,19 @@ mod tests {
                 coupon: campaign.id,
                 user,
                 number,
-                issue_key: issue_key.map(str::to_owned),
             };
+            // The key's row, with its answer, in the same transaction.
+            if let Some(key) = key {
+                let mut world = self.uow.world();
+                let id = (key.user(), key.scope(), key.key().to_owned());
+                if world.keys.contains_key(&id) {
+                    return Err(RecordError::KeyReused);
+                }
+                let answer = serde_json::to_string(&row.answer()).unwrap();
+                world
+                    .keys
+                    .insert(id, (key.fingerprint().to_owned(), Some(answer)));
+            }
             rows.push(row.clone());
             Ok(row)
         }
@@ -734,31 +807,8 @@ mod tests {
                 })
                 .collect())
         }
-        async fn request_redemption(
-            &self,
-            user: UserId,
-            user_coupon: UserCouponId,
-            _: DateTime<Utc>,
-        ) -> Result<Uuid, CouponError> {
-            let mut jobs = self.jobs.lock().unwrap();
-            let id = Uuid::from_u128(jobs.len() as u128 + 1);
-            jobs.push(Job {
-                id,
-                user,
-                user_coupon,
-                status: JobStatus::Pending,
-                reason: None,
-            });
-            Ok(id)
-        }
         async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {
-            Ok(self
-                .jobs
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|j| j.id == id)
-                .cloned())
+            Ok(self.uow.world().jobs.get(&id).cloned())
         }
         async fn stats(&self, campaign: &Campaign) -> Result<(u64, u64, i64), CouponError> {
             let issued = self
@@ -772,13 +822,19 @@ mod tests {
         }
     }
 
-    type Service = CouponService<FakeRepo, MemoryCouponLedger, ManualClock, NoWake>;
+    type Service = CouponService<MemoryUow, FakeRepo, MemoryCouponLedger, ManualClock, NoWake>;
 
     async fn service(repo: FakeRepo, ledger: MemoryCouponLedger) -> (Service, ManualClock) {
         let clock = ManualClock::new(t0() + TimeDelta::minutes(1));
         ledger.load(CouponId(1), 2, &[]).await.unwrap();
-        let service =
-            CouponService::new(repo, ledger, clock.clone(), NoWake, TimeDelta::seconds(30));
+        let service = CouponService::new(
+            repo.uow.clone(),
+            repo,
+            ledger,
+            clock.clone(),
+            NoWake,
+            TimeDelta::seconds(30),
+        );
         (service, clock)
     }
 
@@ -828,22 +884,162 @@ mod tests {
     async fn a_holder_the_ledger_forgot_is_answered_from_the_database() {
         let repo = FakeRepo::default();
         let (first, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
-        first
-            .issue(CouponId(1), UserId(1), Some("k"))
-            .await
-            .unwrap();
+        first.issue(CouponId(1), UserId(1), None).await.unwrap();
         // A ledger that lost the holder says "won"; the database says
         // "already yours".
         let (fresh, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
-        let replay = fresh
-            .issue(CouponId(1), UserId(1), Some("k"))
-            .await
-            .unwrap();
-        assert_eq!(replay.number, 1);
         assert!(matches!(
-            fresh.issue(CouponId(1), UserId(1), Some("other")).await,
+            fresh.issue(CouponId(1), UserId(1), None).await,
             Err(CouponError::AlreadyIssued)
         ));
+        assert_eq!(repo.rows.lock().unwrap().len(), 1);
+        assert_eq!(
+            fresh
+                .ledger
+                .snapshot(CouponId(1))
+                .await
+                .unwrap()
+                .unwrap()
+                .entries
+                .len(),
+            0,
+            "the number the fresh ledger handed out was revoked (the reconciler adds the holder back)"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_winning_key_replays_its_win_and_names_only_that_request() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let won = service
+            .issue(CouponId(1), UserId(1), Some(&key(1, 1, "k")))
+            .await
+            .unwrap();
+        let again = service
+            .issue(CouponId(1), UserId(1), Some(&key(1, 1, "k")))
+            .await
+            .unwrap();
+        assert_eq!(again, won, "the retry hears the first answer");
+        assert!(matches!(
+            service
+                .issue(CouponId(1), UserId(1), Some(&key(1, 1, "other")))
+                .await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        // The same key on another campaign is another request.
+        assert!(matches!(
+            service
+                .issue(CouponId(9), UserId(1), Some(&key(1, 9, "k")))
+                .await,
+            Err(CouponError::NotFound)
+        ));
+        let (other_campaign, _) = service_with_two(repo.clone()).await;
+        assert!(matches!(
+            other_campaign
+                .issue(CouponId(2), UserId(1), Some(&key(1, 2, "k")))
+                .await,
+            Err(CouponError::KeyReused)
+        ));
+        assert_eq!(
+            other_campaign.ledger.issued(CouponId(2)).await.unwrap(),
+            Some(0),
+            "a reused key takes no number"
+        );
+        assert_eq!(repo.rows.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_write_was_cut_off_is_unavailable_then_runs_afresh() {
+        let repo = FakeRepo::default();
+        let ledger = MemoryCouponLedger::default();
+        let (service, clock) = service(repo.clone(), ledger.clone()).await;
+        // The ledger counts user 1 but the process died before the row and
+        // the key were written.
+        assert_eq!(
+            ledger
+                .issue(CouponId(1), UserId(1), clock.now())
+                .await
+                .unwrap(),
+            LedgerStep::Issued(1)
+        );
+        let k = key(1, 1, "k");
+        assert!(matches!(
+            service.issue(CouponId(1), UserId(1), Some(&k)).await,
+            Err(CouponError::Unavailable(_))
+        ));
+        // Past the grace period the reconciler frees the number ...
+        clock.advance(TimeDelta::seconds(31));
+        let report = service.reconcile(CouponId(1)).await.unwrap();
+        assert_eq!(report.removed, vec![UserId(1)]);
+        // ... and the retry wins once.
+        let won = service
+            .issue(CouponId(1), UserId(1), Some(&k))
+            .await
+            .unwrap();
+        assert_eq!(won.number, 1);
+        assert_eq!(repo.rows.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_redemption_request_with_a_key_writes_one_job() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let k = |coupon: i64, key: &str| {
+            RequestKey::new(UserId(1), "coupon.redeem", key, &coupon).unwrap()
+        };
+        let first = service
+            .request_redemption(UserId(1), UserCouponId(4), Some(&k(4, "r")))
+            .await
+            .unwrap();
+        let again = service
+            .request_redemption(UserId(1), UserCouponId(4), Some(&k(4, "r")))
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert!(matches!(
+            service
+                .request_redemption(UserId(1), UserCouponId(5), Some(&k(5, "r")))
+                .await,
+            Err(CouponError::KeyReused)
+        ));
+        let world = repo.uow.world();
+        assert_eq!(world.jobs.len(), 1);
+        assert_eq!(world.outbox.len(), 1, "one CouponRedemptionRequested");
+    }
+
+    #[tokio::test]
+    async fn a_redemption_request_that_conflicts_is_retried_and_an_outage_leaves_no_key() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let k = RequestKey::new(UserId(1), "coupon.redeem", "r", &4).unwrap();
+        repo.uow.set_down(true);
+        assert!(matches!(
+            service
+                .request_redemption(UserId(1), UserCouponId(4), Some(&k))
+                .await,
+            Err(CouponError::Unavailable(_))
+        ));
+        repo.uow.set_down(false);
+        assert!(repo.uow.world().keys.is_empty(), "no key stuck");
+        repo.uow.conflict_next_commits(2);
+        let job = service
+            .request_redemption(UserId(1), UserCouponId(4), Some(&k))
+            .await
+            .unwrap();
+        assert_eq!(
+            repo.uow.world().jobs.keys().copied().collect::<Vec<_>>(),
+            vec![job]
+        );
+    }
+
+    /// A service over the same stores that also knows campaign 2.
+    async fn service_with_two(repo: FakeRepo) -> (Service, ManualClock) {
+        let (service, clock) = service(repo, MemoryCouponLedger::default()).await;
+        let mut second = campaign();
+        second.id = CouponId(2);
+        service.remember(&second);
+        service.ledger.load(CouponId(2), 2, &[]).await.unwrap();
+        (service, clock)
     }
 
     #[tokio::test]
@@ -852,6 +1048,7 @@ mod tests {
         let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         service.issue(CouponId(1), UserId(1), None).await.unwrap();
         let lost = CouponService::new(
+            repo.uow.clone(),
             repo.clone(),
             MemoryCouponLedger::default(),
             ManualClock::new(t0() + TimeDelta::minutes(1)),
@@ -933,6 +1130,15 @@ mod tests {
     }
 
     impl RedemptionTx for RedemptionFake {
+        async fn insert_job(
+            &mut self,
+            job: &Job,
+            _: DateTime<Utc>,
+        ) -> Result<(), crate::kernel::StoreError> {
+            self.job = Some(job.clone());
+            Ok(())
+        }
+
         async fn job(&mut self, id: Uuid) -> Result<Option<Job>, crate::kernel::StoreError> {
             Ok(self.job.clone().filter(|j| j.id == id))
         }
@@ -1154,7 +1360,7 @@ mod tests {
         let repo = FakeRepo::default();
         let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         let id = service
-            .request_redemption(UserId(1), UserCouponId(4))
+            .request_redemption(UserId(1), UserCouponId(4), None)
             .await
             .unwrap();
         let job = service.job(UserId(1), id).await.unwrap();
@@ -1184,7 +1390,6 @@ mod tests {
             coupon: CouponId(1),
             user: UserId(2),
             number: 2,
-            issue_key: None,
         });
         let report = service.reconcile(CouponId(1)).await.unwrap();
         assert_eq!(report.added, vec![UserId(2)]);
@@ -1207,6 +1412,7 @@ mod tests {
         first.issue(CouponId(1), UserId(1), None).await.unwrap();
         // Another instance whose ledger lost the campaign altogether.
         let fresh = CouponService::new(
+            repo.uow.clone(),
             repo,
             MemoryCouponLedger::default(),
             ManualClock::new(t0() + TimeDelta::minutes(1)),
@@ -1267,6 +1473,7 @@ mod tests {
         ));
         // A campaign whose ledger is not loaded here shows no ledger count.
         let other = CouponService::new(
+            MemoryUow::default(),
             FakeRepo::default(),
             MemoryCouponLedger::default(),
             ManualClock::new(t0()),

@@ -6,6 +6,8 @@ pub mod alerts;
 pub mod backoff;
 mod clock;
 pub mod events;
+pub mod failpoint;
+pub mod idempotency;
 mod ids;
 pub mod keyed;
 mod points;

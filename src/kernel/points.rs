@@ -2,8 +2,35 @@ use std::fmt;
 
 /// An amount of wallet points. Always between 0 and [`Points::MAX`], so any
 /// sum of a few thousand amounts still fits in an `i64` column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Points(i64);
+
+impl TryFrom<i64> for Points {
+    type Error = PointsError;
+
+    fn try_from(amount: i64) -> Result<Self, PointsError> {
+        Self::new(amount)
+    }
+}
+
+impl From<Points> for i64 {
+    fn from(points: Points) -> i64 {
+        points.0
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PointsError {

@@ -14,14 +14,16 @@ use super::{
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     catalog::ports::SeatTx,
-    kernel::{Clock, PaymentId, ReservationId, UnitOfWork, events::RelayWake},
+    kernel::{
+        Clock, PaymentId, ReservationId, UnitOfWork, events::RelayWake, idempotency::IdempotencyTx,
+    },
     outbox::ports::OutboxWriter,
     reservation::ports::{ReservationRepository, ReservationTx},
     wallet::ports::WalletTx,
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
-        idempotency::Idempotency,
+        idempotency::{key_reused, request_key},
         problem::Problem,
     },
 };
@@ -120,20 +122,11 @@ enum RetryResponse {
 pub struct PaymentApi<U, P, R, C, W> {
     service: PaymentService<U, P, R, C, W>,
     admission: Admission,
-    idempotency: Idempotency,
 }
 
 impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
-    pub fn new(
-        service: PaymentService<U, P, R, C, W>,
-        admission: Admission,
-        idempotency: Idempotency,
-    ) -> Self {
-        Self {
-            service,
-            admission,
-            idempotency,
-        }
+    pub fn new(service: PaymentService<U, P, R, C, W>, admission: Admission) -> Self {
+        Self { service, admission }
     }
 }
 
@@ -141,7 +134,7 @@ impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
 impl<U, P, R, C, W> PaymentApi<U, P, R, C, W>
 where
     U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter,
+    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
     P: PaymentRepository,
     R: ReservationRepository,
     C: Clock,
@@ -165,17 +158,17 @@ where
         key: Header<Option<String>>,
     ) -> Result<PayResponse, Problem> {
         let user = auth.0.user_id;
-        let reservation = ReservationId(req.0.reservation_id);
-        let answer = self
-            .idempotency
-            .run(user, "payment.pay", key.0.as_deref(), &req.0, || async {
-                let schedule = self.service.schedule_of(reservation, user).await?;
-                self.admission.require(&queue, user, schedule).await?;
-                let payment = self.service.pay(user, reservation).await?;
-                Ok(body(&payment))
-            })
+        let key = request_key(user, "payment.pay", key.0.as_deref(), &req.0)?;
+        let hold = self
+            .service
+            .hold_of(user, ReservationId(req.0.reservation_id))
             .await?;
-        Ok(PayResponse::Created(Json(answer)))
+        if let Some(first) = self.service.replay(key.as_ref()).await? {
+            return Ok(PayResponse::Created(Json(body(&first))));
+        }
+        self.admission.require(&queue, user, hold.schedule).await?;
+        let payment = self.service.pay(&hold, key.as_ref()).await?;
+        Ok(PayResponse::Created(Json(body(&payment))))
     }
 
     /// One of your payments.
@@ -255,6 +248,7 @@ impl From<PaymentError> for Problem {
             | PaymentError::CompensationNotFound(_) => Problem::not_found(err.to_string()),
             PaymentError::HoldExpired(_) => Problem::conflict("hold_expired", err.to_string()),
             PaymentError::AlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
+            PaymentError::KeyReused => key_reused(),
             PaymentError::InsufficientPoints => {
                 Problem::conflict("insufficient_points", err.to_string())
             }

@@ -8,8 +8,19 @@ use crate::kernel::{
 };
 
 /// A payment's status; the database column holds these names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 #[strum(serialize_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     Paid,
     Confirmed,
@@ -26,7 +37,8 @@ impl PaymentStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A payment; with a key, also the answer a retried pay request gets back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Payment {
     pub id: PaymentId,
     pub user: UserId,
@@ -180,6 +192,9 @@ pub enum PaymentError {
     CompensationNotFound(i64),
     #[error("compensation {0} has not failed, so there is nothing to retry")]
     CompensationNotFailed(i64),
+    /// The `Idempotency-Key` was used for a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A concurrent transaction kept getting in the way, even after retries.
@@ -190,6 +205,7 @@ pub enum PaymentError {
 }
 
 crate::kernel::module_error_from_store_err!(PaymentError);
+crate::kernel::idempotency::module_error_from_key_err!(PaymentError);
 
 #[cfg(test)]
 mod tests {

@@ -17,12 +17,13 @@ use super::{
 use crate::{
     catalog::ports::SeatTx,
     kernel::{
-        Clock, PaymentId, ReservationId, ScheduleId, Transaction, UnitOfWork, UserId,
+        Clock, PaymentId, ReservationId, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{
             CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed, RelayWake,
             ReservationChanged, types,
         },
+        idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
     },
     outbox::ports::{EventHandler, OutboxWriter},
@@ -46,7 +47,7 @@ pub struct PaymentService<U, P, R, C, W> {
 impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
 where
     U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter,
+    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
     P: PaymentRepository,
     R: ReservationRepository,
     C: Clock,
@@ -62,32 +63,56 @@ where
         }
     }
 
-    /// In one transaction: claim the user's unexpired hold, record the
-    /// payment, take its price from the wallet and write `PaymentCompleted`.
-    pub async fn pay(
+    /// The user's own hold, read once before paying: its user, seat,
+    /// schedule, price and concert never change, so the waiting-room check
+    /// and the pay transaction both work from this copy.
+    pub async fn hold_of(
         &self,
         user: UserId,
         reservation: ReservationId,
-    ) -> Result<Payment, PaymentError> {
-        // The hold's user, seat, price and concert never change: read it
-        // once, before the transaction, whose first statement is a write.
-        let hold = self
-            .reservations
+    ) -> Result<Reservation, PaymentError> {
+        self.reservations
             .get(reservation)
             .await
             .map_err(from_reservations)?
             .filter(|r| r.user == user)
-            .ok_or(PaymentError::ReservationNotFound(reservation))?;
-        let payment = retry_on_conflict(|| self.pay_once(user, &hold)).await?;
+            .ok_or(PaymentError::ReservationNotFound(reservation))
+    }
+
+    /// The payment a request with `key` already made, if one did: a retry
+    /// gets it back even though its queue token was finished by it.
+    pub async fn replay(&self, key: Option<&RequestKey>) -> Result<Option<Payment>, PaymentError> {
+        Ok(idempotency::replay(&self.uow, key).await?)
+    }
+
+    /// In one transaction: claim the user's unexpired hold, record the
+    /// payment, take its price from the wallet and write `PaymentCompleted`.
+    /// With a key, a retry of a payment that happened answers that payment
+    /// as it was then, and takes nothing.
+    pub async fn pay(
+        &self,
+        hold: &Reservation,
+        key: Option<&RequestKey>,
+    ) -> Result<Payment, PaymentError> {
+        let payment = retry_on_conflict(|| self.pay_once(hold, key)).await?;
         self.wake.wake();
         metrics::counter!("payments_total").increment(1);
         Ok(payment)
     }
 
-    async fn pay_once(&self, user: UserId, hold: &Reservation) -> Result<Payment, PaymentError> {
+    async fn pay_once(
+        &self,
+        hold: &Reservation,
+        key: Option<&RequestKey>,
+    ) -> Result<Payment, PaymentError> {
+        let user = hold.user;
         let now = self.clock.now();
-        let id = hold.id;
         let mut tx = self.uow.begin().await?;
+        // The key is the first row written: a retry with it waits here.
+        if let Some(first) = idempotency::claim(&mut tx, key, now).await? {
+            return Ok(first);
+        }
+        let id = hold.id;
         // Dropping the transaction on any refusal undoes everything below.
         let keep_seat_until = now + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES);
         match reservations::claim_for_payment(&mut tx, hold, user, keep_seat_until, now).await? {
@@ -118,7 +143,7 @@ where
         fail::fail_point!("payment::before_commit", |_| Err(
             PaymentError::Unavailable(anyhow::anyhow!("failpoint payment::before_commit"))
         ));
-        tx.commit().await?;
+        idempotency::finish(tx, key, &payment).await?;
         Ok(payment)
     }
 
@@ -127,23 +152,6 @@ where
         match self.payments.get(id).await? {
             Some(payment) if payment.user == user => Ok(payment),
             _ => Err(PaymentError::NotFound(id)),
-        }
-    }
-
-    /// The schedule of the user's reservation (for the waiting-room check).
-    pub async fn schedule_of(
-        &self,
-        reservation: ReservationId,
-        user: UserId,
-    ) -> Result<ScheduleId, PaymentError> {
-        let found = self
-            .reservations
-            .get(reservation)
-            .await
-            .map_err(from_reservations)?;
-        match found {
-            Some(r) if r.user == user => Ok(r.schedule),
-            _ => Err(PaymentError::ReservationNotFound(reservation)),
         }
     }
 
@@ -447,7 +455,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::{CONFLICT_ATTEMPTS, ConcertId, ManualClock, Points},
+        kernel::{CONFLICT_ATTEMPTS, ConcertId, ManualClock, Points, ScheduleId},
         payment::domain::MAX_COMPENSATION_ATTEMPTS,
         reservation::domain::{Reservation, ReservationStatus},
         testing::{MemoryUow, RaisedAlerts, Wakes},
@@ -523,6 +531,24 @@ mod tests {
             reservation
         }
 
+        /// What the API does: the user's hold, then the payment.
+        async fn pay(&self, user: UserId, id: ReservationId) -> Result<Payment, PaymentError> {
+            self.pay_keyed(user, id, None).await
+        }
+
+        async fn pay_keyed(
+            &self,
+            user: UserId,
+            id: ReservationId,
+            key: Option<&RequestKey>,
+        ) -> Result<Payment, PaymentError> {
+            let hold = self.payments.hold_of(user, id).await?;
+            if let Some(first) = self.payments.replay(key).await? {
+                return Ok(first);
+            }
+            self.payments.pay(&hold, key).await
+        }
+
         fn fund(&self, user: UserId, points: i64) {
             self.store
                 .world()
@@ -563,7 +589,7 @@ mod tests {
         let h = harness();
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
-        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        let payment = h.pay(ALICE, r.id).await.unwrap();
         assert_eq!(payment.status, PaymentStatus::Paid);
         assert_eq!(payment.amount.value(), PRICE);
         assert_eq!(h.balance(ALICE), 4_000);
@@ -588,7 +614,7 @@ mod tests {
         let r = h.held(ALICE);
         h.fund(ALICE, PRICE - 1);
         assert!(matches!(
-            h.payments.pay(ALICE, r.id).await,
+            h.pay(ALICE, r.id).await,
             Err(PaymentError::InsufficientPoints)
         ));
         let world = h.store.world();
@@ -606,22 +632,22 @@ mod tests {
         let r = h.held(ALICE);
         h.fund(ALICE, 10_000);
         assert!(matches!(
-            h.payments.pay(BOB, r.id).await,
+            h.pay(BOB, r.id).await,
             Err(PaymentError::ReservationNotFound(_))
         ));
         assert!(matches!(
-            h.payments.pay(ALICE, ReservationId(4_242)).await,
+            h.pay(ALICE, ReservationId(4_242)).await,
             Err(PaymentError::ReservationNotFound(_))
         ));
-        h.payments.pay(ALICE, r.id).await.unwrap();
+        h.pay(ALICE, r.id).await.unwrap();
         assert!(matches!(
-            h.payments.pay(ALICE, r.id).await,
+            h.pay(ALICE, r.id).await,
             Err(PaymentError::AlreadyPaid(_))
         ));
         let lapsed = h.held(ALICE);
         h.clock.advance(TimeDelta::minutes(5));
         assert!(matches!(
-            h.payments.pay(ALICE, lapsed.id).await,
+            h.pay(ALICE, lapsed.id).await,
             Err(PaymentError::HoldExpired(_))
         ));
         assert_eq!(h.balance(ALICE), 10_000 - PRICE, "only one payment taken");
@@ -633,13 +659,13 @@ mod tests {
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
         h.store.conflict_next_commits(CONFLICT_ATTEMPTS - 1);
-        h.payments.pay(ALICE, r.id).await.unwrap();
+        h.pay(ALICE, r.id).await.unwrap();
         assert_eq!(h.balance(ALICE), 4_000, "debited once");
 
         let other = h.held(ALICE);
         h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
         assert!(matches!(
-            h.payments.pay(ALICE, other.id).await,
+            h.pay(ALICE, other.id).await,
             Err(PaymentError::Conflict(_))
         ));
         assert_eq!(h.balance(ALICE), 4_000);
@@ -652,30 +678,89 @@ mod tests {
         let r = h.held(ALICE);
         h.store.set_down(true);
         assert!(matches!(
-            h.payments.pay(ALICE, r.id).await,
+            h.pay(ALICE, r.id).await,
             Err(PaymentError::Unavailable(_))
         ));
     }
 
     #[tokio::test]
-    async fn a_user_sees_their_own_payment_and_schedule_only() {
+    async fn a_user_sees_their_own_payment_and_hold_only() {
         let h = harness();
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
-        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        let payment = h.pay(ALICE, r.id).await.unwrap();
         assert_eq!(h.payments.get(payment.id, ALICE).await.unwrap(), payment);
         assert!(matches!(
             h.payments.get(payment.id, BOB).await,
             Err(PaymentError::NotFound(_))
         ));
         assert_eq!(
-            h.payments.schedule_of(r.id, ALICE).await.unwrap(),
+            h.payments.hold_of(ALICE, r.id).await.unwrap().schedule,
             ScheduleId(3)
         );
         assert!(matches!(
-            h.payments.schedule_of(r.id, BOB).await,
+            h.payments.hold_of(BOB, r.id).await,
             Err(PaymentError::ReservationNotFound(_))
         ));
+    }
+
+    fn pay_key(reservation: ReservationId, key: &str) -> RequestKey {
+        RequestKey::new(ALICE, "payment.pay", key, &reservation).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retried_key_gets_the_first_payment_back_and_pays_nothing_more() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let key = pay_key(r.id, "p");
+        let first = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
+        // The saga moves on; the retry still hears the answer of then.
+        h.answer(types::RESERVATION_CONFIRMED, &first).await;
+        let again = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(again.status, PaymentStatus::Paid);
+        // Straight into the transaction (no replay look first): the claim
+        // answers it just the same.
+        let hold = h.payments.hold_of(ALICE, r.id).await.unwrap();
+        assert_eq!(h.payments.pay(&hold, Some(&key)).await.unwrap(), first);
+        assert_eq!(h.balance(ALICE), 4_000, "debited once");
+        assert_eq!(h.store.world().payments.len(), 1);
+
+        // The same key for another hold is refused and changes nothing.
+        let other = h.held(ALICE);
+        assert!(matches!(
+            h.pay_keyed(ALICE, other.id, Some(&pay_key(other.id, "p")))
+                .await,
+            Err(PaymentError::KeyReused)
+        ));
+        let hold = h.payments.hold_of(ALICE, other.id).await.unwrap();
+        assert!(matches!(
+            h.payments.pay(&hold, Some(&pay_key(other.id, "p"))).await,
+            Err(PaymentError::KeyReused)
+        ));
+        assert_eq!(h.balance(ALICE), 4_000);
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_failed_payment_leaves_its_key_free_for_a_retry() {
+        let h = harness();
+        let r = h.held(ALICE);
+        let key = pay_key(r.id, "p");
+        assert!(matches!(
+            h.pay_keyed(ALICE, r.id, Some(&key)).await,
+            Err(PaymentError::InsufficientPoints)
+        ));
+        h.fund(ALICE, 5_000);
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
+        assert!(matches!(
+            h.pay_keyed(ALICE, r.id, Some(&key)).await,
+            Err(PaymentError::Conflict(_))
+        ));
+        assert!(h.store.world().keys.is_empty(), "no key left behind");
+        let paid = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
+        assert_eq!(paid.amount.value(), PRICE);
+        assert_eq!(h.balance(ALICE), 4_000);
     }
 
     #[tokio::test]
@@ -683,7 +768,7 @@ mod tests {
         let h = harness();
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
-        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        let payment = h.pay(ALICE, r.id).await.unwrap();
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
         let stored = h.store.world().payments[&payment.id].clone();
@@ -701,7 +786,7 @@ mod tests {
         let h = harness();
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
-        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        let payment = h.pay(ALICE, r.id).await.unwrap();
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
             .await;
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
@@ -735,7 +820,7 @@ mod tests {
         let h = harness();
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
-        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        let payment = h.pay(ALICE, r.id).await.unwrap();
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
             .await;
@@ -757,7 +842,7 @@ mod tests {
         let h = harness();
         let r = h.held(ALICE);
         h.fund(ALICE, 5_000);
-        let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+        let payment = h.pay(ALICE, r.id).await.unwrap();
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
             .await;
         // A refund that would pass the wallet's cap cannot be made.
@@ -810,7 +895,7 @@ mod tests {
         for _ in 0..3 {
             let r = h.held(ALICE);
             h.fund(ALICE, 5_000);
-            let payment = h.payments.pay(ALICE, r.id).await.unwrap();
+            let payment = h.pay(ALICE, r.id).await.unwrap();
             h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
                 .await;
         }

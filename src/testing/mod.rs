@@ -18,10 +18,15 @@ use crate::{
         domain::{HeldSeat, Seat, SeatState},
         ports::{SeatReads, SeatTx},
     },
+    coupon::{
+        domain::{FailReason, Job, JobStatus, RedeemableCoupon},
+        ports::RedemptionTx,
+    },
     kernel::{
         ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
-        UnitOfWork, UserId,
+        UnitOfWork, UserCouponId, UserId, VendorId,
         events::{NewEvent, RelayWake},
+        idempotency::{IdempotencyTx, Recall, RequestKey},
     },
     outbox::ports::OutboxWriter,
     payment::{
@@ -65,6 +70,11 @@ pub struct World {
     pub outbox: Vec<NewEvent>,
     /// Users whose holds were counted under a user lock, in order.
     pub user_locks: Vec<UserId>,
+    /// Idempotency keys: (user, scope, key) → (fingerprint, answer once
+    /// stored).
+    pub keys: HashMap<(UserId, &'static str, String), (String, Option<String>)>,
+    /// Redemption jobs written by requests.
+    pub jobs: BTreeMap<uuid::Uuid, Job>,
     next_id: i64,
 }
 
@@ -223,6 +233,102 @@ impl Transaction for MemTx {
 impl MemTx {
     fn check(&self) -> Result<(), StoreError> {
         self.uow.check()
+    }
+}
+
+impl IdempotencyTx for MemTx {
+    async fn claim(&mut self, key: &RequestKey, _: DateTime<Utc>) -> Result<Recall, StoreError> {
+        self.check()?;
+        let id = (key.user(), key.scope(), key.key().to_owned());
+        match self.work.keys.get(&id) {
+            Some((fingerprint, Some(answer))) => Ok(Recall::of(key, fingerprint, answer.clone())),
+            Some((_, None)) => Err(StoreError::Unexpected(anyhow::anyhow!(
+                "a committed key without its answer"
+            ))),
+            None => {
+                self.work
+                    .keys
+                    .insert(id, (key.fingerprint().to_owned(), None));
+                Ok(Recall::Fresh)
+            }
+        }
+    }
+
+    async fn recall(&mut self, key: &RequestKey) -> Result<Recall, StoreError> {
+        self.check()?;
+        let id = (key.user(), key.scope(), key.key().to_owned());
+        Ok(match self.work.keys.get(&id) {
+            Some((fingerprint, Some(answer))) => Recall::of(key, fingerprint, answer.clone()),
+            _ => Recall::Fresh,
+        })
+    }
+
+    async fn answer(&mut self, key: &RequestKey, body: String) -> Result<(), StoreError> {
+        self.check()?;
+        let id = (key.user(), key.scope(), key.key().to_owned());
+        let claimed =
+            self.work.keys.get_mut(&id).ok_or_else(|| {
+                StoreError::Unexpected(anyhow::anyhow!("the key was not claimed"))
+            })?;
+        claimed.1 = Some(body);
+        Ok(())
+    }
+}
+
+/// Only the request side of a redemption lives here (the step's own tests
+/// use a smaller fake).
+impl RedemptionTx for MemTx {
+    async fn insert_job(&mut self, job: &Job, _: DateTime<Utc>) -> Result<(), StoreError> {
+        self.check()?;
+        self.work.jobs.insert(job.id, job.clone());
+        Ok(())
+    }
+
+    async fn job(&mut self, id: uuid::Uuid) -> Result<Option<Job>, StoreError> {
+        self.check()?;
+        Ok(self.work.jobs.get(&id).cloned())
+    }
+
+    async fn redeemable(
+        &mut self,
+        _: UserCouponId,
+    ) -> Result<Option<RedeemableCoupon>, StoreError> {
+        Ok(None)
+    }
+
+    async fn mark_used(
+        &mut self,
+        _: UserCouponId,
+        _: i64,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn pay_vendor(
+        &mut self,
+        _: VendorId,
+        _: UserCouponId,
+        _: uuid::Uuid,
+        _: i64,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn finish_job(
+        &mut self,
+        job: uuid::Uuid,
+        status: JobStatus,
+        reason: Option<FailReason>,
+        _: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        if let Some(job) = self.work.jobs.get_mut(&job) {
+            job.status = status;
+            job.reason = reason;
+        }
+        Ok(())
     }
 }
 

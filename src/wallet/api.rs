@@ -14,9 +14,13 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{Clock, UnitOfWork, events::RelayWake},
+    kernel::{Clock, UnitOfWork, events::RelayWake, idempotency::IdempotencyTx},
     outbox::ports::OutboxWriter,
-    web::{ApiTags, idempotency::Idempotency, problem::Problem},
+    web::{
+        ApiTags,
+        idempotency::{key_reused, request_key},
+        problem::Problem,
+    },
 };
 
 #[derive(Debug, Object, serde::Serialize, serde::Deserialize)]
@@ -85,15 +89,11 @@ enum PageResponse {
 
 pub struct WalletApi<U, R, C, W> {
     service: WalletService<U, R, C, W>,
-    idempotency: Idempotency,
 }
 
 impl<U, R, C, W> WalletApi<U, R, C, W> {
-    pub fn new(service: WalletService<U, R, C, W>, idempotency: Idempotency) -> Self {
-        Self {
-            service,
-            idempotency,
-        }
+    pub fn new(service: WalletService<U, R, C, W>) -> Self {
+        Self { service }
     }
 }
 
@@ -101,7 +101,7 @@ impl<U, R, C, W> WalletApi<U, R, C, W> {
 impl<U, R, C, W> WalletApi<U, R, C, W>
 where
     U: UnitOfWork,
-    U::Tx: WalletTx + OutboxWriter,
+    U::Tx: WalletTx + OutboxWriter + IdempotencyTx,
     R: WalletRepository,
     C: Clock,
     W: RelayWake,
@@ -136,16 +136,14 @@ where
         key: Header<Option<String>>,
     ) -> Result<ChargeResponse, Problem> {
         let user = auth.0.user_id;
-        let answer = self
-            .idempotency
-            .run(user, "wallet.charge", key.0.as_deref(), &body.0, || async {
-                let balance = self.service.charge(user, body.0.amount).await?;
-                Ok(BalanceBody {
-                    balance: balance.value(),
-                })
-            })
+        let key = request_key(user, "wallet.charge", key.0.as_deref(), &body.0)?;
+        let balance = self
+            .service
+            .charge(user, body.0.amount, key.as_ref())
             .await?;
-        Ok(ChargeResponse::Created(Json(answer)))
+        Ok(ChargeResponse::Created(Json(BalanceBody {
+            balance: balance.value(),
+        })))
     }
 
     /// Your ledger, newest first.
@@ -194,6 +192,7 @@ impl From<WalletError> for Problem {
         match err {
             WalletError::InvalidAmount(detail) => Problem::validation(detail),
             WalletError::BalanceLimit => Problem::conflict("balance_limit", err.to_string()),
+            WalletError::KeyReused => key_reused(),
             WalletError::Unavailable(cause) | WalletError::Conflict(cause) => {
                 Problem::outage("wallet store", &cause)
             }

@@ -62,6 +62,9 @@ pub enum WalletError {
     InvalidAmount(String),
     #[error("the balance may not exceed {} points", Points::MAX)]
     BalanceLimit,
+    /// The `Idempotency-Key` was used for a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    KeyReused,
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A concurrent transaction kept getting in the way, even after retries.
@@ -72,6 +75,7 @@ pub enum WalletError {
 }
 
 crate::kernel::module_error_from_store_err!(WalletError);
+crate::kernel::idempotency::module_error_from_key_err!(WalletError);
 
 #[cfg(test)]
 mod tests {

@@ -4,8 +4,9 @@ use super::{
 };
 use crate::{
     kernel::{
-        Clock, Points, Transaction, UnitOfWork, UserId,
+        Clock, Points, UnitOfWork, UserId,
         events::{NewEvent, RelayWake, WalletCharged, types},
+        idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
@@ -28,7 +29,7 @@ pub struct Page {
 impl<U, R, C, W> WalletService<U, R, C, W>
 where
     U: UnitOfWork,
-    U::Tx: WalletTx + OutboxWriter,
+    U::Tx: WalletTx + OutboxWriter + IdempotencyTx,
     R: WalletRepository,
     C: Clock,
     W: RelayWake,
@@ -46,17 +47,32 @@ where
         self.repo.balance(user).await
     }
 
-    /// Adds points and writes `WalletCharged`, in one transaction.
-    pub async fn charge(&self, user: UserId, amount: i64) -> Result<Points, WalletError> {
+    /// Adds points and writes `WalletCharged`, in one transaction. With a
+    /// key, a retry of a charge that happened answers the balance it
+    /// answered then, and charges nothing.
+    pub async fn charge(
+        &self,
+        user: UserId,
+        amount: i64,
+        key: Option<&RequestKey>,
+    ) -> Result<Points, WalletError> {
         let amount = ChargeAmount::parse(amount)?;
-        let balance = retry_on_conflict(|| self.charge_once(user, amount)).await?;
+        let balance = retry_on_conflict(|| self.charge_once(user, amount, key)).await?;
         self.wake.wake();
         Ok(balance)
     }
 
-    async fn charge_once(&self, user: UserId, amount: ChargeAmount) -> Result<Points, WalletError> {
+    async fn charge_once(
+        &self,
+        user: UserId,
+        amount: ChargeAmount,
+        key: Option<&RequestKey>,
+    ) -> Result<Points, WalletError> {
         let now = self.clock.now();
         let mut tx = self.uow.begin().await?;
+        if let Some(first) = idempotency::claim(&mut tx, key, now).await? {
+            return Ok(first);
+        }
         let Some(balance) = tx
             .credit(user, amount.points(), EntryKind::Charge, None, now)
             .await?
@@ -74,7 +90,7 @@ where
             },
         );
         tx.append(vec![event], now).await?;
-        tx.commit().await?;
+        idempotency::finish(tx, key, &balance).await?;
         Ok(balance)
     }
 
@@ -107,7 +123,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::ManualClock,
+        kernel::{CONFLICT_ATTEMPTS, ManualClock},
         testing::MemoryUow,
         wallet::domain::{EntryKind, MAX_CHARGE},
     };
@@ -179,7 +195,7 @@ mod tests {
 
         async fn charges(&self, user: UserId, amounts: &[i64]) {
             for &amount in amounts {
-                self.service.charge(user, amount).await.unwrap();
+                self.service.charge(user, amount, None).await.unwrap();
             }
         }
     }
@@ -221,7 +237,7 @@ mod tests {
     async fn a_charge_adds_a_ledger_row_at_the_clock_time_and_wakes_the_relay() {
         let h = harness();
         h.clock.advance(TimeDelta::seconds(9));
-        let balance = h.service.charge(ALICE, 1_500).await.unwrap();
+        let balance = h.service.charge(ALICE, 1_500, None).await.unwrap();
 
         assert_eq!(balance.value(), 1_500);
         let rows = h.repo.rows();
@@ -235,11 +251,61 @@ mod tests {
         assert_eq!(h.wakes(), 1);
     }
 
+    fn charge_key(amount: i64, key: &str) -> RequestKey {
+        RequestKey::new(ALICE, "wallet.charge", key, &amount).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retried_key_answers_the_first_balance_and_charges_once() {
+        let h = harness();
+        let key = charge_key(100, "c");
+        let first = h.service.charge(ALICE, 100, Some(&key)).await.unwrap();
+        h.charges(ALICE, &[50]).await;
+        let again = h.service.charge(ALICE, 100, Some(&key)).await.unwrap();
+        assert_eq!(again, first, "the balance of then, not of now");
+        assert_eq!(h.service.balance(ALICE).await.unwrap().value(), 150);
+        assert_eq!(h.repo.rows().len(), 2);
+        assert!(matches!(
+            h.service
+                .charge(ALICE, 200, Some(&charge_key(200, "c")))
+                .await,
+            Err(WalletError::KeyReused)
+        ));
+        assert_eq!(h.service.balance(ALICE).await.unwrap().value(), 150);
+    }
+
+    #[tokio::test]
+    async fn a_charge_that_fails_before_its_commit_leaves_its_key_free() {
+        let h = harness();
+        let key = charge_key(100, "c");
+        h.repo.conflict_next_commits(CONFLICT_ATTEMPTS);
+        assert!(matches!(
+            h.service.charge(ALICE, 100, Some(&key)).await,
+            Err(WalletError::Conflict(_))
+        ));
+        assert!(h.repo.world().keys.is_empty());
+        assert_eq!(
+            h.service
+                .charge(ALICE, 100, Some(&key))
+                .await
+                .unwrap()
+                .value(),
+            100
+        );
+        assert_eq!(h.repo.rows().len(), 1);
+    }
+
     #[tokio::test]
     async fn charges_add_up_and_answer_the_new_balance() {
         let h = harness();
-        assert_eq!(h.service.charge(ALICE, 100).await.unwrap().value(), 100);
-        assert_eq!(h.service.charge(ALICE, 250).await.unwrap().value(), 350);
+        assert_eq!(
+            h.service.charge(ALICE, 100, None).await.unwrap().value(),
+            100
+        );
+        assert_eq!(
+            h.service.charge(ALICE, 250, None).await.unwrap().value(),
+            350
+        );
         assert_eq!(h.wakes(), 2);
     }
 
@@ -247,7 +313,11 @@ mod tests {
     async fn the_largest_single_charge_is_accepted() {
         let h = harness();
         assert_eq!(
-            h.service.charge(ALICE, MAX_CHARGE).await.unwrap().value(),
+            h.service
+                .charge(ALICE, MAX_CHARGE, None)
+                .await
+                .unwrap()
+                .value(),
             MAX_CHARGE
         );
     }
@@ -258,7 +328,7 @@ mod tests {
         for amount in [0, -1, i64::MIN, MAX_CHARGE + 1, i64::MAX] {
             assert!(
                 matches!(
-                    h.service.charge(ALICE, amount).await,
+                    h.service.charge(ALICE, amount, None).await,
                     Err(WalletError::InvalidAmount(_))
                 ),
                 "{amount}"
@@ -273,7 +343,7 @@ mod tests {
         let h = harness();
         h.repo.set_balance(ALICE, Points::MAX - 10);
         assert!(matches!(
-            h.service.charge(ALICE, 11).await,
+            h.service.charge(ALICE, 11, None).await,
             Err(WalletError::BalanceLimit)
         ));
         assert_eq!(
@@ -282,7 +352,7 @@ mod tests {
         );
         assert_eq!(h.wakes(), 0);
         assert_eq!(
-            h.service.charge(ALICE, 10).await.unwrap().value(),
+            h.service.charge(ALICE, 10, None).await.unwrap().value(),
             Points::MAX
         );
     }
@@ -292,7 +362,7 @@ mod tests {
         let h = harness();
         h.repo.set_down(true);
         assert!(matches!(
-            h.service.charge(ALICE, 10).await,
+            h.service.charge(ALICE, 10, None).await,
             Err(WalletError::Unavailable(_))
         ));
         assert_eq!(h.wakes(), 0);

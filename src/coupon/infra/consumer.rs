@@ -1,4 +1,5 @@
-//! The redemption step's stores in the consumer's transaction.
+//! The redemption's stores in a transaction: the request writes the job,
+//! the consumer's step decides it.
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
@@ -19,6 +20,21 @@ use crate::{
 };
 
 impl RedemptionTx for DbTx {
+    async fn insert_job(&mut self, job: &Job, now: DateTime<Utc>) -> Result<(), StoreError> {
+        coupon_job::Entity::insert(coupon_job::ActiveModel {
+            id: Set(job.id),
+            user_id: Set(job.user.value()),
+            user_coupon_id: Set(job.user_coupon.value()),
+            status: Set(job.status.as_str().into()),
+            reason: Set(job.reason.map(|r| r.code().into())),
+            created_at: Set(now),
+            finished_at: Set(None),
+        })
+        .exec_without_returning(self.conn())
+        .await?;
+        Ok(())
+    }
+
     async fn job(&mut self, id: Uuid) -> Result<Option<Job>, StoreError> {
         coupon_job::Entity::find_by_id(id)
             .one(self.conn())

@@ -19,10 +19,14 @@ use crate::{
         },
         ports::CouponRepository,
     },
-    db::DbTx,
+    db::{
+        DbTx,
+        idempotency::{answered_row, idempotency_key},
+    },
     kernel::{
         CouponId, StoreError, Transaction, UserCouponId, UserId, VendorId,
-        events::{CouponCreated, CouponIssued, CouponRedemptionRequested, NewEvent, types},
+        events::{CouponCreated, CouponIssued, NewEvent, types},
+        idempotency::RequestKey,
     },
     outbox::ports::OutboxWriter,
 };
@@ -169,7 +173,6 @@ fn issued_from(row: user_coupon::Model) -> IssuedCoupon {
         coupon: CouponId(row.coupon_id),
         user: UserId(row.user_id),
         number: u32::try_from(row.issue_number).unwrap_or(u32::MAX),
-        issue_key: row.issue_key,
     }
 }
 
@@ -208,6 +211,8 @@ impl DbCoupons {
 /// A winner's row waiting to be written.
 struct PendingIssue {
     row: user_coupon::ActiveModel,
+    /// The request's key, stored with the row and the winner's answer.
+    key: Option<RequestKey>,
     reply: oneshot::Sender<Result<IssuedCoupon, RecordError>>,
 }
 
@@ -223,7 +228,10 @@ const MAX_WINNERS_PER_BATCH: usize = 256;
 async fn write_winners(db: DatabaseConnection, mut pending: mpsc::UnboundedReceiver<PendingIssue>) {
     let mut batch = Vec::with_capacity(MAX_WINNERS_PER_BATCH);
     while pending.recv_many(&mut batch, MAX_WINNERS_PER_BATCH).await > 0 {
-        let rows = batch.iter().map(|p| p.row.clone()).collect();
+        let rows = batch
+            .iter()
+            .map(|p| (p.row.clone(), p.key.clone()))
+            .collect();
         match insert_winners(&db, rows).await {
             Ok(written) => {
                 for waiting in batch.drain(..) {
@@ -239,7 +247,7 @@ async fn write_winners(db: DatabaseConnection, mut pending: mpsc::UnboundedRecei
             }
             Err(_) if batch.len() > 1 => {
                 for waiting in batch.drain(..) {
-                    let written = insert_winners(&db, vec![waiting.row])
+                    let written = insert_winners(&db, vec![(waiting.row, waiting.key)])
                         .await
                         .and_then(|mut rows| rows.pop().ok_or(DbErr::RecordNotInserted));
                     let _ = waiting
@@ -257,17 +265,44 @@ async fn write_winners(db: DatabaseConnection, mut pending: mpsc::UnboundedRecei
     }
 }
 
-/// Inserts winners' rows and their `CouponIssued` events in one
-/// transaction.
+/// Inserts winners' rows, their `CouponIssued` events and the keys of
+/// those who sent one (with their answers) in one transaction.
 async fn insert_winners(
     db: &DatabaseConnection,
-    rows: Vec<user_coupon::ActiveModel>,
+    winners: Vec<(user_coupon::ActiveModel, Option<RequestKey>)>,
 ) -> Result<Vec<user_coupon::Model>, DbErr> {
     let mut tx = DbTx::new(db.begin().await?);
     let txn = tx.conn();
+    let mut keys = Vec::new();
+    let mut rows = Vec::with_capacity(winners.len());
+    for (row, key) in winners {
+        if let Some(key) = key {
+            keys.push((
+                row.coupon_id.clone().unwrap(),
+                row.user_id.clone().unwrap(),
+                key,
+            ));
+        }
+        rows.push(row);
+    }
     let written = user_coupon::Entity::insert_many(rows)
         .exec_with_returning(txn)
         .await?;
+    let keyed: Vec<_> = keys
+        .iter()
+        .filter_map(|(coupon, user, key)| {
+            let row = written
+                .iter()
+                .find(|row| row.coupon_id == *coupon && row.user_id == *user)?;
+            let answer = serde_json::to_string(&issued_from(row.clone()).answer()).ok()?;
+            Some(answered_row(key, answer, row.issued_at))
+        })
+        .collect();
+    if !keyed.is_empty() {
+        idempotency_key::Entity::insert_many(keyed)
+            .exec_without_returning(txn)
+            .await?;
+    }
     let events = written
         .iter()
         .map(|row| {
@@ -298,10 +333,14 @@ async fn insert_winners(
 }
 
 /// Which unique index refused a winner's row, if one did. PostgreSQL names
-/// the index (`ux_user_coupons_coupon_number`), SQLite the columns
-/// (`user_coupons.issue_number`); both mention "number" only for that one.
+/// the index (`ux_user_coupons_coupon_number`, `idempotency_keys_pkey`),
+/// SQLite the columns (`user_coupons.issue_number`,
+/// `idempotency_keys.user_id, …`).
 fn record_error(err: DbErr) -> RecordError {
     match err.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("idempotency") => {
+            RecordError::KeyReused
+        }
         Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("number") => {
             RecordError::DuplicateNumber
         }
@@ -406,7 +445,7 @@ impl CouponRepository for DbCoupons {
         campaign: &Campaign,
         user: UserId,
         number: u32,
-        issue_key: Option<&str>,
+        key: Option<&RequestKey>,
         now: DateTime<Utc>,
     ) -> Result<IssuedCoupon, RecordError> {
         fail::fail_point!("coupon::record_issue", |_| Err(RecordError::Failed(
@@ -424,14 +463,19 @@ impl CouponRepository for DbCoupons {
             issue_number: Set(i64::from(number)),
             status: Set(CouponStatus::Issued.as_str().into()),
             version: Set(0),
-            issue_key: Set(issue_key.map(str::to_owned)),
+            // Keys live with every other request's keys now.
+            issue_key: Set(None),
             issued_at: Set(now),
             used_at: Set(None),
             ..Default::default()
         };
         let (reply, answer) = oneshot::channel();
         self.writer()
-            .send(PendingIssue { row, reply })
+            .send(PendingIssue {
+                row,
+                key: key.cloned(),
+                reply,
+            })
             .map_err(|_| RecordError::Failed(anyhow!("the coupon writer has stopped")))?;
         answer
             .await
@@ -510,41 +554,6 @@ impl CouponRepository for DbCoupons {
                 })
             })
             .collect()
-    }
-
-    async fn request_redemption(
-        &self,
-        user: UserId,
-        user_coupon: UserCouponId,
-        now: DateTime<Utc>,
-    ) -> Result<Uuid, CouponError> {
-        let id = Uuid::now_v7();
-        let mut tx = DbTx::new(self.db.begin().await?);
-        let txn = tx.conn();
-        coupon_job::ActiveModel {
-            id: Set(id),
-            user_id: Set(user.value()),
-            user_coupon_id: Set(user_coupon.value()),
-            status: Set(JobStatus::Pending.as_str().into()),
-            reason: Set(None),
-            created_at: Set(now),
-            finished_at: Set(None),
-        }
-        .insert(txn)
-        .await?;
-        let event = NewEvent::new(
-            types::COUPON_REDEMPTION_REQUESTED,
-            "coupon_job",
-            id,
-            &CouponRedemptionRequested {
-                job_id: id,
-                user_id: user.value(),
-                user_coupon_id: user_coupon.value(),
-            },
-        );
-        tx.append(vec![event], now).await?;
-        tx.commit().await?;
-        Ok(id)
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {

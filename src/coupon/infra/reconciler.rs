@@ -7,23 +7,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     coupon::{
-        ports::{CouponLedger, CouponRepository},
+        ports::{CouponLedger, CouponRepository, RedemptionTx},
         usecase::CouponService,
     },
     kernel::{
-        Clock,
+        Clock, UnitOfWork,
         alerts::{AlertSink, NewAlert, Severity},
         events::RelayWake,
+        idempotency::IdempotencyTx,
     },
+    outbox::ports::OutboxWriter,
     worker::sleep_or_cancel,
 };
 
-pub async fn run<R, L, C, W>(
-    service: CouponService<R, L, C, W>,
+pub async fn run<U, R, L, C, W>(
+    service: CouponService<U, R, L, C, W>,
     alerts: Arc<dyn AlertSink>,
     every: Duration,
     cancel: CancellationToken,
 ) where
+    U: UnitOfWork,
+    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
     R: CouponRepository,
     L: CouponLedger,
     C: Clock,

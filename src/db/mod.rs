@@ -1,6 +1,8 @@
 //! Database plumbing shared by the sea-orm adapters: connecting (SQLite in
 //! WAL mode or PostgreSQL), migrating, and telling an outage from a bug.
 
+pub mod idempotency;
+
 use std::time::Duration;
 
 use anyhow::Context;
