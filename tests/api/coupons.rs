@@ -654,3 +654,91 @@ async fn an_expired_coupon_cannot_be_used() {
     assert_eq!(resp.json::<Value>().await.unwrap()[0]["status"], "expired");
     assert_eq!(app.coupon_stats(coupon).await["vendorBalance"], 0);
 }
+
+/// One key names one request: on another coupon (issue or redemption) it
+/// is refused and takes nothing; sent ten times at once it runs once.
+#[tokio::test]
+async fn an_idempotency_key_names_one_request_and_runs_once_even_sent_at_once() {
+    let app = spawn_app().await;
+    let (first, _) = app.create_coupon(5, TimeDelta::days(1)).await;
+    let (second, _) = app.create_coupon(5, TimeDelta::days(1)).await;
+    let send = |path: String, key: &'static str| {
+        app.post(&path)
+            .bearer_auth(app.user_token(3))
+            .header("idempotency-key", key)
+            .send()
+    };
+    let issue = |coupon: i64, key| send(format!("/v1/coupons/{coupon}/issue"), key);
+    let won: Value = issue(first, "issue-k").await.unwrap().json().await.unwrap();
+    assert_problem(
+        issue(second, "issue-k").await.unwrap(),
+        409,
+        "idempotency_conflict",
+    )
+    .await;
+    assert_eq!(
+        app.coupon_stats(second).await["ledgerIssued"],
+        0,
+        "a refused key takes no coupon"
+    );
+    let again: Value = issue(first, "issue-k").await.unwrap().json().await.unwrap();
+    assert_eq!(again, won);
+
+    let mine: Value = issue(second, "issue-2")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let redeem = |user_coupon: &Value| {
+        send(
+            format!("/v1/user-coupons/{user_coupon}/redemptions"),
+            "redeem-k",
+        )
+    };
+    let job = redeem(&won["userCouponId"]).await.unwrap();
+    assert_eq!(job.status(), 202);
+    let job: Value = job.json().await.unwrap();
+    assert_problem(
+        redeem(&mine["userCouponId"]).await.unwrap(),
+        409,
+        "idempotency_conflict",
+    )
+    .await;
+    let retried: Value = redeem(&won["userCouponId"])
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(retried, job);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM coupon_jobs").await, 1);
+
+    // Ten identical charges at once: one runs, the others wait for it and
+    // replay its answer.
+    let charges = (0..10).map(|_| {
+        app.post("/v1/wallet/charges")
+            .bearer_auth(app.user_token(3))
+            .header("idempotency-key", "charge-k")
+            .json(&json!({"amount": 700}))
+            .send()
+    });
+    let mut answers = Vec::new();
+    for resp in futures::future::join_all(charges).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), 201);
+        answers.push(resp.json::<Value>().await.unwrap());
+    }
+    assert!(
+        answers.iter().all(|a| a == &json!({"balance": 700})),
+        "{answers:?}"
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM wallet_transactions WHERE user_id = 3"
+        )
+        .await,
+        1
+    );
+}

@@ -53,8 +53,9 @@ impl Drop for Armed {
     }
 }
 
-/// A user with an admitted queue token, a charged wallet and a paid seat.
-async fn paid_seat(app: &TestApp, user: i64) -> Value {
+/// A user with an admitted queue token, a charged wallet and a held seat:
+/// (queue token, reservation).
+async fn held_seat(app: &TestApp, user: i64) -> (String, Value) {
     let sale = sale(app, 2).await;
     let token = app.admitted_token(user, &sale.concert).await;
     assert_eq!(charge(app, user, json!(200_000)).await.status(), 201);
@@ -63,6 +64,12 @@ async fn paid_seat(app: &TestApp, user: i64) -> Value {
         .json()
         .await
         .unwrap();
+    (token, reservation)
+}
+
+/// A user with an admitted queue token, a charged wallet and a paid seat.
+async fn paid_seat(app: &TestApp, user: i64) -> Value {
+    let (token, reservation) = held_seat(app, user).await;
     let resp = pay(app, user, &token, &reservation["id"]).await;
     assert_eq!(resp.status(), 201);
     resp.json().await.unwrap()
@@ -443,5 +450,205 @@ async fn a_payment_racing_a_new_hold_on_a_lapsing_seat_never_deadlocks() {
         0,
         "no seat held or sold twice"
     );
+    assert_invariants(&app).await;
+}
+
+/// One user's four keyed requests — a charge, a payment, a coupon issue and
+/// a redemption — each with its own key, and how to count its effect.
+struct KeyedRequests<'a> {
+    app: &'a TestApp,
+    user: i64,
+    token: String,
+    reservation: Value,
+    coupon: i64,
+    user_coupon: Value,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Charge,
+    Pay,
+    Issue,
+    Redeem,
+}
+
+const OPS: [Op; 4] = [Op::Charge, Op::Pay, Op::Issue, Op::Redeem];
+
+impl<'a> KeyedRequests<'a> {
+    async fn new(app: &'a TestApp, user: i64) -> Self {
+        let (token, reservation) = held_seat(app, user).await;
+        let (coupon, _) = app.create_coupon(5, TimeDelta::days(1)).await;
+        // A coupon won without a key, to redeem with one.
+        let (owned, _) = app.create_coupon(5, TimeDelta::days(1)).await;
+        let won: Value = app.issue_coupon(owned, user).await.json().await.unwrap();
+        Self {
+            app,
+            user,
+            token,
+            reservation: reservation["id"].clone(),
+            coupon,
+            user_coupon: won["userCouponId"].clone(),
+        }
+    }
+
+    async fn send(&self, op: Op) -> (u16, Value) {
+        let app = self.app;
+        let req = match op {
+            Op::Charge => app
+                .post("/v1/wallet/charges")
+                .json(&json!({"amount": 1_000})),
+            Op::Pay => app
+                .post("/v1/payments")
+                .header("x-queue-token", &self.token)
+                .json(&json!({"reservationId": self.reservation})),
+            Op::Issue => app.post(&format!("/v1/coupons/{}/issue", self.coupon)),
+            Op::Redeem => app.post(&format!(
+                "/v1/user-coupons/{}/redemptions",
+                self.user_coupon
+            )),
+        };
+        let resp = req
+            .bearer_auth(app.user_token(self.user))
+            .header("idempotency-key", format!("{op:?}-key"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        if status == 503 {
+            assert!(resp.headers().contains_key("retry-after"), "{op:?}");
+        }
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// How many times the request's effect landed.
+    async fn effects(&self, op: Op) -> i64 {
+        let sql = match op {
+            Op::Charge => format!(
+                "SELECT COUNT(*) FROM wallet_transactions WHERE user_id = {} AND kind = 'charge' AND amount = 1000",
+                self.user
+            ),
+            Op::Pay => format!(
+                "SELECT COUNT(*) FROM payments WHERE user_id = {}",
+                self.user
+            ),
+            Op::Issue => format!(
+                "SELECT COUNT(*) FROM user_coupons WHERE coupon_id = {}",
+                self.coupon
+            ),
+            Op::Redeem => format!(
+                "SELECT COUNT(*) FROM coupon_jobs WHERE user_coupon_id = {}",
+                self.user_coupon
+            ),
+        };
+        count(&self.app.db, &sql).await
+    }
+
+    /// The answer must name the one effect in the database.
+    async fn assert_names_the_effect(&self, op: Op, body: &Value) {
+        let db = &self.app.db;
+        let (sql, field) = match op {
+            Op::Charge => (
+                format!("SELECT balance FROM wallets WHERE user_id = {}", self.user),
+                "balance",
+            ),
+            Op::Pay => (
+                format!("SELECT id FROM payments WHERE user_id = {}", self.user),
+                "id",
+            ),
+            Op::Issue => (
+                format!(
+                    "SELECT id FROM user_coupons WHERE coupon_id = {}",
+                    self.coupon
+                ),
+                "userCouponId",
+            ),
+            Op::Redeem => {
+                // The one job there is, found by the answer's id.
+                let job = get_as(
+                    self.app,
+                    self.user,
+                    &format!("/v1/coupon-jobs/{}", body["jobId"].as_str().unwrap()),
+                )
+                .await;
+                assert_eq!(job["userCouponId"], self.user_coupon, "{op:?}: {body}");
+                return;
+            }
+        };
+        let values: Vec<i64> = crate::helpers::column(db, &sql).await;
+        assert_eq!(body[field], json!(values[0]), "{op:?}: {body}");
+    }
+}
+
+fn created(op: Op) -> u16 {
+    match op {
+        Op::Redeem => 202,
+        _ => 201,
+    }
+}
+
+/// The steps before a keyed request's commit: the key's claim (for a coupon
+/// issue, the number taken from the ledger) and, for the coupon issue, its
+/// batched write, for the others the key's answer.
+fn before_commit(op: Op) -> &'static [&'static str] {
+    match op {
+        Op::Issue => &["idempotency::claimed", "coupon::record_issue"],
+        _ => &["idempotency::claimed", "idempotency::answered"],
+    }
+}
+
+#[tokio::test]
+async fn a_keyed_request_failing_before_its_commit_leaves_no_key_and_runs_once_when_retried() {
+    let app = spawn_app().await;
+    let keyed = KeyedRequests::new(&app, 11).await;
+    for op in OPS {
+        for step in before_commit(op) {
+            let armed = Armed::new(&[(step, "1*return")]);
+            let (status, body) = keyed.send(op).await;
+            assert_eq!(status, 503, "{op:?} at {step}: {body}");
+            armed.disarm(step);
+            drop(armed);
+            assert_eq!(
+                keyed.effects(op).await,
+                0,
+                "{op:?} at {step}: nothing landed"
+            );
+        }
+        let (status, first) = keyed.send(op).await;
+        assert_eq!(status, created(op), "{op:?}: {first}");
+        let (status, again) = keyed.send(op).await;
+        assert_eq!((status, &again), (created(op), &first), "{op:?} replays");
+        assert_eq!(keyed.effects(op).await, 1, "{op:?} landed once");
+        keyed.assert_names_the_effect(op, &first).await;
+    }
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM idempotency_keys").await,
+        4,
+        "one key per request, none left behind by a failed try"
+    );
+    outbox_drained(&app.db, WAIT).await;
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_keyed_request_whose_reply_is_lost_after_its_commit_gets_its_answer_back() {
+    let app = spawn_app().await;
+    let keyed = KeyedRequests::new(&app, 12).await;
+    for op in OPS {
+        let armed = Armed::new(&[("idempotency::committed", "1*return")]);
+        let (status, body) = keyed.send(op).await;
+        assert_eq!(status, 503, "{op:?}: the reply was lost: {body}");
+        armed.disarm("idempotency::committed");
+        drop(armed);
+        assert_eq!(keyed.effects(op).await, 1, "{op:?}: the work was committed");
+        // The retry hears the committed answer (for the payment, although
+        // its queue token may be finished by the payment by now).
+        let (status, first) = keyed.send(op).await;
+        assert_eq!(status, created(op), "{op:?}: {first}");
+        keyed.assert_names_the_effect(op, &first).await;
+        let (status, again) = keyed.send(op).await;
+        assert_eq!((status, &again), (created(op), &first), "{op:?}");
+        assert_eq!(keyed.effects(op).await, 1, "{op:?}: never twice");
+    }
+    outbox_drained(&app.db, WAIT).await;
     assert_invariants(&app).await;
 }

@@ -820,7 +820,12 @@ async fn an_idempotency_key_makes_charges_and_payments_safe_to_retry() {
         .json::<Value>()
         .await
         .unwrap();
-    let pay_with = |key: &'static str| {
+    let other = hold(&app, 8, &token, &sale, sale.seats[1])
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let pay_for = |reservation: &Value, key: &'static str| {
         app.post("/v1/payments")
             .bearer_auth(&user)
             .header("x-queue-token", &token)
@@ -828,12 +833,20 @@ async fn an_idempotency_key_makes_charges_and_payments_safe_to_retry() {
             .json(&json!({"reservationId": reservation["id"]}))
             .send()
     };
+    let pay_with = |key: &'static str| pay_for(&reservation, key);
     let paid = pay_with("pay-1").await.unwrap();
     assert_eq!(paid.status(), 201);
     let paid: Value = paid.json().await.unwrap();
     let again = pay_with("pay-1").await.unwrap();
     assert_eq!(again.status(), 201);
     assert_eq!(again.json::<Value>().await.unwrap(), paid);
+    // The key names that payment: for another hold it is refused.
+    assert_problem(
+        pay_for(&other, "pay-1").await.unwrap(),
+        409,
+        "idempotency_conflict",
+    )
+    .await;
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM payments").await, 1);
     assert_eq!(balance(&app, 8).await, 50_000);
     assert_invariants(&app).await;
