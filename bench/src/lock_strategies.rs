@@ -376,7 +376,9 @@ async fn prepare(stores: &Stores, strategy: Strategy, quantity: u64) -> anyhow::
     let repo = DbCoupons::new(db.clone());
     let ledger = RedisCouponLedger::new(redis.clone(), &prefix);
     let now = Utc::now();
-    let vendor = repo.create_vendor("Lock Vendor".into(), now).await?;
+    // The bench acts as an admin of its own (recorded on the events).
+    let admin = UserId(9_000);
+    let vendor = repo.create_vendor("Lock Vendor".into(), admin, now).await?;
     let draft = CampaignDraft::parse(
         strategy.title(),
         500,
@@ -385,7 +387,7 @@ async fn prepare(stores: &Stores, strategy: Strategy, quantity: u64) -> anyhow::
         now + TimeDelta::days(1),
         vendor.id.value(),
     )?;
-    let campaign = repo.create_campaign(draft, now).await?;
+    let campaign = repo.create_campaign(draft, admin, now).await?;
     let coupon = campaign.id.value();
     match strategy {
         Strategy::Optimistic => {

@@ -129,8 +129,8 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
         tag = "ApiTags::Admin",
         operation_id = "ackAlert"
     )]
-    async fn ack(&self, _auth: AdminAuth, id: Path<i64>) -> Result<AckAlertResponse, Problem> {
-        self.service.acknowledge(id.0).await?;
+    async fn ack(&self, auth: AdminAuth, id: Path<i64>) -> Result<AckAlertResponse, Problem> {
+        self.service.acknowledge(id.0, auth.0.user_id).await?;
         Ok(AckAlertResponse::Ok)
     }
 }

@@ -2,6 +2,8 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
+use crate::kernel::events::NewEvent;
+
 use super::domain::{AdminError, Alert, AlertFilter, NewAlert};
 
 pub trait AlertRepository: Clone + Send + Sync + 'static {
@@ -16,10 +18,12 @@ pub trait AlertRepository: Clone + Send + Sync + 'static {
         filter: AlertFilter,
     ) -> impl Future<Output = Result<Vec<Alert>, AdminError>> + Send;
 
-    /// `false` when no such alert exists. Acknowledging twice is fine.
+    /// `false` when no such alert exists. Acknowledging twice is fine; the
+    /// call that acknowledges it writes `event` with it, in one transaction.
     fn acknowledge(
         &self,
         id: i64,
+        event: NewEvent,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, AdminError>> + Send;
 }

@@ -4,7 +4,11 @@ use super::{
     domain::{AdminError, Alert, AlertFilter, MAX_ALERT_LIST, NewAlert},
     ports::{AlertNotifier, AlertRepository},
 };
-use crate::kernel::{Clock, alerts::AlertSink};
+use crate::kernel::{
+    Clock, UserId,
+    alerts::AlertSink,
+    events::{AlertAcknowledged, NewEvent, types},
+};
 
 #[derive(Clone)]
 pub struct AlertService<R, N, C> {
@@ -39,8 +43,19 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertService<R, N, C> {
         self.repo.list(filter).await
     }
 
-    pub async fn acknowledge(&self, id: i64) -> Result<(), AdminError> {
-        if self.repo.acknowledge(id, self.clock.now()).await? {
+    /// Acknowledges an alert; the first acknowledgement writes
+    /// `AlertAcknowledged` with the admin who did it.
+    pub async fn acknowledge(&self, id: i64, admin: UserId) -> Result<(), AdminError> {
+        let event = NewEvent::new(
+            types::ALERT_ACKNOWLEDGED,
+            "alert",
+            id,
+            &AlertAcknowledged {
+                alert_id: id,
+                admin_id: admin.value(),
+            },
+        );
+        if self.repo.acknowledge(id, event, self.clock.now()).await? {
             Ok(())
         } else {
             Err(AdminError::AlertNotFound(id))
@@ -141,8 +156,11 @@ mod tests {
         rows: Vec<Alert>,
         filters: Vec<AlertFilter>,
         acks: Vec<(i64, DateTime<Utc>)>,
+        events: Vec<NewEvent>,
         down: bool,
     }
+
+    const ADMIN: UserId = UserId(9_000);
 
     #[derive(Clone, Default)]
     struct FakeRepo(Arc<Mutex<Alerts>>);
@@ -184,17 +202,23 @@ mod tests {
                 .collect())
         }
 
-        async fn acknowledge(&self, id: i64, now: DateTime<Utc>) -> Result<bool, AdminError> {
+        async fn acknowledge(
+            &self,
+            id: i64,
+            event: NewEvent,
+            now: DateTime<Utc>,
+        ) -> Result<bool, AdminError> {
             self.check()?;
             let mut alerts = self.0.lock().unwrap();
             alerts.acks.push((id, now));
-            match alerts.rows.iter_mut().find(|a| a.id == id) {
-                Some(alert) => {
-                    alert.acknowledged = true;
-                    Ok(true)
-                }
-                None => Ok(false),
+            let Some(alert) = alerts.rows.iter_mut().find(|a| a.id == id) else {
+                return Ok(false);
+            };
+            if !alert.acknowledged {
+                alert.acknowledged = true;
+                alerts.events.push(event);
             }
+            Ok(true)
         }
     }
 
@@ -367,18 +391,25 @@ mod tests {
         let h = harness(false);
         let stored = h.service.raise(alert()).await.unwrap();
         h.clock.advance(TimeDelta::minutes(2));
-        h.service.acknowledge(stored.id).await.unwrap();
+        h.service.acknowledge(stored.id, ADMIN).await.unwrap();
         let alerts = h.repo.0.lock().unwrap();
         assert!(alerts.rows[0].acknowledged);
         assert_eq!(alerts.acks, vec![(stored.id, t0() + TimeDelta::minutes(2))]);
     }
 
     #[tokio::test]
-    async fn acknowledging_twice_is_fine() {
+    async fn acknowledging_twice_is_fine_and_recorded_once_with_the_admin() {
         let h = harness(false);
         let stored = h.service.raise(alert()).await.unwrap();
-        h.service.acknowledge(stored.id).await.unwrap();
-        h.service.acknowledge(stored.id).await.unwrap();
+        h.service.acknowledge(stored.id, ADMIN).await.unwrap();
+        h.service.acknowledge(stored.id, UserId(8)).await.unwrap();
+        let alerts = h.repo.0.lock().unwrap();
+        assert_eq!(alerts.events.len(), 1);
+        assert_eq!(alerts.events[0].event_type, types::ALERT_ACKNOWLEDGED);
+        assert_eq!(
+            alerts.events[0].payload,
+            serde_json::json!({"alertId": stored.id, "adminId": ADMIN.value()})
+        );
     }
 
     #[tokio::test]
@@ -386,7 +417,7 @@ mod tests {
         let h = harness(false);
         h.service.raise(alert()).await.unwrap();
         assert!(matches!(
-            h.service.acknowledge(42).await,
+            h.service.acknowledge(42, ADMIN).await,
             Err(AdminError::AlertNotFound(42))
         ));
         assert!(!h.repo.0.lock().unwrap().rows[0].acknowledged);
@@ -397,7 +428,7 @@ mod tests {
         let h = harness(false);
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.acknowledge(1).await,
+            h.service.acknowledge(1, ADMIN).await,
             Err(AdminError::Unavailable(_))
         ));
     }

@@ -154,10 +154,13 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     )]
     async fn create_concert(
         &self,
-        _auth: AdminAuth,
+        auth: AdminAuth,
         body: Json<CreateConcertBody>,
     ) -> Result<CreateConcertResponse, Problem> {
-        let created = self.service.create_concert(draft_from(body.0)).await?;
+        let created = self
+            .service
+            .create_concert(draft_from(body.0), Some(auth.0.user_id))
+            .await?;
         Ok(CreateConcertResponse::Created(Json(created_body(created))))
     }
 

@@ -18,6 +18,8 @@ pub struct NewConcert {
     pub title: String,
     pub venue: String,
     pub schedules: Vec<NewSchedule>,
+    /// The admin creating it (`None`: the server itself, seeding the demo).
+    pub created_by: Option<UserId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -136,6 +138,7 @@ impl NewConcert {
             title,
             venue,
             schedules,
+            created_by: None,
         })
     }
 }
@@ -188,6 +191,7 @@ impl CreatedConcert {
                 venue: concert.venue.clone(),
                 schedule_ids: self.schedules.iter().map(|s| s.id.value()).collect(),
                 seat_count: self.schedules.iter().map(|s| u64::from(s.seat_count)).sum(),
+                admin_id: concert.created_by.map(UserId::value),
             },
         )
     }

@@ -5,7 +5,7 @@ use super::{
     },
     ports::CatalogRepository,
 };
-use crate::kernel::{Clock, ConcertId, ScheduleId, events::RelayWake};
+use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::RelayWake};
 
 #[derive(Clone)]
 pub struct CatalogService<R, C, W> {
@@ -19,14 +19,16 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         Self { repo, clock, wake }
     }
 
-    /// Validates and stores the concert; `ConcertCreated` is written to the
-    /// outbox in the same transaction.
+    /// Validates and stores the concert; `ConcertCreated` (naming the admin
+    /// who created it) is written to the outbox in the same transaction.
     pub async fn create_concert(
         &self,
         draft: ConcertDraft,
+        admin: Option<UserId>,
     ) -> Result<CreatedConcert, CatalogError> {
         let now = self.clock.now();
-        let concert = NewConcert::parse(draft, now)?;
+        let mut concert = NewConcert::parse(draft, now)?;
+        concert.created_by = admin;
         let created = self.repo.create_concert(&concert, now).await?;
         self.wake.wake();
         Ok(created)
@@ -85,7 +87,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         if !self.repo.is_empty().await? {
             return Ok(None);
         }
-        self.create_concert(demo).await.map(Some)
+        self.create_concert(demo, None).await.map(Some)
     }
 }
 
@@ -101,7 +103,7 @@ mod tests {
     use super::*;
     use crate::{
         catalog::domain::{CreatedSchedule, ScheduleDraft, SeatBlockDraft, SeatState},
-        kernel::{ManualClock, Points, SeatId, UserId},
+        kernel::{ManualClock, Points, SeatId},
     };
 
     fn t0() -> DateTime<Utc> {
@@ -280,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_valid_concert_is_stored_parsed_at_the_clock_time_and_wakes_the_relay() {
         let h = harness();
-        let created = h.service.create_concert(demo(t0())).await.unwrap();
+        let created = h.service.create_concert(demo(t0()), None).await.unwrap();
 
         let stored = h.repo.stored();
         assert_eq!(stored.len(), 1);
@@ -298,19 +300,24 @@ mod tests {
         let h = harness();
         let mut blank_venue = demo(t0());
         blank_venue.venue = String::new();
-        assert!(invalid_detail(h.service.create_concert(blank_venue).await).contains("venue"));
+        assert!(
+            invalid_detail(h.service.create_concert(blank_venue, None).await).contains("venue")
+        );
 
         let mut no_schedules = demo(t0());
         no_schedules.schedules.clear();
-        assert!(invalid_detail(h.service.create_concert(no_schedules).await).contains("schedules"));
+        assert!(
+            invalid_detail(h.service.create_concert(no_schedules, None).await)
+                .contains("schedules")
+        );
 
         let mut free_seats = demo(t0());
         free_seats.schedules[0].seat_blocks[0].price = -1;
-        assert!(invalid_detail(h.service.create_concert(free_seats).await).contains("price"));
+        assert!(invalid_detail(h.service.create_concert(free_seats, None).await).contains("price"));
 
         let mut no_seats = demo(t0());
         no_seats.schedules[0].seat_blocks[0].count = 0;
-        assert!(invalid_detail(h.service.create_concert(no_seats).await).contains("count"));
+        assert!(invalid_detail(h.service.create_concert(no_seats, None).await).contains("count"));
 
         assert!(h.repo.stored().is_empty());
         assert_eq!(h.wake.count(), 0);
@@ -321,7 +328,7 @@ mod tests {
         let h = harness();
         let draft = demo(t0());
         h.clock.advance(TimeDelta::days(1));
-        assert!(invalid_detail(h.service.create_concert(draft).await).contains("future"));
+        assert!(invalid_detail(h.service.create_concert(draft, None).await).contains("future"));
         assert!(h.repo.stored().is_empty());
     }
 
@@ -330,7 +337,7 @@ mod tests {
         let h = harness();
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.create_concert(demo(t0())).await,
+            h.service.create_concert(demo(t0()), None).await,
             Err(CatalogError::Unavailable(_))
         ));
         assert_eq!(h.wake.count(), 0);

@@ -317,10 +317,13 @@ where
     )]
     async fn create_vendor(
         &self,
-        _auth: AdminAuth,
+        auth: AdminAuth,
         body: Json<CreateVendorBody>,
     ) -> Result<VendorCreated, Problem> {
-        let vendor = self.service.create_vendor(&body.0.name.0).await?;
+        let vendor = self
+            .service
+            .create_vendor(&body.0.name.0, auth.0.user_id)
+            .await?;
         Ok(VendorCreated::Created(Json(vendor_body(vendor))))
     }
 
@@ -347,7 +350,7 @@ where
     )]
     async fn create_coupon(
         &self,
-        _auth: AdminAuth,
+        auth: AdminAuth,
         body: Json<CreateCouponBody>,
     ) -> Result<CouponCreatedResponse, Problem> {
         let body = body.0;
@@ -359,7 +362,7 @@ where
             body.valid_until,
             body.vendor_id,
         )?;
-        let campaign = self.service.create_campaign(draft).await?;
+        let campaign = self.service.create_campaign(draft, auth.0.user_id).await?;
         Ok(CouponCreatedResponse::Created(Json(CouponCreatedBody {
             id: campaign.id.value(),
             name: campaign.name,

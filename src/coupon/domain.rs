@@ -1,7 +1,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::kernel::{CouponId, UserCouponId, UserId, VendorId};
+use crate::kernel::{
+    CouponId, UserCouponId, UserId, VendorId,
+    events::{CouponCreated, NewEvent, VendorCreated, types},
+};
 
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_DISCOUNT: i64 = 10_000_000;
@@ -21,6 +24,25 @@ pub struct Campaign {
 }
 
 impl Campaign {
+    /// `CouponCreated`, naming the admin; written with the campaign.
+    pub fn created(&self, admin: UserId) -> NewEvent {
+        NewEvent::new(
+            types::COUPON_CREATED,
+            "coupon",
+            self.id,
+            &CouponCreated {
+                coupon_id: self.id.value(),
+                name: self.name.clone(),
+                discount: self.discount,
+                quantity: i64::from(self.quantity),
+                vendor_id: self.vendor.value(),
+                valid_from: self.valid_from,
+                valid_until: self.valid_until,
+                admin_id: Some(admin.value()),
+            },
+        )
+    }
+
     /// Whether coupons may be issued or used at `now`.
     pub fn window(&self, now: DateTime<Utc>) -> Result<(), CouponError> {
         if now < self.valid_from {
@@ -102,6 +124,22 @@ pub struct Vendor {
     pub id: VendorId,
     pub name: String,
     pub balance: i64,
+}
+
+impl Vendor {
+    /// `VendorCreated`, naming the admin; written with the vendor.
+    pub fn created(&self, admin: UserId) -> NewEvent {
+        NewEvent::new(
+            types::VENDOR_CREATED,
+            "vendor",
+            self.id,
+            &VendorCreated {
+                vendor_id: self.id.value(),
+                name: self.name.clone(),
+                admin_id: admin.value(),
+            },
+        )
+    }
 }
 
 /// What the ledger answered for one issue request.

@@ -67,19 +67,24 @@ pub trait CouponLedger: Clone + Send + Sync + 'static {
 }
 
 pub trait CouponRepository: Clone + Send + Sync + 'static {
+    /// Creates the vendor and its `VendorCreated` event
+    /// ([`Vendor::created`]) in one transaction.
     fn create_vendor(
         &self,
         name: String,
+        admin: UserId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vendor, CouponError>> + Send;
 
     fn vendors(&self) -> impl Future<Output = Result<Vec<Vendor>, CouponError>> + Send;
 
-    /// Creates the campaign and its `CouponCreated` event; `VendorNotFound`
-    /// for an unknown vendor.
+    /// Creates the campaign and its `CouponCreated` event
+    /// ([`Campaign::created`]) in one transaction; `VendorNotFound` for an
+    /// unknown vendor.
     fn create_campaign(
         &self,
         draft: CampaignDraft,
+        admin: UserId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Campaign, CouponError>> + Send;
 

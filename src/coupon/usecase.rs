@@ -150,17 +150,30 @@ where
         }
     }
 
-    pub async fn create_vendor(&self, name: &str) -> Result<Vendor, CouponError> {
+    /// A new vendor, recorded with the admin who created it.
+    pub async fn create_vendor(&self, name: &str, admin: UserId) -> Result<Vendor, CouponError> {
         let name = parse_name(name)?;
-        self.repo.create_vendor(name, self.clock.now()).await
+        let vendor = self
+            .repo
+            .create_vendor(name, admin, self.clock.now())
+            .await?;
+        self.wake.wake();
+        Ok(vendor)
     }
 
     pub async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
         self.repo.vendors().await
     }
 
-    pub async fn create_campaign(&self, draft: CampaignDraft) -> Result<Campaign, CouponError> {
-        let campaign = self.repo.create_campaign(draft, self.clock.now()).await?;
+    pub async fn create_campaign(
+        &self,
+        draft: CampaignDraft,
+        admin: UserId,
+    ) -> Result<Campaign, CouponError> {
+        let campaign = self
+            .repo
+            .create_campaign(draft, admin, self.clock.now())
+            .await?;
         self.wake.wake();
         // A ledger that cannot be prepared now is built on first use.
         if let Err(err) = self.ledger.load(campaign.id, campaign.quantity, &[]).await {
@@ -645,6 +658,8 @@ mod tests {
         testing::MemoryUow,
     };
 
+    const ADMIN: UserId = UserId(9_000);
+
     #[derive(Clone, Copy)]
     struct NoWake;
 
@@ -688,6 +703,7 @@ mod tests {
         async fn create_vendor(
             &self,
             name: String,
+            admin: UserId,
             _: DateTime<Utc>,
         ) -> Result<Vendor, CouponError> {
             let mut vendors = self.vendors.lock().unwrap();
@@ -697,6 +713,7 @@ mod tests {
                 balance: 0,
             };
             vendors.push(vendor.clone());
+            self.uow.world().outbox.push(vendor.created(admin));
             Ok(vendor)
         }
         async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
@@ -705,9 +722,10 @@ mod tests {
         async fn create_campaign(
             &self,
             draft: CampaignDraft,
+            admin: UserId,
             _: DateTime<Utc>,
         ) -> Result<Campaign, CouponError> {
-            Ok(Campaign {
+            let campaign = Campaign {
                 id: CouponId(2),
                 name: draft.name,
                 discount: draft.discount,
@@ -715,7 +733,9 @@ mod tests {
                 valid_from: draft.valid_from,
                 valid_until: draft.valid_until,
                 vendor: draft.vendor,
-            })
+            };
+            self.uow.world().outbox.push(campaign.created(admin));
+            Ok(campaign)
         }
         async fn campaign(&self, id: CouponId) -> Result<Option<Campaign>, CouponError> {
             Ok((id == CouponId(1)).then(campaign))
@@ -1340,7 +1360,7 @@ mod tests {
         // The fake's create_vendor panics if reached: validation comes first.
         for name in ["", "   ", &"x".repeat(300)] {
             assert!(matches!(
-                service.create_vendor(name).await,
+                service.create_vendor(name, ADMIN).await,
                 Err(CouponError::Invalid(_))
             ));
         }
@@ -1428,11 +1448,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_vendor_is_created_with_a_trimmed_name_and_listed() {
-        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
-        let vendor = service.create_vendor("  Café Nero ").await.unwrap();
+    async fn a_vendor_is_created_with_a_trimmed_name_listed_and_recorded_with_its_admin() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let vendor = service.create_vendor("  Café Nero ", ADMIN).await.unwrap();
         assert_eq!(vendor.name, "Café Nero");
-        assert_eq!(service.vendors().await.unwrap(), vec![vendor]);
+        assert_eq!(service.vendors().await.unwrap(), vec![vendor.clone()]);
+        let world = repo.uow.world();
+        assert_eq!(world.event_types(), vec![types::VENDOR_CREATED]);
+        assert_eq!(
+            world.outbox[0].payload,
+            serde_json::json!({"vendorId": vendor.id.value(), "name": "Café Nero", "adminId": ADMIN.value()})
+        );
     }
 
     #[tokio::test]
@@ -1442,7 +1469,7 @@ mod tests {
         let draft =
             CampaignDraft::parse("Free refill", 300, 10, t0(), t0() + TimeDelta::hours(2), 1)
                 .unwrap();
-        let created = service.create_campaign(draft).await.unwrap();
+        let created = service.create_campaign(draft, ADMIN).await.unwrap();
         assert_eq!(created.id, CouponId(2));
         assert_eq!(ledger.issued(CouponId(2)).await.unwrap(), Some(0));
         // The fake repository knows only campaign 1: this one comes from

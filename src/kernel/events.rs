@@ -79,6 +79,11 @@ pub mod types {
     pub const PAYMENT_CONFIRMED: &str = "PaymentConfirmed";
     pub const COMPENSATION_SCHEDULED: &str = "CompensationScheduled";
     pub const RECEIPT_ISSUED: &str = "ReceiptIssued";
+    pub const VENDOR_CREATED: &str = "VendorCreated";
+    pub const QUEUE_SETTINGS_CHANGED: &str = "QueueSettingsChanged";
+    pub const ALERT_ACKNOWLEDGED: &str = "AlertAcknowledged";
+    pub const COMPENSATION_RETRIED: &str = "CompensationRetried";
+    pub const DEAD_LETTER_REPLAYED: &str = "DeadLetterReplayed";
 }
 
 /// Payload of the `Reservation*` events.
@@ -103,6 +108,9 @@ pub struct ConcertCreated {
     pub venue: String,
     pub schedule_ids: Vec<i64>,
     pub seat_count: u64,
+    /// The admin who created it (absent in events written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,6 +152,56 @@ pub struct CouponCreated {
     pub vendor_id: i64,
     pub valid_from: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,
+    /// The admin who created it (absent in events written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_id: Option<i64>,
+}
+
+// Admin actions: each carries the admin's user id, so the data platform
+// has an audit trail of who changed what.
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VendorCreated {
+    pub vendor_id: i64,
+    pub name: String,
+    pub admin_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSettingsChanged {
+    pub concert_id: i64,
+    pub admit_per_second: u32,
+    pub max_active: u32,
+    pub active_ttl_seconds: u32,
+    pub heartbeat_grace_seconds: u32,
+    pub admin_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertAcknowledged {
+    pub alert_id: i64,
+    pub admin_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompensationRetried {
+    pub compensation_id: i64,
+    pub payment_id: i64,
+    pub admin_id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterReplayed {
+    pub dead_letter_id: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub consumer: String,
+    pub admin_id: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

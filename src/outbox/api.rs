@@ -170,8 +170,8 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         tag = "ApiTags::Admin",
         operation_id = "replayDeadLetter"
     )]
-    async fn replay(&self, _auth: AdminAuth, id: Path<i64>) -> Result<ReplayResponse, Problem> {
-        let outbox_id = self.pipeline.replay(id.0).await?;
+    async fn replay(&self, auth: AdminAuth, id: Path<i64>) -> Result<ReplayResponse, Problem> {
+        let outbox_id = self.pipeline.replay(id.0, auth.0.user_id).await?;
         Ok(ReplayResponse::Accepted(Json(ReplayBody { outbox_id })))
     }
 }

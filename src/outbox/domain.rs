@@ -1,7 +1,10 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::kernel::{backoff, events::BusMessage};
+use crate::kernel::{
+    UserId, backoff,
+    events::{BusMessage, DeadLetterReplayed, NewEvent, types},
+};
 
 /// The Redis stream every event goes to.
 pub const STREAM_KEY: &str = "bo:events";
@@ -71,6 +74,24 @@ pub struct DeadLetter {
     pub last_error: String,
     pub created_at: DateTime<Utc>,
     pub replayed_at: Option<DateTime<Utc>>,
+}
+
+impl DeadLetter {
+    /// `DeadLetterReplayed`, naming the admin; written with the replay.
+    pub fn replayed(&self, admin: UserId) -> NewEvent {
+        NewEvent::new(
+            types::DEAD_LETTER_REPLAYED,
+            "dead_letter",
+            self.id,
+            &DeadLetterReplayed {
+                dead_letter_id: self.id,
+                event_id: self.event_id,
+                event_type: self.event_type.clone(),
+                consumer: self.consumer.clone(),
+                admin_id: admin.value(),
+            },
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

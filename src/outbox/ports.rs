@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError};
 pub use crate::kernel::events::RelayWake;
 use crate::kernel::{
-    StoreError,
+    StoreError, UserId,
     events::{BusMessage, EventEnvelope, NewEvent},
 };
 
@@ -68,10 +68,13 @@ pub trait OutboxRepository: Clone + Send + Sync + 'static {
     fn open_dead_letter_count(&self) -> impl Future<Output = Result<u64, OutboxError>> + Send;
 
     /// Marks the dead letter replayed and writes its event back to the outbox
-    /// for its consumer only, atomically. Returns the new outbox row id.
+    /// for its consumer only, with `DeadLetterReplayed`
+    /// ([`DeadLetter::replayed`]) naming the admin, atomically. Returns the
+    /// new outbox row id.
     fn replay_dead_letter(
         &self,
         id: i64,
+        admin: UserId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<i64, OutboxError>> + Send;
 }

@@ -2,7 +2,7 @@ use super::{
     domain::{DeadLetter, EventPipelineStatus, OutboxError},
     ports::{EventBus, OutboxRepository, RelayWake},
 };
-use crate::kernel::Clock;
+use crate::kernel::{Clock, UserId};
 
 pub const MAX_DEAD_LETTER_LIST: u64 = 500;
 
@@ -47,10 +47,10 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
     }
 
     /// Sends a dead letter's event back to the consumer that gave up on it.
-    pub async fn replay(&self, dead_letter: i64) -> Result<i64, OutboxError> {
+    pub async fn replay(&self, dead_letter: i64, admin: UserId) -> Result<i64, OutboxError> {
         let outbox_id = self
             .repo
-            .replay_dead_letter(dead_letter, self.clock.now())
+            .replay_dead_letter(dead_letter, admin, self.clock.now())
             .await?;
         self.wake.wake();
         Ok(outbox_id)
@@ -72,7 +72,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::{ManualClock, events::BusMessage},
+        kernel::{
+            ManualClock,
+            events::{BusMessage, NewEvent, types},
+        },
         outbox::domain::{Delivery, GroupStatus, OutboxBacklog},
     };
 
@@ -98,6 +101,7 @@ mod tests {
         dead_letters: Vec<DeadLetter>,
         list_calls: Vec<(bool, u64)>,
         replays: Vec<(i64, DateTime<Utc>)>,
+        audit: Vec<NewEvent>,
         next_outbox_id: i64,
         down: bool,
     }
@@ -153,6 +157,7 @@ mod tests {
         async fn replay_dead_letter(
             &self,
             id: i64,
+            admin: UserId,
             now: DateTime<Utc>,
         ) -> Result<i64, OutboxError> {
             self.check()?;
@@ -166,7 +171,9 @@ mod tests {
                 return Err(OutboxError::AlreadyReplayed(id));
             }
             letter.replayed_at = Some(now);
+            let event = letter.replayed(admin);
             outbox.replays.push((id, now));
+            outbox.audit.push(event);
             outbox.next_outbox_id += 1;
             Ok(100 + outbox.next_outbox_id)
         }
@@ -368,17 +375,24 @@ mod tests {
         ));
     }
 
+    const ADMIN: UserId = UserId(9_000);
+
     // --- replay ---
 
     #[tokio::test]
     async fn a_replay_is_recorded_at_the_clock_time_and_wakes_the_relay() {
         let h = harness(FakeBus::default());
         h.clock.advance(TimeDelta::minutes(3));
-        assert_eq!(h.pipeline.replay(3).await.unwrap(), 101);
+        assert_eq!(h.pipeline.replay(3, ADMIN).await.unwrap(), 101);
         assert_eq!(
             h.repo.0.lock().unwrap().replays,
             vec![(3, t0() + TimeDelta::minutes(3))]
         );
+        let audit = h.repo.0.lock().unwrap().audit.clone();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].event_type, types::DEAD_LETTER_REPLAYED);
+        assert_eq!(audit[0].payload["adminId"], ADMIN.value());
+        assert_eq!(audit[0].payload["deadLetterId"], 3);
         assert_eq!(wakes(&h), 1);
         assert_eq!(h.pipeline.status().await.unwrap().dead_letters, 1);
     }
@@ -387,7 +401,7 @@ mod tests {
     async fn replaying_an_unknown_dead_letter_is_not_found_and_wakes_nobody() {
         let h = harness(FakeBus::default());
         assert!(matches!(
-            h.pipeline.replay(9).await,
+            h.pipeline.replay(9, ADMIN).await,
             Err(OutboxError::DeadLetterNotFound(9))
         ));
         assert_eq!(wakes(&h), 0);
@@ -396,13 +410,13 @@ mod tests {
     #[tokio::test]
     async fn replaying_twice_is_refused_and_wakes_once() {
         let h = harness(FakeBus::default());
-        h.pipeline.replay(1).await.unwrap();
+        h.pipeline.replay(1, ADMIN).await.unwrap();
         assert!(matches!(
-            h.pipeline.replay(1).await,
+            h.pipeline.replay(1, ADMIN).await,
             Err(OutboxError::AlreadyReplayed(1))
         ));
         assert!(matches!(
-            h.pipeline.replay(2).await,
+            h.pipeline.replay(2, ADMIN).await,
             Err(OutboxError::AlreadyReplayed(2))
         ));
         assert_eq!(wakes(&h), 1);
@@ -414,7 +428,7 @@ mod tests {
         let h = harness(FakeBus::default());
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.pipeline.replay(1).await,
+            h.pipeline.replay(1, ADMIN).await,
             Err(OutboxError::Unavailable(_))
         ));
         assert_eq!(wakes(&h), 0);

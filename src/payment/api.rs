@@ -234,8 +234,10 @@ where
         tag = "ApiTags::Admin",
         operation_id = "retryCompensation"
     )]
-    async fn retry(&self, _auth: AdminAuth, id: Path<i64>) -> Result<RetryResponse, Problem> {
-        self.service.retry_compensation(id.0).await?;
+    async fn retry(&self, auth: AdminAuth, id: Path<i64>) -> Result<RetryResponse, Problem> {
+        self.service
+            .retry_compensation(id.0, auth.0.user_id)
+            .await?;
         Ok(RetryResponse::Accepted)
     }
 }

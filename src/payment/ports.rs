@@ -41,18 +41,18 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         failure: &AfterFailure,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PaymentError>> + Send;
-
-    /// Puts a failed step back to pending, due at `now`, with its attempts
-    /// counted from zero; false if it was not failed (any more).
-    fn reopen_compensation(
-        &self,
-        id: i64,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, PaymentError>> + Send;
 }
 
 /// Payments and compensations inside a unit of work.
 pub trait PaymentTx: Send {
+    /// Puts a failed step back to pending, due at `now`, with its attempts
+    /// counted from zero; false if it was not failed (any more).
+    fn reopen_compensation(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     fn insert_payment(
         &mut self,
         new: &NewPayment,

@@ -20,8 +20,8 @@ use crate::{
         Clock, PaymentId, ReservationId, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{
-            CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed, RelayWake,
-            ReservationChanged, types,
+            CompensationRetried, CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed,
+            RelayWake, ReservationChanged, types,
         },
         idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
@@ -167,18 +167,33 @@ where
 
     /// An admin's retry of a step that gave up: pending again, due now,
     /// with its attempts counted afresh.
-    pub async fn retry_compensation(&self, id: i64) -> Result<(), PaymentError> {
+    /// An admin's retry of a failed compensation step: due at once, its
+    /// attempts counted afresh, with `CompensationRetried` naming the admin.
+    pub async fn retry_compensation(&self, id: i64, admin: UserId) -> Result<(), PaymentError> {
         let Some(compensation) = self.payments.compensation(id).await? else {
             return Err(PaymentError::CompensationNotFound(id));
         };
-        if !can_retry(&compensation)
-            || !self
-                .payments
-                .reopen_compensation(id, self.clock.now())
-                .await?
-        {
+        if !can_retry(&compensation) {
             return Err(PaymentError::CompensationNotFailed(id));
         }
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        if !tx.reopen_compensation(id, now).await? {
+            return Err(PaymentError::CompensationNotFailed(id));
+        }
+        let event = NewEvent::new(
+            types::COMPENSATION_RETRIED,
+            "payment",
+            compensation.payment,
+            &CompensationRetried {
+                compensation_id: id,
+                payment_id: compensation.payment.value(),
+                admin_id: admin.value(),
+            },
+        );
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
+        self.wake.wake();
         Ok(())
     }
 }
@@ -463,6 +478,7 @@ mod tests {
 
     const ALICE: UserId = UserId(1);
     const BOB: UserId = UserId(2);
+    const ADMIN: UserId = UserId(9_000);
     const PRICE: i64 = 1_000;
 
     struct Harness {
@@ -875,15 +891,32 @@ mod tests {
         // The cause is fixed, an admin retries, and the refund goes through.
         h.fund(ALICE, 0);
         assert!(matches!(
-            h.payments.retry_compensation(9_999).await,
+            h.payments.retry_compensation(9_999, ADMIN).await,
             Err(PaymentError::CompensationNotFound(_))
         ));
-        h.payments.retry_compensation(step.id).await.unwrap();
+        h.payments.retry_compensation(step.id, ADMIN).await.unwrap();
         assert!(matches!(
-            h.payments.retry_compensation(step.id).await,
+            h.payments.retry_compensation(step.id, ADMIN).await,
             Err(PaymentError::CompensationNotFailed(_))
         ));
         assert_eq!(h.compensation().attempts, 0);
+        let retried: Vec<_> = h
+            .store
+            .world()
+            .outbox
+            .iter()
+            .filter(|e| e.event_type == types::COMPENSATION_RETRIED)
+            .map(|e| e.payload.clone())
+            .collect();
+        assert_eq!(
+            retried,
+            vec![serde_json::json!({
+                "compensationId": step.id,
+                "paymentId": payment.id.value(),
+                "adminId": ADMIN.value(),
+            })],
+            "one retry, naming the admin"
+        );
         h.compensations.run_due().await.unwrap();
         assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
         assert_eq!(h.balance(ALICE), PRICE);

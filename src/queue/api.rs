@@ -289,7 +289,7 @@ where
     )]
     async fn update_settings(
         &self,
-        _auth: AdminAuth,
+        auth: AdminAuth,
         concert_id: Path<i64>,
         body: Json<SettingsBody>,
     ) -> Result<SettingsResponse, Problem> {
@@ -302,7 +302,7 @@ where
         )?;
         let saved = self
             .service
-            .update_settings(ConcertId(concert_id.0), settings)
+            .update_settings(ConcertId(concert_id.0), settings, auth.0.user_id)
             .await?;
         Ok(SettingsResponse::Ok(Json(saved.into())))
     }

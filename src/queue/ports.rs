@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::domain::{
     Entry, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
 };
-use crate::kernel::{ConcertId, ScheduleId, UserId};
+use crate::kernel::{ConcertId, ScheduleId, UserId, events::NewEvent};
 
 /// The waiting rooms' state. Every change is atomic per concert (one Lua
 /// script in Redis, one lock in process), records its event in the same
@@ -95,10 +95,13 @@ pub trait QueueSettingsRepository: Clone + Send + Sync + 'static {
         concert: ConcertId,
     ) -> impl Future<Output = Result<Option<QueueSettings>, QueueError>> + Send;
 
+    /// Stores the settings and `event` (who changed them) in one
+    /// transaction.
     fn put(
         &self,
         concert: ConcertId,
         settings: &QueueSettings,
+        event: NewEvent,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 

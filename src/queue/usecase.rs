@@ -11,7 +11,7 @@ use super::{
 use crate::{
     kernel::{
         Clock, ConcertId, ScheduleId, UserId,
-        events::{EventEnvelope, PaymentCompleted, types},
+        events::{EventEnvelope, NewEvent, PaymentCompleted, QueueSettingsChanged, types},
     },
     outbox::ports::EventHandler,
 };
@@ -150,15 +150,31 @@ where
         Ok(self.settings.get(concert).await?.unwrap_or(self.defaults))
     }
 
+    /// Stores a concert's settings with `QueueSettingsChanged`, which names
+    /// the admin who changed them.
     pub async fn update_settings(
         &self,
         concert: ConcertId,
         settings: QueueSettings,
+        admin: UserId,
     ) -> Result<QueueSettings, QueueError> {
         if !self.directory.concert_exists(concert).await? {
             return Err(QueueError::ConcertNotFound(concert));
         }
-        self.settings.put(concert, &settings).await?;
+        let event = NewEvent::new(
+            types::QUEUE_SETTINGS_CHANGED,
+            "concert",
+            concert,
+            &QueueSettingsChanged {
+                concert_id: concert.value(),
+                admit_per_second: settings.admit_per_second,
+                max_active: settings.max_active,
+                active_ttl_seconds: settings.active_ttl_seconds,
+                heartbeat_grace_seconds: settings.heartbeat_grace_seconds,
+                admin_id: admin.value(),
+            },
+        );
+        self.settings.put(concert, &settings, event).await?;
         Ok(settings)
     }
 
@@ -479,6 +495,7 @@ mod tests {
     #[derive(Clone, Default)]
     struct FakeSettings {
         stored: Arc<Mutex<HashMap<ConcertId, QueueSettings>>>,
+        events: Arc<Mutex<Vec<NewEvent>>>,
         down: Arc<Mutex<bool>>,
     }
 
@@ -494,11 +511,13 @@ mod tests {
             &self,
             concert: ConcertId,
             settings: &QueueSettings,
+            event: NewEvent,
         ) -> Result<(), QueueError> {
             if *self.down.lock().unwrap() {
                 return Err(down());
             }
             self.stored.lock().unwrap().insert(concert, *settings);
+            self.events.lock().unwrap().push(event);
             Ok(())
         }
     }
@@ -978,10 +997,18 @@ mod tests {
     async fn updated_settings_are_stored_and_apply_to_that_concert_only() {
         let h = harness();
         assert_eq!(
-            h.service.update_settings(HALL, slow()).await.unwrap(),
+            h.service
+                .update_settings(HALL, slow(), UserId(9_000))
+                .await
+                .unwrap(),
             slow()
         );
         assert_eq!(h.service.settings_for(HALL).await.unwrap(), slow());
+        let events = h.settings.events.lock().unwrap().clone();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, types::QUEUE_SETTINGS_CHANGED);
+        assert_eq!(events[0].payload["adminId"], 9_000);
+        assert_eq!(events[0].payload["concertId"], HALL.value());
         assert_eq!(
             h.service.settings_for(OTHER_HALL).await.unwrap(),
             defaults()
@@ -992,7 +1019,9 @@ mod tests {
     async fn settings_for_an_unknown_concert_are_refused_and_not_stored() {
         let h = harness();
         assert!(matches!(
-            h.service.update_settings(ConcertId(9), slow()).await,
+            h.service
+                .update_settings(ConcertId(9), slow(), UserId(9_000))
+                .await,
             Err(QueueError::ConcertNotFound(ConcertId(9)))
         ));
         assert!(h.settings.stored.lock().unwrap().is_empty());
@@ -1003,7 +1032,7 @@ mod tests {
         let h = harness();
         *h.settings.down.lock().unwrap() = true;
         assert!(matches!(
-            h.service.update_settings(HALL, slow()).await,
+            h.service.update_settings(HALL, slow(), UserId(9_000)).await,
             Err(QueueError::Unavailable(_))
         ));
     }

@@ -581,6 +581,24 @@ impl WalletTx for MemTx {
 }
 
 impl PaymentTx for MemTx {
+    async fn reopen_compensation(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let world = &mut self.work;
+        match world.compensations.get_mut(&id) {
+            Some(c) if c.status == CompensationStatus::Failed => {
+                c.status = CompensationStatus::Pending;
+                c.attempts = 0;
+                c.next_attempt_at = now;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn insert_payment(
         &mut self,
         new: &NewPayment,
@@ -799,20 +817,6 @@ impl PaymentRepository for MemoryUow {
                 c.status = failure.status;
                 c.next_attempt_at = failure.next_attempt_at;
                 c.last_error = Some(failure.last_error.clone());
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn reopen_compensation(&self, id: i64, now: DateTime<Utc>) -> Result<bool, PaymentError> {
-        self.check()?;
-        let mut world = self.world();
-        match world.compensations.get_mut(&id) {
-            Some(c) if c.status == CompensationStatus::Failed => {
-                c.status = CompensationStatus::Pending;
-                c.attempts = 0;
-                c.next_attempt_at = now;
                 Ok(true)
             }
             _ => Ok(false),

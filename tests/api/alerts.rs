@@ -9,7 +9,7 @@ use boxoffice::{
     },
 };
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, audited_admins, spawn_app};
 
 #[tokio::test]
 async fn alerts_are_listed_filtered_and_acknowledged() {
@@ -57,6 +57,11 @@ async fn alerts_are_listed_filtered_and_acknowledged() {
             .unwrap();
         assert_eq!(resp.status(), 200, "acknowledging twice is fine");
     }
+    assert_eq!(
+        audited_admins(&app.db, "AlertAcknowledged").await,
+        vec![serde_json::json!(9_000)],
+        "acknowledged once, by that admin"
+    );
     let all = app.get_json("/v1/admin/alerts").await;
     assert_eq!(
         all.as_array().unwrap().last().unwrap()["id"],

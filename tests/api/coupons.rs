@@ -24,6 +24,11 @@ impl TestApp {
         assert_eq!(resp.status(), 201);
         let body: Value = resp.json().await.unwrap();
         assert_eq!(body["balance"], 0);
+        let created = crate::helpers::outbox_payloads(&self.db, "VendorCreated").await;
+        assert!(
+            created.contains(&json!({"vendorId": body["id"], "name": name, "adminId": 9_000})),
+            "the vendor is recorded with the admin: {created:?}"
+        );
         body["id"].as_i64().unwrap()
     }
 

@@ -392,6 +392,16 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
         .await
         .unwrap();
     crate::helpers::assert_problem(again, 409, "already_replayed").await;
+    let replayed = crate::helpers::outbox_payloads(&app.db, "DeadLetterReplayed").await;
+    assert_eq!(replayed.len(), 1, "{replayed:?}");
+    assert_eq!(
+        (
+            &replayed[0]["deadLetterId"],
+            &replayed[0]["eventId"],
+            &replayed[0]["adminId"]
+        ),
+        (&json!(id), &json!(event_id), &json!(9_000))
+    );
     let unknown = app
         .post("/v1/admin/dead-letters/999999/replay")
         .bearer_auth(&admin)

@@ -202,7 +202,15 @@ impl TestApp {
             "create concert: {}",
             resp.text().await.unwrap_or_default()
         );
-        resp.json().await.expect("json")
+        let created: Value = resp.json().await.expect("json");
+        let recorded = outbox_payloads(&self.db, "ConcertCreated").await;
+        assert!(
+            recorded
+                .iter()
+                .any(|e| e["concertId"] == created["id"] && e["adminId"] == 9_000),
+            "ConcertCreated names the admin: {recorded:?}"
+        );
+        created
     }
 }
 
@@ -291,6 +299,27 @@ pub async fn column<T: sea_orm::TryGetable>(db: &DatabaseConnection, sql: &str) 
 }
 
 /// Waits until every outbox row is published, failing after `timeout`.
+/// The payloads of every `event_type` event in the outbox, oldest first.
+pub async fn outbox_payloads(db: &DatabaseConnection, event_type: &str) -> Vec<Value> {
+    column::<String>(
+        db,
+        &format!("SELECT payload FROM outbox WHERE event_type = '{event_type}' ORDER BY id"),
+    )
+    .await
+    .iter()
+    .map(|p| serde_json::from_str(p).expect("a JSON payload"))
+    .collect()
+}
+
+/// Who did each recorded admin action of this type (`adminId`).
+pub async fn audited_admins(db: &DatabaseConnection, event_type: &str) -> Vec<Value> {
+    outbox_payloads(db, event_type)
+        .await
+        .into_iter()
+        .map(|p| p["adminId"].clone())
+        .collect()
+}
+
 pub async fn outbox_drained(db: &DatabaseConnection, timeout: Duration) {
     eventually("the outbox to drain", timeout, || async {
         (count(db, "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").await == 0)

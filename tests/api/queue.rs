@@ -282,6 +282,17 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap(), settings);
+    let changed = crate::helpers::outbox_payloads(&app.db, "QueueSettingsChanged").await;
+    assert_eq!(changed.len(), 1);
+    assert_eq!(
+        (
+            &changed[0]["concertId"],
+            &changed[0]["maxActive"],
+            &changed[0]["adminId"]
+        ),
+        (&concert, &json!(4), &json!(9_000)),
+        "the change is recorded with the admin who made it"
+    );
     eventually("the new cap to take effect", WAIT, || async {
         (app.get_json("/v1/admin/queue").await[0]["active"] == 4).then_some(())
     })

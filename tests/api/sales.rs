@@ -631,6 +631,11 @@ async fn a_compensation_that_keeps_failing_stops_alerts_and_an_admin_retry_finis
     .await;
     assert_eq!(balance(&app, 5).await, 150_000);
     assert_problem(retry(app.admin_token()).await.unwrap(), 409, "not_failed").await;
+    assert_eq!(
+        crate::helpers::outbox_payloads(&app.db, "CompensationRetried").await,
+        vec![json!({"compensationId": id, "paymentId": payment["id"], "adminId": 9_000})],
+        "the retry is recorded once, with the admin"
+    );
     let unknown = app
         .post("/v1/admin/compensations/424242/retry")
         .bearer_auth(app.admin_token())

@@ -2,12 +2,17 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, sea_query::Expr,
+    QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Expr,
 };
 
-use crate::admin::{
-    domain::{AdminError, Alert, AlertFilter, NewAlert, Severity},
-    ports::AlertRepository,
+use crate::{
+    admin::{
+        domain::{AdminError, Alert, AlertFilter, NewAlert, Severity},
+        ports::AlertRepository,
+    },
+    db::DbTx,
+    kernel::{Transaction, events::NewEvent},
+    outbox::ports::OutboxWriter,
 };
 
 pub(crate) mod admin_alert {
@@ -92,19 +97,27 @@ impl AlertRepository for DbAlerts {
             .collect()
     }
 
-    async fn acknowledge(&self, id: i64, now: DateTime<Utc>) -> Result<bool, AdminError> {
+    async fn acknowledge(
+        &self,
+        id: i64,
+        event: NewEvent,
+        now: DateTime<Utc>,
+    ) -> Result<bool, AdminError> {
+        let mut tx = DbTx::new(self.db.begin().await?);
         let result = admin_alert::Entity::update_many()
             .col_expr(admin_alert::Column::Acknowledged, Expr::value(true))
             .col_expr(admin_alert::Column::AcknowledgedAt, Expr::value(now))
             .filter(admin_alert::Column::Id.eq(id))
             .filter(admin_alert::Column::Acknowledged.eq(false))
-            .exec(&self.db)
+            .exec(tx.conn())
             .await?;
         if result.rows_affected > 0 {
+            tx.append(vec![event], now).await?;
+            tx.commit().await?;
             return Ok(true);
         }
         // Already acknowledged, or no such alert.
-        let exists = admin_alert::Entity::find_by_id(id).count(&self.db).await?;
+        let exists = admin_alert::Entity::find_by_id(id).count(tx.conn()).await?;
         Ok(exists > 0)
     }
 }

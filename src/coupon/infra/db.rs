@@ -25,7 +25,7 @@ use crate::{
     },
     kernel::{
         CouponId, StoreError, Transaction, UserCouponId, UserId, VendorId,
-        events::{CouponCreated, CouponIssued, NewEvent, types},
+        events::{CouponIssued, NewEvent, types},
         idempotency::RequestKey,
     },
     outbox::ports::OutboxWriter,
@@ -350,16 +350,25 @@ fn record_error(err: DbErr) -> RecordError {
 }
 
 impl CouponRepository for DbCoupons {
-    async fn create_vendor(&self, name: String, now: DateTime<Utc>) -> Result<Vendor, CouponError> {
+    async fn create_vendor(
+        &self,
+        name: String,
+        admin: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vendor, CouponError> {
+        let mut tx = DbTx::new(self.db.begin().await?);
         let row = vendor::ActiveModel {
             name: Set(name),
             balance: Set(0),
             created_at: Set(now),
             ..Default::default()
         }
-        .insert(&self.db)
+        .insert(tx.conn())
         .await?;
-        Ok(vendor_from(row))
+        let vendor = vendor_from(row);
+        tx.append(vec![vendor.created(admin)], now).await?;
+        tx.commit().await?;
+        Ok(vendor)
     }
 
     async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
@@ -375,6 +384,7 @@ impl CouponRepository for DbCoupons {
     async fn create_campaign(
         &self,
         draft: CampaignDraft,
+        admin: UserId,
         now: DateTime<Utc>,
     ) -> Result<Campaign, CouponError> {
         let mut tx = DbTx::new(self.db.begin().await?);
@@ -396,20 +406,7 @@ impl CouponRepository for DbCoupons {
             _ => err.into(),
         })?;
         let campaign = campaign_from(row)?;
-        let event = NewEvent::new(
-            types::COUPON_CREATED,
-            "coupon",
-            campaign.id,
-            &CouponCreated {
-                coupon_id: campaign.id.value(),
-                name: campaign.name.clone(),
-                discount: campaign.discount,
-                quantity: i64::from(campaign.quantity),
-                vendor_id: campaign.vendor.value(),
-                valid_from: campaign.valid_from,
-                valid_until: campaign.valid_until,
-            },
-        );
+        let event = campaign.created(admin);
         tx.append(vec![event], now).await?;
         tx.commit().await?;
         Ok(campaign)

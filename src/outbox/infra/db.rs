@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     db::DbTx,
     kernel::{
-        StoreError,
+        StoreError, Transaction, UserId,
         events::{BusMessage, EventEnvelope, NewEvent},
     },
     outbox::{
@@ -265,16 +265,22 @@ impl OutboxRepository for DbOutbox {
             .await?)
     }
 
-    async fn replay_dead_letter(&self, id: i64, now: DateTime<Utc>) -> Result<i64, OutboxError> {
-        let txn = self.db.begin().await?;
+    async fn replay_dead_letter(
+        &self,
+        id: i64,
+        admin: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<i64, OutboxError> {
+        let mut tx = DbTx::new(self.db.begin().await?);
+        let txn = tx.conn();
         let claimed = dead_letter::Entity::update_many()
             .col_expr(dead_letter::Column::ReplayedAt, Expr::value(now))
             .filter(dead_letter::Column::Id.eq(id))
             .filter(dead_letter::Column::ReplayedAt.is_null())
-            .exec(&txn)
+            .exec(txn)
             .await?;
         let row = dead_letter::Entity::find_by_id(id)
-            .one(&txn)
+            .one(txn)
             .await?
             .ok_or(OutboxError::DeadLetterNotFound(id))?;
         if claimed.rows_affected == 0 {
@@ -289,14 +295,16 @@ impl OutboxRepository for DbOutbox {
             aggregate_id: Set(envelope.aggregate_id),
             payload: Set(envelope.payload.to_string()),
             occurred_at: Set(envelope.occurred_at),
-            target_consumer: Set(Some(row.consumer)),
+            target_consumer: Set(Some(row.consumer.clone())),
             relayed_at: Set(None),
             published_at: Set(None),
             ..Default::default()
         }
-        .insert(&txn)
+        .insert(txn)
         .await?;
-        txn.commit().await?;
+        tx.append(vec![to_dead_letter(row).replayed(admin)], now)
+            .await?;
+        tx.commit().await?;
         Ok(inserted.id)
     }
 }

@@ -196,8 +196,14 @@ impl PaymentRepository for DbPayments {
             .await?;
         Ok(recorded.rows_affected == 1)
     }
+}
 
-    async fn reopen_compensation(&self, id: i64, now: DateTime<Utc>) -> Result<bool, PaymentError> {
+impl PaymentTx for DbTx {
+    async fn reopen_compensation(
+        &mut self,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let reset = compensation::Entity::update_many()
             .col_expr(compensation::Column::Status, Expr::value(pending()))
             .col_expr(compensation::Column::Attempts, Expr::value(0))
@@ -205,13 +211,11 @@ impl PaymentRepository for DbPayments {
             .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
             .filter(compensation::Column::Id.eq(id))
             .filter(compensation::Column::Status.eq(CompensationStatus::Failed.as_str()))
-            .exec(&self.db)
+            .exec(self.conn())
             .await?;
         Ok(reset.rows_affected == 1)
     }
-}
 
-impl PaymentTx for DbTx {
     async fn insert_payment(
         &mut self,
         new: &NewPayment,

@@ -8,10 +8,12 @@ use std::{
 };
 
 use chrono::Utc;
-use sea_orm::{DatabaseConnection, EntityTrait, Set, sea_query::OnConflict};
+use sea_orm::{DatabaseConnection, EntityTrait, Set, TransactionTrait, sea_query::OnConflict};
 
 use crate::{
-    kernel::ConcertId,
+    db::DbTx,
+    kernel::{ConcertId, Transaction, events::NewEvent},
+    outbox::ports::OutboxWriter,
     queue::{
         domain::{QueueError, QueueSettings},
         ports::QueueSettingsRepository,
@@ -69,15 +71,22 @@ impl QueueSettingsRepository for DbQueueSettings {
         .map(Some)
     }
 
-    async fn put(&self, concert: ConcertId, settings: &QueueSettings) -> Result<(), QueueError> {
+    async fn put(
+        &self,
+        concert: ConcertId,
+        settings: &QueueSettings,
+        event: NewEvent,
+    ) -> Result<(), QueueError> {
         let int = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+        let now = Utc::now();
+        let mut tx = DbTx::new(self.db.begin().await?);
         queue_settings::Entity::insert(queue_settings::ActiveModel {
             concert_id: Set(concert.value()),
             admit_per_second: Set(int(settings.admit_per_second)),
             max_active: Set(int(settings.max_active)),
             active_ttl_seconds: Set(int(settings.active_ttl_seconds)),
             heartbeat_grace_seconds: Set(int(settings.heartbeat_grace_seconds)),
-            updated_at: Set(Utc::now()),
+            updated_at: Set(now),
         })
         .on_conflict(
             OnConflict::column(queue_settings::Column::ConcertId)
@@ -90,8 +99,10 @@ impl QueueSettingsRepository for DbQueueSettings {
                 ])
                 .to_owned(),
         )
-        .exec_without_returning(&self.db)
+        .exec_without_returning(tx.conn())
         .await?;
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -138,8 +149,13 @@ impl<R: QueueSettingsRepository> QueueSettingsRepository for CachedSettings<R> {
         Ok(settings)
     }
 
-    async fn put(&self, concert: ConcertId, settings: &QueueSettings) -> Result<(), QueueError> {
-        self.inner.put(concert, settings).await?;
+    async fn put(
+        &self,
+        concert: ConcertId,
+        settings: &QueueSettings,
+        event: NewEvent,
+    ) -> Result<(), QueueError> {
+        self.inner.put(concert, settings, event).await?;
         self.cache
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
