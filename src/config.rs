@@ -279,6 +279,12 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_QUEUE_TICK_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=10_000), global = true)]
     pub queue_tick_ms: u64,
 
+    /// An empty waiting room (nobody waiting or admitted, its events
+    /// forwarded) left alone this long is retired: no longer listed or
+    /// ticked, until somebody enters it again.
+    #[arg(long, env = "BOXOFFICE_QUEUE_IDLE_ROOM_SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
+    pub queue_idle_room_seconds: u64,
+
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM.
     #[arg(
         long,

@@ -13,6 +13,7 @@ mod queue;
 mod queue_scaling;
 mod relay;
 mod report;
+mod rooms;
 mod server;
 mod services;
 mod stores;
@@ -65,6 +66,9 @@ enum Scenario {
     /// side by side against the stores (runs the coupon storm too when it did
     /// not run, for the storm-vs-pessimistic ratio).
     LockStrategies,
+    /// Scheduler rounds with 10 live rooms, then with 5,000 abandoned rooms
+    /// more, then after those retired.
+    Rooms,
     /// 2,000 users through the whole sale over HTTP (charge → queue → seat
     /// map → hold → pay): per-step latency, then the end-to-end invariants
     /// (no seat sold twice, the wallet ledger adds up, one receipt and one
@@ -107,6 +111,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::QueueScaling) {
         queue_scaling::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Rooms) {
+        rooms::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::HotSeat) {
         let (database_url, _) = stores.fresh_database().await?;

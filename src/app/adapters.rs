@@ -49,7 +49,10 @@ impl Adapters {
                     settings.stream_max_len,
                 )),
                 None,
-                AnyQueueStore::Redis(RedisQueueStore::new(conn.clone(), &settings.redis_prefix)),
+                AnyQueueStore::Redis(
+                    RedisQueueStore::new(conn.clone(), &settings.redis_prefix)
+                        .retiring_after(idle_rooms(settings)),
+                ),
                 AnyCouponLedger::Redis(RedisCouponLedger::new(
                     conn.clone(),
                     &settings.redis_prefix,
@@ -60,7 +63,9 @@ impl Adapters {
                 (
                     AnyBus::Memory(bus),
                     Some(finished),
-                    AnyQueueStore::Memory(MemoryQueueStore::default()),
+                    AnyQueueStore::Memory(
+                        MemoryQueueStore::default().retiring_after(idle_rooms(settings)),
+                    ),
                     AnyCouponLedger::Memory(MemoryCouponLedger::default()),
                 )
             }
@@ -107,4 +112,9 @@ async fn connect_redis(url: &str) -> anyhow::Result<(redis::Client, ConnectionMa
         .await
         .context("connecting to Redis")?;
     Ok((client, conn))
+}
+
+/// How long an empty waiting room stays listed.
+fn idle_rooms(settings: &Settings) -> chrono::TimeDelta {
+    chrono::TimeDelta::seconds(i64::try_from(settings.queue_idle_room_seconds).unwrap_or(i64::MAX))
 }

@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use crate::kernel::{ConcertId, UserId};
@@ -143,6 +143,45 @@ pub struct TickOutcome {
     pub admitted: u64,
     pub dropped_waiting: u64,
     pub expired_active: u64,
+    /// The room was idle and is gone: no longer listed, no longer ticked,
+    /// until somebody enters it again.
+    pub retired: bool,
+}
+
+impl TickOutcome {
+    /// Whether the step changed the room (admitted or dropped anybody).
+    pub fn changed(&self) -> bool {
+        self.admitted + self.dropped_waiting + self.expired_active > 0
+    }
+}
+
+/// How long an empty room stays listed (and ticked) after its last change,
+/// unless configured (`--queue-idle-room-seconds`).
+pub const DEFAULT_ROOM_IDLE: TimeDelta = TimeDelta::minutes(10);
+
+/// What the scheduler knows of a room after its step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomActivity {
+    pub waiting: u64,
+    pub active: u64,
+    /// Recorded events not yet forwarded to the bus.
+    pub unforwarded: u64,
+    /// The last entry, leave, finish, admission or expiry (ms).
+    pub touched_ms: i64,
+}
+
+impl RoomActivity {
+    /// A room is retired once nobody waits in it or holds a turn, every
+    /// event it recorded has been forwarded, and nothing happened in it for
+    /// `idle_after`. Retiring forgets it whole (its admission credit too,
+    /// which is never banked anyway); the next entry opens it afresh. The
+    /// Redis tick script is this rule in Lua.
+    pub fn retires(&self, now_ms: i64, idle_after: TimeDelta) -> bool {
+        self.waiting == 0
+            && self.active == 0
+            && self.unforwarded == 0
+            && now_ms - self.touched_ms >= idle_after.num_milliseconds()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,5 +537,32 @@ mod tests {
         assert!((plan.next.credit - 0.5).abs() < 1e-9);
         assert_eq!(settings.heartbeat_cutoff_ms(100_000), 70_000);
         assert_eq!(settings.active_until_ms(1_000), 61_000);
+    }
+
+    #[test]
+    fn only_an_empty_forwarded_room_left_alone_long_enough_retires() {
+        let idle = TimeDelta::minutes(10);
+        let quiet = RoomActivity {
+            waiting: 0,
+            active: 0,
+            unforwarded: 0,
+            touched_ms: 0,
+        };
+        let ten_minutes = idle.num_milliseconds();
+        assert!(quiet.retires(ten_minutes, idle));
+        assert!(!quiet.retires(ten_minutes - 1, idle), "not yet");
+        for busy in [
+            RoomActivity {
+                waiting: 1,
+                ..quiet
+            },
+            RoomActivity { active: 1, ..quiet },
+            RoomActivity {
+                unforwarded: 1,
+                ..quiet
+            },
+        ] {
+            assert!(!busy.retires(10 * ten_minutes, idle), "{busy:?}");
+        }
     }
 }

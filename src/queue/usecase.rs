@@ -193,13 +193,19 @@ where
         Ok(out)
     }
 
-    /// One scheduler step for every room.
+    /// One scheduler step for every listed room (an idle one retires in
+    /// its step and is no longer listed).
     pub async fn tick_all(&self) -> Result<Vec<(ConcertId, TickOutcome)>, QueueError> {
         let now = self.clock.now();
         let mut outcomes = Vec::new();
         for concert in self.store.concerts().await? {
             let settings = self.settings_for(concert).await?;
-            outcomes.push((concert, self.store.tick(concert, &settings, now).await?));
+            let outcome = self.store.tick(concert, &settings, now).await?;
+            if outcome.retired {
+                metrics::counter!("queue_rooms_retired_total").increment(1);
+                tracing::debug!(%concert, "idle waiting room retired");
+            }
+            outcomes.push((concert, outcome));
         }
         Ok(outcomes)
     }

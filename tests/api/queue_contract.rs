@@ -303,6 +303,94 @@ async fn every_change_records_its_event(store: AnyQueueStore) {
     assert_eq!(store.concerts().await.unwrap(), vec![CONCERT]);
 }
 
+/// Forwards every recorded event of a room, as the scheduler does.
+async fn forward_all(store: &AnyQueueStore, concert: ConcertId) {
+    let ids: Vec<String> = store
+        .pending_events(concert, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    store.forwarded(concert, &ids).await.unwrap();
+}
+
+async fn an_empty_room_left_alone_is_retired_and_reopens_on_the_next_entry(store: AnyQueueStore) {
+    let s = settings(10, 10);
+    let idle = TimeDelta::minutes(10);
+    let (a, _) = enter(&store, 1, t0()).await;
+    assert!(store.leave(&a, t0()).await.unwrap());
+    // Events not yet forwarded keep the room.
+    let late = t0() + idle + TimeDelta::minutes(1);
+    assert!(!store.tick(CONCERT, &s, late).await.unwrap().retired);
+    forward_all(&store, CONCERT).await;
+    // Not idle long enough (the last change was the leave).
+    let (b, _) = enter(&store, 2, t0() + TimeDelta::minutes(5)).await;
+    assert!(store.leave(&b, t0() + TimeDelta::minutes(5)).await.unwrap());
+    forward_all(&store, CONCERT).await;
+    assert!(!store.tick(CONCERT, &s, late).await.unwrap().retired);
+    assert_eq!(store.concerts().await.unwrap(), vec![CONCERT]);
+
+    let later = t0() + TimeDelta::minutes(5) + idle;
+    let outcome = store.tick(CONCERT, &s, later).await.unwrap();
+    assert!(outcome.retired, "{outcome:?}");
+    assert!(
+        store.concerts().await.unwrap().is_empty(),
+        "no longer listed"
+    );
+    assert_eq!(store.stats(CONCERT, later).await.unwrap().waiting, 0);
+
+    // The next entry opens it afresh, at the head, and it is listed again;
+    // its events are new events.
+    let (c, place) = enter(&store, 3, later).await;
+    assert_eq!(place, Place::Waiting { position: 1 });
+    assert_eq!(store.concerts().await.unwrap(), vec![CONCERT]);
+    let events = store.pending_events(CONCERT, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, QueueEventKind::Entered);
+    assert_eq!(events[0].user, UserId(3));
+    // Somebody waiting: never retired, however long.
+    forward_all(&store, CONCERT).await;
+    store.status(&c, later + idle * 2).await.unwrap();
+    let outcome = store.tick(CONCERT, &s, later + idle * 2).await.unwrap();
+    assert!(!outcome.retired);
+}
+
+/// 5,000 rooms opened and left, one still busy: once they are idle, the
+/// scheduler's rounds cover the busy one only.
+async fn thousands_of_abandoned_rooms_stop_being_ticked(store: AnyQueueStore) {
+    let s = settings(10, 10);
+    let rooms = 5_000;
+    for concert in 1..=rooms {
+        let concert = ConcertId(1_000 + concert);
+        let entry = store
+            .enter(concert, UserId(1), Uuid::new_v4(), t0())
+            .await
+            .unwrap();
+        let left = QueuePass {
+            token_id: entry.token_id,
+            user: UserId(1),
+            concert,
+        };
+        assert!(store.leave(&left, t0()).await.unwrap());
+        forward_all(&store, concert).await;
+    }
+    let (_busy, _) = enter(&store, 9, t0()).await;
+    assert_eq!(store.concerts().await.unwrap().len(), rooms as usize + 1);
+    let later = t0() + TimeDelta::minutes(11);
+    let mut retired = 0;
+    for concert in store.concerts().await.unwrap() {
+        let outcome = store.tick(concert, &s, later).await.unwrap();
+        retired += u64::from(outcome.retired);
+    }
+    assert_eq!(retired, rooms as u64);
+    assert_eq!(
+        store.concerts().await.unwrap(),
+        vec![CONCERT],
+        "the live room only"
+    );
+}
+
 async fn unknown_tokens_are_gone(store: AnyQueueStore) {
     let stranger = pass(Uuid::new_v4(), 9);
     assert_eq!(store.status(&stranger, t0()).await.unwrap().0, Place::Gone);
@@ -349,6 +437,19 @@ macro_rules! contract {
             #[tokio::test]
             async fn every_change_records_its_event() {
                 super::every_change_records_its_event($adapter().await.0).await;
+            }
+
+            #[tokio::test]
+            async fn an_empty_room_left_alone_is_retired_and_reopens_on_the_next_entry() {
+                super::an_empty_room_left_alone_is_retired_and_reopens_on_the_next_entry(
+                    $adapter().await.0,
+                )
+                .await;
+            }
+
+            #[tokio::test]
+            async fn thousands_of_abandoned_rooms_stop_being_ticked() {
+                super::thousands_of_abandoned_rooms_stop_being_ticked($adapter().await.0).await;
             }
 
             #[tokio::test]

@@ -7,15 +7,15 @@ use std::{
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use uuid::Uuid;
 
 use crate::{
     kernel::{ConcertId, UserId},
     queue::{
         domain::{
-            AdmissionCredit, Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass,
-            QueueSettings, QueueStats, TickOutcome,
+            AdmissionCredit, DEFAULT_ROOM_IDLE, Entry, Place, QueueError, QueueEvent,
+            QueueEventKind, QueuePass, QueueSettings, QueueStats, RoomActivity, TickOutcome,
         },
         ports::QueueStore,
     },
@@ -23,12 +23,29 @@ use crate::{
 
 const MINUTE_MS: i64 = 60_000;
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryQueueStore {
     rooms: Arc<Mutex<HashMap<ConcertId, Room>>>,
+    /// An empty room left alone this long is retired.
+    idle_after: TimeDelta,
+}
+
+impl Default for MemoryQueueStore {
+    fn default() -> Self {
+        Self {
+            rooms: Arc::default(),
+            idle_after: DEFAULT_ROOM_IDLE,
+        }
+    }
 }
 
 impl MemoryQueueStore {
+    /// Retires rooms left empty for `idle` instead of the default.
+    pub fn retiring_after(mut self, idle: TimeDelta) -> Self {
+        self.idle_after = idle;
+        self
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<ConcertId, Room>> {
         self.rooms.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -99,6 +116,8 @@ struct Room {
     admitted_total: u64,
     next_event: u64,
     events: VecDeque<QueueEvent>,
+    /// The last change (ms): an entry, a leave, an admission, an expiry.
+    touched_ms: i64,
 }
 
 struct Token {
@@ -127,8 +146,11 @@ impl Room {
         now: i64,
     ) {
         self.next_event += 1;
+        self.touched_ms = now;
         self.events.push_back(QueueEvent {
-            id: self.next_event.to_string(),
+            // Unique across the room's lifetimes too: a room reopened after
+            // it retired counts its events afresh, but later.
+            id: format!("{now}-{}", self.next_event),
             kind,
             concert,
             token_id,
@@ -378,6 +400,16 @@ impl QueueStore for MemoryQueueStore {
         room.admitted_total += admit;
         while room.admits.front().is_some_and(|t| *t < now - MINUTE_MS) {
             room.admits.pop_front();
+        }
+        let activity = RoomActivity {
+            waiting: room.waiting.len() as u64,
+            active: room.active.len() as u64,
+            unforwarded: room.events.len() as u64,
+            touched_ms: room.touched_ms,
+        };
+        if activity.retires(now, self.idle_after) {
+            rooms.remove(&concert);
+            outcome.retired = true;
         }
         Ok(outcome)
     }

@@ -6,7 +6,7 @@
 use std::sync::LazyLock;
 
 use anyhow::Context;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use redis::{AsyncCommands, Script, aio::ConnectionManager, streams::StreamRangeReply};
 use uuid::Uuid;
 
@@ -14,8 +14,8 @@ use crate::{
     kernel::{ConcertId, UserId},
     queue::{
         domain::{
-            Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass, QueueSettings,
-            QueueStats, TickOutcome,
+            DEFAULT_ROOM_IDLE, Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass,
+            QueueSettings, QueueStats, TickOutcome,
         },
         ports::QueueStore,
     },
@@ -31,6 +31,8 @@ const EVENTS_MAX_LEN: usize = 1_000_000;
 pub struct RedisQueueStore {
     conn: ConnectionManager,
     prefix: String,
+    /// An empty room left alone this long is retired.
+    idle_after: TimeDelta,
 }
 
 impl RedisQueueStore {
@@ -39,7 +41,14 @@ impl RedisQueueStore {
         Self {
             conn,
             prefix: prefix.to_owned(),
+            idle_after: DEFAULT_ROOM_IDLE,
         }
+    }
+
+    /// Retires rooms left empty for `idle` instead of the default.
+    pub fn retiring_after(mut self, idle: TimeDelta) -> Self {
+        self.idle_after = idle;
+        self
     }
 
     fn keys(&self, concert: ConcertId) -> [String; 8] {
@@ -58,6 +67,25 @@ impl RedisQueueStore {
 
     fn rooms_key(&self) -> String {
         format!("{}:{ROOMS_KEY}", self.prefix)
+    }
+}
+
+impl RedisQueueStore {
+    /// Takes a retired room off the rooms list. The list lives in another
+    /// slot than the room, so this cannot be part of the tick's script: an
+    /// entry that reopened the room in between (its script ran, its SADD
+    /// may come before or after this SREM) is seen by the look that follows
+    /// and listed again.
+    async fn unlist(&self, concert: ConcertId, meta: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        conn.srem::<_, _, ()>(self.rooms_key(), concert.value())
+            .await?;
+        let reopened: bool = conn.exists(meta).await?;
+        if reopened {
+            conn.sadd::<_, _, ()>(self.rooms_key(), concert.value())
+                .await?;
+        }
+        Ok(())
     }
 }
 
@@ -83,6 +111,7 @@ local function forget(tok)
 end
 local function record(kind, tok, user, now)
   redis.call('XADD', events, 'MAXLEN', '~', ARGV_EVENTS_MAX, '*', 'kind', kind, 'token', tok, 'user', user, 'at', now)
+  redis.call('HSET', meta, 'touched', now)
 end
 "#;
 
@@ -165,11 +194,12 @@ return 1
     )
 });
 
-/// ARGV: now ms, admit per second, max active, active ttl ms, grace ms.
-/// Returns {admitted, dropped waiting, expired active}. The admission part
-/// is `QueueSettings::admission` (the domain's rule) in Lua, so that the
-/// read of the room, the decision and the admissions are one atomic step
-/// however many schedulers run; the contract tests hold both stores to it.
+/// ARGV: now ms, admit per second, max active, active ttl ms, grace ms,
+/// idle ms. Returns {admitted, dropped waiting, expired active, retired}.
+/// The admission part is `QueueSettings::admission` (the domain's rule) in
+/// Lua, so that the read of the room, the decision and the admissions are
+/// one atomic step however many schedulers run; the retirement at the end
+/// is `RoomActivity::retires`. The contract tests hold both stores to them.
 static TICK: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -212,7 +242,16 @@ if admitted < math.floor(credit) then credit = credit - math.floor(credit) else 
 redis.call('HSET', meta, 'credit', tostring(credit))
 if admitted > 0 then redis.call('HINCRBY', meta, 'admitted_total', admitted) end
 redis.call('ZREMRANGEBYSCORE', admits, '-inf', '(' .. (now - 60000))
-return {admitted, #stale, #expired}
+local retired = 0
+if redis.call('ZCARD', waiting) == 0 and redis.call('ZCARD', active) == 0
+  and redis.call('XLEN', events) == 0 then
+  local touched = tonumber(redis.call('HGET', meta, 'touched')) or 0
+  if now - touched >= tonumber(ARGV[6]) then
+    redis.call('DEL', waiting, heartbeat, active, tokens, users, meta, admits, events)
+    retired = 1
+  end
+end
+return {admitted, #stale, #expired, retired}
 "#,
     )
 });
@@ -342,19 +381,26 @@ impl QueueStore for RedisQueueStore {
         settings: &QueueSettings,
         now: DateTime<Utc>,
     ) -> Result<TickOutcome, QueueError> {
-        let (admitted, dropped, expired): (u64, u64, u64) = TICK
-            .key(&self.keys(concert))
+        let keys = self.keys(concert);
+        let (admitted, dropped, expired, retired): (u64, u64, u64, u8) = TICK
+            .key(&keys)
             .arg(ms(now))
             .arg(settings.admit_per_second)
             .arg(settings.max_active)
             .arg(u64::from(settings.active_ttl_seconds) * 1000)
             .arg(u64::from(settings.heartbeat_grace_seconds) * 1000)
+            .arg(self.idle_after.num_milliseconds())
             .invoke_async(&mut self.conn.clone())
             .await?;
+        let retired = retired == 1;
+        if retired {
+            self.unlist(concert, &keys[5]).await?;
+        }
         Ok(TickOutcome {
             admitted,
             dropped_waiting: dropped,
             expired_active: expired,
+            retired,
         })
     }
 
