@@ -3,7 +3,7 @@ use uuid::Uuid;
 
 use crate::kernel::{
     CouponId, UserCouponId, UserId, VendorId,
-    events::{CouponCreated, NewEvent, VendorCreated, types},
+    events::{CouponCreated, CouponIssued, NewEvent, VendorCreated, types},
 };
 
 pub const MAX_NAME_LEN: usize = 200;
@@ -186,6 +186,31 @@ impl IssuedCoupon {
             user_coupon: self.id,
             number: self.number,
         }
+    }
+}
+
+/// A winner the ledger just gave a number, to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Winner {
+    pub coupon: CouponId,
+    pub user: UserId,
+    pub number: u32,
+}
+
+impl IssuedCoupon {
+    /// `CouponIssued`, written with the winner's row.
+    pub fn issued(&self) -> NewEvent {
+        NewEvent::new(
+            types::COUPON_ISSUED,
+            "coupon",
+            self.coupon,
+            &CouponIssued {
+                coupon_id: self.coupon.value(),
+                user_coupon_id: self.id.value(),
+                user_id: self.user.value(),
+                issue_number: i64::from(self.number),
+            },
+        )
     }
 }
 

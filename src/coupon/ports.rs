@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::domain::{
     Campaign, CampaignDraft, CouponError, FailReason, HeldCoupon, IssuedCoupon, Job, JobStatus,
-    LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
+    LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor, Winner,
 };
 use crate::kernel::{
     CouponId, StoreError, UserCouponId, UserId, VendorId, idempotency::RequestKey,
@@ -135,6 +135,18 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         &self,
         campaign: &Campaign,
     ) -> impl Future<Output = Result<(u64, u64, i64), CouponError>> + Send;
+}
+
+/// The winners' rows inside a transaction.
+pub trait IssueTx: Send {
+    /// Inserts the winners' rows at `now`, in one statement. A unique index
+    /// refusing one fails them all: `DuplicateUser` (the (coupon, user)
+    /// index) or `DuplicateNumber` (the (coupon, number) index).
+    fn insert_winners(
+        &mut self,
+        winners: &[Winner],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<IssuedCoupon>, RecordError>> + Send;
 }
 
 /// The redemption's stores, inside a transaction (the request's, or the

@@ -9,15 +9,15 @@ use uuid::Uuid;
 
 use super::{
     domain::{
-        Campaign, CampaignDraft, CampaignStats, CouponError, FailReason, HeldCoupon, Issued, Job,
-        JobStatus, LedgerStep, ReconcileReport, RecordError, RedeemableCoupon, Vendor,
-        ledger_drift, parse_name, redemption_verdict,
+        Campaign, CampaignDraft, CampaignStats, CouponError, FailReason, HeldCoupon, Issued,
+        IssuedCoupon, Job, JobStatus, LedgerStep, ReconcileReport, RecordError, RedeemableCoupon,
+        Vendor, Winner, ledger_drift, parse_name, redemption_verdict,
     },
-    ports::{CouponLedger, CouponRepository, RedemptionTx},
+    ports::{CouponLedger, CouponRepository, IssueTx, RedemptionTx},
 };
 use crate::{
     kernel::{
-        Clock, CouponId, UnitOfWork, UserCouponId, UserId,
+        Clock, CouponId, StoreError, UnitOfWork, UserCouponId, UserId,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
@@ -521,6 +521,37 @@ where
     }
 }
 
+/// Writes winners in the caller's transaction: their rows, their
+/// `CouponIssued` events and, for those who sent one, their key with their
+/// answer. A key another request holds fails the lot with `KeyReused` (the
+/// caller writes the others again without that one), as a unique index
+/// refusing a row fails it with `DuplicateUser` / `DuplicateNumber`.
+pub async fn record_winners<T: IssueTx + OutboxWriter + IdempotencyTx>(
+    tx: &mut T,
+    winners: &[(Winner, Option<RequestKey>)],
+    now: DateTime<Utc>,
+) -> Result<Vec<IssuedCoupon>, RecordError> {
+    let failed = |err: StoreError| RecordError::Failed(err.into());
+    let rows: Vec<Winner> = winners.iter().map(|(w, _)| w.clone()).collect();
+    let written = tx.insert_winners(&rows, now).await?;
+    tx.append(written.iter().map(IssuedCoupon::issued).collect(), now)
+        .await
+        .map_err(failed)?;
+    for (winner, key) in winners {
+        let Some(key) = key else { continue };
+        let row = written
+            .iter()
+            .find(|row| row.coupon == winner.coupon && row.user == winner.user)
+            .ok_or_else(|| RecordError::Failed(anyhow::anyhow!("a winner was not written")))?;
+        let answer =
+            serde_json::to_string(&row.answer()).map_err(|err| RecordError::Failed(err.into()))?;
+        if !tx.remember(key, answer, now).await.map_err(failed)? {
+            return Err(RecordError::KeyReused);
+        }
+    }
+    Ok(written)
+}
+
 /// What the redemption step decided for one job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redemption {
@@ -654,7 +685,7 @@ mod tests {
     use super::*;
     use crate::{
         coupon::{domain::IssuedCoupon, infra::memory::MemoryCouponLedger},
-        kernel::{ManualClock, VendorId},
+        kernel::{ManualClock, Transaction, VendorId},
         testing::MemoryUow,
     };
 
@@ -1050,6 +1081,81 @@ mod tests {
             repo.uow.world().jobs.keys().copied().collect::<Vec<_>>(),
             vec![job]
         );
+    }
+
+    fn winner(user: i64, number: u32) -> (Winner, Option<RequestKey>) {
+        let w = Winner {
+            coupon: CouponId(1),
+            user: UserId(user),
+            number,
+        };
+        (w, None)
+    }
+
+    #[tokio::test]
+    async fn winners_are_written_with_their_events_and_keys_in_one_transaction() {
+        let uow = MemoryUow::default();
+        let mut tx = uow.begin().await.unwrap();
+        let (first, _) = winner(1, 1);
+        let batch = vec![(first, Some(key(1, 1, "k"))), winner(2, 2)];
+        let written = record_winners(&mut tx, &batch, t0()).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(written.len(), 2);
+        let world = uow.world();
+        assert_eq!(world.won, written);
+        assert_eq!(world.event_types(), vec![types::COUPON_ISSUED; 2]);
+        assert_eq!(
+            world.outbox[0].payload["userCouponId"],
+            written[0].id.value()
+        );
+        let stored = &world.keys[&(UserId(1), "coupon.issue", "k".to_owned())];
+        assert_eq!(
+            stored
+                .1
+                .as_deref()
+                .map(idempotency::decode::<Issued>)
+                .map(Result::unwrap),
+            Some(written[0].answer()),
+            "the key answers what the winner heard"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_with_a_taken_key_or_a_duplicate_is_refused_whole() {
+        let uow = MemoryUow::default();
+        let mut tx = uow.begin().await.unwrap();
+        let (w, _) = winner(1, 1);
+        record_winners(&mut tx, &[(w, Some(key(1, 1, "k")))], t0())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let mut tx = uow.begin().await.unwrap();
+        let (other, _) = winner(2, 2);
+        let reused = vec![
+            winner(3, 3),
+            (
+                other,
+                Some(RequestKey::new(UserId(1), "coupon.issue", "k", &2).unwrap()),
+            ),
+        ];
+        assert!(matches!(
+            record_winners(&mut tx, &reused, t0()).await,
+            Err(RecordError::KeyReused)
+        ));
+        drop(tx);
+        let mut tx = uow.begin().await.unwrap();
+        assert!(matches!(
+            record_winners(&mut tx, &[winner(1, 5)], t0()).await,
+            Err(RecordError::DuplicateUser)
+        ));
+        assert!(matches!(
+            record_winners(&mut tx, &[winner(6, 1)], t0()).await,
+            Err(RecordError::DuplicateNumber)
+        ));
+        drop(tx);
+        assert_eq!(uow.world().won.len(), 1, "nothing of the refused batches");
+        assert_eq!(uow.world().outbox.len(), 1);
     }
 
     /// A service over the same stores that also knows campaign 2.

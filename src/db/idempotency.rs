@@ -44,6 +44,17 @@ pub mod idempotency_key {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// A second row for one (user, scope, key) is not inserted.
+fn keep_the_first() -> OnConflict {
+    OnConflict::columns([
+        idempotency_key::Column::UserId,
+        idempotency_key::Column::Scope,
+        idempotency_key::Column::Key,
+    ])
+    .do_nothing()
+    .to_owned()
+}
+
 fn id_of(key: &RequestKey) -> (i64, String, String) {
     (
         key.user().value(),
@@ -91,15 +102,7 @@ impl IdempotencyTx for DbTx {
         let mut row = answered_row(key, String::new(), now);
         row.status = Set(CLAIMED);
         let inserted = idempotency_key::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([
-                    idempotency_key::Column::UserId,
-                    idempotency_key::Column::Scope,
-                    idempotency_key::Column::Key,
-                ])
-                .do_nothing()
-                .to_owned(),
-            )
+            .on_conflict(keep_the_first())
             .exec_without_returning(self.conn())
             .await?;
         if inserted == 1 {
@@ -117,6 +120,19 @@ impl IdempotencyTx for DbTx {
             ))),
             known => Ok(known),
         }
+    }
+
+    async fn remember(
+        &mut self,
+        key: &RequestKey,
+        body: String,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let inserted = idempotency_key::Entity::insert(answered_row(key, body, now))
+            .on_conflict(keep_the_first())
+            .exec_without_returning(self.conn())
+            .await?;
+        Ok(inserted == 1)
     }
 
     async fn recall(&mut self, key: &RequestKey) -> Result<Recall, StoreError> {

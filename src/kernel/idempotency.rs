@@ -126,6 +126,16 @@ pub trait IdempotencyTx: Send {
         key: &RequestKey,
     ) -> impl Future<Output = Result<Recall, StoreError>> + Send;
 
+    /// Claims `key` with its answer at once, for work whose claim was made
+    /// elsewhere (a coupon's number, taken from the ledger). False if the key
+    /// is already taken, in which case nothing is written.
+    fn remember(
+        &mut self,
+        key: &RequestKey,
+        body: String,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Stores the answer of the key claimed in this transaction.
     fn answer(
         &mut self,

@@ -19,8 +19,8 @@ use crate::{
         ports::{SeatReads, SeatTx},
     },
     coupon::{
-        domain::{FailReason, Job, JobStatus, RedeemableCoupon},
-        ports::RedemptionTx,
+        domain::{FailReason, IssuedCoupon, Job, JobStatus, RecordError, RedeemableCoupon, Winner},
+        ports::{IssueTx, RedemptionTx},
     },
     kernel::{
         ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
@@ -75,6 +75,8 @@ pub struct World {
     pub keys: HashMap<(UserId, &'static str, String), (String, Option<String>)>,
     /// Redemption jobs written by requests.
     pub jobs: BTreeMap<uuid::Uuid, Job>,
+    /// Coupons won, with the unique (coupon, user) and (coupon, number) rules.
+    pub won: Vec<IssuedCoupon>,
     next_id: i64,
 }
 
@@ -254,6 +256,23 @@ impl IdempotencyTx for MemTx {
         }
     }
 
+    async fn remember(
+        &mut self,
+        key: &RequestKey,
+        body: String,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        let id = (key.user(), key.scope(), key.key().to_owned());
+        if self.work.keys.contains_key(&id) {
+            return Ok(false);
+        }
+        self.work
+            .keys
+            .insert(id, (key.fingerprint().to_owned(), Some(body)));
+        Ok(true)
+    }
+
     async fn recall(&mut self, key: &RequestKey) -> Result<Recall, StoreError> {
         self.check()?;
         let id = (key.user(), key.scope(), key.key().to_owned());
@@ -272,6 +291,39 @@ impl IdempotencyTx for MemTx {
             })?;
         claimed.1 = Some(body);
         Ok(())
+    }
+}
+
+impl IssueTx for MemTx {
+    async fn insert_winners(
+        &mut self,
+        winners: &[Winner],
+        _: DateTime<Utc>,
+    ) -> Result<Vec<IssuedCoupon>, RecordError> {
+        let mut written = Vec::new();
+        for w in winners {
+            let taken = |c: &IssuedCoupon| c.coupon == w.coupon;
+            if self.work.won.iter().any(|c| taken(c) && c.user == w.user) {
+                return Err(RecordError::DuplicateUser);
+            }
+            if self
+                .work
+                .won
+                .iter()
+                .any(|c| taken(c) && c.number == w.number)
+            {
+                return Err(RecordError::DuplicateNumber);
+            }
+            let row = IssuedCoupon {
+                id: UserCouponId(self.work.next_id()),
+                coupon: w.coupon,
+                user: w.user,
+                number: w.number,
+            };
+            self.work.won.push(row.clone());
+            written.push(row);
+        }
+        Ok(written)
     }
 }
 

@@ -15,17 +15,14 @@ use crate::{
     coupon::{
         domain::{
             Campaign, CampaignDraft, CouponError, CouponState, CouponStatus, FailReason,
-            HeldCoupon, IssuedCoupon, Job, JobStatus, RecordError, Vendor,
+            HeldCoupon, IssuedCoupon, Job, JobStatus, RecordError, Vendor, Winner,
         },
-        ports::CouponRepository,
+        ports::{CouponRepository, IssueTx},
+        usecase::record_winners,
     },
-    db::{
-        DbTx,
-        idempotency::{answered_row, idempotency_key},
-    },
+    db::{DbTx, DbUnitOfWork},
     kernel::{
-        CouponId, StoreError, Transaction, UserCouponId, UserId, VendorId,
-        events::{CouponIssued, NewEvent, types},
+        CouponId, StoreError, Transaction, UnitOfWork, UserCouponId, UserId, VendorId,
         idempotency::RequestKey,
     },
     outbox::ports::OutboxWriter,
@@ -202,17 +199,19 @@ impl DbCoupons {
     fn writer(&self) -> &mpsc::UnboundedSender<PendingIssue> {
         self.writer.get_or_init(|| {
             let (queue, pending) = mpsc::unbounded_channel();
-            tokio::spawn(write_winners(self.db.clone(), pending));
+            tokio::spawn(write_winners(DbUnitOfWork::new(self.db.clone()), pending));
             queue
         })
     }
 }
 
-/// A winner's row waiting to be written.
+/// A winner waiting to be written.
 struct PendingIssue {
-    row: user_coupon::ActiveModel,
+    winner: Winner,
     /// The request's key, stored with the row and the winner's answer.
     key: Option<RequestKey>,
+    /// When the ledger gave the number.
+    at: DateTime<Utc>,
     reply: oneshot::Sender<Result<IssuedCoupon, RecordError>>,
 }
 
@@ -220,26 +219,28 @@ struct PendingIssue {
 const MAX_WINNERS_PER_BATCH: usize = 256;
 
 /// Writes winners in batches: whoever won while the previous batch was
-/// committing goes into the next transaction (one multi-row insert, one
-/// `CouponIssued` insert, one commit), so a rush pays a commit per batch
-/// instead of per winner, and a lone winner waits for nobody. A batch the
-/// database refuses is written again row by row, so that every winner hears
-/// its own answer (a duplicate stays `DuplicateUser` / `DuplicateNumber`).
-async fn write_winners(db: DatabaseConnection, mut pending: mpsc::UnboundedReceiver<PendingIssue>) {
+/// committing goes into the next transaction (`coupon::usecase::
+/// record_winners`: one multi-row insert, the events, the keys, one
+/// commit), so a rush pays a commit per batch instead of per winner, and a
+/// lone winner waits for nobody. A batch the database refuses is written
+/// again one winner at a time, so that every winner hears its own answer (a
+/// duplicate stays `DuplicateUser` / `DuplicateNumber`, a reused key
+/// `KeyReused`).
+async fn write_winners(uow: DbUnitOfWork, mut pending: mpsc::UnboundedReceiver<PendingIssue>) {
     let mut batch = Vec::with_capacity(MAX_WINNERS_PER_BATCH);
     while pending.recv_many(&mut batch, MAX_WINNERS_PER_BATCH).await > 0 {
-        let rows = batch
+        let winners: Vec<_> = batch
             .iter()
-            .map(|p| (p.row.clone(), p.key.clone()))
+            .map(|p| (p.winner.clone(), p.key.clone()))
             .collect();
-        match insert_winners(&db, rows).await {
+        let now = batch.iter().map(|p| p.at).max().unwrap_or_else(Utc::now);
+        match write_batch(&uow, &winners, now).await {
             Ok(written) => {
                 for waiting in batch.drain(..) {
                     let mine = written.iter().find(|row| {
-                        Set(row.coupon_id) == waiting.row.coupon_id
-                            && Set(row.user_id) == waiting.row.user_id
+                        row.coupon == waiting.winner.coupon && row.user == waiting.winner.user
                     });
-                    let answer = mine.cloned().map(issued_from).ok_or_else(|| {
+                    let answer = mine.cloned().ok_or_else(|| {
                         RecordError::Failed(anyhow!("the batch insert did not return this winner"))
                     });
                     let _ = waiting.reply.send(answer);
@@ -247,100 +248,70 @@ async fn write_winners(db: DatabaseConnection, mut pending: mpsc::UnboundedRecei
             }
             Err(_) if batch.len() > 1 => {
                 for waiting in batch.drain(..) {
-                    let written = insert_winners(&db, vec![(waiting.row, waiting.key)])
+                    let written = write_batch(&uow, &[(waiting.winner, waiting.key)], waiting.at)
                         .await
-                        .and_then(|mut rows| rows.pop().ok_or(DbErr::RecordNotInserted));
-                    let _ = waiting
-                        .reply
-                        .send(written.map(issued_from).map_err(record_error));
+                        .and_then(|mut rows| {
+                            rows.pop().ok_or_else(|| {
+                                RecordError::Failed(anyhow!("the insert did not return the winner"))
+                            })
+                        });
+                    let _ = waiting.reply.send(written);
                 }
             }
             // A batch of one: its own error.
             Err(err) => {
                 if let Some(waiting) = batch.pop() {
-                    let _ = waiting.reply.send(Err(record_error(err)));
+                    let _ = waiting.reply.send(Err(err));
                 }
             }
         }
     }
 }
 
-/// Inserts winners' rows, their `CouponIssued` events and the keys of
-/// those who sent one (with their answers) in one transaction.
-async fn insert_winners(
-    db: &DatabaseConnection,
-    winners: Vec<(user_coupon::ActiveModel, Option<RequestKey>)>,
-) -> Result<Vec<user_coupon::Model>, DbErr> {
-    let mut tx = DbTx::new(db.begin().await?);
-    let txn = tx.conn();
-    let mut keys = Vec::new();
-    let mut rows = Vec::with_capacity(winners.len());
-    for (row, key) in winners {
-        if let Some(key) = key {
-            keys.push((
-                row.coupon_id.clone().unwrap(),
-                row.user_id.clone().unwrap(),
-                key,
-            ));
-        }
-        rows.push(row);
-    }
-    let written = user_coupon::Entity::insert_many(rows)
-        .exec_with_returning(txn)
-        .await?;
-    let keyed: Vec<_> = keys
-        .iter()
-        .filter_map(|(coupon, user, key)| {
-            let row = written
-                .iter()
-                .find(|row| row.coupon_id == *coupon && row.user_id == *user)?;
-            let answer = serde_json::to_string(&issued_from(row.clone()).answer()).ok()?;
-            Some(answered_row(key, answer, row.issued_at))
-        })
-        .collect();
-    if !keyed.is_empty() {
-        idempotency_key::Entity::insert_many(keyed)
-            .exec_without_returning(txn)
-            .await?;
-    }
-    let events = written
-        .iter()
-        .map(|row| {
-            NewEvent::new(
-                types::COUPON_ISSUED,
-                "coupon",
-                row.coupon_id,
-                &CouponIssued {
-                    coupon_id: row.coupon_id,
-                    user_coupon_id: row.id,
-                    user_id: row.user_id,
-                    issue_number: row.issue_number,
-                },
-            )
-        })
-        .collect();
-    let now = written
-        .iter()
-        .map(|r| r.issued_at)
-        .max()
-        .unwrap_or_else(Utc::now);
-    // Only the row insert can meet a unique index; any later failure
-    // fails the whole batch the same way, so its cause is kept as text.
-    let failed = |err: StoreError| DbErr::Custom(format!("{err:#}"));
-    tx.append(events, now).await.map_err(failed)?;
+/// One transaction of the unit of work around `record_winners`.
+async fn write_batch(
+    uow: &DbUnitOfWork,
+    winners: &[(Winner, Option<RequestKey>)],
+    now: DateTime<Utc>,
+) -> Result<Vec<IssuedCoupon>, RecordError> {
+    let failed = |err: StoreError| RecordError::Failed(err.into());
+    let mut tx = uow.begin().await.map_err(failed)?;
+    let written = record_winners(&mut tx, winners, now).await?;
     tx.commit().await.map_err(failed)?;
     Ok(written)
 }
 
+impl IssueTx for DbTx {
+    async fn insert_winners(
+        &mut self,
+        winners: &[Winner],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<IssuedCoupon>, RecordError> {
+        let rows = winners.iter().map(|w| user_coupon::ActiveModel {
+            coupon_id: Set(w.coupon.value()),
+            user_id: Set(w.user.value()),
+            issue_number: Set(i64::from(w.number)),
+            status: Set(CouponStatus::Issued.as_str().into()),
+            version: Set(0),
+            // Keys live with every other request's keys now.
+            issue_key: Set(None),
+            issued_at: Set(now),
+            used_at: Set(None),
+            ..Default::default()
+        });
+        let written = user_coupon::Entity::insert_many(rows)
+            .exec_with_returning(self.conn())
+            .await
+            .map_err(record_error)?;
+        Ok(written.into_iter().map(issued_from).collect())
+    }
+}
+
 /// Which unique index refused a winner's row, if one did. PostgreSQL names
-/// the index (`ux_user_coupons_coupon_number`, `idempotency_keys_pkey`),
-/// SQLite the columns (`user_coupons.issue_number`,
-/// `idempotency_keys.user_id, …`).
+/// the index (`ux_user_coupons_coupon_number`), SQLite the columns
+/// (`user_coupons.issue_number`); both mention "number" only for that one.
 fn record_error(err: DbErr) -> RecordError {
     match err.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("idempotency") => {
-            RecordError::KeyReused
-        }
         Some(SqlErr::UniqueConstraintViolation(detail)) if detail.contains("number") => {
             RecordError::DuplicateNumber
         }
@@ -454,23 +425,17 @@ impl CouponRepository for DbCoupons {
                 campaign.quantity
             )));
         }
-        let row = user_coupon::ActiveModel {
-            coupon_id: Set(campaign.id.value()),
-            user_id: Set(user.value()),
-            issue_number: Set(i64::from(number)),
-            status: Set(CouponStatus::Issued.as_str().into()),
-            version: Set(0),
-            // Keys live with every other request's keys now.
-            issue_key: Set(None),
-            issued_at: Set(now),
-            used_at: Set(None),
-            ..Default::default()
+        let winner = Winner {
+            coupon: campaign.id,
+            user,
+            number,
         };
         let (reply, answer) = oneshot::channel();
         self.writer()
             .send(PendingIssue {
-                row,
+                winner,
                 key: key.cloned(),
+                at: now,
                 reply,
             })
             .map_err(|_| RecordError::Failed(anyhow!("the coupon writer has stopped")))?;
