@@ -16,6 +16,7 @@ mod report;
 mod rooms;
 mod server;
 mod services;
+mod soak;
 mod stores;
 
 use std::path::PathBuf;
@@ -44,6 +45,9 @@ struct Cli {
     /// (used by scripts/test); writes its report to a temp dir.
     #[arg(long, global = true)]
     smoke: bool,
+    /// How long the soak runs.
+    #[arg(long, default_value_t = 20.0, global = true)]
+    soak_minutes: f64,
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -66,6 +70,11 @@ enum Scenario {
     /// side by side against the stores (runs the coupon storm too when it did
     /// not run, for the storm-vs-pessimistic ratio).
     LockStrategies,
+    /// Mixed keyed traffic (charge, coupon issue, redemption) for
+    /// `--soak-minutes` with retention set short: invariants, and the
+    /// retained tables' sizes and the server's RSS over time with their
+    /// slopes. Not part of `all` (it takes 20 minutes); 10 s in the smoke run.
+    Soak,
     /// Scheduler rounds with 10 live rooms, then with 5,000 abandoned rooms
     /// more, then after those retired.
     Rooms,
@@ -111,6 +120,12 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::QueueScaling) {
         queue_scaling::run(&stores, cli.smoke, &mut report).await?;
+    }
+    // The soak is bounded but long: only on its own, or in the smoke run.
+    if matches!(cli.scenario, Scenario::Soak)
+        || (cli.smoke && matches!(cli.scenario, Scenario::All))
+    {
+        soak::run(&stores, cli.smoke, cli.soak_minutes, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Rooms) {
         rooms::run(&stores, cli.smoke, &mut report).await?;

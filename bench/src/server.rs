@@ -168,10 +168,19 @@ impl Server {
 
     /// Peak resident memory of the server process so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
+        self.memory_mib("VmHWM:")
+    }
+
+    /// Resident memory of the server process now (VmRSS), in MiB.
+    pub fn rss_mib(&self) -> Option<f64> {
+        self.memory_mib("VmRSS:")
+    }
+
+    fn memory_mib(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .find_map(|l| l.strip_prefix(field))?
             .split_whitespace()
             .next()?
             .parse()
