@@ -189,6 +189,9 @@ fn render_metrics(handle: Data<&PrometheusHandle>) -> poem::Response {
         .body(handle.render())
 }
 
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (installed once, shared by every
 /// application built in this process, e.g. by tests).
 fn prometheus() -> &'static PrometheusHandle {
@@ -209,6 +212,20 @@ fn prometheus() -> &'static PrometheusHandle {
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed");
         }
+        // A recorder built by hand has no upkeep of its own: histogram
+        // samples would pile up until the next scrape, so a server nobody
+        // scrapes grew by every request it answered (the soak showed about
+        // 1 MiB a minute at 20 visits/s). Drain them every few seconds.
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP);
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("starting the metrics upkeep thread");
         handle
     })
 }
