@@ -9,6 +9,7 @@ mod m20261122_000003_create_queue_settings;
 mod m20261122_000004_create_sales;
 mod m20261122_000005_create_coupons;
 mod m20261202_000006_add_retention_indexes;
+mod m20261203_000007_add_coupon_counters;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_create_sales::Migration),
             Box::new(m20261122_000005_create_coupons::Migration),
             Box::new(m20261202_000006_add_retention_indexes::Migration),
+            Box::new(m20261203_000007_add_coupon_counters::Migration),
         ]
     }
 }

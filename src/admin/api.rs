@@ -6,15 +6,17 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{AdminError, AlertFilter, Severity},
+    domain::{AdminError, AlertFilter, DEFAULT_ALERT_PAGE, MAX_ALERT_PAGE, Severity},
     ports::{AlertNotifier, AlertRepository},
     usecase::AlertService,
 };
 use crate::{
     auth::api::AdminAuth,
     kernel::Clock,
-    web::{ApiTags, problem::Problem},
+    web::{ApiTags, paging::PageBody, problem::Problem},
 };
+
+const _: () = assert!(DEFAULT_ALERT_PAGE == 100 && MAX_ALERT_PAGE == 500);
 
 #[derive(Debug, Clone, Copy, poem_openapi::Enum)]
 #[oai(rename = "AlertSeverity", rename_all = "lowercase")]
@@ -57,9 +59,9 @@ pub struct AlertBody {
 
 #[derive(ApiResponse)]
 enum ListAlertsResponse {
-    /// Unacknowledged alerts first, newest first.
+    /// Newest first.
     #[oai(status = 200)]
-    Ok(Json<Vec<AlertBody>>),
+    Ok(Json<PageBody<AlertBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -95,31 +97,34 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
         acknowledged: Query<Option<bool>>,
         /// Only alerts of this severity.
         severity: Query<Option<SeverityBody>>,
-        /// At most this many alerts (1–500, default 100).
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<ListAlertsResponse, Problem> {
         let alerts = self
             .service
-            .list(AlertFilter {
-                acknowledged: acknowledged.0,
-                severity: severity.0.map(Severity::from),
-                limit: limit.0.unwrap_or(100),
-            })
+            .list(
+                AlertFilter {
+                    acknowledged: acknowledged.0,
+                    severity: severity.0.map(Severity::from),
+                },
+                after.0,
+                limit.0.unwrap_or(DEFAULT_ALERT_PAGE),
+            )
             .await?;
-        Ok(ListAlertsResponse::Ok(Json(
-            alerts
-                .into_iter()
-                .map(|a| AlertBody {
-                    id: a.id,
-                    severity: a.severity.into(),
-                    source: a.source,
-                    message: a.message,
-                    created_at: a.created_at,
-                    acknowledged: a.acknowledged,
-                })
-                .collect(),
-        )))
+        Ok(ListAlertsResponse::Ok(Json(PageBody::from_page(
+            alerts,
+            |a| AlertBody {
+                id: a.id,
+                severity: a.severity.into(),
+                source: a.source,
+                message: a.message,
+                created_at: a.created_at,
+                acknowledged: a.acknowledged,
+            },
+        ))))
     }
 
     /// Acknowledge an alert.

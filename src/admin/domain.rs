@@ -2,7 +2,9 @@ use chrono::{DateTime, Utc};
 
 pub use crate::kernel::alerts::{NewAlert, Severity};
 
-pub const MAX_ALERT_LIST: u64 = 500;
+/// Alert pages: 100 unless asked otherwise, at most 500.
+pub const DEFAULT_ALERT_PAGE: u64 = 100;
+pub const MAX_ALERT_PAGE: u64 = 500;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Alert {
@@ -14,12 +16,11 @@ pub struct Alert {
     pub acknowledged: bool,
 }
 
-/// Which alerts to list; unacknowledged come first, newest first.
+/// Which alerts to list (newest first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AlertFilter {
     pub acknowledged: Option<bool>,
     pub severity: Option<Severity>,
-    pub limit: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

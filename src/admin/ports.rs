@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use crate::kernel::events::NewEvent;
 
 use super::domain::{AdminError, Alert, AlertFilter, NewAlert};
+use crate::kernel::PageRequest;
 
 pub trait AlertRepository: Clone + Send + Sync + 'static {
     fn insert(
@@ -13,9 +14,12 @@ pub trait AlertRepository: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Alert, AdminError>> + Send;
 
+    /// Up to `page.fetch()` alerts that pass `filter`, newest first, older
+    /// than the alert `page.after`.
     fn list(
         &self,
         filter: AlertFilter,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Alert>, AdminError>> + Send;
 
     /// `false` when no such alert exists. Acknowledging twice is fine; the

@@ -1,11 +1,11 @@
 use futures::{FutureExt, future::BoxFuture};
 
 use super::{
-    domain::{AdminError, Alert, AlertFilter, MAX_ALERT_LIST, NewAlert},
+    domain::{AdminError, Alert, AlertFilter, MAX_ALERT_PAGE, NewAlert},
     ports::{AlertNotifier, AlertRepository},
 };
 use crate::kernel::{
-    Clock, UserId,
+    Clock, Page, PageRequest, UserId,
     alerts::AlertSink,
     events::{AlertAcknowledged, NewEvent, types},
 };
@@ -38,9 +38,16 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertService<R, N, C> {
         Ok(stored)
     }
 
-    pub async fn list(&self, mut filter: AlertFilter) -> Result<Vec<Alert>, AdminError> {
-        filter.limit = filter.limit.clamp(1, MAX_ALERT_LIST);
-        self.repo.list(filter).await
+    /// A page of the alerts that pass `filter`, newest first.
+    pub async fn list(
+        &self,
+        filter: AlertFilter,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Alert>, AdminError> {
+        let page = PageRequest::new(after, limit, MAX_ALERT_PAGE);
+        let rows = self.repo.list(filter, page).await?;
+        Ok(Page::of(rows, page, |a| a.id))
     }
 
     /// Acknowledges an alert; the first acknowledgement writes
@@ -154,7 +161,7 @@ mod tests {
     #[derive(Default)]
     struct Alerts {
         rows: Vec<Alert>,
-        filters: Vec<AlertFilter>,
+        filters: Vec<(AlertFilter, PageRequest)>,
         acks: Vec<(i64, DateTime<Utc>)>,
         events: Vec<NewEvent>,
         down: bool,
@@ -190,14 +197,20 @@ mod tests {
             Ok(stored)
         }
 
-        async fn list(&self, filter: AlertFilter) -> Result<Vec<Alert>, AdminError> {
+        async fn list(
+            &self,
+            filter: AlertFilter,
+            page: PageRequest,
+        ) -> Result<Vec<Alert>, AdminError> {
             self.check()?;
             let mut alerts = self.0.lock().unwrap();
-            alerts.filters.push(filter);
+            alerts.filters.push((filter, page));
             Ok(alerts
                 .rows
                 .iter()
-                .take(filter.limit as usize)
+                .rev()
+                .filter(|a| page.after.is_none_or(|after| a.id < after))
+                .take(page.fetch() as usize)
                 .cloned()
                 .collect())
         }
@@ -335,12 +348,9 @@ mod tests {
     #[tokio::test]
     async fn the_list_limit_is_kept_between_one_and_the_maximum() {
         let h = harness(false);
-        for limit in [0, 20, MAX_ALERT_LIST, MAX_ALERT_LIST + 1, u64::MAX] {
+        for limit in [0, 20, MAX_ALERT_PAGE, MAX_ALERT_PAGE + 1, u64::MAX] {
             h.service
-                .list(AlertFilter {
-                    limit,
-                    ..AlertFilter::default()
-                })
+                .list(AlertFilter::default(), None, limit)
                 .await
                 .unwrap();
         }
@@ -351,11 +361,11 @@ mod tests {
             .unwrap()
             .filters
             .iter()
-            .map(|f| f.limit)
+            .map(|(_, page)| page.limit)
             .collect();
         assert_eq!(
             limits,
-            vec![1, 20, MAX_ALERT_LIST, MAX_ALERT_LIST, MAX_ALERT_LIST]
+            vec![1, 20, MAX_ALERT_PAGE, MAX_ALERT_PAGE, MAX_ALERT_PAGE]
         );
     }
 
@@ -367,11 +377,26 @@ mod tests {
         let filter = AlertFilter {
             acknowledged: Some(false),
             severity: Some(Severity::Warning),
-            limit: 1,
         };
-        let listed = h.service.list(filter).await.unwrap();
-        assert_eq!(listed.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1]);
-        assert_eq!(h.repo.0.lock().unwrap().filters, vec![filter]);
+        let first = h.service.list(filter, None, 1).await.unwrap();
+        assert_eq!(
+            first.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![2]
+        );
+        assert_eq!(first.next_cursor, Some(2), "an older alert follows");
+        let older = h.service.list(filter, first.next_cursor, 1).await.unwrap();
+        assert_eq!(
+            older.items.iter().map(|a| a.id).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert_eq!(older.next_cursor, None);
+        assert_eq!(
+            h.repo.0.lock().unwrap().filters,
+            vec![
+                (filter, PageRequest::new(None, 1, MAX_ALERT_PAGE)),
+                (filter, PageRequest::new(Some(2), 1, MAX_ALERT_PAGE)),
+            ]
+        );
     }
 
     #[tokio::test]
@@ -379,7 +404,7 @@ mod tests {
         let h = harness(false);
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.list(AlertFilter::default()).await,
+            h.service.list(AlertFilter::default(), None, 10).await,
             Err(AdminError::Unavailable(_))
         ));
     }

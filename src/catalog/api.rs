@@ -2,12 +2,17 @@
 //! and the admin's "create a concert" call.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 
 use super::{
     domain::{
-        Availability, CatalogError, ConcertDraft, CreatedConcert, MAX_GRADE_CHARS, MAX_SCHEDULES,
-        MAX_SEAT_BLOCKS, MAX_TEXT_CHARS, ScheduleDraft, SeatBlockDraft,
+        Availability, CatalogError, ConcertDraft, CreatedConcert, DEFAULT_CONCERT_PAGE,
+        DEFAULT_SEAT_PAGE, MAX_CONCERT_PAGE, MAX_GRADE_CHARS, MAX_SCHEDULE_PAGE, MAX_SCHEDULES,
+        MAX_SEAT_BLOCKS, MAX_SEAT_PAGE, MAX_TEXT_CHARS, ScheduleDraft, SeatBlockDraft, SeatFilter,
     },
     ports::CatalogRepository,
     usecase::CatalogService,
@@ -18,6 +23,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
+        paging::PageBody,
         problem::Problem,
         strict::JsonString,
     },
@@ -116,19 +122,19 @@ enum CreateConcertResponse {
 #[derive(ApiResponse)]
 enum ListConcertsResponse {
     #[oai(status = 200)]
-    Ok(Json<Vec<ConcertBody>>),
+    Ok(Json<PageBody<ConcertBody>>),
 }
 
 #[derive(ApiResponse)]
 enum ListSchedulesResponse {
     #[oai(status = 200)]
-    Ok(Json<Vec<ScheduleBody>>),
+    Ok(Json<PageBody<ScheduleBody>>),
 }
 
 #[derive(ApiResponse)]
 enum ListSeatsResponse {
     #[oai(status = 200)]
-    Ok(Json<Vec<SeatBody>>),
+    Ok(Json<PageBody<SeatBody>>),
 }
 
 pub struct CatalogApi<R, C, W> {
@@ -164,82 +170,132 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         Ok(CreateConcertResponse::Created(Json(created_body(created))))
     }
 
-    /// List concerts.
+    /// List concerts, oldest first, a page at a time.
     #[oai(
         path = "/v1/concerts",
         method = "get",
         tag = "ApiTags::Catalog",
         operation_id = "listConcerts"
     )]
-    async fn list_concerts(&self) -> Result<ListConcertsResponse, Problem> {
-        let concerts = self.service.list_concerts().await?;
-        Ok(ListConcertsResponse::Ok(Json(
-            concerts
-                .into_iter()
-                .map(|c| ConcertBody {
-                    id: c.id.value(),
-                    title: c.title,
-                    venue: c.venue,
-                })
-                .collect(),
-        )))
+    async fn list_concerts(
+        &self,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<ListConcertsResponse, Problem> {
+        let page = self
+            .service
+            .list_concerts(after.0, limit.0.unwrap_or(DEFAULT_CONCERT_PAGE))
+            .await?;
+        Ok(ListConcertsResponse::Ok(Json(PageBody::from_page(
+            page,
+            |c| ConcertBody {
+                id: c.id.value(),
+                title: c.title,
+                venue: c.venue,
+            },
+        ))))
     }
 
-    /// List a concert's schedules with the number of seats still available.
+    /// List a concert's schedules in start order with the number of seats
+    /// still available (a concert has at most 100, one page by default).
     #[oai(
         path = "/v1/concerts/:id/schedules",
         method = "get",
         tag = "ApiTags::Catalog",
         operation_id = "listSchedules"
     )]
-    async fn list_schedules(&self, id: Path<i64>) -> Result<ListSchedulesResponse, Problem> {
-        let schedules = self.service.list_schedules(ConcertId(id.0)).await?;
-        Ok(ListSchedulesResponse::Ok(Json(
-            schedules
-                .into_iter()
-                .map(|s| ScheduleBody {
-                    id: s.id.value(),
-                    starts_at: s.starts_at,
-                    available_seats: s.available_seats,
-                })
-                .collect(),
-        )))
+    async fn list_schedules(
+        &self,
+        id: Path<i64>,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–100 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<ListSchedulesResponse, Problem> {
+        let page = self
+            .service
+            .list_schedules(
+                ConcertId(id.0),
+                after.0,
+                limit.0.unwrap_or(MAX_SCHEDULE_PAGE),
+            )
+            .await?;
+        Ok(ListSchedulesResponse::Ok(Json(PageBody::from_page(
+            page,
+            |s| ScheduleBody {
+                id: s.id.value(),
+                starts_at: s.starts_at,
+                available_seats: s.available_seats,
+            },
+        ))))
     }
 
-    /// The seat map of one schedule. Needs an admitted queue token for its concert.
+    /// The seat map of one schedule in seat-number order, a page at a time,
+    /// optionally only the seats of one status or grade. Needs an admitted
+    /// queue token for its concert.
     #[oai(
         path = "/v1/schedules/:id/seats",
         method = "get",
         tag = "ApiTags::Catalog",
         operation_id = "listSeats"
     )]
+    // Each query parameter is an argument of the operation.
+    #[allow(clippy::too_many_arguments)]
     async fn list_seats(
         &self,
         auth: UserAuth,
         queue: QueueToken,
         id: Path<i64>,
+        /// `nextCursor` of the previous page (a seat id).
+        after: Query<Option<i64>>,
+        /// Page size, 1–1000 (default 500).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// Only seats with this status now (`available` includes lapsed holds).
+        status: Query<Option<SeatStatusBody>>,
+        /// Only seats of this grade.
+        #[oai(validator(min_length = 1, max_length = 32))]
+        grade: Query<Option<String>>,
     ) -> Result<ListSeatsResponse, Problem> {
         let schedule = ScheduleId(id.0);
         self.admission
             .require(&queue, auth.0.user_id, schedule)
             .await?;
-        let seats = self.service.list_seats(schedule).await?;
-        Ok(ListSeatsResponse::Ok(Json(
-            seats
-                .into_iter()
-                .map(|(seat, availability)| SeatBody {
-                    id: seat.id.value(),
-                    number: seat.number,
-                    grade: seat.grade,
-                    price: seat.price.value(),
-                    status: match availability {
-                        Availability::Available => SeatStatusBody::Available,
-                        Availability::Held => SeatStatusBody::Held,
-                        Availability::Sold => SeatStatusBody::Sold,
-                    },
-                })
-                .collect(),
-        )))
+        let filter = SeatFilter {
+            status: status.0.map(|s| match s {
+                SeatStatusBody::Available => Availability::Available,
+                SeatStatusBody::Held => Availability::Held,
+                SeatStatusBody::Sold => Availability::Sold,
+            }),
+            grade: grade.0,
+        };
+        let page = self
+            .service
+            .list_seats(
+                schedule,
+                &filter,
+                after.0,
+                limit.0.unwrap_or(DEFAULT_SEAT_PAGE),
+            )
+            .await?;
+        Ok(ListSeatsResponse::Ok(Json(PageBody::from_page(
+            page,
+            |(seat, availability)| SeatBody {
+                id: seat.id.value(),
+                number: seat.number,
+                grade: seat.grade,
+                price: seat.price.value(),
+                status: match availability {
+                    Availability::Available => SeatStatusBody::Available,
+                    Availability::Held => SeatStatusBody::Held,
+                    Availability::Sold => SeatStatusBody::Sold,
+                },
+            },
+        ))))
     }
 }
 
@@ -302,4 +358,7 @@ const _: () = {
     assert!(MAX_GRADE_CHARS == 32);
     assert!(MAX_SCHEDULES == 100);
     assert!(MAX_SEAT_BLOCKS == 50);
+    assert!(DEFAULT_CONCERT_PAGE == 50 && MAX_CONCERT_PAGE == 200);
+    assert!(DEFAULT_SEAT_PAGE == 500 && MAX_SEAT_PAGE == 1_000);
+    assert!(MAX_SCHEDULE_PAGE == 100);
 };

@@ -10,6 +10,15 @@ pub const MAX_GRADE_CHARS: usize = 32;
 pub const MAX_SCHEDULES: usize = 100;
 pub const MAX_SEAT_BLOCKS: usize = 50;
 pub const MAX_SEATS_PER_SCHEDULE: u32 = 20_000;
+/// Seat map pages: 500 seats unless asked otherwise, never more than 1,000.
+pub const DEFAULT_SEAT_PAGE: u64 = 500;
+pub const MAX_SEAT_PAGE: u64 = 1_000;
+/// Concert list pages.
+pub const DEFAULT_CONCERT_PAGE: u64 = 50;
+pub const MAX_CONCERT_PAGE: u64 = 200;
+/// A concert has at most [`MAX_SCHEDULES`] schedules, so by default they
+/// come in one page.
+pub const MAX_SCHEDULE_PAGE: u64 = MAX_SCHEDULES as u64;
 
 /// A concert as the admin described it, already checked: every value in it
 /// is valid, so the repository only has to store it.
@@ -253,7 +262,7 @@ pub struct HeldSeat {
 }
 
 /// What a buyer sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Availability {
     Available,
     Held,
@@ -279,6 +288,14 @@ impl Seat {
             SeatState::Sold { .. } => Availability::Sold,
         }
     }
+}
+
+/// Which seats of a schedule the seat map shows: those with this
+/// availability as of now (see [`Seat::availability`]) and of this grade.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeatFilter {
+    pub status: Option<Availability>,
+    pub grade: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -3,9 +3,11 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSummary, Seat,
+    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSummary, Seat, SeatFilter,
 };
-use crate::kernel::{ConcertId, ReservationId, ScheduleId, SeatId, StoreError, UserId};
+use crate::kernel::{
+    ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
+};
 
 pub trait CatalogRepository: Clone + Send + Sync + 'static {
     /// Stores the concert with all its schedules and seats atomically.
@@ -15,20 +17,33 @@ pub trait CatalogRepository: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<CreatedConcert, CatalogError>> + Send;
 
-    fn list_concerts(&self) -> impl Future<Output = Result<Vec<Concert>, CatalogError>> + Send;
+    /// Up to `page.fetch()` concerts in id order, after the concert `page.after`.
+    fn list_concerts(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Concert>, CatalogError>> + Send;
 
-    /// `None` when the concert does not exist. Seats count as available when
-    /// free or held with `held_until <= now`.
+    /// Up to `page.fetch()` schedules of the concert in start order, after
+    /// the schedule `page.after`; `None` when the concert does not exist,
+    /// `Invalid` when `page.after` is not one of its schedules. Seats count
+    /// as available when free or held with `held_until <= now`.
     fn list_schedules(
         &self,
         concert: ConcertId,
         now: DateTime<Utc>,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Option<Vec<ScheduleSummary>>, CatalogError>> + Send;
 
-    /// `None` when the schedule does not exist. Seats in number order.
+    /// Up to `page.fetch()` seats of the schedule that pass `filter` at
+    /// `now`, in number order, after the seat `page.after`; `None` when the
+    /// schedule does not exist, `Invalid` when `page.after` is not one of
+    /// its seats.
     fn list_seats(
         &self,
         schedule: ScheduleId,
+        filter: &SeatFilter,
+        page: PageRequest,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Vec<Seat>>, CatalogError>> + Send;
 
     fn concert_exists(

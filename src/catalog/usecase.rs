@@ -1,11 +1,11 @@
 use super::{
     domain::{
-        Availability, CatalogError, Concert, ConcertDraft, CreatedConcert, NewConcert,
-        ScheduleSummary, Seat,
+        Availability, CatalogError, Concert, ConcertDraft, CreatedConcert, MAX_CONCERT_PAGE,
+        MAX_SCHEDULE_PAGE, MAX_SEAT_PAGE, NewConcert, ScheduleSummary, Seat, SeatFilter,
     },
     ports::CatalogRepository,
 };
-use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::RelayWake};
+use crate::kernel::{Clock, ConcertId, Page, PageRequest, ScheduleId, UserId, events::RelayWake};
 
 #[derive(Clone)]
 pub struct CatalogService<R, C, W> {
@@ -34,38 +34,53 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         Ok(created)
     }
 
-    pub async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {
-        self.repo.list_concerts().await
+    /// A page of concerts in id order.
+    pub async fn list_concerts(
+        &self,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Concert>, CatalogError> {
+        let page = PageRequest::new(after, limit, MAX_CONCERT_PAGE);
+        let rows = self.repo.list_concerts(page).await?;
+        Ok(Page::of(rows, page, |c| c.id.value()))
     }
 
+    /// A page of a concert's schedules in start order.
     pub async fn list_schedules(
         &self,
         concert: ConcertId,
-    ) -> Result<Vec<ScheduleSummary>, CatalogError> {
-        self.repo
-            .list_schedules(concert, self.clock.now())
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<ScheduleSummary>, CatalogError> {
+        let page = PageRequest::new(after, limit, MAX_SCHEDULE_PAGE);
+        let rows = self
+            .repo
+            .list_schedules(concert, self.clock.now(), page)
             .await?
-            .ok_or(CatalogError::ConcertNotFound(concert))
+            .ok_or(CatalogError::ConcertNotFound(concert))?;
+        Ok(Page::of(rows, page, |s| s.id.value()))
     }
 
-    /// The seat map with each seat's availability as of now.
+    /// A page of the seat map in number order, each seat with its
+    /// availability as of now; `filter` keeps the seats a buyer asked for.
     pub async fn list_seats(
         &self,
         schedule: ScheduleId,
-    ) -> Result<Vec<(Seat, Availability)>, CatalogError> {
+        filter: &SeatFilter,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         let now = self.clock.now();
+        let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
         let seats = self
             .repo
-            .list_seats(schedule)
+            .list_seats(schedule, filter, page, now)
             .await?
             .ok_or(CatalogError::ScheduleNotFound(schedule))?;
-        Ok(seats
-            .into_iter()
-            .map(|seat| {
-                let availability = seat.availability(now);
-                (seat, availability)
-            })
-            .collect())
+        Ok(Page::of(seats, page, |seat| seat.id.value()).map(|seat| {
+            let availability = seat.availability(now);
+            (seat, availability)
+        }))
     }
 
     pub async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
@@ -132,6 +147,7 @@ mod tests {
         schedules: Vec<ScheduleSummary>,
         seats: Vec<Seat>,
         schedule_reads: Vec<DateTime<Utc>>,
+        page_requests: Vec<PageRequest>,
         down: bool,
     }
 
@@ -177,32 +193,62 @@ mod tests {
             })
         }
 
-        async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {
+        async fn list_concerts(&self, page: PageRequest) -> Result<Vec<Concert>, CatalogError> {
             self.check()?;
-            Ok(vec![Concert {
-                id: ConcertId(1),
-                title: "Opening".into(),
-                venue: "Hall".into(),
-            }])
+            let mut catalog = self.0.lock().unwrap();
+            catalog.page_requests.push(page);
+            Ok((1..=3)
+                .map(|id| Concert {
+                    id: ConcertId(id),
+                    title: format!("Concert {id}"),
+                    venue: "Hall".into(),
+                })
+                .filter(|c| page.after.is_none_or(|after| c.id.value() > after))
+                .take(page.fetch() as usize)
+                .collect())
         }
 
         async fn list_schedules(
             &self,
             concert: ConcertId,
             now: DateTime<Utc>,
+            page: PageRequest,
         ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
             self.check()?;
             let mut catalog = self.0.lock().unwrap();
             catalog.schedule_reads.push(now);
-            Ok((concert == ConcertId(1)).then(|| catalog.schedules.clone()))
+            catalog.page_requests.push(page);
+            Ok((concert == ConcertId(1)).then(|| {
+                catalog
+                    .schedules
+                    .iter()
+                    .skip_while(|s| page.after.is_some_and(|after| s.id.value() != after))
+                    .skip(usize::from(page.after.is_some()))
+                    .take(page.fetch() as usize)
+                    .cloned()
+                    .collect()
+            }))
         }
 
         async fn list_seats(
             &self,
             schedule: ScheduleId,
+            filter: &SeatFilter,
+            page: PageRequest,
+            now: DateTime<Utc>,
         ) -> Result<Option<Vec<Seat>>, CatalogError> {
             self.check()?;
-            let seats = self.0.lock().unwrap().seats.clone();
+            let mut catalog = self.0.lock().unwrap();
+            catalog.page_requests.push(page);
+            let seats = catalog
+                .seats
+                .iter()
+                .filter(|s| page.after.is_none_or(|after| s.id.value() > after))
+                .filter(|s| filter.status.is_none_or(|want| s.availability(now) == want))
+                .filter(|s| filter.grade.as_ref().is_none_or(|g| &s.grade == g))
+                .take(page.fetch() as usize)
+                .cloned()
+                .collect();
             Ok((schedule == ScheduleId(1)).then_some(seats))
         }
 
@@ -376,18 +422,53 @@ mod tests {
     // --- listings ---
 
     #[tokio::test]
-    async fn concerts_are_listed_as_stored() {
+    async fn concerts_come_in_pages_with_a_cursor_while_more_follow() {
         let h = harness();
-        let concerts = h.service.list_concerts().await.unwrap();
+        let first = h.service.list_concerts(None, 2).await.unwrap();
         assert_eq!(
-            concerts.iter().map(|c| c.id).collect::<Vec<_>>(),
-            vec![ConcertId(1)]
+            first.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![ConcertId(1), ConcertId(2)]
         );
+        assert_eq!(first.next_cursor, Some(2));
+        let last = h.service.list_concerts(first.next_cursor, 2).await.unwrap();
+        assert_eq!(
+            last.items.iter().map(|c| c.id).collect::<Vec<_>>(),
+            vec![ConcertId(3)]
+        );
+        assert_eq!(last.next_cursor, None);
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.list_concerts().await,
+            h.service.list_concerts(None, 2).await,
             Err(CatalogError::Unavailable(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn every_page_size_is_kept_within_its_maximum() {
+        let h = harness();
+        h.service.list_concerts(None, u64::MAX).await.unwrap();
+        h.service.list_concerts(None, 0).await.unwrap();
+        h.service
+            .list_schedules(ConcertId(1), None, u64::MAX)
+            .await
+            .unwrap();
+        h.service
+            .list_seats(ScheduleId(1), &SeatFilter::default(), None, u64::MAX)
+            .await
+            .unwrap();
+        let limits: Vec<u64> = h
+            .repo
+            .0
+            .lock()
+            .unwrap()
+            .page_requests
+            .iter()
+            .map(|p| p.limit)
+            .collect();
+        assert_eq!(
+            limits,
+            vec![MAX_CONCERT_PAGE, 1, MAX_SCHEDULE_PAGE, MAX_SEAT_PAGE]
+        );
     }
 
     #[tokio::test]
@@ -402,10 +483,13 @@ mod tests {
         h.repo.0.lock().unwrap().schedules.push(summary.clone());
         h.clock.advance(TimeDelta::minutes(1));
 
-        assert_eq!(
-            h.service.list_schedules(ConcertId(1)).await.unwrap(),
-            vec![summary]
-        );
+        let page = h
+            .service
+            .list_schedules(ConcertId(1), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.items, vec![summary]);
+        assert_eq!(page.next_cursor, None);
         assert_eq!(
             h.repo.0.lock().unwrap().schedule_reads,
             vec![t0() + TimeDelta::minutes(1)]
@@ -417,9 +501,10 @@ mod tests {
         let h = harness();
         assert!(
             h.service
-                .list_schedules(ConcertId(1))
+                .list_schedules(ConcertId(1), None, 10)
                 .await
                 .unwrap()
+                .items
                 .is_empty()
         );
     }
@@ -428,7 +513,7 @@ mod tests {
     async fn schedules_of_an_unknown_concert_are_not_found() {
         let h = harness();
         assert!(matches!(
-            h.service.list_schedules(ConcertId(5)).await,
+            h.service.list_schedules(ConcertId(5), None, 10).await,
             Err(CatalogError::ConcertNotFound(ConcertId(5)))
         ));
     }
@@ -437,12 +522,16 @@ mod tests {
     async fn seats_of_an_unknown_schedule_are_not_found() {
         let h = harness();
         assert!(matches!(
-            h.service.list_seats(ScheduleId(2)).await,
+            h.service
+                .list_seats(ScheduleId(2), &SeatFilter::default(), None, 10)
+                .await,
             Err(CatalogError::ScheduleNotFound(ScheduleId(2)))
         ));
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.list_seats(ScheduleId(1)).await,
+            h.service
+                .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
+                .await,
             Err(CatalogError::Unavailable(_))
         ));
     }
@@ -462,15 +551,21 @@ mod tests {
             ),
             seat(3, SeatState::Sold { owner: UserId(2) }),
         ];
-        let availability = |seats: Vec<(Seat, Availability)>| {
+        let availability = |seats: Page<(Seat, Availability)>| {
             seats
+                .items
                 .into_iter()
                 .map(|(s, a)| (s.number, a))
                 .collect::<Vec<_>>()
         };
 
         assert_eq!(
-            availability(h.service.list_seats(ScheduleId(1)).await.unwrap()),
+            availability(
+                h.service
+                    .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
+                    .await
+                    .unwrap()
+            ),
             vec![
                 (1, Availability::Available),
                 (2, Availability::Held),
@@ -479,12 +574,83 @@ mod tests {
         );
         h.clock.advance(TimeDelta::minutes(5));
         assert_eq!(
-            availability(h.service.list_seats(ScheduleId(1)).await.unwrap()),
+            availability(
+                h.service
+                    .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
+                    .await
+                    .unwrap()
+            ),
             vec![
                 (1, Availability::Available),
                 (2, Availability::Available),
                 (3, Availability::Sold)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn the_seat_map_pages_by_seat_and_filters_by_availability_and_grade() {
+        let h = harness();
+        let until = t0() + TimeDelta::minutes(5);
+        let mut seats: Vec<Seat> = (1..=5).map(|n| seat(n, SeatState::Available)).collect();
+        seats[1].state = SeatState::Held {
+            holder: UserId(1),
+            until,
+        };
+        seats[3].state = SeatState::Sold { owner: UserId(2) };
+        seats[4].grade = "S".into();
+        h.repo.0.lock().unwrap().seats = seats;
+        let numbers = |page: &Page<(Seat, Availability)>| {
+            page.items.iter().map(|(s, _)| s.number).collect::<Vec<_>>()
+        };
+
+        let all = SeatFilter::default();
+        let first = h
+            .service
+            .list_seats(ScheduleId(1), &all, None, 2)
+            .await
+            .unwrap();
+        assert_eq!(numbers(&first), vec![1, 2]);
+        assert_eq!(first.next_cursor, Some(2));
+        let second = h
+            .service
+            .list_seats(ScheduleId(1), &all, first.next_cursor, 2)
+            .await
+            .unwrap();
+        assert_eq!(numbers(&second), vec![3, 4]);
+        let last = h
+            .service
+            .list_seats(ScheduleId(1), &all, second.next_cursor, 2)
+            .await
+            .unwrap();
+        assert_eq!(numbers(&last), vec![5]);
+        assert_eq!(last.next_cursor, None);
+
+        let available = SeatFilter {
+            status: Some(Availability::Available),
+            grade: Some("R".into()),
+        };
+        let page = h
+            .service
+            .list_seats(ScheduleId(1), &available, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(numbers(&page), vec![1, 3]);
+        h.clock.advance(TimeDelta::minutes(5));
+        let page = h
+            .service
+            .list_seats(ScheduleId(1), &available, None, 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            numbers(&page),
+            vec![1, 2, 3],
+            "a lapsed hold is available again"
+        );
+        assert!(
+            page.items
+                .iter()
+                .all(|(_, a)| *a == Availability::Available)
         );
     }
 

@@ -4,15 +4,15 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Header, Path},
+    param::{Header, Path, Query},
     payload::Json,
 };
 use uuid::Uuid;
 
 use super::{
     domain::{
-        CampaignDraft, CampaignStats, CouponError, CouponState, HeldCoupon, JobStatus,
-        MAX_DISCOUNT, MAX_NAME_LEN, MAX_QUANTITY, ReconcileReport, Vendor,
+        CampaignDraft, CampaignStats, CouponError, CouponState, DEFAULT_PAGE, HeldCoupon,
+        JobStatus, MAX_DISCOUNT, MAX_NAME_LEN, MAX_PAGE, MAX_QUANTITY, ReconcileReport, Vendor,
     },
     ports::{CouponLedger, CouponRepository, RedemptionTx},
     usecase::CouponService,
@@ -26,6 +26,7 @@ use crate::{
     web::{
         ApiTags,
         idempotency::{key_reused, request_key},
+        paging::PageBody,
         problem::Problem,
         strict::JsonString,
     },
@@ -184,7 +185,7 @@ enum VendorCreated {
 #[derive(ApiResponse)]
 enum VendorList {
     #[oai(status = 200)]
-    Ok(Json<Vec<VendorBody>>),
+    Ok(Json<PageBody<VendorBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -202,7 +203,7 @@ enum StatsResponse {
 #[derive(ApiResponse)]
 enum StatsList {
     #[oai(status = 200)]
-    Ok(Json<Vec<CouponStatsBody>>),
+    Ok(Json<PageBody<CouponStatsBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -221,7 +222,7 @@ enum IssueResponse {
 #[derive(ApiResponse)]
 enum WalletResponse {
     #[oai(status = 200)]
-    Ok(Json<Vec<UserCouponBody>>),
+    Ok(Json<PageBody<UserCouponBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -327,18 +328,27 @@ where
         Ok(VendorCreated::Created(Json(vendor_body(vendor))))
     }
 
-    /// Vendors and their balances.
+    /// Vendors and their balances, oldest first, a page at a time.
     #[oai(
         path = "/v1/admin/vendors",
         method = "get",
         tag = "ApiTags::Admin",
         operation_id = "listVendors"
     )]
-    async fn list_vendors(&self, _auth: AdminAuth) -> Result<VendorList, Problem> {
-        let vendors = self.service.vendors().await?;
-        Ok(VendorList::Ok(Json(
-            vendors.into_iter().map(vendor_body).collect(),
-        )))
+    async fn list_vendors(
+        &self,
+        _auth: AdminAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<VendorList, Problem> {
+        let page = self
+            .service
+            .vendors(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
+            .await?;
+        Ok(VendorList::Ok(Json(PageBody::from_page(page, vendor_body))))
     }
 
     /// Create a coupon campaign.
@@ -370,18 +380,28 @@ where
         })))
     }
 
-    /// Every campaign with its issued / redeemed / remaining counts.
+    /// Campaigns, newest first, with their issued / redeemed / remaining
+    /// counts, a page at a time.
     #[oai(
         path = "/v1/admin/coupons",
         method = "get",
         tag = "ApiTags::Admin",
         operation_id = "listCoupons"
     )]
-    async fn list_coupons(&self, _auth: AdminAuth) -> Result<StatsList, Problem> {
-        let all = self.service.campaigns().await?;
-        Ok(StatsList::Ok(Json(
-            all.into_iter().map(stats_body).collect(),
-        )))
+    async fn list_coupons(
+        &self,
+        _auth: AdminAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<StatsList, Problem> {
+        let page = self
+            .service
+            .campaigns(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
+            .await?;
+        Ok(StatsList::Ok(Json(PageBody::from_page(page, stats_body))))
     }
 
     /// One campaign: issued, remaining, redeemed, the vendor's balance and
@@ -447,18 +467,30 @@ where
         })))
     }
 
-    /// Your coupons and their state (`issued`, `used`, `expired`), newest first.
+    /// Your coupons and their state (`issued`, `used`, `expired`), newest
+    /// first, a page at a time.
     #[oai(
         path = "/v1/users/me/coupons",
         method = "get",
         tag = "ApiTags::Coupons",
         operation_id = "myCoupons"
     )]
-    async fn my_coupons(&self, auth: UserAuth) -> Result<WalletResponse, Problem> {
-        let coupons = self.service.wallet_of(auth.0.user_id).await?;
-        Ok(WalletResponse::Ok(Json(
-            coupons.into_iter().map(held_body).collect(),
-        )))
+    async fn my_coupons(
+        &self,
+        auth: UserAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<WalletResponse, Problem> {
+        let page = self
+            .service
+            .wallet_of(auth.0.user_id, after.0, limit.0.unwrap_or(DEFAULT_PAGE))
+            .await?;
+        Ok(WalletResponse::Ok(Json(PageBody::from_page(
+            page, held_body,
+        ))))
     }
 
     /// Use a coupon. Answers at once with a job to poll; the job fails with
@@ -543,4 +575,5 @@ const _: () = {
     assert!(MAX_NAME_LEN == 200);
     assert!(MAX_DISCOUNT == 10_000_000);
     assert!(MAX_QUANTITY == 1_000_000);
+    assert!(DEFAULT_PAGE == 50 && MAX_PAGE == 200);
 };

@@ -9,6 +9,10 @@ use crate::kernel::{
 pub const MAX_NAME_LEN: usize = 200;
 pub const MAX_DISCOUNT: i64 = 10_000_000;
 pub const MAX_QUANTITY: i64 = 1_000_000;
+/// List pages (vendors, campaigns, a user's coupons): 50 unless asked
+/// otherwise, never more than 200.
+pub const DEFAULT_PAGE: u64 = 50;
+pub const MAX_PAGE: u64 = 200;
 
 /// A coupon campaign. Nothing about it changes after creation, so instances
 /// may cache it for the whole sale.
@@ -422,6 +426,15 @@ impl Job {
             reason: None,
         }
     }
+}
+
+/// A campaign's counts as the database keeps them (counters on the
+/// campaign's row, kept in the transactions that issue and redeem).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CampaignCounts {
+    pub issued: u64,
+    pub redeemed: u64,
+    pub vendor_balance: i64,
 }
 
 /// What an admin sees of a campaign.

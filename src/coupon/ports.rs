@@ -4,11 +4,12 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::domain::{
-    Campaign, CampaignDraft, CouponError, FailReason, HeldCoupon, IssuedCoupon, Job, JobStatus,
-    LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor, Winner,
+    Campaign, CampaignCounts, CampaignDraft, CouponError, FailReason, HeldCoupon, IssuedCoupon,
+    Job, JobStatus, LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
+    Winner,
 };
 use crate::kernel::{
-    CouponId, StoreError, UserCouponId, UserId, VendorId, idempotency::RequestKey,
+    CouponId, PageRequest, StoreError, UserCouponId, UserId, VendorId, idempotency::RequestKey,
 };
 
 /// The issue ledger: who won each campaign and with which number. It
@@ -64,6 +65,13 @@ pub trait CouponLedger: Clone + Send + Sync + 'static {
         &self,
         coupon: CouponId,
     ) -> impl Future<Output = Result<Option<u64>, CouponError>> + Send;
+
+    /// [`CouponLedger::issued`] of several campaigns in one round trip, in
+    /// the order asked.
+    fn issued_many(
+        &self,
+        coupons: &[CouponId],
+    ) -> impl Future<Output = Result<Vec<Option<u64>>, CouponError>> + Send;
 }
 
 pub trait CouponRepository: Clone + Send + Sync + 'static {
@@ -76,7 +84,11 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Vendor, CouponError>> + Send;
 
-    fn vendors(&self) -> impl Future<Output = Result<Vec<Vendor>, CouponError>> + Send;
+    /// Up to `page.fetch()` vendors in id order, after the vendor `page.after`.
+    fn vendors(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Vendor>, CouponError>> + Send;
 
     /// Creates the campaign and its `CouponCreated` event
     /// ([`Campaign::created`]) in one transaction; `VendorNotFound` for an
@@ -92,6 +104,13 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         &self,
         id: CouponId,
     ) -> impl Future<Output = Result<Option<Campaign>, CouponError>> + Send;
+
+    /// Up to `page.fetch()` campaigns newest first, before the campaign
+    /// `page.after`, each with its counts (one read, no count per campaign).
+    fn campaign_page(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<(Campaign, CampaignCounts)>, CouponError>> + Send;
 
     /// Campaigns whose validity window ends after `ending_after`, newest first.
     fn campaigns(
@@ -122,10 +141,13 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         user: UserId,
     ) -> impl Future<Output = Result<Option<IssuedCoupon>, CouponError>> + Send;
 
+    /// Up to `page.fetch()` of the user's coupons newest first, before the
+    /// user coupon `page.after`.
     fn wallet_of(
         &self,
         user: UserId,
         now: DateTime<Utc>,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<HeldCoupon>, CouponError>> + Send;
 
     fn job(&self, id: Uuid) -> impl Future<Output = Result<Option<Job>, CouponError>> + Send;
@@ -134,14 +156,15 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
     fn stats(
         &self,
         campaign: &Campaign,
-    ) -> impl Future<Output = Result<(u64, u64, i64), CouponError>> + Send;
+    ) -> impl Future<Output = Result<CampaignCounts, CouponError>> + Send;
 }
 
 /// The winners' rows inside a transaction.
 pub trait IssueTx: Send {
-    /// Inserts the winners' rows at `now`, in one statement. A unique index
-    /// refusing one fails them all: `DuplicateUser` (the (coupon, user)
-    /// index) or `DuplicateNumber` (the (coupon, number) index).
+    /// Inserts the winners' rows at `now`, in one statement, and adds them
+    /// to their campaigns' issued counts. A unique index refusing one fails
+    /// them all: `DuplicateUser` (the (coupon, user) index) or
+    /// `DuplicateNumber` (the (coupon, number) index).
     fn insert_winners(
         &mut self,
         winners: &[Winner],
@@ -167,7 +190,8 @@ pub trait RedemptionTx: Send {
     ) -> impl Future<Output = Result<Option<RedeemableCoupon>, StoreError>> + Send;
 
     /// Marks the coupon used if it is still issued at `version` (optimistic
-    /// check); false if someone else changed it first.
+    /// check) and counts it in its campaign's redeemed count; false if
+    /// someone else changed it first.
     fn mark_used(
         &mut self,
         id: UserCouponId,

@@ -10,14 +10,14 @@ use uuid::Uuid;
 use super::{
     domain::{
         Campaign, CampaignDraft, CampaignStats, CouponError, FailReason, HeldCoupon, Issued,
-        IssuedCoupon, Job, JobStatus, LedgerStep, ReconcileReport, RecordError, RedeemableCoupon,
-        Vendor, Winner, ledger_drift, parse_name, redemption_verdict,
+        IssuedCoupon, Job, JobStatus, LedgerStep, MAX_PAGE, ReconcileReport, RecordError,
+        RedeemableCoupon, Vendor, Winner, ledger_drift, parse_name, redemption_verdict,
     },
     ports::{CouponLedger, CouponRepository, IssueTx, RedemptionTx},
 };
 use crate::{
     kernel::{
-        Clock, CouponId, StoreError, UnitOfWork, UserCouponId, UserId,
+        Clock, CouponId, Page, PageRequest, StoreError, UnitOfWork, UserCouponId, UserId,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
@@ -161,8 +161,15 @@ where
         Ok(vendor)
     }
 
-    pub async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
-        self.repo.vendors().await
+    /// A page of vendors in id order.
+    pub async fn vendors(
+        &self,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Vendor>, CouponError> {
+        let page = PageRequest::new(after, limit, MAX_PAGE);
+        let rows = self.repo.vendors(page).await?;
+        Ok(Page::of(rows, page, |v| v.id.value()))
     }
 
     pub async fn create_campaign(
@@ -438,12 +445,31 @@ where
         Ok(reports)
     }
 
-    pub async fn campaigns(&self) -> Result<Vec<CampaignStats>, CouponError> {
-        let mut all = Vec::new();
-        for campaign in self.repo.campaigns(None).await? {
-            all.push(self.stats_of(campaign).await?);
-        }
-        Ok(all)
+    /// A page of campaigns, newest first, with their counts: one database
+    /// read and one ledger round trip for the whole page.
+    pub async fn campaigns(
+        &self,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<CampaignStats>, CouponError> {
+        let request = PageRequest::new(after, limit, MAX_PAGE);
+        let rows = self.repo.campaign_page(request).await?;
+        let page = Page::of(rows, request, |(c, _)| c.id.value());
+        let ids: Vec<CouponId> = page.items.iter().map(|(c, _)| c.id).collect();
+        // The admin view stays up when only the ledger's store is down.
+        let mut ledger = self
+            .ledger
+            .issued_many(&ids)
+            .await
+            .unwrap_or_default()
+            .into_iter();
+        Ok(page.map(|(campaign, counts)| CampaignStats {
+            campaign,
+            issued: counts.issued,
+            redeemed: counts.redeemed,
+            vendor_balance: counts.vendor_balance,
+            ledger_issued: ledger.next().flatten(),
+        }))
     }
 
     pub async fn stats(&self, coupon: CouponId) -> Result<CampaignStats, CouponError> {
@@ -452,20 +478,28 @@ where
     }
 
     async fn stats_of(&self, campaign: Campaign) -> Result<CampaignStats, CouponError> {
-        let (issued, redeemed, vendor_balance) = self.repo.stats(&campaign).await?;
+        let counts = self.repo.stats(&campaign).await?;
         // The admin view stays up when only the ledger's store is down.
         let ledger_issued = self.ledger.issued(campaign.id).await.unwrap_or(None);
         Ok(CampaignStats {
             campaign,
-            issued,
-            redeemed,
-            vendor_balance,
+            issued: counts.issued,
+            redeemed: counts.redeemed,
+            vendor_balance: counts.vendor_balance,
             ledger_issued,
         })
     }
 
-    pub async fn wallet_of(&self, user: UserId) -> Result<Vec<HeldCoupon>, CouponError> {
-        self.repo.wallet_of(user, self.clock.now()).await
+    /// A page of the user's coupons, newest first.
+    pub async fn wallet_of(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<HeldCoupon>, CouponError> {
+        let page = PageRequest::new(after, limit, MAX_PAGE);
+        let rows = self.repo.wallet_of(user, self.clock.now(), page).await?;
+        Ok(Page::of(rows, page, |c| c.id.value()))
     }
 
     /// Starts a redemption job; the worker decides it (a coupon that is
@@ -684,7 +718,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        coupon::{domain::IssuedCoupon, infra::memory::MemoryCouponLedger},
+        coupon::{
+            domain::{CampaignCounts, IssuedCoupon},
+            infra::memory::MemoryCouponLedger,
+        },
         kernel::{ManualClock, Transaction, VendorId},
         testing::MemoryUow,
     };
@@ -747,8 +784,16 @@ mod tests {
             self.uow.world().outbox.push(vendor.created(admin));
             Ok(vendor)
         }
-        async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
-            Ok(self.vendors.lock().unwrap().clone())
+        async fn vendors(&self, page: PageRequest) -> Result<Vec<Vendor>, CouponError> {
+            Ok(self
+                .vendors
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|v| page.after.is_none_or(|after| v.id.value() > after))
+                .take(page.fetch() as usize)
+                .cloned()
+                .collect())
         }
         async fn create_campaign(
             &self,
@@ -773,6 +818,16 @@ mod tests {
         }
         async fn campaigns(&self, _: Option<DateTime<Utc>>) -> Result<Vec<Campaign>, CouponError> {
             Ok(vec![campaign()])
+        }
+        async fn campaign_page(
+            &self,
+            page: PageRequest,
+        ) -> Result<Vec<(Campaign, CampaignCounts)>, CouponError> {
+            let mut rows = Vec::new();
+            if page.after.is_none_or(|after| after > 1) {
+                rows.push((campaign(), self.stats(&campaign()).await?));
+            }
+            Ok(rows)
         }
         async fn record_issue(
             &self,
@@ -838,6 +893,7 @@ mod tests {
             &self,
             user: UserId,
             now: DateTime<Utc>,
+            page: PageRequest,
         ) -> Result<Vec<HeldCoupon>, CouponError> {
             let c = campaign();
             Ok(self
@@ -845,7 +901,10 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
+                .rev()
                 .filter(|r| r.user == user)
+                .filter(|r| page.after.is_none_or(|after| r.id.value() < after))
+                .take(page.fetch() as usize)
                 .map(|r| HeldCoupon {
                     id: r.id,
                     coupon: r.coupon,
@@ -861,7 +920,7 @@ mod tests {
         async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {
             Ok(self.uow.world().jobs.get(&id).cloned())
         }
-        async fn stats(&self, campaign: &Campaign) -> Result<(u64, u64, i64), CouponError> {
+        async fn stats(&self, campaign: &Campaign) -> Result<CampaignCounts, CouponError> {
             let issued = self
                 .rows
                 .lock()
@@ -869,7 +928,10 @@ mod tests {
                 .iter()
                 .filter(|r| r.coupon == campaign.id)
                 .count() as u64;
-            Ok((issued, 0, 0))
+            Ok(CampaignCounts {
+                issued,
+                ..CampaignCounts::default()
+            })
         }
     }
 
@@ -1559,9 +1621,21 @@ mod tests {
         let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         let vendor = service.create_vendor("  Café Nero ", ADMIN).await.unwrap();
         assert_eq!(vendor.name, "Café Nero");
-        assert_eq!(service.vendors().await.unwrap(), vec![vendor.clone()]);
+        let page = service.vendors(None, 10).await.unwrap();
+        assert_eq!(page.items, vec![vendor.clone()]);
+        assert_eq!(page.next_cursor, None);
+        let second = service.create_vendor("Bakery", ADMIN).await.unwrap();
+        let first_page = service.vendors(None, 1).await.unwrap();
+        assert_eq!(first_page.items, vec![vendor.clone()]);
+        assert_eq!(first_page.next_cursor, Some(vendor.id.value()));
+        let next = service.vendors(first_page.next_cursor, 1).await.unwrap();
+        assert_eq!(next.items, vec![second]);
+        assert_eq!(next.next_cursor, None);
         let world = repo.uow.world();
-        assert_eq!(world.event_types(), vec![types::VENDOR_CREATED]);
+        assert_eq!(
+            world.event_types(),
+            vec![types::VENDOR_CREATED, types::VENDOR_CREATED]
+        );
         assert_eq!(
             world.outbox[0].payload,
             serde_json::json!({"vendorId": vendor.id.value(), "name": "Café Nero", "adminId": ADMIN.value()})
@@ -1597,9 +1671,15 @@ mod tests {
         service.issue(CouponId(1), UserId(1), None).await.unwrap();
         let stats = service.stats(CouponId(1)).await.unwrap();
         assert_eq!((stats.issued, stats.ledger_issued), (1, Some(1)));
-        let all = service.campaigns().await.unwrap();
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].campaign, campaign());
+        let all = service.campaigns(None, 10).await.unwrap();
+        assert_eq!(all.items.len(), 1);
+        assert_eq!(all.items[0].campaign, campaign());
+        assert_eq!(
+            (all.items[0].issued, all.items[0].ledger_issued),
+            (1, Some(1)),
+            "the page carries the ledger's count too"
+        );
+        assert_eq!(all.next_cursor, None);
         assert!(matches!(
             service.stats(CouponId(9)).await,
             Err(CouponError::NotFound)
@@ -1621,9 +1701,17 @@ mod tests {
         let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
         service.issue(CouponId(1), UserId(1), None).await.unwrap();
         service.issue(CouponId(1), UserId(2), None).await.unwrap();
-        let mine = service.wallet_of(UserId(1)).await.unwrap();
-        assert_eq!(mine.len(), 1);
-        assert_eq!(mine[0].number, 1);
-        assert!(service.wallet_of(UserId(3)).await.unwrap().is_empty());
+        let mine = service.wallet_of(UserId(1), None, 10).await.unwrap();
+        assert_eq!(mine.items.len(), 1);
+        assert_eq!(mine.items[0].number, 1);
+        assert_eq!(mine.next_cursor, None);
+        assert!(
+            service
+                .wallet_of(UserId(3), None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod idempotency;
 mod ids;
 pub mod keyed;
+pub mod page;
 mod points;
 pub mod retention;
 mod store;
@@ -20,6 +21,7 @@ pub use ids::{
     ConcertId, CouponId, PaymentId, ReservationId, ScheduleId, SeatId, UserCouponId, UserId,
     VendorId,
 };
+pub use page::{Page, PageRequest};
 pub use points::{Points, PointsError};
 pub(crate) use store::module_error_from_store_err;
 pub use store::{CONFLICT_ATTEMPTS, Retryable, StoreError, retry_on_conflict};

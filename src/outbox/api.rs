@@ -10,13 +10,15 @@ use poem_openapi::{
 use super::{
     domain::OutboxError,
     ports::{EventBus, OutboxRepository, RelayWake},
-    usecase::EventPipeline,
+    usecase::{DEFAULT_DEAD_LETTER_PAGE, EventPipeline, MAX_DEAD_LETTER_PAGE},
 };
 use crate::{
     auth::api::AdminAuth,
     kernel::Clock,
-    web::{ApiTags, problem::Problem},
+    web::{ApiTags, paging::PageBody, problem::Problem},
 };
+
+const _: () = assert!(DEFAULT_DEAD_LETTER_PAGE == 100 && MAX_DEAD_LETTER_PAGE == 500);
 
 #[derive(Debug, Object)]
 #[oai(rename = "ConsumerLag", rename_all = "camelCase")]
@@ -75,7 +77,7 @@ enum EventsResponse {
 enum DeadLettersResponse {
     /// Newest first.
     #[oai(status = 200)]
-    Ok(Json<Vec<DeadLetterBody>>),
+    Ok(Json<PageBody<DeadLetterBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -138,29 +140,33 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         /// Also list dead letters already replayed.
         #[oai(name = "includeReplayed")]
         include_replayed: Query<Option<bool>>,
-        /// At most this many (1–500, default 100).
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<DeadLettersResponse, Problem> {
         let letters = self
             .pipeline
-            .dead_letters(include_replayed.0.unwrap_or(false), limit.0.unwrap_or(100))
+            .dead_letters(
+                include_replayed.0.unwrap_or(false),
+                after.0,
+                limit.0.unwrap_or(DEFAULT_DEAD_LETTER_PAGE),
+            )
             .await?;
-        Ok(DeadLettersResponse::Ok(Json(
-            letters
-                .into_iter()
-                .map(|d| DeadLetterBody {
-                    id: d.id,
-                    consumer: d.consumer,
-                    event_id: d.event_id,
-                    event_type: d.event_type,
-                    deliveries: d.deliveries,
-                    last_error: d.last_error,
-                    created_at: d.created_at,
-                    replayed_at: d.replayed_at,
-                })
-                .collect(),
-        )))
+        Ok(DeadLettersResponse::Ok(Json(PageBody::from_page(
+            letters,
+            |d| DeadLetterBody {
+                id: d.id,
+                consumer: d.consumer,
+                event_id: d.event_id,
+                event_type: d.event_type,
+                deliveries: d.deliveries,
+                last_error: d.last_error,
+                created_at: d.created_at,
+                replayed_at: d.replayed_at,
+            },
+        ))))
     }
 
     /// Send a dead letter's event back to its consumer.

@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError};
 pub use crate::kernel::events::RelayWake;
 use crate::kernel::{
-    StoreError, UserId,
+    PageRequest, StoreError, UserId,
     events::{BusMessage, EventEnvelope, NewEvent},
 };
 
@@ -58,10 +58,12 @@ pub trait EventBus: Clone + Send + Sync + 'static {
 pub trait OutboxRepository: Clone + Send + Sync + 'static {
     fn backlog(&self) -> impl Future<Output = Result<OutboxBacklog, OutboxError>> + Send;
 
+    /// Up to `page.fetch()` dead letters newest first, older than the dead
+    /// letter `page.after`; open ones only unless `include_replayed`.
     fn dead_letters(
         &self,
         include_replayed: bool,
-        limit: u64,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, OutboxError>> + Send;
 
     /// Dead letters not yet replayed.

@@ -2,9 +2,11 @@ use super::{
     domain::{DeadLetter, EventPipelineStatus, OutboxError},
     ports::{EventBus, OutboxRepository, RelayWake},
 };
-use crate::kernel::{Clock, UserId};
+use crate::kernel::{Clock, Page, PageRequest, UserId};
 
-pub const MAX_DEAD_LETTER_LIST: u64 = 500;
+/// Dead letter pages: 100 unless asked otherwise, at most 500.
+pub const DEFAULT_DEAD_LETTER_PAGE: u64 = 100;
+pub const MAX_DEAD_LETTER_PAGE: u64 = 500;
 
 /// The operator's view of the event pipeline and the dead-letter replay.
 #[derive(Clone)]
@@ -36,14 +38,17 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
         })
     }
 
+    /// A page of dead letters, newest first; open ones only unless
+    /// `include_replayed`.
     pub async fn dead_letters(
         &self,
         include_replayed: bool,
+        after: Option<i64>,
         limit: u64,
-    ) -> Result<Vec<DeadLetter>, OutboxError> {
-        self.repo
-            .dead_letters(include_replayed, limit.clamp(1, MAX_DEAD_LETTER_LIST))
-            .await
+    ) -> Result<Page<DeadLetter>, OutboxError> {
+        let page = PageRequest::new(after, limit, MAX_DEAD_LETTER_PAGE);
+        let rows = self.repo.dead_letters(include_replayed, page).await?;
+        Ok(Page::of(rows, page, |d| d.id))
     }
 
     /// Sends a dead letter's event back to the consumer that gave up on it.
@@ -99,7 +104,7 @@ mod tests {
     #[derive(Default)]
     struct Outbox {
         dead_letters: Vec<DeadLetter>,
-        list_calls: Vec<(bool, u64)>,
+        list_calls: Vec<(bool, PageRequest)>,
         replays: Vec<(i64, DateTime<Utc>)>,
         audit: Vec<NewEvent>,
         next_outbox_id: i64,
@@ -130,16 +135,18 @@ mod tests {
         async fn dead_letters(
             &self,
             include_replayed: bool,
-            limit: u64,
+            page: PageRequest,
         ) -> Result<Vec<DeadLetter>, OutboxError> {
             self.check()?;
             let mut outbox = self.0.lock().unwrap();
-            outbox.list_calls.push((include_replayed, limit));
+            outbox.list_calls.push((include_replayed, page));
             Ok(outbox
                 .dead_letters
                 .iter()
+                .rev()
                 .filter(|d| include_replayed || d.replayed_at.is_none())
-                .take(limit as usize)
+                .filter(|d| page.after.is_none_or(|after| d.id < after))
+                .take(page.fetch() as usize)
                 .cloned()
                 .collect())
         }
@@ -317,18 +324,38 @@ mod tests {
     #[tokio::test]
     async fn dead_letters_are_listed_open_only_unless_replayed_ones_are_asked_for() {
         let h = harness(FakeBus::default());
-        let ids = |letters: Vec<DeadLetter>| letters.iter().map(|d| d.id).collect::<Vec<_>>();
+        let ids =
+            |letters: Page<DeadLetter>| letters.items.iter().map(|d| d.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(h.pipeline.dead_letters(false, 10).await.unwrap()),
-            vec![1, 3]
+            ids(h.pipeline.dead_letters(false, None, 10).await.unwrap()),
+            vec![3, 1]
         );
         assert_eq!(
-            ids(h.pipeline.dead_letters(true, 10).await.unwrap()),
-            vec![1, 2, 3]
+            ids(h.pipeline.dead_letters(true, None, 10).await.unwrap()),
+            vec![3, 2, 1]
         );
+        let newest = h.pipeline.dead_letters(true, None, 2).await.unwrap();
+        assert_eq!(newest.next_cursor, Some(2));
         assert_eq!(
-            h.repo.0.lock().unwrap().list_calls,
-            vec![(false, 10), (true, 10)]
+            ids(h
+                .pipeline
+                .dead_letters(true, newest.next_cursor, 2)
+                .await
+                .unwrap()),
+            vec![1]
+        );
+        let calls: Vec<(bool, Option<i64>)> = h
+            .repo
+            .0
+            .lock()
+            .unwrap()
+            .list_calls
+            .iter()
+            .map(|(replayed, page)| (*replayed, page.after))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![(false, None), (true, None), (true, None), (true, Some(2))]
         );
     }
 
@@ -338,11 +365,11 @@ mod tests {
         for limit in [
             0,
             2,
-            MAX_DEAD_LETTER_LIST,
-            MAX_DEAD_LETTER_LIST + 1,
+            MAX_DEAD_LETTER_PAGE,
+            MAX_DEAD_LETTER_PAGE + 1,
             u64::MAX,
         ] {
-            h.pipeline.dead_letters(true, limit).await.unwrap();
+            h.pipeline.dead_letters(true, None, limit).await.unwrap();
         }
         let limits: Vec<u64> = h
             .repo
@@ -351,16 +378,16 @@ mod tests {
             .unwrap()
             .list_calls
             .iter()
-            .map(|c| c.1)
+            .map(|c| c.1.limit)
             .collect();
         assert_eq!(
             limits,
             vec![
                 1,
                 2,
-                MAX_DEAD_LETTER_LIST,
-                MAX_DEAD_LETTER_LIST,
-                MAX_DEAD_LETTER_LIST
+                MAX_DEAD_LETTER_PAGE,
+                MAX_DEAD_LETTER_PAGE,
+                MAX_DEAD_LETTER_PAGE
             ]
         );
     }
@@ -370,7 +397,7 @@ mod tests {
         let h = harness(FakeBus::default());
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.pipeline.dead_letters(false, 10).await,
+            h.pipeline.dead_letters(false, None, 10).await,
             Err(OutboxError::Unavailable(_))
         ));
     }

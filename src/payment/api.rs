@@ -7,7 +7,10 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{CompensationStatus, Payment, PaymentError, PaymentStatus},
+    domain::{
+        CompensationStatus, DEFAULT_COMPENSATION_PAGE, MAX_COMPENSATION_PAGE, Payment,
+        PaymentError, PaymentStatus,
+    },
     ports::{PaymentRepository, PaymentTx},
     usecase::PaymentService,
 };
@@ -24,9 +27,12 @@ use crate::{
         ApiTags,
         admission::{Admission, QueueToken},
         idempotency::{key_reused, request_key},
+        paging::PageBody,
         problem::Problem,
     },
 };
+
+const _: () = assert!(DEFAULT_COMPENSATION_PAGE == 100 && MAX_COMPENSATION_PAGE == 500);
 
 #[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Pay", rename_all = "camelCase")]
@@ -109,7 +115,7 @@ enum GetResponse {
 enum CompensationsResponse {
     /// Newest first.
     #[oai(status = 200)]
-    Ok(Json<Vec<CompensationBody>>),
+    Ok(Json<PageBody<CompensationBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -195,7 +201,9 @@ where
         _auth: AdminAuth,
         /// Only compensations in this state.
         status: Query<Option<CompensationStatusBody>>,
-        /// At most this many (1–500, default 100).
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<CompensationsResponse, Problem> {
@@ -204,27 +212,30 @@ where
             CompensationStatusBody::Succeeded => CompensationStatus::Succeeded,
             CompensationStatusBody::Failed => CompensationStatus::Failed,
         });
-        let rows = self
+        let page = self
             .service
-            .compensations(status, limit.0.unwrap_or(100))
+            .compensations(
+                status,
+                after.0,
+                limit.0.unwrap_or(DEFAULT_COMPENSATION_PAGE),
+            )
             .await?;
-        Ok(CompensationsResponse::Ok(Json(
-            rows.into_iter()
-                .map(|c| CompensationBody {
-                    id: c.id,
-                    saga: c.saga,
-                    step: c.step,
-                    payment_id: c.payment.value(),
-                    status: match c.status {
-                        CompensationStatus::Pending => CompensationStatusBody::Pending,
-                        CompensationStatus::Succeeded => CompensationStatusBody::Succeeded,
-                        CompensationStatus::Failed => CompensationStatusBody::Failed,
-                    },
-                    attempts: c.attempts,
-                    last_error: c.last_error,
-                })
-                .collect(),
-        )))
+        Ok(CompensationsResponse::Ok(Json(PageBody::from_page(
+            page,
+            |c| CompensationBody {
+                id: c.id,
+                saga: c.saga,
+                step: c.step,
+                payment_id: c.payment.value(),
+                status: match c.status {
+                    CompensationStatus::Pending => CompensationStatusBody::Pending,
+                    CompensationStatus::Succeeded => CompensationStatusBody::Succeeded,
+                    CompensationStatus::Failed => CompensationStatusBody::Failed,
+                },
+                attempts: c.attempts,
+                last_error: c.last_error,
+            },
+        ))))
     }
 
     /// Run a failed compensation again.

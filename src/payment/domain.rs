@@ -92,6 +92,9 @@ pub struct NewPayment {
 
 /// How long a paid hold keeps its seat while the confirmation is on its way.
 pub const CONFIRMATION_GRACE_MINUTES: i64 = 10;
+/// The admin's compensation list: 100 a page unless asked otherwise, at most 500.
+pub const DEFAULT_COMPENSATION_PAGE: u64 = 100;
+pub const MAX_COMPENSATION_PAGE: u64 = 500;
 /// Attempts of a compensation step before it is marked failed.
 pub const MAX_COMPENSATION_ATTEMPTS: i32 = 5;
 

@@ -6,7 +6,7 @@ use super::domain::{
     AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
     PaymentStatus,
 };
-use crate::kernel::{PaymentId, StoreError};
+use crate::kernel::{PageRequest, PaymentId, StoreError};
 
 /// Payments and compensations outside any transaction.
 pub trait PaymentRepository: Clone + Send + Sync + 'static {
@@ -15,10 +15,12 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         id: PaymentId,
     ) -> impl Future<Output = Result<Option<Payment>, PaymentError>> + Send;
 
+    /// Up to `page.fetch()` compensation steps in `status`, newest first,
+    /// older than the step `page.after`.
     fn compensations(
         &self,
         status: Option<CompensationStatus>,
-        limit: u64,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Compensation>, PaymentError>> + Send;
 
     fn compensation(

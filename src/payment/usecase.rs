@@ -9,15 +9,16 @@ use futures::{FutureExt, future::BoxFuture};
 
 use super::{
     domain::{
-        CONFIRMATION_GRACE_MINUTES, Compensation, CompensationStatus, NewPayment, Payment,
-        PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, after_failure, can_retry,
+        CONFIRMATION_GRACE_MINUTES, Compensation, CompensationStatus, MAX_COMPENSATION_PAGE,
+        NewPayment, Payment, PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, after_failure,
+        can_retry,
     },
     ports::{PaymentRepository, PaymentTx},
 };
 use crate::{
     catalog::ports::SeatTx,
     kernel::{
-        Clock, PaymentId, ReservationId, Transaction, UnitOfWork, UserId,
+        Clock, Page, PageRequest, PaymentId, ReservationId, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{
             CompensationRetried, CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed,
@@ -155,14 +156,16 @@ where
         }
     }
 
+    /// A page of compensation steps, newest first.
     pub async fn compensations(
         &self,
         status: Option<CompensationStatus>,
+        after: Option<i64>,
         limit: u64,
-    ) -> Result<Vec<Compensation>, PaymentError> {
-        self.payments
-            .compensations(status, limit.clamp(1, 500))
-            .await
+    ) -> Result<Page<Compensation>, PaymentError> {
+        let page = PageRequest::new(after, limit, MAX_COMPENSATION_PAGE);
+        let rows = self.payments.compensations(status, page).await?;
+        Ok(Page::of(rows, page, |c| c.id))
     }
 
     /// An admin's retry of a step that gave up: pending again, due now,
@@ -932,13 +935,28 @@ mod tests {
             h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
                 .await;
         }
-        assert_eq!(h.payments.compensations(None, 0).await.unwrap().len(), 1);
-        assert_eq!(h.payments.compensations(None, 10).await.unwrap().len(), 3);
+        let one = h.payments.compensations(None, None, 0).await.unwrap();
+        assert_eq!(one.items.len(), 1, "a page holds at least one");
+        let rest = h
+            .payments
+            .compensations(None, one.next_cursor, 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.items.len(), 2, "the older ones follow the cursor");
+        assert_eq!(rest.next_cursor, None);
+        assert!(rest.items.iter().all(|c| c.id < one.items[0].id));
+        let all = h
+            .payments
+            .compensations(None, None, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.items.len(), 3);
         assert!(
             h.payments
-                .compensations(Some(CompensationStatus::Failed), 10)
+                .compensations(Some(CompensationStatus::Failed), None, 10)
                 .await
                 .unwrap()
+                .items
                 .is_empty()
         );
     }

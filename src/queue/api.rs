@@ -3,10 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, future::BoxFuture};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 
 use super::{
-    domain::{Place, QueueError, QueueSettings, QueueStatus},
+    domain::{DEFAULT_ROOM_PAGE, MAX_ROOM_PAGE, Place, QueueError, QueueSettings, QueueStatus},
     ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
     usecase::QueueService,
 };
@@ -16,6 +20,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
+        paging::PageBody,
         problem::Problem,
     },
 };
@@ -154,7 +159,7 @@ enum LeaveResponse {
 #[derive(ApiResponse)]
 enum RoomsResponse {
     #[oai(status = 200)]
-    Ok(Json<Vec<RoomBody>>),
+    Ok(Json<PageBody<RoomBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -254,30 +259,40 @@ where
         Ok(LeaveResponse::Left)
     }
 
-    /// Every waiting room: sizes, admissions and settings.
+    /// The waiting rooms in use, in concert order, a page at a time: sizes,
+    /// admissions and settings.
     #[oai(
         path = "/v1/admin/queue",
         method = "get",
         tag = "ApiTags::Admin",
         operation_id = "listQueues"
     )]
-    async fn rooms(&self, _auth: AdminAuth) -> Result<RoomsResponse, Problem> {
-        let rooms = self.service.stats().await?;
-        Ok(RoomsResponse::Ok(Json(
-            rooms
-                .into_iter()
-                .map(|(stats, settings)| RoomBody {
-                    concert_id: stats.concert.value(),
-                    waiting: stats.waiting,
-                    active: stats.active,
-                    admitted_last_minute: stats.admitted_last_minute,
-                    admitted_total: stats.admitted_total,
-                    oldest_wait_seconds: stats.oldest_wait_seconds,
-                    tail_wait_seconds: stats.tail_wait_seconds(&settings),
-                    settings: settings.into(),
-                })
-                .collect(),
-        )))
+    async fn rooms(
+        &self,
+        _auth: AdminAuth,
+        /// `nextCursor` of the previous page (a concert id).
+        after: Query<Option<i64>>,
+        /// Page size, 1–200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<RoomsResponse, Problem> {
+        let rooms = self
+            .service
+            .stats(after.0, limit.0.unwrap_or(DEFAULT_ROOM_PAGE))
+            .await?;
+        Ok(RoomsResponse::Ok(Json(PageBody::from_page(
+            rooms,
+            |(stats, settings)| RoomBody {
+                concert_id: stats.concert.value(),
+                waiting: stats.waiting,
+                active: stats.active,
+                admitted_last_minute: stats.admitted_last_minute,
+                admitted_total: stats.admitted_total,
+                oldest_wait_seconds: stats.oldest_wait_seconds,
+                tail_wait_seconds: stats.tail_wait_seconds(&settings),
+                settings: settings.into(),
+            },
+        ))))
     }
 
     /// Change a concert's waiting-room settings; takes effect within a second.
@@ -329,3 +344,5 @@ impl From<QueueError> for Problem {
         }
     }
 }
+
+const _: () = assert!(DEFAULT_ROOM_PAGE == 50 && MAX_ROOM_PAGE == 200);

@@ -22,6 +22,9 @@ pub const ACTIVE_TTL_RANGE: (u32, u32) = (10, 86_400);
 /// The grace must comfortably exceed the longest poll interval we hand out.
 pub const HEARTBEAT_GRACE_RANGE: (u32, u32) = (3 * MAX_POLL_AFTER_SECONDS, 3_600);
 pub const MAX_POLL_AFTER_SECONDS: u32 = 10;
+/// The admin's room list: 50 rooms a page unless asked otherwise, at most 200.
+pub const DEFAULT_ROOM_PAGE: u64 = 50;
+pub const MAX_ROOM_PAGE: u64 = 200;
 
 impl QueueSettings {
     pub fn parse(

@@ -5,12 +5,15 @@ use futures::{FutureExt, future::BoxFuture};
 use uuid::Uuid;
 
 use super::{
-    domain::{Entry, QueueError, QueuePass, QueueSettings, QueueStats, QueueStatus, TickOutcome},
+    domain::{
+        Entry, MAX_ROOM_PAGE, QueueError, QueuePass, QueueSettings, QueueStats, QueueStatus,
+        TickOutcome,
+    },
     ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
 };
 use crate::{
     kernel::{
-        Clock, ConcertId, ScheduleId, UserId,
+        Clock, ConcertId, Page, PageRequest, ScheduleId, UserId,
         events::{EventEnvelope, NewEvent, PaymentCompleted, QueueSettingsChanged, types},
     },
     outbox::ports::EventHandler,
@@ -178,19 +181,31 @@ where
         Ok(settings)
     }
 
-    /// Every room that has been entered, with its settings.
-    pub async fn stats(&self) -> Result<Vec<(QueueStats, QueueSettings)>, QueueError> {
+    /// A page of the listed rooms in concert order, each with its sizes and
+    /// settings (the list holds ids only; sizes are read for this page).
+    pub async fn stats(
+        &self,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<(QueueStats, QueueSettings)>, QueueError> {
         let now = self.clock.now();
+        let request = PageRequest::new(after, limit, MAX_ROOM_PAGE);
         let mut concerts = self.store.concerts().await?;
         concerts.sort();
-        let mut out = Vec::with_capacity(concerts.len());
-        for concert in concerts {
-            out.push((
+        concerts.retain(|c| request.after.is_none_or(|after| c.value() > after));
+        concerts.truncate(request.fetch() as usize);
+        let page = Page::of(concerts, request, |c| c.value());
+        let mut items = Vec::with_capacity(page.items.len());
+        for concert in page.items {
+            items.push((
                 self.store.stats(concert, now).await?,
                 self.settings_for(concert).await?,
             ));
         }
-        Ok(out)
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+        })
     }
 
     /// One scheduler step for every listed room (an idle one retires in
@@ -1053,8 +1068,9 @@ mod tests {
         h.service.enter(ALICE, HALL).await.unwrap();
         h.admitted(BOB, HALL, TimeDelta::minutes(1)).await;
 
-        let stats = h.service.stats().await.unwrap();
+        let stats = h.service.stats(None, 50).await.unwrap();
         let rows: Vec<_> = stats
+            .items
             .iter()
             .map(|(s, settings)| (s.concert, s.waiting, s.active, *settings))
             .collect();
@@ -1062,15 +1078,26 @@ mod tests {
             rows,
             vec![(HALL, 1, 1, defaults()), (OTHER_HALL, 1, 0, slow())]
         );
+        assert_eq!(stats.next_cursor, None);
+
+        // A page at a time: the cursor is the last room's concert.
+        let first = h.service.stats(None, 1).await.unwrap();
+        assert_eq!(first.items.len(), 1);
+        assert_eq!(first.items[0].0.concert, HALL);
+        assert_eq!(first.next_cursor, Some(HALL.value()));
+        let second = h.service.stats(first.next_cursor, 1).await.unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.items[0].0.concert, OTHER_HALL);
+        assert_eq!(second.next_cursor, None);
     }
 
     #[tokio::test]
     async fn stats_without_any_room_are_empty_and_fail_when_the_store_is_down() {
         let h = harness();
-        assert!(h.service.stats().await.unwrap().is_empty());
+        assert!(h.service.stats(None, 50).await.unwrap().items.is_empty());
         h.store.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.stats().await,
+            h.service.stats(None, 50).await,
             Err(QueueError::Unavailable(_))
         ));
     }

@@ -23,8 +23,8 @@ use crate::{
         ports::{IssueTx, RedemptionTx},
     },
     kernel::{
-        ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
-        UnitOfWork, UserCouponId, UserId, VendorId,
+        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError,
+        Transaction, UnitOfWork, UserCouponId, UserId, VendorId,
         events::{NewEvent, RelayWake},
         idempotency::{IdempotencyTx, Recall, RequestKey},
     },
@@ -820,7 +820,7 @@ impl PaymentRepository for MemoryUow {
     async fn compensations(
         &self,
         status: Option<CompensationStatus>,
-        limit: u64,
+        page: PageRequest,
     ) -> Result<Vec<Compensation>, PaymentError> {
         self.check()?;
         Ok(self
@@ -829,7 +829,8 @@ impl PaymentRepository for MemoryUow {
             .values()
             .rev()
             .filter(|c| status.is_none_or(|s| c.status == s))
-            .take(limit as usize)
+            .filter(|c| page.after.is_none_or(|after| c.id < after))
+            .take(page.fetch() as usize)
             .cloned()
             .collect())
     }

@@ -64,7 +64,7 @@ pub struct EntryBody {
 )]
 pub struct PageBody {
     pub items: Vec<EntryBody>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    /// Pass as `after` for the next (older) page; absent on the last page.
     pub next_cursor: Option<i64>,
 }
 
@@ -157,6 +157,9 @@ where
         &self,
         auth: UserAuth,
         /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// The old name of `after`.
+        #[oai(deprecated)]
         cursor: Query<Option<i64>>,
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
@@ -164,11 +167,11 @@ where
     ) -> Result<PageResponse, Problem> {
         let page = self
             .service
-            .transactions(auth.0.user_id, cursor.0, limit.0.unwrap_or(20))
+            .transactions(auth.0.user_id, after.0.or(cursor.0), limit.0.unwrap_or(20))
             .await?;
         Ok(PageResponse::Ok(Json(PageBody {
             items: page
-                .entries
+                .items
                 .into_iter()
                 .map(|e| EntryBody {
                     id: e.id,

@@ -4,7 +4,7 @@ use super::{
 };
 use crate::{
     kernel::{
-        Clock, Points, UnitOfWork, UserId,
+        Clock, Page, PageRequest, Points, UnitOfWork, UserId,
         events::{NewEvent, RelayWake, WalletCharged, types},
         idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
@@ -18,12 +18,6 @@ pub struct WalletService<U, R, C, W> {
     repo: R,
     clock: C,
     wake: W,
-}
-
-/// A page of ledger entries and the cursor of the next page.
-pub struct Page {
-    pub entries: Vec<LedgerEntry>,
-    pub next_cursor: Option<i64>,
 }
 
 impl<U, R, C, W> WalletService<U, R, C, W>
@@ -94,21 +88,16 @@ where
         Ok(balance)
     }
 
+    /// A page of the user's ledger, newest first.
     pub async fn transactions(
         &self,
         user: UserId,
-        cursor: Option<i64>,
+        after: Option<i64>,
         limit: u64,
-    ) -> Result<Page, WalletError> {
-        let limit = limit.clamp(1, MAX_PAGE);
-        let entries = self.repo.entries(user, cursor, limit).await?;
-        let next_cursor = (entries.len() as u64 == limit)
-            .then(|| entries.last().map(|e| e.id))
-            .flatten();
-        Ok(Page {
-            entries,
-            next_cursor,
-        })
+    ) -> Result<Page<LedgerEntry>, WalletError> {
+        let page = PageRequest::new(after, limit, MAX_PAGE);
+        let entries = self.repo.entries(user, page.after, page.fetch()).await?;
+        Ok(Page::of(entries, page, |e| e.id))
     }
 }
 
@@ -200,8 +189,8 @@ mod tests {
         }
     }
 
-    fn ids(page: &Page) -> Vec<i64> {
-        page.entries.iter().map(|e| e.id).collect()
+    fn ids(page: &Page<LedgerEntry>) -> Vec<i64> {
+        page.items.iter().map(|e| e.id).collect()
     }
 
     // --- balance ---
@@ -394,6 +383,10 @@ mod tests {
             .unwrap();
         assert_eq!(ids(&last), vec![1]);
         assert_eq!(last.next_cursor, None);
+
+        let exact = h.service.transactions(ALICE, None, 5).await.unwrap();
+        assert_eq!(ids(&exact), vec![5, 4, 3, 2, 1]);
+        assert_eq!(exact.next_cursor, None, "a full last page ends the list");
     }
 
     #[tokio::test]
@@ -410,7 +403,7 @@ mod tests {
     async fn an_empty_ledger_is_one_empty_page() {
         let h = harness();
         let page = h.service.transactions(ALICE, None, 10).await.unwrap();
-        assert!(page.entries.is_empty());
+        assert!(page.items.is_empty());
         assert_eq!(page.next_cursor, None);
     }
 
@@ -423,7 +416,7 @@ mod tests {
         assert_eq!(single.next_cursor, Some(MAX_PAGE as i64 + 5));
         for limit in [MAX_PAGE + 1, u64::MAX] {
             let page = h.service.transactions(ALICE, None, limit).await.unwrap();
-            assert_eq!(page.entries.len() as u64, MAX_PAGE);
+            assert_eq!(page.items.len() as u64, MAX_PAGE);
         }
     }
 

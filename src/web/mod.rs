@@ -5,6 +5,7 @@ pub mod admission;
 pub mod health;
 pub mod idempotency;
 pub mod middleware;
+pub mod paging;
 pub mod problem;
 pub mod strict;
 

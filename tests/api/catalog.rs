@@ -5,16 +5,17 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, concert_body, spawn_app};
+use crate::helpers::{TestApp, assert_problem, concert_body, page_ids, spawn_app};
 
-async fn concerts(app: &TestApp) -> Vec<Value> {
-    app.get("/v1/concerts")
+/// A page of the concert list; `query` is `""` or a query string.
+async fn concerts(app: &TestApp, query: &str) -> Value {
+    let resp = app
+        .get(&format!("/v1/concerts{query}"))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET /v1/concerts{query}");
+    resp.json().await.unwrap()
 }
 
 async fn seats(app: &TestApp, created: &Value) -> Vec<Value> {
@@ -22,14 +23,32 @@ async fn seats(app: &TestApp, created: &Value) -> Vec<Value> {
         .await
 }
 
-async fn schedules(app: &TestApp, concert: &Value) -> Vec<Value> {
+/// A page of the concert's schedules; `query` is `""` or a query string.
+async fn schedule_page(app: &TestApp, concert: &Value, query: &str) -> Value {
     let resp = app
-        .get(&format!("/v1/concerts/{concert}/schedules"))
+        .get(&format!("/v1/concerts/{concert}/schedules{query}"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
+}
+
+/// All of the concert's schedules: one page, the last.
+async fn schedules(app: &TestApp, concert: &Value) -> Vec<Value> {
+    let page = schedule_page(app, concert, "").await;
+    assert!(page.get("nextCursor").is_none(), "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+/// The seat numbers of a page of the seat map, in order.
+fn numbers(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|seat| seat["number"].as_i64().unwrap())
+        .collect()
 }
 
 #[tokio::test]
@@ -40,10 +59,10 @@ async fn admin_creates_a_concert_and_everyone_can_browse_it() {
     assert_eq!(created["schedules"].as_array().unwrap().len(), 1);
     assert_eq!(created["schedules"][0]["seatCount"], 5);
 
-    let listed = concerts(&app).await;
+    let listed = concerts(&app, "").await;
     assert_eq!(
         listed,
-        vec![json!({"id": concert_id, "title": "Test Night", "venue": "Test Hall"})]
+        json!({"items": [{"id": concert_id, "title": "Test Night", "venue": "Test Hall"}]})
     );
 
     let schedule_list = schedules(&app, concert_id).await;
@@ -99,6 +118,209 @@ async fn schedules_are_listed_in_time_order_with_their_own_counts() {
         .map(|s| s["availableSeats"].as_i64().unwrap())
         .collect();
     assert_eq!(counts, vec![7, 3]);
+
+    // A page at a time, still in time order; the cursor is a schedule id.
+    let (sooner_id, later_id) = (&listed[0]["id"], &listed[1]["id"]);
+    let first = schedule_page(&app, &created["id"], "?limit=1").await;
+    assert_eq!(first["items"], json!([listed[0]]));
+    assert_eq!(&first["nextCursor"], sooner_id);
+    let second = schedule_page(&app, &created["id"], &format!("?limit=1&after={sooner_id}")).await;
+    assert_eq!(second, json!({"items": [listed[1]]}), "the last page");
+    let past_the_end = schedule_page(&app, &created["id"], &format!("?after={later_id}")).await;
+    assert_eq!(past_the_end, json!({"items": []}));
+    // A cursor must be a schedule of this concert.
+    let other = app.create_concert(&concert_body(1, 1)).await;
+    let others = format!("?after={}", other["schedules"][0]["id"]);
+    for query in [others.as_str(), "?after=999999"] {
+        let resp = app
+            .get(&format!("/v1/concerts/{}/schedules{query}", created["id"]))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 400, "validation_failed").await;
+    }
+}
+
+#[tokio::test]
+async fn concerts_come_in_pages_in_id_order() {
+    let app = spawn_app().await;
+    let mut created = Vec::new();
+    for _ in 0..3 {
+        created.push(
+            app.create_concert(&concert_body(1, 1)).await["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    // Every page through to the last, two at a time.
+    let mut seen = Vec::new();
+    let mut query = "?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = concerts(&app, &query).await;
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(!items.is_empty() && items.len() <= 2, "{page}");
+        seen.extend(page_ids(&page));
+        match page.get("nextCursor") {
+            Some(cursor) => {
+                assert_eq!(items.len(), 2, "only the last page is short: {page}");
+                assert_eq!(cursor, &items[1]["id"], "the cursor is the last id");
+                query = format!("?limit=2&after={cursor}");
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(pages, 2);
+    let mut ascending = created.clone();
+    ascending.sort_unstable();
+    assert_eq!(seen, ascending, "each concert once, in id order");
+
+    // An exactly full last page names no next page; past the end is empty.
+    let all = concerts(&app, "?limit=3").await;
+    assert_eq!(page_ids(&all), ascending);
+    assert!(all.get("nextCursor").is_none(), "{all}");
+    assert_eq!(
+        concerts(&app, &format!("?after={}", ascending[0])).await,
+        json!({"items": all["items"].as_array().unwrap()[1..]})
+    );
+    assert_eq!(
+        concerts(&app, &format!("?after={}", ascending[2])).await,
+        json!({"items": []})
+    );
+}
+
+#[tokio::test]
+async fn the_seat_map_comes_in_pages_and_filters_by_status_and_grade() {
+    let app = spawn_app().await;
+    // Seats 1–3 VIP, 4–7 R.
+    let created = app.create_concert(&concert_body(3, 4)).await;
+    let other = app.create_concert(&concert_body(1, 1)).await;
+    let (concert, schedule) = (&created["id"], &created["schedules"][0]["id"]);
+    let token = app.admitted_token(1, concert).await;
+
+    // Three at a time, following the cursor to the last page.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut query = "?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let page = app.seat_page(1, &token, schedule, &query).await;
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(!items.is_empty() && items.len() <= 3, "{page}");
+        seen.extend(items.iter().cloned());
+        match page.get("nextCursor") {
+            Some(cursor) => {
+                assert_eq!(items.len(), 3, "only the last page is short: {page}");
+                assert_eq!(cursor, &items[2]["id"], "the cursor is the last seat's id");
+                query = format!("?limit=3&after={cursor}");
+            }
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(pages, 3);
+    let seen_numbers: Vec<i64> = seen.iter().map(|s| s["number"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seen_numbers,
+        (1..=7).collect::<Vec<_>>(),
+        "in order, none twice, none missing"
+    );
+    let grades: Vec<&str> = seen.iter().map(|s| s["grade"].as_str().unwrap()).collect();
+    assert_eq!(grades, ["VIP", "VIP", "VIP", "R", "R", "R", "R"]);
+    assert!(seen.iter().all(|s| s["status"] == "available"));
+    let whole = app.seat_page(1, &token, schedule, "").await;
+    assert_eq!(
+        whole,
+        json!({ "items": seen }),
+        "the pages make up the whole map"
+    );
+    // A page exactly full that is the last names no next page.
+    let exact = app.seat_page(1, &token, schedule, "?limit=7").await;
+    assert_eq!(exact, whole);
+
+    // One seat held: the filters find it, and only it, or everything else.
+    let sale = crate::sales::Sale {
+        concert: concert.clone(),
+        schedule: schedule.clone(),
+        seats: seen.iter().map(|s| s["id"].as_i64().unwrap()).collect(),
+    };
+    let held = sale.seats[4];
+    assert_eq!(
+        crate::sales::hold(&app, 1, &token, &sale, held)
+            .await
+            .status(),
+        201
+    );
+    let page = app.seat_page(1, &token, schedule, "?status=held").await;
+    assert_eq!(page_ids(&page), vec![held]);
+    assert_eq!(page["items"][0]["status"], "held");
+    assert!(page.get("nextCursor").is_none(), "{page}");
+    let page = app
+        .seat_page(1, &token, schedule, "?status=available")
+        .await;
+    assert_eq!(numbers(&page), vec![1, 2, 3, 4, 6, 7]);
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "available")
+    );
+    assert_eq!(
+        app.seat_page(1, &token, schedule, "?status=sold").await,
+        json!({"items": []})
+    );
+    let page = app.seat_page(1, &token, schedule, "?grade=R").await;
+    assert_eq!(numbers(&page), vec![4, 5, 6, 7]);
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["grade"] == "R")
+    );
+    assert_eq!(
+        numbers(&app.seat_page(1, &token, schedule, "?grade=VIP").await),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        app.seat_page(1, &token, schedule, "?grade=S").await,
+        json!({"items": []})
+    );
+    // Filters and pages together: the cursor skips what the filters leave out.
+    let first = app
+        .seat_page(1, &token, schedule, "?grade=R&status=available&limit=2")
+        .await;
+    assert_eq!(numbers(&first), vec![4, 6]);
+    assert_eq!(first["nextCursor"], sale.seats[5]);
+    let rest = app
+        .seat_page(
+            1,
+            &token,
+            schedule,
+            &format!(
+                "?grade=R&status=available&limit=2&after={}",
+                first["nextCursor"]
+            ),
+        )
+        .await;
+    assert_eq!(numbers(&rest), vec![7]);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+
+    // A cursor must be a seat of this schedule.
+    let other_seat = crate::sales::seat_ids(&app, &other["schedules"][0]["id"]).await[0];
+    for after in [other_seat, 999_999] {
+        let resp = app
+            .get(&format!("/v1/schedules/{schedule}/seats?after={after}"))
+            .bearer_auth(app.user_token(1))
+            .header("x-queue-token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 400, "validation_failed").await;
+    }
 }
 
 /// Puts seat rows into held/sold states directly, as the reservation module
@@ -360,8 +582,9 @@ async fn invalid_concerts_are_refused_and_nothing_is_written() {
         .unwrap();
     assert_problem(wrong_type, 415, "unsupported_media_type").await;
 
-    assert!(
-        concerts(&app).await.is_empty(),
+    assert_eq!(
+        concerts(&app, "").await,
+        json!({"items": []}),
         "no refused request may write"
     );
 }

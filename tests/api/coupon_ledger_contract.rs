@@ -231,6 +231,35 @@ async fn repair_adds_lost_holders_and_drops_only_unchanged_orphans(subject: Subj
     assert_eq!(next, vec![2, 3, 4, 5, 7, 8]);
 }
 
+/// The campaign list reads every campaign's count of a page at once.
+async fn issued_many_answers_like_issued_in_the_order_asked(subject: Subject) {
+    const OTHER: CouponId = CouponId(43);
+    const UNKNOWN: CouponId = CouponId(44);
+    let ledger = &subject.ledger;
+    ledger.load(COUPON, 5, &[]).await.unwrap();
+    ledger.load(OTHER, 5, &[]).await.unwrap();
+    assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
+    assert_eq!(
+        ledger.issue(OTHER, UserId(3), t0()).await.unwrap(),
+        LedgerStep::Issued(1)
+    );
+    assert_eq!(
+        ledger.issued_many(&[OTHER, UNKNOWN, COUPON]).await.unwrap(),
+        vec![Some(1), None, Some(2)]
+    );
+    for coupon in [OTHER, UNKNOWN, COUPON] {
+        assert_eq!(
+            ledger.issued_many(&[coupon]).await.unwrap(),
+            vec![ledger.issued(coupon).await.unwrap()]
+        );
+    }
+    assert_eq!(
+        ledger.issued_many(&[]).await.unwrap(),
+        Vec::<Option<u64>>::new()
+    );
+}
+
 macro_rules! contract {
     ($adapter:ident) => {
         mod $adapter {
@@ -259,6 +288,12 @@ macro_rules! contract {
             #[tokio::test]
             async fn a_lost_ledger_is_rebuilt_from_the_holders() {
                 super::a_lost_ledger_is_rebuilt_from_the_holders(super::$adapter().await).await;
+            }
+
+            #[tokio::test]
+            async fn issued_many_answers_like_issued_in_the_order_asked() {
+                super::issued_many_answers_like_issued_in_the_order_asked(super::$adapter().await)
+                    .await;
             }
 
             #[tokio::test]

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::helpers::{
-    Backend, TestApp, assert_problem, backend, count, eventually, spawn_app, spawn_app_with,
+    Backend, TestApp, assert_problem, backend, count, eventually, page_ids, spawn_app,
+    spawn_app_with,
 };
 
 impl TestApp {
@@ -124,6 +125,18 @@ impl TestApp {
     }
 }
 
+/// A page of `user`'s coupons; `query` is `""` or a query string.
+async fn my_coupons(app: &TestApp, user: i64, query: &str) -> Value {
+    let resp = app
+        .get(&format!("/v1/users/me/coupons{query}"))
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "GET /v1/users/me/coupons{query}");
+    resp.json().await.unwrap()
+}
+
 async fn rows(app: &TestApp, coupon: i64) -> (i64, i64, i64, i64) {
     let q = |what: &str| format!("SELECT {what} FROM user_coupons WHERE coupon_id = {coupon}");
     (
@@ -191,7 +204,11 @@ async fn admins_create_validated_campaigns() {
     assert_eq!(stats["vendorBalance"], 0);
     assert_eq!(stats["ledgerIssued"], 0);
     let all = app.get_json("/v1/admin/coupons").await;
-    assert_eq!(all.as_array().unwrap().len(), 1);
+    assert_eq!(
+        all,
+        json!({ "items": [stats] }),
+        "one page, its one campaign as the campaign's own view shows it"
+    );
     let resp = app
         .get("/v1/admin/coupons/999")
         .bearer_auth(app.admin_token())
@@ -200,6 +217,108 @@ async fn admins_create_validated_campaigns() {
         .unwrap();
     assert_problem(resp, 404, "not_found").await;
     assert_problem(app.issue_coupon(999, 1).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn campaigns_vendors_and_a_users_coupons_come_in_pages() {
+    let app = spawn_app().await;
+    let mut campaigns = Vec::new();
+    let mut vendors = Vec::new();
+    for _ in 0..3 {
+        // A campaign of a vendor of its own.
+        let (coupon, vendor) = app.create_coupon(5, TimeDelta::days(1)).await;
+        campaigns.push(coupon);
+        vendors.push(vendor);
+    }
+    assert!(campaigns.windows(2).all(|w| w[0] < w[1]), "{campaigns:?}");
+    assert!(vendors.windows(2).all(|w| w[0] < w[1]), "{vendors:?}");
+    // One issued coupon of the oldest campaign, used: its counts differ
+    // from the others'.
+    let used = app.won_coupon(campaigns[0], 7).await;
+    app.won_coupon(campaigns[0], 8).await;
+    assert_eq!(app.redeem(7, used).await["status"], "succeeded");
+
+    // Campaigns: the newest two, then the rest.
+    let first = app.get_json("/v1/admin/coupons?limit=2").await;
+    assert_eq!(page_ids(&first), vec![campaigns[2], campaigns[1]]);
+    assert_eq!(first["nextCursor"], campaigns[1]);
+    let rest = app
+        .get_json(&format!(
+            "/v1/admin/coupons?limit=2&after={}",
+            first["nextCursor"]
+        ))
+        .await;
+    assert_eq!(page_ids(&rest), vec![campaigns[0]]);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+    // Every item is what the campaign's own view shows, counts included.
+    for item in first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+    {
+        let stats = app.coupon_stats(item["id"].as_i64().unwrap()).await;
+        assert_eq!(item, &stats);
+    }
+    assert_eq!(
+        (
+            rest["items"][0]["issued"].clone(),
+            rest["items"][0]["redeemed"].clone(),
+            rest["items"][0]["remaining"].clone(),
+            rest["items"][0]["ledgerIssued"].clone(),
+        ),
+        (json!(2), json!(1), json!(3), json!(2))
+    );
+    assert_eq!(
+        (
+            first["items"][0]["issued"].clone(),
+            first["items"][0]["redeemed"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    // A page exactly full that is the last names no next page.
+    let all = app.get_json("/v1/admin/coupons?limit=3").await;
+    assert_eq!(
+        page_ids(&all),
+        vec![campaigns[2], campaigns[1], campaigns[0]]
+    );
+    assert!(all.get("nextCursor").is_none(), "{all}");
+
+    // Vendors: oldest first.
+    let first = app.get_json("/v1/admin/vendors?limit=2").await;
+    assert_eq!(page_ids(&first), vendors[..2].to_vec());
+    assert_eq!(first["nextCursor"], vendors[1]);
+    let rest = app
+        .get_json(&format!(
+            "/v1/admin/vendors?limit=2&after={}",
+            first["nextCursor"]
+        ))
+        .await;
+    assert_eq!(page_ids(&rest), vec![vendors[2]]);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+    assert_eq!(
+        first["items"][0]["balance"], 500,
+        "the used coupon paid the oldest vendor"
+    );
+    assert_eq!(rest["items"][0]["balance"], 0);
+
+    // A user's coupons: newest first.
+    let mut held = Vec::new();
+    for coupon in &campaigns {
+        held.push(app.won_coupon(*coupon, 4).await);
+    }
+    let first = my_coupons(&app, 4, "?limit=2").await;
+    assert_eq!(page_ids(&first), vec![held[2], held[1]]);
+    assert_eq!(first["nextCursor"], held[1]);
+    let rest = my_coupons(&app, 4, &format!("?limit=2&after={}", first["nextCursor"])).await;
+    assert_eq!(page_ids(&rest), vec![held[0]]);
+    assert_eq!(rest["items"][0]["couponId"], campaigns[0]);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+    // A cursor shows nobody else's coupons.
+    assert_eq!(
+        my_coupons(&app, 5, &format!("?after={}", held[2] + 1)).await,
+        json!({ "items": [] })
+    );
 }
 
 #[tokio::test]
@@ -244,6 +363,12 @@ async fn ten_thousand_requests_issue_exactly_the_quantity() {
     assert_eq!(stats["issued"], 1_000);
     assert_eq!(stats["ledgerIssued"], 1_000, "Redis count = DB count");
     assert_eq!(stats["remaining"], 0);
+    assert_eq!(stats["redeemed"], 0);
+    // The list's counts, kept by the racing issues, agree to the coupon.
+    assert_eq!(
+        app.get_json("/v1/admin/coupons").await,
+        json!({ "items": [stats] })
+    );
     let events = count(
         &app.db,
         "SELECT COUNT(*) FROM outbox WHERE event_type = 'CouponIssued'",
@@ -515,6 +640,12 @@ async fn redemption_jobs_pay_the_vendor_once_and_explain_failures() {
         (stats["redeemed"].clone(), stats["vendorBalance"].clone()),
         (json!(1), json!(500))
     );
+    assert_eq!(stats["issued"], 2);
+    assert_eq!(
+        app.get_json("/v1/admin/coupons").await,
+        json!({ "items": [stats] }),
+        "the list counts what the campaign's own view does"
+    );
 
     for (user, user_coupon, reason) in [
         (1, mine, "already_used"),
@@ -527,21 +658,13 @@ async fn redemption_jobs_pay_the_vendor_once_and_explain_failures() {
         assert!(job["message"].as_str().unwrap().len() > 10);
     }
     let app = &app;
-    let list = |user: i64| async move {
-        let resp = app
-            .get("/v1/users/me/coupons")
-            .bearer_auth(app.user_token(user))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.json::<Value>().await.unwrap()
-    };
-    let my_list = list(1).await;
+    let my_list = my_coupons(app, 1, "").await;
+    assert!(my_list.get("nextCursor").is_none(), "{my_list}");
+    let my_list = &my_list["items"];
     assert_eq!(my_list.as_array().unwrap().len(), 1);
     assert_eq!(my_list[0]["status"], "used");
     assert_eq!(my_list[0]["couponId"], coupon);
-    assert_eq!(list(2).await[0]["status"], "issued");
+    assert_eq!(my_coupons(app, 2, "").await["items"][0]["status"], "issued");
 
     // The same coupon redeemed twice at once: one job wins, one vendor payment.
     let both: Vec<_> = (0..2)
@@ -578,9 +701,28 @@ async fn redemption_jobs_pay_the_vendor_once_and_explain_failures() {
         (stats["redeemed"].clone(), stats["vendorBalance"].clone()),
         (json!(2), json!(1000))
     );
+    // The counts are the rows': both issued coupons, both used.
+    let used = count(
+        &app.db,
+        &format!(
+            "SELECT COUNT(*) FROM user_coupons WHERE coupon_id = {coupon} AND status = 'used'"
+        ),
+    )
+    .await;
+    assert_eq!(
+        (stats["issued"].clone(), stats["redeemed"].clone()),
+        (json!(rows(app, coupon).await.0), json!(used))
+    );
+    assert_eq!(used, 2);
+    assert_eq!(
+        app.get_json("/v1/admin/coupons").await,
+        json!({ "items": [stats] }),
+        "the list counts what the campaign's own view does"
+    );
     let vendors = app.get_json("/v1/admin/vendors").await;
-    assert_eq!(vendors[0]["id"], vendor);
-    assert_eq!(vendors[0]["balance"], 1000);
+    assert!(vendors.get("nextCursor").is_none(), "{vendors}");
+    assert_eq!(vendors["items"][0]["id"], vendor);
+    assert_eq!(vendors["items"][0]["balance"], 1000);
 
     // A retried request with the same key is the same job.
     let again: Value = app
@@ -650,13 +792,10 @@ async fn an_expired_coupon_cannot_be_used() {
         (job["status"].clone(), job["reason"].clone()),
         (json!("failed"), json!("expired"))
     );
-    let resp = app
-        .get("/v1/users/me/coupons")
-        .bearer_auth(app.user_token(1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.json::<Value>().await.unwrap()[0]["status"], "expired");
+    assert_eq!(
+        my_coupons(&app, 1, "").await["items"][0]["status"],
+        "expired"
+    );
     assert_eq!(app.coupon_stats(coupon).await["vendorBalance"], 0);
 }
 

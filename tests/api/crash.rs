@@ -511,10 +511,15 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
         .await
         .unwrap();
     assert_eq!(stats["issued"], issued);
+    assert_eq!(stats["redeemed"], used, "{stats}");
     assert_eq!(
         stats["ledgerIssued"], issued,
         "Redis = DB after reconciliation"
     );
+    // The campaign list's counters, kept through the kill, say the same.
+    let (status, campaigns) = shopper.get("/v1/admin/coupons", ADMIN, None).await.unwrap();
+    assert_eq!(status, 200, "{campaigns}");
+    assert_eq!(campaigns, json!({ "items": [stats] }));
 
     // Every event reached the data platform. The file sink is at least once
     // (a line written just before the kill is written again after it, and

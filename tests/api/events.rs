@@ -327,7 +327,8 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
     // (The reservations consumer sets these made-up payments aside too:
     // their reservations do not exist. Only the receipts consumer matters here.)
     let receipts_letters = |letters: Value| -> Vec<Value> {
-        letters
+        assert!(letters.get("nextCursor").is_none(), "one page: {letters}");
+        letters["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -352,7 +353,7 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
     let alerts = app
         .get_json("/v1/admin/alerts?acknowledged=false&severity=critical")
         .await;
-    let alert = alerts
+    let alert = alerts["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -428,6 +429,54 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
     assert_eq!(lines_for(&app), 1, "a replay goes to its consumer only");
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM receipts").await, 3);
 
+    // Read a page of one at a time, every dead letter comes once, newest
+    // first, each page naming the next until the last.
+    let whole = app
+        .get_json("/v1/admin/dead-letters?includeReplayed=true")
+        .await;
+    assert!(whole.get("nextCursor").is_none(), "{whole}");
+    let whole = whole["items"].as_array().unwrap().clone();
+    assert!(whole.len() >= 2, "{whole:?}");
+    let mut after: Option<Value> = None;
+    for (i, expected) in whole.iter().enumerate() {
+        let path = match &after {
+            None => "/v1/admin/dead-letters?includeReplayed=true&limit=1".to_owned(),
+            Some(cursor) => {
+                format!("/v1/admin/dead-letters?includeReplayed=true&limit=1&after={cursor}")
+            }
+        };
+        let page = app.get_json(&path).await;
+        assert_eq!(page["items"], json!([expected]), "page {i}: {page}");
+        if i + 1 < whole.len() {
+            assert_eq!(page["nextCursor"], expected["id"], "page {i}: {page}");
+            after = Some(page["nextCursor"].clone());
+        } else {
+            assert!(page.get("nextCursor").is_none(), "the last page: {page}");
+        }
+    }
+    // Without `includeReplayed`, the replayed letter is skipped, also
+    // across pages.
+    let open_ids: Vec<Value> = whole
+        .iter()
+        .filter(|l| l["replayedAt"].is_null())
+        .map(|l| l["id"].clone())
+        .collect();
+    let mut paged_ids = Vec::new();
+    let mut path = "/v1/admin/dead-letters?limit=1".to_owned();
+    loop {
+        let page = app.get_json(&path).await;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 1, "{page}");
+        paged_ids.extend(items.iter().map(|l| l["id"].clone()));
+        match page.get("nextCursor") {
+            Some(cursor) => path = format!("/v1/admin/dead-letters?limit=1&after={cursor}"),
+            None => break,
+        }
+        assert!(paged_ids.len() <= whole.len(), "paging never ends");
+    }
+    assert_eq!(paged_ids, open_ids);
+    assert!(!paged_ids.contains(&json!(id)), "{paged_ids:?}");
+
     let ack = app
         .post(&format!("/v1/admin/alerts/{}/ack", alert["id"]))
         .bearer_auth(&admin)
@@ -437,7 +486,8 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
     assert_eq!(ack.status(), 200);
     let open = app.get_json("/v1/admin/alerts?acknowledged=false").await;
     assert!(
-        open.as_array()
+        open["items"]
+            .as_array()
             .unwrap()
             .iter()
             .all(|a| a["id"] != alert["id"])

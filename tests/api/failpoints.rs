@@ -322,9 +322,9 @@ async fn a_failing_compensation_step_is_retried_until_the_refund_lands() {
     .await;
     stop.cancel();
     let compensations = app.get_json("/v1/admin/compensations").await;
-    assert_eq!(compensations[0]["status"], "succeeded");
+    assert_eq!(compensations["items"][0]["status"], "succeeded");
     assert_eq!(
-        compensations[0]["attempts"], 3,
+        compensations["items"][0]["attempts"], 3,
         "two injected failures, then the refund: {compensations}"
     );
     assert_eq!(balance(&app, 5).await, 150_000, "points restored once");

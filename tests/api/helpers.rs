@@ -406,17 +406,39 @@ impl TestApp {
         token
     }
 
-    /// The seat map as an admitted `user` sees it.
+    /// The whole seat map as an admitted `user` sees it: one page of the
+    /// default size, which must be the last.
     pub async fn seat_map(&self, user: i64, concert: &Value, schedule: &Value) -> Vec<Value> {
         let token = self.admitted_token(user, concert).await;
+        let page = self.seat_page(user, &token, schedule, "").await;
+        assert!(
+            page.get("nextCursor").is_none(),
+            "the seat map fits one page: {page}"
+        );
+        page["items"].as_array().expect("items").clone()
+    }
+
+    /// One page of the seat map, `query` being the query string (`""` or
+    /// `"?limit=3&after=…"`), read with an admitted queue `token`.
+    pub async fn seat_page(&self, user: i64, token: &str, schedule: &Value, query: &str) -> Value {
         let resp = self
-            .get(&format!("/v1/schedules/{schedule}/seats"))
+            .get(&format!("/v1/schedules/{schedule}/seats{query}"))
             .bearer_auth(self.user_token(user))
             .header("x-queue-token", token)
             .send()
             .await
             .expect("request");
-        assert_eq!(resp.status(), 200, "seat map");
+        assert_eq!(resp.status(), 200, "seat map{query}");
         resp.json().await.expect("json")
     }
+}
+
+/// The ids of a list page's items (`{items, nextCursor}`), in order.
+pub fn page_ids(page: &Value) -> Vec<i64> {
+    page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|item| item["id"].as_i64().unwrap())
+        .collect()
 }

@@ -104,7 +104,7 @@ async fn two_instances_under_load_never_over_admit_over_issue_or_double_sell() {
             while !stop.load(Ordering::Relaxed) {
                 for app in &apps {
                     let rooms = app.get_json("/v1/admin/queue").await;
-                    for room in rooms.as_array().unwrap() {
+                    for room in rooms["items"].as_array().unwrap() {
                         most_active.fetch_max(room["active"].as_i64().unwrap(), Ordering::Relaxed);
                     }
                 }

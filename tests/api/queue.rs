@@ -252,10 +252,15 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
     }
     let rooms = eventually("two admitted", WAIT, || async {
         let rooms = app.get_json("/v1/admin/queue").await;
-        (rooms[0]["active"] == 2).then_some(rooms)
+        (rooms["items"][0]["active"] == 2).then_some(rooms)
     })
     .await;
-    let room = &rooms[0];
+    assert_eq!(rooms["items"].as_array().unwrap().len(), 1, "{rooms}");
+    assert!(
+        rooms.get("nextCursor").is_none(),
+        "one room, one page: {rooms}"
+    );
+    let room = &rooms["items"][0];
     assert_eq!(room["concertId"], concert);
     assert_eq!(
         (
@@ -294,7 +299,7 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
         "the change is recorded with the admin who made it"
     );
     eventually("the new cap to take effect", WAIT, || async {
-        (app.get_json("/v1/admin/queue").await[0]["active"] == 4).then_some(())
+        (app.get_json("/v1/admin/queue").await["items"][0]["active"] == 4).then_some(())
     })
     .await;
 
@@ -333,10 +338,44 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
     )
     .await;
     assert_eq!(
-        app.get_json("/v1/admin/queue").await[0]["settings"]["maxActive"],
+        app.get_json("/v1/admin/queue").await["items"][0]["settings"]["maxActive"],
         4,
         "refused changes change nothing"
     );
+}
+
+#[tokio::test]
+async fn the_rooms_come_in_pages_in_concert_order() {
+    let app = spawn_app().await;
+    let mut concerts = Vec::new();
+    for user in 1..=3 {
+        let concert = app.create_concert(&concert_body(1, 1)).await["id"].clone();
+        app.admitted_token(user, &concert).await;
+        concerts.push(concert);
+    }
+    let rooms = |page: &Value| -> Vec<Value> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["concertId"].clone())
+            .collect()
+    };
+    let all = app.get_json("/v1/admin/queue").await;
+    assert_eq!(rooms(&all), concerts);
+    assert!(all.get("nextCursor").is_none(), "{all}");
+    let first = app.get_json("/v1/admin/queue?limit=2").await;
+    assert_eq!(rooms(&first), concerts[..2].to_vec());
+    assert_eq!(first["nextCursor"], concerts[1]);
+    let rest = app
+        .get_json(&format!(
+            "/v1/admin/queue?limit=2&after={}",
+            first["nextCursor"]
+        ))
+        .await;
+    assert_eq!(rooms(&rest), concerts[2..].to_vec());
+    assert_eq!(rest["items"][0]["active"], 1);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
 }
 
 #[tokio::test]
@@ -401,7 +440,7 @@ async fn two_instances_on_one_redis_never_over_admit() {
         );
     }
     eventually("seven admitted", WAIT, || async {
-        (first.get_json("/v1/admin/queue").await[0]["active"] == 7).then_some(())
+        (first.get_json("/v1/admin/queue").await["items"][0]["active"] == 7).then_some(())
     })
     .await;
     // Give both schedulers many more ticks to over-admit, if they could.
@@ -413,5 +452,8 @@ async fn two_instances_on_one_redis_never_over_admit() {
         }
     }
     assert_eq!(active, 7);
-    assert_eq!(second.get_json("/v1/admin/queue").await[0]["waiting"], 23);
+    assert_eq!(
+        second.get_json("/v1/admin/queue").await["items"][0]["waiting"],
+        23
+    );
 }

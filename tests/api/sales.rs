@@ -266,7 +266,20 @@ async fn concurrent_charges_add_up_exactly_and_bad_amounts_change_nothing() {
     assert_eq!(page["items"].as_array().unwrap().len(), 4);
     assert_eq!(page["items"][0]["balanceAfter"], 10_000);
     assert_eq!(page["items"][0]["kind"], "charge");
+    assert_eq!(page["nextCursor"], page["items"][3]["id"], "{page}");
     let rest = get_as(
+        &app,
+        7,
+        &format!(
+            "/v1/wallet/transactions?limit=100&after={}",
+            page["nextCursor"]
+        ),
+    )
+    .await;
+    assert_eq!(rest["items"].as_array().unwrap().len(), 6);
+    assert!(rest.get("nextCursor").is_none(), "{rest}");
+    // `cursor`, the old name of `after`, still reads the same page.
+    let old_name = get_as(
         &app,
         7,
         &format!(
@@ -275,8 +288,36 @@ async fn concurrent_charges_add_up_exactly_and_bad_amounts_change_nothing() {
         ),
     )
     .await;
-    assert_eq!(rest["items"].as_array().unwrap().len(), 6);
-    assert!(rest["nextCursor"].is_null());
+    assert_eq!(old_name, rest);
+    // Two full pages: the second is the last and names no next page.
+    let first_half = get_as(&app, 7, "/v1/wallet/transactions?limit=5").await;
+    assert_eq!(first_half["nextCursor"], first_half["items"][4]["id"]);
+    let second_half = get_as(
+        &app,
+        7,
+        &format!(
+            "/v1/wallet/transactions?limit=5&after={}",
+            first_half["nextCursor"]
+        ),
+    )
+    .await;
+    assert_eq!(second_half["items"].as_array().unwrap().len(), 5);
+    assert!(
+        second_half.get("nextCursor").is_none(),
+        "a full last page ends the list: {second_half}"
+    );
+    let ids: Vec<i64> = first_half["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(second_half["items"].as_array().unwrap())
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 10);
+    assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+    let whole = get_as(&app, 7, "/v1/wallet/transactions?limit=10").await;
+    assert_eq!(whole["items"].as_array().unwrap().len(), 10);
+    assert!(whole.get("nextCursor").is_none(), "{whole}");
 
     for bad in [
         json!(0),
@@ -537,7 +578,15 @@ pub(crate) async fn paid_then_seat_lost(
 
 #[tokio::test]
 async fn a_lost_seat_is_refunded_with_a_notification_and_an_alert() {
-    let (app, payment, stop) = paid_then_seat_lost("SELECT 1").await;
+    // An older compensation, long finished, of another payment: the list
+    // pages from this one to it.
+    let (app, payment, stop) = paid_then_seat_lost(
+        "INSERT INTO compensations \
+         (saga, step, payment_id, status, attempts, next_attempt_at, created_at, updated_at) \
+         VALUES ('payment', 'refund', 424242, 'succeeded', 1, \
+         CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+    )
+    .await;
     let path = format!("/v1/payments/{}", payment["id"]);
     eventually("the refund", WAIT, || async {
         (get_as(&app, 5, &path).await["status"] == "refunded").then_some(())
@@ -561,11 +610,32 @@ async fn a_lost_seat_is_refunded_with_a_notification_and_an_alert() {
     .await;
     assert_eq!(reservation["status"], "expired");
     let compensations = app.get_json("/v1/admin/compensations").await;
-    assert_eq!(compensations[0]["status"], "succeeded");
-    assert_eq!(compensations[0]["paymentId"], payment["id"]);
+    assert_eq!(compensations["items"].as_array().unwrap().len(), 2);
+    assert_eq!(compensations["items"][0]["status"], "succeeded");
+    assert_eq!(compensations["items"][0]["paymentId"], payment["id"]);
+    assert_eq!(compensations["items"][1]["paymentId"], 424242);
+    assert!(compensations.get("nextCursor").is_none(), "{compensations}");
+    // A page at a time, newest first.
+    let newest = app.get_json("/v1/admin/compensations?limit=1").await;
+    assert_eq!(newest["items"], json!([compensations["items"][0]]));
+    assert_eq!(newest["nextCursor"], compensations["items"][0]["id"]);
+    let older = app
+        .get_json(&format!(
+            "/v1/admin/compensations?limit=1&after={}",
+            newest["nextCursor"]
+        ))
+        .await;
+    assert_eq!(older, json!({"items": [compensations["items"][1]]}));
+    let succeeded = app
+        .get_json(&format!(
+            "/v1/admin/compensations?status=succeeded&limit=1&after={}",
+            newest["nextCursor"]
+        ))
+        .await;
+    assert_eq!(succeeded, older);
     let alerts = app.get_json("/v1/admin/alerts?severity=warning").await;
     assert!(
-        alerts
+        alerts["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -592,10 +662,12 @@ async fn a_compensation_that_keeps_failing_stops_alerts_and_an_admin_retry_finis
         paid_then_seat_lost("UPDATE wallets SET balance = 1000000000000 WHERE user_id = 5").await;
     let failed = eventually("the compensation to give up", WAIT, || async {
         let list = app.get_json("/v1/admin/compensations?status=failed").await;
-        (list.as_array().unwrap().len() == 1).then_some(list)
+        (list["items"].as_array().unwrap().len() == 1).then_some(list)
     })
     .await;
     stop.cancel();
+    assert!(failed.get("nextCursor").is_none(), "{failed}");
+    let failed = &failed["items"];
     assert_eq!(failed[0]["attempts"], 5);
     assert!(
         failed[0]["lastError"].as_str().unwrap().contains("cap"),
@@ -603,7 +675,7 @@ async fn a_compensation_that_keeps_failing_stops_alerts_and_an_admin_retry_finis
     );
     let critical = app.get_json("/v1/admin/alerts?severity=critical").await;
     assert!(
-        critical
+        critical["items"]
             .as_array()
             .unwrap()
             .iter()

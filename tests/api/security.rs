@@ -868,7 +868,7 @@ async fn another_users_resources_are_not_found_and_stay_untouched() {
         "held"
     );
     let coupons = owner_sees("/v1/users/me/coupons".into()).await;
-    let unused = coupons
+    let unused = coupons["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -880,7 +880,7 @@ async fn another_users_resources_are_not_found_and_stay_untouched() {
     let stranger = app.user_token(STRANGER);
     for (path, empty) in [
         ("/v1/wallet", json!({"balance": 0})),
-        ("/v1/users/me/coupons", json!([])),
+        ("/v1/users/me/coupons", json!({"items": []})),
     ] {
         let resp = call(app, &Method::GET, path, Some(&stranger), None, None).await;
         assert_eq!(resp.json::<Value>().await.unwrap(), empty, "GET {path}");
@@ -1529,8 +1529,13 @@ async fn unknown_and_out_of_range_ids_are_4xx_problems_that_change_nothing() {
         "/v1/wallet/transactions?limit=18446744073709551616",
         "/v1/wallet/transactions?cursor=abc",
         "/v1/wallet/transactions?cursor=9223372036854775808",
+        "/v1/wallet/transactions?after=abc",
+        "/v1/wallet/transactions?after=9223372036854775808",
         "/v1/users/me/notifications?after=abc",
         "/v1/users/me/notifications?limit=0",
+        "/v1/users/me/coupons?limit=0",
+        "/v1/users/me/coupons?limit=201",
+        "/v1/users/me/coupons?after=abc",
     ] {
         cases.push(hostile(
             Method::GET,
@@ -1542,16 +1547,75 @@ async fn unknown_and_out_of_range_ids_are_4xx_problems_that_change_nothing() {
     }
     for path in [
         "/v1/admin/compensations?limit=0",
+        "/v1/admin/compensations?limit=501",
+        "/v1/admin/compensations?after=abc",
         "/v1/admin/compensations?status=bogus",
         "/v1/admin/alerts?severity=bogus",
         "/v1/admin/alerts?acknowledged=maybe",
+        "/v1/admin/alerts?limit=501",
+        "/v1/admin/alerts?after=abc",
         "/v1/admin/dead-letters?limit=0",
+        "/v1/admin/dead-letters?limit=501",
+        "/v1/admin/dead-letters?after=abc",
         "/v1/admin/dead-letters?includeReplayed=maybe",
+        "/v1/admin/queue?limit=0",
+        "/v1/admin/queue?limit=201",
+        "/v1/admin/queue?after=abc",
+        "/v1/admin/vendors?limit=0",
+        "/v1/admin/vendors?limit=201",
+        "/v1/admin/vendors?after=1.5",
+        "/v1/admin/coupons?limit=0",
+        "/v1/admin/coupons?limit=201",
+        "/v1/admin/coupons?after=abc",
     ] {
         cases.push(hostile(
             Method::GET,
             path.to_owned(),
             Guard::Admin,
+            400,
+            "validation_failed",
+        ));
+    }
+    let schedules = format!("/v1/concerts/{}/schedules", world.concert);
+    for path in [
+        "/v1/concerts?limit=0".to_owned(),
+        "/v1/concerts?limit=201".to_owned(),
+        "/v1/concerts?limit=-1".to_owned(),
+        "/v1/concerts?limit=2.5".to_owned(),
+        "/v1/concerts?after=abc".to_owned(),
+        format!("/v1/concerts?after={TWO_POW_63}"),
+        format!("{schedules}?limit=0"),
+        format!("{schedules}?limit=101"),
+        format!("{schedules}?after=abc"),
+        // Not a schedule of this concert.
+        format!("{schedules}?after=999999"),
+    ] {
+        cases.push(hostile(
+            Method::GET,
+            path,
+            Guard::Public,
+            400,
+            "validation_failed",
+        ));
+    }
+    let seat_map = format!("/v1/schedules/{}/seats", world.schedule);
+    for query in [
+        "?limit=0".to_owned(),
+        "?limit=1001".to_owned(),
+        "?limit=-1".to_owned(),
+        "?after=abc".to_owned(),
+        "?status=bogus".to_owned(),
+        "?status=".to_owned(),
+        "?grade=".to_owned(),
+        format!("?grade={}", "G".repeat(33)),
+        // Seats that are not of this schedule: of the other one, and none at all.
+        format!("?after={}", world.other_schedule_seat),
+        "?after=999999".to_owned(),
+    ] {
+        cases.push(hostile(
+            Method::GET,
+            format!("{seat_map}{query}"),
+            Guard::UserQueue,
             400,
             "validation_failed",
         ));

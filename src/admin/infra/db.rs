@@ -11,7 +11,7 @@ use crate::{
         ports::AlertRepository,
     },
     db::DbTx,
-    kernel::{Transaction, events::NewEvent},
+    kernel::{PageRequest, Transaction, events::NewEvent},
     outbox::ports::OutboxWriter,
 };
 
@@ -78,8 +78,11 @@ impl AlertRepository for DbAlerts {
         to_alert(row)
     }
 
-    async fn list(&self, filter: AlertFilter) -> Result<Vec<Alert>, AdminError> {
+    async fn list(&self, filter: AlertFilter, page: PageRequest) -> Result<Vec<Alert>, AdminError> {
         let mut query = admin_alert::Entity::find();
+        if let Some(after) = page.after {
+            query = query.filter(admin_alert::Column::Id.lt(after));
+        }
         if let Some(acknowledged) = filter.acknowledged {
             query = query.filter(admin_alert::Column::Acknowledged.eq(acknowledged));
         }
@@ -87,9 +90,8 @@ impl AlertRepository for DbAlerts {
             query = query.filter(admin_alert::Column::Severity.eq(severity.as_str()));
         }
         query
-            .order_by_asc(admin_alert::Column::Acknowledged)
             .order_by_desc(admin_alert::Column::Id)
-            .limit(filter.limit)
+            .limit(page.fetch())
             .all(&self.db)
             .await?
             .into_iter()

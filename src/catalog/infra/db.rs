@@ -10,14 +10,15 @@ use sea_orm::{
 use crate::{
     catalog::{
         domain::{
-            CatalogError, Concert, CreatedConcert, CreatedSchedule, HeldSeat, NewConcert,
-            ScheduleSummary, Seat, SeatState, SeatStatus,
+            Availability, CatalogError, Concert, CreatedConcert, CreatedSchedule, HeldSeat,
+            NewConcert, ScheduleSummary, Seat, SeatFilter, SeatState, SeatStatus,
         },
         ports::{CatalogRepository, SeatReads, SeatTx},
     },
     db::DbTx,
     kernel::{
-        ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction, UserId,
+        ConcertId, PageRequest, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
+        UserId,
     },
     outbox::ports::OutboxWriter,
 };
@@ -161,9 +162,14 @@ impl CatalogRepository for DbCatalog {
         Ok(created)
     }
 
-    async fn list_concerts(&self) -> Result<Vec<Concert>, CatalogError> {
-        let rows = concert::Entity::find()
+    async fn list_concerts(&self, page: PageRequest) -> Result<Vec<Concert>, CatalogError> {
+        let mut query = concert::Entity::find();
+        if let Some(after) = page.after {
+            query = query.filter(concert::Column::Id.gt(after));
+        }
+        let rows = query
             .order_by_asc(concert::Column::Id)
+            .limit(page.fetch())
             .all(&self.db)
             .await?;
         Ok(rows
@@ -180,13 +186,30 @@ impl CatalogRepository for DbCatalog {
         &self,
         concert_id: ConcertId,
         now: DateTime<Utc>,
+        page: PageRequest,
     ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
         if !self.concert_exists(concert_id).await? {
             return Ok(None);
         }
-        let schedules = schedule::Entity::find()
-            .filter(schedule::Column::ConcertId.eq(concert_id.value()))
+        let mut query =
+            schedule::Entity::find().filter(schedule::Column::ConcertId.eq(concert_id.value()));
+        if let Some(after) = page.after {
+            // Start times are unique within a concert: the cursor's start
+            // time is an exact keyset position.
+            let cursor = schedule::Entity::find_by_id(after)
+                .filter(schedule::Column::ConcertId.eq(concert_id.value()))
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| {
+                    CatalogError::Invalid(format!(
+                        "after: {after} is not a schedule of concert {concert_id}"
+                    ))
+                })?;
+            query = query.filter(schedule::Column::StartsAt.gt(cursor.starts_at));
+        }
+        let schedules = query
             .order_by_asc(schedule::Column::StartsAt)
+            .limit(page.fetch())
             .all(&self.db)
             .await?;
         let ids: Vec<i64> = schedules.iter().map(|s| s.id).collect();
@@ -195,15 +218,7 @@ impl CatalogRepository for DbCatalog {
             .column(seat::Column::ScheduleId)
             .column_as(seat::Column::Id.count(), "available")
             .filter(seat::Column::ScheduleId.is_in(ids))
-            .filter(
-                Condition::any()
-                    .add(seat::Column::Status.eq(SeatStatus::Available.as_str()))
-                    .add(
-                        Condition::all()
-                            .add(seat::Column::Status.eq(SeatStatus::Held.as_str()))
-                            .add(seat::Column::HeldUntil.lte(now)),
-                    ),
-            )
+            .filter(availability_is(Availability::Available, now))
             .group_by(seat::Column::ScheduleId)
             .into_tuple()
             .all(&self.db)
@@ -224,19 +239,46 @@ impl CatalogRepository for DbCatalog {
         ))
     }
 
-    async fn list_seats(&self, schedule_id: ScheduleId) -> Result<Option<Vec<Seat>>, CatalogError> {
-        let rows = seat::Entity::find()
-            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+    async fn list_seats(
+        &self,
+        schedule_id: ScheduleId,
+        filter: &SeatFilter,
+        page: PageRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Vec<Seat>>, CatalogError> {
+        let exists = schedule::Entity::find_by_id(schedule_id.value())
+            .count(&self.db)
+            .await?
+            > 0;
+        if !exists {
+            return Ok(None);
+        }
+        let mut query =
+            seat::Entity::find().filter(seat::Column::ScheduleId.eq(schedule_id.value()));
+        if let Some(after) = page.after {
+            // Keyset on (schedule, number), the unique index the map is read by.
+            let cursor = seat::Entity::find_by_id(after)
+                .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+                .one(&self.db)
+                .await?
+                .ok_or_else(|| {
+                    CatalogError::Invalid(format!(
+                        "after: {after} is not a seat of schedule {schedule_id}"
+                    ))
+                })?;
+            query = query.filter(seat::Column::Number.gt(cursor.number));
+        }
+        if let Some(status) = filter.status {
+            query = query.filter(availability_is(status, now));
+        }
+        if let Some(grade) = &filter.grade {
+            query = query.filter(seat::Column::Grade.eq(grade.as_str()));
+        }
+        let rows = query
             .order_by_asc(seat::Column::Number)
+            .limit(page.fetch())
             .all(&self.db)
             .await?;
-        if rows.is_empty() {
-            let exists = schedule::Entity::find_by_id(schedule_id.value())
-                .count(&self.db)
-                .await?
-                > 0;
-            return Ok(exists.then(Vec::new));
-        }
         rows.into_iter()
             .map(seat_from_row)
             .collect::<Result<_, _>>()
@@ -263,6 +305,27 @@ impl CatalogRepository for DbCatalog {
     async fn is_empty(&self) -> Result<bool, CatalogError> {
         let any = concert::Entity::find().limit(1).count(&self.db).await?;
         Ok(any == 0)
+    }
+}
+
+/// The rows [`Seat::availability`] puts in `availability` at `now`, as a
+/// condition: a hold past its expiry is available.
+fn availability_is(availability: Availability, now: DateTime<Utc>) -> Condition {
+    let held = || seat::Column::Status.eq(SeatStatus::Held.as_str());
+    match availability {
+        Availability::Available => Condition::any()
+            .add(seat::Column::Status.eq(SeatStatus::Available.as_str()))
+            .add(
+                Condition::all()
+                    .add(held())
+                    .add(seat::Column::HeldUntil.lte(now)),
+            ),
+        Availability::Held => Condition::all()
+            .add(held())
+            .add(seat::Column::HeldUntil.gt(now)),
+        Availability::Sold => {
+            Condition::all().add(seat::Column::Status.eq(SeatStatus::Sold.as_str()))
+        }
     }
 }
 
@@ -308,9 +371,9 @@ mod seats {
         sea_query::{Expr, ExprTrait},
     };
 
-    use super::{schedule, seat};
+    use super::{availability_is, schedule, seat};
     use crate::{
-        catalog::domain::{HeldSeat, SeatStatus},
+        catalog::domain::{Availability, HeldSeat, SeatStatus},
         kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, UserId},
     };
 
@@ -340,15 +403,7 @@ mod seats {
             )
             .filter(seat::Column::Id.eq(seat_id.value()))
             .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
-            .filter(
-                sea_orm::Condition::any()
-                    .add(seat::Column::Status.eq(SeatStatus::Available.as_str()))
-                    .add(
-                        sea_orm::Condition::all()
-                            .add(seat::Column::Status.eq(SeatStatus::Held.as_str()))
-                            .add(seat::Column::HeldUntil.lte(now)),
-                    ),
-            )
+            .filter(availability_is(Availability::Available, now))
             .exec(conn)
             .await?;
         if taken.rows_affected == 0 {

@@ -93,7 +93,26 @@ impl RedemptionTx for DbTx {
             .filter(user_coupon::Column::Status.eq(CouponStatus::Issued.as_str()))
             .exec(self.conn())
             .await?;
-        Ok(marked.rows_affected == 1)
+        if marked.rows_affected != 1 {
+            return Ok(false);
+        }
+        coupon::Entity::update_many()
+            .col_expr(
+                coupon::Column::RedeemedCount,
+                Expr::col(coupon::Column::RedeemedCount).add(1),
+            )
+            .filter(
+                coupon::Column::Id.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(user_coupon::Column::CouponId)
+                        .from(user_coupon::Entity)
+                        .and_where(user_coupon::Column::Id.eq(id.value()))
+                        .to_owned(),
+                ),
+            )
+            .exec(self.conn())
+            .await?;
+        Ok(true)
     }
 
     async fn pay_vendor(

@@ -5,8 +5,9 @@ use std::sync::{Arc, OnceLock};
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, SqlErr, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, SqlErr, TransactionTrait,
+    sea_query::{Expr, ExprTrait},
 };
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -14,15 +15,15 @@ use uuid::Uuid;
 use crate::{
     coupon::{
         domain::{
-            Campaign, CampaignDraft, CouponError, CouponState, CouponStatus, FailReason,
-            HeldCoupon, IssuedCoupon, Job, JobStatus, RecordError, Vendor, Winner,
+            Campaign, CampaignCounts, CampaignDraft, CouponError, CouponState, CouponStatus,
+            FailReason, HeldCoupon, IssuedCoupon, Job, JobStatus, RecordError, Vendor, Winner,
         },
         ports::{CouponRepository, IssueTx},
         usecase::record_winners,
     },
     db::{DbTx, DbUnitOfWork},
     kernel::{
-        CouponId, StoreError, Transaction, UnitOfWork, UserCouponId, UserId, VendorId,
+        CouponId, PageRequest, StoreError, Transaction, UnitOfWork, UserCouponId, UserId, VendorId,
         idempotency::RequestKey,
     },
     outbox::ports::OutboxWriter,
@@ -62,6 +63,10 @@ pub mod coupon {
         pub valid_until: DateTimeUtc,
         pub vendor_id: i64,
         pub created_at: DateTimeUtc,
+        /// Winners' rows written so far (kept by the issue transaction).
+        pub issued_count: i64,
+        /// Coupons used so far (kept by the redemption transaction).
+        pub redeemed_count: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -303,6 +308,23 @@ impl IssueTx for DbTx {
             .exec_with_returning(self.conn())
             .await
             .map_err(record_error)?;
+        // Campaign rows in id order, so two batches never wait on each
+        // other in opposite orders.
+        let mut per_campaign: std::collections::BTreeMap<i64, i64> = Default::default();
+        for row in &written {
+            *per_campaign.entry(row.coupon_id).or_default() += 1;
+        }
+        for (campaign, count) in per_campaign {
+            coupon::Entity::update_many()
+                .col_expr(
+                    coupon::Column::IssuedCount,
+                    Expr::col(coupon::Column::IssuedCount).add(count),
+                )
+                .filter(coupon::Column::Id.eq(campaign))
+                .exec(self.conn())
+                .await
+                .map_err(|err| RecordError::Failed(err.into()))?;
+        }
         Ok(written.into_iter().map(issued_from).collect())
     }
 }
@@ -342,9 +364,14 @@ impl CouponRepository for DbCoupons {
         Ok(vendor)
     }
 
-    async fn vendors(&self) -> Result<Vec<Vendor>, CouponError> {
-        Ok(vendor::Entity::find()
+    async fn vendors(&self, page: PageRequest) -> Result<Vec<Vendor>, CouponError> {
+        let mut query = vendor::Entity::find();
+        if let Some(after) = page.after {
+            query = query.filter(vendor::Column::Id.gt(after));
+        }
+        Ok(query
             .order_by_asc(vendor::Column::Id)
+            .limit(page.fetch())
             .all(&self.db)
             .await?
             .into_iter()
@@ -405,6 +432,35 @@ impl CouponRepository for DbCoupons {
             .await?
             .into_iter()
             .map(campaign_from)
+            .collect()
+    }
+
+    async fn campaign_page(
+        &self,
+        page: PageRequest,
+    ) -> Result<Vec<(Campaign, CampaignCounts)>, CouponError> {
+        let mut query = coupon::Entity::find();
+        if let Some(after) = page.after {
+            query = query.filter(coupon::Column::Id.lt(after));
+        }
+        let rows = query
+            .order_by_desc(coupon::Column::Id)
+            .limit(page.fetch())
+            .all(&self.db)
+            .await?;
+        let vendor_ids: Vec<i64> = rows.iter().map(|r| r.vendor_id).collect();
+        let balances: std::collections::HashMap<i64, i64> = vendor::Entity::find()
+            .filter(vendor::Column::Id.is_in(vendor_ids))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|v| (v.id, v.balance))
+            .collect();
+        rows.into_iter()
+            .map(|row| {
+                let counts = counts_of(&row, balances.get(&row.vendor_id).copied());
+                Ok((campaign_from(row)?, counts))
+            })
             .collect()
     }
 
@@ -480,11 +536,16 @@ impl CouponRepository for DbCoupons {
         &self,
         user: UserId,
         now: DateTime<Utc>,
+        page: PageRequest,
     ) -> Result<Vec<HeldCoupon>, CouponError> {
-        let rows = user_coupon::Entity::find()
-            .filter(user_coupon::Column::UserId.eq(user.value()))
+        let mut query =
+            user_coupon::Entity::find().filter(user_coupon::Column::UserId.eq(user.value()));
+        if let Some(after) = page.after {
+            query = query.filter(user_coupon::Column::Id.lt(after));
+        }
+        let rows = query
             .order_by_desc(user_coupon::Column::Id)
-            .limit(500)
+            .limit(page.fetch())
             .all(&self.db)
             .await?;
         let ids: Vec<i64> = rows.iter().map(|r| r.coupon_id).collect();
@@ -526,21 +587,24 @@ impl CouponRepository for DbCoupons {
             .transpose()
     }
 
-    async fn stats(&self, campaign: &Campaign) -> Result<(u64, u64, i64), CouponError> {
-        let of_campaign = || {
-            user_coupon::Entity::find()
-                .filter(user_coupon::Column::CouponId.eq(campaign.id.value()))
-        };
-        let issued = of_campaign().count(&self.db).await?;
-        let redeemed = of_campaign()
-            .filter(user_coupon::Column::Status.eq(CouponStatus::Used.as_str()))
-            .count(&self.db)
-            .await?;
-        let balance = vendor::Entity::find_by_id(campaign.vendor.value())
+    async fn stats(&self, campaign: &Campaign) -> Result<CampaignCounts, CouponError> {
+        let row = coupon::Entity::find_by_id(campaign.id.value())
             .one(&self.db)
             .await?
-            .map_or(0, |v| v.balance);
-        Ok((issued, redeemed, balance))
+            .ok_or(CouponError::NotFound)?;
+        let balance = vendor::Entity::find_by_id(row.vendor_id)
+            .one(&self.db)
+            .await?
+            .map(|v| v.balance);
+        Ok(counts_of(&row, balance))
+    }
+}
+
+fn counts_of(row: &coupon::Model, vendor_balance: Option<i64>) -> CampaignCounts {
+    CampaignCounts {
+        issued: u64::try_from(row.issued_count).unwrap_or(0),
+        redeemed: u64::try_from(row.redeemed_count).unwrap_or(0),
+        vendor_balance: vendor_balance.unwrap_or(0),
     }
 }
 

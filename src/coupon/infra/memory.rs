@@ -175,4 +175,13 @@ impl CouponLedger for MemoryCouponLedger {
     async fn issued(&self, coupon: CouponId) -> Result<Option<u64>, CouponError> {
         self.with(|books| books.get(&coupon).map(|b| b.holders.len() as u64))
     }
+
+    async fn issued_many(&self, coupons: &[CouponId]) -> Result<Vec<Option<u64>>, CouponError> {
+        self.with(|books| {
+            coupons
+                .iter()
+                .map(|c| books.get(c).map(|b| b.holders.len() as u64))
+                .collect()
+        })
+    }
 }

@@ -64,4 +64,8 @@ impl<R: CouponLedger, M: CouponLedger> CouponLedger for RedisOrMemory<R, M> {
     async fn issued(&self, coupon: CouponId) -> Result<Option<u64>, CouponError> {
         dispatch!(self, l => l.issued(coupon).await)
     }
+
+    async fn issued_many(&self, coupons: &[CouponId]) -> Result<Vec<Option<u64>>, CouponError> {
+        dispatch!(self, l => l.issued_many(coupons).await)
+    }
 }

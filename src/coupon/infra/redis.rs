@@ -260,4 +260,20 @@ impl CouponLedger for RedisCouponLedger {
             .await?;
         Ok(loaded.then_some(count))
     }
+
+    async fn issued_many(&self, coupons: &[CouponId]) -> Result<Vec<Option<u64>>, CouponError> {
+        if coupons.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for coupon in coupons {
+            let [meta, holders, _] = self.keys(*coupon);
+            pipe.hexists(meta, "quantity").hlen(holders);
+        }
+        let answers: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(answers
+            .chunks(2)
+            .map(|pair| (pair[0] == 1).then_some(pair[1]))
+            .collect())
+    }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::{
     db::DbTx,
     kernel::{
-        StoreError, Transaction, UserId,
+        PageRequest, StoreError, Transaction, UserId,
         events::{BusMessage, EventEnvelope, NewEvent},
     },
     outbox::{
@@ -242,15 +242,18 @@ impl OutboxRepository for DbOutbox {
     async fn dead_letters(
         &self,
         include_replayed: bool,
-        limit: u64,
+        page: PageRequest,
     ) -> Result<Vec<DeadLetter>, OutboxError> {
         let mut query = dead_letter::Entity::find();
+        if let Some(after) = page.after {
+            query = query.filter(dead_letter::Column::Id.lt(after));
+        }
         if !include_replayed {
             query = query.filter(dead_letter::Column::ReplayedAt.is_null());
         }
         Ok(query
             .order_by_desc(dead_letter::Column::Id)
-            .limit(limit)
+            .limit(page.fetch())
             .all(&self.db)
             .await?
             .into_iter()

@@ -12,7 +12,7 @@ use sea_orm::{
 
 use crate::{
     db::DbTx,
-    kernel::{ConcertId, PaymentId, Points, ReservationId, StoreError, UserId},
+    kernel::{ConcertId, PageRequest, PaymentId, Points, ReservationId, StoreError, UserId},
     payment::{
         domain::{
             AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
@@ -125,15 +125,18 @@ impl PaymentRepository for DbPayments {
     async fn compensations(
         &self,
         status: Option<CompensationStatus>,
-        limit: u64,
+        page: PageRequest,
     ) -> Result<Vec<Compensation>, PaymentError> {
         let mut query = compensation::Entity::find();
+        if let Some(after) = page.after {
+            query = query.filter(compensation::Column::Id.lt(after));
+        }
         if let Some(status) = status {
             query = query.filter(compensation::Column::Status.eq(status.as_str()));
         }
         Ok(query
             .order_by_desc(compensation::Column::Id)
-            .limit(limit)
+            .limit(page.fetch())
             .all(&self.db)
             .await?
             .into_iter()

@@ -14,7 +14,7 @@ use crate::{
     },
     outbox::ports::EventBus,
     queue::{
-        domain::{QueueError, QueueEvent},
+        domain::{MAX_ROOM_PAGE, QueueError, QueueEvent},
         ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
         usecase::QueueService,
     },
@@ -88,13 +88,18 @@ where
             }
             if last_gauges.elapsed() >= GAUGES_EVERY {
                 last_gauges = tokio::time::Instant::now();
-                if let Ok(stats) = self.service.stats().await {
-                    for (s, _) in stats {
+                let mut after = None;
+                while let Ok(page) = self.service.stats(after, MAX_ROOM_PAGE).await {
+                    for (s, _) in page.items {
                         let concert = s.concert.to_string();
                         metrics::gauge!("queue_waiting", "concert" => concert.clone())
                             .set(s.waiting as f64);
                         metrics::gauge!("queue_active", "concert" => concert).set(s.active as f64);
                     }
+                    if page.next_cursor.is_none() {
+                        break;
+                    }
+                    after = page.next_cursor;
                 }
             }
             if sleep_or_cancel(&cancel, self.interval).await {
