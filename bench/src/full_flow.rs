@@ -365,7 +365,11 @@ impl Flow {
             .send()
             .await;
         let seats = match answer {
-            Ok(r) if r.status().is_success() => r.json::<Vec<Value>>().await.ok(),
+            Ok(r) if r.status().is_success() => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|page| page["items"].as_array().cloned()),
             other => {
                 self.seat_map.record(t, false);
                 return Err(describe(other).await);
@@ -446,7 +450,10 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         charge_url: server.url("/v1/wallet/charges"),
         enter_url: server.url("/v1/queue/tokens"),
         status_url: server.url("/v1/queue/status"),
-        seats_url: server.url(&format!("/v1/schedules/{schedule_id}/seats")),
+        // A buyer asks for the free seats (one page, the default 500).
+        seats_url: server.url(&format!(
+            "/v1/schedules/{schedule_id}/seats?status=available"
+        )),
         hold_url: server.url("/v1/reservations"),
         pay_url: server.url("/v1/payments"),
         leave_url: server.url("/v1/queue/tokens/current"),
@@ -496,7 +503,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         .error_for_status()?
         .json()
         .await?;
-    let still_active = room
+    let still_active = room["items"]
         .as_array()
         .and_then(|rooms| rooms.iter().find(|r| r["concertId"] == concert_id))
         .and_then(|r| r["active"].as_u64());

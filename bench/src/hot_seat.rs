@@ -44,7 +44,7 @@ pub async fn run(server: &Server, smoke: bool, report: &mut Report) -> anyhow::R
             .await?
             .json()
             .await?;
-        seats[0]["id"].as_i64().context("seat id")?
+        seats["items"][0]["id"].as_i64().context("seat id")?
     };
 
     // Everyone is admitted first, so the holds below race only each other.

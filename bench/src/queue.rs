@@ -252,7 +252,7 @@ async fn room_active(
         .await?
         .json()
         .await?;
-    rooms[0]["active"].as_u64().context("active count")
+    rooms["items"][0]["active"].as_u64().context("active count")
 }
 
 /// Everyone admitted was ahead of everyone still waiting, and the waiting

@@ -84,8 +84,8 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
             .await?
             .json()
             .await?;
-        let waiting = rooms[0]["waiting"].as_u64().unwrap_or(0);
-        let active = rooms[0]["active"].as_u64().unwrap_or(0);
+        let waiting = rooms["items"][0]["waiting"].as_u64().unwrap_or(0);
+        let active = rooms["items"][0]["active"].as_u64().unwrap_or(0);
         let rss = server.peak_rss_mib();
 
         let mut row =

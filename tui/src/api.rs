@@ -92,6 +92,19 @@ pub struct CouponStats {
     pub ledger_issued: Option<u64>,
 }
 
+/// One page of a list: `{items, nextCursor}` (no `nextCursor` on the last page).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default)]
+    pub next_cursor: Option<i64>,
+}
+
+/// At most this many pages of waiting rooms a refresh (rooms in use only:
+/// idle rooms retire).
+const MAX_ROOM_PAGES: usize = 5;
+
 /// Everything the console shows, fetched together once a refresh.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
@@ -191,23 +204,42 @@ impl AdminClient {
             .map(drop)
     }
 
+    /// One refresh: the rooms in use, every open alert (up to 200) and the
+    /// latest acknowledged ones, the newest compensations, dead letters and
+    /// campaigns (one page each: the campaign page costs the server one
+    /// query and one ledger round trip, whatever the number of campaigns).
     pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
-        let (rooms, alerts, compensations, events, dead_letters, coupons) = futures::try_join!(
-            self.get::<Vec<QueueRoom>>("/v1/admin/queue"),
-            self.get::<Vec<Alert>>("/v1/admin/alerts?limit=200"),
-            self.get::<Vec<Compensation>>("/v1/admin/compensations?limit=200"),
+        let (rooms, open, acknowledged, compensations, events, dead_letters, coupons) = futures::try_join!(
+            self.rooms(),
+            self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=false&limit=200"),
+            self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=true&limit=50"),
+            self.get::<Page<Compensation>>("/v1/admin/compensations?limit=200"),
             self.get::<EventPipeline>("/v1/admin/events"),
-            self.get::<Vec<DeadLetter>>("/v1/admin/dead-letters?limit=200"),
-            self.get::<Vec<CouponStats>>("/v1/admin/coupons"),
+            self.get::<Page<DeadLetter>>("/v1/admin/dead-letters?limit=200"),
+            self.get::<Page<CouponStats>>("/v1/admin/coupons?limit=50"),
         )?;
+        let mut alerts = open.items;
+        alerts.extend(acknowledged.items);
         Ok(Snapshot {
             rooms,
             alerts,
-            compensations,
+            compensations: compensations.items,
             events,
-            dead_letters,
-            coupons,
+            dead_letters: dead_letters.items,
+            coupons: coupons.items,
         })
+    }
+
+    async fn rooms(&self) -> Result<Vec<QueueRoom>, ApiError> {
+        let mut rooms = Vec::new();
+        let mut path = "/v1/admin/queue?limit=200".to_owned();
+        for _ in 0..MAX_ROOM_PAGES {
+            let page = self.get::<Page<QueueRoom>>(&path).await?;
+            rooms.extend(page.items);
+            let Some(after) = page.next_cursor else { break };
+            path = format!("/v1/admin/queue?limit=200&after={after}");
+        }
+        Ok(rooms)
     }
 
     pub async fn ack_alert(&self, id: i64) -> Result<(), ApiError> {
@@ -245,4 +277,27 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_reads_with_and_without_a_next_cursor() {
+        let more: Page<DeadLetter> = serde_json::from_value(serde_json::json!({
+            "items": [{
+                "id": 7, "consumer": "receipts", "eventId": "e", "eventType": "PaymentCompleted",
+                "deliveries": 5, "lastError": "down", "createdAt": "2026-12-03T10:00:00Z"
+            }],
+            "nextCursor": 7
+        }))
+        .unwrap();
+        assert_eq!(more.items.len(), 1);
+        assert_eq!(more.next_cursor, Some(7));
+        let last: Page<DeadLetter> =
+            serde_json::from_value(serde_json::json!({"items": []})).unwrap();
+        assert!(last.items.is_empty());
+        assert_eq!(last.next_cursor, None);
+    }
 }
