@@ -64,8 +64,23 @@ pub struct Settings {
 
     /// Redis for the production shape, e.g. `redis://127.0.0.1:6379/`.
     /// Without it the in-process adapters are used.
-    #[arg(long, env = "BOXOFFICE_REDIS_URL", global = true)]
+    #[arg(
+        long,
+        env = "BOXOFFICE_REDIS_URL",
+        global = true,
+        conflicts_with = "redis_cluster_nodes"
+    )]
     pub redis_url: Option<String>,
+
+    /// A Redis Cluster instead of `--redis-url`: some of its nodes, e.g.
+    /// `redis://10.0.0.1:7000,redis://10.0.0.2:7000` (it finds the others).
+    #[arg(
+        long,
+        env = "BOXOFFICE_REDIS_CLUSTER_NODES",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub redis_cluster_nodes: Vec<String>,
 
     /// HS256 secret shared with the identity provider.
     #[arg(

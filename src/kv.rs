@@ -1,12 +1,36 @@
-//! Redis plumbing shared by the Redis adapters: telling an outage (503,
-//! heals by itself) from a bug.
+//! Redis plumbing shared by the Redis adapters: one connection type for
+//! standalone Redis and Redis Cluster, and telling an outage (503, heals by
+//! itself) from a bug.
 
-/// True when Redis could not be reached or did not answer in time.
+use std::time::Duration;
+
+use anyhow::Context;
+use redis::{
+    Cmd, Pipeline, RedisFuture, Value,
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
+    cluster::ClusterClient,
+    cluster_async::ClusterConnection,
+};
+
+/// True when Redis could not be reached or did not answer in time, or a
+/// cluster is between states (a slot moving, a failover under way, a node
+/// loading or read-only): all heal by themselves, so the client gets 503.
 pub fn is_outage(err: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
     err.is_io_error()
         || err.is_connection_refusal()
         || err.is_timeout()
         || err.is_connection_dropped()
+        || err.is_cluster_error()
+        || matches!(
+            err.kind(),
+            ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::MasterDown
+                        | ServerErrorKind::ReadOnly
+                        | ServerErrorKind::BusyLoading
+                )
+        )
 }
 
 /// Lets a module's error type be built from a `RedisError` with `?`.
@@ -24,3 +48,200 @@ macro_rules! module_error_from_redis_err {
     };
 }
 pub(crate) use module_error_from_redis_err;
+
+/// How long connecting to, and each answer from, Redis may take before the
+/// call counts as an outage (503, retried by the client).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One connection to Redis, standalone or cluster. Every Redis adapter
+/// speaks through it; on a cluster each command goes to the node owning its
+/// key's slot (MOVED and ASK followed, scripts by EVALSHA with NOSCRIPT
+/// reloaded on that node), so a multi-key script must keep its keys in one
+/// slot with a `{hash tag}`.
+#[derive(Clone)]
+pub enum Conn {
+    /// Standalone Redis, reconnecting by itself.
+    Single(ConnectionManager),
+    /// A standalone connection of its own (blocking reads).
+    Dedicated(MultiplexedConnection),
+    /// Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl From<ConnectionManager> for Conn {
+    fn from(conn: ConnectionManager) -> Self {
+        Self::Single(conn)
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Dedicated(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Dedicated(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where Redis connections come from: one URL, or a cluster's seed nodes.
+#[derive(Clone, Debug)]
+pub enum RedisTarget {
+    Single(redis::Client),
+    Cluster(Vec<String>),
+}
+
+impl From<redis::Client> for RedisTarget {
+    fn from(client: redis::Client) -> Self {
+        Self::Single(client)
+    }
+}
+
+impl RedisTarget {
+    /// A standalone Redis at `url`.
+    pub fn single(url: &str) -> anyhow::Result<Self> {
+        let client =
+            redis::Client::open(url).with_context(|| format!("parsing Redis URL {url}"))?;
+        Ok(Self::Single(client))
+    }
+
+    /// A Redis Cluster known by some of its nodes (it finds the others).
+    pub fn cluster(nodes: &[String]) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            !nodes.is_empty(),
+            "a Redis Cluster needs at least one node URL"
+        );
+        // Checks the URLs now, so a typo fails at start-up.
+        ClusterClient::new(nodes.to_vec()).context("parsing the Redis Cluster node URLs")?;
+        Ok(Self::Cluster(nodes.to_vec()))
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Self::Cluster(_))
+    }
+
+    /// The shared connection of the process (multiplexed; standalone ones
+    /// reconnect by themselves, cluster ones re-read the slot map).
+    pub async fn connect(&self) -> anyhow::Result<Conn> {
+        match self {
+            Self::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                let conn = client
+                    .get_connection_manager_with_config(config)
+                    .await
+                    .context("connecting to Redis")?;
+                Ok(Conn::Single(conn))
+            }
+            Self::Cluster(_) => self.cluster_conn(RESPONSE_TIMEOUT).await,
+        }
+    }
+
+    /// A connection of its own whose answers may take `response_timeout`
+    /// (a blocking read holds its connection until it returns).
+    pub async fn dedicated(&self, response_timeout: Duration) -> anyhow::Result<Conn> {
+        match self {
+            Self::Single(client) => {
+                let config = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(response_timeout));
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .context("opening a Redis connection")?;
+                Ok(Conn::Dedicated(conn))
+            }
+            Self::Cluster(_) => self.cluster_conn(response_timeout).await,
+        }
+    }
+
+    async fn cluster_conn(&self, response_timeout: Duration) -> anyhow::Result<Conn> {
+        let Self::Cluster(nodes) = self else {
+            anyhow::bail!("not a Redis Cluster");
+        };
+        let client = ClusterClient::builder(nodes.clone())
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(response_timeout)
+            // A failover takes a few seconds: keep following the slot map
+            // for a while before answering 503.
+            .retries(6)
+            .min_retry_wait(50)
+            .max_retry_wait(1_000)
+            .build()
+            .context("configuring the Redis Cluster client")?;
+        let conn = client
+            .get_async_connection()
+            .await
+            .context("connecting to the Redis Cluster")?;
+        Ok(Conn::Cluster(conn))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    use super::*;
+
+    fn error(kind: ErrorKind) -> RedisError {
+        RedisError::from((kind, "test"))
+    }
+
+    #[test]
+    fn a_cluster_between_states_is_an_outage_and_a_bad_command_is_not() {
+        for kind in [
+            ServerErrorKind::ClusterDown,
+            ServerErrorKind::TryAgain,
+            ServerErrorKind::Moved,
+            ServerErrorKind::MasterDown,
+            ServerErrorKind::ReadOnly,
+            ServerErrorKind::BusyLoading,
+        ] {
+            assert!(is_outage(&error(ErrorKind::Server(kind))), "{kind:?}");
+        }
+        assert!(is_outage(&error(ErrorKind::ClusterConnectionNotFound)));
+        assert!(!is_outage(&error(ErrorKind::Server(
+            ServerErrorKind::CrossSlot
+        ))));
+        assert!(!is_outage(&error(ErrorKind::Server(
+            ServerErrorKind::ResponseError
+        ))));
+        assert!(!is_outage(&error(ErrorKind::UnexpectedReturnType)));
+    }
+
+    #[test]
+    fn cluster_nodes_are_checked_when_configured() {
+        assert!(RedisTarget::cluster(&[]).is_err());
+        assert!(RedisTarget::cluster(&["not a url".into()]).is_err());
+        let target = RedisTarget::cluster(&["redis://127.0.0.1:7000".into()]).unwrap();
+        assert!(target.is_cluster());
+        assert!(
+            !RedisTarget::single("redis://127.0.0.1:6379/")
+                .unwrap()
+                .is_cluster()
+        );
+    }
+}

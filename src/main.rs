@@ -52,7 +52,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     telemetry::init(settings.log_format);
     let app = Application::build(&settings).await?;
     let base = format!("http://{}", app.addr());
-    tracing::info!(url = %base, database = %redact(&settings.database_url), redis = settings.redis_url.is_some(), "boxoffice is listening");
+    tracing::info!(url = %base, database = %redact(&settings.database_url), redis = settings.redis_url.is_some(), redis_cluster = !settings.redis_cluster_nodes.is_empty(), "boxoffice is listening");
     if let Some(demo) = &app.seeded {
         tracing::info!(
             concert = demo.id.value(),

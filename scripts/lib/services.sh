@@ -11,8 +11,13 @@
 #   - makes a temp dir, picks two free loopback ports,
 #   - initdb + starts PostgreSQL (as the `postgres` OS user when running as
 #     root) and starts Redis, waiting until both answer,
-#   - exports BOXOFFICE_TEST_DATABASE_URL, BOXOFFICE_TEST_REDIS_URL and
-#     BOXOFFICE_SERVICES_DIR (the temp dir; callers may put files there),
+#   - starts a throwaway Redis Cluster (3 primaries + 3 replicas on six more
+#     loopback ports, `redis-cli --cluster create`) and waits until every
+#     node says cluster_state:ok,
+#   - exports BOXOFFICE_TEST_DATABASE_URL, BOXOFFICE_TEST_REDIS_URL,
+#     BOXOFFICE_TEST_REDIS_CLUSTER_NODES (comma-separated redis:// URLs of the
+#     cluster's nodes) and BOXOFFICE_SERVICES_DIR (the temp dir; callers may
+#     put files there),
 #   - installs EXIT/INT/TERM traps that stop both services and remove the
 #     temp dir, preserving the script's exit code (INT -> 130, TERM -> 143).
 # The optional argument is the label used in section headers (default
@@ -77,6 +82,7 @@ _SVC_TMP_DIR=""
 _SVC_PG_ROOT=""
 _SVC_PG_STARTED=0
 _SVC_REDIS_PID=""
+_SVC_CLUSTER_PIDS=()
 _SVC_STARTED=0
 
 # PostgreSQL refuses to run as root: run its tools as the postgres OS user then.
@@ -112,10 +118,81 @@ _svc_cleanup() {
     kill -KILL "$_SVC_REDIS_PID" 2>/dev/null
     wait "$_SVC_REDIS_PID" 2>/dev/null
   fi
+  local _pid
+  for _pid in "${_SVC_CLUSTER_PIDS[@]}"; do kill -KILL "$_pid" 2>/dev/null; done
+  for _pid in "${_SVC_CLUSTER_PIDS[@]}"; do wait "$_pid" 2>/dev/null; done
   if [[ -n "$_SVC_TMP_DIR" && -d "$_SVC_TMP_DIR" ]]; then
     rm -rf "$_SVC_TMP_DIR"
   fi
   exit "$rc"
+}
+
+# n distinct free loopback ports on one line (all sockets held while picking).
+_svc_free_ports() {
+  python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+for s in socks:
+    s.close()
+PY
+}
+
+# A throwaway Redis Cluster: 3 primaries, 3 replicas, on free loopback ports.
+# Exports BOXOFFICE_TEST_REDIS_CLUSTER_NODES. A cluster bus port is the node's
+# port + 10000, so node ports are picked below 55536 and retried if taken.
+_svc_start_cluster() {
+  local ports=() port _i _try node_dir urls=() hosts=()
+  for _try in $(seq 1 20); do
+    read -r -a ports < <(_svc_free_ports 6) || true
+    local ok=1
+    for port in "${ports[@]}"; do
+      if (( port >= 55536 )) || ! python3 -c "import socket,sys; s=socket.socket(); s.bind(('127.0.0.1', int(sys.argv[1])))" "$((port + 10000))" 2>/dev/null; then
+        ok=0
+      fi
+    done
+    [[ $ok -eq 1 && ${#ports[@]} -eq 6 ]] && break
+    ports=()
+  done
+  [[ ${#ports[@]} -eq 6 ]] || _svc_die "could not pick ports for the Redis Cluster"
+  for port in "${ports[@]}"; do
+    node_dir="$_SVC_TMP_DIR/cluster/$port"
+    mkdir -p "$node_dir"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+      --dir "$node_dir" --daemonize no >"$node_dir/redis.log" 2>&1 &
+    _SVC_CLUSTER_PIDS+=($!)
+    hosts+=("127.0.0.1:$port")
+    urls+=("redis://127.0.0.1:$port/")
+  done
+  for port in "${ports[@]}"; do
+    for _i in $(seq 1 100); do
+      [[ "$(redis-cli -p "$port" ping 2>/dev/null || true)" == "PONG" ]] && break
+      sleep 0.1
+    done
+  done
+  if ! redis-cli --cluster create "${hosts[@]}" --cluster-replicas 1 --cluster-yes \
+      >"$_SVC_TMP_DIR/cluster/create.log" 2>&1; then
+    cat "$_SVC_TMP_DIR/cluster/create.log" >&2
+    _svc_die "redis-cli --cluster create failed"
+  fi
+  local ready=0
+  for _i in $(seq 1 300); do
+    ready=1
+    for port in "${ports[@]}"; do
+      redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ready=0
+    done
+    [[ $ready -eq 1 ]] && break
+    sleep 0.1
+  done
+  [[ $ready -eq 1 ]] || _svc_die "the Redis Cluster did not reach cluster_state:ok"
+  _svc_log "redis cluster: ${hosts[*]} (3 primaries, 3 replicas)"
+  BOXOFFICE_TEST_REDIS_CLUSTER_NODES="$(IFS=,; printf '%s' "${urls[*]}")"
+  export BOXOFFICE_TEST_REDIS_CLUSTER_NODES
 }
 
 # Make $1 (a fresh temp dir) usable by the postgres OS user; sets _SVC_PG_ROOT.
@@ -186,18 +263,7 @@ start_services() {
 
   # Two distinct free loopback ports (both sockets held open while picking).
   local pg_port="" redis_port=""
-  read -r pg_port redis_port < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(2):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-for s in socks:
-    s.close()
-PY
-  ) || true
+  read -r pg_port redis_port < <(_svc_free_ports 2) || true
   [[ -n "$pg_port" && -n "$redis_port" ]] || _svc_die "could not pick free ports"
 
   # --- PostgreSQL ------------------------------------------------------------
@@ -255,6 +321,8 @@ PY
     cat "$redis_log" >&2 || true
     _svc_die "Redis did not answer PING on 127.0.0.1:$redis_port"
   fi
+
+  _svc_start_cluster
 
   _svc_log "services up in $((SECONDS - start_ts))s"
 

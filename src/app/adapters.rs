@@ -2,10 +2,8 @@
 //! Redis or in-process for the waiting room, the coupon ledger and the
 //! event bus. Nothing else in the crate picks one.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use anyhow::Context;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 
@@ -14,6 +12,7 @@ use crate::{
     config::Settings,
     coupon::infra::{AnyCouponLedger, memory::MemoryCouponLedger, redis::RedisCouponLedger},
     db::{self, DbUnitOfWork},
+    kv::{Conn, RedisTarget},
     outbox::infra::{AnyBus, memory::MemoryBus, redis::RedisBus, relay::RelayWaker},
     queue::infra::{AnyQueueStore, memory::MemoryQueueStore, redis::RedisQueueStore},
 };
@@ -21,7 +20,7 @@ use crate::{
 pub struct Adapters {
     pub db: DatabaseConnection,
     pub uow: DbUnitOfWork,
-    pub redis: Option<ConnectionManager>,
+    pub redis: Option<Conn>,
     pub bus: AnyBus,
     /// The in-process bus reports outbox rows every consumer finished.
     pub finished: Option<mpsc::UnboundedReceiver<i64>>,
@@ -36,14 +35,17 @@ impl Adapters {
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let db = db::connect(&settings.database_url).await?;
         db::migrate(&db).await?;
-        let redis = match &settings.redis_url {
-            Some(url) => Some(connect_redis(url).await?),
+        let redis = match redis_target(settings)? {
+            Some(target) => {
+                let conn = target.connect().await?;
+                Some((target, conn))
+            }
             None => None,
         };
         let (bus, finished, queue_store, coupon_ledger) = match &redis {
-            Some((client, conn)) => (
+            Some((target, conn)) => (
                 AnyBus::Redis(RedisBus::new(
-                    client.clone(),
+                    target.clone(),
                     conn.clone(),
                     &settings.event_stream,
                     settings.stream_max_len,
@@ -102,19 +104,37 @@ impl Adapters {
     }
 }
 
-async fn connect_redis(url: &str) -> anyhow::Result<(redis::Client, ConnectionManager)> {
-    let client = redis::Client::open(url).with_context(|| format!("parsing Redis URL {url}"))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(2)));
-    let conn = client
-        .get_connection_manager_with_config(config)
-        .await
-        .context("connecting to Redis")?;
-    Ok((client, conn))
+/// The Redis the settings name: one URL, a cluster's nodes, or none (the
+/// embedded shape).
+fn redis_target(settings: &Settings) -> anyhow::Result<Option<RedisTarget>> {
+    match (&settings.redis_url, settings.redis_cluster_nodes.as_slice()) {
+        (Some(_), [_, ..]) => {
+            anyhow::bail!("give either --redis-url or --redis-cluster-nodes, not both")
+        }
+        (Some(url), []) => RedisTarget::single(url).map(Some),
+        (None, []) => Ok(None),
+        (None, nodes) => RedisTarget::cluster(nodes).map(Some),
+    }
 }
 
 /// How long an empty waiting room stays listed.
 fn idle_rooms(settings: &Settings) -> chrono::TimeDelta {
     chrono::TimeDelta::seconds(i64::try_from(settings.queue_idle_room_seconds).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_redis_or_a_cluster_or_none_never_both() {
+        let mut settings = Settings::defaults();
+        assert!(redis_target(&settings).unwrap().is_none(), "embedded shape");
+        settings.redis_url = Some("redis://127.0.0.1:6379/".into());
+        assert!(!redis_target(&settings).unwrap().unwrap().is_cluster());
+        settings.redis_cluster_nodes = vec!["redis://127.0.0.1:7000".into()];
+        assert!(redis_target(&settings).is_err(), "both given");
+        settings.redis_url = None;
+        assert!(redis_target(&settings).unwrap().unwrap().is_cluster());
+    }
 }

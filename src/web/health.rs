@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
-use redis::aio::ConnectionManager;
 use sea_orm::DatabaseConnection;
 
 use super::{ApiTags, problem::Problem};
+use crate::kv::Conn;
 
 /// How long a readiness check waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -29,11 +29,11 @@ enum HealthResponse {
 
 pub struct HealthApi {
     db: DatabaseConnection,
-    redis: Option<ConnectionManager>,
+    redis: Option<Conn>,
 }
 
 impl HealthApi {
-    pub fn new(db: DatabaseConnection, redis: Option<ConnectionManager>) -> Self {
+    pub fn new(db: DatabaseConnection, redis: Option<Conn>) -> Self {
         Self { db, redis }
     }
 

@@ -13,7 +13,7 @@ use boxoffice::{
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::helpers::redis_url;
+use crate::helpers::{redis_cluster, redis_url};
 
 fn message(n: i64) -> BusMessage {
     BusMessage {
@@ -54,6 +54,13 @@ async fn redis_bus() -> AnyBus {
         .expect("Redis is reachable");
     let stream = format!("bo:test:{}:contract", Uuid::new_v4().simple());
     AnyBus::Redis(RedisBus::new(client, conn, &stream, 100_000))
+}
+
+/// The bus on a Redis Cluster: the stream is one key, so one slot.
+async fn cluster_bus() -> AnyBus {
+    let (target, conn) = redis_cluster().await;
+    let stream = format!("bo:test:{}:contract", Uuid::new_v4().simple());
+    AnyBus::Redis(RedisBus::new(target, conn, &stream, 100_000))
 }
 
 const NO_WAIT: Duration = Duration::from_millis(1);
@@ -246,3 +253,4 @@ macro_rules! contract {
 
 contract!(memory_bus);
 contract!(redis_bus);
+contract!(cluster_bus);

@@ -13,7 +13,7 @@ use boxoffice::{
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::helpers::redis_url;
+use crate::helpers::{redis_cluster, redis_url};
 
 const COUPON: CouponId = CouponId(42);
 
@@ -22,6 +22,8 @@ const COUPON: CouponId = CouponId(42);
 struct Subject {
     ledger: AnyCouponLedger,
     prefix: String,
+    /// The Redis the ledger lives in (standalone or cluster).
+    redis: Option<boxoffice::kv::Conn>,
 }
 
 impl Subject {
@@ -31,11 +33,7 @@ impl Subject {
                 self.ledger = AnyCouponLedger::Memory(MemoryCouponLedger::default());
             }
             AnyCouponLedger::Redis(ledger) => {
-                let mut conn = redis::Client::open(redis_url())
-                    .unwrap()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .unwrap();
+                let mut conn = self.redis.clone().expect("a Redis ledger has its Redis");
                 let keys: Vec<String> = ledger.keys(COUPON).to_vec();
                 let _: () = redis::cmd("DEL")
                     .arg(&keys)
@@ -52,18 +50,29 @@ async fn memory_ledger() -> Subject {
     Subject {
         ledger: AnyCouponLedger::Memory(MemoryCouponLedger::default()),
         prefix: String::new(),
+        redis: None,
     }
 }
 
 async fn redis_ledger() -> Subject {
     let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
     let client = redis::Client::open(redis_url()).unwrap();
+    let conn = boxoffice::kv::Conn::from(client.get_connection_manager().await.unwrap());
     Subject {
-        ledger: AnyCouponLedger::Redis(RedisCouponLedger::new(
-            client.get_connection_manager().await.unwrap(),
-            &prefix,
-        )),
+        ledger: AnyCouponLedger::Redis(RedisCouponLedger::new(conn.clone(), &prefix)),
         prefix,
+        redis: Some(conn),
+    }
+}
+
+/// The same ledger on a Redis Cluster: a campaign's keys share one slot.
+async fn cluster_ledger() -> Subject {
+    let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
+    let (_, conn) = redis_cluster().await;
+    Subject {
+        ledger: AnyCouponLedger::Redis(RedisCouponLedger::new(conn.clone(), &prefix)),
+        prefix,
+        redis: Some(conn),
     }
 }
 
@@ -309,3 +318,4 @@ macro_rules! contract {
 
 contract!(memory_ledger);
 contract!(redis_ledger);
+contract!(cluster_ledger);

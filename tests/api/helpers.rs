@@ -46,6 +46,26 @@ pub fn redis_url() -> String {
         .expect("BOXOFFICE_TEST_REDIS_URL is not set: run the suite with scripts/test")
 }
 
+/// The throwaway Redis Cluster `scripts/test` starts (3 primaries, 3
+/// replicas); missing means the suite was not started by `scripts/test`.
+pub fn redis_cluster_nodes() -> Vec<String> {
+    std::env::var("BOXOFFICE_TEST_REDIS_CLUSTER_NODES")
+        .expect("BOXOFFICE_TEST_REDIS_CLUSTER_NODES is not set: run the suite with scripts/test")
+        .split(',')
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A connection to the test Redis Cluster, and where more come from.
+pub async fn redis_cluster() -> (boxoffice::kv::RedisTarget, boxoffice::kv::Conn) {
+    let target = boxoffice::kv::RedisTarget::cluster(&redis_cluster_nodes()).unwrap();
+    let conn = target
+        .connect()
+        .await
+        .expect("the Redis Cluster is reachable");
+    (target, conn)
+}
+
 pub struct TestApp {
     pub base: String,
     pub client: Client,

@@ -6,6 +6,7 @@ mod auth;
 mod bus_contract;
 mod catalog;
 mod cli;
+mod cluster;
 mod coupon_ledger_contract;
 mod coupons;
 mod crash;

@@ -14,7 +14,7 @@ use boxoffice::{
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
-use crate::helpers::redis_url;
+use crate::helpers::{redis_cluster, redis_url};
 
 const CONCERT: ConcertId = ConcertId(7);
 
@@ -36,6 +36,14 @@ async fn redis_store() -> (AnyQueueStore, AnyQueueStore) {
             &prefix,
         ))
     };
+    (connect().await, connect().await)
+}
+
+/// Two stores over one Redis Cluster: every room's keys share a slot.
+async fn cluster_store() -> (AnyQueueStore, AnyQueueStore) {
+    let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
+    let connect =
+        || async { AnyQueueStore::Redis(RedisQueueStore::new(redis_cluster().await.1, &prefix)) };
     (connect().await, connect().await)
 }
 
@@ -462,3 +470,4 @@ macro_rules! contract {
 
 contract!(memory_store);
 contract!(redis_store);
+contract!(cluster_store);

@@ -5,8 +5,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use redis::{
-    AsyncCommands, AsyncConnectionConfig, Client,
-    aio::{ConnectionManager, MultiplexedConnection},
+    AsyncCommands,
+    aio::ConnectionLike,
     streams::{
         StreamClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
         StreamReadOptions, StreamReadReply,
@@ -16,6 +16,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     kernel::events::{BusMessage, EventEnvelope},
+    kv::{Conn, RedisTarget},
     outbox::{
         domain::{Delivery, GroupStatus, retry_after},
         ports::EventBus,
@@ -24,41 +25,39 @@ use crate::{
 
 #[derive(Clone)]
 pub struct RedisBus {
-    client: Client,
-    conn: ConnectionManager,
+    target: RedisTarget,
+    conn: Conn,
     stream: Arc<str>,
     max_len: usize,
     /// A blocking XREADGROUP holds its connection until it returns, so each
     /// reading consumer gets a connection of its own.
-    readers: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
+    readers: Arc<Mutex<HashMap<String, Conn>>>,
 }
 
 impl RedisBus {
-    pub fn new(client: Client, conn: ConnectionManager, stream: &str, max_len: usize) -> Self {
+    pub fn new(
+        target: impl Into<RedisTarget>,
+        conn: impl Into<Conn>,
+        stream: &str,
+        max_len: usize,
+    ) -> Self {
         Self {
-            client,
-            conn,
+            target: target.into(),
+            conn: conn.into(),
             stream: stream.into(),
             max_len,
             readers: Arc::default(),
         }
     }
 
-    async fn reader(
-        &self,
-        consumer: &str,
-        block: Duration,
-    ) -> anyhow::Result<MultiplexedConnection> {
+    async fn reader(&self, consumer: &str, block: Duration) -> anyhow::Result<Conn> {
         let mut readers = self.readers.lock().await;
         if let Some(conn) = readers.get(consumer) {
             return Ok(conn.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(block + Duration::from_secs(5)));
         let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
+            .target
+            .dedicated(block + Duration::from_secs(5))
             .await
             .context("opening a Redis connection for a consumer")?;
         readers.insert(consumer.to_owned(), conn.clone());
@@ -306,7 +305,7 @@ impl EventBus for RedisBus {
 /// a page at a time small enough to answer within the response timeout
 /// even on a loaded machine.
 pub async fn read_all(
-    conn: &mut ConnectionManager,
+    conn: &mut (impl ConnectionLike + Send + Sync),
     stream: &str,
 ) -> anyhow::Result<Vec<BusMessage>> {
     let mut out = Vec::new();

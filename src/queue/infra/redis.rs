@@ -7,11 +7,12 @@ use std::sync::LazyLock;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use redis::{AsyncCommands, Script, aio::ConnectionManager, streams::StreamRangeReply};
+use redis::{AsyncCommands, Script, streams::StreamRangeReply};
 use uuid::Uuid;
 
 use crate::{
     kernel::{ConcertId, UserId},
+    kv::Conn,
     queue::{
         domain::{
             DEFAULT_ROOM_IDLE, Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass,
@@ -29,7 +30,7 @@ const EVENTS_MAX_LEN: usize = 1_000_000;
 
 #[derive(Clone)]
 pub struct RedisQueueStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     /// An empty room left alone this long is retired.
     idle_after: TimeDelta,
@@ -37,9 +38,9 @@ pub struct RedisQueueStore {
 
 impl RedisQueueStore {
     /// `prefix` namespaces every key (`bo` in production; tests use their own).
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: impl Into<Conn>, prefix: &str) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: prefix.to_owned(),
             idle_after: DEFAULT_ROOM_IDLE,
         }
