@@ -66,8 +66,9 @@ pub trait CouponLedger: Clone + Send + Sync + 'static {
         coupon: CouponId,
     ) -> impl Future<Output = Result<Option<u64>, CouponError>> + Send;
 
-    /// [`CouponLedger::issued`] of several campaigns in one round trip, in
-    /// the order asked.
+    /// [`CouponLedger::issued`] of several campaigns, read together (one
+    /// small pipeline per campaign, each in its own cluster slot), in the
+    /// order asked.
     fn issued_many(
         &self,
         coupons: &[CouponId],
