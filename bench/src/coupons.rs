@@ -110,7 +110,7 @@ pub async fn run(
     };
     let requests = users * 2;
     let (database_url, db) = stores.fresh_database().await?;
-    let server = Server::start(&database_url, &stores.redis_url, &[])?;
+    let server = Server::start(&database_url, &stores.server_redis_args(), &[])?;
     let health_rps = match health_rps {
         Some(rps) => rps,
         None => http::health_baseline(&server, smoke, report).await,

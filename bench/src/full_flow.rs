@@ -416,7 +416,7 @@ impl SplitMix {
 pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
     let users: u64 = if smoke { 20 } else { 2_000 };
     let (database_url, db) = stores.fresh_database().await?;
-    let server = Server::start(&database_url, &stores.redis_url, &[])?;
+    let server = Server::start(&database_url, &stores.server_redis_args(), &[])?;
     let client = load::client(CONCURRENCY);
     let admin = server.token(1, Role::Admin);
 

@@ -26,7 +26,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
     let mut memory = Vec::new();
     for &users in sizes {
         let (database_url, _) = stores.fresh_database().await?;
-        let server = Server::start(&database_url, &stores.redis_url, &[])?;
+        let server = Server::start(&database_url, &stores.server_redis_args(), &[])?;
         let client = load::client(CONCURRENCY);
         let admin = server.token(1, Role::Admin);
         let concert = server

@@ -104,6 +104,8 @@ pub struct Report {
     pub generated_at: String,
     pub smoke: bool,
     pub machine: Machine,
+    /// Which Redis the servers ran on.
+    pub redis: String,
     pub scenarios: Vec<ScenarioResult>,
     pub ratios: BTreeMap<String, f64>,
 }
@@ -114,6 +116,7 @@ impl Report {
             generated_at: chrono::Utc::now().to_rfc3339(),
             smoke,
             machine: Machine::read(),
+            redis: String::new(),
             scenarios: Vec::new(),
             ratios: BTreeMap::new(),
         }
@@ -131,12 +134,13 @@ impl Report {
         let _ = writeln!(md, "# boxoffice benchmark report\n");
         let _ = writeln!(
             md,
-            "Generated {} on {} ({} cores, {} GiB, {}){}.\n",
+            "Generated {} on {} ({} cores, {} GiB, {}); {}{}.\n",
             self.generated_at,
             m.cpu,
             m.cores,
             m.memory_gib,
             m.os,
+            self.redis,
             if self.smoke {
                 " — SMOKE RUN, numbers are meaningless"
             } else {

@@ -62,7 +62,8 @@ pub fn ensure_server_binary() -> anyhow::Result<()> {
 }
 
 impl Server {
-    pub fn start(database_url: &str, redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
+    /// `redis` is the server's Redis flags (`Stores::server_redis_args`).
+    pub fn start(database_url: &str, redis: &[String], extra: &[&str]) -> anyhow::Result<Self> {
         let tag = uuid::Uuid::new_v4().simple().to_string();
         let data_platform_dir = std::env::temp_dir().join(format!("bo-bench-{tag}"));
         let mut child = Command::new(server_binary()?)
@@ -72,9 +73,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--database-url",
                 database_url,
-                "--redis-url",
-                redis_url,
             ])
+            .args(redis)
             .args([
                 "--jwt-secret",
                 JWT_SECRET,

@@ -162,7 +162,7 @@ pub async fn run(
     let (database_url, db) = stores.fresh_database().await?;
     let server = Arc::new(Server::start(
         &database_url,
-        &stores.redis_url,
+        &stores.server_redis_args(),
         &[
             "--inbox-retention-seconds",
             RETENTION_SECONDS,

@@ -6,7 +6,10 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 
 pub struct Stores {
     pub postgres_server: String,
+    /// The standalone Redis (scenarios that drive the stores directly).
     pub redis_url: String,
+    /// A Redis Cluster the servers use instead, when given.
+    pub redis_cluster_nodes: Option<String>,
 }
 
 impl Stores {
@@ -30,7 +33,17 @@ impl Stores {
         Ok(Self {
             postgres_server,
             redis_url,
+            redis_cluster_nodes: None,
         })
+    }
+
+    /// The servers' Redis flags: the cluster when one is given, else the
+    /// standalone Redis.
+    pub fn server_redis_args(&self) -> Vec<String> {
+        match &self.redis_cluster_nodes {
+            Some(nodes) => vec!["--redis-cluster-nodes".into(), nodes.clone()],
+            None => vec!["--redis-url".into(), self.redis_url.clone()],
+        }
     }
 
     /// A new, migrated database on the PostgreSQL server.
