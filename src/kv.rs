@@ -156,7 +156,7 @@ impl RedisTarget {
                     .context("connecting to Redis")?;
                 Ok(Conn::Single(conn))
             }
-            Self::Cluster(_) => self.cluster_conn(RESPONSE_TIMEOUT).await,
+            Self::Cluster(nodes) => cluster_conn(nodes, RESPONSE_TIMEOUT).await,
         }
     }
 
@@ -174,30 +174,28 @@ impl RedisTarget {
                     .context("opening a Redis connection")?;
                 Ok(Conn::Dedicated(conn))
             }
-            Self::Cluster(_) => self.cluster_conn(response_timeout).await,
+            Self::Cluster(nodes) => cluster_conn(nodes, response_timeout).await,
         }
     }
+}
 
-    async fn cluster_conn(&self, response_timeout: Duration) -> anyhow::Result<Conn> {
-        let Self::Cluster(nodes) = self else {
-            anyhow::bail!("not a Redis Cluster");
-        };
-        let client = ClusterClient::builder(nodes.clone())
-            .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(response_timeout)
-            // A failover takes a few seconds: keep following the slot map
-            // for a while before answering 503.
-            .retries(6)
-            .min_retry_wait(50)
-            .max_retry_wait(1_000)
-            .build()
-            .context("configuring the Redis Cluster client")?;
-        let conn = client
-            .get_async_connection()
-            .await
-            .context("connecting to the Redis Cluster")?;
-        Ok(Conn::Cluster(conn))
-    }
+/// A cluster connection whose answers may take `response_timeout`.
+async fn cluster_conn(nodes: &[String], response_timeout: Duration) -> anyhow::Result<Conn> {
+    let client = ClusterClient::builder(nodes.to_vec())
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(response_timeout)
+        // A failover takes a few seconds: keep following the slot map
+        // for a while before answering 503.
+        .retries(6)
+        .min_retry_wait(50)
+        .max_retry_wait(1_000)
+        .build()
+        .context("configuring the Redis Cluster client")?;
+    let conn = client
+        .get_async_connection()
+        .await
+        .context("connecting to the Redis Cluster")?;
+    Ok(Conn::Cluster(conn))
 }
 
 #[cfg(test)]

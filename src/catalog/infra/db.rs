@@ -246,26 +246,33 @@ impl CatalogRepository for DbCatalog {
         page: PageRequest,
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<Seat>>, CatalogError> {
-        let exists = schedule::Entity::find_by_id(schedule_id.value())
-            .count(&self.db)
-            .await?
-            > 0;
-        if !exists {
-            return Ok(None);
-        }
+        // The schedule's existence is read only when the seats cannot tell
+        // (an empty page, or a cursor that is not one of its seats): the
+        // seat map is the hottest read, one query on the common path.
+        let exists = || async {
+            Ok::<_, CatalogError>(
+                schedule::Entity::find_by_id(schedule_id.value())
+                    .count(&self.db)
+                    .await?
+                    > 0,
+            )
+        };
         let mut query =
             seat::Entity::find().filter(seat::Column::ScheduleId.eq(schedule_id.value()));
         if let Some(after) = page.after {
             // Keyset on (schedule, number), the unique index the map is read by.
-            let cursor = seat::Entity::find_by_id(after)
+            let Some(cursor) = seat::Entity::find_by_id(after)
                 .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
                 .one(&self.db)
                 .await?
-                .ok_or_else(|| {
-                    CatalogError::Invalid(format!(
-                        "after: {after} is not a seat of schedule {schedule_id}"
-                    ))
-                })?;
+            else {
+                if !exists().await? {
+                    return Ok(None);
+                }
+                return Err(CatalogError::Invalid(format!(
+                    "after: {after} is not a seat of schedule {schedule_id}"
+                )));
+            };
             query = query.filter(seat::Column::Number.gt(cursor.number));
         }
         if let Some(status) = filter.status {
@@ -279,6 +286,10 @@ impl CatalogRepository for DbCatalog {
             .limit(page.fetch())
             .all(&self.db)
             .await?;
+        // A cursor that matched is one of the schedule's seats.
+        if rows.is_empty() && page.after.is_none() && !exists().await? {
+            return Ok(None);
+        }
         rows.into_iter()
             .map(seat_from_row)
             .collect::<Result<_, _>>()
