@@ -149,6 +149,19 @@ pub struct Settings {
     )]
     pub event_stream: String,
 
+    /// Streams the events are spread over, by aggregate (Redis only): 1
+    /// keeps the single `--event-stream`; N > 1 writes to N streams
+    /// hash-tagged to spread over a Redis Cluster's primaries, each read by
+    /// every consumer group.
+    #[arg(
+        long,
+        env = "BOXOFFICE_EVENT_STREAM_PARTITIONS",
+        default_value_t = 1,
+        value_parser = clap::value_parser!(u16).range(1..=256),
+        global = true
+    )]
+    pub event_stream_partitions: u16,
+
     /// Approximate length the event stream is trimmed to (XADD MAXLEN ~).
     #[arg(
         long,

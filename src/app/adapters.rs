@@ -44,12 +44,15 @@ impl Adapters {
         };
         let (bus, finished, queue_store, coupon_ledger) = match &redis {
             Some((target, conn)) => (
-                AnyBus::Redis(RedisBus::new(
-                    target.clone(),
-                    conn.clone(),
-                    &settings.event_stream,
-                    settings.stream_max_len,
-                )),
+                AnyBus::Redis(
+                    RedisBus::new(
+                        target.clone(),
+                        conn.clone(),
+                        &settings.event_stream,
+                        settings.stream_max_len,
+                    )
+                    .partitioned(settings.event_stream_partitions),
+                ),
                 None,
                 AnyQueueStore::Redis(
                     RedisQueueStore::new(conn.clone(), &settings.redis_prefix)

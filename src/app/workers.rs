@@ -147,15 +147,19 @@ pub fn workers(
             }));
             continue;
         }
-        let runner = ConsumerRunner::new(
-            a.db.clone(),
-            a.bus.clone(),
-            handler,
-            instance.clone(),
-            consumer_settings.clone(),
-            alert_sink.clone(),
-        );
-        workers.push(Box::pin(runner.run(cancel.clone())));
+        // One reader per partition; the instances sharing a group share
+        // out each partition's entries.
+        for partition in 0..a.bus.partitions() {
+            let runner = ConsumerRunner::new(
+                a.db.clone(),
+                a.bus.partition(partition),
+                handler.clone(),
+                instance.clone(),
+                consumer_settings.clone(),
+                alert_sink.clone(),
+            );
+            workers.push(Box::pin(runner.run(cancel.clone())));
+        }
     }
     Ok(workers)
 }

@@ -29,6 +29,19 @@ pub struct ConsumerLagBody {
     pub pending: u64,
     /// In the stream but not yet delivered to the group.
     pub lag: u64,
+    /// The same per partition of the event stream
+    /// (`--event-stream-partitions`), by partition number.
+    pub partitions: Vec<PartitionLagBody>,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "PartitionLag", rename_all = "camelCase")]
+pub struct PartitionLagBody {
+    pub partition: u16,
+    /// The partition's stream (Redis key).
+    pub stream: String,
+    pub pending: u64,
+    pub lag: u64,
 }
 
 #[derive(Debug, Object)]
@@ -99,7 +112,8 @@ impl<R, B, W, C> EventsApi<R, B, W, C> {
 
 #[OpenApi]
 impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W, C> {
-    /// Outbox backlog, consumer-group lag and the dead-letter count.
+    /// Outbox backlog, consumer-group lag (in all and per stream
+    /// partition) and the dead-letter count.
     #[oai(
         path = "/v1/admin/events",
         method = "get",
@@ -121,6 +135,16 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
                     name: g.name,
                     pending: g.pending,
                     lag: g.lag,
+                    partitions: g
+                        .partitions
+                        .into_iter()
+                        .map(|p| PartitionLagBody {
+                            partition: p.partition,
+                            stream: p.stream,
+                            pending: p.pending,
+                            lag: p.lag,
+                        })
+                        .collect(),
                 })
                 .collect(),
             dead_letters: status.dead_letters,

@@ -21,10 +21,28 @@ pub trait EventBus: Clone + Send + Sync + 'static {
     /// to the bus again after a restart.
     fn is_durable(&self) -> bool;
 
-    /// Appends the messages, in order.
+    /// How many partitions (streams) the bus spreads events over, by
+    /// aggregate ([`partition_of`]); 1 unless configured. A consumer group
+    /// runs one reader per partition.
+    ///
+    /// [`partition_of`]: super::domain::partition_of
+    fn partitions(&self) -> u16 {
+        1
+    }
+
+    /// The same bus reading partition `p`: `fetch`, `reclaim` and `ack`
+    /// work on that partition's stream; `publish`, `ensure_group` and
+    /// `groups` always span every partition.
+    fn partition(&self, p: u16) -> Self {
+        debug_assert!(p < self.partitions());
+        self.clone()
+    }
+
+    /// Appends the messages, each to its aggregate's partition, in order.
     fn publish(&self, messages: &[BusMessage]) -> impl Future<Output = anyhow::Result<()>> + Send;
 
-    /// Creates the group if it does not exist, reading from the start of the stream.
+    /// Creates the group on every partition where it does not exist,
+    /// reading from the start of the stream.
     fn ensure_group(&self, group: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
 
     /// Up to `count` entries never delivered to `group`, waiting up to `block` for one.
@@ -52,6 +70,7 @@ pub trait EventBus: Clone + Send + Sync + 'static {
 
     fn ack(&self, group: &str, ids: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
 
+    /// Every group on every partition.
     fn groups(&self) -> impl Future<Output = anyhow::Result<Vec<GroupStatus>>> + Send;
 }
 

@@ -1,5 +1,5 @@
 use super::{
-    domain::{DeadLetter, EventPipelineStatus, OutboxError},
+    domain::{DeadLetter, EventPipelineStatus, OutboxError, by_consumer},
     ports::{EventBus, OutboxRepository, RelayWake},
 };
 use crate::kernel::{Clock, Page, PageRequest, UserId};
@@ -30,7 +30,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
     pub async fn status(&self) -> Result<EventPipelineStatus, OutboxError> {
         let backlog = self.repo.backlog().await?;
         let dead_letters = self.repo.open_dead_letter_count().await?;
-        let groups = self.bus.groups().await.map_err(OutboxError::Unavailable)?;
+        let groups = by_consumer(self.bus.groups().await.map_err(OutboxError::Unavailable)?);
         Ok(EventPipelineStatus {
             backlog,
             groups,
@@ -81,7 +81,7 @@ mod tests {
             ManualClock,
             events::{BusMessage, NewEvent, types},
         },
-        outbox::domain::{Delivery, GroupStatus, OutboxBacklog},
+        outbox::domain::{ConsumerStatus, Delivery, GroupStatus, OutboxBacklog},
     };
 
     fn t0() -> DateTime<Utc> {
@@ -233,11 +233,14 @@ mod tests {
             if self.down {
                 anyhow::bail!("redis down");
             }
-            Ok(vec![GroupStatus {
+            let row = |partition: u16, pending: u64, lag: u64| GroupStatus {
                 name: "receipts".into(),
-                pending: 2,
-                lag: 7,
-            }])
+                partition,
+                stream: format!("bo:events:{{p{partition}}}"),
+                pending,
+                lag,
+            };
+            Ok(vec![row(1, 2, 0), row(0, 0, 7)])
         }
     }
 
@@ -290,10 +293,26 @@ mod tests {
                     pending: 3,
                     oldest_pending: Some(t0()),
                 },
-                groups: vec![GroupStatus {
+                groups: vec![ConsumerStatus {
                     name: "receipts".into(),
                     pending: 2,
                     lag: 7,
+                    partitions: vec![
+                        GroupStatus {
+                            name: "receipts".into(),
+                            partition: 0,
+                            stream: "bo:events:{p0}".into(),
+                            pending: 0,
+                            lag: 7,
+                        },
+                        GroupStatus {
+                            name: "receipts".into(),
+                            partition: 1,
+                            stream: "bo:events:{p1}".into(),
+                            pending: 2,
+                            lag: 0,
+                        },
+                    ],
                 }],
                 dead_letters: 2,
             }

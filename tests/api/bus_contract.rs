@@ -6,6 +6,7 @@ use std::time::Duration;
 use boxoffice::{
     kernel::events::{BusMessage, EventEnvelope},
     outbox::{
+        domain::partition_of,
         infra::{AnyBus, memory::MemoryBus, redis::RedisBus},
         ports::EventBus,
     },
@@ -46,14 +47,18 @@ async fn memory_bus() -> AnyBus {
     AnyBus::Memory(MemoryBus::new().0)
 }
 
-async fn redis_bus() -> AnyBus {
+async fn standalone_bus(partitions: u16) -> AnyBus {
     let client = redis::Client::open(redis_url()).unwrap();
     let conn = client
         .get_connection_manager()
         .await
         .expect("Redis is reachable");
     let stream = format!("bo:test:{}:contract", Uuid::new_v4().simple());
-    AnyBus::Redis(RedisBus::new(client, conn, &stream, 100_000))
+    AnyBus::Redis(RedisBus::new(client, conn, &stream, 100_000).partitioned(partitions))
+}
+
+async fn redis_bus() -> AnyBus {
+    standalone_bus(1).await
 }
 
 /// The bus on a Redis Cluster: the stream is one key, so one slot.
@@ -61,6 +66,26 @@ async fn cluster_bus() -> AnyBus {
     let (target, conn) = redis_cluster().await;
     let stream = format!("bo:test:{}:contract", Uuid::new_v4().simple());
     AnyBus::Redis(RedisBus::new(target, conn, &stream, 100_000))
+}
+
+/// The bus over 4 partition streams, seen from the partition the
+/// contract's aggregate ("test" "a") goes to: every contract holds there.
+fn partition_of_a(bus: AnyBus) -> AnyBus {
+    let p = partition_of("test", "a", bus.partitions());
+    bus.partition(p)
+}
+
+async fn partitioned_redis_bus() -> AnyBus {
+    partition_of_a(standalone_bus(4).await)
+}
+
+/// Four partitions on a Redis Cluster: four slots, spread over the primaries.
+async fn partitioned_cluster_bus() -> AnyBus {
+    let (target, conn) = redis_cluster().await;
+    let stream = format!("bo:test:{}:contract", Uuid::new_v4().simple());
+    partition_of_a(AnyBus::Redis(
+        RedisBus::new(target, conn, &stream, 100_000).partitioned(4),
+    ))
 }
 
 const NO_WAIT: Duration = Duration::from_millis(1);
@@ -102,12 +127,18 @@ async fn acknowledged_entries_leave_pending_and_lag_is_counted(bus: AnyBus) {
         .await
         .unwrap();
     let got = bus.fetch("g", "c1", 3, NO_WAIT).await.unwrap();
+    // Summed over the partitions: the other partitions have nothing.
     let status = |groups: Vec<boxoffice::outbox::domain::GroupStatus>| {
-        let g = groups
-            .into_iter()
-            .find(|g| g.name == "g")
-            .expect("group listed");
-        (g.pending, g.lag)
+        let g: Vec<_> = groups.into_iter().filter(|g| g.name == "g").collect();
+        assert_eq!(
+            g.len(),
+            usize::from(bus.partitions()),
+            "one row per partition"
+        );
+        (
+            g.iter().map(|g| g.pending).sum::<u64>(),
+            g.iter().map(|g| g.lag).sum::<u64>(),
+        )
     };
     assert_eq!(status(bus.groups().await.unwrap()), (3, 2));
     bus.ack("g", &[got[0].id.clone(), got[2].id.clone()])
@@ -210,6 +241,85 @@ async fn fetch_waits_for_a_publish(bus: AnyBus) {
     );
 }
 
+/// Events of many aggregates: each lands in its aggregate's partition,
+/// once, and one aggregate's events come out in the order they went in.
+async fn each_aggregate_keeps_its_partition_and_its_order(bus: AnyBus) {
+    let partitions = bus.partitions();
+    bus.ensure_group("g").await.unwrap();
+    let events: Vec<BusMessage> = (0..200i64)
+        .map(|n| {
+            let mut m = message(n % 10 + 5);
+            m.outbox_id = Some(n);
+            m.target = None;
+            m.event.aggregate_id = format!("agg-{}", n % 20);
+            m.event.payload = serde_json::json!({ "n": n });
+            m
+        })
+        .collect();
+    for chunk in events.chunks(50) {
+        bus.publish(chunk).await.unwrap();
+    }
+    let mut seen: Vec<i64> = Vec::new();
+    let mut used = 0;
+    for p in 0..partitions {
+        let reader = bus.partition(p);
+        let mut got = Vec::new();
+        loop {
+            let batch = reader.fetch("g", "c1", 64, NO_WAIT).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            got.extend(batch);
+        }
+        used += usize::from(!got.is_empty());
+        let mut last: std::collections::HashMap<String, i64> = Default::default();
+        for d in &got {
+            let event = &d.message.as_ref().expect("decodable").event;
+            assert_eq!(
+                partition_of("test", &event.aggregate_id, partitions),
+                p,
+                "{} is in its own partition",
+                event.aggregate_id
+            );
+            let n = event.payload["n"].as_i64().unwrap();
+            if let Some(before) = last.insert(event.aggregate_id.clone(), n) {
+                assert!(
+                    before < n,
+                    "{}: {before} came before {n}",
+                    event.aggregate_id
+                );
+            }
+            seen.push(n);
+        }
+        let ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+        reader.ack("g", &ids).await.unwrap();
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..200).collect::<Vec<_>>(), "every event once");
+    if partitions > 1 {
+        assert_eq!(
+            used,
+            usize::from(partitions),
+            "20 aggregates reach every partition"
+        );
+    }
+    let rows: Vec<_> = bus
+        .groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|g| g.name == "g")
+        .collect();
+    assert_eq!(rows.len(), usize::from(partitions));
+    assert!(
+        rows.iter().all(|g| g.pending == 0 && g.lag == 0),
+        "{rows:?}"
+    );
+    let mut numbers: Vec<u16> = rows.iter().map(|g| g.partition).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..partitions).collect::<Vec<_>>());
+}
+
 macro_rules! contract {
     ($adapter:ident) => {
         mod $adapter {
@@ -244,6 +354,11 @@ macro_rules! contract {
             }
 
             #[tokio::test]
+            async fn each_aggregate_keeps_its_partition_and_its_order() {
+                super::each_aggregate_keeps_its_partition_and_its_order($adapter().await).await;
+            }
+
+            #[tokio::test]
             async fn fetch_waits_for_a_publish() {
                 super::fetch_waits_for_a_publish($adapter().await).await;
             }
@@ -254,3 +369,5 @@ macro_rules! contract {
 contract!(memory_bus);
 contract!(redis_bus);
 contract!(cluster_bus);
+contract!(partitioned_redis_bus);
+contract!(partitioned_cluster_bus);

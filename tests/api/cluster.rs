@@ -1,7 +1,8 @@
 //! The production shape on a Redis Cluster (3 primaries, 3 replicas): the
 //! waiting room, the coupon ledger and the event bus each keep their keys
 //! in hash-tagged slots spread over the nodes, and the server follows the
-//! cluster's slot map.
+//! cluster's slot map. The event stream is split in 3 partitions, one per
+//! primary.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -18,6 +19,7 @@ async fn spawn_on_cluster() -> TestApp {
     spawn_app_with(|s| {
         s.redis_url = None;
         s.redis_cluster_nodes = redis_cluster_nodes();
+        s.event_stream_partitions = 3;
     })
     .await
 }
@@ -51,6 +53,35 @@ async fn a_sale_runs_end_to_end_on_a_redis_cluster() {
     })
     .await;
     assert_invariants(&app).await;
+
+    // Every consumer group reads all 3 partitions, and drains them all.
+    let status = eventually("every partition to drain", WAIT, || async {
+        let status = app.get_json("/v1/admin/events").await;
+        let consumers = status["consumers"].as_array()?.clone();
+        let drained =
+            !consumers.is_empty() && consumers.iter().all(|c| c["pending"] == 0 && c["lag"] == 0);
+        drained.then_some(status)
+    })
+    .await;
+    let mut streams = std::collections::HashSet::new();
+    for consumer in status["consumers"].as_array().unwrap() {
+        let partitions = consumer["partitions"].as_array().unwrap();
+        let numbers: Vec<u64> = partitions
+            .iter()
+            .map(|p| p["partition"].as_u64().unwrap())
+            .collect();
+        assert_eq!(numbers, vec![0, 1, 2], "{consumer}");
+        streams.extend(partitions.iter().map(|p| p["stream"].to_string()));
+    }
+    assert_eq!(streams.len(), 3, "three streams in all: {status}");
+    eventually("consumer gauges per partition", WAIT, || async {
+        let metrics = app.get("/metrics").send().await.ok()?.text().await.ok()?;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("consumer_lag{") && l.contains(r#"partition="2""#))
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

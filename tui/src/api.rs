@@ -57,6 +57,18 @@ pub struct ConsumerLag {
     pub name: String,
     pub pending: u64,
     pub lag: u64,
+    /// Per partition of the event stream (one entry unless partitioned).
+    #[serde(default)]
+    pub partitions: Vec<PartitionLag>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionLag {
+    pub partition: u16,
+    pub stream: String,
+    pub pending: u64,
+    pub lag: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 
 use crate::api::{
-    Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, QueueRoom,
-    QueueSettings, Snapshot,
+    Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, PartitionLag,
+    QueueRoom, QueueSettings, Snapshot,
 };
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -80,11 +80,39 @@ pub fn snapshot(total: u64) -> Snapshot {
                     name: "data-platform".into(),
                     pending: 3,
                     lag: 40,
+                    partitions: vec![
+                        PartitionLag {
+                            partition: 0,
+                            stream: "bo:events:{p0}".into(),
+                            pending: 1,
+                            lag: 40,
+                        },
+                        PartitionLag {
+                            partition: 1,
+                            stream: "bo:events:{p1.2}".into(),
+                            pending: 2,
+                            lag: 0,
+                        },
+                    ],
                 },
                 ConsumerLag {
                     name: "receipts".into(),
                     pending: 0,
                     lag: 0,
+                    partitions: vec![
+                        PartitionLag {
+                            partition: 0,
+                            stream: "bo:events:{p0}".into(),
+                            pending: 0,
+                            lag: 0,
+                        },
+                        PartitionLag {
+                            partition: 1,
+                            stream: "bo:events:{p1.2}".into(),
+                            pending: 0,
+                            lag: 0,
+                        },
+                    ],
                 },
             ],
             dead_letters: 1,

@@ -102,7 +102,11 @@ impl<B: EventBus> ConsumerRunner<B> {
                 {
                     Ok(deliveries) => self.process(deliveries).await,
                     Err(err) => {
-                        tracing::warn!(group, error = %err, "consumer: reclaim failed");
+                        tracing::warn!(
+                            group,
+                            error = format!("{err:#}"),
+                            "consumer: reclaim failed"
+                        );
                     }
                 }
             }
@@ -114,7 +118,11 @@ impl<B: EventBus> ConsumerRunner<B> {
             match fetched {
                 Ok(deliveries) => self.process(deliveries).await,
                 Err(err) => {
-                    tracing::warn!(group, error = %err, "consumer: fetch failed; retrying");
+                    tracing::warn!(
+                        group,
+                        error = format!("{err:#}"),
+                        "consumer: fetch failed; retrying"
+                    );
                     if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
                         return;
                     }
@@ -168,7 +176,7 @@ impl<B: EventBus> ConsumerRunner<B> {
                     .await
             {
                 // Not acknowledged: it will be reclaimed and dropped by the inbox.
-                tracing::warn!(group, error = %err, "consumer: ack failed");
+                tracing::warn!(group, error = format!("{err:#}"), "consumer: ack failed");
             }
         }
     }

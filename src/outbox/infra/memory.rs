@@ -275,6 +275,8 @@ impl EventBus for MemoryBus {
             .iter()
             .map(|(name, g)| GroupStatus {
                 name: name.clone(),
+                partition: 0,
+                stream: "in-process".into(),
                 pending: g.pending.len() as u64,
                 lag: end.saturating_sub(g.next_seq.max(state.first_seq)),
             })

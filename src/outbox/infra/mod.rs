@@ -24,6 +24,17 @@ impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
         dispatch!(self, bus => bus.is_durable())
     }
 
+    fn partitions(&self) -> u16 {
+        dispatch!(self, bus => bus.partitions())
+    }
+
+    fn partition(&self, p: u16) -> Self {
+        match self {
+            Self::Redis(bus) => Self::Redis(bus.partition(p)),
+            Self::Memory(bus) => Self::Memory(bus.partition(p)),
+        }
+    }
+
     async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<()> {
         dispatch!(self, bus => bus.publish(messages).await)
     }

@@ -1,9 +1,12 @@
-//! The production event bus: one Redis stream (`bo:events`), one consumer
-//! group per listener.
+//! The production event bus: the event stream (`bo:events`), or N
+//! partition streams spread over a Redis Cluster
+//! (`--event-stream-partitions`), with one consumer group per listener on
+//! each.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use futures::future::try_join_all;
 use redis::{
     AsyncCommands,
     aio::ConnectionLike,
@@ -18,23 +21,73 @@ use crate::{
     kernel::events::{BusMessage, EventEnvelope},
     kv::{Conn, RedisTarget},
     outbox::{
-        domain::{Delivery, GroupStatus, retry_after},
+        domain::{Delivery, GroupStatus, partition_of, retry_after},
         ports::EventBus,
     },
 };
+
+/// A Redis Cluster has this many hash slots.
+const SLOTS: u32 = 16_384;
+
+/// The hash slot of a key, as Redis Cluster computes it (CRC16 of the
+/// hash tag, or of the whole key without one).
+pub fn key_slot(key: &str) -> u16 {
+    let tagged = key
+        .find('{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.find('}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    (u32::from(crc16::State::<crc16::XMODEM>::calculate(tagged.as_bytes())) % SLOTS) as u16
+}
+
+/// The stream keys of `partitions` partitions of `base`: `base` itself for
+/// one; otherwise `base:{p<k>}`, with a suffix in the hash tag where needed
+/// so that partition k's slot falls in the k-th of `partitions` equal slot
+/// ranges. A cluster made by `redis-cli --cluster create` splits the slots
+/// evenly over its primaries, so the partitions spread over every primary
+/// when there are at least as many partitions as primaries.
+pub fn stream_keys(base: &str, partitions: u16) -> Vec<String> {
+    if partitions <= 1 {
+        return vec![base.to_owned()];
+    }
+    let n = u32::from(partitions);
+    (0..n)
+        .map(|k| {
+            (0u32..)
+                .map(|salt| {
+                    if salt == 0 {
+                        format!("{base}:{{p{k}}}")
+                    } else {
+                        format!("{base}:{{p{k}.{salt}}}")
+                    }
+                })
+                .find(|key| u32::from(key_slot(key)) * n / SLOTS == k)
+                .expect("some salt lands in every slot range")
+        })
+        .collect()
+}
 
 #[derive(Clone)]
 pub struct RedisBus {
     target: RedisTarget,
     conn: Conn,
-    stream: Arc<str>,
+    /// One stream per partition.
+    streams: Arc<[String]>,
+    /// The partition this view reads, acknowledges and reclaims.
+    partition: u16,
     max_len: usize,
     /// A blocking XREADGROUP holds its connection until it returns, so each
-    /// reading consumer gets a connection of its own.
-    readers: Arc<Mutex<HashMap<String, Conn>>>,
+    /// reader (stream, group, consumer) gets a connection of its own: two
+    /// readers sharing one would wait for each other's block to run out.
+    readers: Arc<Mutex<HashMap<(u16, String), Conn>>>,
 }
 
 impl RedisBus {
+    /// One stream, `stream`; see [`RedisBus::partitioned`].
     pub fn new(
         target: impl Into<RedisTarget>,
         conn: impl Into<Conn>,
@@ -44,15 +97,35 @@ impl RedisBus {
         Self {
             target: target.into(),
             conn: conn.into(),
-            stream: stream.into(),
+            streams: stream_keys(stream, 1).into(),
+            partition: 0,
             max_len,
             readers: Arc::default(),
         }
     }
 
-    async fn reader(&self, consumer: &str, block: Duration) -> anyhow::Result<Conn> {
+    /// Spreads events over `partitions` streams named after the base stream
+    /// ([`stream_keys`]); 1 keeps the base stream itself.
+    pub fn partitioned(mut self, partitions: u16) -> Self {
+        let base = self.streams[0].clone();
+        self.streams = stream_keys(&base, partitions.max(1)).into();
+        self.partition = 0;
+        self
+    }
+
+    /// Every partition's stream key, by partition number.
+    pub fn streams(&self) -> &[String] {
+        &self.streams
+    }
+
+    fn stream(&self) -> &str {
+        &self.streams[usize::from(self.partition)]
+    }
+
+    async fn reader(&self, group: &str, consumer: &str, block: Duration) -> anyhow::Result<Conn> {
+        let key = (self.partition, format!("{group}\u{0}{consumer}"));
         let mut readers = self.readers.lock().await;
-        if let Some(conn) = readers.get(consumer) {
+        if let Some(conn) = readers.get(&key) {
             return Ok(conn.clone());
         }
         let conn = self
@@ -60,8 +133,50 @@ impl RedisBus {
             .dedicated(block + Duration::from_secs(5))
             .await
             .context("opening a Redis connection for a consumer")?;
-        readers.insert(consumer.to_owned(), conn.clone());
+        readers.insert(key, conn.clone());
         Ok(conn)
+    }
+
+    async fn forget_reader(&self, group: &str, consumer: &str) {
+        let key = (self.partition, format!("{group}\u{0}{consumer}"));
+        self.readers.lock().await.remove(&key);
+    }
+
+    async fn ensure_group_on(&self, stream: &str, group: &str) -> anyhow::Result<()> {
+        let created: redis::RedisResult<()> = self
+            .conn
+            .clone()
+            .xgroup_create_mkstream(stream, group, "0")
+            .await;
+        match created {
+            Ok(()) => Ok(()),
+            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
+            Err(err) => {
+                Err(err).with_context(|| format!("creating the consumer group on {stream}"))
+            }
+        }
+    }
+
+    async fn groups_on(&self, partition: u16, stream: &str) -> anyhow::Result<Vec<GroupStatus>> {
+        let reply: redis::RedisResult<StreamInfoGroupsReply> =
+            self.conn.clone().xinfo_groups(stream).await;
+        let reply = match reply {
+            Ok(reply) => reply,
+            // The stream does not exist until the first group or event.
+            Err(err) if err.to_string().contains("no such key") => return Ok(Vec::new()),
+            Err(err) => return Err(err).with_context(|| format!("XINFO GROUPS {stream}")),
+        };
+        Ok(reply
+            .groups
+            .into_iter()
+            .map(|g| GroupStatus {
+                name: g.name,
+                partition,
+                stream: stream.to_owned(),
+                pending: g.pending as u64,
+                lag: g.lag.unwrap_or(0) as u64,
+            })
+            .collect())
     }
 }
 
@@ -132,14 +247,36 @@ impl EventBus for RedisBus {
         true
     }
 
+    fn partitions(&self) -> u16 {
+        self.streams.len() as u16
+    }
+
+    fn partition(&self, p: u16) -> Self {
+        assert!(usize::from(p) < self.streams.len(), "no partition {p}");
+        Self {
+            partition: p,
+            ..self.clone()
+        }
+    }
+
     async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<()> {
         if messages.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
+        // One pipeline per partition (a cluster cannot take one pipeline
+        // over several slots), sent together; each keeps its order.
+        let partitions = self.partitions();
+        let mut pipes: Vec<Option<redis::Pipeline>> = vec![None; usize::from(partitions)];
         for message in messages {
-            pipe.cmd("XADD")
-                .arg(&*self.stream)
+            let p = partition_of(
+                &message.event.aggregate_type,
+                &message.event.aggregate_id,
+                partitions,
+            );
+            pipes[usize::from(p)]
+                .get_or_insert_with(redis::pipe)
+                .cmd("XADD")
+                .arg(&self.streams[usize::from(p)])
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.max_len)
@@ -147,22 +284,28 @@ impl EventBus for RedisBus {
                 .arg(encode(message))
                 .ignore();
         }
-        pipe.query_async::<()>(&mut self.conn.clone())
-            .await
-            .context("XADD to the event stream")
+        try_join_all(pipes.into_iter().enumerate().filter_map(|(p, pipe)| {
+            let pipe = pipe?;
+            let mut conn = self.conn.clone();
+            let stream = &self.streams[p];
+            Some(async move {
+                pipe.query_async::<()>(&mut conn)
+                    .await
+                    .with_context(|| format!("XADD to the event stream {stream}"))
+            })
+        }))
+        .await
+        .map(drop)
     }
 
     async fn ensure_group(&self, group: &str) -> anyhow::Result<()> {
-        let created: redis::RedisResult<()> = self
-            .conn
-            .clone()
-            .xgroup_create_mkstream(&*self.stream, group, "0")
-            .await;
-        match created {
-            Ok(()) => Ok(()),
-            Err(err) if err.code() == Some("BUSYGROUP") => Ok(()),
-            Err(err) => Err(err).context("creating the consumer group"),
-        }
+        try_join_all(
+            self.streams
+                .iter()
+                .map(|stream| self.ensure_group_on(stream, group)),
+        )
+        .await
+        .map(drop)
     }
 
     async fn fetch(
@@ -172,7 +315,7 @@ impl EventBus for RedisBus {
         count: usize,
         block: Duration,
     ) -> anyhow::Result<Vec<Delivery>> {
-        let mut conn = self.reader(consumer, block).await?;
+        let mut conn = self.reader(group, consumer, block).await?;
         let mut options = StreamReadOptions::default()
             .group(group, consumer)
             .count(count);
@@ -181,12 +324,12 @@ impl EventBus for RedisBus {
             options = options.block(block_ms);
         }
         let reply: redis::RedisResult<Option<StreamReadReply>> =
-            conn.xread_options(&[&*self.stream], &[">"], &options).await;
+            conn.xread_options(&[self.stream()], &[">"], &options).await;
         let reply = match reply {
             Ok(reply) => reply,
             Err(err) => {
                 // Drop the connection so the next call reconnects.
-                self.readers.lock().await.remove(consumer);
+                self.forget_reader(group, consumer).await;
                 // A Redis that came back empty lost the group with the
                 // stream: make it again, and the next call reads on.
                 if err.code() == Some("NOGROUP")
@@ -194,7 +337,7 @@ impl EventBus for RedisBus {
                 {
                     tracing::warn!(group, error = %again, "cannot re-create the consumer group");
                 }
-                return Err(err).context("XREADGROUP");
+                return Err(err).with_context(|| format!("XREADGROUP on {}", self.stream()));
             }
         };
         Ok(reply
@@ -220,7 +363,7 @@ impl EventBus for RedisBus {
         // Pending entries idle at least `min_idle`, with their delivery
         // counts; the ones whose backoff has run out are claimed.
         let pending: StreamPendingCountReply = redis::cmd("XPENDING")
-            .arg(&*self.stream)
+            .arg(self.stream())
             .arg(group)
             .arg("IDLE")
             .arg(min_idle.as_millis() as u64)
@@ -248,7 +391,7 @@ impl EventBus for RedisBus {
         // claimed meanwhile is left to it.
         let claimed: StreamClaimReply = conn
             .xclaim(
-                &*self.stream,
+                self.stream(),
                 group,
                 consumer,
                 min_idle.as_millis() as u64,
@@ -275,29 +418,20 @@ impl EventBus for RedisBus {
         }
         self.conn
             .clone()
-            .xack::<_, _, _, ()>(&*self.stream, group, ids)
+            .xack::<_, _, _, ()>(self.stream(), group, ids)
             .await
             .context("XACK")
     }
 
     async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
-        let reply: redis::RedisResult<StreamInfoGroupsReply> =
-            self.conn.clone().xinfo_groups(&*self.stream).await;
-        let reply = match reply {
-            Ok(reply) => reply,
-            // The stream does not exist until the first group or event.
-            Err(err) if err.to_string().contains("no such key") => return Ok(Vec::new()),
-            Err(err) => return Err(err).context("XINFO GROUPS"),
-        };
-        Ok(reply
-            .groups
-            .into_iter()
-            .map(|g| GroupStatus {
-                name: g.name,
-                pending: g.pending as u64,
-                lag: g.lag.unwrap_or(0) as u64,
-            })
-            .collect())
+        let per_partition = try_join_all(
+            self.streams
+                .iter()
+                .enumerate()
+                .map(|(p, stream)| self.groups_on(p as u16, stream)),
+        )
+        .await?;
+        Ok(per_partition.into_iter().flatten().collect())
     }
 }
 
@@ -322,4 +456,39 @@ pub async fn read_all(
         start = format!("({last}");
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis_cluster_keyslot() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("somekey"), 11058);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("foo{}{bar}"), key_slot("foo{}{bar}"));
+        assert_ne!(key_slot("foo{}{bar}"), key_slot("bar"));
+    }
+
+    #[test]
+    fn one_partition_is_the_base_stream_and_more_spread_over_the_slot_ranges() {
+        assert_eq!(stream_keys("bo:events", 1), vec!["bo:events".to_owned()]);
+        for n in [2u16, 3, 6, 16] {
+            let keys = stream_keys("bo:events", n);
+            assert_eq!(keys.len(), usize::from(n));
+            for (k, key) in keys.iter().enumerate() {
+                assert!(key.starts_with(&format!("bo:events:{{p{k}")), "{key}");
+                let slot = u32::from(key_slot(key));
+                assert_eq!(
+                    slot * u32::from(n) / SLOTS,
+                    k as u32,
+                    "{key} in slot {slot}"
+                );
+            }
+            // Every process computes the same names.
+            assert_eq!(keys, stream_keys("bo:events", n));
+        }
+    }
 }

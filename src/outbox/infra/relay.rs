@@ -218,9 +218,11 @@ impl<B: EventBus> Relay<B> {
         }
         if let Ok(groups) = self.bus.groups().await {
             for group in groups {
-                metrics::gauge!("consumer_pending", "consumer" => group.name.clone())
+                let partition = group.partition.to_string();
+                metrics::gauge!("consumer_pending", "consumer" => group.name.clone(), "partition" => partition.clone())
                     .set(group.pending as f64);
-                metrics::gauge!("consumer_lag", "consumer" => group.name).set(group.lag as f64);
+                metrics::gauge!("consumer_lag", "consumer" => group.name, "partition" => partition)
+                    .set(group.lag as f64);
             }
         }
     }

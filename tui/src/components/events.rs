@@ -7,7 +7,8 @@ use ratatui::{
 use super::{Component, ListView};
 use crate::app::{App, Tab};
 
-/// The outbox backlog, consumer-group lag, and dead letters (`r` replays).
+/// The outbox backlog, consumer-group lag (per stream partition when the
+/// stream is partitioned), and dead letters (`r` replays).
 pub struct EventsTab;
 
 impl Component for EventsTab {
@@ -35,20 +36,37 @@ impl Component for EventsTab {
             .consumers
             .iter()
             .map(|c| {
+                // pending/lag of each partition, when the stream is partitioned.
+                let by_partition = if c.partitions.len() > 1 {
+                    c.partitions
+                        .iter()
+                        .map(|p| format!("p{} {}/{}", p.partition, p.pending, p.lag))
+                        .collect::<Vec<_>>()
+                        .join("  ")
+                } else {
+                    String::new()
+                };
                 Row::new(vec![
                     c.name.clone(),
                     c.pending.to_string(),
                     c.lag.to_string(),
+                    by_partition,
                 ])
             })
             .collect();
         ListView {
             title: "Consumer groups",
-            header: Row::new(vec!["group", "pending", "lag"]),
+            header: Row::new(vec![
+                "group",
+                "pending",
+                "lag",
+                "per partition: pending/lag",
+            ]),
             widths: &[
                 Constraint::Length(22),
                 Constraint::Length(10),
                 Constraint::Length(10),
+                Constraint::Min(20),
             ],
             empty: "No consumer groups yet.",
         }
