@@ -30,27 +30,41 @@ use crate::{
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_boxoffice");
-const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
 const SEATS: i64 = 40;
 /// The user id that stands for "an admin" in `Shopper` calls.
-const ADMIN: i64 = 0;
+pub(crate) const ADMIN: i64 = 0;
 const COUPONS: i64 = 30;
 
 /// The server as an operator runs it, on a fixed port so clients find it
 /// again after the restart.
-struct Server {
+pub(crate) struct Server {
     args: Vec<String>,
     child: Option<Child>,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
+    /// The Redis of this run: the standalone one on PostgreSQL, none
+    /// (in-process adapters) on SQLite.
     fn new(dir: &Path, database_url: &str) -> Self {
+        let redis = if backend() == Backend::Postgres {
+            vec!["--redis-url".to_owned(), redis_url()]
+        } else {
+            Vec::new()
+        };
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        Self::with(&dir.join("data-platform"), database_url, &suffix, &redis)
+    }
+
+    /// A server writing its data-platform lines to `sink`, on the database
+    /// and Redis arguments given, its Redis keys and streams named after
+    /// `shared`: servers given the same `shared` are one deployment.
+    pub(crate) fn with(sink: &Path, database_url: &str, shared: &str, redis: &[String]) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
         let mut args: Vec<String> = [
             "serve",
             "--listen",
@@ -60,13 +74,13 @@ impl Server {
             "--jwt-secret",
             TEST_JWT_SECRET,
             "--data-platform-sink",
-            &format!("file:{}", dir.join("data-platform").display()),
+            &format!("file:{}", sink.display()),
             "--seed-demo",
             "false",
             "--event-stream",
-            &format!("bo:crash:{suffix}:events"),
+            &format!("bo:crash:{shared}:events"),
             "--redis-prefix",
-            &format!("bo:crash:{suffix}"),
+            &format!("bo:crash:{shared}"),
             "--relay-poll-ms",
             "50",
             "--consumer-claim-idle-ms",
@@ -89,9 +103,7 @@ impl Server {
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
-        if backend() == Backend::Postgres {
-            args.extend(["--redis-url".to_owned(), redis_url()]);
-        }
+        args.extend(redis.iter().cloned());
         Self {
             args,
             child: None,
@@ -99,22 +111,31 @@ impl Server {
         }
     }
 
-    async fn start(&mut self) {
+    pub(crate) async fn start(&mut self) {
         self.start_with_failpoints("").await;
     }
 
-    /// Starts the server with `FAILPOINTS` armed (`name=action;…`).
-    async fn start_with_failpoints(&mut self, failpoints: &str) {
+    /// Starts the server without waiting for it to be ready.
+    pub(crate) fn launch(&mut self) {
+        self.launch_with_failpoints("");
+    }
+
+    fn launch_with_failpoints(&mut self, failpoints: &str) {
         let child = Command::new(BIN)
             .args(&self.args)
             .env("FAILPOINTS", failpoints)
             .env_remove("BOXOFFICE_DATABASE_URL")
             .env_remove("BOXOFFICE_REDIS_URL")
+            .env_remove("BOXOFFICE_REDIS_CLUSTER_NODES")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("the server binary starts");
         self.child = Some(child);
+    }
+
+    /// Waits until the server answers ready.
+    pub(crate) async fn ready(&self) {
         let client = Client::new();
         let ready = format!("{}/health/ready", self.base);
         eventually("the server to be ready", WAIT, || async {
@@ -124,8 +145,14 @@ impl Server {
         .await;
     }
 
+    /// Starts the server with `FAILPOINTS` armed (`name=action;…`).
+    async fn start_with_failpoints(&mut self, failpoints: &str) {
+        self.launch_with_failpoints(failpoints);
+        self.ready().await;
+    }
+
     /// SIGKILL: no shutdown hook, no flush, as in a power cut.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("SIGKILL");
             child.wait().ok();
@@ -142,14 +169,14 @@ impl Drop for Server {
 /// A client of the running server: requests that die with the process
 /// count as failed, not as test failures.
 #[derive(Clone)]
-struct Shopper {
+pub(crate) struct Shopper {
     client: Client,
     base: String,
     codec: Arc<boxoffice::auth::infra::jwt::JwtCodec>,
 }
 
 impl Shopper {
-    fn token(&self, user: i64, role: Role) -> String {
+    pub(crate) fn token(&self, user: i64, role: Role) -> String {
         boxoffice::auth::usecase::mint_token(
             &*self.codec,
             &boxoffice::kernel::SystemClock,
@@ -160,7 +187,7 @@ impl Shopper {
         .unwrap()
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -205,7 +232,7 @@ impl Shopper {
         Some((status, body))
     }
 
-    async fn post(
+    pub(crate) async fn post(
         &self,
         path: &str,
         user: i64,
@@ -216,14 +243,19 @@ impl Shopper {
             .await
     }
 
-    async fn get(&self, path: &str, user: i64, queue: Option<&str>) -> Option<(u16, Value)> {
+    pub(crate) async fn get(
+        &self,
+        path: &str,
+        user: i64,
+        queue: Option<&str>,
+    ) -> Option<(u16, Value)> {
         self.send(reqwest::Method::GET, path, user, queue, None)
             .await
     }
 
     /// One user's whole visit; stops at the first request the crash took
     /// (`None`). Every answer it does get must be one the API promises.
-    async fn visit(
+    pub(crate) async fn visit(
         &self,
         user: i64,
         concert: &Value,
@@ -288,7 +320,12 @@ impl Shopper {
 }
 
 fn data_platform_event_ids(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir.join("data-platform")) else {
+    exported_event_ids(&dir.join("data-platform"))
+}
+
+/// The event ids in the NDJSON files of a data-platform directory.
+pub(crate) fn exported_event_ids(sink: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(sink) else {
         return Vec::new();
     };
     entries
@@ -316,7 +353,7 @@ async fn crash_database(dir: &Path) -> String {
 
 impl Shopper {
     /// A concert of `seats` seats on one schedule, and a vendor.
-    async fn sale(&self, seats: i64) -> (Value, Value) {
+    pub(crate) async fn sale(&self, seats: i64) -> (Value, Value) {
         let (status, created) = self
             .post(
                 "/v1/admin/concerts",
@@ -341,7 +378,7 @@ impl Shopper {
     }
 
     /// A coupon campaign of the vendor's, valid now; its id.
-    async fn campaign(&self, vendor: &Value, quantity: i64) -> i64 {
+    pub(crate) async fn campaign(&self, vendor: &Value, quantity: i64) -> i64 {
         let now = chrono::Utc::now();
         let (status, campaign) = self
             .post(
@@ -361,7 +398,30 @@ impl Shopper {
         campaign["id"].as_i64().unwrap()
     }
 
-    fn of(server: &Server) -> Self {
+    /// Reconciles the campaign's ledger with the database once the
+    /// reconciler's grace (1 s here) has passed for every write in flight;
+    /// the campaign's stats afterwards.
+    pub(crate) async fn reconciled(&self, coupon: i64) -> Value {
+        tokio::time::sleep(Duration::from_millis(1_200)).await;
+        let (status, body) = self
+            .post(
+                &format!("/v1/admin/coupons/{coupon}/reconcile"),
+                ADMIN,
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (status, stats) = self
+            .get(&format!("/v1/admin/coupons/{coupon}"), ADMIN, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{stats}");
+        stats
+    }
+
+    pub(crate) fn of(server: &Server) -> Self {
         Self {
             client: Client::new(),
             base: server.base.clone(),
@@ -495,21 +555,7 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
         .await
         .unwrap();
     assert_eq!(stats["vendorBalance"], used * 500, "{stats}");
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
-    let (status, _) = shopper
-        .post(
-            &format!("/v1/admin/coupons/{coupon}/reconcile"),
-            ADMIN,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    let (_, stats) = shopper
-        .get(&format!("/v1/admin/coupons/{coupon}"), ADMIN, None)
-        .await
-        .unwrap();
+    let stats = shopper.reconciled(coupon).await;
     assert_eq!(stats["issued"], issued);
     assert_eq!(stats["redeemed"], used, "{stats}");
     assert_eq!(
@@ -654,7 +700,7 @@ impl KeyedVisit {
         ]
     }
 
-    async fn send(&self, req: &KeyedRequest) -> Option<(u16, Value)> {
+    pub(crate) async fn send(&self, req: &KeyedRequest) -> Option<(u16, Value)> {
         self.shopper
             .send_keyed(
                 reqwest::Method::POST,

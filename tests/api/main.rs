@@ -21,6 +21,7 @@ mod helpers;
 mod instances;
 mod openapi;
 mod outage;
+mod processes;
 mod queue;
 mod queue_contract;
 mod retention;
