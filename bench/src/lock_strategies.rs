@@ -363,7 +363,9 @@ impl Run {
             }
             LedgerStep::AlreadyIssued => Ok(Outcome::AlreadyIssued),
             LedgerStep::SoldOut => Ok(Outcome::SoldOut),
-            LedgerStep::Missing => anyhow::bail!("the ledger of {coupon} is missing"),
+            LedgerStep::Missing | LedgerStep::Stale => {
+                anyhow::bail!("the ledger of {coupon} is missing")
+            }
         }
     }
 }

@@ -156,6 +156,10 @@ pub enum LedgerStep {
     /// The ledger does not know this campaign (Redis lost it): rebuild it
     /// from the database and ask again.
     Missing,
+    /// The ledger was written on a Redis primary that has since failed over
+    /// (asynchronous replication may have lost its last writes), and the
+    /// store dropped it: rebuild it from the database and ask again.
+    Stale,
 }
 
 /// One user's entry in a ledger.

@@ -17,7 +17,9 @@ use crate::kernel::{
 /// sees winners. Redis in production, in-process in the embedded shape.
 pub trait CouponLedger: Clone + Send + Sync + 'static {
     /// One atomic step: already issued? sold out? else record the user with
-    /// a free number in 1..=quantity.
+    /// a free number in 1..=quantity. A ledger the store can tell is from
+    /// before a failover of its Redis primary (it may have lost its last
+    /// writes) is dropped, and the answer is [`LedgerStep::Stale`].
     fn issue(
         &self,
         coupon: CouponId,

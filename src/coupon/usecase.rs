@@ -234,7 +234,14 @@ where
             return Ok(first);
         }
         let mut step = self.ledger.issue(coupon, user, now).await?;
-        if step == LedgerStep::Missing {
+        if step == LedgerStep::Stale {
+            metrics::counter!("coupon_ledger_failovers_total").increment(1);
+            tracing::warn!(
+                %coupon,
+                "coupon ledger written before a Redis failover: rebuilding it from the database"
+            );
+        }
+        if matches!(step, LedgerStep::Missing | LedgerStep::Stale) {
             self.rebuild(&campaign).await?;
             step = self.ledger.issue(coupon, user, now).await?;
         }
@@ -245,9 +252,9 @@ where
                 self.remember_sold_out(&campaign, now).await;
                 Err(self.sold_out_answer())
             }
-            LedgerStep::Missing => Err(CouponError::Unavailable(anyhow::anyhow!(
-                "the coupon ledger of {coupon} vanished again while being rebuilt"
-            ))),
+            LedgerStep::Missing | LedgerStep::Stale => Err(CouponError::Unavailable(
+                anyhow::anyhow!("the coupon ledger of {coupon} vanished again while being rebuilt"),
+            )),
         }
     }
 
@@ -719,7 +726,7 @@ mod tests {
     use super::*;
     use crate::{
         coupon::{
-            domain::{CampaignCounts, IssuedCoupon},
+            domain::{CampaignCounts, IssuedCoupon, LedgerEntry, LedgerSnapshot},
             infra::memory::MemoryCouponLedger,
         },
         kernel::{ManualClock, Transaction, VendorId},
@@ -1262,6 +1269,135 @@ mod tests {
         }
         assert_eq!(won, 1);
         assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1, "one rebuild");
+    }
+
+    /// The ledger on a Redis replica promoted by a failover: it missed the
+    /// old primary's last writes, and its first issue answers `Stale`,
+    /// dropping the ledger as the Redis script does.
+    #[derive(Clone)]
+    struct FailedOver {
+        inner: Arc<std::sync::Mutex<MemoryCouponLedger>>,
+        stale: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FailedOver {
+        fn ledger(&self) -> MemoryCouponLedger {
+            self.inner.lock().unwrap().clone()
+        }
+    }
+
+    impl CouponLedger for FailedOver {
+        async fn issue(
+            &self,
+            coupon: CouponId,
+            user: UserId,
+            now: DateTime<Utc>,
+        ) -> Result<LedgerStep, CouponError> {
+            if self.stale.swap(false, Ordering::SeqCst) {
+                *self.inner.lock().unwrap() = MemoryCouponLedger::default();
+                return Ok(LedgerStep::Stale);
+            }
+            self.ledger().issue(coupon, user, now).await
+        }
+
+        async fn revoke(
+            &self,
+            coupon: CouponId,
+            user: UserId,
+            number: u32,
+            free: bool,
+        ) -> Result<bool, CouponError> {
+            self.ledger().revoke(coupon, user, number, free).await
+        }
+
+        async fn load(
+            &self,
+            coupon: CouponId,
+            quantity: u32,
+            holders: &[(UserId, u32)],
+        ) -> Result<bool, CouponError> {
+            self.ledger().load(coupon, quantity, holders).await
+        }
+
+        async fn snapshot(&self, coupon: CouponId) -> Result<Option<LedgerSnapshot>, CouponError> {
+            self.ledger().snapshot(coupon).await
+        }
+
+        async fn repair(
+            &self,
+            coupon: CouponId,
+            add: &[(UserId, u32)],
+            remove: &[LedgerEntry],
+        ) -> Result<(), CouponError> {
+            self.ledger().repair(coupon, add, remove).await
+        }
+
+        async fn issued(&self, coupon: CouponId) -> Result<Option<u64>, CouponError> {
+            self.ledger().issued(coupon).await
+        }
+
+        async fn issued_many(&self, coupons: &[CouponId]) -> Result<Vec<Option<u64>>, CouponError> {
+            self.ledger().issued_many(coupons).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_from_before_a_failover_is_rebuilt_from_the_database_before_it_answers() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        assert_eq!(
+            service
+                .issue(CouponId(1), UserId(1), None)
+                .await
+                .unwrap()
+                .number,
+            1
+        );
+        // The promoted replica knows the campaign but not user 1's number.
+        let replica = MemoryCouponLedger::default();
+        replica.load(CouponId(1), 2, &[]).await.unwrap();
+        let failed_over = FailedOver {
+            inner: Arc::new(std::sync::Mutex::new(replica)),
+            stale: Arc::new(true.into()),
+        };
+        let after = CouponService::new(
+            repo.uow.clone(),
+            repo.clone(),
+            failed_over.clone(),
+            ManualClock::new(t0() + TimeDelta::minutes(1)),
+            NoWake,
+            TimeDelta::seconds(30),
+        );
+        // Rebuilt first: user 2 gets number 2, not user 1's number 1 again.
+        assert_eq!(
+            after
+                .issue(CouponId(1), UserId(2), None)
+                .await
+                .unwrap()
+                .number,
+            2
+        );
+        assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1, "one rebuild");
+        assert!(matches!(
+            after.issue(CouponId(1), UserId(1), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        assert!(matches!(
+            after.issue(CouponId(1), UserId(3), None).await,
+            Err(CouponError::SoldOut)
+        ));
+        let snapshot = failed_over
+            .ledger()
+            .snapshot(CouponId(1))
+            .await
+            .unwrap()
+            .unwrap();
+        let numbers: Vec<(UserId, u32)> = snapshot
+            .entries
+            .iter()
+            .map(|e| (e.user, e.number))
+            .collect();
+        assert_eq!(numbers, vec![(UserId(1), 1), (UserId(2), 2)]);
     }
 
     #[tokio::test]

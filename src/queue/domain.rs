@@ -149,6 +149,10 @@ pub struct TickOutcome {
     /// The room was idle and is gone: no longer listed, no longer ticked,
     /// until somebody enters it again.
     pub retired: bool,
+    /// The room's store failed over since the last step (a Redis replica
+    /// took over and may lack the last writes); the step started the
+    /// admission credit again from nothing.
+    pub failover: bool,
 }
 
 impl TickOutcome {

@@ -136,7 +136,7 @@ async fn concurrent_requests_never_exceed_the_quantity(subject: Subject) {
             LedgerStep::Issued(n) => assert!(numbers.insert(n), "number {n} given twice"),
             LedgerStep::SoldOut => sold_out += 1,
             LedgerStep::AlreadyIssued => duplicate += 1,
-            LedgerStep::Missing => panic!("the ledger was loaded"),
+            LedgerStep::Missing | LedgerStep::Stale => panic!("the ledger was loaded"),
         }
     }
     assert_eq!(numbers, (1..=100).collect());
@@ -267,6 +267,75 @@ async fn issued_many_answers_like_issued_in_the_order_asked(subject: Subject) {
         ledger.issued_many(&[]).await.unwrap(),
         Vec::<Option<u64>>::new()
     );
+}
+
+/// A Redis ledger is stamped with the replication id of the primary that
+/// holds it; one stamped under another id (written before a failover, whose
+/// last writes the promoted replica may lack) is dropped on its next issue,
+/// which answers `Stale` so the caller rebuilds it from the database.
+async fn a_ledger_from_another_replication_history_is_dropped_as_stale(subject: Subject) {
+    let ledger = &subject.ledger;
+    let AnyCouponLedger::Redis(redis_ledger) = ledger else {
+        unreachable!("Redis only");
+    };
+    let [meta, _, _] = redis_ledger.keys(COUPON);
+    let mut conn = subject.redis.clone().unwrap();
+    ledger.load(COUPON, 3, &[(UserId(7), 2)]).await.unwrap();
+    assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
+    // The primary's own replication id, read on the node that owns the key.
+    let replid: String = redis::cmd("EVAL")
+        .arg("return string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')")
+        .arg(1)
+        .arg(&meta)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stamped: String = redis::cmd("HGET")
+        .arg(&meta)
+        .arg("epoch")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stamped, replid, "stamped with its primary's replication id");
+
+    // As after a failover: the ledger carries the old primary's id.
+    let _: () = redis::cmd("HSET")
+        .arg(&meta)
+        .arg("epoch")
+        .arg("0123456789abcdef0123456789abcdef01234567")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Stale);
+    assert_eq!(ledger.issued(COUPON).await.unwrap(), None, "dropped");
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Missing);
+    // Rebuilt from the database's holders, it answers from them again.
+    assert!(
+        ledger
+            .load(COUPON, 3, &[(UserId(7), 2), (UserId(1), 1)])
+            .await
+            .unwrap()
+    );
+    assert_eq!(issue(ledger, 1).await, LedgerStep::AlreadyIssued);
+    assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(3));
+}
+
+mod epoch {
+    #[tokio::test]
+    async fn a_redis_ledger_from_another_replication_history_is_dropped_as_stale() {
+        super::a_ledger_from_another_replication_history_is_dropped_as_stale(
+            super::redis_ledger().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_cluster_ledger_from_another_replication_history_is_dropped_as_stale() {
+        super::a_ledger_from_another_replication_history_is_dropped_as_stale(
+            super::cluster_ledger().await,
+        )
+        .await;
+    }
 }
 
 macro_rules! contract {

@@ -406,6 +406,87 @@ async fn unknown_tokens_are_gone(store: AnyQueueStore) {
     assert!(!store.leave(&stranger, t0()).await.unwrap());
 }
 
+/// A Redis room is stamped with its primary's replication id. After a
+/// failover the promoted replica may hold an older `last_tick` and a credit
+/// the old primary had already spent; the first tick under the new id says
+/// so and admits from no credit at all, so the rate is never exceeded.
+async fn a_room_after_a_failover_admits_from_no_credit(prefix: &str, store: AnyQueueStore) {
+    let s = settings(5, 100);
+    for user in 1..=20 {
+        enter(&store, user, t0()).await;
+    }
+    store.tick(CONCERT, &s, t0()).await.unwrap();
+    let second = t0() + TimeDelta::seconds(1);
+    let ticked = store.tick(CONCERT, &s, second).await.unwrap();
+    assert_eq!((ticked.admitted, ticked.failover), (5, false));
+
+    // The replica that took over missed the last tick's writes.
+    let AnyQueueStore::Redis(_) = &store else {
+        unreachable!("Redis only")
+    };
+    let meta = format!("{prefix}:{{queue:{}}}:meta", CONCERT.value());
+    let mut conn = redis_cluster_or_standalone(prefix).await;
+    let _: () = redis::cmd("HSET")
+        .arg(&meta)
+        .arg("epoch")
+        .arg("0123456789abcdef0123456789abcdef01234567")
+        .arg("last_tick")
+        .arg(t0().timestamp_millis())
+        .arg("credit")
+        .arg("5")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let after = store
+        .tick(CONCERT, &s, second + TimeDelta::milliseconds(200))
+        .await
+        .unwrap();
+    assert!(after.failover, "the new replication id is noticed");
+    assert_eq!(after.admitted, 0, "no burst from credit already spent");
+    let next = store
+        .tick(CONCERT, &s, second + TimeDelta::milliseconds(1_200))
+        .await
+        .unwrap();
+    assert_eq!(
+        (next.admitted, next.failover),
+        (5, false),
+        "then the rate again"
+    );
+}
+
+/// The connection a test uses to play the failed-over replica: the cluster
+/// for cluster prefixes, the standalone Redis otherwise.
+async fn redis_cluster_or_standalone(prefix: &str) -> boxoffice::kv::Conn {
+    if prefix.contains(":cluster:") {
+        redis_cluster().await.1
+    } else {
+        let client = redis::Client::open(redis_url()).unwrap();
+        client.get_connection_manager().await.unwrap().into()
+    }
+}
+
+mod epoch {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redis_room_after_a_failover_admits_from_no_credit() {
+        let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
+        let client = redis::Client::open(redis_url()).unwrap();
+        let store = AnyQueueStore::Redis(RedisQueueStore::new(
+            client.get_connection_manager().await.unwrap(),
+            &prefix,
+        ));
+        a_room_after_a_failover_admits_from_no_credit(&prefix, store).await;
+    }
+
+    #[tokio::test]
+    async fn a_cluster_room_after_a_failover_admits_from_no_credit() {
+        let prefix = format!("bo:test:cluster:{}", Uuid::new_v4().simple());
+        let store = AnyQueueStore::Redis(RedisQueueStore::new(redis_cluster().await.1, &prefix));
+        a_room_after_a_failover_admits_from_no_credit(&prefix, store).await;
+    }
+}
+
 macro_rules! contract {
     ($adapter:ident) => {
         mod $adapter {

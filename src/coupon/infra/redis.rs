@@ -2,8 +2,9 @@
 //! campaign's keys, hash-tagged `{coupon:<id>}` so a campaign lives in one
 //! Redis Cluster slot:
 //!
-//! - `meta`: hash with `quantity` and `seq` (the highest number handed out);
-//!   its absence means the ledger was lost and must be rebuilt;
+//! - `meta`: hash with `quantity`, `seq` (the highest number handed out)
+//!   and `epoch` (the replication id of the Redis it was written on); its
+//!   absence means the ledger was lost and must be rebuilt;
 //! - `holders`: hash user → `number:issuedAtMs` (`number:-` when loaded
 //!   from the database);
 //! - `free`: numbers given back by revocations, smallest at the right end.
@@ -24,23 +25,40 @@ use crate::{
 
 crate::kv::module_error_from_redis_err!(CouponError);
 
+/// The ledger's epoch: the replication id of the primary it lives on.
+/// A replica promoted by a failover starts a new replication history (a new
+/// id), and asynchronous replication may have lost the old primary's last
+/// writes: a ledger stamped with another id is dropped and rebuilt from the
+/// database. (A restart without the old history does the same: one rebuild.)
+const EPOCH: &str = r#"
+local epoch = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+"#;
+
 static ISSUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{EPOCH}
 local quantity = tonumber(redis.call('HGET', KEYS[1], 'quantity'))
-if not quantity then return {'missing', 0} end
-if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {'duplicate', 0} end
-if redis.call('HLEN', KEYS[2]) >= quantity then return {'sold_out', 0} end
+if not quantity then return {{'missing', 0}} end
+local stamped = redis.call('HGET', KEYS[1], 'epoch')
+if stamped ~= epoch then
+  if stamped then
+    redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+    return {{'stale', 0}}
+  end
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return {{'duplicate', 0}} end
+if redis.call('HLEN', KEYS[2]) >= quantity then return {{'sold_out', 0}} end
 local n = redis.call('RPOP', KEYS[3])
 if not n then
   local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-  if seq >= quantity then return {'sold_out', 0} end
+  if seq >= quantity then return {{'sold_out', 0}} end
   n = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 end
 redis.call('HSET', KEYS[2], ARGV[1], n .. ':' .. ARGV[2])
-return {'issued', tonumber(n)}
-"#,
-    )
+return {{'issued', tonumber(n)}}
+"#
+    ))
 });
 
 /// ARGV: user, number, free (1/0).
@@ -58,11 +76,11 @@ return 1
 
 /// ARGV: quantity, then (user, number) pairs from the database.
 static LOAD: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{EPOCH}
 if redis.call('HEXISTS', KEYS[1], 'quantity') == 1 then return 0 end
 redis.call('DEL', KEYS[2], KEYS[3])
-local used, seq = {}, 0
+local used, seq = {{}}, 0
 for i = 2, #ARGV, 2 do
   local n = tonumber(ARGV[i + 1])
   redis.call('HSET', KEYS[2], ARGV[i], n .. ':-')
@@ -72,10 +90,10 @@ end
 for n = seq, 1, -1 do
   if not used[n] then redis.call('RPUSH', KEYS[3], n) end
 end
-redis.call('HSET', KEYS[1], 'quantity', ARGV[1], 'seq', seq)
+redis.call('HSET', KEYS[1], 'quantity', ARGV[1], 'seq', seq, 'epoch', epoch)
 return 1
-"#,
-    )
+"#
+    ))
 });
 
 /// ARGV: number of additions, the (user, number) additions, then the
@@ -177,6 +195,7 @@ impl CouponLedger for RedisCouponLedger {
             "duplicate" => LedgerStep::AlreadyIssued,
             "sold_out" => LedgerStep::SoldOut,
             "missing" => LedgerStep::Missing,
+            "stale" => LedgerStep::Stale,
             other => {
                 return Err(anyhow::anyhow!("coupon ledger answered {other:?}").into());
             }

@@ -206,6 +206,20 @@ static TICK: LazyLock<Script> = LazyLock::new(|| {
         r#"
 local now, rate, max_active = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ttl, grace = tonumber(ARGV[4]), tonumber(ARGV[5])
+-- The room's epoch is the replication id of its primary. Another id means
+-- a replica took over (or Redis restarted) and may lack the old primary's
+-- last writes; the admission credit it remembers may be one that was
+-- already spent, so it starts again from nothing rather than admit a burst.
+local epoch = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)')
+local stamped = redis.call('HGET', meta, 'epoch')
+local failover = 0
+if stamped ~= epoch and redis.call('EXISTS', meta) == 1 then
+  if stamped then
+    failover = 1
+    redis.call('HSET', meta, 'credit', '0', 'last_tick', now)
+  end
+  redis.call('HSET', meta, 'epoch', epoch)
+end
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, 5000)
 for _, tok in ipairs(expired) do
   local user = forget(tok)
@@ -252,7 +266,7 @@ if redis.call('ZCARD', waiting) == 0 and redis.call('ZCARD', active) == 0
     retired = 1
   end
 end
-return {admitted, #stale, #expired, retired}
+return {admitted, #stale, #expired, retired, failover}
 "#,
     )
 });
@@ -383,7 +397,7 @@ impl QueueStore for RedisQueueStore {
         now: DateTime<Utc>,
     ) -> Result<TickOutcome, QueueError> {
         let keys = self.keys(concert);
-        let (admitted, dropped, expired, retired): (u64, u64, u64, u8) = TICK
+        let (admitted, dropped, expired, retired, failover): (u64, u64, u64, u8, u8) = TICK
             .key(&keys)
             .arg(ms(now))
             .arg(settings.admit_per_second)
@@ -402,6 +416,7 @@ impl QueueStore for RedisQueueStore {
             dropped_waiting: dropped,
             expired_active: expired,
             retired,
+            failover: failover == 1,
         })
     }
 

@@ -75,7 +75,16 @@ where
         loop {
             match self.service.tick_all().await {
                 Ok(outcomes) => {
-                    for (_, outcome) in outcomes {
+                    for (concert, outcome) in outcomes {
+                        if outcome.failover {
+                            metrics::counter!("queue_failovers_total").increment(1);
+                            tracing::warn!(
+                                %concert,
+                                "waiting room: its Redis primary failed over; admission restarts from \
+                                 no credit, places and turns lost with the old primary's last writes \
+                                 are re-entered or re-admitted in queue order"
+                            );
+                        }
                         metrics::counter!("queue_admitted_total").increment(outcome.admitted);
                         metrics::counter!("queue_dropped_total").increment(outcome.dropped_waiting);
                         metrics::counter!("queue_expired_total").increment(outcome.expired_active);
