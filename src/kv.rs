@@ -2,7 +2,10 @@
 //! standalone Redis and Redis Cluster, and telling an outage (503, heals by
 //! itself) from a bug.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use redis::{
@@ -66,7 +69,7 @@ pub enum Conn {
     /// A standalone connection of its own (blocking reads).
     Dedicated(MultiplexedConnection),
     /// Redis Cluster.
-    Cluster(ClusterConnection),
+    Cluster(HealingCluster),
 }
 
 impl From<ConnectionManager> for Conn {
@@ -80,7 +83,14 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_command(cmd),
             Conn::Dedicated(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => {
+                let (mut conn, healing) = (c.current(), c.clone());
+                Box::pin(async move {
+                    let answer = conn.req_packed_command(cmd).await;
+                    healing.observe(answer.as_ref().err());
+                    answer
+                })
+            }
         }
     }
 
@@ -93,7 +103,14 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => {
+                let (mut conn, healing) = (c.current(), c.clone());
+                Box::pin(async move {
+                    let answer = conn.req_packed_commands(pipeline, offset, count).await;
+                    healing.observe(answer.as_ref().err());
+                    answer
+                })
+            }
         }
     }
 
@@ -101,7 +118,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::Single(c) => c.get_db(),
             Conn::Dedicated(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
+            Conn::Cluster(c) => c.current().get_db(),
         }
     }
 }
@@ -195,7 +212,94 @@ async fn cluster_conn(nodes: &[String], response_timeout: Duration) -> anyhow::R
         .get_async_connection()
         .await
         .context("connecting to the Redis Cluster")?;
-    Ok(Conn::Cluster(conn))
+    Ok(Conn::Cluster(HealingCluster {
+        client: Arc::new(client),
+        current: Arc::new(RwLock::new(conn)),
+        health: Arc::default(),
+    }))
+}
+
+/// How long every call on a cluster connection may keep failing as an
+/// outage before a fresh connection is built from the seed nodes.
+pub const CLUSTER_STALL: Duration = Duration::from_secs(3);
+
+/// A Redis Cluster connection that heals itself. The redis crate's cluster
+/// client follows MOVED and ASK and re-reads the slot map after errors, but
+/// when a primary dies its slot-map refresh can stall for good (seen here
+/// with a replica promoted a moment later: every call then times out,
+/// minutes on). So when calls have kept failing as outages for
+/// [`CLUSTER_STALL`] with no success between, a new connection is made from
+/// the seed nodes in the background (it reads the current slot map) and
+/// replaces the stalled one; calls in flight finish on the old one.
+#[derive(Clone)]
+pub struct HealingCluster {
+    client: Arc<ClusterClient>,
+    current: Arc<RwLock<ClusterConnection>>,
+    health: Arc<Mutex<Health>>,
+}
+
+#[derive(Default)]
+struct Health {
+    failing_since: Option<Instant>,
+    replacing: bool,
+}
+
+impl HealingCluster {
+    fn current(&self) -> ClusterConnection {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn observe(&self, err: Option<&redis::RedisError>) {
+        let mut health = self
+            .health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match err {
+            Some(err) if is_outage(err) => {
+                let since = *health.failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= CLUSTER_STALL && !health.replacing {
+                    health.replacing = true;
+                    drop(health);
+                    self.replace();
+                }
+            }
+            // A bug-class error still means the cluster answered.
+            _ => health.failing_since = None,
+        }
+    }
+
+    fn replace(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let fresh =
+                tokio::time::timeout(CONNECT_TIMEOUT * 5, this.client.get_async_connection()).await;
+            let mut health = this
+                .health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            health.replacing = false;
+            match fresh {
+                Ok(Ok(conn)) => {
+                    *this
+                        .current
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+                    health.failing_since = None;
+                    metrics::counter!("redis_cluster_reconnects_total").increment(1);
+                    tracing::warn!(
+                        "Redis Cluster calls kept failing; reconnected from the seed nodes"
+                    );
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "Redis Cluster: reconnecting failed; will try again");
+                }
+                Err(_) => tracing::warn!("Redis Cluster: reconnecting timed out; will try again"),
+            }
+        });
+    }
 }
 
 #[cfg(test)]

@@ -95,15 +95,9 @@ fn data_platform_lines_for(app: &TestApp, payment: &Value) -> usize {
 
 /// The value of one Prometheus counter series (0 when absent).
 async fn counter(app: &TestApp, series: &str) -> f64 {
-    let text = app
-        .get("/metrics")
-        .send()
+    app.metrics_text()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter_map(|line| line.strip_prefix(series))
         .filter_map(|rest| rest.trim().parse::<f64>().ok())
         .sum()

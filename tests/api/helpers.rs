@@ -400,6 +400,27 @@ impl TestApp {
         resp.json().await.expect("json")
     }
 
+    /// Gives up the place behind a queue token.
+    pub async fn leave_queue(&self, token: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url("/v1/queue/tokens/current"))
+            .header("x-queue-token", token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.get("/metrics")
+            .send()
+            .await
+            .expect("request")
+            .text()
+            .await
+            .expect("text")
+    }
+
     pub async fn queue_status(&self, token: &str) -> Value {
         let resp = self
             .get("/v1/queue/status")

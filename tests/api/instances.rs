@@ -77,14 +77,7 @@ async fn buy(app: &TestApp, user: i64, sale: &Sale) -> Option<Value> {
             other => panic!("hold answered {other}: {}", held.text().await.unwrap()),
         }
     }
-    let left = app
-        .client
-        .delete(app.url("/v1/queue/tokens/current"))
-        .header("x-queue-token", &token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(left.status(), 204);
+    assert_eq!(app.leave_queue(&token).await.status(), 204);
     None
 }
 

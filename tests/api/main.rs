@@ -13,6 +13,7 @@ mod crash;
 mod demo_page;
 mod errors;
 mod events;
+mod failover;
 // Needs `--features failpoints`; scripts/test runs it on its own.
 #[cfg(feature = "failpoints")]
 mod failpoints;

@@ -122,14 +122,7 @@ async fn rows_past_their_retention_go_and_what_is_still_needed_stays() {
     .await;
 
     // The sweeps are counted.
-    let metrics = app
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_text().await;
     for kind in [
         "inbox",
         "idempotency_keys",
