@@ -95,6 +95,41 @@ pub fn user_of(i: u64) -> i64 {
     (i / 2) as i64 + 1
 }
 
+/// A vendor and a campaign of `quantity` coupons valid now, made by the
+/// admin on `server`; the campaign's id.
+pub async fn campaign(
+    client: &reqwest::Client,
+    server: &Server,
+    quantity: u64,
+) -> anyhow::Result<i64> {
+    let admin = server.token(1, Role::Admin);
+    let vendor: Value = client
+        .post(server.url("/v1/admin/vendors"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "Storm Vendor"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let now = Utc::now();
+    let coupon: Value = client
+        .post(server.url("/v1/admin/coupons"))
+        .bearer_auth(&admin)
+        .json(&json!({
+            "name": "Storm Coupon", "discount": 500, "quantity": quantity,
+            "validFrom": (now - TimeDelta::hours(1)).to_rfc3339(),
+            "validUntil": (now + TimeDelta::days(1)).to_rfc3339(),
+            "vendorId": vendor["id"],
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    coupon["id"].as_i64().context("coupon id")
+}
+
 /// Runs the storm; measures a health baseline on the same server first if
 /// none was measured in this run. Returns the storm's requests per second.
 pub async fn run(
@@ -118,32 +153,7 @@ pub async fn run(
     let client = load::client(CONCURRENCY);
     let admin = server.token(1, Role::Admin);
 
-    let vendor: Value = client
-        .post(server.url("/v1/admin/vendors"))
-        .bearer_auth(&admin)
-        .json(&json!({"name": "Storm Vendor"}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let vendor_id = vendor["id"].as_i64().context("vendor id")?;
-    let now = Utc::now();
-    let coupon: Value = client
-        .post(server.url("/v1/admin/coupons"))
-        .bearer_auth(&admin)
-        .json(&json!({
-            "name": "Storm Coupon", "discount": 500, "quantity": quantity,
-            "validFrom": (now - TimeDelta::hours(1)).to_rfc3339(),
-            "validUntil": (now + TimeDelta::days(1)).to_rfc3339(),
-            "vendorId": vendor_id,
-        }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let coupon_id = coupon["id"].as_i64().context("coupon id")?;
+    let coupon_id = campaign(&client, &server, quantity).await?;
 
     let tokens: Arc<Vec<String>> = Arc::new(
         (1..=users as i64)

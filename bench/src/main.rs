@@ -9,6 +9,7 @@ mod hot_seat;
 mod http;
 mod load;
 mod lock_strategies;
+mod processes;
 mod queue;
 mod queue_scaling;
 mod relay;
@@ -83,6 +84,11 @@ enum Scenario {
     /// Scheduler rounds with 10 live rooms, then with 5,000 abandoned rooms
     /// more, then after those retired.
     Rooms,
+    /// 1 and then 3 server processes as one deployment (one database, one
+    /// Redis or Redis Cluster, one stream partition per process), the
+    /// load round-robin over them: the coupon storm and a crowd entering a
+    /// waiting room, with exactness checks across processes.
+    Processes,
     /// 2,000 users through the whole sale over HTTP (charge → queue → seat
     /// map → hold → pay): per-step latency, then the end-to-end invariants
     /// (no seat sold twice, the wallet ledger adds up, one receipt and one
@@ -154,6 +160,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::LockStrategies) {
         lock_strategies::run(&stores, storm_rps, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Processes) {
+        processes::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
         full_flow::run(&stores, cli.smoke, &mut report).await?;

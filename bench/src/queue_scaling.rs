@@ -17,6 +17,26 @@ use crate::{
     stores::Stores,
 };
 
+/// A concert whose waiting room admits next to nobody (one active turn,
+/// one admission a second, turns and places kept an hour); its id.
+pub async fn quiet_room(
+    client: &reqwest::Client,
+    server: &Server,
+    title: &str,
+) -> anyhow::Result<i64> {
+    let concert = server.create_concert(client, title, "R", 10).await?;
+    let concert_id = concert["id"].as_i64().context("concert id")?;
+    client
+        .put(server.url(&format!("/v1/admin/queue/{concert_id}/settings")))
+        .bearer_auth(server.token(1, Role::Admin))
+        .json(&json!({"admitPerSecond": 1, "maxActive": 1,
+                      "activeTtlSeconds": 3600, "heartbeatGraceSeconds": 3600}))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(concert_id)
+}
+
 pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
     let (sizes, polls): (&[u64], u64) = if smoke {
         (&[100, 300], 500)
@@ -28,20 +48,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         let (database_url, _) = stores.fresh_database().await?;
         let server = Server::start(&database_url, &stores.server_redis_args(), &[])?;
         let client = load::client(CONCURRENCY);
-        let admin = server.token(1, Role::Admin);
-        let concert = server
-            .create_concert(&client, "Scaling Night", "R", 10)
-            .await?;
-        let concert_id = concert["id"].as_i64().context("concert id")?;
-        // Next to nobody is admitted: one slot, one admission a second.
-        client
-            .put(server.url(&format!("/v1/admin/queue/{concert_id}/settings")))
-            .bearer_auth(&admin)
-            .json(&json!({"admitPerSecond": 1, "maxActive": 1,
-                          "activeTtlSeconds": 3600, "heartbeatGraceSeconds": 3600}))
-            .send()
-            .await?
-            .error_for_status()?;
+        let concert_id = quiet_room(&client, &server, "Scaling Night").await?;
 
         let (enter, entered) = queue::enter_all(
             &client,
@@ -79,7 +86,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         };
         let rooms: Value = client
             .get(server.url("/v1/admin/queue"))
-            .bearer_auth(&admin)
+            .bearer_auth(server.token(1, Role::Admin))
             .send()
             .await?
             .json()

@@ -65,7 +65,19 @@ impl Server {
     /// `redis` is the server's Redis flags (`Stores::server_redis_args`).
     pub fn start(database_url: &str, redis: &[String], extra: &[&str]) -> anyhow::Result<Self> {
         let tag = uuid::Uuid::new_v4().simple().to_string();
-        let data_platform_dir = std::env::temp_dir().join(format!("bo-bench-{tag}"));
+        Self::start_shared(database_url, redis, extra, &tag)
+    }
+
+    /// A server whose Redis keys and event streams are named after `tag`:
+    /// servers started with the same tag (and database) are one deployment.
+    pub fn start_shared(
+        database_url: &str,
+        redis: &[String],
+        extra: &[&str],
+        tag: &str,
+    ) -> anyhow::Result<Self> {
+        let own = uuid::Uuid::new_v4().simple().to_string();
+        let data_platform_dir = std::env::temp_dir().join(format!("bo-bench-{own}"));
         let mut child = Command::new(server_binary()?)
             .args([
                 "serve",
