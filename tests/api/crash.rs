@@ -741,9 +741,11 @@ impl Clone for KeyedVisit {
 }
 
 /// The answer a retry gets once the restarted server has settled (a coupon
-/// win cut off before its row is `503` until the reconciler frees it; the
-/// embedded shape's waiting room does not outlive the process, so a payment
-/// whose turn was lost enters again and retries with the same key).
+/// win cut off before its row is `503` until the reconciler frees it). A
+/// payment whose turn is gone enters again and retries with the same key:
+/// the embedded shape's waiting room does not outlive the process, and on
+/// Redis the previous round's `PaymentCompleted`, handled late after the
+/// restart, ends the buyer's turn in the concert, the new one included.
 async fn retried(visit: &KeyedVisit, req: &mut KeyedRequest) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -751,8 +753,7 @@ async fn retried(visit: &KeyedVisit, req: &mut KeyedRequest) -> Value {
             if status == req.created {
                 return body;
             }
-            if status == 403 && body["code"] == "queue_not_admitted" && backend() == Backend::Sqlite
-            {
+            if status == 403 && body["code"] == "queue_not_admitted" {
                 req.queue = Some(visit.admitted().await);
                 continue;
             }
