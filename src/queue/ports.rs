@@ -45,11 +45,14 @@ pub trait QueueStore: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 
-    /// Ends the user's turn (they paid): their place is freed at once.
+    /// Ends the turn of a user who paid at `paid_at`: their place is freed
+    /// at once. A place entered after `paid_at` belongs to a later visit
+    /// (they came back for more) and stays; the answer is then false.
     fn finish(
         &self,
         concert: ConcertId,
         user: UserId,
+        paid_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, QueueError>> + Send;
 

@@ -284,6 +284,7 @@ impl<T: Send + 'static, S: QueueStore, C: Clock> EventHandler<T> for FinishOnPay
                 .finish(
                     ConcertId(payment.concert_id),
                     UserId(payment.user_id),
+                    event.occurred_at,
                     self.clock.now(),
                 )
                 .await?;
@@ -339,6 +340,8 @@ mod tests {
         enters: usize,
         polls: Vec<(Uuid, DateTime<Utc>)>,
         leaves: Vec<(QueuePass, DateTime<Utc>)>,
+        /// (concert, user, paid at, now) of every finish.
+        finishes: Vec<(ConcertId, UserId, DateTime<Utc>, DateTime<Utc>)>,
         ticks: Vec<(ConcertId, QueueSettings, DateTime<Utc>)>,
         fail_tick_for: Option<ConcertId>,
         down: bool,
@@ -447,11 +450,15 @@ mod tests {
 
         async fn finish(
             &self,
-            _: ConcertId,
-            _: UserId,
-            _: DateTime<Utc>,
+            concert: ConcertId,
+            user: UserId,
+            paid_at: DateTime<Utc>,
+            now: DateTime<Utc>,
         ) -> Result<bool, QueueError> {
-            unimplemented!("not used by the queue service")
+            self.check()?;
+            let mut room = self.0.lock().unwrap();
+            room.finishes.push((concert, user, paid_at, now));
+            Ok(true)
         }
 
         async fn tick(
@@ -1242,5 +1249,42 @@ mod tests {
                 .await,
             Err(QueueError::Unavailable(_))
         ));
+    }
+
+    // --- finishing a buyer's turn ---
+
+    #[tokio::test]
+    async fn a_payment_ends_the_turn_it_was_made_in_not_a_later_one() {
+        let store = FakeStore::default();
+        let clock = ManualClock::new(t0() + TimeDelta::seconds(30));
+        let handler = FinishOnPayment::new(store.clone(), clock.clone());
+        assert!(EventHandler::<()>::handles(
+            &handler,
+            types::PAYMENT_COMPLETED
+        ));
+        assert!(!EventHandler::<()>::handles(
+            &handler,
+            types::QUEUE_SETTINGS_CHANGED
+        ));
+        // Handled 30 s after the payment (a restart, a backlog): the store
+        // is told when the buyer paid, so it can leave a newer visit alone.
+        let event = EventEnvelope {
+            event_id: Uuid::new_v4(),
+            event_type: types::PAYMENT_COMPLETED.into(),
+            aggregate_type: "payment".into(),
+            aggregate_id: "5".into(),
+            occurred_at: t0(),
+            payload: serde_json::json!({
+                "paymentId": 5, "reservationId": 9, "userId": ALICE.value(),
+                "amount": 1000, "concertId": 7
+            }),
+        };
+        EventHandler::<()>::handle(&handler, &mut (), &event)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.0.lock().unwrap().finishes,
+            vec![(ConcertId(7), ALICE, t0(), t0() + TimeDelta::seconds(30))]
+        );
     }
 }

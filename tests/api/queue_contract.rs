@@ -487,10 +487,41 @@ mod epoch {
     }
 }
 
+/// A payment ends the visit it was made in: a place entered after the
+/// payment (the buyer came back for more) is a later visit and stays.
+async fn a_payment_ends_only_the_visit_it_was_made_in(store: AnyQueueStore) {
+    let (first, _) = enter(&store, 1, t0()).await;
+    let paid = t0() + TimeDelta::seconds(5);
+    assert!(
+        store.finish(CONCERT, UserId(1), paid, paid).await.unwrap(),
+        "the visit the payment was made in ends"
+    );
+    assert_eq!(position(&store, &first, paid).await, Place::Gone);
+
+    // Back a minute later; the old payment's event is handled only now.
+    let later = t0() + TimeDelta::minutes(1);
+    let (second, place) = enter(&store, 1, later).await;
+    assert!(matches!(place, Place::Waiting { .. }), "{place:?}");
+    assert!(
+        !store
+            .finish(CONCERT, UserId(1), paid, later + TimeDelta::seconds(1))
+            .await
+            .unwrap(),
+        "a later visit is left alone"
+    );
+    assert_eq!(position(&store, &second, later).await, place);
+    assert!(!store.finish(CONCERT, UserId(2), paid, later).await.unwrap());
+}
+
 macro_rules! contract {
     ($adapter:ident) => {
         mod $adapter {
             use super::*;
+
+            #[tokio::test]
+            async fn a_payment_ends_only_the_visit_it_was_made_in() {
+                super::a_payment_ends_only_the_visit_it_was_made_in($adapter().await.0).await;
+            }
 
             #[tokio::test]
             async fn concurrent_entries_get_unique_positions_and_reentry_keeps_the_place() {

@@ -313,6 +313,7 @@ impl QueueStore for MemoryQueueStore {
         &self,
         concert: ConcertId,
         user: UserId,
+        paid_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, QueueError> {
         let mut rooms = self.lock();
@@ -322,6 +323,13 @@ impl QueueStore for MemoryQueueStore {
         let Some(token_id) = room.users.get(&user).copied() else {
             return Ok(false);
         };
+        if room
+            .tokens
+            .get(&token_id)
+            .is_some_and(|t| t.entered_ms > ms(paid_at))
+        {
+            return Ok(false);
+        }
         room.forget(token_id);
         room.record(concert, QueueEventKind::Expired, token_id, user, ms(now));
         Ok(true)

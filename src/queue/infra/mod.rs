@@ -54,9 +54,10 @@ impl<R: QueueStore, M: QueueStore> QueueStore for RedisOrMemory<R, M> {
         &self,
         concert: ConcertId,
         user: UserId,
+        paid_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, QueueError> {
-        dispatch!(self, s => s.finish(concert, user, now).await)
+        dispatch!(self, s => s.finish(concert, user, paid_at, now).await)
     }
 
     async fn tick(

@@ -182,12 +182,17 @@ return 0
     )
 });
 
-/// ARGV: user, now ms. Returns 1 when the user held a place.
+/// ARGV: user, now ms, paid at ms. Returns 1 when the user held a place
+/// entered before the payment.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local tok = redis.call('HGET', users, ARGV[1])
 if not tok then return 0 end
+-- A place entered after the payment is a later visit: it stays.
+local owner = redis.call('HGET', tokens, tok)
+local entered = owner and tonumber(string.match(owner, '|(%d+)$'))
+if entered and entered > tonumber(ARGV[3]) then return 0 end
 local user = forget(tok)
 record('expired', tok, user or ARGV[1], ARGV[2])
 return 1
@@ -379,12 +384,14 @@ impl QueueStore for RedisQueueStore {
         &self,
         concert: ConcertId,
         user: UserId,
+        paid_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, QueueError> {
         let finished: i64 = FINISH
             .key(&self.keys(concert))
             .arg(user.value())
             .arg(ms(now))
+            .arg(ms(paid_at))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(finished == 1)
