@@ -75,6 +75,7 @@ pub fn workers(
             cancel.clone(),
         )));
     }
+    let handlers = handlers(s, settings)?;
     let relay = Relay::new(
         a.db.clone(),
         a.bus.clone(),
@@ -84,7 +85,8 @@ pub fn workers(
             poll_interval: Duration::from_millis(settings.relay_poll_ms),
             retention: Duration::from_secs(settings.outbox_retention_hours * 3600),
         },
-    );
+    )
+    .registering(handlers.iter().map(|h| h.name()));
     workers.push(Box::pin(relay.run(cancel.clone())));
     let scheduler = QueueScheduler::new(
         s.queue.clone(),
@@ -131,7 +133,7 @@ pub fn workers(
     };
     let instance = instance_name();
     let alert_sink: Arc<dyn AlertSink> = Arc::new(s.alerts.clone());
-    for handler in handlers(s, settings)? {
+    for handler in handlers {
         if settings
             .paused_consumers
             .iter()

@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     net::TcpListener,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -42,6 +42,9 @@ pub(crate) struct Server {
     args: Vec<String>,
     child: Option<Child>,
     pub(crate) base: String,
+    /// The server's log (warnings and errors of every run), next to its
+    /// data-platform sink: what a failed test prints.
+    pub(crate) log: PathBuf,
 }
 
 impl Server {
@@ -108,6 +111,7 @@ impl Server {
             args,
             child: None,
             base: format!("http://127.0.0.1:{port}"),
+            log: sink.with_file_name(format!("server-{port}.log")),
         }
     }
 
@@ -121,14 +125,23 @@ impl Server {
     }
 
     fn launch_with_failpoints(&mut self, failpoints: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("the server's log file");
         let child = Command::new(BIN)
             .args(&self.args)
             .env("FAILPOINTS", failpoints)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env_remove("BOXOFFICE_DATABASE_URL")
             .env_remove("BOXOFFICE_REDIS_URL")
             .env_remove("BOXOFFICE_REDIS_CLUSTER_NODES")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("the server binary starts");
         self.child = Some(child);
@@ -494,10 +507,22 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
 
     // Everything in flight settles.
     outbox_drained(&db, WAIT).await;
-    eventually("every payment settled", WAIT, || async {
-        (count(&db, "SELECT COUNT(*) FROM payments WHERE status = 'paid'").await == 0).then_some(())
-    })
-    .await;
+    let settled = async {
+        eventually("every payment settled", WAIT, || async {
+            (count(&db, "SELECT COUNT(*) FROM payments WHERE status = 'paid'").await == 0)
+                .then_some(())
+        })
+        .await;
+    };
+    if futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(settled))
+        .await
+        .is_err()
+    {
+        panic!(
+            "payments left unsettled:\n{}",
+            unsettled(&db, &server.log).await
+        );
+    }
     eventually("every redemption job finished", WAIT, || async {
         (count(
             &db,
@@ -582,6 +607,62 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
     })
     .await;
     assert!(!exported.is_empty());
+}
+
+/// What a test that found payments unsettled prints: each such payment
+/// with its reservation, compensation, inbox and dead-letter rows, and the
+/// end of the server's log.
+pub(crate) async fn unsettled(db: &sea_orm::DatabaseConnection, log: &Path) -> String {
+    let mut out = Vec::new();
+    for (what, sql) in [
+        (
+            "payments",
+            "SELECT 'payment ' || CAST(p.id AS TEXT) || ' ' || p.status || ' reservation ' \
+             || CAST(r.id AS TEXT) || ' ' || r.status || ' expires ' || CAST(r.expires_at AS TEXT) \
+             FROM payments p JOIN reservations r ON r.id = p.reservation_id \
+             WHERE p.status = 'paid'",
+        ),
+        (
+            "compensations",
+            "SELECT CAST(c.id AS TEXT) || ' payment ' || CAST(c.payment_id AS TEXT) || ' ' \
+             || c.status || ' attempts ' || CAST(c.attempts AS TEXT) || ' ' \
+             || COALESCE(c.last_error, '') \
+             FROM compensations c JOIN payments p ON p.id = c.payment_id WHERE p.status = 'paid'",
+        ),
+        (
+            "events",
+            "SELECT CAST(o.id AS TEXT) || ' ' || o.event_type || ' ' || o.aggregate_id || ' ' \
+             || COALESCE(CAST(o.published_at AS TEXT), 'unpublished') FROM outbox o \
+             JOIN payments p ON o.aggregate_id = CAST(p.id AS TEXT) OR o.payload LIKE \
+             '%\"paymentId\":' || CAST(p.id AS TEXT) || ',%' WHERE p.status = 'paid'",
+        ),
+        (
+            "dead letters",
+            "SELECT d.consumer || ' ' || d.event_type || ' ' || d.last_error FROM dead_letters d",
+        ),
+    ] {
+        let rows = sea_orm::ConnectionTrait::query_all_raw(
+            db,
+            sea_orm::Statement::from_string(db.get_database_backend(), sql.to_owned()),
+        )
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n  "),
+            Err(err) => format!("({err})"),
+        };
+        out.push(format!("{what}:\n  {rows}"));
+    }
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(60).collect();
+    out.push(format!(
+        "server log (last lines):\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    ));
+    out.join("\n")
 }
 
 /// A user's four keyed requests (charge, pay, coupon issue, redemption)

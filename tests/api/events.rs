@@ -537,6 +537,65 @@ async fn one_relay_publishes_an_aggregates_events_in_commit_order() {
     assert_eq!(seen, (0..60).collect::<Vec<_>>());
 }
 
+/// A consumer group whose consumer starts after the relay has handed a
+/// backlog over (a restart with unpublished rows) still gets every event:
+/// the relay registers every group before it publishes, so a quicker group
+/// acknowledging an entry cannot let the in-process bus drop it early.
+#[tokio::test]
+async fn a_consumer_group_starting_after_the_relay_still_gets_the_backlog() {
+    let app = spawn_app_with(|s| s.workers = false).await;
+    write_events(&app, (1..=20).map(payment).collect()).await;
+    app.bus.ensure_group("quick").await.unwrap();
+    let cancel = CancellationToken::new();
+    let relay = Relay::new(
+        app.db.clone(),
+        app.bus.clone(),
+        RelayWaker::default(),
+        RelaySettings {
+            batch_size: 100,
+            poll_interval: Duration::from_millis(20),
+            retention: Duration::from_secs(3600),
+        },
+    )
+    .registering(["quick", "late"]);
+    let relay = tokio::spawn(relay.run(cancel.clone()));
+    // The quick group takes and acknowledges everything before the late
+    // one's consumer has even started.
+    let mut quick = 0;
+    while quick < 20 {
+        let got = app
+            .bus
+            .fetch("quick", "q", 100, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(!got.is_empty(), "only {quick} of 20 events arrived");
+        let ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+        app.bus.ack("quick", &ids).await.unwrap();
+        quick += ids.len();
+    }
+    app.bus.ensure_group("late").await.unwrap();
+    let late = app
+        .bus
+        .fetch("late", "l", 100, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let ids: HashSet<i64> = late
+        .iter()
+        .map(|d| {
+            d.message.as_ref().unwrap().event.payload["paymentId"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=20).collect(),
+        "the late group sees the whole backlog"
+    );
+    cancel.cancel();
+    relay.await.unwrap();
+}
+
 /// Two relays on one PostgreSQL share the rows with `FOR UPDATE SKIP
 /// LOCKED`: 10,000 events, each in the stream exactly once.
 #[tokio::test]

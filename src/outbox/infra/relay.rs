@@ -44,6 +44,8 @@ pub struct Relay<B> {
     bus: B,
     waker: RelayWaker,
     settings: RelaySettings,
+    /// The consumer groups registered before the first publish.
+    groups: Vec<String>,
 }
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
@@ -56,12 +58,36 @@ impl<B: EventBus> Relay<B> {
             bus,
             waker,
             settings,
+            groups: Vec::new(),
         }
+    }
+
+    /// Registers these consumer groups on the bus before anything is
+    /// published. An in-process bus drops an entry once every group it
+    /// knows has acknowledged it, so a group whose consumer starts a moment
+    /// after the relay (a restart with a backlog) would otherwise never see
+    /// the entries the quicker groups finished first.
+    #[must_use]
+    pub fn registering<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
+        self.groups = groups.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Runs until cancelled. Errors (database or bus down) are logged and
     /// retried; the relay never gives up.
     pub async fn run(self, cancel: CancellationToken) {
+        for group in &self.groups {
+            while let Err(err) = self.bus.ensure_group(group).await {
+                tracing::warn!(
+                    group,
+                    error = format!("{err:#}"),
+                    "relay: cannot register a consumer group yet"
+                );
+                if sleep_or_cancel(&cancel, Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+        }
         if !self.bus.is_durable() {
             // Rows handed to an in-process bus that died with the last
             // process are handed over again.
