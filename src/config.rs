@@ -244,6 +244,11 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_HOLD_LIMIT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
     pub hold_limit: u32,
 
+    /// How long before the show a buyer may still cancel a ticket
+    /// (`POST /v1/payments/{id}/refunds`); 0 allows it until the show starts.
+    #[arg(long, env = "BOXOFFICE_CANCEL_CUTOFF_MINUTES", default_value_t = 1_440, value_parser = clap::value_parser!(u32).range(0..=525_600), global = true)]
+    pub cancel_cutoff_minutes: u32,
+
     /// First retry delay of a failed compensation step; each retry doubles it.
     #[arg(long, env = "BOXOFFICE_COMPENSATION_RETRY_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
     pub compensation_retry_ms: u64,

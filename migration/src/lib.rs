@@ -10,6 +10,7 @@ mod m20261122_000004_create_sales;
 mod m20261122_000005_create_coupons;
 mod m20261202_000006_add_retention_indexes;
 mod m20261203_000007_add_coupon_counters;
+mod m20261203_000008_buyer_lifecycle;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_create_coupons::Migration),
             Box::new(m20261202_000006_add_retention_indexes::Migration),
             Box::new(m20261203_000007_add_coupon_counters::Migration),
+            Box::new(m20261203_000008_buyer_lifecycle::Migration),
         ]
     }
 }

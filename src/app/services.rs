@@ -113,7 +113,10 @@ impl Services {
             DbReservations::new(db.clone()),
             SystemClock,
             a.waker.clone(),
-        );
+        )
+        .with_cancel_cutoff(chrono::TimeDelta::minutes(
+            settings.cancel_cutoff_minutes.into(),
+        ));
         let compensations = Compensations::new(
             a.uow.clone(),
             DbPayments::new(db.clone()),

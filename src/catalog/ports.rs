@@ -124,4 +124,18 @@ pub trait SeatTx: Send {
         seat: SeatId,
         reservation: ReservationId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Puts a seat sold to `reservation` back on sale (its ticket was
+    /// cancelled); false if it is not sold to that reservation.
+    fn unsell(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// When the schedule's show starts; `None` for an unknown schedule.
+    fn starts_at(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, StoreError>> + Send;
 }

@@ -69,6 +69,9 @@ pub mod types {
     pub const RESERVATION_EXPIRED: &str = "ReservationExpired";
     pub const RESERVATION_CONFIRMED: &str = "ReservationConfirmed";
     pub const RESERVATION_CONFIRMATION_FAILED: &str = "ReservationConfirmationFailed";
+    /// A sold ticket was cancelled (by its buyer, or with its schedule) and
+    /// its seat is free again; the payload is a `ReservationChanged`.
+    pub const TICKET_CANCELLED: &str = "TicketCancelled";
     pub const WALLET_CHARGED: &str = "WalletCharged";
     pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
     pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
@@ -79,6 +82,9 @@ pub mod types {
     pub const PAYMENT_CONFIRMED: &str = "PaymentConfirmed";
     pub const COMPENSATION_SCHEDULED: &str = "CompensationScheduled";
     pub const RECEIPT_ISSUED: &str = "ReceiptIssued";
+    /// A refunded payment's receipt was voided; the payload is a
+    /// `ReceiptIssued` (the receipt that no longer counts).
+    pub const RECEIPT_CANCELLED: &str = "ReceiptCancelled";
     pub const VENDOR_CREATED: &str = "VendorCreated";
     pub const QUEUE_SETTINGS_CHANGED: &str = "QueueSettingsChanged";
     pub const ALERT_ACKNOWLEDGED: &str = "AlertAcknowledged";
@@ -132,6 +138,10 @@ pub struct PaymentRefunded {
     pub reservation_id: i64,
     pub user_id: i64,
     pub amount: i64,
+    /// Why: `seat_lost` (the seat could not be confirmed) or `cancelled`
+    /// (the buyer cancelled the ticket). Absent in events written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

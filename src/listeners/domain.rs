@@ -43,13 +43,21 @@ pub fn notification_for(
             "reservation_expired",
             format!("Your hold on reservation {reservation} expired and the seat was released."),
         )),
-        "PaymentRefunded" => Some((
-            "payment_refunded",
-            format!(
-                "We could not confirm your seat for reservation {reservation}; {} points were refunded.",
-                payload["amount"].as_i64().unwrap_or_default()
-            ),
-        )),
+        "PaymentRefunded" => {
+            let amount = payload["amount"].as_i64().unwrap_or_default();
+            Some((
+                "payment_refunded",
+                if payload["reason"] == "cancelled" {
+                    format!(
+                        "Your ticket for reservation {reservation} is cancelled; {amount} points were refunded."
+                    )
+                } else {
+                    format!(
+                        "We could not confirm your seat for reservation {reservation}; {amount} points were refunded."
+                    )
+                },
+            ))
+        }
         "CouponRedemptionFinished" => {
             let coupon = payload["userCouponId"].as_i64().unwrap_or_default();
             if payload["status"] == "succeeded" {

@@ -23,6 +23,10 @@ pub trait ReceiptProvider: Send + Sync + 'static {
         &self,
         payment: &PaymentCompleted,
     ) -> impl Future<Output = anyhow::Result<String>> + Send;
+
+    /// Voids the receipt `number` (its payment was refunded). Must accept
+    /// the same receipt twice.
+    fn cancel(&self, number: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
 /// Receipts inside the consumer's transaction.
@@ -33,6 +37,19 @@ pub trait ReceiptTx: Send {
         &mut self,
         receipt: &Receipt,
         event_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The payment's receipt, and whether it was cancelled.
+    fn receipt_of(
+        &mut self,
+        payment_id: i64,
+    ) -> impl Future<Output = Result<Option<(Receipt, bool)>, StoreError>> + Send;
+
+    /// Marks the payment's receipt cancelled; false if it already was.
+    fn mark_receipt_cancelled(
+        &mut self,
+        payment_id: i64,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

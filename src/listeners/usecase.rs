@@ -72,6 +72,46 @@ pub async fn record_receipt<T: ReceiptTx + OutboxWriter>(
     Ok(receipt)
 }
 
+/// Voids the receipt of a refunded payment through the provider, marks it
+/// cancelled and, the first time, writes `ReceiptCancelled`. A refund that
+/// arrives before its payment's receipt fails, so it is retried once the
+/// receipt exists; a second refund event changes nothing.
+pub async fn cancel_receipt<T: ReceiptTx + OutboxWriter>(
+    tx: &mut T,
+    provider: &impl ReceiptProvider,
+    event: &EventEnvelope,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<bool> {
+    let refunded: PaymentRefunded = serde_json::from_value(event.payload.clone())
+        .context("the PaymentRefunded payload is malformed")?;
+    let Some((receipt, cancelled)) = tx.receipt_of(refunded.payment_id).await? else {
+        anyhow::bail!(
+            "payment {} has no receipt yet; its cancellation waits for it",
+            refunded.payment_id
+        );
+    };
+    if cancelled {
+        return Ok(false);
+    }
+    provider.cancel(&receipt.number).await?;
+    if !tx.mark_receipt_cancelled(receipt.payment_id, now).await? {
+        return Ok(false);
+    }
+    let event = NewEvent::new(
+        types::RECEIPT_CANCELLED,
+        "receipt",
+        receipt.payment_id,
+        &ReceiptIssued {
+            number: receipt.number,
+            payment_id: receipt.payment_id,
+            user_id: receipt.user_id,
+            amount: receipt.amount,
+        },
+    );
+    tx.append(vec![event], now).await?;
+    Ok(true)
+}
+
 /// The user an event concerns, for the events users are told about.
 fn user_of(event: &EventEnvelope) -> anyhow::Result<UserId> {
     let payload = event.payload.clone();
@@ -150,7 +190,7 @@ impl<T: ReceiptTx + OutboxWriter + 'static, P: ReceiptProvider, C: Clock> EventH
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        event_type == types::PAYMENT_COMPLETED
+        event_type == types::PAYMENT_COMPLETED || event_type == types::PAYMENT_REFUNDED
     }
 
     fn handle<'a>(
@@ -159,6 +199,12 @@ impl<T: ReceiptTx + OutboxWriter + 'static, P: ReceiptProvider, C: Clock> EventH
         event: &'a EventEnvelope,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         async move {
+            if event.event_type == types::PAYMENT_REFUNDED {
+                if cancel_receipt(tx, &self.provider, event, self.clock.now()).await? {
+                    metrics::counter!("receipts_cancelled_total").increment(1);
+                }
+                return Ok(());
+            }
             record_receipt(tx, &self.provider, event, self.clock.now()).await?;
             metrics::counter!("receipts_issued_total").increment(1);
             Ok(())
@@ -299,6 +345,7 @@ mod tests {
     #[derive(Default)]
     struct FakeProvider {
         asked: Mutex<Vec<PaymentCompleted>>,
+        cancelled: Mutex<Vec<String>>,
         down: bool,
     }
 
@@ -309,6 +356,14 @@ mod tests {
                 anyhow::bail!("tax service down");
             }
             Ok(format!("R-{}", payment.payment_id))
+        }
+
+        async fn cancel(&self, number: &str) -> anyhow::Result<()> {
+            if self.down {
+                anyhow::bail!("tax service down");
+            }
+            self.cancelled.lock().unwrap().push(number.into());
+            Ok(())
         }
     }
 
@@ -414,6 +469,7 @@ mod tests {
     #[derive(Default)]
     struct FakeTx {
         receipts: Vec<(Receipt, Uuid)>,
+        cancelled: Vec<i64>,
         notifications: Vec<(UserId, String, String, Uuid)>,
         events: Vec<NewEvent>,
     }
@@ -434,6 +490,29 @@ mod tests {
                 return Ok(false);
             }
             self.receipts.push((receipt.clone(), event_id));
+            Ok(true)
+        }
+
+        async fn receipt_of(
+            &mut self,
+            payment_id: i64,
+        ) -> Result<Option<(Receipt, bool)>, crate::kernel::StoreError> {
+            Ok(self
+                .receipts
+                .iter()
+                .find(|(r, _)| r.payment_id == payment_id)
+                .map(|(r, _)| (r.clone(), self.cancelled.contains(&payment_id))))
+        }
+
+        async fn mark_receipt_cancelled(
+            &mut self,
+            payment_id: i64,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<bool, crate::kernel::StoreError> {
+            if self.cancelled.contains(&payment_id) {
+                return Ok(false);
+            }
+            self.cancelled.push(payment_id);
             Ok(true)
         }
     }
@@ -465,6 +544,62 @@ mod tests {
     }
 
     // --- record_receipt and notify (the consumers' steps) ---
+
+    fn refunded(reason: &str) -> EventEnvelope {
+        event(
+            "PaymentRefunded",
+            json!({"paymentId": 5, "reservationId": 41, "userId": 3, "amount": 90_000, "reason": reason}),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_refund_voids_the_receipt_once_and_waits_for_a_receipt_not_yet_issued() {
+        let provider = FakeProvider::default();
+        let mut tx = FakeTx::default();
+        let now = chrono::Utc::now();
+        let early = cancel_receipt(&mut tx, &provider, &refunded("cancelled"), now)
+            .await
+            .unwrap_err();
+        assert!(early.to_string().contains("no receipt yet"), "{early}");
+
+        record_receipt(&mut tx, &provider, &paid(90_000), now)
+            .await
+            .unwrap();
+        assert!(
+            cancel_receipt(&mut tx, &provider, &refunded("cancelled"), now)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !cancel_receipt(&mut tx, &provider, &refunded("cancelled"), now)
+                .await
+                .unwrap(),
+            "a second refund event changes nothing"
+        );
+        assert_eq!(*provider.cancelled.lock().unwrap(), vec!["R-5".to_owned()]);
+        let types: Vec<_> = tx.events.iter().map(|e| e.event_type).collect();
+        assert_eq!(types, vec![types::RECEIPT_ISSUED, types::RECEIPT_CANCELLED]);
+        assert_eq!(tx.events[1].payload["number"], "R-5");
+    }
+
+    #[tokio::test]
+    async fn a_provider_that_cannot_void_the_receipt_leaves_it_for_the_retry() {
+        let mut tx = FakeTx::default();
+        let now = chrono::Utc::now();
+        record_receipt(&mut tx, &FakeProvider::default(), &paid(10), now)
+            .await
+            .unwrap();
+        let down = FakeProvider {
+            down: true,
+            ..FakeProvider::default()
+        };
+        assert!(
+            cancel_receipt(&mut tx, &down, &refunded("seat_lost"), now)
+                .await
+                .is_err()
+        );
+        assert!(tx.cancelled.is_empty());
+    }
 
     #[tokio::test]
     async fn a_receipt_is_issued_and_stored_under_its_event() {
@@ -554,9 +689,13 @@ mod tests {
             &receipts,
             "PaymentCompleted"
         ));
+        assert!(
+            EventHandler::<FakeTx>::handles(&receipts, "PaymentRefunded"),
+            "a refund voids the receipt"
+        );
         assert!(!EventHandler::<FakeTx>::handles(
             &receipts,
-            "PaymentRefunded"
+            "PaymentConfirmed"
         ));
         assert!(EventHandler::<FakeTx>::handles(
             &notifier,

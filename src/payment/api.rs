@@ -111,6 +111,35 @@ enum GetResponse {
     Ok(Json<PaymentBody>),
 }
 
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "RefundStatus", rename_all = "lowercase")]
+pub enum RefundStatusBody {
+    /// The refund is scheduled; `GET /v1/payments/{id}` reads `refunded`
+    /// once the points are back and the seat is on sale again.
+    Pending,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Refund", rename_all = "camelCase")]
+pub struct RefundBody {
+    pub payment_id: i64,
+    pub status: RefundStatusBody,
+}
+
+#[derive(ApiResponse)]
+enum RefundResponse {
+    /// The cancellation is accepted; the refund follows shortly.
+    #[oai(status = 202)]
+    Accepted(Json<RefundBody>),
+}
+
+#[derive(ApiResponse)]
+enum MineResponse {
+    /// Newest first.
+    #[oai(status = 200)]
+    Ok(Json<PageBody<PaymentBody>>),
+}
+
 #[derive(ApiResponse)]
 enum CompensationsResponse {
     /// Newest first.
@@ -187,6 +216,50 @@ where
     async fn get(&self, auth: UserAuth, id: Path<i64>) -> Result<GetResponse, Problem> {
         let payment = self.service.get(PaymentId(id.0), auth.0.user_id).await?;
         Ok(GetResponse::Ok(Json(body(&payment))))
+    }
+
+    /// Cancel the ticket a payment bought and get the points back, until
+    /// the configured cut-off before the show (409 `cancel_window_closed`
+    /// after it; 409 `not_confirmed` for a payment whose seat is not
+    /// confirmed or that was refunded; 409 `already_cancelled` while the
+    /// cancellation is under way). The seat goes back on sale.
+    #[oai(
+        path = "/v1/payments/:id/refunds",
+        method = "post",
+        tag = "ApiTags::Payments",
+        operation_id = "cancelTicket"
+    )]
+    async fn cancel(&self, auth: UserAuth, id: Path<i64>) -> Result<RefundResponse, Problem> {
+        let payment = self.service.cancel(PaymentId(id.0), auth.0.user_id).await?;
+        Ok(RefundResponse::Accepted(Json(RefundBody {
+            payment_id: payment.id.value(),
+            status: RefundStatusBody::Pending,
+        })))
+    }
+
+    /// Your payments, newest first.
+    #[oai(
+        path = "/v1/users/me/payments",
+        method = "get",
+        tag = "ApiTags::Payments",
+        operation_id = "myPayments"
+    )]
+    async fn mine(
+        &self,
+        auth: UserAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<MineResponse, Problem> {
+        let page = self
+            .service
+            .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
+            .await?;
+        Ok(MineResponse::Ok(Json(PageBody::from_page(page, |p| {
+            body(&p)
+        }))))
     }
 
     /// Compensation steps of the payment saga.
@@ -267,6 +340,13 @@ impl From<PaymentError> for Problem {
             }
             PaymentError::CompensationNotFailed(_) => {
                 Problem::conflict("not_failed", err.to_string())
+            }
+            PaymentError::NotConfirmed(_) => Problem::conflict("not_confirmed", err.to_string()),
+            PaymentError::CancelWindowClosed(_) => {
+                Problem::conflict("cancel_window_closed", err.to_string())
+            }
+            PaymentError::AlreadyCancelled(_) => {
+                Problem::conflict("already_cancelled", err.to_string())
             }
             PaymentError::Unavailable(cause) | PaymentError::Conflict(cause) => {
                 Problem::outage("payment store", &cause)

@@ -64,21 +64,68 @@ impl Payment {
         )
     }
 
-    pub fn refunded(&self) -> PaymentRefunded {
+    /// `PaymentRefunded` of this payment, refunded by `saga`.
+    pub fn refunded(&self, saga: &str) -> PaymentRefunded {
         PaymentRefunded {
             payment_id: self.id.value(),
             reservation_id: self.reservation.value(),
             user_id: self.user.value(),
             amount: self.amount.value(),
+            reason: Some(
+                if saga == CANCEL_SAGA {
+                    "cancelled"
+                } else {
+                    "seat_lost"
+                }
+                .into(),
+            ),
         }
     }
 
-    /// Whether a refund step finds anything to give back: only a payment
-    /// still `paid` (its seat was never confirmed) is refunded; a refunded
-    /// one already was, a confirmed one has its seat.
-    pub fn is_refundable(&self) -> bool {
-        self.status == PaymentStatus::Paid
+    /// Whether the refund step of `saga` finds anything to give back: the
+    /// payment saga refunds a payment still `paid` (its seat was never
+    /// confirmed; a confirmed one has its seat), a cancellation a
+    /// `confirmed` one; a refunded payment already was.
+    pub fn is_refundable(&self, saga: &str) -> bool {
+        self.status == refunds_from(saga)
     }
+}
+
+/// The status a refund step of `saga` takes a payment from.
+pub fn refunds_from(saga: &str) -> PaymentStatus {
+    if saga == CANCEL_SAGA {
+        PaymentStatus::Confirmed
+    } else {
+        PaymentStatus::Paid
+    }
+}
+
+/// Why a buyer may not cancel a ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelRefused {
+    /// Only a confirmed ticket is cancelled: a payment still `paid` waits
+    /// for its seat, a refunded one was already given back.
+    NotConfirmed,
+    /// The show starts within the cut-off.
+    WindowClosed,
+}
+
+/// Whether the buyer may cancel the ticket `payment` bought for a show
+/// starting at `starts_at`: only a confirmed ticket, and only until
+/// `cutoff` before the show.
+pub fn may_cancel(
+    payment: &Payment,
+    starts_at: DateTime<Utc>,
+    cutoff: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<(), CancelRefused> {
+    if payment.status != PaymentStatus::Confirmed {
+        return Err(CancelRefused::NotConfirmed);
+    }
+    if now > starts_at - cutoff {
+        return Err(CancelRefused::WindowClosed);
+    }
+    Ok(())
 }
 
 /// A payment about to be stored.
@@ -92,6 +139,8 @@ pub struct NewPayment {
 
 /// How long a paid hold keeps its seat while the confirmation is on its way.
 pub const CONFIRMATION_GRACE_MINUTES: i64 = 10;
+/// A buyer's list of payments: at most 100 a page.
+pub const MAX_PAGE: u64 = 100;
 /// The admin's compensation list: 100 a page unless asked otherwise, at most 500.
 pub const DEFAULT_COMPENSATION_PAGE: u64 = 100;
 pub const MAX_COMPENSATION_PAGE: u64 = 500;
@@ -102,6 +151,10 @@ pub const MAX_COMPENSATION_ATTEMPTS: i32 = 5;
 /// `compensations` rows and shown to admins).
 pub const REFUND_SAGA: &str = "payment";
 pub const REFUND_STEP: &str = "refund";
+/// The saga of a ticket its buyer cancelled: one refund step per payment.
+pub const CANCEL_SAGA: &str = "cancellation";
+/// How long before the show a buyer may still cancel, unless configured.
+pub const DEFAULT_CANCEL_CUTOFF_MINUTES: u32 = 1_440;
 
 /// A compensation's status; the database column holds these names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -195,6 +248,12 @@ pub enum PaymentError {
     CompensationNotFound(i64),
     #[error("compensation {0} has not failed, so there is nothing to retry")]
     CompensationNotFailed(i64),
+    #[error("payment {0} is not a confirmed ticket, so there is nothing to cancel")]
+    NotConfirmed(PaymentId),
+    #[error("payment {0}'s show starts too soon to cancel the ticket")]
+    CancelWindowClosed(PaymentId),
+    #[error("payment {0}'s ticket is already being cancelled")]
+    AlreadyCancelled(PaymentId),
     /// The `Idempotency-Key` was used for a different request.
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,
@@ -231,20 +290,78 @@ mod tests {
         assert_eq!(last.last_error.len(), 2000, "the stored error is bounded");
     }
 
-    #[test]
-    fn only_a_paid_payment_is_refunded() {
-        let mut payment = Payment {
+    fn payment(status: PaymentStatus) -> Payment {
+        Payment {
             id: PaymentId(1),
             user: UserId(2),
             reservation: ReservationId(3),
             concert: ConcertId(4),
             amount: Points::new(100).unwrap(),
-            status: PaymentStatus::Paid,
-        };
-        assert!(payment.is_refundable());
-        for status in [PaymentStatus::Confirmed, PaymentStatus::Refunded] {
-            payment.status = status;
-            assert!(!payment.is_refundable(), "{status:?}");
+            status,
+        }
+    }
+
+    #[test]
+    fn each_saga_refunds_only_from_its_own_status() {
+        use PaymentStatus::*;
+        for (saga, from) in [(REFUND_SAGA, Paid), (CANCEL_SAGA, Confirmed)] {
+            for status in [Paid, Confirmed, Refunded] {
+                assert_eq!(
+                    payment(status).is_refundable(saga),
+                    status == from,
+                    "{saga} from {status:?}"
+                );
+            }
+        }
+        assert_eq!(
+            payment(Confirmed).refunded(CANCEL_SAGA).reason.as_deref(),
+            Some("cancelled")
+        );
+        assert_eq!(
+            payment(Paid).refunded(REFUND_SAGA).reason.as_deref(),
+            Some("seat_lost")
+        );
+    }
+
+    #[test]
+    fn a_ticket_is_cancelled_only_when_confirmed_and_until_the_cutoff() {
+        let now = Utc::now();
+        let show = now + TimeDelta::hours(25);
+        let day = TimeDelta::hours(24);
+        assert_eq!(
+            may_cancel(&payment(PaymentStatus::Confirmed), show, day, now),
+            Ok(())
+        );
+        assert_eq!(
+            may_cancel(&payment(PaymentStatus::Confirmed), show, day, show - day),
+            Ok(()),
+            "the cut-off itself is still in time"
+        );
+        assert_eq!(
+            may_cancel(
+                &payment(PaymentStatus::Confirmed),
+                show,
+                day,
+                show - day + TimeDelta::seconds(1)
+            ),
+            Err(CancelRefused::WindowClosed)
+        );
+        assert_eq!(
+            may_cancel(
+                &payment(PaymentStatus::Confirmed),
+                now - TimeDelta::hours(1),
+                TimeDelta::zero(),
+                now
+            ),
+            Err(CancelRefused::WindowClosed),
+            "a show that has started"
+        );
+        for status in [PaymentStatus::Paid, PaymentStatus::Refunded] {
+            assert_eq!(
+                may_cancel(&payment(status), show, day, now),
+                Err(CancelRefused::NotConfirmed),
+                "{status:?}"
+            );
         }
     }
 

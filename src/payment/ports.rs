@@ -6,7 +6,7 @@ use super::domain::{
     AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
     PaymentStatus,
 };
-use crate::kernel::{PageRequest, PaymentId, StoreError};
+use crate::kernel::{PageRequest, PaymentId, StoreError, UserId};
 
 /// Payments and compensations outside any transaction.
 pub trait PaymentRepository: Clone + Send + Sync + 'static {
@@ -14,6 +14,14 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         &self,
         id: PaymentId,
     ) -> impl Future<Output = Result<Option<Payment>, PaymentError>> + Send;
+
+    /// Up to `page.fetch()` of the user's payments, newest first, older
+    /// than the payment `page.after`.
+    fn of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Payment>, PaymentError>> + Send;
 
     /// Up to `page.fetch()` compensation steps in `status`, newest first,
     /// older than the step `page.after`.

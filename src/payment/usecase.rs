@@ -9,9 +9,10 @@ use futures::{FutureExt, future::BoxFuture};
 
 use super::{
     domain::{
-        CONFIRMATION_GRACE_MINUTES, Compensation, CompensationStatus, MAX_COMPENSATION_PAGE,
-        NewPayment, Payment, PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, after_failure,
-        can_retry,
+        CANCEL_SAGA, CONFIRMATION_GRACE_MINUTES, CancelRefused, Compensation, CompensationStatus,
+        DEFAULT_CANCEL_CUTOFF_MINUTES, MAX_COMPENSATION_PAGE, MAX_PAGE, NewPayment, Payment,
+        PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, after_failure, can_retry,
+        may_cancel,
     },
     ports::{PaymentRepository, PaymentTx},
 };
@@ -43,6 +44,8 @@ pub struct PaymentService<U, P, R, C, W> {
     reservations: R,
     clock: C,
     wake: W,
+    /// How long before the show a buyer may still cancel.
+    cancel_cutoff: TimeDelta,
 }
 
 impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
@@ -61,7 +64,15 @@ where
             reservations,
             clock,
             wake,
+            cancel_cutoff: TimeDelta::minutes(DEFAULT_CANCEL_CUTOFF_MINUTES.into()),
         }
+    }
+
+    /// Buyers may cancel until `cutoff` before the show.
+    #[must_use]
+    pub fn with_cancel_cutoff(mut self, cutoff: TimeDelta) -> Self {
+        self.cancel_cutoff = cutoff;
+        self
     }
 
     /// The user's own hold, read once before paying: its user, seat,
@@ -154,6 +165,75 @@ where
             Some(payment) if payment.user == user => Ok(payment),
             _ => Err(PaymentError::NotFound(id)),
         }
+    }
+
+    /// The buyer cancels the ticket `id` bought: checked against the
+    /// cut-off and scheduled as the cancellation saga's refund step, once
+    /// (a second request, or a concurrent one, is refused). The runner then
+    /// refunds the points, frees the seat and tells the buyer.
+    pub async fn cancel(&self, id: PaymentId, user: UserId) -> Result<Payment, PaymentError> {
+        let payment = self.get(id, user).await?;
+        retry_on_conflict(|| self.cancel_once(id)).await?;
+        self.wake.wake();
+        metrics::counter!("cancellations_total").increment(1);
+        Ok(payment)
+    }
+
+    async fn cancel_once(&self, id: PaymentId) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let payment = tx.payment(id).await?.ok_or(PaymentError::NotFound(id))?;
+        let ticket = ReservationTx::get(&mut tx, payment.reservation)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "payment {id} names unknown reservation {}",
+                    payment.reservation
+                )
+            })?;
+        let starts_at = tx.starts_at(ticket.schedule).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "reservation {} names unknown schedule {}",
+                ticket.id,
+                ticket.schedule
+            )
+        })?;
+        match may_cancel(&payment, starts_at, self.cancel_cutoff, now) {
+            Ok(()) => {}
+            Err(CancelRefused::NotConfirmed) => return Err(PaymentError::NotConfirmed(id)),
+            Err(CancelRefused::WindowClosed) => return Err(PaymentError::CancelWindowClosed(id)),
+        }
+        if !tx
+            .schedule_compensation(CANCEL_SAGA, REFUND_STEP, id, now)
+            .await?
+        {
+            return Err(PaymentError::AlreadyCancelled(id));
+        }
+        let event = NewEvent::new(
+            types::COMPENSATION_SCHEDULED,
+            "payment",
+            id,
+            &CompensationScheduled {
+                payment_id: id.value(),
+                saga: CANCEL_SAGA.into(),
+                step: REFUND_STEP.into(),
+            },
+        );
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A page of the user's own payments, newest first.
+    pub async fn mine(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Payment>, PaymentError> {
+        let page = PageRequest::new(after, limit, MAX_PAGE);
+        let rows = self.payments.of_user(user, page).await?;
+        Ok(Page::of(rows, page, |p| p.id.value()))
     }
 
     /// A page of compensation steps, newest first.
@@ -317,8 +397,10 @@ pub struct Compensations<U, P, C, W> {
 pub enum Attempt {
     /// Another runner had it, or it is no longer pending.
     NotPending,
-    /// The payment was refunded now.
+    /// The payment was refunded now (its seat could not be confirmed).
     Refunded(Payment),
+    /// The ticket was cancelled and its payment refunded now.
+    Cancelled(Payment),
     /// Nothing was left to refund (already refunded or confirmed).
     NothingToRefund,
 }
@@ -326,7 +408,7 @@ pub enum Attempt {
 impl<U, P, C, W> Compensations<U, P, C, W>
 where
     U: UnitOfWork,
-    U::Tx: PaymentTx + WalletTx + OutboxWriter,
+    U::Tx: PaymentTx + WalletTx + ReservationTx + SeatTx + OutboxWriter,
     P: PaymentRepository,
     C: Clock,
     W: RelayWake,
@@ -371,6 +453,10 @@ where
                         })
                         .await;
                 }
+                Ok(Attempt::Cancelled(_)) => {
+                    self.wake.wake();
+                    metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+                }
                 Ok(Attempt::NothingToRefund) => {
                     metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
                 }
@@ -391,14 +477,10 @@ where
         let payment = tx.payment(step.payment).await?.ok_or_else(|| {
             anyhow::anyhow!("compensation {id} names unknown payment {}", step.payment)
         })?;
-        let outcome = if payment.is_refundable()
+        let saga = step.saga.as_str();
+        let outcome = if payment.is_refundable(saga)
             && tx
-                .set_payment_status(
-                    payment.id,
-                    PaymentStatus::Paid,
-                    PaymentStatus::Refunded,
-                    now,
-                )
+                .set_payment_status(payment.id, payment.status, PaymentStatus::Refunded, now)
                 .await?
         {
             tx.credit(
@@ -414,13 +496,20 @@ where
                 types::PAYMENT_REFUNDED,
                 "payment",
                 payment.id,
-                &payment.refunded(),
+                &payment.refunded(saga),
             );
             tx.append(vec![event], now).await?;
-            Attempt::Refunded(Payment {
+            let refunded = Payment {
                 status: PaymentStatus::Refunded,
                 ..payment
-            })
+            };
+            if saga == CANCEL_SAGA {
+                // The ticket goes with the refund, in the same transaction.
+                reservations::cancel_ticket(&mut tx, payment.reservation, payment.id, now).await?;
+                Attempt::Cancelled(refunded)
+            } else {
+                Attempt::Refunded(refunded)
+            }
         } else {
             Attempt::NothingToRefund
         };
@@ -473,7 +562,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::{CONFLICT_ATTEMPTS, ConcertId, ManualClock, Points, ScheduleId},
+        kernel::{
+            CONFLICT_ATTEMPTS, ConcertId, ManualClock, Points, ScheduleId, events::PaymentCompleted,
+        },
         payment::domain::MAX_COMPENSATION_ATTEMPTS,
         reservation::domain::{Reservation, ReservationStatus},
         testing::{MemoryUow, RaisedAlerts, Wakes},
@@ -601,6 +692,183 @@ mod tests {
             assert_eq!(world.compensations.len(), 1, "one compensation");
             world.compensations.values().next().cloned().unwrap()
         }
+
+        /// A confirmed ticket of `user`'s for a show starting at `show`,
+        /// as the saga leaves it: paid, the seat sold, the payment confirmed.
+        async fn ticket(&self, user: UserId, show: chrono::DateTime<Utc>) -> Payment {
+            self.store.world().shows.insert(ScheduleId(3), show);
+            let hold = self.held(user);
+            let payment = self.pay(user, hold.id).await.unwrap();
+            let completed = PaymentCompleted {
+                payment_id: payment.id.value(),
+                reservation_id: hold.id.value(),
+                user_id: user.value(),
+                amount: PRICE,
+                concert_id: 7,
+            };
+            let mut tx = self.store.begin().await.unwrap();
+            reservations::confirm_payment(&mut tx, &completed, self.clock.now())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            self.answer(types::RESERVATION_CONFIRMED, &payment).await;
+            self.status(payment.id)
+        }
+
+        fn status(&self, id: PaymentId) -> Payment {
+            self.store.world().payments[&id].clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_buyer_cancels_a_ticket_once_and_gets_the_points_and_the_seat_back() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        let show = h.clock.now() + TimeDelta::days(3);
+        let ticket = h.ticket(ALICE, show).await;
+        assert_eq!(ticket.status, PaymentStatus::Confirmed);
+        assert_eq!(h.balance(ALICE), 9 * PRICE);
+
+        let accepted = h.payments.cancel(ticket.id, ALICE).await.unwrap();
+        assert_eq!(accepted.id, ticket.id);
+        let step = h.compensation();
+        assert_eq!(
+            (step.saga.as_str(), step.status),
+            (CANCEL_SAGA, CompensationStatus::Pending)
+        );
+        assert!(
+            matches!(
+                h.payments.cancel(ticket.id, ALICE).await,
+                Err(PaymentError::AlreadyCancelled(_))
+            ),
+            "a second cancellation while the first is under way"
+        );
+        assert_eq!(h.balance(ALICE), 9 * PRICE, "nothing refunded yet");
+
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.status(ticket.id).status, PaymentStatus::Refunded);
+        assert_eq!(h.balance(ALICE), 10 * PRICE);
+        {
+            let world = h.store.world();
+            let reservation = &world.reservations[&ticket.reservation];
+            assert_eq!(reservation.status, ReservationStatus::Released);
+            assert_eq!(
+                world.seats[&reservation.seat].state,
+                crate::catalog::domain::SeatState::Available,
+                "the seat is on sale again"
+            );
+            let refunds: Vec<_> = world
+                .ledger
+                .iter()
+                .filter(|(_, e, p)| e.kind == EntryKind::Refund && *p == Some(ticket.id))
+                .collect();
+            assert_eq!(refunds.len(), 1);
+            let refunded: Vec<_> = world
+                .outbox
+                .iter()
+                .filter(|e| e.event_type == types::PAYMENT_REFUNDED)
+                .collect();
+            assert_eq!(refunded.len(), 1);
+            assert_eq!(refunded[0].payload["reason"], "cancelled");
+            assert_eq!(
+                world
+                    .event_types()
+                    .iter()
+                    .filter(|t| **t == types::TICKET_CANCELLED)
+                    .count(),
+                1
+            );
+        }
+        assert!(h.alerts.all().is_empty(), "a cancellation is no incident");
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+
+        assert!(matches!(
+            h.payments.cancel(ticket.id, ALICE).await,
+            Err(PaymentError::NotConfirmed(_))
+        ));
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "refunded once");
+    }
+
+    #[tokio::test]
+    async fn cancelling_is_refused_past_the_cutoff_before_confirmation_and_for_others() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        let soon = h.clock.now() + TimeDelta::hours(2);
+        let ticket = h.ticket(ALICE, soon).await;
+        assert!(matches!(
+            h.payments.cancel(ticket.id, ALICE).await,
+            Err(PaymentError::CancelWindowClosed(_))
+        ));
+        let late = h.payments.clone().with_cancel_cutoff(TimeDelta::hours(1));
+        late.cancel(ticket.id, ALICE).await.unwrap();
+        assert_eq!(h.compensation().saga, CANCEL_SAGA);
+
+        assert!(matches!(
+            h.payments.cancel(ticket.id, BOB).await,
+            Err(PaymentError::NotFound(_))
+        ));
+        let hold = h.held(ALICE);
+        let unconfirmed = h.pay(ALICE, hold.id).await.unwrap();
+        assert!(matches!(
+            h.payments.cancel(unconfirmed.id, ALICE).await,
+            Err(PaymentError::NotConfirmed(_))
+        ));
+        assert_eq!(
+            h.store.world().compensations.len(),
+            1,
+            "nothing else scheduled"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_whose_refund_fails_is_retried_and_refunds_once() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        let ticket = h.ticket(ALICE, h.clock.now() + TimeDelta::days(3)).await;
+        h.payments.cancel(ticket.id, ALICE).await.unwrap();
+        h.store.set_down(true);
+        h.compensations.run_due().await.ok();
+        h.store.set_down(false);
+        assert_eq!(h.status(ticket.id).status, PaymentStatus::Confirmed);
+        h.clock.advance(TimeDelta::minutes(1));
+        let (a, b) = tokio::join!(h.compensations.run_due(), h.compensations.run_due());
+        a.unwrap();
+        b.unwrap();
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.status(ticket.id).status, PaymentStatus::Refunded);
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "one refund");
+    }
+
+    #[tokio::test]
+    async fn buyers_list_their_own_payments_newest_first_in_pages() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        h.fund(BOB, 10 * PRICE);
+        let mut alice = Vec::new();
+        for _ in 0..3 {
+            let hold = h.held(ALICE);
+            alice.push(h.pay(ALICE, hold.id).await.unwrap().id);
+        }
+        let hold = h.held(BOB);
+        let bob = h.pay(BOB, hold.id).await.unwrap().id;
+        let ids = |page: &Page<Payment>| page.items.iter().map(|p| p.id).collect::<Vec<_>>();
+
+        let first = h.payments.mine(ALICE, None, 2).await.unwrap();
+        assert_eq!(ids(&first), vec![alice[2], alice[1]]);
+        assert_eq!(first.next_cursor, Some(alice[1].value()));
+        let second = h.payments.mine(ALICE, first.next_cursor, 2).await.unwrap();
+        assert_eq!(ids(&second), vec![alice[0]]);
+        assert_eq!(second.next_cursor, None);
+        assert_eq!(
+            ids(&h.payments.mine(BOB, None, 20).await.unwrap()),
+            vec![bob]
+        );
+        h.store.set_down(true);
+        assert!(matches!(
+            h.payments.mine(ALICE, None, 20).await,
+            Err(PaymentError::Unavailable(_))
+        ));
     }
 
     #[tokio::test]

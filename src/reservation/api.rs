@@ -1,7 +1,11 @@
 //! Seat holds over HTTP.
 
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 
 use super::{
     domain::{Reservation, ReservationError, ReservationStatus},
@@ -16,6 +20,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
+        paging::PageBody,
         problem::Problem,
     },
 };
@@ -76,6 +81,12 @@ enum HoldResponse {
 enum GetResponse {
     #[oai(status = 200)]
     Ok(Json<ReservationBody>),
+}
+
+#[derive(ApiResponse)]
+enum MineResponse {
+    #[oai(status = 200)]
+    Ok(Json<PageBody<ReservationBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -149,6 +160,32 @@ where
             &reservation,
             self.service.now(),
         ))))
+    }
+
+    /// Your reservations (holds, tickets, lapsed and released ones), newest first.
+    #[oai(
+        path = "/v1/users/me/reservations",
+        method = "get",
+        tag = "ApiTags::Reservations",
+        operation_id = "myReservations"
+    )]
+    async fn mine(
+        &self,
+        auth: UserAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<MineResponse, Problem> {
+        let page = self
+            .service
+            .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
+            .await?;
+        let now = self.service.now();
+        Ok(MineResponse::Ok(Json(PageBody::from_page(page, |r| {
+            body(&r, now)
+        }))))
     }
 
     /// Release a hold early.

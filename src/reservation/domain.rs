@@ -7,6 +7,8 @@ use crate::kernel::{
 
 pub const DEFAULT_HOLD_MINUTES: u32 = 5;
 pub const DEFAULT_HOLD_LIMIT: u32 = 4;
+/// A buyer's list of reservations: at most 100 a page.
+pub const MAX_PAGE: u64 = 100;
 
 /// A reservation's status; the database column holds these names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -146,6 +148,9 @@ pub enum Transition {
     /// The paid hold could not be confirmed: it ends, and the payment is
     /// refunded.
     FailConfirmation,
+    /// The buyer's ticket, sold for `payment`, was cancelled and refunded:
+    /// the reservation ends `released` and its seat is free again.
+    Cancel { payment: PaymentId },
 }
 
 impl Transition {
@@ -161,6 +166,17 @@ impl Transition {
                 r.status == ReservationStatus::Held && r.payment == Some(payment)
             }
             Transition::FailConfirmation => r.status == ReservationStatus::Held,
+            Transition::Cancel { payment } => {
+                r.status == ReservationStatus::Confirmed && r.payment == Some(payment)
+            }
+        }
+    }
+
+    /// The status it applies to.
+    pub fn source(self) -> ReservationStatus {
+        match self {
+            Transition::Cancel { .. } => ReservationStatus::Confirmed,
+            _ => ReservationStatus::Held,
         }
     }
 
@@ -168,7 +184,7 @@ impl Transition {
     pub fn target(self) -> ReservationStatus {
         match self {
             Transition::ClaimForPayment { .. } => ReservationStatus::Held,
-            Transition::Release { .. } => ReservationStatus::Released,
+            Transition::Release { .. } | Transition::Cancel { .. } => ReservationStatus::Released,
             Transition::Lapse { .. } | Transition::Replace | Transition::FailConfirmation => {
                 ReservationStatus::Expired
             }
@@ -259,6 +275,53 @@ mod tests {
             r.status_at(now),
             ReservationStatus::Held,
             "a paid hold waits for its confirmation"
+        );
+    }
+
+    #[test]
+    fn only_the_ticket_a_payment_bought_is_cancelled_and_only_once() {
+        let now = Utc::now();
+        let ticket = Reservation {
+            id: ReservationId(1),
+            user: UserId(1),
+            concert: ConcertId(1),
+            schedule: ScheduleId(1),
+            seat: SeatId(1),
+            price: Points::new(10).unwrap(),
+            status: ReservationStatus::Confirmed,
+            expires_at: now,
+            payment: Some(PaymentId(9)),
+        };
+        let cancel = Transition::Cancel {
+            payment: PaymentId(9),
+        };
+        assert!(cancel.applies_to(&ticket));
+        assert_eq!(cancel.source(), ReservationStatus::Confirmed);
+        assert_eq!(cancel.target(), ReservationStatus::Released);
+        assert!(
+            !Transition::Cancel {
+                payment: PaymentId(8)
+            }
+            .applies_to(&ticket),
+            "another payment's refund leaves it alone"
+        );
+        for status in [
+            ReservationStatus::Held,
+            ReservationStatus::Released,
+            ReservationStatus::Expired,
+        ] {
+            let other = Reservation {
+                status,
+                ..ticket.clone()
+            };
+            assert!(!cancel.applies_to(&other), "{status:?} is no ticket");
+        }
+        assert_eq!(
+            Transition::Confirm {
+                payment: PaymentId(9)
+            }
+            .source(),
+            ReservationStatus::Held
         );
     }
 }

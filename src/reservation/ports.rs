@@ -3,7 +3,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{NewReservation, Reservation, ReservationError, Transition};
-use crate::kernel::{PaymentId, ReservationId, SeatId, StoreError, UserId};
+use crate::kernel::{PageRequest, PaymentId, ReservationId, SeatId, StoreError, UserId};
 
 /// Reads of reservations, outside any transaction.
 pub trait ReservationRepository: Clone + Send + Sync + 'static {
@@ -11,6 +11,14 @@ pub trait ReservationRepository: Clone + Send + Sync + 'static {
         &self,
         id: ReservationId,
     ) -> impl Future<Output = Result<Option<Reservation>, ReservationError>> + Send;
+
+    /// Up to `page.fetch()` of the user's reservations, newest first,
+    /// older than the reservation `page.after`.
+    fn of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Reservation>, ReservationError>> + Send;
 
     /// Up to `max` unpaid holds past their expiry at `now`, oldest first.
     fn lapsed(

@@ -7,7 +7,7 @@ use futures::{FutureExt, future::BoxFuture};
 
 use super::{
     domain::{
-        HoldPolicy, NewReservation, NotPayable, OnPayment, Reservation, ReservationError,
+        HoldPolicy, MAX_PAGE, NewReservation, NotPayable, OnPayment, Reservation, ReservationError,
         Transition,
     },
     ports::{ReservationRepository, ReservationTx},
@@ -18,7 +18,8 @@ use crate::{
         ports::{SeatReads, SeatTx},
     },
     kernel::{
-        Clock, PaymentId, ReservationId, ScheduleId, SeatId, Transaction, UnitOfWork, UserId,
+        Clock, Page, PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, Transaction,
+        UnitOfWork, UserId,
         events::{EventEnvelope, PaymentCompleted, RelayWake, types},
         keyed::{ExpiringMemo, KeyedLocks},
         retry_on_conflict,
@@ -178,6 +179,18 @@ where
             Some(reservation) if reservation.user == user => Ok(reservation),
             _ => Err(ReservationError::NotFound(id)),
         }
+    }
+
+    /// A page of the user's own reservations, newest first.
+    pub async fn mine(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Reservation>, ReservationError> {
+        let page = PageRequest::new(after, limit, MAX_PAGE);
+        let rows = self.repo.of_user(user, page).await?;
+        Ok(Page::of(rows, page, |r| r.id.value()))
     }
 
     /// Gives an unpaid, unexpired hold back early.
@@ -367,6 +380,36 @@ pub async fn confirm_payment<T: ReservationTx + SeatTx + OutboxWriter>(
     Ok(outcome)
 }
 
+/// A cancelled ticket, in the refund's transaction: the confirmed
+/// reservation `payment` bought ends `released` and its seat goes back on
+/// sale, with `TicketCancelled`. False (and nothing written) when it is not
+/// that payment's ticket any more, so a repeated refund changes nothing.
+pub async fn cancel_ticket<T: ReservationTx + SeatTx + OutboxWriter>(
+    tx: &mut T,
+    id: ReservationId,
+    payment: PaymentId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let Some(ticket) = tx.get(id).await? else {
+        anyhow::bail!("payment {payment} names unknown reservation {id}");
+    };
+    let cancel = Transition::Cancel { payment };
+    if !cancel.applies_to(&ticket) {
+        return Ok(false);
+    }
+    // Seat before reservation, as everywhere.
+    if !tx.unsell(ticket.seat, id).await? {
+        anyhow::bail!("the seat of ticket {id} is not sold to it");
+    }
+    if !tx.transition(id, cancel, now).await? {
+        anyhow::bail!("ticket {id} changed while it was being cancelled");
+    }
+    metrics::counter!("tickets_cancelled_total").increment(1);
+    tx.append(vec![ticket.event(types::TICKET_CANCELLED)], now)
+        .await?;
+    Ok(true)
+}
+
 impl<T, C> EventHandler<T> for ConfirmOnPayment<C>
 where
     T: ReservationTx + SeatTx + OutboxWriter,
@@ -468,6 +511,91 @@ mod tests {
                 .expect("a reservation")
                 .payment = Some(PaymentId(99));
         }
+    }
+
+    #[tokio::test]
+    async fn buyers_list_their_own_reservations_newest_first_in_pages() {
+        let h = harness(5, 10);
+        let mut alice = Vec::new();
+        for seat in &h.seats[..3] {
+            alice.push(h.service.hold(ALICE, SCHEDULE, *seat).await.unwrap().id);
+        }
+        let bob = h.service.hold(BOB, SCHEDULE, h.seats[3]).await.unwrap().id;
+        h.service.release(alice[1], ALICE).await.unwrap();
+        let ids = |page: &Page<Reservation>| page.items.iter().map(|r| r.id).collect::<Vec<_>>();
+
+        let first = h.service.mine(ALICE, None, 2).await.unwrap();
+        assert_eq!(ids(&first), vec![alice[2], alice[1]]);
+        assert_eq!(first.next_cursor, Some(alice[1].value()));
+        assert_eq!(
+            first.items[1].status,
+            ReservationStatus::Released,
+            "a released hold is still listed"
+        );
+        let second = h.service.mine(ALICE, first.next_cursor, 2).await.unwrap();
+        assert_eq!(ids(&second), vec![alice[0]]);
+        assert_eq!(second.next_cursor, None);
+        assert_eq!(
+            ids(&h.service.mine(BOB, None, 20).await.unwrap()),
+            vec![bob]
+        );
+        assert_eq!(
+            ids(&h.service.mine(ALICE, None, 0).await.unwrap()),
+            vec![alice[2]],
+            "a page holds at least one"
+        );
+        h.store.set_down(true);
+        assert!(matches!(
+            h.service.mine(ALICE, None, 20).await,
+            Err(ReservationError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_ticket_frees_its_seat_once_and_only_for_its_payment() {
+        let h = harness(1, 4);
+        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
+        h.pay(r.id);
+        let mut tx = h.store.begin().await.unwrap();
+        confirm_payment(&mut tx, &completed(&r, PaymentId(99)), h.clock.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert!(matches!(h.seat(h.seats[0]), SeatState::Sold { .. }));
+
+        let mut tx = h.store.begin().await.unwrap();
+        assert!(
+            !cancel_ticket(&mut tx, r.id, PaymentId(98), h.clock.now())
+                .await
+                .unwrap(),
+            "another payment's refund leaves the ticket alone"
+        );
+        assert!(
+            cancel_ticket(&mut tx, r.id, PaymentId(99), h.clock.now())
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        assert_eq!(h.status(r.id), ReservationStatus::Released);
+        assert_eq!(h.seat(h.seats[0]), SeatState::Available);
+        assert_eq!(h.events().last(), Some(&types::TICKET_CANCELLED));
+
+        let mut tx = h.store.begin().await.unwrap();
+        assert!(
+            !cancel_ticket(&mut tx, r.id, PaymentId(99), h.clock.now())
+                .await
+                .unwrap(),
+            "a second refund finds nothing to cancel"
+        );
+        tx.commit().await.unwrap();
+        let cancelled = h
+            .events()
+            .iter()
+            .filter(|e| **e == types::TICKET_CANCELLED)
+            .count();
+        assert_eq!(cancelled, 1);
+        // The seat is on sale again.
+        h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
     }
 
     fn completed(r: &Reservation, payment: PaymentId) -> PaymentCompleted {

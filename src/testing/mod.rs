@@ -65,6 +65,8 @@ pub struct World {
     /// Ledger rows, oldest first, with the payment they belong to.
     pub ledger: Vec<(UserId, LedgerEntry, Option<PaymentId>)>,
     pub payments: BTreeMap<PaymentId, Payment>,
+    /// When each schedule's show starts (absent: an unknown schedule).
+    pub shows: HashMap<ScheduleId, DateTime<Utc>>,
     pub compensations: BTreeMap<i64, Compensation>,
     /// Committed outbox events, in order.
     pub outbox: Vec<NewEvent>,
@@ -489,6 +491,33 @@ impl SeatTx for MemTx {
         }
         Ok(true)
     }
+
+    async fn unsell(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        match self.work.seats.get_mut(&seat) {
+            Some(s)
+                if s.reservation == Some(reservation)
+                    && matches!(s.state, SeatState::Sold { .. }) =>
+            {
+                s.state = SeatState::Available;
+                s.reservation = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn starts_at(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.check()?;
+        Ok(self.work.shows.get(&schedule).copied())
+    }
 }
 
 impl ReservationTx for MemTx {
@@ -754,6 +783,23 @@ impl ReservationRepository for MemoryUow {
         Ok(self.world().reservations.get(&id).cloned())
     }
 
+    async fn of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Vec<Reservation>, ReservationError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .reservations
+            .values()
+            .rev()
+            .filter(|r| r.user == user && page.after.is_none_or(|a| r.id.value() < a))
+            .take(page.fetch() as usize)
+            .cloned()
+            .collect())
+    }
+
     async fn lapsed(
         &self,
         now: DateTime<Utc>,
@@ -830,6 +876,19 @@ impl PaymentRepository for MemoryUow {
             .rev()
             .filter(|c| status.is_none_or(|s| c.status == s))
             .filter(|c| page.after.is_none_or(|after| c.id < after))
+            .take(page.fetch() as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn of_user(&self, user: UserId, page: PageRequest) -> Result<Vec<Payment>, PaymentError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .payments
+            .values()
+            .rev()
+            .filter(|p| p.user == user && page.after.is_none_or(|a| p.id.value() < a))
             .take(page.fetch() as usize)
             .cloned()
             .collect())

@@ -133,10 +133,6 @@ impl Server {
         let child = Command::new(BIN)
             .args(&self.args)
             .env("FAILPOINTS", failpoints)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
             .env_remove("BOXOFFICE_DATABASE_URL")
             .env_remove("BOXOFFICE_REDIS_URL")
             .env_remove("BOXOFFICE_REDIS_CLUSTER_NODES")

@@ -7,7 +7,8 @@ use futures::future::join_all;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, assert_problem, column, concert_body, count, eventually, spawn_app, spawn_app_with,
+    TestApp, assert_problem, column, concert_body, count, eventually, outbox_drained,
+    outbox_payloads, page_ids, spawn_app, spawn_app_with,
 };
 
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
@@ -471,18 +472,15 @@ async fn a_payment_is_confirmed_with_a_receipt_a_notification_and_the_turn_ends(
         .await
         .unwrap();
     assert_problem(other, 404, "not_found").await;
-    eventually("a receipt", WAIT, || async {
-        (count(
-            &app.db,
-            &format!(
-                "SELECT COUNT(*) FROM receipts WHERE payment_id = {}",
-                payment["id"]
-            ),
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
+    counts_eventually(
+        &app,
+        "a receipt",
+        &format!(
+            "SELECT COUNT(*) FROM receipts WHERE payment_id = {}",
+            payment["id"]
+        ),
+        1,
+    )
     .await;
     let notes = eventually("the confirmation notice", WAIT, || async {
         let notes = get_as(&app, 3, "/v1/users/me/notifications").await;
@@ -503,6 +501,277 @@ async fn a_payment_is_confirmed_with_a_receipt_a_notification_and_the_turn_ends(
     })
     .await;
     assert_invariants(&app).await;
+}
+
+/// Waits until `sql` counts `expected` rows.
+async fn counts_eventually(app: &TestApp, what: &str, sql: &str, expected: i64) {
+    eventually(what, WAIT, || async {
+        (count(&app.db, sql).await == expected).then_some(())
+    })
+    .await;
+}
+
+/// A paid, confirmed ticket of `user`'s on the sale's first seat: (queue
+/// token, reservation, payment).
+async fn confirmed_ticket(app: &TestApp, user: i64, sale: &Sale) -> (String, Value, Value) {
+    let token = app.admitted_token(user, &sale.concert).await;
+    charge(app, user, json!(200_000)).await;
+    let reservation: Value = hold(app, user, &token, sale, sale.seats[0])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let resp = pay(app, user, &token, &reservation["id"]).await;
+    assert_eq!(resp.status(), 201);
+    let payment: Value = resp.json().await.unwrap();
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the payment to be confirmed", WAIT, || async {
+        (get_as(app, user, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
+    (token, reservation, payment)
+}
+
+#[tokio::test]
+async fn a_buyer_cancels_a_ticket_once_and_gets_points_seat_and_notice_back() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let (_, reservation, payment) = confirmed_ticket(&app, 31, &sale).await;
+    let path = format!("/v1/payments/{}", payment["id"]);
+    let refunds = format!("{path}/refunds");
+    counts_eventually(
+        &app,
+        "the receipt",
+        &format!(
+            "SELECT COUNT(*) FROM receipts WHERE payment_id = {}",
+            payment["id"]
+        ),
+        1,
+    )
+    .await;
+
+    let other = app
+        .post(&refunds)
+        .bearer_auth(app.user_token(32))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 404, "not_found").await;
+    // Five at once: one cancellation.
+    let answers =
+        join_all((0..5).map(|_| app.post(&refunds).bearer_auth(app.user_token(31)).send())).await;
+    let mut accepted = 0;
+    for resp in answers {
+        let resp = resp.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap();
+        match status {
+            202 => {
+                accepted += 1;
+                assert_eq!(
+                    body,
+                    json!({"paymentId": payment["id"], "status": "pending"})
+                );
+            }
+            409 => assert!(
+                body["code"] == "already_cancelled" || body["code"] == "not_confirmed",
+                "{body}"
+            ),
+            _ => panic!("{status}: {body}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+
+    eventually("the refund", WAIT, || async {
+        (get_as(&app, 31, &path).await["status"] == "refunded").then_some(())
+    })
+    .await;
+    assert_eq!(balance(&app, 31).await, 200_000, "every point back");
+    assert_eq!(
+        get_as(&app, 31, &format!("/v1/reservations/{}", reservation["id"])).await["status"],
+        "released"
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM seats WHERE id = {} AND status = 'available'",
+                sale.seats[0]
+            )
+        )
+        .await,
+        1,
+        "the seat is on sale again"
+    );
+    for (event, expected) in [("PaymentRefunded", 1), ("TicketCancelled", 1)] {
+        assert_eq!(
+            outbox_payloads(&app.db, event).await.len(),
+            expected,
+            "{event}"
+        );
+    }
+    assert_eq!(
+        outbox_payloads(&app.db, "PaymentRefunded").await[0]["reason"],
+        "cancelled"
+    );
+    counts_eventually(
+        &app,
+        "the receipt voided",
+        &format!(
+            "SELECT COUNT(*) FROM receipts WHERE payment_id = {} AND cancelled_at IS NOT NULL",
+            payment["id"]
+        ),
+        1,
+    )
+    .await;
+    let notice = eventually("the refund notice", WAIT, || async {
+        let notes = get_as(&app, 31, "/v1/users/me/notifications").await;
+        notes["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["kind"] == "payment_refunded")
+            .cloned()
+    })
+    .await;
+    assert!(
+        notice["message"].as_str().unwrap().contains("cancelled"),
+        "{notice}"
+    );
+
+    let again = app
+        .post(&refunds)
+        .bearer_auth(app.user_token(31))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(again, 409, "not_confirmed").await;
+    let token = app.admitted_token(33, &sale.concert).await;
+    assert_eq!(
+        hold(&app, 33, &token, &sale, sale.seats[0]).await.status(),
+        201,
+        "someone else buys it"
+    );
+    outbox_drained(&app.db, WAIT).await;
+    assert_eq!(
+        count(&app.db, &format!("SELECT COUNT(*) FROM wallet_transactions WHERE kind = 'refund' AND payment_id = {}", payment["id"])).await,
+        1
+    );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_ticket_is_not_cancelled_near_the_show_and_bad_requests_change_nothing() {
+    let app = spawn_app().await;
+    let mut body = concert_body(1, 1);
+    body["schedules"][0]["startsAt"] =
+        json!((chrono::Utc::now() + chrono::TimeDelta::hours(2)).to_rfc3339());
+    let created = app.create_concert(&body).await;
+    let schedule = created["schedules"][0]["id"].clone();
+    let seats = seat_ids(&app, &schedule).await;
+    let sale = Sale {
+        concert: created["id"].clone(),
+        schedule,
+        seats,
+    };
+    let (_, _, payment) = confirmed_ticket(&app, 41, &sale).await;
+    let refunds = format!("/v1/payments/{}/refunds", payment["id"]);
+    let cancel = |path: String| app.post(&path).bearer_auth(app.user_token(41)).send();
+    assert_problem(
+        cancel(refunds.clone()).await.unwrap(),
+        409,
+        "cancel_window_closed",
+    )
+    .await;
+    let unknown = cancel("/v1/payments/999999/refunds".into()).await.unwrap();
+    assert_problem(unknown, 404, "not_found").await;
+    let bad = cancel("/v1/payments/x/refunds".into()).await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let anonymous = app.post(&refunds).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        count(&app.db, "SELECT COUNT(*) FROM compensations").await,
+        0,
+        "nothing scheduled"
+    );
+    assert_eq!(
+        get_as(&app, 41, &format!("/v1/payments/{}", payment["id"])).await["status"],
+        "confirmed"
+    );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn buyers_page_through_their_own_reservations_and_payments() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 5).await;
+    let token = app.admitted_token(21, &sale.concert).await;
+    charge(&app, 21, json!(500_000)).await;
+    let mut held = Vec::new();
+    for seat in &sale.seats[..3] {
+        let r: Value = hold(&app, 21, &token, &sale, *seat)
+            .await
+            .json()
+            .await
+            .unwrap();
+        held.push(r["id"].as_i64().unwrap());
+    }
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/reservations/{}", held[1])))
+        .bearer_auth(app.user_token(21))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let resp = pay(&app, 21, &token, &json!(held[2])).await;
+    assert_eq!(resp.status(), 201);
+    let payment: Value = resp.json().await.unwrap();
+    let other = app.admitted_token(22, &sale.concert).await;
+    assert_eq!(
+        hold(&app, 22, &other, &sale, sale.seats[3]).await.status(),
+        201
+    );
+
+    let first = get_as(&app, 21, "/v1/users/me/reservations?limit=2").await;
+    assert_eq!(page_ids(&first), vec![held[2], held[1]]);
+    assert_eq!(first["items"][1]["status"], "released");
+    let next = format!(
+        "/v1/users/me/reservations?limit=2&after={}",
+        first["nextCursor"]
+    );
+    let second = get_as(&app, 21, &next).await;
+    assert_eq!(page_ids(&second), vec![held[0]]);
+    assert!(second.get("nextCursor").is_none(), "{second}");
+    assert_eq!(
+        page_ids(&get_as(&app, 22, "/v1/users/me/reservations").await).len(),
+        1,
+        "only your own"
+    );
+
+    let payments = get_as(&app, 21, "/v1/users/me/payments").await;
+    assert_eq!(page_ids(&payments), vec![payment["id"].as_i64().unwrap()]);
+    assert_eq!(payments["items"][0]["reservationId"], held[2]);
+    assert_eq!(
+        page_ids(&get_as(&app, 22, "/v1/users/me/payments").await),
+        Vec::<i64>::new()
+    );
+
+    for path in [
+        "/v1/users/me/payments?limit=0",
+        "/v1/users/me/reservations?limit=101",
+        "/v1/users/me/reservations?after=x",
+    ] {
+        let resp = app
+            .get(path)
+            .bearer_auth(app.user_token(21))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 400, "validation_failed").await;
+    }
+    let resp = app.get("/v1/users/me/payments").send().await.unwrap();
+    assert_eq!(resp.status(), 401);
 }
 
 /// Pays for a seat while the reservations consumer is paused, lets someone

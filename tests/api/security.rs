@@ -419,6 +419,24 @@ impl World {
                 User,
             ),
             route(
+                Method::POST,
+                "/v1/payments/{id}/refunds",
+                format!("/v1/payments/{payment}/refunds"),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/users/me/payments",
+                "/v1/users/me/payments".into(),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/users/me/reservations",
+                "/v1/users/me/reservations".into(),
+                User,
+            ),
+            route(
                 Method::GET,
                 "/v1/admin/compensations",
                 "/v1/admin/compensations".into(),
@@ -788,6 +806,11 @@ async fn another_users_resources_are_not_found_and_stay_untouched() {
             "/v1/payments/424242".to_owned(),
         ),
         (
+            Method::POST,
+            format!("/v1/payments/{}/refunds", world.payment),
+            "/v1/payments/424242/refunds".to_owned(),
+        ),
+        (
             Method::GET,
             format!("/v1/coupon-jobs/{}", world.job),
             format!("/v1/coupon-jobs/{unknown_job}"),
@@ -884,6 +907,14 @@ async fn another_users_resources_are_not_found_and_stay_untouched() {
     ] {
         let resp = call(app, &Method::GET, path, Some(&stranger), None, None).await;
         assert_eq!(resp.json::<Value>().await.unwrap(), empty, "GET {path}");
+    }
+    for path in ["/v1/users/me/reservations", "/v1/users/me/payments"] {
+        let resp = call(app, &Method::GET, path, Some(&stranger), None, None).await;
+        assert_eq!(
+            resp.json::<Value>().await.unwrap(),
+            json!({"items": []}),
+            "GET {path}"
+        );
     }
     for path in ["/v1/wallet/transactions", "/v1/users/me/notifications"] {
         let resp = call(app, &Method::GET, path, Some(&stranger), None, None).await;
@@ -1073,7 +1104,7 @@ async fn oversized_bodies_are_refused_on_every_route_that_writes() {
         .into_iter()
         .filter(|r| r.method != Method::GET)
         .collect();
-    assert_eq!(writes.len(), 16);
+    assert_eq!(writes.len(), 17);
     for r in writes {
         // Valid but for its size: an unknown field is otherwise ignored.
         let mut body = r.body.clone().unwrap_or_else(|| json!({}));
@@ -1533,6 +1564,10 @@ async fn unknown_and_out_of_range_ids_are_4xx_problems_that_change_nothing() {
         "/v1/wallet/transactions?after=9223372036854775808",
         "/v1/users/me/notifications?after=abc",
         "/v1/users/me/notifications?limit=0",
+        "/v1/users/me/reservations?after=abc",
+        "/v1/users/me/reservations?limit=0",
+        "/v1/users/me/payments?after=9223372036854775808",
+        "/v1/users/me/payments?limit=101",
         "/v1/users/me/coupons?limit=0",
         "/v1/users/me/coupons?limit=201",
         "/v1/users/me/coupons?after=abc",

@@ -484,7 +484,18 @@ mod seats {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, DbErr> {
-        let freed = while_held_by(seat_id, reservation)
+        let freed = on_sale_again(while_held_by(seat_id, reservation))
+            .exec(conn)
+            .await?;
+        Ok(freed.rows_affected == 1)
+    }
+
+    /// The update that puts a seat back on sale: free, no holder, no
+    /// reservation, a new version.
+    fn on_sale_again(
+        update: sea_orm::UpdateMany<seat::Entity>,
+    ) -> sea_orm::UpdateMany<seat::Entity> {
+        update
             .col_expr(
                 seat::Column::Status,
                 Expr::value(SeatStatus::Available.as_str()),
@@ -502,9 +513,6 @@ mod seats {
                 seat::Column::Version,
                 Expr::col(seat::Column::Version).add(1),
             )
-            .exec(conn)
-            .await?;
-        Ok(freed.rows_affected == 1)
     }
 
     /// Keeps the seat held by `reservation` until `until` (a paid hold waits
@@ -524,6 +532,20 @@ mod seats {
 
     /// Sells the seat to the holder of `reservation`; false if it no longer
     /// holds it (the hold lapsed and someone else took the seat).
+    /// Puts a seat sold to `reservation` back on sale.
+    pub async fn unsell<C: ConnectionTrait>(
+        conn: &C,
+        seat_id: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, DbErr> {
+        let sold_to_it = seat::Entity::update_many()
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ReservationId.eq(reservation.value()))
+            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()));
+        let freed = on_sale_again(sold_to_it).exec(conn).await?;
+        Ok(freed.rows_affected == 1)
+    }
+
     pub async fn sell<C: ConnectionTrait>(
         conn: &C,
         seat_id: SeatId,
@@ -584,6 +606,21 @@ impl SeatTx for DbTx {
 
     async fn sell(&mut self, seat: SeatId, reservation: ReservationId) -> Result<bool, StoreError> {
         Ok(seats::sell(self.conn(), seat, reservation).await?)
+    }
+
+    async fn unsell(
+        &mut self,
+        seat: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        Ok(seats::unsell(self.conn(), seat, reservation).await?)
+    }
+
+    async fn starts_at(&mut self, id: ScheduleId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(schedule::Entity::find_by_id(id.value())
+            .one(self.conn())
+            .await?
+            .map(|s| s.starts_at))
     }
 }
 

@@ -1,5 +1,8 @@
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, Set, sea_query::OnConflict};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
+    sea_query::{Expr, OnConflict},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -27,6 +30,8 @@ pub mod receipt {
         pub amount: i64,
         pub event_id: Uuid,
         pub created_at: DateTimeUtc,
+        /// When the receipt was voided (its payment was refunded).
+        pub cancelled_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -42,6 +47,11 @@ pub struct LocalReceiptProvider;
 impl ReceiptProvider for LocalReceiptProvider {
     async fn issue(&self, payment: &PaymentCompleted) -> anyhow::Result<String> {
         Ok(format!("R-{:012}", payment.payment_id))
+    }
+
+    async fn cancel(&self, _number: &str) -> anyhow::Result<()> {
+        // Nothing outside this database to tell.
+        Ok(())
     }
 }
 
@@ -80,5 +90,37 @@ impl ReceiptTx for DbTx {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         Ok(store_receipt(self.conn(), receipt, event_id, now).await?)
+    }
+
+    async fn receipt_of(&mut self, payment_id: i64) -> Result<Option<(Receipt, bool)>, StoreError> {
+        Ok(receipt::Entity::find()
+            .filter(receipt::Column::PaymentId.eq(payment_id))
+            .one(self.conn())
+            .await?
+            .map(|r| {
+                (
+                    Receipt {
+                        number: r.number,
+                        payment_id: r.payment_id,
+                        user_id: r.user_id,
+                        amount: r.amount,
+                    },
+                    r.cancelled_at.is_some(),
+                )
+            }))
+    }
+
+    async fn mark_receipt_cancelled(
+        &mut self,
+        payment_id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let marked = receipt::Entity::update_many()
+            .col_expr(receipt::Column::CancelledAt, Expr::value(now))
+            .filter(receipt::Column::PaymentId.eq(payment_id))
+            .filter(receipt::Column::CancelledAt.is_null())
+            .exec(self.conn())
+            .await?;
+        Ok(marked.rows_affected == 1)
     }
 }

@@ -122,6 +122,21 @@ impl PaymentRepository for DbPayments {
             .transpose()?)
     }
 
+    async fn of_user(&self, user: UserId, page: PageRequest) -> Result<Vec<Payment>, PaymentError> {
+        let mut query = payment::Entity::find().filter(payment::Column::UserId.eq(user.value()));
+        if let Some(after) = page.after {
+            query = query.filter(payment::Column::Id.lt(after));
+        }
+        Ok(query
+            .order_by_desc(payment::Column::Id)
+            .limit(page.fetch())
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_payment)
+            .collect::<anyhow::Result<_>>()?)
+    }
+
     async fn compensations(
         &self,
         status: Option<CompensationStatus>,

@@ -11,7 +11,10 @@ use sea_orm::{
 
 use crate::{
     db::DbTx,
-    kernel::{ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
+    kernel::{
+        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError,
+        UserId,
+    },
     reservation::{
         domain::{NewReservation, Reservation, ReservationError, ReservationStatus, Transition},
         ports::{ReservationRepository, ReservationTx},
@@ -83,6 +86,26 @@ impl ReservationRepository for DbReservations {
             .await?
             .map(to_reservation)
             .transpose()?)
+    }
+
+    async fn of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Vec<Reservation>, ReservationError> {
+        let mut query =
+            reservation::Entity::find().filter(reservation::Column::UserId.eq(user.value()));
+        if let Some(after) = page.after {
+            query = query.filter(reservation::Column::Id.lt(after));
+        }
+        Ok(query
+            .order_by_desc(reservation::Column::Id)
+            .limit(page.fetch())
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_reservation)
+            .collect::<anyhow::Result<_>>()?)
     }
 
     async fn lapsed(
@@ -200,7 +223,7 @@ impl ReservationTx for DbTx {
             .col_expr(Column::Status, Expr::value(change.target().as_str()))
             .col_expr(Column::UpdatedAt, Expr::value(now))
             .filter(Column::Id.eq(id.value()))
-            .filter(Column::Status.eq(held()));
+            .filter(Column::Status.eq(change.source().as_str()));
         update = match change {
             Transition::ClaimForPayment { user, now } | Transition::Release { user, now } => update
                 .filter(Column::PaymentId.is_null())
@@ -210,7 +233,9 @@ impl ReservationTx for DbTx {
                 .filter(Column::PaymentId.is_null())
                 .filter(Column::ExpiresAt.lte(now)),
             Transition::Replace => update.filter(Column::PaymentId.is_null()),
-            Transition::Confirm { payment } => update.filter(Column::PaymentId.eq(payment.value())),
+            Transition::Confirm { payment } | Transition::Cancel { payment } => {
+                update.filter(Column::PaymentId.eq(payment.value()))
+            }
             Transition::FailConfirmation => update,
         };
         Ok(update.exec(self.conn()).await?.rows_affected == 1)
