@@ -11,6 +11,7 @@ mod m20261122_000005_create_coupons;
 mod m20261202_000006_add_retention_indexes;
 mod m20261203_000007_add_coupon_counters;
 mod m20261203_000008_buyer_lifecycle;
+mod m20261203_000009_schedule_status;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000006_add_retention_indexes::Migration),
             Box::new(m20261203_000007_add_coupon_counters::Migration),
             Box::new(m20261203_000008_buyer_lifecycle::Migration),
+            Box::new(m20261203_000009_schedule_status::Migration),
         ]
     }
 }

@@ -107,7 +107,11 @@ pub fn workers(
     workers.push(Box::pin(payment::infra::compensation::run(
         move || {
             let compensations = compensations.clone();
-            async move { compensations.run_due().await }
+            async move {
+                let refunds = compensations.run_due().await?;
+                let cancellations = compensations.advance_cancellations().await?;
+                Ok(refunds + cancellations)
+            }
         },
         Duration::from_millis(250),
         cancel.clone(),

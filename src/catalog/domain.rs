@@ -221,6 +221,27 @@ pub struct ScheduleSummary {
     pub available_seats: u64,
 }
 
+/// Whether a schedule is sold: `on_sale` until an admin cancels it, then
+/// `cancelling` (no new holds; holds released and tickets refunded in
+/// batches) and finally `cancelled`. The database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum ScheduleStatus {
+    OnSale,
+    Cancelling,
+    Cancelled,
+}
+
+impl ScheduleStatus {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        value.parse().ok()
+    }
+}
+
 /// A seat's stored status; the database column holds these names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]

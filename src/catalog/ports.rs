@@ -3,7 +3,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSummary, Seat, SeatFilter,
+    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleStatus, ScheduleSummary,
+    Seat, SeatFilter,
 };
 use crate::kernel::{
     ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
@@ -77,7 +78,8 @@ pub trait SeatReads: Clone + Send + Sync + 'static {
 /// transaction that touches a seat touches it before its reservation.
 pub trait SeatTx: Send {
     /// Holds the seat for `user` until `until` if it is free at `now`
-    /// ([`Seat::availability`] says available). `None` when it is not.
+    /// ([`Seat::availability`] says available) and its schedule is on sale.
+    /// `None` when it is not.
     fn try_hold(
         &mut self,
         schedule: ScheduleId,
@@ -131,6 +133,23 @@ pub trait SeatTx: Send {
         &mut self,
         seat: SeatId,
         reservation: ReservationId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The schedule's sale status and when it last changed; `None` for an
+    /// unknown schedule.
+    fn schedule_status(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = Result<Option<(ScheduleStatus, DateTime<Utc>)>, StoreError>> + Send;
+
+    /// Compare-and-set of the schedule's sale status; true if it was `from`
+    /// and is now `to`.
+    fn set_schedule_status(
+        &mut self,
+        schedule: ScheduleId,
+        from: ScheduleStatus,
+        to: ScheduleStatus,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// When the schedule's show starts; `None` for an unknown schedule.

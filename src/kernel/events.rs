@@ -90,6 +90,10 @@ pub mod types {
     pub const ALERT_ACKNOWLEDGED: &str = "AlertAcknowledged";
     pub const COMPENSATION_RETRIED: &str = "CompensationRetried";
     pub const DEAD_LETTER_REPLAYED: &str = "DeadLetterReplayed";
+    /// An admin stopped a schedule's sale; its holds and tickets follow.
+    pub const SCHEDULE_CANCELLATION_STARTED: &str = "ScheduleCancellationStarted";
+    /// Every hold of a cancelled schedule released, every ticket refunded.
+    pub const SCHEDULE_CANCELLED: &str = "ScheduleCancelled";
 }
 
 /// Payload of the `Reservation*` events.
@@ -129,6 +133,16 @@ pub struct PaymentCompleted {
     /// Absent in events written before payments carried it.
     #[serde(default)]
     pub concert_id: i64,
+}
+
+/// Payload of `ScheduleCancellationStarted` and `ScheduleCancelled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleCancellation {
+    pub schedule_id: i64,
+    /// The admin who cancelled it (on `ScheduleCancellationStarted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

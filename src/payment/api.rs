@@ -8,17 +8,18 @@ use poem_openapi::{
 
 use super::{
     domain::{
-        CompensationStatus, DEFAULT_COMPENSATION_PAGE, MAX_COMPENSATION_PAGE, Payment,
-        PaymentError, PaymentStatus,
+        CancellationProgress, CompensationStatus, DEFAULT_COMPENSATION_PAGE, MAX_COMPENSATION_PAGE,
+        Payment, PaymentError, PaymentStatus,
     },
     ports::{PaymentRepository, PaymentTx},
     usecase::PaymentService,
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    catalog::ports::SeatTx,
+    catalog::{domain::ScheduleStatus, ports::SeatTx},
     kernel::{
-        Clock, PaymentId, ReservationId, UnitOfWork, events::RelayWake, idempotency::IdempotencyTx,
+        Clock, PaymentId, ReservationId, ScheduleId, UnitOfWork, events::RelayWake,
+        idempotency::IdempotencyTx,
     },
     outbox::ports::OutboxWriter,
     reservation::ports::{ReservationRepository, ReservationTx},
@@ -131,6 +132,63 @@ enum RefundResponse {
     /// The cancellation is accepted; the refund follows shortly.
     #[oai(status = 202)]
     Accepted(Json<RefundBody>),
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "ScheduleSaleStatus", rename_all = "snake_case")]
+pub enum ScheduleStatusBody {
+    OnSale,
+    Cancelling,
+    Cancelled,
+}
+
+/// A schedule's sale, and how far its cancellation has come.
+#[derive(Debug, Object)]
+#[oai(rename = "ScheduleSale", rename_all = "camelCase")]
+pub struct ScheduleSaleBody {
+    pub id: i64,
+    /// `cancelling` while holds are released and tickets refunded;
+    /// `cancelled` once every one is.
+    pub status: ScheduleStatusBody,
+    pub seats: u64,
+    /// Seats sold now (a refunded ticket's seat is no longer sold).
+    pub sold: u64,
+    /// Refunds of the cancellation not yet done, including `refundsFailed`.
+    pub refunds_pending: u64,
+    /// Refunds that gave up and wait for an admin's retry
+    /// (`POST /v1/admin/compensations/{id}/retry`).
+    pub refunds_failed: u64,
+    pub refunds_done: u64,
+}
+
+fn sale_body(p: &CancellationProgress) -> ScheduleSaleBody {
+    ScheduleSaleBody {
+        id: p.schedule.value(),
+        status: match p.status {
+            ScheduleStatus::OnSale => ScheduleStatusBody::OnSale,
+            ScheduleStatus::Cancelling => ScheduleStatusBody::Cancelling,
+            ScheduleStatus::Cancelled => ScheduleStatusBody::Cancelled,
+        },
+        seats: p.seats,
+        sold: p.sold,
+        refunds_pending: p.refunds_pending,
+        refunds_failed: p.refunds_failed,
+        refunds_done: p.refunds_done,
+    }
+}
+
+#[derive(ApiResponse)]
+enum CancelScheduleResponse {
+    /// The sale has stopped; holds are released and tickets refunded in
+    /// batches (see `GET /v1/admin/schedules/{id}`).
+    #[oai(status = 202)]
+    Accepted(Json<ScheduleSaleBody>),
+}
+
+#[derive(ApiResponse)]
+enum ScheduleSaleResponse {
+    #[oai(status = 200)]
+    Ok(Json<ScheduleSaleBody>),
 }
 
 #[derive(ApiResponse)]
@@ -262,6 +320,43 @@ where
         }))))
     }
 
+    /// Cancel a schedule: its sale stops at once, every hold is released
+    /// and every ticket refunded (exactly once each) through the
+    /// compensation machinery. Cancelling again changes nothing.
+    #[oai(
+        path = "/v1/admin/schedules/:id/cancel",
+        method = "post",
+        tag = "ApiTags::Admin",
+        operation_id = "cancelSchedule"
+    )]
+    async fn cancel_schedule(
+        &self,
+        auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<CancelScheduleResponse, Problem> {
+        let progress = self
+            .service
+            .cancel_schedule(ScheduleId(id.0), auth.0.user_id)
+            .await?;
+        Ok(CancelScheduleResponse::Accepted(Json(sale_body(&progress))))
+    }
+
+    /// A schedule's sale status and its cancellation's progress.
+    #[oai(
+        path = "/v1/admin/schedules/:id",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "getScheduleSale"
+    )]
+    async fn schedule_sale(
+        &self,
+        _auth: AdminAuth,
+        id: Path<i64>,
+    ) -> Result<ScheduleSaleResponse, Problem> {
+        let progress = self.service.cancellation(ScheduleId(id.0)).await?;
+        Ok(ScheduleSaleResponse::Ok(Json(sale_body(&progress))))
+    }
+
     /// Compensation steps of the payment saga.
     #[oai(
         path = "/v1/admin/compensations",
@@ -331,7 +426,8 @@ impl From<PaymentError> for Problem {
         match err {
             PaymentError::ReservationNotFound(_)
             | PaymentError::NotFound(_)
-            | PaymentError::CompensationNotFound(_) => Problem::not_found(err.to_string()),
+            | PaymentError::CompensationNotFound(_)
+            | PaymentError::ScheduleNotFound(_) => Problem::not_found(err.to_string()),
             PaymentError::HoldExpired(_) => Problem::conflict("hold_expired", err.to_string()),
             PaymentError::AlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
             PaymentError::KeyReused => key_reused(),

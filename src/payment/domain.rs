@@ -2,8 +2,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::catalog::domain::ScheduleStatus;
 use crate::kernel::{
-    ConcertId, PaymentId, Points, ReservationId, UserId, backoff,
+    ConcertId, PaymentId, Points, ReservationId, ScheduleId, UserId, backoff,
     events::{NewEvent, PaymentCompleted, PaymentRefunded, types},
 };
 
@@ -72,10 +73,10 @@ impl Payment {
             user_id: self.user.value(),
             amount: self.amount.value(),
             reason: Some(
-                if saga == CANCEL_SAGA {
-                    "cancelled"
-                } else {
-                    "seat_lost"
+                match saga {
+                    CANCEL_SAGA => "cancelled",
+                    SCHEDULE_CANCEL_SAGA => "schedule_cancelled",
+                    _ => "seat_lost",
                 }
                 .into(),
             ),
@@ -93,11 +94,56 @@ impl Payment {
 
 /// The status a refund step of `saga` takes a payment from.
 pub fn refunds_from(saga: &str) -> PaymentStatus {
-    if saga == CANCEL_SAGA {
+    if cancels_ticket(saga) {
         PaymentStatus::Confirmed
     } else {
         PaymentStatus::Paid
     }
+}
+
+/// Whether the saga's refund also cancels the ticket (a buyer's or an
+/// admin's cancellation) rather than refunding a seat that was never sold.
+pub fn cancels_ticket(saga: &str) -> bool {
+    saga == CANCEL_SAGA || saga == SCHEDULE_CANCEL_SAGA
+}
+
+/// How far an admin's cancellation of a schedule has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancellationProgress {
+    pub schedule: ScheduleId,
+    pub status: ScheduleStatus,
+    pub seats: u64,
+    pub sold: u64,
+    /// Refunds scheduled by the cancellation and not yet done (including
+    /// ones that gave up and wait for an admin's retry: `refunds_failed`).
+    pub refunds_pending: u64,
+    pub refunds_failed: u64,
+    pub refunds_done: u64,
+}
+
+/// What one pass over a cancelling schedule found still to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CancellationWork {
+    /// Unpaid holds released in this pass.
+    pub holds: usize,
+    /// Sold tickets whose refund this pass scheduled.
+    pub tickets: usize,
+    /// Payments of the schedule still on their way: paid and not yet
+    /// confirmed or refunded, or with a cancellation refund not yet done.
+    pub unsettled: u64,
+}
+
+/// A cancelling schedule is cancelled once a pass finds nothing left to
+/// release, refund or wait for, and the request is at least
+/// [`CANCELLATION_SETTLE`] old (a hold or payment that was already
+/// committing when the sale stopped has landed by then and is handled by
+/// an earlier pass).
+pub fn cancellation_finished(
+    work: CancellationWork,
+    requested_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    work == CancellationWork::default() && now - requested_at >= CANCELLATION_SETTLE
 }
 
 /// Why a buyer may not cancel a ticket.
@@ -153,6 +199,14 @@ pub const REFUND_SAGA: &str = "payment";
 pub const REFUND_STEP: &str = "refund";
 /// The saga of a ticket its buyer cancelled: one refund step per payment.
 pub const CANCEL_SAGA: &str = "cancellation";
+/// The saga of an admin's cancellation of a whole schedule: one refund step
+/// per sold ticket.
+pub const SCHEDULE_CANCEL_SAGA: &str = "schedule_cancellation";
+/// Holds released, or refunds scheduled, per step of a schedule's
+/// cancellation.
+pub const CANCELLATION_BATCH: u64 = 200;
+/// See [`cancellation_finished`].
+pub const CANCELLATION_SETTLE: TimeDelta = TimeDelta::seconds(5);
 /// How long before the show a buyer may still cancel, unless configured.
 pub const DEFAULT_CANCEL_CUTOFF_MINUTES: u32 = 1_440;
 
@@ -254,6 +308,8 @@ pub enum PaymentError {
     CancelWindowClosed(PaymentId),
     #[error("payment {0}'s ticket is already being cancelled")]
     AlreadyCancelled(PaymentId),
+    #[error("schedule {0} does not exist")]
+    ScheduleNotFound(ScheduleId),
     /// The `Idempotency-Key` was used for a different request.
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,
@@ -363,6 +419,54 @@ mod tests {
                 "{status:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_schedule_is_cancelled_once_nothing_is_left_and_the_request_has_settled() {
+        let asked = Utc::now();
+        let settled = asked + CANCELLATION_SETTLE;
+        assert!(cancellation_finished(
+            CancellationWork::default(),
+            asked,
+            settled
+        ));
+        assert!(
+            !cancellation_finished(
+                CancellationWork::default(),
+                asked,
+                settled - TimeDelta::milliseconds(1)
+            ),
+            "a hold committing as the sale stopped may still land"
+        );
+        for work in [
+            CancellationWork {
+                holds: 1,
+                ..Default::default()
+            },
+            CancellationWork {
+                tickets: 1,
+                ..Default::default()
+            },
+            CancellationWork {
+                unsettled: 1,
+                ..Default::default()
+            },
+        ] {
+            assert!(
+                !cancellation_finished(work, asked, settled + TimeDelta::hours(1)),
+                "{work:?}"
+            );
+        }
+        assert!(cancels_ticket(SCHEDULE_CANCEL_SAGA) && cancels_ticket(CANCEL_SAGA));
+        assert!(!cancels_ticket(REFUND_SAGA));
+        assert!(payment(PaymentStatus::Confirmed).is_refundable(SCHEDULE_CANCEL_SAGA));
+        assert_eq!(
+            payment(PaymentStatus::Confirmed)
+                .refunded(SCHEDULE_CANCEL_SAGA)
+                .reason
+                .as_deref(),
+            Some("schedule_cancelled")
+        );
     }
 
     #[test]

@@ -3,10 +3,10 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
-    PaymentStatus,
+    AfterFailure, CancellationProgress, Compensation, CompensationStatus, NewPayment, Payment,
+    PaymentError, PaymentStatus,
 };
-use crate::kernel::{PageRequest, PaymentId, StoreError, UserId};
+use crate::kernel::{PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UserId};
 
 /// Payments and compensations outside any transaction.
 pub trait PaymentRepository: Clone + Send + Sync + 'static {
@@ -42,6 +42,45 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
         max: u64,
     ) -> impl Future<Output = Result<Vec<i64>, PaymentError>> + Send;
+
+    /// Up to `max` schedules being cancelled, with when that began.
+    fn cancelling_schedules(
+        &self,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<(ScheduleId, DateTime<Utc>)>, PaymentError>> + Send;
+
+    /// Up to `max` unpaid holds (expired or not) on the schedule.
+    fn unpaid_holds(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<ReservationId>, PaymentError>> + Send;
+
+    /// Up to `max` confirmed payments for the schedule's seats with no
+    /// refund step of `saga` yet.
+    fn tickets_to_refund(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<PaymentId>, PaymentError>> + Send;
+
+    /// Payments for the schedule's seats still on their way: `paid` (not
+    /// yet confirmed or refunded), or with a refund step of `saga` not yet
+    /// succeeded.
+    fn unsettled(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+    ) -> impl Future<Output = Result<u64, PaymentError>> + Send;
+
+    /// The schedule's sale status, seats and the refunds of `saga`; `None`
+    /// for an unknown schedule.
+    fn cancellation_progress(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+    ) -> impl Future<Output = Result<Option<CancellationProgress>, PaymentError>> + Send;
 
     /// Records a failed attempt of a still-pending step; false if it was
     /// no longer pending.

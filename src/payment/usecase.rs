@@ -9,21 +9,23 @@ use futures::{FutureExt, future::BoxFuture};
 
 use super::{
     domain::{
-        CANCEL_SAGA, CONFIRMATION_GRACE_MINUTES, CancelRefused, Compensation, CompensationStatus,
+        CANCEL_SAGA, CANCELLATION_BATCH, CONFIRMATION_GRACE_MINUTES, CancelRefused,
+        CancellationProgress, CancellationWork, Compensation, CompensationStatus,
         DEFAULT_CANCEL_CUTOFF_MINUTES, MAX_COMPENSATION_PAGE, MAX_PAGE, NewPayment, Payment,
-        PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, after_failure, can_retry,
-        may_cancel,
+        PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, SCHEDULE_CANCEL_SAGA, after_failure,
+        can_retry, cancellation_finished, cancels_ticket, may_cancel,
     },
     ports::{PaymentRepository, PaymentTx},
 };
 use crate::{
-    catalog::ports::SeatTx,
+    catalog::{domain::ScheduleStatus, ports::SeatTx},
     kernel::{
-        Clock, Page, PageRequest, PaymentId, ReservationId, Transaction, UnitOfWork, UserId,
+        Clock, Page, PageRequest, PaymentId, ReservationId, ScheduleId, Transaction, UnitOfWork,
+        UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{
             CompensationRetried, CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed,
-            RelayWake, ReservationChanged, types,
+            RelayWake, ReservationChanged, ScheduleCancellation, types,
         },
         idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
@@ -224,6 +226,64 @@ where
         Ok(())
     }
 
+    /// An admin cancels a schedule: its sale stops at once (no new holds)
+    /// and the compensation runner then releases its holds and refunds its
+    /// tickets in batches. Cancelling again changes nothing; the answer is
+    /// the progress either way.
+    pub async fn cancel_schedule(
+        &self,
+        schedule: ScheduleId,
+        admin: UserId,
+    ) -> Result<CancellationProgress, PaymentError> {
+        retry_on_conflict(|| self.stop_sale(schedule, admin)).await?;
+        self.wake.wake();
+        self.cancellation(schedule).await
+    }
+
+    async fn stop_sale(&self, schedule: ScheduleId, admin: UserId) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        // The write first (SQLite's lock); the read only tells why not.
+        if tx
+            .set_schedule_status(
+                schedule,
+                ScheduleStatus::OnSale,
+                ScheduleStatus::Cancelling,
+                now,
+            )
+            .await?
+        {
+            let event = NewEvent::new(
+                types::SCHEDULE_CANCELLATION_STARTED,
+                "schedule",
+                schedule,
+                &ScheduleCancellation {
+                    schedule_id: schedule.value(),
+                    admin_id: Some(admin.value()),
+                },
+            );
+            tx.append(vec![event], now).await?;
+            tx.commit().await?;
+            metrics::counter!("schedule_cancellations_total").increment(1);
+            return Ok(());
+        }
+        match tx.schedule_status(schedule).await? {
+            None => Err(PaymentError::ScheduleNotFound(schedule)),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// How far the schedule's cancellation (if any) has come.
+    pub async fn cancellation(
+        &self,
+        schedule: ScheduleId,
+    ) -> Result<CancellationProgress, PaymentError> {
+        self.payments
+            .cancellation_progress(schedule, SCHEDULE_CANCEL_SAGA)
+            .await?
+            .ok_or(PaymentError::ScheduleNotFound(schedule))
+    }
+
     /// A page of the user's own payments, newest first.
     pub async fn mine(
         &self,
@@ -379,6 +439,9 @@ impl<T: PaymentTx + OutboxWriter, C: Clock> EventHandler<T> for PaymentSaga<C> {
     }
 }
 
+/// Due compensation steps taken per pass.
+pub const DUE_BATCH: u64 = 50;
+
 /// Runs due compensation steps: the refund of a payment whose seat could
 /// not be confirmed, retried with backoff, given up (and alerted) after
 /// [`super::domain::MAX_COMPENSATION_ATTEMPTS`].
@@ -431,13 +494,15 @@ where
         }
     }
 
-    /// Attempts every due step once.
-    pub async fn run_due(&self) -> Result<(), PaymentError> {
-        for id in self
+    /// Attempts every due step once (up to [`DUE_BATCH`]); how many it
+    /// found.
+    pub async fn run_due(&self) -> Result<usize, PaymentError> {
+        let due = self
             .payments
-            .due_compensations(self.clock.now(), 50)
-            .await?
-        {
+            .due_compensations(self.clock.now(), DUE_BATCH)
+            .await?;
+        let found = due.len();
+        for id in due {
             match retry_on_conflict(|| self.attempt(id)).await {
                 Ok(Attempt::Refunded(payment)) => {
                     self.wake.wake();
@@ -463,6 +528,114 @@ where
                 Ok(Attempt::NotPending) => {}
                 Err(err) => self.failed(id, &format!("{err:#}")).await?,
             }
+        }
+        Ok(found)
+    }
+
+    /// One pass over the schedules being cancelled: releases a batch of
+    /// each one's unpaid holds, schedules the refunds of a batch of its
+    /// tickets, and declares it cancelled once nothing is left
+    /// ([`cancellation_finished`]). Returns how much it did, so the runner
+    /// comes straight back while there is more.
+    pub async fn advance_cancellations(&self) -> Result<usize, PaymentError> {
+        let mut done = 0;
+        for (schedule, requested_at) in self.payments.cancelling_schedules(16).await? {
+            let holds = self
+                .payments
+                .unpaid_holds(schedule, CANCELLATION_BATCH)
+                .await?;
+            let mut released = 0;
+            for id in holds {
+                if retry_on_conflict(|| self.withdraw(id)).await? {
+                    released += 1;
+                }
+            }
+            let tickets = self
+                .payments
+                .tickets_to_refund(schedule, SCHEDULE_CANCEL_SAGA, CANCELLATION_BATCH)
+                .await?;
+            if !tickets.is_empty() {
+                retry_on_conflict(|| self.schedule_refunds(&tickets)).await?;
+            }
+            let mut work = CancellationWork {
+                holds: released,
+                tickets: tickets.len(),
+                unsettled: 0,
+            };
+            if work == CancellationWork::default() {
+                work.unsettled = self
+                    .payments
+                    .unsettled(schedule, SCHEDULE_CANCEL_SAGA)
+                    .await?;
+                if cancellation_finished(work, requested_at, self.clock.now()) {
+                    retry_on_conflict(|| self.finish_cancellation(schedule)).await?;
+                }
+            }
+            done += work.holds + work.tickets;
+        }
+        if done > 0 {
+            self.wake.wake();
+        }
+        Ok(done)
+    }
+
+    async fn withdraw(&self, hold: ReservationId) -> Result<bool, PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let withdrawn = reservations::withdraw_hold(&mut tx, hold, now).await?;
+        tx.commit().await?;
+        Ok(withdrawn)
+    }
+
+    async fn schedule_refunds(&self, tickets: &[PaymentId]) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let mut events = Vec::new();
+        for payment in tickets {
+            if tx
+                .schedule_compensation(SCHEDULE_CANCEL_SAGA, REFUND_STEP, *payment, now)
+                .await?
+            {
+                events.push(NewEvent::new(
+                    types::COMPENSATION_SCHEDULED,
+                    "payment",
+                    *payment,
+                    &CompensationScheduled {
+                        payment_id: payment.value(),
+                        saga: SCHEDULE_CANCEL_SAGA.into(),
+                        step: REFUND_STEP.into(),
+                    },
+                ));
+            }
+        }
+        tx.append(events, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn finish_cancellation(&self, schedule: ScheduleId) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        if tx
+            .set_schedule_status(
+                schedule,
+                ScheduleStatus::Cancelling,
+                ScheduleStatus::Cancelled,
+                now,
+            )
+            .await?
+        {
+            let event = NewEvent::new(
+                types::SCHEDULE_CANCELLED,
+                "schedule",
+                schedule,
+                &ScheduleCancellation {
+                    schedule_id: schedule.value(),
+                    admin_id: None,
+                },
+            );
+            tx.append(vec![event], now).await?;
+            tx.commit().await?;
         }
         Ok(())
     }
@@ -503,7 +676,7 @@ where
                 status: PaymentStatus::Refunded,
                 ..payment
             };
-            if saga == CANCEL_SAGA {
+            if cancels_ticket(saga) {
                 // The ticket goes with the refund, in the same transaction.
                 reservations::cancel_ticket(&mut tx, payment.reservation, payment.id, now).await?;
                 Attempt::Cancelled(refunded)
@@ -818,6 +991,111 @@ mod tests {
             h.store.world().compensations.len(),
             1,
             "nothing else scheduled"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_admin_cancels_a_schedule_its_holds_end_and_every_ticket_is_refunded_once() {
+        let h = harness();
+        for user in [ALICE, BOB] {
+            h.fund(user, 10 * PRICE);
+        }
+        let show = h.clock.now() + TimeDelta::days(3);
+        let alice = h.ticket(ALICE, show).await;
+        let bob = h.ticket(BOB, show).await;
+        let hold = h.held(BOB);
+        // A payment on its way (paid, not yet confirmed) when the sale stops.
+        let unconfirmed_hold = h.held(ALICE);
+        let unconfirmed = h.pay(ALICE, unconfirmed_hold.id).await.unwrap();
+        let schedule = ScheduleId(3);
+
+        let started = h.payments.cancel_schedule(schedule, ADMIN).await.unwrap();
+        assert_eq!(started.status, ScheduleStatus::Cancelling);
+        assert_eq!(started.sold, 2);
+        assert!(
+            h.payments.cancel_schedule(schedule, ADMIN).await.is_ok(),
+            "cancelling again changes nothing"
+        );
+        assert_eq!(
+            h.store
+                .world()
+                .event_types()
+                .iter()
+                .filter(|t| **t == types::SCHEDULE_CANCELLATION_STARTED)
+                .count(),
+            1
+        );
+        assert!(matches!(
+            h.payments.cancel_schedule(ScheduleId(404), ADMIN).await,
+            Err(PaymentError::ScheduleNotFound(_))
+        ));
+
+        // The first pass releases the hold and schedules both refunds.
+        assert_eq!(h.compensations.advance_cancellations().await.unwrap(), 3);
+        assert_eq!(
+            h.store.world().reservations[&hold.id].status,
+            ReservationStatus::Released
+        );
+        assert_eq!(h.compensations.run_due().await.unwrap(), 2);
+        for ticket in [&alice, &bob] {
+            assert_eq!(h.status(ticket.id).status, PaymentStatus::Refunded);
+        }
+        assert_eq!(h.balance(BOB), 10 * PRICE);
+        // Nothing new to do, but the paid payment is still on its way.
+        assert_eq!(h.compensations.advance_cancellations().await.unwrap(), 0);
+        h.clock.advance(TimeDelta::minutes(1));
+        h.compensations.advance_cancellations().await.unwrap();
+        assert_eq!(
+            h.payments.cancellation(schedule).await.unwrap().status,
+            ScheduleStatus::Cancelling,
+            "a payment on its way keeps it cancelling"
+        );
+        // Its confirmation comes through, and that ticket is refunded too.
+        h.answer(types::RESERVATION_CONFIRMED, &unconfirmed).await;
+        assert_eq!(h.compensations.advance_cancellations().await.unwrap(), 1);
+        h.compensations.run_due().await.unwrap();
+        h.compensations.advance_cancellations().await.unwrap();
+        let done = h.payments.cancellation(schedule).await.unwrap();
+        assert_eq!(
+            (done.status, done.refunds_done, done.refunds_pending),
+            (ScheduleStatus::Cancelled, 3, 0)
+        );
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "every point back, once");
+        assert_eq!(
+            h.store
+                .world()
+                .event_types()
+                .iter()
+                .filter(|t| **t == types::SCHEDULE_CANCELLED)
+                .count(),
+            1
+        );
+        assert!(h.alerts.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_schedule_takes_no_new_hold() {
+        let h = harness();
+        let hold = h.held(ALICE);
+        let seat = hold.seat;
+        h.payments
+            .cancel_schedule(ScheduleId(3), ADMIN)
+            .await
+            .unwrap();
+        let mut tx = h.store.begin().await.unwrap();
+        let later = h.clock.now() + TimeDelta::minutes(10);
+        assert!(
+            tx.try_hold(
+                ScheduleId(3),
+                seat,
+                BOB,
+                later + TimeDelta::minutes(5),
+                later
+            )
+            .await
+            .unwrap()
+            .is_none(),
+            "even a lapsed hold's seat is off sale"
         );
     }
 

@@ -148,6 +148,9 @@ pub enum Transition {
     /// The paid hold could not be confirmed: it ends, and the payment is
     /// refunded.
     FailConfirmation,
+    /// Its schedule was cancelled: an unpaid hold ends at once, expired or
+    /// not (a paid one is settled by the payment saga).
+    Withdraw,
     /// The buyer's ticket, sold for `payment`, was cancelled and refunded:
     /// the reservation ends `released` and its seat is free again.
     Cancel { payment: PaymentId },
@@ -161,7 +164,7 @@ impl Transition {
                 unpaid_hold && r.user == user && r.expires_at > now
             }
             Transition::Lapse { now } => unpaid_hold && r.expires_at <= now,
-            Transition::Replace => unpaid_hold,
+            Transition::Replace | Transition::Withdraw => unpaid_hold,
             Transition::Confirm { payment } => {
                 r.status == ReservationStatus::Held && r.payment == Some(payment)
             }
@@ -184,7 +187,9 @@ impl Transition {
     pub fn target(self) -> ReservationStatus {
         match self {
             Transition::ClaimForPayment { .. } => ReservationStatus::Held,
-            Transition::Release { .. } | Transition::Cancel { .. } => ReservationStatus::Released,
+            Transition::Release { .. } | Transition::Cancel { .. } | Transition::Withdraw => {
+                ReservationStatus::Released
+            }
             Transition::Lapse { .. } | Transition::Replace | Transition::FailConfirmation => {
                 ReservationStatus::Expired
             }

@@ -380,6 +380,31 @@ pub async fn confirm_payment<T: ReservationTx + SeatTx + OutboxWriter>(
     Ok(outcome)
 }
 
+/// An unpaid hold on a cancelled schedule ends, expired or not: its seat is
+/// freed and `ReservationReleased` written. False (nothing written) when it
+/// is no unpaid hold any more (paid meanwhile: the saga settles it).
+pub async fn withdraw_hold<T: ReservationTx + SeatTx + OutboxWriter>(
+    tx: &mut T,
+    id: ReservationId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let Some(hold) = tx.get(id).await? else {
+        return Ok(false);
+    };
+    if !Transition::Withdraw.applies_to(&hold) {
+        return Ok(false);
+    }
+    // Seat before reservation; a seat another hold took over is not ours
+    // to free.
+    tx.release(hold.seat, id).await?;
+    if !tx.transition(id, Transition::Withdraw, now).await? {
+        anyhow::bail!("hold {id} changed while it was being withdrawn");
+    }
+    tx.append(vec![hold.event(types::RESERVATION_RELEASED)], now)
+        .await?;
+    Ok(true)
+}
+
 /// A cancelled ticket, in the refund's transaction: the confirmed
 /// reservation `payment` bought ends `released` and its seat goes back on
 /// sale, with `TicketCancelled`. False (and nothing written) when it is not

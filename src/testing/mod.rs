@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     catalog::{
-        domain::{HeldSeat, Seat, SeatState},
+        domain::{HeldSeat, ScheduleStatus, Seat, SeatState},
         ports::{SeatReads, SeatTx},
     },
     coupon::{
@@ -31,8 +31,8 @@ use crate::{
     outbox::ports::OutboxWriter,
     payment::{
         domain::{
-            AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
-            PaymentStatus,
+            AfterFailure, CancellationProgress, Compensation, CompensationStatus, NewPayment,
+            Payment, PaymentError, PaymentStatus,
         },
         ports::{PaymentRepository, PaymentTx},
     },
@@ -67,6 +67,8 @@ pub struct World {
     pub payments: BTreeMap<PaymentId, Payment>,
     /// When each schedule's show starts (absent: an unknown schedule).
     pub shows: HashMap<ScheduleId, DateTime<Utc>>,
+    /// Schedules whose sale status changed, and when (absent: on sale).
+    pub schedule_statuses: HashMap<ScheduleId, (ScheduleStatus, DateTime<Utc>)>,
     pub compensations: BTreeMap<i64, Compensation>,
     /// Committed outbox events, in order.
     pub outbox: Vec<NewEvent>,
@@ -112,6 +114,13 @@ impl World {
 
     pub fn balance(&self, user: UserId) -> i64 {
         self.balances.get(&user).map_or(0, |p| p.value())
+    }
+
+    /// The schedule of the seat a payment paid for.
+    pub fn schedule_of(&self, payment: &Payment) -> Option<ScheduleId> {
+        self.reservations
+            .get(&payment.reservation)
+            .map(|r| r.schedule)
     }
 
     pub fn event_types(&self) -> Vec<&'static str> {
@@ -404,6 +413,14 @@ impl SeatTx for MemTx {
         now: DateTime<Utc>,
     ) -> Result<Option<HeldSeat>, StoreError> {
         self.check()?;
+        if self
+            .work
+            .schedule_statuses
+            .get(&schedule)
+            .is_some_and(|(status, _)| *status != ScheduleStatus::OnSale)
+        {
+            return Ok(None);
+        }
         let Some(found) = self
             .work
             .seats
@@ -505,6 +522,38 @@ impl SeatTx for MemTx {
             {
                 s.state = SeatState::Available;
                 s.reservation = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn schedule_status(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> Result<Option<(ScheduleStatus, DateTime<Utc>)>, StoreError> {
+        self.check()?;
+        if let Some(known) = self.work.schedule_statuses.get(&schedule) {
+            return Ok(Some(*known));
+        }
+        Ok(self
+            .work
+            .seats
+            .values()
+            .any(|s| s.schedule == schedule)
+            .then_some((ScheduleStatus::OnSale, DateTime::<Utc>::UNIX_EPOCH)))
+    }
+
+    async fn set_schedule_status(
+        &mut self,
+        schedule: ScheduleId,
+        from: ScheduleStatus,
+        to: ScheduleStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        match self.schedule_status(schedule).await? {
+            Some((status, _)) if status == from => {
+                self.work.schedule_statuses.insert(schedule, (to, now));
                 Ok(true)
             }
             _ => Ok(false),
@@ -892,6 +941,134 @@ impl PaymentRepository for MemoryUow {
             .take(page.fetch() as usize)
             .cloned()
             .collect())
+    }
+
+    async fn cancelling_schedules(
+        &self,
+        max: u64,
+    ) -> Result<Vec<(ScheduleId, DateTime<Utc>)>, PaymentError> {
+        self.check()?;
+        let world = self.world();
+        let mut found: Vec<_> = world
+            .schedule_statuses
+            .iter()
+            .filter(|(_, (status, _))| *status == ScheduleStatus::Cancelling)
+            .map(|(id, (_, at))| (*id, *at))
+            .collect();
+        found.sort();
+        found.truncate(max as usize);
+        Ok(found)
+    }
+
+    async fn unpaid_holds(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> Result<Vec<ReservationId>, PaymentError> {
+        self.check()?;
+        Ok(self
+            .world()
+            .reservations
+            .values()
+            .filter(|r| r.schedule == schedule && Transition::Withdraw.applies_to(r))
+            .map(|r| r.id)
+            .take(max as usize)
+            .collect())
+    }
+
+    async fn tickets_to_refund(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+        max: u64,
+    ) -> Result<Vec<PaymentId>, PaymentError> {
+        self.check()?;
+        let world = self.world();
+        Ok(world
+            .payments
+            .values()
+            .filter(|p| {
+                p.status == PaymentStatus::Confirmed
+                    && world.schedule_of(p) == Some(schedule)
+                    && !world
+                        .compensations
+                        .values()
+                        .any(|c| c.saga == saga && c.payment == p.id)
+            })
+            .map(|p| p.id)
+            .take(max as usize)
+            .collect())
+    }
+
+    async fn unsettled(&self, schedule: ScheduleId, saga: &str) -> Result<u64, PaymentError> {
+        self.check()?;
+        let world = self.world();
+        let paid = world
+            .payments
+            .values()
+            .filter(|p| p.status == PaymentStatus::Paid && world.schedule_of(p) == Some(schedule))
+            .count();
+        let refunding = world
+            .compensations
+            .values()
+            .filter(|c| {
+                c.saga == saga
+                    && c.status != CompensationStatus::Succeeded
+                    && world
+                        .payments
+                        .get(&c.payment)
+                        .is_some_and(|p| world.schedule_of(p) == Some(schedule))
+            })
+            .count();
+        Ok((paid + refunding) as u64)
+    }
+
+    async fn cancellation_progress(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+    ) -> Result<Option<CancellationProgress>, PaymentError> {
+        self.check()?;
+        let world = self.world();
+        let seats: Vec<_> = world
+            .seats
+            .values()
+            .filter(|s| s.schedule == schedule)
+            .collect();
+        if seats.is_empty() {
+            return Ok(None);
+        }
+        let status = world
+            .schedule_statuses
+            .get(&schedule)
+            .map_or(ScheduleStatus::OnSale, |(s, _)| *s);
+        let refunds = |wanted: CompensationStatus| {
+            world
+                .compensations
+                .values()
+                .filter(|c| {
+                    c.saga == saga
+                        && c.status == wanted
+                        && world
+                            .payments
+                            .get(&c.payment)
+                            .is_some_and(|p| world.schedule_of(p) == Some(schedule))
+                })
+                .count() as u64
+        };
+        let failed = refunds(CompensationStatus::Failed);
+        Ok(Some(CancellationProgress {
+            schedule,
+            status,
+            seats: seats.len() as u64,
+            sold: seats
+                .iter()
+                .filter(|s| matches!(s.state, SeatState::Sold { .. }))
+                .count() as u64,
+            refunds_pending: refunds(CompensationStatus::Pending) + failed,
+            refunds_failed: failed,
+            refunds_done: refunds(CompensationStatus::Succeeded),
+        }))
     }
 
     async fn compensation(&self, id: i64) -> Result<Option<Compensation>, PaymentError> {

@@ -514,9 +514,18 @@ async fn counts_eventually(app: &TestApp, what: &str, sql: &str, expected: i64) 
 /// A paid, confirmed ticket of `user`'s on the sale's first seat: (queue
 /// token, reservation, payment).
 async fn confirmed_ticket(app: &TestApp, user: i64, sale: &Sale) -> (String, Value, Value) {
+    confirmed_ticket_on(app, user, sale, sale.seats[0]).await
+}
+
+async fn confirmed_ticket_on(
+    app: &TestApp,
+    user: i64,
+    sale: &Sale,
+    seat: i64,
+) -> (String, Value, Value) {
     let token = app.admitted_token(user, &sale.concert).await;
     charge(app, user, json!(200_000)).await;
-    let reservation: Value = hold(app, user, &token, sale, sale.seats[0])
+    let reservation: Value = hold(app, user, &token, sale, seat)
         .await
         .json()
         .await
@@ -698,6 +707,110 @@ async fn a_ticket_is_not_cancelled_near_the_show_and_bad_requests_change_nothing
         get_as(&app, 41, &format!("/v1/payments/{}", payment["id"])).await["status"],
         "confirmed"
     );
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn an_admin_cancels_a_schedule_and_every_hold_and_ticket_is_settled_once() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 6).await;
+    let mut tickets = Vec::new();
+    for (i, user) in [51, 52, 53].into_iter().enumerate() {
+        tickets.push(
+            confirmed_ticket_on(&app, user, &sale, sale.seats[i])
+                .await
+                .2,
+        );
+    }
+    let holder = app.admitted_token(54, &sale.concert).await;
+    let held: Value = hold(&app, 54, &holder, &sale, sale.seats[3])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cancel = format!("/v1/admin/schedules/{}/cancel", sale.schedule);
+    let progress = format!("/v1/admin/schedules/{}", sale.schedule);
+    let as_user = app
+        .post(&cancel)
+        .bearer_auth(app.user_token(51))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(as_user.status(), 403);
+
+    let resp = app
+        .post(&cancel)
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let started: Value = resp.json().await.unwrap();
+    assert_eq!(started["status"], "cancelling", "{started}");
+    assert_eq!(
+        (started["seats"].as_i64(), started["sold"].as_i64()),
+        (Some(6), Some(3))
+    );
+    // Off sale at once.
+    let late = app.admitted_token(55, &sale.concert).await;
+    assert_problem(
+        hold(&app, 55, &late, &sale, sale.seats[4]).await,
+        409,
+        "seat_unavailable",
+    )
+    .await;
+
+    let done = eventually("the schedule cancelled", WAIT, || async {
+        let resp = app
+            .get(&progress)
+            .bearer_auth(app.admin_token())
+            .send()
+            .await
+            .unwrap();
+        let body: Value = resp.json().await.unwrap();
+        (body["status"] == "cancelled").then_some(body)
+    })
+    .await;
+    assert_eq!(
+        done,
+        json!({"id": sale.schedule, "status": "cancelled", "seats": 6, "sold": 0,
+               "refundsPending": 0, "refundsFailed": 0, "refundsDone": 3})
+    );
+    for (user, payment) in [51, 52, 53].into_iter().zip(&tickets) {
+        assert_eq!(
+            balance(&app, user).await,
+            200_000,
+            "user {user}: every point back"
+        );
+        let path = format!("/v1/payments/{}", payment["id"]);
+        assert_eq!(get_as(&app, user, &path).await["status"], "refunded");
+    }
+    assert_eq!(
+        get_as(&app, 54, &format!("/v1/reservations/{}", held["id"])).await["status"],
+        "released"
+    );
+    let refunds = outbox_payloads(&app.db, "PaymentRefunded").await;
+    assert_eq!(refunds.len(), 3);
+    assert!(refunds.iter().all(|r| r["reason"] == "schedule_cancelled"));
+    for event in ["ScheduleCancellationStarted", "ScheduleCancelled"] {
+        assert_eq!(outbox_payloads(&app.db, event).await.len(), 1, "{event}");
+    }
+    let again = app
+        .post(&cancel)
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 202, "cancelling again changes nothing");
+    assert_eq!(again.json::<Value>().await.unwrap(), done);
+    let unknown = app
+        .post("/v1/admin/schedules/424242/cancel")
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_problem(unknown, 404, "not_found").await;
+    outbox_drained(&app.db, WAIT).await;
     assert_invariants(&app).await;
 }
 

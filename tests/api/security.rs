@@ -449,6 +449,18 @@ impl World {
                 Admin,
             ),
             route(
+                Method::POST,
+                "/v1/admin/schedules/{id}/cancel",
+                "/v1/admin/schedules/1/cancel".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
+                "/v1/admin/schedules/{id}",
+                "/v1/admin/schedules/1".into(),
+                Admin,
+            ),
+            route(
                 Method::GET,
                 "/v1/users/me/notifications",
                 "/v1/users/me/notifications".into(),
@@ -1104,7 +1116,7 @@ async fn oversized_bodies_are_refused_on_every_route_that_writes() {
         .into_iter()
         .filter(|r| r.method != Method::GET)
         .collect();
-    assert_eq!(writes.len(), 17);
+    assert_eq!(writes.len(), 18);
     for r in writes {
         // Valid but for its size: an unknown field is otherwise ignored.
         let mut body = r.body.clone().unwrap_or_else(|| json!({}));

@@ -11,7 +11,7 @@ use crate::{
     catalog::{
         domain::{
             Availability, CatalogError, Concert, CreatedConcert, CreatedSchedule, HeldSeat,
-            NewConcert, ScheduleSummary, Seat, SeatFilter, SeatState, SeatStatus,
+            NewConcert, ScheduleStatus, ScheduleSummary, Seat, SeatFilter, SeatState, SeatStatus,
         },
         ports::{CatalogRepository, SeatReads, SeatTx},
     },
@@ -52,6 +52,9 @@ pub(crate) mod schedule {
         pub id: i64,
         pub concert_id: i64,
         pub starts_at: DateTimeUtc,
+        /// `ScheduleStatus`: `on_sale`, `cancelling`, `cancelled`.
+        pub status: String,
+        pub status_changed_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -384,7 +387,7 @@ mod seats {
 
     use super::{availability_is, schedule, seat};
     use crate::{
-        catalog::domain::{Availability, HeldSeat, SeatStatus},
+        catalog::domain::{Availability, HeldSeat, ScheduleStatus, SeatStatus},
         kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, UserId},
     };
 
@@ -415,6 +418,17 @@ mod seats {
             .filter(seat::Column::Id.eq(seat_id.value()))
             .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
             .filter(availability_is(Availability::Available, now))
+            // Only while the schedule is on sale: a cancelled one sells nothing.
+            .filter(
+                seat::Column::ScheduleId.in_subquery(
+                    sea_orm::sea_query::Query::select()
+                        .column(schedule::Column::Id)
+                        .from(schedule::Entity)
+                        .and_where(schedule::Column::Id.eq(schedule_id.value()))
+                        .and_where(schedule::Column::Status.eq(ScheduleStatus::OnSale.as_str()))
+                        .to_owned(),
+                ),
+            )
             .exec(conn)
             .await?;
         if taken.rows_affected == 0 {
@@ -614,6 +628,51 @@ impl SeatTx for DbTx {
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
         Ok(seats::unsell(self.conn(), seat, reservation).await?)
+    }
+
+    async fn schedule_status(
+        &mut self,
+        id: ScheduleId,
+    ) -> Result<Option<(ScheduleStatus, DateTime<Utc>)>, StoreError> {
+        let Some(row) = schedule::Entity::find_by_id(id.value())
+            .one(self.conn())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status = ScheduleStatus::parse(&row.status).ok_or_else(|| {
+            StoreError::Unexpected(anyhow!(
+                "schedule {id} has an unknown status {:?}",
+                row.status
+            ))
+        })?;
+        Ok(Some((
+            status,
+            row.status_changed_at.unwrap_or(row.starts_at),
+        )))
+    }
+
+    async fn set_schedule_status(
+        &mut self,
+        id: ScheduleId,
+        from: ScheduleStatus,
+        to: ScheduleStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = schedule::Entity::update_many()
+            .col_expr(
+                schedule::Column::Status,
+                sea_orm::sea_query::Expr::value(to.as_str()),
+            )
+            .col_expr(
+                schedule::Column::StatusChangedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(schedule::Column::Id.eq(id.value()))
+            .filter(schedule::Column::Status.eq(from.as_str()))
+            .exec(self.conn())
+            .await?;
+        Ok(changed.rows_affected == 1)
     }
 
     async fn starts_at(&mut self, id: ScheduleId) -> Result<Option<DateTime<Utc>>, StoreError> {

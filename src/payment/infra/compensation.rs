@@ -7,15 +7,24 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{payment::domain::PaymentError, worker::sleep_or_cancel};
 
-/// Runs `pass` (one pass over the due steps) every `every`.
+/// Runs `pass` (one pass over the due steps and the schedules being
+/// cancelled) every `every`, and again at once while a pass finds work
+/// (a mass cancellation goes through in batches without waiting).
 pub async fn run<F, Fut>(pass: F, every: Duration, cancel: CancellationToken)
 where
     F: Fn() -> Fut,
-    Fut: Future<Output = Result<(), PaymentError>>,
+    Fut: Future<Output = Result<usize, PaymentError>>,
 {
     loop {
-        if let Err(err) = pass().await {
-            tracing::warn!(error = %err, "compensations: pass failed; retrying");
+        match pass().await {
+            Ok(found) if found > 0 && !cancel.is_cancelled() => continue,
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "compensations: pass failed; retrying"
+                );
+            }
         }
         if sleep_or_cancel(&cancel, every).await {
             return;

@@ -5,21 +5,28 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
-    sea_query::{Expr, ExprTrait, OnConflict},
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+    sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement},
 };
 
 use crate::{
+    catalog::{
+        domain::{ScheduleStatus, SeatStatus},
+        infra::db::{schedule, seat},
+    },
     db::DbTx,
-    kernel::{ConcertId, PageRequest, PaymentId, Points, ReservationId, StoreError, UserId},
+    kernel::{
+        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError, UserId,
+    },
     payment::{
         domain::{
-            AfterFailure, Compensation, CompensationStatus, NewPayment, Payment, PaymentError,
-            PaymentStatus,
+            AfterFailure, CancellationProgress, Compensation, CompensationStatus, NewPayment,
+            Payment, PaymentError, PaymentStatus,
         },
         ports::{PaymentRepository, PaymentTx},
     },
+    reservation::{domain::ReservationStatus, infra::db::reservation},
 };
 
 pub mod payment {
@@ -102,6 +109,24 @@ fn pending() -> &'static str {
     CompensationStatus::Pending.as_str()
 }
 
+/// `SELECT id FROM reservations WHERE schedule_id = ?`
+fn reservations_of(schedule: ScheduleId) -> SelectStatement {
+    Query::select()
+        .column(reservation::Column::Id)
+        .from(reservation::Entity)
+        .and_where(reservation::Column::ScheduleId.eq(schedule.value()))
+        .to_owned()
+}
+
+/// `SELECT id FROM payments WHERE reservation_id IN (reservations_of)`
+fn payments_of(schedule: ScheduleId) -> SelectStatement {
+    Query::select()
+        .column(payment::Column::Id)
+        .from(payment::Entity)
+        .and_where(payment::Column::ReservationId.in_subquery(reservations_of(schedule)))
+        .to_owned()
+}
+
 #[derive(Clone)]
 pub struct DbPayments {
     db: DatabaseConnection,
@@ -157,6 +182,131 @@ impl PaymentRepository for DbPayments {
             .into_iter()
             .map(to_compensation)
             .collect::<anyhow::Result<_>>()?)
+    }
+
+    async fn cancelling_schedules(
+        &self,
+        max: u64,
+    ) -> Result<Vec<(ScheduleId, DateTime<Utc>)>, PaymentError> {
+        Ok(schedule::Entity::find()
+            .filter(schedule::Column::Status.eq(ScheduleStatus::Cancelling.as_str()))
+            .order_by_asc(schedule::Column::Id)
+            .limit(max)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| (ScheduleId(s.id), s.status_changed_at.unwrap_or(s.starts_at)))
+            .collect())
+    }
+
+    async fn unpaid_holds(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> Result<Vec<ReservationId>, PaymentError> {
+        let ids: Vec<i64> = reservation::Entity::find()
+            .select_only()
+            .column(reservation::Column::Id)
+            .filter(reservation::Column::ScheduleId.eq(schedule.value()))
+            .filter(reservation::Column::Status.eq(ReservationStatus::Held.as_str()))
+            .filter(reservation::Column::PaymentId.is_null())
+            .order_by_asc(reservation::Column::Id)
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ReservationId).collect())
+    }
+
+    async fn tickets_to_refund(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+        max: u64,
+    ) -> Result<Vec<PaymentId>, PaymentError> {
+        let scheduled = Query::select()
+            .column(compensation::Column::PaymentId)
+            .from(compensation::Entity)
+            .and_where(compensation::Column::Saga.eq(saga))
+            .to_owned();
+        let ids: Vec<i64> = payment::Entity::find()
+            .select_only()
+            .column(payment::Column::Id)
+            .filter(payment::Column::Status.eq(PaymentStatus::Confirmed.as_str()))
+            .filter(payment::Column::ReservationId.in_subquery(reservations_of(schedule)))
+            .filter(payment::Column::Id.not_in_subquery(scheduled))
+            .order_by_asc(payment::Column::Id)
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(PaymentId).collect())
+    }
+
+    async fn unsettled(&self, schedule: ScheduleId, saga: &str) -> Result<u64, PaymentError> {
+        let paid = payment::Entity::find()
+            .filter(payment::Column::Status.eq(PaymentStatus::Paid.as_str()))
+            .filter(payment::Column::ReservationId.in_subquery(reservations_of(schedule)))
+            .count(&self.db)
+            .await?;
+        let refunding = compensation::Entity::find()
+            .filter(compensation::Column::Saga.eq(saga))
+            .filter(compensation::Column::Status.ne(CompensationStatus::Succeeded.as_str()))
+            .filter(compensation::Column::PaymentId.in_subquery(payments_of(schedule)))
+            .count(&self.db)
+            .await?;
+        Ok(paid + refunding)
+    }
+
+    async fn cancellation_progress(
+        &self,
+        schedule: ScheduleId,
+        saga: &str,
+    ) -> Result<Option<CancellationProgress>, PaymentError> {
+        let Some(row) = schedule::Entity::find_by_id(schedule.value())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status = ScheduleStatus::parse(&row.status)
+            .ok_or_else(|| anyhow!("schedule {schedule} has an unknown status {:?}", row.status))?;
+        let seats = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule.value()))
+            .count(&self.db)
+            .await?;
+        let sold = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule.value()))
+            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()))
+            .count(&self.db)
+            .await?;
+        let by_status: Vec<(String, i64)> = compensation::Entity::find()
+            .select_only()
+            .column(compensation::Column::Status)
+            .column_as(compensation::Column::Id.count(), "n")
+            .filter(compensation::Column::Saga.eq(saga))
+            .filter(compensation::Column::PaymentId.in_subquery(payments_of(schedule)))
+            .group_by(compensation::Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let count_of = |wanted: CompensationStatus| {
+            by_status
+                .iter()
+                .filter(|(s, _)| s == wanted.as_str())
+                .map(|(_, n)| u64::try_from(*n).unwrap_or(0))
+                .sum::<u64>()
+        };
+        let failed = count_of(CompensationStatus::Failed);
+        Ok(Some(CancellationProgress {
+            schedule,
+            status,
+            seats,
+            sold,
+            refunds_pending: count_of(CompensationStatus::Pending) + failed,
+            refunds_failed: failed,
+            refunds_done: count_of(CompensationStatus::Succeeded),
+        }))
     }
 
     async fn compensation(&self, id: i64) -> Result<Option<Compensation>, PaymentError> {

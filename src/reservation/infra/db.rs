@@ -232,7 +232,9 @@ impl ReservationTx for DbTx {
             Transition::Lapse { now } => update
                 .filter(Column::PaymentId.is_null())
                 .filter(Column::ExpiresAt.lte(now)),
-            Transition::Replace => update.filter(Column::PaymentId.is_null()),
+            Transition::Replace | Transition::Withdraw => {
+                update.filter(Column::PaymentId.is_null())
+            }
             Transition::Confirm { payment } | Transition::Cancel { payment } => {
                 update.filter(Column::PaymentId.eq(payment.value()))
             }
