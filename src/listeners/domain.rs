@@ -51,6 +51,10 @@ pub fn notification_for(
                     format!(
                         "Your ticket for reservation {reservation} is cancelled; {amount} points were refunded."
                     )
+                } else if payload["reason"] == "schedule_cancelled" {
+                    format!(
+                        "The show of reservation {reservation} was cancelled; your {amount} points were refunded."
+                    )
                 } else {
                     format!(
                         "We could not confirm your seat for reservation {reservation}; {amount} points were refunded."
@@ -142,6 +146,18 @@ mod tests {
         assert_eq!(kind, "payment_refunded");
         assert!(message.contains("reservation 41"), "{message}");
         assert!(message.contains("90000 points were refunded"), "{message}");
+        assert!(message.contains("could not confirm"), "{message}");
+        for (reason, says) in [
+            ("cancelled", "ticket for reservation 41 is cancelled"),
+            ("schedule_cancelled", "show of reservation 41 was cancelled"),
+            ("seat_lost", "could not confirm your seat"),
+        ] {
+            let mut payload = payload.clone();
+            payload["reason"] = json!(reason);
+            let (kind, message) = notification_for("PaymentRefunded", &payload).unwrap();
+            assert_eq!(kind, "payment_refunded");
+            assert!(message.contains(says), "{reason}: {message}");
+        }
     }
 
     #[test]

@@ -328,6 +328,60 @@ impl Shopper {
     }
 }
 
+impl Shopper {
+    /// A confirmed-to-be ticket: charge, enter, wait for the turn, hold
+    /// `seat` and pay. The payment's id.
+    pub(crate) async fn buy(&self, user: i64, concert: &Value, schedule: &Value, seat: i64) -> i64 {
+        let (status, body) = self
+            .post(
+                "/v1/wallet/charges",
+                user,
+                None,
+                Some(json!({"amount": 200_000})),
+            )
+            .await
+            .expect("charge");
+        assert_eq!(status, 201, "charge: {body}");
+        let (status, ticket) = self
+            .post(
+                "/v1/queue/tokens",
+                user,
+                None,
+                Some(json!({"concertId": concert})),
+            )
+            .await
+            .expect("enter");
+        assert_eq!(status, 201, "enter: {ticket}");
+        let queue = ticket["token"].as_str().expect("a queue token").to_owned();
+        eventually("the buyer's turn", WAIT, || async {
+            let (_, body) = self.get("/v1/queue/status", user, Some(&queue)).await?;
+            (body["status"] == "active").then_some(())
+        })
+        .await;
+        let (status, reservation) = self
+            .post(
+                "/v1/reservations",
+                user,
+                Some(&queue),
+                Some(json!({"scheduleId": schedule, "seatId": seat})),
+            )
+            .await
+            .expect("hold");
+        assert_eq!(status, 201, "hold: {reservation}");
+        let (status, payment) = self
+            .post(
+                "/v1/payments",
+                user,
+                Some(&queue),
+                Some(json!({"reservationId": reservation["id"]})),
+            )
+            .await
+            .expect("pay");
+        assert_eq!(status, 201, "pay: {payment}");
+        payment["id"].as_i64().expect("a payment id")
+    }
+}
+
 fn data_platform_event_ids(dir: &Path) -> Vec<String> {
     exported_event_ids(&dir.join("data-platform"))
 }
@@ -603,6 +657,123 @@ async fn a_server_killed_mid_traffic_recovers_without_losing_or_doubling_anythin
     })
     .await;
     assert!(!exported.is_empty());
+}
+
+#[tokio::test]
+async fn a_server_killed_during_a_mass_cancellation_refunds_every_ticket_exactly_once() {
+    const TICKETS: i64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = crash_database(dir.path()).await;
+    let mut server = Server::new(dir.path(), &database_url);
+    server.start().await;
+    let shopper = Shopper::of(&server);
+    let (created, _) = shopper.sale(TICKETS + 10).await;
+    let (concert, schedule) = (created["id"].clone(), created["schedules"][0]["id"].clone());
+    let db = Database::connect(database_url.as_str()).await.unwrap();
+    let seats: Vec<i64> = column(
+        &db,
+        &format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY id"),
+    )
+    .await;
+    let buyers = (0..TICKETS).map(|i| {
+        let (shopper, concert, schedule, seat) = (
+            shopper.clone(),
+            concert.clone(),
+            schedule.clone(),
+            seats[i as usize],
+        );
+        tokio::spawn(async move { shopper.buy(1_000 + i, &concert, &schedule, seat).await })
+    });
+    for buyer in join_all(buyers).await {
+        buyer.expect("a buyer");
+    }
+    eventually("every ticket confirmed", WAIT, || async {
+        (count(
+            &db,
+            "SELECT COUNT(*) FROM payments WHERE status = 'confirmed'",
+        )
+        .await
+            == TICKETS)
+            .then_some(())
+    })
+    .await;
+
+    let (status, started) = shopper
+        .post(
+            &format!("/v1/admin/schedules/{schedule}/cancel"),
+            ADMIN,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{started}");
+    let refunded = "SELECT COUNT(*) FROM payments WHERE status = 'refunded'";
+    eventually("the first refunds", WAIT, || async {
+        (count(&db, refunded).await >= TICKETS / 10).then_some(())
+    })
+    .await;
+    server.kill();
+    let at_kill = count(&db, refunded).await;
+    assert!(
+        at_kill < TICKETS,
+        "the kill landed mid-way ({at_kill} refunded)"
+    );
+
+    server.start().await;
+    let done = eventually("the schedule cancelled", WAIT, || async {
+        let (_, body) = shopper
+            .get(&format!("/v1/admin/schedules/{schedule}"), ADMIN, None)
+            .await?;
+        (body["status"] == "cancelled").then_some(body)
+    })
+    .await;
+    assert_eq!(done["refundsDone"], TICKETS, "{done}");
+    assert_eq!(done["sold"], 0, "{done}");
+    assert_eq!(count(&db, refunded).await, TICKETS);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM (SELECT payment_id FROM wallet_transactions WHERE kind = 'refund' \
+             GROUP BY payment_id HAVING COUNT(*) > 1) twice",
+        )
+        .await,
+        0,
+        "nobody refunded twice"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM wallet_transactions WHERE kind = 'refund'"
+        )
+        .await,
+        TICKETS
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM wallets WHERE balance <> 200000").await,
+        0,
+        "every buyer has every point back"
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM reservations WHERE status = 'confirmed'"
+        )
+        .await,
+        0
+    );
+    assert_ledger_invariants(&db).await;
+    eventually("every receipt voided", WAIT, || async {
+        (count(
+            &db,
+            "SELECT COUNT(*) FROM receipts WHERE cancelled_at IS NOT NULL",
+        )
+        .await
+            == TICKETS)
+            .then_some(())
+    })
+    .await;
+    println!("mass cancellation: {TICKETS} tickets, {at_kill} refunded before the kill");
 }
 
 /// What a test that found payments unsettled prints: each such payment
