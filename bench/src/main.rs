@@ -3,6 +3,7 @@
 //!
 //! Every scenario is bounded in count and time and targets loopback only.
 
+mod cancellation;
 mod coupons;
 mod full_flow;
 mod hot_seat;
@@ -89,6 +90,9 @@ enum Scenario {
     /// load round-robin over them: the coupon storm and a crowd entering a
     /// waiting room, with exactness checks across processes.
     Processes,
+    /// A schedule of 10,000 seats sold out over HTTP, then cancelled by an
+    /// admin: time to `cancelled`, refunds/s, and exactly one refund each.
+    Cancellation,
     /// 2,000 users through the whole sale over HTTP (charge → queue → seat
     /// map → hold → pay): per-step latency, then the end-to-end invariants
     /// (no seat sold twice, the wallet ledger adds up, one receipt and one
@@ -166,6 +170,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
         full_flow::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Cancellation) {
+        cancellation::run(&stores, cli.smoke, &mut report).await?;
     }
     let out = if cli.smoke {
         std::env::temp_dir().join("boxoffice-bench-smoke")

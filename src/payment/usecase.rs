@@ -5,7 +5,7 @@
 use std::{sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
-use futures::{FutureExt, future::BoxFuture};
+use futures::{FutureExt, StreamExt, future::BoxFuture};
 
 use super::{
     domain::{
@@ -441,6 +441,8 @@ impl<T: PaymentTx + OutboxWriter, C: Clock> EventHandler<T> for PaymentSaga<C> {
 
 /// Due compensation steps taken per pass.
 pub const DUE_BATCH: u64 = 50;
+/// Steps of one pass run at once.
+pub const REFUND_CONCURRENCY: usize = 8;
 
 /// Runs due compensation steps: the refund of a payment whose seat could
 /// not be confirmed, retried with backoff, given up (and alerted) after
@@ -502,34 +504,44 @@ where
             .due_compensations(self.clock.now(), DUE_BATCH)
             .await?;
         let found = due.len();
-        for id in due {
-            match retry_on_conflict(|| self.attempt(id)).await {
-                Ok(Attempt::Refunded(payment)) => {
-                    self.wake.wake();
-                    metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
-                    self.alerts
-                        .raise(NewAlert {
-                            severity: Severity::Warning,
-                            source: "saga:payment".into(),
-                            message: format!(
-                                "payment {} was refunded ({} points to user {}): its seat could not be confirmed",
-                                payment.id, payment.amount, payment.user
-                            ),
-                        })
-                        .await;
-                }
-                Ok(Attempt::Cancelled(_)) => {
-                    self.wake.wake();
-                    metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
-                }
-                Ok(Attempt::NothingToRefund) => {
-                    metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
-                }
-                Ok(Attempt::NotPending) => {}
-                Err(err) => self.failed(id, &format!("{err:#}")).await?,
-            }
-        }
+        // Steps are independent (each claims its own row), so a mass
+        // cancellation's refunds run a few at a time.
+        let outcomes: Vec<Result<(), PaymentError>> = futures::stream::iter(due)
+            .map(|id| self.run_one(id))
+            .buffer_unordered(REFUND_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect::<Result<(), _>>()?;
         Ok(found)
+    }
+
+    async fn run_one(&self, id: i64) -> Result<(), PaymentError> {
+        match retry_on_conflict(|| self.attempt(id)).await {
+            Ok(Attempt::Refunded(payment)) => {
+                self.wake.wake();
+                metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+                self.alerts
+                    .raise(NewAlert {
+                        severity: Severity::Warning,
+                        source: "saga:payment".into(),
+                        message: format!(
+                            "payment {} was refunded ({} points to user {}): its seat could not be confirmed",
+                            payment.id, payment.amount, payment.user
+                        ),
+                    })
+                    .await;
+            }
+            Ok(Attempt::Cancelled(_)) => {
+                self.wake.wake();
+                metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+            }
+            Ok(Attempt::NothingToRefund) => {
+                metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+            }
+            Ok(Attempt::NotPending) => {}
+            Err(err) => self.failed(id, &format!("{err:#}")).await?,
+        }
+        Ok(())
     }
 
     /// One pass over the schedules being cancelled: releases a batch of
