@@ -12,7 +12,8 @@ use super::{
     domain::{
         Availability, CatalogError, ConcertDraft, CreatedConcert, DEFAULT_CONCERT_PAGE,
         DEFAULT_SEAT_PAGE, MAX_CONCERT_PAGE, MAX_GRADE_CHARS, MAX_SCHEDULE_PAGE, MAX_SCHEDULES,
-        MAX_SEAT_BLOCKS, MAX_SEAT_PAGE, MAX_TEXT_CHARS, ScheduleDraft, SeatBlockDraft, SeatFilter,
+        MAX_SEAT_BLOCKS, MAX_SEAT_PAGE, MAX_TEXT_CHARS, ScheduleDraft, ScheduleStatus,
+        SeatBlockDraft, SeatFilter,
     },
     ports::CatalogRepository,
     usecase::CatalogService,
@@ -90,8 +91,29 @@ pub struct ConcertBody {
 pub struct ScheduleBody {
     pub id: i64,
     pub starts_at: DateTime<Utc>,
-    /// Seats that are free now (never held, or held past their expiry).
+    /// Seats that are free now (never held, or held past their expiry); 0
+    /// when the schedule is not on sale.
     pub available_seats: u64,
+    /// `on_sale`, or `cancelling` / `cancelled` once an admin cancelled it.
+    pub status: ScheduleStatusBody,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "ScheduleSaleStatus", rename_all = "snake_case")]
+pub enum ScheduleStatusBody {
+    OnSale,
+    Cancelling,
+    Cancelled,
+}
+
+impl From<ScheduleStatus> for ScheduleStatusBody {
+    fn from(status: ScheduleStatus) -> Self {
+        match status {
+            ScheduleStatus::OnSale => Self::OnSale,
+            ScheduleStatus::Cancelling => Self::Cancelling,
+            ScheduleStatus::Cancelled => Self::Cancelled,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, poem_openapi::Enum)]
@@ -230,6 +252,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
                 id: s.id.value(),
                 starts_at: s.starts_at,
                 available_seats: s.available_seats,
+                status: s.status.into(),
             },
         ))))
     }

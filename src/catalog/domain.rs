@@ -219,6 +219,22 @@ pub struct ScheduleSummary {
     pub concert_id: ConcertId,
     pub starts_at: DateTime<Utc>,
     pub available_seats: u64,
+    pub status: ScheduleStatus,
+}
+
+impl ScheduleSummary {
+    /// As a buyer sees it: a schedule that is not on sale has no seat to
+    /// offer, whatever its seat rows say.
+    pub fn as_offered(self) -> Self {
+        if self.status == ScheduleStatus::OnSale {
+            self
+        } else {
+            Self {
+                available_seats: 0,
+                ..self
+            }
+        }
+    }
 }
 
 /// Whether a schedule is sold: `on_sale` until an admin cancels it, then

@@ -58,7 +58,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             .list_schedules(concert, self.clock.now(), page)
             .await?
             .ok_or(CatalogError::ConcertNotFound(concert))?;
-        Ok(Page::of(rows, page, |s| s.id.value()))
+        Ok(Page::of(rows, page, |s| s.id.value()).map(ScheduleSummary::as_offered))
     }
 
     /// A page of the seat map in number order, each seat with its
@@ -117,7 +117,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        catalog::domain::{CreatedSchedule, ScheduleDraft, SeatBlockDraft, SeatState},
+        catalog::domain::{
+            CreatedSchedule, ScheduleDraft, ScheduleStatus, SeatBlockDraft, SeatState,
+        },
         kernel::{ManualClock, Points, SeatId},
     };
 
@@ -479,6 +481,7 @@ mod tests {
             concert_id: ConcertId(1),
             starts_at: t0() + TimeDelta::days(3),
             available_seats: 42,
+            status: ScheduleStatus::OnSale,
         };
         h.repo.0.lock().unwrap().schedules.push(summary.clone());
         h.clock.advance(TimeDelta::minutes(1));
@@ -493,6 +496,42 @@ mod tests {
         assert_eq!(
             h.repo.0.lock().unwrap().schedule_reads,
             vec![t0() + TimeDelta::minutes(1)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_schedule_offers_no_seat() {
+        let h = harness();
+        for (id, status) in [
+            (1, ScheduleStatus::OnSale),
+            (2, ScheduleStatus::Cancelling),
+            (3, ScheduleStatus::Cancelled),
+        ] {
+            h.repo.0.lock().unwrap().schedules.push(ScheduleSummary {
+                id: ScheduleId(id),
+                concert_id: ConcertId(1),
+                starts_at: t0() + TimeDelta::days(id),
+                available_seats: 42,
+                status,
+            });
+        }
+        let page = h
+            .service
+            .list_schedules(ConcertId(1), None, 10)
+            .await
+            .unwrap();
+        let offered: Vec<_> = page
+            .items
+            .iter()
+            .map(|s| (s.status, s.available_seats))
+            .collect();
+        assert_eq!(
+            offered,
+            vec![
+                (ScheduleStatus::OnSale, 42),
+                (ScheduleStatus::Cancelling, 0),
+                (ScheduleStatus::Cancelled, 0)
+            ]
         );
     }
 

@@ -16,7 +16,7 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    catalog::{domain::ScheduleStatus, ports::SeatTx},
+    catalog::{api::ScheduleStatusBody, ports::SeatTx},
     kernel::{
         Clock, PaymentId, ReservationId, ScheduleId, UnitOfWork, events::RelayWake,
         idempotency::IdempotencyTx,
@@ -134,14 +134,6 @@ enum RefundResponse {
     Accepted(Json<RefundBody>),
 }
 
-#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
-#[oai(rename = "ScheduleSaleStatus", rename_all = "snake_case")]
-pub enum ScheduleStatusBody {
-    OnSale,
-    Cancelling,
-    Cancelled,
-}
-
 /// A schedule's sale, and how far its cancellation has come.
 #[derive(Debug, Object)]
 #[oai(rename = "ScheduleSale", rename_all = "camelCase")]
@@ -164,11 +156,7 @@ pub struct ScheduleSaleBody {
 fn sale_body(p: &CancellationProgress) -> ScheduleSaleBody {
     ScheduleSaleBody {
         id: p.schedule.value(),
-        status: match p.status {
-            ScheduleStatus::OnSale => ScheduleStatusBody::OnSale,
-            ScheduleStatus::Cancelling => ScheduleStatusBody::Cancelling,
-            ScheduleStatus::Cancelled => ScheduleStatusBody::Cancelled,
-        },
+        status: p.status.into(),
         seats: p.seats,
         sold: p.sold,
         refunds_pending: p.refunds_pending,

@@ -752,6 +752,22 @@ async fn an_admin_cancels_a_schedule_and_every_hold_and_ticket_is_settled_once()
         (Some(6), Some(3))
     );
     // Off sale at once.
+    let listed = app
+        .get(&format!("/v1/concerts/{}/schedules", sale.concert))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            &listed["items"][0]["status"],
+            &listed["items"][0]["availableSeats"]
+        ),
+        (&json!("cancelling"), &json!(0)),
+        "{listed}"
+    );
     let late = app.admitted_token(55, &sale.concert).await;
     assert_problem(
         hold(&app, 55, &late, &sale, sale.seats[4]).await,

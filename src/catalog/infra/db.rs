@@ -237,6 +237,8 @@ impl CatalogRepository for DbCatalog {
                         .iter()
                         .find(|(id, _)| *id == s.id)
                         .map_or(0, |(_, n)| (*n).max(0) as u64),
+                    // An unknown status sells nothing.
+                    status: ScheduleStatus::parse(&s.status).unwrap_or(ScheduleStatus::Cancelled),
                 })
                 .collect(),
         ))
