@@ -8,8 +8,8 @@ use poem_openapi::{
 
 use super::{
     domain::{
-        CancellationProgress, CompensationStatus, DEFAULT_COMPENSATION_PAGE, MAX_COMPENSATION_PAGE,
-        Payment, PaymentError, PaymentStatus,
+        CancellationProgress, CompensationStatus, DEFAULT_COMPENSATION_PAGE, DEFAULT_SCHEDULE_PAGE,
+        MAX_COMPENSATION_PAGE, Payment, PaymentError, PaymentStatus,
     },
     ports::{PaymentRepository, PaymentTx},
     usecase::PaymentService,
@@ -34,6 +34,7 @@ use crate::{
 };
 
 const _: () = assert!(DEFAULT_COMPENSATION_PAGE == 100 && MAX_COMPENSATION_PAGE == 500);
+const _: () = assert!(DEFAULT_SCHEDULE_PAGE == 20 && super::domain::MAX_SCHEDULE_PAGE == 100);
 
 #[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Pay", rename_all = "camelCase")]
@@ -171,6 +172,13 @@ enum CancelScheduleResponse {
     /// batches (see `GET /v1/admin/schedules/{id}`).
     #[oai(status = 202)]
     Accepted(Json<ScheduleSaleBody>),
+}
+
+#[derive(ApiResponse)]
+enum ScheduleSalesResponse {
+    /// Newest schedules first.
+    #[oai(status = 200)]
+    Ok(Json<PageBody<ScheduleSaleBody>>),
 }
 
 #[derive(ApiResponse)]
@@ -327,6 +335,32 @@ where
             .cancel_schedule(ScheduleId(id.0), auth.0.user_id)
             .await?;
         Ok(CancelScheduleResponse::Accepted(Json(sale_body(&progress))))
+    }
+
+    /// Schedules with their sale status and cancellation progress.
+    #[oai(
+        path = "/v1/admin/schedules",
+        method = "get",
+        tag = "ApiTags::Admin",
+        operation_id = "listScheduleSales"
+    )]
+    async fn schedule_sales(
+        &self,
+        _auth: AdminAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u64>>,
+    ) -> Result<ScheduleSalesResponse, Problem> {
+        let page = self
+            .service
+            .schedules(after.0, limit.0.unwrap_or(DEFAULT_SCHEDULE_PAGE))
+            .await?;
+        Ok(ScheduleSalesResponse::Ok(Json(PageBody::from_page(
+            page,
+            |p| sale_body(&p),
+        ))))
     }
 
     /// A schedule's sale status and its cancellation's progress.

@@ -187,6 +187,10 @@ pub struct NewPayment {
 pub const CONFIRMATION_GRACE_MINUTES: i64 = 10;
 /// A buyer's list of payments: at most 100 a page.
 pub const MAX_PAGE: u64 = 100;
+/// The admin's schedule list: 20 a page unless asked otherwise, at most 100
+/// (each row costs a few counts).
+pub const DEFAULT_SCHEDULE_PAGE: u64 = 20;
+pub const MAX_SCHEDULE_PAGE: u64 = 100;
 /// The admin's compensation list: 100 a page unless asked otherwise, at most 500.
 pub const DEFAULT_COMPENSATION_PAGE: u64 = 100;
 pub const MAX_COMPENSATION_PAGE: u64 = 500;

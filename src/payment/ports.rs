@@ -74,6 +74,12 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         saga: &str,
     ) -> impl Future<Output = Result<u64, PaymentError>> + Send;
 
+    /// Up to `page.fetch()` schedule ids, newest first, below `page.after`.
+    fn schedule_ids(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<ScheduleId>, PaymentError>> + Send;
+
     /// The schedule's sale status, seats and the refunds of `saga`; `None`
     /// for an unknown schedule.
     fn cancellation_progress(

@@ -11,9 +11,10 @@ use super::{
     domain::{
         CANCEL_SAGA, CANCELLATION_BATCH, CONFIRMATION_GRACE_MINUTES, CancelRefused,
         CancellationProgress, CancellationWork, Compensation, CompensationStatus,
-        DEFAULT_CANCEL_CUTOFF_MINUTES, MAX_COMPENSATION_PAGE, MAX_PAGE, NewPayment, Payment,
-        PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP, SCHEDULE_CANCEL_SAGA, after_failure,
-        can_retry, cancellation_finished, cancels_ticket, may_cancel,
+        DEFAULT_CANCEL_CUTOFF_MINUTES, MAX_COMPENSATION_PAGE, MAX_PAGE, MAX_SCHEDULE_PAGE,
+        NewPayment, Payment, PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP,
+        SCHEDULE_CANCEL_SAGA, after_failure, can_retry, cancellation_finished, cancels_ticket,
+        may_cancel,
     },
     ports::{PaymentRepository, PaymentTx},
 };
@@ -271,6 +272,29 @@ where
             None => Err(PaymentError::ScheduleNotFound(schedule)),
             Some(_) => Ok(()),
         }
+    }
+
+    /// A page of schedules, newest first, each with its sale status and
+    /// cancellation progress (the console's Schedules tab).
+    pub async fn schedules(
+        &self,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<CancellationProgress>, PaymentError> {
+        let page = PageRequest::new(after, limit, MAX_SCHEDULE_PAGE);
+        let ids = self.payments.schedule_ids(page).await?;
+        let mut rows = Vec::with_capacity(ids.len());
+        for id in ids {
+            // A schedule deleted between the two reads is left out.
+            if let Some(progress) = self
+                .payments
+                .cancellation_progress(id, SCHEDULE_CANCEL_SAGA)
+                .await?
+            {
+                rows.push(progress);
+            }
+        }
+        Ok(Page::of(rows, page, |p| p.schedule.value()))
     }
 
     /// How far the schedule's cancellation (if any) has come.
@@ -1083,6 +1107,41 @@ mod tests {
             1
         );
         assert!(h.alerts.all().is_empty());
+    }
+
+    #[tokio::test]
+    async fn admins_page_through_schedules_newest_first_with_their_sale_status() {
+        let h = harness();
+        for schedule in [3, 4, 5] {
+            h.store
+                .world()
+                .add_seat(ScheduleId(schedule), ConcertId(7), 1, PRICE);
+        }
+        h.payments
+            .cancel_schedule(ScheduleId(4), ADMIN)
+            .await
+            .unwrap();
+        let first = h.payments.schedules(None, 2).await.unwrap();
+        let rows = |page: &Page<CancellationProgress>| {
+            page.items
+                .iter()
+                .map(|p| (p.schedule, p.status, p.seats))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rows(&first),
+            vec![
+                (ScheduleId(5), ScheduleStatus::OnSale, 1),
+                (ScheduleId(4), ScheduleStatus::Cancelling, 1)
+            ]
+        );
+        assert_eq!(first.next_cursor, Some(4));
+        let second = h.payments.schedules(first.next_cursor, 2).await.unwrap();
+        assert_eq!(
+            rows(&second),
+            vec![(ScheduleId(3), ScheduleStatus::OnSale, 1)]
+        );
+        assert_eq!(second.next_cursor, None);
     }
 
     #[tokio::test]

@@ -1023,6 +1023,19 @@ impl PaymentRepository for MemoryUow {
         Ok((paid + refunding) as u64)
     }
 
+    async fn schedule_ids(&self, page: PageRequest) -> Result<Vec<ScheduleId>, PaymentError> {
+        self.check()?;
+        let mut ids: Vec<ScheduleId> = self.world().seats.values().map(|s| s.schedule).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids
+            .into_iter()
+            .rev()
+            .filter(|id| page.after.is_none_or(|a| id.value() < a))
+            .take(page.fetch() as usize)
+            .collect())
+    }
+
     async fn cancellation_progress(
         &self,
         schedule: ScheduleId,

@@ -811,6 +811,16 @@ async fn an_admin_cancels_a_schedule_and_every_hold_and_ticket_is_settled_once()
     for event in ["ScheduleCancellationStarted", "ScheduleCancelled"] {
         assert_eq!(outbox_payloads(&app.db, event).await.len(), 1, "{event}");
     }
+    let listed = app
+        .get("/v1/admin/schedules?limit=5")
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(listed["items"][0], done, "newest first, with its progress");
     let again = app
         .post(&cancel)
         .bearer_auth(app.admin_token())

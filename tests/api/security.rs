@@ -462,6 +462,12 @@ impl World {
             ),
             route(
                 Method::GET,
+                "/v1/admin/schedules",
+                "/v1/admin/schedules".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
                 "/v1/users/me/notifications",
                 "/v1/users/me/notifications".into(),
                 User,

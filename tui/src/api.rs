@@ -104,6 +104,20 @@ pub struct CouponStats {
     pub ledger_issued: Option<u64>,
 }
 
+/// A schedule's sale and its cancellation's progress.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleSale {
+    pub id: i64,
+    /// `on_sale`, `cancelling` or `cancelled`.
+    pub status: String,
+    pub seats: u64,
+    pub sold: u64,
+    pub refunds_pending: u64,
+    pub refunds_failed: u64,
+    pub refunds_done: u64,
+}
+
 /// One page of a list: `{items, nextCursor}` (no `nextCursor` on the last page).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +140,7 @@ pub struct Snapshot {
     pub events: EventPipeline,
     pub dead_letters: Vec<DeadLetter>,
     pub coupons: Vec<CouponStats>,
+    pub schedules: Vec<ScheduleSale>,
 }
 
 /// Why a call failed, as the banner tells it.
@@ -217,19 +232,21 @@ impl AdminClient {
     }
 
     /// One refresh: the rooms in use, every open alert (up to 200) and the
-    /// latest acknowledged ones, the newest compensations, dead letters and
-    /// campaigns (one page each: the campaign page costs the server one
+    /// latest acknowledged ones, the newest compensations, dead letters,
+    /// campaigns and schedules (one page each: the campaign page costs the server one
     /// query and one ledger round trip, whatever the number of campaigns).
     pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
-        let (rooms, open, acknowledged, compensations, events, dead_letters, coupons) = futures::try_join!(
-            self.rooms(),
-            self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=false&limit=200"),
-            self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=true&limit=50"),
-            self.get::<Page<Compensation>>("/v1/admin/compensations?limit=200"),
-            self.get::<EventPipeline>("/v1/admin/events"),
-            self.get::<Page<DeadLetter>>("/v1/admin/dead-letters?limit=200"),
-            self.get::<Page<CouponStats>>("/v1/admin/coupons?limit=50"),
-        )?;
+        let (rooms, open, acknowledged, compensations, events, dead_letters, coupons, schedules) =
+            futures::try_join!(
+                self.rooms(),
+                self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=false&limit=200"),
+                self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=true&limit=50"),
+                self.get::<Page<Compensation>>("/v1/admin/compensations?limit=200"),
+                self.get::<EventPipeline>("/v1/admin/events"),
+                self.get::<Page<DeadLetter>>("/v1/admin/dead-letters?limit=200"),
+                self.get::<Page<CouponStats>>("/v1/admin/coupons?limit=50"),
+                self.get::<Page<ScheduleSale>>("/v1/admin/schedules?limit=50"),
+            )?;
         let mut alerts = open.items;
         alerts.extend(acknowledged.items);
         Ok(Snapshot {
@@ -239,6 +256,7 @@ impl AdminClient {
             events,
             dead_letters: dead_letters.items,
             coupons: coupons.items,
+            schedules: schedules.items,
         })
     }
 
@@ -266,6 +284,10 @@ impl AdminClient {
     pub async fn replay_dead_letter(&self, id: i64) -> Result<(), ApiError> {
         self.post(&format!("/v1/admin/dead-letters/{id}/replay"))
             .await
+    }
+
+    pub async fn cancel_schedule(&self, id: i64) -> Result<(), ApiError> {
+        self.post(&format!("/v1/admin/schedules/{id}/cancel")).await
     }
 
     pub async fn update_queue_settings(

@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::api::{Alert, ApiError, Compensation, DeadLetter, QueueSettings, Snapshot};
+use crate::api::{
+    Alert, ApiError, Compensation, DeadLetter, QueueSettings, ScheduleSale, Snapshot,
+};
 
 /// Admission samples kept per concert (one per refresh, about a minute).
 pub const HISTORY: usize = 60;
@@ -20,15 +22,17 @@ pub enum Tab {
     Alerts,
     Events,
     Coupons,
+    Schedules,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 5] = [
+    pub const ALL: [Tab; 6] = [
         Tab::Queue,
         Tab::Compensations,
         Tab::Alerts,
         Tab::Events,
         Tab::Coupons,
+        Tab::Schedules,
     ];
 
     pub fn title(self) -> &'static str {
@@ -38,6 +42,7 @@ impl Tab {
             Tab::Alerts => "Alerts",
             Tab::Events => "Events",
             Tab::Coupons => "Coupons",
+            Tab::Schedules => "Schedules",
         }
     }
 
@@ -71,6 +76,13 @@ pub enum Command {
         concert: i64,
         settings: QueueSettings,
     },
+    CancelSchedule(i64),
+}
+
+/// A step that asks for a yes before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    CancelSchedule { schedule: i64, sold: u64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,11 +114,13 @@ pub struct App {
     pub snapshot: Option<Snapshot>,
     pub connection: Connection,
     /// Selected row per tab.
-    pub selected: [usize; 5],
+    pub selected: [usize; 6],
     /// Admissions per refresh interval, per concert, newest last.
     pub admissions: HashMap<i64, VecDeque<u64>>,
     last_totals: HashMap<i64, u64>,
     pub rate_input: Option<RateInput>,
+    /// A step waiting for the operator's yes (`y`) or no (`n`, Esc).
+    pub confirm: Option<Confirm>,
     pub show_help: bool,
     pub notice: Option<Notice>,
     pub quit: bool,
@@ -119,10 +133,11 @@ impl App {
             tab: Tab::Queue,
             snapshot: None,
             connection: Connection::Connecting,
-            selected: [0; 5],
+            selected: [0; 6],
             admissions: HashMap::new(),
             last_totals: HashMap::new(),
             rate_input: None,
+            confirm: None,
             show_help: false,
             notice: None,
             quit: false,
@@ -148,6 +163,13 @@ impl App {
         open
     }
 
+    pub fn schedules(&self) -> &[ScheduleSale] {
+        self.snapshot
+            .as_ref()
+            .map(|s| s.schedules.as_slice())
+            .unwrap_or_default()
+    }
+
     pub fn dead_letters(&self) -> Vec<&DeadLetter> {
         self.snapshot
             .iter()
@@ -165,6 +187,7 @@ impl App {
             Tab::Alerts => self.alerts().len(),
             Tab::Events => snapshot.dead_letters.len(),
             Tab::Coupons => snapshot.coupons.len(),
+            Tab::Schedules => snapshot.schedules.len(),
         }
     }
 
@@ -231,6 +254,18 @@ impl App {
         if self.rate_input.is_some() {
             return self.on_rate_key(key.code);
         }
+        if let Some(confirm) = &self.confirm {
+            let command = match (key.code, confirm) {
+                (KeyCode::Char('y'), Confirm::CancelSchedule { schedule, .. }) => {
+                    Some(Command::CancelSchedule(*schedule))
+                }
+                (KeyCode::Char('n') | KeyCode::Esc, _) => None,
+                // Anything else leaves the question open.
+                _ => return None,
+            };
+            self.confirm = None;
+            return command;
+        }
         if self.show_help {
             if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
                 self.show_help = false;
@@ -243,7 +278,7 @@ impl App {
             KeyCode::Esc => self.notice = None,
             KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') => self.tab = self.tab.step(1),
             KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') => self.tab = self.tab.step(-1),
-            KeyCode::Char(c @ '1'..='5') => {
+            KeyCode::Char(c @ '1'..='6') => {
                 self.tab = Tab::ALL[(c as usize) - ('1' as usize)];
             }
             KeyCode::Down | KeyCode::Char('j') => self.select(1),
@@ -277,6 +312,22 @@ impl App {
                     .dead_letters()
                     .get(selected)
                     .map(|d| Command::ReplayDeadLetter(d.id));
+            }
+            KeyCode::Char('x') if self.tab == Tab::Schedules => {
+                let selected = self.selected(Tab::Schedules);
+                if let Some(schedule) = self.schedules().get(selected) {
+                    if schedule.status == "on_sale" {
+                        self.confirm = Some(Confirm::CancelSchedule {
+                            schedule: schedule.id,
+                            sold: schedule.sold,
+                        });
+                    } else {
+                        self.notice = Some(Notice::Info(format!(
+                            "schedule {} is already {}",
+                            schedule.id, schedule.status
+                        )));
+                    }
+                }
             }
             KeyCode::Char('e') if self.tab == Tab::Queue => {
                 let selected = self.selected(Tab::Queue);
@@ -356,11 +407,12 @@ mod tests {
         let mut app = loaded();
         press(&mut app, KeyCode::Char('4'));
         assert_eq!(app.tab, Tab::Events);
-        press(&mut app, KeyCode::Tab);
-        press(&mut app, KeyCode::Tab);
+        for _ in 0..3 {
+            press(&mut app, KeyCode::Tab);
+        }
         assert_eq!(app.tab, Tab::Queue);
         press(&mut app, KeyCode::BackTab);
-        assert_eq!(app.tab, Tab::Coupons);
+        assert_eq!(app.tab, Tab::Schedules);
     }
 
     #[test]
@@ -493,6 +545,42 @@ mod tests {
         assert_eq!(app.notice, Some(Notice::Error("409: not failed".into())));
         press(&mut app, KeyCode::Esc);
         assert_eq!(app.notice, None);
+    }
+
+    #[test]
+    fn cancelling_a_schedule_asks_first_and_only_for_one_on_sale() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('6'));
+        assert_eq!(app.tab, Tab::Schedules);
+        assert_eq!(press(&mut app, KeyCode::Char('x')), None, "asks first");
+        assert_eq!(
+            app.confirm,
+            Some(Confirm::CancelSchedule {
+                schedule: 6,
+                sold: 18_250
+            })
+        );
+        assert_eq!(press(&mut app, KeyCode::Char('q')), None);
+        assert!(
+            !app.quit && app.confirm.is_some(),
+            "other keys leave the question open"
+        );
+        assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+        assert_eq!(app.confirm, None, "no sends nothing");
+        press(&mut app, KeyCode::Char('x'));
+        assert_eq!(press(&mut app, KeyCode::Esc), None);
+        assert_eq!(app.confirm, None);
+        press(&mut app, KeyCode::Char('x'));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('y')),
+            Some(Command::CancelSchedule(6))
+        );
+        assert_eq!(app.confirm, None);
+        // A schedule already cancelling is not asked about again.
+        press(&mut app, KeyCode::Down);
+        assert_eq!(press(&mut app, KeyCode::Char('x')), None);
+        assert_eq!(app.confirm, None);
+        assert!(matches!(&app.notice, Some(Notice::Info(m)) if m.contains("cancelling")));
     }
 
     #[test]

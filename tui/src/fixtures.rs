@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::{
     Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, PartitionLag,
-    QueueRoom, QueueSettings, Snapshot,
+    QueueRoom, QueueSettings, ScheduleSale, Snapshot,
 };
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -30,7 +30,8 @@ fn room(concert: i64, total: u64) -> QueueRoom {
 }
 
 /// Two rooms (the first has admitted `total` so far), two alerts (one
-/// unacknowledged), a failed compensation, a dead letter, a campaign.
+/// unacknowledged), a failed compensation, a dead letter, a campaign, and
+/// three schedules (on sale, cancelling, cancelled).
 pub fn snapshot(total: u64) -> Snapshot {
     Snapshot {
         rooms: vec![room(1, total), room(2, 10)],
@@ -135,5 +136,34 @@ pub fn snapshot(total: u64) -> Snapshot {
             vendor_balance: 206_000,
             ledger_issued: Some(1_000),
         }],
+        schedules: vec![
+            ScheduleSale {
+                id: 6,
+                status: "on_sale".into(),
+                seats: 20_000,
+                sold: 18_250,
+                refunds_pending: 0,
+                refunds_failed: 0,
+                refunds_done: 0,
+            },
+            ScheduleSale {
+                id: 5,
+                status: "cancelling".into(),
+                seats: 10_000,
+                sold: 6_000,
+                refunds_pending: 4_000,
+                refunds_failed: 1,
+                refunds_done: 6_000,
+            },
+            ScheduleSale {
+                id: 4,
+                status: "cancelled".into(),
+                seats: 500,
+                sold: 0,
+                refunds_pending: 0,
+                refunds_failed: 0,
+                refunds_done: 480,
+            },
+        ],
     }
 }

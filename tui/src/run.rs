@@ -103,6 +103,9 @@ pub fn spawn_commands(
                     .replay_dead_letter(id)
                     .await
                     .map(|()| format!("dead letter {id} replayed")),
+                Command::CancelSchedule(id) => client.cancel_schedule(id).await.map(|()| {
+                    format!("schedule {id} is being cancelled: holds released, tickets refunded")
+                }),
                 Command::SetQueueSettings { concert, settings } => client
                     .update_queue_settings(concert, &settings)
                     .await

@@ -12,7 +12,8 @@ use ratatui::{
 use crate::{
     app::{App, Connection, Notice, Tab},
     components::{
-        AlertsTab, CompensationsTab, Component, CouponsTab, EventsTab, Help, QueueTab, RateDialog,
+        AlertsTab, CompensationsTab, Component, ConfirmDialog, CouponsTab, EventsTab, Help,
+        QueueTab, RateDialog, SchedulesTab,
     },
 };
 
@@ -53,6 +54,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Tab::Alerts => &AlertsTab,
         Tab::Events => &EventsTab,
         Tab::Coupons => &CouponsTab,
+        Tab::Schedules => &SchedulesTab,
     };
     tab.draw(app, frame, body);
 
@@ -62,6 +64,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Tab::Alerts => "a acknowledge",
         Tab::Events => "r replay dead letter",
         Tab::Coupons => "",
+        Tab::Schedules => "x cancel schedule",
     };
     frame.render_widget(
         Paragraph::new(format!(
@@ -74,6 +77,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
     if app.rate_input.is_some() {
         RateDialog.draw(app, frame, body);
+    }
+    if app.confirm.is_some() {
+        ConfirmDialog.draw(app, frame, body);
     }
     if app.show_help {
         Help.draw(app, frame, body);
@@ -168,6 +174,21 @@ mod tests {
     fn coupons_tab() {
         let mut app = app_with_data();
         press(&mut app, KeyCode::Char('5'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn schedules_tab() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('6'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn cancel_schedule_confirmation() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('6'));
+        press(&mut app, KeyCode::Char('x'));
         insta::assert_snapshot!(render(&app));
     }
 

@@ -258,6 +258,22 @@ impl PaymentRepository for DbPayments {
         Ok(paid + refunding)
     }
 
+    async fn schedule_ids(&self, page: PageRequest) -> Result<Vec<ScheduleId>, PaymentError> {
+        let mut query = schedule::Entity::find()
+            .select_only()
+            .column(schedule::Column::Id);
+        if let Some(after) = page.after {
+            query = query.filter(schedule::Column::Id.lt(after));
+        }
+        let ids: Vec<i64> = query
+            .order_by_desc(schedule::Column::Id)
+            .limit(page.fetch())
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ScheduleId).collect())
+    }
+
     async fn cancellation_progress(
         &self,
         schedule: ScheduleId,

@@ -7,13 +7,15 @@ mod coupons;
 mod events;
 mod overlays;
 mod queue;
+mod schedules;
 
 pub use alerts::AlertsTab;
 pub use compensations::CompensationsTab;
 pub use coupons::CouponsTab;
 pub use events::EventsTab;
-pub use overlays::{Help, RateDialog};
+pub use overlays::{ConfirmDialog, Help, RateDialog};
 pub use queue::QueueTab;
+pub use schedules::SchedulesTab;
 
 use ratatui::{
     Frame,

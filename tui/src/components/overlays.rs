@@ -7,7 +7,7 @@ use ratatui::{
 };
 
 use super::Component;
-use crate::app::{App, MAX_ADMIT_PER_SECOND};
+use crate::app::{App, Confirm, MAX_ADMIT_PER_SECOND};
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [row] = Layout::vertical([Constraint::Length(height)])
@@ -25,12 +25,13 @@ pub struct Help;
 impl Component for Help {
     fn draw(&self, _app: &App, frame: &mut Frame, area: Rect) {
         let lines = [
-            "1-5, Tab/Shift-Tab, ←/→   switch tabs",
+            "1-6, Tab/Shift-Tab, ←/→   switch tabs",
             "↑/↓ or j/k                select a row",
             "a        Alerts: acknowledge the selected alert",
             "r        Compensations: retry the selected step",
             "r        Events: replay the selected dead letter",
             "e        Queue: change the selected concert's admit rate",
+            "x        Schedules: cancel the selected schedule (asks first)",
             "g or F5  refresh now (it refreshes every second anyway)",
             "Esc      dismiss the message line",
             "q        quit",
@@ -73,6 +74,37 @@ impl Component for RateDialog {
                     .borders(Borders::ALL)
                     .title(format!("Concert {}", input.concert)),
             ),
+            popup,
+        );
+    }
+}
+
+/// The yes-or-no question before a step that cannot be undone.
+pub struct ConfirmDialog;
+
+impl Component for ConfirmDialog {
+    fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let Some(confirm) = &app.confirm else {
+            return;
+        };
+        let (title, lines) = match confirm {
+            Confirm::CancelSchedule { schedule, sold } => (
+                format!("Cancel schedule {schedule}?"),
+                vec![
+                    Line::from("The sale stops at once; every hold is released"),
+                    Line::from(format!("and all {sold} sold tickets are refunded.")),
+                    Line::from("This cannot be undone."),
+                    Line::styled(
+                        "y cancel the schedule   n or Esc keep it",
+                        Style::default().fg(Color::Yellow),
+                    ),
+                ],
+            ),
+        };
+        let popup = centered(area, 52, lines.len() as u16 + 2);
+        frame.render_widget(Clear, popup);
+        frame.render_widget(
+            Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
             popup,
         );
     }
