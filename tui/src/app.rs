@@ -108,6 +108,22 @@ pub enum Notice {
     Error(String),
 }
 
+/// The on-sale numbers shown above every tab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    /// Waiting and active across the rooms in use.
+    pub waiting: u64,
+    pub active: u64,
+    /// Admitted in the last refresh interval (about a second), all rooms.
+    pub admitted_per_second: u64,
+    pub outbox_pending: u64,
+    pub oldest_pending_seconds: f64,
+    /// Entries not yet read plus read and not yet acknowledged, all groups.
+    pub consumer_lag: u64,
+    pub dead_letters: u64,
+    pub unacknowledged_alerts: usize,
+}
+
 pub struct App {
     pub url: String,
     pub tab: Tab,
@@ -161,6 +177,36 @@ impl App {
             .collect();
         open.sort_by_key(|c| (c.status != "failed", std::cmp::Reverse(c.id)));
         open
+    }
+
+    /// The numbers an operator watches during an on-sale, whatever the tab.
+    pub fn headline(&self) -> Option<Headline> {
+        let snapshot = self.snapshot.as_ref()?;
+        let admitted_per_second = snapshot
+            .rooms
+            .iter()
+            .map(|r| {
+                self.admissions
+                    .get(&r.concert_id)
+                    .and_then(|h| h.back().copied())
+                    .unwrap_or(r.admitted_last_minute / 60)
+            })
+            .sum();
+        Some(Headline {
+            waiting: snapshot.rooms.iter().map(|r| r.waiting).sum(),
+            active: snapshot.rooms.iter().map(|r| r.active).sum(),
+            admitted_per_second,
+            outbox_pending: snapshot.events.outbox_pending,
+            oldest_pending_seconds: snapshot.events.oldest_pending_seconds,
+            consumer_lag: snapshot
+                .events
+                .consumers
+                .iter()
+                .map(|c| c.lag + c.pending)
+                .sum(),
+            dead_letters: snapshot.events.dead_letters,
+            unacknowledged_alerts: self.alerts().iter().filter(|a| !a.acknowledged).count(),
+        })
     }
 
     pub fn schedules(&self) -> &[ScheduleSale] {
@@ -581,6 +627,19 @@ mod tests {
         assert_eq!(press(&mut app, KeyCode::Char('x')), None);
         assert_eq!(app.confirm, None);
         assert!(matches!(&app.notice, Some(Notice::Info(m)) if m.contains("cancelling")));
+    }
+
+    #[test]
+    fn the_headline_sums_the_rooms_and_the_pipeline() {
+        assert_eq!(App::new("http://x").headline(), None, "nothing before data");
+        let mut app = loaded();
+        app.update(Action::Data(Box::new(snapshot(160))));
+        let headline = app.headline().unwrap();
+        assert_eq!((headline.waiting, headline.active), (4_812 + 2_406, 1_900));
+        // Room 1 admitted 60 since the last refresh; room 2 none.
+        assert_eq!(headline.admitted_per_second, 60);
+        assert_eq!(headline.unacknowledged_alerts, 1);
+        assert_eq!(headline.dead_letters, 1);
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::{
 };
 
 pub fn draw(frame: &mut Frame, app: &App) {
-    let [tabs, banner, body, footer] = Layout::vertical([
+    let [tabs, headline, banner, body, footer] = Layout::vertical([
+        Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Length(1),
         Constraint::Min(5),
@@ -46,6 +47,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
             .divider("|"),
         tabs,
     );
+    frame.render_widget(headline_line(app), headline);
     frame.render_widget(status_line(app), banner);
 
     let tab: &dyn Component = match app.tab {
@@ -84,6 +86,52 @@ pub fn draw(frame: &mut Frame, app: &App) {
     if app.show_help {
         Help.draw(app, frame, body);
     }
+}
+
+/// The on-sale numbers, on every tab; the worrying ones in colour.
+fn headline_line(app: &App) -> Paragraph<'static> {
+    let Some(h) = app.headline() else {
+        return Paragraph::new("");
+    };
+    let plain = Style::default();
+    let warn = |bad: bool| {
+        if bad {
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            plain
+        }
+    };
+    let spans = vec![
+        Span::raw(format!(
+            " waiting {} · active {} · {}/s in · ",
+            h.waiting, h.active, h.admitted_per_second
+        )),
+        Span::styled(
+            format!(
+                "outbox {} ({:.1}s)",
+                h.outbox_pending, h.oldest_pending_seconds
+            ),
+            warn(h.oldest_pending_seconds >= 5.0),
+        ),
+        Span::raw(" · "),
+        Span::styled(
+            format!("lag {}", h.consumer_lag),
+            warn(h.consumer_lag >= 1_000),
+        ),
+        Span::raw(" · "),
+        Span::styled(
+            format!("dead letters {}", h.dead_letters),
+            warn(h.dead_letters > 0),
+        ),
+        Span::raw(" · "),
+        Span::styled(
+            format!("alerts {}", h.unacknowledged_alerts),
+            warn(h.unacknowledged_alerts > 0),
+        ),
+    ];
+    Paragraph::new(Line::from(spans))
 }
 
 /// The connection banner when something is wrong, else the last notice.
