@@ -69,6 +69,9 @@ pub struct DeadLetterBody {
     pub event_type: String,
     pub deliveries: u32,
     pub last_error: String,
+    /// The event as it was delivered, as JSON text (`eventId`, `type`,
+    /// `aggregateType`, `aggregateId`, `occurredAt`, `payload`).
+    pub envelope: String,
     pub created_at: DateTime<Utc>,
     pub replayed_at: Option<DateTime<Utc>>,
 }
@@ -187,6 +190,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
                 event_type: d.event_type,
                 deliveries: d.deliveries,
                 last_error: d.last_error,
+                envelope: d.envelope,
                 created_at: d.created_at,
                 replayed_at: d.replayed_at,
             },

@@ -128,6 +128,8 @@ pub struct DeadLetter {
     pub event_type: String,
     pub deliveries: u32,
     pub last_error: String,
+    /// The event as it was delivered (JSON), for an operator to read.
+    pub envelope: String,
     pub created_at: DateTime<Utc>,
     pub replayed_at: Option<DateTime<Utc>>,
 }

@@ -96,6 +96,7 @@ mod tests {
             event_type: "PaymentCompleted".into(),
             deliveries: 5,
             last_error: "provider down".into(),
+            envelope: "{}".into(),
             created_at: t0(),
             replayed_at,
         }

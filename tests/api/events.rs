@@ -349,6 +349,10 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
         letter["lastError"].as_str().unwrap().contains("malformed"),
         "{letter}"
     );
+    // The event it carried, for an operator to read.
+    let envelope: Value = serde_json::from_str(letter["envelope"].as_str().unwrap()).unwrap();
+    assert_eq!(envelope["eventId"], letter["eventId"], "{envelope}");
+    assert_eq!(envelope["type"], "PaymentCompleted", "{envelope}");
 
     let alerts = app
         .get_json("/v1/admin/alerts?acknowledged=false&severity=critical")

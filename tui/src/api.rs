@@ -88,6 +88,9 @@ pub struct DeadLetter {
     pub event_type: String,
     pub deliveries: i64,
     pub last_error: String,
+    /// The event as delivered, JSON text (absent from older servers).
+    #[serde(default)]
+    pub envelope: String,
     pub created_at: DateTime<Utc>,
 }
 

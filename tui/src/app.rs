@@ -137,6 +137,8 @@ pub struct App {
     pub rate_input: Option<RateInput>,
     /// A step waiting for the operator's yes (`y`) or no (`n`, Esc).
     pub confirm: Option<Confirm>,
+    /// The selected row's details are open (`d` or Enter).
+    pub show_detail: bool,
     pub show_help: bool,
     pub notice: Option<Notice>,
     pub quit: bool,
@@ -154,6 +156,7 @@ impl App {
             last_totals: HashMap::new(),
             rate_input: None,
             confirm: None,
+            show_detail: false,
             show_help: false,
             notice: None,
             quit: false,
@@ -207,6 +210,73 @@ impl App {
             dead_letters: snapshot.events.dead_letters,
             unacknowledged_alerts: self.alerts().iter().filter(|a| !a.acknowledged).count(),
         })
+    }
+
+    /// The selected row in full, for the detail pane: a title and its
+    /// lines (an alert's whole message; a compensation's attempts and last
+    /// error; a dead letter's error and the event it carried).
+    pub fn detail(&self) -> Option<(String, Vec<String>)> {
+        match self.tab {
+            Tab::Alerts => {
+                let alerts = self.alerts();
+                let a = alerts.get(self.selected(Tab::Alerts))?;
+                Some((
+                    format!("Alert {}", a.id),
+                    vec![
+                        format!("severity: {}   source: {}", a.severity, a.source),
+                        format!(
+                            "raised: {}   acknowledged: {}",
+                            a.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                            if a.acknowledged { "yes" } else { "no" }
+                        ),
+                        String::new(),
+                        a.message.clone(),
+                    ],
+                ))
+            }
+            Tab::Compensations => {
+                let open = self.compensations();
+                let c = open.get(self.selected(Tab::Compensations))?;
+                Some((
+                    format!("Compensation {}", c.id),
+                    vec![
+                        format!(
+                            "saga/step: {}/{}   payment: {}",
+                            c.saga, c.step, c.payment_id
+                        ),
+                        format!("status: {}   attempts so far: {}", c.status, c.attempts),
+                        String::new(),
+                        "last error:".into(),
+                        c.last_error.clone().unwrap_or_else(|| "(none)".into()),
+                    ],
+                ))
+            }
+            Tab::Events => {
+                let letters = self.dead_letters();
+                let d = letters.get(self.selected(Tab::Events))?;
+                let envelope = serde_json::from_str::<serde_json::Value>(&d.envelope)
+                    .ok()
+                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
+                    .unwrap_or_else(|| d.envelope.clone());
+                let mut lines = vec![
+                    format!(
+                        "consumer: {}   event: {}   deliveries: {}",
+                        d.consumer, d.event_type, d.deliveries
+                    ),
+                    format!(
+                        "set aside: {}",
+                        d.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+                    ),
+                    String::new(),
+                    format!("last error: {}", d.last_error),
+                    String::new(),
+                    "event:".into(),
+                ];
+                lines.extend(envelope.lines().map(str::to_owned));
+                Some((format!("Dead letter {}", d.id), lines))
+            }
+            _ => None,
+        }
     }
 
     pub fn schedules(&self) -> &[ScheduleSale] {
@@ -312,6 +382,15 @@ impl App {
             self.confirm = None;
             return command;
         }
+        if self.show_detail {
+            if matches!(
+                key.code,
+                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('d' | 'q')
+            ) {
+                self.show_detail = false;
+            }
+            return None;
+        }
         if self.show_help {
             if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
                 self.show_help = false;
@@ -330,6 +409,7 @@ impl App {
             KeyCode::Down | KeyCode::Char('j') => self.select(1),
             KeyCode::Up | KeyCode::Char('k') => self.select(-1),
             KeyCode::Char('g') | KeyCode::F(5) => return Some(Command::Refresh),
+            KeyCode::Char('d') | KeyCode::Enter => self.show_detail = self.detail().is_some(),
             KeyCode::Char('a') if self.tab == Tab::Alerts => {
                 let alert = self
                     .alerts()
@@ -640,6 +720,40 @@ mod tests {
         assert_eq!(headline.admitted_per_second, 60);
         assert_eq!(headline.unacknowledged_alerts, 1);
         assert_eq!(headline.dead_letters, 1);
+    }
+
+    #[test]
+    fn details_open_on_rows_that_have_them_and_close_again() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('d'));
+        assert!(!app.show_detail, "the Queue tab has no detail pane");
+        press(&mut app, KeyCode::Char('4'));
+        press(&mut app, KeyCode::Enter);
+        assert!(app.show_detail);
+        let (title, lines) = app.detail().unwrap();
+        assert_eq!(title, "Dead letter 2");
+        assert!(
+            lines.iter().any(|l| l.contains("\"paymentId\": 41")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            None,
+            "keys go to the pane"
+        );
+        press(&mut app, KeyCode::Esc);
+        assert!(!app.show_detail);
+        press(&mut app, KeyCode::Char('2'));
+        press(&mut app, KeyCode::Char('d'));
+        assert!(
+            app.detail()
+                .unwrap()
+                .1
+                .iter()
+                .any(|l| l.contains("attempts so far: 5"))
+        );
+        press(&mut app, KeyCode::Char('q'));
+        assert!(!app.quit && !app.show_detail, "q closes the pane first");
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub fn snapshot(total: u64) -> Snapshot {
             event_type: "PaymentCompleted".into(),
             deliveries: 5,
             last_error: "receipt provider timed out".into(),
+            envelope: r#"{"eventId":"0b9c…","type":"PaymentCompleted","aggregateType":"payment","aggregateId":"41","payload":{"paymentId":41,"amount":150000}}"#.into(),
             created_at: at("2026-11-22T09:59:00Z"),
         }],
         coupons: vec![CouponStats {

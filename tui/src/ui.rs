@@ -12,8 +12,8 @@ use ratatui::{
 use crate::{
     app::{App, Connection, Notice, Tab},
     components::{
-        AlertsTab, CompensationsTab, Component, ConfirmDialog, CouponsTab, EventsTab, Help,
-        QueueTab, RateDialog, SchedulesTab,
+        AlertsTab, CompensationsTab, Component, ConfirmDialog, CouponsTab, DetailPane, EventsTab,
+        Help, QueueTab, RateDialog, SchedulesTab,
     },
 };
 
@@ -62,9 +62,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
 
     let hint = match app.tab {
         Tab::Queue => "e admit rate",
-        Tab::Compensations => "r retry",
-        Tab::Alerts => "a acknowledge",
-        Tab::Events => "r replay dead letter",
+        Tab::Compensations => "r retry  d details",
+        Tab::Alerts => "a acknowledge  d details",
+        Tab::Events => "r replay dead letter  d details",
         Tab::Coupons => "",
         Tab::Schedules => "x cancel schedule",
     };
@@ -82,6 +82,9 @@ pub fn draw(frame: &mut Frame, app: &App) {
     }
     if app.confirm.is_some() {
         ConfirmDialog.draw(app, frame, body);
+    }
+    if app.show_detail {
+        DetailPane.draw(app, frame, body);
     }
     if app.show_help {
         Help.draw(app, frame, body);
@@ -237,6 +240,30 @@ mod tests {
         let mut app = app_with_data();
         press(&mut app, KeyCode::Char('6'));
         press(&mut app, KeyCode::Char('x'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn dead_letter_detail() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('4'));
+        press(&mut app, KeyCode::Char('d'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn alert_detail() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('3'));
+        press(&mut app, KeyCode::Enter);
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn compensation_detail() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('2'));
+        press(&mut app, KeyCode::Char('d'));
         insta::assert_snapshot!(render(&app));
     }
 

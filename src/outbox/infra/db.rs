@@ -217,6 +217,7 @@ fn to_dead_letter(row: dead_letter::Model) -> DeadLetter {
         event_type: row.event_type,
         deliveries: u32::try_from(row.deliveries).unwrap_or(0),
         last_error: row.last_error,
+        envelope: row.envelope,
         created_at: row.created_at,
         replayed_at: row.replayed_at,
     }

@@ -13,7 +13,7 @@ pub use alerts::AlertsTab;
 pub use compensations::CompensationsTab;
 pub use coupons::CouponsTab;
 pub use events::EventsTab;
-pub use overlays::{ConfirmDialog, Help, RateDialog};
+pub use overlays::{ConfirmDialog, DetailPane, Help, RateDialog};
 pub use queue::QueueTab;
 pub use schedules::SchedulesTab;
 

@@ -32,6 +32,7 @@ impl Component for Help {
             "r        Events: replay the selected dead letter",
             "e        Queue: change the selected concert's admit rate",
             "x        Schedules: cancel the selected schedule (asks first)",
+            "d/Enter  Alerts, Compensations, Events: the selected row in full",
             "g or F5  refresh now (it refreshes every second anyway)",
             "Esc      dismiss the message line",
             "q        quit",
@@ -105,6 +106,32 @@ impl Component for ConfirmDialog {
         frame.render_widget(Clear, popup);
         frame.render_widget(
             Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(title)),
+            popup,
+        );
+    }
+}
+
+/// The selected row in full (`d` or Enter).
+pub struct DetailPane;
+
+impl Component for DetailPane {
+    fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
+        let Some((title, lines)) = app.detail() else {
+            return;
+        };
+        let width = area.width.saturating_sub(8).max(20);
+        let height = area.height.saturating_sub(2).max(5);
+        let popup = centered(area, width, height);
+        frame.render_widget(Clear, popup);
+        let mut text: Vec<Line> = lines.into_iter().map(Line::from).collect();
+        text.push(Line::styled(
+            "Esc, d or Enter to close",
+            Style::default().fg(Color::DarkGray),
+        ));
+        frame.render_widget(
+            Paragraph::new(text)
+                .wrap(ratatui::widgets::Wrap { trim: false })
+                .block(Block::default().borders(Borders::ALL).title(title)),
             popup,
         );
     }
