@@ -15,7 +15,7 @@ use std::time::Instant;
 use boxoffice::{
     kernel::{ConcertId, UserId},
     queue::{
-        domain::{QueuePass, QueueSettings},
+        domain::{Lineup, QueuePass, QueueSettings},
         infra::redis::RedisQueueStore,
         ports::QueueStore,
     },
@@ -101,7 +101,13 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
     for room in 1..=LIVE_ROOMS {
         for user in 1..=WAITING_PER_LIVE_ROOM {
             store
-                .enter(ConcertId(room), UserId(user), Uuid::new_v4(), t0)
+                .enter(
+                    ConcertId(room),
+                    UserId(user),
+                    Uuid::new_v4(),
+                    Lineup::Fifo,
+                    t0,
+                )
                 .await?;
         }
         forward_all(&store, ConcertId(room)).await?;
@@ -110,7 +116,9 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
 
     for room in 1..=abandoned {
         let concert = ConcertId(1_000_000 + room);
-        let entry = store.enter(concert, UserId(1), Uuid::new_v4(), t0).await?;
+        let entry = store
+            .enter(concert, UserId(1), Uuid::new_v4(), Lineup::Fifo, t0)
+            .await?;
         let pass = QueuePass {
             token_id: entry.token_id,
             user: UserId(1),

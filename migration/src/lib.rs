@@ -12,6 +12,7 @@ mod m20261202_000006_add_retention_indexes;
 mod m20261203_000007_add_coupon_counters;
 mod m20261203_000008_buyer_lifecycle;
 mod m20261203_000009_schedule_status;
+mod m20261204_000010_queue_opening;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000007_add_coupon_counters::Migration),
             Box::new(m20261203_000008_buyer_lifecycle::Migration),
             Box::new(m20261203_000009_schedule_status::Migration),
+            Box::new(m20261204_000010_queue_opening::Migration),
         ]
     }
 }

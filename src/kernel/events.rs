@@ -200,6 +200,13 @@ pub struct QueueSettingsChanged {
     pub max_active: u32,
     pub active_ttl_seconds: u32,
     pub heartbeat_grace_seconds: u32,
+    #[serde(default)]
+    pub opens_at: Option<DateTime<Utc>>,
+    /// `fifo`, `random` or `closed`.
+    #[serde(default)]
+    pub queueing_method: String,
+    #[serde(default)]
+    pub paused: bool,
     pub admin_id: i64,
 }
 

@@ -7,10 +7,14 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
+    types::MaybeUndefined,
 };
 
 use super::{
-    domain::{DEFAULT_ROOM_PAGE, MAX_ROOM_PAGE, Place, QueueError, QueueSettings, QueueStatus},
+    domain::{
+        DEFAULT_ROOM_PAGE, MAX_ROOM_PAGE, Place, QueueError, QueueSettings, QueueStatus,
+        QueueingMethod, SettingsChange,
+    },
     ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
     usecase::QueueService,
 };
@@ -59,6 +63,8 @@ pub struct EnterBody {
 #[derive(Debug, Clone, Copy, poem_openapi::Enum)]
 #[oai(rename = "QueueState", rename_all = "lowercase")]
 pub enum StateBody {
+    /// In the pre-queue of a room not yet open (no position until `opensAt`).
+    Prequeue,
     Waiting,
     Active,
     Expired,
@@ -74,9 +80,11 @@ pub struct TicketBody {
     /// Send it as `X-Queue-Token` to poll, and to the seat map, reservations and payments.
     pub token: String,
     pub status: StateBody,
-    /// 1 is the head of the queue; absent once admitted.
+    /// 1 is the head of the queue; absent once admitted and in the pre-queue.
     pub position: Option<u64>,
     pub poll_after_seconds: u32,
+    /// While `prequeue`: when the room opens.
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Object)]
@@ -95,19 +103,53 @@ pub struct StatusBody {
     pub active_until: Option<DateTime<Utc>>,
     /// Poll again after this long; a waiting token that stops polling loses its place.
     pub poll_after_seconds: u32,
+    /// While `prequeue`: when the room opens and the pre-queue is placed
+    /// in a random order ahead of later arrivals.
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename = "QueueingMethod", rename_all = "lowercase")]
+pub enum MethodBody {
+    Fifo,
+    Random,
+    Closed,
+}
+
+impl From<QueueingMethod> for MethodBody {
+    fn from(m: QueueingMethod) -> Self {
+        match m {
+            QueueingMethod::Fifo => MethodBody::Fifo,
+            QueueingMethod::Random => MethodBody::Random,
+            QueueingMethod::Closed => MethodBody::Closed,
+        }
+    }
+}
+
+impl From<MethodBody> for QueueingMethod {
+    fn from(m: MethodBody) -> Self {
+        match m {
+            MethodBody::Fifo => QueueingMethod::Fifo,
+            MethodBody::Random => QueueingMethod::Random,
+            MethodBody::Closed => QueueingMethod::Closed,
+        }
+    }
+}
+
+/// A room's settings as they stand.
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "QueueSettings", rename_all = "camelCase")]
 pub struct SettingsBody {
-    #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
     pub admit_per_second: i64,
-    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub max_active: i64,
-    #[oai(validator(minimum(value = "10"), maximum(value = "86400")))]
     pub active_ttl_seconds: i64,
-    #[oai(validator(minimum(value = "30"), maximum(value = "3600")))]
     pub heartbeat_grace_seconds: i64,
+    /// Before this, arrivals enter the pre-queue and nobody is admitted;
+    /// null when the room is open.
+    pub opens_at: Option<DateTime<Utc>>,
+    pub queueing_method: MethodBody,
+    /// Nobody is admitted while paused; places are kept.
+    pub paused: bool,
 }
 
 impl From<QueueSettings> for SettingsBody {
@@ -117,8 +159,31 @@ impl From<QueueSettings> for SettingsBody {
             max_active: s.max_active.into(),
             active_ttl_seconds: s.active_ttl_seconds.into(),
             heartbeat_grace_seconds: s.heartbeat_grace_seconds.into(),
+            opens_at: s.opens_at,
+            queueing_method: s.method.into(),
+            paused: s.paused,
         }
     }
+}
+
+/// A change of a room's settings: the four rates are given whole; an
+/// opening rule left out keeps its current value (`opensAt: null` removes
+/// the opening time).
+#[derive(Debug, Clone, Object)]
+#[oai(rename = "QueueSettingsChange", rename_all = "camelCase")]
+pub struct SettingsChangeBody {
+    #[oai(validator(minimum(value = "1"), maximum(value = "100000")))]
+    pub admit_per_second: i64,
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
+    pub max_active: i64,
+    #[oai(validator(minimum(value = "10"), maximum(value = "86400")))]
+    pub active_ttl_seconds: i64,
+    #[oai(validator(minimum(value = "30"), maximum(value = "3600")))]
+    pub heartbeat_grace_seconds: i64,
+    /// RFC 3339; before it, arrivals enter the pre-queue.
+    pub opens_at: MaybeUndefined<DateTime<Utc>>,
+    pub queueing_method: Option<MethodBody>,
+    pub paused: Option<bool>,
 }
 
 #[derive(Debug, Object)]
@@ -183,10 +248,29 @@ fn position(place: Place) -> Option<u64> {
     }
 }
 
+/// The state a client sees: a waiting place of a room not yet open is in
+/// the pre-queue, without a position.
+fn shown_state(status: &QueueStatus) -> StateBody {
+    if status.is_prequeue() {
+        StateBody::Prequeue
+    } else {
+        state(status.place)
+    }
+}
+
+fn shown_position(status: &QueueStatus) -> Option<u64> {
+    if status.is_prequeue() {
+        None
+    } else {
+        position(status.place)
+    }
+}
+
 fn status_body(status: QueueStatus) -> StatusBody {
     StatusBody {
-        status: state(status.place),
-        position: position(status.place),
+        status: shown_state(&status),
+        position: shown_position(&status),
+        opens_at: status.opens_at,
         ahead: status.ahead,
         estimated_wait_seconds: status.estimated_wait_seconds,
         active_until: match status.place {
@@ -216,6 +300,9 @@ where
     C: Clock,
 {
     /// Enter a concert's waiting room.
+    ///
+    /// Before the room's `opensAt` the answer is `prequeue` (everyone in it is placed in a random order at the opening,
+    /// ahead of later arrivals); a closed room answers 409 `queue_closed`.
     #[oai(
         path = "/v1/queue/tokens",
         method = "post",
@@ -229,9 +316,10 @@ where
             .await?;
         Ok(EnterResponse::Created(Json(TicketBody {
             token: admission.token,
-            status: state(admission.status.place),
-            position: position(admission.status.place),
+            status: shown_state(&admission.status),
+            position: shown_position(&admission.status),
             poll_after_seconds: admission.status.poll_after_seconds,
+            opens_at: admission.status.opens_at,
         })))
     }
 
@@ -306,18 +394,27 @@ where
         &self,
         auth: AdminAuth,
         concert_id: Path<i64>,
-        body: Json<SettingsBody>,
+        body: Json<SettingsChangeBody>,
     ) -> Result<SettingsResponse, Problem> {
         let b = body.0;
-        let settings = QueueSettings::parse(
-            b.admit_per_second,
-            b.max_active,
-            b.active_ttl_seconds,
-            b.heartbeat_grace_seconds,
-        )?;
+        let change = SettingsChange {
+            rates: QueueSettings::parse(
+                b.admit_per_second,
+                b.max_active,
+                b.active_ttl_seconds,
+                b.heartbeat_grace_seconds,
+            )?,
+            opens_at: match b.opens_at {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(at) => Some(Some(at)),
+            },
+            method: b.queueing_method.map(Into::into),
+            paused: b.paused,
+        };
         let saved = self
             .service
-            .update_settings(ConcertId(concert_id.0), settings, auth.0.user_id)
+            .update_settings(ConcertId(concert_id.0), change, auth.0.user_id)
             .await?;
         Ok(SettingsResponse::Ok(Json(saved.into())))
     }
@@ -332,6 +429,11 @@ impl From<QueueError> for Problem {
             QueueError::NotYourToken | QueueError::WrongConcert { .. } => {
                 Problem::forbidden(err.to_string())
             }
+            QueueError::Closed(_) => Problem::new(
+                poem::http::StatusCode::CONFLICT,
+                "queue_closed",
+                err.to_string(),
+            ),
             QueueError::NotAdmitted(_) => Problem::new(
                 poem::http::StatusCode::FORBIDDEN,
                 "queue_not_admitted",

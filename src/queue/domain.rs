@@ -3,6 +3,43 @@ use uuid::Uuid;
 
 use crate::kernel::{ConcertId, UserId};
 
+/// How arrivals line up once the room is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::Display, strum::EnumString)]
+#[strum(serialize_all = "lowercase")]
+pub enum QueueingMethod {
+    /// In arrival order.
+    #[default]
+    Fifo,
+    /// A lottery: every arrival draws a uniformly random number and the
+    /// lowest go first, so arriving a second earlier earns nothing. The
+    /// lottery stands behind everyone who queued in arrival order before
+    /// it, and ahead of anyone queued in arrival order after it.
+    Random,
+    /// Nobody new gets in (409 `queue_closed`); places already held stay.
+    Closed,
+}
+
+/// How an arrival is placed. Drawn numbers are below [`DRAW_RANGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lineup {
+    /// At the tail of the line.
+    Fifo,
+    /// Into the draw (the pre-queue before `opensAt`, or the lottery of a
+    /// `random` room) with this number: the draw is ordered by it. One
+    /// uniform number per person, fixed when they arrive, is one shuffle
+    /// of everyone in the draw — done once, whichever instance or store
+    /// reads it.
+    Draw(u64),
+    /// The room is closed: only a place already held is answered.
+    Refuse,
+}
+
+/// Numbers drawn for the pre-queue and the lottery are below this (2^40:
+/// exact in a Redis sorted-set score next to a band number; two people
+/// draw the same number with odds of about n²/2^41, and then their
+/// random token ids decide).
+pub const DRAW_RANGE: u64 = 1 << 40;
+
 /// How a concert's waiting room admits people. Changed at runtime by admins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
@@ -14,6 +51,12 @@ pub struct QueueSettings {
     pub active_ttl_seconds: u32,
     /// A waiting person who has not polled for this long loses the place.
     pub heartbeat_grace_seconds: u32,
+    /// Before this, arrivals enter the pre-queue and nobody is admitted; at
+    /// it, the pre-queue (in its drawn order) stands ahead of later arrivals.
+    pub opens_at: Option<DateTime<Utc>>,
+    pub method: QueueingMethod,
+    /// Admit nobody; every place is kept (heartbeats still count).
+    pub paused: bool,
 }
 
 pub const MAX_ADMIT_PER_SECOND: u32 = 100_000;
@@ -56,8 +99,71 @@ impl QueueSettings {
                 HEARTBEAT_GRACE_RANGE.0,
                 HEARTBEAT_GRACE_RANGE.1,
             )?,
+            opens_at: None,
+            method: QueueingMethod::Fifo,
+            paused: false,
         })
     }
+
+    /// The same settings with the opening rules given.
+    pub fn with_opening(
+        self,
+        opens_at: Option<DateTime<Utc>>,
+        method: QueueingMethod,
+        paused: bool,
+    ) -> Self {
+        Self {
+            opens_at,
+            method,
+            paused,
+            ..self
+        }
+    }
+
+    /// The settings an admin's change makes of these: the rates are given
+    /// whole; an opening rule left out keeps its current value.
+    pub fn changed(&self, change: &SettingsChange) -> Self {
+        Self {
+            opens_at: change.opens_at.unwrap_or(self.opens_at),
+            method: change.method.unwrap_or(self.method),
+            paused: change.paused.unwrap_or(self.paused),
+            ..change.rates
+        }
+    }
+
+    /// Whether the room is past its `opensAt` (or has none).
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.opens_at.is_none_or(|opens| now >= opens)
+    }
+
+    /// Whether the scheduler admits anybody now: open and not paused.
+    pub fn admits(&self, now: DateTime<Utc>) -> bool {
+        self.is_open(now) && !self.paused
+    }
+
+    /// How somebody arriving now is placed, given a uniform number below
+    /// [`DRAW_RANGE`] drawn for them: closed rooms refuse; before the
+    /// opening everyone enters the draw (the pre-queue), whatever the
+    /// method; after it, `random` rooms draw and `fifo` rooms queue.
+    pub fn lineup(&self, now: DateTime<Utc>, draw: u64) -> Lineup {
+        match self.method {
+            QueueingMethod::Closed => Lineup::Refuse,
+            _ if !self.is_open(now) => Lineup::Draw(draw % DRAW_RANGE),
+            QueueingMethod::Random => Lineup::Draw(draw % DRAW_RANGE),
+            QueueingMethod::Fifo => Lineup::Fifo,
+        }
+    }
+}
+
+/// An admin's change of a room's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SettingsChange {
+    /// The rates, always given (their opening rules are ignored).
+    pub rates: QueueSettings,
+    /// `Some(None)` removes the opening time; `None` keeps it.
+    pub opens_at: Option<Option<DateTime<Utc>>>,
+    pub method: Option<QueueingMethod>,
+    pub paused: Option<bool>,
 }
 
 /// A place in a waiting room, as the store knows it.
@@ -98,6 +204,9 @@ pub struct QueueStatus {
     pub ahead: u64,
     pub estimated_wait_seconds: u64,
     pub poll_after_seconds: u32,
+    /// Set while the room has not opened yet and the place is in its
+    /// pre-queue (no position until the opening).
+    pub opens_at: Option<DateTime<Utc>>,
 }
 
 impl QueueStatus {
@@ -122,6 +231,7 @@ impl QueueStatus {
                     ahead,
                     estimated_wait_seconds: wait,
                     poll_after_seconds: poll,
+                    opens_at: None,
                 }
             }
             Place::Active { .. } => Self {
@@ -129,14 +239,46 @@ impl QueueStatus {
                 ahead: 0,
                 estimated_wait_seconds: 0,
                 poll_after_seconds: MAX_POLL_AFTER_SECONDS,
+                opens_at: None,
             },
             Place::Gone => Self {
                 place,
                 ahead: 0,
                 estimated_wait_seconds: 0,
                 poll_after_seconds: 0,
+                opens_at: None,
             },
         }
+    }
+
+    /// The answer at `now`: before the room opens, a waiting place is in
+    /// the pre-queue — no position yet (the draw is not revealed), the
+    /// wait is the time to the opening, and polls keep the place.
+    pub fn at(
+        place: Place,
+        admitted_last_minute: u64,
+        settings: &QueueSettings,
+        now: DateTime<Utc>,
+    ) -> Self {
+        match (place, settings.opens_at) {
+            (Place::Waiting { .. }, Some(opens_at)) if now < opens_at => {
+                let wait = ((opens_at - now).num_milliseconds().max(0) as u64).div_ceil(1000);
+                Self {
+                    place,
+                    ahead: 0,
+                    estimated_wait_seconds: wait,
+                    poll_after_seconds: (wait / 5).clamp(1, u64::from(MAX_POLL_AFTER_SECONDS))
+                        as u32,
+                    opens_at: Some(opens_at),
+                }
+            }
+            _ => Self::new(place, admitted_last_minute, settings),
+        }
+    }
+
+    /// Whether the place is in the pre-queue of a room not yet open.
+    pub fn is_prequeue(&self) -> bool {
+        self.opens_at.is_some()
     }
 }
 
@@ -274,6 +416,8 @@ pub enum QueueError {
     NotYourToken,
     #[error("the queue token is for concert {token}, not concert {wanted}")]
     WrongConcert { token: ConcertId, wanted: ConcertId },
+    #[error("the waiting room of concert {0} is closed to new arrivals")]
+    Closed(ConcertId),
     #[error(
         "you have not been admitted from the waiting room of concert {0} (or your turn has ended)"
     )]
@@ -408,6 +552,9 @@ mod tests {
                 max_active: 1,
                 active_ttl_seconds: ACTIVE_TTL_RANGE.0,
                 heartbeat_grace_seconds: HEARTBEAT_GRACE_RANGE.0,
+                opens_at: None,
+                method: QueueingMethod::Fifo,
+                paused: false,
             }
         );
         QueueSettings::parse(
@@ -499,6 +646,90 @@ mod tests {
             (plan.next.credit - 0.4).abs() < 1e-9,
             "fractions carry over"
         );
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn before_opens_at_everyone_draws_after_it_the_method_decides() {
+        let draw = DRAW_RANGE + 7;
+        let fifo = settings().with_opening(Some(at(60)), QueueingMethod::Fifo, false);
+        assert_eq!(fifo.lineup(at(59), draw), Lineup::Draw(7), "pre-queue");
+        assert_eq!(fifo.lineup(at(60), draw), Lineup::Fifo, "open at opensAt");
+        let random = fifo.with_opening(Some(at(60)), QueueingMethod::Random, false);
+        assert_eq!(random.lineup(at(59), draw), Lineup::Draw(7));
+        assert_eq!(random.lineup(at(61), draw), Lineup::Draw(7), "a lottery");
+        let closed = fifo.with_opening(Some(at(60)), QueueingMethod::Closed, false);
+        assert_eq!(closed.lineup(at(59), draw), Lineup::Refuse);
+        assert_eq!(closed.lineup(at(61), draw), Lineup::Refuse);
+        assert_eq!(settings().lineup(at(0), draw), Lineup::Fifo, "no opensAt");
+    }
+
+    #[test]
+    fn nobody_is_admitted_before_the_opening_nor_while_paused() {
+        let room = settings().with_opening(Some(at(60)), QueueingMethod::Fifo, false);
+        assert!(!room.admits(at(59)));
+        assert!(room.admits(at(60)));
+        let paused = room.with_opening(None, QueueingMethod::Fifo, true);
+        assert!(paused.is_open(at(0)) && !paused.admits(at(0)));
+        let closed = room.with_opening(None, QueueingMethod::Closed, false);
+        assert!(
+            closed.admits(at(0)),
+            "a closed room still admits those in it"
+        );
+    }
+
+    #[test]
+    fn a_waiting_place_before_the_opening_is_prequeue_and_nothing_else_is() {
+        let room = settings().with_opening(Some(at(100)), QueueingMethod::Fifo, false);
+        let waiting = Place::Waiting { position: 40 };
+        let early = QueueStatus::at(waiting, 0, &room, at(0));
+        assert_eq!(early.opens_at, Some(at(100)));
+        assert_eq!((early.ahead, early.estimated_wait_seconds), (0, 100));
+        assert_eq!(early.poll_after_seconds, MAX_POLL_AFTER_SECONDS);
+        let open = QueueStatus::at(waiting, 0, &room, at(100));
+        assert!(!open.is_prequeue());
+        assert_eq!(open, QueueStatus::new(waiting, 0, &room));
+        let gone = QueueStatus::at(Place::Gone, 0, &room, at(0));
+        assert!(!gone.is_prequeue(), "a lost place is not in the pre-queue");
+    }
+
+    #[test]
+    fn the_method_reads_and_writes_its_lowercase_name() {
+        for (name, method) in [
+            ("fifo", QueueingMethod::Fifo),
+            ("random", QueueingMethod::Random),
+            ("closed", QueueingMethod::Closed),
+        ] {
+            assert_eq!(method.to_string(), name);
+            assert_eq!(name.parse::<QueueingMethod>().unwrap(), method);
+        }
+        assert!("lottery".parse::<QueueingMethod>().is_err());
+    }
+
+    #[test]
+    fn admission_rules_come_from_the_change_and_opening_rules_from_it_only_when_given() {
+        let current = settings().with_opening(Some(at(5)), QueueingMethod::Random, true);
+        let rates = room(7, 8).with_opening(None, QueueingMethod::Closed, false);
+        let kept = current.changed(&SettingsChange {
+            rates,
+            opens_at: None,
+            method: None,
+            paused: None,
+        });
+        assert_eq!(
+            kept,
+            room(7, 8).with_opening(Some(at(5)), QueueingMethod::Random, true)
+        );
+        let all = current.changed(&SettingsChange {
+            rates,
+            opens_at: Some(None),
+            method: Some(QueueingMethod::Fifo),
+            paused: Some(false),
+        });
+        assert_eq!(all, room(7, 8));
     }
 
     #[test]

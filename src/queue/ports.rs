@@ -4,7 +4,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::domain::{
-    Entry, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
+    Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
 };
 use crate::kernel::{ConcertId, ScheduleId, UserId, events::NewEvent};
 
@@ -13,13 +13,18 @@ use crate::kernel::{ConcertId, ScheduleId, UserId, events::NewEvent};
 /// step, and takes "now" from the caller so rules can be tested with a
 /// manual clock.
 pub trait QueueStore: Clone + Send + Sync + 'static {
-    /// Puts the user at the tail under `new_token` — or, if they already
-    /// hold a place (waiting or active), answers that place and its token.
+    /// Places the user under `new_token` as `lineup` says — at the tail of
+    /// the line, or into the draw by the number drawn (a FIFO arrival never
+    /// overtakes the draw; a draw stands behind the FIFO arrivals before
+    /// it) — or, if they already hold a place (waiting or active), answers
+    /// that place and its token. `Lineup::Refuse` places nobody: a user
+    /// without a place gets `Place::Gone`.
     fn enter(
         &self,
         concert: ConcertId,
         user: UserId,
         new_token: Uuid,
+        lineup: Lineup,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Entry, QueueError>> + Send;
 

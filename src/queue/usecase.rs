@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::{
     domain::{
-        Entry, MAX_ROOM_PAGE, QueueError, QueuePass, QueueSettings, QueueStats, QueueStatus,
-        TickOutcome,
+        Entry, MAX_ROOM_PAGE, Place, QueueError, QueuePass, QueueSettings, QueueStats, QueueStatus,
+        SettingsChange, TickOutcome,
     },
     ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
 };
@@ -30,6 +30,8 @@ pub struct QueueService<S, R, D, C> {
     clock: C,
     tokens: Arc<dyn QueueTokens>,
     defaults: QueueSettings,
+    /// The pre-queue's and the lottery's numbers: uniform, independent.
+    draw: fn() -> u64,
 }
 
 impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> {
@@ -41,6 +43,7 @@ impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> 
             clock: self.clock.clone(),
             tokens: self.tokens.clone(),
             defaults: self.defaults,
+            draw: self.draw,
         }
     }
 }
@@ -75,7 +78,14 @@ where
             clock,
             tokens,
             defaults,
+            draw: rand::random::<u64>,
         }
+    }
+
+    /// Draws the pre-queue's numbers with `draw` (tests make them known).
+    pub fn drawing_with(mut self, draw: fn() -> u64) -> Self {
+        self.draw = draw;
+        self
     }
 
     pub fn store(&self) -> &S {
@@ -89,9 +99,16 @@ where
             return Err(QueueError::ConcertNotFound(concert));
         }
         let now = self.clock.now();
-        let Entry { token_id, place } =
-            self.store.enter(concert, user, Uuid::new_v4(), now).await?;
         let settings = self.settings_for(concert).await?;
+        let lineup = settings.lineup(now, (self.draw)());
+        let Entry { token_id, place } = self
+            .store
+            .enter(concert, user, Uuid::new_v4(), lineup, now)
+            .await?;
+        if place == Place::Gone {
+            // Only a closed room places nobody.
+            return Err(QueueError::Closed(concert));
+        }
         let token = self.tokens.issue(
             &QueuePass {
                 token_id,
@@ -104,7 +121,7 @@ where
         Ok(Admission {
             token,
             token_id,
-            status: QueueStatus::new(place, 0, &settings),
+            status: QueueStatus::at(place, 0, &settings, now),
         })
     }
 
@@ -114,7 +131,7 @@ where
         let pass = self.tokens.verify(token, now)?;
         let (place, admitted_last_minute) = self.store.status(&pass, now).await?;
         let settings = self.settings_for(pass.concert).await?;
-        Ok(QueueStatus::new(place, admitted_last_minute, &settings))
+        Ok(QueueStatus::at(place, admitted_last_minute, &settings, now))
     }
 
     /// Leaves the room; an active slot goes to the next person at the next tick.
@@ -153,17 +170,19 @@ where
         Ok(self.settings.get(concert).await?.unwrap_or(self.defaults))
     }
 
-    /// Stores a concert's settings with `QueueSettingsChanged`, which names
-    /// the admin who changed them.
+    /// Changes a concert's settings (opening rules left out keep their
+    /// value) and stores them with `QueueSettingsChanged`, which names the
+    /// admin who changed them.
     pub async fn update_settings(
         &self,
         concert: ConcertId,
-        settings: QueueSettings,
+        change: SettingsChange,
         admin: UserId,
     ) -> Result<QueueSettings, QueueError> {
         if !self.directory.concert_exists(concert).await? {
             return Err(QueueError::ConcertNotFound(concert));
         }
+        let settings = self.settings_for(concert).await?.changed(&change);
         let event = NewEvent::new(
             types::QUEUE_SETTINGS_CHANGED,
             "concert",
@@ -174,6 +193,9 @@ where
                 max_active: settings.max_active,
                 active_ttl_seconds: settings.active_ttl_seconds,
                 heartbeat_grace_seconds: settings.heartbeat_grace_seconds,
+                opens_at: settings.opens_at,
+                queueing_method: settings.method.to_string(),
+                paused: settings.paused,
                 admin_id: admin.value(),
             },
         );
@@ -306,7 +328,9 @@ mod tests {
     use super::*;
     use crate::{
         kernel::ManualClock,
-        queue::domain::{MAX_POLL_AFTER_SECONDS, Place, QueueEvent},
+        queue::domain::{
+            DRAW_RANGE, Lineup, MAX_POLL_AFTER_SECONDS, Place, QueueEvent, QueueingMethod,
+        },
     };
 
     fn t0() -> DateTime<Utc> {
@@ -319,6 +343,16 @@ mod tests {
 
     fn slow() -> QueueSettings {
         QueueSettings::parse(1, 5, 60, 30).unwrap()
+    }
+
+    /// A change of the rates alone.
+    fn rates(settings: QueueSettings) -> SettingsChange {
+        SettingsChange {
+            rates: settings,
+            opens_at: None,
+            method: None,
+            paused: None,
+        }
     }
 
     fn down() -> QueueError {
@@ -338,6 +372,8 @@ mod tests {
         rooms: Vec<ConcertId>,
         admitted_last_minute: u64,
         enters: usize,
+        /// How every entry asked to be placed.
+        lineups: Vec<Lineup>,
         polls: Vec<(Uuid, DateTime<Utc>)>,
         leaves: Vec<(QueuePass, DateTime<Utc>)>,
         /// (concert, user, paid at, now) of every finish.
@@ -381,17 +417,25 @@ mod tests {
             concert: ConcertId,
             user: UserId,
             new_token: Uuid,
+            lineup: Lineup,
             _now: DateTime<Utc>,
         ) -> Result<Entry, QueueError> {
             self.check()?;
             let mut room = self.0.lock().unwrap();
             room.enters += 1;
+            room.lineups.push(lineup);
             if let Some(&(_, _, token_id, place)) = room
                 .places
                 .iter()
                 .find(|p| p.0 == concert && p.1 == user && p.3 != Place::Gone)
             {
                 return Ok(Entry { token_id, place });
+            }
+            if lineup == Lineup::Refuse {
+                return Ok(Entry {
+                    token_id: new_token,
+                    place: Place::Gone,
+                });
             }
             let waiting = room
                 .places
@@ -1026,7 +1070,7 @@ mod tests {
         let h = harness();
         assert_eq!(
             h.service
-                .update_settings(HALL, slow(), UserId(9_000))
+                .update_settings(HALL, rates(slow()), UserId(9_000))
                 .await
                 .unwrap(),
             slow()
@@ -1048,7 +1092,7 @@ mod tests {
         let h = harness();
         assert!(matches!(
             h.service
-                .update_settings(ConcertId(9), slow(), UserId(9_000))
+                .update_settings(ConcertId(9), rates(slow()), UserId(9_000))
                 .await,
             Err(QueueError::ConcertNotFound(ConcertId(9)))
         ));
@@ -1060,9 +1104,137 @@ mod tests {
         let h = harness();
         *h.settings.down.lock().unwrap() = true;
         assert!(matches!(
-            h.service.update_settings(HALL, slow(), UserId(9_000)).await,
+            h.service
+                .update_settings(HALL, rates(slow()), UserId(9_000))
+                .await,
             Err(QueueError::Unavailable(_))
         ));
+    }
+
+    // --- fair opening ---
+
+    const DRAWN: u64 = 0xABCD_0000_0000_1234;
+
+    fn drawn() -> u64 {
+        DRAWN
+    }
+
+    fn opening(h: &Harness, opens_in: TimeDelta, method: QueueingMethod, paused: bool) {
+        h.settings.stored.lock().unwrap().insert(
+            HALL,
+            defaults().with_opening(Some(h.clock.now() + opens_in), method, paused),
+        );
+    }
+
+    fn lineups(h: &Harness) -> Vec<Lineup> {
+        h.store.0.lock().unwrap().lineups.clone()
+    }
+
+    #[tokio::test]
+    async fn before_the_opening_arrivals_enter_the_draw_and_hear_prequeue_until_when() {
+        let mut h = harness();
+        h.service = h.service.drawing_with(drawn);
+        opening(&h, TimeDelta::seconds(90), QueueingMethod::Fifo, false);
+        let admission = h.service.enter(ALICE, HALL).await.unwrap();
+        assert_eq!(lineups(&h), [Lineup::Draw(DRAWN % DRAW_RANGE)]);
+        let status = admission.status;
+        assert!(status.is_prequeue());
+        assert_eq!(status.opens_at, Some(t0() + TimeDelta::seconds(90)));
+        assert_eq!(
+            (status.ahead, status.estimated_wait_seconds),
+            (0, 90),
+            "no place is revealed before the opening; the wait is the time to it"
+        );
+        assert_eq!(status.poll_after_seconds, MAX_POLL_AFTER_SECONDS);
+
+        h.clock.advance(TimeDelta::seconds(88));
+        let polled = h.service.status(&admission.token).await.unwrap();
+        assert!(polled.is_prequeue());
+        assert_eq!(
+            (polled.estimated_wait_seconds, polled.poll_after_seconds),
+            (2, 1)
+        );
+        h.clock.advance(TimeDelta::seconds(2));
+        let open = h.service.status(&admission.token).await.unwrap();
+        assert!(!open.is_prequeue(), "at opensAt the place is a position");
+        assert_eq!(open.place, Place::Waiting { position: 1 });
+    }
+
+    #[tokio::test]
+    async fn after_the_opening_a_fifo_room_queues_and_a_random_room_draws() {
+        let mut h = harness();
+        h.service = h.service.drawing_with(drawn);
+        opening(&h, TimeDelta::seconds(-1), QueueingMethod::Fifo, false);
+        let status = h.service.enter(ALICE, HALL).await.unwrap().status;
+        assert!(!status.is_prequeue());
+        opening(&h, TimeDelta::seconds(-1), QueueingMethod::Random, false);
+        h.service.enter(BOB, HALL).await.unwrap();
+        assert_eq!(
+            lineups(&h),
+            [Lineup::Fifo, Lineup::Draw(DRAWN % DRAW_RANGE)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_room_refuses_newcomers_but_answers_a_place_already_held() {
+        let h = harness();
+        let alice = h.service.enter(ALICE, HALL).await.unwrap();
+        opening(&h, TimeDelta::seconds(-1), QueueingMethod::Closed, false);
+        assert!(matches!(
+            h.service.enter(BOB, HALL).await,
+            Err(QueueError::Closed(HALL))
+        ));
+        assert!(h.service.store().concerts().await.unwrap().contains(&HALL));
+        let again = h.service.enter(ALICE, HALL).await.unwrap();
+        assert_eq!(again.token_id, alice.token_id);
+        assert_eq!(lineups(&h)[1..], [Lineup::Refuse, Lineup::Refuse]);
+        let places = h.store.0.lock().unwrap().places.len();
+        assert_eq!(places, 1, "nobody new was placed");
+    }
+
+    #[tokio::test]
+    async fn a_settings_change_keeps_the_opening_rules_it_leaves_out() {
+        let h = harness();
+        let opens = t0() + TimeDelta::minutes(30);
+        let change = SettingsChange {
+            opens_at: Some(Some(opens)),
+            method: Some(QueueingMethod::Random),
+            paused: Some(true),
+            ..rates(defaults())
+        };
+        h.service
+            .update_settings(HALL, change, UserId(9_000))
+            .await
+            .unwrap();
+        let kept = h
+            .service
+            .update_settings(HALL, rates(slow()), UserId(9_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            kept,
+            slow().with_opening(Some(opens), QueueingMethod::Random, true)
+        );
+        let events = h.settings.events.lock().unwrap().clone();
+        assert_eq!(events[1].payload["queueingMethod"], "random");
+        assert_eq!(events[1].payload["paused"], true);
+        let cleared = h
+            .service
+            .update_settings(
+                HALL,
+                SettingsChange {
+                    opens_at: Some(None),
+                    paused: Some(false),
+                    ..rates(slow())
+                },
+                UserId(9_000),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (cleared.opens_at, cleared.method, cleared.paused),
+            (None, QueueingMethod::Random, false)
+        );
     }
 
     // --- stats ---

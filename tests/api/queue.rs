@@ -286,7 +286,11 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap(), settings);
+    let mut stored = settings.clone();
+    stored["opensAt"] = Value::Null;
+    stored["queueingMethod"] = json!("fifo");
+    stored["paused"] = json!(false);
+    assert_eq!(resp.json::<Value>().await.unwrap(), stored);
     let changed = crate::helpers::outbox_payloads(&app.db, "QueueSettingsChanged").await;
     assert_eq!(changed.len(), 1);
     assert_eq!(
@@ -341,6 +345,144 @@ async fn admins_see_the_rooms_and_change_settings_at_runtime() {
         app.get_json("/v1/admin/queue").await["items"][0]["settings"]["maxActive"],
         4,
         "refused changes change nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_room_opens_with_its_pre_queue_shuffled_ahead_of_later_arrivals_and_can_pause_and_close()
+{
+    let app = spawn_app().await;
+    let admin = app.admin_token();
+    let concert = app.create_concert(&concert_body(1, 1)).await["id"].clone();
+    let put = |body: Value| {
+        app.client
+            .put(app.url(&format!("/v1/admin/queue/{concert}/settings")))
+            .bearer_auth(admin.clone())
+            .json(&body)
+            .send()
+    };
+    let opens_at = (Utc::now() + TimeDelta::seconds(3)).to_rfc3339();
+    let rates = json!({"admitPerSecond": 100, "maxActive": 1, "activeTtlSeconds": 300, "heartbeatGraceSeconds": 60});
+    let mut opening = rates.clone();
+    opening["opensAt"] = json!(opens_at);
+    let resp = put(opening).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let saved: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (&saved["queueingMethod"], &saved["paused"]),
+        (&json!("fifo"), &json!(false))
+    );
+    let opens = chrono::DateTime::parse_from_rfc3339(saved["opensAt"].as_str().unwrap()).unwrap();
+
+    let mut early = Vec::new();
+    for user in 1..=6 {
+        let ticket = app.enter_queue(user, &concert).await;
+        assert_eq!(ticket["status"], "prequeue", "{ticket}");
+        assert!(
+            ticket.get("position").is_none(),
+            "no place before the opening"
+        );
+        early.push(ticket["token"].as_str().unwrap().to_owned());
+    }
+    let status = app.queue_status(&early[0]).await;
+    assert_eq!(status["status"], "prequeue");
+    let said = chrono::DateTime::parse_from_rfc3339(status["opensAt"].as_str().unwrap()).unwrap();
+    assert_eq!(said, opens);
+    assert!(status["estimatedWaitSeconds"].as_u64().unwrap() <= 3);
+    assert_eq!(
+        app.get_json("/v1/admin/queue").await["items"][0]["active"],
+        0,
+        "nobody is admitted before the opening"
+    );
+
+    // At the opening one is admitted (maxActive 1); the other five hold
+    // the first five places, and a later arrival queues behind them.
+    eventually("the opening", WAIT, || async {
+        (app.get_json("/v1/admin/queue").await["items"][0]["active"] == 1).then_some(())
+    })
+    .await;
+    // Settled: one active for five minutes, nobody else admitted meanwhile.
+    let mut states = Vec::new();
+    for token in &early {
+        states.push(app.queue_status(token).await);
+    }
+    let mut positions: Vec<u64> = states
+        .iter()
+        .filter_map(|s| s["position"].as_u64())
+        .collect();
+    positions.sort();
+    assert_eq!(positions, [1, 2, 3, 4, 5], "{states:?}");
+    let late = app.enter_queue(7, &concert).await;
+    assert_eq!(
+        (&late["status"], &late["position"]),
+        (&json!("waiting"), &json!(6))
+    );
+
+    // Paused: the active one leaves and nobody takes the slot.
+    let mut paused = rates.clone();
+    paused["paused"] = json!(true);
+    let saved: Value = put(paused).await.unwrap().json().await.unwrap();
+    assert_eq!(saved["paused"], true);
+    assert!(
+        saved["opensAt"].is_string(),
+        "left out, the opening is kept"
+    );
+    let active = early
+        .iter()
+        .zip(&states)
+        .find(|(_, s)| s["status"] == "active")
+        .unwrap()
+        .0
+        .clone();
+    let resp = app
+        .client
+        .delete(app.url("/v1/queue/tokens/current"))
+        .header("x-queue-token", &active)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let room = &app.get_json("/v1/admin/queue").await["items"][0];
+    assert_eq!(
+        (&room["active"], &room["waiting"]),
+        (&json!(0), &json!(6)),
+        "{room}"
+    );
+    let mut resumed = rates.clone();
+    resumed["paused"] = json!(false);
+    put(resumed).await.unwrap();
+    eventually("admission to resume", WAIT, || async {
+        (app.get_json("/v1/admin/queue").await["items"][0]["active"] == 1).then_some(())
+    })
+    .await;
+
+    // Closed: newcomers are refused, a held place is still answered.
+    let mut closed = rates.clone();
+    closed["queueingMethod"] = json!("closed");
+    assert_eq!(put(closed).await.unwrap().status(), 200);
+    let resp = app
+        .post("/v1/queue/tokens")
+        .bearer_auth(app.user_token(8))
+        .json(&json!({ "concertId": concert }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 409, "queue_closed").await;
+    let again = app.enter_queue(7, &concert).await;
+    let now_late = app.queue_status(late["token"].as_str().unwrap()).await;
+    assert_eq!(
+        (&again["status"], &again["position"]),
+        (&now_late["status"], &now_late["position"]),
+        "the same place"
+    );
+
+    let mut bad = rates.clone();
+    bad["queueingMethod"] = json!("lottery");
+    assert_problem(put(bad).await.unwrap(), 400, "validation_failed").await;
+    assert_eq!(
+        app.get_json("/v1/admin/queue").await["items"][0]["settings"]["queueingMethod"],
+        "closed"
     );
 }
 

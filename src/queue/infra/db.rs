@@ -15,7 +15,7 @@ use crate::{
     kernel::{ConcertId, Transaction, events::NewEvent},
     outbox::ports::OutboxWriter,
     queue::{
-        domain::{QueueError, QueueSettings},
+        domain::{QueueError, QueueSettings, QueueingMethod},
         ports::QueueSettingsRepository,
     },
 };
@@ -33,6 +33,9 @@ pub mod queue_settings {
         pub active_ttl_seconds: i32,
         pub heartbeat_grace_seconds: i32,
         pub updated_at: DateTimeUtc,
+        pub opens_at: Option<DateTimeUtc>,
+        pub queueing_method: String,
+        pub paused: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -68,7 +71,19 @@ impl QueueSettingsRepository for DbQueueSettings {
             row.active_ttl_seconds.into(),
             row.heartbeat_grace_seconds.into(),
         )
-        .map(Some)
+        .map(|settings| {
+            Some(
+                settings.with_opening(
+                    row.opens_at,
+                    // Written by `put` only; an unknown word reads as closed,
+                    // the safe side.
+                    row.queueing_method
+                        .parse()
+                        .unwrap_or(QueueingMethod::Closed),
+                    row.paused,
+                ),
+            )
+        })
     }
 
     async fn put(
@@ -87,6 +102,9 @@ impl QueueSettingsRepository for DbQueueSettings {
             active_ttl_seconds: Set(int(settings.active_ttl_seconds)),
             heartbeat_grace_seconds: Set(int(settings.heartbeat_grace_seconds)),
             updated_at: Set(now),
+            opens_at: Set(settings.opens_at),
+            queueing_method: Set(settings.method.to_string()),
+            paused: Set(settings.paused),
         })
         .on_conflict(
             OnConflict::column(queue_settings::Column::ConcertId)
@@ -96,6 +114,9 @@ impl QueueSettingsRepository for DbQueueSettings {
                     queue_settings::Column::ActiveTtlSeconds,
                     queue_settings::Column::HeartbeatGraceSeconds,
                     queue_settings::Column::UpdatedAt,
+                    queue_settings::Column::OpensAt,
+                    queue_settings::Column::QueueingMethod,
+                    queue_settings::Column::Paused,
                 ])
                 .to_owned(),
         )

@@ -14,7 +14,7 @@ use crate::{
     kernel::{ConcertId, UserId},
     queue::{
         domain::{
-            AdmissionCredit, DEFAULT_ROOM_IDLE, Entry, Place, QueueError, QueueEvent,
+            AdmissionCredit, DEFAULT_ROOM_IDLE, Entry, Lineup, Place, QueueError, QueueEvent,
             QueueEventKind, QueuePass, QueueSettings, QueueStats, RoomActivity, TickOutcome,
         },
         ports::QueueStore,
@@ -102,8 +102,15 @@ impl Ranks {
 #[derive(Default)]
 struct Room {
     next_seq: u64,
+    /// The line: places in arrival order (by sequence number).
     waiting: BTreeMap<u64, Uuid>,
     ranks: Ranks,
+    /// The draw (the pre-queue, or a `random` room's lottery), behind the
+    /// line, ordered by the number each drew. A FIFO arrival first moves
+    /// the whole draw, in that order, to the line: it never overtakes it.
+    /// (The Redis store keeps one sorted set and gets the same order from
+    /// its band scores.)
+    pool: BTreeSet<(u64, Uuid)>,
     /// (last heartbeat ms, token) of waiting tokens, oldest first.
     heartbeats: BTreeSet<(i64, Uuid)>,
     /// (active until ms, token), soonest first.
@@ -124,6 +131,8 @@ struct Token {
     user: UserId,
     entered_ms: i64,
     seq: Option<u64>,
+    /// The number drawn, while in the draw.
+    draw: Option<u64>,
     heartbeat_ms: i64,
     active_until: Option<i64>,
 }
@@ -168,6 +177,11 @@ impl Room {
         if let Some(seq) = token.seq {
             self.waiting.remove(&seq);
             self.ranks.add(seq, -1);
+        }
+        if let Some(draw) = token.draw {
+            self.pool.remove(&(draw, token_id));
+        }
+        if token.seq.is_some() || token.draw.is_some() {
             self.heartbeats.remove(&(token.heartbeat_ms, token_id));
         }
         if let Some(until) = token.active_until {
@@ -188,8 +202,51 @@ impl Room {
             Some(Token { seq: Some(seq), .. }) => Place::Waiting {
                 position: self.position(*seq),
             },
+            // Counting the draw ahead is linear: fine for the embedded shape.
+            Some(Token {
+                draw: Some(draw), ..
+            }) => Place::Waiting {
+                position: self.waiting.len() as u64
+                    + self.pool.range(..(*draw, token_id)).count() as u64
+                    + 1,
+            },
             _ => Place::Gone,
         }
+    }
+
+    fn waiting_count(&self) -> u64 {
+        (self.waiting.len() + self.pool.len()) as u64
+    }
+
+    /// Appends somebody to the line.
+    fn queue(&mut self, token_id: Uuid) -> u64 {
+        self.next_seq += 1;
+        let seq = self.next_seq;
+        self.waiting.insert(seq, token_id);
+        self.ranks.add(seq, 1);
+        seq
+    }
+
+    /// Moves the whole draw, in drawn order, to the tail of the line.
+    fn release_draw(&mut self) {
+        while let Some((_, token_id)) = self.pool.pop_first() {
+            let seq = self.queue(token_id);
+            let token = self.tokens.get_mut(&token_id).expect("drawn token exists");
+            token.draw = None;
+            token.seq = Some(seq);
+        }
+    }
+
+    /// The head: the line's first, else the draw's lowest.
+    fn pop_head(&mut self) -> Option<Uuid> {
+        if let Some((seq, token_id)) = self.waiting.pop_first() {
+            self.ranks.add(seq, -1);
+            self.tokens.get_mut(&token_id)?.seq = None;
+            return Some(token_id);
+        }
+        let (_, token_id) = self.pool.pop_first()?;
+        self.tokens.get_mut(&token_id)?.draw = None;
+        Some(token_id)
     }
 
     fn admitted_since(&self, since: i64) -> u64 {
@@ -203,10 +260,17 @@ impl QueueStore for MemoryQueueStore {
         concert: ConcertId,
         user: UserId,
         new_token: Uuid,
+        lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
         let now = ms(now);
         let mut rooms = self.lock();
+        if lineup == Lineup::Refuse && !rooms.contains_key(&concert) {
+            return Ok(Entry {
+                token_id: new_token,
+                place: Place::Gone,
+            });
+        }
         let room = rooms.entry(concert).or_default();
         if let Some(&existing) = room.users.get(&user) {
             match room.place(existing, now) {
@@ -236,17 +300,30 @@ impl QueueStore for MemoryQueueStore {
                 }
             }
         }
-        room.next_seq += 1;
-        let seq = room.next_seq;
-        room.waiting.insert(seq, new_token);
-        room.ranks.add(seq, 1);
+        let (seq, draw) = match lineup {
+            Lineup::Refuse => {
+                return Ok(Entry {
+                    token_id: new_token,
+                    place: Place::Gone,
+                });
+            }
+            Lineup::Fifo => {
+                room.release_draw();
+                (Some(room.queue(new_token)), None)
+            }
+            Lineup::Draw(draw) => {
+                room.pool.insert((draw, new_token));
+                (None, Some(draw))
+            }
+        };
         room.heartbeats.insert((now, new_token));
         room.tokens.insert(
             new_token,
             Token {
                 user,
                 entered_ms: now,
-                seq: Some(seq),
+                seq,
+                draw,
                 heartbeat_ms: now,
                 active_until: None,
             },
@@ -255,9 +332,7 @@ impl QueueStore for MemoryQueueStore {
         room.record(concert, QueueEventKind::Entered, new_token, user, now);
         Ok(Entry {
             token_id: new_token,
-            place: Place::Waiting {
-                position: room.position(seq),
-            },
+            place: room.place(new_token, now),
         })
     }
 
@@ -381,23 +456,25 @@ impl QueueStore for MemoryQueueStore {
             },
             now,
             room.active.len() as u64,
-            room.waiting.len() as u64,
+            if settings.admits(at(now)) {
+                room.waiting_count()
+            } else {
+                0
+            },
         );
         room.credit = plan.next.credit;
         room.last_tick = plan.next.last_tick_ms;
         let admit = plan.admit;
         let ttl = settings.active_until_ms(now) - now;
         for _ in 0..admit {
-            let Some((seq, token_id)) = room.waiting.pop_first() else {
+            let Some(token_id) = room.pop_head() else {
                 break;
             };
-            room.ranks.add(seq, -1);
             let token = room
                 .tokens
                 .get_mut(&token_id)
                 .expect("waiting token exists");
             room.heartbeats.remove(&(token.heartbeat_ms, token_id));
-            token.seq = None;
             token.active_until = Some(now + ttl);
             let user = token.user;
             room.active.insert((now + ttl, token_id));
@@ -410,7 +487,7 @@ impl QueueStore for MemoryQueueStore {
             room.admits.pop_front();
         }
         let activity = RoomActivity {
-            waiting: room.waiting.len() as u64,
+            waiting: room.waiting_count(),
             active: room.active.len() as u64,
             unforwarded: room.events.len() as u64,
             touched_ms: room.touched_ms,
@@ -443,14 +520,17 @@ impl QueueStore for MemoryQueueStore {
                 oldest_wait_seconds: 0,
             });
         };
-        let oldest = room
+        let head = room
             .waiting
             .first_key_value()
-            .and_then(|(_, token_id)| room.tokens.get(token_id))
+            .map(|(_, token_id)| token_id)
+            .or_else(|| room.pool.first().map(|(_, token_id)| token_id));
+        let oldest = head
+            .and_then(|token_id| room.tokens.get(token_id))
             .map_or(0, |t| ((now - t.entered_ms).max(0) / 1000) as u64);
         Ok(QueueStats {
             concert,
-            waiting: room.waiting.len() as u64,
+            waiting: room.waiting_count(),
             active: room.active.iter().filter(|(until, _)| *until > now).count() as u64,
             admitted_last_minute: room.admitted_since(now - MINUTE_MS),
             admitted_total: room.admitted_total,

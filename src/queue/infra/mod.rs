@@ -12,7 +12,8 @@ use crate::{
     kernel::{ConcertId, UserId},
     queue::{
         domain::{
-            Entry, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
+            Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats,
+            TickOutcome,
         },
         ports::QueueStore,
     },
@@ -29,9 +30,10 @@ impl<R: QueueStore, M: QueueStore> QueueStore for RedisOrMemory<R, M> {
         concert: ConcertId,
         user: UserId,
         new_token: Uuid,
+        lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
-        dispatch!(self, s => s.enter(concert, user, new_token, now).await)
+        dispatch!(self, s => s.enter(concert, user, new_token, lineup, now).await)
     }
 
     async fn status(

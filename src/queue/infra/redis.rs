@@ -15,8 +15,8 @@ use crate::{
     kv::Conn,
     queue::{
         domain::{
-            DEFAULT_ROOM_IDLE, Entry, Place, QueueError, QueueEvent, QueueEventKind, QueuePass,
-            QueueSettings, QueueStats, TickOutcome,
+            DEFAULT_ROOM_IDLE, DRAW_RANGE, Entry, Lineup, Place, QueueError, QueueEvent,
+            QueueEventKind, QueuePass, QueueSettings, QueueStats, TickOutcome,
         },
         ports::QueueStore,
     },
@@ -121,12 +121,22 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{prelude}\n{body}"))
 }
 
-/// ARGV: user, new token, now ms. Returns {token, state, n, created}:
-/// state `waiting` with n = position, or `active` with n = until ms.
+/// ARGV: user, new token, now ms, lineup (`fifo`, `draw` or `refuse`),
+/// number drawn, DRAW_RANGE. Returns {token, state, n, created}: state
+/// `waiting` with n = position, `active` with n = until ms, or `gone`
+/// (refused).
+///
+/// The line and the draw share one sorted set. A score is `band *
+/// DRAW_RANGE + key`: the key is the arrival's sequence number in arrival
+/// order, or the number drawn in the draw; the band goes up whenever the
+/// arrivals switch between the two, so a draw stands behind the FIFO
+/// arrivals before it and ahead of those after it (the in-process store's
+/// line and pool, in one order).
 static ENTER: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local user, now = ARGV[1], tonumber(ARGV[3])
+local lineup, range = ARGV[4], tonumber(ARGV[6])
 local tok = redis.call('HGET', users, user)
 if tok then
   local until_ms = redis.call('ZSCORE', active, tok)
@@ -141,9 +151,17 @@ if tok then
   forget(tok)
   record('expired', tok, user, now)
 end
+if lineup == 'refuse' then return {ARGV[2], 'gone', 0, 0} end
 tok = ARGV[2]
-local seq = redis.call('HINCRBY', meta, 'seq', 1)
-redis.call('ZADD', waiting, seq, tok)
+local mode = redis.call('HGET', meta, 'mode')
+local band = tonumber(redis.call('HGET', meta, 'band') or '1')
+if mode ~= lineup then
+  if mode then band = band + 1 end
+  redis.call('HSET', meta, 'mode', lineup, 'band', band)
+end
+local key
+if lineup == 'draw' then key = tonumber(ARGV[5]) else key = redis.call('HINCRBY', meta, 'seq', 1) end
+redis.call('ZADD', waiting, string.format('%.0f', band * range + key), tok)
 redis.call('ZADD', heartbeat, now, tok)
 redis.call('HSET', tokens, tok, user .. '|' .. now)
 redis.call('HSET', users, user, tok)
@@ -201,7 +219,7 @@ return 1
 });
 
 /// ARGV: now ms, admit per second, max active, active ttl ms, grace ms,
-/// idle ms. Returns {admitted, dropped waiting, expired active, retired}.
+/// idle ms, 1 when the room admits now (open, not paused) else 0. Returns {admitted, dropped waiting, expired active, retired}.
 /// The admission part is `QueueSettings::admission` (the domain's rule) in
 /// Lua, so that the read of the room, the decision and the admissions are
 /// one atomic step however many schedulers run; the retirement at the end
@@ -242,7 +260,9 @@ if last and now > last then elapsed = now - last end
 credit = math.min(credit + elapsed * rate / 1000, math.max(rate, 1))
 if not last or now > last then redis.call('HSET', meta, 'last_tick', now) end
 local free = max_active - redis.call('ZCARD', active)
-local n = math.min(math.floor(credit), free, redis.call('ZCARD', waiting))
+local line = 0
+if ARGV[7] == '1' then line = redis.call('ZCARD', waiting) end
+local n = math.min(math.floor(credit), free, line)
 local admitted = 0
 if n > 0 then
   local popped = redis.call('ZPOPMIN', waiting, n)
@@ -323,14 +343,23 @@ impl QueueStore for RedisQueueStore {
         concert: ConcertId,
         user: UserId,
         new_token: Uuid,
+        lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
         let mut conn = self.conn.clone();
+        let (kind, draw) = match lineup {
+            Lineup::Fifo => ("fifo", 0),
+            Lineup::Draw(draw) => ("draw", draw % DRAW_RANGE),
+            Lineup::Refuse => ("refuse", 0),
+        };
         let (token, state, n, created): (String, String, i64, i64) = ENTER
             .key(&self.keys(concert))
             .arg(user.value())
             .arg(new_token.to_string())
             .arg(ms(now))
+            .arg(kind)
+            .arg(draw)
+            .arg(DRAW_RANGE)
             .invoke_async(&mut conn)
             .await?;
         if created == 1 {
@@ -412,6 +441,7 @@ impl QueueStore for RedisQueueStore {
             .arg(u64::from(settings.active_ttl_seconds) * 1000)
             .arg(u64::from(settings.heartbeat_grace_seconds) * 1000)
             .arg(self.idle_after.num_milliseconds())
+            .arg(u8::from(settings.admits(now)))
             .invoke_async(&mut self.conn.clone())
             .await?;
         let retired = retired == 1;
