@@ -13,6 +13,7 @@ mod m20261203_000007_add_coupon_counters;
 mod m20261203_000008_buyer_lifecycle;
 mod m20261203_000009_schedule_status;
 mod m20261204_000010_queue_opening;
+mod m20261204_000011_waitlist;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000008_buyer_lifecycle::Migration),
             Box::new(m20261203_000009_schedule_status::Migration),
             Box::new(m20261204_000010_queue_opening::Migration),
+            Box::new(m20261204_000011_waitlist::Migration),
         ]
     }
 }

@@ -37,7 +37,10 @@ use crate::{
     },
     payment::{self, usecase::PaymentSaga},
     queue::{infra::scheduler::QueueScheduler, usecase::FinishOnPayment},
-    reservation::{self, usecase::ConfirmOnPayment},
+    reservation::{
+        self,
+        usecase::{ConfirmOnPayment, WaitlistOffers},
+    },
     worker::sleep_or_cancel,
 };
 
@@ -51,6 +54,7 @@ fn handlers(s: &Services, settings: &Settings) -> anyhow::Result<Vec<Handler>> {
         )?)),
         Arc::new(ReceiptIssuer::new(LocalReceiptProvider, SystemClock)),
         Arc::new(ConfirmOnPayment::new(SystemClock)),
+        Arc::new(WaitlistOffers::new(SystemClock, s.reservations.policy())),
         Arc::new(PaymentSaga::new(SystemClock)),
         Arc::new(Notifier::new(SystemClock)),
         Arc::new(FinishOnPayment::new(s.queue.store().clone(), SystemClock)),

@@ -152,6 +152,14 @@ pub trait SeatTx: Send {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// How many of the schedule's seats are available at `now` (free, or
+    /// held past their expiry).
+    fn free_seats(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// When the schedule's show starts; `None` for an unknown schedule.
     fn starts_at(
         &mut self,

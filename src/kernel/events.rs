@@ -72,6 +72,10 @@ pub mod types {
     /// A sold ticket was cancelled (by its buyer, or with its schedule) and
     /// its seat is free again; the payload is a `ReservationChanged`.
     pub const TICKET_CANCELLED: &str = "TicketCancelled";
+    pub const WAITLIST_JOINED: &str = "WaitlistJoined";
+    pub const WAITLIST_LEFT: &str = "WaitlistLeft";
+    /// A freed seat was held for the next user on the waitlist.
+    pub const WAITLIST_OFFERED: &str = "WaitlistOffered";
     pub const WALLET_CHARGED: &str = "WalletCharged";
     pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
     pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";
@@ -108,6 +112,22 @@ pub struct ReservationChanged {
     /// Set on `ReservationConfirmed` / `ReservationConfirmationFailed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<i64>,
+}
+
+/// Payload of the `Waitlist*` events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitlistChanged {
+    pub entry_id: i64,
+    pub schedule_id: i64,
+    pub user_id: i64,
+    /// `WaitlistOffered`: the hold made for the user, its seat and expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -39,6 +39,17 @@ pub fn notification_for(
             "reservation_confirmed",
             format!("Your seat is yours: reservation {reservation} is confirmed."),
         )),
+        "WaitlistOffered" => {
+            let offer = payload["reservationId"].as_i64().unwrap_or_default();
+            let seat = payload["seatId"].as_i64().unwrap_or_default();
+            let until = payload["expiresAt"].as_str().unwrap_or("soon");
+            Some((
+                "waitlist_offer",
+                format!(
+                    "A seat came free and is held for you: seat {seat}, reservation {offer}, until {until}. Pay with an admitted queue token before then or it goes to the next in line."
+                ),
+            ))
+        }
         "ReservationExpired" => Some((
             "reservation_expired",
             format!("Your hold on reservation {reservation} expired and the seat was released."),
@@ -125,6 +136,20 @@ mod tests {
             "status": status,
             "reason": reason,
         })
+    }
+
+    #[test]
+    fn a_waitlist_offer_names_the_seat_the_hold_and_its_deadline() {
+        let payload = json!({
+            "entryId": 4, "scheduleId": 2, "userId": 3, "reservationId": 77,
+            "seatId": 12, "expiresAt": "2026-12-04T10:05:00Z"
+        });
+        let (kind, message) = notification_for("WaitlistOffered", &payload).unwrap();
+        assert_eq!(kind, "waitlist_offer");
+        for part in ["seat 12", "reservation 77", "2026-12-04T10:05:00Z"] {
+            assert!(message.contains(part), "{message}");
+        }
+        assert_eq!(notification_for("WaitlistJoined", &payload), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::{
         Clock, UserId,
         events::{
             CouponRedemptionFinished, EventEnvelope, NewEvent, PaymentCompleted, PaymentRefunded,
-            ReceiptIssued, ReservationChanged, types,
+            ReceiptIssued, ReservationChanged, WaitlistChanged, types,
         },
     },
     outbox::ports::{EventHandler, OutboxWriter},
@@ -120,6 +120,7 @@ fn user_of(event: &EventEnvelope) -> anyhow::Result<UserId> {
         types::COUPON_REDEMPTION_FINISHED => {
             serde_json::from_value::<CouponRedemptionFinished>(payload)?.user_id
         }
+        types::WAITLIST_OFFERED => serde_json::from_value::<WaitlistChanged>(payload)?.user_id,
         _ => serde_json::from_value::<ReservationChanged>(payload)?.user_id,
     };
     Ok(UserId(user))
@@ -236,6 +237,7 @@ impl<T: NotificationTx + 'static, C: Clock> EventHandler<T> for Notifier<C> {
                 | types::RESERVATION_EXPIRED
                 | types::PAYMENT_REFUNDED
                 | types::COUPON_REDEMPTION_FINISHED
+                | types::WAITLIST_OFFERED
         )
     }
 
@@ -654,6 +656,11 @@ mod tests {
                 "CouponRedemptionFinished",
                 json!({"jobId": Uuid::from_u128(1), "userId": 3, "userCouponId": 2, "status": "succeeded", "amount": 0}),
                 "coupon_redeemed",
+            ),
+            (
+                "WaitlistOffered",
+                json!({"entryId": 8, "scheduleId": 1, "userId": 3, "reservationId": 41, "seatId": 9, "expiresAt": "2026-12-04T10:05:00Z"}),
+                "waitlist_offer",
             ),
         ];
         for (event_type, payload, kind) in cases {

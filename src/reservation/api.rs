@@ -9,7 +9,7 @@ use poem_openapi::{
 
 use super::{
     domain::{Reservation, ReservationError, ReservationStatus},
-    ports::{ReservationRepository, ReservationTx},
+    ports::{ReservationRepository, ReservationTx, WaitlistTx},
     usecase::ReservationService,
 };
 use crate::{
@@ -89,6 +89,35 @@ enum MineResponse {
     Ok(Json<PageBody<ReservationBody>>),
 }
 
+/// Your place on a schedule's waitlist.
+#[derive(Debug, Object)]
+#[oai(rename = "WaitlistPlace", rename_all = "camelCase")]
+pub struct WaitlistBody {
+    /// 1 = the next seat freed on this schedule is held for you.
+    pub position: u64,
+}
+
+#[derive(ApiResponse)]
+enum JoinResponse {
+    /// On the waitlist: a freed seat will be held in your name for
+    /// `holdMinutes`, with a `waitlist_offer` notification.
+    #[oai(status = 201)]
+    Created(Json<WaitlistBody>),
+}
+
+#[derive(ApiResponse)]
+enum PlaceResponse {
+    #[oai(status = 200)]
+    Ok(Json<WaitlistBody>),
+}
+
+#[derive(ApiResponse)]
+enum LeaveResponse {
+    /// Off the waitlist.
+    #[oai(status = 204)]
+    Left,
+}
+
 #[derive(ApiResponse)]
 enum ReleaseResponse {
     /// The seat is free again.
@@ -111,7 +140,7 @@ impl<U, R, S, C, W> ReservationApi<U, R, S, C, W> {
 impl<U, R, S, C, W> ReservationApi<U, R, S, C, W>
 where
     U: UnitOfWork,
-    U::Tx: SeatTx + ReservationTx + OutboxWriter,
+    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
     R: ReservationRepository,
     S: SeatReads,
     C: Clock,
@@ -201,13 +230,81 @@ where
             .await?;
         Ok(ReleaseResponse::Released)
     }
+
+    /// Wait for a seat of a sold-out schedule.
+    ///
+    /// Every seat freed again (a hold lapsed or given back, a ticket
+    /// cancelled) is held for the first user in line, in their name, for
+    /// `holdMinutes`, with a `waitlist_offer` notification; an offer that
+    /// lapses goes to the next. Paying for it still takes an admitted queue
+    /// token. 409 `seats_available` while seats are free, 409
+    /// `already_waitlisted` for a second place, 409 `not_on_sale` for a
+    /// cancelled schedule.
+    #[oai(
+        path = "/v1/schedules/:id/waitlist",
+        method = "post",
+        tag = "ApiTags::Reservations",
+        operation_id = "joinWaitlist"
+    )]
+    async fn join_waitlist(&self, auth: UserAuth, id: Path<i64>) -> Result<JoinResponse, Problem> {
+        let position = self
+            .service
+            .join_waitlist(auth.0.user_id, ScheduleId(id.0))
+            .await?;
+        Ok(JoinResponse::Created(Json(WaitlistBody { position })))
+    }
+
+    /// Your place on a schedule's waitlist (404 when you are not waiting).
+    #[oai(
+        path = "/v1/schedules/:id/waitlist",
+        method = "get",
+        tag = "ApiTags::Reservations",
+        operation_id = "getWaitlistPlace"
+    )]
+    async fn waitlist_place(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> Result<PlaceResponse, Problem> {
+        let position = self
+            .service
+            .waitlist_position(auth.0.user_id, ScheduleId(id.0))
+            .await?;
+        Ok(PlaceResponse::Ok(Json(WaitlistBody { position })))
+    }
+
+    /// Leave a schedule's waitlist.
+    #[oai(
+        path = "/v1/schedules/:id/waitlist",
+        method = "delete",
+        tag = "ApiTags::Reservations",
+        operation_id = "leaveWaitlist"
+    )]
+    async fn leave_waitlist(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> Result<LeaveResponse, Problem> {
+        self.service
+            .leave_waitlist(auth.0.user_id, ScheduleId(id.0))
+            .await?;
+        Ok(LeaveResponse::Left)
+    }
 }
 
 impl From<ReservationError> for Problem {
     fn from(err: ReservationError) -> Self {
         match err {
-            ReservationError::SeatNotFound { .. } | ReservationError::NotFound(_) => {
-                Problem::not_found(err.to_string())
+            ReservationError::SeatNotFound { .. }
+            | ReservationError::NotFound(_)
+            | ReservationError::ScheduleNotFound(_)
+            | ReservationError::NotWaitlisted => Problem::not_found(err.to_string()),
+            ReservationError::NotOnSale(_) => Problem::conflict("not_on_sale", err.to_string()),
+            ReservationError::SeatsAvailable(_) => {
+                Problem::conflict("seats_available", err.to_string())
+            }
+            ReservationError::AlreadyWaitlisted => {
+                Problem::conflict("already_waitlisted", err.to_string())
             }
             ReservationError::SeatUnavailable => {
                 Problem::conflict("seat_unavailable", err.to_string())

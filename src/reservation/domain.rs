@@ -1,8 +1,11 @@
 use chrono::{DateTime, Utc};
 
-use crate::kernel::{
-    ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, UserId,
-    events::{NewEvent, ReservationChanged},
+use crate::{
+    catalog::domain::ScheduleStatus,
+    kernel::{
+        ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, UserId,
+        events::{NewEvent, ReservationChanged, types},
+    },
 };
 
 pub const DEFAULT_HOLD_MINUTES: u32 = 5;
@@ -227,6 +230,40 @@ pub struct NewReservation {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A place on a schedule's waitlist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitlistEntry {
+    pub id: i64,
+    pub schedule: ScheduleId,
+    pub user: UserId,
+}
+
+/// Whether somebody may join a schedule's waitlist: only a schedule on
+/// sale with no seat free (with a free seat, they should hold it).
+pub fn may_join_waitlist(
+    schedule: ScheduleId,
+    status: ScheduleStatus,
+    free_seats: u64,
+) -> Result<(), ReservationError> {
+    if status != ScheduleStatus::OnSale {
+        return Err(ReservationError::NotOnSale(schedule));
+    }
+    if free_seats > 0 {
+        return Err(ReservationError::SeatsAvailable(free_seats));
+    }
+    Ok(())
+}
+
+/// The events a freed seat is offered on: a hold that lapsed or was
+/// given back (or withdrawn), and a cancelled ticket. (A refund of a seat
+/// lost to someone else frees nothing.)
+pub fn frees_a_seat(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        types::RESERVATION_EXPIRED | types::RESERVATION_RELEASED | types::TICKET_CANCELLED
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReservationError {
     #[error("seat {seat} does not exist in schedule {schedule}")]
@@ -239,6 +276,16 @@ pub enum ReservationError {
     NotFound(ReservationId),
     #[error("reservation {0} is no longer held")]
     NotHeld(ReservationId),
+    #[error("schedule {0} does not exist")]
+    ScheduleNotFound(ScheduleId),
+    #[error("schedule {0} is not on sale")]
+    NotOnSale(ScheduleId),
+    #[error("{0} seats are free: hold one instead of waiting")]
+    SeatsAvailable(u64),
+    #[error("you are already on this schedule's waitlist")]
+    AlreadyWaitlisted,
+    #[error("you are not on this schedule's waitlist")]
+    NotWaitlisted,
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A concurrent transaction kept getting in the way, even after retries.

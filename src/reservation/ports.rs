@@ -2,8 +2,10 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::domain::{NewReservation, Reservation, ReservationError, Transition};
-use crate::kernel::{PageRequest, PaymentId, ReservationId, SeatId, StoreError, UserId};
+use super::domain::{NewReservation, Reservation, ReservationError, Transition, WaitlistEntry};
+use crate::kernel::{
+    PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UserId,
+};
 
 /// Reads of reservations, outside any transaction.
 pub trait ReservationRepository: Clone + Send + Sync + 'static {
@@ -75,4 +77,50 @@ pub trait ReservationTx: Send {
         payment: PaymentId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A schedule's waitlist inside a unit of work: one waiting place per user,
+/// in the order they joined.
+pub trait WaitlistTx: Send {
+    /// Puts the user at the tail of the schedule's waitlist; `None` when
+    /// they already wait there (joining again after an offer or after
+    /// leaving starts a new place at the tail).
+    fn join(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
+
+    /// Takes the user's waiting place off; `None` when they had none.
+    fn leave(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
+
+    /// The user's place (1 = next to be offered a seat), if waiting.
+    fn waitlist_position(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+
+    /// The first waiting place, locked until the transaction ends; on
+    /// PostgreSQL a place another transaction is offering a seat to is
+    /// skipped, so two seats freed at once go to the first two in line.
+    fn next_waiting(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
+
+    /// The place leaves the line with the hold made for it, if it is still
+    /// waiting (a compare-and-set); true if it did.
+    fn mark_offered(
+        &mut self,
+        entry: i64,
+        reservation: ReservationId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }

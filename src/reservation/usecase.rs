@@ -8,9 +8,9 @@ use futures::{FutureExt, future::BoxFuture};
 use super::{
     domain::{
         HoldPolicy, MAX_PAGE, NewReservation, NotPayable, OnPayment, Reservation, ReservationError,
-        Transition,
+        Transition, WaitlistEntry, frees_a_seat, may_join_waitlist,
     },
-    ports::{ReservationRepository, ReservationTx},
+    ports::{ReservationRepository, ReservationTx, WaitlistTx},
 };
 use crate::{
     catalog::{
@@ -20,7 +20,10 @@ use crate::{
     kernel::{
         Clock, Page, PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, Transaction,
         UnitOfWork, UserId,
-        events::{EventEnvelope, PaymentCompleted, RelayWake, types},
+        events::{
+            EventEnvelope, NewEvent, PaymentCompleted, RelayWake, ReservationChanged,
+            WaitlistChanged, types,
+        },
         keyed::{ExpiringMemo, KeyedLocks},
         retry_on_conflict,
     },
@@ -59,7 +62,7 @@ pub struct ReservationService<U, R, S, C, W> {
 impl<U, R, S, C, W> ReservationService<U, R, S, C, W>
 where
     U: UnitOfWork,
-    U::Tx: SeatTx + ReservationTx + OutboxWriter,
+    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
     R: ReservationRepository,
     S: SeatReads,
     C: Clock,
@@ -138,30 +141,92 @@ where
             // Dropping the transaction gives the seat back too.
             return Err(ReservationError::HoldLimit(self.policy.per_user_limit));
         }
-        let reservation = tx
-            .insert(
-                &NewReservation {
-                    user,
-                    concert: held.concert,
-                    schedule,
-                    seat,
-                    price: held.price,
-                    expires_at: self.policy.until(now),
-                },
-                now,
-            )
-            .await?;
-        tx.attach(seat, reservation.id).await?;
-        let mut events = vec![reservation.event(types::RESERVATION_HELD)];
-        // The lapsed hold this one took the seat from is over now.
-        for previous in tx.held_on_seat(seat, reservation.id).await? {
-            if tx.transition(previous.id, Transition::Replace, now).await? {
-                events.push(previous.event(types::RESERVATION_EXPIRED));
-            }
-        }
+        let (reservation, events) = record_hold(
+            &mut tx,
+            NewReservation {
+                user,
+                concert: held.concert,
+                schedule,
+                seat,
+                price: held.price,
+                expires_at: self.policy.until(now),
+            },
+            now,
+        )
+        .await?;
         tx.append(events, now).await?;
         tx.commit().await?;
         Ok(reservation)
+    }
+
+    /// Puts the user on the waitlist of a schedule on sale with no seat
+    /// free; answers their place (1 = the next freed seat is theirs).
+    pub async fn join_waitlist(
+        &self,
+        user: UserId,
+        schedule: ScheduleId,
+    ) -> Result<u64, ReservationError> {
+        retry_on_conflict(|| self.join_once(user, schedule)).await
+    }
+
+    async fn join_once(&self, user: UserId, schedule: ScheduleId) -> Result<u64, ReservationError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        // The write first; a refusal below drops the transaction with it.
+        let joined = tx.join(schedule, user, now).await?;
+        let Some((status, _)) = tx.schedule_status(schedule).await? else {
+            return Err(ReservationError::ScheduleNotFound(schedule));
+        };
+        may_join_waitlist(schedule, status, tx.free_seats(schedule, now).await?)?;
+        let Some(entry) = joined else {
+            return Err(ReservationError::AlreadyWaitlisted);
+        };
+        let position = tx
+            .waitlist_position(schedule, user)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a place just joined is not waiting"))?;
+        tx.append(
+            vec![waitlist_event(types::WAITLIST_JOINED, &entry, None)],
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(position)
+    }
+
+    /// Takes the user off the schedule's waitlist.
+    pub async fn leave_waitlist(
+        &self,
+        user: UserId,
+        schedule: ScheduleId,
+    ) -> Result<(), ReservationError> {
+        retry_on_conflict(|| async {
+            let now = self.clock.now();
+            let mut tx = self.uow.begin().await?;
+            let Some(entry) = tx.leave(schedule, user, now).await? else {
+                return Err(ReservationError::NotWaitlisted);
+            };
+            tx.append(
+                vec![waitlist_event(types::WAITLIST_LEFT, &entry, None)],
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The user's place on the schedule's waitlist.
+    pub async fn waitlist_position(
+        &self,
+        user: UserId,
+        schedule: ScheduleId,
+    ) -> Result<u64, ReservationError> {
+        let mut tx = self.uow.begin().await?;
+        tx.waitlist_position(schedule, user)
+            .await?
+            .ok_or(ReservationError::NotWaitlisted)
     }
 
     fn remember_taken(&self, key: SeatKey, now: DateTime<Utc>) {
@@ -267,6 +332,142 @@ where
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// How holds behave here (waitlist offers follow it too).
+    pub fn policy(&self) -> HoldPolicy {
+        self.policy
+    }
+}
+
+/// Stores a hold on a seat just taken for it ([`SeatTx::try_hold`]) and
+/// ties the seat to it; the lapsed hold it took the seat from (if any) is
+/// over now. Returns the hold and the events to write.
+async fn record_hold<T: ReservationTx + SeatTx>(
+    tx: &mut T,
+    new: NewReservation,
+    now: DateTime<Utc>,
+) -> Result<(Reservation, Vec<NewEvent>), crate::kernel::StoreError> {
+    let reservation = tx.insert(&new, now).await?;
+    tx.attach(new.seat, reservation.id).await?;
+    let mut events = vec![reservation.event(types::RESERVATION_HELD)];
+    for previous in tx.held_on_seat(new.seat, reservation.id).await? {
+        if tx.transition(previous.id, Transition::Replace, now).await? {
+            events.push(previous.event(types::RESERVATION_EXPIRED));
+        }
+    }
+    Ok((reservation, events))
+}
+
+fn waitlist_event(
+    event_type: &'static str,
+    entry: &WaitlistEntry,
+    offer: Option<&Reservation>,
+) -> NewEvent {
+    NewEvent::new(
+        event_type,
+        "waitlist",
+        entry.id,
+        &WaitlistChanged {
+            entry_id: entry.id,
+            schedule_id: entry.schedule.value(),
+            user_id: entry.user.value(),
+            reservation_id: offer.map(|r| r.id.value()),
+            seat_id: offer.map(|r| r.seat.value()),
+            expires_at: offer.map(|r| r.expires_at),
+        },
+    )
+}
+
+/// Offers the seat `freed` names to the first user on its schedule's
+/// waitlist, inside the consumer's transaction (so the offer is made
+/// exactly once, with the event's inbox row): a hold in their name until
+/// `policy.until(now)`, their place leaves the line, and
+/// `ReservationHeld` + `WaitlistOffered` are written. `None` (nothing
+/// written) when nobody waits, or the seat is no longer free — someone
+/// else took it, or the schedule went off sale — and the line waits for
+/// the next freed seat. An offer is not refused for the hold limit: it is
+/// the one seat the user waited for.
+pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWriter>(
+    tx: &mut T,
+    freed: &ReservationChanged,
+    policy: HoldPolicy,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Option<Reservation>> {
+    let schedule = ScheduleId(freed.schedule_id);
+    let seat = SeatId(freed.seat_id);
+    let Some(next) = tx.next_waiting(schedule).await? else {
+        return Ok(None);
+    };
+    let expires_at = policy.until(now);
+    let Some(held) = tx
+        .try_hold(schedule, seat, next.user, expires_at, now)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let (offer, mut events) = record_hold(
+        tx,
+        NewReservation {
+            user: next.user,
+            concert: held.concert,
+            schedule,
+            seat,
+            price: held.price,
+            expires_at,
+        },
+        now,
+    )
+    .await?;
+    if !tx.mark_offered(next.id, offer.id, now).await? {
+        anyhow::bail!(
+            "waitlist place {} changed while a seat was offered to it",
+            next.id
+        );
+    }
+    events.push(waitlist_event(types::WAITLIST_OFFERED, &next, Some(&offer)));
+    tx.append(events, now).await?;
+    metrics::counter!("waitlist_offers_total").increment(1);
+    Ok(Some(offer))
+}
+
+/// The waitlist's consumer: every seat freed again (a hold lapsed, given
+/// back or withdrawn; a ticket cancelled) is offered to the next in line.
+pub struct WaitlistOffers<C> {
+    clock: C,
+    policy: HoldPolicy,
+}
+
+impl<C> WaitlistOffers<C> {
+    pub fn new(clock: C, policy: HoldPolicy) -> Self {
+        Self { clock, policy }
+    }
+}
+
+impl<T, C> EventHandler<T> for WaitlistOffers<C>
+where
+    T: WaitlistTx + ReservationTx + SeatTx + OutboxWriter,
+    C: Clock,
+{
+    fn name(&self) -> &'static str {
+        "waitlist"
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        frees_a_seat(event_type)
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        async move {
+            let freed: ReservationChanged = serde_json::from_value(event.payload.clone())?;
+            offer_freed_seat(tx, &freed, self.policy, self.clock.now()).await?;
+            Ok(())
+        }
+        .boxed()
     }
 }
 
@@ -939,5 +1140,230 @@ mod tests {
             matches!(h.seat(h.seats[0]), SeatState::Held { until, .. } if until == r.expires_at),
             "a refused claim keeps nothing"
         );
+    }
+
+    // --- waitlist ---
+
+    const CAROL: UserId = UserId(3);
+
+    impl Harness {
+        /// Holds every seat for ALICE (the schedule is sold out).
+        async fn sell_out(&self) -> Vec<ReservationId> {
+            let mut holds = Vec::new();
+            for seat in &self.seats {
+                holds.push(self.service.hold(ALICE, SCHEDULE, *seat).await.unwrap().id);
+            }
+            holds
+        }
+
+        /// Runs the waitlist's consumer on the last event of `event_type`
+        /// written, in its own transaction, as the bus would deliver it.
+        async fn deliver_last(&self, event_type: &str) -> Option<Reservation> {
+            let payload = self
+                .store
+                .world()
+                .outbox
+                .iter()
+                .rev()
+                .find(|e| e.event_type == event_type)
+                .expect("the event was written")
+                .payload
+                .clone();
+            let freed: ReservationChanged = serde_json::from_value(payload).unwrap();
+            let mut tx = self.store.begin().await.unwrap();
+            let offer = offer_freed_seat(&mut tx, &freed, self.service.policy(), self.clock.now())
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            offer
+        }
+
+        fn waiting(&self) -> Vec<UserId> {
+            self.store.world().waiting(SCHEDULE)
+        }
+    }
+
+    #[tokio::test]
+    async fn the_waitlist_takes_people_only_while_nothing_is_free_one_place_each() {
+        let h = harness(2, 10);
+        assert!(matches!(
+            h.service.join_waitlist(BOB, SCHEDULE).await,
+            Err(ReservationError::SeatsAvailable(2))
+        ));
+        assert!(h.waiting().is_empty(), "a refusal leaves no place behind");
+        h.sell_out().await;
+        assert_eq!(h.service.join_waitlist(BOB, SCHEDULE).await.unwrap(), 1);
+        assert_eq!(h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap(), 2);
+        assert!(matches!(
+            h.service.join_waitlist(BOB, SCHEDULE).await,
+            Err(ReservationError::AlreadyWaitlisted)
+        ));
+        assert_eq!(h.waiting(), [BOB, CAROL]);
+        assert_eq!(
+            h.service.waitlist_position(CAROL, SCHEDULE).await.unwrap(),
+            2
+        );
+        let joined = h
+            .events()
+            .into_iter()
+            .filter(|e| *e == types::WAITLIST_JOINED)
+            .count();
+        assert_eq!(joined, 2);
+        assert!(matches!(
+            h.service.join_waitlist(BOB, ScheduleId(404)).await,
+            Err(ReservationError::ScheduleNotFound(ScheduleId(404)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_schedule_has_no_waitlist() {
+        let h = harness(1, 10);
+        h.sell_out().await;
+        h.store.world().schedule_statuses.insert(
+            SCHEDULE,
+            (
+                crate::catalog::domain::ScheduleStatus::Cancelling,
+                h.clock.now(),
+            ),
+        );
+        assert!(matches!(
+            h.service.join_waitlist(BOB, SCHEDULE).await,
+            Err(ReservationError::NotOnSale(SCHEDULE))
+        ));
+    }
+
+    #[tokio::test]
+    async fn leaving_the_waitlist_moves_everyone_behind_up_and_rejoining_goes_to_the_tail() {
+        let h = harness(1, 10);
+        h.sell_out().await;
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
+        h.service.leave_waitlist(BOB, SCHEDULE).await.unwrap();
+        assert_eq!(
+            h.service.waitlist_position(CAROL, SCHEDULE).await.unwrap(),
+            1
+        );
+        assert!(matches!(
+            h.service.leave_waitlist(BOB, SCHEDULE).await,
+            Err(ReservationError::NotWaitlisted)
+        ));
+        assert!(matches!(
+            h.service.waitlist_position(BOB, SCHEDULE).await,
+            Err(ReservationError::NotWaitlisted)
+        ));
+        assert_eq!(h.service.join_waitlist(BOB, SCHEDULE).await.unwrap(), 2);
+        assert_eq!(h.events().last(), Some(&types::WAITLIST_JOINED));
+        assert!(h.events().contains(&types::WAITLIST_LEFT));
+    }
+
+    #[tokio::test]
+    async fn a_released_seat_is_held_for_the_first_in_line_and_offered_once() {
+        let h = harness(1, 10);
+        let holds = h.sell_out().await;
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
+        h.service.release(holds[0], ALICE).await.unwrap();
+
+        let offer = h
+            .deliver_last(types::RESERVATION_RELEASED)
+            .await
+            .expect("an offer");
+        assert_eq!((offer.user, offer.seat), (BOB, h.seats[0]));
+        assert_eq!(offer.expires_at, h.clock.now() + TimeDelta::minutes(5));
+        assert_eq!(h.status(offer.id), ReservationStatus::Held);
+        assert!(matches!(
+            h.seat(h.seats[0]),
+            SeatState::Held { holder: BOB, .. }
+        ));
+        assert_eq!(h.waiting(), [CAROL], "BOB's place became the offer");
+        let offered = h
+            .store
+            .world()
+            .outbox
+            .iter()
+            .find(|e| e.event_type == types::WAITLIST_OFFERED)
+            .expect("WaitlistOffered")
+            .payload
+            .clone();
+        assert_eq!(offered["userId"], BOB.value());
+        assert_eq!(offered["reservationId"], offer.id.value());
+        assert_eq!(offered["seatId"], h.seats[0].value());
+
+        // The same event again finds the seat taken: nothing changes.
+        let before = h.store.world().outbox.len();
+        assert_eq!(h.deliver_last(types::RESERVATION_RELEASED).await, None);
+        assert_eq!(h.waiting(), [CAROL]);
+        assert_eq!(h.store.world().outbox.len(), before);
+    }
+
+    #[tokio::test]
+    async fn a_lapsed_offer_passes_to_the_next_in_line() {
+        let h = harness(1, 10);
+        let holds = h.sell_out().await;
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
+        h.service.release(holds[0], ALICE).await.unwrap();
+        let bobs = h.deliver_last(types::RESERVATION_RELEASED).await.unwrap();
+
+        h.clock.advance(TimeDelta::minutes(6));
+        assert_eq!(h.service.sweep(10).await.unwrap(), 1);
+        assert_eq!(h.status(bobs.id), ReservationStatus::Expired);
+        let carols = h
+            .deliver_last(types::RESERVATION_EXPIRED)
+            .await
+            .expect("the next offer");
+        assert_eq!((carols.user, carols.seat), (CAROL, bobs.seat));
+        assert!(h.waiting().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_seat_taken_before_the_offer_or_an_empty_line_offers_nothing() {
+        let h = harness(1, 10);
+        let holds = h.sell_out().await;
+        h.service.release(holds[0], ALICE).await.unwrap();
+        assert_eq!(
+            h.deliver_last(types::RESERVATION_RELEASED).await,
+            None,
+            "nobody waits"
+        );
+        assert!(matches!(h.seat(h.seats[0]), SeatState::Available));
+
+        // A buyer takes it before the event arrives; BOB keeps his place.
+        h.service.hold(CAROL, SCHEDULE, h.seats[0]).await.unwrap();
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        assert_eq!(h.deliver_last(types::RESERVATION_RELEASED).await, None);
+        assert_eq!(h.waiting(), [BOB]);
+        assert!(!h.events().contains(&types::WAITLIST_OFFERED));
+    }
+
+    #[tokio::test]
+    async fn only_freed_seats_are_offered() {
+        let handler = WaitlistOffers::new(
+            ManualClock::new(Utc::now()),
+            HoldPolicy {
+                hold_minutes: 5,
+                per_user_limit: 4,
+            },
+        );
+        let handles = |t| {
+            <WaitlistOffers<ManualClock> as EventHandler<crate::testing::MemTx>>::handles(
+                &handler, t,
+            )
+        };
+        for freed in [
+            types::RESERVATION_EXPIRED,
+            types::RESERVATION_RELEASED,
+            types::TICKET_CANCELLED,
+        ] {
+            assert!(handles(freed), "{freed}");
+        }
+        for other in [
+            types::PAYMENT_REFUNDED,
+            types::RESERVATION_HELD,
+            types::RESERVATION_CONFIRMED,
+            types::WAITLIST_OFFERED,
+        ] {
+            assert!(!handles(other), "{other}");
+        }
     }
 }

@@ -37,8 +37,11 @@ use crate::{
         ports::{PaymentRepository, PaymentTx},
     },
     reservation::{
-        domain::{NewReservation, Reservation, ReservationError, ReservationStatus, Transition},
-        ports::{ReservationRepository, ReservationTx},
+        domain::{
+            NewReservation, Reservation, ReservationError, ReservationStatus, Transition,
+            WaitlistEntry,
+        },
+        ports::{ReservationRepository, ReservationTx, WaitlistTx},
     },
     wallet::{
         domain::{EntryKind, LedgerEntry, WalletError},
@@ -81,7 +84,31 @@ pub struct World {
     pub jobs: BTreeMap<uuid::Uuid, Job>,
     /// Coupons won, with the unique (coupon, user) and (coupon, number) rules.
     pub won: Vec<IssuedCoupon>,
+    /// Waitlist places, in join order (a place joined again moves to the end).
+    pub waitlist: Vec<MemWaitlistPlace>,
     next_id: i64,
+}
+
+/// One (schedule, user) row of the waitlist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemWaitlistPlace {
+    pub id: i64,
+    pub schedule: ScheduleId,
+    pub user: UserId,
+    /// `waiting`, `offered` or `left`.
+    pub status: &'static str,
+    pub reservation: Option<ReservationId>,
+}
+
+impl World {
+    /// The users waiting on a schedule, first in line first.
+    pub fn waiting(&self, schedule: ScheduleId) -> Vec<UserId> {
+        self.waitlist
+            .iter()
+            .filter(|p| p.schedule == schedule && p.status == "waiting")
+            .map(|p| p.user)
+            .collect()
+    }
 }
 
 impl World {
@@ -566,6 +593,132 @@ impl SeatTx for MemTx {
     ) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.check()?;
         Ok(self.work.shows.get(&schedule).copied())
+    }
+
+    async fn free_seats(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .seats
+            .values()
+            .filter(|s| s.schedule == schedule)
+            .filter(|s| match s.state {
+                SeatState::Available => true,
+                SeatState::Held { until, .. } => until <= now,
+                SeatState::Sold { .. } => false,
+            })
+            .count() as u64)
+    }
+}
+
+fn entry_of(place: &MemWaitlistPlace) -> WaitlistEntry {
+    WaitlistEntry {
+        id: place.id,
+        schedule: place.schedule,
+        user: place.user,
+    }
+}
+
+impl WaitlistTx for MemTx {
+    async fn join(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<WaitlistEntry>, StoreError> {
+        self.check()?;
+        let work = &mut self.work;
+        let existing = work
+            .waitlist
+            .iter()
+            .position(|p| p.schedule == schedule && p.user == user);
+        let place = match existing {
+            Some(i) if work.waitlist[i].status == "waiting" => return Ok(None),
+            Some(i) => {
+                let mut place = work.waitlist.remove(i);
+                place.status = "waiting";
+                place.reservation = None;
+                place
+            }
+            None => MemWaitlistPlace {
+                id: work.next_id(),
+                schedule,
+                user,
+                status: "waiting",
+                reservation: None,
+            },
+        };
+        let entry = entry_of(&place);
+        work.waitlist.push(place);
+        Ok(Some(entry))
+    }
+
+    async fn leave(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        _now: DateTime<Utc>,
+    ) -> Result<Option<WaitlistEntry>, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .waitlist
+            .iter_mut()
+            .find(|p| p.schedule == schedule && p.user == user && p.status == "waiting")
+            .map(|p| {
+                p.status = "left";
+                entry_of(p)
+            }))
+    }
+
+    async fn waitlist_position(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .waiting(schedule)
+            .iter()
+            .position(|u| *u == user)
+            .map(|i| i as u64 + 1))
+    }
+
+    async fn next_waiting(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> Result<Option<WaitlistEntry>, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .waitlist
+            .iter()
+            .find(|p| p.schedule == schedule && p.status == "waiting")
+            .map(entry_of))
+    }
+
+    async fn mark_offered(
+        &mut self,
+        entry: i64,
+        reservation: ReservationId,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .waitlist
+            .iter_mut()
+            .find(|p| p.id == entry && p.status == "waiting")
+            .map(|p| {
+                p.status = "offered";
+                p.reservation = Some(reservation);
+            })
+            .is_some())
     }
 }
 

@@ -93,6 +93,7 @@ async fn a_created_concert_reaches_the_data_platform_once() {
         "data-platform",
         "receipts",
         "reservations",
+        "waitlist",
         "payments",
         "notifications",
         "queue",

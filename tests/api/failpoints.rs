@@ -20,6 +20,7 @@ use crate::{
         WAIT, assert_invariants, balance, charge, exec, get_as, hold, paid_then_seat_lost, pay,
         sale,
     },
+    waitlist::{sell_out, waitlist},
 };
 
 /// Armed failpoints, disarmed when dropped (also when the test fails).
@@ -191,6 +192,64 @@ async fn a_consumer_failing_before_its_commit_applies_the_event_once_it_recovers
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receipts_for(&app, &payment).await, 1);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM dead_letters").await, 0);
+    assert_invariants(&app).await;
+}
+
+#[tokio::test]
+async fn a_waitlist_offer_whose_commit_failed_is_made_once_when_it_recovers() {
+    let app = spawn_app_with(|s| s.consumer_max_deliveries = 50).await;
+    let sale = sale(&app, 2).await;
+    let (alice, bob) = (71, 72);
+    let first = sell_out(&app, alice, &sale).await;
+    let joined = waitlist(&app, reqwest::Method::POST, bob, &sale.schedule).await;
+    assert_eq!(joined.status(), 201);
+
+    let armed = Armed::new(&[("consumer::before_commit::waitlist", "return")]);
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/reservations/{}", first["id"])))
+        .bearer_auth(app.user_token(alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let offers = || async {
+        count(
+            &app.db,
+            &format!("SELECT COUNT(*) FROM reservations WHERE user_id = {bob}"),
+        )
+        .await
+    };
+    stays(
+        "no offer while the waitlist consumer cannot commit",
+        Duration::from_millis(800),
+        async || offers().await == 0,
+    )
+    .await;
+    armed.disarm("consumer::before_commit::waitlist");
+    eventually("the offer after recovery", WAIT, || async {
+        (offers().await == 1).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(offers().await, 1);
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'WaitlistOffered'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            &format!("SELECT COUNT(*) FROM waitlist WHERE user_id = {bob} AND status = 'offered'")
+        )
+        .await,
+        1
+    );
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM dead_letters").await, 0);
     assert_invariants(&app).await;
 }

@@ -28,3 +28,4 @@ mod queue_contract;
 mod retention;
 mod sales;
 mod security;
+mod waitlist;

@@ -124,6 +124,7 @@ async fn snapshot(app: &TestApp) -> Vec<(&'static str, i64)> {
         "schedules",
         "seats",
         "reservations",
+        "waitlist",
         "payments",
         "wallets",
         "wallet_transactions",
@@ -394,6 +395,24 @@ impl World {
                 Method::DELETE,
                 "/v1/reservations/{id}",
                 format!("/v1/reservations/{reservation}"),
+                User,
+            ),
+            route(
+                Method::POST,
+                "/v1/schedules/{id}/waitlist",
+                format!("/v1/schedules/{schedule}/waitlist"),
+                User,
+            ),
+            route(
+                Method::GET,
+                "/v1/schedules/{id}/waitlist",
+                format!("/v1/schedules/{schedule}/waitlist"),
+                User,
+            ),
+            route(
+                Method::DELETE,
+                "/v1/schedules/{id}/waitlist",
+                format!("/v1/schedules/{schedule}/waitlist"),
                 User,
             ),
             route(Method::GET, "/v1/wallet", "/v1/wallet".into(), User),
@@ -1122,7 +1141,7 @@ async fn oversized_bodies_are_refused_on_every_route_that_writes() {
         .into_iter()
         .filter(|r| r.method != Method::GET)
         .collect();
-    assert_eq!(writes.len(), 18);
+    assert_eq!(writes.len(), 20);
     for r in writes {
         // Valid but for its size: an unknown field is otherwise ignored.
         let mut body = r.body.clone().unwrap_or_else(|| json!({}));
@@ -1445,6 +1464,14 @@ async fn unknown_and_out_of_range_ids_are_4xx_problems_that_change_nothing() {
         ),
         (Method::GET, "/v1/reservations/@", Guard::User, None),
         (Method::DELETE, "/v1/reservations/@", Guard::User, None),
+        (Method::POST, "/v1/schedules/@/waitlist", Guard::User, None),
+        (Method::GET, "/v1/schedules/@/waitlist", Guard::User, None),
+        (
+            Method::DELETE,
+            "/v1/schedules/@/waitlist",
+            Guard::User,
+            None,
+        ),
         (Method::GET, "/v1/payments/@", Guard::User, None),
         (
             Method::POST,

@@ -632,6 +632,18 @@ impl SeatTx for DbTx {
         Ok(seats::unsell(self.conn(), seat, reservation).await?)
     }
 
+    async fn free_seats(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule.value()))
+            .filter(availability_is(Availability::Available, now))
+            .count(self.conn())
+            .await?)
+    }
+
     async fn schedule_status(
         &mut self,
         id: ScheduleId,

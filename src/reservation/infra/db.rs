@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
-    sea_query::Expr,
+    sea_query::{Expr, LockBehavior, LockType, OnConflict},
 };
 
 use crate::{
@@ -16,8 +16,11 @@ use crate::{
         UserId,
     },
     reservation::{
-        domain::{NewReservation, Reservation, ReservationError, ReservationStatus, Transition},
-        ports::{ReservationRepository, ReservationTx},
+        domain::{
+            NewReservation, Reservation, ReservationError, ReservationStatus, Transition,
+            WaitlistEntry,
+        },
+        ports::{ReservationRepository, ReservationTx, WaitlistTx},
     },
 };
 
@@ -45,6 +48,39 @@ pub mod reservation {
     pub enum Relation {}
 
     impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod waitlist {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "waitlist")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub schedule_id: i64,
+        pub user_id: i64,
+        /// `waiting`, `offered` or `left`.
+        pub status: String,
+        pub queued_at: DateTimeUtc,
+        pub reservation_id: Option<i64>,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+const WAITING: &str = "waiting";
+
+fn to_entry(row: &waitlist::Model) -> WaitlistEntry {
+    WaitlistEntry {
+        id: row.id,
+        schedule: ScheduleId(row.schedule_id),
+        user: UserId(row.user_id),
+    }
 }
 
 crate::db::module_error_from_db_err!(ReservationError);
@@ -256,5 +292,147 @@ impl ReservationTx for DbTx {
             .exec(self.conn())
             .await?;
         Ok(())
+    }
+}
+
+impl DbTx {
+    async fn waiting_row(
+        &self,
+        schedule: ScheduleId,
+        user: UserId,
+    ) -> Result<Option<waitlist::Model>, DbErr> {
+        waitlist::Entity::find()
+            .filter(waitlist::Column::ScheduleId.eq(schedule.value()))
+            .filter(waitlist::Column::UserId.eq(user.value()))
+            .filter(waitlist::Column::Status.eq(WAITING))
+            .one(self.conn())
+            .await
+    }
+}
+
+impl WaitlistTx for DbTx {
+    async fn join(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WaitlistEntry>, StoreError> {
+        use waitlist::Column;
+        // One row per (schedule, user): a new one, or an old one (offered
+        // or left) back at the tail; one already waiting is left alone.
+        let changed = waitlist::Entity::insert(waitlist::ActiveModel {
+            schedule_id: Set(schedule.value()),
+            user_id: Set(user.value()),
+            status: Set(WAITING.into()),
+            queued_at: Set(now),
+            reservation_id: Set(None),
+            updated_at: Set(now),
+            ..Default::default()
+        })
+        .on_conflict(
+            OnConflict::columns([Column::ScheduleId, Column::UserId])
+                .update_columns([
+                    Column::Status,
+                    Column::QueuedAt,
+                    Column::ReservationId,
+                    Column::UpdatedAt,
+                ])
+                .action_and_where(Column::Status.ne(WAITING))
+                .to_owned(),
+        )
+        .exec_without_returning(self.conn())
+        .await?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        Ok(self
+            .waiting_row(schedule, user)
+            .await?
+            .as_ref()
+            .map(to_entry))
+    }
+
+    async fn leave(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<WaitlistEntry>, StoreError> {
+        let Some(row) = self.waiting_row(schedule, user).await? else {
+            return Ok(None);
+        };
+        let left = waitlist::Entity::update_many()
+            .col_expr(waitlist::Column::Status, Expr::value("left"))
+            .col_expr(waitlist::Column::UpdatedAt, Expr::value(now))
+            .filter(waitlist::Column::Id.eq(row.id))
+            .filter(waitlist::Column::Status.eq(WAITING))
+            .exec(self.conn())
+            .await?
+            .rows_affected;
+        Ok((left == 1).then(|| to_entry(&row)))
+    }
+
+    async fn waitlist_position(
+        &mut self,
+        schedule: ScheduleId,
+        user: UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        use waitlist::Column;
+        let Some(row) = self.waiting_row(schedule, user).await? else {
+            return Ok(None);
+        };
+        let ahead = waitlist::Entity::find()
+            .filter(Column::ScheduleId.eq(schedule.value()))
+            .filter(Column::Status.eq(WAITING))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(Column::QueuedAt.lt(row.queued_at))
+                    .add(
+                        sea_orm::Condition::all()
+                            .add(Column::QueuedAt.eq(row.queued_at))
+                            .add(Column::Id.lt(row.id)),
+                    ),
+            )
+            .count(self.conn())
+            .await?;
+        Ok(Some(ahead + 1))
+    }
+
+    async fn next_waiting(
+        &mut self,
+        schedule: ScheduleId,
+    ) -> Result<Option<WaitlistEntry>, StoreError> {
+        use waitlist::Column;
+        let mut query = waitlist::Entity::find()
+            .filter(Column::ScheduleId.eq(schedule.value()))
+            .filter(Column::Status.eq(WAITING))
+            .order_by_asc(Column::QueuedAt)
+            .order_by_asc(Column::Id)
+            .limit(1);
+        if self.conn().get_database_backend() == DatabaseBackend::Postgres {
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        Ok(query.one(self.conn()).await?.as_ref().map(to_entry))
+    }
+
+    async fn mark_offered(
+        &mut self,
+        entry: i64,
+        reservation: ReservationId,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(waitlist::Entity::update_many()
+            .col_expr(waitlist::Column::Status, Expr::value("offered"))
+            .col_expr(
+                waitlist::Column::ReservationId,
+                Expr::value(reservation.value()),
+            )
+            .col_expr(waitlist::Column::UpdatedAt, Expr::value(now))
+            .filter(waitlist::Column::Id.eq(entry))
+            .filter(waitlist::Column::Status.eq(WAITING))
+            .exec(self.conn())
+            .await?
+            .rows_affected
+            == 1)
     }
 }

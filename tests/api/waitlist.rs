@@ -1,0 +1,203 @@
+//! The waitlist over HTTP: joining a sold-out schedule, leaving, and seats
+//! freed again (a released hold, a cancelled ticket) held for the next in
+//! line, once each, with a `waitlist_offer` notification.
+
+use serde_json::{Value, json};
+
+use crate::{
+    helpers::{TestApp, assert_problem, count, eventually, outbox_payloads, spawn_app},
+    sales::{Sale, WAIT, assert_invariants, charge, get_as, hold, pay, sale},
+};
+
+/// Sells the sale out: `user` holds every seat; answers the first hold.
+pub(crate) async fn sell_out(app: &TestApp, user: i64, sale: &Sale) -> Value {
+    let token = app.admitted_token(user, &sale.concert).await;
+    let mut holds = Vec::new();
+    for seat in &sale.seats {
+        let resp = hold(app, user, &token, sale, *seat).await;
+        assert_eq!(resp.status(), 201);
+        holds.push(resp.json::<Value>().await.unwrap());
+    }
+    holds.swap_remove(0)
+}
+
+pub(crate) async fn waitlist(
+    app: &TestApp,
+    method: reqwest::Method,
+    user: i64,
+    schedule: &Value,
+) -> reqwest::Response {
+    app.client
+        .request(
+            method,
+            app.url(&format!("/v1/schedules/{schedule}/waitlist")),
+        )
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The user's reservations (newest first) once one is held on `seat`.
+async fn offered(app: &TestApp, user: i64, seat: i64) -> Value {
+    eventually("the seat to be offered", WAIT, || async {
+        get_as(app, user, "/v1/users/me/reservations").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["seatId"] == seat && r["status"] == "held")
+            .cloned()
+    })
+    .await
+}
+
+/// Waits for the user's `waitlist_offer` notification; returns its message.
+async fn offer_notice(app: &TestApp, user: i64) -> String {
+    eventually("the waitlist_offer notification", WAIT, || async {
+        get_as(app, user, "/v1/users/me/notifications").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["kind"] == "waitlist_offer")
+            .map(|n| n["message"].as_str().unwrap().to_owned())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn freed_seats_go_to_the_waitlist_in_order_once_each() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let seat = sale.seats[0];
+    let (bob, carol, dave) = (62, 63, 64);
+
+    assert_problem(
+        waitlist(&app, Method::POST, bob, &sale.schedule).await,
+        409,
+        "seats_available",
+    )
+    .await;
+
+    let alice = 61;
+    let held = sell_out(&app, alice, &sale).await;
+
+    let joined = waitlist(&app, Method::POST, bob, &sale.schedule).await;
+    assert_eq!(joined.status(), 201);
+    assert_eq!(
+        joined.json::<Value>().await.unwrap(),
+        json!({"position": 1})
+    );
+    let joined = waitlist(&app, Method::POST, carol, &sale.schedule).await;
+    assert_eq!(joined.json::<Value>().await.unwrap()["position"], 2);
+    assert_problem(
+        waitlist(&app, Method::POST, bob, &sale.schedule).await,
+        409,
+        "already_waitlisted",
+    )
+    .await;
+    let place = waitlist(&app, Method::GET, carol, &sale.schedule).await;
+    assert_eq!(place.json::<Value>().await.unwrap()["position"], 2);
+    assert_problem(
+        waitlist(&app, Method::DELETE, dave, &sale.schedule).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        waitlist(&app, Method::POST, dave, &json!(424242)).await,
+        404,
+        "not_found",
+    )
+    .await;
+    // Dave joins and leaves: the line is Bob, Carol again.
+    assert_eq!(
+        waitlist(&app, Method::POST, dave, &sale.schedule)
+            .await
+            .status(),
+        201
+    );
+    assert_eq!(
+        waitlist(&app, Method::DELETE, dave, &sale.schedule)
+            .await
+            .status(),
+        204
+    );
+
+    // Alice gives the seat back: it is held for Bob.
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/reservations/{}", held["id"])))
+        .bearer_auth(app.user_token(alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let offer = offered(&app, bob, seat).await;
+    let notice = offer_notice(&app, bob).await;
+    assert!(
+        notice.contains(&format!("reservation {}", offer["id"])),
+        "{notice}"
+    );
+    assert_problem(
+        waitlist(&app, Method::GET, bob, &sale.schedule).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let place = waitlist(&app, Method::GET, carol, &sale.schedule).await;
+    assert_eq!(place.json::<Value>().await.unwrap()["position"], 1);
+
+    // Bob pays for the offer (with an admitted queue token) and then
+    // cancels the ticket: the seat is held for Carol.
+    let (_, reservation, payment) = confirmed_ticket_on_offer(&app, bob, &sale, &offer).await;
+    assert_eq!(reservation["id"], offer["id"]);
+    let resp = app
+        .post(&format!("/v1/payments/{}/refunds", payment["id"]))
+        .bearer_auth(app.user_token(bob))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let carols = offered(&app, carol, seat).await;
+    offer_notice(&app, carol).await;
+
+    let offers = outbox_payloads(&app.db, "WaitlistOffered").await;
+    let users: Vec<&Value> = offers.iter().map(|o| &o["userId"]).collect();
+    assert_eq!(
+        users,
+        [&json!(bob), &json!(carol)],
+        "one offer each, in order"
+    );
+    assert_eq!(offers[1]["reservationId"], carols["id"]);
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM waitlist WHERE status = 'waiting'"
+        )
+        .await,
+        0
+    );
+    assert_invariants(&app).await;
+}
+
+/// Pays for a hold the waitlist made (the buyer still needs an admitted
+/// queue token) and waits for the confirmation.
+async fn confirmed_ticket_on_offer(
+    app: &TestApp,
+    user: i64,
+    sale: &Sale,
+    offer: &Value,
+) -> (String, Value, Value) {
+    let token = app.admitted_token(user, &sale.concert).await;
+    charge(app, user, json!(200_000)).await;
+    let resp = pay(app, user, &token, &offer["id"]).await;
+    assert_eq!(resp.status(), 201);
+    let payment: Value = resp.json().await.unwrap();
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the payment to be confirmed", WAIT, || async {
+        (get_as(app, user, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
+    (token, offer.clone(), payment)
+}
