@@ -42,7 +42,13 @@ pub fn notification_for(
         "WaitlistOffered" => {
             let offer = payload["reservationId"].as_i64().unwrap_or_default();
             let seat = payload["seatId"].as_i64().unwrap_or_default();
-            let until = payload["expiresAt"].as_str().unwrap_or("soon");
+            let until = payload["expiresAt"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or_else(
+                    || "soon".to_owned(),
+                    |t| t.to_utc().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                );
             Some((
                 "waitlist_offer",
                 format!(
@@ -146,7 +152,7 @@ mod tests {
         });
         let (kind, message) = notification_for("WaitlistOffered", &payload).unwrap();
         assert_eq!(kind, "waitlist_offer");
-        for part in ["seat 12", "reservation 77", "2026-12-04T10:05:00Z"] {
+        for part in ["seat 12", "reservation 77", "2026-12-04 10:05:00 UTC"] {
             assert!(message.contains(part), "{message}");
         }
         assert_eq!(notification_for("WaitlistJoined", &payload), None);

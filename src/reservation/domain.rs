@@ -280,7 +280,7 @@ pub enum ReservationError {
     ScheduleNotFound(ScheduleId),
     #[error("schedule {0} is not on sale")]
     NotOnSale(ScheduleId),
-    #[error("{0} seats are free: hold one instead of waiting")]
+    #[error("seats are still free on this schedule ({0}): hold one instead of waiting")]
     SeatsAvailable(u64),
     #[error("you are already on this schedule's waitlist")]
     AlreadyWaitlisted,
