@@ -138,14 +138,18 @@ impl From<MethodBody> for QueueingMethod {
 
 /// A room's settings as they stand.
 #[derive(Debug, Clone, Object)]
-#[oai(rename = "QueueSettings", rename_all = "camelCase")]
+#[oai(
+    rename = "QueueSettings",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
 pub struct SettingsBody {
     pub admit_per_second: i64,
     pub max_active: i64,
     pub active_ttl_seconds: i64,
     pub heartbeat_grace_seconds: i64,
     /// Before this, arrivals enter the pre-queue and nobody is admitted;
-    /// null when the room is open.
+    /// absent when the room has no opening time.
     pub opens_at: Option<DateTime<Utc>>,
     pub queueing_method: MethodBody,
     /// Nobody is admitted while paused; places are kept.
