@@ -14,6 +14,7 @@ mod m20261203_000008_buyer_lifecycle;
 mod m20261203_000009_schedule_status;
 mod m20261204_000010_queue_opening;
 mod m20261204_000011_waitlist;
+mod m20261204_000012_payment_schedule;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000009_schedule_status::Migration),
             Box::new(m20261204_000010_queue_opening::Migration),
             Box::new(m20261204_000011_waitlist::Migration),
+            Box::new(m20261204_000012_payment_schedule::Migration),
         ]
     }
 }

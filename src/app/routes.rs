@@ -32,7 +32,7 @@ use crate::{
         api::EventsApi,
         infra::{AnyBus, db::DbOutbox, relay::RelayWaker},
     },
-    payment::{api::PaymentApi, infra::db::DbPayments},
+    payment::api::PaymentApi,
     queue::{
         api::QueueApi,
         infra::{
@@ -62,7 +62,13 @@ type Apis = (
     >,
     ReservationApi<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>,
     WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
-    PaymentApi<DbUnitOfWork, DbPayments, DbReservations, SystemClock, RelayWaker>,
+    PaymentApi<
+        DbUnitOfWork,
+        super::services::PaymentStore,
+        DbReservations,
+        SystemClock,
+        RelayWaker,
+    >,
     NotificationsApi<DbNotifications>,
     AlertsApi<DbAlerts, Webhook, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,

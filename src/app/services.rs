@@ -54,8 +54,11 @@ pub type Reservations =
     ReservationService<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
 pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
 pub type Payments =
-    PaymentService<DbUnitOfWork, DbPayments, DbReservations, SystemClock, RelayWaker>;
-pub type CompensationRunner = Compensations<DbUnitOfWork, DbPayments, SystemClock, RelayWaker>;
+    PaymentService<DbUnitOfWork, PaymentStore, DbReservations, SystemClock, RelayWaker>;
+pub type CompensationRunner = Compensations<DbUnitOfWork, PaymentStore, SystemClock, RelayWaker>;
+/// The payment module's store: its tables, and schedules and holds read
+/// through the catalog's and the reservations' ports.
+pub type PaymentStore = DbPayments<DbCatalog, DbReservations>;
 pub type Coupons = CouponService<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 
@@ -109,7 +112,11 @@ impl Services {
         );
         let payments = PaymentService::new(
             a.uow.clone(),
-            DbPayments::new(db.clone()),
+            DbPayments::new(
+                db.clone(),
+                DbCatalog::new(db.clone()),
+                DbReservations::new(db.clone()),
+            ),
             DbReservations::new(db.clone()),
             SystemClock,
             a.waker.clone(),
@@ -119,7 +126,11 @@ impl Services {
         ));
         let compensations = Compensations::new(
             a.uow.clone(),
-            DbPayments::new(db.clone()),
+            DbPayments::new(
+                db.clone(),
+                DbCatalog::new(db.clone()),
+                DbReservations::new(db.clone()),
+            ),
             SystemClock,
             a.waker.clone(),
             Arc::new(alerts.clone()),

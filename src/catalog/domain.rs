@@ -291,6 +291,14 @@ pub enum SeatState {
     },
 }
 
+/// A schedule's sale as an operator follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleSale {
+    pub status: ScheduleStatus,
+    pub seats: u64,
+    pub sold: u64,
+}
+
 /// What a hold learned about the seat it won.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldSeat {

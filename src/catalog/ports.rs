@@ -3,8 +3,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleStatus, ScheduleSummary,
-    Seat, SeatFilter,
+    CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSale, ScheduleStatus,
+    ScheduleSummary, Seat, SeatFilter,
 };
 use crate::kernel::{
     ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
@@ -71,6 +71,30 @@ pub trait SeatReads: Clone + Send + Sync + 'static {
         schedule: ScheduleId,
         seat: SeatId,
     ) -> impl Future<Output = Result<Option<Seat>, StoreError>> + Send;
+}
+
+/// Schedules' sale status and seat counts, read outside any transaction
+/// (the payment module follows cancellations through it).
+pub trait ScheduleReads: Clone + Send + Sync + 'static {
+    /// Up to `max` schedules being cancelled (oldest id first), with when
+    /// that began.
+    fn cancelling_schedules(
+        &self,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<(ScheduleId, DateTime<Utc>)>, StoreError>> + Send;
+
+    /// Up to `page.fetch()` schedule ids, newest first, below `page.after`.
+    fn schedule_ids(
+        &self,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<ScheduleId>, StoreError>> + Send;
+
+    /// The schedule's sale status, its seats and how many are sold; `None`
+    /// for an unknown schedule.
+    fn sale(
+        &self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = Result<Option<ScheduleSale>, StoreError>> + Send;
 }
 
 /// Seats inside a unit of work. Every change is a compare-and-set on the

@@ -180,6 +180,8 @@ pub struct NewPayment {
     pub user: UserId,
     pub reservation: ReservationId,
     pub concert: ConcertId,
+    /// The schedule of the seat it buys.
+    pub schedule: ScheduleId,
     pub amount: Points,
 }
 

@@ -145,6 +145,7 @@ where
                     user,
                     reservation: id,
                     concert: hold.concert,
+                    schedule: hold.schedule,
                     amount: hold.price,
                 },
                 now,

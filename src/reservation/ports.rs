@@ -22,6 +22,14 @@ pub trait ReservationRepository: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Reservation>, ReservationError>> + Send;
 
+    /// Up to `max` unpaid holds (expired or not) on the schedule, oldest
+    /// first ([`Transition::Withdraw`] applies to them).
+    fn unpaid_holds(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<ReservationId>, ReservationError>> + Send;
+
     /// Up to `max` unpaid holds past their expiry at `now`, oldest first.
     fn lapsed(
         &self,

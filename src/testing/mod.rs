@@ -229,6 +229,16 @@ impl MemoryUow {
         self.faults.lock().expect("faults").commits
     }
 
+    fn unpaid_holds_of(&self, schedule: ScheduleId, max: u64) -> Vec<ReservationId> {
+        self.world()
+            .reservations
+            .values()
+            .filter(|r| r.schedule == schedule && Transition::Withdraw.applies_to(r))
+            .map(|r| r.id)
+            .take(max as usize)
+            .collect()
+    }
+
     fn check(&self) -> Result<(), StoreError> {
         if self.faults.lock().expect("faults").down {
             return Err(StoreError::Unavailable(anyhow::anyhow!("store down")));
@@ -985,6 +995,15 @@ impl ReservationRepository for MemoryUow {
         Ok(self.world().reservations.get(&id).cloned())
     }
 
+    async fn unpaid_holds(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> Result<Vec<ReservationId>, ReservationError> {
+        self.check()?;
+        Ok(self.unpaid_holds_of(schedule, max))
+    }
+
     async fn of_user(
         &self,
         user: UserId,
@@ -1119,14 +1138,7 @@ impl PaymentRepository for MemoryUow {
         max: u64,
     ) -> Result<Vec<ReservationId>, PaymentError> {
         self.check()?;
-        Ok(self
-            .world()
-            .reservations
-            .values()
-            .filter(|r| r.schedule == schedule && Transition::Withdraw.applies_to(r))
-            .map(|r| r.id)
-            .take(max as usize)
-            .collect())
+        Ok(self.unpaid_holds_of(schedule, max))
     }
 
     async fn tickets_to_refund(

@@ -11,9 +11,10 @@ use crate::{
     catalog::{
         domain::{
             Availability, CatalogError, Concert, CreatedConcert, CreatedSchedule, HeldSeat,
-            NewConcert, ScheduleStatus, ScheduleSummary, Seat, SeatFilter, SeatState, SeatStatus,
+            NewConcert, ScheduleSale, ScheduleStatus, ScheduleSummary, Seat, SeatFilter, SeatState,
+            SeatStatus,
         },
-        ports::{CatalogRepository, SeatReads, SeatTx},
+        ports::{CatalogRepository, ScheduleReads, SeatReads, SeatTx},
     },
     db::DbTx,
     kernel::{
@@ -710,5 +711,67 @@ impl SeatReads for DbCatalog {
             .map(seat_from_row)
             .transpose()
             .map_err(|err| StoreError::Unexpected(anyhow!(err)))
+    }
+}
+
+impl ScheduleReads for DbCatalog {
+    async fn cancelling_schedules(
+        &self,
+        max: u64,
+    ) -> Result<Vec<(ScheduleId, DateTime<Utc>)>, StoreError> {
+        Ok(schedule::Entity::find()
+            .filter(schedule::Column::Status.eq(ScheduleStatus::Cancelling.as_str()))
+            .order_by_asc(schedule::Column::Id)
+            .limit(max)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|s| (ScheduleId(s.id), s.status_changed_at.unwrap_or(s.starts_at)))
+            .collect())
+    }
+
+    async fn schedule_ids(&self, page: PageRequest) -> Result<Vec<ScheduleId>, StoreError> {
+        let mut query = schedule::Entity::find()
+            .select_only()
+            .column(schedule::Column::Id);
+        if let Some(after) = page.after {
+            query = query.filter(schedule::Column::Id.lt(after));
+        }
+        let ids: Vec<i64> = query
+            .order_by_desc(schedule::Column::Id)
+            .limit(page.fetch())
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ScheduleId).collect())
+    }
+
+    async fn sale(&self, id: ScheduleId) -> Result<Option<ScheduleSale>, StoreError> {
+        let Some(row) = schedule::Entity::find_by_id(id.value())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status = ScheduleStatus::parse(&row.status).ok_or_else(|| {
+            StoreError::Unexpected(anyhow!(
+                "schedule {id} has an unknown status {:?}",
+                row.status
+            ))
+        })?;
+        let seats = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(id.value()))
+            .count(&self.db)
+            .await?;
+        let sold = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(id.value()))
+            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()))
+            .count(&self.db)
+            .await?;
+        Ok(Some(ScheduleSale {
+            status,
+            seats,
+            sold,
+        }))
     }
 }

@@ -11,10 +11,7 @@ use sea_orm::{
 };
 
 use crate::{
-    catalog::{
-        domain::{ScheduleStatus, SeatStatus},
-        infra::db::{schedule, seat},
-    },
+    catalog::ports::ScheduleReads,
     db::DbTx,
     kernel::{
         ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError, UserId,
@@ -26,7 +23,7 @@ use crate::{
         },
         ports::{PaymentRepository, PaymentTx},
     },
-    reservation::{domain::ReservationStatus, infra::db::reservation},
+    reservation::{domain::ReservationError, ports::ReservationRepository},
 };
 
 pub mod payment {
@@ -44,6 +41,8 @@ pub mod payment {
         pub status: String,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// Null only for rows older than the column that had no reservation.
+        pub schedule_id: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -109,36 +108,46 @@ fn pending() -> &'static str {
     CompensationStatus::Pending.as_str()
 }
 
-/// `SELECT id FROM reservations WHERE schedule_id = ?`
-fn reservations_of(schedule: ScheduleId) -> SelectStatement {
-    Query::select()
-        .column(reservation::Column::Id)
-        .from(reservation::Entity)
-        .and_where(reservation::Column::ScheduleId.eq(schedule.value()))
-        .to_owned()
-}
-
-/// `SELECT id FROM payments WHERE reservation_id IN (reservations_of)`
+/// `SELECT id FROM payments WHERE schedule_id = ?`
 fn payments_of(schedule: ScheduleId) -> SelectStatement {
     Query::select()
         .column(payment::Column::Id)
         .from(payment::Entity)
-        .and_where(payment::Column::ReservationId.in_subquery(reservations_of(schedule)))
+        .and_where(payment::Column::ScheduleId.eq(schedule.value()))
         .to_owned()
 }
 
+/// Payments and compensations in the database. What a cancellation needs
+/// of schedules and holds is read through the catalog's and the
+/// reservation module's ports, never their tables.
 #[derive(Clone)]
-pub struct DbPayments {
+pub struct DbPayments<S, H> {
     db: DatabaseConnection,
+    schedules: S,
+    holds: H,
 }
 
-impl DbPayments {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+impl<S, H> DbPayments<S, H> {
+    pub fn new(db: DatabaseConnection, schedules: S, holds: H) -> Self {
+        Self {
+            db,
+            schedules,
+            holds,
+        }
     }
 }
 
-impl PaymentRepository for DbPayments {
+impl From<ReservationError> for PaymentError {
+    fn from(err: ReservationError) -> Self {
+        match err {
+            ReservationError::Unavailable(cause) => PaymentError::Unavailable(cause),
+            ReservationError::Conflict(cause) => PaymentError::Conflict(cause),
+            other => PaymentError::Unexpected(other.into()),
+        }
+    }
+}
+
+impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayments<S, H> {
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentError> {
         Ok(payment::Entity::find_by_id(id.value())
             .one(&self.db)
@@ -188,15 +197,7 @@ impl PaymentRepository for DbPayments {
         &self,
         max: u64,
     ) -> Result<Vec<(ScheduleId, DateTime<Utc>)>, PaymentError> {
-        Ok(schedule::Entity::find()
-            .filter(schedule::Column::Status.eq(ScheduleStatus::Cancelling.as_str()))
-            .order_by_asc(schedule::Column::Id)
-            .limit(max)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|s| (ScheduleId(s.id), s.status_changed_at.unwrap_or(s.starts_at)))
-            .collect())
+        Ok(self.schedules.cancelling_schedules(max).await?)
     }
 
     async fn unpaid_holds(
@@ -204,18 +205,7 @@ impl PaymentRepository for DbPayments {
         schedule: ScheduleId,
         max: u64,
     ) -> Result<Vec<ReservationId>, PaymentError> {
-        let ids: Vec<i64> = reservation::Entity::find()
-            .select_only()
-            .column(reservation::Column::Id)
-            .filter(reservation::Column::ScheduleId.eq(schedule.value()))
-            .filter(reservation::Column::Status.eq(ReservationStatus::Held.as_str()))
-            .filter(reservation::Column::PaymentId.is_null())
-            .order_by_asc(reservation::Column::Id)
-            .limit(max)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ReservationId).collect())
+        Ok(self.holds.unpaid_holds(schedule, max).await?)
     }
 
     async fn tickets_to_refund(
@@ -233,7 +223,7 @@ impl PaymentRepository for DbPayments {
             .select_only()
             .column(payment::Column::Id)
             .filter(payment::Column::Status.eq(PaymentStatus::Confirmed.as_str()))
-            .filter(payment::Column::ReservationId.in_subquery(reservations_of(schedule)))
+            .filter(payment::Column::ScheduleId.eq(schedule.value()))
             .filter(payment::Column::Id.not_in_subquery(scheduled))
             .order_by_asc(payment::Column::Id)
             .limit(max)
@@ -246,7 +236,7 @@ impl PaymentRepository for DbPayments {
     async fn unsettled(&self, schedule: ScheduleId, saga: &str) -> Result<u64, PaymentError> {
         let paid = payment::Entity::find()
             .filter(payment::Column::Status.eq(PaymentStatus::Paid.as_str()))
-            .filter(payment::Column::ReservationId.in_subquery(reservations_of(schedule)))
+            .filter(payment::Column::ScheduleId.eq(schedule.value()))
             .count(&self.db)
             .await?;
         let refunding = compensation::Entity::find()
@@ -259,19 +249,7 @@ impl PaymentRepository for DbPayments {
     }
 
     async fn schedule_ids(&self, page: PageRequest) -> Result<Vec<ScheduleId>, PaymentError> {
-        let mut query = schedule::Entity::find()
-            .select_only()
-            .column(schedule::Column::Id);
-        if let Some(after) = page.after {
-            query = query.filter(schedule::Column::Id.lt(after));
-        }
-        let ids: Vec<i64> = query
-            .order_by_desc(schedule::Column::Id)
-            .limit(page.fetch())
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ScheduleId).collect())
+        Ok(self.schedules.schedule_ids(page).await?)
     }
 
     async fn cancellation_progress(
@@ -279,23 +257,9 @@ impl PaymentRepository for DbPayments {
         schedule: ScheduleId,
         saga: &str,
     ) -> Result<Option<CancellationProgress>, PaymentError> {
-        let Some(row) = schedule::Entity::find_by_id(schedule.value())
-            .one(&self.db)
-            .await?
-        else {
+        let Some(sale) = self.schedules.sale(schedule).await? else {
             return Ok(None);
         };
-        let status = ScheduleStatus::parse(&row.status)
-            .ok_or_else(|| anyhow!("schedule {schedule} has an unknown status {:?}", row.status))?;
-        let seats = seat::Entity::find()
-            .filter(seat::Column::ScheduleId.eq(schedule.value()))
-            .count(&self.db)
-            .await?;
-        let sold = seat::Entity::find()
-            .filter(seat::Column::ScheduleId.eq(schedule.value()))
-            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()))
-            .count(&self.db)
-            .await?;
         let by_status: Vec<(String, i64)> = compensation::Entity::find()
             .select_only()
             .column(compensation::Column::Status)
@@ -316,9 +280,9 @@ impl PaymentRepository for DbPayments {
         let failed = count_of(CompensationStatus::Failed);
         Ok(Some(CancellationProgress {
             schedule,
-            status,
-            seats,
-            sold,
+            status: sale.status,
+            seats: sale.seats,
+            sold: sale.sold,
             refunds_pending: count_of(CompensationStatus::Pending) + failed,
             refunds_failed: failed,
             refunds_done: count_of(CompensationStatus::Succeeded),
@@ -409,6 +373,7 @@ impl PaymentTx for DbTx {
             user_id: Set(new.user.value()),
             reservation_id: Set(new.reservation.value()),
             concert_id: Set(new.concert.value()),
+            schedule_id: Set(Some(new.schedule.value())),
             amount: Set(new.amount.value()),
             status: Set(PaymentStatus::Paid.as_str().into()),
             created_at: Set(now),

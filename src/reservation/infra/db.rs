@@ -116,6 +116,26 @@ impl DbReservations {
 }
 
 impl ReservationRepository for DbReservations {
+    async fn unpaid_holds(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> Result<Vec<ReservationId>, ReservationError> {
+        // `Transition::Withdraw` applies to these.
+        let ids: Vec<i64> = reservation::Entity::find()
+            .select_only()
+            .column(reservation::Column::Id)
+            .filter(reservation::Column::ScheduleId.eq(schedule.value()))
+            .filter(reservation::Column::Status.eq(held()))
+            .filter(reservation::Column::PaymentId.is_null())
+            .order_by_asc(reservation::Column::Id)
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ReservationId).collect())
+    }
+
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
         Ok(reservation::Entity::find_by_id(id.value())
             .one(&self.db)
