@@ -655,12 +655,7 @@ impl SeatTx for DbTx {
         else {
             return Ok(None);
         };
-        let status = ScheduleStatus::parse(&row.status).ok_or_else(|| {
-            StoreError::Unexpected(anyhow!(
-                "schedule {id} has an unknown status {:?}",
-                row.status
-            ))
-        })?;
+        let status = sale_status(&row)?;
         Ok(Some((
             status,
             row.status_changed_at.unwrap_or(row.starts_at),
@@ -714,6 +709,17 @@ impl SeatReads for DbCatalog {
     }
 }
 
+/// The schedule row's sale status (written by this module only).
+fn sale_status(row: &schedule::Model) -> Result<ScheduleStatus, StoreError> {
+    ScheduleStatus::parse(&row.status).ok_or_else(|| {
+        StoreError::Unexpected(anyhow!(
+            "schedule {} has an unknown status {:?}",
+            row.id,
+            row.status
+        ))
+    })
+}
+
 impl ScheduleReads for DbCatalog {
     async fn cancelling_schedules(
         &self,
@@ -753,12 +759,7 @@ impl ScheduleReads for DbCatalog {
         else {
             return Ok(None);
         };
-        let status = ScheduleStatus::parse(&row.status).ok_or_else(|| {
-            StoreError::Unexpected(anyhow!(
-                "schedule {id} has an unknown status {:?}",
-                row.status
-            ))
-        })?;
+        let status = sale_status(&row)?;
         let seats = seat::Entity::find()
             .filter(seat::Column::ScheduleId.eq(id.value()))
             .count(&self.db)
