@@ -259,7 +259,8 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
 
     /// The seat map of one schedule in seat-number order, a page at a time,
     /// optionally only the seats of one status or grade. Needs an admitted
-    /// queue token for its concert.
+    /// queue token for its concert; a cancelled schedule answers 409
+    /// `not_on_sale`.
     #[oai(
         path = "/v1/schedules/:id/seats",
         method = "get",
@@ -364,6 +365,7 @@ impl From<CatalogError> for Problem {
     fn from(err: CatalogError) -> Self {
         match err {
             CatalogError::Invalid(detail) => Problem::validation(detail),
+            CatalogError::NotOnSale(_) => Problem::conflict("not_on_sale", err.to_string()),
             CatalogError::ConcertNotFound(_) | CatalogError::ScheduleNotFound(_) => {
                 Problem::not_found(err.to_string())
             }

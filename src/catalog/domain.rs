@@ -291,6 +291,18 @@ pub enum SeatState {
     },
 }
 
+/// What the seat map's read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatListing {
+    /// No such schedule.
+    NoSchedule,
+    /// The schedule is not on sale (being cancelled or cancelled): its
+    /// seats are not offered.
+    OffSale(ScheduleStatus),
+    /// The page of seats of a schedule on sale.
+    Seats(Vec<Seat>),
+}
+
 /// A schedule's sale as an operator follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleSale {
@@ -351,6 +363,8 @@ pub enum CatalogError {
     ConcertNotFound(ConcertId),
     #[error("schedule {0} does not exist")]
     ScheduleNotFound(ScheduleId),
+    #[error("schedule {0} is not on sale: it was cancelled")]
+    NotOnSale(ScheduleId),
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A concurrent transaction kept getting in the way, even after retries.

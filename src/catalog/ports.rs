@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::domain::{
     CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSale, ScheduleStatus,
-    ScheduleSummary, Seat, SeatFilter,
+    ScheduleSummary, Seat, SeatFilter, SeatListing,
 };
 use crate::kernel::{
     ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
@@ -36,16 +36,15 @@ pub trait CatalogRepository: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Vec<ScheduleSummary>>, CatalogError>> + Send;
 
     /// Up to `page.fetch()` seats of the schedule that pass `filter` at
-    /// `now`, in number order, after the seat `page.after`; `None` when the
-    /// schedule does not exist, `Invalid` when `page.after` is not one of
-    /// its seats.
+    /// `now`, in number order, after the seat `page.after`, if the schedule
+    /// is on sale; `Invalid` when `page.after` is not one of its seats.
     fn list_seats(
         &self,
         schedule: ScheduleId,
         filter: &SeatFilter,
         page: PageRequest,
         now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Option<Vec<Seat>>, CatalogError>> + Send;
+    ) -> impl Future<Output = Result<SeatListing, CatalogError>> + Send;
 
     fn concert_exists(
         &self,

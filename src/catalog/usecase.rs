@@ -2,6 +2,7 @@ use super::{
     domain::{
         Availability, CatalogError, Concert, ConcertDraft, CreatedConcert, MAX_CONCERT_PAGE,
         MAX_SCHEDULE_PAGE, MAX_SEAT_PAGE, NewConcert, ScheduleSummary, Seat, SeatFilter,
+        SeatListing,
     },
     ports::CatalogRepository,
 };
@@ -72,11 +73,12 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         let now = self.clock.now();
         let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
-        let seats = self
-            .repo
-            .list_seats(schedule, filter, page, now)
-            .await?
-            .ok_or(CatalogError::ScheduleNotFound(schedule))?;
+        let seats = match self.repo.list_seats(schedule, filter, page, now).await? {
+            SeatListing::Seats(seats) => seats,
+            SeatListing::NoSchedule => return Err(CatalogError::ScheduleNotFound(schedule)),
+            // A cancelled show offers no seat, free or not.
+            SeatListing::OffSale(_) => return Err(CatalogError::NotOnSale(schedule)),
+        };
         Ok(Page::of(seats, page, |seat| seat.id.value()).map(|seat| {
             let availability = seat.availability(now);
             (seat, availability)
@@ -238,7 +240,7 @@ mod tests {
             filter: &SeatFilter,
             page: PageRequest,
             now: DateTime<Utc>,
-        ) -> Result<Option<Vec<Seat>>, CatalogError> {
+        ) -> Result<SeatListing, CatalogError> {
             self.check()?;
             let mut catalog = self.0.lock().unwrap();
             catalog.page_requests.push(page);
@@ -251,7 +253,11 @@ mod tests {
                 .take(page.fetch() as usize)
                 .cloned()
                 .collect();
-            Ok((schedule == ScheduleId(1)).then_some(seats))
+            Ok(match schedule {
+                ScheduleId(1) => SeatListing::Seats(seats),
+                ScheduleId(3) => SeatListing::OffSale(ScheduleStatus::Cancelled),
+                _ => SeatListing::NoSchedule,
+            })
         }
 
         async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
@@ -554,6 +560,17 @@ mod tests {
         assert!(matches!(
             h.service.list_schedules(ConcertId(5), None, 10).await,
             Err(CatalogError::ConcertNotFound(ConcertId(5)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_schedule_off_sale_offers_no_seat_map() {
+        let h = harness();
+        assert!(matches!(
+            h.service
+                .list_seats(ScheduleId(3), &SeatFilter::default(), None, 10)
+                .await,
+            Err(CatalogError::NotOnSale(ScheduleId(3)))
         ));
     }
 

@@ -775,6 +775,14 @@ async fn an_admin_cancels_a_schedule_and_every_hold_and_ticket_is_settled_once()
         "seat_unavailable",
     )
     .await;
+    let map = app
+        .get(&format!("/v1/schedules/{}/seats", sale.schedule))
+        .bearer_auth(app.user_token(55))
+        .header("x-queue-token", &late)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(map, 409, "not_on_sale").await;
 
     let done = eventually("the schedule cancelled", WAIT, || async {
         let resp = app

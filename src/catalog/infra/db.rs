@@ -4,15 +4,15 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait, sea_query::Query,
 };
 
 use crate::{
     catalog::{
         domain::{
             Availability, CatalogError, Concert, CreatedConcert, CreatedSchedule, HeldSeat,
-            NewConcert, ScheduleSale, ScheduleStatus, ScheduleSummary, Seat, SeatFilter, SeatState,
-            SeatStatus,
+            NewConcert, ScheduleSale, ScheduleStatus, ScheduleSummary, Seat, SeatFilter,
+            SeatListing, SeatState, SeatStatus,
         },
         ports::{CatalogRepository, ScheduleReads, SeatReads, SeatTx},
     },
@@ -251,20 +251,27 @@ impl CatalogRepository for DbCatalog {
         filter: &SeatFilter,
         page: PageRequest,
         now: DateTime<Utc>,
-    ) -> Result<Option<Vec<Seat>>, CatalogError> {
-        // The schedule's existence is read only when the seats cannot tell
-        // (an empty page, or a cursor that is not one of its seats): the
-        // seat map is the hottest read, one query on the common path.
-        let exists = || async {
+    ) -> Result<SeatListing, CatalogError> {
+        // The schedule itself is read only when the seats cannot tell (an
+        // empty page, or a cursor that is not one of its seats): the seat
+        // map is the hottest read, one query on the common path, which
+        // finds seats only while their schedule is on sale.
+        let schedule_row = || async {
             Ok::<_, CatalogError>(
                 schedule::Entity::find_by_id(schedule_id.value())
-                    .count(&self.db)
-                    .await?
-                    > 0,
+                    .one(&self.db)
+                    .await?,
             )
         };
-        let mut query =
-            seat::Entity::find().filter(seat::Column::ScheduleId.eq(schedule_id.value()));
+        let on_sale = Query::select()
+            .column(schedule::Column::Id)
+            .from(schedule::Entity)
+            .and_where(schedule::Column::Id.eq(schedule_id.value()))
+            .and_where(schedule::Column::Status.eq(ScheduleStatus::OnSale.as_str()))
+            .to_owned();
+        let mut query = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .filter(seat::Column::ScheduleId.in_subquery(on_sale));
         if let Some(after) = page.after {
             // Keyset on (schedule, number), the unique index the map is read by.
             let Some(cursor) = seat::Entity::find_by_id(after)
@@ -272,8 +279,8 @@ impl CatalogRepository for DbCatalog {
                 .one(&self.db)
                 .await?
             else {
-                if !exists().await? {
-                    return Ok(None);
+                if schedule_row().await?.is_none() {
+                    return Ok(SeatListing::NoSchedule);
                 }
                 return Err(CatalogError::Invalid(format!(
                     "after: {after} is not a seat of schedule {schedule_id}"
@@ -292,14 +299,21 @@ impl CatalogRepository for DbCatalog {
             .limit(page.fetch())
             .all(&self.db)
             .await?;
-        // A cursor that matched is one of the schedule's seats.
-        if rows.is_empty() && page.after.is_none() && !exists().await? {
-            return Ok(None);
+        if rows.is_empty() {
+            match schedule_row().await? {
+                None => return Ok(SeatListing::NoSchedule),
+                Some(row) => {
+                    let status = sale_status(&row)?;
+                    if status != ScheduleStatus::OnSale {
+                        return Ok(SeatListing::OffSale(status));
+                    }
+                }
+            }
         }
         rows.into_iter()
             .map(seat_from_row)
             .collect::<Result<_, _>>()
-            .map(Some)
+            .map(SeatListing::Seats)
     }
 
     async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
