@@ -6,13 +6,70 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueSettings {
     pub admit_per_second: u32,
     pub max_active: u32,
     pub active_ttl_seconds: u32,
     pub heartbeat_grace_seconds: u32,
+    /// Before this the room pre-queues and admits nobody.
+    #[serde(default)]
+    pub opens_at: Option<DateTime<Utc>>,
+    /// `fifo`, `random` or `closed`.
+    #[serde(default = "fifo")]
+    pub queueing_method: String,
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn fifo() -> String {
+    "fifo".into()
+}
+
+impl QueueSettings {
+    /// The room's state in a word or two: `closed`, `paused`, `opens
+    /// HH:MM:SS` (before `now`'s opening), `random` or `open`.
+    pub fn state(&self, now: DateTime<Utc>) -> String {
+        match self.opens_at {
+            _ if self.queueing_method == "closed" => "closed".into(),
+            _ if self.paused => "paused".into(),
+            Some(at) if at > now => format!("opens {}", at.format("%H:%M:%S")),
+            _ if self.queueing_method == "random" => "random".into(),
+            _ => "open".into(),
+        }
+    }
+
+    /// A change that keeps these rates and changes nothing else.
+    pub fn change(&self) -> SettingsChange {
+        SettingsChange {
+            admit_per_second: self.admit_per_second,
+            max_active: self.max_active,
+            active_ttl_seconds: self.active_ttl_seconds,
+            heartbeat_grace_seconds: self.heartbeat_grace_seconds,
+            opens_at: None,
+            queueing_method: None,
+            paused: None,
+        }
+    }
+}
+
+/// The body of `PUT /v1/admin/queue/{concertId}/settings`: the four rates,
+/// and only the opening rules being changed (the server keeps the others).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SettingsChange {
+    pub admit_per_second: u32,
+    pub max_active: u32,
+    pub active_ttl_seconds: u32,
+    pub heartbeat_grace_seconds: u32,
+    /// `Some(None)` is sent as `null`: the opening time is removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<Option<DateTime<Utc>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queueing_method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -296,7 +353,7 @@ impl AdminClient {
     pub async fn update_queue_settings(
         &self,
         concert: i64,
-        settings: &QueueSettings,
+        settings: &SettingsChange,
     ) -> Result<(), ApiError> {
         self.send(
             self.http

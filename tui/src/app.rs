@@ -6,14 +6,18 @@ use std::collections::{HashMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use crate::api::{
-    Alert, ApiError, Compensation, DeadLetter, QueueSettings, ScheduleSale, Snapshot,
+    Alert, ApiError, Compensation, DeadLetter, QueueRoom, ScheduleSale, SettingsChange, Snapshot,
 };
 
 /// Admission samples kept per concert (one per refresh, about a minute).
 pub const HISTORY: usize = 60;
 /// The admission rate the console lets an operator set.
 pub const MAX_ADMIT_PER_SECOND: u32 = 100_000;
+/// The most active buyers a room may allow.
+pub const MAX_ACTIVE: u32 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -72,9 +76,10 @@ pub enum Command {
     AckAlert(i64),
     RetryCompensation(i64),
     ReplayDeadLetter(i64),
+    /// The four rates and only the opening rule being changed.
     SetQueueSettings {
         concert: i64,
-        settings: QueueSettings,
+        change: SettingsChange,
     },
     CancelSchedule(i64),
 }
@@ -82,7 +87,15 @@ pub enum Command {
 /// A step that asks for a yes before it is sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Confirm {
-    CancelSchedule { schedule: i64, sold: u64 },
+    CancelSchedule {
+        schedule: i64,
+        sold: u64,
+    },
+    /// Closing a room refuses every newcomer (those in it stay).
+    CloseRoom {
+        concert: i64,
+        waiting: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,12 +107,88 @@ pub enum Connection {
     Rejected(String),
 }
 
-/// The admit-rate editor.
+/// What a room's editor changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `e`: admitted per second.
+    AdmitRate,
+    /// `m`: the cap on active buyers.
+    MaxActive,
+    /// `o`: when the room opens (RFC 3339, `+10m`, or empty for none).
+    OpensAt,
+}
+
+impl Field {
+    pub fn prompt(self) -> String {
+        match self {
+            Field::AdmitRate => format!("New admit rate (1-{MAX_ADMIT_PER_SECOND} per second):"),
+            Field::MaxActive => format!("New cap on active buyers (1-{MAX_ACTIVE}):"),
+            Field::OpensAt => "Opens at (RFC 3339, +30s/+10m/+2h, empty: none):".into(),
+        }
+    }
+}
+
+/// A room's setting being edited.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateInput {
     pub concert: i64,
+    pub field: Field,
     pub text: String,
     pub error: Option<String>,
+}
+
+/// What a sent settings change did, for the message line.
+pub fn describe_change(concert: i64, change: &SettingsChange) -> String {
+    if let Some(paused) = change.paused {
+        return if paused {
+            format!("concert {concert}: admission paused (places are kept)")
+        } else {
+            format!("concert {concert}: admission resumed")
+        };
+    }
+    match (&change.queueing_method, change.opens_at) {
+        (Some(method), _) if method == "closed" => {
+            format!("concert {concert}: the room is closed to newcomers")
+        }
+        (Some(method), _) => format!("concert {concert}: the room is open again ({method})"),
+        (None, Some(Some(at))) => format!(
+            "concert {concert}: opens at {} (pre-queue until then)",
+            at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        (None, Some(None)) => format!("concert {concert}: no opening time"),
+        (None, None) => format!(
+            "concert {concert} now admits {} per second, at most {} active",
+            change.admit_per_second, change.max_active
+        ),
+    }
+}
+
+/// Reads an opening time typed by an operator: empty removes it, `+N`
+/// with `s`, `m` or `h` is that long after `now`, anything else must be
+/// RFC 3339. `Ok(None)` means "no opening time".
+pub fn parse_opens_at(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if let Some(relative) = text.strip_prefix('+') {
+        let (number, unit) = relative.split_at(relative.len().saturating_sub(1));
+        let amount: i64 = number
+            .parse()
+            .ok()
+            .filter(|n| (1..=100_000).contains(n))
+            .ok_or("after + give a number and s, m or h, e.g. +10m")?;
+        let delta = match unit {
+            "s" => TimeDelta::seconds(amount),
+            "m" => TimeDelta::minutes(amount),
+            "h" => TimeDelta::hours(amount),
+            _ => return Err("after + give a number and s, m or h, e.g. +10m".into()),
+        };
+        return Ok(Some(now + delta));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Some(t.to_utc()))
+        .map_err(|_| "not an RFC 3339 time (e.g. 2026-12-24T10:00:00Z)".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +231,8 @@ pub struct App {
     pub show_help: bool,
     pub notice: Option<Notice>,
     pub quit: bool,
+    /// What "now" is (tests pin it).
+    pub clock: fn() -> DateTime<Utc>,
 }
 
 impl App {
@@ -160,7 +251,15 @@ impl App {
             show_help: false,
             notice: None,
             quit: false,
+            clock: Utc::now,
         }
+    }
+
+    /// The selected waiting room.
+    pub fn selected_room(&self) -> Option<&QueueRoom> {
+        self.snapshot
+            .as_ref()
+            .and_then(|s| s.rooms.get(self.selected(Tab::Queue)))
     }
 
     /// Alerts as shown: unacknowledged first, newest first within each.
@@ -375,6 +474,10 @@ impl App {
                 (KeyCode::Char('y'), Confirm::CancelSchedule { schedule, .. }) => {
                     Some(Command::CancelSchedule(*schedule))
                 }
+                (KeyCode::Char('y'), Confirm::CloseRoom { concert, .. }) => {
+                    let concert = *concert;
+                    self.room_change(concert, |c| c.queueing_method = Some("closed".into()))
+                }
                 (KeyCode::Char('n') | KeyCode::Esc, _) => None,
                 // Anything else leaves the question open.
                 _ => return None,
@@ -455,56 +558,134 @@ impl App {
                     }
                 }
             }
-            KeyCode::Char('e') if self.tab == Tab::Queue => {
-                let selected = self.selected(Tab::Queue);
-                if let Some(room) = self.snapshot.as_ref().and_then(|s| s.rooms.get(selected)) {
+            KeyCode::Char(key @ ('e' | 'm' | 'o')) if self.tab == Tab::Queue => {
+                if let Some(room) = self.selected_room() {
+                    let (field, text) = match key {
+                        'e' => (Field::AdmitRate, room.settings.admit_per_second.to_string()),
+                        'm' => (Field::MaxActive, room.settings.max_active.to_string()),
+                        _ => (
+                            Field::OpensAt,
+                            room.settings
+                                .opens_at
+                                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+                                .unwrap_or_default(),
+                        ),
+                    };
                     self.rate_input = Some(RateInput {
                         concert: room.concert_id,
-                        text: room.settings.admit_per_second.to_string(),
+                        field,
+                        text,
                         error: None,
                     });
                 }
+            }
+            KeyCode::Char('p') if self.tab == Tab::Queue => {
+                let (concert, paused) = self
+                    .selected_room()
+                    .map(|r| (r.concert_id, r.settings.paused))?;
+                return self.room_change(concert, |c| c.paused = Some(!paused));
+            }
+            KeyCode::Char('c') if self.tab == Tab::Queue => {
+                let room = self.selected_room()?;
+                let (concert, waiting) = (room.concert_id, room.waiting);
+                if room.settings.queueing_method == "closed" {
+                    // Reopening lets people in again: no question.
+                    return self.room_change(concert, |c| c.queueing_method = Some("fifo".into()));
+                }
+                self.confirm = Some(Confirm::CloseRoom { concert, waiting });
             }
             _ => {}
         }
         None
     }
 
+    /// The room's current rates with one change applied.
+    fn room_change(
+        &self,
+        concert: i64,
+        apply: impl FnOnce(&mut SettingsChange),
+    ) -> Option<Command> {
+        let room = self
+            .snapshot
+            .as_ref()?
+            .rooms
+            .iter()
+            .find(|r| r.concert_id == concert)?;
+        let mut change = room.settings.change();
+        apply(&mut change);
+        Some(Command::SetQueueSettings { concert, change })
+    }
+
     fn on_rate_key(&mut self, code: KeyCode) -> Option<Command> {
+        let now = (self.clock)();
+        // The room's current rates, before the input is borrowed to edit.
+        let base = self.rate_input.as_ref().and_then(|input| {
+            self.snapshot
+                .as_ref()?
+                .rooms
+                .iter()
+                .find(|r| r.concert_id == input.concert)
+                .map(|r| r.settings.change())
+        });
         let input = self.rate_input.as_mut()?;
+        let numeric = input.field != Field::OpensAt;
         match code {
             KeyCode::Esc => self.rate_input = None,
             KeyCode::Backspace => {
                 input.text.pop();
                 input.error = None;
             }
-            KeyCode::Char(c) if c.is_ascii_digit() && input.text.len() < 9 => {
+            KeyCode::Char(c) if numeric && c.is_ascii_digit() && input.text.len() < 9 => {
+                input.text.push(c);
+                input.error = None;
+            }
+            KeyCode::Char(c) if !numeric && !c.is_control() && input.text.len() < 40 => {
                 input.text.push(c);
                 input.error = None;
             }
             KeyCode::Char(_) => {
-                input.error = Some("digits only".into());
+                input.error = Some(if numeric {
+                    "digits only".into()
+                } else {
+                    "too long".into()
+                });
             }
-            KeyCode::Enter => match input.text.parse::<u32>() {
-                Ok(rate) if (1..=MAX_ADMIT_PER_SECOND).contains(&rate) => {
-                    let concert = input.concert;
-                    let settings = self
-                        .snapshot
-                        .as_ref()
-                        .and_then(|s| s.rooms.iter().find(|r| r.concert_id == concert))
-                        .map(|r| QueueSettings {
-                            admit_per_second: rate,
-                            ..r.settings.clone()
-                        })?;
+            KeyCode::Enter => {
+                let Some(mut change) = base else {
+                    // The room is gone from the list.
                     self.rate_input = None;
-                    return Some(Command::SetQueueSettings { concert, settings });
+                    return None;
+                };
+                let applied = match input.field {
+                    Field::AdmitRate => match input.text.parse::<u32>() {
+                        Ok(rate) if (1..=MAX_ADMIT_PER_SECOND).contains(&rate) => {
+                            change.admit_per_second = rate;
+                            Ok(())
+                        }
+                        _ => Err(format!(
+                            "the rate must be between 1 and {MAX_ADMIT_PER_SECOND} per second"
+                        )),
+                    },
+                    Field::MaxActive => match input.text.parse::<u32>() {
+                        Ok(max) if (1..=MAX_ACTIVE).contains(&max) => {
+                            change.max_active = max;
+                            Ok(())
+                        }
+                        _ => Err(format!("the cap must be between 1 and {MAX_ACTIVE}")),
+                    },
+                    Field::OpensAt => parse_opens_at(&input.text, now).map(|at| {
+                        change.opens_at = Some(at);
+                    }),
+                };
+                match applied {
+                    Ok(()) => {
+                        let concert = input.concert;
+                        self.rate_input = None;
+                        return Some(Command::SetQueueSettings { concert, change });
+                    }
+                    Err(error) => input.error = Some(error),
                 }
-                _ => {
-                    input.error = Some(format!(
-                        "the rate must be between 1 and {MAX_ADMIT_PER_SECOND} per second"
-                    ));
-                }
-            },
+            }
             _ => {}
         }
         None
@@ -516,7 +697,10 @@ mod tests {
     use crossterm::event::{KeyEventState, KeyModifiers};
 
     use super::*;
-    use crate::fixtures::snapshot;
+    use crate::{
+        api::QueueSettings,
+        fixtures::{self, opening_rooms, snapshot},
+    };
 
     fn press(app: &mut App, code: KeyCode) -> Option<Command> {
         app.update(Action::Key(KeyEvent::from(code)))
@@ -524,8 +708,19 @@ mod tests {
 
     fn loaded() -> App {
         let mut app = App::new("http://x");
+        app.clock = fixtures::now;
         app.update(Action::Data(Box::new(snapshot(100))));
         app
+    }
+
+    fn type_in(app: &mut App, text: &str) {
+        for c in text.chars() {
+            press(app, KeyCode::Char(c));
+        }
+    }
+
+    fn rates() -> QueueSettings {
+        snapshot(0).rooms[0].settings.clone()
     }
 
     #[test]
@@ -623,11 +818,9 @@ mod tests {
             command,
             Some(Command::SetQueueSettings {
                 concert: 2,
-                settings: QueueSettings {
+                change: SettingsChange {
                     admit_per_second: 120,
-                    max_active: 1_000,
-                    active_ttl_seconds: 600,
-                    heartbeat_grace_seconds: 60,
+                    ..rates().change()
                 },
             })
         );
@@ -763,5 +956,200 @@ mod tests {
         assert!(app.show_help);
         press(&mut app, KeyCode::Char('q'));
         assert!(!app.show_help && !app.quit, "q closes the help first");
+    }
+
+    #[test]
+    fn p_pauses_and_resumes_the_selected_room_at_once() {
+        let mut app = App::new("http://x");
+        app.clock = fixtures::now;
+        app.update(Action::Data(Box::new(opening_rooms(100))));
+        assert_eq!(
+            press(&mut app, KeyCode::Char('p')),
+            Some(Command::SetQueueSettings {
+                concert: 1,
+                change: SettingsChange {
+                    paused: Some(true),
+                    ..rates().change()
+                },
+            })
+        );
+        press(&mut app, KeyCode::Down);
+        let Some(Command::SetQueueSettings { concert, change }) =
+            press(&mut app, KeyCode::Char('p'))
+        else {
+            panic!("a change")
+        };
+        assert_eq!(
+            (concert, change.paused),
+            (2, Some(false)),
+            "room 2 is paused"
+        );
+        assert_eq!(
+            (change.opens_at, change.queueing_method.clone()),
+            (None, None),
+            "nothing else is sent"
+        );
+        assert!(describe_change(2, &change).contains("resumed"));
+        // `p` means nothing on other tabs.
+        press(&mut app, KeyCode::Char('3'));
+        assert_eq!(press(&mut app, KeyCode::Char('p')), None);
+    }
+
+    #[test]
+    fn c_asks_before_closing_a_room_and_reopens_a_closed_one_at_once() {
+        let mut app = App::new("http://x");
+        app.clock = fixtures::now;
+        app.update(Action::Data(Box::new(opening_rooms(100))));
+        assert_eq!(press(&mut app, KeyCode::Char('c')), None, "asks first");
+        assert_eq!(
+            app.confirm,
+            Some(Confirm::CloseRoom {
+                concert: 1,
+                waiting: 4_812
+            })
+        );
+        assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+        assert_eq!(app.confirm, None);
+        press(&mut app, KeyCode::Char('c'));
+        let Some(Command::SetQueueSettings { concert, change }) =
+            press(&mut app, KeyCode::Char('y'))
+        else {
+            panic!("a change")
+        };
+        assert_eq!(
+            (concert, change.queueing_method.as_deref()),
+            (1, Some("closed"))
+        );
+        assert!(describe_change(1, &change).contains("closed"));
+        // Room 3 is closed: c reopens it without a question.
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Down);
+        let Some(Command::SetQueueSettings { concert, change }) =
+            press(&mut app, KeyCode::Char('c'))
+        else {
+            panic!("a change")
+        };
+        assert_eq!(
+            (concert, change.queueing_method.as_deref()),
+            (3, Some("fifo"))
+        );
+        assert_eq!(app.confirm, None);
+    }
+
+    #[test]
+    fn max_active_is_validated_before_it_is_sent() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('m'));
+        let input = app.rate_input.as_ref().unwrap();
+        assert_eq!(
+            (input.field, input.text.as_str()),
+            (Field::MaxActive, "1000")
+        );
+        for _ in 0..4 {
+            press(&mut app, KeyCode::Backspace);
+        }
+        type_in(&mut app, "2000000");
+        assert_eq!(press(&mut app, KeyCode::Enter), None, "over the cap");
+        assert!(app.rate_input.as_ref().unwrap().error.is_some());
+        for _ in 0..7 {
+            press(&mut app, KeyCode::Backspace);
+        }
+        type_in(&mut app, "250");
+        assert_eq!(
+            press(&mut app, KeyCode::Enter),
+            Some(Command::SetQueueSettings {
+                concert: 1,
+                change: SettingsChange {
+                    max_active: 250,
+                    ..rates().change()
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn opens_at_takes_a_time_a_delay_or_nothing() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('o'));
+        assert_eq!(app.rate_input.as_ref().unwrap().field, Field::OpensAt);
+        type_in(&mut app, "tomorrow");
+        assert_eq!(press(&mut app, KeyCode::Enter), None);
+        assert!(app.rate_input.as_ref().unwrap().error.is_some());
+        for _ in 0.."tomorrow".len() {
+            press(&mut app, KeyCode::Backspace);
+        }
+        type_in(&mut app, "+10m");
+        let Some(Command::SetQueueSettings { change, .. }) = press(&mut app, KeyCode::Enter) else {
+            panic!("a change")
+        };
+        assert_eq!(
+            change.opens_at,
+            Some(Some(fixtures::now() + TimeDelta::minutes(10)))
+        );
+        assert!(describe_change(1, &change).contains("opens at"));
+        // Empty removes the opening time: sent as null.
+        press(&mut app, KeyCode::Char('o'));
+        let Some(Command::SetQueueSettings { change, .. }) = press(&mut app, KeyCode::Enter) else {
+            panic!("a change")
+        };
+        assert_eq!(change.opens_at, Some(None));
+        let body = serde_json::to_value(&change).unwrap();
+        assert!(
+            body["opensAt"].is_null() && body.get("opensAt").is_some(),
+            "{body}"
+        );
+        assert!(
+            body.get("paused").is_none(),
+            "only the changed rule is sent"
+        );
+    }
+
+    #[test]
+    fn an_opening_time_is_rfc_3339_or_a_delay() {
+        let now = fixtures::now();
+        assert_eq!(parse_opens_at("", now), Ok(None));
+        assert_eq!(parse_opens_at("  ", now), Ok(None));
+        assert_eq!(
+            parse_opens_at("+30s", now),
+            Ok(Some(now + TimeDelta::seconds(30)))
+        );
+        assert_eq!(
+            parse_opens_at("+2h", now),
+            Ok(Some(now + TimeDelta::hours(2)))
+        );
+        assert_eq!(
+            parse_opens_at("2026-12-24T10:00:00+09:00", now),
+            Ok(Some(
+                DateTime::parse_from_rfc3339("2026-12-24T01:00:00Z")
+                    .unwrap()
+                    .to_utc()
+            ))
+        );
+        for bad in [
+            "+",
+            "+m",
+            "+10",
+            "+10d",
+            "+-5m",
+            "+0m",
+            "10:00",
+            "2026-12-24",
+        ] {
+            assert!(parse_opens_at(bad, now).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_rooms_state_reads_closed_paused_opening_random_or_open() {
+        let now = fixtures::now();
+        let rooms = opening_rooms(0).rooms;
+        let states: Vec<String> = rooms.iter().map(|r| r.settings.state(now)).collect();
+        assert_eq!(states, ["open", "paused", "closed", "opens 10:00:00"]);
+        let mut random = rooms[0].settings.clone();
+        random.queueing_method = "random".into();
+        assert_eq!(random.state(now), "random");
+        let mut opened = rooms[3].settings.clone();
+        opened.opens_at = Some(now - TimeDelta::seconds(1));
+        assert_eq!(opened.state(now), "open");
     }
 }

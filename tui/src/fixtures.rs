@@ -25,8 +25,30 @@ fn room(concert: i64, total: u64) -> QueueRoom {
             max_active: 1_000,
             active_ttl_seconds: 600,
             heartbeat_grace_seconds: 60,
+            opens_at: None,
+            queueing_method: "fifo".into(),
+            paused: false,
         },
     }
+}
+
+/// Four rooms with their opening rules: open, paused, closed, and one
+/// that opens at 10:00:00 on 2026-11-22 (after the fixtures' clock).
+pub fn opening_rooms(total: u64) -> Snapshot {
+    let mut snapshot = snapshot(total);
+    let mut paused = room(2, 10);
+    paused.settings.paused = true;
+    let mut closed = room(3, 0);
+    closed.settings.queueing_method = "closed".into();
+    let mut early = room(4, 0);
+    early.settings.opens_at = Some(at("2026-11-22T10:00:00Z"));
+    snapshot.rooms = vec![room(1, total), paused, closed, early];
+    snapshot
+}
+
+/// The time the fixtures' screens are drawn at.
+pub fn now() -> DateTime<Utc> {
+    at("2026-11-22T09:58:00Z")
 }
 
 /// Two rooms (the first has admitted `total` so far), two alerts (one

@@ -106,15 +106,10 @@ pub fn spawn_commands(
                 Command::CancelSchedule(id) => client.cancel_schedule(id).await.map(|()| {
                     format!("schedule {id} is being cancelled: holds released, tickets refunded")
                 }),
-                Command::SetQueueSettings { concert, settings } => client
-                    .update_queue_settings(concert, &settings)
+                Command::SetQueueSettings { concert, change } => client
+                    .update_queue_settings(concert, &change)
                     .await
-                    .map(|()| {
-                        format!(
-                            "concert {concert} now admits {} per second",
-                            settings.admit_per_second
-                        )
-                    }),
+                    .map(|()| crate::app::describe_change(concert, &change)),
             };
             let done = Action::Done(outcome.map_err(|err| err.to_string()));
             if actions.send(done).await.is_err() {

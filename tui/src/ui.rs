@@ -61,7 +61,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     tab.draw(app, frame, body);
 
     let hint = match app.tab {
-        Tab::Queue => "e admit rate",
+        Tab::Queue => "e rate  m max  o opens  p pause  c close",
         Tab::Compensations => "r retry  d details",
         Tab::Alerts => "a acknowledge  d details",
         Tab::Events => "r replay dead letter  d details",
@@ -174,10 +174,15 @@ mod tests {
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
-    use crate::{api::ApiError, app::Action, fixtures::snapshot};
+    use crate::{
+        api::ApiError,
+        app::Action,
+        fixtures::{self, opening_rooms, snapshot},
+    };
 
     fn app_with_data() -> App {
         let mut app = App::new("http://127.0.0.1:8080");
+        app.clock = fixtures::now;
         // Two refreshes: the second gives the sparkline its first sample.
         for total in [100, 150, 210, 260] {
             app.update(Action::Data(Box::new(snapshot(total))));
@@ -283,6 +288,46 @@ mod tests {
         press(&mut app, KeyCode::Char('0'));
         press(&mut app, KeyCode::Enter);
         assert!(app.rate_input.is_some(), "zero is refused");
+        insta::assert_snapshot!(render(&app));
+    }
+
+    fn app_with_opening_rules() -> App {
+        let mut app = App::new("http://127.0.0.1:8080");
+        app.clock = fixtures::now;
+        app.update(Action::Data(Box::new(opening_rooms(100))));
+        app
+    }
+
+    #[test]
+    fn queue_tab_with_rooms_paused_closed_and_not_yet_open() {
+        insta::assert_snapshot!(render(&app_with_opening_rules()));
+    }
+
+    #[test]
+    fn close_room_confirmation() {
+        let mut app = app_with_opening_rules();
+        press(&mut app, KeyCode::Char('c'));
+        assert!(app.confirm.is_some());
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn opens_at_editor_with_a_validation_error() {
+        let mut app = app_with_opening_rules();
+        press(&mut app, KeyCode::Char('o'));
+        for c in "+10x".chars() {
+            press(&mut app, KeyCode::Char(c));
+        }
+        press(&mut app, KeyCode::Enter);
+        assert!(app.rate_input.as_ref().unwrap().error.is_some());
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn max_active_editor() {
+        let mut app = app_with_opening_rules();
+        press(&mut app, KeyCode::Down);
+        press(&mut app, KeyCode::Char('m'));
         insta::assert_snapshot!(render(&app));
     }
 

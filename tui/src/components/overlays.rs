@@ -7,7 +7,7 @@ use ratatui::{
 };
 
 use super::Component;
-use crate::app::{App, Confirm, MAX_ADMIT_PER_SECOND};
+use crate::app::{App, Confirm};
 
 fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [row] = Layout::vertical([Constraint::Length(height)])
@@ -30,7 +30,10 @@ impl Component for Help {
             "a        Alerts: acknowledge the selected alert",
             "r        Compensations: retry the selected step",
             "r        Events: replay the selected dead letter",
-            "e        Queue: change the selected concert's admit rate",
+            "e / m    Queue: the selected room's admit rate / max active",
+            "o        Queue: set when the room opens (+10m, RFC 3339, empty)",
+            "p        Queue: pause or resume admission",
+            "c        Queue: close the room to newcomers (asks) or reopen it",
             "x        Schedules: cancel the selected schedule (asks first)",
             "d/Enter  Alerts, Compensations, Events: the selected row in full",
             "g or F5  refresh now (it refreshes every second anyway)",
@@ -39,7 +42,7 @@ impl Component for Help {
             "",
             "Press ? or Esc to close.",
         ];
-        let popup = centered(area, 62, lines.len() as u16 + 2);
+        let popup = centered(area, 72, lines.len() as u16 + 2);
         frame.render_widget(Clear, popup);
         frame.render_widget(
             Paragraph::new(lines.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
@@ -49,7 +52,7 @@ impl Component for Help {
     }
 }
 
-/// The admit-rate editor, on `e` in the Queue tab.
+/// A room's setting editor: `e` admit rate, `m` max active, `o` opens at.
 pub struct RateDialog;
 
 impl Component for RateDialog {
@@ -57,12 +60,10 @@ impl Component for RateDialog {
         let Some(input) = &app.rate_input else {
             return;
         };
-        let popup = centered(area, 56, 6);
+        let popup = centered(area, 60, 6);
         frame.render_widget(Clear, popup);
         let mut lines = vec![
-            Line::from(format!(
-                "New admit rate (1-{MAX_ADMIT_PER_SECOND} per second):"
-            )),
+            Line::from(input.field.prompt()),
             Line::from(format!("> {}_", input.text)),
         ];
         match &input.error {
@@ -97,6 +98,18 @@ impl Component for ConfirmDialog {
                     Line::from("This cannot be undone."),
                     Line::styled(
                         "y cancel the schedule   n or Esc keep it",
+                        Style::default().fg(Color::Yellow),
+                    ),
+                ],
+            ),
+            Confirm::CloseRoom { concert, waiting } => (
+                format!("Close the room of concert {concert}?"),
+                vec![
+                    Line::from("Newcomers are refused (409 queue_closed);"),
+                    Line::from(format!("the {waiting} waiting and the active keep")),
+                    Line::from("their places. c again reopens it."),
+                    Line::styled(
+                        "y close the room   n or Esc keep it open",
                         Style::default().fg(Color::Yellow),
                     ),
                 ],

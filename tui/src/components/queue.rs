@@ -19,11 +19,13 @@ impl Component for QueueTab {
             .unwrap_or_default();
         let [list, chart] =
             Layout::vertical([Constraint::Min(5), Constraint::Length(7)]).areas(area);
+        let now = (app.clock)();
         let rows = rooms
             .iter()
             .map(|r| {
                 Row::new(vec![
                     r.concert_id.to_string(),
+                    r.settings.state(now),
                     r.waiting.to_string(),
                     format!("{}/{}", r.active, r.settings.max_active),
                     format!("{}/s", r.settings.admit_per_second),
@@ -37,6 +39,7 @@ impl Component for QueueTab {
             title: "Waiting rooms",
             header: Row::new(vec![
                 "concert",
+                "state",
                 "waiting",
                 "active/max",
                 "admit rate",
@@ -46,6 +49,7 @@ impl Component for QueueTab {
             ]),
             widths: &[
                 Constraint::Length(9),
+                Constraint::Length(15),
                 Constraint::Length(9),
                 Constraint::Length(12),
                 Constraint::Length(11),
