@@ -75,13 +75,33 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         };
         let user = mint(1, Role::User)?;
         let admin = mint(1000, Role::Admin)?;
-        eprintln!(
-            "\n  boxoffice is running at {base}\n  API docs:    {base}/docs\n\n  user token (24h):  {user}\n  admin token (24h): {admin}\n\n  try:  curl {base}/v1/concerts\n        curl -H \"Authorization: Bearer {user}\" {base}/v1/schedules/1/seats\n"
-        );
+        eprintln!("{}", startup_hint(&base, &user, &admin));
     }
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("boxoffice stopped");
     Ok(())
+}
+
+/// What a developer sees on start: where it runs, two tokens, and a
+/// walk-through that works as pasted into bash (the seat map needs an
+/// admitted queue token; `cli::the_startup_hint_runs_as_printed` runs it).
+fn startup_hint(base: &str, user: &str, admin: &str) -> String {
+    format!(
+        r#"
+  boxoffice is running at {base}
+  API docs:    {base}/docs
+
+  user token (24h):  {user}
+  admin token (24h): {admin}
+
+  try it (paste into bash):
+    B={base}; USER_TOKEN={user}
+    curl -s $B/v1/concerts; echo
+    Q=$(curl -s -X POST $B/v1/queue/tokens -H "Authorization: Bearer $USER_TOKEN" -H 'content-type: application/json' -d '{{"concertId":1}}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+    until curl -s -H "X-Queue-Token: $Q" $B/v1/queue/status | grep -q '"active"'; do sleep 0.2; done
+    curl -s -H "Authorization: Bearer $USER_TOKEN" -H "X-Queue-Token: $Q" "$B/v1/schedules/1/seats?limit=3"; echo
+"#
+    )
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -56,6 +56,7 @@ async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
     cmd.current_dir(dir.path())
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("BOXOFFICE_DATABASE_URL")
+        .env_remove("BOXOFFICE_JWT_SECRET")
         .env("BOXOFFICE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -66,7 +67,9 @@ async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (hint_tx, hint_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut hint: Option<Vec<String>> = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(at) = line.find("url=http://") {
                 let url = line[at + 4..]
@@ -76,11 +79,41 @@ async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
                     .to_owned();
                 let _ = tx.send(url);
             }
+            // The walk-through the server prints: the lines after "try it".
+            match &mut hint {
+                None if line.contains("try it (paste into bash)") => hint = Some(Vec::new()),
+                Some(lines) if line.trim().is_empty() => {
+                    let _ = hint_tx.send(std::mem::take(lines).join("\n"));
+                    hint = Some(Vec::new());
+                }
+                Some(lines) => lines.push(line),
+                None => {}
+            }
         }
     });
     let base = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the server announces its URL");
+
+    // The startup hint works as printed: pasted into bash it enters the
+    // waiting room, waits to be admitted and reads the seat map.
+    let hint = hint_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the server prints a walk-through");
+    let ran = Command::new("timeout")
+        .args(["30", "bash", "-euo", "pipefail", "-c", &hint])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&ran.stdout);
+    assert!(
+        ran.status.success(),
+        "the hint failed: {hint}\n{out}\n{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let seats = out.lines().last().unwrap_or_default();
+    let page: serde_json::Value =
+        serde_json::from_str(seats).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(3), "{out}");
 
     let concerts: serde_json::Value = reqwest::get(format!("{base}/v1/concerts"))
         .await
