@@ -93,6 +93,29 @@ pub struct Settings {
     )]
     pub jwt_secret: String,
 
+    /// A JSON Web Key Set (the file an identity provider publishes at its
+    /// `jwks_uri`): identity tokens signed RS256 or ES256 by one of its keys
+    /// (picked by `kid`) are accepted, and HS256 ones no longer are.
+    #[arg(long, env = "BOXOFFICE_JWT_JWKS_FILE", global = true)]
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
+
+    /// One PEM public key (RSA → RS256, P-256 → ES256) instead of a key set.
+    #[arg(
+        long,
+        env = "BOXOFFICE_JWT_PUBLIC_KEY_FILE",
+        global = true,
+        conflicts_with = "jwt_jwks_file"
+    )]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// When set, identity tokens must carry this `iss`.
+    #[arg(long, env = "BOXOFFICE_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// When set, identity tokens must carry this `aud`.
+    #[arg(long, env = "BOXOFFICE_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
     /// Log format on stderr.
     #[arg(
         long,
@@ -129,6 +152,28 @@ pub struct Settings {
     /// off for API-only instances.
     #[arg(long, env = "BOXOFFICE_WORKERS", default_value_t = true, action = ArgAction::Set, global = true)]
     pub workers: bool,
+
+    /// Requests per second one user may send to the operations a crowd
+    /// hammers (entering a waiting room, coupon issue, holds, wallet
+    /// charges), with a burst of the same size; shared by every instance
+    /// through Redis when it is configured. Off when unset.
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_USER", global = true)]
+    pub rate_limit_per_user: Option<std::num::NonZeroU32>,
+
+    /// The same per client IP address (each instance counts its own). Off
+    /// when unset.
+    #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_IP", global = true)]
+    pub rate_limit_per_ip: Option<std::num::NonZeroU32>,
+
+    /// Origins a browser may call the API from (CORS), comma-separated,
+    /// e.g. `https://shop.example.com`; `*` allows any. None when unset.
+    #[arg(
+        long,
+        env = "BOXOFFICE_CORS_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_allowed_origins: Vec<String>,
 
     /// Consumer groups this instance registers but does not run (e.g. to
     /// hold back one listener during maintenance), comma-separated.
@@ -347,8 +392,15 @@ impl Settings {
         Cli::parse_from(["boxoffice"]).settings
     }
 
+    /// Whether identity tokens are checked with the public development
+    /// secret (no key set, no public key, no secret of its own).
     pub fn uses_dev_secret(&self) -> bool {
-        self.jwt_secret == DEV_JWT_SECRET
+        self.jwt_secret == DEV_JWT_SECRET && !self.uses_identity_provider_keys()
+    }
+
+    /// Whether an identity provider's public keys check identity tokens.
+    pub fn uses_identity_provider_keys(&self) -> bool {
+        self.jwt_jwks_file.is_some() || self.jwt_public_key_file.is_some()
     }
 }
 

@@ -4,11 +4,15 @@
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use sea_orm::DatabaseConnection;
 use tokio::sync::mpsc;
 
 use crate::{
-    auth::{infra::jwt::JwtCodec, ports::TokenCodec},
+    auth::{
+        infra::jwt::{JwtCodec, KeyRing},
+        ports::TokenCodec,
+    },
     config::Settings,
     coupon::infra::{AnyCouponLedger, memory::MemoryCouponLedger, redis::RedisCouponLedger},
     db::{self, DbUnitOfWork},
@@ -84,7 +88,7 @@ impl Adapters {
             queue_store,
             coupon_ledger,
             waker: RelayWaker::default(),
-            codec: Arc::new(JwtCodec::new(settings.jwt_secret.as_bytes())),
+            codec: Arc::new(identity_codec(settings)?),
         })
     }
 
@@ -105,6 +109,33 @@ impl Adapters {
             codec: Arc::new(JwtCodec::new(b"offline")),
         }
     }
+}
+
+/// How identity tokens are checked: an identity provider's keys when a key
+/// set or public key file is given (read once, at start), else the HS256
+/// secret; `iss`/`aud` when configured.
+fn identity_codec(settings: &Settings) -> anyhow::Result<JwtCodec> {
+    let codec = JwtCodec::new(settings.jwt_secret.as_bytes());
+    let codec = match (&settings.jwt_jwks_file, &settings.jwt_public_key_file) {
+        (Some(path), _) => {
+            let json = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the key set {}", path.display()))?;
+            codec.with_provider_keys(
+                KeyRing::from_jwks(&json)
+                    .with_context(|| format!("the key set {}", path.display()))?,
+            )
+        }
+        (None, Some(path)) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading the public key {}", path.display()))?;
+            codec.with_provider_keys(
+                KeyRing::from_pem(&pem)
+                    .with_context(|| format!("the public key {}", path.display()))?,
+            )
+        }
+        (None, None) => codec,
+    };
+    Ok(codec.requiring(settings.jwt_issuer.clone(), settings.jwt_audience.clone()))
 }
 
 /// The Redis the settings name: one URL, a cluster's nodes, or none (the

@@ -63,7 +63,7 @@ impl Application {
         };
         let cancel = CancellationToken::new();
         let workers = workers::workers(&mut adapters, &services, settings, &cancel)?;
-        let routes = routes::routes(&adapters, &services, settings.body_limit_bytes);
+        let routes = routes::routes(&adapters, &services, settings);
 
         let acceptor = TcpListener::bind(settings.listen.as_str())
             .into_acceptor()

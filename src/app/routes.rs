@@ -8,6 +8,8 @@ use poem::{
     EndpointExt, IntoEndpoint, Response, Route,
     endpoint::make_sync,
     get, handler,
+    http::Method,
+    middleware::Cors,
     web::{Data, Html},
 };
 use poem_openapi::OpenApiService;
@@ -83,14 +85,14 @@ fn apis(a: &Adapters, s: &Services) -> Apis {
     (
         HealthApi::new(db.clone(), a.redis.clone()),
         CatalogApi::new(s.catalog.clone(), admission.clone()),
-        QueueApi::new(s.queue.clone()),
-        ReservationApi::new(s.reservations.clone(), admission.clone()),
-        WalletApi::new(s.wallets.clone()),
+        QueueApi::new(s.queue.clone()).limited(s.limits.clone()),
+        ReservationApi::new(s.reservations.clone(), admission.clone()).limited(s.limits.clone()),
+        WalletApi::new(s.wallets.clone()).limited(s.limits.clone()),
         PaymentApi::new(s.payments.clone(), admission),
         NotificationsApi::new(s.notifications.clone()),
         AlertsApi::new(s.alerts.clone()),
         EventsApi::new(s.events.clone()),
-        CouponApi::new(s.coupons.clone()),
+        CouponApi::new(s.coupons.clone()).limited(s.limits.clone()),
     )
 }
 
@@ -146,8 +148,9 @@ fn document(api: &OpenApiService<Apis, ()>) -> String {
 pub(super) fn routes(
     a: &Adapters,
     s: &Services,
-    body_limit_bytes: usize,
+    settings: &Settings,
 ) -> poem::endpoint::BoxEndpoint<'static> {
+    let body_limit_bytes = settings.body_limit_bytes;
     let api = api_service(apis(a, s));
     let auth = AuthContext {
         codec: a.codec.clone(),
@@ -175,9 +178,31 @@ pub(super) fn routes(
         .data(prometheus().clone())
         .with(KeyGuard)
         .with(BodyLimit::new(body_limit_bytes))
+        .with_if(!settings.cors_allowed_origins.is_empty(), cors(settings))
         .with(Edge)
         .into_endpoint()
         .boxed()
+}
+
+/// Cross-origin calls from the configured origins (`*`: any): the methods
+/// and headers the API uses, `Retry-After` and `Location` readable,
+/// preflights cached for ten minutes.
+fn cors(settings: &Settings) -> Cors {
+    let cors = Cors::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            "authorization",
+            "content-type",
+            "x-queue-token",
+            "idempotency-key",
+        ])
+        .expose_headers(["retry-after", "location"])
+        .max_age(600);
+    if settings.cors_allowed_origins.iter().any(|o| o == "*") {
+        cors
+    } else {
+        cors.allow_origins(settings.cors_allowed_origins.iter().map(String::as_str))
+    }
 }
 
 /// The "use coupon" web view (plain HTML and JS, no build step).

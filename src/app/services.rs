@@ -40,6 +40,7 @@ use crate::{
     },
     reservation::{domain::HoldPolicy, infra::db::DbReservations, usecase::ReservationService},
     wallet::{infra::db::DbWallets, usecase::WalletService},
+    web::limits::RateLimits,
 };
 
 pub type Alerts = AlertService<DbAlerts, Webhook, SystemClock>;
@@ -74,11 +75,20 @@ pub struct Services {
     pub coupons: Coupons,
     pub events: Events,
     pub notifications: NotificationService<DbNotifications>,
+    /// Abuse limits on the operations a crowd hammers.
+    pub limits: RateLimits,
 }
 
 impl Services {
     pub fn new(a: &Adapters, settings: &Settings) -> anyhow::Result<Self> {
         let db = &a.db;
+        let (per_user, per_ip) = (settings.rate_limit_per_user, settings.rate_limit_per_ip);
+        let limits = match &a.redis {
+            Some(conn) => {
+                RateLimits::shared(conn.clone(), &settings.redis_prefix, per_user, per_ip)
+            }
+            None => RateLimits::local(per_user, per_ip),
+        };
         let alerts = AlertService::new(
             DbAlerts::new(db.clone()),
             Webhook::new(settings.alert_webhook_url.clone())?,
@@ -161,6 +171,7 @@ impl Services {
             coupons,
             events,
             notifications: NotificationService::new(DbNotifications::new(db.clone())),
+            limits,
         })
     }
 }

@@ -26,6 +26,7 @@ use crate::{
     web::{
         ApiTags,
         idempotency::{key_reused, request_key},
+        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::Problem,
         strict::JsonString,
@@ -240,11 +241,20 @@ enum JobResponse {
 
 pub struct CouponApi<U, R, L, C, W> {
     service: CouponService<U, R, L, C, W>,
+    limits: RateLimits,
 }
 
 impl<U, R, L, C, W> CouponApi<U, R, L, C, W> {
     pub fn new(service: CouponService<U, R, L, C, W>) -> Self {
-        Self { service }
+        Self {
+            service,
+            limits: RateLimits::off(),
+        }
+    }
+
+    /// Limits this operation per user and per client IP.
+    pub fn limited(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 
@@ -450,12 +460,14 @@ where
     async fn issue(
         &self,
         auth: UserAuth,
+        req: &poem::Request,
         id: Path<i64>,
         /// Makes retries safe: the winning request's key replays its answer.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> Result<IssueResponse, Problem> {
         let user = auth.0.user_id;
+        self.limits.check(user, client_ip(req)).await?;
         let key = request_key(user, "coupon.issue", key.0.as_deref(), &id.0)?;
         let issued = self
             .service

@@ -24,6 +24,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
+        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::Problem,
     },
@@ -287,11 +288,20 @@ fn status_body(status: QueueStatus) -> StatusBody {
 
 pub struct QueueApi<S, R, D, C> {
     service: QueueService<S, R, D, C>,
+    limits: RateLimits,
 }
 
 impl<S, R, D, C> QueueApi<S, R, D, C> {
     pub fn new(service: QueueService<S, R, D, C>) -> Self {
-        Self { service }
+        Self {
+            service,
+            limits: RateLimits::off(),
+        }
+    }
+
+    /// Limits entering per user and per client IP.
+    pub fn limited(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 
@@ -313,7 +323,13 @@ where
         tag = "ApiTags::Queue",
         operation_id = "enterQueue"
     )]
-    async fn enter(&self, auth: UserAuth, body: Json<EnterBody>) -> Result<EnterResponse, Problem> {
+    async fn enter(
+        &self,
+        auth: UserAuth,
+        req: &poem::Request,
+        body: Json<EnterBody>,
+    ) -> Result<EnterResponse, Problem> {
+        self.limits.check(auth.0.user_id, client_ip(req)).await?;
         let admission = self
             .service
             .enter(auth.0.user_id, ConcertId(body.0.concert_id))

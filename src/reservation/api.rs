@@ -20,6 +20,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
+        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::Problem,
     },
@@ -128,11 +129,21 @@ enum ReleaseResponse {
 pub struct ReservationApi<U, R, S, C, W> {
     service: ReservationService<U, R, S, C, W>,
     admission: Admission,
+    limits: RateLimits,
 }
 
 impl<U, R, S, C, W> ReservationApi<U, R, S, C, W> {
     pub fn new(service: ReservationService<U, R, S, C, W>, admission: Admission) -> Self {
-        Self { service, admission }
+        Self {
+            service,
+            admission,
+            limits: RateLimits::off(),
+        }
+    }
+
+    /// Limits this operation per user and per client IP.
+    pub fn limited(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 
@@ -157,8 +168,12 @@ where
         &self,
         auth: UserAuth,
         queue: QueueToken,
+        request: &poem::Request,
         req: Json<HoldBody>,
     ) -> Result<HoldResponse, Problem> {
+        self.limits
+            .check(auth.0.user_id, client_ip(request))
+            .await?;
         let schedule = ScheduleId(req.0.schedule_id);
         self.admission
             .require(&queue, auth.0.user_id, schedule)

@@ -19,6 +19,7 @@ use crate::{
     web::{
         ApiTags,
         idempotency::{key_reused, request_key},
+        limits::{RateLimits, client_ip},
         problem::Problem,
     },
 };
@@ -89,11 +90,20 @@ enum PageResponse {
 
 pub struct WalletApi<U, R, C, W> {
     service: WalletService<U, R, C, W>,
+    limits: RateLimits,
 }
 
 impl<U, R, C, W> WalletApi<U, R, C, W> {
     pub fn new(service: WalletService<U, R, C, W>) -> Self {
-        Self { service }
+        Self {
+            service,
+            limits: RateLimits::off(),
+        }
+    }
+
+    /// Limits this operation per user and per client IP.
+    pub fn limited(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 
@@ -130,12 +140,14 @@ where
     async fn charge(
         &self,
         auth: UserAuth,
+        req: &poem::Request,
         body: Json<ChargeBody>,
         /// Makes retries safe: the same key and body charge once.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> Result<ChargeResponse, Problem> {
         let user = auth.0.user_id;
+        self.limits.check(user, client_ip(req)).await?;
         let key = request_key(user, "wallet.charge", key.0.as_deref(), &body.0)?;
         let balance = self
             .service

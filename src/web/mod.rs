@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod health;
 pub mod idempotency;
+pub mod limits;
 pub mod middleware;
 pub mod paging;
 pub mod problem;

@@ -147,6 +147,23 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// A second instance of `first`'s deployment: the same database, Redis
+/// (its prefix and event stream), configured further by `configure`.
+pub async fn spawn_sibling(first: &TestApp, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let database_url = first.settings.database_url.clone();
+    let redis = first.settings.redis_url.clone();
+    let prefix = first.settings.redis_prefix.clone();
+    let stream = first.settings.event_stream.clone();
+    spawn_app_with(move |s| {
+        s.redis_url = redis;
+        s.database_url = database_url;
+        s.redis_prefix = prefix;
+        s.event_stream = stream;
+        configure(s);
+    })
+    .await
+}
+
 fn init_logs() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::{
     TEST_JWT_SECRET, TestApp, assert_problem, concert_body, eventually, redis_url, spawn_app,
-    spawn_app_with,
+    spawn_app_with, spawn_sibling,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -557,14 +557,7 @@ async fn two_instances_on_one_redis_never_over_admit() {
         s.queue_admit_per_second = 1_000;
     })
     .await;
-    let database_url = first.settings.database_url.clone();
-    let prefix = first.settings.redis_prefix.clone();
-    let stream = first.settings.event_stream.clone();
-    let second = spawn_app_with(move |s| {
-        s.redis_url = Some(redis_url());
-        s.database_url = database_url;
-        s.redis_prefix = prefix;
-        s.event_stream = stream;
+    let second = spawn_sibling(&first, |s| {
         s.queue_max_active = 7;
         s.queue_admit_per_second = 1_000;
     })

@@ -1,6 +1,14 @@
-use anyhow::Context;
+//! Identity tokens as JWTs: HS256 with a shared secret for development (and
+//! `boxoffice token`), or an identity provider's RS256/ES256 tokens checked
+//! against its published keys (a JWKS file or one PEM public key), with
+//! `iss` and `aud` enforced when configured.
+
+use anyhow::{Context, bail};
 use chrono::{DateTime, TimeDelta, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation,
+    jwk::{AlgorithmParameters, EllipticCurve, JwkSet},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -14,29 +22,156 @@ use crate::{
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
-    role: Role,
+    /// Required in HS256 tokens (ours); an identity provider that does not
+    /// know boxoffice's roles leaves it out: a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<Role>,
     exp: i64,
+    #[serde(default)]
     iat: i64,
 }
 
-/// HS256 tokens signed with a shared secret.
+/// The algorithms an identity provider's keys may sign with.
+const PROVIDER_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
+
+/// One public key of an identity provider.
+struct ProviderKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// An identity provider's public keys.
+pub struct KeyRing {
+    keys: Vec<ProviderKey>,
+}
+
+impl KeyRing {
+    /// The RS256 and ES256 (P-256) keys of a JSON Web Key Set; other keys
+    /// are skipped, and a set with none of these is refused.
+    pub fn from_jwks(json: &str) -> anyhow::Result<Self> {
+        let set: JwkSet = serde_json::from_str(json).context("not a JSON Web Key Set")?;
+        let mut keys = Vec::new();
+        for jwk in &set.keys {
+            let algorithm = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+                    Algorithm::ES256
+                }
+                _ => continue,
+            };
+            // A key that names its algorithm must name this one.
+            if let Some(named) = jwk.common.key_algorithm
+                && format!("{named:?}") != format!("{algorithm:?}")
+            {
+                continue;
+            }
+            keys.push(ProviderKey {
+                kid: jwk.common.key_id.clone(),
+                algorithm,
+                key: DecodingKey::from_jwk(jwk).context("an unusable key in the key set")?,
+            });
+        }
+        if keys.is_empty() {
+            bail!("the key set has no RS256 or ES256 (P-256) key");
+        }
+        Ok(Self { keys })
+    }
+
+    /// One PEM public key: RSA (RS256) or P-256 (ES256).
+    pub fn from_pem(pem: &[u8]) -> anyhow::Result<Self> {
+        let (algorithm, key) = match DecodingKey::from_rsa_pem(pem) {
+            Ok(key) => (Algorithm::RS256, key),
+            Err(_) => (
+                Algorithm::ES256,
+                DecodingKey::from_ec_pem(pem).context("not a PEM RSA or EC (P-256) public key")?,
+            ),
+        };
+        Ok(Self {
+            keys: vec![ProviderKey {
+                kid: None,
+                algorithm,
+                key,
+            }],
+        })
+    }
+
+    /// The key a token's header asks for: its `kid` when it names one
+    /// (the only key otherwise), and only for the algorithm that key signs
+    /// with — so a token cannot pick an algorithm the key was not made for.
+    fn key_for(&self, header: &Header) -> Option<&ProviderKey> {
+        let key = match &header.kid {
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))?,
+            None if self.keys.len() == 1 => &self.keys[0],
+            None => return None,
+        };
+        (key.algorithm == header.alg).then_some(key)
+    }
+}
+
+/// Signs development tokens (HS256) and verifies identity tokens.
 pub struct JwtCodec {
     encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    /// HS256 verification, unless an identity provider's keys are set.
+    secret: Option<DecodingKey>,
+    provider: Option<KeyRing>,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl JwtCodec {
+    /// HS256 with a shared secret (development, tests).
     pub fn new(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        // Expiry is checked against the injected clock in `verify`.
-        validation.validate_exp = false;
-        validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
+            secret: Some(DecodingKey::from_secret(secret)),
+            provider: None,
+            issuer: None,
+            audience: None,
         }
+    }
+
+    /// Accepts the identity provider's RS256/ES256 tokens instead of HS256
+    /// ones (the secret still signs `boxoffice token`'s tokens, which this
+    /// server then refuses).
+    pub fn with_provider_keys(mut self, keys: KeyRing) -> Self {
+        self.secret = None;
+        self.provider = Some(keys);
+        self
+    }
+
+    /// Requires `iss` and/or `aud` to be these.
+    pub fn requiring(mut self, issuer: Option<String>, audience: Option<String>) -> Self {
+        self.issuer = issuer;
+        self.audience = audience;
+        self
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        // Expiry is checked against the injected clock in `verify`.
+        validation.validate_exp = false;
+        let mut required = vec!["exp", "sub"];
+        match &self.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // A provider's tokens carry an audience; without one configured
+            // it is not checked. HS256 tokens with any audience are refused
+            // (the queue tokens, signed with the same secret, carry theirs).
+            None if algorithm != Algorithm::HS256 => validation.validate_aud = false,
+            None => {}
+        }
+        validation.set_required_spec_claims(&required);
+        validation
     }
 }
 
@@ -49,7 +184,7 @@ impl TokenCodec for JwtCodec {
     ) -> Result<String, AuthError> {
         let claims = Claims {
             sub: identity.user_id.to_string(),
-            role: identity.role,
+            role: Some(identity.role),
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
         };
@@ -60,7 +195,20 @@ impl TokenCodec for JwtCodec {
     }
 
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthError> {
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        // `alg: none` and unknown algorithms fail here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
+        let (key, algorithm) = match (&self.secret, &self.provider) {
+            (Some(secret), _) if header.alg == Algorithm::HS256 => (secret, Algorithm::HS256),
+            (_, Some(ring)) if PROVIDER_ALGORITHMS.contains(&header.alg) => {
+                let found = ring.key_for(&header).ok_or(AuthError::Invalid)?;
+                (&found.key, found.algorithm)
+            }
+            // Anything else — HS256 when a provider's keys are set (a token
+            // "signed" with the public key as an HMAC secret), RS256 with
+            // only a secret — is refused.
+            _ => return Err(AuthError::Invalid),
+        };
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation(algorithm))
             .map_err(|_| AuthError::Invalid)?
             .claims;
         if claims.exp <= now.timestamp() {
@@ -72,9 +220,14 @@ impl TokenCodec for JwtCodec {
             .ok()
             .filter(|id| *id > 0)
             .ok_or(AuthError::Invalid)?;
+        let role = match (claims.role, algorithm) {
+            (Some(role), _) => role,
+            (None, Algorithm::HS256) => return Err(AuthError::Invalid),
+            (None, _) => Role::User,
+        };
         Ok(Identity {
             user_id: UserId(user_id),
-            role: claims.role,
+            role,
         })
     }
 }
