@@ -94,10 +94,15 @@ pub struct ScheduleBody {
     /// Seats that are free now (never held, or held past their expiry); 0
     /// when the schedule is not on sale.
     pub available_seats: u64,
-    /// `on_sale`, or `cancelling` / `cancelled` once an admin cancelled it.
+    // No doc comment on an enum-typed field: poem-openapi would wrap the
+    // reference in `allOf` to carry it, which client generators refuse.
+    // The enum's own description says it.
     pub status: ScheduleStatusBody,
 }
 
+/// A schedule's sale: `on_sale`; `cancelling` once an admin cancelled it,
+/// while holds are released and tickets refunded; `cancelled` once every one
+/// is.
 #[derive(Debug, Clone, Copy, poem_openapi::Enum)]
 #[oai(rename = "ScheduleSaleStatus", rename_all = "snake_case")]
 pub enum ScheduleStatusBody {

@@ -42,6 +42,8 @@ pub struct PayBody {
     pub reservation_id: i64,
 }
 
+/// `paid` at first; `confirmed` once the seat is sold to you, or `refunded`
+/// if it could not be, or once you cancelled the ticket.
 #[derive(Debug, Clone, Copy, poem_openapi::Enum, serde::Serialize, serde::Deserialize)]
 #[oai(rename = "PaymentStatus", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -57,8 +59,8 @@ pub enum StatusBody {
 pub struct PaymentBody {
     pub id: i64,
     pub reservation_id: i64,
-    /// `paid` at first; `confirmed` once the seat is sold to you, or
-    /// `refunded` if it could not be.
+    // The enum's description says what each status means (a doc comment
+    // here would make poem-openapi wrap the reference in `allOf`).
     pub status: StatusBody,
     pub amount: i64,
 }
@@ -140,8 +142,6 @@ enum RefundResponse {
 #[oai(rename = "ScheduleSale", rename_all = "camelCase")]
 pub struct ScheduleSaleBody {
     pub id: i64,
-    /// `cancelling` while holds are released and tickets refunded;
-    /// `cancelled` once every one is.
     pub status: ScheduleStatusBody,
     pub seats: u64,
     /// Seats sold now (a refunded ticket's seat is no longer sold).

@@ -366,7 +366,8 @@ pub async fn outbox_drained(db: &DatabaseConnection, timeout: Duration) {
 }
 
 impl TestApp {
-    /// Every line the data-platform exporter wrote, parsed.
+    /// Every line the data-platform exporter wrote, parsed. A line still
+    /// being written (no newline yet) is left for the next read.
     pub fn data_platform_lines(&self) -> Vec<Value> {
         let Ok(entries) = std::fs::read_dir(&self.data_platform_dir) else {
             return Vec::new();
@@ -376,9 +377,11 @@ impl TestApp {
         files
             .iter()
             .flat_map(|f| {
-                std::fs::read_to_string(f)
-                    .unwrap_or_default()
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+                complete
                     .lines()
+                    .filter(|line| !line.is_empty())
                     .map(str::to_owned)
                     .collect::<Vec<_>>()
             })

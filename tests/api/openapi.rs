@@ -35,3 +35,33 @@ fn every_operation_documents_problem_answers() {
         }
     }
 }
+
+/// No schema wraps one reference in `allOf` (poem-openapi does that to hang
+/// a description on an enum-typed field): openapi-python-client refuses
+/// such a property ("Cannot take allOf a non-object") and drops the whole
+/// model with it.
+#[test]
+fn no_schema_wraps_a_reference_in_all_of() {
+    fn walk(value: &serde_json::Value, at: &str, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("allOf") {
+                    found.push(at.to_owned());
+                }
+                for (key, child) in map {
+                    walk(child, &format!("{at}/{key}"), found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, &format!("{at}/{i}"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let spec: serde_json::Value = serde_json::from_str(&boxoffice::app::openapi_spec()).unwrap();
+    let mut found = Vec::new();
+    walk(&spec, "", &mut found);
+    assert!(found.is_empty(), "allOf at {found:?}");
+}
