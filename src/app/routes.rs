@@ -9,7 +9,7 @@ use poem::{
     endpoint::make_sync,
     get, handler,
     http::Method,
-    middleware::Cors,
+    middleware::{Cors, RequestId, ReuseId},
     web::{Data, Html},
 };
 use poem_openapi::OpenApiService;
@@ -180,13 +180,16 @@ pub(super) fn routes(
         .with(BodyLimit::new(body_limit_bytes))
         .with_if(!settings.cors_allowed_origins.is_empty(), cors(settings))
         .with(Edge)
+        // Outermost: every answer, problems included, carries the id, and
+        // every log line of the request is in its span.
+        .with(RequestId::new().reuse_id(ReuseId::Use))
         .into_endpoint()
         .boxed()
 }
 
 /// Cross-origin calls from the configured origins (`*`: any): the methods
-/// and headers the API uses, `Retry-After` and `Location` readable,
-/// preflights cached for ten minutes.
+/// and headers the API uses, `Retry-After`, `Location` and `X-Request-Id`
+/// readable, preflights cached for ten minutes.
 fn cors(settings: &Settings) -> Cors {
     let cors = Cors::new()
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
@@ -196,7 +199,7 @@ fn cors(settings: &Settings) -> Cors {
             "x-queue-token",
             "idempotency-key",
         ])
-        .expose_headers(["retry-after", "location"])
+        .expose_headers(["retry-after", "location", "x-request-id"])
         .max_age(600);
     if settings.cors_allowed_origins.iter().any(|o| o == "*") {
         cors

@@ -54,3 +54,35 @@ async fn oversized_bodies_are_refused_with_413() {
         .unwrap();
     assert_problem(chunked, 413, "payload_too_large").await;
 }
+
+/// Every answer carries `X-Request-Id` — a fresh one, or the client's own
+/// when it sent one — problems included, so a client's report names the
+/// request an operator can find in the logs.
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_clients_own_is_kept() {
+    let app = spawn_app().await;
+    let id_of = |resp: &reqwest::Response| {
+        resp.headers()
+            .get("x-request-id")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let ok = app.get("/v1/concerts").send().await.unwrap();
+    let first = id_of(&ok);
+    assert!(uuid::Uuid::parse_str(&first).is_ok(), "{first:?}");
+    let again = app.get("/v1/concerts").send().await.unwrap();
+    assert_ne!(id_of(&again), first, "one id per request");
+    let problem = app.get("/v1/wallet").send().await.unwrap();
+    assert!(
+        uuid::Uuid::parse_str(&id_of(&problem)).is_ok(),
+        "a 401 has one too"
+    );
+    assert_problem(problem, 401, "unauthorized").await;
+    let mine = app
+        .get("/v1/concerts")
+        .header("x-request-id", "checkout-7f3a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(id_of(&mine), "checkout-7f3a");
+}
