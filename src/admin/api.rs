@@ -13,7 +13,11 @@ use super::{
 use crate::{
     auth::api::AdminAuth,
     kernel::Clock,
-    web::{ApiTags, paging::PageBody, problem::Problem},
+    web::{
+        ApiTags,
+        paging::PageBody,
+        problem::{AdminPage, AdminRead, ApiResult, Problem},
+    },
 };
 
 const _: () = assert!(DEFAULT_ALERT_PAGE == 100 && MAX_ALERT_PAGE == 500);
@@ -102,7 +106,7 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> Result<ListAlertsResponse, Problem> {
+    ) -> ApiResult<ListAlertsResponse, AdminPage> {
         let alerts = self
             .service
             .list(
@@ -134,7 +138,7 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
         tag = "ApiTags::Admin",
         operation_id = "ackAlert"
     )]
-    async fn ack(&self, auth: AdminAuth, id: Path<i64>) -> Result<AckAlertResponse, Problem> {
+    async fn ack(&self, auth: AdminAuth, id: Path<i64>) -> ApiResult<AckAlertResponse, AdminRead> {
         self.service.acknowledge(id.0, auth.0.user_id).await?;
         Ok(AckAlertResponse::Ok)
     }

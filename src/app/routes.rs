@@ -50,6 +50,7 @@ use crate::{
         health::HealthApi,
         idempotency::KeyGuard,
         middleware::{BodyLimit, Edge},
+        problem::Documented,
     },
 };
 
@@ -156,6 +157,15 @@ pub(super) fn routes(
         codec: a.codec.clone(),
     };
     let spec = document(&api);
+    // Debug builds (every test, schemathesis) refuse to answer a problem
+    // the operation does not document.
+    let edge = if cfg!(debug_assertions) {
+        Edge::checking(Documented::from_spec(
+            &serde_json::from_str(&spec).expect("the document is JSON"),
+        ))
+    } else {
+        Edge::default()
+    };
     // Swagger UI embeds the document it is given: give it the served one.
     let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
     Route::new()
@@ -179,7 +189,7 @@ pub(super) fn routes(
         .with(KeyGuard)
         .with(BodyLimit::new(body_limit_bytes))
         .with_if(!settings.cors_allowed_origins.is_empty(), cors(settings))
-        .with(Edge)
+        .with(edge)
         // Outermost: every answer, problems included, carries the id, and
         // every log line of the request is in its span.
         .with(RequestId::new().reuse_id(ReuseId::Use))

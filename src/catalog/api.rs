@@ -25,7 +25,7 @@ use crate::{
         ApiTags,
         admission::{Admission, QueueToken},
         paging::PageBody,
-        problem::Problem,
+        problem::{AdminCreate, ApiResult, Problem},
         strict::JsonString,
     },
 };
@@ -176,6 +176,23 @@ impl<R, C, W> CatalogApi<R, C, W> {
     }
 }
 
+crate::refusals! {
+    ListConcertsRefusals {
+        400: [validation_failed],
+    }
+    ListSchedulesRefusals {
+        400: [validation_failed],
+        404: [not_found],
+    }
+    ListSeatsRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden, queue_not_admitted],
+        404: [not_found],
+        409: [not_on_sale],
+    }
+}
+
 #[OpenApi]
 impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     /// Create a concert with its schedules and seats in one call.
@@ -189,7 +206,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         &self,
         auth: AdminAuth,
         body: Json<CreateConcertBody>,
-    ) -> Result<CreateConcertResponse, Problem> {
+    ) -> ApiResult<CreateConcertResponse, AdminCreate> {
         let created = self
             .service
             .create_concert(draft_from(body.0), Some(auth.0.user_id))
@@ -211,7 +228,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> Result<ListConcertsResponse, Problem> {
+    ) -> ApiResult<ListConcertsResponse, ListConcertsRefusals> {
         let page = self
             .service
             .list_concerts(after.0, limit.0.unwrap_or(DEFAULT_CONCERT_PAGE))
@@ -242,7 +259,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         /// Page size, 1–100 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> Result<ListSchedulesResponse, Problem> {
+    ) -> ApiResult<ListSchedulesResponse, ListSchedulesRefusals> {
         let page = self
             .service
             .list_schedules(
@@ -289,7 +306,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         /// Only seats of this grade.
         #[oai(validator(min_length = 1, max_length = 32))]
         grade: Query<Option<String>>,
-    ) -> Result<ListSeatsResponse, Problem> {
+    ) -> ApiResult<ListSeatsResponse, ListSeatsRefusals> {
         let schedule = ScheduleId(id.0);
         self.admission
             .require(&queue, auth.0.user_id, schedule)

@@ -28,7 +28,7 @@ use crate::{
         idempotency::{key_reused, request_key},
         limits::{RateLimits, client_ip},
         paging::PageBody,
-        problem::Problem,
+        problem::{AdminCreate, AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
         strict::JsonString,
     },
 };
@@ -309,6 +309,22 @@ fn report_body(report: ReconcileReport) -> ReconcileBody {
     }
 }
 
+crate::refusals! {
+    IssueRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [coupon_not_started, coupon_ended, sold_out, already_issued, idempotency_conflict],
+        429: [rate_limited],
+    }
+    RedeemRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [idempotency_conflict],
+    }
+}
+
 #[OpenApi]
 impl<U, R, L, C, W> CouponApi<U, R, L, C, W>
 where
@@ -330,7 +346,7 @@ where
         &self,
         auth: AdminAuth,
         body: Json<CreateVendorBody>,
-    ) -> Result<VendorCreated, Problem> {
+    ) -> ApiResult<VendorCreated, AdminCreate> {
         let vendor = self
             .service
             .create_vendor(&body.0.name.0, auth.0.user_id)
@@ -353,7 +369,7 @@ where
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> Result<VendorList, Problem> {
+    ) -> ApiResult<VendorList, AdminPage> {
         let page = self
             .service
             .vendors(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
@@ -372,7 +388,7 @@ where
         &self,
         auth: AdminAuth,
         body: Json<CreateCouponBody>,
-    ) -> Result<CouponCreatedResponse, Problem> {
+    ) -> ApiResult<CouponCreatedResponse, AdminCreate> {
         let body = body.0;
         let draft = CampaignDraft::parse(
             &body.name.0,
@@ -406,7 +422,7 @@ where
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> Result<StatsList, Problem> {
+    ) -> ApiResult<StatsList, AdminPage> {
         let page = self
             .service
             .campaigns(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
@@ -426,7 +442,7 @@ where
         &self,
         _auth: AdminAuth,
         id: Path<i64>,
-    ) -> Result<StatsResponse, Problem> {
+    ) -> ApiResult<StatsResponse, AdminRead> {
         let stats = self.service.stats(CouponId(id.0)).await?;
         Ok(StatsResponse::Ok(Json(stats_body(stats))))
     }
@@ -443,7 +459,7 @@ where
         &self,
         _auth: AdminAuth,
         id: Path<i64>,
-    ) -> Result<ReconcileResponse, Problem> {
+    ) -> ApiResult<ReconcileResponse, AdminRead> {
         let report = self.service.reconcile(CouponId(id.0)).await?;
         Ok(ReconcileResponse::Ok(Json(report_body(report))))
     }
@@ -465,7 +481,7 @@ where
         /// Makes retries safe: the winning request's key replays its answer.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
-    ) -> Result<IssueResponse, Problem> {
+    ) -> ApiResult<IssueResponse, IssueRefusals> {
         let user = auth.0.user_id;
         self.limits.check(user, client_ip(req)).await?;
         let key = request_key(user, "coupon.issue", key.0.as_deref(), &id.0)?;
@@ -495,7 +511,7 @@ where
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> Result<WalletResponse, Problem> {
+    ) -> ApiResult<WalletResponse, UserPage> {
         let page = self
             .service
             .wallet_of(auth.0.user_id, after.0, limit.0.unwrap_or(DEFAULT_PAGE))
@@ -520,7 +536,7 @@ where
         /// Makes retries safe: the same key answers the same job.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
-    ) -> Result<RedemptionResponse, Problem> {
+    ) -> ApiResult<RedemptionResponse, RedeemRefusals> {
         let user = auth.0.user_id;
         let key = request_key(user, "coupon.redeem", key.0.as_deref(), &id.0)?;
         let job = self
@@ -540,7 +556,7 @@ where
         tag = "ApiTags::Coupons",
         operation_id = "getCouponJob"
     )]
-    async fn job(&self, auth: UserAuth, job_id: Path<Uuid>) -> Result<JobResponse, Problem> {
+    async fn job(&self, auth: UserAuth, job_id: Path<Uuid>) -> ApiResult<JobResponse, UserRead> {
         let job = self.service.job(auth.0.user_id, job_id.0).await?;
         let message = match (job.status, job.reason) {
             (JobStatus::Pending, _) => None,

@@ -4,7 +4,10 @@ use super::{ports::NotificationRepository, usecase::NotificationService};
 use crate::{
     auth::api::UserAuth,
     kernel::StoreError,
-    web::{ApiTags, problem::Problem},
+    web::{
+        ApiTags,
+        problem::{ApiResult, Problem, UserPage},
+    },
 };
 use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
@@ -64,7 +67,7 @@ impl<R: NotificationRepository> NotificationsApi<R> {
         /// At most this many (1–100, default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> Result<PageResponse, Problem> {
+    ) -> ApiResult<PageResponse, UserPage> {
         let page = self
             .service
             .page(auth.0.user_id, after.0, limit.0.unwrap_or(50))

@@ -15,7 +15,11 @@ use super::{
 use crate::{
     auth::api::AdminAuth,
     kernel::Clock,
-    web::{ApiTags, paging::PageBody, problem::Problem},
+    web::{
+        ApiTags,
+        paging::PageBody,
+        problem::{AdminOnly, AdminPage, ApiResult, Problem},
+    },
 };
 
 const _: () = assert!(DEFAULT_DEAD_LETTER_PAGE == 100 && MAX_DEAD_LETTER_PAGE == 500);
@@ -113,6 +117,16 @@ impl<R, B, W, C> EventsApi<R, B, W, C> {
     }
 }
 
+crate::refusals! {
+    ReplayRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden],
+        404: [not_found],
+        409: [already_replayed],
+    }
+}
+
 #[OpenApi]
 impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W, C> {
     /// Outbox backlog, consumer-group lag (in all and per stream
@@ -123,7 +137,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         tag = "ApiTags::Admin",
         operation_id = "eventPipelineStatus"
     )]
-    async fn status(&self, _auth: AdminAuth) -> Result<EventsResponse, Problem> {
+    async fn status(&self, _auth: AdminAuth) -> ApiResult<EventsResponse, AdminOnly> {
         let status = self.pipeline.status().await?;
         let age = status.backlog.oldest_pending.map_or(0.0, |t| {
             (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
@@ -172,7 +186,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> Result<DeadLettersResponse, Problem> {
+    ) -> ApiResult<DeadLettersResponse, AdminPage> {
         let letters = self
             .pipeline
             .dead_letters(
@@ -204,7 +218,11 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         tag = "ApiTags::Admin",
         operation_id = "replayDeadLetter"
     )]
-    async fn replay(&self, auth: AdminAuth, id: Path<i64>) -> Result<ReplayResponse, Problem> {
+    async fn replay(
+        &self,
+        auth: AdminAuth,
+        id: Path<i64>,
+    ) -> ApiResult<ReplayResponse, ReplayRefusals> {
         let outbox_id = self.pipeline.replay(id.0, auth.0.user_id).await?;
         Ok(ReplayResponse::Accepted(Json(ReplayBody { outbox_id })))
     }

@@ -29,7 +29,7 @@ use crate::{
         admission::{Admission, QueueToken},
         idempotency::{key_reused, request_key},
         paging::PageBody,
-        problem::Problem,
+        problem::{AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
     },
 };
 
@@ -219,6 +219,31 @@ impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
     }
 }
 
+crate::refusals! {
+    PayRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden, queue_not_admitted],
+        404: [not_found],
+        409: [hold_expired, already_paid, insufficient_points, idempotency_conflict],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+    }
+    CancelTicketRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [not_confirmed, cancel_window_closed, already_cancelled],
+    }
+    RetryRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden],
+        404: [not_found],
+        409: [not_failed],
+    }
+}
+
 #[OpenApi]
 impl<U, P, R, C, W> PaymentApi<U, P, R, C, W>
 where
@@ -245,7 +270,7 @@ where
         /// Makes retries safe: the same key and body pay once.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
-    ) -> Result<PayResponse, Problem> {
+    ) -> ApiResult<PayResponse, PayRefusals> {
         let user = auth.0.user_id;
         let key = request_key(user, "payment.pay", key.0.as_deref(), &req.0)?;
         let hold = self
@@ -267,7 +292,7 @@ where
         tag = "ApiTags::Payments",
         operation_id = "getPayment"
     )]
-    async fn get(&self, auth: UserAuth, id: Path<i64>) -> Result<GetResponse, Problem> {
+    async fn get(&self, auth: UserAuth, id: Path<i64>) -> ApiResult<GetResponse, UserRead> {
         let payment = self.service.get(PaymentId(id.0), auth.0.user_id).await?;
         Ok(GetResponse::Ok(Json(body(&payment))))
     }
@@ -283,7 +308,11 @@ where
         tag = "ApiTags::Payments",
         operation_id = "cancelTicket"
     )]
-    async fn cancel(&self, auth: UserAuth, id: Path<i64>) -> Result<RefundResponse, Problem> {
+    async fn cancel(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> ApiResult<RefundResponse, CancelTicketRefusals> {
         let payment = self.service.cancel(PaymentId(id.0), auth.0.user_id).await?;
         Ok(RefundResponse::Accepted(Json(RefundBody {
             payment_id: payment.id.value(),
@@ -306,7 +335,7 @@ where
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> Result<MineResponse, Problem> {
+    ) -> ApiResult<MineResponse, UserPage> {
         let page = self
             .service
             .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
@@ -329,7 +358,7 @@ where
         &self,
         auth: AdminAuth,
         id: Path<i64>,
-    ) -> Result<CancelScheduleResponse, Problem> {
+    ) -> ApiResult<CancelScheduleResponse, AdminRead> {
         let progress = self
             .service
             .cancel_schedule(ScheduleId(id.0), auth.0.user_id)
@@ -352,7 +381,7 @@ where
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> Result<ScheduleSalesResponse, Problem> {
+    ) -> ApiResult<ScheduleSalesResponse, AdminPage> {
         let page = self
             .service
             .schedules(after.0, limit.0.unwrap_or(DEFAULT_SCHEDULE_PAGE))
@@ -374,7 +403,7 @@ where
         &self,
         _auth: AdminAuth,
         id: Path<i64>,
-    ) -> Result<ScheduleSaleResponse, Problem> {
+    ) -> ApiResult<ScheduleSaleResponse, AdminRead> {
         let progress = self.service.cancellation(ScheduleId(id.0)).await?;
         Ok(ScheduleSaleResponse::Ok(Json(sale_body(&progress))))
     }
@@ -396,7 +425,7 @@ where
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> Result<CompensationsResponse, Problem> {
+    ) -> ApiResult<CompensationsResponse, AdminPage> {
         let status = status.0.map(|s| match s {
             CompensationStatusBody::Pending => CompensationStatus::Pending,
             CompensationStatusBody::Succeeded => CompensationStatus::Succeeded,
@@ -435,7 +464,11 @@ where
         tag = "ApiTags::Admin",
         operation_id = "retryCompensation"
     )]
-    async fn retry(&self, auth: AdminAuth, id: Path<i64>) -> Result<RetryResponse, Problem> {
+    async fn retry(
+        &self,
+        auth: AdminAuth,
+        id: Path<i64>,
+    ) -> ApiResult<RetryResponse, RetryRefusals> {
         self.service
             .retry_compensation(id.0, auth.0.user_id)
             .await?;

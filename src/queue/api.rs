@@ -26,7 +26,7 @@ use crate::{
         admission::{AdmissionCheck, QueueToken},
         limits::{RateLimits, client_ip},
         paging::PageBody,
-        problem::Problem,
+        problem::{AdminPage, ApiResult, Problem},
     },
 };
 
@@ -185,7 +185,9 @@ pub struct SettingsChangeBody {
     pub active_ttl_seconds: i64,
     #[oai(validator(minimum(value = "30"), maximum(value = "3600")))]
     pub heartbeat_grace_seconds: i64,
-    /// RFC 3339; before it, arrivals enter the pre-queue.
+    /// RFC 3339; before it, arrivals enter the pre-queue. `null` removes
+    /// the opening time; leaving the field out keeps it.
+    #[oai(nullable)]
     pub opens_at: MaybeUndefined<DateTime<Utc>>,
     pub queueing_method: Option<MethodBody>,
     pub paused: Option<bool>,
@@ -305,6 +307,29 @@ impl<S, R, D, C> QueueApi<S, R, D, C> {
     }
 }
 
+crate::refusals! {
+    EnterRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [queue_closed],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+        429: [rate_limited],
+    }
+    QueueTokenRefusals {
+        401: [unauthorized],
+    }
+    SettingsRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden],
+        404: [not_found],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+    }
+}
+
 #[OpenApi]
 impl<S, R, D, C> QueueApi<S, R, D, C>
 where
@@ -328,7 +353,7 @@ where
         auth: UserAuth,
         req: &poem::Request,
         body: Json<EnterBody>,
-    ) -> Result<EnterResponse, Problem> {
+    ) -> ApiResult<EnterResponse, EnterRefusals> {
         self.limits.check(auth.0.user_id, client_ip(req)).await?;
         let admission = self
             .service
@@ -350,7 +375,7 @@ where
         tag = "ApiTags::Queue",
         operation_id = "queueStatus"
     )]
-    async fn status(&self, token: QueueToken) -> Result<StatusResponse, Problem> {
+    async fn status(&self, token: QueueToken) -> ApiResult<StatusResponse, QueueTokenRefusals> {
         let status = self.service.status(&token.0.key).await?;
         Ok(StatusResponse::Ok(Json(status_body(status))))
     }
@@ -362,7 +387,7 @@ where
         tag = "ApiTags::Queue",
         operation_id = "leaveQueue"
     )]
-    async fn leave(&self, token: QueueToken) -> Result<LeaveResponse, Problem> {
+    async fn leave(&self, token: QueueToken) -> ApiResult<LeaveResponse, QueueTokenRefusals> {
         self.service.leave(&token.0.key).await?;
         Ok(LeaveResponse::Left)
     }
@@ -383,7 +408,7 @@ where
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> Result<RoomsResponse, Problem> {
+    ) -> ApiResult<RoomsResponse, AdminPage> {
         let rooms = self
             .service
             .stats(after.0, limit.0.unwrap_or(DEFAULT_ROOM_PAGE))
@@ -415,7 +440,7 @@ where
         auth: AdminAuth,
         concert_id: Path<i64>,
         body: Json<SettingsChangeBody>,
-    ) -> Result<SettingsResponse, Problem> {
+    ) -> ApiResult<SettingsResponse, SettingsRefusals> {
         let b = body.0;
         let change = SettingsChange {
             rates: QueueSettings::parse(

@@ -22,7 +22,7 @@ use crate::{
         admission::{Admission, QueueToken},
         limits::{RateLimits, client_ip},
         paging::PageBody,
-        problem::Problem,
+        problem::{ApiResult, Problem, UserPage, UserRead},
     },
 };
 
@@ -147,6 +147,31 @@ impl<U, R, S, C, W> ReservationApi<U, R, S, C, W> {
     }
 }
 
+crate::refusals! {
+    HoldRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden, queue_not_admitted],
+        404: [not_found],
+        409: [seat_unavailable, hold_limit, not_on_sale],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+        429: [rate_limited],
+    }
+    ReleaseRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [reservation_not_held],
+    }
+    JoinWaitlistRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [seats_available, already_waitlisted, not_on_sale],
+    }
+}
+
 #[OpenApi]
 impl<U, R, S, C, W> ReservationApi<U, R, S, C, W>
 where
@@ -170,7 +195,7 @@ where
         queue: QueueToken,
         request: &poem::Request,
         req: Json<HoldBody>,
-    ) -> Result<HoldResponse, Problem> {
+    ) -> ApiResult<HoldResponse, HoldRefusals> {
         self.limits
             .check(auth.0.user_id, client_ip(request))
             .await?;
@@ -195,7 +220,7 @@ where
         tag = "ApiTags::Reservations",
         operation_id = "getReservation"
     )]
-    async fn get(&self, auth: UserAuth, id: Path<i64>) -> Result<GetResponse, Problem> {
+    async fn get(&self, auth: UserAuth, id: Path<i64>) -> ApiResult<GetResponse, UserRead> {
         let reservation = self
             .service
             .get(ReservationId(id.0), auth.0.user_id)
@@ -221,7 +246,7 @@ where
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> Result<MineResponse, Problem> {
+    ) -> ApiResult<MineResponse, UserPage> {
         let page = self
             .service
             .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
@@ -239,7 +264,11 @@ where
         tag = "ApiTags::Reservations",
         operation_id = "releaseReservation"
     )]
-    async fn release(&self, auth: UserAuth, id: Path<i64>) -> Result<ReleaseResponse, Problem> {
+    async fn release(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> ApiResult<ReleaseResponse, ReleaseRefusals> {
         self.service
             .release(ReservationId(id.0), auth.0.user_id)
             .await?;
@@ -261,7 +290,11 @@ where
         tag = "ApiTags::Reservations",
         operation_id = "joinWaitlist"
     )]
-    async fn join_waitlist(&self, auth: UserAuth, id: Path<i64>) -> Result<JoinResponse, Problem> {
+    async fn join_waitlist(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> ApiResult<JoinResponse, JoinWaitlistRefusals> {
         let position = self
             .service
             .join_waitlist(auth.0.user_id, ScheduleId(id.0))
@@ -280,7 +313,7 @@ where
         &self,
         auth: UserAuth,
         id: Path<i64>,
-    ) -> Result<PlaceResponse, Problem> {
+    ) -> ApiResult<PlaceResponse, UserRead> {
         let position = self
             .service
             .waitlist_position(auth.0.user_id, ScheduleId(id.0))
@@ -299,7 +332,7 @@ where
         &self,
         auth: UserAuth,
         id: Path<i64>,
-    ) -> Result<LeaveResponse, Problem> {
+    ) -> ApiResult<LeaveResponse, UserRead> {
         self.service
             .leave_waitlist(auth.0.user_id, ScheduleId(id.0))
             .await?;

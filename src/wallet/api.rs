@@ -20,7 +20,7 @@ use crate::{
         ApiTags,
         idempotency::{key_reused, request_key},
         limits::{RateLimits, client_ip},
-        problem::Problem,
+        problem::{ApiResult, Problem, UserOnly, UserPage},
     },
 };
 
@@ -107,6 +107,17 @@ impl<U, R, C, W> WalletApi<U, R, C, W> {
     }
 }
 
+crate::refusals! {
+    ChargeRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        409: [balance_limit, idempotency_conflict],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+        429: [rate_limited],
+    }
+}
+
 #[OpenApi]
 impl<U, R, C, W> WalletApi<U, R, C, W>
 where
@@ -123,7 +134,7 @@ where
         tag = "ApiTags::Wallet",
         operation_id = "getWallet"
     )]
-    async fn balance(&self, auth: UserAuth) -> Result<BalanceResponse, Problem> {
+    async fn balance(&self, auth: UserAuth) -> ApiResult<BalanceResponse, UserOnly> {
         let balance = self.service.balance(auth.0.user_id).await?;
         Ok(BalanceResponse::Ok(Json(BalanceBody {
             balance: balance.value(),
@@ -145,7 +156,7 @@ where
         /// Makes retries safe: the same key and body charge once.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
-    ) -> Result<ChargeResponse, Problem> {
+    ) -> ApiResult<ChargeResponse, ChargeRefusals> {
         let user = auth.0.user_id;
         self.limits.check(user, client_ip(req)).await?;
         let key = request_key(user, "wallet.charge", key.0.as_deref(), &body.0)?;
@@ -176,7 +187,7 @@ where
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> Result<PageResponse, Problem> {
+    ) -> ApiResult<PageResponse, UserPage> {
         let page = self
             .service
             .transactions(auth.0.user_id, after.0.or(cursor.0), limit.0.unwrap_or(20))

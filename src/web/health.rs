@@ -5,7 +5,10 @@ use std::time::Duration;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 use sea_orm::DatabaseConnection;
 
-use super::{ApiTags, problem::Problem};
+use super::{
+    ApiTags,
+    problem::{ApiResult, Problem, Unrefused},
+};
 use crate::kv::Conn;
 
 /// How long a readiness check waits for each dependency.
@@ -71,7 +74,7 @@ impl HealthApi {
         tag = "ApiTags::Health",
         operation_id = "ready"
     )]
-    async fn ready(&self) -> Result<HealthResponse, Problem> {
+    async fn ready(&self) -> ApiResult<HealthResponse, Unrefused> {
         let db_ok = matches!(
             tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await,
             Ok(Ok(()))
@@ -88,7 +91,8 @@ impl HealthApi {
             return Err(Problem::unavailable(format!(
                 "not ready: {} unreachable",
                 down.join(" and ")
-            )));
+            ))
+            .into());
         }
         Ok(HealthResponse::Ok(Json(HealthBody {
             status: "ok".into(),

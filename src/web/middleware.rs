@@ -1,7 +1,7 @@
 //! Cross-cutting HTTP behaviour: every error becomes problem+json, request
 //! bodies are bounded, and every request is measured.
 
-use std::time::Instant;
+use std::{sync::Arc, time::Instant};
 
 use poem::{
     Body, Endpoint, IntoResponse, Middleware, Request, Response, Result,
@@ -16,7 +16,7 @@ use poem_openapi::{
     },
 };
 
-use super::problem::Problem;
+use super::problem::{Documented, Problem};
 
 /// Turns any error that reaches the edge into a problem+json response.
 /// Client mistakes keep their explanation; server failures are logged and
@@ -87,10 +87,24 @@ fn payload_too_large() -> Problem {
 }
 
 /// Renders an error as problem+json, keeping the operation id so metrics can
-/// still label the request.
-fn render_error(err: poem::Error) -> Response {
+/// still label the request. With `documented` (debug builds), a problem the
+/// operation's OpenAPI entry does not list is a bug: it is logged and
+/// answered 500, so tests and schemathesis catch the missing entry.
+fn render_error(err: poem::Error, documented: Option<&Documented>) -> Response {
     let operation = err.data::<OperationId>().map(|op| OperationId(op.0));
-    let mut resp = error_to_problem(err).into_response();
+    let mut problem = error_to_problem(err);
+    if let (Some(documented), Some(operation)) = (documented, &operation)
+        && !documented.allows(operation.0, problem.status, &problem.code)
+    {
+        tracing::error!(
+            operation = operation.0,
+            status = problem.status,
+            code = %problem.code,
+            "an answer the operation's OpenAPI entry does not document; add it to its refusals"
+        );
+        problem = Problem::internal();
+    }
+    let mut resp = problem.into_response();
     if let Some(operation) = operation {
         resp.set_data(operation);
     }
@@ -162,18 +176,35 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
 /// is counted in `http_requests_total` and timed in the
 /// `http_request_duration_seconds` histogram, labelled by operation id (not
 /// the raw path, which would make one series per seat id).
-pub struct Edge;
+#[derive(Default)]
+pub struct Edge {
+    documented: Option<Arc<Documented>>,
+}
+
+impl Edge {
+    /// Also refuses (500, logged) any problem an operation answers that its
+    /// OpenAPI entry does not list: for debug builds and tests.
+    pub fn checking(documented: Documented) -> Self {
+        Self {
+            documented: Some(Arc::new(documented)),
+        }
+    }
+}
 
 impl<E: Endpoint> Middleware<E> for Edge {
     type Output = EdgeEndpoint<E>;
 
     fn transform(&self, inner: E) -> Self::Output {
-        EdgeEndpoint { inner }
+        EdgeEndpoint {
+            inner,
+            documented: self.documented.clone(),
+        }
     }
 }
 
 pub struct EdgeEndpoint<E> {
     inner: E,
+    documented: Option<Arc<Documented>>,
 }
 
 impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
@@ -184,7 +215,7 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         let method = req.method().to_string();
         let resp = match self.inner.call(req).await {
             Ok(output) => output.into_response(),
-            Err(err) => render_error(err),
+            Err(err) => render_error(err, self.documented.as_deref()),
         };
         let operation = resp.data::<OperationId>().map(|op| op.0).unwrap_or("other");
         let status = resp.status().as_u16().to_string();
@@ -197,5 +228,81 @@ impl<E: Endpoint> Endpoint for EdgeEndpoint<E> {
         metrics::histogram!("http_request_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn documented() -> Documented {
+        Documented::from_spec(&json!({"paths": {"/v1/reservations": {"post": {
+            "operationId": "holdSeat",
+            "responses": {
+                "201": {"description": "held"},
+                "409": {"description": "Refused; `code`: `seat_unavailable`, `hold_limit`"},
+                "503": {"description": "down; `code`: `unavailable`"}
+            }
+        }}}}))
+    }
+
+    fn answer(problem: Problem, operation: Option<&'static str>) -> (u16, Problem) {
+        let mut err: poem::Error = problem.into();
+        if let Some(op) = operation {
+            err.set_data(OperationId(op));
+        }
+        let documented = documented();
+        let resp = render_error(err, Some(&documented));
+        let status = resp.status().as_u16();
+        assert_eq!(
+            resp.data::<OperationId>().map(|op| op.0),
+            operation,
+            "the operation id survives for the metrics"
+        );
+        let body = futures::executor::block_on(resp.into_body().into_string()).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        (
+            status,
+            Problem::new(
+                StatusCode::from_u16(status).unwrap(),
+                json["code"].as_str().unwrap(),
+                json["detail"].as_str().unwrap(),
+            ),
+        )
+    }
+
+    #[test]
+    fn a_documented_problem_passes_through() {
+        let (status, problem) = answer(
+            Problem::conflict("hold_limit", "four holds already"),
+            Some("holdSeat"),
+        );
+        assert_eq!((status, problem.code.as_str()), (409, "hold_limit"));
+        let (status, _) = answer(Problem::unavailable("down"), Some("holdSeat"));
+        assert_eq!(status, 503);
+    }
+
+    #[test]
+    fn an_undocumented_code_or_status_becomes_a_logged_500() {
+        let (status, problem) = answer(
+            Problem::conflict("sold_out", "not this operation's"),
+            Some("holdSeat"),
+        );
+        assert_eq!((status, problem.code.as_str()), (500, "internal"));
+        let (status, _) = answer(Problem::not_found("no such seat"), Some("holdSeat"));
+        assert_eq!(status, 500);
+    }
+
+    #[test]
+    fn answers_outside_any_documented_operation_are_not_checked() {
+        let (status, _) = answer(Problem::not_found("no such route"), None);
+        assert_eq!(status, 404);
+        let (status, _) = answer(
+            Problem::conflict("x", "unknown op"),
+            Some("notInTheDocument"),
+        );
+        assert_eq!(status, 409);
     }
 }

@@ -1,5 +1,10 @@
 //! RFC 9457 problem details: the one error shape every endpoint answers with.
 
+use std::{
+    collections::{HashMap, HashSet},
+    marker::PhantomData,
+};
+
 use poem::{
     IntoResponse, Response,
     error::ResponseError,
@@ -128,43 +133,257 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Documents every operation's error answers as problem+json (4XX and 5XX).
-impl ApiResponse for Problem {
-    fn meta() -> MetaResponses {
-        let content = || {
-            vec![MetaMediaType {
-                content_type: PROBLEM_JSON,
-                schema: <Problem as Type>::schema_ref(),
-            }]
-        };
-        MetaResponses {
-            responses: vec![
-                MetaResponse {
-                    description: "The request was refused; `code` says why.",
-                    status: None,
-                    status_range: Some("4XX".to_owned()),
-                    content: content(),
-                    headers: vec![],
+/// One error status an operation can answer, with the `code`s it uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusal {
+    pub status: u16,
+    pub codes: &'static [&'static str],
+    /// Written by [`refusals!`]: the codes, each in backticks.
+    pub description: &'static str,
+}
+
+/// The problems one operation (or a family of alike operations) can
+/// answer, declared next to it with [`refusals!`] and documented in its
+/// OpenAPI entry status by status. `500 internal` and `503 unavailable`
+/// (with `Retry-After`) are added to every set.
+pub trait Refusals: Send + Sync + 'static {
+    const REFUSALS: &'static [Refusal];
+}
+
+/// Declares a [`Refusals`] set:
+///
+/// ```ignore
+/// refusals! {
+///     /// Holding a seat.
+///     pub HoldRefusals {
+///         400: [validation_failed],
+///         409: [seat_unavailable, hold_limit],
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! refusals {
+    ($(
+        $(#[$doc:meta])*
+        $vis:vis $name:ident { $($status:literal : [$first:ident $(, $rest:ident)* $(,)?]),* $(,)? }
+    )*) => {$(
+        $(#[$doc])*
+        $vis enum $name {}
+
+        impl $crate::web::problem::Refusals for $name {
+            const REFUSALS: &'static [$crate::web::problem::Refusal] = &[$(
+                $crate::web::problem::Refusal {
+                    status: $status,
+                    codes: &[stringify!($first) $(, stringify!($rest))*],
+                    description: concat!(
+                        "Refused; `code`: `", stringify!($first), "`" $(, ", `", stringify!($rest), "`")*
+                    ),
                 },
-                MetaResponse {
-                    description: "The server or one of its dependencies failed; retry after `Retry-After` seconds when present.",
-                    status: None,
-                    status_range: Some("5XX".to_owned()),
-                    content: content(),
-                    headers: vec![MetaHeader {
-                        name: "Retry-After".to_owned(),
-                        description: Some("Seconds to wait before retrying.".to_owned()),
-                        required: false,
-                        deprecated: false,
-                        schema: <u32 as Type>::schema_ref(),
-                    }],
-                },
-            ],
+            )*];
         }
+    )*};
+}
+
+refusals! {
+    /// Needs nothing that can be refused (only `500`/`503`).
+    pub Unrefused {}
+    /// A user's own resource without parameters.
+    pub UserOnly {
+        401: [unauthorized],
+    }
+    /// A page of a user's own things.
+    pub UserPage {
+        400: [validation_failed],
+        401: [unauthorized],
+    }
+    /// One of a user's own things, by id.
+    pub UserRead {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+    }
+    /// An operator's view without parameters.
+    pub AdminOnly {
+        401: [unauthorized],
+        403: [forbidden],
+    }
+    /// A page of an operator's list.
+    pub AdminPage {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden],
+    }
+    /// One thing an operator names by id.
+    pub AdminRead {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden],
+        404: [not_found],
+    }
+    /// An operator creating something from a JSON body.
+    pub AdminCreate {
+        400: [validation_failed],
+        401: [unauthorized],
+        403: [forbidden],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+    }
+}
+
+/// The error half of an operation's result: a [`Problem`] whose possible
+/// statuses and codes the operation declares with `R` (see [`refusals!`]),
+/// so a generated client knows that holding a seat can answer 409
+/// `seat_unavailable`. Anything that converts into a `Problem` converts
+/// into this, so `?` works as before.
+pub struct Refused<R>(pub Problem, PhantomData<fn() -> R>);
+
+pub type ApiResult<T, R> = Result<T, Refused<R>>;
+
+impl<R> std::fmt::Debug for Refused<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<R, E: Into<Problem>> From<E> for Refused<R> {
+    fn from(err: E) -> Self {
+        Self(err.into(), PhantomData)
+    }
+}
+
+impl<R> From<Refused<R>> for poem::Error {
+    fn from(refused: Refused<R>) -> Self {
+        refused.0.into()
+    }
+}
+
+impl<R> IntoResponse for Refused<R> {
+    fn into_response(self) -> Response {
+        self.0.as_response()
+    }
+}
+
+fn problem_content() -> Vec<MetaMediaType> {
+    vec![MetaMediaType {
+        content_type: PROBLEM_JSON,
+        schema: <Problem as Type>::schema_ref(),
+    }]
+}
+
+fn retry_after() -> MetaHeader {
+    MetaHeader {
+        name: "Retry-After".to_owned(),
+        description: Some("Seconds to wait before retrying.".to_owned()),
+        required: false,
+        deprecated: false,
+        schema: <u32 as Type>::schema_ref(),
+    }
+}
+
+/// Every operation's errors, in status order, as problem+json.
+pub fn refusal_responses(refusals: &[Refusal]) -> MetaResponses {
+    let mut responses: Vec<MetaResponse> = refusals
+        .iter()
+        .map(|r| MetaResponse {
+            description: r.description,
+            status: Some(r.status),
+            status_range: None,
+            content: problem_content(),
+            headers: if r.status == 429 {
+                vec![retry_after()]
+            } else {
+                vec![]
+            },
+        })
+        .collect();
+    responses.push(MetaResponse {
+        description: "A bug or an unexpected failure, logged by the server; `code`: `internal`",
+        status: Some(500),
+        status_range: None,
+        content: problem_content(),
+        headers: vec![],
+    });
+    responses.push(MetaResponse {
+        description: "A dependency (database, Redis) is down; retry after the `Retry-After` header's seconds; `code`: `unavailable`",
+        status: Some(503),
+        status_range: None,
+        content: problem_content(),
+        headers: vec![retry_after()],
+    });
+    responses.sort_by_key(|r| r.status);
+    MetaResponses { responses }
+}
+
+impl<R: Refusals> ApiResponse for Refused<R> {
+    fn meta() -> MetaResponses {
+        refusal_responses(R::REFUSALS)
     }
 
     fn register(registry: &mut Registry) {
         <Problem as Type>::register(registry);
+    }
+}
+
+/// Where the documented refusals are checked against what is answered:
+/// every operation's statuses and codes as the served document lists them.
+#[derive(Debug, Default)]
+pub struct Documented {
+    operations: HashMap<String, HashMap<u16, HashSet<String>>>,
+}
+
+impl Documented {
+    /// Reads the error responses of every operation of an OpenAPI document
+    /// written from [`Refused`] (codes are the backticked words of each
+    /// response's description).
+    pub fn from_spec(spec: &serde_json::Value) -> Self {
+        let mut operations = HashMap::new();
+        let ops = spec
+            .get("paths")
+            .and_then(serde_json::Value::as_object)
+            .into_iter()
+            .flat_map(|paths| paths.values())
+            .filter_map(serde_json::Value::as_object)
+            .flat_map(|methods| methods.values());
+        for op in ops {
+            let Some(id) = op.get("operationId").and_then(serde_json::Value::as_str) else {
+                continue;
+            };
+            let mut statuses: HashMap<u16, HashSet<String>> = HashMap::new();
+            for (status, response) in op
+                .get("responses")
+                .and_then(serde_json::Value::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let Ok(status) = status.parse::<u16>() else {
+                    continue;
+                };
+                let description = response
+                    .get("description")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default();
+                let codes = description
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect();
+                statuses.insert(status, codes);
+            }
+            operations.insert(id.to_owned(), statuses);
+        }
+        Self { operations }
+    }
+
+    /// Whether `operation` documents answering `status` with `code`
+    /// (an operation the document does not know is not checked).
+    pub fn allows(&self, operation: &str, status: u16, code: &str) -> bool {
+        match self.operations.get(operation) {
+            None => true,
+            Some(statuses) => statuses
+                .get(&status)
+                .is_some_and(|codes| codes.contains(code)),
+        }
     }
 }
 
