@@ -126,6 +126,12 @@ pub struct Settings {
     )]
     pub log_format: LogFormat,
 
+    /// Export spans (requests, event handling, compensation attempts) over
+    /// OTLP/HTTP (JSON) to this collector, e.g. `http://localhost:4318`
+    /// (`/v1/traces` is added unless given). Off when unset.
+    #[arg(long, env = "BOXOFFICE_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "BOXOFFICE_BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
     pub body_limit_bytes: usize,

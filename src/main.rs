@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
-            telemetry::init(settings.log_format);
+            let _telemetry = telemetry::init(settings.log_format, None)?;
             let conn = db::connect(&settings.database_url).await?;
             db::migrate(&conn).await?;
             eprintln!("migrations applied to {}", redact(&settings.database_url));
@@ -49,7 +49,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    telemetry::init(settings.log_format);
+    let _telemetry = telemetry::init(settings.log_format, settings.otlp_endpoint.as_deref())
+        .context("setting up the OTLP trace export")?;
     let app = Application::build(&settings).await?;
     let base = format!("http://{}", app.addr());
     tracing::info!(url = %base, database = %redact(&settings.database_url), redis = settings.redis_url.is_some(), redis_cluster = !settings.redis_cluster_nodes.is_empty(), "boxoffice is listening");

@@ -15,6 +15,7 @@ mod m20261203_000009_schedule_status;
 mod m20261204_000010_queue_opening;
 mod m20261204_000011_waitlist;
 mod m20261204_000012_payment_schedule;
+mod m20261204_000013_traceparent;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000010_queue_opening::Migration),
             Box::new(m20261204_000011_waitlist::Migration),
             Box::new(m20261204_000012_payment_schedule::Migration),
+            Box::new(m20261204_000013_traceparent::Migration),
         ]
     }
 }

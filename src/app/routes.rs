@@ -9,7 +9,7 @@ use poem::{
     endpoint::make_sync,
     get, handler,
     http::Method,
-    middleware::{Cors, RequestId, ReuseId},
+    middleware::Cors,
     web::{Data, Html},
 };
 use poem_openapi::OpenApiService;
@@ -51,6 +51,7 @@ use crate::{
         idempotency::KeyGuard,
         middleware::{BodyLimit, Edge},
         problem::Documented,
+        traced::Traced,
     },
 };
 
@@ -191,8 +192,9 @@ pub(super) fn routes(
         .with_if(!settings.cors_allowed_origins.is_empty(), cors(settings))
         .with(edge)
         // Outermost: every answer, problems included, carries the id, and
-        // every log line of the request is in its span.
-        .with(RequestId::new().reuse_id(ReuseId::Use))
+        // every log line of the request, and every event it writes, is in
+        // its trace.
+        .with(Traced)
         .into_endpoint()
         .boxed()
 }
@@ -208,6 +210,8 @@ fn cors(settings: &Settings) -> Cors {
             "content-type",
             "x-queue-token",
             "idempotency-key",
+            "x-request-id",
+            "traceparent",
         ])
         .expose_headers(["retry-after", "location", "x-request-id"])
         .max_age(600);

@@ -13,6 +13,8 @@ pub struct NewEvent {
     pub aggregate_type: &'static str,
     pub aggregate_id: String,
     pub payload: serde_json::Value,
+    /// The trace of the work that made the event (see `kernel::trace`).
+    pub traceparent: Option<String>,
 }
 
 impl NewEvent {
@@ -28,6 +30,7 @@ impl NewEvent {
             aggregate_id: aggregate_id.to_string(),
             // Serialising a plain data struct to a JSON value cannot fail.
             payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+            traceparent: super::trace::current_traceparent(),
         }
     }
 }
@@ -44,6 +47,10 @@ pub struct EventEnvelope {
     pub aggregate_id: String,
     pub occurred_at: DateTime<Utc>,
     pub payload: serde_json::Value,
+    /// The W3C trace context of the request (or job) that wrote the event;
+    /// whoever handles it continues that trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// An envelope on the bus, with the outbox row it came from (none for events
@@ -318,4 +325,42 @@ pub struct ReceiptIssued {
     pub payment_id: i64,
     pub user_id: i64,
     pub amount: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::trace::TraceContext;
+
+    #[tokio::test]
+    async fn an_event_carries_the_trace_it_was_made_in() {
+        let made = |n: i64| NewEvent::new(types::WALLET_CHARGED, "wallet", n, &n);
+        assert_eq!(made(1).traceparent, None, "outside any trace: none");
+        let ctx = TraceContext::root(None);
+        let event = ctx.scope(async { made(2) }).await;
+        assert_eq!(event.traceparent, Some(ctx.traceparent()));
+        let envelope = EventEnvelope {
+            event_id: Uuid::new_v4(),
+            event_type: event.event_type.into(),
+            aggregate_type: event.aggregate_type.into(),
+            aggregate_id: event.aggregate_id,
+            occurred_at: Utc::now(),
+            payload: event.payload,
+            traceparent: event.traceparent,
+        };
+        let span = tracing::info_span!(
+            "event",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        );
+        let handled = crate::kernel::trace::begin(
+            &span,
+            crate::kernel::trace::parse(envelope.traceparent.as_deref()),
+            None,
+        );
+        assert_eq!(handled.trace_id, ctx.trace_id, "its handler continues it");
+        assert_ne!(handled.span_id, ctx.span_id);
+        let line: serde_json::Value = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(line["traceparent"], ctx.traceparent());
+    }
 }

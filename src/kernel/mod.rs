@@ -14,6 +14,7 @@ pub mod page;
 mod points;
 pub mod retention;
 mod store;
+pub mod trace;
 pub mod uow;
 
 pub use clock::{Clock, ManualClock, SystemClock};

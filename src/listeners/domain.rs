@@ -117,6 +117,7 @@ mod tests {
             aggregate_id: "7".into(),
             occurred_at: Utc::now(),
             payload: json!({"amount": 5}),
+            traceparent: None,
         };
         let line = data_platform_line(&event);
         assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));

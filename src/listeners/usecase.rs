@@ -310,6 +310,7 @@ mod tests {
             aggregate_id: "5".into(),
             occurred_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
             payload,
+            traceparent: None,
         }
     }
 

@@ -245,6 +245,16 @@ pub struct Compensation {
     pub attempts: i32,
     pub last_error: Option<String>,
     pub next_attempt_at: DateTime<Utc>,
+    /// The trace of the work that scheduled the step; its attempts
+    /// continue it (see `kernel::trace`).
+    pub traceparent: Option<String>,
+}
+
+/// A compensation step due for an attempt, with the trace it continues.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueCompensation {
+    pub id: i64,
+    pub traceparent: Option<String>,
 }
 
 /// What happens to a compensation step after a failed attempt.

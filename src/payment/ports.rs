@@ -3,8 +3,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    AfterFailure, CancellationProgress, Compensation, CompensationStatus, NewPayment, Payment,
-    PaymentError, PaymentStatus,
+    AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
+    NewPayment, Payment, PaymentError, PaymentStatus,
 };
 use crate::kernel::{PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UserId};
 
@@ -41,7 +41,7 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
         max: u64,
-    ) -> impl Future<Output = Result<Vec<i64>, PaymentError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DueCompensation>, PaymentError>> + Send;
 
     /// Up to `max` schedules being cancelled, with when that began.
     fn cancelling_schedules(

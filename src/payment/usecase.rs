@@ -6,6 +6,9 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{TimeDelta, Utc};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
+use tracing::Instrument;
+
+use crate::kernel::trace;
 
 use super::{
     domain::{
@@ -531,8 +534,28 @@ where
         let found = due.len();
         // Steps are independent (each claims its own row), so a mass
         // cancellation's refunds run a few at a time.
+        // Each attempt continues the trace of the work that scheduled the
+        // step, so its log lines and events carry that trace id.
         let outcomes: Vec<Result<(), PaymentError>> = futures::stream::iter(due)
-            .map(|id| self.run_one(id))
+            .map(|step| {
+                let span = tracing::info_span!(
+                    "compensation",
+                    id = step.id,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                let ctx = trace::begin(&span, trace::parse(step.traceparent.as_deref()), None);
+                let attempt = async move {
+                    let outcome = self.run_one(step.id).await;
+                    tracing::debug!(
+                        target: "boxoffice::trace",
+                        ok = outcome.is_ok(),
+                        "compensation: step attempted"
+                    );
+                    outcome
+                };
+                ctx.scope(attempt.instrument(span))
+            })
             .buffer_unordered(REFUND_CONCURRENCY)
             .collect()
             .await;
@@ -1450,6 +1473,37 @@ mod tests {
         // Nothing due any more: a second pass refunds nothing.
         h.compensations.run_due().await.unwrap();
         assert_eq!(h.balance(ALICE), 5_000);
+    }
+
+    #[tokio::test]
+    async fn a_refund_continues_the_trace_of_the_failure_that_scheduled_it() {
+        use crate::kernel::trace::TraceContext;
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.pay(ALICE, r.id).await.unwrap();
+        // The consumer handling the failure works in the buyer's trace.
+        let handling = TraceContext::root(None);
+        handling
+            .scope(h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment))
+            .await;
+        assert_eq!(
+            h.compensation().traceparent,
+            Some(handling.traceparent()),
+            "the step keeps the trace it was scheduled in"
+        );
+
+        // The runner works outside any trace; the attempt continues the step's.
+        h.compensations.run_due().await.unwrap();
+        let world = h.store.world();
+        let refunded = world
+            .outbox
+            .iter()
+            .find(|e| e.event_type == types::PAYMENT_REFUNDED)
+            .expect("a refund event");
+        let ctx = TraceContext::parse(refunded.traceparent.as_deref().unwrap()).unwrap();
+        assert_eq!(ctx.trace_id, handling.trace_id, "the same trace");
+        assert_ne!(ctx.span_id, handling.span_id, "a later span of it");
     }
 
     #[tokio::test]

@@ -1450,6 +1450,7 @@ mod tests {
                 "paymentId": 5, "reservationId": 9, "userId": ALICE.value(),
                 "amount": 1000, "concertId": 7
             }),
+            traceparent: None,
         };
         EventHandler::<()>::handle(&handler, &mut (), &event)
             .await

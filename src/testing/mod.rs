@@ -31,8 +31,8 @@ use crate::{
     outbox::ports::OutboxWriter,
     payment::{
         domain::{
-            AfterFailure, CancellationProgress, Compensation, CompensationStatus, NewPayment,
-            Payment, PaymentError, PaymentStatus,
+            AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
+            NewPayment, Payment, PaymentError, PaymentStatus,
         },
         ports::{PaymentRepository, PaymentTx},
     },
@@ -958,6 +958,7 @@ impl PaymentTx for MemTx {
                     attempts: 0,
                     last_error: None,
                     next_attempt_at: now,
+                    traceparent: crate::kernel::trace::current_traceparent(),
                 },
             );
         }
@@ -1258,14 +1259,17 @@ impl PaymentRepository for MemoryUow {
         &self,
         now: DateTime<Utc>,
         max: u64,
-    ) -> Result<Vec<i64>, PaymentError> {
+    ) -> Result<Vec<DueCompensation>, PaymentError> {
         self.check()?;
         Ok(self
             .world()
             .compensations
             .values()
             .filter(|c| c.status == CompensationStatus::Pending && c.next_attempt_at <= now)
-            .map(|c| c.id)
+            .map(|c| DueCompensation {
+                id: c.id,
+                traceparent: c.traceparent.clone(),
+            })
             .take(max as usize)
             .collect())
     }

@@ -9,6 +9,7 @@ pub mod middleware;
 pub mod paging;
 pub mod problem;
 pub mod strict;
+pub mod traced;
 
 use poem_openapi::Tags;
 

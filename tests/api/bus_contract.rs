@@ -28,6 +28,8 @@ fn message(n: i64) -> BusMessage {
             aggregate_id: "a".into(),
             occurred_at: Utc::now(),
             payload: serde_json::json!({ "n": n }),
+            // Events written by a request carry its trace; others none.
+            traceparent: (n % 2 == 0).then(|| format!("00-{n:032x}-{n:016x}-01")),
         },
     }
 }

@@ -45,12 +45,14 @@ pub(crate) struct Server {
     /// The server's log (warnings and errors of every run), next to its
     /// data-platform sink: what a failed test prints.
     pub(crate) log: PathBuf,
+    /// More environment for the process (e.g. `BOXOFFICE_LOG`).
+    pub(crate) env: Vec<(&'static str, String)>,
 }
 
 impl Server {
     /// The Redis of this run: the standalone one on PostgreSQL, none
     /// (in-process adapters) on SQLite.
-    fn new(dir: &Path, database_url: &str) -> Self {
+    pub(crate) fn new(dir: &Path, database_url: &str) -> Self {
         let redis = if backend() == Backend::Postgres {
             vec!["--redis-url".to_owned(), redis_url()]
         } else {
@@ -112,6 +114,7 @@ impl Server {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             log: sink.with_file_name(format!("server-{port}.log")),
+            env: Vec::new(),
         }
     }
 
@@ -131,6 +134,9 @@ impl Server {
             .open(&self.log)
             .expect("the server's log file");
         let child = Command::new(BIN)
+            .env_remove("BOXOFFICE_LOG")
+            .env_remove("BOXOFFICE_LOG_FORMAT")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(&self.args)
             .env("FAILPOINTS", failpoints)
             .env_remove("BOXOFFICE_DATABASE_URL")
@@ -407,7 +413,7 @@ pub(crate) fn exported_event_ids(sink: &Path) -> Vec<String> {
 
 /// A database of its own for one crash test: a file in `dir`, or a fresh
 /// PostgreSQL database.
-async fn crash_database(dir: &Path) -> String {
+pub(crate) async fn crash_database(dir: &Path) -> String {
     match backend() {
         Backend::Sqlite => format!("sqlite://{}", dir.join("crash.db").display()),
         Backend::Postgres => fresh_database_url().await,

@@ -212,6 +212,7 @@ async fn the_same_message_delivered_twice_has_its_effect_once() {
             aggregate_id: "42".into(),
             occurred_at: Utc::now(),
             payload: json!({"paymentId": 42, "reservationId": 1, "userId": 7, "amount": 5000}),
+            traceparent: None,
         },
     };
     app.bus
@@ -260,6 +261,7 @@ async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
                     aggregate_id: event.aggregate_id,
                     occurred_at: Utc::now(),
                     payload: event.payload,
+                    traceparent: event.traceparent,
                 },
             }
         })
@@ -318,6 +320,7 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
         aggregate_type: "payment",
         aggregate_id: "666".into(),
         payload: json!({"paymentId": "not-a-number"}),
+        traceparent: None,
     };
     write_events(&app, vec![poison, payment(1), payment(2), payment(3)]).await;
 
@@ -697,6 +700,7 @@ async fn http_collector_and_alert_webhook_receive_what_they_should() {
         aggregate_type: "payment",
         aggregate_id: "13".into(),
         payload: json!({"amount": "lots"}),
+        traceparent: None,
     };
     write_events(&app, vec![payment(1), poison]).await;
 

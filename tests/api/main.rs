@@ -30,4 +30,5 @@ mod queue_contract;
 mod retention;
 mod sales;
 mod security;
+mod traces;
 mod waitlist;

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::db::{insert_dead_letter, record_in_inbox};
 use crate::{
@@ -15,7 +16,8 @@ use crate::{
     kernel::{
         Transaction,
         alerts::{AlertSink, NewAlert, Severity},
-        events::EventEnvelope,
+        events::{BusMessage, EventEnvelope},
+        trace,
     },
     outbox::{
         domain::{Delivery, gives_up, retry_after},
@@ -132,42 +134,29 @@ impl<B: EventBus> ConsumerRunner<B> {
     }
 
     /// Handles deliveries one by one, acknowledging each as soon as it is
-    /// finished; a failure leaves that entry pending and moves on.
+    /// finished; a failure leaves that entry pending and moves on. Each
+    /// event is handled in an `event` span continuing the trace of the
+    /// request (or handler) that wrote it, so its log lines and the events
+    /// its handler writes carry the same trace id.
     pub async fn process(&self, deliveries: Vec<Delivery>) {
         let group = self.handler.name();
         for delivery in deliveries {
             let finished = match &delivery.message {
                 Err(reason) => self.dead_letter(&delivery, None, reason).await,
-                Ok(message) => match self.apply(message.target.as_deref(), &message.event).await {
-                    Ok(outcome) => {
-                        let label = match outcome {
-                            Outcome::Applied => "applied",
-                            Outcome::Duplicate => "duplicate",
-                            Outcome::Skipped => "skipped",
-                        };
-                        metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => label)
-                            .increment(1);
-                        true
-                    }
-                    Err(err) if gives_up(delivery.deliveries, self.settings.max_deliveries) => {
-                        let reason = format!("{err:#}");
-                        self.dead_letter(&delivery, Some(&message.event), &reason)
-                            .await
-                    }
-                    Err(err) => {
-                        metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => "failed")
-                            .increment(1);
-                        tracing::warn!(
-                            group,
-                            event = %message.event.event_id,
-                            delivery = delivery.deliveries,
-                            retry_in_ms = retry_after(self.settings.claim_idle, delivery.deliveries).as_millis() as u64,
-                            error = format!("{err:#}"),
-                            "consumer: handler failed; the event stays pending and will be retried"
-                        );
-                        false
-                    }
-                },
+                Ok(message) => {
+                    let event = &message.event;
+                    let span = tracing::info_span!(
+                        "event",
+                        consumer = group,
+                        event_id = %event.event_id,
+                        event_type = %event.event_type,
+                        trace_id = tracing::field::Empty,
+                        span_id = tracing::field::Empty,
+                    );
+                    let ctx = trace::begin(&span, trace::parse(event.traceparent.as_deref()), None);
+                    ctx.scope(self.handle(&delivery, message).instrument(span))
+                        .await
+                }
             };
             if finished
                 && let Err(err) = self
@@ -177,6 +166,44 @@ impl<B: EventBus> ConsumerRunner<B> {
             {
                 // Not acknowledged: it will be reclaimed and dropped by the inbox.
                 tracing::warn!(group, error = format!("{err:#}"), "consumer: ack failed");
+            }
+        }
+    }
+
+    /// Handles one decodable delivery; whether it may be acknowledged.
+    async fn handle(&self, delivery: &Delivery, message: &BusMessage) -> bool {
+        let group = self.handler.name();
+        match self.apply(message.target.as_deref(), &message.event).await {
+            Ok(outcome) => {
+                let label = match outcome {
+                    Outcome::Applied => "applied",
+                    Outcome::Duplicate => "duplicate",
+                    Outcome::Skipped => "skipped",
+                };
+                metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => label)
+                    .increment(1);
+                if !matches!(outcome, Outcome::Skipped) {
+                    tracing::debug!(target: "boxoffice::trace", outcome = label, "consumer: event handled");
+                }
+                true
+            }
+            Err(err) if gives_up(delivery.deliveries, self.settings.max_deliveries) => {
+                let reason = format!("{err:#}");
+                self.dead_letter(delivery, Some(&message.event), &reason)
+                    .await
+            }
+            Err(err) => {
+                metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(
+                    group,
+                    event = %message.event.event_id,
+                    delivery = delivery.deliveries,
+                    retry_in_ms = retry_after(self.settings.claim_idle, delivery.deliveries).as_millis() as u64,
+                    error = format!("{err:#}"),
+                    "consumer: handler failed; the event stays pending and will be retried"
+                );
+                false
             }
         }
     }

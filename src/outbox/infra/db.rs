@@ -38,6 +38,7 @@ pub mod outbox {
         pub target_consumer: Option<String>,
         pub relayed_at: Option<DateTimeUtc>,
         pub published_at: Option<DateTimeUtc>,
+        pub traceparent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -109,6 +110,7 @@ pub async fn append_events<C: ConnectionTrait>(
         target_consumer: Set(None),
         relayed_at: Set(None),
         published_at: Set(None),
+        traceparent: Set(event.traceparent),
         ..Default::default()
     });
     outbox::Entity::insert_many(rows)
@@ -139,6 +141,7 @@ pub fn bus_message(row: &outbox::Model) -> anyhow::Result<BusMessage> {
             occurred_at: row.occurred_at,
             payload: serde_json::from_str(&row.payload)
                 .with_context(|| format!("outbox row {} has a payload that is not JSON", row.id))?,
+            traceparent: row.traceparent.clone(),
         },
     })
 }

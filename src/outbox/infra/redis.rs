@@ -188,6 +188,7 @@ fn stream_order(id: &str) -> (u64, u64) {
 
 const FIELD_OUTBOX_ID: &str = "outboxId";
 const FIELD_TARGET: &str = "target";
+const FIELD_TRACEPARENT: &str = "traceparent";
 
 fn encode(message: &BusMessage) -> Vec<(&'static str, String)> {
     let e = &message.event;
@@ -204,6 +205,9 @@ fn encode(message: &BusMessage) -> Vec<(&'static str, String)> {
     }
     if let Some(target) = &message.target {
         fields.push((FIELD_TARGET, target.clone()));
+    }
+    if let Some(traceparent) = &e.traceparent {
+        fields.push((FIELD_TRACEPARENT, traceparent.clone()));
     }
     fields
 }
@@ -238,6 +242,7 @@ fn decode(entry: &StreamId) -> Result<BusMessage, String> {
                 .to_utc(),
             payload: serde_json::from_str(&field("payload")?)
                 .map_err(|e| parse_err("payload", &e))?,
+            traceparent: entry.get::<String>(FIELD_TRACEPARENT),
         },
     })
 }

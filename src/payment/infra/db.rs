@@ -18,8 +18,8 @@ use crate::{
     },
     payment::{
         domain::{
-            AfterFailure, CancellationProgress, Compensation, CompensationStatus, NewPayment,
-            Payment, PaymentError, PaymentStatus,
+            AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
+            NewPayment, Payment, PaymentError, PaymentStatus,
         },
         ports::{PaymentRepository, PaymentTx},
     },
@@ -68,6 +68,7 @@ pub mod compensation {
         pub next_attempt_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub traceparent: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -101,6 +102,7 @@ fn to_compensation(row: compensation::Model) -> anyhow::Result<Compensation> {
         attempts: row.attempts,
         last_error: row.last_error,
         next_attempt_at: row.next_attempt_at,
+        traceparent: row.traceparent,
     })
 }
 
@@ -301,17 +303,22 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
         &self,
         now: DateTime<Utc>,
         max: u64,
-    ) -> Result<Vec<i64>, PaymentError> {
-        Ok(compensation::Entity::find()
+    ) -> Result<Vec<DueCompensation>, PaymentError> {
+        let due: Vec<(i64, Option<String>)> = compensation::Entity::find()
             .select_only()
             .column(compensation::Column::Id)
+            .column(compensation::Column::Traceparent)
             .filter(compensation::Column::Status.eq(pending()))
             .filter(compensation::Column::NextAttemptAt.lte(now))
             .order_by_asc(compensation::Column::NextAttemptAt)
             .limit(max)
             .into_tuple()
             .all(&self.db)
-            .await?)
+            .await?;
+        Ok(due
+            .into_iter()
+            .map(|(id, traceparent)| DueCompensation { id, traceparent })
+            .collect())
     }
 
     async fn record_failure(
@@ -428,6 +435,7 @@ impl PaymentTx for DbTx {
             next_attempt_at: Set(now),
             created_at: Set(now),
             updated_at: Set(now),
+            traceparent: Set(crate::kernel::trace::current_traceparent()),
             ..Default::default()
         })
         .on_conflict(

@@ -50,6 +50,7 @@ pub fn envelope(event: &QueueEvent) -> BusMessage {
                 "tokenId": event.token_id,
                 "userId": event.user.value(),
             }),
+            traceparent: None,
         },
     }
 }
