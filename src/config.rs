@@ -226,6 +226,19 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000), global = true)]
     pub relay_batch_size: u64,
 
+    /// Seat-map pages are served from snapshots up to this old (0: every
+    /// read goes to the database). A change committed on this instance
+    /// retires its schedule's pages at once; another instance's change
+    /// shows within this time.
+    #[arg(
+        long,
+        env = "BOXOFFICE_SEAT_MAP_SNAPSHOT_MS",
+        default_value_t = 250,
+        value_parser = clap::value_parser!(u64).range(0..=10_000),
+        global = true
+    )]
+    pub seat_map_snapshot_ms: u64,
+
     /// How often the relay looks for rows when nothing woke it.
     #[arg(
         long,

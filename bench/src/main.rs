@@ -16,6 +16,7 @@ mod queue_scaling;
 mod relay;
 mod report;
 mod rooms;
+mod saga_hop;
 mod server;
 mod services;
 mod soak;
@@ -98,6 +99,9 @@ enum Scenario {
     /// (no seat sold twice, the wallet ledger adds up, one receipt and one
     /// data-platform line per payment).
     FullFlow,
+    /// Paid → confirmed (one saga hop through the relay and two consumers)
+    /// at one payment a second and at 500 a second.
+    SagaHop,
 }
 
 #[tokio::main]
@@ -170,6 +174,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
         full_flow::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::SagaHop) {
+        saga_hop::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Cancellation) {
         cancellation::run(&stores, cli.smoke, &mut report).await?;

@@ -94,7 +94,8 @@ impl Services {
             Webhook::new(settings.alert_webhook_url.clone())?,
             SystemClock,
         );
-        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone());
+        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
+            .snapshotting(Duration::from_millis(settings.seat_map_snapshot_ms));
         let queue = QueueService::new(
             a.queue_store.clone(),
             CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),

@@ -167,7 +167,8 @@ pub fn workers(
                 instance.clone(),
                 consumer_settings.clone(),
                 alert_sink.clone(),
-            );
+            )
+            .waking(a.waker.clone());
             workers.push(Box::pin(runner.run(cancel.clone())));
         }
     }

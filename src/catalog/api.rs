@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::{Header, Path, Query},
     payload::Json,
 };
 
@@ -160,8 +160,54 @@ enum ListSchedulesResponse {
 
 #[derive(ApiResponse)]
 enum ListSeatsResponse {
+    /// The page; send its `ETag` back in `If-None-Match` to get 304 while it
+    /// is unchanged.
     #[oai(status = 200)]
-    Ok(Json<PageBody<SeatBody>>),
+    Ok(
+        Json<PageBody<SeatBody>>,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+    /// The page is the one whose `ETag` you sent in `If-None-Match`.
+    #[oai(status = 304)]
+    NotModified(
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Cache-Control")] String,
+    ),
+}
+
+/// Seat maps change by the second during an on-sale: a client may keep a
+/// page but must ask again (with `If-None-Match`) before using it.
+const SEAT_MAP_CACHE_CONTROL: &str = "private, no-cache";
+
+/// The entity tag of a seat-map page: a hash of everything it shows.
+fn seat_page_etag(page: &PageBody<SeatBody>) -> String {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same page hashes the same on every
+    // instance running this build.
+    let mut hasher = std::hash::DefaultHasher::new();
+    for seat in &page.items {
+        (
+            seat.id,
+            seat.number,
+            &seat.grade,
+            seat.price,
+            seat.status as u8,
+        )
+            .hash(&mut hasher);
+    }
+    page.next_cursor.hash(&mut hasher);
+    format!("\"{:016x}\"", hasher.finish())
+}
+
+/// Whether `If-None-Match` names `etag` (a list, weak tags or `*` included).
+fn matches_etag(if_none_match: Option<&str>, etag: &str) -> bool {
+    if_none_match.is_some_and(|header| {
+        header
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+    })
 }
 
 pub struct CatalogApi<R, C, W> {
@@ -306,6 +352,9 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         /// Only seats of this grade.
         #[oai(validator(min_length = 1, max_length = 32))]
         grade: Query<Option<String>>,
+        /// The `ETag` of the page you have: 304 while it is unchanged.
+        #[oai(name = "If-None-Match")]
+        if_none_match: Header<Option<String>>,
     ) -> ApiResult<ListSeatsResponse, ListSeatsRefusals> {
         let schedule = ScheduleId(id.0);
         self.admission
@@ -328,20 +377,23 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
                 limit.0.unwrap_or(DEFAULT_SEAT_PAGE),
             )
             .await?;
-        Ok(ListSeatsResponse::Ok(Json(PageBody::from_page(
-            page,
-            |(seat, availability)| SeatBody {
-                id: seat.id.value(),
-                number: seat.number,
-                grade: seat.grade,
-                price: seat.price.value(),
-                status: match availability {
-                    Availability::Available => SeatStatusBody::Available,
-                    Availability::Held => SeatStatusBody::Held,
-                    Availability::Sold => SeatStatusBody::Sold,
-                },
+        let body = PageBody::from_page(page, |(seat, availability)| SeatBody {
+            id: seat.id.value(),
+            number: seat.number,
+            grade: seat.grade,
+            price: seat.price.value(),
+            status: match availability {
+                Availability::Available => SeatStatusBody::Available,
+                Availability::Held => SeatStatusBody::Held,
+                Availability::Sold => SeatStatusBody::Sold,
             },
-        ))))
+        });
+        let etag = seat_page_etag(&body);
+        let cache_control = SEAT_MAP_CACHE_CONTROL.to_owned();
+        if matches_etag(if_none_match.0.as_deref(), &etag) {
+            return Ok(ListSeatsResponse::NotModified(etag, cache_control));
+        }
+        Ok(ListSeatsResponse::Ok(Json(body), etag, cache_control))
     }
 }
 
@@ -409,3 +461,40 @@ const _: () = {
     assert!(DEFAULT_SEAT_PAGE == 500 && MAX_SEAT_PAGE == 1_000);
     assert!(MAX_SCHEDULE_PAGE == 100);
 };
+
+#[cfg(test)]
+mod etag_tests {
+    use super::*;
+
+    fn page(status: SeatStatusBody) -> PageBody<SeatBody> {
+        PageBody {
+            items: vec![SeatBody {
+                id: 1,
+                number: 1,
+                grade: "VIP".into(),
+                price: 1000,
+                status,
+            }],
+            next_cursor: None,
+        }
+    }
+
+    #[test]
+    fn a_page_keeps_its_tag_until_a_seat_changes() {
+        let tag = seat_page_etag(&page(SeatStatusBody::Available));
+        assert_eq!(tag, seat_page_etag(&page(SeatStatusBody::Available)));
+        assert_ne!(tag, seat_page_etag(&page(SeatStatusBody::Held)));
+        assert!(tag.starts_with('"') && tag.ends_with('"'));
+    }
+
+    #[test]
+    fn if_none_match_is_read_as_the_rfc_says() {
+        let tag = "\"abc\"";
+        assert!(matches_etag(Some("\"abc\""), tag));
+        assert!(matches_etag(Some("W/\"abc\""), tag));
+        assert!(matches_etag(Some("\"x\", \"abc\""), tag));
+        assert!(matches_etag(Some("*"), tag));
+        assert!(!matches_etag(Some("\"abd\""), tag));
+        assert!(!matches_etag(None, tag));
+    }
+}

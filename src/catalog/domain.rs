@@ -349,7 +349,7 @@ impl Seat {
 
 /// Which seats of a schedule the seat map shows: those with this
 /// availability as of now (see [`Seat::availability`]) and of this grade.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct SeatFilter {
     pub status: Option<Availability>,
     pub grade: Option<String>,

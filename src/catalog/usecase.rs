@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use super::{
     domain::{
         Availability, CatalogError, Concert, ConcertDraft, CreatedConcert, MAX_CONCERT_PAGE,
@@ -6,18 +8,44 @@ use super::{
     },
     ports::CatalogRepository,
 };
-use crate::kernel::{Clock, ConcertId, Page, PageRequest, ScheduleId, UserId, events::RelayWake};
+use crate::kernel::{
+    Clock, ConcertId, Page, PageRequest, ScheduleId, UserId, events::RelayWake, snapshot::Snapshots,
+};
 
 #[derive(Clone)]
 pub struct CatalogService<R, C, W> {
     repo: R,
     clock: C,
     wake: W,
+    /// Seat-map pages read lately (off until [`CatalogService::snapshotting`]).
+    seat_maps: Snapshots<SeatMapKey, SeatListing>,
 }
+
+/// One page of one schedule's seat map, as asked for.
+type SeatMapKey = (ScheduleId, SeatFilter, PageRequest);
+
+/// At most this many seat-map pages are kept.
+const SEAT_MAP_SNAPSHOTS: usize = 10_000;
 
 impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     pub fn new(repo: R, clock: C, wake: W) -> Self {
-        Self { repo, clock, wake }
+        Self {
+            repo,
+            clock,
+            wake,
+            seat_maps: Snapshots::new(Duration::ZERO, SEAT_MAP_SNAPSHOTS),
+        }
+    }
+
+    /// Serves seat-map pages from snapshots up to `ttl` old (see
+    /// `kernel::snapshot`): a hold, release, sale or expiry committed on
+    /// this instance retires its schedule's pages at once; another
+    /// instance's change shows within `ttl`.
+    pub fn snapshotting(self, ttl: Duration) -> Self {
+        Self {
+            seat_maps: Snapshots::new(ttl, SEAT_MAP_SNAPSHOTS),
+            ..self
+        }
     }
 
     /// Validates and stores the concert; `ConcertCreated` (naming the admin
@@ -73,8 +101,14 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         let now = self.clock.now();
         let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
-        let seats = match self.repo.list_seats(schedule, filter, page, now).await? {
-            SeatListing::Seats(seats) => seats,
+        let listing = self
+            .seat_maps
+            .get_or_read(schedule, (schedule, filter.clone(), page), || {
+                self.repo.list_seats(schedule, filter, page, now)
+            })
+            .await?;
+        let seats = match &*listing {
+            SeatListing::Seats(seats) => seats.clone(),
             SeatListing::NoSchedule => return Err(CatalogError::ScheduleNotFound(schedule)),
             // A cancelled show offers no seat, free or not.
             SeatListing::OffSale(_) => return Err(CatalogError::NotOnSale(schedule)),

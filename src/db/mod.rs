@@ -137,21 +137,59 @@ impl UnitOfWork for DbUnitOfWork {
 }
 
 /// A database transaction; dropped without `commit`, it rolls back.
-pub struct DbTx(DatabaseTransaction);
+pub struct DbTx {
+    txn: DatabaseTransaction,
+    wrote_events: bool,
+    /// Schedules whose seats the events written name: their seat-map
+    /// snapshots retire once this commits.
+    touched: Vec<crate::kernel::ScheduleId>,
+}
 
 impl DbTx {
     pub fn new(txn: DatabaseTransaction) -> Self {
-        Self(txn)
+        Self {
+            txn,
+            wrote_events: false,
+            touched: Vec::new(),
+        }
     }
 
     pub fn conn(&self) -> &DatabaseTransaction {
-        &self.0
+        &self.txn
+    }
+
+    /// Whether this transaction appended events to the outbox (so its
+    /// commit should wake the relay).
+    pub fn wrote_events(&self) -> bool {
+        self.wrote_events
+    }
+
+    /// Notes what `events` mean for this instance once committed: the
+    /// relay has work, and the schedules they name changed.
+    pub(crate) fn note_events_written(&mut self, events: &[crate::kernel::events::NewEvent]) {
+        self.wrote_events |= !events.is_empty();
+        for event in events {
+            if let Some(schedule) = event
+                .payload
+                .get("scheduleId")
+                .and_then(serde_json::Value::as_i64)
+            {
+                let schedule = crate::kernel::ScheduleId(schedule);
+                if !self.touched.contains(&schedule) {
+                    self.touched.push(schedule);
+                }
+            }
+        }
     }
 }
 
 impl Transaction for DbTx {
     async fn commit(self) -> Result<(), StoreError> {
-        Ok(self.0.commit().await?)
+        self.txn.commit().await?;
+        for schedule in self.touched {
+            crate::kernel::snapshot::touch(schedule);
+        }
+        Ok(())
     }
 }
 

@@ -13,6 +13,7 @@ pub mod keyed;
 pub mod page;
 mod points;
 pub mod retention;
+pub mod snapshot;
 mod store;
 pub mod trace;
 pub mod uow;

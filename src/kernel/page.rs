@@ -4,7 +4,7 @@
 //! when another page follows.
 
 /// Which page to read: items after `after`, at most `limit` of them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PageRequest {
     pub after: Option<i64>,
     pub limit: u64,

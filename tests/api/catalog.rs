@@ -5,7 +5,10 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, concert_body, page_ids, spawn_app};
+use crate::helpers::{
+    TestApp, assert_problem, concert_body, eventually, page_ids, spawn_app, spawn_app_with,
+    spawn_sibling,
+};
 
 /// A page of the concert list; `query` is `""` or a query string.
 async fn concerts(app: &TestApp, query: &str) -> Value {
@@ -343,7 +346,9 @@ async fn set_seat(
 
 #[tokio::test]
 async fn held_seats_count_as_taken_until_their_hold_expires() {
-    let app = spawn_app().await;
+    // Seats are changed behind the server's back (SQL), as another
+    // instance would: read without snapshots so the change shows at once.
+    let app = spawn_app_with(|s| s.seat_map_snapshot_ms = 0).await;
     let created = app.create_concert(&concert_body(1, 3)).await;
     let ids: Vec<i64> = seats(&app, &created)
         .await
@@ -596,4 +601,103 @@ async fn a_large_but_valid_concert_is_created_in_one_call() {
     assert_eq!(created["schedules"][0]["seatCount"], 20_000);
     let listed = schedules(&app, &created["id"]).await;
     assert_eq!(listed[0]["availableSeats"], 20_000);
+}
+
+/// One seat-map read: status, `ETag`, `Cache-Control` and the body.
+async fn seat_read(
+    app: &TestApp,
+    user: i64,
+    token: &str,
+    schedule: &Value,
+    if_none_match: Option<&str>,
+) -> (u16, String, String, Value) {
+    let mut req = app
+        .get(&format!("/v1/schedules/{schedule}/seats"))
+        .bearer_auth(app.user_token(user))
+        .header("x-queue-token", token);
+    if let Some(tag) = if_none_match {
+        req = req.header("if-none-match", tag);
+    }
+    let resp = req.send().await.unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (status, etag, cache) = (
+        resp.status().as_u16(),
+        header("etag"),
+        header("cache-control"),
+    );
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, etag, cache, body)
+}
+
+/// The seat map carries an `ETag`; sent back in `If-None-Match` it gets
+/// 304 while the page is unchanged. Pages come from short-lived snapshots:
+/// a hold committed on this instance changes the page at once, and another
+/// instance (its snapshots kept 300 ms) shows the change within that time.
+#[tokio::test]
+async fn a_seat_map_page_is_revalidated_by_etag_and_a_hold_changes_it_at_once() {
+    let app = spawn_app().await;
+    let created = app.create_concert(&concert_body(1, 3)).await;
+    let (concert, schedule) = (created["id"].clone(), created["schedules"][0]["id"].clone());
+    let token = app.admitted_token(7, &concert).await;
+
+    let (status, tag, cache, first) = seat_read(&app, 7, &token, &schedule, None).await;
+    assert_eq!(status, 200);
+    assert!(tag.starts_with('"') && tag.len() > 2, "{tag:?}");
+    assert_eq!(cache, "private, no-cache");
+    let seat = first["items"][0]["id"].clone();
+    assert_eq!(first["items"][0]["status"], "available");
+    let (status, same, _, body) = seat_read(&app, 7, &token, &schedule, Some(&tag)).await;
+    assert_eq!(
+        (status, &same, &body),
+        (304, &tag, &Value::Null),
+        "unchanged: 304, no body"
+    );
+    let (status, ..) = seat_read(&app, 7, &token, &schedule, Some("\"stale\"")).await;
+    assert_eq!(status, 200, "another tag gets the page");
+
+    // A hold here changes the page at once, within the snapshot's life.
+    let held = app
+        .post("/v1/reservations")
+        .bearer_auth(app.user_token(7))
+        .header("x-queue-token", &token)
+        .json(&json!({"scheduleId": schedule, "seatId": seat}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 201);
+    let (status, changed, _, page) = seat_read(&app, 7, &token, &schedule, Some(&tag)).await;
+    assert_eq!(status, 200);
+    assert_ne!(changed, tag);
+    assert_eq!(page["items"][0]["status"], "held");
+
+    // Another instance sees holds made here within its snapshots' life.
+    let other = spawn_sibling(&app, |s| s.seat_map_snapshot_ms = 300).await;
+    let other_token = other.admitted_token(8, &concert).await;
+    let (_, _, _, seen) = seat_read(&other, 8, &other_token, &schedule, None).await;
+    assert_eq!(seen["items"][0]["status"], "held");
+    let second = first["items"][1]["id"].clone();
+    let held = app
+        .post("/v1/reservations")
+        .bearer_auth(app.user_token(7))
+        .header("x-queue-token", &token)
+        .json(&json!({"scheduleId": schedule, "seatId": second}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 201);
+    eventually(
+        "the other instance to show the hold",
+        std::time::Duration::from_secs(3),
+        || async {
+            let (_, _, _, page) = seat_read(&other, 8, &other_token, &schedule, None).await;
+            (page["items"][1]["status"] == "held").then_some(())
+        },
+    )
+    .await;
 }

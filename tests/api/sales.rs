@@ -1510,3 +1510,45 @@ async fn payments_and_new_holds_racing_on_lapsing_seats_never_answer_500() {
     );
     assert_invariants(&app).await;
 }
+
+/// A saga step's events are published when its handler commits, not at
+/// the relay's next poll: with the poll an hour away, a payment still goes
+/// paid → confirmed (PaymentCompleted, written by the request, wakes the
+/// relay; ReservationConfirmed, written by the reservation consumer, must
+/// wake it too) and its receipt is issued (one more hop).
+#[tokio::test]
+async fn a_saga_step_wakes_the_relay_so_no_hop_waits_for_its_poll() {
+    let app = spawn_app_with(|s| s.relay_poll_ms = 3_600_000).await;
+    let sale = sale(&app, 2).await;
+    let user = 31;
+    assert_eq!(charge(&app, user, json!(500_000)).await.status(), 201);
+    let token = app.admitted_token(user, &sale.concert).await;
+    let held: Value = hold(&app, user, &token, &sale, sale.seats[0])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paid = pay(&app, user, &token, &held["id"]).await;
+    assert_eq!(paid.status(), 201);
+    let payment: Value = paid.json().await.unwrap();
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually(
+        "paid → confirmed with the relay's poll an hour away",
+        Duration::from_secs(20),
+        || async { (get_as(&app, user, &path).await["status"] == "confirmed").then_some(()) },
+    )
+    .await;
+    eventually("the receipt", Duration::from_secs(20), || async {
+        (count(
+            &app.db,
+            &format!(
+                "SELECT COUNT(*) FROM receipts WHERE payment_id = {}",
+                payment["id"]
+            ),
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+}

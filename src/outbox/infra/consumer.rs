@@ -10,13 +10,16 @@ use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::db::{insert_dead_letter, record_in_inbox};
+use super::{
+    db::{insert_dead_letter, record_in_inbox},
+    relay::RelayWaker,
+};
 use crate::{
     db::DbTx,
     kernel::{
         Transaction,
         alerts::{AlertSink, NewAlert, Severity},
-        events::{BusMessage, EventEnvelope},
+        events::{BusMessage, EventEnvelope, RelayWake},
         trace,
     },
     outbox::{
@@ -48,6 +51,9 @@ pub struct ConsumerRunner<B> {
     handler: Handler,
     consumer: String,
     settings: ConsumerSettings,
+    /// Woken after a handler's commit that wrote events, so the next saga
+    /// step's event is published at once instead of at the relay's poll.
+    wake: Option<RelayWaker>,
     alerts: Arc<dyn AlertSink>,
 }
 
@@ -73,6 +79,15 @@ impl<B: EventBus> ConsumerRunner<B> {
             consumer,
             settings,
             alerts,
+            wake: None,
+        }
+    }
+
+    /// Wakes `relay` after every handled event whose handler wrote events.
+    pub fn waking(self, relay: RelayWaker) -> Self {
+        Self {
+            wake: Some(relay),
+            ..self
         }
     }
 
@@ -224,7 +239,11 @@ impl<B: EventBus> ConsumerRunner<B> {
         fail::fail_point!(&format!("consumer::before_commit::{name}"), |_| Err(
             anyhow::anyhow!("failpoint consumer::before_commit::{name}")
         ));
+        let wrote_events = tx.wrote_events();
         tx.commit().await?;
+        if wrote_events && let Some(relay) = &self.wake {
+            relay.wake();
+        }
         // Committed but not acknowledged: redelivered, and the inbox says so.
         fail::fail_point!(&format!("consumer::after_commit::{name}"), |_| Err(
             anyhow::anyhow!("failpoint consumer::after_commit::{name}")

@@ -125,6 +125,7 @@ impl OutboxWriter for DbTx {
         events: Vec<NewEvent>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.note_events_written(&events);
         Ok(append_events(self.conn(), events, now).await?)
     }
 }
