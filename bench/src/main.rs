@@ -17,6 +17,7 @@ mod relay;
 mod report;
 mod rooms;
 mod saga_hop;
+mod seat_map;
 mod server;
 mod services;
 mod soak;
@@ -102,6 +103,9 @@ enum Scenario {
     /// Paid → confirmed (one saga hop through the relay and two consumers)
     /// at one payment a second and at 500 a second.
     SagaHop,
+    /// A 500-seat page of the seat map read by 64 connections, plain and
+    /// revalidated with If-None-Match, against the health baseline.
+    SeatMap,
 }
 
 #[tokio::main]
@@ -174,6 +178,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
         full_flow::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::SeatMap) {
+        seat_map::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::SagaHop) {
         saga_hop::run(&stores, cli.smoke, &mut report).await?;
