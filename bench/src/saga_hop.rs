@@ -58,30 +58,7 @@ async fn prepare(
         .send()
         .await?
         .error_for_status()?;
-    let ticket: Value = client
-        .post(server.url("/v1/queue/tokens"))
-        .bearer_auth(&token)
-        .json(&json!({"concertId": concert_id}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let queue = ticket["token"].as_str().context("queue token")?.to_owned();
-    let mut status = ticket["status"].as_str().unwrap_or_default().to_owned();
-    let started = Instant::now();
-    while status != "active" {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "not admitted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let body: Value = client
-            .get(server.url("/v1/queue/status"))
-            .header("x-queue-token", &queue)
-            .send()
-            .await?
-            .json()
-            .await?;
-        status = body["status"].as_str().unwrap_or_default().to_owned();
-    }
+    let queue = server.admitted(client, &token, concert_id).await?;
     let seat = seats[(user - FIRST_USER) as usize];
     let held: Value = client
         .post(server.url("/v1/reservations"))

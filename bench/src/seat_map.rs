@@ -9,7 +9,7 @@
 use anyhow::Context;
 use boxoffice::auth::domain::Role;
 use indicatif::ProgressBar;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::{
     http::{self, CONCURRENCY},
@@ -51,31 +51,8 @@ async fn measure(
         .as_i64()
         .context("schedule id")?;
     let user = server.token(70_001, Role::User);
-    let ticket: Value = client
-        .post(server.url("/v1/queue/tokens"))
-        .bearer_auth(&user)
-        .json(&json!({"concertId": concert_id}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let queue = ticket["token"].as_str().context("queue token")?.to_owned();
+    let queue = server.admitted(&client, &user, concert_id).await?;
     let url = server.url(&format!("/v1/schedules/{schedule_id}/seats"));
-    let mut status = ticket["status"].as_str().unwrap_or_default().to_owned();
-    let started = std::time::Instant::now();
-    while status != "active" {
-        anyhow::ensure!(started.elapsed().as_secs() < 30, "not admitted");
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let body: Value = client
-            .get(server.url("/v1/queue/status"))
-            .header("x-queue-token", &queue)
-            .send()
-            .await?
-            .json()
-            .await?;
-        status = body["status"].as_str().unwrap_or_default().to_owned();
-    }
     let first = client
         .get(&url)
         .bearer_auth(&user)

@@ -178,6 +178,41 @@ impl Server {
             .await?)
     }
 
+    /// Enters the waiting room of `concert_id` as the holder of `token`
+    /// and polls every 200 ms until admitted; the queue token.
+    pub async fn admitted(
+        &self,
+        client: &reqwest::Client,
+        token: &str,
+        concert_id: i64,
+    ) -> anyhow::Result<String> {
+        let ticket: serde_json::Value = client
+            .post(self.url("/v1/queue/tokens"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({"concertId": concert_id}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let queue = ticket["token"].as_str().context("queue token")?.to_owned();
+        let mut status = ticket["status"].as_str().unwrap_or_default().to_owned();
+        let started = std::time::Instant::now();
+        while status != "active" {
+            anyhow::ensure!(started.elapsed() < Duration::from_secs(60), "not admitted");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let body: serde_json::Value = client
+                .get(self.url("/v1/queue/status"))
+                .header("x-queue-token", &queue)
+                .send()
+                .await?
+                .json()
+                .await?;
+            status = body["status"].as_str().unwrap_or_default().to_owned();
+        }
+        Ok(queue)
+    }
+
     /// Peak resident memory of the server process so far (VmHWM), in MiB.
     pub fn peak_rss_mib(&self) -> Option<f64> {
         self.memory_mib("VmHWM:")
