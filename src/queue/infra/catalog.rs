@@ -28,12 +28,15 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> ConcertDirectory for CatalogS
     }
 }
 
-/// Remembers which concert a schedule belongs to (it never changes), so the
-/// waiting-room check on every seat-map, hold and payment request costs no
-/// database round trip after the first.
+/// Remembers which concerts exist and which concert a schedule belongs to
+/// (concerts are never deleted and a schedule never moves), so entering a
+/// room, and the waiting-room check on every seat-map, hold and payment
+/// request, cost no database round trip after the first. An unknown
+/// concert is asked again each time: it may be created later.
 #[derive(Clone)]
 pub struct CachedDirectory<D> {
     inner: D,
+    concerts: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<ConcertId>>>,
     schedules: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<ScheduleId, ConcertId>>>,
 }
 
@@ -41,6 +44,7 @@ impl<D> CachedDirectory<D> {
     pub fn new(inner: D) -> Self {
         Self {
             inner,
+            concerts: Default::default(),
             schedules: Default::default(),
         }
     }
@@ -48,7 +52,22 @@ impl<D> CachedDirectory<D> {
 
 impl<D: ConcertDirectory> ConcertDirectory for CachedDirectory<D> {
     async fn concert_exists(&self, concert: ConcertId) -> Result<bool, QueueError> {
-        self.inner.concert_exists(concert).await
+        let known = self
+            .concerts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&concert);
+        if known {
+            return Ok(true);
+        }
+        let exists = self.inner.concert_exists(concert).await?;
+        if exists {
+            self.concerts
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(concert);
+        }
+        Ok(exists)
     }
 
     async fn concert_of_schedule(
@@ -72,5 +91,47 @@ impl<D: ConcertDirectory> ConcertDirectory for CachedDirectory<D> {
                 .insert(schedule, concert);
         }
         Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use super::*;
+
+    /// Concert 1 exists; concert 2 appears after the first question.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl ConcertDirectory for Counting {
+        async fn concert_exists(&self, concert: ConcertId) -> Result<bool, QueueError> {
+            let asked = self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(concert == ConcertId(1) || (concert == ConcertId(2) && asked > 0))
+        }
+
+        async fn concert_of_schedule(
+            &self,
+            _schedule: ScheduleId,
+        ) -> Result<Option<ConcertId>, QueueError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_known_concert_is_asked_once_and_an_unknown_one_every_time() {
+        let asked = Counting::default();
+        let directory = CachedDirectory::new(asked.clone());
+        assert!(!directory.concert_exists(ConcertId(2)).await.unwrap());
+        assert!(directory.concert_exists(ConcertId(2)).await.unwrap());
+        for _ in 0..3 {
+            assert!(directory.concert_exists(ConcertId(1)).await.unwrap());
+        }
+        assert!(directory.concert_exists(ConcertId(2)).await.unwrap());
+        // 2 (unknown, then created), 1 once; no question after either is known.
+        assert_eq!(asked.0.load(Ordering::SeqCst), 3);
     }
 }
