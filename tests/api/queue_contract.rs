@@ -410,6 +410,94 @@ async fn thousands_of_abandoned_rooms_stop_being_ticked(store: AnyQueueStore) {
     );
 }
 
+/// Polls of two rooms at once, each at its own time: every answer is the
+/// one a poll on its own would get, and every poll is its token's
+/// heartbeat. Returns how many polls were made.
+async fn concurrent_polls_answer_as_each_poll_alone_would(store: AnyQueueStore) -> u64 {
+    const OTHER: ConcertId = ConcertId(8);
+    let mut passes = Vec::new();
+    for user in 1..=300 {
+        passes.push(enter(&store, user, t0()).await.0);
+    }
+    for user in 301..=500 {
+        let entry = store
+            .enter(OTHER, UserId(user), Uuid::new_v4(), Lineup::Fifo, t0())
+            .await
+            .unwrap();
+        passes.push(QueuePass {
+            concert: OTHER,
+            ..pass(entry.token_id, user)
+        });
+    }
+    // Ten of the first room are admitted; the rest keep their order.
+    let s = settings(10, 10);
+    store.tick(CONCERT, &s, t0()).await.unwrap();
+    store
+        .tick(CONCERT, &s, t0() + TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    let polled = t0() + TimeDelta::seconds(20);
+    let polls: Vec<_> = passes
+        .iter()
+        .chain(passes.iter())
+        .enumerate()
+        .map(|(i, p)| {
+            let (store, p) = (store.clone(), *p);
+            let at = polled + TimeDelta::milliseconds(i as i64 % 7);
+            tokio::spawn(async move { (p, store.status(&p, at).await.unwrap()) })
+        })
+        .collect();
+    let count = polls.len() as u64;
+    for poll in polls {
+        let (p, (place, admitted_last_minute)) = poll.await.unwrap();
+        let user = p.user.value();
+        if p.concert == OTHER {
+            assert_eq!(
+                place,
+                Place::Waiting {
+                    position: (user - 300) as u64
+                }
+            );
+            assert_eq!(admitted_last_minute, 0);
+        } else if user <= 10 {
+            assert!(matches!(place, Place::Active { .. }), "{user}: {place:?}");
+            assert_eq!(admitted_last_minute, 10);
+        } else {
+            assert_eq!(
+                place,
+                Place::Waiting {
+                    position: (user - 10) as u64
+                }
+            );
+            assert_eq!(admitted_last_minute, 10);
+        }
+    }
+    // Every poll was a heartbeat: 31 s after the start (grace 30 s) but 11 s
+    // after the polls, nobody waiting is dropped.
+    for concert in [CONCERT, OTHER] {
+        let outcome = store
+            .tick(concert, &settings(1, 10), t0() + TimeDelta::seconds(31))
+            .await
+            .unwrap();
+        assert_eq!(outcome.dropped_waiting, 0, "{concert:?}: {outcome:?}");
+    }
+    count
+}
+
+/// On Redis, concurrent polls share script calls.
+async fn concurrent_redis_polls_share_round_trips(store: AnyQueueStore) {
+    let polls = concurrent_polls_answer_as_each_poll_alone_would(store.clone()).await;
+    let AnyQueueStore::Redis(redis) = &store else {
+        unreachable!("a Redis store")
+    };
+    let (answered, calls) = redis.polls_and_calls();
+    assert_eq!(answered, polls);
+    assert!(
+        calls * 10 <= polls,
+        "{polls} concurrent polls took {calls} script calls"
+    );
+}
+
 async fn unknown_tokens_are_gone(store: AnyQueueStore) {
     let stranger = pass(Uuid::new_v4(), 9);
     assert_eq!(store.status(&stranger, t0()).await.unwrap().0, Place::Gone);
@@ -790,6 +878,11 @@ macro_rules! contract {
             }
 
             #[tokio::test]
+            async fn concurrent_polls_answer_as_each_poll_alone_would() {
+                super::concurrent_polls_answer_as_each_poll_alone_would($adapter().await.0).await;
+            }
+
+            #[tokio::test]
             async fn unknown_tokens_are_gone() {
                 super::unknown_tokens_are_gone($adapter().await.0).await;
             }
@@ -800,3 +893,13 @@ macro_rules! contract {
 contract!(memory_store);
 contract!(redis_store);
 contract!(cluster_store);
+
+#[tokio::test]
+async fn concurrent_polls_on_redis_share_script_calls() {
+    concurrent_redis_polls_share_round_trips(redis_store().await.0).await;
+}
+
+#[tokio::test]
+async fn concurrent_polls_on_a_cluster_share_script_calls() {
+    concurrent_redis_polls_share_round_trips(cluster_store().await.0).await;
+}

@@ -3,11 +3,18 @@
 //! in one Redis Cluster slot; each script also appends its event to the
 //! room's own event stream, which the scheduler forwards to the main bus.
 
-use std::sync::LazyLock;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, LazyLock, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use redis::{AsyncCommands, Script, streams::StreamRangeReply};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
@@ -34,7 +41,44 @@ pub struct RedisQueueStore {
     prefix: String,
     /// An empty room left alone this long is retired.
     idle_after: TimeDelta,
+    /// The status polls waiting for their turn to go to Redis together.
+    polls: Arc<OnceLock<mpsc::UnboundedSender<Poll>>>,
+    /// Status polls answered, and the script calls that answered them.
+    batching: Arc<(AtomicU64, AtomicU64)>,
 }
+
+/// One status poll waiting for its batch: the token's room, the token, the
+/// poll's own time, and where its answer goes.
+struct Poll {
+    concert: ConcertId,
+    token: Uuid,
+    now: i64,
+    answer: oneshot::Sender<Result<Status, Shared>>,
+}
+
+/// What `STATUS_MANY` answers for one token: {state, n, admitted in the last minute}.
+type Status = (String, i64, i64);
+
+/// A failed batch's error, handed to each of its polls.
+#[derive(Clone)]
+struct Shared {
+    outage: bool,
+    message: String,
+}
+
+impl From<Shared> for QueueError {
+    fn from(err: Shared) -> Self {
+        let cause = anyhow::anyhow!("{}", err.message);
+        if err.outage {
+            QueueError::Unavailable(cause)
+        } else {
+            QueueError::Unexpected(cause)
+        }
+    }
+}
+
+/// The most polls of one room that go to Redis in one script call.
+const POLL_BATCH: usize = 256;
 
 impl RedisQueueStore {
     /// `prefix` namespaces every key (`bo` in production; tests use their own).
@@ -43,6 +87,8 @@ impl RedisQueueStore {
             conn: conn.into(),
             prefix: prefix.to_owned(),
             idle_after: DEFAULT_ROOM_IDLE,
+            polls: Arc::default(),
+            batching: Arc::default(),
         }
     }
 
@@ -68,6 +114,114 @@ impl RedisQueueStore {
 
     fn rooms_key(&self) -> String {
         format!("{}:{ROOMS_KEY}", self.prefix)
+    }
+}
+
+impl RedisQueueStore {
+    /// Starts the task that sends status polls to Redis: it takes every
+    /// poll waiting when it is free, and sends each room's polls as one
+    /// script call (the rooms' calls side by side). A poll that comes while
+    /// a batch is out waits at most that batch's round trip, and under load
+    /// one round trip answers many polls. The task ends with the store.
+    fn start_polling(&self) -> mpsc::UnboundedSender<Poll> {
+        let (polls, mut waiting) = mpsc::unbounded_channel::<Poll>();
+        let store = self.clone_without_polls();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            while waiting.recv_many(&mut batch, POLL_BATCH * 4).await > 0 {
+                let mut rooms: HashMap<ConcertId, Vec<Poll>> = HashMap::new();
+                for poll in batch.drain(..) {
+                    rooms.entry(poll.concert).or_default().push(poll);
+                }
+                let calls = rooms.into_iter().flat_map(|(concert, polls)| {
+                    let mut chunks = Vec::new();
+                    let mut polls = polls.into_iter().peekable();
+                    while polls.peek().is_some() {
+                        chunks.push((concert, polls.by_ref().take(POLL_BATCH).collect()));
+                    }
+                    chunks
+                });
+                futures::future::join_all(
+                    calls.map(|(concert, polls)| store.answer(concert, polls)),
+                )
+                .await;
+            }
+        });
+        polls
+    }
+
+    /// The same store without the poller (the poller's own copy: holding
+    /// the sender would keep it alive forever).
+    fn clone_without_polls(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            prefix: self.prefix.clone(),
+            idle_after: self.idle_after,
+            polls: Arc::default(),
+            batching: self.batching.clone(),
+        }
+    }
+
+    /// How many status polls this store (and its clones) answered, and in
+    /// how many script calls.
+    pub fn polls_and_calls(&self) -> (u64, u64) {
+        (
+            self.batching.0.load(Ordering::Relaxed),
+            self.batching.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Answers one room's polls with one `STATUS_MANY` call.
+    async fn answer(&self, concert: ConcertId, polls: Vec<Poll>) {
+        self.batching
+            .0
+            .fetch_add(polls.len() as u64, Ordering::Relaxed);
+        self.batching.1.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("queue_status_polls_per_call").record(polls.len() as f64);
+        let mut call = STATUS_MANY.key(&self.keys(concert));
+        for poll in &polls {
+            call.arg(poll.token.to_string()).arg(poll.now);
+        }
+        let answers: Result<Vec<redis::Value>, redis::RedisError> =
+            call.invoke_async(&mut self.conn.clone()).await;
+        match answers {
+            Ok(flat) if flat.len() == polls.len() * 3 => {
+                let mut flat = flat.into_iter();
+                for poll in polls {
+                    let one = redis::Value::Array(flat.by_ref().take(3).collect());
+                    let _ = poll
+                        .answer
+                        .send(
+                            redis::from_redis_value::<Status>(one).map_err(|err| Shared {
+                                outage: false,
+                                message: format!("STATUS_MANY answered {err}"),
+                            }),
+                        );
+                }
+            }
+            Ok(flat) => {
+                let err = Shared {
+                    outage: false,
+                    message: format!(
+                        "STATUS_MANY answered {} values for {} polls",
+                        flat.len(),
+                        polls.len()
+                    ),
+                };
+                for poll in polls {
+                    let _ = poll.answer.send(Err(err.clone()));
+                }
+            }
+            Err(err) => {
+                let shared = Shared {
+                    outage: crate::kv::is_outage(&err),
+                    message: format!("{err:#}"),
+                };
+                for poll in polls {
+                    let _ = poll.answer.send(Err(shared.clone()));
+                }
+            }
+        }
     }
 }
 
@@ -171,20 +325,32 @@ return {tok, 'waiting', redis.call('ZRANK', waiting, tok) + 1, 1}
     )
 });
 
-/// ARGV: token, now ms. Returns {state, n, admitted in the last minute}.
-static STATUS: LazyLock<Script> = LazyLock::new(|| {
+/// ARGV: token, now ms, token, now ms, … (one room's polls). Returns, for
+/// each poll in order, state, n, admitted in the last minute (flat): each
+/// poll is the heartbeat and the read a single poll would be, at its own
+/// time.
+static STATUS_MANY: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local tok, now = ARGV[1], tonumber(ARGV[2])
-local admitted = redis.call('ZCOUNT', admits, now - 60000, '+inf')
-local until_ms = redis.call('ZSCORE', active, tok)
-if until_ms and tonumber(until_ms) > now then return {'active', until_ms, admitted} end
-local rank = redis.call('ZRANK', waiting, tok)
-if rank then
-  redis.call('ZADD', heartbeat, 'XX', now, tok)
-  return {'waiting', rank + 1, admitted}
+local out = {}
+for i = 1, #ARGV, 2 do
+  local tok, now = ARGV[i], tonumber(ARGV[i + 1])
+  local admitted = redis.call('ZCOUNT', admits, now - 60000, '+inf')
+  local until_ms = redis.call('ZSCORE', active, tok)
+  if until_ms and tonumber(until_ms) > now then
+    out[#out + 1] = 'active'; out[#out + 1] = tonumber(until_ms)
+  else
+    local rank = redis.call('ZRANK', waiting, tok)
+    if rank then
+      redis.call('ZADD', heartbeat, 'XX', now, tok)
+      out[#out + 1] = 'waiting'; out[#out + 1] = rank + 1
+    else
+      out[#out + 1] = 'gone'; out[#out + 1] = 0
+    end
+  end
+  out[#out + 1] = admitted
 end
-return {'gone', 0, admitted}
+return out
 "#,
     )
 });
@@ -380,12 +546,20 @@ impl QueueStore for RedisQueueStore {
         pass: &QueuePass,
         now: DateTime<Utc>,
     ) -> Result<(Place, u64), QueueError> {
-        let (state, n, admitted): (String, i64, i64) = STATUS
-            .key(&self.keys(pass.concert))
-            .arg(pass.token_id.to_string())
-            .arg(ms(now))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let (answer, answered) = oneshot::channel();
+        let poll = Poll {
+            concert: pass.concert,
+            token: pass.token_id,
+            now: ms(now),
+            answer,
+        };
+        self.polls
+            .get_or_init(|| self.start_polling())
+            .send(poll)
+            .map_err(|_| anyhow::anyhow!("the status poller stopped"))?;
+        let (state, n, admitted) = answered
+            .await
+            .map_err(|_| anyhow::anyhow!("the status poller dropped a poll"))??;
         Ok((place(&state, n), admitted.max(0) as u64))
     }
 
