@@ -226,6 +226,20 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_RELAY_BATCH_SIZE", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=10_000), global = true)]
     pub relay_batch_size: u64,
 
+    /// A queue token may poll its status once per this many ms on average,
+    /// after a burst of ten; faster polls are answered 429 `rate_limited`
+    /// with `Retry-After` from this instance's memory, without a Redis
+    /// round trip, so a flood of pollers cannot slow the honest ones (who
+    /// poll at their `pollAfterSeconds`, a second or more). 0 turns it off.
+    #[arg(
+        long,
+        env = "BOXOFFICE_QUEUE_POLL_PACE_MS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(0..=60_000),
+        global = true
+    )]
+    pub queue_poll_pace_ms: u64,
+
     /// Seat-map pages are served from snapshots up to this old (0: every
     /// read goes to the database). A change committed on this instance
     /// retires its schedule's pages at once; another instance's change

@@ -29,7 +29,7 @@ use crate::{
         usecase::{Compensations, PaymentService},
     },
     queue::{
-        domain::QueueSettings,
+        domain::{PollPacing, QueueSettings},
         infra::{
             AnyQueueStore,
             catalog::CachedDirectory,
@@ -103,7 +103,10 @@ impl Services {
             SystemClock,
             Arc::new(JwtQueueTokens::new(settings.jwt_secret.as_bytes())),
             queue_defaults(settings)?,
-        );
+        )
+        .pacing_polls(PollPacing::every(Duration::from_millis(
+            settings.queue_poll_pace_ms,
+        )));
         let reservations = ReservationService::new(
             a.uow.clone(),
             DbReservations::new(db.clone()),

@@ -317,6 +317,10 @@ crate::refusals! {
         415: [unsupported_media_type],
         429: [rate_limited],
     }
+    StatusRefusals {
+        401: [unauthorized],
+        429: [rate_limited],
+    }
     QueueTokenRefusals {
         401: [unauthorized],
     }
@@ -375,7 +379,7 @@ where
         tag = "ApiTags::Queue",
         operation_id = "queueStatus"
     )]
-    async fn status(&self, token: QueueToken) -> ApiResult<StatusResponse, QueueTokenRefusals> {
+    async fn status(&self, token: QueueToken) -> ApiResult<StatusResponse, StatusRefusals> {
         let status = self.service.status(&token.0.key).await?;
         Ok(StatusResponse::Ok(Json(status_body(status))))
     }
@@ -484,6 +488,9 @@ impl From<QueueError> for Problem {
                 "queue_not_admitted",
                 err.to_string(),
             ),
+            QueueError::PollingTooFast(wait) => {
+                Problem::rate_limited(format!("{err}; poll at your pollAfterSeconds"), wait)
+            }
             QueueError::Unavailable(cause) | QueueError::Conflict(cause) => {
                 Problem::outage("waiting room", &cause)
             }

@@ -422,6 +422,10 @@ pub enum QueueError {
         "you have not been admitted from the waiting room of concert {0} (or your turn has ended)"
     )]
     NotAdmitted(ConcertId),
+    /// The token polls far faster than it was told to; answered from this
+    /// instance's memory, without asking the store.
+    #[error("this queue token polls faster than told; poll again in {} ms", .0.as_millis())]
+    PollingTooFast(std::time::Duration),
     #[error(transparent)]
     Unavailable(anyhow::Error),
     /// A concurrent transaction kept getting in the way, even after retries.
@@ -498,6 +502,56 @@ impl QueueSettings {
     /// Until when a place admitted at `now_ms` stays active.
     pub fn active_until_ms(&self, now_ms: i64) -> i64 {
         now_ms + i64::from(self.active_ttl_seconds) * 1000
+    }
+}
+
+/// Polls a token may make in a row before the pace applies.
+pub const POLL_BURST: u32 = 10;
+
+/// How often the pacing forgets tokens that stopped polling (in checks).
+const PACING_SWEEP_EVERY: u64 = 4_096;
+
+/// The pace of status polls: a token may poll once per `gap` on average,
+/// after a burst of [`POLL_BURST`]. Honest clients poll at their
+/// `pollAfterSeconds` (a second or more), far below it; a flood of polls
+/// above it is told to wait without costing a store round trip, so it
+/// cannot slow the honest ones. Per instance, in memory (a token's polls
+/// that reach another instance are paced there); tokens that stop polling
+/// are forgotten.
+pub struct PollPacing {
+    limiter: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl PollPacing {
+    /// `None` when `gap` is zero (pacing off).
+    pub fn every(gap: std::time::Duration) -> Option<Self> {
+        let quota = governor::Quota::with_period(gap)?
+            .allow_burst(std::num::NonZeroU32::new(POLL_BURST).expect("a burst"));
+        Some(Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: Default::default(),
+        })
+    }
+
+    /// Ok, or the token polls too fast: how long until its next poll counts.
+    pub fn check(&self, token: uuid::Uuid) -> Result<(), QueueError> {
+        use governor::clock::{Clock, DefaultClock};
+        let checks = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if checks % PACING_SWEEP_EVERY == PACING_SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        self.limiter.check_key(&token).map_err(|not_until| {
+            QueueError::PollingTooFast(not_until.wait_time_from(DefaultClock::default().now()))
+        })
+    }
+
+    /// Tokens remembered now (forgotten once their bucket is full again).
+    pub fn remembered(&self) -> usize {
+        self.limiter.len()
     }
 }
 
@@ -802,5 +856,24 @@ mod tests {
         ] {
             assert!(!busy.retires(10 * ten_minutes, idle), "{busy:?}");
         }
+    }
+
+    #[test]
+    fn a_token_polling_far_faster_than_told_is_paced_and_others_are_not() {
+        let pacing = PollPacing::every(std::time::Duration::from_secs(10)).unwrap();
+        let (flood, honest) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        for _ in 0..POLL_BURST {
+            pacing.check(flood).unwrap();
+        }
+        let Err(QueueError::PollingTooFast(wait)) = pacing.check(flood) else {
+            panic!("the poll after the burst is paced")
+        };
+        assert!(wait > std::time::Duration::from_secs(9), "{wait:?}");
+        assert!(
+            pacing.check(honest).is_ok(),
+            "another token has its own pace"
+        );
+        assert_eq!(pacing.remembered(), 2);
+        assert!(PollPacing::every(std::time::Duration::ZERO).is_none());
     }
 }

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::{
     domain::{
-        Entry, MAX_ROOM_PAGE, Place, QueueError, QueuePass, QueueSettings, QueueStats, QueueStatus,
-        SettingsChange, TickOutcome,
+        Entry, MAX_ROOM_PAGE, Place, PollPacing, QueueError, QueuePass, QueueSettings, QueueStats,
+        QueueStatus, SettingsChange, TickOutcome,
     },
     ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
 };
@@ -32,6 +32,8 @@ pub struct QueueService<S, R, D, C> {
     defaults: QueueSettings,
     /// The pre-queue's and the lottery's numbers: uniform, independent.
     draw: fn() -> u64,
+    /// The pace of status polls (off when `None`).
+    pacing: Option<Arc<PollPacing>>,
 }
 
 impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> {
@@ -44,6 +46,7 @@ impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> 
             tokens: self.tokens.clone(),
             defaults: self.defaults,
             draw: self.draw,
+            pacing: self.pacing.clone(),
         }
     }
 }
@@ -79,7 +82,15 @@ where
             tokens,
             defaults,
             draw: rand::random::<u64>,
+            pacing: None,
         }
+    }
+
+    /// Paces status polls: a token polling far faster than told is
+    /// answered `PollingTooFast` without a store round trip.
+    pub fn pacing_polls(mut self, pacing: Option<PollPacing>) -> Self {
+        self.pacing = pacing.map(Arc::new);
+        self
     }
 
     /// Draws the pre-queue's numbers with `draw` (tests make them known).
@@ -129,6 +140,9 @@ where
     pub async fn status(&self, token: &str) -> Result<QueueStatus, QueueError> {
         let now = self.clock.now();
         let pass = self.tokens.verify(token, now)?;
+        if let Some(pacing) = &self.pacing {
+            pacing.check(pass.token_id)?;
+        }
         let (place, admitted_last_minute) = self.store.status(&pass, now).await?;
         let settings = self.settings_for(pass.concert).await?;
         Ok(QueueStatus::at(place, admitted_last_minute, &settings, now))
@@ -894,6 +908,37 @@ mod tests {
         let status = h.service.status(&alice.token).await.unwrap();
         assert_eq!(status.place, Place::Gone);
         assert_eq!(status.poll_after_seconds, 0);
+    }
+
+    #[tokio::test]
+    async fn a_token_polling_far_faster_than_told_is_answered_without_the_store() {
+        let h = harness();
+        let service = h
+            .service
+            .clone()
+            .pacing_polls(PollPacing::every(std::time::Duration::from_secs(1)));
+        let flood = service.enter(ALICE, HALL).await.unwrap();
+        let honest = service.enter(BOB, HALL).await.unwrap();
+        let mut paced = 0;
+        for _ in 0..50 {
+            match service.status(&flood.token).await {
+                Ok(status) => assert_eq!(status.place, Place::Waiting { position: 1 }),
+                Err(QueueError::PollingTooFast(wait)) => {
+                    assert!(wait <= std::time::Duration::from_secs(1));
+                    paced += 1;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!(
+            paced >= 50 - 1 - super::super::domain::POLL_BURST as usize,
+            "{paced} paced"
+        );
+        let polled = h.store.0.lock().unwrap().polls.len();
+        assert_eq!(polled, 50 - paced, "a paced poll never reaches the store");
+        let status = service.status(&honest.token).await.unwrap();
+        assert_eq!(status.place, Place::Waiting { position: 2 });
+        assert_eq!(h.store.0.lock().unwrap().polls.len(), polled + 1);
     }
 
     #[tokio::test]

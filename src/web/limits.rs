@@ -21,7 +21,6 @@ use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
 };
-use poem::http::StatusCode;
 use redis::Script;
 
 use super::problem::Problem;
@@ -170,12 +169,8 @@ pub fn client_ip(req: &poem::Request) -> Option<IpAddr> {
 
 fn limited(who: &str, wait: Duration) -> Problem {
     let seconds = wait.as_secs_f64().ceil().max(1.0) as u32;
-    Problem {
-        retry_after_seconds: Some(seconds),
-        ..Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            format!("{who} sent too many requests; retry in {seconds} s"),
-        )
-    }
+    Problem::rate_limited(
+        format!("{who} sent too many requests; retry in {seconds} s"),
+        wait,
+    )
 }

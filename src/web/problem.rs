@@ -89,6 +89,16 @@ impl Problem {
         )
     }
 
+    /// 429 `rate_limited` with `Retry-After`: `wait` rounded up to whole
+    /// seconds, at least one.
+    pub fn rate_limited(detail: impl Into<String>, wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u32;
+        Self {
+            retry_after_seconds: Some(seconds),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+        }
+    }
+
     /// A store `component` depends on is down: logged as a warning,
     /// answered 503 with `Retry-After`.
     pub fn outage(component: &str, cause: &anyhow::Error) -> Self {

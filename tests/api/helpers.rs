@@ -92,6 +92,9 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     settings.workers = true;
     settings.event_stream = format!("bo:test:{}:events", uuid::Uuid::new_v4().simple());
     settings.relay_poll_ms = 50;
+    // The tests poll every 25 ms while they wait; `queue::a_flood_of_polls_is_paced`
+    // turns the pace on.
+    settings.queue_poll_pace_ms = 0;
     settings.consumer_claim_idle_ms = 300;
     settings.consumer_max_deliveries = 3;
     settings.redis_prefix = format!("bo:test:{}", uuid::Uuid::new_v4().simple());

@@ -88,6 +88,59 @@ async fn entering_twice_keeps_the_place_and_positions_follow_arrival() {
 }
 
 #[tokio::test]
+async fn a_flood_of_polls_is_paced_and_the_honest_poller_is_answered() {
+    // One poll a second on average after a burst of ten.
+    let app = spawn_app_with(|s| {
+        s.queue_max_active = 1;
+        s.queue_poll_pace_ms = 1_000;
+    })
+    .await;
+    let concert = app.create_concert(&concert_body(1, 1)).await["id"].clone();
+    let flood = app.enter_queue(1, &concert).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let honest = app.enter_queue(2, &concert).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut paced = 0;
+    for _ in 0..30 {
+        let resp = app
+            .get("/v1/queue/status")
+            .header("x-queue-token", &flood)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 429 {
+            let retry_after: u64 = resp.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=1).contains(&retry_after), "Retry-After {retry_after}");
+            let problem = assert_problem(resp, 429, "rate_limited").await;
+            assert!(
+                problem["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("pollAfterSeconds"),
+                "{problem}"
+            );
+            paced += 1;
+        } else {
+            assert_eq!(resp.status(), 200);
+        }
+    }
+    assert!(
+        paced >= 30 - 12,
+        "only {paced} of 30 rapid polls were paced"
+    );
+    let status = app.queue_status(&honest).await;
+    assert_eq!(status["position"], 2, "another token keeps its own pace");
+}
+
+#[tokio::test]
 async fn the_seat_map_admits_only_the_right_admitted_token() {
     let app = spawn_app_with(|s| s.queue_max_active = 1).await;
     let created = app.create_concert(&concert_body(1, 1)).await;
