@@ -120,6 +120,67 @@ pub async fn run(
     let measured_rate = (active_after - active_before) as f64 / window.as_secs_f64();
     let rate_error = (measured_rate - ADMIT_PER_SECOND as f64).abs() / ADMIT_PER_SECOND as f64;
 
+    // Honest pollers (every waiting user polls at its pollAfterSeconds),
+    // first alone, then beside a flood of tokens polling as fast as they
+    // can: the flood is paced from memory, so it must not slow them.
+    let flood_users = if smoke { 20 } else { 200 };
+    let (_, flooders) = enter_from(
+        &client,
+        server,
+        concert_id,
+        2_000_000,
+        flood_users,
+        "queue: the flood enters",
+    )
+    .await;
+    let honest_window = if smoke {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(12)
+    };
+    let alone = honest_polls(&client, server, &tokens, &[], honest_window).await;
+    let flood_tokens: Vec<String> = flooders.into_iter().map(|(t, _)| t).collect();
+    let beside = honest_polls(&client, server, &tokens, &flood_tokens, honest_window).await;
+    for (name, run) in [
+        ("queue: honest polls at pollAfterSeconds", &alone),
+        (
+            "queue: honest polls beside a flood of too-fast pollers",
+            &beside,
+        ),
+    ] {
+        let mut result = ScenarioResult::new(name, run.honest, honest_window, &run.latencies_us);
+        result.errors = run.honest_errors;
+        result.check("every honest poll answered 200", run.honest_errors == 0);
+        if run.flood > 0 {
+            result.check(
+                "the flood was paced (most of it answered 429)",
+                run.flood_paced * 2 > run.flood,
+            );
+            result.notes.push(format!(
+                "{} tokens polled back to back over {CONCURRENCY} connections: {} polls ({:.0}/s), {} answered 429 rate_limited from memory, {} errors; honest p99 {:.2} ms beside it vs {:.2} ms alone.",
+                flood_tokens.len(),
+                run.flood,
+                run.flood as f64 / honest_window.as_secs_f64(),
+                run.flood_paced,
+                run.flood_errors,
+                run.latencies_us.value_at_quantile(0.99) as f64 / 1000.0,
+                alone.latencies_us.value_at_quantile(0.99) as f64 / 1000.0,
+            ));
+            report.ratios.insert(
+                "queueHonestPollP99BesideFloodVsAlone".into(),
+                run.latencies_us.value_at_quantile(0.99) as f64
+                    / alone.latencies_us.value_at_quantile(0.99).max(1) as f64,
+            );
+        } else {
+            result.notes.push(format!(
+                "{} waiting users, each polling again after the pollAfterSeconds its last answer gave (first polls spread over the first 10 s), for {:.0} s; admission runs at {ADMIT_PER_SECOND}/s.",
+                tokens.len(),
+                honest_window.as_secs_f64()
+            ));
+        }
+        report.scenarios.push(result);
+    }
+
     // Freeze admission (cap below the active count), then read every place.
     put_settings(1).await?.error_for_status()?;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -178,8 +239,20 @@ pub async fn enter_all(
     users: u64,
     label: &str,
 ) -> (load::LoadResult, Vec<Entered>) {
+    enter_from(client, server, concert_id, 1, users, label).await
+}
+
+/// Users `first`..`first + users` enter, as [`enter_all`].
+async fn enter_from(
+    client: &reqwest::Client,
+    server: &Server,
+    concert_id: i64,
+    first: i64,
+    users: u64,
+    label: &str,
+) -> (load::LoadResult, Vec<Entered>) {
     let user_tokens: Arc<Vec<String>> = Arc::new(
-        (1..=users as i64)
+        (first..first + users as i64)
             .map(|u| server.token(u, Role::User))
             .collect(),
     );
@@ -273,4 +346,124 @@ fn positions_follow_arrival(places: &[(u64, String, Option<u64>)]) -> bool {
     let earliest_waiting = waiting.first().map_or(u64::MAX, |w| w.0);
     let all_placed = places.iter().all(|p| p.1 == "active" || p.1 == "waiting");
     all_placed && latest_admitted < earliest_waiting && waiting.windows(2).all(|w| w[0].1 < w[1].1)
+}
+
+/// What the honest pollers and the flood got in one window.
+struct PollWindow {
+    honest: u64,
+    honest_errors: u64,
+    latencies_us: hdrhistogram::Histogram<u64>,
+    flood: u64,
+    flood_paced: u64,
+    flood_errors: u64,
+}
+
+/// Every token in `honest` polls at the `pollAfterSeconds` it is told
+/// (its first poll at a random moment of the first 10 s) while every
+/// token in `flood` is polled back to back over `CONCURRENCY` connections,
+/// for `window`.
+async fn honest_polls(
+    client: &reqwest::Client,
+    server: &Server,
+    honest: &Arc<Vec<String>>,
+    flood: &[String],
+    window: Duration,
+) -> PollWindow {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let url = server.url("/v1/queue/status");
+    let end = Instant::now() + window;
+    let honest_client = load::client(1_024);
+    let honest_tasks: Vec<_> = honest
+        .iter()
+        .map(|token| {
+            let (client, url, token) = (honest_client.clone(), url.clone(), token.clone());
+            let first = Duration::from_millis(rand::random_range(0..10_000));
+            tokio::spawn(async move {
+                let mut hist = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+                let mut errors = 0;
+                let mut next = Instant::now() + first;
+                while next < end {
+                    tokio::time::sleep_until(next.into()).await;
+                    let t = Instant::now();
+                    let answer = client
+                        .get(&url)
+                        .header("x-queue-token", &token)
+                        .send()
+                        .await;
+                    let after = match answer {
+                        Ok(resp) if resp.status().is_success() => resp
+                            .json::<Value>()
+                            .await
+                            .ok()
+                            .and_then(|v| v["pollAfterSeconds"].as_u64()),
+                        _ => None,
+                    };
+                    let _ = hist.record(t.elapsed().as_micros() as u64);
+                    match after {
+                        Some(0) => break,
+                        Some(seconds) => next = t + Duration::from_secs(seconds),
+                        None => {
+                            errors += 1;
+                            next = t + Duration::from_secs(1);
+                        }
+                    }
+                }
+                (hist, errors)
+            })
+        })
+        .collect();
+    let flood_count = Arc::new(AtomicU64::new(0));
+    let flood_paced = Arc::new(AtomicU64::new(0));
+    let flood_errors = Arc::new(AtomicU64::new(0));
+    let flood_tokens: Arc<Vec<String>> = Arc::new(flood.to_vec());
+    let flooders: Vec<_> = if flood.is_empty() {
+        Vec::new()
+    } else {
+        (0..CONCURRENCY)
+            .map(|worker| {
+                let (client, url, tokens) = (client.clone(), url.clone(), flood_tokens.clone());
+                let (count, paced, errors) = (
+                    flood_count.clone(),
+                    flood_paced.clone(),
+                    flood_errors.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut i = worker as usize;
+                    while Instant::now() < end {
+                        let token = &tokens[i % tokens.len()];
+                        i += CONCURRENCY as usize;
+                        count.fetch_add(1, Ordering::Relaxed);
+                        match client.get(&url).header("x-queue-token", token).send().await {
+                            Ok(resp) if resp.status() == 429 => {
+                                paced.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(resp) if resp.status().is_success() => {}
+                            _ => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect()
+    };
+    let mut latencies_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    let mut honest_errors = 0;
+    for task in honest_tasks {
+        if let Ok((hist, errors)) = task.await {
+            let _ = latencies_us.add(hist);
+            honest_errors += errors;
+        }
+    }
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    PollWindow {
+        honest: latencies_us.len(),
+        honest_errors,
+        latencies_us,
+        flood: flood_count.load(Ordering::Relaxed),
+        flood_paced: flood_paced.load(Ordering::Relaxed),
+        flood_errors: flood_errors.load(Ordering::Relaxed),
+    }
 }

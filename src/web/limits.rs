@@ -17,10 +17,7 @@ use std::{
     time::Duration,
 };
 
-use governor::{
-    DefaultKeyedRateLimiter, Quota, RateLimiter,
-    clock::{Clock, DefaultClock},
-};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
 use redis::Script;
 
 use super::problem::Problem;
@@ -118,7 +115,9 @@ impl RateLimits {
         if let (Some(ips), Some(ip)) = (&self.0.ips, ip)
             && let Err(not_until) = ips.check_key(&ip)
         {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            // The limiter's own clock: a new one reads the CPU's features
+            // (CPUID), which a VM traps.
+            let wait = not_until.wait_time_from(ips.clock().now());
             metrics::counter!("rate_limited_total", "by" => "ip").increment(1);
             return Err(limited("this address", wait));
         }
@@ -127,10 +126,7 @@ impl RateLimits {
             Some(UserBuckets::Local(users)) => {
                 users.check_key(&user.value()).map_err(|not_until| {
                     metrics::counter!("rate_limited_total", "by" => "user").increment(1);
-                    limited(
-                        "you",
-                        not_until.wait_time_from(DefaultClock::default().now()),
-                    )
+                    limited("you", not_until.wait_time_from(users.clock().now()))
                 })
             }
             Some(UserBuckets::Redis {
