@@ -337,6 +337,15 @@ pub struct Seat {
 }
 
 impl Seat {
+    /// When this seat's availability changes by time alone (a hold
+    /// lapsing), if it will.
+    pub fn changes_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match self.state {
+            SeatState::Held { until, .. } if until > now => Some(until),
+            _ => None,
+        }
+    }
+
     pub fn availability(&self, now: DateTime<Utc>) -> Availability {
         match self.state {
             SeatState::Available => Availability::Available,

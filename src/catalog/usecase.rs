@@ -1,4 +1,11 @@
-use std::time::Duration;
+use std::{
+    any::Any,
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
 
 use super::{
     domain::{
@@ -19,6 +26,16 @@ pub struct CatalogService<R, C, W> {
     wake: W,
     /// Seat-map pages read lately (off until [`CatalogService::snapshotting`]).
     seat_maps: Snapshots<SeatMapKey, SeatListing>,
+    /// Seat-map pages as the caller rendered them, with the snapshot each
+    /// was rendered from.
+    rendered: Arc<Mutex<HashMap<SeatMapKey, Rendering>>>,
+}
+
+/// A page rendered from one snapshot, good until a hold on it lapses.
+struct Rendering {
+    from: Arc<SeatListing>,
+    until: Option<DateTime<Utc>>,
+    value: Arc<dyn Any + Send + Sync>,
 }
 
 /// One page of one schedule's seat map, as asked for.
@@ -34,6 +51,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             clock,
             wake,
             seat_maps: Snapshots::new(Duration::ZERO, SEAT_MAP_SNAPSHOTS),
+            rendered: Arc::default(),
         }
     }
 
@@ -101,22 +119,90 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         let now = self.clock.now();
         let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
+        let listing = self.seat_listing(schedule, filter, page, now).await?;
+        Ok(page_as_of(&listing, page, now))
+    }
+
+    /// The page [`CatalogService::list_seats`] answers, as `render` makes
+    /// it (a response body, say). While snapshots are on, a rendering is
+    /// reused for as long as the snapshot it came from is served and no
+    /// hold on the page has lapsed since: a rush of readers renders each
+    /// page once per change, not once per read.
+    pub async fn render_seats<T: Send + Sync + 'static>(
+        &self,
+        schedule: ScheduleId,
+        filter: &SeatFilter,
+        after: Option<i64>,
+        limit: u64,
+        render: impl FnOnce(Page<(Seat, Availability)>) -> T,
+    ) -> Result<Arc<T>, CatalogError> {
+        let now = self.clock.now();
+        let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
+        let listing = self.seat_listing(schedule, filter, page, now).await?;
+        let key = (schedule, filter.clone(), page);
+        if let Some(value) = self.rendering(&key, &listing, now) {
+            return Ok(value);
+        }
+        let until = match &*listing {
+            SeatListing::Seats(seats) => seats.iter().filter_map(|s| s.changes_at(now)).min(),
+            _ => None,
+        };
+        let value = Arc::new(render(page_as_of(&listing, page, now)));
+        if self.seat_maps.is_on()
+            && let Ok(mut rendered) = self.rendered.lock()
+        {
+            // Renderings of retired snapshots go with the snapshots' bound.
+            if rendered.len() >= SEAT_MAP_SNAPSHOTS && !rendered.contains_key(&key) {
+                rendered.clear();
+            }
+            rendered.insert(
+                key,
+                Rendering {
+                    from: listing,
+                    until,
+                    value: value.clone(),
+                },
+            );
+        }
+        Ok(value)
+    }
+
+    /// The rendering of `key` made from `listing`, if it still shows `now`.
+    fn rendering<T: Send + Sync + 'static>(
+        &self,
+        key: &SeatMapKey,
+        listing: &Arc<SeatListing>,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<T>> {
+        let rendered = self.rendered.lock().ok()?;
+        let found = rendered.get(key)?;
+        if !Arc::ptr_eq(&found.from, listing) || found.until.is_some_and(|until| until <= now) {
+            return None;
+        }
+        found.value.clone().downcast::<T>().ok()
+    }
+
+    /// The snapshot (or a fresh read) of one page's seats; an unknown or
+    /// cancelled schedule is refused.
+    async fn seat_listing(
+        &self,
+        schedule: ScheduleId,
+        filter: &SeatFilter,
+        page: PageRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Arc<SeatListing>, CatalogError> {
         let listing = self
             .seat_maps
             .get_or_read(schedule, (schedule, filter.clone(), page), || {
                 self.repo.list_seats(schedule, filter, page, now)
             })
             .await?;
-        let seats = match &*listing {
-            SeatListing::Seats(seats) => seats.clone(),
-            SeatListing::NoSchedule => return Err(CatalogError::ScheduleNotFound(schedule)),
+        match &*listing {
+            SeatListing::Seats(_) => Ok(listing),
+            SeatListing::NoSchedule => Err(CatalogError::ScheduleNotFound(schedule)),
             // A cancelled show offers no seat, free or not.
-            SeatListing::OffSale(_) => return Err(CatalogError::NotOnSale(schedule)),
-        };
-        Ok(Page::of(seats, page, |seat| seat.id.value()).map(|seat| {
-            let availability = seat.availability(now);
-            (seat, availability)
-        }))
+            SeatListing::OffSale(_) => Err(CatalogError::NotOnSale(schedule)),
+        }
     }
 
     pub async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
@@ -140,6 +226,22 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         }
         self.create_concert(demo, None).await.map(Some)
     }
+}
+
+/// The page of `listing` with each seat's availability as of `now`.
+fn page_as_of(
+    listing: &SeatListing,
+    page: PageRequest,
+    now: DateTime<Utc>,
+) -> Page<(Seat, Availability)> {
+    let seats = match listing {
+        SeatListing::Seats(seats) => seats.clone(),
+        SeatListing::NoSchedule | SeatListing::OffSale(_) => Vec::new(),
+    };
+    Page::of(seats, page, |seat| seat.id.value()).map(|seat| {
+        let availability = seat.availability(now);
+        (seat, availability)
+    })
 }
 
 #[cfg(test)]
@@ -676,6 +778,63 @@ mod tests {
                 (3, Availability::Sold)
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_rendered_page_is_reused_until_its_snapshot_changes_or_a_hold_on_it_lapses() {
+        let h = harness();
+        let service = h.service.clone().snapshotting(Duration::from_secs(3_600));
+        let until = t0() + TimeDelta::minutes(5);
+        h.repo.0.lock().unwrap().seats = vec![
+            seat(1, SeatState::Available),
+            seat(
+                2,
+                SeatState::Held {
+                    holder: UserId(1),
+                    until,
+                },
+            ),
+        ];
+        let renders = std::sync::atomic::AtomicUsize::new(0);
+        let render = |service: &CatalogService<_, _, _>| {
+            let renders = &renders;
+            let service = service.clone();
+            async move {
+                service
+                    .render_seats(ScheduleId(1), &SeatFilter::default(), None, 10, |page| {
+                        renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        page.items.iter().map(|(_, a)| *a).collect::<Vec<_>>()
+                    })
+                    .await
+                    .unwrap()
+            }
+        };
+        let first = render(&service).await;
+        assert_eq!(*first, vec![Availability::Available, Availability::Held]);
+        let again = render(&service).await;
+        assert!(Arc::ptr_eq(&first, &again), "one rendering per snapshot");
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        // The hold lapses by time alone: the same snapshot renders anew.
+        h.clock.advance(TimeDelta::minutes(5));
+        let lapsed = render(&service).await;
+        assert_eq!(
+            *lapsed,
+            vec![Availability::Available, Availability::Available]
+        );
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+        // A change committed on this instance retires the snapshot and its rendering.
+        h.repo.0.lock().unwrap().seats[0].state = SeatState::Sold { owner: UserId(3) };
+        crate::kernel::snapshot::touch(ScheduleId(1));
+        let sold = render(&service).await;
+        assert_eq!(*sold, vec![Availability::Sold, Availability::Available]);
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        // Without snapshots every read renders.
+        render(&h.service).await;
+        render(&h.service).await;
+        assert_eq!(renders.load(std::sync::atomic::Ordering::SeqCst), 5);
     }
 
     #[tokio::test]

@@ -75,6 +75,11 @@ impl<K: Eq + Hash + Clone + Send + 'static, V> Snapshots<K, V> {
         }
     }
 
+    /// Whether snapshots are kept at all.
+    pub fn is_on(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
     fn fresh(&self, key: &K, generation: u64) -> Option<Arc<V>> {
         let entries = self.entries.lock().ok()?;
         entries

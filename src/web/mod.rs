@@ -8,6 +8,7 @@ pub mod limits;
 pub mod middleware;
 pub mod paging;
 pub mod problem;
+pub mod rendered;
 pub mod strict;
 pub mod traced;
 
