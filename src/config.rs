@@ -300,6 +300,12 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub retention_sweep_seconds: u64,
 
+    /// Aggregates a consumer handles at once from one fetched batch (each
+    /// aggregate's events still in their stream order, each event in its
+    /// own transaction). On SQLite, one writer at a time, it is always 1.
+    #[arg(long, env = "BOXOFFICE_CONSUMER_LANES", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32), global = true)]
+    pub consumer_lanes: u64,
+
     /// Deliveries of a failing event before it is dead-lettered.
     #[arg(long, env = "BOXOFFICE_CONSUMER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
     pub consumer_max_deliveries: u32,

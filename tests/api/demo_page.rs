@@ -142,6 +142,7 @@ fn start_worker(app: &TestApp) -> CancellationToken {
             block: Duration::from_millis(200),
             claim_idle: Duration::from_millis(300),
             max_deliveries: 3,
+            lanes: 1,
         },
         Arc::new(alerts),
     );

@@ -290,6 +290,7 @@ async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
             block: Duration::from_millis(50),
             claim_idle: Duration::from_millis(200),
             max_deliveries: 5,
+            lanes: 1,
         },
         alerts_for(&app),
     );

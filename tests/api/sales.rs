@@ -981,6 +981,7 @@ pub(crate) async fn paid_then_seat_lost(
             block: Duration::from_millis(50),
             claim_idle: Duration::from_millis(300),
             max_deliveries: 3,
+            lanes: 1,
         },
         Arc::new(AlertService::new(
             DbAlerts::new(app.db.clone()),

@@ -3,9 +3,10 @@
 //! only after the commit, reclaims what crashed consumers left pending, and
 //! dead-letters what keeps failing.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
+use futures::StreamExt;
 use sea_orm::{DatabaseConnection, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -43,6 +44,9 @@ pub struct ConsumerSettings {
     pub claim_idle: Duration,
     /// After this many deliveries a failing entry goes to `dead_letters`.
     pub max_deliveries: u32,
+    /// Aggregates handled at once from one fetched batch (1: one event at
+    /// a time).
+    pub lanes: usize,
 }
 
 pub struct ConsumerRunner<B> {
@@ -148,40 +152,58 @@ impl<B: EventBus> ConsumerRunner<B> {
         }
     }
 
-    /// Handles deliveries one by one, acknowledging each as soon as it is
-    /// finished; a failure leaves that entry pending and moves on. Each
+    /// Handles deliveries, acknowledging each as soon as it is finished; a
+    /// failure leaves that entry pending and moves on. The batch is split
+    /// into lanes by aggregate (the key the stream is partitioned by), and
+    /// up to `lanes` of them run at once: one aggregate's events are
+    /// handled in their stream order, different aggregates side by side
+    /// (as another instance of this group would handle them anyway). Each
     /// event is handled in an `event` span continuing the trace of the
     /// request (or handler) that wrote it, so its log lines and the events
     /// its handler writes carry the same trace id.
     pub async fn process(&self, deliveries: Vec<Delivery>) {
-        let group = self.handler.name();
-        for delivery in deliveries {
-            let finished = match &delivery.message {
-                Err(reason) => self.dead_letter(&delivery, None, reason).await,
-                Ok(message) => {
-                    let event = &message.event;
-                    let span = tracing::info_span!(
-                        "event",
-                        consumer = group,
-                        event_id = %event.event_id,
-                        event_type = %event.event_type,
-                        trace_id = tracing::field::Empty,
-                        span_id = tracing::field::Empty,
-                    );
-                    let ctx = trace::begin(&span, trace::parse(event.traceparent.as_deref()), None);
-                    ctx.scope(self.handle(&delivery, message).instrument(span))
-                        .await
-                }
-            };
-            if finished
-                && let Err(err) = self
-                    .bus
-                    .ack(group, std::slice::from_ref(&delivery.id))
-                    .await
-            {
-                // Not acknowledged: it will be reclaimed and dropped by the inbox.
-                tracing::warn!(group, error = format!("{err:#}"), "consumer: ack failed");
+        if self.settings.lanes <= 1 {
+            for delivery in deliveries {
+                self.process_one(delivery).await;
             }
+            return;
+        }
+        futures::stream::iter(lanes_of(deliveries))
+            .for_each_concurrent(self.settings.lanes, |lane| async move {
+                for delivery in lane {
+                    self.process_one(delivery).await;
+                }
+            })
+            .await;
+    }
+
+    async fn process_one(&self, delivery: Delivery) {
+        let group = self.handler.name();
+        let finished = match &delivery.message {
+            Err(reason) => self.dead_letter(&delivery, None, reason).await,
+            Ok(message) => {
+                let event = &message.event;
+                let span = tracing::info_span!(
+                    "event",
+                    consumer = group,
+                    event_id = %event.event_id,
+                    event_type = %event.event_type,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                let ctx = trace::begin(&span, trace::parse(event.traceparent.as_deref()), None);
+                ctx.scope(self.handle(&delivery, message).instrument(span))
+                    .await
+            }
+        };
+        if finished
+            && let Err(err) = self
+                .bus
+                .ack(group, std::slice::from_ref(&delivery.id))
+                .await
+        {
+            // Not acknowledged: it will be reclaimed and dropped by the inbox.
+            tracing::warn!(group, error = format!("{err:#}"), "consumer: ack failed");
         }
     }
 
@@ -293,5 +315,81 @@ impl<B: EventBus> ConsumerRunner<B> {
             })
             .await;
         true
+    }
+}
+
+/// `deliveries` split by aggregate, each lane in stream order; an entry
+/// that could not be decoded is a lane of its own.
+fn lanes_of(deliveries: Vec<Delivery>) -> Vec<Vec<Delivery>> {
+    let mut lanes: Vec<Vec<Delivery>> = Vec::new();
+    let mut by_aggregate: HashMap<(String, String), usize> = HashMap::new();
+    for delivery in deliveries {
+        let key = delivery
+            .message
+            .as_ref()
+            .ok()
+            .map(|m| (m.event.aggregate_type.clone(), m.event.aggregate_id.clone()));
+        match key.and_then(|key| match by_aggregate.get(&key) {
+            Some(&lane) => Some(lane),
+            None => {
+                by_aggregate.insert(key, lanes.len());
+                None
+            }
+        }) {
+            Some(lane) => lanes[lane].push(delivery),
+            None => lanes.push(vec![delivery]),
+        }
+    }
+    lanes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, aggregate: Option<&str>) -> Delivery {
+        Delivery {
+            id: id.to_owned(),
+            deliveries: 1,
+            message: aggregate.map_or_else(
+                || Err("undecodable".to_owned()),
+                |aggregate| {
+                    Ok(BusMessage {
+                        outbox_id: None,
+                        target: None,
+                        event: EventEnvelope {
+                            event_id: uuid::Uuid::new_v4(),
+                            event_type: "T".into(),
+                            aggregate_type: "payment".into(),
+                            aggregate_id: aggregate.to_owned(),
+                            occurred_at: Utc::now(),
+                            payload: serde_json::Value::Null,
+                            traceparent: None,
+                        },
+                    })
+                },
+            ),
+        }
+    }
+
+    #[test]
+    fn a_batch_splits_by_aggregate_and_keeps_each_aggregates_order() {
+        let lanes = lanes_of(vec![
+            delivery("1", Some("a")),
+            delivery("2", Some("b")),
+            delivery("3", None),
+            delivery("4", Some("a")),
+            delivery("5", None),
+            delivery("6", Some("b")),
+            delivery("7", Some("a")),
+        ]);
+        let ids: Vec<Vec<&str>> = lanes
+            .iter()
+            .map(|lane| lane.iter().map(|d| d.id.as_str()).collect())
+            .collect();
+        assert_eq!(
+            ids,
+            vec![vec!["1", "4", "7"], vec!["2", "6"], vec!["3"], vec!["5"]]
+        );
     }
 }
