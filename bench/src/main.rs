@@ -11,6 +11,7 @@ mod http;
 mod load;
 mod lock_strategies;
 mod processes;
+mod profile;
 mod queue;
 mod queue_scaling;
 mod relay;
@@ -54,6 +55,10 @@ struct Cli {
     /// (used by scripts/test); writes its report to a temp dir.
     #[arg(long, global = true)]
     smoke: bool,
+    /// Profile the server with `perf` while users enter and while they
+    /// poll (queue scenario) and write text summaries into this directory.
+    #[arg(long, global = true)]
+    perf_dir: Option<PathBuf>,
     /// How long the soak runs.
     #[arg(long, default_value_t = 20.0, global = true)]
     soak_minutes: f64,
@@ -144,7 +149,14 @@ async fn main() -> anyhow::Result<()> {
         let server = server::Server::start(&database_url, &stores.server_redis_args(), &[])?;
         let health = http::health_baseline(&server, cli.smoke, &mut report).await;
         health_rps = Some(health);
-        queue::run(&server, health, cli.smoke, &mut report).await?;
+        queue::run(
+            &server,
+            health,
+            cli.smoke,
+            cli.perf_dir.as_deref(),
+            &mut report,
+        )
+        .await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::QueueScaling) {
         queue_scaling::run(&stores, cli.smoke, &mut report).await?;

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use crate::{
     http::CONCURRENCY,
     load,
+    profile::Profile,
     report::{Report, ScenarioResult},
     server::Server,
 };
@@ -29,6 +30,7 @@ pub async fn run(
     server: &Server,
     health_rps: f64,
     smoke: bool,
+    perf_dir: Option<&std::path::Path>,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let (users, polls) = if smoke {
@@ -81,7 +83,16 @@ pub async fn run(
     }
 
     // Enter: every user once, concurrently.
+    let profile = Profile::start(
+        perf_dir,
+        server.pid(),
+        "enter",
+        "POST /v1/queue/tokens, distinct users entering one room at 64 connections",
+    )?;
     let (enter, entered) = enter_all(&client, server, concert_id, users, "queue: entering").await;
+    if let Some(profile) = profile {
+        println!("profile: {}", profile.finish()?.display());
+    }
     let mut first_positions: Vec<u64> = entered.iter().map(|(_, p)| *p).collect();
     first_positions.sort_unstable();
     let unique_positions = first_positions == (1..=entered.len() as u64).collect::<Vec<_>>();
@@ -97,6 +108,12 @@ pub async fn run(
     // Poll: random users poll their status (the heartbeat) while admission runs.
     let tokens: Arc<Vec<String>> = Arc::new(entered.iter().map(|(t, _)| t.clone()).collect());
     put_settings(1_000_000).await?.error_for_status()?;
+    let profile = Profile::start(
+        perf_dir,
+        server.pid(),
+        "poll",
+        "GET /v1/queue/status, waiting users polling at 64 connections",
+    )?;
     let active_before = room_active(&client, server, &admin).await?;
     let window_start = Instant::now();
     let poll = {
@@ -117,6 +134,9 @@ pub async fn run(
     };
     let active_after = room_active(&client, server, &admin).await?;
     let window = window_start.elapsed();
+    if let Some(profile) = profile {
+        println!("profile: {}", profile.finish()?.display());
+    }
     let measured_rate = (active_after - active_before) as f64 / window.as_secs_f64();
     let rate_error = (measured_rate - ADMIT_PER_SECOND as f64).abs() / ADMIT_PER_SECOND as f64;
 

@@ -214,6 +214,11 @@ impl Server {
     }
 
     /// Peak resident memory of the server process so far (VmHWM), in MiB.
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn peak_rss_mib(&self) -> Option<f64> {
         self.memory_mib("VmHWM:")
     }
