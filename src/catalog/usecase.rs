@@ -109,25 +109,11 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     }
 
     /// A page of the seat map in number order, each seat with its
-    /// availability as of now; `filter` keeps the seats a buyer asked for.
-    pub async fn list_seats(
-        &self,
-        schedule: ScheduleId,
-        filter: &SeatFilter,
-        after: Option<i64>,
-        limit: u64,
-    ) -> Result<Page<(Seat, Availability)>, CatalogError> {
-        let now = self.clock.now();
-        let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
-        let listing = self.seat_listing(schedule, filter, page, now).await?;
-        Ok(page_as_of(&listing, page, now))
-    }
-
-    /// The page [`CatalogService::list_seats`] answers, as `render` makes
-    /// it (a response body, say). While snapshots are on, a rendering is
-    /// reused for as long as the snapshot it came from is served and no
-    /// hold on the page has lapsed since: a rush of readers renders each
-    /// page once per change, not once per read.
+    /// availability as of now (`filter` keeps the seats a buyer asked
+    /// for), as `render` makes it (a response body, say). While snapshots
+    /// are on, a rendering is reused for as long as the snapshot it came
+    /// from is served and no hold on the page has lapsed since: a rush of
+    /// readers renders each page once per change, not once per read.
     pub async fn render_seats<T: Send + Sync + 'static>(
         &self,
         schedule: ScheduleId,
@@ -457,6 +443,22 @@ mod tests {
             repo,
             clock,
             wake,
+        }
+    }
+
+    impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
+        /// The page `render_seats` renders, as it is given to `render`.
+        async fn list_seats(
+            &self,
+            schedule: ScheduleId,
+            filter: &SeatFilter,
+            after: Option<i64>,
+            limit: u64,
+        ) -> Result<Page<(Seat, Availability)>, CatalogError> {
+            let page = self
+                .render_seats(schedule, filter, after, limit, |page| page)
+                .await?;
+            Ok((*page).clone())
         }
     }
 
