@@ -136,8 +136,13 @@ async fn a_flood_of_polls_is_paced_and_the_honest_poller_is_answered() {
         paced >= 30 - 12,
         "only {paced} of 30 rapid polls were paced"
     );
+    // Answered 200 (`queue_status` checks it), not paced: another token
+    // keeps its own pace. It is second in line, or first once the
+    // scheduler has admitted the flood's token to the room's one slot.
     let status = app.queue_status(&honest).await;
-    assert_eq!(status["position"], 2, "another token keeps its own pace");
+    assert_eq!(status["status"], "waiting", "{status}");
+    let position = status["position"].as_u64().unwrap();
+    assert!((1..=2).contains(&position), "{status}");
 }
 
 #[tokio::test]
