@@ -342,6 +342,27 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_COUPON_RECONCILE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400), global = true)]
     pub coupon_reconcile_seconds: u64,
 
+    /// Bench-only build (`bench-strategies`): how coupon issues are decided.
+    /// `ledger` is the production path; the others are the classic lock
+    /// strategies the bench compares it with through the same route. They
+    /// need PostgreSQL, and the Redis locks standalone Redis.
+    #[cfg(feature = "bench-strategies")]
+    #[arg(
+        long,
+        env = "BOXOFFICE_COUPON_LOCK_STRATEGY",
+        value_enum,
+        default_value = "ledger",
+        global = true
+    )]
+    pub coupon_lock_strategy: crate::coupon::infra::locks::LockStrategy,
+
+    /// Bench-only build (`bench-strategies`): answer the refusals of a
+    /// sold-out campaign from memory (as a release always does), or send
+    /// every request to the strategy.
+    #[cfg(feature = "bench-strategies")]
+    #[arg(long, env = "BOXOFFICE_COUPON_SOLD_OUT_MEMORY", default_value_t = true, action = ArgAction::Set, global = true)]
+    pub coupon_sold_out_memory: bool,
+
     /// A ledger entry with no database row is dropped by the reconciler only
     /// once it is this old (its winner may still be writing).
     #[arg(long, env = "BOXOFFICE_COUPON_RECONCILE_GRACE_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400), global = true)]

@@ -80,9 +80,11 @@ enum Scenario {
     /// Coupon storm: 10,000 users × 2 issue requests over HTTP for a campaign
     /// of 1,000 (with its own health baseline when `queue` did not run).
     Coupons,
-    /// Pessimistic lock, optimistic version, Redis spin lock and Lua ledger
-    /// side by side against the stores (runs the coupon storm too when it did
-    /// not run, for the storm-vs-pessimistic ratio).
+    /// Pessimistic lock, optimistic version, Redis spin lock, Redis pub/sub
+    /// lock and Lua ledger side by side through the same HTTP route (the
+    /// bench build `boxoffice-strategies`), with and without the sold-out
+    /// memory (runs the coupon storm too when it did not run, for the
+    /// storm-vs-strategy ratios).
     LockStrategies,
     /// Mixed keyed traffic (charge, coupon issue, redemption) for
     /// `--soak-minutes` with retention set short: invariants, and the

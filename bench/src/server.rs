@@ -30,15 +30,29 @@ pub struct Server {
     codec: JwtCodec,
 }
 
-fn server_binary() -> anyhow::Result<PathBuf> {
+/// The server binary named `name` next to this one.
+fn binary(name: &str, build: &str) -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
-    let path = me.with_file_name(format!("boxoffice{}", std::env::consts::EXE_SUFFIX));
+    let path = me.with_file_name(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     anyhow::ensure!(
         path.exists(),
-        "{} not found: build the server first (cargo build --release --bins)",
+        "{} not found: build it first ({build})",
         path.display()
     );
     Ok(path)
+}
+
+fn server_binary() -> anyhow::Result<PathBuf> {
+    binary("boxoffice", "cargo build --release --bins")
+}
+
+/// The server with the coupon lock strategies compiled in (the
+/// `bench-strategies` feature), for the like-for-like comparison.
+fn strategies_binary() -> anyhow::Result<PathBuf> {
+    binary(
+        "boxoffice-strategies",
+        "cargo build --release -p boxoffice --features bench-strategies --bin boxoffice-strategies",
+    )
 }
 
 /// Under `cargo run`, builds the server binary of this profile first, so
@@ -50,15 +64,26 @@ pub fn ensure_server_binary() -> anyhow::Result<()> {
             .parent()
             .and_then(|dir| dir.file_name())
             .is_some_and(|name| name == "release");
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "-p", "boxoffice", "--bin", "boxoffice"]);
-        if release {
-            build.arg("--release");
+        // The release server, then the one with the lock strategies (its
+        // own binary: the feature never reaches `boxoffice`).
+        for (bin, features) in [
+            ("boxoffice", None),
+            ("boxoffice-strategies", Some("bench-strategies")),
+        ] {
+            let mut build = Command::new(&cargo);
+            build.args(["build", "-q", "-p", "boxoffice", "--bin", bin]);
+            if let Some(features) = features {
+                build.args(["--features", features]);
+            }
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().with_context(|| format!("building {bin}"))?;
+            anyhow::ensure!(status.success(), "building {bin} failed ({status})");
         }
-        let status = build.status().context("building the server")?;
-        anyhow::ensure!(status.success(), "building the server failed ({status})");
     }
-    server_binary().map(drop)
+    server_binary()?;
+    strategies_binary().map(drop)
 }
 
 impl Server {
@@ -76,9 +101,30 @@ impl Server {
         extra: &[&str],
         tag: &str,
     ) -> anyhow::Result<Self> {
+        Self::spawn(server_binary()?, database_url, redis, extra, tag)
+    }
+
+    /// The bench build of the server (`boxoffice-strategies`), with
+    /// `extra` choosing its coupon lock strategy.
+    pub fn start_strategies(
+        database_url: &str,
+        redis: &[String],
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        Self::spawn(strategies_binary()?, database_url, redis, extra, &tag)
+    }
+
+    fn spawn(
+        program: PathBuf,
+        database_url: &str,
+        redis: &[String],
+        extra: &[&str],
+        tag: &str,
+    ) -> anyhow::Result<Self> {
         let own = uuid::Uuid::new_v4().simple().to_string();
         let data_platform_dir = std::env::temp_dir().join(format!("bo-bench-{own}"));
-        let mut child = Command::new(server_binary()?)
+        let mut child = Command::new(program)
             .args([
                 "serve",
                 "--listen",

@@ -158,6 +158,8 @@ impl Services {
             a.waker.clone(),
             TimeDelta::seconds(settings.coupon_reconcile_grace_seconds as i64),
         );
+        #[cfg(feature = "bench-strategies")]
+        let coupons = bench_strategy(coupons, a, settings)?;
         let events = EventPipeline::new(
             DbOutbox::new(db.clone()),
             a.bus.clone(),
@@ -178,6 +180,35 @@ impl Services {
             limits,
         })
     }
+}
+
+/// The bench build's coupon lock strategy and sold-out memory
+/// (`--coupon-lock-strategy`, `--coupon-sold-out-memory`).
+#[cfg(feature = "bench-strategies")]
+fn bench_strategy(coupons: Coupons, a: &Adapters, settings: &Settings) -> anyhow::Result<Coupons> {
+    let strategy = settings.coupon_lock_strategy;
+    let issuer = crate::coupon::infra::locks::issuer(
+        strategy,
+        &a.uow,
+        &a.db,
+        a.redis.as_ref(),
+        settings.redis_url.as_deref(),
+        &settings.redis_prefix,
+    )?;
+    let coupons = match issuer {
+        Some(issuer) => {
+            tracing::warn!(
+                ?strategy,
+                "bench build: coupon issues are decided by a lock strategy, not the ledger"
+            );
+            coupons.issuing_with(issuer)
+        }
+        None => coupons,
+    };
+    Ok(match settings.coupon_sold_out_memory {
+        true => coupons,
+        false => coupons.without_sold_out_memory(),
+    })
 }
 
 fn queue_defaults(settings: &Settings) -> anyhow::Result<QueueSettings> {

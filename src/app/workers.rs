@@ -126,12 +126,19 @@ pub fn workers(
         Duration::from_secs(settings.retention_sweep_seconds),
         cancel.clone(),
     )));
-    workers.push(Box::pin(coupon::infra::reconciler::run(
-        s.coupons.clone(),
-        Arc::new(s.alerts.clone()),
-        Duration::from_secs(settings.coupon_reconcile_seconds),
-        cancel.clone(),
-    )));
+    // A bench lock strategy keeps no ledger: nothing to reconcile.
+    #[cfg(feature = "bench-strategies")]
+    let reconciles = settings.coupon_lock_strategy == coupon::infra::locks::LockStrategy::Ledger;
+    #[cfg(not(feature = "bench-strategies"))]
+    let reconciles = true;
+    if reconciles {
+        workers.push(Box::pin(coupon::infra::reconciler::run(
+            s.coupons.clone(),
+            Arc::new(s.alerts.clone()),
+            Duration::from_secs(settings.coupon_reconcile_seconds),
+            cancel.clone(),
+        )));
+    }
 
     let consumer_settings = ConsumerSettings {
         batch_size: 64,

@@ -162,6 +162,21 @@ pub enum LedgerStep {
     Stale,
 }
 
+/// First come, first served decided from a campaign's count read under a
+/// lock (the lock strategies the bench compares with the ledger): a holder
+/// is refused, a full campaign is sold out, anyone else takes the next
+/// number. Only right while the caller holds the campaign's lock, or checks
+/// on writing that the count has not moved.
+pub fn first_come(held: bool, issued: u32, quantity: u32) -> LedgerStep {
+    if held {
+        LedgerStep::AlreadyIssued
+    } else if issued >= quantity {
+        LedgerStep::SoldOut
+    } else {
+        LedgerStep::Issued(issued + 1)
+    }
+}
+
 /// One user's entry in a ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -635,5 +650,15 @@ mod tests {
         assert_eq!(CouponState::of(true, at(0), at(10)), CouponState::Used);
         assert_eq!(CouponState::of(false, at(10), at(10)), CouponState::Expired);
         assert_eq!(CouponState::of(false, at(11), at(10)), CouponState::Issued);
+    }
+
+    #[test]
+    fn first_come_refuses_a_holder_then_a_full_campaign_then_gives_the_next_number() {
+        assert_eq!(first_come(true, 0, 10), LedgerStep::AlreadyIssued);
+        assert_eq!(first_come(true, 10, 10), LedgerStep::AlreadyIssued);
+        assert_eq!(first_come(false, 10, 10), LedgerStep::SoldOut);
+        assert_eq!(first_come(false, 11, 10), LedgerStep::SoldOut);
+        assert_eq!(first_come(false, 0, 10), LedgerStep::Issued(1));
+        assert_eq!(first_come(false, 9, 10), LedgerStep::Issued(10));
     }
 }

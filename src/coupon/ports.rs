@@ -1,6 +1,7 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use super::domain::{
@@ -160,6 +161,34 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         &self,
         campaign: &Campaign,
     ) -> impl Future<Output = Result<CampaignCounts, CouponError>> + Send;
+}
+
+/// What a lock strategy answered for one issue request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockedIssue {
+    /// The user won: their row, its `CouponIssued` event and (with a key)
+    /// the answer a retry hears are written.
+    Won(IssuedCoupon),
+    AlreadyIssued,
+    SoldOut,
+}
+
+/// Another way to serve first come, first served: take a lock, read the
+/// campaign's count and the user's holding, decide with
+/// [`first_come`](super::domain::first_come), write the winner with
+/// [`record_winners`](super::usecase::record_winners), let go. Only the
+/// benchmark builds one (the `bench-strategies` cargo feature,
+/// `--coupon-lock-strategy`), to serve the classic lock strategies through
+/// the production route and compare them with the ledger like for like; a
+/// release has none and always uses the ledger.
+pub trait LockedIssuer: Send + Sync + 'static {
+    fn issue<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+        user: UserId,
+        key: Option<&'a RequestKey>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>>;
 }
 
 /// The winners' rows inside a transaction.

@@ -13,7 +13,7 @@ use super::{
         IssuedCoupon, Job, JobStatus, LedgerStep, MAX_PAGE, ReconcileReport, RecordError,
         RedeemableCoupon, Vendor, Winner, ledger_drift, parse_name, redemption_verdict,
     },
-    ports::{CouponLedger, CouponRepository, IssueTx, RedemptionTx},
+    ports::{CouponLedger, CouponRepository, IssueTx, LockedIssue, LockedIssuer, RedemptionTx},
 };
 use crate::{
     kernel::{
@@ -45,6 +45,13 @@ pub struct CouponService<U, R, L, C, W> {
     grace: TimeDelta,
     /// Campaigns this instance just saw sold out, with who held them then.
     sold_out: SoldOutMemo,
+    /// Whether refusals of a sold-out campaign come from `sold_out` (always
+    /// in a release; the bench turns it off to compare lock strategies
+    /// request for request).
+    remembers_sold_out: bool,
+    /// The bench's lock strategy in the ledger's place (never in a
+    /// release: see [`LockedIssuer`]).
+    locked: Option<Arc<dyn LockedIssuer>>,
 }
 
 /// How long a sold-out campaign is answered from memory. Only refusals
@@ -147,7 +154,25 @@ where
             rebuilds: KeyedLocks::default(),
             grace,
             sold_out: SoldOutMemo::default(),
+            remembers_sold_out: true,
+            locked: None,
         }
+    }
+
+    /// Decides issues with a lock strategy instead of the ledger (the
+    /// bench's like-for-like comparison; see [`LockedIssuer`]). Everything
+    /// around the decision (the campaign, its window, keys, answers, the
+    /// sold-out memory) stays as it is.
+    pub fn issuing_with(mut self, issuer: Arc<dyn LockedIssuer>) -> Self {
+        self.locked = Some(issuer);
+        self
+    }
+
+    /// Sends every request of a sold-out campaign to the ledger (or the
+    /// lock strategy) instead of answering refusals from memory.
+    pub fn without_sold_out_memory(mut self) -> Self {
+        self.remembers_sold_out = false;
+        self
     }
 
     /// A new vendor, recorded with the admin who created it.
@@ -223,7 +248,11 @@ where
         let campaign = self.campaign(coupon).await?;
         let now = self.clock.now();
         campaign.window(now)?;
-        match self.sold_out.answer(coupon, user, now) {
+        let remembered = match self.remembers_sold_out {
+            true => self.sold_out.answer(coupon, user, now),
+            false => None,
+        };
+        match remembered {
             Some(Remembered::Holder) => return self.replay(coupon, user, key).await,
             Some(Remembered::SoldOut) => return Err(self.sold_out_answer()),
             None => {}
@@ -232,6 +261,11 @@ where
         // refuse) never takes a number.
         if let Some(first) = idempotency::replay(&self.uow, key).await? {
             return Ok(first);
+        }
+        if let Some(issuer) = &self.locked {
+            return self
+                .issue_locked(issuer.as_ref(), &campaign, user, key, now)
+                .await;
         }
         let mut step = self.ledger.issue(coupon, user, now).await?;
         if step == LedgerStep::Stale {
@@ -258,6 +292,47 @@ where
         }
     }
 
+    /// The issue decided and written by a lock strategy, answered as the
+    /// ledger's path answers.
+    async fn issue_locked(
+        &self,
+        issuer: &dyn LockedIssuer,
+        campaign: &Campaign,
+        user: UserId,
+        key: Option<&RequestKey>,
+        now: DateTime<Utc>,
+    ) -> Result<Issued, CouponError> {
+        match issuer.issue(campaign, user, key, now).await {
+            Ok(LockedIssue::Won(row)) => {
+                self.wake.wake();
+                metrics::counter!("coupon_issue_total", "result" => "issued").increment(1);
+                Ok(row.answer())
+            }
+            // The user's other request won first.
+            Ok(LockedIssue::AlreadyIssued) | Err(RecordError::DuplicateUser) => {
+                self.replay(campaign.id, user, key).await
+            }
+            Ok(LockedIssue::SoldOut) => {
+                self.remember_sold_out(campaign, now).await;
+                Err(self.sold_out_answer())
+            }
+            Err(RecordError::KeyReused) => Err(CouponError::KeyReused),
+            Err(RecordError::DuplicateNumber) => {
+                metrics::counter!("coupon_issue_total", "result" => "retry").increment(1);
+                Err(CouponError::Unavailable(anyhow::anyhow!(
+                    "coupon {} issue number taken by a racing writer; retry",
+                    campaign.id
+                )))
+            }
+            Err(RecordError::Failed(cause)) => {
+                metrics::counter!("coupon_issue_total", "result" => "failed").increment(1);
+                Err(CouponError::Unavailable(
+                    cause.context("issuing a coupon under the lock strategy"),
+                ))
+            }
+        }
+    }
+
     fn sold_out_answer(&self) -> CouponError {
         metrics::counter!("coupon_issue_total", "result" => "sold_out").increment(1);
         CouponError::SoldOut
@@ -266,8 +341,26 @@ where
     /// Copies the holders of a campaign the ledger just called sold out,
     /// so the rest of the rush is answered from memory.
     async fn remember_sold_out(&self, campaign: &Campaign, now: DateTime<Utc>) {
-        if campaign.quantity > SOLD_OUT_MEMO_MAX_QUANTITY || !self.sold_out.claim(campaign.id, now)
+        if !self.remembers_sold_out
+            || campaign.quantity > SOLD_OUT_MEMO_MAX_QUANTITY
+            || !self.sold_out.claim(campaign.id, now)
         {
+            return;
+        }
+        // A lock strategy keeps no ledger: its holders are the rows.
+        if self.locked.is_some() {
+            let holders = match self.repo.holders(campaign.id).await {
+                Ok(rows) if rows.len() >= campaign.quantity as usize => {
+                    Some(rows.into_iter().map(|(user, _)| user).collect())
+                }
+                Ok(_) => None,
+                Err(err) => {
+                    tracing::debug!(coupon = %campaign.id, error = %err, "sold-out campaign not copied");
+                    None
+                }
+            };
+            self.sold_out
+                .store(campaign.id, holders, now + SOLD_OUT_MEMORY, now);
             return;
         }
         let holders = match self.ledger.snapshot(campaign.id).await {
@@ -958,9 +1051,11 @@ mod tests {
         (service, clock)
     }
 
-    #[tokio::test]
-    async fn first_come_first_served_one_per_user() {
-        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+    /// Campaign 1 (two coupons): user 1 wins, asks again, user 2 wins, user
+    /// 3 is too late.
+    async fn first_come_first_served<L: CouponLedger>(
+        service: &CouponService<MemoryUow, FakeRepo, L, ManualClock, NoWake>,
+    ) {
         let c = CouponId(1);
         assert_eq!(service.issue(c, UserId(1), None).await.unwrap().number, 1);
         assert!(matches!(
@@ -972,6 +1067,12 @@ mod tests {
             service.issue(c, UserId(3), None).await,
             Err(CouponError::SoldOut)
         ));
+    }
+
+    #[tokio::test]
+    async fn first_come_first_served_one_per_user() {
+        let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
+        first_come_first_served(&service).await;
         assert!(matches!(
             service.issue(CouponId(9), UserId(3), None).await,
             Err(CouponError::NotFound)
@@ -1424,6 +1525,157 @@ mod tests {
         ));
         clock.advance(TimeDelta::milliseconds(1_001));
         assert_eq!(service.issue(c, UserId(4), None).await.unwrap().number, 2);
+    }
+
+    /// A lock strategy in memory: the decision under one mutex, writing
+    /// into the fake repository's rows; `fail_next` makes the next call
+    /// fail with that error.
+    #[derive(Clone)]
+    struct FakeIssuer {
+        rows: Arc<Mutex<Vec<IssuedCoupon>>>,
+        calls: Arc<AtomicUsize>,
+        fail_next: Arc<Mutex<Option<RecordError>>>,
+    }
+
+    impl FakeIssuer {
+        fn over(repo: &FakeRepo) -> Self {
+            Self {
+                rows: repo.rows.clone(),
+                calls: Arc::default(),
+                fail_next: Arc::default(),
+            }
+        }
+    }
+
+    impl LockedIssuer for FakeIssuer {
+        fn issue<'a>(
+            &'a self,
+            campaign: &'a Campaign,
+            user: UserId,
+            _: Option<&'a RequestKey>,
+            _: DateTime<Utc>,
+        ) -> BoxFuture<'a, Result<LockedIssue, RecordError>> {
+            async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if let Some(err) = self.fail_next.lock().unwrap().take() {
+                    return Err(err);
+                }
+                let mut rows = self.rows.lock().unwrap();
+                let held = rows.iter().any(|r| r.user == user);
+                match super::super::domain::first_come(held, rows.len() as u32, campaign.quantity) {
+                    LedgerStep::Issued(number) => {
+                        let row = IssuedCoupon {
+                            id: UserCouponId(rows.len() as i64 + 1),
+                            coupon: campaign.id,
+                            user,
+                            number,
+                        };
+                        rows.push(row.clone());
+                        Ok(LockedIssue::Won(row))
+                    }
+                    LedgerStep::AlreadyIssued => Ok(LockedIssue::AlreadyIssued),
+                    _ => Ok(LockedIssue::SoldOut),
+                }
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_strategy_decides_in_the_ledgers_place_and_is_answered_alike() {
+        let repo = FakeRepo::default();
+        let ledger = MemoryCouponLedger::default();
+        let (service, _) = service(repo.clone(), ledger.clone()).await;
+        let issuer = FakeIssuer::over(&repo);
+        let service = service.issuing_with(Arc::new(issuer.clone()));
+        let c = CouponId(1);
+        first_come_first_served(&service).await;
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
+        assert_eq!(
+            ledger.issued(c).await.unwrap(),
+            Some(0),
+            "the ledger was not asked"
+        );
+        // The sold-out memory is filled from the rows (a lock strategy
+        // keeps no ledger) and answers the rest of the rush.
+        assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            service.issue(c, UserId(4), None).await,
+            Err(CouponError::SoldOut)
+        ));
+        assert!(matches!(
+            service.issue(c, UserId(2), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn without_the_sold_out_memory_every_request_reaches_the_strategy() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let issuer = FakeIssuer::over(&repo);
+        let service = service
+            .issuing_with(Arc::new(issuer.clone()))
+            .without_sold_out_memory();
+        let c = CouponId(1);
+        service.issue(c, UserId(1), None).await.unwrap();
+        service.issue(c, UserId(2), None).await.unwrap();
+        for user in [3, 4, 3] {
+            assert!(matches!(
+                service.issue(c, UserId(user), None).await,
+                Err(CouponError::SoldOut)
+            ));
+        }
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), 5);
+        assert_eq!(
+            repo.holder_reads.load(Ordering::SeqCst),
+            0,
+            "nothing copied"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lock_strategys_failures_are_answered_as_the_ledgers_path_answers_them() {
+        let repo = FakeRepo::default();
+        let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
+        let issuer = FakeIssuer::over(&repo);
+        let service = service.issuing_with(Arc::new(issuer.clone()));
+        let c = CouponId(1);
+        let fail = |err| *issuer.fail_next.lock().unwrap() = Some(err);
+        fail(RecordError::Failed(anyhow::anyhow!("connection reset")));
+        assert!(matches!(
+            service.issue(c, UserId(1), None).await,
+            Err(CouponError::Unavailable(_))
+        ));
+        fail(RecordError::DuplicateNumber);
+        assert!(matches!(
+            service.issue(c, UserId(1), None).await,
+            Err(CouponError::Unavailable(_))
+        ));
+        fail(RecordError::KeyReused);
+        assert!(matches!(
+            service.issue(c, UserId(1), None).await,
+            Err(CouponError::KeyReused)
+        ));
+        // The user's other request won while this one waited for the lock.
+        fail(RecordError::DuplicateUser);
+        assert!(matches!(
+            service.issue(c, UserId(1), None).await,
+            Err(CouponError::AlreadyIssued)
+        ));
+        assert!(repo.rows.lock().unwrap().is_empty());
+        // A key that already won is replayed without asking the strategy.
+        let k = key(1, 1, "k");
+        repo.record_issue(&campaign(), UserId(1), 1, Some(&k), t0())
+            .await
+            .unwrap();
+        let calls = issuer.calls.load(Ordering::SeqCst);
+        assert_eq!(
+            service.issue(c, UserId(1), Some(&k)).await.unwrap().number,
+            1
+        );
+        assert_eq!(issuer.calls.load(Ordering::SeqCst), calls);
     }
 
     #[tokio::test]

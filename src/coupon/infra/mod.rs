@@ -1,5 +1,7 @@
 pub mod consumer;
 pub mod db;
+#[cfg(feature = "bench-strategies")]
+pub mod locks;
 pub mod memory;
 pub mod reconciler;
 pub mod redis;
