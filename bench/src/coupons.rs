@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use crate::{
     http::{self, CONCURRENCY},
     load::{self, LoadResult},
+    profile::Profile,
     report::{Report, ScenarioResult},
     server::Server,
     stores::Stores,
@@ -164,6 +165,21 @@ impl Storm {
             .check("no errors (5xx, transport)", self.result.errors == 0);
     }
 
+    /// How long selling out took and how fast the refusals after it went;
+    /// `how` says what decided the issues.
+    pub fn phases(&self, how: &str) -> Option<String> {
+        let (at, answered) = self.sold_out_at?;
+        let requests = self.result.requests;
+        let rest = self.result.elapsed.saturating_sub(at).as_secs_f64();
+        Some(format!(
+            "phases: the last coupon was won after {:.2} s and {answered} answers ({:.0}/s; {how}); the {} answers after it took {rest:.2} s ({:.0}/s).",
+            at.as_secs_f64(),
+            answered as f64 / at.as_secs_f64().max(f64::EPSILON),
+            requests - answered,
+            (requests - answered) as f64 / rest.max(f64::EPSILON),
+        ))
+    }
+
     pub fn answers(&self) -> String {
         format!(
             "answers: {} × 201, {} × 409 sold_out, {} × 409 already_issued, {} errors.",
@@ -267,13 +283,15 @@ pub async fn storm(
 }
 
 /// Runs the storm; measures a health baseline on the same server first if
-/// none was measured in this run. Returns the storm's requests per second.
+/// none was measured in this run. Returns the storm's requests per second
+/// and the health baseline's.
 pub async fn run(
     stores: &Stores,
     health_rps: Option<f64>,
     smoke: bool,
+    perf_dir: Option<&std::path::Path>,
     report: &mut Report,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let (users, quantity) = if smoke {
         (200u64, 20u64)
     } else {
@@ -286,7 +304,16 @@ pub async fn run(
         Some(rps) => rps,
         None => http::health_baseline(&server, smoke, report).await,
     };
+    let profile = Profile::start(
+        perf_dir,
+        server.pid(),
+        "storm",
+        "POST /v1/coupons/{id}/issue, the coupon storm (1,000 won, then refusals)",
+    )?;
     let storm = storm(&server, &db, users, quantity, "coupon storm").await?;
+    if let Some(profile) = profile {
+        println!("profile: {}", profile.finish()?.display());
+    }
     let (db_issued, ledger_issued) = (
         storm.stats["issued"].as_u64(),
         storm.stats["ledgerIssued"].as_u64(),
@@ -310,18 +337,9 @@ pub async fn run(
         db_issued.map_or("?".into(), |n| n.to_string()),
         ledger_issued.map_or("?".into(), |n| n.to_string()),
     ));
-    if let Some((at, answered)) = storm.sold_out_at {
-        let total = requests as f64 / scenario.rps.max(f64::EPSILON);
-        let rest = total - at.as_secs_f64();
-        scenario.notes.push(format!(
-            "phases: the last coupon was won after {:.2} s and {answered} answers ({:.0}/s; winners' rows are written in batches); the {} answers after it, refusals from memory, took {:.2} s ({:.0}/s).",
-            at.as_secs_f64(),
-            answered as f64 / at.as_secs_f64().max(f64::EPSILON),
-            requests - answered,
-            rest,
-            (requests - answered) as f64 / rest.max(f64::EPSILON),
-        ));
-    }
+    scenario
+        .notes
+        .extend(storm.phases("winners' rows are written in batches"));
     scenario.notes.push(format!(
         "{:.2} of the health baseline ({health_rps:.0}/s); target ≥ 0.60: {}.",
         vs_health,
@@ -332,5 +350,5 @@ pub async fn run(
         .ratios
         .insert("couponStormVsHealth".into(), vs_health);
     report.scenarios.push(scenario);
-    Ok(rps)
+    Ok((rps, health_rps))
 }

@@ -145,15 +145,24 @@ async fn measure(
         Strategy::Pessimistic | Strategy::Ledger => {}
     }
     scenario.notes.push(answers);
+    scenario
+        .notes
+        .extend(storm.phases(match (strategy, memory) {
+            (Strategy::Ledger, _) => "winners' rows are written in batches",
+            (_, true) => "one winner at a time under the lock; refusals from memory once sold out",
+            (_, false) => "one request at a time under the lock",
+        }));
     scenario.notes.push(storm.counts.describe() + ".");
     Ok(scenario)
 }
 
 /// Runs every strategy with and without the sold-out memory; `storm_rps`
-/// is the coupon storm's rate on the release server in this run.
+/// is the coupon storm's rate on the release server in this run, and
+/// `health_rps` the HTTP stack's own (the ceiling of any ratio here).
 pub async fn run(
     stores: &Stores,
     storm_rps: Option<f64>,
+    health_rps: Option<f64>,
     smoke: bool,
     report: &mut Report,
 ) -> anyhow::Result<()> {
@@ -210,6 +219,22 @@ pub async fn run(
                 "coupon storm on the release server ({storm:.0}/s) is {ratio:.1}× this strategy over the same route; target ≥ 25×: {}. The Lua ledger in this build served {:.0}/s.",
                 if ratio >= 25.0 { "met" } else { "NOT met" },
                 rate(Strategy::Ledger, true),
+            ));
+        }
+    }
+    if let Some(health) = health_rps {
+        // No strategy served over this route can beat the route itself.
+        let (with, without) = (
+            health / rate(Strategy::Pessimistic, true),
+            health / rate(Strategy::Pessimistic, false),
+        );
+        report
+            .ratios
+            .insert("healthBaselineVsPessimistic".into(), with);
+        let pessimistic = name(Strategy::Pessimistic, true);
+        if let Some(first) = report.scenarios.iter_mut().find(|s| s.name == pessimistic) {
+            first.notes.push(format!(
+                "the ceiling: the HTTP stack alone (the health baseline, {health:.0}/s) is {with:.1}× this strategy with the sold-out memory and {without:.1}× with every request decided; a strategy over this route can be at most that many times faster."
             ));
         }
     }

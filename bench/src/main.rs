@@ -182,10 +182,18 @@ async fn main() -> anyhow::Result<()> {
         cli.scenario,
         Scenario::All | Scenario::Coupons | Scenario::LockStrategies
     ) {
-        storm_rps = Some(coupons::run(&stores, health_rps, cli.smoke, &mut report).await?);
+        let (storm, health) = coupons::run(
+            &stores,
+            health_rps,
+            cli.smoke,
+            cli.perf_dir.as_deref(),
+            &mut report,
+        )
+        .await?;
+        (storm_rps, health_rps) = (Some(storm), Some(health));
     }
     if matches!(cli.scenario, Scenario::All | Scenario::LockStrategies) {
-        lock_strategies::run(&stores, storm_rps, cli.smoke, &mut report).await?;
+        lock_strategies::run(&stores, storm_rps, health_rps, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Processes) {
         processes::run(&stores, cli.smoke, &mut report).await?;
