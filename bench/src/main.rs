@@ -140,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Some(nodes) => format!("servers on a Redis Cluster ({})", nodes),
         None => "servers on a standalone Redis".into(),
     };
+    report.postgres = stores.describe_postgres().await?;
     // Ratios are measured in the same run: what the later scenarios compare
     // with, if an earlier one measured it.
     let mut health_rps = None;

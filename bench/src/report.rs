@@ -106,6 +106,8 @@ pub struct Report {
     pub machine: Machine,
     /// Which Redis the servers ran on.
     pub redis: String,
+    /// The PostgreSQL server and whether its commits were durable.
+    pub postgres: String,
     pub scenarios: Vec<ScenarioResult>,
     pub ratios: BTreeMap<String, f64>,
 }
@@ -117,6 +119,7 @@ impl Report {
             smoke,
             machine: Machine::read(),
             redis: String::new(),
+            postgres: String::new(),
             scenarios: Vec::new(),
             ratios: BTreeMap::new(),
         }
@@ -134,13 +137,14 @@ impl Report {
         let _ = writeln!(md, "# boxoffice benchmark report\n");
         let _ = writeln!(
             md,
-            "Generated {} on {} ({} cores, {} GiB, {}); {}{}.\n",
+            "Generated {} on {} ({} cores, {} GiB, {}); {}; {}{}.\n",
             self.generated_at,
             m.cpu,
             m.cores,
             m.memory_gib,
             m.os,
             self.redis,
+            self.postgres,
             if self.smoke {
                 " — SMOKE RUN, numbers are meaningless"
             } else {

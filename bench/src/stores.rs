@@ -2,7 +2,7 @@
 //! a Redis server (their URLs come from flags or from `bench/run`).
 
 use anyhow::Context;
-use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, Statement};
 
 pub struct Stores {
     pub postgres_server: String,
@@ -44,6 +44,39 @@ impl Stores {
             Some(nodes) => vec!["--redis-cluster-nodes".into(), nodes.clone()],
             None => vec!["--redis-url".into(), self.redis_url.clone()],
         }
+    }
+
+    /// The PostgreSQL server's version and durability, for the report:
+    /// commits without `fsync` or `synchronous_commit` are much cheaper,
+    /// and every number of a write path depends on it.
+    pub async fn describe_postgres(&self) -> anyhow::Result<String> {
+        let db = Database::connect(self.postgres_server.as_str())
+            .await
+            .context("connecting to PostgreSQL")?;
+        let mut settings = Vec::new();
+        for name in ["server_version", "fsync", "synchronous_commit"] {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    DatabaseBackend::Postgres,
+                    format!("SHOW {name}"),
+                ))
+                .await?
+                .with_context(|| format!("SHOW {name}"))?;
+            settings.push(row.try_get_by_index::<String>(0)?);
+        }
+        db.close().await.ok();
+        let durable = settings[1] == "on" && settings[2] != "off";
+        Ok(format!(
+            "PostgreSQL {} with fsync {} and synchronous_commit {} ({})",
+            settings[0],
+            settings[1],
+            settings[2],
+            if durable {
+                "durable commits"
+            } else {
+                "commits NOT durable: write paths look faster than on a real deployment"
+            }
+        ))
     }
 
     /// A new, migrated database on the PostgreSQL server.

@@ -22,6 +22,9 @@
 #     temp dir, preserving the script's exit code (INT -> 130, TERM -> 143).
 # The optional argument is the label used in section headers (default
 # "boxoffice tests"). On failure it prints an error and exits the caller.
+# PostgreSQL runs without fsync and synchronous commits (fast tests) unless
+# BOXOFFICE_SERVICES_DURABLE=1 (the benchmark: its write paths are measured
+# with commits as durable as a real deployment's).
 #
 # Everything internal is prefixed _svc_ / _SVC_ to stay out of the caller's way.
 
@@ -278,8 +281,10 @@ start_services() {
   fi
 
   _SVC_PG_STARTED=1
+  local pg_durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [[ "${BOXOFFICE_SERVICES_DURABLE:-0}" == "1" ]]; then pg_durability=""; fi
   if ! _svc_as_pg "$_SVC_PG_BIN/pg_ctl" -D "$_SVC_PG_ROOT/data" -l "$_SVC_PG_ROOT/postgres.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $_SVC_PG_ROOT -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+        -o "-c listen_addresses=127.0.0.1 -p $pg_port -k $_SVC_PG_ROOT $pg_durability -c max_connections=300" \
         start >/dev/null; then
     _svc_log "--- postgres log ---"
     cat "$_SVC_PG_ROOT/postgres.log" >&2 || true
