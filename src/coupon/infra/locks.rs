@@ -83,16 +83,15 @@ pub fn issuer(
     redis_url: Option<&str>,
     prefix: &str,
 ) -> anyhow::Result<Option<Arc<dyn LockedIssuer>>> {
-    if strategy == LockStrategy::Ledger {
-        return Ok(None);
-    }
-    anyhow::ensure!(
-        db.get_database_backend() == DatabaseBackend::Postgres,
-        "--coupon-lock-strategy {strategy:?} needs PostgreSQL"
-    );
-    let store = Store {
-        uow: uow.clone(),
-        db: db.clone(),
+    let store = || {
+        anyhow::ensure!(
+            db.get_database_backend() == DatabaseBackend::Postgres,
+            "--coupon-lock-strategy {strategy:?} needs PostgreSQL"
+        );
+        Ok(Store {
+            uow: uow.clone(),
+            db: db.clone(),
+        })
     };
     let redis = || {
         redis
@@ -100,12 +99,12 @@ pub fn issuer(
             .with_context(|| format!("--coupon-lock-strategy {strategy:?} needs Redis"))
     };
     let prefix = format!("{prefix}:bench-lock");
-    Ok(Some(match strategy {
-        LockStrategy::Ledger => unreachable!("answered above"),
-        LockStrategy::Pessimistic => Arc::new(Pessimistic(store)),
-        LockStrategy::Optimistic => Arc::new(Optimistic(store)),
+    let issuer: Arc<dyn LockedIssuer> = match strategy {
+        LockStrategy::Ledger => return Ok(None),
+        LockStrategy::Pessimistic => Arc::new(Pessimistic(store()?)),
+        LockStrategy::Optimistic => Arc::new(Optimistic(store()?)),
         LockStrategy::SpinLock => Arc::new(Guarded {
-            store,
+            store: store()?,
             lock: SpinLock { redis: redis()? },
             prefix,
         }),
@@ -114,12 +113,13 @@ pub fn issuer(
                 "--coupon-lock-strategy pub-sub-lock needs a standalone Redis (--redis-url)",
             )?;
             Arc::new(Guarded {
-                store,
+                store: store()?,
                 lock: PubSubLock::start(redis()?, url, &prefix)?,
                 prefix,
             })
         }
-    }))
+    };
+    Ok(Some(issuer))
 }
 
 fn failed(err: impl Into<anyhow::Error>) -> RecordError {
