@@ -16,6 +16,15 @@ async fn main() -> anyhow::Result<()> {
     // tests stop a request at a chosen step, then SIGKILL the process).
     #[cfg(feature = "failpoints")]
     let _failpoints = fail::FailScenario::setup();
+    // The bench's lock strategies are for the bench's own binary: a
+    // `boxoffice` built with them by mistake refuses to start.
+    #[cfg(feature = "bench-strategies")]
+    anyhow::ensure!(
+        env!("CARGO_BIN_NAME") == "boxoffice-strategies",
+        "this `{}` was built with the bench-only `bench-strategies` feature; \
+         build the server without it (only `boxoffice-strategies` may have it)",
+        env!("CARGO_BIN_NAME")
+    );
     let cli = Cli::parse();
     let settings = cli.settings;
     match cli.command.unwrap_or(Command::Serve) {

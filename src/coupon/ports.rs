@@ -180,7 +180,7 @@ pub enum LockedIssue {
 /// benchmark builds one (the `bench-strategies` cargo feature,
 /// `--coupon-lock-strategy`), to serve the classic lock strategies through
 /// the production route and compare them with the ledger like for like; a
-/// release has none and always uses the ledger.
+/// release build has no implementation of it and always uses the ledger.
 pub trait LockedIssuer: Send + Sync + 'static {
     fn issue<'a>(
         &'a self,

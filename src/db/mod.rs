@@ -158,6 +158,12 @@ impl DbTx {
         &self.txn
     }
 
+    /// Ends the transaction now, releasing its row locks at once (dropping
+    /// it rolls back too, but only once the pool gets to it).
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+
     /// Whether this transaction appended events to the outbox (so its
     /// commit should wake the relay).
     pub fn wrote_events(&self) -> bool {

@@ -21,6 +21,14 @@
 //!   taken waits for the holder's release message on the lock's channel
 //!   (or for the lease to run out) instead of spinning; the release deletes
 //!   the key and publishes in one script.
+//!
+//! The Redis locks have a lease ([`LEASE_MS`]) and no watchdog renewing it
+//! (Redisson's has one): a holder slower than the lease loses the lock.
+//! The unique indexes on `user_coupons` still refuse a second row for a
+//! number or a user, so that would be an error answer, never an over-issue.
+//! A lock is let go on every path: after the winner's work, when taking it
+//! failed (the `SET` may have landed before its answer was lost), and when
+//! the request is dropped while holding it (a client that hung up).
 
 use std::{
     collections::HashMap,
@@ -239,8 +247,11 @@ impl LockedIssuer for Pessimistic {
                     tx.commit().await.map_err(failed)?;
                     Ok(LockedIssue::Won(row))
                 }
-                // Dropping the transaction rolls it back and frees the row.
-                step => Ok(refusal(step)),
+                step => {
+                    // Frees the row for the next waiter now.
+                    tx.rollback().await.map_err(failed)?;
+                    Ok(refusal(step))
+                }
             }
         }
         .boxed()
@@ -284,7 +295,7 @@ impl LockedIssuer for Optimistic {
                     tx.commit().await.map_err(failed)?;
                     return Ok(LockedIssue::Won(row));
                 }
-                drop(tx);
+                tx.rollback().await.map_err(failed)?;
                 metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "optimistic")
                     .increment(1);
                 let step = 1 + u64::from(attempt.min(7));
@@ -309,21 +320,23 @@ return 0
     )
 });
 
-/// After the winner's work, whoever held the lock lets go; a lease that ran
+/// What letting go of a lock answered. When it was `held`, a lease that ran
 /// out meanwhile means the lock did not hold (another request may have
 /// decided beside this one), which the bench's checks would show.
-fn released(answer: redis::RedisResult<i64>, key: &str) {
+fn released(answer: redis::RedisResult<i64>, key: &str, held: bool) {
     match answer {
         Ok(1) => {}
-        Ok(_) => tracing::error!(key, "a bench lock's lease ran out while it was held"),
+        Ok(_) if held => tracing::error!(key, "a bench lock's lease ran out while it was held"),
+        Ok(_) => {}
         Err(err) => {
             tracing::warn!(key, error = %err, "releasing a bench lock failed; its lease frees it")
         }
     }
 }
 
-/// A lock held outside the database around [`Store::issue_locked`].
-trait OutsideLock: Send + Sync + 'static {
+/// A lock held outside the database around [`Store::issue_locked`]; a
+/// clone shares the lock (it only holds connections).
+trait OutsideLock: Clone + Send + Sync + 'static {
     /// Takes `lock` for `token`, waiting as the strategy waits.
     fn acquire<'a>(
         &'a self,
@@ -331,8 +344,53 @@ trait OutsideLock: Send + Sync + 'static {
         token: &'a str,
     ) -> BoxFuture<'a, Result<(), RecordError>>;
 
-    /// Lets go of `lock` if `token` still holds it.
-    fn release<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, ()>;
+    /// Lets go of `lock` if `token` still holds it: 1 if it did.
+    fn release<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, redis::RedisResult<i64>>;
+}
+
+/// Lets go of a lock taken (or being taken) for one request, whatever way
+/// the request ends: awaited by [`LockGuard::release`], or in a task of its
+/// own when the guard is dropped first (an error taking the lock, a
+/// cancelled request). The release compares the token, so letting go of a
+/// lock this request never got is harmless.
+struct LockGuard<L: OutsideLock> {
+    lock: L,
+    key: String,
+    token: String,
+    held: bool,
+    armed: bool,
+}
+
+impl<L: OutsideLock> LockGuard<L> {
+    async fn release(mut self) {
+        self.armed = false;
+        let answer = self.lock.release(&self.key, &self.token).await;
+        released(answer, &self.key, self.held);
+    }
+}
+
+impl<L: OutsideLock> Drop for LockGuard<L> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (lock, key, token, held) = (
+            self.lock.clone(),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+            self.held,
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let answer = lock.release(&key, &token).await;
+                released(answer, &key, held);
+            });
+        }
+    }
 }
 
 /// Issues under an [`OutsideLock`], one lock per campaign.
@@ -351,17 +409,24 @@ impl<L: OutsideLock> LockedIssuer for Guarded<L> {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<LockedIssue, RecordError>> {
         async move {
-            let lock = format!("{}:coupon:{}", self.prefix, campaign.id);
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            self.lock.acquire(&lock, &token).await?;
+            let mut guard = LockGuard {
+                lock: self.lock.clone(),
+                key: format!("{}:coupon:{}", self.prefix, campaign.id),
+                token: uuid::Uuid::new_v4().simple().to_string(),
+                held: false,
+                armed: true,
+            };
+            self.lock.acquire(&guard.key, &guard.token).await?;
+            guard.held = true;
             let outcome = self.store.issue_locked(campaign, user, key, now).await;
-            self.lock.release(&lock, &token).await;
+            guard.release().await;
             outcome
         }
         .boxed()
     }
 }
 
+#[derive(Clone)]
 struct SpinLock {
     redis: Conn,
 }
@@ -401,13 +466,14 @@ impl OutsideLock for SpinLock {
         .boxed()
     }
 
-    fn release<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, redis::RedisResult<i64>> {
         async move {
             let mut redis = self.redis.clone();
-            released(
-                RELEASE.key(lock).arg(token).invoke_async(&mut redis).await,
-                lock,
-            );
+            RELEASE.key(lock).arg(token).invoke_async(&mut redis).await
         }
         .boxed()
     }
@@ -439,6 +505,7 @@ return 0
     )
 });
 
+#[derive(Clone)]
 struct PubSubLock {
     redis: Conn,
     /// The waiters of each lock in this process: a release message wakes
@@ -455,7 +522,7 @@ impl PubSubLock {
         let client = redis::Client::open(url).context("the pub/sub lock's Redis URL")?;
         let waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
         let (up, subscribed) = watch::channel(false);
-        let pattern = format!("{prefix}:coupon:*:released");
+        let pattern = format!("{}:coupon:*:released", glob_escaped(prefix));
         let routes = waiters.clone();
         tokio::spawn(async move {
             loop {
@@ -518,13 +585,20 @@ impl OutsideLock for PubSubLock {
                 let released = notify.notified();
                 tokio::pin!(released);
                 released.as_mut().enable();
-                let ttl: i64 = ACQUIRE
+                let ttl: i64 = match ACQUIRE
                     .key(lock)
                     .arg(token)
                     .arg(LEASE_MS)
                     .invoke_async(&mut redis)
                     .await
-                    .map_err(failed)?;
+                {
+                    Ok(ttl) => ttl,
+                    Err(err) => {
+                        // A release meant for this waiter goes to the next.
+                        notify.notify_one();
+                        return Err(failed(err));
+                    }
+                };
                 if ttl < 0 {
                     return Ok(());
                 }
@@ -532,6 +606,7 @@ impl OutsideLock for PubSubLock {
                     .increment(1);
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
+                    notify.notify_one();
                     return Err(failed(anyhow!(
                         "the pub/sub lock was not acquired within {LOCK_DEADLINE:?}"
                     )));
@@ -546,18 +621,101 @@ impl OutsideLock for PubSubLock {
         .boxed()
     }
 
-    fn release<'a>(&'a self, lock: &'a str, token: &'a str) -> BoxFuture<'a, ()> {
+    fn release<'a>(
+        &'a self,
+        lock: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, redis::RedisResult<i64>> {
         async move {
             let mut redis = self.redis.clone();
-            released(
-                RELEASE_AND_PUBLISH
-                    .key(lock)
-                    .arg(token)
-                    .invoke_async(&mut redis)
-                    .await,
-                lock,
-            );
+            RELEASE_AND_PUBLISH
+                .key(lock)
+                .arg(token)
+                .invoke_async(&mut redis)
+                .await
         }
         .boxed()
+    }
+}
+
+/// `text` matching itself in a `PSUBSCRIBE` pattern.
+fn glob_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts the releases it is asked for.
+    #[derive(Clone, Default)]
+    struct CountingLock(Arc<Mutex<Vec<String>>>);
+
+    impl OutsideLock for CountingLock {
+        fn acquire<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), RecordError>> {
+            async { Ok(()) }.boxed()
+        }
+
+        fn release<'a>(
+            &'a self,
+            _: &'a str,
+            token: &'a str,
+        ) -> BoxFuture<'a, redis::RedisResult<i64>> {
+            self.0.lock().unwrap().push(token.to_owned());
+            async { Ok(1) }.boxed()
+        }
+    }
+
+    fn guard(lock: &CountingLock) -> LockGuard<CountingLock> {
+        LockGuard {
+            lock: lock.clone(),
+            key: "k".into(),
+            token: "t".into(),
+            held: true,
+            armed: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_is_let_go_once_whether_released_or_dropped() {
+        let lock = CountingLock::default();
+        guard(&lock).release().await;
+        tokio::task::yield_now().await;
+        assert_eq!(
+            *lock.0.lock().unwrap(),
+            ["t"],
+            "released once, not again on drop"
+        );
+
+        let lock = CountingLock::default();
+        // A request cancelled while holding the lock (the client hung up).
+        let holding = async {
+            let _guard = guard(&lock);
+            std::future::pending::<()>().await;
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(5), holding)
+                .await
+                .is_err()
+        );
+        tokio::task::yield_now().await;
+        assert_eq!(
+            *lock.0.lock().unwrap(),
+            ["t"],
+            "dropped, so let go in a task"
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_glob_characters_matches_only_itself() {
+        assert_eq!(glob_escaped("boxoffice"), "boxoffice");
+        assert_eq!(glob_escaped(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
     }
 }
