@@ -205,9 +205,10 @@ fn bench_strategy(coupons: Coupons, a: &Adapters, settings: &Settings) -> anyhow
         }
         None => coupons,
     };
-    Ok(match settings.coupon_sold_out_memory {
-        true => coupons,
-        false => coupons.without_sold_out_memory(),
+    Ok(if settings.coupon_sold_out_memory {
+        coupons
+    } else {
+        coupons.without_sold_out_memory()
     })
 }
 

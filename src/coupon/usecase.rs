@@ -248,10 +248,10 @@ where
         let campaign = self.campaign(coupon).await?;
         let now = self.clock.now();
         campaign.window(now)?;
-        let remembered = match self.remembers_sold_out {
-            true => self.sold_out.answer(coupon, user, now),
-            false => None,
-        };
+        let remembered = self
+            .remembers_sold_out
+            .then(|| self.sold_out.answer(coupon, user, now))
+            .flatten();
         match remembered {
             Some(Remembered::Holder) => return self.replay(coupon, user, key).await,
             Some(Remembered::SoldOut) => return Err(self.sold_out_answer()),
@@ -303,11 +303,7 @@ where
         now: DateTime<Utc>,
     ) -> Result<Issued, CouponError> {
         match issuer.issue(campaign, user, key, now).await {
-            Ok(LockedIssue::Won(row)) => {
-                self.wake.wake();
-                metrics::counter!("coupon_issue_total", "result" => "issued").increment(1);
-                Ok(row.answer())
-            }
+            Ok(LockedIssue::Won(row)) => Ok(self.won(&row)),
             // The user's other request won first.
             Ok(LockedIssue::AlreadyIssued) | Err(RecordError::DuplicateUser) => {
                 self.replay(campaign.id, user, key).await
@@ -333,6 +329,13 @@ where
         }
     }
 
+    /// A winner's answer, once its row and event are committed.
+    fn won(&self, row: &IssuedCoupon) -> Issued {
+        self.wake.wake();
+        metrics::counter!("coupon_issue_total", "result" => "issued").increment(1);
+        row.answer()
+    }
+
     fn sold_out_answer(&self) -> CouponError {
         metrics::counter!("coupon_issue_total", "result" => "sold_out").increment(1);
         CouponError::SoldOut
@@ -347,33 +350,24 @@ where
         {
             return;
         }
-        // A lock strategy keeps no ledger: its holders are the rows.
-        if self.locked.is_some() {
-            let holders = match self.repo.holders(campaign.id).await {
-                Ok(rows) if rows.len() >= campaign.quantity as usize => {
-                    Some(rows.into_iter().map(|(user, _)| user).collect())
-                }
-                Ok(_) => None,
-                Err(err) => {
-                    tracing::debug!(coupon = %campaign.id, error = %err, "sold-out campaign not copied");
-                    None
-                }
-            };
-            self.sold_out
-                .store(campaign.id, holders, now + SOLD_OUT_MEMORY, now);
-            return;
-        }
-        let holders = match self.ledger.snapshot(campaign.id).await {
-            // A number freed since the refusal means it is not sold out.
-            Ok(Some(snapshot)) if snapshot.entries.len() >= snapshot.quantity as usize => {
-                Some(snapshot.entries.iter().map(|e| e.user).collect())
-            }
-            Ok(_) => None,
-            Err(err) => {
-                tracing::debug!(coupon = %campaign.id, error = %err, "sold-out campaign not copied");
-                None
-            }
+        // A lock strategy keeps no ledger: its holders are the rows. A
+        // number freed since the refusal means it is not sold out.
+        let holders = if self.locked.is_some() {
+            self.repo.holders(campaign.id).await.map(|rows| {
+                (rows.len() >= campaign.quantity as usize)
+                    .then(|| rows.into_iter().map(|(user, _)| user).collect())
+            })
+        } else {
+            self.ledger.snapshot(campaign.id).await.map(|snapshot| {
+                snapshot
+                    .filter(|s| s.entries.len() >= s.quantity as usize)
+                    .map(|s| s.entries.iter().map(|e| e.user).collect())
+            })
         };
+        let holders = holders.unwrap_or_else(|err| {
+            tracing::debug!(coupon = %campaign.id, error = %err, "sold-out campaign not copied");
+            None
+        });
         self.sold_out
             .store(campaign.id, holders, now + SOLD_OUT_MEMORY, now);
     }
@@ -405,11 +399,7 @@ where
                 .map_err(CouponError::Unavailable)?;
         }
         match recorded {
-            Ok(row) => {
-                self.wake.wake();
-                metrics::counter!("coupon_issue_total", "result" => "issued").increment(1);
-                Ok(row.answer())
-            }
+            Ok(row) => Ok(self.won(&row)),
             Err(RecordError::DuplicateUser) => {
                 // The ledger had lost this holder: give the number back and
                 // answer from the database.

@@ -320,6 +320,17 @@ return 0
     )
 });
 
+/// Runs a release `script` (compare the token, delete) for `lock`.
+fn run_release<'a>(
+    script: &'static Script,
+    redis: &Conn,
+    lock: &'a str,
+    token: &'a str,
+) -> BoxFuture<'a, redis::RedisResult<i64>> {
+    let mut redis = redis.clone();
+    async move { script.key(lock).arg(token).invoke_async(&mut redis).await }.boxed()
+}
+
 /// What letting go of a lock answered. When it was `held`, a lease that ran
 /// out meanwhile means the lock did not hold (another request may have
 /// decided beside this one), which the bench's checks would show.
@@ -471,11 +482,7 @@ impl OutsideLock for SpinLock {
         lock: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-        async move {
-            let mut redis = self.redis.clone();
-            RELEASE.key(lock).arg(token).invoke_async(&mut redis).await
-        }
-        .boxed()
+        run_release(&RELEASE, &self.redis, lock, token)
     }
 }
 
@@ -626,15 +633,7 @@ impl OutsideLock for PubSubLock {
         lock: &'a str,
         token: &'a str,
     ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-        async move {
-            let mut redis = self.redis.clone();
-            RELEASE_AND_PUBLISH
-                .key(lock)
-                .arg(token)
-                .invoke_async(&mut redis)
-                .await
-        }
-        .boxed()
+        run_release(&RELEASE_AND_PUBLISH, &self.redis, lock, token)
     }
 }
 
