@@ -5,8 +5,13 @@
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 
 /// Signs development tokens when no secret is configured. Anyone can read
-/// it here, so the server warns loudly when it is in use.
+/// it here, so only the embedded default listening on a loopback address
+/// may use it (see [`Settings::check_exposure`]).
 pub const DEV_JWT_SECRET: &str = "boxoffice-development-secret-do-not-use-in-production";
+
+/// The shortest secret a server reachable from elsewhere accepts: 256 bits,
+/// as HS256 needs to be as strong as its hash.
+pub const MIN_SECRET_BYTES: usize = 32;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,16 +87,29 @@ pub struct Settings {
     )]
     pub redis_cluster_nodes: Vec<String>,
 
-    /// HS256 secret shared with the identity provider.
+    /// HS256 secret identity tokens are signed with (at least 32 bytes).
+    /// Required unless an identity provider's keys are given; only the
+    /// embedded default on a loopback address may go without, on a
+    /// built-in development secret.
     #[arg(
         long,
         env = "BOXOFFICE_JWT_SECRET",
-        default_value = DEV_JWT_SECRET,
-        hide_default_value = true,
         hide_env_values = true,
         global = true
     )]
-    pub jwt_secret: String,
+    pub jwt_secret: Option<String>,
+
+    /// HS256 secret queue tokens are signed with (at least 32 bytes, not
+    /// the identity secret); every instance of one deployment shares it.
+    /// Only the embedded default on a loopback address may go without: it
+    /// then signs with a random key made at start.
+    #[arg(
+        long,
+        env = "BOXOFFICE_QUEUE_TOKEN_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub queue_token_secret: Option<String>,
 
     /// A JSON Web Key Set (the file an identity provider publishes at its
     /// `jwks_uri`): identity tokens signed RS256 or ES256 by one of its keys
@@ -132,13 +150,36 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_OTLP_ENDPOINT", global = true)]
     pub otlp_endpoint: Option<String>,
 
-    /// Largest accepted request body, in bytes.
+    /// Largest accepted request body, in bytes, whatever its framing
+    /// (refused with 413 as soon as it streams past this).
     #[arg(long, env = "BOXOFFICE_BODY_LIMIT_BYTES", default_value_t = 64 * 1024, global = true)]
     pub body_limit_bytes: usize,
 
-    /// Create a demo concert when the catalog is empty.
-    #[arg(long, env = "BOXOFFICE_SEED_DEMO", default_value_t = true, action = ArgAction::Set, global = true)]
-    pub seed_demo: bool,
+    /// A request head (a new connection's first one included) must arrive
+    /// within this many seconds of its first byte, and its body within as
+    /// many again; a slower client is cut off (the body: 408).
+    #[arg(long, env = "BOXOFFICE_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300), global = true)]
+    pub http_header_timeout_seconds: u64,
+
+    /// A connection with no request in flight and nothing sent either way
+    /// for this many seconds is closed. Keep it above the idle timeout of
+    /// a load balancer in front (60 s on most), so the balancer closes
+    /// first.
+    #[arg(long, env = "BOXOFFICE_HTTP_IDLE_TIMEOUT_SECONDS", default_value_t = 75, value_parser = clap::value_parser!(u64).range(1..=3_600), global = true)]
+    pub http_idle_timeout_seconds: u64,
+
+    /// Open connections this instance serves at once; more wait in the
+    /// listen backlog until one closes. Keep it under the process's open
+    /// file limit (`ulimit -n`), which also covers database and Redis
+    /// connections.
+    #[arg(long, env = "BOXOFFICE_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub max_connections: u64,
+
+    /// Create a demo concert when the catalog is empty. Defaults to on for
+    /// the embedded default (SQLite, no Redis) only, never on a production
+    /// database.
+    #[arg(long, env = "BOXOFFICE_SEED_DEMO", action = ArgAction::Set, global = true)]
+    pub seed_demo: Option<bool>,
 
     /// Where the data-platform exporter writes: `file:DIR` (one NDJSON file
     /// per UTC day) or an `http(s)://` collector.
@@ -455,7 +496,102 @@ impl Settings {
     /// Whether identity tokens are checked with the public development
     /// secret (no key set, no public key, no secret of its own).
     pub fn uses_dev_secret(&self) -> bool {
-        self.jwt_secret == DEV_JWT_SECRET && !self.uses_identity_provider_keys()
+        self.identity_secret() == DEV_JWT_SECRET && !self.uses_identity_provider_keys()
+    }
+
+    /// The HS256 secret of identity tokens: the configured one, else the
+    /// development secret ([`Settings::check_exposure`] decides whether
+    /// this server may use it).
+    pub fn identity_secret(&self) -> &str {
+        self.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+    }
+
+    /// The key queue tokens are signed with: the configured secret, else a
+    /// random one made now (one process's tokens; the embedded default
+    /// only, as [`Settings::check_exposure`] enforces).
+    pub fn queue_token_key(&self) -> Vec<u8> {
+        match &self.queue_token_secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None => rand::random::<[u8; MIN_SECRET_BYTES]>().to_vec(),
+        }
+    }
+
+    /// SQLite and no Redis: one process with in-process adapters.
+    pub fn is_embedded_default(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+            && self.redis_url.is_none()
+            && self.redis_cluster_nodes.is_empty()
+    }
+
+    /// Whether the listen address is reachable from this machine only.
+    pub fn listens_on_loopback(&self) -> bool {
+        match self.listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => addr.ip().is_loopback(),
+            Err(_) => self
+                .listen
+                .rsplit_once(':')
+                .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost")),
+        }
+    }
+
+    /// The embedded default on a loopback address: a developer's machine,
+    /// where the built-in development secret and printed tokens are safe.
+    pub fn is_local_development(&self) -> bool {
+        self.is_embedded_default() && self.listens_on_loopback()
+    }
+
+    /// Whether the demo concert is seeded into an empty catalog.
+    pub fn seeds_demo(&self) -> bool {
+        self.seed_demo.unwrap_or_else(|| self.is_embedded_default())
+    }
+
+    /// Refuses a server that anyone could forge tokens for: outside local
+    /// development, identity tokens need a secret of their own (or an
+    /// identity provider's keys) and queue tokens a different one, each
+    /// at least [`MIN_SECRET_BYTES`] long. The queue secret is never the
+    /// identity secret, even locally. One line, naming the variable.
+    pub fn check_exposure(&self) -> Result<(), String> {
+        let local = self.is_local_development();
+        let why_not_local =
+            "a server with PostgreSQL or Redis, or listening beyond loopback, needs one";
+        let strong = |secret: &str| secret.len() >= MIN_SECRET_BYTES && secret != DEV_JWT_SECRET;
+        if !local {
+            match &self.jwt_secret {
+                None if !self.uses_identity_provider_keys() => {
+                    return Err(format!(
+                        "BOXOFFICE_JWT_SECRET (--jwt-secret) is not set and the built-in development secret is public: {why_not_local} of at least {MIN_SECRET_BYTES} bytes (or an identity provider's keys)"
+                    ));
+                }
+                Some(secret) if !strong(secret) => {
+                    return Err(format!(
+                        "BOXOFFICE_JWT_SECRET (--jwt-secret) is shorter than {MIN_SECRET_BYTES} bytes or the public development secret: {why_not_local} of at least {MIN_SECRET_BYTES} random bytes"
+                    ));
+                }
+                _ => {}
+            }
+            match &self.queue_token_secret {
+                None => {
+                    return Err(format!(
+                        "BOXOFFICE_QUEUE_TOKEN_SECRET (--queue-token-secret) is not set: {why_not_local} of at least {MIN_SECRET_BYTES} bytes, shared by every instance (BOXOFFICE_JWT_SECRET signs identity tokens only)"
+                    ));
+                }
+                Some(secret) if !strong(secret) => {
+                    return Err(format!(
+                        "BOXOFFICE_QUEUE_TOKEN_SECRET (--queue-token-secret) is shorter than {MIN_SECRET_BYTES} bytes: {why_not_local} of at least {MIN_SECRET_BYTES} random bytes"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if self.queue_token_secret.is_some()
+            && self.queue_token_secret.as_deref() == Some(self.identity_secret())
+        {
+            return Err(
+                "BOXOFFICE_QUEUE_TOKEN_SECRET is the same as BOXOFFICE_JWT_SECRET: queue tokens need a key of their own"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// Whether an identity provider's public keys check identity tokens.
@@ -495,6 +631,127 @@ mod tests {
             panic!("expected token")
         };
         assert_eq!((args.user, args.admin, args.ttl), (42, true, 86_400));
+    }
+
+    fn exposed(args: &[&str]) -> Result<(), String> {
+        let mut argv = vec!["boxoffice"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).settings.check_exposure()
+    }
+
+    const STRONG: &str = "0123456789abcdef0123456789abcdef";
+    const OTHER: &str = "fedcba9876543210fedcba9876543210";
+
+    #[test]
+    fn the_embedded_default_on_loopback_may_use_the_development_secrets() {
+        assert_eq!(exposed(&[]), Ok(()));
+        assert_eq!(exposed(&["--listen", "localhost:9000"]), Ok(()));
+        assert_eq!(
+            exposed(&["--listen", "[::1]:0", "--jwt-secret", "short"]),
+            Ok(())
+        );
+        let settings = Settings::defaults();
+        assert!(settings.uses_dev_secret() && settings.seeds_demo());
+        assert_ne!(
+            settings.queue_token_key(),
+            settings.queue_token_key(),
+            "no constant signs queue tokens"
+        );
+    }
+
+    #[test]
+    fn a_server_anyone_can_reach_refuses_public_or_short_secrets() {
+        let postgres = ["--database-url", "postgres://u@localhost/db"];
+        let refused = |args: &[&str], names: &str| {
+            let err = exposed(args).expect_err("must refuse to start");
+            assert!(err.contains(names), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        };
+        refused(&postgres, "BOXOFFICE_JWT_SECRET");
+        refused(&["--listen", "0.0.0.0:8080"], "BOXOFFICE_JWT_SECRET");
+        refused(
+            &["--redis-url", "redis://127.0.0.1/"],
+            "BOXOFFICE_JWT_SECRET",
+        );
+        refused(
+            &[postgres[0], postgres[1], "--jwt-secret", "too-short"],
+            "BOXOFFICE_JWT_SECRET",
+        );
+        refused(
+            &[postgres[0], postgres[1], "--jwt-secret", DEV_JWT_SECRET],
+            "BOXOFFICE_JWT_SECRET",
+        );
+        refused(
+            &[postgres[0], postgres[1], "--jwt-secret", STRONG],
+            "BOXOFFICE_QUEUE_TOKEN_SECRET",
+        );
+        refused(
+            &[
+                postgres[0],
+                postgres[1],
+                "--jwt-secret",
+                STRONG,
+                "--queue-token-secret",
+                "short",
+            ],
+            "BOXOFFICE_QUEUE_TOKEN_SECRET",
+        );
+        refused(
+            &[
+                postgres[0],
+                postgres[1],
+                "--jwt-secret",
+                STRONG,
+                "--queue-token-secret",
+                STRONG,
+            ],
+            "BOXOFFICE_QUEUE_TOKEN_SECRET",
+        );
+        assert_eq!(
+            exposed(&[
+                postgres[0],
+                postgres[1],
+                "--jwt-secret",
+                STRONG,
+                "--queue-token-secret",
+                OTHER
+            ]),
+            Ok(())
+        );
+        assert_eq!(
+            exposed(&[
+                postgres[0],
+                postgres[1],
+                "--jwt-jwks-file",
+                "keys.json",
+                "--queue-token-secret",
+                OTHER
+            ]),
+            Ok(()),
+            "an identity provider's keys need no HS256 secret"
+        );
+    }
+
+    #[test]
+    fn the_queue_secret_is_never_the_identity_secret_even_locally() {
+        assert!(exposed(&["--jwt-secret", "same", "--queue-token-secret", "same"]).is_err());
+        assert!(exposed(&["--queue-token-secret", DEV_JWT_SECRET]).is_err());
+    }
+
+    #[test]
+    fn the_demo_is_seeded_on_the_embedded_default_only_unless_asked() {
+        let settings = |args: &[&str]| {
+            let mut argv = vec!["boxoffice"];
+            argv.extend_from_slice(args);
+            Cli::parse_from(argv).settings
+        };
+        assert!(settings(&[]).seeds_demo());
+        assert!(!settings(&["--seed-demo", "false"]).seeds_demo());
+        assert!(!settings(&["--database-url", "postgres://u@h/db"]).seeds_demo());
+        assert!(!settings(&["--redis-url", "redis://127.0.0.1/"]).seeds_demo());
+        assert!(
+            settings(&["--database-url", "postgres://u@h/db", "--seed-demo", "true"]).seeds_demo()
+        );
     }
 
     #[test]

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let _telemetry = telemetry::init(settings.log_format, None)?;
             let conn = db::connect(&settings.database_url).await?;
-            db::migrate(&conn).await?;
+            db::while_starting(&conn, db::migrate(&conn)).await?;
             eprintln!("migrations applied to {}", redact(&settings.database_url));
             Ok(())
         }
@@ -41,7 +41,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(args) => {
-            let codec = JwtCodec::new(settings.jwt_secret.as_bytes());
+            let codec = JwtCodec::new(settings.identity_secret().as_bytes());
             let role = if args.admin { Role::Admin } else { Role::User };
             let token = mint_token(
                 &codec,
@@ -70,9 +70,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "seeded the demo concert"
         );
     }
-    if settings.uses_dev_secret() {
+    // `Application::build` refused the development secret anywhere else.
+    if settings.uses_dev_secret() && settings.is_local_development() {
         tracing::warn!(
-            "using the built-in development JWT secret; set BOXOFFICE_JWT_SECRET in production"
+            "using the built-in development JWT secret (embedded default on loopback only); set BOXOFFICE_JWT_SECRET anywhere else"
         );
         let mint = |user, role| {
             mint_token(

@@ -20,7 +20,10 @@ use boxoffice::{
 };
 use chrono::{TimeDelta, Utc};
 
-pub const JWT_SECRET: &str = "boxoffice-bench-secret";
+pub const JWT_SECRET: &str = "boxoffice-bench-identity-secret-0123456789";
+/// The bench servers' queue-token key (a server on PostgreSQL or Redis
+/// needs both, each 32 bytes or more).
+const QUEUE_TOKEN_SECRET: &str = "boxoffice-bench-queue-token-secret-0123456";
 
 pub struct Server {
     child: Child,
@@ -136,6 +139,8 @@ impl Server {
             .args([
                 "--jwt-secret",
                 JWT_SECRET,
+                "--queue-token-secret",
+                QUEUE_TOKEN_SECRET,
                 "--seed-demo",
                 "false",
                 "--log-format",

@@ -35,10 +35,10 @@ pub struct Adapters {
 }
 
 impl Adapters {
-    /// Connects the stores the settings name and runs migrations.
+    /// Connects the stores the settings name (the schema is the caller's
+    /// to migrate, under the start-up lock).
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
         let db = db::connect(&settings.database_url).await?;
-        db::migrate(&db).await?;
         let redis = match redis_target(settings)? {
             Some(target) => {
                 let conn = target.connect().await?;
@@ -115,7 +115,7 @@ impl Adapters {
 /// set or public key file is given (read once, at start), else the HS256
 /// secret; `iss`/`aud` when configured.
 fn identity_codec(settings: &Settings) -> anyhow::Result<JwtCodec> {
-    let codec = JwtCodec::new(settings.jwt_secret.as_bytes());
+    let codec = JwtCodec::new(settings.identity_secret().as_bytes());
     let codec = match (&settings.jwt_jwks_file, &settings.jwt_public_key_file) {
         (Some(path), _) => {
             let json = std::fs::read_to_string(path)

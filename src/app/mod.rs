@@ -13,11 +13,8 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use poem::{
-    Server,
-    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
-};
 use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use self::workers::Worker;
@@ -26,13 +23,16 @@ use crate::{
     auth::ports::TokenCodec,
     catalog::domain::{ConcertDraft, CreatedConcert, ScheduleDraft, SeatBlockDraft},
     config::Settings,
+    db,
     outbox::infra::AnyBus,
+    web::server::{self, EdgeLimits},
 };
 
 /// A built server, bound to its port but not yet serving.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: TcpListener,
     addr: SocketAddr,
+    edge: EdgeLimits,
     routes: poem::endpoint::BoxEndpoint<'static>,
     shutdown_grace: Duration,
     workers: Vec<Worker>,
@@ -49,34 +49,44 @@ impl Application {
     /// asked, prepares the background workers and binds the listener (port
     /// 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        settings
+            .check_exposure()
+            .map_err(|why| anyhow::anyhow!("refusing to start: {why}"))?;
         workers::check_inbox_retention(settings)?;
         let mut adapters = Adapters::connect(settings).await?;
         let services = Services::new(&adapters, settings)?;
-        let seeded = if settings.seed_demo {
+        // Processes started together take turns: one creates the schema
+        // and (when asked) the demo, the others find them there.
+        let seeded = db::while_starting(&adapters.db, async {
+            db::migrate(&adapters.db).await?;
+            if !settings.seeds_demo() {
+                return Ok(None);
+            }
             services
                 .catalog
                 .seed_if_empty(demo_concert(Utc::now()))
                 .await
-                .map_err(|err| anyhow::anyhow!("seeding the demo concert: {err}"))?
-        } else {
-            None
-        };
+                .map_err(|err| anyhow::anyhow!("seeding the demo concert: {err}"))
+        })
+        .await?;
         let cancel = CancellationToken::new();
         let workers = workers::workers(&mut adapters, &services, settings, &cancel)?;
         let routes = routes::routes(&adapters, &services, settings);
 
-        let acceptor = TcpListener::bind(settings.listen.as_str())
-            .into_acceptor()
+        let listener = TcpListener::bind(settings.listen.as_str())
             .await
             .with_context(|| format!("binding {}", settings.listen))?;
-        let addr = acceptor
+        let addr = listener
             .local_addr()
-            .first()
-            .and_then(|addr| addr.as_socket_addr().copied())
             .context("the listener has no socket address")?;
         Ok(Self {
-            acceptor,
+            listener,
             addr,
+            edge: EdgeLimits {
+                header_timeout: Duration::from_secs(settings.http_header_timeout_seconds),
+                idle_timeout: Duration::from_secs(settings.http_idle_timeout_seconds),
+                max_connections: usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+            },
             routes,
             shutdown_grace: Duration::from_secs(settings.shutdown_grace_seconds),
             workers,
@@ -102,9 +112,14 @@ impl Application {
         let tasks: Vec<_> = self.workers.into_iter().map(tokio::spawn).collect();
         // Workers stop when this future is dropped too (e.g. a test ends).
         let _stop_workers = self.cancel.clone().drop_guard();
-        let served = Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(self.routes, shutdown, Some(self.shutdown_grace))
-            .await;
+        let served = server::serve(
+            self.listener,
+            self.routes,
+            self.edge,
+            shutdown,
+            self.shutdown_grace,
+        )
+        .await;
         self.cancel.cancel();
         let drained =
             tokio::time::timeout(self.shutdown_grace, futures::future::join_all(tasks)).await;

@@ -1,7 +1,10 @@
 //! Which HTTP operations are mounted, under which middleware, and the
 //! OpenAPI document generated from the same wiring.
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use poem::{
@@ -188,7 +191,10 @@ pub(super) fn routes(
         .data(auth)
         .data(prometheus().clone())
         .with(KeyGuard)
-        .with(BodyLimit::new(body_limit_bytes))
+        .with(BodyLimit::new(
+            body_limit_bytes,
+            Duration::from_secs(settings.http_header_timeout_seconds),
+        ))
         .with_if(!settings.cors_allowed_origins.is_empty(), cors(settings))
         .with(edge)
         // Outermost: every answer, problems included, carries the id, and

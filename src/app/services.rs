@@ -101,7 +101,7 @@ impl Services {
             CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),
             CachedDirectory::new(catalog.clone()),
             SystemClock,
-            Arc::new(JwtQueueTokens::new(settings.jwt_secret.as_bytes())),
+            Arc::new(JwtQueueTokens::new(&settings.queue_token_key())),
             queue_defaults(settings)?,
         )
         .pacing_polls(PollPacing::every(Duration::from_millis(

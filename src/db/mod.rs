@@ -3,7 +3,7 @@
 
 pub mod idempotency;
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -54,6 +54,46 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
 
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     Migrator::up(db, None).await.context("running migrations")
+}
+
+/// The PostgreSQL advisory lock every process takes to migrate and seed
+/// (`"boxoffic"` as a number): one at a time, whatever else uses the
+/// database.
+const STARTUP_LOCK: i64 = 0x626f_786f_6666_6963;
+
+/// Runs `work` (migrations, the demo seed) while holding the start-up
+/// lock, so processes started together on one PostgreSQL take turns
+/// instead of racing to create the same tables or seed twice. The lock is
+/// a session lock on one pooled connection; that connection is closed, not
+/// pooled again, if it cannot be let go. SQLite needs none: its one writer
+/// already takes turns.
+pub async fn while_starting<T>(
+    db: &DatabaseConnection,
+    work: impl Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    if db.get_database_backend() != DatabaseBackend::Postgres {
+        return work.await;
+    }
+    let mut conn = db
+        .get_postgres_connection_pool()
+        .acquire()
+        .await
+        .context("taking a connection for the start-up lock")?;
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(STARTUP_LOCK)
+        .execute(&mut *conn)
+        .await
+        .context("taking the start-up lock")?;
+    let result = work.await;
+    let released = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(STARTUP_LOCK)
+        .execute(&mut *conn)
+        .await;
+    if let Err(err) = released {
+        tracing::warn!(error = %err, "could not let go of the start-up lock; closing its connection");
+        drop(conn.detach());
+    }
+    result
 }
 
 fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {

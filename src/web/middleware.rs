@@ -1,7 +1,10 @@
 //! Cross-cutting HTTP behaviour: every error becomes problem+json, request
 //! bodies are bounded, and every request is measured.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use poem::{
     Body, Endpoint, IntoResponse, Middleware, Request, Response, Result,
@@ -111,15 +114,18 @@ fn render_error(err: poem::Error, documented: Option<&Documented>) -> Response {
     resp
 }
 
-/// Refuses request bodies over `max_bytes` with 413, whether or not the
-/// client announced the length.
+/// Refuses request bodies over `max_bytes` with 413 as soon as they
+/// stream past it, whatever the framing (an announced length, chunked,
+/// HTTP/2 with or without a length), and bodies that take longer than
+/// `within` to arrive with 408.
 pub struct BodyLimit {
     max_bytes: usize,
+    within: Duration,
 }
 
 impl BodyLimit {
-    pub fn new(max_bytes: usize) -> Self {
-        Self { max_bytes }
+    pub fn new(max_bytes: usize, within: Duration) -> Self {
+        Self { max_bytes, within }
     }
 }
 
@@ -130,6 +136,7 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
         BodyLimitEndpoint {
             inner,
             max_bytes: self.max_bytes,
+            within: self.within,
         }
     }
 }
@@ -137,6 +144,7 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
 pub struct BodyLimitEndpoint<E> {
     inner: E,
     max_bytes: usize,
+    within: Duration,
 }
 
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
@@ -151,15 +159,22 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
         if announced.is_some_and(|len| len > self.max_bytes as u64) {
             return Err(payload_too_large().into());
         }
-        let has_body = announced.is_some_and(|len| len > 0)
-            || req.headers().contains_key(header::TRANSFER_ENCODING);
-        if has_body {
-            // Read at most one byte past the limit, so an unannounced
-            // (chunked) oversized body is still refused without buffering it.
-            let bytes = req
-                .take_body()
-                .into_bytes_limit(self.max_bytes)
+        // Whatever the headers say: HTTP/2 may send a body with no length
+        // and no Transfer-Encoding. Only a body known to be empty is not read.
+        let body = req.take_body();
+        if !body.is_empty() {
+            // Reading stops one chunk past the limit, so an oversized body
+            // is refused without being buffered.
+            let read = tokio::time::timeout(self.within, body.into_bytes_limit(self.max_bytes));
+            let bytes = read
                 .await
+                .map_err(|_| {
+                    Problem::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request body arrived too slowly",
+                    )
+                })?
                 .map_err(|err| match err {
                     ReadBodyError::PayloadTooLarge => payload_too_large(),
                     other => {
@@ -167,6 +182,8 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
                     }
                 })?;
             req.set_body(Body::from(bytes));
+        } else {
+            req.set_body(body);
         }
         self.inner.call(req).await
     }

@@ -9,6 +9,7 @@ pub mod middleware;
 pub mod paging;
 pub mod problem;
 pub mod rendered;
+pub mod server;
 pub mod strict;
 pub mod traced;
 

@@ -47,8 +47,10 @@ fn openapi_prints_the_generated_spec() {
     );
 }
 
-/// The server binary as a user runs it: starts on the configured database,
-/// seeds the demo concert, serves it, and exits cleanly on SIGTERM.
+/// The server binary as a developer first runs it, on the embedded default
+/// (whichever database this run of the suite is for): starts with no
+/// configuration, seeds the demo concert, prints development tokens and a
+/// walk-through that works, and exits cleanly on SIGTERM.
 #[tokio::test]
 async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -57,13 +59,11 @@ async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("BOXOFFICE_DATABASE_URL")
         .env_remove("BOXOFFICE_JWT_SECRET")
+        .env_remove("BOXOFFICE_QUEUE_TOKEN_SECRET")
+        .env_remove("BOXOFFICE_SEED_DEMO")
         .env("BOXOFFICE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if backend() == Backend::Postgres {
-        let url = crate::helpers::fresh_database_url().await;
-        cmd.args(["--database-url", &url, "--redis-url", &redis_url()]);
-    }
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -127,16 +127,14 @@ async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
         "the demo concert is seeded: {concerts}"
     );
     assert!(concerts.get("nextCursor").is_none(), "{concerts}");
-    if backend() == Backend::Sqlite {
-        assert!(
-            dir.path().join("boxoffice.db").exists(),
-            "the default SQLite file is created"
-        );
-        assert!(
-            dir.path().join("boxoffice.db-wal").exists(),
-            "SQLite runs in WAL mode"
-        );
-    }
+    assert!(
+        dir.path().join("boxoffice.db").exists(),
+        "the default SQLite file is created"
+    );
+    assert!(
+        dir.path().join("boxoffice.db-wal").exists(),
+        "SQLite runs in WAL mode"
+    );
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -155,6 +153,59 @@ async fn serve_seeds_the_demo_and_shuts_down_gracefully_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+}
+
+/// Anything but the embedded default on loopback (here: this run's
+/// production shape, or SQLite listening on every address) refuses to
+/// start on the public development secret, or without a queue-token key
+/// of its own, in one line naming the variable, and prints no token.
+#[tokio::test]
+async fn serve_refuses_public_secrets_outside_the_embedded_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let target: Vec<String> = match backend() {
+        Backend::Postgres => vec![
+            "--database-url".into(),
+            crate::helpers::fresh_database_url().await,
+            "--redis-url".into(),
+            redis_url(),
+        ],
+        Backend::Sqlite => vec![
+            "--database-url".into(),
+            format!("sqlite://{}", dir.path().join("x.db").display()),
+            "--listen".into(),
+            "0.0.0.0:0".into(),
+        ],
+    };
+    let strong = "a-secret-of-thirty-two-bytes-or-more-0123";
+    let cases: [(&[&str], &str); 4] = [
+        (&[], "BOXOFFICE_JWT_SECRET"),
+        (&["--jwt-secret", "short-secret"], "BOXOFFICE_JWT_SECRET"),
+        (&["--jwt-secret", strong], "BOXOFFICE_QUEUE_TOKEN_SECRET"),
+        (
+            &["--jwt-secret", strong, "--queue-token-secret", strong],
+            "BOXOFFICE_QUEUE_TOKEN_SECRET",
+        ),
+    ];
+    for (secrets, named) in cases {
+        let out = Command::new("timeout")
+            .args(["30", BIN, "serve"])
+            .args(&target)
+            .args(secrets)
+            .current_dir(dir.path())
+            .env_remove("BOXOFFICE_JWT_SECRET")
+            .env_remove("BOXOFFICE_QUEUE_TOKEN_SECRET")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{secrets:?}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(lines[0].contains(named), "{secrets:?}: {stderr}");
+        assert!(
+            !stderr.contains("token (24h)"),
+            "no token printed: {stderr}"
+        );
+    }
 }
 
 #[tokio::test]

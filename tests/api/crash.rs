@@ -23,8 +23,8 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{
-        Backend, TEST_JWT_SECRET, backend, column, concert_body, count, eventually,
-        fresh_database_url, outbox_drained, redis_url,
+        Backend, TEST_JWT_SECRET, TEST_QUEUE_SECRET, backend, column, concert_body, count,
+        eventually, fresh_database_url, outbox_drained, redis_url,
     },
     sales::assert_ledger_invariants,
 };
@@ -78,6 +78,8 @@ impl Server {
             database_url,
             "--jwt-secret",
             TEST_JWT_SECRET,
+            "--queue-token-secret",
+            TEST_QUEUE_SECRET,
             "--data-platform-sink",
             &format!("file:{}", sink.display()),
             "--seed-demo",
@@ -118,6 +120,31 @@ impl Server {
         }
     }
 
+    /// The same server with more flags.
+    pub(crate) fn with_args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|arg| (*arg).to_owned()));
+        self
+    }
+
+    /// The running process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// The same server, seeding the demo concert into an empty catalog.
+    pub(crate) fn seeding_demo(mut self) -> Self {
+        let at = self.seed_demo_flag();
+        self.args[at + 1] = "true".into();
+        self
+    }
+
+    fn seed_demo_flag(&self) -> usize {
+        self.args
+            .iter()
+            .position(|arg| arg == "--seed-demo")
+            .expect("the server is given --seed-demo")
+    }
+
     pub(crate) async fn start(&mut self) {
         self.start_with_failpoints("").await;
     }
@@ -125,6 +152,13 @@ impl Server {
     /// Starts the server without waiting for it to be ready.
     pub(crate) fn launch(&mut self) {
         self.launch_with_failpoints("");
+    }
+
+    /// Starts the server with `--seed-demo` left to its default.
+    pub(crate) fn launch_with_defaults(&mut self) {
+        let at = self.seed_demo_flag();
+        self.args.drain(at..at + 2);
+        self.launch();
     }
 
     fn launch_with_failpoints(&mut self, failpoints: &str) {

@@ -12,7 +12,11 @@ use reqwest::{Client, RequestBuilder, Response};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::Value;
 
-pub const TEST_JWT_SECRET: &str = "integration-test-secret";
+/// The identity secret of the test servers (32 bytes or more: the servers
+/// on PostgreSQL and Redis refuse anything shorter).
+pub const TEST_JWT_SECRET: &str = "integration-test-identity-secret-0123456789";
+/// The queue-token secret of the test servers, a key of its own.
+pub const TEST_QUEUE_SECRET: &str = "integration-test-queue-secret-0123456789ab";
 
 /// Signs arbitrary JWT claims with HS256, to forge tokens the server must refuse.
 pub fn sign(claims: Value, secret: &str) -> String {
@@ -83,9 +87,10 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     let mut settings = Settings::defaults();
     settings.listen = "127.0.0.1:0".into();
     settings.redis_url = None;
-    settings.jwt_secret = TEST_JWT_SECRET.into();
+    settings.jwt_secret = Some(TEST_JWT_SECRET.into());
+    settings.queue_token_secret = Some(TEST_QUEUE_SECRET.into());
     settings.log_format = LogFormat::Text;
-    settings.seed_demo = false;
+    settings.seed_demo = Some(false);
     settings.shutdown_grace_seconds = 1;
     settings.data_platform_sink = format!("file:{}", dir.join("data-platform").display());
     settings.alert_webhook_url = None;

@@ -11,6 +11,7 @@ mod coupon_ledger_contract;
 mod coupons;
 mod crash;
 mod demo_page;
+mod edge;
 mod errors;
 mod events;
 mod failover;

@@ -23,7 +23,10 @@ use serde_json::{Value, json};
 
 use crate::{
     crash::{ADMIN, Server, Shopper, WAIT, exported_event_ids},
-    helpers::{column, count, eventually, fresh_database_url, outbox_drained, redis_cluster_nodes},
+    helpers::{
+        column, count, eventually, fresh_database_url, outbox_drained, redis_cluster_nodes,
+        redis_url,
+    },
     sales::assert_ledger_invariants,
 };
 
@@ -57,12 +60,11 @@ impl Deployment {
             .iter()
             .map(|sink| Server::with(sink, &database_url, &shared, &redis))
             .collect();
-        // The first one migrates the database; the others start on it.
-        servers[0].start().await;
-        for server in &mut servers[1..] {
+        // All at once on the empty database: they take turns migrating.
+        for server in &mut servers {
             server.launch();
         }
-        for server in &servers[1..] {
+        for server in &servers {
             server.ready().await;
         }
         let shoppers = servers.iter().map(Shopper::of).collect();
@@ -328,6 +330,70 @@ async fn one_seat_goes_to_one_of_a_thousand(d: &Deployment) {
         )
         .await,
         1
+    );
+}
+
+/// Three processes started at the same moment on an empty PostgreSQL, all
+/// asked to seed the demo: they take turns under the start-up lock, all
+/// three serve, and there is one demo concert. A fourth, started with the
+/// defaults, seeds nothing into a production database.
+#[tokio::test]
+async fn three_processes_started_at_once_on_an_empty_database_all_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = fresh_database_url().await;
+    let shared = uuid::Uuid::new_v4().simple().to_string();
+    let redis = ["--redis-url".to_owned(), redis_url()];
+    let mut servers: Vec<Server> = (0..PROCESSES)
+        .map(|i| {
+            Server::with(
+                &dir.path().join(format!("data-platform-{i}")),
+                &database_url,
+                &shared,
+                &redis,
+            )
+            .seeding_demo()
+        })
+        .collect();
+    for server in &mut servers {
+        server.launch();
+    }
+    for server in &servers {
+        server.ready().await;
+    }
+    let db = Database::connect(database_url.as_str()).await.unwrap();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM concerts").await,
+        1,
+        "one demo concert"
+    );
+    for server in &servers {
+        let concerts: Value = reqwest::get(format!("{}/v1/concerts", server.base))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            concerts["items"].as_array().map(Vec::len),
+            Some(1),
+            "{concerts}"
+        );
+    }
+
+    let empty_url = fresh_database_url().await;
+    let mut plain = Server::with(
+        &dir.path().join("data-platform-plain"),
+        &empty_url,
+        &shared,
+        &redis,
+    );
+    plain.launch_with_defaults();
+    plain.ready().await;
+    let empty = Database::connect(empty_url.as_str()).await.unwrap();
+    assert_eq!(
+        count(&empty, "SELECT COUNT(*) FROM concerts").await,
+        0,
+        "no demo on PostgreSQL by default"
     );
 }
 

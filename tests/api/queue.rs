@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TEST_JWT_SECRET, TestApp, assert_problem, concert_body, eventually, redis_url, spawn_app,
+    TEST_QUEUE_SECRET, TestApp, assert_problem, concert_body, eventually, redis_url, spawn_app,
     spawn_app_with, spawn_sibling,
 };
 
@@ -209,7 +209,7 @@ async fn the_seat_map_admits_only_the_right_admitted_token() {
         "unauthorized",
     )
     .await;
-    let expired = JwtQueueTokens::new(TEST_JWT_SECRET.as_bytes()).issue(
+    let expired = JwtQueueTokens::new(TEST_QUEUE_SECRET.as_bytes()).issue(
         &QueuePass {
             token_id: Uuid::new_v4(),
             user: UserId(1),

@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{
-    TEST_JWT_SECRET, TestApp, assert_problem, concert_body, count, eventually, sign, spawn_app,
-    spawn_app_with,
+    TEST_JWT_SECRET, TEST_QUEUE_SECRET, TestApp, assert_problem, concert_body, count, eventually,
+    sign, spawn_app, spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -654,8 +654,15 @@ fn bad_queue_tokens(world: &World, user: i64) -> Vec<(&'static str, String)> {
         ),
         (
             "expired",
-            JwtQueueTokens::new(TEST_JWT_SECRET.as_bytes())
+            JwtQueueTokens::new(TEST_QUEUE_SECRET.as_bytes())
                 .issue(&pass, Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1))
+                .expect("token"),
+        ),
+        (
+            // Queue tokens have a key of their own, never the identity secret.
+            "signed with the identity secret",
+            JwtQueueTokens::new(TEST_JWT_SECRET.as_bytes())
+                .issue(&pass, Utc::now(), TimeDelta::hours(1))
                 .expect("token"),
         ),
         ("an identity token", world.app.user_token(user)),
