@@ -212,6 +212,18 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_IP", global = true)]
     pub rate_limit_per_ip: Option<std::num::NonZeroU32>,
 
+    /// Load balancers and proxies in front of this server, as addresses or
+    /// CIDRs, comma-separated (e.g. `10.0.0.0/8`): only a request from one
+    /// of them has its `X-Forwarded-For` read, and the client it names is
+    /// the address the per-IP limit counts. None when unset: the TCP peer.
+    #[arg(
+        long,
+        env = "BOXOFFICE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<String>,
+
     /// Origins a browser may call the API from (CORS), comma-separated,
     /// e.g. `https://shop.example.com`; `*` allows any. None when unset.
     #[arg(

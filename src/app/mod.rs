@@ -71,7 +71,7 @@ impl Application {
         .await?;
         let cancel = CancellationToken::new();
         let workers = workers::workers(&mut adapters, &services, settings, &cancel)?;
-        let routes = routes::routes(&adapters, &services, settings);
+        let routes = routes::routes(&adapters, &services, settings)?;
 
         let listener = TcpListener::bind(settings.listen.as_str())
             .await

@@ -52,6 +52,7 @@ use crate::{
         admission::Admission,
         health::HealthApi,
         idempotency::KeyGuard,
+        limits::TrustedProxies,
         middleware::{BodyLimit, Edge},
         problem::Documented,
         traced::Traced,
@@ -154,8 +155,9 @@ pub(super) fn routes(
     a: &Adapters,
     s: &Services,
     settings: &Settings,
-) -> poem::endpoint::BoxEndpoint<'static> {
+) -> anyhow::Result<poem::endpoint::BoxEndpoint<'static>> {
     let body_limit_bytes = settings.body_limit_bytes;
+    let proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg)?;
     let api = api_service(apis(a, s));
     let auth = AuthContext {
         codec: a.codec.clone(),
@@ -172,7 +174,7 @@ pub(super) fn routes(
     };
     // Swagger UI embeds the document it is given: give it the served one.
     let docs = api.swagger_ui_html().replace(&api.spec(), &spec);
-    Route::new()
+    Ok(Route::new()
         .at(
             "/openapi.json",
             make_sync(move |_| {
@@ -191,6 +193,7 @@ pub(super) fn routes(
         .data(auth)
         .data(prometheus().clone())
         .with(KeyGuard)
+        .with(proxies)
         .with(BodyLimit::new(
             body_limit_bytes,
             Duration::from_secs(settings.http_header_timeout_seconds),
@@ -202,7 +205,7 @@ pub(super) fn routes(
         // its trace.
         .with(Traced)
         .into_endpoint()
-        .boxed()
+        .boxed())
 }
 
 /// Cross-origin calls from the configured origins (`*`: any): the methods

@@ -157,10 +157,99 @@ impl RateLimits {
     }
 }
 
-/// The client's address as this server sees it (the peer of the TCP
-/// connection; behind a proxy, the proxy's).
+/// The client's address: the one [`TrustedProxies`] found in
+/// `X-Forwarded-For` when the peer is a trusted proxy, else the peer of
+/// the TCP connection.
 pub fn client_ip(req: &poem::Request) -> Option<IpAddr> {
-    req.remote_addr().as_socket_addr().map(|addr| addr.ip())
+    req.data::<ClientIp>()
+        .map(|client| client.0)
+        .or_else(|| req.remote_addr().as_socket_addr().map(|addr| addr.ip()))
+}
+
+/// The client address a request was found to come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The proxies (`--trusted-proxies`) whose `X-Forwarded-For` is believed.
+/// Of a request from one of them, the client is the right-most address in
+/// the header that is not itself a trusted proxy (each proxy appends the
+/// peer it saw, so everything left of that could be the client's own
+/// invention). A request from anyone else is taken at its TCP peer,
+/// whatever it says.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Arc<Vec<ipnet::IpNet>>);
+
+impl TrustedProxies {
+    /// `CIDR,…` or plain addresses (`10.0.0.0/8`, `127.0.0.1`).
+    pub fn parse(list: &[String]) -> Result<Self, String> {
+        list.iter()
+            .filter(|entry| !entry.trim().is_empty())
+            .map(|entry| {
+                let entry = entry.trim();
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("--trusted-proxies: {entry:?} is not an address or CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|nets| Self(Arc::new(nets)))
+    }
+
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Who sent a request that reached us from `peer` with these
+    /// `X-Forwarded-For` values.
+    pub fn client<'a>(&self, peer: IpAddr, forwarded_for: impl Iterator<Item = &'a str>) -> IpAddr {
+        let hops: Vec<&str> = forwarded_for.flat_map(|value| value.split(',')).collect();
+        let mut client = peer;
+        for hop in hops.iter().rev() {
+            if !self.trusts(client) {
+                break;
+            }
+            // What a trusted proxy wrote is believed up to the first hop
+            // that is not an address.
+            match hop.trim().parse() {
+                Ok(ip) => client = ip,
+                Err(_) => break,
+            }
+        }
+        client
+    }
+}
+
+impl<E: poem::Endpoint> poem::Middleware<E> for TrustedProxies {
+    type Output = ClientIpEndpoint<E>;
+
+    fn transform(&self, inner: E) -> Self::Output {
+        ClientIpEndpoint {
+            inner,
+            proxies: self.clone(),
+        }
+    }
+}
+
+pub struct ClientIpEndpoint<E> {
+    inner: E,
+    proxies: TrustedProxies,
+}
+
+impl<E: poem::Endpoint> poem::Endpoint for ClientIpEndpoint<E> {
+    type Output = E::Output;
+
+    async fn call(&self, mut req: poem::Request) -> poem::Result<Self::Output> {
+        if let Some(peer) = req.remote_addr().as_socket_addr().map(|addr| addr.ip()) {
+            let forwarded = req
+                .headers()
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|value| value.to_str().ok());
+            let client = self.proxies.client(peer, forwarded);
+            req.set_data(ClientIp(client));
+        }
+        self.inner.call(req).await
+    }
 }
 
 fn limited(who: &str, wait: Duration) -> Problem {
@@ -169,4 +258,68 @@ fn limited(who: &str, wait: Duration) -> Problem {
         format!("{who} sent too many requests; retry in {seconds} s"),
         wait,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxies(list: &[&str]) -> TrustedProxies {
+        TrustedProxies::parse(&list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn only_a_trusted_peer_is_believed() {
+        let lb = proxies(&["10.0.0.0/8", "192.168.1.7"]);
+        assert_eq!(
+            lb.client(ip("203.0.113.9"), ["1.2.3.4"].into_iter()),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            lb.client(ip("10.1.2.3"), ["1.2.3.4"].into_iter()),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            lb.client(ip("192.168.1.7"), std::iter::empty()),
+            ip("192.168.1.7")
+        );
+    }
+
+    #[test]
+    fn the_client_is_the_right_most_hop_that_is_not_a_trusted_proxy() {
+        let lb = proxies(&["10.0.0.0/8"]);
+        // The client claimed 6.6.6.6; our proxies appended what they saw.
+        assert_eq!(
+            lb.client(
+                ip("10.0.0.2"),
+                ["6.6.6.6, 198.51.100.4", "10.0.0.1"].into_iter()
+            ),
+            ip("198.51.100.4")
+        );
+        assert_eq!(
+            lb.client(ip("10.0.0.2"), ["10.0.0.5, 10.0.0.1"].into_iter()),
+            ip("10.0.0.5"),
+            "every hop a proxy: the first one"
+        );
+        assert_eq!(
+            lb.client(ip("10.0.0.2"), ["1.2.3.4, garbage"].into_iter()),
+            ip("10.0.0.2"),
+            "an unreadable hop ends the chain at the last proxy"
+        );
+        assert_eq!(
+            lb.client(ip("10.0.0.2"), ["garbage, 1.2.3.4"].into_iter()),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn a_bad_entry_is_refused_at_start() {
+        assert!(TrustedProxies::parse(&["10.0.0.0/33".into()]).is_err());
+        assert!(TrustedProxies::parse(&["proxy.example".into()]).is_err());
+        assert_eq!(proxies(&[]).0.len(), 0);
+    }
 }

@@ -116,12 +116,39 @@ async fn every_limited_operation_counts_and_refuses_with_429() {
     }
 }
 
+async fn charge_from(app: &TestApp, user: i64, forwarded_for: &str) -> reqwest::Response {
+    app.post("/v1/wallet/charges")
+        .bearer_auth(app.user_token(user))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"amount": 100}))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn one_address_over_its_limit_is_refused_whoever_it_says_it_is() {
     let app = spawn_app_with(|s| s.rate_limit_per_ip = one()).await;
-    assert_eq!(charge(&app, 3).await.status(), 201);
-    assert_limited(charge(&app, 4).await).await;
+    assert_eq!(charge_from(&app, 3, "198.51.100.1").await.status(), 201);
+    // Nobody is a trusted proxy: the header is the client's invention.
+    assert_limited(charge_from(&app, 4, "198.51.100.2").await).await;
     assert_eq!(balance(&app, 4).await, 0);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    let app = spawn_app_with(|s| {
+        s.rate_limit_per_ip = one();
+        s.trusted_proxies = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    // The load balancer (loopback here) appends each client's address.
+    assert_eq!(charge_from(&app, 3, "198.51.100.1").await.status(), 201);
+    assert_eq!(charge_from(&app, 4, "198.51.100.2").await.status(), 201);
+    // A client spoofing an address left of the one the proxy saw is
+    // counted at the one the proxy saw.
+    assert_limited(charge_from(&app, 5, "203.0.113.77, 198.51.100.1").await).await;
+    assert_eq!(balance(&app, 5).await, 0);
 }
 
 #[tokio::test]
