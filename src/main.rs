@@ -11,7 +11,19 @@ use chrono::TimeDelta;
 use clap::Parser;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    // One line, causes joined, whatever RUST_BACKTRACE says: an operator
+    // reads why the server would not start, not a stack.
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
     // A test build arms the failpoints named in `FAILPOINTS` (the crash
     // tests stop a request at a chosen step, then SIGKILL the process).
     #[cfg(feature = "failpoints")]
