@@ -90,8 +90,7 @@ pub async fn serve(
                 }
             },
         };
-        metrics::gauge!("http_open_connections")
-            .set((limits.max_connections - slots.available_permits()) as f64);
+        metrics::gauge!("http_open_connections").increment(1.0);
         let _ = stream.set_nodelay(true);
         let watch = Arc::new(Watch::new());
         let io = TokioIo::new(Watched::new(stream, watch.clone()));
@@ -126,6 +125,7 @@ pub async fn serve(
                 }
             }
             drop(slot);
+            metrics::gauge!("http_open_connections").decrement(1.0);
         });
     }
     drop(listener);
