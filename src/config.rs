@@ -202,7 +202,8 @@ pub struct Settings {
 
     /// Requests per second one user may send to the operations a crowd
     /// hammers (entering a waiting room, coupon issue, holds, wallet
-    /// charges), with a burst of the same size; shared by every instance
+    /// charges, payments, ticket cancellations, waitlist joins, coupon
+    /// redemptions), with a burst of the same size; shared by every instance
     /// through Redis when it is configured. Off when unset.
     #[arg(long, env = "BOXOFFICE_RATE_LIMIT_PER_USER", global = true)]
     pub rate_limit_per_user: Option<std::num::NonZeroU32>,

@@ -94,7 +94,7 @@ fn apis(a: &Adapters, s: &Services) -> Apis {
         QueueApi::new(s.queue.clone()).limited(s.limits.clone()),
         ReservationApi::new(s.reservations.clone(), admission.clone()).limited(s.limits.clone()),
         WalletApi::new(s.wallets.clone()).limited(s.limits.clone()),
-        PaymentApi::new(s.payments.clone(), admission),
+        PaymentApi::new(s.payments.clone(), admission).limited(s.limits.clone()),
         NotificationsApi::new(s.notifications.clone()),
         AlertsApi::new(s.alerts.clone()),
         EventsApi::new(s.events.clone()),

@@ -322,6 +322,7 @@ crate::refusals! {
         401: [unauthorized],
         404: [not_found],
         409: [idempotency_conflict],
+        429: [rate_limited],
     }
 }
 
@@ -532,12 +533,14 @@ where
     async fn redeem(
         &self,
         auth: UserAuth,
+        req: &poem::Request,
         id: Path<i64>,
         /// Makes retries safe: the same key answers the same job.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> ApiResult<RedemptionResponse, RedeemRefusals> {
         let user = auth.0.user_id;
+        self.limits.check(user, client_ip(req)).await?;
         let key = request_key(user, "coupon.redeem", key.0.as_deref(), &id.0)?;
         let job = self
             .service

@@ -28,6 +28,7 @@ use crate::{
         ApiTags,
         admission::{Admission, QueueToken},
         idempotency::{key_reused, request_key},
+        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::{AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
     },
@@ -211,11 +212,21 @@ enum RetryResponse {
 pub struct PaymentApi<U, P, R, C, W> {
     service: PaymentService<U, P, R, C, W>,
     admission: Admission,
+    limits: RateLimits,
 }
 
 impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
     pub fn new(service: PaymentService<U, P, R, C, W>, admission: Admission) -> Self {
-        Self { service, admission }
+        Self {
+            service,
+            admission,
+            limits: RateLimits::off(),
+        }
+    }
+
+    /// Limits paying and cancelling per user and per client IP.
+    pub fn limited(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 
@@ -228,12 +239,14 @@ crate::refusals! {
         409: [hold_expired, already_paid, insufficient_points, idempotency_conflict],
         413: [payload_too_large],
         415: [unsupported_media_type],
+        429: [rate_limited],
     }
     CancelTicketRefusals {
         400: [validation_failed],
         401: [unauthorized],
         404: [not_found],
         409: [not_confirmed, cancel_window_closed, already_cancelled],
+        429: [rate_limited],
     }
     RetryRefusals {
         400: [validation_failed],
@@ -266,12 +279,14 @@ where
         &self,
         auth: UserAuth,
         queue: QueueToken,
+        request: &poem::Request,
         req: Json<PayBody>,
         /// Makes retries safe: the same key and body pay once.
         #[oai(name = "Idempotency-Key")]
         key: Header<Option<String>>,
     ) -> ApiResult<PayResponse, PayRefusals> {
         let user = auth.0.user_id;
+        self.limits.check(user, client_ip(request)).await?;
         let key = request_key(user, "payment.pay", key.0.as_deref(), &req.0)?;
         let hold = self
             .service
@@ -311,8 +326,10 @@ where
     async fn cancel(
         &self,
         auth: UserAuth,
+        req: &poem::Request,
         id: Path<i64>,
     ) -> ApiResult<RefundResponse, CancelTicketRefusals> {
+        self.limits.check(auth.0.user_id, client_ip(req)).await?;
         let payment = self.service.cancel(PaymentId(id.0), auth.0.user_id).await?;
         Ok(RefundResponse::Accepted(Json(RefundBody {
             payment_id: payment.id.value(),

@@ -169,6 +169,7 @@ crate::refusals! {
         401: [unauthorized],
         404: [not_found],
         409: [seats_available, already_waitlisted, not_on_sale],
+        429: [rate_limited],
     }
 }
 
@@ -293,8 +294,10 @@ where
     async fn join_waitlist(
         &self,
         auth: UserAuth,
+        req: &poem::Request,
         id: Path<i64>,
     ) -> ApiResult<JoinResponse, JoinWaitlistRefusals> {
+        self.limits.check(auth.0.user_id, client_ip(req)).await?;
         let position = self
             .service
             .join_waitlist(auth.0.user_id, ScheduleId(id.0))

@@ -1,5 +1,6 @@
-//! Abuse limits on the operations a crowd hammers — entering a waiting
-//! room, issuing a coupon, holding a seat, charging the wallet: a token
+//! Abuse limits on the operations a crowd or a script hammers — entering
+//! a waiting room, issuing a coupon, holding a seat, charging the wallet,
+//! paying, cancelling a ticket, joining a waitlist, redeeming a coupon: a token
 //! bucket per user and one per client IP (`--rate-limit-per-user`,
 //! `--rate-limit-per-ip`, requests per second with a burst of the same
 //! size; off when unset). Over the limit answers 429 `rate_limited` with

@@ -80,7 +80,7 @@ async fn a_user_over_the_limit_is_told_to_wait_and_changes_nothing() {
 #[tokio::test]
 async fn every_limited_operation_counts_and_refuses_with_429() {
     let app = spawn_app_with(|s| s.rate_limit_per_user = one()).await;
-    let requests: [(Method, &str, Option<serde_json::Value>); 4] = [
+    let requests: [(Method, &str, Option<serde_json::Value>); 8] = [
         (
             Method::POST,
             "/v1/queue/tokens",
@@ -97,6 +97,14 @@ async fn every_limited_operation_counts_and_refuses_with_429() {
             "/v1/wallet/charges",
             Some(json!({"amount": 5})),
         ),
+        (
+            Method::POST,
+            "/v1/payments",
+            Some(json!({"reservationId": 424242})),
+        ),
+        (Method::POST, "/v1/payments/424242/refunds", None),
+        (Method::POST, "/v1/schedules/424242/waitlist", None),
+        (Method::POST, "/v1/user-coupons/424242/redemptions", None),
     ];
     for (user, (method, path, body)) in (10..).zip(requests) {
         let send = || {
