@@ -307,6 +307,13 @@ pub struct Settings {
     )]
     pub seat_map_snapshot_ms: u64,
 
+    /// Memory the seat-map snapshots and their rendered pages may take
+    /// together, in MiB: past it the least recently read pages go, however
+    /// many distinct pages clients ask for. The hot pages of an on-sale (a
+    /// 20,000-seat hall is 40 pages of 500) take a few MiB.
+    #[arg(long, env = "BOXOFFICE_SEAT_MAP_CACHE_MB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=65_536), global = true)]
+    pub seat_map_cache_mb: u64,
+
     /// How often the relay looks for rows when nothing woke it.
     #[arg(
         long,

@@ -95,7 +95,10 @@ impl Services {
             SystemClock,
         );
         let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
-            .snapshotting(Duration::from_millis(settings.seat_map_snapshot_ms));
+            .snapshotting(
+                Duration::from_millis(settings.seat_map_snapshot_ms),
+                usize::try_from(settings.seat_map_cache_mb << 20).unwrap_or(usize::MAX),
+            );
         let queue = QueueService::new(
             a.queue_store.clone(),
             CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),

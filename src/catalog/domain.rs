@@ -303,6 +303,20 @@ pub enum SeatListing {
     Seats(Vec<Seat>),
 }
 
+/// A page of seats weighs its seats and their grades (what keeps the
+/// snapshots of distinct pages within their budget).
+impl crate::kernel::snapshot::Weighed for SeatListing {
+    fn weight(&self) -> usize {
+        match self {
+            SeatListing::Seats(seats) => seats
+                .iter()
+                .map(|seat| std::mem::size_of::<Seat>() + seat.grade.capacity())
+                .sum(),
+            SeatListing::NoSchedule | SeatListing::OffSale(_) => 0,
+        }
+    }
+}
+
 /// A schedule's sale as an operator follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduleSale {

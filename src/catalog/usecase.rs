@@ -1,9 +1,4 @@
-use std::{
-    any::Any,
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{any::Any, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 
@@ -16,7 +11,9 @@ use super::{
     ports::CatalogRepository,
 };
 use crate::kernel::{
-    Clock, ConcertId, Page, PageRequest, ScheduleId, UserId, events::RelayWake, snapshot::Snapshots,
+    Clock, ConcertId, Page, PageRequest, ScheduleId, UserId,
+    events::RelayWake,
+    snapshot::{self, Snapshots, Weighed},
 };
 
 #[derive(Clone)]
@@ -27,8 +24,8 @@ pub struct CatalogService<R, C, W> {
     /// Seat-map pages read lately (off until [`CatalogService::snapshotting`]).
     seat_maps: Snapshots<SeatMapKey, SeatListing>,
     /// Seat-map pages as the caller rendered them, with the snapshot each
-    /// was rendered from.
-    rendered: Arc<Mutex<HashMap<SeatMapKey, Rendering>>>,
+    /// was rendered from (none while snapshots are off).
+    rendered: Option<moka::sync::Cache<SeatMapKey, Arc<Rendering>>>,
 }
 
 /// A page rendered from one snapshot, good until a hold on it lapses.
@@ -38,11 +35,15 @@ struct Rendering {
     value: Arc<dyn Any + Send + Sync>,
 }
 
+/// A rendered page (JSON of its seats) weighs about what its seats do.
+impl Weighed for Rendering {
+    fn weight(&self) -> usize {
+        self.from.weight()
+    }
+}
+
 /// One page of one schedule's seat map, as asked for.
 type SeatMapKey = (ScheduleId, SeatFilter, PageRequest);
-
-/// At most this many seat-map pages are kept.
-const SEAT_MAP_SNAPSHOTS: usize = 10_000;
 
 impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     pub fn new(repo: R, clock: C, wake: W) -> Self {
@@ -50,18 +51,22 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             repo,
             clock,
             wake,
-            seat_maps: Snapshots::new(Duration::ZERO, SEAT_MAP_SNAPSHOTS),
-            rendered: Arc::default(),
+            seat_maps: Snapshots::new(Duration::ZERO, 0),
+            rendered: None,
         }
     }
 
     /// Serves seat-map pages from snapshots up to `ttl` old (see
     /// `kernel::snapshot`): a hold, release, sale or expiry committed on
     /// this instance retires its schedule's pages at once; another
-    /// instance's change shows within `ttl`.
-    pub fn snapshotting(self, ttl: Duration) -> Self {
+    /// instance's change shows within `ttl`. The snapshots and the pages
+    /// rendered from them weigh `budget` bytes at most together (half
+    /// each), however many distinct pages clients ask for; the least
+    /// recently read go first.
+    pub fn snapshotting(self, ttl: Duration, budget: usize) -> Self {
         Self {
-            seat_maps: Snapshots::new(ttl, SEAT_MAP_SNAPSHOTS),
+            seat_maps: Snapshots::new(ttl, budget / 2),
+            rendered: (!ttl.is_zero()).then(|| snapshot::bounded(ttl, budget / 2)),
             ..self
         }
     }
@@ -134,21 +139,17 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             _ => None,
         };
         let value = Arc::new(render(page_as_of(&listing, page, now)));
-        if self.seat_maps.is_on()
-            && let Ok(mut rendered) = self.rendered.lock()
-        {
-            // Renderings of retired snapshots go with the snapshots' bound.
-            if rendered.len() >= SEAT_MAP_SNAPSHOTS && !rendered.contains_key(&key) {
-                rendered.clear();
-            }
+        if let Some(rendered) = &self.rendered {
             rendered.insert(
                 key,
-                Rendering {
+                Arc::new(Rendering {
                     from: listing,
                     until,
                     value: value.clone(),
-                },
+                }),
             );
+            // As for the snapshots: keep within the budget at every render.
+            rendered.run_pending_tasks();
         }
         Ok(value)
     }
@@ -160,8 +161,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         listing: &Arc<SeatListing>,
         now: DateTime<Utc>,
     ) -> Option<Arc<T>> {
-        let rendered = self.rendered.lock().ok()?;
-        let found = rendered.get(key)?;
+        let found = self.rendered.as_ref()?.get(key)?;
         if !Arc::ptr_eq(&found.from, listing) || found.until.is_some_and(|until| until <= now) {
             return None;
         }
@@ -785,7 +785,10 @@ mod tests {
     #[tokio::test]
     async fn a_rendered_page_is_reused_until_its_snapshot_changes_or_a_hold_on_it_lapses() {
         let h = harness();
-        let service = h.service.clone().snapshotting(Duration::from_secs(3_600));
+        let service = h
+            .service
+            .clone()
+            .snapshotting(Duration::from_secs(3_600), 1 << 20);
         let until = t0() + TimeDelta::minutes(5);
         h.repo.0.lock().unwrap().seats = vec![
             seat(1, SeatState::Available),

@@ -158,8 +158,66 @@ impl<K: Eq + Hash, V: Clone> ExpiringMemo<K, V> {
     }
 }
 
+/// Token buckets per key (`governor`), keyed by what a client sends (a
+/// user, an address, a queue token), that forget the keys whose bucket is
+/// full again every [`Buckets::SWEEP_EVERY`] checks, so a stream of new
+/// keys does not grow the map for good.
+pub struct Buckets<K: Eq + Hash + Clone> {
+    limiter: governor::DefaultKeyedRateLimiter<K>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl<K: Eq + Hash + Clone> Buckets<K> {
+    /// How often (in checks) the idle keys are forgotten.
+    pub const SWEEP_EVERY: u64 = 4_096;
+
+    pub fn new(quota: governor::Quota) -> Self {
+        Self {
+            limiter: governor::RateLimiter::keyed(quota),
+            checks: Default::default(),
+        }
+    }
+
+    /// Ok, or how long until `key`'s next request counts.
+    pub fn check(&self, key: &K) -> Result<(), std::time::Duration> {
+        use governor::clock::Clock;
+        let checks = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if checks % Self::SWEEP_EVERY == Self::SWEEP_EVERY - 1 {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        // The limiter's own clock: making a new one reads the CPU's
+        // features (CPUID), which a VM traps.
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| not_until.wait_time_from(self.limiter.clock().now()))
+    }
+
+    /// Keys remembered now.
+    pub fn remembered(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn buckets_forget_the_keys_that_stopped_asking() {
+        // Buckets that are full again a nanosecond after a request.
+        let quota = governor::Quota::with_period(std::time::Duration::from_nanos(1)).unwrap();
+        let buckets = super::Buckets::new(quota);
+        // A stream of new addresses, each asking once.
+        for key in 0..super::Buckets::<u64>::SWEEP_EVERY * 3 {
+            let _ = buckets.check(&key);
+        }
+        assert!(
+            buckets.remembered() < super::Buckets::<u64>::SWEEP_EVERY as usize,
+            "{} keys kept",
+            buckets.remembered()
+        );
+    }
     use std::time::Duration;
 
     use chrono::TimeDelta;

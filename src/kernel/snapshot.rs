@@ -13,8 +13,8 @@
 use std::{
     collections::HashMap,
     hash::Hash,
-    sync::{Arc, Mutex, OnceLock, RwLock},
-    time::{Duration, Instant},
+    sync::{Arc, OnceLock, RwLock},
+    time::Duration,
 };
 
 use super::{ScheduleId, keyed::KeyedLocks};
@@ -38,18 +38,51 @@ pub fn generation(schedule: ScheduleId) -> u64 {
         .map_or(0, |gens| gens.get(&schedule).copied().unwrap_or(0))
 }
 
+/// What a cached value weighs, roughly, in bytes of memory: caches keyed
+/// by what a client asks for are bounded by weight, not count, since one
+/// entry may be a thousand seats and another none.
+pub trait Weighed {
+    fn weight(&self) -> usize;
+}
+
+/// A bounded cache: at most `budget` bytes by [`Weighed::weight`], each
+/// entry kept `ttl` at most, the least recently used evicted first
+/// (`moka`). The one cache type for in-process maps whose keys a client
+/// chooses.
+pub fn bounded<K, V>(ttl: Duration, budget: usize) -> moka::sync::Cache<K, Arc<V>>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    V: Weighed + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(budget as u64)
+        .weigher(|_, value: &Arc<V>| {
+            u32::try_from(value.weight().saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
+        })
+        .time_to_live(ttl)
+        .build()
+}
+
+/// What an entry costs beyond its value (key, bookkeeping).
+const ENTRY_OVERHEAD: usize = 256;
+
 struct Entry<V> {
     generation: u64,
-    read_at: Instant,
     value: Arc<V>,
 }
 
-/// Snapshots of reads about one schedule each, keyed by `K`.
+impl<V: Weighed> Weighed for Entry<V> {
+    fn weight(&self) -> usize {
+        self.value.weight()
+    }
+}
+
+/// Snapshots of reads about one schedule each, keyed by `K`, within a
+/// budget of bytes.
 pub struct Snapshots<K, V> {
-    entries: Arc<Mutex<HashMap<K, Entry<V>>>>,
+    /// None when snapshots are off (a time to live of zero).
+    entries: Option<moka::sync::Cache<K, Arc<Entry<V>>>>,
     locks: KeyedLocks<K>,
-    ttl: Duration,
-    capacity: usize,
 }
 
 impl<K, V> Clone for Snapshots<K, V> {
@@ -57,35 +90,32 @@ impl<K, V> Clone for Snapshots<K, V> {
         Self {
             entries: self.entries.clone(),
             locks: self.locks.clone(),
-            ttl: self.ttl,
-            capacity: self.capacity,
         }
     }
 }
 
-impl<K: Eq + Hash + Clone + Send + 'static, V> Snapshots<K, V> {
+impl<K, V> Snapshots<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Weighed + Send + Sync + 'static,
+{
     /// Snapshots kept `ttl` at most (zero: none, every read goes through),
-    /// at most `capacity` of them.
-    pub fn new(ttl: Duration, capacity: usize) -> Self {
+    /// weighing `budget` bytes at most together.
+    pub fn new(ttl: Duration, budget: usize) -> Self {
         Self {
-            entries: Arc::default(),
+            entries: (!ttl.is_zero()).then(|| bounded(ttl, budget)),
             locks: KeyedLocks::default(),
-            ttl,
-            capacity,
         }
     }
 
     /// Whether snapshots are kept at all.
     pub fn is_on(&self) -> bool {
-        !self.ttl.is_zero()
+        self.entries.is_some()
     }
 
     fn fresh(&self, key: &K, generation: u64) -> Option<Arc<V>> {
-        let entries = self.entries.lock().ok()?;
-        entries
-            .get(key)
-            .filter(|e| e.generation == generation && e.read_at.elapsed() < self.ttl)
-            .map(|e| e.value.clone())
+        let entry = self.entries.as_ref()?.get(key)?;
+        (entry.generation == generation).then(|| entry.value.clone())
     }
 
     /// The snapshot of `key` (about `schedule`), or `read` once for every
@@ -99,9 +129,9 @@ impl<K: Eq + Hash + Clone + Send + 'static, V> Snapshots<K, V> {
     where
         Fut: Future<Output = Result<V, E>>,
     {
-        if self.ttl.is_zero() {
+        let Some(entries) = &self.entries else {
             return read().await.map(Arc::new);
-        }
+        };
         if let Some(value) = self.fresh(&key, generation(schedule)) {
             return Ok(value);
         }
@@ -112,25 +142,19 @@ impl<K: Eq + Hash + Clone + Send + 'static, V> Snapshots<K, V> {
             return Ok(value);
         }
         let value = Arc::new(read().await?);
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= self.capacity && !entries.contains_key(&key) {
-                let ttl = self.ttl;
-                entries.retain(|_, e| e.read_at.elapsed() < ttl);
-                if entries.len() >= self.capacity {
-                    entries.clear();
-                }
-            }
-            // Read at the generation before the read: a change committed
-            // meanwhile retires it at once.
-            entries.insert(
-                key,
-                Entry {
-                    generation: before,
-                    read_at: Instant::now(),
-                    value: value.clone(),
-                },
-            );
-        }
+        // Read at the generation before the read: a change committed
+        // meanwhile retires it at once.
+        entries.insert(
+            key,
+            Arc::new(Entry {
+                generation: before,
+                value: value.clone(),
+            }),
+        );
+        // moka evicts in batches of pending writes; entries a thousand
+        // seats each would overshoot the budget by hundreds before one. A
+        // miss already paid for a read, so it settles the budget now.
+        entries.run_pending_tasks();
         Ok(value)
     }
 }
@@ -141,6 +165,12 @@ mod tests {
 
     use super::*;
 
+    impl Weighed for u32 {
+        fn weight(&self) -> usize {
+            4
+        }
+    }
+
     async fn counting(reads: &AtomicU32, value: u32) -> Result<u32, ()> {
         reads.fetch_add(1, Ordering::SeqCst);
         Ok(value)
@@ -148,7 +178,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_is_served_until_its_schedule_changes() {
-        let snapshots = Snapshots::<&str, u32>::new(Duration::from_secs(60), 10);
+        let snapshots = Snapshots::<&str, u32>::new(Duration::from_secs(60), 1 << 20);
         let schedule = ScheduleId(9_001);
         let reads = AtomicU32::new(0);
         let first = snapshots
@@ -176,7 +206,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_snapshot_lives_its_ttl_at_most_and_zero_keeps_none() {
-        let snapshots = Snapshots::<&str, u32>::new(Duration::from_millis(30), 10);
+        let snapshots = Snapshots::<&str, u32>::new(Duration::from_millis(30), 1 << 20);
         let schedule = ScheduleId(9_003);
         let reads = AtomicU32::new(0);
         snapshots
@@ -189,7 +219,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*later, 2);
-        let off = Snapshots::<&str, u32>::new(Duration::ZERO, 10);
+        let off = Snapshots::<&str, u32>::new(Duration::ZERO, 1 << 20);
         for n in 0..3 {
             off.get_or_read(schedule, "page", || counting(&reads, n))
                 .await
@@ -200,7 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_misses_share_one_read_and_errors_are_not_kept() {
-        let snapshots = Snapshots::<&str, u32>::new(Duration::from_secs(60), 10);
+        let snapshots = Snapshots::<&str, u32>::new(Duration::from_secs(60), 1 << 20);
         let schedule = ScheduleId(9_004);
         let reads = Arc::new(AtomicU32::new(0));
         let slow = |reads: Arc<AtomicU32>| async move {
@@ -233,14 +263,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn it_stays_within_its_capacity() {
-        let snapshots = Snapshots::<u32, u32>::new(Duration::from_secs(60), 3);
-        for key in 0..10 {
+    async fn it_stays_within_its_budget_of_bytes() {
+        // Three entries' worth (value and overhead) of budget.
+        let snapshots = Snapshots::<u32, u32>::new(Duration::from_secs(60), 3 * (4 + 256));
+        for key in 0..1_000 {
             snapshots
                 .get_or_read(ScheduleId(9_005), key, || async move { Ok::<_, ()>(key) })
                 .await
                 .unwrap();
         }
-        assert!(snapshots.entries.lock().unwrap().len() <= 3);
+        let entries = snapshots.entries.as_ref().unwrap();
+        entries.run_pending_tasks();
+        assert!(entries.entry_count() <= 3, "{}", entries.entry_count());
+        assert!(
+            entries.weighted_size() <= 3 * 260,
+            "{}",
+            entries.weighted_size()
+        );
     }
 }

@@ -508,9 +508,6 @@ impl QueueSettings {
 /// Polls a token may make in a row before the pace applies.
 pub const POLL_BURST: u32 = 10;
 
-/// How often the pacing forgets tokens that stopped polling (in checks).
-const PACING_SWEEP_EVERY: u64 = 4_096;
-
 /// The pace of status polls: a token may poll once per `gap` on average,
 /// after a burst of [`POLL_BURST`]. Honest clients poll at their
 /// `pollAfterSeconds` (a second or more), far below it; a flood of polls
@@ -519,8 +516,7 @@ const PACING_SWEEP_EVERY: u64 = 4_096;
 /// that reach another instance are paced there); tokens that stop polling
 /// are forgotten.
 pub struct PollPacing {
-    limiter: governor::DefaultKeyedRateLimiter<uuid::Uuid>,
-    checks: std::sync::atomic::AtomicU64,
+    buckets: crate::kernel::keyed::Buckets<uuid::Uuid>,
 }
 
 impl PollPacing {
@@ -529,31 +525,20 @@ impl PollPacing {
         let quota = governor::Quota::with_period(gap)?
             .allow_burst(std::num::NonZeroU32::new(POLL_BURST).expect("a burst"));
         Some(Self {
-            limiter: governor::RateLimiter::keyed(quota),
-            checks: Default::default(),
+            buckets: crate::kernel::keyed::Buckets::new(quota),
         })
     }
 
     /// Ok, or the token polls too fast: how long until its next poll counts.
     pub fn check(&self, token: uuid::Uuid) -> Result<(), QueueError> {
-        use governor::clock::Clock;
-        let checks = self
-            .checks
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if checks % PACING_SWEEP_EVERY == PACING_SWEEP_EVERY - 1 {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
-        self.limiter.check_key(&token).map_err(|not_until| {
-            // The limiter's own clock: making a new one reads the CPU's
-            // features (CPUID), which a VM traps — a fifth of a flood's CPU.
-            QueueError::PollingTooFast(not_until.wait_time_from(self.limiter.clock().now()))
-        })
+        self.buckets
+            .check(&token)
+            .map_err(QueueError::PollingTooFast)
     }
 
     /// Tokens remembered now (forgotten once their bucket is full again).
     pub fn remembered(&self) -> usize {
-        self.limiter.len()
+        self.buckets.remembered()
     }
 }
 

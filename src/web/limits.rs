@@ -18,15 +18,18 @@ use std::{
     time::Duration,
 };
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter, clock::Clock};
+use governor::Quota;
 use redis::Script;
 
 use super::problem::Problem;
-use crate::{kernel::UserId, kv::Conn};
+use crate::{
+    kernel::{UserId, keyed::Buckets},
+    kv::Conn,
+};
 
 /// Where the per-user buckets live.
 enum UserBuckets {
-    Local(DefaultKeyedRateLimiter<i64>),
+    Local(Buckets<i64>),
     Redis {
         conn: Conn,
         prefix: String,
@@ -39,7 +42,7 @@ enum UserBuckets {
 
 struct Inner {
     users: Option<UserBuckets>,
-    ips: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    ips: Option<Buckets<IpAddr>>,
 }
 
 /// The limits, shared by every limited operation of an instance.
@@ -81,8 +84,8 @@ impl RateLimits {
     /// Per-user buckets in this process, per-IP buckets in this process.
     pub fn local(per_user: Option<NonZeroU32>, per_ip: Option<NonZeroU32>) -> Self {
         Self(Arc::new(Inner {
-            users: per_user.map(|n| UserBuckets::Local(RateLimiter::keyed(quota(n)))),
-            ips: per_ip.map(|n| RateLimiter::keyed(quota(n))),
+            users: per_user.map(|n| UserBuckets::Local(Buckets::new(quota(n)))),
+            ips: per_ip.map(|n| Buckets::new(quota(n))),
         }))
     }
 
@@ -105,7 +108,7 @@ impl RateLimits {
         });
         Self(Arc::new(Inner {
             users,
-            ips: per_ip.map(|n| RateLimiter::keyed(quota(n))),
+            ips: per_ip.map(|n| Buckets::new(quota(n))),
         }))
     }
 
@@ -114,22 +117,17 @@ impl RateLimits {
     /// the business rule; the outage shows in the operations it serves).
     pub async fn check(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), Problem> {
         if let (Some(ips), Some(ip)) = (&self.0.ips, ip)
-            && let Err(not_until) = ips.check_key(&ip)
+            && let Err(wait) = ips.check(&ip)
         {
-            // The limiter's own clock: a new one reads the CPU's features
-            // (CPUID), which a VM traps.
-            let wait = not_until.wait_time_from(ips.clock().now());
             metrics::counter!("rate_limited_total", "by" => "ip").increment(1);
             return Err(limited("this address", wait));
         }
         match &self.0.users {
             None => Ok(()),
-            Some(UserBuckets::Local(users)) => {
-                users.check_key(&user.value()).map_err(|not_until| {
-                    metrics::counter!("rate_limited_total", "by" => "user").increment(1);
-                    limited("you", not_until.wait_time_from(users.clock().now()))
-                })
-            }
+            Some(UserBuckets::Local(users)) => users.check(&user.value()).map_err(|wait| {
+                metrics::counter!("rate_limited_total", "by" => "user").increment(1);
+                limited("you", wait)
+            }),
             Some(UserBuckets::Redis {
                 conn,
                 prefix,
