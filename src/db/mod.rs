@@ -106,21 +106,108 @@ fn sqlx_error(err: &DbErr) -> Option<&sea_orm::sqlx::Error> {
 }
 
 /// True when the error means the database could not be reached (pool
-/// timeout, refused or dropped connection), as opposed to a query the
-/// database rejected. Outages answer 503 and heal by themselves.
+/// timeout, refused or dropped connection) or could not store what it was
+/// given (see [`is_storage_fault`]), as opposed to a query the database
+/// rejected. Outages answer 503 and heal by themselves.
 pub fn is_outage(err: &DbErr) -> bool {
     match err {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        _ => sqlx_error(err).is_some_and(|e| {
-            matches!(
-                e,
-                sea_orm::sqlx::Error::Io(_)
-                    | sea_orm::sqlx::Error::PoolTimedOut
-                    | sea_orm::sqlx::Error::PoolClosed
-                    | sea_orm::sqlx::Error::WorkerCrashed
-            )
-        }),
+        _ => {
+            is_storage_fault(err)
+                || sqlx_error(err).is_some_and(|e| {
+                    matches!(
+                        e,
+                        sea_orm::sqlx::Error::Io(_)
+                            | sea_orm::sqlx::Error::PoolTimedOut
+                            | sea_orm::sqlx::Error::PoolClosed
+                            | sea_orm::sqlx::Error::WorkerCrashed
+                    )
+                })
+        }
     }
+}
+
+/// True when the database's storage failed it: SQLite's read-only file
+/// (8), I/O error (10), full disk (13) or a file it cannot open (14), each
+/// with its extended codes; PostgreSQL's disk full (53100), out of memory
+/// (53200) or read-only transaction (25006, a replica promoted away).
+/// Nothing the client did: an outage, and not ready until it clears.
+pub fn is_storage_fault(err: &DbErr) -> bool {
+    let Some(sea_orm::sqlx::Error::Database(db)) = sqlx_error(err) else {
+        return false;
+    };
+    let Some(code) = db.code() else {
+        return false;
+    };
+    let fault = match code.as_ref() {
+        "53100" | "53200" | "25006" => true,
+        sqlite => sqlite
+            .parse::<u32>()
+            .is_ok_and(|code| matches!(code & 0xff, 8 | 10 | 13 | 14)),
+    };
+    if fault {
+        storage_fault_seen();
+    }
+    fault
+}
+
+/// How long `/health/ready` reports a storage fault after the last one.
+pub const STORAGE_FAULT_WINDOW: Duration = Duration::from_secs(10);
+
+fn last_storage_fault() -> &'static std::sync::Mutex<Option<std::time::Instant>> {
+    static LAST: std::sync::OnceLock<std::sync::Mutex<Option<std::time::Instant>>> =
+        std::sync::OnceLock::new();
+    LAST.get_or_init(Default::default)
+}
+
+fn storage_fault_seen() {
+    if let Ok(mut last) = last_storage_fault().lock() {
+        *last = Some(std::time::Instant::now());
+    }
+    metrics::counter!("database_storage_faults_total").increment(1);
+}
+
+/// Whether a write failed on storage within [`STORAGE_FAULT_WINDOW`].
+fn storage_fault_lately() -> bool {
+    last_storage_fault()
+        .lock()
+        .ok()
+        .and_then(|last| *last)
+        .is_some_and(|at| at.elapsed() < STORAGE_FAULT_WINDOW)
+}
+
+/// Whether the embedded store can take a write: a SQLite file that still
+/// answers reads but cannot grow (disk full) or be written (read-only, I/O
+/// errors) is not ready. Once a write failed on storage lately (in this
+/// process: several servers of a test share the memory, so each checks its
+/// own file), this commits a write of the file's header (`user_version`,
+/// unchanged) to find out; otherwise, and on PostgreSQL (which reports its
+/// own disk trouble to every write, answered 503), it takes the
+/// database's word.
+pub async fn can_write(db: &DatabaseConnection) -> bool {
+    if db.get_database_backend() != DatabaseBackend::Sqlite || !storage_fault_lately() {
+        return true;
+    }
+    let probe = async {
+        let tx = db.begin().await?;
+        let version = tx
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Sqlite,
+                "PRAGMA user_version",
+            ))
+            .await?
+            .map(|row| row.try_get_by_index::<i64>(0))
+            .transpose()?
+            .unwrap_or(0);
+        tx.execute_unprepared(&format!("PRAGMA user_version = {version}"))
+            .await?;
+        tx.commit().await
+    };
+    // A probe that fails on storage is a fault seen now: the store stays
+    // not ready for as long as the probes keep failing.
+    probe
+        .await
+        .map_or_else(|err| !is_storage_fault(&err), |()| true)
 }
 
 /// True when the database rolled the statement's transaction back because

@@ -67,7 +67,9 @@ impl HealthApi {
     }
 
     /// The process can serve traffic: the database (and Redis, when
-    /// configured) answered just now. 503 otherwise.
+    /// configured) answered just now, and no write failed on the database's
+    /// storage (disk full, read-only, I/O errors) in the last seconds. 503
+    /// otherwise.
     #[oai(
         path = "/health/ready",
         method = "get",
@@ -75,14 +77,18 @@ impl HealthApi {
         operation_id = "ready"
     )]
     async fn ready(&self) -> ApiResult<HealthResponse, Unrefused> {
-        let db_ok = matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await,
-            Ok(Ok(()))
-        );
+        let cannot_write = !crate::db::can_write(&self.db).await;
+        let db_ok = !cannot_write
+            && matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await,
+                Ok(Ok(()))
+            );
         let redis_ok = self.redis_ok().await;
         if !db_ok || redis_ok == Some(false) {
             let mut down = Vec::new();
-            if !db_ok {
+            if cannot_write {
+                down.push("database (writes fail: disk full, read-only or I/O errors)");
+            } else if !db_ok {
                 down.push("database");
             }
             if redis_ok == Some(false) {

@@ -469,3 +469,114 @@ async fn postgres_cut_off_under_load_answers_503_and_service_resumes_by_itself()
     );
     assert_eq!(crate::sales::balance(&app, 1).await, 2_000);
 }
+
+/// A small tmpfs of the test's own (the suite runs as root), unmounted
+/// when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(megabytes: u32) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}M"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root: {status}");
+        Self { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path().join("filler")).expect("filler");
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+        let mut byte = 0;
+        while filler.write_all(&[0]).is_ok() && byte < 1 << 20 {
+            byte += 1;
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.path().join("filler")).expect("remove the filler");
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The embedded store's disk fills up under a running server: writes
+/// answer 503 `unavailable` with `Retry-After` (never 500), reads go on,
+/// `/health/ready` says not ready; once space is freed, writes succeed and
+/// the server is ready again, without a restart.
+#[tokio::test]
+async fn a_full_disk_under_sqlite_is_an_outage_that_heals() {
+    let disk = SmallDisk::mount(16);
+    let db = disk.path().join("store.db");
+    let app = spawn_app_with(|s| {
+        s.database_url = format!("sqlite://{}", db.display());
+    })
+    .await;
+    let charge = |user: i64| {
+        app.post("/v1/wallet/charges")
+            .bearer_auth(app.user_token(user))
+            .json(&json!({"amount": 10}))
+            .send()
+    };
+    assert_eq!(charge(1).await.unwrap().status(), 201);
+    let ready = || async {
+        app.get("/health/ready")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+
+    disk.fill();
+    let mut refused = None;
+    for user in 2..2_000 {
+        let resp = charge(user).await.unwrap();
+        match resp.status().as_u16() {
+            201 => {}
+            503 => {
+                refused = Some(resp);
+                break;
+            }
+            other => panic!(
+                "a full disk answered {other}: {}",
+                resp.text().await.unwrap()
+            ),
+        }
+    }
+    let refused = refused.expect("a write on a full disk is refused");
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, 503, "unavailable").await;
+    assert_eq!(ready().await, 503, "not ready while writes fail");
+    let concerts = app.get("/v1/concerts").send().await.unwrap();
+    assert_eq!(concerts.status(), 200, "reads go on");
+
+    disk.free();
+    eventually("writes after space is freed", WAIT, || async {
+        (charge(5_000).await.ok()?.status() == 201).then_some(())
+    })
+    .await;
+    eventually("ready again", WAIT, || async {
+        (ready().await == 200).then_some(())
+    })
+    .await;
+}
