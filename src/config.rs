@@ -385,6 +385,12 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_HOLD_MINUTES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=120), global = true)]
     pub hold_minutes: u32,
 
+    /// Sales of a schedule close this many minutes before its show starts:
+    /// holds, payments, waitlist joins and waitlist offers are refused (409
+    /// `sales_closed`) from then on. 0 sells until the show starts.
+    #[arg(long, env = "BOXOFFICE_SALES_CLOSE_MINUTES_BEFORE_START", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=525_600), global = true)]
+    pub sales_close_minutes_before_start: u32,
+
     /// Seats one user may hold at once.
     #[arg(long, env = "BOXOFFICE_HOLD_LIMIT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
     pub hold_limit: u32,

@@ -119,6 +119,7 @@ impl Services {
             HoldPolicy {
                 hold_minutes: settings.hold_minutes,
                 per_user_limit: settings.hold_limit,
+                sales_close_before_minutes: settings.sales_close_minutes_before_start,
             },
         );
         let wallets = WalletService::new(
@@ -140,6 +141,9 @@ impl Services {
         )
         .with_cancel_cutoff(chrono::TimeDelta::minutes(
             settings.cancel_cutoff_minutes.into(),
+        ))
+        .with_sales_close(chrono::TimeDelta::minutes(
+            settings.sales_close_minutes_before_start.into(),
         ));
         let compensations = Compensations::new(
             a.uow.clone(),

@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::kernel::{
     ConcertId, Points, ScheduleId, SeatId, UserId,
@@ -330,6 +330,16 @@ pub struct ScheduleSale {
 pub struct HeldSeat {
     pub price: Points,
     pub concert: ConcertId,
+    /// When the schedule's show starts (sales close by it).
+    pub starts_at: DateTime<Utc>,
+}
+
+/// Whether a schedule starting at `starts_at` has stopped selling at `now`:
+/// holds, payments, waitlist joins and offers end `close_before` its start
+/// (`--sales-close-minutes-before-start`), like a box office closing its
+/// window when the doors open.
+pub fn sales_closed(starts_at: DateTime<Utc>, close_before: TimeDelta, now: DateTime<Utc>) -> bool {
+    now >= starts_at - close_before
 }
 
 /// What a buyer sees.

@@ -236,7 +236,7 @@ crate::refusals! {
         401: [unauthorized],
         403: [forbidden, queue_not_admitted],
         404: [not_found],
-        409: [hold_expired, already_paid, insufficient_points, idempotency_conflict],
+        409: [hold_expired, already_paid, insufficient_points, idempotency_conflict, sales_closed],
         413: [payload_too_large],
         415: [unsupported_media_type],
         429: [rate_limited],
@@ -501,6 +501,7 @@ impl From<PaymentError> for Problem {
             | PaymentError::CompensationNotFound(_)
             | PaymentError::ScheduleNotFound(_) => Problem::not_found(err.to_string()),
             PaymentError::HoldExpired(_) => Problem::conflict("hold_expired", err.to_string()),
+            PaymentError::SalesClosed(_) => Problem::conflict("sales_closed", err.to_string()),
             PaymentError::AlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
             PaymentError::KeyReused => key_reused(),
             PaymentError::InsufficientPoints => {

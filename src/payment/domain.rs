@@ -326,6 +326,8 @@ pub enum PaymentError {
     AlreadyCancelled(PaymentId),
     #[error("schedule {0} does not exist")]
     ScheduleNotFound(ScheduleId),
+    #[error("sales of schedule {0} have closed: the show starts soon")]
+    SalesClosed(ScheduleId),
     /// The `Idempotency-Key` was used for a different request.
     #[error("this Idempotency-Key was used with a different request")]
     KeyReused,

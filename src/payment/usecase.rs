@@ -22,7 +22,10 @@ use super::{
     ports::{PaymentRepository, PaymentTx},
 };
 use crate::{
-    catalog::{domain::ScheduleStatus, ports::SeatTx},
+    catalog::{
+        domain::{ScheduleStatus, sales_closed},
+        ports::SeatTx,
+    },
     kernel::{
         Clock, Page, PageRequest, PaymentId, ReservationId, ScheduleId, Transaction, UnitOfWork,
         UserId,
@@ -52,6 +55,8 @@ pub struct PaymentService<U, P, R, C, W> {
     wake: W,
     /// How long before the show a buyer may still cancel.
     cancel_cutoff: TimeDelta,
+    /// How long before the show sales (payments too) close.
+    sales_close_before: TimeDelta,
 }
 
 impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
@@ -71,7 +76,15 @@ where
             clock,
             wake,
             cancel_cutoff: TimeDelta::minutes(DEFAULT_CANCEL_CUTOFF_MINUTES.into()),
+            sales_close_before: TimeDelta::zero(),
         }
+    }
+
+    /// Payments are refused from `before` the show on (sales closed).
+    #[must_use]
+    pub fn with_sales_close(mut self, before: TimeDelta) -> Self {
+        self.sales_close_before = before;
+        self
     }
 
     /// Buyers may cancel until `cutoff` before the show.
@@ -138,6 +151,15 @@ where
             Err(NotPayable::NotFound) => return Err(PaymentError::ReservationNotFound(id)),
             Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
             Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
+        }
+        // After the claim (the write that takes the locks first); dropping
+        // the transaction undoes it.
+        if tx
+            .starts_at(hold.schedule)
+            .await?
+            .is_some_and(|starts_at| sales_closed(starts_at, self.sales_close_before, now))
+        {
+            return Err(PaymentError::SalesClosed(hold.schedule));
         }
         // Lets a test keep the seat and reservation locked here while a
         // hold races.
@@ -1021,6 +1043,32 @@ mod tests {
         ));
         h.compensations.run_due().await.unwrap();
         assert_eq!(h.balance(ALICE), 10 * PRICE, "refunded once");
+    }
+
+    #[tokio::test]
+    async fn no_payment_once_sales_close_and_nothing_is_taken() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        h.store
+            .world()
+            .shows
+            .insert(ScheduleId(3), h.clock.now() + TimeDelta::minutes(20));
+        let hold = h.held(ALICE);
+        let closing = h.payments.clone().with_sales_close(TimeDelta::minutes(30));
+        let copy = closing.hold_of(ALICE, hold.id).await.unwrap();
+        assert!(matches!(
+            closing.pay(&copy, None).await,
+            Err(PaymentError::SalesClosed(ScheduleId(3)))
+        ));
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "nothing debited");
+        assert!(h.store.world().payments.is_empty(), "nothing recorded");
+        assert_eq!(
+            h.store.world().reservations[&hold.id].status,
+            ReservationStatus::Held,
+            "the claim rolled back"
+        );
+        // Without the close (sales until the show starts) it pays.
+        h.pay(ALICE, hold.id).await.unwrap();
     }
 
     #[tokio::test]

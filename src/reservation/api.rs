@@ -153,7 +153,7 @@ crate::refusals! {
         401: [unauthorized],
         403: [forbidden, queue_not_admitted],
         404: [not_found],
-        409: [seat_unavailable, hold_limit, not_on_sale],
+        409: [seat_unavailable, hold_limit, not_on_sale, sales_closed],
         413: [payload_too_large],
         415: [unsupported_media_type],
         429: [rate_limited],
@@ -168,7 +168,7 @@ crate::refusals! {
         400: [validation_failed],
         401: [unauthorized],
         404: [not_found],
-        409: [seats_available, already_waitlisted, not_on_sale],
+        409: [seats_available, already_waitlisted, not_on_sale, sales_closed],
         429: [rate_limited],
     }
 }
@@ -351,6 +351,7 @@ impl From<ReservationError> for Problem {
             | ReservationError::ScheduleNotFound(_)
             | ReservationError::NotWaitlisted => Problem::not_found(err.to_string()),
             ReservationError::NotOnSale(_) => Problem::conflict("not_on_sale", err.to_string()),
+            ReservationError::SalesClosed(_) => Problem::conflict("sales_closed", err.to_string()),
             ReservationError::SeatsAvailable(_) => {
                 Problem::conflict("seats_available", err.to_string())
             }

@@ -206,9 +206,20 @@ impl Transition {
 pub struct HoldPolicy {
     pub hold_minutes: u32,
     pub per_user_limit: u32,
+    /// Sales close this long before the show starts.
+    pub sales_close_before_minutes: u32,
 }
 
 impl HoldPolicy {
+    /// Whether the show starting at `starts_at` no longer sells at `now`.
+    pub fn sales_closed(self, starts_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        crate::catalog::domain::sales_closed(
+            starts_at,
+            chrono::TimeDelta::minutes(self.sales_close_before_minutes.into()),
+            now,
+        )
+    }
+
     /// Whether a user holding `live` seats may hold one more.
     pub fn allows_another(self, live: u64) -> bool {
         live < u64::from(self.per_user_limit)
@@ -280,6 +291,8 @@ pub enum ReservationError {
     ScheduleNotFound(ScheduleId),
     #[error("schedule {0} is not on sale")]
     NotOnSale(ScheduleId),
+    #[error("sales of schedule {0} have closed: the show starts soon")]
+    SalesClosed(ScheduleId),
     #[error("seats are still free on this schedule ({0}): hold one instead of waiting")]
     SeatsAvailable(u64),
     #[error("you are already on this schedule's waitlist")]

@@ -136,6 +136,10 @@ where
                 ReservationError::SeatNotFound { schedule, seat }
             });
         };
+        // Dropping the transaction gives the seat back.
+        if self.policy.sales_closed(held.starts_at, now) {
+            return Err(ReservationError::SalesClosed(schedule));
+        }
         let live = tx.lock_user_and_count_live(user, now).await?;
         if !self.policy.allows_another(live) {
             // Dropping the transaction gives the seat back too.
@@ -177,6 +181,13 @@ where
         let Some((status, _)) = tx.schedule_status(schedule).await? else {
             return Err(ReservationError::ScheduleNotFound(schedule));
         };
+        if tx
+            .starts_at(schedule)
+            .await?
+            .is_some_and(|starts_at| self.policy.sales_closed(starts_at, now))
+        {
+            return Err(ReservationError::SalesClosed(schedule));
+        }
         may_join_waitlist(schedule, status, tx.free_seats(schedule, now).await?)?;
         let Some(entry) = joined else {
             return Err(ReservationError::AlreadyWaitlisted);
@@ -399,6 +410,14 @@ pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWri
     let Some(next) = tx.next_waiting(schedule).await? else {
         return Ok(None);
     };
+    // Past the close of sales a freed seat is offered to nobody.
+    if tx
+        .starts_at(schedule)
+        .await?
+        .is_some_and(|starts_at| policy.sales_closed(starts_at, now))
+    {
+        return Ok(None);
+    }
     let expires_at = policy.until(now);
     let Some(held) = tx
         .try_hold(schedule, seat, next.user, expires_at, now)
@@ -705,6 +724,7 @@ mod tests {
             HoldPolicy {
                 hold_minutes: 5,
                 per_user_limit: limit,
+                sales_close_before_minutes: 60,
             },
         );
         Harness {
@@ -1233,6 +1253,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_hold_is_taken_once_sales_close_and_the_seat_stays_free() {
+        // Sales close an hour before the show (the harness's policy).
+        let h = harness(1, 10);
+        h.store
+            .world()
+            .shows
+            .insert(SCHEDULE, h.clock.now() + TimeDelta::minutes(59));
+        assert!(matches!(
+            h.service.hold(ALICE, SCHEDULE, h.seats[0]).await,
+            Err(ReservationError::SalesClosed(SCHEDULE))
+        ));
+        assert_eq!(h.seat(h.seats[0]), SeatState::Available, "rolled back");
+        assert!(h.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn once_sales_close_nobody_joins_the_waitlist_and_a_freed_seat_is_offered_to_nobody() {
+        let h = harness(1, 10);
+        h.store
+            .world()
+            .shows
+            .insert(SCHEDULE, h.clock.now() + TimeDelta::minutes(63));
+        let held = h.sell_out().await;
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        // Four minutes later (the hold still live) sales have closed, an
+        // hour before the show.
+        h.clock.advance(TimeDelta::minutes(4));
+        assert!(matches!(
+            h.service.join_waitlist(CAROL, SCHEDULE).await,
+            Err(ReservationError::SalesClosed(SCHEDULE))
+        ));
+        h.service.release(held[0], ALICE).await.unwrap();
+        assert_eq!(h.deliver_last(types::RESERVATION_RELEASED).await, None);
+        assert_eq!(h.seat(h.seats[0]), SeatState::Available, "no offer made");
+    }
+
+    #[tokio::test]
     async fn leaving_the_waitlist_moves_everyone_behind_up_and_rejoining_goes_to_the_tail() {
         let h = harness(1, 10);
         h.sell_out().await;
@@ -1343,6 +1400,7 @@ mod tests {
             HoldPolicy {
                 hold_minutes: 5,
                 per_user_limit: 4,
+                sales_close_before_minutes: 0,
             },
         );
         let handles = |t| {

@@ -479,9 +479,17 @@ impl SeatTx for MemTx {
             until,
         };
         found.reservation = None;
+        let (price, concert) = (found.price, found.concert);
         Ok(Some(HeldSeat {
-            price: found.price,
-            concert: found.concert,
+            price,
+            concert,
+            // A schedule the test gave no start to starts in the far future.
+            starts_at: self
+                .work
+                .shows
+                .get(&schedule)
+                .copied()
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
         }))
     }
 

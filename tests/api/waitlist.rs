@@ -201,3 +201,32 @@ async fn confirmed_ticket_on_offer(
     .await;
     (token, offer.clone(), payment)
 }
+
+/// Sales close `--sales-close-minutes-before-start` before the show: a hold
+/// and a waitlist join are refused with 409 `sales_closed` and leave
+/// nothing behind (here the show is 30 days away and sales close 31 days
+/// before it).
+#[tokio::test]
+async fn holds_and_waitlist_joins_are_refused_once_sales_close() {
+    use reqwest::Method;
+    let app = crate::helpers::spawn_app_with(|s| {
+        s.sales_close_minutes_before_start = 31 * 24 * 60;
+    })
+    .await;
+    let sale = sale(&app, 2).await;
+    let token = app.admitted_token(61, &sale.concert).await;
+    assert_problem(
+        hold(&app, 61, &token, &sale, sale.seats[0]).await,
+        409,
+        "sales_closed",
+    )
+    .await;
+    assert_problem(
+        waitlist(&app, Method::POST, 62, &sale.schedule).await,
+        409,
+        "sales_closed",
+    )
+    .await;
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM reservations").await, 0);
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM waitlist").await, 0);
+}

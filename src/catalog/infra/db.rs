@@ -455,15 +455,19 @@ mod seats {
             .one(conn)
             .await?
             .ok_or_else(|| DbErr::RecordNotFound(format!("seat {seat_id}")))?;
-        let concert: Option<i64> = schedule::Entity::find_by_id(schedule_id.value())
-            .select_only()
-            .column(schedule::Column::ConcertId)
-            .into_tuple()
-            .one(conn)
-            .await?;
+        let (concert, starts_at): (i64, DateTime<Utc>) =
+            schedule::Entity::find_by_id(schedule_id.value())
+                .select_only()
+                .column(schedule::Column::ConcertId)
+                .column(schedule::Column::StartsAt)
+                .into_tuple()
+                .one(conn)
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound(format!("schedule {schedule_id}")))?;
         Ok(Some(HeldSeat {
             price: Points::new(held.price).map_err(|e| DbErr::Custom(e.to_string()))?,
-            concert: ConcertId(concert.unwrap_or_default()),
+            concert: ConcertId(concert),
+            starts_at,
         }))
     }
 
