@@ -577,6 +577,14 @@ impl Settings {
     /// at least [`MIN_SECRET_BYTES`] long. The queue secret is never the
     /// identity secret, even locally. One line, naming the variable.
     pub fn check_exposure(&self) -> Result<(), String> {
+        if self.uses_identity_provider_keys()
+            && (self.jwt_issuer.is_none() || self.jwt_audience.is_none())
+        {
+            return Err(
+                "BOXOFFICE_JWT_ISSUER and BOXOFFICE_JWT_AUDIENCE (--jwt-issuer, --jwt-audience) are required with an identity provider's keys: without them a token the provider signed for another application would be accepted"
+                    .into(),
+            );
+        }
         let local = self.is_local_development();
         let why_not_local =
             "a server with PostgreSQL or Redis, or listening beyond loopback, needs one";
@@ -750,11 +758,36 @@ mod tests {
                 postgres[1],
                 "--jwt-jwks-file",
                 "keys.json",
+                "--jwt-issuer",
+                "https://idp.example/",
+                "--jwt-audience",
+                "boxoffice",
                 "--queue-token-secret",
                 OTHER
             ]),
             Ok(()),
             "an identity provider's keys need no HS256 secret"
+        );
+        refused(
+            &[
+                postgres[0],
+                postgres[1],
+                "--jwt-jwks-file",
+                "keys.json",
+                "--jwt-audience",
+                "bo",
+            ],
+            "BOXOFFICE_JWT_ISSUER",
+        );
+        assert!(
+            exposed(&[
+                "--jwt-public-key-file",
+                "idp.pem",
+                "--jwt-issuer",
+                "https://idp/"
+            ])
+            .is_err(),
+            "required locally too"
         );
     }
 

@@ -224,14 +224,21 @@ async fn one_pem_public_key_checks_tokens_without_a_kid() {
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("idp.pem");
     std::fs::write(&pem, &idp.rsa_public_pem).unwrap();
-    let app = spawn_app_with(|s| s.jwt_public_key_file = Some(pem.clone())).await;
-    let mut no_iss_aud = claims(45);
-    no_iss_aud.as_object_mut().unwrap().remove("iss");
-    let token = signed(Algorithm::RS256, None, &idp.rsa, &no_iss_aud);
+    let app = spawn_app_with(|s| {
+        s.jwt_public_key_file = Some(pem.clone());
+        s.jwt_issuer = Some(ISSUER.into());
+        s.jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
+    let token = signed(Algorithm::RS256, None, &idp.rsa, &claims(45));
+    assert_eq!(wallet_status(&app, &token).await, 200);
+    let mut no_iss = claims(45);
+    no_iss.as_object_mut().unwrap().remove("iss");
+    let token = signed(Algorithm::RS256, None, &idp.rsa, &no_iss);
     assert_eq!(
         wallet_status(&app, &token).await,
-        200,
-        "no issuer or audience configured: neither is required"
+        401,
+        "the issuer is required with a provider's keys"
     );
     let es = signed(Algorithm::ES256, None, &idp.ec, &claims(45));
     assert_eq!(

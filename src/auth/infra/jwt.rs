@@ -29,7 +29,14 @@ struct Claims {
     exp: i64,
     #[serde(default)]
     iat: i64,
+    /// Not before: a token an identity provider issued for later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
 }
+
+/// How far ahead of this server's clock an identity provider's may run: a
+/// token is refused before its `nbf` less this. (`exp` is strict.)
+pub const NBF_LEEWAY_SECONDS: i64 = 30;
 
 /// The algorithms an identity provider's keys may sign with.
 const PROVIDER_ALGORITHMS: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
@@ -187,6 +194,7 @@ impl TokenCodec for JwtCodec {
             role: Some(identity.role),
             iat: now.timestamp(),
             exp: (now + ttl).timestamp(),
+            nbf: None,
         };
         Ok(
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -214,6 +222,12 @@ impl TokenCodec for JwtCodec {
         if claims.exp <= now.timestamp() {
             return Err(AuthError::Expired);
         }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf > now.timestamp() + NBF_LEEWAY_SECONDS)
+        {
+            return Err(AuthError::Invalid);
+        }
         let user_id = claims
             .sub
             .parse::<i64>()
@@ -229,5 +243,38 @@ impl TokenCodec for JwtCodec {
             user_id: UserId(user_id),
             role,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"a-secret-for-the-nbf-test"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_not_before_beyond_the_leeway() {
+        let codec = JwtCodec::new(b"a-secret-for-the-nbf-test");
+        let now = Utc::now();
+        let with_nbf = |nbf: i64| {
+            token(serde_json::json!({
+                "sub": "7", "role": "user", "exp": now.timestamp() + 600, "nbf": nbf
+            }))
+        };
+        let later = with_nbf(now.timestamp() + NBF_LEEWAY_SECONDS + 60);
+        assert!(matches!(codec.verify(&later, now), Err(AuthError::Invalid)));
+        let skewed = with_nbf(now.timestamp() + NBF_LEEWAY_SECONDS - 5);
+        assert_eq!(codec.verify(&skewed, now).unwrap().user_id, UserId(7));
+        let past = with_nbf(now.timestamp() - 60);
+        assert!(codec.verify(&past, now).is_ok());
+        let later_accepted_later = codec.verify(&later, now + TimeDelta::seconds(61));
+        assert!(later_accepted_later.is_ok(), "valid once its time comes");
     }
 }
