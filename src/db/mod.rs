@@ -167,47 +167,18 @@ fn storage_fault_seen() {
     metrics::counter!("database_storage_faults_total").increment(1);
 }
 
-/// Whether a write failed on storage within [`STORAGE_FAULT_WINDOW`].
-fn storage_fault_lately() -> bool {
+/// Whether a write failed on the database's storage within
+/// [`STORAGE_FAULT_WINDOW`]: a database that still answers reads but
+/// cannot take writes (disk full, read-only, I/O errors) is not ready.
+/// Per process, as one process serves one database. (A probe write was
+/// tried and dropped: in WAL mode a small write fits in the space the log
+/// already has and succeeds while the real ones fail.)
+pub fn storage_fault_lately() -> bool {
     last_storage_fault()
         .lock()
         .ok()
         .and_then(|last| *last)
         .is_some_and(|at| at.elapsed() < STORAGE_FAULT_WINDOW)
-}
-
-/// Whether the embedded store can take a write: a SQLite file that still
-/// answers reads but cannot grow (disk full) or be written (read-only, I/O
-/// errors) is not ready. Once a write failed on storage lately (in this
-/// process: several servers of a test share the memory, so each checks its
-/// own file), this commits a write of the file's header (`user_version`,
-/// unchanged) to find out; otherwise, and on PostgreSQL (which reports its
-/// own disk trouble to every write, answered 503), it takes the
-/// database's word.
-pub async fn can_write(db: &DatabaseConnection) -> bool {
-    if db.get_database_backend() != DatabaseBackend::Sqlite || !storage_fault_lately() {
-        return true;
-    }
-    let probe = async {
-        let tx = db.begin().await?;
-        let version = tx
-            .query_one_raw(Statement::from_string(
-                DatabaseBackend::Sqlite,
-                "PRAGMA user_version",
-            ))
-            .await?
-            .map(|row| row.try_get_by_index::<i64>(0))
-            .transpose()?
-            .unwrap_or(0);
-        tx.execute_unprepared(&format!("PRAGMA user_version = {version}"))
-            .await?;
-        tx.commit().await
-    };
-    // A probe that fails on storage is a fault seen now: the store stays
-    // not ready for as long as the probes keep failing.
-    probe
-        .await
-        .map_or_else(|err| !is_storage_fault(&err), |()| true)
 }
 
 /// True when the database rolled the statement's transaction back because

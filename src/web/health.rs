@@ -68,8 +68,8 @@ impl HealthApi {
 
     /// The process can serve traffic: the database (and Redis, when
     /// configured) answered just now, and no write failed on the database's
-    /// storage (disk full, read-only, I/O errors) in the last seconds. 503
-    /// otherwise.
+    /// storage (disk full, read-only, I/O errors) in the last ten seconds.
+    /// 503 otherwise.
     #[oai(
         path = "/health/ready",
         method = "get",
@@ -77,7 +77,7 @@ impl HealthApi {
         operation_id = "ready"
     )]
     async fn ready(&self) -> ApiResult<HealthResponse, Unrefused> {
-        let cannot_write = !crate::db::can_write(&self.db).await;
+        let cannot_write = crate::db::storage_fault_lately();
         let db_ok = !cannot_write
             && matches!(
                 tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await,

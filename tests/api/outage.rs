@@ -518,33 +518,37 @@ impl Drop for SmallDisk {
     }
 }
 
-/// The embedded store's disk fills up under a running server: writes
+/// The embedded store's disk fills up under a running server (a process of
+/// its own: readiness remembers a storage fault per process): writes
 /// answer 503 `unavailable` with `Retry-After` (never 500), reads go on,
 /// `/health/ready` says not ready; once space is freed, writes succeed and
 /// the server is ready again, without a restart.
 #[tokio::test]
 async fn a_full_disk_under_sqlite_is_an_outage_that_heals() {
     let disk = SmallDisk::mount(16);
-    let db = disk.path().join("store.db");
-    let app = spawn_app_with(|s| {
-        s.database_url = format!("sqlite://{}", db.display());
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", disk.path().join("store.db").display());
+    let mut server = crate::crash::Server::new(dir.path(), &db);
+    server.start().await;
+    let shopper = crate::crash::Shopper::of(&server);
+    let client = reqwest::Client::new();
     let charge = |user: i64| {
-        app.post("/v1/wallet/charges")
-            .bearer_auth(app.user_token(user))
+        client
+            .post(format!("{}/v1/wallet/charges", server.base))
+            .bearer_auth(shopper.token(user, boxoffice::auth::domain::Role::User))
             .json(&json!({"amount": 10}))
             .send()
     };
-    assert_eq!(charge(1).await.unwrap().status(), 201);
     let ready = || async {
-        app.get("/health/ready")
+        client
+            .get(format!("{}/health/ready", server.base))
             .send()
             .await
             .unwrap()
             .status()
             .as_u16()
     };
+    assert_eq!(charge(1).await.unwrap().status(), 201);
     assert_eq!(ready().await, 200);
 
     disk.fill();
@@ -567,7 +571,11 @@ async fn a_full_disk_under_sqlite_is_an_outage_that_heals() {
     assert!(refused.headers().contains_key("retry-after"));
     assert_problem(refused, 503, "unavailable").await;
     assert_eq!(ready().await, 503, "not ready while writes fail");
-    let concerts = app.get("/v1/concerts").send().await.unwrap();
+    let concerts = client
+        .get(format!("{}/v1/concerts", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(concerts.status(), 200, "reads go on");
 
     disk.free();
