@@ -90,7 +90,7 @@ fn apis(a: &Adapters, s: &Services) -> Apis {
     let admission = Admission::new(Arc::new(s.queue.clone()));
     (
         HealthApi::new(db.clone(), a.redis.clone()),
-        CatalogApi::new(s.catalog.clone(), admission.clone()),
+        CatalogApi::new(s.catalog.clone(), admission.clone()).limited(s.limits.clone()),
         QueueApi::new(s.queue.clone()).limited(s.limits.clone()),
         ReservationApi::new(s.reservations.clone(), admission.clone()).limited(s.limits.clone()),
         WalletApi::new(s.wallets.clone()).limited(s.limits.clone()),

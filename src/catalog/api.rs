@@ -24,6 +24,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
+        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::{AdminCreate, ApiResult, Problem},
         rendered::RenderedJson,
@@ -194,22 +195,35 @@ fn matches_etag(if_none_match: Option<&str>, etag: &str) -> bool {
 pub struct CatalogApi<R, C, W> {
     service: CatalogService<R, C, W>,
     admission: Admission,
+    limits: RateLimits,
 }
 
 impl<R, C, W> CatalogApi<R, C, W> {
     /// `admission` is the waiting room's check: only admitted buyers see the seat map.
     pub fn new(service: CatalogService<R, C, W>, admission: Admission) -> Self {
-        Self { service, admission }
+        Self {
+            service,
+            admission,
+            limits: RateLimits::off(),
+        }
+    }
+
+    /// Puts the lists anyone may read without signing in under the per-IP
+    /// limit.
+    pub fn limited(self, limits: RateLimits) -> Self {
+        Self { limits, ..self }
     }
 }
 
 crate::refusals! {
     ListConcertsRefusals {
         400: [validation_failed],
+        429: [rate_limited],
     }
     ListSchedulesRefusals {
         400: [validation_failed],
         404: [not_found],
+        429: [rate_limited],
     }
     ListSeatsRefusals {
         400: [validation_failed],
@@ -250,12 +264,14 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     )]
     async fn list_concerts(
         &self,
+        req: &poem::Request,
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
     ) -> ApiResult<ListConcertsResponse, ListConcertsRefusals> {
+        self.limits.check_address(client_ip(req))?;
         let page = self
             .service
             .list_concerts(after.0, limit.0.unwrap_or(DEFAULT_CONCERT_PAGE))
@@ -280,6 +296,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
     )]
     async fn list_schedules(
         &self,
+        req: &poem::Request,
         id: Path<i64>,
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
@@ -287,6 +304,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
     ) -> ApiResult<ListSchedulesResponse, ListSchedulesRefusals> {
+        self.limits.check_address(client_ip(req))?;
         let page = self
             .service
             .list_schedules(

@@ -112,16 +112,23 @@ impl RateLimits {
         }))
     }
 
-    /// Ok, or 429 `rate_limited` with how long to wait. A Redis that
-    /// cannot be asked lets the request through (the limit is a guard, not
-    /// the business rule; the outage shows in the operations it serves).
-    pub async fn check(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), Problem> {
+    /// The per-IP limit alone, for what anyone may ask without signing in
+    /// (the catalog's lists): ok, or 429 `rate_limited`.
+    pub fn check_address(&self, ip: Option<IpAddr>) -> Result<(), Problem> {
         if let (Some(ips), Some(ip)) = (&self.0.ips, ip)
             && let Err(wait) = ips.check(&ip)
         {
             metrics::counter!("rate_limited_total", "by" => "ip").increment(1);
             return Err(limited("this address", wait));
         }
+        Ok(())
+    }
+
+    /// Ok, or 429 `rate_limited` with how long to wait. A Redis that
+    /// cannot be asked lets the request through (the limit is a guard, not
+    /// the business rule; the outage shows in the operations it serves).
+    pub async fn check(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), Problem> {
+        self.check_address(ip)?;
         match &self.0.users {
             None => Ok(()),
             Some(UserBuckets::Local(users)) => users.check(&user.value()).map_err(|wait| {

@@ -233,3 +233,15 @@ async fn browsers_on_an_allowed_origin_get_cors_answers_and_others_do_not() {
         .unwrap();
     assert_eq!(header(&read, "access-control-allow-origin"), "");
 }
+
+#[tokio::test]
+async fn the_catalog_lists_anyone_may_read_are_under_the_per_ip_limit() {
+    let app = spawn_app_with(|s| s.rate_limit_per_ip = one()).await;
+    for path in ["/v1/concerts", "/v1/concerts/1/schedules"] {
+        let first = app.get(path).send().await.unwrap();
+        assert_ne!(first.status(), StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert_limited(app.get(path).send().await.unwrap()).await;
+        // A second a bucket: the next path starts full again.
+        tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    }
+}
