@@ -67,6 +67,19 @@ pub struct Settings {
     )]
     pub database_url: String,
 
+    /// SQLite only: how long a writer waits for the file's write lock
+    /// before its request answers 503 (`Retry-After`). Longer rides out a
+    /// slow backup; shorter frees requests sooner when something holds
+    /// the file.
+    #[arg(
+        long,
+        env = "BOXOFFICE_SQLITE_BUSY_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=600),
+        global = true
+    )]
+    pub sqlite_busy_timeout_seconds: u64,
+
     /// Redis for the production shape, e.g. `redis://127.0.0.1:6379/`.
     /// Without it the in-process adapters are used.
     #[arg(

@@ -9,6 +9,7 @@ use boxoffice::{
 };
 use chrono::TimeDelta;
 use clap::Parser;
+use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -43,7 +44,11 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let _telemetry = telemetry::init(settings.log_format, None)?;
-            let conn = db::connect(&settings.database_url).await?;
+            let conn = db::connect_with(
+                &settings.database_url,
+                Duration::from_secs(settings.sqlite_busy_timeout_seconds),
+            )
+            .await?;
             db::while_starting(&conn, db::migrate(&conn)).await?;
             eprintln!("migrations applied to {}", redact(&settings.database_url));
             Ok(())

@@ -2,7 +2,7 @@
 //! Redis or in-process for the waiting room, the coupon ledger and the
 //! event bus. Nothing else in the crate picks one.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sea_orm::DatabaseConnection;
@@ -38,7 +38,11 @@ impl Adapters {
     /// Connects the stores the settings name (the schema is the caller's
     /// to migrate, under the start-up lock).
     pub async fn connect(settings: &Settings) -> anyhow::Result<Self> {
-        let db = db::connect(&settings.database_url).await?;
+        let db = db::connect_with(
+            &settings.database_url,
+            Duration::from_secs(settings.sqlite_busy_timeout_seconds),
+        )
+        .await?;
         let redis = match redis_target(settings)? {
             Some(target) => {
                 let conn = target.connect().await?;

@@ -20,6 +20,12 @@ use crate::kernel::{StoreError, Transaction, UnitOfWork, retention::Expiring};
 /// in WAL mode with a busy timeout, so readers never block the writer and
 /// concurrent writers queue instead of failing.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    connect_with(url, SQLITE_BUSY_TIMEOUT).await
+}
+
+/// [`connect`] with SQLite writers waiting `busy_timeout` for the file's
+/// write lock.
+pub async fn connect_with(url: &str, busy_timeout: Duration) -> anyhow::Result<DatabaseConnection> {
     let is_sqlite = url.starts_with("sqlite:");
     let url = if is_sqlite && !url.contains('?') && !url.contains(":memory:") {
         format!("{url}?mode=rwc")
@@ -38,10 +44,10 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         options
             .acquire_timeout(Duration::from_secs(30))
             .max_connections(8)
-            .map_sqlx_sqlite_opts(|opts| {
+            .map_sqlx_sqlite_opts(move |opts| {
                 opts.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
+                    .busy_timeout(busy_timeout)
                     .foreign_keys(true)
             });
     } else {
@@ -179,6 +185,69 @@ pub fn storage_fault_lately() -> bool {
         .ok()
         .and_then(|last| *last)
         .is_some_and(|at| at.elapsed() < STORAGE_FAULT_WINDOW)
+}
+
+/// How long the readiness probe waits for SQLite's write lock: a healthy
+/// file's writers hold it for milliseconds, so a wait this long means
+/// something (another process, a stuck backup) holds it.
+const WRITE_LOCK_PROBE: Duration = Duration::from_millis(1_500);
+
+/// The busy timeout SQLite connections have unless told (see [`connect`]).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether a writer could take SQLite's write lock now (within
+/// [`WRITE_LOCK_PROBE`]): `BEGIN IMMEDIATE` then `ROLLBACK` on one pooled
+/// connection, its busy timeout shortened for the probe and put back (the
+/// connection is closed instead of pooled if it cannot be). Always true on
+/// PostgreSQL, whose writers wait on rows, not on the file.
+pub async fn write_lock_free(db: &DatabaseConnection) -> anyhow::Result<bool> {
+    if db.get_database_backend() != DatabaseBackend::Sqlite {
+        return Ok(true);
+    }
+    let mut conn = db
+        .get_sqlite_connection_pool()
+        .acquire()
+        .await
+        .context("taking a connection for the write-lock probe")?;
+    let (own_timeout,): (i64,) = sea_orm::sqlx::query_as("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await?;
+    // Numbers formatted here, nothing a client gave.
+    sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {}",
+        WRITE_LOCK_PROBE.as_millis()
+    )))
+    .execute(&mut *conn)
+    .await?;
+    let began = sea_orm::sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *conn)
+        .await;
+    let free = match &began {
+        Ok(_) => true,
+        Err(sea_orm::sqlx::Error::Database(e))
+            if e.code()
+                .is_some_and(|c| c.parse::<u32>().is_ok_and(|c| c & 0xff == 5)) =>
+        {
+            false
+        }
+        Err(_) => true, // not a lock: the other checks report it
+    };
+    let rolled_back = match began {
+        Ok(_) => sea_orm::sqlx::query("ROLLBACK")
+            .execute(&mut *conn)
+            .await
+            .map(drop),
+        Err(_) => Ok(()),
+    };
+    let restored = sea_orm::sqlx::query(sea_orm::sqlx::AssertSqlSafe(format!(
+        "PRAGMA busy_timeout = {own_timeout}"
+    )))
+    .execute(&mut *conn)
+    .await;
+    if rolled_back.is_err() || restored.is_err() {
+        drop(conn.detach());
+    }
+    Ok(free)
 }
 
 /// True when the database rolled the statement's transaction back because

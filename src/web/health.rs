@@ -68,8 +68,9 @@ impl HealthApi {
 
     /// The process can serve traffic: the database (and Redis, when
     /// configured) answered just now, and no write failed on the database's
-    /// storage (disk full, read-only, I/O errors) in the last ten seconds.
-    /// 503 otherwise.
+    /// storage (disk full, read-only, I/O errors) in the last ten seconds,
+    /// and, on SQLite, a writer could take the file's write lock (nothing
+    /// else holds it). 503 otherwise.
     #[oai(
         path = "/health/ready",
         method = "get",
@@ -83,11 +84,18 @@ impl HealthApi {
                 tokio::time::timeout(PROBE_TIMEOUT, self.db.ping()).await,
                 Ok(Ok(()))
             );
+        let locked = db_ok
+            && !matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, crate::db::write_lock_free(&self.db)).await,
+                Ok(Ok(true))
+            );
         let redis_ok = self.redis_ok().await;
-        if !db_ok || redis_ok == Some(false) {
+        if !db_ok || locked || redis_ok == Some(false) {
             let mut down = Vec::new();
             if cannot_write {
                 down.push("database (writes fail: disk full, read-only or I/O errors)");
+            } else if locked {
+                down.push("database (its file is locked: writers would time out)");
             } else if !db_ok {
                 down.push("database");
             }

@@ -588,3 +588,81 @@ async fn a_full_disk_under_sqlite_is_an_outage_that_heals() {
     })
     .await;
 }
+
+/// Another process holds the SQLite file's write lock (as `sqlite3` or a
+/// backup tool would): writes answer 503 with `Retry-After` once the busy
+/// timeout passes, `/health/ready` says the file is locked, reads go on,
+/// and everything heals when the lock is let go.
+#[tokio::test]
+async fn a_sqlite_file_locked_by_another_process_is_an_outage_that_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("store.db");
+    let db = format!("sqlite://{}", file.display());
+    let mut server = crate::crash::Server::new(dir.path(), &db)
+        .with_args(&["--sqlite-busy-timeout-seconds", "1"]);
+    server.start().await;
+    let shopper = crate::crash::Shopper::of(&server);
+    let client = reqwest::Client::new();
+    let charge = |user: i64| {
+        client
+            .post(format!("{}/v1/wallet/charges", server.base))
+            .bearer_auth(shopper.token(user, boxoffice::auth::domain::Role::User))
+            .json(&json!({"amount": 10}))
+            .send()
+    };
+    let ready = || async {
+        let resp = client
+            .get(format!("{}/health/ready", server.base))
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    };
+    assert_eq!(charge(1).await.unwrap().status(), 201);
+    assert_eq!(ready().await.0, 200);
+
+    // A writer of its own: takes the lock, says so, holds it until told.
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             sys.stdin.readline()\n\
+             c.execute('ROLLBACK')\n",
+        )
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let mut said = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut said,
+    )
+    .unwrap();
+    assert_eq!(said.trim(), "locked");
+
+    let refused = charge(2).await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_problem(refused, 503, "unavailable").await;
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "not ready while the file is locked: {body}");
+    assert!(body.contains("locked"), "{body}");
+    let concerts = client
+        .get(format!("{}/v1/concerts", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(concerts.status(), 200, "reads go on");
+
+    drop(holder.stdin.take()); // end of input: it rolls back and exits
+    assert!(holder.wait().unwrap().success());
+    eventually("ready once the lock is let go", WAIT, || async {
+        (ready().await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(charge(3).await.unwrap().status(), 201);
+}
