@@ -139,6 +139,30 @@ pub struct Settings {
     )]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
 
+    /// The identity provider's `jwks_uri`, e.g.
+    /// `https://TENANT.auth0.com/.well-known/jwks.json`: the key set is
+    /// fetched at start (the server does not start without it), again when
+    /// a token names a key it does not have (at most once every 5 s), and
+    /// every `--jwt-jwks-refresh-seconds`, so a rotated key is accepted
+    /// without a restart.
+    #[arg(
+        long,
+        env = "BOXOFFICE_JWT_JWKS_URL",
+        global = true,
+        conflicts_with_all = ["jwt_jwks_file", "jwt_public_key_file"]
+    )]
+    pub jwt_jwks_url: Option<String>,
+
+    /// How often the key set at `--jwt-jwks-url` is fetched again.
+    #[arg(
+        long,
+        env = "BOXOFFICE_JWT_JWKS_REFRESH_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true
+    )]
+    pub jwt_jwks_refresh_seconds: u64,
+
     /// When set, identity tokens must carry this `iss`.
     #[arg(long, env = "BOXOFFICE_JWT_ISSUER", global = true)]
     pub jwt_issuer: Option<String>,
@@ -643,7 +667,9 @@ impl Settings {
 
     /// Whether an identity provider's public keys check identity tokens.
     pub fn uses_identity_provider_keys(&self) -> bool {
-        self.jwt_jwks_file.is_some() || self.jwt_public_key_file.is_some()
+        self.jwt_jwks_file.is_some()
+            || self.jwt_public_key_file.is_some()
+            || self.jwt_jwks_url.is_some()
     }
 }
 

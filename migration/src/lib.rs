@@ -16,6 +16,7 @@ mod m20261204_000010_queue_opening;
 mod m20261204_000011_waitlist;
 mod m20261204_000012_payment_schedule;
 mod m20261204_000013_traceparent;
+mod m20261207_000014_identity_subjects;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000011_waitlist::Migration),
             Box::new(m20261204_000012_payment_schedule::Migration),
             Box::new(m20261204_000013_traceparent::Migration),
+            Box::new(m20261207_000014_identity_subjects::Migration),
         ]
     }
 }

@@ -10,8 +10,13 @@ use tokio::sync::mpsc;
 
 use crate::{
     auth::{
-        infra::jwt::{JwtCodec, KeyRing},
-        ports::TokenCodec,
+        infra::{
+            jwks::JwksUrl,
+            jwt::{JwtCodec, KeyRing, ProviderKeys},
+            subjects::DbSubjects,
+        },
+        ports::{KeySetSource, SubjectDirectory, TokenCodec},
+        usecase::Verifier,
     },
     config::Settings,
     coupon::infra::{AnyCouponLedger, memory::MemoryCouponLedger, redis::RedisCouponLedger},
@@ -32,6 +37,10 @@ pub struct Adapters {
     pub coupon_ledger: AnyCouponLedger,
     pub waker: RelayWaker,
     pub codec: Arc<dyn TokenCodec>,
+    /// The identity provider's key set at `--jwt-jwks-url`, fetched again
+    /// in the background.
+    pub key_set: Option<Arc<JwksUrl>>,
+    pub subjects: Arc<DbSubjects>,
 }
 
 impl Adapters {
@@ -83,6 +92,8 @@ impl Adapters {
                 )
             }
         };
+        let (codec, key_set) = identity_codec(settings).await?;
+        let db_for_subjects = db.clone();
         Ok(Self {
             uow: DbUnitOfWork::new(db.clone()),
             db,
@@ -92,14 +103,29 @@ impl Adapters {
             queue_store,
             coupon_ledger,
             waker: RelayWaker::default(),
-            codec: Arc::new(identity_codec(settings)?),
+            codec: Arc::new(codec),
+            key_set,
+            subjects: Arc::new(DbSubjects::new(
+                db_for_subjects,
+                settings.jwt_issuer.clone().unwrap_or_default(),
+            )),
         })
+    }
+
+    /// How bearer tokens are checked.
+    pub fn verifier(&self) -> Verifier {
+        Verifier {
+            codec: self.codec.clone(),
+            keys: self.key_set.clone().map(|set| set as Arc<dyn KeySetSource>),
+            subjects: self.subjects.clone() as Arc<dyn SubjectDirectory>,
+        }
     }
 
     /// Adapters that connect to nothing, for building the OpenAPI document
     /// from the same wiring as the server.
     pub fn offline() -> Self {
         let db = DatabaseConnection::default();
+        let subjects_db = db.clone();
         let (bus, _) = MemoryBus::new();
         Self {
             uow: DbUnitOfWork::new(db.clone()),
@@ -111,35 +137,52 @@ impl Adapters {
             coupon_ledger: AnyCouponLedger::Memory(MemoryCouponLedger::default()),
             waker: RelayWaker::default(),
             codec: Arc::new(JwtCodec::new(b"offline")),
+            key_set: None,
+            subjects: Arc::new(DbSubjects::new(subjects_db, String::new())),
         }
     }
 }
 
 /// How identity tokens are checked: an identity provider's keys when a key
-/// set or public key file is given (read once, at start), else the HS256
-/// secret; `iss`/`aud` when configured.
-fn identity_codec(settings: &Settings) -> anyhow::Result<JwtCodec> {
+/// set URL (fetched now and again later), key set file or public key file
+/// (read once, at start) is given, else the HS256 secret; `iss`/`aud` when
+/// configured.
+async fn identity_codec(settings: &Settings) -> anyhow::Result<(JwtCodec, Option<Arc<JwksUrl>>)> {
     let codec = JwtCodec::new(settings.identity_secret().as_bytes());
-    let codec = match (&settings.jwt_jwks_file, &settings.jwt_public_key_file) {
-        (Some(path), _) => {
+    let mut key_set = None;
+    let codec = match (
+        &settings.jwt_jwks_url,
+        &settings.jwt_jwks_file,
+        &settings.jwt_public_key_file,
+    ) {
+        (Some(url), _, _) => {
+            let fetched = Arc::new(JwksUrl::fetch_at_start(url).await?);
+            let keys = fetched.keys();
+            key_set = Some(fetched);
+            codec.with_provider_keys(keys)
+        }
+        (None, Some(path), _) => {
             let json = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the key set {}", path.display()))?;
-            codec.with_provider_keys(
+            codec.with_provider_keys(ProviderKeys::new(
                 KeyRing::from_jwks(&json)
                     .with_context(|| format!("the key set {}", path.display()))?,
-            )
+            ))
         }
-        (None, Some(path)) => {
+        (None, None, Some(path)) => {
             let pem = std::fs::read(path)
                 .with_context(|| format!("reading the public key {}", path.display()))?;
-            codec.with_provider_keys(
+            codec.with_provider_keys(ProviderKeys::new(
                 KeyRing::from_pem(&pem)
                     .with_context(|| format!("the public key {}", path.display()))?,
-            )
+            ))
         }
-        (None, None) => codec,
+        (None, None, None) => codec,
     };
-    Ok(codec.requiring(settings.jwt_issuer.clone(), settings.jwt_audience.clone()))
+    Ok((
+        codec.requiring(settings.jwt_issuer.clone(), settings.jwt_audience.clone()),
+        key_set,
+    ))
 }
 
 /// The Redis the settings name: one URL, a cluster's nodes, or none (the

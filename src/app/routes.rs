@@ -160,7 +160,7 @@ pub(super) fn routes(
     let proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(anyhow::Error::msg)?;
     let api = api_service(apis(a, s));
     let auth = AuthContext {
-        codec: a.codec.clone(),
+        verifier: a.verifier(),
     };
     let spec = document(&api);
     // Debug builds (every test, schemathesis) refuse to answer a problem

@@ -69,6 +69,13 @@ pub fn workers(
     cancel: &CancellationToken,
 ) -> anyhow::Result<Vec<Worker>> {
     let mut workers: Vec<Worker> = Vec::new();
+    // Every process that checks tokens keeps its key set fresh.
+    if let Some(key_set) = &a.key_set {
+        workers.push(Box::pin(key_set.clone().refresh_every(
+            Duration::from_secs(settings.jwt_jwks_refresh_seconds),
+            cancel.clone(),
+        )));
+    }
     if !settings.workers {
         return Ok(workers);
     }
@@ -102,7 +109,13 @@ pub fn workers(
     workers.push(Box::pin(reservation::infra::sweeper::run(
         move |batch| {
             let reservations = reservations.clone();
-            async move { reservations.sweep(batch).await }
+            async move {
+                // Waitlists of shows whose sales closed end here too.
+                if let Err(err) = reservations.close_waitlists(batch).await {
+                    tracing::warn!(error = %err, "closing waitlists failed; retrying");
+                }
+                reservations.sweep(batch).await
+            }
         },
         Duration::from_secs(1),
         cancel.clone(),

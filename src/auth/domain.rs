@@ -26,21 +26,73 @@ impl Identity {
     }
 }
 
+/// The longest `sub` an identity provider's token may carry (Auth0's
+/// `auth0|…`, Keycloak's and Cognito's UUIDs are far shorter).
+pub const MAX_SUBJECT_BYTES: usize = 255;
+
+/// Whom a verified token names, before it is mapped to a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// boxoffice's own tokens (`boxoffice token`, development): the user id.
+    User(UserId),
+    /// An identity provider's subject, any string of 1 to
+    /// [`MAX_SUBJECT_BYTES`] bytes: mapped to a user id kept for it.
+    External(String),
+}
+
+impl Subject {
+    /// A provider's `sub` claim, refused when empty or too long.
+    pub fn external(sub: &str) -> Option<Self> {
+        (!sub.is_empty() && sub.len() <= MAX_SUBJECT_BYTES).then(|| Self::External(sub.to_owned()))
+    }
+}
+
+/// What a token's signature and claims vouch for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub subject: Subject,
+    pub role: Role,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("the token is malformed or its signature does not match")]
     Invalid,
+    /// The token names a signing key (`kid`) the identity provider's key
+    /// set does not have, as far as this server knows: the provider may
+    /// have rotated its keys, so the set is worth fetching again.
+    #[error("the token is signed with a key this server does not know")]
+    UnknownKey,
     #[error("the token has expired")]
     Expired,
     #[error("this operation needs the {0:?} role")]
     Forbidden(Role),
+    /// The identity provider's keys or the subject table could not be
+    /// reached.
+    #[error("identity could not be checked: {0:#}")]
+    Unavailable(anyhow::Error),
+    #[error("identity could not be checked: {0:#}")]
+    Conflict(anyhow::Error),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
 
+crate::kernel::module_error_from_store_err!(AuthError);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_external_subject_is_one_to_255_bytes() {
+        assert_eq!(
+            Subject::external("auth0|5f1c"),
+            Some(Subject::External("auth0|5f1c".into()))
+        );
+        assert!(Subject::external(&"x".repeat(MAX_SUBJECT_BYTES)).is_some());
+        assert_eq!(Subject::external(&"x".repeat(MAX_SUBJECT_BYTES + 1)), None);
+        assert_eq!(Subject::external(""), None);
+    }
 
     #[test]
     fn admin_has_every_role_user_only_its_own() {

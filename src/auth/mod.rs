@@ -1,4 +1,5 @@
-//! Identity: bearer JWTs (HS256) carrying a user id and a role.
+//! Identity: bearer JWTs carrying a user (our id, or an identity
+//! provider's subject mapped to one) and a role.
 
 pub mod api;
 pub mod domain;

@@ -1,8 +1,10 @@
+use std::sync::Arc;
+
 use chrono::TimeDelta;
 
 use super::{
-    domain::{AuthError, Identity, Role},
-    ports::TokenCodec,
+    domain::{AuthError, Identity, Role, Subject},
+    ports::{KeySetSource, SubjectDirectory, TokenCodec},
 };
 use crate::kernel::{Clock, UserId};
 
@@ -18,43 +20,92 @@ pub fn mint_token(
     codec.issue(Identity { user_id, role }, clock.now(), ttl)
 }
 
-/// Verifies a bearer token and checks that its role is enough.
-pub fn authenticate(
-    codec: &dyn TokenCodec,
-    clock: &impl Clock,
-    token: &str,
-    required: Role,
-) -> Result<Identity, AuthError> {
-    let identity = codec.verify(token, clock.now())?;
-    if identity.has(required) {
-        Ok(identity)
-    } else {
-        Err(AuthError::Forbidden(required))
+/// What checking a bearer token goes through: the codec, the provider's
+/// key set when it is fetched from a URL, and the subject directory.
+#[derive(Clone)]
+pub struct Verifier {
+    pub codec: Arc<dyn TokenCodec>,
+    pub keys: Option<Arc<dyn KeySetSource>>,
+    pub subjects: Arc<dyn SubjectDirectory>,
+}
+
+impl Verifier {
+    /// Verifies a bearer token, checks that its role is enough and names
+    /// the user. A token signed with a key the server does not know makes
+    /// it fetch the provider's key set again (rate-limited by the source)
+    /// and try once more, so a rotated key is accepted without a restart.
+    /// A provider's subject is mapped to its user id, recorded on first
+    /// sight, only once the role is known to be enough.
+    pub async fn authenticate(
+        &self,
+        clock: &impl Clock,
+        token: &str,
+        required: Role,
+    ) -> Result<Identity, AuthError> {
+        let claimed = match self.codec.verify(token, clock.now()) {
+            Err(AuthError::UnknownKey) => match &self.keys {
+                Some(keys) => {
+                    keys.refresh().await?;
+                    match self.codec.verify(token, clock.now()) {
+                        Err(AuthError::UnknownKey) => Err(AuthError::Invalid),
+                        verified => verified,
+                    }
+                }
+                None => Err(AuthError::Invalid),
+            },
+            verified => verified,
+        }?;
+        let probe = Identity {
+            user_id: UserId(0),
+            role: claimed.role,
+        };
+        if !probe.has(required) {
+            return Err(AuthError::Forbidden(required));
+        }
+        let user_id = match &claimed.subject {
+            Subject::User(id) => *id,
+            Subject::External(sub) => self.subjects.user_for(sub).await?,
+        };
+        Ok(Identity {
+            user_id,
+            role: claimed.role,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use chrono::Utc;
+    use std::{
+        collections::HashMap,
+        sync::{
+            Mutex,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
+    };
 
-    use std::sync::Mutex;
-
-    use chrono::DateTime;
+    use chrono::{DateTime, Utc};
+    use futures::{FutureExt, future::BoxFuture};
 
     use super::*;
-    use crate::{auth::infra::jwt::JwtCodec, kernel::ManualClock};
+    use crate::{
+        auth::{domain::Claimed, infra::jwt::JwtCodec},
+        kernel::ManualClock,
+    };
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
-    /// Knows the tokens `user-7` and `admin-1`, says `expired` has expired,
-    /// and records what it was asked.
+    /// Knows the tokens `user-7`, `admin-1` and the provider's
+    /// `auth0|5f1c` (a user) and `okta-admin` (an admin), says `expired`
+    /// has expired, says `rotated` is signed by a key it only knows once
+    /// `knows_rotated_key` is set, and records what it was asked.
     #[derive(Default)]
     struct FakeCodec {
         issued: Mutex<Vec<(Identity, DateTime<Utc>, TimeDelta)>>,
         verified_at: Mutex<Vec<DateTime<Utc>>>,
         cannot_sign: bool,
+        knows_rotated_key: Arc<AtomicBool>,
     }
 
     impl TokenCodec for FakeCodec {
@@ -71,21 +122,108 @@ mod tests {
             Ok(format!("{:?}-{}", identity.role, identity.user_id).to_lowercase())
         }
 
-        fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthError> {
+        fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claimed, AuthError> {
             self.verified_at.lock().unwrap().push(now);
+            let claimed = |subject, role| Ok(Claimed { subject, role });
             match token {
-                "user-7" => Ok(Identity {
-                    user_id: UserId(7),
-                    role: Role::User,
-                }),
-                "admin-1" => Ok(Identity {
-                    user_id: UserId(1),
-                    role: Role::Admin,
-                }),
+                "user-7" => claimed(Subject::User(UserId(7)), Role::User),
+                "admin-1" => claimed(Subject::User(UserId(1)), Role::Admin),
+                "auth0|5f1c" => claimed(Subject::External(token.into()), Role::User),
+                "okta-admin" => claimed(Subject::External(token.into()), Role::Admin),
+                "rotated" if self.knows_rotated_key.load(Ordering::SeqCst) => {
+                    claimed(Subject::External("new-key-user".into()), Role::User)
+                }
+                "rotated" | "unknown-kid" => Err(AuthError::UnknownKey),
                 "expired" => Err(AuthError::Expired),
                 _ => Err(AuthError::Invalid),
             }
         }
+    }
+
+    /// The provider's key set: each refresh teaches the codec the rotated
+    /// key when `rotates`.
+    struct FakeKeys {
+        refreshes: AtomicUsize,
+        rotates: bool,
+        down: bool,
+        codec_knows: Arc<AtomicBool>,
+    }
+
+    impl KeySetSource for FakeKeys {
+        fn refresh(&self) -> BoxFuture<'_, Result<(), AuthError>> {
+            async move {
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                if self.down {
+                    return Err(AuthError::Unavailable(anyhow::anyhow!("provider down")));
+                }
+                if self.rotates {
+                    self.codec_knows.store(true, Ordering::SeqCst);
+                }
+                Ok(())
+            }
+            .boxed()
+        }
+    }
+
+    /// Hands out user ids from 1,000 on, one per subject, and records the
+    /// subjects it was asked about.
+    #[derive(Default)]
+    struct FakeDirectory {
+        ids: Mutex<HashMap<String, UserId>>,
+        asked: Mutex<Vec<String>>,
+        down: bool,
+    }
+
+    impl SubjectDirectory for FakeDirectory {
+        fn user_for<'a>(&'a self, subject: &'a str) -> BoxFuture<'a, Result<UserId, AuthError>> {
+            async move {
+                self.asked.lock().unwrap().push(subject.to_owned());
+                if self.down {
+                    return Err(AuthError::Unavailable(anyhow::anyhow!("database down")));
+                }
+                let mut ids = self.ids.lock().unwrap();
+                let next = UserId(1_000 + ids.len() as i64);
+                Ok(*ids.entry(subject.to_owned()).or_insert(next))
+            }
+            .boxed()
+        }
+    }
+
+    struct Harness {
+        verifier: Verifier,
+        codec: Arc<FakeCodec>,
+        keys: Arc<FakeKeys>,
+        directory: Arc<FakeDirectory>,
+        clock: ManualClock,
+    }
+
+    fn harness_with(rotates: bool, keys_down: bool, directory_down: bool) -> Harness {
+        let codec = Arc::new(FakeCodec::default());
+        let keys = Arc::new(FakeKeys {
+            refreshes: AtomicUsize::new(0),
+            rotates,
+            down: keys_down,
+            codec_knows: codec.knows_rotated_key.clone(),
+        });
+        let directory = Arc::new(FakeDirectory {
+            down: directory_down,
+            ..FakeDirectory::default()
+        });
+        Harness {
+            verifier: Verifier {
+                codec: codec.clone(),
+                keys: Some(keys.clone()),
+                subjects: directory.clone(),
+            },
+            codec,
+            keys,
+            directory,
+            clock: ManualClock::new(t0()),
+        }
+    }
+
+    fn harness() -> Harness {
+        harness_with(false, false, false)
     }
 
     #[test]
@@ -120,71 +258,205 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn authentication_verifies_at_the_clock_time_and_answers_the_identity() {
-        let codec = FakeCodec::default();
-        let clock = ManualClock::new(t0());
-        clock.advance(TimeDelta::seconds(42));
-        let identity = authenticate(&codec, &clock, "user-7", Role::User).unwrap();
+    #[tokio::test]
+    async fn authentication_verifies_at_the_clock_time_and_answers_the_identity() {
+        let h = harness();
+        h.clock.advance(TimeDelta::seconds(42));
+        let identity = h
+            .verifier
+            .authenticate(&h.clock, "user-7", Role::User)
+            .await
+            .unwrap();
         assert_eq!(identity.user_id, UserId(7));
         assert_eq!(
-            *codec.verified_at.lock().unwrap(),
+            *h.codec.verified_at.lock().unwrap(),
             vec![t0() + TimeDelta::seconds(42)]
+        );
+        assert!(
+            h.directory.asked.lock().unwrap().is_empty(),
+            "our own tokens name the user"
         );
     }
 
-    #[test]
-    fn an_admin_passes_where_a_user_or_an_admin_is_required() {
-        let codec = FakeCodec::default();
-        let clock = ManualClock::new(t0());
+    #[tokio::test]
+    async fn a_providers_subject_maps_to_one_user_id_for_good() {
+        let h = harness();
+        let first = h
+            .verifier
+            .authenticate(&h.clock, "auth0|5f1c", Role::User)
+            .await
+            .unwrap();
+        let again = h
+            .verifier
+            .authenticate(&h.clock, "auth0|5f1c", Role::User)
+            .await
+            .unwrap();
+        let admin = h
+            .verifier
+            .authenticate(&h.clock, "okta-admin", Role::Admin)
+            .await
+            .unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first.role, Role::User);
+        assert_ne!(
+            admin.user_id, first.user_id,
+            "another subject, another user"
+        );
+        assert_eq!(admin.role, Role::Admin);
+    }
+
+    #[tokio::test]
+    async fn the_role_is_checked_before_a_subject_is_recorded() {
+        let h = harness();
+        assert!(matches!(
+            h.verifier
+                .authenticate(&h.clock, "auth0|5f1c", Role::Admin)
+                .await,
+            Err(AuthError::Forbidden(Role::Admin))
+        ));
+        assert!(h.directory.asked.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_subject_table_that_cannot_be_reached_is_an_outage() {
+        let h = harness_with(false, false, true);
+        assert!(matches!(
+            h.verifier
+                .authenticate(&h.clock, "auth0|5f1c", Role::User)
+                .await,
+            Err(AuthError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_fetches_the_key_set_again_and_a_rotated_key_passes() {
+        let h = harness_with(true, false, false);
+        let identity = h
+            .verifier
+            .authenticate(&h.clock, "rotated", Role::User)
+            .await
+            .unwrap();
+        assert_eq!(identity.user_id, UserId(1_000));
+        assert_eq!(h.keys.refreshes.load(Ordering::SeqCst), 1);
+        h.verifier
+            .authenticate(&h.clock, "rotated", Role::User)
+            .await
+            .unwrap();
+        assert_eq!(
+            h.keys.refreshes.load(Ordering::SeqCst),
+            1,
+            "a known key needs no fetch"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_the_provider_never_published_stays_refused() {
+        let h = harness();
+        assert!(matches!(
+            h.verifier
+                .authenticate(&h.clock, "unknown-kid", Role::User)
+                .await,
+            Err(AuthError::Invalid)
+        ));
+        assert_eq!(h.keys.refreshes.load(Ordering::SeqCst), 1);
+        // A key set fetched again that has another new key: refused too.
+        let h = harness_with(true, false, false);
+        assert!(matches!(
+            h.verifier
+                .authenticate(&h.clock, "unknown-kid", Role::User)
+                .await,
+            Err(AuthError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_while_the_provider_is_down_is_an_outage() {
+        let h = harness_with(false, true, false);
+        assert!(matches!(
+            h.verifier
+                .authenticate(&h.clock, "rotated", Role::User)
+                .await,
+            Err(AuthError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn without_a_key_set_url_an_unknown_key_is_simply_invalid() {
+        let mut h = harness();
+        h.verifier.keys = None;
+        assert!(matches!(
+            h.verifier
+                .authenticate(&h.clock, "rotated", Role::User)
+                .await,
+            Err(AuthError::Invalid)
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_admin_passes_where_a_user_or_an_admin_is_required() {
+        let h = harness();
         for required in [Role::User, Role::Admin] {
-            let identity = authenticate(&codec, &clock, "admin-1", required).unwrap();
+            let identity = h
+                .verifier
+                .authenticate(&h.clock, "admin-1", required)
+                .await
+                .unwrap();
             assert_eq!(identity.role, Role::Admin);
         }
     }
 
-    #[test]
-    fn a_user_is_forbidden_where_an_admin_is_required() {
-        let codec = FakeCodec::default();
-        let clock = ManualClock::new(t0());
+    #[tokio::test]
+    async fn a_user_is_forbidden_where_an_admin_is_required() {
+        let h = harness();
         assert!(matches!(
-            authenticate(&codec, &clock, "user-7", Role::Admin),
+            h.verifier
+                .authenticate(&h.clock, "user-7", Role::Admin)
+                .await,
             Err(AuthError::Forbidden(Role::Admin))
         ));
     }
 
-    #[test]
-    fn an_expired_or_invalid_token_is_refused_whatever_the_role_required() {
-        let codec = FakeCodec::default();
-        let clock = ManualClock::new(t0());
+    #[tokio::test]
+    async fn an_expired_or_invalid_token_is_refused_whatever_the_role_required() {
+        let h = harness();
         for required in [Role::User, Role::Admin] {
             assert!(matches!(
-                authenticate(&codec, &clock, "expired", required),
+                h.verifier.authenticate(&h.clock, "expired", required).await,
                 Err(AuthError::Expired)
             ));
             assert!(matches!(
-                authenticate(&codec, &clock, "forged", required),
+                h.verifier.authenticate(&h.clock, "forged", required).await,
                 Err(AuthError::Invalid)
             ));
         }
+        assert_eq!(h.keys.refreshes.load(Ordering::SeqCst), 0);
     }
 
-    fn codec() -> JwtCodec {
-        JwtCodec::new(b"test-secret")
+    /// The real codec with the fake directory.
+    fn real(secret: &[u8]) -> Verifier {
+        Verifier {
+            codec: Arc::new(JwtCodec::new(secret)),
+            keys: None,
+            subjects: Arc::new(FakeDirectory::default()),
+        }
     }
 
-    #[test]
-    fn a_minted_token_authenticates_until_it_expires() {
+    #[tokio::test]
+    async fn a_minted_token_authenticates_until_it_expires() {
+        let verifier = real(b"test-secret");
         let clock = ManualClock::new(Utc::now());
         let token = mint_token(
-            &codec(),
+            verifier.codec.as_ref(),
             &clock,
             UserId(7),
             Role::User,
             TimeDelta::minutes(5),
         )
         .unwrap();
-        let identity = authenticate(&codec(), &clock, &token, Role::User).unwrap();
+        let identity = verifier
+            .authenticate(&clock, &token, Role::User)
+            .await
+            .unwrap();
         assert_eq!(
             identity,
             Identity {
@@ -195,16 +467,17 @@ mod tests {
 
         clock.advance(TimeDelta::minutes(5));
         assert!(matches!(
-            authenticate(&codec(), &clock, &token, Role::User),
+            verifier.authenticate(&clock, &token, Role::User).await,
             Err(AuthError::Expired)
         ));
     }
 
-    #[test]
-    fn a_user_token_is_refused_where_admin_is_required() {
+    #[tokio::test]
+    async fn a_user_token_is_refused_where_admin_is_required() {
+        let verifier = real(b"test-secret");
         let clock = ManualClock::new(Utc::now());
         let token = mint_token(
-            &codec(),
+            verifier.codec.as_ref(),
             &clock,
             UserId(7),
             Role::User,
@@ -212,13 +485,14 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            authenticate(&codec(), &clock, &token, Role::Admin),
+            verifier.authenticate(&clock, &token, Role::Admin).await,
             Err(AuthError::Forbidden(Role::Admin))
         ));
     }
 
-    #[test]
-    fn a_token_signed_with_another_secret_is_invalid() {
+    #[tokio::test]
+    async fn a_token_signed_with_another_secret_is_invalid() {
+        let verifier = real(b"test-secret");
         let clock = ManualClock::new(Utc::now());
         let other = JwtCodec::new(b"another-secret");
         let token = mint_token(
@@ -230,11 +504,11 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(
-            authenticate(&codec(), &clock, &token, Role::User),
+            verifier.authenticate(&clock, &token, Role::User).await,
             Err(AuthError::Invalid)
         ));
         assert!(matches!(
-            authenticate(&codec(), &clock, "not-a-jwt", Role::User),
+            verifier.authenticate(&clock, "not-a-jwt", Role::User).await,
             Err(AuthError::Invalid)
         ));
     }

@@ -93,8 +93,8 @@ pub struct ConcertBody {
 pub struct ScheduleBody {
     pub id: i64,
     pub starts_at: DateTime<Utc>,
-    /// Seats that are free now (never held, or held past their expiry); 0
-    /// when the schedule is not on sale.
+    /// Seats that are free (never held, or held past their expiry), as
+    /// counted within the last second; 0 when the schedule is not on sale.
     pub available_seats: u64,
     // No doc comment on an enum-typed field: poem-openapi would wrap the
     // reference in `allOf` to carry it, which client generators refuse.

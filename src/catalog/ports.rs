@@ -26,14 +26,22 @@ pub trait CatalogRepository: Clone + Send + Sync + 'static {
 
     /// Up to `page.fetch()` schedules of the concert in start order, after
     /// the schedule `page.after`; `None` when the concert does not exist,
-    /// `Invalid` when `page.after` is not one of its schedules. Seats count
-    /// as available when free or held with `held_until <= now`.
+    /// `Invalid` when `page.after` is not one of its schedules. Their
+    /// `available_seats` are left at 0: counting is [`Self::count_available`]'s.
     fn list_schedules(
         &self,
         concert: ConcertId,
-        now: DateTime<Utc>,
         page: PageRequest,
     ) -> impl Future<Output = Result<Option<Vec<ScheduleSummary>>, CatalogError>> + Send;
+
+    /// How many seats of each of `schedules` are available at `now` (free,
+    /// or held with `held_until <= now`); a schedule with none may be left
+    /// out. One query for them all.
+    fn count_available(
+        &self,
+        schedules: &[ScheduleId],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<(ScheduleId, u64)>, CatalogError>> + Send;
 
     /// Up to `page.fetch()` seats of the schedule that pass `filter` at
     /// `now`, in number order, after the seat `page.after`, if the schedule
@@ -70,6 +78,13 @@ pub trait SeatReads: Clone + Send + Sync + 'static {
         schedule: ScheduleId,
         seat: SeatId,
     ) -> impl Future<Output = Result<Option<Seat>, StoreError>> + Send;
+
+    /// Which of `schedules` start at or before `by`.
+    fn starting_by(
+        &self,
+        schedules: &[ScheduleId],
+        by: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<ScheduleId>, StoreError>> + Send;
 }
 
 /// Schedules' sale status and seat counts, read outside any transaction

@@ -5,16 +5,26 @@ use chrono::{DateTime, Utc};
 use super::{
     domain::{
         Availability, CatalogError, Concert, ConcertDraft, CreatedConcert, MAX_CONCERT_PAGE,
-        MAX_SCHEDULE_PAGE, MAX_SEAT_PAGE, NewConcert, ScheduleSummary, Seat, SeatFilter,
-        SeatListing,
+        MAX_SCHEDULE_PAGE, MAX_SEAT_PAGE, NewConcert, ScheduleStatus, ScheduleSummary, Seat,
+        SeatFilter, SeatListing,
     },
     ports::CatalogRepository,
 };
 use crate::kernel::{
     Clock, ConcertId, Page, PageRequest, ScheduleId, UserId,
     events::RelayWake,
+    keyed::KeyedLocks,
     snapshot::{self, Snapshots, Weighed},
 };
+
+/// How long a schedule's count of available seats is served before it is
+/// counted again (unless told otherwise): the schedules list shows
+/// availability at most this old, and costs the database one count per
+/// schedule per this period, however many read it.
+pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
+
+/// How many schedules' counts one process keeps.
+const AVAILABILITY_KEPT: u64 = 100_000;
 
 #[derive(Clone)]
 pub struct CatalogService<R, C, W> {
@@ -26,6 +36,18 @@ pub struct CatalogService<R, C, W> {
     /// Seat-map pages as the caller rendered them, with the snapshot each
     /// was rendered from (none while snapshots are off).
     rendered: Option<moka::sync::Cache<SeatMapKey, Arc<Rendering>>>,
+    /// Available seats per schedule, counted lately.
+    availability: moka::sync::Cache<ScheduleId, u64>,
+    /// One count at a time per concert: concurrent readers of a page whose
+    /// counts expired wait for one query instead of each running it.
+    counting: KeyedLocks<ConcertId>,
+}
+
+fn availability_cache(ttl: Duration) -> moka::sync::Cache<ScheduleId, u64> {
+    moka::sync::Cache::builder()
+        .max_capacity(AVAILABILITY_KEPT)
+        .time_to_live(ttl)
+        .build()
 }
 
 /// A page rendered from one snapshot, good until a hold on it lapses.
@@ -53,6 +75,16 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             wake,
             seat_maps: Snapshots::new(Duration::ZERO, 0),
             rendered: None,
+            availability: availability_cache(AVAILABILITY_TTL),
+            counting: KeyedLocks::default(),
+        }
+    }
+
+    /// Keeps each schedule's count of available seats `ttl` (tests).
+    pub fn counting_availability_every(self, ttl: Duration) -> Self {
+        Self {
+            availability: availability_cache(ttl),
+            ..self
         }
     }
 
@@ -97,7 +129,9 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         Ok(Page::of(rows, page, |c| c.id.value()))
     }
 
-    /// A page of a concert's schedules in start order.
+    /// A page of a concert's schedules in start order, each on-sale one
+    /// with its available seats as counted within [`AVAILABILITY_TTL`]: the
+    /// list needs no login, so its cost must not follow its read rate.
     pub async fn list_schedules(
         &self,
         concert: ConcertId,
@@ -105,12 +139,48 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         limit: u64,
     ) -> Result<Page<ScheduleSummary>, CatalogError> {
         let page = PageRequest::new(after, limit, MAX_SCHEDULE_PAGE);
-        let rows = self
+        let mut rows = self
             .repo
-            .list_schedules(concert, self.clock.now(), page)
+            .list_schedules(concert, page)
             .await?
             .ok_or(CatalogError::ConcertNotFound(concert))?;
+        self.count_available(concert, &mut rows).await?;
         Ok(Page::of(rows, page, |s| s.id.value()).map(ScheduleSummary::as_offered))
+    }
+
+    /// Fills in the rows' available seats from the counts kept, counting
+    /// the on-sale ones missing in one query (one reader per concert at a
+    /// time; who waited finds them counted).
+    async fn count_available(
+        &self,
+        concert: ConcertId,
+        rows: &mut [ScheduleSummary],
+    ) -> Result<(), CatalogError> {
+        let missing = |rows: &[ScheduleSummary]| -> Vec<ScheduleId> {
+            rows.iter()
+                .filter(|s| s.status == ScheduleStatus::OnSale)
+                .filter(|s| !self.availability.contains_key(&s.id))
+                .map(|s| s.id)
+                .collect()
+        };
+        if !missing(rows).is_empty() {
+            let _turn = self.counting.lock(concert).await;
+            let missing = missing(rows);
+            if !missing.is_empty() {
+                let counts = self
+                    .repo
+                    .count_available(&missing, self.clock.now())
+                    .await?;
+                for id in missing {
+                    let n = counts.iter().find(|(s, _)| *s == id).map_or(0, |(_, n)| *n);
+                    self.availability.insert(id, n);
+                }
+            }
+        }
+        for row in rows {
+            row.available_seats = self.availability.get(&row.id).unwrap_or(0);
+        }
+        Ok(())
     }
 
     /// A page of the seat map in number order, each seat with its
@@ -273,6 +343,7 @@ mod tests {
         schedules: Vec<ScheduleSummary>,
         seats: Vec<Seat>,
         schedule_reads: Vec<DateTime<Utc>>,
+        counted: Vec<Vec<ScheduleId>>,
         page_requests: Vec<PageRequest>,
         down: bool,
     }
@@ -337,12 +408,10 @@ mod tests {
         async fn list_schedules(
             &self,
             concert: ConcertId,
-            now: DateTime<Utc>,
             page: PageRequest,
         ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
             self.check()?;
             let mut catalog = self.0.lock().unwrap();
-            catalog.schedule_reads.push(now);
             catalog.page_requests.push(page);
             Ok((concert == ConcertId(1)).then(|| {
                 catalog
@@ -351,9 +420,30 @@ mod tests {
                     .skip_while(|s| page.after.is_some_and(|after| s.id.value() != after))
                     .skip(usize::from(page.after.is_some()))
                     .take(page.fetch() as usize)
-                    .cloned()
+                    .map(|s| ScheduleSummary {
+                        available_seats: 0,
+                        ..s.clone()
+                    })
                     .collect()
             }))
+        }
+
+        /// The stored summaries' counts; records when and what it counted.
+        async fn count_available(
+            &self,
+            schedules: &[ScheduleId],
+            now: DateTime<Utc>,
+        ) -> Result<Vec<(ScheduleId, u64)>, CatalogError> {
+            self.check()?;
+            let mut catalog = self.0.lock().unwrap();
+            catalog.schedule_reads.push(now);
+            catalog.counted.push(schedules.to_vec());
+            Ok(catalog
+                .schedules
+                .iter()
+                .filter(|s| schedules.contains(&s.id))
+                .map(|s| (s.id, s.available_seats))
+                .collect())
         }
 
         async fn list_seats(
@@ -641,6 +731,47 @@ mod tests {
             h.repo.0.lock().unwrap().schedule_reads,
             vec![t0() + TimeDelta::minutes(1)]
         );
+    }
+
+    #[tokio::test]
+    async fn availability_is_counted_once_per_period_however_many_read_it() {
+        let h = harness();
+        let service = h
+            .service
+            .clone()
+            .counting_availability_every(Duration::from_millis(200));
+        for (id, status) in [(1, ScheduleStatus::OnSale), (2, ScheduleStatus::Cancelled)] {
+            h.repo.0.lock().unwrap().schedules.push(ScheduleSummary {
+                id: ScheduleId(id),
+                concert_id: ConcertId(1),
+                starts_at: t0() + TimeDelta::days(id),
+                available_seats: 42,
+                status,
+            });
+        }
+        let reads = (0..20).map(|_| service.list_schedules(ConcertId(1), None, 10));
+        for page in futures::future::join_all(reads).await {
+            assert_eq!(page.unwrap().items[0].available_seats, 42);
+        }
+        assert_eq!(
+            h.repo.0.lock().unwrap().counted,
+            vec![vec![ScheduleId(1)]],
+            "one count for twenty readers, and none for a schedule off sale"
+        );
+
+        h.repo.0.lock().unwrap().schedules[0].available_seats = 41;
+        let page = service
+            .list_schedules(ConcertId(1), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.items[0].available_seats, 42, "within the period");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let page = service
+            .list_schedules(ConcertId(1), None, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.items[0].available_seats, 41, "counted again after it");
+        assert_eq!(h.repo.0.lock().unwrap().counted.len(), 2);
     }
 
     #[tokio::test]

@@ -83,6 +83,9 @@ pub mod types {
     pub const WAITLIST_LEFT: &str = "WaitlistLeft";
     /// A freed seat was held for the next user on the waitlist.
     pub const WAITLIST_OFFERED: &str = "WaitlistOffered";
+    /// Sales of the schedule closed while the user still waited: their
+    /// place ended (one event per place).
+    pub const WAITLIST_CLOSED: &str = "WaitlistClosed";
     pub const WALLET_CHARGED: &str = "WalletCharged";
     pub const PAYMENT_COMPLETED: &str = "PaymentCompleted";
     pub const PAYMENT_REFUNDED: &str = "PaymentRefunded";

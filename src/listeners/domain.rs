@@ -56,6 +56,15 @@ pub fn notification_for(
                 ),
             ))
         }
+        "WaitlistClosed" => {
+            let schedule = payload["scheduleId"].as_i64().unwrap_or_default();
+            Some((
+                "waitlist_closed",
+                format!(
+                    "Sales for schedule {schedule} have closed, so your place on its waitlist has ended."
+                ),
+            ))
+        }
         "ReservationExpired" => Some((
             "reservation_expired",
             format!("Your hold on reservation {reservation} expired and the seat was released."),

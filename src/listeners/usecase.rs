@@ -120,7 +120,9 @@ fn user_of(event: &EventEnvelope) -> anyhow::Result<UserId> {
         types::COUPON_REDEMPTION_FINISHED => {
             serde_json::from_value::<CouponRedemptionFinished>(payload)?.user_id
         }
-        types::WAITLIST_OFFERED => serde_json::from_value::<WaitlistChanged>(payload)?.user_id,
+        types::WAITLIST_OFFERED | types::WAITLIST_CLOSED => {
+            serde_json::from_value::<WaitlistChanged>(payload)?.user_id
+        }
         _ => serde_json::from_value::<ReservationChanged>(payload)?.user_id,
     };
     Ok(UserId(user))
@@ -238,6 +240,7 @@ impl<T: NotificationTx + 'static, C: Clock> EventHandler<T> for Notifier<C> {
                 | types::PAYMENT_REFUNDED
                 | types::COUPON_REDEMPTION_FINISHED
                 | types::WAITLIST_OFFERED
+                | types::WAITLIST_CLOSED
         )
     }
 

@@ -220,6 +220,12 @@ impl HoldPolicy {
         )
     }
 
+    /// The latest show start whose sales have closed at `now`: a show
+    /// starting at or before it sells nothing.
+    pub fn sales_closed_for_starts_by(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::TimeDelta::minutes(self.sales_close_before_minutes.into())
+    }
+
     /// Whether a user holding `live` seats may hold one more.
     pub fn allows_another(self, live: u64) -> bool {
         live < u64::from(self.per_user_limit)

@@ -36,6 +36,12 @@ pub trait ReservationRepository: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
         max: u64,
     ) -> impl Future<Output = Result<Vec<ReservationId>, ReservationError>> + Send;
+
+    /// Up to `max` schedules someone waits on, by id.
+    fn waitlisted_schedules(
+        &self,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<ScheduleId>, ReservationError>> + Send;
 }
 
 /// Reservations inside a unit of work: what the hold, the payment and the
@@ -122,6 +128,16 @@ pub trait WaitlistTx: Send {
         &mut self,
         schedule: ScheduleId,
     ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
+
+    /// Up to `max` places still waiting on the schedule leave the line as
+    /// `closed` (each a compare-and-set: a place offered meanwhile stays
+    /// offered); the ones that did, in line order.
+    fn close_waiting(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<WaitlistEntry>, StoreError>> + Send;
 
     /// The place leaves the line with the hold made for it, if it is still
     /// waiting (a compare-and-set); true if it did.

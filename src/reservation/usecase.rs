@@ -38,6 +38,10 @@ const LOST_RACE_CAPACITY: usize = 10_000;
 
 type SeatKey = (ScheduleId, SeatId);
 
+/// How many waited-on schedules one pass of [`ReservationService::close_waitlists`]
+/// looks at (the lowest ids first).
+pub const WAITLISTS_CHECKED: u64 = 10_000;
+
 #[derive(Clone)]
 pub struct ReservationService<U, R, S, C, W> {
     uow: U,
@@ -316,6 +320,54 @@ where
             self.wake.wake();
         }
         Ok(expired)
+    }
+
+    /// Ends the waitlists of schedules whose sales have closed: every place
+    /// still waiting leaves the line as `closed` with a `WaitlistClosed`
+    /// event (its user is notified), `max` places per transaction. Looks
+    /// at the first [`WAITLISTS_CHECKED`] schedules anyone waits on.
+    /// Returns how many places it closed.
+    pub async fn close_waitlists(&self, max: u64) -> Result<u64, ReservationError> {
+        let waited_on = self.repo.waitlisted_schedules(WAITLISTS_CHECKED).await?;
+        if waited_on.is_empty() {
+            return Ok(0);
+        }
+        let by = self.policy.sales_closed_for_starts_by(self.clock.now());
+        let mut closed = 0;
+        for schedule in self.seats.starting_by(&waited_on, by).await? {
+            loop {
+                let n = retry_on_conflict(|| self.close_waitlist_batch(schedule, max)).await?;
+                closed += n;
+                if n < max.max(1) {
+                    break;
+                }
+            }
+        }
+        if closed > 0 {
+            metrics::counter!("waitlist_places_closed_total").increment(closed);
+            self.wake.wake();
+        }
+        Ok(closed)
+    }
+
+    async fn close_waitlist_batch(
+        &self,
+        schedule: ScheduleId,
+        max: u64,
+    ) -> Result<u64, ReservationError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let places = tx.close_waiting(schedule, now, max.max(1)).await?;
+        if places.is_empty() {
+            return Ok(0);
+        }
+        let events = places
+            .iter()
+            .map(|place| waitlist_event(types::WAITLIST_CLOSED, place, None))
+            .collect();
+        tx.append(events, now).await?;
+        tx.commit().await?;
+        Ok(places.len() as u64)
     }
 
     async fn expire_once(&self, id: ReservationId) -> Result<bool, ReservationError> {
@@ -1266,6 +1318,50 @@ mod tests {
         ));
         assert_eq!(h.seat(h.seats[0]), SeatState::Available, "rolled back");
         assert!(h.events().is_empty());
+    }
+
+    #[tokio::test]
+    async fn when_sales_close_every_place_still_waiting_ends_with_an_event_each() {
+        let h = harness(1, 10);
+        let show = h.clock.now() + TimeDelta::minutes(90);
+        h.store.world().shows.insert(SCHEDULE, show);
+        h.sell_out().await;
+        for user in [BOB, CAROL, UserId(4), UserId(5)] {
+            h.service.join_waitlist(user, SCHEDULE).await.unwrap();
+        }
+        h.service.leave_waitlist(CAROL, SCHEDULE).await.unwrap();
+        assert_eq!(
+            h.service.close_waitlists(2).await.unwrap(),
+            0,
+            "still on sale"
+        );
+
+        // Sales close an hour before the show (the harness's policy).
+        h.clock.advance(TimeDelta::minutes(30));
+        assert_eq!(
+            h.service.close_waitlists(2).await.unwrap(),
+            3,
+            "in batches of two"
+        );
+        assert!(h.waiting().is_empty());
+        let closed: Vec<i64> = h
+            .store
+            .world()
+            .outbox
+            .iter()
+            .filter(|e| e.event_type == types::WAITLIST_CLOSED)
+            .map(|e| e.payload["userId"].as_i64().unwrap())
+            .collect();
+        assert_eq!(
+            closed,
+            vec![BOB.value(), 4, 5],
+            "in line order, not who left"
+        );
+        assert_eq!(h.service.close_waitlists(2).await.unwrap(), 0, "once each");
+        assert!(matches!(
+            h.service.waitlist_position(BOB, SCHEDULE).await,
+            Err(ReservationError::NotWaitlisted)
+        ));
     }
 
     #[tokio::test]

@@ -707,6 +707,26 @@ impl WaitlistTx for MemTx {
             .map(|i| i as u64 + 1))
     }
 
+    async fn close_waiting(
+        &mut self,
+        schedule: ScheduleId,
+        _now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<WaitlistEntry>, StoreError> {
+        self.check()?;
+        Ok(self
+            .work
+            .waitlist
+            .iter_mut()
+            .filter(|p| p.schedule == schedule && p.status == "waiting")
+            .take(max as usize)
+            .map(|p| {
+                p.status = "closed";
+                entry_of(p)
+            })
+            .collect())
+    }
+
     async fn next_waiting(
         &mut self,
         schedule: ScheduleId,
@@ -1030,6 +1050,21 @@ impl ReservationRepository for MemoryUow {
             .collect())
     }
 
+    async fn waitlisted_schedules(&self, max: u64) -> Result<Vec<ScheduleId>, ReservationError> {
+        self.check()?;
+        let mut ids: Vec<ScheduleId> = self
+            .world()
+            .waitlist
+            .iter()
+            .filter(|p| p.status == "waiting")
+            .map(|p| p.schedule)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.truncate(max as usize);
+        Ok(ids)
+    }
+
     async fn lapsed(
         &self,
         now: DateTime<Utc>,
@@ -1048,6 +1083,21 @@ impl ReservationRepository for MemoryUow {
 }
 
 impl SeatReads for MemoryUow {
+    /// A schedule the test gave no start to starts in the far future.
+    async fn starting_by(
+        &self,
+        schedules: &[ScheduleId],
+        by: DateTime<Utc>,
+    ) -> Result<Vec<ScheduleId>, StoreError> {
+        self.check()?;
+        let world = self.world();
+        Ok(schedules
+            .iter()
+            .copied()
+            .filter(|s| world.shows.get(s).is_some_and(|starts| *starts <= by))
+            .collect())
+    }
+
     async fn seat(&self, schedule: ScheduleId, seat: SeatId) -> Result<Option<Seat>, StoreError> {
         self.check()?;
         Ok(self

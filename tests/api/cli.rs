@@ -8,7 +8,11 @@ use std::{
 };
 
 use boxoffice::{
-    auth::{domain::Role, infra::jwt::JwtCodec, ports::TokenCodec},
+    auth::{
+        domain::{Role, Subject},
+        infra::jwt::JwtCodec,
+        ports::TokenCodec,
+    },
     kernel::UserId,
 };
 
@@ -33,7 +37,7 @@ fn token_prints_a_verifiable_jwt_alone() {
     let identity = JwtCodec::new(b"cli-secret")
         .verify(token, chrono::Utc::now())
         .unwrap();
-    assert_eq!(identity.user_id, UserId(42));
+    assert_eq!(identity.subject, Subject::User(UserId(42)));
     assert_eq!(identity.role, Role::Admin);
 }
 

@@ -1,7 +1,13 @@
 //! Identity tokens from a production identity provider: RS256 and ES256
-//! signed with keys generated here, checked through a JWKS file (by `kid`)
-//! or one PEM public key, with `iss` and `aud` enforced; and every way a
-//! token can be wrong answered 401.
+//! signed with keys generated here, checked through a JWKS file (by `kid`),
+//! one PEM public key or a key set served over HTTP that rotates, with
+//! `iss` and `aud` enforced; string subjects mapped to users; and every way
+//! a token can be wrong answered 401.
+
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{TimeDelta, Utc};
@@ -10,7 +16,12 @@ use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_JWT_SECRET, TestApp, assert_problem, sign, spawn_app_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{
+    TEST_JWT_SECRET, TestApp, assert_problem, count, eventually, sign, spawn_app_with,
+    test_settings,
+};
 
 const ISSUER: &str = "https://id.example.test/";
 const AUDIENCE: &str = "boxoffice";
@@ -75,13 +86,20 @@ fn unsigned(claims: &Value) -> String {
 }
 
 async fn wallet_status(app: &TestApp, token: &str) -> u16 {
-    app.get("/v1/wallet")
+    let resp = app
+        .get("/v1/wallet")
         .bearer_auth(token)
         .send()
         .await
-        .unwrap()
-        .status()
-        .as_u16()
+        .unwrap();
+    let status = resp.status().as_u16();
+    if status >= 500 {
+        panic!(
+            "GET /v1/wallet answered {status}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+    status
 }
 
 #[tokio::test]
@@ -253,4 +271,244 @@ async fn one_pem_public_key_checks_tokens_without_a_kid() {
         &claims(45),
     );
     assert_eq!(wallet_status(&app, &hs).await, 401, "algorithm confusion");
+}
+
+/// A throwaway identity provider endpoint serving a key set that the test
+/// changes at will, counting the fetches.
+struct JwksServer {
+    url: String,
+    body: Arc<Mutex<String>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(keys: &Value) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/.well-known/jwks.json",
+            listener.local_addr().unwrap()
+        );
+        let body = Arc::new(Mutex::new(keys.to_string()));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (served, counted) = (body.clone(), fetches.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (served, counted) = (served.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0_u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let body = served.lock().unwrap().clone();
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self { url, body, fetches }
+    }
+
+    fn publish(&self, keys: &Value) {
+        *self.body.lock().unwrap() = keys.to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// `idp`'s RSA key alone, under `kid`.
+fn rsa_set(idp: &Provider, kid: &str) -> Value {
+    let mut key = idp.jwks["keys"][0].clone();
+    key["kid"] = json!(kid);
+    json!({"keys": [key]})
+}
+
+fn claims_of(sub: &str) -> Value {
+    let mut c = claims(1);
+    c["sub"] = json!(sub);
+    c
+}
+
+async fn balance(app: &TestApp, token: &str) -> i64 {
+    let resp = app
+        .get("/v1/wallet")
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json::<Value>().await.unwrap()["balance"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_set_url_is_fetched_again_when_the_provider_rotates_its_keys() {
+    let (old, new) = (provider(), provider());
+    let idp = JwksServer::start(&rsa_set(&old, "2026-11")).await;
+    let app = spawn_app_with(|s| {
+        s.jwt_jwks_url = Some(idp.url.clone());
+        s.jwt_issuer = Some(ISSUER.into());
+        s.jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
+    assert_eq!(idp.fetches(), 1, "fetched once at start");
+    let by_old = signed(
+        Algorithm::RS256,
+        Some("2026-11"),
+        &old.rsa,
+        &claims_of("auth0|5f1c"),
+    );
+    assert_eq!(wallet_status(&app, &by_old).await, 200);
+    assert_eq!(idp.fetches(), 1, "a known key needs no fetch");
+
+    // The provider rotates: a token under the new kid makes the server
+    // fetch the set again, once, and is accepted — no restart.
+    idp.publish(&json!({"keys": [
+        rsa_set(&old, "2026-11")["keys"][0], rsa_set(&new, "2026-12")["keys"][0]
+    ]}));
+    let by_new = signed(
+        Algorithm::RS256,
+        Some("2026-12"),
+        &new.rsa,
+        &claims_of("auth0|5f1c"),
+    );
+    assert_eq!(wallet_status(&app, &by_new).await, 200, "the rotated key");
+    assert_eq!(idp.fetches(), 2);
+
+    // Tokens naming keys nobody published cannot make it hammer the
+    // provider: within five seconds of a fetch there is no other.
+    for n in 0..20 {
+        let forged = signed(
+            Algorithm::RS256,
+            Some(&format!("made-up-{n}")),
+            &new.rsa,
+            &claims_of("auth0|5f1c"),
+        );
+        let resp = app
+            .get("/v1/wallet")
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(resp, 401, "unauthorized").await;
+    }
+    assert_eq!(idp.fetches(), 2, "rate-limited");
+}
+
+#[tokio::test]
+async fn a_key_set_url_is_fetched_again_every_ttl_so_a_withdrawn_key_stops_working() {
+    let (old, new) = (provider(), provider());
+    let idp = JwksServer::start(&json!({"keys": [
+        rsa_set(&old, "old")["keys"][0], rsa_set(&new, "new")["keys"][0]
+    ]}))
+    .await;
+    let app = spawn_app_with(|s| {
+        s.jwt_jwks_url = Some(idp.url.clone());
+        s.jwt_jwks_refresh_seconds = 1;
+        s.jwt_issuer = Some(ISSUER.into());
+        s.jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
+    let by_old = signed(Algorithm::RS256, Some("old"), &old.rsa, &claims_of("kc-1"));
+    assert_eq!(wallet_status(&app, &by_old).await, 200);
+    idp.publish(&rsa_set(&new, "new"));
+    eventually(
+        "the withdrawn key refused after a refresh",
+        std::time::Duration::from_secs(15),
+        || async { (wallet_status(&app, &by_old).await == 401).then_some(()) },
+    )
+    .await;
+    let by_new = signed(Algorithm::RS256, Some("new"), &new.rsa, &claims_of("kc-1"));
+    assert_eq!(wallet_status(&app, &by_new).await, 200);
+    assert!(idp.fetches() >= 2, "fetched on its TTL");
+}
+
+#[tokio::test]
+async fn a_server_whose_key_set_url_does_not_answer_does_not_start() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks.json", closed.local_addr().unwrap());
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = test_settings(dir.path());
+    settings.database_url = format!("sqlite://{}", dir.path().join("t.db").display());
+    settings.jwt_jwks_url = Some(url.clone());
+    settings.jwt_issuer = Some(ISSUER.into());
+    settings.jwt_audience = Some(AUDIENCE.into());
+    let refused = boxoffice::app::Application::build(&settings).await;
+    let why = format!("{:#}", refused.err().expect("refused"));
+    assert!(why.contains("fetching the key set"), "{why}");
+}
+
+#[tokio::test]
+async fn any_string_subject_maps_to_one_user_of_its_own() {
+    let idp = provider();
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, idp.jwks.to_string()).unwrap();
+    let app = spawn_app_with(|s| {
+        s.jwt_jwks_file = Some(jwks.clone());
+        s.jwt_issuer = Some(ISSUER.into());
+        s.jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
+    let token = |sub: &str| signed(Algorithm::RS256, Some("rsa-1"), &idp.rsa, &claims_of(sub));
+
+    // Twenty first requests of one Auth0 subject at once: one user, whose
+    // wallet gets every charge.
+    let auth0 = "auth0|5f1c8e0a9b7d6c5e4f3a2b1c";
+    let charges = (0..20).map(|n| {
+        app.post("/v1/wallet/charges")
+            .bearer_auth(token(auth0))
+            .header("idempotency-key", format!("first-sight-{n}"))
+            .json(&json!({"amount": 10}))
+            .send()
+    });
+    for resp in futures::future::join_all(charges).await {
+        assert_eq!(resp.unwrap().status(), 201);
+    }
+    assert_eq!(balance(&app, &token(auth0)).await, 200);
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM identity_subjects WHERE subject LIKE 'auth0|%'"
+        )
+        .await,
+        1
+    );
+
+    // Keycloak's and Cognito's UUIDs, a number, the longest allowed: each
+    // a user of its own, with nothing of the Auth0 user's.
+    let longest = "s".repeat(255);
+    for sub in [
+        "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+        "41",
+        longest.as_str(),
+    ] {
+        assert_eq!(balance(&app, &token(sub)).await, 0, "{sub}");
+    }
+    assert_eq!(
+        balance(&app, &token(auth0)).await,
+        200,
+        "still the same user"
+    );
+
+    for (what, sub) in [("too long", "s".repeat(256)), ("empty", String::new())] {
+        let resp = app
+            .get("/v1/wallet")
+            .bearer_auth(token(&sub))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{what}");
+    }
 }

@@ -230,3 +230,84 @@ async fn holds_and_waitlist_joins_are_refused_once_sales_close() {
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM reservations").await, 0);
     assert_eq!(count(&app.db, "SELECT COUNT(*) FROM waitlist").await, 0);
 }
+
+/// When sales close, the places still waiting end: each user hears it
+/// (`waitlist_closed`), nobody is offered a seat any more, and one event
+/// per place is written. Time is moved by starting the show now.
+#[tokio::test]
+async fn open_waitlist_places_end_with_a_notice_when_sales_close() {
+    use reqwest::Method;
+    use sea_orm::{ConnectionTrait, DatabaseBackend, Statement};
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    sell_out(&app, 71, &sale).await;
+    for user in [72, 73, 74] {
+        assert_eq!(
+            waitlist(&app, Method::POST, user, &sale.schedule)
+                .await
+                .status(),
+            201
+        );
+    }
+    assert_eq!(
+        waitlist(&app, Method::DELETE, 73, &sale.schedule)
+            .await
+            .status(),
+        204
+    );
+
+    let backend = app.db.get_database_backend();
+    let sql = match backend {
+        DatabaseBackend::Postgres => "UPDATE schedules SET starts_at = $1 WHERE id = $2",
+        _ => "UPDATE schedules SET starts_at = ? WHERE id = ?",
+    };
+    app.db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                chrono::Utc::now().into(),
+                sale.schedule.as_i64().unwrap().into(),
+            ],
+        ))
+        .await
+        .unwrap();
+
+    for user in [72, 74] {
+        let notice = eventually("the waitlist_closed notification", WAIT, || async {
+            get_as(&app, user, "/v1/users/me/notifications").await["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["kind"] == "waitlist_closed")
+                .map(|n| n["message"].as_str().unwrap().to_owned())
+        })
+        .await;
+        assert!(notice.contains("closed"), "{notice}");
+        assert_problem(
+            waitlist(&app, Method::GET, user, &sale.schedule).await,
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    let closed = outbox_payloads(&app.db, "WaitlistClosed").await;
+    assert_eq!(closed.len(), 2, "one event per place still waiting");
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM waitlist WHERE status = 'closed'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM waitlist WHERE status = 'left'"
+        )
+        .await,
+        1,
+        "who had left stays left"
+    );
+}

@@ -1,7 +1,10 @@
 //! Identity tokens as JWTs: HS256 with a shared secret for development (and
 //! `boxoffice token`), or an identity provider's RS256/ES256 tokens checked
 //! against its published keys (a JWKS file or one PEM public key), with
-//! `iss` and `aud` enforced when configured.
+//! `iss` and `aud` enforced when configured. A provider's key set may be
+//! replaced while the server runs (see `jwks.rs`).
+
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::{
-        domain::{AuthError, Identity, Role},
+        domain::{AuthError, Claimed, Identity, Role, Subject},
         ports::TokenCodec,
     },
     kernel::UserId,
@@ -51,6 +54,9 @@ struct ProviderKey {
 /// An identity provider's public keys.
 pub struct KeyRing {
     keys: Vec<ProviderKey>,
+    /// The set as published (normalised), to tell a changed set from the
+    /// same one fetched again.
+    published: String,
 }
 
 impl KeyRing {
@@ -82,7 +88,10 @@ impl KeyRing {
         if keys.is_empty() {
             bail!("the key set has no RS256 or ES256 (P-256) key");
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            published: serde_json::to_string(&set).unwrap_or_default(),
+        })
     }
 
     /// One PEM public key: RSA (RS256) or P-256 (ES256).
@@ -100,19 +109,65 @@ impl KeyRing {
                 algorithm,
                 key,
             }],
+            published: String::from_utf8_lossy(pem).into_owned(),
         })
     }
 
     /// The key a token's header asks for: its `kid` when it names one
     /// (the only key otherwise), and only for the algorithm that key signs
     /// with — so a token cannot pick an algorithm the key was not made for.
-    fn key_for(&self, header: &Header) -> Option<&ProviderKey> {
+    /// `UnknownKey` when the `kid` is not in the set.
+    fn key_for(&self, header: &Header) -> Result<&ProviderKey, AuthError> {
         let key = match &header.kid {
-            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid))?,
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .ok_or(AuthError::UnknownKey)?,
             None if self.keys.len() == 1 => &self.keys[0],
-            None => return None,
+            None => return Err(AuthError::Invalid),
         };
-        (key.algorithm == header.alg).then_some(key)
+        if key.algorithm == header.alg {
+            Ok(key)
+        } else {
+            Err(AuthError::Invalid)
+        }
+    }
+
+    /// Whether `other` is the same set as published.
+    pub fn same_as(&self, other: &KeyRing) -> bool {
+        self.published == other.published
+    }
+}
+
+/// An identity provider's current keys, shared by the codec and whoever
+/// fetches the set again, and replaced whole.
+#[derive(Clone)]
+pub struct ProviderKeys(Arc<RwLock<Arc<KeyRing>>>);
+
+impl ProviderKeys {
+    pub fn new(ring: KeyRing) -> Self {
+        Self(Arc::new(RwLock::new(Arc::new(ring))))
+    }
+
+    pub fn current(&self) -> Arc<KeyRing> {
+        match self.0.read() {
+            Ok(ring) => ring.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Puts `ring` in place of the current keys; true when it differs.
+    pub fn replace(&self, ring: KeyRing) -> bool {
+        let mut current = match self.0.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let changed = !current.same_as(&ring);
+        if changed {
+            *current = Arc::new(ring);
+        }
+        changed
     }
 }
 
@@ -121,7 +176,7 @@ pub struct JwtCodec {
     encoding: EncodingKey,
     /// HS256 verification, unless an identity provider's keys are set.
     secret: Option<DecodingKey>,
-    provider: Option<KeyRing>,
+    provider: Option<ProviderKeys>,
     issuer: Option<String>,
     audience: Option<String>,
 }
@@ -141,7 +196,7 @@ impl JwtCodec {
     /// Accepts the identity provider's RS256/ES256 tokens instead of HS256
     /// ones (the secret still signs `boxoffice token`'s tokens, which this
     /// server then refuses).
-    pub fn with_provider_keys(mut self, keys: KeyRing) -> Self {
+    pub fn with_provider_keys(mut self, keys: ProviderKeys) -> Self {
         self.secret = None;
         self.provider = Some(keys);
         self
@@ -202,13 +257,14 @@ impl TokenCodec for JwtCodec {
         )
     }
 
-    fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Identity, AuthError> {
+    fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claimed, AuthError> {
         // `alg: none` and unknown algorithms fail here.
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid)?;
-        let (key, algorithm) = match (&self.secret, &self.provider) {
+        let ring = self.provider.as_ref().map(ProviderKeys::current);
+        let (key, algorithm) = match (&self.secret, &ring) {
             (Some(secret), _) if header.alg == Algorithm::HS256 => (secret, Algorithm::HS256),
             (_, Some(ring)) if PROVIDER_ALGORITHMS.contains(&header.alg) => {
-                let found = ring.key_for(&header).ok_or(AuthError::Invalid)?;
+                let found = ring.key_for(&header)?;
                 (&found.key, found.algorithm)
             }
             // Anything else — HS256 when a provider's keys are set (a token
@@ -228,21 +284,25 @@ impl TokenCodec for JwtCodec {
         {
             return Err(AuthError::Invalid);
         }
-        let user_id = claims
-            .sub
-            .parse::<i64>()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or(AuthError::Invalid)?;
+        // Our own tokens name the user; a provider's name one of its
+        // subjects, whatever its form (`auth0|…`, a UUID, a number).
+        let subject = if algorithm == Algorithm::HS256 {
+            claims
+                .sub
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(|id| Subject::User(UserId(id)))
+        } else {
+            Subject::external(&claims.sub)
+        }
+        .ok_or(AuthError::Invalid)?;
         let role = match (claims.role, algorithm) {
             (Some(role), _) => role,
             (None, Algorithm::HS256) => return Err(AuthError::Invalid),
             (None, _) => Role::User,
         };
-        Ok(Identity {
-            user_id: UserId(user_id),
-            role,
-        })
+        Ok(Claimed { subject, role })
     }
 }
 
@@ -271,7 +331,10 @@ mod tests {
         let later = with_nbf(now.timestamp() + NBF_LEEWAY_SECONDS + 60);
         assert!(matches!(codec.verify(&later, now), Err(AuthError::Invalid)));
         let skewed = with_nbf(now.timestamp() + NBF_LEEWAY_SECONDS - 5);
-        assert_eq!(codec.verify(&skewed, now).unwrap().user_id, UserId(7));
+        assert_eq!(
+            codec.verify(&skewed, now).unwrap().subject,
+            Subject::User(UserId(7))
+        );
         let past = with_nbf(now.timestamp() - 60);
         assert!(codec.verify(&past, now).is_ok());
         let later_accepted_later = codec.verify(&later, now + TimeDelta::seconds(61));

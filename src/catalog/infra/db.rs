@@ -189,7 +189,6 @@ impl CatalogRepository for DbCatalog {
     async fn list_schedules(
         &self,
         concert_id: ConcertId,
-        now: DateTime<Utc>,
         page: PageRequest,
     ) -> Result<Option<Vec<ScheduleSummary>>, CatalogError> {
         if !self.concert_exists(concert_id).await? {
@@ -216,17 +215,6 @@ impl CatalogRepository for DbCatalog {
             .limit(page.fetch())
             .all(&self.db)
             .await?;
-        let ids: Vec<i64> = schedules.iter().map(|s| s.id).collect();
-        let counts: Vec<(i64, i64)> = seat::Entity::find()
-            .select_only()
-            .column(seat::Column::ScheduleId)
-            .column_as(seat::Column::Id.count(), "available")
-            .filter(seat::Column::ScheduleId.is_in(ids))
-            .filter(availability_is(Availability::Available, now))
-            .group_by(seat::Column::ScheduleId)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
         Ok(Some(
             schedules
                 .into_iter()
@@ -234,15 +222,33 @@ impl CatalogRepository for DbCatalog {
                     id: ScheduleId(s.id),
                     concert_id,
                     starts_at: s.starts_at,
-                    available_seats: counts
-                        .iter()
-                        .find(|(id, _)| *id == s.id)
-                        .map_or(0, |(_, n)| (*n).max(0) as u64),
+                    available_seats: 0,
                     // An unknown status sells nothing.
                     status: ScheduleStatus::parse(&s.status).unwrap_or(ScheduleStatus::Cancelled),
                 })
                 .collect(),
         ))
+    }
+
+    async fn count_available(
+        &self,
+        schedules: &[ScheduleId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(ScheduleId, u64)>, CatalogError> {
+        let counts: Vec<(i64, i64)> = seat::Entity::find()
+            .select_only()
+            .column(seat::Column::ScheduleId)
+            .column_as(seat::Column::Id.count(), "available")
+            .filter(seat::Column::ScheduleId.is_in(schedules.iter().map(|s| s.value())))
+            .filter(availability_is(Availability::Available, now))
+            .group_by(seat::Column::ScheduleId)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(counts
+            .into_iter()
+            .map(|(id, n)| (ScheduleId(id), n.max(0) as u64))
+            .collect())
     }
 
     async fn list_seats(
@@ -712,6 +718,25 @@ impl SeatTx for DbTx {
 }
 
 impl SeatReads for DbCatalog {
+    async fn starting_by(
+        &self,
+        schedules: &[ScheduleId],
+        by: DateTime<Utc>,
+    ) -> Result<Vec<ScheduleId>, StoreError> {
+        if schedules.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = schedule::Entity::find()
+            .select_only()
+            .column(schedule::Column::Id)
+            .filter(schedule::Column::Id.is_in(schedules.iter().map(|s| s.value())))
+            .filter(schedule::Column::StartsAt.lte(by))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ScheduleId).collect())
+    }
+
     async fn seat(
         &self,
         schedule: ScheduleId,

@@ -60,7 +60,7 @@ pub mod waitlist {
         pub id: i64,
         pub schedule_id: i64,
         pub user_id: i64,
-        /// `waiting`, `offered` or `left`.
+        /// `waiting`, `offered`, `left` or `closed` (sales ended first).
         pub status: String,
         pub queued_at: DateTimeUtc,
         pub reservation_id: Option<i64>,
@@ -181,6 +181,20 @@ impl ReservationRepository for DbReservations {
             .all(&self.db)
             .await?;
         Ok(ids.into_iter().map(ReservationId).collect())
+    }
+
+    async fn waitlisted_schedules(&self, max: u64) -> Result<Vec<ScheduleId>, ReservationError> {
+        let ids: Vec<i64> = waitlist::Entity::find()
+            .select_only()
+            .column(waitlist::Column::ScheduleId)
+            .distinct()
+            .filter(waitlist::Column::Status.eq(WAITING))
+            .order_by_asc(waitlist::Column::ScheduleId)
+            .limit(max)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ScheduleId).collect())
     }
 }
 
@@ -433,6 +447,38 @@ impl WaitlistTx for DbTx {
             query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         }
         Ok(query.one(self.conn()).await?.as_ref().map(to_entry))
+    }
+
+    async fn close_waiting(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<WaitlistEntry>, StoreError> {
+        use waitlist::Column;
+        let rows = waitlist::Entity::find()
+            .filter(Column::ScheduleId.eq(schedule.value()))
+            .filter(Column::Status.eq(WAITING))
+            .order_by_asc(Column::QueuedAt)
+            .order_by_asc(Column::Id)
+            .limit(max)
+            .all(self.conn())
+            .await?;
+        let mut closed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let done = waitlist::Entity::update_many()
+                .col_expr(Column::Status, Expr::value("closed"))
+                .col_expr(Column::UpdatedAt, Expr::value(now))
+                .filter(Column::Id.eq(row.id))
+                .filter(Column::Status.eq(WAITING))
+                .exec(self.conn())
+                .await?
+                .rows_affected;
+            if done == 1 {
+                closed.push(to_entry(&row));
+            }
+        }
+        Ok(closed)
     }
 
     async fn mark_offered(
