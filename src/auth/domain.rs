@@ -16,13 +16,20 @@ pub struct Identity {
     pub role: Role,
 }
 
-impl Identity {
-    /// Admins may do everything a user may.
-    pub fn has(&self, required: Role) -> bool {
+impl Role {
+    /// Whether this role may do what `required` may: admins may do
+    /// everything a user may.
+    pub fn grants(self, required: Role) -> bool {
         match required {
             Role::User => true,
-            Role::Admin => self.role == Role::Admin,
+            Role::Admin => self == Role::Admin,
         }
+    }
+}
+
+impl Identity {
+    pub fn has(&self, required: Role) -> bool {
+        self.role.grants(required)
     }
 }
 

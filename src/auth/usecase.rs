@@ -55,11 +55,7 @@ impl Verifier {
             },
             verified => verified,
         }?;
-        let probe = Identity {
-            user_id: UserId(0),
-            role: claimed.role,
-        };
-        if !probe.has(required) {
+        if !claimed.role.grants(required) {
             return Err(AuthError::Forbidden(required));
         }
         let user_id = match &claimed.subject {
