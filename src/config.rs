@@ -360,7 +360,8 @@ pub struct Settings {
     )]
     pub relay_poll_ms: u64,
 
-    /// Published outbox rows are deleted after this many hours.
+    /// Outbox rows are deleted this many hours after every consumer group
+    /// subscribed to their type handled (or dead-lettered) them.
     #[arg(
         long,
         env = "BOXOFFICE_OUTBOX_RETENTION_HOURS",
@@ -368,6 +369,19 @@ pub struct Settings {
         global = true
     )]
     pub outbox_retention_hours: u64,
+
+    /// The delivery audit sends an event again to a consumer group that
+    /// has neither handled nor dead-lettered it this long after it was
+    /// published and can no longer receive it from the stream (lost in a
+    /// failover, flushed, trimmed). It looks every half of this (1–30 s).
+    #[arg(
+        long,
+        env = "BOXOFFICE_DELIVERY_AUDIT_AFTER_SECONDS",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true
+    )]
+    pub delivery_audit_after_seconds: u64,
 
     /// Processed inbox rows are kept this many seconds (at least as long as
     /// their event can still be redelivered; see docs/operations.md).

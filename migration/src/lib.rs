@@ -17,6 +17,7 @@ mod m20261204_000011_waitlist;
 mod m20261204_000012_payment_schedule;
 mod m20261204_000013_traceparent;
 mod m20261207_000014_identity_subjects;
+mod m20261207_000015_delivery_audit;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000012_payment_schedule::Migration),
             Box::new(m20261204_000013_traceparent::Migration),
             Box::new(m20261207_000014_identity_subjects::Migration),
+            Box::new(m20261207_000015_delivery_audit::Migration),
         ]
     }
 }

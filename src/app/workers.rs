@@ -87,6 +87,26 @@ pub fn workers(
         )));
     }
     let handlers = handlers(s, settings)?;
+    // Which event types each group must handle: what the delivery audit
+    // holds the bus to.
+    let subscriptions = handlers
+        .iter()
+        .map(|h| {
+            let types = crate::kernel::events::types::ALL
+                .iter()
+                .copied()
+                .filter(|t| h.handles(t))
+                .collect();
+            (h.name(), types)
+        })
+        .collect();
+    workers.push(Box::pin(crate::outbox::infra::audit::run(
+        a.db.clone(),
+        a.bus.clone(),
+        subscriptions,
+        Duration::from_secs(settings.delivery_audit_after_seconds),
+        cancel.clone(),
+    )));
     let relay = Relay::new(
         a.db.clone(),
         a.bus.clone(),

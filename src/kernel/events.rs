@@ -108,6 +108,41 @@ pub mod types {
     pub const SCHEDULE_CANCELLATION_STARTED: &str = "ScheduleCancellationStarted";
     /// Every hold of a cancelled schedule released, every ticket refunded.
     pub const SCHEDULE_CANCELLED: &str = "ScheduleCancelled";
+
+    /// Every type the outbox carries: a consumer group is subscribed to
+    /// the ones its handler handles, and the delivery audit holds it to
+    /// them. A new type goes here too.
+    pub const ALL: &[&str] = &[
+        CONCERT_CREATED,
+        RESERVATION_HELD,
+        RESERVATION_RELEASED,
+        RESERVATION_EXPIRED,
+        RESERVATION_CONFIRMED,
+        RESERVATION_CONFIRMATION_FAILED,
+        TICKET_CANCELLED,
+        WAITLIST_JOINED,
+        WAITLIST_LEFT,
+        WAITLIST_OFFERED,
+        WAITLIST_CLOSED,
+        WALLET_CHARGED,
+        PAYMENT_COMPLETED,
+        PAYMENT_REFUNDED,
+        COUPON_CREATED,
+        COUPON_ISSUED,
+        COUPON_REDEMPTION_REQUESTED,
+        COUPON_REDEMPTION_FINISHED,
+        PAYMENT_CONFIRMED,
+        COMPENSATION_SCHEDULED,
+        RECEIPT_ISSUED,
+        RECEIPT_CANCELLED,
+        VENDOR_CREATED,
+        QUEUE_SETTINGS_CHANGED,
+        ALERT_ACKNOWLEDGED,
+        COMPENSATION_RETRIED,
+        DEAD_LETTER_REPLAYED,
+        SCHEDULE_CANCELLATION_STARTED,
+        SCHEDULE_CANCELLED,
+    ];
 }
 
 /// Payload of the `Reservation*` events.

@@ -33,6 +33,10 @@ pub struct ConsumerLagBody {
     pub pending: u64,
     /// In the stream but not yet delivered to the group.
     pub lag: u64,
+    /// Events the delivery audit sent the group again because it never
+    /// handled them and could no longer receive them from the stream
+    /// (lost by Redis).
+    pub redelivered: u64,
     /// The same per partition of the event stream
     /// (`--event-stream-partitions`), by partition number.
     pub partitions: Vec<PartitionLagBody>,
@@ -152,6 +156,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
                     name: g.name,
                     pending: g.pending,
                     lag: g.lag,
+                    redelivered: g.redelivered,
                     partitions: g
                         .partitions
                         .into_iter()

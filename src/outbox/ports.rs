@@ -3,7 +3,11 @@ use std::{future::Future, time::Duration};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
-use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError};
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError, Published};
 pub use crate::kernel::events::RelayWake;
 use crate::kernel::{
     PageRequest, StoreError, UserId,
@@ -38,8 +42,13 @@ pub trait EventBus: Clone + Send + Sync + 'static {
         self.clone()
     }
 
-    /// Appends the messages, each to its aggregate's partition, in order.
-    fn publish(&self, messages: &[BusMessage]) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Appends the messages, each to its aggregate's partition, in order;
+    /// answers the id each got in its stream, in the messages' order
+    /// (`None` on a bus without stream ids).
+    fn publish(
+        &self,
+        messages: &[BusMessage],
+    ) -> impl Future<Output = anyhow::Result<Vec<Option<String>>>> + Send;
 
     /// Creates the group on every partition where it does not exist,
     /// reading from the start of the stream.
@@ -85,6 +94,10 @@ pub trait OutboxRepository: Clone + Send + Sync + 'static {
         page: PageRequest,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, OutboxError>> + Send;
 
+    /// Events the delivery audit sent each group again.
+    fn redelivered(&self)
+    -> impl Future<Output = Result<HashMap<String, u64>, OutboxError>> + Send;
+
     /// Dead letters not yet replayed.
     fn open_dead_letter_count(&self) -> impl Future<Output = Result<u64, OutboxError>> + Send;
 
@@ -127,4 +140,63 @@ pub trait EventHandler<T>: Send + Sync + 'static {
         tx: &'a mut T,
         event: &'a EventEnvelope,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// The delivery audit's view of the database: one pass at a time across
+/// instances.
+pub trait DeliveryLedger: Clone + Send + Sync + 'static {
+    type Pass: AuditPass;
+
+    /// Starts a pass, unless another instance is auditing right now
+    /// (`None`).
+    fn begin(&self) -> impl Future<Output = Result<Option<Self::Pass>, OutboxError>> + Send;
+}
+
+/// One audit pass: everything it reads and writes commits together.
+pub trait AuditPass: Send {
+    /// The consumer groups subscribed to each event type.
+    fn subscriptions(
+        &mut self,
+    ) -> impl Future<Output = Result<HashMap<String, Vec<String>>, OutboxError>> + Send;
+
+    /// Up to `max` rows published before `before` and not yet delivered to
+    /// every group they are owed to, oldest first.
+    fn undelivered(
+        &mut self,
+        before: DateTime<Utc>,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<Published>, OutboxError>> + Send;
+
+    /// Which of these events each group has handled (inbox) or set aside
+    /// (an open dead letter).
+    fn finished(
+        &mut self,
+        events: &[Uuid],
+    ) -> impl Future<Output = Result<HashSet<(String, Uuid)>, OutboxError>> + Send;
+
+    /// Which of these events a re-send to one group is on its way for: a
+    /// row for that group alone, not yet published or published since
+    /// `since`.
+    fn resending(
+        &mut self,
+        events: &[Uuid],
+        since: DateTime<Utc>,
+    ) -> impl Future<Output = Result<HashSet<(String, Uuid)>, OutboxError>> + Send;
+
+    /// Sends the event to `group` again: its row for that group is
+    /// published afresh, or one is written; counted for the group.
+    fn resend(
+        &mut self,
+        event: &Published,
+        group: &str,
+    ) -> impl Future<Output = Result<(), OutboxError>> + Send;
+
+    /// These rows reached every group owed them.
+    fn mark_delivered(
+        &mut self,
+        rows: &[i64],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), OutboxError>> + Send;
+
+    fn commit(self) -> impl Future<Output = Result<(), OutboxError>> + Send;
 }

@@ -10,6 +10,7 @@ mod cluster;
 mod coupon_ledger_contract;
 mod coupons;
 mod crash;
+mod delivery;
 mod demo_page;
 mod edge;
 mod errors;

@@ -27,7 +27,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// A Redis server of this test's own, on a free loopback port, so that
 /// stopping it cannot disturb the other tests. With `durable` it keeps an
 /// append-only file, so a restart finds its data again.
-struct OwnRedis {
+pub(crate) struct OwnRedis {
     port: u16,
     dir: tempfile::TempDir,
     durable: bool,
@@ -35,7 +35,7 @@ struct OwnRedis {
 }
 
 impl OwnRedis {
-    fn start(durable: bool) -> Self {
+    pub(crate) fn start(durable: bool) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -50,7 +50,7 @@ impl OwnRedis {
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 

@@ -114,6 +114,9 @@ pub struct ConsumerLag {
     pub name: String,
     pub pending: u64,
     pub lag: u64,
+    /// Events the delivery audit sent the group again.
+    #[serde(default)]
+    pub redelivered: u64,
     /// Per partition of the event stream (one entry unless partitioned).
     #[serde(default)]
     pub partitions: Vec<PartitionLag>,

@@ -103,6 +103,7 @@ pub fn snapshot(total: u64) -> Snapshot {
                     name: "data-platform".into(),
                     pending: 3,
                     lag: 40,
+                    redelivered: 2,
                     partitions: vec![
                         PartitionLag {
                             partition: 0,
@@ -122,6 +123,7 @@ pub fn snapshot(total: u64) -> Snapshot {
                     name: "receipts".into(),
                     pending: 0,
                     lag: 0,
+                    redelivered: 0,
                     partitions: vec![
                         PartitionLag {
                             partition: 0,

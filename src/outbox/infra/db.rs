@@ -39,6 +39,11 @@ pub mod outbox {
         pub relayed_at: Option<DateTimeUtc>,
         pub published_at: Option<DateTimeUtc>,
         pub traceparent: Option<String>,
+        /// When every group subscribed to its type had handled or
+        /// dead-lettered it (the delivery audit); retention counts from it.
+        pub delivered_at: Option<DateTimeUtc>,
+        /// The id the Redis stream gave it (`<ms>-<seq>`), kept by the relay.
+        pub stream_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -264,6 +269,10 @@ impl OutboxRepository for DbOutbox {
             .into_iter()
             .map(to_dead_letter)
             .collect())
+    }
+
+    async fn redelivered(&self) -> Result<std::collections::HashMap<String, u64>, OutboxError> {
+        super::audit::redelivered_per_group(&self.db).await
     }
 
     async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {

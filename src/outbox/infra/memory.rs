@@ -134,7 +134,7 @@ impl EventBus for MemoryBus {
         false
     }
 
-    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<()> {
+    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<Vec<Option<String>>> {
         let mut state = self.lock();
         for message in messages {
             state.entries.push_back(Entry {
@@ -144,7 +144,7 @@ impl EventBus for MemoryBus {
         }
         drop(state);
         self.published.notify_waiters();
-        Ok(())
+        Ok(vec![None; messages.len()])
     }
 
     async fn ensure_group(&self, group: &str) -> anyhow::Result<()> {
@@ -279,6 +279,9 @@ impl EventBus for MemoryBus {
                 stream: "in-process".into(),
                 pending: g.pending.len() as u64,
                 lag: end.saturating_sub(g.next_seq.max(state.first_seq)),
+                // Its rows count as published only once every group
+                // finished them: nothing published is ever out of reach.
+                horizon: None,
             })
             .collect())
     }

@@ -1,3 +1,4 @@
+pub mod audit;
 pub mod consumer;
 pub mod db;
 pub mod memory;
@@ -35,7 +36,7 @@ impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
         }
     }
 
-    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<()> {
+    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<Vec<Option<String>>> {
         dispatch!(self, bus => bus.publish(messages).await)
     }
 

@@ -12,7 +12,7 @@ use redis::{
     aio::ConnectionLike,
     streams::{
         StreamClaimReply, StreamId, StreamInfoGroupsReply, StreamPendingCountReply,
-        StreamReadOptions, StreamReadReply,
+        StreamPendingReply, StreamRangeReply, StreamReadOptions, StreamReadReply,
     },
 };
 use tokio::sync::Mutex;
@@ -21,7 +21,7 @@ use crate::{
     kernel::events::{BusMessage, EventEnvelope},
     kv::{Conn, RedisTarget},
     outbox::{
-        domain::{Delivery, GroupStatus, partition_of, retry_after},
+        domain::{Delivery, EntryId, GroupStatus, ReadHorizon, partition_of, retry_after},
         ports::EventBus,
     },
 };
@@ -166,17 +166,58 @@ impl RedisBus {
             Err(err) if err.to_string().contains("no such key") => return Ok(Vec::new()),
             Err(err) => return Err(err).with_context(|| format!("XINFO GROUPS {stream}")),
         };
-        Ok(reply
-            .groups
-            .into_iter()
-            .map(|g| GroupStatus {
+        if reply.groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        // What the stream holds and how far each group read: what the
+        // delivery audit needs to tell an entry still on its way from one
+        // lost.
+        let first: StreamRangeReply = self
+            .conn
+            .clone()
+            .xrange_count(stream, "-", "+", 1)
+            .await
+            .with_context(|| format!("XRANGE {stream} - + COUNT 1"))?;
+        let last: StreamRangeReply = self
+            .conn
+            .clone()
+            .xrevrange_count(stream, "+", "-", 1)
+            .await
+            .with_context(|| format!("XREVRANGE {stream} + - COUNT 1"))?;
+        let first_entry = first.ids.first().and_then(|e| EntryId::parse(&e.id));
+        let last_entry = last.ids.first().and_then(|e| EntryId::parse(&e.id));
+        let mut statuses = Vec::with_capacity(reply.groups.len());
+        for g in reply.groups {
+            let oldest_pending = if g.pending > 0 {
+                let summary: StreamPendingReply = self
+                    .conn
+                    .clone()
+                    .xpending(stream, &g.name)
+                    .await
+                    .with_context(|| format!("XPENDING {stream} {}", g.name))?;
+                match summary {
+                    StreamPendingReply::Data(data) => EntryId::parse(&data.start_id),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            statuses.push(GroupStatus {
+                horizon: Some(ReadHorizon {
+                    first_entry,
+                    last_entry,
+                    last_delivered: EntryId::parse(&g.last_delivered_id)
+                        .unwrap_or(EntryId { ms: 0, seq: 0 }),
+                    oldest_pending,
+                }),
                 name: g.name,
                 partition,
                 stream: stream.to_owned(),
                 pending: g.pending as u64,
                 lag: g.lag.unwrap_or(0) as u64,
-            })
-            .collect())
+            });
+        }
+        Ok(statuses)
     }
 }
 
@@ -264,43 +305,50 @@ impl EventBus for RedisBus {
         }
     }
 
-    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<()> {
+    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<Vec<Option<String>>> {
         if messages.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // One pipeline per partition (a cluster cannot take one pipeline
         // over several slots), sent together; each keeps its order.
         let partitions = self.partitions();
-        let mut pipes: Vec<Option<redis::Pipeline>> = vec![None; usize::from(partitions)];
-        for message in messages {
+        let mut pipes: Vec<Option<(redis::Pipeline, Vec<usize>)>> =
+            vec![None; usize::from(partitions)];
+        for (at, message) in messages.iter().enumerate() {
             let p = partition_of(
                 &message.event.aggregate_type,
                 &message.event.aggregate_id,
                 partitions,
             );
-            pipes[usize::from(p)]
-                .get_or_insert_with(redis::pipe)
-                .cmd("XADD")
+            let (pipe, order) =
+                pipes[usize::from(p)].get_or_insert_with(|| (redis::pipe(), Vec::new()));
+            pipe.cmd("XADD")
                 .arg(&self.streams[usize::from(p)])
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(self.max_len)
                 .arg("*")
-                .arg(encode(message))
-                .ignore();
+                .arg(encode(message));
+            order.push(at);
         }
-        try_join_all(pipes.into_iter().enumerate().filter_map(|(p, pipe)| {
-            let pipe = pipe?;
+        let answers = try_join_all(pipes.into_iter().enumerate().filter_map(|(p, pipe)| {
+            let (pipe, order) = pipe?;
             let mut conn = self.conn.clone();
             let stream = &self.streams[p];
             Some(async move {
-                pipe.query_async::<()>(&mut conn)
+                let ids: Vec<String> = pipe
+                    .query_async(&mut conn)
                     .await
-                    .with_context(|| format!("XADD to the event stream {stream}"))
+                    .with_context(|| format!("XADD to the event stream {stream}"))?;
+                anyhow::Ok(order.into_iter().zip(ids).collect::<Vec<_>>())
             })
         }))
-        .await
-        .map(drop)
+        .await?;
+        let mut ids = vec![None; messages.len()];
+        for (at, id) in answers.into_iter().flatten() {
+            ids[at] = Some(id);
+        }
+        Ok(ids)
     }
 
     async fn ensure_group(&self, group: &str) -> anyhow::Result<()> {

@@ -24,7 +24,7 @@ use crate::worker::sleep_or_cancel;
 pub struct RelaySettings {
     pub batch_size: u64,
     pub poll_interval: Duration,
-    /// Published rows older than this are deleted.
+    /// Rows delivered to every group longer ago than this are deleted.
     pub retention: Duration,
 }
 
@@ -177,7 +177,7 @@ impl<B: EventBus> Relay<B> {
         fail::fail_point!("relay::before_publish", |_| Err(anyhow::anyhow!(
             "failpoint relay::before_publish"
         )));
-        self.bus.publish(&messages).await?;
+        let stream_ids = self.bus.publish(&messages).await?;
         fail::fail_point!("relay::after_publish", |_| Err(anyhow::anyhow!(
             "failpoint relay::after_publish"
         )));
@@ -188,6 +188,23 @@ impl<B: EventBus> Relay<B> {
             .filter(outbox::Column::Id.is_in(ids));
         if durable {
             update = update.col_expr(outbox::Column::PublishedAt, Expr::value(now));
+        }
+        // Each row keeps the id its stream gave it (one statement: a CASE
+        // over the row ids), which the delivery audit compares with how far
+        // each group read.
+        let mut by_row = rows
+            .iter()
+            .zip(&stream_ids)
+            .filter_map(|(row, id)| Some((row.id, id.clone()?)));
+        if let Some((first_row, first_id)) = by_row.next() {
+            let case = by_row.fold(
+                Expr::case(outbox::Column::Id.eq(first_row), first_id),
+                |case, (row, id)| case.case(outbox::Column::Id.eq(row), id),
+            );
+            update = update.col_expr(
+                outbox::Column::StreamId,
+                case.finally(Expr::col(outbox::Column::StreamId)).into(),
+            );
         }
         update.exec(conn).await?;
         for row in &rows {
@@ -213,8 +230,10 @@ impl<B: EventBus> Relay<B> {
 
     async fn delete_old_published(&self) -> anyhow::Result<()> {
         let cutoff = Utc::now() - TimeDelta::from_std(self.settings.retention)?;
+        // Only rows every subscribed group finished (the delivery audit's
+        // mark): one still owed to a group stays, however old.
         let deleted = outbox::Entity::delete_many()
-            .filter(outbox::Column::PublishedAt.lt(cutoff))
+            .filter(outbox::Column::DeliveredAt.lt(cutoff))
             .exec(&self.db)
             .await?;
         if deleted.rows_affected > 0 {

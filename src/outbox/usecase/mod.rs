@@ -1,3 +1,9 @@
+mod audit;
+#[cfg(test)]
+mod fake_bus;
+
+pub use audit::{AuditReport, DeliveryAuditor};
+
 use super::{
     domain::{DeadLetter, EventPipelineStatus, OutboxError, by_consumer},
     ports::{EventBus, OutboxRepository, RelayWake},
@@ -30,7 +36,11 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
     pub async fn status(&self) -> Result<EventPipelineStatus, OutboxError> {
         let backlog = self.repo.backlog().await?;
         let dead_letters = self.repo.open_dead_letter_count().await?;
-        let groups = by_consumer(self.bus.groups().await.map_err(OutboxError::Unavailable)?);
+        let mut groups = by_consumer(self.bus.groups().await.map_err(OutboxError::Unavailable)?);
+        let redelivered = self.repo.redelivered().await?;
+        for group in &mut groups {
+            group.redelivered = redelivered.get(&group.name).copied().unwrap_or(0);
+        }
         Ok(EventPipelineStatus {
             backlog,
             groups,
@@ -64,24 +74,21 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        sync::{
-            Arc, Mutex,
-            atomic::{AtomicUsize, Ordering},
-        },
-        time::Duration,
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
     };
 
     use chrono::{DateTime, TimeDelta, Utc};
     use uuid::Uuid;
 
-    use super::*;
+    use super::{fake_bus::FakeBus, *};
     use crate::{
         kernel::{
             ManualClock,
-            events::{BusMessage, NewEvent, types},
+            events::{NewEvent, types},
         },
-        outbox::domain::{ConsumerStatus, Delivery, GroupStatus, OutboxBacklog},
+        outbox::domain::{ConsumerStatus, GroupStatus, OutboxBacklog},
     };
 
     fn t0() -> DateTime<Utc> {
@@ -152,6 +159,14 @@ mod tests {
                 .collect())
         }
 
+        async fn redelivered(&self) -> Result<std::collections::HashMap<String, u64>, OutboxError> {
+            self.check()?;
+            Ok(std::collections::HashMap::from([
+                ("receipts".to_owned(), 4),
+                ("gone".to_owned(), 1),
+            ]))
+        }
+
         async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {
             self.check()?;
             let outbox = self.0.lock().unwrap();
@@ -187,62 +202,18 @@ mod tests {
         }
     }
 
-    /// Only the groups view is the pipeline's business; `down` makes it fail.
-    #[derive(Clone, Default)]
-    struct FakeBus {
-        down: bool,
-    }
-
-    impl EventBus for FakeBus {
-        fn is_durable(&self) -> bool {
-            true
-        }
-
-        async fn publish(&self, _: &[BusMessage]) -> anyhow::Result<()> {
-            unimplemented!("not used by the event pipeline")
-        }
-
-        async fn ensure_group(&self, _: &str) -> anyhow::Result<()> {
-            unimplemented!("not used by the event pipeline")
-        }
-
-        async fn fetch(
-            &self,
-            _: &str,
-            _: &str,
-            _: usize,
-            _: Duration,
-        ) -> anyhow::Result<Vec<Delivery>> {
-            unimplemented!("not used by the event pipeline")
-        }
-
-        async fn reclaim(
-            &self,
-            _: &str,
-            _: &str,
-            _: Duration,
-            _: usize,
-        ) -> anyhow::Result<Vec<Delivery>> {
-            unimplemented!("not used by the event pipeline")
-        }
-
-        async fn ack(&self, _: &str, _: &[String]) -> anyhow::Result<()> {
-            unimplemented!("not used by the event pipeline")
-        }
-
-        async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
-            if self.down {
-                anyhow::bail!("redis down");
-            }
-            let row = |partition: u16, pending: u64, lag: u64| GroupStatus {
-                name: "receipts".into(),
-                partition,
-                stream: format!("bo:events:{{p{partition}}}"),
-                pending,
-                lag,
-            };
-            Ok(vec![row(1, 2, 0), row(0, 0, 7)])
-        }
+    /// `receipts` over two partitions: 7 behind on the first, 2 pending
+    /// on the second.
+    fn receipts_bus() -> FakeBus {
+        let row = |partition: u16, pending: u64, lag: u64| GroupStatus {
+            name: "receipts".into(),
+            partition,
+            stream: format!("bo:events:{{p{partition}}}"),
+            pending,
+            lag,
+            horizon: None,
+        };
+        FakeBus::with(vec![row(1, 2, 0), row(0, 0, 7)])
     }
 
     #[derive(Clone, Default)]
@@ -286,7 +257,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_status_joins_the_backlog_the_groups_and_the_open_dead_letters() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         assert_eq!(
             h.pipeline.status().await.unwrap(),
             EventPipelineStatus {
@@ -298,6 +269,7 @@ mod tests {
                     name: "receipts".into(),
                     pending: 2,
                     lag: 7,
+                    redelivered: 4,
                     partitions: vec![
                         GroupStatus {
                             name: "receipts".into(),
@@ -305,6 +277,7 @@ mod tests {
                             stream: "bo:events:{p0}".into(),
                             pending: 0,
                             lag: 7,
+                            horizon: None,
                         },
                         GroupStatus {
                             name: "receipts".into(),
@@ -312,6 +285,7 @@ mod tests {
                             stream: "bo:events:{p1}".into(),
                             pending: 2,
                             lag: 0,
+                            horizon: None,
                         },
                     ],
                 }],
@@ -322,7 +296,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_bus_that_cannot_answer_makes_the_status_unavailable() {
-        let h = harness(FakeBus { down: true });
+        let h = harness(FakeBus {
+            down: true,
+            ..receipts_bus()
+        });
         assert!(matches!(
             h.pipeline.status().await,
             Err(OutboxError::Unavailable(_))
@@ -331,7 +308,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_database_that_cannot_answer_fails_the_status() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.pipeline.status().await,
@@ -343,7 +320,7 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letters_are_listed_open_only_unless_replayed_ones_are_asked_for() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         let ids =
             |letters: Page<DeadLetter>| letters.items.iter().map(|d| d.id).collect::<Vec<_>>();
         assert_eq!(
@@ -381,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_dead_letter_limit_is_kept_between_one_and_the_maximum() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         for limit in [
             0,
             2,
@@ -414,7 +391,7 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letters_cannot_be_listed_while_the_database_is_down() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.pipeline.dead_letters(false, None, 10).await,
@@ -428,7 +405,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_is_recorded_at_the_clock_time_and_wakes_the_relay() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         h.clock.advance(TimeDelta::minutes(3));
         assert_eq!(h.pipeline.replay(3, ADMIN).await.unwrap(), 101);
         assert_eq!(
@@ -446,7 +423,7 @@ mod tests {
 
     #[tokio::test]
     async fn replaying_an_unknown_dead_letter_is_not_found_and_wakes_nobody() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         assert!(matches!(
             h.pipeline.replay(9, ADMIN).await,
             Err(OutboxError::DeadLetterNotFound(9))
@@ -456,7 +433,7 @@ mod tests {
 
     #[tokio::test]
     async fn replaying_twice_is_refused_and_wakes_once() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         h.pipeline.replay(1, ADMIN).await.unwrap();
         assert!(matches!(
             h.pipeline.replay(1, ADMIN).await,
@@ -472,7 +449,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_while_the_database_is_down_is_unavailable_and_wakes_nobody() {
-        let h = harness(FakeBus::default());
+        let h = harness(receipts_bus());
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.pipeline.replay(1, ADMIN).await,

@@ -8,7 +8,8 @@ use super::{Component, ListView};
 use crate::app::{App, Tab};
 
 /// The outbox backlog, consumer-group lag (per stream partition when the
-/// stream is partitioned), and dead letters (`r` replays).
+/// stream is partitioned) with the events the delivery audit re-sent each
+/// group, and dead letters (`r` replays).
 pub struct EventsTab;
 
 impl Component for EventsTab {
@@ -50,6 +51,7 @@ impl Component for EventsTab {
                     c.name.clone(),
                     c.pending.to_string(),
                     c.lag.to_string(),
+                    c.redelivered.to_string(),
                     by_partition,
                 ])
             })
@@ -60,10 +62,12 @@ impl Component for EventsTab {
                 "group",
                 "pending",
                 "lag",
+                "re-sent",
                 "per partition: pending/lag",
             ]),
             widths: &[
                 Constraint::Length(22),
+                Constraint::Length(10),
                 Constraint::Length(10),
                 Constraint::Length(10),
                 Constraint::Min(20),

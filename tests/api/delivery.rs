@@ -1,0 +1,349 @@
+//! The delivery audit: every committed event reaches every consumer group
+//! subscribed to its type, whatever Redis loses. Real server processes on
+//! the run's database with the standalone Redis; the loss is made by hand
+//! in Redis, as a failover or an operator would make it.
+
+use std::time::{Duration, Instant};
+
+use redis::AsyncCommands;
+use sea_orm::{Database, DatabaseConnection};
+use serde_json::Value;
+
+use crate::{
+    crash::{Server, Shopper, crash_database, exported_event_ids},
+    helpers::{count, eventually, redis_url, spawn_app_with},
+};
+
+/// Long enough for a repair: the audit looks every second here.
+const REPAIR: Duration = Duration::from_secs(60);
+
+/// A deployment of this test: one database, one Redis, its own stream.
+struct Deployment {
+    _dir: tempfile::TempDir,
+    sink: std::path::PathBuf,
+    database_url: String,
+    shared: String,
+}
+
+impl Deployment {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = crash_database(dir.path()).await;
+        Self {
+            sink: dir.path().join("data-platform"),
+            _dir: dir,
+            database_url,
+            shared: uuid::Uuid::new_v4().simple().to_string(),
+        }
+    }
+
+    /// A server of this deployment, auditing events two seconds old.
+    fn server(&self, args: &[&str]) -> Server {
+        self.server_on(&redis_url(), args)
+    }
+
+    /// The same on the Redis at `redis`.
+    fn server_on(&self, redis: &str, args: &[&str]) -> Server {
+        Server::with(
+            &self.sink,
+            &self.database_url,
+            &self.shared,
+            &["--redis-url".to_owned(), redis.to_owned()],
+        )
+        .with_args(&["--delivery-audit-after-seconds", "2"])
+        .with_args(args)
+    }
+
+    async fn seats(&self, schedule: &Value) -> Vec<i64> {
+        crate::helpers::column::<i64>(
+            &self.db().await,
+            &format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY id"),
+        )
+        .await
+    }
+
+    fn stream(&self) -> String {
+        format!("bo:crash:{}:events", self.shared)
+    }
+
+    async fn db(&self) -> DatabaseConnection {
+        Database::connect(self.database_url.as_str()).await.unwrap()
+    }
+}
+
+async fn payment_status(shopper: &Shopper, user: i64, payment: i64) -> String {
+    let (_, body) = shopper
+        .get(&format!("/v1/payments/{payment}"), user, None)
+        .await
+        .expect("the payment");
+    body["status"].as_str().unwrap_or_default().to_owned()
+}
+
+/// The payment's `PaymentCompleted` event id.
+async fn completed_event(db: &DatabaseConnection, payment: i64) -> String {
+    crate::helpers::column::<uuid::Uuid>(
+        db,
+        &format!(
+            "SELECT event_id FROM outbox WHERE event_type = 'PaymentCompleted' \
+             AND aggregate_id = '{payment}' AND target_consumer IS NULL"
+        ),
+    )
+    .await
+    .pop()
+    .expect("the PaymentCompleted row")
+    .to_string()
+}
+
+/// The reservations group (the saga step that confirms a paid seat) is
+/// paused while a payment goes through, then the event stream is deleted —
+/// what a failover that loses acknowledged writes, or a `DEL`, does to
+/// the entries — and the server comes back without the pause. The group
+/// never received `PaymentCompleted` and cannot from the new stream: the
+/// audit sends it again, and the payment ends confirmed, with one
+/// receipt, one notification and one data-platform line.
+#[tokio::test]
+async fn an_event_lost_with_its_stream_under_a_paused_group_is_delivered_by_the_audit() {
+    let deployment = Deployment::new().await;
+    let mut paused = deployment.server(&["--paused-consumers", "reservations"]);
+    paused.start().await;
+    let shopper = Shopper::of(&paused);
+    let (created, _) = shopper.sale(2).await;
+    let seat = deployment.seats(&created["schedules"][0]["id"]).await[0];
+    let user = 7;
+    let payment = shopper
+        .buy(user, &created["id"], &created["schedules"][0]["id"], seat)
+        .await;
+    let db = deployment.db().await;
+    // Every other group handled it; the paused one cannot.
+    eventually("the receipt", REPAIR, || async {
+        (count(
+            &db,
+            &format!("SELECT COUNT(*) FROM receipts WHERE payment_id = {payment}"),
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(payment_status(&shopper, user, payment).await, "paid");
+
+    // The entries are lost.
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let deleted: i64 = redis.del(deployment.stream()).await.unwrap();
+    assert_eq!(deleted, 1);
+    paused.kill();
+
+    let mut server = deployment.server(&[]);
+    let lost_at = Instant::now();
+    server.start().await;
+    let shopper = Shopper::of(&server);
+    eventually(
+        "the payment confirmed by the re-sent event",
+        REPAIR,
+        || async { (payment_status(&shopper, user, payment).await == "confirmed").then_some(()) },
+    )
+    .await;
+    let took = lost_at.elapsed();
+    let resent = count(
+        &db,
+        "SELECT CAST(COALESCE(SUM(redelivered), 0) AS BIGINT) FROM event_subscriptions WHERE consumer = 'reservations'",
+    )
+    .await;
+    eprintln!(
+        "delivery audit, stream deleted under a paused group: {resent} event(s) re-sent to `reservations`, payment confirmed {took:?} after the restart"
+    );
+    assert!(resent >= 1);
+    each_confirmed_once(&deployment, &shopper, &[(user, payment)]).await;
+    // Once handled everywhere, its rows are marked delivered.
+    eventually("every row of the payment delivered", REPAIR, || async {
+        (count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' \
+                 AND aggregate_id = '{payment}' AND delivered_at IS NULL"
+            ),
+        )
+        .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Each payment ended as it should: confirmed, with one receipt, one
+/// `reservation_confirmed` notification and one data-platform line for
+/// its `PaymentCompleted`.
+async fn each_confirmed_once(deployment: &Deployment, shopper: &Shopper, payments: &[(i64, i64)]) {
+    let db = deployment.db().await;
+    for (user, payment) in payments {
+        eventually("the payment confirmed", REPAIR, || async {
+            (payment_status(shopper, *user, *payment).await == "confirmed").then_some(())
+        })
+        .await;
+        let receipts = format!("SELECT COUNT(*) FROM receipts WHERE payment_id = {payment}");
+        let notices = format!(
+            "SELECT COUNT(*) FROM notifications WHERE user_id = {user} AND kind = 'reservation_confirmed'"
+        );
+        // A step whose event the loss took comes with the audit's re-send.
+        for (what, sql) in [("receipt", &receipts), ("notification", &notices)] {
+            let n = eventually(what, REPAIR, || async {
+                let n = count(&db, sql).await;
+                (n > 0).then_some(n)
+            })
+            .await;
+            assert_eq!(n, 1, "one {what} for payment {payment}");
+        }
+        let event = completed_event(&db, *payment).await;
+        let lines = eventually("the data-platform line", REPAIR, || async {
+            let lines = exported_event_ids(&deployment.sink);
+            lines.contains(&event).then_some(lines)
+        })
+        .await;
+        assert_eq!(
+            lines.iter().filter(|id| **id == event).count(),
+            1,
+            "one data-platform line for payment {payment}"
+        );
+    }
+}
+
+/// `FLUSHALL` in the middle of a sale (on a Redis of the test's own): the
+/// stream, its groups, the waiting room and the limits are gone at once,
+/// with a burst of charges still on its way through the groups. The
+/// consumer groups come back by themselves, later buyers buy as before,
+/// every payment ends confirmed once each and every charge is exported
+/// once — what the flush took from the stream the audit sends again.
+#[tokio::test]
+async fn a_flushall_in_the_middle_of_a_sale_loses_no_payment() {
+    let redis_server = crate::outage::OwnRedis::start(false);
+    let deployment = Deployment::new().await;
+    let mut server = deployment.server_on(&redis_server.url(), &[]);
+    server.start().await;
+    let shopper = Shopper::of(&server);
+    let (created, _) = shopper.sale(8).await;
+    let (concert, schedule) = (&created["id"], &created["schedules"][0]["id"]);
+    let seats = deployment.seats(schedule).await;
+    let mut payments = Vec::new();
+    for (n, seat) in seats[..4].iter().enumerate() {
+        let user = 200 + n as i64;
+        payments.push((user, shopper.buy(user, concert, schedule, *seat).await));
+    }
+    // Right behind the fourth payment, while its saga runs and a burst of
+    // 300 wallet charges is still on its way through the groups.
+    let charges = futures::future::join_all((400..700).map(|user| {
+        shopper.post(
+            "/v1/wallet/charges",
+            user,
+            None,
+            Some(serde_json::json!({"amount": 10})),
+        )
+    }))
+    .await;
+    assert!(
+        charges
+            .iter()
+            .all(|c| c.as_ref().is_some_and(|(s, _)| *s == 201))
+    );
+    let client = redis::Client::open(redis_server.url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let flushed_at = Instant::now();
+    for (n, seat) in seats[4..].iter().enumerate() {
+        let user = 300 + n as i64;
+        payments.push((user, shopper.buy(user, concert, schedule, *seat).await));
+    }
+    each_confirmed_once(&deployment, &shopper, &payments).await;
+    let db = deployment.db().await;
+    // Every charge reached the data platform, once.
+    let charged: Vec<String> = crate::helpers::column::<uuid::Uuid>(
+        &db,
+        "SELECT event_id FROM outbox WHERE event_type = 'WalletCharged' AND target_consumer IS NULL",
+    )
+    .await
+    .into_iter()
+    .map(|id| id.to_string())
+    .collect();
+    assert!(charged.len() >= 300);
+    let lines = eventually("every charge exported", REPAIR, || async {
+        let lines = exported_event_ids(&deployment.sink);
+        charged.iter().all(|id| lines.contains(id)).then_some(lines)
+    })
+    .await;
+    for id in &charged {
+        assert_eq!(
+            lines.iter().filter(|l| *l == id).count(),
+            1,
+            "{id} exported once"
+        );
+    }
+    let resent = count(
+        &db,
+        "SELECT CAST(COALESCE(SUM(redelivered), 0) AS BIGINT) FROM event_subscriptions",
+    )
+    .await;
+    eprintln!(
+        "delivery audit, FLUSHALL mid-sale: {resent} event(s) re-sent, all 8 payments confirmed {:?} after the flush",
+        flushed_at.elapsed()
+    );
+}
+
+/// Nothing lost: the audit marks every row delivered once every group
+/// handled it, and sends nothing again — on either shape (in the embedded
+/// one it has nothing else to do).
+#[tokio::test]
+async fn with_nothing_lost_the_audit_marks_rows_delivered_and_resends_nothing() {
+    let app = spawn_app_with(|s| s.delivery_audit_after_seconds = 1).await;
+    let sale = crate::sales::sale(&app, 2).await;
+    let token = app.admitted_token(9, &sale.concert).await;
+    crate::sales::charge(&app, 9, serde_json::json!(200_000)).await;
+    let held: Value = crate::sales::hold(&app, 9, &token, &sale, sale.seats[0])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let payment: Value = crate::sales::pay(&app, 9, &token, &held["id"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the payment confirmed", REPAIR, || async {
+        (crate::sales::get_as(&app, 9, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
+    assert!(
+        count(&app.db, "SELECT COUNT(*) FROM event_subscriptions WHERE consumer = 'reservations' AND event_type = 'PaymentCompleted'").await == 1,
+        "the handlers registered what they handle"
+    );
+    eventually("every row delivered", REPAIR, || async {
+        (count(
+            &app.db,
+            "SELECT COUNT(*) FROM outbox WHERE delivered_at IS NULL",
+        )
+        .await
+            == 0)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT CAST(COALESCE(SUM(redelivered), 0) AS BIGINT) FROM event_subscriptions"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app.db,
+            "SELECT COUNT(*) FROM outbox WHERE target_consumer IS NOT NULL"
+        )
+        .await,
+        0,
+        "no re-send written"
+    );
+}
