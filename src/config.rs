@@ -304,7 +304,10 @@ pub struct Settings {
     )]
     pub event_stream_partitions: u16,
 
-    /// Approximate length the event stream is trimmed to (XADD MAXLEN ~).
+    /// The event stream's hard cap (XADD MAXLEN ~), a last resort: the
+    /// relay trims each stream every minute below what every consumer
+    /// group may still need (XTRIM MINID), and alerts when a stream
+    /// reaches this length with a group behind.
     #[arg(
         long,
         env = "BOXOFFICE_STREAM_MAX_LEN",

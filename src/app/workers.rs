@@ -76,6 +76,17 @@ pub fn workers(
             cancel.clone(),
         )));
     }
+    // Every process with Redis tells the others' relays when it committed
+    // events; the ones that run a relay listen.
+    let wake_channel = crate::outbox::infra::relay::wake_channel(&settings.redis_prefix);
+    if let Some(conn) = &a.redis {
+        workers.push(Box::pin(crate::outbox::infra::relay::wake_others(
+            a.waker.clone(),
+            conn.clone(),
+            wake_channel.clone(),
+            cancel.clone(),
+        )));
+    }
     if !settings.workers {
         return Ok(workers);
     }
@@ -83,6 +94,19 @@ pub fn workers(
         workers.push(Box::pin(mark_finished(
             a.db.clone(),
             finished,
+            cancel.clone(),
+        )));
+    }
+    // A cluster passes a PUBLISH to every node: listening on one is enough.
+    let listen_on = settings
+        .redis_url
+        .clone()
+        .or_else(|| settings.redis_cluster_nodes.first().cloned());
+    if let Some(url) = listen_on {
+        workers.push(Box::pin(crate::outbox::infra::relay::woken_by_others(
+            a.waker.clone(),
+            redis::Client::open(url.as_str())?,
+            wake_channel,
             cancel.clone(),
         )));
     }
@@ -117,7 +141,8 @@ pub fn workers(
             retention: Duration::from_secs(settings.outbox_retention_hours * 3600),
         },
     )
-    .registering(handlers.iter().map(|h| h.name()));
+    .registering(handlers.iter().map(|h| h.name()))
+    .alerting(Arc::new(s.alerts.clone()));
     workers.push(Box::pin(relay.run(cancel.clone())));
     let scheduler = QueueScheduler::new(
         s.queue.clone(),

@@ -81,6 +81,15 @@ pub trait EventBus: Clone + Send + Sync + 'static {
 
     /// Every group on every partition.
     fn groups(&self) -> impl Future<Output = anyhow::Result<Vec<GroupStatus>>> + Send;
+
+    /// Trims every partition's stream below what every group may still
+    /// need (its oldest pending entry, or what follows its last delivered
+    /// one), and answers the groups that lag behind a stream at its hard
+    /// cap: entries they never read are being dropped there. A bus that
+    /// drops entries once every group acknowledged them has nothing to do.
+    fn trim(&self) -> impl Future<Output = anyhow::Result<Vec<String>>> + Send {
+        async { Ok(Vec::new()) }
+    }
 }
 
 pub trait OutboxRepository: Clone + Send + Sync + 'static {

@@ -373,3 +373,79 @@ contract!(redis_bus);
 contract!(cluster_bus);
 contract!(partitioned_redis_bus);
 contract!(partitioned_cluster_bus);
+
+/// The stream is trimmed only below what every group may still need (its
+/// oldest pending entry, or past its last delivered one), and a stream at
+/// its hard cap names the groups that had not read what is being dropped.
+#[tokio::test]
+async fn the_stream_is_trimmed_only_below_what_every_group_may_still_need() {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let conn = client.get_connection_manager().await.unwrap();
+    let stream = format!("bo:test:{}:trim", Uuid::new_v4().simple());
+    let bus = RedisBus::new(client, conn.clone(), &stream, 50);
+    let len = || {
+        let mut conn = conn.clone();
+        let stream = stream.clone();
+        async move {
+            redis::AsyncCommands::xlen::<_, usize>(&mut conn, &stream)
+                .await
+                .unwrap()
+        }
+    };
+    for group in ["fast", "slow"] {
+        bus.ensure_group(group).await.unwrap();
+    }
+    bus.publish(&(1..=20).map(message).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let fast = bus.fetch("fast", "c", 15, Duration::ZERO).await.unwrap();
+    bus.ack(
+        "fast",
+        &fast.iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    // The slow group was handed five and finished the first three.
+    let slow = bus.fetch("slow", "c", 5, Duration::ZERO).await.unwrap();
+    bus.ack(
+        "slow",
+        &slow[..3].iter().map(|d| d.id.clone()).collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bus.trim().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        len().await,
+        17,
+        "only what both groups finished: entries 1-3"
+    );
+
+    let rest = bus.fetch("slow", "c", 100, Duration::ZERO).await.unwrap();
+    let mut ids: Vec<String> = slow[3..]
+        .iter()
+        .chain(&rest)
+        .map(|d| d.id.clone())
+        .collect();
+    bus.ack("slow", &ids).await.unwrap();
+    assert_eq!(bus.trim().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        len().await,
+        5,
+        "the five the fast group has not been handed"
+    );
+
+    // Far more than the cap while the slow group reads nothing: the cap
+    // drops entries it never read, and the trim says who is behind.
+    bus.publish(&(21..=220).map(message).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    ids = bus
+        .fetch("fast", "c", 1_000, Duration::ZERO)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    bus.ack("fast", &ids).await.unwrap();
+    assert_eq!(bus.trim().await.unwrap(), vec!["slow".to_owned()]);
+}

@@ -44,6 +44,10 @@ impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
         dispatch!(self, bus => bus.ensure_group(group).await)
     }
 
+    async fn trim(&self) -> anyhow::Result<Vec<String>> {
+        dispatch!(self, bus => bus.trim().await)
+    }
+
     async fn fetch(
         &self,
         group: &str,

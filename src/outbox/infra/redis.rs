@@ -476,6 +476,58 @@ impl EventBus for RedisBus {
             .context("XACK")
     }
 
+    async fn trim(&self) -> anyhow::Result<Vec<String>> {
+        let mut lagging = Vec::new();
+        for (partition, stream) in self.streams.iter().enumerate() {
+            let groups = self.groups_on(partition as u16, stream).await?;
+            // The lowest entry any group may still need: its oldest
+            // pending one, or the one after the last it was delivered.
+            let keep = groups
+                .iter()
+                .filter_map(|g| {
+                    let horizon = g.horizon?;
+                    Some(horizon.oldest_pending.unwrap_or(EntryId {
+                        seq: horizon.last_delivered.seq + 1,
+                        ..horizon.last_delivered
+                    }))
+                })
+                .min();
+            if let Some(keep) = keep {
+                let trimmed: u64 = redis::cmd("XTRIM")
+                    .arg(stream)
+                    .arg("MINID")
+                    .arg(keep.to_string())
+                    .query_async(&mut self.conn.clone())
+                    .await
+                    .with_context(|| format!("XTRIM {stream} MINID {keep}"))?;
+                metrics::counter!("stream_entries_trimmed_total").increment(trimmed);
+            }
+            let len: usize = self
+                .conn
+                .clone()
+                .xlen(stream)
+                .await
+                .with_context(|| format!("XLEN {stream}"))?;
+            if len >= self.max_len {
+                // Behind: not yet handed the newest entry (Redis's own lag
+                // is unknown once entries it had not read were dropped).
+                lagging.extend(
+                    groups
+                        .into_iter()
+                        .filter(|g| {
+                            g.horizon.is_some_and(|h| {
+                                h.last_entry.is_some_and(|last| h.last_delivered < last)
+                            })
+                        })
+                        .map(|g| g.name),
+                );
+            }
+        }
+        lagging.sort();
+        lagging.dedup();
+        Ok(lagging)
+    }
+
     async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
         let per_partition = try_join_all(
             self.streams

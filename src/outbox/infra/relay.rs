@@ -14,6 +14,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::db::{bus_message, outbox};
+use crate::kernel::alerts::{AlertSink, NewAlert, Severity};
 use crate::outbox::{
     domain::OutboxBacklog,
     ports::{EventBus, OutboxRepository, RelayWake},
@@ -28,14 +29,91 @@ pub struct RelaySettings {
     pub retention: Duration,
 }
 
-/// Wakes the relay of this process. `notify_one` keeps one permit, so a
-/// wake that arrives while the relay is busy is not lost.
+/// Wakes the relay of this process and, through [`wake_others`] when Redis
+/// is configured, every other instance's. `notify_one` keeps one permit, so
+/// a wake that arrives while the relay (or the publisher) is busy is not
+/// lost, and a burst of commits costs one wake-up.
 #[derive(Clone, Default)]
-pub struct RelayWaker(Arc<Notify>);
+pub struct RelayWaker {
+    here: Arc<Notify>,
+    others: Arc<Notify>,
+}
+
+impl RelayWaker {
+    /// Wakes this process's relay only (a wake-up from another instance).
+    pub fn wake_here(&self) {
+        self.here.notify_one();
+    }
+}
 
 impl RelayWake for RelayWaker {
     fn wake(&self) {
-        self.0.notify_one();
+        self.here.notify_one();
+        self.others.notify_one();
+    }
+}
+
+/// The Redis channel instances wake each other's relays on.
+pub fn wake_channel(prefix: &str) -> String {
+    format!("{prefix}:relay-wake")
+}
+
+/// Tells every instance's relay, through Redis `PUBLISH` on `channel`,
+/// that this one committed events, so a commit on an instance without a
+/// relay (`--workers false`) or on another instance than the relay's is
+/// published at once rather than at the relay's next poll. One `PUBLISH`
+/// per burst of commits; an error is logged and the poll stays the
+/// fallback.
+pub async fn wake_others(
+    waker: RelayWaker,
+    mut conn: crate::kv::Conn,
+    channel: String,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = waker.others.notified() => {}
+        }
+        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg("1")
+            .query_async(&mut conn)
+            .await;
+        if let Err(err) = sent {
+            tracing::debug!(error = %err, "relay wake-up not published; the other instances poll");
+        }
+    }
+}
+
+/// Wakes this process's relay whenever another instance says it committed
+/// events (see [`wake_others`]); reconnects by itself.
+pub async fn woken_by_others(
+    waker: RelayWaker,
+    client: redis::Client,
+    channel: String,
+    cancel: CancellationToken,
+) {
+    use futures::StreamExt;
+    loop {
+        let listened = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            let mut messages = pubsub.on_message();
+            while messages.next().await.is_some() {
+                waker.wake_here();
+            }
+            redis::RedisResult::Ok(())
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            ended = listened => if let Err(err) = ended {
+                tracing::debug!(error = %err, "relay wake-up channel lost; listening again");
+            },
+        }
+        if sleep_or_cancel(&cancel, Duration::from_secs(1)).await {
+            return;
+        }
     }
 }
 
@@ -44,6 +122,8 @@ pub struct Relay<B> {
     bus: B,
     waker: RelayWaker,
     settings: RelaySettings,
+    /// Told when a stream reaches its hard cap with a group behind.
+    alerts: Option<Arc<dyn AlertSink>>,
     /// The consumer groups registered before the first publish.
     groups: Vec<String>,
 }
@@ -58,8 +138,17 @@ impl<B: EventBus> Relay<B> {
             bus,
             waker,
             settings,
+            alerts: None,
             groups: Vec::new(),
         }
+    }
+
+    /// Raises an alert when a stream reaches its hard cap with a group
+    /// that has not read what is being dropped.
+    #[must_use]
+    pub fn alerting(mut self, alerts: Arc<dyn AlertSink>) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// Registers these consumer groups on the bus before anything is
@@ -122,10 +211,11 @@ impl<B: EventBus> Relay<B> {
                 if let Err(err) = self.delete_old_published().await {
                     tracing::warn!(error = %err, "relay: retention cleanup failed");
                 }
+                self.trim_streams().await;
             }
             tokio::select! {
                 () = cancel.cancelled() => return,
-                () = self.waker.0.notified() => {}
+                () = self.waker.here.notified() => {}
                 () = tokio::time::sleep(self.settings.poll_interval) => {}
             }
         }
@@ -243,6 +333,33 @@ impl<B: EventBus> Relay<B> {
             );
         }
         Ok(())
+    }
+
+    /// Trims the streams below what every group may still need, and
+    /// alerts when one reached its hard cap with a group behind.
+    async fn trim_streams(&self) {
+        match self.bus.trim().await {
+            Ok(lagging) if !lagging.is_empty() => {
+                metrics::counter!("stream_cap_reached_total").increment(1);
+                if let Some(alerts) = &self.alerts {
+                    alerts
+                        .raise(NewAlert {
+                            severity: Severity::Critical,
+                            source: "event-stream".into(),
+                            message: format!(
+                                "the event stream reached its hard cap (--stream-max-len): entries not yet read by {} are being dropped; the delivery audit sends them again, but the group is far behind",
+                                lagging.join(", ")
+                            ),
+                        })
+                        .await;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                error = format!("{err:#}"),
+                "relay: trimming the streams failed"
+            ),
+        }
     }
 
     async fn update_gauges(&self) {
