@@ -55,12 +55,14 @@ struct Rendering {
     from: Arc<SeatListing>,
     until: Option<DateTime<Utc>>,
     value: Arc<dyn Any + Send + Sync>,
+    /// The page it was rendered from and the rendering (a JSON body, say)
+    /// together: it keeps both alive.
+    weight: usize,
 }
 
-/// A rendered page (JSON of its seats) weighs about what its seats do.
 impl Weighed for Rendering {
     fn weight(&self) -> usize {
-        self.from.weight()
+        self.weight
     }
 }
 
@@ -189,7 +191,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     /// are on, a rendering is reused for as long as the snapshot it came
     /// from is served and no hold on the page has lapsed since: a rush of
     /// readers renders each page once per change, not once per read.
-    pub async fn render_seats<T: Send + Sync + 'static>(
+    pub async fn render_seats<T: Weighed + Send + Sync + 'static>(
         &self,
         schedule: ScheduleId,
         filter: &SeatFilter,
@@ -213,6 +215,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             rendered.insert(
                 key,
                 Arc::new(Rendering {
+                    weight: listing.weight() + value.weight(),
                     from: listing,
                     until,
                     value: value.clone(),
@@ -319,6 +322,19 @@ mod tests {
 
     fn t0() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    /// What the tests render: weighed by their items.
+    impl Weighed for Page<(Seat, Availability)> {
+        fn weight(&self) -> usize {
+            self.items.len() * std::mem::size_of::<(Seat, Availability)>()
+        }
+    }
+
+    impl Weighed for Vec<Availability> {
+        fn weight(&self) -> usize {
+            self.len()
+        }
     }
 
     #[derive(Clone, Default)]
