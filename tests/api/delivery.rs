@@ -126,6 +126,21 @@ async fn an_event_lost_with_its_stream_under_a_paused_group_is_delivered_by_the_
     })
     .await;
     assert_eq!(payment_status(&shopper, user, payment).await, "paid");
+    // Its row is marked published with its stream id: the relay will not
+    // publish it again, so only the audit can bring it back.
+    eventually("the event marked published", REPAIR, || async {
+        (count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' \
+                 AND aggregate_id = '{payment}' AND published_at IS NOT NULL AND stream_id IS NOT NULL"
+            ),
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
 
     // The entries are lost.
     let client = redis::Client::open(redis_url()).unwrap();
