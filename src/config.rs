@@ -228,9 +228,20 @@ pub struct Settings {
     )]
     pub data_platform_sink: String,
 
-    /// Slack/Notion-style webhook that receives every admin alert.
+    /// Slack/Notion-style webhook that receives every admin alert, from a
+    /// stored queue: retried with backoff until it answers 2xx.
     #[arg(long, env = "BOXOFFICE_ALERT_WEBHOOK_URL", global = true)]
     pub alert_webhook_url: Option<String>,
+
+    /// Signs every webhook POST: `X-Boxoffice-Signature: sha256=<hex>`, the
+    /// HMAC-SHA256 of the body with this secret. Unsigned without it.
+    #[arg(
+        long,
+        env = "BOXOFFICE_ALERT_WEBHOOK_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub alert_webhook_secret: Option<String>,
 
     /// Run the outbox relay and the event consumers in this process. Turn
     /// off for API-only instances.
@@ -385,6 +396,20 @@ pub struct Settings {
         global = true
     )]
     pub delivery_audit_after_seconds: u64,
+
+    /// Watchdogs raise an admin alert (resolved when it clears) when the
+    /// oldest unpublished outbox row, a consumer group's lag or its oldest
+    /// pending entry, a payment left `paid`, a schedule left `cancelling`
+    /// or a compensation left open is older than this. Checked every tenth
+    /// of it (1–30 s).
+    #[arg(
+        long,
+        env = "BOXOFFICE_WATCHDOG_AFTER_SECONDS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..=86_400),
+        global = true
+    )]
+    pub watchdog_after_seconds: u64,
 
     /// Processed inbox rows are kept this many seconds (at least as long as
     /// their event can still be redelivered; see docs/operations.md).

@@ -18,6 +18,7 @@ mod m20261204_000012_payment_schedule;
 mod m20261204_000013_traceparent;
 mod m20261207_000014_identity_subjects;
 mod m20261207_000015_delivery_audit;
+mod m20261207_000016_alert_delivery;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000013_traceparent::Migration),
             Box::new(m20261207_000014_identity_subjects::Migration),
             Box::new(m20261207_000015_delivery_audit::Migration),
+            Box::new(m20261207_000016_alert_delivery::Migration),
         ]
     }
 }

@@ -6,8 +6,10 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{AdminError, AlertFilter, DEFAULT_ALERT_PAGE, MAX_ALERT_PAGE, Severity},
-    ports::{AlertNotifier, AlertRepository},
+    domain::{
+        AdminError, AlertFilter, DEFAULT_ALERT_PAGE, MAX_ALERT_PAGE, Severity, WebhookStatus,
+    },
+    ports::AlertRepository,
     usecase::AlertService,
 };
 use crate::{
@@ -59,6 +61,42 @@ pub struct AlertBody {
     pub message: String,
     pub created_at: DateTime<Utc>,
     pub acknowledged: bool,
+    /// The watchdog condition it stands for (e.g. `watchdog:payments-paid`);
+    /// absent for one-off alerts.
+    #[oai(skip_serializing_if_is_none)]
+    pub condition: Option<String>,
+    /// When its condition cleared (watchdog alerts only).
+    #[oai(skip_serializing_if_is_none)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    // (No doc comment: poem-openapi would wrap the enum's reference in an
+    // `allOf` to carry it; the enum documents itself.)
+    pub webhook: WebhookStatusBody,
+    /// Posts to the webhook so far.
+    pub webhook_attempts: i32,
+}
+
+/// Where an alert is on its way to the webhook.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "AlertWebhookStatus", rename_all = "snake_case")]
+pub enum WebhookStatusBody {
+    /// No webhook was configured when it was raised.
+    None,
+    /// Waiting for its next post.
+    Queued,
+    Delivered,
+    /// The webhook refused it for a day; only the database has it.
+    GaveUp,
+}
+
+impl From<WebhookStatus> for WebhookStatusBody {
+    fn from(value: WebhookStatus) -> Self {
+        match value {
+            WebhookStatus::None => WebhookStatusBody::None,
+            WebhookStatus::Queued => WebhookStatusBody::Queued,
+            WebhookStatus::Delivered => WebhookStatusBody::Delivered,
+            WebhookStatus::GaveUp => WebhookStatusBody::GaveUp,
+        }
+    }
 }
 
 #[derive(ApiResponse)]
@@ -75,18 +113,18 @@ enum AckAlertResponse {
     Ok,
 }
 
-pub struct AlertsApi<R, N, C> {
-    service: AlertService<R, N, C>,
+pub struct AlertsApi<R, C> {
+    service: AlertService<R, C>,
 }
 
-impl<R, N, C> AlertsApi<R, N, C> {
-    pub fn new(service: AlertService<R, N, C>) -> Self {
+impl<R, C> AlertsApi<R, C> {
+    pub fn new(service: AlertService<R, C>) -> Self {
         Self { service }
     }
 }
 
 #[OpenApi]
-impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
+impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
     /// List admin alerts.
     #[oai(
         path = "/v1/admin/alerts",
@@ -127,6 +165,10 @@ impl<R: AlertRepository, N: AlertNotifier, C: Clock> AlertsApi<R, N, C> {
                 message: a.message,
                 created_at: a.created_at,
                 acknowledged: a.acknowledged,
+                condition: a.condition,
+                resolved_at: a.resolved_at,
+                webhook: a.webhook.into(),
+                webhook_attempts: a.webhook_attempts,
             },
         ))))
     }
@@ -148,6 +190,7 @@ impl From<AdminError> for Problem {
     fn from(err: AdminError) -> Self {
         match err {
             AdminError::AlertNotFound(_) => Problem::not_found(err.to_string()),
+            AdminError::AlreadyOpen(_) => Problem::bug("admin store", &anyhow::anyhow!("{err}")),
             AdminError::Unavailable(cause) | AdminError::Conflict(cause) => {
                 Problem::outage("admin store", &cause)
             }

@@ -4,13 +4,27 @@ use chrono::{DateTime, Utc};
 
 use crate::kernel::events::NewEvent;
 
-use super::domain::{AdminError, Alert, AlertFilter, NewAlert};
+use super::domain::{AdminError, Alert, AlertFilter, NewAlert, QueuedAlert};
 use crate::kernel::PageRequest;
 
+/// What the store needs to write a new alert besides the alert itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Raising {
+    /// The watchdog condition it stands for, if any.
+    pub condition: Option<String>,
+    /// Queue it for the webhook (one is configured).
+    pub queue_for_webhook: bool,
+    /// The trace it was raised in; the webhook post carries it.
+    pub traceparent: Option<String>,
+}
+
 pub trait AlertRepository: Clone + Send + Sync + 'static {
+    /// Stores the alert and its `AlertRaised` event ([`Alert::raised`]) in
+    /// one transaction.
     fn insert(
         &self,
         alert: &NewAlert,
+        raising: Raising,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Alert, AdminError>> + Send;
 
@@ -30,9 +44,58 @@ pub trait AlertRepository: Clone + Send + Sync + 'static {
         event: NewEvent,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, AdminError>> + Send;
+
+    /// The alerts whose condition starts with `prefix` and has not been
+    /// resolved, oldest first.
+    fn open_conditions(
+        &self,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Vec<Alert>, AdminError>> + Send;
+
+    /// Marks the alert resolved with its `AlertResolved` event, in one
+    /// transaction; false (and no event) if it already was.
+    fn resolve(
+        &self,
+        alert: &Alert,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, AdminError>> + Send;
 }
 
-/// Where alerts are pushed besides the database (Slack/Notion-style webhook).
+/// The alerts waiting for the webhook: a stored queue several instances
+/// share.
+pub trait WebhookQueue: Clone + Send + Sync + 'static {
+    /// Up to `max` alerts due at `now`, oldest first, each moved `claim`
+    /// ahead so no other instance posts it meanwhile.
+    fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        claim: chrono::TimeDelta,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<QueuedAlert>, AdminError>> + Send;
+
+    fn delivered(
+        &self,
+        id: i64,
+        attempts: i32,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), AdminError>> + Send;
+
+    /// A refused post: tried again at `next` or, with `None`, given up.
+    fn refused(
+        &self,
+        id: i64,
+        attempts: i32,
+        next: Option<DateTime<Utc>>,
+        error: &str,
+    ) -> impl Future<Output = Result<(), AdminError>> + Send;
+}
+
+/// Where alerts are pushed besides the database (Slack/Notion-style
+/// webhook), carrying the trace the alert was raised in.
 pub trait AlertNotifier: Clone + Send + Sync + 'static {
-    fn notify(&self, alert: &Alert) -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn notify(
+        &self,
+        alert: &Alert,
+        traceparent: Option<&str>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }

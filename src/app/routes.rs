@@ -19,10 +19,7 @@ use poem_openapi::OpenApiService;
 
 use super::{adapters::Adapters, services::Services};
 use crate::{
-    admin::{
-        api::AlertsApi,
-        infra::{db::DbAlerts, webhook::Webhook},
-    },
+    admin::{api::AlertsApi, infra::db::DbAlerts},
     auth::api::AuthContext,
     catalog::{api::CatalogApi, infra::db::DbCatalog},
     config::Settings,
@@ -78,7 +75,7 @@ type Apis = (
         RelayWaker,
     >,
     NotificationsApi<DbNotifications>,
-    AlertsApi<DbAlerts, Webhook, SystemClock>,
+    AlertsApi<DbAlerts, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
     CouponApi<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>,
 );

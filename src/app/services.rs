@@ -7,10 +7,7 @@ use chrono::TimeDelta;
 
 use super::adapters::Adapters;
 use crate::{
-    admin::{
-        infra::{db::DbAlerts, webhook::Webhook},
-        usecase::AlertService,
-    },
+    admin::{infra::db::DbAlerts, usecase::AlertService},
     catalog::{infra::db::DbCatalog, usecase::CatalogService},
     config::Settings,
     coupon::{
@@ -43,7 +40,7 @@ use crate::{
     web::limits::RateLimits,
 };
 
-pub type Alerts = AlertService<DbAlerts, Webhook, SystemClock>;
+pub type Alerts = AlertService<DbAlerts, SystemClock>;
 pub type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
 pub type Queue = QueueService<
     AnyQueueStore,
@@ -91,8 +88,8 @@ impl Services {
         };
         let alerts = AlertService::new(
             DbAlerts::new(db.clone()),
-            Webhook::new(settings.alert_webhook_url.clone())?,
             SystemClock,
+            settings.alert_webhook_url.is_some(),
         );
         let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
             .snapshotting(

@@ -11,14 +11,17 @@ use tokio_util::sync::CancellationToken;
 use super::{adapters::Adapters, services::Services};
 use crate::{
     admin::{
-        infra::db::expiring_alerts,
-        usecase::{Housekeeping, Retention},
+        infra::{
+            db::{DbAlerts, expiring_alerts},
+            webhook::Webhook,
+        },
+        usecase::{Housekeeping, Retention, Watchdog, WebhookDelivery},
     },
     config::Settings,
     coupon::infra::db::expiring_jobs,
     coupon::{self, usecase::CouponRedeemer},
     db::DbExpiring,
-    kernel::{SystemClock, alerts::AlertSink},
+    kernel::{SystemClock, alerts::AlertSink, watch::StallProbe},
     listeners::infra::notifications::expiring_notifications,
     listeners::{
         infra::{receipts::LocalReceiptProvider, sink::Sink},
@@ -34,6 +37,7 @@ use crate::{
             relay::{Relay, RelaySettings, mark_finished},
         },
         ports::EventBus,
+        usecase::GroupWatch,
     },
     payment::{self, usecase::PaymentSaga},
     queue::{infra::scheduler::QueueScheduler, usecase::FinishOnPayment},
@@ -178,6 +182,30 @@ pub fn workers(
         Duration::from_millis(250),
         cancel.clone(),
     )));
+    let probes: Vec<Arc<dyn StallProbe>> = vec![
+        Arc::new(crate::outbox::infra::db::stalled_outbox(a.db.clone())),
+        Arc::new(GroupWatch(a.bus.clone())),
+        Arc::new(payment::infra::db::stalled_payments(a.db.clone())),
+        Arc::new(payment::infra::db::stalled_compensations(a.db.clone())),
+        Arc::new(crate::catalog::infra::db::stalled_cancellations(
+            a.db.clone(),
+        )),
+    ];
+    let watchdog = Watchdog::new(
+        s.alerts.clone(),
+        probes,
+        SystemClock,
+        TimeDelta::seconds(i64::try_from(settings.watchdog_after_seconds).unwrap_or(i64::MAX)),
+    );
+    workers.push(Box::pin(watchdog.run(cancel.clone())));
+    if settings.alert_webhook_url.is_some() {
+        let webhook = Webhook::new(
+            settings.alert_webhook_url.clone(),
+            settings.alert_webhook_secret.clone(),
+        )?;
+        let delivery = WebhookDelivery::new(DbAlerts::new(a.db.clone()), webhook, SystemClock);
+        workers.push(Box::pin(delivery.run(s.alerts.queued(), cancel.clone())));
+    }
     workers.push(Box::pin(housekeeping(
         &a.db,
         settings,

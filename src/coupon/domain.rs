@@ -3,7 +3,7 @@ use uuid::Uuid;
 
 use crate::kernel::{
     CouponId, UserCouponId, UserId, VendorId,
-    events::{CouponCreated, CouponIssued, NewEvent, VendorCreated, types},
+    events::{CouponCreated, CouponIssued, CouponLedgerRepaired, NewEvent, VendorCreated, types},
 };
 
 pub const MAX_NAME_LEN: usize = 200;
@@ -484,6 +484,22 @@ pub struct ReconcileReport {
 impl ReconcileReport {
     pub fn repaired(&self) -> bool {
         self.rebuilt || !self.added.is_empty() || !self.removed.is_empty()
+    }
+
+    /// `CouponLedgerRepaired` for a report that repaired something.
+    pub fn event(&self) -> Option<NewEvent> {
+        let coupon = self.coupon.filter(|_| self.repaired())?;
+        Some(NewEvent::new(
+            types::COUPON_LEDGER_REPAIRED,
+            "coupon",
+            coupon.0,
+            &CouponLedgerRepaired {
+                coupon_id: coupon.0,
+                added: self.added.iter().map(|u| u.value()).collect(),
+                removed: self.removed.iter().map(|u| u.value()).collect(),
+                rebuilt: self.rebuilt,
+            },
+        ))
     }
 }
 

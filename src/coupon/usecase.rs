@@ -17,7 +17,8 @@ use super::{
 };
 use crate::{
     kernel::{
-        Clock, CouponId, Page, PageRequest, StoreError, UnitOfWork, UserCouponId, UserId,
+        Clock, CouponId, Page, PageRequest, StoreError, Transaction, UnitOfWork, UserCouponId,
+        UserId,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
@@ -499,6 +500,7 @@ where
             Some(snapshot) => snapshot,
             None => {
                 report.rebuilt = self.rebuild(&campaign).await?;
+                self.record_repair(&report).await?;
                 return Ok(report);
             }
         };
@@ -518,7 +520,22 @@ where
             .collect();
         metrics::counter!("coupon_ledger_repairs_total")
             .increment((report.added.len() + report.removed.len()) as u64);
+        self.record_repair(&report).await?;
         Ok(report)
+    }
+
+    /// Writes `CouponLedgerRepaired` for a repair the ledger already took
+    /// (the ledger is not transactional with the database: a failure here
+    /// leaves the repair done and unrecorded, and is reported as an error).
+    async fn record_repair(&self, report: &ReconcileReport) -> Result<(), CouponError> {
+        let Some(event) = report.event() else {
+            return Ok(());
+        };
+        let mut tx = self.uow.begin().await?;
+        tx.append(vec![event], self.clock.now()).await?;
+        tx.commit().await?;
+        self.wake.wake();
+        Ok(())
     }
 
     /// Reconciles every campaign still running (or ended within a day).
@@ -1960,7 +1977,20 @@ mod tests {
         let report = service.reconcile(CouponId(1)).await.unwrap();
         assert_eq!(report.added, vec![UserId(2)]);
         assert!(report.removed.is_empty() && !report.rebuilt);
+        let repaired = |repo: &FakeRepo| -> Vec<serde_json::Value> {
+            let world = repo.uow.world();
+            (world.outbox.iter())
+                .filter(|e| e.event_type == types::COUPON_LEDGER_REPAIRED)
+                .map(|e| e.payload.clone())
+                .collect()
+        };
+        assert_eq!(
+            repaired(&repo),
+            vec![serde_json::json!({"couponId": 1, "added": [2], "removed": [], "rebuilt": false})],
+            "the repair is recorded as an event"
+        );
         assert!(!service.reconcile(CouponId(1)).await.unwrap().repaired());
+        assert_eq!(repaired(&repo).len(), 1, "nothing to repair, no event");
         assert!(matches!(
             service.issue(CouponId(1), UserId(2), None).await,
             Err(CouponError::AlreadyIssued)

@@ -438,3 +438,91 @@ impl Expiring for DbExpiring {
         .boxed()
     }
 }
+
+/// Rows of one table stuck in a state for too long (a payment `paid`, a
+/// schedule `cancelling`…): one short read for the watchdog, naming the
+/// oldest ids.
+pub struct DbStalled {
+    db: DatabaseConnection,
+    name: &'static str,
+    table: &'static str,
+    /// The SQL condition of a row in the watched state.
+    condition: &'static str,
+    /// The column that says since when it is in it.
+    since: &'static str,
+    severity: crate::kernel::alerts::Severity,
+    /// What the rows are, e.g. `payments left paid`.
+    what: &'static str,
+}
+
+impl DbStalled {
+    pub fn new(
+        db: DatabaseConnection,
+        name: &'static str,
+        (table, condition, since): (&'static str, &'static str, &'static str),
+        severity: crate::kernel::alerts::Severity,
+        what: &'static str,
+    ) -> Self {
+        Self {
+            db,
+            name,
+            table,
+            condition,
+            since,
+            severity,
+            what,
+        }
+    }
+}
+
+impl crate::kernel::watch::StallProbe for DbStalled {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn stalls(
+        &self,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'_, Result<Vec<crate::kernel::watch::Stall>, StoreError>> {
+        async move {
+            let backend = self.db.get_database_backend();
+            let cutoff = match backend {
+                DatabaseBackend::Postgres => "$1",
+                _ => "?",
+            };
+            let sql = format!(
+                "SELECT CAST(id AS TEXT) AS id, {at} AS at, COUNT(*) OVER () AS total \
+                 FROM {table} WHERE {condition} AND {at} < {cutoff} ORDER BY {at}, id LIMIT {limit}",
+                at = self.since,
+                table = self.table,
+                condition = self.condition,
+                limit = crate::kernel::watch::NAMED_IDS,
+            );
+            let rows = self
+                .db
+                .query_all_raw(Statement::from_sql_and_values(backend, sql, [since.into()]))
+                .await?;
+            let Some(first) = rows.first() else {
+                return Ok(Vec::new());
+            };
+            let oldest: DateTime<Utc> = first.try_get("", "at")?;
+            let total: i64 = first.try_get("", "total")?;
+            let ids = (rows.iter())
+                .map(|r| r.try_get::<String>("", "id"))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(vec![crate::kernel::watch::Stall {
+                condition: self.name.to_owned(),
+                severity: self.severity,
+                message: crate::kernel::watch::naming(
+                    self.what,
+                    total.max(0) as u64,
+                    &ids,
+                    now - since,
+                ),
+                age: now - oldest,
+            }])
+        }
+        .boxed()
+    }
+}

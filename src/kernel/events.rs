@@ -108,6 +108,18 @@ pub mod types {
     pub const SCHEDULE_CANCELLATION_STARTED: &str = "ScheduleCancellationStarted";
     /// Every hold of a cancelled schedule released, every ticket refunded.
     pub const SCHEDULE_CANCELLED: &str = "ScheduleCancelled";
+    /// An admin alert was stored (and queued for the webhook).
+    pub const ALERT_RAISED: &str = "AlertRaised";
+    /// A watchdog's condition cleared and its alert was marked resolved.
+    pub const ALERT_RESOLVED: &str = "AlertResolved";
+    /// A compensation attempt failed; it is retried later with backoff.
+    pub const COMPENSATION_FAILED: &str = "CompensationFailed";
+    /// A compensation failed its last attempt and waits for an admin.
+    pub const COMPENSATION_GAVE_UP: &str = "CompensationGaveUp";
+    /// A consumer group gave up on an event and stored it as a dead letter.
+    pub const EVENT_DEAD_LETTERED: &str = "EventDeadLettered";
+    /// The reconciler made a coupon's ledger agree with the database.
+    pub const COUPON_LEDGER_REPAIRED: &str = "CouponLedgerRepaired";
 
     /// Every type the outbox carries: a consumer group is subscribed to
     /// the ones its handler handles, and the delivery audit holds it to
@@ -142,7 +154,18 @@ pub mod types {
         DEAD_LETTER_REPLAYED,
         SCHEDULE_CANCELLATION_STARTED,
         SCHEDULE_CANCELLED,
+        ALERT_RAISED,
+        ALERT_RESOLVED,
+        COMPENSATION_FAILED,
+        COMPENSATION_GAVE_UP,
+        EVENT_DEAD_LETTERED,
+        COUPON_LEDGER_REPAIRED,
     ];
+
+    /// Events about the pipeline's own trouble. A dead letter of one of
+    /// these raises no alert and writes no event of its own, so a listener
+    /// that fails everything cannot feed itself an endless chain of them.
+    pub const ABOUT_THE_PIPELINE: &[&str] = &[ALERT_RAISED, ALERT_RESOLVED, EVENT_DEAD_LETTERED];
 }
 
 /// Payload of the `Reservation*` events.
@@ -280,6 +303,57 @@ pub struct QueueSettingsChanged {
 pub struct AlertAcknowledged {
     pub alert_id: i64,
     pub admin_id: i64,
+}
+
+/// An alert stored, or resolved (`AlertResolved` carries the same shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertRaised {
+    pub alert_id: i64,
+    pub severity: String,
+    pub source: String,
+    pub message: String,
+    /// The watchdog condition it stands for, if a watchdog raised it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+}
+
+/// A compensation attempt that failed (`CompensationFailed`, retried at
+/// `nextAttemptAt`) or was the last one (`CompensationGaveUp`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompensationFailed {
+    pub compensation_id: i64,
+    pub payment_id: i64,
+    pub saga: String,
+    pub step: String,
+    pub attempts: i32,
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventDeadLettered {
+    pub dead_letter_id: i64,
+    pub event_id: uuid::Uuid,
+    pub event_type: String,
+    pub consumer: String,
+    pub deliveries: u32,
+    pub error: String,
+}
+
+/// Who the reconciler put back into a coupon's ledger (`added`: holders
+/// the ledger had lost) and took out (`removed`: entries whose database
+/// write never landed).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CouponLedgerRepaired {
+    pub coupon_id: i64,
+    pub added: Vec<i64>,
+    pub removed: Vec<i64>,
+    pub rebuilt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

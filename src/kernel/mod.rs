@@ -17,6 +17,7 @@ pub mod snapshot;
 mod store;
 pub mod trace;
 pub mod uow;
+pub mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ids::{

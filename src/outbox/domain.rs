@@ -3,7 +3,7 @@ use uuid::Uuid;
 
 use crate::kernel::{
     UserId, backoff,
-    events::{BusMessage, DeadLetterReplayed, NewEvent, types},
+    events::{BusMessage, DeadLetterReplayed, EventDeadLettered, NewEvent, types},
 };
 
 /// The Redis stream every event goes to.
@@ -35,6 +35,40 @@ pub fn redelivery_window(
 /// delivered `max_deliveries` times, then set aside as a dead letter.
 pub fn gives_up(deliveries: u32, max_deliveries: u32) -> bool {
     deliveries >= max_deliveries
+}
+
+/// What a group's giving up on an entry writes besides the dead letter:
+/// the `EventDeadLettered` event and an alert (`true`), or neither when
+/// the entry is itself about the pipeline's trouble (an alert raised or
+/// resolved, another dead letter), so a listener that fails everything
+/// cannot feed itself an endless chain of dead letters. An undecodable
+/// entry is always reported.
+pub fn reports_dead_letter(event_type: Option<&str>) -> bool {
+    event_type.is_none_or(|t| !types::ABOUT_THE_PIPELINE.contains(&t))
+}
+
+/// The event recorded with dead letter `id` of `event` in `consumer`.
+pub fn dead_lettered(
+    id: i64,
+    consumer: &str,
+    event_id: Uuid,
+    event_type: &str,
+    deliveries: u32,
+    error: &str,
+) -> NewEvent {
+    NewEvent::new(
+        types::EVENT_DEAD_LETTERED,
+        "dead_letter",
+        id,
+        &EventDeadLettered {
+            dead_letter_id: id,
+            event_id,
+            event_type: event_type.to_owned(),
+            consumer: consumer.to_owned(),
+            deliveries,
+            error: error.chars().take(2000).collect(),
+        },
+    )
 }
 
 /// One delivery of a bus entry to a consumer. `message` is an error when the
@@ -196,6 +230,9 @@ pub struct ReadHorizon {
     pub last_delivered: EntryId,
     /// The group's oldest entry delivered but not yet acknowledged.
     pub oldest_pending: Option<EntryId>,
+    /// The first entry not yet delivered to the group, if any: its time
+    /// says how long the group has been behind.
+    pub next_undelivered: Option<EntryId>,
 }
 
 impl ReadHorizon {
@@ -415,6 +452,7 @@ mod tests {
             last_entry: stream.map(|(_, last)| id(last)),
             last_delivered: id(last),
             oldest_pending: pending.map(id),
+            next_undelivered: None,
         };
         // Not yet read: it may come.
         assert!(reading(Some((0, 200)), 50, None).may_still_deliver(id(100)));
@@ -466,6 +504,7 @@ mod tests {
             last_entry: Some(id(600)),
             last_delivered: id(500),
             oldest_pending: None,
+            next_undelivered: None,
         };
         let lagging = ReadHorizon {
             last_delivered: id(10),
@@ -584,5 +623,33 @@ mod tests {
         let idle = Duration::from_secs(30);
         assert_eq!(redelivery_window(idle, 1), idle);
         assert_eq!(redelivery_window(idle, 5), idle * (1 + 2 + 4 + 8 + 16));
+    }
+
+    #[test]
+    fn a_dead_letter_about_the_pipeline_reports_nothing_so_no_chain_can_start() {
+        assert!(reports_dead_letter(Some(types::PAYMENT_COMPLETED)));
+        assert!(
+            reports_dead_letter(None),
+            "an undecodable entry is reported"
+        );
+        for t in [
+            types::ALERT_RAISED,
+            types::ALERT_RESOLVED,
+            types::EVENT_DEAD_LETTERED,
+        ] {
+            assert!(!reports_dead_letter(Some(t)), "{t}");
+        }
+        let event = dead_lettered(
+            7,
+            "exporter",
+            Uuid::nil(),
+            types::PAYMENT_COMPLETED,
+            5,
+            &"x".repeat(5000),
+        );
+        assert_eq!(event.event_type, types::EVENT_DEAD_LETTERED);
+        assert_eq!(event.aggregate_id, "7");
+        assert_eq!(event.payload["error"].as_str().unwrap().len(), 2000);
+        assert_eq!(event.payload["consumer"], "exporter");
     }
 }

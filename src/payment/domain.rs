@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::catalog::domain::ScheduleStatus;
 use crate::kernel::{
     ConcertId, PaymentId, Points, ReservationId, ScheduleId, UserId, backoff,
-    events::{NewEvent, PaymentCompleted, PaymentRefunded, types},
+    events::{CompensationFailed, NewEvent, PaymentCompleted, PaymentRefunded, types},
 };
 
 /// A payment's status; the database column holds these names.
@@ -270,6 +270,30 @@ pub struct AfterFailure {
 impl AfterFailure {
     pub fn gave_up(&self) -> bool {
         self.status == CompensationStatus::Failed
+    }
+
+    /// The event recorded with the failure: `CompensationFailed` while it
+    /// is retried, `CompensationGaveUp` once it waits for an admin.
+    pub fn event(&self, step: &Compensation) -> NewEvent {
+        let gave_up = self.gave_up();
+        NewEvent::new(
+            if gave_up {
+                types::COMPENSATION_GAVE_UP
+            } else {
+                types::COMPENSATION_FAILED
+            },
+            "compensation",
+            step.id,
+            &CompensationFailed {
+                compensation_id: step.id,
+                payment_id: step.payment.value(),
+                saga: step.saga.clone(),
+                step: step.step.clone(),
+                attempts: self.attempts,
+                error: self.last_error.clone(),
+                next_attempt_at: (!gave_up).then_some(self.next_attempt_at),
+            },
+        )
     }
 }
 

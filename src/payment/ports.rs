@@ -6,7 +6,9 @@ use super::domain::{
     AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
     NewPayment, Payment, PaymentError, PaymentStatus,
 };
-use crate::kernel::{PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UserId};
+use crate::kernel::{
+    PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UserId, events::NewEvent,
+};
 
 /// Payments and compensations outside any transaction.
 pub trait PaymentRepository: Clone + Send + Sync + 'static {
@@ -88,12 +90,14 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         saga: &str,
     ) -> impl Future<Output = Result<Option<CancellationProgress>, PaymentError>> + Send;
 
-    /// Records a failed attempt of a still-pending step; false if it was
-    /// no longer pending.
+    /// Records a failed attempt of a still-pending step with its `event`
+    /// (`CompensationFailed` or `CompensationGaveUp`) in one transaction;
+    /// false (and no event) if it was no longer pending.
     fn record_failure(
         &self,
         id: i64,
         failure: &AfterFailure,
+        event: NewEvent,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PaymentError>> + Send;
 }

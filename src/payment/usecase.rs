@@ -784,7 +784,8 @@ where
             return Ok(());
         };
         let next = after_failure(step.attempts, error, self.retry_base, now);
-        if !self.payments.record_failure(id, &next, now).await? {
+        let event = next.event(&step);
+        if !self.payments.record_failure(id, &next, event, now).await? {
             return Ok(());
         }
         metrics::counter!("compensations_total", "outcome" => if next.gave_up() { "failed" } else { "retrying" }).increment(1);
@@ -1610,6 +1611,26 @@ mod tests {
             h.store.world().payments[&payment.id].status,
             PaymentStatus::Paid
         );
+        // Every failed attempt is an event; the last says it gave up.
+        let failures: Vec<(&str, serde_json::Value)> = (h.store.world().outbox.iter())
+            .filter(|e| {
+                e.aggregate_type == "compensation" && e.event_type != types::COMPENSATION_SCHEDULED
+            })
+            .map(|e| (e.event_type, e.payload.clone()))
+            .collect();
+        assert_eq!(failures.len(), MAX_COMPENSATION_ATTEMPTS as usize);
+        assert!(
+            failures[..failures.len() - 1]
+                .iter()
+                .all(|(t, p)| *t == types::COMPENSATION_FAILED
+                    && p["nextAttemptAt"].is_string()
+                    && p["error"].as_str().unwrap().contains("cap"))
+        );
+        let (last, payload) = failures.last().unwrap();
+        assert_eq!(*last, types::COMPENSATION_GAVE_UP);
+        assert_eq!(payload["attempts"], MAX_COMPENSATION_ATTEMPTS);
+        assert_eq!(payload["compensationId"], step.id);
+        assert!(payload.get("nextAttemptAt").is_none());
 
         // The cause is fixed, an admin retries, and the refund goes through.
         h.fund(ALICE, 0);

@@ -1336,16 +1336,19 @@ impl PaymentRepository for MemoryUow {
         &self,
         id: i64,
         failure: &AfterFailure,
+        event: NewEvent,
         _: DateTime<Utc>,
     ) -> Result<bool, PaymentError> {
         self.check()?;
-        let mut world = self.world();
+        let mut guard = self.world();
+        let world = &mut *guard;
         match world.compensations.get_mut(&id) {
             Some(c) if c.status == CompensationStatus::Pending => {
                 c.attempts = failure.attempts;
                 c.status = failure.status;
                 c.next_attempt_at = failure.next_attempt_at;
                 c.last_error = Some(failure.last_error.clone());
+                world.outbox.push(event);
                 Ok(true)
             }
             _ => Ok(false),

@@ -9,10 +9,7 @@ use std::{
 };
 
 use boxoffice::{
-    admin::{
-        infra::{db::DbAlerts, webhook::Webhook},
-        usecase::AlertService,
-    },
+    admin::{infra::db::DbAlerts, usecase::AlertService},
     coupon::usecase::CouponRedeemer,
     kernel::SystemClock,
     outbox::infra::consumer::{ConsumerRunner, ConsumerSettings},
@@ -127,11 +124,7 @@ async fn wait_for_state(browser: &Client, wanted: &str) -> (bool, bool, String, 
 /// Runs the redemption worker the server was started without.
 fn start_worker(app: &TestApp) -> CancellationToken {
     let cancel = CancellationToken::new();
-    let alerts = AlertService::new(
-        DbAlerts::new(app.db.clone()),
-        Webhook::Disabled,
-        SystemClock,
-    );
+    let alerts = AlertService::new(DbAlerts::new(app.db.clone()), SystemClock, false);
     let runner = ConsumerRunner::new(
         app.db.clone(),
         app.bus.clone(),

@@ -4,10 +4,7 @@
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use boxoffice::{
-    admin::{
-        infra::{db::DbAlerts, webhook::Webhook},
-        usecase::AlertService,
-    },
+    admin::{infra::db::DbAlerts, usecase::AlertService},
     kernel::{
         SystemClock,
         alerts::AlertSink,
@@ -239,8 +236,8 @@ async fn the_same_message_delivered_twice_has_its_effect_once() {
 fn alerts_for(app: &TestApp) -> Arc<dyn AlertSink> {
     Arc::new(AlertService::new(
         DbAlerts::new(app.db.clone()),
-        Webhook::Disabled,
         SystemClock,
+        false,
     ))
 }
 

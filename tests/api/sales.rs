@@ -930,10 +930,7 @@ pub(crate) async fn paid_then_seat_lost(
     use std::sync::Arc;
 
     use boxoffice::{
-        admin::{
-            infra::{db::DbAlerts, webhook::Webhook},
-            usecase::AlertService,
-        },
+        admin::{infra::db::DbAlerts, usecase::AlertService},
         kernel::SystemClock,
         outbox::infra::consumer::{ConsumerRunner, ConsumerSettings},
         reservation::usecase::ConfirmOnPayment,
@@ -985,8 +982,8 @@ pub(crate) async fn paid_then_seat_lost(
         },
         Arc::new(AlertService::new(
             DbAlerts::new(app.db.clone()),
-            Webhook::Disabled,
             SystemClock,
+            false,
         )),
     );
     tokio::spawn(runner.run(cancel.clone()));

@@ -94,6 +94,16 @@ pub struct Alert {
     pub message: String,
     pub created_at: DateTime<Utc>,
     pub acknowledged: bool,
+    /// A watchdog's condition, for the alerts that stand for one.
+    #[serde(default)]
+    pub condition: Option<String>,
+    #[serde(default)]
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// `none`, `queued`, `delivered` or `gave_up`.
+    #[serde(default)]
+    pub webhook: String,
+    #[serde(default)]
+    pub webhook_attempts: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -193,6 +203,13 @@ pub struct Page<T> {
 /// At most this many pages of waiting rooms a refresh (rooms in use only:
 /// idle rooms retire).
 const MAX_ROOM_PAGES: usize = 5;
+
+/// At most this many pages (of [`PAGE`]) of failed compensations a refresh:
+/// every failed step needs a human, however many newer steps succeeded.
+const MAX_FAILED_PAGES: usize = 10;
+/// Pending steps are retried by the server; the oldest page is enough.
+const MAX_PENDING_PAGES: usize = 1;
+const PAGE: usize = 200;
 
 /// Everything the console shows, fetched together once a refresh.
 #[derive(Debug, Clone, PartialEq)]
@@ -295,16 +312,24 @@ impl AdminClient {
     }
 
     /// One refresh: the rooms in use, every open alert (up to 200) and the
-    /// latest acknowledged ones, the newest compensations, dead letters,
+    /// latest acknowledged ones, the failed and pending compensations
+    /// (asked by status and paged, never picked from the newest), dead letters,
     /// campaigns and schedules (one page each: the campaign page costs the server one
     /// query and one ledger round trip, whatever the number of campaigns).
     pub async fn snapshot(&self) -> Result<Snapshot, ApiError> {
-        let (rooms, open, acknowledged, compensations, events, dead_letters, coupons, schedules) =
+        let (rooms, open, acknowledged, failed, pending, events, dead_letters, coupons, schedules) =
             futures::try_join!(
                 self.rooms(),
                 self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=false&limit=200"),
                 self.get::<Page<Alert>>("/v1/admin/alerts?acknowledged=true&limit=50"),
-                self.get::<Page<Compensation>>("/v1/admin/compensations?limit=200"),
+                self.pages::<Compensation>(
+                    "/v1/admin/compensations?status=failed",
+                    MAX_FAILED_PAGES
+                ),
+                self.pages::<Compensation>(
+                    "/v1/admin/compensations?status=pending",
+                    MAX_PENDING_PAGES
+                ),
                 self.get::<EventPipeline>("/v1/admin/events"),
                 self.get::<Page<DeadLetter>>("/v1/admin/dead-letters?limit=200"),
                 self.get::<Page<CouponStats>>("/v1/admin/coupons?limit=50"),
@@ -312,15 +337,34 @@ impl AdminClient {
             )?;
         let mut alerts = open.items;
         alerts.extend(acknowledged.items);
+        let mut compensations = failed;
+        compensations.extend(pending);
         Ok(Snapshot {
             rooms,
             alerts,
-            compensations: compensations.items,
+            compensations,
             events,
             dead_letters: dead_letters.items,
             coupons: coupons.items,
             schedules: schedules.items,
         })
+    }
+
+    /// Up to `max_pages` pages of a filtered list (`path` has a query).
+    async fn pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        max_pages: usize,
+    ) -> Result<Vec<T>, ApiError> {
+        let mut items = Vec::new();
+        let mut next = format!("{path}&limit={PAGE}");
+        for _ in 0..max_pages {
+            let page = self.get::<Page<T>>(&next).await?;
+            items.extend(page.items);
+            let Some(after) = page.next_cursor else { break };
+            next = format!("{path}&limit={PAGE}&after={after}");
+        }
+        Ok(items)
     }
 
     async fn rooms(&self) -> Result<Vec<QueueRoom>, ApiError> {

@@ -328,6 +328,21 @@ impl App {
                             a.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
                             if a.acknowledged { "yes" } else { "no" }
                         ),
+                        format!(
+                            "webhook: {} ({} tries){}",
+                            if a.webhook.is_empty() {
+                                "none"
+                            } else {
+                                &a.webhook
+                            },
+                            a.webhook_attempts,
+                            match (&a.condition, a.resolved_at) {
+                                (Some(_), Some(at)) =>
+                                    format!("   resolved: {}", at.format("%H:%M:%S UTC")),
+                                (Some(_), None) => "   still stuck".to_owned(),
+                                _ => String::new(),
+                            }
+                        ),
                         String::new(),
                         a.message.clone(),
                     ],

@@ -65,6 +65,10 @@ pub fn snapshot(total: u64) -> Snapshot {
                 message: "coupon 3: the issue ledger was missing and was rebuilt".into(),
                 created_at: at("2026-11-22T10:00:05Z"),
                 acknowledged: true,
+                condition: None,
+                resolved_at: None,
+                webhook: "delivered".into(),
+                webhook_attempts: 1,
             },
             Alert {
                 id: 9,
@@ -73,6 +77,10 @@ pub fn snapshot(total: u64) -> Snapshot {
                 message: "compensation 4 (refund of payment 12) failed 5 times".into(),
                 created_at: at("2026-11-22T10:01:00Z"),
                 acknowledged: false,
+                condition: None,
+                resolved_at: None,
+                webhook: "queued".into(),
+                webhook_attempts: 3,
             },
         ],
         compensations: vec![

@@ -819,3 +819,18 @@ impl ScheduleReads for DbCatalog {
         }))
     }
 }
+
+/// Schedules whose cancellation has not finished.
+pub fn stalled_cancellations(db: DatabaseConnection) -> crate::db::DbStalled {
+    crate::db::DbStalled::new(
+        db,
+        "watchdog:schedules-cancelling",
+        (
+            "schedules",
+            "status = 'cancelling'",
+            "COALESCE(status_changed_at, starts_at)",
+        ),
+        crate::kernel::alerts::Severity::Critical,
+        "schedule(s) left cancelling",
+    )
+}

@@ -103,10 +103,19 @@ impl HttpSink {
 
 impl DataPlatformSink for HttpSink {
     async fn write(&self, event: &EventEnvelope) -> anyhow::Result<()> {
-        self.client
+        let mut request = self
+            .client
             .post(&self.url)
             .header("content-type", "application/x-ndjson")
-            .header("idempotency-key", event.event_id.to_string())
+            .header("idempotency-key", event.event_id.to_string());
+        // The handler's span continues the event's trace; the data
+        // platform's side of the post joins it.
+        if let Some(traceparent) =
+            crate::kernel::trace::current_traceparent().or_else(|| event.traceparent.clone())
+        {
+            request = request.header("traceparent", traceparent);
+        }
+        request
             .body(data_platform_line(event))
             .send()
             .await

@@ -24,7 +24,7 @@ use crate::{
         trace,
     },
     outbox::{
-        domain::{Delivery, gives_up, retry_after},
+        domain::{Delivery, gives_up, reports_dead_letter, retry_after},
         ports::{EventBus, EventHandler},
     },
     worker::sleep_or_cancel,
@@ -300,6 +300,18 @@ impl<B: EventBus> ConsumerRunner<B> {
             }
         };
         metrics::counter!("dead_letters_total", "consumer" => group).increment(1);
+        if !reports_dead_letter(event.map(|e| e.event_type.as_str())) {
+            tracing::error!(
+                group,
+                dead_letter = id,
+                reason,
+                "consumer: set aside an event about the pipeline itself (no alert, so no chain)"
+            );
+            return true;
+        }
+        if let Some(relay) = &self.wake {
+            relay.wake(); // its EventDeadLettered
+        }
         let what = event.map_or_else(
             || format!("undecodable stream entry {}", delivery.id),
             |e| format!("{} {}", e.event_type, e.event_id),

@@ -16,7 +16,7 @@ use crate::{
         events::{BusMessage, EventEnvelope, NewEvent},
     },
     outbox::{
-        domain::{DeadLetter, OutboxBacklog, OutboxError},
+        domain::{DeadLetter, OutboxBacklog, OutboxError, dead_lettered, reports_dead_letter},
         ports::{OutboxRepository, OutboxWriter},
     },
 };
@@ -175,6 +175,9 @@ pub async fn record_in_inbox<C: ConnectionTrait>(
     Ok(inserted == 1)
 }
 
+/// Stores a dead letter and, when the rule says so
+/// ([`reports_dead_letter`](crate::outbox::domain::reports_dead_letter)),
+/// its `EventDeadLettered` event, in one transaction.
 pub async fn insert_dead_letter(
     db: &DatabaseConnection,
     consumer: &str,
@@ -183,7 +186,8 @@ pub async fn insert_dead_letter(
     deliveries: u32,
     error: &str,
     now: DateTime<Utc>,
-) -> Result<i64, DbErr> {
+) -> Result<i64, StoreError> {
+    let mut tx = DbTx::new(db.begin().await?);
     let row =
         dead_letter::ActiveModel {
             consumer: Set(consumer.to_owned()),
@@ -200,8 +204,20 @@ pub async fn insert_dead_letter(
             replayed_at: Set(None),
             ..Default::default()
         }
-        .insert(db)
+        .insert(tx.conn())
         .await?;
+    if reports_dead_letter(envelope.map(|e| e.event_type.as_str())) {
+        let event = dead_lettered(
+            row.id,
+            consumer,
+            row.event_id,
+            &row.event_type,
+            deliveries,
+            error,
+        );
+        tx.append(vec![event], now).await?;
+    }
+    tx.commit().await?;
     Ok(row.id)
 }
 
@@ -346,5 +362,16 @@ pub fn expiring_dead_letters(db: DatabaseConnection) -> crate::db::DbExpiring {
         "dead_letters",
         "dead_letters",
         "replayed_at IS NOT NULL AND replayed_at < {before}",
+    )
+}
+
+/// Outbox rows the relay has not published (Redis down, relays stopped).
+pub fn stalled_outbox(db: DatabaseConnection) -> crate::db::DbStalled {
+    crate::db::DbStalled::new(
+        db,
+        "watchdog:outbox-unpublished",
+        ("outbox", "published_at IS NULL", "occurred_at"),
+        crate::kernel::alerts::Severity::Critical,
+        "outbox row(s) unpublished",
     )
 }

@@ -202,13 +202,28 @@ impl RedisBus {
             } else {
                 None
             };
+            let last_delivered =
+                EntryId::parse(&g.last_delivered_id).unwrap_or(EntryId { ms: 0, seq: 0 });
+            // Behind: the first entry it was not handed yet (its time is
+            // how long it has been behind).
+            let next_undelivered = if last_entry.is_some_and(|last| last_delivered < last) {
+                let next: StreamRangeReply = self
+                    .conn
+                    .clone()
+                    .xrange_count(stream, format!("({last_delivered}"), "+", 1)
+                    .await
+                    .with_context(|| format!("XRANGE {stream} ({last_delivered} + COUNT 1"))?;
+                next.ids.first().and_then(|e| EntryId::parse(&e.id))
+            } else {
+                None
+            };
             statuses.push(GroupStatus {
                 horizon: Some(ReadHorizon {
                     first_entry,
                     last_entry,
-                    last_delivered: EntryId::parse(&g.last_delivered_id)
-                        .unwrap_or(EntryId { ms: 0, seq: 0 }),
+                    last_delivered,
                     oldest_pending,
+                    next_undelivered,
                 }),
                 name: g.name,
                 partition,

@@ -364,6 +364,7 @@ mod tests {
             last_entry: Some(entry(5_000)),
             last_delivered: entry(last),
             oldest_pending: None,
+            next_undelivered: None,
         }
     }
 

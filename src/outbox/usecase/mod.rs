@@ -1,8 +1,10 @@
 mod audit;
 #[cfg(test)]
 mod fake_bus;
+mod watch;
 
 pub use audit::{AuditReport, DeliveryAuditor};
+pub use watch::{GROUPS_PROBE, GroupWatch, group_stalls};
 
 use super::{
     domain::{DeadLetter, EventPipelineStatus, OutboxError, by_consumer},

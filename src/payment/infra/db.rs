@@ -6,7 +6,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
     sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement},
 };
 
@@ -14,8 +14,10 @@ use crate::{
     catalog::ports::ScheduleReads,
     db::DbTx,
     kernel::{
-        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError, UserId,
+        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError,
+        Transaction, UserId, events::NewEvent,
     },
+    outbox::ports::OutboxWriter,
     payment::{
         domain::{
             AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
@@ -325,8 +327,10 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
         &self,
         id: i64,
         failure: &AfterFailure,
+        event: NewEvent,
         now: DateTime<Utc>,
     ) -> Result<bool, PaymentError> {
+        let mut tx = DbTx::new(self.db.begin().await?);
         let recorded = compensation::Entity::update_many()
             .col_expr(
                 compensation::Column::Attempts,
@@ -347,9 +351,14 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
             .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
             .filter(compensation::Column::Id.eq(id))
             .filter(compensation::Column::Status.eq(pending()))
-            .exec(&self.db)
+            .exec(tx.conn())
             .await?;
-        Ok(recorded.rows_affected == 1)
+        if recorded.rows_affected != 1 {
+            return Ok(false);
+        }
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }
 
@@ -500,4 +509,30 @@ impl PaymentTx for DbTx {
             .await?;
         Ok(())
     }
+}
+
+/// Payments the saga has neither confirmed nor refunded.
+pub fn stalled_payments(db: DatabaseConnection) -> crate::db::DbStalled {
+    crate::db::DbStalled::new(
+        db,
+        "watchdog:payments-paid",
+        ("payments", "status = 'paid'", "updated_at"),
+        crate::kernel::alerts::Severity::Critical,
+        "payment(s) left paid, neither confirmed nor refunded,",
+    )
+}
+
+/// Compensation steps not done: still retrying, or given up.
+pub fn stalled_compensations(db: DatabaseConnection) -> crate::db::DbStalled {
+    crate::db::DbStalled::new(
+        db,
+        "watchdog:compensations-open",
+        (
+            "compensations",
+            "status IN ('pending', 'failed')",
+            "created_at",
+        ),
+        crate::kernel::alerts::Severity::Critical,
+        "compensation(s) left open",
+    )
 }
