@@ -450,8 +450,9 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_CONSUMER_MAX_DELIVERIES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100), global = true)]
     pub consumer_max_deliveries: u32,
 
-    /// An event pending this long (its consumer crashed or failed) is
-    /// retried by another consumer.
+    /// The first retry of a failing event comes this long after it failed
+    /// (later ones twice, four times… as late); its aggregate's later
+    /// events wait meanwhile.
     #[arg(
         long,
         env = "BOXOFFICE_CONSUMER_CLAIM_IDLE_MS",
@@ -459,6 +460,19 @@ pub struct Settings {
         global = true
     )]
     pub consumer_claim_idle_ms: u64,
+
+    /// One consumer at a time reads each partition of a group (so an
+    /// aggregate's events are handled in order across instances); its hold
+    /// lasts this long unless renewed (every third of it). Another
+    /// instance takes the partition over this long after its reader died.
+    #[arg(
+        long,
+        env = "BOXOFFICE_CONSUMER_HOLD_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000),
+        global = true
+    )]
+    pub consumer_hold_ms: u64,
 
     /// How long a seat hold lasts.
     #[arg(long, env = "BOXOFFICE_HOLD_MINUTES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=120), global = true)]

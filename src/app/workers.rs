@@ -231,6 +231,7 @@ pub fn workers(
         block: Duration::from_secs(1),
         claim_idle: Duration::from_millis(settings.consumer_claim_idle_ms),
         max_deliveries: settings.consumer_max_deliveries,
+        ownership: Duration::from_millis(settings.consumer_hold_ms),
         lanes: match a.db.get_database_backend() {
             // One writer at a time: lanes would only wait for each other.
             sea_orm::DatabaseBackend::Sqlite => 1,

@@ -63,8 +63,10 @@ pub trait EventBus: Clone + Send + Sync + 'static {
         block: Duration,
     ) -> impl Future<Output = anyhow::Result<Vec<Delivery>>> + Send;
 
-    /// Takes over up to `count` entries pending in `group` (their consumer
-    /// crashed, or their handler failed), counting the delivery. An entry
+    /// Takes over up to `count` entries pending in `group` for other
+    /// consumers (theirs crashed, or lost its partition while holding
+    /// them), counting the delivery; never the caller's own, which it still
+    /// holds in order. An entry
     /// delivered n times is due once idle for [`retry_after`]`(min_idle, n)`:
     /// `min_idle`, then twice, four times… as long — the retry backoff.
     ///
@@ -78,6 +80,43 @@ pub trait EventBus: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<Vec<Delivery>>> + Send;
 
     fn ack(&self, group: &str, ids: &[String]) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Makes `consumer` the one reader of this partition in `group` for
+    /// `ttl`: takes it when nobody holds it, extends it when `consumer`
+    /// does; false while another consumer holds it. One reader per
+    /// partition is what keeps an aggregate's events in order across
+    /// instances (as Kafka assigns a partition to one consumer). A bus
+    /// inside one process has one reader per partition anyway.
+    fn own(
+        &self,
+        _group: &str,
+        _consumer: &str,
+        _ttl: Duration,
+    ) -> impl Future<Output = anyhow::Result<bool>> + Send {
+        async { Ok(true) }
+    }
+
+    /// Lets go of this partition in `group` if `consumer` holds it (a
+    /// graceful stop: the next reader need not wait for the hold to lapse).
+    fn disown(
+        &self,
+        _group: &str,
+        _consumer: &str,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Claims for `consumer` every entry pending in `group` on this
+    /// partition, whoever held it, in stream order, counting the delivery:
+    /// what a new reader of the partition handles first, before anything
+    /// newer.
+    fn take_over(
+        &self,
+        group: &str,
+        consumer: &str,
+    ) -> impl Future<Output = anyhow::Result<Vec<Delivery>>> + Send {
+        self.reclaim(group, consumer, Duration::ZERO, 10_000)
+    }
 
     /// Every group on every partition.
     fn groups(&self) -> impl Future<Output = anyhow::Result<Vec<GroupStatus>>> + Send;

@@ -195,6 +195,13 @@ async fn a_failing_entry_waits_twice_as_long_before_each_retry(bus: AnyBus) {
     let min_idle = Duration::from_millis(100);
     bus.fetch("g", "c1", 10, NO_WAIT).await.unwrap();
     tokio::time::sleep(Duration::from_millis(130)).await;
+    assert!(
+        bus.reclaim("g", "c1", min_idle, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a consumer never reclaims its own entries: it still holds them in order"
+    );
     let second = bus.reclaim("g", "c2", min_idle, 10).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].deliveries, 2);

@@ -94,6 +94,8 @@ impl Server {
             "300",
             "--consumer-max-deliveries",
             "20",
+            "--consumer-hold-ms",
+            "2000",
             "--queue-admit-per-second",
             "1000",
             "--queue-max-active",

@@ -136,6 +136,7 @@ fn start_worker(app: &TestApp) -> CancellationToken {
             claim_idle: Duration::from_millis(300),
             max_deliveries: 3,
             lanes: 1,
+            ownership: Duration::from_millis(1_500),
         },
         Arc::new(alerts),
     );

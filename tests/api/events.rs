@@ -288,6 +288,7 @@ async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
             claim_idle: Duration::from_millis(200),
             max_deliveries: 5,
             lanes: 1,
+            ownership: Duration::from_millis(1_500),
         },
         alerts_for(&app),
     );
@@ -310,9 +311,11 @@ async fn a_consumer_that_dies_holding_messages_is_relieved_by_another() {
 }
 
 /// Records the order it saw each aggregate's events in, and how many
-/// events it was handling at once.
+/// events it was handling at once. Event 3 of aggregate `a` fails its
+/// first two tries.
 #[derive(Default)]
 struct LaneProbe {
+    failures_left: std::sync::atomic::AtomicUsize,
     seen: std::sync::Mutex<Vec<(String, i64)>>,
     in_flight: std::sync::atomic::AtomicUsize,
     most_at_once: std::sync::atomic::AtomicUsize,
@@ -340,6 +343,17 @@ impl boxoffice::outbox::ports::EventHandler<boxoffice::db::DbTx> for LaneProbe {
             // side by side, they would finish out of order.
             let seq = event.payload["seq"].as_i64().unwrap();
             tokio::time::sleep(Duration::from_millis(if seq % 2 == 0 { 30 } else { 1 })).await;
+            if event.aggregate_id == "a"
+                && seq == 3
+                && self
+                    .failures_left
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                self.seen.lock().unwrap().push(("a-failed".into(), seq));
+                anyhow::bail!("event a/3 fails for now");
+            }
             self.seen.lock().unwrap().push((
                 event.aggregate_id.clone(),
                 event.payload["seq"].as_i64().unwrap(),
@@ -351,7 +365,8 @@ impl boxoffice::outbox::ports::EventHandler<boxoffice::db::DbTx> for LaneProbe {
 }
 
 #[tokio::test]
-async fn a_consumer_with_lanes_keeps_each_aggregates_order_and_handles_aggregates_side_by_side() {
+async fn a_consumer_with_lanes_keeps_each_aggregates_order_holds_a_failing_one_back_and_handles_aggregates_side_by_side()
+ {
     let app = spawn_app_with(|s| s.workers = false).await;
     app.bus.ensure_group("lane-probe").await.unwrap();
     // Four aggregates' events, ten each, one aggregate after the other.
@@ -375,6 +390,9 @@ async fn a_consumer_with_lanes_keeps_each_aggregates_order_and_handles_aggregate
         .collect();
     app.bus.publish(&messages).await.unwrap();
     let probe = Arc::new(LaneProbe::default());
+    probe
+        .failures_left
+        .store(2, std::sync::atomic::Ordering::SeqCst);
     let runner = ConsumerRunner::new(
         app.db.clone(),
         app.bus.clone(),
@@ -383,16 +401,17 @@ async fn a_consumer_with_lanes_keeps_each_aggregates_order_and_handles_aggregate
         ConsumerSettings {
             batch_size: 64,
             block: Duration::from_millis(50),
-            claim_idle: Duration::from_secs(30),
+            claim_idle: Duration::from_millis(300),
             max_deliveries: 5,
             lanes: 4,
+            ownership: Duration::from_millis(1_500),
         },
         alerts_for(&app),
     );
     let cancel = CancellationToken::new();
     let task = tokio::spawn(runner.run(cancel.clone()));
     eventually("every probe event handled", WAIT, || async {
-        (probe.seen.lock().unwrap().len() == 40).then_some(())
+        (probe.seen.lock().unwrap().len() == 42).then_some(())
     })
     .await;
     eventually("every probe event acknowledged", WAIT, || async {
@@ -406,6 +425,29 @@ async fn a_consumer_with_lanes_keeps_each_aggregates_order_and_handles_aggregate
     cancel.cancel();
     task.await.unwrap();
     let seen = probe.seen.lock().unwrap().clone();
+    // a/3 failed twice, and nothing of a came in between: a waited for its
+    // retries while b, c and d went on.
+    let a_from_3: Vec<&(String, i64)> = (seen.iter())
+        .filter(|(a, seq)| a.starts_with('a') && *seq >= 3)
+        .collect();
+    assert_eq!(
+        a_from_3
+            .iter()
+            .map(|(a, seq)| (a.as_str(), *seq))
+            .take(4)
+            .collect::<Vec<_>>(),
+        vec![("a-failed", 3), ("a-failed", 3), ("a", 3), ("a", 4)],
+        "{seen:?}"
+    );
+    let retried_at = seen.iter().position(|e| *e == ("a".to_owned(), 3)).unwrap();
+    let others_before = seen[..retried_at]
+        .iter()
+        .filter(|(a, _)| a != "a" && a != "a-failed")
+        .count();
+    assert_eq!(
+        others_before, 30,
+        "the other aggregates did not wait for a: {seen:?}"
+    );
     for aggregate in ["a", "b", "c", "d"] {
         let order: Vec<i64> = seen
             .iter()
@@ -471,16 +513,16 @@ async fn a_poison_message_is_dead_lettered_with_an_alert_and_can_be_replayed() {
     assert_eq!(envelope["eventId"], letter["eventId"], "{envelope}");
     assert_eq!(envelope["type"], "PaymentCompleted", "{envelope}");
 
-    let alerts = app
-        .get_json("/v1/admin/alerts?acknowledged=false&severity=critical")
-        .await;
-    let alert = alerts["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["source"] == "consumer:receipts")
-        .expect("a critical alert for the dead letter")
-        .clone();
+    // Raised right after the dead letter is stored.
+    let alert = eventually("a critical alert for the dead letter", WAIT, || async {
+        let alerts = app
+            .get_json("/v1/admin/alerts?acknowledged=false&severity=critical")
+            .await;
+        (alerts["items"].as_array().unwrap().iter())
+            .find(|a| a["source"] == "consumer:receipts")
+            .cloned()
+    })
+    .await;
     assert!(
         alert["message"]
             .as_str()

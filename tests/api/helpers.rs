@@ -101,6 +101,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     // turns the pace on.
     settings.queue_poll_pace_ms = 0;
     settings.consumer_claim_idle_ms = 300;
+    settings.consumer_hold_ms = 1_500;
     settings.consumer_max_deliveries = 3;
     settings.redis_prefix = format!("bo:test:{}", uuid::Uuid::new_v4().simple());
     settings.queue_admit_per_second = 1_000;

@@ -37,6 +37,8 @@ struct Deployment {
     shoppers: Vec<Shopper>,
     sinks: Vec<PathBuf>,
     db: DatabaseConnection,
+    /// The base name of the shared event streams.
+    event_stream: String,
     _dir: tempfile::TempDir,
 }
 
@@ -73,6 +75,7 @@ impl Deployment {
             shoppers,
             sinks,
             db: Database::connect(database_url.as_str()).await.unwrap(),
+            event_stream: format!("bo:crash:{shared}:events"),
             _dir: dir,
         }
     }
@@ -550,5 +553,98 @@ async fn three_processes_share_one_on_sale_and_one_is_killed_mid_load() {
     eprintln!(
         "after the kill: {payments} payments, {payments} receipts, {} events exported, {COUPONS} coupons",
         events.len()
+    );
+}
+
+/// The `WalletCharged` lines of `user`'s wallet each sink exported, in
+/// file order: (sink index, balance after).
+fn wallet_lines(sinks: &[PathBuf], user: i64) -> Vec<(usize, i64)> {
+    let mut lines = Vec::new();
+    let wallet = user.to_string();
+    for (i, sink) in sinks.iter().enumerate() {
+        let Ok(entries) = std::fs::read_dir(sink) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        for file in files {
+            for line in std::fs::read_to_string(&file).unwrap_or_default().lines() {
+                let Ok(line) = serde_json::from_str::<Value>(line) else {
+                    continue;
+                };
+                if line["type"] == "WalletCharged" && line["aggregateId"] == wallet.as_str() {
+                    lines.push((i, line["payload"]["balanceAfter"].as_i64().unwrap()));
+                }
+            }
+        }
+    }
+    lines
+}
+
+#[tokio::test]
+async fn one_aggregates_events_keep_their_commit_order_through_three_relays_and_three_readers() {
+    if crate::helpers::backend() != crate::helpers::Backend::Postgres {
+        return; // several processes share PostgreSQL and the Redis Cluster
+    }
+    const CHARGES: i64 = 1_000;
+    const USER: i64 = 7_777;
+    let d = Deployment::start().await;
+    // A thousand charges of one wallet, through all three processes at
+    // once: three relays publish, each group has a reader in every process.
+    let outcomes: Vec<Option<(u16, Value)>> = stream::iter(0..CHARGES)
+        .map(|i| {
+            let shopper = d.shoppers[i as usize % PROCESSES].clone();
+            async move {
+                shopper
+                    .post("/v1/wallet/charges", USER, None, Some(json!({"amount": 1})))
+                    .await
+            }
+        })
+        .buffer_unordered(24)
+        .collect()
+        .await;
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Some((200 | 201, _)))),
+        "every charge went through: {:?}",
+        outcomes.iter().find(|o| !matches!(o, Some((200 | 201, _))))
+    );
+    outbox_drained(&d.db, WAIT).await;
+    let lines = eventually("every charge exported", WAIT, || async {
+        let lines = wallet_lines(&d.sinks, USER);
+        (lines.len() as i64 >= CHARGES).then_some(lines)
+    })
+    .await;
+    // Commit order is the balance's order: each charge adds 1 to the last.
+    let balances: Vec<i64> = lines.iter().map(|(_, b)| *b).collect();
+    assert_eq!(
+        balances,
+        (1..=CHARGES).collect::<Vec<_>>(),
+        "exported once each, in commit order"
+    );
+    let sinks: HashSet<usize> = lines.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        sinks.len(),
+        1,
+        "one reader had the wallet's partition: {sinks:?}"
+    );
+    // In the stream too: the relays published them in commit order.
+    let (_, mut conn) = crate::helpers::redis_cluster().await;
+    let mut in_stream = Vec::new();
+    for stream in boxoffice::outbox::infra::redis::stream_keys(&d.event_stream, PROCESSES as u16) {
+        for message in boxoffice::outbox::infra::redis::read_all(&mut conn, &stream)
+            .await
+            .unwrap()
+        {
+            if message.event.event_type == "WalletCharged"
+                && message.event.aggregate_id == USER.to_string()
+            {
+                in_stream.push(message.event.payload["balanceAfter"].as_i64().unwrap());
+            }
+        }
+    }
+    assert_eq!(
+        in_stream,
+        (1..=CHARGES).collect::<Vec<_>>(),
+        "published in commit order"
     );
 }

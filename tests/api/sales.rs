@@ -979,6 +979,7 @@ pub(crate) async fn paid_then_seat_lost(
             claim_idle: Duration::from_millis(300),
             max_deliveries: 3,
             lanes: 1,
+            ownership: Duration::from_millis(1_500),
         },
         Arc::new(AlertService::new(
             DbAlerts::new(app.db.clone()),

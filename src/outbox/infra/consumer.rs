@@ -3,11 +3,12 @@
 //! only after the commit, reclaims what crashed consumers left pending, and
 //! dead-letters what keeps failing.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use futures::StreamExt;
 use sea_orm::{DatabaseConnection, TransactionTrait};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -24,7 +25,7 @@ use crate::{
         trace,
     },
     outbox::{
-        domain::{Delivery, gives_up, reports_dead_letter, retry_after},
+        domain::{Delivery, Lanes, gives_up, reports_dead_letter, retry_after},
         ports::{EventBus, EventHandler},
     },
     worker::sleep_or_cancel,
@@ -44,9 +45,12 @@ pub struct ConsumerSettings {
     pub claim_idle: Duration,
     /// After this many deliveries a failing entry goes to `dead_letters`.
     pub max_deliveries: u32,
-    /// Aggregates handled at once from one fetched batch (1: one event at
-    /// a time).
+    /// Aggregates handled at once (1: one event at a time).
     pub lanes: usize,
+    /// How long a reader's hold on its partition lasts unless renewed (a
+    /// third of it): how soon another instance takes over from one that
+    /// died.
+    pub ownership: Duration,
 }
 
 pub struct ConsumerRunner<B> {
@@ -95,6 +99,12 @@ impl<B: EventBus> ConsumerRunner<B> {
         }
     }
 
+    /// Reads the partition while it is this consumer's: takes it (and
+    /// every entry its previous reader left pending, first) when nobody
+    /// holds it, keeps it while it runs, lets go of it when stopped. The
+    /// entries are handled by aggregate lanes ([`Lanes`]): an aggregate's
+    /// in stream order, a failing one retried with backoff while its later
+    /// ones wait, other aggregates side by side (up to `lanes` at once).
     pub async fn run(self, cancel: CancellationToken) {
         let group = self.handler.name();
         while let Err(err) = self.bus.ensure_group(group).await {
@@ -103,16 +113,87 @@ impl<B: EventBus> ConsumerRunner<B> {
                 return;
             }
         }
-        let mut last_reclaim = tokio::time::Instant::now();
+        let hold = self.settings.ownership.max(Duration::from_millis(30));
+        let renew_every = hold / 3;
+        let mut owned_until: Option<Instant> = None;
+        let mut renewed = Instant::now() - renew_every;
+        let mut lanes: Lanes<Instant> = Lanes::default();
         let reclaim_every = (self.settings.claim_idle / 2).max(Duration::from_millis(10));
+        let mut last_reclaim = Instant::now();
+        let cap = self.settings.batch_size.max(1) * 8;
         loop {
             if cancel.is_cancelled() {
-                return;
+                break;
             }
+            if renewed.elapsed() >= renew_every {
+                renewed = Instant::now();
+                match self.bus.own(group, &self.consumer, hold).await {
+                    Ok(true) => {
+                        if owned_until.is_none() {
+                            // A new reader starts where the last one left.
+                            match self.bus.take_over(group, &self.consumer).await {
+                                Ok(left) => {
+                                    if !left.is_empty() {
+                                        tracing::info!(
+                                            group,
+                                            entries = left.len(),
+                                            "consumer: took the partition over with entries pending"
+                                        );
+                                    }
+                                    left.into_iter().for_each(|d| lanes.push(d));
+                                }
+                                Err(err) => {
+                                    tracing::warn!(
+                                        group,
+                                        error = format!("{err:#}"),
+                                        "consumer: cannot take over the partition's pending entries yet"
+                                    );
+                                    renewed = Instant::now() - renew_every;
+                                    if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
+                                        break;
+                                    }
+                                    continue;
+                                }
+                            }
+                            metrics::counter!("consumer_partitions_taken_total", "consumer" => group).increment(1);
+                        }
+                        owned_until = Some(renewed + hold);
+                    }
+                    Ok(false) => {
+                        if owned_until.take().is_some() {
+                            tracing::warn!(
+                                group,
+                                "consumer: another consumer holds the partition now; standing by"
+                            );
+                            lanes.clear();
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            group,
+                            error = format!("{err:#}"),
+                            "consumer: cannot renew its hold on the partition"
+                        );
+                        if owned_until.is_some_and(|until| until <= Instant::now()) {
+                            owned_until = None;
+                            lanes.clear();
+                        }
+                    }
+                }
+            }
+            if owned_until.is_none() {
+                // Standing by: another consumer reads this partition.
+                if sleep_or_cancel(&cancel, renew_every).await {
+                    break;
+                }
+                continue;
+            }
+            // Entries another consumer still held when this one took over
+            // (it had not noticed yet), once idle: they join their lanes
+            // in stream order.
             if last_reclaim.elapsed() >= reclaim_every {
-                last_reclaim = tokio::time::Instant::now();
-                match self
-                    .bus
+                last_reclaim = Instant::now();
+                match (self.bus)
                     .reclaim(
                         group,
                         &self.consumer,
@@ -121,66 +202,119 @@ impl<B: EventBus> ConsumerRunner<B> {
                     )
                     .await
                 {
-                    Ok(deliveries) => self.process(deliveries).await,
+                    Ok(taken) => taken.into_iter().for_each(|d| lanes.push(d)),
+                    Err(err) => tracing::warn!(
+                        group,
+                        error = format!("{err:#}"),
+                        "consumer: reclaim failed"
+                    ),
+                }
+            }
+            // Fetch unless enough is held; wait no longer than the next
+            // retry or the next renewal.
+            let until_renewal = renew_every.saturating_sub(renewed.elapsed());
+            let wait = match lanes.next_due() {
+                Some(None) => Duration::from_millis(1),
+                Some(Some(at)) => at.saturating_duration_since(Instant::now()),
+                None => self.settings.block,
+            }
+            .min(self.settings.block)
+            .min(until_renewal)
+            .max(Duration::from_millis(1));
+            if lanes.held() < cap {
+                let fetched = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    fetched = self.bus.fetch(group, &self.consumer, self.settings.batch_size, wait) => fetched,
+                };
+                match fetched {
+                    Ok(deliveries) => deliveries.into_iter().for_each(|d| lanes.push(d)),
                     Err(err) => {
                         tracing::warn!(
                             group,
                             error = format!("{err:#}"),
-                            "consumer: reclaim failed"
+                            "consumer: fetch failed; retrying"
                         );
+                        if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
+                            break;
+                        }
                     }
                 }
+            } else if sleep_or_cancel(&cancel, wait).await {
+                break;
             }
-            let block = self.settings.block.min(reclaim_every);
-            let fetched = tokio::select! {
-                () = cancel.cancelled() => return,
-                fetched = self.bus.fetch(group, &self.consumer, self.settings.batch_size, block) => fetched,
-            };
-            match fetched {
-                Ok(deliveries) => self.process(deliveries).await,
-                Err(err) => {
-                    tracing::warn!(
-                        group,
-                        error = format!("{err:#}"),
-                        "consumer: fetch failed; retrying"
-                    );
-                    if sleep_or_cancel(&cancel, Duration::from_millis(500)).await {
-                        return;
-                    }
-                }
-            }
+            // Stop handling in time to renew the hold: a reader busy past
+            // it would share the partition with the next one.
+            self.handle_due(&mut lanes, renewed + renew_every).await;
+        }
+        if owned_until.is_some()
+            && let Err(err) = self.bus.disown(group, &self.consumer).await
+        {
+            tracing::warn!(
+                group,
+                error = format!("{err:#}"),
+                "consumer: cannot let go of the partition; it lapses by itself"
+            );
         }
     }
 
-    /// Handles deliveries, acknowledging each as soon as it is finished; a
-    /// failure leaves that entry pending and moves on. The batch is split
-    /// into lanes by aggregate (the key the stream is partitioned by), and
-    /// up to `lanes` of them run at once: one aggregate's events are
-    /// handled in their stream order, different aggregates side by side
-    /// (as another instance of this group would handle them anyway). Each
-    /// event is handled in an `event` span continuing the trace of the
-    /// request (or handler) that wrote it, so its log lines and the events
-    /// its handler writes carry the same trace id.
-    pub async fn process(&self, deliveries: Vec<Delivery>) {
-        if self.settings.lanes <= 1 {
-            for delivery in deliveries {
-                self.process_one(delivery).await;
-            }
+    /// Handles every lane that may go now, up to `lanes` at once, each in
+    /// its stream order, and hands back what waits for a retry. Each event
+    /// is handled in an `event` span continuing the trace of the request
+    /// (or handler) that wrote it, so its log lines and the events its
+    /// handler writes carry the same trace id.
+    async fn handle_due(&self, lanes: &mut Lanes<Instant>, until: Instant) {
+        let due = lanes.take_due(Instant::now());
+        if due.is_empty() {
             return;
         }
-        futures::stream::iter(lanes_of(deliveries))
-            .for_each_concurrent(self.settings.lanes, |lane| async move {
-                for delivery in lane {
-                    self.process_one(delivery).await;
-                }
+        let width = if self.settings.lanes <= 1 {
+            1
+        } else {
+            self.settings.lanes
+        };
+        let left: Vec<_> = futures::stream::iter(due)
+            .map(|(key, items)| async move {
+                let (rest, not_before) = self.drain(items, until).await;
+                (key, rest, not_before)
             })
+            .buffer_unordered(width)
+            .collect()
             .await;
+        for (key, rest, not_before) in left {
+            lanes.put_back(key, rest, not_before);
+        }
     }
 
-    async fn process_one(&self, delivery: Delivery) {
+    /// Handles a lane's deliveries in order until one fails (that one and
+    /// the rest wait for its retry, after the backoff of its deliveries) or
+    /// `until` comes (the rest go on at once, after the hold's renewal).
+    async fn drain(
+        &self,
+        mut items: VecDeque<Delivery>,
+        until: Instant,
+    ) -> (VecDeque<Delivery>, Option<Instant>) {
+        while let Some(head) = items.front_mut() {
+            if Instant::now() >= until {
+                return (items, None);
+            }
+            if self.process_one(head).await {
+                items.pop_front();
+                continue;
+            }
+            let wait = retry_after(self.settings.claim_idle, head.deliveries);
+            head.deliveries = head.deliveries.saturating_add(1);
+            return (items, Some(Instant::now() + wait));
+        }
+        (items, None)
+    }
+
+    /// Handles one delivery (a dead letter when undecodable or out of
+    /// tries) and acknowledges it when finished; false when it failed and
+    /// is to be tried again.
+    async fn process_one(&self, delivery: &Delivery) -> bool {
         let group = self.handler.name();
         let finished = match &delivery.message {
-            Err(reason) => self.dead_letter(&delivery, None, reason).await,
+            Err(reason) => self.dead_letter(delivery, None, reason).await,
             Ok(message) => {
                 let event = &message.event;
                 let span = tracing::info_span!(
@@ -192,7 +326,7 @@ impl<B: EventBus> ConsumerRunner<B> {
                     span_id = tracing::field::Empty,
                 );
                 let ctx = trace::begin(&span, trace::parse(event.traceparent.as_deref()), None);
-                ctx.scope(self.handle(&delivery, message).instrument(span))
+                ctx.scope(self.handle(delivery, message).instrument(span))
                     .await
             }
         };
@@ -202,9 +336,11 @@ impl<B: EventBus> ConsumerRunner<B> {
                 .ack(group, std::slice::from_ref(&delivery.id))
                 .await
         {
-            // Not acknowledged: it will be reclaimed and dropped by the inbox.
+            // Not acknowledged: the next reader takes it over, and the
+            // inbox drops it.
             tracing::warn!(group, error = format!("{err:#}"), "consumer: ack failed");
         }
+        finished
     }
 
     /// Handles one decodable delivery; whether it may be acknowledged.
@@ -327,81 +463,5 @@ impl<B: EventBus> ConsumerRunner<B> {
             })
             .await;
         true
-    }
-}
-
-/// `deliveries` split by aggregate, each lane in stream order; an entry
-/// that could not be decoded is a lane of its own.
-fn lanes_of(deliveries: Vec<Delivery>) -> Vec<Vec<Delivery>> {
-    let mut lanes: Vec<Vec<Delivery>> = Vec::new();
-    let mut by_aggregate: HashMap<(String, String), usize> = HashMap::new();
-    for delivery in deliveries {
-        let key = delivery
-            .message
-            .as_ref()
-            .ok()
-            .map(|m| (m.event.aggregate_type.clone(), m.event.aggregate_id.clone()));
-        match key.and_then(|key| match by_aggregate.get(&key) {
-            Some(&lane) => Some(lane),
-            None => {
-                by_aggregate.insert(key, lanes.len());
-                None
-            }
-        }) {
-            Some(lane) => lanes[lane].push(delivery),
-            None => lanes.push(vec![delivery]),
-        }
-    }
-    lanes
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn delivery(id: &str, aggregate: Option<&str>) -> Delivery {
-        Delivery {
-            id: id.to_owned(),
-            deliveries: 1,
-            message: aggregate.map_or_else(
-                || Err("undecodable".to_owned()),
-                |aggregate| {
-                    Ok(BusMessage {
-                        outbox_id: None,
-                        target: None,
-                        event: EventEnvelope {
-                            event_id: uuid::Uuid::new_v4(),
-                            event_type: "T".into(),
-                            aggregate_type: "payment".into(),
-                            aggregate_id: aggregate.to_owned(),
-                            occurred_at: Utc::now(),
-                            payload: serde_json::Value::Null,
-                            traceparent: None,
-                        },
-                    })
-                },
-            ),
-        }
-    }
-
-    #[test]
-    fn a_batch_splits_by_aggregate_and_keeps_each_aggregates_order() {
-        let lanes = lanes_of(vec![
-            delivery("1", Some("a")),
-            delivery("2", Some("b")),
-            delivery("3", None),
-            delivery("4", Some("a")),
-            delivery("5", None),
-            delivery("6", Some("b")),
-            delivery("7", Some("a")),
-        ]);
-        let ids: Vec<Vec<&str>> = lanes
-            .iter()
-            .map(|lane| lane.iter().map(|d| d.id.as_str()).collect())
-            .collect();
-        assert_eq!(
-            ids,
-            vec![vec!["1", "4", "7"], vec!["2", "6"], vec!["3"], vec!["5"]]
-        );
     }
 }

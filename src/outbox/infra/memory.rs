@@ -209,7 +209,9 @@ impl EventBus for MemoryBus {
             if claimed.len() >= count {
                 break;
             }
-            if now.duration_since(pending.delivered_at) < retry_after(min_idle, pending.deliveries)
+            if pending.consumer == consumer
+                || now.duration_since(pending.delivered_at)
+                    < retry_after(min_idle, pending.deliveries)
             {
                 continue;
             }

@@ -75,4 +75,16 @@ impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
     async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
         dispatch!(self, bus => bus.groups().await)
     }
+
+    async fn own(&self, group: &str, consumer: &str, ttl: Duration) -> anyhow::Result<bool> {
+        dispatch!(self, bus => bus.own(group, consumer, ttl).await)
+    }
+
+    async fn disown(&self, group: &str, consumer: &str) -> anyhow::Result<()> {
+        dispatch!(self, bus => bus.disown(group, consumer).await)
+    }
+
+    async fn take_over(&self, group: &str, consumer: &str) -> anyhow::Result<Vec<Delivery>> {
+        dispatch!(self, bus => bus.take_over(group, consumer).await)
+    }
 }

@@ -71,6 +71,36 @@ pub fn stream_keys(base: &str, partitions: u16) -> Vec<String> {
         .collect()
 }
 
+/// Takes the partition when free, extends it when the caller holds it.
+static OWN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        local holder = redis.call('GET', KEYS[1])
+        if not holder then
+            redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+            return 1
+        end
+        if holder == ARGV[1] then
+            redis.call('PEXPIRE', KEYS[1], ARGV[2])
+            return 1
+        end
+        return 0
+        ",
+    )
+});
+
+/// Lets go of the partition if the caller holds it.
+static DISOWN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+        if redis.call('GET', KEYS[1]) == ARGV[1] then
+            return redis.call('DEL', KEYS[1])
+        end
+        return 0
+        ",
+    )
+});
+
 #[derive(Clone)]
 pub struct RedisBus {
     target: RedisTarget,
@@ -120,6 +150,11 @@ impl RedisBus {
 
     fn stream(&self) -> &str {
         &self.streams[usize::from(self.partition)]
+    }
+
+    /// Who reads this partition for `group` (in the stream's slot).
+    fn owner_key(&self, group: &str) -> String {
+        format!("{}:owner:{group}", self.stream())
     }
 
     async fn reader(&self, group: &str, consumer: &str, block: Duration) -> anyhow::Result<Conn> {
@@ -445,6 +480,10 @@ impl EventBus for RedisBus {
             .ids
             .into_iter()
             .filter(|p| {
+                // The caller's own are still in its hands, in order.
+                if p.consumer == consumer {
+                    return false;
+                }
                 let deliveries = u32::try_from(p.times_delivered).unwrap_or(u32::MAX);
                 p.last_delivered_ms as u128 >= retry_after(min_idle, deliveries).as_millis()
             })
@@ -478,6 +517,69 @@ impl EventBus for RedisBus {
             .collect();
         deliveries.sort_by_key(|d| stream_order(&d.id));
         Ok(deliveries)
+    }
+
+    async fn own(&self, group: &str, consumer: &str, ttl: Duration) -> anyhow::Result<bool> {
+        let owned: i64 = OWN
+            .key(self.owner_key(group))
+            .arg(consumer)
+            .arg(ttl.as_millis().max(1) as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .with_context(|| format!("taking {} for {group}", self.stream()))?;
+        Ok(owned == 1)
+    }
+
+    async fn disown(&self, group: &str, consumer: &str) -> anyhow::Result<()> {
+        let _: i64 = DISOWN
+            .key(self.owner_key(group))
+            .arg(consumer)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .with_context(|| format!("letting go of {} for {group}", self.stream()))?;
+        Ok(())
+    }
+
+    async fn take_over(&self, group: &str, consumer: &str) -> anyhow::Result<Vec<Delivery>> {
+        let mut conn = self.conn.clone();
+        let mut taken = Vec::new();
+        let mut start = "-".to_owned();
+        loop {
+            let pending: StreamPendingCountReply = redis::cmd("XPENDING")
+                .arg(self.stream())
+                .arg(group)
+                .arg(&start)
+                .arg("+")
+                .arg(1_000)
+                .query_async(&mut conn)
+                .await
+                .context("XPENDING")?;
+            let Some(last) = pending.ids.last().map(|p| p.id.clone()) else {
+                break;
+            };
+            let counts: HashMap<String, u32> = (pending.ids.into_iter())
+                .map(|p| (p.id, u32::try_from(p.times_delivered).unwrap_or(u32::MAX)))
+                .collect();
+            let ids: Vec<&String> = counts.keys().collect();
+            let claimed: StreamClaimReply = conn
+                .xclaim(self.stream(), group, consumer, 0, &ids)
+                .await
+                .context("XCLAIM")?;
+            taken.extend(claimed.ids.into_iter().map(|entry| {
+                Delivery {
+                    deliveries: counts
+                        .get(&entry.id)
+                        .copied()
+                        .unwrap_or(0)
+                        .saturating_add(1),
+                    message: decode(&entry),
+                    id: entry.id,
+                }
+            }));
+            start = format!("({last}");
+        }
+        taken.sort_by_key(|d| stream_order(&d.id));
+        Ok(taken)
     }
 
     async fn ack(&self, group: &str, ids: &[String]) -> anyhow::Result<()> {

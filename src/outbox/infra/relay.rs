@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{TimeDelta, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
     sea_query::{Expr, LockBehavior, LockType},
 };
 use tokio::sync::{Notify, mpsc};
@@ -129,6 +129,8 @@ pub struct Relay<B> {
 }
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+/// The advisory lock of a relay pass (`"boxrelay"` as a number).
+const RELAY_LOCK: i64 = 0x626f_7872_656c_6179;
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 impl<B: EventBus> Relay<B> {
@@ -223,14 +225,33 @@ impl<B: EventBus> Relay<B> {
 
     /// Publishes up to one batch; returns how many rows it relayed.
     ///
-    /// On PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED` for the
-    /// duration, so several relays share the work without publishing a row
-    /// twice. If the bus accepts the batch but the commit fails, the rows
+    /// On PostgreSQL one relay at a time does (a transaction-level advisory
+    /// lock), and its rows are locked `FOR UPDATE` for the duration, so
+    /// several relays never publish a row twice nor out of order. If the bus accepts the batch but the commit fails, the rows
     /// are published again later: delivery is at least once, and consumers
     /// are idempotent.
     pub async fn relay_batch(&self) -> anyhow::Result<usize> {
         if self.db.get_database_backend() == DatabaseBackend::Postgres {
             let txn = self.db.begin().await?;
+            // One relay publishes at a time: two relays taking consecutive
+            // batches side by side could land the later batch's XADD first
+            // and put an aggregate's events out of order in its stream. The
+            // others skip this pass; the commits that wake them wake the
+            // one holding the lock too, so nothing waits for a poll.
+            let locked: bool = txn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "SELECT pg_try_advisory_xact_lock($1) AS locked",
+                    [RELAY_LOCK.into()],
+                ))
+                .await?
+                .map(|row| row.try_get("", "locked"))
+                .transpose()?
+                .unwrap_or(false);
+            if !locked {
+                metrics::counter!("outbox_relay_passes_skipped_total").increment(1);
+                return Ok(0);
+            }
             let n = self.relay_batch_on(&txn, true).await?;
             txn.commit().await?;
             Ok(n)

@@ -1,3 +1,7 @@
+mod lanes;
+
+pub use lanes::{LaneKey, Lanes};
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
