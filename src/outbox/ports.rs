@@ -208,10 +208,11 @@ pub trait AuditPass: Send {
     ) -> impl Future<Output = Result<HashMap<String, Vec<String>>, OutboxError>> + Send;
 
     /// Up to `max` rows published before `before` and not yet delivered to
-    /// every group they are owed to, oldest first.
+    /// every group they are owed to, after the row `after`, oldest first.
     fn undelivered(
         &mut self,
         before: DateTime<Utc>,
+        after: i64,
         max: u64,
     ) -> impl Future<Output = Result<Vec<Published>, OutboxError>> + Send;
 

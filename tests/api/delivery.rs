@@ -11,11 +11,42 @@ use serde_json::Value;
 
 use crate::{
     crash::{Server, Shopper, crash_database, exported_event_ids},
-    helpers::{count, eventually, redis_url, spawn_app_with},
+    helpers::{count, eventually, redis_cluster_nodes, redis_url, spawn_app_with},
 };
 
 /// Long enough for a repair: the audit looks every second here.
 const REPAIR: Duration = Duration::from_secs(60);
+
+/// Where a deployment's events go: a standalone Redis, or a cluster.
+enum Bus {
+    Redis(String),
+    Cluster(Vec<String>),
+}
+
+impl Bus {
+    fn args(&self) -> Vec<String> {
+        match self {
+            Bus::Redis(url) => vec!["--redis-url".to_owned(), url.clone()],
+            Bus::Cluster(nodes) => vec!["--redis-cluster-nodes".to_owned(), nodes.join(",")],
+        }
+    }
+
+    /// Deletes `key` (one key: one slot on a cluster).
+    async fn del(&self, key: &str) -> i64 {
+        match self {
+            Bus::Redis(url) => {
+                let client = redis::Client::open(url.as_str()).unwrap();
+                let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+                redis.del(key).await.unwrap()
+            }
+            Bus::Cluster(nodes) => {
+                let client = redis::cluster::ClusterClient::new(nodes.clone()).unwrap();
+                let mut redis = client.get_async_connection().await.unwrap();
+                redis.del(key).await.unwrap()
+            }
+        }
+    }
+}
 
 /// A deployment of this test: one database, one Redis, its own stream.
 struct Deployment {
@@ -37,21 +68,12 @@ impl Deployment {
         }
     }
 
-    /// A server of this deployment, auditing events two seconds old.
-    fn server(&self, args: &[&str]) -> Server {
-        self.server_on(&redis_url(), args)
-    }
-
-    /// The same on the Redis at `redis`.
-    fn server_on(&self, redis: &str, args: &[&str]) -> Server {
-        Server::with(
-            &self.sink,
-            &self.database_url,
-            &self.shared,
-            &["--redis-url".to_owned(), redis.to_owned()],
-        )
-        .with_args(&["--delivery-audit-after-seconds", "2"])
-        .with_args(args)
+    /// A server of this deployment on `redis`, auditing events two seconds
+    /// old.
+    fn server(&self, redis: &Bus, args: &[&str]) -> Server {
+        Server::with(&self.sink, &self.database_url, &self.shared, &redis.args())
+            .with_args(&["--delivery-audit-after-seconds", "2"])
+            .with_args(args)
     }
 
     async fn seats(&self, schedule: &Value) -> Vec<i64> {
@@ -103,8 +125,19 @@ async fn completed_event(db: &DatabaseConnection, payment: i64) -> String {
 /// receipt, one notification and one data-platform line.
 #[tokio::test]
 async fn an_event_lost_with_its_stream_under_a_paused_group_is_delivered_by_the_audit() {
+    stream_lost_under_a_paused_group(Bus::Redis(redis_url()), "Redis").await;
+}
+
+#[tokio::test]
+async fn on_the_cluster_an_event_lost_with_its_stream_under_a_paused_group_is_delivered_by_the_audit()
+ {
+    stream_lost_under_a_paused_group(Bus::Cluster(redis_cluster_nodes()), "the Redis Cluster")
+        .await;
+}
+
+async fn stream_lost_under_a_paused_group(bus: Bus, on: &str) {
     let deployment = Deployment::new().await;
-    let mut paused = deployment.server(&["--paused-consumers", "reservations"]);
+    let mut paused = deployment.server(&bus, &["--paused-consumers", "reservations"]);
     paused.start().await;
     let shopper = Shopper::of(&paused);
     let (created, _) = shopper.sale(2).await;
@@ -143,13 +176,10 @@ async fn an_event_lost_with_its_stream_under_a_paused_group_is_delivered_by_the_
     .await;
 
     // The entries are lost.
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let deleted: i64 = redis.del(deployment.stream()).await.unwrap();
-    assert_eq!(deleted, 1);
+    assert_eq!(bus.del(&deployment.stream()).await, 1);
     paused.kill();
 
-    let mut server = deployment.server(&[]);
+    let mut server = deployment.server(&bus, &[]);
     let lost_at = Instant::now();
     server.start().await;
     let shopper = Shopper::of(&server);
@@ -166,7 +196,7 @@ async fn an_event_lost_with_its_stream_under_a_paused_group_is_delivered_by_the_
     )
     .await;
     eprintln!(
-        "delivery audit, stream deleted under a paused group: {resent} event(s) re-sent to `reservations`, payment confirmed {took:?} after the restart"
+        "delivery audit on {on}, stream deleted under a paused group: {resent} event(s) re-sent to `reservations`, payment confirmed {took:?} after the restart"
     );
     assert!(resent >= 1);
     each_confirmed_once(&deployment, &shopper, &[(user, payment)]).await;
@@ -232,8 +262,43 @@ async fn each_confirmed_once(deployment: &Deployment, shopper: &Shopper, payment
 #[tokio::test]
 async fn a_flushall_in_the_middle_of_a_sale_loses_no_payment() {
     let redis_server = crate::outage::OwnRedis::start(false);
+    let url = redis_server.url();
+    flushall_mid_sale(Bus::Redis(url.clone()), "Redis", || async move {
+        let client = redis::Client::open(url).unwrap();
+        let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+        let () = redis::cmd("FLUSHALL")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// The same on a throwaway cluster of its own: `FLUSHALL` on every primary.
+#[tokio::test]
+async fn on_the_cluster_a_flushall_in_the_middle_of_a_sale_loses_no_payment() {
+    let cluster = crate::failover::ThrowawayCluster::start().await;
+    let primaries = cluster.primaries();
+    assert_eq!(primaries.len(), 3);
+    flushall_mid_sale(
+        Bus::Cluster(cluster.urls()),
+        "the Redis Cluster",
+        || async move {
+            for port in primaries {
+                assert_eq!(crate::failover::cli(port, &["FLUSHALL"]), "OK");
+            }
+        },
+    )
+    .await;
+}
+
+async fn flushall_mid_sale<F, Fut>(bus: Bus, on: &str, flush: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let deployment = Deployment::new().await;
-    let mut server = deployment.server_on(&redis_server.url(), &[]);
+    let mut server = deployment.server(&bus, &[]);
     server.start().await;
     let shopper = Shopper::of(&server);
     let (created, _) = shopper.sale(8).await;
@@ -260,12 +325,7 @@ async fn a_flushall_in_the_middle_of_a_sale_loses_no_payment() {
             .iter()
             .all(|c| c.as_ref().is_some_and(|(s, _)| *s == 201))
     );
-    let client = redis::Client::open(redis_server.url()).unwrap();
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let () = redis::cmd("FLUSHALL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    flush().await;
     let flushed_at = Instant::now();
     for (n, seat) in seats[4..].iter().enumerate() {
         let user = 300 + n as i64;
@@ -301,7 +361,7 @@ async fn a_flushall_in_the_middle_of_a_sale_loses_no_payment() {
     )
     .await;
     eprintln!(
-        "delivery audit, FLUSHALL mid-sale: {resent} event(s) re-sent, all 8 payments confirmed {:?} after the flush",
+        "delivery audit on {on}, FLUSHALL mid-sale: {resent} event(s) re-sent, all 8 payments confirmed {:?} after the flush",
         flushed_at.elapsed()
     );
 }
@@ -360,5 +420,79 @@ async fn with_nothing_lost_the_audit_marks_rows_delivered_and_resends_nothing() 
         .await,
         0,
         "no re-send written"
+    );
+}
+
+/// A Redis Cluster primary fails over to its replica without the last
+/// writes it had acknowledged (the existing failover harness: replica
+/// frozen and cut off, primary killed, replica promoted): the stream
+/// entries of the last payments, written while the saga's group was
+/// paused, are gone from the promoted stream. The audit sends them again
+/// and every payment ends confirmed once each.
+#[tokio::test]
+async fn a_failover_that_loses_acknowledged_stream_entries_loses_no_payment() {
+    let mut cluster = crate::failover::ThrowawayCluster::start().await;
+    let bus = Bus::Cluster(cluster.urls());
+    let deployment = Deployment::new().await;
+    let mut paused = deployment.server(&bus, &["--paused-consumers", "reservations"]);
+    paused.start().await;
+    let shopper = Shopper::of(&paused);
+    let (created, _) = shopper.sale(6).await;
+    let (concert, schedule) = (&created["id"], &created["schedules"][0]["id"]);
+    let seats = deployment.seats(schedule).await;
+    let db = deployment.db().await;
+    let receipted = |payments: Vec<i64>| {
+        let db = db.clone();
+        async move {
+            for payment in payments {
+                eventually("the receipt", REPAIR, || async {
+                    (count(
+                        &db,
+                        &format!("SELECT COUNT(*) FROM receipts WHERE payment_id = {payment}"),
+                    )
+                    .await
+                        == 1)
+                        .then_some(())
+                })
+                .await;
+            }
+        }
+    };
+    // Two payments replicated to the replica.
+    let mut payments = Vec::new();
+    for (n, seat) in seats[..2].iter().enumerate() {
+        let user = 500 + n as i64;
+        payments.push((user, shopper.buy(user, concert, schedule, *seat).await));
+    }
+    receipted(payments.iter().map(|(_, p)| *p).collect()).await;
+    let (primary, replica) = cluster.owner_of(&deployment.stream());
+    cluster.cut_off(primary, replica);
+    // Three more on the primary alone: published, handled by every group
+    // but the paused one, acknowledged — and never replicated.
+    for (n, seat) in seats[2..5].iter().enumerate() {
+        let user = 600 + n as i64;
+        payments.push((user, shopper.buy(user, concert, schedule, *seat).await));
+    }
+    receipted(payments[2..].iter().map(|(_, p)| *p).collect()).await;
+    let took_over = cluster.fail_over(primary, replica).await;
+    paused.kill();
+    let mut server = deployment.server(&Bus::Cluster(cluster.urls()), &[]);
+    let lost_at = Instant::now();
+    server.start().await;
+    let shopper = Shopper::of(&server);
+    each_confirmed_once(&deployment, &shopper, &payments).await;
+    let resent = count(
+        &db,
+        "SELECT CAST(COALESCE(SUM(redelivered), 0) AS BIGINT) FROM event_subscriptions",
+    )
+    .await;
+    eprintln!(
+        "delivery audit on the Redis Cluster, failover losing acknowledged writes (promotion took {took_over:?}): \
+         {resent} event(s) re-sent, all 5 payments confirmed {:?} after the restart",
+        lost_at.elapsed()
+    );
+    assert!(
+        resent >= 3,
+        "the three lost PaymentCompleted at least: {resent}"
     );
 }

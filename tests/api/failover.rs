@@ -39,7 +39,7 @@ struct Node {
 
 /// Six `redis-server --cluster-enabled yes` on free loopback ports, made a
 /// cluster of 3 primaries with a replica each; killed when dropped.
-struct ThrowawayCluster {
+pub(crate) struct ThrowawayCluster {
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
 }
@@ -58,7 +58,7 @@ fn cluster_port(taken: &[u16]) -> u16 {
     }
 }
 
-fn cli(port: u16, args: &[&str]) -> String {
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .arg("-p")
         .arg(port.to_string())
@@ -78,7 +78,7 @@ fn signal(pid: u32, sig: &str) {
 }
 
 impl ThrowawayCluster {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut nodes: Vec<Node> = Vec::new();
         for _ in 0..6 {
@@ -137,7 +137,15 @@ impl ThrowawayCluster {
         cluster
     }
 
-    fn urls(&self) -> Vec<String> {
+    /// The ports of the live primaries.
+    pub(crate) fn primaries(&self) -> Vec<u16> {
+        self.live()
+            .filter(|n| cli(n.port, &["ROLE"]).lines().next() == Some("master"))
+            .map(|n| n.port)
+            .collect()
+    }
+
+    pub(crate) fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
             .map(|n| format!("redis://127.0.0.1:{}/", n.port))
@@ -149,7 +157,7 @@ impl ThrowawayCluster {
     }
 
     /// Every live node says the cluster is fine.
-    async fn settled(&self) {
+    pub(crate) async fn settled(&self) {
         eventually("cluster_state:ok on every live node", WAIT, || async {
             self.live()
                 .all(|n| cli(n.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
@@ -159,7 +167,7 @@ impl ThrowawayCluster {
     }
 
     /// The primary serving `key`'s slot and its replica.
-    fn owner_of(&self, key: &str) -> (u16, u16) {
+    pub(crate) fn owner_of(&self, key: &str) -> (u16, u16) {
         let any = self.live().next().unwrap().port;
         let slot: u16 = cli(any, &["CLUSTER", "KEYSLOT", key]).parse().unwrap();
         let nodes = cli(any, &["CLUSTER", "NODES"]);
@@ -201,7 +209,7 @@ impl ThrowawayCluster {
 
     /// Freezes the replica and cuts it off from its primary: from here on
     /// the primary's writes are its alone.
-    fn cut_off(&self, primary: u16, replica: u16) {
+    pub(crate) fn cut_off(&self, primary: u16, replica: u16) {
         assert_eq!(cli(primary, &["WAIT", "1", "5000"]), "1", "in sync so far");
         signal(self.pid(replica), "STOP");
         let killed = cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
@@ -210,7 +218,7 @@ impl ThrowawayCluster {
 
     /// SIGKILL for the primary, the replica thawed; returns once the
     /// replica has been promoted and the cluster is whole again.
-    async fn fail_over(&mut self, primary: u16, replica: u16) -> Duration {
+    pub(crate) async fn fail_over(&mut self, primary: u16, replica: u16) -> Duration {
         let started = Instant::now();
         let node = self.nodes.iter_mut().find(|n| n.port == primary).unwrap();
         let mut child = node.child.take().unwrap();

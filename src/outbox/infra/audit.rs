@@ -211,9 +211,11 @@ impl AuditPass for DbAuditPass {
     async fn undelivered(
         &mut self,
         before: DateTime<Utc>,
+        after: i64,
         max: u64,
     ) -> Result<Vec<Published>, OutboxError> {
         let rows = outbox::Entity::find()
+            .filter(outbox::Column::Id.gt(after))
             .filter(outbox::Column::DeliveredAt.is_null())
             .filter(outbox::Column::PublishedAt.is_not_null())
             .filter(outbox::Column::PublishedAt.lt(before))

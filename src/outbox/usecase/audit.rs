@@ -41,6 +41,11 @@ pub struct DeliveryAuditor<L, B, C> {
     after: TimeDelta,
     /// Rows per pass.
     batch: u64,
+    /// Where the next pass goes on from: each pass looks at the next page
+    /// of undelivered rows, and after the last page starts over, so rows
+    /// owed to a group that stays away (paused for days, say) never keep
+    /// the audit from the newer rows behind them.
+    cursor: std::sync::atomic::AtomicI64,
 }
 
 impl<L: DeliveryLedger, B: EventBus, C: Clock> DeliveryAuditor<L, B, C> {
@@ -51,6 +56,7 @@ impl<L: DeliveryLedger, B: EventBus, C: Clock> DeliveryAuditor<L, B, C> {
             clock,
             after,
             batch,
+            cursor: std::sync::atomic::AtomicI64::new(0),
         }
     }
 
@@ -69,7 +75,15 @@ impl<L: DeliveryLedger, B: EventBus, C: Clock> DeliveryAuditor<L, B, C> {
             ran: true,
             ..AuditReport::default()
         };
-        let rows = pass.undelivered(before, self.batch).await?;
+        use std::sync::atomic::Ordering::Relaxed;
+        let rows = (pass.undelivered(before, self.cursor.load(Relaxed), self.batch)).await?;
+        // A full page: the next pass goes on after it; otherwise it starts
+        // over from the oldest.
+        let next = match rows.last() {
+            Some(last) if rows.len() as u64 >= self.batch => last.outbox_id,
+            _ => 0,
+        };
+        self.cursor.store(next, Relaxed);
         if rows.is_empty() {
             pass.commit().await?;
             return Ok(report);
@@ -217,6 +231,7 @@ mod tests {
         async fn undelivered(
             &mut self,
             before: DateTime<Utc>,
+            after: i64,
             max: u64,
         ) -> Result<Vec<Published>, OutboxError> {
             Ok(self
@@ -225,7 +240,9 @@ mod tests {
                 .unwrap()
                 .rows
                 .iter()
-                .filter(|(row, delivered)| delivered.is_none() && row.published_at < before)
+                .filter(|(row, delivered)| {
+                    row.outbox_id > after && delivered.is_none() && row.published_at < before
+                })
                 .take(max as usize)
                 .map(|(row, _)| row.clone())
                 .collect())
@@ -499,5 +516,70 @@ mod tests {
         let report = h.auditor.pass().await.unwrap();
         assert_eq!(report, AuditReport::default());
         assert_eq!(h.ledger.0.lock().unwrap().commits, 0);
+    }
+
+    #[tokio::test]
+    async fn rows_owed_to_a_group_that_stays_away_do_not_keep_the_audit_from_newer_ones() {
+        let mut h = harness();
+        // Three rows no group finished (a group paused for days), then
+        // payment 7's lost one, behind them.
+        {
+            let mut tables = h.ledger.0.lock().unwrap();
+            let lost = tables.rows.remove(0).0;
+            for id in 1..=3 {
+                tables.rows.push((
+                    Published {
+                        outbox_id: id,
+                        event_id: Uuid::from_u128(100 + id as u128),
+                        aggregate_id: format!("{}", 100 + id),
+                        // Not yet read by anyone: it may still come.
+                        stream_id: Some(entry(4_000)),
+                        ..lost.clone()
+                    },
+                    None,
+                ));
+            }
+            // Read past by `reservations` and not pending: lost.
+            let lost = Published {
+                outbox_id: 4,
+                stream_id: Some(entry(400)),
+                ..lost
+            };
+            tables.rows.push((lost, None));
+        }
+        h.finish("data-platform");
+        h.finish("receipts");
+        // The stream still holds the first three for every group (none
+        // read them yet); payment 7's `reservations` read past and lost.
+        let waiting = ReadHorizon {
+            last_delivered: entry(500),
+            ..read_past(0)
+        };
+        *h.bus.groups.lock().unwrap() = vec![
+            group("data-platform", read_past(3_000)),
+            group("receipts", read_past(3_000)),
+            group("reservations", waiting),
+        ];
+        h.auditor = DeliveryAuditor::new(
+            h.ledger.clone(),
+            h.bus.clone(),
+            h.clock.clone(),
+            TimeDelta::seconds(60),
+            2,
+        );
+        h.clock.advance(TimeDelta::seconds(61));
+        // Rows 1 and 2 first (a full page), then 3 and 4: payment 7's event
+        // is found and sent again though the older ones stay owed.
+        assert_eq!(h.auditor.pass().await.unwrap().checked, 2);
+        assert!(h.resent().is_empty());
+        let report = h.auditor.pass().await.unwrap();
+        assert_eq!(report.checked, 2);
+        assert_eq!(
+            h.resent(),
+            vec![(Uuid::from_u128(7), "reservations".to_owned())]
+        );
+        // Past the end (the last page was full), then from the start again.
+        assert_eq!(h.auditor.pass().await.unwrap().checked, 0);
+        assert_eq!(h.auditor.pass().await.unwrap().checked, 2);
     }
 }
