@@ -10,7 +10,7 @@ use sea_orm::{Database, DatabaseConnection};
 use serde_json::Value;
 
 use crate::{
-    crash::{Server, Shopper, crash_database, exported_event_ids},
+    crash::{ADMIN, Server, Shopper, crash_database, exported_event_ids},
     helpers::{count, eventually, redis_cluster_nodes, redis_url, spawn_app_with},
 };
 
@@ -495,4 +495,103 @@ async fn a_failover_that_loses_acknowledged_stream_entries_loses_no_payment() {
         resent >= 3,
         "the three lost PaymentCompleted at least: {resent}"
     );
+}
+
+/// A schedule cancellation waits for a paid payment to settle; the
+/// payment's `PaymentCompleted` (and the cancellation's own event) are lost
+/// with the stream while the saga's group is paused. The audit sends them
+/// again, the payment settles (refunded) and the cancellation finishes.
+#[tokio::test]
+async fn a_schedule_cancellation_waiting_on_a_lost_event_finishes() {
+    let bus = Bus::Redis(redis_url());
+    let deployment = Deployment::new().await;
+    let mut paused = deployment.server(&bus, &["--paused-consumers", "reservations"]);
+    paused.start().await;
+    let shopper = Shopper::of(&paused);
+    let (created, _) = shopper.sale(2).await;
+    let schedule = &created["schedules"][0]["id"];
+    let seat = deployment.seats(schedule).await[0];
+    let user = 8;
+    let payment = shopper.buy(user, &created["id"], schedule, seat).await;
+    let db = deployment.db().await;
+    eventually("the event marked published", REPAIR, || async {
+        (count(
+            &db,
+            &format!(
+                "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' \
+                 AND aggregate_id = '{payment}' AND published_at IS NOT NULL"
+            ),
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let (status, body) = shopper
+        .post(
+            &format!("/v1/admin/schedules/{schedule}/cancel"),
+            ADMIN,
+            None,
+            None,
+        )
+        .await
+        .expect("an answer");
+    assert!((200..300).contains(&status), "{status} {body}");
+    let sale_of = |shopper: Shopper| async move {
+        let path = format!("/v1/admin/schedules/{schedule}");
+        shopper
+            .get(&path, ADMIN, None)
+            .await
+            .expect("the schedule")
+            .1
+    };
+    // It waits for the paid payment, which the paused group never settles.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sale_of(shopper.clone()).await["status"], "cancelling");
+    eventually("the cancellation's event published", REPAIR, || async {
+        (count(
+            &db,
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'ScheduleCancellationStarted' AND published_at IS NOT NULL",
+        )
+        .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(bus.del(&deployment.stream()).await, 1);
+    paused.kill();
+
+    let mut server = deployment.server(&bus, &[]);
+    let lost_at = Instant::now();
+    server.start().await;
+    let shopper = Shopper::of(&server);
+    eventually("the cancellation finished", REPAIR, || async {
+        let sale = sale_of(shopper.clone()).await;
+        (sale["status"] == "cancelled"
+            && payment_status(&shopper, user, payment).await == "refunded")
+            .then_some(())
+    })
+    .await;
+    let resent = count(
+        &db,
+        "SELECT CAST(COALESCE(SUM(redelivered), 0) AS BIGINT) FROM event_subscriptions",
+    )
+    .await;
+    eprintln!(
+        "delivery audit on Redis, a cancellation waiting on a lost event: {resent} event(s) re-sent, \
+         the cancellation finished {:?} after the restart",
+        lost_at.elapsed()
+    );
+    assert!(resent >= 1);
+    // Refunded once: the wallet has its points back exactly.
+    let (_, wallet) = shopper
+        .get("/v1/wallet", user, None)
+        .await
+        .expect("the wallet");
+    let refunds = count(
+        &db,
+        &format!("SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentRefunded' AND aggregate_id = '{payment}' AND target_consumer IS NULL"),
+    )
+    .await;
+    assert_eq!(refunds, 1, "refunded once: {wallet}");
 }

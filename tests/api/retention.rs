@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use boxoffice::outbox::ports::EventBus;
 use chrono::TimeDelta;
 use serde_json::json;
 
@@ -87,6 +88,16 @@ async fn rows_past_their_retention_go_and_what_is_still_needed_stays() {
         WAIT,
         || async { (rows(&app, "notifications", "user_id = 7").await == 1).then_some(()) },
     )
+    .await;
+    // Every group finished every event (none lags or holds one), so the
+    // inbox is complete before it is counted.
+    eventually("every group idle", WAIT, || async {
+        let groups = app.bus.groups().await.ok()?;
+        groups
+            .iter()
+            .all(|g| g.lag == 0 && g.pending == 0)
+            .then_some(())
+    })
     .await;
     let inbox = rows(&app, "inbox", "1 = 1").await;
     assert!(inbox > 0);
