@@ -57,8 +57,7 @@ impl Alert {
 }
 
 /// Where an alert is on its way to the webhook.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
-#[strum(serialize_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookStatus {
     /// No webhook was configured when it was raised.
     None,

@@ -159,21 +159,7 @@ async fn stream_lost_under_a_paused_group(bus: Bus, on: &str) {
     })
     .await;
     assert_eq!(payment_status(&shopper, user, payment).await, "paid");
-    // Its row is marked published with its stream id: the relay will not
-    // publish it again, so only the audit can bring it back.
-    eventually("the event marked published", REPAIR, || async {
-        (count(
-            &db,
-            &format!(
-                "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' \
-                 AND aggregate_id = '{payment}' AND published_at IS NOT NULL AND stream_id IS NOT NULL"
-            ),
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    marked_published(&db, payment).await;
 
     // The entries are lost.
     assert_eq!(bus.del(&deployment.stream()).await, 1);
@@ -211,6 +197,25 @@ async fn stream_lost_under_a_paused_group(bus: Bus, on: &str) {
         )
         .await
             == 0)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Waits until the payment's `PaymentCompleted` row is marked published
+/// with its stream id: the relay will not publish it again, so after a
+/// loss only the audit can bring it back.
+async fn marked_published(db: &DatabaseConnection, payment: i64) {
+    eventually("the event marked published", REPAIR, || async {
+        (count(
+            db,
+            &format!(
+                "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' \
+                 AND aggregate_id = '{payment}' AND published_at IS NOT NULL AND stream_id IS NOT NULL"
+            ),
+        )
+        .await
+            == 1)
             .then_some(())
     })
     .await;
@@ -514,19 +519,7 @@ async fn a_schedule_cancellation_waiting_on_a_lost_event_finishes() {
     let user = 8;
     let payment = shopper.buy(user, &created["id"], schedule, seat).await;
     let db = deployment.db().await;
-    eventually("the event marked published", REPAIR, || async {
-        (count(
-            &db,
-            &format!(
-                "SELECT COUNT(*) FROM outbox WHERE event_type = 'PaymentCompleted' \
-                 AND aggregate_id = '{payment}' AND published_at IS NOT NULL"
-            ),
-        )
-        .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    marked_published(&db, payment).await;
     let (status, body) = shopper
         .post(
             &format!("/v1/admin/schedules/{schedule}/cancel"),

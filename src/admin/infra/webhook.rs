@@ -37,10 +37,6 @@ impl Webhook {
             },
         })
     }
-
-    pub fn is_enabled(&self) -> bool {
-        matches!(self, Webhook::Post { .. })
-    }
 }
 
 /// `sha256=<hex>` of `body` under `secret`: what a receiver recomputes.
