@@ -1048,15 +1048,14 @@ async fn a_lost_seat_is_refunded_with_a_notification_and_an_alert() {
         ))
         .await;
     assert_eq!(succeeded, older);
-    let alerts = app.get_json("/v1/admin/alerts?severity=warning").await;
-    assert!(
-        alerts["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["source"] == "saga:payment"),
-        "{alerts}"
-    );
+    // Raised just after the step it reports was recorded.
+    eventually("the saga's warning alert", WAIT, || async {
+        let alerts = app.get_json("/v1/admin/alerts?severity=warning").await;
+        (alerts["items"].as_array().unwrap().iter())
+            .any(|a| a["source"] == "saga:payment")
+            .then_some(())
+    })
+    .await;
     eventually("the refund notice", WAIT, || async {
         let notes = get_as(&app, 5, "/v1/users/me/notifications").await;
         notes["items"]
@@ -1088,15 +1087,14 @@ async fn a_compensation_that_keeps_failing_stops_alerts_and_an_admin_retry_finis
         failed[0]["lastError"].as_str().unwrap().contains("cap"),
         "{failed}"
     );
-    let critical = app.get_json("/v1/admin/alerts?severity=critical").await;
-    assert!(
-        critical["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|a| a["source"] == "saga:payment"),
-        "{critical}"
-    );
+    // Raised just after the step it reports was recorded.
+    eventually("the saga's critical alert", WAIT, || async {
+        let critical = app.get_json("/v1/admin/alerts?severity=critical").await;
+        (critical["items"].as_array().unwrap().iter())
+            .any(|a| a["source"] == "saga:payment")
+            .then_some(())
+    })
+    .await;
     assert_eq!(
         get_as(&app, 5, &format!("/v1/payments/{}", payment["id"])).await["status"],
         "paid"
