@@ -10,7 +10,10 @@
 //!
 //! Every buyer is prepared first (charged, admitted, a seat held); then the
 //! payments are sent at a fixed pace: one a second (an idle server, where a
-//! poll-bound hop shows at once), then a burst at 500 a second.
+//! poll-bound hop shows at once), one a second again to an API-only instance
+//! (`--workers false`) of the same deployment (its commits must wake the
+//! worker instance's relay through PostgreSQL `LISTEN/NOTIFY`, or the hop
+//! waits for that relay's poll), then a burst at 500 a second.
 
 use std::{
     sync::Arc,
@@ -175,9 +178,14 @@ fn row(name: &str, hops_ms: &[f64], expected: usize, elapsed: Duration) -> Scena
 pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
     let (idle, burst): (usize, usize) = if smoke { (3, 20) } else { (15, 2_000) };
     let (database_url, db) = stores.fresh_database().await?;
-    let server = Server::start(&database_url, &stores.server_redis_args(), &[])?;
+    // One deployment of two instances: this one runs every worker, the
+    // other serves the API only.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let redis = stores.server_redis_args();
+    let server = Server::start_shared(&database_url, &redis, &[], &tag)?;
+    let api_only = Server::start_shared(&database_url, &redis, &["--workers", "false"], &tag)?;
     let client = load::client(CONCURRENCY);
-    let users = (idle + burst) as u64;
+    let users = (2 * idle + burst) as u64;
     let concert = server
         .create_concert(&client, "Saga Hop", "S", users)
         .await?;
@@ -227,7 +235,8 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
             .await
     };
     let mut ready = prepared.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    let burst_ready = ready.split_off(idle);
+    let burst_ready = ready.split_off(2 * idle);
+    let cross_ready = ready.split_off(idle);
 
     let t = Instant::now();
     let idle_payments = pay_paced(&server, &client, ready, Duration::from_secs(1)).await?;
@@ -244,6 +253,23 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
          paid → confirmed from payments.updated_at − created_at."
     ));
     report.scenarios.push(idle_row);
+
+    let t = Instant::now();
+    let cross_payments = pay_paced(&api_only, &client, cross_ready, Duration::from_secs(1)).await?;
+    let cross_elapsed = t.elapsed();
+    let cross_hops = hop_latencies(&db, &cross_payments).await?;
+    let mut cross_row = row(
+        "saga hop across instances at 1 payment/s (paid → confirmed)",
+        &cross_hops,
+        idle,
+        cross_elapsed,
+    );
+    cross_row.notes.push(format!(
+        "{idle} payments one a second to an API-only instance (`--workers false`); \
+         a second instance of the same deployment runs the relay and the consumers, \
+         woken by PostgreSQL LISTEN/NOTIFY (its relay poll is 250 ms)."
+    ));
+    report.scenarios.push(cross_row);
 
     let t = Instant::now();
     let burst_payments = pay_paced(&server, &client, burst_ready, Duration::from_millis(2)).await?;
