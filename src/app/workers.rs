@@ -45,7 +45,7 @@ use crate::{
         self,
         usecase::{ConfirmOnPayment, WaitlistOffers},
     },
-    worker::sleep_or_cancel,
+    worker::{Pass, periodically},
 };
 
 pub type Worker = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -314,14 +314,15 @@ fn housekeeping(
         SystemClock,
         RETENTION_BATCH,
     );
-    async move {
-        loop {
+    let sweeper = Arc::new(sweeper);
+    periodically("housekeeping", every, cancel, move || {
+        let sweeper = sweeper.clone();
+        async move {
+            // A kind of row whose store fails is logged and skipped inside.
             sweeper.sweep().await;
-            if sleep_or_cancel(&cancel, every).await {
-                return;
-            }
+            Ok::<_, std::convert::Infallible>(Pass::Idle)
         }
-    }
+    })
 }
 
 /// Rows one retention statement deletes at most.

@@ -14,7 +14,7 @@ use crate::{
         ports::AlertRepository,
     },
     kernel::{Clock, watch::StallProbe},
-    worker::sleep_or_cancel,
+    worker::{Pass, periodically},
 };
 
 /// Every watchdog condition starts with this.
@@ -122,14 +122,11 @@ impl<R: AlertRepository, C: Clock> Watchdog<R, C> {
     pub async fn run(self, cancel: CancellationToken) {
         let every = (self.after.to_std().unwrap_or(Duration::from_secs(300)) / 10)
             .clamp(Duration::from_secs(1), Duration::from_secs(30));
-        loop {
-            if let Err(err) = self.pass().await {
-                tracing::warn!(error = %err, "watchdog: pass failed; retrying");
-            }
-            if sleep_or_cancel(&cancel, every).await {
-                return;
-            }
-        }
+        let watchdog = &self;
+        periodically("watchdog", every, cancel, || async move {
+            watchdog.pass().await.map(|_| Pass::Idle)
+        })
+        .await;
     }
 }
 

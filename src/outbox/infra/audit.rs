@@ -22,7 +22,7 @@ use crate::{
         ports::{AuditPass, DeliveryLedger, EventBus},
         usecase::DeliveryAuditor,
     },
-    worker::sleep_or_cancel,
+    worker::{Pass, periodically, sleep_or_cancel},
 };
 
 /// Rows one audit pass looks at.
@@ -57,16 +57,12 @@ pub async fn run<B: EventBus>(
         chrono::TimeDelta::from_std(after).unwrap_or(chrono::TimeDelta::MAX),
         AUDIT_BATCH,
     );
-    loop {
-        match auditor.pass().await {
-            Ok(report) if report.checked >= AUDIT_BATCH => continue,
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "delivery audit: pass failed; retrying"),
-        }
-        if sleep_or_cancel(&cancel, every).await {
-            return;
-        }
-    }
+    let auditor = &auditor;
+    periodically("delivery audit", every, cancel, || async move {
+        let report = auditor.pass().await?;
+        Ok::<_, OutboxError>(Pass::full(report.checked, AUDIT_BATCH))
+    })
+    .await;
 }
 
 pub mod event_subscription {

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{payment::domain::PaymentError, worker::sleep_or_cancel};
+use crate::{
+    payment::domain::PaymentError,
+    worker::{Pass, periodically},
+};
 
 /// Runs `pass` (one pass over the due steps and the schedules being
 /// cancelled) every `every`, and again at once while a pass finds work
@@ -15,19 +18,12 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<usize, PaymentError>>,
 {
-    loop {
-        match pass().await {
-            Ok(found) if found > 0 && !cancel.is_cancelled() => continue,
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(
-                    error = format!("{err:#}"),
-                    "compensations: pass failed; retrying"
-                );
-            }
+    periodically("compensations", every, cancel, || {
+        let passed = pass();
+        async move {
+            let found = passed.await?;
+            Ok::<_, PaymentError>(if found > 0 { Pass::More } else { Pass::Idle })
         }
-        if sleep_or_cancel(&cancel, every).await {
-            return;
-        }
-    }
+    })
+    .await;
 }

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{reservation::domain::ReservationError, worker::sleep_or_cancel};
+use crate::{
+    reservation::domain::ReservationError,
+    worker::{Pass, periodically},
+};
 
 const BATCH: u64 = 500;
 
@@ -16,18 +19,13 @@ where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = Result<u64, ReservationError>>,
 {
-    loop {
-        match sweep(BATCH).await {
-            Ok(n) => {
-                metrics::counter!("reservations_expired_total").increment(n);
-                if n == BATCH {
-                    continue;
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "hold sweeper failed; retrying"),
+    periodically("hold sweeper", every, cancel, || {
+        let swept = sweep(BATCH);
+        async move {
+            let expired = swept.await?;
+            metrics::counter!("reservations_expired_total").increment(expired);
+            Ok::<_, ReservationError>(Pass::full(expired, BATCH))
         }
-        if sleep_or_cancel(&cancel, every).await {
-            return;
-        }
-    }
+    })
+    .await;
 }
