@@ -1,0 +1,101 @@
+//! The reservation use cases' test harness: a service over one in-memory
+//! store with a manual clock, and the builders several flows' tests share.
+
+use chrono::Utc;
+
+use super::ReservationService;
+use crate::{
+    catalog::domain::SeatState,
+    kernel::{
+        ConcertId, ManualClock, PaymentId, ReservationId, ScheduleId, SeatId, UserId,
+        events::PaymentCompleted,
+    },
+    reservation::domain::{HoldPolicy, Reservation, ReservationStatus},
+    testing::{MemoryUow, Wakes},
+};
+
+pub const SCHEDULE: ScheduleId = ScheduleId(100);
+pub const ALICE: UserId = UserId(1);
+pub const BOB: UserId = UserId(2);
+pub const CAROL: UserId = UserId(3);
+
+pub type Service = ReservationService<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>;
+
+/// A reservation service over one in-memory store, with handles to look
+/// inside it and move its clock.
+pub struct Harness {
+    pub service: Service,
+    pub store: MemoryUow,
+    pub clock: ManualClock,
+    pub wakes: Wakes,
+    pub seats: Vec<SeatId>,
+}
+
+/// `seats` seats on sale for [`SCHEDULE`], at most `limit` live holds
+/// per user, five-minute holds, sales closing an hour before the show.
+pub fn harness(seats: u32, limit: u32) -> Harness {
+    let store = MemoryUow::default();
+    let seats = (1..=seats)
+        .map(|number| {
+            store
+                .world()
+                .add_seat(SCHEDULE, ConcertId(7), number, 1_000)
+        })
+        .collect();
+    let clock = ManualClock::new(Utc::now());
+    let wakes = Wakes::default();
+    let service = ReservationService::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        clock.clone(),
+        wakes.clone(),
+        HoldPolicy {
+            hold_minutes: 5,
+            per_user_limit: limit,
+            sales_close_before_minutes: 60,
+        },
+    );
+    Harness {
+        service,
+        store,
+        clock,
+        wakes,
+        seats,
+    }
+}
+
+impl Harness {
+    pub fn events(&self) -> Vec<&'static str> {
+        self.store.world().event_types()
+    }
+
+    pub fn seat(&self, seat: SeatId) -> SeatState {
+        self.store.world().seats[&seat].state
+    }
+
+    pub fn status(&self, id: ReservationId) -> ReservationStatus {
+        self.store.world().reservations[&id].status
+    }
+
+    /// Marks the hold paid, as a payment would, without a payment flow.
+    pub fn pay(&self, id: ReservationId) {
+        self.store
+            .world()
+            .reservations
+            .get_mut(&id)
+            .expect("a reservation")
+            .payment = Some(PaymentId(99));
+    }
+}
+
+/// The `PaymentCompleted` a payment of `reservation` publishes.
+pub fn completed(reservation: &Reservation, payment: PaymentId) -> PaymentCompleted {
+    PaymentCompleted {
+        payment_id: payment.value(),
+        reservation_id: reservation.id.value(),
+        user_id: reservation.user.value(),
+        amount: reservation.price.value(),
+        concert_id: reservation.concert.value(),
+    }
+}

@@ -1,0 +1,111 @@
+//! Seat holds and the reservation side of the payment saga, one file per
+//! flow. Every decision is here: whether a hold is won, the hold limit,
+//! which lapsed hold a new one replaces, and confirm-or-fail when a payment
+//! completes.
+
+#[cfg(test)]
+mod fake;
+mod for_payment;
+mod hold;
+mod saga;
+mod waitlist;
+
+pub use for_payment::{cancel_ticket, claim_for_payment, mark_paid, withdraw_hold};
+pub use saga::{ConfirmOnPayment, Confirmation, confirm_payment};
+pub use waitlist::{WAITLISTS_CHECKED, WaitlistOffers, offer_freed_seat};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::{
+    domain::{HoldPolicy, NewReservation, Reservation, Transition},
+    ports::{ReservationRepository, ReservationTx, WaitlistTx},
+};
+use crate::{
+    catalog::ports::{SeatReads, SeatTx},
+    kernel::{
+        Clock, ScheduleId, SeatId, StoreError, UnitOfWork,
+        events::{NewEvent, RelayWake, types},
+        keyed::{ExpiringMemo, KeyedLocks},
+    },
+    outbox::ports::OutboxWriter,
+};
+
+/// How long this instance answers "taken" for a seat it just saw lost in
+/// a race, without asking the database again.
+const LOST_RACE_MEMORY: TimeDelta = TimeDelta::seconds(1);
+/// Remembered seats kept at most.
+const LOST_RACE_CAPACITY: usize = 10_000;
+
+type SeatKey = (ScheduleId, SeatId);
+
+#[derive(Clone)]
+pub struct ReservationService<U, R, S, C, W> {
+    uow: U,
+    repo: R,
+    seats: S,
+    clock: C,
+    wake: W,
+    policy: HoldPolicy,
+    /// Seats this instance just saw taken. When 1,000 buyers rush one
+    /// seat, the first reads it and races the compare-and-set; everyone
+    /// after is refused from here without a database round trip. Only a
+    /// refusal is answered from it, only for a second, and a release on
+    /// this instance forgets everything: at worst a buyer on another
+    /// instance hears "taken" for a second after an early release.
+    lost_races: ExpiringMemo<SeatKey, ()>,
+    /// One hold attempt per seat at a time on this instance: the rest of a
+    /// rush waits here, not in the database's row lock and connection pool.
+    /// The compare-and-set in the database still decides between instances.
+    gates: KeyedLocks<SeatKey>,
+}
+
+impl<U, R, S, C, W> ReservationService<U, R, S, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
+    R: ReservationRepository,
+    S: SeatReads,
+    C: Clock,
+    W: RelayWake,
+{
+    pub fn new(uow: U, repo: R, seats: S, clock: C, wake: W, policy: HoldPolicy) -> Self {
+        Self {
+            uow,
+            repo,
+            seats,
+            clock,
+            wake,
+            policy,
+            lost_races: ExpiringMemo::new(LOST_RACE_CAPACITY),
+            gates: KeyedLocks::default(),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// How holds behave here (waitlist offers follow it too).
+    pub fn policy(&self) -> HoldPolicy {
+        self.policy
+    }
+}
+
+/// Stores a hold on a seat just taken for it ([`SeatTx::try_hold`]) and
+/// ties the seat to it; the lapsed hold it took the seat from (if any) is
+/// over now. Returns the hold and the events to write.
+async fn record_hold<T: ReservationTx + SeatTx>(
+    tx: &mut T,
+    new: NewReservation,
+    now: DateTime<Utc>,
+) -> Result<(Reservation, Vec<NewEvent>), StoreError> {
+    let reservation = tx.insert(&new, now).await?;
+    tx.attach(new.seat, reservation.id).await?;
+    let mut events = vec![reservation.event(types::RESERVATION_HELD)];
+    for previous in tx.held_on_seat(new.seat, reservation.id).await? {
+        if tx.transition(previous.id, Transition::Replace, now).await? {
+            events.push(previous.event(types::RESERVATION_EXPIRED));
+        }
+    }
+    Ok((reservation, events))
+}
