@@ -422,7 +422,10 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
+    use crate::fixtures::{self, opening_rooms};
 
     #[test]
     fn a_page_reads_with_and_without_a_next_cursor() {
@@ -440,5 +443,19 @@ mod tests {
             serde_json::from_value(serde_json::json!({"items": []})).unwrap();
         assert!(last.items.is_empty());
         assert_eq!(last.next_cursor, None);
+    }
+
+    #[test]
+    fn a_rooms_state_reads_closed_paused_opening_random_or_open() {
+        let now = fixtures::now();
+        let rooms = opening_rooms(0).rooms;
+        let states: Vec<String> = rooms.iter().map(|r| r.settings.state(now)).collect();
+        assert_eq!(states, ["open", "paused", "closed", "opens 10:00:00"]);
+        let mut random = rooms[0].settings.clone();
+        random.queueing_method = "random".into();
+        assert_eq!(random.state(now), "random");
+        let mut opened = rooms[3].settings.clone();
+        opened.opens_at = Some(now - TimeDelta::seconds(1));
+        assert_eq!(opened.state(now), "open");
     }
 }

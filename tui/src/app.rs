@@ -1,23 +1,26 @@
 //! The console's state and how it changes: every input (a key, fresh data,
 //! a failed refresh, a finished command) is an [`Action`]; `update` applies
 //! it and may ask the runtime to run a [`Command`] against the server.
+//! The app keeps the global keys (quit, tabs, selection, refresh, help,
+//! details) and hands every other key to the open dialog or the current
+//! tab's component, which answers with an [`Action`] of its own.
 
 use std::collections::{HashMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
-use crate::api::{
-    Alert, ApiError, Compensation, DeadLetter, QueueRoom, ScheduleSale, SettingsChange, Snapshot,
+use crate::{
+    api::{
+        Alert, ApiError, Compensation, DeadLetter, QueueRoom, ScheduleSale, SettingsChange,
+        Snapshot,
+    },
+    components::{self, Component, ConfirmDialog, DetailPane, Help, RateDialog, RateInput},
 };
 
 /// Admission samples kept per concert (one per refresh, about a minute).
 pub const HISTORY: usize = 60;
-/// The admission rate the console lets an operator set.
-pub const MAX_ADMIT_PER_SECOND: u32 = 100_000;
-/// The most active buyers a room may allow.
-pub const MAX_ACTIVE: u32 = 1_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tab {
@@ -67,6 +70,16 @@ pub enum Action {
     FetchFailed(ApiError),
     /// A command finished: what to tell the operator.
     Done(Result<String, String>),
+    /// Run a command; the dialog that asked for it, if any, closes.
+    Send(Command),
+    /// Ask the operator before a step.
+    Ask(Confirm),
+    /// Open a room's setting editor, or show what was typed into it.
+    Edit(RateInput),
+    /// Close the open dialog or pane without sending anything.
+    Close,
+    /// Tell the operator something on the message line.
+    Notify(Notice),
 }
 
 /// Work for the runtime: calls to the admin API.
@@ -105,90 +118,6 @@ pub enum Connection {
     Up,
     Unreachable(String),
     Rejected(String),
-}
-
-/// What a room's editor changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// `e`: admitted per second.
-    AdmitRate,
-    /// `m`: the cap on active buyers.
-    MaxActive,
-    /// `o`: when the room opens (RFC 3339, `+10m`, or empty for none).
-    OpensAt,
-}
-
-impl Field {
-    pub fn prompt(self) -> String {
-        match self {
-            Field::AdmitRate => format!("New admit rate (1-{MAX_ADMIT_PER_SECOND} per second):"),
-            Field::MaxActive => format!("New cap on active buyers (1-{MAX_ACTIVE}):"),
-            Field::OpensAt => "Opens at (RFC 3339, +30s/+10m/+2h, empty: none):".into(),
-        }
-    }
-}
-
-/// A room's setting being edited.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RateInput {
-    pub concert: i64,
-    pub field: Field,
-    pub text: String,
-    pub error: Option<String>,
-}
-
-/// What a sent settings change did, for the message line.
-pub fn describe_change(concert: i64, change: &SettingsChange) -> String {
-    if let Some(paused) = change.paused {
-        return if paused {
-            format!("concert {concert}: admission paused (places are kept)")
-        } else {
-            format!("concert {concert}: admission resumed")
-        };
-    }
-    match (&change.queueing_method, change.opens_at) {
-        (Some(method), _) if method == "closed" => {
-            format!("concert {concert}: the room is closed to newcomers")
-        }
-        (Some(method), _) => format!("concert {concert}: the room is open again ({method})"),
-        (None, Some(Some(at))) => format!(
-            "concert {concert}: opens at {} (pre-queue until then)",
-            at.format("%Y-%m-%d %H:%M:%S UTC")
-        ),
-        (None, Some(None)) => format!("concert {concert}: no opening time"),
-        (None, None) => format!(
-            "concert {concert} now admits {} per second, at most {} active",
-            change.admit_per_second, change.max_active
-        ),
-    }
-}
-
-/// Reads an opening time typed by an operator: empty removes it, `+N`
-/// with `s`, `m` or `h` is that long after `now`, anything else must be
-/// RFC 3339. `Ok(None)` means "no opening time".
-pub fn parse_opens_at(text: &str, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(None);
-    }
-    if let Some(relative) = text.strip_prefix('+') {
-        let (number, unit) = relative.split_at(relative.len().saturating_sub(1));
-        let amount: i64 = number
-            .parse()
-            .ok()
-            .filter(|n| (1..=100_000).contains(n))
-            .ok_or("after + give a number and s, m or h, e.g. +10m")?;
-        let delta = match unit {
-            "s" => TimeDelta::seconds(amount),
-            "m" => TimeDelta::minutes(amount),
-            "h" => TimeDelta::hours(amount),
-            _ => return Err("after + give a number and s, m or h, e.g. +10m".into()),
-        };
-        return Ok(Some(now + delta));
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| Some(t.to_utc()))
-        .map_err(|_| "not an RFC 3339 time (e.g. 2026-12-24T10:00:00Z)".into())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,6 +191,15 @@ impl App {
             .and_then(|s| s.rooms.get(self.selected(Tab::Queue)))
     }
 
+    /// The room of a concert, when it is listed.
+    pub fn room(&self, concert: i64) -> Option<&QueueRoom> {
+        self.snapshot
+            .as_ref()?
+            .rooms
+            .iter()
+            .find(|r| r.concert_id == concert)
+    }
+
     /// Alerts as shown: unacknowledged first, newest first within each.
     pub fn alerts(&self) -> Vec<&Alert> {
         let mut alerts: Vec<&Alert> = self.snapshot.iter().flat_map(|s| s.alerts.iter()).collect();
@@ -311,86 +249,9 @@ impl App {
         })
     }
 
-    /// The selected row in full, for the detail pane: a title and its
-    /// lines (an alert's whole message; a compensation's attempts and last
-    /// error; a dead letter's error and the event it carried).
+    /// The selected row in full, for the detail pane: a title and its lines.
     pub fn detail(&self) -> Option<(String, Vec<String>)> {
-        match self.tab {
-            Tab::Alerts => {
-                let alerts = self.alerts();
-                let a = alerts.get(self.selected(Tab::Alerts))?;
-                Some((
-                    format!("Alert {}", a.id),
-                    vec![
-                        format!("severity: {}   source: {}", a.severity, a.source),
-                        format!(
-                            "raised: {}   acknowledged: {}",
-                            a.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
-                            if a.acknowledged { "yes" } else { "no" }
-                        ),
-                        format!(
-                            "webhook: {} ({} tries){}",
-                            if a.webhook.is_empty() {
-                                "none"
-                            } else {
-                                &a.webhook
-                            },
-                            a.webhook_attempts,
-                            match (&a.condition, a.resolved_at) {
-                                (Some(_), Some(at)) =>
-                                    format!("   resolved: {}", at.format("%H:%M:%S UTC")),
-                                (Some(_), None) => "   still stuck".to_owned(),
-                                _ => String::new(),
-                            }
-                        ),
-                        String::new(),
-                        a.message.clone(),
-                    ],
-                ))
-            }
-            Tab::Compensations => {
-                let open = self.compensations();
-                let c = open.get(self.selected(Tab::Compensations))?;
-                Some((
-                    format!("Compensation {}", c.id),
-                    vec![
-                        format!(
-                            "saga/step: {}/{}   payment: {}",
-                            c.saga, c.step, c.payment_id
-                        ),
-                        format!("status: {}   attempts so far: {}", c.status, c.attempts),
-                        String::new(),
-                        "last error:".into(),
-                        c.last_error.clone().unwrap_or_else(|| "(none)".into()),
-                    ],
-                ))
-            }
-            Tab::Events => {
-                let letters = self.dead_letters();
-                let d = letters.get(self.selected(Tab::Events))?;
-                let envelope = serde_json::from_str::<serde_json::Value>(&d.envelope)
-                    .ok()
-                    .and_then(|v| serde_json::to_string_pretty(&v).ok())
-                    .unwrap_or_else(|| d.envelope.clone());
-                let mut lines = vec![
-                    format!(
-                        "consumer: {}   event: {}   deliveries: {}",
-                        d.consumer, d.event_type, d.deliveries
-                    ),
-                    format!(
-                        "set aside: {}",
-                        d.created_at.format("%Y-%m-%d %H:%M:%S UTC")
-                    ),
-                    String::new(),
-                    format!("last error: {}", d.last_error),
-                    String::new(),
-                    "event:".into(),
-                ];
-                lines.extend(envelope.lines().map(str::to_owned));
-                Some((format!("Dead letter {}", d.id), lines))
-            }
-            _ => None,
-        }
+        components::tab(self.tab).detail(self)
     }
 
     pub fn schedules(&self) -> &[ScheduleSale] {
@@ -455,6 +316,26 @@ impl App {
                 });
                 Some(Command::Refresh)
             }
+            Action::Send(command) => {
+                self.close_overlay();
+                Some(command)
+            }
+            Action::Ask(confirm) => {
+                self.confirm = Some(confirm);
+                None
+            }
+            Action::Edit(input) => {
+                self.rate_input = Some(input);
+                None
+            }
+            Action::Close => {
+                self.close_overlay();
+                None
+            }
+            Action::Notify(notice) => {
+                self.notice = Some(notice);
+                None
+            }
         }
     }
 
@@ -473,6 +354,34 @@ impl App {
         }
     }
 
+    /// The dialog or pane on top, which takes every key while it is open.
+    fn overlay(&self) -> Option<&'static dyn Component> {
+        if self.rate_input.is_some() {
+            Some(&RateDialog)
+        } else if self.confirm.is_some() {
+            Some(&ConfirmDialog)
+        } else if self.show_detail {
+            Some(&DetailPane)
+        } else if self.show_help {
+            Some(&Help)
+        } else {
+            None
+        }
+    }
+
+    /// Closes the dialog or pane on top, the one [`Self::overlay`] names.
+    fn close_overlay(&mut self) {
+        if self.rate_input.is_some() {
+            self.rate_input = None;
+        } else if self.confirm.is_some() {
+            self.confirm = None;
+        } else if self.show_detail {
+            self.show_detail = false;
+        } else {
+            self.show_help = false;
+        }
+    }
+
     fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
         if key.kind != KeyEventKind::Press {
             return None;
@@ -481,39 +390,10 @@ impl App {
             self.quit = true;
             return None;
         }
-        if self.rate_input.is_some() {
-            return self.on_rate_key(key.code);
-        }
-        if let Some(confirm) = &self.confirm {
-            let command = match (key.code, confirm) {
-                (KeyCode::Char('y'), Confirm::CancelSchedule { schedule, .. }) => {
-                    Some(Command::CancelSchedule(*schedule))
-                }
-                (KeyCode::Char('y'), Confirm::CloseRoom { concert, .. }) => {
-                    let concert = *concert;
-                    self.room_change(concert, |c| c.queueing_method = Some("closed".into()))
-                }
-                (KeyCode::Char('n') | KeyCode::Esc, _) => None,
-                // Anything else leaves the question open.
-                _ => return None,
-            };
-            self.confirm = None;
-            return command;
-        }
-        if self.show_detail {
-            if matches!(
-                key.code,
-                KeyCode::Esc | KeyCode::Enter | KeyCode::Char('d' | 'q')
-            ) {
-                self.show_detail = false;
-            }
-            return None;
-        }
-        if self.show_help {
-            if matches!(key.code, KeyCode::Esc | KeyCode::Char('?' | 'q')) {
-                self.show_help = false;
-            }
-            return None;
+        if let Some(overlay) = self.overlay() {
+            return overlay
+                .on_key(self, key.code)
+                .and_then(|action| self.update(action));
         }
         match key.code {
             KeyCode::Char('q') => self.quit = true,
@@ -528,180 +408,11 @@ impl App {
             KeyCode::Up | KeyCode::Char('k') => self.select(-1),
             KeyCode::Char('g') | KeyCode::F(5) => return Some(Command::Refresh),
             KeyCode::Char('d') | KeyCode::Enter => self.show_detail = self.detail().is_some(),
-            KeyCode::Char('a') if self.tab == Tab::Alerts => {
-                let alert = self
-                    .alerts()
-                    .get(self.selected(Tab::Alerts))
-                    .map(|a| (a.id, a.acknowledged));
-                return match alert {
-                    Some((id, false)) => Some(Command::AckAlert(id)),
-                    Some((id, true)) => {
-                        self.notice =
-                            Some(Notice::Info(format!("alert {id} is already acknowledged")));
-                        None
-                    }
-                    None => None,
-                };
+            code => {
+                return components::tab(self.tab)
+                    .on_key(self, code)
+                    .and_then(|action| self.update(action));
             }
-            KeyCode::Char('r') if self.tab == Tab::Compensations => {
-                let selected = self.selected(Tab::Compensations);
-                return self
-                    .compensations()
-                    .get(selected)
-                    .map(|c| Command::RetryCompensation(c.id));
-            }
-            KeyCode::Char('r') if self.tab == Tab::Events => {
-                let selected = self.selected(Tab::Events);
-                return self
-                    .dead_letters()
-                    .get(selected)
-                    .map(|d| Command::ReplayDeadLetter(d.id));
-            }
-            KeyCode::Char('x') if self.tab == Tab::Schedules => {
-                let selected = self.selected(Tab::Schedules);
-                if let Some(schedule) = self.schedules().get(selected) {
-                    if schedule.status == "on_sale" {
-                        self.confirm = Some(Confirm::CancelSchedule {
-                            schedule: schedule.id,
-                            sold: schedule.sold,
-                        });
-                    } else {
-                        self.notice = Some(Notice::Info(format!(
-                            "schedule {} is already {}",
-                            schedule.id, schedule.status
-                        )));
-                    }
-                }
-            }
-            KeyCode::Char(key @ ('e' | 'm' | 'o')) if self.tab == Tab::Queue => {
-                if let Some(room) = self.selected_room() {
-                    let (field, text) = match key {
-                        'e' => (Field::AdmitRate, room.settings.admit_per_second.to_string()),
-                        'm' => (Field::MaxActive, room.settings.max_active.to_string()),
-                        _ => (
-                            Field::OpensAt,
-                            room.settings
-                                .opens_at
-                                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-                                .unwrap_or_default(),
-                        ),
-                    };
-                    self.rate_input = Some(RateInput {
-                        concert: room.concert_id,
-                        field,
-                        text,
-                        error: None,
-                    });
-                }
-            }
-            KeyCode::Char('p') if self.tab == Tab::Queue => {
-                let (concert, paused) = self
-                    .selected_room()
-                    .map(|r| (r.concert_id, r.settings.paused))?;
-                return self.room_change(concert, |c| c.paused = Some(!paused));
-            }
-            KeyCode::Char('c') if self.tab == Tab::Queue => {
-                let room = self.selected_room()?;
-                let (concert, waiting) = (room.concert_id, room.waiting);
-                if room.settings.queueing_method == "closed" {
-                    // Reopening lets people in again: no question.
-                    return self.room_change(concert, |c| c.queueing_method = Some("fifo".into()));
-                }
-                self.confirm = Some(Confirm::CloseRoom { concert, waiting });
-            }
-            _ => {}
-        }
-        None
-    }
-
-    /// The room's current rates with one change applied.
-    fn room_change(
-        &self,
-        concert: i64,
-        apply: impl FnOnce(&mut SettingsChange),
-    ) -> Option<Command> {
-        let room = self
-            .snapshot
-            .as_ref()?
-            .rooms
-            .iter()
-            .find(|r| r.concert_id == concert)?;
-        let mut change = room.settings.change();
-        apply(&mut change);
-        Some(Command::SetQueueSettings { concert, change })
-    }
-
-    fn on_rate_key(&mut self, code: KeyCode) -> Option<Command> {
-        let now = (self.clock)();
-        // The room's current rates, before the input is borrowed to edit.
-        let base = self.rate_input.as_ref().and_then(|input| {
-            self.snapshot
-                .as_ref()?
-                .rooms
-                .iter()
-                .find(|r| r.concert_id == input.concert)
-                .map(|r| r.settings.change())
-        });
-        let input = self.rate_input.as_mut()?;
-        let numeric = input.field != Field::OpensAt;
-        match code {
-            KeyCode::Esc => self.rate_input = None,
-            KeyCode::Backspace => {
-                input.text.pop();
-                input.error = None;
-            }
-            KeyCode::Char(c) if numeric && c.is_ascii_digit() && input.text.len() < 9 => {
-                input.text.push(c);
-                input.error = None;
-            }
-            KeyCode::Char(c) if !numeric && !c.is_control() && input.text.len() < 40 => {
-                input.text.push(c);
-                input.error = None;
-            }
-            KeyCode::Char(_) => {
-                input.error = Some(if numeric {
-                    "digits only".into()
-                } else {
-                    "too long".into()
-                });
-            }
-            KeyCode::Enter => {
-                let Some(mut change) = base else {
-                    // The room is gone from the list.
-                    self.rate_input = None;
-                    return None;
-                };
-                let applied = match input.field {
-                    Field::AdmitRate => match input.text.parse::<u32>() {
-                        Ok(rate) if (1..=MAX_ADMIT_PER_SECOND).contains(&rate) => {
-                            change.admit_per_second = rate;
-                            Ok(())
-                        }
-                        _ => Err(format!(
-                            "the rate must be between 1 and {MAX_ADMIT_PER_SECOND} per second"
-                        )),
-                    },
-                    Field::MaxActive => match input.text.parse::<u32>() {
-                        Ok(max) if (1..=MAX_ACTIVE).contains(&max) => {
-                            change.max_active = max;
-                            Ok(())
-                        }
-                        _ => Err(format!("the cap must be between 1 and {MAX_ACTIVE}")),
-                    },
-                    Field::OpensAt => parse_opens_at(&input.text, now).map(|at| {
-                        change.opens_at = Some(at);
-                    }),
-                };
-                match applied {
-                    Ok(()) => {
-                        let concert = input.concert;
-                        self.rate_input = None;
-                        return Some(Command::SetQueueSettings { concert, change });
-                    }
-                    Err(error) => input.error = Some(error),
-                }
-            }
-            _ => {}
         }
         None
     }
@@ -709,34 +420,10 @@ impl App {
 
 #[cfg(test)]
 mod tests {
-    use crossterm::event::{KeyEventState, KeyModifiers};
+    use crossterm::event::KeyEventState;
 
     use super::*;
-    use crate::{
-        api::QueueSettings,
-        fixtures::{self, opening_rooms, snapshot},
-    };
-
-    fn press(app: &mut App, code: KeyCode) -> Option<Command> {
-        app.update(Action::Key(KeyEvent::from(code)))
-    }
-
-    fn loaded() -> App {
-        let mut app = App::new("http://x");
-        app.clock = fixtures::now;
-        app.update(Action::Data(Box::new(snapshot(100))));
-        app
-    }
-
-    fn type_in(app: &mut App, text: &str) {
-        for c in text.chars() {
-            press(app, KeyCode::Char(c));
-        }
-    }
-
-    fn rates() -> QueueSettings {
-        snapshot(0).rooms[0].settings.clone()
-    }
+    use crate::fixtures::{loaded, press, snapshot};
 
     #[test]
     fn tabs_switch_by_number_and_wrap_around() {
@@ -767,29 +454,6 @@ mod tests {
     }
 
     #[test]
-    fn acknowledging_takes_the_selected_unacknowledged_alert() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('3'));
-        // Unacknowledged first: alert 9, then 7.
-        assert_eq!(
-            press(&mut app, KeyCode::Char('a')),
-            Some(Command::AckAlert(9))
-        );
-        press(&mut app, KeyCode::Down);
-        press(&mut app, KeyCode::Down);
-        assert_eq!(
-            app.selected(Tab::Alerts),
-            1,
-            "the selection stops at the last row"
-        );
-        assert_eq!(press(&mut app, KeyCode::Char('a')), None);
-        assert!(matches!(app.notice, Some(Notice::Info(_))));
-        // `a` means nothing on other tabs.
-        press(&mut app, KeyCode::Char('1'));
-        assert_eq!(press(&mut app, KeyCode::Char('a')), None);
-    }
-
-    #[test]
     fn retry_and_replay_name_the_selected_rows() {
         let mut app = loaded();
         press(&mut app, KeyCode::Char('2'));
@@ -807,43 +471,6 @@ mod tests {
             press(&mut app, KeyCode::Char('r')),
             Some(Command::ReplayDeadLetter(2))
         );
-    }
-
-    #[test]
-    fn the_admit_rate_is_validated_before_it_is_sent() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Down);
-        press(&mut app, KeyCode::Char('e'));
-        assert_eq!(app.rate_input.as_ref().unwrap().concert, 2);
-        assert_eq!(app.rate_input.as_ref().unwrap().text, "50");
-        press(&mut app, KeyCode::Char('x'));
-        assert!(app.rate_input.as_ref().unwrap().error.is_some());
-        for _ in 0..2 {
-            press(&mut app, KeyCode::Backspace);
-        }
-        press(&mut app, KeyCode::Char('0'));
-        assert_eq!(press(&mut app, KeyCode::Enter), None, "zero is refused");
-        assert!(app.rate_input.as_ref().unwrap().error.is_some());
-        press(&mut app, KeyCode::Backspace);
-        for c in "120".chars() {
-            press(&mut app, KeyCode::Char(c));
-        }
-        let command = press(&mut app, KeyCode::Enter);
-        assert_eq!(
-            command,
-            Some(Command::SetQueueSettings {
-                concert: 2,
-                change: SettingsChange {
-                    admit_per_second: 120,
-                    ..rates().change()
-                },
-            })
-        );
-        assert!(app.rate_input.is_none());
-        // Esc cancels without sending anything.
-        press(&mut app, KeyCode::Char('e'));
-        assert_eq!(press(&mut app, KeyCode::Esc), None);
-        assert!(app.rate_input.is_none());
     }
 
     #[test]
@@ -882,42 +509,6 @@ mod tests {
     }
 
     #[test]
-    fn cancelling_a_schedule_asks_first_and_only_for_one_on_sale() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('6'));
-        assert_eq!(app.tab, Tab::Schedules);
-        assert_eq!(press(&mut app, KeyCode::Char('x')), None, "asks first");
-        assert_eq!(
-            app.confirm,
-            Some(Confirm::CancelSchedule {
-                schedule: 6,
-                sold: 18_250
-            })
-        );
-        assert_eq!(press(&mut app, KeyCode::Char('q')), None);
-        assert!(
-            !app.quit && app.confirm.is_some(),
-            "other keys leave the question open"
-        );
-        assert_eq!(press(&mut app, KeyCode::Char('n')), None);
-        assert_eq!(app.confirm, None, "no sends nothing");
-        press(&mut app, KeyCode::Char('x'));
-        assert_eq!(press(&mut app, KeyCode::Esc), None);
-        assert_eq!(app.confirm, None);
-        press(&mut app, KeyCode::Char('x'));
-        assert_eq!(
-            press(&mut app, KeyCode::Char('y')),
-            Some(Command::CancelSchedule(6))
-        );
-        assert_eq!(app.confirm, None);
-        // A schedule already cancelling is not asked about again.
-        press(&mut app, KeyCode::Down);
-        assert_eq!(press(&mut app, KeyCode::Char('x')), None);
-        assert_eq!(app.confirm, None);
-        assert!(matches!(&app.notice, Some(Notice::Info(m)) if m.contains("cancelling")));
-    }
-
-    #[test]
     fn the_headline_sums_the_rooms_and_the_pipeline() {
         assert_eq!(App::new("http://x").headline(), None, "nothing before data");
         let mut app = loaded();
@@ -928,243 +519,5 @@ mod tests {
         assert_eq!(headline.admitted_per_second, 60);
         assert_eq!(headline.unacknowledged_alerts, 1);
         assert_eq!(headline.dead_letters, 1);
-    }
-
-    #[test]
-    fn details_open_on_rows_that_have_them_and_close_again() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('d'));
-        assert!(!app.show_detail, "the Queue tab has no detail pane");
-        press(&mut app, KeyCode::Char('4'));
-        press(&mut app, KeyCode::Enter);
-        assert!(app.show_detail);
-        let (title, lines) = app.detail().unwrap();
-        assert_eq!(title, "Dead letter 2");
-        assert!(
-            lines.iter().any(|l| l.contains("\"paymentId\": 41")),
-            "{lines:?}"
-        );
-        assert_eq!(
-            press(&mut app, KeyCode::Char('r')),
-            None,
-            "keys go to the pane"
-        );
-        press(&mut app, KeyCode::Esc);
-        assert!(!app.show_detail);
-        press(&mut app, KeyCode::Char('2'));
-        press(&mut app, KeyCode::Char('d'));
-        assert!(
-            app.detail()
-                .unwrap()
-                .1
-                .iter()
-                .any(|l| l.contains("attempts so far: 5"))
-        );
-        press(&mut app, KeyCode::Char('q'));
-        assert!(!app.quit && !app.show_detail, "q closes the pane first");
-    }
-
-    #[test]
-    fn help_opens_and_closes() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('?'));
-        assert!(app.show_help);
-        press(&mut app, KeyCode::Char('q'));
-        assert!(!app.show_help && !app.quit, "q closes the help first");
-    }
-
-    #[test]
-    fn p_pauses_and_resumes_the_selected_room_at_once() {
-        let mut app = App::new("http://x");
-        app.clock = fixtures::now;
-        app.update(Action::Data(Box::new(opening_rooms(100))));
-        assert_eq!(
-            press(&mut app, KeyCode::Char('p')),
-            Some(Command::SetQueueSettings {
-                concert: 1,
-                change: SettingsChange {
-                    paused: Some(true),
-                    ..rates().change()
-                },
-            })
-        );
-        press(&mut app, KeyCode::Down);
-        let Some(Command::SetQueueSettings { concert, change }) =
-            press(&mut app, KeyCode::Char('p'))
-        else {
-            panic!("a change")
-        };
-        assert_eq!(
-            (concert, change.paused),
-            (2, Some(false)),
-            "room 2 is paused"
-        );
-        assert_eq!(
-            (change.opens_at, change.queueing_method.clone()),
-            (None, None),
-            "nothing else is sent"
-        );
-        assert!(describe_change(2, &change).contains("resumed"));
-        // `p` means nothing on other tabs.
-        press(&mut app, KeyCode::Char('3'));
-        assert_eq!(press(&mut app, KeyCode::Char('p')), None);
-    }
-
-    #[test]
-    fn c_asks_before_closing_a_room_and_reopens_a_closed_one_at_once() {
-        let mut app = App::new("http://x");
-        app.clock = fixtures::now;
-        app.update(Action::Data(Box::new(opening_rooms(100))));
-        assert_eq!(press(&mut app, KeyCode::Char('c')), None, "asks first");
-        assert_eq!(
-            app.confirm,
-            Some(Confirm::CloseRoom {
-                concert: 1,
-                waiting: 4_812
-            })
-        );
-        assert_eq!(press(&mut app, KeyCode::Char('n')), None);
-        assert_eq!(app.confirm, None);
-        press(&mut app, KeyCode::Char('c'));
-        let Some(Command::SetQueueSettings { concert, change }) =
-            press(&mut app, KeyCode::Char('y'))
-        else {
-            panic!("a change")
-        };
-        assert_eq!(
-            (concert, change.queueing_method.as_deref()),
-            (1, Some("closed"))
-        );
-        assert!(describe_change(1, &change).contains("closed"));
-        // Room 3 is closed: c reopens it without a question.
-        press(&mut app, KeyCode::Down);
-        press(&mut app, KeyCode::Down);
-        let Some(Command::SetQueueSettings { concert, change }) =
-            press(&mut app, KeyCode::Char('c'))
-        else {
-            panic!("a change")
-        };
-        assert_eq!(
-            (concert, change.queueing_method.as_deref()),
-            (3, Some("fifo"))
-        );
-        assert_eq!(app.confirm, None);
-    }
-
-    #[test]
-    fn max_active_is_validated_before_it_is_sent() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('m'));
-        let input = app.rate_input.as_ref().unwrap();
-        assert_eq!(
-            (input.field, input.text.as_str()),
-            (Field::MaxActive, "1000")
-        );
-        for _ in 0..4 {
-            press(&mut app, KeyCode::Backspace);
-        }
-        type_in(&mut app, "2000000");
-        assert_eq!(press(&mut app, KeyCode::Enter), None, "over the cap");
-        assert!(app.rate_input.as_ref().unwrap().error.is_some());
-        for _ in 0..7 {
-            press(&mut app, KeyCode::Backspace);
-        }
-        type_in(&mut app, "250");
-        assert_eq!(
-            press(&mut app, KeyCode::Enter),
-            Some(Command::SetQueueSettings {
-                concert: 1,
-                change: SettingsChange {
-                    max_active: 250,
-                    ..rates().change()
-                },
-            })
-        );
-    }
-
-    #[test]
-    fn opens_at_takes_a_time_a_delay_or_nothing() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('o'));
-        assert_eq!(app.rate_input.as_ref().unwrap().field, Field::OpensAt);
-        type_in(&mut app, "tomorrow");
-        assert_eq!(press(&mut app, KeyCode::Enter), None);
-        assert!(app.rate_input.as_ref().unwrap().error.is_some());
-        for _ in 0.."tomorrow".len() {
-            press(&mut app, KeyCode::Backspace);
-        }
-        type_in(&mut app, "+10m");
-        let Some(Command::SetQueueSettings { change, .. }) = press(&mut app, KeyCode::Enter) else {
-            panic!("a change")
-        };
-        assert_eq!(
-            change.opens_at,
-            Some(Some(fixtures::now() + TimeDelta::minutes(10)))
-        );
-        assert!(describe_change(1, &change).contains("opens at"));
-        // Empty removes the opening time: sent as null.
-        press(&mut app, KeyCode::Char('o'));
-        let Some(Command::SetQueueSettings { change, .. }) = press(&mut app, KeyCode::Enter) else {
-            panic!("a change")
-        };
-        assert_eq!(change.opens_at, Some(None));
-        let body = serde_json::to_value(&change).unwrap();
-        assert!(
-            body["opensAt"].is_null() && body.get("opensAt").is_some(),
-            "{body}"
-        );
-        assert!(
-            body.get("paused").is_none(),
-            "only the changed rule is sent"
-        );
-    }
-
-    #[test]
-    fn an_opening_time_is_rfc_3339_or_a_delay() {
-        let now = fixtures::now();
-        assert_eq!(parse_opens_at("", now), Ok(None));
-        assert_eq!(parse_opens_at("  ", now), Ok(None));
-        assert_eq!(
-            parse_opens_at("+30s", now),
-            Ok(Some(now + TimeDelta::seconds(30)))
-        );
-        assert_eq!(
-            parse_opens_at("+2h", now),
-            Ok(Some(now + TimeDelta::hours(2)))
-        );
-        assert_eq!(
-            parse_opens_at("2026-12-24T10:00:00+09:00", now),
-            Ok(Some(
-                DateTime::parse_from_rfc3339("2026-12-24T01:00:00Z")
-                    .unwrap()
-                    .to_utc()
-            ))
-        );
-        for bad in [
-            "+",
-            "+m",
-            "+10",
-            "+10d",
-            "+-5m",
-            "+0m",
-            "10:00",
-            "2026-12-24",
-        ] {
-            assert!(parse_opens_at(bad, now).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn a_rooms_state_reads_closed_paused_opening_random_or_open() {
-        let now = fixtures::now();
-        let rooms = opening_rooms(0).rooms;
-        let states: Vec<String> = rooms.iter().map(|r| r.settings.state(now)).collect();
-        assert_eq!(states, ["open", "paused", "closed", "opens 10:00:00"]);
-        let mut random = rooms[0].settings.clone();
-        random.queueing_method = "random".into();
-        assert_eq!(random.state(now), "random");
-        let mut opened = rooms[3].settings.clone();
-        opened.opens_at = Some(now - TimeDelta::seconds(1));
-        assert_eq!(opened.state(now), "open");
     }
 }

@@ -1,10 +1,14 @@
-//! Canned admin-API data for the console's tests.
+//! Canned admin-API data for the console's tests, and the keys to drive it.
 
 use chrono::{DateTime, Utc};
+use crossterm::event::{KeyCode, KeyEvent};
 
-use crate::api::{
-    Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, PartitionLag,
-    QueueRoom, QueueSettings, ScheduleSale, Snapshot,
+use crate::{
+    api::{
+        Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, PartitionLag,
+        QueueRoom, QueueSettings, ScheduleSale, Snapshot,
+    },
+    app::{Action, App, Command},
 };
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -199,4 +203,27 @@ pub fn snapshot(total: u64) -> Snapshot {
             },
         ],
     }
+}
+
+/// The console after its first refresh of [`snapshot`], at the fixtures' clock.
+pub fn loaded() -> App {
+    let mut app = App::new("http://x");
+    app.clock = now;
+    app.update(Action::Data(Box::new(snapshot(100))));
+    app
+}
+
+pub fn press(app: &mut App, code: KeyCode) -> Option<Command> {
+    app.update(Action::Key(KeyEvent::from(code)))
+}
+
+pub fn type_in(app: &mut App, text: &str) {
+    for c in text.chars() {
+        press(app, KeyCode::Char(c));
+    }
+}
+
+/// The first room's settings in [`snapshot`].
+pub fn rates() -> QueueSettings {
+    snapshot(0).rooms[0].settings.clone()
 }

@@ -1,8 +1,9 @@
 //! boxoffice-tui: the operator console over boxoffice's admin API.
 //!
 //! `App` holds the state and turns [`app::Action`]s into [`app::Command`]s;
-//! components draw it; `run` is the main loop, generic over the backend so
-//! tests draw to a `TestBackend`.
+//! components draw it and turn the keys of their tab or dialog into actions;
+//! `run` is the main loop, generic over the backend so tests draw to a
+//! `TestBackend`.
 
 pub mod api;
 pub mod app;

@@ -109,7 +109,7 @@ pub fn spawn_commands(
                 Command::SetQueueSettings { concert, change } => client
                     .update_queue_settings(concert, &change)
                     .await
-                    .map(|()| crate::app::describe_change(concert, &change)),
+                    .map(|()| crate::components::describe_change(concert, &change)),
             };
             let done = Action::Done(outcome.map_err(|err| err.to_string()));
             if actions.send(done).await.is_err() {

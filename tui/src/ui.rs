@@ -11,10 +11,7 @@ use ratatui::{
 
 use crate::{
     app::{App, Connection, Notice, Tab},
-    components::{
-        AlertsTab, CompensationsTab, Component, ConfirmDialog, CouponsTab, DetailPane, EventsTab,
-        Help, QueueTab, RateDialog, SchedulesTab,
-    },
+    components::{self, Component, ConfirmDialog, DetailPane, Help, RateDialog},
 };
 
 pub fn draw(frame: &mut Frame, app: &App) {
@@ -50,15 +47,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     frame.render_widget(headline_line(app), headline);
     frame.render_widget(status_line(app), banner);
 
-    let tab: &dyn Component = match app.tab {
-        Tab::Queue => &QueueTab,
-        Tab::Compensations => &CompensationsTab,
-        Tab::Alerts => &AlertsTab,
-        Tab::Events => &EventsTab,
-        Tab::Coupons => &CouponsTab,
-        Tab::Schedules => &SchedulesTab,
-    };
-    tab.draw(app, frame, body);
+    components::tab(app.tab).draw(app, frame, body);
 
     let hint = match app.tab {
         Tab::Queue => "e rate  m max  o opens  p pause  c close",

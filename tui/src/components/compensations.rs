@@ -1,3 +1,4 @@
+use crossterm::event::KeyCode;
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
@@ -5,7 +6,7 @@ use ratatui::{
 };
 
 use super::{Component, ListView};
-use crate::app::{App, Tab};
+use crate::app::{Action, App, Command, Tab};
 
 /// Saga steps that failed or are still pending; `r` retries a failed one.
 pub struct CompensationsTab;
@@ -47,5 +48,36 @@ impl Component for CompensationsTab {
             empty: "No failed or pending compensations.",
         }
         .render(frame, area, rows, Some(app.selected(Tab::Compensations)));
+    }
+
+    fn on_key(&self, app: &App, key: KeyCode) -> Option<Action> {
+        if key != KeyCode::Char('r') {
+            return None;
+        }
+        app.compensations()
+            .get(app.selected(Tab::Compensations))
+            .map(|step| Action::Send(Command::RetryCompensation(step.id)))
+    }
+
+    /// The step's attempts and last error.
+    fn detail(&self, app: &App) -> Option<(String, Vec<String>)> {
+        let open = app.compensations();
+        let step = open.get(app.selected(Tab::Compensations))?;
+        Some((
+            format!("Compensation {}", step.id),
+            vec![
+                format!(
+                    "saga/step: {}/{}   payment: {}",
+                    step.saga, step.step, step.payment_id
+                ),
+                format!(
+                    "status: {}   attempts so far: {}",
+                    step.status, step.attempts
+                ),
+                String::new(),
+                "last error:".into(),
+                step.last_error.clone().unwrap_or_else(|| "(none)".into()),
+            ],
+        ))
     }
 }

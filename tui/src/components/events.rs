@@ -1,3 +1,4 @@
+use crossterm::event::KeyCode;
 use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
@@ -5,7 +6,7 @@ use ratatui::{
 };
 
 use super::{Component, ListView};
-use crate::app::{App, Tab};
+use crate::app::{Action, App, Command, Tab};
 
 /// The outbox backlog, consumer-group lag (per stream partition when the
 /// stream is partitioned) with the events the delivery audit re-sent each
@@ -101,5 +102,40 @@ impl Component for EventsTab {
             empty: "No dead letters.",
         }
         .render(frame, dead, rows, Some(app.selected(Tab::Events)));
+    }
+
+    fn on_key(&self, app: &App, key: KeyCode) -> Option<Action> {
+        if key != KeyCode::Char('r') {
+            return None;
+        }
+        app.dead_letters()
+            .get(app.selected(Tab::Events))
+            .map(|letter| Action::Send(Command::ReplayDeadLetter(letter.id)))
+    }
+
+    /// The dead letter's error and the event it carried, pretty-printed.
+    fn detail(&self, app: &App) -> Option<(String, Vec<String>)> {
+        let letters = app.dead_letters();
+        let letter = letters.get(app.selected(Tab::Events))?;
+        let envelope = serde_json::from_str::<serde_json::Value>(&letter.envelope)
+            .ok()
+            .and_then(|value| serde_json::to_string_pretty(&value).ok())
+            .unwrap_or_else(|| letter.envelope.clone());
+        let mut lines = vec![
+            format!(
+                "consumer: {}   event: {}   deliveries: {}",
+                letter.consumer, letter.event_type, letter.deliveries
+            ),
+            format!(
+                "set aside: {}",
+                letter.created_at.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            String::new(),
+            format!("last error: {}", letter.last_error),
+            String::new(),
+            "event:".into(),
+        ];
+        lines.extend(envelope.lines().map(str::to_owned));
+        Some((format!("Dead letter {}", letter.id), lines))
     }
 }

@@ -1,5 +1,6 @@
 //! One component per tab and per overlay. Each draws itself from the
-//! [`App`](crate::app::App) state into the area it is given.
+//! [`App`] state into the area it is given, and turns the keys the app
+//! hands it into an [`Action`] for the app to apply.
 
 mod alerts;
 mod compensations;
@@ -7,16 +8,19 @@ mod coupons;
 mod events;
 mod overlays;
 mod queue;
+mod rate_dialog;
 mod schedules;
 
 pub use alerts::AlertsTab;
 pub use compensations::CompensationsTab;
 pub use coupons::CouponsTab;
 pub use events::EventsTab;
-pub use overlays::{ConfirmDialog, DetailPane, Help, RateDialog};
-pub use queue::QueueTab;
+pub use overlays::{ConfirmDialog, DetailPane, Help};
+pub use queue::{QueueTab, describe_change};
+pub use rate_dialog::{Field, RateDialog, RateInput};
 pub use schedules::SchedulesTab;
 
+use crossterm::event::KeyCode;
 use ratatui::{
     Frame,
     layout::{Constraint, Rect},
@@ -24,10 +28,34 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Row, Table, TableState},
 };
 
-use crate::app::App;
+use crate::app::{Action, App, Tab};
 
 pub trait Component {
     fn draw(&self, app: &App, frame: &mut Frame, area: Rect);
+
+    /// What a key pressed while this component has the keyboard asks for;
+    /// `None` when the key means nothing here.
+    fn on_key(&self, _app: &App, _key: KeyCode) -> Option<Action> {
+        None
+    }
+
+    /// The selected row in full, for the detail pane: a title and its
+    /// lines; `None` when the component has no such row.
+    fn detail(&self, _app: &App) -> Option<(String, Vec<String>)> {
+        None
+    }
+}
+
+/// The component that draws a tab and takes the keys the app leaves to it.
+pub fn tab(tab: Tab) -> &'static dyn Component {
+    match tab {
+        Tab::Queue => &QueueTab,
+        Tab::Compensations => &CompensationsTab,
+        Tab::Alerts => &AlertsTab,
+        Tab::Events => &EventsTab,
+        Tab::Coupons => &CouponsTab,
+        Tab::Schedules => &SchedulesTab,
+    }
 }
 
 pub(crate) fn header_style() -> Style {

@@ -1,3 +1,4 @@
+use crossterm::event::KeyCode;
 use ratatui::{
     Frame,
     layout::{Constraint, Flex, Layout, Rect},
@@ -6,10 +7,10 @@ use ratatui::{
     widgets::{Block, Borders, Clear, Paragraph},
 };
 
-use super::Component;
-use crate::app::{App, Confirm};
+use super::{Component, queue::room_change};
+use crate::app::{Action, App, Command, Confirm};
 
-fn centered(area: Rect, width: u16, height: u16) -> Rect {
+pub(super) fn centered(area: Rect, width: u16, height: u16) -> Rect {
     let [row] = Layout::vertical([Constraint::Length(height)])
         .flex(Flex::Center)
         .areas(area);
@@ -50,34 +51,9 @@ impl Component for Help {
             popup,
         );
     }
-}
 
-/// A room's setting editor: `e` admit rate, `m` max active, `o` opens at.
-pub struct RateDialog;
-
-impl Component for RateDialog {
-    fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
-        let Some(input) = &app.rate_input else {
-            return;
-        };
-        let popup = centered(area, 60, 6);
-        frame.render_widget(Clear, popup);
-        let mut lines = vec![
-            Line::from(input.field.prompt()),
-            Line::from(format!("> {}_", input.text)),
-        ];
-        match &input.error {
-            Some(error) => lines.push(Line::styled(error.clone(), Style::default().fg(Color::Red))),
-            None => lines.push(Line::from("Enter to apply, Esc to cancel.")),
-        }
-        frame.render_widget(
-            Paragraph::new(lines).block(
-                Block::default()
-                    .borders(Borders::ALL)
-                    .title(format!("Concert {}", input.concert)),
-            ),
-            popup,
-        );
+    fn on_key(&self, _app: &App, key: KeyCode) -> Option<Action> {
+        matches!(key, KeyCode::Esc | KeyCode::Char('?' | 'q')).then_some(Action::Close)
     }
 }
 
@@ -122,6 +98,24 @@ impl Component for ConfirmDialog {
             popup,
         );
     }
+
+    /// `y` sends the step, `n` or Esc drops it; any other key leaves the
+    /// question open.
+    fn on_key(&self, app: &App, key: KeyCode) -> Option<Action> {
+        match (key, app.confirm.as_ref()?) {
+            (KeyCode::Char('y'), Confirm::CancelSchedule { schedule, .. }) => {
+                Some(Action::Send(Command::CancelSchedule(*schedule)))
+            }
+            (KeyCode::Char('y'), Confirm::CloseRoom { concert, .. }) => Some(
+                room_change(app, *concert, |change| {
+                    change.queueing_method = Some("closed".into())
+                })
+                .map_or(Action::Close, Action::Send),
+            ),
+            (KeyCode::Char('n') | KeyCode::Esc, _) => Some(Action::Close),
+            _ => None,
+        }
+    }
 }
 
 /// The selected row in full (`d` or Enter).
@@ -147,5 +141,62 @@ impl Component for DetailPane {
                 .block(Block::default().borders(Borders::ALL).title(title)),
             popup,
         );
+    }
+
+    fn on_key(&self, _app: &App, key: KeyCode) -> Option<Action> {
+        matches!(
+            key,
+            KeyCode::Esc | KeyCode::Enter | KeyCode::Char('d' | 'q')
+        )
+        .then_some(Action::Close)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{loaded, press};
+
+    #[test]
+    fn details_open_on_rows_that_have_them_and_close_again() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('d'));
+        assert!(!app.show_detail, "the Queue tab has no detail pane");
+        press(&mut app, KeyCode::Char('4'));
+        press(&mut app, KeyCode::Enter);
+        assert!(app.show_detail);
+        let (title, lines) = app.detail().unwrap();
+        assert_eq!(title, "Dead letter 2");
+        assert!(
+            lines.iter().any(|l| l.contains("\"paymentId\": 41")),
+            "{lines:?}"
+        );
+        assert_eq!(
+            press(&mut app, KeyCode::Char('r')),
+            None,
+            "keys go to the pane"
+        );
+        press(&mut app, KeyCode::Esc);
+        assert!(!app.show_detail);
+        press(&mut app, KeyCode::Char('2'));
+        press(&mut app, KeyCode::Char('d'));
+        assert!(
+            app.detail()
+                .unwrap()
+                .1
+                .iter()
+                .any(|l| l.contains("attempts so far: 5"))
+        );
+        press(&mut app, KeyCode::Char('q'));
+        assert!(!app.quit && !app.show_detail, "q closes the pane first");
+    }
+
+    #[test]
+    fn help_opens_and_closes() {
+        let mut app = loaded();
+        press(&mut app, KeyCode::Char('?'));
+        assert!(app.show_help);
+        press(&mut app, KeyCode::Char('q'));
+        assert!(!app.show_help && !app.quit, "q closes the help first");
     }
 }
