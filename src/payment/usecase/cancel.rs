@@ -1,0 +1,222 @@
+//! A buyer cancels a confirmed ticket: checked against the cut-off and
+//! scheduled as a refund step the compensation runner carries out.
+
+use super::PaymentService;
+use crate::{
+    catalog::ports::SeatTx,
+    kernel::{
+        Clock, PaymentId, Transaction, UnitOfWork, UserId,
+        events::{CompensationScheduled, NewEvent, RelayWake, types},
+        idempotency::IdempotencyTx,
+        retry_on_conflict,
+    },
+    outbox::ports::OutboxWriter,
+    payment::{
+        domain::{CANCEL_SAGA, CancelRefused, Payment, PaymentError, REFUND_STEP, may_cancel},
+        ports::{PaymentRepository, PaymentTx},
+    },
+    reservation::ports::{ReservationRepository, ReservationTx},
+    wallet::ports::WalletTx,
+};
+
+impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
+    P: PaymentRepository,
+    R: ReservationRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    /// The buyer cancels the ticket `id` bought: checked against the
+    /// cut-off and scheduled as the cancellation saga's refund step, once
+    /// (a second request, or a concurrent one, is refused). The runner then
+    /// refunds the points, frees the seat and tells the buyer.
+    pub async fn cancel(&self, id: PaymentId, user: UserId) -> Result<Payment, PaymentError> {
+        let payment = self.get(id, user).await?;
+        retry_on_conflict(|| self.cancel_once(id)).await?;
+        self.wake.wake();
+        metrics::counter!("cancellations_total").increment(1);
+        Ok(payment)
+    }
+
+    async fn cancel_once(&self, id: PaymentId) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let payment = tx.payment(id).await?.ok_or(PaymentError::NotFound(id))?;
+        let ticket = ReservationTx::get(&mut tx, payment.reservation)
+            .await?
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "payment {id} names unknown reservation {}",
+                    payment.reservation
+                )
+            })?;
+        let starts_at = tx.starts_at(ticket.schedule).await?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "reservation {} names unknown schedule {}",
+                ticket.id,
+                ticket.schedule
+            )
+        })?;
+        match may_cancel(&payment, starts_at, self.cancel_cutoff, now) {
+            Ok(()) => {}
+            Err(CancelRefused::NotConfirmed) => return Err(PaymentError::NotConfirmed(id)),
+            Err(CancelRefused::WindowClosed) => return Err(PaymentError::CancelWindowClosed(id)),
+        }
+        if !tx
+            .schedule_compensation(CANCEL_SAGA, REFUND_STEP, id, now)
+            .await?
+        {
+            return Err(PaymentError::AlreadyCancelled(id));
+        }
+        let event = NewEvent::new(
+            types::COMPENSATION_SCHEDULED,
+            "payment",
+            id,
+            &CompensationScheduled {
+                payment_id: id.value(),
+                saga: CANCEL_SAGA.into(),
+                step: REFUND_STEP.into(),
+            },
+        );
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        payment::{
+            domain::{CompensationStatus, PaymentStatus},
+            usecase::fake::*,
+        },
+        reservation::domain::ReservationStatus,
+        wallet::domain::EntryKind,
+    };
+
+    #[tokio::test]
+    async fn a_buyer_cancels_a_ticket_once_and_gets_the_points_and_the_seat_back() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        let show = h.clock.now() + TimeDelta::days(3);
+        let ticket = h.ticket(ALICE, show).await;
+        assert_eq!(ticket.status, PaymentStatus::Confirmed);
+        assert_eq!(h.balance(ALICE), 9 * PRICE);
+
+        let accepted = h.payments.cancel(ticket.id, ALICE).await.unwrap();
+        assert_eq!(accepted.id, ticket.id);
+        let step = h.compensation();
+        assert_eq!(
+            (step.saga.as_str(), step.status),
+            (CANCEL_SAGA, CompensationStatus::Pending)
+        );
+        assert!(
+            matches!(
+                h.payments.cancel(ticket.id, ALICE).await,
+                Err(PaymentError::AlreadyCancelled(_))
+            ),
+            "a second cancellation while the first is under way"
+        );
+        assert_eq!(h.balance(ALICE), 9 * PRICE, "nothing refunded yet");
+
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.status(ticket.id).status, PaymentStatus::Refunded);
+        assert_eq!(h.balance(ALICE), 10 * PRICE);
+        {
+            let world = h.store.world();
+            let reservation = &world.reservations[&ticket.reservation];
+            assert_eq!(reservation.status, ReservationStatus::Released);
+            assert_eq!(
+                world.seats[&reservation.seat].state,
+                crate::catalog::domain::SeatState::Available,
+                "the seat is on sale again"
+            );
+            let refunds: Vec<_> = world
+                .ledger
+                .iter()
+                .filter(|(_, e, p)| e.kind == EntryKind::Refund && *p == Some(ticket.id))
+                .collect();
+            assert_eq!(refunds.len(), 1);
+            let refunded: Vec<_> = world
+                .outbox
+                .iter()
+                .filter(|e| e.event_type == types::PAYMENT_REFUNDED)
+                .collect();
+            assert_eq!(refunded.len(), 1);
+            assert_eq!(refunded[0].payload["reason"], "cancelled");
+            assert_eq!(
+                world
+                    .event_types()
+                    .iter()
+                    .filter(|t| **t == types::TICKET_CANCELLED)
+                    .count(),
+                1
+            );
+        }
+        assert!(h.alerts.all().is_empty(), "a cancellation is no incident");
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+
+        assert!(matches!(
+            h.payments.cancel(ticket.id, ALICE).await,
+            Err(PaymentError::NotConfirmed(_))
+        ));
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "refunded once");
+    }
+
+    #[tokio::test]
+    async fn cancelling_is_refused_past_the_cutoff_before_confirmation_and_for_others() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        let soon = h.clock.now() + TimeDelta::hours(2);
+        let ticket = h.ticket(ALICE, soon).await;
+        assert!(matches!(
+            h.payments.cancel(ticket.id, ALICE).await,
+            Err(PaymentError::CancelWindowClosed(_))
+        ));
+        let late = h.payments.clone().with_cancel_cutoff(TimeDelta::hours(1));
+        late.cancel(ticket.id, ALICE).await.unwrap();
+        assert_eq!(h.compensation().saga, CANCEL_SAGA);
+
+        assert!(matches!(
+            h.payments.cancel(ticket.id, BOB).await,
+            Err(PaymentError::NotFound(_))
+        ));
+        let hold = h.held(ALICE);
+        let unconfirmed = h.pay(ALICE, hold.id).await.unwrap();
+        assert!(matches!(
+            h.payments.cancel(unconfirmed.id, ALICE).await,
+            Err(PaymentError::NotConfirmed(_))
+        ));
+        assert_eq!(
+            h.store.world().compensations.len(),
+            1,
+            "nothing else scheduled"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancellation_whose_refund_fails_is_retried_and_refunds_once() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        let ticket = h.ticket(ALICE, h.clock.now() + TimeDelta::days(3)).await;
+        h.payments.cancel(ticket.id, ALICE).await.unwrap();
+        h.store.set_down(true);
+        h.compensations.run_due().await.ok();
+        h.store.set_down(false);
+        assert_eq!(h.status(ticket.id).status, PaymentStatus::Confirmed);
+        h.clock.advance(TimeDelta::minutes(1));
+        let (a, b) = tokio::join!(h.compensations.run_due(), h.compensations.run_due());
+        a.unwrap();
+        b.unwrap();
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.status(ticket.id).status, PaymentStatus::Refunded);
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "one refund");
+    }
+}

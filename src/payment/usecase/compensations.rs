@@ -1,0 +1,490 @@
+//! The compensation runner: due refund steps attempted, retried with backoff
+//! and given up with an alert, and an admin's list and retry of them.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use tracing::Instrument;
+
+use super::PaymentService;
+use crate::{
+    catalog::ports::SeatTx,
+    kernel::{
+        Clock, Page, PageRequest, Transaction, UnitOfWork, UserId,
+        alerts::{AlertSink, NewAlert, Severity},
+        events::{CompensationRetried, NewEvent, RelayWake, types},
+        idempotency::IdempotencyTx,
+        retry_on_conflict, trace,
+    },
+    outbox::ports::OutboxWriter,
+    payment::{
+        domain::{
+            Compensation, CompensationStatus, MAX_COMPENSATION_PAGE, Payment, PaymentError,
+            PaymentStatus, after_failure, can_retry, cancels_ticket,
+        },
+        ports::{PaymentRepository, PaymentTx},
+    },
+    reservation::{
+        ports::{ReservationRepository, ReservationTx},
+        usecase as reservations,
+    },
+    wallet::{domain::EntryKind, ports::WalletTx},
+};
+
+/// Due compensation steps taken per pass.
+pub const DUE_BATCH: u64 = 50;
+/// Steps of one pass run at once.
+pub const REFUND_CONCURRENCY: usize = 8;
+
+/// Runs due compensation steps: the refund of a payment whose seat could
+/// not be confirmed or whose ticket was cancelled, retried with backoff,
+/// given up (and alerted) after [`MAX_COMPENSATION_ATTEMPTS`].
+///
+/// [`MAX_COMPENSATION_ATTEMPTS`]: crate::payment::domain::MAX_COMPENSATION_ATTEMPTS
+#[derive(Clone)]
+pub struct Compensations<U, P, C, W> {
+    pub(super) uow: U,
+    pub(super) payments: P,
+    pub(super) clock: C,
+    pub(super) wake: W,
+    alerts: Arc<dyn AlertSink>,
+    retry_base: Duration,
+}
+
+/// What one attempt of a step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// Another runner had it, or it is no longer pending.
+    NotPending,
+    /// The payment was refunded now (its seat could not be confirmed).
+    Refunded(Payment),
+    /// The ticket was cancelled and its payment refunded now.
+    Cancelled(Payment),
+    /// Nothing was left to refund (already refunded or confirmed).
+    NothingToRefund,
+}
+
+impl<U, P, C, W> Compensations<U, P, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: PaymentTx + WalletTx + ReservationTx + SeatTx + OutboxWriter,
+    P: PaymentRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    pub fn new(
+        uow: U,
+        payments: P,
+        clock: C,
+        wake: W,
+        alerts: Arc<dyn AlertSink>,
+        retry_base: Duration,
+    ) -> Self {
+        Self {
+            uow,
+            payments,
+            clock,
+            wake,
+            alerts,
+            retry_base,
+        }
+    }
+
+    /// Attempts every due step once (up to [`DUE_BATCH`]); how many it
+    /// found.
+    pub async fn run_due(&self) -> Result<usize, PaymentError> {
+        let due = self
+            .payments
+            .due_compensations(self.clock.now(), DUE_BATCH)
+            .await?;
+        let found = due.len();
+        // Steps are independent (each claims its own row), so a mass
+        // cancellation's refunds run a few at a time.
+        // Each attempt continues the trace of the work that scheduled the
+        // step, so its log lines and events carry that trace id.
+        let outcomes: Vec<Result<(), PaymentError>> = futures::stream::iter(due)
+            .map(|step| {
+                let span = tracing::info_span!(
+                    "compensation",
+                    id = step.id,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                let ctx = trace::begin(&span, trace::parse(step.traceparent.as_deref()), None);
+                let attempt = async move {
+                    let outcome = self.run_one(step.id).await;
+                    tracing::debug!(
+                        target: "boxoffice::trace",
+                        ok = outcome.is_ok(),
+                        "compensation: step attempted"
+                    );
+                    outcome
+                };
+                ctx.scope(attempt.instrument(span))
+            })
+            .buffer_unordered(REFUND_CONCURRENCY)
+            .collect()
+            .await;
+        outcomes.into_iter().collect::<Result<(), _>>()?;
+        Ok(found)
+    }
+
+    async fn run_one(&self, id: i64) -> Result<(), PaymentError> {
+        match retry_on_conflict(|| self.attempt(id)).await {
+            Ok(Attempt::Refunded(payment)) => {
+                self.wake.wake();
+                metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+                self.alerts
+                    .raise(NewAlert {
+                        severity: Severity::Warning,
+                        source: "saga:payment".into(),
+                        message: format!(
+                            "payment {} was refunded ({} points to user {}): its seat could not be confirmed",
+                            payment.id, payment.amount, payment.user
+                        ),
+                    })
+                    .await;
+            }
+            Ok(Attempt::Cancelled(_)) => {
+                self.wake.wake();
+                metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+            }
+            Ok(Attempt::NothingToRefund) => {
+                metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
+            }
+            Ok(Attempt::NotPending) => {}
+            Err(err) => self.failed(id, &format!("{err:#}")).await?,
+        }
+        Ok(())
+    }
+
+    /// One attempt of the refund step, in one transaction.
+    pub async fn attempt(&self, id: i64) -> Result<Attempt, PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let Some(step) = tx.claim_compensation(id, now).await? else {
+            return Ok(Attempt::NotPending);
+        };
+        let payment = tx.payment(step.payment).await?.ok_or_else(|| {
+            anyhow::anyhow!("compensation {id} names unknown payment {}", step.payment)
+        })?;
+        let saga = step.saga.as_str();
+        let outcome = if payment.is_refundable(saga)
+            && tx
+                .set_payment_status(payment.id, payment.status, PaymentStatus::Refunded, now)
+                .await?
+        {
+            tx.credit(
+                payment.user,
+                payment.amount,
+                EntryKind::Refund,
+                Some(payment.id),
+                now,
+            )
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the refund would take the wallet past its cap"))?;
+            let event = NewEvent::new(
+                types::PAYMENT_REFUNDED,
+                "payment",
+                payment.id,
+                &payment.refunded(saga),
+            );
+            tx.append(vec![event], now).await?;
+            let refunded = Payment {
+                status: PaymentStatus::Refunded,
+                ..payment
+            };
+            if cancels_ticket(saga) {
+                // The ticket goes with the refund, in the same transaction.
+                reservations::cancel_ticket(&mut tx, payment.reservation, payment.id, now).await?;
+                Attempt::Cancelled(refunded)
+            } else {
+                Attempt::Refunded(refunded)
+            }
+        } else {
+            Attempt::NothingToRefund
+        };
+        tx.complete_compensation(id, now).await?;
+        fail::fail_point!("compensation::refund", |_| Err(PaymentError::Unexpected(
+            anyhow::anyhow!("failpoint compensation::refund")
+        )));
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Records a failed attempt: retried later with backoff, or given up
+    /// with a critical alert for an admin.
+    async fn failed(&self, id: i64, error: &str) -> Result<(), PaymentError> {
+        let now = self.clock.now();
+        let Some(step) = self.payments.compensation(id).await? else {
+            return Ok(());
+        };
+        let next = after_failure(step.attempts, error, self.retry_base, now);
+        let event = next.event(&step);
+        if !self.payments.record_failure(id, &next, event, now).await? {
+            return Ok(());
+        }
+        metrics::counter!("compensations_total", "outcome" => if next.gave_up() { "failed" } else { "retrying" }).increment(1);
+        tracing::warn!(
+            compensation = id,
+            attempts = next.attempts,
+            error,
+            "compensation step failed"
+        );
+        if next.gave_up() {
+            self.alerts
+                .raise(NewAlert {
+                    severity: Severity::Critical,
+                    source: "saga:payment".into(),
+                    message: format!(
+                        "compensation {id} ({} {} for payment {}) failed {} times and stopped; last error: {error}. \
+                         Fix the cause, then retry it (POST /v1/admin/compensations/{id}/retry).",
+                        step.saga, step.step, step.payment, next.attempts
+                    ),
+                })
+                .await;
+        }
+        Ok(())
+    }
+}
+
+impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
+    P: PaymentRepository,
+    R: ReservationRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    /// A page of compensation steps, newest first.
+    pub async fn compensations(
+        &self,
+        status: Option<CompensationStatus>,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Compensation>, PaymentError> {
+        let page = PageRequest::new(after, limit, MAX_COMPENSATION_PAGE);
+        let rows = self.payments.compensations(status, page).await?;
+        Ok(Page::of(rows, page, |step| step.id))
+    }
+
+    /// An admin's retry of a failed compensation step: due at once, its
+    /// attempts counted afresh, with `CompensationRetried` naming the admin.
+    pub async fn retry_compensation(&self, id: i64, admin: UserId) -> Result<(), PaymentError> {
+        let Some(compensation) = self.payments.compensation(id).await? else {
+            return Err(PaymentError::CompensationNotFound(id));
+        };
+        if !can_retry(&compensation) {
+            return Err(PaymentError::CompensationNotFailed(id));
+        }
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        if !tx.reopen_compensation(id, now).await? {
+            return Err(PaymentError::CompensationNotFailed(id));
+        }
+        let event = NewEvent::new(
+            types::COMPENSATION_RETRIED,
+            "payment",
+            compensation.payment,
+            &CompensationRetried {
+                compensation_id: id,
+                payment_id: compensation.payment.value(),
+                admin_id: admin.value(),
+            },
+        );
+        tx.append(vec![event], now).await?;
+        tx.commit().await?;
+        self.wake.wake();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        kernel::{Points, events::types},
+        payment::{domain::MAX_COMPENSATION_ATTEMPTS, usecase::fake::*},
+    };
+
+    #[tokio::test]
+    async fn a_refund_continues_the_trace_of_the_failure_that_scheduled_it() {
+        use crate::kernel::trace::TraceContext;
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.pay(ALICE, r.id).await.unwrap();
+        // The consumer handling the failure works in the buyer's trace.
+        let handling = TraceContext::root(None);
+        handling
+            .scope(h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment))
+            .await;
+        assert_eq!(
+            h.compensation().traceparent,
+            Some(handling.traceparent()),
+            "the step keeps the trace it was scheduled in"
+        );
+
+        // The runner works outside any trace; the attempt continues the step's.
+        h.compensations.run_due().await.unwrap();
+        let world = h.store.world();
+        let refunded = world
+            .outbox
+            .iter()
+            .find(|e| e.event_type == types::PAYMENT_REFUNDED)
+            .expect("a refund event");
+        let ctx = TraceContext::parse(refunded.traceparent.as_deref().unwrap()).unwrap();
+        assert_eq!(ctx.trace_id, handling.trace_id, "the same trace");
+        assert_ne!(ctx.span_id, handling.span_id, "a later span of it");
+    }
+
+    #[tokio::test]
+    async fn a_refund_finds_nothing_to_give_back_for_a_confirmed_payment() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.pay(ALICE, r.id).await.unwrap();
+        h.answer(types::RESERVATION_CONFIRMED, &payment).await;
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
+        let step = h.compensation();
+        assert_eq!(
+            h.compensations.attempt(step.id).await.unwrap(),
+            Attempt::NothingToRefund
+        );
+        assert_eq!(h.balance(ALICE), 4_000);
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+        assert_eq!(
+            h.compensations.attempt(step.id).await.unwrap(),
+            Attempt::NotPending
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failing_refund_backs_off_gives_up_with_an_alert_and_an_admin_retries_it() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.pay(ALICE, r.id).await.unwrap();
+        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
+        // A refund that would pass the wallet's cap cannot be made.
+        h.fund(ALICE, Points::MAX);
+
+        h.compensations.run_due().await.unwrap();
+        let step = h.compensation();
+        assert_eq!(step.status, CompensationStatus::Pending);
+        assert_eq!(step.attempts, 1);
+        assert_eq!(step.next_attempt_at, h.clock.now() + TimeDelta::seconds(1));
+        assert!(step.last_error.unwrap().contains("cap"));
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.compensation().attempts, 1, "not due yet");
+
+        for _ in 1..MAX_COMPENSATION_ATTEMPTS {
+            h.clock.advance(TimeDelta::seconds(60));
+            h.compensations.run_due().await.unwrap();
+        }
+        let step = h.compensation();
+        assert_eq!(step.status, CompensationStatus::Failed);
+        assert_eq!(step.attempts, MAX_COMPENSATION_ATTEMPTS);
+        let alerts = h.alerts.all();
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].severity, Severity::Critical);
+        assert_eq!(
+            h.store.world().payments[&payment.id].status,
+            PaymentStatus::Paid
+        );
+        // Every failed attempt is an event; the last says it gave up.
+        let failures: Vec<(&str, serde_json::Value)> = (h.store.world().outbox.iter())
+            .filter(|e| {
+                e.aggregate_type == "compensation" && e.event_type != types::COMPENSATION_SCHEDULED
+            })
+            .map(|e| (e.event_type, e.payload.clone()))
+            .collect();
+        assert_eq!(failures.len(), MAX_COMPENSATION_ATTEMPTS as usize);
+        assert!(
+            failures[..failures.len() - 1]
+                .iter()
+                .all(|(t, p)| *t == types::COMPENSATION_FAILED
+                    && p["nextAttemptAt"].is_string()
+                    && p["error"].as_str().unwrap().contains("cap"))
+        );
+        let (last, payload) = failures.last().unwrap();
+        assert_eq!(*last, types::COMPENSATION_GAVE_UP);
+        assert_eq!(payload["attempts"], MAX_COMPENSATION_ATTEMPTS);
+        assert_eq!(payload["compensationId"], step.id);
+        assert!(payload.get("nextAttemptAt").is_none());
+
+        // The cause is fixed, an admin retries, and the refund goes through.
+        h.fund(ALICE, 0);
+        assert!(matches!(
+            h.payments.retry_compensation(9_999, ADMIN).await,
+            Err(PaymentError::CompensationNotFound(_))
+        ));
+        h.payments.retry_compensation(step.id, ADMIN).await.unwrap();
+        assert!(matches!(
+            h.payments.retry_compensation(step.id, ADMIN).await,
+            Err(PaymentError::CompensationNotFailed(_))
+        ));
+        assert_eq!(h.compensation().attempts, 0);
+        let retried: Vec<_> = h
+            .store
+            .world()
+            .outbox
+            .iter()
+            .filter(|e| e.event_type == types::COMPENSATION_RETRIED)
+            .map(|e| e.payload.clone())
+            .collect();
+        assert_eq!(
+            retried,
+            vec![serde_json::json!({
+                "compensationId": step.id,
+                "paymentId": payment.id.value(),
+                "adminId": ADMIN.value(),
+            })],
+            "one retry, naming the admin"
+        );
+        h.compensations.run_due().await.unwrap();
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
+        assert_eq!(h.balance(ALICE), PRICE);
+    }
+
+    #[tokio::test]
+    async fn the_admin_list_is_bounded_and_filtered() {
+        let h = harness();
+        for _ in 0..3 {
+            let r = h.held(ALICE);
+            h.fund(ALICE, 5_000);
+            let payment = h.pay(ALICE, r.id).await.unwrap();
+            h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+                .await;
+        }
+        let one = h.payments.compensations(None, None, 0).await.unwrap();
+        assert_eq!(one.items.len(), 1, "a page holds at least one");
+        let rest = h
+            .payments
+            .compensations(None, one.next_cursor, 10)
+            .await
+            .unwrap();
+        assert_eq!(rest.items.len(), 2, "the older ones follow the cursor");
+        assert_eq!(rest.next_cursor, None);
+        assert!(rest.items.iter().all(|c| c.id < one.items[0].id));
+        let all = h
+            .payments
+            .compensations(None, None, u64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(all.items.len(), 3);
+        assert!(
+            h.payments
+                .compensations(Some(CompensationStatus::Failed), None, 10)
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    }
+}

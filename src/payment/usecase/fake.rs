@@ -1,0 +1,172 @@
+//! One in-memory world for the payment flows' tests: a harness holding the
+//! service and the runner over it, and the steps that set up a hold or a ticket.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{TimeDelta, Utc};
+
+use super::{Compensations, PaymentService, on_reservation_answer};
+use crate::{
+    kernel::{
+        Clock, ConcertId, ManualClock, PaymentId, Points, ReservationId, ScheduleId, Transaction,
+        UnitOfWork, UserId,
+        events::{PaymentCompleted, ReservationChanged, types},
+        idempotency::RequestKey,
+    },
+    payment::domain::{Compensation, Payment, PaymentError},
+    reservation::{
+        domain::{Reservation, ReservationStatus},
+        usecase as reservations,
+    },
+    testing::{MemoryUow, RaisedAlerts, Wakes},
+};
+
+pub const ALICE: UserId = UserId(1);
+pub const BOB: UserId = UserId(2);
+pub const ADMIN: UserId = UserId(9_000);
+pub const PRICE: i64 = 1_000;
+
+pub struct Harness {
+    pub payments: PaymentService<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>,
+    pub compensations: Compensations<MemoryUow, MemoryUow, ManualClock, Wakes>,
+    pub store: MemoryUow,
+    pub clock: ManualClock,
+    pub wakes: Wakes,
+    pub alerts: RaisedAlerts,
+}
+
+pub fn harness() -> Harness {
+    let store = MemoryUow::default();
+    let clock = ManualClock::new(Utc::now());
+    let wakes = Wakes::default();
+    let alerts = RaisedAlerts::default();
+    Harness {
+        payments: PaymentService::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            clock.clone(),
+            wakes.clone(),
+        ),
+        compensations: Compensations::new(
+            store.clone(),
+            store.clone(),
+            clock.clone(),
+            wakes.clone(),
+            Arc::new(alerts.clone()),
+            Duration::from_secs(1),
+        ),
+        store,
+        clock,
+        wakes,
+        alerts,
+    }
+}
+
+impl Harness {
+    /// A seat held by `user` for five minutes, as a won hold leaves it.
+    pub fn held(&self, user: UserId) -> Reservation {
+        let mut world = self.store.world();
+        let seat = world.add_seat(ScheduleId(3), ConcertId(7), 1, PRICE);
+        let until = self.clock.now() + TimeDelta::minutes(5);
+        let reservation = Reservation {
+            id: ReservationId(seat.value() + 1_000),
+            user,
+            concert: ConcertId(7),
+            schedule: ScheduleId(3),
+            seat,
+            price: Points::new(PRICE).unwrap(),
+            status: ReservationStatus::Held,
+            expires_at: until,
+            payment: None,
+        };
+        let s = world.seats.get_mut(&seat).unwrap();
+        s.state = crate::catalog::domain::SeatState::Held {
+            holder: user,
+            until,
+        };
+        s.reservation = Some(reservation.id);
+        world
+            .reservations
+            .insert(reservation.id, reservation.clone());
+        reservation
+    }
+
+    /// What the API does: the user's hold, then the payment.
+    pub async fn pay(&self, user: UserId, id: ReservationId) -> Result<Payment, PaymentError> {
+        self.pay_keyed(user, id, None).await
+    }
+
+    pub async fn pay_keyed(
+        &self,
+        user: UserId,
+        id: ReservationId,
+        key: Option<&RequestKey>,
+    ) -> Result<Payment, PaymentError> {
+        let hold = self.payments.hold_of(user, id).await?;
+        if let Some(first) = self.payments.replay(key).await? {
+            return Ok(first);
+        }
+        self.payments.pay(&hold, key).await
+    }
+
+    pub fn fund(&self, user: UserId, points: i64) {
+        self.store
+            .world()
+            .balances
+            .insert(user, Points::new(points).unwrap());
+    }
+
+    pub fn balance(&self, user: UserId) -> i64 {
+        self.store.world().balance(user)
+    }
+
+    /// What the consumer runner does with a reservation's answer.
+    pub async fn answer(&self, event_type: &str, payment: &Payment) {
+        let changed = ReservationChanged {
+            reservation_id: payment.reservation.value(),
+            user_id: payment.user.value(),
+            concert_id: 7,
+            schedule_id: 3,
+            seat_id: 1,
+            payment_id: Some(payment.id.value()),
+        };
+        let mut tx = self.store.begin().await.unwrap();
+        on_reservation_answer(&mut tx, event_type, &changed, self.clock.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    pub fn compensation(&self) -> Compensation {
+        let world = self.store.world();
+        assert_eq!(world.compensations.len(), 1, "one compensation");
+        world.compensations.values().next().cloned().unwrap()
+    }
+
+    /// A confirmed ticket of `user`'s for a show starting at `show`,
+    /// as the saga leaves it: paid, the seat sold, the payment confirmed.
+    pub async fn ticket(&self, user: UserId, show: chrono::DateTime<Utc>) -> Payment {
+        self.store.world().shows.insert(ScheduleId(3), show);
+        let hold = self.held(user);
+        let payment = self.pay(user, hold.id).await.unwrap();
+        let completed = PaymentCompleted {
+            payment_id: payment.id.value(),
+            reservation_id: hold.id.value(),
+            user_id: user.value(),
+            amount: PRICE,
+            concert_id: 7,
+        };
+        let mut tx = self.store.begin().await.unwrap();
+        reservations::confirm_payment(&mut tx, &completed, self.clock.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        self.answer(types::RESERVATION_CONFIRMED, &payment).await;
+        self.status(payment.id)
+    }
+
+    pub fn status(&self, id: PaymentId) -> Payment {
+        self.store.world().payments[&id].clone()
+    }
+}

@@ -1,0 +1,398 @@
+//! Paying for a hold: the buyer's hold read once, a keyed retry answered
+//! from the first payment, the pay transaction, and the buyer's payments.
+
+use chrono::TimeDelta;
+
+use super::{PaymentService, from_reservations};
+use crate::{
+    catalog::{domain::sales_closed, ports::SeatTx},
+    kernel::{
+        Clock, Page, PageRequest, PaymentId, ReservationId, UnitOfWork, UserId,
+        events::RelayWake,
+        idempotency::{self, IdempotencyTx, RequestKey},
+        retry_on_conflict,
+    },
+    outbox::ports::OutboxWriter,
+    payment::{
+        domain::{CONFIRMATION_GRACE_MINUTES, MAX_PAGE, NewPayment, Payment, PaymentError},
+        ports::{PaymentRepository, PaymentTx},
+    },
+    reservation::{
+        domain::{NotPayable, Reservation},
+        ports::{ReservationRepository, ReservationTx},
+        usecase as reservations,
+    },
+    wallet::ports::WalletTx,
+};
+
+impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
+where
+    U: UnitOfWork,
+    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
+    P: PaymentRepository,
+    R: ReservationRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    /// The user's own hold, read once before paying: its user, seat,
+    /// schedule, price and concert never change, so the waiting-room check
+    /// and the pay transaction both work from this copy.
+    pub async fn hold_of(
+        &self,
+        user: UserId,
+        reservation: ReservationId,
+    ) -> Result<Reservation, PaymentError> {
+        self.reservations
+            .get(reservation)
+            .await
+            .map_err(from_reservations)?
+            .filter(|hold| hold.user == user)
+            .ok_or(PaymentError::ReservationNotFound(reservation))
+    }
+
+    /// The payment a request with `key` already made, if one did: a retry
+    /// gets it back even though its queue token was finished by it.
+    pub async fn replay(&self, key: Option<&RequestKey>) -> Result<Option<Payment>, PaymentError> {
+        Ok(idempotency::replay(&self.uow, key).await?)
+    }
+
+    /// In one transaction: claim the user's unexpired hold, record the
+    /// payment, take its price from the wallet and write `PaymentCompleted`.
+    /// With a key, a retry of a payment that happened answers that payment
+    /// as it was then, and takes nothing.
+    pub async fn pay(
+        &self,
+        hold: &Reservation,
+        key: Option<&RequestKey>,
+    ) -> Result<Payment, PaymentError> {
+        let payment = retry_on_conflict(|| self.pay_once(hold, key)).await?;
+        self.wake.wake();
+        metrics::counter!("payments_total").increment(1);
+        Ok(payment)
+    }
+
+    async fn pay_once(
+        &self,
+        hold: &Reservation,
+        key: Option<&RequestKey>,
+    ) -> Result<Payment, PaymentError> {
+        let user = hold.user;
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        // The key is the first row written: a retry with it waits here.
+        if let Some(first) = idempotency::claim(&mut tx, key, now).await? {
+            return Ok(first);
+        }
+        let id = hold.id;
+        // Dropping the transaction on any refusal undoes everything below.
+        let keep_seat_until = now + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES);
+        match reservations::claim_for_payment(&mut tx, hold, user, keep_seat_until, now).await? {
+            Ok(()) => {}
+            Err(NotPayable::NotFound) => return Err(PaymentError::ReservationNotFound(id)),
+            Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
+            Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
+        }
+        // After the claim (the write that takes the locks first); dropping
+        // the transaction undoes it.
+        if tx
+            .starts_at(hold.schedule)
+            .await?
+            .is_some_and(|starts_at| sales_closed(starts_at, self.sales_close_before, now))
+        {
+            return Err(PaymentError::SalesClosed(hold.schedule));
+        }
+        // Lets a test keep the seat and reservation locked here while a
+        // hold races.
+        fail::fail_point!("payment::after_claim");
+        let payment = tx
+            .insert_payment(
+                &NewPayment {
+                    user,
+                    reservation: id,
+                    concert: hold.concert,
+                    schedule: hold.schedule,
+                    amount: hold.price,
+                },
+                now,
+            )
+            .await?;
+        if tx.debit(user, hold.price, payment.id, now).await?.is_none() {
+            return Err(PaymentError::InsufficientPoints);
+        }
+        reservations::mark_paid(&mut tx, id, payment.id, now).await?;
+        tx.append(vec![payment.completed()], now).await?;
+        fail::fail_point!("payment::before_commit", |_| Err(
+            PaymentError::Unavailable(anyhow::anyhow!("failpoint payment::before_commit"))
+        ));
+        idempotency::finish(tx, key, &payment).await?;
+        Ok(payment)
+    }
+
+    /// The user's own payment; someone else's answers not found.
+    pub async fn get(&self, id: PaymentId, user: UserId) -> Result<Payment, PaymentError> {
+        match self.payments.get(id).await? {
+            Some(payment) if payment.user == user => Ok(payment),
+            _ => Err(PaymentError::NotFound(id)),
+        }
+    }
+
+    /// A page of the user's own payments, newest first.
+    pub async fn mine(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u64,
+    ) -> Result<Page<Payment>, PaymentError> {
+        let page = PageRequest::new(after, limit, MAX_PAGE);
+        let rows = self.payments.of_user(user, page).await?;
+        Ok(Page::of(rows, page, |payment| payment.id.value()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::{
+        kernel::{CONFLICT_ATTEMPTS, ScheduleId, events::types},
+        payment::{domain::PaymentStatus, usecase::fake::*},
+        reservation::domain::ReservationStatus,
+    };
+
+    #[tokio::test]
+    async fn paying_claims_the_hold_debits_the_wallet_and_writes_the_event_at_once() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.pay(ALICE, r.id).await.unwrap();
+        assert_eq!(payment.status, PaymentStatus::Paid);
+        assert_eq!(payment.amount.value(), PRICE);
+        assert_eq!(h.balance(ALICE), 4_000);
+        let world = h.store.world();
+        assert_eq!(world.reservations[&r.id].payment, Some(payment.id));
+        let (_, row, paid_for) = world.ledger.last().cloned().unwrap();
+        assert_eq!((row.amount, paid_for), (-PRICE, Some(payment.id)));
+        assert!(matches!(
+            world.seats[&r.seat].state,
+            crate::catalog::domain::SeatState::Held { until, .. }
+                if until == h.clock.now() + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES)
+        ));
+        assert_eq!(world.event_types(), vec![types::PAYMENT_COMPLETED]);
+        assert_eq!(world.outbox[0].payload["reservationId"], r.id.value());
+        drop(world);
+        assert_eq!(h.wakes.count(), 1);
+    }
+
+    #[tokio::test]
+    async fn too_few_points_refuses_the_payment_and_changes_nothing() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, PRICE - 1);
+        assert!(matches!(
+            h.pay(ALICE, r.id).await,
+            Err(PaymentError::InsufficientPoints)
+        ));
+        let world = h.store.world();
+        assert!(world.payments.is_empty());
+        assert_eq!(world.reservations[&r.id].payment, None);
+        assert!(world.outbox.is_empty());
+        assert_eq!(world.balance(ALICE), PRICE - 1);
+        drop(world);
+        assert_eq!(h.wakes.count(), 0);
+    }
+
+    #[tokio::test]
+    async fn each_refusal_of_the_hold_has_its_own_answer() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 10_000);
+        assert!(matches!(
+            h.pay(BOB, r.id).await,
+            Err(PaymentError::ReservationNotFound(_))
+        ));
+        assert!(matches!(
+            h.pay(ALICE, ReservationId(4_242)).await,
+            Err(PaymentError::ReservationNotFound(_))
+        ));
+        h.pay(ALICE, r.id).await.unwrap();
+        assert!(matches!(
+            h.pay(ALICE, r.id).await,
+            Err(PaymentError::AlreadyPaid(_))
+        ));
+        let lapsed = h.held(ALICE);
+        h.clock.advance(TimeDelta::minutes(5));
+        assert!(matches!(
+            h.pay(ALICE, lapsed.id).await,
+            Err(PaymentError::HoldExpired(_))
+        ));
+        assert_eq!(h.balance(ALICE), 10_000 - PRICE, "only one payment taken");
+    }
+
+    #[tokio::test]
+    async fn no_payment_once_sales_close_and_nothing_is_taken() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        h.store
+            .world()
+            .shows
+            .insert(ScheduleId(3), h.clock.now() + TimeDelta::minutes(20));
+        let hold = h.held(ALICE);
+        let closing = h.payments.clone().with_sales_close(TimeDelta::minutes(30));
+        let copy = closing.hold_of(ALICE, hold.id).await.unwrap();
+        assert!(matches!(
+            closing.pay(&copy, None).await,
+            Err(PaymentError::SalesClosed(ScheduleId(3)))
+        ));
+        assert_eq!(h.balance(ALICE), 10 * PRICE, "nothing debited");
+        assert!(h.store.world().payments.is_empty(), "nothing recorded");
+        assert_eq!(
+            h.store.world().reservations[&hold.id].status,
+            ReservationStatus::Held,
+            "the claim rolled back"
+        );
+        // Without the close (sales until the show starts) it pays.
+        h.pay(ALICE, hold.id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_deadlocked_payment_is_run_again_and_gives_up_after_a_bound() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS - 1);
+        h.pay(ALICE, r.id).await.unwrap();
+        assert_eq!(h.balance(ALICE), 4_000, "debited once");
+
+        let other = h.held(ALICE);
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
+        assert!(matches!(
+            h.pay(ALICE, other.id).await,
+            Err(PaymentError::Conflict(_))
+        ));
+        assert_eq!(h.balance(ALICE), 4_000);
+        assert_eq!(h.store.world().payments.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_outage_is_unavailable() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.store.set_down(true);
+        assert!(matches!(
+            h.pay(ALICE, r.id).await,
+            Err(PaymentError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_user_sees_their_own_payment_and_hold_only() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let payment = h.pay(ALICE, r.id).await.unwrap();
+        assert_eq!(h.payments.get(payment.id, ALICE).await.unwrap(), payment);
+        assert!(matches!(
+            h.payments.get(payment.id, BOB).await,
+            Err(PaymentError::NotFound(_))
+        ));
+        assert_eq!(
+            h.payments.hold_of(ALICE, r.id).await.unwrap().schedule,
+            ScheduleId(3)
+        );
+        assert!(matches!(
+            h.payments.hold_of(BOB, r.id).await,
+            Err(PaymentError::ReservationNotFound(_))
+        ));
+    }
+
+    fn pay_key(reservation: ReservationId, key: &str) -> RequestKey {
+        RequestKey::new(ALICE, "payment.pay", key, &reservation).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retried_key_gets_the_first_payment_back_and_pays_nothing_more() {
+        let h = harness();
+        let r = h.held(ALICE);
+        h.fund(ALICE, 5_000);
+        let key = pay_key(r.id, "p");
+        let first = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
+        // The saga moves on; the retry still hears the answer of then.
+        h.answer(types::RESERVATION_CONFIRMED, &first).await;
+        let again = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
+        assert_eq!(again, first);
+        assert_eq!(again.status, PaymentStatus::Paid);
+        // Straight into the transaction (no replay look first): the claim
+        // answers it just the same.
+        let hold = h.payments.hold_of(ALICE, r.id).await.unwrap();
+        assert_eq!(h.payments.pay(&hold, Some(&key)).await.unwrap(), first);
+        assert_eq!(h.balance(ALICE), 4_000, "debited once");
+        assert_eq!(h.store.world().payments.len(), 1);
+
+        // The same key for another hold is refused and changes nothing.
+        let other = h.held(ALICE);
+        assert!(matches!(
+            h.pay_keyed(ALICE, other.id, Some(&pay_key(other.id, "p")))
+                .await,
+            Err(PaymentError::KeyReused)
+        ));
+        let hold = h.payments.hold_of(ALICE, other.id).await.unwrap();
+        assert!(matches!(
+            h.payments.pay(&hold, Some(&pay_key(other.id, "p"))).await,
+            Err(PaymentError::KeyReused)
+        ));
+        assert_eq!(h.balance(ALICE), 4_000);
+    }
+
+    #[tokio::test]
+    async fn a_refused_or_failed_payment_leaves_its_key_free_for_a_retry() {
+        let h = harness();
+        let r = h.held(ALICE);
+        let key = pay_key(r.id, "p");
+        assert!(matches!(
+            h.pay_keyed(ALICE, r.id, Some(&key)).await,
+            Err(PaymentError::InsufficientPoints)
+        ));
+        h.fund(ALICE, 5_000);
+        h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
+        assert!(matches!(
+            h.pay_keyed(ALICE, r.id, Some(&key)).await,
+            Err(PaymentError::Conflict(_))
+        ));
+        assert!(h.store.world().keys.is_empty(), "no key left behind");
+        let paid = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
+        assert_eq!(paid.amount.value(), PRICE);
+        assert_eq!(h.balance(ALICE), 4_000);
+    }
+
+    #[tokio::test]
+    async fn buyers_list_their_own_payments_newest_first_in_pages() {
+        let h = harness();
+        h.fund(ALICE, 10 * PRICE);
+        h.fund(BOB, 10 * PRICE);
+        let mut alice = Vec::new();
+        for _ in 0..3 {
+            let hold = h.held(ALICE);
+            alice.push(h.pay(ALICE, hold.id).await.unwrap().id);
+        }
+        let hold = h.held(BOB);
+        let bob = h.pay(BOB, hold.id).await.unwrap().id;
+        let ids = |page: &Page<Payment>| page.items.iter().map(|p| p.id).collect::<Vec<_>>();
+
+        let first = h.payments.mine(ALICE, None, 2).await.unwrap();
+        assert_eq!(ids(&first), vec![alice[2], alice[1]]);
+        assert_eq!(first.next_cursor, Some(alice[1].value()));
+        let second = h.payments.mine(ALICE, first.next_cursor, 2).await.unwrap();
+        assert_eq!(ids(&second), vec![alice[0]]);
+        assert_eq!(second.next_cursor, None);
+        assert_eq!(
+            ids(&h.payments.mine(BOB, None, 20).await.unwrap()),
+            vec![bob]
+        );
+        h.store.set_down(true);
+        assert!(matches!(
+            h.payments.mine(ALICE, None, 20).await,
+            Err(PaymentError::Unavailable(_))
+        ));
+    }
+}
