@@ -1,0 +1,98 @@
+//! The waiting room's flows: a visit (enter, poll, leave), the admission
+//! gate other modules ask, the admins' settings and room list, the
+//! scheduler's tick, and the end of a buyer's turn once they paid.
+
+mod admission;
+#[cfg(test)]
+mod fake;
+mod finish_on_payment;
+mod settings;
+mod stats;
+mod tick;
+mod visit;
+
+use std::sync::Arc;
+
+use super::{
+    domain::{PollPacing, QueueSettings},
+    ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
+};
+use crate::kernel::Clock;
+
+pub use finish_on_payment::FinishOnPayment;
+pub use visit::{Admission, QUEUE_TOKEN_TTL};
+
+/// The waiting room's use cases, over its store, its settings, the
+/// catalog's concerts and the token signer.
+pub struct QueueService<S, R, D, C> {
+    store: S,
+    settings: R,
+    directory: D,
+    clock: C,
+    tokens: Arc<dyn QueueTokens>,
+    defaults: QueueSettings,
+    /// The pre-queue's and the lottery's numbers: uniform, independent.
+    draw: fn() -> u64,
+    /// The pace of status polls (off when `None`).
+    pacing: Option<Arc<PollPacing>>,
+}
+
+impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            settings: self.settings.clone(),
+            directory: self.directory.clone(),
+            clock: self.clock.clone(),
+            tokens: self.tokens.clone(),
+            defaults: self.defaults,
+            draw: self.draw,
+            pacing: self.pacing.clone(),
+        }
+    }
+}
+
+impl<S, R, D, C> QueueService<S, R, D, C>
+where
+    S: QueueStore,
+    R: QueueSettingsRepository,
+    D: ConcertDirectory,
+    C: Clock,
+{
+    pub fn new(
+        store: S,
+        settings: R,
+        directory: D,
+        clock: C,
+        tokens: Arc<dyn QueueTokens>,
+        defaults: QueueSettings,
+    ) -> Self {
+        Self {
+            store,
+            settings,
+            directory,
+            clock,
+            tokens,
+            defaults,
+            draw: rand::random::<u64>,
+            pacing: None,
+        }
+    }
+
+    /// Paces status polls: a token polling far faster than told is
+    /// answered `PollingTooFast` without a store round trip.
+    pub fn pacing_polls(mut self, pacing: Option<PollPacing>) -> Self {
+        self.pacing = pacing.map(Arc::new);
+        self
+    }
+
+    /// Draws the pre-queue's numbers with `draw` (tests make them known).
+    pub fn drawing_with(mut self, draw: fn() -> u64) -> Self {
+        self.draw = draw;
+        self
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
