@@ -1,0 +1,112 @@
+//! The reads other modules make of schedules and seats outside any
+//! transaction: [`SeatReads`] and [`ScheduleReads`].
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{DbCatalog, sale_status, schedule, seat, seat_from_row};
+use crate::{
+    catalog::{
+        domain::{ScheduleSale, ScheduleStatus, Seat, SeatStatus},
+        ports::{ScheduleReads, SeatReads},
+    },
+    kernel::{PageRequest, ScheduleId, SeatId, StoreError},
+};
+
+impl SeatReads for DbCatalog {
+    async fn starting_by(
+        &self,
+        schedules: &[ScheduleId],
+        by: DateTime<Utc>,
+    ) -> Result<Vec<ScheduleId>, StoreError> {
+        if schedules.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = schedule::Entity::find()
+            .select_only()
+            .column(schedule::Column::Id)
+            .filter(schedule::Column::Id.is_in(schedules.iter().map(|id| id.value())))
+            .filter(schedule::Column::StartsAt.lte(by))
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ScheduleId).collect())
+    }
+
+    async fn seat(
+        &self,
+        schedule: ScheduleId,
+        seat_id: SeatId,
+    ) -> Result<Option<Seat>, StoreError> {
+        seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule.value()))
+            .one(&self.db)
+            .await?
+            .map(seat_from_row)
+            .transpose()
+            .map_err(|err| StoreError::Unexpected(anyhow!(err)))
+    }
+}
+
+impl ScheduleReads for DbCatalog {
+    async fn cancelling_schedules(
+        &self,
+        max: u64,
+    ) -> Result<Vec<(ScheduleId, DateTime<Utc>)>, StoreError> {
+        Ok(schedule::Entity::find()
+            .filter(schedule::Column::Status.eq(ScheduleStatus::Cancelling.as_str()))
+            .order_by_asc(schedule::Column::Id)
+            .limit(max)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| {
+                (
+                    ScheduleId(row.id),
+                    row.status_changed_at.unwrap_or(row.starts_at),
+                )
+            })
+            .collect())
+    }
+
+    async fn schedule_ids(&self, page: PageRequest) -> Result<Vec<ScheduleId>, StoreError> {
+        let mut query = schedule::Entity::find()
+            .select_only()
+            .column(schedule::Column::Id);
+        if let Some(after) = page.after {
+            query = query.filter(schedule::Column::Id.lt(after));
+        }
+        let ids: Vec<i64> = query
+            .order_by_desc(schedule::Column::Id)
+            .limit(page.fetch())
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(ids.into_iter().map(ScheduleId).collect())
+    }
+
+    async fn sale(&self, id: ScheduleId) -> Result<Option<ScheduleSale>, StoreError> {
+        let Some(row) = schedule::Entity::find_by_id(id.value())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status = sale_status(&row)?;
+        let seats = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(id.value()))
+            .count(&self.db)
+            .await?;
+        let sold = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(id.value()))
+            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()))
+            .count(&self.db)
+            .await?;
+        Ok(Some(ScheduleSale {
+            status,
+            seats,
+            sold,
+        }))
+    }
+}

@@ -1,0 +1,251 @@
+//! [`SeatTx`] over the database: the seat and schedule changes other
+//! modules make inside their own transactions (holds, payments,
+//! confirmations, cancellations). Every change is a compare-and-set on the
+//! row: it applies only from the state the caller expects.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, UpdateMany,
+    sea_query::{Expr, ExprTrait},
+};
+
+use super::{availability_is, on_sale, sale_status, schedule, seat};
+use crate::{
+    catalog::{
+        domain::{Availability, HeldSeat, ScheduleStatus, SeatStatus},
+        ports::SeatTx,
+    },
+    db::DbTx,
+    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
+};
+
+/// An update of the seat that applies only while `reservation` holds it:
+/// the compare-and-set every post-hold change shares.
+fn while_held_by(seat_id: SeatId, reservation: ReservationId) -> UpdateMany<seat::Entity> {
+    seat::Entity::update_many()
+        .filter(seat::Column::Id.eq(seat_id.value()))
+        .filter(seat::Column::ReservationId.eq(reservation.value()))
+        .filter(seat::Column::Status.eq(SeatStatus::Held.as_str()))
+}
+
+/// The update that puts a seat back on sale: free, no holder, no
+/// reservation, a new version.
+fn on_sale_again(update: UpdateMany<seat::Entity>) -> UpdateMany<seat::Entity> {
+    update
+        .col_expr(
+            seat::Column::Status,
+            Expr::value(SeatStatus::Available.as_str()),
+        )
+        .col_expr(seat::Column::HolderId, Expr::value(Option::<i64>::None))
+        .col_expr(
+            seat::Column::HeldUntil,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            seat::Column::ReservationId,
+            Expr::value(Option::<i64>::None),
+        )
+        .col_expr(
+            seat::Column::Version,
+            Expr::col(seat::Column::Version).add(1),
+        )
+}
+
+impl SeatTx for DbTx {
+    /// Holds the seat for `user` until `until` if it is free now (never
+    /// held, or held past its expiry). `None` when someone else holds or
+    /// bought it.
+    async fn try_hold(
+        &mut self,
+        schedule_id: ScheduleId,
+        seat_id: SeatId,
+        user: UserId,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<HeldSeat>, StoreError> {
+        let conn = self.conn();
+        // The write comes first: on SQLite it takes the write lock before
+        // anything is read, so the transaction never works from a stale snapshot.
+        let taken = seat::Entity::update_many()
+            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Held.as_str()))
+            .col_expr(seat::Column::HolderId, Expr::value(user.value()))
+            .col_expr(seat::Column::HeldUntil, Expr::value(until))
+            .col_expr(
+                seat::Column::ReservationId,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(
+                seat::Column::Version,
+                Expr::col(seat::Column::Version).add(1),
+            )
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .filter(availability_is(Availability::Available, now))
+            .filter(seat::Column::ScheduleId.in_subquery(on_sale(schedule_id)))
+            .exec(conn)
+            .await?;
+        if taken.rows_affected == 0 {
+            return Ok(None);
+        }
+        let held = seat::Entity::find_by_id(seat_id.value())
+            .one(conn)
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound(format!("seat {seat_id}")))?;
+        let (concert, starts_at): (i64, DateTime<Utc>) =
+            schedule::Entity::find_by_id(schedule_id.value())
+                .select_only()
+                .column(schedule::Column::ConcertId)
+                .column(schedule::Column::StartsAt)
+                .into_tuple()
+                .one(conn)
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound(format!("schedule {schedule_id}")))?;
+        Ok(Some(HeldSeat {
+            price: Points::new(held.price).map_err(|err| DbErr::Custom(err.to_string()))?,
+            concert: ConcertId(concert),
+            starts_at,
+        }))
+    }
+
+    async fn exists(
+        &mut self,
+        schedule_id: ScheduleId,
+        seat_id: SeatId,
+    ) -> Result<bool, StoreError> {
+        Ok(seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .one(self.conn())
+            .await?
+            .is_some())
+    }
+
+    async fn attach(
+        &mut self,
+        seat_id: SeatId,
+        reservation: ReservationId,
+    ) -> Result<(), StoreError> {
+        seat::Entity::update_many()
+            .col_expr(
+                seat::Column::ReservationId,
+                Expr::value(reservation.value()),
+            )
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn release(
+        &mut self,
+        seat_id: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        let freed = on_sale_again(while_held_by(seat_id, reservation))
+            .exec(self.conn())
+            .await?;
+        Ok(freed.rows_affected == 1)
+    }
+
+    /// Keeps the seat held by `reservation` until `until` (a paid hold waits
+    /// for its confirmation). False if the reservation no longer holds it.
+    async fn extend(
+        &mut self,
+        seat_id: SeatId,
+        reservation: ReservationId,
+        until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let extended = while_held_by(seat_id, reservation)
+            .col_expr(seat::Column::HeldUntil, Expr::value(until))
+            .exec(self.conn())
+            .await?;
+        Ok(extended.rows_affected == 1)
+    }
+
+    /// Sells the seat to the holder of `reservation`; false if it no longer
+    /// holds it (the hold lapsed and someone else took the seat).
+    async fn sell(
+        &mut self,
+        seat_id: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        let sold = while_held_by(seat_id, reservation)
+            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Sold.as_str()))
+            .col_expr(
+                seat::Column::HeldUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(
+                seat::Column::Version,
+                Expr::col(seat::Column::Version).add(1),
+            )
+            .exec(self.conn())
+            .await?;
+        Ok(sold.rows_affected == 1)
+    }
+
+    async fn unsell(
+        &mut self,
+        seat_id: SeatId,
+        reservation: ReservationId,
+    ) -> Result<bool, StoreError> {
+        let sold_to_it = seat::Entity::update_many()
+            .filter(seat::Column::Id.eq(seat_id.value()))
+            .filter(seat::Column::ReservationId.eq(reservation.value()))
+            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()));
+        let freed = on_sale_again(sold_to_it).exec(self.conn()).await?;
+        Ok(freed.rows_affected == 1)
+    }
+
+    async fn free_seats(
+        &mut self,
+        schedule_id: ScheduleId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .filter(availability_is(Availability::Available, now))
+            .count(self.conn())
+            .await?)
+    }
+
+    async fn schedule_status(
+        &mut self,
+        id: ScheduleId,
+    ) -> Result<Option<(ScheduleStatus, DateTime<Utc>)>, StoreError> {
+        let Some(row) = schedule::Entity::find_by_id(id.value())
+            .one(self.conn())
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status = sale_status(&row)?;
+        Ok(Some((
+            status,
+            row.status_changed_at.unwrap_or(row.starts_at),
+        )))
+    }
+
+    async fn set_schedule_status(
+        &mut self,
+        id: ScheduleId,
+        from: ScheduleStatus,
+        to: ScheduleStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let changed = schedule::Entity::update_many()
+            .col_expr(schedule::Column::Status, Expr::value(to.as_str()))
+            .col_expr(schedule::Column::StatusChangedAt, Expr::value(now))
+            .filter(schedule::Column::Id.eq(id.value()))
+            .filter(schedule::Column::Status.eq(from.as_str()))
+            .exec(self.conn())
+            .await?;
+        Ok(changed.rows_affected == 1)
+    }
+
+    async fn starts_at(&mut self, id: ScheduleId) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(schedule::Entity::find_by_id(id.value())
+            .one(self.conn())
+            .await?
+            .map(|row| row.starts_at))
+    }
+}

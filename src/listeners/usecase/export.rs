@@ -1,0 +1,74 @@
+//! The data-platform export: every event, one NDJSON line, written to the
+//! sink as it arrives.
+
+use futures::{FutureExt, future::BoxFuture};
+
+use crate::{
+    kernel::events::EventEnvelope,
+    listeners::{domain::DATA_PLATFORM_CONSUMER, ports::DataPlatformSink},
+    outbox::ports::EventHandler,
+};
+
+pub async fn export_event(
+    sink: &impl DataPlatformSink,
+    event: &EventEnvelope,
+) -> anyhow::Result<()> {
+    sink.write(event).await
+}
+
+/// The data-platform exporter: every event, one NDJSON line.
+pub struct DataPlatformExporter<S> {
+    sink: S,
+}
+
+impl<S> DataPlatformExporter<S> {
+    pub fn new(sink: S) -> Self {
+        Self { sink }
+    }
+}
+
+impl<T: Send + 'static, S: DataPlatformSink> EventHandler<T> for DataPlatformExporter<S> {
+    fn name(&self) -> &'static str {
+        DATA_PLATFORM_CONSUMER
+    }
+
+    fn handles(&self, _event_type: &str) -> bool {
+        true
+    }
+
+    fn handle<'a>(
+        &'a self,
+        _tx: &'a mut T,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        export_event(&self.sink, event).boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::listeners::usecase::fake::{FakeSink, event, paid};
+
+    // --- export_event ---
+
+    #[tokio::test]
+    async fn every_event_goes_to_the_sink_unchanged() {
+        let sink = FakeSink::default();
+        let event = event("QueueEntered", json!({"concertId": 1}));
+        export_event(&sink, &event).await.unwrap();
+        assert_eq!(*sink.written.lock().unwrap(), vec![event]);
+    }
+
+    #[tokio::test]
+    async fn a_sink_failure_fails_the_export_so_it_is_retried() {
+        let sink = FakeSink {
+            down: true,
+            ..FakeSink::default()
+        };
+        let err = export_event(&sink, &paid(10)).await.unwrap_err();
+        assert!(err.to_string().contains("collector down"));
+    }
+}
