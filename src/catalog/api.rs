@@ -16,7 +16,7 @@ use super::{
         SeatBlockDraft, SeatFilter,
     },
     ports::CatalogRepository,
-    usecase::CatalogService,
+    usecase::{CatalogService, Renderings},
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
@@ -194,6 +194,8 @@ fn matches_etag(if_none_match: Option<&str>, etag: &str) -> bool {
 
 pub struct CatalogApi<R, C, W> {
     service: CatalogService<R, C, W>,
+    /// Seat-map pages as answered, once per snapshot of each.
+    seat_pages: Renderings<RenderedJson<PageBody<SeatBody>>>,
     admission: Admission,
     limits: RateLimits,
 }
@@ -202,6 +204,7 @@ impl<R, C, W> CatalogApi<R, C, W> {
     /// `admission` is the waiting room's check: only admitted buyers see the seat map.
     pub fn new(service: CatalogService<R, C, W>, admission: Admission) -> Self {
         Self {
+            seat_pages: service.renderings(),
             service,
             admission,
             limits: RateLimits::off(),
@@ -372,6 +375,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
         let rendered = self
             .service
             .render_seats(
+                &self.seat_pages,
                 schedule,
                 &filter,
                 after.0,

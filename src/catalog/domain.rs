@@ -305,7 +305,7 @@ pub enum SeatListing {
 
 /// A page of seats weighs its seats and their grades (what keeps the
 /// snapshots of distinct pages within their budget).
-impl crate::kernel::snapshot::Weighed for SeatListing {
+impl crate::kernel::cache::Weighed for SeatListing {
     fn weight(&self) -> usize {
         match self {
             SeatListing::Seats(seats) => seats

@@ -120,9 +120,7 @@ impl SoldOutMemo {
         now: DateTime<Utc>,
     ) {
         match holders {
-            Some(holders) => self
-                .campaigns
-                .remember(coupon, Arc::new(holders), until, now),
+            Some(holders) => self.campaigns.remember(coupon, Arc::new(holders), until),
             None => self.campaigns.forget(&coupon),
         }
         if let Ok(mut refreshing) = self.refreshing.lock() {

@@ -8,10 +8,12 @@
 use std::{
     collections::HashMap,
     hash::Hash,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
 };
 
 use chrono::{DateTime, Utc};
+
+use super::cache::Cache;
 
 /// One async lock per key, dropped again once nobody holds or awaits it.
 pub struct KeyedLocks<K> {
@@ -81,76 +83,64 @@ impl<K: Eq + Hash> Drop for KeyedGuard<K> {
     }
 }
 
-/// Each key's value and until when it is fresh.
-type Entries<K, V> = HashMap<K, (DateTime<Utc>, V)>;
+/// The longest an instance keeps anything it learned, whatever the entry
+/// said: a bound on memory, not on freshness.
+const MEMO_LIFETIME: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// What an instance just learned about keys, each until a moment; read
-/// only while fresh. Bounded: past `capacity` entries the stale ones go,
-/// and if all are fresh, everything goes (forgetting only costs a round
+/// What an instance just learned about keys, each until a moment (by the
+/// use case's clock); read only while fresh. Bounded to `capacity` keys,
+/// the least recently used forgotten first (forgetting only costs a round
 /// trip).
 pub struct ExpiringMemo<K, V> {
-    entries: Arc<RwLock<Entries<K, V>>>,
-    capacity: usize,
+    entries: Cache<K, (DateTime<Utc>, V)>,
 }
 
 impl<K, V> Clone for ExpiringMemo<K, V> {
     fn clone(&self) -> Self {
         Self {
             entries: self.entries.clone(),
-            capacity: self.capacity,
         }
     }
 }
 
-impl<K: Eq + Hash, V: Clone> ExpiringMemo<K, V> {
+impl<K, V> ExpiringMemo<K, V>
+where
+    K: Eq + Hash + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     pub fn new(capacity: usize) -> Self {
         Self {
-            entries: Arc::default(),
-            capacity,
+            entries: Cache::new(capacity as u64, MEMO_LIFETIME),
         }
     }
 
     /// The value remembered for `key`, if still fresh at `now`.
     pub fn get(&self, key: &K, now: DateTime<Utc>) -> Option<V> {
-        let entries = self.entries.read().ok()?;
-        entries
+        self.entries
             .get(key)
             .filter(|(until, _)| *until > now)
-            .map(|(_, value)| value.clone())
+            .map(|(_, value)| value)
     }
 
     pub fn is_fresh(&self, key: &K, now: DateTime<Utc>) -> bool {
-        self.entries
-            .read()
-            .is_ok_and(|entries| entries.get(key).is_some_and(|(until, _)| *until > now))
+        self.get(key, now).is_some()
     }
 
-    pub fn remember(&self, key: K, value: V, until: DateTime<Utc>, now: DateTime<Utc>) {
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() >= self.capacity && !entries.contains_key(&key) {
-                entries.retain(|_, (until, _)| *until > now);
-                if entries.len() >= self.capacity {
-                    entries.clear();
-                }
-            }
-            entries.insert(key, (until, value));
-        }
+    /// Remembers `value` for `key` until `until`.
+    pub fn remember(&self, key: K, value: V, until: DateTime<Utc>) {
+        self.entries.insert(key, (until, value));
     }
 
     pub fn forget(&self, key: &K) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.remove(key);
-        }
+        self.entries.remove(key);
     }
 
     pub fn clear(&self) {
-        if let Ok(mut entries) = self.entries.write() {
-            entries.clear();
-        }
+        self.entries.clear();
     }
 
     pub fn len(&self) -> usize {
-        self.entries.read().map_or(0, |entries| entries.len())
+        usize::try_from(self.entries.len()).unwrap_or(usize::MAX)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -246,11 +236,11 @@ mod tests {
     fn a_memo_answers_only_while_fresh_and_stays_bounded() {
         let now = Utc::now();
         let memo = ExpiringMemo::<u32, &str>::new(2);
-        memo.remember(1, "taken", now + TimeDelta::seconds(1), now);
+        memo.remember(1, "taken", now + TimeDelta::seconds(1));
         assert_eq!(memo.get(&1, now), Some("taken"));
         assert_eq!(memo.get(&1, now + TimeDelta::seconds(1)), None);
-        memo.remember(2, "taken", now + TimeDelta::seconds(1), now);
-        memo.remember(3, "taken", now + TimeDelta::seconds(1), now);
+        memo.remember(2, "taken", now + TimeDelta::seconds(1));
+        memo.remember(3, "taken", now + TimeDelta::seconds(1));
         assert!(memo.len() <= 2, "capacity holds: {}", memo.len());
         assert_eq!(memo.get(&3, now), Some("taken"));
         memo.forget(&3);

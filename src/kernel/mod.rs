@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod backoff;
+pub mod cache;
 mod clock;
 pub mod events;
 pub mod failpoint;

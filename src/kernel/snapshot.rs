@@ -17,7 +17,11 @@ use std::{
     time::Duration,
 };
 
-use super::{ScheduleId, keyed::KeyedLocks};
+use super::{
+    ScheduleId,
+    cache::{Cache, Weighed},
+    keyed::KeyedLocks,
+};
 
 fn generations() -> &'static RwLock<HashMap<ScheduleId, u64>> {
     static GENERATIONS: OnceLock<RwLock<HashMap<ScheduleId, u64>>> = OnceLock::new();
@@ -38,34 +42,6 @@ pub fn generation(schedule: ScheduleId) -> u64 {
         .map_or(0, |gens| gens.get(&schedule).copied().unwrap_or(0))
 }
 
-/// What a cached value weighs, roughly, in bytes of memory: caches keyed
-/// by what a client asks for are bounded by weight, not count, since one
-/// entry may be a thousand seats and another none.
-pub trait Weighed {
-    fn weight(&self) -> usize;
-}
-
-/// A bounded cache: at most `budget` bytes by [`Weighed::weight`], each
-/// entry kept `ttl` at most, the least recently used evicted first
-/// (`moka`). The one cache type for in-process maps whose keys a client
-/// chooses.
-pub fn bounded<K, V>(ttl: Duration, budget: usize) -> moka::sync::Cache<K, Arc<V>>
-where
-    K: Eq + Hash + Send + Sync + 'static,
-    V: Weighed + Send + Sync + 'static,
-{
-    moka::sync::Cache::builder()
-        .max_capacity(budget as u64)
-        .weigher(|_, value: &Arc<V>| {
-            u32::try_from(value.weight().saturating_add(ENTRY_OVERHEAD)).unwrap_or(u32::MAX)
-        })
-        .time_to_live(ttl)
-        .build()
-}
-
-/// What an entry costs beyond its value (key, bookkeeping).
-const ENTRY_OVERHEAD: usize = 256;
-
 struct Entry<V> {
     generation: u64,
     value: Arc<V>,
@@ -81,7 +57,7 @@ impl<V: Weighed> Weighed for Entry<V> {
 /// budget of bytes.
 pub struct Snapshots<K, V> {
     /// None when snapshots are off (a time to live of zero).
-    entries: Option<moka::sync::Cache<K, Arc<Entry<V>>>>,
+    entries: Option<Cache<K, Arc<Entry<V>>>>,
     locks: KeyedLocks<K>,
 }
 
@@ -103,7 +79,7 @@ where
     /// weighing `budget` bytes at most together.
     pub fn new(ttl: Duration, budget: usize) -> Self {
         Self {
-            entries: (!ttl.is_zero()).then(|| bounded(ttl, budget)),
+            entries: (!ttl.is_zero()).then(|| Cache::weighed(budget, ttl)),
             locks: KeyedLocks::default(),
         }
     }
@@ -151,10 +127,10 @@ where
                 value: value.clone(),
             }),
         );
-        // moka evicts in batches of pending writes; entries a thousand
-        // seats each would overshoot the budget by hundreds before one. A
-        // miss already paid for a read, so it settles the budget now.
-        entries.run_pending_tasks();
+        // Entries a thousand seats each would overshoot the budget by
+        // hundreds before the cache's next batch of evictions. A miss
+        // already paid for a read, so it settles the budget now.
+        entries.settle();
         Ok(value)
     }
 }
@@ -273,12 +249,11 @@ mod tests {
                 .unwrap();
         }
         let entries = snapshots.entries.as_ref().unwrap();
-        entries.run_pending_tasks();
-        assert!(entries.entry_count() <= 3, "{}", entries.entry_count());
+        assert!(entries.len() <= 3, "{}", entries.len());
         assert!(
-            entries.weighted_size() <= 3 * 260,
+            entries.weighed_size() <= 3 * 260,
             "{}",
-            entries.weighted_size()
+            entries.weighed_size()
         );
     }
 }

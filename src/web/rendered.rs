@@ -72,7 +72,7 @@ impl<T: Send> IntoResponse for RenderedJson<T> {
 
 /// A rendered body weighs its bytes and its tag (what the seat-map cache
 /// counts against its budget).
-impl<T> crate::kernel::snapshot::Weighed for RenderedJson<T> {
+impl<T> crate::kernel::cache::Weighed for RenderedJson<T> {
     fn weight(&self) -> usize {
         self.body.len() + self.etag.capacity()
     }

@@ -10,7 +10,7 @@ use sea_orm::{
 
 use crate::{
     auth::{domain::AuthError, ports::SubjectDirectory},
-    kernel::UserId,
+    kernel::{UserId, cache::Cache},
 };
 
 pub(crate) mod identity_subject {
@@ -35,13 +35,15 @@ pub(crate) mod identity_subject {
 
 crate::db::module_error_from_db_err!(AuthError);
 
-/// How many subjects' ids one process remembers.
+/// How many subjects' ids one process remembers, and for how long (a
+/// subject never changes its id: the bound is on memory only).
 const REMEMBERED: u64 = 100_000;
+const REMEMBERED_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 pub struct DbSubjects {
     db: DatabaseConnection,
     issuer: String,
-    known: moka::sync::Cache<String, UserId>,
+    known: Cache<String, UserId>,
 }
 
 impl DbSubjects {
@@ -50,7 +52,7 @@ impl DbSubjects {
         Self {
             db,
             issuer,
-            known: moka::sync::Cache::new(REMEMBERED),
+            known: Cache::new(REMEMBERED, REMEMBERED_FOR),
         }
     }
 

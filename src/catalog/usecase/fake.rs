@@ -21,7 +21,7 @@ use crate::{
     },
     kernel::{
         Clock, ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId,
-        events::RelayWake, snapshot::Weighed,
+        cache::Weighed, events::RelayWake,
     },
 };
 
@@ -267,7 +267,9 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         limit: u64,
     ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         let page = self
-            .render_seats(schedule, filter, after, limit, |page| page)
+            .render_seats(&self.renderings(), schedule, filter, after, limit, |page| {
+                page
+            })
             .await?;
         Ok((*page).clone())
     }

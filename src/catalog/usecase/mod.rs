@@ -7,16 +7,15 @@ mod fake;
 mod schedules;
 mod seat_map;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use seat_map::{Rendering, SeatMapKey};
+pub use seat_map::Renderings;
+use seat_map::SeatMapKey;
 
 use super::{domain::SeatListing, ports::CatalogRepository};
 use crate::kernel::{
-    Clock, ConcertId, ScheduleId,
-    events::RelayWake,
-    keyed::KeyedLocks,
-    snapshot::{self, Snapshots},
+    Clock, ConcertId, ScheduleId, cache::Cache, events::RelayWake, keyed::KeyedLocks,
+    snapshot::Snapshots,
 };
 
 /// How long a schedule's count of available seats is served before it is
@@ -35,21 +34,19 @@ pub struct CatalogService<R, C, W> {
     wake: W,
     /// Seat-map pages read lately (off until [`CatalogService::snapshotting`]).
     seat_maps: Snapshots<SeatMapKey, SeatListing>,
-    /// Seat-map pages as the caller rendered them, with the snapshot each
-    /// was rendered from (none while snapshots are off).
-    rendered: Option<moka::sync::Cache<SeatMapKey, Arc<Rendering>>>,
+    /// How long snapshots live (zero: none), and the bytes the pages
+    /// rendered from them may weigh ([`CatalogService::renderings`]).
+    snapshot_ttl: Duration,
+    rendering_budget: usize,
     /// Available seats per schedule, counted lately.
-    availability: moka::sync::Cache<ScheduleId, u64>,
+    availability: Cache<ScheduleId, u64>,
     /// One count at a time per concert: concurrent readers of a page whose
     /// counts expired wait for one query instead of each running it.
     counting: KeyedLocks<ConcertId>,
 }
 
-fn availability_cache(ttl: Duration) -> moka::sync::Cache<ScheduleId, u64> {
-    moka::sync::Cache::builder()
-        .max_capacity(AVAILABILITY_KEPT)
-        .time_to_live(ttl)
-        .build()
+fn availability_cache(ttl: Duration) -> Cache<ScheduleId, u64> {
+    Cache::new(AVAILABILITY_KEPT, ttl)
 }
 
 impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
@@ -59,7 +56,8 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             clock,
             wake,
             seat_maps: Snapshots::new(Duration::ZERO, 0),
-            rendered: None,
+            snapshot_ttl: Duration::ZERO,
+            rendering_budget: 0,
             availability: availability_cache(AVAILABILITY_TTL),
             counting: KeyedLocks::default(),
         }
@@ -83,7 +81,8 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     pub fn snapshotting(self, ttl: Duration, budget: usize) -> Self {
         Self {
             seat_maps: Snapshots::new(ttl, budget / 2),
-            rendered: (!ttl.is_zero()).then(|| snapshot::bounded(ttl, budget / 2)),
+            snapshot_ttl: ttl,
+            rendering_budget: budget / 2,
             ..self
         }
     }

@@ -1,7 +1,7 @@
 //! The seat map of one schedule: each seat with its availability as of now,
 //! read from a snapshot and rendered once per change while snapshots are on.
 
-use std::{any::Any, sync::Arc};
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 
@@ -11,25 +11,81 @@ use crate::{
         domain::{Availability, CatalogError, MAX_SEAT_PAGE, Seat, SeatFilter, SeatListing},
         ports::CatalogRepository,
     },
-    kernel::{Clock, Page, PageRequest, ScheduleId, events::RelayWake, snapshot::Weighed},
+    kernel::{
+        Clock, Page, PageRequest, ScheduleId,
+        cache::{Cache, Weighed},
+        events::RelayWake,
+    },
 };
 
 /// One page of one schedule's seat map, as asked for.
 pub(super) type SeatMapKey = (ScheduleId, SeatFilter, PageRequest);
 
 /// A page rendered from one snapshot, good until a hold on it lapses.
-pub(super) struct Rendering {
+struct Rendering<T> {
     from: Arc<SeatListing>,
     until: Option<DateTime<Utc>>,
-    value: Arc<dyn Any + Send + Sync>,
+    value: Arc<T>,
     /// The page it was rendered from and the rendering (a JSON body, say)
     /// together: it keeps both alive.
     weight: usize,
 }
 
-impl Weighed for Rendering {
+impl<T> Weighed for Rendering<T> {
     fn weight(&self) -> usize {
         self.weight
+    }
+}
+
+/// Seat-map pages as one caller renders them (`T`: its response body),
+/// each with the snapshot it was rendered from; none while snapshots are
+/// off. Made by [`CatalogService::renderings`], held by the caller.
+pub struct Renderings<T> {
+    pages: Option<Cache<SeatMapKey, Arc<Rendering<T>>>>,
+}
+
+impl<T> Clone for Renderings<T> {
+    fn clone(&self) -> Self {
+        Self {
+            pages: self.pages.clone(),
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Renderings<T> {
+    pub(super) fn new(ttl: Duration, budget: usize) -> Self {
+        Self {
+            pages: (!ttl.is_zero()).then(|| Cache::weighed(budget, ttl)),
+        }
+    }
+
+    /// The rendering of `key` made from `listing`, if it still shows `now`.
+    fn get(
+        &self,
+        key: &SeatMapKey,
+        listing: &Arc<SeatListing>,
+        now: DateTime<Utc>,
+    ) -> Option<Arc<T>> {
+        let found = self.pages.as_ref()?.get(key)?;
+        let current =
+            Arc::ptr_eq(&found.from, listing) && found.until.is_none_or(|until| until > now);
+        current.then(|| found.value.clone())
+    }
+
+    fn keep(&self, key: SeatMapKey, rendering: Rendering<T>) {
+        if let Some(pages) = &self.pages {
+            pages.insert(key, Arc::new(rendering));
+            // As for the snapshots: keep within the budget at every render.
+            pages.settle();
+        }
+    }
+}
+
+impl<R, C, W> CatalogService<R, C, W> {
+    /// A cache for the pages one caller renders, within the budget and time
+    /// to live [`CatalogService::snapshotting`] set (off without snapshots).
+    pub fn renderings<T: Send + Sync + 'static>(&self) -> Renderings<T> {
+        Renderings::new(self.snapshot_ttl, self.rendering_budget)
     }
 }
 
@@ -42,6 +98,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     /// readers renders each page once per change, not once per read.
     pub async fn render_seats<T: Weighed + Send + Sync + 'static>(
         &self,
+        renderings: &Renderings<T>,
         schedule: ScheduleId,
         filter: &SeatFilter,
         after: Option<i64>,
@@ -52,7 +109,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
         let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
         let listing = self.seat_listing(schedule, filter, page, now).await?;
         let key = (schedule, filter.clone(), page);
-        if let Some(value) = self.rendering(&key, &listing, now) {
+        if let Some(value) = renderings.get(&key, &listing, now) {
             return Ok(value);
         }
         let until = match &*listing {
@@ -60,34 +117,16 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             _ => None,
         };
         let value = Arc::new(render(page_as_of(&listing, page, now)));
-        if let Some(rendered) = &self.rendered {
-            rendered.insert(
-                key,
-                Arc::new(Rendering {
-                    weight: listing.weight() + value.weight(),
-                    from: listing,
-                    until,
-                    value: value.clone(),
-                }),
-            );
-            // As for the snapshots: keep within the budget at every render.
-            rendered.run_pending_tasks();
-        }
+        renderings.keep(
+            key,
+            Rendering {
+                weight: listing.weight() + value.weight(),
+                from: listing,
+                until,
+                value: value.clone(),
+            },
+        );
         Ok(value)
-    }
-
-    /// The rendering of `key` made from `listing`, if it still shows `now`.
-    fn rendering<T: Send + Sync + 'static>(
-        &self,
-        key: &SeatMapKey,
-        listing: &Arc<SeatListing>,
-        now: DateTime<Utc>,
-    ) -> Option<Arc<T>> {
-        let found = self.rendered.as_ref()?.get(key)?;
-        if !Arc::ptr_eq(&found.from, listing) || found.until.is_some_and(|until| until <= now) {
-            return None;
-        }
-        found.value.clone().downcast::<T>().ok()
     }
 
     /// The snapshot (or a fresh read) of one page's seats; an unknown or
@@ -247,15 +286,31 @@ mod tests {
             ),
         ];
         let renders = std::sync::atomic::AtomicUsize::new(0);
+        let (snapshotted, direct) = (service.renderings(), h.service.renderings());
         let render = |service: &CatalogService<_, _, _>| {
             let renders = &renders;
             let service = service.clone();
+            let renderings = if service.snapshot_ttl.is_zero() {
+                direct.clone()
+            } else {
+                snapshotted.clone()
+            };
             async move {
                 service
-                    .render_seats(ScheduleId(1), &SeatFilter::default(), None, 10, |page| {
-                        renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        page.items.iter().map(|(_, a)| *a).collect::<Vec<_>>()
-                    })
+                    .render_seats(
+                        &renderings,
+                        ScheduleId(1),
+                        &SeatFilter::default(),
+                        None,
+                        10,
+                        |page| {
+                            renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            page.items
+                                .iter()
+                                .map(|(_, availability)| *availability)
+                                .collect::<Vec<_>>()
+                        },
+                    )
                     .await
                     .unwrap()
             }

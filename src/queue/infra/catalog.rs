@@ -1,8 +1,10 @@
 //! The waiting room's view of the catalog, through the catalog's use cases.
 
+use std::time::Duration;
+
 use crate::{
     catalog::{domain::CatalogError, ports::CatalogRepository, usecase::CatalogService},
-    kernel::{Clock, ConcertId, ScheduleId, events::RelayWake},
+    kernel::{Clock, ConcertId, ScheduleId, cache::Cache, events::RelayWake},
     queue::{domain::QueueError, ports::ConcertDirectory},
 };
 
@@ -36,36 +38,33 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> ConcertDirectory for CatalogS
 #[derive(Clone)]
 pub struct CachedDirectory<D> {
     inner: D,
-    concerts: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<ConcertId>>>,
-    schedules: std::sync::Arc<std::sync::RwLock<std::collections::HashMap<ScheduleId, ConcertId>>>,
+    concerts: Cache<ConcertId, ()>,
+    schedules: Cache<ScheduleId, ConcertId>,
 }
+
+/// How many concerts and schedules one process remembers, and for how long
+/// (what it remembers never changes: the bounds are on memory only).
+const REMEMBERED: u64 = 100_000;
+const REMEMBERED_FOR: Duration = Duration::from_secs(24 * 3600);
 
 impl<D> CachedDirectory<D> {
     pub fn new(inner: D) -> Self {
         Self {
             inner,
-            concerts: Default::default(),
-            schedules: Default::default(),
+            concerts: Cache::new(REMEMBERED, REMEMBERED_FOR),
+            schedules: Cache::new(REMEMBERED, REMEMBERED_FOR),
         }
     }
 }
 
 impl<D: ConcertDirectory> ConcertDirectory for CachedDirectory<D> {
     async fn concert_exists(&self, concert: ConcertId) -> Result<bool, QueueError> {
-        let known = self
-            .concerts
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(&concert);
-        if known {
+        if self.concerts.get(&concert).is_some() {
             return Ok(true);
         }
         let exists = self.inner.concert_exists(concert).await?;
         if exists {
-            self.concerts
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(concert);
+            self.concerts.insert(concert, ());
         }
         Ok(exists)
     }
@@ -74,21 +73,12 @@ impl<D: ConcertDirectory> ConcertDirectory for CachedDirectory<D> {
         &self,
         schedule: ScheduleId,
     ) -> Result<Option<ConcertId>, QueueError> {
-        let known = self
-            .schedules
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&schedule)
-            .copied();
-        if let Some(concert) = known {
+        if let Some(concert) = self.schedules.get(&schedule) {
             return Ok(Some(concert));
         }
         let found = self.inner.concert_of_schedule(schedule).await?;
         if let Some(concert) = found {
-            self.schedules
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(schedule, concert);
+            self.schedules.insert(schedule, concert);
         }
         Ok(found)
     }

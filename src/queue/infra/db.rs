@@ -1,18 +1,14 @@
 //! Per-concert settings in the database, behind a short in-process cache
 //! (the status poll reads them on every call).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::{DatabaseConnection, EntityTrait, Set, TransactionTrait, sea_query::OnConflict};
 
 use crate::{
     db::DbTx,
-    kernel::{ConcertId, Transaction, events::NewEvent},
+    kernel::{ConcertId, Transaction, cache::Cache, events::NewEvent},
     outbox::ports::OutboxWriter,
     queue::{
         domain::{QueueError, QueueSettings, QueueingMethod},
@@ -128,45 +124,33 @@ impl QueueSettingsRepository for DbQueueSettings {
     }
 }
 
-/// When the settings of a concert were read, and what was read.
-type Fetched = (Instant, Option<QueueSettings>);
+/// How many concerts' settings one process keeps.
+const SETTINGS_KEPT: u64 = 100_000;
 
 /// Remembers settings for `ttl`; a change made through this instance is
 /// seen at once, one made through another instance within `ttl`.
 #[derive(Clone)]
 pub struct CachedSettings<R> {
     inner: R,
-    ttl: Duration,
-    cache: Arc<Mutex<HashMap<ConcertId, Fetched>>>,
+    cache: Cache<ConcertId, Option<QueueSettings>>,
 }
 
 impl<R> CachedSettings<R> {
     pub fn new(inner: R, ttl: Duration) -> Self {
         Self {
             inner,
-            ttl,
-            cache: Arc::default(),
+            cache: Cache::new(SETTINGS_KEPT, ttl),
         }
     }
 }
 
 impl<R: QueueSettingsRepository> QueueSettingsRepository for CachedSettings<R> {
     async fn get(&self, concert: ConcertId) -> Result<Option<QueueSettings>, QueueError> {
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&concert)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, settings)| *settings);
-        if let Some(settings) = cached {
+        if let Some(settings) = self.cache.get(&concert) {
             return Ok(settings);
         }
         let settings = self.inner.get(concert).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(concert, (Instant::now(), settings));
+        self.cache.insert(concert, settings);
         Ok(settings)
     }
 
@@ -177,10 +161,7 @@ impl<R: QueueSettingsRepository> QueueSettingsRepository for CachedSettings<R> {
         event: NewEvent,
     ) -> Result<(), QueueError> {
         self.inner.put(concert, settings, event).await?;
-        self.cache
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(concert, (Instant::now(), Some(*settings)));
+        self.cache.insert(concert, Some(*settings));
         Ok(())
     }
 }

@@ -114,8 +114,7 @@ where
     }
 
     fn remember_taken(&self, key: SeatKey, now: DateTime<Utc>) {
-        self.lost_races
-            .remember(key, (), now + LOST_RACE_MEMORY, now);
+        self.lost_races.remember(key, (), now + LOST_RACE_MEMORY);
     }
 
     /// The user's own reservation; someone else's answers not found.
