@@ -1,3 +1,4 @@
+//! The one failpoint style: every failpoint in the code is a [`step`].
 //! Failpoints a test can stall without blocking the runtime (the `fail`
 //! crate's own `sleep` and `pause` block the worker thread, so a server
 //! with four requests stalled would stop answering anything else).

@@ -463,8 +463,8 @@ async fn a_payment_racing_a_new_hold_on_a_lapsing_seat_never_deadlocks() {
             // Wide margins: the new hold (sent at 170 ms) must reach the
             // seat before the payment wakes, even on a busy machine.
             &[
-                ("reservation::claim::before_seat", "sleep(600)"),
-                ("reservation::hold::after_seat", "sleep(700)"),
+                ("reservation::claim::before_seat", "return(600)"),
+                ("reservation::hold::after_seat", "return(700)"),
             ],
             Duration::from_millis(170),
         )
@@ -477,7 +477,7 @@ async fn a_payment_racing_a_new_hold_on_a_lapsing_seat_never_deadlocks() {
             &app,
             owner,
             thief,
-            &[("payment::after_claim", "sleep(700)")],
+            &[("payment::after_claim", "return(700)")],
             Duration::from_millis(170),
         )
         .await;

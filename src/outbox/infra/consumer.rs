@@ -22,7 +22,7 @@ use crate::{
         Transaction,
         alerts::{AlertSink, NewAlert, Severity},
         events::{BusMessage, EventEnvelope, RelayWake},
-        trace,
+        failpoint, trace,
     },
     outbox::{
         domain::{Delivery, Lanes, gives_up, reports_dead_letter, retry_after},
@@ -394,18 +394,14 @@ impl<B: EventBus> ConsumerRunner<B> {
             return Ok(Outcome::Duplicate);
         }
         self.handler.handle(&mut tx, event).await?;
-        fail::fail_point!(&format!("consumer::before_commit::{name}"), |_| Err(
-            anyhow::anyhow!("failpoint consumer::before_commit::{name}")
-        ));
+        failpoint::step(&format!("consumer::before_commit::{name}")).await?;
         let wrote_events = tx.wrote_events();
         tx.commit().await?;
         if wrote_events && let Some(relay) = &self.wake {
             relay.wake();
         }
         // Committed but not acknowledged: redelivered, and the inbox says so.
-        fail::fail_point!(&format!("consumer::after_commit::{name}"), |_| Err(
-            anyhow::anyhow!("failpoint consumer::after_commit::{name}")
-        ));
+        failpoint::step(&format!("consumer::after_commit::{name}")).await?;
         Ok(Outcome::Applied)
     }
 

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::{bus_message, outbox};
 use crate::kernel::alerts::{AlertSink, NewAlert, Severity};
+use crate::kernel::failpoint;
 use crate::outbox::{
     domain::OutboxBacklog,
     ports::{EventBus, OutboxRepository, RelayWake},
@@ -285,13 +286,9 @@ impl<B: EventBus> Relay<B> {
             .iter()
             .map(bus_message)
             .collect::<anyhow::Result<Vec<_>>>()?;
-        fail::fail_point!("relay::before_publish", |_| Err(anyhow::anyhow!(
-            "failpoint relay::before_publish"
-        )));
+        failpoint::step("relay::before_publish").await?;
         let stream_ids = self.bus.publish(&messages).await?;
-        fail::fail_point!("relay::after_publish", |_| Err(anyhow::anyhow!(
-            "failpoint relay::after_publish"
-        )));
+        failpoint::step("relay::after_publish").await?;
         let now = Utc::now();
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let mut update = outbox::Entity::update_many()

@@ -13,6 +13,7 @@ use crate::{
         Clock, Page, PageRequest, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{CompensationRetried, NewEvent, RelayWake, types},
+        failpoint,
         idempotency::IdempotencyTx,
         retry_on_conflict, trace,
     },
@@ -205,9 +206,9 @@ where
             Attempt::NothingToRefund
         };
         tx.complete_compensation(id, now).await?;
-        fail::fail_point!("compensation::refund", |_| Err(PaymentError::Unexpected(
-            anyhow::anyhow!("failpoint compensation::refund")
-        )));
+        failpoint::step("compensation::refund")
+            .await
+            .map_err(PaymentError::Unexpected)?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -9,6 +9,7 @@ use crate::{
     kernel::{
         Clock, Page, PageRequest, PaymentId, ReservationId, UnitOfWork, UserId,
         events::RelayWake,
+        failpoint,
         idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
     },
@@ -103,7 +104,9 @@ where
         }
         // Lets a test keep the seat and reservation locked here while a
         // hold races.
-        fail::fail_point!("payment::after_claim");
+        failpoint::step("payment::after_claim")
+            .await
+            .map_err(PaymentError::Unavailable)?;
         let payment = tx
             .insert_payment(
                 &NewPayment {
@@ -121,9 +124,9 @@ where
         }
         reservations::mark_paid(&mut tx, id, payment.id, now).await?;
         tx.append(vec![payment.completed()], now).await?;
-        fail::fail_point!("payment::before_commit", |_| Err(
-            PaymentError::Unavailable(anyhow::anyhow!("failpoint payment::before_commit"))
-        ));
+        failpoint::step("payment::before_commit")
+            .await
+            .map_err(PaymentError::Unavailable)?;
         idempotency::finish(tx, key, &payment).await?;
         Ok(payment)
     }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     catalog::ports::SeatTx,
-    kernel::{PaymentId, ReservationId, StoreError, UserId, events::types},
+    kernel::{PaymentId, ReservationId, StoreError, UserId, events::types, failpoint},
     outbox::ports::OutboxWriter,
     reservation::{
         domain::{NotPayable, Reservation, Transition},
@@ -34,7 +34,9 @@ pub async fn claim_for_payment<T: ReservationTx + SeatTx>(
         return Ok(Err(NotPayable::NotFound));
     }
     // Lets a test stretch the moment before the payment locks anything.
-    fail::fail_point!("reservation::claim::before_seat");
+    failpoint::step("reservation::claim::before_seat")
+        .await
+        .map_err(StoreError::Unavailable)?;
     let kept = tx.extend(hold.seat, hold.id, keep_seat_until).await?;
     if !kept
         || !tx

@@ -13,7 +13,7 @@ use crate::{
         Clock, Page, PageRequest, ReservationId, ScheduleId, SeatId, Transaction, UnitOfWork,
         UserId,
         events::{RelayWake, types},
-        retry_on_conflict,
+        failpoint, retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
     reservation::{
@@ -77,7 +77,9 @@ where
             .try_hold(schedule, seat, user, self.policy.until(now), now)
             .await?;
         // Lets a test hold the seat row's lock here while a payment races.
-        fail::fail_point!("reservation::hold::after_seat");
+        failpoint::step("reservation::hold::after_seat")
+            .await
+            .map_err(ReservationError::Unavailable)?;
         let Some(held) = held else {
             return Err(if tx.exists(schedule, seat).await? {
                 self.remember_taken((schedule, seat), now);
