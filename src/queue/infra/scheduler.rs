@@ -2,7 +2,7 @@
 //! forwards the rooms' recorded events to the event bus. Any number of
 //! instances may run it; the store accounts the admission rate.
 
-use std::time::Duration;
+use std::{convert::Infallible, time::Duration};
 
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use crate::{
         ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
         usecase::QueueService,
     },
-    worker::sleep_or_cancel,
+    worker::{Pass, periodically},
 };
 
 /// Derives stable event ids, so an event forwarded twice is one event.
@@ -71,50 +71,67 @@ where
         }
     }
 
+    /// Ticks every `interval`, and sets the rooms' gauges every second,
+    /// until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
-        let mut last_gauges = tokio::time::Instant::now() - GAUGES_EVERY;
-        loop {
-            match self.service.tick_all().await {
-                Ok(outcomes) => {
-                    for (concert, outcome) in outcomes {
-                        if outcome.failover {
-                            metrics::counter!("queue_failovers_total").increment(1);
-                            tracing::warn!(
-                                %concert,
-                                "waiting room: its Redis primary failed over; admission restarts from \
-                                 no credit, places and turns lost with the old primary's last writes \
-                                 are re-entered or re-admitted in queue order"
-                            );
-                        }
-                        metrics::counter!("queue_admitted_total").increment(outcome.admitted);
-                        metrics::counter!("queue_dropped_total").increment(outcome.dropped_waiting);
-                        metrics::counter!("queue_expired_total").increment(outcome.expired_active);
+        let scheduler = &self;
+        let ticks = periodically(
+            "queue scheduler",
+            self.interval,
+            cancel.clone(),
+            || async move {
+                scheduler.tick().await;
+                Ok::<_, Infallible>(Pass::Idle)
+            },
+        );
+        let gauges = periodically("queue gauges", GAUGES_EVERY, cancel, || async move {
+            scheduler.set_gauges().await;
+            Ok::<_, Infallible>(Pass::Idle)
+        });
+        tokio::join!(ticks, gauges);
+    }
+
+    /// Admits in every room, then forwards the rooms' events; failures are
+    /// logged and the next tick tries again.
+    async fn tick(&self) {
+        match self.service.tick_all().await {
+            Ok(outcomes) => {
+                for (concert, outcome) in outcomes {
+                    if outcome.failover {
+                        metrics::counter!("queue_failovers_total").increment(1);
+                        tracing::warn!(
+                            %concert,
+                            "waiting room: its Redis primary failed over; admission restarts from \
+                             no credit, places and turns lost with the old primary's last writes \
+                             are re-entered or re-admitted in queue order"
+                        );
                     }
-                }
-                Err(err) => tracing::warn!(error = %err, "queue scheduler: tick failed"),
-            }
-            if let Err(err) = self.forward_events().await {
-                tracing::warn!(error = %err, "queue scheduler: forwarding events failed");
-            }
-            if last_gauges.elapsed() >= GAUGES_EVERY {
-                last_gauges = tokio::time::Instant::now();
-                let mut after = None;
-                while let Ok(page) = self.service.stats(after, MAX_ROOM_PAGE).await {
-                    for (s, _) in page.items {
-                        let concert = s.concert.to_string();
-                        metrics::gauge!("queue_waiting", "concert" => concert.clone())
-                            .set(s.waiting as f64);
-                        metrics::gauge!("queue_active", "concert" => concert).set(s.active as f64);
-                    }
-                    if page.next_cursor.is_none() {
-                        break;
-                    }
-                    after = page.next_cursor;
+                    metrics::counter!("queue_admitted_total").increment(outcome.admitted);
+                    metrics::counter!("queue_dropped_total").increment(outcome.dropped_waiting);
+                    metrics::counter!("queue_expired_total").increment(outcome.expired_active);
                 }
             }
-            if sleep_or_cancel(&cancel, self.interval).await {
-                return;
+            Err(err) => tracing::warn!(error = %err, "queue scheduler: tick failed"),
+        }
+        if let Err(err) = self.forward_events().await {
+            tracing::warn!(error = %err, "queue scheduler: forwarding events failed");
+        }
+    }
+
+    /// The waiting and active gauges of every room.
+    async fn set_gauges(&self) {
+        let mut after = None;
+        while let Ok(page) = self.service.stats(after, MAX_ROOM_PAGE).await {
+            for (room, _) in page.items {
+                let concert = room.concert.to_string();
+                metrics::gauge!("queue_waiting", "concert" => concert.clone())
+                    .set(room.waiting as f64);
+                metrics::gauge!("queue_active", "concert" => concert).set(room.active as f64);
             }
+            if page.next_cursor.is_none() {
+                break;
+            }
+            after = page.next_cursor;
         }
     }
 
