@@ -11,8 +11,8 @@ use crate::{
     catalog::{infra::db::DbCatalog, usecase::CatalogService},
     config::Settings,
     coupon::{
-        infra::{AnyCouponLedger, db::DbCoupons},
-        usecase::CouponService,
+        infra::{AnyCouponLedger, db::DbCoupons, winner_queue::winner_queue},
+        usecase::{CouponService, LedgerIssuer},
     },
     db::DbUnitOfWork,
     kernel::SystemClock,
@@ -154,16 +154,25 @@ impl Services {
             Arc::new(alerts.clone()),
             Duration::from_millis(settings.compensation_retry_ms),
         );
+        let coupons_db = DbCoupons::new(db.clone());
+        let issuer = Arc::new(LedgerIssuer::new(
+            a.uow.clone(),
+            coupons_db.clone(),
+            a.coupon_ledger.clone(),
+            SystemClock,
+            winner_queue(),
+        ));
+        #[cfg(feature = "bench-strategies")]
+        let issuer = bench_issuer(issuer, a, settings)?;
         let coupons = CouponService::new(
             a.uow.clone(),
-            DbCoupons::new(db.clone()),
+            coupons_db,
             a.coupon_ledger.clone(),
             SystemClock,
             a.waker.clone(),
             TimeDelta::seconds(settings.coupon_reconcile_grace_seconds as i64),
+            issuer,
         );
-        #[cfg(feature = "bench-strategies")]
-        let coupons = bench_strategy(coupons, a, settings)?;
         let events = EventPipeline::new(
             DbOutbox::new(db.clone()),
             a.bus.clone(),
@@ -187,11 +196,17 @@ impl Services {
 }
 
 /// The bench build's coupon lock strategy and sold-out memory
-/// (`--coupon-lock-strategy`, `--coupon-sold-out-memory`).
+/// (`--coupon-lock-strategy`, `--coupon-sold-out-memory`) around the
+/// ledger's issuer.
 #[cfg(feature = "bench-strategies")]
-fn bench_strategy(coupons: Coupons, a: &Adapters, settings: &Settings) -> anyhow::Result<Coupons> {
+fn bench_issuer(
+    ledger: Arc<dyn crate::coupon::ports::CouponIssuer>,
+    a: &Adapters,
+    settings: &Settings,
+) -> anyhow::Result<Arc<dyn crate::coupon::ports::CouponIssuer>> {
+    use crate::coupon::infra::locks;
     let strategy = settings.coupon_lock_strategy;
-    let issuer = crate::coupon::infra::locks::issuer(
+    let locked = locks::issuer(
         strategy,
         &a.uow,
         &a.db,
@@ -199,20 +214,20 @@ fn bench_strategy(coupons: Coupons, a: &Adapters, settings: &Settings) -> anyhow
         settings.redis_url.as_deref(),
         &settings.redis_prefix,
     )?;
-    let coupons = match issuer {
-        Some(issuer) => {
+    let issuer = match locked {
+        Some(locked) => {
             tracing::warn!(
                 ?strategy,
                 "bench build: coupon issues are decided by a lock strategy, not the ledger"
             );
-            coupons.issuing_with(issuer)
+            locked
         }
-        None => coupons,
+        None => ledger,
     };
     Ok(if settings.coupon_sold_out_memory {
-        coupons
+        issuer
     } else {
-        coupons.without_sold_out_memory()
+        locks::without_sold_out_memory(issuer)
     })
 }
 

@@ -1,7 +1,8 @@
-use std::future::Future;
+use std::{collections::HashSet, future::Future};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use super::domain::{
@@ -122,17 +123,6 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
         ending_after: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Vec<Campaign>, CouponError>> + Send;
 
-    /// Records a winner, its `CouponIssued` event and, with a key, the key
-    /// with its answer ([`IssuedCoupon::answer`]) in one transaction.
-    fn record_issue(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        number: u32,
-        key: Option<&RequestKey>,
-        now: DateTime<Utc>,
-    ) -> impl Future<Output = Result<IssuedCoupon, RecordError>> + Send;
-
     /// Every (holder, issue number) of a campaign.
     fn holders(
         &self,
@@ -163,32 +153,72 @@ pub trait CouponRepository: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<CampaignCounts, CouponError>> + Send;
 }
 
-/// What a lock strategy answered for one issue request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockedIssue {
+/// What an issuer answered for one issue request.
+#[derive(Debug)]
+pub enum IssueOutcome {
     /// The user won: their row, its `CouponIssued` event and (with a key)
     /// the answer a retry hears are written.
     Won(IssuedCoupon),
     AlreadyIssued,
     SoldOut,
+    /// The user won but their write was refused or failed; any number
+    /// taken for them was handed back.
+    NotWritten(RecordError),
 }
 
-/// Another way to serve first come, first served: take a lock, read the
-/// campaign's count and the user's holding, decide with
-/// [`first_come`](super::domain::first_come), write the winner with
-/// [`record_winners`](super::usecase::record_winners), let go. Only the
-/// benchmark builds one (the `bench-strategies` cargo feature,
-/// `--coupon-lock-strategy`), to serve the classic lock strategies through
-/// the production route and compare them with the ledger like for like; a
-/// release build has no implementation of it and always uses the ledger.
-pub trait LockedIssuer: Send + Sync + 'static {
+/// Decides who wins a first-come-first-served coupon and writes the
+/// winner. In a release this is always the ledger's
+/// ([`LedgerIssuer`](super::usecase::LedgerIssuer)); the bench build adds
+/// the classic lock strategies (`infra::locks`) to compare with it through
+/// the same route. The campaign, its window, keys, answers and the sold-out
+/// memory stay with the service whichever issuer decides.
+pub trait CouponIssuer: Send + Sync + 'static {
     fn issue<'a>(
         &'a self,
         campaign: &'a Campaign,
         user: UserId,
         key: Option<&'a RequestKey>,
         now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>>;
+    ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>>;
+
+    /// Who holds a campaign this issuer just called sold out, for the
+    /// sold-out memory; `None` when it is not sold out after all, or when
+    /// the issuer wants every request of the rush.
+    fn sold_out_holders<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+    ) -> BoxFuture<'a, Result<Option<HashSet<UserId>>, CouponError>>;
+}
+
+/// A winner on its way to the winners' writer, with the way back to the
+/// request that won.
+pub struct QueuedWinner {
+    pub winner: Winner,
+    /// The request's key, written with the row and the winner's answer.
+    pub key: Option<RequestKey>,
+    /// When the ledger gave the number.
+    pub at: DateTime<Utc>,
+    pub reply: oneshot::Sender<Result<IssuedCoupon, RecordError>>,
+}
+
+/// Carries winners from the requests that won them to the one task that
+/// writes them (the use case's winners' writer), and groups them: whoever
+/// won while a batch was being committed is handed over together. The
+/// adapter only queues; what is written, and what each winner hears, is
+/// the writer's.
+pub trait WinnerQueue: Send + Sync + 'static {
+    /// The queue's receiving end.
+    type Batches: WinnerBatches;
+
+    /// Queues a winner; gives it back when the writer has stopped.
+    fn push(&self, winner: QueuedWinner) -> Result<(), QueuedWinner>;
+}
+
+/// The receiving end of a [`WinnerQueue`].
+pub trait WinnerBatches: Send + 'static {
+    /// Waits for a winner, then takes every one waiting (`max` at most);
+    /// empty once the queue is gone.
+    fn next_batch(&mut self, max: usize) -> impl Future<Output = Vec<QueuedWinner>> + Send;
 }
 
 /// The winners' rows inside a transaction.

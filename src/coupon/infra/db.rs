@@ -1,7 +1,5 @@
 //! Campaigns, vendors, issued coupons and redemption jobs in the database.
 
-use std::sync::{Arc, OnceLock};
-
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -9,7 +7,6 @@ use sea_orm::{
     QuerySelect, Set, SqlErr, TransactionTrait,
     sea_query::{Expr, ExprTrait},
 };
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::{
@@ -19,13 +16,9 @@ use crate::{
             FailReason, HeldCoupon, IssuedCoupon, Job, JobStatus, RecordError, Vendor, Winner,
         },
         ports::{CouponRepository, IssueTx},
-        usecase::record_winners,
     },
-    db::{DbTx, DbUnitOfWork},
-    kernel::{
-        CouponId, PageRequest, StoreError, Transaction, UnitOfWork, UserCouponId, UserId, VendorId,
-        idempotency::RequestKey,
-    },
+    db::DbTx,
+    kernel::{CouponId, PageRequest, Transaction, UserCouponId, UserId, VendorId},
     outbox::ports::OutboxWriter,
 };
 
@@ -189,101 +182,12 @@ fn vendor_from(row: vendor::Model) -> Vendor {
 #[derive(Clone)]
 pub struct DbCoupons {
     db: DatabaseConnection,
-    /// The winners' writer, started on first use (it needs a runtime).
-    writer: Arc<OnceLock<mpsc::UnboundedSender<PendingIssue>>>,
 }
 
 impl DbCoupons {
     pub fn new(db: DatabaseConnection) -> Self {
-        Self {
-            db,
-            writer: Arc::default(),
-        }
+        Self { db }
     }
-
-    fn writer(&self) -> &mpsc::UnboundedSender<PendingIssue> {
-        self.writer.get_or_init(|| {
-            let (queue, pending) = mpsc::unbounded_channel();
-            tokio::spawn(write_winners(DbUnitOfWork::new(self.db.clone()), pending));
-            queue
-        })
-    }
-}
-
-/// A winner waiting to be written.
-struct PendingIssue {
-    winner: Winner,
-    /// The request's key, stored with the row and the winner's answer.
-    key: Option<RequestKey>,
-    /// When the ledger gave the number.
-    at: DateTime<Utc>,
-    reply: oneshot::Sender<Result<IssuedCoupon, RecordError>>,
-}
-
-/// Most winners written in one transaction.
-const MAX_WINNERS_PER_BATCH: usize = 256;
-
-/// Writes winners in batches: whoever won while the previous batch was
-/// committing goes into the next transaction (`coupon::usecase::
-/// record_winners`: one multi-row insert, the events, the keys, one
-/// commit), so a rush pays a commit per batch instead of per winner, and a
-/// lone winner waits for nobody. A batch the database refuses is written
-/// again one winner at a time, so that every winner hears its own answer (a
-/// duplicate stays `DuplicateUser` / `DuplicateNumber`, a reused key
-/// `KeyReused`).
-async fn write_winners(uow: DbUnitOfWork, mut pending: mpsc::UnboundedReceiver<PendingIssue>) {
-    let mut batch = Vec::with_capacity(MAX_WINNERS_PER_BATCH);
-    while pending.recv_many(&mut batch, MAX_WINNERS_PER_BATCH).await > 0 {
-        let winners: Vec<_> = batch
-            .iter()
-            .map(|p| (p.winner.clone(), p.key.clone()))
-            .collect();
-        let now = batch.iter().map(|p| p.at).max().unwrap_or_else(Utc::now);
-        match write_batch(&uow, &winners, now).await {
-            Ok(written) => {
-                for waiting in batch.drain(..) {
-                    let mine = written.iter().find(|row| {
-                        row.coupon == waiting.winner.coupon && row.user == waiting.winner.user
-                    });
-                    let answer = mine.cloned().ok_or_else(|| {
-                        RecordError::Failed(anyhow!("the batch insert did not return this winner"))
-                    });
-                    let _ = waiting.reply.send(answer);
-                }
-            }
-            Err(_) if batch.len() > 1 => {
-                for waiting in batch.drain(..) {
-                    let written = write_batch(&uow, &[(waiting.winner, waiting.key)], waiting.at)
-                        .await
-                        .and_then(|mut rows| {
-                            rows.pop().ok_or_else(|| {
-                                RecordError::Failed(anyhow!("the insert did not return the winner"))
-                            })
-                        });
-                    let _ = waiting.reply.send(written);
-                }
-            }
-            // A batch of one: its own error.
-            Err(err) => {
-                if let Some(waiting) = batch.pop() {
-                    let _ = waiting.reply.send(Err(err));
-                }
-            }
-        }
-    }
-}
-
-/// One transaction of the unit of work around `record_winners`.
-async fn write_batch(
-    uow: &DbUnitOfWork,
-    winners: &[(Winner, Option<RequestKey>)],
-    now: DateTime<Utc>,
-) -> Result<Vec<IssuedCoupon>, RecordError> {
-    let failed = |err: StoreError| RecordError::Failed(err.into());
-    let mut tx = uow.begin().await.map_err(failed)?;
-    let written = record_winners(&mut tx, winners, now).await?;
-    tx.commit().await.map_err(failed)?;
-    Ok(written)
 }
 
 impl IssueTx for DbTx {
@@ -462,42 +366,6 @@ impl CouponRepository for DbCoupons {
                 Ok((campaign_from(row)?, counts))
             })
             .collect()
-    }
-
-    async fn record_issue(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        number: u32,
-        key: Option<&RequestKey>,
-        now: DateTime<Utc>,
-    ) -> Result<IssuedCoupon, RecordError> {
-        fail::fail_point!("coupon::record_issue", |_| Err(RecordError::Failed(
-            anyhow!("failpoint coupon::record_issue")
-        )));
-        if number == 0 || number > campaign.quantity {
-            return Err(RecordError::Failed(anyhow!(
-                "issue number {number} is outside 1..={}",
-                campaign.quantity
-            )));
-        }
-        let winner = Winner {
-            coupon: campaign.id,
-            user,
-            number,
-        };
-        let (reply, answer) = oneshot::channel();
-        self.writer()
-            .send(PendingIssue {
-                winner,
-                key: key.cloned(),
-                at: now,
-                reply,
-            })
-            .map_err(|_| RecordError::Failed(anyhow!("the coupon writer has stopped")))?;
-        answer
-            .await
-            .map_err(|_| RecordError::Failed(anyhow!("the coupon writer dropped a winner")))?
     }
 
     async fn holders(&self, coupon: CouponId) -> Result<Vec<(UserId, u32)>, CouponError> {

@@ -1,13 +1,14 @@
 //! The classic ways to serve first come, first served, for the bench only
 //! (the `bench-strategies` feature; a release never has this module). Each
-//! is a [`LockedIssuer`]: it takes its lock, reads the campaign's issued
-//! count and whether the user holds one, lets
+//! is a [`CouponIssuer`] in the ledger's place: it takes its lock, reads the
+//! campaign's issued count and whether the user holds one, lets
 //! [`first_come`](crate::coupon::domain::first_come) decide, and writes a
 //! winner exactly as the ledger's path does
 //! ([`record_winners`]: the row, its campaign's count, `CouponIssued`, the
 //! key's answer, in one transaction). The bench serves each through the
 //! production route (`--coupon-lock-strategy`) so that comparing them with
-//! the ledger compares the strategies alone.
+//! the ledger compares the strategies alone, with or without the sold-out
+//! memory (`--coupon-sold-out-memory`).
 //!
 //! - pessimistic: `SELECT … FOR UPDATE` on the campaign's row, held until
 //!   the winner's transaction commits;
@@ -22,7 +23,7 @@
 //!   (or for the lease to run out) instead of spinning; the release deletes
 //!   the key and publishes in one script.
 //!
-//! The Redis locks have a lease ([`LEASE_MS`]) and no watchdog renewing it
+//! The Redis locks ([`outside`]) have a lease and no watchdog renewing it
 //! (Redisson's has one): a holder slower than the lease loses the lock.
 //! The unique indexes on `user_coupons` still refuse a second row for a
 //! number or a user, so that would be an error answer, never an over-issue.
@@ -30,23 +31,23 @@
 //! failed (the `SET` may have landed before its answer was lost), and when
 //! the request is dropped while holding it (a client that hung up).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, LazyLock, Mutex},
-    time::{Duration, Instant},
-};
+mod outside;
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow};
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, StreamExt, future::BoxFuture};
-use redis::Script;
+use futures::{FutureExt, future::BoxFuture};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
-use tokio::sync::{Notify, watch};
 
+use self::outside::{Guarded, PubSubLock, SpinLock};
+use super::db::DbCoupons;
 use crate::{
     coupon::{
-        domain::{Campaign, IssuedCoupon, LedgerStep, RecordError, Winner, first_come},
-        ports::{LockedIssue, LockedIssuer},
+        domain::{
+            Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError, Winner, first_come,
+        },
+        ports::{CouponIssuer, CouponRepository, IssueOutcome},
         usecase::record_winners,
     },
     db::{DbTx, DbUnitOfWork},
@@ -71,16 +72,8 @@ pub enum LockStrategy {
 
 /// Optimistic attempts per request before it fails (`Unavailable`).
 const MAX_ATTEMPTS: u32 = 1_000;
-/// A Redis lock's waiter gives up (`Unavailable`) after this long.
-const LOCK_DEADLINE: Duration = Duration::from_secs(10);
-/// The spin lock's sleep between tries.
-const SPIN_SLEEP: Duration = Duration::from_millis(1);
-/// A Redis lock's lease: a crashed holder frees it after this long.
-const LEASE_MS: u64 = 5_000;
-/// A pub/sub waiter's longest sleep while its subscription is down.
-const UNSUBSCRIBED_WAIT: Duration = Duration::from_millis(10);
 
-/// The issuer of `strategy`, or `None` for the ledger. `redis` is the
+/// The issuer of `strategy`, or `None` for the ledger's. `redis` is the
 /// server's connection and `redis_url` its standalone URL (the pub/sub
 /// lock subscribes through a connection of its own).
 pub fn issuer(
@@ -90,7 +83,7 @@ pub fn issuer(
     redis: Option<&Conn>,
     redis_url: Option<&str>,
     prefix: &str,
-) -> anyhow::Result<Option<Arc<dyn LockedIssuer>>> {
+) -> anyhow::Result<Option<Arc<dyn CouponIssuer>>> {
     let store = || {
         anyhow::ensure!(
             db.get_database_backend() == DatabaseBackend::Postgres,
@@ -107,27 +100,123 @@ pub fn issuer(
             .with_context(|| format!("--coupon-lock-strategy {strategy:?} needs Redis"))
     };
     let prefix = format!("{prefix}:bench-lock");
-    let issuer: Arc<dyn LockedIssuer> = match strategy {
+    let locked = |chosen| -> Arc<dyn CouponIssuer> {
+        Arc::new(Locked {
+            strategy: chosen,
+            rows: DbCoupons::new(db.clone()),
+        })
+    };
+    let issuer: Arc<dyn CouponIssuer> = match strategy {
         LockStrategy::Ledger => return Ok(None),
-        LockStrategy::Pessimistic => Arc::new(Pessimistic(store()?)),
-        LockStrategy::Optimistic => Arc::new(Optimistic(store()?)),
-        LockStrategy::SpinLock => Arc::new(Guarded {
+        LockStrategy::Pessimistic => locked(Box::new(Pessimistic(store()?))),
+        LockStrategy::Optimistic => locked(Box::new(Optimistic(store()?))),
+        LockStrategy::SpinLock => locked(Box::new(Guarded {
             store: store()?,
             lock: SpinLock { redis: redis()? },
             prefix,
-        }),
+        })),
         LockStrategy::PubSubLock => {
             let url = redis_url.context(
                 "--coupon-lock-strategy pub-sub-lock needs a standalone Redis (--redis-url)",
             )?;
-            Arc::new(Guarded {
+            locked(Box::new(Guarded {
                 store: store()?,
                 lock: PubSubLock::start(redis()?, url, &prefix)?,
                 prefix,
-            })
+            }))
         }
     };
     Ok(Some(issuer))
+}
+
+/// `issuer` with the sold-out memory off: it never says who holds a
+/// sold-out campaign, so every request of the rush reaches it.
+pub fn without_sold_out_memory(issuer: Arc<dyn CouponIssuer>) -> Arc<dyn CouponIssuer> {
+    Arc::new(Unremembered(issuer))
+}
+
+struct Unremembered(Arc<dyn CouponIssuer>);
+
+impl CouponIssuer for Unremembered {
+    fn issue<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+        user: UserId,
+        key: Option<&'a RequestKey>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>> {
+        self.0.issue(campaign, user, key, now)
+    }
+
+    fn sold_out_holders<'a>(
+        &'a self,
+        _: &'a Campaign,
+    ) -> BoxFuture<'a, Result<Option<HashSet<UserId>>, CouponError>> {
+        async { Ok(None) }.boxed()
+    }
+}
+
+/// What a lock strategy answered for one issue request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LockedIssue {
+    /// The user won: their row, its `CouponIssued` event and (with a key)
+    /// the answer a retry hears are written.
+    Won(IssuedCoupon),
+    AlreadyIssued,
+    SoldOut,
+}
+
+/// One classic strategy: take a lock, read the campaign's count and the
+/// user's holding, decide with `first_come`, write the winner, let go.
+trait LockedIssuer: Send + Sync + 'static {
+    fn issue<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+        user: UserId,
+        key: Option<&'a RequestKey>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>>;
+}
+
+/// A lock strategy behind the issuer port.
+struct Locked {
+    strategy: Box<dyn LockedIssuer>,
+    /// A lock strategy keeps no ledger: the holders of a sold-out campaign
+    /// are its rows.
+    rows: DbCoupons,
+}
+
+impl CouponIssuer for Locked {
+    fn issue<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+        user: UserId,
+        key: Option<&'a RequestKey>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>> {
+        async move {
+            Ok(match self.strategy.issue(campaign, user, key, now).await {
+                Ok(LockedIssue::Won(row)) => IssueOutcome::Won(row),
+                Ok(LockedIssue::AlreadyIssued) => IssueOutcome::AlreadyIssued,
+                Ok(LockedIssue::SoldOut) => IssueOutcome::SoldOut,
+                Err(refused) => IssueOutcome::NotWritten(refused),
+            })
+        }
+        .boxed()
+    }
+
+    fn sold_out_holders<'a>(
+        &'a self,
+        campaign: &'a Campaign,
+    ) -> BoxFuture<'a, Result<Option<HashSet<UserId>>, CouponError>> {
+        async move {
+            let rows = self.rows.holders(campaign.id).await?;
+            // A number freed since the refusal means it is not sold out.
+            Ok((rows.len() >= campaign.quantity as usize)
+                .then(|| rows.into_iter().map(|(user, _)| user).collect()))
+        }
+        .boxed()
+    }
 }
 
 fn failed(err: impl Into<anyhow::Error>) -> RecordError {
@@ -307,414 +396,5 @@ impl LockedIssuer for Optimistic {
             )))
         }
         .boxed()
-    }
-}
-
-/// Deletes the lock if the caller still holds it.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-",
-    )
-});
-
-/// Runs a release `script` (compare the token, delete) for `lock`.
-fn run_release<'a>(
-    script: &'static Script,
-    redis: &Conn,
-    lock: &'a str,
-    token: &'a str,
-) -> BoxFuture<'a, redis::RedisResult<i64>> {
-    let mut redis = redis.clone();
-    async move { script.key(lock).arg(token).invoke_async(&mut redis).await }.boxed()
-}
-
-/// What letting go of a lock answered. When it was `held`, a lease that ran
-/// out meanwhile means the lock did not hold (another request may have
-/// decided beside this one), which the bench's checks would show.
-fn released(answer: redis::RedisResult<i64>, key: &str, held: bool) {
-    match answer {
-        Ok(1) => {}
-        Ok(_) if held => tracing::error!(key, "a bench lock's lease ran out while it was held"),
-        Ok(_) => {}
-        Err(err) => {
-            tracing::warn!(key, error = %err, "releasing a bench lock failed; its lease frees it")
-        }
-    }
-}
-
-/// A lock held outside the database around [`Store::issue_locked`]; a
-/// clone shares the lock (it only holds connections).
-trait OutsideLock: Clone + Send + Sync + 'static {
-    /// Takes `lock` for `token`, waiting as the strategy waits.
-    fn acquire<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), RecordError>>;
-
-    /// Lets go of `lock` if `token` still holds it: 1 if it did.
-    fn release<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, redis::RedisResult<i64>>;
-}
-
-/// Lets go of a lock taken (or being taken) for one request, whatever way
-/// the request ends: awaited by [`LockGuard::release`], or in a task of its
-/// own when the guard is dropped first (an error taking the lock, a
-/// cancelled request). The release compares the token, so letting go of a
-/// lock this request never got is harmless.
-struct LockGuard<L: OutsideLock> {
-    lock: L,
-    key: String,
-    token: String,
-    held: bool,
-    armed: bool,
-}
-
-impl<L: OutsideLock> LockGuard<L> {
-    async fn release(mut self) {
-        self.armed = false;
-        let answer = self.lock.release(&self.key, &self.token).await;
-        released(answer, &self.key, self.held);
-    }
-}
-
-impl<L: OutsideLock> Drop for LockGuard<L> {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        let (lock, key, token, held) = (
-            self.lock.clone(),
-            std::mem::take(&mut self.key),
-            std::mem::take(&mut self.token),
-            self.held,
-        );
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let answer = lock.release(&key, &token).await;
-                released(answer, &key, held);
-            });
-        }
-    }
-}
-
-/// Issues under an [`OutsideLock`], one lock per campaign.
-struct Guarded<L> {
-    store: Store,
-    lock: L,
-    prefix: String,
-}
-
-impl<L: OutsideLock> LockedIssuer for Guarded<L> {
-    fn issue<'a>(
-        &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>> {
-        async move {
-            let mut guard = LockGuard {
-                lock: self.lock.clone(),
-                key: format!("{}:coupon:{}", self.prefix, campaign.id),
-                token: uuid::Uuid::new_v4().simple().to_string(),
-                held: false,
-                armed: true,
-            };
-            self.lock.acquire(&guard.key, &guard.token).await?;
-            guard.held = true;
-            let outcome = self.store.issue_locked(campaign, user, key, now).await;
-            guard.release().await;
-            outcome
-        }
-        .boxed()
-    }
-}
-
-#[derive(Clone)]
-struct SpinLock {
-    redis: Conn,
-}
-
-impl OutsideLock for SpinLock {
-    fn acquire<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        async move {
-            let mut redis = self.redis.clone();
-            let deadline = Instant::now() + LOCK_DEADLINE;
-            loop {
-                let acquired: Option<String> = redis::cmd("SET")
-                    .arg(lock)
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(LEASE_MS)
-                    .query_async(&mut redis)
-                    .await
-                    .map_err(failed)?;
-                if acquired.is_some() {
-                    return Ok(());
-                }
-                metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "spin-lock")
-                    .increment(1);
-                if Instant::now() >= deadline {
-                    return Err(failed(anyhow!(
-                        "the spin lock was not acquired within {LOCK_DEADLINE:?}"
-                    )));
-                }
-                tokio::time::sleep(SPIN_SLEEP).await;
-            }
-        }
-        .boxed()
-    }
-
-    fn release<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-        run_release(&RELEASE, &self.redis, lock, token)
-    }
-}
-
-/// Takes the lock, or says how long its holder's lease still runs (ms).
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return -1 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then return 0 end
-return ttl
-",
-    )
-});
-
-/// Deletes the lock if the caller still holds it and tells the waiters.
-static RELEASE_AND_PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', KEYS[1] .. ':released', '1')
-  return 1
-end
-return 0
-",
-    )
-});
-
-#[derive(Clone)]
-struct PubSubLock {
-    redis: Conn,
-    /// The waiters of each lock in this process: a release message wakes
-    /// one of them (Redisson's semaphore per lock).
-    waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
-    /// Whether the release channels are subscribed right now.
-    subscribed: watch::Receiver<bool>,
-}
-
-impl PubSubLock {
-    /// Subscribes to every lock's release channel (one pattern, one
-    /// connection of its own), resubscribing after a disconnect.
-    fn start(redis: Conn, url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url).context("the pub/sub lock's Redis URL")?;
-        let waiters: Arc<Mutex<HashMap<String, Arc<Notify>>>> = Arc::default();
-        let (up, subscribed) = watch::channel(false);
-        let pattern = format!("{}:coupon:*:released", glob_escaped(prefix));
-        let routes = waiters.clone();
-        tokio::spawn(async move {
-            loop {
-                match client.get_async_pubsub().await {
-                    Ok(mut pubsub) => match pubsub.psubscribe(&pattern).await {
-                        Ok(()) => {
-                            up.send_replace(true);
-                            let mut messages = pubsub.into_on_message();
-                            while let Some(message) = messages.next().await {
-                                let channel = message.get_channel_name();
-                                let lock = channel.strip_suffix(":released").unwrap_or(channel);
-                                let waiting = routes.lock().ok().and_then(|w| w.get(lock).cloned());
-                                if let Some(notify) = waiting {
-                                    notify.notify_one();
-                                }
-                            }
-                            tracing::warn!("the bench pub/sub lock lost its subscription");
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "subscribing the bench pub/sub lock failed")
-                        }
-                    },
-                    Err(err) => {
-                        tracing::warn!(error = %err, "connecting the bench pub/sub lock failed")
-                    }
-                }
-                up.send_replace(false);
-                if up.is_closed() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        });
-        Ok(Self {
-            redis,
-            waiters,
-            subscribed,
-        })
-    }
-
-    fn waiters_of(&self, lock: &str) -> Arc<Notify> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        waiters.entry(lock.to_owned()).or_default().clone()
-    }
-}
-
-impl OutsideLock for PubSubLock {
-    fn acquire<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        async move {
-            let notify = self.waiters_of(lock);
-            let mut redis = self.redis.clone();
-            let deadline = Instant::now() + LOCK_DEADLINE;
-            loop {
-                // Waiting before trying: a release between the try and the
-                // wait still wakes this waiter.
-                let released = notify.notified();
-                tokio::pin!(released);
-                released.as_mut().enable();
-                let ttl: i64 = match ACQUIRE
-                    .key(lock)
-                    .arg(token)
-                    .arg(LEASE_MS)
-                    .invoke_async(&mut redis)
-                    .await
-                {
-                    Ok(ttl) => ttl,
-                    Err(err) => {
-                        // A release meant for this waiter goes to the next.
-                        notify.notify_one();
-                        return Err(failed(err));
-                    }
-                };
-                if ttl < 0 {
-                    return Ok(());
-                }
-                metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "pub-sub-lock")
-                    .increment(1);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    notify.notify_one();
-                    return Err(failed(anyhow!(
-                        "the pub/sub lock was not acquired within {LOCK_DEADLINE:?}"
-                    )));
-                }
-                let mut wait = Duration::from_millis(ttl.unsigned_abs()).min(left);
-                if !*self.subscribed.borrow() {
-                    wait = wait.min(UNSUBSCRIBED_WAIT);
-                }
-                let _ = tokio::time::timeout(wait, released).await;
-            }
-        }
-        .boxed()
-    }
-
-    fn release<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-        run_release(&RELEASE_AND_PUBLISH, &self.redis, lock, token)
-    }
-}
-
-/// `text` matching itself in a `PSUBSCRIBE` pattern.
-fn glob_escaped(text: &str) -> String {
-    let mut escaped = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Counts the releases it is asked for.
-    #[derive(Clone, Default)]
-    struct CountingLock(Arc<Mutex<Vec<String>>>);
-
-    impl OutsideLock for CountingLock {
-        fn acquire<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), RecordError>> {
-            async { Ok(()) }.boxed()
-        }
-
-        fn release<'a>(
-            &'a self,
-            _: &'a str,
-            token: &'a str,
-        ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-            self.0.lock().unwrap().push(token.to_owned());
-            async { Ok(1) }.boxed()
-        }
-    }
-
-    fn guard(lock: &CountingLock) -> LockGuard<CountingLock> {
-        LockGuard {
-            lock: lock.clone(),
-            key: "k".into(),
-            token: "t".into(),
-            held: true,
-            armed: true,
-        }
-    }
-
-    #[tokio::test]
-    async fn a_lock_is_let_go_once_whether_released_or_dropped() {
-        let lock = CountingLock::default();
-        guard(&lock).release().await;
-        tokio::task::yield_now().await;
-        assert_eq!(
-            *lock.0.lock().unwrap(),
-            ["t"],
-            "released once, not again on drop"
-        );
-
-        let lock = CountingLock::default();
-        // A request cancelled while holding the lock (the client hung up).
-        let holding = async {
-            let _guard = guard(&lock);
-            std::future::pending::<()>().await;
-        };
-        assert!(
-            tokio::time::timeout(Duration::from_millis(5), holding)
-                .await
-                .is_err()
-        );
-        tokio::task::yield_now().await;
-        assert_eq!(
-            *lock.0.lock().unwrap(),
-            ["t"],
-            "dropped, so let go in a task"
-        );
-    }
-
-    #[test]
-    fn a_prefix_with_glob_characters_matches_only_itself() {
-        assert_eq!(glob_escaped("boxoffice"), "boxoffice");
-        assert_eq!(glob_escaped(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
     }
 }

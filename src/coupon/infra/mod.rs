@@ -1,10 +1,11 @@
-pub mod consumer;
 pub mod db;
 #[cfg(feature = "bench-strategies")]
 pub mod locks;
 pub mod memory;
 pub mod reconciler;
+pub mod redemption_tx;
 pub mod redis;
+pub mod winner_queue;
 
 use chrono::{DateTime, Utc};
 
