@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     coupon::{
+        domain::CouponError,
         ports::{CouponLedger, CouponRepository, RedemptionTx},
         usecase::CouponService,
     },
@@ -17,7 +18,7 @@ use crate::{
         idempotency::IdempotencyTx,
     },
     outbox::ports::OutboxWriter,
-    worker::sleep_or_cancel,
+    worker::{Pass, periodically},
 };
 
 pub async fn run<U, R, L, C, W>(
@@ -33,36 +34,32 @@ pub async fn run<U, R, L, C, W>(
     C: Clock,
     W: RelayWake,
 {
-    loop {
-        if sleep_or_cancel(&cancel, every).await {
-            return;
+    let (service, alerts) = (&service, &alerts);
+    periodically("coupon reconciler", every, cancel, || async move {
+        let reports = service.reconcile_all().await?;
+        for report in reports {
+            let coupon = report.coupon.map(|coupon| coupon.value()).unwrap_or_default();
+            let message = if report.rebuilt {
+                format!(
+                    "coupon {coupon}: the issue ledger was missing and was rebuilt from the database"
+                )
+            } else {
+                format!(
+                    "coupon {coupon}: ledger drift repaired ({} holder(s) added from the database, {} orphan entr(ies) removed)",
+                    report.added.len(),
+                    report.removed.len()
+                )
+            };
+            tracing::warn!(coupon, "{message}");
+            alerts
+                .raise(NewAlert {
+                    severity: Severity::Warning,
+                    source: "coupons".into(),
+                    message,
+                })
+                .await;
         }
-        match service.reconcile_all().await {
-            Ok(reports) => {
-                for report in reports {
-                    let coupon = report.coupon.map(|c| c.value()).unwrap_or_default();
-                    let message = if report.rebuilt {
-                        format!(
-                            "coupon {coupon}: the issue ledger was missing and was rebuilt from the database"
-                        )
-                    } else {
-                        format!(
-                            "coupon {coupon}: ledger drift repaired ({} holder(s) added from the database, {} orphan entr(ies) removed)",
-                            report.added.len(),
-                            report.removed.len()
-                        )
-                    };
-                    tracing::warn!(coupon, "{message}");
-                    alerts
-                        .raise(NewAlert {
-                            severity: Severity::Warning,
-                            source: "coupons".into(),
-                            message,
-                        })
-                        .await;
-                }
-            }
-            Err(err) => tracing::warn!(error = %err, "coupon reconciler failed; retrying later"),
-        }
-    }
+        Ok::<_, CouponError>(Pass::Idle)
+    })
+    .await;
 }
