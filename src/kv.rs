@@ -36,16 +36,23 @@ pub fn is_outage(err: &redis::RedisError) -> bool {
         )
 }
 
-/// Lets a module's error type be built from a `RedisError` with `?`.
+impl From<redis::RedisError> for crate::kernel::StoreError {
+    fn from(err: redis::RedisError) -> Self {
+        if is_outage(&err) {
+            Self::Unavailable(err.into())
+        } else {
+            Self::Unexpected(err.into())
+        }
+    }
+}
+
+/// Lets a module's error type be built from a `RedisError` with `?`: an
+/// outage is its 503, anything else unexpected.
 macro_rules! module_error_from_redis_err {
     ($error:ty) => {
         impl From<redis::RedisError> for $error {
             fn from(err: redis::RedisError) -> Self {
-                if $crate::kv::is_outage(&err) {
-                    Self::Unavailable(err.into())
-                } else {
-                    Self::Unexpected(err.into())
-                }
+                <$error>::from($crate::kernel::StoreError::from(err))
             }
         }
     };

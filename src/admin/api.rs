@@ -191,10 +191,7 @@ impl From<AdminError> for Problem {
         match err {
             AdminError::AlertNotFound(_) => Problem::not_found(err.to_string()),
             AdminError::AlreadyOpen(_) => Problem::bug("admin store", &anyhow::anyhow!("{err}")),
-            AdminError::Unavailable(cause) | AdminError::Conflict(cause) => {
-                Problem::outage("admin store", &cause)
-            }
-            AdminError::Unexpected(cause) => Problem::bug("admin store", &cause),
+            AdminError::Fault(fault) => Problem::fault("admin store", &fault),
         }
     }
 }

@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::kernel::Fault;
 pub use crate::kernel::alerts::{NewAlert, Severity};
 use crate::kernel::{
     backoff,
@@ -118,15 +119,10 @@ pub enum AdminError {
     #[error("an alert of {0} is already open")]
     AlreadyOpen(String),
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(AdminError);
+crate::kernel::module_error!(AdminError);
 
 #[cfg(test)]
 mod tests {

@@ -62,14 +62,8 @@ impl From<AuthError> for Problem {
             AuthError::Invalid | AuthError::UnknownKey | AuthError::Expired => {
                 Problem::unauthorized(err.to_string())
             }
-            AuthError::Unavailable(cause) | AuthError::Conflict(cause) => {
-                Problem::outage("identity check", &cause)
-            }
+            AuthError::Fault(fault) => Problem::fault("identity check", &fault),
             AuthError::Forbidden(_) => Problem::forbidden(err.to_string()),
-            AuthError::Unexpected(cause) => {
-                tracing::error!(error = ?cause, "authentication failed unexpectedly");
-                Problem::internal()
-            }
         }
     }
 }

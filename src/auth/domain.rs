@@ -1,5 +1,6 @@
 use serde::{Deserialize, Serialize};
 
+use crate::kernel::Fault;
 use crate::kernel::UserId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,17 +75,11 @@ pub enum AuthError {
     Expired,
     #[error("this operation needs the {0:?} role")]
     Forbidden(Role),
-    /// The identity provider's keys or the subject table could not be
-    /// reached.
-    #[error("identity could not be checked: {0:#}")]
-    Unavailable(anyhow::Error),
-    #[error("identity could not be checked: {0:#}")]
-    Conflict(anyhow::Error),
     #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(AuthError);
+crate::kernel::module_error!(AuthError);
 
 #[cfg(test)]
 mod tests {

@@ -71,6 +71,7 @@ impl Verifier {
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use std::{
         collections::HashMap,
         sync::{
@@ -112,7 +113,9 @@ mod tests {
             ttl: TimeDelta,
         ) -> Result<String, AuthError> {
             if self.cannot_sign {
-                return Err(AuthError::Unexpected(anyhow::anyhow!("no signing key")));
+                return Err(AuthError::Fault(Fault::Unexpected(anyhow::anyhow!(
+                    "no signing key"
+                ))));
             }
             self.issued.lock().unwrap().push((identity, now, ttl));
             Ok(format!("{:?}-{}", identity.role, identity.user_id).to_lowercase())
@@ -150,7 +153,9 @@ mod tests {
             async move {
                 self.refreshes.fetch_add(1, Ordering::SeqCst);
                 if self.down {
-                    return Err(AuthError::Unavailable(anyhow::anyhow!("provider down")));
+                    return Err(AuthError::Fault(Fault::Unavailable(anyhow::anyhow!(
+                        "provider down"
+                    ))));
                 }
                 if self.rotates {
                     self.codec_knows.store(true, Ordering::SeqCst);
@@ -175,7 +180,9 @@ mod tests {
             async move {
                 self.asked.lock().unwrap().push(subject.to_owned());
                 if self.down {
-                    return Err(AuthError::Unavailable(anyhow::anyhow!("database down")));
+                    return Err(AuthError::Fault(Fault::Unavailable(anyhow::anyhow!(
+                        "database down"
+                    ))));
                 }
                 let mut ids = self.ids.lock().unwrap();
                 let next = UserId(1_000 + ids.len() as i64);
@@ -250,7 +257,7 @@ mod tests {
         let clock = ManualClock::new(t0());
         assert!(matches!(
             mint_token(&codec, &clock, UserId(1), Role::Admin, TimeDelta::hours(1)),
-            Err(AuthError::Unexpected(_))
+            Err(AuthError::Fault(Fault::Unexpected(_)))
         ));
     }
 
@@ -320,7 +327,7 @@ mod tests {
             h.verifier
                 .authenticate(&h.clock, "auth0|5f1c", Role::User)
                 .await,
-            Err(AuthError::Unavailable(_))
+            Err(AuthError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -372,7 +379,7 @@ mod tests {
             h.verifier
                 .authenticate(&h.clock, "rotated", Role::User)
                 .await,
-            Err(AuthError::Unavailable(_))
+            Err(AuthError::Fault(Fault::Unavailable(_)))
         ));
     }
 

@@ -456,10 +456,7 @@ impl From<CatalogError> for Problem {
             CatalogError::ConcertNotFound(_) | CatalogError::ScheduleNotFound(_) => {
                 Problem::not_found(err.to_string())
             }
-            CatalogError::Unavailable(cause) | CatalogError::Conflict(cause) => {
-                Problem::outage("catalog store", &cause)
-            }
-            CatalogError::Unexpected(cause) => Problem::bug("catalog store", &cause),
+            CatalogError::Fault(fault) => Problem::fault("catalog store", &fault),
         }
     }
 }

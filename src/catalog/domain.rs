@@ -1,5 +1,6 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::kernel::Fault;
 use crate::kernel::{
     ConcertId, Points, ScheduleId, SeatId, UserId,
     events::{ConcertCreated, NewEvent, types},
@@ -399,15 +400,10 @@ pub enum CatalogError {
     #[error("schedule {0} is not on sale: it was cancelled")]
     NotOnSale(ScheduleId),
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(CatalogError);
+crate::kernel::module_error!(CatalogError);
 
 #[cfg(test)]
 mod tests {

@@ -25,7 +25,7 @@ use crate::{
     outbox::ports::OutboxWriter,
     web::{
         ApiTags,
-        idempotency::{key_reused, request_key},
+        idempotency::request_key,
         limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::{AdminCreate, AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
@@ -592,11 +592,7 @@ impl From<CouponError> for Problem {
             CouponError::Ended => Problem::conflict("coupon_ended", err.to_string()),
             CouponError::SoldOut => Problem::conflict("sold_out", err.to_string()),
             CouponError::AlreadyIssued => Problem::conflict("already_issued", err.to_string()),
-            CouponError::KeyReused => key_reused(),
-            CouponError::Unavailable(cause) | CouponError::Conflict(cause) => {
-                Problem::outage("coupon store", &cause)
-            }
-            CouponError::Unexpected(cause) => Problem::bug("coupon store", &cause),
+            CouponError::Fault(fault) => Problem::fault("coupon store", &fault),
         }
     }
 }

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::kernel::Fault;
 use crate::kernel::{
     CouponId, UserCouponId, UserId, VendorId,
     events::{CouponCreated, CouponIssued, CouponLedgerRepaired, NewEvent, VendorCreated, types},
@@ -553,20 +554,11 @@ pub enum CouponError {
     SoldOut,
     #[error("you already have this coupon")]
     AlreadyIssued,
-    /// The `Idempotency-Key` was used for a different request.
-    #[error("this Idempotency-Key was used with a different request")]
-    KeyReused,
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(CouponError);
-crate::kernel::idempotency::module_error_from_key_err!(CouponError);
+crate::kernel::module_error!(CouponError);
 
 #[cfg(test)]
 mod tests {

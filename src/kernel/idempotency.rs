@@ -154,22 +154,6 @@ pub enum KeyError {
     Store(#[from] StoreError),
 }
 
-/// Gives a module's error type `From<KeyError>`: a reused key becomes its
-/// `KeyReused` variant, a store error what `From<StoreError>` makes of it.
-macro_rules! module_error_from_key_err {
-    ($error:ty) => {
-        impl From<$crate::kernel::idempotency::KeyError> for $error {
-            fn from(err: $crate::kernel::idempotency::KeyError) -> Self {
-                match err {
-                    $crate::kernel::idempotency::KeyError::Reused => Self::KeyReused,
-                    $crate::kernel::idempotency::KeyError::Store(e) => e.into(),
-                }
-            }
-        }
-    };
-}
-pub(crate) use module_error_from_key_err;
-
 /// Claims `key` in `tx`. `Ok(None)`: do the work, then [`finish`].
 /// `Ok(Some(answer))`: the first request's answer; drop `tx`, nothing to do.
 /// Without a key, always `Ok(None)`.

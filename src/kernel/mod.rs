@@ -8,6 +8,7 @@ pub mod cache;
 mod clock;
 pub mod events;
 pub mod failpoint;
+mod fault;
 pub mod idempotency;
 mod ids;
 pub mod keyed;
@@ -21,12 +22,13 @@ pub mod uow;
 pub mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use fault::Fault;
+pub(crate) use fault::module_error;
 pub use ids::{
     ConcertId, CouponId, PaymentId, ReservationId, ScheduleId, SeatId, UserCouponId, UserId,
     VendorId,
 };
 pub use page::{Page, PageRequest};
 pub use points::{Points, PointsError};
-pub(crate) use store::module_error_from_store_err;
 pub use store::{CONFLICT_ATTEMPTS, Retryable, StoreError, retry_on_conflict};
 pub use uow::{Transaction, UnitOfWork};

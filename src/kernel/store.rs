@@ -59,31 +59,6 @@ fn conflict_pause(tries: u32) -> Duration {
     Duration::from_millis(base + jitter)
 }
 
-/// Gives a module's error type `From<StoreError>` and [`Retryable`]: an
-/// outage becomes its `Unavailable` variant, a conflict its `Conflict`
-/// variant, anything else `Unexpected`. The module error must have those
-/// three variants, each holding an `anyhow::Error`.
-macro_rules! module_error_from_store_err {
-    ($error:ty) => {
-        impl From<$crate::kernel::StoreError> for $error {
-            fn from(err: $crate::kernel::StoreError) -> Self {
-                match err {
-                    $crate::kernel::StoreError::Unavailable(e) => Self::Unavailable(e),
-                    $crate::kernel::StoreError::Conflict(e) => Self::Conflict(e),
-                    $crate::kernel::StoreError::Unexpected(e) => Self::Unexpected(e),
-                }
-            }
-        }
-
-        impl $crate::kernel::Retryable for $error {
-            fn is_conflict(&self) -> bool {
-                matches!(self, Self::Conflict(_))
-            }
-        }
-    };
-}
-pub(crate) use module_error_from_store_err;
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};

@@ -240,10 +240,7 @@ impl From<OutboxError> for Problem {
             OutboxError::AlreadyReplayed(_) => {
                 Problem::conflict("already_replayed", err.to_string())
             }
-            OutboxError::Unavailable(cause) | OutboxError::Conflict(cause) => {
-                Problem::outage("event pipeline", &cause)
-            }
-            OutboxError::Unexpected(cause) => Problem::bug("event pipeline", &cause),
+            OutboxError::Fault(fault) => Problem::fault("event pipeline", &fault),
         }
     }
 }

@@ -27,7 +27,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
-        idempotency::{key_reused, request_key},
+        idempotency::request_key,
         limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::{AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
@@ -503,7 +503,6 @@ impl From<PaymentError> for Problem {
             PaymentError::HoldExpired(_) => Problem::conflict("hold_expired", err.to_string()),
             PaymentError::SalesClosed(_) => Problem::conflict("sales_closed", err.to_string()),
             PaymentError::AlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
-            PaymentError::KeyReused => key_reused(),
             PaymentError::InsufficientPoints => {
                 Problem::conflict("insufficient_points", err.to_string())
             }
@@ -517,10 +516,7 @@ impl From<PaymentError> for Problem {
             PaymentError::AlreadyCancelled(_) => {
                 Problem::conflict("already_cancelled", err.to_string())
             }
-            PaymentError::Unavailable(cause) | PaymentError::Conflict(cause) => {
-                Problem::outage("payment store", &cause)
-            }
-            PaymentError::Unexpected(cause) => Problem::bug("payment store", &cause),
+            PaymentError::Fault(fault) => Problem::fault("payment store", &fault),
         }
     }
 }

@@ -3,6 +3,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::catalog::domain::ScheduleStatus;
+use crate::kernel::Fault;
 use crate::kernel::{
     ConcertId, PaymentId, Points, ReservationId, ScheduleId, UserId, backoff,
     events::{CompensationFailed, NewEvent, PaymentCompleted, PaymentRefunded, types},
@@ -352,20 +353,11 @@ pub enum PaymentError {
     ScheduleNotFound(ScheduleId),
     #[error("sales of schedule {0} have closed: the show starts soon")]
     SalesClosed(ScheduleId),
-    /// The `Idempotency-Key` was used for a different request.
-    #[error("this Idempotency-Key was used with a different request")]
-    KeyReused,
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(PaymentError);
-crate::kernel::idempotency::module_error_from_key_err!(PaymentError);
+crate::kernel::module_error!(PaymentError);
 
 #[cfg(test)]
 mod tests {

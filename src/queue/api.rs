@@ -491,10 +491,7 @@ impl From<QueueError> for Problem {
             QueueError::PollingTooFast(wait) => {
                 Problem::rate_limited(format!("{err}; poll at your pollAfterSeconds"), wait)
             }
-            QueueError::Unavailable(cause) | QueueError::Conflict(cause) => {
-                Problem::outage("waiting room", &cause)
-            }
-            QueueError::Unexpected(cause) => Problem::bug("waiting room", &cause),
+            QueueError::Fault(fault) => Problem::fault("waiting room", &fault),
         }
     }
 }

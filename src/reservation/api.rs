@@ -365,10 +365,7 @@ impl From<ReservationError> for Problem {
             ReservationError::NotHeld(_) => {
                 Problem::conflict("reservation_not_held", err.to_string())
             }
-            ReservationError::Unavailable(cause) | ReservationError::Conflict(cause) => {
-                Problem::outage("reservation store", &cause)
-            }
-            ReservationError::Unexpected(cause) => Problem::bug("reservation store", &cause),
+            ReservationError::Fault(fault) => Problem::fault("reservation store", &fault),
         }
     }
 }

@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 
+use crate::kernel::Fault;
 use crate::{
     catalog::domain::ScheduleStatus,
     kernel::{
@@ -306,15 +307,10 @@ pub enum ReservationError {
     #[error("you are not on this schedule's waitlist")]
     NotWaitlisted,
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(ReservationError);
+crate::kernel::module_error!(ReservationError);
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use crate::{
     outbox::ports::OutboxWriter,
     web::{
         ApiTags,
-        idempotency::{key_reused, request_key},
+        idempotency::request_key,
         limits::{RateLimits, client_ip},
         problem::{ApiResult, Problem, UserOnly, UserPage},
     },
@@ -218,11 +218,7 @@ impl From<WalletError> for Problem {
         match err {
             WalletError::InvalidAmount(detail) => Problem::validation(detail),
             WalletError::BalanceLimit => Problem::conflict("balance_limit", err.to_string()),
-            WalletError::KeyReused => key_reused(),
-            WalletError::Unavailable(cause) | WalletError::Conflict(cause) => {
-                Problem::outage("wallet store", &cause)
-            }
-            WalletError::Unexpected(cause) => Problem::bug("wallet store", &cause),
+            WalletError::Fault(fault) => Problem::fault("wallet store", &fault),
         }
     }
 }

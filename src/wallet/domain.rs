@@ -1,5 +1,6 @@
 use chrono::{DateTime, Utc};
 
+use crate::kernel::Fault;
 use crate::kernel::{Points, PointsError};
 
 /// The most one charge may add.
@@ -62,20 +63,11 @@ pub enum WalletError {
     InvalidAmount(String),
     #[error("the balance may not exceed {} points", Points::MAX)]
     BalanceLimit,
-    /// The `Idempotency-Key` was used for a different request.
-    #[error("this Idempotency-Key was used with a different request")]
-    KeyReused,
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(WalletError);
-crate::kernel::idempotency::module_error_from_key_err!(WalletError);
+crate::kernel::module_error!(WalletError);
 
 #[cfg(test)]
 mod tests {

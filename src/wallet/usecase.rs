@@ -103,6 +103,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use std::sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -216,7 +217,7 @@ mod tests {
         h.repo.set_down(true);
         assert!(matches!(
             h.service.balance(ALICE).await,
-            Err(WalletError::Unavailable(_))
+            Err(WalletError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -258,7 +259,7 @@ mod tests {
             h.service
                 .charge(ALICE, 200, Some(&charge_key(200, "c")))
                 .await,
-            Err(WalletError::KeyReused)
+            Err(WalletError::Fault(Fault::KeyReused))
         ));
         assert_eq!(h.service.balance(ALICE).await.unwrap().value(), 150);
     }
@@ -270,7 +271,7 @@ mod tests {
         h.repo.conflict_next_commits(CONFLICT_ATTEMPTS);
         assert!(matches!(
             h.service.charge(ALICE, 100, Some(&key)).await,
-            Err(WalletError::Conflict(_))
+            Err(WalletError::Fault(Fault::Conflict(_)))
         ));
         assert!(h.repo.world().keys.is_empty());
         assert_eq!(
@@ -352,7 +353,7 @@ mod tests {
         h.repo.set_down(true);
         assert!(matches!(
             h.service.charge(ALICE, 10, None).await,
-            Err(WalletError::Unavailable(_))
+            Err(WalletError::Fault(Fault::Unavailable(_)))
         ));
         assert_eq!(h.wakes(), 0);
     }
@@ -426,7 +427,7 @@ mod tests {
         h.repo.set_down(true);
         assert!(matches!(
             h.service.transactions(ALICE, None, 10).await,
-            Err(WalletError::Unavailable(_))
+            Err(WalletError::Fault(Fault::Unavailable(_)))
         ));
     }
 }

@@ -16,6 +16,8 @@ use poem_openapi::{
     types::{ToJSON, Type},
 };
 
+use crate::kernel::Fault;
+
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// What went wrong, for people (`title`, `detail`) and for programs
@@ -111,6 +113,17 @@ impl Problem {
     pub fn bug(component: &str, cause: &anyhow::Error) -> Self {
         tracing::error!(error = ?cause, "{component} failed");
         Self::internal()
+    }
+
+    /// The answer to a failure outside a module's rules, in `component`:
+    /// 409 `idempotency_conflict` for a reused key, 503 for an outage or a
+    /// conflict that outlasted its retries, 500 (logged) for the rest.
+    pub fn fault(component: &str, fault: &Fault) -> Self {
+        match fault {
+            Fault::KeyReused => Self::conflict("idempotency_conflict", fault.to_string()),
+            Fault::Unavailable(cause) | Fault::Conflict(cause) => Self::outage(component, cause),
+            Fault::Unexpected(cause) => Self::bug(component, cause),
+        }
     }
 
     pub fn status_code(&self) -> StatusCode {

@@ -132,6 +132,7 @@ impl<R: AlertRepository, C: Clock> AlertSink for AlertService<R, C> {
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::{DateTime, TimeDelta, Utc};
 
     use super::*;
@@ -219,7 +220,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.raise(alert()).await,
-            Err(AdminError::Unavailable(_))
+            Err(AdminError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -326,7 +327,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.list(AlertFilter::default(), None, 10).await,
-            Err(AdminError::Unavailable(_))
+            Err(AdminError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -377,7 +378,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.acknowledge(1, ADMIN).await,
-            Err(AdminError::Unavailable(_))
+            Err(AdminError::Fault(Fault::Unavailable(_)))
         ));
     }
 }

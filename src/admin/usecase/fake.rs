@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use crate::kernel::Fault;
 use crate::{
     admin::{
         domain::{AdminError, Alert, AlertFilter, NewAlert, QueuedAlert, WebhookStatus},
@@ -37,7 +38,9 @@ pub struct FakeAlerts(pub Arc<Mutex<Alerts>>);
 impl FakeAlerts {
     fn check(&self) -> Result<(), AdminError> {
         if self.0.lock().unwrap().down {
-            return Err(AdminError::Unavailable(anyhow::anyhow!("database down")));
+            return Err(AdminError::Fault(Fault::Unavailable(anyhow::anyhow!(
+                "database down"
+            ))));
         }
         Ok(())
     }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::jwt::{KeyRing, ProviderKeys};
 use crate::auth::{domain::AuthError, ports::KeySetSource};
+use crate::kernel::Fault;
 
 /// The shortest time between two fetches a token can cause.
 pub const MIN_REFETCH: Duration = Duration::from_secs(5);
@@ -110,14 +111,14 @@ impl KeySetSource for JwksUrl {
                 return if worked {
                     Ok(())
                 } else {
-                    Err(AuthError::Unavailable(anyhow::anyhow!(
+                    Err(AuthError::Fault(Fault::Unavailable(anyhow::anyhow!(
                         "the identity provider's key set could not be fetched moments ago"
-                    )))
+                    ))))
                 };
             }
             self.fetch_now(&mut last)
                 .await
-                .map_err(AuthError::Unavailable)
+                .map_err(|cause| AuthError::Fault(Fault::Unavailable(cause)))
         }
         .boxed()
     }

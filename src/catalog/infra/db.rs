@@ -13,6 +13,7 @@ use sea_orm::{
     sea_query::{Query, SelectStatement},
 };
 
+use crate::kernel::Fault;
 use crate::{
     catalog::domain::{Availability, CatalogError, ScheduleStatus, Seat, SeatState, SeatStatus},
     kernel::{Points, ScheduleId, SeatId, StoreError, UserId},
@@ -144,18 +145,20 @@ fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
         },
         (..) => {
             let status = &row.status;
-            return Err(CatalogError::Unexpected(anyhow!(
+            return Err(CatalogError::Fault(Fault::Unexpected(anyhow!(
                 "seat {} has an inconsistent state {status:?}",
                 row.id
-            )));
+            ))));
         }
     };
     Ok(Seat {
         id: SeatId(row.id),
         schedule_id: ScheduleId(row.schedule_id),
-        number: u32::try_from(row.number).map_err(|err| CatalogError::Unexpected(err.into()))?,
+        number: u32::try_from(row.number)
+            .map_err(|err| CatalogError::Fault(Fault::Unexpected(err.into())))?,
         grade: row.grade,
-        price: Points::new(row.price).map_err(|err| CatalogError::Unexpected(err.into()))?,
+        price: Points::new(row.price)
+            .map_err(|err| CatalogError::Fault(Fault::Unexpected(err.into())))?,
         state,
     })
 }

@@ -64,6 +64,7 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use crate::{
@@ -137,7 +138,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.create_concert(demo(t0()), None).await,
-            Err(CatalogError::Unavailable(_))
+            Err(CatalogError::Fault(Fault::Unavailable(_)))
         ));
         assert_eq!(h.wake.count(), 0);
     }
@@ -168,7 +169,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.seed_if_empty(demo(t0())).await,
-            Err(CatalogError::Unavailable(_))
+            Err(CatalogError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -192,7 +193,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.list_concerts(None, 2).await,
-            Err(CatalogError::Unavailable(_))
+            Err(CatalogError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -248,11 +249,11 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.concert_exists(ConcertId(1)).await,
-            Err(CatalogError::Unavailable(_))
+            Err(CatalogError::Fault(Fault::Unavailable(_)))
         ));
         assert!(matches!(
             h.service.concert_of_schedule(ScheduleId(1)).await,
-            Err(CatalogError::Unavailable(_))
+            Err(CatalogError::Fault(Fault::Unavailable(_)))
         ));
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::CatalogService;
+use crate::kernel::Fault;
 use crate::{
     catalog::{
         domain::{
@@ -77,7 +78,9 @@ pub struct FakeRepo(pub Arc<Mutex<Catalog>>);
 impl FakeRepo {
     fn check(&self) -> Result<(), CatalogError> {
         if self.0.lock().unwrap().down {
-            return Err(CatalogError::Unavailable(anyhow::anyhow!("database down")));
+            return Err(CatalogError::Fault(Fault::Unavailable(anyhow::anyhow!(
+                "database down"
+            ))));
         }
         Ok(())
     }

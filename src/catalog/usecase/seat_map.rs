@@ -171,6 +171,7 @@ fn page_as_of(
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use std::{sync::Arc, time::Duration};
 
     use chrono::TimeDelta;
@@ -211,7 +212,7 @@ mod tests {
             h.service
                 .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
                 .await,
-            Err(CatalogError::Unavailable(_))
+            Err(CatalogError::Fault(Fault::Unavailable(_)))
         ));
     }
 

@@ -3,6 +3,7 @@
 //! answered alike whichever issuer decided.
 
 use super::{CouponService, sold_out::Remembered};
+use crate::kernel::Fault;
 use crate::{
     coupon::{
         domain::{CouponError, Issued, IssuedCoupon, RecordError},
@@ -76,18 +77,18 @@ where
             // The database holds their coupon already (the issuer's view
             // had lost it, or their other request won first).
             RecordError::DuplicateUser => self.replay(coupon, user, key).await,
-            RecordError::KeyReused => Err(CouponError::KeyReused),
+            RecordError::KeyReused => Err(CouponError::Fault(Fault::KeyReused)),
             RecordError::DuplicateNumber => {
                 metrics::counter!("coupon_issue_total", "result" => "retry").increment(1);
-                Err(CouponError::Unavailable(anyhow::anyhow!(
+                Err(CouponError::Fault(Fault::Unavailable(anyhow::anyhow!(
                     "coupon {coupon}: the issue number is held by a racing writer or since before a ledger rebuild; retry"
-                )))
+                ))))
             }
             RecordError::Failed(cause) => {
                 metrics::counter!("coupon_issue_total", "result" => "failed").increment(1);
-                Err(CouponError::Unavailable(
+                Err(CouponError::Fault(Fault::Unavailable(
                     cause.context("recording an issued coupon"),
-                ))
+                )))
             }
         }
     }
@@ -125,15 +126,16 @@ where
         }
         match self.repo.held_by(coupon, user).await? {
             Some(_) => Err(CouponError::AlreadyIssued),
-            None => Err(CouponError::Unavailable(anyhow::anyhow!(
+            None => Err(CouponError::Fault(Fault::Unavailable(anyhow::anyhow!(
                 "coupon {coupon} for user {user} is still being recorded; retry with the same key"
-            ))),
+            )))),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use std::sync::{Arc, atomic::Ordering};
 
     use chrono::TimeDelta;
@@ -193,7 +195,7 @@ mod tests {
             other_campaign
                 .issue(CouponId(2), UserId(1), Some(&key(1, 2, "k")))
                 .await,
-            Err(CouponError::KeyReused)
+            Err(CouponError::Fault(Fault::KeyReused))
         ));
         assert_eq!(
             other_campaign.ledger.issued(CouponId(2)).await.unwrap(),
@@ -220,7 +222,7 @@ mod tests {
         let k = key(1, 1, "k");
         assert!(matches!(
             service.issue(CouponId(1), UserId(1), Some(&k)).await,
-            Err(CouponError::Unavailable(_))
+            Err(CouponError::Fault(Fault::Unavailable(_)))
         ));
         // Past the grace period the reconciler frees the number ...
         clock.advance(TimeDelta::seconds(31));
@@ -274,17 +276,17 @@ mod tests {
         fail(RecordError::Failed(anyhow::anyhow!("connection reset")));
         assert!(matches!(
             service.issue(c, UserId(1), None).await,
-            Err(CouponError::Unavailable(_))
+            Err(CouponError::Fault(Fault::Unavailable(_)))
         ));
         fail(RecordError::DuplicateNumber);
         assert!(matches!(
             service.issue(c, UserId(1), None).await,
-            Err(CouponError::Unavailable(_))
+            Err(CouponError::Fault(Fault::Unavailable(_)))
         ));
         fail(RecordError::KeyReused);
         assert!(matches!(
             service.issue(c, UserId(1), None).await,
-            Err(CouponError::KeyReused)
+            Err(CouponError::Fault(Fault::KeyReused))
         ));
         // The user's other request won while this one waited for the lock.
         fail(RecordError::DuplicateUser);

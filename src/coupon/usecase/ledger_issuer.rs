@@ -13,6 +13,7 @@ use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::oneshot;
 
 use super::{reconcile::rebuild_ledger, winners::write_winners};
+use crate::kernel::Fault;
 use crate::{
     coupon::{
         domain::{Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError, Winner},
@@ -91,8 +92,8 @@ where
             LedgerStep::Issued(number) => self.record(campaign, user, number, key).await,
             LedgerStep::AlreadyIssued => Ok(IssueOutcome::AlreadyIssued),
             LedgerStep::SoldOut => Ok(IssueOutcome::SoldOut),
-            LedgerStep::Missing | LedgerStep::Stale => Err(CouponError::Unavailable(anyhow!(
-                "the coupon ledger of {coupon} vanished again while being rebuilt"
+            LedgerStep::Missing | LedgerStep::Stale => Err(CouponError::Fault(Fault::Unavailable(
+                anyhow!("the coupon ledger of {coupon} vanished again while being rebuilt"),
             ))),
         }
     }
@@ -110,7 +111,7 @@ where
                 if key.is_some() {
                     failpoint::step("idempotency::committed")
                         .await
-                        .map_err(CouponError::Unavailable)?;
+                        .map_err(|cause| CouponError::Fault(Fault::Unavailable(cause)))?;
                 }
                 Ok(IssueOutcome::Won(row))
             }
@@ -226,6 +227,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use std::sync::{Arc, atomic::Ordering};
 
     use super::super::fake::{FailedOver, FakeRepo, service, service_over, t0};
@@ -246,7 +248,7 @@ mod tests {
         repo.uow.set_down(true);
         assert!(matches!(
             service.issue(CouponId(1), UserId(1), None).await,
-            Err(CouponError::Unavailable(_))
+            Err(CouponError::Fault(Fault::Unavailable(_)))
         ));
         repo.uow.set_down(false);
         assert_eq!(ledger.issued(CouponId(1)).await.unwrap(), Some(0));

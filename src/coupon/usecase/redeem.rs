@@ -214,6 +214,7 @@ impl<T: RedemptionTx + OutboxWriter + 'static, C: Clock> EventHandler<T> for Cou
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::{DateTime, TimeDelta, Utc};
     use uuid::Uuid;
 
@@ -244,7 +245,7 @@ mod tests {
             service
                 .request_redemption(UserId(1), UserCouponId(5), Some(&k(5, "r")))
                 .await,
-            Err(CouponError::KeyReused)
+            Err(CouponError::Fault(Fault::KeyReused))
         ));
         let world = repo.uow.world();
         assert_eq!(world.jobs.len(), 1);
@@ -261,7 +262,7 @@ mod tests {
             service
                 .request_redemption(UserId(1), UserCouponId(4), Some(&k))
                 .await,
-            Err(CouponError::Unavailable(_))
+            Err(CouponError::Fault(Fault::Unavailable(_)))
         ));
         repo.uow.set_down(false);
         assert!(repo.uow.world().keys.is_empty(), "no key stuck");

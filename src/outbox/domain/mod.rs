@@ -5,6 +5,7 @@ pub use lanes::{LaneKey, Lanes};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::kernel::Fault;
 use crate::kernel::{
     UserId, backoff,
     events::{BusMessage, DeadLetterReplayed, EventDeadLettered, NewEvent, types},
@@ -341,15 +342,10 @@ pub enum OutboxError {
     #[error("dead letter {0} was already replayed")]
     AlreadyReplayed(i64),
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(OutboxError);
+crate::kernel::module_error!(OutboxError);
 
 #[cfg(test)]
 mod tests {

@@ -10,6 +10,7 @@ use super::{
     domain::{DeadLetter, EventPipelineStatus, OutboxError, by_consumer},
     ports::{EventBus, OutboxRepository, RelayWake},
 };
+use crate::kernel::Fault;
 use crate::kernel::{Clock, Page, PageRequest, UserId};
 
 /// Dead letter pages: 100 unless asked otherwise, at most 500.
@@ -38,7 +39,12 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
     pub async fn status(&self) -> Result<EventPipelineStatus, OutboxError> {
         let backlog = self.repo.backlog().await?;
         let dead_letters = self.repo.open_dead_letter_count().await?;
-        let mut groups = by_consumer(self.bus.groups().await.map_err(OutboxError::Unavailable)?);
+        let mut groups = by_consumer(
+            self.bus
+                .groups()
+                .await
+                .map_err(|cause| OutboxError::Fault(Fault::Unavailable(cause)))?,
+        );
         let redelivered = self.repo.redelivered().await?;
         for group in &mut groups {
             group.redelivered = redelivered.get(&group.name).copied().unwrap_or(0);
@@ -127,7 +133,9 @@ mod tests {
     impl FakeRepo {
         fn check(&self) -> Result<(), OutboxError> {
             if self.0.lock().unwrap().down {
-                return Err(OutboxError::Unavailable(anyhow::anyhow!("database down")));
+                return Err(OutboxError::Fault(Fault::Unavailable(anyhow::anyhow!(
+                    "database down"
+                ))));
             }
             Ok(())
         }
@@ -304,7 +312,7 @@ mod tests {
         });
         assert!(matches!(
             h.pipeline.status().await,
-            Err(OutboxError::Unavailable(_))
+            Err(OutboxError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -314,7 +322,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.pipeline.status().await,
-            Err(OutboxError::Unavailable(_))
+            Err(OutboxError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -397,7 +405,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.pipeline.dead_letters(false, None, 10).await,
-            Err(OutboxError::Unavailable(_))
+            Err(OutboxError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -455,7 +463,7 @@ mod tests {
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
             h.pipeline.replay(1, ADMIN).await,
-            Err(OutboxError::Unavailable(_))
+            Err(OutboxError::Fault(Fault::Unavailable(_)))
         ));
         assert_eq!(wakes(&h), 0);
     }

@@ -10,6 +10,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement},
 };
 
+use crate::kernel::Fault;
 use crate::{
     catalog::ports::ScheduleReads,
     db::DbTx,
@@ -144,9 +145,13 @@ impl<S, H> DbPayments<S, H> {
 impl From<ReservationError> for PaymentError {
     fn from(err: ReservationError) -> Self {
         match err {
-            ReservationError::Unavailable(cause) => PaymentError::Unavailable(cause),
-            ReservationError::Conflict(cause) => PaymentError::Conflict(cause),
-            other => PaymentError::Unexpected(other.into()),
+            ReservationError::Fault(Fault::Unavailable(cause)) => {
+                PaymentError::Fault(Fault::Unavailable(cause))
+            }
+            ReservationError::Fault(Fault::Conflict(cause)) => {
+                PaymentError::Fault(Fault::Conflict(cause))
+            }
+            other => PaymentError::Fault(Fault::Unexpected(other.into())),
         }
     }
 }

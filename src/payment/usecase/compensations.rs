@@ -7,6 +7,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use super::PaymentService;
+use crate::kernel::Fault;
 use crate::{
     catalog::ports::SeatTx,
     kernel::{
@@ -208,7 +209,7 @@ where
         tx.complete_compensation(id, now).await?;
         failpoint::step("compensation::refund")
             .await
-            .map_err(PaymentError::Unexpected)?;
+            .map_err(|cause| PaymentError::Fault(Fault::Unexpected(cause)))?;
         tx.commit().await?;
         Ok(outcome)
     }

@@ -16,6 +16,7 @@ pub use compensations::{Attempt, Compensations, DUE_BATCH, REFUND_CONCURRENCY};
 pub use saga::{PaymentSaga, on_reservation_answer};
 
 use super::domain::{DEFAULT_CANCEL_CUTOFF_MINUTES, PaymentError};
+use crate::kernel::Fault;
 use crate::reservation::domain::ReservationError;
 
 /// The buyer's and the admins' payment use cases; each flow's file adds its
@@ -65,9 +66,10 @@ impl<U, P, R, C, W> PaymentService<U, P, R, C, W> {
 /// answers it: an outage stays an outage.
 fn from_reservations(err: ReservationError) -> PaymentError {
     match err {
-        ReservationError::Unavailable(cause) | ReservationError::Conflict(cause) => {
-            PaymentError::Unavailable(cause)
+        ReservationError::Fault(Fault::Unavailable(cause))
+        | ReservationError::Fault(Fault::Conflict(cause)) => {
+            PaymentError::Fault(Fault::Unavailable(cause))
         }
-        other => PaymentError::Unexpected(anyhow::anyhow!(other)),
+        other => PaymentError::Fault(Fault::Unexpected(anyhow::anyhow!(other))),
     }
 }

@@ -4,6 +4,7 @@
 use chrono::TimeDelta;
 
 use super::{PaymentService, from_reservations};
+use crate::kernel::Fault;
 use crate::{
     catalog::{domain::sales_closed, ports::SeatTx},
     kernel::{
@@ -106,7 +107,7 @@ where
         // hold races.
         failpoint::step("payment::after_claim")
             .await
-            .map_err(PaymentError::Unavailable)?;
+            .map_err(|cause| PaymentError::Fault(Fault::Unavailable(cause)))?;
         let payment = tx
             .insert_payment(
                 &NewPayment {
@@ -126,7 +127,7 @@ where
         tx.append(vec![payment.completed()], now).await?;
         failpoint::step("payment::before_commit")
             .await
-            .map_err(PaymentError::Unavailable)?;
+            .map_err(|cause| PaymentError::Fault(Fault::Unavailable(cause)))?;
         idempotency::finish(tx, key, &payment).await?;
         Ok(payment)
     }
@@ -271,7 +272,7 @@ mod tests {
         h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
         assert!(matches!(
             h.pay(ALICE, other.id).await,
-            Err(PaymentError::Conflict(_))
+            Err(PaymentError::Fault(Fault::Conflict(_)))
         ));
         assert_eq!(h.balance(ALICE), 4_000);
         assert_eq!(h.store.world().payments.len(), 1);
@@ -284,7 +285,7 @@ mod tests {
         h.store.set_down(true);
         assert!(matches!(
             h.pay(ALICE, r.id).await,
-            Err(PaymentError::Unavailable(_))
+            Err(PaymentError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -337,12 +338,12 @@ mod tests {
         assert!(matches!(
             h.pay_keyed(ALICE, other.id, Some(&pay_key(other.id, "p")))
                 .await,
-            Err(PaymentError::KeyReused)
+            Err(PaymentError::Fault(Fault::KeyReused))
         ));
         let hold = h.payments.hold_of(ALICE, other.id).await.unwrap();
         assert!(matches!(
             h.payments.pay(&hold, Some(&pay_key(other.id, "p"))).await,
-            Err(PaymentError::KeyReused)
+            Err(PaymentError::Fault(Fault::KeyReused))
         ));
         assert_eq!(h.balance(ALICE), 4_000);
     }
@@ -360,7 +361,7 @@ mod tests {
         h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
         assert!(matches!(
             h.pay_keyed(ALICE, r.id, Some(&key)).await,
-            Err(PaymentError::Conflict(_))
+            Err(PaymentError::Fault(Fault::Conflict(_)))
         ));
         assert!(h.store.world().keys.is_empty(), "no key left behind");
         let paid = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
@@ -395,7 +396,7 @@ mod tests {
         h.store.set_down(true);
         assert!(matches!(
             h.payments.mine(ALICE, None, 20).await,
-            Err(PaymentError::Unavailable(_))
+            Err(PaymentError::Fault(Fault::Unavailable(_)))
         ));
     }
 }

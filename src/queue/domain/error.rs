@@ -1,6 +1,7 @@
 //! The waiting room's error.
 
 use crate::kernel::ConcertId;
+use crate::kernel::Fault;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -25,12 +26,7 @@ pub enum QueueError {
     #[error("this queue token polls faster than told; poll again in {} ms", .0.as_millis())]
     PollingTooFast(std::time::Duration),
     #[error(transparent)]
-    Unavailable(anyhow::Error),
-    /// A concurrent transaction kept getting in the way, even after retries.
-    #[error(transparent)]
-    Conflict(anyhow::Error),
-    #[error(transparent)]
-    Unexpected(#[from] anyhow::Error),
+    Fault(Fault),
 }
 
-crate::kernel::module_error_from_store_err!(QueueError);
+crate::kernel::module_error!(QueueError);

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::kernel::Fault;
 use crate::{
     catalog::{domain::CatalogError, ports::CatalogRepository, usecase::CatalogService},
     kernel::{Clock, ConcertId, ScheduleId, cache::Cache, events::RelayWake},
@@ -11,8 +12,10 @@ use crate::{
 impl From<CatalogError> for QueueError {
     fn from(err: CatalogError) -> Self {
         match err {
-            CatalogError::Unavailable(cause) => QueueError::Unavailable(cause),
-            other => QueueError::Unexpected(other.into()),
+            CatalogError::Fault(Fault::Unavailable(cause)) => {
+                QueueError::Fault(Fault::Unavailable(cause))
+            }
+            other => QueueError::Fault(Fault::Unexpected(other.into())),
         }
     }
 }

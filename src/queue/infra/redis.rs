@@ -17,6 +17,7 @@ use redis::{AsyncCommands, streams::StreamRangeReply};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::kernel::Fault;
 use crate::{
     kernel::{ConcertId, UserId},
     kv::Conn,
@@ -72,9 +73,9 @@ impl From<Shared> for QueueError {
     fn from(err: Shared) -> Self {
         let cause = anyhow::anyhow!("{}", err.message);
         if err.outage {
-            QueueError::Unavailable(cause)
+            QueueError::Fault(Fault::Unavailable(cause))
         } else {
-            QueueError::Unexpected(cause)
+            QueueError::Fault(Fault::Unexpected(cause))
         }
     }
 }
@@ -458,7 +459,7 @@ impl QueueStore for RedisQueueStore {
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()
-            .map_err(QueueError::Unexpected)
+            .map_err(|cause| QueueError::Fault(Fault::Unexpected(cause)))
     }
 
     async fn forwarded(&self, concert: ConcertId, ids: &[String]) -> Result<(), QueueError> {

@@ -7,6 +7,7 @@ use std::{convert::Infallible, time::Duration};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::kernel::Fault;
 use crate::{
     kernel::{
         Clock,
@@ -149,7 +150,7 @@ where
                 self.bus
                     .publish(&messages)
                     .await
-                    .map_err(QueueError::Unavailable)?;
+                    .map_err(|cause| QueueError::Fault(Fault::Unavailable(cause)))?;
                 let ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
                 store.forwarded(concert, &ids).await?;
                 if ids.len() < FORWARD_BATCH {

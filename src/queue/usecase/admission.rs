@@ -61,6 +61,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
@@ -210,7 +211,7 @@ mod tests {
             h.service
                 .check_schedule(&alice.token, ALICE, ScheduleId(100))
                 .await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
     }
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{Admission, QueueService};
+use crate::kernel::Fault;
 use crate::{
     kernel::{Clock, ConcertId, ManualClock, ScheduleId, UserId, events::NewEvent},
     queue::{
@@ -45,7 +46,7 @@ pub fn rates(settings: QueueSettings) -> SettingsChange {
 }
 
 fn down() -> QueueError {
-    QueueError::Unavailable(anyhow::anyhow!("store down"))
+    QueueError::Fault(Fault::Unavailable(anyhow::anyhow!("store down")))
 }
 
 pub const HALL: ConcertId = ConcertId(1);
@@ -306,7 +307,9 @@ impl FakeDirectory {
     fn lookup(&self) -> Result<(), QueueError> {
         *self.lookups.lock().unwrap() += 1;
         if *self.down.lock().unwrap() {
-            return Err(QueueError::Unavailable(anyhow::anyhow!("catalog down")));
+            return Err(QueueError::Fault(Fault::Unavailable(anyhow::anyhow!(
+                "catalog down"
+            ))));
         }
         Ok(())
     }
@@ -347,7 +350,9 @@ impl QueueTokens for FakeTokens {
         ttl: TimeDelta,
     ) -> Result<String, QueueError> {
         if *self.fail_issue.lock().unwrap() {
-            return Err(QueueError::Unexpected(anyhow::anyhow!("no signing key")));
+            return Err(QueueError::Fault(Fault::Unexpected(anyhow::anyhow!(
+                "no signing key"
+            ))));
         }
         self.issued.lock().unwrap().push((*pass, now, ttl));
         Ok(token(pass))

@@ -61,6 +61,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
@@ -87,7 +88,7 @@ mod tests {
         *h.settings.down.lock().unwrap() = true;
         assert!(matches!(
             h.service.settings_for(HALL).await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -133,7 +134,7 @@ mod tests {
             h.service
                 .update_settings(HALL, rates(slow()), UserId(9_000))
                 .await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
     }
 

@@ -47,6 +47,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
@@ -90,7 +91,7 @@ mod tests {
         h.store.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.stats(None, 50).await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
     }
 }

@@ -36,6 +36,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
@@ -77,7 +78,7 @@ mod tests {
         h.store.0.lock().unwrap().fail_tick_for = Some(HALL);
         assert!(matches!(
             h.service.tick_all().await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
         let ticked: Vec<_> = h
             .store
@@ -98,7 +99,7 @@ mod tests {
         *h.settings.down.lock().unwrap() = true;
         assert!(matches!(
             h.service.tick_all().await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
         assert!(h.store.0.lock().unwrap().ticks.is_empty());
     }

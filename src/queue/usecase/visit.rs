@@ -88,6 +88,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
@@ -118,7 +119,7 @@ mod tests {
         *h.directory.down.lock().unwrap() = true;
         assert!(matches!(
             h.service.enter(ALICE, HALL).await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
         assert_eq!(h.store.0.lock().unwrap().enters, 0);
     }
@@ -200,7 +201,7 @@ mod tests {
         *h.tokens.fail_issue.lock().unwrap() = true;
         assert!(matches!(
             h.service.enter(ALICE, HALL).await,
-            Err(QueueError::Unexpected(_))
+            Err(QueueError::Fault(Fault::Unexpected(_)))
         ));
     }
 
@@ -210,7 +211,7 @@ mod tests {
         h.store.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.enter(ALICE, HALL).await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
         assert!(h.tokens.issued.lock().unwrap().is_empty());
     }
@@ -324,7 +325,7 @@ mod tests {
         h.store.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.status(&alice.token).await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -381,7 +382,7 @@ mod tests {
         h.store.0.lock().unwrap().down = true;
         assert!(matches!(
             h.service.leave(&alice.token).await,
-            Err(QueueError::Unavailable(_))
+            Err(QueueError::Fault(Fault::Unavailable(_)))
         ));
     }
 

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{LOST_RACE_MEMORY, ReservationService, SeatKey, record_hold};
+use crate::kernel::Fault;
 use crate::{
     catalog::{
         domain::Availability,
@@ -79,7 +80,7 @@ where
         // Lets a test hold the seat row's lock here while a payment races.
         failpoint::step("reservation::hold::after_seat")
             .await
-            .map_err(ReservationError::Unavailable)?;
+            .map_err(|cause| ReservationError::Fault(Fault::Unavailable(cause)))?;
         let Some(held) = held else {
             return Err(if tx.exists(schedule, seat).await? {
                 self.remember_taken((schedule, seat), now);
@@ -269,7 +270,7 @@ mod tests {
         h.store.set_down(true);
         assert!(matches!(
             h.service.mine(ALICE, None, 20).await,
-            Err(ReservationError::Unavailable(_))
+            Err(ReservationError::Fault(Fault::Unavailable(_)))
         ));
     }
 
@@ -304,7 +305,7 @@ mod tests {
         h.clock.advance(TimeDelta::seconds(2));
         assert!(matches!(
             h.service.hold(BOB, SCHEDULE, h.seats[0]).await,
-            Err(ReservationError::Unavailable(_))
+            Err(ReservationError::Fault(Fault::Unavailable(_)))
         ));
         assert_eq!(h.store.world().reservations.len(), 1);
         assert_eq!(h.wakes.count(), 1);
@@ -397,7 +398,7 @@ mod tests {
         h.store.conflict_next_commits(CONFLICT_ATTEMPTS);
         assert!(matches!(
             h.service.hold(BOB, SCHEDULE, h.seats[1]).await,
-            Err(ReservationError::Conflict(_))
+            Err(ReservationError::Fault(Fault::Conflict(_)))
         ));
         assert_eq!(h.seat(h.seats[1]), SeatState::Available);
         assert_eq!(h.events().len(), 1);
