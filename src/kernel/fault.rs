@@ -24,6 +24,20 @@ pub enum Fault {
     Unexpected(anyhow::Error),
 }
 
+impl Fault {
+    /// A failure nobody planned for, told by `message` (an event naming a
+    /// row that does not exist, say): 500, or a consumer's retry.
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Self::Unexpected(anyhow::Error::msg(message.into()))
+    }
+
+    /// A concurrent change got in the way after all: retried like a
+    /// database conflict.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::Conflict(anyhow::Error::msg(message.into()))
+    }
+}
+
 impl From<StoreError> for Fault {
     fn from(err: StoreError) -> Self {
         match err {

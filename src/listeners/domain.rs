@@ -1,7 +1,40 @@
-use crate::kernel::events::EventEnvelope;
+use crate::kernel::{Fault, events::EventEnvelope};
 
 pub const DATA_PLATFORM_CONSUMER: &str = "data-platform";
 pub const RECEIPTS_CONSUMER: &str = "receipts";
+pub const NOTIFICATIONS_CONSUMER: &str = "notifications";
+
+/// Why a listener did not handle an event; the consumer delivers it again
+/// (and dead-letters it after its last delivery).
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The event does not carry what the listener needs.
+    #[error("the {event_type} payload is malformed: {detail}")]
+    Malformed { event_type: String, detail: String },
+    /// A refund came before its payment's receipt.
+    #[error("payment {0} has no receipt yet; its cancellation waits for it")]
+    NoReceiptYet(i64),
+    /// The outside system the listener hands events to (the data platform,
+    /// the receipt provider) failed.
+    #[error("the {system} failed: {cause:#}")]
+    Downstream {
+        system: &'static str,
+        cause: anyhow::Error,
+    },
+    #[error(transparent)]
+    Fault(Fault),
+}
+
+crate::kernel::module_error!(ListenerError);
+
+impl ListenerError {
+    pub fn malformed(event: &EventEnvelope, detail: impl std::fmt::Display) -> Self {
+        Self::Malformed {
+            event_type: event.event_type.clone(),
+            detail: detail.to_string(),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

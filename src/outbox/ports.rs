@@ -5,6 +5,7 @@ use futures::future::BoxFuture;
 
 use std::collections::{HashMap, HashSet};
 
+use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::domain::{DeadLetter, Delivery, GroupStatus, OutboxBacklog, OutboxError, Published};
@@ -175,7 +176,7 @@ pub trait OutboxWriter: Send {
 /// delivers each event once per consumer: it opens the transaction `T`,
 /// records the inbox row in it, calls `handle`, commits, and only then
 /// acknowledges. The handler's decisions are use-case code over ports
-/// implemented for `T`.
+/// implemented for `T`. Handlers are declared as [`Subscriber`]s.
 pub trait EventHandler<T>: Send + Sync + 'static {
     /// The consumer group name, e.g. `receipts`.
     fn name(&self) -> &'static str;
@@ -188,6 +189,56 @@ pub trait EventHandler<T>: Send + Sync + 'static {
         tx: &'a mut T,
         event: &'a EventEnvelope,
     ) -> BoxFuture<'a, anyhow::Result<()>>;
+}
+
+/// A consumer group declared by what it is: its name, the event types it
+/// takes, what their payload decodes to and what it does with one. Every
+/// subscriber is an [`EventHandler`] through the one adapter below, so no
+/// handler writes its own name, filter or decoding.
+pub trait Subscriber<T>: Send + Sync + 'static {
+    /// The consumer group, e.g. `receipts`.
+    const GROUP: &'static str;
+    /// The event types it handles; the others are acknowledged unhandled.
+    /// `None`: every type.
+    const TYPES: Option<&'static [&'static str]>;
+    /// What the payload of its events decodes to.
+    type Payload: DeserializeOwned + Send;
+    /// Its use case's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn on<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a EventEnvelope,
+        payload: Self::Payload,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+}
+
+impl<T: Send, S: Subscriber<T>> EventHandler<T> for S {
+    fn name(&self) -> &'static str {
+        S::GROUP
+    }
+
+    fn handles(&self, event_type: &str) -> bool {
+        S::TYPES.is_none_or(|types| types.contains(&event_type))
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut T,
+        event: &'a EventEnvelope,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let payload = serde_json::from_value(event.payload.clone()).map_err(|err| {
+                anyhow::anyhow!(
+                    "{} cannot read its {} event: {err}",
+                    S::GROUP,
+                    event.event_type
+                )
+            })?;
+            Ok(self.on(tx, event, payload).await?)
+        })
+    }
 }
 
 /// The delivery audit's view of the database: one pass at a time across
@@ -248,4 +299,75 @@ pub trait AuditPass: Send {
     ) -> impl Future<Output = Result<(), OutboxError>> + Send;
 
     fn commit(self) -> impl Future<Output = Result<(), OutboxError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Paid {
+        amount: i64,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("refused {0}")]
+    struct Refused(i64);
+
+    /// Adds up the amounts it is given; refuses a negative one.
+    struct Till;
+
+    impl Subscriber<i64> for Till {
+        const GROUP: &'static str = "till";
+        const TYPES: Option<&'static [&'static str]> = Some(&["Paid"]);
+        type Payload = Paid;
+        type Error = Refused;
+
+        async fn on(&self, total: &mut i64, _: &EventEnvelope, paid: Paid) -> Result<(), Refused> {
+            if paid.amount < 0 {
+                return Err(Refused(paid.amount));
+            }
+            *total += paid.amount;
+            Ok(())
+        }
+    }
+
+    fn event(event_type: &str, payload: serde_json::Value) -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::new_v4(),
+            event_type: event_type.into(),
+            aggregate_type: "payment".into(),
+            aggregate_id: "1".into(),
+            occurred_at: Utc::now(),
+            payload,
+            traceparent: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_is_a_handler_named_filtered_and_decoded_by_its_declaration() {
+        let handler: &dyn EventHandler<i64> = &Till;
+        assert_eq!(handler.name(), "till");
+        assert!(handler.handles("Paid") && !handler.handles("Refunded"));
+        let mut total = 0;
+        let paid = event("Paid", serde_json::json!({"amount": 5}));
+        handler.handle(&mut total, &paid).await.unwrap();
+        assert_eq!(total, 5);
+        let malformed = event("Paid", serde_json::json!({"amount": "five"}));
+        let err = handler.handle(&mut total, &malformed).await.unwrap_err();
+        assert!(
+            err.to_string().contains("till cannot read its Paid event"),
+            "{err}"
+        );
+        let refused = event("Paid", serde_json::json!({"amount": -1}));
+        let err = handler.handle(&mut total, &refused).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "refused -1",
+            "the use case's error reads through"
+        );
+        assert_eq!(total, 5);
+    }
 }

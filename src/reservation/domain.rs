@@ -275,12 +275,11 @@ pub fn may_join_waitlist(
 /// The events a freed seat is offered on: a hold that lapsed or was
 /// given back (or withdrawn), and a cancelled ticket. (A refund of a seat
 /// lost to someone else frees nothing.)
-pub fn frees_a_seat(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        types::RESERVATION_EXPIRED | types::RESERVATION_RELEASED | types::TICKET_CANCELLED
-    )
-}
+pub const SEAT_FREEING: &[&str] = &[
+    types::RESERVATION_EXPIRED,
+    types::RESERVATION_RELEASED,
+    types::TICKET_CANCELLED,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReservationError {

@@ -3,7 +3,6 @@
 //! marks the coupon used, pays the vendor once and finishes the job.
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, future::BoxFuture};
 use uuid::Uuid;
 
 use super::CouponService;
@@ -15,7 +14,7 @@ use crate::{
         ports::{CouponLedger, CouponRepository, RedemptionTx},
     },
     kernel::{
-        Clock, UnitOfWork, UserCouponId, UserId,
+        Clock, Fault, UnitOfWork, UserCouponId, UserId,
         events::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
@@ -23,7 +22,7 @@ use crate::{
         idempotency::{self, IdempotencyTx, RequestKey},
         retry_on_conflict,
     },
-    outbox::ports::{EventHandler, OutboxWriter},
+    outbox::ports::{OutboxWriter, Subscriber},
 };
 
 impl<U, R, L, C, W> CouponService<U, R, L, C, W>
@@ -107,9 +106,11 @@ pub async fn redeem<T: RedemptionTx + OutboxWriter>(
     tx: &mut T,
     request: &CouponRedemptionRequested,
     now: DateTime<Utc>,
-) -> anyhow::Result<Redemption> {
+) -> Result<Redemption, CouponError> {
     let Some(job) = tx.job(request.job_id).await? else {
-        anyhow::bail!("redemption job {} does not exist", request.job_id);
+        return Err(
+            Fault::unexpected(format!("redemption job {} does not exist", request.job_id)).into(),
+        );
     };
     if job.status != JobStatus::Pending {
         return Ok(Redemption::AlreadyFinished);
@@ -154,7 +155,7 @@ pub async fn redeem<T: RedemptionTx + OutboxWriter>(
         user_id: request.user_id,
         user_coupon_id: request.user_coupon_id,
         status: status.as_str().into(),
-        reason: reason.map(|r| r.code().into()),
+        reason: reason.map(|reason| reason.code().into()),
         coupon_id: match &outcome {
             Redemption::Succeeded { campaign } => Some(campaign.id.value()),
             _ => None,
@@ -189,32 +190,25 @@ impl<C> CouponRedeemer<C> {
     }
 }
 
-impl<T: RedemptionTx + OutboxWriter + 'static, C: Clock> EventHandler<T> for CouponRedeemer<C> {
-    fn name(&self) -> &'static str {
-        "coupon-redemptions"
-    }
+impl<T: RedemptionTx + OutboxWriter + 'static, C: Clock> Subscriber<T> for CouponRedeemer<C> {
+    const GROUP: &'static str = "coupon-redemptions";
+    const TYPES: Option<&'static [&'static str]> = Some(&[types::COUPON_REDEMPTION_REQUESTED]);
+    type Payload = CouponRedemptionRequested;
+    type Error = CouponError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == types::COUPON_REDEMPTION_REQUESTED
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            let request: CouponRedemptionRequested = serde_json::from_value(event.payload.clone())?;
-            redeem(tx, &request, self.clock.now()).await?;
-            Ok(())
-        }
-        .boxed()
+    async fn on(
+        &self,
+        tx: &mut T,
+        _event: &EventEnvelope,
+        request: CouponRedemptionRequested,
+    ) -> Result<(), CouponError> {
+        redeem(tx, &request, self.clock.now()).await?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::kernel::Fault;
     use chrono::{DateTime, TimeDelta, Utc};
     use uuid::Uuid;
 

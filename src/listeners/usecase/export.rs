@@ -1,19 +1,27 @@
 //! The data-platform export: every event, one NDJSON line, written to the
 //! sink as it arrives.
 
-use futures::{FutureExt, future::BoxFuture};
+use serde::de::IgnoredAny;
 
 use crate::{
     kernel::events::EventEnvelope,
-    listeners::{domain::DATA_PLATFORM_CONSUMER, ports::DataPlatformSink},
-    outbox::ports::EventHandler,
+    listeners::{
+        domain::{DATA_PLATFORM_CONSUMER, ListenerError},
+        ports::DataPlatformSink,
+    },
+    outbox::ports::Subscriber,
 };
 
 pub async fn export_event(
     sink: &impl DataPlatformSink,
     event: &EventEnvelope,
-) -> anyhow::Result<()> {
-    sink.write(event).await
+) -> Result<(), ListenerError> {
+    sink.write(event)
+        .await
+        .map_err(|cause| ListenerError::Downstream {
+            system: "data platform",
+            cause,
+        })
 }
 
 /// The data-platform exporter: every event, one NDJSON line.
@@ -27,21 +35,20 @@ impl<S> DataPlatformExporter<S> {
     }
 }
 
-impl<T: Send + 'static, S: DataPlatformSink> EventHandler<T> for DataPlatformExporter<S> {
-    fn name(&self) -> &'static str {
-        DATA_PLATFORM_CONSUMER
-    }
+impl<T: Send + 'static, S: DataPlatformSink> Subscriber<T> for DataPlatformExporter<S> {
+    const GROUP: &'static str = DATA_PLATFORM_CONSUMER;
+    const TYPES: Option<&'static [&'static str]> = None;
+    /// The line is the whole envelope: nothing to decode.
+    type Payload = IgnoredAny;
+    type Error = ListenerError;
 
-    fn handles(&self, _event_type: &str) -> bool {
-        true
-    }
-
-    fn handle<'a>(
-        &'a self,
-        _tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        export_event(&self.sink, event).boxed()
+    async fn on(
+        &self,
+        _tx: &mut T,
+        event: &EventEnvelope,
+        _payload: IgnoredAny,
+    ) -> Result<(), ListenerError> {
+        export_event(&self.sink, event).await
     }
 }
 

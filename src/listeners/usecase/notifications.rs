@@ -2,7 +2,7 @@
 //! consumer's transaction, and the page a polling client reads.
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, future::BoxFuture};
+use serde::de::IgnoredAny;
 
 use crate::{
     kernel::{
@@ -13,26 +13,29 @@ use crate::{
         },
     },
     listeners::{
-        domain::{Notification, notification_for},
+        domain::{ListenerError, NOTIFICATIONS_CONSUMER, Notification, notification_for},
         ports::{NotificationRepository, NotificationTx},
     },
-    outbox::ports::EventHandler,
+    outbox::ports::Subscriber,
 };
 
 /// The user an event concerns, for the events users are told about.
-fn user_of(event: &EventEnvelope) -> anyhow::Result<UserId> {
+fn user_of(event: &EventEnvelope) -> Result<UserId, ListenerError> {
     let payload = event.payload.clone();
     let user = match event.event_type.as_str() {
-        types::PAYMENT_REFUNDED => serde_json::from_value::<PaymentRefunded>(payload)?.user_id,
+        types::PAYMENT_REFUNDED => {
+            serde_json::from_value::<PaymentRefunded>(payload).map(|paid| paid.user_id)
+        }
         types::COUPON_REDEMPTION_FINISHED => {
-            serde_json::from_value::<CouponRedemptionFinished>(payload)?.user_id
+            serde_json::from_value::<CouponRedemptionFinished>(payload).map(|job| job.user_id)
         }
         types::WAITLIST_OFFERED | types::WAITLIST_CLOSED => {
-            serde_json::from_value::<WaitlistChanged>(payload)?.user_id
+            serde_json::from_value::<WaitlistChanged>(payload).map(|place| place.user_id)
         }
-        _ => serde_json::from_value::<ReservationChanged>(payload)?.user_id,
+        _ => serde_json::from_value::<ReservationChanged>(payload).map(|hold| hold.user_id),
     };
-    Ok(UserId(user))
+    user.map(UserId)
+        .map_err(|err| ListenerError::malformed(event, err))
 }
 
 /// Records the notification an event gives its user, if any; returns
@@ -41,7 +44,7 @@ pub async fn notify<T: NotificationTx>(
     tx: &mut T,
     event: &EventEnvelope,
     now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
+) -> Result<bool, ListenerError> {
     let Some((kind, message)) = notification_for(&event.event_type, &event.payload) else {
         return Ok(false);
     };
@@ -62,33 +65,28 @@ impl<C> Notifier<C> {
     }
 }
 
-impl<T: NotificationTx + 'static, C: Clock> EventHandler<T> for Notifier<C> {
-    fn name(&self) -> &'static str {
-        "notifications"
-    }
+impl<T: NotificationTx + 'static, C: Clock> Subscriber<T> for Notifier<C> {
+    const GROUP: &'static str = NOTIFICATIONS_CONSUMER;
+    const TYPES: Option<&'static [&'static str]> = Some(&[
+        types::RESERVATION_CONFIRMED,
+        types::RESERVATION_EXPIRED,
+        types::PAYMENT_REFUNDED,
+        types::COUPON_REDEMPTION_FINISHED,
+        types::WAITLIST_OFFERED,
+        types::WAITLIST_CLOSED,
+    ]);
+    /// Each type names its user in its own payload ([`user_of`]).
+    type Payload = IgnoredAny;
+    type Error = ListenerError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        matches!(
-            event_type,
-            types::RESERVATION_CONFIRMED
-                | types::RESERVATION_EXPIRED
-                | types::PAYMENT_REFUNDED
-                | types::COUPON_REDEMPTION_FINISHED
-                | types::WAITLIST_OFFERED
-                | types::WAITLIST_CLOSED
-        )
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            notify(tx, event, self.clock.now()).await?;
-            Ok(())
-        }
-        .boxed()
+    async fn on(
+        &self,
+        tx: &mut T,
+        event: &EventEnvelope,
+        _payload: IgnoredAny,
+    ) -> Result<(), ListenerError> {
+        notify(tx, event, self.clock.now()).await?;
+        Ok(())
     }
 }
 

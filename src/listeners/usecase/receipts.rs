@@ -1,9 +1,8 @@
 //! Receipts: one per payment, issued through the provider and stored in
 //! the consumer's transaction; voided when the payment is refunded.
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, future::BoxFuture};
+use serde::de::IgnoredAny;
 
 use crate::{
     kernel::{
@@ -13,24 +12,32 @@ use crate::{
         },
     },
     listeners::{
-        domain::{RECEIPTS_CONSUMER, Receipt},
+        domain::{ListenerError, RECEIPTS_CONSUMER, Receipt},
         ports::{ReceiptProvider, ReceiptTx},
     },
-    outbox::ports::{EventHandler, OutboxWriter},
+    outbox::ports::{OutboxWriter, Subscriber},
 };
+
+fn provider_failed(cause: anyhow::Error) -> ListenerError {
+    ListenerError::Downstream {
+        system: "receipt provider",
+        cause,
+    }
+}
 
 pub async fn issue_receipt(
     provider: &impl ReceiptProvider,
     event: &EventEnvelope,
-) -> anyhow::Result<Receipt> {
+) -> Result<Receipt, ListenerError> {
     let payment: PaymentCompleted = serde_json::from_value(event.payload.clone())
-        .context("the PaymentCompleted payload is malformed")?;
-    anyhow::ensure!(
-        payment.amount >= 0,
-        "payment {} has a negative amount",
-        payment.payment_id
-    );
-    let number = provider.issue(&payment).await?;
+        .map_err(|err| ListenerError::malformed(event, err))?;
+    if payment.amount < 0 {
+        return Err(ListenerError::malformed(
+            event,
+            format!("payment {} has a negative amount", payment.payment_id),
+        ));
+    }
+    let number = provider.issue(&payment).await.map_err(provider_failed)?;
     Ok(Receipt {
         number,
         payment_id: payment.payment_id,
@@ -46,7 +53,7 @@ pub async fn record_receipt<T: ReceiptTx + OutboxWriter>(
     provider: &impl ReceiptProvider,
     event: &EventEnvelope,
     now: DateTime<Utc>,
-) -> anyhow::Result<Receipt> {
+) -> Result<Receipt, ListenerError> {
     let receipt = issue_receipt(provider, event).await?;
     if tx.store_receipt(&receipt, event.event_id, now).await? {
         let issued = NewEvent::new(
@@ -74,19 +81,19 @@ pub async fn cancel_receipt<T: ReceiptTx + OutboxWriter>(
     provider: &impl ReceiptProvider,
     event: &EventEnvelope,
     now: DateTime<Utc>,
-) -> anyhow::Result<bool> {
+) -> Result<bool, ListenerError> {
     let refunded: PaymentRefunded = serde_json::from_value(event.payload.clone())
-        .context("the PaymentRefunded payload is malformed")?;
+        .map_err(|err| ListenerError::malformed(event, err))?;
     let Some((receipt, cancelled)) = tx.receipt_of(refunded.payment_id).await? else {
-        anyhow::bail!(
-            "payment {} has no receipt yet; its cancellation waits for it",
-            refunded.payment_id
-        );
+        return Err(ListenerError::NoReceiptYet(refunded.payment_id));
     };
     if cancelled {
         return Ok(false);
     }
-    provider.cancel(&receipt.number).await?;
+    provider
+        .cancel(&receipt.number)
+        .await
+        .map_err(provider_failed)?;
     if !tx.mark_receipt_cancelled(receipt.payment_id, now).await? {
         return Ok(false);
     }
@@ -118,34 +125,34 @@ impl<P, C> ReceiptIssuer<P, C> {
     }
 }
 
-impl<T: ReceiptTx + OutboxWriter + 'static, P: ReceiptProvider, C: Clock> EventHandler<T>
-    for ReceiptIssuer<P, C>
+impl<T, P, C> Subscriber<T> for ReceiptIssuer<P, C>
+where
+    T: ReceiptTx + OutboxWriter + 'static,
+    P: ReceiptProvider,
+    C: Clock,
 {
-    fn name(&self) -> &'static str {
-        RECEIPTS_CONSUMER
-    }
+    const GROUP: &'static str = RECEIPTS_CONSUMER;
+    const TYPES: Option<&'static [&'static str]> =
+        Some(&[types::PAYMENT_COMPLETED, types::PAYMENT_REFUNDED]);
+    /// Each type is read by its step.
+    type Payload = IgnoredAny;
+    type Error = ListenerError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == types::PAYMENT_COMPLETED || event_type == types::PAYMENT_REFUNDED
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            if event.event_type == types::PAYMENT_REFUNDED {
-                if cancel_receipt(tx, &self.provider, event, self.clock.now()).await? {
-                    metrics::counter!("receipts_cancelled_total").increment(1);
-                }
-                return Ok(());
+    async fn on(
+        &self,
+        tx: &mut T,
+        event: &EventEnvelope,
+        _payload: IgnoredAny,
+    ) -> Result<(), ListenerError> {
+        if event.event_type == types::PAYMENT_REFUNDED {
+            if cancel_receipt(tx, &self.provider, event, self.clock.now()).await? {
+                metrics::counter!("receipts_cancelled_total").increment(1);
             }
-            record_receipt(tx, &self.provider, event, self.clock.now()).await?;
-            metrics::counter!("receipts_issued_total").increment(1);
-            Ok(())
+            return Ok(());
         }
-        .boxed()
+        record_receipt(tx, &self.provider, event, self.clock.now()).await?;
+        metrics::counter!("receipts_issued_total").increment(1);
+        Ok(())
     }
 }
 

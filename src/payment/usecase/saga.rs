@@ -2,7 +2,6 @@
 //! does to the payment it names.
 
 use chrono::Utc;
-use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
     kernel::{
@@ -12,9 +11,9 @@ use crate::{
             types,
         },
     },
-    outbox::ports::{EventHandler, OutboxWriter},
+    outbox::ports::{OutboxWriter, Subscriber},
     payment::{
-        domain::{PaymentStatus, REFUND_SAGA, REFUND_STEP},
+        domain::{PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP},
         ports::PaymentTx,
     },
 };
@@ -40,7 +39,7 @@ pub async fn on_reservation_answer<T: PaymentTx + OutboxWriter>(
     event_type: &str,
     changed: &ReservationChanged,
     now: chrono::DateTime<Utc>,
-) -> anyhow::Result<()> {
+) -> Result<(), PaymentError> {
     let payment = PaymentId(
         changed
             .payment_id
@@ -83,26 +82,22 @@ pub async fn on_reservation_answer<T: PaymentTx + OutboxWriter>(
     Ok(())
 }
 
-impl<T: PaymentTx + OutboxWriter, C: Clock> EventHandler<T> for PaymentSaga<C> {
-    fn name(&self) -> &'static str {
-        "payments"
-    }
+impl<T: PaymentTx + OutboxWriter, C: Clock> Subscriber<T> for PaymentSaga<C> {
+    const GROUP: &'static str = "payments";
+    const TYPES: Option<&'static [&'static str]> = Some(&[
+        types::RESERVATION_CONFIRMED,
+        types::RESERVATION_CONFIRMATION_FAILED,
+    ]);
+    type Payload = ReservationChanged;
+    type Error = PaymentError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == types::RESERVATION_CONFIRMED
-            || event_type == types::RESERVATION_CONFIRMATION_FAILED
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            let changed: ReservationChanged = serde_json::from_value(event.payload.clone())?;
-            on_reservation_answer(tx, &event.event_type, &changed, self.clock.now()).await
-        }
-        .boxed()
+    async fn on(
+        &self,
+        tx: &mut T,
+        event: &EventEnvelope,
+        changed: ReservationChanged,
+    ) -> Result<(), PaymentError> {
+        on_reservation_answer(tx, &event.event_type, &changed, self.clock.now()).await
     }
 }
 

@@ -1,15 +1,13 @@
 //! The end of a buyer's turn: once they paid, their place in the waiting
 //! room goes to the next in line.
 
-use futures::{FutureExt, future::BoxFuture};
-
 use crate::{
     kernel::{
         Clock, ConcertId, UserId,
         events::{EventEnvelope, PaymentCompleted, types},
     },
-    outbox::ports::EventHandler,
-    queue::ports::QueueStore,
+    outbox::ports::Subscriber,
+    queue::{domain::QueueError, ports::QueueStore},
 };
 
 /// The waiting room's listener on `PaymentCompleted`: a buyer who paid
@@ -25,38 +23,33 @@ impl<S, C> FinishOnPayment<S, C> {
     }
 }
 
-impl<T: Send + 'static, S: QueueStore, C: Clock> EventHandler<T> for FinishOnPayment<S, C> {
-    fn name(&self) -> &'static str {
-        "queue"
-    }
+impl<T: Send + 'static, S: QueueStore, C: Clock> Subscriber<T> for FinishOnPayment<S, C> {
+    const GROUP: &'static str = "queue";
+    const TYPES: Option<&'static [&'static str]> = Some(&[types::PAYMENT_COMPLETED]);
+    type Payload = PaymentCompleted;
+    type Error = QueueError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == types::PAYMENT_COMPLETED
-    }
-
-    fn handle<'a>(
-        &'a self,
-        _tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            let payment: PaymentCompleted = serde_json::from_value(event.payload.clone())?;
-            self.store
-                .finish(
-                    ConcertId(payment.concert_id),
-                    UserId(payment.user_id),
-                    event.occurred_at,
-                    self.clock.now(),
-                )
-                .await?;
-            Ok(())
-        }
-        .boxed()
+    async fn on(
+        &self,
+        _tx: &mut T,
+        event: &EventEnvelope,
+        payment: PaymentCompleted,
+    ) -> Result<(), QueueError> {
+        self.store
+            .finish(
+                ConcertId(payment.concert_id),
+                UserId(payment.user_id),
+                event.occurred_at,
+                self.clock.now(),
+            )
+            .await?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::outbox::ports::EventHandler;
     use chrono::TimeDelta;
     use uuid::Uuid;
 

@@ -3,17 +3,16 @@
 //! is refunded.
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
     catalog::ports::SeatTx,
     kernel::{
-        Clock, PaymentId, ReservationId,
+        Clock, Fault, PaymentId, ReservationId,
         events::{EventEnvelope, PaymentCompleted, types},
     },
-    outbox::ports::{EventHandler, OutboxWriter},
+    outbox::ports::{OutboxWriter, Subscriber},
     reservation::{
-        domain::{OnPayment, Reservation, Transition},
+        domain::{OnPayment, Reservation, ReservationError, Transition},
         ports::ReservationTx,
     },
 };
@@ -44,15 +43,15 @@ pub async fn confirm_payment<T: ReservationTx + SeatTx + OutboxWriter>(
     tx: &mut T,
     payment: &PaymentCompleted,
     now: DateTime<Utc>,
-) -> anyhow::Result<Confirmation> {
+) -> Result<Confirmation, ReservationError> {
     let id = ReservationId(payment.reservation_id);
     let paid_by = PaymentId(payment.payment_id);
     let Some(reservation) = tx.get(id).await? else {
-        anyhow::bail!(
+        return Err(Fault::unexpected(format!(
             "payment {} names unknown reservation {}",
-            payment.payment_id,
-            payment.reservation_id
-        );
+            payment.payment_id, payment.reservation_id
+        ))
+        .into());
     };
     let decision = reservation.on_payment(paid_by);
     let reservation = Reservation {
@@ -66,7 +65,10 @@ pub async fn confirm_payment<T: ReservationTx + SeatTx + OutboxWriter>(
             let confirm = Transition::Confirm { payment: paid_by };
             if !tx.transition(id, confirm, now).await? {
                 // Rolled back and redelivered: the next attempt sees why.
-                anyhow::bail!("reservation {id} changed while its seat was being sold");
+                return Err(Fault::conflict(format!(
+                    "reservation {id} changed while its seat was being sold"
+                ))
+                .into());
             }
             metrics::counter!("reservations_confirmed_total").increment(1);
             Confirmation::Confirmed
@@ -85,30 +87,24 @@ pub async fn confirm_payment<T: ReservationTx + SeatTx + OutboxWriter>(
     Ok(outcome)
 }
 
-impl<T, C> EventHandler<T> for ConfirmOnPayment<C>
+impl<T, C> Subscriber<T> for ConfirmOnPayment<C>
 where
     T: ReservationTx + SeatTx + OutboxWriter,
     C: Clock,
 {
-    fn name(&self) -> &'static str {
-        "reservations"
-    }
+    const GROUP: &'static str = "reservations";
+    const TYPES: Option<&'static [&'static str]> = Some(&[types::PAYMENT_COMPLETED]);
+    type Payload = PaymentCompleted;
+    type Error = ReservationError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        event_type == types::PAYMENT_COMPLETED
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            let payment: PaymentCompleted = serde_json::from_value(event.payload.clone())?;
-            confirm_payment(tx, &payment, self.clock.now()).await?;
-            Ok(())
-        }
-        .boxed()
+    async fn on(
+        &self,
+        tx: &mut T,
+        _event: &EventEnvelope,
+        payment: PaymentCompleted,
+    ) -> Result<(), ReservationError> {
+        confirm_payment(tx, &payment, self.clock.now()).await?;
+        Ok(())
     }
 }
 

@@ -2,20 +2,19 @@
 //! freed seat to the first in line, and closing the lines when sales close.
 
 use chrono::{DateTime, Utc};
-use futures::{FutureExt, future::BoxFuture};
 
 use super::{ReservationService, record_hold};
 use crate::{
     catalog::ports::{SeatReads, SeatTx},
     kernel::{
-        Clock, ScheduleId, SeatId, Transaction, UnitOfWork, UserId,
+        Clock, Fault, ScheduleId, SeatId, Transaction, UnitOfWork, UserId,
         events::{EventEnvelope, NewEvent, RelayWake, ReservationChanged, WaitlistChanged, types},
         retry_on_conflict,
     },
-    outbox::ports::{EventHandler, OutboxWriter},
+    outbox::ports::{OutboxWriter, Subscriber},
     reservation::{
         domain::{
-            HoldPolicy, NewReservation, Reservation, ReservationError, WaitlistEntry, frees_a_seat,
+            HoldPolicy, NewReservation, Reservation, ReservationError, SEAT_FREEING, WaitlistEntry,
             may_join_waitlist,
         },
         ports::{ReservationRepository, ReservationTx, WaitlistTx},
@@ -195,7 +194,7 @@ pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWri
     freed: &ReservationChanged,
     policy: HoldPolicy,
     now: DateTime<Utc>,
-) -> anyhow::Result<Option<Reservation>> {
+) -> Result<Option<Reservation>, ReservationError> {
     let schedule = ScheduleId(freed.schedule_id);
     let seat = SeatId(freed.seat_id);
     let Some(next) = tx.next_waiting(schedule).await? else {
@@ -230,10 +229,11 @@ pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWri
     )
     .await?;
     if !tx.mark_offered(next.id, offer.id, now).await? {
-        anyhow::bail!(
+        return Err(Fault::conflict(format!(
             "waitlist place {} changed while a seat was offered to it",
             next.id
-        );
+        ))
+        .into());
     }
     events.push(waitlist_event(types::WAITLIST_OFFERED, &next, Some(&offer)));
     tx.append(events, now).await?;
@@ -254,35 +254,30 @@ impl<C> WaitlistOffers<C> {
     }
 }
 
-impl<T, C> EventHandler<T> for WaitlistOffers<C>
+impl<T, C> Subscriber<T> for WaitlistOffers<C>
 where
     T: WaitlistTx + ReservationTx + SeatTx + OutboxWriter,
     C: Clock,
 {
-    fn name(&self) -> &'static str {
-        "waitlist"
-    }
+    const GROUP: &'static str = "waitlist";
+    const TYPES: Option<&'static [&'static str]> = Some(SEAT_FREEING);
+    type Payload = ReservationChanged;
+    type Error = ReservationError;
 
-    fn handles(&self, event_type: &str) -> bool {
-        frees_a_seat(event_type)
-    }
-
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-    ) -> BoxFuture<'a, anyhow::Result<()>> {
-        async move {
-            let freed: ReservationChanged = serde_json::from_value(event.payload.clone())?;
-            offer_freed_seat(tx, &freed, self.policy, self.clock.now()).await?;
-            Ok(())
-        }
-        .boxed()
+    async fn on(
+        &self,
+        tx: &mut T,
+        _event: &EventEnvelope,
+        freed: ReservationChanged,
+    ) -> Result<(), ReservationError> {
+        offer_freed_seat(tx, &freed, self.policy, self.clock.now()).await?;
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::outbox::ports::EventHandler;
     use chrono::TimeDelta;
 
     use super::*;
