@@ -10,13 +10,13 @@ pub mod config;
 pub mod coupon;
 pub mod db;
 pub mod kernel;
-pub mod kv;
 pub mod listeners;
 pub mod outbox;
 pub mod payment;
 pub mod queue;
+pub mod redis_client;
+pub mod redis_or_memory;
 pub mod reservation;
-pub mod switch;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;

@@ -21,9 +21,9 @@ use crate::{
     config::Settings,
     coupon::infra::{AnyCouponLedger, memory::MemoryCouponLedger, redis::RedisCouponLedger},
     db::{self, DbUnitOfWork},
-    kv::{Conn, RedisTarget},
     outbox::infra::{AnyBus, memory::MemoryBus, redis::RedisBus, relay::RelayWaker},
     queue::infra::{AnyQueueStore, memory::MemoryQueueStore, redis::RedisQueueStore},
+    redis_client::{Conn, RedisTarget},
 };
 
 pub struct Adapters {

@@ -9,7 +9,7 @@ use super::{
     ApiTags,
     problem::{ApiResult, Problem, Unrefused},
 };
-use crate::kv::Conn;
+use crate::redis_client::Conn;
 
 /// How long a readiness check waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -24,7 +24,7 @@ use redis::Script;
 use super::problem::Problem;
 use crate::{
     kernel::{UserId, keyed::Buckets},
-    kv::Conn,
+    redis_client::Conn,
 };
 
 /// Where the per-user buckets live.

@@ -23,7 +23,7 @@ struct Subject {
     ledger: AnyCouponLedger,
     prefix: String,
     /// The Redis the ledger lives in (standalone or cluster).
-    redis: Option<boxoffice::kv::Conn>,
+    redis: Option<boxoffice::redis_client::Conn>,
 }
 
 impl Subject {
@@ -57,7 +57,7 @@ async fn memory_ledger() -> Subject {
 async fn redis_ledger() -> Subject {
     let prefix = format!("bo:test:{}", Uuid::new_v4().simple());
     let client = redis::Client::open(redis_url()).unwrap();
-    let conn = boxoffice::kv::Conn::from(client.get_connection_manager().await.unwrap());
+    let conn = boxoffice::redis_client::Conn::from(client.get_connection_manager().await.unwrap());
     Subject {
         ledger: AnyCouponLedger::Redis(RedisCouponLedger::new(conn.clone(), &prefix)),
         prefix,

@@ -61,8 +61,11 @@ pub fn redis_cluster_nodes() -> Vec<String> {
 }
 
 /// A connection to the test Redis Cluster, and where more come from.
-pub async fn redis_cluster() -> (boxoffice::kv::RedisTarget, boxoffice::kv::Conn) {
-    let target = boxoffice::kv::RedisTarget::cluster(&redis_cluster_nodes()).unwrap();
+pub async fn redis_cluster() -> (
+    boxoffice::redis_client::RedisTarget,
+    boxoffice::redis_client::Conn,
+) {
+    let target = boxoffice::redis_client::RedisTarget::cluster(&redis_cluster_nodes()).unwrap();
     let conn = target
         .connect()
         .await

@@ -555,7 +555,7 @@ async fn a_room_after_a_failover_admits_from_no_credit(prefix: &str, store: AnyQ
 
 /// The connection a test uses to play the failed-over replica: the cluster
 /// for cluster prefixes, the standalone Redis otherwise.
-async fn redis_cluster_or_standalone(prefix: &str) -> boxoffice::kv::Conn {
+async fn redis_cluster_or_standalone(prefix: &str) -> boxoffice::redis_client::Conn {
     if prefix.contains(":cluster:") {
         redis_cluster().await.1
     } else {

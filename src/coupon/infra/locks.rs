@@ -52,7 +52,7 @@ use crate::{
     },
     db::{DbTx, DbUnitOfWork},
     kernel::{Transaction, UnitOfWork, UserId, idempotency::RequestKey},
-    kv::Conn,
+    redis_client::Conn,
 };
 
 /// How coupon issues are decided (`--coupon-lock-strategy`).

@@ -15,7 +15,7 @@ use crate::{
         ports::CouponLedger,
     },
     kernel::{CouponId, UserId},
-    switch::{RedisOrMemory, dispatch},
+    redis_or_memory::{RedisOrMemory, dispatch},
 };
 
 /// The ledger the composition root picked: Redis in production, in-process

@@ -20,10 +20,10 @@ use crate::{
         ports::CouponLedger,
     },
     kernel::{CouponId, UserId},
-    kv::Conn,
+    redis_client::Conn,
 };
 
-crate::kv::module_error_from_redis_err!(CouponError);
+crate::redis_client::module_error_from_redis_err!(CouponError);
 
 /// The ledger's epoch: the replication id of the primary it lives on.
 /// A replica promoted by a failover starts a new replication history (a new

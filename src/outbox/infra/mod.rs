@@ -13,7 +13,7 @@ use crate::{
         domain::{Delivery, GroupStatus},
         ports::EventBus,
     },
-    switch::{RedisOrMemory, dispatch},
+    redis_or_memory::{RedisOrMemory, dispatch},
 };
 
 /// The bus the composition root picked: Redis in production, in-process in

@@ -19,11 +19,11 @@ use tokio::sync::Mutex;
 
 use crate::{
     kernel::events::{BusMessage, EventEnvelope},
-    kv::{Conn, RedisTarget},
     outbox::{
         domain::{Delivery, EntryId, GroupStatus, ReadHorizon, partition_of, retry_after},
         ports::EventBus,
     },
+    redis_client::{Conn, RedisTarget},
 };
 
 mod keys;

@@ -67,7 +67,7 @@ pub fn wake_channel(prefix: &str) -> String {
 /// fallback.
 pub async fn wake_others(
     waker: RelayWaker,
-    mut conn: crate::kv::Conn,
+    mut conn: crate::redis_client::Conn,
     channel: String,
     cancel: CancellationToken,
 ) {

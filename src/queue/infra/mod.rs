@@ -17,7 +17,7 @@ use crate::{
         },
         ports::QueueStore,
     },
-    switch::{RedisOrMemory, dispatch},
+    redis_or_memory::{RedisOrMemory, dispatch},
 };
 
 /// The store the composition root picked: Redis in production, in-process

@@ -20,7 +20,6 @@ use uuid::Uuid;
 use crate::kernel::Fault;
 use crate::{
     kernel::{ConcertId, UserId},
-    kv::Conn,
     queue::{
         domain::{
             DEFAULT_ROOM_IDLE, DRAW_RANGE, Entry, Lineup, Place, QueueError, QueueEvent,
@@ -28,6 +27,7 @@ use crate::{
         },
         ports::QueueStore,
     },
+    redis_client::Conn,
 };
 
 mod scripts;
@@ -217,7 +217,7 @@ impl RedisQueueStore {
             }
             Err(err) => {
                 let shared = Shared {
-                    outage: crate::kv::is_outage(&err),
+                    outage: crate::redis_client::is_outage(&err),
                     message: format!("{err:#}"),
                 };
                 for poll in polls {
@@ -247,7 +247,7 @@ impl RedisQueueStore {
     }
 }
 
-crate::kv::module_error_from_redis_err!(QueueError);
+crate::redis_client::module_error_from_redis_err!(QueueError);
 
 fn ms(instant: DateTime<Utc>) -> i64 {
     instant.timestamp_millis()

@@ -18,7 +18,7 @@ use super::{LockedIssue, LockedIssuer, Store, failed};
 use crate::{
     coupon::domain::{Campaign, RecordError},
     kernel::{UserId, idempotency::RequestKey},
-    kv::Conn,
+    redis_client::Conn,
 };
 
 /// A Redis lock's waiter gives up (`Unavailable`) after this long.

@@ -15,8 +15,8 @@ pub enum RedisOrMemory<R, M> {
 macro_rules! dispatch {
     ($self:ident, $adapter:ident => $call:expr) => {
         match $self {
-            $crate::switch::RedisOrMemory::Redis($adapter) => $call,
-            $crate::switch::RedisOrMemory::Memory($adapter) => $call,
+            $crate::redis_or_memory::RedisOrMemory::Redis($adapter) => $call,
+            $crate::redis_or_memory::RedisOrMemory::Memory($adapter) => $call,
         }
     };
 }
