@@ -35,14 +35,7 @@ use crate::{
         infra::{AnyBus, db::DbOutbox, relay::RelayWaker},
     },
     payment::api::PaymentApi,
-    queue::{
-        api::QueueApi,
-        infra::{
-            AnyQueueStore,
-            catalog::CachedDirectory,
-            db::{CachedSettings, DbQueueSettings},
-        },
-    },
+    queue::api::QueueApi,
     reservation::{api::ReservationApi, infra::db::DbReservations},
     wallet::{api::WalletApi, infra::db::DbWallets},
     web::{
@@ -59,12 +52,7 @@ use crate::{
 type Apis = (
     HealthApi,
     CatalogApi<DbCatalog, SystemClock, RelayWaker>,
-    QueueApi<
-        AnyQueueStore,
-        CachedSettings<DbQueueSettings>,
-        CachedDirectory<super::services::Catalog>,
-        SystemClock,
-    >,
+    QueueApi<super::services::QueueWiring>,
     ReservationApi<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>,
     WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
     PaymentApi<

@@ -42,12 +42,16 @@ use crate::{
 
 pub type Alerts = AlertService<DbAlerts, SystemClock>;
 pub type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
-pub type Queue = QueueService<
-    AnyQueueStore,
-    CachedSettings<DbQueueSettings>,
-    CachedDirectory<Catalog>,
-    SystemClock,
->;
+pub type Queue = QueueService<QueueWiring>;
+/// The waiting room's adapters: the Redis-or-memory store, and settings and
+/// concerts read through short caches.
+pub struct QueueWiring;
+impl crate::queue::ports::QueuePorts for QueueWiring {
+    type Store = AnyQueueStore;
+    type Settings = CachedSettings<DbQueueSettings>;
+    type Directory = CachedDirectory<Catalog>;
+    type Clock = SystemClock;
+}
 pub type Reservations =
     ReservationService<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
 pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
@@ -96,7 +100,7 @@ impl Services {
                 Duration::from_millis(settings.seat_map_snapshot_ms),
                 usize::try_from(settings.seat_map_cache_mb << 20).unwrap_or(usize::MAX),
             );
-        let queue = QueueService::new(
+        let queue = Queue::new(
             a.queue_store.clone(),
             CachedSettings::new(DbQueueSettings::new(db.clone()), Duration::from_secs(1)),
             CachedDirectory::new(catalog.clone()),

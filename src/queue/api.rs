@@ -15,12 +15,12 @@ use super::{
         DEFAULT_ROOM_PAGE, MAX_ROOM_PAGE, Place, QueueError, QueueSettings, QueueStatus,
         QueueingMethod, SettingsChange,
     },
-    ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+    ports::QueuePorts,
     usecase::QueueService,
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{Clock, ConcertId, ScheduleId, UserId},
+    kernel::{ConcertId, ScheduleId, UserId},
     web::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
@@ -32,13 +32,7 @@ use crate::{
 
 /// The waiting room is the gate in front of the seat map, holds and
 /// payments.
-impl<S, R, D, C> AdmissionCheck for QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> AdmissionCheck for QueueService<P> {
     fn check_schedule(
         &self,
         token: &str,
@@ -288,13 +282,13 @@ fn status_body(status: QueueStatus) -> StatusBody {
     }
 }
 
-pub struct QueueApi<S, R, D, C> {
-    service: QueueService<S, R, D, C>,
+pub struct QueueApi<P: QueuePorts> {
+    service: QueueService<P>,
     limits: RateLimits,
 }
 
-impl<S, R, D, C> QueueApi<S, R, D, C> {
-    pub fn new(service: QueueService<S, R, D, C>) -> Self {
+impl<P: QueuePorts> QueueApi<P> {
+    pub fn new(service: QueueService<P>) -> Self {
         Self {
             service,
             limits: RateLimits::off(),
@@ -335,13 +329,7 @@ crate::refusals! {
 }
 
 #[OpenApi]
-impl<S, R, D, C> QueueApi<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueApi<P> {
     /// Enter a concert's waiting room.
     ///
     /// Before the room's `opensAt` the answer is `prequeue` (everyone in it is placed in a random order at the opening,

@@ -6,7 +6,16 @@ use uuid::Uuid;
 use super::domain::{
     Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
 };
-use crate::kernel::{ConcertId, ScheduleId, UserId, events::NewEvent};
+use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::NewEvent};
+
+/// The adapters the waiting room's use cases run over, named once: the
+/// composition root picks them (`app::services`), tests pick fakes.
+pub trait QueuePorts: Send + Sync + 'static {
+    type Store: QueueStore;
+    type Settings: QueueSettingsRepository;
+    type Directory: ConcertDirectory;
+    type Clock: Clock;
+}
 
 /// The waiting rooms' state. Every change is atomic per concert (one Lua
 /// script in Redis, one lock in process), records its event in the same

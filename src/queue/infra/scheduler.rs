@@ -7,16 +7,15 @@ use std::{convert::Infallible, time::Duration};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::kernel::Fault;
 use crate::{
     kernel::{
-        Clock,
+        Fault,
         events::{BusMessage, EventEnvelope},
     },
     outbox::ports::EventBus,
     queue::{
         domain::{MAX_ROOM_PAGE, QueueError, QueueEvent},
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        ports::{QueuePorts, QueueStore},
         usecase::QueueService,
     },
     worker::{Pass, periodically},
@@ -27,8 +26,8 @@ const EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x6b6f_7565_7565_4000_8000_626f_78
 const FORWARD_BATCH: usize = 1_000;
 const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
-pub struct QueueScheduler<S, R, D, C, B> {
-    service: QueueService<S, R, D, C>,
+pub struct QueueScheduler<P: QueuePorts, B> {
+    service: QueueService<P>,
     bus: B,
     interval: Duration,
 }
@@ -56,15 +55,8 @@ pub fn envelope(event: &QueueEvent) -> BusMessage {
     }
 }
 
-impl<S, R, D, C, B> QueueScheduler<S, R, D, C, B>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-    B: EventBus,
-{
-    pub fn new(service: QueueService<S, R, D, C>, bus: B, interval: Duration) -> Self {
+impl<P: QueuePorts, B: EventBus> QueueScheduler<P, B> {
+    pub fn new(service: QueueService<P>, bus: B, interval: Duration) -> Self {
         Self {
             service,
             bus,

@@ -6,17 +6,11 @@ use crate::{
     kernel::{Clock, ConcertId, ScheduleId, UserId},
     queue::{
         domain::{QueueError, QueuePass},
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        ports::{ConcertDirectory, QueuePorts, QueueStore},
     },
 };
 
-impl<S, R, D, C> QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueService<P> {
     /// Ok when `token` is the caller's own, for `concert`, and admitted.
     pub async fn check_admission(
         &self,

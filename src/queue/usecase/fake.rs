@@ -11,15 +11,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{Admission, QueueService};
-use crate::kernel::Fault;
 use crate::{
-    kernel::{Clock, ConcertId, ManualClock, ScheduleId, UserId, events::NewEvent},
+    kernel::{Clock, ConcertId, Fault, ManualClock, ScheduleId, UserId, events::NewEvent},
     queue::{
         domain::{
             Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats,
             SettingsChange, TickOutcome,
         },
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
+        ports::{ConcertDirectory, QueuePorts, QueueSettingsRepository, QueueStore, QueueTokens},
     },
 };
 
@@ -375,8 +374,18 @@ fn token(pass: &QueuePass) -> String {
     format!("pass:{}:{}:{}", pass.user, pass.concert, pass.token_id)
 }
 
+/// The fakes above as the service's ports.
+pub struct Fakes;
+
+impl QueuePorts for Fakes {
+    type Store = FakeStore;
+    type Settings = FakeSettings;
+    type Directory = FakeDirectory;
+    type Clock = ManualClock;
+}
+
 pub struct Harness {
-    pub service: QueueService<FakeStore, FakeSettings, FakeDirectory, ManualClock>,
+    pub service: QueueService<Fakes>,
     pub store: FakeStore,
     pub settings: FakeSettings,
     pub directory: FakeDirectory,
@@ -390,7 +399,7 @@ pub fn harness() -> Harness {
     let directory = FakeDirectory::default();
     let tokens = Arc::new(FakeTokens::default());
     let clock = ManualClock::new(t0());
-    let service = QueueService::new(
+    let service = QueueService::<Fakes>::new(
         store.clone(),
         settings.clone(),
         directory.clone(),

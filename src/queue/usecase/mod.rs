@@ -15,20 +15,19 @@ use std::sync::Arc;
 
 use super::{
     domain::{PollPacing, QueueSettings},
-    ports::{ConcertDirectory, QueueSettingsRepository, QueueStore, QueueTokens},
+    ports::{QueuePorts, QueueTokens},
 };
-use crate::kernel::Clock;
 
 pub use finish_on_payment::FinishOnPayment;
 pub use visit::{Admission, QUEUE_TOKEN_TTL};
 
 /// The waiting room's use cases, over its store, its settings, the
 /// catalog's concerts and the token signer.
-pub struct QueueService<S, R, D, C> {
-    store: S,
-    settings: R,
-    directory: D,
-    clock: C,
+pub struct QueueService<P: QueuePorts> {
+    store: P::Store,
+    settings: P::Settings,
+    directory: P::Directory,
+    clock: P::Clock,
     tokens: Arc<dyn QueueTokens>,
     defaults: QueueSettings,
     /// The pre-queue's and the lottery's numbers: uniform, independent.
@@ -37,7 +36,7 @@ pub struct QueueService<S, R, D, C> {
     pacing: Option<Arc<PollPacing>>,
 }
 
-impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> {
+impl<P: QueuePorts> Clone for QueueService<P> {
     fn clone(&self) -> Self {
         Self {
             store: self.store.clone(),
@@ -52,18 +51,12 @@ impl<S: Clone, R: Clone, D: Clone, C: Clone> Clone for QueueService<S, R, D, C> 
     }
 }
 
-impl<S, R, D, C> QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueService<P> {
     pub fn new(
-        store: S,
-        settings: R,
-        directory: D,
-        clock: C,
+        store: P::Store,
+        settings: P::Settings,
+        directory: P::Directory,
+        clock: P::Clock,
         tokens: Arc<dyn QueueTokens>,
         defaults: QueueSettings,
     ) -> Self {
@@ -92,7 +85,7 @@ where
         self
     }
 
-    pub fn store(&self) -> &S {
+    pub fn store(&self) -> &P::Store {
         &self.store
     }
 }

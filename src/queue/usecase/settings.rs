@@ -4,22 +4,16 @@
 use super::QueueService;
 use crate::{
     kernel::{
-        Clock, ConcertId, UserId,
+        ConcertId, UserId,
         events::{NewEvent, QueueSettingsChanged, types},
     },
     queue::{
         domain::{QueueError, QueueSettings, SettingsChange},
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        ports::{ConcertDirectory, QueuePorts, QueueSettingsRepository},
     },
 };
 
-impl<S, R, D, C> QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueService<P> {
     /// The concert's settings, or the defaults when no admin set any.
     pub async fn settings_for(&self, concert: ConcertId) -> Result<QueueSettings, QueueError> {
         Ok(self.settings.get(concert).await?.unwrap_or(self.defaults))

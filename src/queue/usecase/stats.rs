@@ -6,17 +6,11 @@ use crate::{
     kernel::{Clock, Page, PageRequest},
     queue::{
         domain::{MAX_ROOM_PAGE, QueueError, QueueSettings, QueueStats},
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        ports::{QueuePorts, QueueStore},
     },
 };
 
-impl<S, R, D, C> QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueService<P> {
     /// A page of the listed rooms in concert order, each with its sizes and
     /// settings (the list holds ids only; sizes are read for this page).
     pub async fn stats(

@@ -5,17 +5,11 @@ use crate::{
     kernel::{Clock, ConcertId},
     queue::{
         domain::{QueueError, TickOutcome},
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        ports::{QueuePorts, QueueStore},
     },
 };
 
-impl<S, R, D, C> QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueService<P> {
     /// One scheduler step for every listed room (an idle one retires in
     /// its step and is no longer listed).
     pub async fn tick_all(&self) -> Result<Vec<(ConcertId, TickOutcome)>, QueueError> {

@@ -9,7 +9,7 @@ use crate::{
     kernel::{Clock, ConcertId, UserId},
     queue::{
         domain::{Entry, Place, QueueError, QueuePass, QueueStatus},
-        ports::{ConcertDirectory, QueueSettingsRepository, QueueStore},
+        ports::{ConcertDirectory, QueuePorts, QueueStore},
     },
 };
 
@@ -25,13 +25,7 @@ pub struct Admission {
     pub status: QueueStatus,
 }
 
-impl<S, R, D, C> QueueService<S, R, D, C>
-where
-    S: QueueStore,
-    R: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
+impl<P: QueuePorts> QueueService<P> {
     /// Enters the concert's waiting room (or answers the place the user
     /// already holds) with a signed token for it.
     pub async fn enter(&self, user: UserId, concert: ConcertId) -> Result<Admission, QueueError> {
