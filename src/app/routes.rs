@@ -65,7 +65,7 @@ type Apis = (
         CachedDirectory<super::services::Catalog>,
         SystemClock,
     >,
-    ReservationApi<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>,
+    ReservationApi<super::services::ReservationWiring>,
     WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
     PaymentApi<
         DbUnitOfWork,
