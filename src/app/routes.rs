@@ -53,7 +53,7 @@ type Apis = (
     HealthApi,
     CatalogApi<DbCatalog, SystemClock, RelayWaker>,
     QueueApi<super::services::QueueWiring>,
-    ReservationApi<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>,
+    ReservationApi<super::services::ReservationWiring>,
     WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
     PaymentApi<
         DbUnitOfWork,

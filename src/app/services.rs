@@ -35,7 +35,10 @@ use crate::{
         },
         usecase::QueueService,
     },
-    reservation::{domain::HoldPolicy, infra::db::DbReservations, usecase::ReservationService},
+    reservation::{
+        domain::HoldPolicy, infra::db::DbReservations, ports::ReservationPorts,
+        usecase::ReservationService,
+    },
     wallet::{infra::db::DbWallets, usecase::WalletService},
     web::limits::RateLimits,
 };
@@ -52,8 +55,16 @@ impl crate::queue::ports::QueuePorts for QueueWiring {
     type Directory = CachedDirectory<Catalog>;
     type Clock = SystemClock;
 }
-pub type Reservations =
-    ReservationService<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
+pub type Reservations = ReservationService<ReservationWiring>;
+/// The reservation use cases over the database, waking the relay.
+pub struct ReservationWiring;
+impl ReservationPorts for ReservationWiring {
+    type Uow = DbUnitOfWork;
+    type Reservations = DbReservations;
+    type Seats = DbCatalog;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+}
 pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
 pub type Payments =
     PaymentService<DbUnitOfWork, PaymentStore, DbReservations, SystemClock, RelayWaker>;

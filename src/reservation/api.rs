@@ -9,14 +9,12 @@ use poem_openapi::{
 
 use super::{
     domain::{Reservation, ReservationError, ReservationStatus},
-    ports::{ReservationRepository, ReservationTx, WaitlistTx},
+    ports::ReservationPorts,
     usecase::ReservationService,
 };
 use crate::{
     auth::api::UserAuth,
-    catalog::ports::{SeatReads, SeatTx},
-    kernel::{Clock, ReservationId, ScheduleId, SeatId, UnitOfWork, events::RelayWake},
-    outbox::ports::OutboxWriter,
+    kernel::{ReservationId, ScheduleId, SeatId},
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
@@ -126,14 +124,14 @@ enum ReleaseResponse {
     Released,
 }
 
-pub struct ReservationApi<U, R, S, C, W> {
-    service: ReservationService<U, R, S, C, W>,
+pub struct ReservationApi<P: ReservationPorts> {
+    service: ReservationService<P>,
     admission: Admission,
     limits: RateLimits,
 }
 
-impl<U, R, S, C, W> ReservationApi<U, R, S, C, W> {
-    pub fn new(service: ReservationService<U, R, S, C, W>, admission: Admission) -> Self {
+impl<P: ReservationPorts> ReservationApi<P> {
+    pub fn new(service: ReservationService<P>, admission: Admission) -> Self {
         Self {
             service,
             admission,
@@ -174,15 +172,7 @@ crate::refusals! {
 }
 
 #[OpenApi]
-impl<U, R, S, C, W> ReservationApi<U, R, S, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
-    R: ReservationRepository,
-    S: SeatReads,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: ReservationPorts> ReservationApi<P> {
     /// Hold a seat. Exactly one of any number of concurrent requests for a seat wins.
     #[oai(
         path = "/v1/reservations",

@@ -317,28 +317,36 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn an_unpaid_hold_past_its_expiry_reads_as_expired() {
-        let now = Utc::now();
-        let mut r = Reservation {
+    fn reservation(
+        status: ReservationStatus,
+        expires_at: DateTime<Utc>,
+        payment: Option<PaymentId>,
+    ) -> Reservation {
+        Reservation {
             id: ReservationId(1),
             user: UserId(1),
             concert: ConcertId(1),
             schedule: ScheduleId(1),
             seat: SeatId(1),
             price: Points::new(10).unwrap(),
-            status: ReservationStatus::Held,
-            expires_at: now,
-            payment: None,
-        };
+            status,
+            expires_at,
+            payment,
+        }
+    }
+
+    #[test]
+    fn an_unpaid_hold_past_its_expiry_reads_as_expired() {
+        let now = Utc::now();
+        let mut hold = reservation(ReservationStatus::Held, now, None);
         assert_eq!(
-            r.status_at(now - TimeDelta::seconds(1)),
+            hold.status_at(now - TimeDelta::seconds(1)),
             ReservationStatus::Held
         );
-        assert_eq!(r.status_at(now), ReservationStatus::Expired);
-        r.payment = Some(PaymentId(9));
+        assert_eq!(hold.status_at(now), ReservationStatus::Expired);
+        hold.payment = Some(PaymentId(9));
         assert_eq!(
-            r.status_at(now),
+            hold.status_at(now),
             ReservationStatus::Held,
             "a paid hold waits for its confirmation"
         );
@@ -346,18 +354,7 @@ mod tests {
 
     #[test]
     fn only_the_ticket_a_payment_bought_is_cancelled_and_only_once() {
-        let now = Utc::now();
-        let ticket = Reservation {
-            id: ReservationId(1),
-            user: UserId(1),
-            concert: ConcertId(1),
-            schedule: ScheduleId(1),
-            seat: SeatId(1),
-            price: Points::new(10).unwrap(),
-            status: ReservationStatus::Confirmed,
-            expires_at: now,
-            payment: Some(PaymentId(9)),
-        };
+        let ticket = reservation(ReservationStatus::Confirmed, Utc::now(), Some(PaymentId(9)));
         let cancel = Transition::Cancel {
             payment: PaymentId(9),
         };

@@ -3,9 +3,26 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{NewReservation, Reservation, ReservationError, Transition, WaitlistEntry};
-use crate::kernel::{
-    PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UserId,
+use crate::{
+    catalog::ports::{SeatReads, SeatTx},
+    kernel::{
+        Clock, PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UnitOfWork,
+        UserId, events::RelayWake,
+    },
+    outbox::ports::OutboxWriter,
 };
+
+/// The adapters the reservation use cases run over, named once: the
+/// composition root picks them (`app::services`), tests pick fakes.
+pub trait ReservationPorts: Send + Sync + 'static {
+    /// One transaction changes seats, reservations, waitlists and the
+    /// outbox together.
+    type Uow: UnitOfWork<Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter>;
+    type Reservations: ReservationRepository;
+    type Seats: SeatReads;
+    type Clock: Clock;
+    type Wake: RelayWake;
+}
 
 /// Reads of reservations, outside any transaction.
 pub trait ReservationRepository: Clone + Send + Sync + 'static {

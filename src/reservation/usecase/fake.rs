@@ -10,7 +10,10 @@ use crate::{
         ConcertId, ManualClock, PaymentId, ReservationId, ScheduleId, SeatId, UserId,
         events::PaymentCompleted,
     },
-    reservation::domain::{HoldPolicy, Reservation, ReservationStatus},
+    reservation::{
+        domain::{HoldPolicy, Reservation, ReservationStatus},
+        ports::ReservationPorts,
+    },
     testing::{MemoryUow, Wakes},
 };
 
@@ -19,7 +22,18 @@ pub const ALICE: UserId = UserId(1);
 pub const BOB: UserId = UserId(2);
 pub const CAROL: UserId = UserId(3);
 
-pub type Service = ReservationService<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>;
+/// Every port over the one in-memory world, on a clock the test moves.
+pub struct Fakes;
+
+impl ReservationPorts for Fakes {
+    type Uow = MemoryUow;
+    type Reservations = MemoryUow;
+    type Seats = MemoryUow;
+    type Clock = ManualClock;
+    type Wake = Wakes;
+}
+
+pub type Service = ReservationService<Fakes>;
 
 /// A reservation service over one in-memory store, with handles to look
 /// inside it and move its clock.

@@ -4,34 +4,25 @@
 use chrono::{DateTime, Utc};
 
 use super::{LOST_RACE_MEMORY, ReservationService, SeatKey, record_hold};
-use crate::kernel::Fault;
 use crate::{
     catalog::{
         domain::Availability,
         ports::{SeatReads, SeatTx},
     },
     kernel::{
-        Clock, Page, PageRequest, ReservationId, ScheduleId, SeatId, Transaction, UnitOfWork,
-        UserId,
+        Clock, Fault, Page, PageRequest, ReservationId, ScheduleId, SeatId, Transaction,
+        UnitOfWork, UserId,
         events::{RelayWake, types},
         failpoint, retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
     reservation::{
         domain::{MAX_PAGE, NewReservation, Reservation, ReservationError, Transition},
-        ports::{ReservationRepository, ReservationTx, WaitlistTx},
+        ports::{ReservationPorts, ReservationRepository, ReservationTx},
     },
 };
 
-impl<U, R, S, C, W> ReservationService<U, R, S, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
-    R: ReservationRepository,
-    S: SeatReads,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: ReservationPorts> ReservationService<P> {
     /// Holds the seat for the user: exactly one of any number of
     /// concurrent requests for a free seat wins.
     pub async fn hold(

@@ -18,16 +18,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     domain::{HoldPolicy, NewReservation, Reservation, Transition},
-    ports::{ReservationRepository, ReservationTx, WaitlistTx},
+    ports::{ReservationPorts, ReservationTx},
 };
 use crate::{
-    catalog::ports::{SeatReads, SeatTx},
+    catalog::ports::SeatTx,
     kernel::{
-        Clock, ScheduleId, SeatId, StoreError, UnitOfWork,
-        events::{NewEvent, RelayWake, types},
+        Clock, ScheduleId, SeatId, StoreError,
+        events::{NewEvent, types},
         keyed::{ExpiringMemo, KeyedLocks},
     },
-    outbox::ports::OutboxWriter,
 };
 
 /// How long this instance answers "taken" for a seat it just saw lost in
@@ -38,14 +37,13 @@ const LOST_RACE_CAPACITY: usize = 10_000;
 
 type SeatKey = (ScheduleId, SeatId);
 
-#[derive(Clone)]
-pub struct ReservationService<U, R, S, C, W> {
-    uow: U,
-    repo: R,
-    seats: S,
-    clock: C,
-    wake: W,
+pub struct ReservationService<P: ReservationPorts> {
     policy: HoldPolicy,
+    uow: P::Uow,
+    repo: P::Reservations,
+    seats: P::Seats,
+    clock: P::Clock,
+    wake: P::Wake,
     /// Seats this instance just saw taken. When 1,000 buyers rush one
     /// seat, the first reads it and races the compare-and-set; everyone
     /// after is refused from here without a database round trip. Only a
@@ -59,16 +57,31 @@ pub struct ReservationService<U, R, S, C, W> {
     gates: KeyedLocks<SeatKey>,
 }
 
-impl<U, R, S, C, W> ReservationService<U, R, S, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
-    R: ReservationRepository,
-    S: SeatReads,
-    C: Clock,
-    W: RelayWake,
-{
-    pub fn new(uow: U, repo: R, seats: S, clock: C, wake: W, policy: HoldPolicy) -> Self {
+// By hand: a derive would ask the marker type `P` to be `Clone` as well.
+impl<P: ReservationPorts> Clone for ReservationService<P> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy,
+            uow: self.uow.clone(),
+            repo: self.repo.clone(),
+            seats: self.seats.clone(),
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+            lost_races: self.lost_races.clone(),
+            gates: self.gates.clone(),
+        }
+    }
+}
+
+impl<P: ReservationPorts> ReservationService<P> {
+    pub fn new(
+        uow: P::Uow,
+        repo: P::Reservations,
+        seats: P::Seats,
+        clock: P::Clock,
+        wake: P::Wake,
+        policy: HoldPolicy,
+    ) -> Self {
         Self {
             uow,
             repo,

@@ -17,7 +17,7 @@ use crate::{
             HoldPolicy, NewReservation, Reservation, ReservationError, SEAT_FREEING, WaitlistEntry,
             may_join_waitlist,
         },
-        ports::{ReservationRepository, ReservationTx, WaitlistTx},
+        ports::{ReservationPorts, ReservationRepository, ReservationTx, WaitlistTx},
     },
 };
 
@@ -25,15 +25,7 @@ use crate::{
 /// looks at (the lowest ids first).
 pub const WAITLISTS_CHECKED: u64 = 10_000;
 
-impl<U, R, S, C, W> ReservationService<U, R, S, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter,
-    R: ReservationRepository,
-    S: SeatReads,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: ReservationPorts> ReservationService<P> {
     /// Puts the user on the waitlist of a schedule on sale with no seat
     /// free; answers their place (1 = the next freed seat is theirs).
     pub async fn join_waitlist(
