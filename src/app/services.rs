@@ -23,6 +23,7 @@ use crate::{
     },
     payment::{
         infra::db::DbPayments,
+        ports::PaymentPorts,
         usecase::{Compensations, PaymentService},
     },
     queue::{
@@ -66,12 +67,20 @@ impl ReservationPorts for ReservationWiring {
     type Wake = RelayWaker;
 }
 pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
-pub type Payments =
-    PaymentService<DbUnitOfWork, PaymentStore, DbReservations, SystemClock, RelayWaker>;
-pub type CompensationRunner = Compensations<DbUnitOfWork, PaymentStore, SystemClock, RelayWaker>;
-/// The payment module's store: its tables, and schedules and holds read
-/// through the catalog's and the reservations' ports.
-pub type PaymentStore = DbPayments<DbCatalog, DbReservations>;
+pub type Payments = PaymentService<PaymentWiring>;
+pub type CompensationRunner = Compensations<PaymentWiring>;
+/// The payment use cases' and the compensation runner's adapters.
+#[derive(Clone)]
+pub struct PaymentWiring;
+impl PaymentPorts for PaymentWiring {
+    type Uow = DbUnitOfWork;
+    /// The payment module's tables, and schedules and holds read through
+    /// the catalog's and the reservations' ports.
+    type Payments = DbPayments<DbCatalog, DbReservations>;
+    type Reservations = DbReservations;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+}
 pub type Coupons = CouponService<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 

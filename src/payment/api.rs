@@ -11,19 +11,13 @@ use super::{
         CancellationProgress, CompensationStatus, DEFAULT_COMPENSATION_PAGE, DEFAULT_SCHEDULE_PAGE,
         MAX_COMPENSATION_PAGE, Payment, PaymentError, PaymentStatus,
     },
-    ports::{PaymentRepository, PaymentTx},
+    ports::PaymentPorts,
     usecase::PaymentService,
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    catalog::{api::ScheduleStatusBody, ports::SeatTx},
-    kernel::{
-        Clock, PaymentId, ReservationId, ScheduleId, UnitOfWork, events::RelayWake,
-        idempotency::IdempotencyTx,
-    },
-    outbox::ports::OutboxWriter,
-    reservation::ports::{ReservationRepository, ReservationTx},
-    wallet::ports::WalletTx,
+    catalog::api::ScheduleStatusBody,
+    kernel::{PaymentId, ReservationId, ScheduleId},
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
@@ -209,14 +203,14 @@ enum RetryResponse {
     Accepted,
 }
 
-pub struct PaymentApi<U, P, R, C, W> {
-    service: PaymentService<U, P, R, C, W>,
+pub struct PaymentApi<P: PaymentPorts> {
+    service: PaymentService<P>,
     admission: Admission,
     limits: RateLimits,
 }
 
-impl<U, P, R, C, W> PaymentApi<U, P, R, C, W> {
-    pub fn new(service: PaymentService<U, P, R, C, W>, admission: Admission) -> Self {
+impl<P: PaymentPorts> PaymentApi<P> {
+    pub fn new(service: PaymentService<P>, admission: Admission) -> Self {
         Self {
             service,
             admission,
@@ -258,15 +252,7 @@ crate::refusals! {
 }
 
 #[OpenApi]
-impl<U, P, R, C, W> PaymentApi<U, P, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
-    P: PaymentRepository,
-    R: ReservationRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> PaymentApi<P> {
     /// Pay for a held seat with wallet points. With `Idempotency-Key`, a
     /// retry replays the first answer.
     #[oai(

@@ -6,9 +6,32 @@ use super::domain::{
     AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
     NewPayment, Payment, PaymentError, PaymentStatus,
 };
-use crate::kernel::{
-    PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UserId, events::NewEvent,
+use crate::{
+    catalog::ports::SeatTx,
+    kernel::{
+        Clock, PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UnitOfWork, UserId,
+        events::{NewEvent, RelayWake},
+        idempotency::IdempotencyTx,
+    },
+    outbox::ports::OutboxWriter,
+    reservation::ports::{ReservationRepository, ReservationTx},
+    wallet::ports::WalletTx,
 };
+
+/// The adapters the payment use cases and the compensation runner run over,
+/// named once: the composition root picks them (`app::services`), tests pick
+/// fakes. The runner uses all but the reservations' reads and idempotency.
+pub trait PaymentPorts: Send + Sync + 'static {
+    /// One transaction claims the hold, moves the points and the seat,
+    /// records the payment, the request key and the outbox event.
+    type Uow: UnitOfWork<
+        Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
+    >;
+    type Payments: PaymentRepository;
+    type Reservations: ReservationRepository;
+    type Clock: Clock;
+    type Wake: RelayWake;
+}
 
 /// Payments and compensations outside any transaction.
 pub trait PaymentRepository: Clone + Send + Sync + 'static {

@@ -7,27 +7,17 @@ use crate::{
     kernel::{
         Clock, PaymentId, Transaction, UnitOfWork, UserId,
         events::{CompensationScheduled, NewEvent, RelayWake, types},
-        idempotency::IdempotencyTx,
         retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
     payment::{
         domain::{CANCEL_SAGA, CancelRefused, Payment, PaymentError, REFUND_STEP, may_cancel},
-        ports::{PaymentRepository, PaymentTx},
+        ports::{PaymentPorts, PaymentTx},
     },
-    reservation::ports::{ReservationRepository, ReservationTx},
-    wallet::ports::WalletTx,
+    reservation::ports::ReservationTx,
 };
 
-impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
-    P: PaymentRepository,
-    R: ReservationRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> PaymentService<P> {
     /// The buyer cancels the ticket `id` bought: checked against the
     /// cut-off and scheduled as the cancellation saga's refund step, once
     /// (a second request, or a concurrent one, is refused). The runner then

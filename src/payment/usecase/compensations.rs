@@ -9,14 +9,11 @@ use tracing::Instrument;
 use super::PaymentService;
 use crate::kernel::Fault;
 use crate::{
-    catalog::ports::SeatTx,
     kernel::{
         Clock, Page, PageRequest, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{CompensationRetried, NewEvent, RelayWake, types},
-        failpoint,
-        idempotency::IdempotencyTx,
-        retry_on_conflict, trace,
+        failpoint, retry_on_conflict, trace,
     },
     outbox::ports::OutboxWriter,
     payment::{
@@ -24,12 +21,9 @@ use crate::{
             Compensation, CompensationStatus, MAX_COMPENSATION_PAGE, Payment, PaymentError,
             PaymentStatus, after_failure, can_retry, cancels_ticket,
         },
-        ports::{PaymentRepository, PaymentTx},
+        ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
-    reservation::{
-        ports::{ReservationRepository, ReservationTx},
-        usecase as reservations,
-    },
+    reservation::usecase as reservations,
     wallet::{domain::EntryKind, ports::WalletTx},
 };
 
@@ -44,11 +38,11 @@ pub const REFUND_CONCURRENCY: usize = 8;
 ///
 /// [`MAX_COMPENSATION_ATTEMPTS`]: crate::payment::domain::MAX_COMPENSATION_ATTEMPTS
 #[derive(Clone)]
-pub struct Compensations<U, P, C, W> {
-    pub(super) uow: U,
-    pub(super) payments: P,
-    pub(super) clock: C,
-    pub(super) wake: W,
+pub struct Compensations<P: PaymentPorts> {
+    pub(super) uow: P::Uow,
+    pub(super) payments: P::Payments,
+    pub(super) clock: P::Clock,
+    pub(super) wake: P::Wake,
     alerts: Arc<dyn AlertSink>,
     retry_base: Duration,
 }
@@ -66,19 +60,12 @@ pub enum Attempt {
     NothingToRefund,
 }
 
-impl<U, P, C, W> Compensations<U, P, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: PaymentTx + WalletTx + ReservationTx + SeatTx + OutboxWriter,
-    P: PaymentRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> Compensations<P> {
     pub fn new(
-        uow: U,
-        payments: P,
-        clock: C,
-        wake: W,
+        uow: P::Uow,
+        payments: P::Payments,
+        clock: P::Clock,
+        wake: P::Wake,
         alerts: Arc<dyn AlertSink>,
         retry_base: Duration,
     ) -> Self {
@@ -250,15 +237,7 @@ where
     }
 }
 
-impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
-    P: PaymentRepository,
-    R: ReservationRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> PaymentService<P> {
     /// A page of compensation steps, newest first.
     pub async fn compensations(
         &self,
@@ -316,9 +295,7 @@ mod tests {
     async fn a_refund_continues_the_trace_of_the_failure_that_scheduled_it() {
         use crate::kernel::trace::TraceContext;
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
-        let payment = h.pay(ALICE, r.id).await.unwrap();
+        let payment = h.paid(ALICE).await;
         // The consumer handling the failure works in the buyer's trace.
         let handling = TraceContext::root(None);
         handling
@@ -346,9 +323,7 @@ mod tests {
     #[tokio::test]
     async fn a_refund_finds_nothing_to_give_back_for_a_confirmed_payment() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
-        let payment = h.pay(ALICE, r.id).await.unwrap();
+        let payment = h.paid(ALICE).await;
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
             .await;
@@ -368,11 +343,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_refund_backs_off_gives_up_with_an_alert_and_an_admin_retries_it() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
-        let payment = h.pay(ALICE, r.id).await.unwrap();
-        h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
-            .await;
+        let payment = h.unconfirmed(ALICE).await;
         // A refund that would pass the wallet's cap cannot be made.
         h.fund(ALICE, Points::MAX);
 
@@ -458,11 +429,7 @@ mod tests {
     async fn the_admin_list_is_bounded_and_filtered() {
         let h = harness();
         for _ in 0..3 {
-            let r = h.held(ALICE);
-            h.fund(ALICE, 5_000);
-            let payment = h.pay(ALICE, r.id).await.unwrap();
-            h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
-                .await;
+            h.unconfirmed(ALICE).await;
         }
         let one = h.payments.compensations(None, None, 0).await.unwrap();
         assert_eq!(one.items.len(), 1, "a page holds at least one");

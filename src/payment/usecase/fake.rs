@@ -13,7 +13,10 @@ use crate::{
         events::{PaymentCompleted, ReservationChanged, types},
         idempotency::RequestKey,
     },
-    payment::domain::{Compensation, Payment, PaymentError},
+    payment::{
+        domain::{Compensation, Payment, PaymentError},
+        ports::PaymentPorts,
+    },
     reservation::{
         domain::{Reservation, ReservationStatus},
         usecase as reservations,
@@ -26,9 +29,21 @@ pub const BOB: UserId = UserId(2);
 pub const ADMIN: UserId = UserId(9_000);
 pub const PRICE: i64 = 1_000;
 
+/// Every port over the one in-memory world, on a clock the tests move.
+#[derive(Clone)]
+pub struct Fakes;
+
+impl PaymentPorts for Fakes {
+    type Uow = MemoryUow;
+    type Payments = MemoryUow;
+    type Reservations = MemoryUow;
+    type Clock = ManualClock;
+    type Wake = Wakes;
+}
+
 pub struct Harness {
-    pub payments: PaymentService<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>,
-    pub compensations: Compensations<MemoryUow, MemoryUow, ManualClock, Wakes>,
+    pub payments: PaymentService<Fakes>,
+    pub compensations: Compensations<Fakes>,
     pub store: MemoryUow,
     pub clock: ManualClock,
     pub wakes: Wakes,
@@ -90,6 +105,21 @@ impl Harness {
             .reservations
             .insert(reservation.id, reservation.clone());
         reservation
+    }
+
+    /// A fresh hold of `user`'s paid from a wallet of 5,000 points.
+    pub async fn paid(&self, user: UserId) -> Payment {
+        let hold = self.held(user);
+        self.fund(user, 5_000);
+        self.pay(user, hold.id).await.unwrap()
+    }
+
+    /// A payment whose seat could not be confirmed: its refund step is due.
+    pub async fn unconfirmed(&self, user: UserId) -> Payment {
+        let payment = self.paid(user).await;
+        self.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
+            .await;
+        payment
     }
 
     /// What the API does: the user's hold, then the payment.

@@ -15,27 +15,36 @@ use chrono::TimeDelta;
 pub use compensations::{Attempt, Compensations, DUE_BATCH, REFUND_CONCURRENCY};
 pub use saga::{PaymentSaga, on_reservation_answer};
 
-use super::domain::{DEFAULT_CANCEL_CUTOFF_MINUTES, PaymentError};
+use super::{
+    domain::{DEFAULT_CANCEL_CUTOFF_MINUTES, PaymentError},
+    ports::PaymentPorts,
+};
 use crate::kernel::Fault;
 use crate::reservation::domain::ReservationError;
 
 /// The buyer's and the admins' payment use cases; each flow's file adds its
 /// methods.
 #[derive(Clone)]
-pub struct PaymentService<U, P, R, C, W> {
-    uow: U,
-    payments: P,
-    reservations: R,
-    clock: C,
-    wake: W,
+pub struct PaymentService<P: PaymentPorts> {
+    uow: P::Uow,
+    payments: P::Payments,
+    reservations: P::Reservations,
+    clock: P::Clock,
+    wake: P::Wake,
     /// How long before the show a buyer may still cancel.
     cancel_cutoff: TimeDelta,
     /// How long before the show sales (payments too) close.
     sales_close_before: TimeDelta,
 }
 
-impl<U, P, R, C, W> PaymentService<U, P, R, C, W> {
-    pub fn new(uow: U, payments: P, reservations: R, clock: C, wake: W) -> Self {
+impl<P: PaymentPorts> PaymentService<P> {
+    pub fn new(
+        uow: P::Uow,
+        payments: P::Payments,
+        reservations: P::Reservations,
+        clock: P::Clock,
+        wake: P::Wake,
+    ) -> Self {
         Self {
             uow,
             payments,

@@ -11,31 +11,23 @@ use crate::{
         Clock, Page, PageRequest, PaymentId, ReservationId, UnitOfWork, UserId,
         events::RelayWake,
         failpoint,
-        idempotency::{self, IdempotencyTx, RequestKey},
+        idempotency::{self, RequestKey},
         retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
     payment::{
         domain::{CONFIRMATION_GRACE_MINUTES, MAX_PAGE, NewPayment, Payment, PaymentError},
-        ports::{PaymentRepository, PaymentTx},
+        ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
     reservation::{
         domain::{NotPayable, Reservation},
-        ports::{ReservationRepository, ReservationTx},
+        ports::ReservationRepository,
         usecase as reservations,
     },
     wallet::ports::WalletTx,
 };
 
-impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
-    P: PaymentRepository,
-    R: ReservationRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> PaymentService<P> {
     /// The user's own hold, read once before paying: its user, seat,
     /// schedule, price and concert never change, so the waiting-room check
     /// and the pay transaction both work from this copy.
@@ -292,20 +284,22 @@ mod tests {
     #[tokio::test]
     async fn a_user_sees_their_own_payment_and_hold_only() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
-        let payment = h.pay(ALICE, r.id).await.unwrap();
+        let payment = h.paid(ALICE).await;
         assert_eq!(h.payments.get(payment.id, ALICE).await.unwrap(), payment);
         assert!(matches!(
             h.payments.get(payment.id, BOB).await,
             Err(PaymentError::NotFound(_))
         ));
         assert_eq!(
-            h.payments.hold_of(ALICE, r.id).await.unwrap().schedule,
+            h.payments
+                .hold_of(ALICE, payment.reservation)
+                .await
+                .unwrap()
+                .schedule,
             ScheduleId(3)
         );
         assert!(matches!(
-            h.payments.hold_of(BOB, r.id).await,
+            h.payments.hold_of(BOB, payment.reservation).await,
             Err(PaymentError::ReservationNotFound(_))
         ));
     }

@@ -113,9 +113,7 @@ mod tests {
     #[tokio::test]
     async fn a_confirmed_reservation_confirms_its_payment_once() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
-        let payment = h.pay(ALICE, r.id).await.unwrap();
+        let payment = h.paid(ALICE).await;
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
         h.answer(types::RESERVATION_CONFIRMED, &payment).await;
         let stored = h.store.world().payments[&payment.id].clone();
@@ -131,9 +129,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_confirmation_schedules_one_refund_which_runs_once() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
-        let payment = h.pay(ALICE, r.id).await.unwrap();
+        let payment = h.paid(ALICE).await;
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)
             .await;
         h.answer(types::RESERVATION_CONFIRMATION_FAILED, &payment)

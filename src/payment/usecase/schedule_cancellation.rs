@@ -4,14 +4,15 @@
 //! payments, the status changes only through catalog's `SeatTx` port, and
 //! catalog cannot call payment (payment depends on it).
 
+use chrono::{DateTime, Utc};
+
 use super::{Compensations, PaymentService};
 use crate::{
     catalog::{domain::ScheduleStatus, ports::SeatTx},
     kernel::{
-        Clock, Page, PageRequest, PaymentId, ReservationId, ScheduleId, Transaction, UnitOfWork,
-        UserId,
+        Clock, Page, PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, Transaction,
+        UnitOfWork, UserId,
         events::{CompensationScheduled, NewEvent, RelayWake, ScheduleCancellation, types},
-        idempotency::IdempotencyTx,
         retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
@@ -20,24 +21,12 @@ use crate::{
             CANCELLATION_BATCH, CancellationProgress, CancellationWork, MAX_SCHEDULE_PAGE,
             PaymentError, REFUND_STEP, SCHEDULE_CANCEL_SAGA, cancellation_finished,
         },
-        ports::{PaymentRepository, PaymentTx},
+        ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
-    reservation::{
-        ports::{ReservationRepository, ReservationTx},
-        usecase as reservations,
-    },
-    wallet::ports::WalletTx,
+    reservation::usecase as reservations,
 };
 
-impl<U, P, R, C, W> PaymentService<U, P, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
-    P: PaymentRepository,
-    R: ReservationRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> PaymentService<P> {
     /// An admin cancels a schedule: its sale stops at once (no new holds)
     /// and the compensation runner then releases its holds and refunds its
     /// tickets in batches. Cancelling again changes nothing; the answer is
@@ -56,25 +45,9 @@ where
         let now = self.clock.now();
         let mut tx = self.uow.begin().await?;
         // The write first (SQLite's lock); the read only tells why not.
-        if tx
-            .set_schedule_status(
-                schedule,
-                ScheduleStatus::OnSale,
-                ScheduleStatus::Cancelling,
-                now,
-            )
-            .await?
-        {
-            let event = NewEvent::new(
-                types::SCHEDULE_CANCELLATION_STARTED,
-                "schedule",
-                schedule,
-                &ScheduleCancellation {
-                    schedule_id: schedule.value(),
-                    admin_id: Some(admin.value()),
-                },
-            );
-            tx.append(vec![event], now).await?;
+        let step = (ScheduleStatus::OnSale, ScheduleStatus::Cancelling);
+        let announced = types::SCHEDULE_CANCELLATION_STARTED;
+        if change_sale(&mut tx, schedule, step, announced, Some(admin), now).await? {
             tx.commit().await?;
             metrics::counter!("schedule_cancellations_total").increment(1);
             return Ok(());
@@ -120,14 +93,7 @@ where
     }
 }
 
-impl<U, P, C, W> Compensations<U, P, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: PaymentTx + WalletTx + ReservationTx + SeatTx + OutboxWriter,
-    P: PaymentRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: PaymentPorts> Compensations<P> {
     /// One pass over the schedules being cancelled: releases a batch of
     /// each one's unpaid holds, schedules the refunds of a batch of its
     /// tickets, and declares it cancelled once nothing is left
@@ -212,29 +178,36 @@ where
     async fn finish_cancellation(&self, schedule: ScheduleId) -> Result<(), PaymentError> {
         let now = self.clock.now();
         let mut tx = self.uow.begin().await?;
-        if tx
-            .set_schedule_status(
-                schedule,
-                ScheduleStatus::Cancelling,
-                ScheduleStatus::Cancelled,
-                now,
-            )
-            .await?
-        {
-            let event = NewEvent::new(
-                types::SCHEDULE_CANCELLED,
-                "schedule",
-                schedule,
-                &ScheduleCancellation {
-                    schedule_id: schedule.value(),
-                    admin_id: None,
-                },
-            );
-            tx.append(vec![event], now).await?;
+        let step = (ScheduleStatus::Cancelling, ScheduleStatus::Cancelled);
+        let announced = types::SCHEDULE_CANCELLED;
+        if change_sale(&mut tx, schedule, step, announced, None, now).await? {
             tx.commit().await?;
         }
         Ok(())
     }
+}
+
+/// Moves the schedule's sale status `from` → `to` and announces it with
+/// `event_type`, in the caller's transaction (which the caller commits);
+/// false, with nothing written, when the status was not `from`.
+async fn change_sale(
+    tx: &mut (impl SeatTx + OutboxWriter),
+    schedule: ScheduleId,
+    (from, to): (ScheduleStatus, ScheduleStatus),
+    event_type: &'static str,
+    admin: Option<UserId>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    if !tx.set_schedule_status(schedule, from, to, now).await? {
+        return Ok(false);
+    }
+    let announcement = ScheduleCancellation {
+        schedule_id: schedule.value(),
+        admin_id: admin.map(UserId::value),
+    };
+    let event = NewEvent::new(event_type, "schedule", schedule, &announcement);
+    tx.append(vec![event], now).await?;
+    Ok(true)
 }
 
 #[cfg(test)]
