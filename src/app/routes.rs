@@ -36,7 +36,7 @@ use crate::{
     },
     payment::api::PaymentApi,
     queue::api::QueueApi,
-    reservation::{api::ReservationApi, infra::db::DbReservations},
+    reservation::api::ReservationApi,
     wallet::{api::WalletApi, infra::db::DbWallets},
     web::{
         admission::Admission,
