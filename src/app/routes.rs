@@ -23,10 +23,7 @@ use crate::{
     auth::api::AuthContext,
     catalog::{api::CatalogApi, infra::db::DbCatalog},
     config::Settings,
-    coupon::{
-        api::CouponApi,
-        infra::{AnyCouponLedger, db::DbCoupons},
-    },
+    coupon::api::CouponApi,
     db::DbUnitOfWork,
     kernel::SystemClock,
     listeners::{api::NotificationsApi, infra::notifications::DbNotifications},
@@ -59,7 +56,7 @@ type Apis = (
     NotificationsApi<DbNotifications>,
     AlertsApi<DbAlerts, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
-    CouponApi<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>,
+    CouponApi<super::services::CouponWiring>,
 );
 
 /// Every operation, each over its use case.

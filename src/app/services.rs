@@ -11,7 +11,12 @@ use crate::{
     catalog::{infra::db::DbCatalog, usecase::CatalogService},
     config::Settings,
     coupon::{
-        infra::{AnyCouponLedger, db::DbCoupons, winner_queue::winner_queue},
+        infra::{
+            AnyCouponLedger,
+            db::DbCoupons,
+            winner_queue::{WinnerSender, winner_queue},
+        },
+        ports::CouponPorts,
         usecase::{CouponService, LedgerIssuer},
     },
     db::DbUnitOfWork,
@@ -81,7 +86,7 @@ impl PaymentPorts for PaymentWiring {
     type Clock = SystemClock;
     type Wake = RelayWaker;
 }
-pub type Coupons = CouponService<DbUnitOfWork, DbCoupons, AnyCouponLedger, SystemClock, RelayWaker>;
+pub type Coupons = CouponService<CouponWiring>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 
 #[derive(Clone)]
@@ -179,7 +184,7 @@ impl Services {
             Duration::from_millis(settings.compensation_retry_ms),
         );
         let coupons_db = DbCoupons::new(db.clone());
-        let issuer = Arc::new(LedgerIssuer::new(
+        let issuer = Arc::new(LedgerIssuer::<CouponWiring>::new(
             a.uow.clone(),
             coupons_db.clone(),
             a.coupon_ledger.clone(),
@@ -188,7 +193,7 @@ impl Services {
         ));
         #[cfg(feature = "bench-strategies")]
         let issuer = bench_issuer(issuer, a, settings)?;
-        let coupons = CouponService::new(
+        let coupons = Coupons::new(
             a.uow.clone(),
             coupons_db,
             a.coupon_ledger.clone(),
@@ -217,6 +222,18 @@ impl Services {
             limits,
         })
     }
+}
+
+/// The coupon room's adapters.
+pub struct CouponWiring;
+
+impl CouponPorts for CouponWiring {
+    type Uow = DbUnitOfWork;
+    type Repo = DbCoupons;
+    type Ledger = AnyCouponLedger;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+    type Winners = WinnerSender;
 }
 
 /// The bench build's coupon lock strategy and sold-out memory

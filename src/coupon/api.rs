@@ -14,15 +14,12 @@ use super::{
         CampaignDraft, CampaignStats, CouponError, CouponState, DEFAULT_PAGE, HeldCoupon,
         JobStatus, MAX_DISCOUNT, MAX_NAME_LEN, MAX_PAGE, MAX_QUANTITY, ReconcileReport, Vendor,
     },
-    ports::{CouponLedger, CouponRepository, RedemptionTx},
+    ports::CouponPorts,
     usecase::CouponService,
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{
-        Clock, CouponId, UnitOfWork, UserCouponId, events::RelayWake, idempotency::IdempotencyTx,
-    },
-    outbox::ports::OutboxWriter,
+    kernel::{CouponId, UserCouponId},
     web::{
         ApiTags,
         idempotency::request_key,
@@ -239,13 +236,13 @@ enum JobResponse {
     Ok(Json<JobBody>),
 }
 
-pub struct CouponApi<U, R, L, C, W> {
-    service: CouponService<U, R, L, C, W>,
+pub struct CouponApi<P: CouponPorts> {
+    service: CouponService<P>,
     limits: RateLimits,
 }
 
-impl<U, R, L, C, W> CouponApi<U, R, L, C, W> {
-    pub fn new(service: CouponService<U, R, L, C, W>) -> Self {
+impl<P: CouponPorts> CouponApi<P> {
+    pub fn new(service: CouponService<P>) -> Self {
         Self {
             service,
             limits: RateLimits::off(),
@@ -327,15 +324,7 @@ crate::refusals! {
 }
 
 #[OpenApi]
-impl<U, R, L, C, W> CouponApi<U, R, L, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: CouponPorts> CouponApi<P> {
     /// Create a vendor (who is paid when its coupons are used).
     #[oai(
         path = "/v1/admin/vendors",

@@ -10,9 +10,28 @@ use super::domain::{
     Job, JobStatus, LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
     Winner,
 };
-use crate::kernel::{
-    CouponId, PageRequest, StoreError, UserCouponId, UserId, VendorId, idempotency::RequestKey,
+use crate::{
+    kernel::{
+        Clock, CouponId, PageRequest, StoreError, UnitOfWork, UserCouponId, UserId, VendorId,
+        events::RelayWake,
+        idempotency::{IdempotencyTx, RequestKey},
+    },
+    outbox::ports::OutboxWriter,
 };
+
+/// The adapters the coupon room's use cases (the service and the ledger's
+/// issuer) run over, named once: the composition root picks them
+/// (`app::services`), tests pick fakes.
+pub trait CouponPorts: Send + Sync + 'static {
+    /// Issue (the winners' rows) and redemption share the unit of work.
+    type Uow: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>;
+    type Repo: CouponRepository;
+    type Ledger: CouponLedger;
+    type Clock: Clock;
+    type Wake: RelayWake;
+    /// Carries the ledger's winners to their writer.
+    type Winners: WinnerQueue;
+}
 
 /// The issue ledger: who won each campaign and with which number. It
 /// answers the flood (duplicates, sold out) on its own; the database only

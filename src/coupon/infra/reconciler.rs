@@ -6,34 +6,17 @@ use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    coupon::{
-        domain::CouponError,
-        ports::{CouponLedger, CouponRepository, RedemptionTx},
-        usecase::CouponService,
-    },
-    kernel::{
-        Clock, UnitOfWork,
-        alerts::{AlertSink, NewAlert, Severity},
-        events::RelayWake,
-        idempotency::IdempotencyTx,
-    },
-    outbox::ports::OutboxWriter,
+    coupon::{domain::CouponError, ports::CouponPorts, usecase::CouponService},
+    kernel::alerts::{AlertSink, NewAlert, Severity},
     worker::{Pass, periodically},
 };
 
-pub async fn run<U, R, L, C, W>(
-    service: CouponService<U, R, L, C, W>,
+pub async fn run<P: CouponPorts>(
+    service: CouponService<P>,
     alerts: Arc<dyn AlertSink>,
     every: Duration,
     cancel: CancellationToken,
-) where
-    U: UnitOfWork,
-    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-{
+) {
     let (service, alerts) = (&service, &alerts);
     periodically("coupon reconciler", every, cancel, || async move {
         let reports = service.reconcile_all().await?;

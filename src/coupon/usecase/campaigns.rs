@@ -10,13 +10,9 @@ use crate::{
             Campaign, CampaignDraft, CampaignStats, CouponError, HeldCoupon, MAX_PAGE, Vendor,
             parse_name,
         },
-        ports::{CouponLedger, CouponRepository, RedemptionTx},
+        ports::{CouponLedger, CouponPorts, CouponRepository},
     },
-    kernel::{
-        Clock, CouponId, Page, PageRequest, UnitOfWork, UserId, cache::Cache, events::RelayWake,
-        idempotency::IdempotencyTx,
-    },
-    outbox::ports::OutboxWriter,
+    kernel::{Clock, CouponId, Page, PageRequest, UserId, cache::Cache, events::RelayWake},
 };
 
 /// How many campaigns one instance keeps, and for how long (a campaign
@@ -44,15 +40,7 @@ impl CampaignCache {
     }
 }
 
-impl<U, R, L, C, W> CouponService<U, R, L, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: CouponPorts> CouponService<P> {
     /// A new vendor, recorded with the admin who created it.
     pub async fn create_vendor(&self, name: &str, admin: UserId) -> Result<Vendor, CouponError> {
         let name = parse_name(name)?;

@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashSet,
+    marker::PhantomData,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -22,8 +23,11 @@ use crate::{
             IssuedCoupon, Job, LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, Vendor,
             first_come,
         },
-        infra::{memory::MemoryCouponLedger, winner_queue::winner_queue},
-        ports::{CouponIssuer, CouponLedger, CouponRepository, IssueOutcome},
+        infra::{
+            memory::MemoryCouponLedger,
+            winner_queue::{WinnerSender, winner_queue},
+        },
+        ports::{CouponIssuer, CouponLedger, CouponPorts, CouponRepository, IssueOutcome},
     },
     kernel::{
         CouponId, ManualClock, PageRequest, UserCouponId, UserId, VendorId, events::RelayWake,
@@ -204,12 +208,23 @@ impl CouponRepository for FakeRepo {
     }
 }
 
-pub type Service<L = MemoryCouponLedger> =
-    CouponService<MemoryUow, FakeRepo, L, ManualClock, NoWake>;
+/// The fakes' ports, over the ledger `L` (in memory, or one that failed over).
+pub struct Fakes<L = MemoryCouponLedger>(PhantomData<L>);
+
+impl<L: CouponLedger> CouponPorts for Fakes<L> {
+    type Uow = MemoryUow;
+    type Repo = FakeRepo;
+    type Ledger = L;
+    type Clock = ManualClock;
+    type Wake = NoWake;
+    type Winners = WinnerSender;
+}
+
+pub type Service<L = MemoryCouponLedger> = CouponService<Fakes<L>>;
 
 /// A service issuing through the ledger over `repo`'s stores.
 pub fn service_over<L: CouponLedger>(repo: FakeRepo, ledger: L, clock: ManualClock) -> Service<L> {
-    let issuer = LedgerIssuer::new(
+    let issuer = LedgerIssuer::<Fakes<L>>::new(
         repo.uow.clone(),
         repo.clone(),
         ledger.clone(),

@@ -7,25 +7,16 @@ use crate::kernel::Fault;
 use crate::{
     coupon::{
         domain::{CouponError, Issued, IssuedCoupon, RecordError},
-        ports::{CouponLedger, CouponRepository, IssueOutcome, RedemptionTx},
+        ports::{CouponPorts, CouponRepository, IssueOutcome},
     },
     kernel::{
-        Clock, CouponId, UnitOfWork, UserId,
+        Clock, CouponId, UserId,
         events::RelayWake,
-        idempotency::{self, IdempotencyTx, RequestKey},
+        idempotency::{self, RequestKey},
     },
-    outbox::ports::OutboxWriter,
 };
 
-impl<U, R, L, C, W> CouponService<U, R, L, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: CouponPorts> CouponService<P> {
     /// First come, first served, one per user. Rejections come from the
     /// issuer alone; a winner's row is written, and if that fails (its
     /// number handed back) the caller hears `Unavailable`. With a key, the

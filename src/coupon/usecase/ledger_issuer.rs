@@ -17,45 +17,35 @@ use crate::kernel::Fault;
 use crate::{
     coupon::{
         domain::{Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError, Winner},
-        ports::{
-            CouponIssuer, CouponLedger, CouponRepository, IssueOutcome, IssueTx, QueuedWinner,
-            WinnerQueue,
-        },
+        ports::{CouponIssuer, CouponLedger, CouponPorts, IssueOutcome, QueuedWinner, WinnerQueue},
     },
-    kernel::{
-        Clock, CouponId, UnitOfWork, UserId, failpoint,
-        idempotency::{IdempotencyTx, RequestKey},
-        keyed::KeyedLocks,
-    },
-    outbox::ports::OutboxWriter,
+    kernel::{Clock, CouponId, UserId, failpoint, idempotency::RequestKey, keyed::KeyedLocks},
 };
 
-pub struct LedgerIssuer<U, R, L, C, Q: WinnerQueue> {
-    uow: U,
-    repo: R,
-    ledger: L,
-    clock: C,
-    winners: Q,
+pub struct LedgerIssuer<P: CouponPorts> {
+    uow: P::Uow,
+    repo: P::Repo,
+    ledger: P::Ledger,
+    clock: P::Clock,
+    winners: P::Winners,
     /// The queue's receiving end, until the first winner starts the writer.
-    batches: Mutex<Option<Q::Batches>>,
+    batches: Mutex<Option<<P::Winners as WinnerQueue>::Batches>>,
     /// Set once the writer runs, so later winners skip the lock above.
     writer: OnceLock<()>,
     /// One rebuild per campaign at a time in this instance.
     rebuilds: KeyedLocks<CouponId>,
 }
 
-impl<U, R, L, C, Q> LedgerIssuer<U, R, L, C, Q>
-where
-    U: UnitOfWork,
-    U::Tx: IssueTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    Q: WinnerQueue,
-{
+impl<P: CouponPorts> LedgerIssuer<P> {
     /// Winners are written through `uow` by a writer that takes them from
     /// the queue `(winners, batches)`.
-    pub fn new(uow: U, repo: R, ledger: L, clock: C, (winners, batches): (Q, Q::Batches)) -> Self {
+    pub fn new(
+        uow: P::Uow,
+        repo: P::Repo,
+        ledger: P::Ledger,
+        clock: P::Clock,
+        (winners, batches): (P::Winners, <P::Winners as WinnerQueue>::Batches),
+    ) -> Self {
         Self {
             uow,
             repo,
@@ -191,15 +181,7 @@ where
     }
 }
 
-impl<U, R, L, C, Q> CouponIssuer for LedgerIssuer<U, R, L, C, Q>
-where
-    U: UnitOfWork,
-    U::Tx: IssueTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    Q: WinnerQueue,
-{
+impl<P: CouponPorts> CouponIssuer for LedgerIssuer<P> {
     fn issue<'a>(
         &'a self,
         campaign: &'a Campaign,

@@ -21,16 +21,15 @@ pub use redeem::{CouponRedeemer, Redemption, redeem};
 pub use winners::record_winners;
 
 use self::{campaigns::CampaignCache, sold_out::SoldOutMemo};
-use super::ports::CouponIssuer;
+use super::ports::{CouponIssuer, CouponPorts};
 use crate::kernel::{CouponId, keyed::KeyedLocks};
 
-#[derive(Clone)]
-pub struct CouponService<U, R, L, C, W> {
-    uow: U,
-    repo: R,
-    ledger: L,
-    clock: C,
-    wake: W,
+pub struct CouponService<P: CouponPorts> {
+    uow: P::Uow,
+    repo: P::Repo,
+    ledger: P::Ledger,
+    clock: P::Clock,
+    wake: P::Wake,
     /// Campaigns never change, so the flood is answered without reading them.
     campaigns: CampaignCache,
     /// One reconciler rebuild per campaign at a time in this instance.
@@ -43,15 +42,33 @@ pub struct CouponService<U, R, L, C, W> {
     issuer: Arc<dyn CouponIssuer>,
 }
 
-impl<U, R, L, C, W> CouponService<U, R, L, C, W> {
+// By hand: a derive would ask the ports' marker type to be Clone too.
+impl<P: CouponPorts> Clone for CouponService<P> {
+    fn clone(&self) -> Self {
+        Self {
+            uow: self.uow.clone(),
+            repo: self.repo.clone(),
+            ledger: self.ledger.clone(),
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+            campaigns: self.campaigns.clone(),
+            rebuilds: self.rebuilds.clone(),
+            grace: self.grace,
+            sold_out: self.sold_out.clone(),
+            issuer: self.issuer.clone(),
+        }
+    }
+}
+
+impl<P: CouponPorts> CouponService<P> {
     /// `issuer` decides the issues: a [`LedgerIssuer`] over the same
     /// ledger in a release.
     pub fn new(
-        uow: U,
-        repo: R,
-        ledger: L,
-        clock: C,
-        wake: W,
+        uow: P::Uow,
+        repo: P::Repo,
+        ledger: P::Ledger,
+        clock: P::Clock,
+        wake: P::Wake,
         grace: TimeDelta,
         issuer: Arc<dyn CouponIssuer>,
     ) -> Self {

@@ -8,12 +8,9 @@ use super::CouponService;
 use crate::{
     coupon::{
         domain::{Campaign, CouponError, ReconcileReport, ledger_drift},
-        ports::{CouponLedger, CouponRepository, RedemptionTx},
+        ports::{CouponLedger, CouponPorts, CouponRepository},
     },
-    kernel::{
-        Clock, CouponId, Transaction, UnitOfWork, events::RelayWake, idempotency::IdempotencyTx,
-        keyed::KeyedLocks,
-    },
+    kernel::{Clock, CouponId, Transaction, UnitOfWork, events::RelayWake, keyed::KeyedLocks},
     outbox::ports::OutboxWriter,
 };
 
@@ -42,15 +39,7 @@ pub(super) async fn rebuild_ledger<R: CouponRepository, L: CouponLedger>(
     Ok(loaded)
 }
 
-impl<U, R, L, C, W> CouponService<U, R, L, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: CouponPorts> CouponService<P> {
     /// Makes the ledger agree with the database: rebuilds it when missing,
     /// adds holders it lost, drops entries whose write never landed.
     pub async fn reconcile(&self, coupon: CouponId) -> Result<ReconcileReport, CouponError> {

@@ -11,7 +11,7 @@ use crate::{
         domain::{
             Campaign, CouponError, FailReason, Job, JobStatus, RedeemableCoupon, redemption_verdict,
         },
-        ports::{CouponLedger, CouponRepository, RedemptionTx},
+        ports::{CouponPorts, CouponRepository, RedemptionTx},
     },
     kernel::{
         Clock, Fault, UnitOfWork, UserCouponId, UserId,
@@ -19,21 +19,13 @@ use crate::{
             CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
             RelayWake, types,
         },
-        idempotency::{self, IdempotencyTx, RequestKey},
+        idempotency::{self, RequestKey},
         retry_on_conflict,
     },
     outbox::ports::{OutboxWriter, Subscriber},
 };
 
-impl<U, R, L, C, W> CouponService<U, R, L, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: RedemptionTx + OutboxWriter + IdempotencyTx,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: CouponPorts> CouponService<P> {
     /// Starts a redemption job; the worker decides it (a coupon that is
     /// not the caller's fails there, like any other reason).
     pub async fn request_redemption(

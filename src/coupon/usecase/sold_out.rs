@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::CouponService;
 use crate::{
-    coupon::domain::Campaign,
+    coupon::{domain::Campaign, ports::CouponPorts},
     kernel::{CouponId, UserId, keyed::ExpiringMemo},
 };
 
@@ -93,7 +93,7 @@ impl SoldOutMemo {
     }
 }
 
-impl<U, R, L, C, W> CouponService<U, R, L, C, W> {
+impl<P: CouponPorts> CouponService<P> {
     /// Copies the holders of a campaign the issuer just called sold out,
     /// so the rest of the rush is answered from memory.
     pub(super) async fn remember_sold_out(&self, campaign: &Campaign, now: DateTime<Utc>) {

@@ -29,8 +29,7 @@ const MAX_WINNERS_PER_BATCH: usize = 256;
 /// `KeyReused`).
 pub(super) async fn write_winners<U>(uow: U, mut batches: impl WinnerBatches)
 where
-    U: UnitOfWork,
-    U::Tx: IssueTx + OutboxWriter + IdempotencyTx,
+    U: UnitOfWork<Tx: IssueTx + OutboxWriter + IdempotencyTx>,
 {
     loop {
         let mut batch = batches.next_batch(MAX_WINNERS_PER_BATCH).await;
@@ -82,8 +81,7 @@ async fn write_batch<U>(
     now: DateTime<Utc>,
 ) -> Result<Vec<IssuedCoupon>, RecordError>
 where
-    U: UnitOfWork,
-    U::Tx: IssueTx + OutboxWriter + IdempotencyTx,
+    U: UnitOfWork<Tx: IssueTx + OutboxWriter + IdempotencyTx>,
 {
     let failed = |err: StoreError| RecordError::Failed(err.into());
     let mut tx = uow.begin().await.map_err(failed)?;
