@@ -58,7 +58,7 @@ use crate::{
 
 type Apis = (
     HealthApi,
-    CatalogApi<DbCatalog, SystemClock, RelayWaker>,
+    CatalogApi<super::services::CatalogWiring>,
     QueueApi<
         AnyQueueStore,
         CachedSettings<DbQueueSettings>,

@@ -41,7 +41,14 @@ use crate::{
 };
 
 pub type Alerts = AlertService<DbAlerts, SystemClock>;
-pub type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
+pub type Catalog = CatalogService<CatalogWiring>;
+/// The catalog over its tables, waking the relay.
+pub struct CatalogWiring;
+impl crate::catalog::ports::CatalogPorts for CatalogWiring {
+    type Repo = DbCatalog;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+}
 pub type Queue = QueueService<
     AnyQueueStore,
     CachedSettings<DbQueueSettings>,
@@ -91,7 +98,7 @@ impl Services {
             SystemClock,
             settings.alert_webhook_url.is_some(),
         );
-        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
+        let catalog = Catalog::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
             .snapshotting(
                 Duration::from_millis(settings.seat_map_snapshot_ms),
                 usize::try_from(settings.seat_map_cache_mb << 20).unwrap_or(usize::MAX),

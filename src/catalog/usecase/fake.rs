@@ -18,11 +18,11 @@ use crate::{
             NewConcert, ScheduleDraft, ScheduleStatus, ScheduleSummary, Seat, SeatBlockDraft,
             SeatFilter, SeatListing, SeatState,
         },
-        ports::CatalogRepository,
+        ports::{CatalogPorts, CatalogRepository},
     },
     kernel::{
-        Clock, ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId,
-        cache::Weighed, events::RelayWake,
+        ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId, cache::Weighed,
+        events::RelayWake,
     },
 };
 
@@ -241,8 +241,17 @@ pub fn seat(number: u32, state: SeatState) -> Seat {
     }
 }
 
+/// The catalog's ports as these tests fake them.
+pub struct Fakes;
+
+impl CatalogPorts for Fakes {
+    type Repo = FakeRepo;
+    type Clock = ManualClock;
+    type Wake = CountingWake;
+}
+
 pub struct Harness {
-    pub service: CatalogService<FakeRepo, ManualClock, CountingWake>,
+    pub service: CatalogService<Fakes>,
     pub repo: FakeRepo,
     pub clock: ManualClock,
     pub wake: CountingWake,
@@ -260,7 +269,7 @@ pub fn harness() -> Harness {
     }
 }
 
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
+impl<P: CatalogPorts> CatalogService<P> {
     /// The page `render_seats` renders, as it is given to `render`.
     pub(super) async fn list_seats(
         &self,
@@ -276,6 +285,11 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             .await?;
         Ok((*page).clone())
     }
+}
+
+/// Whether the use case answered that the database is down.
+pub fn unavailable<T>(result: Result<T, CatalogError>) -> bool {
+    matches!(result, Err(CatalogError::Fault(Fault::Unavailable(_))))
 }
 
 pub fn invalid_detail<T: std::fmt::Debug>(result: Result<T, CatalogError>) -> String {
