@@ -44,7 +44,7 @@ use crate::{
         },
     },
     reservation::{api::ReservationApi, infra::db::DbReservations},
-    wallet::{api::WalletApi, infra::db::DbWallets},
+    wallet::api::WalletApi,
     web::{
         admission::Admission,
         health::HealthApi,
@@ -66,7 +66,7 @@ type Apis = (
         SystemClock,
     >,
     ReservationApi<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>,
-    WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
+    WalletApi<super::services::WalletWiring>,
     PaymentApi<
         DbUnitOfWork,
         super::services::PaymentStore,

@@ -57,7 +57,15 @@ pub type Queue = QueueService<
 >;
 pub type Reservations =
     ReservationService<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
-pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
+pub type Wallets = WalletService<WalletWiring>;
+/// The wallet over the database, waking the relay.
+pub struct WalletWiring;
+impl crate::wallet::ports::WalletPorts for WalletWiring {
+    type Uow = DbUnitOfWork;
+    type Repo = DbWallets;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+}
 pub type Payments =
     PaymentService<DbUnitOfWork, PaymentStore, DbReservations, SystemClock, RelayWaker>;
 pub type CompensationRunner = Compensations<DbUnitOfWork, PaymentStore, SystemClock, RelayWaker>;
@@ -126,7 +134,7 @@ impl Services {
                 sales_close_before_minutes: settings.sales_close_minutes_before_start,
             },
         );
-        let wallets = WalletService::new(
+        let wallets = Wallets::new(
             a.uow.clone(),
             DbWallets::new(db.clone()),
             SystemClock,

@@ -1,11 +1,8 @@
 //! One in-memory catalog for the catalog use cases' tests: a repository
-//! holding concert 1 and schedule 1 from the start, a wake that counts, and
-//! the harness that builds a service over them.
+//! holding concert 1 and schedule 1 from the start, and the harness that
+//! builds a service over it, a manual clock and a wake that counts.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicUsize, Ordering},
-};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -22,8 +19,8 @@ use crate::{
     },
     kernel::{
         ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId, cache::Weighed,
-        events::RelayWake,
     },
+    testing::Wakes,
 };
 
 pub fn t0() -> DateTime<Utc> {
@@ -40,21 +37,6 @@ impl Weighed for Page<(Seat, Availability)> {
 impl Weighed for Vec<Availability> {
     fn weight(&self) -> usize {
         self.len()
-    }
-}
-
-#[derive(Clone, Default)]
-pub struct CountingWake(Arc<AtomicUsize>);
-
-impl CountingWake {
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl RelayWake for CountingWake {
-    fn wake(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -247,20 +229,20 @@ pub struct Fakes;
 impl CatalogPorts for Fakes {
     type Repo = FakeRepo;
     type Clock = ManualClock;
-    type Wake = CountingWake;
+    type Wake = Wakes;
 }
 
 pub struct Harness {
     pub service: CatalogService<Fakes>,
     pub repo: FakeRepo,
     pub clock: ManualClock,
-    pub wake: CountingWake,
+    pub wake: Wakes,
 }
 
 pub fn harness() -> Harness {
     let repo = FakeRepo::default();
     let clock = ManualClock::new(t0());
-    let wake = CountingWake::default();
+    let wake = Wakes::default();
     Harness {
         service: CatalogService::new(repo.clone(), clock.clone(), wake.clone()),
         repo,
