@@ -21,10 +21,9 @@ use super::{adapters::Adapters, services::Services};
 use crate::{
     admin::{api::AlertsApi, infra::db::DbAlerts},
     auth::api::AuthContext,
-    catalog::{api::CatalogApi, infra::db::DbCatalog},
+    catalog::api::CatalogApi,
     config::Settings,
     coupon::api::CouponApi,
-    db::DbUnitOfWork,
     kernel::SystemClock,
     listeners::{api::NotificationsApi, infra::notifications::DbNotifications},
     outbox::{
@@ -34,7 +33,7 @@ use crate::{
     payment::api::PaymentApi,
     queue::api::QueueApi,
     reservation::api::ReservationApi,
-    wallet::{api::WalletApi, infra::db::DbWallets},
+    wallet::api::WalletApi,
     web::{
         admission::Admission,
         health::HealthApi,
@@ -48,10 +47,10 @@ use crate::{
 
 type Apis = (
     HealthApi,
-    CatalogApi<DbCatalog, SystemClock, RelayWaker>,
+    CatalogApi<super::services::CatalogWiring>,
     QueueApi<super::services::QueueWiring>,
     ReservationApi<super::services::ReservationWiring>,
-    WalletApi<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>,
+    WalletApi<super::services::WalletWiring>,
     PaymentApi<super::services::PaymentWiring>,
     NotificationsApi<DbNotifications>,
     AlertsApi<DbAlerts, SystemClock>,

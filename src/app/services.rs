@@ -50,7 +50,14 @@ use crate::{
 };
 
 pub type Alerts = AlertService<DbAlerts, SystemClock>;
-pub type Catalog = CatalogService<DbCatalog, SystemClock, RelayWaker>;
+pub type Catalog = CatalogService<CatalogWiring>;
+/// The catalog over its tables, waking the relay.
+pub struct CatalogWiring;
+impl crate::catalog::ports::CatalogPorts for CatalogWiring {
+    type Repo = DbCatalog;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+}
 pub type Queue = QueueService<QueueWiring>;
 /// The waiting room's adapters: the Redis-or-memory store, and settings and
 /// concerts read through short caches.
@@ -71,7 +78,15 @@ impl ReservationPorts for ReservationWiring {
     type Clock = SystemClock;
     type Wake = RelayWaker;
 }
-pub type Wallets = WalletService<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
+pub type Wallets = WalletService<WalletWiring>;
+/// The wallet over the database, waking the relay.
+pub struct WalletWiring;
+impl crate::wallet::ports::WalletPorts for WalletWiring {
+    type Uow = DbUnitOfWork;
+    type Repo = DbWallets;
+    type Clock = SystemClock;
+    type Wake = RelayWaker;
+}
 pub type Payments = PaymentService<PaymentWiring>;
 pub type CompensationRunner = Compensations<PaymentWiring>;
 /// The payment use cases' and the compensation runner's adapters.
@@ -120,7 +135,7 @@ impl Services {
             SystemClock,
             settings.alert_webhook_url.is_some(),
         );
-        let catalog = CatalogService::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
+        let catalog = Catalog::new(DbCatalog::new(db.clone()), SystemClock, a.waker.clone())
             .snapshotting(
                 Duration::from_millis(settings.seat_map_snapshot_ms),
                 usize::try_from(settings.seat_map_cache_mb << 20).unwrap_or(usize::MAX),
@@ -148,7 +163,7 @@ impl Services {
                 sales_close_before_minutes: settings.sales_close_minutes_before_start,
             },
         );
-        let wallets = WalletService::new(
+        let wallets = Wallets::new(
             a.uow.clone(),
             DbWallets::new(db.clone()),
             SystemClock,

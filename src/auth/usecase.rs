@@ -229,6 +229,25 @@ mod tests {
         harness_with(false, false, false)
     }
 
+    /// Whether the answer is that a table or the provider is down.
+    fn outage<T>(result: Result<T, AuthError>) -> bool {
+        matches!(result, Err(AuthError::Fault(Fault::Unavailable(_))))
+    }
+
+    /// Whether the answer is that only an admin may.
+    fn needs_admin<T>(result: Result<T, AuthError>) -> bool {
+        matches!(result, Err(AuthError::Forbidden(Role::Admin)))
+    }
+
+    impl Harness {
+        /// Checks `token` for `required` at the harness's clock.
+        async fn authenticate(&self, token: &str, required: Role) -> Result<Identity, AuthError> {
+            self.verifier
+                .authenticate(&self.clock, token, required)
+                .await
+        }
+    }
+
     #[test]
     fn minting_signs_the_identity_at_the_clock_time_for_the_ttl() {
         let codec = FakeCodec::default();
@@ -265,11 +284,7 @@ mod tests {
     async fn authentication_verifies_at_the_clock_time_and_answers_the_identity() {
         let h = harness();
         h.clock.advance(TimeDelta::seconds(42));
-        let identity = h
-            .verifier
-            .authenticate(&h.clock, "user-7", Role::User)
-            .await
-            .unwrap();
+        let identity = h.authenticate("user-7", Role::User).await.unwrap();
         assert_eq!(identity.user_id, UserId(7));
         assert_eq!(
             *h.codec.verified_at.lock().unwrap(),
@@ -284,21 +299,9 @@ mod tests {
     #[tokio::test]
     async fn a_providers_subject_maps_to_one_user_id_for_good() {
         let h = harness();
-        let first = h
-            .verifier
-            .authenticate(&h.clock, "auth0|5f1c", Role::User)
-            .await
-            .unwrap();
-        let again = h
-            .verifier
-            .authenticate(&h.clock, "auth0|5f1c", Role::User)
-            .await
-            .unwrap();
-        let admin = h
-            .verifier
-            .authenticate(&h.clock, "okta-admin", Role::Admin)
-            .await
-            .unwrap();
+        let first = h.authenticate("auth0|5f1c", Role::User).await.unwrap();
+        let again = h.authenticate("auth0|5f1c", Role::User).await.unwrap();
+        let admin = h.authenticate("okta-admin", Role::Admin).await.unwrap();
         assert_eq!(first, again);
         assert_eq!(first.role, Role::User);
         assert_ne!(
@@ -311,40 +314,23 @@ mod tests {
     #[tokio::test]
     async fn the_role_is_checked_before_a_subject_is_recorded() {
         let h = harness();
-        assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "auth0|5f1c", Role::Admin)
-                .await,
-            Err(AuthError::Forbidden(Role::Admin))
-        ));
+        assert!(needs_admin(h.authenticate("auth0|5f1c", Role::Admin).await));
         assert!(h.directory.asked.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn a_subject_table_that_cannot_be_reached_is_an_outage() {
         let h = harness_with(false, false, true);
-        assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "auth0|5f1c", Role::User)
-                .await,
-            Err(AuthError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(outage(h.authenticate("auth0|5f1c", Role::User).await));
     }
 
     #[tokio::test]
     async fn an_unknown_key_fetches_the_key_set_again_and_a_rotated_key_passes() {
         let h = harness_with(true, false, false);
-        let identity = h
-            .verifier
-            .authenticate(&h.clock, "rotated", Role::User)
-            .await
-            .unwrap();
+        let identity = h.authenticate("rotated", Role::User).await.unwrap();
         assert_eq!(identity.user_id, UserId(1_000));
         assert_eq!(h.keys.refreshes.load(Ordering::SeqCst), 1);
-        h.verifier
-            .authenticate(&h.clock, "rotated", Role::User)
-            .await
-            .unwrap();
+        h.authenticate("rotated", Role::User).await.unwrap();
         assert_eq!(
             h.keys.refreshes.load(Ordering::SeqCst),
             1,
@@ -356,18 +342,14 @@ mod tests {
     async fn a_key_the_provider_never_published_stays_refused() {
         let h = harness();
         assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "unknown-kid", Role::User)
-                .await,
+            h.authenticate("unknown-kid", Role::User).await,
             Err(AuthError::Invalid)
         ));
         assert_eq!(h.keys.refreshes.load(Ordering::SeqCst), 1);
         // A key set fetched again that has another new key: refused too.
         let h = harness_with(true, false, false);
         assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "unknown-kid", Role::User)
-                .await,
+            h.authenticate("unknown-kid", Role::User).await,
             Err(AuthError::Invalid)
         ));
     }
@@ -375,12 +357,8 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_key_while_the_provider_is_down_is_an_outage() {
         let h = harness_with(false, true, false);
-        assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "rotated", Role::User)
-                .await,
-            Err(AuthError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(outage(h.authenticate("rotated", Role::User).await));
+        assert_eq!(h.keys.refreshes.load(Ordering::SeqCst), 1, "it was asked");
     }
 
     #[tokio::test]
@@ -388,9 +366,7 @@ mod tests {
         let mut h = harness();
         h.verifier.keys = None;
         assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "rotated", Role::User)
-                .await,
+            h.authenticate("rotated", Role::User).await,
             Err(AuthError::Invalid)
         ));
     }
@@ -399,11 +375,7 @@ mod tests {
     async fn an_admin_passes_where_a_user_or_an_admin_is_required() {
         let h = harness();
         for required in [Role::User, Role::Admin] {
-            let identity = h
-                .verifier
-                .authenticate(&h.clock, "admin-1", required)
-                .await
-                .unwrap();
+            let identity = h.authenticate("admin-1", required).await.unwrap();
             assert_eq!(identity.role, Role::Admin);
         }
     }
@@ -411,12 +383,7 @@ mod tests {
     #[tokio::test]
     async fn a_user_is_forbidden_where_an_admin_is_required() {
         let h = harness();
-        assert!(matches!(
-            h.verifier
-                .authenticate(&h.clock, "user-7", Role::Admin)
-                .await,
-            Err(AuthError::Forbidden(Role::Admin))
-        ));
+        assert!(needs_admin(h.authenticate("user-7", Role::Admin).await));
     }
 
     #[tokio::test]
@@ -424,11 +391,11 @@ mod tests {
         let h = harness();
         for required in [Role::User, Role::Admin] {
             assert!(matches!(
-                h.verifier.authenticate(&h.clock, "expired", required).await,
+                h.authenticate("expired", required).await,
                 Err(AuthError::Expired)
             ));
             assert!(matches!(
-                h.verifier.authenticate(&h.clock, "forged", required).await,
+                h.authenticate("forged", required).await,
                 Err(AuthError::Invalid)
             ));
         }
@@ -444,18 +411,16 @@ mod tests {
         }
     }
 
+    /// A token for user 7 as `role`, minted by `codec` for five minutes.
+    fn user_7_token(codec: &dyn TokenCodec, clock: &ManualClock, role: Role) -> String {
+        mint_token(codec, clock, UserId(7), role, TimeDelta::minutes(5)).unwrap()
+    }
+
     #[tokio::test]
     async fn a_minted_token_authenticates_until_it_expires() {
         let verifier = real(b"test-secret");
         let clock = ManualClock::new(Utc::now());
-        let token = mint_token(
-            verifier.codec.as_ref(),
-            &clock,
-            UserId(7),
-            Role::User,
-            TimeDelta::minutes(5),
-        )
-        .unwrap();
+        let token = user_7_token(verifier.codec.as_ref(), &clock, Role::User);
         let identity = verifier
             .authenticate(&clock, &token, Role::User)
             .await
@@ -479,17 +444,9 @@ mod tests {
     async fn a_user_token_is_refused_where_admin_is_required() {
         let verifier = real(b"test-secret");
         let clock = ManualClock::new(Utc::now());
-        let token = mint_token(
-            verifier.codec.as_ref(),
-            &clock,
-            UserId(7),
-            Role::User,
-            TimeDelta::minutes(5),
-        )
-        .unwrap();
-        assert!(matches!(
-            verifier.authenticate(&clock, &token, Role::Admin).await,
-            Err(AuthError::Forbidden(Role::Admin))
+        let token = user_7_token(verifier.codec.as_ref(), &clock, Role::User);
+        assert!(needs_admin(
+            verifier.authenticate(&clock, &token, Role::Admin).await
         ));
     }
 
@@ -497,15 +454,7 @@ mod tests {
     async fn a_token_signed_with_another_secret_is_invalid() {
         let verifier = real(b"test-secret");
         let clock = ManualClock::new(Utc::now());
-        let other = JwtCodec::new(b"another-secret");
-        let token = mint_token(
-            &other,
-            &clock,
-            UserId(7),
-            Role::Admin,
-            TimeDelta::minutes(5),
-        )
-        .unwrap();
+        let token = user_7_token(&JwtCodec::new(b"another-secret"), &clock, Role::Admin);
         assert!(matches!(
             verifier.authenticate(&clock, &token, Role::User).await,
             Err(AuthError::Invalid)

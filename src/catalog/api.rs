@@ -15,12 +15,12 @@ use super::{
         MAX_SEAT_BLOCKS, MAX_SEAT_PAGE, MAX_TEXT_CHARS, ScheduleDraft, ScheduleStatus,
         SeatBlockDraft, SeatFilter,
     },
-    ports::CatalogRepository,
+    ports::CatalogPorts,
     usecase::{CatalogService, Renderings},
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{Clock, ConcertId, ScheduleId, events::RelayWake},
+    kernel::{ConcertId, ScheduleId},
     web::{
         ApiTags,
         admission::{Admission, QueueToken},
@@ -192,17 +192,17 @@ fn matches_etag(if_none_match: Option<&str>, etag: &str) -> bool {
     })
 }
 
-pub struct CatalogApi<R, C, W> {
-    service: CatalogService<R, C, W>,
+pub struct CatalogApi<P: CatalogPorts> {
+    service: CatalogService<P>,
     /// Seat-map pages as answered, once per snapshot of each.
     seat_pages: Renderings<RenderedJson<PageBody<SeatBody>>>,
     admission: Admission,
     limits: RateLimits,
 }
 
-impl<R, C, W> CatalogApi<R, C, W> {
+impl<P: CatalogPorts> CatalogApi<P> {
     /// `admission` is the waiting room's check: only admitted buyers see the seat map.
-    pub fn new(service: CatalogService<R, C, W>, admission: Admission) -> Self {
+    pub fn new(service: CatalogService<P>, admission: Admission) -> Self {
         Self {
             seat_pages: service.renderings(),
             service,
@@ -238,7 +238,7 @@ crate::refusals! {
 }
 
 #[OpenApi]
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogApi<R, C, W> {
+impl<P: CatalogPorts> CatalogApi<P> {
     /// Create a concert with its schedules and seats in one call.
     #[oai(
         path = "/v1/admin/concerts",

@@ -7,8 +7,18 @@ use super::domain::{
     ScheduleSummary, Seat, SeatFilter, SeatListing,
 };
 use crate::kernel::{
-    ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
+    Clock, ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
+    events::RelayWake,
 };
+
+/// The adapters the catalog's use cases run over, named once: the
+/// composition root picks them (`app::services`), tests pick fakes.
+pub trait CatalogPorts: Send + Sync + 'static {
+    type Repo: CatalogRepository;
+    type Clock: Clock;
+    /// Told after a commit that wrote to the outbox.
+    type Wake: RelayWake;
+}
 
 pub trait CatalogRepository: Clone + Send + Sync + 'static {
     /// Stores the concert with all its schedules and seats atomically.

@@ -9,13 +9,11 @@ use poem_openapi::{
 
 use super::{
     domain::{EntryKind, WalletError},
-    ports::{WalletRepository, WalletTx},
+    ports::WalletPorts,
     usecase::WalletService,
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{Clock, UnitOfWork, events::RelayWake, idempotency::IdempotencyTx},
-    outbox::ports::OutboxWriter,
     web::{
         ApiTags,
         idempotency::request_key,
@@ -88,13 +86,13 @@ enum PageResponse {
     Ok(Json<PageBody>),
 }
 
-pub struct WalletApi<U, R, C, W> {
-    service: WalletService<U, R, C, W>,
+pub struct WalletApi<P: WalletPorts> {
+    service: WalletService<P>,
     limits: RateLimits,
 }
 
-impl<U, R, C, W> WalletApi<U, R, C, W> {
-    pub fn new(service: WalletService<U, R, C, W>) -> Self {
+impl<P: WalletPorts> WalletApi<P> {
+    pub fn new(service: WalletService<P>) -> Self {
         Self {
             service,
             limits: RateLimits::off(),
@@ -119,14 +117,7 @@ crate::refusals! {
 }
 
 #[OpenApi]
-impl<U, R, C, W> WalletApi<U, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: WalletTx + OutboxWriter + IdempotencyTx,
-    R: WalletRepository,
-    C: Clock,
-    W: RelayWake,
-{
+impl<P: WalletPorts> WalletApi<P> {
     /// Your balance.
     #[oai(
         path = "/v1/wallet",

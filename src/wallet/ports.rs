@@ -3,7 +3,23 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{EntryKind, LedgerEntry, WalletError};
-use crate::kernel::{PaymentId, Points, StoreError, UserId};
+use crate::{
+    kernel::{
+        Clock, PaymentId, Points, StoreError, UnitOfWork, UserId, events::RelayWake,
+        idempotency::IdempotencyTx,
+    },
+    outbox::ports::OutboxWriter,
+};
+
+/// The adapters the wallet's use cases run over, named once: the
+/// composition root picks them (`app::services`), tests pick fakes.
+pub trait WalletPorts: Send + Sync + 'static {
+    /// A charge, its event and its key commit together.
+    type Uow: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>;
+    type Repo: WalletRepository;
+    type Clock: Clock;
+    type Wake: RelayWake;
+}
 
 pub trait WalletRepository: Clone + Send + Sync + 'static {
     /// Zero for a user who never charged.

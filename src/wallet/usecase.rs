@@ -1,34 +1,38 @@
 use super::{
     domain::{ChargeAmount, EntryKind, LedgerEntry, MAX_PAGE, WalletError},
-    ports::{WalletRepository, WalletTx},
+    ports::{WalletPorts, WalletRepository, WalletTx},
 };
 use crate::{
     kernel::{
         Clock, Page, PageRequest, Points, UnitOfWork, UserId,
         events::{NewEvent, RelayWake, WalletCharged, types},
-        idempotency::{self, IdempotencyTx, RequestKey},
+        idempotency::{self, RequestKey},
         retry_on_conflict,
     },
     outbox::ports::OutboxWriter,
 };
 
-#[derive(Clone)]
-pub struct WalletService<U, R, C, W> {
-    uow: U,
-    repo: R,
-    clock: C,
-    wake: W,
+pub struct WalletService<P: WalletPorts> {
+    uow: P::Uow,
+    repo: P::Repo,
+    clock: P::Clock,
+    wake: P::Wake,
 }
 
-impl<U, R, C, W> WalletService<U, R, C, W>
-where
-    U: UnitOfWork,
-    U::Tx: WalletTx + OutboxWriter + IdempotencyTx,
-    R: WalletRepository,
-    C: Clock,
-    W: RelayWake,
-{
-    pub fn new(uow: U, repo: R, clock: C, wake: W) -> Self {
+// By hand: a derive would ask the ports' marker type to be Clone too.
+impl<P: WalletPorts> Clone for WalletService<P> {
+    fn clone(&self) -> Self {
+        Self {
+            uow: self.uow.clone(),
+            repo: self.repo.clone(),
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+}
+
+impl<P: WalletPorts> WalletService<P> {
+    pub fn new(uow: P::Uow, repo: P::Repo, clock: P::Clock, wake: P::Wake) -> Self {
         Self {
             uow,
             repo,
@@ -104,17 +108,13 @@ where
 #[cfg(test)]
 mod tests {
     use crate::kernel::Fault;
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    };
 
     use chrono::{DateTime, TimeDelta, Utc};
 
     use super::*;
     use crate::{
         kernel::{CONFLICT_ATTEMPTS, ManualClock},
-        testing::MemoryUow,
+        testing::{MemoryUow, Wakes},
         wallet::domain::{EntryKind, MAX_CHARGE},
     };
 
@@ -150,26 +150,27 @@ mod tests {
         }
     }
 
-    #[derive(Clone, Default)]
-    struct CountingWake(Arc<AtomicUsize>);
+    /// The wallet's ports as these tests fake them.
+    struct Fakes;
 
-    impl RelayWake for CountingWake {
-        fn wake(&self) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
+    impl WalletPorts for Fakes {
+        type Uow = MemoryUow;
+        type Repo = FakeRepo;
+        type Clock = ManualClock;
+        type Wake = Wakes;
     }
 
     struct Harness {
-        service: WalletService<FakeRepo, FakeRepo, ManualClock, CountingWake>,
+        service: WalletService<Fakes>,
         repo: FakeRepo,
         clock: ManualClock,
-        wake: CountingWake,
+        wake: Wakes,
     }
 
     fn harness() -> Harness {
         let repo = FakeRepo::default();
         let clock = ManualClock::new(t0());
-        let wake = CountingWake::default();
+        let wake = Wakes::default();
         Harness {
             service: WalletService::new(repo.clone(), repo.clone(), clock.clone(), wake.clone()),
             repo,
@@ -179,8 +180,13 @@ mod tests {
     }
 
     impl Harness {
-        fn wakes(&self) -> usize {
-            self.wake.0.load(Ordering::SeqCst)
+        fn wakes(&self) -> u32 {
+            self.wake.count()
+        }
+
+        /// A page of `user`'s ledger, which must be read.
+        async fn page(&self, user: UserId, after: Option<i64>, limit: u64) -> Page<LedgerEntry> {
+            self.service.transactions(user, after, limit).await.unwrap()
         }
 
         async fn charges(&self, user: UserId, amounts: &[i64]) {
@@ -365,27 +371,19 @@ mod tests {
         let h = harness();
         h.charges(ALICE, &[1, 2, 3, 4, 5]).await;
 
-        let first = h.service.transactions(ALICE, None, 2).await.unwrap();
+        let first = h.page(ALICE, None, 2).await;
         assert_eq!(ids(&first), vec![5, 4]);
         assert_eq!(first.next_cursor, Some(4));
 
-        let second = h
-            .service
-            .transactions(ALICE, first.next_cursor, 2)
-            .await
-            .unwrap();
+        let second = h.page(ALICE, first.next_cursor, 2).await;
         assert_eq!(ids(&second), vec![3, 2]);
         assert_eq!(second.next_cursor, Some(2));
 
-        let last = h
-            .service
-            .transactions(ALICE, second.next_cursor, 2)
-            .await
-            .unwrap();
+        let last = h.page(ALICE, second.next_cursor, 2).await;
         assert_eq!(ids(&last), vec![1]);
         assert_eq!(last.next_cursor, None);
 
-        let exact = h.service.transactions(ALICE, None, 5).await.unwrap();
+        let exact = h.page(ALICE, None, 5).await;
         assert_eq!(ids(&exact), vec![5, 4, 3, 2, 1]);
         assert_eq!(exact.next_cursor, None, "a full last page ends the list");
     }
@@ -395,7 +393,7 @@ mod tests {
         let h = harness();
         h.charges(ALICE, &[1]).await;
         h.charges(BOB, &[2, 3]).await;
-        let page = h.service.transactions(ALICE, None, 10).await.unwrap();
+        let page = h.page(ALICE, None, 10).await;
         assert_eq!(ids(&page), vec![1]);
         assert_eq!(page.next_cursor, None);
     }
@@ -403,7 +401,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_ledger_is_one_empty_page() {
         let h = harness();
-        let page = h.service.transactions(ALICE, None, 10).await.unwrap();
+        let page = h.page(ALICE, None, 10).await;
         assert!(page.items.is_empty());
         assert_eq!(page.next_cursor, None);
     }
@@ -412,11 +410,11 @@ mod tests {
     async fn the_page_size_is_kept_between_one_and_the_maximum() {
         let h = harness();
         h.charges(ALICE, &[1; MAX_PAGE as usize + 5]).await;
-        let single = h.service.transactions(ALICE, None, 0).await.unwrap();
+        let single = h.page(ALICE, None, 0).await;
         assert_eq!(ids(&single), vec![MAX_PAGE as i64 + 5]);
         assert_eq!(single.next_cursor, Some(MAX_PAGE as i64 + 5));
         for limit in [MAX_PAGE + 1, u64::MAX] {
-            let page = h.service.transactions(ALICE, None, limit).await.unwrap();
+            let page = h.page(ALICE, None, limit).await;
             assert_eq!(page.items.len() as u64, MAX_PAGE);
         }
     }

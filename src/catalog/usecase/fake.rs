@@ -1,11 +1,8 @@
 //! One in-memory catalog for the catalog use cases' tests: a repository
-//! holding concert 1 and schedule 1 from the start, a wake that counts, and
-//! the harness that builds a service over them.
+//! holding concert 1 and schedule 1 from the start, and the harness that
+//! builds a service over it, a manual clock and a wake that counts.
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicUsize, Ordering},
-};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -18,12 +15,12 @@ use crate::{
             NewConcert, ScheduleDraft, ScheduleStatus, ScheduleSummary, Seat, SeatBlockDraft,
             SeatFilter, SeatListing, SeatState,
         },
-        ports::CatalogRepository,
+        ports::{CatalogPorts, CatalogRepository},
     },
     kernel::{
-        Clock, ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId,
-        cache::Weighed, events::RelayWake,
+        ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId, cache::Weighed,
     },
+    testing::Wakes,
 };
 
 pub fn t0() -> DateTime<Utc> {
@@ -40,21 +37,6 @@ impl Weighed for Page<(Seat, Availability)> {
 impl Weighed for Vec<Availability> {
     fn weight(&self) -> usize {
         self.len()
-    }
-}
-
-#[derive(Clone, Default)]
-pub struct CountingWake(Arc<AtomicUsize>);
-
-impl CountingWake {
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-impl RelayWake for CountingWake {
-    fn wake(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -241,17 +223,26 @@ pub fn seat(number: u32, state: SeatState) -> Seat {
     }
 }
 
+/// The catalog's ports as these tests fake them.
+pub struct Fakes;
+
+impl CatalogPorts for Fakes {
+    type Repo = FakeRepo;
+    type Clock = ManualClock;
+    type Wake = Wakes;
+}
+
 pub struct Harness {
-    pub service: CatalogService<FakeRepo, ManualClock, CountingWake>,
+    pub service: CatalogService<Fakes>,
     pub repo: FakeRepo,
     pub clock: ManualClock,
-    pub wake: CountingWake,
+    pub wake: Wakes,
 }
 
 pub fn harness() -> Harness {
     let repo = FakeRepo::default();
     let clock = ManualClock::new(t0());
-    let wake = CountingWake::default();
+    let wake = Wakes::default();
     Harness {
         service: CatalogService::new(repo.clone(), clock.clone(), wake.clone()),
         repo,
@@ -260,7 +251,7 @@ pub fn harness() -> Harness {
     }
 }
 
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
+impl<P: CatalogPorts> CatalogService<P> {
     /// The page `render_seats` renders, as it is given to `render`.
     pub(super) async fn list_seats(
         &self,
@@ -276,6 +267,11 @@ impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
             .await?;
         Ok((*page).clone())
     }
+}
+
+/// Whether the use case answered that the database is down.
+pub fn unavailable<T>(result: Result<T, CatalogError>) -> bool {
+    matches!(result, Err(CatalogError::Fault(Fault::Unavailable(_))))
 }
 
 pub fn invalid_detail<T: std::fmt::Debug>(result: Result<T, CatalogError>) -> String {

@@ -12,11 +12,8 @@ use std::time::Duration;
 pub use seat_map::Renderings;
 use seat_map::SeatMapKey;
 
-use super::{domain::SeatListing, ports::CatalogRepository};
-use crate::kernel::{
-    Clock, ConcertId, ScheduleId, cache::Cache, events::RelayWake, keyed::KeyedLocks,
-    snapshot::Snapshots,
-};
+use super::{domain::SeatListing, ports::CatalogPorts};
+use crate::kernel::{ConcertId, ScheduleId, cache::Cache, keyed::KeyedLocks, snapshot::Snapshots};
 
 /// How long a schedule's count of available seats is served before it is
 /// counted again (unless told otherwise): the schedules list shows
@@ -27,11 +24,10 @@ pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
 /// How many schedules' counts one process keeps.
 const AVAILABILITY_KEPT: u64 = 100_000;
 
-#[derive(Clone)]
-pub struct CatalogService<R, C, W> {
-    repo: R,
-    clock: C,
-    wake: W,
+pub struct CatalogService<P: CatalogPorts> {
+    repo: P::Repo,
+    clock: P::Clock,
+    wake: P::Wake,
     /// Seat-map pages read lately (off until [`CatalogService::snapshotting`]).
     seat_maps: Snapshots<SeatMapKey, SeatListing>,
     /// How long snapshots live (zero: none), and the bytes the pages
@@ -49,8 +45,24 @@ fn availability_cache(ttl: Duration) -> Cache<ScheduleId, u64> {
     Cache::new(AVAILABILITY_KEPT, ttl)
 }
 
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
-    pub fn new(repo: R, clock: C, wake: W) -> Self {
+// By hand: a derive would ask the ports' marker type to be Clone too.
+impl<P: CatalogPorts> Clone for CatalogService<P> {
+    fn clone(&self) -> Self {
+        Self {
+            repo: self.repo.clone(),
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
+            seat_maps: self.seat_maps.clone(),
+            snapshot_ttl: self.snapshot_ttl,
+            rendering_budget: self.rendering_budget,
+            availability: self.availability.clone(),
+            counting: self.counting.clone(),
+        }
+    }
+}
+
+impl<P: CatalogPorts> CatalogService<P> {
+    pub fn new(repo: P::Repo, clock: P::Clock, wake: P::Wake) -> Self {
         Self {
             repo,
             clock,

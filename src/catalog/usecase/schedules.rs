@@ -5,12 +5,12 @@ use super::CatalogService;
 use crate::{
     catalog::{
         domain::{CatalogError, MAX_SCHEDULE_PAGE, ScheduleStatus, ScheduleSummary},
-        ports::CatalogRepository,
+        ports::{CatalogPorts, CatalogRepository},
     },
-    kernel::{Clock, ConcertId, Page, PageRequest, ScheduleId, events::RelayWake},
+    kernel::{Clock, ConcertId, Page, PageRequest, ScheduleId},
 };
 
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
+impl<P: CatalogPorts> CatalogService<P> {
     /// A page of a concert's schedules in start order, each on-sale one
     /// with its available seats as counted within
     /// [`AVAILABILITY_TTL`](super::AVAILABILITY_TTL): the list needs no
@@ -84,16 +84,21 @@ mod tests {
         kernel::{ConcertId, ScheduleId},
     };
 
+    /// Schedule `id` of concert 1, `id` days after `t0`, with 42 seats available.
+    fn schedule(id: i64, status: ScheduleStatus) -> ScheduleSummary {
+        ScheduleSummary {
+            id: ScheduleId(id),
+            concert_id: ConcertId(1),
+            starts_at: t0() + TimeDelta::days(id),
+            available_seats: 42,
+            status,
+        }
+    }
+
     #[tokio::test]
     async fn schedules_of_a_known_concert_are_counted_as_of_now() {
         let h = harness();
-        let summary = ScheduleSummary {
-            id: ScheduleId(1),
-            concert_id: ConcertId(1),
-            starts_at: t0() + TimeDelta::days(3),
-            available_seats: 42,
-            status: ScheduleStatus::OnSale,
-        };
+        let summary = schedule(1, ScheduleStatus::OnSale);
         h.repo.0.lock().unwrap().schedules.push(summary.clone());
         h.clock.advance(TimeDelta::minutes(1));
 
@@ -118,13 +123,12 @@ mod tests {
             .clone()
             .counting_availability_every(Duration::from_millis(200));
         for (id, status) in [(1, ScheduleStatus::OnSale), (2, ScheduleStatus::Cancelled)] {
-            h.repo.0.lock().unwrap().schedules.push(ScheduleSummary {
-                id: ScheduleId(id),
-                concert_id: ConcertId(1),
-                starts_at: t0() + TimeDelta::days(id),
-                available_seats: 42,
-                status,
-            });
+            h.repo
+                .0
+                .lock()
+                .unwrap()
+                .schedules
+                .push(schedule(id, status));
         }
         let reads = (0..20).map(|_| service.list_schedules(ConcertId(1), None, 10));
         for page in futures::future::join_all(reads).await {
@@ -159,13 +163,12 @@ mod tests {
             (2, ScheduleStatus::Cancelling),
             (3, ScheduleStatus::Cancelled),
         ] {
-            h.repo.0.lock().unwrap().schedules.push(ScheduleSummary {
-                id: ScheduleId(id),
-                concert_id: ConcertId(1),
-                starts_at: t0() + TimeDelta::days(id),
-                available_seats: 42,
-                status,
-            });
+            h.repo
+                .0
+                .lock()
+                .unwrap()
+                .schedules
+                .push(schedule(id, status));
         }
         let page = h
             .service

@@ -9,12 +9,11 @@ use super::CatalogService;
 use crate::{
     catalog::{
         domain::{Availability, CatalogError, MAX_SEAT_PAGE, Seat, SeatFilter, SeatListing},
-        ports::CatalogRepository,
+        ports::{CatalogPorts, CatalogRepository},
     },
     kernel::{
         Clock, Page, PageRequest, ScheduleId,
         cache::{Cache, Weighed},
-        events::RelayWake,
     },
 };
 
@@ -81,15 +80,13 @@ impl<T: Send + Sync + 'static> Renderings<T> {
     }
 }
 
-impl<R, C, W> CatalogService<R, C, W> {
+impl<P: CatalogPorts> CatalogService<P> {
     /// A cache for the pages one caller renders, within the budget and time
     /// to live [`CatalogService::snapshotting`] set (off without snapshots).
     pub fn renderings<T: Send + Sync + 'static>(&self) -> Renderings<T> {
         Renderings::new(self.snapshot_ttl, self.rendering_budget)
     }
-}
 
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogService<R, C, W> {
     /// A page of the seat map in number order, each seat with its
     /// availability as of now (`filter` keeps the seats a buyer asked
     /// for), as `render` makes it (a response body, say). While snapshots
@@ -171,29 +168,45 @@ fn page_as_of(
 
 #[cfg(test)]
 mod tests {
-    use crate::kernel::Fault;
     use std::{sync::Arc, time::Duration};
 
-    use chrono::TimeDelta;
+    use chrono::{DateTime, TimeDelta, Utc};
 
     use crate::{
         catalog::{
             domain::{Availability, CatalogError, Seat, SeatFilter, SeatState},
             usecase::{
                 CatalogService,
-                fake::{harness, seat, t0},
+                fake::{Fakes, harness, seat, t0, unavailable},
             },
         },
         kernel::{Page, ScheduleId, UserId},
     };
 
+    /// The first page of the schedule's whole seat map.
+    async fn first_page(
+        service: &CatalogService<Fakes>,
+        schedule: ScheduleId,
+    ) -> Result<Page<(Seat, Availability)>, CatalogError> {
+        service
+            .list_seats(schedule, &SeatFilter::default(), None, 10)
+            .await
+    }
+
+    /// Seat 1 free, seat 2 held by user 1 until `until`.
+    fn free_and_held(until: DateTime<Utc>) -> Vec<Seat> {
+        let held = SeatState::Held {
+            holder: UserId(1),
+            until,
+        };
+        vec![seat(1, SeatState::Available), seat(2, held)]
+    }
+
     #[tokio::test]
     async fn a_schedule_off_sale_offers_no_seat_map() {
         let h = harness();
         assert!(matches!(
-            h.service
-                .list_seats(ScheduleId(3), &SeatFilter::default(), None, 10)
-                .await,
+            first_page(&h.service, ScheduleId(3)).await,
             Err(CatalogError::NotOnSale(ScheduleId(3)))
         ));
     }
@@ -202,50 +215,30 @@ mod tests {
     async fn seats_of_an_unknown_schedule_are_not_found() {
         let h = harness();
         assert!(matches!(
-            h.service
-                .list_seats(ScheduleId(2), &SeatFilter::default(), None, 10)
-                .await,
+            first_page(&h.service, ScheduleId(2)).await,
             Err(CatalogError::ScheduleNotFound(ScheduleId(2)))
         ));
         h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.service
-                .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
-                .await,
-            Err(CatalogError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(unavailable(first_page(&h.service, ScheduleId(1)).await));
     }
 
     #[tokio::test]
     async fn each_seat_shows_its_availability_as_of_the_clock() {
         let h = harness();
         let until = t0() + TimeDelta::minutes(5);
-        h.repo.0.lock().unwrap().seats = vec![
-            seat(1, SeatState::Available),
-            seat(
-                2,
-                SeatState::Held {
-                    holder: UserId(1),
-                    until,
-                },
-            ),
-            seat(3, SeatState::Sold { owner: UserId(2) }),
-        ];
-        let availability = |seats: Page<(Seat, Availability)>| {
-            seats
-                .items
+        let mut seats = free_and_held(until);
+        seats.push(seat(3, SeatState::Sold { owner: UserId(2) }));
+        h.repo.0.lock().unwrap().seats = seats;
+        let availability = async || {
+            let page = first_page(&h.service, ScheduleId(1)).await.unwrap();
+            page.items
                 .into_iter()
-                .map(|(s, a)| (s.number, a))
+                .map(|(seat, availability)| (seat.number, availability))
                 .collect::<Vec<_>>()
         };
 
         assert_eq!(
-            availability(
-                h.service
-                    .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
-                    .await
-                    .unwrap()
-            ),
+            availability().await,
             vec![
                 (1, Availability::Available),
                 (2, Availability::Held),
@@ -254,12 +247,7 @@ mod tests {
         );
         h.clock.advance(TimeDelta::minutes(5));
         assert_eq!(
-            availability(
-                h.service
-                    .list_seats(ScheduleId(1), &SeatFilter::default(), None, 10)
-                    .await
-                    .unwrap()
-            ),
+            availability().await,
             vec![
                 (1, Availability::Available),
                 (2, Availability::Available),
@@ -276,19 +264,10 @@ mod tests {
             .clone()
             .snapshotting(Duration::from_secs(3_600), 1 << 20);
         let until = t0() + TimeDelta::minutes(5);
-        h.repo.0.lock().unwrap().seats = vec![
-            seat(1, SeatState::Available),
-            seat(
-                2,
-                SeatState::Held {
-                    holder: UserId(1),
-                    until,
-                },
-            ),
-        ];
+        h.repo.0.lock().unwrap().seats = free_and_held(until);
         let renders = std::sync::atomic::AtomicUsize::new(0);
         let (snapshotted, direct) = (service.renderings(), h.service.renderings());
-        let render = |service: &CatalogService<_, _, _>| {
+        let render = |service: &CatalogService<_>| {
             let renders = &renders;
             let service = service.clone();
             let renderings = if service.snapshot_ttl.is_zero() {

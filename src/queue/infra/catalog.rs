@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use crate::kernel::Fault;
 use crate::{
-    catalog::{domain::CatalogError, ports::CatalogRepository, usecase::CatalogService},
-    kernel::{Clock, ConcertId, ScheduleId, cache::Cache, events::RelayWake},
+    catalog::{domain::CatalogError, ports::CatalogPorts, usecase::CatalogService},
+    kernel::{ConcertId, ScheduleId, cache::Cache},
     queue::{domain::QueueError, ports::ConcertDirectory},
 };
 
@@ -20,7 +20,7 @@ impl From<CatalogError> for QueueError {
     }
 }
 
-impl<R: CatalogRepository, C: Clock, W: RelayWake> ConcertDirectory for CatalogService<R, C, W> {
+impl<P: CatalogPorts> ConcertDirectory for CatalogService<P> {
     async fn concert_exists(&self, concert: ConcertId) -> Result<bool, QueueError> {
         Ok(CatalogService::concert_exists(self, concert).await?)
     }
