@@ -14,7 +14,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::db::{dead_letter, inbox, outbox};
+use super::db::{dead_letter, event_subscription, inbox, outbox};
 use crate::{
     kernel::SystemClock,
     outbox::{
@@ -65,27 +65,6 @@ pub async fn run<B: EventBus>(
     .await;
 }
 
-pub mod event_subscription {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "event_subscriptions")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub consumer: String,
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub event_type: String,
-        pub registered_at: DateTimeUtc,
-        /// Events of this type the audit sent this group again.
-        pub redelivered: i64,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 /// The advisory lock of an audit pass (`"boxaudit"` as a number).
 const AUDIT_LOCK: i64 = 0x626f_7861_7564_6974;
 
@@ -127,25 +106,6 @@ pub async fn register_subscriptions(
     }
     txn.commit().await?;
     Ok(())
-}
-
-/// Events the audit sent each group again, all types together.
-pub async fn redelivered_per_group(
-    db: &DatabaseConnection,
-) -> Result<HashMap<String, u64>, OutboxError> {
-    // Summed here: PostgreSQL's SUM of a bigint is a numeric.
-    let rows: Vec<(String, i64)> = event_subscription::Entity::find()
-        .select_only()
-        .column(event_subscription::Column::Consumer)
-        .column(event_subscription::Column::Redelivered)
-        .into_tuple()
-        .all(db)
-        .await?;
-    let mut per_group: HashMap<String, u64> = HashMap::new();
-    for (consumer, n) in rows {
-        *per_group.entry(consumer).or_default() += u64::try_from(n).unwrap_or(0);
-    }
-    Ok(per_group)
 }
 
 #[derive(Clone)]

@@ -1,4 +1,6 @@
-//! The outbox, inbox and dead-letter tables (sea-orm).
+//! The outbox, inbox, dead-letter and subscription tables (sea-orm).
+
+use std::collections::HashMap;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -87,6 +89,27 @@ pub mod dead_letter {
         pub last_error: String,
         pub created_at: DateTimeUtc,
         pub replayed_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event_subscription {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "event_subscriptions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_type: String,
+        pub registered_at: DateTimeUtc,
+        /// Events of this type the audit sent this group again.
+        pub redelivered: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -287,8 +310,8 @@ impl OutboxRepository for DbOutbox {
             .collect())
     }
 
-    async fn redelivered(&self) -> Result<std::collections::HashMap<String, u64>, OutboxError> {
-        super::audit::redelivered_per_group(&self.db).await
+    async fn redelivered(&self) -> Result<HashMap<String, u64>, OutboxError> {
+        redelivered_per_group(&self.db).await
     }
 
     async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {
@@ -374,4 +397,23 @@ pub fn stalled_outbox(db: DatabaseConnection) -> crate::db::DbStalled {
         crate::kernel::alerts::Severity::Critical,
         "outbox row(s) unpublished",
     )
+}
+
+/// Events the audit sent each group again, all types together.
+async fn redelivered_per_group(
+    db: &DatabaseConnection,
+) -> Result<HashMap<String, u64>, OutboxError> {
+    // Summed here: PostgreSQL's SUM of a bigint is a numeric.
+    let rows: Vec<(String, i64)> = event_subscription::Entity::find()
+        .select_only()
+        .column(event_subscription::Column::Consumer)
+        .column(event_subscription::Column::Redelivered)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut per_group: HashMap<String, u64> = HashMap::new();
+    for (consumer, redelivered) in rows {
+        *per_group.entry(consumer).or_default() += u64::try_from(redelivered).unwrap_or(0);
+    }
+    Ok(per_group)
 }
