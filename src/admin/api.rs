@@ -2,7 +2,6 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
-    payload::Json,
 };
 
 use super::{
@@ -17,8 +16,8 @@ use crate::{
     kernel::Clock,
     web::{
         ApiTags,
-        paging::PageBody,
         problem::{AdminPage, AdminRead, ApiResult, Problem},
+        reply::NewestFirst,
     },
 };
 
@@ -100,13 +99,6 @@ impl From<WebhookStatus> for WebhookStatusBody {
 }
 
 #[derive(ApiResponse)]
-enum ListAlertsResponse {
-    /// Newest first.
-    #[oai(status = 200)]
-    Ok(Json<PageBody<AlertBody>>),
-}
-
-#[derive(ApiResponse)]
 enum AckAlertResponse {
     /// Acknowledged (acknowledging twice is fine).
     #[oai(status = 200)]
@@ -144,7 +136,7 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<ListAlertsResponse, AdminPage> {
+    ) -> ApiResult<NewestFirst<AlertBody>, AdminPage> {
         let alerts = self
             .service
             .list(
@@ -156,21 +148,18 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
                 limit.0.unwrap_or(DEFAULT_ALERT_PAGE),
             )
             .await?;
-        Ok(ListAlertsResponse::Ok(Json(PageBody::from_page(
-            alerts,
-            |a| AlertBody {
-                id: a.id,
-                severity: a.severity.into(),
-                source: a.source,
-                message: a.message,
-                created_at: a.created_at,
-                acknowledged: a.acknowledged,
-                condition: a.condition,
-                resolved_at: a.resolved_at,
-                webhook: a.webhook.into(),
-                webhook_attempts: a.webhook_attempts,
-            },
-        ))))
+        Ok(NewestFirst::page(alerts, |a| AlertBody {
+            id: a.id,
+            severity: a.severity.into(),
+            source: a.source,
+            message: a.message,
+            created_at: a.created_at,
+            acknowledged: a.acknowledged,
+            condition: a.condition,
+            resolved_at: a.resolved_at,
+            webhook: a.webhook.into(),
+            webhook_attempts: a.webhook_attempts,
+        }))
     }
 
     /// Acknowledge an alert.

@@ -35,7 +35,7 @@ use crate::{
     reservation::api::ReservationApi,
     wallet::api::WalletApi,
     web::{
-        admission::Admission,
+        guarded::Guard,
         health::HealthApi,
         idempotency::KeyGuard,
         limits::TrustedProxies,
@@ -62,18 +62,18 @@ type Apis = (
 fn apis(a: &Adapters, s: &Services) -> Apis {
     let db = &a.db;
     // The waiting room guards the seat map, holds and payments.
-    let admission = Admission::new(Arc::new(s.queue.clone()));
+    let guard = Guard::new(Arc::new(s.queue.clone()), s.limits.clone());
     (
         HealthApi::new(db.clone(), a.redis.clone()),
-        CatalogApi::new(s.catalog.clone(), admission.clone()).limited(s.limits.clone()),
-        QueueApi::new(s.queue.clone()).limited(s.limits.clone()),
-        ReservationApi::new(s.reservations.clone(), admission.clone()).limited(s.limits.clone()),
-        WalletApi::new(s.wallets.clone()).limited(s.limits.clone()),
-        PaymentApi::new(s.payments.clone(), admission).limited(s.limits.clone()),
+        CatalogApi::new(s.catalog.clone(), guard.clone()),
+        QueueApi::new(s.queue.clone(), guard.clone()),
+        ReservationApi::new(s.reservations.clone(), guard.clone()),
+        WalletApi::new(s.wallets.clone(), guard.clone()),
+        PaymentApi::new(s.payments.clone(), guard.clone()),
         NotificationsApi::new(s.notifications.clone()),
         AlertsApi::new(s.alerts.clone()),
         EventsApi::new(s.events.clone()),
-        CouponApi::new(s.coupons.clone()).limited(s.limits.clone()),
+        CouponApi::new(s.coupons.clone(), guard),
     )
 }
 

@@ -23,11 +23,12 @@ use crate::{
     kernel::{ConcertId, ScheduleId},
     web::{
         ApiTags,
-        admission::{Admission, QueueToken},
-        limits::{RateLimits, client_ip},
+        admission::QueueToken,
+        guarded::Guard,
         paging::PageBody,
         problem::{AdminCreate, ApiResult, Problem},
         rendered::RenderedJson,
+        reply::Success,
         strict::JsonString,
     },
 };
@@ -149,18 +150,6 @@ enum CreateConcertResponse {
 }
 
 #[derive(ApiResponse)]
-enum ListConcertsResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<ConcertBody>>),
-}
-
-#[derive(ApiResponse)]
-enum ListSchedulesResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<ScheduleBody>>),
-}
-
-#[derive(ApiResponse)]
 enum ListSeatsResponse {
     /// The page; send its `ETag` back in `If-None-Match` to get 304 while it
     /// is unchanged.
@@ -196,25 +185,18 @@ pub struct CatalogApi<P: CatalogPorts> {
     service: CatalogService<P>,
     /// Seat-map pages as answered, once per snapshot of each.
     seat_pages: Renderings<RenderedJson<PageBody<SeatBody>>>,
-    admission: Admission,
-    limits: RateLimits,
+    /// The waiting room's gate (only admitted buyers see the seat map) and
+    /// the per-IP limit on the lists anyone may read without signing in.
+    guard: Guard,
 }
 
 impl<P: CatalogPorts> CatalogApi<P> {
-    /// `admission` is the waiting room's check: only admitted buyers see the seat map.
-    pub fn new(service: CatalogService<P>, admission: Admission) -> Self {
+    pub fn new(service: CatalogService<P>, guard: Guard) -> Self {
         Self {
             seat_pages: service.renderings(),
             service,
-            admission,
-            limits: RateLimits::off(),
+            guard,
         }
-    }
-
-    /// Puts the lists anyone may read without signing in under the per-IP
-    /// limit.
-    pub fn limited(self, limits: RateLimits) -> Self {
-        Self { limits, ..self }
     }
 }
 
@@ -273,20 +255,17 @@ impl<P: CatalogPorts> CatalogApi<P> {
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<ListConcertsResponse, ListConcertsRefusals> {
-        self.limits.check_address(client_ip(req))?;
+    ) -> ApiResult<Success<PageBody<ConcertBody>>, ListConcertsRefusals> {
+        self.guard.limit_address(req)?;
         let page = self
             .service
             .list_concerts(after.0, limit.0.unwrap_or(DEFAULT_CONCERT_PAGE))
             .await?;
-        Ok(ListConcertsResponse::Ok(Json(PageBody::from_page(
-            page,
-            |c| ConcertBody {
-                id: c.id.value(),
-                title: c.title,
-                venue: c.venue,
-            },
-        ))))
+        Ok(Success::page(page, |c| ConcertBody {
+            id: c.id.value(),
+            title: c.title,
+            venue: c.venue,
+        }))
     }
 
     /// List a concert's schedules in start order with the number of seats
@@ -306,8 +285,8 @@ impl<P: CatalogPorts> CatalogApi<P> {
         /// Page size, 1–100 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<ListSchedulesResponse, ListSchedulesRefusals> {
-        self.limits.check_address(client_ip(req))?;
+    ) -> ApiResult<Success<PageBody<ScheduleBody>>, ListSchedulesRefusals> {
+        self.guard.limit_address(req)?;
         let page = self
             .service
             .list_schedules(
@@ -316,15 +295,12 @@ impl<P: CatalogPorts> CatalogApi<P> {
                 limit.0.unwrap_or(MAX_SCHEDULE_PAGE),
             )
             .await?;
-        Ok(ListSchedulesResponse::Ok(Json(PageBody::from_page(
-            page,
-            |s| ScheduleBody {
-                id: s.id.value(),
-                starts_at: s.starts_at,
-                available_seats: s.available_seats,
-                status: s.status.into(),
-            },
-        ))))
+        Ok(Success::page(page, |s| ScheduleBody {
+            id: s.id.value(),
+            starts_at: s.starts_at,
+            available_seats: s.available_seats,
+            status: s.status.into(),
+        }))
     }
 
     /// The seat map of one schedule in seat-number order, a page at a time,
@@ -359,9 +335,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
         if_none_match: Header<Option<String>>,
     ) -> ApiResult<ListSeatsResponse, ListSeatsRefusals> {
         let schedule = ScheduleId(id.0);
-        self.admission
-            .require(&queue, auth.0.user_id, schedule)
-            .await?;
+        self.guard.admit(&queue, auth.0.user_id, schedule).await?;
         let filter = SeatFilter {
             status: status.0.map(|s| match s {
                 SeatStatusBody::Available => Availability::Available,

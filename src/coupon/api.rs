@@ -22,10 +22,11 @@ use crate::{
     kernel::{CouponId, UserCouponId},
     web::{
         ApiTags,
+        guarded::Guarded,
         idempotency::request_key,
-        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::{AdminCreate, AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
+        reply::Success,
         strict::JsonString,
     },
 };
@@ -181,33 +182,9 @@ enum VendorCreated {
 }
 
 #[derive(ApiResponse)]
-enum VendorList {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<VendorBody>>),
-}
-
-#[derive(ApiResponse)]
 enum CouponCreatedResponse {
     #[oai(status = 201)]
     Created(Json<CouponCreatedBody>),
-}
-
-#[derive(ApiResponse)]
-enum StatsResponse {
-    #[oai(status = 200)]
-    Ok(Json<CouponStatsBody>),
-}
-
-#[derive(ApiResponse)]
-enum StatsList {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<CouponStatsBody>>),
-}
-
-#[derive(ApiResponse)]
-enum ReconcileResponse {
-    #[oai(status = 200)]
-    Ok(Json<ReconcileBody>),
 }
 
 #[derive(ApiResponse)]
@@ -218,42 +195,13 @@ enum IssueResponse {
 }
 
 #[derive(ApiResponse)]
-enum WalletResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<UserCouponBody>>),
-}
-
-#[derive(ApiResponse)]
 enum RedemptionResponse {
     /// Accepted: poll `GET /v1/coupon-jobs/{jobId}`.
     #[oai(status = 202)]
     Accepted(Json<JobAcceptedBody>),
 }
 
-#[derive(ApiResponse)]
-enum JobResponse {
-    #[oai(status = 200)]
-    Ok(Json<JobBody>),
-}
-
-pub struct CouponApi<P: CouponPorts> {
-    service: CouponService<P>,
-    limits: RateLimits,
-}
-
-impl<P: CouponPorts> CouponApi<P> {
-    pub fn new(service: CouponService<P>) -> Self {
-        Self {
-            service,
-            limits: RateLimits::off(),
-        }
-    }
-
-    /// Limits this operation per user and per client IP.
-    pub fn limited(self, limits: RateLimits) -> Self {
-        Self { limits, ..self }
-    }
-}
+pub type CouponApi<P> = Guarded<CouponService<P>>;
 
 fn vendor_body(vendor: Vendor) -> VendorBody {
     VendorBody {
@@ -359,12 +307,12 @@ impl<P: CouponPorts> CouponApi<P> {
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<VendorList, AdminPage> {
+    ) -> ApiResult<Success<PageBody<VendorBody>>, AdminPage> {
         let page = self
             .service
             .vendors(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
             .await?;
-        Ok(VendorList::Ok(Json(PageBody::from_page(page, vendor_body))))
+        Ok(Success::page(page, vendor_body))
     }
 
     /// Create a coupon campaign.
@@ -412,12 +360,12 @@ impl<P: CouponPorts> CouponApi<P> {
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<StatsList, AdminPage> {
+    ) -> ApiResult<Success<PageBody<CouponStatsBody>>, AdminPage> {
         let page = self
             .service
             .campaigns(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
             .await?;
-        Ok(StatsList::Ok(Json(PageBody::from_page(page, stats_body))))
+        Ok(Success::page(page, stats_body))
     }
 
     /// One campaign: issued, remaining, redeemed, the vendor's balance and
@@ -432,9 +380,9 @@ impl<P: CouponPorts> CouponApi<P> {
         &self,
         _auth: AdminAuth,
         id: Path<i64>,
-    ) -> ApiResult<StatsResponse, AdminRead> {
+    ) -> ApiResult<Success<CouponStatsBody>, AdminRead> {
         let stats = self.service.stats(CouponId(id.0)).await?;
-        Ok(StatsResponse::Ok(Json(stats_body(stats))))
+        Ok(Success::json(stats_body(stats)))
     }
 
     /// Make the issue ledger agree with the database now (the reconciler
@@ -449,9 +397,9 @@ impl<P: CouponPorts> CouponApi<P> {
         &self,
         _auth: AdminAuth,
         id: Path<i64>,
-    ) -> ApiResult<ReconcileResponse, AdminRead> {
+    ) -> ApiResult<Success<ReconcileBody>, AdminRead> {
         let report = self.service.reconcile(CouponId(id.0)).await?;
-        Ok(ReconcileResponse::Ok(Json(report_body(report))))
+        Ok(Success::json(report_body(report)))
     }
 
     /// Claim a coupon: first come, first served, one per user. With
@@ -473,7 +421,7 @@ impl<P: CouponPorts> CouponApi<P> {
         key: Header<Option<String>>,
     ) -> ApiResult<IssueResponse, IssueRefusals> {
         let user = auth.0.user_id;
-        self.limits.check(user, client_ip(req)).await?;
+        self.guard.limit(user, req).await?;
         let key = request_key(user, "coupon.issue", key.0.as_deref(), &id.0)?;
         let issued = self
             .service
@@ -501,14 +449,12 @@ impl<P: CouponPorts> CouponApi<P> {
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<WalletResponse, UserPage> {
+    ) -> ApiResult<Success<PageBody<UserCouponBody>>, UserPage> {
         let page = self
             .service
             .wallet_of(auth.0.user_id, after.0, limit.0.unwrap_or(DEFAULT_PAGE))
             .await?;
-        Ok(WalletResponse::Ok(Json(PageBody::from_page(
-            page, held_body,
-        ))))
+        Ok(Success::page(page, held_body))
     }
 
     /// Use a coupon. Answers at once with a job to poll; the job fails with
@@ -529,7 +475,7 @@ impl<P: CouponPorts> CouponApi<P> {
         key: Header<Option<String>>,
     ) -> ApiResult<RedemptionResponse, RedeemRefusals> {
         let user = auth.0.user_id;
-        self.limits.check(user, client_ip(req)).await?;
+        self.guard.limit(user, req).await?;
         let key = request_key(user, "coupon.redeem", key.0.as_deref(), &id.0)?;
         let job = self
             .service
@@ -548,7 +494,11 @@ impl<P: CouponPorts> CouponApi<P> {
         tag = "ApiTags::Coupons",
         operation_id = "getCouponJob"
     )]
-    async fn job(&self, auth: UserAuth, job_id: Path<Uuid>) -> ApiResult<JobResponse, UserRead> {
+    async fn job(
+        &self,
+        auth: UserAuth,
+        job_id: Path<Uuid>,
+    ) -> ApiResult<Success<JobBody>, UserRead> {
         let job = self.service.job(auth.0.user_id, job_id.0).await?;
         let message = match (job.status, job.reason) {
             (JobStatus::Pending, _) => None,
@@ -556,7 +506,7 @@ impl<P: CouponPorts> CouponApi<P> {
             (JobStatus::Failed, Some(reason)) => Some(reason.message().to_owned()),
             (JobStatus::Failed, None) => Some("The coupon could not be used.".to_owned()),
         };
-        Ok(JobResponse::Ok(Json(JobBody {
+        Ok(Success::json(JobBody {
             job_id: job.id,
             user_coupon_id: job.user_coupon.value(),
             status: match job.status {
@@ -567,7 +517,7 @@ impl<P: CouponPorts> CouponApi<P> {
             reason: job.reason.map(|r| r.code().to_owned()),
             message,
             poll_after_seconds: JOB_POLL_SECONDS,
-        })))
+        }))
     }
 }
 

@@ -3,14 +3,14 @@
 use super::{ports::NotificationRepository, usecase::NotificationService};
 use crate::{
     auth::api::UserAuth,
-    kernel::StoreError,
     web::{
         ApiTags,
         problem::{ApiResult, Problem, UserPage},
+        reply::Success,
     },
 };
 use chrono::{DateTime, Utc};
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
+use poem_openapi::{Object, OpenApi, param::Query};
 
 #[derive(Debug, Object)]
 #[oai(rename = "Notification", rename_all = "camelCase")]
@@ -32,12 +32,6 @@ pub struct PageBody {
     pub items: Vec<NotificationBody>,
     /// Pass as `after` next time; the same cursor when nothing is new.
     pub next_cursor: Option<i64>,
-}
-
-#[derive(ApiResponse)]
-enum PageResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody>),
 }
 
 pub struct NotificationsApi<R> {
@@ -67,18 +61,13 @@ impl<R: NotificationRepository> NotificationsApi<R> {
         /// At most this many (1–100, default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<PageResponse, UserPage> {
+    ) -> ApiResult<Success<PageBody>, UserPage> {
         let page = self
             .service
             .page(auth.0.user_id, after.0, limit.0.unwrap_or(50))
             .await
-            .map_err(|err| match err {
-                StoreError::Unavailable(cause) | StoreError::Conflict(cause) => {
-                    Problem::outage("notification store", &cause)
-                }
-                StoreError::Unexpected(cause) => Problem::bug("notification store", &cause),
-            })?;
-        Ok(PageResponse::Ok(Json(PageBody {
+            .map_err(|err| Problem::fault("notification store", &err.into()))?;
+        Ok(Success::json(PageBody {
             items: page
                 .items
                 .into_iter()
@@ -90,6 +79,6 @@ impl<R: NotificationRepository> NotificationsApi<R> {
                 })
                 .collect(),
             next_cursor: page.next_cursor,
-        })))
+        }))
     }
 }

@@ -17,8 +17,8 @@ use crate::{
     kernel::Clock,
     web::{
         ApiTags,
-        paging::PageBody,
         problem::{AdminOnly, AdminPage, ApiResult, Problem},
+        reply::{NewestFirst, Success},
     },
 };
 
@@ -92,19 +92,6 @@ pub struct ReplayBody {
 }
 
 #[derive(ApiResponse)]
-enum EventsResponse {
-    #[oai(status = 200)]
-    Ok(Json<EventsBody>),
-}
-
-#[derive(ApiResponse)]
-enum DeadLettersResponse {
-    /// Newest first.
-    #[oai(status = 200)]
-    Ok(Json<PageBody<DeadLetterBody>>),
-}
-
-#[derive(ApiResponse)]
 enum ReplayResponse {
     /// The event is on its way back to the consumer that gave up on it.
     #[oai(status = 202)]
@@ -141,12 +128,12 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         tag = "ApiTags::Admin",
         operation_id = "eventPipelineStatus"
     )]
-    async fn status(&self, _auth: AdminAuth) -> ApiResult<EventsResponse, AdminOnly> {
+    async fn status(&self, _auth: AdminAuth) -> ApiResult<Success<EventsBody>, AdminOnly> {
         let status = self.pipeline.status().await?;
         let age = status.backlog.oldest_pending.map_or(0.0, |t| {
             (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });
-        Ok(EventsResponse::Ok(Json(EventsBody {
+        Ok(Success::json(EventsBody {
             outbox_pending: status.backlog.pending,
             oldest_pending_seconds: age,
             consumers: status
@@ -170,7 +157,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
                 })
                 .collect(),
             dead_letters: status.dead_letters,
-        })))
+        }))
     }
 
     /// List dead letters (events a consumer gave up on).
@@ -191,7 +178,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<DeadLettersResponse, AdminPage> {
+    ) -> ApiResult<NewestFirst<DeadLetterBody>, AdminPage> {
         let letters = self
             .pipeline
             .dead_letters(
@@ -200,20 +187,17 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
                 limit.0.unwrap_or(DEFAULT_DEAD_LETTER_PAGE),
             )
             .await?;
-        Ok(DeadLettersResponse::Ok(Json(PageBody::from_page(
-            letters,
-            |d| DeadLetterBody {
-                id: d.id,
-                consumer: d.consumer,
-                event_id: d.event_id,
-                event_type: d.event_type,
-                deliveries: d.deliveries,
-                last_error: d.last_error,
-                envelope: d.envelope,
-                created_at: d.created_at,
-                replayed_at: d.replayed_at,
-            },
-        ))))
+        Ok(NewestFirst::page(letters, |d| DeadLetterBody {
+            id: d.id,
+            consumer: d.consumer,
+            event_id: d.event_id,
+            event_type: d.event_type,
+            deliveries: d.deliveries,
+            last_error: d.last_error,
+            envelope: d.envelope,
+            created_at: d.created_at,
+            replayed_at: d.replayed_at,
+        }))
     }
 
     /// Send a dead letter's event back to its consumer.

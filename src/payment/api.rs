@@ -20,11 +20,12 @@ use crate::{
     kernel::{PaymentId, ReservationId, ScheduleId},
     web::{
         ApiTags,
-        admission::{Admission, QueueToken},
+        admission::QueueToken,
+        guarded::Guarded,
         idempotency::request_key,
-        limits::{RateLimits, client_ip},
         paging::PageBody,
         problem::{AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
+        reply::{NewestFirst, Success},
     },
 };
 
@@ -104,12 +105,6 @@ enum PayResponse {
     Created(Json<PaymentBody>),
 }
 
-#[derive(ApiResponse)]
-enum GetResponse {
-    #[oai(status = 200)]
-    Ok(Json<PaymentBody>),
-}
-
 #[derive(Debug, Clone, Copy, poem_openapi::Enum)]
 #[oai(rename = "RefundStatus", rename_all = "lowercase")]
 pub enum RefundStatusBody {
@@ -177,52 +172,13 @@ enum ScheduleSalesResponse {
 }
 
 #[derive(ApiResponse)]
-enum ScheduleSaleResponse {
-    #[oai(status = 200)]
-    Ok(Json<ScheduleSaleBody>),
-}
-
-#[derive(ApiResponse)]
-enum MineResponse {
-    /// Newest first.
-    #[oai(status = 200)]
-    Ok(Json<PageBody<PaymentBody>>),
-}
-
-#[derive(ApiResponse)]
-enum CompensationsResponse {
-    /// Newest first.
-    #[oai(status = 200)]
-    Ok(Json<PageBody<CompensationBody>>),
-}
-
-#[derive(ApiResponse)]
 enum RetryResponse {
     /// Scheduled to run again at once.
     #[oai(status = 202)]
     Accepted,
 }
 
-pub struct PaymentApi<P: PaymentPorts> {
-    service: PaymentService<P>,
-    admission: Admission,
-    limits: RateLimits,
-}
-
-impl<P: PaymentPorts> PaymentApi<P> {
-    pub fn new(service: PaymentService<P>, admission: Admission) -> Self {
-        Self {
-            service,
-            admission,
-            limits: RateLimits::off(),
-        }
-    }
-
-    /// Limits paying and cancelling per user and per client IP.
-    pub fn limited(self, limits: RateLimits) -> Self {
-        Self { limits, ..self }
-    }
-}
+pub type PaymentApi<P> = Guarded<PaymentService<P>>;
 
 crate::refusals! {
     PayRefusals {
@@ -272,7 +228,7 @@ impl<P: PaymentPorts> PaymentApi<P> {
         key: Header<Option<String>>,
     ) -> ApiResult<PayResponse, PayRefusals> {
         let user = auth.0.user_id;
-        self.limits.check(user, client_ip(request)).await?;
+        self.guard.limit(user, request).await?;
         let key = request_key(user, "payment.pay", key.0.as_deref(), &req.0)?;
         let hold = self
             .service
@@ -281,7 +237,7 @@ impl<P: PaymentPorts> PaymentApi<P> {
         if let Some(first) = self.service.replay(key.as_ref()).await? {
             return Ok(PayResponse::Created(Json(body(&first))));
         }
-        self.admission.require(&queue, user, hold.schedule).await?;
+        self.guard.admit(&queue, user, hold.schedule).await?;
         let payment = self.service.pay(&hold, key.as_ref()).await?;
         Ok(PayResponse::Created(Json(body(&payment))))
     }
@@ -293,9 +249,13 @@ impl<P: PaymentPorts> PaymentApi<P> {
         tag = "ApiTags::Payments",
         operation_id = "getPayment"
     )]
-    async fn get(&self, auth: UserAuth, id: Path<i64>) -> ApiResult<GetResponse, UserRead> {
+    async fn get(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> ApiResult<Success<PaymentBody>, UserRead> {
         let payment = self.service.get(PaymentId(id.0), auth.0.user_id).await?;
-        Ok(GetResponse::Ok(Json(body(&payment))))
+        Ok(Success::json(body(&payment)))
     }
 
     /// Cancel the ticket a payment bought and get the points back, until
@@ -315,7 +275,7 @@ impl<P: PaymentPorts> PaymentApi<P> {
         req: &poem::Request,
         id: Path<i64>,
     ) -> ApiResult<RefundResponse, CancelTicketRefusals> {
-        self.limits.check(auth.0.user_id, client_ip(req)).await?;
+        self.guard.limit(auth.0.user_id, req).await?;
         let payment = self.service.cancel(PaymentId(id.0), auth.0.user_id).await?;
         Ok(RefundResponse::Accepted(Json(RefundBody {
             payment_id: payment.id.value(),
@@ -338,14 +298,12 @@ impl<P: PaymentPorts> PaymentApi<P> {
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<MineResponse, UserPage> {
+    ) -> ApiResult<NewestFirst<PaymentBody>, UserPage> {
         let page = self
             .service
             .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
             .await?;
-        Ok(MineResponse::Ok(Json(PageBody::from_page(page, |p| {
-            body(&p)
-        }))))
+        Ok(NewestFirst::page(page, |p| body(&p)))
     }
 
     /// Cancel a schedule: its sale stops at once, every hold is released
@@ -406,9 +364,9 @@ impl<P: PaymentPorts> PaymentApi<P> {
         &self,
         _auth: AdminAuth,
         id: Path<i64>,
-    ) -> ApiResult<ScheduleSaleResponse, AdminRead> {
+    ) -> ApiResult<Success<ScheduleSaleBody>, AdminRead> {
         let progress = self.service.cancellation(ScheduleId(id.0)).await?;
-        Ok(ScheduleSaleResponse::Ok(Json(sale_body(&progress))))
+        Ok(Success::json(sale_body(&progress)))
     }
 
     /// Compensation steps of the payment saga.
@@ -428,7 +386,7 @@ impl<P: PaymentPorts> PaymentApi<P> {
         /// Page size, 1–500 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<CompensationsResponse, AdminPage> {
+    ) -> ApiResult<NewestFirst<CompensationBody>, AdminPage> {
         let status = status.0.map(|s| match s {
             CompensationStatusBody::Pending => CompensationStatus::Pending,
             CompensationStatusBody::Succeeded => CompensationStatus::Succeeded,
@@ -442,22 +400,19 @@ impl<P: PaymentPorts> PaymentApi<P> {
                 limit.0.unwrap_or(DEFAULT_COMPENSATION_PAGE),
             )
             .await?;
-        Ok(CompensationsResponse::Ok(Json(PageBody::from_page(
-            page,
-            |c| CompensationBody {
-                id: c.id,
-                saga: c.saga,
-                step: c.step,
-                payment_id: c.payment.value(),
-                status: match c.status {
-                    CompensationStatus::Pending => CompensationStatusBody::Pending,
-                    CompensationStatus::Succeeded => CompensationStatusBody::Succeeded,
-                    CompensationStatus::Failed => CompensationStatusBody::Failed,
-                },
-                attempts: c.attempts,
-                last_error: c.last_error,
+        Ok(NewestFirst::page(page, |c| CompensationBody {
+            id: c.id,
+            saga: c.saga,
+            step: c.step,
+            payment_id: c.payment.value(),
+            status: match c.status {
+                CompensationStatus::Pending => CompensationStatusBody::Pending,
+                CompensationStatus::Succeeded => CompensationStatusBody::Succeeded,
+                CompensationStatus::Failed => CompensationStatusBody::Failed,
             },
-        ))))
+            attempts: c.attempts,
+            last_error: c.last_error,
+        }))
     }
 
     /// Run a failed compensation again.

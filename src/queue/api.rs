@@ -1,5 +1,5 @@
-//! The waiting room's HTTP endpoints (users and admins), and the
-//! `X-Queue-Token` security scheme other modules' endpoints require.
+//! The waiting room's HTTP endpoints (users and admins), and the gate
+//! (`AdmissionCheck`) the seat map, holds and payments pass through.
 
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, future::BoxFuture};
@@ -24,9 +24,10 @@ use crate::{
     web::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
-        limits::{RateLimits, client_ip},
+        guarded::Guarded,
         paging::PageBody,
         problem::{AdminPage, ApiResult, Problem},
+        reply::Success,
     },
 };
 
@@ -210,28 +211,10 @@ enum EnterResponse {
 }
 
 #[derive(ApiResponse)]
-enum StatusResponse {
-    #[oai(status = 200)]
-    Ok(Json<StatusBody>),
-}
-
-#[derive(ApiResponse)]
 enum LeaveResponse {
     /// Left; an active slot goes to the next person.
     #[oai(status = 204)]
     Left,
-}
-
-#[derive(ApiResponse)]
-enum RoomsResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<RoomBody>>),
-}
-
-#[derive(ApiResponse)]
-enum SettingsResponse {
-    #[oai(status = 200)]
-    Ok(Json<SettingsBody>),
 }
 
 fn state(place: Place) -> StateBody {
@@ -282,24 +265,7 @@ fn status_body(status: QueueStatus) -> StatusBody {
     }
 }
 
-pub struct QueueApi<P: QueuePorts> {
-    service: QueueService<P>,
-    limits: RateLimits,
-}
-
-impl<P: QueuePorts> QueueApi<P> {
-    pub fn new(service: QueueService<P>) -> Self {
-        Self {
-            service,
-            limits: RateLimits::off(),
-        }
-    }
-
-    /// Limits entering per user and per client IP.
-    pub fn limited(self, limits: RateLimits) -> Self {
-        Self { limits, ..self }
-    }
-}
+pub type QueueApi<P> = Guarded<QueueService<P>>;
 
 crate::refusals! {
     EnterRefusals {
@@ -346,7 +312,7 @@ impl<P: QueuePorts> QueueApi<P> {
         req: &poem::Request,
         body: Json<EnterBody>,
     ) -> ApiResult<EnterResponse, EnterRefusals> {
-        self.limits.check(auth.0.user_id, client_ip(req)).await?;
+        self.guard.limit(auth.0.user_id, req).await?;
         let admission = self
             .service
             .enter(auth.0.user_id, ConcertId(body.0.concert_id))
@@ -367,9 +333,9 @@ impl<P: QueuePorts> QueueApi<P> {
         tag = "ApiTags::Queue",
         operation_id = "queueStatus"
     )]
-    async fn status(&self, token: QueueToken) -> ApiResult<StatusResponse, StatusRefusals> {
+    async fn status(&self, token: QueueToken) -> ApiResult<Success<StatusBody>, StatusRefusals> {
         let status = self.service.status(&token.0.key).await?;
-        Ok(StatusResponse::Ok(Json(status_body(status))))
+        Ok(Success::json(status_body(status)))
     }
 
     /// Leave the waiting room (or give up an admitted slot).
@@ -400,24 +366,21 @@ impl<P: QueuePorts> QueueApi<P> {
         /// Page size, 1–200 (default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<RoomsResponse, AdminPage> {
+    ) -> ApiResult<Success<PageBody<RoomBody>>, AdminPage> {
         let rooms = self
             .service
             .stats(after.0, limit.0.unwrap_or(DEFAULT_ROOM_PAGE))
             .await?;
-        Ok(RoomsResponse::Ok(Json(PageBody::from_page(
-            rooms,
-            |(stats, settings)| RoomBody {
-                concert_id: stats.concert.value(),
-                waiting: stats.waiting,
-                active: stats.active,
-                admitted_last_minute: stats.admitted_last_minute,
-                admitted_total: stats.admitted_total,
-                oldest_wait_seconds: stats.oldest_wait_seconds,
-                tail_wait_seconds: stats.tail_wait_seconds(&settings),
-                settings: settings.into(),
-            },
-        ))))
+        Ok(Success::page(rooms, |(stats, settings)| RoomBody {
+            concert_id: stats.concert.value(),
+            waiting: stats.waiting,
+            active: stats.active,
+            admitted_last_minute: stats.admitted_last_minute,
+            admitted_total: stats.admitted_total,
+            oldest_wait_seconds: stats.oldest_wait_seconds,
+            tail_wait_seconds: stats.tail_wait_seconds(&settings),
+            settings: settings.into(),
+        }))
     }
 
     /// Change a concert's waiting-room settings; takes effect within a second.
@@ -432,7 +395,7 @@ impl<P: QueuePorts> QueueApi<P> {
         auth: AdminAuth,
         concert_id: Path<i64>,
         body: Json<SettingsChangeBody>,
-    ) -> ApiResult<SettingsResponse, SettingsRefusals> {
+    ) -> ApiResult<Success<SettingsBody>, SettingsRefusals> {
         let b = body.0;
         let change = SettingsChange {
             rates: QueueSettings::parse(
@@ -453,7 +416,7 @@ impl<P: QueuePorts> QueueApi<P> {
             .service
             .update_settings(ConcertId(concert_id.0), change, auth.0.user_id)
             .await?;
-        Ok(SettingsResponse::Ok(Json(saved.into())))
+        Ok(Success::json(saved.into()))
     }
 }
 

@@ -17,10 +17,11 @@ use crate::{
     kernel::{ReservationId, ScheduleId, SeatId},
     web::{
         ApiTags,
-        admission::{Admission, QueueToken},
-        limits::{RateLimits, client_ip},
+        admission::QueueToken,
+        guarded::Guarded,
         paging::PageBody,
         problem::{ApiResult, Problem, UserPage, UserRead},
+        reply::Success,
     },
 };
 
@@ -76,18 +77,6 @@ enum HoldResponse {
     Created(Json<ReservationBody>),
 }
 
-#[derive(ApiResponse)]
-enum GetResponse {
-    #[oai(status = 200)]
-    Ok(Json<ReservationBody>),
-}
-
-#[derive(ApiResponse)]
-enum MineResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody<ReservationBody>>),
-}
-
 /// Your place on a schedule's waitlist.
 #[derive(Debug, Object)]
 #[oai(rename = "WaitlistPlace", rename_all = "camelCase")]
@@ -105,12 +94,6 @@ enum JoinResponse {
 }
 
 #[derive(ApiResponse)]
-enum PlaceResponse {
-    #[oai(status = 200)]
-    Ok(Json<WaitlistBody>),
-}
-
-#[derive(ApiResponse)]
 enum LeaveResponse {
     /// Off the waitlist.
     #[oai(status = 204)]
@@ -124,26 +107,7 @@ enum ReleaseResponse {
     Released,
 }
 
-pub struct ReservationApi<P: ReservationPorts> {
-    service: ReservationService<P>,
-    admission: Admission,
-    limits: RateLimits,
-}
-
-impl<P: ReservationPorts> ReservationApi<P> {
-    pub fn new(service: ReservationService<P>, admission: Admission) -> Self {
-        Self {
-            service,
-            admission,
-            limits: RateLimits::off(),
-        }
-    }
-
-    /// Limits this operation per user and per client IP.
-    pub fn limited(self, limits: RateLimits) -> Self {
-        Self { limits, ..self }
-    }
-}
+pub type ReservationApi<P> = Guarded<ReservationService<P>>;
 
 crate::refusals! {
     HoldRefusals {
@@ -187,13 +151,9 @@ impl<P: ReservationPorts> ReservationApi<P> {
         request: &poem::Request,
         req: Json<HoldBody>,
     ) -> ApiResult<HoldResponse, HoldRefusals> {
-        self.limits
-            .check(auth.0.user_id, client_ip(request))
-            .await?;
+        self.guard.limit(auth.0.user_id, request).await?;
         let schedule = ScheduleId(req.0.schedule_id);
-        self.admission
-            .require(&queue, auth.0.user_id, schedule)
-            .await?;
+        self.guard.admit(&queue, auth.0.user_id, schedule).await?;
         let reservation = self
             .service
             .hold(auth.0.user_id, schedule, SeatId(req.0.seat_id))
@@ -211,15 +171,16 @@ impl<P: ReservationPorts> ReservationApi<P> {
         tag = "ApiTags::Reservations",
         operation_id = "getReservation"
     )]
-    async fn get(&self, auth: UserAuth, id: Path<i64>) -> ApiResult<GetResponse, UserRead> {
+    async fn get(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> ApiResult<Success<ReservationBody>, UserRead> {
         let reservation = self
             .service
             .get(ReservationId(id.0), auth.0.user_id)
             .await?;
-        Ok(GetResponse::Ok(Json(body(
-            &reservation,
-            self.service.now(),
-        ))))
+        Ok(Success::json(body(&reservation, self.service.now())))
     }
 
     /// Your reservations (holds, tickets, lapsed and released ones), newest first.
@@ -237,15 +198,13 @@ impl<P: ReservationPorts> ReservationApi<P> {
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<MineResponse, UserPage> {
+    ) -> ApiResult<Success<PageBody<ReservationBody>>, UserPage> {
         let page = self
             .service
             .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
             .await?;
         let now = self.service.now();
-        Ok(MineResponse::Ok(Json(PageBody::from_page(page, |r| {
-            body(&r, now)
-        }))))
+        Ok(Success::page(page, |r| body(&r, now)))
     }
 
     /// Release a hold early.
@@ -287,7 +246,7 @@ impl<P: ReservationPorts> ReservationApi<P> {
         req: &poem::Request,
         id: Path<i64>,
     ) -> ApiResult<JoinResponse, JoinWaitlistRefusals> {
-        self.limits.check(auth.0.user_id, client_ip(req)).await?;
+        self.guard.limit(auth.0.user_id, req).await?;
         let position = self
             .service
             .join_waitlist(auth.0.user_id, ScheduleId(id.0))
@@ -306,12 +265,12 @@ impl<P: ReservationPorts> ReservationApi<P> {
         &self,
         auth: UserAuth,
         id: Path<i64>,
-    ) -> ApiResult<PlaceResponse, UserRead> {
+    ) -> ApiResult<Success<WaitlistBody>, UserRead> {
         let position = self
             .service
             .waitlist_position(auth.0.user_id, ScheduleId(id.0))
             .await?;
-        Ok(PlaceResponse::Ok(Json(WaitlistBody { position })))
+        Ok(Success::json(WaitlistBody { position }))
     }
 
     /// Leave a schedule's waitlist.

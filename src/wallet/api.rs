@@ -16,9 +16,10 @@ use crate::{
     auth::api::UserAuth,
     web::{
         ApiTags,
+        guarded::Guarded,
         idempotency::request_key,
-        limits::{RateLimits, client_ip},
         problem::{ApiResult, Problem, UserOnly, UserPage},
+        reply::Success,
     },
 };
 
@@ -68,42 +69,13 @@ pub struct PageBody {
 }
 
 #[derive(ApiResponse)]
-enum BalanceResponse {
-    #[oai(status = 200)]
-    Ok(Json<BalanceBody>),
-}
-
-#[derive(ApiResponse)]
 enum ChargeResponse {
     /// Charged; the new balance.
     #[oai(status = 201)]
     Created(Json<BalanceBody>),
 }
 
-#[derive(ApiResponse)]
-enum PageResponse {
-    #[oai(status = 200)]
-    Ok(Json<PageBody>),
-}
-
-pub struct WalletApi<P: WalletPorts> {
-    service: WalletService<P>,
-    limits: RateLimits,
-}
-
-impl<P: WalletPorts> WalletApi<P> {
-    pub fn new(service: WalletService<P>) -> Self {
-        Self {
-            service,
-            limits: RateLimits::off(),
-        }
-    }
-
-    /// Limits this operation per user and per client IP.
-    pub fn limited(self, limits: RateLimits) -> Self {
-        Self { limits, ..self }
-    }
-}
+pub type WalletApi<P> = Guarded<WalletService<P>>;
 
 crate::refusals! {
     ChargeRefusals {
@@ -125,11 +97,11 @@ impl<P: WalletPorts> WalletApi<P> {
         tag = "ApiTags::Wallet",
         operation_id = "getWallet"
     )]
-    async fn balance(&self, auth: UserAuth) -> ApiResult<BalanceResponse, UserOnly> {
+    async fn balance(&self, auth: UserAuth) -> ApiResult<Success<BalanceBody>, UserOnly> {
         let balance = self.service.balance(auth.0.user_id).await?;
-        Ok(BalanceResponse::Ok(Json(BalanceBody {
+        Ok(Success::json(BalanceBody {
             balance: balance.value(),
-        })))
+        }))
     }
 
     /// Add points. With `Idempotency-Key`, a retry replays the first answer.
@@ -149,7 +121,7 @@ impl<P: WalletPorts> WalletApi<P> {
         key: Header<Option<String>>,
     ) -> ApiResult<ChargeResponse, ChargeRefusals> {
         let user = auth.0.user_id;
-        self.limits.check(user, client_ip(req)).await?;
+        self.guard.limit(user, req).await?;
         let key = request_key(user, "wallet.charge", key.0.as_deref(), &body.0)?;
         let balance = self
             .service
@@ -178,12 +150,12 @@ impl<P: WalletPorts> WalletApi<P> {
         /// Page size, 1–100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u64>>,
-    ) -> ApiResult<PageResponse, UserPage> {
+    ) -> ApiResult<Success<PageBody>, UserPage> {
         let page = self
             .service
             .transactions(auth.0.user_id, after.0.or(cursor.0), limit.0.unwrap_or(20))
             .await?;
-        Ok(PageResponse::Ok(Json(PageBody {
+        Ok(Success::json(PageBody {
             items: page
                 .items
                 .into_iter()
@@ -200,7 +172,7 @@ impl<P: WalletPorts> WalletApi<P> {
                 })
                 .collect(),
             next_cursor: page.next_cursor,
-        })))
+        }))
     }
 }
 

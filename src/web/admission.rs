@@ -3,8 +3,6 @@
 //! make. The waiting room implements the check; the modules behind the
 //! gate know only this, so none of them depends on the `queue` module.
 
-use std::sync::Arc;
-
 use futures::future::BoxFuture;
 use poem_openapi::{SecurityScheme, auth::ApiKey};
 
@@ -23,7 +21,7 @@ pub struct QueueToken(pub ApiKey);
 
 /// Whether a queue token admits a user to the concert a schedule belongs
 /// to. Object-safe, so every controller behind the gate holds the same
-/// `Arc<dyn AdmissionCheck>`.
+/// `Arc<dyn AdmissionCheck>` (in its [`Guard`](super::guarded::Guard)).
 pub trait AdmissionCheck: Send + Sync + 'static {
     /// Ok when admitted. An unknown schedule passes: the caller answers 404.
     fn check_schedule(
@@ -32,25 +30,4 @@ pub trait AdmissionCheck: Send + Sync + 'static {
         user: UserId,
         schedule: ScheduleId,
     ) -> BoxFuture<'_, Result<(), Problem>>;
-}
-
-/// The gate as a controller holds it.
-#[derive(Clone)]
-pub struct Admission(Arc<dyn AdmissionCheck>);
-
-impl Admission {
-    pub fn new(check: Arc<dyn AdmissionCheck>) -> Self {
-        Self(check)
-    }
-
-    /// 403 `queue_not_admitted` (or 401 for a bad token) unless the token
-    /// admits `user` to the schedule's concert.
-    pub async fn require(
-        &self,
-        token: &QueueToken,
-        user: UserId,
-        schedule: ScheduleId,
-    ) -> Result<(), Problem> {
-        self.0.check_schedule(&token.0.key, user, schedule).await
-    }
 }

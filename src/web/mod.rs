@@ -2,6 +2,7 @@
 //! edge middleware, health and metrics endpoints.
 
 pub mod admission;
+pub mod guarded;
 pub mod health;
 pub mod idempotency;
 pub mod limits;
@@ -9,6 +10,7 @@ pub mod middleware;
 pub mod paging;
 pub mod problem;
 pub mod rendered;
+pub mod reply;
 pub mod server;
 pub mod strict;
 pub mod traced;
