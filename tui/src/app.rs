@@ -1,13 +1,12 @@
 //! The console's state and how it changes: every input (a key, fresh data,
 //! a failed refresh, a finished command) is an [`Action`]; `update` applies
 //! it and may ask the runtime to run a [`Command`] against the server.
-//! The app keeps the global keys (quit, tabs, selection, refresh, help,
-//! details) and hands every other key to the open dialog or the current
-//! tab's component, which answers with an [`Action`] of its own.
+//! Keys are the exception: `keys::on_key` routes them, since only it knows
+//! the components that take them, and hands their answers to `update`.
 
 use std::collections::{HashMap, VecDeque};
 
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use crossterm::event::KeyEvent;
 
 use chrono::{DateTime, Utc};
 
@@ -16,7 +15,7 @@ use crate::{
         Alert, ApiError, Compensation, DeadLetter, QueueRoom, ScheduleSale, SettingsChange,
         Snapshot,
     },
-    components::{self, Component, ConfirmDialog, DetailPane, Help, RateDialog, RateInput},
+    rate_input::RateInput,
 };
 
 /// Admission samples kept per concert (one per refresh, about a minute).
@@ -57,7 +56,8 @@ impl Tab {
         Tab::ALL.iter().position(|t| *t == self).unwrap_or(0)
     }
 
-    fn step(self, by: isize) -> Tab {
+    /// The tab `by` places on, wrapping around.
+    pub fn step(self, by: isize) -> Tab {
         let n = Tab::ALL.len() as isize;
         Tab::ALL[((self.index() as isize + by).rem_euclid(n)) as usize]
     }
@@ -65,6 +65,8 @@ impl Tab {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
+    /// A key press from the terminal; `keys::on_key` routes it, `update`
+    /// leaves it alone.
     Key(KeyEvent),
     Data(Box<Snapshot>),
     FetchFailed(ApiError),
@@ -249,11 +251,6 @@ impl App {
         })
     }
 
-    /// The selected row in full, for the detail pane: a title and its lines.
-    pub fn detail(&self) -> Option<(String, Vec<String>)> {
-        components::tab(self.tab).detail(self)
-    }
-
     pub fn schedules(&self) -> &[ScheduleSale] {
         self.snapshot
             .as_ref()
@@ -286,7 +283,8 @@ impl App {
         self.selected[tab.index()].min(self.rows(tab).saturating_sub(1))
     }
 
-    fn select(&mut self, by: isize) {
+    /// Moves the current tab's selection `by` rows, staying on the list.
+    pub fn select(&mut self, by: isize) {
         let rows = self.rows(self.tab);
         let current = self.selected(self.tab) as isize;
         self.selected[self.tab.index()] =
@@ -295,7 +293,7 @@ impl App {
 
     pub fn update(&mut self, action: Action) -> Option<Command> {
         match action {
-            Action::Key(key) => self.on_key(key),
+            Action::Key(_) => None,
             Action::Data(snapshot) => {
                 self.record_admissions(&snapshot);
                 self.snapshot = Some(*snapshot);
@@ -354,23 +352,9 @@ impl App {
         }
     }
 
-    /// The dialog or pane on top, which takes every key while it is open.
-    fn overlay(&self) -> Option<&'static dyn Component> {
-        if self.rate_input.is_some() {
-            Some(&RateDialog)
-        } else if self.confirm.is_some() {
-            Some(&ConfirmDialog)
-        } else if self.show_detail {
-            Some(&DetailPane)
-        } else if self.show_help {
-            Some(&Help)
-        } else {
-            None
-        }
-    }
-
-    /// Closes the dialog or pane on top, the one [`Self::overlay`] names.
-    fn close_overlay(&mut self) {
+    /// Closes the dialog or pane on top, the one that takes the keys while
+    /// it is open (`components::overlay` names it).
+    pub fn close_overlay(&mut self) {
         if self.rate_input.is_some() {
             self.rate_input = None;
         } else if self.confirm.is_some() {
@@ -381,97 +365,14 @@ impl App {
             self.show_help = false;
         }
     }
-
-    fn on_key(&mut self, key: KeyEvent) -> Option<Command> {
-        if key.kind != KeyEventKind::Press {
-            return None;
-        }
-        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
-            self.quit = true;
-            return None;
-        }
-        if let Some(overlay) = self.overlay() {
-            return overlay
-                .on_key(self, key.code)
-                .and_then(|action| self.update(action));
-        }
-        match key.code {
-            KeyCode::Char('q') => self.quit = true,
-            KeyCode::Char('?') => self.show_help = true,
-            KeyCode::Esc => self.notice = None,
-            KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') => self.tab = self.tab.step(1),
-            KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') => self.tab = self.tab.step(-1),
-            KeyCode::Char(c @ '1'..='6') => {
-                self.tab = Tab::ALL[(c as usize) - ('1' as usize)];
-            }
-            KeyCode::Down | KeyCode::Char('j') => self.select(1),
-            KeyCode::Up | KeyCode::Char('k') => self.select(-1),
-            KeyCode::Char('g') | KeyCode::F(5) => return Some(Command::Refresh),
-            KeyCode::Char('d') | KeyCode::Enter => self.show_detail = self.detail().is_some(),
-            code => {
-                return components::tab(self.tab)
-                    .on_key(self, code)
-                    .and_then(|action| self.update(action));
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use crossterm::event::KeyEventState;
+    use crossterm::event::KeyCode;
 
     use super::*;
     use crate::fixtures::{loaded, press, snapshot};
-
-    #[test]
-    fn tabs_switch_by_number_and_wrap_around() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('4'));
-        assert_eq!(app.tab, Tab::Events);
-        for _ in 0..3 {
-            press(&mut app, KeyCode::Tab);
-        }
-        assert_eq!(app.tab, Tab::Queue);
-        press(&mut app, KeyCode::BackTab);
-        assert_eq!(app.tab, Tab::Schedules);
-    }
-
-    #[test]
-    fn only_key_presses_count() {
-        let mut app = loaded();
-        let mut release = KeyEvent::from(KeyCode::Char('q'));
-        release.kind = KeyEventKind::Release;
-        release.state = KeyEventState::NONE;
-        app.update(Action::Key(release));
-        assert!(!app.quit);
-        app.update(Action::Key(KeyEvent::new(
-            KeyCode::Char('c'),
-            KeyModifiers::CONTROL,
-        )));
-        assert!(app.quit);
-    }
-
-    #[test]
-    fn retry_and_replay_name_the_selected_rows() {
-        let mut app = loaded();
-        press(&mut app, KeyCode::Char('2'));
-        assert_eq!(
-            app.compensations().len(),
-            1,
-            "succeeded steps are not listed"
-        );
-        assert_eq!(
-            press(&mut app, KeyCode::Char('r')),
-            Some(Command::RetryCompensation(4))
-        );
-        press(&mut app, KeyCode::Char('4'));
-        assert_eq!(
-            press(&mut app, KeyCode::Char('r')),
-            Some(Command::ReplayDeadLetter(2))
-        );
-    }
 
     #[test]
     fn admissions_are_sampled_from_the_running_total() {

@@ -9,6 +9,7 @@ use crate::{
         QueueRoom, QueueSettings, ScheduleSale, Snapshot,
     },
     app::{Action, App, Command},
+    keys,
 };
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -214,7 +215,7 @@ pub fn loaded() -> App {
 }
 
 pub fn press(app: &mut App, code: KeyCode) -> Option<Command> {
-    app.update(Action::Key(KeyEvent::from(code)))
+    keys::on_key(app, KeyEvent::from(code))
 }
 
 pub fn type_in(app: &mut App, text: &str) {

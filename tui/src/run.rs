@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::{
     api::AdminClient,
     app::{Action, App, Command},
-    ui,
+    keys, ui,
 };
 
 /// Draws, waits for the next action, applies it, until the operator quits.
@@ -29,7 +29,11 @@ where
         let Some(action) = actions.recv().await else {
             break;
         };
-        if let Some(command) = app.update(action) {
+        let command = match action {
+            Action::Key(key) => keys::on_key(app, key),
+            action => app.update(action),
+        };
+        if let Some(command) = command {
             // A full queue means the runtime is busy; the operator can retry.
             let _ = commands.try_send(command);
         }

@@ -159,14 +159,14 @@ fn status_line(app: &App) -> Paragraph<'static> {
 
 #[cfg(test)]
 mod tests {
-    use crossterm::event::{KeyCode, KeyEvent};
+    use crossterm::event::KeyCode;
     use ratatui::{Terminal, backend::TestBackend};
 
     use super::*;
     use crate::{
         api::ApiError,
         app::Action,
-        fixtures::{self, opening_rooms, snapshot},
+        fixtures::{self, opening_rooms, press, snapshot},
     };
 
     fn app_with_data() -> App {
@@ -183,10 +183,6 @@ mod tests {
         let mut terminal = Terminal::new(TestBackend::new(100, 24)).unwrap();
         terminal.draw(|frame| draw(frame, app)).unwrap();
         terminal.backend().to_string()
-    }
-
-    fn press(app: &mut App, code: KeyCode) -> Option<crate::app::Command> {
-        app.update(Action::Key(KeyEvent::from(code)))
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One component per tab and per overlay. Each draws itself from the
-//! [`App`] state into the area it is given, and turns the keys the app
-//! hands it into an [`Action`] for the app to apply.
+//! [`App`] state into the area it is given, and turns the keys handed to it
+//! into an [`Action`] for the app to apply.
 
 mod alerts;
 mod compensations;
@@ -17,7 +17,7 @@ pub use coupons::CouponsTab;
 pub use events::EventsTab;
 pub use overlays::{ConfirmDialog, DetailPane, Help};
 pub use queue::{QueueTab, describe_change};
-pub use rate_dialog::{Field, RateDialog, RateInput};
+pub use rate_dialog::RateDialog;
 pub use schedules::SchedulesTab;
 
 use crossterm::event::KeyCode;
@@ -56,6 +56,28 @@ pub fn tab(tab: Tab) -> &'static dyn Component {
         Tab::Coupons => &CouponsTab,
         Tab::Schedules => &SchedulesTab,
     }
+}
+
+/// The dialog or pane on top, which takes every key while it is open; the
+/// one [`App::close_overlay`] closes.
+pub fn overlay(app: &App) -> Option<&'static dyn Component> {
+    if app.rate_input.is_some() {
+        Some(&RateDialog)
+    } else if app.confirm.is_some() {
+        Some(&ConfirmDialog)
+    } else if app.show_detail {
+        Some(&DetailPane)
+    } else if app.show_help {
+        Some(&Help)
+    } else {
+        None
+    }
+}
+
+/// The selected row of the current tab in full, for the detail pane: a
+/// title and its lines.
+pub fn detail(app: &App) -> Option<(String, Vec<String>)> {
+    tab(app.tab).detail(app)
 }
 
 pub(crate) fn header_style() -> Style {

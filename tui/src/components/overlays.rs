@@ -7,7 +7,7 @@ use ratatui::{
     widgets::{Block, Borders, Clear, Paragraph},
 };
 
-use super::{Component, queue::room_change};
+use super::{Component, detail, queue::room_change};
 use crate::app::{Action, App, Command, Confirm};
 
 pub(super) fn centered(area: Rect, width: u16, height: u16) -> Rect {
@@ -123,7 +123,7 @@ pub struct DetailPane;
 
 impl Component for DetailPane {
     fn draw(&self, app: &App, frame: &mut Frame, area: Rect) {
-        let Some((title, lines)) = app.detail() else {
+        let Some((title, lines)) = detail(app) else {
             return;
         };
         let width = area.width.saturating_sub(8).max(20);
@@ -165,7 +165,7 @@ mod tests {
         press(&mut app, KeyCode::Char('4'));
         press(&mut app, KeyCode::Enter);
         assert!(app.show_detail);
-        let (title, lines) = app.detail().unwrap();
+        let (title, lines) = detail(&app).unwrap();
         assert_eq!(title, "Dead letter 2");
         assert!(
             lines.iter().any(|l| l.contains("\"paymentId\": 41")),
@@ -181,7 +181,7 @@ mod tests {
         press(&mut app, KeyCode::Char('2'));
         press(&mut app, KeyCode::Char('d'));
         assert!(
-            app.detail()
+            detail(&app)
                 .unwrap()
                 .1
                 .iter()

@@ -5,10 +5,11 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Row, Sparkline},
 };
 
-use super::{Component, Field, ListView, RateInput, waiting_time};
+use super::{Component, ListView, waiting_time};
 use crate::{
     api::SettingsChange,
     app::{Action, App, Command, Confirm, Tab},
+    rate_input::{Field, RateInput},
 };
 
 /// Every concert's waiting room, and the admissions of the selected one.
