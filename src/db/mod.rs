@@ -2,6 +2,9 @@
 //! WAL mode or PostgreSQL), migrating, and telling an outage from a bug.
 
 pub mod idempotency;
+mod rows;
+
+pub use rows::{Paged, all_as, compare_and_set, ids_of, insert_new, one_as};
 
 use std::{future::Future, time::Duration};
 

@@ -35,8 +35,8 @@ use crate::{
     catalog::domain::ScheduleStatus,
     coupon::domain::{IssuedCoupon, Job},
     kernel::{
-        PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction, UnitOfWork,
-        UserId, events::NewEvent,
+        PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
+        UnitOfWork, UserId, events::NewEvent,
     },
     payment::domain::{Compensation, Payment},
     reservation::domain::Reservation,
@@ -83,6 +83,19 @@ impl World {
     pub fn event_types(&self) -> Vec<&'static str> {
         self.outbox.iter().map(|event| event.event_type).collect()
     }
+}
+
+/// One page of `rows` (in id order) as the SQL adapters read it: ids below
+/// the cursor, the newest first, one row more than the page.
+fn newest_first<T>(
+    rows: impl DoubleEndedIterator<Item = T>,
+    id: impl Fn(&T) -> i64,
+    page: PageRequest,
+) -> Vec<T> {
+    rows.rev()
+        .filter(|row| page.after.is_none_or(|after| id(row) < after))
+        .take(page.fetch() as usize)
+        .collect()
 }
 
 #[derive(Debug, Default)]

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{MemTx, MemoryUow, World};
+use super::{MemTx, MemoryUow, World, newest_first};
 use crate::{
     catalog::domain::{ScheduleStatus, SeatState},
     kernel::{
@@ -166,31 +166,25 @@ impl PaymentRepository for MemoryUow {
         page: PageRequest,
     ) -> Result<Vec<Compensation>, PaymentError> {
         self.check()?;
-        Ok(self
-            .world()
-            .compensations
-            .values()
-            .rev()
-            .filter(|compensation| status.is_none_or(|wanted| compensation.status == wanted))
-            .filter(|compensation| page.after.is_none_or(|after| compensation.id < after))
-            .take(page.fetch() as usize)
-            .cloned()
-            .collect())
+        let world = self.world();
+        let wanted = (world.compensations.values())
+            .filter(|compensation| status.is_none_or(|wanted| compensation.status == wanted));
+        Ok(newest_first(
+            wanted.cloned(),
+            |compensation| compensation.id,
+            page,
+        ))
     }
 
     async fn of_user(&self, user: UserId, page: PageRequest) -> Result<Vec<Payment>, PaymentError> {
         self.check()?;
-        Ok(self
-            .world()
-            .payments
-            .values()
-            .rev()
-            .filter(|payment| {
-                payment.user == user && page.after.is_none_or(|after| payment.id.value() < after)
-            })
-            .take(page.fetch() as usize)
-            .cloned()
-            .collect())
+        let world = self.world();
+        let theirs = (world.payments.values()).filter(|payment| payment.user == user);
+        Ok(newest_first(
+            theirs.cloned(),
+            |payment| payment.id.value(),
+            page,
+        ))
     }
 
     async fn cancelling_schedules(
@@ -270,12 +264,7 @@ impl PaymentRepository for MemoryUow {
             .collect();
         ids.sort();
         ids.dedup();
-        Ok(ids
-            .into_iter()
-            .rev()
-            .filter(|id| page.after.is_none_or(|after| id.value() < after))
-            .take(page.fetch() as usize)
-            .collect())
+        Ok(newest_first(ids.into_iter(), |id| id.value(), page))
     }
 
     async fn cancellation_progress(

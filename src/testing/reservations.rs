@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{MemTx, MemoryUow};
+use super::{MemTx, MemoryUow, newest_first};
 use crate::{
     kernel::{PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UserId},
     reservation::{
@@ -139,20 +139,13 @@ impl ReservationRepository for MemoryUow {
         page: PageRequest,
     ) -> Result<Vec<Reservation>, ReservationError> {
         self.check()?;
-        Ok(self
-            .world()
-            .reservations
-            .values()
-            .rev()
-            .filter(|reservation| {
-                reservation.user == user
-                    && page
-                        .after
-                        .is_none_or(|after| reservation.id.value() < after)
-            })
-            .take(page.fetch() as usize)
-            .cloned()
-            .collect())
+        let world = self.world();
+        let theirs = (world.reservations.values()).filter(|reservation| reservation.user == user);
+        Ok(newest_first(
+            theirs.cloned(),
+            |reservation| reservation.id.value(),
+            page,
+        ))
     }
 
     async fn waitlisted_schedules(&self, max: u64) -> Result<Vec<ScheduleId>, ReservationError> {

@@ -11,7 +11,7 @@ use crate::{
         domain::{AdminError, Alert, AlertFilter, NewAlert, QueuedAlert, Severity, WebhookStatus},
         ports::{AlertRepository, Raising, WebhookQueue},
     },
-    db::DbTx,
+    db::{DbTx, Paged, all_as},
     kernel::{PageRequest, Transaction, events::NewEvent},
     outbox::ports::OutboxWriter,
 };
@@ -58,7 +58,7 @@ impl DbAlerts {
 
 crate::db::module_error_from_db_err!(AdminError);
 
-fn to_alert(row: admin_alert::Model) -> Result<Alert, AdminError> {
+fn to_alert(row: admin_alert::Model) -> anyhow::Result<Alert> {
     let webhook = if row.webhook_delivered_at.is_some() {
         WebhookStatus::Delivered
     } else if row.webhook_next_at.is_some() {
@@ -123,23 +123,14 @@ impl AlertRepository for DbAlerts {
 
     async fn list(&self, filter: AlertFilter, page: PageRequest) -> Result<Vec<Alert>, AdminError> {
         let mut query = admin_alert::Entity::find();
-        if let Some(after) = page.after {
-            query = query.filter(admin_alert::Column::Id.lt(after));
-        }
         if let Some(acknowledged) = filter.acknowledged {
             query = query.filter(admin_alert::Column::Acknowledged.eq(acknowledged));
         }
         if let Some(severity) = filter.severity {
             query = query.filter(admin_alert::Column::Severity.eq(severity.as_str()));
         }
-        query
-            .order_by_desc(admin_alert::Column::Id)
-            .limit(page.fetch())
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_alert)
-            .collect()
+        let query = query.newest_first(admin_alert::Column::Id, page);
+        Ok(all_as(query, &self.db, to_alert).await?)
     }
 
     async fn acknowledge(
@@ -167,15 +158,11 @@ impl AlertRepository for DbAlerts {
     }
 
     async fn open_conditions(&self, prefix: &str) -> Result<Vec<Alert>, AdminError> {
-        admin_alert::Entity::find()
+        let query = admin_alert::Entity::find()
             .filter(admin_alert::Column::Condition.starts_with(prefix))
             .filter(admin_alert::Column::ResolvedAt.is_null())
-            .order_by_asc(admin_alert::Column::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_alert)
-            .collect()
+            .order_by_asc(admin_alert::Column::Id);
+        Ok(all_as(query, &self.db, to_alert).await?)
     }
 
     async fn resolve(&self, alert: &Alert, now: DateTime<Utc>) -> Result<bool, AdminError> {

@@ -4,12 +4,11 @@
 
 use chrono::Utc;
 use futures::{FutureExt, future::BoxFuture};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set, sea_query::OnConflict,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 
 use crate::{
     auth::{domain::AuthError, ports::SubjectDirectory},
+    db::insert_new,
     kernel::{UserId, cache::Cache},
 };
 
@@ -59,22 +58,17 @@ impl DbSubjects {
     async fn look_up(&self, subject: &str) -> Result<UserId, AuthError> {
         // First sight in any process inserts; a concurrent first sight
         // elsewhere makes this one do nothing. Either way the row is there.
-        identity_subject::Entity::insert(identity_subject::ActiveModel {
+        let row = identity_subject::ActiveModel {
             issuer: Set(self.issuer.clone()),
             subject: Set(subject.to_owned()),
             created_at: Set(Utc::now()),
             ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::columns([
-                identity_subject::Column::Issuer,
-                identity_subject::Column::Subject,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(&self.db)
-        .await?;
+        };
+        let unique = [
+            identity_subject::Column::Issuer,
+            identity_subject::Column::Subject,
+        ];
+        insert_new(row, unique, &self.db).await?;
         let row = identity_subject::Entity::find()
             .filter(identity_subject::Column::Issuer.eq(&self.issuer))
             .filter(identity_subject::Column::Subject.eq(subject))

@@ -13,7 +13,6 @@ use sea_orm::{
     sea_query::{Query, SelectStatement},
 };
 
-use crate::kernel::Fault;
 use crate::{
     catalog::domain::{Availability, CatalogError, ScheduleStatus, Seat, SeatState, SeatStatus},
     kernel::{Points, ScheduleId, SeatId, StoreError, UserId},
@@ -129,7 +128,7 @@ fn availability_is(availability: Availability, now: DateTime<Utc>) -> Condition 
     }
 }
 
-fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
+fn seat_from_row(row: seat::Model) -> anyhow::Result<Seat> {
     let state = match (
         SeatStatus::parse(&row.status),
         row.holder_id,
@@ -145,20 +144,18 @@ fn seat_from_row(row: seat::Model) -> Result<Seat, CatalogError> {
         },
         (..) => {
             let status = &row.status;
-            return Err(CatalogError::Fault(Fault::Unexpected(anyhow!(
+            return Err(anyhow!(
                 "seat {} has an inconsistent state {status:?}",
                 row.id
-            ))));
+            ));
         }
     };
     Ok(Seat {
         id: SeatId(row.id),
         schedule_id: ScheduleId(row.schedule_id),
-        number: u32::try_from(row.number)
-            .map_err(|err| CatalogError::Fault(Fault::Unexpected(err.into())))?,
+        number: u32::try_from(row.number)?,
         grade: row.grade,
-        price: Points::new(row.price)
-            .map_err(|err| CatalogError::Fault(Fault::Unexpected(err.into())))?,
+        price: Points::new(row.price)?,
         state,
     })
 }

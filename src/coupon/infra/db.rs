@@ -17,7 +17,7 @@ use crate::{
         },
         ports::{CouponRepository, IssueTx},
     },
-    db::DbTx,
+    db::{DbTx, Paged, all_as, one_as},
     kernel::{CouponId, PageRequest, Transaction, UserCouponId, UserId, VendorId},
     outbox::ports::OutboxWriter,
 };
@@ -138,7 +138,7 @@ pub mod vendor_payment {
 
 crate::db::module_error_from_db_err!(CouponError);
 
-pub fn job_from(row: coupon_job::Model) -> Result<Job, CouponError> {
+pub fn job_from(row: coupon_job::Model) -> anyhow::Result<Job> {
     Ok(Job {
         id: row.id,
         user: UserId(row.user_id),
@@ -149,7 +149,7 @@ pub fn job_from(row: coupon_job::Model) -> Result<Job, CouponError> {
     })
 }
 
-pub fn campaign_from(row: coupon::Model) -> Result<Campaign, CouponError> {
+pub fn campaign_from(row: coupon::Model) -> anyhow::Result<Campaign> {
     Ok(Campaign {
         id: CouponId(row.id),
         quantity: u32::try_from(row.quantity)
@@ -269,13 +269,8 @@ impl CouponRepository for DbCoupons {
     }
 
     async fn vendors(&self, page: PageRequest) -> Result<Vec<Vendor>, CouponError> {
-        let mut query = vendor::Entity::find();
-        if let Some(after) = page.after {
-            query = query.filter(vendor::Column::Id.gt(after));
-        }
-        Ok(query
-            .order_by_asc(vendor::Column::Id)
-            .limit(page.fetch())
+        Ok(vendor::Entity::find()
+            .oldest_first(vendor::Column::Id, page)
             .all(&self.db)
             .await?
             .into_iter()
@@ -315,11 +310,12 @@ impl CouponRepository for DbCoupons {
     }
 
     async fn campaign(&self, id: CouponId) -> Result<Option<Campaign>, CouponError> {
-        coupon::Entity::find_by_id(id.value())
-            .one(&self.db)
-            .await?
-            .map(campaign_from)
-            .transpose()
+        Ok(one_as(
+            coupon::Entity::find_by_id(id.value()),
+            &self.db,
+            campaign_from,
+        )
+        .await?)
     }
 
     async fn campaigns(
@@ -330,26 +326,16 @@ impl CouponRepository for DbCoupons {
         if let Some(after) = ending_after {
             query = query.filter(coupon::Column::ValidUntil.gt(after));
         }
-        query
-            .order_by_desc(coupon::Column::Id)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(campaign_from)
-            .collect()
+        let query = query.order_by_desc(coupon::Column::Id);
+        Ok(all_as(query, &self.db, campaign_from).await?)
     }
 
     async fn campaign_page(
         &self,
         page: PageRequest,
     ) -> Result<Vec<(Campaign, CampaignCounts)>, CouponError> {
-        let mut query = coupon::Entity::find();
-        if let Some(after) = page.after {
-            query = query.filter(coupon::Column::Id.lt(after));
-        }
-        let rows = query
-            .order_by_desc(coupon::Column::Id)
-            .limit(page.fetch())
+        let rows = coupon::Entity::find()
+            .newest_first(coupon::Column::Id, page)
             .all(&self.db)
             .await?;
         let vendor_ids: Vec<i64> = rows.iter().map(|r| r.vendor_id).collect();
@@ -406,14 +392,9 @@ impl CouponRepository for DbCoupons {
         now: DateTime<Utc>,
         page: PageRequest,
     ) -> Result<Vec<HeldCoupon>, CouponError> {
-        let mut query =
-            user_coupon::Entity::find().filter(user_coupon::Column::UserId.eq(user.value()));
-        if let Some(after) = page.after {
-            query = query.filter(user_coupon::Column::Id.lt(after));
-        }
-        let rows = query
-            .order_by_desc(user_coupon::Column::Id)
-            .limit(page.fetch())
+        let rows = user_coupon::Entity::find()
+            .filter(user_coupon::Column::UserId.eq(user.value()))
+            .newest_first(user_coupon::Column::Id, page)
             .all(&self.db)
             .await?;
         let ids: Vec<i64> = rows.iter().map(|r| r.coupon_id).collect();
@@ -448,11 +429,7 @@ impl CouponRepository for DbCoupons {
     }
 
     async fn job(&self, id: Uuid) -> Result<Option<Job>, CouponError> {
-        coupon_job::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .map(job_from)
-            .transpose()
+        Ok(one_as(coupon_job::Entity::find_by_id(id), &self.db, job_from).await?)
     }
 
     async fn stats(&self, campaign: &Campaign) -> Result<CampaignCounts, CouponError> {

@@ -5,7 +5,7 @@ use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, EntityTrait, QueryFilter, Set,
-    sea_query::{Expr, ExprTrait, OnConflict},
+    sea_query::{Expr, ExprTrait},
 };
 use uuid::Uuid;
 
@@ -15,7 +15,7 @@ use crate::{
         domain::{CouponStatus, FailReason, Job, JobStatus, RedeemableCoupon},
         ports::RedemptionTx,
     },
-    db::DbTx,
+    db::{DbTx, insert_new, one_as},
     kernel::{StoreError, UserCouponId, UserId, VendorId},
 };
 
@@ -36,12 +36,7 @@ impl RedemptionTx for DbTx {
     }
 
     async fn job(&mut self, id: Uuid) -> Result<Option<Job>, StoreError> {
-        coupon_job::Entity::find_by_id(id)
-            .one(self.conn())
-            .await?
-            .map(job_from)
-            .transpose()
-            .map_err(|err| StoreError::Unexpected(anyhow!(err)))
+        one_as(coupon_job::Entity::find_by_id(id), self.conn(), job_from).await
     }
 
     async fn redeemable(
@@ -67,8 +62,7 @@ impl RedemptionTx for DbTx {
                 StoreError::Unexpected(anyhow!("coupon {} has status {:?}", row.id, row.status))
             })?,
             version: row.version,
-            campaign: campaign_from(campaign)
-                .map_err(|err| StoreError::Unexpected(anyhow!(err)))?,
+            campaign: campaign_from(campaign).map_err(StoreError::Unexpected)?,
         }))
     }
 
@@ -123,22 +117,16 @@ impl RedemptionTx for DbTx {
         amount: i64,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let paid = vendor_payment::Entity::insert(vendor_payment::ActiveModel {
+        let payment = vendor_payment::ActiveModel {
             vendor_id: Set(vendor_id.value()),
             user_coupon_id: Set(coupon.value()),
             job_id: Set(job),
             amount: Set(amount),
             created_at: Set(now),
             ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::column(vendor_payment::Column::UserCouponId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(self.conn())
-        .await?;
-        if paid == 0 {
+        };
+        let unique = [vendor_payment::Column::UserCouponId];
+        if !insert_new(payment, unique, self.conn()).await? {
             return Ok(false);
         }
         vendor::Entity::update_many()

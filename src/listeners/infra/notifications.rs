@@ -4,12 +4,11 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    sea_query::OnConflict,
 };
 use uuid::Uuid;
 
 use crate::{
-    db::DbTx,
+    db::{DbTx, insert_new},
     kernel::{StoreError, UserId},
     listeners::{
         domain::Notification,
@@ -48,21 +47,15 @@ impl NotificationTx for DbTx {
         event_id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        notification::Entity::insert(notification::ActiveModel {
+        let row = notification::ActiveModel {
             user_id: Set(user.value()),
             kind: Set(kind.into()),
             message: Set(message.into()),
             event_id: Set(event_id),
             created_at: Set(now),
             ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::column(notification::Column::EventId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(self.conn())
-        .await?;
+        };
+        insert_new(row, [notification::Column::EventId], self.conn()).await?;
         Ok(())
     }
 }

@@ -1,12 +1,11 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set,
-    sea_query::{Expr, OnConflict},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Set, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{
-    db::DbTx,
+    db::{DbTx, compare_and_set, insert_new},
     kernel::{StoreError, events::PaymentCompleted},
     listeners::{
         domain::Receipt,
@@ -63,7 +62,7 @@ async fn store_receipt<C: ConnectionTrait>(
     event_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    let inserted = receipt::Entity::insert(receipt::ActiveModel {
+    let row = receipt::ActiveModel {
         number: Set(receipt.number.clone()),
         payment_id: Set(receipt.payment_id),
         user_id: Set(receipt.user_id),
@@ -71,15 +70,8 @@ async fn store_receipt<C: ConnectionTrait>(
         event_id: Set(event_id),
         created_at: Set(now),
         ..Default::default()
-    })
-    .on_conflict(
-        OnConflict::column(receipt::Column::PaymentId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(inserted > 0)
+    };
+    insert_new(row, [receipt::Column::PaymentId], txn).await
 }
 
 impl ReceiptTx for DbTx {
@@ -115,12 +107,10 @@ impl ReceiptTx for DbTx {
         payment_id: i64,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let marked = receipt::Entity::update_many()
+        let mark = receipt::Entity::update_many()
             .col_expr(receipt::Column::CancelledAt, Expr::value(now))
             .filter(receipt::Column::PaymentId.eq(payment_id))
-            .filter(receipt::Column::CancelledAt.is_null())
-            .exec(self.conn())
-            .await?;
-        Ok(marked.rows_affected == 1)
+            .filter(receipt::Column::CancelledAt.is_null());
+        Ok(compare_and_set(mark, self.conn()).await?)
     }
 }

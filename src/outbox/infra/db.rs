@@ -6,13 +6,12 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, OnConflict},
+    PaginatorTrait, QueryFilter, QuerySelect, Set, TransactionTrait, sea_query::Expr,
 };
 use uuid::Uuid;
 
 use crate::{
-    db::DbTx,
+    db::{DbTx, Paged, insert_new},
     kernel::{
         PageRequest, StoreError, Transaction, UserId,
         events::{BusMessage, EventEnvelope, NewEvent},
@@ -183,19 +182,12 @@ pub async fn record_in_inbox<C: ConnectionTrait>(
     event_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<bool, DbErr> {
-    let inserted = inbox::Entity::insert(inbox::ActiveModel {
+    let row = inbox::ActiveModel {
         consumer: Set(consumer.to_owned()),
         event_id: Set(event_id),
         processed_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::columns([inbox::Column::Consumer, inbox::Column::EventId])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(txn)
-    .await?;
-    Ok(inserted == 1)
+    };
+    insert_new(row, [inbox::Column::Consumer, inbox::Column::EventId], txn).await
 }
 
 /// Stores a dead letter and, when the rule says so
@@ -294,15 +286,11 @@ impl OutboxRepository for DbOutbox {
         page: PageRequest,
     ) -> Result<Vec<DeadLetter>, OutboxError> {
         let mut query = dead_letter::Entity::find();
-        if let Some(after) = page.after {
-            query = query.filter(dead_letter::Column::Id.lt(after));
-        }
         if !include_replayed {
             query = query.filter(dead_letter::Column::ReplayedAt.is_null());
         }
         Ok(query
-            .order_by_desc(dead_letter::Column::Id)
-            .limit(page.fetch())
+            .newest_first(dead_letter::Column::Id, page)
             .all(&self.db)
             .await?
             .into_iter()

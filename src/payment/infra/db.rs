@@ -7,13 +7,13 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
-    sea_query::{Expr, ExprTrait, OnConflict, Query, SelectStatement},
+    sea_query::{Expr, ExprTrait, Query, SelectStatement},
 };
 
 use crate::kernel::Fault;
 use crate::{
     catalog::ports::ScheduleReads,
-    db::DbTx,
+    db::{DbTx, Paged, all_as, compare_and_set, ids_of, insert_new, one_as},
     kernel::{
         ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError,
         Transaction, UserId, events::NewEvent,
@@ -158,26 +158,19 @@ impl From<ReservationError> for PaymentError {
 
 impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayments<S, H> {
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentError> {
-        Ok(payment::Entity::find_by_id(id.value())
-            .one(&self.db)
-            .await?
-            .map(to_payment)
-            .transpose()?)
+        Ok(one_as(
+            payment::Entity::find_by_id(id.value()),
+            &self.db,
+            to_payment,
+        )
+        .await?)
     }
 
     async fn of_user(&self, user: UserId, page: PageRequest) -> Result<Vec<Payment>, PaymentError> {
-        let mut query = payment::Entity::find().filter(payment::Column::UserId.eq(user.value()));
-        if let Some(after) = page.after {
-            query = query.filter(payment::Column::Id.lt(after));
-        }
-        Ok(query
-            .order_by_desc(payment::Column::Id)
-            .limit(page.fetch())
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_payment)
-            .collect::<anyhow::Result<_>>()?)
+        let query = payment::Entity::find()
+            .filter(payment::Column::UserId.eq(user.value()))
+            .newest_first(payment::Column::Id, page);
+        Ok(all_as(query, &self.db, to_payment).await?)
     }
 
     async fn compensations(
@@ -186,20 +179,11 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
         page: PageRequest,
     ) -> Result<Vec<Compensation>, PaymentError> {
         let mut query = compensation::Entity::find();
-        if let Some(after) = page.after {
-            query = query.filter(compensation::Column::Id.lt(after));
-        }
         if let Some(status) = status {
             query = query.filter(compensation::Column::Status.eq(status.as_str()));
         }
-        Ok(query
-            .order_by_desc(compensation::Column::Id)
-            .limit(page.fetch())
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_compensation)
-            .collect::<anyhow::Result<_>>()?)
+        let query = query.newest_first(compensation::Column::Id, page);
+        Ok(all_as(query, &self.db, to_compensation).await?)
     }
 
     async fn cancelling_schedules(
@@ -228,18 +212,13 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
             .from(compensation::Entity)
             .and_where(compensation::Column::Saga.eq(saga))
             .to_owned();
-        let ids: Vec<i64> = payment::Entity::find()
-            .select_only()
-            .column(payment::Column::Id)
+        let query = payment::Entity::find()
             .filter(payment::Column::Status.eq(PaymentStatus::Confirmed.as_str()))
             .filter(payment::Column::ScheduleId.eq(schedule.value()))
             .filter(payment::Column::Id.not_in_subquery(scheduled))
             .order_by_asc(payment::Column::Id)
-            .limit(max)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(PaymentId).collect())
+            .limit(max);
+        Ok(ids_of(query, payment::Column::Id, &self.db, PaymentId).await?)
     }
 
     async fn unsettled(&self, schedule: ScheduleId, saga: &str) -> Result<u64, PaymentError> {
@@ -299,11 +278,12 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
     }
 
     async fn compensation(&self, id: i64) -> Result<Option<Compensation>, PaymentError> {
-        Ok(compensation::Entity::find_by_id(id)
-            .one(&self.db)
-            .await?
-            .map(to_compensation)
-            .transpose()?)
+        Ok(one_as(
+            compensation::Entity::find_by_id(id),
+            &self.db,
+            to_compensation,
+        )
+        .await?)
     }
 
     async fn due_compensations(
@@ -379,10 +359,8 @@ impl PaymentTx for DbTx {
             .col_expr(compensation::Column::NextAttemptAt, Expr::value(now))
             .col_expr(compensation::Column::UpdatedAt, Expr::value(now))
             .filter(compensation::Column::Id.eq(id))
-            .filter(compensation::Column::Status.eq(CompensationStatus::Failed.as_str()))
-            .exec(self.conn())
-            .await?;
-        Ok(reset.rows_affected == 1)
+            .filter(compensation::Column::Status.eq(CompensationStatus::Failed.as_str()));
+        Ok(compare_and_set(reset, self.conn()).await?)
     }
 
     async fn insert_payment(
@@ -407,12 +385,12 @@ impl PaymentTx for DbTx {
     }
 
     async fn payment(&mut self, id: PaymentId) -> Result<Option<Payment>, StoreError> {
-        payment::Entity::find_by_id(id.value())
-            .one(self.conn())
-            .await?
-            .map(to_payment)
-            .transpose()
-            .map_err(StoreError::Unexpected)
+        one_as(
+            payment::Entity::find_by_id(id.value()),
+            self.conn(),
+            to_payment,
+        )
+        .await
     }
 
     async fn set_payment_status(
@@ -422,14 +400,12 @@ impl PaymentTx for DbTx {
         to: PaymentStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let changed = payment::Entity::update_many()
+        let change = payment::Entity::update_many()
             .col_expr(payment::Column::Status, Expr::value(to.as_str()))
             .col_expr(payment::Column::UpdatedAt, Expr::value(now))
             .filter(payment::Column::Id.eq(id.value()))
-            .filter(payment::Column::Status.eq(from.as_str()))
-            .exec(self.conn())
-            .await?;
-        Ok(changed.rows_affected == 1)
+            .filter(payment::Column::Status.eq(from.as_str()));
+        Ok(compare_and_set(change, self.conn()).await?)
     }
 
     async fn schedule_compensation(
@@ -439,7 +415,7 @@ impl PaymentTx for DbTx {
         payment: PaymentId,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let inserted = compensation::Entity::insert(compensation::ActiveModel {
+        let row = compensation::ActiveModel {
             saga: Set(saga.into()),
             step: Set(step.into()),
             payment_id: Set(payment.value()),
@@ -451,19 +427,13 @@ impl PaymentTx for DbTx {
             updated_at: Set(now),
             traceparent: Set(crate::kernel::trace::current_traceparent()),
             ..Default::default()
-        })
-        .on_conflict(
-            OnConflict::columns([
-                compensation::Column::Saga,
-                compensation::Column::Step,
-                compensation::Column::PaymentId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(self.conn())
-        .await?;
-        Ok(inserted > 0)
+        };
+        let unique = [
+            compensation::Column::Saga,
+            compensation::Column::Step,
+            compensation::Column::PaymentId,
+        ];
+        Ok(insert_new(row, unique, self.conn()).await?)
     }
 
     async fn claim_compensation(
@@ -482,12 +452,12 @@ impl PaymentTx for DbTx {
         if claimed.rows_affected == 0 {
             return Ok(None);
         }
-        compensation::Entity::find_by_id(id)
-            .one(self.conn())
-            .await?
-            .map(to_compensation)
-            .transpose()
-            .map_err(StoreError::Unexpected)
+        one_as(
+            compensation::Entity::find_by_id(id),
+            self.conn(),
+            to_compensation,
+        )
+        .await
     }
 
     async fn complete_compensation(

@@ -10,7 +10,7 @@ use sea_orm::{
 };
 
 use crate::{
-    db::DbTx,
+    db::{DbTx, Paged, all_as, compare_and_set, ids_of, one_as},
     kernel::{
         ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError,
         UserId,
@@ -122,26 +122,22 @@ impl ReservationRepository for DbReservations {
         max: u64,
     ) -> Result<Vec<ReservationId>, ReservationError> {
         // `Transition::Withdraw` applies to these.
-        let ids: Vec<i64> = reservation::Entity::find()
-            .select_only()
-            .column(reservation::Column::Id)
+        let query = reservation::Entity::find()
             .filter(reservation::Column::ScheduleId.eq(schedule.value()))
             .filter(reservation::Column::Status.eq(held()))
             .filter(reservation::Column::PaymentId.is_null())
             .order_by_asc(reservation::Column::Id)
-            .limit(max)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ReservationId).collect())
+            .limit(max);
+        Ok(ids_of(query, reservation::Column::Id, &self.db, ReservationId).await?)
     }
 
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
-        Ok(reservation::Entity::find_by_id(id.value())
-            .one(&self.db)
-            .await?
-            .map(to_reservation)
-            .transpose()?)
+        Ok(one_as(
+            reservation::Entity::find_by_id(id.value()),
+            &self.db,
+            to_reservation,
+        )
+        .await?)
     }
 
     async fn of_user(
@@ -149,19 +145,10 @@ impl ReservationRepository for DbReservations {
         user: UserId,
         page: PageRequest,
     ) -> Result<Vec<Reservation>, ReservationError> {
-        let mut query =
-            reservation::Entity::find().filter(reservation::Column::UserId.eq(user.value()));
-        if let Some(after) = page.after {
-            query = query.filter(reservation::Column::Id.lt(after));
-        }
-        Ok(query
-            .order_by_desc(reservation::Column::Id)
-            .limit(page.fetch())
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(to_reservation)
-            .collect::<anyhow::Result<_>>()?)
+        let query = reservation::Entity::find()
+            .filter(reservation::Column::UserId.eq(user.value()))
+            .newest_first(reservation::Column::Id, page);
+        Ok(all_as(query, &self.db, to_reservation).await?)
     }
 
     async fn lapsed(
@@ -169,32 +156,22 @@ impl ReservationRepository for DbReservations {
         now: DateTime<Utc>,
         max: u64,
     ) -> Result<Vec<ReservationId>, ReservationError> {
-        let ids: Vec<i64> = reservation::Entity::find()
-            .select_only()
-            .column(reservation::Column::Id)
+        let query = reservation::Entity::find()
             .filter(reservation::Column::Status.eq(held()))
             .filter(reservation::Column::PaymentId.is_null())
             .filter(reservation::Column::ExpiresAt.lte(now))
             .order_by_asc(reservation::Column::ExpiresAt)
-            .limit(max)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ReservationId).collect())
+            .limit(max);
+        Ok(ids_of(query, reservation::Column::Id, &self.db, ReservationId).await?)
     }
 
     async fn waitlisted_schedules(&self, max: u64) -> Result<Vec<ScheduleId>, ReservationError> {
-        let ids: Vec<i64> = waitlist::Entity::find()
-            .select_only()
-            .column(waitlist::Column::ScheduleId)
+        let query = waitlist::Entity::find()
             .distinct()
             .filter(waitlist::Column::Status.eq(WAITING))
             .order_by_asc(waitlist::Column::ScheduleId)
-            .limit(max)
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ScheduleId).collect())
+            .limit(max);
+        Ok(ids_of(query, waitlist::Column::ScheduleId, &self.db, ScheduleId).await?)
     }
 }
 
@@ -256,12 +233,12 @@ impl ReservationTx for DbTx {
     }
 
     async fn get(&mut self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
-        reservation::Entity::find_by_id(id.value())
-            .one(self.conn())
-            .await?
-            .map(to_reservation)
-            .transpose()
-            .map_err(StoreError::Unexpected)
+        one_as(
+            reservation::Entity::find_by_id(id.value()),
+            self.conn(),
+            to_reservation,
+        )
+        .await
     }
 
     async fn held_on_seat(
@@ -269,16 +246,11 @@ impl ReservationTx for DbTx {
         seat: SeatId,
         except: ReservationId,
     ) -> Result<Vec<Reservation>, StoreError> {
-        reservation::Entity::find()
+        let query = reservation::Entity::find()
             .filter(reservation::Column::SeatId.eq(seat.value()))
             .filter(reservation::Column::Status.eq(held()))
-            .filter(reservation::Column::Id.ne(except.value()))
-            .all(self.conn())
-            .await?
-            .into_iter()
-            .map(to_reservation)
-            .collect::<anyhow::Result<_>>()
-            .map_err(StoreError::Unexpected)
+            .filter(reservation::Column::Id.ne(except.value()));
+        all_as(query, self.conn(), to_reservation).await
     }
 
     async fn transition(
@@ -310,7 +282,7 @@ impl ReservationTx for DbTx {
             }
             Transition::FailConfirmation => update,
         };
-        Ok(update.exec(self.conn()).await?.rows_affected == 1)
+        Ok(compare_and_set(update, self.conn()).await?)
     }
 
     async fn set_payment(

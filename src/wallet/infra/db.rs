@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
-    sea_query::{Expr, ExprTrait, OnConflict},
+    sea_query::{Expr, ExprTrait},
 };
 
 use crate::{
-    db::DbTx,
+    db::{DbTx, all_as, insert_new},
     kernel::{PaymentId, Points, StoreError, UserId},
     wallet::{
         domain::{EntryKind, LedgerEntry, WalletError},
@@ -100,18 +100,12 @@ async fn credit<C: ConnectionTrait>(
     payment: Option<PaymentId>,
     now: DateTime<Utc>,
 ) -> Result<Option<Points>, DbErr> {
-    wallet::Entity::insert(wallet::ActiveModel {
+    let empty = wallet::ActiveModel {
         user_id: Set(user.value()),
         balance: Set(0),
         updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(wallet::Column::UserId)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(conn)
-    .await?;
+    };
+    insert_new(empty, [wallet::Column::UserId], conn).await?;
     let added = wallet::Entity::update_many()
         .col_expr(
             wallet::Column::Balance,
@@ -198,24 +192,21 @@ impl WalletRepository for DbWallets {
         if let Some(before) = before {
             query = query.filter(wallet_transaction::Column::Id.lt(before));
         }
-        query
+        let query = query
             .order_by_desc(wallet_transaction::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|row| {
-                Ok(LedgerEntry {
-                    id: row.id,
-                    kind: EntryKind::parse(&row.kind)
-                        .ok_or_else(|| anyhow!("ledger row {} has kind {:?}", row.id, row.kind))?,
-                    amount: row.amount,
-                    balance_after: Points::new(row.balance_after)
-                        .map_err(|e| anyhow!("ledger row {}: {e}", row.id))?,
-                    created_at: row.created_at,
-                })
+            .limit(limit);
+        let entries = all_as(query, &self.db, |row| {
+            Ok(LedgerEntry {
+                id: row.id,
+                kind: EntryKind::parse(&row.kind)
+                    .ok_or_else(|| anyhow!("ledger row {} has kind {:?}", row.id, row.kind))?,
+                amount: row.amount,
+                balance_after: Points::new(row.balance_after)
+                    .map_err(|e| anyhow!("ledger row {}: {e}", row.id))?,
+                created_at: row.created_at,
             })
-            .collect()
+        });
+        Ok(entries.await?)
     }
 }
 

@@ -1,7 +1,6 @@
 //! The reads other modules make of schedules and seats outside any
 //! transaction: [`SeatReads`] and [`ScheduleReads`].
 
-use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
@@ -11,6 +10,7 @@ use crate::{
         domain::{ScheduleSale, ScheduleStatus, Seat, SeatStatus},
         ports::{ScheduleReads, SeatReads},
     },
+    db::{Paged, ids_of, one_as},
     kernel::{PageRequest, ScheduleId, SeatId, StoreError},
 };
 
@@ -23,15 +23,10 @@ impl SeatReads for DbCatalog {
         if schedules.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = schedule::Entity::find()
-            .select_only()
-            .column(schedule::Column::Id)
+        let query = schedule::Entity::find()
             .filter(schedule::Column::Id.is_in(schedules.iter().map(|id| id.value())))
-            .filter(schedule::Column::StartsAt.lte(by))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ScheduleId).collect())
+            .filter(schedule::Column::StartsAt.lte(by));
+        ids_of(query, schedule::Column::Id, &self.db, ScheduleId).await
     }
 
     async fn seat(
@@ -39,13 +34,9 @@ impl SeatReads for DbCatalog {
         schedule: ScheduleId,
         seat_id: SeatId,
     ) -> Result<Option<Seat>, StoreError> {
-        seat::Entity::find_by_id(seat_id.value())
-            .filter(seat::Column::ScheduleId.eq(schedule.value()))
-            .one(&self.db)
-            .await?
-            .map(seat_from_row)
-            .transpose()
-            .map_err(|err| StoreError::Unexpected(anyhow!(err)))
+        let query = seat::Entity::find_by_id(seat_id.value())
+            .filter(seat::Column::ScheduleId.eq(schedule.value()));
+        one_as(query, &self.db, seat_from_row).await
     }
 }
 
@@ -71,19 +62,8 @@ impl ScheduleReads for DbCatalog {
     }
 
     async fn schedule_ids(&self, page: PageRequest) -> Result<Vec<ScheduleId>, StoreError> {
-        let mut query = schedule::Entity::find()
-            .select_only()
-            .column(schedule::Column::Id);
-        if let Some(after) = page.after {
-            query = query.filter(schedule::Column::Id.lt(after));
-        }
-        let ids: Vec<i64> = query
-            .order_by_desc(schedule::Column::Id)
-            .limit(page.fetch())
-            .into_tuple()
-            .all(&self.db)
-            .await?;
-        Ok(ids.into_iter().map(ScheduleId).collect())
+        let query = schedule::Entity::find().newest_first(schedule::Column::Id, page);
+        ids_of(query, schedule::Column::Id, &self.db, ScheduleId).await
     }
 
     async fn sale(&self, id: ScheduleId) -> Result<Option<ScheduleSale>, StoreError> {

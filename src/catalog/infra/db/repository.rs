@@ -18,7 +18,7 @@ use crate::{
         },
         ports::CatalogRepository,
     },
-    db::DbTx,
+    db::{DbTx, Paged},
     kernel::{ConcertId, PageRequest, ScheduleId, Transaction},
     outbox::ports::OutboxWriter,
 };
@@ -88,13 +88,8 @@ impl CatalogRepository for DbCatalog {
     }
 
     async fn list_concerts(&self, page: PageRequest) -> Result<Vec<Concert>, CatalogError> {
-        let mut query = concert::Entity::find();
-        if let Some(after) = page.after {
-            query = query.filter(concert::Column::Id.gt(after));
-        }
-        let rows = query
-            .order_by_asc(concert::Column::Id)
-            .limit(page.fetch())
+        let rows = concert::Entity::find()
+            .oldest_first(concert::Column::Id, page)
             .all(&self.db)
             .await?;
         Ok(rows
@@ -231,10 +226,8 @@ impl CatalogRepository for DbCatalog {
                 }
             }
         }
-        rows.into_iter()
-            .map(seat_from_row)
-            .collect::<Result<_, _>>()
-            .map(SeatListing::Seats)
+        let seats = rows.into_iter().map(seat_from_row);
+        Ok(SeatListing::Seats(seats.collect::<anyhow::Result<_>>()?))
     }
 
     async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {

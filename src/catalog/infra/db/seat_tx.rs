@@ -15,7 +15,7 @@ use crate::{
         domain::{Availability, HeldSeat, ScheduleStatus, SeatStatus},
         ports::SeatTx,
     },
-    db::DbTx,
+    db::{DbTx, compare_and_set},
     kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
 };
 
@@ -140,10 +140,8 @@ impl SeatTx for DbTx {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
-        let freed = on_sale_again(while_held_by(seat_id, reservation))
-            .exec(self.conn())
-            .await?;
-        Ok(freed.rows_affected == 1)
+        let release = on_sale_again(while_held_by(seat_id, reservation));
+        Ok(compare_and_set(release, self.conn()).await?)
     }
 
     /// Keeps the seat held by `reservation` until `until` (a paid hold waits
@@ -154,11 +152,9 @@ impl SeatTx for DbTx {
         reservation: ReservationId,
         until: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let extended = while_held_by(seat_id, reservation)
-            .col_expr(seat::Column::HeldUntil, Expr::value(until))
-            .exec(self.conn())
-            .await?;
-        Ok(extended.rows_affected == 1)
+        let extend = while_held_by(seat_id, reservation)
+            .col_expr(seat::Column::HeldUntil, Expr::value(until));
+        Ok(compare_and_set(extend, self.conn()).await?)
     }
 
     /// Sells the seat to the holder of `reservation`; false if it no longer
@@ -168,7 +164,7 @@ impl SeatTx for DbTx {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
-        let sold = while_held_by(seat_id, reservation)
+        let sell = while_held_by(seat_id, reservation)
             .col_expr(seat::Column::Status, Expr::value(SeatStatus::Sold.as_str()))
             .col_expr(
                 seat::Column::HeldUntil,
@@ -177,10 +173,8 @@ impl SeatTx for DbTx {
             .col_expr(
                 seat::Column::Version,
                 Expr::col(seat::Column::Version).add(1),
-            )
-            .exec(self.conn())
-            .await?;
-        Ok(sold.rows_affected == 1)
+            );
+        Ok(compare_and_set(sell, self.conn()).await?)
     }
 
     async fn unsell(
@@ -192,8 +186,7 @@ impl SeatTx for DbTx {
             .filter(seat::Column::Id.eq(seat_id.value()))
             .filter(seat::Column::ReservationId.eq(reservation.value()))
             .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()));
-        let freed = on_sale_again(sold_to_it).exec(self.conn()).await?;
-        Ok(freed.rows_affected == 1)
+        Ok(compare_and_set(on_sale_again(sold_to_it), self.conn()).await?)
     }
 
     async fn free_seats(
@@ -232,14 +225,12 @@ impl SeatTx for DbTx {
         to: ScheduleStatus,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let changed = schedule::Entity::update_many()
+        let change = schedule::Entity::update_many()
             .col_expr(schedule::Column::Status, Expr::value(to.as_str()))
             .col_expr(schedule::Column::StatusChangedAt, Expr::value(now))
             .filter(schedule::Column::Id.eq(id.value()))
-            .filter(schedule::Column::Status.eq(from.as_str()))
-            .exec(self.conn())
-            .await?;
-        Ok(changed.rows_affected == 1)
+            .filter(schedule::Column::Status.eq(from.as_str()));
+        Ok(compare_and_set(change, self.conn()).await?)
     }
 
     async fn starts_at(&mut self, id: ScheduleId) -> Result<Option<DateTime<Utc>>, StoreError> {
