@@ -52,6 +52,7 @@ use crate::{
 pub type Alerts = AlertService<DbAlerts, SystemClock>;
 pub type Catalog = CatalogService<CatalogWiring>;
 /// The catalog over its tables, waking the relay.
+#[derive(Clone)]
 pub struct CatalogWiring;
 impl crate::catalog::ports::CatalogPorts for CatalogWiring {
     type Repo = DbCatalog;
@@ -70,6 +71,7 @@ impl crate::queue::ports::QueuePorts for QueueWiring {
 }
 pub type Reservations = ReservationService<ReservationWiring>;
 /// The reservation use cases over the database, waking the relay.
+#[derive(Clone)]
 pub struct ReservationWiring;
 impl ReservationPorts for ReservationWiring {
     type Uow = DbUnitOfWork;
@@ -80,6 +82,7 @@ impl ReservationPorts for ReservationWiring {
 }
 pub type Wallets = WalletService<WalletWiring>;
 /// The wallet over the database, waking the relay.
+#[derive(Clone)]
 pub struct WalletWiring;
 impl crate::wallet::ports::WalletPorts for WalletWiring {
     type Uow = DbUnitOfWork;
@@ -240,6 +243,7 @@ impl Services {
 }
 
 /// The coupon room's adapters.
+#[derive(Clone)]
 pub struct CouponWiring;
 
 impl CouponPorts for CouponWiring {

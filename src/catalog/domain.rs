@@ -249,15 +249,7 @@ pub enum ScheduleStatus {
     Cancelled,
 }
 
-impl ScheduleStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(ScheduleStatus);
 
 /// A seat's stored status; the database column holds these names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -268,15 +260,7 @@ pub enum SeatStatus {
     Sold,
 }
 
-impl SeatStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(SeatStatus);
 
 /// A seat as stored. A hold whose `until` has passed is not yet cleaned up
 /// but no longer counts: see [`Seat::availability`].

@@ -13,7 +13,7 @@ use crate::kernel::{
 
 /// The adapters the catalog's use cases run over, named once: the
 /// composition root picks them (`app::services`), tests pick fakes.
-pub trait CatalogPorts: Send + Sync + 'static {
+pub trait CatalogPorts: Clone + Send + Sync + 'static {
     type Repo: CatalogRepository;
     type Clock: Clock;
     /// Told after a commit that wrote to the outbox.

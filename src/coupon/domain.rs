@@ -305,15 +305,7 @@ pub enum JobStatus {
     Failed,
 }
 
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(JobStatus);
 
 /// A held coupon's stored status; the database column holds these names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
@@ -323,15 +315,7 @@ pub enum CouponStatus {
     Used,
 }
 
-impl CouponStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(CouponStatus);
 
 /// A held coupon as the redemption step reads it, with its campaign.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,6 +439,19 @@ pub struct CampaignCounts {
     pub issued: u64,
     pub redeemed: u64,
     pub vendor_balance: i64,
+}
+
+impl CampaignCounts {
+    /// What an admin sees of `campaign` with these counts and the ledger's.
+    pub fn of(self, campaign: Campaign, ledger_issued: Option<u64>) -> CampaignStats {
+        CampaignStats {
+            campaign,
+            issued: self.issued,
+            redeemed: self.redeemed,
+            vendor_balance: self.vendor_balance,
+            ledger_issued,
+        }
+    }
 }
 
 /// What an admin sees of a campaign.

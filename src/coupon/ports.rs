@@ -22,7 +22,7 @@ use crate::{
 /// The adapters the coupon room's use cases (the service and the ledger's
 /// issuer) run over, named once: the composition root picks them
 /// (`app::services`), tests pick fakes.
-pub trait CouponPorts: Send + Sync + 'static {
+pub trait CouponPorts: Clone + Send + Sync + 'static {
     /// Issue (the winners' rows) and redemption share the unit of work.
     type Uow: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>;
     type Repo: CouponRepository;
@@ -185,6 +185,37 @@ pub enum IssueOutcome {
     NotWritten(RecordError),
 }
 
+impl IssueOutcome {
+    /// The answer to a first-come step that gave the user no number.
+    pub fn refused(step: LedgerStep) -> Self {
+        match step {
+            LedgerStep::AlreadyIssued => Self::AlreadyIssued,
+            _ => Self::SoldOut,
+        }
+    }
+}
+
+/// One issue request, as the service hands it to the issuer.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueRequest<'a> {
+    pub campaign: &'a Campaign,
+    pub user: UserId,
+    /// Written with the winner's row, so that a retry hears its answer.
+    pub key: Option<&'a RequestKey>,
+    pub now: DateTime<Utc>,
+}
+
+impl IssueRequest<'_> {
+    /// The request's user as the winner of `number`.
+    pub fn winner(&self, number: u32) -> Winner {
+        Winner {
+            coupon: self.campaign.id,
+            user: self.user,
+            number,
+        }
+    }
+}
+
 /// Decides who wins a first-come-first-served coupon and writes the
 /// winner. In a release this is always the ledger's
 /// ([`LedgerIssuer`](super::usecase::LedgerIssuer)); the bench build adds
@@ -194,10 +225,7 @@ pub enum IssueOutcome {
 pub trait CouponIssuer: Send + Sync + 'static {
     fn issue<'a>(
         &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
+        request: IssueRequest<'a>,
     ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>>;
 
     /// Who holds a campaign this issuer just called sold out, for the

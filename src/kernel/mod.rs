@@ -17,6 +17,7 @@ mod points;
 pub mod retention;
 pub mod snapshot;
 mod store;
+mod stored;
 pub mod trace;
 pub mod uow;
 pub mod watch;
@@ -31,4 +32,5 @@ pub use ids::{
 pub use page::{Page, PageRequest};
 pub use points::{Points, PointsError};
 pub use store::{CONFLICT_ATTEMPTS, Retryable, StoreError, retry_on_conflict};
+pub(crate) use stored::stored_name;
 pub use uow::{Transaction, UnitOfWork};

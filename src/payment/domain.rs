@@ -29,15 +29,7 @@ pub enum PaymentStatus {
     Refunded,
 }
 
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(PaymentStatus);
 
 /// A payment; with a key, also the answer a retried pay request gets back.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -226,15 +218,7 @@ pub enum CompensationStatus {
     Failed,
 }
 
-impl CompensationStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(CompensationStatus);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compensation {

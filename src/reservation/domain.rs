@@ -24,15 +24,7 @@ pub enum ReservationStatus {
     Released,
 }
 
-impl ReservationStatus {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(ReservationStatus);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {

@@ -14,7 +14,7 @@ use crate::{
 
 /// The adapters the reservation use cases run over, named once: the
 /// composition root picks them (`app::services`), tests pick fakes.
-pub trait ReservationPorts: Send + Sync + 'static {
+pub trait ReservationPorts: Clone + Send + Sync + 'static {
     /// One transaction changes seats, reservations, waitlists and the
     /// outbox together.
     type Uow: UnitOfWork<Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter>;

@@ -16,15 +16,7 @@ pub enum EntryKind {
     Refund,
 }
 
-impl EntryKind {
-    pub fn as_str(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn parse(value: &str) -> Option<Self> {
-        value.parse().ok()
-    }
-}
+crate::kernel::stored_name!(EntryKind);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {

@@ -13,7 +13,7 @@ use crate::{
 
 /// The adapters the wallet's use cases run over, named once: the
 /// composition root picks them (`app::services`), tests pick fakes.
-pub trait WalletPorts: Send + Sync + 'static {
+pub trait WalletPorts: Clone + Send + Sync + 'static {
     /// A charge, its event and its key commit together.
     type Uow: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>;
     type Repo: WalletRepository;

@@ -12,23 +12,12 @@ use crate::{
     outbox::ports::OutboxWriter,
 };
 
+#[derive(Clone)]
 pub struct WalletService<P: WalletPorts> {
     uow: P::Uow,
     repo: P::Repo,
     clock: P::Clock,
     wake: P::Wake,
-}
-
-// By hand: a derive would ask the ports' marker type to be Clone too.
-impl<P: WalletPorts> Clone for WalletService<P> {
-    fn clone(&self) -> Self {
-        Self {
-            uow: self.uow.clone(),
-            repo: self.repo.clone(),
-            clock: self.clock.clone(),
-            wake: self.wake.clone(),
-        }
-    }
 }
 
 impl<P: WalletPorts> WalletService<P> {
@@ -151,6 +140,7 @@ mod tests {
     }
 
     /// The wallet's ports as these tests fake them.
+    #[derive(Clone)]
     struct Fakes;
 
     impl WalletPorts for Fakes {

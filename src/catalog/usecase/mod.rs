@@ -24,6 +24,7 @@ pub const AVAILABILITY_TTL: Duration = Duration::from_secs(1);
 /// How many schedules' counts one process keeps.
 const AVAILABILITY_KEPT: u64 = 100_000;
 
+#[derive(Clone)]
 pub struct CatalogService<P: CatalogPorts> {
     repo: P::Repo,
     clock: P::Clock,
@@ -43,22 +44,6 @@ pub struct CatalogService<P: CatalogPorts> {
 
 fn availability_cache(ttl: Duration) -> Cache<ScheduleId, u64> {
     Cache::new(AVAILABILITY_KEPT, ttl)
-}
-
-// By hand: a derive would ask the ports' marker type to be Clone too.
-impl<P: CatalogPorts> Clone for CatalogService<P> {
-    fn clone(&self) -> Self {
-        Self {
-            repo: self.repo.clone(),
-            clock: self.clock.clone(),
-            wake: self.wake.clone(),
-            seat_maps: self.seat_maps.clone(),
-            snapshot_ttl: self.snapshot_ttl,
-            rendering_budget: self.rendering_budget,
-            availability: self.availability.clone(),
-            counting: self.counting.clone(),
-        }
-    }
 }
 
 impl<P: CatalogPorts> CatalogService<P> {

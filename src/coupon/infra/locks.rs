@@ -4,7 +4,7 @@
 //! campaign's issued count and whether the user holds one, lets
 //! [`first_come`](crate::coupon::domain::first_come) decide, and writes a
 //! winner exactly as the ledger's path does
-//! ([`record_winners`]: the row, its campaign's count, `CouponIssued`, the
+//! ([`record_winner`]: the row, its campaign's count, `CouponIssued`, the
 //! key's answer, in one transaction). The bench serves each through the
 //! production route (`--coupon-lock-strategy`) so that comparing them with
 //! the ledger compares the strategies alone, with or without the sold-out
@@ -36,7 +36,6 @@ mod outside;
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use anyhow::{Context, anyhow};
-use chrono::{DateTime, Utc};
 use futures::{FutureExt, future::BoxFuture};
 use sea_orm::{ConnectionTrait, DatabaseBackend, DatabaseConnection, Statement};
 
@@ -44,14 +43,12 @@ use self::outside::{Guarded, PubSubLock, SpinLock};
 use super::db::DbCoupons;
 use crate::{
     coupon::{
-        domain::{
-            Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError, Winner, first_come,
-        },
-        ports::{CouponIssuer, CouponRepository, IssueOutcome},
-        usecase::record_winners,
+        domain::{Campaign, CouponError, LedgerStep, RecordError, first_come},
+        ports::{CouponIssuer, IssueOutcome, IssueRequest},
+        usecase::{holders_by_rows, record_winner},
     },
     db::{DbTx, DbUnitOfWork},
-    kernel::{Transaction, UnitOfWork, UserId, idempotency::RequestKey},
+    kernel::{Transaction, UnitOfWork, UserId},
     redis_client::Conn,
 };
 
@@ -100,30 +97,31 @@ pub fn issuer(
             .with_context(|| format!("--coupon-lock-strategy {strategy:?} needs Redis"))
     };
     let prefix = format!("{prefix}:bench-lock");
-    let locked = |chosen| -> Arc<dyn CouponIssuer> {
-        Arc::new(Locked {
-            strategy: chosen,
-            rows: DbCoupons::new(db.clone()),
-        })
-    };
-    let issuer: Arc<dyn CouponIssuer> = match strategy {
+    let rows = || DbCoupons::new(db.clone());
+    let issuer = match strategy {
         LockStrategy::Ledger => return Ok(None),
-        LockStrategy::Pessimistic => locked(Box::new(Pessimistic(store()?))),
-        LockStrategy::Optimistic => locked(Box::new(Optimistic(store()?))),
-        LockStrategy::SpinLock => locked(Box::new(Guarded {
-            store: store()?,
-            lock: SpinLock { redis: redis()? },
-            prefix,
-        })),
+        LockStrategy::Pessimistic => Locked::issuer(Pessimistic(store()?), rows()),
+        LockStrategy::Optimistic => Locked::issuer(Optimistic(store()?), rows()),
+        LockStrategy::SpinLock => Locked::issuer(
+            Guarded {
+                store: store()?,
+                lock: SpinLock { redis: redis()? },
+                prefix,
+            },
+            rows(),
+        ),
         LockStrategy::PubSubLock => {
             let url = redis_url.context(
                 "--coupon-lock-strategy pub-sub-lock needs a standalone Redis (--redis-url)",
             )?;
-            locked(Box::new(Guarded {
-                store: store()?,
-                lock: PubSubLock::start(redis()?, url, &prefix)?,
-                prefix,
-            }))
+            Locked::issuer(
+                Guarded {
+                    store: store()?,
+                    lock: PubSubLock::start(redis()?, url, &prefix)?,
+                    prefix,
+                },
+                rows(),
+            )
         }
     };
     Ok(Some(issuer))
@@ -140,12 +138,9 @@ struct Unremembered(Arc<dyn CouponIssuer>);
 impl CouponIssuer for Unremembered {
     fn issue<'a>(
         &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
+        request: IssueRequest<'a>,
     ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>> {
-        self.0.issue(campaign, user, key, now)
+        self.0.issue(request)
     }
 
     fn sold_out_holders<'a>(
@@ -156,66 +151,46 @@ impl CouponIssuer for Unremembered {
     }
 }
 
-/// What a lock strategy answered for one issue request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LockedIssue {
-    /// The user won: their row, its `CouponIssued` event and (with a key)
-    /// the answer a retry hears are written.
-    Won(IssuedCoupon),
-    AlreadyIssued,
-    SoldOut,
-}
-
 /// One classic strategy: take a lock, read the campaign's count and the
-/// user's holding, decide with `first_come`, write the winner, let go.
+/// user's holding, decide with `first_come`, write the winner, let go. A
+/// write refused or failed is the error ([`IssueOutcome::NotWritten`]).
 trait LockedIssuer: Send + Sync + 'static {
-    fn issue<'a>(
-        &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>>;
+    fn issue(
+        &self,
+        request: IssueRequest<'_>,
+    ) -> impl Future<Output = Result<IssueOutcome, RecordError>> + Send;
 }
 
 /// A lock strategy behind the issuer port.
-struct Locked {
-    strategy: Box<dyn LockedIssuer>,
+struct Locked<S> {
+    strategy: S,
     /// A lock strategy keeps no ledger: the holders of a sold-out campaign
     /// are its rows.
     rows: DbCoupons,
 }
 
-impl CouponIssuer for Locked {
+impl<S: LockedIssuer> Locked<S> {
+    fn issuer(strategy: S, rows: DbCoupons) -> Arc<dyn CouponIssuer> {
+        Arc::new(Self { strategy, rows })
+    }
+}
+
+impl<S: LockedIssuer> CouponIssuer for Locked<S> {
     fn issue<'a>(
         &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
+        request: IssueRequest<'a>,
     ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>> {
-        async move {
-            Ok(match self.strategy.issue(campaign, user, key, now).await {
-                Ok(LockedIssue::Won(row)) => IssueOutcome::Won(row),
-                Ok(LockedIssue::AlreadyIssued) => IssueOutcome::AlreadyIssued,
-                Ok(LockedIssue::SoldOut) => IssueOutcome::SoldOut,
-                Err(refused) => IssueOutcome::NotWritten(refused),
-            })
-        }
-        .boxed()
+        self.strategy
+            .issue(request)
+            .map(|answer| Ok(answer.unwrap_or_else(IssueOutcome::NotWritten)))
+            .boxed()
     }
 
     fn sold_out_holders<'a>(
         &'a self,
         campaign: &'a Campaign,
     ) -> BoxFuture<'a, Result<Option<HashSet<UserId>>, CouponError>> {
-        async move {
-            let rows = self.rows.holders(campaign.id).await?;
-            // A number freed since the refusal means it is not sold out.
-            Ok((rows.len() >= campaign.quantity as usize)
-                .then(|| rows.into_iter().map(|(user, _)| user).collect()))
-        }
-        .boxed()
+        holders_by_rows(&self.rows, campaign).boxed()
     }
 }
 
@@ -238,10 +213,10 @@ impl Store {
     /// of its own start, not the winner that just committed.
     async fn read<C: ConnectionTrait>(
         conn: &C,
-        campaign: &Campaign,
-        user: UserId,
+        request: &IssueRequest<'_>,
         for_update: bool,
     ) -> Result<(u32, bool), RecordError> {
+        let campaign = request.campaign;
         if for_update {
             conn.execute_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
@@ -258,7 +233,7 @@ impl Store {
             .query_one_raw(Statement::from_sql_and_values(
                 DatabaseBackend::Postgres,
                 sql,
-                [campaign.id.value().into(), user.value().into()],
+                [campaign.id.value().into(), request.user.value().into()],
             ))
             .await
             .map_err(failed)?
@@ -268,133 +243,88 @@ impl Store {
         Ok((u32::try_from(issued).map_err(failed)?, held))
     }
 
-    /// The winner's writes, as the ledger's path makes them.
-    async fn write(
-        tx: &mut DbTx,
-        campaign: &Campaign,
-        user: UserId,
+    /// The winner's writes, as the ledger's path makes them, committed
+    /// with whatever `tx` holds.
+    async fn commit_winner(
+        mut tx: DbTx,
+        request: &IssueRequest<'_>,
         number: u32,
-        key: Option<&RequestKey>,
-        now: DateTime<Utc>,
-    ) -> Result<IssuedCoupon, RecordError> {
-        let winner = Winner {
-            coupon: campaign.id,
-            user,
-            number,
-        };
-        record_winners(tx, &[(winner, key.cloned())], now)
-            .await?
-            .pop()
-            .ok_or_else(|| failed(anyhow!("the insert did not return the winner")))
+    ) -> Result<IssueOutcome, RecordError> {
+        let key = request.key.cloned();
+        let row = record_winner(&mut tx, request.winner(number), key, request.now).await?;
+        tx.commit().await.map_err(failed)?;
+        Ok(IssueOutcome::Won(row))
     }
 
     /// Reads, decides and writes, for a caller that holds the campaign's
     /// lock outside the database.
-    async fn issue_locked(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        key: Option<&RequestKey>,
-        now: DateTime<Utc>,
-    ) -> Result<LockedIssue, RecordError> {
-        let (issued, held) = Self::read(&self.db, campaign, user, false).await?;
-        match first_come(held, issued, campaign.quantity) {
+    async fn issue_locked(&self, request: &IssueRequest<'_>) -> Result<IssueOutcome, RecordError> {
+        let (issued, held) = Self::read(&self.db, request, false).await?;
+        match first_come(held, issued, request.campaign.quantity) {
             LedgerStep::Issued(number) => {
-                let mut tx = self.uow.begin().await.map_err(failed)?;
-                let row = Self::write(&mut tx, campaign, user, number, key, now).await?;
-                tx.commit().await.map_err(failed)?;
-                Ok(LockedIssue::Won(row))
+                let tx = self.uow.begin().await.map_err(failed)?;
+                Self::commit_winner(tx, request, number).await
             }
-            step => Ok(refusal(step)),
+            step => Ok(IssueOutcome::refused(step)),
         }
-    }
-}
-
-fn refusal(step: LedgerStep) -> LockedIssue {
-    match step {
-        LedgerStep::AlreadyIssued => LockedIssue::AlreadyIssued,
-        _ => LockedIssue::SoldOut,
     }
 }
 
 struct Pessimistic(Store);
 
 impl LockedIssuer for Pessimistic {
-    fn issue<'a>(
-        &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>> {
-        async move {
-            let mut tx = self.0.uow.begin().await.map_err(failed)?;
-            let (issued, held) = Store::read(tx.conn(), campaign, user, true).await?;
-            match first_come(held, issued, campaign.quantity) {
-                LedgerStep::Issued(number) => {
-                    let row = Store::write(&mut tx, campaign, user, number, key, now).await?;
-                    tx.commit().await.map_err(failed)?;
-                    Ok(LockedIssue::Won(row))
-                }
-                step => {
-                    // Frees the row for the next waiter now.
-                    tx.rollback().await.map_err(failed)?;
-                    Ok(refusal(step))
-                }
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<IssueOutcome, RecordError> {
+        let tx = self.0.uow.begin().await.map_err(failed)?;
+        let (issued, held) = Store::read(tx.conn(), &request, true).await?;
+        match first_come(held, issued, request.campaign.quantity) {
+            LedgerStep::Issued(number) => Store::commit_winner(tx, &request, number).await,
+            step => {
+                // Frees the row for the next waiter now.
+                tx.rollback().await.map_err(failed)?;
+                Ok(IssueOutcome::refused(step))
             }
         }
-        .boxed()
     }
 }
 
 struct Optimistic(Store);
 
 impl LockedIssuer for Optimistic {
-    fn issue<'a>(
-        &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>> {
-        async move {
-            for attempt in 0..MAX_ATTEMPTS {
-                let (issued, held) = Store::read(&self.0.db, campaign, user, false).await?;
-                let number = match first_come(held, issued, campaign.quantity) {
-                    LedgerStep::Issued(number) => number,
-                    step => return Ok(refusal(step)),
-                };
-                let mut tx = self.0.uow.begin().await.map_err(failed)?;
-                // The version check: the count is still what was read (a
-                // racing writer's commit makes this match nothing).
-                let claimed = tx
-                    .conn()
-                    .execute_raw(Statement::from_sql_and_values(
-                        DatabaseBackend::Postgres,
-                        "UPDATE coupons SET issued_count = issued_count \
-                         WHERE id = $1 AND issued_count = $2",
-                        [campaign.id.value().into(), i64::from(issued).into()],
-                    ))
-                    .await
-                    .map_err(failed)?
-                    .rows_affected()
-                    == 1;
-                if claimed {
-                    let row = Store::write(&mut tx, campaign, user, number, key, now).await?;
-                    tx.commit().await.map_err(failed)?;
-                    return Ok(LockedIssue::Won(row));
-                }
-                tx.rollback().await.map_err(failed)?;
-                metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "optimistic")
-                    .increment(1);
-                let step = 1 + u64::from(attempt.min(7));
-                let micros = 100 + rand::random_range(0..250 * step);
-                tokio::time::sleep(Duration::from_micros(micros)).await;
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<IssueOutcome, RecordError> {
+        let campaign = request.campaign;
+        for attempt in 0..MAX_ATTEMPTS {
+            let (issued, held) = Store::read(&self.0.db, &request, false).await?;
+            let number = match first_come(held, issued, campaign.quantity) {
+                LedgerStep::Issued(number) => number,
+                step => return Ok(IssueOutcome::refused(step)),
+            };
+            let tx = self.0.uow.begin().await.map_err(failed)?;
+            // The version check: the count is still what was read (a
+            // racing writer's commit makes this match nothing).
+            let claimed = tx
+                .conn()
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Postgres,
+                    "UPDATE coupons SET issued_count = issued_count \
+                     WHERE id = $1 AND issued_count = $2",
+                    [campaign.id.value().into(), i64::from(issued).into()],
+                ))
+                .await
+                .map_err(failed)?
+                .rows_affected()
+                == 1;
+            if claimed {
+                return Store::commit_winner(tx, &request, number).await;
             }
-            Err(failed(anyhow!(
-                "optimistic issue gave up after {MAX_ATTEMPTS} lost races"
-            )))
+            tx.rollback().await.map_err(failed)?;
+            metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "optimistic")
+                .increment(1);
+            let step = 1 + u64::from(attempt.min(7));
+            let micros = 100 + rand::random_range(0..250 * step);
+            tokio::time::sleep(Duration::from_micros(micros)).await;
         }
-        .boxed()
+        Err(failed(anyhow!(
+            "optimistic issue gave up after {MAX_ATTEMPTS} lost races"
+        )))
     }
 }

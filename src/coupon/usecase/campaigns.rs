@@ -108,13 +108,7 @@ impl<P: CouponPorts> CouponService<P> {
             .await
             .unwrap_or_default()
             .into_iter();
-        Ok(page.map(|(campaign, counts)| CampaignStats {
-            campaign,
-            issued: counts.issued,
-            redeemed: counts.redeemed,
-            vendor_balance: counts.vendor_balance,
-            ledger_issued: ledger.next().flatten(),
-        }))
+        Ok(page.map(|(campaign, counts)| counts.of(campaign, ledger.next().flatten())))
     }
 
     pub async fn stats(&self, coupon: CouponId) -> Result<CampaignStats, CouponError> {
@@ -126,13 +120,7 @@ impl<P: CouponPorts> CouponService<P> {
         let counts = self.repo.stats(&campaign).await?;
         // The admin view stays up when only the ledger's store is down.
         let ledger_issued = self.ledger.issued(campaign.id).await.unwrap_or(None);
-        Ok(CampaignStats {
-            campaign,
-            issued: counts.issued,
-            redeemed: counts.redeemed,
-            vendor_balance: counts.vendor_balance,
-            ledger_issued,
-        })
+        Ok(counts.of(campaign, ledger_issued))
     }
 
     /// A page of the user's coupons, newest first.
@@ -152,7 +140,7 @@ impl<P: CouponPorts> CouponService<P> {
 mod tests {
     use chrono::TimeDelta;
 
-    use super::super::fake::{ADMIN, FakeRepo, campaign, service, service_over, t0};
+    use super::super::fake::{ADMIN, FakeRepo, campaign, number_won, service, service_over, t0};
     use crate::{
         coupon::{
             domain::{CampaignDraft, CouponError},
@@ -223,14 +211,7 @@ mod tests {
         // The fake repository knows only campaign 1: this one comes from
         // the instance's cache of immutable campaigns.
         assert_eq!(service.campaign(CouponId(2)).await.unwrap(), created);
-        assert_eq!(
-            service
-                .issue(CouponId(2), UserId(1), None)
-                .await
-                .unwrap()
-                .number,
-            1
-        );
+        assert_eq!(number_won(&service, CouponId(2), UserId(1)).await, 1);
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::{FutureExt, future::BoxFuture};
 use uuid::Uuid;
 
-use super::{CouponService, LedgerIssuer};
+use super::{CouponService, LedgerIssuer, holders_by_rows};
 use crate::{
     coupon::{
         domain::{
@@ -27,7 +27,9 @@ use crate::{
             memory::MemoryCouponLedger,
             winner_queue::{WinnerSender, winner_queue},
         },
-        ports::{CouponIssuer, CouponLedger, CouponPorts, CouponRepository, IssueOutcome},
+        ports::{
+            CouponIssuer, CouponLedger, CouponPorts, CouponRepository, IssueOutcome, IssueRequest,
+        },
     },
     kernel::{
         CouponId, ManualClock, PageRequest, UserCouponId, UserId, VendorId, events::RelayWake,
@@ -209,6 +211,7 @@ impl CouponRepository for FakeRepo {
 }
 
 /// The fakes' ports, over the ledger `L` (in memory, or one that failed over).
+#[derive(Clone)]
 pub struct Fakes<L = MemoryCouponLedger>(PhantomData<L>);
 
 impl<L: CouponLedger> CouponPorts for Fakes<L> {
@@ -272,18 +275,38 @@ pub fn service_issuing(repo: &FakeRepo, issuer: Arc<dyn CouponIssuer>) -> Servic
     )
 }
 
+/// The number `user` wins of `coupon`.
+pub async fn number_won<L: CouponLedger>(
+    service: &Service<L>,
+    coupon: CouponId,
+    user: UserId,
+) -> u32 {
+    service.issue(coupon, user, None).await.unwrap().number
+}
+
+/// Campaign 1 is taken: `holder` hears "already yours", `late` "sold out".
+pub async fn assert_full<L: CouponLedger>(service: &Service<L>, holder: UserId, late: UserId) {
+    assert!(matches!(
+        service.issue(CouponId(1), holder, None).await,
+        Err(CouponError::AlreadyIssued)
+    ));
+    assert!(matches!(
+        service.issue(CouponId(1), late, None).await,
+        Err(CouponError::SoldOut)
+    ));
+}
+
 /// Campaign 1 (two coupons): user 1 wins, asks again, user 2 wins, user
 /// 3 is too late.
 pub async fn first_come_first_served<L: CouponLedger>(service: &Service<L>) {
-    let c = CouponId(1);
-    assert_eq!(service.issue(c, UserId(1), None).await.unwrap().number, 1);
+    assert_eq!(number_won(service, CouponId(1), UserId(1)).await, 1);
     assert!(matches!(
-        service.issue(c, UserId(1), None).await,
+        service.issue(CouponId(1), UserId(1), None).await,
         Err(CouponError::AlreadyIssued)
     ));
-    assert_eq!(service.issue(c, UserId(2), None).await.unwrap().number, 2);
+    assert_eq!(number_won(service, CouponId(1), UserId(2)).await, 2);
     assert!(matches!(
-        service.issue(c, UserId(3), None).await,
+        service.issue(CouponId(1), UserId(3), None).await,
         Err(CouponError::SoldOut)
     ));
 }
@@ -390,10 +413,7 @@ impl FakeIssuer {
 impl CouponIssuer for FakeIssuer {
     fn issue<'a>(
         &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        _: Option<&'a RequestKey>,
-        _: DateTime<Utc>,
+        IssueRequest { campaign, user, .. }: IssueRequest<'a>,
     ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>> {
         async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -414,8 +434,7 @@ impl CouponIssuer for FakeIssuer {
                         world.won.push(row.clone());
                         IssueOutcome::Won(row)
                     }
-                    LedgerStep::AlreadyIssued => IssueOutcome::AlreadyIssued,
-                    _ => IssueOutcome::SoldOut,
+                    step => IssueOutcome::refused(step),
                 },
             )
         }
@@ -431,9 +450,7 @@ impl CouponIssuer for FakeIssuer {
             if !self.keeps_holders {
                 return Ok(None);
             }
-            let rows = self.repo.holders(campaign.id).await?;
-            Ok((rows.len() >= campaign.quantity as usize)
-                .then(|| rows.into_iter().map(|(user, _)| user).collect()))
+            holders_by_rows(&self.repo, campaign).await
         }
         .boxed()
     }

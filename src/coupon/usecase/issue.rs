@@ -7,7 +7,7 @@ use crate::kernel::Fault;
 use crate::{
     coupon::{
         domain::{CouponError, Issued, IssuedCoupon, RecordError},
-        ports::{CouponPorts, CouponRepository, IssueOutcome},
+        ports::{CouponPorts, CouponRepository, IssueOutcome, IssueRequest},
     },
     kernel::{
         Clock, CouponId, UserId,
@@ -40,7 +40,13 @@ impl<P: CouponPorts> CouponService<P> {
         if let Some(first) = idempotency::replay(&self.uow, key).await? {
             return Ok(first);
         }
-        match self.issuer.issue(&campaign, user, key, now).await? {
+        let request = IssueRequest {
+            campaign: &campaign,
+            user,
+            key,
+            now,
+        };
+        match self.issuer.issue(request).await? {
             IssueOutcome::Won(row) => Ok(self.won(&row)),
             IssueOutcome::AlreadyIssued => self.replay(coupon, user, key).await,
             IssueOutcome::SoldOut => {

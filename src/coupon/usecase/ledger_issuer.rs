@@ -8,7 +8,6 @@ use std::{
 };
 
 use anyhow::anyhow;
-use chrono::{DateTime, Utc};
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::oneshot;
 
@@ -16,10 +15,13 @@ use super::{reconcile::rebuild_ledger, winners::write_winners};
 use crate::kernel::Fault;
 use crate::{
     coupon::{
-        domain::{Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError, Winner},
-        ports::{CouponIssuer, CouponLedger, CouponPorts, IssueOutcome, QueuedWinner, WinnerQueue},
+        domain::{Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError},
+        ports::{
+            CouponIssuer, CouponLedger, CouponPorts, IssueOutcome, IssueRequest, QueuedWinner,
+            WinnerQueue,
+        },
     },
-    kernel::{Clock, CouponId, UserId, failpoint, idempotency::RequestKey, keyed::KeyedLocks},
+    kernel::{Clock, CouponId, UserId, failpoint, keyed::KeyedLocks},
 };
 
 pub struct LedgerIssuer<P: CouponPorts> {
@@ -58,13 +60,13 @@ impl<P: CouponPorts> LedgerIssuer<P> {
         }
     }
 
-    async fn decide(
-        &self,
-        campaign: &Campaign,
-        user: UserId,
-        key: Option<&RequestKey>,
-        now: DateTime<Utc>,
-    ) -> Result<IssueOutcome, CouponError> {
+    async fn decide(&self, request: IssueRequest<'_>) -> Result<IssueOutcome, CouponError> {
+        let IssueRequest {
+            campaign,
+            user,
+            now,
+            ..
+        } = request;
         let coupon = campaign.id;
         let mut step = self.ledger.issue(coupon, user, now).await?;
         if step == LedgerStep::Stale {
@@ -79,7 +81,10 @@ impl<P: CouponPorts> LedgerIssuer<P> {
             step = self.ledger.issue(coupon, user, now).await?;
         }
         match step {
-            LedgerStep::Issued(number) => self.record(campaign, user, number, key).await,
+            LedgerStep::Issued(number) => {
+                let now = self.clock.now();
+                self.record(IssueRequest { now, ..request }, number).await
+            }
             LedgerStep::AlreadyIssued => Ok(IssueOutcome::AlreadyIssued),
             LedgerStep::SoldOut => Ok(IssueOutcome::SoldOut),
             LedgerStep::Missing | LedgerStep::Stale => Err(CouponError::Fault(Fault::Unavailable(
@@ -90,15 +95,12 @@ impl<P: CouponPorts> LedgerIssuer<P> {
 
     async fn record(
         &self,
-        campaign: &Campaign,
-        user: UserId,
+        request: IssueRequest<'_>,
         number: u32,
-        key: Option<&RequestKey>,
     ) -> Result<IssueOutcome, CouponError> {
-        let now = self.clock.now();
-        match self.write(campaign, user, number, key, now).await {
+        match self.write(&request, number).await {
             Ok(row) => {
-                if key.is_some() {
+                if request.key.is_some() {
                     failpoint::step("idempotency::committed")
                         .await
                         .map_err(|cause| CouponError::Fault(Fault::Unavailable(cause)))?;
@@ -111,7 +113,8 @@ impl<P: CouponPorts> LedgerIssuer<P> {
                 // any other (a holder the ledger had lost, a reused key, a
                 // failed write) is handed out again.
                 let free_number = !matches!(refused, RecordError::DuplicateNumber);
-                self.revoke(campaign.id, user, number, free_number).await;
+                self.revoke(request.campaign.id, request.user, number, free_number)
+                    .await;
                 Ok(IssueOutcome::NotWritten(refused))
             }
         }
@@ -120,14 +123,12 @@ impl<P: CouponPorts> LedgerIssuer<P> {
     /// Hands the winner to the winners' writer and waits for its answer.
     async fn write(
         &self,
-        campaign: &Campaign,
-        user: UserId,
+        request: &IssueRequest<'_>,
         number: u32,
-        key: Option<&RequestKey>,
-        now: DateTime<Utc>,
     ) -> Result<IssuedCoupon, RecordError> {
+        let quantity = request.campaign.quantity;
         // With a key, the number taken from the ledger is the claim.
-        if key.is_some() {
+        if request.key.is_some() {
             failpoint::step("idempotency::claimed")
                 .await
                 .map_err(RecordError::Failed)?;
@@ -135,22 +136,17 @@ impl<P: CouponPorts> LedgerIssuer<P> {
         failpoint::step("coupon::record_issue")
             .await
             .map_err(RecordError::Failed)?;
-        if number == 0 || number > campaign.quantity {
+        if number == 0 || number > quantity {
             return Err(RecordError::Failed(anyhow!(
-                "issue number {number} is outside 1..={}",
-                campaign.quantity
+                "issue number {number} is outside 1..={quantity}"
             )));
         }
         self.start_writer();
         let (reply, answer) = oneshot::channel();
         let winner = QueuedWinner {
-            winner: Winner {
-                coupon: campaign.id,
-                user,
-                number,
-            },
-            key: key.cloned(),
-            at: now,
+            winner: request.winner(number),
+            key: request.key.cloned(),
+            at: request.now,
             reply,
         };
         self.winners
@@ -184,12 +180,9 @@ impl<P: CouponPorts> LedgerIssuer<P> {
 impl<P: CouponPorts> CouponIssuer for LedgerIssuer<P> {
     fn issue<'a>(
         &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
+        request: IssueRequest<'a>,
     ) -> BoxFuture<'a, Result<IssueOutcome, CouponError>> {
-        self.decide(campaign, user, key, now).boxed()
+        self.decide(request).boxed()
     }
 
     /// The ledger's entries, when they fill the campaign.
@@ -212,7 +205,9 @@ mod tests {
     use crate::kernel::Fault;
     use std::sync::{Arc, atomic::Ordering};
 
-    use super::super::fake::{FailedOver, FakeRepo, service, service_over, t0};
+    use super::super::fake::{
+        FailedOver, FakeRepo, assert_full, number_won, service, service_over, t0,
+    };
     use crate::{
         coupon::{
             domain::{CouponError, LedgerSnapshot},
@@ -235,14 +230,7 @@ mod tests {
         repo.uow.set_down(false);
         assert_eq!(ledger.issued(CouponId(1)).await.unwrap(), Some(0));
         // The number is handed out again.
-        assert_eq!(
-            service
-                .issue(CouponId(1), UserId(2), None)
-                .await
-                .unwrap()
-                .number,
-            1
-        );
+        assert_eq!(number_won(&service, CouponId(1), UserId(2)).await, 1);
     }
 
     #[tokio::test]
@@ -301,14 +289,7 @@ mod tests {
     async fn a_ledger_from_before_a_failover_is_rebuilt_from_the_database_before_it_answers() {
         let repo = FakeRepo::default();
         let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
-        assert_eq!(
-            service
-                .issue(CouponId(1), UserId(1), None)
-                .await
-                .unwrap()
-                .number,
-            1
-        );
+        assert_eq!(number_won(&service, CouponId(1), UserId(1)).await, 1);
         // The promoted replica knows the campaign but not user 1's number.
         let replica = MemoryCouponLedger::default();
         replica.load(CouponId(1), 2, &[]).await.unwrap();
@@ -322,23 +303,9 @@ mod tests {
             ManualClock::new(t0() + chrono::TimeDelta::minutes(1)),
         );
         // Rebuilt first: user 2 gets number 2, not user 1's number 1 again.
-        assert_eq!(
-            after
-                .issue(CouponId(1), UserId(2), None)
-                .await
-                .unwrap()
-                .number,
-            2
-        );
+        assert_eq!(number_won(&after, CouponId(1), UserId(2)).await, 2);
         assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1, "one rebuild");
-        assert!(matches!(
-            after.issue(CouponId(1), UserId(1), None).await,
-            Err(CouponError::AlreadyIssued)
-        ));
-        assert!(matches!(
-            after.issue(CouponId(1), UserId(3), None).await,
-            Err(CouponError::SoldOut)
-        ));
+        assert_full(&after, UserId(1), UserId(3)).await;
         let snapshot = failed_over
             .ledger()
             .snapshot(CouponId(1))

@@ -18,12 +18,14 @@ use chrono::TimeDelta;
 
 pub use ledger_issuer::LedgerIssuer;
 pub use redeem::{CouponRedeemer, Redemption, redeem};
-pub use winners::record_winners;
+pub use sold_out::holders_by_rows;
+pub use winners::{record_winner, record_winners};
 
 use self::{campaigns::CampaignCache, sold_out::SoldOutMemo};
 use super::ports::{CouponIssuer, CouponPorts};
 use crate::kernel::{CouponId, keyed::KeyedLocks};
 
+#[derive(Clone)]
 pub struct CouponService<P: CouponPorts> {
     uow: P::Uow,
     repo: P::Repo,
@@ -40,24 +42,6 @@ pub struct CouponService<P: CouponPorts> {
     sold_out: SoldOutMemo,
     /// Decides who wins and writes the winners.
     issuer: Arc<dyn CouponIssuer>,
-}
-
-// By hand: a derive would ask the ports' marker type to be Clone too.
-impl<P: CouponPorts> Clone for CouponService<P> {
-    fn clone(&self) -> Self {
-        Self {
-            uow: self.uow.clone(),
-            repo: self.repo.clone(),
-            ledger: self.ledger.clone(),
-            clock: self.clock.clone(),
-            wake: self.wake.clone(),
-            campaigns: self.campaigns.clone(),
-            rebuilds: self.rebuilds.clone(),
-            grace: self.grace,
-            sold_out: self.sold_out.clone(),
-            issuer: self.issuer.clone(),
-        }
-    }
 }
 
 impl<P: CouponPorts> CouponService<P> {

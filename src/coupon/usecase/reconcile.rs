@@ -110,7 +110,7 @@ impl<P: CouponPorts> CouponService<P> {
 mod tests {
     use chrono::TimeDelta;
 
-    use super::super::fake::{FakeRepo, service, service_over, t0};
+    use super::super::fake::{FakeRepo, assert_full, service, service_over, t0};
     use crate::{
         coupon::{
             domain::{CouponError, IssuedCoupon},
@@ -149,14 +149,7 @@ mod tests {
         );
         assert!(!service.reconcile(CouponId(1)).await.unwrap().repaired());
         assert_eq!(repaired(&repo).len(), 1, "nothing to repair, no event");
-        assert!(matches!(
-            service.issue(CouponId(1), UserId(2), None).await,
-            Err(CouponError::AlreadyIssued)
-        ));
-        assert!(matches!(
-            service.issue(CouponId(1), UserId(3), None).await,
-            Err(CouponError::SoldOut)
-        ));
+        assert_full(&service, UserId(2), UserId(3)).await;
     }
 
     #[tokio::test]

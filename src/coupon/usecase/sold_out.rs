@@ -10,7 +10,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::CouponService;
 use crate::{
-    coupon::{domain::Campaign, ports::CouponPorts},
+    coupon::{
+        domain::{Campaign, CouponError},
+        ports::{CouponPorts, CouponRepository},
+    },
     kernel::{CouponId, UserId, keyed::ExpiringMemo},
 };
 
@@ -22,6 +25,17 @@ const SOLD_OUT_MEMORY: TimeDelta = TimeDelta::seconds(1);
 const SOLD_OUT_MEMO_MAX_QUANTITY: u32 = 100_000;
 /// Campaigns remembered at most.
 const SOLD_OUT_MEMO_CAMPAIGNS: usize = 1_000;
+
+/// Who holds `campaign` by its rows, for an issuer that keeps no ledger;
+/// `None` when a number is free (freed since the refusal, say).
+pub async fn holders_by_rows(
+    rows: &impl CouponRepository,
+    campaign: &Campaign,
+) -> Result<Option<HashSet<UserId>>, CouponError> {
+    let holders = rows.holders(campaign.id).await?;
+    Ok((holders.len() >= campaign.quantity as usize)
+        .then(|| holders.into_iter().map(|(user, _)| user).collect()))
+}
 
 /// After a campaign sells out, nearly every request of the rush is a
 /// refusal. Those are answered here, without a ledger round trip: a holder

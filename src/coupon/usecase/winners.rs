@@ -56,11 +56,7 @@ where
                 for waiting in batch {
                     let written = write_batch(&uow, &[(waiting.winner, waiting.key)], waiting.at)
                         .await
-                        .and_then(|mut rows| {
-                            rows.pop().ok_or_else(|| {
-                                RecordError::Failed(anyhow!("the insert did not return the winner"))
-                            })
-                        });
+                        .and_then(the_winner);
                     let _ = waiting.reply.send(written);
                 }
             }
@@ -88,6 +84,23 @@ where
     let written = record_winners(&mut tx, winners, now).await?;
     tx.commit().await.map_err(failed)?;
     Ok(written)
+}
+
+/// [`record_winners`] for one winner: their row.
+pub async fn record_winner<T: IssueTx + OutboxWriter + IdempotencyTx>(
+    tx: &mut T,
+    winner: Winner,
+    key: Option<RequestKey>,
+    now: DateTime<Utc>,
+) -> Result<IssuedCoupon, RecordError> {
+    the_winner(record_winners(tx, &[(winner, key)], now).await?)
+}
+
+/// The row of a write of one winner.
+fn the_winner(mut written: Vec<IssuedCoupon>) -> Result<IssuedCoupon, RecordError> {
+    written
+        .pop()
+        .ok_or_else(|| RecordError::Failed(anyhow!("the insert did not return the winner")))
 }
 
 /// Writes winners in the caller's transaction: their rows, their

@@ -129,6 +129,14 @@ mod tests {
     use super::*;
     use crate::queue::domain::fixtures::room;
 
+    /// No credit banked, last ticked at 0 ms.
+    fn ticked_at_zero() -> AdmissionCredit {
+        AdmissionCredit {
+            credit: 0.0,
+            last_tick_ms: Some(0),
+        }
+    }
+
     #[test]
     fn admission_follows_the_rate_and_keeps_at_most_a_seconds_worth() {
         let settings = room(10, 1_000);
@@ -142,15 +150,7 @@ mod tests {
             "a long pause still releases one second's worth"
         );
         let slow = room(1, 10);
-        let plan = slow.admission(
-            AdmissionCredit {
-                credit: 0.0,
-                last_tick_ms: Some(0),
-            },
-            400,
-            0,
-            5,
-        );
+        let plan = slow.admission(ticked_at_zero(), 400, 0, 5);
         assert_eq!(plan.admit, 0);
         assert!(
             (plan.next.credit - 0.4).abs() < 1e-9,
@@ -161,10 +161,7 @@ mod tests {
     #[test]
     fn admission_never_passes_max_active_nor_the_waiting_line() {
         let settings = room(100, 10);
-        let credit = AdmissionCredit {
-            credit: 0.0,
-            last_tick_ms: Some(0),
-        };
+        let credit = ticked_at_zero();
         assert_eq!(settings.admission(credit, 1_000, 7, 500).admit, 3);
         assert_eq!(settings.admission(credit, 1_000, 10, 500).admit, 0);
         assert_eq!(settings.admission(credit, 1_000, 0, 4).admit, 4);
@@ -173,15 +170,7 @@ mod tests {
     #[test]
     fn credit_nobody_could_use_is_not_banked() {
         let settings = room(100, 10);
-        let full = settings.admission(
-            AdmissionCredit {
-                credit: 0.0,
-                last_tick_ms: Some(0),
-            },
-            1_000,
-            10,
-            500,
-        );
+        let full = settings.admission(ticked_at_zero(), 1_000, 10, 500);
         assert_eq!(full.admit, 0);
         assert!(full.next.credit < 1.0, "no burst when slots free up");
         let freed = settings.admission(full.next, 1_010, 0, 500);

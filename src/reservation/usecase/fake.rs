@@ -23,6 +23,7 @@ pub const BOB: UserId = UserId(2);
 pub const CAROL: UserId = UserId(3);
 
 /// Every port over the one in-memory world, on a clock the test moves.
+#[derive(Clone)]
 pub struct Fakes;
 
 impl ReservationPorts for Fakes {

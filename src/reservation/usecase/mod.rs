@@ -37,6 +37,7 @@ const LOST_RACE_CAPACITY: usize = 10_000;
 
 type SeatKey = (ScheduleId, SeatId);
 
+#[derive(Clone)]
 pub struct ReservationService<P: ReservationPorts> {
     policy: HoldPolicy,
     uow: P::Uow,
@@ -55,22 +56,6 @@ pub struct ReservationService<P: ReservationPorts> {
     /// rush waits here, not in the database's row lock and connection pool.
     /// The compare-and-set in the database still decides between instances.
     gates: KeyedLocks<SeatKey>,
-}
-
-// By hand: a derive would ask the marker type `P` to be `Clone` as well.
-impl<P: ReservationPorts> Clone for ReservationService<P> {
-    fn clone(&self) -> Self {
-        Self {
-            policy: self.policy,
-            uow: self.uow.clone(),
-            repo: self.repo.clone(),
-            seats: self.seats.clone(),
-            clock: self.clock.clone(),
-            wake: self.wake.clone(),
-            lost_races: self.lost_races.clone(),
-            gates: self.gates.clone(),
-        }
-    }
 }
 
 impl<P: ReservationPorts> ReservationService<P> {

@@ -9,15 +9,16 @@ use std::{
 };
 
 use anyhow::{Context, anyhow};
-use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use redis::Script;
 use tokio::sync::{Notify, watch};
 
-use super::{LockedIssue, LockedIssuer, Store, failed};
+use super::{LockedIssuer, Store, failed};
 use crate::{
-    coupon::domain::{Campaign, RecordError},
-    kernel::{UserId, idempotency::RequestKey},
+    coupon::{
+        domain::RecordError,
+        ports::{IssueOutcome, IssueRequest},
+    },
     redis_client::Conn,
 };
 
@@ -132,28 +133,19 @@ pub(super) struct Guarded<L> {
 }
 
 impl<L: OutsideLock> LockedIssuer for Guarded<L> {
-    fn issue<'a>(
-        &'a self,
-        campaign: &'a Campaign,
-        user: UserId,
-        key: Option<&'a RequestKey>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<LockedIssue, RecordError>> {
-        async move {
-            let mut guard = LockGuard {
-                lock: self.lock.clone(),
-                key: format!("{}:coupon:{}", self.prefix, campaign.id),
-                token: uuid::Uuid::new_v4().simple().to_string(),
-                held: false,
-                armed: true,
-            };
-            self.lock.acquire(&guard.key, &guard.token).await?;
-            guard.held = true;
-            let outcome = self.store.issue_locked(campaign, user, key, now).await;
-            guard.release().await;
-            outcome
-        }
-        .boxed()
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<IssueOutcome, RecordError> {
+        let mut guard = LockGuard {
+            lock: self.lock.clone(),
+            key: format!("{}:coupon:{}", self.prefix, request.campaign.id),
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            held: false,
+            armed: true,
+        };
+        self.lock.acquire(&guard.key, &guard.token).await?;
+        guard.held = true;
+        let outcome = self.store.issue_locked(&request).await;
+        guard.release().await;
+        outcome
     }
 }
 
