@@ -16,6 +16,7 @@ use crate::{
     kernel::Clock,
     web::{
         ApiTags,
+        guarded::Unguarded,
         problem::{AdminPage, AdminRead, ApiResult, Problem},
         reply::NewestFirst,
     },
@@ -105,25 +106,12 @@ enum AckAlertResponse {
     Ok,
 }
 
-pub struct AlertsApi<R, C> {
-    service: AlertService<R, C>,
-}
+pub type AlertsApi<R, C> = Unguarded<AlertService<R, C>>;
 
-impl<R, C> AlertsApi<R, C> {
-    pub fn new(service: AlertService<R, C>) -> Self {
-        Self { service }
-    }
-}
-
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Admin")]
 impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
     /// List admin alerts.
-    #[oai(
-        path = "/v1/admin/alerts",
-        method = "get",
-        tag = "ApiTags::Admin",
-        operation_id = "listAlerts"
-    )]
+    #[oai(path = "/v1/admin/alerts", method = "get", operation_id = "listAlerts")]
     async fn list(
         &self,
         _auth: AdminAuth,
@@ -166,7 +154,6 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
     #[oai(
         path = "/v1/admin/alerts/:id/ack",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "ackAlert"
     )]
     async fn ack(&self, auth: AdminAuth, id: Path<i64>) -> ApiResult<AckAlertResponse, AdminRead> {

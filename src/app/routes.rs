@@ -21,23 +21,23 @@ use super::{adapters::Adapters, services::Services};
 use crate::{
     admin::{api::AlertsApi, infra::db::DbAlerts},
     auth::api::AuthContext,
-    catalog::api::CatalogApi,
+    catalog::api::{CatalogAdminApi, CatalogApi},
     config::Settings,
-    coupon::api::CouponApi,
+    coupon::api::{CouponAdminApi, CouponApi},
     kernel::SystemClock,
     listeners::{api::NotificationsApi, infra::notifications::DbNotifications},
     outbox::{
         api::EventsApi,
         infra::{AnyBus, db::DbOutbox, relay::RelayWaker},
     },
-    payment::api::PaymentApi,
-    queue::api::QueueApi,
+    payment::api::{PaymentAdminApi, PaymentApi},
+    queue::api::{QueueAdminApi, QueueApi},
     reservation::api::ReservationApi,
     wallet::api::WalletApi,
     web::{
         guarded::Guard,
         health::HealthApi,
-        idempotency::KeyGuard,
+        idempotency::refuse_unread_keys,
         limits::TrustedProxies,
         middleware::{BodyLimit, Edge},
         problem::Documented,
@@ -47,14 +47,18 @@ use crate::{
 
 type Apis = (
     HealthApi,
+    CatalogAdminApi<super::services::CatalogWiring>,
     CatalogApi<super::services::CatalogWiring>,
     QueueApi<super::services::QueueWiring>,
+    QueueAdminApi<super::services::QueueWiring>,
     ReservationApi<super::services::ReservationWiring>,
     WalletApi<super::services::WalletWiring>,
     PaymentApi<super::services::PaymentWiring>,
+    PaymentAdminApi<super::services::PaymentWiring>,
     NotificationsApi<DbNotifications>,
     AlertsApi<DbAlerts, SystemClock>,
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
+    CouponAdminApi<super::services::CouponWiring>,
     CouponApi<super::services::CouponWiring>,
 );
 
@@ -65,14 +69,18 @@ fn apis(a: &Adapters, s: &Services) -> Apis {
     let guard = Guard::new(Arc::new(s.queue.clone()), s.limits.clone());
     (
         HealthApi::new(db.clone(), a.redis.clone()),
+        CatalogAdminApi::new(s.catalog.clone()),
         CatalogApi::new(s.catalog.clone(), guard.clone()),
         QueueApi::new(s.queue.clone(), guard.clone()),
+        QueueAdminApi::new(s.queue.clone()),
         ReservationApi::new(s.reservations.clone(), guard.clone()),
         WalletApi::new(s.wallets.clone(), guard.clone()),
         PaymentApi::new(s.payments.clone(), guard.clone()),
+        PaymentAdminApi::new(s.payments.clone()),
         NotificationsApi::new(s.notifications.clone()),
         AlertsApi::new(s.alerts.clone()),
         EventsApi::new(s.events.clone()),
+        CouponAdminApi::new(s.coupons.clone()),
         CouponApi::new(s.coupons.clone(), guard),
     )
 }
@@ -167,7 +175,7 @@ pub(super) fn routes(
         .nest("/", api)
         .data(auth)
         .data(prometheus().clone())
-        .with(KeyGuard)
+        .before(refuse_unread_keys)
         .with(proxies)
         .with(BodyLimit::new(
             body_limit_bytes,

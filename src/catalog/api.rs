@@ -24,7 +24,7 @@ use crate::{
     web::{
         ApiTags,
         admission::QueueToken,
-        guarded::Guard,
+        guarded::{Guard, Unguarded},
         paging::PageBody,
         problem::{AdminCreate, ApiResult, Problem},
         rendered::RenderedJson,
@@ -181,6 +181,8 @@ fn matches_etag(if_none_match: Option<&str>, etag: &str) -> bool {
     })
 }
 
+pub type CatalogAdminApi<P> = Unguarded<CatalogService<P>>;
+
 pub struct CatalogApi<P: CatalogPorts> {
     service: CatalogService<P>,
     /// Seat-map pages as answered, once per snapshot of each.
@@ -219,13 +221,12 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
-impl<P: CatalogPorts> CatalogApi<P> {
+#[OpenApi(tag = "ApiTags::Admin")]
+impl<P: CatalogPorts> CatalogAdminApi<P> {
     /// Create a concert with its schedules and seats in one call.
     #[oai(
         path = "/v1/admin/concerts",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "createConcert"
     )]
     async fn create_concert(
@@ -239,14 +240,12 @@ impl<P: CatalogPorts> CatalogApi<P> {
             .await?;
         Ok(CreateConcertResponse::Created(Json(created_body(created))))
     }
+}
 
+#[OpenApi(tag = "ApiTags::Catalog")]
+impl<P: CatalogPorts> CatalogApi<P> {
     /// List concerts, oldest first, a page at a time.
-    #[oai(
-        path = "/v1/concerts",
-        method = "get",
-        tag = "ApiTags::Catalog",
-        operation_id = "listConcerts"
-    )]
+    #[oai(path = "/v1/concerts", method = "get", operation_id = "listConcerts")]
     async fn list_concerts(
         &self,
         req: &poem::Request,
@@ -273,7 +272,6 @@ impl<P: CatalogPorts> CatalogApi<P> {
     #[oai(
         path = "/v1/concerts/:id/schedules",
         method = "get",
-        tag = "ApiTags::Catalog",
         operation_id = "listSchedules"
     )]
     async fn list_schedules(
@@ -310,7 +308,6 @@ impl<P: CatalogPorts> CatalogApi<P> {
     #[oai(
         path = "/v1/schedules/:id/seats",
         method = "get",
-        tag = "ApiTags::Catalog",
         operation_id = "listSeats"
     )]
     // Each query parameter is an argument of the operation.

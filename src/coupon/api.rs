@@ -22,11 +22,11 @@ use crate::{
     kernel::{CouponId, UserCouponId},
     web::{
         ApiTags,
-        guarded::Guarded,
+        guarded::{Guarded, Unguarded},
         idempotency::request_key,
         paging::PageBody,
         problem::{AdminCreate, AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
-        reply::Success,
+        reply::{Created, Success},
         strict::JsonString,
     },
 };
@@ -176,18 +176,6 @@ pub struct JobBody {
 }
 
 #[derive(ApiResponse)]
-enum VendorCreated {
-    #[oai(status = 201)]
-    Created(Json<VendorBody>),
-}
-
-#[derive(ApiResponse)]
-enum CouponCreatedResponse {
-    #[oai(status = 201)]
-    Created(Json<CouponCreatedBody>),
-}
-
-#[derive(ApiResponse)]
 enum IssueResponse {
     /// You won: the coupon is yours.
     #[oai(status = 201)]
@@ -202,6 +190,7 @@ enum RedemptionResponse {
 }
 
 pub type CouponApi<P> = Guarded<CouponService<P>>;
+pub type CouponAdminApi<P> = Unguarded<CouponService<P>>;
 
 fn vendor_body(vendor: Vendor) -> VendorBody {
     VendorBody {
@@ -271,32 +260,30 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
-impl<P: CouponPorts> CouponApi<P> {
+#[OpenApi(tag = "ApiTags::Admin")]
+impl<P: CouponPorts> CouponAdminApi<P> {
     /// Create a vendor (who is paid when its coupons are used).
     #[oai(
         path = "/v1/admin/vendors",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "createVendor"
     )]
     async fn create_vendor(
         &self,
         auth: AdminAuth,
         body: Json<CreateVendorBody>,
-    ) -> ApiResult<VendorCreated, AdminCreate> {
+    ) -> ApiResult<Created<VendorBody>, AdminCreate> {
         let vendor = self
             .service
             .create_vendor(&body.0.name.0, auth.0.user_id)
             .await?;
-        Ok(VendorCreated::Created(Json(vendor_body(vendor))))
+        Ok(Created::json(vendor_body(vendor)))
     }
 
     /// Vendors and their balances, oldest first, a page at a time.
     #[oai(
         path = "/v1/admin/vendors",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "listVendors"
     )]
     async fn list_vendors(
@@ -319,14 +306,13 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/admin/coupons",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "createCoupon"
     )]
     async fn create_coupon(
         &self,
         auth: AdminAuth,
         body: Json<CreateCouponBody>,
-    ) -> ApiResult<CouponCreatedResponse, AdminCreate> {
+    ) -> ApiResult<Created<CouponCreatedBody>, AdminCreate> {
         let body = body.0;
         let draft = CampaignDraft::parse(
             &body.name.0,
@@ -337,11 +323,11 @@ impl<P: CouponPorts> CouponApi<P> {
             body.vendor_id,
         )?;
         let campaign = self.service.create_campaign(draft, auth.0.user_id).await?;
-        Ok(CouponCreatedResponse::Created(Json(CouponCreatedBody {
+        Ok(Created::json(CouponCreatedBody {
             id: campaign.id.value(),
             name: campaign.name,
             quantity: i64::from(campaign.quantity),
-        })))
+        }))
     }
 
     /// Campaigns, newest first, with their issued / redeemed / remaining
@@ -349,7 +335,6 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/admin/coupons",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "listCoupons"
     )]
     async fn list_coupons(
@@ -373,7 +358,6 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/admin/coupons/:id",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "getCoupon"
     )]
     async fn coupon_stats(
@@ -390,7 +374,6 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/admin/coupons/:id/reconcile",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "reconcileCoupon"
     )]
     async fn reconcile(
@@ -401,14 +384,16 @@ impl<P: CouponPorts> CouponApi<P> {
         let report = self.service.reconcile(CouponId(id.0)).await?;
         Ok(Success::json(report_body(report)))
     }
+}
 
+#[OpenApi(tag = "ApiTags::Coupons")]
+impl<P: CouponPorts> CouponApi<P> {
     /// Claim a coupon: first come, first served, one per user. With
     /// `Idempotency-Key`, a retry of the winning request gets the same
     /// answer; otherwise asking again is 409 `already_issued`.
     #[oai(
         path = "/v1/coupons/:id/issue",
         method = "post",
-        tag = "ApiTags::Coupons",
         operation_id = "issueCoupon"
     )]
     async fn issue(
@@ -438,7 +423,6 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/users/me/coupons",
         method = "get",
-        tag = "ApiTags::Coupons",
         operation_id = "myCoupons"
     )]
     async fn my_coupons(
@@ -462,7 +446,6 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/user-coupons/:id/redemptions",
         method = "post",
-        tag = "ApiTags::Coupons",
         operation_id = "redeemCoupon"
     )]
     async fn redeem(
@@ -491,7 +474,6 @@ impl<P: CouponPorts> CouponApi<P> {
     #[oai(
         path = "/v1/coupon-jobs/:job_id",
         method = "get",
-        tag = "ApiTags::Coupons",
         operation_id = "getCouponJob"
     )]
     async fn job(

@@ -5,6 +5,7 @@ use crate::{
     auth::api::UserAuth,
     web::{
         ApiTags,
+        guarded::Unguarded,
         problem::{ApiResult, Problem, UserPage},
         reply::Success,
     },
@@ -34,23 +35,14 @@ pub struct PageBody {
     pub next_cursor: Option<i64>,
 }
 
-pub struct NotificationsApi<R> {
-    service: NotificationService<R>,
-}
+pub type NotificationsApi<R> = Unguarded<NotificationService<R>>;
 
-impl<R> NotificationsApi<R> {
-    pub fn new(service: NotificationService<R>) -> Self {
-        Self { service }
-    }
-}
-
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Notifications")]
 impl<R: NotificationRepository> NotificationsApi<R> {
     /// Your notifications, oldest first, after a cursor.
     #[oai(
         path = "/v1/users/me/notifications",
         method = "get",
-        tag = "ApiTags::Notifications",
         operation_id = "listNotifications"
     )]
     async fn list(

@@ -17,6 +17,7 @@ use crate::{
     kernel::Clock,
     web::{
         ApiTags,
+        guarded::Unguarded,
         problem::{AdminOnly, AdminPage, ApiResult, Problem},
         reply::{NewestFirst, Success},
     },
@@ -98,15 +99,7 @@ enum ReplayResponse {
     Accepted(Json<ReplayBody>),
 }
 
-pub struct EventsApi<R, B, W, C> {
-    pipeline: EventPipeline<R, B, W, C>,
-}
-
-impl<R, B, W, C> EventsApi<R, B, W, C> {
-    pub fn new(pipeline: EventPipeline<R, B, W, C>) -> Self {
-        Self { pipeline }
-    }
-}
+pub type EventsApi<R, B, W, C> = Unguarded<EventPipeline<R, B, W, C>>;
 
 crate::refusals! {
     ReplayRefusals {
@@ -118,18 +111,17 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Admin")]
 impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W, C> {
     /// Outbox backlog, consumer-group lag (in all and per stream
     /// partition) and the dead-letter count.
     #[oai(
         path = "/v1/admin/events",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "eventPipelineStatus"
     )]
     async fn status(&self, _auth: AdminAuth) -> ApiResult<Success<EventsBody>, AdminOnly> {
-        let status = self.pipeline.status().await?;
+        let status = self.service.status().await?;
         let age = status.backlog.oldest_pending.map_or(0.0, |t| {
             (Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
         });
@@ -164,7 +156,6 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
     #[oai(
         path = "/v1/admin/dead-letters",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "listDeadLetters"
     )]
     async fn dead_letters(
@@ -180,7 +171,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         limit: Query<Option<u64>>,
     ) -> ApiResult<NewestFirst<DeadLetterBody>, AdminPage> {
         let letters = self
-            .pipeline
+            .service
             .dead_letters(
                 include_replayed.0.unwrap_or(false),
                 after.0,
@@ -204,7 +195,6 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
     #[oai(
         path = "/v1/admin/dead-letters/:id/replay",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "replayDeadLetter"
     )]
     async fn replay(
@@ -212,7 +202,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         auth: AdminAuth,
         id: Path<i64>,
     ) -> ApiResult<ReplayResponse, ReplayRefusals> {
-        let outbox_id = self.pipeline.replay(id.0, auth.0.user_id).await?;
+        let outbox_id = self.service.replay(id.0, auth.0.user_id).await?;
         Ok(ReplayResponse::Accepted(Json(ReplayBody { outbox_id })))
     }
 }

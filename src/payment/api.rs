@@ -21,7 +21,7 @@ use crate::{
     web::{
         ApiTags,
         admission::QueueToken,
-        guarded::Guarded,
+        guarded::{Guarded, Unguarded},
         idempotency::request_key,
         paging::PageBody,
         problem::{AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
@@ -179,6 +179,7 @@ enum RetryResponse {
 }
 
 pub type PaymentApi<P> = Guarded<PaymentService<P>>;
+pub type PaymentAdminApi<P> = Unguarded<PaymentService<P>>;
 
 crate::refusals! {
     PayRefusals {
@@ -207,16 +208,11 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Payments")]
 impl<P: PaymentPorts> PaymentApi<P> {
     /// Pay for a held seat with wallet points. With `Idempotency-Key`, a
     /// retry replays the first answer.
-    #[oai(
-        path = "/v1/payments",
-        method = "post",
-        tag = "ApiTags::Payments",
-        operation_id = "pay"
-    )]
+    #[oai(path = "/v1/payments", method = "post", operation_id = "pay")]
     async fn pay(
         &self,
         auth: UserAuth,
@@ -243,12 +239,7 @@ impl<P: PaymentPorts> PaymentApi<P> {
     }
 
     /// One of your payments.
-    #[oai(
-        path = "/v1/payments/:id",
-        method = "get",
-        tag = "ApiTags::Payments",
-        operation_id = "getPayment"
-    )]
+    #[oai(path = "/v1/payments/:id", method = "get", operation_id = "getPayment")]
     async fn get(
         &self,
         auth: UserAuth,
@@ -266,7 +257,6 @@ impl<P: PaymentPorts> PaymentApi<P> {
     #[oai(
         path = "/v1/payments/:id/refunds",
         method = "post",
-        tag = "ApiTags::Payments",
         operation_id = "cancelTicket"
     )]
     async fn cancel(
@@ -287,7 +277,6 @@ impl<P: PaymentPorts> PaymentApi<P> {
     #[oai(
         path = "/v1/users/me/payments",
         method = "get",
-        tag = "ApiTags::Payments",
         operation_id = "myPayments"
     )]
     async fn mine(
@@ -305,14 +294,16 @@ impl<P: PaymentPorts> PaymentApi<P> {
             .await?;
         Ok(NewestFirst::page(page, |p| body(&p)))
     }
+}
 
+#[OpenApi(tag = "ApiTags::Admin")]
+impl<P: PaymentPorts> PaymentAdminApi<P> {
     /// Cancel a schedule: its sale stops at once, every hold is released
     /// and every ticket refunded (exactly once each) through the
     /// compensation machinery. Cancelling again changes nothing.
     #[oai(
         path = "/v1/admin/schedules/:id/cancel",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "cancelSchedule"
     )]
     async fn cancel_schedule(
@@ -331,7 +322,6 @@ impl<P: PaymentPorts> PaymentApi<P> {
     #[oai(
         path = "/v1/admin/schedules",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "listScheduleSales"
     )]
     async fn schedule_sales(
@@ -357,7 +347,6 @@ impl<P: PaymentPorts> PaymentApi<P> {
     #[oai(
         path = "/v1/admin/schedules/:id",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "getScheduleSale"
     )]
     async fn schedule_sale(
@@ -373,7 +362,6 @@ impl<P: PaymentPorts> PaymentApi<P> {
     #[oai(
         path = "/v1/admin/compensations",
         method = "get",
-        tag = "ApiTags::Admin",
         operation_id = "listCompensations"
     )]
     async fn compensations(
@@ -419,7 +407,6 @@ impl<P: PaymentPorts> PaymentApi<P> {
     #[oai(
         path = "/v1/admin/compensations/:id/retry",
         method = "post",
-        tag = "ApiTags::Admin",
         operation_id = "retryCompensation"
     )]
     async fn retry(

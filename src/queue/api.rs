@@ -24,7 +24,7 @@ use crate::{
     web::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
-        guarded::Guarded,
+        guarded::{Guarded, Unguarded},
         paging::PageBody,
         problem::{AdminPage, ApiResult, Problem},
         reply::Success,
@@ -266,6 +266,7 @@ fn status_body(status: QueueStatus) -> StatusBody {
 }
 
 pub type QueueApi<P> = Guarded<QueueService<P>>;
+pub type QueueAdminApi<P> = Unguarded<QueueService<P>>;
 
 crate::refusals! {
     EnterRefusals {
@@ -294,7 +295,7 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Queue")]
 impl<P: QueuePorts> QueueApi<P> {
     /// Enter a concert's waiting room.
     ///
@@ -303,7 +304,6 @@ impl<P: QueuePorts> QueueApi<P> {
     #[oai(
         path = "/v1/queue/tokens",
         method = "post",
-        tag = "ApiTags::Queue",
         operation_id = "enterQueue"
     )]
     async fn enter(
@@ -330,7 +330,6 @@ impl<P: QueuePorts> QueueApi<P> {
     #[oai(
         path = "/v1/queue/status",
         method = "get",
-        tag = "ApiTags::Queue",
         operation_id = "queueStatus"
     )]
     async fn status(&self, token: QueueToken) -> ApiResult<Success<StatusBody>, StatusRefusals> {
@@ -342,22 +341,19 @@ impl<P: QueuePorts> QueueApi<P> {
     #[oai(
         path = "/v1/queue/tokens/current",
         method = "delete",
-        tag = "ApiTags::Queue",
         operation_id = "leaveQueue"
     )]
     async fn leave(&self, token: QueueToken) -> ApiResult<LeaveResponse, QueueTokenRefusals> {
         self.service.leave(&token.0.key).await?;
         Ok(LeaveResponse::Left)
     }
+}
 
+#[OpenApi(tag = "ApiTags::Admin")]
+impl<P: QueuePorts> QueueAdminApi<P> {
     /// The waiting rooms in use, in concert order, a page at a time: sizes,
     /// admissions and settings.
-    #[oai(
-        path = "/v1/admin/queue",
-        method = "get",
-        tag = "ApiTags::Admin",
-        operation_id = "listQueues"
-    )]
+    #[oai(path = "/v1/admin/queue", method = "get", operation_id = "listQueues")]
     async fn rooms(
         &self,
         _auth: AdminAuth,
@@ -387,7 +383,6 @@ impl<P: QueuePorts> QueueApi<P> {
     #[oai(
         path = "/v1/admin/queue/:concert_id/settings",
         method = "put",
-        tag = "ApiTags::Admin",
         operation_id = "updateQueueSettings"
     )]
     async fn update_settings(

@@ -135,15 +135,10 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Reservations")]
 impl<P: ReservationPorts> ReservationApi<P> {
     /// Hold a seat. Exactly one of any number of concurrent requests for a seat wins.
-    #[oai(
-        path = "/v1/reservations",
-        method = "post",
-        tag = "ApiTags::Reservations",
-        operation_id = "holdSeat"
-    )]
+    #[oai(path = "/v1/reservations", method = "post", operation_id = "holdSeat")]
     async fn hold(
         &self,
         auth: UserAuth,
@@ -168,7 +163,6 @@ impl<P: ReservationPorts> ReservationApi<P> {
     #[oai(
         path = "/v1/reservations/:id",
         method = "get",
-        tag = "ApiTags::Reservations",
         operation_id = "getReservation"
     )]
     async fn get(
@@ -187,7 +181,6 @@ impl<P: ReservationPorts> ReservationApi<P> {
     #[oai(
         path = "/v1/users/me/reservations",
         method = "get",
-        tag = "ApiTags::Reservations",
         operation_id = "myReservations"
     )]
     async fn mine(
@@ -211,7 +204,6 @@ impl<P: ReservationPorts> ReservationApi<P> {
     #[oai(
         path = "/v1/reservations/:id",
         method = "delete",
-        tag = "ApiTags::Reservations",
         operation_id = "releaseReservation"
     )]
     async fn release(
@@ -237,7 +229,6 @@ impl<P: ReservationPorts> ReservationApi<P> {
     #[oai(
         path = "/v1/schedules/:id/waitlist",
         method = "post",
-        tag = "ApiTags::Reservations",
         operation_id = "joinWaitlist"
     )]
     async fn join_waitlist(
@@ -258,7 +249,6 @@ impl<P: ReservationPorts> ReservationApi<P> {
     #[oai(
         path = "/v1/schedules/:id/waitlist",
         method = "get",
-        tag = "ApiTags::Reservations",
         operation_id = "getWaitlistPlace"
     )]
     async fn waitlist_place(
@@ -277,7 +267,6 @@ impl<P: ReservationPorts> ReservationApi<P> {
     #[oai(
         path = "/v1/schedules/:id/waitlist",
         method = "delete",
-        tag = "ApiTags::Reservations",
         operation_id = "leaveWaitlist"
     )]
     async fn leave_waitlist(

@@ -88,15 +88,10 @@ crate::refusals! {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Wallet")]
 impl<P: WalletPorts> WalletApi<P> {
     /// Your balance.
-    #[oai(
-        path = "/v1/wallet",
-        method = "get",
-        tag = "ApiTags::Wallet",
-        operation_id = "getWallet"
-    )]
+    #[oai(path = "/v1/wallet", method = "get", operation_id = "getWallet")]
     async fn balance(&self, auth: UserAuth) -> ApiResult<Success<BalanceBody>, UserOnly> {
         let balance = self.service.balance(auth.0.user_id).await?;
         Ok(Success::json(BalanceBody {
@@ -108,7 +103,6 @@ impl<P: WalletPorts> WalletApi<P> {
     #[oai(
         path = "/v1/wallet/charges",
         method = "post",
-        tag = "ApiTags::Wallet",
         operation_id = "chargeWallet"
     )]
     async fn charge(
@@ -136,7 +130,6 @@ impl<P: WalletPorts> WalletApi<P> {
     #[oai(
         path = "/v1/wallet/transactions",
         method = "get",
-        tag = "ApiTags::Wallet",
         operation_id = "walletTransactions"
     )]
     async fn transactions(

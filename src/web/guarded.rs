@@ -64,3 +64,16 @@ impl<S> Guarded<S> {
         Self { service, guard }
     }
 }
+
+/// A module's operations over its use cases `S` that no rate limit or
+/// waiting room stands in front of: an operator's (behind the admin token
+/// alone) and reading one's own notifications.
+pub struct Unguarded<S> {
+    pub(crate) service: S,
+}
+
+impl<S> Unguarded<S> {
+    pub fn new(service: S) -> Self {
+        Self { service }
+    }
+}

@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use poem_openapi::{Object, OpenApi};
 use sea_orm::DatabaseConnection;
 
 use super::{
     ApiTags,
     problem::{ApiResult, Problem, Unrefused},
+    reply::Success,
 };
 use crate::redis_client::Conn;
 
@@ -22,12 +23,6 @@ pub struct HealthBody {
     pub database: String,
     /// `ok`, or `not_configured` in the embedded shape.
     pub redis: String,
-}
-
-#[derive(ApiResponse)]
-enum HealthResponse {
-    #[oai(status = 200)]
-    Ok(Json<HealthBody>),
 }
 
 pub struct HealthApi {
@@ -49,21 +44,16 @@ impl HealthApi {
     }
 }
 
-#[OpenApi]
+#[OpenApi(tag = "ApiTags::Health")]
 impl HealthApi {
     /// The process is up.
-    #[oai(
-        path = "/health/live",
-        method = "get",
-        tag = "ApiTags::Health",
-        operation_id = "live"
-    )]
-    async fn live(&self) -> HealthResponse {
-        HealthResponse::Ok(Json(HealthBody {
+    #[oai(path = "/health/live", method = "get", operation_id = "live")]
+    async fn live(&self) -> Success<HealthBody> {
+        Success::json(HealthBody {
             status: "ok".into(),
             database: "unchecked".into(),
             redis: "unchecked".into(),
-        }))
+        })
     }
 
     /// The process can serve traffic: the database (and Redis, when
@@ -71,13 +61,8 @@ impl HealthApi {
     /// storage (disk full, read-only, I/O errors) in the last ten seconds,
     /// and, on SQLite, a writer could take the file's write lock (nothing
     /// else holds it). 503 otherwise.
-    #[oai(
-        path = "/health/ready",
-        method = "get",
-        tag = "ApiTags::Health",
-        operation_id = "ready"
-    )]
-    async fn ready(&self) -> ApiResult<HealthResponse, Unrefused> {
+    #[oai(path = "/health/ready", method = "get", operation_id = "ready")]
+    async fn ready(&self) -> ApiResult<Success<HealthBody>, Unrefused> {
         let cannot_write = crate::db::storage_fault_lately();
         let db_ok = !cannot_write
             && matches!(
@@ -108,13 +93,13 @@ impl HealthApi {
             ))
             .into());
         }
-        Ok(HealthResponse::Ok(Json(HealthBody {
+        Ok(Success::json(HealthBody {
             status: "ok".into(),
             database: "ok".into(),
             redis: match redis_ok {
                 Some(_) => "ok".into(),
                 None => "not_configured".into(),
             },
-        })))
+        }))
     }
 }

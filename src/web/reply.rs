@@ -31,6 +31,20 @@ impl<T: ParseFromJSON + ToJSON> Success<PageBody<T>> {
     }
 }
 
+/// 201 with a JSON body, for a creation whose answer needs no words of its
+/// own in the document.
+#[derive(ApiResponse)]
+pub enum Created<T: ToJSON> {
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+impl<T: ToJSON> Created<T> {
+    pub fn json(body: T) -> Self {
+        Self::Created(Json(body))
+    }
+}
+
 /// 200 with a page of a list whose newest items come first.
 #[derive(ApiResponse)]
 pub enum NewestFirst<T: ParseFromJSON + ToJSON> {
