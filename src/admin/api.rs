@@ -17,6 +17,7 @@ use crate::{
     web::{
         ApiTags,
         guarded::Unguarded,
+        paging::PageSize,
         problem::{AdminPage, AdminRead, ApiResult, Problem},
         reply::NewestFirst,
     },
@@ -122,8 +123,7 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_ALERT_PAGE, DEFAULT_ALERT_PAGE>,
     ) -> ApiResult<NewestFirst<AlertBody>, AdminPage> {
         let alerts = self
             .service
@@ -133,7 +133,7 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
                     severity: severity.0.map(Severity::from),
                 },
                 after.0,
-                limit.0.unwrap_or(DEFAULT_ALERT_PAGE),
+                limit.get(),
             )
             .await?;
         Ok(NewestFirst::page(alerts, |a| AlertBody {

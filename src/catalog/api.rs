@@ -25,7 +25,7 @@ use crate::{
         ApiTags,
         admission::QueueToken,
         guarded::{Guard, Unguarded},
-        paging::PageBody,
+        paging::{PageBody, PageSize},
         problem::{AdminCreate, ApiResult, Problem},
         rendered::RenderedJson,
         reply::Success,
@@ -252,14 +252,10 @@ impl<P: CatalogPorts> CatalogApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_CONCERT_PAGE, DEFAULT_CONCERT_PAGE>,
     ) -> ApiResult<Success<PageBody<ConcertBody>>, ListConcertsRefusals> {
         self.guard.limit_address(req)?;
-        let page = self
-            .service
-            .list_concerts(after.0, limit.0.unwrap_or(DEFAULT_CONCERT_PAGE))
-            .await?;
+        let page = self.service.list_concerts(after.0, limit.get()).await?;
         Ok(Success::page(page, |c| ConcertBody {
             id: c.id.value(),
             title: c.title,
@@ -281,17 +277,12 @@ impl<P: CatalogPorts> CatalogApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–100 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_SCHEDULE_PAGE, MAX_SCHEDULE_PAGE>,
     ) -> ApiResult<Success<PageBody<ScheduleBody>>, ListSchedulesRefusals> {
         self.guard.limit_address(req)?;
         let page = self
             .service
-            .list_schedules(
-                ConcertId(id.0),
-                after.0,
-                limit.0.unwrap_or(MAX_SCHEDULE_PAGE),
-            )
+            .list_schedules(ConcertId(id.0), after.0, limit.get())
             .await?;
         Ok(Success::page(page, |s| ScheduleBody {
             id: s.id.value(),
@@ -320,8 +311,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
         /// `nextCursor` of the previous page (a seat id).
         after: Query<Option<i64>>,
         /// Page size, 1–1000 (default 500).
-        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_SEAT_PAGE, DEFAULT_SEAT_PAGE>,
         /// Only seats with this status now (`available` includes lapsed holds).
         status: Query<Option<SeatStatusBody>>,
         /// Only seats of this grade.
@@ -350,7 +340,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
                 schedule,
                 &filter,
                 after.0,
-                limit.0.unwrap_or(DEFAULT_SEAT_PAGE),
+                limit.get(),
                 |page| {
                     RenderedJson::render(&PageBody::from_page(page, |(seat, availability)| {
                         SeatBody {

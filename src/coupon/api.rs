@@ -24,7 +24,7 @@ use crate::{
         ApiTags,
         guarded::{Guarded, Unguarded},
         idempotency::request_key,
-        paging::PageBody,
+        paging::{PageBody, PageSize},
         problem::{AdminCreate, AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
         reply::{Created, Success},
         strict::JsonString,
@@ -277,7 +277,7 @@ impl<P: CouponPorts> CouponAdminApi<P> {
             .service
             .create_vendor(&body.0.name.0, auth.0.user_id)
             .await?;
-        Ok(Created::json(vendor_body(vendor)))
+        Ok(Created::Created(Json(vendor_body(vendor))))
     }
 
     /// Vendors and their balances, oldest first, a page at a time.
@@ -292,13 +292,9 @@ impl<P: CouponPorts> CouponAdminApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_PAGE, DEFAULT_PAGE>,
     ) -> ApiResult<Success<PageBody<VendorBody>>, AdminPage> {
-        let page = self
-            .service
-            .vendors(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
-            .await?;
+        let page = self.service.vendors(after.0, limit.get()).await?;
         Ok(Success::page(page, vendor_body))
     }
 
@@ -323,11 +319,11 @@ impl<P: CouponPorts> CouponAdminApi<P> {
             body.vendor_id,
         )?;
         let campaign = self.service.create_campaign(draft, auth.0.user_id).await?;
-        Ok(Created::json(CouponCreatedBody {
+        Ok(Created::Created(Json(CouponCreatedBody {
             id: campaign.id.value(),
             name: campaign.name,
             quantity: i64::from(campaign.quantity),
-        }))
+        })))
     }
 
     /// Campaigns, newest first, with their issued / redeemed / remaining
@@ -343,13 +339,9 @@ impl<P: CouponPorts> CouponAdminApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_PAGE, DEFAULT_PAGE>,
     ) -> ApiResult<Success<PageBody<CouponStatsBody>>, AdminPage> {
-        let page = self
-            .service
-            .campaigns(after.0, limit.0.unwrap_or(DEFAULT_PAGE))
-            .await?;
+        let page = self.service.campaigns(after.0, limit.get()).await?;
         Ok(Success::page(page, stats_body))
     }
 
@@ -431,12 +423,11 @@ impl<P: CouponPorts> CouponApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_PAGE, DEFAULT_PAGE>,
     ) -> ApiResult<Success<PageBody<UserCouponBody>>, UserPage> {
         let page = self
             .service
-            .wallet_of(auth.0.user_id, after.0, limit.0.unwrap_or(DEFAULT_PAGE))
+            .wallet_of(auth.0.user_id, after.0, limit.get())
             .await?;
         Ok(Success::page(page, held_body))
     }

@@ -1,11 +1,15 @@
 //! `GET /v1/users/me/notifications`: what the listeners told the user.
 
-use super::{ports::NotificationRepository, usecase::NotificationService};
+use super::{
+    ports::NotificationRepository,
+    usecase::{MAX_NOTIFICATION_PAGE, NotificationService},
+};
 use crate::{
     auth::api::UserAuth,
     web::{
         ApiTags,
         guarded::Unguarded,
+        paging::PageSize,
         problem::{ApiResult, Problem, UserPage},
         reply::Success,
     },
@@ -51,12 +55,11 @@ impl<R: NotificationRepository> NotificationsApi<R> {
         /// The `nextCursor` of the previous answer.
         after: Query<Option<i64>>,
         /// At most this many (1–100, default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_NOTIFICATION_PAGE, 50>,
     ) -> ApiResult<Success<PageBody>, UserPage> {
         let page = self
             .service
-            .page(auth.0.user_id, after.0, limit.0.unwrap_or(50))
+            .page(auth.0.user_id, after.0, limit.get())
             .await
             .map_err(|err| Problem::fault("notification store", &err.into()))?;
         Ok(Success::json(PageBody {

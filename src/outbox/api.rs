@@ -18,6 +18,7 @@ use crate::{
     web::{
         ApiTags,
         guarded::Unguarded,
+        paging::PageSize,
         problem::{AdminOnly, AdminPage, ApiResult, Problem},
         reply::{NewestFirst, Success},
     },
@@ -167,16 +168,11 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_DEAD_LETTER_PAGE, DEFAULT_DEAD_LETTER_PAGE>,
     ) -> ApiResult<NewestFirst<DeadLetterBody>, AdminPage> {
         let letters = self
             .service
-            .dead_letters(
-                include_replayed.0.unwrap_or(false),
-                after.0,
-                limit.0.unwrap_or(DEFAULT_DEAD_LETTER_PAGE),
-            )
+            .dead_letters(include_replayed.0.unwrap_or(false), after.0, limit.get())
             .await?;
         Ok(NewestFirst::page(letters, |d| DeadLetterBody {
             id: d.id,

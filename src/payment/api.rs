@@ -9,7 +9,7 @@ use poem_openapi::{
 use super::{
     domain::{
         CancellationProgress, CompensationStatus, DEFAULT_COMPENSATION_PAGE, DEFAULT_SCHEDULE_PAGE,
-        MAX_COMPENSATION_PAGE, Payment, PaymentError, PaymentStatus,
+        MAX_COMPENSATION_PAGE, MAX_PAGE, MAX_SCHEDULE_PAGE, Payment, PaymentError, PaymentStatus,
     },
     ports::PaymentPorts,
     usecase::PaymentService,
@@ -23,14 +23,14 @@ use crate::{
         admission::QueueToken,
         guarded::{Guarded, Unguarded},
         idempotency::request_key,
-        paging::PageBody,
+        paging::{PageBody, PageSize},
         problem::{AdminPage, AdminRead, ApiResult, Problem, UserPage, UserRead},
         reply::{NewestFirst, Success},
     },
 };
 
 const _: () = assert!(DEFAULT_COMPENSATION_PAGE == 100 && MAX_COMPENSATION_PAGE == 500);
-const _: () = assert!(DEFAULT_SCHEDULE_PAGE == 20 && super::domain::MAX_SCHEDULE_PAGE == 100);
+const _: () = assert!(DEFAULT_SCHEDULE_PAGE == 20 && MAX_SCHEDULE_PAGE == 100);
 
 #[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Pay", rename_all = "camelCase")]
@@ -285,12 +285,11 @@ impl<P: PaymentPorts> PaymentApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_PAGE, 20>,
     ) -> ApiResult<NewestFirst<PaymentBody>, UserPage> {
         let page = self
             .service
-            .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
+            .mine(auth.0.user_id, after.0, limit.get())
             .await?;
         Ok(NewestFirst::page(page, |p| body(&p)))
     }
@@ -330,13 +329,9 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_SCHEDULE_PAGE, DEFAULT_SCHEDULE_PAGE>,
     ) -> ApiResult<ScheduleSalesResponse, AdminPage> {
-        let page = self
-            .service
-            .schedules(after.0, limit.0.unwrap_or(DEFAULT_SCHEDULE_PAGE))
-            .await?;
+        let page = self.service.schedules(after.0, limit.get()).await?;
         Ok(ScheduleSalesResponse::Ok(Json(PageBody::from_page(
             page,
             |p| sale_body(&p),
@@ -372,8 +367,7 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_COMPENSATION_PAGE, DEFAULT_COMPENSATION_PAGE>,
     ) -> ApiResult<NewestFirst<CompensationBody>, AdminPage> {
         let status = status.0.map(|s| match s {
             CompensationStatusBody::Pending => CompensationStatus::Pending,
@@ -382,11 +376,7 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
         });
         let page = self
             .service
-            .compensations(
-                status,
-                after.0,
-                limit.0.unwrap_or(DEFAULT_COMPENSATION_PAGE),
-            )
+            .compensations(status, after.0, limit.get())
             .await?;
         Ok(NewestFirst::page(page, |c| CompensationBody {
             id: c.id,

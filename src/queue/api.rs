@@ -25,7 +25,7 @@ use crate::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
         guarded::{Guarded, Unguarded},
-        paging::PageBody,
+        paging::{PageBody, PageSize},
         problem::{AdminPage, ApiResult, Problem},
         reply::Success,
     },
@@ -360,13 +360,9 @@ impl<P: QueuePorts> QueueAdminApi<P> {
         /// `nextCursor` of the previous page (a concert id).
         after: Query<Option<i64>>,
         /// Page size, 1–200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_ROOM_PAGE, DEFAULT_ROOM_PAGE>,
     ) -> ApiResult<Success<PageBody<RoomBody>>, AdminPage> {
-        let rooms = self
-            .service
-            .stats(after.0, limit.0.unwrap_or(DEFAULT_ROOM_PAGE))
-            .await?;
+        let rooms = self.service.stats(after.0, limit.get()).await?;
         Ok(Success::page(rooms, |(stats, settings)| RoomBody {
             concert_id: stats.concert.value(),
             waiting: stats.waiting,

@@ -8,7 +8,7 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{Reservation, ReservationError, ReservationStatus},
+    domain::{MAX_PAGE, Reservation, ReservationError, ReservationStatus},
     ports::ReservationPorts,
     usecase::ReservationService,
 };
@@ -19,7 +19,7 @@ use crate::{
         ApiTags,
         admission::QueueToken,
         guarded::Guarded,
-        paging::PageBody,
+        paging::{PageBody, PageSize},
         problem::{ApiResult, Problem, UserPage, UserRead},
         reply::Success,
     },
@@ -189,12 +189,11 @@ impl<P: ReservationPorts> ReservationApi<P> {
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
         /// Page size, 1–100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_PAGE, 20>,
     ) -> ApiResult<Success<PageBody<ReservationBody>>, UserPage> {
         let page = self
             .service
-            .mine(auth.0.user_id, after.0, limit.0.unwrap_or(20))
+            .mine(auth.0.user_id, after.0, limit.get())
             .await?;
         let now = self.service.now();
         Ok(Success::page(page, |r| body(&r, now)))

@@ -8,7 +8,7 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{EntryKind, WalletError},
+    domain::{EntryKind, MAX_PAGE, WalletError},
     ports::WalletPorts,
     usecase::WalletService,
 };
@@ -18,6 +18,7 @@ use crate::{
         ApiTags,
         guarded::Guarded,
         idempotency::request_key,
+        paging::PageSize,
         problem::{ApiResult, Problem, UserOnly, UserPage},
         reply::Success,
     },
@@ -141,12 +142,11 @@ impl<P: WalletPorts> WalletApi<P> {
         #[oai(deprecated)]
         cursor: Query<Option<i64>>,
         /// Page size, 1–100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u64>>,
+        limit: PageSize<MAX_PAGE, 20>,
     ) -> ApiResult<Success<PageBody>, UserPage> {
         let page = self
             .service
-            .transactions(auth.0.user_id, after.0.or(cursor.0), limit.0.unwrap_or(20))
+            .transactions(auth.0.user_id, after.0.or(cursor.0), limit.get())
             .await?;
         Ok(Success::json(PageBody {
             items: page

@@ -39,12 +39,6 @@ pub enum Created<T: ToJSON> {
     Created(Json<T>),
 }
 
-impl<T: ToJSON> Created<T> {
-    pub fn json(body: T) -> Self {
-        Self::Created(Json(body))
-    }
-}
-
 /// 200 with a page of a list whose newest items come first.
 #[derive(ApiResponse)]
 pub enum NewestFirst<T: ParseFromJSON + ToJSON> {
