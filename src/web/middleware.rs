@@ -290,36 +290,54 @@ mod tests {
         )
     }
 
+    /// Each problem, raised by an operation (or outside any), is answered
+    /// with the status and code given.
+    fn assert_answered(cases: Vec<(Option<&'static str>, Problem, (u16, &str))>) {
+        for (operation, problem, expected) in cases {
+            let (status, answered) = answer(problem, operation);
+            assert_eq!((status, answered.code.as_str()), expected);
+        }
+    }
+
     #[test]
     fn a_documented_problem_passes_through() {
-        let (status, problem) = answer(
-            Problem::conflict("hold_limit", "four holds already"),
-            Some("holdSeat"),
-        );
-        assert_eq!((status, problem.code.as_str()), (409, "hold_limit"));
-        let (status, _) = answer(Problem::unavailable("down"), Some("holdSeat"));
-        assert_eq!(status, 503);
+        let hold = Some("holdSeat");
+        assert_answered(vec![
+            (
+                hold,
+                Problem::conflict("hold_limit", "four holds already"),
+                (409, "hold_limit"),
+            ),
+            (hold, Problem::unavailable("down"), (503, "unavailable")),
+        ]);
     }
 
     #[test]
     fn an_undocumented_code_or_status_becomes_a_logged_500() {
-        let (status, problem) = answer(
-            Problem::conflict("sold_out", "not this operation's"),
-            Some("holdSeat"),
-        );
-        assert_eq!((status, problem.code.as_str()), (500, "internal"));
-        let (status, _) = answer(Problem::not_found("no such seat"), Some("holdSeat"));
-        assert_eq!(status, 500);
+        let hold = Some("holdSeat");
+        assert_answered(vec![
+            (
+                hold,
+                Problem::conflict("sold_out", "not this operation's"),
+                (500, "internal"),
+            ),
+            (hold, Problem::not_found("no such seat"), (500, "internal")),
+        ]);
     }
 
     #[test]
     fn answers_outside_any_documented_operation_are_not_checked() {
-        let (status, _) = answer(Problem::not_found("no such route"), None);
-        assert_eq!(status, 404);
-        let (status, _) = answer(
-            Problem::conflict("x", "unknown op"),
-            Some("notInTheDocument"),
-        );
-        assert_eq!(status, 409);
+        assert_answered(vec![
+            (
+                None,
+                Problem::not_found("no such route"),
+                (404, "not_found"),
+            ),
+            (
+                Some("notInTheDocument"),
+                Problem::conflict("x", "unknown op"),
+                (409, "x"),
+            ),
+        ]);
     }
 }

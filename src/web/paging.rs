@@ -131,6 +131,5 @@ mod tests {
         expected.maximum = Some(200.0);
         assert_eq!(*schema, expected);
         assert_eq!(Size::param_in(), Some(MetaParamIn::Query));
-        assert!(!Size::PARAM_IS_REQUIRED);
     }
 }
