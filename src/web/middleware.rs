@@ -290,54 +290,37 @@ mod tests {
         )
     }
 
-    /// Each problem, raised by an operation (or outside any), is answered
+    const HOLD: Option<&str> = Some("holdSeat");
+
+    /// The problem, raised by `operation` (or outside any), is answered
     /// with the status and code given.
-    fn assert_answered(cases: Vec<(Option<&'static str>, Problem, (u16, &str))>) {
-        for (operation, problem, expected) in cases {
-            let (status, answered) = answer(problem, operation);
-            assert_eq!((status, answered.code.as_str()), expected);
-        }
+    fn assert_answered(operation: Option<&'static str>, problem: Problem, expected: (u16, &str)) {
+        let (status, answered) = answer(problem, operation);
+        assert_eq!((status, answered.code.as_str()), expected);
     }
 
     #[test]
     fn a_documented_problem_passes_through() {
-        let hold = Some("holdSeat");
-        assert_answered(vec![
-            (
-                hold,
-                Problem::conflict("hold_limit", "four holds already"),
-                (409, "hold_limit"),
-            ),
-            (hold, Problem::unavailable("down"), (503, "unavailable")),
-        ]);
+        let hold_limit = Problem::conflict("hold_limit", "four holds already");
+        assert_answered(HOLD, hold_limit, (409, "hold_limit"));
+        assert_answered(HOLD, Problem::unavailable("down"), (503, "unavailable"));
     }
 
     #[test]
     fn an_undocumented_code_or_status_becomes_a_logged_500() {
-        let hold = Some("holdSeat");
-        assert_answered(vec![
-            (
-                hold,
-                Problem::conflict("sold_out", "not this operation's"),
-                (500, "internal"),
-            ),
-            (hold, Problem::not_found("no such seat"), (500, "internal")),
-        ]);
+        let not_ours = Problem::conflict("sold_out", "not this operation's");
+        assert_answered(HOLD, not_ours, (500, "internal"));
+        assert_answered(HOLD, Problem::not_found("no such seat"), (500, "internal"));
     }
 
     #[test]
     fn answers_outside_any_documented_operation_are_not_checked() {
-        assert_answered(vec![
-            (
-                None,
-                Problem::not_found("no such route"),
-                (404, "not_found"),
-            ),
-            (
-                Some("notInTheDocument"),
-                Problem::conflict("x", "unknown op"),
-                (409, "x"),
-            ),
-        ]);
+        assert_answered(
+            None,
+            Problem::not_found("no such route"),
+            (404, "not_found"),
+        );
+        let unknown = Problem::conflict("x", "unknown op");
+        assert_answered(Some("notInTheDocument"), unknown, (409, "x"));
     }
 }
