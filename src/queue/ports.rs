@@ -10,7 +10,7 @@ use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::NewEvent};
 
 /// The adapters the waiting room's use cases run over, named once: the
 /// composition root picks them (`app::services`), tests pick fakes.
-pub trait QueuePorts: Send + Sync + 'static {
+pub trait QueuePorts: Clone + Send + Sync + 'static {
     type Store: QueueStore;
     type Settings: QueueSettingsRepository;
     type Directory: ConcertDirectory;

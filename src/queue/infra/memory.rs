@@ -249,6 +249,32 @@ impl Room {
         Some(token_id)
     }
 
+    fn active_until_at_most(&self, now: i64) -> Vec<Uuid> {
+        let due = self.active.iter().take_while(|(until, _)| *until <= now);
+        due.map(|(_, token_id)| *token_id).collect()
+    }
+
+    fn waiting_without_heartbeat_since(&self, cutoff: i64) -> Vec<Uuid> {
+        let stale = self
+            .heartbeats
+            .iter()
+            .take_while(|(beat, _)| *beat < cutoff);
+        stale.map(|(_, token_id)| *token_id).collect()
+    }
+
+    /// Forgets the tokens, recording each one's expiry; answers how many
+    /// there were.
+    fn expire(&mut self, concert: ConcertId, token_ids: Vec<Uuid>, now: i64) -> u64 {
+        let mut expired = 0;
+        for token_id in token_ids {
+            if let Some(token) = self.forget(token_id) {
+                self.record(concert, QueueEventKind::Expired, token_id, token.user, now);
+                expired += 1;
+            }
+        }
+        expired
+    }
+
     fn admitted_since(&self, since: i64) -> u64 {
         (self.admits.len() - self.admits.partition_point(|t| *t < since)) as u64
     }
@@ -423,31 +449,11 @@ impl QueueStore for MemoryQueueStore {
         };
         let mut outcome = TickOutcome::default();
 
-        let expired: Vec<Uuid> = room
-            .active
-            .iter()
-            .take_while(|(until, _)| *until <= now)
-            .map(|(_, t)| *t)
-            .collect();
-        for token_id in expired {
-            if let Some(token) = room.forget(token_id) {
-                room.record(concert, QueueEventKind::Expired, token_id, token.user, now);
-                outcome.expired_active += 1;
-            }
-        }
+        let expired = room.active_until_at_most(now);
+        outcome.expired_active = room.expire(concert, expired, now);
         let cutoff = settings.heartbeat_cutoff_ms(now);
-        let stale: Vec<Uuid> = room
-            .heartbeats
-            .iter()
-            .take_while(|(beat, _)| *beat < cutoff)
-            .map(|(_, t)| *t)
-            .collect();
-        for token_id in stale {
-            if let Some(token) = room.forget(token_id) {
-                room.record(concert, QueueEventKind::Expired, token_id, token.user, now);
-                outcome.dropped_waiting += 1;
-            }
-        }
+        let stale = room.waiting_without_heartbeat_since(cutoff);
+        outcome.dropped_waiting = room.expire(concert, stale, now);
 
         let plan = settings.admission(
             AdmissionCredit {

@@ -48,6 +48,11 @@ fn down() -> QueueError {
     QueueError::Fault(Fault::Unavailable(anyhow::anyhow!("store down")))
 }
 
+/// Whether the use case answered that a store or the catalog is down.
+pub fn unavailable<T>(result: Result<T, QueueError>) -> bool {
+    matches!(result, Err(QueueError::Fault(Fault::Unavailable(_))))
+}
+
 pub const HALL: ConcertId = ConcertId(1);
 pub const OTHER_HALL: ConcertId = ConcertId(2);
 pub const ALICE: UserId = UserId(10);
@@ -375,7 +380,7 @@ fn token(pass: &QueuePass) -> String {
 }
 
 /// The fakes above as the service's ports.
-pub struct Fakes;
+pub type Fakes = (FakeStore, FakeSettings, FakeDirectory, ManualClock);
 
 impl QueuePorts for Fakes {
     type Store = FakeStore;

@@ -55,13 +55,12 @@ impl<P: QueuePorts> QueueService<P> {
 
 #[cfg(test)]
 mod tests {
-    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
     use crate::queue::{
         domain::QueueingMethod,
-        usecase::fake::{HALL, OTHER_HALL, defaults, harness, rates, slow, t0},
+        usecase::fake::{HALL, OTHER_HALL, defaults, harness, rates, slow, t0, unavailable},
     };
 
     #[tokio::test]
@@ -80,10 +79,7 @@ mod tests {
     async fn settings_cannot_be_read_while_their_store_is_down() {
         let h = harness();
         *h.settings.down.lock().unwrap() = true;
-        assert!(matches!(
-            h.service.settings_for(HALL).await,
-            Err(QueueError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(unavailable(h.service.settings_for(HALL).await));
     }
 
     #[tokio::test]
@@ -124,11 +120,10 @@ mod tests {
     async fn updating_settings_while_their_store_is_down_is_unavailable() {
         let h = harness();
         *h.settings.down.lock().unwrap() = true;
-        assert!(matches!(
+        assert!(unavailable(
             h.service
                 .update_settings(HALL, rates(slow()), UserId(9_000))
-                .await,
-            Err(QueueError::Fault(Fault::Unavailable(_)))
+                .await
         ));
     }
 

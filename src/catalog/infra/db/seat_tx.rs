@@ -19,35 +19,47 @@ use crate::{
     kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
 };
 
-/// An update of the seat that applies only while `reservation` holds it:
-/// the compare-and-set every post-hold change shares.
-fn while_held_by(seat_id: SeatId, reservation: ReservationId) -> UpdateMany<seat::Entity> {
+/// An update of the seat that applies only while it stands `status` for
+/// `reservation`: the compare-and-set every post-hold change shares.
+fn while_reserved(
+    seat_id: SeatId,
+    reservation: ReservationId,
+    status: SeatStatus,
+) -> UpdateMany<seat::Entity> {
     seat::Entity::update_many()
         .filter(seat::Column::Id.eq(seat_id.value()))
         .filter(seat::Column::ReservationId.eq(reservation.value()))
-        .filter(seat::Column::Status.eq(SeatStatus::Held.as_str()))
+        .filter(seat::Column::Status.eq(status.as_str()))
+}
+
+fn while_held_by(seat_id: SeatId, reservation: ReservationId) -> UpdateMany<seat::Entity> {
+    while_reserved(seat_id, reservation, SeatStatus::Held)
+}
+
+/// Moves the seat to `status`, held until `held_until` (nothing once sold
+/// or free), under a new version.
+fn into_status(
+    update: UpdateMany<seat::Entity>,
+    status: SeatStatus,
+    held_until: Option<DateTime<Utc>>,
+) -> UpdateMany<seat::Entity> {
+    update
+        .col_expr(seat::Column::Status, Expr::value(status.as_str()))
+        .col_expr(seat::Column::HeldUntil, Expr::value(held_until))
+        .col_expr(
+            seat::Column::Version,
+            Expr::col(seat::Column::Version).add(1),
+        )
 }
 
 /// The update that puts a seat back on sale: free, no holder, no
 /// reservation, a new version.
 fn on_sale_again(update: UpdateMany<seat::Entity>) -> UpdateMany<seat::Entity> {
-    update
-        .col_expr(
-            seat::Column::Status,
-            Expr::value(SeatStatus::Available.as_str()),
-        )
+    into_status(update, SeatStatus::Available, None)
         .col_expr(seat::Column::HolderId, Expr::value(Option::<i64>::None))
-        .col_expr(
-            seat::Column::HeldUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
         .col_expr(
             seat::Column::ReservationId,
             Expr::value(Option::<i64>::None),
-        )
-        .col_expr(
-            seat::Column::Version,
-            Expr::col(seat::Column::Version).add(1),
         )
 }
 
@@ -66,17 +78,11 @@ impl SeatTx for DbTx {
         let conn = self.conn();
         // The write comes first: on SQLite it takes the write lock before
         // anything is read, so the transaction never works from a stale snapshot.
-        let taken = seat::Entity::update_many()
-            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Held.as_str()))
+        let taken = into_status(seat::Entity::update_many(), SeatStatus::Held, Some(until))
             .col_expr(seat::Column::HolderId, Expr::value(user.value()))
-            .col_expr(seat::Column::HeldUntil, Expr::value(until))
             .col_expr(
                 seat::Column::ReservationId,
                 Expr::value(Option::<i64>::None),
-            )
-            .col_expr(
-                seat::Column::Version,
-                Expr::col(seat::Column::Version).add(1),
             )
             .filter(seat::Column::Id.eq(seat_id.value()))
             .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
@@ -164,16 +170,7 @@ impl SeatTx for DbTx {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
-        let sell = while_held_by(seat_id, reservation)
-            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Sold.as_str()))
-            .col_expr(
-                seat::Column::HeldUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
-                seat::Column::Version,
-                Expr::col(seat::Column::Version).add(1),
-            );
+        let sell = into_status(while_held_by(seat_id, reservation), SeatStatus::Sold, None);
         Ok(compare_and_set(sell, self.conn()).await?)
     }
 
@@ -182,10 +179,7 @@ impl SeatTx for DbTx {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
-        let sold_to_it = seat::Entity::update_many()
-            .filter(seat::Column::Id.eq(seat_id.value()))
-            .filter(seat::Column::ReservationId.eq(reservation.value()))
-            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()));
+        let sold_to_it = while_reserved(seat_id, reservation, SeatStatus::Sold);
         Ok(compare_and_set(on_sale_again(sold_to_it), self.conn()).await?)
     }
 
