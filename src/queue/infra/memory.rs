@@ -283,12 +283,11 @@ impl Room {
 impl QueueStore for MemoryQueueStore {
     async fn enter(
         &self,
-        concert: ConcertId,
-        user: UserId,
-        new_token: Uuid,
+        newcomer: &QueuePass,
         lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
+        let (concert, user, new_token) = (newcomer.concert, newcomer.user, newcomer.token_id);
         let now = ms(now);
         let mut rooms = self.lock();
         if lineup == Lineup::Refuse && !rooms.contains_key(&concert) {

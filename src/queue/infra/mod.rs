@@ -6,7 +6,6 @@ pub mod scheduler;
 pub mod tokens;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::{
     kernel::{ConcertId, UserId},
@@ -26,7 +25,7 @@ pub type AnyQueueStore = RedisOrMemory<redis::RedisQueueStore, memory::MemoryQue
 
 impl<R: QueueStore, M: QueueStore> QueueStore for RedisOrMemory<R, M> {
     forward! {
-        async fn enter(&self, concert: ConcertId, user: UserId, new_token: Uuid, lineup: Lineup, now: DateTime<Utc>) -> Result<Entry, QueueError>;
+        async fn enter(&self, newcomer: &QueuePass, lineup: Lineup, now: DateTime<Utc>) -> Result<Entry, QueueError>;
         async fn status(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<(Place, u64), QueueError>;
         async fn is_active(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError>;
         async fn leave(&self, pass: &QueuePass, now: DateTime<Utc>) -> Result<bool, QueueError>;

@@ -117,9 +117,7 @@ impl FakeStore {
 impl QueueStore for FakeStore {
     async fn enter(
         &self,
-        concert: ConcertId,
-        user: UserId,
-        new_token: Uuid,
+        newcomer: &QueuePass,
         lineup: Lineup,
         _now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
@@ -127,11 +125,11 @@ impl QueueStore for FakeStore {
         let mut room = self.0.lock().unwrap();
         room.enters += 1;
         room.lineups.push(lineup);
-        if let Some(held) = room
-            .places
-            .iter()
-            .find(|held| held.concert == concert && held.user == user && held.place != Place::Gone)
-        {
+        if let Some(held) = room.places.iter().find(|held| {
+            held.concert == newcomer.concert
+                && held.user == newcomer.user
+                && held.place != Place::Gone
+        }) {
             return Ok(Entry {
                 token_id: held.token_id,
                 place: held.place,
@@ -139,29 +137,31 @@ impl QueueStore for FakeStore {
         }
         if lineup == Lineup::Refuse {
             return Ok(Entry {
-                token_id: new_token,
+                token_id: newcomer.token_id,
                 place: Place::Gone,
             });
         }
         let waiting = room
             .places
             .iter()
-            .filter(|held| held.concert == concert && matches!(held.place, Place::Waiting { .. }))
+            .filter(|held| {
+                held.concert == newcomer.concert && matches!(held.place, Place::Waiting { .. })
+            })
             .count() as u64;
         let place = Place::Waiting {
             position: waiting + 1,
         };
         room.places.push(HeldPlace {
-            concert,
-            user,
-            token_id: new_token,
+            concert: newcomer.concert,
+            user: newcomer.user,
+            token_id: newcomer.token_id,
             place,
         });
-        if !room.rooms.contains(&concert) {
-            room.rooms.push(concert);
+        if !room.rooms.contains(&newcomer.concert) {
+            room.rooms.push(newcomer.concert);
         }
         Ok(Entry {
-            token_id: new_token,
+            token_id: newcomer.token_id,
             place,
         })
     }

@@ -35,23 +35,22 @@ impl<P: QueuePorts> QueueService<P> {
         let now = self.clock.now();
         let settings = self.settings_for(concert).await?;
         let lineup = settings.lineup(now, (self.draw)());
-        let Entry { token_id, place } = self
-            .store
-            .enter(concert, user, Uuid::new_v4(), lineup, now)
-            .await?;
+        let newcomer = QueuePass {
+            token_id: Uuid::new_v4(),
+            user,
+            concert,
+        };
+        let Entry { token_id, place } = self.store.enter(&newcomer, lineup, now).await?;
         if place == Place::Gone {
             // Only a closed room places nobody.
             return Err(QueueError::Closed(concert));
         }
-        let token = self.tokens.issue(
-            &QueuePass {
-                token_id,
-                user,
-                concert,
-            },
-            now,
-            QUEUE_TOKEN_TTL,
-        )?;
+        // A user who already held a place keeps its token id.
+        let pass = QueuePass {
+            token_id,
+            ..newcomer
+        };
+        let token = self.tokens.issue(&pass, now, QUEUE_TOKEN_TTL)?;
         Ok(Admission {
             token,
             token_id,
