@@ -568,6 +568,36 @@ impl QueueStore for MemoryQueueStore {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_tick_counts_lapsed_turns_and_silent_waiters_apart() {
+        let store = MemoryQueueStore::default();
+        let hall = ConcertId(1);
+        // One admitted a second, one at a time, 60 s turns, 30 s of silence allowed.
+        let settings = QueueSettings::parse(1, 1, 60, 30).unwrap();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        for user in [UserId(1), UserId(2)] {
+            let newcomer = QueuePass {
+                token_id: Uuid::new_v4(),
+                user,
+                concert: hall,
+            };
+            store.enter(&newcomer, Lineup::Fifo, t0).await.unwrap();
+        }
+        store.tick(hall, &settings, t0).await.unwrap();
+        let second = t0 + TimeDelta::seconds(1);
+        assert_eq!(
+            store.tick(hall, &settings, second).await.unwrap().admitted,
+            1
+        );
+
+        let outcome = store
+            .tick(hall, &settings, t0 + TimeDelta::seconds(61))
+            .await
+            .unwrap();
+        assert_eq!((outcome.expired_active, outcome.dropped_waiting), (1, 1));
+        assert_eq!(store.stats(hall, t0).await.unwrap().waiting, 0);
+    }
+
     #[test]
     fn ranks_count_present_sequence_numbers_across_growth() {
         let mut ranks = Ranks::default();

@@ -307,14 +307,6 @@ mod tests {
         assert!(h.store.0.lock().unwrap().polls.is_empty());
     }
 
-    #[tokio::test]
-    async fn a_poll_while_the_store_is_down_is_unavailable() {
-        let h = harness();
-        let alice = h.service.enter(ALICE, HALL).await.unwrap();
-        h.store.0.lock().unwrap().down = true;
-        assert!(unavailable(h.service.status(&alice.token).await));
-    }
-
     // --- leave ---
 
     #[tokio::test]
@@ -362,10 +354,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn leaving_while_the_store_is_down_is_unavailable() {
+    async fn polling_or_leaving_while_the_store_is_down_is_unavailable() {
         let h = harness();
         let alice = h.service.enter(ALICE, HALL).await.unwrap();
         h.store.0.lock().unwrap().down = true;
+        assert!(unavailable(h.service.status(&alice.token).await));
         assert!(unavailable(h.service.leave(&alice.token).await));
     }
 
