@@ -76,13 +76,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn settings_cannot_be_read_while_their_store_is_down() {
-        let h = harness();
-        *h.settings.down.lock().unwrap() = true;
-        assert!(unavailable(h.service.settings_for(HALL).await));
-    }
-
-    #[tokio::test]
     async fn updated_settings_are_stored_and_apply_to_that_concert_only() {
         let h = harness();
         assert_eq!(
@@ -117,14 +110,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn updating_settings_while_their_store_is_down_is_unavailable() {
+    async fn settings_cannot_be_read_or_updated_while_their_store_is_down() {
         let h = harness();
         *h.settings.down.lock().unwrap() = true;
-        assert!(unavailable(
-            h.service
-                .update_settings(HALL, rates(slow()), UserId(9_000))
-                .await
-        ));
+        assert!(unavailable(h.service.settings_for(HALL).await));
+        let change = h
+            .service
+            .update_settings(HALL, rates(slow()), UserId(9_000));
+        assert!(unavailable(change.await));
     }
 
     #[tokio::test]

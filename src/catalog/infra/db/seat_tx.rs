@@ -234,3 +234,72 @@ impl SeatTx for DbTx {
             .map(|row| row.starts_at))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use sea_orm::TransactionTrait;
+
+    use super::*;
+    use crate::catalog::{
+        domain::{NewConcert, NewSchedule, SeatBlock},
+        infra::db::DbCatalog,
+        ports::CatalogRepository,
+    };
+
+    #[tokio::test]
+    async fn a_held_seat_is_sold_and_put_back_only_for_its_own_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("seats.db").display());
+        let db = crate::db::connect(&url).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        let now = Utc::now();
+        let one_seat = NewConcert {
+            title: "Concert".into(),
+            venue: "Hall".into(),
+            schedules: vec![NewSchedule {
+                starts_at: now + TimeDelta::days(1),
+                seat_blocks: vec![SeatBlock {
+                    grade: "R".into(),
+                    price: Points::new(10).unwrap(),
+                    count: 1,
+                }],
+            }],
+            created_by: None,
+        };
+        let created = DbCatalog::new(db.clone())
+            .create_concert(&one_seat, now)
+            .await
+            .unwrap();
+        let schedule = created.schedules[0].id;
+        let row = seat::Entity::find().one(&db).await.unwrap().unwrap();
+        let seat_id = SeatId(row.id);
+
+        let mut tx = DbTx::new(db.begin().await.unwrap());
+        let (mine, other) = (ReservationId(7), ReservationId(8));
+        let until = now + TimeDelta::minutes(5);
+        let held = tx.try_hold(schedule, seat_id, UserId(1), until, now).await;
+        assert!(held.unwrap().is_some());
+        tx.attach(seat_id, mine).await.unwrap();
+        assert!(
+            !tx.sell(seat_id, other).await.unwrap(),
+            "not its reservation"
+        );
+        assert!(tx.sell(seat_id, mine).await.unwrap());
+        assert!(
+            !tx.release(seat_id, mine).await.unwrap(),
+            "a sold seat is no hold"
+        );
+        assert!(tx.unsell(seat_id, mine).await.unwrap());
+
+        let back = seat::Entity::find_by_id(seat_id.value())
+            .one(tx.conn())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.status, SeatStatus::Available.as_str());
+        assert_eq!((back.holder_id, back.held_until), (None, None));
+        assert_eq!(back.reservation_id, None);
+        assert_eq!(back.version, row.version + 3, "hold, sale and return");
+    }
+}
