@@ -100,15 +100,12 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
 
     for room in 1..=LIVE_ROOMS {
         for user in 1..=WAITING_PER_LIVE_ROOM {
-            store
-                .enter(
-                    ConcertId(room),
-                    UserId(user),
-                    Uuid::new_v4(),
-                    Lineup::Fifo,
-                    t0,
-                )
-                .await?;
+            let newcomer = QueuePass {
+                token_id: Uuid::new_v4(),
+                user: UserId(user),
+                concert: ConcertId(room),
+            };
+            store.enter(&newcomer, Lineup::Fifo, t0).await?;
         }
         forward_all(&store, ConcertId(room)).await?;
     }
@@ -116,13 +113,15 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
 
     for room in 1..=abandoned {
         let concert = ConcertId(1_000_000 + room);
-        let entry = store
-            .enter(concert, UserId(1), Uuid::new_v4(), Lineup::Fifo, t0)
-            .await?;
-        let pass = QueuePass {
-            token_id: entry.token_id,
+        let newcomer = QueuePass {
+            token_id: Uuid::new_v4(),
             user: UserId(1),
             concert,
+        };
+        let entry = store.enter(&newcomer, Lineup::Fifo, t0).await?;
+        let pass = QueuePass {
+            token_id: entry.token_id,
+            ..newcomer
         };
         store.leave(&pass, t0).await?;
         forward_all(&store, concert).await?;

@@ -62,6 +62,7 @@ impl crate::catalog::ports::CatalogPorts for CatalogWiring {
 pub type Queue = QueueService<QueueWiring>;
 /// The waiting room's adapters: the Redis-or-memory store, and settings and
 /// concerts read through short caches.
+#[derive(Clone)]
 pub struct QueueWiring;
 impl crate::queue::ports::QueuePorts for QueueWiring {
     type Store = AnyQueueStore;

@@ -1,7 +1,6 @@
 use std::future::Future;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use uuid::Uuid;
 
 use super::domain::{
     Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
@@ -10,7 +9,7 @@ use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::NewEvent};
 
 /// The adapters the waiting room's use cases run over, named once: the
 /// composition root picks them (`app::services`), tests pick fakes.
-pub trait QueuePorts: Send + Sync + 'static {
+pub trait QueuePorts: Clone + Send + Sync + 'static {
     type Store: QueueStore;
     type Settings: QueueSettingsRepository;
     type Directory: ConcertDirectory;
@@ -22,7 +21,7 @@ pub trait QueuePorts: Send + Sync + 'static {
 /// step, and takes "now" from the caller so rules can be tested with a
 /// manual clock.
 pub trait QueueStore: Clone + Send + Sync + 'static {
-    /// Places the user under `new_token` as `lineup` says — at the tail of
+    /// Places the newcomer's user under its token id as `lineup` says — at the tail of
     /// the line, or into the draw by the number drawn (a FIFO arrival never
     /// overtakes the draw; a draw stands behind the FIFO arrivals before
     /// it) — or, if they already hold a place (waiting or active), answers
@@ -30,9 +29,7 @@ pub trait QueueStore: Clone + Send + Sync + 'static {
     /// without a place gets `Place::Gone`.
     fn enter(
         &self,
-        concert: ConcertId,
-        user: UserId,
-        new_token: Uuid,
+        newcomer: &QueuePass,
         lineup: Lineup,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Entry, QueueError>> + Send;

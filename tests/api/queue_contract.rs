@@ -78,7 +78,7 @@ async fn line_up(
     now: DateTime<Utc>,
 ) -> (QueuePass, Place) {
     let entry = store
-        .enter(CONCERT, UserId(user), Uuid::new_v4(), lineup, now)
+        .enter(&pass(Uuid::new_v4(), user), lineup, now)
         .await
         .unwrap();
     (pass(entry.token_id, user), entry.place)
@@ -113,7 +113,7 @@ async fn concurrent_entries_get_unique_positions_and_reentry_keeps_the_place(sto
     assert_eq!(positions, (1..=1_000).collect::<HashSet<u64>>());
     let (p, position) = first.unwrap();
     let again = store
-        .enter(CONCERT, UserId(1), Uuid::new_v4(), Lineup::Fifo, t0())
+        .enter(&pass(Uuid::new_v4(), 1), Lineup::Fifo, t0())
         .await
         .unwrap();
     assert_eq!(again.token_id, p.token_id, "one identity, one place");
@@ -382,14 +382,15 @@ async fn thousands_of_abandoned_rooms_stop_being_ticked(store: AnyQueueStore) {
     let rooms = 5_000;
     for concert in 1..=rooms {
         let concert = ConcertId(1_000 + concert);
-        let entry = store
-            .enter(concert, UserId(1), Uuid::new_v4(), Lineup::Fifo, t0())
-            .await
-            .unwrap();
-        let left = QueuePass {
-            token_id: entry.token_id,
+        let newcomer = QueuePass {
+            token_id: Uuid::new_v4(),
             user: UserId(1),
             concert,
+        };
+        let entry = store.enter(&newcomer, Lineup::Fifo, t0()).await.unwrap();
+        let left = QueuePass {
+            token_id: entry.token_id,
+            ..newcomer
         };
         assert!(store.leave(&left, t0()).await.unwrap());
         forward_all(&store, concert).await;
@@ -420,13 +421,14 @@ async fn concurrent_polls_answer_as_each_poll_alone_would(store: AnyQueueStore) 
         passes.push(enter(&store, user, t0()).await.0);
     }
     for user in 301..=500 {
-        let entry = store
-            .enter(OTHER, UserId(user), Uuid::new_v4(), Lineup::Fifo, t0())
-            .await
-            .unwrap();
-        passes.push(QueuePass {
+        let newcomer = QueuePass {
             concert: OTHER,
-            ..pass(entry.token_id, user)
+            ..pass(Uuid::new_v4(), user)
+        };
+        let entry = store.enter(&newcomer, Lineup::Fifo, t0()).await.unwrap();
+        passes.push(QueuePass {
+            token_id: entry.token_id,
+            ..newcomer
         });
     }
     // Ten of the first room are admitted; the rest keep their order.
@@ -731,7 +733,7 @@ async fn a_refused_arrival_gets_no_place(store: AnyQueueStore) {
         Place::Gone
     );
     let again = store
-        .enter(CONCERT, UserId(2), Uuid::new_v4(), Lineup::Refuse, t0())
+        .enter(&pass(Uuid::new_v4(), 2), Lineup::Refuse, t0())
         .await
         .unwrap();
     assert_eq!((again.token_id, again.place), (held.token_id, place));

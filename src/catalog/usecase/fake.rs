@@ -224,8 +224,7 @@ pub fn seat(number: u32, state: SeatState) -> Seat {
 }
 
 /// The catalog's ports as these tests fake them.
-#[derive(Clone)]
-pub struct Fakes;
+pub type Fakes = (FakeRepo, ManualClock, Wakes);
 
 impl CatalogPorts for Fakes {
     type Repo = FakeRepo;

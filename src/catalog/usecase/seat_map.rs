@@ -338,26 +338,20 @@ mod tests {
         let numbers = |page: &Page<(Seat, Availability)>| {
             page.items.iter().map(|(s, _)| s.number).collect::<Vec<_>>()
         };
+        let page = async |filter: &SeatFilter, after: Option<i64>, limit: u64| {
+            h.service
+                .list_seats(ScheduleId(1), filter, after, limit)
+                .await
+                .unwrap()
+        };
 
         let all = SeatFilter::default();
-        let first = h
-            .service
-            .list_seats(ScheduleId(1), &all, None, 2)
-            .await
-            .unwrap();
+        let first = page(&all, None, 2).await;
         assert_eq!(numbers(&first), vec![1, 2]);
         assert_eq!(first.next_cursor, Some(2));
-        let second = h
-            .service
-            .list_seats(ScheduleId(1), &all, first.next_cursor, 2)
-            .await
-            .unwrap();
+        let second = page(&all, first.next_cursor, 2).await;
         assert_eq!(numbers(&second), vec![3, 4]);
-        let last = h
-            .service
-            .list_seats(ScheduleId(1), &all, second.next_cursor, 2)
-            .await
-            .unwrap();
+        let last = page(&all, second.next_cursor, 2).await;
         assert_eq!(numbers(&last), vec![5]);
         assert_eq!(last.next_cursor, None);
 
@@ -365,25 +359,17 @@ mod tests {
             status: Some(Availability::Available),
             grade: Some("R".into()),
         };
-        let page = h
-            .service
-            .list_seats(ScheduleId(1), &available, None, 10)
-            .await
-            .unwrap();
-        assert_eq!(numbers(&page), vec![1, 3]);
+        assert_eq!(numbers(&page(&available, None, 10).await), vec![1, 3]);
         h.clock.advance(TimeDelta::minutes(5));
-        let page = h
-            .service
-            .list_seats(ScheduleId(1), &available, None, 10)
-            .await
-            .unwrap();
+        let lapsed = page(&available, None, 10).await;
         assert_eq!(
-            numbers(&page),
+            numbers(&lapsed),
             vec![1, 2, 3],
             "a lapsed hold is available again"
         );
         assert!(
-            page.items
+            lapsed
+                .items
                 .iter()
                 .all(|(_, a)| *a == Availability::Available)
         );

@@ -249,6 +249,32 @@ impl Room {
         Some(token_id)
     }
 
+    fn active_until_at_most(&self, now: i64) -> Vec<Uuid> {
+        let due = self.active.iter().take_while(|(until, _)| *until <= now);
+        due.map(|(_, token_id)| *token_id).collect()
+    }
+
+    fn waiting_without_heartbeat_since(&self, cutoff: i64) -> Vec<Uuid> {
+        let stale = self
+            .heartbeats
+            .iter()
+            .take_while(|(beat, _)| *beat < cutoff);
+        stale.map(|(_, token_id)| *token_id).collect()
+    }
+
+    /// Forgets the tokens, recording each one's expiry; answers how many
+    /// there were.
+    fn expire(&mut self, concert: ConcertId, token_ids: Vec<Uuid>, now: i64) -> u64 {
+        let mut expired = 0;
+        for token_id in token_ids {
+            if let Some(token) = self.forget(token_id) {
+                self.record(concert, QueueEventKind::Expired, token_id, token.user, now);
+                expired += 1;
+            }
+        }
+        expired
+    }
+
     fn admitted_since(&self, since: i64) -> u64 {
         (self.admits.len() - self.admits.partition_point(|t| *t < since)) as u64
     }
@@ -257,12 +283,11 @@ impl Room {
 impl QueueStore for MemoryQueueStore {
     async fn enter(
         &self,
-        concert: ConcertId,
-        user: UserId,
-        new_token: Uuid,
+        newcomer: &QueuePass,
         lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
+        let (concert, user, new_token) = (newcomer.concert, newcomer.user, newcomer.token_id);
         let now = ms(now);
         let mut rooms = self.lock();
         if lineup == Lineup::Refuse && !rooms.contains_key(&concert) {
@@ -423,31 +448,11 @@ impl QueueStore for MemoryQueueStore {
         };
         let mut outcome = TickOutcome::default();
 
-        let expired: Vec<Uuid> = room
-            .active
-            .iter()
-            .take_while(|(until, _)| *until <= now)
-            .map(|(_, t)| *t)
-            .collect();
-        for token_id in expired {
-            if let Some(token) = room.forget(token_id) {
-                room.record(concert, QueueEventKind::Expired, token_id, token.user, now);
-                outcome.expired_active += 1;
-            }
-        }
+        let expired = room.active_until_at_most(now);
+        outcome.expired_active = room.expire(concert, expired, now);
         let cutoff = settings.heartbeat_cutoff_ms(now);
-        let stale: Vec<Uuid> = room
-            .heartbeats
-            .iter()
-            .take_while(|(beat, _)| *beat < cutoff)
-            .map(|(_, t)| *t)
-            .collect();
-        for token_id in stale {
-            if let Some(token) = room.forget(token_id) {
-                room.record(concert, QueueEventKind::Expired, token_id, token.user, now);
-                outcome.dropped_waiting += 1;
-            }
-        }
+        let stale = room.waiting_without_heartbeat_since(cutoff);
+        outcome.dropped_waiting = room.expire(concert, stale, now);
 
         let plan = settings.admission(
             AdmissionCredit {
@@ -562,6 +567,36 @@ impl QueueStore for MemoryQueueStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_tick_counts_lapsed_turns_and_silent_waiters_apart() {
+        let store = MemoryQueueStore::default();
+        let hall = ConcertId(1);
+        // One admitted a second, one at a time, 60 s turns, 30 s of silence allowed.
+        let settings = QueueSettings::parse(1, 1, 60, 30).unwrap();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        for user in [UserId(1), UserId(2)] {
+            let newcomer = QueuePass {
+                token_id: Uuid::new_v4(),
+                user,
+                concert: hall,
+            };
+            store.enter(&newcomer, Lineup::Fifo, t0).await.unwrap();
+        }
+        store.tick(hall, &settings, t0).await.unwrap();
+        let second = t0 + TimeDelta::seconds(1);
+        assert_eq!(
+            store.tick(hall, &settings, second).await.unwrap().admitted,
+            1
+        );
+
+        let outcome = store
+            .tick(hall, &settings, t0 + TimeDelta::seconds(61))
+            .await
+            .unwrap();
+        assert_eq!((outcome.expired_active, outcome.dropped_waiting), (1, 1));
+        assert_eq!(store.stats(hall, t0).await.unwrap().waiting, 0);
+    }
 
     #[test]
     fn ranks_count_present_sequence_numbers_across_growth() {

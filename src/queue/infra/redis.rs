@@ -274,9 +274,7 @@ fn place(state: &str, position_or_until: i64) -> Place {
 impl QueueStore for RedisQueueStore {
     async fn enter(
         &self,
-        concert: ConcertId,
-        user: UserId,
-        new_token: Uuid,
+        newcomer: &QueuePass,
         lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
@@ -287,9 +285,9 @@ impl QueueStore for RedisQueueStore {
             Lineup::Refuse => ("refuse", 0),
         };
         let (token, state, n, created): (String, String, i64, i64) = ENTER
-            .key(&self.keys(concert))
-            .arg(user.value())
-            .arg(new_token.to_string())
+            .key(&self.keys(newcomer.concert))
+            .arg(newcomer.user.value())
+            .arg(newcomer.token_id.to_string())
             .arg(ms(now))
             .arg(kind)
             .arg(draw)
@@ -297,7 +295,7 @@ impl QueueStore for RedisQueueStore {
             .invoke_async(&mut conn)
             .await?;
         if created == 1 {
-            conn.sadd::<_, _, ()>(self.rooms_key(), concert.value())
+            conn.sadd::<_, _, ()>(self.rooms_key(), newcomer.concert.value())
                 .await?;
         }
         let token_id = token

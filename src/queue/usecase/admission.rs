@@ -55,11 +55,10 @@ impl<P: QueuePorts> QueueService<P> {
 
 #[cfg(test)]
 mod tests {
-    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
     use super::*;
-    use crate::queue::usecase::fake::{ALICE, BOB, HALL, OTHER_HALL, harness};
+    use crate::queue::usecase::fake::{ALICE, BOB, HALL, OTHER_HALL, harness, unavailable};
 
     // --- check_admission ---
 
@@ -86,36 +85,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_active_token_past_its_time_is_not_admitted() {
-        let h = harness();
-        let alice = h.admitted(ALICE, HALL, TimeDelta::minutes(5)).await;
-        h.clock.advance(TimeDelta::minutes(5));
+    async fn an_active_token_is_refused_past_its_time_to_another_user_or_concert() {
+        // Alice is admitted to `admitted_to` for five minutes; `asker` asks
+        // about `asked_for` once `later` has passed.
+        let refusal = |admitted_to, asker, asked_for, later| async move {
+            let h = harness();
+            let alice = h.admitted(ALICE, admitted_to, TimeDelta::minutes(5)).await;
+            h.clock.advance(later);
+            h.service
+                .check_admission(&alice.token, asker, asked_for)
+                .await
+                .unwrap_err()
+        };
+        let past_its_time = refusal(HALL, ALICE, HALL, TimeDelta::minutes(5)).await;
+        assert!(matches!(past_its_time, QueueError::NotAdmitted(HALL)));
+        let another_user = refusal(HALL, BOB, HALL, TimeDelta::zero()).await;
+        assert!(matches!(another_user, QueueError::NotYourToken));
+        let another_concert = refusal(OTHER_HALL, ALICE, HALL, TimeDelta::zero()).await;
         assert!(matches!(
-            h.service.check_admission(&alice.token, ALICE, HALL).await,
-            Err(QueueError::NotAdmitted(HALL))
-        ));
-    }
-
-    #[tokio::test]
-    async fn another_users_token_is_refused_even_when_active() {
-        let h = harness();
-        let alice = h.admitted(ALICE, HALL, TimeDelta::minutes(5)).await;
-        assert!(matches!(
-            h.service.check_admission(&alice.token, BOB, HALL).await,
-            Err(QueueError::NotYourToken)
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_token_for_another_concert_is_refused_even_when_active() {
-        let h = harness();
-        let alice = h.admitted(ALICE, OTHER_HALL, TimeDelta::minutes(5)).await;
-        assert!(matches!(
-            h.service.check_admission(&alice.token, ALICE, HALL).await,
-            Err(QueueError::WrongConcert {
+            another_concert,
+            QueueError::WrongConcert {
                 token: OTHER_HALL,
                 wanted: HALL
-            })
+            }
         ));
     }
 
@@ -201,11 +193,10 @@ mod tests {
         let h = harness();
         let alice = h.admitted(ALICE, HALL, TimeDelta::minutes(5)).await;
         *h.directory.down.lock().unwrap() = true;
-        assert!(matches!(
+        assert!(unavailable(
             h.service
                 .check_schedule(&alice.token, ALICE, ScheduleId(100))
-                .await,
-            Err(QueueError::Fault(Fault::Unavailable(_)))
+                .await
         ));
     }
 }

@@ -48,6 +48,11 @@ fn down() -> QueueError {
     QueueError::Fault(Fault::Unavailable(anyhow::anyhow!("store down")))
 }
 
+/// Whether the use case answered that a store or the catalog is down.
+pub fn unavailable<T>(result: Result<T, QueueError>) -> bool {
+    matches!(result, Err(QueueError::Fault(Fault::Unavailable(_))))
+}
+
 pub const HALL: ConcertId = ConcertId(1);
 pub const OTHER_HALL: ConcertId = ConcertId(2);
 pub const ALICE: UserId = UserId(10);
@@ -112,9 +117,7 @@ impl FakeStore {
 impl QueueStore for FakeStore {
     async fn enter(
         &self,
-        concert: ConcertId,
-        user: UserId,
-        new_token: Uuid,
+        newcomer: &QueuePass,
         lineup: Lineup,
         _now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
@@ -122,11 +125,11 @@ impl QueueStore for FakeStore {
         let mut room = self.0.lock().unwrap();
         room.enters += 1;
         room.lineups.push(lineup);
-        if let Some(held) = room
-            .places
-            .iter()
-            .find(|held| held.concert == concert && held.user == user && held.place != Place::Gone)
-        {
+        if let Some(held) = room.places.iter().find(|held| {
+            held.concert == newcomer.concert
+                && held.user == newcomer.user
+                && held.place != Place::Gone
+        }) {
             return Ok(Entry {
                 token_id: held.token_id,
                 place: held.place,
@@ -134,29 +137,31 @@ impl QueueStore for FakeStore {
         }
         if lineup == Lineup::Refuse {
             return Ok(Entry {
-                token_id: new_token,
+                token_id: newcomer.token_id,
                 place: Place::Gone,
             });
         }
         let waiting = room
             .places
             .iter()
-            .filter(|held| held.concert == concert && matches!(held.place, Place::Waiting { .. }))
+            .filter(|held| {
+                held.concert == newcomer.concert && matches!(held.place, Place::Waiting { .. })
+            })
             .count() as u64;
         let place = Place::Waiting {
             position: waiting + 1,
         };
         room.places.push(HeldPlace {
-            concert,
-            user,
-            token_id: new_token,
+            concert: newcomer.concert,
+            user: newcomer.user,
+            token_id: newcomer.token_id,
             place,
         });
-        if !room.rooms.contains(&concert) {
-            room.rooms.push(concert);
+        if !room.rooms.contains(&newcomer.concert) {
+            room.rooms.push(newcomer.concert);
         }
         Ok(Entry {
-            token_id: new_token,
+            token_id: newcomer.token_id,
             place,
         })
     }
@@ -375,7 +380,7 @@ fn token(pass: &QueuePass) -> String {
 }
 
 /// The fakes above as the service's ports.
-pub struct Fakes;
+pub type Fakes = (FakeStore, FakeSettings, FakeDirectory, ManualClock);
 
 impl QueuePorts for Fakes {
     type Store = FakeStore;

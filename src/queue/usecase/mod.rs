@@ -23,6 +23,7 @@ pub use visit::{Admission, QUEUE_TOKEN_TTL};
 
 /// The waiting room's use cases, over its store, its settings, the
 /// catalog's concerts and the token signer.
+#[derive(Clone)]
 pub struct QueueService<P: QueuePorts> {
     store: P::Store,
     settings: P::Settings,
@@ -34,21 +35,6 @@ pub struct QueueService<P: QueuePorts> {
     draw: fn() -> u64,
     /// The pace of status polls (off when `None`).
     pacing: Option<Arc<PollPacing>>,
-}
-
-impl<P: QueuePorts> Clone for QueueService<P> {
-    fn clone(&self) -> Self {
-        Self {
-            store: self.store.clone(),
-            settings: self.settings.clone(),
-            directory: self.directory.clone(),
-            clock: self.clock.clone(),
-            tokens: self.tokens.clone(),
-            defaults: self.defaults,
-            draw: self.draw,
-            pacing: self.pacing.clone(),
-        }
-    }
 }
 
 impl<P: QueuePorts> QueueService<P> {

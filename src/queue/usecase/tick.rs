@@ -30,11 +30,9 @@ impl<P: QueuePorts> QueueService<P> {
 
 #[cfg(test)]
 mod tests {
-    use crate::kernel::Fault;
     use chrono::TimeDelta;
 
-    use super::*;
-    use crate::queue::usecase::fake::{HALL, OTHER_HALL, defaults, harness, slow, t0};
+    use crate::queue::usecase::fake::{HALL, OTHER_HALL, defaults, harness, slow, t0, unavailable};
 
     #[tokio::test]
     async fn a_tick_steps_every_room_with_its_own_settings_at_the_clock_time() {
@@ -70,10 +68,7 @@ mod tests {
         h.store.add_room(HALL);
         h.store.add_room(OTHER_HALL);
         h.store.0.lock().unwrap().fail_tick_for = Some(HALL);
-        assert!(matches!(
-            h.service.tick_all().await,
-            Err(QueueError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(unavailable(h.service.tick_all().await));
         let ticked: Vec<_> = h
             .store
             .0
@@ -91,10 +86,7 @@ mod tests {
         let h = harness();
         h.store.add_room(HALL);
         *h.settings.down.lock().unwrap() = true;
-        assert!(matches!(
-            h.service.tick_all().await,
-            Err(QueueError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(unavailable(h.service.tick_all().await));
         assert!(h.store.0.lock().unwrap().ticks.is_empty());
     }
 }

@@ -19,35 +19,47 @@ use crate::{
     kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
 };
 
-/// An update of the seat that applies only while `reservation` holds it:
-/// the compare-and-set every post-hold change shares.
-fn while_held_by(seat_id: SeatId, reservation: ReservationId) -> UpdateMany<seat::Entity> {
+/// An update of the seat that applies only while it stands `status` for
+/// `reservation`: the compare-and-set every post-hold change shares.
+fn while_reserved(
+    seat_id: SeatId,
+    reservation: ReservationId,
+    status: SeatStatus,
+) -> UpdateMany<seat::Entity> {
     seat::Entity::update_many()
         .filter(seat::Column::Id.eq(seat_id.value()))
         .filter(seat::Column::ReservationId.eq(reservation.value()))
-        .filter(seat::Column::Status.eq(SeatStatus::Held.as_str()))
+        .filter(seat::Column::Status.eq(status.as_str()))
+}
+
+fn while_held_by(seat_id: SeatId, reservation: ReservationId) -> UpdateMany<seat::Entity> {
+    while_reserved(seat_id, reservation, SeatStatus::Held)
+}
+
+/// Moves the seat to `status`, held until `held_until` (nothing once sold
+/// or free), under a new version.
+fn into_status(
+    update: UpdateMany<seat::Entity>,
+    status: SeatStatus,
+    held_until: Option<DateTime<Utc>>,
+) -> UpdateMany<seat::Entity> {
+    update
+        .col_expr(seat::Column::Status, Expr::value(status.as_str()))
+        .col_expr(seat::Column::HeldUntil, Expr::value(held_until))
+        .col_expr(
+            seat::Column::Version,
+            Expr::col(seat::Column::Version).add(1),
+        )
 }
 
 /// The update that puts a seat back on sale: free, no holder, no
 /// reservation, a new version.
 fn on_sale_again(update: UpdateMany<seat::Entity>) -> UpdateMany<seat::Entity> {
-    update
-        .col_expr(
-            seat::Column::Status,
-            Expr::value(SeatStatus::Available.as_str()),
-        )
+    into_status(update, SeatStatus::Available, None)
         .col_expr(seat::Column::HolderId, Expr::value(Option::<i64>::None))
-        .col_expr(
-            seat::Column::HeldUntil,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
         .col_expr(
             seat::Column::ReservationId,
             Expr::value(Option::<i64>::None),
-        )
-        .col_expr(
-            seat::Column::Version,
-            Expr::col(seat::Column::Version).add(1),
         )
 }
 
@@ -66,17 +78,11 @@ impl SeatTx for DbTx {
         let conn = self.conn();
         // The write comes first: on SQLite it takes the write lock before
         // anything is read, so the transaction never works from a stale snapshot.
-        let taken = seat::Entity::update_many()
-            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Held.as_str()))
+        let taken = into_status(seat::Entity::update_many(), SeatStatus::Held, Some(until))
             .col_expr(seat::Column::HolderId, Expr::value(user.value()))
-            .col_expr(seat::Column::HeldUntil, Expr::value(until))
             .col_expr(
                 seat::Column::ReservationId,
                 Expr::value(Option::<i64>::None),
-            )
-            .col_expr(
-                seat::Column::Version,
-                Expr::col(seat::Column::Version).add(1),
             )
             .filter(seat::Column::Id.eq(seat_id.value()))
             .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
@@ -164,16 +170,7 @@ impl SeatTx for DbTx {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
-        let sell = while_held_by(seat_id, reservation)
-            .col_expr(seat::Column::Status, Expr::value(SeatStatus::Sold.as_str()))
-            .col_expr(
-                seat::Column::HeldUntil,
-                Expr::value(Option::<DateTime<Utc>>::None),
-            )
-            .col_expr(
-                seat::Column::Version,
-                Expr::col(seat::Column::Version).add(1),
-            );
+        let sell = into_status(while_held_by(seat_id, reservation), SeatStatus::Sold, None);
         Ok(compare_and_set(sell, self.conn()).await?)
     }
 
@@ -182,10 +179,7 @@ impl SeatTx for DbTx {
         seat_id: SeatId,
         reservation: ReservationId,
     ) -> Result<bool, StoreError> {
-        let sold_to_it = seat::Entity::update_many()
-            .filter(seat::Column::Id.eq(seat_id.value()))
-            .filter(seat::Column::ReservationId.eq(reservation.value()))
-            .filter(seat::Column::Status.eq(SeatStatus::Sold.as_str()));
+        let sold_to_it = while_reserved(seat_id, reservation, SeatStatus::Sold);
         Ok(compare_and_set(on_sale_again(sold_to_it), self.conn()).await?)
     }
 
@@ -238,5 +232,74 @@ impl SeatTx for DbTx {
             .one(self.conn())
             .await?
             .map(|row| row.starts_at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+    use sea_orm::TransactionTrait;
+
+    use super::*;
+    use crate::catalog::{
+        domain::{NewConcert, NewSchedule, SeatBlock},
+        infra::db::DbCatalog,
+        ports::CatalogRepository,
+    };
+
+    #[tokio::test]
+    async fn a_held_seat_is_sold_and_put_back_only_for_its_own_reservation() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("seats.db").display());
+        let db = crate::db::connect(&url).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        let now = Utc::now();
+        let one_seat = NewConcert {
+            title: "Concert".into(),
+            venue: "Hall".into(),
+            schedules: vec![NewSchedule {
+                starts_at: now + TimeDelta::days(1),
+                seat_blocks: vec![SeatBlock {
+                    grade: "R".into(),
+                    price: Points::new(10).unwrap(),
+                    count: 1,
+                }],
+            }],
+            created_by: None,
+        };
+        let created = DbCatalog::new(db.clone())
+            .create_concert(&one_seat, now)
+            .await
+            .unwrap();
+        let schedule = created.schedules[0].id;
+        let row = seat::Entity::find().one(&db).await.unwrap().unwrap();
+        let seat_id = SeatId(row.id);
+
+        let mut tx = DbTx::new(db.begin().await.unwrap());
+        let (mine, other) = (ReservationId(7), ReservationId(8));
+        let until = now + TimeDelta::minutes(5);
+        let held = tx.try_hold(schedule, seat_id, UserId(1), until, now).await;
+        assert!(held.unwrap().is_some());
+        tx.attach(seat_id, mine).await.unwrap();
+        assert!(
+            !tx.sell(seat_id, other).await.unwrap(),
+            "not its reservation"
+        );
+        assert!(tx.sell(seat_id, mine).await.unwrap());
+        assert!(
+            !tx.release(seat_id, mine).await.unwrap(),
+            "a sold seat is no hold"
+        );
+        assert!(tx.unsell(seat_id, mine).await.unwrap());
+
+        let back = seat::Entity::find_by_id(seat_id.value())
+            .one(tx.conn())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(back.status, SeatStatus::Available.as_str());
+        assert_eq!((back.holder_id, back.held_until), (None, None));
+        assert_eq!(back.reservation_id, None);
+        assert_eq!(back.version, row.version + 3, "hold, sale and return");
     }
 }
