@@ -3,7 +3,7 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::domain::{Notification, Receipt};
+use super::domain::{NewNotification, Notification, Receipt};
 use crate::kernel::{
     StoreError, UserId,
     events::{EventEnvelope, PaymentCompleted},
@@ -60,10 +60,7 @@ pub trait NotificationTx: Send {
     /// ignored).
     fn record_notification(
         &mut self,
-        user: UserId,
-        kind: &str,
-        message: &str,
-        event_id: Uuid,
+        notification: NewNotification,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

@@ -5,13 +5,12 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use uuid::Uuid;
 
 use crate::{
     db::{DbTx, insert_new},
     kernel::{StoreError, UserId},
     listeners::{
-        domain::Notification,
+        domain::{NewNotification, Notification},
         ports::{NotificationRepository, NotificationTx},
     },
 };
@@ -41,17 +40,14 @@ pub mod notification {
 impl NotificationTx for DbTx {
     async fn record_notification(
         &mut self,
-        user: UserId,
-        kind: &str,
-        message: &str,
-        event_id: Uuid,
+        new: NewNotification,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let row = notification::ActiveModel {
-            user_id: Set(user.value()),
-            kind: Set(kind.into()),
-            message: Set(message.into()),
-            event_id: Set(event_id),
+            user_id: Set(new.user.value()),
+            kind: Set(new.kind.into()),
+            message: Set(new.message),
+            event_id: Set(new.event_id),
             created_at: Set(now),
             ..Default::default()
         };

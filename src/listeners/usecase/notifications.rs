@@ -13,7 +13,9 @@ use crate::{
         },
     },
     listeners::{
-        domain::{ListenerError, NOTIFICATIONS_CONSUMER, Notification, notification_for},
+        domain::{
+            ListenerError, NOTIFICATIONS_CONSUMER, NewNotification, Notification, notification_for,
+        },
         ports::{NotificationRepository, NotificationTx},
     },
     outbox::ports::Subscriber,
@@ -48,9 +50,13 @@ pub async fn notify<T: NotificationTx>(
     let Some((kind, message)) = notification_for(&event.event_type, &event.payload) else {
         return Ok(false);
     };
-    let user = user_of(event)?;
-    tx.record_notification(user, kind, &message, event.event_id, now)
-        .await?;
+    let notification = NewNotification {
+        user: user_of(event)?,
+        kind,
+        message,
+        event_id: event.event_id,
+    };
+    tx.record_notification(notification, now).await?;
     Ok(true)
 }
 
@@ -167,9 +173,9 @@ mod tests {
             let event = event(event_type, payload);
             assert!(notify(&mut tx, &event, event.occurred_at).await.unwrap());
             assert_eq!(tx.notifications.len(), 1, "{event_type}");
-            let (user, stored_kind, _, event_id) = &tx.notifications[0];
+            let stored = &tx.notifications[0];
             assert_eq!(
-                (*user, stored_kind.as_str(), *event_id),
+                (stored.user, stored.kind, stored.event_id),
                 (UserId(3), kind, event.event_id)
             );
         }

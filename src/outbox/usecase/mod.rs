@@ -242,6 +242,16 @@ mod tests {
         clock: ManualClock,
     }
 
+    fn harness_with_the_database_down() -> Harness {
+        let h = harness(receipts_bus());
+        h.repo.0.lock().unwrap().down = true;
+        h
+    }
+
+    fn unavailable<T>(answer: Result<T, OutboxError>) -> bool {
+        matches!(answer, Err(OutboxError::Fault(Fault::Unavailable(_))))
+    }
+
     fn harness(bus: FakeBus) -> Harness {
         let repo = FakeRepo::default();
         repo.0.lock().unwrap().dead_letters = vec![
@@ -310,20 +320,13 @@ mod tests {
             down: true,
             ..receipts_bus()
         });
-        assert!(matches!(
-            h.pipeline.status().await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(unavailable(h.pipeline.status().await));
     }
 
     #[tokio::test]
     async fn a_database_that_cannot_answer_fails_the_status() {
-        let h = harness(receipts_bus());
-        h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.pipeline.status().await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        let h = harness_with_the_database_down();
+        assert!(unavailable(h.pipeline.status().await));
     }
 
     // --- dead_letters ---
@@ -401,12 +404,8 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letters_cannot_be_listed_while_the_database_is_down() {
-        let h = harness(receipts_bus());
-        h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.pipeline.dead_letters(false, None, 10).await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        let h = harness_with_the_database_down();
+        assert!(unavailable(h.pipeline.dead_letters(false, None, 10).await));
     }
 
     const ADMIN: UserId = UserId(9_000);
@@ -459,12 +458,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_while_the_database_is_down_is_unavailable_and_wakes_nobody() {
-        let h = harness(receipts_bus());
-        h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.pipeline.replay(1, ADMIN).await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        let h = harness_with_the_database_down();
+        assert!(unavailable(h.pipeline.replay(1, ADMIN).await));
         assert_eq!(wakes(&h), 0);
     }
 }
