@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::domain::{NewNotification, Notification, Receipt};
 use crate::kernel::{
-    StoreError, UserId,
+    PageRequest, StoreError, UserId,
     events::{EventEnvelope, PaymentCompleted},
 };
 
@@ -67,11 +67,10 @@ pub trait NotificationTx: Send {
 
 /// A user's notifications, read outside any transaction.
 pub trait NotificationRepository: Clone + Send + Sync + 'static {
-    /// Oldest first, ids above `after` when given.
+    /// Up to `page.limit` oldest first, ids above `page.after` when given.
     fn list(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
 }

@@ -3,12 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use crate::{
     db::{DbTx, insert_new},
-    kernel::{StoreError, UserId},
+    kernel::{PageRequest, StoreError, UserId},
     listeners::{
         domain::{NewNotification, Notification},
         ports::{NotificationRepository, NotificationTx},
@@ -68,40 +68,26 @@ impl DbNotifications {
 }
 
 impl NotificationRepository for DbNotifications {
-    async fn list(
-        &self,
-        user: UserId,
-        after: Option<i64>,
-        limit: u64,
-    ) -> Result<Vec<Notification>, StoreError> {
-        Ok(list(&self.db, user, after, limit).await?)
+    async fn list(&self, user: UserId, page: PageRequest) -> Result<Vec<Notification>, StoreError> {
+        let mut query =
+            notification::Entity::find().filter(notification::Column::UserId.eq(user.value()));
+        if let Some(after) = page.after {
+            query = query.filter(notification::Column::Id.gt(after));
+        }
+        Ok(query
+            .order_by_asc(notification::Column::Id)
+            .limit(page.limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| Notification {
+                id: row.id,
+                kind: row.kind,
+                message: row.message,
+                created_at: row.created_at,
+            })
+            .collect())
     }
-}
-
-async fn list(
-    db: &DatabaseConnection,
-    user: UserId,
-    after: Option<i64>,
-    limit: u64,
-) -> Result<Vec<Notification>, DbErr> {
-    let mut query =
-        notification::Entity::find().filter(notification::Column::UserId.eq(user.value()));
-    if let Some(after) = after {
-        query = query.filter(notification::Column::Id.gt(after));
-    }
-    Ok(query
-        .order_by_asc(notification::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| Notification {
-            id: row.id,
-            kind: row.kind,
-            message: row.message,
-            created_at: row.created_at,
-        })
-        .collect())
 }
 
 /// Notifications past their retention.

@@ -58,6 +58,15 @@ pub struct FakeSink {
     pub down: bool,
 }
 
+impl FakeSink {
+    pub fn down() -> Self {
+        Self {
+            down: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl DataPlatformSink for FakeSink {
     async fn write(&self, event: &EventEnvelope) -> anyhow::Result<()> {
         reachable(self.down, "collector")?;
@@ -73,6 +82,15 @@ pub struct FakeProvider {
     pub asked: Mutex<Vec<PaymentCompleted>>,
     pub cancelled: Mutex<Vec<String>>,
     pub down: bool,
+}
+
+impl FakeProvider {
+    pub fn down() -> Self {
+        Self {
+            down: true,
+            ..Self::default()
+        }
+    }
 }
 
 impl ReceiptProvider for FakeProvider {

@@ -2,11 +2,10 @@
 //! consumer's transaction, and the page a polling client reads.
 
 use chrono::{DateTime, Utc};
-use serde::de::IgnoredAny;
 
 use crate::{
     kernel::{
-        Clock, StoreError, UserId,
+        Clock, PageRequest, StoreError, UserId,
         events::{
             CouponRedemptionFinished, EventEnvelope, PaymentRefunded, ReservationChanged,
             WaitlistChanged, types,
@@ -17,8 +16,8 @@ use crate::{
             ListenerError, NOTIFICATIONS_CONSUMER, NewNotification, Notification, notification_for,
         },
         ports::{NotificationRepository, NotificationTx},
+        usecase::{Listener, Listening},
     },
-    outbox::ports::Subscriber,
 };
 
 /// The user an event concerns, for the events users are told about.
@@ -66,12 +65,12 @@ pub struct Notifier<C> {
 }
 
 impl<C> Notifier<C> {
-    pub fn new(clock: C) -> Self {
-        Self { clock }
+    pub fn new(clock: C) -> Listening<Self> {
+        Listening(Self { clock })
     }
 }
 
-impl<T: NotificationTx + 'static, C: Clock> Subscriber<T> for Notifier<C> {
+impl<T: NotificationTx + 'static, C: Clock> Listener<T> for Notifier<C> {
     const GROUP: &'static str = NOTIFICATIONS_CONSUMER;
     const TYPES: Option<&'static [&'static str]> = Some(&[
         types::RESERVATION_CONFIRMED,
@@ -81,16 +80,9 @@ impl<T: NotificationTx + 'static, C: Clock> Subscriber<T> for Notifier<C> {
         types::WAITLIST_OFFERED,
         types::WAITLIST_CLOSED,
     ]);
-    /// Each type names its user in its own payload ([`user_of`]).
-    type Payload = IgnoredAny;
-    type Error = ListenerError;
 
-    async fn on(
-        &self,
-        tx: &mut T,
-        event: &EventEnvelope,
-        _payload: IgnoredAny,
-    ) -> Result<(), ListenerError> {
+    /// Each type names its user in its own payload ([`user_of`]).
+    async fn hear(&self, tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {
         notify(tx, event, self.clock.now()).await?;
         Ok(())
     }
@@ -125,10 +117,8 @@ impl<R: NotificationRepository> NotificationService<R> {
         after: Option<i64>,
         limit: u64,
     ) -> Result<NotificationPage, StoreError> {
-        let items = self
-            .repo
-            .list(user, after, limit.clamp(1, MAX_NOTIFICATION_PAGE))
-            .await?;
+        let page = PageRequest::new(after, limit, MAX_NOTIFICATION_PAGE);
+        let items = self.repo.list(user, page).await?;
         let next_cursor = items.last().map(|notification| notification.id).or(after);
         Ok(NotificationPage { items, next_cursor })
     }
@@ -199,16 +189,15 @@ mod tests {
         async fn list(
             &self,
             user: UserId,
-            after: Option<i64>,
-            limit: u64,
+            page: PageRequest,
         ) -> Result<Vec<Notification>, StoreError> {
             Ok(self
                 .0
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|(u, n)| *u == user && after.is_none_or(|a| n.id > a))
-                .take(limit as usize)
+                .filter(|(u, n)| *u == user && page.after.is_none_or(|a| n.id > a))
+                .take(page.limit as usize)
                 .map(|(_, n)| n.clone())
                 .collect())
         }
