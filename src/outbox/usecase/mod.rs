@@ -83,7 +83,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
 #[cfg(test)]
 mod tests {
     use std::sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
     };
 
@@ -131,19 +131,19 @@ mod tests {
     struct FakeRepo(Arc<Mutex<Outbox>>);
 
     impl FakeRepo {
-        fn check(&self) -> Result<(), OutboxError> {
-            if self.0.lock().unwrap().down {
-                return Err(OutboxError::Fault(Fault::Unavailable(anyhow::anyhow!(
-                    "database down"
-                ))));
+        /// The stored outbox, unless the database is down.
+        fn open(&self) -> Result<MutexGuard<'_, Outbox>, OutboxError> {
+            let outbox = self.0.lock().unwrap();
+            if outbox.down {
+                return Err(Fault::Unavailable(anyhow::anyhow!("database down")).into());
             }
-            Ok(())
+            Ok(outbox)
         }
     }
 
     impl OutboxRepository for FakeRepo {
         async fn backlog(&self) -> Result<OutboxBacklog, OutboxError> {
-            self.check()?;
+            drop(self.open()?);
             Ok(OutboxBacklog {
                 pending: 3,
                 oldest_pending: Some(t0()),
@@ -155,8 +155,7 @@ mod tests {
             include_replayed: bool,
             page: PageRequest,
         ) -> Result<Vec<DeadLetter>, OutboxError> {
-            self.check()?;
-            let mut outbox = self.0.lock().unwrap();
+            let mut outbox = self.open()?;
             outbox.list_calls.push((include_replayed, page));
             Ok(outbox
                 .dead_letters
@@ -170,7 +169,7 @@ mod tests {
         }
 
         async fn redelivered(&self) -> Result<std::collections::HashMap<String, u64>, OutboxError> {
-            self.check()?;
+            drop(self.open()?);
             Ok(std::collections::HashMap::from([
                 ("receipts".to_owned(), 4),
                 ("gone".to_owned(), 1),
@@ -178,8 +177,7 @@ mod tests {
         }
 
         async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {
-            self.check()?;
-            let outbox = self.0.lock().unwrap();
+            let outbox = self.open()?;
             Ok(outbox
                 .dead_letters
                 .iter()
@@ -193,8 +191,7 @@ mod tests {
             admin: UserId,
             now: DateTime<Utc>,
         ) -> Result<i64, OutboxError> {
-            self.check()?;
-            let mut outbox = self.0.lock().unwrap();
+            let mut outbox = self.open()?;
             let letter = outbox
                 .dead_letters
                 .iter_mut()
