@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     auth::api::AdminAuth,
-    kernel::Clock,
+    kernel::{Clock, PageRequest},
     web::{
         ApiTags,
         problem::{AdminPage, AdminRead, ApiResult, Problem},
@@ -144,8 +144,7 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
                     acknowledged: acknowledged.0,
                     severity: severity.0.map(Severity::from),
                 },
-                after.0,
-                limit.0.unwrap_or(DEFAULT_ALERT_PAGE),
+                PageRequest::asked(after.0, limit.0.unwrap_or(DEFAULT_ALERT_PAGE)),
             )
             .await?;
         Ok(NewestFirst::page(alerts, |a| AlertBody {

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::AdminAuth,
-    kernel::Clock,
+    kernel::{Clock, PageRequest},
     web::{
         ApiTags,
         problem::{AdminOnly, AdminPage, ApiResult, Problem},
@@ -183,8 +183,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
             .pipeline
             .dead_letters(
                 include_replayed.0.unwrap_or(false),
-                after.0,
-                limit.0.unwrap_or(DEFAULT_DEAD_LETTER_PAGE),
+                PageRequest::asked(after.0, limit.0.unwrap_or(DEFAULT_DEAD_LETTER_PAGE)),
             )
             .await?;
         Ok(NewestFirst::page(letters, |d| DeadLetterBody {

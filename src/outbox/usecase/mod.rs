@@ -61,10 +61,9 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
     pub async fn dead_letters(
         &self,
         include_replayed: bool,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<DeadLetter>, OutboxError> {
-        let page = PageRequest::new(after, limit, MAX_DEAD_LETTER_PAGE);
+        let page = asked.at_most(MAX_DEAD_LETTER_PAGE);
         let rows = self.repo.dead_letters(include_replayed, page).await?;
         Ok(Page::of(rows, page, |d| d.id))
     }
@@ -334,19 +333,31 @@ mod tests {
         let ids =
             |letters: Page<DeadLetter>| letters.items.iter().map(|d| d.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(h.pipeline.dead_letters(false, None, 10).await.unwrap()),
+            ids(h
+                .pipeline
+                .dead_letters(false, PageRequest::asked(None, 10))
+                .await
+                .unwrap()),
             vec![3, 1]
         );
         assert_eq!(
-            ids(h.pipeline.dead_letters(true, None, 10).await.unwrap()),
+            ids(h
+                .pipeline
+                .dead_letters(true, PageRequest::asked(None, 10))
+                .await
+                .unwrap()),
             vec![3, 2, 1]
         );
-        let newest = h.pipeline.dead_letters(true, None, 2).await.unwrap();
+        let newest = h
+            .pipeline
+            .dead_letters(true, PageRequest::asked(None, 2))
+            .await
+            .unwrap();
         assert_eq!(newest.next_cursor, Some(2));
         assert_eq!(
             ids(h
                 .pipeline
-                .dead_letters(true, newest.next_cursor, 2)
+                .dead_letters(true, PageRequest::asked(newest.next_cursor, 2))
                 .await
                 .unwrap()),
             vec![1]
@@ -376,7 +387,10 @@ mod tests {
             MAX_DEAD_LETTER_PAGE + 1,
             u64::MAX,
         ] {
-            h.pipeline.dead_letters(true, None, limit).await.unwrap();
+            h.pipeline
+                .dead_letters(true, PageRequest::asked(None, limit))
+                .await
+                .unwrap();
         }
         let limits: Vec<u64> = h
             .repo
@@ -402,7 +416,11 @@ mod tests {
     #[tokio::test]
     async fn dead_letters_cannot_be_listed_while_the_database_is_down() {
         let h = harness_with_the_database_down();
-        assert!(unavailable(h.pipeline.dead_letters(false, None, 10).await));
+        assert!(unavailable(
+            h.pipeline
+                .dead_letters(false, PageRequest::asked(None, 10))
+                .await
+        ));
     }
 
     const ADMIN: UserId = UserId(9_000);
