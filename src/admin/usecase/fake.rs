@@ -38,11 +38,7 @@ pub struct FakeAlerts(pub Arc<Mutex<Alerts>>);
 impl FakeAlerts {
     /// The stored alerts, unless the database is down.
     fn open(&self) -> Result<MutexGuard<'_, Alerts>, AdminError> {
-        let alerts = self.0.lock().unwrap();
-        if alerts.down {
-            return Err(Fault::Unavailable(anyhow::anyhow!("database down")).into());
-        }
-        Ok(alerts)
+        Ok(Fault::unless_down(&self.0, |alerts| alerts.down)?)
     }
 
     pub fn alerts(&self) -> Vec<Alert> {

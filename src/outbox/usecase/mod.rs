@@ -132,11 +132,7 @@ mod tests {
     impl FakeRepo {
         /// The stored outbox, unless the database is down.
         fn open(&self) -> Result<MutexGuard<'_, Outbox>, OutboxError> {
-            let outbox = self.0.lock().unwrap();
-            if outbox.down {
-                return Err(Fault::Unavailable(anyhow::anyhow!("database down")).into());
-            }
-            Ok(outbox)
+            Ok(Fault::unless_down(&self.0, |outbox| outbox.down)?)
         }
     }
 
@@ -269,6 +265,20 @@ mod tests {
         h.wake.0.load(Ordering::SeqCst)
     }
 
+    impl Harness {
+        async fn letters(&self, include_replayed: bool, asked: PageRequest) -> Page<DeadLetter> {
+            self.pipeline
+                .dead_letters(include_replayed, asked)
+                .await
+                .unwrap()
+        }
+
+        /// The pages the repository was asked for, with `include_replayed`.
+        fn list_calls(&self) -> Vec<(bool, PageRequest)> {
+            self.repo.0.lock().unwrap().list_calls.clone()
+        }
+    }
+
     // --- status ---
 
     #[tokio::test]
@@ -333,42 +343,22 @@ mod tests {
         let ids =
             |letters: Page<DeadLetter>| letters.items.iter().map(|d| d.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(h
-                .pipeline
-                .dead_letters(false, PageRequest::asked(None, 10))
-                .await
-                .unwrap()),
+            ids(h.letters(false, PageRequest::asked(None, 10)).await),
             vec![3, 1]
         );
         assert_eq!(
-            ids(h
-                .pipeline
-                .dead_letters(true, PageRequest::asked(None, 10))
-                .await
-                .unwrap()),
+            ids(h.letters(true, PageRequest::asked(None, 10)).await),
             vec![3, 2, 1]
         );
-        let newest = h
-            .pipeline
-            .dead_letters(true, PageRequest::asked(None, 2))
-            .await
-            .unwrap();
+        let newest = h.letters(true, PageRequest::asked(None, 2)).await;
         assert_eq!(newest.next_cursor, Some(2));
         assert_eq!(
             ids(h
-                .pipeline
-                .dead_letters(true, PageRequest::asked(newest.next_cursor, 2))
-                .await
-                .unwrap()),
+                .letters(true, PageRequest::asked(newest.next_cursor, 2))
+                .await),
             vec![1]
         );
-        let calls: Vec<(bool, Option<i64>)> = h
-            .repo
-            .0
-            .lock()
-            .unwrap()
-            .list_calls
-            .iter()
+        let calls: Vec<(bool, Option<i64>)> = (h.list_calls().iter())
             .map(|(replayed, page)| (*replayed, page.after))
             .collect();
         assert_eq!(
@@ -387,20 +377,9 @@ mod tests {
             MAX_DEAD_LETTER_PAGE + 1,
             u64::MAX,
         ] {
-            h.pipeline
-                .dead_letters(true, PageRequest::asked(None, limit))
-                .await
-                .unwrap();
+            h.letters(true, PageRequest::asked(None, limit)).await;
         }
-        let limits: Vec<u64> = h
-            .repo
-            .0
-            .lock()
-            .unwrap()
-            .list_calls
-            .iter()
-            .map(|c| c.1.limit)
-            .collect();
+        let limits: Vec<u64> = h.list_calls().iter().map(|c| c.1.limit).collect();
         assert_eq!(
             limits,
             vec![
