@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     auth::api::AdminAuth,
-    kernel::Clock,
+    kernel::{Clock, PageRequest},
     web::{
         ApiTags,
         guarded::Unguarded,
@@ -132,8 +132,7 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
                     acknowledged: acknowledged.0,
                     severity: severity.0.map(Severity::from),
                 },
-                after.0,
-                limit.get(),
+                PageRequest::asked(after.0, limit.get()),
             )
             .await?;
         Ok(NewestFirst::page(alerts, |a| AlertBody {

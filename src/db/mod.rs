@@ -485,8 +485,7 @@ impl crate::kernel::watch::StallProbe for DbStalled {
 
     fn stalls(
         &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
+        crate::kernel::watch::Look { since, now }: crate::kernel::watch::Look,
     ) -> BoxFuture<'_, Result<Vec<crate::kernel::watch::Stall>, StoreError>> {
         async move {
             let backend = self.db.get_database_backend();

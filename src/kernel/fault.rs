@@ -36,6 +36,20 @@ impl Fault {
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::Conflict(anyhow::Error::msg(message.into()))
     }
+
+    /// A test fake's stored state, or while it plays `down` the outage a
+    /// real store answers when it cannot be reached.
+    #[cfg(test)]
+    pub fn unless_down<S>(
+        state: &std::sync::Mutex<S>,
+        down: impl FnOnce(&S) -> bool,
+    ) -> Result<std::sync::MutexGuard<'_, S>, Self> {
+        let state = state.lock().unwrap();
+        if down(&state) {
+            return Err(Self::Unavailable(anyhow::anyhow!("database down")));
+        }
+        Ok(state)
+    }
 }
 
 impl From<StoreError> for Fault {

@@ -19,6 +19,17 @@ impl PageRequest {
         }
     }
 
+    /// The page a client asked for, not yet bounded: the use case that
+    /// reads it keeps it [`at_most`](Self::at_most) its own maximum.
+    pub fn asked(after: Option<i64>, limit: u64) -> Self {
+        Self { after, limit }
+    }
+
+    /// The same request with `limit` kept within 1..=`max`.
+    pub fn at_most(self, max: u64) -> Self {
+        Self::new(self.after, self.limit, max)
+    }
+
     /// How many rows to read: one more than the page, which tells whether
     /// another page follows without a count.
     pub fn fetch(&self) -> u64 {
@@ -65,6 +76,10 @@ mod tests {
         assert_eq!(PageRequest::new(None, 20, 50).limit, 20);
         assert_eq!(PageRequest::new(None, u64::MAX, 50).limit, 50);
         assert_eq!(PageRequest::new(Some(7), 10, 50).fetch(), 11);
+        assert_eq!(
+            PageRequest::asked(Some(7), 80).at_most(50),
+            PageRequest::new(Some(7), 50, 50)
+        );
     }
 
     #[test]

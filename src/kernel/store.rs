@@ -65,7 +65,7 @@ mod tests {
 
     use super::*;
 
-    #[derive(Debug)]
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     enum E {
         Conflict,
         Other,
@@ -93,22 +93,15 @@ mod tests {
 
     #[tokio::test]
     async fn retries_are_bounded_and_other_errors_are_not_retried() {
-        let calls = AtomicU32::new(0);
-        let outcome: Result<(), E> = retry_on_conflict(|| async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(E::Conflict)
-        })
-        .await;
-        assert!(matches!(outcome, Err(E::Conflict)));
-        assert_eq!(calls.load(Ordering::SeqCst), CONFLICT_ATTEMPTS);
-
-        let calls = AtomicU32::new(0);
-        let outcome: Result<(), E> = retry_on_conflict(|| async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(E::Other)
-        })
-        .await;
-        assert!(matches!(outcome, Err(E::Other)));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        for (error, attempts) in [(E::Conflict, CONFLICT_ATTEMPTS), (E::Other, 1)] {
+            let calls = AtomicU32::new(0);
+            let outcome: Result<(), E> = retry_on_conflict(|| async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(error)
+            })
+            .await;
+            assert_eq!(outcome, Err(error));
+            assert_eq!(calls.load(Ordering::SeqCst), attempts, "{error:?}");
+        }
     }
 }

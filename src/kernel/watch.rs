@@ -21,6 +21,21 @@ pub struct Stall {
     pub age: TimeDelta,
 }
 
+/// One look of the watchdog: at `now`, for what has been stuck since
+/// before `since`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub since: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+impl Look {
+    /// How long a thing must have been stuck to count.
+    pub fn threshold(&self) -> TimeDelta {
+        self.now - self.since
+    }
+}
+
 /// One kind of thing a watchdog watches. Object-safe, so the watchdog
 /// holds every module's as `Arc<dyn StallProbe>`.
 pub trait StallProbe: Send + Sync + 'static {
@@ -28,12 +43,8 @@ pub trait StallProbe: Send + Sync + 'static {
     /// `watchdog:payments-paid` (and the metric label).
     fn name(&self) -> &'static str;
 
-    /// What has been stuck since before `since`.
-    fn stalls(
-        &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<Vec<Stall>, StoreError>>;
+    /// What has been stuck since before `look.since`.
+    fn stalls(&self, look: Look) -> BoxFuture<'_, Result<Vec<Stall>, StoreError>>;
 }
 
 /// The ids a stall message names at most (the count says the rest).

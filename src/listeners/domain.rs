@@ -61,6 +61,15 @@ pub struct Notification {
     pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// A notification to record for `user`, given by the event `event_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub user: crate::kernel::UserId,
+    pub kind: &'static str,
+    pub message: String,
+    pub event_id: uuid::Uuid,
+}
+
 /// The notification an event gives its user, if any: (kind, message).
 pub fn notification_for(
     event_type: &str,
@@ -177,14 +186,16 @@ mod tests {
         assert_eq!(value["type"], "PaymentCompleted");
     }
 
-    fn coupon_finished(status: &str, reason: Option<&str>) -> serde_json::Value {
-        json!({
+    /// What a finished redemption of coupon 12 tells its user: (kind, message).
+    fn coupon_finished(status: &str, reason: Option<&str>) -> (&'static str, String) {
+        let payload = json!({
             "jobId": Uuid::nil(),
             "userId": 3,
             "userCouponId": 12,
             "status": status,
             "reason": reason,
-        })
+        });
+        notification_for("CouponRedemptionFinished", &payload).unwrap()
     }
 
     #[test]
@@ -236,11 +247,7 @@ mod tests {
 
     #[test]
     fn a_redeemed_coupon_is_reported_as_used() {
-        let (kind, message) = notification_for(
-            "CouponRedemptionFinished",
-            &coupon_finished("succeeded", None),
-        )
-        .unwrap();
+        let (kind, message) = coupon_finished("succeeded", None);
         assert_eq!(kind, "coupon_redeemed");
         assert_eq!(message, "Your coupon 12 was used.");
     }
@@ -254,11 +261,7 @@ mod tests {
             ("not_your_coupon", "it does not belong to you"),
         ];
         for (reason, words) in cases {
-            let (kind, message) = notification_for(
-                "CouponRedemptionFinished",
-                &coupon_finished("failed", Some(reason)),
-            )
-            .unwrap();
+            let (kind, message) = coupon_finished("failed", Some(reason));
             assert_eq!(kind, "coupon_redemption_failed");
             assert_eq!(
                 message,
@@ -269,11 +272,7 @@ mod tests {
 
     #[test]
     fn a_redemption_that_did_not_succeed_is_a_failure_whatever_its_status_says() {
-        let (kind, _) = notification_for(
-            "CouponRedemptionFinished",
-            &coupon_finished("pending", None),
-        )
-        .unwrap();
+        let (kind, _) = coupon_finished("pending", None);
         assert_eq!(kind, "coupon_redemption_failed");
     }
 

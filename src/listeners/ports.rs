@@ -3,9 +3,9 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::domain::{Notification, Receipt};
+use super::domain::{NewNotification, Notification, Receipt};
 use crate::kernel::{
-    StoreError, UserId,
+    PageRequest, StoreError, UserId,
     events::{EventEnvelope, PaymentCompleted},
 };
 
@@ -60,21 +60,17 @@ pub trait NotificationTx: Send {
     /// ignored).
     fn record_notification(
         &mut self,
-        user: UserId,
-        kind: &str,
-        message: &str,
-        event_id: Uuid,
+        notification: NewNotification,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A user's notifications, read outside any transaction.
 pub trait NotificationRepository: Clone + Send + Sync + 'static {
-    /// Oldest first, ids above `after` when given.
+    /// Up to `page.limit` oldest first, ids above `page.after` when given.
     fn list(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Notification>, StoreError>> + Send;
 }

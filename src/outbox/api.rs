@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::AdminAuth,
-    kernel::Clock,
+    kernel::{Clock, PageRequest},
     web::{
         ApiTags,
         guarded::Unguarded,
@@ -172,7 +172,10 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
     ) -> ApiResult<NewestFirst<DeadLetterBody>, AdminPage> {
         let letters = self
             .service
-            .dead_letters(include_replayed.0.unwrap_or(false), after.0, limit.get())
+            .dead_letters(
+                include_replayed.0.unwrap_or(false),
+                PageRequest::asked(after.0, limit.get()),
+            )
             .await?;
         Ok(NewestFirst::page(letters, |d| DeadLetterBody {
             id: d.id,

@@ -84,10 +84,9 @@ impl<R: AlertRepository, C: Clock> AlertService<R, C> {
     pub async fn list(
         &self,
         filter: AlertFilter,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<Alert>, AdminError> {
-        let page = PageRequest::new(after, limit, MAX_ALERT_PAGE);
+        let page = asked.at_most(MAX_ALERT_PAGE);
         let rows = self.repo.list(filter, page).await?;
         Ok(Page::of(rows, page, |a| a.id))
     }
@@ -278,7 +277,7 @@ mod tests {
         let h = harness(false);
         for limit in [0, 20, MAX_ALERT_PAGE, MAX_ALERT_PAGE + 1, u64::MAX] {
             h.service
-                .list(AlertFilter::default(), None, limit)
+                .list(AlertFilter::default(), PageRequest::asked(None, limit))
                 .await
                 .unwrap();
         }
@@ -300,13 +299,21 @@ mod tests {
             acknowledged: Some(false),
             severity: Some(Severity::Warning),
         };
-        let first = h.service.list(filter, None, 1).await.unwrap();
+        let first = h
+            .service
+            .list(filter, PageRequest::asked(None, 1))
+            .await
+            .unwrap();
         assert_eq!(
             first.items.iter().map(|a| a.id).collect::<Vec<_>>(),
             vec![2]
         );
         assert_eq!(first.next_cursor, Some(2), "an older alert follows");
-        let older = h.service.list(filter, first.next_cursor, 1).await.unwrap();
+        let older = h
+            .service
+            .list(filter, PageRequest::asked(first.next_cursor, 1))
+            .await
+            .unwrap();
         assert_eq!(
             older.items.iter().map(|a| a.id).collect::<Vec<_>>(),
             vec![1]
@@ -326,7 +333,9 @@ mod tests {
         let h = harness(false);
         h.repo.0.lock().unwrap().down = true;
         assert!(matches!(
-            h.service.list(AlertFilter::default(), None, 10).await,
+            h.service
+                .list(AlertFilter::default(), PageRequest::asked(None, 10))
+                .await,
             Err(AdminError::Fault(Fault::Unavailable(_)))
         ));
     }

@@ -1,7 +1,7 @@
 //! One in-memory alert store for the admin use cases' tests: the
 //! repository, the webhook queue and a webhook that can be down.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -36,13 +36,9 @@ pub struct Alerts {
 pub struct FakeAlerts(pub Arc<Mutex<Alerts>>);
 
 impl FakeAlerts {
-    fn check(&self) -> Result<(), AdminError> {
-        if self.0.lock().unwrap().down {
-            return Err(AdminError::Fault(Fault::Unavailable(anyhow::anyhow!(
-                "database down"
-            ))));
-        }
-        Ok(())
+    /// The stored alerts, unless the database is down.
+    fn open(&self) -> Result<MutexGuard<'_, Alerts>, AdminError> {
+        Ok(Fault::unless_down(&self.0, |alerts| alerts.down)?)
     }
 
     pub fn alerts(&self) -> Vec<Alert> {
@@ -73,8 +69,7 @@ impl AlertRepository for FakeAlerts {
         raising: Raising,
         now: DateTime<Utc>,
     ) -> Result<Alert, AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         let stored = Alert {
             id: alerts.rows.len() as i64 + 1,
             severity: alert.severity,
@@ -102,8 +97,7 @@ impl AlertRepository for FakeAlerts {
     }
 
     async fn list(&self, filter: AlertFilter, page: PageRequest) -> Result<Vec<Alert>, AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         alerts.filters.push((filter, page));
         Ok((alerts.rows.iter().rev())
             .map(|r| &r.alert)
@@ -119,8 +113,7 @@ impl AlertRepository for FakeAlerts {
         event: NewEvent,
         now: DateTime<Utc>,
     ) -> Result<bool, AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         alerts.acks.push((id, now));
         let Some(row) = alerts.rows.iter_mut().find(|r| r.alert.id == id) else {
             return Ok(false);
@@ -133,8 +126,7 @@ impl AlertRepository for FakeAlerts {
     }
 
     async fn open_conditions(&self, prefix: &str) -> Result<Vec<Alert>, AdminError> {
-        self.check()?;
-        Ok((self.0.lock().unwrap().rows.iter())
+        Ok((self.open()?.rows.iter())
             .map(|r| &r.alert)
             .filter(|a| a.resolved_at.is_none())
             .filter(|a| {
@@ -147,8 +139,7 @@ impl AlertRepository for FakeAlerts {
     }
 
     async fn resolve(&self, alert: &Alert, now: DateTime<Utc>) -> Result<bool, AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         let Some(row) = alerts.rows.iter_mut().find(|r| r.alert.id == alert.id) else {
             return Ok(false);
         };
@@ -168,8 +159,7 @@ impl WebhookQueue for FakeAlerts {
         claim: TimeDelta,
         max: u64,
     ) -> Result<Vec<QueuedAlert>, AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         let mut due = Vec::new();
         for row in alerts.rows.iter_mut() {
             if due.len() as u64 == max {
@@ -187,8 +177,7 @@ impl WebhookQueue for FakeAlerts {
     }
 
     async fn delivered(&self, id: i64, attempts: i32, _: DateTime<Utc>) -> Result<(), AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         let row = alerts.rows.iter_mut().find(|r| r.alert.id == id).unwrap();
         row.next_at = None;
         row.alert.webhook = WebhookStatus::Delivered;
@@ -203,8 +192,7 @@ impl WebhookQueue for FakeAlerts {
         next: Option<DateTime<Utc>>,
         error: &str,
     ) -> Result<(), AdminError> {
-        self.check()?;
-        let mut alerts = self.0.lock().unwrap();
+        let mut alerts = self.open()?;
         let row = alerts.rows.iter_mut().find(|r| r.alert.id == id).unwrap();
         row.next_at = next;
         row.error = Some(error.to_owned());

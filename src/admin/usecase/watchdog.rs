@@ -13,7 +13,10 @@ use crate::{
         domain::{AdminError, NewAlert},
         ports::AlertRepository,
     },
-    kernel::{Clock, watch::StallProbe},
+    kernel::{
+        Clock,
+        watch::{Look, StallProbe},
+    },
     worker::{Pass, periodically},
 };
 
@@ -57,12 +60,15 @@ impl<R: AlertRepository, C: Clock> Watchdog<R, C> {
     /// condition is resolved. A probe that fails changes nothing.
     pub async fn pass(&self) -> Result<WatchReport, AdminError> {
         let now = self.clock.now();
-        let since = now - self.after;
+        let look = Look {
+            since: now - self.after,
+            now,
+        };
         let open = self.alerts.open(WATCHDOG).await?;
         let mut report = WatchReport::default();
         for probe in &self.probes {
             let name = probe.name();
-            let stalls = match probe.stalls(since, now).await {
+            let stalls = match probe.stalls(look).await {
                 Ok(stalls) => stalls,
                 Err(err) => {
                     tracing::warn!(probe = name, error = %err, "watchdog: probe failed; its alerts stay as they are");
@@ -174,22 +180,18 @@ mod tests {
             self.name
         }
 
-        fn stalls(
-            &self,
-            since: DateTime<Utc>,
-            now: DateTime<Utc>,
-        ) -> BoxFuture<'_, Result<Vec<Stall>, StoreError>> {
+        fn stalls(&self, look: Look) -> BoxFuture<'_, Result<Vec<Stall>, StoreError>> {
             async move {
                 if *self.down.lock().unwrap() {
                     return Err(StoreError::Unavailable(anyhow::anyhow!("down")));
                 }
                 Ok((self.stuck.lock().unwrap().iter())
-                    .filter(|(_, at)| *at < since)
+                    .filter(|(_, at)| *at < look.since)
                     .map(|(condition, at)| Stall {
                         condition: condition.clone(),
                         severity: Severity::Critical,
                         message: format!("{condition} stuck: ids 4, 9"),
-                        age: now - *at,
+                        age: look.now - *at,
                     })
                     .collect())
             }

@@ -3,15 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use uuid::Uuid;
 
 use crate::{
     db::{DbTx, insert_new},
-    kernel::{StoreError, UserId},
+    kernel::{PageRequest, StoreError, UserId},
     listeners::{
-        domain::Notification,
+        domain::{NewNotification, Notification},
         ports::{NotificationRepository, NotificationTx},
     },
 };
@@ -41,17 +40,14 @@ pub mod notification {
 impl NotificationTx for DbTx {
     async fn record_notification(
         &mut self,
-        user: UserId,
-        kind: &str,
-        message: &str,
-        event_id: Uuid,
+        new: NewNotification,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let row = notification::ActiveModel {
-            user_id: Set(user.value()),
-            kind: Set(kind.into()),
-            message: Set(message.into()),
-            event_id: Set(event_id),
+            user_id: Set(new.user.value()),
+            kind: Set(new.kind.into()),
+            message: Set(new.message),
+            event_id: Set(new.event_id),
             created_at: Set(now),
             ..Default::default()
         };
@@ -72,40 +68,26 @@ impl DbNotifications {
 }
 
 impl NotificationRepository for DbNotifications {
-    async fn list(
-        &self,
-        user: UserId,
-        after: Option<i64>,
-        limit: u64,
-    ) -> Result<Vec<Notification>, StoreError> {
-        Ok(list(&self.db, user, after, limit).await?)
+    async fn list(&self, user: UserId, page: PageRequest) -> Result<Vec<Notification>, StoreError> {
+        let mut query =
+            notification::Entity::find().filter(notification::Column::UserId.eq(user.value()));
+        if let Some(after) = page.after {
+            query = query.filter(notification::Column::Id.gt(after));
+        }
+        Ok(query
+            .order_by_asc(notification::Column::Id)
+            .limit(page.limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|row| Notification {
+                id: row.id,
+                kind: row.kind,
+                message: row.message,
+                created_at: row.created_at,
+            })
+            .collect())
     }
-}
-
-async fn list(
-    db: &DatabaseConnection,
-    user: UserId,
-    after: Option<i64>,
-    limit: u64,
-) -> Result<Vec<Notification>, DbErr> {
-    let mut query =
-        notification::Entity::find().filter(notification::Column::UserId.eq(user.value()));
-    if let Some(after) = after {
-        query = query.filter(notification::Column::Id.gt(after));
-    }
-    Ok(query
-        .order_by_asc(notification::Column::Id)
-        .limit(limit)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|row| Notification {
-            id: row.id,
-            kind: row.kind,
-            message: row.message,
-            created_at: row.created_at,
-        })
-        .collect())
 }
 
 /// Notifications past their retention.

@@ -1,15 +1,13 @@
 //! The data-platform export: every event, one NDJSON line, written to the
 //! sink as it arrives.
 
-use serde::de::IgnoredAny;
-
 use crate::{
     kernel::events::EventEnvelope,
     listeners::{
         domain::{DATA_PLATFORM_CONSUMER, ListenerError},
         ports::DataPlatformSink,
+        usecase::{Listener, Listening},
     },
-    outbox::ports::Subscriber,
 };
 
 pub async fn export_event(
@@ -30,24 +28,17 @@ pub struct DataPlatformExporter<S> {
 }
 
 impl<S> DataPlatformExporter<S> {
-    pub fn new(sink: S) -> Self {
-        Self { sink }
+    pub fn new(sink: S) -> Listening<Self> {
+        Listening(Self { sink })
     }
 }
 
-impl<T: Send + 'static, S: DataPlatformSink> Subscriber<T> for DataPlatformExporter<S> {
+impl<T: Send + 'static, S: DataPlatformSink> Listener<T> for DataPlatformExporter<S> {
     const GROUP: &'static str = DATA_PLATFORM_CONSUMER;
     const TYPES: Option<&'static [&'static str]> = None;
-    /// The line is the whole envelope: nothing to decode.
-    type Payload = IgnoredAny;
-    type Error = ListenerError;
 
-    async fn on(
-        &self,
-        _tx: &mut T,
-        event: &EventEnvelope,
-        _payload: IgnoredAny,
-    ) -> Result<(), ListenerError> {
+    /// The line is the whole envelope.
+    async fn hear(&self, _tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {
         export_event(&self.sink, event).await
     }
 }
@@ -71,10 +62,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sink_failure_fails_the_export_so_it_is_retried() {
-        let sink = FakeSink {
-            down: true,
-            ..FakeSink::default()
-        };
+        let sink = FakeSink::down();
         let err = export_event(&sink, &paid(10)).await.unwrap_err();
         assert!(err.to_string().contains("collector down"));
     }

@@ -9,11 +9,11 @@ use uuid::Uuid;
 
 use crate::{
     kernel::{
-        StoreError, UserId,
+        StoreError,
         events::{EventEnvelope, NewEvent, PaymentCompleted},
     },
     listeners::{
-        domain::Receipt,
+        domain::{NewNotification, Receipt},
         ports::{DataPlatformSink, NotificationTx, ReceiptProvider, ReceiptTx},
     },
     outbox::ports::OutboxWriter,
@@ -44,17 +44,32 @@ pub fn paid(amount: i64) -> EventEnvelope {
     )
 }
 
+/// Fails as the named service does while it is down.
+fn reachable(down: bool, service: &str) -> anyhow::Result<()> {
+    if down {
+        anyhow::bail!("{service} down");
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 pub struct FakeSink {
     pub written: Mutex<Vec<EventEnvelope>>,
     pub down: bool,
 }
 
+impl FakeSink {
+    pub fn down() -> Self {
+        Self {
+            down: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl DataPlatformSink for FakeSink {
     async fn write(&self, event: &EventEnvelope) -> anyhow::Result<()> {
-        if self.down {
-            anyhow::bail!("collector down");
-        }
+        reachable(self.down, "collector")?;
         self.written.lock().unwrap().push(event.clone());
         Ok(())
     }
@@ -69,19 +84,24 @@ pub struct FakeProvider {
     pub down: bool,
 }
 
+impl FakeProvider {
+    pub fn down() -> Self {
+        Self {
+            down: true,
+            ..Self::default()
+        }
+    }
+}
+
 impl ReceiptProvider for FakeProvider {
     async fn issue(&self, payment: &PaymentCompleted) -> anyhow::Result<String> {
         self.asked.lock().unwrap().push(payment.clone());
-        if self.down {
-            anyhow::bail!("tax service down");
-        }
+        reachable(self.down, "tax service")?;
         Ok(format!("R-{}", payment.payment_id))
     }
 
     async fn cancel(&self, number: &str) -> anyhow::Result<()> {
-        if self.down {
-            anyhow::bail!("tax service down");
-        }
+        reachable(self.down, "tax service")?;
         self.cancelled.lock().unwrap().push(number.into());
         Ok(())
     }
@@ -92,7 +112,7 @@ impl ReceiptProvider for FakeProvider {
 pub struct FakeTx {
     pub receipts: Vec<(Receipt, Uuid)>,
     pub cancelled: Vec<i64>,
-    pub notifications: Vec<(UserId, String, String, Uuid)>,
+    pub notifications: Vec<NewNotification>,
     pub events: Vec<NewEvent>,
 }
 
@@ -146,14 +166,10 @@ impl OutboxWriter for FakeTx {
 impl NotificationTx for FakeTx {
     async fn record_notification(
         &mut self,
-        user: UserId,
-        kind: &str,
-        message: &str,
-        event_id: Uuid,
+        notification: NewNotification,
         _: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        self.notifications
-            .push((user, kind.into(), message.into(), event_id));
+        self.notifications.push(notification);
         Ok(())
     }
 }

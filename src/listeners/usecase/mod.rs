@@ -4,10 +4,12 @@
 mod export;
 #[cfg(test)]
 mod fake;
+mod listening;
 mod notifications;
 mod receipts;
 
 pub use export::{DataPlatformExporter, export_event};
+pub use listening::{Listener, Listening};
 pub use notifications::{
     MAX_NOTIFICATION_PAGE, NotificationPage, NotificationService, Notifier, notify,
 };

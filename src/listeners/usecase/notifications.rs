@@ -2,21 +2,22 @@
 //! consumer's transaction, and the page a polling client reads.
 
 use chrono::{DateTime, Utc};
-use serde::de::IgnoredAny;
 
 use crate::{
     kernel::{
-        Clock, StoreError, UserId,
+        Clock, PageRequest, StoreError, UserId,
         events::{
             CouponRedemptionFinished, EventEnvelope, PaymentRefunded, ReservationChanged,
             WaitlistChanged, types,
         },
     },
     listeners::{
-        domain::{ListenerError, NOTIFICATIONS_CONSUMER, Notification, notification_for},
+        domain::{
+            ListenerError, NOTIFICATIONS_CONSUMER, NewNotification, Notification, notification_for,
+        },
         ports::{NotificationRepository, NotificationTx},
+        usecase::{Listener, Listening},
     },
-    outbox::ports::Subscriber,
 };
 
 /// The user an event concerns, for the events users are told about.
@@ -48,9 +49,13 @@ pub async fn notify<T: NotificationTx>(
     let Some((kind, message)) = notification_for(&event.event_type, &event.payload) else {
         return Ok(false);
     };
-    let user = user_of(event)?;
-    tx.record_notification(user, kind, &message, event.event_id, now)
-        .await?;
+    let notification = NewNotification {
+        user: user_of(event)?,
+        kind,
+        message,
+        event_id: event.event_id,
+    };
+    tx.record_notification(notification, now).await?;
     Ok(true)
 }
 
@@ -60,12 +65,12 @@ pub struct Notifier<C> {
 }
 
 impl<C> Notifier<C> {
-    pub fn new(clock: C) -> Self {
-        Self { clock }
+    pub fn new(clock: C) -> Listening<Self> {
+        Listening(Self { clock })
     }
 }
 
-impl<T: NotificationTx + 'static, C: Clock> Subscriber<T> for Notifier<C> {
+impl<T: NotificationTx + 'static, C: Clock> Listener<T> for Notifier<C> {
     const GROUP: &'static str = NOTIFICATIONS_CONSUMER;
     const TYPES: Option<&'static [&'static str]> = Some(&[
         types::RESERVATION_CONFIRMED,
@@ -75,16 +80,9 @@ impl<T: NotificationTx + 'static, C: Clock> Subscriber<T> for Notifier<C> {
         types::WAITLIST_OFFERED,
         types::WAITLIST_CLOSED,
     ]);
-    /// Each type names its user in its own payload ([`user_of`]).
-    type Payload = IgnoredAny;
-    type Error = ListenerError;
 
-    async fn on(
-        &self,
-        tx: &mut T,
-        event: &EventEnvelope,
-        _payload: IgnoredAny,
-    ) -> Result<(), ListenerError> {
+    /// Each type names its user in its own payload ([`user_of`]).
+    async fn hear(&self, tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {
         notify(tx, event, self.clock.now()).await?;
         Ok(())
     }
@@ -119,10 +117,8 @@ impl<R: NotificationRepository> NotificationService<R> {
         after: Option<i64>,
         limit: u64,
     ) -> Result<NotificationPage, StoreError> {
-        let items = self
-            .repo
-            .list(user, after, limit.clamp(1, MAX_NOTIFICATION_PAGE))
-            .await?;
+        let page = PageRequest::new(after, limit, MAX_NOTIFICATION_PAGE);
+        let items = self.repo.list(user, page).await?;
         let next_cursor = items.last().map(|notification| notification.id).or(after);
         Ok(NotificationPage { items, next_cursor })
     }
@@ -167,9 +163,9 @@ mod tests {
             let event = event(event_type, payload);
             assert!(notify(&mut tx, &event, event.occurred_at).await.unwrap());
             assert_eq!(tx.notifications.len(), 1, "{event_type}");
-            let (user, stored_kind, _, event_id) = &tx.notifications[0];
+            let stored = &tx.notifications[0];
             assert_eq!(
-                (*user, stored_kind.as_str(), *event_id),
+                (stored.user, stored.kind, stored.event_id),
                 (UserId(3), kind, event.event_id)
             );
         }
@@ -193,16 +189,15 @@ mod tests {
         async fn list(
             &self,
             user: UserId,
-            after: Option<i64>,
-            limit: u64,
+            page: PageRequest,
         ) -> Result<Vec<Notification>, StoreError> {
             Ok(self
                 .0
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|(u, n)| *u == user && after.is_none_or(|a| n.id > a))
-                .take(limit as usize)
+                .filter(|(u, n)| *u == user && page.after.is_none_or(|a| n.id > a))
+                .take(page.limit as usize)
                 .map(|(_, n)| n.clone())
                 .collect())
         }

@@ -2,7 +2,6 @@
 //! the consumer's transaction; voided when the payment is refunded.
 
 use chrono::{DateTime, Utc};
-use serde::de::IgnoredAny;
 
 use crate::{
     kernel::{
@@ -14,8 +13,9 @@ use crate::{
     listeners::{
         domain::{ListenerError, RECEIPTS_CONSUMER, Receipt},
         ports::{ReceiptProvider, ReceiptTx},
+        usecase::{Listener, Listening},
     },
-    outbox::ports::{OutboxWriter, Subscriber},
+    outbox::ports::OutboxWriter,
 };
 
 fn provider_failed(cause: anyhow::Error) -> ListenerError {
@@ -120,12 +120,12 @@ pub struct ReceiptIssuer<P, C> {
 }
 
 impl<P, C> ReceiptIssuer<P, C> {
-    pub fn new(provider: P, clock: C) -> Self {
-        Self { provider, clock }
+    pub fn new(provider: P, clock: C) -> Listening<Self> {
+        Listening(Self { provider, clock })
     }
 }
 
-impl<T, P, C> Subscriber<T> for ReceiptIssuer<P, C>
+impl<T, P, C> Listener<T> for ReceiptIssuer<P, C>
 where
     T: ReceiptTx + OutboxWriter + 'static,
     P: ReceiptProvider,
@@ -134,16 +134,9 @@ where
     const GROUP: &'static str = RECEIPTS_CONSUMER;
     const TYPES: Option<&'static [&'static str]> =
         Some(&[types::PAYMENT_COMPLETED, types::PAYMENT_REFUNDED]);
-    /// Each type is read by its step.
-    type Payload = IgnoredAny;
-    type Error = ListenerError;
 
-    async fn on(
-        &self,
-        tx: &mut T,
-        event: &EventEnvelope,
-        _payload: IgnoredAny,
-    ) -> Result<(), ListenerError> {
+    /// Each type is read by its step.
+    async fn hear(&self, tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {
         if event.event_type == types::PAYMENT_REFUNDED {
             if cancel_receipt(tx, &self.provider, event, self.clock.now()).await? {
                 metrics::counter!("receipts_cancelled_total").increment(1);
@@ -233,10 +226,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_provider_failure_fails_the_receipt_so_it_is_retried() {
-        let provider = FakeProvider {
-            down: true,
-            ..FakeProvider::default()
-        };
+        let provider = FakeProvider::down();
         let err = issue_receipt(&provider, &paid(10)).await.unwrap_err();
         assert!(err.to_string().contains("tax service down"));
     }
@@ -287,10 +277,7 @@ mod tests {
         record_receipt(&mut tx, &FakeProvider::default(), &paid(10), now)
             .await
             .unwrap();
-        let down = FakeProvider {
-            down: true,
-            ..FakeProvider::default()
-        };
+        let down = FakeProvider::down();
         assert!(
             cancel_receipt(&mut tx, &down, &refunded("seat_lost"), now)
                 .await
@@ -322,10 +309,7 @@ mod tests {
     #[tokio::test]
     async fn a_receipt_the_provider_cannot_issue_stores_nothing() {
         let mut tx = FakeTx::default();
-        let provider = FakeProvider {
-            down: true,
-            ..FakeProvider::default()
-        };
+        let provider = FakeProvider::down();
         let event = paid(1_000);
         assert!(
             record_receipt(&mut tx, &provider, &event, event.occurred_at)

@@ -20,6 +20,19 @@ use crate::{
 /// the embedded shape.
 pub type AnyBus = RedisOrMemory<redis::RedisBus, memory::MemoryBus>;
 
+/// Writes each async method, given its signature on one line, as the same
+/// call on whichever adapter is inside: the port's signatures are written
+/// once more here, not once more with a body each.
+macro_rules! forward_to_the_adapter {
+    ($(async fn $method:ident(&self $(, $arg:ident: $ty:ty)*) -> $answer:ty;)*) => {
+        $(
+            async fn $method(&self $(, $arg: $ty)*) -> $answer {
+                dispatch!(self, bus => bus.$method($($arg),*).await)
+            }
+        )*
+    };
+}
+
 impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
     fn is_durable(&self) -> bool {
         dispatch!(self, bus => bus.is_durable())
@@ -36,55 +49,16 @@ impl<R: EventBus, M: EventBus> EventBus for RedisOrMemory<R, M> {
         }
     }
 
-    async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<Vec<Option<String>>> {
-        dispatch!(self, bus => bus.publish(messages).await)
-    }
-
-    async fn ensure_group(&self, group: &str) -> anyhow::Result<()> {
-        dispatch!(self, bus => bus.ensure_group(group).await)
-    }
-
-    async fn trim(&self) -> anyhow::Result<Vec<String>> {
-        dispatch!(self, bus => bus.trim().await)
-    }
-
-    async fn fetch(
-        &self,
-        group: &str,
-        consumer: &str,
-        count: usize,
-        block: Duration,
-    ) -> anyhow::Result<Vec<Delivery>> {
-        dispatch!(self, bus => bus.fetch(group, consumer, count, block).await)
-    }
-
-    async fn reclaim(
-        &self,
-        group: &str,
-        consumer: &str,
-        min_idle: Duration,
-        count: usize,
-    ) -> anyhow::Result<Vec<Delivery>> {
-        dispatch!(self, bus => bus.reclaim(group, consumer, min_idle, count).await)
-    }
-
-    async fn ack(&self, group: &str, ids: &[String]) -> anyhow::Result<()> {
-        dispatch!(self, bus => bus.ack(group, ids).await)
-    }
-
-    async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>> {
-        dispatch!(self, bus => bus.groups().await)
-    }
-
-    async fn own(&self, group: &str, consumer: &str, ttl: Duration) -> anyhow::Result<bool> {
-        dispatch!(self, bus => bus.own(group, consumer, ttl).await)
-    }
-
-    async fn disown(&self, group: &str, consumer: &str) -> anyhow::Result<()> {
-        dispatch!(self, bus => bus.disown(group, consumer).await)
-    }
-
-    async fn take_over(&self, group: &str, consumer: &str) -> anyhow::Result<Vec<Delivery>> {
-        dispatch!(self, bus => bus.take_over(group, consumer).await)
+    forward_to_the_adapter! {
+        async fn publish(&self, messages: &[BusMessage]) -> anyhow::Result<Vec<Option<String>>>;
+        async fn ensure_group(&self, group: &str) -> anyhow::Result<()>;
+        async fn trim(&self) -> anyhow::Result<Vec<String>>;
+        async fn fetch(&self, group: &str, consumer: &str, count: usize, block: Duration) -> anyhow::Result<Vec<Delivery>>;
+        async fn reclaim(&self, group: &str, consumer: &str, min_idle: Duration, count: usize) -> anyhow::Result<Vec<Delivery>>;
+        async fn ack(&self, group: &str, ids: &[String]) -> anyhow::Result<()>;
+        async fn groups(&self) -> anyhow::Result<Vec<GroupStatus>>;
+        async fn own(&self, group: &str, consumer: &str, ttl: Duration) -> anyhow::Result<bool>;
+        async fn disown(&self, group: &str, consumer: &str) -> anyhow::Result<()>;
+        async fn take_over(&self, group: &str, consumer: &str) -> anyhow::Result<Vec<Delivery>>;
     }
 }

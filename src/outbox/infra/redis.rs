@@ -60,6 +60,13 @@ static DISOWN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| 
     )
 });
 
+/// Which end of a stream.
+#[derive(Clone, Copy)]
+enum End {
+    Oldest,
+    Newest,
+}
+
 #[derive(Clone)]
 pub struct RedisBus {
     target: RedisTarget,
@@ -151,6 +158,22 @@ impl RedisBus {
         }
     }
 
+    /// The id of the stream's oldest or newest entry; `None` while it is
+    /// empty.
+    async fn end_entry(&self, stream: &str, end: End) -> anyhow::Result<Option<EntryId>> {
+        let mut conn = self.conn.clone();
+        let (command, from, to) = match end {
+            End::Oldest => ("XRANGE", "-", "+"),
+            End::Newest => ("XREVRANGE", "+", "-"),
+        };
+        let reply: redis::RedisResult<StreamRangeReply> = match end {
+            End::Oldest => conn.xrange_count(stream, from, to, 1).await,
+            End::Newest => conn.xrevrange_count(stream, from, to, 1).await,
+        };
+        let reply = reply.with_context(|| format!("{command} {stream} {from} {to} COUNT 1"))?;
+        Ok(reply.ids.first().and_then(|e| EntryId::parse(&e.id)))
+    }
+
     async fn groups_on(&self, partition: u16, stream: &str) -> anyhow::Result<Vec<GroupStatus>> {
         let reply: redis::RedisResult<StreamInfoGroupsReply> =
             self.conn.clone().xinfo_groups(stream).await;
@@ -166,20 +189,8 @@ impl RedisBus {
         // What the stream holds and how far each group read: what the
         // delivery audit needs to tell an entry still on its way from one
         // lost.
-        let first: StreamRangeReply = self
-            .conn
-            .clone()
-            .xrange_count(stream, "-", "+", 1)
-            .await
-            .with_context(|| format!("XRANGE {stream} - + COUNT 1"))?;
-        let last: StreamRangeReply = self
-            .conn
-            .clone()
-            .xrevrange_count(stream, "+", "-", 1)
-            .await
-            .with_context(|| format!("XREVRANGE {stream} + - COUNT 1"))?;
-        let first_entry = first.ids.first().and_then(|e| EntryId::parse(&e.id));
-        let last_entry = last.ids.first().and_then(|e| EntryId::parse(&e.id));
+        let first_entry = self.end_entry(stream, End::Oldest).await?;
+        let last_entry = self.end_entry(stream, End::Newest).await?;
         let mut statuses = Vec::with_capacity(reply.groups.len());
         for g in reply.groups {
             let oldest_pending = if g.pending > 0 {

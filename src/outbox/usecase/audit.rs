@@ -385,6 +385,13 @@ mod tests {
         }
     }
 
+    /// Groups that each read past payment 7's entry.
+    fn all_read_past(groups: &[&str]) -> Vec<GroupStatus> {
+        (groups.iter())
+            .map(|name| group(name, read_past(3_000)))
+            .collect()
+    }
+
     impl Harness {
         fn finish(&self, group: &str) {
             self.ledger
@@ -419,10 +426,7 @@ mod tests {
         h.finish("data-platform");
         h.finish("receipts");
         // The stream was deleted under `reservations`: its group is gone.
-        *h.bus.groups.lock().unwrap() = vec![
-            group("data-platform", read_past(3_000)),
-            group("receipts", read_past(3_000)),
-        ];
+        *h.bus.groups.lock().unwrap() = all_read_past(&["data-platform", "receipts"]);
         h.clock.advance(TimeDelta::seconds(61));
         let report = h.auditor.pass().await.unwrap();
         assert_eq!(
@@ -477,11 +481,8 @@ mod tests {
         h.finish("reservations");
         // Read past it, nothing pending: the entry was lost with a failover
         // that dropped acknowledged writes (or acknowledged unhandled).
-        *h.bus.groups.lock().unwrap() = vec![
-            group("data-platform", read_past(3_000)),
-            group("receipts", read_past(3_000)),
-            group("reservations", read_past(3_000)),
-        ];
+        *h.bus.groups.lock().unwrap() =
+            all_read_past(&["data-platform", "receipts", "reservations"]);
         h.clock.advance(TimeDelta::seconds(61));
         let report = h.auditor.pass().await.unwrap();
         assert_eq!(report.resent, HashMap::from([("receipts".to_owned(), 1)]));

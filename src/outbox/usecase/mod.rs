@@ -61,10 +61,9 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
     pub async fn dead_letters(
         &self,
         include_replayed: bool,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<DeadLetter>, OutboxError> {
-        let page = PageRequest::new(after, limit, MAX_DEAD_LETTER_PAGE);
+        let page = asked.at_most(MAX_DEAD_LETTER_PAGE);
         let rows = self.repo.dead_letters(include_replayed, page).await?;
         Ok(Page::of(rows, page, |d| d.id))
     }
@@ -83,7 +82,7 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
 #[cfg(test)]
 mod tests {
     use std::sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard,
         atomic::{AtomicUsize, Ordering},
     };
 
@@ -131,19 +130,15 @@ mod tests {
     struct FakeRepo(Arc<Mutex<Outbox>>);
 
     impl FakeRepo {
-        fn check(&self) -> Result<(), OutboxError> {
-            if self.0.lock().unwrap().down {
-                return Err(OutboxError::Fault(Fault::Unavailable(anyhow::anyhow!(
-                    "database down"
-                ))));
-            }
-            Ok(())
+        /// The stored outbox, unless the database is down.
+        fn open(&self) -> Result<MutexGuard<'_, Outbox>, OutboxError> {
+            Ok(Fault::unless_down(&self.0, |outbox| outbox.down)?)
         }
     }
 
     impl OutboxRepository for FakeRepo {
         async fn backlog(&self) -> Result<OutboxBacklog, OutboxError> {
-            self.check()?;
+            drop(self.open()?);
             Ok(OutboxBacklog {
                 pending: 3,
                 oldest_pending: Some(t0()),
@@ -155,8 +150,7 @@ mod tests {
             include_replayed: bool,
             page: PageRequest,
         ) -> Result<Vec<DeadLetter>, OutboxError> {
-            self.check()?;
-            let mut outbox = self.0.lock().unwrap();
+            let mut outbox = self.open()?;
             outbox.list_calls.push((include_replayed, page));
             Ok(outbox
                 .dead_letters
@@ -170,7 +164,7 @@ mod tests {
         }
 
         async fn redelivered(&self) -> Result<std::collections::HashMap<String, u64>, OutboxError> {
-            self.check()?;
+            drop(self.open()?);
             Ok(std::collections::HashMap::from([
                 ("receipts".to_owned(), 4),
                 ("gone".to_owned(), 1),
@@ -178,8 +172,7 @@ mod tests {
         }
 
         async fn open_dead_letter_count(&self) -> Result<u64, OutboxError> {
-            self.check()?;
-            let outbox = self.0.lock().unwrap();
+            let outbox = self.open()?;
             Ok(outbox
                 .dead_letters
                 .iter()
@@ -193,8 +186,7 @@ mod tests {
             admin: UserId,
             now: DateTime<Utc>,
         ) -> Result<i64, OutboxError> {
-            self.check()?;
-            let mut outbox = self.0.lock().unwrap();
+            let mut outbox = self.open()?;
             let letter = outbox
                 .dead_letters
                 .iter_mut()
@@ -242,6 +234,16 @@ mod tests {
         clock: ManualClock,
     }
 
+    fn harness_with_the_database_down() -> Harness {
+        let h = harness(receipts_bus());
+        h.repo.0.lock().unwrap().down = true;
+        h
+    }
+
+    fn unavailable<T>(answer: Result<T, OutboxError>) -> bool {
+        matches!(answer, Err(OutboxError::Fault(Fault::Unavailable(_))))
+    }
+
     fn harness(bus: FakeBus) -> Harness {
         let repo = FakeRepo::default();
         repo.0.lock().unwrap().dead_letters = vec![
@@ -261,6 +263,20 @@ mod tests {
 
     fn wakes(h: &Harness) -> usize {
         h.wake.0.load(Ordering::SeqCst)
+    }
+
+    impl Harness {
+        async fn letters(&self, include_replayed: bool, asked: PageRequest) -> Page<DeadLetter> {
+            self.pipeline
+                .dead_letters(include_replayed, asked)
+                .await
+                .unwrap()
+        }
+
+        /// The pages the repository was asked for, with `include_replayed`.
+        fn list_calls(&self) -> Vec<(bool, PageRequest)> {
+            self.repo.0.lock().unwrap().list_calls.clone()
+        }
     }
 
     // --- status ---
@@ -310,20 +326,13 @@ mod tests {
             down: true,
             ..receipts_bus()
         });
-        assert!(matches!(
-            h.pipeline.status().await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        assert!(unavailable(h.pipeline.status().await));
     }
 
     #[tokio::test]
     async fn a_database_that_cannot_answer_fails_the_status() {
-        let h = harness(receipts_bus());
-        h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.pipeline.status().await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        let h = harness_with_the_database_down();
+        assert!(unavailable(h.pipeline.status().await));
     }
 
     // --- dead_letters ---
@@ -334,30 +343,22 @@ mod tests {
         let ids =
             |letters: Page<DeadLetter>| letters.items.iter().map(|d| d.id).collect::<Vec<_>>();
         assert_eq!(
-            ids(h.pipeline.dead_letters(false, None, 10).await.unwrap()),
+            ids(h.letters(false, PageRequest::asked(None, 10)).await),
             vec![3, 1]
         );
         assert_eq!(
-            ids(h.pipeline.dead_letters(true, None, 10).await.unwrap()),
+            ids(h.letters(true, PageRequest::asked(None, 10)).await),
             vec![3, 2, 1]
         );
-        let newest = h.pipeline.dead_letters(true, None, 2).await.unwrap();
+        let newest = h.letters(true, PageRequest::asked(None, 2)).await;
         assert_eq!(newest.next_cursor, Some(2));
         assert_eq!(
             ids(h
-                .pipeline
-                .dead_letters(true, newest.next_cursor, 2)
-                .await
-                .unwrap()),
+                .letters(true, PageRequest::asked(newest.next_cursor, 2))
+                .await),
             vec![1]
         );
-        let calls: Vec<(bool, Option<i64>)> = h
-            .repo
-            .0
-            .lock()
-            .unwrap()
-            .list_calls
-            .iter()
+        let calls: Vec<(bool, Option<i64>)> = (h.list_calls().iter())
             .map(|(replayed, page)| (*replayed, page.after))
             .collect();
         assert_eq!(
@@ -376,17 +377,9 @@ mod tests {
             MAX_DEAD_LETTER_PAGE + 1,
             u64::MAX,
         ] {
-            h.pipeline.dead_letters(true, None, limit).await.unwrap();
+            h.letters(true, PageRequest::asked(None, limit)).await;
         }
-        let limits: Vec<u64> = h
-            .repo
-            .0
-            .lock()
-            .unwrap()
-            .list_calls
-            .iter()
-            .map(|c| c.1.limit)
-            .collect();
+        let limits: Vec<u64> = h.list_calls().iter().map(|c| c.1.limit).collect();
         assert_eq!(
             limits,
             vec![
@@ -401,11 +394,11 @@ mod tests {
 
     #[tokio::test]
     async fn dead_letters_cannot_be_listed_while_the_database_is_down() {
-        let h = harness(receipts_bus());
-        h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.pipeline.dead_letters(false, None, 10).await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
+        let h = harness_with_the_database_down();
+        assert!(unavailable(
+            h.pipeline
+                .dead_letters(false, PageRequest::asked(None, 10))
+                .await
         ));
     }
 
@@ -459,12 +452,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_replay_while_the_database_is_down_is_unavailable_and_wakes_nobody() {
-        let h = harness(receipts_bus());
-        h.repo.0.lock().unwrap().down = true;
-        assert!(matches!(
-            h.pipeline.replay(1, ADMIN).await,
-            Err(OutboxError::Fault(Fault::Unavailable(_)))
-        ));
+        let h = harness_with_the_database_down();
+        assert!(unavailable(h.pipeline.replay(1, ADMIN).await));
         assert_eq!(wakes(&h), 0);
     }
 }

@@ -10,7 +10,7 @@ use crate::{
     kernel::{
         StoreError,
         alerts::Severity,
-        watch::{Stall, StallProbe},
+        watch::{Look, Stall, StallProbe},
     },
     outbox::{
         domain::{EntryId, GroupStatus},
@@ -25,15 +25,11 @@ fn written_at(id: EntryId) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(i64::try_from(id.ms).ok()?)
 }
 
-/// Per group (over its partitions): behind since before `since` (its
+/// Per group (over its partitions): behind since before `look.since` (its
 /// oldest entry not yet handed to it), or holding an entry unacknowledged
-/// since before `since`. Conditions `watchdog:groups:lag:<group>` and
+/// since before `look.since`. Conditions `watchdog:groups:lag:<group>` and
 /// `watchdog:groups:pending:<group>`.
-pub fn group_stalls(
-    groups: &[GroupStatus],
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> Vec<Stall> {
+pub fn group_stalls(groups: &[GroupStatus], look: Look) -> Vec<Stall> {
     // (group) → (oldest undelivered, its stream, lag) and (oldest pending, stream, pending)
     type Oldest = Option<(EntryId, String)>;
     let mut by_group: BTreeMap<&str, (Oldest, u64, Oldest, u64)> = BTreeMap::new();
@@ -53,11 +49,11 @@ pub fn group_stalls(
             slot.2 = Some((pending, g.stream.clone()));
         }
     }
-    let after = (now - since).num_seconds();
+    let after = look.threshold().num_seconds();
     let mut stalls = Vec::new();
     for (group, (undelivered, lag, pending, pending_count)) in by_group {
         if let Some((id, stream)) = undelivered
-            && let Some(at) = written_at(id).filter(|at| *at < since)
+            && let Some(at) = written_at(id).filter(|at| *at < look.since)
         {
             stalls.push(Stall {
                 condition: format!("{GROUPS_PROBE}:lag:{group}"),
@@ -66,11 +62,11 @@ pub fn group_stalls(
                     "consumer group {group} is behind for over {after} s: {lag} entr(ies) not yet handed to it, \
                      the oldest {id} on {stream}; are its consumers running?"
                 ),
-                age: now - at,
+                age: look.now - at,
             });
         }
         if let Some((id, stream)) = pending
-            && let Some(at) = written_at(id).filter(|at| *at < since)
+            && let Some(at) = written_at(id).filter(|at| *at < look.since)
         {
             stalls.push(Stall {
                 condition: format!("{GROUPS_PROBE}:pending:{group}"),
@@ -79,7 +75,7 @@ pub fn group_stalls(
                     "consumer group {group} holds entr(ies) unacknowledged for over {after} s: {pending_count} pending, \
                      the oldest {id} on {stream}"
                 ),
-                age: now - at,
+                age: look.now - at,
             });
         }
     }
@@ -94,14 +90,10 @@ impl<B: EventBus> StallProbe for GroupWatch<B> {
         GROUPS_PROBE
     }
 
-    fn stalls(
-        &self,
-        since: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'_, Result<Vec<Stall>, StoreError>> {
+    fn stalls(&self, look: Look) -> BoxFuture<'_, Result<Vec<Stall>, StoreError>> {
         async move {
             let groups = self.0.groups().await.map_err(StoreError::Unavailable)?;
-            Ok(group_stalls(&groups, since, now))
+            Ok(group_stalls(&groups, look))
         }
         .boxed()
     }
@@ -116,6 +108,14 @@ mod tests {
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    /// At 1 000 s, for what is stuck since before 700 s.
+    fn look() -> Look {
+        Look {
+            since: at(700),
+            now: at(1_000),
+        }
     }
 
     fn entry(s: i64) -> EntryId {
@@ -150,7 +150,7 @@ mod tests {
             group("reservations", 0, None, Some(20)),
             group("data-platform", 0, Some(900), Some(800)),
         ];
-        let stalls = group_stalls(&groups, at(700), at(1_000));
+        let stalls = group_stalls(&groups, look());
         let conditions: Vec<&str> = stalls.iter().map(|s| s.condition.as_str()).collect();
         assert_eq!(
             conditions,
@@ -177,6 +177,6 @@ mod tests {
     fn a_bus_that_cannot_say_how_far_groups_read_reports_no_stall() {
         let mut blind = group("receipts", 0, Some(1), Some(1));
         blind.horizon = None;
-        assert!(group_stalls(&[blind], at(700), at(1_000)).is_empty());
+        assert!(group_stalls(&[blind], look()).is_empty());
     }
 }
