@@ -40,9 +40,9 @@ pub trait CouponLedger: Clone + Send + Sync + 'static {
     /// One atomic step: already issued? sold out? else record the user with
     /// a free number in 1..=quantity. A ledger the store can tell is from
     /// before a failover of its Redis primary (it may have lost its last
-    /// writes) is dropped, and the answer is [`LedgerStep::Stale`].
-    /// The ledger keeps its own quantity (the one loaded), not the
-    /// request's campaign's.
+    /// writes) is dropped, and the answer is [`LedgerStep::Stale`]. The
+    /// quantity is the ledger's own (the one loaded), not the request's
+    /// campaign's.
     fn issue(
         &self,
         request: IssueRequest<'_>,
