@@ -17,7 +17,7 @@ use crate::{
             winner_queue::{WinnerSender, winner_queue},
         },
         ports::CouponPorts,
-        usecase::{CouponService, LedgerIssuer},
+        usecase::{CouponAdapters, CouponService, LedgerIssuer},
     },
     db::DbUnitOfWork,
     kernel::SystemClock,
@@ -202,21 +202,17 @@ impl Services {
             Arc::new(alerts.clone()),
             Duration::from_millis(settings.compensation_retry_ms),
         );
-        let coupons_db = DbCoupons::new(db.clone());
-        let issuer = Arc::new(LedgerIssuer::<CouponWiring>::new(
-            a.uow.clone(),
-            coupons_db.clone(),
-            a.coupon_ledger.clone(),
-            SystemClock,
-            winner_queue(),
-        ));
+        let coupon_adapters = CouponAdapters::<CouponWiring> {
+            uow: a.uow.clone(),
+            repo: DbCoupons::new(db.clone()),
+            ledger: a.coupon_ledger.clone(),
+            clock: SystemClock,
+        };
+        let issuer = Arc::new(LedgerIssuer::new(coupon_adapters.clone(), winner_queue()));
         #[cfg(feature = "bench-strategies")]
         let issuer = bench_issuer(issuer, a, settings)?;
         let coupons = Coupons::new(
-            a.uow.clone(),
-            coupons_db,
-            a.coupon_ledger.clone(),
-            SystemClock,
+            coupon_adapters,
             a.waker.clone(),
             TimeDelta::seconds(settings.coupon_reconcile_grace_seconds as i64),
             issuer,
@@ -269,6 +265,7 @@ fn bench_issuer(
     let strategy = settings.coupon_lock_strategy;
     let locked = locks::issuer(
         strategy,
+        Arc::new(crate::coupon::usecase::RecordWinner),
         &a.uow,
         &a.db,
         a.redis.as_ref(),

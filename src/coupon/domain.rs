@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -46,6 +48,14 @@ impl Campaign {
                 admin_id: Some(admin.value()),
             },
         )
+    }
+
+    /// Who holds the campaign by its rows' (holder, number), for an issuer
+    /// that keeps no ledger; `None` when a number is free (freed since the
+    /// refusal, say).
+    pub fn holders_if_sold_out(&self, holders: Vec<(UserId, u32)>) -> Option<HashSet<UserId>> {
+        (holders.len() >= self.quantity as usize)
+            .then(|| holders.into_iter().map(|(user, _)| user).collect())
     }
 
     /// Whether coupons may be issued or used at `now`.
@@ -501,13 +511,26 @@ impl ReconcileReport {
     }
 }
 
-/// Compares the ledger with the database rows and says what to change:
-/// entries to add (the database is the truth) and stale entries to drop.
+/// What the ledger must change to agree with the database: holders to add
+/// (the database is the truth) and stale entries to drop.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LedgerDrift {
+    pub add: Vec<(UserId, u32)>,
+    pub remove: Vec<LedgerEntry>,
+}
+
+impl LedgerDrift {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Compares the ledger with the database rows and says what to change.
 pub fn ledger_drift(
     rows: &[(UserId, u32)],
     snapshot: &LedgerSnapshot,
     stale_before: DateTime<Utc>,
-) -> (Vec<(UserId, u32)>, Vec<LedgerEntry>) {
+) -> LedgerDrift {
     use std::collections::HashMap;
     let held: HashMap<UserId, u32> = rows.iter().copied().collect();
     let known: HashMap<UserId, LedgerEntry> =
@@ -530,7 +553,7 @@ pub fn ledger_drift(
             remove.push(*entry);
         }
     }
-    (add, remove)
+    LedgerDrift { add, remove }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -643,9 +666,9 @@ mod tests {
             ],
         };
         let rows = [(UserId(1), 1), (UserId(4), 4), (UserId(5), 5)];
-        let (add, remove) = ledger_drift(&rows, &snapshot, now - TimeDelta::seconds(30));
-        assert_eq!(add, vec![(UserId(4), 4), (UserId(5), 5)]);
-        let removed: Vec<_> = remove.iter().map(|e| (e.user, e.number)).collect();
+        let drift = ledger_drift(&rows, &snapshot, now - TimeDelta::seconds(30));
+        assert_eq!(drift.add, vec![(UserId(4), 4), (UserId(5), 5)]);
+        let removed: Vec<_> = drift.remove.iter().map(|e| (e.user, e.number)).collect();
         // User 3 may still be writing; user 2's write never landed.
         assert_eq!(removed, vec![(UserId(4), 9), (UserId(2), 2)]);
     }

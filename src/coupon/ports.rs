@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::domain::{
     Campaign, CampaignCounts, CampaignDraft, CouponError, FailReason, HeldCoupon, IssuedCoupon,
-    Job, JobStatus, LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
+    Job, JobStatus, LedgerDrift, LedgerSnapshot, LedgerStep, RecordError, RedeemableCoupon, Vendor,
     Winner,
 };
 use crate::{
@@ -40,31 +40,29 @@ pub trait CouponLedger: Clone + Send + Sync + 'static {
     /// One atomic step: already issued? sold out? else record the user with
     /// a free number in 1..=quantity. A ledger the store can tell is from
     /// before a failover of its Redis primary (it may have lost its last
-    /// writes) is dropped, and the answer is [`LedgerStep::Stale`].
+    /// writes) is dropped, and the answer is [`LedgerStep::Stale`]. The
+    /// quantity is the ledger's own (the one loaded), not the request's
+    /// campaign's.
     fn issue(
         &self,
-        coupon: CouponId,
-        user: UserId,
-        now: DateTime<Utc>,
+        request: IssueRequest<'_>,
     ) -> impl Future<Output = Result<LedgerStep, CouponError>> + Send;
 
     /// Undoes a winner whose database write failed, if the entry is still
-    /// `user` with `number`. `free_number` hands the number out again; it
-    /// is false when the database says another user holds it.
+    /// the winner's user with its number. `free_number` hands the number
+    /// out again; it is false when the database says another user holds it.
     fn revoke(
         &self,
-        coupon: CouponId,
-        user: UserId,
-        number: u32,
+        winner: &Winner,
         free_number: bool,
     ) -> impl Future<Output = Result<bool, CouponError>> + Send;
 
-    /// Loads a campaign's ledger from the database rows, unless it is
-    /// already there (then nothing changes and the answer is false).
+    /// Loads a campaign's ledger (its quantity and the database rows'
+    /// holders), unless it is already there (then nothing changes and the
+    /// answer is false).
     fn load(
         &self,
-        coupon: CouponId,
-        quantity: u32,
+        campaign: &Campaign,
         holders: &[(UserId, u32)],
     ) -> impl Future<Output = Result<bool, CouponError>> + Send;
 
@@ -79,8 +77,7 @@ pub trait CouponLedger: Clone + Send + Sync + 'static {
     fn repair(
         &self,
         coupon: CouponId,
-        add: &[(UserId, u32)],
-        remove: &[LedgerEntry],
+        drift: &LedgerDrift,
     ) -> impl Future<Output = Result<(), CouponError>> + Send;
 
     /// How many users the ledger has recorded; `None` when not loaded.
@@ -266,6 +263,21 @@ pub trait WinnerBatches: Send + 'static {
     /// Waits for a winner, then takes every one waiting (`max` at most);
     /// empty once the queue is gone.
     fn next_batch(&mut self, max: usize) -> impl Future<Output = Vec<QueuedWinner>> + Send;
+}
+
+/// Writes a winner inside a transaction the caller holds, exactly as the
+/// winners' writer writes a batch (the row, its campaign's count,
+/// `CouponIssued`, the key's answer). For the bench's lock strategies, which
+/// must write under their own lock; the composition root hands them the use
+/// case's.
+pub trait WinnerRecorder<Tx>: Send + Sync + 'static {
+    fn record<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        winner: Winner,
+        key: Option<RequestKey>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<IssuedCoupon, RecordError>>;
 }
 
 /// The winners' rows inside a transaction.

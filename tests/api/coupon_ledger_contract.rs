@@ -4,11 +4,11 @@ use std::collections::HashSet;
 
 use boxoffice::{
     coupon::{
-        domain::{LedgerEntry, LedgerStep},
+        domain::{Campaign, LedgerDrift, LedgerEntry, LedgerStep, Winner},
         infra::{AnyCouponLedger, memory::MemoryCouponLedger, redis::RedisCouponLedger},
-        ports::CouponLedger,
+        ports::{CouponLedger, IssueRequest},
     },
-    kernel::{CouponId, UserId},
+    kernel::{CouponId, UserId, VendorId},
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
@@ -82,8 +82,41 @@ fn t0() -> DateTime<Utc> {
         .to_utc()
 }
 
+/// A campaign of `quantity` coupons (the ledger's quantity is the loaded one).
+fn campaign(id: CouponId, quantity: u32) -> Campaign {
+    Campaign {
+        id,
+        name: "Coffee".into(),
+        discount: 500,
+        quantity,
+        valid_from: t0(),
+        valid_until: t0() + TimeDelta::hours(1),
+        vendor: VendorId(1),
+    }
+}
+
+async fn issue_in(ledger: &AnyCouponLedger, coupon: CouponId, user: i64) -> LedgerStep {
+    let campaign = campaign(coupon, 1);
+    let request = IssueRequest {
+        campaign: &campaign,
+        user: UserId(user),
+        key: None,
+        now: t0(),
+    };
+    ledger.issue(request).await.unwrap()
+}
+
 async fn issue(ledger: &AnyCouponLedger, user: i64) -> LedgerStep {
-    ledger.issue(COUPON, UserId(user), t0()).await.unwrap()
+    issue_in(ledger, COUPON, user).await
+}
+
+async fn revoke(ledger: &AnyCouponLedger, user: i64, number: u32, free_number: bool) -> bool {
+    let winner = Winner {
+        coupon: COUPON,
+        user: UserId(user),
+        number,
+    };
+    ledger.revoke(&winner, free_number).await.unwrap()
 }
 
 async fn an_unknown_campaign_is_missing(subject: Subject) {
@@ -95,9 +128,9 @@ async fn an_unknown_campaign_is_missing(subject: Subject) {
 
 async fn numbers_run_from_one_to_quantity_then_sold_out(subject: Subject) {
     let ledger = &subject.ledger;
-    assert!(ledger.load(COUPON, 3, &[]).await.unwrap());
+    assert!(ledger.load(&campaign(COUPON, 3), &[]).await.unwrap());
     assert!(
-        !ledger.load(COUPON, 3, &[]).await.unwrap(),
+        !ledger.load(&campaign(COUPON, 3), &[]).await.unwrap(),
         "loading twice is a no-op"
     );
     assert_eq!(issue(ledger, 10).await, LedgerStep::Issued(1));
@@ -121,7 +154,7 @@ async fn numbers_run_from_one_to_quantity_then_sold_out(subject: Subject) {
 
 async fn concurrent_requests_never_exceed_the_quantity(subject: Subject) {
     let ledger = subject.ledger;
-    ledger.load(COUPON, 100, &[]).await.unwrap();
+    ledger.load(&campaign(COUPON, 100), &[]).await.unwrap();
     let tasks: Vec<_> = (0..1_000)
         .map(|i| {
             let ledger = ledger.clone();
@@ -146,29 +179,27 @@ async fn concurrent_requests_never_exceed_the_quantity(subject: Subject) {
 
 async fn a_revoked_number_is_handed_out_again_unless_burned(subject: Subject) {
     let ledger = &subject.ledger;
-    ledger.load(COUPON, 3, &[]).await.unwrap();
+    ledger.load(&campaign(COUPON, 3), &[]).await.unwrap();
     assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
     assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
-    assert!(
-        !ledger.revoke(COUPON, UserId(2), 1, true).await.unwrap(),
-        "wrong number"
-    );
-    assert!(ledger.revoke(COUPON, UserId(2), 2, true).await.unwrap());
-    assert!(
-        !ledger.revoke(COUPON, UserId(2), 2, true).await.unwrap(),
-        "already gone"
-    );
+    assert!(!revoke(ledger, 2, 1, true).await, "wrong number");
+    assert!(revoke(ledger, 2, 2, true).await);
+    assert!(!revoke(ledger, 2, 2, true).await, "already gone");
     assert_eq!(ledger.issued(COUPON).await.unwrap(), Some(1));
     // The revoked user may try again; the freed number comes first.
     assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
     assert_eq!(issue(ledger, 3).await, LedgerStep::Issued(3));
     // A burned number is not handed out again: 3 is sold out with 2 holders.
-    assert!(ledger.revoke(COUPON, UserId(3), 3, false).await.unwrap());
+    assert!(revoke(ledger, 3, 3, false).await);
     assert_eq!(issue(ledger, 4).await, LedgerStep::SoldOut);
 }
 
 async fn a_lost_ledger_is_rebuilt_from_the_holders(mut subject: Subject) {
-    subject.ledger.load(COUPON, 5, &[]).await.unwrap();
+    subject
+        .ledger
+        .load(&campaign(COUPON, 5), &[])
+        .await
+        .unwrap();
     for user in 1..=3 {
         issue(&subject.ledger, user).await;
     }
@@ -177,7 +208,7 @@ async fn a_lost_ledger_is_rebuilt_from_the_holders(mut subject: Subject) {
     assert_eq!(issue(ledger, 4).await, LedgerStep::Missing);
     // The database knows users 1 and 3 (user 2's write had failed).
     let holders = [(UserId(1), 1), (UserId(3), 3)];
-    assert!(ledger.load(COUPON, 5, &holders).await.unwrap());
+    assert!(ledger.load(&campaign(COUPON, 5), &holders).await.unwrap());
     assert_eq!(issue(ledger, 1).await, LedgerStep::AlreadyIssued);
     assert_eq!(
         issue(ledger, 4).await,
@@ -199,7 +230,7 @@ async fn a_lost_ledger_is_rebuilt_from_the_holders(mut subject: Subject) {
 
 async fn repair_adds_lost_holders_and_drops_only_unchanged_orphans(subject: Subject) {
     let ledger = &subject.ledger;
-    ledger.load(COUPON, 10, &[]).await.unwrap();
+    ledger.load(&campaign(COUPON, 10), &[]).await.unwrap();
     assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
     assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
     let orphan = LedgerEntry {
@@ -214,7 +245,13 @@ async fn repair_adds_lost_holders_and_drops_only_unchanged_orphans(subject: Subj
     };
     // User 9 holds number 6 in the database; the ledger never saw them.
     ledger
-        .repair(COUPON, &[(UserId(9), 6)], &[orphan, changed])
+        .repair(
+            COUPON,
+            &LedgerDrift {
+                add: vec![(UserId(9), 6)],
+                remove: vec![orphan, changed],
+            },
+        )
         .await
         .unwrap();
     let snapshot = ledger.snapshot(COUPON).await.unwrap().unwrap();
@@ -245,14 +282,11 @@ async fn issued_many_answers_like_issued_in_the_order_asked(subject: Subject) {
     const OTHER: CouponId = CouponId(43);
     const UNKNOWN: CouponId = CouponId(44);
     let ledger = &subject.ledger;
-    ledger.load(COUPON, 5, &[]).await.unwrap();
-    ledger.load(OTHER, 5, &[]).await.unwrap();
+    ledger.load(&campaign(COUPON, 5), &[]).await.unwrap();
+    ledger.load(&campaign(OTHER, 5), &[]).await.unwrap();
     assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
     assert_eq!(issue(ledger, 2).await, LedgerStep::Issued(2));
-    assert_eq!(
-        ledger.issue(OTHER, UserId(3), t0()).await.unwrap(),
-        LedgerStep::Issued(1)
-    );
+    assert_eq!(issue_in(ledger, OTHER, 3).await, LedgerStep::Issued(1));
     assert_eq!(
         ledger.issued_many(&[OTHER, UNKNOWN, COUPON]).await.unwrap(),
         vec![Some(1), None, Some(2)]
@@ -280,7 +314,10 @@ async fn a_ledger_from_another_replication_history_is_dropped_as_stale(subject: 
     };
     let [meta, _, _] = redis_ledger.keys(COUPON);
     let mut conn = subject.redis.clone().unwrap();
-    ledger.load(COUPON, 3, &[(UserId(7), 2)]).await.unwrap();
+    ledger
+        .load(&campaign(COUPON, 3), &[(UserId(7), 2)])
+        .await
+        .unwrap();
     assert_eq!(issue(ledger, 1).await, LedgerStep::Issued(1));
     // The primary's own replication id, read on the node that owns the key.
     let replid: String = redis::cmd("EVAL")
@@ -312,7 +349,7 @@ async fn a_ledger_from_another_replication_history_is_dropped_as_stale(subject: 
     // Rebuilt from the database's holders, it answers from them again.
     assert!(
         ledger
-            .load(COUPON, 3, &[(UserId(7), 2), (UserId(1), 1)])
+            .load(&campaign(COUPON, 3), &[(UserId(7), 2), (UserId(1), 1)])
             .await
             .unwrap()
     );

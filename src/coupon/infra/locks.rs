@@ -3,9 +3,9 @@
 //! is a [`CouponIssuer`] in the ledger's place: it takes its lock, reads the
 //! campaign's issued count and whether the user holds one, lets
 //! [`first_come`](crate::coupon::domain::first_come) decide, and writes a
-//! winner exactly as the ledger's path does
-//! ([`record_winner`]: the row, its campaign's count, `CouponIssued`, the
-//! key's answer, in one transaction). The bench serves each through the
+//! winner exactly as the ledger's path does (the [`WinnerRecorder`] the
+//! composition root hands it: the row, its campaign's count,
+//! `CouponIssued`, the key's answer, in one transaction). The bench serves each through the
 //! production route (`--coupon-lock-strategy`) so that comparing them with
 //! the ledger compares the strategies alone, with or without the sold-out
 //! memory (`--coupon-sold-out-memory`).
@@ -44,8 +44,7 @@ use super::db::DbCoupons;
 use crate::{
     coupon::{
         domain::{Campaign, CouponError, LedgerStep, RecordError, first_come},
-        ports::{CouponIssuer, IssueOutcome, IssueRequest},
-        usecase::{holders_by_rows, record_winner},
+        ports::{CouponIssuer, CouponRepository, IssueOutcome, IssueRequest, WinnerRecorder},
     },
     db::{DbTx, DbUnitOfWork},
     kernel::{Transaction, UnitOfWork, UserId},
@@ -75,6 +74,7 @@ const MAX_ATTEMPTS: u32 = 1_000;
 /// lock subscribes through a connection of its own).
 pub fn issuer(
     strategy: LockStrategy,
+    recorder: Arc<dyn WinnerRecorder<DbTx>>,
     uow: &DbUnitOfWork,
     db: &DatabaseConnection,
     redis: Option<&Conn>,
@@ -89,6 +89,7 @@ pub fn issuer(
         Ok(Store {
             uow: uow.clone(),
             db: db.clone(),
+            recorder: recorder.clone(),
         })
     };
     let redis = || {
@@ -190,7 +191,8 @@ impl<S: LockedIssuer> CouponIssuer for Locked<S> {
         &'a self,
         campaign: &'a Campaign,
     ) -> BoxFuture<'a, Result<Option<HashSet<UserId>>, CouponError>> {
-        holders_by_rows(&self.rows, campaign).boxed()
+        async move { Ok(campaign.holders_if_sold_out(self.rows.holders(campaign.id).await?)) }
+            .boxed()
     }
 }
 
@@ -203,6 +205,7 @@ fn failed(err: impl Into<anyhow::Error>) -> RecordError {
 struct Store {
     uow: DbUnitOfWork,
     db: DatabaseConnection,
+    recorder: Arc<dyn WinnerRecorder<DbTx>>,
 }
 
 impl Store {
@@ -246,12 +249,17 @@ impl Store {
     /// The winner's writes, as the ledger's path makes them, committed
     /// with whatever `tx` holds.
     async fn commit_winner(
+        &self,
         mut tx: DbTx,
         request: &IssueRequest<'_>,
         number: u32,
     ) -> Result<IssueOutcome, RecordError> {
         let key = request.key.cloned();
-        let row = record_winner(&mut tx, request.winner(number), key, request.now).await?;
+        let winner = request.winner(number);
+        let row = self
+            .recorder
+            .record(&mut tx, winner, key, request.now)
+            .await?;
         tx.commit().await.map_err(failed)?;
         Ok(IssueOutcome::Won(row))
     }
@@ -263,7 +271,7 @@ impl Store {
         match first_come(held, issued, request.campaign.quantity) {
             LedgerStep::Issued(number) => {
                 let tx = self.uow.begin().await.map_err(failed)?;
-                Self::commit_winner(tx, request, number).await
+                self.commit_winner(tx, request, number).await
             }
             step => Ok(IssueOutcome::refused(step)),
         }
@@ -277,7 +285,7 @@ impl LockedIssuer for Pessimistic {
         let tx = self.0.uow.begin().await.map_err(failed)?;
         let (issued, held) = Store::read(tx.conn(), &request, true).await?;
         match first_come(held, issued, request.campaign.quantity) {
-            LedgerStep::Issued(number) => Store::commit_winner(tx, &request, number).await,
+            LedgerStep::Issued(number) => self.0.commit_winner(tx, &request, number).await,
             step => {
                 // Frees the row for the next waiter now.
                 tx.rollback().await.map_err(failed)?;
@@ -314,7 +322,7 @@ impl LockedIssuer for Optimistic {
                 .rows_affected()
                 == 1;
             if claimed {
-                return Store::commit_winner(tx, &request, number).await;
+                return self.0.commit_winner(tx, &request, number).await;
             }
             tx.rollback().await.map_err(failed)?;
             metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "optimistic")

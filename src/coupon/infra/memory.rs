@@ -11,8 +11,10 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     coupon::{
-        domain::{CouponError, LedgerEntry, LedgerSnapshot, LedgerStep},
-        ports::CouponLedger,
+        domain::{
+            Campaign, CouponError, LedgerDrift, LedgerEntry, LedgerSnapshot, LedgerStep, Winner,
+        },
+        ports::{CouponLedger, IssueRequest},
     },
     kernel::{CouponId, UserId},
 };
@@ -43,14 +45,15 @@ impl MemoryCouponLedger {
 }
 
 impl CouponLedger for MemoryCouponLedger {
-    async fn issue(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerStep, CouponError> {
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<LedgerStep, CouponError> {
+        let IssueRequest {
+            campaign,
+            user,
+            now,
+            ..
+        } = request;
         self.with(|books| {
-            let Some(book) = books.get_mut(&coupon) else {
+            let Some(book) = books.get_mut(&campaign.id) else {
                 return LedgerStep::Missing;
             };
             if book.holders.contains_key(&user) {
@@ -72,23 +75,17 @@ impl CouponLedger for MemoryCouponLedger {
         })
     }
 
-    async fn revoke(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        number: u32,
-        free_number: bool,
-    ) -> Result<bool, CouponError> {
+    async fn revoke(&self, winner: &Winner, free_number: bool) -> Result<bool, CouponError> {
         self.with(|books| {
-            let Some(book) = books.get_mut(&coupon) else {
+            let Some(book) = books.get_mut(&winner.coupon) else {
                 return false;
             };
-            if book.holders.get(&user).map(|(n, _)| *n) != Some(number) {
+            if book.holders.get(&winner.user).map(|(n, _)| *n) != Some(winner.number) {
                 return false;
             }
-            book.holders.remove(&user);
+            book.holders.remove(&winner.user);
             if free_number {
-                book.free.push(number);
+                book.free.push(winner.number);
             }
             true
         })
@@ -96,20 +93,19 @@ impl CouponLedger for MemoryCouponLedger {
 
     async fn load(
         &self,
-        coupon: CouponId,
-        quantity: u32,
+        campaign: &Campaign,
         holders: &[(UserId, u32)],
     ) -> Result<bool, CouponError> {
         self.with(|books| {
-            if books.contains_key(&coupon) {
+            if books.contains_key(&campaign.id) {
                 return false;
             }
             let seq = holders.iter().map(|(_, n)| *n).max().unwrap_or(0);
             let used: std::collections::HashSet<u32> = holders.iter().map(|(_, n)| *n).collect();
             books.insert(
-                coupon,
+                campaign.id,
                 Book {
-                    quantity,
+                    quantity: campaign.quantity,
                     seq,
                     free: (1..=seq).rev().filter(|n| !used.contains(n)).collect(),
                     holders: holders.iter().map(|(u, n)| (*u, (*n, None))).collect(),
@@ -140,12 +136,8 @@ impl CouponLedger for MemoryCouponLedger {
         })
     }
 
-    async fn repair(
-        &self,
-        coupon: CouponId,
-        add: &[(UserId, u32)],
-        remove: &[LedgerEntry],
-    ) -> Result<(), CouponError> {
+    async fn repair(&self, coupon: CouponId, drift: &LedgerDrift) -> Result<(), CouponError> {
+        let LedgerDrift { add, remove } = drift;
         self.with(|books| {
             let Some(book) = books.get_mut(&coupon) else {
                 return;

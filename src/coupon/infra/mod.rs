@@ -7,12 +7,10 @@ pub mod redemption_tx;
 pub mod redis;
 pub mod winner_queue;
 
-use chrono::{DateTime, Utc};
-
 use crate::{
     coupon::{
-        domain::{CouponError, LedgerEntry, LedgerSnapshot, LedgerStep},
-        ports::CouponLedger,
+        domain::{Campaign, CouponError, LedgerDrift, LedgerSnapshot, LedgerStep, Winner},
+        ports::{CouponLedger, IssueRequest},
     },
     kernel::{CouponId, UserId},
     redis_or_memory::{RedisOrMemory, dispatch},
@@ -23,45 +21,28 @@ use crate::{
 pub type AnyCouponLedger = RedisOrMemory<redis::RedisCouponLedger, memory::MemoryCouponLedger>;
 
 impl<R: CouponLedger, M: CouponLedger> CouponLedger for RedisOrMemory<R, M> {
-    async fn issue(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerStep, CouponError> {
-        dispatch!(self, l => l.issue(coupon, user, now).await)
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<LedgerStep, CouponError> {
+        dispatch!(self, l => l.issue(request).await)
     }
 
-    async fn revoke(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        number: u32,
-        free_number: bool,
-    ) -> Result<bool, CouponError> {
-        dispatch!(self, l => l.revoke(coupon, user, number, free_number).await)
+    async fn revoke(&self, winner: &Winner, free_number: bool) -> Result<bool, CouponError> {
+        dispatch!(self, l => l.revoke(winner, free_number).await)
     }
 
     async fn load(
         &self,
-        coupon: CouponId,
-        quantity: u32,
+        campaign: &Campaign,
         holders: &[(UserId, u32)],
     ) -> Result<bool, CouponError> {
-        dispatch!(self, l => l.load(coupon, quantity, holders).await)
+        dispatch!(self, l => l.load(campaign, holders).await)
     }
 
     async fn snapshot(&self, coupon: CouponId) -> Result<Option<LedgerSnapshot>, CouponError> {
         dispatch!(self, l => l.snapshot(coupon).await)
     }
 
-    async fn repair(
-        &self,
-        coupon: CouponId,
-        add: &[(UserId, u32)],
-        remove: &[LedgerEntry],
-    ) -> Result<(), CouponError> {
-        dispatch!(self, l => l.repair(coupon, add, remove).await)
+    async fn repair(&self, coupon: CouponId, drift: &LedgerDrift) -> Result<(), CouponError> {
+        dispatch!(self, l => l.repair(coupon, drift).await)
     }
 
     async fn issued(&self, coupon: CouponId) -> Result<Option<u64>, CouponError> {

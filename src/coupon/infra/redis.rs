@@ -11,13 +11,15 @@
 
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use redis::Script;
 
 use crate::{
     coupon::{
-        domain::{CouponError, LedgerEntry, LedgerSnapshot, LedgerStep},
-        ports::CouponLedger,
+        domain::{
+            Campaign, CouponError, LedgerDrift, LedgerEntry, LedgerSnapshot, LedgerStep, Winner,
+        },
+        ports::{CouponLedger, IssueRequest},
     },
     kernel::{CouponId, UserId},
     redis_client::Conn,
@@ -178,16 +180,11 @@ fn parse_entry(user: &str, raw: &str) -> Result<LedgerEntry, CouponError> {
 }
 
 impl CouponLedger for RedisCouponLedger {
-    async fn issue(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerStep, CouponError> {
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<LedgerStep, CouponError> {
         let (outcome, number): (String, u32) = ISSUE
-            .key(&self.keys(coupon))
-            .arg(user.value())
-            .arg(now.timestamp_millis())
+            .key(&self.keys(request.campaign.id))
+            .arg(request.user.value())
+            .arg(request.now.timestamp_millis())
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(match outcome.as_str() {
@@ -202,17 +199,11 @@ impl CouponLedger for RedisCouponLedger {
         })
     }
 
-    async fn revoke(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        number: u32,
-        free_number: bool,
-    ) -> Result<bool, CouponError> {
+    async fn revoke(&self, winner: &Winner, free_number: bool) -> Result<bool, CouponError> {
         let revoked: i64 = REVOKE
-            .key(&self.keys(coupon))
-            .arg(user.value())
-            .arg(number)
+            .key(&self.keys(winner.coupon))
+            .arg(winner.user.value())
+            .arg(winner.number)
             .arg(i32::from(free_number))
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -221,12 +212,11 @@ impl CouponLedger for RedisCouponLedger {
 
     async fn load(
         &self,
-        coupon: CouponId,
-        quantity: u32,
+        campaign: &Campaign,
         holders: &[(UserId, u32)],
     ) -> Result<bool, CouponError> {
-        let mut invocation = LOAD.key(&self.keys(coupon));
-        invocation.arg(quantity);
+        let mut invocation = LOAD.key(&self.keys(campaign.id));
+        invocation.arg(campaign.quantity);
         for (user, number) in holders {
             invocation.arg(user.value()).arg(*number);
         }
@@ -253,18 +243,13 @@ impl CouponLedger for RedisCouponLedger {
         Ok(Some(LedgerSnapshot { quantity, entries }))
     }
 
-    async fn repair(
-        &self,
-        coupon: CouponId,
-        add: &[(UserId, u32)],
-        remove: &[LedgerEntry],
-    ) -> Result<(), CouponError> {
+    async fn repair(&self, coupon: CouponId, drift: &LedgerDrift) -> Result<(), CouponError> {
         let mut invocation = REPAIR.key(&self.keys(coupon));
-        invocation.arg(add.len());
-        for (user, number) in add {
+        invocation.arg(drift.add.len());
+        for (user, number) in &drift.add {
             invocation.arg(user.value()).arg(*number);
         }
-        for entry in remove {
+        for entry in &drift.remove {
             invocation.arg(entry.user.value()).arg(stored_value(entry));
         }
         let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;

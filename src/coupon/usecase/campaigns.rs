@@ -74,7 +74,7 @@ impl<P: CouponPorts> CouponService<P> {
             .await?;
         self.wake.wake();
         // A ledger that cannot be prepared now is built on first use.
-        if let Err(err) = self.ledger.load(campaign.id, campaign.quantity, &[]).await {
+        if let Err(err) = self.ledger.load(&campaign, &[]).await {
             tracing::warn!(coupon = %campaign.id, error = %err, "coupon ledger not prepared yet");
         }
         self.campaigns.remember(&campaign);

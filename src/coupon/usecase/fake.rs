@@ -15,13 +15,13 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures::{FutureExt, future::BoxFuture};
 use uuid::Uuid;
 
-use super::{CouponService, LedgerIssuer, holders_by_rows};
+use super::{CouponAdapters, CouponService, LedgerIssuer};
 use crate::{
     coupon::{
         domain::{
             Campaign, CampaignCounts, CampaignDraft, CouponError, CouponState, HeldCoupon,
-            IssuedCoupon, Job, LedgerEntry, LedgerSnapshot, LedgerStep, RecordError, Vendor,
-            first_come,
+            IssuedCoupon, Job, LedgerDrift, LedgerSnapshot, LedgerStep, RecordError, Vendor,
+            Winner, first_come,
         },
         infra::{
             memory::MemoryCouponLedger,
@@ -227,28 +227,26 @@ pub type Service<L = MemoryCouponLedger> = CouponService<Fakes<L>>;
 
 /// A service issuing through the ledger over `repo`'s stores.
 pub fn service_over<L: CouponLedger>(repo: FakeRepo, ledger: L, clock: ManualClock) -> Service<L> {
-    let issuer = LedgerIssuer::<Fakes<L>>::new(
-        repo.uow.clone(),
-        repo.clone(),
-        ledger.clone(),
-        clock.clone(),
-        winner_queue(),
-    );
-    CouponService::new(
-        repo.uow.clone(),
+    let adapters = CouponAdapters {
+        uow: repo.uow.clone(),
         repo,
         ledger,
         clock,
-        NoWake,
-        TimeDelta::seconds(30),
-        Arc::new(issuer),
-    )
+    };
+    let issuer = LedgerIssuer::new(adapters.clone(), winner_queue());
+    CouponService::new(adapters, NoWake, TimeDelta::seconds(30), Arc::new(issuer))
+}
+
+/// Another instance a minute into campaign 1 over the same stores, with a
+/// ledger of its own (one that lost everything, or failed over).
+pub fn another_instance<L: CouponLedger>(repo: FakeRepo, ledger: L) -> Service<L> {
+    service_over(repo, ledger, ManualClock::new(t0() + TimeDelta::minutes(1)))
 }
 
 /// A service a minute into campaign 1, whose ledger is loaded.
 pub async fn service(repo: FakeRepo, ledger: MemoryCouponLedger) -> (Service, ManualClock) {
     let clock = ManualClock::new(t0() + TimeDelta::minutes(1));
-    ledger.load(CouponId(1), 2, &[]).await.unwrap();
+    ledger.load(&campaign(), &[]).await.unwrap();
     (service_over(repo, ledger, clock.clone()), clock)
 }
 
@@ -258,21 +256,19 @@ pub async fn service_with_two(repo: FakeRepo) -> (Service, ManualClock) {
     let mut second = campaign();
     second.id = CouponId(2);
     service.campaigns.remember(&second);
-    service.ledger.load(CouponId(2), 2, &[]).await.unwrap();
+    service.ledger.load(&second, &[]).await.unwrap();
     (service, clock)
 }
 
 /// A service a minute into campaign 1 whose issues `issuer` decides.
 pub fn service_issuing(repo: &FakeRepo, issuer: Arc<dyn CouponIssuer>) -> Service {
-    CouponService::new(
-        repo.uow.clone(),
-        repo.clone(),
-        MemoryCouponLedger::default(),
-        ManualClock::new(t0() + TimeDelta::minutes(1)),
-        NoWake,
-        TimeDelta::seconds(30),
-        issuer,
-    )
+    let adapters = CouponAdapters {
+        uow: repo.uow.clone(),
+        repo: repo.clone(),
+        ledger: MemoryCouponLedger::default(),
+        clock: ManualClock::new(t0() + TimeDelta::minutes(1)),
+    };
+    CouponService::new(adapters, NoWake, TimeDelta::seconds(30), issuer)
 }
 
 /// The number `user` wins of `coupon`.
@@ -327,49 +323,32 @@ impl FailedOver {
 }
 
 impl CouponLedger for FailedOver {
-    async fn issue(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        now: DateTime<Utc>,
-    ) -> Result<LedgerStep, CouponError> {
+    async fn issue(&self, request: IssueRequest<'_>) -> Result<LedgerStep, CouponError> {
         if self.stale.swap(false, Ordering::SeqCst) {
             *self.inner.lock().unwrap() = MemoryCouponLedger::default();
             return Ok(LedgerStep::Stale);
         }
-        self.ledger().issue(coupon, user, now).await
+        self.ledger().issue(request).await
     }
 
-    async fn revoke(
-        &self,
-        coupon: CouponId,
-        user: UserId,
-        number: u32,
-        free: bool,
-    ) -> Result<bool, CouponError> {
-        self.ledger().revoke(coupon, user, number, free).await
+    async fn revoke(&self, winner: &Winner, free: bool) -> Result<bool, CouponError> {
+        self.ledger().revoke(winner, free).await
     }
 
     async fn load(
         &self,
-        coupon: CouponId,
-        quantity: u32,
+        campaign: &Campaign,
         holders: &[(UserId, u32)],
     ) -> Result<bool, CouponError> {
-        self.ledger().load(coupon, quantity, holders).await
+        self.ledger().load(campaign, holders).await
     }
 
     async fn snapshot(&self, coupon: CouponId) -> Result<Option<LedgerSnapshot>, CouponError> {
         self.ledger().snapshot(coupon).await
     }
 
-    async fn repair(
-        &self,
-        coupon: CouponId,
-        add: &[(UserId, u32)],
-        remove: &[LedgerEntry],
-    ) -> Result<(), CouponError> {
-        self.ledger().repair(coupon, add, remove).await
+    async fn repair(&self, coupon: CouponId, drift: &LedgerDrift) -> Result<(), CouponError> {
+        self.ledger().repair(coupon, drift).await
     }
 
     async fn issued(&self, coupon: CouponId) -> Result<Option<u64>, CouponError> {
@@ -450,7 +429,7 @@ impl CouponIssuer for FakeIssuer {
             if !self.keeps_holders {
                 return Ok(None);
             }
-            holders_by_rows(&self.repo, campaign).await
+            Ok(campaign.holders_if_sold_out(self.repo.holders(campaign.id).await?))
         }
         .boxed()
     }

@@ -138,15 +138,15 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::super::fake::{
-        FakeIssuer, FakeRepo, campaign, first_come_first_served, key, service, service_issuing,
-        service_with_two, t0,
+        FakeIssuer, FakeRepo, assert_full, campaign, first_come_first_served, key, service,
+        service_issuing, service_with_two, t0,
     };
     use crate::{
         coupon::{
             domain::{CouponError, LedgerStep, RecordError, Winner},
             infra::memory::MemoryCouponLedger,
-            ports::CouponLedger,
-            usecase::record_winners,
+            ports::{CouponLedger, IssueRequest},
+            usecase::winners::record_winners,
         },
         kernel::{Clock, CouponId, Transaction, UnitOfWork, UserId},
     };
@@ -209,13 +209,13 @@ mod tests {
         let (service, clock) = service(repo.clone(), ledger.clone()).await;
         // The ledger counts user 1 but the process died before the row and
         // the key were written.
-        assert_eq!(
-            ledger
-                .issue(CouponId(1), UserId(1), clock.now())
-                .await
-                .unwrap(),
-            LedgerStep::Issued(1)
-        );
+        let request = IssueRequest {
+            campaign: &campaign(),
+            user: UserId(1),
+            key: None,
+            now: clock.now(),
+        };
+        assert_eq!(ledger.issue(request).await.unwrap(), LedgerStep::Issued(1));
         let k = key(1, 1, "k");
         assert!(matches!(
             service.issue(CouponId(1), UserId(1), Some(&k)).await,
@@ -238,7 +238,7 @@ mod tests {
     async fn a_lock_strategy_decides_in_the_ledgers_place_and_is_answered_alike() {
         let repo = FakeRepo::default();
         let ledger = MemoryCouponLedger::default();
-        ledger.load(CouponId(1), 2, &[]).await.unwrap();
+        ledger.load(&campaign(), &[]).await.unwrap();
         let issuer = FakeIssuer::over(&repo);
         let service = service_issuing(&repo, Arc::new(issuer.clone()));
         let c = CouponId(1);
@@ -252,14 +252,7 @@ mod tests {
         // The sold-out memory is filled from the rows (a lock strategy
         // keeps no ledger) and answers the rest of the rush.
         assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1);
-        assert!(matches!(
-            service.issue(c, UserId(4), None).await,
-            Err(CouponError::SoldOut)
-        ));
-        assert!(matches!(
-            service.issue(c, UserId(2), None).await,
-            Err(CouponError::AlreadyIssued)
-        ));
+        assert_full(&service, UserId(2), UserId(4)).await;
         assert_eq!(issuer.calls.load(Ordering::SeqCst), 4);
     }
 

@@ -11,11 +11,11 @@ use anyhow::anyhow;
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::oneshot;
 
-use super::{reconcile::rebuild_ledger, winners::write_winners};
+use super::{CouponAdapters, reconcile::rebuild_ledger, winners::write_winners};
 use crate::kernel::Fault;
 use crate::{
     coupon::{
-        domain::{Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError},
+        domain::{Campaign, CouponError, IssuedCoupon, LedgerStep, RecordError, Winner},
         ports::{
             CouponIssuer, CouponLedger, CouponPorts, IssueOutcome, IssueRequest, QueuedWinner,
             WinnerQueue,
@@ -25,10 +25,7 @@ use crate::{
 };
 
 pub struct LedgerIssuer<P: CouponPorts> {
-    uow: P::Uow,
-    repo: P::Repo,
-    ledger: P::Ledger,
-    clock: P::Clock,
+    adapters: CouponAdapters<P>,
     winners: P::Winners,
     /// The queue's receiving end, until the first winner starts the writer.
     batches: Mutex<Option<<P::Winners as WinnerQueue>::Batches>>,
@@ -39,20 +36,14 @@ pub struct LedgerIssuer<P: CouponPorts> {
 }
 
 impl<P: CouponPorts> LedgerIssuer<P> {
-    /// Winners are written through `uow` by a writer that takes them from
-    /// the queue `(winners, batches)`.
+    /// Winners are written through the adapters' unit of work by a writer
+    /// that takes them from the queue `(winners, batches)`.
     pub fn new(
-        uow: P::Uow,
-        repo: P::Repo,
-        ledger: P::Ledger,
-        clock: P::Clock,
+        adapters: CouponAdapters<P>,
         (winners, batches): (P::Winners, <P::Winners as WinnerQueue>::Batches),
     ) -> Self {
         Self {
-            uow,
-            repo,
-            ledger,
-            clock,
+            adapters,
             winners,
             batches: Mutex::new(Some(batches)),
             writer: OnceLock::new(),
@@ -61,14 +52,9 @@ impl<P: CouponPorts> LedgerIssuer<P> {
     }
 
     async fn decide(&self, request: IssueRequest<'_>) -> Result<IssueOutcome, CouponError> {
-        let IssueRequest {
-            campaign,
-            user,
-            now,
-            ..
-        } = request;
+        let campaign = request.campaign;
         let coupon = campaign.id;
-        let mut step = self.ledger.issue(coupon, user, now).await?;
+        let mut step = self.adapters.ledger.issue(request).await?;
         if step == LedgerStep::Stale {
             metrics::counter!("coupon_ledger_failovers_total").increment(1);
             tracing::warn!(
@@ -77,12 +63,18 @@ impl<P: CouponPorts> LedgerIssuer<P> {
             );
         }
         if matches!(step, LedgerStep::Missing | LedgerStep::Stale) {
-            rebuild_ledger(&self.rebuilds, &self.ledger, &self.repo, campaign).await?;
-            step = self.ledger.issue(coupon, user, now).await?;
+            rebuild_ledger(
+                &self.rebuilds,
+                &self.adapters.ledger,
+                &self.adapters.repo,
+                campaign,
+            )
+            .await?;
+            step = self.adapters.ledger.issue(request).await?;
         }
         match step {
             LedgerStep::Issued(number) => {
-                let now = self.clock.now();
+                let now = self.adapters.clock.now();
                 self.record(IssueRequest { now, ..request }, number).await
             }
             LedgerStep::AlreadyIssued => Ok(IssueOutcome::AlreadyIssued),
@@ -113,8 +105,7 @@ impl<P: CouponPorts> LedgerIssuer<P> {
                 // any other (a holder the ledger had lost, a reused key, a
                 // failed write) is handed out again.
                 let free_number = !matches!(refused, RecordError::DuplicateNumber);
-                self.revoke(request.campaign.id, request.user, number, free_number)
-                    .await;
+                self.revoke(&request.winner(number), free_number).await;
                 Ok(IssueOutcome::NotWritten(refused))
             }
         }
@@ -163,15 +154,20 @@ impl<P: CouponPorts> LedgerIssuer<P> {
         self.writer.get_or_init(|| {
             let batches = self.batches.lock().ok().and_then(|mut b| b.take());
             if let Some(batches) = batches {
-                tokio::spawn(write_winners(self.uow.clone(), batches));
+                tokio::spawn(write_winners(self.adapters.uow.clone(), batches));
             }
         });
     }
 
     /// Revocation is the compensation of a failed write; if it fails too,
     /// the reconciler drops the orphan entry after the grace period.
-    async fn revoke(&self, coupon: CouponId, user: UserId, number: u32, free_number: bool) {
-        if let Err(err) = self.ledger.revoke(coupon, user, number, free_number).await {
+    async fn revoke(&self, winner: &Winner, free_number: bool) {
+        if let Err(err) = self.adapters.ledger.revoke(winner, free_number).await {
+            let Winner {
+                coupon,
+                user,
+                number,
+            } = winner;
             tracing::warn!(%coupon, %user, number, error = %err, "cannot revoke a coupon ledger entry; the reconciler will");
         }
     }
@@ -191,7 +187,7 @@ impl<P: CouponPorts> CouponIssuer for LedgerIssuer<P> {
         campaign: &'a Campaign,
     ) -> BoxFuture<'a, Result<Option<HashSet<UserId>>, CouponError>> {
         async move {
-            let snapshot = self.ledger.snapshot(campaign.id).await?;
+            let snapshot = self.adapters.ledger.snapshot(campaign.id).await?;
             Ok(snapshot
                 .filter(|s| s.entries.len() >= s.quantity as usize)
                 .map(|s| s.entries.iter().map(|e| e.user).collect()))
@@ -206,7 +202,7 @@ mod tests {
     use std::sync::{Arc, atomic::Ordering};
 
     use super::super::fake::{
-        FailedOver, FakeRepo, assert_full, number_won, service, service_over, t0,
+        FailedOver, FakeRepo, another_instance, assert_full, campaign, number_won, service,
     };
     use crate::{
         coupon::{
@@ -214,7 +210,7 @@ mod tests {
             infra::memory::MemoryCouponLedger,
             ports::CouponLedger,
         },
-        kernel::{CouponId, ManualClock, UserId},
+        kernel::{CouponId, UserId},
     };
 
     #[tokio::test]
@@ -259,11 +255,7 @@ mod tests {
         let repo = FakeRepo::default();
         let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         service.issue(CouponId(1), UserId(1), None).await.unwrap();
-        let lost = service_over(
-            repo.clone(),
-            MemoryCouponLedger::default(),
-            ManualClock::new(t0() + chrono::TimeDelta::minutes(1)),
-        );
+        let lost = another_instance(repo.clone(), MemoryCouponLedger::default());
         let tasks: Vec<_> = (10..20)
             .map(|user| {
                 let lost = lost.clone();
@@ -292,16 +284,12 @@ mod tests {
         assert_eq!(number_won(&service, CouponId(1), UserId(1)).await, 1);
         // The promoted replica knows the campaign but not user 1's number.
         let replica = MemoryCouponLedger::default();
-        replica.load(CouponId(1), 2, &[]).await.unwrap();
+        replica.load(&campaign(), &[]).await.unwrap();
         let failed_over = FailedOver {
             inner: Arc::new(std::sync::Mutex::new(replica)),
             stale: Arc::new(true.into()),
         };
-        let after = service_over(
-            repo.clone(),
-            failed_over.clone(),
-            ManualClock::new(t0() + chrono::TimeDelta::minutes(1)),
-        );
+        let after = another_instance(repo.clone(), failed_over.clone());
         // Rebuilt first: user 2 gets number 2, not user 1's number 1 again.
         assert_eq!(number_won(&after, CouponId(1), UserId(2)).await, 2);
         assert_eq!(repo.holder_reads.load(Ordering::SeqCst), 1, "one rebuild");

@@ -18,12 +18,20 @@ use chrono::TimeDelta;
 
 pub use ledger_issuer::LedgerIssuer;
 pub use redeem::{CouponRedeemer, Redemption, redeem};
-pub use sold_out::holders_by_rows;
-pub use winners::{record_winner, record_winners};
+pub use winners::RecordWinner;
 
 use self::{campaigns::CampaignCache, sold_out::SoldOutMemo};
 use super::ports::{CouponIssuer, CouponPorts};
 use crate::kernel::{CouponId, keyed::KeyedLocks};
+
+/// The adapters the service and the ledger's issuer both run over.
+#[derive(Clone)]
+pub struct CouponAdapters<P: CouponPorts> {
+    pub uow: P::Uow,
+    pub repo: P::Repo,
+    pub ledger: P::Ledger,
+    pub clock: P::Clock,
+}
 
 #[derive(Clone)]
 pub struct CouponService<P: CouponPorts> {
@@ -48,14 +56,17 @@ impl<P: CouponPorts> CouponService<P> {
     /// `issuer` decides the issues: a [`LedgerIssuer`] over the same
     /// ledger in a release.
     pub fn new(
-        uow: P::Uow,
-        repo: P::Repo,
-        ledger: P::Ledger,
-        clock: P::Clock,
+        adapters: CouponAdapters<P>,
         wake: P::Wake,
         grace: TimeDelta,
         issuer: Arc<dyn CouponIssuer>,
     ) -> Self {
+        let CouponAdapters {
+            uow,
+            repo,
+            ledger,
+            clock,
+        } = adapters;
         Self {
             uow,
             repo,

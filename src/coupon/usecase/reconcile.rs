@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use super::CouponService;
 use crate::{
     coupon::{
-        domain::{Campaign, CouponError, ReconcileReport, ledger_drift},
+        domain::{Campaign, CouponError, LedgerDrift, ReconcileReport, ledger_drift},
         ports::{CouponLedger, CouponPorts, CouponRepository},
     },
     kernel::{Clock, CouponId, Transaction, UnitOfWork, events::RelayWake, keyed::KeyedLocks},
@@ -29,9 +29,7 @@ pub(super) async fn rebuild_ledger<R: CouponRepository, L: CouponLedger>(
         return Ok(false);
     }
     let holders = repo.holders(campaign.id).await?;
-    let loaded = ledger
-        .load(campaign.id, campaign.quantity, &holders)
-        .await?;
+    let loaded = ledger.load(campaign, &holders).await?;
     if loaded {
         metrics::counter!("coupon_ledger_rebuilds_total").increment(1);
         tracing::warn!(coupon = %campaign.id, holders = holders.len(), "coupon ledger rebuilt from the database");
@@ -59,12 +57,13 @@ impl<P: CouponPorts> CouponService<P> {
         };
         let holders = self.repo.holders(coupon).await?;
         let stale_before = self.clock.now() - self.grace;
-        let (add, remove) = ledger_drift(&holders, &snapshot, stale_before);
-        if add.is_empty() && remove.is_empty() {
+        let drift = ledger_drift(&holders, &snapshot, stale_before);
+        if drift.is_empty() {
             return Ok(report);
         }
-        self.ledger.repair(coupon, &add, &remove).await?;
+        self.ledger.repair(coupon, &drift).await?;
         self.sold_out.forget(coupon);
+        let LedgerDrift { add, remove } = drift;
         report.added = add.iter().map(|(user, _)| *user).collect();
         report.removed = remove
             .iter()
@@ -108,15 +107,13 @@ impl<P: CouponPorts> CouponService<P> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeDelta;
-
-    use super::super::fake::{FakeRepo, assert_full, service, service_over, t0};
+    use super::super::fake::{FakeRepo, another_instance, assert_full, service};
     use crate::{
         coupon::{
             domain::{CouponError, IssuedCoupon},
             infra::memory::MemoryCouponLedger,
         },
-        kernel::{CouponId, ManualClock, UserCouponId, UserId, events::types},
+        kernel::{CouponId, UserCouponId, UserId, events::types},
     };
 
     #[tokio::test]
@@ -158,11 +155,7 @@ mod tests {
         let (first, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         first.issue(CouponId(1), UserId(1), None).await.unwrap();
         // Another instance whose ledger lost the campaign altogether.
-        let fresh = service_over(
-            repo,
-            MemoryCouponLedger::default(),
-            ManualClock::new(t0() + TimeDelta::minutes(1)),
-        );
+        let fresh = another_instance(repo, MemoryCouponLedger::default());
         let report = fresh.reconcile(CouponId(1)).await.unwrap();
         assert!(report.rebuilt);
         assert!(matches!(

@@ -10,10 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::CouponService;
 use crate::{
-    coupon::{
-        domain::{Campaign, CouponError},
-        ports::{CouponPorts, CouponRepository},
-    },
+    coupon::{domain::Campaign, ports::CouponPorts},
     kernel::{CouponId, UserId, keyed::ExpiringMemo},
 };
 
@@ -25,17 +22,6 @@ const SOLD_OUT_MEMORY: TimeDelta = TimeDelta::seconds(1);
 const SOLD_OUT_MEMO_MAX_QUANTITY: u32 = 100_000;
 /// Campaigns remembered at most.
 const SOLD_OUT_MEMO_CAMPAIGNS: usize = 1_000;
-
-/// Who holds `campaign` by its rows, for an issuer that keeps no ledger;
-/// `None` when a number is free (freed since the refusal, say).
-pub async fn holders_by_rows(
-    rows: &impl CouponRepository,
-    campaign: &Campaign,
-) -> Result<Option<HashSet<UserId>>, CouponError> {
-    let holders = rows.holders(campaign.id).await?;
-    Ok((holders.len() >= campaign.quantity as usize)
-        .then(|| holders.into_iter().map(|(user, _)| user).collect()))
-}
 
 /// After a campaign sells out, nearly every request of the rush is a
 /// refusal. Those are answered here, without a ledger round trip: a holder
@@ -134,9 +120,13 @@ mod tests {
 
     use chrono::TimeDelta;
 
-    use super::super::fake::{FakeIssuer, FakeRepo, service, service_issuing};
+    use super::super::fake::{FakeIssuer, FakeRepo, assert_full, service, service_issuing};
     use crate::{
-        coupon::{domain::CouponError, infra::memory::MemoryCouponLedger, ports::CouponLedger},
+        coupon::{
+            domain::{CouponError, Winner},
+            infra::memory::MemoryCouponLedger,
+            ports::CouponLedger,
+        },
         kernel::{CouponId, UserId},
     };
 
@@ -155,16 +145,21 @@ mod tests {
         // Number 2 is given back (as a write failing elsewhere gives its
         // number back, with no row): this instance goes on refusing from
         // memory for a second, and still knows who holds a coupon.
-        assert!(ledger.revoke(c, UserId(2), 2, true).await.unwrap());
+        assert!(
+            ledger
+                .revoke(
+                    &Winner {
+                        coupon: c,
+                        user: UserId(2),
+                        number: 2
+                    },
+                    true
+                )
+                .await
+                .unwrap()
+        );
         repo.uow.world().won.retain(|row| row.user != UserId(2));
-        assert!(matches!(
-            service.issue(c, UserId(4), None).await,
-            Err(CouponError::SoldOut)
-        ));
-        assert!(matches!(
-            service.issue(c, UserId(1), None).await,
-            Err(CouponError::AlreadyIssued)
-        ));
+        assert_full(&service, UserId(1), UserId(4)).await;
         clock.advance(TimeDelta::milliseconds(1_001));
         assert_eq!(service.issue(c, UserId(4), None).await.unwrap().number, 2);
     }

@@ -3,11 +3,12 @@
 
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
+use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
     coupon::{
         domain::{IssuedCoupon, RecordError, Winner},
-        ports::{IssueTx, WinnerBatches},
+        ports::{IssueTx, WinnerBatches, WinnerRecorder},
     },
     kernel::{
         StoreError, Transaction, UnitOfWork,
@@ -86,14 +87,20 @@ where
     Ok(written)
 }
 
-/// [`record_winners`] for one winner: their row.
-pub async fn record_winner<T: IssueTx + OutboxWriter + IdempotencyTx>(
-    tx: &mut T,
-    winner: Winner,
-    key: Option<RequestKey>,
-    now: DateTime<Utc>,
-) -> Result<IssuedCoupon, RecordError> {
-    the_winner(record_winners(tx, &[(winner, key)], now).await?)
+/// [`record_winners`] for one winner in the caller's transaction.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordWinner;
+
+impl<T: IssueTx + OutboxWriter + IdempotencyTx> WinnerRecorder<T> for RecordWinner {
+    fn record<'a>(
+        &'a self,
+        tx: &'a mut T,
+        winner: Winner,
+        key: Option<RequestKey>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<IssuedCoupon, RecordError>> {
+        async move { the_winner(record_winners(tx, &[(winner, key)], now).await?) }.boxed()
+    }
 }
 
 /// The row of a write of one winner.
@@ -108,7 +115,7 @@ fn the_winner(mut written: Vec<IssuedCoupon>) -> Result<IssuedCoupon, RecordErro
 /// answer. A key another request holds fails the lot with `KeyReused` (the
 /// caller writes the others again without that one), as a unique index
 /// refusing a row fails it with `DuplicateUser` / `DuplicateNumber`.
-pub async fn record_winners<T: IssueTx + OutboxWriter + IdempotencyTx>(
+pub(super) async fn record_winners<T: IssueTx + OutboxWriter + IdempotencyTx>(
     tx: &mut T,
     winners: &[(Winner, Option<RequestKey>)],
     now: DateTime<Utc>,

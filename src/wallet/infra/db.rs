@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
-    sea_query::{Expr, ExprTrait},
+    sea_query::{Expr, ExprTrait, IntoCondition},
 };
 
 use crate::{
@@ -67,97 +67,43 @@ async fn balance_of<C: ConnectionTrait>(conn: &C, user: UserId) -> Result<i64, D
         .map_or(0, |w| w.balance))
 }
 
-async fn ledger<C: ConnectionTrait>(
+/// One balance change: a conditional UPDATE by `delta` (concurrent changes
+/// add up exactly; `allowed` is the balance it may start from), then its
+/// ledger row; the new balance, or `None` when `allowed` refused it
+/// (nothing changed then).
+async fn change_balance<C: ConnectionTrait>(
     conn: &C,
     user: UserId,
+    delta: i64,
+    allowed: impl IntoCondition,
     kind: EntryKind,
-    amount: i64,
-    balance_after: i64,
     payment: Option<PaymentId>,
     now: DateTime<Utc>,
-) -> Result<(), DbErr> {
+) -> Result<Option<Points>, DbErr> {
+    let changed = wallet::Entity::update_many()
+        .col_expr(
+            wallet::Column::Balance,
+            Expr::col(wallet::Column::Balance).add(delta),
+        )
+        .col_expr(wallet::Column::UpdatedAt, Expr::value(now))
+        .filter(wallet::Column::UserId.eq(user.value()))
+        .filter(allowed)
+        .exec(conn)
+        .await?;
+    if changed.rows_affected == 0 {
+        return Ok(None);
+    }
+    let after = balance_of(conn, user).await?;
     wallet_transaction::Entity::insert(wallet_transaction::ActiveModel {
         user_id: Set(user.value()),
         kind: Set(kind.as_str().into()),
-        amount: Set(amount),
-        balance_after: Set(balance_after),
+        amount: Set(delta),
+        balance_after: Set(after),
         payment_id: Set(payment.map(PaymentId::value)),
         created_at: Set(now),
         ..Default::default()
     })
     .exec_without_returning(conn)
-    .await?;
-    Ok(())
-}
-
-/// Adds `amount` (a charge or a refund) unless the balance would pass the
-/// cap; returns the new balance, or `None` at the cap.
-async fn credit<C: ConnectionTrait>(
-    conn: &C,
-    user: UserId,
-    amount: Points,
-    kind: EntryKind,
-    payment: Option<PaymentId>,
-    now: DateTime<Utc>,
-) -> Result<Option<Points>, DbErr> {
-    let empty = wallet::ActiveModel {
-        user_id: Set(user.value()),
-        balance: Set(0),
-        updated_at: Set(now),
-    };
-    insert_new(empty, [wallet::Column::UserId], conn).await?;
-    let added = wallet::Entity::update_many()
-        .col_expr(
-            wallet::Column::Balance,
-            Expr::col(wallet::Column::Balance).add(amount.value()),
-        )
-        .col_expr(wallet::Column::UpdatedAt, Expr::value(now))
-        .filter(wallet::Column::UserId.eq(user.value()))
-        .filter(wallet::Column::Balance.lte(Points::MAX - amount.value()))
-        .exec(conn)
-        .await?;
-    if added.rows_affected == 0 {
-        return Ok(None);
-    }
-    let after = balance_of(conn, user).await?;
-    ledger(conn, user, kind, amount.value(), after, payment, now).await?;
-    Points::new(after)
-        .map(Some)
-        .map_err(|e| DbErr::Custom(e.to_string()))
-}
-
-/// Takes `amount` for a payment if the balance covers it (one conditional
-/// UPDATE: concurrent payments can never overdraw); `None` otherwise.
-async fn debit<C: ConnectionTrait>(
-    conn: &C,
-    user: UserId,
-    amount: Points,
-    payment: PaymentId,
-    now: DateTime<Utc>,
-) -> Result<Option<Points>, DbErr> {
-    let taken = wallet::Entity::update_many()
-        .col_expr(
-            wallet::Column::Balance,
-            Expr::col(wallet::Column::Balance).sub(amount.value()),
-        )
-        .col_expr(wallet::Column::UpdatedAt, Expr::value(now))
-        .filter(wallet::Column::UserId.eq(user.value()))
-        .filter(wallet::Column::Balance.gte(amount.value()))
-        .exec(conn)
-        .await?;
-    if taken.rows_affected == 0 {
-        return Ok(None);
-    }
-    let after = balance_of(conn, user).await?;
-    ledger(
-        conn,
-        user,
-        EntryKind::Payment,
-        -amount.value(),
-        after,
-        Some(payment),
-        now,
-    )
     .await?;
     Points::new(after)
         .map(Some)
@@ -219,9 +165,20 @@ impl WalletTx for DbTx {
         payment: Option<PaymentId>,
         now: DateTime<Utc>,
     ) -> Result<Option<Points>, StoreError> {
-        Ok(credit(self.conn(), user, amount, kind, payment, now).await?)
+        let conn = self.conn();
+        let empty = wallet::ActiveModel {
+            user_id: Set(user.value()),
+            balance: Set(0),
+            updated_at: Set(now),
+        };
+        insert_new(empty, [wallet::Column::UserId], conn).await?;
+        let below_cap = wallet::Column::Balance.lte(Points::MAX - amount.value());
+        let delta = amount.value();
+        Ok(change_balance(conn, user, delta, below_cap, kind, payment, now).await?)
     }
 
+    /// A payment never overdraws: the UPDATE only takes a balance that
+    /// covers it.
     async fn debit(
         &mut self,
         user: UserId,
@@ -229,6 +186,9 @@ impl WalletTx for DbTx {
         payment: PaymentId,
         now: DateTime<Utc>,
     ) -> Result<Option<Points>, StoreError> {
-        Ok(debit(self.conn(), user, amount, payment, now).await?)
+        let (conn, kind) = (self.conn(), EntryKind::Payment);
+        let covers = wallet::Column::Balance.gte(amount.value());
+        let delta = -amount.value();
+        Ok(change_balance(conn, user, delta, covers, kind, Some(payment), now).await?)
     }
 }

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, anyhow};
-use futures::{FutureExt, StreamExt, future::BoxFuture};
+use futures::StreamExt;
 use redis::Script;
 use tokio::sync::{Notify, watch};
 
@@ -42,14 +42,17 @@ return 0
 });
 
 /// Runs a release `script` (compare the token, delete) for `lock`.
-fn run_release<'a>(
-    script: &'static Script,
+async fn run_release(
+    script: &Script,
     redis: &Conn,
-    lock: &'a str,
-    token: &'a str,
-) -> BoxFuture<'a, redis::RedisResult<i64>> {
-    let mut redis = redis.clone();
-    async move { script.key(lock).arg(token).invoke_async(&mut redis).await }.boxed()
+    lock: &str,
+    token: &str,
+) -> redis::RedisResult<i64> {
+    script
+        .key(lock)
+        .arg(token)
+        .invoke_async(&mut redis.clone())
+        .await
 }
 
 /// What letting go of a lock answered. When it was `held`, a lease that ran
@@ -70,18 +73,18 @@ fn released(answer: redis::RedisResult<i64>, key: &str, held: bool) {
 /// clone shares the lock (it only holds connections).
 pub(super) trait OutsideLock: Clone + Send + Sync + 'static {
     /// Takes `lock` for `token`, waiting as the strategy waits.
-    fn acquire<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), RecordError>>;
+    fn acquire(
+        &self,
+        lock: &str,
+        token: &str,
+    ) -> impl Future<Output = Result<(), RecordError>> + Send;
 
     /// Lets go of `lock` if `token` still holds it: 1 if it did.
-    fn release<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, redis::RedisResult<i64>>;
+    fn release(
+        &self,
+        lock: &str,
+        token: &str,
+    ) -> impl Future<Output = redis::RedisResult<i64>> + Send;
 }
 
 /// Lets go of a lock taken (or being taken) for one request, whatever way
@@ -155,46 +158,35 @@ pub(super) struct SpinLock {
 }
 
 impl OutsideLock for SpinLock {
-    fn acquire<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        async move {
-            let mut redis = self.redis.clone();
-            let deadline = Instant::now() + LOCK_DEADLINE;
-            loop {
-                let acquired: Option<String> = redis::cmd("SET")
-                    .arg(lock)
-                    .arg(token)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(LEASE_MS)
-                    .query_async(&mut redis)
-                    .await
-                    .map_err(failed)?;
-                if acquired.is_some() {
-                    return Ok(());
-                }
-                metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "spin-lock")
-                    .increment(1);
-                if Instant::now() >= deadline {
-                    return Err(failed(anyhow!(
-                        "the spin lock was not acquired within {LOCK_DEADLINE:?}"
-                    )));
-                }
-                tokio::time::sleep(SPIN_SLEEP).await;
+    async fn acquire(&self, lock: &str, token: &str) -> Result<(), RecordError> {
+        let mut redis = self.redis.clone();
+        let deadline = Instant::now() + LOCK_DEADLINE;
+        loop {
+            let acquired: Option<String> = redis::cmd("SET")
+                .arg(lock)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(LEASE_MS)
+                .query_async(&mut redis)
+                .await
+                .map_err(failed)?;
+            if acquired.is_some() {
+                return Ok(());
             }
+            metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "spin-lock")
+                .increment(1);
+            if Instant::now() >= deadline {
+                return Err(failed(anyhow!(
+                    "the spin lock was not acquired within {LOCK_DEADLINE:?}"
+                )));
+            }
+            tokio::time::sleep(SPIN_SLEEP).await;
         }
-        .boxed()
     }
 
-    fn release<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-        run_release(&RELEASE, &self.redis, lock, token)
+    async fn release(&self, lock: &str, token: &str) -> redis::RedisResult<i64> {
+        run_release(&RELEASE, &self.redis, lock, token).await
     }
 }
 
@@ -289,63 +281,52 @@ impl PubSubLock {
 }
 
 impl OutsideLock for PubSubLock {
-    fn acquire<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, Result<(), RecordError>> {
-        async move {
-            let notify = self.waiters_of(lock);
-            let mut redis = self.redis.clone();
-            let deadline = Instant::now() + LOCK_DEADLINE;
-            loop {
-                // Waiting before trying: a release between the try and the
-                // wait still wakes this waiter.
-                let released = notify.notified();
-                tokio::pin!(released);
-                released.as_mut().enable();
-                let ttl: i64 = match ACQUIRE
-                    .key(lock)
-                    .arg(token)
-                    .arg(LEASE_MS)
-                    .invoke_async(&mut redis)
-                    .await
-                {
-                    Ok(ttl) => ttl,
-                    Err(err) => {
-                        // A release meant for this waiter goes to the next.
-                        notify.notify_one();
-                        return Err(failed(err));
-                    }
-                };
-                if ttl < 0 {
-                    return Ok(());
-                }
-                metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "pub-sub-lock")
-                    .increment(1);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+    async fn acquire(&self, lock: &str, token: &str) -> Result<(), RecordError> {
+        let notify = self.waiters_of(lock);
+        let mut redis = self.redis.clone();
+        let deadline = Instant::now() + LOCK_DEADLINE;
+        loop {
+            // Waiting before trying: a release between the try and the
+            // wait still wakes this waiter.
+            let released = notify.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            let ttl: i64 = match ACQUIRE
+                .key(lock)
+                .arg(token)
+                .arg(LEASE_MS)
+                .invoke_async(&mut redis)
+                .await
+            {
+                Ok(ttl) => ttl,
+                Err(err) => {
+                    // A release meant for this waiter goes to the next.
                     notify.notify_one();
-                    return Err(failed(anyhow!(
-                        "the pub/sub lock was not acquired within {LOCK_DEADLINE:?}"
-                    )));
+                    return Err(failed(err));
                 }
-                let mut wait = Duration::from_millis(ttl.unsigned_abs()).min(left);
-                if !*self.subscribed.borrow() {
-                    wait = wait.min(UNSUBSCRIBED_WAIT);
-                }
-                let _ = tokio::time::timeout(wait, released).await;
+            };
+            if ttl < 0 {
+                return Ok(());
             }
+            metrics::counter!("coupon_bench_lock_retries_total", "strategy" => "pub-sub-lock")
+                .increment(1);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                notify.notify_one();
+                return Err(failed(anyhow!(
+                    "the pub/sub lock was not acquired within {LOCK_DEADLINE:?}"
+                )));
+            }
+            let mut wait = Duration::from_millis(ttl.unsigned_abs()).min(left);
+            if !*self.subscribed.borrow() {
+                wait = wait.min(UNSUBSCRIBED_WAIT);
+            }
+            let _ = tokio::time::timeout(wait, released).await;
         }
-        .boxed()
     }
 
-    fn release<'a>(
-        &'a self,
-        lock: &'a str,
-        token: &'a str,
-    ) -> BoxFuture<'a, redis::RedisResult<i64>> {
-        run_release(&RELEASE_AND_PUBLISH, &self.redis, lock, token)
+    async fn release(&self, lock: &str, token: &str) -> redis::RedisResult<i64> {
+        run_release(&RELEASE_AND_PUBLISH, &self.redis, lock, token).await
     }
 }
 
@@ -370,17 +351,13 @@ mod tests {
     struct CountingLock(Arc<Mutex<Vec<String>>>);
 
     impl OutsideLock for CountingLock {
-        fn acquire<'a>(&'a self, _: &'a str, _: &'a str) -> BoxFuture<'a, Result<(), RecordError>> {
-            async { Ok(()) }.boxed()
+        async fn acquire(&self, _: &str, _: &str) -> Result<(), RecordError> {
+            Ok(())
         }
 
-        fn release<'a>(
-            &'a self,
-            _: &'a str,
-            token: &'a str,
-        ) -> BoxFuture<'a, redis::RedisResult<i64>> {
+        async fn release(&self, _: &str, token: &str) -> redis::RedisResult<i64> {
             self.0.lock().unwrap().push(token.to_owned());
-            async { Ok(1) }.boxed()
+            Ok(1)
         }
     }
 
