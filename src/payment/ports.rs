@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, marker::PhantomData};
 
 use chrono::{DateTime, Utc};
 
@@ -31,6 +31,27 @@ pub trait PaymentPorts: Send + Sync + 'static {
     type Reservations: ReservationRepository;
     type Clock: Clock;
     type Wake: RelayWake;
+}
+
+/// The bundle whose adapters are its type parameters, in the order of
+/// [`PaymentPorts`]' types: the server's wiring and the tests' fakes are
+/// each one alias of it.
+#[derive(Clone)]
+pub struct PaymentAdapters<U, P, R, C, W>(PhantomData<fn() -> (U, P, R, C, W)>);
+
+impl<U, P, R, C, W> PaymentPorts for PaymentAdapters<U, P, R, C, W>
+where
+    U: UnitOfWork<Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx>,
+    P: PaymentRepository,
+    R: ReservationRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    type Uow = U;
+    type Payments = P;
+    type Reservations = R;
+    type Clock = C;
+    type Wake = W;
 }
 
 /// Payments and compensations outside any transaction.

@@ -320,6 +320,17 @@ mod tests {
         }
     }
 
+    /// One seat, sold out to ALICE while BOB then CAROL wait in line, given
+    /// back: its release is written, not yet delivered.
+    async fn released_with_bob_and_carol_in_line() -> Harness {
+        let h = harness(1, 10);
+        let holds = h.sell_out().await;
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
+        h.service.release(holds[0], ALICE).await.unwrap();
+        h
+    }
+
     #[tokio::test]
     async fn the_waitlist_takes_people_only_while_nothing_is_free_one_place_each() {
         let h = harness(2, 10);
@@ -457,11 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_released_seat_is_held_for_the_first_in_line_and_offered_once() {
-        let h = harness(1, 10);
-        let holds = h.sell_out().await;
-        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
-        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
-        h.service.release(holds[0], ALICE).await.unwrap();
+        let h = released_with_bob_and_carol_in_line().await;
 
         let offer = h
             .deliver_last(types::RESERVATION_RELEASED)
@@ -497,11 +504,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lapsed_offer_passes_to_the_next_in_line() {
-        let h = harness(1, 10);
-        let holds = h.sell_out().await;
-        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
-        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
-        h.service.release(holds[0], ALICE).await.unwrap();
+        let h = released_with_bob_and_carol_in_line().await;
         let bobs = h.deliver_last(types::RESERVATION_RELEASED).await.unwrap();
 
         h.clock.advance(TimeDelta::minutes(6));
