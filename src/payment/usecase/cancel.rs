@@ -139,13 +139,9 @@ mod tests {
                 .filter(|(_, e, p)| e.kind == EntryKind::Refund && *p == Some(ticket.id))
                 .collect();
             assert_eq!(refunds.len(), 1);
-            let refunded: Vec<_> = world
-                .outbox
-                .iter()
-                .filter(|e| e.event_type == types::PAYMENT_REFUNDED)
-                .collect();
+            let refunded = world.payloads(types::PAYMENT_REFUNDED);
             assert_eq!(refunded.len(), 1);
-            assert_eq!(refunded[0].payload["reason"], "cancelled");
+            assert_eq!(refunded[0]["reason"], "cancelled");
             assert_eq!(
                 world
                     .event_types()

@@ -403,14 +403,7 @@ mod tests {
             Err(PaymentError::CompensationNotFailed(_))
         ));
         assert_eq!(h.compensation().attempts, 0);
-        let retried: Vec<_> = h
-            .store
-            .world()
-            .outbox
-            .iter()
-            .filter(|e| e.event_type == types::COMPENSATION_RETRIED)
-            .map(|e| e.payload.clone())
-            .collect();
+        let retried = h.store.world().payloads(types::COMPENSATION_RETRIED);
         assert_eq!(
             retried,
             vec![serde_json::json!({

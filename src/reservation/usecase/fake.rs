@@ -110,6 +110,12 @@ impl Harness {
         outcome
     }
 
+    /// The show of [`SCHEDULE`] starts `starts_in` from now.
+    pub fn show_in(&self, starts_in: TimeDelta) {
+        let starts_at = self.clock.now() + starts_in;
+        self.store.world().shows.insert(SCHEDULE, starts_at);
+    }
+
     /// Marks the hold paid, as a payment would, without a payment flow.
     pub fn pay(&self, id: ReservationId) {
         self.store

@@ -460,10 +460,7 @@ mod tests {
     async fn no_hold_is_taken_once_sales_close_and_the_seat_stays_free() {
         // Sales close an hour before the show (the harness's policy).
         let h = harness(1, 10);
-        h.store
-            .world()
-            .shows
-            .insert(SCHEDULE, h.clock.now() + TimeDelta::minutes(59));
+        h.show_in(TimeDelta::minutes(59));
         assert!(matches!(
             h.service.hold(ALICE, SCHEDULE, h.seats[0]).await,
             Err(ReservationError::SalesClosed(SCHEDULE))
