@@ -86,15 +86,10 @@ impl crate::wallet::ports::WalletPorts for WalletWiring {
 pub type Payments = PaymentService<PaymentWiring>;
 pub type CompensationRunner = Compensations<PaymentWiring>;
 /// The payment use cases' and the compensation runner's adapters: the
-/// payment module's tables, with schedules and holds read through the
-/// catalog's and the reservations' ports.
-pub type PaymentWiring = PaymentAdapters<
-    DbUnitOfWork,
-    DbPayments<DbCatalog, DbReservations>,
-    DbReservations,
-    SystemClock,
-    RelayWaker,
->;
+/// payment module's tables, with schedules read through the catalog's
+/// ports.
+pub type PaymentWiring =
+    PaymentAdapters<DbUnitOfWork, DbPayments<DbCatalog>, DbReservations, SystemClock, RelayWaker>;
 pub type Coupons = CouponService<CouponWiring>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 
@@ -165,11 +160,7 @@ impl Services {
         );
         let payments = PaymentService::new(
             a.uow.clone(),
-            DbPayments::new(
-                db.clone(),
-                DbCatalog::new(db.clone()),
-                DbReservations::new(db.clone()),
-            ),
+            DbPayments::new(db.clone(), DbCatalog::new(db.clone())),
             DbReservations::new(db.clone()),
             SystemClock,
             a.waker.clone(),
@@ -180,15 +171,7 @@ impl Services {
         .with_sales_close(chrono::TimeDelta::minutes(
             settings.sales_close_minutes_before_start.into(),
         ));
-        let compensations = Compensations::new(
-            a.uow.clone(),
-            DbPayments::new(
-                db.clone(),
-                DbCatalog::new(db.clone()),
-                DbReservations::new(db.clone()),
-            ),
-            SystemClock,
-            a.waker.clone(),
+        let compensations = payments.compensation_runner(
             Arc::new(alerts.clone()),
             Duration::from_millis(settings.compensation_retry_ms),
         );

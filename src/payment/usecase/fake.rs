@@ -46,22 +46,17 @@ pub fn harness() -> Harness {
     let clock = ManualClock::new(Utc::now());
     let wakes = Wakes::default();
     let alerts = RaisedAlerts::default();
+    let payments = PaymentService::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        clock.clone(),
+        wakes.clone(),
+    );
     Harness {
-        payments: PaymentService::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            clock.clone(),
-            wakes.clone(),
-        ),
-        compensations: Compensations::new(
-            store.clone(),
-            store.clone(),
-            clock.clone(),
-            wakes.clone(),
-            Arc::new(alerts.clone()),
-            Duration::from_secs(1),
-        ),
+        compensations: payments
+            .compensation_runner(Arc::new(alerts.clone()), Duration::from_secs(1)),
+        payments,
         store,
         clock,
         wakes,
