@@ -282,7 +282,9 @@ fn housekeeping(
     every: Duration,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let retained: [(fn(DatabaseConnection) -> DbExpiring, u64); 6] = [
+    // Each kind of row, by the function that names its table and condition.
+    type Rows = fn(DatabaseConnection) -> DbExpiring;
+    let retained: [(Rows, u64); 6] = [
         (expiring_inbox, settings.inbox_retention_seconds),
         (
             crate::db::idempotency::expiring_keys,

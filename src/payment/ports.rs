@@ -37,7 +37,7 @@ pub trait PaymentPorts: Send + Sync + 'static {
 /// [`PaymentPorts`]' types: the server's wiring and the tests' fakes are
 /// each one alias of it.
 #[derive(Clone)]
-pub struct PaymentAdapters<U, P, R, C, W>(PhantomData<fn() -> (U, P, R, C, W)>);
+pub struct PaymentAdapters<U, P, R, C, W>(PhantomData<(U, P, R, C, W)>);
 
 impl<U, P, R, C, W> PaymentPorts for PaymentAdapters<U, P, R, C, W>
 where

@@ -28,7 +28,7 @@ pub trait ReservationPorts: Clone + Send + Sync + 'static {
 /// [`ReservationPorts`]' types: the server's wiring and the tests' fakes are
 /// each one alias of it.
 #[derive(Clone)]
-pub struct ReservationAdapters<U, R, S, C, W>(PhantomData<fn() -> (U, R, S, C, W)>);
+pub struct ReservationAdapters<U, R, S, C, W>(PhantomData<(U, R, S, C, W)>);
 
 impl<U, R, S, C, W> ReservationPorts for ReservationAdapters<U, R, S, C, W>
 where
