@@ -28,7 +28,7 @@ use crate::{
     },
     payment::{
         infra::db::DbPayments,
-        ports::PaymentPorts,
+        ports::PaymentAdapters,
         usecase::{Compensations, PaymentService},
     },
     queue::{
@@ -42,7 +42,7 @@ use crate::{
         usecase::QueueService,
     },
     reservation::{
-        domain::HoldPolicy, infra::db::DbReservations, ports::ReservationPorts,
+        domain::HoldPolicy, infra::db::DbReservations, ports::ReservationAdapters,
         usecase::ReservationService,
     },
     wallet::{infra::db::DbWallets, usecase::WalletService},
@@ -72,15 +72,8 @@ impl crate::queue::ports::QueuePorts for QueueWiring {
 }
 pub type Reservations = ReservationService<ReservationWiring>;
 /// The reservation use cases over the database, waking the relay.
-#[derive(Clone)]
-pub struct ReservationWiring;
-impl ReservationPorts for ReservationWiring {
-    type Uow = DbUnitOfWork;
-    type Reservations = DbReservations;
-    type Seats = DbCatalog;
-    type Clock = SystemClock;
-    type Wake = RelayWaker;
-}
+pub type ReservationWiring =
+    ReservationAdapters<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
 pub type Wallets = WalletService<WalletWiring>;
 /// The wallet over the database, waking the relay.
 #[derive(Clone)]
@@ -93,18 +86,11 @@ impl crate::wallet::ports::WalletPorts for WalletWiring {
 }
 pub type Payments = PaymentService<PaymentWiring>;
 pub type CompensationRunner = Compensations<PaymentWiring>;
-/// The payment use cases' and the compensation runner's adapters.
-#[derive(Clone)]
-pub struct PaymentWiring;
-impl PaymentPorts for PaymentWiring {
-    type Uow = DbUnitOfWork;
-    /// The payment module's tables, and schedules and holds read through
-    /// the catalog's and the reservations' ports.
-    type Payments = DbPayments<DbCatalog, DbReservations>;
-    type Reservations = DbReservations;
-    type Clock = SystemClock;
-    type Wake = RelayWaker;
-}
+/// The payment use cases' and the compensation runner's adapters: the
+/// payment module's tables, with schedules read through the catalog's
+/// ports.
+pub type PaymentWiring =
+    PaymentAdapters<DbUnitOfWork, DbPayments<DbCatalog>, DbReservations, SystemClock, RelayWaker>;
 pub type Coupons = CouponService<CouponWiring>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 
@@ -175,11 +161,7 @@ impl Services {
         );
         let payments = PaymentService::new(
             a.uow.clone(),
-            DbPayments::new(
-                db.clone(),
-                DbCatalog::new(db.clone()),
-                DbReservations::new(db.clone()),
-            ),
+            DbPayments::new(db.clone(), DbCatalog::new(db.clone())),
             DbReservations::new(db.clone()),
             SystemClock,
             a.waker.clone(),
@@ -190,15 +172,7 @@ impl Services {
         .with_sales_close(chrono::TimeDelta::minutes(
             settings.sales_close_minutes_before_start.into(),
         ));
-        let compensations = Compensations::new(
-            a.uow.clone(),
-            DbPayments::new(
-                db.clone(),
-                DbCatalog::new(db.clone()),
-                DbReservations::new(db.clone()),
-            ),
-            SystemClock,
-            a.waker.clone(),
+        let compensations = payments.compensation_runner(
             Arc::new(alerts.clone()),
             Duration::from_millis(settings.compensation_retry_ms),
         );

@@ -282,38 +282,30 @@ fn housekeeping(
     every: Duration,
     cancel: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let keep = |seconds: u64| TimeDelta::seconds(i64::try_from(seconds).unwrap_or(i64::MAX));
-    let policy = |rows: DbExpiring, seconds: u64| Retention {
-        rows: Arc::new(rows),
-        keep: keep(seconds),
-    };
-    let sweeper = Housekeeping::new(
-        vec![
-            policy(expiring_inbox(db.clone()), settings.inbox_retention_seconds),
-            policy(
-                crate::db::idempotency::expiring_keys(db.clone()),
-                settings.idempotency_retention_seconds,
-            ),
-            policy(
-                expiring_notifications(db.clone()),
-                settings.notification_retention_seconds,
-            ),
-            policy(
-                expiring_jobs(db.clone()),
-                settings.coupon_job_retention_seconds,
-            ),
-            policy(
-                expiring_dead_letters(db.clone()),
-                settings.dead_letter_retention_seconds,
-            ),
-            policy(
-                expiring_alerts(db.clone()),
-                settings.alert_retention_seconds,
-            ),
-        ],
-        SystemClock,
-        RETENTION_BATCH,
-    );
+    // Each kind of row, by the function that names its table and condition.
+    type Rows = fn(DatabaseConnection) -> DbExpiring;
+    let retained: [(Rows, u64); 6] = [
+        (expiring_inbox, settings.inbox_retention_seconds),
+        (
+            crate::db::idempotency::expiring_keys,
+            settings.idempotency_retention_seconds,
+        ),
+        (
+            expiring_notifications,
+            settings.notification_retention_seconds,
+        ),
+        (expiring_jobs, settings.coupon_job_retention_seconds),
+        (
+            expiring_dead_letters,
+            settings.dead_letter_retention_seconds,
+        ),
+        (expiring_alerts, settings.alert_retention_seconds),
+    ];
+    let policies = retained.map(|(rows, seconds)| Retention {
+        rows: Arc::new(rows(db.clone())),
+        keep: TimeDelta::seconds(i64::try_from(seconds).unwrap_or(i64::MAX)),
+    });
+    let sweeper = Housekeeping::new(policies.into(), SystemClock, RETENTION_BATCH);
     let sweeper = Arc::new(sweeper);
     periodically("housekeeping", every, cancel, move || {
         let sweeper = sweeper.clone();

@@ -73,32 +73,35 @@ impl Settings {
             "a server with PostgreSQL or Redis, or listening beyond loopback, needs one";
         let strong = |secret: &str| secret.len() >= MIN_SECRET_BYTES && secret != DEV_JWT_SECRET;
         if !local {
-            match &self.jwt_secret {
-                None if !self.uses_identity_provider_keys() => {
-                    return Err(format!(
-                        "BOXOFFICE_JWT_SECRET (--jwt-secret) is not set and the built-in development secret is public: {why_not_local} of at least {MIN_SECRET_BYTES} bytes (or an identity provider's keys)"
-                    ));
+            // A secret is refused when it is missing (where it is required)
+            // or weak; `missing` and `weak` say which variable and why.
+            let check = |secret: Option<&String>, required: bool, missing: String, weak: String| {
+                match secret {
+                    None if required => Err(missing),
+                    Some(secret) if !strong(secret) => Err(weak),
+                    _ => Ok(()),
                 }
-                Some(secret) if !strong(secret) => {
-                    return Err(format!(
-                        "BOXOFFICE_JWT_SECRET (--jwt-secret) is shorter than {MIN_SECRET_BYTES} bytes or the public development secret: {why_not_local} of at least {MIN_SECRET_BYTES} random bytes"
-                    ));
-                }
-                _ => {}
-            }
-            match &self.queue_token_secret {
-                None => {
-                    return Err(format!(
-                        "BOXOFFICE_QUEUE_TOKEN_SECRET (--queue-token-secret) is not set: {why_not_local} of at least {MIN_SECRET_BYTES} bytes, shared by every instance (BOXOFFICE_JWT_SECRET signs identity tokens only)"
-                    ));
-                }
-                Some(secret) if !strong(secret) => {
-                    return Err(format!(
-                        "BOXOFFICE_QUEUE_TOKEN_SECRET (--queue-token-secret) is shorter than {MIN_SECRET_BYTES} bytes: {why_not_local} of at least {MIN_SECRET_BYTES} random bytes"
-                    ));
-                }
-                _ => {}
-            }
+            };
+            check(
+                self.jwt_secret.as_ref(),
+                !self.uses_identity_provider_keys(),
+                format!(
+                    "BOXOFFICE_JWT_SECRET (--jwt-secret) is not set and the built-in development secret is public: {why_not_local} of at least {MIN_SECRET_BYTES} bytes (or an identity provider's keys)"
+                ),
+                format!(
+                    "BOXOFFICE_JWT_SECRET (--jwt-secret) is shorter than {MIN_SECRET_BYTES} bytes or the public development secret: {why_not_local} of at least {MIN_SECRET_BYTES} random bytes"
+                ),
+            )?;
+            check(
+                self.queue_token_secret.as_ref(),
+                true,
+                format!(
+                    "BOXOFFICE_QUEUE_TOKEN_SECRET (--queue-token-secret) is not set: {why_not_local} of at least {MIN_SECRET_BYTES} bytes, shared by every instance (BOXOFFICE_JWT_SECRET signs identity tokens only)"
+                ),
+                format!(
+                    "BOXOFFICE_QUEUE_TOKEN_SECRET (--queue-token-secret) is shorter than {MIN_SECRET_BYTES} bytes: {why_not_local} of at least {MIN_SECRET_BYTES} random bytes"
+                ),
+            )?;
         }
         if self.queue_token_secret.is_some()
             && self.queue_token_secret.as_deref() == Some(self.identity_secret())
@@ -155,6 +158,7 @@ mod tests {
     #[test]
     fn a_server_anyone_can_reach_refuses_public_or_short_secrets() {
         let postgres = ["--database-url", "postgres://u@localhost/db"];
+        let on_postgres = |args: &[&'static str]| [&postgres[..], args].concat();
         let refused = |args: &[&str], names: &str| {
             let err = exposed(args).expect_err("must refuse to start");
             assert!(err.contains(names), "{err}");
@@ -167,54 +171,36 @@ mod tests {
             "BOXOFFICE_JWT_SECRET",
         );
         refused(
-            &[postgres[0], postgres[1], "--jwt-secret", "too-short"],
+            &on_postgres(&["--jwt-secret", "too-short"]),
             "BOXOFFICE_JWT_SECRET",
         );
         refused(
-            &[postgres[0], postgres[1], "--jwt-secret", DEV_JWT_SECRET],
+            &on_postgres(&["--jwt-secret", DEV_JWT_SECRET]),
             "BOXOFFICE_JWT_SECRET",
         );
         refused(
-            &[postgres[0], postgres[1], "--jwt-secret", STRONG],
+            &on_postgres(&["--jwt-secret", STRONG]),
             "BOXOFFICE_QUEUE_TOKEN_SECRET",
         );
         refused(
-            &[
-                postgres[0],
-                postgres[1],
-                "--jwt-secret",
-                STRONG,
-                "--queue-token-secret",
-                "short",
-            ],
+            &on_postgres(&["--jwt-secret", STRONG, "--queue-token-secret", "short"]),
             "BOXOFFICE_QUEUE_TOKEN_SECRET",
         );
         refused(
-            &[
-                postgres[0],
-                postgres[1],
-                "--jwt-secret",
-                STRONG,
-                "--queue-token-secret",
-                STRONG,
-            ],
+            &on_postgres(&["--jwt-secret", STRONG, "--queue-token-secret", STRONG]),
             "BOXOFFICE_QUEUE_TOKEN_SECRET",
         );
         assert_eq!(
-            exposed(&[
-                postgres[0],
-                postgres[1],
+            exposed(&on_postgres(&[
                 "--jwt-secret",
                 STRONG,
                 "--queue-token-secret",
                 OTHER
-            ]),
+            ])),
             Ok(())
         );
         assert_eq!(
-            exposed(&[
-                postgres[0],
-                postgres[1],
+            exposed(&on_postgres(&[
                 "--jwt-jwks-file",
                 "keys.json",
                 "--jwt-issuer",
@@ -223,19 +209,12 @@ mod tests {
                 "boxoffice",
                 "--queue-token-secret",
                 OTHER
-            ]),
+            ])),
             Ok(()),
             "an identity provider's keys need no HS256 secret"
         );
         refused(
-            &[
-                postgres[0],
-                postgres[1],
-                "--jwt-jwks-file",
-                "keys.json",
-                "--jwt-audience",
-                "bo",
-            ],
+            &on_postgres(&["--jwt-jwks-file", "keys.json", "--jwt-audience", "bo"]),
             "BOXOFFICE_JWT_ISSUER",
         );
         assert!(

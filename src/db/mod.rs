@@ -382,15 +382,31 @@ macro_rules! module_error_from_db_err {
 }
 pub(crate) use module_error_from_db_err;
 
-/// Rows of one table past their retention, deleted a batch at a time (one
-/// short statement each, so the sweeper never holds long locks).
-pub struct DbExpiring {
+/// The rows of one table that match an SQL condition, named for the logs
+/// and alerts; read or deleted by raw statements that run on every engine.
+struct TableRows {
     db: DatabaseConnection,
     name: &'static str,
     table: &'static str,
-    /// The SQL condition of an expired row, with `{before}` for the cutoff.
     condition: &'static str,
 }
+
+impl TableRows {
+    /// The engine, and how its statements write their first bound value.
+    fn backend_and_first_value(&self) -> (DatabaseBackend, &'static str) {
+        let backend = self.db.get_database_backend();
+        let first = match backend {
+            DatabaseBackend::Postgres => "$1",
+            _ => "?",
+        };
+        (backend, first)
+    }
+}
+
+/// Rows of one table past their retention, deleted a batch at a time (one
+/// short statement each, so the sweeper never holds long locks). The
+/// condition of an expired row has `{before}` for the cutoff.
+pub struct DbExpiring(TableRows);
 
 impl DbExpiring {
     pub fn new(
@@ -399,36 +415,37 @@ impl DbExpiring {
         table: &'static str,
         condition: &'static str,
     ) -> Self {
-        Self {
+        Self(TableRows {
             db,
             name,
             table,
             condition,
-        }
+        })
     }
 }
 
 impl Expiring for DbExpiring {
     fn name(&self) -> &'static str {
-        self.name
+        self.0.name
     }
 
     fn purge(&self, before: DateTime<Utc>, batch: u64) -> BoxFuture<'_, Result<u64, StoreError>> {
         async move {
-            let backend = self.db.get_database_backend();
+            let rows = &self.0;
+            let (backend, cutoff) = rows.backend_and_first_value();
             // The physical row id of each engine picks a batch of any table,
             // whatever its primary key.
-            let (row_id, cutoff) = match backend {
-                DatabaseBackend::Postgres => ("ctid", "$1"),
-                _ => ("rowid", "?"),
+            let row_id = match backend {
+                DatabaseBackend::Postgres => "ctid",
+                _ => "rowid",
             };
-            let condition = self.condition.replace("{before}", cutoff);
+            let condition = rows.condition.replace("{before}", cutoff);
             let sql = format!(
                 "DELETE FROM {table} WHERE {row_id} IN \
                  (SELECT {row_id} FROM {table} WHERE {condition} LIMIT {batch})",
-                table = self.table,
+                table = rows.table,
             );
-            let done = self
+            let done = rows
                 .db
                 .execute_raw(Statement::from_sql_and_values(
                     backend,
@@ -444,13 +461,9 @@ impl Expiring for DbExpiring {
 
 /// Rows of one table stuck in a state for too long (a payment `paid`, a
 /// schedule `cancelling`…): one short read for the watchdog, naming the
-/// oldest ids.
+/// oldest ids. The condition is that of a row in the watched state.
 pub struct DbStalled {
-    db: DatabaseConnection,
-    name: &'static str,
-    table: &'static str,
-    /// The SQL condition of a row in the watched state.
-    condition: &'static str,
+    rows: TableRows,
     /// The column that says since when it is in it.
     since: &'static str,
     severity: crate::kernel::alerts::Severity,
@@ -467,10 +480,12 @@ impl DbStalled {
         what: &'static str,
     ) -> Self {
         Self {
-            db,
-            name,
-            table,
-            condition,
+            rows: TableRows {
+                db,
+                name,
+                table,
+                condition,
+            },
             since,
             severity,
             what,
@@ -480,7 +495,7 @@ impl DbStalled {
 
 impl crate::kernel::watch::StallProbe for DbStalled {
     fn name(&self) -> &'static str {
-        self.name
+        self.rows.name
     }
 
     fn stalls(
@@ -488,33 +503,29 @@ impl crate::kernel::watch::StallProbe for DbStalled {
         crate::kernel::watch::Look { since, now }: crate::kernel::watch::Look,
     ) -> BoxFuture<'_, Result<Vec<crate::kernel::watch::Stall>, StoreError>> {
         async move {
-            let backend = self.db.get_database_backend();
-            let cutoff = match backend {
-                DatabaseBackend::Postgres => "$1",
-                _ => "?",
-            };
+            let rows = &self.rows;
+            let (backend, cutoff) = rows.backend_and_first_value();
             let sql = format!(
                 "SELECT CAST(id AS TEXT) AS id, {at} AS at, COUNT(*) OVER () AS total \
                  FROM {table} WHERE {condition} AND {at} < {cutoff} ORDER BY {at}, id LIMIT {limit}",
                 at = self.since,
-                table = self.table,
-                condition = self.condition,
+                table = rows.table,
+                condition = rows.condition,
                 limit = crate::kernel::watch::NAMED_IDS,
             );
-            let rows = self
-                .db
+            let found = (rows.db)
                 .query_all_raw(Statement::from_sql_and_values(backend, sql, [since.into()]))
                 .await?;
-            let Some(first) = rows.first() else {
+            let Some(first) = found.first() else {
                 return Ok(Vec::new());
             };
             let oldest: DateTime<Utc> = first.try_get("", "at")?;
             let total: i64 = first.try_get("", "total")?;
-            let ids = (rows.iter())
+            let ids = (found.iter())
                 .map(|r| r.try_get::<String>("", "id"))
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(vec![crate::kernel::watch::Stall {
-                condition: self.name.to_owned(),
+                condition: rows.name.to_owned(),
                 severity: self.severity,
                 message: crate::kernel::watch::naming(
                     self.what,

@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, marker::PhantomData};
 
 use chrono::{DateTime, Utc};
 
@@ -9,7 +9,7 @@ use super::domain::{
 use crate::{
     catalog::ports::SeatTx,
     kernel::{
-        Clock, PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UnitOfWork, UserId,
+        Clock, PageRequest, PaymentId, ScheduleId, StoreError, UnitOfWork, UserId,
         events::{NewEvent, RelayWake},
         idempotency::IdempotencyTx,
     },
@@ -20,7 +20,7 @@ use crate::{
 
 /// The adapters the payment use cases and the compensation runner run over,
 /// named once: the composition root picks them (`app::services`), tests pick
-/// fakes. The runner uses all but the reservations' reads and idempotency.
+/// fakes. The runner uses all but idempotency.
 pub trait PaymentPorts: Send + Sync + 'static {
     /// One transaction claims the hold, moves the points and the seat,
     /// records the payment, the request key and the outbox event.
@@ -31,6 +31,27 @@ pub trait PaymentPorts: Send + Sync + 'static {
     type Reservations: ReservationRepository;
     type Clock: Clock;
     type Wake: RelayWake;
+}
+
+/// The bundle whose adapters are its type parameters, in the order of
+/// [`PaymentPorts`]' types: the server's wiring and the tests' fakes are
+/// each one alias of it.
+#[derive(Clone)]
+pub struct PaymentAdapters<U, P, R, C, W>(PhantomData<(U, P, R, C, W)>);
+
+impl<U, P, R, C, W> PaymentPorts for PaymentAdapters<U, P, R, C, W>
+where
+    U: UnitOfWork<Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx>,
+    P: PaymentRepository,
+    R: ReservationRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    type Uow = U;
+    type Payments = P;
+    type Reservations = R;
+    type Clock = C;
+    type Wake = W;
 }
 
 /// Payments and compensations outside any transaction.
@@ -73,13 +94,6 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
         &self,
         max: u64,
     ) -> impl Future<Output = Result<Vec<(ScheduleId, DateTime<Utc>)>, PaymentError>> + Send;
-
-    /// Up to `max` unpaid holds (expired or not) on the schedule.
-    fn unpaid_holds(
-        &self,
-        schedule: ScheduleId,
-        max: u64,
-    ) -> impl Future<Output = Result<Vec<ReservationId>, PaymentError>> + Send;
 
     /// Up to `max` confirmed payments for the schedule's seats with no
     /// refund step of `saga` yet.

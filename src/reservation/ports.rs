@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, marker::PhantomData};
 
 use chrono::{DateTime, Utc};
 
@@ -22,6 +22,27 @@ pub trait ReservationPorts: Clone + Send + Sync + 'static {
     type Seats: SeatReads;
     type Clock: Clock;
     type Wake: RelayWake;
+}
+
+/// The bundle whose adapters are its type parameters, in the order of
+/// [`ReservationPorts`]' types: the server's wiring and the tests' fakes are
+/// each one alias of it.
+#[derive(Clone)]
+pub struct ReservationAdapters<U, R, S, C, W>(PhantomData<(U, R, S, C, W)>);
+
+impl<U, R, S, C, W> ReservationPorts for ReservationAdapters<U, R, S, C, W>
+where
+    U: UnitOfWork<Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter>,
+    R: ReservationRepository,
+    S: SeatReads,
+    C: Clock,
+    W: RelayWake,
+{
+    type Uow = U;
+    type Reservations = R;
+    type Seats = S;
+    type Clock = C;
+    type Wake = W;
 }
 
 /// Reads of reservations, outside any transaction.

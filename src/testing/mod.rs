@@ -83,6 +83,14 @@ impl World {
     pub fn event_types(&self) -> Vec<&'static str> {
         self.outbox.iter().map(|event| event.event_type).collect()
     }
+
+    /// The payloads of the events of `event_type` written, oldest first.
+    pub fn payloads(&self, event_type: &str) -> Vec<serde_json::Value> {
+        (self.outbox.iter())
+            .filter(|event| event.event_type == event_type)
+            .map(|event| event.payload.clone())
+            .collect()
+    }
 }
 
 /// One page of `rows` (in id order) as the SQL adapters read it: ids below

@@ -6,9 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{MemTx, MemoryUow, World, newest_first};
 use crate::{
     catalog::domain::{ScheduleStatus, SeatState},
-    kernel::{
-        PageRequest, PaymentId, ReservationId, ScheduleId, StoreError, UserId, events::NewEvent,
-    },
+    kernel::{PageRequest, PaymentId, ScheduleId, StoreError, UserId, events::NewEvent},
     payment::{
         domain::{
             AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
@@ -202,15 +200,6 @@ impl PaymentRepository for MemoryUow {
         found.sort();
         found.truncate(max as usize);
         Ok(found)
-    }
-
-    async fn unpaid_holds(
-        &self,
-        schedule: ScheduleId,
-        max: u64,
-    ) -> Result<Vec<ReservationId>, PaymentError> {
-        self.check()?;
-        Ok(self.unpaid_holds_of(schedule, max))
     }
 
     async fn tickets_to_refund(

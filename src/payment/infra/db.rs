@@ -26,7 +26,7 @@ use crate::{
         },
         ports::{PaymentRepository, PaymentTx},
     },
-    reservation::{domain::ReservationError, ports::ReservationRepository},
+    reservation::domain::ReservationError,
 };
 
 pub mod payment {
@@ -123,22 +123,16 @@ fn payments_of(schedule: ScheduleId) -> SelectStatement {
 }
 
 /// Payments and compensations in the database. What a cancellation needs
-/// of schedules and holds is read through the catalog's and the
-/// reservation module's ports, never their tables.
+/// of schedules is read through the catalog's ports, never its tables.
 #[derive(Clone)]
-pub struct DbPayments<S, H> {
+pub struct DbPayments<S> {
     db: DatabaseConnection,
     schedules: S,
-    holds: H,
 }
 
-impl<S, H> DbPayments<S, H> {
-    pub fn new(db: DatabaseConnection, schedules: S, holds: H) -> Self {
-        Self {
-            db,
-            schedules,
-            holds,
-        }
+impl<S> DbPayments<S> {
+    pub fn new(db: DatabaseConnection, schedules: S) -> Self {
+        Self { db, schedules }
     }
 }
 
@@ -156,7 +150,7 @@ impl From<ReservationError> for PaymentError {
     }
 }
 
-impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayments<S, H> {
+impl<S: ScheduleReads> PaymentRepository for DbPayments<S> {
     async fn get(&self, id: PaymentId) -> Result<Option<Payment>, PaymentError> {
         Ok(one_as(
             payment::Entity::find_by_id(id.value()),
@@ -191,14 +185,6 @@ impl<S: ScheduleReads, H: ReservationRepository> PaymentRepository for DbPayment
         max: u64,
     ) -> Result<Vec<(ScheduleId, DateTime<Utc>)>, PaymentError> {
         Ok(self.schedules.cancelling_schedules(max).await?)
-    }
-
-    async fn unpaid_holds(
-        &self,
-        schedule: ScheduleId,
-        max: u64,
-    ) -> Result<Vec<ReservationId>, PaymentError> {
-        Ok(self.holds.unpaid_holds(schedule, max).await?)
     }
 
     async fn tickets_to_refund(

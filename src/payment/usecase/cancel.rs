@@ -90,12 +90,18 @@ mod tests {
         wallet::domain::EntryKind,
     };
 
-    #[tokio::test]
-    async fn a_buyer_cancels_a_ticket_once_and_gets_the_points_and_the_seat_back() {
+    /// ALICE's confirmed ticket for a show `starts_in` from now, bought
+    /// from a wallet of ten prices.
+    async fn alices_ticket(starts_in: TimeDelta) -> (Harness, Payment) {
         let h = harness();
         h.fund(ALICE, 10 * PRICE);
-        let show = h.clock.now() + TimeDelta::days(3);
-        let ticket = h.ticket(ALICE, show).await;
+        let ticket = h.ticket(ALICE, h.clock.now() + starts_in).await;
+        (h, ticket)
+    }
+
+    #[tokio::test]
+    async fn a_buyer_cancels_a_ticket_once_and_gets_the_points_and_the_seat_back() {
+        let (h, ticket) = alices_ticket(TimeDelta::days(3)).await;
         assert_eq!(ticket.status, PaymentStatus::Confirmed);
         assert_eq!(h.balance(ALICE), 9 * PRICE);
 
@@ -133,13 +139,9 @@ mod tests {
                 .filter(|(_, e, p)| e.kind == EntryKind::Refund && *p == Some(ticket.id))
                 .collect();
             assert_eq!(refunds.len(), 1);
-            let refunded: Vec<_> = world
-                .outbox
-                .iter()
-                .filter(|e| e.event_type == types::PAYMENT_REFUNDED)
-                .collect();
+            let refunded = world.payloads(types::PAYMENT_REFUNDED);
             assert_eq!(refunded.len(), 1);
-            assert_eq!(refunded[0].payload["reason"], "cancelled");
+            assert_eq!(refunded[0]["reason"], "cancelled");
             assert_eq!(
                 world
                     .event_types()
@@ -162,10 +164,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancelling_is_refused_past_the_cutoff_before_confirmation_and_for_others() {
-        let h = harness();
-        h.fund(ALICE, 10 * PRICE);
-        let soon = h.clock.now() + TimeDelta::hours(2);
-        let ticket = h.ticket(ALICE, soon).await;
+        let (h, ticket) = alices_ticket(TimeDelta::hours(2)).await;
         assert!(matches!(
             h.payments.cancel(ticket.id, ALICE).await,
             Err(PaymentError::CancelWindowClosed(_))
@@ -193,9 +192,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancellation_whose_refund_fails_is_retried_and_refunds_once() {
-        let h = harness();
-        h.fund(ALICE, 10 * PRICE);
-        let ticket = h.ticket(ALICE, h.clock.now() + TimeDelta::days(3)).await;
+        let (h, ticket) = alices_ticket(TimeDelta::days(3)).await;
         h.payments.cancel(ticket.id, ALICE).await.unwrap();
         h.store.set_down(true);
         h.compensations.run_due().await.ok();

@@ -41,6 +41,8 @@ pub const REFUND_CONCURRENCY: usize = 8;
 pub struct Compensations<P: PaymentPorts> {
     pub(super) uow: P::Uow,
     pub(super) payments: P::Payments,
+    /// Where a cancellation finds the schedule's unpaid holds.
+    pub(super) reservations: P::Reservations,
     pub(super) clock: P::Clock,
     pub(super) wake: P::Wake,
     alerts: Arc<dyn AlertSink>,
@@ -60,25 +62,28 @@ pub enum Attempt {
     NothingToRefund,
 }
 
-impl<P: PaymentPorts> Compensations<P> {
-    pub fn new(
-        uow: P::Uow,
-        payments: P::Payments,
-        clock: P::Clock,
-        wake: P::Wake,
+impl<P: PaymentPorts> PaymentService<P> {
+    /// The compensation runner over this service's adapters, alerting
+    /// `alerts` when it gives a step up; a failed step's first retry comes
+    /// `retry_base` after it.
+    pub fn compensation_runner(
+        &self,
         alerts: Arc<dyn AlertSink>,
         retry_base: Duration,
-    ) -> Self {
-        Self {
-            uow,
-            payments,
-            clock,
-            wake,
+    ) -> Compensations<P> {
+        Compensations {
+            uow: self.uow.clone(),
+            payments: self.payments.clone(),
+            reservations: self.reservations.clone(),
+            clock: self.clock.clone(),
+            wake: self.wake.clone(),
             alerts,
             retry_base,
         }
     }
+}
 
+impl<P: PaymentPorts> Compensations<P> {
     /// Attempts every due step once (up to [`DUE_BATCH`]); how many it
     /// found.
     pub async fn run_due(&self) -> Result<usize, PaymentError> {
@@ -403,14 +408,7 @@ mod tests {
             Err(PaymentError::CompensationNotFailed(_))
         ));
         assert_eq!(h.compensation().attempts, 0);
-        let retried: Vec<_> = h
-            .store
-            .world()
-            .outbox
-            .iter()
-            .filter(|e| e.event_type == types::COMPENSATION_RETRIED)
-            .map(|e| e.payload.clone())
-            .collect();
+        let retried = h.store.world().payloads(types::COMPENSATION_RETRIED);
         assert_eq!(
             retried,
             vec![serde_json::json!({

@@ -15,7 +15,7 @@ use crate::{
     },
     payment::{
         domain::{Compensation, Payment, PaymentError},
-        ports::PaymentPorts,
+        ports::PaymentAdapters,
     },
     reservation::{
         domain::{Reservation, ReservationStatus},
@@ -30,16 +30,7 @@ pub const ADMIN: UserId = UserId(9_000);
 pub const PRICE: i64 = 1_000;
 
 /// Every port over the one in-memory world, on a clock the tests move.
-#[derive(Clone)]
-pub struct Fakes;
-
-impl PaymentPorts for Fakes {
-    type Uow = MemoryUow;
-    type Payments = MemoryUow;
-    type Reservations = MemoryUow;
-    type Clock = ManualClock;
-    type Wake = Wakes;
-}
+pub type Fakes = PaymentAdapters<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>;
 
 pub struct Harness {
     pub payments: PaymentService<Fakes>,
@@ -55,22 +46,17 @@ pub fn harness() -> Harness {
     let clock = ManualClock::new(Utc::now());
     let wakes = Wakes::default();
     let alerts = RaisedAlerts::default();
+    let payments = PaymentService::new(
+        store.clone(),
+        store.clone(),
+        store.clone(),
+        clock.clone(),
+        wakes.clone(),
+    );
     Harness {
-        payments: PaymentService::new(
-            store.clone(),
-            store.clone(),
-            store.clone(),
-            clock.clone(),
-            wakes.clone(),
-        ),
-        compensations: Compensations::new(
-            store.clone(),
-            store.clone(),
-            clock.clone(),
-            wakes.clone(),
-            Arc::new(alerts.clone()),
-            Duration::from_secs(1),
-        ),
+        compensations: payments
+            .compensation_runner(Arc::new(alerts.clone()), Duration::from_secs(1)),
+        payments,
         store,
         clock,
         wakes,
@@ -107,10 +93,16 @@ impl Harness {
         reservation
     }
 
+    /// A hold of `user`'s ([`Self::held`]) and a wallet of `points`.
+    pub fn funded_hold(&self, user: UserId, points: i64) -> Reservation {
+        let hold = self.held(user);
+        self.fund(user, points);
+        hold
+    }
+
     /// A fresh hold of `user`'s paid from a wallet of 5,000 points.
     pub async fn paid(&self, user: UserId) -> Payment {
-        let hold = self.held(user);
-        self.fund(user, 5_000);
+        let hold = self.funded_hold(user, 5_000);
         self.pay(user, hold.id).await.unwrap()
     }
 

@@ -159,8 +159,7 @@ mod tests {
     #[tokio::test]
     async fn paying_claims_the_hold_debits_the_wallet_and_writes_the_event_at_once() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
+        let r = h.funded_hold(ALICE, 5_000);
         let payment = h.pay(ALICE, r.id).await.unwrap();
         assert_eq!(payment.status, PaymentStatus::Paid);
         assert_eq!(payment.amount.value(), PRICE);
@@ -183,8 +182,7 @@ mod tests {
     #[tokio::test]
     async fn too_few_points_refuses_the_payment_and_changes_nothing() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, PRICE - 1);
+        let r = h.funded_hold(ALICE, PRICE - 1);
         assert!(matches!(
             h.pay(ALICE, r.id).await,
             Err(PaymentError::InsufficientPoints)
@@ -201,8 +199,7 @@ mod tests {
     #[tokio::test]
     async fn each_refusal_of_the_hold_has_its_own_answer() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 10_000);
+        let r = h.funded_hold(ALICE, 10_000);
         assert!(matches!(
             h.pay(BOB, r.id).await,
             Err(PaymentError::ReservationNotFound(_))
@@ -254,8 +251,7 @@ mod tests {
     #[tokio::test]
     async fn a_deadlocked_payment_is_run_again_and_gives_up_after_a_bound() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
+        let r = h.funded_hold(ALICE, 5_000);
         h.store.conflict_next_commits(CONFLICT_ATTEMPTS - 1);
         h.pay(ALICE, r.id).await.unwrap();
         assert_eq!(h.balance(ALICE), 4_000, "debited once");
@@ -311,8 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_retried_key_gets_the_first_payment_back_and_pays_nothing_more() {
         let h = harness();
-        let r = h.held(ALICE);
-        h.fund(ALICE, 5_000);
+        let r = h.funded_hold(ALICE, 5_000);
         let key = pay_key(r.id, "p");
         let first = h.pay_keyed(ALICE, r.id, Some(&key)).await.unwrap();
         // The saga moves on; the retry still hears the answer of then.

@@ -23,7 +23,7 @@ use crate::{
         },
         ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
-    reservation::usecase as reservations,
+    reservation::{ports::ReservationRepository, usecase as reservations},
 };
 
 impl<P: PaymentPorts> PaymentService<P> {
@@ -103,7 +103,7 @@ impl<P: PaymentPorts> Compensations<P> {
         let mut done = 0;
         for (schedule, requested_at) in self.payments.cancelling_schedules(16).await? {
             let holds = self
-                .payments
+                .reservations
                 .unpaid_holds(schedule, CANCELLATION_BATCH)
                 .await?;
             let mut released = 0;

@@ -1,18 +1,18 @@
 //! The reservation use cases' test harness: a service over one in-memory
 //! store with a manual clock, and the builders several flows' tests share.
 
-use chrono::Utc;
+use chrono::{TimeDelta, Utc};
 
-use super::ReservationService;
+use super::{Confirmation, ReservationService, confirm_payment};
 use crate::{
     catalog::domain::SeatState,
     kernel::{
-        ConcertId, ManualClock, PaymentId, ReservationId, ScheduleId, SeatId, UserId,
-        events::PaymentCompleted,
+        Clock, ConcertId, ManualClock, PaymentId, ReservationId, ScheduleId, SeatId, Transaction,
+        UnitOfWork, UserId, events::PaymentCompleted,
     },
     reservation::{
         domain::{HoldPolicy, Reservation, ReservationStatus},
-        ports::ReservationPorts,
+        ports::ReservationAdapters,
     },
     testing::{MemoryUow, Wakes},
 };
@@ -23,16 +23,7 @@ pub const BOB: UserId = UserId(2);
 pub const CAROL: UserId = UserId(3);
 
 /// Every port over the one in-memory world, on a clock the test moves.
-#[derive(Clone)]
-pub struct Fakes;
-
-impl ReservationPorts for Fakes {
-    type Uow = MemoryUow;
-    type Reservations = MemoryUow;
-    type Seats = MemoryUow;
-    type Clock = ManualClock;
-    type Wake = Wakes;
-}
+pub type Fakes = ReservationAdapters<MemoryUow, MemoryUow, MemoryUow, ManualClock, Wakes>;
 
 pub type Service = ReservationService<Fakes>;
 
@@ -91,6 +82,38 @@ impl Harness {
 
     pub fn status(&self, id: ReservationId) -> ReservationStatus {
         self.store.world().reservations[&id].status
+    }
+
+    /// The user's hold of the `seat`th seat, marked paid ([`Self::pay`]).
+    pub async fn paid_hold(&self, user: UserId, seat: usize) -> Reservation {
+        let hold = (self.service.hold(user, SCHEDULE, self.seats[seat]).await).unwrap();
+        self.pay(hold.id);
+        hold
+    }
+
+    /// ALICE's paid hold of the first seat, after it lapsed unconfirmed and
+    /// BOB's hold took the seat.
+    pub async fn paid_hold_retaken(&self) -> Reservation {
+        let paid = self.paid_hold(ALICE, 0).await;
+        self.clock.advance(TimeDelta::minutes(6));
+        (self.service.hold(BOB, SCHEDULE, self.seats[0]).await).unwrap();
+        paid
+    }
+
+    /// The saga's step for a payment, in a transaction of its own.
+    pub async fn confirm(&self, payment: &PaymentCompleted) -> Confirmation {
+        let mut tx = self.store.begin().await.unwrap();
+        let outcome = confirm_payment(&mut tx, payment, self.clock.now())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        outcome
+    }
+
+    /// The show of [`SCHEDULE`] starts `starts_in` from now.
+    pub fn show_in(&self, starts_in: TimeDelta) {
+        let starts_at = self.clock.now() + starts_in;
+        self.store.world().shows.insert(SCHEDULE, starts_at);
     }
 
     /// Marks the hold paid, as a payment would, without a payment flow.

@@ -124,50 +124,39 @@ mod tests {
         kernel::{Clock, Transaction, UnitOfWork},
         reservation::{
             domain::ReservationStatus,
-            usecase::{
-                confirm_payment,
-                fake::{ALICE, BOB, SCHEDULE, completed, harness},
-            },
+            usecase::fake::{ALICE, BOB, SCHEDULE, completed, harness},
         },
     };
 
     #[tokio::test]
     async fn a_cancelled_ticket_frees_its_seat_once_and_only_for_its_payment() {
         let h = harness(1, 4);
-        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
-        h.pay(r.id);
-        let mut tx = h.store.begin().await.unwrap();
-        confirm_payment(&mut tx, &completed(&r, PaymentId(99)), h.clock.now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let r = h.paid_hold(ALICE, 0).await;
+        h.confirm(&completed(&r, PaymentId(99))).await;
         assert!(matches!(h.seat(h.seats[0]), SeatState::Sold { .. }));
 
-        let mut tx = h.store.begin().await.unwrap();
-        assert!(
-            !cancel_ticket(&mut tx, r.id, PaymentId(98), h.clock.now())
+        // Each refund in a transaction of its own.
+        let refund = async |payment| {
+            let mut tx = h.store.begin().await.unwrap();
+            let cancelled = cancel_ticket(&mut tx, r.id, payment, h.clock.now())
                 .await
-                .unwrap(),
+                .unwrap();
+            tx.commit().await.unwrap();
+            cancelled
+        };
+        assert!(
+            !refund(PaymentId(98)).await,
             "another payment's refund leaves the ticket alone"
         );
-        assert!(
-            cancel_ticket(&mut tx, r.id, PaymentId(99), h.clock.now())
-                .await
-                .unwrap()
-        );
-        tx.commit().await.unwrap();
+        assert!(refund(PaymentId(99)).await);
         assert_eq!(h.status(r.id), ReservationStatus::Released);
         assert_eq!(h.seat(h.seats[0]), SeatState::Available);
         assert_eq!(h.events().last(), Some(&types::TICKET_CANCELLED));
 
-        let mut tx = h.store.begin().await.unwrap();
         assert!(
-            !cancel_ticket(&mut tx, r.id, PaymentId(99), h.clock.now())
-                .await
-                .unwrap(),
+            !refund(PaymentId(99)).await,
             "a second refund finds nothing to cancel"
         );
-        tx.commit().await.unwrap();
         let cancelled = h
             .events()
             .iter()

@@ -368,10 +368,7 @@ mod tests {
     #[tokio::test]
     async fn a_paid_lapsed_hold_is_not_expired_by_the_hold_that_took_its_seat() {
         let h = harness(1, 4);
-        let paid = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
-        h.pay(paid.id);
-        h.clock.advance(TimeDelta::minutes(6));
-        h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
+        let paid = h.paid_hold_retaken().await;
         assert_eq!(
             h.status(paid.id),
             ReservationStatus::Held,
@@ -412,8 +409,7 @@ mod tests {
             Err(ReservationError::NotHeld(_))
         ));
 
-        let paid = h.service.hold(ALICE, SCHEDULE, h.seats[1]).await.unwrap();
-        h.pay(paid.id);
+        let paid = h.paid_hold(ALICE, 1).await;
         let lapsed = h.service.hold(ALICE, SCHEDULE, h.seats[2]).await.unwrap();
         h.clock.advance(TimeDelta::minutes(5));
         for id in [paid.id, lapsed.id] {
@@ -441,8 +437,7 @@ mod tests {
     async fn the_sweeper_expires_lapsed_unpaid_holds_only() {
         let h = harness(3, 4);
         let lapsing = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
-        let paid = h.service.hold(ALICE, SCHEDULE, h.seats[1]).await.unwrap();
-        h.pay(paid.id);
+        let paid = h.paid_hold(ALICE, 1).await;
         h.clock.advance(TimeDelta::minutes(5));
         let fresh = h.service.hold(BOB, SCHEDULE, h.seats[2]).await.unwrap();
         let wakes = h.wakes.count();
@@ -465,10 +460,7 @@ mod tests {
     async fn no_hold_is_taken_once_sales_close_and_the_seat_stays_free() {
         // Sales close an hour before the show (the harness's policy).
         let h = harness(1, 10);
-        h.store
-            .world()
-            .shows
-            .insert(SCHEDULE, h.clock.now() + TimeDelta::minutes(59));
+        h.show_in(TimeDelta::minutes(59));
         assert!(matches!(
             h.service.hold(ALICE, SCHEDULE, h.seats[0]).await,
             Err(ReservationError::SalesClosed(SCHEDULE))

@@ -110,59 +110,37 @@ where
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeDelta;
-
     use super::*;
     use crate::{
         catalog::domain::SeatState,
-        kernel::{Transaction, UnitOfWork, events::NewEvent},
+        kernel::{UnitOfWork, events::NewEvent},
         reservation::{
             domain::ReservationStatus,
-            usecase::fake::{ALICE, BOB, SCHEDULE, completed, harness},
+            usecase::fake::{ALICE, BOB, completed, harness},
         },
     };
 
     #[tokio::test]
     async fn a_paid_hold_is_confirmed_and_its_seat_sold_once() {
         let h = harness(1, 4);
-        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
-        h.pay(r.id);
+        let r = h.paid_hold(ALICE, 0).await;
         let event = completed(&r, PaymentId(99));
-        let mut tx = h.store.begin().await.unwrap();
-        let outcome = confirm_payment(&mut tx, &event, h.clock.now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(outcome, Confirmation::Confirmed);
+        assert_eq!(h.confirm(&event).await, Confirmation::Confirmed);
         assert_eq!(h.status(r.id), ReservationStatus::Confirmed);
         assert_eq!(h.seat(h.seats[0]), SeatState::Sold { owner: ALICE });
         let last: NewEvent = h.store.world().outbox.last().cloned().unwrap();
         assert_eq!(last.event_type, types::RESERVATION_CONFIRMED);
         assert_eq!(last.payload["paymentId"], 99);
 
-        let mut tx = h.store.begin().await.unwrap();
-        assert_eq!(
-            confirm_payment(&mut tx, &event, h.clock.now())
-                .await
-                .unwrap(),
-            Confirmation::AlreadyConfirmed
-        );
-        tx.commit().await.unwrap();
+        assert_eq!(h.confirm(&event).await, Confirmation::AlreadyConfirmed);
         assert_eq!(h.events().len(), 2, "a redelivery writes nothing");
     }
 
     #[tokio::test]
     async fn a_paid_hold_whose_seat_went_to_someone_else_fails_confirmation() {
         let h = harness(1, 4);
-        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
-        h.pay(r.id);
-        h.clock.advance(TimeDelta::minutes(6));
-        h.service.hold(BOB, SCHEDULE, h.seats[0]).await.unwrap();
-        let mut tx = h.store.begin().await.unwrap();
-        let outcome = confirm_payment(&mut tx, &completed(&r, PaymentId(99)), h.clock.now())
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        let r = h.paid_hold_retaken().await;
+        let outcome = h.confirm(&completed(&r, PaymentId(99))).await;
         assert_eq!(outcome, Confirmation::Failed);
         assert_eq!(h.status(r.id), ReservationStatus::Expired);
         assert!(matches!(h.seat(h.seats[0]), SeatState::Held { holder, .. } if holder == BOB));
@@ -175,8 +153,7 @@ mod tests {
     #[tokio::test]
     async fn a_payment_for_a_hold_it_does_not_own_fails_and_an_unknown_one_is_an_error() {
         let h = harness(1, 4);
-        let r = h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
-        h.pay(r.id);
+        let r = h.paid_hold(ALICE, 0).await;
         let mut tx = h.store.begin().await.unwrap();
         assert_eq!(
             confirm_payment(&mut tx, &completed(&r, PaymentId(5)), h.clock.now())

@@ -296,16 +296,8 @@ mod tests {
         /// Runs the waitlist's consumer on the last event of `event_type`
         /// written, in its own transaction, as the bus would deliver it.
         async fn deliver_last(&self, event_type: &str) -> Option<Reservation> {
-            let payload = self
-                .store
-                .world()
-                .outbox
-                .iter()
-                .rev()
-                .find(|event| event.event_type == event_type)
-                .expect("the event was written")
-                .payload
-                .clone();
+            let payload =
+                (self.store.world().payloads(event_type).pop()).expect("the event was written");
             let freed: ReservationChanged = serde_json::from_value(payload).unwrap();
             let mut tx = self.store.begin().await.unwrap();
             let offer = offer_freed_seat(&mut tx, &freed, self.service.policy(), self.clock.now())
@@ -318,6 +310,17 @@ mod tests {
         fn waiting(&self) -> Vec<UserId> {
             self.store.world().waiting(SCHEDULE)
         }
+    }
+
+    /// One seat, sold out to ALICE while BOB then CAROL wait in line, given
+    /// back: its release is written, not yet delivered.
+    async fn released_with_bob_and_carol_in_line() -> Harness {
+        let h = harness(1, 10);
+        let holds = h.sell_out().await;
+        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
+        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
+        h.service.release(holds[0], ALICE).await.unwrap();
+        h
     }
 
     #[tokio::test]
@@ -369,8 +372,7 @@ mod tests {
     #[tokio::test]
     async fn when_sales_close_every_place_still_waiting_ends_with_an_event_each() {
         let h = harness(1, 10);
-        let show = h.clock.now() + TimeDelta::minutes(90);
-        h.store.world().shows.insert(SCHEDULE, show);
+        h.show_in(TimeDelta::minutes(90));
         h.sell_out().await;
         for user in [BOB, CAROL, UserId(4), UserId(5)] {
             h.service.join_waitlist(user, SCHEDULE).await.unwrap();
@@ -390,13 +392,8 @@ mod tests {
             "in batches of two"
         );
         assert!(h.waiting().is_empty());
-        let closed: Vec<i64> = h
-            .store
-            .world()
-            .outbox
-            .iter()
-            .filter(|event| event.event_type == types::WAITLIST_CLOSED)
-            .map(|event| event.payload["userId"].as_i64().unwrap())
+        let closed: Vec<i64> = (h.store.world().payloads(types::WAITLIST_CLOSED).iter())
+            .map(|payload| payload["userId"].as_i64().unwrap())
             .collect();
         assert_eq!(
             closed,
@@ -413,10 +410,7 @@ mod tests {
     #[tokio::test]
     async fn once_sales_close_nobody_joins_the_waitlist_and_a_freed_seat_is_offered_to_nobody() {
         let h = harness(1, 10);
-        h.store
-            .world()
-            .shows
-            .insert(SCHEDULE, h.clock.now() + TimeDelta::minutes(63));
+        h.show_in(TimeDelta::minutes(63));
         let held = h.sell_out().await;
         h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
         // Four minutes later (the hold still live) sales have closed, an
@@ -457,11 +451,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_released_seat_is_held_for_the_first_in_line_and_offered_once() {
-        let h = harness(1, 10);
-        let holds = h.sell_out().await;
-        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
-        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
-        h.service.release(holds[0], ALICE).await.unwrap();
+        let h = released_with_bob_and_carol_in_line().await;
 
         let offer = h
             .deliver_last(types::RESERVATION_RELEASED)
@@ -475,15 +465,13 @@ mod tests {
             SeatState::Held { holder: BOB, .. }
         ));
         assert_eq!(h.waiting(), [CAROL], "BOB's place became the offer");
-        let offered = h
+        let offered = (h
             .store
             .world()
-            .outbox
-            .iter()
-            .find(|event| event.event_type == types::WAITLIST_OFFERED)
-            .expect("WaitlistOffered")
-            .payload
-            .clone();
+            .payloads(types::WAITLIST_OFFERED)
+            .into_iter()
+            .next())
+        .expect("WaitlistOffered");
         assert_eq!(offered["userId"], BOB.value());
         assert_eq!(offered["reservationId"], offer.id.value());
         assert_eq!(offered["seatId"], h.seats[0].value());
@@ -497,11 +485,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lapsed_offer_passes_to_the_next_in_line() {
-        let h = harness(1, 10);
-        let holds = h.sell_out().await;
-        h.service.join_waitlist(BOB, SCHEDULE).await.unwrap();
-        h.service.join_waitlist(CAROL, SCHEDULE).await.unwrap();
-        h.service.release(holds[0], ALICE).await.unwrap();
+        let h = released_with_bob_and_carol_in_line().await;
         let bobs = h.deliver_last(types::RESERVATION_RELEASED).await.unwrap();
 
         h.clock.advance(TimeDelta::minutes(6));
