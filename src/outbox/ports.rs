@@ -191,36 +191,67 @@ pub trait EventHandler<T>: Send + Sync + 'static {
     ) -> BoxFuture<'a, anyhow::Result<()>>;
 }
 
-/// A consumer group declared by what it is: its name, the event types it
-/// takes, what their payload decodes to and what it does with one. Every
+/// A consumer group and the event types it handles; events of other types
+/// are acknowledged unhandled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// The consumer group, e.g. `receipts`.
+    pub group: &'static str,
+    /// `None`: every type.
+    types: Option<&'static [&'static str]>,
+}
+
+impl Subscription {
+    /// `group`, handling the events of these types.
+    pub const fn of(group: &'static str, types: &'static [&'static str]) -> Self {
+        Self {
+            group,
+            types: Some(types),
+        }
+    }
+
+    /// `group`, handling every event.
+    pub const fn of_every_type(group: &'static str) -> Self {
+        Self { group, types: None }
+    }
+
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.types.is_none_or(|types| types.contains(&event_type))
+    }
+}
+
+/// An event as its subscriber gets it: the envelope it came in, and its
+/// payload decoded.
+pub struct Delivered<'a, P> {
+    pub event: &'a EventEnvelope,
+    pub payload: P,
+}
+
+/// A consumer group declared by what it is: its subscription, what the
+/// payload of its events decodes to and what it does with one. Every
 /// subscriber is an [`EventHandler`] through the one adapter below, so no
 /// handler writes its own name, filter or decoding.
 pub trait Subscriber<T>: Send + Sync + 'static {
-    /// The consumer group, e.g. `receipts`.
-    const GROUP: &'static str;
-    /// The event types it handles; the others are acknowledged unhandled.
-    /// `None`: every type.
-    const TYPES: Option<&'static [&'static str]>;
+    const SUBSCRIPTION: Subscription;
     /// What the payload of its events decodes to.
     type Payload: DeserializeOwned + Send;
     /// Its use case's error.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    fn on<'a>(
-        &'a self,
-        tx: &'a mut T,
-        event: &'a EventEnvelope,
-        payload: Self::Payload,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+    fn on(
+        &self,
+        tx: &mut T,
+        event: Delivered<'_, Self::Payload>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 impl<T: Send, S: Subscriber<T>> EventHandler<T> for S {
     fn name(&self) -> &'static str {
-        S::GROUP
+        S::SUBSCRIPTION.group
     }
 
     fn handles(&self, event_type: &str) -> bool {
-        S::TYPES.is_none_or(|types| types.contains(&event_type))
+        S::SUBSCRIPTION.handles(event_type)
     }
 
     fn handle<'a>(
@@ -232,11 +263,11 @@ impl<T: Send, S: Subscriber<T>> EventHandler<T> for S {
             let payload = serde_json::from_value(event.payload.clone()).map_err(|err| {
                 anyhow::anyhow!(
                     "{} cannot read its {} event: {err}",
-                    S::GROUP,
+                    S::SUBSCRIPTION.group,
                     event.event_type
                 )
             })?;
-            Ok(self.on(tx, event, payload).await?)
+            Ok(self.on(tx, Delivered { event, payload }).await?)
         })
     }
 }
@@ -320,16 +351,16 @@ mod tests {
     struct Till;
 
     impl Subscriber<i64> for Till {
-        const GROUP: &'static str = "till";
-        const TYPES: Option<&'static [&'static str]> = Some(&["Paid"]);
+        const SUBSCRIPTION: Subscription = Subscription::of("till", &["Paid"]);
         type Payload = Paid;
         type Error = Refused;
 
-        async fn on(&self, total: &mut i64, _: &EventEnvelope, paid: Paid) -> Result<(), Refused> {
-            if paid.amount < 0 {
-                return Err(Refused(paid.amount));
+        async fn on(&self, total: &mut i64, paid: Delivered<'_, Paid>) -> Result<(), Refused> {
+            let amount = paid.payload.amount;
+            if amount < 0 {
+                return Err(Refused(amount));
             }
-            *total += paid.amount;
+            *total += amount;
             Ok(())
         }
     }
@@ -344,6 +375,13 @@ mod tests {
             payload,
             traceparent: None,
         }
+    }
+
+    #[test]
+    fn a_subscription_takes_its_own_types_or_every_type() {
+        let till = Subscription::of("till", &["Paid"]);
+        assert!(till.handles("Paid") && !till.handles("Refunded"));
+        assert!(Subscription::of_every_type("export").handles("Refunded"));
     }
 
     #[tokio::test]

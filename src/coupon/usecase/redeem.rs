@@ -15,14 +15,11 @@ use crate::{
     },
     kernel::{
         Clock, Fault, UnitOfWork, UserCouponId, UserId,
-        events::{
-            CouponRedemptionFinished, CouponRedemptionRequested, EventEnvelope, NewEvent,
-            RelayWake, types,
-        },
+        events::{CouponRedemptionFinished, CouponRedemptionRequested, NewEvent, RelayWake, types},
         idempotency::{self, RequestKey},
         retry_on_conflict,
     },
-    outbox::ports::{OutboxWriter, Subscriber},
+    outbox::ports::{Delivered, OutboxWriter, Subscriber, Subscription},
 };
 
 impl<P: CouponPorts> CouponService<P> {
@@ -183,18 +180,17 @@ impl<C> CouponRedeemer<C> {
 }
 
 impl<T: RedemptionTx + OutboxWriter + 'static, C: Clock> Subscriber<T> for CouponRedeemer<C> {
-    const GROUP: &'static str = "coupon-redemptions";
-    const TYPES: Option<&'static [&'static str]> = Some(&[types::COUPON_REDEMPTION_REQUESTED]);
+    const SUBSCRIPTION: Subscription =
+        Subscription::of("coupon-redemptions", &[types::COUPON_REDEMPTION_REQUESTED]);
     type Payload = CouponRedemptionRequested;
     type Error = CouponError;
 
     async fn on(
         &self,
         tx: &mut T,
-        _event: &EventEnvelope,
-        request: CouponRedemptionRequested,
+        request: Delivered<'_, CouponRedemptionRequested>,
     ) -> Result<(), CouponError> {
-        redeem(tx, &request, self.clock.now()).await?;
+        redeem(tx, &request.payload, self.clock.now()).await?;
         Ok(())
     }
 }

@@ -8,6 +8,7 @@ use crate::{
         ports::DataPlatformSink,
         usecase::{Listener, Listening},
     },
+    outbox::ports::Subscription,
 };
 
 pub async fn export_event(
@@ -34,8 +35,7 @@ impl<S> DataPlatformExporter<S> {
 }
 
 impl<T: Send + 'static, S: DataPlatformSink> Listener<T> for DataPlatformExporter<S> {
-    const GROUP: &'static str = DATA_PLATFORM_CONSUMER;
-    const TYPES: Option<&'static [&'static str]> = None;
+    const SUBSCRIPTION: Subscription = Subscription::of_every_type(DATA_PLATFORM_CONSUMER);
 
     /// The line is the whole envelope.
     async fn hear(&self, _tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {

@@ -7,16 +7,15 @@ use std::future::Future;
 use serde::de::IgnoredAny;
 
 use crate::{
-    kernel::events::EventEnvelope, listeners::domain::ListenerError, outbox::ports::Subscriber,
+    kernel::events::EventEnvelope,
+    listeners::domain::ListenerError,
+    outbox::ports::{Delivered, Subscriber, Subscription},
 };
 
-/// A listener: its consumer group, the event types it takes and what it
-/// does with one, inside the consumer's transaction `T`.
+/// A listener: its consumer group and the event types it takes, and what
+/// it does with one, inside the consumer's transaction `T`.
 pub trait Listener<T>: Send + Sync + 'static {
-    /// The consumer group, e.g. `receipts`.
-    const GROUP: &'static str;
-    /// The event types it takes; `None`: every type.
-    const TYPES: Option<&'static [&'static str]>;
+    const SUBSCRIPTION: Subscription;
 
     fn hear(
         &self,
@@ -30,17 +29,11 @@ pub trait Listener<T>: Send + Sync + 'static {
 pub struct Listening<L>(pub(super) L);
 
 impl<T: Send, L: Listener<T>> Subscriber<T> for Listening<L> {
-    const GROUP: &'static str = L::GROUP;
-    const TYPES: Option<&'static [&'static str]> = L::TYPES;
+    const SUBSCRIPTION: Subscription = L::SUBSCRIPTION;
     type Payload = IgnoredAny;
     type Error = ListenerError;
 
-    async fn on(
-        &self,
-        tx: &mut T,
-        event: &EventEnvelope,
-        _payload: IgnoredAny,
-    ) -> Result<(), ListenerError> {
-        self.0.hear(tx, event).await
+    async fn on(&self, tx: &mut T, heard: Delivered<'_, IgnoredAny>) -> Result<(), ListenerError> {
+        self.0.hear(tx, heard.event).await
     }
 }

@@ -18,6 +18,7 @@ use crate::{
         ports::{NotificationRepository, NotificationTx},
         usecase::{Listener, Listening},
     },
+    outbox::ports::Subscription,
 };
 
 /// The user an event concerns, for the events users are told about.
@@ -71,15 +72,17 @@ impl<C> Notifier<C> {
 }
 
 impl<T: NotificationTx + 'static, C: Clock> Listener<T> for Notifier<C> {
-    const GROUP: &'static str = NOTIFICATIONS_CONSUMER;
-    const TYPES: Option<&'static [&'static str]> = Some(&[
-        types::RESERVATION_CONFIRMED,
-        types::RESERVATION_EXPIRED,
-        types::PAYMENT_REFUNDED,
-        types::COUPON_REDEMPTION_FINISHED,
-        types::WAITLIST_OFFERED,
-        types::WAITLIST_CLOSED,
-    ]);
+    const SUBSCRIPTION: Subscription = Subscription::of(
+        NOTIFICATIONS_CONSUMER,
+        &[
+            types::RESERVATION_CONFIRMED,
+            types::RESERVATION_EXPIRED,
+            types::PAYMENT_REFUNDED,
+            types::COUPON_REDEMPTION_FINISHED,
+            types::WAITLIST_OFFERED,
+            types::WAITLIST_CLOSED,
+        ],
+    );
 
     /// Each type names its user in its own payload ([`user_of`]).
     async fn hear(&self, tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {

@@ -15,7 +15,7 @@ use crate::{
         ports::{ReceiptProvider, ReceiptTx},
         usecase::{Listener, Listening},
     },
-    outbox::ports::OutboxWriter,
+    outbox::ports::{OutboxWriter, Subscription},
 };
 
 fn provider_failed(cause: anyhow::Error) -> ListenerError {
@@ -131,9 +131,10 @@ where
     P: ReceiptProvider,
     C: Clock,
 {
-    const GROUP: &'static str = RECEIPTS_CONSUMER;
-    const TYPES: Option<&'static [&'static str]> =
-        Some(&[types::PAYMENT_COMPLETED, types::PAYMENT_REFUNDED]);
+    const SUBSCRIPTION: Subscription = Subscription::of(
+        RECEIPTS_CONSUMER,
+        &[types::PAYMENT_COMPLETED, types::PAYMENT_REFUNDED],
+    );
 
     /// Each type is read by its step.
     async fn hear(&self, tx: &mut T, event: &EventEnvelope) -> Result<(), ListenerError> {

@@ -6,12 +6,9 @@ use chrono::Utc;
 use crate::{
     kernel::{
         Clock, PaymentId,
-        events::{
-            CompensationScheduled, EventEnvelope, NewEvent, PaymentConfirmed, ReservationChanged,
-            types,
-        },
+        events::{CompensationScheduled, NewEvent, PaymentConfirmed, ReservationChanged, types},
     },
-    outbox::ports::{OutboxWriter, Subscriber},
+    outbox::ports::{Delivered, OutboxWriter, Subscriber, Subscription},
     payment::{
         domain::{PaymentError, PaymentStatus, REFUND_SAGA, REFUND_STEP},
         ports::PaymentTx,
@@ -83,21 +80,23 @@ pub async fn on_reservation_answer<T: PaymentTx + OutboxWriter>(
 }
 
 impl<T: PaymentTx + OutboxWriter, C: Clock> Subscriber<T> for PaymentSaga<C> {
-    const GROUP: &'static str = "payments";
-    const TYPES: Option<&'static [&'static str]> = Some(&[
-        types::RESERVATION_CONFIRMED,
-        types::RESERVATION_CONFIRMATION_FAILED,
-    ]);
+    const SUBSCRIPTION: Subscription = Subscription::of(
+        "payments",
+        &[
+            types::RESERVATION_CONFIRMED,
+            types::RESERVATION_CONFIRMATION_FAILED,
+        ],
+    );
     type Payload = ReservationChanged;
     type Error = PaymentError;
 
     async fn on(
         &self,
         tx: &mut T,
-        event: &EventEnvelope,
-        changed: ReservationChanged,
+        answer: Delivered<'_, ReservationChanged>,
     ) -> Result<(), PaymentError> {
-        on_reservation_answer(tx, &event.event_type, &changed, self.clock.now()).await
+        let now = self.clock.now();
+        on_reservation_answer(tx, &answer.event.event_type, &answer.payload, now).await
     }
 }
 

@@ -4,9 +4,9 @@
 use crate::{
     kernel::{
         Clock, ConcertId, UserId,
-        events::{EventEnvelope, PaymentCompleted, types},
+        events::{PaymentCompleted, types},
     },
-    outbox::ports::Subscriber,
+    outbox::ports::{Delivered, Subscriber, Subscription},
     queue::{domain::QueueError, ports::QueueStore},
 };
 
@@ -24,22 +24,17 @@ impl<S, C> FinishOnPayment<S, C> {
 }
 
 impl<T: Send + 'static, S: QueueStore, C: Clock> Subscriber<T> for FinishOnPayment<S, C> {
-    const GROUP: &'static str = "queue";
-    const TYPES: Option<&'static [&'static str]> = Some(&[types::PAYMENT_COMPLETED]);
+    const SUBSCRIPTION: Subscription = Subscription::of("queue", &[types::PAYMENT_COMPLETED]);
     type Payload = PaymentCompleted;
     type Error = QueueError;
 
-    async fn on(
-        &self,
-        _tx: &mut T,
-        event: &EventEnvelope,
-        payment: PaymentCompleted,
-    ) -> Result<(), QueueError> {
+    /// The consumer's transaction goes unused: the waiting room lives in its store.
+    async fn on(&self, _: &mut T, paid: Delivered<'_, PaymentCompleted>) -> Result<(), QueueError> {
         self.store
             .finish(
-                ConcertId(payment.concert_id),
-                UserId(payment.user_id),
-                event.occurred_at,
+                ConcertId(paid.payload.concert_id),
+                UserId(paid.payload.user_id),
+                paid.event.occurred_at,
                 self.clock.now(),
             )
             .await?;
@@ -55,7 +50,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::ManualClock,
+        kernel::{ManualClock, events::EventEnvelope},
         queue::usecase::fake::{ALICE, FakeStore, t0},
     };
 

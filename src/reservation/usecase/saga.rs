@@ -8,9 +8,9 @@ use crate::{
     catalog::ports::SeatTx,
     kernel::{
         Clock, Fault, PaymentId, ReservationId,
-        events::{EventEnvelope, PaymentCompleted, types},
+        events::{PaymentCompleted, types},
     },
-    outbox::ports::{OutboxWriter, Subscriber},
+    outbox::ports::{Delivered, OutboxWriter, Subscriber, Subscription},
     reservation::{
         domain::{OnPayment, Reservation, ReservationError, Transition},
         ports::ReservationTx,
@@ -92,18 +92,17 @@ where
     T: ReservationTx + SeatTx + OutboxWriter,
     C: Clock,
 {
-    const GROUP: &'static str = "reservations";
-    const TYPES: Option<&'static [&'static str]> = Some(&[types::PAYMENT_COMPLETED]);
+    const SUBSCRIPTION: Subscription =
+        Subscription::of("reservations", &[types::PAYMENT_COMPLETED]);
     type Payload = PaymentCompleted;
     type Error = ReservationError;
 
     async fn on(
         &self,
         tx: &mut T,
-        _event: &EventEnvelope,
-        payment: PaymentCompleted,
+        payment: Delivered<'_, PaymentCompleted>,
     ) -> Result<(), ReservationError> {
-        confirm_payment(tx, &payment, self.clock.now()).await?;
+        confirm_payment(tx, &payment.payload, self.clock.now()).await?;
         Ok(())
     }
 }

@@ -8,10 +8,10 @@ use crate::{
     catalog::ports::{SeatReads, SeatTx},
     kernel::{
         Clock, Fault, ScheduleId, SeatId, Transaction, UnitOfWork, UserId,
-        events::{EventEnvelope, NewEvent, RelayWake, ReservationChanged, WaitlistChanged, types},
+        events::{NewEvent, RelayWake, ReservationChanged, WaitlistChanged, types},
         retry_on_conflict,
     },
-    outbox::ports::{OutboxWriter, Subscriber},
+    outbox::ports::{Delivered, OutboxWriter, Subscriber, Subscription},
     reservation::{
         domain::{
             HoldPolicy, NewReservation, Reservation, ReservationError, SEAT_FREEING, WaitlistEntry,
@@ -251,18 +251,16 @@ where
     T: WaitlistTx + ReservationTx + SeatTx + OutboxWriter,
     C: Clock,
 {
-    const GROUP: &'static str = "waitlist";
-    const TYPES: Option<&'static [&'static str]> = Some(SEAT_FREEING);
+    const SUBSCRIPTION: Subscription = Subscription::of("waitlist", SEAT_FREEING);
     type Payload = ReservationChanged;
     type Error = ReservationError;
 
     async fn on(
         &self,
         tx: &mut T,
-        _event: &EventEnvelope,
-        freed: ReservationChanged,
+        freed: Delivered<'_, ReservationChanged>,
     ) -> Result<(), ReservationError> {
-        offer_freed_seat(tx, &freed, self.policy, self.clock.now()).await?;
+        offer_freed_seat(tx, &freed.payload, self.policy, self.clock.now()).await?;
         Ok(())
     }
 }
