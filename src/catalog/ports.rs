@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, marker::PhantomData};
 
 use chrono::{DateTime, Utc};
 
@@ -18,6 +18,18 @@ pub trait CatalogPorts: Clone + Send + Sync + 'static {
     type Clock: Clock;
     /// Told after a commit that wrote to the outbox.
     type Wake: RelayWake;
+}
+
+/// The bundle whose adapters are its type parameters, in the order of
+/// [`CatalogPorts`]' types: the server's wiring and the tests' fakes are
+/// each one alias of it.
+#[derive(Clone)]
+pub struct CatalogAdapters<R, C, W>(PhantomData<(R, C, W)>);
+
+impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogPorts for CatalogAdapters<R, C, W> {
+    type Repo = R;
+    type Clock = C;
+    type Wake = W;
 }
 
 pub trait CatalogRepository: Clone + Send + Sync + 'static {

@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, marker::PhantomData};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -14,6 +14,25 @@ pub trait QueuePorts: Clone + Send + Sync + 'static {
     type Settings: QueueSettingsRepository;
     type Directory: ConcertDirectory;
     type Clock: Clock;
+}
+
+/// The bundle whose adapters are its type parameters, in the order of
+/// [`QueuePorts`]' types: the server's wiring and the tests' fakes are each
+/// one alias of it.
+#[derive(Clone)]
+pub struct QueueAdapters<S, Q, D, C>(PhantomData<(S, Q, D, C)>);
+
+impl<S, Q, D, C> QueuePorts for QueueAdapters<S, Q, D, C>
+where
+    S: QueueStore,
+    Q: QueueSettingsRepository,
+    D: ConcertDirectory,
+    C: Clock,
+{
+    type Store = S;
+    type Settings = Q;
+    type Directory = D;
+    type Clock = C;
 }
 
 /// The waiting rooms' state. Every change is atomic per concert (one Lua

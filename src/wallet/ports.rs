@@ -1,4 +1,4 @@
-use std::future::Future;
+use std::{future::Future, marker::PhantomData};
 
 use chrono::{DateTime, Utc};
 
@@ -19,6 +19,25 @@ pub trait WalletPorts: Clone + Send + Sync + 'static {
     type Repo: WalletRepository;
     type Clock: Clock;
     type Wake: RelayWake;
+}
+
+/// The bundle whose adapters are its type parameters, in the order of
+/// [`WalletPorts`]' types: the server's wiring and the tests' fakes are
+/// each one alias of it.
+#[derive(Clone)]
+pub struct WalletAdapters<U, R, C, W>(PhantomData<(U, R, C, W)>);
+
+impl<U, R, C, W> WalletPorts for WalletAdapters<U, R, C, W>
+where
+    U: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>,
+    R: WalletRepository,
+    C: Clock,
+    W: RelayWake,
+{
+    type Uow = U;
+    type Repo = R;
+    type Clock = C;
+    type Wake = W;
 }
 
 pub trait WalletRepository: Clone + Send + Sync + 'static {

@@ -104,7 +104,10 @@ mod tests {
     use crate::{
         kernel::{CONFLICT_ATTEMPTS, ManualClock},
         testing::{MemoryUow, Wakes},
-        wallet::domain::{EntryKind, MAX_CHARGE},
+        wallet::{
+            domain::{EntryKind, MAX_CHARGE},
+            ports::WalletAdapters,
+        },
     };
 
     const ALICE: UserId = UserId(1);
@@ -140,15 +143,7 @@ mod tests {
     }
 
     /// The wallet's ports as these tests fake them.
-    #[derive(Clone)]
-    struct Fakes;
-
-    impl WalletPorts for Fakes {
-        type Uow = MemoryUow;
-        type Repo = FakeRepo;
-        type Clock = ManualClock;
-        type Wake = Wakes;
-    }
+    type Fakes = WalletAdapters<MemoryUow, FakeRepo, ManualClock, Wakes>;
 
     struct Harness {
         service: WalletService<Fakes>,

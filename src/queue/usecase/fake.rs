@@ -18,7 +18,9 @@ use crate::{
             Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats,
             SettingsChange, TickOutcome,
         },
-        ports::{ConcertDirectory, QueuePorts, QueueSettingsRepository, QueueStore, QueueTokens},
+        ports::{
+            ConcertDirectory, QueueAdapters, QueueSettingsRepository, QueueStore, QueueTokens,
+        },
     },
 };
 
@@ -380,14 +382,7 @@ fn token(pass: &QueuePass) -> String {
 }
 
 /// The fakes above as the service's ports.
-pub type Fakes = (FakeStore, FakeSettings, FakeDirectory, ManualClock);
-
-impl QueuePorts for Fakes {
-    type Store = FakeStore;
-    type Settings = FakeSettings;
-    type Directory = FakeDirectory;
-    type Clock = ManualClock;
-}
+pub type Fakes = QueueAdapters<FakeStore, FakeSettings, FakeDirectory, ManualClock>;
 
 pub struct Harness {
     pub service: QueueService<Fakes>,
