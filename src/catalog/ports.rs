@@ -1,4 +1,4 @@
-use std::{future::Future, marker::PhantomData};
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
@@ -11,25 +11,15 @@ use crate::kernel::{
     events::RelayWake,
 };
 
-/// The adapters the catalog's use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait CatalogPorts: Clone + Send + Sync + 'static {
-    type Repo: CatalogRepository;
-    type Clock: Clock;
-    /// Told after a commit that wrote to the outbox.
-    type Wake: RelayWake;
-}
-
-/// The bundle whose adapters are its type parameters, in the order of
-/// [`CatalogPorts`]' types: the server's wiring and the tests' fakes are
-/// each one alias of it.
-#[derive(Clone)]
-pub struct CatalogAdapters<R, C, W>(PhantomData<(R, C, W)>);
-
-impl<R: CatalogRepository, C: Clock, W: RelayWake> CatalogPorts for CatalogAdapters<R, C, W> {
-    type Repo = R;
-    type Clock = C;
-    type Wake = W;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the catalog's use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait CatalogPorts for CatalogAdapters<R, C, W> {
+        type Repo: CatalogRepository;
+        type Clock: Clock;
+        /// Told after a commit that wrote to the outbox.
+        type Wake: RelayWake;
+    }
 }
 
 pub trait CatalogRepository: Clone + Send + Sync + 'static {

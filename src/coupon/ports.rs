@@ -1,4 +1,4 @@
-use std::{collections::HashSet, future::Future, marker::PhantomData};
+use std::{collections::HashSet, future::Future};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -19,47 +19,20 @@ use crate::{
     outbox::ports::OutboxWriter,
 };
 
-/// The adapters the coupon room's use cases (the service and the ledger's
-/// issuer) run over, named once: the composition root picks them
-/// (`app::services`), tests pick fakes.
-pub trait CouponPorts: Clone + Send + Sync + 'static {
-    /// Issue (the winners' rows) and redemption share the unit of work.
-    type Uow: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>;
-    type Repo: CouponRepository;
-    type Ledger: CouponLedger;
-    type Clock: Clock;
-    type Wake: RelayWake;
-    /// Carries the ledger's winners to their writer.
-    type Winners: WinnerQueue;
-}
-
-/// The bundle whose adapters are its type parameters, in the order of
-/// [`CouponPorts`]' types: the server's wiring and the tests' fakes are
-/// each one alias of it. (`usecase::CouponAdapters` holds the values.)
-pub struct CouponAdapterTypes<U, R, L, C, W, Q>(PhantomData<(U, R, L, C, W, Q)>);
-
-/// By hand: the bundle is a name, cloneable whatever its winner queue is.
-impl<U, R, L, C, W, Q> Clone for CouponAdapterTypes<U, R, L, C, W, Q> {
-    fn clone(&self) -> Self {
-        Self(PhantomData)
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the coupon room's use cases (the service and the ledger's
+    /// issuer) run over, named once: the composition root picks them
+    /// (`app::services`), tests pick fakes.
+    pub trait CouponPorts for CouponAdapterTypes<U, R, L, C, W, Q> {
+        /// Issue (the winners' rows) and redemption share the unit of work.
+        type Uow: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>;
+        type Repo: CouponRepository;
+        type Ledger: CouponLedger;
+        type Clock: Clock;
+        type Wake: RelayWake;
+        /// Carries the ledger's winners to their writer.
+        type Winners: WinnerQueue;
     }
-}
-
-impl<U, R, L, C, W, Q> CouponPorts for CouponAdapterTypes<U, R, L, C, W, Q>
-where
-    U: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>,
-    R: CouponRepository,
-    L: CouponLedger,
-    C: Clock,
-    W: RelayWake,
-    Q: WinnerQueue,
-{
-    type Uow = U;
-    type Repo = R;
-    type Ledger = L;
-    type Clock = C;
-    type Wake = W;
-    type Winners = Q;
 }
 
 /// The issue ledger: who won each campaign and with which number. It

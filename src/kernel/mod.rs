@@ -14,6 +14,7 @@ mod ids;
 pub mod keyed;
 pub mod page;
 mod points;
+pub mod ports;
 pub mod retention;
 pub mod snapshot;
 mod store;

@@ -1,4 +1,4 @@
-use std::{future::Future, marker::PhantomData};
+use std::future::Future;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -7,32 +7,15 @@ use super::domain::{
 };
 use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::NewEvent};
 
-/// The adapters the waiting room's use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait QueuePorts: Clone + Send + Sync + 'static {
-    type Store: QueueStore;
-    type Settings: QueueSettingsRepository;
-    type Directory: ConcertDirectory;
-    type Clock: Clock;
-}
-
-/// The bundle whose adapters are its type parameters, in the order of
-/// [`QueuePorts`]' types: the server's wiring and the tests' fakes are each
-/// one alias of it.
-#[derive(Clone)]
-pub struct QueueAdapters<S, Q, D, C>(PhantomData<(S, Q, D, C)>);
-
-impl<S, Q, D, C> QueuePorts for QueueAdapters<S, Q, D, C>
-where
-    S: QueueStore,
-    Q: QueueSettingsRepository,
-    D: ConcertDirectory,
-    C: Clock,
-{
-    type Store = S;
-    type Settings = Q;
-    type Directory = D;
-    type Clock = C;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the waiting room's use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait QueuePorts for QueueAdapters<S, Q, D, C> {
+        type Store: QueueStore;
+        type Settings: QueueSettingsRepository;
+        type Directory: ConcertDirectory;
+        type Clock: Clock;
+    }
 }
 
 /// The waiting rooms' state. Every change is atomic per concert (one Lua

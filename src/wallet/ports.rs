@@ -1,4 +1,4 @@
-use std::{future::Future, marker::PhantomData};
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
@@ -11,33 +11,16 @@ use crate::{
     outbox::ports::OutboxWriter,
 };
 
-/// The adapters the wallet's use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait WalletPorts: Clone + Send + Sync + 'static {
-    /// A charge, its event and its key commit together.
-    type Uow: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>;
-    type Repo: WalletRepository;
-    type Clock: Clock;
-    type Wake: RelayWake;
-}
-
-/// The bundle whose adapters are its type parameters, in the order of
-/// [`WalletPorts`]' types: the server's wiring and the tests' fakes are
-/// each one alias of it.
-#[derive(Clone)]
-pub struct WalletAdapters<U, R, C, W>(PhantomData<(U, R, C, W)>);
-
-impl<U, R, C, W> WalletPorts for WalletAdapters<U, R, C, W>
-where
-    U: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>,
-    R: WalletRepository,
-    C: Clock,
-    W: RelayWake,
-{
-    type Uow = U;
-    type Repo = R;
-    type Clock = C;
-    type Wake = W;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the wallet's use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait WalletPorts for WalletAdapters<U, R, C, W> {
+        /// A charge, its event and its key commit together.
+        type Uow: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>;
+        type Repo: WalletRepository;
+        type Clock: Clock;
+        type Wake: RelayWake;
+    }
 }
 
 pub trait WalletRepository: Clone + Send + Sync + 'static {
