@@ -1,5 +1,5 @@
 use super::{
-    domain::{ChargeAmount, EntryKind, LedgerEntry, MAX_PAGE, WalletError},
+    domain::{ChargeAmount, LedgerEntry, MAX_PAGE, Posting, WalletError},
     ports::{WalletPorts, WalletRepository, WalletTx},
 };
 use crate::{
@@ -61,7 +61,7 @@ impl<P: WalletPorts> WalletService<P> {
             return Ok(first);
         }
         let Some(balance) = tx
-            .credit(user, amount.points(), EntryKind::Charge, None, now)
+            .credit(Posting::charge(user, amount.points()), now)
             .await?
         else {
             return Err(WalletError::BalanceLimit);

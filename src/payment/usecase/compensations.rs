@@ -24,7 +24,7 @@ use crate::{
         ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
     reservation::usecase as reservations,
-    wallet::{domain::EntryKind, ports::WalletTx},
+    wallet::{domain::Posting, ports::WalletTx},
 };
 
 /// Due compensation steps taken per pass.
@@ -169,10 +169,7 @@ impl<P: PaymentPorts> Compensations<P> {
                 .await?
         {
             tx.credit(
-                payment.user,
-                payment.amount,
-                EntryKind::Refund,
-                Some(payment.id),
+                Posting::refund(payment.user, payment.amount, payment.id),
                 now,
             )
             .await?
