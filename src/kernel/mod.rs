@@ -21,6 +21,7 @@ mod store;
 mod stored;
 pub mod trace;
 pub mod uow;
+mod validity;
 pub mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -35,3 +36,4 @@ pub use points::{Points, PointsError};
 pub use store::{CONFLICT_ATTEMPTS, Retryable, StoreError, retry_on_conflict};
 pub(crate) use stored::stored_name;
 pub use uow::{Transaction, UnitOfWork};
+pub use validity::Validity;

@@ -1,11 +1,11 @@
 use std::future::Future;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use super::domain::{
     Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
 };
-use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::NewEvent};
+use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, Validity, events::NewEvent};
 
 crate::kernel::ports::ports_bundle! {
     /// The adapters the waiting room's use cases run over, named once: the
@@ -123,12 +123,7 @@ pub trait QueueSettingsRepository: Clone + Send + Sync + 'static {
 
 /// Signs and verifies queue tokens (`X-Queue-Token`). No IO, object-safe.
 pub trait QueueTokens: Send + Sync + 'static {
-    fn issue(
-        &self,
-        pass: &QueuePass,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, QueueError>;
+    fn issue(&self, pass: &QueuePass, validity: Validity) -> Result<String, QueueError>;
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<QueuePass, QueueError>;
 }
 

@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use super::{Admission, QueueService};
 use crate::{
-    kernel::{Clock, ConcertId, Fault, ManualClock, ScheduleId, UserId, events::NewEvent},
+    kernel::{
+        Clock, ConcertId, Fault, ManualClock, ScheduleId, UserId, Validity, events::NewEvent,
+    },
     queue::{
         domain::{
             Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats,
@@ -344,23 +346,18 @@ impl ConcertDirectory for FakeDirectory {
 /// anything else is a forgery. Records what it signed.
 #[derive(Default)]
 pub struct FakeTokens {
-    pub issued: Mutex<Vec<(QueuePass, DateTime<Utc>, TimeDelta)>>,
+    pub issued: Mutex<Vec<(QueuePass, Validity)>>,
     pub fail_issue: Mutex<bool>,
 }
 
 impl QueueTokens for FakeTokens {
-    fn issue(
-        &self,
-        pass: &QueuePass,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, QueueError> {
+    fn issue(&self, pass: &QueuePass, validity: Validity) -> Result<String, QueueError> {
         if *self.fail_issue.lock().unwrap() {
             return Err(QueueError::Fault(Fault::Unexpected(anyhow::anyhow!(
                 "no signing key"
             ))));
         }
-        self.issued.lock().unwrap().push((*pass, now, ttl));
+        self.issued.lock().unwrap().push((*pass, validity));
         Ok(token(pass))
     }
 
