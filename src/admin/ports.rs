@@ -16,6 +16,7 @@ pub struct Raising {
     pub queue_for_webhook: bool,
     /// The trace it was raised in; the webhook post carries it.
     pub traceparent: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 pub trait AlertRepository: Clone + Send + Sync + 'static {
@@ -25,7 +26,6 @@ pub trait AlertRepository: Clone + Send + Sync + 'static {
         &self,
         alert: &NewAlert,
         raising: Raising,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Alert, AdminError>> + Send;
 
     /// Up to `page.fetch()` alerts that pass `filter`, newest first, older

@@ -113,10 +113,8 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
     /// false (and no event) if it was no longer pending.
     fn record_failure(
         &self,
-        id: i64,
         failure: &AfterFailure,
         event: NewEvent,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PaymentError>> + Send;
 }
 

@@ -63,12 +63,8 @@ impl FakeAlerts {
 }
 
 impl AlertRepository for FakeAlerts {
-    async fn insert(
-        &self,
-        alert: &NewAlert,
-        raising: Raising,
-        now: DateTime<Utc>,
-    ) -> Result<Alert, AdminError> {
+    async fn insert(&self, alert: &NewAlert, raising: Raising) -> Result<Alert, AdminError> {
+        let now = raising.at;
         let mut alerts = self.open()?;
         let stored = Alert {
             id: alerts.rows.len() as i64 + 1,

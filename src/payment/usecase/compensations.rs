@@ -210,9 +210,9 @@ impl<P: PaymentPorts> Compensations<P> {
         let Some(step) = self.payments.compensation(id).await? else {
             return Ok(());
         };
-        let next = after_failure(step.attempts, error, self.retry_base, now);
+        let next = after_failure(id, step.attempts, error, self.retry_base, now);
         let event = next.event(&step);
-        if !self.payments.record_failure(id, &next, event, now).await? {
+        if !self.payments.record_failure(&next, event).await? {
             return Ok(());
         }
         metrics::counter!("compensations_total", "outcome" => if next.gave_up() { "failed" } else { "retrying" }).increment(1);
