@@ -16,7 +16,6 @@ pub struct Raising {
     pub queue_for_webhook: bool,
     /// The trace it was raised in; the webhook post carries it.
     pub traceparent: Option<String>,
-    pub at: DateTime<Utc>,
 }
 
 pub trait AlertRepository: Clone + Send + Sync + 'static {
@@ -26,6 +25,7 @@ pub trait AlertRepository: Clone + Send + Sync + 'static {
         &self,
         alert: &NewAlert,
         raising: Raising,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Alert, AdminError>> + Send;
 
     /// Up to `page.fetch()` alerts that pass `filter`, newest first, older

@@ -84,8 +84,12 @@ fn to_alert(row: admin_alert::Model) -> anyhow::Result<Alert> {
 }
 
 impl AlertRepository for DbAlerts {
-    async fn insert(&self, alert: &NewAlert, raising: Raising) -> Result<Alert, AdminError> {
-        let now = raising.at;
+    async fn insert(
+        &self,
+        alert: &NewAlert,
+        raising: Raising,
+        now: DateTime<Utc>,
+    ) -> Result<Alert, AdminError> {
         let mut tx = DbTx::new(self.db.begin().await?);
         let condition = raising.condition.clone().unwrap_or_default();
         let row = admin_alert::ActiveModel {

@@ -60,9 +60,8 @@ impl<R: AlertRepository, C: Clock> AlertService<R, C> {
             condition,
             queue_for_webhook: self.webhook,
             traceparent: trace::current_traceparent(),
-            at: self.clock.now(),
         };
-        let stored = self.repo.insert(&alert, raising).await?;
+        let stored = self.repo.insert(&alert, raising, self.clock.now()).await?;
         metrics::counter!("admin_alerts_raised_total", "severity" => stored.severity.as_str())
             .increment(1);
         if self.webhook {

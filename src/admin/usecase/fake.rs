@@ -63,8 +63,12 @@ impl FakeAlerts {
 }
 
 impl AlertRepository for FakeAlerts {
-    async fn insert(&self, alert: &NewAlert, raising: Raising) -> Result<Alert, AdminError> {
-        let now = raising.at;
+    async fn insert(
+        &self,
+        alert: &NewAlert,
+        raising: Raising,
+        now: DateTime<Utc>,
+    ) -> Result<Alert, AdminError> {
         let mut alerts = self.open()?;
         let stored = Alert {
             id: alerts.rows.len() as i64 + 1,
