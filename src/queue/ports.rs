@@ -115,10 +115,16 @@ pub trait QueueSettingsRepository: Clone + Send + Sync + 'static {
     /// transaction.
     fn put(
         &self,
-        concert: ConcertId,
-        settings: &QueueSettings,
+        room: &RoomSettings,
         event: NewEvent,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
+}
+
+/// A concert's waiting-room settings, as they are stored.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomSettings {
+    pub concert: ConcertId,
+    pub settings: QueueSettings,
 }
 
 /// Signs and verifies queue tokens (`X-Queue-Token`). No IO, object-safe.

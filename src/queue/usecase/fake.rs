@@ -22,6 +22,7 @@ use crate::{
         },
         ports::{
             ConcertDirectory, QueueAdapters, QueueSettingsRepository, QueueStore, QueueTokens,
+            RoomSettings,
         },
     },
 };
@@ -289,16 +290,14 @@ impl QueueSettingsRepository for FakeSettings {
         Ok(self.stored.lock().unwrap().get(&concert).copied())
     }
 
-    async fn put(
-        &self,
-        concert: ConcertId,
-        settings: &QueueSettings,
-        event: NewEvent,
-    ) -> Result<(), QueueError> {
+    async fn put(&self, room: &RoomSettings, event: NewEvent) -> Result<(), QueueError> {
         if *self.down.lock().unwrap() {
             return Err(down());
         }
-        self.stored.lock().unwrap().insert(concert, *settings);
+        self.stored
+            .lock()
+            .unwrap()
+            .insert(room.concert, room.settings);
         self.events.lock().unwrap().push(event);
         Ok(())
     }
