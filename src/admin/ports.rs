@@ -80,14 +80,18 @@ pub trait WebhookQueue: Clone + Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), AdminError>> + Send;
 
-    /// A refused post: tried again at `next` or, with `None`, given up.
-    fn refused(
-        &self,
-        id: i64,
-        attempts: i32,
-        next: Option<DateTime<Utc>>,
-        error: &str,
-    ) -> impl Future<Output = Result<(), AdminError>> + Send;
+    fn refused(&self, refusal: &Refusal<'_>)
+    -> impl Future<Output = Result<(), AdminError>> + Send;
+}
+
+/// A refused webhook post of an alert, as the queue records it.
+pub struct Refusal<'a> {
+    pub alert: i64,
+    /// The alert's attempts so far, this one counted if it was tried.
+    pub attempts: i32,
+    /// When to try again; `None` gives up.
+    pub next: Option<DateTime<Utc>>,
+    pub error: &'a str,
 }
 
 /// Where alerts are pushed besides the database (Slack/Notion-style

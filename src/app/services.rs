@@ -8,7 +8,7 @@ use chrono::TimeDelta;
 use super::adapters::Adapters;
 use crate::{
     admin::{infra::db::DbAlerts, usecase::AlertService},
-    catalog::{infra::db::DbCatalog, usecase::CatalogService},
+    catalog::{infra::db::DbCatalog, ports::CatalogAdapters, usecase::CatalogService},
     config::Settings,
     coupon::{
         infra::{
@@ -16,7 +16,7 @@ use crate::{
             db::DbCoupons,
             winner_queue::{WinnerSender, winner_queue},
         },
-        ports::CouponPorts,
+        ports::CouponAdapterTypes,
         usecase::{CouponAdapters, CouponService, LedgerIssuer},
     },
     db::DbUnitOfWork,
@@ -39,51 +39,37 @@ use crate::{
             db::{CachedSettings, DbQueueSettings},
             tokens::JwtQueueTokens,
         },
+        ports::QueueAdapters,
         usecase::QueueService,
     },
     reservation::{
         domain::HoldPolicy, infra::db::DbReservations, ports::ReservationAdapters,
         usecase::ReservationService,
     },
-    wallet::{infra::db::DbWallets, usecase::WalletService},
+    wallet::{infra::db::DbWallets, ports::WalletAdapters, usecase::WalletService},
     web::limits::RateLimits,
 };
 
 pub type Alerts = AlertService<DbAlerts, SystemClock>;
 pub type Catalog = CatalogService<CatalogWiring>;
 /// The catalog over its tables, waking the relay.
-#[derive(Clone)]
-pub struct CatalogWiring;
-impl crate::catalog::ports::CatalogPorts for CatalogWiring {
-    type Repo = DbCatalog;
-    type Clock = SystemClock;
-    type Wake = RelayWaker;
-}
+pub type CatalogWiring = CatalogAdapters<DbCatalog, SystemClock, RelayWaker>;
 pub type Queue = QueueService<QueueWiring>;
 /// The waiting room's adapters: the Redis-or-memory store, and settings and
 /// concerts read through short caches.
-#[derive(Clone)]
-pub struct QueueWiring;
-impl crate::queue::ports::QueuePorts for QueueWiring {
-    type Store = AnyQueueStore;
-    type Settings = CachedSettings<DbQueueSettings>;
-    type Directory = CachedDirectory<Catalog>;
-    type Clock = SystemClock;
-}
+pub type QueueWiring = QueueAdapters<
+    AnyQueueStore,
+    CachedSettings<DbQueueSettings>,
+    CachedDirectory<Catalog>,
+    SystemClock,
+>;
 pub type Reservations = ReservationService<ReservationWiring>;
 /// The reservation use cases over the database, waking the relay.
 pub type ReservationWiring =
     ReservationAdapters<DbUnitOfWork, DbReservations, DbCatalog, SystemClock, RelayWaker>;
 pub type Wallets = WalletService<WalletWiring>;
 /// The wallet over the database, waking the relay.
-#[derive(Clone)]
-pub struct WalletWiring;
-impl crate::wallet::ports::WalletPorts for WalletWiring {
-    type Uow = DbUnitOfWork;
-    type Repo = DbWallets;
-    type Clock = SystemClock;
-    type Wake = RelayWaker;
-}
+pub type WalletWiring = WalletAdapters<DbUnitOfWork, DbWallets, SystemClock, RelayWaker>;
 pub type Payments = PaymentService<PaymentWiring>;
 pub type CompensationRunner = Compensations<PaymentWiring>;
 /// The payment use cases' and the compensation runner's adapters: the
@@ -92,6 +78,15 @@ pub type CompensationRunner = Compensations<PaymentWiring>;
 pub type PaymentWiring =
     PaymentAdapters<DbUnitOfWork, DbPayments<DbCatalog>, DbReservations, SystemClock, RelayWaker>;
 pub type Coupons = CouponService<CouponWiring>;
+/// The coupon room's adapters.
+pub type CouponWiring = CouponAdapterTypes<
+    DbUnitOfWork,
+    DbCoupons,
+    AnyCouponLedger,
+    SystemClock,
+    RelayWaker,
+    WinnerSender,
+>;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 
 #[derive(Clone)]
@@ -211,19 +206,6 @@ impl Services {
             limits,
         })
     }
-}
-
-/// The coupon room's adapters.
-#[derive(Clone)]
-pub struct CouponWiring;
-
-impl CouponPorts for CouponWiring {
-    type Uow = DbUnitOfWork;
-    type Repo = DbCoupons;
-    type Ledger = AnyCouponLedger;
-    type Clock = SystemClock;
-    type Wake = RelayWaker;
-    type Winners = WinnerSender;
 }
 
 /// The bench build's coupon lock strategy and sold-out memory

@@ -1,18 +1,13 @@
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 
 use super::domain::{AuthError, Claimed, Identity};
-use crate::kernel::UserId;
+use crate::kernel::{UserId, Validity};
 
 /// Signs and verifies identity tokens. Pure computation, so it is a plain
 /// (object-safe) trait the HTTP security schemes can hold as `Arc<dyn _>`.
 pub trait TokenCodec: Send + Sync + 'static {
-    fn issue(
-        &self,
-        identity: Identity,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, AuthError>;
+    fn issue(&self, identity: Identity, validity: Validity) -> Result<String, AuthError>;
 
     /// Checks signature, expiry (against `now`) and the claims, and says
     /// whom the token names. [`AuthError::UnknownKey`] when it is signed

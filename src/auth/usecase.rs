@@ -6,7 +6,7 @@ use super::{
     domain::{AuthError, Identity, Role, Subject},
     ports::{KeySetSource, SubjectDirectory, TokenCodec},
 };
-use crate::kernel::{Clock, UserId};
+use crate::kernel::{Clock, UserId, Validity};
 
 /// Mints a token, as the identity provider would in production
 /// (`boxoffice token`, the demo seed, tests).
@@ -17,7 +17,7 @@ pub fn mint_token(
     role: Role,
     ttl: TimeDelta,
 ) -> Result<String, AuthError> {
-    codec.issue(Identity { user_id, role }, clock.now(), ttl)
+    codec.issue(Identity { user_id, role }, Validity::new(clock.now(), ttl))
 }
 
 /// What checking a bearer token goes through: the codec, the provider's
@@ -99,25 +99,20 @@ mod tests {
     /// `knows_rotated_key` is set, and records what it was asked.
     #[derive(Default)]
     struct FakeCodec {
-        issued: Mutex<Vec<(Identity, DateTime<Utc>, TimeDelta)>>,
+        issued: Mutex<Vec<(Identity, Validity)>>,
         verified_at: Mutex<Vec<DateTime<Utc>>>,
         cannot_sign: bool,
         knows_rotated_key: Arc<AtomicBool>,
     }
 
     impl TokenCodec for FakeCodec {
-        fn issue(
-            &self,
-            identity: Identity,
-            now: DateTime<Utc>,
-            ttl: TimeDelta,
-        ) -> Result<String, AuthError> {
+        fn issue(&self, identity: Identity, validity: Validity) -> Result<String, AuthError> {
             if self.cannot_sign {
                 return Err(AuthError::Fault(Fault::Unexpected(anyhow::anyhow!(
                     "no signing key"
                 ))));
             }
-            self.issued.lock().unwrap().push((identity, now, ttl));
+            self.issued.lock().unwrap().push((identity, validity));
             Ok(format!("{:?}-{}", identity.role, identity.user_id).to_lowercase())
         }
 
@@ -261,8 +256,7 @@ mod tests {
                     user_id: UserId(7),
                     role: Role::User
                 },
-                t0(),
-                TimeDelta::hours(2)
+                Validity::new(t0(), TimeDelta::hours(2))
             )]
         );
     }

@@ -310,6 +310,15 @@ pub struct ScheduleSale {
     pub sold: u64,
 }
 
+/// A hold asked of a seat: for `user` until `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeatHold {
+    pub schedule: ScheduleId,
+    pub seat: SeatId,
+    pub user: UserId,
+    pub until: DateTime<Utc>,
+}
+
 /// What a hold learned about the seat it won.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldSeat {

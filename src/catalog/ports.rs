@@ -4,20 +4,21 @@ use chrono::{DateTime, Utc};
 
 use super::domain::{
     CatalogError, Concert, CreatedConcert, HeldSeat, NewConcert, ScheduleSale, ScheduleStatus,
-    ScheduleSummary, Seat, SeatFilter, SeatListing,
+    ScheduleSummary, Seat, SeatFilter, SeatHold, SeatListing,
 };
 use crate::kernel::{
-    Clock, ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, UserId,
-    events::RelayWake,
+    Clock, ConcertId, PageRequest, ReservationId, ScheduleId, SeatId, StoreError, events::RelayWake,
 };
 
-/// The adapters the catalog's use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait CatalogPorts: Clone + Send + Sync + 'static {
-    type Repo: CatalogRepository;
-    type Clock: Clock;
-    /// Told after a commit that wrote to the outbox.
-    type Wake: RelayWake;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the catalog's use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait CatalogPorts for CatalogAdapters<R, C, W> {
+        type Repo: CatalogRepository;
+        type Clock: Clock;
+        /// Told after a commit that wrote to the outbox.
+        type Wake: RelayWake;
+    }
 }
 
 pub trait CatalogRepository: Clone + Send + Sync + 'static {
@@ -125,15 +126,12 @@ pub trait ScheduleReads: Clone + Send + Sync + 'static {
 /// seat row: the first statement to change a seat locks it, so a
 /// transaction that touches a seat touches it before its reservation.
 pub trait SeatTx: Send {
-    /// Holds the seat for `user` until `until` if it is free at `now`
-    /// ([`Seat::availability`] says available) and its schedule is on sale.
-    /// `None` when it is not.
+    /// Holds the seat for the hold's user until its `until` if it is free
+    /// at `now` ([`Seat::availability`] says available) and its schedule is
+    /// on sale. `None` when it is not.
     fn try_hold(
         &mut self,
-        schedule: ScheduleId,
-        seat: SeatId,
-        user: UserId,
-        until: DateTime<Utc>,
+        hold: SeatHold,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<HeldSeat>, StoreError>> + Send;
 

@@ -19,18 +19,20 @@ use crate::{
     outbox::ports::OutboxWriter,
 };
 
-/// The adapters the coupon room's use cases (the service and the ledger's
-/// issuer) run over, named once: the composition root picks them
-/// (`app::services`), tests pick fakes.
-pub trait CouponPorts: Clone + Send + Sync + 'static {
-    /// Issue (the winners' rows) and redemption share the unit of work.
-    type Uow: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>;
-    type Repo: CouponRepository;
-    type Ledger: CouponLedger;
-    type Clock: Clock;
-    type Wake: RelayWake;
-    /// Carries the ledger's winners to their writer.
-    type Winners: WinnerQueue;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the coupon room's use cases (the service and the ledger's
+    /// issuer) run over, named once: the composition root picks them
+    /// (`app::services`), tests pick fakes.
+    pub trait CouponPorts for CouponAdapterTypes<U, R, L, C, W, Q> {
+        /// Issue (the winners' rows) and redemption share the unit of work.
+        type Uow: UnitOfWork<Tx: IssueTx + RedemptionTx + OutboxWriter + IdempotencyTx>;
+        type Repo: CouponRepository;
+        type Ledger: CouponLedger;
+        type Clock: Clock;
+        type Wake: RelayWake;
+        /// Carries the ledger's winners to their writer.
+        type Winners: WinnerQueue;
+    }
 }
 
 /// The issue ledger: who won each campaign and with which number. It

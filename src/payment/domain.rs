@@ -245,6 +245,9 @@ pub struct DueCompensation {
 /// What happens to a compensation step after a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AfterFailure {
+    /// The step's id.
+    pub step: i64,
+    pub failed_at: DateTime<Utc>,
     pub attempts: i32,
     pub status: CompensationStatus,
     pub next_attempt_at: DateTime<Utc>,
@@ -286,6 +289,7 @@ impl AfterFailure {
 /// backoff from `base`; after [`MAX_COMPENSATION_ATTEMPTS`] failures the
 /// step stops as `failed` until an admin retries it.
 pub fn after_failure(
+    step: i64,
     attempts_before: i32,
     error: &str,
     base: Duration,
@@ -295,6 +299,8 @@ pub fn after_failure(
     let gave_up = attempts >= MAX_COMPENSATION_ATTEMPTS;
     let delay = backoff::doubling(base, attempts.max(0) as u32);
     AfterFailure {
+        step,
+        failed_at: now,
         attempts,
         status: if gave_up {
             CompensationStatus::Failed
@@ -351,14 +357,21 @@ mod tests {
     fn a_failing_step_backs_off_exponentially_then_gives_up() {
         let now = Utc::now();
         let base = Duration::from_secs(1);
-        let first = after_failure(0, "boom", base, now);
+        let first = after_failure(7, 0, "boom", base, now);
+        assert_eq!((first.step, first.failed_at), (7, now));
         assert_eq!(first.attempts, 1);
         assert_eq!(first.status, CompensationStatus::Pending);
         assert_eq!(first.next_attempt_at, now + TimeDelta::seconds(1));
-        let third = after_failure(2, "boom", base, now);
+        let third = after_failure(7, 2, "boom", base, now);
         assert_eq!(third.next_attempt_at, now + TimeDelta::seconds(4));
         assert!(!third.gave_up());
-        let last = after_failure(MAX_COMPENSATION_ATTEMPTS - 1, &"x".repeat(5000), base, now);
+        let last = after_failure(
+            7,
+            MAX_COMPENSATION_ATTEMPTS - 1,
+            &"x".repeat(5000),
+            base,
+            now,
+        );
         assert!(last.gave_up());
         assert_eq!(last.status, CompensationStatus::Failed);
         assert_eq!(last.last_error.len(), 2000, "the stored error is bounded");

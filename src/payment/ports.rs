@@ -1,4 +1,4 @@
-use std::{future::Future, marker::PhantomData};
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
@@ -18,40 +18,21 @@ use crate::{
     wallet::ports::WalletTx,
 };
 
-/// The adapters the payment use cases and the compensation runner run over,
-/// named once: the composition root picks them (`app::services`), tests pick
-/// fakes. The runner uses all but idempotency.
-pub trait PaymentPorts: Send + Sync + 'static {
-    /// One transaction claims the hold, moves the points and the seat,
-    /// records the payment, the request key and the outbox event.
-    type Uow: UnitOfWork<
-        Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
-    >;
-    type Payments: PaymentRepository;
-    type Reservations: ReservationRepository;
-    type Clock: Clock;
-    type Wake: RelayWake;
-}
-
-/// The bundle whose adapters are its type parameters, in the order of
-/// [`PaymentPorts`]' types: the server's wiring and the tests' fakes are
-/// each one alias of it.
-#[derive(Clone)]
-pub struct PaymentAdapters<U, P, R, C, W>(PhantomData<(U, P, R, C, W)>);
-
-impl<U, P, R, C, W> PaymentPorts for PaymentAdapters<U, P, R, C, W>
-where
-    U: UnitOfWork<Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx>,
-    P: PaymentRepository,
-    R: ReservationRepository,
-    C: Clock,
-    W: RelayWake,
-{
-    type Uow = U;
-    type Payments = P;
-    type Reservations = R;
-    type Clock = C;
-    type Wake = W;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the payment use cases and the compensation runner run
+    /// over, named once: the composition root picks them (`app::services`),
+    /// tests pick fakes. The runner uses all but idempotency.
+    pub trait PaymentPorts for PaymentAdapters<U, P, R, C, W> {
+        /// One transaction claims the hold, moves the points and the seat,
+        /// records the payment, the request key and the outbox event.
+        type Uow: UnitOfWork<
+            Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
+        >;
+        type Payments: PaymentRepository;
+        type Reservations: ReservationRepository;
+        type Clock: Clock;
+        type Wake: RelayWake;
+    }
 }
 
 /// Payments and compensations outside any transaction.
@@ -132,10 +113,8 @@ pub trait PaymentRepository: Clone + Send + Sync + 'static {
     /// false (and no event) if it was no longer pending.
     fn record_failure(
         &self,
-        id: i64,
         failure: &AfterFailure,
         event: NewEvent,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PaymentError>> + Send;
 }
 

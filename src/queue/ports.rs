@@ -1,19 +1,21 @@
 use std::future::Future;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use super::domain::{
     Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats, TickOutcome,
 };
-use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, events::NewEvent};
+use crate::kernel::{Clock, ConcertId, ScheduleId, UserId, Validity, events::NewEvent};
 
-/// The adapters the waiting room's use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait QueuePorts: Clone + Send + Sync + 'static {
-    type Store: QueueStore;
-    type Settings: QueueSettingsRepository;
-    type Directory: ConcertDirectory;
-    type Clock: Clock;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the waiting room's use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait QueuePorts for QueueAdapters<S, Q, D, C> {
+        type Store: QueueStore;
+        type Settings: QueueSettingsRepository;
+        type Directory: ConcertDirectory;
+        type Clock: Clock;
+    }
 }
 
 /// The waiting rooms' state. Every change is atomic per concert (one Lua
@@ -113,20 +115,21 @@ pub trait QueueSettingsRepository: Clone + Send + Sync + 'static {
     /// transaction.
     fn put(
         &self,
-        concert: ConcertId,
-        settings: &QueueSettings,
+        room: &RoomSettings,
         event: NewEvent,
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
+/// A concert's waiting-room settings, as they are stored.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomSettings {
+    pub concert: ConcertId,
+    pub settings: QueueSettings,
+}
+
 /// Signs and verifies queue tokens (`X-Queue-Token`). No IO, object-safe.
 pub trait QueueTokens: Send + Sync + 'static {
-    fn issue(
-        &self,
-        pass: &QueuePass,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, QueueError>;
+    fn issue(&self, pass: &QueuePass, validity: Validity) -> Result<String, QueueError>;
     fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<QueuePass, QueueError>;
 }
 

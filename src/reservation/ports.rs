@@ -1,4 +1,4 @@
-use std::{future::Future, marker::PhantomData};
+use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
@@ -12,37 +12,18 @@ use crate::{
     outbox::ports::OutboxWriter,
 };
 
-/// The adapters the reservation use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait ReservationPorts: Clone + Send + Sync + 'static {
-    /// One transaction changes seats, reservations, waitlists and the
-    /// outbox together.
-    type Uow: UnitOfWork<Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter>;
-    type Reservations: ReservationRepository;
-    type Seats: SeatReads;
-    type Clock: Clock;
-    type Wake: RelayWake;
-}
-
-/// The bundle whose adapters are its type parameters, in the order of
-/// [`ReservationPorts`]' types: the server's wiring and the tests' fakes are
-/// each one alias of it.
-#[derive(Clone)]
-pub struct ReservationAdapters<U, R, S, C, W>(PhantomData<(U, R, S, C, W)>);
-
-impl<U, R, S, C, W> ReservationPorts for ReservationAdapters<U, R, S, C, W>
-where
-    U: UnitOfWork<Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter>,
-    R: ReservationRepository,
-    S: SeatReads,
-    C: Clock,
-    W: RelayWake,
-{
-    type Uow = U;
-    type Reservations = R;
-    type Seats = S;
-    type Clock = C;
-    type Wake = W;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the reservation use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait ReservationPorts for ReservationAdapters<U, R, S, C, W> {
+        /// One transaction changes seats, reservations, waitlists and the
+        /// outbox together.
+        type Uow: UnitOfWork<Tx: SeatTx + ReservationTx + WaitlistTx + OutboxWriter>;
+        type Reservations: ReservationRepository;
+        type Seats: SeatReads;
+        type Clock: Clock;
+        type Wake: RelayWake;
+    }
 }
 
 /// Reads of reservations, outside any transaction.

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use super::{MemTx, MemoryUow, World};
 use crate::{
     catalog::{
-        domain::{HeldSeat, ScheduleStatus, Seat, SeatState},
+        domain::{HeldSeat, ScheduleStatus, Seat, SeatHold, SeatState},
         ports::{SeatReads, SeatTx},
     },
-    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
+    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,13 +77,11 @@ impl World {
 impl SeatTx for MemTx {
     async fn try_hold(
         &mut self,
-        schedule: ScheduleId,
-        seat: SeatId,
-        user: UserId,
-        until: DateTime<Utc>,
+        hold: SeatHold,
         now: DateTime<Utc>,
     ) -> Result<Option<HeldSeat>, StoreError> {
         self.check()?;
+        let (schedule, seat) = (hold.schedule, hold.seat);
         if self
             .work
             .schedule_statuses
@@ -104,8 +102,8 @@ impl SeatTx for MemTx {
             return Ok(None);
         }
         found.state = SeatState::Held {
-            holder: user,
-            until,
+            holder: hold.user,
+            until: hold.until,
         };
         found.reservation = None;
         let (price, concert) = (found.price, found.concert);

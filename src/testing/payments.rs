@@ -325,15 +325,13 @@ impl PaymentRepository for MemoryUow {
 
     async fn record_failure(
         &self,
-        id: i64,
         failure: &AfterFailure,
         event: NewEvent,
-        _: DateTime<Utc>,
     ) -> Result<bool, PaymentError> {
         self.check()?;
         let mut guard = self.world();
         let world = &mut *guard;
-        match world.compensations.get_mut(&id) {
+        match world.compensations.get_mut(&failure.step) {
             Some(pending) if pending.status == CompensationStatus::Pending => {
                 pending.attempts = failure.attempts;
                 pending.status = failure.status;

@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 
 use super::{MemTx, MemoryUow, World};
 use crate::{
-    kernel::{PaymentId, Points, StoreError, UserId},
+    kernel::{Points, StoreError, UserId},
     wallet::{
-        domain::{EntryKind, LedgerEntry, WalletError},
+        domain::{LedgerEntry, Posting, WalletError},
         ports::{WalletRepository, WalletTx},
     },
 };
@@ -22,15 +22,13 @@ impl World {
     }
 
     /// Sets the user's balance and writes the ledger row that explains it.
-    fn book(
-        &mut self,
-        user: UserId,
-        kind: EntryKind,
-        amount: i64,
-        after: Points,
-        payment: Option<PaymentId>,
-        now: DateTime<Utc>,
-    ) {
+    fn book(&mut self, posting: Posting, amount: i64, after: Points, now: DateTime<Utc>) {
+        let Posting {
+            user,
+            kind,
+            payment,
+            ..
+        } = posting;
         self.balances.insert(user, after);
         let id = self.next_id();
         self.ledger.push((
@@ -50,42 +48,30 @@ impl World {
 impl WalletTx for MemTx {
     async fn credit(
         &mut self,
-        user: UserId,
-        amount: Points,
-        kind: EntryKind,
-        payment: Option<PaymentId>,
+        posting: Posting,
         now: DateTime<Utc>,
     ) -> Result<Option<Points>, StoreError> {
         self.check()?;
-        let Some(after) = self.work.points(user).checked_add(amount) else {
+        let amount = posting.amount;
+        let Some(after) = self.work.points(posting.user).checked_add(amount) else {
             return Ok(None);
         };
-        self.work
-            .book(user, kind, amount.value(), after, payment, now);
+        self.work.book(posting, amount.value(), after, now);
         Ok(Some(after))
     }
 
     async fn debit(
         &mut self,
-        user: UserId,
-        amount: Points,
-        payment: PaymentId,
+        posting: Posting,
         now: DateTime<Utc>,
     ) -> Result<Option<Points>, StoreError> {
         self.check()?;
-        let balance = self.work.balance(user);
-        if balance < amount.value() {
+        let (balance, amount) = (self.work.balance(posting.user), posting.amount.value());
+        if balance < amount {
             return Ok(None);
         }
-        let after = Points::new(balance - amount.value()).expect("not negative");
-        self.work.book(
-            user,
-            EntryKind::Payment,
-            -amount.value(),
-            after,
-            Some(payment),
-            now,
-        );
+        let after = Points::new(balance - amount).expect("not negative");
+        self.work.book(posting, -amount, after, now);
         Ok(Some(after))
     }
 }

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::kernel::Fault;
-use crate::kernel::{Points, PointsError};
+use crate::kernel::{PaymentId, Points, PointsError, UserId};
 
 /// The most one charge may add.
 pub const MAX_CHARGE: i64 = 10_000_000;
@@ -17,6 +17,42 @@ pub enum EntryKind {
 }
 
 crate::kernel::stored_name!(EntryKind);
+
+/// One change of a user's balance, as its ledger row names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    pub user: UserId,
+    pub kind: EntryKind,
+    pub amount: Points,
+    pub payment: Option<PaymentId>,
+}
+
+impl Posting {
+    pub fn charge(user: UserId, amount: Points) -> Self {
+        Self {
+            user,
+            kind: EntryKind::Charge,
+            amount,
+            payment: None,
+        }
+    }
+
+    pub fn payment(user: UserId, amount: Points, payment: PaymentId) -> Self {
+        Self {
+            user,
+            kind: EntryKind::Payment,
+            amount,
+            payment: Some(payment),
+        }
+    }
+
+    pub fn refund(user: UserId, amount: Points, payment: PaymentId) -> Self {
+        Self {
+            kind: EntryKind::Refund,
+            ..Self::payment(user, amount, payment)
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {

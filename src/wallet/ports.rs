@@ -2,23 +2,25 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::domain::{EntryKind, LedgerEntry, WalletError};
+use super::domain::{LedgerEntry, Posting, WalletError};
 use crate::{
     kernel::{
-        Clock, PaymentId, Points, StoreError, UnitOfWork, UserId, events::RelayWake,
+        Clock, Points, StoreError, UnitOfWork, UserId, events::RelayWake,
         idempotency::IdempotencyTx,
     },
     outbox::ports::OutboxWriter,
 };
 
-/// The adapters the wallet's use cases run over, named once: the
-/// composition root picks them (`app::services`), tests pick fakes.
-pub trait WalletPorts: Clone + Send + Sync + 'static {
-    /// A charge, its event and its key commit together.
-    type Uow: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>;
-    type Repo: WalletRepository;
-    type Clock: Clock;
-    type Wake: RelayWake;
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the wallet's use cases run over, named once: the
+    /// composition root picks them (`app::services`), tests pick fakes.
+    pub trait WalletPorts for WalletAdapters<U, R, C, W> {
+        /// A charge, its event and its key commit together.
+        type Uow: UnitOfWork<Tx: WalletTx + OutboxWriter + IdempotencyTx>;
+        type Repo: WalletRepository;
+        type Clock: Clock;
+        type Wake: RelayWake;
+    }
 }
 
 pub trait WalletRepository: Clone + Send + Sync + 'static {
@@ -38,24 +40,19 @@ pub trait WalletRepository: Clone + Send + Sync + 'static {
 /// the balance plus its ledger row, so concurrent changes add up exactly
 /// and a balance never goes below zero or past [`Points::MAX`].
 pub trait WalletTx: Send {
-    /// Adds `amount` (a charge or a refund); the new balance, or `None`
+    /// Adds a charge's or a refund's amount; the new balance, or `None`
     /// when it would pass the cap (nothing changed then).
     fn credit(
         &mut self,
-        user: UserId,
-        amount: Points,
-        kind: EntryKind,
-        payment: Option<PaymentId>,
+        posting: Posting,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Points>, StoreError>> + Send;
 
-    /// Takes `amount` for a payment; the new balance, or `None` when the
-    /// balance does not cover it (nothing changed then).
+    /// Takes a payment's amount ([`Posting::payment`]); the new balance, or
+    /// `None` when the balance does not cover it (nothing changed then).
     fn debit(
         &mut self,
-        user: UserId,
-        amount: Points,
-        payment: PaymentId,
+        posting: Posting,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<Points>, StoreError>> + Send;
 }

@@ -1,5 +1,5 @@
 use super::{
-    domain::{ChargeAmount, EntryKind, LedgerEntry, MAX_PAGE, WalletError},
+    domain::{ChargeAmount, LedgerEntry, MAX_PAGE, Posting, WalletError},
     ports::{WalletPorts, WalletRepository, WalletTx},
 };
 use crate::{
@@ -61,7 +61,7 @@ impl<P: WalletPorts> WalletService<P> {
             return Ok(first);
         }
         let Some(balance) = tx
-            .credit(user, amount.points(), EntryKind::Charge, None, now)
+            .credit(Posting::charge(user, amount.points()), now)
             .await?
         else {
             return Err(WalletError::BalanceLimit);
@@ -104,7 +104,10 @@ mod tests {
     use crate::{
         kernel::{CONFLICT_ATTEMPTS, ManualClock},
         testing::{MemoryUow, Wakes},
-        wallet::domain::{EntryKind, MAX_CHARGE},
+        wallet::{
+            domain::{EntryKind, MAX_CHARGE},
+            ports::WalletAdapters,
+        },
     };
 
     const ALICE: UserId = UserId(1);
@@ -140,15 +143,7 @@ mod tests {
     }
 
     /// The wallet's ports as these tests fake them.
-    #[derive(Clone)]
-    struct Fakes;
-
-    impl WalletPorts for Fakes {
-        type Uow = MemoryUow;
-        type Repo = FakeRepo;
-        type Clock = ManualClock;
-        type Wake = Wakes;
-    }
+    type Fakes = WalletAdapters<MemoryUow, FakeRepo, ManualClock, Wakes>;
 
     struct Harness {
         service: WalletService<Fakes>,

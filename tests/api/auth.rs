@@ -4,7 +4,7 @@ use boxoffice::{
         infra::jwt::JwtCodec,
         ports::TokenCodec,
     },
-    kernel::UserId,
+    kernel::{UserId, Validity},
 };
 use chrono::{TimeDelta, Utc};
 use serde_json::json;
@@ -22,8 +22,7 @@ async fn admin_endpoint_refuses_missing_invalid_expired_and_non_admin_tokens() {
                 user_id: UserId(1),
                 role: Role::Admin,
             },
-            Utc::now() - TimeDelta::hours(2),
-            TimeDelta::hours(1),
+            Validity::new(Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1)),
         )
         .unwrap();
     let cases: Vec<(Option<String>, u16, &str)> = vec![

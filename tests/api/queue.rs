@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use boxoffice::{
-    kernel::{ConcertId, UserId},
+    kernel::{ConcertId, UserId, Validity},
     queue::{domain::QueuePass, infra::tokens::JwtQueueTokens, ports::QueueTokens},
 };
 use chrono::{TimeDelta, Utc};
@@ -200,8 +200,7 @@ async fn the_seat_map_admits_only_the_right_admitted_token() {
             user: UserId(1),
             concert: ConcertId(created["id"].as_i64().unwrap()),
         },
-        Utc::now(),
-        TimeDelta::hours(1),
+        Validity::new(Utc::now(), TimeDelta::hours(1)),
     );
     assert_problem(
         seats_with(&app, 1, Some(&forged.unwrap()), &created).await,
@@ -215,8 +214,7 @@ async fn the_seat_map_admits_only_the_right_admitted_token() {
             user: UserId(1),
             concert: ConcertId(created["id"].as_i64().unwrap()),
         },
-        Utc::now() - TimeDelta::hours(2),
-        TimeDelta::hours(1),
+        Validity::new(Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1)),
     );
     assert_problem(
         seats_with(&app, 1, Some(&expired.unwrap()), &created).await,

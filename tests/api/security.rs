@@ -11,7 +11,7 @@ use boxoffice::{
         infra::jwt::JwtCodec,
         ports::TokenCodec,
     },
-    kernel::{ConcertId, UserId},
+    kernel::{ConcertId, UserId, Validity},
     queue::{domain::QueuePass, infra::tokens::JwtQueueTokens, ports::QueueTokens},
 };
 use chrono::{TimeDelta, Utc};
@@ -614,7 +614,7 @@ fn bad_bearers(user: i64, queue_token: &str) -> Vec<(&'static str, String)> {
     };
     let codec = JwtCodec::new(TEST_JWT_SECRET.as_bytes());
     let valid = codec
-        .issue(admin, Utc::now(), TimeDelta::hours(1))
+        .issue(admin, Validity::new(Utc::now(), TimeDelta::hours(1)))
         .expect("token");
     let payload = valid.split('.').nth(1).expect("a JWT payload");
     vec![
@@ -629,7 +629,10 @@ fn bad_bearers(user: i64, queue_token: &str) -> Vec<(&'static str, String)> {
         (
             "expired",
             codec
-                .issue(admin, Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1))
+                .issue(
+                    admin,
+                    Validity::new(Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1)),
+                )
                 .expect("token"),
         ),
         (
@@ -649,20 +652,23 @@ fn bad_queue_tokens(world: &World, user: i64) -> Vec<(&'static str, String)> {
         (
             "bad signature",
             JwtQueueTokens::new(b"someone-elses-secret")
-                .issue(&pass, Utc::now(), TimeDelta::hours(1))
+                .issue(&pass, Validity::new(Utc::now(), TimeDelta::hours(1)))
                 .expect("token"),
         ),
         (
             "expired",
             JwtQueueTokens::new(TEST_QUEUE_SECRET.as_bytes())
-                .issue(&pass, Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1))
+                .issue(
+                    &pass,
+                    Validity::new(Utc::now() - TimeDelta::hours(2), TimeDelta::hours(1)),
+                )
                 .expect("token"),
         ),
         (
             // Queue tokens have a key of their own, never the identity secret.
             "signed with the identity secret",
             JwtQueueTokens::new(TEST_JWT_SECRET.as_bytes())
-                .issue(&pass, Utc::now(), TimeDelta::hours(1))
+                .issue(&pass, Validity::new(Utc::now(), TimeDelta::hours(1)))
                 .expect("token"),
         ),
         ("an identity token", world.app.user_token(user)),

@@ -9,7 +9,7 @@ use sea_orm::{
 use crate::{
     admin::{
         domain::{AdminError, Alert, AlertFilter, NewAlert, QueuedAlert, Severity, WebhookStatus},
-        ports::{AlertRepository, Raising, WebhookQueue},
+        ports::{AlertRepository, Raising, Refusal, WebhookQueue},
     },
     db::{DbTx, Paged, all_as},
     kernel::{PageRequest, Transaction, events::NewEvent},
@@ -242,21 +242,19 @@ impl WebhookQueue for DbAlerts {
         Ok(())
     }
 
-    async fn refused(
-        &self,
-        id: i64,
-        attempts: i32,
-        next: Option<DateTime<Utc>>,
-        error: &str,
-    ) -> Result<(), AdminError> {
+    async fn refused(&self, refusal: &Refusal<'_>) -> Result<(), AdminError> {
+        let error: String = refusal.error.chars().take(500).collect();
         admin_alert::Entity::update_many()
-            .col_expr(admin_alert::Column::WebhookNextAt, Expr::value(next))
-            .col_expr(admin_alert::Column::WebhookAttempts, Expr::value(attempts))
             .col_expr(
-                admin_alert::Column::WebhookError,
-                Expr::value(error.chars().take(500).collect::<String>()),
+                admin_alert::Column::WebhookNextAt,
+                Expr::value(refusal.next),
             )
-            .filter(admin_alert::Column::Id.eq(id))
+            .col_expr(
+                admin_alert::Column::WebhookAttempts,
+                Expr::value(refusal.attempts),
+            )
+            .col_expr(admin_alert::Column::WebhookError, Expr::value(error))
+            .filter(admin_alert::Column::Id.eq(refusal.alert))
             .exec(&self.db)
             .await?;
         Ok(())

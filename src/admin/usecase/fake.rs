@@ -9,7 +9,7 @@ use crate::kernel::Fault;
 use crate::{
     admin::{
         domain::{AdminError, Alert, AlertFilter, NewAlert, QueuedAlert, WebhookStatus},
-        ports::{AlertNotifier, AlertRepository, Raising, WebhookQueue},
+        ports::{AlertNotifier, AlertRepository, Raising, Refusal, WebhookQueue},
     },
     kernel::{PageRequest, events::NewEvent},
 };
@@ -185,19 +185,14 @@ impl WebhookQueue for FakeAlerts {
         Ok(())
     }
 
-    async fn refused(
-        &self,
-        id: i64,
-        attempts: i32,
-        next: Option<DateTime<Utc>>,
-        error: &str,
-    ) -> Result<(), AdminError> {
+    async fn refused(&self, refusal: &Refusal<'_>) -> Result<(), AdminError> {
         let mut alerts = self.open()?;
-        let row = alerts.rows.iter_mut().find(|r| r.alert.id == id).unwrap();
-        row.next_at = next;
-        row.error = Some(error.to_owned());
-        row.alert.webhook_attempts = attempts;
-        if next.is_none() {
+        let row = alerts.rows.iter_mut().find(|r| r.alert.id == refusal.alert);
+        let row = row.unwrap();
+        row.next_at = refusal.next;
+        row.error = Some(refusal.error.to_owned());
+        row.alert.webhook_attempts = refusal.attempts;
+        if refusal.next.is_none() {
             row.alert.webhook = WebhookStatus::GaveUp;
         }
         Ok(())

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     admin::{
         domain::{AdminError, WEBHOOK_CLAIM, webhook_retry_at},
-        ports::{AlertNotifier, WebhookQueue},
+        ports::{AlertNotifier, Refusal, WebhookQueue},
     },
     kernel::Clock,
 };
@@ -62,9 +62,13 @@ impl<Q: WebhookQueue, N: AlertNotifier, C: Clock> WebhookDelivery<Q, N, C> {
                 );
                 let why =
                     format!("not tried: the webhook refused alert {first} just before ({error})");
-                self.queue
-                    .refused(alert.id, alert.webhook_attempts, next, &why)
-                    .await?;
+                let refusal = Refusal {
+                    alert: alert.id,
+                    attempts: alert.webhook_attempts,
+                    next,
+                    error: &why,
+                };
+                self.queue.refused(&refusal).await?;
                 pass.deferred += 1;
                 continue;
             }
@@ -85,7 +89,13 @@ impl<Q: WebhookQueue, N: AlertNotifier, C: Clock> WebhookDelivery<Q, N, C> {
                 Err(err) => {
                     let error = format!("{err:#}");
                     let next = webhook_retry_at(attempts, alert.created_at, self.clock.now());
-                    self.queue.refused(alert.id, attempts, next, &error).await?;
+                    let refusal = Refusal {
+                        alert: alert.id,
+                        attempts,
+                        next,
+                        error: &error,
+                    };
+                    self.queue.refused(&refusal).await?;
                     let outcome = if next.is_some() {
                         "retrying"
                     } else {

@@ -7,7 +7,7 @@
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation,
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet},
@@ -19,7 +19,7 @@ use crate::{
         domain::{AuthError, Claimed, Identity, Role, Subject},
         ports::TokenCodec,
     },
-    kernel::UserId,
+    kernel::{UserId, Validity},
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -238,17 +238,12 @@ impl JwtCodec {
 }
 
 impl TokenCodec for JwtCodec {
-    fn issue(
-        &self,
-        identity: Identity,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, AuthError> {
+    fn issue(&self, identity: Identity, validity: Validity) -> Result<String, AuthError> {
         let claims = Claims {
             sub: identity.user_id.to_string(),
             role: Some(identity.role),
-            iat: now.timestamp(),
-            exp: (now + ttl).timestamp(),
+            iat: validity.from.timestamp(),
+            exp: validity.until().timestamp(),
             nbf: None,
         };
         Ok(
@@ -308,6 +303,8 @@ impl TokenCodec for JwtCodec {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
 
     fn token(claims: serde_json::Value) -> String {

@@ -15,7 +15,7 @@ use crate::{
             NewConcert, ScheduleDraft, ScheduleStatus, ScheduleSummary, Seat, SeatBlockDraft,
             SeatFilter, SeatListing, SeatState,
         },
-        ports::{CatalogPorts, CatalogRepository},
+        ports::{CatalogAdapters, CatalogPorts, CatalogRepository},
     },
     kernel::{
         ConcertId, ManualClock, Page, PageRequest, Points, ScheduleId, SeatId, cache::Weighed,
@@ -224,13 +224,7 @@ pub fn seat(number: u32, state: SeatState) -> Seat {
 }
 
 /// The catalog's ports as these tests fake them.
-pub type Fakes = (FakeRepo, ManualClock, Wakes);
-
-impl CatalogPorts for Fakes {
-    type Repo = FakeRepo;
-    type Clock = ManualClock;
-    type Wake = Wakes;
-}
+pub type Fakes = CatalogAdapters<FakeRepo, ManualClock, Wakes>;
 
 pub struct Harness {
     pub service: CatalogService<Fakes>,

@@ -4,7 +4,6 @@
 
 use std::{
     collections::HashSet,
-    marker::PhantomData,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -28,7 +27,8 @@ use crate::{
             winner_queue::{WinnerSender, winner_queue},
         },
         ports::{
-            CouponIssuer, CouponLedger, CouponPorts, CouponRepository, IssueOutcome, IssueRequest,
+            CouponAdapterTypes, CouponIssuer, CouponLedger, CouponRepository, IssueOutcome,
+            IssueRequest,
         },
     },
     kernel::{
@@ -211,17 +211,8 @@ impl CouponRepository for FakeRepo {
 }
 
 /// The fakes' ports, over the ledger `L` (in memory, or one that failed over).
-#[derive(Clone)]
-pub struct Fakes<L = MemoryCouponLedger>(PhantomData<L>);
-
-impl<L: CouponLedger> CouponPorts for Fakes<L> {
-    type Uow = MemoryUow;
-    type Repo = FakeRepo;
-    type Ledger = L;
-    type Clock = ManualClock;
-    type Wake = NoWake;
-    type Winners = WinnerSender;
-}
+pub type Fakes<L = MemoryCouponLedger> =
+    CouponAdapterTypes<MemoryUow, FakeRepo, L, ManualClock, NoWake, WinnerSender>;
 
 pub type Service<L = MemoryCouponLedger> = CouponService<Fakes<L>>;
 

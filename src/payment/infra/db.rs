@@ -296,11 +296,10 @@ impl<S: ScheduleReads> PaymentRepository for DbPayments<S> {
 
     async fn record_failure(
         &self,
-        id: i64,
         failure: &AfterFailure,
         event: NewEvent,
-        now: DateTime<Utc>,
     ) -> Result<bool, PaymentError> {
+        let (id, now) = (failure.step, failure.failed_at);
         let mut tx = DbTx::new(self.db.begin().await?);
         let recorded = compensation::Entity::update_many()
             .col_expr(

@@ -24,7 +24,7 @@ use crate::{
         ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
     reservation::usecase as reservations,
-    wallet::{domain::EntryKind, ports::WalletTx},
+    wallet::{domain::Posting, ports::WalletTx},
 };
 
 /// Due compensation steps taken per pass.
@@ -169,10 +169,7 @@ impl<P: PaymentPorts> Compensations<P> {
                 .await?
         {
             tx.credit(
-                payment.user,
-                payment.amount,
-                EntryKind::Refund,
-                Some(payment.id),
+                Posting::refund(payment.user, payment.amount, payment.id),
                 now,
             )
             .await?
@@ -213,9 +210,9 @@ impl<P: PaymentPorts> Compensations<P> {
         let Some(step) = self.payments.compensation(id).await? else {
             return Ok(());
         };
-        let next = after_failure(step.attempts, error, self.retry_base, now);
+        let next = after_failure(id, step.attempts, error, self.retry_base, now);
         let event = next.event(&step);
-        if !self.payments.record_failure(id, &next, event, now).await? {
+        if !self.payments.record_failure(&next, event).await? {
             return Ok(());
         }
         metrics::counter!("compensations_total", "outcome" => if next.gave_up() { "failed" } else { "retrying" }).increment(1);

@@ -24,7 +24,7 @@ use crate::{
         ports::ReservationRepository,
         usecase as reservations,
     },
-    wallet::ports::WalletTx,
+    wallet::{domain::Posting, ports::WalletTx},
 };
 
 impl<P: PaymentPorts> PaymentService<P> {
@@ -112,7 +112,11 @@ impl<P: PaymentPorts> PaymentService<P> {
                 now,
             )
             .await?;
-        if tx.debit(user, hold.price, payment.id, now).await?.is_none() {
+        if tx
+            .debit(Posting::payment(user, hold.price, payment.id), now)
+            .await?
+            .is_none()
+        {
             return Err(PaymentError::InsufficientPoints);
         }
         reservations::mark_paid(&mut tx, id, payment.id, now).await?;

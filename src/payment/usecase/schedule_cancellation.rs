@@ -216,6 +216,7 @@ mod tests {
 
     use super::*;
     use crate::{
+        catalog::domain::SeatHold,
         kernel::ConcertId,
         payment::{domain::PaymentStatus, usecase::fake::*},
         reservation::domain::ReservationStatus,
@@ -348,10 +349,12 @@ mod tests {
         let later = h.clock.now() + TimeDelta::minutes(10);
         assert!(
             tx.try_hold(
-                ScheduleId(3),
-                seat,
-                BOB,
-                later + TimeDelta::minutes(5),
+                SeatHold {
+                    schedule: ScheduleId(3),
+                    seat,
+                    user: BOB,
+                    until: later + TimeDelta::minutes(5),
+                },
                 later
             )
             .await

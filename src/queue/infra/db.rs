@@ -12,7 +12,7 @@ use crate::{
     outbox::ports::OutboxWriter,
     queue::{
         domain::{QueueError, QueueSettings, QueueingMethod},
-        ports::QueueSettingsRepository,
+        ports::{QueueSettingsRepository, RoomSettings},
     },
 };
 
@@ -82,12 +82,8 @@ impl QueueSettingsRepository for DbQueueSettings {
         })
     }
 
-    async fn put(
-        &self,
-        concert: ConcertId,
-        settings: &QueueSettings,
-        event: NewEvent,
-    ) -> Result<(), QueueError> {
+    async fn put(&self, room: &RoomSettings, event: NewEvent) -> Result<(), QueueError> {
+        let RoomSettings { concert, settings } = room;
         let int = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
         let now = Utc::now();
         let mut tx = DbTx::new(self.db.begin().await?);
@@ -154,14 +150,9 @@ impl<R: QueueSettingsRepository> QueueSettingsRepository for CachedSettings<R> {
         Ok(settings)
     }
 
-    async fn put(
-        &self,
-        concert: ConcertId,
-        settings: &QueueSettings,
-        event: NewEvent,
-    ) -> Result<(), QueueError> {
-        self.inner.put(concert, settings, event).await?;
-        self.cache.insert(concert, Some(*settings));
+    async fn put(&self, room: &RoomSettings, event: NewEvent) -> Result<(), QueueError> {
+        self.inner.put(room, event).await?;
+        self.cache.insert(room.concert, Some(room.settings));
         Ok(())
     }
 }

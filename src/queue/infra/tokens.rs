@@ -2,13 +2,13 @@
 //! can never pass for a queue token or the other way round.
 
 use anyhow::Context;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    kernel::{ConcertId, UserId},
+    kernel::{ConcertId, UserId, Validity},
     queue::{
         domain::{QueueError, QueuePass},
         ports::QueueTokens,
@@ -48,19 +48,14 @@ impl JwtQueueTokens {
 }
 
 impl QueueTokens for JwtQueueTokens {
-    fn issue(
-        &self,
-        pass: &QueuePass,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, QueueError> {
+    fn issue(&self, pass: &QueuePass, validity: Validity) -> Result<String, QueueError> {
         let claims = Claims {
             jti: pass.token_id,
             sub: pass.user.to_string(),
             concert: pass.concert.value(),
             aud: AUDIENCE.to_owned(),
-            iat: now.timestamp(),
-            exp: (now + ttl).timestamp(),
+            iat: validity.from.timestamp(),
+            exp: validity.until().timestamp(),
         };
         Ok(
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -91,6 +86,8 @@ impl QueueTokens for JwtQueueTokens {
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeDelta;
+
     use super::*;
     use crate::auth::{
         domain::{Identity, Role},
@@ -107,7 +104,9 @@ mod tests {
             user: UserId(5),
             concert: ConcertId(9),
         };
-        let token = tokens.issue(&pass, now, TimeDelta::minutes(1)).unwrap();
+        let token = tokens
+            .issue(&pass, Validity::new(now, TimeDelta::minutes(1)))
+            .unwrap();
         assert_eq!(tokens.verify(&token, now).unwrap(), pass);
         assert!(matches!(
             tokens.verify(&token, now + TimeDelta::minutes(1)),
@@ -124,8 +123,7 @@ mod tests {
                     user_id: UserId(5),
                     role: Role::User,
                 },
-                now,
-                TimeDelta::minutes(1),
+                Validity::new(now, TimeDelta::minutes(1)),
             )
             .unwrap();
         assert!(matches!(

@@ -12,13 +12,18 @@ use uuid::Uuid;
 
 use super::{Admission, QueueService};
 use crate::{
-    kernel::{Clock, ConcertId, Fault, ManualClock, ScheduleId, UserId, events::NewEvent},
+    kernel::{
+        Clock, ConcertId, Fault, ManualClock, ScheduleId, UserId, Validity, events::NewEvent,
+    },
     queue::{
         domain::{
             Entry, Lineup, Place, QueueError, QueueEvent, QueuePass, QueueSettings, QueueStats,
             SettingsChange, TickOutcome,
         },
-        ports::{ConcertDirectory, QueuePorts, QueueSettingsRepository, QueueStore, QueueTokens},
+        ports::{
+            ConcertDirectory, QueueAdapters, QueueSettingsRepository, QueueStore, QueueTokens,
+            RoomSettings,
+        },
     },
 };
 
@@ -285,16 +290,14 @@ impl QueueSettingsRepository for FakeSettings {
         Ok(self.stored.lock().unwrap().get(&concert).copied())
     }
 
-    async fn put(
-        &self,
-        concert: ConcertId,
-        settings: &QueueSettings,
-        event: NewEvent,
-    ) -> Result<(), QueueError> {
+    async fn put(&self, room: &RoomSettings, event: NewEvent) -> Result<(), QueueError> {
         if *self.down.lock().unwrap() {
             return Err(down());
         }
-        self.stored.lock().unwrap().insert(concert, *settings);
+        self.stored
+            .lock()
+            .unwrap()
+            .insert(room.concert, room.settings);
         self.events.lock().unwrap().push(event);
         Ok(())
     }
@@ -342,23 +345,18 @@ impl ConcertDirectory for FakeDirectory {
 /// anything else is a forgery. Records what it signed.
 #[derive(Default)]
 pub struct FakeTokens {
-    pub issued: Mutex<Vec<(QueuePass, DateTime<Utc>, TimeDelta)>>,
+    pub issued: Mutex<Vec<(QueuePass, Validity)>>,
     pub fail_issue: Mutex<bool>,
 }
 
 impl QueueTokens for FakeTokens {
-    fn issue(
-        &self,
-        pass: &QueuePass,
-        now: DateTime<Utc>,
-        ttl: TimeDelta,
-    ) -> Result<String, QueueError> {
+    fn issue(&self, pass: &QueuePass, validity: Validity) -> Result<String, QueueError> {
         if *self.fail_issue.lock().unwrap() {
             return Err(QueueError::Fault(Fault::Unexpected(anyhow::anyhow!(
                 "no signing key"
             ))));
         }
-        self.issued.lock().unwrap().push((*pass, now, ttl));
+        self.issued.lock().unwrap().push((*pass, validity));
         Ok(token(pass))
     }
 
@@ -380,14 +378,7 @@ fn token(pass: &QueuePass) -> String {
 }
 
 /// The fakes above as the service's ports.
-pub type Fakes = (FakeStore, FakeSettings, FakeDirectory, ManualClock);
-
-impl QueuePorts for Fakes {
-    type Store = FakeStore;
-    type Settings = FakeSettings;
-    type Directory = FakeDirectory;
-    type Clock = ManualClock;
-}
+pub type Fakes = QueueAdapters<FakeStore, FakeSettings, FakeDirectory, ManualClock>;
 
 pub struct Harness {
     pub service: QueueService<Fakes>,

@@ -9,7 +9,7 @@ use crate::{
     },
     queue::{
         domain::{QueueError, QueueSettings, SettingsChange},
-        ports::{ConcertDirectory, QueuePorts, QueueSettingsRepository},
+        ports::{ConcertDirectory, QueuePorts, QueueSettingsRepository, RoomSettings},
     },
 };
 
@@ -48,7 +48,8 @@ impl<P: QueuePorts> QueueService<P> {
                 admin_id: admin.value(),
             },
         );
-        self.settings.put(concert, &settings, event).await?;
+        let room = RoomSettings { concert, settings };
+        self.settings.put(&room, event).await?;
         Ok(settings)
     }
 }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::QueueService;
 use crate::{
-    kernel::{Clock, ConcertId, UserId},
+    kernel::{Clock, ConcertId, UserId, Validity},
     queue::{
         domain::{Entry, Place, QueueError, QueuePass, QueueStatus},
         ports::{ConcertDirectory, QueuePorts, QueueStore},
@@ -50,7 +50,9 @@ impl<P: QueuePorts> QueueService<P> {
             token_id,
             ..newcomer
         };
-        let token = self.tokens.issue(&pass, now, QUEUE_TOKEN_TTL)?;
+        let token = self
+            .tokens
+            .issue(&pass, Validity::new(now, QUEUE_TOKEN_TTL))?;
         Ok(Admission {
             token,
             token_id,
@@ -135,7 +137,7 @@ mod tests {
         );
         let issued = h.tokens.issued.lock().unwrap();
         assert_eq!(issued.len(), 2);
-        assert_eq!(issued[1], (pass, t0(), QUEUE_TOKEN_TTL));
+        assert_eq!(issued[1], (pass, Validity::new(t0(), QUEUE_TOKEN_TTL)));
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{LOST_RACE_MEMORY, ReservationService, SeatKey, record_hold};
 use crate::{
     catalog::{
-        domain::Availability,
+        domain::{Availability, SeatHold},
         ports::{SeatReads, SeatTx},
     },
     kernel::{
@@ -66,7 +66,15 @@ impl<P: ReservationPorts> ReservationService<P> {
         // The seat first (the lock order: seat, then reservations): under
         // a flood for one seat the losers learn it from this one statement.
         let held = tx
-            .try_hold(schedule, seat, user, self.policy.until(now), now)
+            .try_hold(
+                SeatHold {
+                    schedule,
+                    seat,
+                    user,
+                    until: self.policy.until(now),
+                },
+                now,
+            )
             .await?;
         // Lets a test hold the seat row's lock here while a payment races.
         failpoint::step("reservation::hold::after_seat")

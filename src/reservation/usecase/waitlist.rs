@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 
 use super::{ReservationService, record_hold};
 use crate::{
-    catalog::ports::{SeatReads, SeatTx},
+    catalog::{
+        domain::SeatHold,
+        ports::{SeatReads, SeatTx},
+    },
     kernel::{
         Clock, Fault, ScheduleId, SeatId, Transaction, UnitOfWork, UserId,
         events::{NewEvent, RelayWake, ReservationChanged, WaitlistChanged, types},
@@ -202,7 +205,15 @@ pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWri
     }
     let expires_at = policy.until(now);
     let Some(held) = tx
-        .try_hold(schedule, seat, next.user, expires_at, now)
+        .try_hold(
+            SeatHold {
+                schedule,
+                seat,
+                user: next.user,
+                until: expires_at,
+            },
+            now,
+        )
         .await?
     else {
         return Ok(None);

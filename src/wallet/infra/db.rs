@@ -13,7 +13,7 @@ use crate::{
     db::{DbTx, all_as, insert_new},
     kernel::{PaymentId, Points, StoreError, UserId},
     wallet::{
-        domain::{EntryKind, LedgerEntry, WalletError},
+        domain::{EntryKind, LedgerEntry, Posting, WalletError},
         ports::{WalletRepository, WalletTx},
     },
 };
@@ -73,13 +73,17 @@ async fn balance_of<C: ConnectionTrait>(conn: &C, user: UserId) -> Result<i64, D
 /// (nothing changed then).
 async fn change_balance<C: ConnectionTrait>(
     conn: &C,
-    user: UserId,
+    posting: Posting,
     delta: i64,
     allowed: impl IntoCondition,
-    kind: EntryKind,
-    payment: Option<PaymentId>,
     now: DateTime<Utc>,
 ) -> Result<Option<Points>, DbErr> {
+    let Posting {
+        user,
+        kind,
+        payment,
+        ..
+    } = posting;
     let changed = wallet::Entity::update_many()
         .col_expr(
             wallet::Column::Balance,
@@ -159,36 +163,30 @@ impl WalletRepository for DbWallets {
 impl WalletTx for DbTx {
     async fn credit(
         &mut self,
-        user: UserId,
-        amount: Points,
-        kind: EntryKind,
-        payment: Option<PaymentId>,
+        posting: Posting,
         now: DateTime<Utc>,
     ) -> Result<Option<Points>, StoreError> {
         let conn = self.conn();
         let empty = wallet::ActiveModel {
-            user_id: Set(user.value()),
+            user_id: Set(posting.user.value()),
             balance: Set(0),
             updated_at: Set(now),
         };
         insert_new(empty, [wallet::Column::UserId], conn).await?;
-        let below_cap = wallet::Column::Balance.lte(Points::MAX - amount.value());
-        let delta = amount.value();
-        Ok(change_balance(conn, user, delta, below_cap, kind, payment, now).await?)
+        let delta = posting.amount.value();
+        let below_cap = wallet::Column::Balance.lte(Points::MAX - delta);
+        Ok(change_balance(conn, posting, delta, below_cap, now).await?)
     }
 
     /// A payment never overdraws: the UPDATE only takes a balance that
     /// covers it.
     async fn debit(
         &mut self,
-        user: UserId,
-        amount: Points,
-        payment: PaymentId,
+        posting: Posting,
         now: DateTime<Utc>,
     ) -> Result<Option<Points>, StoreError> {
-        let (conn, kind) = (self.conn(), EntryKind::Payment);
-        let covers = wallet::Column::Balance.gte(amount.value());
-        let delta = -amount.value();
-        Ok(change_balance(conn, user, delta, covers, kind, Some(payment), now).await?)
+        let covers = wallet::Column::Balance.gte(posting.amount.value());
+        let delta = -posting.amount.value();
+        Ok(change_balance(self.conn(), posting, delta, covers, now).await?)
     }
 }

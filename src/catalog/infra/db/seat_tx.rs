@@ -12,11 +12,11 @@ use sea_orm::{
 use super::{availability_is, on_sale, sale_status, schedule, seat};
 use crate::{
     catalog::{
-        domain::{Availability, HeldSeat, ScheduleStatus, SeatStatus},
+        domain::{Availability, HeldSeat, ScheduleStatus, SeatHold, SeatStatus},
         ports::SeatTx,
     },
     db::{DbTx, compare_and_set},
-    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError, UserId},
+    kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError},
 };
 
 /// An update of the seat that applies only while it stands `status` for
@@ -64,17 +64,20 @@ fn on_sale_again(update: UpdateMany<seat::Entity>) -> UpdateMany<seat::Entity> {
 }
 
 impl SeatTx for DbTx {
-    /// Holds the seat for `user` until `until` if it is free now (never
+    /// Holds the seat for the user until `until` if it is free now (never
     /// held, or held past its expiry). `None` when someone else holds or
     /// bought it.
     async fn try_hold(
         &mut self,
-        schedule_id: ScheduleId,
-        seat_id: SeatId,
-        user: UserId,
-        until: DateTime<Utc>,
+        hold: SeatHold,
         now: DateTime<Utc>,
     ) -> Result<Option<HeldSeat>, StoreError> {
+        let SeatHold {
+            schedule: schedule_id,
+            seat: seat_id,
+            user,
+            until,
+        } = hold;
         let conn = self.conn();
         // The write comes first: on SQLite it takes the write lock before
         // anything is read, so the transaction never works from a stale snapshot.
@@ -241,10 +244,13 @@ mod tests {
     use sea_orm::TransactionTrait;
 
     use super::*;
-    use crate::catalog::{
-        domain::{NewConcert, NewSchedule, SeatBlock},
-        infra::db::DbCatalog,
-        ports::CatalogRepository,
+    use crate::{
+        catalog::{
+            domain::{NewConcert, NewSchedule, SeatBlock},
+            infra::db::DbCatalog,
+            ports::CatalogRepository,
+        },
+        kernel::UserId,
     };
 
     #[tokio::test]
@@ -278,7 +284,13 @@ mod tests {
         let mut tx = DbTx::new(db.begin().await.unwrap());
         let (mine, other) = (ReservationId(7), ReservationId(8));
         let until = now + TimeDelta::minutes(5);
-        let held = tx.try_hold(schedule, seat_id, UserId(1), until, now).await;
+        let hold = SeatHold {
+            schedule,
+            seat: seat_id,
+            user: UserId(1),
+            until,
+        };
+        let held = tx.try_hold(hold, now).await;
         assert!(held.unwrap().is_some());
         tx.attach(seat_id, mine).await.unwrap();
         assert!(
