@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{ConcertId, ScheduleId},
+    kernel::{ConcertId, PageRequest, ScheduleId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -255,7 +255,10 @@ impl<P: CatalogPorts> CatalogApi<P> {
         limit: PageSize<MAX_CONCERT_PAGE, DEFAULT_CONCERT_PAGE>,
     ) -> ApiResult<Success<PageBody<ConcertBody>>, ListConcertsRefusals> {
         self.guard.limit_address(req)?;
-        let page = self.service.list_concerts(after.0, limit.get()).await?;
+        let page = self
+            .service
+            .list_concerts(PageRequest::asked(after.0, limit.get()))
+            .await?;
         Ok(Success::page(page, |c| ConcertBody {
             id: c.id.value(),
             title: c.title,
@@ -282,7 +285,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
         self.guard.limit_address(req)?;
         let page = self
             .service
-            .list_schedules(ConcertId(id.0), after.0, limit.get())
+            .list_schedules(ConcertId(id.0), PageRequest::asked(after.0, limit.get()))
             .await?;
         Ok(Success::page(page, |s| ScheduleBody {
             id: s.id.value(),
@@ -339,8 +342,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
                 &self.seat_pages,
                 schedule,
                 &filter,
-                after.0,
-                limit.get(),
+                PageRequest::asked(after.0, limit.get()),
                 |page| {
                     RenderedJson::render(&PageBody::from_page(page, |(seat, availability)| {
                         SeatBody {

@@ -35,6 +35,22 @@ impl PageRequest {
     pub fn fetch(&self) -> u64 {
         self.limit + 1
     }
+
+    /// The page asked for, at most `max` items: `read` is given the bounded
+    /// request and returns up to its [`fetch`](Self::fetch) rows in list
+    /// order; `cursor` names an item's position (its id).
+    pub async fn read<T, E, Rows>(
+        self,
+        max: u64,
+        read: impl FnOnce(Self) -> Rows,
+        cursor: impl Fn(&T) -> i64,
+    ) -> Result<Page<T>, E>
+    where
+        Rows: Future<Output = Result<Vec<T>, E>>,
+    {
+        let page = self.at_most(max);
+        Ok(Page::of(read(page).await?, page, cursor))
+    }
 }
 
 /// One page of items in list order, and the cursor of the next page.

@@ -6,6 +6,7 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
+    kernel::PageRequest,
     web::{
         ApiTags,
         guarded::Unguarded,
@@ -59,7 +60,7 @@ impl<R: NotificationRepository> NotificationsApi<R> {
     ) -> ApiResult<Success<PageBody>, UserPage> {
         let page = self
             .service
-            .page(auth.0.user_id, after.0, limit.get())
+            .page(auth.0.user_id, PageRequest::asked(after.0, limit.get()))
             .await
             .map_err(|err| Problem::fault("notification store", &err.into()))?;
         Ok(Success::json(PageBody {

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     catalog::api::ScheduleStatusBody,
-    kernel::{PaymentId, ReservationId, ScheduleId},
+    kernel::{PageRequest, PaymentId, ReservationId, ScheduleId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -289,7 +289,7 @@ impl<P: PaymentPorts> PaymentApi<P> {
     ) -> ApiResult<NewestFirst<PaymentBody>, UserPage> {
         let page = self
             .service
-            .mine(auth.0.user_id, after.0, limit.get())
+            .mine(auth.0.user_id, PageRequest::asked(after.0, limit.get()))
             .await?;
         Ok(NewestFirst::page(page, |p| body(&p)))
     }
@@ -331,7 +331,10 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
         /// Page size, 1–100 (default 20).
         limit: PageSize<MAX_SCHEDULE_PAGE, DEFAULT_SCHEDULE_PAGE>,
     ) -> ApiResult<ScheduleSalesResponse, AdminPage> {
-        let page = self.service.schedules(after.0, limit.get()).await?;
+        let page = self
+            .service
+            .schedules(PageRequest::asked(after.0, limit.get()))
+            .await?;
         Ok(ScheduleSalesResponse::Ok(Json(PageBody::from_page(
             page,
             |p| sale_body(&p),
@@ -376,7 +379,7 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
         });
         let page = self
             .service
-            .compensations(status, after.0, limit.get())
+            .compensations(status, PageRequest::asked(after.0, limit.get()))
             .await?;
         Ok(NewestFirst::page(page, |c| CompensationBody {
             id: c.id,

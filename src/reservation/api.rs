@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{ReservationId, ScheduleId, SeatId},
+    kernel::{PageRequest, ReservationId, ScheduleId, SeatId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -193,7 +193,7 @@ impl<P: ReservationPorts> ReservationApi<P> {
     ) -> ApiResult<Success<PageBody<ReservationBody>>, UserPage> {
         let page = self
             .service
-            .mine(auth.0.user_id, after.0, limit.get())
+            .mine(auth.0.user_id, PageRequest::asked(after.0, limit.get()))
             .await?;
         let now = self.service.now();
         Ok(Success::page(page, |r| body(&r, now)))

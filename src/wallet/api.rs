@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
+    kernel::PageRequest,
     web::{
         ApiTags,
         guarded::Guarded,
@@ -146,7 +147,10 @@ impl<P: WalletPorts> WalletApi<P> {
     ) -> ApiResult<Success<PageBody>, UserPage> {
         let page = self
             .service
-            .transactions(auth.0.user_id, after.0.or(cursor.0), limit.get())
+            .transactions(
+                auth.0.user_id,
+                PageRequest::asked(after.0.or(cursor.0), limit.get()),
+            )
             .await?;
         Ok(Success::json(PageBody {
             items: page
