@@ -255,10 +255,8 @@ impl<P: CatalogPorts> CatalogApi<P> {
         limit: PageSize<MAX_CONCERT_PAGE, DEFAULT_CONCERT_PAGE>,
     ) -> ApiResult<Success<PageBody<ConcertBody>>, ListConcertsRefusals> {
         self.guard.limit_address(req)?;
-        let page = self
-            .service
-            .list_concerts(PageRequest::asked(after.0, limit.get()))
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.list_concerts(asked).await?;
         Ok(Success::page(page, |c| ConcertBody {
             id: c.id.value(),
             title: c.title,
@@ -283,10 +281,8 @@ impl<P: CatalogPorts> CatalogApi<P> {
         limit: PageSize<MAX_SCHEDULE_PAGE, MAX_SCHEDULE_PAGE>,
     ) -> ApiResult<Success<PageBody<ScheduleBody>>, ListSchedulesRefusals> {
         self.guard.limit_address(req)?;
-        let page = self
-            .service
-            .list_schedules(ConcertId(id.0), PageRequest::asked(after.0, limit.get()))
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.list_schedules(ConcertId(id.0), asked).await?;
         Ok(Success::page(page, |s| ScheduleBody {
             id: s.id.value(),
             starts_at: s.starts_at,

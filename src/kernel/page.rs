@@ -117,6 +117,25 @@ mod tests {
         assert_eq!(empty.next_cursor, None);
     }
 
+    #[tokio::test]
+    async fn a_read_asks_for_the_bounded_page_and_cuts_what_it_gets() {
+        let mut read_with = None;
+        let page = PageRequest::asked(Some(9), 500)
+            .read(
+                2,
+                |request| {
+                    read_with = Some(request);
+                    std::future::ready(Ok::<_, ()>(vec![8, 7, 6]))
+                },
+                |n| *n,
+            )
+            .await
+            .unwrap();
+        assert_eq!(read_with, Some(PageRequest::new(Some(9), 2, 2)));
+        assert_eq!(page.items, vec![8, 7]);
+        assert_eq!(page.next_cursor, Some(7));
+    }
+
     #[test]
     fn mapping_keeps_the_cursor() {
         let page = Page::of(vec![5, 4, 3], PageRequest::new(None, 2, 50), |n| *n);
