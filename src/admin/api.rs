@@ -125,16 +125,12 @@ impl<R: AlertRepository, C: Clock> AlertsApi<R, C> {
         /// Page size, 1–500 (default 100).
         limit: PageSize<MAX_ALERT_PAGE, DEFAULT_ALERT_PAGE>,
     ) -> ApiResult<NewestFirst<AlertBody>, AdminPage> {
-        let alerts = self
-            .service
-            .list(
-                AlertFilter {
-                    acknowledged: acknowledged.0,
-                    severity: severity.0.map(Severity::from),
-                },
-                PageRequest::asked(after.0, limit.get()),
-            )
-            .await?;
+        let filter = AlertFilter {
+            acknowledged: acknowledged.0,
+            severity: severity.0.map(Severity::from),
+        };
+        let asked = PageRequest::asked(after.0, limit.get());
+        let alerts = self.service.list(filter, asked).await?;
         Ok(NewestFirst::page(alerts, |a| AlertBody {
             id: a.id,
             severity: a.severity.into(),

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{ConcertId, ScheduleId},
+    kernel::{ConcertId, PageRequest, ScheduleId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -255,7 +255,8 @@ impl<P: CatalogPorts> CatalogApi<P> {
         limit: PageSize<MAX_CONCERT_PAGE, DEFAULT_CONCERT_PAGE>,
     ) -> ApiResult<Success<PageBody<ConcertBody>>, ListConcertsRefusals> {
         self.guard.limit_address(req)?;
-        let page = self.service.list_concerts(after.0, limit.get()).await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.list_concerts(asked).await?;
         Ok(Success::page(page, |c| ConcertBody {
             id: c.id.value(),
             title: c.title,
@@ -280,10 +281,8 @@ impl<P: CatalogPorts> CatalogApi<P> {
         limit: PageSize<MAX_SCHEDULE_PAGE, MAX_SCHEDULE_PAGE>,
     ) -> ApiResult<Success<PageBody<ScheduleBody>>, ListSchedulesRefusals> {
         self.guard.limit_address(req)?;
-        let page = self
-            .service
-            .list_schedules(ConcertId(id.0), after.0, limit.get())
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.list_schedules(ConcertId(id.0), asked).await?;
         Ok(Success::page(page, |s| ScheduleBody {
             id: s.id.value(),
             starts_at: s.starts_at,
@@ -339,8 +338,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
                 &self.seat_pages,
                 schedule,
                 &filter,
-                after.0,
-                limit.get(),
+                PageRequest::asked(after.0, limit.get()),
                 |page| {
                     RenderedJson::render(&PageBody::from_page(page, |(seat, availability)| {
                         SeatBody {

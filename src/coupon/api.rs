@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{CouponId, UserCouponId},
+    kernel::{CouponId, PageRequest, UserCouponId},
     web::{
         ApiTags,
         guarded::{Guarded, Unguarded},
@@ -294,7 +294,8 @@ impl<P: CouponPorts> CouponAdminApi<P> {
         /// Page size, 1–200 (default 50).
         limit: PageSize<MAX_PAGE, DEFAULT_PAGE>,
     ) -> ApiResult<Success<PageBody<VendorBody>>, AdminPage> {
-        let page = self.service.vendors(after.0, limit.get()).await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.vendors(asked).await?;
         Ok(Success::page(page, vendor_body))
     }
 
@@ -341,7 +342,8 @@ impl<P: CouponPorts> CouponAdminApi<P> {
         /// Page size, 1–200 (default 50).
         limit: PageSize<MAX_PAGE, DEFAULT_PAGE>,
     ) -> ApiResult<Success<PageBody<CouponStatsBody>>, AdminPage> {
-        let page = self.service.campaigns(after.0, limit.get()).await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.campaigns(asked).await?;
         Ok(Success::page(page, stats_body))
     }
 
@@ -425,10 +427,8 @@ impl<P: CouponPorts> CouponApi<P> {
         /// Page size, 1–200 (default 50).
         limit: PageSize<MAX_PAGE, DEFAULT_PAGE>,
     ) -> ApiResult<Success<PageBody<UserCouponBody>>, UserPage> {
-        let page = self
-            .service
-            .wallet_of(auth.0.user_id, after.0, limit.get())
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.wallet_of(auth.0.user_id, asked).await?;
         Ok(Success::page(page, held_body))
     }
 

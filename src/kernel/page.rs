@@ -35,6 +35,22 @@ impl PageRequest {
     pub fn fetch(&self) -> u64 {
         self.limit + 1
     }
+
+    /// The page asked for, at most `max` items: `read` is given the bounded
+    /// request and returns up to its [`fetch`](Self::fetch) rows in list
+    /// order; `cursor` names an item's position (its id).
+    pub async fn read<T, E, Rows>(
+        self,
+        max: u64,
+        read: impl FnOnce(Self) -> Rows,
+        cursor: impl Fn(&T) -> i64,
+    ) -> Result<Page<T>, E>
+    where
+        Rows: Future<Output = Result<Vec<T>, E>>,
+    {
+        let page = self.at_most(max);
+        Ok(Page::of(read(page).await?, page, cursor))
+    }
 }
 
 /// One page of items in list order, and the cursor of the next page.
@@ -99,6 +115,25 @@ mod tests {
         let empty = Page::of(Vec::<i64>::new(), request, |n| *n);
         assert!(empty.items.is_empty());
         assert_eq!(empty.next_cursor, None);
+    }
+
+    #[tokio::test]
+    async fn a_read_asks_for_the_bounded_page_and_cuts_what_it_gets() {
+        let mut read_with = None;
+        let page = PageRequest::asked(Some(9), 500)
+            .read(
+                2,
+                |request| {
+                    read_with = Some(request);
+                    std::future::ready(Ok::<_, ()>(vec![8, 7, 6]))
+                },
+                |n| *n,
+            )
+            .await
+            .unwrap();
+        assert_eq!(read_with, Some(PageRequest::new(Some(9), 2, 2)));
+        assert_eq!(page.items, vec![8, 7]);
+        assert_eq!(page.next_cursor, Some(7));
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
+    kernel::PageRequest,
     web::{
         ApiTags,
         guarded::Unguarded,
@@ -57,9 +58,10 @@ impl<R: NotificationRepository> NotificationsApi<R> {
         /// At most this many (1–100, default 50).
         limit: PageSize<MAX_NOTIFICATION_PAGE, 50>,
     ) -> ApiResult<Success<PageBody>, UserPage> {
+        let asked = PageRequest::asked(after.0, limit.get());
         let page = self
             .service
-            .page(auth.0.user_id, after.0, limit.get())
+            .page(auth.0.user_id, asked)
             .await
             .map_err(|err| Problem::fault("notification store", &err.into()))?;
         Ok(Success::json(PageBody {

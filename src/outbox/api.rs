@@ -170,13 +170,9 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventsApi<R, B, W
         /// Page size, 1–500 (default 100).
         limit: PageSize<MAX_DEAD_LETTER_PAGE, DEFAULT_DEAD_LETTER_PAGE>,
     ) -> ApiResult<NewestFirst<DeadLetterBody>, AdminPage> {
-        let letters = self
-            .service
-            .dead_letters(
-                include_replayed.0.unwrap_or(false),
-                PageRequest::asked(after.0, limit.get()),
-            )
-            .await?;
+        let include_replayed = include_replayed.0.unwrap_or(false);
+        let asked = PageRequest::asked(after.0, limit.get());
+        let letters = self.service.dead_letters(include_replayed, asked).await?;
         Ok(NewestFirst::page(letters, |d| DeadLetterBody {
             id: d.id,
             consumer: d.consumer,

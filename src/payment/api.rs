@@ -17,7 +17,7 @@ use super::{
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     catalog::api::ScheduleStatusBody,
-    kernel::{PaymentId, ReservationId, ScheduleId},
+    kernel::{PageRequest, PaymentId, ReservationId, ScheduleId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -287,10 +287,8 @@ impl<P: PaymentPorts> PaymentApi<P> {
         /// Page size, 1–100 (default 20).
         limit: PageSize<MAX_PAGE, 20>,
     ) -> ApiResult<NewestFirst<PaymentBody>, UserPage> {
-        let page = self
-            .service
-            .mine(auth.0.user_id, after.0, limit.get())
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.mine(auth.0.user_id, asked).await?;
         Ok(NewestFirst::page(page, |p| body(&p)))
     }
 }
@@ -331,7 +329,8 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
         /// Page size, 1–100 (default 20).
         limit: PageSize<MAX_SCHEDULE_PAGE, DEFAULT_SCHEDULE_PAGE>,
     ) -> ApiResult<ScheduleSalesResponse, AdminPage> {
-        let page = self.service.schedules(after.0, limit.get()).await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.schedules(asked).await?;
         Ok(ScheduleSalesResponse::Ok(Json(PageBody::from_page(
             page,
             |p| sale_body(&p),
@@ -374,10 +373,8 @@ impl<P: PaymentPorts> PaymentAdminApi<P> {
             CompensationStatusBody::Succeeded => CompensationStatus::Succeeded,
             CompensationStatusBody::Failed => CompensationStatus::Failed,
         });
-        let page = self
-            .service
-            .compensations(status, after.0, limit.get())
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.compensations(status, asked).await?;
         Ok(NewestFirst::page(page, |c| CompensationBody {
             id: c.id,
             saga: c.saga,

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     auth::api::{AdminAuth, UserAuth},
-    kernel::{ConcertId, ScheduleId, UserId},
+    kernel::{ConcertId, PageRequest, ScheduleId, UserId},
     web::{
         ApiTags,
         admission::{AdmissionCheck, QueueToken},
@@ -362,7 +362,8 @@ impl<P: QueuePorts> QueueAdminApi<P> {
         /// Page size, 1–200 (default 50).
         limit: PageSize<MAX_ROOM_PAGE, DEFAULT_ROOM_PAGE>,
     ) -> ApiResult<Success<PageBody<RoomBody>>, AdminPage> {
-        let rooms = self.service.stats(after.0, limit.get()).await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let rooms = self.service.stats(asked).await?;
         Ok(Success::page(rooms, |(stats, settings)| RoomBody {
             concert_id: stats.concert.value(),
             waiting: stats.waiting,

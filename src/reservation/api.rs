@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{ReservationId, ScheduleId, SeatId},
+    kernel::{PageRequest, ReservationId, ScheduleId, SeatId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -191,10 +191,8 @@ impl<P: ReservationPorts> ReservationApi<P> {
         /// Page size, 1–100 (default 20).
         limit: PageSize<MAX_PAGE, 20>,
     ) -> ApiResult<Success<PageBody<ReservationBody>>, UserPage> {
-        let page = self
-            .service
-            .mine(auth.0.user_id, after.0, limit.get())
-            .await?;
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.mine(auth.0.user_id, asked).await?;
         let now = self.service.now();
         Ok(Success::page(page, |r| body(&r, now)))
     }

@@ -3,9 +3,9 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{MemTx, MemoryUow, World};
+use super::{MemTx, MemoryUow, World, newest_first};
 use crate::{
-    kernel::{Points, StoreError, UserId},
+    kernel::{PageRequest, Points, StoreError, UserId},
     wallet::{
         domain::{LedgerEntry, Posting, WalletError},
         ports::{WalletRepository, WalletTx},
@@ -85,20 +85,13 @@ impl WalletRepository for MemoryUow {
     async fn entries(
         &self,
         user: UserId,
-        before: Option<i64>,
-        limit: u64,
+        page: PageRequest,
     ) -> Result<Vec<LedgerEntry>, WalletError> {
         self.check()?;
-        Ok(self
-            .world()
-            .ledger
-            .iter()
-            .rev()
-            .filter(|(owner, entry, _)| {
-                *owner == user && before.is_none_or(|before| entry.id < before)
-            })
-            .take(limit as usize)
-            .map(|(_, entry, _)| entry.clone())
-            .collect())
+        let world = self.world();
+        let theirs = (world.ledger.iter())
+            .filter(|(owner, _, _)| *owner == user)
+            .map(|(_, entry, _)| entry.clone());
+        Ok(newest_first(theirs, |entry| entry.id, page))
     }
 }

@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     auth::api::UserAuth,
+    kernel::PageRequest,
     web::{
         ApiTags,
         guarded::Guarded,
@@ -144,10 +145,8 @@ impl<P: WalletPorts> WalletApi<P> {
         /// Page size, 1–100 (default 20).
         limit: PageSize<MAX_PAGE, 20>,
     ) -> ApiResult<Success<PageBody>, UserPage> {
-        let page = self
-            .service
-            .transactions(auth.0.user_id, after.0.or(cursor.0), limit.get())
-            .await?;
+        let asked = PageRequest::asked(after.0.or(cursor.0), limit.get());
+        let page = self.service.transactions(auth.0.user_id, asked).await?;
         Ok(Success::json(PageBody {
             items: page
                 .items

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::domain::{LedgerEntry, Posting, WalletError};
 use crate::{
     kernel::{
-        Clock, Points, StoreError, UnitOfWork, UserId, events::RelayWake,
+        Clock, PageRequest, Points, StoreError, UnitOfWork, UserId, events::RelayWake,
         idempotency::IdempotencyTx,
     },
     outbox::ports::OutboxWriter,
@@ -27,12 +27,12 @@ pub trait WalletRepository: Clone + Send + Sync + 'static {
     /// Zero for a user who never charged.
     fn balance(&self, user: UserId) -> impl Future<Output = Result<Points, WalletError>> + Send;
 
-    /// Newest first, ids below `before` when given.
+    /// Up to `page.fetch()` of the user's ledger rows, newest first, older
+    /// than the row `page.after`.
     fn entries(
         &self,
         user: UserId,
-        before: Option<i64>,
-        limit: u64,
+        page: PageRequest,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, WalletError>> + Send;
 }
 

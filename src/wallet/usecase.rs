@@ -85,12 +85,10 @@ impl<P: WalletPorts> WalletService<P> {
     pub async fn transactions(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<LedgerEntry>, WalletError> {
-        let page = PageRequest::new(after, limit, MAX_PAGE);
-        let entries = self.repo.entries(user, page.after, page.fetch()).await?;
-        Ok(Page::of(entries, page, |e| e.id))
+        let read = |page| self.repo.entries(user, page);
+        asked.read(MAX_PAGE, read, |e| e.id).await
     }
 }
 
@@ -171,7 +169,10 @@ mod tests {
 
         /// A page of `user`'s ledger, which must be read.
         async fn page(&self, user: UserId, after: Option<i64>, limit: u64) -> Page<LedgerEntry> {
-            self.service.transactions(user, after, limit).await.unwrap()
+            self.service
+                .transactions(user, PageRequest::asked(after, limit))
+                .await
+                .unwrap()
         }
 
         async fn charges(&self, user: UserId, amounts: &[i64]) {
@@ -409,7 +410,9 @@ mod tests {
         let h = harness();
         h.repo.set_down(true);
         assert!(matches!(
-            h.service.transactions(ALICE, None, 10).await,
+            h.service
+                .transactions(ALICE, PageRequest::asked(None, 10))
+                .await,
             Err(WalletError::Fault(Fault::Unavailable(_)))
         ));
     }

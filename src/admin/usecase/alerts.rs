@@ -86,9 +86,8 @@ impl<R: AlertRepository, C: Clock> AlertService<R, C> {
         filter: AlertFilter,
         asked: PageRequest,
     ) -> Result<Page<Alert>, AdminError> {
-        let page = asked.at_most(MAX_ALERT_PAGE);
-        let rows = self.repo.list(filter, page).await?;
-        Ok(Page::of(rows, page, |a| a.id))
+        let read = |page| self.repo.list(filter, page);
+        asked.read(MAX_ALERT_PAGE, read, |a| a.id).await
     }
 
     /// Acknowledges an alert; the first acknowledgement writes

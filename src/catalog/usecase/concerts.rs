@@ -40,14 +40,9 @@ impl<P: CatalogPorts> CatalogService<P> {
     }
 
     /// A page of concerts in id order.
-    pub async fn list_concerts(
-        &self,
-        after: Option<i64>,
-        limit: u64,
-    ) -> Result<Page<Concert>, CatalogError> {
-        let page = PageRequest::new(after, limit, MAX_CONCERT_PAGE);
-        let rows = self.repo.list_concerts(page).await?;
-        Ok(Page::of(rows, page, |concert| concert.id.value()))
+    pub async fn list_concerts(&self, asked: PageRequest) -> Result<Page<Concert>, CatalogError> {
+        let read = |page| self.repo.list_concerts(page);
+        asked.read(MAX_CONCERT_PAGE, read, |c| c.id.value()).await
     }
 
     pub async fn concert_exists(&self, concert: ConcertId) -> Result<bool, CatalogError> {
@@ -71,7 +66,7 @@ mod tests {
             domain::{MAX_CONCERT_PAGE, MAX_SCHEDULE_PAGE, MAX_SEAT_PAGE, SeatFilter},
             usecase::fake::{demo, harness, invalid_detail, t0, unavailable},
         },
-        kernel::{ConcertId, ScheduleId},
+        kernel::{ConcertId, PageRequest, ScheduleId},
     };
 
     // --- create_concert ---
@@ -171,34 +166,45 @@ mod tests {
     #[tokio::test]
     async fn concerts_come_in_pages_with_a_cursor_while_more_follow() {
         let h = harness();
-        let first = h.service.list_concerts(None, 2).await.unwrap();
+        let concerts = async |after| h.service.list_concerts(PageRequest::asked(after, 2)).await;
+        let first = concerts(None).await.unwrap();
         assert_eq!(
             first.items.iter().map(|c| c.id).collect::<Vec<_>>(),
             vec![ConcertId(1), ConcertId(2)]
         );
         assert_eq!(first.next_cursor, Some(2));
-        let last = h.service.list_concerts(first.next_cursor, 2).await.unwrap();
+        let last = concerts(first.next_cursor).await.unwrap();
         assert_eq!(
             last.items.iter().map(|c| c.id).collect::<Vec<_>>(),
             vec![ConcertId(3)]
         );
         assert_eq!(last.next_cursor, None);
         h.repo.0.lock().unwrap().down = true;
-        assert!(unavailable(h.service.list_concerts(None, 2).await));
+        assert!(unavailable(concerts(None).await));
     }
 
     /// Every listing of the room, concerts, schedules and seats alike.
     #[tokio::test]
     async fn every_page_size_is_kept_within_its_maximum() {
         let h = harness();
-        h.service.list_concerts(None, u64::MAX).await.unwrap();
-        h.service.list_concerts(None, 0).await.unwrap();
         h.service
-            .list_schedules(ConcertId(1), None, u64::MAX)
+            .list_concerts(PageRequest::asked(None, u64::MAX))
             .await
             .unwrap();
         h.service
-            .list_seats(ScheduleId(1), &SeatFilter::default(), None, u64::MAX)
+            .list_concerts(PageRequest::asked(None, 0))
+            .await
+            .unwrap();
+        h.service
+            .list_schedules(ConcertId(1), PageRequest::asked(None, u64::MAX))
+            .await
+            .unwrap();
+        h.service
+            .list_seats(
+                ScheduleId(1),
+                &SeatFilter::default(),
+                PageRequest::asked(None, u64::MAX),
+            )
             .await
             .unwrap();
         let limits: Vec<u64> = h

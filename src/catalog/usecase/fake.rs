@@ -251,13 +251,10 @@ impl<P: CatalogPorts> CatalogService<P> {
         &self,
         schedule: ScheduleId,
         filter: &SeatFilter,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         let page = self
-            .render_seats(&self.renderings(), schedule, filter, after, limit, |page| {
-                page
-            })
+            .render_seats(&self.renderings(), schedule, filter, asked, |page| page)
             .await?;
         Ok((*page).clone())
     }

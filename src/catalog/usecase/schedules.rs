@@ -18,10 +18,9 @@ impl<P: CatalogPorts> CatalogService<P> {
     pub async fn list_schedules(
         &self,
         concert: ConcertId,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<ScheduleSummary>, CatalogError> {
-        let page = PageRequest::new(after, limit, MAX_SCHEDULE_PAGE);
+        let page = asked.at_most(MAX_SCHEDULE_PAGE);
         let mut rows = self
             .repo
             .list_schedules(concert, page)
@@ -81,7 +80,7 @@ mod tests {
             domain::{CatalogError, ScheduleStatus, ScheduleSummary},
             usecase::fake::{harness, t0},
         },
-        kernel::{ConcertId, ScheduleId},
+        kernel::{ConcertId, PageRequest, ScheduleId},
     };
 
     /// Schedule `id` of concert 1, `id` days after `t0`, with 42 seats available.
@@ -104,7 +103,7 @@ mod tests {
 
         let page = h
             .service
-            .list_schedules(ConcertId(1), None, 10)
+            .list_schedules(ConcertId(1), PageRequest::asked(None, 10))
             .await
             .unwrap();
         assert_eq!(page.items, vec![summary]);
@@ -130,7 +129,8 @@ mod tests {
                 .schedules
                 .push(schedule(id, status));
         }
-        let reads = (0..20).map(|_| service.list_schedules(ConcertId(1), None, 10));
+        let reads =
+            (0..20).map(|_| service.list_schedules(ConcertId(1), PageRequest::asked(None, 10)));
         for page in futures::future::join_all(reads).await {
             assert_eq!(page.unwrap().items[0].available_seats, 42);
         }
@@ -142,13 +142,13 @@ mod tests {
 
         h.repo.0.lock().unwrap().schedules[0].available_seats = 41;
         let page = service
-            .list_schedules(ConcertId(1), None, 10)
+            .list_schedules(ConcertId(1), PageRequest::asked(None, 10))
             .await
             .unwrap();
         assert_eq!(page.items[0].available_seats, 42, "within the period");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let page = service
-            .list_schedules(ConcertId(1), None, 10)
+            .list_schedules(ConcertId(1), PageRequest::asked(None, 10))
             .await
             .unwrap();
         assert_eq!(page.items[0].available_seats, 41, "counted again after it");
@@ -172,7 +172,7 @@ mod tests {
         }
         let page = h
             .service
-            .list_schedules(ConcertId(1), None, 10)
+            .list_schedules(ConcertId(1), PageRequest::asked(None, 10))
             .await
             .unwrap();
         let offered: Vec<_> = page
@@ -195,7 +195,7 @@ mod tests {
         let h = harness();
         assert!(
             h.service
-                .list_schedules(ConcertId(1), None, 10)
+                .list_schedules(ConcertId(1), PageRequest::asked(None, 10))
                 .await
                 .unwrap()
                 .items
@@ -207,7 +207,9 @@ mod tests {
     async fn schedules_of_an_unknown_concert_are_not_found() {
         let h = harness();
         assert!(matches!(
-            h.service.list_schedules(ConcertId(5), None, 10).await,
+            h.service
+                .list_schedules(ConcertId(5), PageRequest::asked(None, 10))
+                .await,
             Err(CatalogError::ConcertNotFound(ConcertId(5)))
         ));
     }

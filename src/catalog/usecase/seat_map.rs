@@ -98,12 +98,11 @@ impl<P: CatalogPorts> CatalogService<P> {
         renderings: &Renderings<T>,
         schedule: ScheduleId,
         filter: &SeatFilter,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
         render: impl FnOnce(Page<(Seat, Availability)>) -> T,
     ) -> Result<Arc<T>, CatalogError> {
         let now = self.clock.now();
-        let page = PageRequest::new(after, limit, MAX_SEAT_PAGE);
+        let page = asked.at_most(MAX_SEAT_PAGE);
         let listing = self.seat_listing(schedule, filter, page, now).await?;
         let key = (schedule, filter.clone(), page);
         if let Some(value) = renderings.get(&key, &listing, now) {
@@ -180,7 +179,7 @@ mod tests {
                 fake::{Fakes, harness, seat, t0, unavailable},
             },
         },
-        kernel::{Page, ScheduleId, UserId},
+        kernel::{Page, PageRequest, ScheduleId, UserId},
     };
 
     /// The first page of the schedule's whole seat map.
@@ -189,7 +188,11 @@ mod tests {
         schedule: ScheduleId,
     ) -> Result<Page<(Seat, Availability)>, CatalogError> {
         service
-            .list_seats(schedule, &SeatFilter::default(), None, 10)
+            .list_seats(
+                schedule,
+                &SeatFilter::default(),
+                PageRequest::asked(None, 10),
+            )
             .await
     }
 
@@ -281,8 +284,7 @@ mod tests {
                         &renderings,
                         ScheduleId(1),
                         &SeatFilter::default(),
-                        None,
-                        10,
+                        PageRequest::asked(None, 10),
                         |page| {
                             renders.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             page.items
@@ -340,7 +342,7 @@ mod tests {
         };
         let page = async |filter: &SeatFilter, after: Option<i64>, limit: u64| {
             h.service
-                .list_seats(ScheduleId(1), filter, after, limit)
+                .list_seats(ScheduleId(1), filter, PageRequest::asked(after, limit))
                 .await
                 .unwrap()
         };

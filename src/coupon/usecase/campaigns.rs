@@ -53,14 +53,9 @@ impl<P: CouponPorts> CouponService<P> {
     }
 
     /// A page of vendors in id order.
-    pub async fn vendors(
-        &self,
-        after: Option<i64>,
-        limit: u64,
-    ) -> Result<Page<Vendor>, CouponError> {
-        let page = PageRequest::new(after, limit, MAX_PAGE);
-        let rows = self.repo.vendors(page).await?;
-        Ok(Page::of(rows, page, |v| v.id.value()))
+    pub async fn vendors(&self, asked: PageRequest) -> Result<Page<Vendor>, CouponError> {
+        let read = |page| self.repo.vendors(page);
+        asked.read(MAX_PAGE, read, |v| v.id.value()).await
     }
 
     pub async fn create_campaign(
@@ -92,12 +87,8 @@ impl<P: CouponPorts> CouponService<P> {
 
     /// A page of campaigns, newest first, with their counts: one database
     /// read and one ledger round trip for the whole page.
-    pub async fn campaigns(
-        &self,
-        after: Option<i64>,
-        limit: u64,
-    ) -> Result<Page<CampaignStats>, CouponError> {
-        let request = PageRequest::new(after, limit, MAX_PAGE);
+    pub async fn campaigns(&self, asked: PageRequest) -> Result<Page<CampaignStats>, CouponError> {
+        let request = asked.at_most(MAX_PAGE);
         let rows = self.repo.campaign_page(request).await?;
         let page = Page::of(rows, request, |(c, _)| c.id.value());
         let ids: Vec<CouponId> = page.items.iter().map(|(c, _)| c.id).collect();
@@ -127,12 +118,11 @@ impl<P: CouponPorts> CouponService<P> {
     pub async fn wallet_of(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<HeldCoupon>, CouponError> {
-        let page = PageRequest::new(after, limit, MAX_PAGE);
-        let rows = self.repo.wallet_of(user, self.clock.now(), page).await?;
-        Ok(Page::of(rows, page, |c| c.id.value()))
+        let now = self.clock.now();
+        let read = |page| self.repo.wallet_of(user, now, page);
+        asked.read(MAX_PAGE, read, |c| c.id.value()).await
     }
 }
 
@@ -147,7 +137,7 @@ mod tests {
             infra::memory::MemoryCouponLedger,
             ports::CouponLedger,
         },
-        kernel::{CouponId, ManualClock, UserId, events::types},
+        kernel::{CouponId, ManualClock, PageRequest, UserId, events::types},
     };
 
     #[tokio::test]
@@ -177,14 +167,15 @@ mod tests {
         let (service, _) = service(repo.clone(), MemoryCouponLedger::default()).await;
         let vendor = service.create_vendor("  Café Nero ", ADMIN).await.unwrap();
         assert_eq!(vendor.name, "Café Nero");
-        let page = service.vendors(None, 10).await.unwrap();
+        let page = service.vendors(PageRequest::asked(None, 10)).await.unwrap();
         assert_eq!(page.items, vec![vendor.clone()]);
         assert_eq!(page.next_cursor, None);
         let second = service.create_vendor("Bakery", ADMIN).await.unwrap();
-        let first_page = service.vendors(None, 1).await.unwrap();
+        let first_page = service.vendors(PageRequest::asked(None, 1)).await.unwrap();
         assert_eq!(first_page.items, vec![vendor.clone()]);
         assert_eq!(first_page.next_cursor, Some(vendor.id.value()));
-        let next = service.vendors(first_page.next_cursor, 1).await.unwrap();
+        let next_page = PageRequest::asked(first_page.next_cursor, 1);
+        let next = service.vendors(next_page).await.unwrap();
         assert_eq!(next.items, vec![second]);
         assert_eq!(next.next_cursor, None);
         let world = repo.uow.world();
@@ -220,7 +211,10 @@ mod tests {
         service.issue(CouponId(1), UserId(1), None).await.unwrap();
         let stats = service.stats(CouponId(1)).await.unwrap();
         assert_eq!((stats.issued, stats.ledger_issued), (1, Some(1)));
-        let all = service.campaigns(None, 10).await.unwrap();
+        let all = service
+            .campaigns(PageRequest::asked(None, 10))
+            .await
+            .unwrap();
         assert_eq!(all.items.len(), 1);
         assert_eq!(all.items[0].campaign, campaign());
         assert_eq!(
@@ -247,13 +241,16 @@ mod tests {
         let (service, _) = service(FakeRepo::default(), MemoryCouponLedger::default()).await;
         service.issue(CouponId(1), UserId(1), None).await.unwrap();
         service.issue(CouponId(1), UserId(2), None).await.unwrap();
-        let mine = service.wallet_of(UserId(1), None, 10).await.unwrap();
+        let mine = service
+            .wallet_of(UserId(1), PageRequest::asked(None, 10))
+            .await
+            .unwrap();
         assert_eq!(mine.items.len(), 1);
         assert_eq!(mine.items[0].number, 1);
         assert_eq!(mine.next_cursor, None);
         assert!(
             service
-                .wallet_of(UserId(3), None, 10)
+                .wallet_of(UserId(3), PageRequest::asked(None, 10))
                 .await
                 .unwrap()
                 .items

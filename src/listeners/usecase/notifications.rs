@@ -117,12 +117,11 @@ impl<R: NotificationRepository> NotificationService<R> {
     pub async fn page(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<NotificationPage, StoreError> {
-        let page = PageRequest::new(after, limit, MAX_NOTIFICATION_PAGE);
+        let page = asked.at_most(MAX_NOTIFICATION_PAGE);
         let items = self.repo.list(user, page).await?;
-        let next_cursor = items.last().map(|notification| notification.id).or(after);
+        let next_cursor = items.last().map(|n| n.id).or(asked.after);
         Ok(NotificationPage { items, next_cursor })
     }
 }
@@ -221,20 +220,21 @@ mod tests {
             ));
         }
         let service = NotificationService::new(store);
-        let first = service.page(UserId(3), None, 2).await.unwrap();
+        let page = async |user, after, limit| {
+            let asked = PageRequest::asked(after, limit);
+            service.page(UserId(user), asked).await.unwrap()
+        };
+        let first = page(3, None, 2).await;
         assert_eq!(
             first.items.iter().map(|n| n.id).collect::<Vec<_>>(),
             vec![1, 3]
         );
         assert_eq!(first.next_cursor, Some(3));
-        let rest = service.page(UserId(3), first.next_cursor, 0).await.unwrap();
+        let rest = page(3, first.next_cursor, 0).await;
         assert_eq!(rest.items.iter().map(|n| n.id).collect::<Vec<_>>(), vec![4]);
-        let nothing_new = service.page(UserId(3), Some(4), 50).await.unwrap();
+        let nothing_new = page(3, Some(4), 50).await;
         assert!(nothing_new.items.is_empty());
         assert_eq!(nothing_new.next_cursor, Some(4), "the same cursor again");
-        assert_eq!(
-            service.page(UserId(9), None, 50).await.unwrap().next_cursor,
-            None
-        );
+        assert_eq!(page(9, None, 50).await.next_cursor, None);
     }
 }

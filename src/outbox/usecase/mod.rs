@@ -63,9 +63,8 @@ impl<R: OutboxRepository, B: EventBus, W: RelayWake, C: Clock> EventPipeline<R, 
         include_replayed: bool,
         asked: PageRequest,
     ) -> Result<Page<DeadLetter>, OutboxError> {
-        let page = asked.at_most(MAX_DEAD_LETTER_PAGE);
-        let rows = self.repo.dead_letters(include_replayed, page).await?;
-        Ok(Page::of(rows, page, |d| d.id))
+        let read = |page| self.repo.dead_letters(include_replayed, page);
+        asked.read(MAX_DEAD_LETTER_PAGE, read, |d| d.id).await
     }
 
     /// Sends a dead letter's event back to the consumer that gave up on it.

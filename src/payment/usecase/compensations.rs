@@ -244,12 +244,10 @@ impl<P: PaymentPorts> PaymentService<P> {
     pub async fn compensations(
         &self,
         status: Option<CompensationStatus>,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<Compensation>, PaymentError> {
-        let page = PageRequest::new(after, limit, MAX_COMPENSATION_PAGE);
-        let rows = self.payments.compensations(status, page).await?;
-        Ok(Page::of(rows, page, |step| step.id))
+        let read = |page| self.payments.compensations(status, page);
+        asked.read(MAX_COMPENSATION_PAGE, read, |c| c.id).await
     }
 
     /// An admin's retry of a failed compensation step: due at once, its
@@ -426,29 +424,19 @@ mod tests {
         for _ in 0..3 {
             h.unconfirmed(ALICE).await;
         }
-        let one = h.payments.compensations(None, None, 0).await.unwrap();
+        let compensations = async |status, after, limit| {
+            let asked = PageRequest::asked(after, limit);
+            h.payments.compensations(status, asked).await.unwrap()
+        };
+        let one = compensations(None, None, 0).await;
         assert_eq!(one.items.len(), 1, "a page holds at least one");
-        let rest = h
-            .payments
-            .compensations(None, one.next_cursor, 10)
-            .await
-            .unwrap();
+        let rest = compensations(None, one.next_cursor, 10).await;
         assert_eq!(rest.items.len(), 2, "the older ones follow the cursor");
         assert_eq!(rest.next_cursor, None);
         assert!(rest.items.iter().all(|c| c.id < one.items[0].id));
-        let all = h
-            .payments
-            .compensations(None, None, u64::MAX)
-            .await
-            .unwrap();
+        let all = compensations(None, None, u64::MAX).await;
         assert_eq!(all.items.len(), 3);
-        assert!(
-            h.payments
-                .compensations(Some(CompensationStatus::Failed), None, 10)
-                .await
-                .unwrap()
-                .items
-                .is_empty()
-        );
+        let failed = compensations(Some(CompensationStatus::Failed), None, 10).await;
+        assert!(failed.items.is_empty());
     }
 }

@@ -140,12 +140,10 @@ impl<P: PaymentPorts> PaymentService<P> {
     pub async fn mine(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<Payment>, PaymentError> {
-        let page = PageRequest::new(after, limit, MAX_PAGE);
-        let rows = self.payments.of_user(user, page).await?;
-        Ok(Page::of(rows, page, |payment| payment.id.value()))
+        let read = |page| self.payments.of_user(user, page);
+        asked.read(MAX_PAGE, read, |p| p.id.value()).await
     }
 }
 
@@ -375,20 +373,22 @@ mod tests {
         let hold = h.held(BOB);
         let bob = h.pay(BOB, hold.id).await.unwrap().id;
         let ids = |page: &Page<Payment>| page.items.iter().map(|p| p.id).collect::<Vec<_>>();
+        let mine = async |user, after, limit| {
+            h.payments
+                .mine(user, PageRequest::asked(after, limit))
+                .await
+        };
 
-        let first = h.payments.mine(ALICE, None, 2).await.unwrap();
+        let first = mine(ALICE, None, 2).await.unwrap();
         assert_eq!(ids(&first), vec![alice[2], alice[1]]);
         assert_eq!(first.next_cursor, Some(alice[1].value()));
-        let second = h.payments.mine(ALICE, first.next_cursor, 2).await.unwrap();
+        let second = mine(ALICE, first.next_cursor, 2).await.unwrap();
         assert_eq!(ids(&second), vec![alice[0]]);
         assert_eq!(second.next_cursor, None);
-        assert_eq!(
-            ids(&h.payments.mine(BOB, None, 20).await.unwrap()),
-            vec![bob]
-        );
+        assert_eq!(ids(&mine(BOB, None, 20).await.unwrap()), vec![bob]);
         h.store.set_down(true);
         assert!(matches!(
-            h.payments.mine(ALICE, None, 20).await,
+            mine(ALICE, None, 20).await,
             Err(PaymentError::Fault(Fault::Unavailable(_)))
         ));
     }

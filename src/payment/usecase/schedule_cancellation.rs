@@ -62,10 +62,9 @@ impl<P: PaymentPorts> PaymentService<P> {
     /// cancellation progress (the console's Schedules tab).
     pub async fn schedules(
         &self,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<CancellationProgress>, PaymentError> {
-        let page = PageRequest::new(after, limit, MAX_SCHEDULE_PAGE);
+        let page = asked.at_most(MAX_SCHEDULE_PAGE);
         let ids = self.payments.schedule_ids(page).await?;
         let mut rows = Vec::with_capacity(ids.len());
         for id in ids {
@@ -313,7 +312,11 @@ mod tests {
             .cancel_schedule(ScheduleId(4), ADMIN)
             .await
             .unwrap();
-        let first = h.payments.schedules(None, 2).await.unwrap();
+        let first = h
+            .payments
+            .schedules(PageRequest::asked(None, 2))
+            .await
+            .unwrap();
         let rows = |page: &Page<CancellationProgress>| {
             page.items
                 .iter()
@@ -328,7 +331,11 @@ mod tests {
             ]
         );
         assert_eq!(first.next_cursor, Some(4));
-        let second = h.payments.schedules(first.next_cursor, 2).await.unwrap();
+        let second = h
+            .payments
+            .schedules(PageRequest::asked(first.next_cursor, 2))
+            .await
+            .unwrap();
         assert_eq!(
             rows(&second),
             vec![(ScheduleId(3), ScheduleStatus::OnSale, 1)]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{
     kernel::{
-        Fault,
+        Fault, PageRequest,
         events::{BusMessage, EventEnvelope},
     },
     outbox::ports::EventBus,
@@ -114,7 +114,11 @@ impl<P: QueuePorts, B: EventBus> QueueScheduler<P, B> {
     /// The waiting and active gauges of every room.
     async fn set_gauges(&self) {
         let mut after = None;
-        while let Ok(page) = self.service.stats(after, MAX_ROOM_PAGE).await {
+        while let Ok(page) = self
+            .service
+            .stats(PageRequest::asked(after, MAX_ROOM_PAGE))
+            .await
+        {
             for (room, _) in page.items {
                 let concert = room.concert.to_string();
                 metrics::gauge!("queue_waiting", "concert" => concert.clone())

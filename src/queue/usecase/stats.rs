@@ -15,11 +15,10 @@ impl<P: QueuePorts> QueueService<P> {
     /// settings (the list holds ids only; sizes are read for this page).
     pub async fn stats(
         &self,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<(QueueStats, QueueSettings)>, QueueError> {
         let now = self.clock.now();
-        let request = PageRequest::new(after, limit, MAX_ROOM_PAGE);
+        let request = asked.at_most(MAX_ROOM_PAGE);
         let mut concerts = self.store.concerts().await?;
         concerts.sort();
         concerts.retain(|concert| request.after.is_none_or(|after| concert.value() > after));
@@ -43,8 +42,11 @@ impl<P: QueuePorts> QueueService<P> {
 mod tests {
     use chrono::TimeDelta;
 
-    use crate::queue::usecase::fake::{
-        ALICE, BOB, HALL, OTHER_HALL, defaults, harness, slow, unavailable,
+    use crate::{
+        kernel::PageRequest,
+        queue::usecase::fake::{
+            ALICE, BOB, HALL, OTHER_HALL, defaults, harness, slow, unavailable,
+        },
     };
 
     #[tokio::test]
@@ -55,7 +57,7 @@ mod tests {
         h.service.enter(ALICE, HALL).await.unwrap();
         h.admitted(BOB, HALL, TimeDelta::minutes(1)).await;
 
-        let stats = h.service.stats(None, 50).await.unwrap();
+        let stats = h.service.stats(PageRequest::asked(None, 50)).await.unwrap();
         let rows: Vec<_> = stats
             .items
             .iter()
@@ -68,11 +70,12 @@ mod tests {
         assert_eq!(stats.next_cursor, None);
 
         // A page at a time: the cursor is the last room's concert.
-        let first = h.service.stats(None, 1).await.unwrap();
+        let first = h.service.stats(PageRequest::asked(None, 1)).await.unwrap();
         assert_eq!(first.items.len(), 1);
         assert_eq!(first.items[0].0.concert, HALL);
         assert_eq!(first.next_cursor, Some(HALL.value()));
-        let second = h.service.stats(first.next_cursor, 1).await.unwrap();
+        let next = PageRequest::asked(first.next_cursor, 1);
+        let second = h.service.stats(next).await.unwrap();
         assert_eq!(second.items.len(), 1);
         assert_eq!(second.items[0].0.concert, OTHER_HALL);
         assert_eq!(second.next_cursor, None);
@@ -81,8 +84,9 @@ mod tests {
     #[tokio::test]
     async fn stats_without_any_room_are_empty_and_fail_when_the_store_is_down() {
         let h = harness();
-        assert!(h.service.stats(None, 50).await.unwrap().items.is_empty());
+        let all = PageRequest::asked(None, 50);
+        assert!(h.service.stats(all).await.unwrap().items.is_empty());
         h.store.0.lock().unwrap().down = true;
-        assert!(unavailable(h.service.stats(None, 50).await));
+        assert!(unavailable(h.service.stats(all).await));
     }
 }

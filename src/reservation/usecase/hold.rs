@@ -135,12 +135,10 @@ impl<P: ReservationPorts> ReservationService<P> {
     pub async fn mine(
         &self,
         user: UserId,
-        after: Option<i64>,
-        limit: u64,
+        asked: PageRequest,
     ) -> Result<Page<Reservation>, ReservationError> {
-        let page = PageRequest::new(after, limit, MAX_PAGE);
-        let rows = self.repo.of_user(user, page).await?;
-        Ok(Page::of(rows, page, |reservation| reservation.id.value()))
+        let read = |page| self.repo.of_user(user, page);
+        asked.read(MAX_PAGE, read, |r| r.id.value()).await
     }
 
     /// Gives an unpaid, unexpired hold back early.
@@ -245,8 +243,10 @@ mod tests {
                 .map(|reservation| reservation.id)
                 .collect::<Vec<_>>()
         };
+        let mine =
+            async |user, after, limit| h.service.mine(user, PageRequest::asked(after, limit)).await;
 
-        let first = h.service.mine(ALICE, None, 2).await.unwrap();
+        let first = mine(ALICE, None, 2).await.unwrap();
         assert_eq!(ids(&first), vec![alice[2], alice[1]]);
         assert_eq!(first.next_cursor, Some(alice[1].value()));
         assert_eq!(
@@ -254,21 +254,18 @@ mod tests {
             ReservationStatus::Released,
             "a released hold is still listed"
         );
-        let second = h.service.mine(ALICE, first.next_cursor, 2).await.unwrap();
+        let second = mine(ALICE, first.next_cursor, 2).await.unwrap();
         assert_eq!(ids(&second), vec![alice[0]]);
         assert_eq!(second.next_cursor, None);
+        assert_eq!(ids(&mine(BOB, None, 20).await.unwrap()), vec![bob]);
         assert_eq!(
-            ids(&h.service.mine(BOB, None, 20).await.unwrap()),
-            vec![bob]
-        );
-        assert_eq!(
-            ids(&h.service.mine(ALICE, None, 0).await.unwrap()),
+            ids(&mine(ALICE, None, 0).await.unwrap()),
             vec![alice[2]],
             "a page holds at least one"
         );
         h.store.set_down(true);
         assert!(matches!(
-            h.service.mine(ALICE, None, 20).await,
+            mine(ALICE, None, 20).await,
             Err(ReservationError::Fault(Fault::Unavailable(_)))
         ));
     }

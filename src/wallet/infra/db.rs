@@ -4,14 +4,13 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, Set,
     sea_query::{Expr, ExprTrait, IntoCondition},
 };
 
 use crate::{
-    db::{DbTx, all_as, insert_new},
-    kernel::{PaymentId, Points, StoreError, UserId},
+    db::{DbTx, Paged, all_as, insert_new},
+    kernel::{PageRequest, PaymentId, Points, StoreError, UserId},
     wallet::{
         domain::{EntryKind, LedgerEntry, Posting, WalletError},
         ports::{WalletRepository, WalletTx},
@@ -134,17 +133,11 @@ impl WalletRepository for DbWallets {
     async fn entries(
         &self,
         user: UserId,
-        before: Option<i64>,
-        limit: u64,
+        page: PageRequest,
     ) -> Result<Vec<LedgerEntry>, WalletError> {
-        let mut query = wallet_transaction::Entity::find()
-            .filter(wallet_transaction::Column::UserId.eq(user.value()));
-        if let Some(before) = before {
-            query = query.filter(wallet_transaction::Column::Id.lt(before));
-        }
-        let query = query
-            .order_by_desc(wallet_transaction::Column::Id)
-            .limit(limit);
+        let query = wallet_transaction::Entity::find()
+            .filter(wallet_transaction::Column::UserId.eq(user.value()))
+            .newest_first(wallet_transaction::Column::Id, page);
         let entries = all_as(query, &self.db, |row| {
             Ok(LedgerEntry {
                 id: row.id,
