@@ -16,7 +16,7 @@ use boxoffice::{
         infra::jwt::JwtCodec,
         ports::TokenCodec,
     },
-    kernel::UserId,
+    kernel::{UserId, Validity},
 };
 use chrono::{TimeDelta, Utc};
 
@@ -198,8 +198,7 @@ impl Server {
                     user_id: UserId(user),
                     role,
                 },
-                Utc::now(),
-                TimeDelta::hours(2),
+                Validity::new(Utc::now(), TimeDelta::hours(2)),
             )
             .expect("signing a token")
     }
