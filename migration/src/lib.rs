@@ -19,6 +19,7 @@ mod m20261204_000013_traceparent;
 mod m20261207_000014_identity_subjects;
 mod m20261207_000015_delivery_audit;
 mod m20261207_000016_alert_delivery;
+mod m20261207_000017_seat_places;
 
 pub struct Migrator;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000014_identity_subjects::Migration),
             Box::new(m20261207_000015_delivery_audit::Migration),
             Box::new(m20261207_000016_alert_delivery::Migration),
+            Box::new(m20261207_000017_seat_places::Migration),
         ]
     }
 }

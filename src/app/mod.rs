@@ -21,7 +21,7 @@ use self::workers::Worker;
 pub use self::{adapters::Adapters, routes::openapi_spec, services::Services};
 use crate::{
     auth::ports::TokenCodec,
-    catalog::domain::{ConcertDraft, CreatedConcert, ScheduleDraft, SeatBlockDraft},
+    catalog::domain::{ConcertDraft, CreatedConcert, ScheduleDraft, SeatBlockDraft, SeatPlace},
     config::Settings,
     db,
     outbox::infra::AnyBus,
@@ -138,6 +138,7 @@ pub fn demo_concert(now: DateTime<Utc>) -> ConcertDraft {
         grade: grade.into(),
         price,
         count,
+        place: SeatPlace::default(),
     };
     ConcertDraft {
         title: "boxoffice Demo Night".into(),

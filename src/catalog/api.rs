@@ -11,9 +11,9 @@ use poem_openapi::{
 use super::{
     domain::{
         Availability, CatalogError, ConcertDraft, CreatedConcert, DEFAULT_CONCERT_PAGE,
-        DEFAULT_SEAT_PAGE, MAX_CONCERT_PAGE, MAX_GRADE_CHARS, MAX_SCHEDULE_PAGE, MAX_SCHEDULES,
-        MAX_SEAT_BLOCKS, MAX_SEAT_PAGE, MAX_TEXT_CHARS, ScheduleDraft, ScheduleStatus,
-        SeatBlockDraft, SeatFilter,
+        DEFAULT_SEAT_PAGE, MAX_CONCERT_PAGE, MAX_GRADE_CHARS, MAX_ROW_CHARS, MAX_SCHEDULE_PAGE,
+        MAX_SCHEDULES, MAX_SEAT_BLOCKS, MAX_SEAT_PAGE, MAX_SECTION_CHARS, MAX_TEXT_CHARS,
+        ScheduleDraft, ScheduleStatus, SeatBlockDraft, SeatFilter, SeatPlace,
     },
     ports::CatalogPorts,
     usecase::{CatalogService, Renderings},
@@ -50,7 +50,7 @@ pub struct CreateScheduleBody {
     /// When the performance starts (RFC 3339); must be in the future.
     pub starts_at: DateTime<Utc>,
     /// Seat blocks; seats are numbered 1..n in this order.
-    #[oai(validator(min_items = 1, max_items = 50))]
+    #[oai(validator(min_items = 1, max_items = 500))]
     pub seats: Vec<CreateSeatBlockBody>,
 }
 
@@ -64,6 +64,44 @@ pub struct CreateSeatBlockBody {
     pub price: i64,
     #[oai(validator(minimum(value = "1"), maximum(value = "20000")))]
     pub count: i64,
+    /// Where these seats stand; give each row a block of its own.
+    #[oai(flatten)]
+    pub place: SeatPlaceBody,
+}
+
+/// Where a seat stands in the hall, when the hall says: seats of one row
+/// whose numbers follow on sit next to each other.
+#[derive(Debug, Object)]
+#[oai(
+    rename = "SeatPlace",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct SeatPlaceBody {
+    /// The hall's section, e.g. `Floor` or `Balcony`.
+    #[oai(validator(min_length = 1, max_length = 32))]
+    pub section: Option<JsonString>,
+    /// The row, e.g. `A` or `12`.
+    #[oai(validator(min_length = 1, max_length = 16))]
+    pub row: Option<JsonString>,
+}
+
+impl From<SeatPlaceBody> for SeatPlace {
+    fn from(body: SeatPlaceBody) -> Self {
+        Self {
+            section: body.section.map(|section| section.0),
+            row: body.row.map(|row| row.0),
+        }
+    }
+}
+
+impl From<SeatPlace> for SeatPlaceBody {
+    fn from(place: SeatPlace) -> Self {
+        Self {
+            section: place.section.map(JsonString),
+            row: place.row.map(JsonString),
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -140,6 +178,8 @@ pub struct SeatBody {
     pub grade: String,
     pub price: i64,
     pub status: SeatStatusBody,
+    #[oai(flatten)]
+    pub place: SeatPlaceBody,
 }
 
 #[derive(ApiResponse)]
@@ -351,6 +391,7 @@ impl<P: CatalogPorts> CatalogApi<P> {
                                 Availability::Held => SeatStatusBody::Held,
                                 Availability::Sold => SeatStatusBody::Sold,
                             },
+                            place: seat.place.into(),
                         }
                     }))
                 },
@@ -385,6 +426,7 @@ fn draft_from(body: CreateConcertBody) -> ConcertDraft {
                         grade: b.grade.0,
                         price: b.price,
                         count: b.count,
+                        place: b.place.into(),
                     })
                     .collect(),
             })
@@ -425,7 +467,8 @@ const _: () = {
     assert!(MAX_TEXT_CHARS == 200);
     assert!(MAX_GRADE_CHARS == 32);
     assert!(MAX_SCHEDULES == 100);
-    assert!(MAX_SEAT_BLOCKS == 50);
+    assert!(MAX_SEAT_BLOCKS == 500);
+    assert!(MAX_SECTION_CHARS == 32 && MAX_ROW_CHARS == 16);
     assert!(DEFAULT_CONCERT_PAGE == 50 && MAX_CONCERT_PAGE == 200);
     assert!(DEFAULT_SEAT_PAGE == 500 && MAX_SEAT_PAGE == 1_000);
     assert!(MAX_SCHEDULE_PAGE == 100);

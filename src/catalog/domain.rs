@@ -8,8 +8,11 @@ use crate::kernel::{
 
 pub const MAX_TEXT_CHARS: usize = 200;
 pub const MAX_GRADE_CHARS: usize = 32;
+pub const MAX_SECTION_CHARS: usize = 32;
+pub const MAX_ROW_CHARS: usize = 16;
 pub const MAX_SCHEDULES: usize = 100;
-pub const MAX_SEAT_BLOCKS: usize = 50;
+/// A block per row and grade: 500 rows fit the request body limit.
+pub const MAX_SEAT_BLOCKS: usize = 500;
 pub const MAX_SEATS_PER_SCHEDULE: u32 = 20_000;
 /// Seat map pages: 500 seats unless asked otherwise, never more than 1,000.
 pub const DEFAULT_SEAT_PAGE: u64 = 500;
@@ -44,6 +47,26 @@ pub struct SeatBlock {
     pub grade: String,
     pub price: Points,
     pub count: u32,
+    pub place: SeatPlace,
+}
+
+/// Where a seat stands in the hall, as far as the admin said: its section
+/// and its row. Seats of one row are next to each other when their numbers
+/// follow on; a jump in numbering is an aisle.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct SeatPlace {
+    pub section: Option<String>,
+    pub row: Option<String>,
+}
+
+impl SeatPlace {
+    fn weight(&self) -> usize {
+        [&self.section, &self.row]
+            .into_iter()
+            .flatten()
+            .map(String::capacity)
+            .sum()
+    }
 }
 
 impl NewSchedule {
@@ -51,13 +74,13 @@ impl NewSchedule {
         self.seat_blocks.iter().map(|b| b.count).sum()
     }
 
-    /// Every seat of the schedule as (number, grade, price), numbered from 1.
-    pub fn seats(&self) -> impl Iterator<Item = (u32, &str, Points)> {
+    /// Every seat of the schedule as its number (from 1) and its block.
+    pub fn seats(&self) -> impl Iterator<Item = (u32, &SeatBlock)> {
         self.seat_blocks
             .iter()
-            .flat_map(|block| (0..block.count).map(move |_| (block.grade.as_str(), block.price)))
+            .flat_map(|block| (0..block.count).map(move |_| block))
             .zip(1..)
-            .map(|((grade, price), number)| (number, grade, price))
+            .map(|(block, number)| (number, block))
     }
 }
 
@@ -80,6 +103,8 @@ pub struct SeatBlockDraft {
     pub grade: String,
     pub price: i64,
     pub count: i64,
+    /// As the admin gave it; [`NewConcert::parse`] trims and checks it.
+    pub place: SeatPlace,
 }
 
 impl NewConcert {
@@ -127,11 +152,22 @@ impl NewConcert {
                             "{at}.count must be between 1 and {MAX_SEATS_PER_SCHEDULE}"
                         ))
                     })?;
+                let optional = |name: &str, value: &Option<String>, max_chars| {
+                    value
+                        .as_deref()
+                        .map(|value| text(&format!("{at}.{name}"), value, max_chars))
+                        .transpose()
+                };
+                let place = SeatPlace {
+                    section: optional("section", &block.place.section, MAX_SECTION_CHARS)?,
+                    row: optional("row", &block.place.row, MAX_ROW_CHARS)?,
+                };
                 total += u64::from(count);
                 blocks.push(SeatBlock {
                     grade,
                     price,
                     count,
+                    place,
                 });
             }
             if total > u64::from(MAX_SEATS_PER_SCHEDULE) {
@@ -288,14 +324,16 @@ pub enum SeatListing {
     Seats(Vec<Seat>),
 }
 
-/// A page of seats weighs its seats and their grades (what keeps the
+/// A page of seats weighs its seats, their grades and places (what keeps the
 /// snapshots of distinct pages within their budget).
 impl crate::kernel::cache::Weighed for SeatListing {
     fn weight(&self) -> usize {
         match self {
             SeatListing::Seats(seats) => seats
                 .iter()
-                .map(|seat| std::mem::size_of::<Seat>() + seat.grade.capacity())
+                .map(|seat| {
+                    std::mem::size_of::<Seat>() + seat.grade.capacity() + seat.place.weight()
+                })
                 .sum(),
             SeatListing::NoSchedule | SeatListing::OffSale(_) => 0,
         }
@@ -351,6 +389,7 @@ pub struct Seat {
     pub number: u32,
     pub grade: String,
     pub price: Points,
+    pub place: SeatPlace,
     pub state: SeatState,
 }
 
@@ -409,6 +448,7 @@ mod tests {
             grade: grade.into(),
             price,
             count,
+            place: SeatPlace::default(),
         }
     }
 
@@ -443,7 +483,7 @@ mod tests {
         assert_eq!(schedule.seat_count(), 5);
         let seats: Vec<_> = schedule
             .seats()
-            .map(|(n, g, p)| (n, g.to_owned(), p.value()))
+            .map(|(number, block)| (number, block.grade.clone(), block.price.value()))
             .collect();
         assert_eq!(
             seats,
@@ -455,6 +495,43 @@ mod tests {
                 (5, "R".into(), 90_000),
             ]
         );
+    }
+
+    #[test]
+    fn seats_stand_where_their_block_says_and_a_bad_place_is_refused() {
+        let now = Utc::now();
+        let row = |label: &str, count| SeatBlockDraft {
+            place: SeatPlace {
+                section: Some(" Floor ".into()),
+                row: Some(label.into()),
+            },
+            ..block("R", 90_000, count)
+        };
+        let concert = NewConcert::parse(draft(now, vec![row("A", 2), row("B", 1)]), now).unwrap();
+        let places: Vec<_> = concert.schedules[0]
+            .seats()
+            .map(|(number, block)| (number, block.place.clone()))
+            .collect();
+        let at = |label: &str| SeatPlace {
+            section: Some("Floor".into()),
+            row: Some(label.into()),
+        };
+        assert_eq!(places, vec![(1, at("A")), (2, at("A")), (3, at("B"))]);
+
+        let unplaced = NewConcert::parse(draft(now, vec![block("R", 1, 1)]), now).unwrap();
+        assert_eq!(
+            unplaced.schedules[0].seat_blocks[0].place,
+            SeatPlace::default()
+        );
+
+        let mut too_long = block("R", 1, 1);
+        too_long.place.row = Some("R".repeat(MAX_ROW_CHARS + 1));
+        let detail = invalid_detail(NewConcert::parse(draft(now, vec![too_long]), now));
+        assert!(detail.contains("schedules[0].seats[0].row"), "{detail}");
+        let mut blank = block("R", 1, 1);
+        blank.place.section = Some("  ".into());
+        let detail = invalid_detail(NewConcert::parse(draft(now, vec![blank]), now));
+        assert!(detail.contains("schedules[0].seats[0].section"), "{detail}");
     }
 
     #[test]
@@ -513,6 +590,7 @@ mod tests {
             number: 1,
             grade: "R".into(),
             price: Points::new(10).unwrap(),
+            place: SeatPlace::default(),
             state: SeatState::Held {
                 holder: UserId(3),
                 until: now + TimeDelta::seconds(1),

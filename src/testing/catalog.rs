@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{MemTx, MemoryUow, World};
 use crate::{
     catalog::{
-        domain::{HeldSeat, ScheduleStatus, Seat, SeatHold, SeatState},
+        domain::{HeldSeat, ScheduleStatus, Seat, SeatHold, SeatPlace, SeatState},
         ports::{SeatReads, SeatTx},
     },
     kernel::{ConcertId, Points, ReservationId, ScheduleId, SeatId, StoreError},
@@ -62,6 +62,7 @@ impl World {
             number: seat.number,
             grade: "R".into(),
             price: seat.price,
+            place: SeatPlace::default(),
             state: seat.state,
         })
     }

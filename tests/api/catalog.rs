@@ -102,6 +102,44 @@ async fn admin_creates_a_concert_and_everyone_can_browse_it() {
 }
 
 #[tokio::test]
+async fn seats_carry_the_section_and_row_their_block_gave_them() {
+    let app = spawn_app().await;
+    let starts_at = (Utc::now() + TimeDelta::days(10)).to_rfc3339();
+    let row = |label: &str, count| json!({"grade": "R", "price": 10, "count": count, "section": " Floor ", "row": label});
+    let created = app
+        .create_concert(&json!({
+            "title": "Rows", "venue": "Hall",
+            "schedules": [{"startsAt": starts_at, "seats": [
+                row("A", 2), row("B", 2), {"grade": "S", "price": 5, "count": 1}
+            ]}]
+        }))
+        .await;
+    let places: Vec<(i64, Value, Value)> = seats(&app, &created)
+        .await
+        .iter()
+        .map(|s| {
+            (
+                s["number"].as_i64().unwrap(),
+                s["section"].clone(),
+                s["row"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        places,
+        vec![
+            (1, json!("Floor"), json!("A")),
+            (2, json!("Floor"), json!("A")),
+            (3, json!("Floor"), json!("B")),
+            (4, json!("Floor"), json!("B")),
+            // A block without a place: its seats say none, as every seat
+            // of a schedule created before places existed.
+            (5, Value::Null, Value::Null),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn schedules_are_listed_in_time_order_with_their_own_counts() {
     let app = spawn_app().await;
     let later = (Utc::now() + TimeDelta::days(40)).to_rfc3339();
@@ -547,6 +585,38 @@ async fn invalid_concerts_are_refused_and_nothing_is_written() {
                 json!("T"),
                 &future,
                 json!([block(json!(""), json!(1), json!(1))]),
+            ),
+        ),
+        (
+            "blank row",
+            concert(
+                json!("T"),
+                &future,
+                json!([{"grade": "R", "price": 1, "count": 1, "row": "  "}]),
+            ),
+        ),
+        (
+            "section too long",
+            concert(
+                json!("T"),
+                &future,
+                json!([{"grade": "R", "price": 1, "count": 1, "section": "s".repeat(33)}]),
+            ),
+        ),
+        (
+            "row wrong type",
+            concert(
+                json!("T"),
+                &future,
+                json!([{"grade": "R", "price": 1, "count": 1, "row": 7}]),
+            ),
+        ),
+        (
+            "too many seat blocks",
+            concert(
+                json!("T"),
+                &future,
+                json!(vec![json!({"grade": "R", "price": 1, "count": 1}); 501]),
             ),
         ),
         ("body is an array", json!([1, 2, 3])),

@@ -14,7 +14,9 @@ use sea_orm::{
 };
 
 use crate::{
-    catalog::domain::{Availability, CatalogError, ScheduleStatus, Seat, SeatState, SeatStatus},
+    catalog::domain::{
+        Availability, CatalogError, ScheduleStatus, Seat, SeatPlace, SeatState, SeatStatus,
+    },
     kernel::{Points, ScheduleId, SeatId, StoreError, UserId},
 };
 
@@ -75,6 +77,8 @@ pub(crate) mod seat {
         pub held_until: Option<DateTimeUtc>,
         pub version: i64,
         pub reservation_id: Option<i64>,
+        pub section: Option<String>,
+        pub row_label: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -156,6 +160,10 @@ fn seat_from_row(row: seat::Model) -> anyhow::Result<Seat> {
         number: u32::try_from(row.number)?,
         grade: row.grade,
         price: Points::new(row.price)?,
+        place: SeatPlace {
+            section: row.section,
+            row: row.row_label,
+        },
         state,
     })
 }

@@ -13,7 +13,7 @@ use crate::{
         domain::{
             Availability, CatalogError, Concert, ConcertDraft, CreatedConcert, CreatedSchedule,
             NewConcert, ScheduleDraft, ScheduleStatus, ScheduleSummary, Seat, SeatBlockDraft,
-            SeatFilter, SeatListing, SeatState,
+            SeatFilter, SeatListing, SeatPlace, SeatState,
         },
         ports::{CatalogAdapters, CatalogPorts, CatalogRepository},
     },
@@ -207,6 +207,7 @@ pub fn demo(now: DateTime<Utc>) -> ConcertDraft {
                 grade: "R".into(),
                 price: 10,
                 count: 3,
+                place: SeatPlace::default(),
             }],
         }],
     }
@@ -219,6 +220,7 @@ pub fn seat(number: u32, state: SeatState) -> Seat {
         number,
         grade: "R".into(),
         price: Points::new(10).unwrap(),
+        place: SeatPlace::default(),
         state,
     }
 }

@@ -54,11 +54,13 @@ impl CatalogRepository for DbCatalog {
             .await?;
             let seats: Vec<seat::ActiveModel> = new_schedule
                 .seats()
-                .map(|(number, grade, price)| seat::ActiveModel {
+                .map(|(number, block)| seat::ActiveModel {
                     schedule_id: Set(row.id),
                     number: Set(number as i32),
-                    grade: Set(grade.to_owned()),
-                    price: Set(price.value()),
+                    grade: Set(block.grade.clone()),
+                    price: Set(block.price.value()),
+                    section: Set(block.place.section.clone()),
+                    row_label: Set(block.place.row.clone()),
                     status: Set(SeatStatus::Available.as_str().to_owned()),
                     holder_id: Set(None),
                     held_until: Set(None),

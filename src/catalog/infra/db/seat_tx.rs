@@ -246,7 +246,7 @@ mod tests {
     use super::*;
     use crate::{
         catalog::{
-            domain::{NewConcert, NewSchedule, SeatBlock},
+            domain::{NewConcert, NewSchedule, SeatBlock, SeatPlace},
             infra::db::DbCatalog,
             ports::CatalogRepository,
         },
@@ -269,6 +269,7 @@ mod tests {
                     grade: "R".into(),
                     price: Points::new(10).unwrap(),
                     count: 1,
+                    place: SeatPlace::default(),
                 }],
             }],
             created_by: None,
