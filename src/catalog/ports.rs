@@ -90,6 +90,19 @@ pub trait SeatReads: Clone + Send + Sync + 'static {
         seat: SeatId,
     ) -> impl Future<Output = Result<Option<Seat>, StoreError>> + Send;
 
+    /// Every seat of the schedule, by id (what best-available chooses
+    /// from: where each stands and whether it is free).
+    fn schedule_seats(
+        &self,
+        schedule: ScheduleId,
+    ) -> impl Future<Output = Result<Vec<Seat>, StoreError>> + Send;
+
+    /// The seats of `ids` (any schedule), by id; unknown ones left out.
+    fn seats_by_id(
+        &self,
+        ids: &[SeatId],
+    ) -> impl Future<Output = Result<Vec<Seat>, StoreError>> + Send;
+
     /// Which of `schedules` start at or before `by`.
     fn starting_by(
         &self,

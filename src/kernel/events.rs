@@ -180,6 +180,9 @@ pub struct ReservationChanged {
     /// Set on `ReservationConfirmed` / `ReservationConfirmationFailed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_id: Option<i64>,
+    /// The order the seat was held in (absent before orders existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<i64>,
 }
 
 /// Payload of the `Waitlist*` events.
@@ -221,6 +224,24 @@ pub struct PaymentCompleted {
     /// Absent in events written before payments carried it.
     #[serde(default)]
     pub concert_id: i64,
+    /// The order paid for, when the payment named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<i64>,
+    /// Every reservation (seat) the payment covers, by id; absent in events
+    /// of one seat written before orders existed (`reservationId` alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reservation_ids: Vec<i64>,
+}
+
+impl PaymentCompleted {
+    /// The reservations paid for, by id.
+    pub fn reservations(&self) -> Vec<i64> {
+        if self.reservation_ids.is_empty() {
+            vec![self.reservation_id]
+        } else {
+            self.reservation_ids.clone()
+        }
+    }
 }
 
 /// Payload of `ScheduleCancellationStarted` and `ScheduleCancelled`.

@@ -32,6 +32,10 @@ id_type!(ConcertId);
 id_type!(ScheduleId);
 id_type!(SeatId);
 id_type!(ReservationId);
+id_type!(
+    /// An order: the seats one buyer holds and pays for together.
+    OrderId
+);
 id_type!(PaymentId);
 id_type!(VendorId);
 id_type!(CouponId);

@@ -63,6 +63,12 @@ impl Points {
         Points::new(self.0.checked_add(other.0)?).ok()
     }
 
+    /// The sum, at most [`Points::MAX`] (no wallet holds more, so a total
+    /// that saturates is never payable).
+    pub fn saturating_add(self, other: Points) -> Points {
+        Points(self.0.saturating_add(other.0).min(Self::MAX))
+    }
+
     pub fn checked_sub(self, other: Points) -> Option<Points> {
         Points::new(self.0.checked_sub(other.0)?).ok()
     }

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     catalog::api::ScheduleStatusBody,
-    kernel::{PageRequest, PaymentId, ReservationId, ScheduleId},
+    kernel::{OrderId, PageRequest, PaymentId, ReservationId, ScheduleId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -35,7 +35,10 @@ const _: () = assert!(DEFAULT_SCHEDULE_PAGE == 20 && MAX_SCHEDULE_PAGE == 100);
 #[derive(Debug, Object, serde::Serialize)]
 #[oai(rename = "Pay", rename_all = "camelCase")]
 pub struct PayBody {
-    pub reservation_id: i64,
+    /// The order to pay for: every seat of it still held, in one payment.
+    pub order_id: Option<i64>,
+    /// One held seat (an order of one), instead of `orderId`.
+    pub reservation_id: Option<i64>,
 }
 
 /// `paid` at first; `confirmed` once the seat is sold to you, or `refunded`
@@ -54,7 +57,11 @@ pub enum StatusBody {
 #[serde(rename_all = "camelCase")]
 pub struct PaymentBody {
     pub id: i64,
+    /// The first (or only) seat it bought.
     pub reservation_id: i64,
+    /// The order it paid for.
+    #[oai(skip_serializing_if_is_none)]
+    pub order_id: Option<i64>,
     // The enum's description says what each status means (a doc comment
     // here would make poem-openapi wrap the reference in `allOf`).
     pub status: StatusBody,
@@ -65,6 +72,7 @@ fn body(p: &Payment) -> PaymentBody {
     PaymentBody {
         id: p.id.value(),
         reservation_id: p.reservation.value(),
+        order_id: p.order.map(OrderId::value),
         status: match p.status {
             PaymentStatus::Paid => StatusBody::Paid,
             PaymentStatus::Confirmed => StatusBody::Confirmed,
@@ -226,15 +234,21 @@ impl<P: PaymentPorts> PaymentApi<P> {
         let user = auth.0.user_id;
         self.guard.limit(user, request).await?;
         let key = request_key(user, "payment.pay", key.0.as_deref(), &req.0)?;
-        let hold = self
-            .service
-            .hold_of(user, ReservationId(req.0.reservation_id))
-            .await?;
+        let purchase = match (req.0.order_id, req.0.reservation_id) {
+            (Some(order), None) => self.service.order_of(user, OrderId(order)).await,
+            (None, Some(hold)) => self.service.hold_of(user, ReservationId(hold)).await,
+            _ => Err(PaymentError::InvalidRequest(
+                "give either orderId or reservationId".into(),
+            )),
+        };
+        // A keyed retry of a payment that went through is answered as it
+        // was, though its holds are paid now.
         if let Some(first) = self.service.replay(key.as_ref()).await? {
             return Ok(PayResponse::Created(Json(body(&first))));
         }
-        self.guard.admit(&queue, user, hold.schedule).await?;
-        let payment = self.service.pay(&hold, key.as_ref()).await?;
+        let purchase = purchase?;
+        self.guard.admit(&queue, user, purchase.schedule).await?;
+        let payment = self.service.pay(&purchase, key.as_ref()).await?;
         Ok(PayResponse::Created(Json(body(&payment))))
     }
 
@@ -431,6 +445,10 @@ impl From<PaymentError> for Problem {
             PaymentError::AlreadyCancelled(_) => {
                 Problem::conflict("already_cancelled", err.to_string())
             }
+            PaymentError::OrderNotFound(_) => Problem::not_found(err.to_string()),
+            PaymentError::OrderExpired(_) => Problem::conflict("hold_expired", err.to_string()),
+            PaymentError::OrderAlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
+            PaymentError::InvalidRequest(_) => Problem::validation(err.to_string()),
             PaymentError::Fault(fault) => Problem::fault("payment store", &fault),
         }
     }

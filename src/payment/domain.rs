@@ -5,9 +5,10 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::catalog::domain::ScheduleStatus;
 use crate::kernel::Fault;
 use crate::kernel::{
-    ConcertId, PaymentId, Points, ReservationId, ScheduleId, UserId, backoff,
+    ConcertId, OrderId, PaymentId, Points, ReservationId, ScheduleId, UserId, backoff,
     events::{CompensationFailed, NewEvent, PaymentCompleted, PaymentRefunded, types},
 };
+use crate::reservation::domain::{NotPayable, Order, Reservation};
 
 /// A payment's status; the database column holds these names.
 #[derive(
@@ -36,14 +37,19 @@ crate::kernel::stored_name!(PaymentStatus);
 pub struct Payment {
     pub id: PaymentId,
     pub user: UserId,
+    /// The first (or only) seat it bought.
     pub reservation: ReservationId,
+    /// The order it paid for (`None`: paid before orders existed).
+    #[serde(default)]
+    pub order: Option<OrderId>,
     pub concert: ConcertId,
     pub amount: Points,
     pub status: PaymentStatus,
 }
 
 impl Payment {
-    pub fn completed(&self) -> NewEvent {
+    /// `PaymentCompleted` of this payment for the `seats` it bought.
+    pub fn completed(&self, seats: &[ReservationId]) -> NewEvent {
         NewEvent::new(
             types::PAYMENT_COMPLETED,
             "payment",
@@ -54,6 +60,8 @@ impl Payment {
                 user_id: self.user.value(),
                 amount: self.amount.value(),
                 concert_id: self.concert.value(),
+                order_id: self.order.map(OrderId::value),
+                reservation_ids: seats.iter().map(|id| id.value()).collect(),
             },
         )
     }
@@ -167,11 +175,64 @@ pub fn may_cancel(
     Ok(())
 }
 
+/// What one payment buys: the user's unpaid holds of one order, read
+/// before paying (a hold's user, seat, schedule, price and concert never
+/// change, so the queue check and the pay transaction both work from it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    pub user: UserId,
+    pub concert: ConcertId,
+    pub schedule: ScheduleId,
+    pub order: Option<OrderId>,
+    /// One or more, by seat id (the order the pay transaction locks them in).
+    pub seats: Vec<Reservation>,
+}
+
+impl Purchase {
+    /// One hold, paid alone (an order of one, or a hold from before orders).
+    pub fn of_hold(hold: Reservation) -> Self {
+        Self {
+            user: hold.user,
+            concert: hold.concert,
+            schedule: hold.schedule,
+            order: hold.order,
+            seats: vec![hold],
+        }
+    }
+
+    /// The order's holds still open for `user` at `now`, or why it cannot
+    /// be paid.
+    pub fn of_order(order: &Order, user: UserId, now: DateTime<Utc>) -> Result<Self, PaymentError> {
+        let seats = order.payable(user, now).map_err(|why| match why {
+            NotPayable::NotFound => PaymentError::OrderNotFound(order.id),
+            NotPayable::Expired => PaymentError::OrderExpired(order.id),
+            NotPayable::AlreadyPaid => PaymentError::OrderAlreadyPaid(order.id),
+        })?;
+        Ok(Self {
+            user,
+            concert: order.concert,
+            schedule: order.schedule,
+            order: Some(order.id),
+            seats,
+        })
+    }
+
+    /// What it costs: every seat's price.
+    pub fn amount(&self) -> Points {
+        (self.seats.iter()).fold(Points::ZERO, |sum, hold| sum.saturating_add(hold.price))
+    }
+
+    pub fn reservations(&self) -> Vec<ReservationId> {
+        self.seats.iter().map(|hold| hold.id).collect()
+    }
+}
+
 /// A payment about to be stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPayment {
     pub user: UserId,
     pub reservation: ReservationId,
+    pub order: Option<OrderId>,
     pub concert: ConcertId,
     /// The schedule of the seat it buys.
     pub schedule: ScheduleId,
@@ -343,6 +404,14 @@ pub enum PaymentError {
     ScheduleNotFound(ScheduleId),
     #[error("sales of schedule {0} have closed: the show starts soon")]
     SalesClosed(ScheduleId),
+    #[error("order {0} does not exist")]
+    OrderNotFound(OrderId),
+    #[error("the holds of order {0} have expired or were released")]
+    OrderExpired(OrderId),
+    #[error("order {0} is already paid")]
+    OrderAlreadyPaid(OrderId),
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error(transparent)]
     Fault(Fault),
 }
@@ -382,6 +451,7 @@ mod tests {
             id: PaymentId(1),
             user: UserId(2),
             reservation: ReservationId(3),
+            order: None,
             concert: ConcertId(4),
             amount: Points::new(100).unwrap(),
             status,

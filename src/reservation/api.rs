@@ -8,13 +8,16 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{MAX_PAGE, Reservation, ReservationError, ReservationStatus},
+    domain::{
+        MAX_PAGE, OrderStatus, OrderView, Reservation, ReservationError, ReservationStatus,
+        SeatChoice,
+    },
     ports::ReservationPorts,
     usecase::ReservationService,
 };
 use crate::{
     auth::api::UserAuth,
-    kernel::{PageRequest, ReservationId, ScheduleId, SeatId},
+    kernel::{OrderId, PageRequest, ReservationId, ScheduleId, SeatId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -59,14 +62,119 @@ fn body(r: &Reservation, now: DateTime<Utc>) -> ReservationBody {
         id: r.id.value(),
         schedule_id: r.schedule.value(),
         seat_id: r.seat.value(),
-        status: match r.status_at(now) {
-            ReservationStatus::Held => StatusBody::Held,
-            ReservationStatus::Confirmed => StatusBody::Confirmed,
-            ReservationStatus::Expired => StatusBody::Expired,
-            ReservationStatus::Released => StatusBody::Released,
-        },
+        status: status_body(r.status_at(now)),
         expires_at: r.expires_at,
         price: r.price.value(),
+    }
+}
+
+/// An order: either `seatIds`, or `grade` and `quantity` for the best
+/// seats available.
+#[derive(Debug, Object, serde::Serialize)]
+#[oai(rename = "PlaceOrder", rename_all = "camelCase")]
+pub struct OrderRequestBody {
+    pub schedule_id: i64,
+    /// The seats to hold, 1 up to the hold limit, each once.
+    pub seat_ids: Option<Vec<i64>>,
+    /// Best-available: the grade of seats wanted…
+    #[oai(validator(max_length = 32))]
+    pub grade: Option<String>,
+    /// …and how many, next to each other in one row when the hall has them.
+    #[oai(validator(minimum(value = "1"), maximum(value = "50")))]
+    pub quantity: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename = "OrderStatus", rename_all = "lowercase")]
+pub enum OrderStatusBody {
+    Held,
+    Paid,
+    Confirmed,
+    Expired,
+    Released,
+}
+
+/// One seat of an order.
+#[derive(Debug, Object)]
+#[oai(rename = "OrderSeat", rename_all = "camelCase")]
+pub struct OrderSeatBody {
+    /// The seat's id.
+    pub id: i64,
+    /// The reservation holding it for the order.
+    pub reservation_id: i64,
+    pub number: Option<u32>,
+    #[oai(skip_serializing_if_is_none)]
+    pub section: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub row: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub grade: Option<String>,
+    pub price: i64,
+    pub status: StatusBody,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Order", rename_all = "camelCase")]
+pub struct OrderBody {
+    pub id: i64,
+    pub schedule_id: i64,
+    pub status: OrderStatusBody,
+    /// By seat id.
+    pub seats: Vec<OrderSeatBody>,
+    /// When its unpaid holds lapse.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Points to pay for every seat.
+    pub amount: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+fn order_body(view: &OrderView, now: DateTime<Utc>) -> OrderBody {
+    let order = &view.order;
+    OrderBody {
+        id: order.id.value(),
+        schedule_id: order.schedule.value(),
+        status: match order.status_at(now) {
+            OrderStatus::Held => OrderStatusBody::Held,
+            OrderStatus::Paid => OrderStatusBody::Paid,
+            OrderStatus::Confirmed => OrderStatusBody::Confirmed,
+            OrderStatus::Expired => OrderStatusBody::Expired,
+            OrderStatus::Released => OrderStatusBody::Released,
+        },
+        seats: (order.seats.iter())
+            .map(|r| {
+                let seat = view.place_of(r.seat);
+                OrderSeatBody {
+                    id: r.seat.value(),
+                    reservation_id: r.id.value(),
+                    number: seat.map(|s| s.number),
+                    section: seat.and_then(|s| s.place.section.clone()),
+                    row: seat.and_then(|s| s.place.row.clone()),
+                    grade: seat.map(|s| s.grade.clone()),
+                    price: r.price.value(),
+                    status: status_body(r.status_at(now)),
+                }
+            })
+            .collect(),
+        expires_at: order.expires_at(),
+        amount: order.amount().value(),
+        created_at: order.created_at,
+    }
+}
+
+#[derive(ApiResponse)]
+enum OrderResponse {
+    /// Every seat is held for you until `expiresAt`; pay with
+    /// `POST /v1/payments {orderId}`.
+    #[oai(status = 201)]
+    Created(Json<OrderBody>),
+}
+
+fn status_body(status: ReservationStatus) -> StatusBody {
+    match status {
+        ReservationStatus::Held => StatusBody::Held,
+        ReservationStatus::Confirmed => StatusBody::Confirmed,
+        ReservationStatus::Expired => StatusBody::Expired,
+        ReservationStatus::Released => StatusBody::Released,
     }
 }
 
@@ -157,6 +265,75 @@ impl<P: ReservationPorts> ReservationApi<P> {
             &reservation,
             self.service.now(),
         ))))
+    }
+
+    /// Hold several seats of one schedule as one order, all or nothing.
+    ///
+    /// Name the seats (`seatIds`), or ask for `quantity` seats of a
+    /// `grade`: the best free ones are picked, next to each other in one
+    /// row when the hall has such, never stranding a single empty seat
+    /// between taken ones when another choice avoids it. Every seat is
+    /// held in one transaction or none is: 409 `seat_unavailable` names in
+    /// `seats` the ones someone else has. The seats count against the
+    /// hold limit together (409 `hold_limit`).
+    #[oai(path = "/v1/orders", method = "post", operation_id = "placeOrder")]
+    async fn place_order(
+        &self,
+        auth: UserAuth,
+        queue: QueueToken,
+        request: &poem::Request,
+        req: Json<OrderRequestBody>,
+    ) -> ApiResult<OrderResponse, HoldRefusals> {
+        let user = auth.0.user_id;
+        self.guard.limit(user, request).await?;
+        let OrderRequestBody {
+            schedule_id,
+            seat_ids,
+            grade,
+            quantity,
+        } = req.0;
+        let choice = SeatChoice::parse(seat_ids, grade, quantity, self.service.policy())?;
+        let schedule = ScheduleId(schedule_id);
+        self.guard.admit(&queue, user, schedule).await?;
+        let order = self.service.order(user, schedule, choice).await?;
+        Ok(OrderResponse::Created(Json(order_body(
+            &order,
+            self.service.now(),
+        ))))
+    }
+
+    /// One of your orders.
+    #[oai(path = "/v1/orders/:id", method = "get", operation_id = "getOrder")]
+    async fn get_order(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+    ) -> ApiResult<Success<OrderBody>, UserRead> {
+        let order = self
+            .service
+            .get_order(OrderId(id.0), auth.0.user_id)
+            .await?;
+        Ok(Success::json(order_body(&order, self.service.now())))
+    }
+
+    /// Your orders, newest first.
+    #[oai(
+        path = "/v1/users/me/orders",
+        method = "get",
+        operation_id = "myOrders"
+    )]
+    async fn my_orders(
+        &self,
+        auth: UserAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        limit: PageSize<MAX_PAGE, 20>,
+    ) -> ApiResult<Success<PageBody<OrderBody>>, UserPage> {
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.my_orders(auth.0.user_id, asked).await?;
+        let now = self.service.now();
+        Ok(Success::page(page, |o| order_body(&o, now)))
     }
 
     /// One of your reservations.
@@ -282,6 +459,7 @@ impl From<ReservationError> for Problem {
     fn from(err: ReservationError) -> Self {
         match err {
             ReservationError::SeatNotFound { .. }
+            | ReservationError::OrderNotFound(_)
             | ReservationError::NotFound(_)
             | ReservationError::ScheduleNotFound(_)
             | ReservationError::NotWaitlisted => Problem::not_found(err.to_string()),
@@ -293,9 +471,15 @@ impl From<ReservationError> for Problem {
             ReservationError::AlreadyWaitlisted => {
                 Problem::conflict("already_waitlisted", err.to_string())
             }
-            ReservationError::SeatUnavailable => {
-                Problem::conflict("seat_unavailable", err.to_string())
-            }
+            ReservationError::SeatUnavailable(ref seats) => Problem {
+                seats: Some(seats.iter().map(|seat| seat.value()).collect()),
+                ..Problem::conflict("seat_unavailable", err.to_string())
+            },
+            ReservationError::TooFewSeats { .. } => Problem {
+                seats: Some(Vec::new()),
+                ..Problem::conflict("seat_unavailable", err.to_string())
+            },
+            ReservationError::InvalidOrder(_) => Problem::validation(err.to_string()),
             ReservationError::HoldLimit(_) => Problem::conflict("hold_limit", err.to_string()),
             ReservationError::NotHeld(_) => {
                 Problem::conflict("reservation_not_held", err.to_string())

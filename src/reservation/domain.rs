@@ -2,9 +2,9 @@ use chrono::{DateTime, Utc};
 
 use crate::kernel::Fault;
 use crate::{
-    catalog::domain::ScheduleStatus,
+    catalog::domain::{ScheduleStatus, Seat},
     kernel::{
-        ConcertId, PaymentId, Points, ReservationId, ScheduleId, SeatId, UserId,
+        ConcertId, OrderId, PaymentId, Points, ReservationId, ScheduleId, SeatId, UserId,
         events::{NewEvent, ReservationChanged, types},
     },
 };
@@ -38,6 +38,8 @@ pub struct Reservation {
     pub expires_at: DateTime<Utc>,
     /// Set once a payment for it committed; the saga confirms it next.
     pub payment: Option<PaymentId>,
+    /// The order it was held in (`None`: held before orders existed).
+    pub order: Option<OrderId>,
 }
 
 impl Reservation {
@@ -100,6 +102,7 @@ impl Reservation {
                 schedule_id: self.schedule.value(),
                 seat_id: self.seat.value(),
                 payment_id: self.payment.map(PaymentId::value),
+                order_id: self.order.map(OrderId::value),
             },
         )
     }
@@ -220,6 +223,11 @@ impl HoldPolicy {
     }
 
     /// Whether a user holding `live` seats may hold one more.
+    /// Whether a user with `live` seats held may hold `more`.
+    pub fn allows(self, live: u64, more: usize) -> bool {
+        live.saturating_add(more as u64) <= u64::from(self.per_user_limit)
+    }
+
     pub fn allows_another(self, live: u64) -> bool {
         live < u64::from(self.per_user_limit)
     }
@@ -238,6 +246,175 @@ pub struct NewReservation {
     pub seat: SeatId,
     pub price: Points,
     pub expires_at: DateTime<Utc>,
+    pub order: Option<OrderId>,
+}
+
+/// The most seats one order may name (the hold limit is usually lower).
+pub const MAX_ORDER_SEATS: usize = 50;
+
+/// Which seats an order asks for: named ones, or the best `quantity`
+/// free seats of a grade (next to each other in one row when there are
+/// such, see [`crate::catalog::domain::best_available`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeatChoice {
+    Seats(Vec<SeatId>),
+    BestAvailable { grade: String, quantity: usize },
+}
+
+impl SeatChoice {
+    /// The choice a request makes: seat ids (1.., each once) or a grade
+    /// and a quantity, never both; a choice of more seats than one person
+    /// may hold is refused for the hold limit. Named seats come back in
+    /// id order, the order every transaction locks seats in.
+    pub fn parse(
+        seat_ids: Option<Vec<i64>>,
+        grade: Option<String>,
+        quantity: Option<u32>,
+        policy: HoldPolicy,
+    ) -> Result<Self, ReservationError> {
+        let invalid = |why: &str| Err(ReservationError::InvalidOrder(why.to_owned()));
+        let choice = match (seat_ids, grade, quantity) {
+            (Some(ids), None, None) => {
+                let mut seats: Vec<SeatId> = ids.into_iter().map(SeatId).collect();
+                seats.sort_unstable();
+                let named = seats.len();
+                seats.dedup();
+                if seats.len() != named {
+                    return invalid("seatIds names a seat twice");
+                }
+                SeatChoice::Seats(seats)
+            }
+            (None, Some(grade), Some(quantity)) => {
+                let grade = grade.trim().to_owned();
+                if grade.is_empty() {
+                    return invalid("grade must not be blank");
+                }
+                SeatChoice::BestAvailable {
+                    grade,
+                    quantity: quantity as usize,
+                }
+            }
+            _ => return invalid("give either seatIds, or grade and quantity"),
+        };
+        match choice.count() {
+            0 => invalid("an order holds at least one seat"),
+            n if n > MAX_ORDER_SEATS || !policy.allows(0, n) => {
+                Err(ReservationError::HoldLimit(policy.per_user_limit))
+            }
+            _ => Ok(choice),
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        match self {
+            SeatChoice::Seats(seats) => seats.len(),
+            SeatChoice::BestAvailable { quantity, .. } => *quantity,
+        }
+    }
+}
+
+/// An order about to be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    pub user: UserId,
+    pub concert: ConcertId,
+    pub schedule: ScheduleId,
+}
+
+/// The seats one buyer holds, pays for and is refunded together: one
+/// reservation per seat, all of one schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: OrderId,
+    pub user: UserId,
+    pub concert: ConcertId,
+    pub schedule: ScheduleId,
+    pub created_at: DateTime<Utc>,
+    /// By seat id.
+    pub seats: Vec<Reservation>,
+}
+
+/// An order with what the buyer sees of each seat: its number, grade and
+/// place in the hall (read from the catalog).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderView {
+    pub order: Order,
+    /// The catalog's seats of the order, by id.
+    pub places: Vec<Seat>,
+}
+
+impl OrderView {
+    pub fn place_of(&self, seat: SeatId) -> Option<&Seat> {
+        self.places.iter().find(|found| found.id == seat)
+    }
+}
+
+/// Where an order stands, read from its seats (which move together).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum OrderStatus {
+    /// Held, not paid yet.
+    Held,
+    /// Paid; the saga confirms the seats next.
+    Paid,
+    /// Tickets: at least one seat sold to it.
+    Confirmed,
+    /// Every hold lapsed, or the confirmation failed and was refunded.
+    Expired,
+    /// Given back, withdrawn, or every ticket cancelled.
+    Released,
+}
+
+impl Order {
+    pub fn status_at(&self, now: DateTime<Utc>) -> OrderStatus {
+        let has = |status| self.seats.iter().any(|r| r.status_at(now) == status);
+        if has(ReservationStatus::Confirmed) {
+            OrderStatus::Confirmed
+        } else if (self.seats.iter()).any(|r| r.status == ReservationStatus::Held && r.is_paid()) {
+            OrderStatus::Paid
+        } else if has(ReservationStatus::Held) {
+            OrderStatus::Held
+        } else if has(ReservationStatus::Released) {
+            OrderStatus::Released
+        } else {
+            OrderStatus::Expired
+        }
+    }
+
+    /// What the order costs: every seat in it.
+    pub fn amount(&self) -> Points {
+        (self.seats.iter()).fold(Points::ZERO, |sum, r| sum.saturating_add(r.price))
+    }
+
+    /// When its unpaid holds lapse.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.seats.iter().map(|r| r.expires_at).min()
+    }
+
+    /// The seats a payment for it covers: its unpaid holds still standing
+    /// at `now`, or why there are none.
+    pub fn payable(
+        &self,
+        user: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Reservation>, NotPayable> {
+        if self.user != user {
+            return Err(NotPayable::NotFound);
+        }
+        let open: Vec<Reservation> = (self.seats.iter())
+            .filter(|r| Transition::ClaimForPayment { user, now }.applies_to(r))
+            .cloned()
+            .collect();
+        if !open.is_empty() {
+            Ok(open)
+        } else if (self.seats.iter())
+            .any(|r| r.is_paid() || r.status == ReservationStatus::Confirmed)
+        {
+            Err(NotPayable::AlreadyPaid)
+        } else {
+            Err(NotPayable::Expired)
+        }
+    }
 }
 
 /// A place on a schedule's waitlist.
@@ -271,14 +448,22 @@ pub const SEAT_FREEING: &[&str] = &[
     types::RESERVATION_EXPIRED,
     types::RESERVATION_RELEASED,
     types::TICKET_CANCELLED,
+    // An order whose confirmation failed frees the seats it still held.
+    types::RESERVATION_CONFIRMATION_FAILED,
 ];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReservationError {
     #[error("seat {seat} does not exist in schedule {schedule}")]
     SeatNotFound { schedule: ScheduleId, seat: SeatId },
-    #[error("the seat is held or sold by someone else")]
-    SeatUnavailable,
+    #[error("{} held or sold by someone else", unavailable(.0))]
+    SeatUnavailable(Vec<SeatId>),
+    #[error("fewer than {quantity} seats of grade {grade:?} are free on this schedule")]
+    TooFewSeats { grade: String, quantity: usize },
+    #[error("invalid order: {0}")]
+    InvalidOrder(String),
+    #[error("order {0} does not exist")]
+    OrderNotFound(OrderId),
     #[error("you already hold {0} seats, the most one person may hold")]
     HoldLimit(u32),
     #[error("reservation {0} does not exist")]
@@ -303,6 +488,17 @@ pub enum ReservationError {
 
 crate::kernel::module_error!(ReservationError);
 
+fn unavailable(seats: &[SeatId]) -> String {
+    match seats {
+        [] => "the seat is".to_owned(),
+        [seat] => format!("seat {seat} is"),
+        _ => {
+            let ids: Vec<String> = seats.iter().map(ToString::to_string).collect();
+            format!("seats {} are", ids.join(", "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;
@@ -324,6 +520,7 @@ mod tests {
             status,
             expires_at,
             payment,
+            order: None,
         }
     }
 

@@ -2,12 +2,14 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::domain::{NewReservation, Reservation, ReservationError, Transition, WaitlistEntry};
+use super::domain::{
+    NewOrder, NewReservation, Order, Reservation, ReservationError, Transition, WaitlistEntry,
+};
 use crate::{
     catalog::ports::{SeatReads, SeatTx},
     kernel::{
-        Clock, PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UnitOfWork,
-        UserId, events::RelayWake,
+        Clock, OrderId, PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError,
+        UnitOfWork, UserId, events::RelayWake,
     },
     outbox::ports::OutboxWriter,
 };
@@ -40,6 +42,20 @@ pub trait ReservationRepository: Clone + Send + Sync + 'static {
         user: UserId,
         page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Reservation>, ReservationError>> + Send;
+
+    /// The order with its seats (by seat id).
+    fn order(
+        &self,
+        id: OrderId,
+    ) -> impl Future<Output = Result<Option<Order>, ReservationError>> + Send;
+
+    /// Up to `page.fetch()` of the user's orders with their seats, newest
+    /// first, older than the order `page.after`.
+    fn orders_of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Order>, ReservationError>> + Send;
 
     /// Up to `max` unpaid holds (expired or not) on the schedule, oldest
     /// first ([`Transition::Withdraw`] applies to them).
@@ -85,6 +101,19 @@ pub trait ReservationTx: Send {
         &mut self,
         id: ReservationId,
     ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
+
+    /// Stores an order, without seats yet (each hold names it).
+    fn insert_order(
+        &mut self,
+        new: &NewOrder,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Order, StoreError>> + Send;
+
+    /// The reservations a payment was recorded on, by seat id.
+    fn of_payment(
+        &mut self,
+        payment: PaymentId,
+    ) -> impl Future<Output = Result<Vec<Reservation>, StoreError>> + Send;
 
     /// Held reservations on the seat other than `except` (the lapsed hold a
     /// new one took the seat from).

@@ -20,6 +20,8 @@ pub struct MemSeat {
     pub price: Points,
     pub state: SeatState,
     pub reservation: Option<ReservationId>,
+    pub grade: String,
+    pub place: SeatPlace,
 }
 
 /// Whether a seat in this state can be held at `now` (a lapsed hold frees
@@ -50,6 +52,8 @@ impl World {
                 price: Points::new(price).expect("a valid price"),
                 state: SeatState::Available,
                 reservation: None,
+                grade: "R".into(),
+                place: SeatPlace::default(),
             },
         );
         id
@@ -60,9 +64,9 @@ impl World {
             id,
             schedule_id: seat.schedule,
             number: seat.number,
-            grade: "R".into(),
+            grade: seat.grade.clone(),
             price: seat.price,
-            place: SeatPlace::default(),
+            place: seat.place.clone(),
             state: seat.state,
         })
     }
@@ -271,6 +275,21 @@ impl SeatReads for MemoryUow {
                     .get(schedule)
                     .is_some_and(|starts| *starts <= by)
             })
+            .collect())
+    }
+
+    async fn seats_by_id(&self, ids: &[SeatId]) -> Result<Vec<Seat>, StoreError> {
+        self.check()?;
+        let world = self.world();
+        Ok(ids.iter().filter_map(|id| world.seat_of(*id)).collect())
+    }
+
+    async fn schedule_seats(&self, schedule: ScheduleId) -> Result<Vec<Seat>, StoreError> {
+        self.check()?;
+        let world = self.world();
+        Ok((world.seats.keys())
+            .filter_map(|id| world.seat_of(*id))
+            .filter(|seat| seat.schedule_id == schedule)
             .collect())
     }
 

@@ -35,11 +35,11 @@ use crate::{
     catalog::domain::ScheduleStatus,
     coupon::domain::{IssuedCoupon, Job},
     kernel::{
-        PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError, Transaction,
-        UnitOfWork, UserId, events::NewEvent,
+        OrderId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError,
+        Transaction, UnitOfWork, UserId, events::NewEvent,
     },
     payment::domain::{Compensation, Payment},
-    reservation::domain::Reservation,
+    reservation::domain::{Order, Reservation},
     wallet::domain::LedgerEntry,
 };
 
@@ -48,6 +48,8 @@ use crate::{
 pub struct World {
     pub seats: BTreeMap<SeatId, MemSeat>,
     pub reservations: BTreeMap<ReservationId, Reservation>,
+    /// Orders as stored (their seats are the reservations naming them).
+    pub orders: BTreeMap<OrderId, Order>,
     pub balances: HashMap<UserId, Points>,
     /// Ledger rows, oldest first, with the payment they belong to.
     pub ledger: Vec<(UserId, LedgerEntry, Option<PaymentId>)>,

@@ -64,6 +64,7 @@ impl PaymentTx for MemTx {
             id: PaymentId(self.work.next_id()),
             user: new.user,
             reservation: new.reservation,
+            order: new.order,
             concert: new.concert,
             amount: new.amount,
             status: PaymentStatus::Paid,

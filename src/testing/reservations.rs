@@ -5,9 +5,14 @@ use chrono::{DateTime, Utc};
 
 use super::{MemTx, MemoryUow, newest_first};
 use crate::{
-    kernel::{PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UserId},
+    kernel::{
+        OrderId, PageRequest, PaymentId, ReservationId, ScheduleId, SeatId, StoreError, UserId,
+    },
     reservation::{
-        domain::{NewReservation, Reservation, ReservationError, ReservationStatus, Transition},
+        domain::{
+            NewOrder, NewReservation, Order, Reservation, ReservationError, ReservationStatus,
+            Transition,
+        },
         ports::{ReservationRepository, ReservationTx},
     },
 };
@@ -58,6 +63,7 @@ impl ReservationTx for MemTx {
             status: ReservationStatus::Held,
             expires_at: new.expires_at,
             payment: None,
+            order: new.order,
         };
         self.work
             .reservations
@@ -68,6 +74,29 @@ impl ReservationTx for MemTx {
     async fn get(&mut self, id: ReservationId) -> Result<Option<Reservation>, StoreError> {
         self.check()?;
         Ok(self.work.reservations.get(&id).cloned())
+    }
+
+    async fn insert_order(
+        &mut self,
+        new: &NewOrder,
+        now: DateTime<Utc>,
+    ) -> Result<Order, StoreError> {
+        self.check()?;
+        let order = Order {
+            id: OrderId(self.work.next_id()),
+            user: new.user,
+            concert: new.concert,
+            schedule: new.schedule,
+            created_at: now,
+            seats: Vec::new(),
+        };
+        self.work.orders.insert(order.id, order.clone());
+        Ok(order)
+    }
+
+    async fn of_payment(&mut self, payment: PaymentId) -> Result<Vec<Reservation>, StoreError> {
+        self.check()?;
+        Ok(self.work.seats_where(|r| r.payment == Some(payment)))
     }
 
     async fn held_on_seat(
@@ -118,7 +147,48 @@ impl ReservationTx for MemTx {
     }
 }
 
+impl super::World {
+    /// The reservations that match, by seat id.
+    fn seats_where(&self, matches: impl Fn(&Reservation) -> bool) -> Vec<Reservation> {
+        let mut found: Vec<Reservation> = (self.reservations.values())
+            .filter(|r| matches(r))
+            .cloned()
+            .collect();
+        found.sort_by_key(|r| r.seat);
+        found
+    }
+
+    /// The stored order with its seats.
+    pub fn order(&self, id: OrderId) -> Option<Order> {
+        let order = self.orders.get(&id)?;
+        Some(Order {
+            seats: self.seats_where(|r| r.order == Some(id)),
+            ..order.clone()
+        })
+    }
+}
+
 impl ReservationRepository for MemoryUow {
+    async fn order(&self, id: OrderId) -> Result<Option<Order>, ReservationError> {
+        self.check()?;
+        Ok(self.world().order(id))
+    }
+
+    async fn orders_of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Vec<Order>, ReservationError> {
+        self.check()?;
+        let world = self.world();
+        let theirs = (world.orders.values()).filter(|order| order.user == user);
+        let page = newest_first(theirs, |order| order.id.value(), page);
+        Ok(page
+            .into_iter()
+            .filter_map(|order| world.order(order.id))
+            .collect())
+    }
+
     async fn get(&self, id: ReservationId) -> Result<Option<Reservation>, ReservationError> {
         self.check()?;
         Ok(self.world().reservations.get(&id).cloned())

@@ -39,6 +39,9 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (also sent as `Retry-After`).
     #[oai(skip_serializing_if_is_none)]
     pub retry_after_seconds: Option<u32>,
+    /// With `seat_unavailable`: the seats someone else holds or bought.
+    #[oai(skip_serializing_if_is_none)]
+    pub seats: Option<Vec<i64>>,
 }
 
 impl Problem {
@@ -50,6 +53,7 @@ impl Problem {
             detail: detail.into(),
             code: code.to_owned(),
             retry_after_seconds: None,
+            seats: None,
         }
     }
 

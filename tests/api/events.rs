@@ -42,6 +42,8 @@ fn payment(id: i64) -> NewEvent {
             user_id: 100 + id,
             amount: 1_000 * id,
             concert_id: 0,
+            order_id: None,
+            reservation_ids: Vec::new(),
         },
     )
 }

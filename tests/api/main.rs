@@ -25,6 +25,7 @@ mod identity;
 mod instances;
 mod limits;
 mod openapi;
+mod orders;
 mod outage;
 mod processes;
 mod queue;

@@ -155,7 +155,7 @@ pub(crate) async fn assert_ledger_invariants(db: &sea_orm::DatabaseConnection) {
 }
 
 /// Admitted queue tokens for many users at once.
-async fn tokens(
+pub(crate) async fn tokens(
     app: &TestApp,
     users: impl IntoIterator<Item = i64>,
     concert: &Value,

@@ -180,6 +180,8 @@ mod tests {
                 user_id: 3,
                 amount: 90_000,
                 concert_id: 1,
+                order_id: None,
+                reservation_ids: Vec::new(),
             }]
         );
     }

@@ -15,7 +15,7 @@ use crate::{
     catalog::ports::ScheduleReads,
     db::{DbTx, Paged, all_as, compare_and_set, ids_of, insert_new, one_as},
     kernel::{
-        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError,
+        ConcertId, OrderId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, StoreError,
         Transaction, UserId, events::NewEvent,
     },
     outbox::ports::OutboxWriter,
@@ -46,6 +46,7 @@ pub mod payment {
         pub updated_at: DateTimeUtc,
         /// Null only for rows older than the column that had no reservation.
         pub schedule_id: Option<i64>,
+        pub order_id: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -87,6 +88,7 @@ fn to_payment(row: payment::Model) -> anyhow::Result<Payment> {
         id: PaymentId(row.id),
         user: UserId(row.user_id),
         reservation: ReservationId(row.reservation_id),
+        order: row.order_id.map(OrderId),
         concert: ConcertId(row.concert_id),
         amount: Points::new(row.amount).map_err(|e| anyhow!("payment {}: {e}", row.id))?,
         status: PaymentStatus::parse(&row.status)
@@ -358,6 +360,7 @@ impl PaymentTx for DbTx {
             reservation_id: Set(new.reservation.value()),
             concert_id: Set(new.concert.value()),
             schedule_id: Set(Some(new.schedule.value())),
+            order_id: Set(new.order.map(OrderId::value)),
             amount: Set(new.amount.value()),
             status: Set(PaymentStatus::Paid.as_str().into()),
             created_at: Set(now),

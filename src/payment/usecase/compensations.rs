@@ -187,7 +187,7 @@ impl<P: PaymentPorts> Compensations<P> {
             };
             if cancels_ticket(saga) {
                 // The ticket goes with the refund, in the same transaction.
-                reservations::cancel_ticket(&mut tx, payment.reservation, payment.id, now).await?;
+                reservations::cancel_tickets(&mut tx, payment.id, now).await?;
                 Attempt::Cancelled(refunded)
             } else {
                 Attempt::Refunded(refunded)

@@ -8,8 +8,8 @@ use chrono::{TimeDelta, Utc};
 use super::{Compensations, PaymentService, on_reservation_answer};
 use crate::{
     kernel::{
-        Clock, ConcertId, ManualClock, PaymentId, Points, ReservationId, ScheduleId, Transaction,
-        UnitOfWork, UserId,
+        Clock, ConcertId, ManualClock, OrderId, PaymentId, Points, ReservationId, ScheduleId,
+        Transaction, UnitOfWork, UserId,
         events::{PaymentCompleted, ReservationChanged, types},
         idempotency::RequestKey,
     },
@@ -18,7 +18,7 @@ use crate::{
         ports::PaymentAdapters,
     },
     reservation::{
-        domain::{Reservation, ReservationStatus},
+        domain::{Order, Reservation, ReservationStatus},
         usecase as reservations,
     },
     testing::{MemoryUow, RaisedAlerts, Wakes},
@@ -65,6 +65,27 @@ pub fn harness() -> Harness {
 }
 
 impl Harness {
+    /// `seats` seats held by `user` for five minutes as one order, as a
+    /// won order leaves them.
+    pub fn held_order(&self, user: UserId, seats: usize) -> Order {
+        let id = OrderId(70_000 + self.store.world().orders.len() as i64);
+        let order = Order {
+            id,
+            user,
+            concert: ConcertId(7),
+            schedule: ScheduleId(3),
+            created_at: self.clock.now(),
+            seats: Vec::new(),
+        };
+        self.store.world().orders.insert(id, order);
+        for _ in 0..seats {
+            let hold = self.held(user);
+            let mut world = self.store.world();
+            world.reservations.get_mut(&hold.id).unwrap().order = Some(id);
+        }
+        self.store.world().order(id).unwrap()
+    }
+
     /// A seat held by `user` for five minutes, as a won hold leaves it.
     pub fn held(&self, user: UserId) -> Reservation {
         let mut world = self.store.world();
@@ -80,6 +101,7 @@ impl Harness {
             status: ReservationStatus::Held,
             expires_at: until,
             payment: None,
+            order: None,
         };
         let s = world.seats.get_mut(&seat).unwrap();
         s.state = crate::catalog::domain::SeatState::Held {
@@ -152,6 +174,7 @@ impl Harness {
             schedule_id: 3,
             seat_id: 1,
             payment_id: Some(payment.id.value()),
+            order_id: None,
         };
         let mut tx = self.store.begin().await.unwrap();
         on_reservation_answer(&mut tx, event_type, &changed, self.clock.now())
@@ -178,6 +201,8 @@ impl Harness {
             user_id: user.value(),
             amount: PRICE,
             concert_id: 7,
+            order_id: None,
+            reservation_ids: Vec::new(),
         };
         let mut tx = self.store.begin().await.unwrap();
         reservations::confirm_payment(&mut tx, &completed, self.clock.now())

@@ -6,6 +6,8 @@ mod cancel;
 mod compensations;
 #[cfg(test)]
 mod fake;
+#[cfg(test)]
+mod orders;
 mod pay;
 mod saga;
 mod schedule_cancellation;

@@ -8,7 +8,7 @@ use crate::kernel::Fault;
 use crate::{
     catalog::{domain::sales_closed, ports::SeatTx},
     kernel::{
-        Clock, Page, PageRequest, PaymentId, ReservationId, UnitOfWork, UserId,
+        Clock, OrderId, Page, PageRequest, PaymentId, ReservationId, UnitOfWork, UserId,
         events::RelayWake,
         failpoint,
         idempotency::{self, RequestKey},
@@ -16,14 +16,12 @@ use crate::{
     },
     outbox::ports::OutboxWriter,
     payment::{
-        domain::{CONFIRMATION_GRACE_MINUTES, MAX_PAGE, NewPayment, Payment, PaymentError},
+        domain::{
+            CONFIRMATION_GRACE_MINUTES, MAX_PAGE, NewPayment, Payment, PaymentError, Purchase,
+        },
         ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
-    reservation::{
-        domain::{NotPayable, Reservation},
-        ports::ReservationRepository,
-        usecase as reservations,
-    },
+    reservation::{domain::NotPayable, ports::ReservationRepository, usecase as reservations},
     wallet::{domain::Posting, ports::WalletTx},
 };
 
@@ -35,12 +33,13 @@ impl<P: PaymentPorts> PaymentService<P> {
         &self,
         user: UserId,
         reservation: ReservationId,
-    ) -> Result<Reservation, PaymentError> {
+    ) -> Result<Purchase, PaymentError> {
         self.reservations
             .get(reservation)
             .await
             .map_err(from_reservations)?
             .filter(|hold| hold.user == user)
+            .map(Purchase::of_hold)
             .ok_or(PaymentError::ReservationNotFound(reservation))
     }
 
@@ -50,16 +49,27 @@ impl<P: PaymentPorts> PaymentService<P> {
         Ok(idempotency::replay(&self.uow, key).await?)
     }
 
-    /// In one transaction: claim the user's unexpired hold, record the
-    /// payment, take its price from the wallet and write `PaymentCompleted`.
-    /// With a key, a retry of a payment that happened answers that payment
-    /// as it was then, and takes nothing.
+    /// What paying for the user's order buys: its seats still held.
+    pub async fn order_of(&self, user: UserId, order: OrderId) -> Result<Purchase, PaymentError> {
+        let found = self
+            .reservations
+            .order(order)
+            .await
+            .map_err(from_reservations)?
+            .ok_or(PaymentError::OrderNotFound(order))?;
+        Purchase::of_order(&found, user, self.clock.now())
+    }
+
+    /// In one transaction: claim every hold of the purchase, record one
+    /// payment for them all, take their price from the wallet and write
+    /// `PaymentCompleted`. With a key, a retry of a payment that happened
+    /// answers that payment as it was then, and takes nothing.
     pub async fn pay(
         &self,
-        hold: &Reservation,
+        purchase: &Purchase,
         key: Option<&RequestKey>,
     ) -> Result<Payment, PaymentError> {
-        let payment = retry_on_conflict(|| self.pay_once(hold, key)).await?;
+        let payment = retry_on_conflict(|| self.pay_once(purchase, key)).await?;
         self.wake.wake();
         metrics::counter!("payments_total").increment(1);
         Ok(payment)
@@ -67,60 +77,71 @@ impl<P: PaymentPorts> PaymentService<P> {
 
     async fn pay_once(
         &self,
-        hold: &Reservation,
+        purchase: &Purchase,
         key: Option<&RequestKey>,
     ) -> Result<Payment, PaymentError> {
-        let user = hold.user;
+        let user = purchase.user;
+        let Some(first) = purchase.seats.first() else {
+            return Err(PaymentError::InvalidRequest("nothing to pay for".into()));
+        };
         let now = self.clock.now();
         let mut tx = self.uow.begin().await?;
         // The key is the first row written: a retry with it waits here.
         if let Some(first) = idempotency::claim(&mut tx, key, now).await? {
             return Ok(first);
         }
-        let id = hold.id;
         // Dropping the transaction on any refusal undoes everything below.
         let keep_seat_until = now + TimeDelta::minutes(CONFIRMATION_GRACE_MINUTES);
-        match reservations::claim_for_payment(&mut tx, hold, user, keep_seat_until, now).await? {
-            Ok(()) => {}
-            Err(NotPayable::NotFound) => return Err(PaymentError::ReservationNotFound(id)),
-            Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
-            Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
+        for hold in &purchase.seats {
+            let id = hold.id;
+            match reservations::claim_for_payment(&mut tx, hold, user, keep_seat_until, now).await?
+            {
+                Ok(()) => {}
+                Err(NotPayable::NotFound) => return Err(PaymentError::ReservationNotFound(id)),
+                Err(NotPayable::Expired) => return Err(PaymentError::HoldExpired(id)),
+                Err(NotPayable::AlreadyPaid) => return Err(PaymentError::AlreadyPaid(id)),
+            }
         }
-        // After the claim (the write that takes the locks first); dropping
-        // the transaction undoes it.
+        // After the claims (the writes that take the locks first);
+        // dropping the transaction undoes them.
         if tx
-            .starts_at(hold.schedule)
+            .starts_at(purchase.schedule)
             .await?
             .is_some_and(|starts_at| sales_closed(starts_at, self.sales_close_before, now))
         {
-            return Err(PaymentError::SalesClosed(hold.schedule));
+            return Err(PaymentError::SalesClosed(purchase.schedule));
         }
         // Lets a test keep the seat and reservation locked here while a
         // hold races.
         failpoint::step("payment::after_claim")
             .await
             .map_err(|cause| PaymentError::Fault(Fault::Unavailable(cause)))?;
+        let amount = purchase.amount();
         let payment = tx
             .insert_payment(
                 &NewPayment {
                     user,
-                    reservation: id,
-                    concert: hold.concert,
-                    schedule: hold.schedule,
-                    amount: hold.price,
+                    reservation: first.id,
+                    order: purchase.order,
+                    concert: purchase.concert,
+                    schedule: purchase.schedule,
+                    amount,
                 },
                 now,
             )
             .await?;
         if tx
-            .debit(Posting::payment(user, hold.price, payment.id), now)
+            .debit(Posting::payment(user, amount, payment.id), now)
             .await?
             .is_none()
         {
             return Err(PaymentError::InsufficientPoints);
         }
-        reservations::mark_paid(&mut tx, id, payment.id, now).await?;
-        tx.append(vec![payment.completed()], now).await?;
+        for hold in &purchase.seats {
+            reservations::mark_paid(&mut tx, hold.id, payment.id, now).await?;
+        }
+        tx.append(vec![payment.completed(&purchase.reservations())], now)
+            .await?;
         failpoint::step("payment::before_commit")
             .await
             .map_err(|cause| PaymentError::Fault(Fault::Unavailable(cause)))?;

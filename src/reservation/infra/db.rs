@@ -12,13 +12,13 @@ use sea_orm::{
 use crate::{
     db::{DbTx, Paged, all_as, compare_and_set, ids_of, one_as},
     kernel::{
-        ConcertId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId, StoreError,
-        UserId,
+        ConcertId, OrderId, PageRequest, PaymentId, Points, ReservationId, ScheduleId, SeatId,
+        StoreError, UserId,
     },
     reservation::{
         domain::{
-            NewReservation, Reservation, ReservationError, ReservationStatus, Transition,
-            WaitlistEntry,
+            NewOrder, NewReservation, Order, Reservation, ReservationError, ReservationStatus,
+            Transition, WaitlistEntry,
         },
         ports::{ReservationRepository, ReservationTx, WaitlistTx},
     },
@@ -42,6 +42,27 @@ pub mod reservation {
         pub payment_id: Option<i64>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub order_id: Option<i64>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod order {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "orders")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        pub concert_id: i64,
+        pub schedule_id: i64,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -97,7 +118,40 @@ fn to_reservation(row: reservation::Model) -> anyhow::Result<Reservation> {
             .ok_or_else(|| anyhow!("reservation {} has unknown status {:?}", row.id, row.status))?,
         expires_at: row.expires_at,
         payment: row.payment_id.map(PaymentId),
+        order: row.order_id.map(OrderId),
     })
+}
+
+fn to_order(row: order::Model, seats: Vec<Reservation>) -> Order {
+    Order {
+        id: OrderId(row.id),
+        user: UserId(row.user_id),
+        concert: ConcertId(row.concert_id),
+        schedule: ScheduleId(row.schedule_id),
+        created_at: row.created_at,
+        seats,
+    }
+}
+
+/// The orders of `rows` with their seats, read in one more query.
+async fn with_seats<C: ConnectionTrait>(
+    rows: Vec<order::Model>,
+    conn: &C,
+) -> Result<Vec<Order>, StoreError> {
+    let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
+    let query = reservation::Entity::find()
+        .filter(reservation::Column::OrderId.is_in(ids))
+        .order_by_asc(reservation::Column::SeatId);
+    let mut seats = all_as(query, conn, to_reservation).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let id = Some(OrderId(row.id));
+            let (theirs, rest) = seats.drain(..).partition(|r: &Reservation| r.order == id);
+            seats = rest;
+            to_order(row, theirs)
+        })
+        .collect())
 }
 
 fn held() -> &'static str {
@@ -138,6 +192,26 @@ impl ReservationRepository for DbReservations {
             to_reservation,
         )
         .await?)
+    }
+
+    async fn order(&self, id: OrderId) -> Result<Option<Order>, ReservationError> {
+        let Some(row) = order::Entity::find_by_id(id.value()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        Ok(with_seats(vec![row], &self.db).await?.pop())
+    }
+
+    async fn orders_of_user(
+        &self,
+        user: UserId,
+        page: PageRequest,
+    ) -> Result<Vec<Order>, ReservationError> {
+        let rows = order::Entity::find()
+            .filter(order::Column::UserId.eq(user.value()))
+            .newest_first(order::Column::Id, page)
+            .all(&self.db)
+            .await?;
+        Ok(with_seats(rows, &self.db).await?)
     }
 
     async fn of_user(
@@ -223,6 +297,7 @@ impl ReservationTx for DbTx {
             status: Set(held().into()),
             expires_at: Set(new.expires_at),
             payment_id: Set(None),
+            order_id: Set(new.order.map(OrderId::value)),
             created_at: Set(now),
             updated_at: Set(now),
             ..Default::default()
@@ -239,6 +314,30 @@ impl ReservationTx for DbTx {
             to_reservation,
         )
         .await
+    }
+
+    async fn insert_order(
+        &mut self,
+        new: &NewOrder,
+        now: DateTime<Utc>,
+    ) -> Result<Order, StoreError> {
+        let row = order::ActiveModel {
+            user_id: Set(new.user.value()),
+            concert_id: Set(new.concert.value()),
+            schedule_id: Set(new.schedule.value()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(self.conn())
+        .await?;
+        Ok(to_order(row, Vec::new()))
+    }
+
+    async fn of_payment(&mut self, payment: PaymentId) -> Result<Vec<Reservation>, StoreError> {
+        let query = reservation::Entity::find()
+            .filter(reservation::Column::PaymentId.eq(payment.value()))
+            .order_by_asc(reservation::Column::SeatId);
+        all_as(query, self.conn(), to_reservation).await
     }
 
     async fn held_on_seat(

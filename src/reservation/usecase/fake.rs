@@ -135,5 +135,7 @@ pub fn completed(reservation: &Reservation, payment: PaymentId) -> PaymentComple
         user_id: reservation.user.value(),
         amount: reservation.price.value(),
         concert_id: reservation.concert.value(),
+        order_id: reservation.order.map(|id| id.value()),
+        reservation_ids: Vec::new(),
     }
 }

@@ -114,6 +114,22 @@ pub async fn cancel_ticket<T: ReservationTx + SeatTx + OutboxWriter>(
     Ok(true)
 }
 
+/// Every ticket `payment` bought is cancelled ([`cancel_ticket`]), in seat
+/// order; how many were.
+pub async fn cancel_tickets<T: ReservationTx + SeatTx + OutboxWriter>(
+    tx: &mut T,
+    payment: PaymentId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let mut cancelled = 0;
+    for ticket in tx.of_payment(payment).await? {
+        if cancel_ticket(tx, ticket.id, payment, now).await? {
+            cancelled += 1;
+        }
+    }
+    Ok(cancelled)
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeDelta;

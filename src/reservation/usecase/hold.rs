@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{LOST_RACE_MEMORY, ReservationService, SeatKey, record_hold};
+use super::{LOST_RACE_MEMORY, ReservationService, SeatKey, record_order};
 use crate::{
     catalog::{
         domain::{Availability, SeatHold},
@@ -17,7 +17,7 @@ use crate::{
     },
     outbox::ports::OutboxWriter,
     reservation::{
-        domain::{MAX_PAGE, NewReservation, Reservation, ReservationError, Transition},
+        domain::{MAX_PAGE, Order, Reservation, ReservationError, Transition},
         ports::{ReservationPorts, ReservationRepository, ReservationTx},
     },
 };
@@ -33,12 +33,12 @@ impl<P: ReservationPorts> ReservationService<P> {
     ) -> Result<Reservation, ReservationError> {
         let key = (schedule, seat);
         if self.lost_races.is_fresh(&key, self.clock.now()) {
-            return Err(ReservationError::SeatUnavailable);
+            return Err(ReservationError::SeatUnavailable(vec![seat]));
         }
         let _turn = self.gates.lock(key).await;
         let now = self.clock.now();
         if self.lost_races.is_fresh(&key, now) {
-            return Err(ReservationError::SeatUnavailable);
+            return Err(ReservationError::SeatUnavailable(vec![seat]));
         }
         // A cheap look first: the losers of a visibly taken seat leave
         // without a transaction.
@@ -46,73 +46,76 @@ impl<P: ReservationPorts> ReservationService<P> {
             None => return Err(ReservationError::SeatNotFound { schedule, seat }),
             Some(found) if found.availability(now) != Availability::Available => {
                 self.remember_taken(key, now);
-                return Err(ReservationError::SeatUnavailable);
+                return Err(ReservationError::SeatUnavailable(vec![seat]));
             }
             Some(_) => {}
         }
-        let reservation = retry_on_conflict(|| self.attempt_hold(user, schedule, seat)).await?;
+        let seats = [seat];
+        let order = retry_on_conflict(|| self.attempt_order(user, schedule, &seats)).await?;
         self.wake.wake();
-        Ok(reservation)
+        // An order of one.
+        (order.seats.into_iter().next())
+            .ok_or_else(|| Fault::unexpected(format!("order {} holds no seat", order.id)).into())
     }
 
-    async fn attempt_hold(
+    /// Holds every seat of `seats` (ids in order) for the user in one
+    /// transaction, as one order, or none of them: a seat someone else has
+    /// refuses the order naming every such seat, and dropping the
+    /// transaction gives back the ones it took.
+    pub(super) async fn attempt_order(
         &self,
         user: UserId,
         schedule: ScheduleId,
-        seat: SeatId,
-    ) -> Result<Reservation, ReservationError> {
+        seats: &[SeatId],
+    ) -> Result<Order, ReservationError> {
         let now = self.clock.now();
+        let until = self.policy.until(now);
         let mut tx = self.uow.begin().await?;
-        // The seat first (the lock order: seat, then reservations): under
-        // a flood for one seat the losers learn it from this one statement.
-        let held = tx
-            .try_hold(
-                SeatHold {
-                    schedule,
-                    seat,
-                    user,
-                    until: self.policy.until(now),
-                },
-                now,
-            )
-            .await?;
-        // Lets a test hold the seat row's lock here while a payment races.
+        // The seats first, in id order (the lock order: seats, then
+        // reservations): under a flood for one seat the losers learn it
+        // from this one statement.
+        let mut held = Vec::with_capacity(seats.len());
+        let mut lost = Vec::new();
+        for &seat in seats {
+            let hold = SeatHold {
+                schedule,
+                seat,
+                user,
+                until,
+            };
+            match tx.try_hold(hold, now).await? {
+                Some(won) => held.push((seat, won)),
+                None => lost.push(seat),
+            }
+        }
+        // Lets a test hold the seat rows' locks here while a payment races.
         failpoint::step("reservation::hold::after_seat")
             .await
             .map_err(|cause| ReservationError::Fault(Fault::Unavailable(cause)))?;
-        let Some(held) = held else {
-            return Err(if tx.exists(schedule, seat).await? {
+        if !lost.is_empty() {
+            for &seat in &lost {
+                if !tx.exists(schedule, seat).await? {
+                    return Err(ReservationError::SeatNotFound { schedule, seat });
+                }
                 self.remember_taken((schedule, seat), now);
-                ReservationError::SeatUnavailable
-            } else {
-                ReservationError::SeatNotFound { schedule, seat }
-            });
-        };
-        // Dropping the transaction gives the seat back.
-        if self.policy.sales_closed(held.starts_at, now) {
+            }
+            return Err(ReservationError::SeatUnavailable(lost));
+        }
+        // Dropping the transaction gives the seats back.
+        if held
+            .first()
+            .is_some_and(|(_, won)| self.policy.sales_closed(won.starts_at, now))
+        {
             return Err(ReservationError::SalesClosed(schedule));
         }
         let live = tx.lock_user_and_count_live(user, now).await?;
-        if !self.policy.allows_another(live) {
-            // Dropping the transaction gives the seat back too.
+        if !self.policy.allows(live, held.len()) {
             return Err(ReservationError::HoldLimit(self.policy.per_user_limit));
         }
-        let (reservation, events) = record_hold(
-            &mut tx,
-            NewReservation {
-                user,
-                concert: held.concert,
-                schedule,
-                seat,
-                price: held.price,
-                expires_at: self.policy.until(now),
-            },
-            now,
-        )
-        .await?;
+        let (order, events) = record_order(&mut tx, user, schedule, held, until, now).await?;
         tx.append(events, now).await?;
         tx.commit().await?;
-        Ok(reservation)
+        Ok(order)
     }
 
     fn remember_taken(&self, key: SeatKey, now: DateTime<Utc>) {
@@ -289,13 +292,13 @@ mod tests {
         h.service.hold(ALICE, SCHEDULE, h.seats[0]).await.unwrap();
         assert!(matches!(
             h.service.hold(BOB, SCHEDULE, h.seats[0]).await,
-            Err(ReservationError::SeatUnavailable)
+            Err(ReservationError::SeatUnavailable(_))
         ));
         // The store is gone, yet the remembered loss still answers.
         h.store.set_down(true);
         assert!(matches!(
             h.service.hold(BOB, SCHEDULE, h.seats[0]).await,
-            Err(ReservationError::SeatUnavailable)
+            Err(ReservationError::SeatUnavailable(_))
         ));
         // A second later the memory is gone and the store is asked again.
         h.clock.advance(TimeDelta::seconds(2));

@@ -7,23 +7,24 @@
 mod fake;
 mod for_payment;
 mod hold;
+mod order;
 mod saga;
 mod waitlist;
 
-pub use for_payment::{cancel_ticket, claim_for_payment, mark_paid, withdraw_hold};
+pub use for_payment::{cancel_tickets, claim_for_payment, mark_paid, withdraw_hold};
 pub use saga::{ConfirmOnPayment, Confirmation, confirm_payment};
 pub use waitlist::{WAITLISTS_CHECKED, WaitlistOffers, offer_freed_seat};
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    domain::{HoldPolicy, NewReservation, Reservation, Transition},
+    domain::{HoldPolicy, NewOrder, NewReservation, Order, Reservation, Transition},
     ports::{ReservationPorts, ReservationTx},
 };
 use crate::{
-    catalog::ports::SeatTx,
+    catalog::{domain::HeldSeat, ports::SeatTx},
     kernel::{
-        Clock, ScheduleId, SeatId, StoreError,
+        Clock, ScheduleId, SeatId, StoreError, UserId,
         events::{NewEvent, types},
         keyed::{ExpiringMemo, KeyedLocks},
     },
@@ -106,4 +107,49 @@ async fn record_hold<T: ReservationTx + SeatTx>(
         }
     }
     Ok((reservation, events))
+}
+
+/// Stores an order of the seats just taken for it ([`SeatTx::try_hold`]),
+/// in seat order: the order row, then one hold per seat, each held until
+/// `expires_at`. Returns the order and the events to write.
+async fn record_order<T: ReservationTx + SeatTx>(
+    tx: &mut T,
+    user: UserId,
+    schedule: ScheduleId,
+    seats: Vec<(SeatId, HeldSeat)>,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<(Order, Vec<NewEvent>), StoreError> {
+    let concert = seats.first().map(|(_, held)| held.concert);
+    let Some(concert) = concert else {
+        return Err(StoreError::Unexpected(anyhow::anyhow!(
+            "an order of no seats"
+        )));
+    };
+    let mut order = tx
+        .insert_order(
+            &NewOrder {
+                user,
+                concert,
+                schedule,
+            },
+            now,
+        )
+        .await?;
+    let mut events = Vec::new();
+    for (seat, held) in seats {
+        let new = NewReservation {
+            user,
+            concert,
+            schedule,
+            seat,
+            price: held.price,
+            expires_at,
+            order: Some(order.id),
+        };
+        let (reservation, mut written) = record_hold(tx, new, now).await?;
+        order.seats.push(reservation);
+        events.append(&mut written);
+    }
+    Ok((order, events))
 }

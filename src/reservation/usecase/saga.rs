@@ -38,52 +38,87 @@ pub enum Confirmation {
     AlreadyConfirmed,
 }
 
-/// Confirm-or-fail, inside the consumer's transaction.
+/// Confirm-or-fail, inside the consumer's transaction, for every seat the
+/// payment bought together: all of them are sold and confirmed, or — when
+/// one hold was lost — none is, every one fails (its seat freed if still
+/// held for it) and the payment is refunded.
 pub async fn confirm_payment<T: ReservationTx + SeatTx + OutboxWriter>(
     tx: &mut T,
     payment: &PaymentCompleted,
     now: DateTime<Utc>,
 ) -> Result<Confirmation, ReservationError> {
-    let id = ReservationId(payment.reservation_id);
     let paid_by = PaymentId(payment.payment_id);
-    let Some(reservation) = tx.get(id).await? else {
-        return Err(Fault::unexpected(format!(
-            "payment {} names unknown reservation {}",
-            payment.payment_id, payment.reservation_id
-        ))
-        .into());
-    };
-    let decision = reservation.on_payment(paid_by);
-    let reservation = Reservation {
-        // The event names the payment even if the row lost it.
-        payment: Some(paid_by),
-        ..reservation
-    };
-    let outcome = match decision {
-        OnPayment::AlreadyConfirmed => return Ok(Confirmation::AlreadyConfirmed),
-        OnPayment::SellSeat if tx.sell(reservation.seat, id).await? => {
+    let mut seats = Vec::new();
+    for id in payment.reservations() {
+        let Some(reservation) = tx.get(ReservationId(id)).await? else {
+            return Err(Fault::unexpected(format!(
+                "payment {} names unknown reservation {id}",
+                payment.payment_id
+            ))
+            .into());
+        };
+        let decision = reservation.on_payment(paid_by);
+        let reservation = Reservation {
+            // The event names the payment even if the row lost it.
+            payment: Some(paid_by),
+            ..reservation
+        };
+        seats.push((reservation, decision));
+    }
+    // The lock order: seats by id.
+    seats.sort_by_key(|(r, _)| r.seat);
+    let decisions: Vec<OnPayment> = seats.iter().map(|(_, d)| *d).collect();
+    let seats: Vec<Reservation> = seats.into_iter().map(|(r, _)| r).collect();
+    if decisions.iter().all(|d| *d == OnPayment::AlreadyConfirmed) {
+        return Ok(Confirmation::AlreadyConfirmed);
+    }
+    let mut sold = Vec::new();
+    let mut lost = !decisions.iter().all(|d| *d == OnPayment::SellSeat);
+    if !lost {
+        for reservation in &seats {
+            if !tx.sell(reservation.seat, reservation.id).await? {
+                lost = true;
+                break;
+            }
+            sold.push(reservation);
+        }
+    }
+    let outcome = if lost {
+        // Seats sold above go back; seats still held for the order are freed.
+        for reservation in &sold {
+            tx.unsell(reservation.seat, reservation.id).await?;
+        }
+        for (reservation, decision) in seats.iter().zip(&decisions) {
+            // Only a hold this payment claimed has a seat to give back.
+            if *decision == OnPayment::SellSeat {
+                tx.release(reservation.seat, reservation.id).await?;
+            }
+            tx.transition(reservation.id, Transition::FailConfirmation, now)
+                .await?;
+        }
+        metrics::counter!("reservation_confirmations_failed_total").increment(seats.len() as u64);
+        Confirmation::Failed
+    } else {
+        for reservation in &seats {
             let confirm = Transition::Confirm { payment: paid_by };
-            if !tx.transition(id, confirm, now).await? {
+            if !tx.transition(reservation.id, confirm, now).await? {
                 // Rolled back and redelivered: the next attempt sees why.
                 return Err(Fault::conflict(format!(
-                    "reservation {id} changed while its seat was being sold"
+                    "reservation {} changed while its seat was being sold",
+                    reservation.id
                 ))
                 .into());
             }
-            metrics::counter!("reservations_confirmed_total").increment(1);
-            Confirmation::Confirmed
         }
-        OnPayment::SellSeat | OnPayment::Fail => {
-            tx.transition(id, Transition::FailConfirmation, now).await?;
-            metrics::counter!("reservation_confirmations_failed_total").increment(1);
-            Confirmation::Failed
-        }
+        metrics::counter!("reservations_confirmed_total").increment(seats.len() as u64);
+        Confirmation::Confirmed
     };
     let event_type = match outcome {
         Confirmation::Confirmed => types::RESERVATION_CONFIRMED,
         _ => types::RESERVATION_CONFIRMATION_FAILED,
     };
-    tx.append(vec![reservation.event(event_type)], now).await?;
+    let events = seats.iter().map(|r| r.event(event_type)).collect();
+    tx.append(events, now).await?;
     Ok(outcome)
 }
 

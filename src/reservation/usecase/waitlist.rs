@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{ReservationService, record_hold};
+use super::{ReservationService, record_order};
 use crate::{
     catalog::{
         domain::SeatHold,
@@ -17,7 +17,7 @@ use crate::{
     outbox::ports::{Delivered, OutboxWriter, Subscriber, Subscription},
     reservation::{
         domain::{
-            HoldPolicy, NewReservation, Reservation, ReservationError, SEAT_FREEING, WaitlistEntry,
+            HoldPolicy, Reservation, ReservationError, SEAT_FREEING, WaitlistEntry,
             may_join_waitlist,
         },
         ports::{ReservationPorts, ReservationRepository, ReservationTx, WaitlistTx},
@@ -218,19 +218,11 @@ pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWri
     else {
         return Ok(None);
     };
-    let (offer, mut events) = record_hold(
-        tx,
-        NewReservation {
-            user: next.user,
-            concert: held.concert,
-            schedule,
-            seat,
-            price: held.price,
-            expires_at,
-        },
-        now,
-    )
-    .await?;
+    let (order, mut events) =
+        record_order(tx, next.user, schedule, vec![(seat, held)], expires_at, now).await?;
+    let Some(offer) = order.seats.into_iter().next() else {
+        return Err(Fault::unexpected(format!("order {} holds no seat", order.id)).into());
+    };
     if !tx.mark_offered(next.id, offer.id, now).await? {
         return Err(Fault::conflict(format!(
             "waitlist place {} changed while a seat was offered to it",

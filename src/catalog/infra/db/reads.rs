@@ -10,7 +10,7 @@ use crate::{
         domain::{ScheduleSale, ScheduleStatus, Seat, SeatStatus},
         ports::{ScheduleReads, SeatReads},
     },
-    db::{Paged, ids_of, one_as},
+    db::{Paged, all_as, ids_of, one_as},
     kernel::{PageRequest, ScheduleId, SeatId, StoreError},
 };
 
@@ -37,6 +37,23 @@ impl SeatReads for DbCatalog {
         let query = seat::Entity::find_by_id(seat_id.value())
             .filter(seat::Column::ScheduleId.eq(schedule.value()));
         one_as(query, &self.db, seat_from_row).await
+    }
+
+    async fn seats_by_id(&self, ids: &[SeatId]) -> Result<Vec<Seat>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = seat::Entity::find()
+            .filter(seat::Column::Id.is_in(ids.iter().map(|id| id.value())))
+            .order_by_asc(seat::Column::Id);
+        all_as(query, &self.db, seat_from_row).await
+    }
+
+    async fn schedule_seats(&self, schedule: ScheduleId) -> Result<Vec<Seat>, StoreError> {
+        let query = seat::Entity::find()
+            .filter(seat::Column::ScheduleId.eq(schedule.value()))
+            .order_by_asc(seat::Column::Id);
+        all_as(query, &self.db, seat_from_row).await
     }
 }
 

@@ -1,3 +1,7 @@
+mod best_available;
+
+pub use best_available::{SeatSpot, best_available};
+
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::kernel::Fault;
