@@ -43,8 +43,8 @@ pub struct AdminAuth(pub Identity);
 /// Someone who scans tickets at the door: a token with the `staff` role,
 /// or an admin's; a user's is refused 403. The door's operations take it
 /// as their first argument, e.g.
-/// `async fn check_in(&self, auth: ScannerAuth, body: Json<..>)`, and
-/// declare `403: [forbidden]` in their refusals.
+/// `async fn check_in(&self, auth: ScannerAuth, body: Json<..>)`; their
+/// `403 forbidden` is documented for them (see [`document_role_refusals`]).
 #[derive(SecurityScheme)]
 #[oai(
     rename = "scannerToken",
@@ -54,20 +54,25 @@ pub struct AdminAuth(pub Identity);
 )]
 pub struct ScannerAuth(pub Identity);
 
-/// The name [`UserAuth`] has in the OpenAPI document.
-const USER_SCHEME: &str = "userToken";
+/// The names [`UserAuth`] and [`ScannerAuth`] have in the OpenAPI document:
+/// the schemes whose checker refuses some valid tokens for their role.
+const ROLE_CHECKED_SCHEMES: [&str; 2] = ["userToken", "scannerToken"];
 
 /// Documents, on an operation of the OpenAPI document, the 403 its security
 /// scheme's checker may answer before the handler runs: an operation for
-/// users refuses a staff token.
+/// users refuses a staff token, the door a user's.
 pub fn document_role_refusals(operation: &mut serde_json::Value) {
-    let for_users = operation
+    let role_checked = operation
         .get("security")
         .and_then(serde_json::Value::as_array)
         .into_iter()
         .flatten()
-        .any(|schemes| schemes.get(USER_SCHEME).is_some());
-    if for_users {
+        .any(|schemes| {
+            ROLE_CHECKED_SCHEMES
+                .iter()
+                .any(|scheme| schemes.get(scheme).is_some())
+        });
+    if role_checked {
         document_refusal(operation, 403, "forbidden");
     }
 }
@@ -216,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn operations_for_users_document_the_staff_refusal_and_no_others() {
+    fn operations_for_users_and_the_door_document_their_role_refusal_and_no_others() {
         let problem = serde_json::json!({"application/problem+json": {}});
         let op = |scheme: &str| {
             serde_json::json!({
@@ -224,12 +229,14 @@ mod tests {
                 "responses": {"401": {"description": "Refused; `code`: `unauthorized`", "content": problem}},
             })
         };
-        let mut wallet = op(USER_SCHEME);
-        document_role_refusals(&mut wallet);
-        assert_eq!(
-            wallet["responses"]["403"]["description"],
-            "Refused; `code`: `forbidden`"
-        );
+        for scheme in ["userToken", "scannerToken"] {
+            let mut operation = op(scheme);
+            document_role_refusals(&mut operation);
+            assert_eq!(
+                operation["responses"]["403"]["description"], "Refused; `code`: `forbidden`",
+                "{scheme}"
+            );
+        }
         let mut status = op("queueToken");
         document_role_refusals(&mut status);
         assert!(status["responses"].get("403").is_none());
