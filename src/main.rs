@@ -2,7 +2,7 @@ use anyhow::Context;
 use boxoffice::{
     app::{Application, openapi_spec},
     auth::{domain::Role, infra::jwt::JwtCodec, usecase::mint_token},
-    config::{Cli, Command, Settings},
+    config::{Cli, Command, Settings, TokenRole},
     db,
     kernel::{SystemClock, UserId},
     telemetry,
@@ -59,7 +59,11 @@ async fn run() -> anyhow::Result<()> {
         }
         Command::Token(args) => {
             let codec = JwtCodec::new(settings.identity_secret().as_bytes());
-            let role = if args.admin { Role::Admin } else { Role::User };
+            let role = match args.role().unwrap_or_else(|err| err.exit()) {
+                TokenRole::User => Role::User,
+                TokenRole::Staff => Role::Staff,
+                TokenRole::Admin => Role::Admin,
+            };
             let token = mint_token(
                 &codec,
                 &SystemClock,

@@ -104,7 +104,8 @@ fn api_service(apis: Apis) -> OpenApiService<Apis, ()> {
 /// security schemes of one operation as alternatives, but every scheme an
 /// operation of ours names is required (the seat map, holds and payments
 /// take the user's JWT *and* their queue token), so they are merged into
-/// one requirement.
+/// one requirement. The 403 a user's operation answers a staff token, in
+/// its security scheme's checker, is added to its refusals.
 fn document(api: &OpenApiService<Apis, ()>) -> String {
     let spec = api.spec();
     let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(&spec) else {
@@ -130,6 +131,7 @@ fn document(api: &OpenApiService<Apis, ()>) -> String {
                 .collect();
             *security = vec![serde_json::Value::Object(every)];
         }
+        crate::auth::api::document_role_refusals(operation);
     }
     serde_json::to_string_pretty(&doc).unwrap_or(spec)
 }

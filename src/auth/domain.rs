@@ -3,10 +3,16 @@ use serde::{Deserialize, Serialize};
 use crate::kernel::Fault;
 use crate::kernel::UserId;
 
+/// A token's `role` claim (`user`, `staff`, `admin`), and what an
+/// operation requires of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
+    /// A buyer: their own wallet, holds, payments, coupons.
     User,
+    /// Door staff: scans tickets and nothing else.
+    Staff,
+    /// An operator: everything.
     Admin,
 }
 
@@ -19,11 +25,18 @@ pub struct Identity {
 
 impl Role {
     /// Whether this role may do what `required` may: admins may do
-    /// everything a user may.
+    /// everything users and staff may; staff may only scan, so a staff
+    /// token is no user's.
     pub fn grants(self, required: Role) -> bool {
-        match required {
-            Role::User => true,
-            Role::Admin => self == Role::Admin,
+        self == required || self == Role::Admin
+    }
+
+    /// Why this role may not do what `required` may, or `None` when it may.
+    pub fn refusal(self, required: Role) -> Option<AuthError> {
+        match (self, required) {
+            _ if self.grants(required) => None,
+            (Role::Staff, Role::User) => Some(AuthError::StaffScansOnly),
+            _ => Some(AuthError::Forbidden(required)),
         }
     }
 }
@@ -75,6 +88,10 @@ pub enum AuthError {
     Expired,
     #[error("this operation needs the {0:?} role")]
     Forbidden(Role),
+    /// A staff token where a user's is needed: staff accounts exist for
+    /// the door, not to buy.
+    #[error("staff tokens may only scan tickets")]
+    StaffScansOnly,
     #[error(transparent)]
     Fault(Fault),
 }
@@ -110,5 +127,57 @@ mod tests {
         assert!(!user.has(Role::Admin));
         assert!(admin.has(Role::User));
         assert!(admin.has(Role::Admin));
+    }
+
+    #[test]
+    fn staff_may_scan_and_nothing_else_admins_may_scan_too() {
+        let may = |role: Role, required| role.grants(required);
+        assert!(may(Role::Staff, Role::Staff));
+        assert!(may(Role::Admin, Role::Staff));
+        assert!(!may(Role::User, Role::Staff));
+        assert!(!may(Role::Staff, Role::User));
+        assert!(!may(Role::Staff, Role::Admin));
+    }
+
+    #[test]
+    fn a_staff_token_where_a_users_is_needed_is_told_it_only_scans() {
+        assert!(matches!(
+            Role::Staff.refusal(Role::User),
+            Some(AuthError::StaffScansOnly)
+        ));
+        assert_eq!(
+            AuthError::StaffScansOnly.to_string(),
+            "staff tokens may only scan tickets"
+        );
+        assert!(matches!(
+            Role::Staff.refusal(Role::Admin),
+            Some(AuthError::Forbidden(Role::Admin))
+        ));
+        assert!(matches!(
+            Role::User.refusal(Role::Staff),
+            Some(AuthError::Forbidden(Role::Staff))
+        ));
+        for (role, required) in [
+            (Role::User, Role::User),
+            (Role::Staff, Role::Staff),
+            (Role::Admin, Role::User),
+            (Role::Admin, Role::Staff),
+            (Role::Admin, Role::Admin),
+        ] {
+            assert!(role.refusal(required).is_none(), "{role:?} as {required:?}");
+        }
+    }
+
+    #[test]
+    fn roles_are_written_and_read_in_lowercase() {
+        for (role, claim) in [
+            (Role::User, "\"user\""),
+            (Role::Staff, "\"staff\""),
+            (Role::Admin, "\"admin\""),
+        ] {
+            assert_eq!(serde_json::to_string(&role).unwrap(), claim);
+            assert_eq!(serde_json::from_str::<Role>(claim).unwrap(), role);
+        }
+        assert!(serde_json::from_str::<Role>("\"Staff\"").is_err());
     }
 }

@@ -55,8 +55,8 @@ impl Verifier {
             },
             verified => verified,
         }?;
-        if !claimed.role.grants(required) {
-            return Err(AuthError::Forbidden(required));
+        if let Some(refusal) = claimed.role.refusal(required) {
+            return Err(refusal);
         }
         let user_id = match &claimed.subject {
             Subject::User(id) => *id,
@@ -93,8 +93,9 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
-    /// Knows the tokens `user-7`, `admin-1` and the provider's
-    /// `auth0|5f1c` (a user) and `okta-admin` (an admin), says `expired`
+    /// Knows the tokens `user-7`, `admin-1`, `staff-3` and the provider's
+    /// `auth0|5f1c` (a user), `okta-admin` (an admin) and `okta-staff`
+    /// (door staff), says `expired`
     /// has expired, says `rotated` is signed by a key it only knows once
     /// `knows_rotated_key` is set, and records what it was asked.
     #[derive(Default)]
@@ -122,6 +123,8 @@ mod tests {
             match token {
                 "user-7" => claimed(Subject::User(UserId(7)), Role::User),
                 "admin-1" => claimed(Subject::User(UserId(1)), Role::Admin),
+                "staff-3" => claimed(Subject::User(UserId(3)), Role::Staff),
+                "okta-staff" => claimed(Subject::External(token.into()), Role::Staff),
                 "auth0|5f1c" => claimed(Subject::External(token.into()), Role::User),
                 "okta-admin" => claimed(Subject::External(token.into()), Role::Admin),
                 "rotated" if self.knows_rotated_key.load(Ordering::SeqCst) => {
@@ -375,6 +378,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn staff_pass_where_staff_are_required_and_nowhere_else() {
+        let h = harness();
+        let identity = h.authenticate("staff-3", Role::Staff).await.unwrap();
+        assert_eq!(identity.role, Role::Staff);
+        assert!(matches!(
+            h.authenticate("staff-3", Role::User).await,
+            Err(AuthError::StaffScansOnly)
+        ));
+        assert!(needs_admin(h.authenticate("staff-3", Role::Admin).await));
+        let admin = h.authenticate("admin-1", Role::Staff).await.unwrap();
+        assert_eq!(admin.role, Role::Admin, "admins may scan too");
+        assert!(matches!(
+            h.authenticate("user-7", Role::Staff).await,
+            Err(AuthError::Forbidden(Role::Staff))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_providers_staff_subject_is_recorded_only_once_it_may_scan() {
+        let h = harness();
+        assert!(matches!(
+            h.authenticate("okta-staff", Role::User).await,
+            Err(AuthError::StaffScansOnly)
+        ));
+        assert!(h.directory.asked.lock().unwrap().is_empty());
+        let identity = h.authenticate("okta-staff", Role::Staff).await.unwrap();
+        assert_eq!(identity.role, Role::Staff);
+        assert_eq!(*h.directory.asked.lock().unwrap(), vec!["okta-staff"]);
+    }
+
+    #[tokio::test]
     async fn a_user_is_forbidden_where_an_admin_is_required() {
         let h = harness();
         assert!(needs_admin(h.authenticate("user-7", Role::Admin).await));
@@ -441,6 +475,22 @@ mod tests {
         let token = user_7_token(verifier.codec.as_ref(), &clock, Role::User);
         assert!(needs_admin(
             verifier.authenticate(&clock, &token, Role::Admin).await
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_minted_staff_token_says_staff_and_may_only_scan() {
+        let verifier = real(b"test-secret");
+        let clock = ManualClock::new(Utc::now());
+        let token = user_7_token(verifier.codec.as_ref(), &clock, Role::Staff);
+        let identity = verifier
+            .authenticate(&clock, &token, Role::Staff)
+            .await
+            .unwrap();
+        assert_eq!(identity.role, Role::Staff);
+        assert!(matches!(
+            verifier.authenticate(&clock, &token, Role::User).await,
+            Err(AuthError::StaffScansOnly)
         ));
     }
 

@@ -492,13 +492,49 @@ pub struct TokenArgs {
     /// The user id (the token's `sub`).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..))]
     pub user: i64,
-    /// Give the token the `admin` role.
+    /// The token's role (default `user`).
+    #[arg(long, value_enum)]
+    pub role: Option<TokenRole>,
+    /// Give the token the `admin` role: `--role admin`.
     #[arg(long)]
     pub admin: bool,
     /// Lifetime in seconds.
     #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(i64).range(1..=31_536_000))]
     pub ttl: i64,
 }
+/// The role `boxoffice token` writes into the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    /// Buys tickets: their own wallet, holds, payments and coupons.
+    User,
+    /// Scans tickets at the door and nothing else.
+    Staff,
+    /// Operates the service, and may do what users and staff may.
+    Admin,
+}
+
+impl TokenArgs {
+    /// The role asked for, by `--role` or `--admin`; a usage error when
+    /// both are given and disagree.
+    pub fn role(&self) -> Result<TokenRole, clap::Error> {
+        match (self.role, self.admin) {
+            (None, false) => Ok(TokenRole::User),
+            (None, true) | (Some(TokenRole::Admin), true) => Ok(TokenRole::Admin),
+            (Some(role), false) => Ok(role),
+            (Some(role), true) => {
+                let role = role.to_possible_value().map(|v| v.get_name().to_owned());
+                Err(<Cli as clap::CommandFactory>::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!(
+                        "`--admin` asks for the admin role but `--role {}` for another; give one of them",
+                        role.unwrap_or_default()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
 impl Settings {
     /// The settings a bare `boxoffice` starts with, before flags and env.
     pub fn defaults() -> Self {
@@ -555,6 +591,39 @@ mod tests {
             panic!("expected token")
         };
         assert_eq!((args.user, args.admin, args.ttl), (42, true, 86_400));
+        assert_eq!(args.role().unwrap(), TokenRole::Admin);
+    }
+
+    #[test]
+    fn token_takes_a_role_or_the_admin_shorthand_but_not_two_that_disagree() {
+        let role = |args: &[&str]| {
+            let mut argv = vec!["boxoffice", "token", "--user", "7"];
+            argv.extend_from_slice(args);
+            let Some(Command::Token(args)) = Cli::try_parse_from(argv)?.command else {
+                panic!("expected token")
+            };
+            args.role()
+        };
+        assert_eq!(role(&[]).unwrap(), TokenRole::User);
+        assert_eq!(role(&["--role", "user"]).unwrap(), TokenRole::User);
+        assert_eq!(role(&["--role", "staff"]).unwrap(), TokenRole::Staff);
+        assert_eq!(role(&["--role", "admin"]).unwrap(), TokenRole::Admin);
+        assert_eq!(role(&["--admin"]).unwrap(), TokenRole::Admin);
+        assert_eq!(
+            role(&["--admin", "--role", "admin"]).unwrap(),
+            TokenRole::Admin,
+            "both, agreeing"
+        );
+        for disagreeing in [
+            ["--admin", "--role", "staff"],
+            ["--role", "user", "--admin"],
+        ] {
+            let err = role(&disagreeing).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+            assert!(err.to_string().contains("`--admin`"), "{err}");
+        }
+        let err = role(&["--role", "root"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

@@ -351,6 +351,42 @@ impl<R: Refusals> ApiResponse for Refused<R> {
     }
 }
 
+/// Adds `code` to what `operation` (an OpenAPI operation object whose
+/// errors [`Refused`] wrote) documents answering at `status`, for a refusal
+/// made before its handler runs (a security scheme's checker). The status
+/// keeps its place among the responses.
+pub fn document_refusal(operation: &mut serde_json::Value, status: u16, code: &str) {
+    let Some(responses) = operation
+        .get_mut("responses")
+        .and_then(serde_json::Value::as_object_mut)
+    else {
+        return;
+    };
+    let key = status.to_string();
+    if let Some(description) = responses
+        .get_mut(&key)
+        .and_then(|response| response.get_mut("description"))
+    {
+        let listed = description.as_str().unwrap_or_default();
+        if !listed.split('`').skip(1).step_by(2).any(|c| c == code) {
+            *description = format!("{listed}, `{code}`").into();
+        }
+        return;
+    }
+    let at = responses
+        .keys()
+        .position(|other| other.as_str() > key.as_str())
+        .unwrap_or(responses.len());
+    responses.shift_insert(
+        at,
+        key,
+        serde_json::json!({
+            "description": format!("Refused; `code`: `{code}`"),
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }),
+    );
+}
+
 /// Where the documented refusals are checked against what is answered:
 /// every operation's statuses and codes as the served document lists them.
 #[derive(Debug, Default)]
@@ -430,5 +466,31 @@ mod tests {
         assert_eq!(body["status"], 503);
         assert_eq!(body["type"], "urn:boxoffice:problem:unavailable");
         assert_eq!(body["retryAfterSeconds"], 1);
+    }
+
+    #[test]
+    fn a_refusal_documented_afterwards_joins_its_status_or_adds_it_in_order() {
+        let problem =
+            serde_json::json!({PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}});
+        let mut op = serde_json::json!({"operationId": "op", "responses": {
+            "200": {"description": ""},
+            "401": {"description": "Refused; `code`: `unauthorized`", "content": problem},
+            "409": {"description": "Refused; `code`: `taken`", "content": problem},
+        }});
+        document_refusal(&mut op, 403, "forbidden");
+        document_refusal(&mut op, 409, "forbidden");
+        document_refusal(&mut op, 409, "taken");
+        let statuses: Vec<&String> = op["responses"].as_object().unwrap().keys().collect();
+        assert_eq!(statuses, ["200", "401", "403", "409"]);
+        assert_eq!(op["responses"]["403"]["content"], problem);
+        let documented =
+            Documented::from_spec(&serde_json::json!({"paths": {"/x": {"get": op.clone()}}}));
+        assert!(documented.allows("op", 403, "forbidden"));
+        assert!(documented.allows("op", 409, "forbidden"));
+        assert!(documented.allows("op", 409, "taken"));
+        assert_eq!(
+            op["responses"]["409"]["description"],
+            "Refused; `code`: `taken`, `forbidden`"
+        );
     }
 }

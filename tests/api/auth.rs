@@ -127,3 +127,59 @@ async fn seat_map_needs_a_user_token_and_an_admitted_queue_token() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A door staff account scans tickets and does nothing else: every user's
+/// and operator's endpoint refuses its token 403, and nothing is written.
+#[tokio::test]
+async fn a_staff_token_may_neither_buy_nor_operate() {
+    let app = spawn_app().await;
+    let created = app.create_concert(&concert_body(1, 1)).await;
+    let schedule = &created["schedules"][0]["id"];
+    let queue_token = app.admitted_token(77, &created["id"]).await;
+    let seat = app.seat_page(77, &queue_token, schedule, "").await["items"][0].clone();
+    let staff = app.token(77, Role::Staff);
+
+    let wallet = app
+        .get("/v1/wallet")
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(wallet, 403, "forbidden").await;
+    assert_eq!(problem["detail"], "staff tokens may only scan tickets");
+    let hold = app
+        .post("/v1/reservations")
+        .bearer_auth(&staff)
+        .header("x-queue-token", &queue_token)
+        .json(&json!({"scheduleId": schedule, "seatId": seat["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(hold, 403, "forbidden").await;
+    let queue = app
+        .post("/v1/queue/tokens")
+        .bearer_auth(&staff)
+        .json(&json!({"concertId": created["id"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(queue, 403, "forbidden").await;
+    let operate = app
+        .post("/v1/admin/concerts")
+        .bearer_auth(&staff)
+        .json(&concert_body(1, 1))
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(operate, 403, "forbidden").await;
+    assert_ne!(problem["detail"], "staff tokens may only scan tickets");
+
+    let after = app.seat_page(77, &queue_token, schedule, "").await["items"][0].clone();
+    assert_eq!(after["status"], "available", "no seat was held: {after}");
+    let concerts = app.get_json("/v1/concerts").await;
+    assert_eq!(
+        concerts["items"].as_array().unwrap().len(),
+        1,
+        "no concert made"
+    );
+}

@@ -42,6 +42,35 @@ fn token_prints_a_verifiable_jwt_alone() {
 }
 
 #[test]
+fn token_mints_a_staff_token_and_refuses_a_role_the_admin_flag_contradicts() {
+    let mint = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["token", "--user", "8"])
+            .args(args)
+            .env("BOXOFFICE_JWT_SECRET", "cli-secret")
+            .output()
+            .unwrap()
+    };
+    let out = mint(&["--role", "staff"]);
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claimed = JwtCodec::new(b"cli-secret")
+        .verify(token.trim_end_matches('\n'), chrono::Utc::now())
+        .unwrap();
+    assert_eq!(claimed.subject, Subject::User(UserId(8)));
+    assert_eq!(claimed.role, Role::Staff);
+
+    let out = mint(&["--admin", "--role", "staff"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    assert!(out.stdout.is_empty(), "no token printed");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("`--admin`") && stderr.contains("`--role staff`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn openapi_prints_the_generated_spec() {
     let out = Command::new(BIN).arg("openapi").output().unwrap();
     assert!(out.status.success());

@@ -136,6 +136,14 @@ async fn a_providers_rs256_and_es256_tokens_are_checked_against_its_key_set() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403, "no role claim: a user");
+    let mut staff = claims(45);
+    staff["role"] = json!("staff");
+    let staff = signed(Algorithm::RS256, Some("rsa-1"), &idp.rsa, &staff);
+    assert_eq!(
+        wallet_status(&app, &staff).await,
+        403,
+        "a provider's staff may only scan"
+    );
 
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut c = claims(44);

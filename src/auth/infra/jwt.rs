@@ -317,6 +317,34 @@ mod tests {
     }
 
     #[test]
+    fn a_staff_token_carries_role_staff_both_ways() {
+        let codec = JwtCodec::new(b"a-secret-for-the-nbf-test");
+        let now = Utc::now();
+        let staff = Identity {
+            user_id: UserId(3),
+            role: Role::Staff,
+        };
+        let issued = codec
+            .issue(staff, Validity::new(now, TimeDelta::minutes(5)))
+            .unwrap();
+        let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(&issued)
+            .unwrap()
+            .claims;
+        assert_eq!(claims["role"], "staff");
+        assert_eq!(codec.verify(&issued, now).unwrap().role, Role::Staff);
+        let written = token(serde_json::json!({
+            "sub": "3", "role": "staff", "exp": now.timestamp() + 600
+        }));
+        assert_eq!(
+            codec.verify(&written, now).unwrap(),
+            Claimed {
+                subject: Subject::User(UserId(3)),
+                role: Role::Staff
+            }
+        );
+    }
+
+    #[test]
     fn a_token_is_refused_before_its_not_before_beyond_the_leeway() {
         let codec = JwtCodec::new(b"a-secret-for-the-nbf-test");
         let now = Utc::now();
