@@ -472,11 +472,11 @@ impl From<ReservationError> for Problem {
                 Problem::conflict("already_waitlisted", err.to_string())
             }
             ReservationError::SeatUnavailable(ref seats) => Problem {
-                seats: Some(seats.iter().map(|seat| seat.value()).collect()),
+                seats: Some(Box::new(seats.iter().map(|seat| seat.value()).collect())),
                 ..Problem::conflict("seat_unavailable", err.to_string())
             },
             ReservationError::TooFewSeats { .. } => Problem {
-                seats: Some(Vec::new()),
+                seats: Some(Box::default()),
                 ..Problem::conflict("seat_unavailable", err.to_string())
             },
             ReservationError::InvalidOrder(_) => Problem::validation(err.to_string()),

@@ -321,6 +321,25 @@ pub struct NewOrder {
     pub schedule: ScheduleId,
 }
 
+impl NewOrder {
+    /// The order as stored under `id` at `created_at`, before its seats.
+    pub fn stored(self, id: OrderId, created_at: DateTime<Utc>) -> Order {
+        let NewOrder {
+            user,
+            concert,
+            schedule,
+        } = self;
+        Order {
+            id,
+            user,
+            concert,
+            schedule,
+            created_at,
+            seats: Vec::new(),
+        }
+    }
+}
+
 /// The seats one buyer holds, pays for and is refunded together: one
 /// reservation per seat, all of one schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]

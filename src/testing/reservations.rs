@@ -82,14 +82,7 @@ impl ReservationTx for MemTx {
         now: DateTime<Utc>,
     ) -> Result<Order, StoreError> {
         self.check()?;
-        let order = Order {
-            id: OrderId(self.work.next_id()),
-            user: new.user,
-            concert: new.concert,
-            schedule: new.schedule,
-            created_at: now,
-            seats: Vec::new(),
-        };
+        let order = new.stored(OrderId(self.work.next_id()), now);
         self.work.orders.insert(order.id, order.clone());
         Ok(order)
     }

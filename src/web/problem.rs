@@ -41,7 +41,7 @@ pub struct Problem {
     pub retry_after_seconds: Option<u32>,
     /// With `seat_unavailable`: the seats someone else holds or bought.
     #[oai(skip_serializing_if_is_none)]
-    pub seats: Option<Vec<i64>>,
+    pub seats: Option<Box<Vec<i64>>>,
 }
 
 impl Problem {

@@ -91,9 +91,27 @@ async fn an_order_holds_its_seats_together_is_paid_once_and_confirmed_together()
     );
 
     assert_eq!(charge(&app, 1, json!(500_000)).await.status(), 201);
-    let resp = pay_order(&app, 1, &token, &order_id).await;
-    assert_eq!(resp.status(), 201);
-    let payment: Value = resp.json().await.unwrap();
+    // With a key, concurrent retries pay once and get the same payment.
+    let keyed = || {
+        app.post("/v1/payments")
+            .bearer_auth(app.user_token(1))
+            .header("x-queue-token", &token)
+            .header("Idempotency-Key", "order-pay-1")
+            .json(&json!({"orderId": order_id}))
+            .send()
+    };
+    let answers = join_all((0..3).map(|_| keyed())).await;
+    let mut payments = Vec::new();
+    for resp in answers {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), 201);
+        payments.push(resp.json::<Value>().await.unwrap());
+    }
+    let payment = payments[0].clone();
+    assert!(
+        payments.iter().all(|p| p["id"] == payment["id"]),
+        "{payments:?}"
+    );
     assert_eq!(payment["amount"], 3 * 90_000);
     assert_eq!(payment["orderId"], order_id);
     assert_eq!(balance(&app, 1).await, 500_000 - 3 * 90_000);

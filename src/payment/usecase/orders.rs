@@ -11,11 +11,12 @@ use crate::{
         Clock, Transaction, UnitOfWork,
         events::{PaymentCompleted, types},
     },
-    payment::domain::{PaymentError, PaymentStatus},
+    payment::domain::{Payment, PaymentError, PaymentStatus},
     reservation::{
-        domain::{Order, ReservationStatus},
+        domain::{Order, Reservation, ReservationStatus},
         usecase::{self as reservations, Confirmation},
     },
+    testing::World,
 };
 
 impl Harness {
@@ -35,32 +36,34 @@ impl Harness {
         outcome
     }
 
-    fn statuses(&self, order: &Order) -> Vec<ReservationStatus> {
+    /// An order of `seats` seats of Alice's, paid from a wallet of 5,000.
+    async fn paid_order(&self, seats: usize) -> (Order, Payment) {
+        let order = self.held_order(ALICE, seats);
+        self.fund(ALICE, 5_000);
+        let purchase = self.payments.order_of(ALICE, order.id).await.unwrap();
+        let payment = self.payments.pay(&purchase, None).await.unwrap();
+        (order, payment)
+    }
+
+    /// What `read` sees of each seat of the order, in seat order.
+    fn each_seat<T>(&self, order: &Order, read: impl Fn(&World, &Reservation) -> T) -> Vec<T> {
         let world = self.store.world();
-        order
-            .seats
-            .iter()
-            .map(|r| world.reservations[&r.id].status)
-            .collect()
+        order.seats.iter().map(|r| read(&world, r)).collect()
+    }
+
+    fn statuses(&self, order: &Order) -> Vec<ReservationStatus> {
+        self.each_seat(order, |world, r| world.reservations[&r.id].status)
     }
 
     fn seat_states(&self, order: &Order) -> Vec<SeatState> {
-        let world = self.store.world();
-        order
-            .seats
-            .iter()
-            .map(|r| world.seats[&r.seat].state)
-            .collect()
+        self.each_seat(order, |world, r| world.seats[&r.seat].state)
     }
 }
 
 #[tokio::test]
 async fn one_payment_buys_every_seat_of_the_order_and_the_saga_confirms_them_together() {
     let h = harness();
-    let order = h.held_order(ALICE, 3);
-    h.fund(ALICE, 5_000);
-    let purchase = h.payments.order_of(ALICE, order.id).await.unwrap();
-    let payment = h.payments.pay(&purchase, None).await.unwrap();
+    let (order, payment) = h.paid_order(3).await;
     assert_eq!(payment.amount.value(), 3 * PRICE);
     assert_eq!(payment.order, Some(order.id));
     assert_eq!(
@@ -115,10 +118,7 @@ async fn one_payment_buys_every_seat_of_the_order_and_the_saga_confirms_them_tog
 #[tokio::test]
 async fn one_lost_seat_fails_the_whole_order_frees_the_rest_and_refunds_every_point() {
     let h = harness();
-    let order = h.held_order(ALICE, 2);
-    h.fund(ALICE, 5_000);
-    let purchase = h.payments.order_of(ALICE, order.id).await.unwrap();
-    let payment = h.payments.pay(&purchase, None).await.unwrap();
+    let (order, payment) = h.paid_order(2).await;
     // The second seat's hold was lost while the payment travelled.
     let lost = order.seats[1].seat;
     h.store.world().seats.get_mut(&lost).unwrap().state = SeatState::Held {
@@ -170,10 +170,7 @@ async fn cancelling_an_order_cancels_every_ticket_and_refunds_the_whole_price() 
         crate::kernel::ScheduleId(3),
         h.clock.now() + TimeDelta::days(7),
     );
-    let order = h.held_order(ALICE, 2);
-    h.fund(ALICE, 5_000);
-    let purchase = h.payments.order_of(ALICE, order.id).await.unwrap();
-    let payment = h.payments.pay(&purchase, None).await.unwrap();
+    let (order, payment) = h.paid_order(2).await;
     h.confirm().await;
     h.answer(types::RESERVATION_CONFIRMED, &payment).await;
 

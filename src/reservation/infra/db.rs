@@ -330,7 +330,7 @@ impl ReservationTx for DbTx {
         }
         .insert(self.conn())
         .await?;
-        Ok(to_order(row, Vec::new()))
+        Ok(new.stored(OrderId(row.id), row.created_at))
     }
 
     async fn of_payment(&mut self, payment: PaymentId) -> Result<Vec<Reservation>, StoreError> {

@@ -104,24 +104,26 @@ impl<P: ReservationPorts> ReservationService<P> {
         id: OrderId,
         user: UserId,
     ) -> Result<OrderView, ReservationError> {
-        match self.repo.order(id).await? {
-            Some(order) if order.user == user => Ok(self.views(vec![order]).await?.remove(0)),
-            _ => Err(ReservationError::OrderNotFound(id)),
-        }
+        let theirs = (self.repo.order(id).await?).filter(|order| order.user == user);
+        let order = theirs.ok_or(ReservationError::OrderNotFound(id))?;
+        Ok(self.views(vec![order]).await?.remove(0))
     }
 
-    /// A page of the user's own orders, newest first.
+    /// A page of the user's own orders, newest first, with their seats.
     pub async fn my_orders(
         &self,
         user: UserId,
         asked: PageRequest,
     ) -> Result<Page<OrderView>, ReservationError> {
-        let read = |page| self.repo.orders_of_user(user, page);
-        let page = asked.read(MAX_PAGE, read, |o| o.id.value()).await?;
-        Ok(Page {
-            items: self.views(page.items).await?,
-            next_cursor: page.next_cursor,
-        })
+        let page = (asked.read(
+            MAX_PAGE,
+            |page| self.repo.orders_of_user(user, page),
+            |o| o.id.value(),
+        ))
+        .await?;
+        let next_cursor = page.next_cursor;
+        let items = self.views(page.items).await?;
+        Ok(Page { items, next_cursor })
     }
 }
 
