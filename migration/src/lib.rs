@@ -20,6 +20,7 @@ mod m20261207_000014_identity_subjects;
 mod m20261207_000015_delivery_audit;
 mod m20261207_000016_alert_delivery;
 mod m20261207_000017_seat_places;
+mod m20261207_000019_tickets;
 
 pub struct Migrator;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000015_delivery_audit::Migration),
             Box::new(m20261207_000016_alert_delivery::Migration),
             Box::new(m20261207_000017_seat_places::Migration),
+            Box::new(m20261207_000019_tickets::Migration),
         ]
     }
 }
