@@ -187,12 +187,9 @@ impl DbTicketKeys {
         Self { db }
     }
 
-    /// Every key not retired, with its private key (PKCS#8 PEM).
-    pub async fn unretired(&self) -> Result<Vec<(KeyRecord, String)>, StoreError> {
-        let rows = signing_key::Entity::find()
-            .filter(signing_key::Column::RetiredAt.is_null())
-            .all(&self.db)
-            .await?;
+    /// Every stored key, retired or not, with its private key (PKCS#8 PEM).
+    pub async fn stored(&self) -> Result<Vec<(KeyRecord, String)>, StoreError> {
+        let rows = signing_key::Entity::find().all(&self.db).await?;
         Ok(rows
             .into_iter()
             .map(|row| {
@@ -205,8 +202,8 @@ impl DbTicketKeys {
             .collect())
     }
 
-    /// Stores `key` as the next generation unless another process stored
-    /// that generation first (then theirs stands); true if ours did.
+    /// Stores `key` as the generation after the newest stored one (a
+    /// rotation); false when another process stored that generation first.
     pub async fn insert_next(&self, key: &TicketKey) -> Result<bool, StoreError> {
         let newest: Option<i64> = signing_key::Entity::find()
             .select_only()
@@ -216,8 +213,14 @@ impl DbTicketKeys {
             .into_tuple()
             .one(&self.db)
             .await?;
+        self.insert_at(newest.unwrap_or(0) + 1, key).await
+    }
+
+    /// Stores `key` as `generation` unless another process stored that
+    /// generation first (then theirs stands); true if ours did.
+    pub async fn insert_at(&self, generation: i64, key: &TicketKey) -> Result<bool, StoreError> {
         let row = signing_key::ActiveModel {
-            generation: Set(newest.unwrap_or(0) + 1),
+            generation: Set(generation),
             kid: Set(key.public().kid().to_owned()),
             private_key: Set(key.to_pem()),
             created_at: Set(Utc::now()),
