@@ -20,6 +20,7 @@ pub mod reservation;
 pub mod telemetry;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod ticket;
 pub mod wallet;
 pub mod web;
 pub mod worker;

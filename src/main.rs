@@ -2,10 +2,11 @@ use anyhow::Context;
 use boxoffice::{
     app::{Application, openapi_spec},
     auth::{domain::Role, infra::jwt::JwtCodec, usecase::mint_token},
-    config::{Cli, Command, Settings, TokenRole},
+    config::{Cli, Command, Settings, TicketKeysCommand, TokenRole},
     db,
     kernel::{SystemClock, UserId},
     telemetry,
+    ticket::infra::{codes::TicketKey, db::DbTicketKeys},
 };
 use chrono::TimeDelta;
 use clap::Parser;
@@ -44,13 +45,22 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate => {
             let _telemetry = telemetry::init(settings.log_format, None)?;
-            let conn = db::connect_with(
-                &settings.database_url,
-                Duration::from_secs(settings.sqlite_busy_timeout_seconds),
-            )
-            .await?;
-            db::while_starting(&conn, db::migrate(&conn)).await?;
+            migrated(&settings).await?;
             eprintln!("migrations applied to {}", redact(&settings.database_url));
+            Ok(())
+        }
+        Command::TicketKeys(TicketKeysCommand::Rotate) => {
+            let _telemetry = telemetry::init(settings.log_format, None)?;
+            let key = TicketKey::generate();
+            let stored = DbTicketKeys::new(migrated(&settings).await?)
+                .insert_next(&key)
+                .await
+                .map_err(|err| anyhow::anyhow!("storing the new ticket signing key: {err}"))?;
+            anyhow::ensure!(
+                stored,
+                "another rotation stored a key at the same moment; run it again if one more is wanted"
+            );
+            println!("{}", key.public().kid());
             Ok(())
         }
         Command::Openapi => {
@@ -76,6 +86,17 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The database, its schema brought up to date.
+async fn migrated(settings: &Settings) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let conn = db::connect_with(
+        &settings.database_url,
+        Duration::from_secs(settings.sqlite_busy_timeout_seconds),
+    )
+    .await?;
+    db::while_starting(&conn, db::migrate(&conn)).await?;
+    Ok(conn)
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -21,6 +21,7 @@ mod m20261207_000015_delivery_audit;
 mod m20261207_000016_alert_delivery;
 mod m20261207_000017_seat_places;
 mod m20261207_000018_orders;
+mod m20261207_000019_tickets;
 
 pub struct Migrator;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000016_alert_delivery::Migration),
             Box::new(m20261207_000017_seat_places::Migration),
             Box::new(m20261207_000018_orders::Migration),
+            Box::new(m20261207_000019_tickets::Migration),
         ]
     }
 }

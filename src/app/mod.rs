@@ -59,6 +59,8 @@ impl Application {
         // and (when asked) the demo, the others find them there.
         let seeded = db::while_starting(&adapters.db, async {
             db::migrate(&adapters.db).await?;
+            // Before any ticket is issued: the first process stores a key.
+            services.tickets.codes().prepare().await?;
             if !settings.seeds_demo() {
                 return Ok(None);
             }

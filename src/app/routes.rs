@@ -33,6 +33,7 @@ use crate::{
     payment::api::{PaymentAdminApi, PaymentApi},
     queue::api::{QueueAdminApi, QueueApi},
     reservation::api::ReservationApi,
+    ticket::api::TicketApi,
     wallet::api::WalletApi,
     web::{
         guarded::Guard,
@@ -60,6 +61,7 @@ type Apis = (
     EventsApi<DbOutbox, AnyBus, RelayWaker, SystemClock>,
     CouponAdminApi<super::services::CouponWiring>,
     CouponApi<super::services::CouponWiring>,
+    TicketApi<super::services::TicketWiring>,
 );
 
 /// Every operation, each over its use case.
@@ -82,6 +84,7 @@ fn apis(a: &Adapters, s: &Services) -> Apis {
         EventsApi::new(s.events.clone()),
         CouponAdminApi::new(s.coupons.clone()),
         CouponApi::new(s.coupons.clone(), guard),
+        TicketApi::new(s.tickets.clone()),
     )
 }
 

@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use anyhow::Context;
 use chrono::TimeDelta;
 
 use super::adapters::Adapters;
@@ -46,6 +47,15 @@ use crate::{
         domain::HoldPolicy, infra::db::DbReservations, ports::ReservationAdapters,
         usecase::ReservationService,
     },
+    ticket::{
+        infra::{
+            codes::{DbTicketCodes, TicketKey},
+            db::{DbTicketKeys, DbTickets},
+            qr::QrRenderer,
+        },
+        ports::TicketAdapters,
+        usecase::TicketService,
+    },
     wallet::{infra::db::DbWallets, ports::WalletAdapters, usecase::WalletService},
     web::limits::RateLimits,
 };
@@ -88,6 +98,9 @@ pub type CouponWiring = CouponAdapterTypes<
     WinnerSender,
 >;
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
+pub type Tickets = TicketService<TicketWiring>;
+/// Tickets over their table, signed with the stored keys (or the key file).
+pub type TicketWiring = TicketAdapters<DbTickets, DbTicketCodes, QrRenderer>;
 
 #[derive(Clone)]
 pub struct Services {
@@ -101,6 +114,7 @@ pub struct Services {
     pub coupons: Coupons,
     pub events: Events,
     pub notifications: NotificationService<DbNotifications>,
+    pub tickets: Tickets,
     /// Abuse limits on the operations a crowd hammers.
     pub limits: RateLimits,
 }
@@ -203,6 +217,11 @@ impl Services {
             coupons,
             events,
             notifications: NotificationService::new(DbNotifications::new(db.clone())),
+            tickets: Tickets::new(
+                DbTickets::new(db.clone()),
+                DbTicketCodes::new(DbTicketKeys::new(db.clone()), ticket_key_file(settings)?),
+                QrRenderer,
+            ),
             limits,
         })
     }
@@ -243,6 +262,18 @@ fn bench_issuer(
     } else {
         locks::without_sold_out_memory(issuer)
     })
+}
+
+/// The key of `--ticket-signing-key-file`, if given.
+fn ticket_key_file(settings: &Settings) -> anyhow::Result<Option<TicketKey>> {
+    let Some(path) = &settings.ticket_signing_key_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the ticket signing key {}", path.display()))?;
+    let key = TicketKey::from_pem(&pem)
+        .with_context(|| format!("the ticket signing key {}", path.display()))?;
+    Ok(Some(key))
 }
 
 fn queue_defaults(settings: &Settings) -> anyhow::Result<QueueSettings> {

@@ -45,6 +45,7 @@ use crate::{
         self,
         usecase::{ConfirmOnPayment, WaitlistOffers},
     },
+    ticket::usecase::IssueTickets,
     worker::{Pass, periodically},
 };
 
@@ -63,6 +64,7 @@ fn handlers(s: &Services, settings: &Settings) -> anyhow::Result<Vec<Handler>> {
         Arc::new(Notifier::new(SystemClock)),
         Arc::new(FinishOnPayment::new(s.queue.store().clone(), SystemClock)),
         Arc::new(CouponRedeemer::new(SystemClock)),
+        Arc::new(IssueTickets::new(s.tickets.codes().clone(), SystemClock)),
     ])
 }
 

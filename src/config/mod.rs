@@ -31,6 +31,17 @@ pub enum Command {
     Openapi,
     /// Mint a JWT for development and tests; prints the token alone.
     Token(TokenArgs),
+    /// Manage the keys that sign ticket codes.
+    #[command(subcommand)]
+    TicketKeys(TicketKeysCommand),
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum TicketKeysCommand {
+    /// Store a new signing key: every process signs new codes with it
+    /// within 30 seconds, and codes signed before still verify. Prints its
+    /// `kid`.
+    Rotate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -111,6 +122,14 @@ pub struct Settings {
         conflicts_with = "jwt_jwks_file"
     )]
     pub jwt_public_key_file: Option<std::path::PathBuf>,
+
+    /// An Ed25519 private key in PKCS#8 PEM (`openssl genpkey -algorithm
+    /// ed25519`) that signs ticket codes; the keys stored in the database
+    /// still verify. Without it, the first process to start stores a fresh
+    /// key in the database (`ticket_signing_keys`) and every process signs
+    /// with the newest one.
+    #[arg(long, env = "BOXOFFICE_TICKET_SIGNING_KEY_FILE")]
+    pub ticket_signing_key_file: Option<std::path::PathBuf>,
 
     /// The identity provider's `jwks_uri`, e.g.
     /// `https://TENANT.auth0.com/.well-known/jwks.json`: the key set is

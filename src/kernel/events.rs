@@ -120,6 +120,11 @@ pub mod types {
     pub const EVENT_DEAD_LETTERED: &str = "EventDeadLettered";
     /// The reconciler made a coupon's ledger agree with the database.
     pub const COUPON_LEDGER_REPAIRED: &str = "CouponLedgerRepaired";
+    /// A sold seat's ticket was issued with its signed code.
+    pub const TICKET_ISSUED: &str = "TicketIssued";
+    /// A cancelled ticket became void; the payload is a `TicketIssued`
+    /// (the ticket that no longer admits).
+    pub const TICKET_VOIDED: &str = "TicketVoided";
 
     /// Every type the outbox carries: a consumer group is subscribed to
     /// the ones its handler handles, and the delivery audit holds it to
@@ -160,6 +165,8 @@ pub mod types {
         COMPENSATION_GAVE_UP,
         EVENT_DEAD_LETTERED,
         COUPON_LEDGER_REPAIRED,
+        TICKET_ISSUED,
+        TICKET_VOIDED,
     ];
 
     /// Events about the pipeline's own trouble. A dead letter of one of
@@ -458,6 +465,21 @@ pub struct ReceiptIssued {
     pub payment_id: i64,
     pub user_id: i64,
     pub amount: i64,
+}
+
+/// A ticket issued (`TicketIssued`) or voided (`TicketVoided`): which
+/// ticket, of which reservation, whose, for which show and seat, its
+/// version and the key that signed its code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketIssued {
+    pub ticket_id: i64,
+    pub reservation_id: i64,
+    pub user_id: i64,
+    pub schedule_id: i64,
+    pub seat_id: i64,
+    pub version: u32,
+    pub kid: String,
 }
 
 #[cfg(test)]

@@ -40,3 +40,4 @@ id_type!(PaymentId);
 id_type!(VendorId);
 id_type!(CouponId);
 id_type!(UserCouponId);
+id_type!(TicketId);

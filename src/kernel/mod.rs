@@ -28,8 +28,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use fault::Fault;
 pub(crate) use fault::module_error;
 pub use ids::{
-    ConcertId, CouponId, OrderId, PaymentId, ReservationId, ScheduleId, SeatId, UserCouponId,
-    UserId, VendorId,
+    ConcertId, CouponId, OrderId, PaymentId, ReservationId, ScheduleId, SeatId, TicketId,
+    UserCouponId, UserId, VendorId,
 };
 pub use page::{Page, PageRequest};
 pub use points::{Points, PointsError};

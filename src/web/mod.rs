@@ -34,6 +34,8 @@ pub enum ApiTags {
     Coupons,
     /// What happened to your reservations and payments.
     Notifications,
+    /// Signed tickets, their QR images and the keys that verify them.
+    Tickets,
     /// Operator-only endpoints (role `admin`).
     Admin,
     /// Liveness and readiness probes.

@@ -33,5 +33,6 @@ mod queue_contract;
 mod retention;
 mod sales;
 mod security;
+mod tickets;
 mod traces;
 mod waitlist;

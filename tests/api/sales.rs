@@ -517,7 +517,7 @@ async fn confirmed_ticket(app: &TestApp, user: i64, sale: &Sale) -> (String, Val
     confirmed_ticket_on(app, user, sale, sale.seats[0]).await
 }
 
-async fn confirmed_ticket_on(
+pub(crate) async fn confirmed_ticket_on(
     app: &TestApp,
     user: i64,
     sale: &Sale,

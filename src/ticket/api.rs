@@ -1,0 +1,231 @@
+//! Tickets over HTTP: the holder's tickets and their QR images, and the
+//! public keys a scanner verifies codes with.
+
+use chrono::{DateTime, Utc};
+use poem::http::{StatusCode, header};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, ResponseContent,
+    param::{Path, Query},
+    payload::{Binary, Json},
+};
+
+use super::{
+    domain::{MAX_PAGE, PublicKey, QrFormat, Ticket, TicketError, TicketStatus},
+    ports::TicketPorts,
+    usecase::TicketService,
+};
+use crate::{
+    auth::api::UserAuth,
+    kernel::{PageRequest, TicketId},
+    web::{
+        ApiTags,
+        guarded::Unguarded,
+        paging::{PageBody, PageSize},
+        problem::{ApiResult, Problem, Unrefused, UserPage, UserRead},
+        reply::Success,
+    },
+};
+
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename = "TicketStatus", rename_all = "lowercase")]
+pub enum StatusBody {
+    /// Admits its holder.
+    Valid,
+    /// Cancelled (refunded, or its schedule cancelled): admits nobody.
+    Void,
+}
+
+#[derive(Debug, Object)]
+#[oai(rename = "Ticket", rename_all = "camelCase")]
+pub struct TicketBody {
+    pub id: i64,
+    pub reservation_id: i64,
+    pub schedule_id: i64,
+    pub seat_id: i64,
+    /// 1 when issued; a re-issue (transfer) counts up, and only the code
+    /// of the current version admits.
+    pub version: u32,
+    pub status: StatusBody,
+    /// A compact JWS (`alg: EdDSA`, `kid` in the header) over the claims
+    /// `tid` (ticket id), `sch` (schedule id), `seat` (seat id), `sub`
+    /// (holder's user id) and `ver` (version); verify it with the keys of
+    /// `GET /v1/tickets/keys`.
+    pub code: String,
+    pub issued_at: DateTime<Utc>,
+}
+
+fn body(t: Ticket) -> TicketBody {
+    TicketBody {
+        id: t.id.value(),
+        reservation_id: t.reservation.value(),
+        schedule_id: t.schedule.value(),
+        seat_id: t.seat.value(),
+        version: t.version,
+        status: match t.status {
+            TicketStatus::Valid => StatusBody::Valid,
+            TicketStatus::Void => StatusBody::Void,
+        },
+        code: t.code.code,
+        issued_at: t.issued_at,
+    }
+}
+
+/// One public key, as a JWK (RFC 8037).
+#[derive(Debug, Object)]
+#[oai(rename = "TicketKey")]
+pub struct KeyBody {
+    /// Always `OKP`.
+    pub kty: String,
+    /// Always `Ed25519`.
+    pub crv: String,
+    /// The public key, base64url.
+    pub x: String,
+    /// The key's RFC 7638 thumbprint, named in the header of the codes it signs.
+    pub kid: String,
+    /// Always `sig`.
+    #[oai(rename = "use")]
+    pub key_use: String,
+    /// Always `EdDSA`.
+    pub alg: String,
+}
+
+/// A JWK Set (RFC 7517).
+#[derive(Debug, Object)]
+#[oai(rename = "TicketKeySet")]
+pub struct KeySetBody {
+    pub keys: Vec<KeyBody>,
+}
+
+fn key_body(key: PublicKey) -> KeyBody {
+    KeyBody {
+        kty: "OKP".into(),
+        crv: "Ed25519".into(),
+        x: key.x,
+        kid: key.kid,
+        key_use: "sig".into(),
+        alg: "EdDSA".into(),
+    }
+}
+
+/// How long a scanner may keep the key set: a code naming a `kid` it does
+/// not know is a reason to fetch it again sooner.
+const KEY_SET_CACHE_CONTROL: &str = "public, max-age=300";
+
+#[derive(ApiResponse)]
+enum KeysResponse {
+    /// Every key a valid code may be signed with, the one signing new
+    /// codes first. A scanner that meets a code naming a `kid` it does not
+    /// have fetches the set again.
+    #[oai(status = 200)]
+    Ok(Json<KeySetBody>, #[oai(header = "Cache-Control")] String),
+}
+
+#[derive(ResponseContent)]
+enum QrImage {
+    #[oai(content_type = "image/svg+xml")]
+    Svg(Binary<Vec<u8>>),
+    #[oai(content_type = "image/png")]
+    Png(Binary<Vec<u8>>),
+}
+
+#[derive(ApiResponse)]
+enum QrResponse {
+    /// The ticket's code as a QR image: SVG, or PNG when `Accept` names
+    /// `image/png` (before `image/svg+xml`, if both).
+    #[oai(status = 200)]
+    Ok(QrImage),
+}
+
+pub type TicketApi<P> = Unguarded<TicketService<P>>;
+
+crate::refusals! {
+    QrRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        410: [ticket_void],
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Tickets")]
+impl<P: TicketPorts> TicketApi<P> {
+    /// The public keys ticket codes are signed with, as a JWK Set
+    /// (`OKP`/`Ed25519`, by `kid`): what a scanner verifies codes with
+    /// offline. No sign-in needed.
+    #[oai(path = "/v1/tickets/keys", method = "get", operation_id = "ticketKeys")]
+    async fn keys(&self) -> ApiResult<KeysResponse, Unrefused> {
+        let keys = self.service.keys().await?;
+        Ok(KeysResponse::Ok(
+            Json(KeySetBody {
+                keys: keys.into_iter().map(key_body).collect(),
+            }),
+            KEY_SET_CACHE_CONTROL.to_owned(),
+        ))
+    }
+
+    /// Your tickets, valid and void, newest first.
+    #[oai(
+        path = "/v1/users/me/tickets",
+        method = "get",
+        operation_id = "myTickets"
+    )]
+    async fn mine(
+        &self,
+        auth: UserAuth,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–100 (default 20).
+        limit: PageSize<MAX_PAGE, 20>,
+    ) -> ApiResult<Success<PageBody<TicketBody>>, UserPage> {
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.mine(auth.0.user_id, asked).await?;
+        Ok(Success::page(page, body))
+    }
+
+    /// One of your tickets (404 for anyone else's).
+    #[oai(path = "/v1/tickets/:id", method = "get", operation_id = "getTicket")]
+    async fn get(&self, auth: UserAuth, id: Path<i64>) -> ApiResult<Success<TicketBody>, UserRead> {
+        let ticket = self.service.get(TicketId(id.0), auth.0.user_id).await?;
+        Ok(Success::json(body(ticket)))
+    }
+
+    /// Your ticket's code as a QR image to show at the door: SVG, or PNG
+    /// with `Accept: image/png`. 404 for anyone else's ticket; 410
+    /// `ticket_void` once the ticket was cancelled (it admits nobody).
+    #[oai(
+        path = "/v1/tickets/:id/qr",
+        method = "get",
+        operation_id = "getTicketQr"
+    )]
+    async fn qr(
+        &self,
+        auth: UserAuth,
+        request: &poem::Request,
+        id: Path<i64>,
+    ) -> ApiResult<QrResponse, QrRefusals> {
+        let accept = request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default();
+        let format = QrFormat::accepted(accept);
+        let image = self
+            .service
+            .qr(TicketId(id.0), auth.0.user_id, format)
+            .await?;
+        Ok(QrResponse::Ok(match format {
+            QrFormat::Svg => QrImage::Svg(Binary(image)),
+            QrFormat::Png => QrImage::Png(Binary(image)),
+        }))
+    }
+}
+
+impl From<TicketError> for Problem {
+    fn from(err: TicketError) -> Self {
+        match err {
+            TicketError::NotFound(_) => Problem::not_found(err.to_string()),
+            TicketError::Void(_) => Problem::new(StatusCode::GONE, "ticket_void", err.to_string()),
+            TicketError::Fault(fault) => Problem::fault("ticket store", &fault),
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! What a ticket is, what its code says, and what the saga's two events do
+//! to it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::kernel::{
+    Fault, ReservationId, ScheduleId, SeatId, TicketId, UserId,
+    events::{NewEvent, ReservationChanged, TicketIssued},
+};
+
+/// The consumer group that issues and voids tickets.
+pub const TICKETS_CONSUMER: &str = "tickets";
+/// A holder's list of tickets: at most 100 a page.
+pub const MAX_PAGE: u64 = 100;
+/// The version a ticket is issued with (a transfer re-issues it with the
+/// next one).
+pub const FIRST_VERSION: u32 = 1;
+
+/// A ticket's status; the database column holds these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum TicketStatus {
+    /// Admits its holder.
+    Valid,
+    /// Cancelled (refunded, or its schedule cancelled): admits nobody.
+    Void,
+}
+
+crate::kernel::stored_name!(TicketStatus);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub reservation: ReservationId,
+    pub holder: UserId,
+    pub schedule: ScheduleId,
+    pub seat: SeatId,
+    pub version: u32,
+    pub status: TicketStatus,
+    pub code: SignedCode,
+    pub issued_at: DateTime<Utc>,
+}
+
+impl Ticket {
+    /// What its code says.
+    pub fn claims(&self) -> TicketClaims {
+        TicketClaims {
+            tid: self.id.value(),
+            sch: self.schedule.value(),
+            seat: self.seat.value(),
+            sub: self.holder.value(),
+            ver: self.version,
+        }
+    }
+
+    /// The code to draw as a QR image: a void ticket's code admits nobody,
+    /// so it is not handed out as an image.
+    pub fn admitting_code(&self) -> Result<&str, TicketError> {
+        match self.status {
+            TicketStatus::Valid => Ok(&self.code.code),
+            TicketStatus::Void => Err(TicketError::Void(self.id)),
+        }
+    }
+
+    /// The event of a change of this ticket (`TicketIssued`, `TicketVoided`).
+    pub fn event(&self, event_type: &'static str) -> NewEvent {
+        NewEvent::new(
+            event_type,
+            "ticket",
+            self.id,
+            &TicketIssued {
+                ticket_id: self.id.value(),
+                reservation_id: self.reservation.value(),
+                user_id: self.holder.value(),
+                schedule_id: self.schedule.value(),
+                seat_id: self.seat.value(),
+                version: self.version,
+                kid: self.code.kid.clone(),
+            },
+        )
+    }
+}
+
+/// A ticket about to be stored: what the saga knows of the seat sold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTicket {
+    pub reservation: ReservationId,
+    pub holder: UserId,
+    pub schedule: ScheduleId,
+    pub seat: SeatId,
+    pub status: TicketStatus,
+}
+
+impl NewTicket {
+    /// The ticket of the reservation an event names, in `status`.
+    pub fn of(sold: &ReservationChanged, status: TicketStatus) -> Self {
+        Self {
+            reservation: ReservationId(sold.reservation_id),
+            holder: UserId(sold.user_id),
+            schedule: ScheduleId(sold.schedule_id),
+            seat: SeatId(sold.seat_id),
+            status,
+        }
+    }
+
+    /// The ticket it becomes once stored with its id and code.
+    pub fn stored(self, id: TicketId, code: SignedCode, issued_at: DateTime<Utc>) -> Ticket {
+        Ticket {
+            id,
+            reservation: self.reservation,
+            holder: self.holder,
+            schedule: self.schedule,
+            seat: self.seat,
+            version: FIRST_VERSION,
+            status: self.status,
+            code,
+            issued_at,
+        }
+    }
+
+    /// What the code of the ticket stored with `id` says.
+    pub fn claims(&self, id: TicketId) -> TicketClaims {
+        TicketClaims {
+            tid: id.value(),
+            sch: self.schedule.value(),
+            seat: self.seat.value(),
+            sub: self.holder.value(),
+            ver: FIRST_VERSION,
+        }
+    }
+}
+
+/// What a code says: which ticket, for which show and seat, whose, and
+/// which version (a transfer re-issues the ticket with the next one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketClaims {
+    /// The ticket's id.
+    pub tid: i64,
+    /// The schedule (the show) it admits to.
+    pub sch: i64,
+    pub seat: i64,
+    /// The holder's user id.
+    pub sub: i64,
+    pub ver: u32,
+}
+
+/// A code as signed: the compact JWS and the id of the key that signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCode {
+    pub code: String,
+    pub kid: String,
+}
+
+/// The public half of a signing key, as a scanner needs it: its id (the
+/// RFC 7638 thumbprint) and its Ed25519 point, base64url.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicKey {
+    pub kid: String,
+    pub x: String,
+}
+
+/// A stored signing key, as far as choosing one goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Keys are numbered in the order they were made.
+    pub generation: i64,
+    pub retired: bool,
+}
+
+/// Which stored keys sign and verify: the newest key not retired signs;
+/// every key not retired verifies, newest first, so codes signed before a
+/// rotation stay valid. `None`: no usable key is stored yet.
+pub fn key_choice(keys: &[KeyRecord]) -> Option<Vec<i64>> {
+    let mut usable: Vec<i64> = keys
+        .iter()
+        .filter(|key| !key.retired)
+        .map(|key| key.generation)
+        .collect();
+    usable.sort_unstable_by(|a, b| b.cmp(a));
+    (!usable.is_empty()).then_some(usable)
+}
+
+/// What a `ReservationConfirmed` does to the reservation's ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnSold {
+    /// None yet: issue it.
+    Issue,
+    /// A redelivery, or the cancellation got here first (the ticket is
+    /// void already): nothing to do.
+    AlreadyThere,
+}
+
+pub fn on_sold(existing: Option<&Ticket>) -> OnSold {
+    match existing {
+        None => OnSold::Issue,
+        Some(_) => OnSold::AlreadyThere,
+    }
+}
+
+/// What a `TicketCancelled` does to the reservation's ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnCancelled {
+    /// It becomes void.
+    Void(TicketId),
+    /// Not issued yet (the cancellation overtook the sale, e.g. resent by
+    /// the delivery audit): it is recorded void now, so the issue that
+    /// follows finds it and issues nothing.
+    RecordVoid,
+    /// Void already: a redelivery.
+    AlreadyVoid,
+}
+
+pub fn on_cancelled(existing: Option<&Ticket>) -> OnCancelled {
+    match existing {
+        None => OnCancelled::RecordVoid,
+        Some(ticket) if ticket.status == TicketStatus::Void => OnCancelled::AlreadyVoid,
+        Some(ticket) => OnCancelled::Void(ticket.id),
+    }
+}
+
+/// Which image of a code a client asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QrFormat {
+    Svg,
+    Png,
+}
+
+impl QrFormat {
+    /// The format an `Accept` header asks for: PNG when it names
+    /// `image/png` before `image/svg+xml`, SVG otherwise.
+    pub fn accepted(accept: &str) -> Self {
+        let accept = accept.to_ascii_lowercase();
+        match (accept.find("image/png"), accept.find("image/svg+xml")) {
+            (Some(png), Some(svg)) if png < svg => Self::Png,
+            (Some(_), None) => Self::Png,
+            _ => Self::Svg,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TicketError {
+    #[error("ticket {0} does not exist")]
+    NotFound(TicketId),
+    #[error("ticket {0} is void: it was cancelled and admits nobody")]
+    Void(TicketId),
+    #[error(transparent)]
+    Fault(Fault),
+}
+
+crate::kernel::module_error!(TicketError);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticket(status: TicketStatus) -> Ticket {
+        Ticket {
+            id: TicketId(7),
+            reservation: ReservationId(41),
+            holder: UserId(3),
+            schedule: ScheduleId(2),
+            seat: SeatId(40),
+            version: FIRST_VERSION,
+            status,
+            code: SignedCode {
+                code: "a.b.c".into(),
+                kid: "k".into(),
+            },
+            issued_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_sale_issues_once() {
+        assert_eq!(on_sold(None), OnSold::Issue);
+        assert_eq!(
+            on_sold(Some(&ticket(TicketStatus::Valid))),
+            OnSold::AlreadyThere
+        );
+        assert_eq!(
+            on_sold(Some(&ticket(TicketStatus::Void))),
+            OnSold::AlreadyThere,
+            "a ticket voided before its sale arrived stays void"
+        );
+    }
+
+    #[test]
+    fn a_cancellation_voids_once_even_before_the_issue() {
+        assert_eq!(on_cancelled(None), OnCancelled::RecordVoid);
+        assert_eq!(
+            on_cancelled(Some(&ticket(TicketStatus::Valid))),
+            OnCancelled::Void(TicketId(7))
+        );
+        assert_eq!(
+            on_cancelled(Some(&ticket(TicketStatus::Void))),
+            OnCancelled::AlreadyVoid
+        );
+    }
+
+    #[test]
+    fn a_void_ticket_has_no_admitting_code() {
+        assert_eq!(
+            ticket(TicketStatus::Valid).admitting_code().unwrap(),
+            "a.b.c"
+        );
+        assert!(matches!(
+            ticket(TicketStatus::Void).admitting_code(),
+            Err(TicketError::Void(TicketId(7)))
+        ));
+    }
+
+    #[test]
+    fn the_claims_name_ticket_show_seat_holder_and_version() {
+        assert_eq!(
+            ticket(TicketStatus::Valid).claims(),
+            TicketClaims {
+                tid: 7,
+                sch: 2,
+                seat: 40,
+                sub: 3,
+                ver: 1
+            }
+        );
+    }
+
+    #[test]
+    fn the_newest_unretired_key_signs_and_every_unretired_one_verifies() {
+        let key = |generation, retired| KeyRecord {
+            generation,
+            retired,
+        };
+        assert_eq!(key_choice(&[]), None);
+        assert_eq!(key_choice(&[key(1, true)]), None);
+        assert_eq!(
+            key_choice(&[key(1, false), key(3, false), key(2, true)]),
+            Some(vec![3, 1])
+        );
+    }
+
+    #[test]
+    fn png_only_when_asked_for_before_svg() {
+        assert_eq!(QrFormat::accepted(""), QrFormat::Svg);
+        assert_eq!(QrFormat::accepted("*/*"), QrFormat::Svg);
+        assert_eq!(QrFormat::accepted("image/png"), QrFormat::Png);
+        assert_eq!(
+            QrFormat::accepted("Image/PNG, image/svg+xml"),
+            QrFormat::Png
+        );
+        assert_eq!(
+            QrFormat::accepted("image/svg+xml, image/png"),
+            QrFormat::Svg
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Tickets and the ticket-signing keys in the database.
+
+use anyhow::anyhow;
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    sea_query::Expr,
+};
+
+use super::codes::TicketKey;
+use crate::{
+    db::{DbTx, Paged, all_as, compare_and_set, insert_new, one_as},
+    kernel::{PageRequest, ReservationId, ScheduleId, SeatId, StoreError, TicketId, UserId},
+    ticket::{
+        domain::{
+            FIRST_VERSION, KeyRecord, NewTicket, SignedCode, Ticket, TicketError, TicketStatus,
+        },
+        ports::{TicketRepository, TicketTx},
+    },
+};
+
+pub mod ticket {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "tickets")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        #[sea_orm(unique)]
+        pub reservation_id: i64,
+        pub user_id: i64,
+        pub schedule_id: i64,
+        pub seat_id: i64,
+        pub version: i32,
+        pub status: String,
+        /// The signed code (a compact JWS), and the key that signed it.
+        pub code: String,
+        pub kid: String,
+        pub issued_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod signing_key {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ticket_signing_keys")]
+    pub struct Model {
+        /// 1 for the first key, one more for each rotation: the slot
+        /// processes starting together race for, so they keep one key.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub generation: i64,
+        #[sea_orm(unique)]
+        pub kid: String,
+        /// PKCS#8 PEM.
+        pub private_key: String,
+        pub created_at: DateTimeUtc,
+        /// Set when its codes no longer verify.
+        pub retired_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+fn to_ticket(row: ticket::Model) -> anyhow::Result<Ticket> {
+    Ok(Ticket {
+        id: TicketId(row.id),
+        reservation: ReservationId(row.reservation_id),
+        holder: UserId(row.user_id),
+        schedule: ScheduleId(row.schedule_id),
+        seat: SeatId(row.seat_id),
+        version: u32::try_from(row.version)
+            .map_err(|_| anyhow!("ticket {} has version {}", row.id, row.version))?,
+        status: TicketStatus::parse(&row.status)
+            .ok_or_else(|| anyhow!("ticket {} has unknown status {:?}", row.id, row.status))?,
+        code: SignedCode {
+            code: row.code,
+            kid: row.kid,
+        },
+        issued_at: row.issued_at,
+    })
+}
+
+#[derive(Clone)]
+pub struct DbTickets {
+    db: DatabaseConnection,
+}
+
+impl DbTickets {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+impl TicketRepository for DbTickets {
+    async fn get(&self, id: TicketId) -> Result<Option<Ticket>, TicketError> {
+        Ok(one_as(ticket::Entity::find_by_id(id.value()), &self.db, to_ticket).await?)
+    }
+
+    async fn of_holder(
+        &self,
+        holder: UserId,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let query = ticket::Entity::find()
+            .filter(ticket::Column::UserId.eq(holder.value()))
+            .newest_first(ticket::Column::Id, page);
+        Ok(all_as(query, &self.db, to_ticket).await?)
+    }
+}
+
+impl TicketTx for DbTx {
+    async fn ticket_of(
+        &mut self,
+        reservation: ReservationId,
+    ) -> Result<Option<Ticket>, StoreError> {
+        let query =
+            ticket::Entity::find().filter(ticket::Column::ReservationId.eq(reservation.value()));
+        one_as(query, self.conn(), to_ticket).await
+    }
+
+    async fn insert_ticket(
+        &mut self,
+        new: &NewTicket,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TicketId>, StoreError> {
+        let row = ticket::ActiveModel {
+            reservation_id: Set(new.reservation.value()),
+            user_id: Set(new.holder.value()),
+            schedule_id: Set(new.schedule.value()),
+            seat_id: Set(new.seat.value()),
+            version: Set(FIRST_VERSION as i32),
+            status: Set(new.status.as_str().to_owned()),
+            code: Set(String::new()),
+            kid: Set(String::new()),
+            issued_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        if !insert_new(row, [ticket::Column::ReservationId], self.conn()).await? {
+            return Ok(None);
+        }
+        Ok(self.ticket_of(new.reservation).await?.map(|t| t.id))
+    }
+
+    async fn set_code(&mut self, id: TicketId, code: &SignedCode) -> Result<(), StoreError> {
+        ticket::Entity::update_many()
+            .col_expr(ticket::Column::Code, Expr::value(code.code.clone()))
+            .col_expr(ticket::Column::Kid, Expr::value(code.kid.clone()))
+            .filter(ticket::Column::Id.eq(id.value()))
+            .exec(self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn void_ticket(&mut self, id: TicketId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let void = ticket::Entity::update_many()
+            .col_expr(
+                ticket::Column::Status,
+                Expr::value(TicketStatus::Void.as_str()),
+            )
+            .col_expr(ticket::Column::UpdatedAt, Expr::value(now))
+            .filter(ticket::Column::Id.eq(id.value()))
+            .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()));
+        Ok(compare_and_set(void, self.conn()).await?)
+    }
+}
+
+/// The stored signing keys.
+#[derive(Clone)]
+pub struct DbTicketKeys {
+    db: DatabaseConnection,
+}
+
+impl DbTicketKeys {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Every stored key, retired or not, with its private key (PKCS#8 PEM).
+    pub async fn stored(&self) -> Result<Vec<(KeyRecord, String)>, StoreError> {
+        let rows = signing_key::Entity::find().all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let record = KeyRecord {
+                    generation: row.generation,
+                    retired: row.retired_at.is_some(),
+                };
+                (record, row.private_key)
+            })
+            .collect())
+    }
+
+    /// Stores `key` as the generation after the newest stored one (a
+    /// rotation); false when another process stored that generation first.
+    pub async fn insert_next(&self, key: &TicketKey) -> Result<bool, StoreError> {
+        let newest: Option<i64> = signing_key::Entity::find()
+            .select_only()
+            .column(signing_key::Column::Generation)
+            .order_by_desc(signing_key::Column::Generation)
+            .limit(1)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        self.insert_at(newest.unwrap_or(0) + 1, key).await
+    }
+
+    /// Stores `key` as `generation` unless another process stored that
+    /// generation first (then theirs stands); true if ours did.
+    pub async fn insert_at(&self, generation: i64, key: &TicketKey) -> Result<bool, StoreError> {
+        let row = signing_key::ActiveModel {
+            generation: Set(generation),
+            kid: Set(key.public().kid().to_owned()),
+            private_key: Set(key.to_pem()),
+            created_at: Set(Utc::now()),
+            retired_at: Set(None),
+        };
+        Ok(insert_new(row, [signing_key::Column::Generation], &self.db).await?)
+    }
+}

@@ -1,0 +1,3 @@
+pub mod codes;
+pub mod db;
+pub mod qr;

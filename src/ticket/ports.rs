@@ -1,0 +1,81 @@
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+
+use super::domain::{
+    NewTicket, PublicKey, QrFormat, SignedCode, Ticket, TicketClaims, TicketError,
+};
+use crate::kernel::{PageRequest, ReservationId, StoreError, TicketId, UserId};
+
+crate::kernel::ports::ports_bundle! {
+    /// The adapters the ticket use cases run over: the composition root
+    /// picks them (`app::services`), tests pick fakes.
+    pub trait TicketPorts for TicketAdapters<R, K, Q> {
+        type Tickets: TicketRepository;
+        type Codes: TicketCodes;
+        type Qr: QrImages;
+    }
+}
+
+/// Reads of tickets, outside any transaction.
+pub trait TicketRepository: Clone + Send + Sync + 'static {
+    fn get(&self, id: TicketId)
+    -> impl Future<Output = Result<Option<Ticket>, TicketError>> + Send;
+
+    /// Up to `page.fetch()` of the holder's tickets, newest first, older
+    /// than the ticket `page.after`.
+    fn of_holder(
+        &self,
+        holder: UserId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
+}
+
+/// Tickets inside the consumer's transaction.
+pub trait TicketTx: Send {
+    /// The reservation's ticket (there is at most one).
+    fn ticket_of(
+        &mut self,
+        reservation: ReservationId,
+    ) -> impl Future<Output = Result<Option<Ticket>, StoreError>> + Send;
+
+    /// Stores the ticket without a code yet and answers its id; `None`
+    /// when the reservation has one already (the unique reservation id is
+    /// the last guard behind the inbox).
+    fn insert_ticket(
+        &mut self,
+        new: &NewTicket,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<TicketId>, StoreError>> + Send;
+
+    /// Stores the ticket's signed code.
+    fn set_code(
+        &mut self,
+        id: TicketId,
+        code: &SignedCode,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Makes a valid ticket void (a compare-and-set); true if it did.
+    fn void_ticket(
+        &mut self,
+        id: TicketId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The server's ticket-signing keys: the current one signs, every key
+/// still trusted is published for scanners.
+pub trait TicketCodes: Clone + Send + Sync + 'static {
+    fn sign(
+        &self,
+        claims: &TicketClaims,
+    ) -> impl Future<Output = Result<SignedCode, StoreError>> + Send;
+
+    /// Every key a code may be signed with, the signing one first.
+    fn public_keys(&self) -> impl Future<Output = Result<Vec<PublicKey>, StoreError>> + Send;
+}
+
+/// Draws a code as a QR image.
+pub trait QrImages: Clone + Send + Sync + 'static {
+    fn draw(&self, code: &str, format: QrFormat) -> anyhow::Result<Vec<u8>>;
+}

@@ -1,0 +1,207 @@
+//! The ticket use cases' test fakes: the consumer's transaction, a ticket
+//! store, and codes signed with a fixed key.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use super::{TicketService, issue_ticket};
+use crate::{
+    kernel::{
+        Fault, PageRequest, ReservationId, StoreError, TicketId, UserId,
+        events::{NewEvent, ReservationChanged},
+    },
+    outbox::ports::OutboxWriter,
+    ticket::{
+        domain::{NewTicket, SignedCode, Ticket, TicketError, TicketStatus},
+        infra::{
+            codes::{SignerCodes, TicketKey, TicketSigner},
+            qr::QrRenderer,
+        },
+        ports::{TicketAdapters, TicketRepository, TicketTx},
+    },
+};
+
+pub const ALICE: UserId = UserId(1);
+pub const BOB: UserId = UserId(2);
+
+/// Codes signed with a key made from a fixed seed.
+pub fn test_codes() -> SignerCodes {
+    SignerCodes::new(TicketSigner::new(TicketKey::from_seed([7; 32]), vec![]))
+}
+
+impl SignerCodes {
+    /// The codes after a rotation to a new key.
+    pub fn rotated(&self) -> Self {
+        Self::new(self.signer().rotate(TicketKey::from_seed([8; 32])))
+    }
+}
+
+/// The `ReservationConfirmed` (or `TicketCancelled`) of reservation `id`.
+pub fn sold(id: i64) -> ReservationChanged {
+    ReservationChanged {
+        reservation_id: id,
+        user_id: ALICE.value(),
+        concert_id: 1,
+        schedule_id: 2,
+        seat_id: 40 + id,
+        payment_id: Some(99),
+        order_id: None,
+    }
+}
+
+/// What the ticket step stores in the consumer's transaction, with one
+/// unique ticket per reservation like the table.
+#[derive(Default)]
+pub struct FakeTx {
+    pub tickets: Vec<Ticket>,
+    pub events: Vec<NewEvent>,
+    /// Plays a ticket another transaction voided first.
+    pub refuse_void: bool,
+}
+
+impl TicketTx for FakeTx {
+    async fn ticket_of(
+        &mut self,
+        reservation: ReservationId,
+    ) -> Result<Option<Ticket>, StoreError> {
+        Ok(self
+            .tickets
+            .iter()
+            .find(|t| t.reservation == reservation)
+            .cloned())
+    }
+
+    async fn insert_ticket(
+        &mut self,
+        new: &NewTicket,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TicketId>, StoreError> {
+        if self
+            .tickets
+            .iter()
+            .any(|t| t.reservation == new.reservation)
+        {
+            return Ok(None);
+        }
+        let id = TicketId(self.tickets.len() as i64 + 1);
+        let unsigned = SignedCode {
+            code: String::new(),
+            kid: String::new(),
+        };
+        self.tickets.push(new.clone().stored(id, unsigned, now));
+        Ok(Some(id))
+    }
+
+    async fn set_code(&mut self, id: TicketId, code: &SignedCode) -> Result<(), StoreError> {
+        if let Some(ticket) = self.tickets.iter_mut().find(|t| t.id == id) {
+            ticket.code = code.clone();
+        }
+        Ok(())
+    }
+
+    async fn void_ticket(&mut self, id: TicketId, _: DateTime<Utc>) -> Result<bool, StoreError> {
+        let ticket = self.tickets.iter_mut().find(|t| t.id == id);
+        match ticket {
+            Some(ticket) if ticket.status == TicketStatus::Valid && !self.refuse_void => {
+                ticket.status = TicketStatus::Void;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+impl OutboxWriter for FakeTx {
+    async fn append(&mut self, events: Vec<NewEvent>, _: DateTime<Utc>) -> Result<(), StoreError> {
+        self.events.extend(events);
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Stored {
+    tx: FakeTx,
+    down: bool,
+}
+
+/// The tickets the step stored, read as the repository reads them.
+#[derive(Clone, Default)]
+pub struct FakeTickets(Arc<Mutex<Stored>>);
+
+impl TicketRepository for FakeTickets {
+    async fn get(&self, id: TicketId) -> Result<Option<Ticket>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        Ok(stored.tx.tickets.iter().find(|t| t.id == id).cloned())
+    }
+
+    async fn of_holder(
+        &self,
+        holder: UserId,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        Ok(stored
+            .tx
+            .tickets
+            .iter()
+            .rev()
+            .filter(|t| t.holder == holder && page.after.is_none_or(|after| t.id.value() < after))
+            .take(page.fetch() as usize)
+            .cloned()
+            .collect())
+    }
+}
+
+pub type Fakes = TicketAdapters<FakeTickets, SignerCodes, QrRenderer>;
+
+pub struct Harness {
+    pub service: TicketService<Fakes>,
+    pub tickets: FakeTickets,
+    pub codes: SignerCodes,
+    next_reservation: Mutex<i64>,
+}
+
+pub fn harness() -> Harness {
+    let tickets = FakeTickets::default();
+    let codes = test_codes();
+    Harness {
+        service: TicketService::new(tickets.clone(), codes.clone(), QrRenderer),
+        tickets,
+        codes,
+        next_reservation: Mutex::new(0),
+    }
+}
+
+impl Harness {
+    /// Issues a ticket to `holder` for a reservation of their own, as the
+    /// saga step does.
+    pub async fn issue(&self, holder: UserId) -> TicketId {
+        let reservation = {
+            let mut next = self.next_reservation.lock().unwrap();
+            *next += 1;
+            *next
+        };
+        let sold = ReservationChanged {
+            user_id: holder.value(),
+            ..sold(reservation)
+        };
+        let mut stored = std::mem::take(&mut self.tickets.0.lock().unwrap().tx);
+        issue_ticket(&mut stored, &self.codes, &sold, Utc::now())
+            .await
+            .unwrap();
+        let id = stored.tickets.last().unwrap().id;
+        self.tickets.0.lock().unwrap().tx = stored;
+        id
+    }
+
+    pub fn void(&self, id: TicketId) {
+        let mut stored = self.tickets.0.lock().unwrap();
+        let ticket = stored.tx.tickets.iter_mut().find(|t| t.id == id).unwrap();
+        ticket.status = TicketStatus::Void;
+    }
+
+    pub fn down(&self) {
+        self.tickets.0.lock().unwrap().down = true;
+    }
+}
