@@ -112,9 +112,13 @@ impl SeatTx for MemTx {
         };
         found.reservation = None;
         let (price, concert) = (found.price, found.concert);
+        let held = self.work.seat_of(seat).ok_or_else(|| {
+            StoreError::Unexpected(anyhow::anyhow!("seat {seat} vanished while held"))
+        })?;
         Ok(Some(HeldSeat {
             price,
             concert,
+            seat: held,
             // A schedule the test gave no start to starts in the far future.
             starts_at: self
                 .work

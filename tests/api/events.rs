@@ -97,6 +97,7 @@ async fn a_created_concert_reaches_the_data_platform_once() {
         "notifications",
         "queue",
         "coupon-redemptions",
+        "tickets",
     ];
     assert_eq!(
         names,

@@ -362,12 +362,14 @@ pub struct SeatHold {
 }
 
 /// What a hold learned about the seat it won.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HeldSeat {
     pub price: Points,
     pub concert: ConcertId,
     /// When the schedule's show starts (sales close by it).
     pub starts_at: DateTime<Utc>,
+    /// The seat as the hold left it (its number, grade and place).
+    pub seat: Seat,
 }
 
 /// Whether a schedule starting at `starts_at` has stopped selling at `now`:

@@ -17,7 +17,7 @@ use crate::{
     },
     outbox::ports::OutboxWriter,
     reservation::{
-        domain::{MAX_PAGE, Order, Reservation, ReservationError, Transition},
+        domain::{MAX_PAGE, OrderView, Reservation, ReservationError, Transition},
         ports::{ReservationPorts, ReservationRepository, ReservationTx},
     },
 };
@@ -54,8 +54,9 @@ impl<P: ReservationPorts> ReservationService<P> {
         let order = retry_on_conflict(|| self.attempt_order(user, schedule, &seats)).await?;
         self.wake.wake();
         // An order of one.
-        (order.seats.into_iter().next())
-            .ok_or_else(|| Fault::unexpected(format!("order {} holds no seat", order.id)).into())
+        let id = order.order.id;
+        (order.order.seats.into_iter().next())
+            .ok_or_else(|| Fault::unexpected(format!("order {id} holds no seat")).into())
     }
 
     /// Holds every seat of `seats` (ids in order) for the user in one
@@ -67,7 +68,7 @@ impl<P: ReservationPorts> ReservationService<P> {
         user: UserId,
         schedule: ScheduleId,
         seats: &[SeatId],
-    ) -> Result<Order, ReservationError> {
+    ) -> Result<OrderView, ReservationError> {
         let now = self.clock.now();
         let until = self.policy.until(now);
         let mut tx = self.uow.begin().await?;

@@ -18,7 +18,7 @@ pub use waitlist::{WAITLISTS_CHECKED, WaitlistOffers, offer_freed_seat};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    domain::{HoldPolicy, NewOrder, NewReservation, Order, Reservation, Transition},
+    domain::{HoldPolicy, NewOrder, NewReservation, OrderView, Reservation, Transition},
     ports::{ReservationPorts, ReservationTx},
 };
 use crate::{
@@ -57,6 +57,8 @@ pub struct ReservationService<P: ReservationPorts> {
     /// rush waits here, not in the database's row lock and connection pool.
     /// The compare-and-set in the database still decides between instances.
     gates: KeyedLocks<SeatKey>,
+    /// One best-available pick per schedule at a time on this instance.
+    picks: KeyedLocks<ScheduleId>,
 }
 
 impl<P: ReservationPorts> ReservationService<P> {
@@ -77,6 +79,7 @@ impl<P: ReservationPorts> ReservationService<P> {
             policy,
             lost_races: ExpiringMemo::new(LOST_RACE_CAPACITY),
             gates: KeyedLocks::default(),
+            picks: KeyedLocks::default(),
         }
     }
 
@@ -111,7 +114,8 @@ async fn record_hold<T: ReservationTx + SeatTx>(
 
 /// Stores an order of the seats just taken for it ([`SeatTx::try_hold`]),
 /// in seat order: the order row, then one hold per seat, each held until
-/// `expires_at`. Returns the order and the events to write.
+/// `expires_at`. Returns the order (with the seats as held) and the
+/// events to write.
 async fn record_order<T: ReservationTx + SeatTx>(
     tx: &mut T,
     user: UserId,
@@ -119,7 +123,7 @@ async fn record_order<T: ReservationTx + SeatTx>(
     seats: Vec<(SeatId, HeldSeat)>,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> Result<(Order, Vec<NewEvent>), StoreError> {
+) -> Result<(OrderView, Vec<NewEvent>), StoreError> {
     let concert = seats.first().map(|(_, held)| held.concert);
     let Some(concert) = concert else {
         return Err(StoreError::Unexpected(anyhow::anyhow!(
@@ -137,6 +141,7 @@ async fn record_order<T: ReservationTx + SeatTx>(
         )
         .await?;
     let mut events = Vec::new();
+    let mut places = Vec::with_capacity(seats.len());
     for (seat, held) in seats {
         let new = NewReservation {
             user,
@@ -149,7 +154,8 @@ async fn record_order<T: ReservationTx + SeatTx>(
         };
         let (reservation, mut written) = record_hold(tx, new, now).await?;
         order.seats.push(reservation);
+        places.push(held.seat);
         events.append(&mut written);
     }
-    Ok((order, events))
+    Ok((OrderView { order, places }, events))
 }

@@ -46,7 +46,9 @@ impl<P: ReservationPorts> ReservationService<P> {
         };
         self.wake.wake();
         metrics::counter!("orders_total").increment(1);
-        Ok(self.views(vec![order]).await?.remove(0))
+        // The answer comes from the transaction itself: once the order is
+        // committed nothing may fail it.
+        Ok(order)
     }
 
     /// The orders with their seats' places, in one read of the catalog.
@@ -76,7 +78,11 @@ impl<P: ReservationPorts> ReservationService<P> {
         schedule: ScheduleId,
         grade: &str,
         quantity: usize,
-    ) -> Result<Order, ReservationError> {
+    ) -> Result<OrderView, ReservationError> {
+        // One pick at a time per schedule on this instance: a crowd asking
+        // for the best seats would otherwise all pick the same block and
+        // all but one lose it. Between instances a lost pick picks again.
+        let _turn = self.picks.lock(schedule).await;
         let mut attempt = 1;
         loop {
             let hall = self.seats.schedule_seats(schedule).await?;

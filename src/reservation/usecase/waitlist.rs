@@ -218,10 +218,11 @@ pub async fn offer_freed_seat<T: WaitlistTx + ReservationTx + SeatTx + OutboxWri
     else {
         return Ok(None);
     };
-    let (order, mut events) =
+    let (view, mut events) =
         record_order(tx, next.user, schedule, vec![(seat, held)], expires_at, now).await?;
-    let Some(offer) = order.seats.into_iter().next() else {
-        return Err(Fault::unexpected(format!("order {} holds no seat", order.id)).into());
+    let id = view.order.id;
+    let Some(offer) = view.order.seats.into_iter().next() else {
+        return Err(Fault::unexpected(format!("order {id} holds no seat")).into());
     };
     if !tx.mark_offered(next.id, offer.id, now).await? {
         return Err(Fault::conflict(format!(

@@ -9,7 +9,7 @@ use sea_orm::{
     sea_query::{Expr, ExprTrait},
 };
 
-use super::{availability_is, on_sale, sale_status, schedule, seat};
+use super::{availability_is, on_sale, sale_status, schedule, seat, seat_from_row};
 use crate::{
     catalog::{
         domain::{Availability, HeldSeat, ScheduleStatus, SeatHold, SeatStatus},
@@ -113,6 +113,7 @@ impl SeatTx for DbTx {
             price: Points::new(held.price).map_err(|err| DbErr::Custom(err.to_string()))?,
             concert: ConcertId(concert),
             starts_at,
+            seat: seat_from_row(held).map_err(StoreError::Unexpected)?,
         }))
     }
 
