@@ -336,8 +336,19 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
             errors == 0 && won.len() as u64 + lost == buyers as u64,
         )
         .check(
-            "no partial order (every order has exactly 4 reservations, none outside an order)",
-            checks.orders == won.len() as i64 && checks.partial_orders == 0 && checks.orderless == 0,
+            &format!(
+                "no partial order (every order has exactly 4 reservations, none outside an order: {} partial, {} outside)",
+                checks.partial_orders, checks.orderless
+            ),
+            checks.partial_orders == 0 && checks.orderless == 0,
+        )
+        .check(
+            &format!(
+                "every order in the database was answered 201 ({} in the database, {} answered)",
+                checks.orders,
+                won.len()
+            ),
+            checks.orders == won.len() as i64,
         )
         .check(
             "no seat in two live orders",
@@ -381,12 +392,13 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         SEAT_PRICE * four
     ));
     scenario.notes.push(format!(
-        "{} orders won ({} by seat ids, {} best-available), {lost} × 409 seat_unavailable; {orders_per_second:.0} orders/s, the last hold answered {:.2} s after the start; {} seats sold of {}.",
+        "{} orders won ({} by seat ids, {} best-available), {lost} × 409 seat_unavailable; {orders_per_second:.0} orders/s, the last hold answered {:.2} s after the start; {} seats sold and {} held unpaid, of {}.",
         won.len(),
         won.len() - best.len(),
         best.len(),
         holds_took.as_secs_f64(),
         checks.sold_seats,
+        checks.held_reservations,
         rows as u64 * per_row
     ));
     scenario.notes.push(match saga_drain {
@@ -477,6 +489,8 @@ struct Checks {
     payments_of_other_amounts: i64,
     payment_amounts: i64,
     sold_seats: i64,
+    /// Reservations of the schedule still held (won but not paid).
+    held_reservations: i64,
     confirmed_reservations: i64,
     /// Σ of every ledger row (charges − payments + refunds).
     ledger: i64,
@@ -540,6 +554,13 @@ impl Checks {
                 db,
                 &format!(
                     "SELECT COUNT(*) FROM seats WHERE schedule_id = {schedule} AND status = 'sold'"
+                ),
+            )
+            .await?,
+            held_reservations: count(
+                db,
+                &format!(
+                    "SELECT COUNT(*) FROM reservations WHERE schedule_id = {schedule} AND status = 'held'"
                 ),
             )
             .await?,
