@@ -54,14 +54,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_USER: i64 = 10_001;
 
 /// One step of the flow: its latencies (µs), requests and failures.
-struct Step {
+pub(crate) struct Step {
     hist: Mutex<Histogram<u64>>,
     requests: AtomicU64,
     errors: AtomicU64,
 }
 
 impl Step {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             hist: Mutex::new(Histogram::new(3).expect("histogram")),
             requests: AtomicU64::new(0),
@@ -70,7 +70,7 @@ impl Step {
     }
 
     /// Records one request (or one wait) that started at `started`.
-    fn record(&self, started: Instant, ok: bool) -> bool {
+    pub(crate) fn record(&self, started: Instant, ok: bool) -> bool {
         let us = started.elapsed().as_micros() as u64;
         let _ = self
             .hist
@@ -84,12 +84,32 @@ impl Step {
         ok
     }
 
-    fn row(&self, name: &str, elapsed: Duration) -> ScenarioResult {
+    pub(crate) fn row(&self, name: &str, elapsed: Duration) -> ScenarioResult {
         let hist = self.hist.lock().unwrap_or_else(|e| e.into_inner());
         ScenarioResult {
             errors: self.errors.load(Ordering::Relaxed),
             ..ScenarioResult::new(name, self.requests.load(Ordering::Relaxed), elapsed, &hist)
         }
+    }
+}
+
+/// The first few failures of a run, for the notes.
+#[derive(Default)]
+pub(crate) struct Failures(Mutex<Vec<String>>);
+
+impl Failures {
+    /// Keeps `what` while fewer than five are kept; false, to return.
+    pub(crate) fn note(&self, what: String) -> bool {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() < 5 {
+            failures.push(what);
+        }
+        false
+    }
+
+    pub(crate) fn notes(&self) -> Vec<String> {
+        let failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        failures.iter().map(|f| format!("failure: {f}")).collect()
     }
 }
 
@@ -134,17 +154,13 @@ struct Flow {
     payments: Mutex<Vec<i64>>,
     /// When each payment was answered.
     paid_at: Mutex<Vec<Instant>>,
-    /// First few failures, for the notes.
-    failures: Mutex<Vec<String>>,
+    failures: Failures,
 }
 
 impl Flow {
     fn fail(&self, user: usize, what: String) -> bool {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() < 5 {
-            failures.push(format!("user {}: {what}", FIRST_USER + user as i64));
-        }
-        false
+        self.failures
+            .note(format!("user {}: {what}", FIRST_USER + user as i64))
     }
 
     /// One user's whole journey; false when a step failed.
@@ -394,7 +410,7 @@ impl Flow {
 }
 
 /// A short description of an unexpected answer.
-async fn describe(answer: reqwest::Result<reqwest::Response>) -> String {
+pub(crate) async fn describe(answer: reqwest::Result<reqwest::Response>) -> String {
     match answer {
         Err(e) => format!("transport error: {e}"),
         Ok(r) => {
@@ -472,7 +488,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         counters: Counters::default(),
         payments: Mutex::default(),
         paid_at: Mutex::default(),
-        failures: Mutex::default(),
+        failures: Failures::default(),
     });
     // The on-sale: every user arrives within ARRIVALS (evenly spread), and
     // all of them are in flight at once.
@@ -706,14 +722,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
         still_active.map_or("?".into(), |n| n.to_string()),
         c.unpaid_not_left.load(Ordering::Relaxed)
     ));
-    for failure in flow
-        .failures
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-    {
-        scenario.notes.push(format!("failure: {failure}"));
-    }
+    scenario.notes.extend(flow.failures.notes());
     report
         .ratios
         .insert("fullFlowUsersPerSecond".into(), scenario.rps);
@@ -729,7 +738,7 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
 /// Waits (bounded) until the outbox is published, every consumer group has
 /// nothing pending and no lag, and no payment or compensation is still in
 /// flight, twice in a row; false on timeout.
-async fn drain(
+pub(crate) async fn drain(
     client: &reqwest::Client,
     server: &Server,
     admin: &str,
@@ -771,7 +780,7 @@ async fn drain(
     Ok(false)
 }
 
-async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
+pub(crate) async fn count(db: &DatabaseConnection, sql: &str) -> anyhow::Result<i64> {
     let row = db
         .query_one_raw(Statement::from_string(DatabaseBackend::Postgres, sql))
         .await?

@@ -20,19 +20,9 @@ use crate::{
 pub async fn run(server: &Server, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
     let buyers: u64 = if smoke { 50 } else { 1_000 };
     let client = load::client(buyers);
-    let admin = server.token(1, Role::Admin);
     let concert = server.create_concert(&client, "Hot Seat", "VIP", 1).await?;
-    let concert_id = concert["id"].as_i64().context("concert id")?;
-    let schedule_id = concert["schedules"][0]["id"]
-        .as_i64()
-        .context("schedule id")?;
-    client
-        .put(server.url(&format!("/v1/admin/queue/{concert_id}/settings")))
-        .bearer_auth(&admin)
-        .json(&json!({"admitPerSecond": 100000, "maxActive": 1000000, "activeTtlSeconds": 3600, "heartbeatGraceSeconds": 600}))
-        .send()
-        .await?
-        .error_for_status()?;
+    let (concert_id, schedule_id) = Server::concert_and_schedule(&concert)?;
+    server.open_room(&client, concert_id).await?;
     let seat_id = {
         let user = server.token(2_000_001, Role::User);
         let queue = admitted(&client, server, &user, concert_id).await?;
@@ -56,14 +46,7 @@ pub async fn run(server: &Server, smoke: bool, report: &mut Report) -> anyhow::R
     }
     let pairs = Arc::new(pairs);
     // Open the connections first, so the race measures holds, not TCP set-up.
-    let warm = futures::future::join_all(
-        (0..buyers).map(|_| client.get(server.url("/health/live")).send()),
-    )
-    .await;
-    anyhow::ensure!(
-        warm.iter().all(|r| r.is_ok()),
-        "warming up the connections failed"
-    );
+    load::warm(&client, &server.url("/health/live"), buyers).await?;
     let (won, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let result = {
         let (client, url, pairs, won, refused) = (

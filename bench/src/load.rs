@@ -77,3 +77,14 @@ pub fn client(concurrency: u64) -> reqwest::Client {
         .build()
         .expect("HTTP client")
 }
+
+/// Opens `connections` keep-alive connections to `url` at once, so that a
+/// race started next measures its requests, not TCP set-up.
+pub async fn warm(client: &reqwest::Client, url: &str, connections: u64) -> anyhow::Result<()> {
+    let warm = futures::future::join_all((0..connections).map(|_| client.get(url).send())).await;
+    anyhow::ensure!(
+        warm.iter().all(|r| r.is_ok()),
+        "warming up the connections failed"
+    );
+    Ok(())
+}

@@ -10,6 +10,7 @@ mod hot_seat;
 mod http;
 mod load;
 mod lock_strategies;
+mod orders;
 mod processes;
 mod profile;
 mod queue;
@@ -110,6 +111,12 @@ enum Scenario {
     /// Paid → confirmed (one saga hop through the relay and two consumers)
     /// at one payment a second and at 500 a second.
     SagaHop,
+    /// 2,000 buyers race for overlapping orders of four seats in 50 rows of
+    /// 20 (half by seat ids, half best-available), winners paying by
+    /// order: orders/s, hold and pay p99, the saga's drain, then no partial
+    /// order, no seat in two orders, every paid order confirmed whole, the
+    /// wallet ledger, and best-available parties seated together.
+    Orders,
     /// A 500-seat page of the seat map read by 64 connections, plain and
     /// revalidated with If-None-Match, against the health baseline.
     SeatMap,
@@ -201,6 +208,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
         full_flow::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Orders) {
+        orders::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::SeatMap) {
         seat_map::run(&stores, cli.smoke, &mut report).await?;

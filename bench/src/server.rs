@@ -212,10 +212,23 @@ impl Server {
         grade: &str,
         count: u64,
     ) -> anyhow::Result<serde_json::Value> {
+        let seats = serde_json::json!([{"grade": grade, "price": 1000, "count": count}]);
+        self.create_concert_with_seats(client, title, seats).await
+    }
+
+    /// Creates a concert with one schedule a month from now whose seats are
+    /// `seats` (the admin API's seat blocks: grade, price, count and
+    /// optionally section and row), as the admin; returns the API's answer.
+    pub async fn create_concert_with_seats(
+        &self,
+        client: &reqwest::Client,
+        title: &str,
+        seats: serde_json::Value,
+    ) -> anyhow::Result<serde_json::Value> {
         let body = serde_json::json!({
             "title": title, "venue": "Loopback Arena",
             "schedules": [{"startsAt": (Utc::now() + TimeDelta::days(30)).to_rfc3339(),
-                           "seats": [{"grade": grade, "price": 1000, "count": count}]}]
+                           "seats": seats}]
         });
         Ok(client
             .post(self.url("/v1/admin/concerts"))
@@ -226,6 +239,42 @@ impl Server {
             .error_for_status()?
             .json()
             .await?)
+    }
+
+    /// The concert's id and its first schedule's, from `create_concert`'s
+    /// answer.
+    pub fn concert_and_schedule(concert: &serde_json::Value) -> anyhow::Result<(i64, i64)> {
+        let concert_id = concert["id"].as_i64().context("concert id")?;
+        let schedule_id = concert["schedules"][0]["id"]
+            .as_i64()
+            .context("schedule id")?;
+        Ok((concert_id, schedule_id))
+    }
+
+    /// Sets the waiting room of `concert_id` (`admitPerSecond`, `maxActive`,
+    /// `activeTtlSeconds`, `heartbeatGraceSeconds`), as the admin.
+    pub async fn set_room(
+        &self,
+        client: &reqwest::Client,
+        concert_id: i64,
+        settings: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        client
+            .put(self.url(&format!("/v1/admin/queue/{concert_id}/settings")))
+            .bearer_auth(self.token(1, Role::Admin))
+            .json(&settings)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Opens the waiting room of `concert_id` wide: everyone is admitted
+    /// at once and stays for an hour, so a race after it is the buyers' own.
+    pub async fn open_room(&self, client: &reqwest::Client, concert_id: i64) -> anyhow::Result<()> {
+        let settings = serde_json::json!({"admitPerSecond": 100000, "maxActive": 1000000,
+                                          "activeTtlSeconds": 3600, "heartbeatGraceSeconds": 600});
+        self.set_room(client, concert_id, settings).await
     }
 
     /// Enters the waiting room of `concert_id` as the holder of `token`
