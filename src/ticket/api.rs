@@ -1,5 +1,5 @@
-//! Tickets over HTTP: the holder's tickets and their QR images, and the
-//! public keys a scanner verifies codes with.
+//! Tickets over HTTP: the holder's tickets and their QR images, the
+//! public keys a scanner verifies codes with, and the door's check-in.
 
 use chrono::{DateTime, Utc};
 use poem::http::{StatusCode, header};
@@ -10,18 +10,18 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{MAX_PAGE, PublicKey, QrFormat, Ticket, TicketError, TicketStatus},
+    domain::{CheckIn, Gate, MAX_PAGE, PublicKey, QrFormat, Ticket, TicketError, TicketStatus},
     ports::TicketPorts,
     usecase::TicketService,
 };
 use crate::{
-    auth::api::UserAuth,
-    kernel::{PageRequest, TicketId},
+    auth::api::{ScannerAuth, UserAuth},
+    kernel::{PageRequest, ScheduleId, TicketId},
     web::{
         ApiTags,
         guarded::Unguarded,
         paging::{PageBody, PageSize},
-        problem::{ApiResult, Problem, Unrefused, UserPage, UserRead},
+        problem::{ApiResult, Problem, ProblemDetails, Unrefused, UserPage, UserRead},
         reply::Success,
     },
 };
@@ -136,6 +136,48 @@ enum QrResponse {
     Ok(QrImage),
 }
 
+/// A scan at the door.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckInRequest", rename_all = "camelCase")]
+pub struct CheckInRequest {
+    /// The code scanned: a ticket's `code` (compact JWS).
+    #[oai(validator(max_length = 4096))]
+    pub code: String,
+    /// The door it was scanned at, 1–64 characters.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub gate: String,
+    /// The show this door admits to, if the scanner knows it: a code of
+    /// another schedule is then refused (409 `wrong_schedule`).
+    pub schedule_id: Option<i64>,
+}
+
+/// A ticket admitted.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckIn", rename_all = "camelCase")]
+pub struct CheckInBody {
+    pub ticket_id: i64,
+    /// The seat's id.
+    pub seat: i64,
+    /// The holder's user id.
+    pub holder: i64,
+    pub schedule_id: i64,
+    /// The gate of this, the first, scan.
+    pub gate: String,
+    /// When it was admitted.
+    pub at: DateTime<Utc>,
+}
+
+fn check_in_body(admitted: CheckIn) -> CheckInBody {
+    CheckInBody {
+        ticket_id: admitted.ticket.value(),
+        seat: admitted.seat.value(),
+        holder: admitted.holder.value(),
+        schedule_id: admitted.schedule.value(),
+        gate: admitted.scan.gate,
+        at: admitted.scan.at,
+    }
+}
+
 pub type TicketApi<P> = Unguarded<TicketService<P>>;
 
 crate::refusals! {
@@ -144,6 +186,15 @@ crate::refusals! {
         401: [unauthorized],
         404: [not_found],
         410: [ticket_void],
+    }
+    CheckInRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [already_checked_in, ticket_superseded, ticket_void, wrong_schedule],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+        422: [invalid_code],
     }
 }
 
@@ -218,6 +269,28 @@ impl<P: TicketPorts> TicketApi<P> {
             QrFormat::Png => QrImage::Png(Binary(image)),
         }))
     }
+
+    /// Admits a ticket at the door (staff or admin token): its code is
+    /// verified against the keys of `GET /v1/tickets/keys`, and the first
+    /// scan of a ticket answers 200 with its seat and holder. Refused:
+    /// 422 `invalid_code` for a code this server did not sign (forged,
+    /// altered, unreadable); 404 for a signed code of no ticket; 409
+    /// `already_checked_in` with the first scan's `gate` and `at`;
+    /// 409 `ticket_superseded` for the code of an older version (the
+    /// ticket was re-issued), `ticket_void` for a cancelled ticket, and
+    /// `wrong_schedule` when `scheduleId` names another show. Of any
+    /// number of concurrent scans of one ticket, exactly one is admitted.
+    #[oai(path = "/v1/checkins", method = "post", operation_id = "checkIn")]
+    async fn check_in(
+        &self,
+        _auth: ScannerAuth,
+        body: Json<CheckInRequest>,
+    ) -> ApiResult<Success<CheckInBody>, CheckInRefusals> {
+        let gate = Gate::parse(&body.gate)?;
+        let schedule = body.schedule_id.map(ScheduleId);
+        let admitted = self.service.check_in(&body.code, &gate, schedule).await?;
+        Ok(Success::json(check_in_body(admitted)))
+    }
 }
 
 impl From<TicketError> for Problem {
@@ -225,6 +298,24 @@ impl From<TicketError> for Problem {
         match err {
             TicketError::NotFound(_) => Problem::not_found(err.to_string()),
             TicketError::Void(_) => Problem::new(StatusCode::GONE, "ticket_void", err.to_string()),
+            TicketError::Invalid(_) => Problem::validation(err.to_string()),
+            TicketError::Forged => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_code",
+                err.to_string(),
+            ),
+            TicketError::VoidCode(_) => Problem::conflict("ticket_void", err.to_string()),
+            TicketError::Superseded(_) => Problem::conflict("ticket_superseded", err.to_string()),
+            TicketError::WrongSchedule { .. } => {
+                Problem::conflict("wrong_schedule", err.to_string())
+            }
+            TicketError::AlreadyCheckedIn(ref first) => {
+                Problem::conflict("already_checked_in", err.to_string()).with(ProblemDetails {
+                    gate: Some(first.gate.clone()),
+                    at: Some(first.at),
+                    ..ProblemDetails::default()
+                })
+            }
             TicketError::Fault(fault) => Problem::fault("ticket store", &fault),
         }
     }
