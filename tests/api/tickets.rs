@@ -73,7 +73,7 @@ async fn keys(app: &TestApp) -> Value {
 }
 
 /// `user`'s tickets, waiting until there are `n`.
-async fn tickets_of(app: &TestApp, user: i64, n: usize) -> Vec<Value> {
+pub(crate) async fn tickets_of(app: &TestApp, user: i64, n: usize) -> Vec<Value> {
     eventually("the tickets", WAIT, || async {
         let page = get_as(app, user, "/v1/users/me/tickets").await;
         let items = page["items"].as_array().cloned().unwrap_or_default();
