@@ -1,7 +1,7 @@
 //! The door over HTTP: staff scan a ticket's code; the first scan admits,
 //! every later one is told the first gate and time; a user's token, a
-//! tampered code and another show's code are refused; fifty scans of one
-//! code at once admit exactly one.
+//! tampered code, another show's code and a refunded ticket's are
+//! refused; fifty scans of one code at once admit exactly one.
 
 use boxoffice::auth::domain::Role;
 use futures::future::join_all;
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     helpers::{TestApp, assert_problem, outbox_payloads, spawn_app},
     sales::{confirmed_ticket_on, sale},
-    tickets::tickets_of,
+    tickets::{refund_until_void, tickets_of},
 };
 
 async fn scan(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
@@ -118,4 +118,17 @@ async fn fifty_concurrent_scans_at_ten_gates_admit_exactly_one() {
         }
     }
     assert_eq!(outbox_payloads(&app.db, "TicketCheckedIn").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_refunded_tickets_code_is_refused_as_void() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    let (_, _, payment) = confirmed_ticket_on(&app, 63, &sale, sale.seats[0]).await;
+    let ticket = tickets_of(&app, 63, 1).await.remove(0);
+    refund_until_void(&app, 63, &payment, &ticket["id"]).await;
+    let staff = app.token(7_002, Role::Staff);
+    let body = json!({"code": ticket["code"], "gate": "north"});
+    assert_problem(scan(&app, &staff, body).await, 409, "ticket_void").await;
+    assert!(outbox_payloads(&app.db, "TicketCheckedIn").await.is_empty());
 }
