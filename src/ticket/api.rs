@@ -10,7 +10,10 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{CheckIn, Gate, MAX_PAGE, PublicKey, QrFormat, Ticket, TicketError, TicketStatus},
+    domain::{
+        AtTheDoor, CheckIn, Gate, MAX_DOOR_PAGE, MAX_PAGE, PublicKey, QrFormat, Ticket,
+        TicketError, TicketStatus,
+    },
     ports::TicketPorts,
     usecase::TicketService,
 };
@@ -178,6 +181,40 @@ fn check_in_body(admitted: CheckIn) -> CheckInBody {
     }
 }
 
+/// A ticket as the door sees it.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename = "DoorStatus", rename_all = "snake_case")]
+pub enum DoorStatusBody {
+    /// Admits its holder once.
+    Valid,
+    /// Cancelled: admits nobody.
+    Void,
+    /// Admitted already.
+    CheckedIn,
+}
+
+/// One line of a schedule's check-in list.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckInListItem", rename_all = "camelCase")]
+pub struct CheckInListItem {
+    pub ticket_id: i64,
+    /// Only a code of this version admits.
+    pub version: u32,
+    pub status: DoorStatusBody,
+}
+
+fn list_item(t: Ticket) -> CheckInListItem {
+    CheckInListItem {
+        ticket_id: t.id.value(),
+        version: t.version,
+        status: match t.at_the_door() {
+            AtTheDoor::Valid => DoorStatusBody::Valid,
+            AtTheDoor::Void => DoorStatusBody::Void,
+            AtTheDoor::CheckedIn => DoorStatusBody::CheckedIn,
+        },
+    }
+}
+
 pub type TicketApi<P> = Unguarded<TicketService<P>>;
 
 crate::refusals! {
@@ -186,6 +223,10 @@ crate::refusals! {
         401: [unauthorized],
         404: [not_found],
         410: [ticket_void],
+    }
+    DoorPage {
+        400: [validation_failed],
+        401: [unauthorized],
     }
     CheckInRefusals {
         400: [validation_failed],
@@ -290,6 +331,29 @@ impl<P: TicketPorts> TicketApi<P> {
         let schedule = body.schedule_id.map(ScheduleId);
         let admitted = self.service.check_in(&body.code, &gate, schedule).await?;
         Ok(Success::json(check_in_body(admitted)))
+    }
+
+    /// A schedule's tickets for a scanner that checks codes offline
+    /// (staff or admin token): each ticket's id, the version whose code
+    /// admits, and whether it is `valid`, `void` or `checked_in`; oldest
+    /// first, paged by `nextCursor`. A schedule without tickets lists none.
+    #[oai(
+        path = "/v1/schedules/:id/checkin-list",
+        method = "get",
+        operation_id = "checkInList"
+    )]
+    async fn checkin_list(
+        &self,
+        _auth: ScannerAuth,
+        id: Path<i64>,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–1000 (default 500).
+        limit: PageSize<MAX_DOOR_PAGE, 500>,
+    ) -> ApiResult<Success<PageBody<CheckInListItem>>, DoorPage> {
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.checkin_list(ScheduleId(id.0), asked).await?;
+        Ok(Success::page(page, list_item))
     }
 }
 

@@ -13,6 +13,8 @@ use crate::kernel::{
 pub const TICKETS_CONSUMER: &str = "tickets";
 /// A holder's list of tickets: at most 100 a page.
 pub const MAX_PAGE: u64 = 100;
+/// A schedule's check-in list for offline scanners: at most 1000 a page.
+pub const MAX_DOOR_PAGE: u64 = 1000;
 /// The version a ticket is issued with (a transfer re-issues it with the
 /// next one).
 pub const FIRST_VERSION: u32 = 1;
@@ -53,6 +55,15 @@ impl Ticket {
             seat: self.seat.value(),
             sub: self.holder.value(),
             ver: self.version,
+        }
+    }
+
+    /// What an offline scanner needs to know of it.
+    pub fn at_the_door(&self) -> AtTheDoor {
+        match (self.status, &self.checked_in) {
+            (TicketStatus::Void, _) => AtTheDoor::Void,
+            (TicketStatus::Valid, Some(_)) => AtTheDoor::CheckedIn,
+            (TicketStatus::Valid, None) => AtTheDoor::Valid,
         }
     }
 
@@ -220,6 +231,17 @@ pub fn on_cancelled(existing: Option<&Ticket>) -> OnCancelled {
         Some(ticket) if ticket.status == TicketStatus::Void => OnCancelled::AlreadyVoid,
         Some(ticket) => OnCancelled::Void(ticket.id),
     }
+}
+
+/// A ticket as the door sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtTheDoor {
+    /// Admits its holder once.
+    Valid,
+    /// Cancelled: admits nobody.
+    Void,
+    /// Admitted already.
+    CheckedIn,
 }
 
 /// A door's name, as a scanner sends it: 1 to 64 characters.

@@ -7,7 +7,7 @@ use super::domain::{
 };
 use crate::{
     kernel::{
-        Clock, PageRequest, ReservationId, StoreError, TicketId, UnitOfWork, UserId,
+        Clock, PageRequest, ReservationId, ScheduleId, StoreError, TicketId, UnitOfWork, UserId,
         events::RelayWake,
     },
     outbox::ports::OutboxWriter,
@@ -37,6 +37,14 @@ pub trait TicketRepository: Clone + Send + Sync + 'static {
     fn of_holder(
         &self,
         holder: UserId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
+
+    /// Up to `page.fetch()` of the schedule's tickets, oldest first, after
+    /// the ticket `page.after`.
+    fn of_schedule(
+        &self,
+        schedule: ScheduleId,
         page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
 }

@@ -132,3 +132,25 @@ async fn a_refunded_tickets_code_is_refused_as_void() {
     assert_problem(scan(&app, &staff, body).await, 409, "ticket_void").await;
     assert!(outbox_payloads(&app.db, "TicketCheckedIn").await.is_empty());
 }
+
+#[tokio::test]
+async fn offline_scanners_read_a_schedules_tickets_with_their_door_status() {
+    let app = spawn_app().await;
+    let (ticket, schedule) = bought_ticket(&app, 64).await;
+    let staff = app.token(7_003, Role::Staff);
+    let path = format!("/v1/schedules/{schedule}/checkin-list?limit=10");
+    let list = |token: String| {
+        let request = app.get(&path).bearer_auth(token);
+        async move { request.send().await.unwrap() }
+    };
+    assert_problem(list(app.user_token(64)).await, 403, "forbidden").await;
+
+    let before: Value = list(staff.clone()).await.json().await.unwrap();
+    let line = json!({"ticketId": ticket["id"], "version": 1, "status": "valid"});
+    assert_eq!(before, json!({"items": [line]}));
+
+    let body = json!({"code": ticket["code"], "gate": "north"});
+    assert_eq!(scan(&app, &staff, body).await.status(), 200);
+    let after: Value = list(staff).await.json().await.unwrap();
+    assert_eq!(after["items"][0]["status"], "checked_in");
+}

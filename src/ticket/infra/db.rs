@@ -125,6 +125,17 @@ impl TicketRepository for DbTickets {
             .newest_first(ticket::Column::Id, page);
         Ok(all_as(query, &self.db, to_ticket).await?)
     }
+
+    async fn of_schedule(
+        &self,
+        schedule: ScheduleId,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let query = ticket::Entity::find()
+            .filter(ticket::Column::ScheduleId.eq(schedule.value()))
+            .oldest_first(ticket::Column::Id, page);
+        Ok(all_as(query, &self.db, to_ticket).await?)
+    }
 }
 
 impl TicketTx for DbTx {

@@ -1,14 +1,18 @@
 //! The door: a scanner sends a code and its gate; the code is verified
 //! against the server's keys, then one conditional update admits the
-//! ticket the first time and nobody after.
+//! ticket the first time and nobody after. Offline scanners read a
+//! schedule's tickets as a list instead.
 
 use chrono::SubsecRound;
 
 use crate::{
-    kernel::{Clock, ScheduleId, Transaction, UnitOfWork, events::RelayWake, retry_on_conflict},
+    kernel::{
+        Clock, Page, PageRequest, ScheduleId, Transaction, UnitOfWork, events::RelayWake,
+        retry_on_conflict,
+    },
     outbox::ports::OutboxWriter,
     ticket::{
-        domain::{CheckIn, Gate, Scan, TicketError, refusal},
+        domain::{CheckIn, Gate, MAX_DOOR_PAGE, Scan, Ticket, TicketError, refusal},
         ports::{TicketCodes, TicketPorts, TicketRepository, TicketTx},
         usecase::TicketService,
     },
@@ -57,6 +61,18 @@ impl<P: TicketPorts> TicketService<P> {
         self.wake.wake();
         Ok(admitted)
     }
+
+    /// A page of the schedule's tickets, oldest first, for a scanner that
+    /// checks codes offline (a schedule without tickets, or none at all,
+    /// has an empty list).
+    pub async fn checkin_list(
+        &self,
+        schedule: ScheduleId,
+        asked: PageRequest,
+    ) -> Result<Page<Ticket>, TicketError> {
+        let read = |page| self.tickets.of_schedule(schedule, page);
+        asked.read(MAX_DOOR_PAGE, read, |t| t.id.value()).await
+    }
 }
 
 #[cfg(test)]
@@ -67,7 +83,7 @@ mod tests {
     use crate::{
         kernel::{Fault, TicketId, events::types},
         ticket::{
-            domain::TicketClaims,
+            domain::{AtTheDoor, TicketClaims},
             infra::codes::{TicketKey, TicketSigner},
             usecase::fake::{ALICE, Harness, harness, start},
         },
@@ -234,6 +250,52 @@ mod tests {
             h.service.check_in(&code, &gate("g"), None).await,
             Err(TicketError::Fault(Fault::Unavailable(_)))
         ));
+    }
+
+    #[tokio::test]
+    async fn the_checkin_list_pages_a_schedules_tickets_with_their_door_status() {
+        let h = harness();
+        let ids = [
+            h.issue(ALICE).await,
+            h.issue(ALICE).await,
+            h.issue(ALICE).await,
+        ];
+        let schedule = h.ticket(ids[0]).schedule;
+        h.void(ids[1]);
+        let code = code_of(&h, ids[2]).await;
+        h.service.check_in(&code, &gate("g"), None).await.unwrap();
+
+        let first = h
+            .service
+            .checkin_list(schedule, PageRequest::asked(None, 2))
+            .await
+            .unwrap();
+        let seen: Vec<_> = first
+            .items
+            .iter()
+            .map(|t| (t.id, t.at_the_door()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![(ids[0], AtTheDoor::Valid), (ids[1], AtTheDoor::Void)],
+            "oldest first"
+        );
+        let rest = h
+            .service
+            .checkin_list(schedule, PageRequest::asked(first.next_cursor, 2))
+            .await
+            .unwrap();
+        assert_eq!(rest.items[0].at_the_door(), AtTheDoor::CheckedIn);
+        assert_eq!(rest.next_cursor, None);
+        let elsewhere = h
+            .service
+            .checkin_list(
+                ScheduleId(schedule.value() + 1),
+                PageRequest::asked(None, 10),
+            )
+            .await
+            .unwrap();
+        assert!(elsewhere.items.is_empty());
     }
 
     #[test]

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::{TicketService, issue_ticket};
 use crate::{
     kernel::{
-        Fault, ManualClock, PageRequest, ReservationId, StoreError, TicketId, Transaction,
-        UnitOfWork, UserId,
+        Fault, ManualClock, PageRequest, ReservationId, ScheduleId, StoreError, TicketId,
+        Transaction, UnitOfWork, UserId,
         events::{NewEvent, ReservationChanged},
     },
     outbox::ports::OutboxWriter,
@@ -154,13 +154,45 @@ impl TicketRepository for FakeTickets {
         holder: UserId,
         page: PageRequest,
     ) -> Result<Vec<Ticket>, TicketError> {
+        self.page(|t| t.holder == holder, Order::NewestFirst, page)
+    }
+
+    async fn of_schedule(
+        &self,
+        schedule: ScheduleId,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        self.page(|t| t.schedule == schedule, Order::OldestFirst, page)
+    }
+}
+
+enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+impl FakeTickets {
+    /// A page of the stored tickets `keep` keeps, in `order` from the
+    /// cursor on, as the table's paged reads answer it.
+    fn page(
+        &self,
+        keep: impl Fn(&Ticket) -> bool,
+        order: Order,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
         let stored = Fault::unless_down(&self.0, |s| s.down)?;
-        Ok(stored
-            .tx
-            .tickets
-            .iter()
-            .rev()
-            .filter(|t| t.holder == holder && page.after.is_none_or(|after| t.id.value() < after))
+        let tickets = stored.tx.tickets.iter().filter(|t| keep(t));
+        let rows: Vec<&Ticket> = match order {
+            Order::NewestFirst => tickets
+                .rev()
+                .filter(|t| page.after.is_none_or(|after| t.id.value() < after))
+                .collect(),
+            Order::OldestFirst => tickets
+                .filter(|t| page.after.is_none_or(|after| t.id.value() > after))
+                .collect(),
+        };
+        Ok(rows
+            .into_iter()
             .take(page.fetch() as usize)
             .cloned()
             .collect())
