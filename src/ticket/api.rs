@@ -26,6 +26,7 @@ use crate::{
         paging::{PageBody, PageSize},
         problem::{ApiResult, Problem, ProblemDetails, Unrefused, UserPage, UserRead},
         reply::Success,
+        strict::JsonString,
     },
 };
 
@@ -145,10 +146,10 @@ enum QrResponse {
 pub struct CheckInRequest {
     /// The code scanned: a ticket's `code` (compact JWS).
     #[oai(validator(max_length = 4096))]
-    pub code: String,
+    pub code: JsonString,
     /// The door it was scanned at, 1–64 characters.
     #[oai(validator(min_length = 1, max_length = 64))]
-    pub gate: String,
+    pub gate: JsonString,
     /// The show this door admits to, if the scanner knows it: a code of
     /// another schedule is then refused (409 `wrong_schedule`).
     pub schedule_id: Option<i64>,
@@ -327,9 +328,11 @@ impl<P: TicketPorts> TicketApi<P> {
         _auth: ScannerAuth,
         body: Json<CheckInRequest>,
     ) -> ApiResult<Success<CheckInBody>, CheckInRefusals> {
-        let gate = Gate::parse(&body.gate)?;
+        let gate = Gate::parse(&body.gate.0)?;
         let schedule = body.schedule_id.map(ScheduleId);
-        let admitted = self.service.check_in(&body.code, &gate, schedule).await?;
+        let admitted = (self.service)
+            .check_in(&body.code.0, &gate, schedule)
+            .await?;
         Ok(Success::json(check_in_body(admitted)))
     }
 
