@@ -22,6 +22,7 @@ mod m20261207_000016_alert_delivery;
 mod m20261207_000017_seat_places;
 mod m20261207_000018_orders;
 mod m20261207_000019_tickets;
+mod m20261207_000020_checkins;
 
 pub struct Migrator;
 
@@ -48,6 +49,39 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000017_seat_places::Migration),
             Box::new(m20261207_000018_orders::Migration),
             Box::new(m20261207_000019_tickets::Migration),
+            Box::new(m20261207_000020_checkins::Migration),
         ]
     }
+}
+
+/// Adds `columns` to `table`, one statement each: SQLite adds one at a time.
+async fn add_columns(
+    manager: &SchemaManager<'_>,
+    table: DynIden,
+    columns: impl IntoIterator<Item = ColumnDef>,
+) -> Result<(), DbErr> {
+    for mut column in columns {
+        let alter = Table::alter()
+            .table(table.clone())
+            .add_column(&mut column)
+            .to_owned();
+        manager.alter_table(alter).await?;
+    }
+    Ok(())
+}
+
+/// Drops `columns` of `table`, one statement each (as they were added).
+async fn drop_columns(
+    manager: &SchemaManager<'_>,
+    table: DynIden,
+    columns: impl IntoIterator<Item = DynIden>,
+) -> Result<(), DbErr> {
+    for column in columns {
+        let alter = Table::alter()
+            .table(table.clone())
+            .drop_column(column)
+            .to_owned();
+        manager.alter_table(alter).await?;
+    }
+    Ok(())
 }

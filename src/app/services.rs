@@ -100,7 +100,8 @@ pub type CouponWiring = CouponAdapterTypes<
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 pub type Tickets = TicketService<TicketWiring>;
 /// Tickets over their table, signed with the stored keys (or the key file).
-pub type TicketWiring = TicketAdapters<DbTickets, DbTicketCodes, QrRenderer>;
+pub type TicketWiring =
+    TicketAdapters<DbUnitOfWork, DbTickets, DbTicketCodes, QrRenderer, SystemClock, RelayWaker>;
 
 #[derive(Clone)]
 pub struct Services {
@@ -218,9 +219,12 @@ impl Services {
             events,
             notifications: NotificationService::new(DbNotifications::new(db.clone())),
             tickets: Tickets::new(
+                a.uow.clone(),
                 DbTickets::new(db.clone()),
                 DbTicketCodes::new(DbTicketKeys::new(db.clone()), ticket_key_file(settings)?),
                 QrRenderer,
+                SystemClock,
+                a.waker.clone(),
             ),
             limits,
         })

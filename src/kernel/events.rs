@@ -125,6 +125,8 @@ pub mod types {
     /// A cancelled ticket became void; the payload is a `TicketIssued`
     /// (the ticket that no longer admits).
     pub const TICKET_VOIDED: &str = "TicketVoided";
+    /// A ticket was scanned at the door for the first time.
+    pub const TICKET_CHECKED_IN: &str = "TicketCheckedIn";
 
     /// Every type the outbox carries: a consumer group is subscribed to
     /// the ones its handler handles, and the delivery audit holds it to
@@ -167,6 +169,7 @@ pub mod types {
         COUPON_LEDGER_REPAIRED,
         TICKET_ISSUED,
         TICKET_VOIDED,
+        TICKET_CHECKED_IN,
     ];
 
     /// Events about the pipeline's own trouble. A dead letter of one of
@@ -480,6 +483,21 @@ pub struct TicketIssued {
     pub seat_id: i64,
     pub version: u32,
     pub kid: String,
+}
+
+/// A ticket admitted at the door (`TicketCheckedIn`): which ticket, whose,
+/// for which show and seat, the version its code carried, and the first
+/// scan's gate and time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketCheckedIn {
+    pub ticket_id: i64,
+    pub user_id: i64,
+    pub schedule_id: i64,
+    pub seat_id: i64,
+    pub version: u32,
+    pub gate: String,
+    pub checked_in_at: DateTime<Utc>,
 }
 
 #[cfg(test)]

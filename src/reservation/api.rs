@@ -23,7 +23,7 @@ use crate::{
         admission::QueueToken,
         guarded::Guarded,
         paging::{PageBody, PageSize},
-        problem::{ApiResult, Problem, UserPage, UserRead},
+        problem::{ApiResult, Problem, ProblemDetails, UserPage, UserRead},
         reply::Success,
     },
 };
@@ -471,14 +471,18 @@ impl From<ReservationError> for Problem {
             ReservationError::AlreadyWaitlisted => {
                 Problem::conflict("already_waitlisted", err.to_string())
             }
-            ReservationError::SeatUnavailable(ref seats) => Problem {
-                seats: Some(Box::new(seats.iter().map(|seat| seat.value()).collect())),
-                ..Problem::conflict("seat_unavailable", err.to_string())
-            },
-            ReservationError::TooFewSeats { .. } => Problem {
-                seats: Some(Box::default()),
-                ..Problem::conflict("seat_unavailable", err.to_string())
-            },
+            ReservationError::SeatUnavailable(ref seats) => {
+                Problem::conflict("seat_unavailable", err.to_string()).with(ProblemDetails {
+                    seats: Some(seats.iter().map(|seat| seat.value()).collect()),
+                    ..ProblemDetails::default()
+                })
+            }
+            ReservationError::TooFewSeats { .. } => {
+                Problem::conflict("seat_unavailable", err.to_string()).with(ProblemDetails {
+                    seats: Some(Vec::new()),
+                    ..ProblemDetails::default()
+                })
+            }
             ReservationError::InvalidOrder(_) => Problem::validation(err.to_string()),
             ReservationError::HoldLimit(_) => Problem::conflict("hold_limit", err.to_string()),
             ReservationError::NotHeld(_) => {

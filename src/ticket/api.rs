@@ -1,5 +1,5 @@
-//! Tickets over HTTP: the holder's tickets and their QR images, and the
-//! public keys a scanner verifies codes with.
+//! Tickets over HTTP: the holder's tickets and their QR images, the
+//! public keys a scanner verifies codes with, and the door's check-in.
 
 use chrono::{DateTime, Utc};
 use poem::http::{StatusCode, header};
@@ -10,19 +10,23 @@ use poem_openapi::{
 };
 
 use super::{
-    domain::{MAX_PAGE, PublicKey, QrFormat, Ticket, TicketError, TicketStatus},
+    domain::{
+        AtTheDoor, CheckIn, Gate, MAX_DOOR_PAGE, MAX_PAGE, PublicKey, QrFormat, Ticket,
+        TicketError, TicketStatus,
+    },
     ports::TicketPorts,
     usecase::TicketService,
 };
 use crate::{
-    auth::api::UserAuth,
-    kernel::{PageRequest, TicketId},
+    auth::api::{ScannerAuth, UserAuth},
+    kernel::{PageRequest, ScheduleId, TicketId},
     web::{
         ApiTags,
         guarded::Unguarded,
         paging::{PageBody, PageSize},
-        problem::{ApiResult, Problem, Unrefused, UserPage, UserRead},
+        problem::{ApiResult, Problem, ProblemDetails, Unrefused, UserPage, UserRead},
         reply::Success,
+        strict::JsonString,
     },
 };
 
@@ -136,6 +140,82 @@ enum QrResponse {
     Ok(QrImage),
 }
 
+/// A scan at the door.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckInRequest", rename_all = "camelCase")]
+pub struct CheckInRequest {
+    /// The code scanned: a ticket's `code` (compact JWS).
+    #[oai(validator(max_length = 4096))]
+    pub code: JsonString,
+    /// The door it was scanned at, 1–64 characters.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub gate: JsonString,
+    /// The show this door admits to, if the scanner knows it: a code of
+    /// another schedule is then refused (409 `wrong_schedule`).
+    pub schedule_id: Option<i64>,
+}
+
+/// A ticket admitted.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckIn", rename_all = "camelCase")]
+pub struct CheckInBody {
+    pub ticket_id: i64,
+    /// The seat's id.
+    pub seat: i64,
+    /// The holder's user id.
+    pub holder: i64,
+    pub schedule_id: i64,
+    /// The gate of this, the first, scan.
+    pub gate: String,
+    /// When it was admitted.
+    pub at: DateTime<Utc>,
+}
+
+fn check_in_body(admitted: CheckIn) -> CheckInBody {
+    CheckInBody {
+        ticket_id: admitted.ticket.value(),
+        seat: admitted.seat.value(),
+        holder: admitted.holder.value(),
+        schedule_id: admitted.schedule.value(),
+        gate: admitted.scan.gate,
+        at: admitted.scan.at,
+    }
+}
+
+/// A ticket as the door sees it.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename = "DoorStatus", rename_all = "snake_case")]
+pub enum DoorStatusBody {
+    /// Admits its holder once.
+    Valid,
+    /// Cancelled: admits nobody.
+    Void,
+    /// Admitted already.
+    CheckedIn,
+}
+
+/// One line of a schedule's check-in list.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckInListItem", rename_all = "camelCase")]
+pub struct CheckInListItem {
+    pub ticket_id: i64,
+    /// Only a code of this version admits.
+    pub version: u32,
+    pub status: DoorStatusBody,
+}
+
+fn list_item(t: Ticket) -> CheckInListItem {
+    CheckInListItem {
+        ticket_id: t.id.value(),
+        version: t.version,
+        status: match t.at_the_door() {
+            AtTheDoor::Valid => DoorStatusBody::Valid,
+            AtTheDoor::Void => DoorStatusBody::Void,
+            AtTheDoor::CheckedIn => DoorStatusBody::CheckedIn,
+        },
+    }
+}
+
 pub type TicketApi<P> = Unguarded<TicketService<P>>;
 
 crate::refusals! {
@@ -144,6 +224,19 @@ crate::refusals! {
         401: [unauthorized],
         404: [not_found],
         410: [ticket_void],
+    }
+    DoorPage {
+        400: [validation_failed],
+        401: [unauthorized],
+    }
+    CheckInRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [already_checked_in, ticket_superseded, ticket_void, wrong_schedule],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+        422: [invalid_code],
     }
 }
 
@@ -218,6 +311,53 @@ impl<P: TicketPorts> TicketApi<P> {
             QrFormat::Png => QrImage::Png(Binary(image)),
         }))
     }
+
+    /// Admits a ticket at the door (staff or admin token): its code is
+    /// verified against the keys of `GET /v1/tickets/keys`, and the first
+    /// scan of a ticket answers 200 with its seat and holder. Refused:
+    /// 422 `invalid_code` for a code this server did not sign (forged,
+    /// altered, unreadable); 404 for a signed code of no ticket; 409
+    /// `already_checked_in` with the first scan's `gate` and `at`;
+    /// 409 `ticket_superseded` for the code of an older version (the
+    /// ticket was re-issued), `ticket_void` for a cancelled ticket, and
+    /// `wrong_schedule` when `scheduleId` names another show. Of any
+    /// number of concurrent scans of one ticket, exactly one is admitted.
+    #[oai(path = "/v1/checkins", method = "post", operation_id = "checkIn")]
+    async fn check_in(
+        &self,
+        _auth: ScannerAuth,
+        body: Json<CheckInRequest>,
+    ) -> ApiResult<Success<CheckInBody>, CheckInRefusals> {
+        let gate = Gate::parse(&body.gate.0)?;
+        let schedule = body.schedule_id.map(ScheduleId);
+        let admitted = (self.service)
+            .check_in(&body.code.0, &gate, schedule)
+            .await?;
+        Ok(Success::json(check_in_body(admitted)))
+    }
+
+    /// A schedule's tickets for a scanner that checks codes offline
+    /// (staff or admin token): each ticket's id, the version whose code
+    /// admits, and whether it is `valid`, `void` or `checked_in`; oldest
+    /// first, paged by `nextCursor`. A schedule without tickets lists none.
+    #[oai(
+        path = "/v1/schedules/:id/checkin-list",
+        method = "get",
+        operation_id = "checkInList"
+    )]
+    async fn checkin_list(
+        &self,
+        _auth: ScannerAuth,
+        id: Path<i64>,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<i64>>,
+        /// Page size, 1–1000 (default 500).
+        limit: PageSize<MAX_DOOR_PAGE, 500>,
+    ) -> ApiResult<Success<PageBody<CheckInListItem>>, DoorPage> {
+        let asked = PageRequest::asked(after.0, limit.get());
+        let page = self.service.checkin_list(ScheduleId(id.0), asked).await?;
+        Ok(Success::page(page, list_item))
+    }
 }
 
 impl From<TicketError> for Problem {
@@ -225,6 +365,24 @@ impl From<TicketError> for Problem {
         match err {
             TicketError::NotFound(_) => Problem::not_found(err.to_string()),
             TicketError::Void(_) => Problem::new(StatusCode::GONE, "ticket_void", err.to_string()),
+            TicketError::Invalid(_) => Problem::validation(err.to_string()),
+            TicketError::Forged => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_code",
+                err.to_string(),
+            ),
+            TicketError::VoidCode(_) => Problem::conflict("ticket_void", err.to_string()),
+            TicketError::Superseded(_) => Problem::conflict("ticket_superseded", err.to_string()),
+            TicketError::WrongSchedule { .. } => {
+                Problem::conflict("wrong_schedule", err.to_string())
+            }
+            TicketError::AlreadyCheckedIn(ref first) => {
+                Problem::conflict("already_checked_in", err.to_string()).with(ProblemDetails {
+                    gate: Some(first.gate.clone()),
+                    at: Some(first.at),
+                    ..ProblemDetails::default()
+                })
+            }
             TicketError::Fault(fault) => Problem::fault("ticket store", &fault),
         }
     }

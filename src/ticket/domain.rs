@@ -6,13 +6,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::{
     Fault, ReservationId, ScheduleId, SeatId, TicketId, UserId,
-    events::{NewEvent, ReservationChanged, TicketIssued},
+    events::{NewEvent, ReservationChanged, TicketCheckedIn, TicketIssued, types},
 };
 
 /// The consumer group that issues and voids tickets.
 pub const TICKETS_CONSUMER: &str = "tickets";
 /// A holder's list of tickets: at most 100 a page.
 pub const MAX_PAGE: u64 = 100;
+/// A schedule's check-in list for offline scanners: at most 1000 a page.
+pub const MAX_DOOR_PAGE: u64 = 1000;
 /// The version a ticket is issued with (a transfer re-issues it with the
 /// next one).
 pub const FIRST_VERSION: u32 = 1;
@@ -40,6 +42,8 @@ pub struct Ticket {
     pub status: TicketStatus,
     pub code: SignedCode,
     pub issued_at: DateTime<Utc>,
+    /// The first scan at the door, once there was one.
+    pub checked_in: Option<Scan>,
 }
 
 impl Ticket {
@@ -51,6 +55,15 @@ impl Ticket {
             seat: self.seat.value(),
             sub: self.holder.value(),
             ver: self.version,
+        }
+    }
+
+    /// What an offline scanner needs to know of it.
+    pub fn at_the_door(&self) -> AtTheDoor {
+        match (self.status, &self.checked_in) {
+            (TicketStatus::Void, _) => AtTheDoor::Void,
+            (TicketStatus::Valid, Some(_)) => AtTheDoor::CheckedIn,
+            (TicketStatus::Valid, None) => AtTheDoor::Valid,
         }
     }
 
@@ -116,6 +129,7 @@ impl NewTicket {
             status: self.status,
             code,
             issued_at,
+            checked_in: None,
         }
     }
 
@@ -219,6 +233,112 @@ pub fn on_cancelled(existing: Option<&Ticket>) -> OnCancelled {
     }
 }
 
+/// A ticket as the door sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AtTheDoor {
+    /// Admits its holder once.
+    Valid,
+    /// Cancelled: admits nobody.
+    Void,
+    /// Admitted already.
+    CheckedIn,
+}
+
+/// A door's name, as a scanner sends it: 1 to 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate(String);
+
+impl Gate {
+    pub const MAX_CHARS: usize = 64;
+
+    pub fn parse(name: &str) -> Result<Self, TicketError> {
+        let chars = name.chars().count();
+        if (1..=Self::MAX_CHARS).contains(&chars) {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(TicketError::Invalid(format!(
+                "gate: 1 to {} characters, got {chars}",
+                Self::MAX_CHARS
+            )))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A scan at the door: where and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scan {
+    pub gate: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A ticket admitted: what its code says and the scan that admitted it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckIn {
+    pub ticket: TicketId,
+    pub holder: UserId,
+    pub schedule: ScheduleId,
+    pub seat: SeatId,
+    pub version: u32,
+    pub scan: Scan,
+}
+
+impl CheckIn {
+    /// The admission a verified code asks for.
+    pub fn of(claims: &TicketClaims, scan: Scan) -> Self {
+        Self {
+            ticket: TicketId(claims.tid),
+            holder: UserId(claims.sub),
+            schedule: ScheduleId(claims.sch),
+            seat: SeatId(claims.seat),
+            version: claims.ver,
+            scan,
+        }
+    }
+
+    /// `TicketCheckedIn`.
+    pub fn event(&self) -> NewEvent {
+        NewEvent::new(
+            types::TICKET_CHECKED_IN,
+            "ticket",
+            self.ticket,
+            &TicketCheckedIn {
+                ticket_id: self.ticket.value(),
+                user_id: self.holder.value(),
+                schedule_id: self.schedule.value(),
+                seat_id: self.seat.value(),
+                version: self.version,
+                gate: self.scan.gate.clone(),
+                checked_in_at: self.scan.at,
+            },
+        )
+    }
+}
+
+/// Why a verified code whose check-in changed nothing admits nobody, from
+/// the ticket as it is now: void before superseded before already checked
+/// in, so the scanner hears the reason that outlasts the others.
+pub fn refusal(claims: &TicketClaims, now: Option<&Ticket>) -> TicketError {
+    let id = TicketId(claims.tid);
+    match now {
+        None => TicketError::NotFound(id),
+        Some(ticket) if ticket.status == TicketStatus::Void => TicketError::VoidCode(id),
+        Some(ticket) if ticket.version != claims.ver => TicketError::Superseded(id),
+        Some(Ticket {
+            checked_in: Some(first),
+            ..
+        }) => TicketError::AlreadyCheckedIn(Box::new(first.clone())),
+        // Nothing stops this code now (a change undone between the update
+        // and this read): the scanner may scan it again.
+        Some(_) => TicketError::Fault(Fault::conflict(format!(
+            "ticket {id} changed while it was scanned"
+        ))),
+    }
+}
+
 /// Which image of a code a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QrFormat {
@@ -245,6 +365,18 @@ pub enum TicketError {
     NotFound(TicketId),
     #[error("ticket {0} is void: it was cancelled and admits nobody")]
     Void(TicketId),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not a ticket code this server signed (forged, altered or unreadable)")]
+    Forged,
+    #[error("ticket {0} is void: it was cancelled and admits nobody")]
+    VoidCode(TicketId),
+    #[error("ticket {0} was re-issued: this code is an older version and admits nobody")]
+    Superseded(TicketId),
+    #[error("already checked in at gate {} at {}", .0.gate, .0.at)]
+    AlreadyCheckedIn(Box<Scan>),
+    #[error("the ticket is for schedule {code}, not schedule {scanning}")]
+    WrongSchedule { code: i64, scanning: i64 },
     #[error(transparent)]
     Fault(Fault),
 }
@@ -269,6 +401,7 @@ mod tests {
                 kid: "k".into(),
             },
             issued_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            checked_in: None,
         }
     }
 

@@ -3,17 +3,27 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    NewTicket, PublicKey, QrFormat, SignedCode, Ticket, TicketClaims, TicketError,
+    CheckIn, NewTicket, PublicKey, QrFormat, SignedCode, Ticket, TicketClaims, TicketError,
 };
-use crate::kernel::{PageRequest, ReservationId, StoreError, TicketId, UserId};
+use crate::{
+    kernel::{
+        Clock, PageRequest, ReservationId, ScheduleId, StoreError, TicketId, UnitOfWork, UserId,
+        events::RelayWake,
+    },
+    outbox::ports::OutboxWriter,
+};
 
 crate::kernel::ports::ports_bundle! {
     /// The adapters the ticket use cases run over: the composition root
     /// picks them (`app::services`), tests pick fakes.
-    pub trait TicketPorts for TicketAdapters<R, K, Q> {
+    pub trait TicketPorts for TicketAdapters<U, R, K, Q, C, W> {
+        /// A check-in and its event commit together.
+        type Uow: UnitOfWork<Tx: TicketTx + OutboxWriter>;
         type Tickets: TicketRepository;
         type Codes: TicketCodes;
         type Qr: QrImages;
+        type Clock: Clock;
+        type Wake: RelayWake;
     }
 }
 
@@ -27,6 +37,14 @@ pub trait TicketRepository: Clone + Send + Sync + 'static {
     fn of_holder(
         &self,
         holder: UserId,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
+
+    /// Up to `page.fetch()` of the schedule's tickets, oldest first, after
+    /// the ticket `page.after`.
+    fn of_schedule(
+        &self,
+        schedule: ScheduleId,
         page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
 }
@@ -61,6 +79,12 @@ pub trait TicketTx: Send {
         id: TicketId,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records the first scan of the ticket (a compare-and-set on its id
+    /// and version, valid and not checked in yet); true if this one was
+    /// it. Of any number of concurrent scans, one sees true.
+    fn check_in(&mut self, scan: &CheckIn)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The server's ticket-signing keys: the current one signs, every key
@@ -73,6 +97,13 @@ pub trait TicketCodes: Clone + Send + Sync + 'static {
 
     /// Every key a code may be signed with, the signing one first.
     fn public_keys(&self) -> impl Future<Output = Result<Vec<PublicKey>, StoreError>> + Send;
+
+    /// The claims of a code signed with one of those keys (found by the
+    /// `kid` of its header); `None` for any other string.
+    fn verify(
+        &self,
+        code: &str,
+    ) -> impl Future<Output = Result<Option<TicketClaims>, StoreError>> + Send;
 }
 
 /// Draws a code as a QR image.

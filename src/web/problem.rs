@@ -5,6 +5,7 @@ use std::{
     marker::PhantomData,
 };
 
+use chrono::{DateTime, Utc};
 use poem::{
     IntoResponse, Response,
     error::ResponseError,
@@ -39,9 +40,25 @@ pub struct Problem {
     /// Seconds after which a retry may succeed (also sent as `Retry-After`).
     #[oai(skip_serializing_if_is_none)]
     pub retry_after_seconds: Option<u32>,
+    /// What some codes tell besides (`seats`, `gate`, `at`), as fields of
+    /// the problem; boxed together, so the error stays small.
+    #[oai(flatten)]
+    pub details: Option<Box<ProblemDetails>>,
+}
+
+/// The fields only some problems carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Object)]
+#[oai(rename = "ProblemDetails", rename_all = "camelCase")]
+pub struct ProblemDetails {
     /// With `seat_unavailable`: the seats someone else holds or bought.
     #[oai(skip_serializing_if_is_none)]
-    pub seats: Option<Box<Vec<i64>>>,
+    pub seats: Option<Vec<i64>>,
+    /// With `already_checked_in`: the gate of the first scan.
+    #[oai(skip_serializing_if_is_none)]
+    pub gate: Option<String>,
+    /// With `already_checked_in`: the time of the first scan.
+    #[oai(skip_serializing_if_is_none)]
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl Problem {
@@ -53,7 +70,15 @@ impl Problem {
             detail: detail.into(),
             code: code.to_owned(),
             retry_after_seconds: None,
-            seats: None,
+            details: None,
+        }
+    }
+
+    /// The problem with the fields its code tells besides.
+    pub fn with(self, details: ProblemDetails) -> Self {
+        Self {
+            details: Some(Box::new(details)),
+            ..self
         }
     }
 

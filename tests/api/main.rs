@@ -12,6 +12,7 @@ mod coupons;
 mod crash;
 mod delivery;
 mod demo_page;
+mod door;
 mod edge;
 mod errors;
 mod events;

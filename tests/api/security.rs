@@ -46,6 +46,8 @@ enum Guard {
     /// A queue token alone (any state).
     Queue,
     Admin,
+    /// A staff (or admin) JWT: the door.
+    Scanner,
 }
 
 struct Route {
@@ -451,6 +453,33 @@ impl World {
             ),
             route(
                 Method::GET,
+                "/v1/tickets/keys",
+                "/v1/tickets/keys".into(),
+                Public,
+            ),
+            route(
+                Method::GET,
+                "/v1/users/me/tickets",
+                "/v1/users/me/tickets".into(),
+                User,
+            ),
+            route(Method::GET, "/v1/tickets/{id}", "/v1/tickets/1".into(), User),
+            route(
+                Method::GET,
+                "/v1/tickets/{id}/qr",
+                "/v1/tickets/1/qr".into(),
+                User,
+            ),
+            route(Method::POST, "/v1/checkins", "/v1/checkins".into(), Scanner)
+                .with_body(json!({"code": "x.y.z", "gate": "north"})),
+            route(
+                Method::GET,
+                "/v1/schedules/{id}/checkin-list",
+                format!("/v1/schedules/{schedule}/checkin-list"),
+                Scanner,
+            ),
+            route(
+                Method::GET,
                 "/v1/users/me/reservations",
                 "/v1/users/me/reservations".into(),
                 User,
@@ -741,6 +770,7 @@ fn documented_guards(spec: &Value) -> Vec<String> {
                         ["userToken", "queueToken"] => Guard::UserQueue,
                         ["queueToken"] => Guard::Queue,
                         ["adminToken"] => Guard::Admin,
+                        ["scannerToken"] => Guard::Scanner,
                         other => panic!("{method} {path}: unexpected security {other:?}"),
                     };
                     format!("{} {path} {guard:?}", method.to_uppercase())
@@ -791,13 +821,13 @@ async fn every_route_refuses_missing_forged_and_expired_credentials_and_the_wron
                 let resp = send(None, None).await;
                 assert_eq!(resp.status(), 200, "{}", what("no token"));
             }
-            Guard::User | Guard::Admin | Guard::UserQueue => {
+            Guard::User | Guard::Admin | Guard::Scanner | Guard::UserQueue => {
                 let queue = (r.guard == Guard::UserQueue).then(|| probe_queue.clone());
                 assert_unauthorized(send(None, queue.clone()).await, &what("no token")).await;
                 for (case, token) in bad_bearers(PROBE, &probe_queue) {
                     assert_unauthorized(send(Some(token), queue.clone()).await, &what(case)).await;
                 }
-                if r.guard == Guard::Admin {
+                if matches!(r.guard, Guard::Admin | Guard::Scanner) {
                     let resp = send(Some(probe.clone()), None).await;
                     assert_problem(resp, 403, "forbidden").await;
                 }
@@ -1167,6 +1197,7 @@ impl World {
             Guard::UserQueue => (user(), Some(self.probe_queue.clone())),
             Guard::Queue => (None, Some(self.probe_queue.clone())),
             Guard::Admin => (Some(self.app.admin_token()), None),
+            Guard::Scanner => (Some(self.app.token(PROBE, Role::Staff)), None),
         }
     }
 }

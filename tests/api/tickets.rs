@@ -73,13 +73,29 @@ async fn keys(app: &TestApp) -> Value {
 }
 
 /// `user`'s tickets, waiting until there are `n`.
-async fn tickets_of(app: &TestApp, user: i64, n: usize) -> Vec<Value> {
+pub(crate) async fn tickets_of(app: &TestApp, user: i64, n: usize) -> Vec<Value> {
     eventually("the tickets", WAIT, || async {
         let page = get_as(app, user, "/v1/users/me/tickets").await;
         let items = page["items"].as_array().cloned().unwrap_or_default();
         (items.len() == n).then_some(items)
     })
     .await
+}
+
+/// `user` refunds `payment`; waits until its ticket `id` is void.
+pub(crate) async fn refund_until_void(app: &TestApp, user: i64, payment: &Value, id: &Value) {
+    let refund = app
+        .post(&format!("/v1/payments/{}/refunds", payment["id"]))
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refund.status(), 202);
+    eventually("the ticket to be void", WAIT, || async {
+        let ticket = get_as(app, user, &format!("/v1/tickets/{id}")).await;
+        (ticket["status"] == "void").then_some(())
+    })
+    .await;
 }
 
 async fn qr(app: &TestApp, user: i64, id: &Value, accept: Option<&str>) -> reqwest::Response {
@@ -178,18 +194,7 @@ async fn a_refunded_ticket_ends_void_and_draws_no_qr() {
     let sale = sale(&app, 2).await;
     let (_, _, payment) = confirmed_ticket_on(&app, 43, &sale, sale.seats[0]).await;
     let id = tickets_of(&app, 43, 1).await[0]["id"].clone();
-    let refund = app
-        .post(&format!("/v1/payments/{}/refunds", payment["id"]))
-        .bearer_auth(app.user_token(43))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refund.status(), 202);
-    eventually("the ticket to be void", WAIT, || async {
-        let ticket = get_as(&app, 43, &format!("/v1/tickets/{id}")).await;
-        (ticket["status"] == "void").then_some(())
-    })
-    .await;
+    refund_until_void(&app, 43, &payment, &id).await;
     assert_problem(qr(&app, 43, &id, None).await, 410, "ticket_void").await;
     let voided = outbox_payloads(&app.db, "TicketVoided").await;
     assert_eq!(voided.len(), 1);

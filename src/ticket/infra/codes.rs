@@ -234,6 +234,10 @@ impl TicketCodes for SignerCodes {
     async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
         Ok(self.signer.public_keys())
     }
+
+    async fn verify(&self, code: &str) -> Result<Option<TicketClaims>, StoreError> {
+        Ok(self.signer.read(code).ok())
+    }
 }
 
 /// How long a process signs with the keys it read before reading them
@@ -326,6 +330,10 @@ impl TicketCodes for DbTicketCodes {
 
     async fn public_keys(&self) -> Result<Vec<PublicKey>, StoreError> {
         self.codes().await?.public_keys().await
+    }
+
+    async fn verify(&self, code: &str) -> Result<Option<TicketClaims>, StoreError> {
+        self.codes().await?.verify(code).await
     }
 }
 

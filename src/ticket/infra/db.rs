@@ -13,7 +13,8 @@ use crate::{
     kernel::{PageRequest, ReservationId, ScheduleId, SeatId, StoreError, TicketId, UserId},
     ticket::{
         domain::{
-            FIRST_VERSION, KeyRecord, NewTicket, SignedCode, Ticket, TicketError, TicketStatus,
+            CheckIn, FIRST_VERSION, KeyRecord, NewTicket, Scan, SignedCode, Ticket, TicketError,
+            TicketStatus,
         },
         ports::{TicketRepository, TicketTx},
     },
@@ -39,6 +40,9 @@ pub mod ticket {
         pub kid: String,
         pub issued_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// The first scan at the door.
+        pub checked_in_at: Option<DateTimeUtc>,
+        pub checked_in_gate: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -88,6 +92,10 @@ fn to_ticket(row: ticket::Model) -> anyhow::Result<Ticket> {
             kid: row.kid,
         },
         issued_at: row.issued_at,
+        checked_in: match (row.checked_in_at, row.checked_in_gate) {
+            (Some(at), Some(gate)) => Some(Scan { gate, at }),
+            _ => None,
+        },
     })
 }
 
@@ -115,6 +123,17 @@ impl TicketRepository for DbTickets {
         let query = ticket::Entity::find()
             .filter(ticket::Column::UserId.eq(holder.value()))
             .newest_first(ticket::Column::Id, page);
+        Ok(all_as(query, &self.db, to_ticket).await?)
+    }
+
+    async fn of_schedule(
+        &self,
+        schedule: ScheduleId,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let query = ticket::Entity::find()
+            .filter(ticket::Column::ScheduleId.eq(schedule.value()))
+            .oldest_first(ticket::Column::Id, page);
         Ok(all_as(query, &self.db, to_ticket).await?)
     }
 }
@@ -145,6 +164,8 @@ impl TicketTx for DbTx {
             kid: Set(String::new()),
             issued_at: Set(now),
             updated_at: Set(now),
+            checked_in_at: Set(None),
+            checked_in_gate: Set(None),
             ..Default::default()
         };
         if !insert_new(row, [ticket::Column::ReservationId], self.conn()).await? {
@@ -173,6 +194,21 @@ impl TicketTx for DbTx {
             .filter(ticket::Column::Id.eq(id.value()))
             .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()));
         Ok(compare_and_set(void, self.conn()).await?)
+    }
+
+    async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
+        let first = ticket::Entity::update_many()
+            .col_expr(ticket::Column::CheckedInAt, Expr::value(scan.scan.at))
+            .col_expr(
+                ticket::Column::CheckedInGate,
+                Expr::value(scan.scan.gate.clone()),
+            )
+            .col_expr(ticket::Column::UpdatedAt, Expr::value(scan.scan.at))
+            .filter(ticket::Column::Id.eq(scan.ticket.value()))
+            .filter(ticket::Column::Version.eq(scan.version as i32))
+            .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()))
+            .filter(ticket::Column::CheckedInAt.is_null());
+        Ok(compare_and_set(first, self.conn()).await?)
     }
 }
 

@@ -8,12 +8,14 @@ use chrono::{DateTime, Utc};
 use super::{TicketService, issue_ticket};
 use crate::{
     kernel::{
-        Fault, PageRequest, ReservationId, StoreError, TicketId, UserId,
+        Fault, ManualClock, PageRequest, ReservationId, ScheduleId, StoreError, TicketId,
+        Transaction, UnitOfWork, UserId,
         events::{NewEvent, ReservationChanged},
     },
     outbox::ports::OutboxWriter,
+    testing::Wakes,
     ticket::{
-        domain::{NewTicket, SignedCode, Ticket, TicketError, TicketStatus},
+        domain::{CheckIn, NewTicket, SignedCode, Ticket, TicketError, TicketStatus},
         infra::{
             codes::{SignerCodes, TicketKey, TicketSigner},
             qr::QrRenderer,
@@ -52,7 +54,7 @@ pub fn sold(id: i64) -> ReservationChanged {
 
 /// What the ticket step stores in the consumer's transaction, with one
 /// unique ticket per reservation like the table.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct FakeTx {
     pub tickets: Vec<Ticket>,
     pub events: Vec<NewEvent>,
@@ -110,6 +112,18 @@ impl TicketTx for FakeTx {
             _ => Ok(false),
         }
     }
+
+    async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
+        let ticket = self.tickets.iter_mut().find(|t| {
+            t.id == scan.ticket
+                && t.version == scan.version
+                && t.status == TicketStatus::Valid
+                && t.checked_in.is_none()
+        });
+        Ok(ticket
+            .map(|ticket| ticket.checked_in = Some(scan.scan.clone()))
+            .is_some())
+    }
 }
 
 impl OutboxWriter for FakeTx {
@@ -140,35 +154,152 @@ impl TicketRepository for FakeTickets {
         holder: UserId,
         page: PageRequest,
     ) -> Result<Vec<Ticket>, TicketError> {
+        self.page(|t| t.holder == holder, Order::NewestFirst, page)
+    }
+
+    async fn of_schedule(
+        &self,
+        schedule: ScheduleId,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        self.page(|t| t.schedule == schedule, Order::OldestFirst, page)
+    }
+}
+
+enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+impl FakeTickets {
+    /// A page of the stored tickets `keep` keeps, in `order` from the
+    /// cursor on, as the table's paged reads answer it.
+    fn page(
+        &self,
+        keep: impl Fn(&Ticket) -> bool,
+        order: Order,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
         let stored = Fault::unless_down(&self.0, |s| s.down)?;
-        Ok(stored
-            .tx
-            .tickets
-            .iter()
-            .rev()
-            .filter(|t| t.holder == holder && page.after.is_none_or(|after| t.id.value() < after))
+        let tickets = stored.tx.tickets.iter().filter(|t| keep(t));
+        let rows: Vec<&Ticket> = match order {
+            Order::NewestFirst => tickets
+                .rev()
+                .filter(|t| page.after.is_none_or(|after| t.id.value() < after))
+                .collect(),
+            Order::OldestFirst => tickets
+                .filter(|t| page.after.is_none_or(|after| t.id.value() > after))
+                .collect(),
+        };
+        Ok(rows
+            .into_iter()
             .take(page.fetch() as usize)
             .cloned()
             .collect())
     }
 }
 
-pub type Fakes = TicketAdapters<FakeTickets, SignerCodes, QrRenderer>;
+/// A transaction over a copy of the stored tickets, written back on
+/// commit (dropped, it leaves them as they were).
+pub struct FakeTicketsTx {
+    work: FakeTx,
+    store: FakeTickets,
+}
+
+impl UnitOfWork for FakeTickets {
+    type Tx = FakeTicketsTx;
+
+    async fn begin(&self) -> Result<FakeTicketsTx, StoreError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)
+            .map_err(|_| StoreError::Unavailable(anyhow::anyhow!("database down")))?;
+        Ok(FakeTicketsTx {
+            work: stored.tx.clone(),
+            store: self.clone(),
+        })
+    }
+}
+
+impl Transaction for FakeTicketsTx {
+    async fn commit(self) -> Result<(), StoreError> {
+        self.store.0.lock().unwrap().tx = self.work;
+        Ok(())
+    }
+}
+
+impl TicketTx for FakeTicketsTx {
+    async fn ticket_of(
+        &mut self,
+        reservation: ReservationId,
+    ) -> Result<Option<Ticket>, StoreError> {
+        self.work.ticket_of(reservation).await
+    }
+
+    async fn insert_ticket(
+        &mut self,
+        new: &NewTicket,
+        now: DateTime<Utc>,
+    ) -> Result<Option<TicketId>, StoreError> {
+        self.work.insert_ticket(new, now).await
+    }
+
+    async fn set_code(&mut self, id: TicketId, code: &SignedCode) -> Result<(), StoreError> {
+        self.work.set_code(id, code).await
+    }
+
+    async fn void_ticket(&mut self, id: TicketId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.work.void_ticket(id, now).await
+    }
+
+    async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
+        self.work.check_in(scan).await
+    }
+}
+
+impl OutboxWriter for FakeTicketsTx {
+    async fn append(
+        &mut self,
+        events: Vec<NewEvent>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.work.append(events, now).await
+    }
+}
+
+pub type Fakes =
+    TicketAdapters<FakeTickets, FakeTickets, SignerCodes, QrRenderer, ManualClock, Wakes>;
+
+/// When the fakes' clock starts.
+pub fn start() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
 
 pub struct Harness {
     pub service: TicketService<Fakes>,
     pub tickets: FakeTickets,
     pub codes: SignerCodes,
+    pub clock: ManualClock,
+    pub wakes: Wakes,
     next_reservation: Mutex<i64>,
 }
 
 pub fn harness() -> Harness {
     let tickets = FakeTickets::default();
     let codes = test_codes();
+    let clock = ManualClock::new(start());
+    let wakes = Wakes::default();
     Harness {
-        service: TicketService::new(tickets.clone(), codes.clone(), QrRenderer),
+        service: TicketService::new(
+            tickets.clone(),
+            tickets.clone(),
+            codes.clone(),
+            QrRenderer,
+            clock.clone(),
+            wakes.clone(),
+        ),
         tickets,
         codes,
+        clock,
+        wakes,
         next_reservation: Mutex::new(0),
     }
 }
@@ -203,5 +334,29 @@ impl Harness {
 
     pub fn down(&self) {
         self.tickets.0.lock().unwrap().down = true;
+    }
+
+    /// The ticket as stored now.
+    pub fn ticket(&self, id: TicketId) -> Ticket {
+        let stored = self.tickets.0.lock().unwrap();
+        stored
+            .tx
+            .tickets
+            .iter()
+            .find(|t| t.id == id)
+            .unwrap()
+            .clone()
+    }
+
+    /// Plays a transfer: the ticket is re-issued with the next version.
+    pub fn reissue(&self, id: TicketId) {
+        let mut stored = self.tickets.0.lock().unwrap();
+        let ticket = stored.tx.tickets.iter_mut().find(|t| t.id == id).unwrap();
+        ticket.version += 1;
+    }
+
+    /// The events committed so far.
+    pub fn events(&self) -> Vec<NewEvent> {
+        self.tickets.0.lock().unwrap().tx.events.clone()
     }
 }

@@ -1,6 +1,8 @@
 //! The ticket use cases, one file per flow: issuing and voiding tickets as
-//! a saga step (`issue.rs`), and what a holder reads (`holder.rs`).
+//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), and the
+//! door (`checkin.rs`).
 
+mod checkin;
 #[cfg(test)]
 mod fake;
 mod holder;
@@ -12,14 +14,31 @@ use super::ports::TicketPorts;
 
 #[derive(Clone)]
 pub struct TicketService<P: TicketPorts> {
+    uow: P::Uow,
     tickets: P::Tickets,
     codes: P::Codes,
     qr: P::Qr,
+    clock: P::Clock,
+    wake: P::Wake,
 }
 
 impl<P: TicketPorts> TicketService<P> {
-    pub fn new(tickets: P::Tickets, codes: P::Codes, qr: P::Qr) -> Self {
-        Self { tickets, codes, qr }
+    pub fn new(
+        uow: P::Uow,
+        tickets: P::Tickets,
+        codes: P::Codes,
+        qr: P::Qr,
+        clock: P::Clock,
+        wake: P::Wake,
+    ) -> Self {
+        Self {
+            uow,
+            tickets,
+            codes,
+            qr,
+            clock,
+            wake,
+        }
     }
 
     /// The signing keys, for what issues tickets in the consumer.
