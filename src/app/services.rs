@@ -49,8 +49,9 @@ use crate::{
     },
     ticket::{
         infra::{
-            codes::{DbTicketCodes, TicketKey},
+            codes::TicketKey,
             db::{DbTicketKeys, DbTickets},
+            keys::DbTicketCodes,
             qr::QrRenderer,
         },
         ports::TicketAdapters,

@@ -1,3 +1,4 @@
 pub mod codes;
 pub mod db;
+pub mod keys;
 pub mod qr;
