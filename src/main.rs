@@ -6,7 +6,13 @@ use boxoffice::{
     db,
     kernel::{SystemClock, UserId},
     telemetry,
-    ticket::infra::{codes::TicketKey, db::DbTicketKeys},
+    ticket::{
+        domain::may_retire,
+        infra::{
+            codes::{TicketKey, records},
+            db::DbTicketKeys,
+        },
+    },
 };
 use chrono::TimeDelta;
 use clap::Parser;
@@ -61,6 +67,18 @@ async fn run() -> anyhow::Result<()> {
                 "another rotation stored a key at the same moment; run it again if one more is wanted"
             );
             println!("{}", key.public().kid());
+            Ok(())
+        }
+        Command::TicketKeys(TicketKeysCommand::Retire { kid }) => {
+            let _telemetry = telemetry::init(settings.log_format, None)?;
+            let keys = DbTicketKeys::new(migrated(&settings).await?);
+            let stored = keys.stored().await?;
+            let generation = may_retire(&records(&stored), keys.generation_of(&kid).await?)?;
+            anyhow::ensure!(
+                keys.retire(generation, chrono::Utc::now()).await?,
+                "another command retired that key at the same moment"
+            );
+            eprintln!("retired ticket key {kid}: every process stops trusting it within 30 s");
             Ok(())
         }
         Command::Openapi => {

@@ -1,5 +1,7 @@
 use sea_orm_migration::{prelude::*, schema::*};
 
+use crate::{add_columns, drop_columns};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -56,24 +58,13 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Reservations::Table)
-                    .add_column(ColumnDef::new(Reservations::OrderId).big_integer().null())
-                    .to_owned(),
-            )
-            .await?;
+        let order_id = |column: DynIden| ColumnDef::new(column).big_integer().null().to_owned();
+        let column = order_id(Reservations::OrderId.into_iden());
+        add_columns(manager, Reservations::Table.into_iden(), [column]).await?;
         // The order a payment paid for (null: a payment of one hold made
         // before orders existed).
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Payments::Table)
-                    .add_column(ColumnDef::new(Payments::OrderId).big_integer().null())
-                    .to_owned(),
-            )
-            .await?;
+        let column = order_id(Payments::OrderId.into_iden());
+        add_columns(manager, Payments::Table.into_iden(), [column]).await?;
         // An order's seats, and a payment's.
         for (name, column) in [
             ("ix_reservations_order", Reservations::OrderId),
@@ -103,22 +94,10 @@ impl MigrationTrait for Migration {
                 )
                 .await?;
         }
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Reservations::Table)
-                    .drop_column(Reservations::OrderId)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Payments::Table)
-                    .drop_column(Payments::OrderId)
-                    .to_owned(),
-            )
-            .await?;
+        let column = [Reservations::OrderId.into_iden()];
+        drop_columns(manager, Reservations::Table.into_iden(), column).await?;
+        let column = [Payments::OrderId.into_iden()];
+        drop_columns(manager, Payments::Table.into_iden(), column).await?;
         manager
             .drop_table(Table::drop().table(Orders::Table).to_owned())
             .await

@@ -36,12 +36,20 @@ pub enum Command {
     TicketKeys(TicketKeysCommand),
 }
 
-#[derive(Debug, Clone, Copy, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum TicketKeysCommand {
     /// Store a new signing key: every process signs new codes with it
     /// within 30 seconds, and codes signed before still verify. Prints its
     /// `kid`.
     Rotate,
+    /// Retire a key by its `kid`: its codes no longer verify at any door
+    /// and it is no longer published, within 30 seconds on every process.
+    /// The key that signs now is refused: rotate first.
+    Retire {
+        /// The key's `kid`, as `rotate` printed it or `GET /v1/tickets/keys`
+        /// lists it.
+        kid: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

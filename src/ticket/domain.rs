@@ -195,6 +195,38 @@ pub fn key_choice(keys: &[KeyRecord]) -> Option<Vec<i64>> {
     (!usable.is_empty()).then_some(usable)
 }
 
+/// Why `boxoffice ticket-keys retire` refuses a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RetireRefusal {
+    #[error("no stored ticket key has that kid")]
+    Unknown,
+    #[error("that ticket key is retired already")]
+    AlreadyRetired,
+    #[error(
+        "that key signs the codes issued now: run `boxoffice ticket-keys rotate` first, so \
+         another key signs, then retire this one"
+    )]
+    Signing,
+}
+
+/// Whether the stored key `generation` (`None`: no key has the kid asked
+/// for) may be retired. Retiring makes its codes fail at every door, so
+/// the key that signs now is refused: rotate first, then retire it.
+pub fn may_retire(keys: &[KeyRecord], generation: Option<i64>) -> Result<i64, RetireRefusal> {
+    let generation = generation.ok_or(RetireRefusal::Unknown)?;
+    let key = keys
+        .iter()
+        .find(|key| key.generation == generation)
+        .ok_or(RetireRefusal::Unknown)?;
+    if key.retired {
+        return Err(RetireRefusal::AlreadyRetired);
+    }
+    match key_choice(keys) {
+        Some(usable) if usable.first() == Some(&generation) => Err(RetireRefusal::Signing),
+        _ => Ok(generation),
+    }
+}
+
 /// What a `ReservationConfirmed` does to the reservation's ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnSold {
@@ -469,6 +501,28 @@ mod tests {
         assert_eq!(
             key_choice(&[key(1, false), key(3, false), key(2, true)]),
             Some(vec![3, 1])
+        );
+    }
+
+    #[test]
+    fn an_older_key_retires_but_the_signing_one_only_after_a_rotation() {
+        let key = |generation, retired| KeyRecord {
+            generation,
+            retired,
+        };
+        let keys = [key(1, false), key(2, false), key(3, true)];
+        assert_eq!(may_retire(&keys, Some(1)), Ok(1));
+        assert_eq!(may_retire(&keys, Some(2)), Err(RetireRefusal::Signing));
+        assert_eq!(
+            may_retire(&keys, Some(3)),
+            Err(RetireRefusal::AlreadyRetired)
+        );
+        assert_eq!(may_retire(&keys, Some(4)), Err(RetireRefusal::Unknown));
+        assert_eq!(may_retire(&keys, None), Err(RetireRefusal::Unknown));
+        assert_eq!(
+            may_retire(&[key(1, false)], Some(1)),
+            Err(RetireRefusal::Signing),
+            "the only key signs"
         );
     }
 

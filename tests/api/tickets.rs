@@ -7,6 +7,7 @@ use std::{
     process::{Command, Stdio},
 };
 
+use boxoffice::auth::domain::Role;
 use serde_json::{Value, json};
 
 use crate::{
@@ -202,7 +203,7 @@ async fn a_refunded_ticket_ends_void_and_draws_no_qr() {
 }
 
 #[tokio::test]
-async fn instances_share_one_key_and_a_rotated_out_key_still_verifies() {
+async fn instances_share_one_key_and_a_rotated_out_key_verifies_until_retired() {
     let app = spawn_app().await;
     let sibling = spawn_sibling(&app, |_| {}).await;
     let first = keys(&app).await;
@@ -241,4 +242,46 @@ async fn instances_share_one_key_and_a_rotated_out_key_still_verifies() {
         let claims = verify_offline(&keys, old["code"].as_str().unwrap()).unwrap();
         assert_eq!(claims["tid"], old["id"]);
     }
+
+    // `ticket-keys retire` refuses the key that signs now, and retires the
+    // old one: an instance started after it no longer publishes it, and
+    // its codes fail at the door.
+    let retire = |kid: String| {
+        let url = app.settings.database_url.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_boxoffice"))
+                .args(["ticket-keys", "retire", &kid, "--database-url", &url])
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let refused = retire(next.clone()).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("rotate"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let old_kid = first["keys"][0]["kid"].as_str().unwrap().to_owned();
+    let retired = retire(old_kid.clone()).await;
+    assert!(
+        retired.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retired.stderr)
+    );
+    assert!(!retire(old_kid).await.status.success(), "retired already");
+    let after = spawn_sibling(&app, |_| {}).await;
+    let published = after.get("/v1/tickets/keys").send().await.unwrap();
+    let published: Value = published.json().await.unwrap();
+    assert_eq!(published["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(published["keys"][0]["kid"], json!(next));
+    let scan = after
+        .post("/v1/checkins")
+        .bearer_auth(after.token(1, Role::Staff))
+        .json(&json!({"code": old["code"], "gate": "A"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(scan, 422, "invalid_code").await;
 }

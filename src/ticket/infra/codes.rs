@@ -195,7 +195,7 @@ impl TicketSigner {
     }
 }
 
-pub(crate) fn records(stored: &[(KeyRecord, String)]) -> Vec<KeyRecord> {
+pub fn records(stored: &[(KeyRecord, String)]) -> Vec<KeyRecord> {
     stored.iter().map(|(record, _)| record.clone()).collect()
 }
 

@@ -238,6 +238,27 @@ impl DbTicketKeys {
             .collect())
     }
 
+    /// The generation of the stored key `kid`, if one has it.
+    pub async fn generation_of(&self, kid: &str) -> Result<Option<i64>, StoreError> {
+        Ok(signing_key::Entity::find()
+            .select_only()
+            .column(signing_key::Column::Generation)
+            .filter(signing_key::Column::Kid.eq(kid))
+            .into_tuple()
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Retires the key `generation` (a compare-and-set on it not being
+    /// retired); true if this call did.
+    pub async fn retire(&self, generation: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let retire = signing_key::Entity::update_many()
+            .col_expr(signing_key::Column::RetiredAt, Expr::value(now))
+            .filter(signing_key::Column::Generation.eq(generation))
+            .filter(signing_key::Column::RetiredAt.is_null());
+        Ok(compare_and_set(retire, &self.db).await?)
+    }
+
     /// Stores `key` as the generation after the newest stored one (a
     /// rotation); false when another process stored that generation first.
     pub async fn insert_next(&self, key: &TicketKey) -> Result<bool, StoreError> {
