@@ -20,8 +20,9 @@ use serde_json::{Value, json};
 
 use crate::{
     http::{self, CONCURRENCY},
-    load::{self, LoadResult},
+    load::{self, LoadResult, Pace, Schedule},
     profile::Profile,
+    queue::OPEN_CONNECTIONS,
     report::{Report, ScenarioResult},
     server::Server,
     stores::Stores,
@@ -189,17 +190,20 @@ impl Storm {
 }
 
 /// `users` users each send two issue requests (back to back, racing each
-/// other) for a new campaign of `quantity` on `server`, from
-/// [`CONCURRENCY`] connections.
+/// other) for a new campaign of `quantity` on `server`, at `pace`.
 pub async fn storm(
     server: &Server,
     db: &DatabaseConnection,
     users: u64,
     quantity: u64,
     label: &str,
+    pace: Pace,
 ) -> anyhow::Result<Storm> {
     let requests = users * 2;
-    let client = load::client(CONCURRENCY);
+    let client = load::client(match pace {
+        Pace::Closed { concurrency } => concurrency,
+        Pace::Open(schedule) => schedule.connections,
+    });
     let admin = server.token(1, Role::Admin);
     let coupon_id = campaign(&client, server, quantity).await?;
     let tokens: Arc<Vec<String>> = Arc::new(
@@ -216,9 +220,8 @@ pub async fn storm(
             tokens.clone(),
             answers.clone(),
         );
-        load::run(
+        pace.drive(
             requests,
-            CONCURRENCY,
             ProgressBar::new(requests).with_message(label.to_owned()),
             move |i| {
                 let (client, url, tokens, answers) =
@@ -310,7 +313,10 @@ pub async fn run(
         "storm",
         "POST /v1/coupons/{id}/issue, the coupon storm (1,000 won, then refusals)",
     )?;
-    let storm = storm(&server, &db, users, quantity, "coupon storm").await?;
+    let closed = Pace::Closed {
+        concurrency: CONCURRENCY,
+    };
+    let storm = storm(&server, &db, users, quantity, "coupon storm", closed).await?;
     if let Some(profile) = profile {
         println!("profile: {}", profile.finish()?.display());
     }
@@ -349,6 +355,30 @@ pub async fn run(
     report
         .ratios
         .insert("couponStormVsHealth".into(), vs_health);
+    report.scenarios.push(scenario);
+
+    // The same storm open loop, on a new campaign: requests due on a fixed
+    // schedule at 80% of the closed loop's rate, latency from the due time.
+    let open = Pace::Open(Schedule {
+        rate: (rps * 0.8).max(100.0),
+        connections: OPEN_CONNECTIONS,
+    });
+    let again = self::storm(
+        &server,
+        &db,
+        users,
+        quantity,
+        "coupon storm, open loop",
+        open,
+    )
+    .await?;
+    let mut scenario = ScenarioResult::from_load(
+        "coupon storm, open loop (POST /v1/coupons/{id}/issue)",
+        &again.result,
+    );
+    again.check(&mut scenario);
+    scenario.notes.push(format!("{}.", open.label()));
+    scenario.notes.push(again.answers());
     report.scenarios.push(scenario);
     Ok((rps, health_rps))
 }

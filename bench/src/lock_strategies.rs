@@ -17,6 +17,7 @@ use anyhow::Context;
 use crate::{
     coupons::{self, Storm},
     http::CONCURRENCY,
+    load::Pace,
     report::{Report, ScenarioResult},
     server::Server,
     stores::Stores,
@@ -118,7 +119,10 @@ async fn measure(
         ],
     )?;
     let title = name(strategy, memory);
-    let storm: Storm = coupons::storm(&server, &db, users, quantity, &title).await?;
+    let closed = Pace::Closed {
+        concurrency: CONCURRENCY,
+    };
+    let storm: Storm = coupons::storm(&server, &db, users, quantity, &title, closed).await?;
     let mut scenario = ScenarioResult::from_load(&title, &storm.result);
     storm.check(&mut scenario);
     if strategy == Strategy::Ledger {
@@ -216,8 +220,7 @@ pub async fn run(
         let pessimistic = name(Strategy::Pessimistic, true);
         if let Some(first) = report.scenarios.iter_mut().find(|s| s.name == pessimistic) {
             first.notes.push(format!(
-                "coupon storm on the release server ({storm:.0}/s) is {ratio:.1}× this strategy over the same route; target ≥ 25×: {}. The Lua ledger in this build served {:.0}/s.",
-                if ratio >= 25.0 { "met" } else { "NOT met" },
+                "coupon storm on the release server ({storm:.0}/s) is {ratio:.1}× this strategy over the same route (no target: the ceiling below bounds it). The Lua ledger in this build served {:.0}/s.",
                 rate(Strategy::Ledger, true),
             ));
         }

@@ -15,13 +15,17 @@ use serde_json::{Value, json};
 
 use crate::{
     http::CONCURRENCY,
-    load,
+    load::{self, Pace, Schedule},
     profile::Profile,
     report::{Report, ScenarioResult},
     server::Server,
 };
 
 const ADMIT_PER_SECOND: u64 = 100;
+
+/// The open-loop generator's connections: enough that the schedule, not
+/// the generator, sets the pace.
+pub const OPEN_CONNECTIONS: u64 = 512;
 
 /// A user's queue token and the position entering answered.
 type Entered = (String, u64);
@@ -103,7 +107,45 @@ pub async fn run(
     enter_result.notes.push(format!(
         "{users} users enter one room concurrently while its one active slot is taken."
     ));
+    report
+        .ratios
+        .insert("queueEnterVsHealth".into(), enter_result.rps / health_rps);
+
+    // The same crowd again, open loop: as many new users enter on a fixed
+    // schedule at 80% of the rate the closed loop reached, each latency
+    // counted from its request's due time (no coordinated omission).
+    let schedule = Schedule {
+        rate: (enter_result.rps * 0.8).max(100.0),
+        connections: OPEN_CONNECTIONS,
+    };
+    let (open, open_entered) = enter_from(
+        &load::client(OPEN_CONNECTIONS),
+        server,
+        concert_id,
+        3_000_000,
+        users,
+        "queue: entering, open loop",
+        Pace::Open(schedule),
+    )
+    .await;
+    let mut open_positions: Vec<u64> = open_entered.iter().map(|(_, p)| *p).collect();
+    open_positions.sort_unstable();
+    let mut open_result =
+        ScenarioResult::from_load("queue enter, open loop (POST /v1/queue/tokens)", &open);
+    open_result
+        .check("every user entered", open_entered.len() as u64 == users)
+        .check(
+            "positions are exactly n+1..2n, behind the first crowd",
+            open_positions == (users + 1..=2 * users).collect::<Vec<_>>(),
+        );
+    open_result.notes.push(format!(
+        "{}; the closed-loop enter above: p99 {:.2} ms at {:.0} req/s.",
+        Pace::Open(schedule).label(),
+        enter_result.p99_ms,
+        enter_result.rps
+    ));
     report.scenarios.push(enter_result);
+    report.scenarios.push(open_result);
 
     // Poll: random users poll their status (the heartbeat) while admission runs.
     let tokens: Arc<Vec<String>> = Arc::new(entered.iter().map(|(t, _)| t.clone()).collect());
@@ -151,6 +193,9 @@ pub async fn run(
         2_000_000,
         flood_users,
         "queue: the flood enters",
+        Pace::Closed {
+            concurrency: CONCURRENCY,
+        },
     )
     .await;
     let honest_window = if smoke {
@@ -259,10 +304,13 @@ pub async fn enter_all(
     users: u64,
     label: &str,
 ) -> (load::LoadResult, Vec<Entered>) {
-    enter_from(client, server, concert_id, 1, users, label).await
+    let pace = Pace::Closed {
+        concurrency: CONCURRENCY,
+    };
+    enter_from(client, server, concert_id, 1, users, label, pace).await
 }
 
-/// Users `first`..`first + users` enter, as [`enter_all`].
+/// Users `first`..`first + users` enter at `pace`, as [`enter_all`].
 async fn enter_from(
     client: &reqwest::Client,
     server: &Server,
@@ -270,6 +318,7 @@ async fn enter_from(
     first: i64,
     users: u64,
     label: &str,
+    pace: Pace,
 ) -> (load::LoadResult, Vec<Entered>) {
     let user_tokens: Arc<Vec<String>> = Arc::new(
         (first..first + users as i64)
@@ -285,9 +334,8 @@ async fn enter_from(
             user_tokens.clone(),
             entered.clone(),
         );
-        load::run(
+        pace.drive(
             users,
-            CONCURRENCY,
             ProgressBar::new(users).with_message(label.to_owned()),
             move |i| {
                 let (client, url, user_tokens, entered) = (

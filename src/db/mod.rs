@@ -284,6 +284,16 @@ impl From<DbErr> for StoreError {
     }
 }
 
+/// Begins a transaction, recording how long it waited for a pooled
+/// connection and its `BEGIN` (`db_pool_wait_seconds`): under load, the
+/// time a request queues for the pool shows here first.
+pub async fn begin_timed(db: &DatabaseConnection) -> Result<DbTx, DbErr> {
+    let asked = std::time::Instant::now();
+    let txn = db.begin().await;
+    metrics::histogram!("db_pool_wait_seconds").record(asked.elapsed().as_secs_f64());
+    Ok(DbTx::new(txn?))
+}
+
 /// The unit of work over the database: one transaction that every module's
 /// transaction-scoped repository (implemented for [`DbTx`] in its `infra`)
 /// writes through.
@@ -302,7 +312,7 @@ impl UnitOfWork for DbUnitOfWork {
     type Tx = DbTx;
 
     async fn begin(&self) -> Result<DbTx, StoreError> {
-        Ok(DbTx::new(self.db.begin().await?))
+        Ok(begin_timed(&self.db).await?)
     }
 }
 
@@ -332,6 +342,27 @@ impl DbTx {
     /// it rolls back too, but only once the pool gets to it).
     pub async fn rollback(self) -> Result<(), DbErr> {
         self.txn.rollback().await
+    }
+
+    /// A savepoint inside this transaction: committed with
+    /// [`DbTx::release_savepoint`], its work becomes part of this transaction;
+    /// rolled back, only its own work is undone.
+    pub async fn savepoint(&self) -> Result<DbTx, DbErr> {
+        Ok(DbTx::new(self.txn.begin().await?))
+    }
+
+    /// Keeps the work of `inner` (a savepoint of this transaction), to
+    /// commit or roll back with the rest: what its commit must do once
+    /// this one commits (wake the relay, retire snapshots) is noted here.
+    pub async fn release_savepoint(&mut self, inner: DbTx) -> Result<(), DbErr> {
+        inner.txn.commit().await?;
+        self.wrote_events |= inner.wrote_events;
+        for schedule in inner.touched {
+            if !self.touched.contains(&schedule) {
+                self.touched.push(schedule);
+            }
+        }
+        Ok(())
     }
 
     /// Whether this transaction appended events to the outbox (so its

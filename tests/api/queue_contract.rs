@@ -500,6 +500,21 @@ async fn concurrent_redis_polls_share_round_trips(store: AnyQueueStore) {
     );
 }
 
+/// On Redis, concurrent arrivals share script calls, and still get exact,
+/// unique positions.
+async fn concurrent_redis_entries_share_round_trips(store: AnyQueueStore) {
+    concurrent_entries_get_unique_positions_and_reentry_keeps_the_place(store.clone()).await;
+    let AnyQueueStore::Redis(redis) = &store else {
+        unreachable!("a Redis store")
+    };
+    let (placed, calls) = redis.enters_and_calls();
+    assert_eq!(placed, 1_001, "a thousand arrivals and one re-entry");
+    assert!(
+        calls * 5 <= placed,
+        "{placed} concurrent arrivals took {calls} script calls"
+    );
+}
+
 async fn unknown_tokens_are_gone(store: AnyQueueStore) {
     let stranger = pass(Uuid::new_v4(), 9);
     assert_eq!(store.status(&stranger, t0()).await.unwrap().0, Place::Gone);
@@ -904,4 +919,14 @@ async fn concurrent_polls_on_redis_share_script_calls() {
 #[tokio::test]
 async fn concurrent_polls_on_a_cluster_share_script_calls() {
     concurrent_redis_polls_share_round_trips(cluster_store().await.0).await;
+}
+
+#[tokio::test]
+async fn concurrent_entries_on_redis_share_script_calls() {
+    concurrent_redis_entries_share_round_trips(redis_store().await.0).await;
+}
+
+#[tokio::test]
+async fn concurrent_entries_on_a_cluster_share_script_calls() {
+    concurrent_redis_entries_share_round_trips(cluster_store().await.0).await;
 }

@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -32,7 +33,7 @@ use crate::{
 
 mod scripts;
 
-use scripts::{ENTER, FINISH, LEAVE, STATS, STATUS_MANY, TICK};
+use scripts::{ENTER_MANY, FINISH, LEAVE, STATS, STATUS_MANY, TICK};
 
 /// Lists every concert whose room was entered (its own slot; touched only
 /// by plain commands, never inside a script).
@@ -45,22 +46,37 @@ pub struct RedisQueueStore {
     /// An empty room left alone this long is retired.
     idle_after: TimeDelta,
     /// The status polls waiting for their turn to go to Redis together.
-    polls: Arc<OnceLock<mpsc::UnboundedSender<Poll>>>,
+    polls: Arc<OnceLock<Batcher<(Uuid, i64), Status>>>,
+    /// The arrivals waiting for theirs.
+    enters: Arc<OnceLock<Batcher<Arrival, Entered>>>,
     /// Status polls answered, and the script calls that answered them.
-    batching: Arc<(AtomicU64, AtomicU64)>,
+    batching: Arc<Counts>,
+    /// Arrivals placed, and the script calls that placed them.
+    entering: Arc<Counts>,
 }
 
-/// One status poll waiting for its batch: the token's room, the token, the
-/// poll's own time, and where its answer goes.
-struct Poll {
+/// Requests answered, and the script calls that answered them.
+type Counts = (AtomicU64, AtomicU64);
+
+/// One request waiting for its batch: its room, what it asks, and where
+/// its answer goes.
+struct Pending<Q, A> {
     concert: ConcertId,
-    token: Uuid,
-    now: i64,
-    answer: oneshot::Sender<Result<Status, Shared>>,
+    ask: Q,
+    answer: oneshot::Sender<Result<A, Shared>>,
 }
+
+/// Where requests queue for the task that sends them to Redis together.
+type Batcher<Q, A> = mpsc::UnboundedSender<Pending<Q, A>>;
 
 /// What `STATUS_MANY` answers for one token: {state, n, admitted in the last minute}.
 type Status = (String, i64, i64);
+
+/// One arrival for `ENTER_MANY`: user, new token, now ms, lineup, number drawn.
+type Arrival = (i64, Uuid, i64, &'static str, u64);
+
+/// What `ENTER_MANY` answers for one arrival: {token, state, n, created}.
+type Entered = (String, String, i64, i64);
 
 /// A failed batch's error, handed to each of its polls.
 #[derive(Clone)]
@@ -80,8 +96,8 @@ impl From<Shared> for QueueError {
     }
 }
 
-/// The most polls of one room that go to Redis in one script call.
-const POLL_BATCH: usize = 256;
+/// The most requests of one room that go to Redis in one script call.
+const BATCH: usize = 256;
 
 impl RedisQueueStore {
     /// `prefix` namespaces every key (`bo` in production; tests use their own).
@@ -91,7 +107,9 @@ impl RedisQueueStore {
             prefix: prefix.to_owned(),
             idle_after: DEFAULT_ROOM_IDLE,
             polls: Arc::default(),
+            enters: Arc::default(),
             batching: Arc::default(),
+            entering: Arc::default(),
         }
     }
 
@@ -120,49 +138,140 @@ impl RedisQueueStore {
     }
 }
 
-impl RedisQueueStore {
-    /// Starts the task that sends status polls to Redis: it takes every
-    /// poll waiting when it is free, and sends each room's polls as one
-    /// script call (the rooms' calls side by side). A poll that comes while
-    /// a batch is out waits at most that batch's round trip, and under load
-    /// one round trip answers many polls. The task ends with the store.
-    fn start_polling(&self) -> mpsc::UnboundedSender<Poll> {
-        let (polls, mut waiting) = mpsc::unbounded_channel::<Poll>();
-        let store = self.clone_without_polls();
-        tokio::spawn(async move {
-            let mut batch = Vec::new();
-            while waiting.recv_many(&mut batch, POLL_BATCH * 4).await > 0 {
-                let mut rooms: HashMap<ConcertId, Vec<Poll>> = HashMap::new();
-                for poll in batch.drain(..) {
-                    rooms.entry(poll.concert).or_default().push(poll);
-                }
-                let calls = rooms.into_iter().flat_map(|(concert, polls)| {
-                    let mut chunks = Vec::new();
-                    let mut polls = polls.into_iter().peekable();
-                    while polls.peek().is_some() {
-                        chunks.push((concert, polls.by_ref().take(POLL_BATCH).collect()));
-                    }
-                    chunks
-                });
-                futures::future::join_all(
-                    calls.map(|(concert, polls)| store.answer(concert, polls)),
-                )
-                .await;
+/// Starts the task that sends requests to Redis together: it takes every
+/// request waiting when it is free, and sends each room's requests as one
+/// script call by `send` (the rooms' calls side by side). A request that
+/// comes while a batch is out waits at most that batch's round trip, and
+/// under load one round trip answers many. The task ends with the last
+/// sender.
+fn start_batching<Q, A, F, Fut>(send: F) -> Batcher<Q, A>
+where
+    Q: Send + 'static,
+    A: Send + 'static,
+    F: Fn(ConcertId, Vec<Pending<Q, A>>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    let (requests, mut waiting) = mpsc::unbounded_channel::<Pending<Q, A>>();
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while waiting.recv_many(&mut batch, BATCH * 4).await > 0 {
+            let mut rooms: HashMap<ConcertId, Vec<Pending<Q, A>>> = HashMap::new();
+            for request in batch.drain(..) {
+                rooms.entry(request.concert).or_default().push(request);
             }
-        });
-        polls
-    }
+            let calls = rooms.into_iter().flat_map(|(concert, requests)| {
+                let mut chunks = Vec::new();
+                let mut requests = requests.into_iter().peekable();
+                while requests.peek().is_some() {
+                    chunks.push((concert, requests.by_ref().take(BATCH).collect()));
+                }
+                chunks
+            });
+            futures::future::join_all(calls.map(|(concert, requests)| send(concert, requests)))
+                .await;
+        }
+    });
+    requests
+}
 
-    /// The same store without the poller (the poller's own copy: holding
-    /// the sender would keep it alive forever).
-    fn clone_without_polls(&self) -> Self {
+/// Queues one request for its batch and waits for its answer.
+async fn batched<Q, A>(
+    batcher: &Batcher<Q, A>,
+    concert: ConcertId,
+    ask: Q,
+) -> Result<A, QueueError> {
+    let (answer, answered) = oneshot::channel();
+    batcher
+        .send(Pending {
+            concert,
+            ask,
+            answer,
+        })
+        .map_err(|_| anyhow::anyhow!("the Redis batcher stopped"))?;
+    Ok(answered
+        .await
+        .map_err(|_| anyhow::anyhow!("the Redis batcher dropped a request"))??)
+}
+
+/// Hands each request its part of a script's flat answer (`width` values
+/// each, in the requests' order), or the script's error to every one.
+fn hand_out<Q, A: redis::FromRedisValue>(
+    script: &str,
+    requests: Vec<Pending<Q, A>>,
+    answers: redis::RedisResult<Vec<redis::Value>>,
+    width: usize,
+) {
+    let failed = match answers {
+        Ok(flat) if flat.len() == requests.len() * width => {
+            let mut flat = flat.into_iter();
+            for request in requests {
+                let one = redis::Value::Array(flat.by_ref().take(width).collect());
+                let _ = request
+                    .answer
+                    .send(redis::from_redis_value::<A>(one).map_err(|err| Shared {
+                        outage: false,
+                        message: format!("{script} answered {err}"),
+                    }));
+            }
+            return;
+        }
+        Ok(flat) => Shared {
+            outage: false,
+            message: format!(
+                "{script} answered {} values for {} requests",
+                flat.len(),
+                requests.len()
+            ),
+        },
+        Err(err) => Shared {
+            outage: crate::redis_client::is_outage(&err),
+            message: format!("{err:#}"),
+        },
+    };
+    for request in requests {
+        let _ = request.answer.send(Err(failed.clone()));
+    }
+}
+
+fn counted(counts: &Counts, requests: usize, histogram: &'static str) {
+    counts.0.fetch_add(requests as u64, Ordering::Relaxed);
+    counts.1.fetch_add(1, Ordering::Relaxed);
+    metrics::histogram!(histogram).record(requests as f64);
+}
+
+impl RedisQueueStore {
+    /// The same store without the batchers (their tasks' own copy: holding
+    /// a sender would keep its task alive forever).
+    fn clone_without_batchers(&self) -> Self {
         Self {
             conn: self.conn.clone(),
             prefix: self.prefix.clone(),
             idle_after: self.idle_after,
             polls: Arc::default(),
+            enters: Arc::default(),
             batching: self.batching.clone(),
+            entering: self.entering.clone(),
         }
+    }
+
+    fn polls(&self) -> &Batcher<(Uuid, i64), Status> {
+        self.polls.get_or_init(|| {
+            let store = self.clone_without_batchers();
+            start_batching(move |concert, polls| {
+                let store = store.clone();
+                async move { store.answer(concert, polls).await }
+            })
+        })
+    }
+
+    fn enters(&self) -> &Batcher<Arrival, Entered> {
+        self.enters.get_or_init(|| {
+            let store = self.clone_without_batchers();
+            start_batching(move |concert, arrivals| {
+                let store = store.clone();
+                async move { store.place(concert, arrivals).await }
+            })
+        })
     }
 
     /// How many status polls this store (and its clones) answered, and in
@@ -174,57 +283,59 @@ impl RedisQueueStore {
         )
     }
 
+    /// How many arrivals this store (and its clones) placed, and in how
+    /// many script calls.
+    pub fn enters_and_calls(&self) -> (u64, u64) {
+        (
+            self.entering.0.load(Ordering::Relaxed),
+            self.entering.1.load(Ordering::Relaxed),
+        )
+    }
+
     /// Answers one room's polls with one `STATUS_MANY` call.
-    async fn answer(&self, concert: ConcertId, polls: Vec<Poll>) {
-        self.batching
-            .0
-            .fetch_add(polls.len() as u64, Ordering::Relaxed);
-        self.batching.1.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("queue_status_polls_per_call").record(polls.len() as f64);
+    async fn answer(&self, concert: ConcertId, polls: Vec<Pending<(Uuid, i64), Status>>) {
+        counted(&self.batching, polls.len(), "queue_status_polls_per_call");
         let mut call = STATUS_MANY.key(&self.keys(concert));
         for poll in &polls {
-            call.arg(poll.token.to_string()).arg(poll.now);
+            let (token, now) = poll.ask;
+            call.arg(token.to_string()).arg(now);
         }
-        let answers: Result<Vec<redis::Value>, redis::RedisError> =
+        let answers = call.invoke_async(&mut self.conn.clone()).await;
+        hand_out("STATUS_MANY", polls, answers, 3);
+    }
+
+    /// Places one room's arrivals with one `ENTER_MANY` call, and lists the
+    /// room (another slot: a plain command after it) when one took a new
+    /// place, before any of them is answered.
+    async fn place(&self, concert: ConcertId, arrivals: Vec<Pending<Arrival, Entered>>) {
+        counted(&self.entering, arrivals.len(), "queue_enters_per_call");
+        let mut call = ENTER_MANY.key(&self.keys(concert));
+        call.arg(DRAW_RANGE);
+        for arrival in &arrivals {
+            let (user, token, now, lineup, draw) = arrival.ask;
+            call.arg(user)
+                .arg(token.to_string())
+                .arg(now)
+                .arg(lineup)
+                .arg(draw);
+        }
+        let mut answers: redis::RedisResult<Vec<redis::Value>> =
             call.invoke_async(&mut self.conn.clone()).await;
-        match answers {
-            Ok(flat) if flat.len() == polls.len() * 3 => {
-                let mut flat = flat.into_iter();
-                for poll in polls {
-                    let one = redis::Value::Array(flat.by_ref().take(3).collect());
-                    let _ = poll
-                        .answer
-                        .send(
-                            redis::from_redis_value::<Status>(one).map_err(|err| Shared {
-                                outage: false,
-                                message: format!("STATUS_MANY answered {err}"),
-                            }),
-                        );
-                }
-            }
-            Ok(flat) => {
-                let err = Shared {
-                    outage: false,
-                    message: format!(
-                        "STATUS_MANY answered {} values for {} polls",
-                        flat.len(),
-                        polls.len()
-                    ),
-                };
-                for poll in polls {
-                    let _ = poll.answer.send(Err(err.clone()));
-                }
-            }
-            Err(err) => {
-                let shared = Shared {
-                    outage: crate::redis_client::is_outage(&err),
-                    message: format!("{err:#}"),
-                };
-                for poll in polls {
-                    let _ = poll.answer.send(Err(shared.clone()));
-                }
+        let created = answers.as_ref().is_ok_and(|flat| {
+            flat.chunks(4)
+                .any(|one| matches!(one.get(3), Some(redis::Value::Int(1))))
+        });
+        if created {
+            let listed: redis::RedisResult<()> = self
+                .conn
+                .clone()
+                .sadd(self.rooms_key(), concert.value())
+                .await;
+            if let Err(err) = listed {
+                answers = Err(err);
             }
         }
+        hand_out("ENTER_MANY", arrivals, answers, 4);
     }
 }
 
@@ -278,26 +389,19 @@ impl QueueStore for RedisQueueStore {
         lineup: Lineup,
         now: DateTime<Utc>,
     ) -> Result<Entry, QueueError> {
-        let mut conn = self.conn.clone();
         let (kind, draw) = match lineup {
             Lineup::Fifo => ("fifo", 0),
             Lineup::Draw(draw) => ("draw", draw % DRAW_RANGE),
             Lineup::Refuse => ("refuse", 0),
         };
-        let (token, state, n, created): (String, String, i64, i64) = ENTER
-            .key(&self.keys(newcomer.concert))
-            .arg(newcomer.user.value())
-            .arg(newcomer.token_id.to_string())
-            .arg(ms(now))
-            .arg(kind)
-            .arg(draw)
-            .arg(DRAW_RANGE)
-            .invoke_async(&mut conn)
-            .await?;
-        if created == 1 {
-            conn.sadd::<_, _, ()>(self.rooms_key(), newcomer.concert.value())
-                .await?;
-        }
+        let arrival = (
+            newcomer.user.value(),
+            newcomer.token_id,
+            ms(now),
+            kind,
+            draw,
+        );
+        let (token, state, n, _created) = batched(self.enters(), newcomer.concert, arrival).await?;
         let token_id = token
             .parse()
             .context("the store holds a malformed token id")?;
@@ -312,20 +416,8 @@ impl QueueStore for RedisQueueStore {
         pass: &QueuePass,
         now: DateTime<Utc>,
     ) -> Result<(Place, u64), QueueError> {
-        let (answer, answered) = oneshot::channel();
-        let poll = Poll {
-            concert: pass.concert,
-            token: pass.token_id,
-            now: ms(now),
-            answer,
-        };
-        self.polls
-            .get_or_init(|| self.start_polling())
-            .send(poll)
-            .map_err(|_| anyhow::anyhow!("the status poller stopped"))?;
-        let (state, n, admitted) = answered
-            .await
-            .map_err(|_| anyhow::anyhow!("the status poller dropped a poll"))??;
+        let (state, n, admitted) =
+            batched(self.polls(), pass.concert, (pass.token_id, ms(now))).await?;
         Ok((place(&state, n), admitted.max(0) as u64))
     }
 

@@ -38,10 +38,13 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{prelude}\n{body}"))
 }
 
-/// ARGV: user, new token, now ms, lineup (`fifo`, `draw` or `refuse`),
-/// number drawn, DRAW_RANGE. Returns {token, state, n, created}: state
-/// `waiting` with n = position, `active` with n = until ms, or `gone`
-/// (refused).
+/// ARGV: DRAW_RANGE, then per arrival: user, new token, now ms, lineup
+/// (`fifo`, `draw` or `refuse`), number drawn (one room's arrivals, in
+/// the order they came). Returns, for each arrival in order (flat): token,
+/// state, n, created: state `waiting` with n = position, `active` with n =
+/// until ms, or `gone` (refused); created 1 when it took a new place. Each
+/// arrival is placed as it would be alone, after the ones before it, so
+/// positions are exact.
 ///
 /// The line and the draw share one sorted set. A score is `band *
 /// DRAW_RANGE + key`: the key is the arrival's sequence number in arrival
@@ -49,41 +52,48 @@ fn script(body: &str) -> Script {
 /// arrivals switch between the two, so a draw stands behind the FIFO
 /// arrivals before it and ahead of those after it (the in-process store's
 /// line and pool, in one order).
-pub(super) static ENTER: LazyLock<Script> = LazyLock::new(|| {
+pub(super) static ENTER_MANY: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local user, now = ARGV[1], tonumber(ARGV[3])
-local lineup, range = ARGV[4], tonumber(ARGV[6])
-local tok = redis.call('HGET', users, user)
-if tok then
-  local until_ms = redis.call('ZSCORE', active, tok)
-  if until_ms and tonumber(until_ms) > now then
-    return {tok, 'active', until_ms, 0}
+local range = tonumber(ARGV[1])
+local function enter(user, new_tok, now, lineup, draw)
+  local tok = redis.call('HGET', users, user)
+  if tok then
+    local until_ms = redis.call('ZSCORE', active, tok)
+    if until_ms and tonumber(until_ms) > now then
+      return {tok, 'active', until_ms, 0}
+    end
+    local rank = redis.call('ZRANK', waiting, tok)
+    if rank then
+      redis.call('ZADD', heartbeat, now, tok)
+      return {tok, 'waiting', rank + 1, 0}
+    end
+    forget(tok)
+    record('expired', tok, user, now)
   end
-  local rank = redis.call('ZRANK', waiting, tok)
-  if rank then
-    redis.call('ZADD', heartbeat, now, tok)
-    return {tok, 'waiting', rank + 1, 0}
+  if lineup == 'refuse' then return {new_tok, 'gone', 0, 0} end
+  tok = new_tok
+  local mode = redis.call('HGET', meta, 'mode')
+  local band = tonumber(redis.call('HGET', meta, 'band') or '1')
+  if mode ~= lineup then
+    if mode then band = band + 1 end
+    redis.call('HSET', meta, 'mode', lineup, 'band', band)
   end
-  forget(tok)
-  record('expired', tok, user, now)
+  local key
+  if lineup == 'draw' then key = tonumber(draw) else key = redis.call('HINCRBY', meta, 'seq', 1) end
+  redis.call('ZADD', waiting, string.format('%.0f', band * range + key), tok)
+  redis.call('ZADD', heartbeat, now, tok)
+  redis.call('HSET', tokens, tok, user .. '|' .. now)
+  redis.call('HSET', users, user, tok)
+  record('entered', tok, user, now)
+  return {tok, 'waiting', redis.call('ZRANK', waiting, tok) + 1, 1}
 end
-if lineup == 'refuse' then return {ARGV[2], 'gone', 0, 0} end
-tok = ARGV[2]
-local mode = redis.call('HGET', meta, 'mode')
-local band = tonumber(redis.call('HGET', meta, 'band') or '1')
-if mode ~= lineup then
-  if mode then band = band + 1 end
-  redis.call('HSET', meta, 'mode', lineup, 'band', band)
+local out = {}
+for i = 2, #ARGV, 5 do
+  local one = enter(ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3], ARGV[i + 4])
+  for _, v in ipairs(one) do out[#out + 1] = v end
 end
-local key
-if lineup == 'draw' then key = tonumber(ARGV[5]) else key = redis.call('HINCRBY', meta, 'seq', 1) end
-redis.call('ZADD', waiting, string.format('%.0f', band * range + key), tok)
-redis.call('ZADD', heartbeat, now, tok)
-redis.call('HSET', tokens, tok, user .. '|' .. now)
-redis.call('HSET', users, user, tok)
-record('entered', tok, user, now)
-return {tok, 'waiting', redis.call('ZRANK', waiting, tok) + 1, 1}
+return out
 "#,
     )
 });
