@@ -314,3 +314,27 @@ async fn the_change_cursor_lists_the_tickets_changed_between_two_polls() {
         .unwrap();
     assert_problem(bad, 400, "validation_failed").await;
 }
+
+#[tokio::test]
+async fn concurrent_uploads_of_one_code_keep_the_earliest_scan() {
+    let app = spawn_app().await;
+    let (ticket, _) = bought_ticket(&app, 68).await;
+    let code = ticket["code"].as_str().unwrap();
+    let staff = app.token(7_006, Role::Staff);
+    let now = Utc::now().trunc_subsecs(0);
+    let uploads = (0..10).map(|i| {
+        let at = now - TimeDelta::minutes(20 - i);
+        let body = json!({"scans": [{"code": code, "gate": format!("gate-{i}"), "scannedAt": at.to_rfc3339()}]});
+        let (app, staff) = (&app, &staff);
+        async move { upload(app, staff, body).await.status().as_u16() }
+    });
+    let statuses = join_all(uploads).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    let again = scan(&app, &staff, json!({"code": code, "gate": "online"})).await;
+    let refused = assert_problem(again, 409, "already_checked_in").await;
+    assert_eq!(refused["gate"], "gate-0", "the earliest of the ten");
+    assert_eq!(time(&refused["at"]), now - TimeDelta::minutes(20));
+    let events = outbox_payloads(&app.db, "TicketCheckedIn").await;
+    assert!(events.iter().any(|e| e["gate"] == "gate-0"));
+}
