@@ -4,6 +4,7 @@
 //! Every scenario is bounded in count and time and targets loopback only.
 
 mod cancellation;
+mod checkin;
 mod coupons;
 mod full_flow;
 mod hot_seat;
@@ -120,6 +121,10 @@ enum Scenario {
     /// A 500-seat page of the seat map read by 64 connections, plain and
     /// revalidated with If-None-Match, against the health baseline.
     SeatMap,
+    /// 5,000 tickets sold, scanned at 10 gates by 64 scanners (each code
+    /// twice) and a fifth uploaded as offline batches (twice): scans/s and
+    /// p50/p99, every ticket admitted once, every re-scan refused.
+    Checkin,
 }
 
 #[tokio::main]
@@ -217,6 +222,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if matches!(cli.scenario, Scenario::All | Scenario::SagaHop) {
         saga_hop::run(&stores, cli.smoke, &mut report).await?;
+    }
+    if matches!(cli.scenario, Scenario::All | Scenario::Checkin) {
+        checkin::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Cancellation) {
         cancellation::run(&stores, cli.smoke, &mut report).await?;

@@ -33,7 +33,7 @@ use crate::{
     payment::api::{PaymentAdminApi, PaymentApi},
     queue::api::{QueueAdminApi, QueueApi},
     reservation::api::ReservationApi,
-    ticket::api::TicketApi,
+    ticket::{api::TicketApi, domain::BATCH_BODY_LIMIT},
     wallet::api::WalletApi,
     web::{
         guarded::Guard,
@@ -182,10 +182,13 @@ pub(super) fn routes(
         .data(prometheus().clone())
         .before(refuse_unread_keys)
         .with(proxies)
-        .with(BodyLimit::new(
-            body_limit_bytes,
-            Duration::from_secs(settings.http_header_timeout_seconds),
-        ))
+        .with(
+            BodyLimit::new(
+                body_limit_bytes,
+                Duration::from_secs(settings.http_header_timeout_seconds),
+            )
+            .allowing("/v1/checkins/batch", BATCH_BODY_LIMIT),
+        )
         .with_if(!settings.cors_allowed_origins.is_empty(), cors(settings))
         .with(edge)
         // Outermost: every answer, problems included, carries the id, and

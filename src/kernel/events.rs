@@ -498,6 +498,11 @@ pub struct TicketCheckedIn {
     pub version: u32,
     pub gate: String,
     pub checked_in_at: DateTime<Utc>,
+    /// Scanned offline and uploaded later (`POST /v1/checkins/batch`): an
+    /// earlier scan uploaded after a later one becomes the first, and this
+    /// event then follows the later scan's.
+    #[serde(default)]
+    pub offline: bool,
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use poem_openapi::{
 
 use super::{
     domain::{
-        AtTheDoor, CheckIn, Gate, MAX_DOOR_PAGE, MAX_PAGE, PublicKey, QrFormat, Ticket,
-        TicketError, TicketStatus,
+        AtTheDoor, ChangeCursor, CheckIn, Gate, MAX_BATCH, MAX_DOOR_PAGE, MAX_PAGE, OfflineScan,
+        PublicKey, QrFormat, ScanOutcome, ScanResult, Ticket, TicketError, TicketStatus,
     },
     ports::TicketPorts,
     usecase::TicketService,
@@ -216,6 +216,119 @@ fn list_item(t: Ticket) -> CheckInListItem {
     }
 }
 
+/// A page of a schedule's check-in list.
+#[derive(Debug, Object)]
+#[oai(
+    rename = "CheckInListPage",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct CheckInListPage {
+    pub items: Vec<CheckInListItem>,
+    /// Pass as `after` (with the same `since`, if any) to read the next
+    /// page; absent on the last page.
+    pub next_cursor: Option<i64>,
+    /// On the first page of a pass (no `after`) only: once every page of
+    /// the pass is read, pass it as `since` to read what changed after.
+    pub since_cursor: Option<i64>,
+}
+
+/// One scan made offline.
+#[derive(Debug, Object)]
+#[oai(rename = "OfflineScan", rename_all = "camelCase")]
+pub struct OfflineScanBody {
+    /// The code scanned: a ticket's `code` (compact JWS).
+    #[oai(validator(max_length = 4096))]
+    pub code: JsonString,
+    /// The door it was scanned at, 1–64 characters.
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub gate: JsonString,
+    /// When it was scanned, by the scanner's clock (RFC 3339); kept to the
+    /// microsecond.
+    pub scanned_at: DateTime<Utc>,
+}
+
+/// An upload of scans made offline.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckInBatchRequest", rename_all = "camelCase")]
+pub struct CheckInBatchRequest {
+    /// 1 to 500 scans, in any order.
+    #[oai(validator(min_items = 1, max_items = 500))]
+    pub scans: Vec<OfflineScanBody>,
+    /// The show these doors admit to, if the scanner knows it: a code of
+    /// another schedule is then `wrong_schedule`.
+    pub schedule_id: Option<i64>,
+}
+
+/// What became of one scan.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename = "OfflineScanResult", rename_all = "snake_case")]
+pub enum ScanResultKind {
+    /// This scan is the ticket's first (`gate`, `at`: this scan).
+    Admitted,
+    /// An earlier scan is the first (`gate`, `at`: that scan's).
+    AlreadyCheckedIn,
+    /// Not a code this server signed.
+    InvalidCode,
+    /// `scannedAt` is more than five minutes ahead of the server's clock.
+    InvalidScanTime,
+    /// The code of an older version: the ticket was re-issued.
+    TicketSuperseded,
+    /// The ticket was cancelled.
+    TicketVoid,
+    /// The code is for another schedule than `scheduleId`.
+    WrongSchedule,
+    /// A signed code of no ticket.
+    NotFound,
+}
+
+/// One scan's answer.
+#[derive(Debug, Object)]
+#[oai(
+    rename = "OfflineScanAnswer",
+    rename_all = "camelCase",
+    skip_serializing_if_is_none
+)]
+pub struct ScanAnswerBody {
+    /// The code as uploaded.
+    pub code: String,
+    pub result: ScanResultKind,
+    /// The ticket the code names, when it is a code this server signed.
+    pub ticket_id: Option<i64>,
+    /// `admitted` and `already_checked_in`: the gate of the ticket's first scan.
+    pub gate: Option<String>,
+    /// `admitted` and `already_checked_in`: the time of the ticket's first scan.
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// The answers, one a scan, in upload order.
+#[derive(Debug, Object)]
+#[oai(rename = "CheckInBatchAnswer")]
+pub struct CheckInBatchBody {
+    pub results: Vec<ScanAnswerBody>,
+}
+
+fn scan_answer(code: String, scanned: ScanResult) -> ScanAnswerBody {
+    let (result, first) = match scanned.outcome {
+        ScanOutcome::Admitted(first) => (ScanResultKind::Admitted, Some(first)),
+        ScanOutcome::AlreadyCheckedIn(first) => (ScanResultKind::AlreadyCheckedIn, Some(first)),
+        ScanOutcome::InvalidCode => (ScanResultKind::InvalidCode, None),
+        ScanOutcome::InvalidScanTime => (ScanResultKind::InvalidScanTime, None),
+        ScanOutcome::Superseded => (ScanResultKind::TicketSuperseded, None),
+        ScanOutcome::Void => (ScanResultKind::TicketVoid, None),
+        ScanOutcome::WrongSchedule => (ScanResultKind::WrongSchedule, None),
+        ScanOutcome::NotFound => (ScanResultKind::NotFound, None),
+    };
+    let (gate, at) = first.map(|scan| (scan.gate, scan.at)).unzip();
+    ScanAnswerBody {
+        code,
+        result,
+        ticket_id: scanned.ticket.map(|id| id.value()),
+        gate,
+        at,
+    }
+}
+
 pub type TicketApi<P> = Unguarded<TicketService<P>>;
 
 crate::refusals! {
@@ -228,6 +341,12 @@ crate::refusals! {
     DoorPage {
         400: [validation_failed],
         401: [unauthorized],
+    }
+    BatchRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
     }
     CheckInRefusals {
         400: [validation_failed],
@@ -336,10 +455,59 @@ impl<P: TicketPorts> TicketApi<P> {
         Ok(Success::json(check_in_body(admitted)))
     }
 
+    /// Uploads scans made offline (staff or admin token): 1 to 500 scans
+    /// (more: 400), each answered on its own, in upload order. The
+    /// earliest scan of a ticket is its first, whatever the order the
+    /// scans arrive in: an offline scan earlier than a ticket's recorded
+    /// first scan (online, or in an earlier upload) replaces it, and every
+    /// later scan (of this upload or any after it, online too) is told
+    /// `already_checked_in` with the earliest scan's `gate` and `at`. Of
+    /// two scans of one code in an upload, the earlier is the one that
+    /// may be admitted. A scan refused on its own: `invalid_code`,
+    /// `invalid_scan_time` (more than five minutes ahead of the server's
+    /// clock), `wrong_schedule` (with `scheduleId`), `ticket_superseded`,
+    /// `ticket_void`, `not_found`. Uploading the same scans again is
+    /// harmless and answers the same.
+    #[oai(
+        path = "/v1/checkins/batch",
+        method = "post",
+        operation_id = "checkInBatch"
+    )]
+    async fn check_in_batch(
+        &self,
+        _auth: ScannerAuth,
+        body: Json<CheckInBatchRequest>,
+    ) -> ApiResult<Success<CheckInBatchBody>, BatchRefusals> {
+        let Json(body) = body;
+        let scans = (body.scans.iter())
+            .map(|scan| {
+                Ok(OfflineScan {
+                    code: scan.code.0.clone(),
+                    gate: Gate::parse(&scan.gate.0)?,
+                    at: scan.scanned_at,
+                })
+            })
+            .collect::<Result<Vec<_>, TicketError>>()?;
+        debug_assert!(scans.len() <= MAX_BATCH);
+        let schedule = body.schedule_id.map(ScheduleId);
+        let results = self.service.check_in_batch(&scans, schedule).await?;
+        let codes = body.scans.into_iter().map(|scan| scan.code.0);
+        Ok(Success::json(CheckInBatchBody {
+            results: codes.zip(results).map(|(c, r)| scan_answer(c, r)).collect(),
+        }))
+    }
+
     /// A schedule's tickets for a scanner that checks codes offline
     /// (staff or admin token): each ticket's id, the version whose code
     /// admits, and whether it is `valid`, `void` or `checked_in`; oldest
     /// first, paged by `nextCursor`. A schedule without tickets lists none.
+    /// The first page of a pass also answers `sinceCursor`: once the pass
+    /// is read, `?since=<sinceCursor>` lists only the tickets changed
+    /// since (issued, voided, checked in, re-issued), paged the same way,
+    /// with a `sinceCursor` for the poll after. A poll may list a ticket
+    /// again that an earlier one listed (changes are read with a
+    /// two-minute overlap, so a change committed late is never missed):
+    /// apply each line as the ticket's current state.
     #[oai(
         path = "/v1/schedules/:id/checkin-list",
         method = "get",
@@ -351,12 +519,22 @@ impl<P: TicketPorts> TicketApi<P> {
         id: Path<i64>,
         /// `nextCursor` of the previous page.
         after: Query<Option<i64>>,
+        /// `sinceCursor` of an earlier pass: only the tickets changed since.
+        since: Query<Option<i64>>,
         /// Page size, 1–1000 (default 500).
         limit: PageSize<MAX_DOOR_PAGE, 500>,
-    ) -> ApiResult<Success<PageBody<CheckInListItem>>, DoorPage> {
+    ) -> ApiResult<Success<CheckInListPage>, DoorPage> {
         let asked = PageRequest::asked(after.0, limit.get());
-        let page = self.service.checkin_list(ScheduleId(id.0), asked).await?;
-        Ok(Success::page(page, list_item))
+        let since = since.0.map(ChangeCursor);
+        let (page, next) = (self.service)
+            .checkin_list(ScheduleId(id.0), since, asked)
+            .await?;
+        let page = page.map(list_item);
+        Ok(Success::json(CheckInListPage {
+            items: page.items,
+            next_cursor: page.next_cursor,
+            since_cursor: next.map(|cursor| cursor.0),
+        }))
     }
 }
 

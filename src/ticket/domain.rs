@@ -1,7 +1,9 @@
 //! What a ticket is, what its code says, and what the saga's two events do
 //! to it.
 
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::kernel::{
@@ -331,8 +333,13 @@ impl CheckIn {
         }
     }
 
-    /// `TicketCheckedIn`.
+    /// `TicketCheckedIn` of a scan at the door.
     pub fn event(&self) -> NewEvent {
+        self.event_of(false)
+    }
+
+    /// `TicketCheckedIn`, saying whether the scan was made offline.
+    pub fn event_of(&self, offline: bool) -> NewEvent {
         NewEvent::new(
             types::TICKET_CHECKED_IN,
             "ticket",
@@ -345,6 +352,7 @@ impl CheckIn {
                 version: self.version,
                 gate: self.scan.gate.clone(),
                 checked_in_at: self.scan.at,
+                offline,
             },
         )
     }
@@ -368,6 +376,139 @@ pub fn refusal(claims: &TicketClaims, now: Option<&Ticket>) -> TicketError {
         Some(_) => TicketError::Fault(Fault::conflict(format!(
             "ticket {id} changed while it was scanned"
         ))),
+    }
+}
+
+/// An upload of offline scans holds 1 to 500 of them.
+pub const MAX_BATCH: usize = 500;
+/// The body of such an upload may be this large (500 scans of long codes):
+/// larger than the limit of other requests.
+pub const BATCH_BODY_LIMIT: usize = 1024 * 1024;
+/// How far a scanner's clock may run ahead of the server's: a scan time
+/// further in the future than this is refused (`invalid_scan_time`).
+pub const SCAN_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+
+/// A scan made offline, as uploaded: the code, the gate and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineScan {
+    pub code: String,
+    pub gate: Gate,
+    pub at: DateTime<Utc>,
+}
+
+/// What became of one uploaded scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScanOutcome {
+    /// This scan is the ticket's first (the earliest known).
+    Admitted(Scan),
+    /// An earlier scan (online, or offline in this or another upload) is
+    /// the first: its gate and time.
+    AlreadyCheckedIn(Scan),
+    /// Not a code this server signed.
+    InvalidCode,
+    /// Scanned further in the future than [`SCAN_CLOCK_SKEW`].
+    InvalidScanTime,
+    Superseded,
+    Void,
+    WrongSchedule,
+    NotFound,
+}
+
+/// One uploaded scan's answer: its ticket when the code names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanResult {
+    pub ticket: Option<TicketId>,
+    pub outcome: ScanOutcome,
+}
+
+/// Why a scan is refused before anything is read or written: a code not
+/// signed here, a scan time in the future, a code of another show.
+pub fn screen_scan(
+    claims: Option<&TicketClaims>,
+    at: DateTime<Utc>,
+    now: DateTime<Utc>,
+    schedule: Option<ScheduleId>,
+) -> Result<&TicketClaims, ScanOutcome> {
+    let Some(claims) = claims else {
+        return Err(ScanOutcome::InvalidCode);
+    };
+    if at > now + SCAN_CLOCK_SKEW {
+        return Err(ScanOutcome::InvalidScanTime);
+    }
+    if schedule.is_some_and(|s| s.value() != claims.sch) {
+        return Err(ScanOutcome::WrongSchedule);
+    }
+    Ok(claims)
+}
+
+/// Of the scans kept (by their index in the upload, with their code and
+/// time), the one of each code that may become its ticket's first: the
+/// earliest, and of two at the same time the one uploaded first.
+pub fn earliest_per_code<'a>(
+    kept: impl IntoIterator<Item = (usize, &'a str, DateTime<Utc>)>,
+) -> Vec<usize> {
+    let mut first: HashMap<&str, (DateTime<Utc>, usize)> = HashMap::new();
+    for (index, code, at) in kept {
+        first
+            .entry(code)
+            .and_modify(|seen| *seen = (*seen).min((at, index)))
+            .or_insert((at, index));
+    }
+    let mut chosen: Vec<usize> = first.into_values().map(|(_, index)| index).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// What an uploaded scan of a verified code became, from the ticket as it
+/// is once the upload's check-ins are written: admitted when the ticket's
+/// first scan is this one (and it was its code's earliest in the upload),
+/// otherwise the reason a scan of the code admits nobody now.
+pub fn scan_outcome(
+    claims: &TicketClaims,
+    scan: &Scan,
+    earliest: bool,
+    now: Option<&Ticket>,
+) -> Result<ScanOutcome, TicketError> {
+    if let Some(ticket) = now
+        && earliest
+        && ticket.status == TicketStatus::Valid
+        && ticket.version == claims.ver
+        && ticket.checked_in.as_ref() == Some(scan)
+    {
+        return Ok(ScanOutcome::Admitted(scan.clone()));
+    }
+    match refusal(claims, now) {
+        TicketError::NotFound(_) => Ok(ScanOutcome::NotFound),
+        TicketError::VoidCode(_) => Ok(ScanOutcome::Void),
+        TicketError::Superseded(_) => Ok(ScanOutcome::Superseded),
+        TicketError::AlreadyCheckedIn(first) => Ok(ScanOutcome::AlreadyCheckedIn(*first)),
+        other => Err(other),
+    }
+}
+
+/// How far back a change cursor reaches before the time it names: a
+/// change is stamped with its writer's clock before its transaction
+/// commits, so a poll may miss a change stamped just before it that
+/// committed just after; the next poll, reaching this far back, reads it
+/// (a change read twice is harmless).
+pub const CHANGE_OVERLAP: TimeDelta = TimeDelta::minutes(2);
+
+/// A position in a schedule's changes: the server's time (microseconds
+/// since the epoch) when a pass over its check-in list began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChangeCursor(pub i64);
+
+impl ChangeCursor {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(now.timestamp_micros())
+    }
+
+    /// The changes to read for it: those stamped at or after this time.
+    pub fn changed_from(self) -> Result<DateTime<Utc>, TicketError> {
+        DateTime::from_timestamp_micros(self.0)
+            .filter(|_| self.0 >= 0)
+            .map(|at| at - CHANGE_OVERLAP)
+            .ok_or_else(|| TicketError::Invalid(format!("since: no such cursor {}", self.0)))
     }
 }
 

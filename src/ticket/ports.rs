@@ -47,6 +47,21 @@ pub trait TicketRepository: Clone + Send + Sync + 'static {
         schedule: ScheduleId,
         page: PageRequest,
     ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
+
+    /// The same, of the tickets written (issued, voided, checked in,
+    /// re-issued) at or after `from` by the server's clock.
+    fn changed_of_schedule(
+        &self,
+        schedule: ScheduleId,
+        from: DateTime<Utc>,
+        page: PageRequest,
+    ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
+
+    /// The tickets of `ids` that exist, in any order.
+    fn many(
+        &self,
+        ids: &[TicketId],
+    ) -> impl Future<Output = Result<Vec<Ticket>, TicketError>> + Send;
 }
 
 /// Tickets inside the consumer's transaction.
@@ -85,6 +100,16 @@ pub trait TicketTx: Send {
     /// it. Of any number of concurrent scans, one sees true.
     fn check_in(&mut self, scan: &CheckIn)
     -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a scan made offline as the ticket's first if it is (a
+    /// compare-and-set on its id and version, valid, and not checked in
+    /// yet or checked in later than this scan), stamping the change at
+    /// `now`; true if it did.
+    fn check_in_earlier(
+        &mut self,
+        scan: &CheckIn,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The server's ticket-signing keys: the current one signs, every key

@@ -121,11 +121,23 @@ fn render_error(err: poem::Error, documented: Option<&Documented>) -> Response {
 pub struct BodyLimit {
     max_bytes: usize,
     within: Duration,
+    larger: Vec<(&'static str, usize)>,
 }
 
 impl BodyLimit {
     pub fn new(max_bytes: usize, within: Duration) -> Self {
-        Self { max_bytes, within }
+        Self {
+            max_bytes,
+            within,
+            larger: Vec::new(),
+        }
+    }
+
+    /// Lets the bodies of the requests to `path` be up to `max_bytes`
+    /// (when that is more than the limit of the others).
+    pub fn allowing(mut self, path: &'static str, max_bytes: usize) -> Self {
+        self.larger.push((path, max_bytes));
+        self
     }
 }
 
@@ -137,6 +149,7 @@ impl<E: Endpoint> Middleware<E> for BodyLimit {
             inner,
             max_bytes: self.max_bytes,
             within: self.within,
+            larger: self.larger.clone(),
         }
     }
 }
@@ -145,18 +158,23 @@ pub struct BodyLimitEndpoint<E> {
     inner: E,
     max_bytes: usize,
     within: Duration,
+    larger: Vec<(&'static str, usize)>,
 }
 
 impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
     type Output = E::Output;
 
     async fn call(&self, mut req: Request) -> Result<Self::Output> {
+        let path = req.uri().path();
+        let max_bytes = (self.larger.iter())
+            .find(|(larger, _)| *larger == path)
+            .map_or(self.max_bytes, |(_, bytes)| self.max_bytes.max(*bytes));
         let announced = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if announced.is_some_and(|len| len > self.max_bytes as u64) {
+        if announced.is_some_and(|len| len > max_bytes as u64) {
             return Err(payload_too_large().into());
         }
         // Whatever the headers say: HTTP/2 may send a body with no length
@@ -165,7 +183,7 @@ impl<E: Endpoint> Endpoint for BodyLimitEndpoint<E> {
         if !body.is_empty() {
             // Reading stops one chunk past the limit, so an oversized body
             // is refused without being buffered.
-            let read = tokio::time::timeout(self.within, body.into_bytes_limit(self.max_bytes));
+            let read = tokio::time::timeout(self.within, body.into_bytes_limit(max_bytes));
             let bytes = read
                 .await
                 .map_err(|_| {

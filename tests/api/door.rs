@@ -1,10 +1,14 @@
 //! The door over HTTP: staff scan a ticket's code; the first scan admits,
 //! every later one is told the first gate and time; a user's token, a
 //! tampered code, another show's code and a refunded ticket's are
-//! refused; fifty scans of one code at once admit exactly one.
+//! refused; fifty scans of one code at once admit exactly one. Offline
+//! scanners upload their scans later (the earliest scan wins, even over an
+//! online one made after it) and poll the check-in list for changes.
 
 use boxoffice::auth::domain::Role;
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use futures::future::join_all;
+use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
 use crate::{
@@ -147,10 +151,190 @@ async fn offline_scanners_read_a_schedules_tickets_with_their_door_status() {
 
     let before: Value = list(staff.clone()).await.json().await.unwrap();
     let line = json!({"ticketId": ticket["id"], "version": 1, "status": "valid"});
-    assert_eq!(before, json!({"items": [line]}));
+    assert_eq!(before["items"], json!([line]));
 
     let body = json!({"code": ticket["code"], "gate": "north"});
     assert_eq!(scan(&app, &staff, body).await.status(), 200);
     let after: Value = list(staff).await.json().await.unwrap();
     assert_eq!(after["items"][0]["status"], "checked_in");
+}
+
+async fn upload(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+    app.post("/v1/checkins/batch")
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn time(value: &Value) -> DateTime<Utc> {
+    value.as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn an_offline_upload_admits_the_earliest_scan_even_over_an_online_one_made_later() {
+    let app = spawn_app().await;
+    let (ticket, schedule) = bought_ticket(&app, 65).await;
+    let code = ticket["code"].as_str().unwrap();
+    let staff = app.token(7_004, Role::Staff);
+    let now = Utc::now().trunc_subsecs(0);
+    let minutes = |n| now + TimeDelta::minutes(n);
+    let offline = |code: &str, gate: &str, at: DateTime<Utc>| json!({"code": code, "gate": gate, "scannedAt": at.to_rfc3339()});
+
+    let online = scan(&app, &staff, json!({"code": code, "gate": "online"})).await;
+    assert_eq!(online.status(), 200);
+
+    let one = json!({"scans": [offline(code, "north", minutes(-3))]});
+    let by_user = upload(&app, &app.user_token(65), one).await;
+    assert_problem(by_user, 403, "forbidden").await;
+    let too_many: Vec<Value> = (0..501).map(|_| offline(code, "g", minutes(-1))).collect();
+    let refused = upload(&app, &staff, json!({"scans": too_many})).await;
+    assert_problem(refused, 400, "validation_failed").await;
+    let none = upload(&app, &staff, json!({"scans": []})).await;
+    assert_problem(none, 400, "validation_failed").await;
+
+    let scans = json!({"scheduleId": schedule, "scans": [
+        offline(code, "south", minutes(-1)),
+        offline(code, "north", minutes(-3)),
+        offline("not.a.code", "north", minutes(-3)),
+        offline(code, "north", minutes(20)),
+    ]});
+    let resp = upload(&app, &staff, scans).await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let results = answer["results"].as_array().unwrap();
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "already_checked_in",
+            "admitted",
+            "invalid_code",
+            "invalid_scan_time"
+        ],
+        "{answer}"
+    );
+    for answered in &results[..2] {
+        assert_eq!(answered["ticketId"], ticket["id"]);
+        assert_eq!(answered["gate"], "north", "the earliest scan's gate");
+        assert_eq!(time(&answered["at"]), minutes(-3));
+    }
+    assert_eq!(results[0]["code"], code);
+    assert!(results[2].get("ticketId").is_none());
+
+    let again = scan(&app, &staff, json!({"code": code, "gate": "online"})).await;
+    let refused = assert_problem(again, 409, "already_checked_in").await;
+    assert_eq!(refused["gate"], "north", "the online answer agrees");
+    assert_eq!(time(&refused["at"]), minutes(-3));
+
+    let events = outbox_payloads(&app.db, "TicketCheckedIn").await;
+    let gates: Vec<(&Value, &Value)> = events.iter().map(|e| (&e["gate"], &e["offline"])).collect();
+    assert_eq!(
+        gates,
+        [
+            (&json!("online"), &json!(false)),
+            (&json!("north"), &json!(true))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_change_cursor_lists_the_tickets_changed_between_two_polls() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 2).await;
+    confirmed_ticket_on(&app, 66, &sale, sale.seats[0]).await;
+    confirmed_ticket_on(&app, 67, &sale, sale.seats[1]).await;
+    let first = tickets_of(&app, 66, 1).await.remove(0);
+    let second = tickets_of(&app, 67, 1).await.remove(0);
+    // Both issued long ago, as far as the change cursor goes.
+    let aged = format!(
+        "UPDATE tickets SET updated_at = '2020-01-01T00:00:00+00:00' WHERE schedule_id = {}",
+        sale.schedule
+    );
+    app.db.execute_unprepared(&aged).await.unwrap();
+    let staff = app.token(7_005, Role::Staff);
+    let list = |query: String| {
+        let path = format!("/v1/schedules/{}/checkin-list?{query}", sale.schedule);
+        let request = app.get(&path).bearer_auth(&staff);
+        async move {
+            let resp = request.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.json::<Value>().await.unwrap()
+        }
+    };
+    let ids = |page: &Value| -> Vec<Value> {
+        let items = page["items"].as_array().unwrap();
+        items.iter().map(|i| i["ticketId"].clone()).collect()
+    };
+
+    let full = list("limit=1".into()).await;
+    assert_eq!(ids(&full), [first["id"].clone()]);
+    let cursor = full["sinceCursor"]
+        .as_i64()
+        .expect("the first page's cursor");
+    let rest = list(format!("limit=1&after={}", full["nextCursor"])).await;
+    assert_eq!(ids(&rest), [second["id"].clone()]);
+    assert!(rest.get("sinceCursor").is_none(), "{rest}");
+
+    let quiet = list(format!("since={cursor}")).await;
+    assert_eq!(ids(&quiet), Vec::<Value>::new(), "nothing changed");
+    let cursor = quiet["sinceCursor"].as_i64().unwrap();
+
+    let body = json!({"code": first["code"], "gate": "north"});
+    assert_eq!(scan(&app, &staff, body).await.status(), 200);
+    let changed = list(format!("since={cursor}")).await;
+    assert_eq!(ids(&changed), [first["id"].clone()]);
+    assert_eq!(changed["items"][0]["status"], "checked_in");
+    let cursor = changed["sinceCursor"].as_i64().unwrap();
+
+    let scanned_at = (Utc::now() - TimeDelta::hours(1)).to_rfc3339();
+    let offline =
+        json!({"scans": [{"code": second["code"], "gate": "east", "scannedAt": scanned_at}]});
+    assert_eq!(upload(&app, &staff, offline).await.status(), 200);
+    let changed = list(format!("since={cursor}")).await;
+    let items = changed["items"].as_array().unwrap();
+    let line = json!({"ticketId": second["id"], "version": 1, "status": "checked_in"});
+    assert!(
+        items.contains(&line),
+        "an offline check-in of an hour ago is a change now: {changed}"
+    );
+
+    let bad = app
+        .get(&format!(
+            "/v1/schedules/{}/checkin-list?since=-5",
+            sale.schedule
+        ))
+        .bearer_auth(&staff)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad, 400, "validation_failed").await;
+}
+
+#[tokio::test]
+async fn concurrent_uploads_of_one_code_keep_the_earliest_scan() {
+    let app = spawn_app().await;
+    let (ticket, _) = bought_ticket(&app, 68).await;
+    let code = ticket["code"].as_str().unwrap();
+    let staff = app.token(7_006, Role::Staff);
+    let now = Utc::now().trunc_subsecs(0);
+    let uploads = (0..10).map(|i| {
+        let at = now - TimeDelta::minutes(20 - i);
+        let body = json!({"scans": [{"code": code, "gate": format!("gate-{i}"), "scannedAt": at.to_rfc3339()}]});
+        let (app, staff) = (&app, &staff);
+        async move { upload(app, staff, body).await.status().as_u16() }
+    });
+    let statuses = join_all(uploads).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    let again = scan(&app, &staff, json!({"code": code, "gate": "online"})).await;
+    let refused = assert_problem(again, 409, "already_checked_in").await;
+    assert_eq!(refused["gate"], "gate-0", "the earliest of the ten");
+    assert_eq!(time(&refused["at"]), now - TimeDelta::minutes(20));
+    let events = outbox_payloads(&app.db, "TicketCheckedIn").await;
+    assert!(events.iter().any(|e| e["gate"] == "gate-0"));
 }

@@ -3,8 +3,8 @@
 use anyhow::anyhow;
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    sea_query::Expr,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, sea_query::Expr,
 };
 
 use super::codes::TicketKey;
@@ -136,6 +136,41 @@ impl TicketRepository for DbTickets {
             .oldest_first(ticket::Column::Id, page);
         Ok(all_as(query, &self.db, to_ticket).await?)
     }
+
+    async fn changed_of_schedule(
+        &self,
+        schedule: ScheduleId,
+        from: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let query = ticket::Entity::find()
+            .filter(ticket::Column::ScheduleId.eq(schedule.value()))
+            .filter(ticket::Column::UpdatedAt.gte(from))
+            .oldest_first(ticket::Column::Id, page);
+        Ok(all_as(query, &self.db, to_ticket).await?)
+    }
+
+    async fn many(&self, ids: &[TicketId]) -> Result<Vec<Ticket>, TicketError> {
+        let query = ticket::Entity::find()
+            .filter(ticket::Column::Id.is_in(ids.iter().map(|id| id.value())));
+        Ok(all_as(query, &self.db, to_ticket).await?)
+    }
+}
+
+/// The update that records `scan` as its ticket's first scan, stamped as
+/// changed at `now`, where the ticket's id and version match and it is
+/// valid; the caller says which earlier first scans it may replace.
+fn first_scan(scan: &CheckIn, now: DateTime<Utc>) -> sea_orm::UpdateMany<ticket::Entity> {
+    ticket::Entity::update_many()
+        .col_expr(ticket::Column::CheckedInAt, Expr::value(scan.scan.at))
+        .col_expr(
+            ticket::Column::CheckedInGate,
+            Expr::value(scan.scan.gate.clone()),
+        )
+        .col_expr(ticket::Column::UpdatedAt, Expr::value(now))
+        .filter(ticket::Column::Id.eq(scan.ticket.value()))
+        .filter(ticket::Column::Version.eq(scan.version as i32))
+        .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()))
 }
 
 impl TicketTx for DbTx {
@@ -197,17 +232,20 @@ impl TicketTx for DbTx {
     }
 
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
-        let first = ticket::Entity::update_many()
-            .col_expr(ticket::Column::CheckedInAt, Expr::value(scan.scan.at))
-            .col_expr(
-                ticket::Column::CheckedInGate,
-                Expr::value(scan.scan.gate.clone()),
-            )
-            .col_expr(ticket::Column::UpdatedAt, Expr::value(scan.scan.at))
-            .filter(ticket::Column::Id.eq(scan.ticket.value()))
-            .filter(ticket::Column::Version.eq(scan.version as i32))
-            .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()))
-            .filter(ticket::Column::CheckedInAt.is_null());
+        let first = first_scan(scan, scan.scan.at).filter(ticket::Column::CheckedInAt.is_null());
+        Ok(compare_and_set(first, self.conn()).await?)
+    }
+
+    async fn check_in_earlier(
+        &mut self,
+        scan: &CheckIn,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let first = first_scan(scan, now).filter(
+            Condition::any()
+                .add(ticket::Column::CheckedInAt.is_null())
+                .add(ticket::Column::CheckedInAt.gt(scan.scan.at)),
+        );
         Ok(compare_and_set(first, self.conn()).await?)
     }
 }

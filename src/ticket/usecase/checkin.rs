@@ -12,7 +12,7 @@ use crate::{
     },
     outbox::ports::OutboxWriter,
     ticket::{
-        domain::{CheckIn, Gate, MAX_DOOR_PAGE, Scan, Ticket, TicketError, refusal},
+        domain::{ChangeCursor, CheckIn, Gate, MAX_DOOR_PAGE, Scan, Ticket, TicketError, refusal},
         ports::{TicketCodes, TicketPorts, TicketRepository, TicketTx},
         usecase::TicketService,
     },
@@ -64,14 +64,34 @@ impl<P: TicketPorts> TicketService<P> {
 
     /// A page of the schedule's tickets, oldest first, for a scanner that
     /// checks codes offline (a schedule without tickets, or none at all,
-    /// has an empty list).
+    /// has an empty list); with `since`, only those changed since that
+    /// cursor (and a little before: see [`ChangeCursor`]). The first page
+    /// of a pass (no `asked.after`) also answers the cursor to poll the
+    /// changes with once every page is read: taken before the read, so a
+    /// change the pass missed is after it.
     pub async fn checkin_list(
         &self,
         schedule: ScheduleId,
+        since: Option<ChangeCursor>,
         asked: PageRequest,
-    ) -> Result<Page<Ticket>, TicketError> {
-        let read = |page| self.tickets.of_schedule(schedule, page);
-        asked.read(MAX_DOOR_PAGE, read, |t| t.id.value()).await
+    ) -> Result<(Page<Ticket>, Option<ChangeCursor>), TicketError> {
+        let next = asked
+            .after
+            .is_none()
+            .then(|| ChangeCursor::at(self.clock.now()));
+        let id = |t: &Ticket| t.id.value();
+        let page = match since {
+            None => {
+                let read = |page| self.tickets.of_schedule(schedule, page);
+                asked.read(MAX_DOOR_PAGE, read, id).await?
+            }
+            Some(cursor) => {
+                let from = cursor.changed_from()?;
+                let read = |page| self.tickets.changed_of_schedule(schedule, from, page);
+                asked.read(MAX_DOOR_PAGE, read, id).await?
+            }
+        };
+        Ok((page, next))
     }
 }
 
@@ -265,9 +285,9 @@ mod tests {
         let code = code_of(&h, ids[2]).await;
         h.service.check_in(&code, &gate("g"), None).await.unwrap();
 
-        let first = h
+        let (first, _) = h
             .service
-            .checkin_list(schedule, PageRequest::asked(None, 2))
+            .checkin_list(schedule, None, PageRequest::asked(None, 2))
             .await
             .unwrap();
         let seen: Vec<_> = first
@@ -280,17 +300,22 @@ mod tests {
             vec![(ids[0], AtTheDoor::Valid), (ids[1], AtTheDoor::Void)],
             "oldest first"
         );
-        let rest = h
+        let (rest, no_cursor) = h
             .service
-            .checkin_list(schedule, PageRequest::asked(first.next_cursor, 2))
+            .checkin_list(schedule, None, PageRequest::asked(first.next_cursor, 2))
             .await
             .unwrap();
         assert_eq!(rest.items[0].at_the_door(), AtTheDoor::CheckedIn);
         assert_eq!(rest.next_cursor, None);
-        let elsewhere = h
+        assert_eq!(
+            no_cursor, None,
+            "the change cursor comes with a pass's first page"
+        );
+        let (elsewhere, _) = h
             .service
             .checkin_list(
                 ScheduleId(schedule.value() + 1),
+                None,
                 PageRequest::asked(None, 10),
             )
             .await

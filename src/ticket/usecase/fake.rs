@@ -1,21 +1,24 @@
 //! The ticket use cases' test fakes: the consumer's transaction, a ticket
 //! store, and codes signed with a fixed key.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use chrono::{DateTime, Utc};
 
 use super::{TicketService, issue_ticket};
 use crate::{
     kernel::{
-        Fault, ManualClock, PageRequest, ReservationId, ScheduleId, StoreError, TicketId,
+        Clock, Fault, ManualClock, PageRequest, ReservationId, ScheduleId, StoreError, TicketId,
         Transaction, UnitOfWork, UserId,
         events::{NewEvent, ReservationChanged},
     },
     outbox::ports::OutboxWriter,
     testing::Wakes,
     ticket::{
-        domain::{CheckIn, NewTicket, SignedCode, Ticket, TicketError, TicketStatus},
+        domain::{CheckIn, NewTicket, Scan, SignedCode, Ticket, TicketError, TicketStatus},
         infra::{
             codes::{SignerCodes, TicketKey, TicketSigner},
             qr::QrRenderer,
@@ -60,6 +63,8 @@ pub struct FakeTx {
     pub events: Vec<NewEvent>,
     /// Plays a ticket another transaction voided first.
     pub refuse_void: bool,
+    /// When each ticket was last written, as `updated_at` keeps it.
+    pub changed: HashMap<TicketId, DateTime<Utc>>,
 }
 
 impl TicketTx for FakeTx {
@@ -92,6 +97,7 @@ impl TicketTx for FakeTx {
             kid: String::new(),
         };
         self.tickets.push(new.clone().stored(id, unsigned, now));
+        self.changed.insert(id, now);
         Ok(Some(id))
     }
 
@@ -102,11 +108,12 @@ impl TicketTx for FakeTx {
         Ok(())
     }
 
-    async fn void_ticket(&mut self, id: TicketId, _: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn void_ticket(&mut self, id: TicketId, now: DateTime<Utc>) -> Result<bool, StoreError> {
         let ticket = self.tickets.iter_mut().find(|t| t.id == id);
         match ticket {
             Some(ticket) if ticket.status == TicketStatus::Valid && !self.refuse_void => {
                 ticket.status = TicketStatus::Void;
+                self.changed.insert(id, now);
                 Ok(true)
             }
             _ => Ok(false),
@@ -114,15 +121,41 @@ impl TicketTx for FakeTx {
     }
 
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
+        Ok(self.first_scan(scan, scan.scan.at, |first| first.is_none()))
+    }
+
+    async fn check_in_earlier(
+        &mut self,
+        scan: &CheckIn,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.first_scan(scan, now, |first| {
+            first.is_none_or(|first| first.at > scan.scan.at)
+        }))
+    }
+}
+
+impl FakeTx {
+    /// Records `scan` as its ticket's first where the id and version
+    /// match, it is valid and `replaces` its first scan so far.
+    fn first_scan(
+        &mut self,
+        scan: &CheckIn,
+        now: DateTime<Utc>,
+        replaces: impl Fn(Option<&Scan>) -> bool,
+    ) -> bool {
         let ticket = self.tickets.iter_mut().find(|t| {
             t.id == scan.ticket
                 && t.version == scan.version
                 && t.status == TicketStatus::Valid
-                && t.checked_in.is_none()
+                && replaces(t.checked_in.as_ref())
         });
-        Ok(ticket
-            .map(|ticket| ticket.checked_in = Some(scan.scan.clone()))
-            .is_some())
+        let Some(ticket) = ticket else {
+            return false;
+        };
+        ticket.checked_in = Some(scan.scan.clone());
+        self.changed.insert(scan.ticket, now);
+        true
     }
 }
 
@@ -163,6 +196,27 @@ impl TicketRepository for FakeTickets {
         page: PageRequest,
     ) -> Result<Vec<Ticket>, TicketError> {
         self.page(|t| t.schedule == schedule, Order::OldestFirst, page)
+    }
+
+    async fn changed_of_schedule(
+        &self,
+        schedule: ScheduleId,
+        from: DateTime<Utc>,
+        page: PageRequest,
+    ) -> Result<Vec<Ticket>, TicketError> {
+        let changed = self.0.lock().unwrap().tx.changed.clone();
+        let since = |t: &Ticket| changed.get(&t.id).is_some_and(|at| *at >= from);
+        self.page(
+            |t| t.schedule == schedule && since(t),
+            Order::OldestFirst,
+            page,
+        )
+    }
+
+    async fn many(&self, ids: &[TicketId]) -> Result<Vec<Ticket>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        let tickets = stored.tx.tickets.iter();
+        Ok(tickets.filter(|t| ids.contains(&t.id)).cloned().collect())
     }
 }
 
@@ -253,6 +307,14 @@ impl TicketTx for FakeTicketsTx {
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
         self.work.check_in(scan).await
     }
+
+    async fn check_in_earlier(
+        &mut self,
+        scan: &CheckIn,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.work.check_in_earlier(scan, now).await
+    }
 }
 
 impl OutboxWriter for FakeTicketsTx {
@@ -318,7 +380,7 @@ impl Harness {
             ..sold(reservation)
         };
         let mut stored = std::mem::take(&mut self.tickets.0.lock().unwrap().tx);
-        issue_ticket(&mut stored, &self.codes, &sold, Utc::now())
+        issue_ticket(&mut stored, &self.codes, &sold, self.clock.now())
             .await
             .unwrap();
         let id = stored.tickets.last().unwrap().id;
@@ -330,6 +392,7 @@ impl Harness {
         let mut stored = self.tickets.0.lock().unwrap();
         let ticket = stored.tx.tickets.iter_mut().find(|t| t.id == id).unwrap();
         ticket.status = TicketStatus::Void;
+        stored.tx.changed.insert(id, self.clock.now());
     }
 
     pub fn down(&self) {
@@ -353,6 +416,7 @@ impl Harness {
         let mut stored = self.tickets.0.lock().unwrap();
         let ticket = stored.tx.tickets.iter_mut().find(|t| t.id == id).unwrap();
         ticket.version += 1;
+        stored.tx.changed.insert(id, self.clock.now());
     }
 
     /// The events committed so far.

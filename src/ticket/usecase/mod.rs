@@ -1,7 +1,8 @@
 //! The ticket use cases, one file per flow: issuing and voiding tickets as
 //! a saga step (`issue.rs`), what a holder reads (`holder.rs`), and the
-//! door (`checkin.rs`).
+//! door (`checkin.rs`), and the scans made offline (`batch.rs`).
 
+mod batch;
 mod checkin;
 #[cfg(test)]
 mod fake;
