@@ -1,12 +1,13 @@
 //! The ticket use cases, one file per flow: issuing and voiding tickets as
-//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), and the
-//! door (`checkin.rs`).
+//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), handing a
+//! ticket on (`transfer.rs`), and the door (`checkin.rs`).
 
 mod checkin;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 mod holder;
 mod issue;
+mod transfer;
 
 pub use issue::{IssueTickets, Issuing, issue_ticket, void_ticket};
 
