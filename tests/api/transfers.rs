@@ -207,3 +207,66 @@ async fn one_ticket_of_an_order_of_two_is_refunded_alone_then_the_rest_with_the_
     .await;
     assert_invariants(&app).await;
 }
+
+#[tokio::test]
+async fn a_schedule_cancellation_voids_every_ticket_and_refunds_what_is_still_paid() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 4).await;
+    let user = 95;
+    let token = app.admitted_token(user, &sale.concert).await;
+    let body = json!({"scheduleId": sale.schedule, "seatIds": [sale.seats[0], sale.seats[1]]});
+    let placed: Value = order(&app, user, &token, body).await.json().await.unwrap();
+    assert_eq!(charge(&app, user, json!(500_000)).await.status(), 201);
+    let paid = pay_order(&app, user, &token, &placed["id"]).await;
+    assert_eq!(paid.status(), 201);
+    let payment: Value = paid.json().await.unwrap();
+    let tickets = tickets_of(&app, user, 2).await;
+    let start = balance(&app, user).await;
+    // One ticket handed on, the other cancelled alone first.
+    assert_eq!(
+        transfer(&app, user, &tickets[0]["id"], json!(96))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        cancel_one(&app, user, &tickets[1]["id"]).await.status(),
+        202
+    );
+    let payment_path = format!("/v1/payments/{}", payment["id"]);
+    eventually("the seat's refund", WAIT, || async {
+        let now = get_as(&app, user, &payment_path).await;
+        (now["refundedAmount"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
+
+    let cancel = app
+        .post(&format!("/v1/admin/schedules/{}/cancel", sale.schedule))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 202);
+    let staff = app.token(7_101, Role::Staff);
+    let list = format!("/v1/schedules/{}/checkin-list", sale.schedule);
+    eventually("every ticket void", WAIT, || async {
+        let page: Value = (app.get(&list).bearer_auth(&staff).send().await.unwrap())
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2 && items.iter().all(|t| t["status"] == "void")).then_some(())
+    })
+    .await;
+    let refunded = eventually("the rest refunded", WAIT, || async {
+        let now = get_as(&app, user, &payment_path).await;
+        (now["status"] == "refunded").then_some(now)
+    })
+    .await;
+    assert_eq!(refunded["refundedAmount"], payment["amount"]);
+    let amount = payment["amount"].as_i64().unwrap();
+    assert_eq!(balance(&app, user).await, start + amount, "all of it, once");
+    let new_holder = get_as(&app, 96, &format!("/v1/tickets/{}", tickets[0]["id"])).await;
+    assert_eq!(new_holder["status"], "void");
+    assert_invariants(&app).await;
+}
