@@ -150,7 +150,13 @@ async fn one_ticket_of_an_order_of_two_is_refunded_alone_then_the_rest_with_the_
             let body: Value = resp.json().await.unwrap();
             assert_eq!(body["paymentId"], payment["id"]);
         } else {
-            assert_problem(resp, 409, "already_cancelled").await;
+            // Under way still, or done already (the runner was quick).
+            assert_eq!(resp.status(), 409);
+            let refused: Value = resp.json().await.unwrap();
+            assert!(
+                refused["code"] == "already_cancelled" || refused["code"] == "ticket_void",
+                "{refused}"
+            );
         }
     }
     assert_eq!(accepted, 1);
