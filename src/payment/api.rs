@@ -321,7 +321,9 @@ impl<P: PaymentPorts> PaymentApi<P> {
     /// `cancel_window_closed` after the cut-off, `not_confirmed` when the
     /// payment is not confirmed (e.g. the whole order was refunded), and
     /// `already_cancelled` while this ticket's cancellation is under way
-    /// (each ticket is refunded once, whatever the retries).
+    /// (each ticket is refunded once, whatever the retries). A ticket
+    /// admitted at the door before its refund is carried out is not
+    /// refunded.
     #[oai(
         path = "/v1/tickets/:id/refunds",
         method = "post",

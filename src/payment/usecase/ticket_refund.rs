@@ -97,8 +97,9 @@ impl<P: PaymentPorts> PaymentService<P> {
 /// is cancelled (its seat back on sale, `TicketCancelled`) and its price
 /// credited with `PaymentRefunded`; the payment stays `confirmed` while
 /// other seats are sold and is `refunded` with the last. Nothing to do
-/// when the payment is no longer confirmed or the seat was cancelled
-/// already (a whole cancellation got there first).
+/// when the payment is no longer confirmed, the seat was cancelled already
+/// (a whole cancellation got there first), or its ticket was admitted at
+/// the door after the request.
 pub(super) async fn refund_seat<T>(
     tx: &mut T,
     step: &Compensation,
@@ -106,7 +107,7 @@ pub(super) async fn refund_seat<T>(
     now: DateTime<Utc>,
 ) -> Result<Attempt, PaymentError>
 where
-    T: PaymentTx + ReservationTx + SeatTx + WalletTx + OutboxWriter,
+    T: PaymentTx + ReservationTx + SeatTx + WalletTx + TicketTx + OutboxWriter,
 {
     let Some(seat) = refunded_seat(&step.step) else {
         return Err(Fault::unexpected(format!(
@@ -116,6 +117,11 @@ where
         .into());
     };
     if !payment.is_refundable(TICKET_CANCEL_SAGA) {
+        return Ok(Attempt::NothingToRefund);
+    }
+    let admitted = (tx.ticket_of(seat).await?).is_some_and(|t| t.checked_in.is_some());
+    if admitted {
+        // Scanned at the door after the request: the seat was used.
         return Ok(Attempt::NothingToRefund);
     }
     let Some(reservation) = ReservationTx::get(tx, seat).await? else {
@@ -415,5 +421,21 @@ mod tests {
             h.store.world().compensations.is_empty(),
             "nothing scheduled"
         );
+    }
+
+    #[tokio::test]
+    async fn a_ticket_admitted_before_its_refund_ran_is_not_refunded() {
+        let h = harness();
+        let (_, payment, tickets) = h.ticketed_order(2).await;
+        h.payments.cancel_ticket(tickets[0], ALICE).await.unwrap();
+        h.store.world().tickets.tickets[0].checked_in = Some(Scan {
+            gate: "north".into(),
+            at: h.clock.now(),
+        });
+        h.compensations.run_due().await.unwrap();
+        assert!(h.refunds(&payment).is_empty());
+        assert_eq!(h.status(payment.id).refunded, Points::ZERO);
+        assert!(h.store.world().payloads(types::TICKET_CANCELLED).is_empty());
+        assert_eq!(h.compensation().status, CompensationStatus::Succeeded);
     }
 }
