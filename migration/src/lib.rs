@@ -24,6 +24,7 @@ mod m20261207_000018_orders;
 mod m20261207_000019_tickets;
 mod m20261207_000020_checkins;
 mod m20261207_000021_ticket_changes;
+mod m20261207_000022_partial_refunds;
 
 pub struct Migrator;
 
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000019_tickets::Migration),
             Box::new(m20261207_000020_checkins::Migration),
             Box::new(m20261207_000021_ticket_changes::Migration),
+            Box::new(m20261207_000022_partial_refunds::Migration),
         ]
     }
 }

@@ -127,6 +127,8 @@ pub mod types {
     pub const TICKET_VOIDED: &str = "TicketVoided";
     /// A ticket was scanned at the door for the first time.
     pub const TICKET_CHECKED_IN: &str = "TicketCheckedIn";
+    /// A holder handed a ticket on: a new holder, version and code.
+    pub const TICKET_TRANSFERRED: &str = "TicketTransferred";
 
     /// Every type the outbox carries: a consumer group is subscribed to
     /// the ones its handler handles, and the delivery audit holds it to
@@ -170,6 +172,7 @@ pub mod types {
         TICKET_ISSUED,
         TICKET_VOIDED,
         TICKET_CHECKED_IN,
+        TICKET_TRANSFERRED,
     ];
 
     /// Events about the pipeline's own trouble. A dead letter of one of
@@ -272,9 +275,16 @@ pub struct PaymentRefunded {
     pub user_id: i64,
     pub amount: i64,
     /// Why: `seat_lost` (the seat could not be confirmed) or `cancelled`
-    /// (the buyer cancelled the ticket). Absent in events written before.
+    /// (the buyer cancelled the ticket), `schedule_cancelled`, or
+    /// `ticket_cancelled` (one seat of an order). Absent in events written
+    /// before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What stays paid after this refund: more than 0 after a seat of an
+    /// order was refunded and others are still sold. Absent in events
+    /// written before per-ticket refunds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -503,6 +513,22 @@ pub struct TicketCheckedIn {
     /// event then follows the later scan's.
     #[serde(default)]
     pub offline: bool,
+}
+
+/// A ticket handed on (`TicketTransferred`): which ticket, of which
+/// reservation, from whom to whom, for which show and seat, its new
+/// version and the key that signed its new code.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketTransferred {
+    pub ticket_id: i64,
+    pub reservation_id: i64,
+    pub from_user_id: i64,
+    pub to_user_id: i64,
+    pub schedule_id: i64,
+    pub seat_id: i64,
+    pub version: u32,
+    pub kid: String,
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     auth::api::{AdminAuth, UserAuth},
     catalog::api::ScheduleStatusBody,
-    kernel::{OrderId, PageRequest, PaymentId, ReservationId, ScheduleId},
+    kernel::{OrderId, PageRequest, PaymentId, ReservationId, ScheduleId, TicketId},
     web::{
         ApiTags,
         admission::QueueToken,
@@ -66,6 +66,10 @@ pub struct PaymentBody {
     // here would make poem-openapi wrap the reference in `allOf`).
     pub status: StatusBody,
     pub amount: i64,
+    /// Given back so far: the prices of the order's tickets cancelled one
+    /// by one (the payment stays `confirmed` while others are sold), or
+    /// the whole `amount` once `refunded`.
+    pub refunded_amount: i64,
 }
 
 fn body(p: &Payment) -> PaymentBody {
@@ -79,6 +83,10 @@ fn body(p: &Payment) -> PaymentBody {
             PaymentStatus::Refunded => StatusBody::Refunded,
         },
         amount: p.amount.value(),
+        refunded_amount: match p.status {
+            PaymentStatus::Refunded => p.amount.value(),
+            _ => p.refunded.value(),
+        },
     }
 }
 
@@ -133,6 +141,14 @@ enum RefundResponse {
     /// The cancellation is accepted; the refund follows shortly.
     #[oai(status = 202)]
     Accepted(Json<RefundBody>),
+}
+
+/// A cancellation of (part of) `payment` accepted: its refund is pending.
+fn accepted(payment: &Payment) -> RefundResponse {
+    RefundResponse::Accepted(Json(RefundBody {
+        payment_id: payment.id.value(),
+        status: RefundStatusBody::Pending,
+    }))
 }
 
 /// A schedule's sale, and how far its cancellation has come.
@@ -205,6 +221,13 @@ crate::refusals! {
         401: [unauthorized],
         404: [not_found],
         409: [not_confirmed, cancel_window_closed, already_cancelled],
+        429: [rate_limited],
+    }
+    CancelOneTicketRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [not_confirmed, cancel_window_closed, already_cancelled, ticket_void, already_checked_in, ticket_transferred],
         429: [rate_limited],
     }
     RetryRefusals {
@@ -281,10 +304,42 @@ impl<P: PaymentPorts> PaymentApi<P> {
     ) -> ApiResult<RefundResponse, CancelTicketRefusals> {
         self.guard.limit(auth.0.user_id, req).await?;
         let payment = self.service.cancel(PaymentId(id.0), auth.0.user_id).await?;
-        Ok(RefundResponse::Accepted(Json(RefundBody {
-            payment_id: payment.id.value(),
-            status: RefundStatusBody::Pending,
-        })))
+        Ok(accepted(&payment))
+    }
+
+    /// Cancel one ticket of an order (yours, bought with your points) and
+    /// get that seat's price back, until the configured cut-off before the
+    /// show. The refund follows shortly, through the same steps as a whole
+    /// cancellation: the seat goes back on sale (and to the waitlist), the
+    /// ticket becomes void, and the payment's `refundedAmount` grows by
+    /// the seat's price; it stays `confirmed` until its last ticket is
+    /// cancelled, then reads `refunded`. Cancelling the whole order
+    /// afterwards refunds only the rest. Refused: 404 for anyone else's
+    /// ticket; 409 `ticket_void` (cancelled already), `already_checked_in`
+    /// (admitted at the door), `ticket_transferred` (handed on to you: the
+    /// points go back only to the buyer, who no longer holds it),
+    /// `cancel_window_closed` after the cut-off, `not_confirmed` when the
+    /// payment is not confirmed (e.g. the whole order was refunded), and
+    /// `already_cancelled` while this ticket's cancellation is under way
+    /// (each ticket is refunded once, whatever the retries). A ticket
+    /// admitted at the door before its refund is carried out is not
+    /// refunded.
+    #[oai(
+        path = "/v1/tickets/:id/refunds",
+        method = "post",
+        operation_id = "cancelOneTicket"
+    )]
+    async fn cancel_one(
+        &self,
+        auth: UserAuth,
+        req: &poem::Request,
+        id: Path<i64>,
+    ) -> ApiResult<RefundResponse, CancelOneTicketRefusals> {
+        self.guard.limit(auth.0.user_id, req).await?;
+        let payment = (self.service)
+            .cancel_ticket(TicketId(id.0), auth.0.user_id)
+            .await?;
+        Ok(accepted(&payment))
     }
 
     /// Your payments, newest first.
@@ -449,6 +504,17 @@ impl From<PaymentError> for Problem {
             PaymentError::OrderExpired(_) => Problem::conflict("hold_expired", err.to_string()),
             PaymentError::OrderAlreadyPaid(_) => Problem::conflict("already_paid", err.to_string()),
             PaymentError::InvalidRequest(_) => Problem::validation(err.to_string()),
+            PaymentError::TicketNotFound(_) => Problem::not_found(err.to_string()),
+            PaymentError::TicketVoid(_) => Problem::conflict("ticket_void", err.to_string()),
+            PaymentError::TicketCheckedIn(_) => {
+                Problem::conflict("already_checked_in", err.to_string())
+            }
+            PaymentError::TicketTransferred(_) => {
+                Problem::conflict("ticket_transferred", err.to_string())
+            }
+            PaymentError::TicketAlreadyCancelled(_) => {
+                Problem::conflict("already_cancelled", err.to_string())
+            }
             PaymentError::Fault(fault) => Problem::fault("payment store", &fault),
         }
     }

@@ -5,7 +5,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use crate::catalog::domain::ScheduleStatus;
 use crate::kernel::Fault;
 use crate::kernel::{
-    ConcertId, OrderId, PaymentId, Points, ReservationId, ScheduleId, UserId, backoff,
+    ConcertId, OrderId, PaymentId, Points, ReservationId, ScheduleId, TicketId, UserId, backoff,
     events::{CompensationFailed, NewEvent, PaymentCompleted, PaymentRefunded, types},
 };
 use crate::reservation::domain::{NotPayable, Order, Reservation};
@@ -45,9 +45,21 @@ pub struct Payment {
     pub concert: ConcertId,
     pub amount: Points,
     pub status: PaymentStatus,
+    /// Given back so far seat by seat (a holder's cancellation of one
+    /// ticket of the order); a whole refund gives back the rest.
+    #[serde(default)]
+    pub refunded: Points,
 }
 
 impl Payment {
+    /// What is still paid: the amount less what seat cancellations gave
+    /// back.
+    pub fn unrefunded(&self) -> Points {
+        self.amount
+            .checked_sub(self.refunded)
+            .unwrap_or(Points::ZERO)
+    }
+
     /// `PaymentCompleted` of this payment for the `seats` it bought.
     pub fn completed(&self, seats: &[ReservationId]) -> NewEvent {
         NewEvent::new(
@@ -66,21 +78,39 @@ impl Payment {
         )
     }
 
-    /// `PaymentRefunded` of this payment, refunded by `saga`.
+    /// `PaymentRefunded` of this payment, refunded by `saga`: all that
+    /// was still paid.
     pub fn refunded(&self, saga: &str) -> PaymentRefunded {
+        self.refunded_seat(saga, self.reservation, self.unrefunded())
+    }
+
+    /// `PaymentRefunded` of `amount` of this payment given back by `saga`
+    /// for the seat `reservation`, with what stays paid after it.
+    pub fn refunded_seat(
+        &self,
+        saga: &str,
+        reservation: ReservationId,
+        amount: Points,
+    ) -> PaymentRefunded {
+        let remaining = self
+            .unrefunded()
+            .checked_sub(amount)
+            .unwrap_or(Points::ZERO);
         PaymentRefunded {
             payment_id: self.id.value(),
-            reservation_id: self.reservation.value(),
+            reservation_id: reservation.value(),
             user_id: self.user.value(),
-            amount: self.amount.value(),
+            amount: amount.value(),
             reason: Some(
                 match saga {
                     CANCEL_SAGA => "cancelled",
                     SCHEDULE_CANCEL_SAGA => "schedule_cancelled",
+                    TICKET_CANCEL_SAGA => "ticket_cancelled",
                     _ => "seat_lost",
                 }
                 .into(),
             ),
+            remaining: Some(remaining.value()),
         }
     }
 
@@ -105,7 +135,28 @@ pub fn refunds_from(saga: &str) -> PaymentStatus {
 /// Whether the saga's refund also cancels the ticket (a buyer's or an
 /// admin's cancellation) rather than refunding a seat that was never sold.
 pub fn cancels_ticket(saga: &str) -> bool {
-    saga == CANCEL_SAGA || saga == SCHEDULE_CANCEL_SAGA
+    saga == CANCEL_SAGA || saga == SCHEDULE_CANCEL_SAGA || saga == TICKET_CANCEL_SAGA
+}
+
+/// The refund step of one seat's cancellation ([`TICKET_CANCEL_SAGA`]): it
+/// names the seat's reservation, so each seat of a payment is refunded at
+/// most once (one step per saga, step and payment).
+pub fn seat_refund_step(seat: ReservationId) -> String {
+    format!("{REFUND_STEP}:{seat}")
+}
+
+/// The seat a [`seat_refund_step`] names.
+pub fn refunded_seat(step: &str) -> Option<ReservationId> {
+    let id = step.strip_prefix(REFUND_STEP)?.strip_prefix(':')?;
+    id.parse().ok().map(ReservationId)
+}
+
+/// What the cancellation of one seat of `payment` gives back: its price,
+/// never more than is still paid, and all that is still paid with the
+/// last seat sold (so the seats' refunds add up to the amount paid).
+pub fn seat_refund(payment: &Payment, price: Points, last_seat: bool) -> Points {
+    let rest = payment.unrefunded();
+    if last_seat { rest } else { price.min(rest) }
 }
 
 /// How far an admin's cancellation of a schedule has come.
@@ -259,6 +310,9 @@ pub const REFUND_SAGA: &str = "payment";
 pub const REFUND_STEP: &str = "refund";
 /// The saga of a ticket its buyer cancelled: one refund step per payment.
 pub const CANCEL_SAGA: &str = "cancellation";
+/// The saga of one ticket of an order its holder cancelled: one refund
+/// step per seat ([`seat_refund_step`]).
+pub const TICKET_CANCEL_SAGA: &str = "ticket_cancellation";
 /// The saga of an admin's cancellation of a whole schedule: one refund step
 /// per sold ticket.
 pub const SCHEDULE_CANCEL_SAGA: &str = "schedule_cancellation";
@@ -410,6 +464,18 @@ pub enum PaymentError {
     OrderExpired(OrderId),
     #[error("order {0} is already paid")]
     OrderAlreadyPaid(OrderId),
+    #[error("ticket {0} does not exist")]
+    TicketNotFound(TicketId),
+    #[error("ticket {0} is void: it was cancelled already")]
+    TicketVoid(TicketId),
+    #[error("ticket {0} was admitted at the door: it can no longer be cancelled")]
+    TicketCheckedIn(TicketId),
+    #[error(
+        "ticket {0} was handed on to you: only its buyer, whose points paid for it, may cancel it"
+    )]
+    TicketTransferred(TicketId),
+    #[error("ticket {0} is already being cancelled")]
+    TicketAlreadyCancelled(TicketId),
     #[error("{0}")]
     InvalidRequest(String),
     #[error(transparent)]
@@ -455,7 +521,48 @@ mod tests {
             concert: ConcertId(4),
             amount: Points::new(100).unwrap(),
             status,
+            refunded: Points::ZERO,
         }
+    }
+
+    #[test]
+    fn a_seat_gives_back_its_price_and_the_last_one_the_rest() {
+        let points = |n| Points::new(n).unwrap();
+        let paid = Payment {
+            amount: points(250),
+            ..payment(PaymentStatus::Confirmed)
+        };
+        assert_eq!(seat_refund(&paid, points(100), false), points(100));
+        let after_one = Payment {
+            refunded: points(100),
+            ..paid.clone()
+        };
+        assert_eq!(after_one.unrefunded(), points(150));
+        assert_eq!(seat_refund(&after_one, points(100), true), points(150));
+        let discounted = Payment {
+            refunded: points(200),
+            ..paid.clone()
+        };
+        assert_eq!(
+            seat_refund(&discounted, points(100), false),
+            points(50),
+            "never more than is still paid"
+        );
+        let event = after_one.refunded_seat(TICKET_CANCEL_SAGA, ReservationId(8), points(100));
+        assert_eq!(event.amount, 100);
+        assert_eq!(event.remaining, Some(50));
+        assert_eq!(event.reservation_id, 8);
+        assert_eq!(event.reason.as_deref(), Some("ticket_cancelled"));
+        assert_eq!(after_one.refunded(CANCEL_SAGA).amount, 150, "the rest");
+        assert_eq!(after_one.refunded(CANCEL_SAGA).remaining, Some(0));
+
+        let step = seat_refund_step(ReservationId(41));
+        assert_eq!(step, "refund:41");
+        assert_eq!(refunded_seat(&step), Some(ReservationId(41)));
+        assert_eq!(refunded_seat(REFUND_STEP), None);
+        assert_eq!(refunded_seat("refund:x"), None);
+        assert!(cancels_ticket(TICKET_CANCEL_SAGA));
+        assert!(payment(PaymentStatus::Confirmed).is_refundable(TICKET_CANCEL_SAGA));
     }
 
     #[test]

@@ -9,12 +9,13 @@ use super::domain::{
 use crate::{
     catalog::ports::SeatTx,
     kernel::{
-        Clock, PageRequest, PaymentId, ScheduleId, StoreError, UnitOfWork, UserId,
+        Clock, PageRequest, PaymentId, Points, ScheduleId, StoreError, UnitOfWork, UserId,
         events::{NewEvent, RelayWake},
         idempotency::IdempotencyTx,
     },
     outbox::ports::OutboxWriter,
     reservation::ports::{ReservationRepository, ReservationTx},
+    ticket::ports::TicketTx,
     wallet::ports::WalletTx,
 };
 
@@ -26,7 +27,13 @@ crate::kernel::ports::ports_bundle! {
         /// One transaction claims the hold, moves the points and the seat,
         /// records the payment, the request key and the outbox event.
         type Uow: UnitOfWork<
-            Tx: ReservationTx + SeatTx + WalletTx + PaymentTx + OutboxWriter + IdempotencyTx,
+            Tx: ReservationTx
+                    + SeatTx
+                    + WalletTx
+                    + PaymentTx
+                    + TicketTx
+                    + OutboxWriter
+                    + IdempotencyTx,
         >;
         type Payments: PaymentRepository;
         type Reservations: ReservationRepository;
@@ -145,6 +152,17 @@ pub trait PaymentTx: Send {
         id: PaymentId,
         from: PaymentStatus,
         to: PaymentStatus,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a refund of `seen`: `refunded` given back in all, now in
+    /// `status` — a compare-and-set on the status and refunded amount
+    /// `seen` has; true if this one did.
+    fn record_refund(
+        &mut self,
+        seen: &Payment,
+        refunded: Points,
+        status: PaymentStatus,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 

@@ -16,6 +16,7 @@ mod idempotency;
 mod outbox;
 mod payments;
 mod reservations;
+mod tickets;
 mod waitlist;
 mod wallet;
 
@@ -72,6 +73,9 @@ pub struct World {
     pub won: Vec<IssuedCoupon>,
     /// Waitlist places, in join order (a place joined again moves to the end).
     pub waitlist: Vec<MemWaitlistPlace>,
+    /// Tickets, with the ticket module's own rules (its events stay there:
+    /// what the payment flows write goes to `outbox`).
+    pub tickets: crate::ticket::usecase::fake::FakeTx,
     next_id: i64,
 }
 

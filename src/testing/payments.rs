@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::{MemTx, MemoryUow, World, newest_first};
 use crate::{
     catalog::domain::{ScheduleStatus, SeatState},
-    kernel::{PageRequest, PaymentId, ScheduleId, StoreError, UserId, events::NewEvent},
+    kernel::{PageRequest, PaymentId, Points, ScheduleId, StoreError, UserId, events::NewEvent},
     payment::{
         domain::{
             AfterFailure, CancellationProgress, Compensation, CompensationStatus, DueCompensation,
@@ -68,6 +68,7 @@ impl PaymentTx for MemTx {
             concert: new.concert,
             amount: new.amount,
             status: PaymentStatus::Paid,
+            refunded: Points::ZERO,
         };
         self.work.payments.insert(payment.id, payment.clone());
         Ok(payment)
@@ -89,6 +90,24 @@ impl PaymentTx for MemTx {
         match self.work.payments.get_mut(&id) {
             Some(payment) if payment.status == from => {
                 payment.status = to;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn record_refund(
+        &mut self,
+        seen: &Payment,
+        refunded: Points,
+        status: PaymentStatus,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        match self.work.payments.get_mut(&seen.id) {
+            Some(payment) if payment.status == seen.status && payment.refunded == seen.refunded => {
+                payment.status = status;
+                payment.refunded = refunded;
                 Ok(true)
             }
             _ => Ok(false),

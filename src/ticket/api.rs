@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     auth::api::{ScannerAuth, UserAuth},
-    kernel::{PageRequest, ScheduleId, TicketId},
+    kernel::{PageRequest, ScheduleId, TicketId, UserId},
     web::{
         ApiTags,
         guarded::Unguarded,
@@ -138,6 +138,16 @@ enum QrResponse {
     /// `image/png` (before `image/svg+xml`, if both).
     #[oai(status = 200)]
     Ok(QrImage),
+}
+
+/// Whom to hand a ticket on to.
+#[derive(Debug, Object)]
+#[oai(rename = "TransferRequest", rename_all = "camelCase")]
+pub struct TransferRequest {
+    /// The user id of the new holder: 1 or more, not your own. Users are
+    /// not registered anywhere (a user id is whatever a token names), so
+    /// any such id is someone.
+    pub to_user: i64,
 }
 
 /// A scan at the door.
@@ -348,6 +358,14 @@ crate::refusals! {
         413: [payload_too_large],
         415: [unsupported_media_type],
     }
+    TransferRefusals {
+        400: [validation_failed],
+        401: [unauthorized],
+        404: [not_found],
+        409: [already_checked_in, ticket_changed, ticket_void],
+        413: [payload_too_large],
+        415: [unsupported_media_type],
+    }
     CheckInRefusals {
         400: [validation_failed],
         401: [unauthorized],
@@ -429,6 +447,33 @@ impl<P: TicketPorts> TicketApi<P> {
             QrFormat::Svg => QrImage::Svg(Binary(image)),
             QrFormat::Png => QrImage::Png(Binary(image)),
         }))
+    }
+
+    /// Hands your ticket on to another user (`toUser`): in one step the
+    /// ticket gets the next `version`, the new holder and a new `code`
+    /// signed over both, answered here. The old code is refused at the
+    /// door from now on (409 `ticket_superseded`), the check-in list shows
+    /// the new version, and the ticket moves from your tickets to theirs.
+    /// Refused: 400 `validation_failed` for a `toUser` below 1 or your own;
+    /// 404 for anyone else's ticket; 409 `ticket_void` for a cancelled
+    /// ticket, `already_checked_in` for one admitted at the door, and
+    /// `ticket_changed` when a concurrent request changed it first (of two
+    /// concurrent transfers exactly one wins).
+    #[oai(
+        path = "/v1/tickets/:id/transfer",
+        method = "post",
+        operation_id = "transferTicket"
+    )]
+    async fn transfer(
+        &self,
+        auth: UserAuth,
+        id: Path<i64>,
+        request: Json<TransferRequest>,
+    ) -> ApiResult<Success<TicketBody>, TransferRefusals> {
+        let moved = (self.service)
+            .transfer(TicketId(id.0), auth.0.user_id, UserId(request.to_user))
+            .await?;
+        Ok(Success::json(body(moved)))
     }
 
     /// Admits a ticket at the door (staff or admin token): its code is
@@ -551,6 +596,7 @@ impl From<TicketError> for Problem {
             ),
             TicketError::VoidCode(_) => Problem::conflict("ticket_void", err.to_string()),
             TicketError::Superseded(_) => Problem::conflict("ticket_superseded", err.to_string()),
+            TicketError::Changed(_) => Problem::conflict("ticket_changed", err.to_string()),
             TicketError::WrongSchedule { .. } => {
                 Problem::conflict("wrong_schedule", err.to_string())
             }

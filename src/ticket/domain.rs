@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::kernel::{
     Fault, ReservationId, ScheduleId, SeatId, TicketId, UserId,
-    events::{NewEvent, ReservationChanged, TicketCheckedIn, TicketIssued, types},
+    events::{
+        NewEvent, ReservationChanged, TicketCheckedIn, TicketIssued, TicketTransferred, types,
+    },
 };
 
 /// The consumer group that issues and voids tickets.
@@ -88,6 +90,64 @@ impl Ticket {
                 ticket_id: self.id.value(),
                 reservation_id: self.reservation.value(),
                 user_id: self.holder.value(),
+                schedule_id: self.schedule.value(),
+                seat_id: self.seat.value(),
+                version: self.version,
+                kid: self.code.kid.clone(),
+            },
+        )
+    }
+}
+
+/// Whether the holder may hand `ticket` on to `to`: another user (a user id
+/// is whatever a token names, so any id from 1 on is someone), and only a
+/// valid ticket not yet admitted at the door.
+pub fn may_transfer(ticket: &Ticket, to: UserId) -> Result<(), TicketError> {
+    if to.value() < 1 {
+        return Err(TicketError::Invalid(format!(
+            "toUser: a user id, 1 or more; got {to}"
+        )));
+    }
+    if to == ticket.holder {
+        return Err(TicketError::Invalid(
+            "toUser: the ticket is yours already; name another user".into(),
+        ));
+    }
+    transferable(ticket)
+}
+
+/// Whether `ticket` may change hands at all: valid and not yet admitted
+/// (409 `ticket_void` or `already_checked_in` otherwise).
+pub fn transferable(ticket: &Ticket) -> Result<(), TicketError> {
+    match ticket.at_the_door() {
+        AtTheDoor::Valid => Ok(()),
+        AtTheDoor::Void => Err(TicketError::VoidCode(ticket.id)),
+        AtTheDoor::CheckedIn => Err(refusal(&ticket.claims(), Some(ticket))),
+    }
+}
+
+impl Ticket {
+    /// The ticket handed on to `to`: the next version, whose code (`code`,
+    /// signed over [`Ticket::claims`] of the result) replaces the old one.
+    pub fn handed_to(&self, to: UserId) -> Ticket {
+        Ticket {
+            holder: to,
+            version: self.version + 1,
+            ..self.clone()
+        }
+    }
+
+    /// `TicketTransferred` of this ticket, handed on from `from`.
+    pub fn transferred_from(&self, from: UserId) -> NewEvent {
+        NewEvent::new(
+            types::TICKET_TRANSFERRED,
+            "ticket",
+            self.id,
+            &TicketTransferred {
+                ticket_id: self.id.value(),
+                reservation_id: self.reservation.value(),
+                from_user_id: from.value(),
+                to_user_id: self.holder.value(),
                 schedule_id: self.schedule.value(),
                 seat_id: self.seat.value(),
                 version: self.version,
@@ -548,6 +608,10 @@ pub enum TicketError {
     Superseded(TicketId),
     #[error("already checked in at gate {} at {}", .0.gate, .0.at)]
     AlreadyCheckedIn(Box<Scan>),
+    #[error(
+        "ticket {0} changed while it was being transferred (handed on, scanned or cancelled meanwhile); read it again"
+    )]
+    Changed(TicketId),
     #[error("the ticket is for schedule {code}, not schedule {scanning}")]
     WrongSchedule { code: i64, scanning: i64 },
     #[error(transparent)]
@@ -629,6 +693,36 @@ mod tests {
                 ver: 1
             }
         );
+    }
+
+    #[test]
+    fn only_a_valid_unscanned_ticket_goes_to_another_user() {
+        let valid = ticket(TicketStatus::Valid);
+        assert!(may_transfer(&valid, UserId(4)).is_ok());
+        for to in [UserId(0), UserId(-1), valid.holder] {
+            assert!(
+                matches!(may_transfer(&valid, to), Err(TicketError::Invalid(_))),
+                "{to}"
+            );
+        }
+        assert!(matches!(
+            may_transfer(&ticket(TicketStatus::Void), UserId(4)),
+            Err(TicketError::VoidCode(TicketId(7)))
+        ));
+        let scanned = Ticket {
+            checked_in: Some(Scan {
+                gate: "north".into(),
+                at: valid.issued_at,
+            }),
+            ..valid.clone()
+        };
+        assert!(matches!(
+            may_transfer(&scanned, UserId(4)),
+            Err(TicketError::AlreadyCheckedIn(first)) if first.gate == "north"
+        ));
+        let moved = valid.handed_to(UserId(4));
+        assert_eq!((moved.holder, moved.version), (UserId(4), 2));
+        assert_eq!((moved.claims().sub, moved.claims().ver), (4, 2));
     }
 
     #[test]

@@ -66,6 +66,12 @@ pub trait TicketRepository: Clone + Send + Sync + 'static {
 
 /// Tickets inside the consumer's transaction.
 pub trait TicketTx: Send {
+    /// The ticket `id`, as this transaction sees it.
+    fn ticket(
+        &mut self,
+        id: TicketId,
+    ) -> impl Future<Output = Result<Option<Ticket>, StoreError>> + Send;
+
     /// The reservation's ticket (there is at most one).
     fn ticket_of(
         &mut self,
@@ -92,6 +98,17 @@ pub trait TicketTx: Send {
     fn void_ticket(
         &mut self,
         id: TicketId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Hands the ticket `seen` on as `next` (its new holder, version and
+    /// code): a compare-and-set on the id, version and holder `seen` has,
+    /// valid and not checked in; true if this one did. Of two concurrent
+    /// transfers of one version, one sees true.
+    fn transfer(
+        &mut self,
+        seen: &Ticket,
+        next: &Ticket,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 

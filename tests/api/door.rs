@@ -17,7 +17,7 @@ use crate::{
     tickets::{refund_until_void, tickets_of},
 };
 
-async fn scan(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn scan(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
     app.post("/v1/checkins")
         .bearer_auth(token)
         .json(&body)
@@ -27,7 +27,7 @@ async fn scan(app: &TestApp, token: &str, body: Value) -> reqwest::Response {
 }
 
 /// A ticket of `user`'s for a seat bought on a fresh sale: (ticket, schedule).
-async fn bought_ticket(app: &TestApp, user: i64) -> (Value, Value) {
+pub(crate) async fn bought_ticket(app: &TestApp, user: i64) -> (Value, Value) {
     let sale = sale(app, 2).await;
     confirmed_ticket_on(app, user, &sale, sale.seats[0]).await;
     (tickets_of(app, user, 1).await.remove(0), sale.schedule)

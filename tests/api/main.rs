@@ -36,4 +36,5 @@ mod sales;
 mod security;
 mod tickets;
 mod traces;
+mod transfers;
 mod waitlist;

@@ -13,7 +13,7 @@ use crate::{
     sales::{WAIT, assert_invariants, balance, charge, get_as, sale, tokens},
 };
 
-async fn order(app: &TestApp, user: i64, token: &str, body: Value) -> reqwest::Response {
+pub(crate) async fn order(app: &TestApp, user: i64, token: &str, body: Value) -> reqwest::Response {
     app.post("/v1/orders")
         .bearer_auth(app.user_token(user))
         .header("x-queue-token", token)
@@ -23,7 +23,12 @@ async fn order(app: &TestApp, user: i64, token: &str, body: Value) -> reqwest::R
         .unwrap()
 }
 
-async fn pay_order(app: &TestApp, user: i64, token: &str, order: &Value) -> reqwest::Response {
+pub(crate) async fn pay_order(
+    app: &TestApp,
+    user: i64,
+    token: &str,
+    order: &Value,
+) -> reqwest::Response {
     app.post("/v1/payments")
         .bearer_auth(app.user_token(user))
         .header("x-queue-token", token)

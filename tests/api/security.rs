@@ -471,6 +471,19 @@ impl World {
                 "/v1/tickets/1/qr".into(),
                 User,
             ),
+            route(
+                Method::POST,
+                "/v1/tickets/{id}/transfer",
+                "/v1/tickets/1/transfer".into(),
+                User,
+            )
+            .with_body(json!({"toUser": 2})),
+            route(
+                Method::POST,
+                "/v1/tickets/{id}/refunds",
+                "/v1/tickets/1/refunds".into(),
+                User,
+            ),
             route(Method::POST, "/v1/checkins", "/v1/checkins".into(), Scanner)
                 .with_body(json!({"code": "x.y.z", "gate": "north"})),
             route(
@@ -1204,7 +1217,7 @@ async fn oversized_bodies_are_refused_on_every_route_that_writes() {
         .into_iter()
         .filter(|r| r.method != Method::GET)
         .collect();
-    assert_eq!(writes.len(), 23);
+    assert_eq!(writes.len(), 25);
     for r in writes {
         // Valid but for its size: an unknown field is otherwise ignored.
         let mut body = r.body.clone().unwrap_or_else(|| json!({}));
@@ -1275,7 +1288,7 @@ async fn malformed_bodies_are_validation_failures_that_change_nothing() {
         .into_iter()
         .filter(|r| r.body.is_some())
         .collect();
-    assert_eq!(with_bodies.len(), 11);
+    assert_eq!(with_bodies.len(), 12);
     let deep = format!("{}{}", "[".repeat(5_000), "]".repeat(5_000));
     let not_json: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),

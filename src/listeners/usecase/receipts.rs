@@ -84,6 +84,10 @@ pub async fn cancel_receipt<T: ReceiptTx + OutboxWriter>(
 ) -> Result<bool, ListenerError> {
     let refunded: PaymentRefunded = serde_json::from_value(event.payload.clone())
         .map_err(|err| ListenerError::malformed(event, err))?;
+    if refunded.remaining.is_some_and(|paid| paid > 0) {
+        // One seat of an order refunded: the receipt stands for the rest.
+        return Ok(false);
+    }
     let Some((receipt, cancelled)) = tx.receipt_of(refunded.payment_id).await? else {
         return Err(ListenerError::NoReceiptYet(refunded.payment_id));
     };

@@ -47,6 +47,8 @@ pub mod payment {
         /// Null only for rows older than the column that had no reservation.
         pub schedule_id: Option<i64>,
         pub order_id: Option<i64>,
+        /// Given back so far seat by seat.
+        pub refunded_amount: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -93,6 +95,8 @@ fn to_payment(row: payment::Model) -> anyhow::Result<Payment> {
         amount: Points::new(row.amount).map_err(|e| anyhow!("payment {}: {e}", row.id))?,
         status: PaymentStatus::parse(&row.status)
             .ok_or_else(|| anyhow!("payment {} has status {:?}", row.id, row.status))?,
+        refunded: Points::new(row.refunded_amount)
+            .map_err(|e| anyhow!("payment {}: {e}", row.id))?,
     })
 }
 
@@ -362,6 +366,7 @@ impl PaymentTx for DbTx {
             schedule_id: Set(Some(new.schedule.value())),
             order_id: Set(new.order.map(OrderId::value)),
             amount: Set(new.amount.value()),
+            refunded_amount: Set(0),
             status: Set(PaymentStatus::Paid.as_str().into()),
             created_at: Set(now),
             updated_at: Set(now),
@@ -393,6 +398,26 @@ impl PaymentTx for DbTx {
             .col_expr(payment::Column::UpdatedAt, Expr::value(now))
             .filter(payment::Column::Id.eq(id.value()))
             .filter(payment::Column::Status.eq(from.as_str()));
+        Ok(compare_and_set(change, self.conn()).await?)
+    }
+
+    async fn record_refund(
+        &mut self,
+        seen: &Payment,
+        refunded: Points,
+        status: PaymentStatus,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let change = payment::Entity::update_many()
+            .col_expr(payment::Column::Status, Expr::value(status.as_str()))
+            .col_expr(
+                payment::Column::RefundedAmount,
+                Expr::value(refunded.value()),
+            )
+            .col_expr(payment::Column::UpdatedAt, Expr::value(now))
+            .filter(payment::Column::Id.eq(seen.id.value()))
+            .filter(payment::Column::Status.eq(seen.status.as_str()))
+            .filter(payment::Column::RefundedAmount.eq(seen.refunded.value()));
         Ok(compare_and_set(change, self.conn()).await?)
     }
 

@@ -1,6 +1,8 @@
 //! A buyer cancels a confirmed ticket: checked against the cut-off and
 //! scheduled as a refund step the compensation runner carries out.
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::PaymentService;
 use crate::{
     catalog::ports::SeatTx,
@@ -49,31 +51,54 @@ impl<P: PaymentPorts> PaymentService<P> {
                 ticket.schedule
             )
         })?;
-        match may_cancel(&payment, starts_at, self.cancel_cutoff, now) {
-            Ok(()) => {}
-            Err(CancelRefused::NotConfirmed) => return Err(PaymentError::NotConfirmed(id)),
-            Err(CancelRefused::WindowClosed) => return Err(PaymentError::CancelWindowClosed(id)),
-        }
-        if !tx
-            .schedule_compensation(CANCEL_SAGA, REFUND_STEP, id, now)
-            .await?
-        {
+        may_cancel_now(&payment, starts_at, self.cancel_cutoff, now)?;
+        if !schedule_refund(&mut tx, CANCEL_SAGA, REFUND_STEP, id, now).await? {
             return Err(PaymentError::AlreadyCancelled(id));
         }
-        let event = NewEvent::new(
-            types::COMPENSATION_SCHEDULED,
-            "payment",
-            id,
-            &CompensationScheduled {
-                payment_id: id.value(),
-                saga: CANCEL_SAGA.into(),
-                step: REFUND_STEP.into(),
-            },
-        );
-        tx.append(vec![event], now).await?;
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// [`may_cancel`], answered as the buyer hears it.
+pub(super) fn may_cancel_now(
+    payment: &Payment,
+    starts_at: DateTime<Utc>,
+    cutoff: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<(), PaymentError> {
+    match may_cancel(payment, starts_at, cutoff, now) {
+        Ok(()) => Ok(()),
+        Err(CancelRefused::NotConfirmed) => Err(PaymentError::NotConfirmed(payment.id)),
+        Err(CancelRefused::WindowClosed) => Err(PaymentError::CancelWindowClosed(payment.id)),
+    }
+}
+
+/// Schedules the refund `step` of `saga` for `payment` with its
+/// `CompensationScheduled`, once: false (nothing written) when it was
+/// scheduled before.
+pub(super) async fn schedule_refund<T: PaymentTx + OutboxWriter>(
+    tx: &mut T,
+    saga: &str,
+    step: &str,
+    payment: PaymentId,
+    now: DateTime<Utc>,
+) -> Result<bool, PaymentError> {
+    if !tx.schedule_compensation(saga, step, payment, now).await? {
+        return Ok(false);
+    }
+    let event = NewEvent::new(
+        types::COMPENSATION_SCHEDULED,
+        "payment",
+        payment,
+        &CompensationScheduled {
+            payment_id: payment.value(),
+            saga: saga.into(),
+            step: step.into(),
+        },
+    );
+    tx.append(vec![event], now).await?;
+    Ok(true)
 }
 
 #[cfg(test)]

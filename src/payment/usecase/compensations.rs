@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use futures::StreamExt;
 use tracing::Instrument;
 
-use super::PaymentService;
+use super::{PaymentService, ticket_refund};
 use crate::kernel::Fault;
 use crate::{
     kernel::{
@@ -19,12 +19,11 @@ use crate::{
     payment::{
         domain::{
             Compensation, CompensationStatus, MAX_COMPENSATION_PAGE, Payment, PaymentError,
-            PaymentStatus, after_failure, can_retry, cancels_ticket,
+            PaymentStatus, TICKET_CANCEL_SAGA, after_failure, can_retry, cancels_ticket,
         },
         ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
     reservation::usecase as reservations,
-    wallet::{domain::Posting, ports::WalletTx},
 };
 
 /// Due compensation steps taken per pass.
@@ -163,17 +162,23 @@ impl<P: PaymentPorts> Compensations<P> {
             anyhow::anyhow!("compensation {id} names unknown payment {}", step.payment)
         })?;
         let saga = step.saga.as_str();
-        let outcome = if payment.is_refundable(saga)
-            && tx
-                .set_payment_status(payment.id, payment.status, PaymentStatus::Refunded, now)
+        let outcome = if saga == TICKET_CANCEL_SAGA {
+            ticket_refund::refund_seat(&mut tx, &step, payment, now).await?
+        } else if payment.is_refundable(saga) {
+            // All that is still paid: seats cancelled one by one before
+            // were refunded already.
+            let rest = payment.unrefunded();
+            if !tx
+                .record_refund(&payment, payment.amount, PaymentStatus::Refunded, now)
                 .await?
-        {
-            tx.credit(
-                Posting::refund(payment.user, payment.amount, payment.id),
-                now,
-            )
-            .await?
-            .ok_or_else(|| anyhow::anyhow!("the refund would take the wallet past its cap"))?;
+            {
+                return Err(Fault::conflict(format!(
+                    "payment {} changed while it was refunded",
+                    payment.id
+                ))
+                .into());
+            }
+            ticket_refund::credit(&mut tx, &payment, rest, now).await?;
             let event = NewEvent::new(
                 types::PAYMENT_REFUNDED,
                 "payment",
@@ -183,10 +188,12 @@ impl<P: PaymentPorts> Compensations<P> {
             tx.append(vec![event], now).await?;
             let refunded = Payment {
                 status: PaymentStatus::Refunded,
+                refunded: payment.amount,
                 ..payment
             };
             if cancels_ticket(saga) {
-                // The ticket goes with the refund, in the same transaction.
+                // The tickets still sold go with the refund, in the same
+                // transaction.
                 reservations::cancel_tickets(&mut tx, payment.id, now).await?;
                 Attempt::Cancelled(refunded)
             } else {

@@ -1,4 +1,5 @@
-//! The payment room's flows: paying for a hold, a buyer's cancellation, an
+//! The payment room's flows: paying for a hold, a buyer's cancellation (of
+//! a whole order, or of one ticket: `ticket_refund.rs`), an
 //! admin's schedule cancellation, the saga step on the reservation's answer
 //! and the compensation runner that refunds.
 
@@ -11,6 +12,7 @@ mod orders;
 mod pay;
 mod saga;
 mod schedule_cancellation;
+mod ticket_refund;
 
 use chrono::TimeDelta;
 

@@ -26,7 +26,7 @@ impl Harness {
         serde_json::from_value(payload).unwrap()
     }
 
-    async fn confirm(&self) -> Confirmation {
+    pub(super) async fn confirm(&self) -> Confirmation {
         let completed = self.completed_event();
         let mut tx = self.store.begin().await.unwrap();
         let outcome = reservations::confirm_payment(&mut tx, &completed, self.clock.now())
@@ -37,7 +37,7 @@ impl Harness {
     }
 
     /// An order of `seats` seats of Alice's, paid from a wallet of 5,000.
-    async fn paid_order(&self, seats: usize) -> (Order, Payment) {
+    pub(super) async fn paid_order(&self, seats: usize) -> (Order, Payment) {
         let order = self.held_order(ALICE, seats);
         self.fund(ALICE, 5_000);
         let purchase = self.payments.order_of(ALICE, order.id).await.unwrap();

@@ -11,7 +11,7 @@ mod order;
 mod saga;
 mod waitlist;
 
-pub use for_payment::{cancel_tickets, claim_for_payment, mark_paid, withdraw_hold};
+pub use for_payment::{cancel_ticket, cancel_tickets, claim_for_payment, mark_paid, withdraw_hold};
 pub use saga::{ConfirmOnPayment, Confirmation, confirm_payment};
 pub use waitlist::{WAITLISTS_CHECKED, WaitlistOffers, offer_freed_seat};
 

@@ -174,6 +174,15 @@ fn first_scan(scan: &CheckIn, now: DateTime<Utc>) -> sea_orm::UpdateMany<ticket:
 }
 
 impl TicketTx for DbTx {
+    async fn ticket(&mut self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        one_as(
+            ticket::Entity::find_by_id(id.value()),
+            self.conn(),
+            to_ticket,
+        )
+        .await
+    }
+
     async fn ticket_of(
         &mut self,
         reservation: ReservationId,
@@ -229,6 +238,26 @@ impl TicketTx for DbTx {
             .filter(ticket::Column::Id.eq(id.value()))
             .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()));
         Ok(compare_and_set(void, self.conn()).await?)
+    }
+
+    async fn transfer(
+        &mut self,
+        seen: &Ticket,
+        next: &Ticket,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let handed_on = ticket::Entity::update_many()
+            .col_expr(ticket::Column::UserId, Expr::value(next.holder.value()))
+            .col_expr(ticket::Column::Version, Expr::value(next.version as i32))
+            .col_expr(ticket::Column::Code, Expr::value(next.code.code.clone()))
+            .col_expr(ticket::Column::Kid, Expr::value(next.code.kid.clone()))
+            .col_expr(ticket::Column::UpdatedAt, Expr::value(now))
+            .filter(ticket::Column::Id.eq(seen.id.value()))
+            .filter(ticket::Column::Version.eq(seen.version as i32))
+            .filter(ticket::Column::UserId.eq(seen.holder.value()))
+            .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()))
+            .filter(ticket::Column::CheckedInAt.is_null());
+        Ok(compare_and_set(handed_on, self.conn()).await?)
     }
 
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {

@@ -57,7 +57,7 @@ pub fn sold(id: i64) -> ReservationChanged {
 
 /// What the ticket step stores in the consumer's transaction, with one
 /// unique ticket per reservation like the table.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FakeTx {
     pub tickets: Vec<Ticket>,
     pub events: Vec<NewEvent>,
@@ -68,6 +68,10 @@ pub struct FakeTx {
 }
 
 impl TicketTx for FakeTx {
+    async fn ticket(&mut self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        Ok(self.tickets.iter().find(|t| t.id == id).cloned())
+    }
+
     async fn ticket_of(
         &mut self,
         reservation: ReservationId,
@@ -118,6 +122,22 @@ impl TicketTx for FakeTx {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn transfer(
+        &mut self,
+        seen: &Ticket,
+        next: &Ticket,
+        _: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let ticket = self.tickets.iter_mut().find(|t| {
+            t.id == seen.id
+                && t.version == seen.version
+                && t.holder == seen.holder
+                && t.status == TicketStatus::Valid
+                && t.checked_in.is_none()
+        });
+        Ok(ticket.map(|ticket| *ticket = next.clone()).is_some())
     }
 
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
@@ -281,6 +301,10 @@ impl Transaction for FakeTicketsTx {
 }
 
 impl TicketTx for FakeTicketsTx {
+    async fn ticket(&mut self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
+        self.work.ticket(id).await
+    }
+
     async fn ticket_of(
         &mut self,
         reservation: ReservationId,
@@ -302,6 +326,15 @@ impl TicketTx for FakeTicketsTx {
 
     async fn void_ticket(&mut self, id: TicketId, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.work.void_ticket(id, now).await
+    }
+
+    async fn transfer(
+        &mut self,
+        seen: &Ticket,
+        next: &Ticket,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.work.transfer(seen, next, now).await
     }
 
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {

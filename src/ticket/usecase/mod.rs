@@ -1,13 +1,15 @@
 //! The ticket use cases, one file per flow: issuing and voiding tickets as
-//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), and the
-//! door (`checkin.rs`), and the scans made offline (`batch.rs`).
+//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), handing a
+//! ticket on (`transfer.rs`), the door (`checkin.rs`), and the scans made
+//! offline (`batch.rs`).
 
 mod batch;
 mod checkin;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 mod holder;
 mod issue;
+mod transfer;
 
 pub use issue::{IssueTickets, Issuing, issue_ticket, void_ticket};
 
