@@ -23,6 +23,7 @@ mod m20261207_000017_seat_places;
 mod m20261207_000018_orders;
 mod m20261207_000019_tickets;
 mod m20261207_000020_checkins;
+mod m20261207_000023_door_refusals;
 
 pub struct Migrator;
 
@@ -50,6 +51,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000018_orders::Migration),
             Box::new(m20261207_000019_tickets::Migration),
             Box::new(m20261207_000020_checkins::Migration),
+            Box::new(m20261207_000023_door_refusals::Migration),
         ]
     }
 }

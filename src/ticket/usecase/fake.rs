@@ -15,12 +15,15 @@ use crate::{
     outbox::ports::OutboxWriter,
     testing::Wakes,
     ticket::{
-        domain::{CheckIn, NewTicket, SignedCode, Ticket, TicketError, TicketStatus},
+        domain::{
+            CheckIn, DoorCounts, GateCount, NewTicket, Refusal, SignedCode, Ticket, TicketError,
+            TicketStatus, Window,
+        },
         infra::{
             codes::{SignerCodes, TicketKey, TicketSigner},
             qr::QrRenderer,
         },
-        ports::{TicketAdapters, TicketRepository, TicketTx},
+        ports::{DoorLog, TicketAdapters, TicketRepository, TicketTx},
     },
 };
 
@@ -137,6 +140,11 @@ impl OutboxWriter for FakeTx {
 struct Stored {
     tx: FakeTx,
     down: bool,
+    /// Schedules without tickets that exist.
+    schedules: Vec<ScheduleId>,
+    /// Oldest first.
+    refusals: Vec<Refusal>,
+    refusals_fail: bool,
 }
 
 /// The tickets the step stored, read as the repository reads them.
@@ -163,6 +171,71 @@ impl TicketRepository for FakeTickets {
         page: PageRequest,
     ) -> Result<Vec<Ticket>, TicketError> {
         self.page(|t| t.schedule == schedule, Order::OldestFirst, page)
+    }
+}
+
+impl DoorLog for FakeTickets {
+    async fn record(&self, refusal: &Refusal) -> Result<(), StoreError> {
+        let mut stored = self.0.lock().unwrap();
+        if stored.refusals_fail {
+            return Err(StoreError::Unavailable(anyhow::anyhow!("refusals down")));
+        }
+        stored.refusals.push(refusal.clone());
+        Ok(())
+    }
+
+    async fn counts(
+        &self,
+        schedule: ScheduleId,
+        windows: &[Window],
+    ) -> Result<Option<DoorCounts>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        let tickets: Vec<&Ticket> = (stored.tx.tickets.iter())
+            .filter(|t| t.schedule == schedule)
+            .collect();
+        if tickets.is_empty() && !stored.schedules.contains(&schedule) {
+            return Ok(None);
+        }
+        let mut gates: Vec<GateCount> = Vec::new();
+        for scan in tickets.iter().filter_map(|t| t.checked_in.as_ref()) {
+            let at = match gates.iter().position(|g| g.gate == scan.gate) {
+                Some(at) => at,
+                None => {
+                    gates.push(GateCount {
+                        gate: scan.gate.clone(),
+                        checked_in: 0,
+                        per_minute: vec![0; windows.len()],
+                    });
+                    gates.len() - 1
+                }
+            };
+            let gate = &mut gates[at];
+            gate.checked_in += 1;
+            for (n, window) in gate.per_minute.iter_mut().zip(windows) {
+                *n += u64::from(window.contains(scan.at));
+            }
+        }
+        let sold = tickets
+            .iter()
+            .filter(|t| t.status == TicketStatus::Valid)
+            .count();
+        Ok(Some(DoorCounts {
+            sold: sold as u64,
+            gates,
+        }))
+    }
+
+    async fn recent_refusals(
+        &self,
+        schedule: ScheduleId,
+        limit: u64,
+    ) -> Result<Vec<Refusal>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        Ok((stored.refusals.iter().rev())
+            .filter(|r| r.schedule == Some(schedule))
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }
 
@@ -265,8 +338,15 @@ impl OutboxWriter for FakeTicketsTx {
     }
 }
 
-pub type Fakes =
-    TicketAdapters<FakeTickets, FakeTickets, SignerCodes, QrRenderer, ManualClock, Wakes>;
+pub type Fakes = TicketAdapters<
+    FakeTickets,
+    FakeTickets,
+    SignerCodes,
+    QrRenderer,
+    ManualClock,
+    Wakes,
+    FakeTickets,
+>;
 
 /// When the fakes' clock starts.
 pub fn start() -> DateTime<Utc> {
@@ -295,6 +375,7 @@ pub fn harness() -> Harness {
             QrRenderer,
             clock.clone(),
             wakes.clone(),
+            tickets.clone(),
         ),
         tickets,
         codes,
@@ -334,6 +415,21 @@ impl Harness {
 
     pub fn down(&self) {
         self.tickets.0.lock().unwrap().down = true;
+    }
+
+    /// A schedule that exists without tickets.
+    pub fn add_schedule(&self, schedule: ScheduleId) {
+        self.tickets.0.lock().unwrap().schedules.push(schedule);
+    }
+
+    /// Refused scans can no longer be recorded.
+    pub fn refusals_fail(&self) {
+        self.tickets.0.lock().unwrap().refusals_fail = true;
+    }
+
+    /// The refused scans recorded, oldest first.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.tickets.0.lock().unwrap().refusals.clone()
     }
 
     /// The ticket as stored now.

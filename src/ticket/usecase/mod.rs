@@ -1,8 +1,9 @@
 //! The ticket use cases, one file per flow: issuing and voiding tickets as
-//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), and the
-//! door (`checkin.rs`).
+//! a saga step (`issue.rs`), what a holder reads (`holder.rs`), the
+//! door (`checkin.rs`), and what operators see of it (`door_stats.rs`).
 
 mod checkin;
+mod door_stats;
 #[cfg(test)]
 mod fake;
 mod holder;
@@ -20,6 +21,7 @@ pub struct TicketService<P: TicketPorts> {
     qr: P::Qr,
     clock: P::Clock,
     wake: P::Wake,
+    door: P::Door,
 }
 
 impl<P: TicketPorts> TicketService<P> {
@@ -30,6 +32,7 @@ impl<P: TicketPorts> TicketService<P> {
         qr: P::Qr,
         clock: P::Clock,
         wake: P::Wake,
+        door: P::Door,
     ) -> Self {
         Self {
             uow,
@@ -38,6 +41,7 @@ impl<P: TicketPorts> TicketService<P> {
             qr,
             clock,
             wake,
+            door,
         }
     }
 
