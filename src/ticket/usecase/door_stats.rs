@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use chrono::SubsecRound;
+
 use crate::{
     kernel::{Clock, ScheduleId},
     ticket::{
@@ -30,7 +32,8 @@ impl<P: TicketPorts> TicketService<P> {
         let record = async {
             // The ticket and show its code names, if it verifies.
             let claims = self.codes.verify(code).await.ok().flatten();
-            let at = self.clock.now();
+            // To the microsecond, as PostgreSQL keeps it.
+            let at = self.clock.now().trunc_subsecs(6);
             match Refusal::of(refused, claims.as_ref(), gate, scanning, at) {
                 Some(refusal) => self.door.record(&refusal).await,
                 None => Ok(()),
