@@ -162,3 +162,156 @@ impl DoorLog for DbDoor {
         Ok(all_as(query, &self.db, to_refusal).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeDelta, Utc};
+    use sea_orm::{ActiveModelTrait, Set};
+
+    use super::*;
+    use crate::{
+        catalog::infra::db::concert,
+        kernel::retention::Expiring,
+        ticket::domain::{DOOR_MINUTES, minute_windows},
+    };
+
+    /// A database with one schedule, `ScheduleId(1)`, and a ticket per
+    /// `(gate, checked in at)`, `None` for one not scanned yet.
+    async fn door_with(scans: &[Option<(&str, DateTime<Utc>)>]) -> (tempfile::TempDir, DbDoor) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("door.db").display());
+        let db = crate::db::connect(&url).await.unwrap();
+        crate::db::migrate(&db).await.unwrap();
+        let now = Utc::now();
+        concert::ActiveModel {
+            title: Set("t".into()),
+            venue: Set("v".into()),
+            created_at: Set(now),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        schedule::ActiveModel {
+            concert_id: Set(1),
+            starts_at: Set(now),
+            status: Set("on_sale".into()),
+            status_changed_at: Set(None),
+            ..Default::default()
+        }
+        .insert(&db)
+        .await
+        .unwrap();
+        for (n, scan) in scans.iter().enumerate() {
+            ticket::ActiveModel {
+                reservation_id: Set(n as i64 + 1),
+                user_id: Set(1),
+                schedule_id: Set(1),
+                seat_id: Set(n as i64 + 1),
+                version: Set(1),
+                status: Set(TicketStatus::Valid.as_str().into()),
+                code: Set(String::new()),
+                kid: Set(String::new()),
+                issued_at: Set(now),
+                updated_at: Set(now),
+                checked_in_at: Set(scan.map(|(_, at)| at)),
+                checked_in_gate: Set(scan.map(|(gate, _)| gate.to_owned())),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .unwrap();
+        }
+        (dir, DbDoor::new(db))
+    }
+
+    #[tokio::test]
+    async fn the_table_counts_each_gate_and_minute_as_the_fake_does() {
+        let now = DateTime::parse_from_rfc3339("2026-12-07T20:00:00.5Z")
+            .unwrap()
+            .to_utc();
+        let ago = |s: i64| now - TimeDelta::milliseconds(s);
+        let (_dir, door) = door_with(&[
+            Some(("north", now)),
+            Some(("north", ago(60_000))),
+            Some(("north", ago(60_001))),
+            Some(("south", ago(899_999))),
+            Some(("south", ago(900_000))),
+            None,
+        ])
+        .await;
+        let counts = door
+            .counts(ScheduleId(1), &minute_windows(now))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(counts.sold, 6);
+        let mut gates = counts.gates;
+        gates.sort_by(|a, b| a.gate.cmp(&b.gate));
+        let mut north = vec![0; DOOR_MINUTES];
+        north[DOOR_MINUTES - 1] = 1;
+        north[DOOR_MINUTES - 2] = 2;
+        let mut south = vec![0; DOOR_MINUTES];
+        south[0] = 1;
+        assert_eq!(
+            gates,
+            vec![
+                GateCount {
+                    gate: "north".into(),
+                    checked_in: 3,
+                    per_minute: north
+                },
+                GateCount {
+                    gate: "south".into(),
+                    checked_in: 2,
+                    per_minute: south
+                },
+            ],
+            "a minute is after its start, up to and including its end: one minute ago \
+             is the minute before the last"
+        );
+        assert_eq!(
+            door.counts(ScheduleId(2), &minute_windows(now))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_are_read_back_newest_first_and_pruned_by_age() {
+        let (_dir, door) = door_with(&[]).await;
+        let now = Utc::now();
+        for (n, reason) in [RefusalReason::InvalidCode, RefusalReason::TicketVoid]
+            .into_iter()
+            .enumerate()
+        {
+            let refusal = Refusal {
+                schedule: Some(ScheduleId(1)),
+                gate: format!("g{n}"),
+                reason,
+                ticket: (n == 1).then_some(TicketId(7)),
+                at: now - TimeDelta::hours(30 - 29 * n as i64),
+            };
+            door.record(&refusal).await.unwrap();
+        }
+        let recent = door.recent_refusals(ScheduleId(1), 20).await.unwrap();
+        let seen: Vec<_> = recent
+            .iter()
+            .map(|r| (r.gate.as_str(), r.reason, r.ticket))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("g1", RefusalReason::TicketVoid, Some(TicketId(7))),
+                ("g0", RefusalReason::InvalidCode, None),
+            ]
+        );
+        let expiring = expiring_refusals(door.db.clone());
+        let before = now - crate::ticket::domain::REFUSAL_RETENTION;
+        assert_eq!(expiring.purge(before, 100).await.unwrap(), 1);
+        let left = door.recent_refusals(ScheduleId(1), 20).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].gate, "g1");
+    }
+}
