@@ -633,6 +633,38 @@ mod tests {
     }
 
     #[test]
+    fn only_a_refusal_of_the_code_is_recorded() {
+        let gate = Gate::parse("north").unwrap();
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let claims = ticket(TicketStatus::Valid).claims();
+        let outage = TicketError::Fault(Fault::conflict("the store moved on"));
+        let bad_request = TicketError::Invalid("gate".into());
+        for not_the_code in [outage, bad_request] {
+            assert_eq!(
+                Refusal::of(&not_the_code, Some(&claims), &gate, None, at),
+                None
+            );
+        }
+        let foreign = TicketError::WrongSchedule {
+            code: 2,
+            scanning: 9,
+        };
+        assert_eq!(
+            Refusal::of(&foreign, Some(&claims), &gate, Some(ScheduleId(9)), at),
+            Some(Refusal {
+                schedule: Some(ScheduleId(9)),
+                gate: "north".into(),
+                reason: RefusalReason::WrongSchedule,
+                ticket: Some(TicketId(7)),
+                at,
+            }),
+            "the door that scanned it sees it"
+        );
+        let unknown = Refusal::of(&TicketError::Forged, None, &gate, None, at).unwrap();
+        assert_eq!((unknown.schedule, unknown.ticket), (None, None));
+    }
+
+    #[test]
     fn png_only_when_asked_for_before_svg() {
         assert_eq!(QrFormat::accepted(""), QrFormat::Svg);
         assert_eq!(QrFormat::accepted("*/*"), QrFormat::Svg);
