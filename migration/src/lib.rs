@@ -25,6 +25,7 @@ mod m20261207_000019_tickets;
 mod m20261207_000020_checkins;
 mod m20261207_000021_ticket_changes;
 mod m20261207_000022_partial_refunds;
+mod m20261207_000023_door_refusals;
 
 pub struct Migrator;
 
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000020_checkins::Migration),
             Box::new(m20261207_000021_ticket_changes::Migration),
             Box::new(m20261207_000022_partial_refunds::Migration),
+            Box::new(m20261207_000023_door_refusals::Migration),
         ]
     }
 }

@@ -51,6 +51,7 @@ use crate::{
         infra::{
             codes::TicketKey,
             db::{DbTicketKeys, DbTickets},
+            door::DbDoor,
             keys::DbTicketCodes,
             qr::QrRenderer,
         },
@@ -101,8 +102,15 @@ pub type CouponWiring = CouponAdapterTypes<
 pub type Events = EventPipeline<DbOutbox, AnyBus, RelayWaker, SystemClock>;
 pub type Tickets = TicketService<TicketWiring>;
 /// Tickets over their table, signed with the stored keys (or the key file).
-pub type TicketWiring =
-    TicketAdapters<DbUnitOfWork, DbTickets, DbTicketCodes, QrRenderer, SystemClock, RelayWaker>;
+pub type TicketWiring = TicketAdapters<
+    DbUnitOfWork,
+    DbTickets,
+    DbTicketCodes,
+    QrRenderer,
+    SystemClock,
+    RelayWaker,
+    DbDoor,
+>;
 
 #[derive(Clone)]
 pub struct Services {
@@ -226,6 +234,7 @@ impl Services {
                 QrRenderer,
                 SystemClock,
                 a.waker.clone(),
+                DbDoor::new(db.clone()),
             ),
             limits,
         })

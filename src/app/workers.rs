@@ -286,7 +286,7 @@ fn housekeeping(
 ) -> impl Future<Output = ()> + Send + 'static {
     // Each kind of row, by the function that names its table and condition.
     type Rows = fn(DatabaseConnection) -> DbExpiring;
-    let retained: [(Rows, u64); 6] = [
+    let retained: [(Rows, u64); 7] = [
         (expiring_inbox, settings.inbox_retention_seconds),
         (
             crate::db::idempotency::expiring_keys,
@@ -302,6 +302,12 @@ fn housekeeping(
             settings.dead_letter_retention_seconds,
         ),
         (expiring_alerts, settings.alert_retention_seconds),
+        (
+            crate::ticket::infra::door::expiring_refusals,
+            crate::ticket::domain::REFUSAL_RETENTION
+                .num_seconds()
+                .unsigned_abs(),
+        ),
     ];
     let policies = retained.map(|(rows, seconds)| Retention {
         rows: Arc::new(rows(db.clone())),

@@ -11,20 +11,21 @@ use poem_openapi::{
 
 use super::{
     domain::{
-        AtTheDoor, ChangeCursor, CheckIn, Gate, MAX_BATCH, MAX_DOOR_PAGE, MAX_PAGE, OfflineScan,
-        PublicKey, QrFormat, ScanOutcome, ScanResult, Ticket, TicketError, TicketStatus,
+        AtTheDoor, ChangeCursor, CheckIn, DoorView, Gate, GateCount, MAX_BATCH, MAX_DOOR_PAGE,
+        MAX_PAGE, OfflineScan, PublicKey, QrFormat, Refusal, RefusalReason, ScanOutcome,
+        ScanResult, Ticket, TicketError, TicketStatus,
     },
     ports::TicketPorts,
     usecase::TicketService,
 };
 use crate::{
-    auth::api::{ScannerAuth, UserAuth},
+    auth::api::{AdminAuth, ScannerAuth, UserAuth},
     kernel::{PageRequest, ScheduleId, TicketId, UserId},
     web::{
         ApiTags,
         guarded::Unguarded,
         paging::{PageBody, PageSize},
-        problem::{ApiResult, Problem, ProblemDetails, Unrefused, UserPage, UserRead},
+        problem::{AdminRead, ApiResult, Problem, ProblemDetails, Unrefused, UserPage, UserRead},
         reply::Success,
         strict::JsonString,
     },
@@ -339,6 +340,97 @@ fn scan_answer(code: String, scanned: ScanResult) -> ScanAnswerBody {
     }
 }
 
+/// Why the door refused a scan: the problem code the scanner heard.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename = "RefusalReason", rename_all = "snake_case")]
+pub enum RefusalReasonBody {
+    InvalidCode,
+    AlreadyCheckedIn,
+    TicketSuperseded,
+    TicketVoid,
+    WrongSchedule,
+    NotFound,
+}
+
+/// A refused scan.
+#[derive(Debug, Object)]
+#[oai(rename = "DoorRefusal", rename_all = "camelCase")]
+pub struct RefusalBody {
+    pub gate: String,
+    pub reason: RefusalReasonBody,
+    /// The ticket its code names; absent for a code that did not verify.
+    pub ticket_id: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+fn refusal_body(r: Refusal) -> RefusalBody {
+    RefusalBody {
+        gate: r.gate,
+        reason: match r.reason {
+            RefusalReason::InvalidCode => RefusalReasonBody::InvalidCode,
+            RefusalReason::AlreadyCheckedIn => RefusalReasonBody::AlreadyCheckedIn,
+            RefusalReason::TicketSuperseded => RefusalReasonBody::TicketSuperseded,
+            RefusalReason::TicketVoid => RefusalReasonBody::TicketVoid,
+            RefusalReason::WrongSchedule => RefusalReasonBody::WrongSchedule,
+            RefusalReason::NotFound => RefusalReasonBody::NotFound,
+        },
+        ticket_id: r.ticket.map(TicketId::value),
+        at: r.at,
+    }
+}
+
+/// The check-ins at one gate.
+#[derive(Debug, Object)]
+#[oai(rename = "DoorGate", rename_all = "camelCase")]
+pub struct GateBody {
+    pub gate: String,
+    /// Tickets admitted at this gate.
+    pub checked_in: u64,
+    /// Check-ins within the last 60 seconds.
+    pub last_minute: u64,
+    /// Check-ins in each of the last 15 minutes, oldest first (the last
+    /// is `lastMinute`).
+    pub per_minute: Vec<u64>,
+}
+
+fn gate_body(g: GateCount) -> GateBody {
+    GateBody {
+        last_minute: g.last_minute(),
+        gate: g.gate,
+        checked_in: g.checked_in,
+        per_minute: g.per_minute,
+    }
+}
+
+/// A schedule's door.
+#[derive(Debug, Object)]
+#[oai(rename = "Door", rename_all = "camelCase")]
+pub struct DoorBody {
+    pub schedule_id: i64,
+    /// Tickets that admit (valid ones).
+    pub tickets_sold: u64,
+    /// Tickets admitted.
+    pub checked_in: u64,
+    /// By gate name.
+    pub gates: Vec<GateBody>,
+    /// Every gate's check-ins in each of the last 15 minutes, oldest
+    /// first.
+    pub checkins_per_minute: Vec<u64>,
+    /// The last 20 refused scans, newest first.
+    pub recent_refusals: Vec<RefusalBody>,
+}
+
+fn door_body(v: DoorView) -> DoorBody {
+    DoorBody {
+        schedule_id: v.schedule.value(),
+        tickets_sold: v.sold,
+        checked_in: v.checked_in,
+        gates: v.gates.into_iter().map(gate_body).collect(),
+        checkins_per_minute: v.per_minute,
+        recent_refusals: v.recent_refusals.into_iter().map(refusal_body).collect(),
+    }
+}
+
 pub type TicketApi<P> = Unguarded<TicketService<P>>;
 
 crate::refusals! {
@@ -581,12 +673,32 @@ impl<P: TicketPorts> TicketApi<P> {
             since_cursor: next.map(|cursor| cursor.0),
         }))
     }
+
+    /// A schedule's door for operators: tickets sold and admitted, per
+    /// gate with its check-ins of the last 15 minutes, and the last 20
+    /// refused scans with their reason. 404 for an unknown schedule.
+    #[oai(
+        path = "/v1/admin/schedules/:id/door",
+        method = "get",
+        operation_id = "scheduleDoor",
+        tag = "ApiTags::Admin"
+    )]
+    async fn door(
+        &self,
+        _auth: AdminAuth,
+        id: Path<i64>,
+    ) -> ApiResult<Success<DoorBody>, AdminRead> {
+        let view = self.service.door(ScheduleId(id.0)).await?;
+        Ok(Success::json(door_body(view)))
+    }
 }
 
 impl From<TicketError> for Problem {
     fn from(err: TicketError) -> Self {
         match err {
-            TicketError::NotFound(_) => Problem::not_found(err.to_string()),
+            TicketError::NotFound(_) | TicketError::ScheduleNotFound(_) => {
+                Problem::not_found(err.to_string())
+            }
             TicketError::Void(_) => Problem::new(StatusCode::GONE, "ticket_void", err.to_string()),
             TicketError::Invalid(_) => Problem::validation(err.to_string()),
             TicketError::Forged => Problem::new(

@@ -592,6 +592,164 @@ impl QrFormat {
     }
 }
 
+/// Why the door refused a scan: the problem code the scanner heard, which
+/// the table of refusals holds too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "snake_case")]
+pub enum RefusalReason {
+    InvalidCode,
+    AlreadyCheckedIn,
+    TicketSuperseded,
+    TicketVoid,
+    WrongSchedule,
+    NotFound,
+}
+
+crate::kernel::stored_name!(RefusalReason);
+
+/// A refused scan, as operators see it at the door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The show of the door (or, scanned without one, of the code);
+    /// unknown for a forged code scanned without a schedule.
+    pub schedule: Option<ScheduleId>,
+    pub gate: String,
+    pub reason: RefusalReason,
+    /// The ticket its code names, once the code verified.
+    pub ticket: Option<TicketId>,
+    pub at: DateTime<Utc>,
+}
+
+impl Refusal {
+    /// The refusal of a scan at `gate` that was answered `err`, with the
+    /// claims of its code if it verified; `None` when `err` says nothing
+    /// of the code (a store outage is no refusal).
+    pub fn of(
+        err: &TicketError,
+        claims: Option<&TicketClaims>,
+        gate: &Gate,
+        scanning: Option<ScheduleId>,
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        let reason = match err {
+            TicketError::Forged => RefusalReason::InvalidCode,
+            TicketError::AlreadyCheckedIn(_) => RefusalReason::AlreadyCheckedIn,
+            TicketError::Superseded(_) => RefusalReason::TicketSuperseded,
+            TicketError::VoidCode(_) | TicketError::Void(_) => RefusalReason::TicketVoid,
+            TicketError::WrongSchedule { .. } => RefusalReason::WrongSchedule,
+            TicketError::NotFound(_) => RefusalReason::NotFound,
+            TicketError::Invalid(_) | TicketError::ScheduleNotFound(_) | TicketError::Fault(_) => {
+                return None;
+            }
+        };
+        Some(Self {
+            schedule: scanning.or(claims.map(|c| ScheduleId(c.sch))),
+            gate: gate.as_str().to_owned(),
+            reason,
+            ticket: claims.map(|c| TicketId(c.tid)),
+            at,
+        })
+    }
+}
+
+/// The minutes of check-ins the door view counts, one window each.
+pub const DOOR_MINUTES: usize = 15;
+/// The refusals the door view lists, newest first.
+pub const RECENT_REFUSALS: u64 = 20;
+/// How long a refusal is kept: the door view shows the last few, and a
+/// show's doors close within hours.
+pub const REFUSAL_RETENTION: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// One minute of check-ins: after `after`, up to and including `until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub after: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl Window {
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.after < at && at <= self.until
+    }
+}
+
+/// The last [`DOOR_MINUTES`] minutes up to `now`, oldest first (the last
+/// ends at `now`). Bound as plain times, so every engine counts a window
+/// the same way.
+pub fn minute_windows(now: DateTime<Utc>) -> Vec<Window> {
+    (0..DOOR_MINUTES as i64)
+        .rev()
+        .map(|ago| {
+            let until = now - chrono::TimeDelta::minutes(ago);
+            Window {
+                after: until - chrono::TimeDelta::minutes(1),
+                until,
+            }
+        })
+        .collect()
+}
+
+/// The check-ins at one gate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateCount {
+    pub gate: String,
+    pub checked_in: u64,
+    /// Per window of [`minute_windows`], oldest first.
+    pub per_minute: Vec<u64>,
+}
+
+impl GateCount {
+    /// Check-ins within the minute before now.
+    pub fn last_minute(&self) -> u64 {
+        self.per_minute.last().copied().unwrap_or(0)
+    }
+}
+
+/// What the store counts of a schedule's tickets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoorCounts {
+    /// Tickets that admit (valid ones).
+    pub sold: u64,
+    /// Tickets admitted, by gate.
+    pub gates: Vec<GateCount>,
+}
+
+/// A schedule's door: tickets sold, admitted, per gate and minute, and the
+/// latest refusals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoorView {
+    pub schedule: ScheduleId,
+    pub sold: u64,
+    pub checked_in: u64,
+    /// By gate name.
+    pub gates: Vec<GateCount>,
+    /// Every gate's check-ins per window, oldest first.
+    pub per_minute: Vec<u64>,
+    /// Newest first.
+    pub recent_refusals: Vec<Refusal>,
+}
+
+impl DoorView {
+    pub fn new(schedule: ScheduleId, counts: DoorCounts, recent_refusals: Vec<Refusal>) -> Self {
+        let mut gates = counts.gates;
+        gates.sort_by(|a, b| a.gate.cmp(&b.gate));
+        let mut per_minute = vec![0; DOOR_MINUTES];
+        for gate in &gates {
+            for (total, n) in per_minute.iter_mut().zip(&gate.per_minute) {
+                *total += n;
+            }
+        }
+        Self {
+            schedule,
+            sold: counts.sold,
+            checked_in: gates.iter().map(|g| g.checked_in).sum(),
+            gates,
+            per_minute,
+            recent_refusals,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TicketError {
     #[error("ticket {0} does not exist")]
@@ -614,6 +772,8 @@ pub enum TicketError {
     Changed(TicketId),
     #[error("the ticket is for schedule {code}, not schedule {scanning}")]
     WrongSchedule { code: i64, scanning: i64 },
+    #[error("schedule {0} does not exist")]
+    ScheduleNotFound(ScheduleId),
     #[error(transparent)]
     Fault(Fault),
 }
@@ -759,6 +919,38 @@ mod tests {
             Err(RetireRefusal::Signing),
             "the only key signs"
         );
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_code_is_recorded() {
+        let gate = Gate::parse("north").unwrap();
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let claims = ticket(TicketStatus::Valid).claims();
+        let outage = TicketError::Fault(Fault::conflict("the store moved on"));
+        let bad_request = TicketError::Invalid("gate".into());
+        for not_the_code in [outage, bad_request] {
+            assert_eq!(
+                Refusal::of(&not_the_code, Some(&claims), &gate, None, at),
+                None
+            );
+        }
+        let foreign = TicketError::WrongSchedule {
+            code: 2,
+            scanning: 9,
+        };
+        assert_eq!(
+            Refusal::of(&foreign, Some(&claims), &gate, Some(ScheduleId(9)), at),
+            Some(Refusal {
+                schedule: Some(ScheduleId(9)),
+                gate: "north".into(),
+                reason: RefusalReason::WrongSchedule,
+                ticket: Some(TicketId(7)),
+                at,
+            }),
+            "the door that scanned it sees it"
+        );
+        let unknown = Refusal::of(&TicketError::Forged, None, &gate, None, at).unwrap();
+        assert_eq!((unknown.schedule, unknown.ticket), (None, None));
     }
 
     #[test]

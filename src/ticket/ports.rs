@@ -3,7 +3,8 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::domain::{
-    CheckIn, NewTicket, PublicKey, QrFormat, SignedCode, Ticket, TicketClaims, TicketError,
+    CheckIn, DoorCounts, NewTicket, PublicKey, QrFormat, Refusal, SignedCode, Ticket, TicketClaims,
+    TicketError, Window,
 };
 use crate::{
     kernel::{
@@ -16,7 +17,7 @@ use crate::{
 crate::kernel::ports::ports_bundle! {
     /// The adapters the ticket use cases run over: the composition root
     /// picks them (`app::services`), tests pick fakes.
-    pub trait TicketPorts for TicketAdapters<U, R, K, Q, C, W> {
+    pub trait TicketPorts for TicketAdapters<U, R, K, Q, C, W, D> {
         /// A check-in and its event commit together.
         type Uow: UnitOfWork<Tx: TicketTx + OutboxWriter>;
         type Tickets: TicketRepository;
@@ -24,6 +25,7 @@ crate::kernel::ports::ports_bundle! {
         type Qr: QrImages;
         type Clock: Clock;
         type Wake: RelayWake;
+        type Door: DoorLog;
     }
 }
 
@@ -151,4 +153,27 @@ pub trait TicketCodes: Clone + Send + Sync + 'static {
 /// Draws a code as a QR image.
 pub trait QrImages: Clone + Send + Sync + 'static {
     fn draw(&self, code: &str, format: QrFormat) -> anyhow::Result<Vec<u8>>;
+}
+
+/// The door as operators see it: the scans it refused, and a schedule's
+/// counts.
+pub trait DoorLog: Clone + Send + Sync + 'static {
+    /// Keeps a refused scan (for a while: the retention sweeper prunes).
+    fn record(&self, refusal: &Refusal) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The schedule's tickets sold and admitted, per gate, with each
+    /// gate's check-ins in each of `windows`; `None` for a schedule that
+    /// does not exist.
+    fn counts(
+        &self,
+        schedule: ScheduleId,
+        windows: &[Window],
+    ) -> impl Future<Output = Result<Option<DoorCounts>, TicketError>> + Send;
+
+    /// The schedule's last `limit` refusals, newest first.
+    fn recent_refusals(
+        &self,
+        schedule: ScheduleId,
+        limit: u64,
+    ) -> impl Future<Output = Result<Vec<Refusal>, TicketError>> + Send;
 }

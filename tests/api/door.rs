@@ -337,4 +337,72 @@ async fn concurrent_uploads_of_one_code_keep_the_earliest_scan() {
     assert_eq!(time(&refused["at"]), now - TimeDelta::minutes(20));
     let events = outbox_payloads(&app.db, "TicketCheckedIn").await;
     assert!(events.iter().any(|e| e["gate"] == "gate-0"));
+
+#[tokio::test]
+async fn operators_see_the_door_sold_admitted_per_gate_and_the_refusals() {
+    let app = spawn_app().await;
+    let sale = sale(&app, 3).await;
+    confirmed_ticket_on(&app, 65, &sale, sale.seats[0]).await;
+    confirmed_ticket_on(&app, 66, &sale, sale.seats[1]).await;
+    let ticket = tickets_of(&app, 65, 1).await.remove(0);
+    let schedule = sale.schedule.as_i64().unwrap();
+    let staff = app.token(7_004, Role::Staff);
+    let at = |gate: &str, code: &Value| json!({"code": code, "gate": gate, "scheduleId": schedule});
+
+    assert_eq!(
+        scan(&app, &staff, at("north", &ticket["code"]))
+            .await
+            .status(),
+        200
+    );
+    let again = scan(&app, &staff, at("south", &ticket["code"])).await;
+    assert_problem(again, 409, "already_checked_in").await;
+    let forged = scan(&app, &staff, at("east", &json!("not.a.code"))).await;
+    assert_problem(forged, 422, "invalid_code").await;
+
+    let path = format!("/v1/admin/schedules/{schedule}/door");
+    let by_user = app.get(&path).bearer_auth(app.user_token(65)).send().await;
+    assert_problem(by_user.unwrap(), 403, "forbidden").await;
+    let unknown = app
+        .get(&format!("/v1/admin/schedules/{}/door", schedule + 1_000))
+        .bearer_auth(app.admin_token())
+        .send()
+        .await;
+    assert_problem(unknown.unwrap(), 404, "not_found").await;
+
+    let door = app.get_json(&path).await;
+    assert_eq!(door["scheduleId"], schedule);
+    assert_eq!(door["ticketsSold"], 2);
+    assert_eq!(door["checkedIn"], 1);
+    let mut just_now = vec![0; 15];
+    just_now[14] = 1;
+    assert_eq!(
+        door["gates"],
+        json!([{"gate": "north", "checkedIn": 1, "lastMinute": 1, "perMinute": just_now}])
+    );
+    assert_eq!(door["checkinsPerMinute"], json!(just_now));
+    let refusals = door["recentRefusals"].as_array().unwrap();
+    let seen: Vec<_> = refusals
+        .iter()
+        .map(|r| {
+            (
+                r["gate"].clone(),
+                r["reason"].clone(),
+                r["ticketId"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (json!("east"), json!("invalid_code"), Value::Null),
+            (
+                json!("south"),
+                json!("already_checked_in"),
+                ticket["id"].clone()
+            ),
+        ],
+        "newest first: {door}"
+    );
+    assert!(refusals.iter().all(|r| r["at"].is_string()));
 }

@@ -542,6 +542,12 @@ impl World {
             ),
             route(
                 Method::GET,
+                "/v1/admin/schedules/{id}/door",
+                "/v1/admin/schedules/1/door".into(),
+                Admin,
+            ),
+            route(
+                Method::GET,
                 "/v1/admin/schedules",
                 "/v1/admin/schedules".into(),
                 Admin,
@@ -1575,6 +1581,12 @@ async fn unknown_and_out_of_range_ids_are_4xx_problems_that_change_nothing() {
             None,
         ),
         (Method::POST, "/v1/coupons/@/issue", Guard::User, None),
+        (
+            Method::GET,
+            "/v1/admin/schedules/@/door",
+            Guard::Admin,
+            None,
+        ),
     ];
     for (method, template, guard, body) in &id_routes {
         for (id, status, code) in [

@@ -191,6 +191,43 @@ pub struct ScheduleSale {
     pub refunds_done: u64,
 }
 
+/// One gate of a schedule's door.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoorGate {
+    pub gate: String,
+    pub checked_in: u64,
+    pub last_minute: u64,
+    /// The last 15 minutes, oldest first.
+    pub per_minute: Vec<u64>,
+}
+
+/// A refused scan.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DoorRefusal {
+    pub gate: String,
+    /// The problem code the scanner heard, e.g. `already_checked_in`.
+    pub reason: String,
+    #[serde(default)]
+    pub ticket_id: Option<i64>,
+    pub at: DateTime<Utc>,
+}
+
+/// A schedule's door: `GET /v1/admin/schedules/{id}/door`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Door {
+    pub schedule_id: i64,
+    pub tickets_sold: u64,
+    pub checked_in: u64,
+    pub gates: Vec<DoorGate>,
+    /// Every gate's check-ins in the last 15 minutes, oldest first.
+    pub checkins_per_minute: Vec<u64>,
+    /// Newest first.
+    pub recent_refusals: Vec<DoorRefusal>,
+}
+
 /// One page of a list: `{items, nextCursor}` (no `nextCursor` on the last page).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -391,6 +428,12 @@ impl AdminClient {
     pub async fn replay_dead_letter(&self, id: i64) -> Result<(), ApiError> {
         self.post(&format!("/v1/admin/dead-letters/{id}/replay"))
             .await
+    }
+
+    /// The door of schedule `id`: sold, admitted per gate and minute, and
+    /// the latest refusals.
+    pub async fn door(&self, id: i64) -> Result<Door, ApiError> {
+        self.get(&format!("/v1/admin/schedules/{id}/door")).await
     }
 
     pub async fn cancel_schedule(&self, id: i64) -> Result<(), ApiError> {

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     api::{
-        Alert, ApiError, Compensation, DeadLetter, QueueRoom, ScheduleSale, SettingsChange,
+        Alert, ApiError, Compensation, DeadLetter, Door, QueueRoom, ScheduleSale, SettingsChange,
         Snapshot,
     },
     rate_input::RateInput,
@@ -29,16 +29,18 @@ pub enum Tab {
     Events,
     Coupons,
     Schedules,
+    Door,
 }
 
 impl Tab {
-    pub const ALL: [Tab; 6] = [
+    pub const ALL: [Tab; 7] = [
         Tab::Queue,
         Tab::Compensations,
         Tab::Alerts,
         Tab::Events,
         Tab::Coupons,
         Tab::Schedules,
+        Tab::Door,
     ];
 
     pub fn title(self) -> &'static str {
@@ -49,6 +51,7 @@ impl Tab {
             Tab::Events => "Events",
             Tab::Coupons => "Coupons",
             Tab::Schedules => "Schedules",
+            Tab::Door => "Door",
         }
     }
 
@@ -69,6 +72,8 @@ pub enum Action {
     /// leaves it alone.
     Key(KeyEvent),
     Data(Box<Snapshot>),
+    /// A fresh door of the schedule the Door tab shows.
+    DoorData(Box<Door>),
     FetchFailed(ApiError),
     /// A command finished: what to tell the operator.
     Done(Result<String, String>),
@@ -97,6 +102,8 @@ pub enum Command {
         change: SettingsChange,
     },
     CancelSchedule(i64),
+    /// Fetch the door of a schedule.
+    Door(i64),
 }
 
 /// A step that asks for a yes before it is sent.
@@ -150,7 +157,10 @@ pub struct App {
     pub snapshot: Option<Snapshot>,
     pub connection: Connection,
     /// Selected row per tab.
-    pub selected: [usize; 6],
+    pub selected: [usize; 7],
+    /// The last door fetched (the Door tab's selected schedule's, once
+    /// its first refresh answered).
+    pub door: Option<Door>,
     /// Admissions per refresh interval, per concert, newest last.
     pub admissions: HashMap<i64, VecDeque<u64>>,
     last_totals: HashMap<i64, u64>,
@@ -173,7 +183,8 @@ impl App {
             tab: Tab::Queue,
             snapshot: None,
             connection: Connection::Connecting,
-            selected: [0; 6],
+            selected: [0; 7],
+            door: None,
             admissions: HashMap::new(),
             last_totals: HashMap::new(),
             rate_input: None,
@@ -258,6 +269,17 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// The schedule selected on the Door tab.
+    pub fn door_schedule(&self) -> Option<i64> {
+        self.schedules().get(self.selected(Tab::Door)).map(|s| s.id)
+    }
+
+    /// The door of the schedule selected on the Door tab, once fetched.
+    pub fn shown_door(&self) -> Option<&Door> {
+        let schedule = self.door_schedule()?;
+        self.door.as_ref().filter(|d| d.schedule_id == schedule)
+    }
+
     pub fn dead_letters(&self) -> Vec<&DeadLetter> {
         self.snapshot
             .iter()
@@ -275,7 +297,7 @@ impl App {
             Tab::Alerts => self.alerts().len(),
             Tab::Events => snapshot.dead_letters.len(),
             Tab::Coupons => snapshot.coupons.len(),
-            Tab::Schedules => snapshot.schedules.len(),
+            Tab::Schedules | Tab::Door => snapshot.schedules.len(),
         }
     }
 
@@ -297,6 +319,14 @@ impl App {
             Action::Data(snapshot) => {
                 self.record_admissions(&snapshot);
                 self.snapshot = Some(*snapshot);
+                self.connection = Connection::Up;
+                // The Door tab refreshes with everything else.
+                self.door_schedule()
+                    .filter(|_| self.tab == Tab::Door)
+                    .map(Command::Door)
+            }
+            Action::DoorData(door) => {
+                self.door = Some(*door);
                 self.connection = Connection::Up;
                 None
             }

@@ -5,8 +5,8 @@ use crossterm::event::{KeyCode, KeyEvent};
 
 use crate::{
     api::{
-        Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, EventPipeline, PartitionLag,
-        QueueRoom, QueueSettings, ScheduleSale, Snapshot,
+        Alert, Compensation, ConsumerLag, CouponStats, DeadLetter, Door, DoorGate, DoorRefusal,
+        EventPipeline, PartitionLag, QueueRoom, QueueSettings, ScheduleSale, Snapshot,
     },
     app::{Action, App, Command},
     keys,
@@ -202,6 +202,50 @@ pub fn snapshot(total: u64) -> Snapshot {
                 refunds_failed: 0,
                 refunds_done: 480,
             },
+        ],
+    }
+}
+
+/// The door of `schedule` mid-entry: two gates, the north one busier, and
+/// three refused scans.
+pub fn door(schedule: i64) -> Door {
+    let gate = |name: &str, checked_in, per_minute: Vec<u64>| DoorGate {
+        gate: name.into(),
+        checked_in,
+        last_minute: *per_minute.last().unwrap(),
+        per_minute,
+    };
+    let refusal = |time: &str, gate: &str, reason: &str, ticket| DoorRefusal {
+        gate: gate.into(),
+        reason: reason.into(),
+        ticket_id: ticket,
+        at: at(&format!("2026-12-07T{time}Z")),
+    };
+    Door {
+        schedule_id: schedule,
+        tickets_sold: 18_250,
+        checked_in: 9_120,
+        gates: vec![
+            gate(
+                "north",
+                6_000,
+                vec![
+                    0, 0, 12, 40, 80, 120, 160, 150, 140, 150, 160, 170, 150, 140, 130,
+                ],
+            ),
+            gate(
+                "south",
+                3_120,
+                vec![0, 0, 0, 10, 30, 60, 80, 90, 80, 70, 80, 90, 80, 70, 60],
+            ),
+        ],
+        checkins_per_minute: vec![
+            0, 0, 12, 50, 110, 180, 240, 240, 220, 220, 240, 260, 230, 210, 190,
+        ],
+        recent_refusals: vec![
+            refusal("19:41:05", "north", "already_checked_in", Some(8_812)),
+            refusal("19:40:51", "south", "invalid_code", None),
+            refusal("19:39:12", "north", "ticket_void", Some(77)),
         ],
     }
 }

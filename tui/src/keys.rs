@@ -30,7 +30,7 @@ pub fn on_key(app: &mut App, key: KeyEvent) -> Option<Command> {
         KeyCode::Esc => app.notice = None,
         KeyCode::Tab | KeyCode::Right | KeyCode::Char('l') => app.tab = app.tab.step(1),
         KeyCode::BackTab | KeyCode::Left | KeyCode::Char('h') => app.tab = app.tab.step(-1),
-        KeyCode::Char(c @ '1'..='6') => {
+        KeyCode::Char(c @ '1'..='7') => {
             app.tab = Tab::ALL[(c as usize) - ('1' as usize)];
         }
         KeyCode::Down | KeyCode::Char('j') => app.select(1),
@@ -58,12 +58,12 @@ mod tests {
         let mut app = loaded();
         press(&mut app, KeyCode::Char('4'));
         assert_eq!(app.tab, Tab::Events);
-        for _ in 0..3 {
+        for _ in 0..4 {
             press(&mut app, KeyCode::Tab);
         }
         assert_eq!(app.tab, Tab::Queue);
         press(&mut app, KeyCode::BackTab);
-        assert_eq!(app.tab, Tab::Schedules);
+        assert_eq!(app.tab, Tab::Door);
     }
 
     #[test]

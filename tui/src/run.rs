@@ -8,8 +8,8 @@ use ratatui::{Terminal, backend::Backend};
 use tokio::sync::mpsc;
 
 use crate::{
-    api::AdminClient,
-    app::{Action, App, Command},
+    api::{AdminClient, ApiError},
+    app::{Action, App, Command, Notice},
     keys, ui,
 };
 
@@ -93,6 +93,21 @@ pub fn spawn_commands(
             let outcome = match command {
                 Command::Refresh => {
                     let _ = refresh_now.try_send(());
+                    continue;
+                }
+                // Fetched like a refresh: a failure is the banner's, and
+                // nothing is reported to the operator when it works.
+                Command::Door(id) => {
+                    let action = match client.door(id).await {
+                        Ok(door) => Action::DoorData(Box::new(door)),
+                        Err(err @ ApiError::Refused(_)) => {
+                            Action::Notify(Notice::Error(format!("door of schedule {id}: {err}")))
+                        }
+                        Err(err) => Action::FetchFailed(err),
+                    };
+                    if actions.send(action).await.is_err() {
+                        return;
+                    }
                     continue;
                 }
                 Command::AckAlert(id) => client

@@ -56,6 +56,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         Tab::Events => "r replay dead letter  d details",
         Tab::Coupons => "",
         Tab::Schedules => "x cancel schedule",
+        Tab::Door => "",
     };
     frame.render_widget(
         Paragraph::new(format!(
@@ -313,6 +314,32 @@ mod tests {
         let mut app = app_with_opening_rules();
         press(&mut app, KeyCode::Down);
         press(&mut app, KeyCode::Char('m'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn door_tab() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('7'));
+        app.update(Action::DoorData(Box::new(fixtures::door(6))));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn door_tab_before_its_first_answer() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('7'));
+        insta::assert_snapshot!(render(&app));
+    }
+
+    #[test]
+    fn door_tab_when_the_server_is_unreachable() {
+        let mut app = app_with_data();
+        press(&mut app, KeyCode::Char('7'));
+        app.update(Action::DoorData(Box::new(fixtures::door(6))));
+        app.update(Action::FetchFailed(ApiError::Unreachable(
+            "cannot reach http://127.0.0.1:8080: Connection refused (os error 111)".into(),
+        )));
         insta::assert_snapshot!(render(&app));
     }
 

@@ -1,4 +1,5 @@
 pub mod codes;
 pub mod db;
+pub mod door;
 pub mod keys;
 pub mod qr;

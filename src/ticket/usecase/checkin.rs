@@ -23,8 +23,21 @@ impl<P: TicketPorts> TicketService<P> {
     /// writes `TicketCheckedIn`; every later one is refused with the
     /// reason (already checked in, with the first scan; void; superseded;
     /// not found). With `schedule`, a code of another show is refused
-    /// before anything is written.
+    /// before anything is written. A refusal is recorded for operators.
     pub async fn check_in(
+        &self,
+        code: &str,
+        gate: &Gate,
+        schedule: Option<ScheduleId>,
+    ) -> Result<CheckIn, TicketError> {
+        let answer = self.admit(code, gate, schedule).await;
+        if let Err(refused) = &answer {
+            self.record_refusal(code, gate, schedule, refused).await;
+        }
+        answer
+    }
+
+    async fn admit(
         &self,
         code: &str,
         gate: &Gate,

@@ -18,12 +18,15 @@ use crate::{
     outbox::ports::OutboxWriter,
     testing::Wakes,
     ticket::{
-        domain::{CheckIn, NewTicket, Scan, SignedCode, Ticket, TicketError, TicketStatus},
+        domain::{
+            CheckIn, DoorCounts, GateCount, NewTicket, Refusal, Scan, SignedCode, Ticket,
+            TicketError, TicketStatus, Window,
+        },
         infra::{
             codes::{SignerCodes, TicketKey, TicketSigner},
             qr::QrRenderer,
         },
-        ports::{TicketAdapters, TicketRepository, TicketTx},
+        ports::{DoorLog, TicketAdapters, TicketRepository, TicketTx},
     },
 };
 
@@ -190,6 +193,11 @@ impl OutboxWriter for FakeTx {
 struct Stored {
     tx: FakeTx,
     down: bool,
+    /// Schedules without tickets that exist.
+    schedules: Vec<ScheduleId>,
+    /// Oldest first.
+    refusals: Vec<Refusal>,
+    refusals_fail: bool,
 }
 
 /// The tickets the step stored, read as the repository reads them.
@@ -237,6 +245,71 @@ impl TicketRepository for FakeTickets {
         let stored = Fault::unless_down(&self.0, |s| s.down)?;
         let tickets = stored.tx.tickets.iter();
         Ok(tickets.filter(|t| ids.contains(&t.id)).cloned().collect())
+    }
+}
+
+impl DoorLog for FakeTickets {
+    async fn record(&self, refusal: &Refusal) -> Result<(), StoreError> {
+        let mut stored = self.0.lock().unwrap();
+        if stored.refusals_fail {
+            return Err(StoreError::Unavailable(anyhow::anyhow!("refusals down")));
+        }
+        stored.refusals.push(refusal.clone());
+        Ok(())
+    }
+
+    async fn counts(
+        &self,
+        schedule: ScheduleId,
+        windows: &[Window],
+    ) -> Result<Option<DoorCounts>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        let tickets: Vec<&Ticket> = (stored.tx.tickets.iter())
+            .filter(|t| t.schedule == schedule)
+            .collect();
+        if tickets.is_empty() && !stored.schedules.contains(&schedule) {
+            return Ok(None);
+        }
+        let mut gates: Vec<GateCount> = Vec::new();
+        for scan in tickets.iter().filter_map(|t| t.checked_in.as_ref()) {
+            let at = match gates.iter().position(|g| g.gate == scan.gate) {
+                Some(at) => at,
+                None => {
+                    gates.push(GateCount {
+                        gate: scan.gate.clone(),
+                        checked_in: 0,
+                        per_minute: vec![0; windows.len()],
+                    });
+                    gates.len() - 1
+                }
+            };
+            let gate = &mut gates[at];
+            gate.checked_in += 1;
+            for (n, window) in gate.per_minute.iter_mut().zip(windows) {
+                *n += u64::from(window.contains(scan.at));
+            }
+        }
+        let sold = tickets
+            .iter()
+            .filter(|t| t.status == TicketStatus::Valid)
+            .count();
+        Ok(Some(DoorCounts {
+            sold: sold as u64,
+            gates,
+        }))
+    }
+
+    async fn recent_refusals(
+        &self,
+        schedule: ScheduleId,
+        limit: u64,
+    ) -> Result<Vec<Refusal>, TicketError> {
+        let stored = Fault::unless_down(&self.0, |s| s.down)?;
+        Ok((stored.refusals.iter().rev())
+            .filter(|r| r.schedule == Some(schedule))
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }
 
@@ -360,8 +433,15 @@ impl OutboxWriter for FakeTicketsTx {
     }
 }
 
-pub type Fakes =
-    TicketAdapters<FakeTickets, FakeTickets, SignerCodes, QrRenderer, ManualClock, Wakes>;
+pub type Fakes = TicketAdapters<
+    FakeTickets,
+    FakeTickets,
+    SignerCodes,
+    QrRenderer,
+    ManualClock,
+    Wakes,
+    FakeTickets,
+>;
 
 /// When the fakes' clock starts.
 pub fn start() -> DateTime<Utc> {
@@ -390,6 +470,7 @@ pub fn harness() -> Harness {
             QrRenderer,
             clock.clone(),
             wakes.clone(),
+            tickets.clone(),
         ),
         tickets,
         codes,
@@ -430,6 +511,21 @@ impl Harness {
 
     pub fn down(&self) {
         self.tickets.0.lock().unwrap().down = true;
+    }
+
+    /// A schedule that exists without tickets.
+    pub fn add_schedule(&self, schedule: ScheduleId) {
+        self.tickets.0.lock().unwrap().schedules.push(schedule);
+    }
+
+    /// Refused scans can no longer be recorded.
+    pub fn refusals_fail(&self) {
+        self.tickets.0.lock().unwrap().refusals_fail = true;
+    }
+
+    /// The refused scans recorded, oldest first.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.tickets.0.lock().unwrap().refusals.clone()
     }
 
     /// The ticket as stored now.

@@ -1,10 +1,12 @@
 //! The ticket use cases, one file per flow: issuing and voiding tickets as
 //! a saga step (`issue.rs`), what a holder reads (`holder.rs`), handing a
-//! ticket on (`transfer.rs`), the door (`checkin.rs`), and the scans made
-//! offline (`batch.rs`).
+//! ticket on (`transfer.rs`), the door (`checkin.rs`), the scans made
+//! offline (`batch.rs`), and what operators see of the door
+//! (`door_stats.rs`).
 
 mod batch;
 mod checkin;
+mod door_stats;
 #[cfg(test)]
 pub(crate) mod fake;
 mod holder;
@@ -23,6 +25,7 @@ pub struct TicketService<P: TicketPorts> {
     qr: P::Qr,
     clock: P::Clock,
     wake: P::Wake,
+    door: P::Door,
 }
 
 impl<P: TicketPorts> TicketService<P> {
@@ -33,6 +36,7 @@ impl<P: TicketPorts> TicketService<P> {
         qr: P::Qr,
         clock: P::Clock,
         wake: P::Wake,
+        door: P::Door,
     ) -> Self {
         Self {
             uow,
@@ -41,6 +45,7 @@ impl<P: TicketPorts> TicketService<P> {
             qr,
             clock,
             wake,
+            door,
         }
     }
 

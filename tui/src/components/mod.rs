@@ -5,6 +5,7 @@
 mod alerts;
 mod compensations;
 mod coupons;
+mod door;
 mod events;
 mod overlays;
 mod queue;
@@ -14,6 +15,7 @@ mod schedules;
 pub use alerts::AlertsTab;
 pub use compensations::CompensationsTab;
 pub use coupons::CouponsTab;
+pub use door::DoorTab;
 pub use events::EventsTab;
 pub use overlays::{ConfirmDialog, DetailPane, Help};
 pub use queue::{QueueTab, describe_change};
@@ -55,6 +57,7 @@ pub fn tab(tab: Tab) -> &'static dyn Component {
         Tab::Events => &EventsTab,
         Tab::Coupons => &CouponsTab,
         Tab::Schedules => &SchedulesTab,
+        Tab::Door => &DoorTab,
     }
 }
 

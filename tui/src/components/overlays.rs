@@ -26,7 +26,7 @@ pub struct Help;
 impl Component for Help {
     fn draw(&self, _app: &App, frame: &mut Frame, area: Rect) {
         let lines = [
-            "1-6, Tab/Shift-Tab, ←/→   switch tabs",
+            "1-7, Tab/Shift-Tab, ←/→   switch tabs",
             "↑/↓ or j/k                select a row",
             "a        Alerts: acknowledge the selected alert",
             "r        Compensations: retry the selected step",
@@ -36,6 +36,7 @@ impl Component for Help {
             "p        Queue: pause or resume admission",
             "c        Queue: close the room to newcomers (asks) or reopen it",
             "x        Schedules: cancel the selected schedule (asks first)",
+            "↑/↓      Door: the schedule whose door is shown, live",
             "d/Enter  Alerts, Compensations, Events: the selected row in full",
             "g or F5  refresh now (it refreshes every second anyway)",
             "Esc      dismiss the message line",
