@@ -59,4 +59,13 @@ impl TicketTx for MemTx {
         self.check()?;
         self.work.tickets.check_in(scan).await
     }
+
+    async fn check_in_earlier(
+        &mut self,
+        scan: &CheckIn,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.work.tickets.check_in_earlier(scan, now).await
+    }
 }

@@ -638,7 +638,10 @@ impl Refusal {
             TicketError::VoidCode(_) | TicketError::Void(_) => RefusalReason::TicketVoid,
             TicketError::WrongSchedule { .. } => RefusalReason::WrongSchedule,
             TicketError::NotFound(_) => RefusalReason::NotFound,
-            TicketError::Invalid(_) | TicketError::ScheduleNotFound(_) | TicketError::Fault(_) => {
+            TicketError::Invalid(_)
+            | TicketError::Changed(_)
+            | TicketError::ScheduleNotFound(_)
+            | TicketError::Fault(_) => {
                 return None;
             }
         };

@@ -337,6 +337,7 @@ async fn concurrent_uploads_of_one_code_keep_the_earliest_scan() {
     assert_eq!(time(&refused["at"]), now - TimeDelta::minutes(20));
     let events = outbox_payloads(&app.db, "TicketCheckedIn").await;
     assert!(events.iter().any(|e| e["gate"] == "gate-0"));
+}
 
 #[tokio::test]
 async fn operators_see_the_door_sold_admitted_per_gate_and_the_refusals() {

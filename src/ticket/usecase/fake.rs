@@ -131,7 +131,7 @@ impl TicketTx for FakeTx {
         &mut self,
         seen: &Ticket,
         next: &Ticket,
-        _: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let ticket = self.tickets.iter_mut().find(|t| {
             t.id == seen.id
@@ -140,7 +140,11 @@ impl TicketTx for FakeTx {
                 && t.status == TicketStatus::Valid
                 && t.checked_in.is_none()
         });
-        Ok(ticket.map(|ticket| *ticket = next.clone()).is_some())
+        let moved = ticket.map(|ticket| *ticket = next.clone()).is_some();
+        if moved {
+            self.changed.insert(seen.id, now);
+        }
+        Ok(moved)
     }
 
     async fn check_in(&mut self, scan: &CheckIn) -> Result<bool, StoreError> {
