@@ -26,6 +26,7 @@ mod m20261207_000020_checkins;
 mod m20261207_000021_ticket_changes;
 mod m20261207_000022_partial_refunds;
 mod m20261207_000023_door_refusals;
+mod m20261207_000024_waitlist_quantity;
 
 pub struct Migrator;
 
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000021_ticket_changes::Migration),
             Box::new(m20261207_000022_partial_refunds::Migration),
             Box::new(m20261207_000023_door_refusals::Migration),
+            Box::new(m20261207_000024_waitlist_quantity::Migration),
         ]
     }
 }

@@ -219,6 +219,15 @@ pub trait SeatTx: Send {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
+    /// Up to `max` of the schedule's seats available at `now`, lowest id
+    /// first (the lock order).
+    fn free_seat_ids(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> impl Future<Output = Result<Vec<SeatId>, StoreError>> + Send;
+
     /// When the schedule's show starts; `None` for an unknown schedule.
     fn starts_at(
         &mut self,

@@ -212,6 +212,15 @@ pub struct WaitlistChanged {
     pub seat_id: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// How many seats the place waits for (absent in events written
+    /// before places had a quantity: one); `WaitlistOffered`: how many
+    /// seats the offer holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantity: Option<u32>,
+    /// `WaitlistOffered`: the order holding the offered seats (paid with
+    /// `POST /v1/payments {orderId}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

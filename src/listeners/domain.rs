@@ -91,12 +91,16 @@ pub fn notification_for(
                     || "soon".to_owned(),
                     |t| t.to_utc().format("%Y-%m-%d %H:%M:%S UTC").to_string(),
                 );
-            Some((
-                "waitlist_offer",
-                format!(
-                    "A seat came free and is held for you: seat {seat}, reservation {offer}, until {until}. Pay with an admitted queue token before then or it goes to the next in line."
+            let order = payload["orderId"].as_i64().unwrap_or_default();
+            let message = match payload["quantity"].as_u64() {
+                Some(seats) if seats > 1 => format!(
+                    "{seats} seats came free and are held for you together as order {order}, until {until}. Pay the order (orderId {order}) with an admitted queue token before then or they go to the next in line."
                 ),
-            ))
+                _ => format!(
+                    "A seat came free and is held for you: seat {seat}, reservation {offer}, order {order}, until {until}. Pay with an admitted queue token before then or it goes to the next in line."
+                ),
+            };
+            Some(("waitlist_offer", message))
         }
         "WaitlistClosed" => {
             let schedule = payload["scheduleId"].as_i64().unwrap_or_default();
@@ -210,6 +214,20 @@ mod tests {
             assert!(message.contains(part), "{message}");
         }
         assert_eq!(notification_for("WaitlistJoined", &payload), None);
+    }
+
+    #[test]
+    fn a_waitlist_offer_of_several_seats_says_how_many_and_names_the_order() {
+        let payload = json!({
+            "entryId": 4, "scheduleId": 2, "userId": 3, "reservationId": 77,
+            "seatId": 12, "expiresAt": "2026-12-04T10:05:00Z", "quantity": 3,
+            "orderId": 9
+        });
+        let (kind, message) = notification_for("WaitlistOffered", &payload).unwrap();
+        assert_eq!(kind, "waitlist_offer");
+        for part in ["3 seats", "order 9", "2026-12-04 10:05:00 UTC"] {
+            assert!(message.contains(part), "{message}");
+        }
     }
 
     #[test]

@@ -189,14 +189,17 @@ enum HoldResponse {
 #[derive(Debug, Object)]
 #[oai(rename = "WaitlistPlace", rename_all = "camelCase")]
 pub struct WaitlistBody {
-    /// 1 = the next seat freed on this schedule is held for you.
+    /// 1 = first in line: the next seats freed on this schedule are held
+    /// for you once as many as you wait for are free.
     pub position: u64,
+    /// How many seats you wait for, offered together as one order.
+    pub quantity: u32,
 }
 
 #[derive(ApiResponse)]
 enum JoinResponse {
-    /// On the waitlist: a freed seat will be held in your name for
-    /// `holdMinutes`, with a `waitlist_offer` notification.
+    /// On the waitlist: freed seats will be held in your name as one
+    /// order for `holdMinutes`, with a `waitlist_offer` notification.
     #[oai(status = 201)]
     Created(Json<WaitlistBody>),
 }
@@ -391,15 +394,23 @@ impl<P: ReservationPorts> ReservationApi<P> {
         Ok(ReleaseResponse::Released)
     }
 
-    /// Wait for a seat of a sold-out schedule.
+    /// Wait for seats of a sold-out schedule.
     ///
-    /// Every seat freed again (a hold lapsed or given back, a ticket
-    /// cancelled) is held for the first user in line, in their name, for
-    /// `holdMinutes`, with a `waitlist_offer` notification; an offer that
-    /// lapses goes to the next. Paying for it still takes an admitted queue
-    /// token. 409 `seats_available` while seats are free, 409
-    /// `already_waitlisted` for a second place, 409 `not_on_sale` for a
-    /// cancelled schedule.
+    /// `quantity` seats (1 to the hold limit, default 1) are waited for
+    /// and offered together. Every seat freed again (a hold lapsed or given back, a ticket
+    /// cancelled) goes to the first place in line whose quantity fits the
+    /// seats free at that moment: that many seats are held at once in its
+    /// user's name as one order for `holdMinutes`, with a `waitlist_offer`
+    /// notification naming the order (pay it with `POST /v1/payments
+    /// {orderId}`); an offer that lapses frees its seats for the next.
+    /// Fairness: a place waiting for more seats than are free keeps its
+    /// place while a smaller place behind it takes what is free; it is
+    /// offered its seats as soon as that many are free at once. Paying
+    /// still takes an admitted queue token. 400 `validation_failed` for a
+    /// quantity out of range, 409 `seats_available` while at least
+    /// `quantity` seats are free, 409 `already_waitlisted` for a second
+    /// place, 409 `not_on_sale` for a cancelled schedule, 409
+    /// `sales_closed` once sales have closed.
     #[oai(
         path = "/v1/schedules/:id/waitlist",
         method = "post",
@@ -410,16 +421,24 @@ impl<P: ReservationPorts> ReservationApi<P> {
         auth: UserAuth,
         req: &poem::Request,
         id: Path<i64>,
+        /// How many seats to wait for (1 to the hold limit; default 1).
+        quantity: Query<Option<u32>>,
     ) -> ApiResult<JoinResponse, JoinWaitlistRefusals> {
         self.guard.limit(auth.0.user_id, req).await?;
+        let quantity = quantity.0.unwrap_or(1);
         let position = self
             .service
-            .join_waitlist(auth.0.user_id, ScheduleId(id.0))
+            .join_waitlist(auth.0.user_id, ScheduleId(id.0), quantity)
             .await?;
-        Ok(JoinResponse::Created(Json(WaitlistBody { position })))
+        Ok(JoinResponse::Created(Json(WaitlistBody {
+            position,
+            quantity,
+        })))
     }
 
     /// Your place on a schedule's waitlist (404 when you are not waiting).
+    ///
+    /// With how many seats it waits for.
     #[oai(
         path = "/v1/schedules/:id/waitlist",
         method = "get",
@@ -430,11 +449,11 @@ impl<P: ReservationPorts> ReservationApi<P> {
         auth: UserAuth,
         id: Path<i64>,
     ) -> ApiResult<Success<WaitlistBody>, UserRead> {
-        let position = self
+        let (position, quantity) = self
             .service
             .waitlist_position(auth.0.user_id, ScheduleId(id.0))
             .await?;
-        Ok(Success::json(WaitlistBody { position }))
+        Ok(Success::json(WaitlistBody { position, quantity }))
     }
 
     /// Leave a schedule's waitlist.

@@ -442,22 +442,40 @@ pub struct WaitlistEntry {
     pub id: i64,
     pub schedule: ScheduleId,
     pub user: UserId,
+    /// How many seats the place waits for, offered together as one order.
+    pub quantity: u32,
 }
 
-/// Whether somebody may join a schedule's waitlist: only a schedule on
-/// sale with no seat free (with a free seat, they should hold it).
+/// Whether somebody may join a schedule's waitlist for `quantity` seats:
+/// only a schedule on sale with fewer than `quantity` seats free (with
+/// enough free, they should hold them).
 pub fn may_join_waitlist(
     schedule: ScheduleId,
     status: ScheduleStatus,
     free_seats: u64,
+    quantity: u32,
 ) -> Result<(), ReservationError> {
     if status != ScheduleStatus::OnSale {
         return Err(ReservationError::NotOnSale(schedule));
     }
-    if free_seats > 0 {
+    if free_seats >= u64::from(quantity) {
         return Err(ReservationError::SeatsAvailable(free_seats));
     }
     Ok(())
+}
+
+impl HoldPolicy {
+    /// How many seats one waitlist place may wait for: 1 to the hold
+    /// limit.
+    pub fn waitlist_quantity(self, quantity: u32) -> Result<u32, ReservationError> {
+        if quantity == 0 || quantity > self.per_user_limit {
+            return Err(ReservationError::InvalidOrder(format!(
+                "quantity must be 1 to {}, not {quantity}",
+                self.per_user_limit
+            )));
+        }
+        Ok(quantity)
+    }
 }
 
 /// The events a freed seat is offered on: a hold that lapsed or was

@@ -144,13 +144,15 @@ pub trait ReservationTx: Send {
 /// A schedule's waitlist inside a unit of work: one waiting place per user,
 /// in the order they joined.
 pub trait WaitlistTx: Send {
-    /// Puts the user at the tail of the schedule's waitlist; `None` when
-    /// they already wait there (joining again after an offer or after
-    /// leaving starts a new place at the tail).
+    /// Puts the user at the tail of the schedule's waitlist for
+    /// `quantity` seats; `None` when they already wait there (joining
+    /// again after an offer or after leaving starts a new place at the
+    /// tail).
     fn join(
         &mut self,
         schedule: ScheduleId,
         user: UserId,
+        quantity: u32,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
 
@@ -162,19 +164,22 @@ pub trait WaitlistTx: Send {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
 
-    /// The user's place (1 = next to be offered a seat), if waiting.
+    /// The user's place (1 = first in line) and how many seats it waits
+    /// for, if waiting.
     fn waitlist_position(
         &mut self,
         schedule: ScheduleId,
         user: UserId,
-    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<(u64, u32)>, StoreError>> + Send;
 
-    /// The first waiting place, locked until the transaction ends; on
-    /// PostgreSQL a place another transaction is offering a seat to is
-    /// skipped, so two seats freed at once go to the first two in line.
+    /// The first waiting place that waits for at most `fits` seats, locked
+    /// until the transaction ends; on PostgreSQL a place another
+    /// transaction is offering seats to is skipped, so two seats freed at
+    /// once go to the first two in line.
     fn next_waiting(
         &mut self,
         schedule: ScheduleId,
+        fits: u64,
     ) -> impl Future<Output = Result<Option<WaitlistEntry>, StoreError>> + Send;
 
     /// Up to `max` places still waiting on the schedule leave the line as

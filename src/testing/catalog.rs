@@ -259,6 +259,21 @@ impl SeatTx for MemTx {
             .filter(|seat| seat.schedule == schedule && free_at(seat.state, now))
             .count() as u64)
     }
+
+    async fn free_seat_ids(
+        &mut self,
+        schedule: ScheduleId,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<SeatId>, StoreError> {
+        self.check()?;
+        // By id: the seats are kept in id order.
+        Ok((self.work.seats.iter())
+            .filter(|(_, seat)| seat.schedule == schedule && free_at(seat.state, now))
+            .map(|(id, _)| *id)
+            .take(usize::try_from(max).unwrap_or(usize::MAX))
+            .collect())
+    }
 }
 
 impl SeatReads for MemoryUow {

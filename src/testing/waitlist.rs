@@ -15,6 +15,7 @@ pub struct MemWaitlistPlace {
     pub id: i64,
     pub schedule: ScheduleId,
     pub user: UserId,
+    pub quantity: u32,
     /// `waiting`, `offered`, `left` or `closed`.
     pub status: &'static str,
     pub reservation: Option<ReservationId>,
@@ -26,6 +27,7 @@ impl MemWaitlistPlace {
             id: self.id,
             schedule: self.schedule,
             user: self.user,
+            quantity: self.quantity,
         }
     }
 }
@@ -46,6 +48,7 @@ impl WaitlistTx for MemTx {
         &mut self,
         schedule: ScheduleId,
         user: UserId,
+        quantity: u32,
         _now: DateTime<Utc>,
     ) -> Result<Option<WaitlistEntry>, StoreError> {
         self.check()?;
@@ -59,6 +62,7 @@ impl WaitlistTx for MemTx {
             Some(index) => {
                 let mut place = work.waitlist.remove(index);
                 place.status = "waiting";
+                place.quantity = quantity;
                 place.reservation = None;
                 place
             }
@@ -66,6 +70,7 @@ impl WaitlistTx for MemTx {
                 id: work.next_id(),
                 schedule,
                 user,
+                quantity,
                 status: "waiting",
                 reservation: None,
             },
@@ -99,14 +104,16 @@ impl WaitlistTx for MemTx {
         &mut self,
         schedule: ScheduleId,
         user: UserId,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<(u64, u32)>, StoreError> {
         self.check()?;
         Ok(self
             .work
-            .waiting(schedule)
+            .waitlist
             .iter()
-            .position(|waiting| *waiting == user)
-            .map(|index| index as u64 + 1))
+            .filter(|place| place.schedule == schedule && place.status == "waiting")
+            .enumerate()
+            .find(|(_, place)| place.user == user)
+            .map(|(index, place)| (index as u64 + 1, place.quantity)))
     }
 
     async fn close_waiting(
@@ -132,13 +139,18 @@ impl WaitlistTx for MemTx {
     async fn next_waiting(
         &mut self,
         schedule: ScheduleId,
+        fits: u64,
     ) -> Result<Option<WaitlistEntry>, StoreError> {
         self.check()?;
         Ok(self
             .work
             .waitlist
             .iter()
-            .find(|place| place.schedule == schedule && place.status == "waiting")
+            .find(|place| {
+                place.schedule == schedule
+                    && place.status == "waiting"
+                    && u64::from(place.quantity) <= fits
+            })
             .map(MemWaitlistPlace::entry))
     }
 

@@ -20,7 +20,7 @@ use crate::{
         WAIT, assert_invariants, balance, charge, exec, get_as, hold, paid_then_seat_lost, pay,
         sale,
     },
-    waitlist::{sell_out, waitlist},
+    waitlist::{give_back, sell_out, waitlist},
 };
 
 /// Armed failpoints, disarmed when dropped (also when the test fails).
@@ -206,14 +206,7 @@ async fn a_waitlist_offer_whose_commit_failed_is_made_once_when_it_recovers() {
     assert_eq!(joined.status(), 201);
 
     let armed = Armed::new(&[("consumer::before_commit::waitlist", "return")]);
-    let resp = app
-        .client
-        .delete(app.url(&format!("/v1/reservations/{}", first["id"])))
-        .bearer_auth(app.user_token(alice))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    give_back(&app, alice, &first).await;
     let offers = || async {
         count(
             &app.db,

@@ -11,6 +11,11 @@ use crate::{
 
 /// Sells the sale out: `user` holds every seat; answers the first hold.
 pub(crate) async fn sell_out(app: &TestApp, user: i64, sale: &Sale) -> Value {
+    sell_out_holds(app, user, sale).await.swap_remove(0)
+}
+
+/// Sells the sale out: `user` holds every seat; answers the holds.
+async fn sell_out_holds(app: &TestApp, user: i64, sale: &Sale) -> Vec<Value> {
     let token = app.admitted_token(user, &sale.concert).await;
     let mut holds = Vec::new();
     for seat in &sale.seats {
@@ -18,7 +23,19 @@ pub(crate) async fn sell_out(app: &TestApp, user: i64, sale: &Sale) -> Value {
         assert_eq!(resp.status(), 201);
         holds.push(resp.json::<Value>().await.unwrap());
     }
-    holds.swap_remove(0)
+    holds
+}
+
+/// The user gives the hold back (204).
+pub(crate) async fn give_back(app: &TestApp, user: i64, held: &Value) {
+    let resp = app
+        .client
+        .delete(app.url(&format!("/v1/reservations/{}", held["id"])))
+        .bearer_auth(app.user_token(user))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
 }
 
 pub(crate) async fn waitlist(
@@ -36,6 +53,18 @@ pub(crate) async fn waitlist(
         .send()
         .await
         .unwrap()
+}
+
+/// Joins the schedule's waitlist for `quantity` seats (as the query
+/// parameter says it).
+async fn join_for(app: &TestApp, user: i64, schedule: &Value, quantity: &str) -> reqwest::Response {
+    app.post(&format!(
+        "/v1/schedules/{schedule}/waitlist?quantity={quantity}"
+    ))
+    .bearer_auth(app.user_token(user))
+    .send()
+    .await
+    .unwrap()
 }
 
 /// The user's reservations (newest first) once one is held on `seat`.
@@ -86,7 +115,7 @@ async fn freed_seats_go_to_the_waitlist_in_order_once_each() {
     assert_eq!(joined.status(), 201);
     assert_eq!(
         joined.json::<Value>().await.unwrap(),
-        json!({"position": 1})
+        json!({"position": 1, "quantity": 1})
     );
     let joined = waitlist(&app, Method::POST, carol, &sale.schedule).await;
     assert_eq!(joined.json::<Value>().await.unwrap()["position"], 2);
@@ -125,14 +154,7 @@ async fn freed_seats_go_to_the_waitlist_in_order_once_each() {
     );
 
     // Alice gives the seat back: it is held for Bob.
-    let resp = app
-        .client
-        .delete(app.url(&format!("/v1/reservations/{}", held["id"])))
-        .bearer_auth(app.user_token(alice))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
+    give_back(&app, alice, &held).await;
     let offer = offered(&app, bob, seat).await;
     let notice = offer_notice(&app, bob).await;
     assert!(
@@ -178,6 +200,88 @@ async fn freed_seats_go_to_the_waitlist_in_order_once_each() {
         .await,
         0
     );
+    assert_invariants(&app).await;
+}
+
+/// A place waiting for two seats: one freed seat is not enough; the second
+/// makes the offer, both seats held at once as one order in the waiting
+/// user's name, named by the notification and paid by its `orderId`.
+#[tokio::test]
+async fn two_freed_seats_are_held_for_a_place_of_two_as_one_order_paid_by_its_id() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let sale = sale(&app, 3).await;
+    let (alice, bob) = (81, 82);
+    let holds = sell_out_holds(&app, alice, &sale).await;
+    for bad in ["0", "5", "-1"] {
+        assert_problem(
+            join_for(&app, bob, &sale.schedule, bad).await,
+            400,
+            "validation_failed",
+        )
+        .await;
+    }
+    assert_eq!(count(&app.db, "SELECT COUNT(*) FROM waitlist").await, 0);
+    let joined = join_for(&app, bob, &sale.schedule, "2").await;
+    assert_eq!(joined.status(), 201);
+    assert_eq!(
+        joined.json::<Value>().await.unwrap(),
+        json!({"position": 1, "quantity": 2})
+    );
+    let place = waitlist(&app, Method::GET, bob, &sale.schedule).await;
+    assert_eq!(
+        place.json::<Value>().await.unwrap(),
+        json!({"position": 1, "quantity": 2})
+    );
+
+    give_back(&app, alice, &holds[0]).await;
+    // One seat free: a place for two is not offered it, and joining for
+    // one is refused while one is free.
+    assert_problem(
+        join_for(&app, 83, &sale.schedule, "1").await,
+        409,
+        "seats_available",
+    )
+    .await;
+    give_back(&app, alice, &holds[1]).await;
+
+    let order = eventually("the order of two to be held for bob", WAIT, || async {
+        get_as(&app, bob, "/v1/users/me/orders").await["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+    })
+    .await;
+    assert_eq!(order["status"], "held");
+    let seats: Vec<&Value> = (order["seats"].as_array().unwrap().iter())
+        .map(|seat| &seat["id"])
+        .collect();
+    assert_eq!(seats, [&json!(sale.seats[0]), &json!(sale.seats[1])]);
+    let notice = offer_notice(&app, bob).await;
+    for part in ["2 seats", &format!("order {}", order["id"])] {
+        assert!(notice.contains(part), "{notice}");
+    }
+    let offers = outbox_payloads(&app.db, "WaitlistOffered").await;
+    assert_eq!(offers.len(), 1, "one offer");
+    assert_eq!(offers[0]["orderId"], order["id"]);
+    assert_eq!(offers[0]["quantity"], 2);
+    assert_problem(
+        waitlist(&app, Method::GET, bob, &sale.schedule).await,
+        404,
+        "not_found",
+    )
+    .await;
+
+    let token = app.admitted_token(bob, &sale.concert).await;
+    charge(&app, bob, json!(500_000)).await;
+    let resp = crate::orders::pay_order(&app, bob, &token, &order["id"]).await;
+    assert_eq!(resp.status(), 201);
+    let path = format!("/v1/orders/{}", order["id"]);
+    eventually("the order to be confirmed", WAIT, || async {
+        (get_as(&app, bob, &path).await["status"] == "confirmed").then_some(())
+    })
+    .await;
     assert_invariants(&app).await;
 }
 

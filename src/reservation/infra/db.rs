@@ -81,6 +81,8 @@ pub mod waitlist {
         pub id: i64,
         pub schedule_id: i64,
         pub user_id: i64,
+        /// How many seats the place waits for.
+        pub quantity: i32,
         /// `waiting`, `offered`, `left` or `closed` (sales ended first).
         pub status: String,
         pub queued_at: DateTimeUtc,
@@ -101,6 +103,7 @@ fn to_entry(row: &waitlist::Model) -> WaitlistEntry {
         id: row.id,
         schedule: ScheduleId(row.schedule_id),
         user: UserId(row.user_id),
+        quantity: u32::try_from(row.quantity).unwrap_or(1),
     }
 }
 
@@ -420,6 +423,7 @@ impl WaitlistTx for DbTx {
         &mut self,
         schedule: ScheduleId,
         user: UserId,
+        quantity: u32,
         now: DateTime<Utc>,
     ) -> Result<Option<WaitlistEntry>, StoreError> {
         use waitlist::Column;
@@ -428,6 +432,7 @@ impl WaitlistTx for DbTx {
         let changed = waitlist::Entity::insert(waitlist::ActiveModel {
             schedule_id: Set(schedule.value()),
             user_id: Set(user.value()),
+            quantity: Set(i32::try_from(quantity).unwrap_or(i32::MAX)),
             status: Set(WAITING.into()),
             queued_at: Set(now),
             reservation_id: Set(None),
@@ -437,6 +442,7 @@ impl WaitlistTx for DbTx {
         .on_conflict(
             OnConflict::columns([Column::ScheduleId, Column::UserId])
                 .update_columns([
+                    Column::Quantity,
                     Column::Status,
                     Column::QueuedAt,
                     Column::ReservationId,
@@ -481,7 +487,7 @@ impl WaitlistTx for DbTx {
         &mut self,
         schedule: ScheduleId,
         user: UserId,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<(u64, u32)>, StoreError> {
         use waitlist::Column;
         let Some(row) = self.waiting_row(schedule, user).await? else {
             return Ok(None);
@@ -500,17 +506,19 @@ impl WaitlistTx for DbTx {
             )
             .count(self.conn())
             .await?;
-        Ok(Some(ahead + 1))
+        Ok(Some((ahead + 1, to_entry(&row).quantity)))
     }
 
     async fn next_waiting(
         &mut self,
         schedule: ScheduleId,
+        fits: u64,
     ) -> Result<Option<WaitlistEntry>, StoreError> {
         use waitlist::Column;
         let mut query = waitlist::Entity::find()
             .filter(Column::ScheduleId.eq(schedule.value()))
             .filter(Column::Status.eq(WAITING))
+            .filter(Column::Quantity.lte(i64::try_from(fits).unwrap_or(i64::MAX)))
             .order_by_asc(Column::QueuedAt)
             .order_by_asc(Column::Id)
             .limit(1);

@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, UpdateMany,
+    ColumnTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    UpdateMany,
     sea_query::{Expr, ExprTrait},
 };
 
@@ -197,6 +198,27 @@ impl SeatTx for DbTx {
             .filter(availability_is(Availability::Available, now))
             .count(self.conn())
             .await?)
+    }
+
+    async fn free_seat_ids(
+        &mut self,
+        schedule_id: ScheduleId,
+        now: DateTime<Utc>,
+        max: u64,
+    ) -> Result<Vec<SeatId>, StoreError> {
+        Ok(seat::Entity::find()
+            .select_only()
+            .column(seat::Column::Id)
+            .filter(seat::Column::ScheduleId.eq(schedule_id.value()))
+            .filter(availability_is(Availability::Available, now))
+            .order_by_asc(seat::Column::Id)
+            .limit(max)
+            .into_tuple::<i64>()
+            .all(self.conn())
+            .await?
+            .into_iter()
+            .map(SeatId)
+            .collect())
     }
 
     async fn schedule_status(
