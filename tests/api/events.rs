@@ -459,9 +459,7 @@ async fn a_consumer_with_lanes_keeps_each_aggregates_order_holds_a_failing_one_b
             .collect();
         assert_eq!(order, (0..10).collect::<Vec<_>>(), "aggregate {aggregate}");
     }
-    // Four aggregates are a small backlog: one shard, whose rounds take the
-    // next event of every aggregate in one transaction, so the aggregates
-    // go side by side, interleaved, not one drained after the other.
+    // The aggregates go side by side, not one drained after the other.
     let first_round: HashSet<&str> = seen[..4].iter().map(|(a, _)| a.as_str()).collect();
     assert_eq!(
         first_round.len(),
@@ -469,14 +467,21 @@ async fn a_consumer_with_lanes_keeps_each_aggregates_order_holds_a_failing_one_b
         "one event of each aggregate first: {seen:?}"
     );
     let most = probe.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
-    assert_eq!(most, 1, "a small backlog is one transaction at a time");
+    assert!(most <= 4, "{most} events at once with 4 lanes");
+    // SQLite lets one transaction write at a time, so there the lanes take
+    // turns at the inbox row; PostgreSQL runs them side by side.
+    if sea_orm::ConnectionTrait::get_database_backend(&app.db) == sea_orm::DatabaseBackend::Postgres
+    {
+        assert!(most >= 2, "the four aggregates were handled one at a time");
+    }
 }
 
 #[tokio::test]
 async fn a_large_backlog_is_split_into_shards_handled_side_by_side() {
     let app = spawn_app_with(|s| s.workers = false).await;
     app.bus.ensure_group("lane-probe").await.unwrap();
-    // 48 aggregates waiting: three shards of 16 with 4 lanes.
+    // 48 aggregates waiting: four shards of 12 with 4 lanes, each shard's
+    // rounds one transaction for its 12.
     let messages: Vec<BusMessage> = (0..48)
         .map(|aggregate| BusMessage {
             outbox_id: None,
@@ -535,12 +540,12 @@ async fn a_large_backlog_is_split_into_shards_handled_side_by_side() {
         "each event applied once, with its inbox row"
     );
     let most = probe.most_at_once.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(most <= 3, "{most} events at once in three shards");
+    assert!(most <= 4, "{most} events at once in four shards");
     // SQLite lets one transaction write at a time, so there the shards take
     // turns at the inbox row; PostgreSQL runs them side by side.
     if sea_orm::ConnectionTrait::get_database_backend(&app.db) == sea_orm::DatabaseBackend::Postgres
     {
-        assert!(most >= 2, "the three shards were handled one at a time");
+        assert!(most >= 2, "the four shards were handled one at a time");
     }
 }
 

@@ -75,14 +75,11 @@ enum Outcome {
 /// Events applied in one transaction at most (one per lane).
 const ROUND: usize = 64;
 
-/// Lanes per shard before the backlog takes one more shard (a transaction
-/// going side by side), up to the setting's `lanes`.
-const LANES_PER_SHARD: usize = 16;
-
-/// How many shards `due` lanes are split into: one for a small backlog, up
-/// to `lanes` for a large one.
+/// How many shards `due` lanes are split into: one per lane up to the
+/// setting's `lanes` (side by side, as many transactions), so a backlog
+/// larger than that batches each shard's lanes into shared transactions.
 fn shards(due: usize, lanes: usize) -> usize {
-    due.div_ceil(LANES_PER_SHARD).clamp(1, lanes.max(1))
+    due.clamp(1, lanes.max(1))
 }
 
 impl Outcome {
@@ -288,8 +285,7 @@ impl<B: EventBus> ConsumerRunner<B> {
 
     /// Handles every lane that may go now, each in its stream order, and
     /// hands back what waits for a retry. The due lanes are split into
-    /// shards, as many as the backlog needs (one per [`LANES_PER_SHARD`]
-    /// lanes, at most `lanes`), handled side by side.
+    /// shards (one a lane, at most `lanes`), handled side by side.
     async fn handle_due(&self, lanes: &mut Lanes<Instant>, until: Instant) {
         let due = lanes.take_due(Instant::now());
         if due.is_empty() {
@@ -586,10 +582,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_small_backlog_takes_one_transaction_and_a_large_one_up_to_the_lanes() {
+    fn lanes_go_side_by_side_up_to_the_setting_and_share_transactions_beyond() {
         assert_eq!(shards(1, 4), 1);
-        assert_eq!(shards(LANES_PER_SHARD, 4), 1);
-        assert_eq!(shards(LANES_PER_SHARD + 1, 4), 2);
+        assert_eq!(shards(3, 4), 3);
+        assert_eq!(shards(4, 4), 4);
         assert_eq!(shards(10_000, 4), 4);
         assert_eq!(shards(10_000, 1), 1, "SQLite: one writer");
         assert_eq!(shards(10_000, 0), 1);
