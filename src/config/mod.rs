@@ -386,10 +386,9 @@ pub struct Settings {
     #[arg(long, env = "BOXOFFICE_RETENTION_SWEEP_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub retention_sweep_seconds: u64,
 
-    /// Transactions a consumer runs side by side (one per aggregate waiting,
-    /// up to this); beyond it, each applies the next event of up to 64
-    /// aggregates at once, each aggregate's events still in stream order.
-    /// On SQLite, one writer at a time, it is always 1.
+    /// Aggregates a consumer handles at once from one fetched batch (each
+    /// aggregate's events still in their stream order, each event in its
+    /// own transaction). On SQLite, one writer at a time, it is always 1.
     #[arg(long, env = "BOXOFFICE_CONSUMER_LANES", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=32))]
     pub consumer_lanes: u64,
 

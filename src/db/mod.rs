@@ -344,27 +344,6 @@ impl DbTx {
         self.txn.rollback().await
     }
 
-    /// A savepoint inside this transaction: committed with
-    /// [`DbTx::release_savepoint`], its work becomes part of this transaction;
-    /// rolled back, only its own work is undone.
-    pub async fn savepoint(&self) -> Result<DbTx, DbErr> {
-        Ok(DbTx::new(self.txn.begin().await?))
-    }
-
-    /// Keeps the work of `inner` (a savepoint of this transaction), to
-    /// commit or roll back with the rest: what its commit must do once
-    /// this one commits (wake the relay, retire snapshots) is noted here.
-    pub async fn release_savepoint(&mut self, inner: DbTx) -> Result<(), DbErr> {
-        inner.txn.commit().await?;
-        self.wrote_events |= inner.wrote_events;
-        for schedule in inner.touched {
-            if !self.touched.contains(&schedule) {
-                self.touched.push(schedule);
-            }
-        }
-        Ok(())
-    }
-
     /// Whether this transaction appended events to the outbox (so its
     /// commit should wake the relay).
     pub fn wrote_events(&self) -> bool {

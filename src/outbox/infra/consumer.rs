@@ -25,7 +25,7 @@ use crate::{
         failpoint, trace,
     },
     outbox::{
-        domain::{Delivery, LaneKey, Lanes, gives_up, reports_dead_letter, retry_after},
+        domain::{Delivery, Lanes, gives_up, reports_dead_letter, retry_after},
         ports::{EventBus, EventHandler},
     },
     worker::sleep_or_cancel,
@@ -65,36 +65,10 @@ pub struct ConsumerRunner<B> {
     alerts: Arc<dyn AlertSink>,
 }
 
-#[derive(Clone, Copy)]
 enum Outcome {
     Applied,
     Duplicate,
     Skipped,
-}
-
-/// Events applied in one transaction at most (one per lane).
-const ROUND: usize = 64;
-
-/// How many shards `due` lanes are split into: one per lane up to the
-/// setting's `lanes` (side by side, as many transactions), so a backlog
-/// larger than that batches each shard's lanes into shared transactions.
-fn shards(due: usize, lanes: usize) -> usize {
-    due.clamp(1, lanes.max(1))
-}
-
-impl Outcome {
-    fn label(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Skipped => "skipped",
-        }
-    }
-}
-
-fn counted(group: &'static str, outcome: Outcome) {
-    metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => outcome.label())
-        .increment(1);
 }
 
 impl<B: EventBus> ConsumerRunner<B> {
@@ -283,129 +257,122 @@ impl<B: EventBus> ConsumerRunner<B> {
         }
     }
 
-    /// Handles every lane that may go now, each in its stream order, and
-    /// hands back what waits for a retry. The due lanes are split into
-    /// shards (one a lane, at most `lanes`), handled side by side.
+    /// Handles every lane that may go now, up to `lanes` at once, each in
+    /// its stream order, and hands back what waits for a retry. Each event
+    /// is handled in an `event` span continuing the trace of the request
+    /// (or handler) that wrote it, so its log lines and the events its
+    /// handler writes carry the same trace id.
     async fn handle_due(&self, lanes: &mut Lanes<Instant>, until: Instant) {
         let due = lanes.take_due(Instant::now());
         if due.is_empty() {
             return;
         }
-        let width = shards(due.len(), self.settings.lanes);
-        let mut split: Vec<Vec<_>> = (0..width).map(|_| Vec::new()).collect();
-        for (i, lane) in due.into_iter().enumerate() {
-            split[i % width].push(lane);
-        }
-        let left: Vec<_> = futures::stream::iter(split)
-            .map(|shard| self.drain(shard, until))
+        let width = if self.settings.lanes <= 1 {
+            1
+        } else {
+            self.settings.lanes
+        };
+        let left: Vec<_> = futures::stream::iter(due)
+            .map(|(key, items)| async move {
+                let (rest, not_before) = self.drain(items, until).await;
+                (key, rest, not_before)
+            })
             .buffer_unordered(width)
             .collect()
             .await;
-        for (key, rest, not_before) in left.into_iter().flatten() {
+        for (key, rest, not_before) in left {
             lanes.put_back(key, rest, not_before);
         }
     }
 
-    /// Handles a shard's lanes in rounds until each is done, its head
-    /// failed (it goes back to wait for its retry, after the backoff of its
-    /// deliveries, with the rest behind it) or `until` comes (the rest go
-    /// on at once, after the hold's renewal). A round takes the head of up
-    /// to [`ROUND`] lanes and applies them in one transaction, so a lane's
-    /// events still go one after the other in stream order.
+    /// Handles a lane's deliveries in order until one fails (that one and
+    /// the rest wait for its retry, after the backoff of its deliveries) or
+    /// `until` comes (the rest go on at once, after the hold's renewal).
     async fn drain(
         &self,
-        mut shard: Vec<(LaneKey, VecDeque<Delivery>)>,
+        mut items: VecDeque<Delivery>,
         until: Instant,
-    ) -> Vec<(LaneKey, VecDeque<Delivery>, Option<Instant>)> {
-        let mut left = Vec::new();
-        while !shard.is_empty() {
+    ) -> (VecDeque<Delivery>, Option<Instant>) {
+        while let Some(head) = items.front_mut() {
             if Instant::now() >= until {
-                left.extend(shard.into_iter().map(|(key, items)| (key, items, None)));
-                return left;
+                return (items, None);
             }
-            let take = shard.len().min(ROUND);
-            let heads: Vec<&Delivery> = shard[..take]
-                .iter()
-                .filter_map(|(_, items)| items.front())
-                .collect();
-            let finished = self.round(&heads).await;
-            let mut rest: Vec<_> = shard.split_off(take);
-            for ((key, mut items), finished) in shard.into_iter().zip(finished) {
-                if finished {
-                    items.pop_front();
-                    if !items.is_empty() {
-                        rest.push((key, items));
-                    }
-                } else if let Some(head) = items.front_mut() {
-                    let wait = retry_after(self.settings.claim_idle, head.deliveries);
-                    head.deliveries = head.deliveries.saturating_add(1);
-                    left.push((key, items, Some(Instant::now() + wait)));
-                }
+            if self.process_one(head).await {
+                items.pop_front();
+                continue;
             }
-            // The lanes this round did not reach go first in the next.
-            shard = rest;
+            let wait = retry_after(self.settings.claim_idle, head.deliveries);
+            head.deliveries = head.deliveries.saturating_add(1);
+            return (items, Some(Instant::now() + wait));
         }
-        left
+        (items, None)
     }
 
-    /// One round: each head is dead-lettered (undecodable), skipped (not
-    /// this group's), or applied; the applied ones in one transaction,
-    /// each in its own savepoint, so a failing one is undone alone and the
-    /// others commit. Everything finished is acknowledged together, after
-    /// the commit. Whether each head finished, in order.
-    async fn round(&self, heads: &[&Delivery]) -> Vec<bool> {
+    /// Handles one delivery (a dead letter when undecodable or out of
+    /// tries) and acknowledges it when finished; false when it failed and
+    /// is to be tried again.
+    async fn process_one(&self, delivery: &Delivery) -> bool {
         let group = self.handler.name();
-        let mut finished = vec![false; heads.len()];
-        let mut to_apply = Vec::with_capacity(heads.len());
-        for (i, delivery) in heads.iter().enumerate() {
-            match &delivery.message {
-                Err(reason) => finished[i] = self.dead_letter(delivery, None, reason).await,
-                Ok(message) if !self.wants(message) => {
-                    counted(group, Outcome::Skipped);
-                    finished[i] = true;
-                }
-                Ok(message) => to_apply.push((i, message)),
+        let finished = match &delivery.message {
+            Err(reason) => self.dead_letter(delivery, None, reason).await,
+            Ok(message) => {
+                let event = &message.event;
+                let span = tracing::info_span!(
+                    "event",
+                    consumer = group,
+                    event_id = %event.event_id,
+                    event_type = %event.event_type,
+                    trace_id = tracing::field::Empty,
+                    span_id = tracing::field::Empty,
+                );
+                let ctx = trace::begin(&span, trace::parse(event.traceparent.as_deref()), None);
+                ctx.scope(self.handle(delivery, message).instrument(span))
+                    .await
             }
-        }
-        for (i, applied, span) in self.apply_all(&to_apply).await {
-            finished[i] = self.settle(heads[i], applied).instrument(span).await;
-        }
-        let done: Vec<String> = (heads.iter().zip(&finished))
-            .filter(|(_, finished)| **finished)
-            .map(|(delivery, _)| delivery.id.clone())
-            .collect();
-        if !done.is_empty()
-            && let Err(err) = self.bus.ack(group, &done).await
+        };
+        if finished
+            && let Err(err) = self
+                .bus
+                .ack(group, std::slice::from_ref(&delivery.id))
+                .await
         {
-            // Not acknowledged: the next reader takes them over, and the
-            // inbox drops them.
+            // Not acknowledged: the next reader takes it over, and the
+            // inbox drops it.
             tracing::warn!(group, error = format!("{err:#}"), "consumer: ack failed");
         }
         finished
     }
 
-    /// What an applied event's outcome means for its delivery: finished
-    /// (applied, a duplicate, or dead-lettered after its last try), or to
-    /// be tried again.
-    async fn settle(&self, delivery: &Delivery, applied: anyhow::Result<Outcome>) -> bool {
+    /// Handles one decodable delivery; whether it may be acknowledged.
+    async fn handle(&self, delivery: &Delivery, message: &BusMessage) -> bool {
         let group = self.handler.name();
-        match applied {
+        match self.apply(message.target.as_deref(), &message.event).await {
             Ok(outcome) => {
-                counted(group, outcome);
+                let label = match outcome {
+                    Outcome::Applied => "applied",
+                    Outcome::Duplicate => "duplicate",
+                    Outcome::Skipped => "skipped",
+                };
+                metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => label)
+                    .increment(1);
+                if !matches!(outcome, Outcome::Skipped) {
+                    tracing::debug!(target: "boxoffice::trace", outcome = label, "consumer: event handled");
+                }
                 true
             }
             Err(err) if gives_up(delivery.deliveries, self.settings.max_deliveries) => {
-                let event = delivery.message.as_ref().ok().map(|m| &m.event);
-                self.dead_letter(delivery, event, &format!("{err:#}")).await
+                let reason = format!("{err:#}");
+                self.dead_letter(delivery, Some(&message.event), &reason)
+                    .await
             }
             Err(err) => {
                 metrics::counter!("consumer_events_total", "consumer" => group, "outcome" => "failed")
                     .increment(1);
                 tracing::warn!(
                     group,
+                    event = %message.event.event_id,
                     delivery = delivery.deliveries,
-                    retry_in_ms = retry_after(self.settings.claim_idle, delivery.deliveries)
-                        .as_millis() as u64,
+                    retry_in_ms = retry_after(self.settings.claim_idle, delivery.deliveries).as_millis() as u64,
                     error = format!("{err:#}"),
                     "consumer: handler failed; the event stays pending and will be retried"
                 );
@@ -414,110 +381,28 @@ impl<B: EventBus> ConsumerRunner<B> {
         }
     }
 
-    /// Whether the event is for this group: addressed to it (or to every
-    /// group) and of a type it handles.
-    fn wants(&self, message: &BusMessage) -> bool {
-        let meant_for_us = (message.target.as_deref()).is_none_or(|t| t == self.handler.name());
-        meant_for_us && self.handler.handles(&message.event.event_type)
-    }
-
-    /// Applies the events in one transaction, each in a savepoint (its
-    /// inbox row and effect kept or undone together), and commits what
-    /// succeeded; each event's outcome, or the error to retry it on. If the
-    /// commit fails, every one of them is to be tried again (the inbox
-    /// drops whatever did commit). Each event is handled in an `event`
-    /// span continuing the trace of the request (or handler) that wrote
-    /// it, so its log lines and the events its handler writes carry the
-    /// same trace id.
-    async fn apply_all(
-        &self,
-        events: &[(usize, &BusMessage)],
-    ) -> Vec<(usize, anyhow::Result<Outcome>, tracing::Span)> {
-        if events.is_empty() {
-            return Vec::new();
-        }
+    async fn apply(&self, target: Option<&str>, event: &EventEnvelope) -> anyhow::Result<Outcome> {
         let name = self.handler.name();
-        let mut outer = match begin_timed(&self.db).await {
-            Ok(tx) => tx,
-            Err(err) => {
-                let err = format!("{err:#}");
-                return (events.iter())
-                    .map(|(i, _)| (*i, Err(anyhow::anyhow!("{err}")), tracing::Span::none()))
-                    .collect();
-            }
-        };
-        metrics::histogram!("consumer_events_per_transaction", "consumer" => name)
-            .record(events.len() as f64);
-        let mut outcomes = Vec::with_capacity(events.len());
-        for (i, message) in events {
-            let event = &message.event;
-            let span = tracing::info_span!(
-                "event",
-                consumer = name,
-                event_id = %event.event_id,
-                event_type = %event.event_type,
-                trace_id = tracing::field::Empty,
-                span_id = tracing::field::Empty,
-            );
-            let ctx = trace::begin(&span, trace::parse(event.traceparent.as_deref()), None);
-            let applied = async {
-                let outcome = self.apply(&mut outer, event).await;
-                if let Ok(outcome) = &outcome {
-                    tracing::debug!(target: "boxoffice::trace", outcome = outcome.label(), "consumer: event handled");
-                }
-                outcome
-            };
-            let outcome = ctx.scope(applied.instrument(span.clone())).await;
-            outcomes.push((*i, outcome, span));
+        let meant_for_us = target.is_none_or(|t| t == name);
+        if !meant_for_us || !self.handler.handles(&event.event_type) {
+            return Ok(Outcome::Skipped);
         }
-        let committed: anyhow::Result<()> = async {
-            failpoint::step(&format!("consumer::before_commit::{name}")).await?;
-            let wrote_events = outer.wrote_events();
-            outer.commit().await?;
-            if wrote_events && let Some(relay) = &self.wake {
-                relay.wake();
-            }
-            // Committed but not acknowledged: redelivered, and the inbox
-            // says so.
-            failpoint::step(&format!("consumer::after_commit::{name}")).await?;
-            Ok(())
+        let mut tx = begin_timed(&self.db).await?;
+        // The inbox row goes first: a concurrent duplicate blocks on it (or
+        // conflicts) instead of applying the effect a second time.
+        if !record_in_inbox(tx.conn(), name, event.event_id, Utc::now()).await? {
+            return Ok(Outcome::Duplicate);
         }
-        .await;
-        if let Err(err) = committed {
-            let err = format!("{err:#}");
-            for (_, outcome, _) in &mut outcomes {
-                if outcome.is_ok() {
-                    *outcome = Err(anyhow::anyhow!("{err}"));
-                }
-            }
+        self.handler.handle(&mut tx, event).await?;
+        failpoint::step(&format!("consumer::before_commit::{name}")).await?;
+        let wrote_events = tx.wrote_events();
+        tx.commit().await?;
+        if wrote_events && let Some(relay) = &self.wake {
+            relay.wake();
         }
-        outcomes
-    }
-
-    /// Applies one event in a savepoint of `outer`: its inbox row first (a
-    /// concurrent duplicate blocks on it, or conflicts, instead of applying
-    /// the effect a second time), then the handler's effect.
-    async fn apply(&self, outer: &mut DbTx, event: &EventEnvelope) -> anyhow::Result<Outcome> {
-        let name = self.handler.name();
-        let mut tx = outer.savepoint().await?;
-        let applied: anyhow::Result<Outcome> = async {
-            if !record_in_inbox(tx.conn(), name, event.event_id, Utc::now()).await? {
-                return Ok(Outcome::Duplicate);
-            }
-            self.handler.handle(&mut tx, event).await?;
-            Ok(Outcome::Applied)
-        }
-        .await;
-        match applied {
-            Ok(Outcome::Applied) => {
-                outer.release_savepoint(tx).await?;
-                Ok(Outcome::Applied)
-            }
-            other => {
-                tx.rollback().await?;
-                other
-            }
-        }
+        // Committed but not acknowledged: redelivered, and the inbox says so.
+        failpoint::step(&format!("consumer::after_commit::{name}")).await?;
+        Ok(Outcome::Applied)
     }
 
     /// Stores the entry in `dead_letters` and raises an alert. Returns
@@ -574,20 +459,5 @@ impl<B: EventBus> ConsumerRunner<B> {
             })
             .await;
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lanes_go_side_by_side_up_to_the_setting_and_share_transactions_beyond() {
-        assert_eq!(shards(1, 4), 1);
-        assert_eq!(shards(3, 4), 3);
-        assert_eq!(shards(4, 4), 4);
-        assert_eq!(shards(10_000, 4), 4);
-        assert_eq!(shards(10_000, 1), 1, "SQLite: one writer");
-        assert_eq!(shards(10_000, 0), 1);
     }
 }
