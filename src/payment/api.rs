@@ -309,9 +309,10 @@ impl<P: PaymentPorts> PaymentApi<P> {
 
     /// Cancel one ticket of an order (yours, bought with your points) and
     /// get that seat's price back, until the configured cut-off before the
-    /// show. The refund follows shortly, through the same steps as a whole
-    /// cancellation: the seat goes back on sale (and to the waitlist), the
-    /// ticket becomes void, and the payment's `refundedAmount` grows by
+    /// show. The ticket is void at once (its code admits nobody and it can
+    /// no longer be handed on); the refund follows shortly, through the
+    /// same steps as a whole cancellation: the seat goes back on sale (and
+    /// to the waitlist), and the payment's `refundedAmount` grows by
     /// the seat's price; it stays `confirmed` until its last ticket is
     /// cancelled, then reads `refunded`. Cancelling the whole order
     /// afterwards refunds only the rest. Refused: 404 for anyone else's
@@ -321,9 +322,9 @@ impl<P: PaymentPorts> PaymentApi<P> {
     /// `cancel_window_closed` after the cut-off, `not_confirmed` when the
     /// payment is not confirmed (e.g. the whole order was refunded), and
     /// `already_cancelled` while this ticket's cancellation is under way
-    /// (each ticket is refunded once, whatever the retries). A ticket
-    /// admitted at the door before its refund is carried out is not
-    /// refunded.
+    /// (each ticket is refunded once, whatever the retries). Of a
+    /// cancellation, a transfer and a scan of one ticket at once, exactly
+    /// one lands.
     #[oai(
         path = "/v1/tickets/:id/refunds",
         method = "post",

@@ -45,6 +45,11 @@ impl TicketTx for MemTx {
         self.work.tickets.void_ticket(id, now).await
     }
 
+    async fn void_seen(&mut self, seen: &Ticket, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.check()?;
+        self.work.tickets.void_seen(seen, now).await
+    }
+
     async fn transfer(
         &mut self,
         seen: &Ticket,

@@ -103,6 +103,16 @@ pub trait TicketTx: Send {
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
+    /// Voids the ticket as `seen` read it, its holder's cancellation: a
+    /// compare-and-set on the id, version and holder `seen` has, valid and
+    /// not checked in; true if it did. A concurrent transfer or scan of
+    /// that version either lands first (and this sees false) or fails.
+    fn void_seen(
+        &mut self,
+        seen: &Ticket,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Hands the ticket `seen` on as `next` (its new holder, version and
     /// code): a compare-and-set on the id, version and holder `seen` has,
     /// valid and not checked in; true if this one did. Of two concurrent

@@ -265,6 +265,19 @@ impl Shopper {
         } else {
             self.token(user, Role::User)
         };
+        self.send_as(method, path, &token, queue, body, key).await
+    }
+
+    /// The request with `token` as the bearer (a staff scanner's, say).
+    pub(crate) async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        queue: Option<&str>,
+        body: Option<Value>,
+        key: Option<&str>,
+    ) -> Option<(u16, Value)> {
         let mut req = self
             .client
             .request(method, format!("{}{path}", self.base))

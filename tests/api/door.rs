@@ -91,6 +91,26 @@ async fn staff_admit_a_ticket_once_and_refuse_the_rest() {
     assert_eq!(events[0]["gate"], "north");
 }
 
+/// The one scan of `answers` (status, body) that admitted; every other
+/// was told the first scan's gate and time.
+pub(crate) fn one_admitted(answers: &[(u16, Value)]) -> &Value {
+    let admitted: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(admitted.len(), 1, "{answers:?}");
+    for (status, body) in answers {
+        if *status != 200 {
+            assert_eq!(*status, 409, "{body}");
+            assert_eq!(body["code"], "already_checked_in", "{body}");
+            assert_eq!(body["gate"], admitted[0]["gate"], "the first scan's gate");
+            assert_eq!(body["at"], admitted[0]["at"], "the first scan's time");
+        }
+    }
+    admitted[0]
+}
+
 #[tokio::test]
 async fn fifty_concurrent_scans_at_ten_gates_admit_exactly_one() {
     let app = spawn_app().await;
@@ -107,20 +127,7 @@ async fn fifty_concurrent_scans_at_ten_gates_admit_exactly_one() {
         }
     });
     let answers = join_all(scans).await;
-    let admitted: Vec<&Value> = answers
-        .iter()
-        .filter(|(status, _)| *status == 200)
-        .map(|(_, body)| body)
-        .collect();
-    assert_eq!(admitted.len(), 1, "{answers:?}");
-    for (status, body) in &answers {
-        if *status != 200 {
-            assert_eq!(*status, 409, "{body}");
-            assert_eq!(body["code"], "already_checked_in");
-            assert_eq!(body["gate"], admitted[0]["gate"]);
-            assert_eq!(body["at"], admitted[0]["at"]);
-        }
-    }
+    one_admitted(&answers);
     assert_eq!(outbox_payloads(&app.db, "TicketCheckedIn").await.len(), 1);
 }
 

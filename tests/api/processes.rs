@@ -16,6 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use boxoffice::auth::domain::Role;
 use futures::{StreamExt, future::join_all, stream};
 use reqwest::Method;
 use sea_orm::{Database, DatabaseConnection};
@@ -23,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::{
     crash::{ADMIN, Server, Shopper, WAIT, exported_event_ids},
+    door::one_admitted,
     helpers::{
         column, count, eventually, fresh_database_url, outbox_drained, redis_cluster_nodes,
         redis_url,
@@ -333,6 +335,60 @@ async fn one_seat_goes_to_one_of_a_thousand(d: &Deployment) {
     );
 }
 
+/// A ticket bought through one process is scanned fifty times at once at
+/// ten gates, the scans spread over the three processes: exactly one is
+/// admitted, the other 49 are told the first scan's gate and time.
+async fn one_ticket_admits_once_across_processes(d: &Deployment) {
+    const HOLDER: i64 = 2_500;
+    let (created, _) = d.shoppers[2].sale(2).await;
+    let concert = created["id"].clone();
+    let schedule = created["schedules"][0]["id"].clone();
+    d.room_settings(&concert, 1_000, 1_000).await;
+    let seat: i64 = column(
+        &d.db,
+        &format!("SELECT id FROM seats WHERE schedule_id = {schedule} ORDER BY id LIMIT 1"),
+    )
+    .await[0];
+    d.shopper(HOLDER)
+        .buy(HOLDER, &concert, &schedule, seat)
+        .await;
+    // The saga confirms the seat and issues the ticket on whichever
+    // process's consumer has the payment's partition.
+    let code = eventually("the ticket issued", WAIT, || async {
+        let (_, page) = d.shoppers[1]
+            .get("/v1/users/me/tickets", HOLDER, None)
+            .await?;
+        page["items"][0]["code"].as_str().map(str::to_owned)
+    })
+    .await;
+    let scans = (0..50).map(|i| {
+        let shopper = &d.shoppers[i % PROCESSES];
+        let staff = shopper.token(8_000 + i as i64, Role::Staff);
+        let body = json!({"code": code, "gate": format!("gate-{}", i % 10)});
+        async move {
+            shopper
+                .send_as(Method::POST, "/v1/checkins", &staff, None, Some(body), None)
+                .await
+                .expect("the process answers")
+        }
+    });
+    let answers = join_all(scans).await;
+    let admitted = one_admitted(&answers);
+    assert_eq!(admitted["holder"], HOLDER);
+    assert_eq!(admitted["seat"], seat);
+    let checkins = count(
+        &d.db,
+        &format!(
+            "SELECT COUNT(*) FROM outbox WHERE event_type = 'TicketCheckedIn' \
+             AND aggregate_type = 'ticket' AND aggregate_id = '{}' AND target_consumer IS NULL",
+            admitted["ticketId"]
+        ),
+    )
+    .await;
+    assert_eq!(checkins, 1, "one TicketCheckedIn");
+    eprintln!("door: 50 scans of one code over {PROCESSES} processes: 1 admitted, 49 × 409");
+}
+
 /// Three processes started at the same moment on an empty PostgreSQL, all
 /// asked to seed the demo: they take turns under the start-up lock, all
 /// three serve, and there is one demo concert. A fourth, started with the
@@ -402,6 +458,7 @@ async fn three_processes_share_one_on_sale_and_one_is_killed_mid_load() {
     let mut d = Deployment::start().await;
     the_waiting_room_holds_across_processes(&d).await;
     one_seat_goes_to_one_of_a_thousand(&d).await;
+    one_ticket_admits_once_across_processes(&d).await;
 
     // Mixed traffic through all three: charge, enter, hold, pay, claim a
     // coupon and redeem it. Process 2 is killed once payments are flowing.

@@ -276,3 +276,69 @@ async fn a_schedule_cancellation_voids_every_ticket_and_refunds_what_is_still_pa
     assert_eq!(new_holder["status"], "void");
     assert_invariants(&app).await;
 }
+
+/// The holder cancels a ticket while also handing it on, and staff scan
+/// it, all at once: exactly one of the three lands. The cancellation
+/// voids the code in its own transaction, so the ticket is never both
+/// refunded and handed on or admitted.
+#[tokio::test]
+async fn a_cancellation_a_transfer_and_a_scan_of_one_ticket_at_once_one_lands() {
+    let app = spawn_app().await;
+    let staff = app.token(7_200, Role::Staff);
+    let mut won = [0; 3];
+    for round in 0..6 {
+        let holder = 2_100 + round;
+        let (ticket, _) = bought_ticket(&app, holder).await;
+        let id = &ticket["id"];
+        let door = json!({"code": ticket["code"], "gate": "east"});
+        let (cancelled, moved, scanned) = tokio::join!(
+            cancel_one(&app, holder, id),
+            transfer(&app, holder, id, json!(2_900)),
+            scan(&app, &staff, door),
+        );
+        let landed = [
+            cancelled.status() == 202,
+            moved.status() == 200,
+            scanned.status() == 200,
+        ];
+        for (status, body) in [
+            (cancelled.status(), cancelled.text().await.unwrap()),
+            (moved.status(), moved.text().await.unwrap()),
+            (scanned.status(), scanned.text().await.unwrap()),
+        ] {
+            assert!(
+                [200, 202, 404, 409].contains(&status.as_u16()),
+                "{status} {body}"
+            );
+        }
+        assert_eq!(
+            landed.iter().filter(|l| **l).count(),
+            1,
+            "round {round}: {landed:?}"
+        );
+        let which = landed.iter().position(|l| *l).unwrap();
+        won[which] += 1;
+        let is = |condition: &str| {
+            let query = format!("SELECT COUNT(*) FROM tickets WHERE id = {id} AND {condition}");
+            let db = &app.db;
+            async move { count(db, &query).await == 1 }
+        };
+        let step = format!("refund:{}", ticket["reservationId"]);
+        let refunds = count(
+            &app.db,
+            &format!("SELECT COUNT(*) FROM compensations WHERE step = '{step}'"),
+        )
+        .await;
+        let void = is("status = 'void'").await;
+        let moved = is("user_id = 2900").await;
+        let admitted = is("checked_in_at IS NOT NULL").await;
+        let outcome = (void, moved, admitted, refunds);
+        match which {
+            0 => assert_eq!(outcome, (true, false, false, 1), "cancelled"),
+            1 => assert_eq!(outcome, (false, true, false, 0), "handed on"),
+            _ => assert_eq!(outcome, (false, false, true, 0), "admitted"),
+        }
+    }
+    eprintln!("cancel / transfer / scan races: {won:?} won");
+    assert_invariants(&app).await;
+}

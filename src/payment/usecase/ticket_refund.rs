@@ -2,8 +2,10 @@
 //! cancellation (confirmed, before the cut-off) and scheduled as a refund
 //! step of its own, named after the seat, which the compensation runner
 //! carries out: that seat's price back to the wallet that paid, the seat
-//! back on sale (`TicketCancelled`: the waitlist is offered it and the
-//! ticket becomes void), and the payment `refunded` with its last seat.
+//! back on sale (`TicketCancelled`: the waitlist is offered it), and the
+//! payment `refunded` with its last seat. The ticket is void from the
+//! request on (`TicketVoided`), so its code admits nobody and cannot be
+//! handed on while the refund is under way.
 
 use chrono::{DateTime, Utc};
 
@@ -28,7 +30,10 @@ use crate::{
         ports::{PaymentPorts, PaymentTx},
     },
     reservation::{domain::ReservationStatus, ports::ReservationTx, usecase as reservations},
-    ticket::{domain::AtTheDoor, ports::TicketTx},
+    ticket::{
+        domain::{AtTheDoor, Ticket, TicketStatus},
+        ports::TicketTx,
+    },
     wallet::{domain::Posting, ports::WalletTx},
 };
 
@@ -54,11 +59,6 @@ impl<P: PaymentPorts> PaymentService<P> {
             .await?
             .filter(|ticket| ticket.holder == user)
             .ok_or(PaymentError::TicketNotFound(id))?;
-        match ticket.at_the_door() {
-            AtTheDoor::Valid => {}
-            AtTheDoor::Void => return Err(PaymentError::TicketVoid(id)),
-            AtTheDoor::CheckedIn => return Err(PaymentError::TicketCheckedIn(id)),
-        }
         let seat = ReservationTx::get(&mut tx, ticket.reservation)
             .await?
             .ok_or_else(|| {
@@ -67,6 +67,16 @@ impl<P: PaymentPorts> PaymentService<P> {
                     ticket.reservation
                 )
             })?;
+        match ticket.at_the_door() {
+            AtTheDoor::Valid => {}
+            // Voided by its cancellation, whose refund has not freed the
+            // seat yet: this request is a retry of that one.
+            AtTheDoor::Void if seat.status == ReservationStatus::Confirmed => {
+                return Err(PaymentError::TicketAlreadyCancelled(id));
+            }
+            AtTheDoor::Void => return Err(PaymentError::TicketVoid(id)),
+            AtTheDoor::CheckedIn => return Err(PaymentError::TicketCheckedIn(id)),
+        }
         let paid_by = seat
             .payment
             .ok_or_else(|| anyhow::anyhow!("ticket {id}'s reservation {} is unpaid", seat.id))?;
@@ -84,6 +94,21 @@ impl<P: PaymentPorts> PaymentService<P> {
             )
         })?;
         may_cancel_now(&payment, starts_at, self.cancel_cutoff, now)?;
+        // The code stops admitting now, not when the refund is carried
+        // out: no scan, and no transfer to someone else, can come between
+        // the request and the refund. A transfer or scan that landed since
+        // the read fails this compare-and-set; the retry reads why.
+        if !tx.void_seen(&ticket, now).await? {
+            return Err(
+                Fault::conflict(format!("ticket {id} changed while it was cancelled")).into(),
+            );
+        }
+        let voided = Ticket {
+            status: TicketStatus::Void,
+            ..ticket
+        };
+        tx.append(vec![voided.event(types::TICKET_VOIDED)], now)
+            .await?;
         let step = seat_refund_step(seat.id);
         if !schedule_refund(&mut tx, TICKET_CANCEL_SAGA, &step, paid_by, now).await? {
             return Err(PaymentError::TicketAlreadyCancelled(id));
@@ -399,10 +424,13 @@ mod tests {
             });
             all[2].holder = BOB;
         }
-        assert!(matches!(
-            h.payments.cancel_ticket(tickets[0], ALICE).await,
-            Err(PaymentError::TicketVoid(_))
-        ));
+        assert!(
+            matches!(
+                h.payments.cancel_ticket(tickets[0], ALICE).await,
+                Err(PaymentError::TicketAlreadyCancelled(_))
+            ),
+            "void while its seat is still sold: its cancellation is under way"
+        );
         assert!(matches!(
             h.payments.cancel_ticket(tickets[1], ALICE).await,
             Err(PaymentError::TicketCheckedIn(_))
@@ -424,10 +452,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cancelled_ticket_is_void_from_the_request_on_and_voided_once() {
+        let h = harness();
+        let (_, _, tickets) = h.ticketed_order(2).await;
+        h.payments.cancel_ticket(tickets[0], ALICE).await.unwrap();
+        // Before the refund runs: its code admits nobody and cannot be
+        // handed on (both need a valid ticket).
+        assert_eq!(h.ticket_status(tickets[0]), TicketStatus::Void);
+        assert_eq!(h.ticket_status(tickets[1]), TicketStatus::Valid);
+        let voided = h.store.world().payloads(types::TICKET_VOIDED);
+        assert_eq!(voided.len(), 1);
+        assert_eq!(voided[0]["ticketId"], tickets[0].value());
+
+        h.compensations.run_due().await.unwrap();
+        h.void_cancelled().await;
+        assert_eq!(
+            h.store.world().payloads(types::TICKET_VOIDED).len(),
+            1,
+            "the seat's cancellation finds it void already"
+        );
+    }
+
+    #[tokio::test]
     async fn a_ticket_admitted_before_its_refund_ran_is_not_refunded() {
         let h = harness();
         let (_, payment, tickets) = h.ticketed_order(2).await;
         h.payments.cancel_ticket(tickets[0], ALICE).await.unwrap();
+        // A step scheduled before tickets were voided at the request (an
+        // earlier release): its ticket stayed valid and was admitted.
+        h.store.world().tickets.tickets[0].status = TicketStatus::Valid;
         h.store.world().tickets.tickets[0].checked_in = Some(Scan {
             gate: "north".into(),
             at: h.clock.now(),

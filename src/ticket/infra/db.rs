@@ -240,6 +240,17 @@ impl TicketTx for DbTx {
         Ok(compare_and_set(void, self.conn()).await?)
     }
 
+    async fn void_seen(&mut self, seen: &Ticket, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let void = ticket::Entity::update_many()
+            .col_expr(
+                ticket::Column::Status,
+                Expr::value(TicketStatus::Void.as_str()),
+            )
+            .col_expr(ticket::Column::UpdatedAt, Expr::value(now))
+            .filter(as_seen(seen));
+        Ok(compare_and_set(void, self.conn()).await?)
+    }
+
     async fn transfer(
         &mut self,
         seen: &Ticket,
@@ -252,11 +263,7 @@ impl TicketTx for DbTx {
             .col_expr(ticket::Column::Code, Expr::value(next.code.code.clone()))
             .col_expr(ticket::Column::Kid, Expr::value(next.code.kid.clone()))
             .col_expr(ticket::Column::UpdatedAt, Expr::value(now))
-            .filter(ticket::Column::Id.eq(seen.id.value()))
-            .filter(ticket::Column::Version.eq(seen.version as i32))
-            .filter(ticket::Column::UserId.eq(seen.holder.value()))
-            .filter(ticket::Column::Status.eq(TicketStatus::Valid.as_str()))
-            .filter(ticket::Column::CheckedInAt.is_null());
+            .filter(as_seen(seen));
         Ok(compare_and_set(handed_on, self.conn()).await?)
     }
 
@@ -352,4 +359,15 @@ impl DbTicketKeys {
         };
         Ok(insert_new(row, [signing_key::Column::Generation], &self.db).await?)
     }
+}
+
+/// The ticket row still as `seen` read it: same version and holder, valid
+/// and not checked in (the compare-and-set of a holder's change).
+fn as_seen(seen: &Ticket) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(ticket::Column::Id.eq(seen.id.value()))
+        .add(ticket::Column::Version.eq(seen.version as i32))
+        .add(ticket::Column::UserId.eq(seen.holder.value()))
+        .add(ticket::Column::Status.eq(TicketStatus::Valid.as_str()))
+        .add(ticket::Column::CheckedInAt.is_null())
 }

@@ -70,6 +70,16 @@ pub struct FakeTx {
     pub changed: HashMap<TicketId, DateTime<Utc>>,
 }
 
+/// Whether `ticket` is still as `seen` read it: same version and holder,
+/// valid and not checked in.
+fn still_as(ticket: &Ticket, seen: &Ticket) -> bool {
+    ticket.id == seen.id
+        && ticket.version == seen.version
+        && ticket.holder == seen.holder
+        && ticket.status == TicketStatus::Valid
+        && ticket.checked_in.is_none()
+}
+
 impl TicketTx for FakeTx {
     async fn ticket(&mut self, id: TicketId) -> Result<Option<Ticket>, StoreError> {
         Ok(self.tickets.iter().find(|t| t.id == id).cloned())
@@ -127,19 +137,22 @@ impl TicketTx for FakeTx {
         }
     }
 
+    async fn void_seen(&mut self, seen: &Ticket, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let ticket = self.tickets.iter_mut().find(|t| still_as(t, seen));
+        let voided = ticket.map(|t| t.status = TicketStatus::Void).is_some();
+        if voided {
+            self.changed.insert(seen.id, now);
+        }
+        Ok(voided)
+    }
+
     async fn transfer(
         &mut self,
         seen: &Ticket,
         next: &Ticket,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let ticket = self.tickets.iter_mut().find(|t| {
-            t.id == seen.id
-                && t.version == seen.version
-                && t.holder == seen.holder
-                && t.status == TicketStatus::Valid
-                && t.checked_in.is_none()
-        });
+        let ticket = self.tickets.iter_mut().find(|t| still_as(t, seen));
         let moved = ticket.map(|ticket| *ticket = next.clone()).is_some();
         if moved {
             self.changed.insert(seen.id, now);
@@ -403,6 +416,10 @@ impl TicketTx for FakeTicketsTx {
 
     async fn void_ticket(&mut self, id: TicketId, now: DateTime<Utc>) -> Result<bool, StoreError> {
         self.work.void_ticket(id, now).await
+    }
+
+    async fn void_seen(&mut self, seen: &Ticket, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.work.void_seen(seen, now).await
     }
 
     async fn transfer(
