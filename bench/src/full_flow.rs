@@ -434,7 +434,12 @@ impl SplitMix {
     }
 }
 
-pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::Result<()> {
+pub async fn run(
+    stores: &Stores,
+    smoke: bool,
+    perf_dir: Option<&std::path::Path>,
+    report: &mut Report,
+) -> anyhow::Result<()> {
     let users: u64 = if smoke { 20 } else { 2_000 };
     let (database_url, db) = stores.fresh_database().await?;
     let server = Server::start(&database_url, &stores.server_redis_args(), &[])?;
@@ -495,6 +500,13 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
     // starts at its scheduled time whatever the others' answers, and is
     // timed from that time (a late wake-up of the generator counts against
     // the server, never hides a stall).
+    let profile = crate::profile::Profile::start(
+        perf_dir,
+        server.pid(),
+        "full-flow",
+        "the full flow's on-sale and drain: arrivals, charge, enter, poll, seat map, hold, pay, and the saga and listeners behind them",
+    )?;
+    let cpu_before = crate::cpu::CpuUse::now(server.pid());
     let started = Instant::now();
     let bar = ProgressBar::new(users).with_message("full flow");
     let journeys: Vec<_> = (0..users)
@@ -546,6 +558,11 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
     let drain_started = Instant::now();
     let drained = drain(&client, &server, &admin, &db).await?;
     let drain_time = drain_started.elapsed();
+    let cpu = cpu_before.until(&crate::cpu::CpuUse::now(server.pid()));
+    let wall = started.elapsed().as_secs_f64();
+    if let Some(profile) = profile {
+        println!("profile: {}", profile.finish()?.display());
+    }
 
     let checks = Invariants::read(&db, schedule_id).await?;
     let lines = SinkLines::read(&server.data_platform_dir)?;
@@ -683,6 +700,21 @@ pub async fn run(stores: &Stores, smoke: bool, report: &mut Report) -> anyhow::R
             "fullFlowDrainSecondsAfterLastPayment".into(),
             drain_time.as_secs_f64(),
         );
+        // What one seat costs each tier, sale and drain together: the
+        // capacity model's unit (docs/operations.md).
+        scenario
+            .notes
+            .push(cpu.per(seats_sold, "seat sold (sale and drain)", wall));
+        for (tier, seconds) in [
+            ("Server", cpu.server),
+            ("Postgres", cpu.postgres),
+            ("Redis", cpu.redis),
+        ] {
+            report.ratios.insert(
+                format!("fullFlow{tier}CpuMsPerSeat"),
+                seconds * 1_000.0 / seats_sold.max(1.0),
+            );
+        }
     }
     scenario.notes.push(format!(
         "step rows: per second = that step's requests over the whole run ({:.1} s), i.e. its share of the flow, not its ceiling; the end-to-end row counts users per second and each user's journey time.",

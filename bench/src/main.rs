@@ -6,6 +6,7 @@
 mod cancellation;
 mod checkin;
 mod coupons;
+mod cpu;
 mod full_flow;
 mod hot_seat;
 mod http;
@@ -212,7 +213,7 @@ async fn main() -> anyhow::Result<()> {
         processes::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::FullFlow) {
-        full_flow::run(&stores, cli.smoke, &mut report).await?;
+        full_flow::run(&stores, cli.smoke, cli.perf_dir.as_deref(), &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Orders) {
         orders::run(&stores, cli.smoke, &mut report).await?;
@@ -227,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
         checkin::run(&stores, cli.smoke, &mut report).await?;
     }
     if matches!(cli.scenario, Scenario::All | Scenario::Cancellation) {
-        cancellation::run(&stores, cli.smoke, &mut report).await?;
+        cancellation::run(&stores, cli.smoke, cli.perf_dir.as_deref(), &mut report).await?;
     }
     let out = if cli.smoke {
         std::env::temp_dir().join("boxoffice-bench-smoke")

@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
+
 use futures::StreamExt;
 use tracing::Instrument;
 
@@ -13,13 +15,15 @@ use crate::{
         Clock, Page, PageRequest, Transaction, UnitOfWork, UserId,
         alerts::{AlertSink, NewAlert, Severity},
         events::{CompensationRetried, NewEvent, RelayWake, types},
-        failpoint, retry_on_conflict, trace,
+        failpoint, retry_on_conflict,
+        trace::{self, TraceContext},
     },
     outbox::ports::OutboxWriter,
     payment::{
         domain::{
-            Compensation, CompensationStatus, MAX_COMPENSATION_PAGE, Payment, PaymentError,
-            PaymentStatus, TICKET_CANCEL_SAGA, after_failure, can_retry, cancels_ticket,
+            Compensation, CompensationStatus, DueCompensation, MAX_COMPENSATION_PAGE, Payment,
+            PaymentError, PaymentStatus, TICKET_CANCEL_SAGA, after_failure, can_retry,
+            cancels_ticket,
         },
         ports::{PaymentPorts, PaymentRepository, PaymentTx},
     },
@@ -27,9 +31,12 @@ use crate::{
 };
 
 /// Due compensation steps taken per pass.
-pub const DUE_BATCH: u64 = 50;
-/// Steps of one pass run at once.
-pub const REFUND_CONCURRENCY: usize = 8;
+pub const DUE_BATCH: u64 = 400;
+/// Due steps attempted together in one transaction (a mass cancellation's
+/// refunds commit in batches; a failing step is retried alone).
+pub const REFUND_BATCH: usize = 50;
+/// Batches of one pass run at once.
+pub const REFUND_CONCURRENCY: usize = 4;
 
 /// Runs due compensation steps: the refund of a payment whose seat could
 /// not be confirmed or whose ticket was cancelled, retried with backoff,
@@ -46,6 +53,18 @@ pub struct Compensations<P: PaymentPorts> {
     pub(super) wake: P::Wake,
     alerts: Arc<dyn AlertSink>,
     retry_base: Duration,
+}
+
+/// A step's span, continuing the trace of the work that scheduled it.
+fn traced(step: &DueCompensation) -> (tracing::Span, TraceContext) {
+    let span = tracing::info_span!(
+        "compensation",
+        id = step.id,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let ctx = trace::begin(&span, trace::parse(step.traceparent.as_deref()), None);
+    (span, ctx)
 }
 
 /// What one attempt of a step did.
@@ -84,37 +103,20 @@ impl<P: PaymentPorts> PaymentService<P> {
 
 impl<P: PaymentPorts> Compensations<P> {
     /// Attempts every due step once (up to [`DUE_BATCH`]); how many it
-    /// found.
+    /// found. Steps are independent (each claims its own row), so they go
+    /// in batches of [`REFUND_BATCH`], each batch one transaction, a few
+    /// batches at once; a batch that fails is rolled back and its steps
+    /// attempted one at a time, so one failing step holds no other back.
     pub async fn run_due(&self) -> Result<usize, PaymentError> {
         let due = self
             .payments
             .due_compensations(self.clock.now(), DUE_BATCH)
             .await?;
         let found = due.len();
-        // Steps are independent (each claims its own row), so a mass
-        // cancellation's refunds run a few at a time.
-        // Each attempt continues the trace of the work that scheduled the
-        // step, so its log lines and events carry that trace id.
-        let outcomes: Vec<Result<(), PaymentError>> = futures::stream::iter(due)
-            .map(|step| {
-                let span = tracing::info_span!(
-                    "compensation",
-                    id = step.id,
-                    trace_id = tracing::field::Empty,
-                    span_id = tracing::field::Empty,
-                );
-                let ctx = trace::begin(&span, trace::parse(step.traceparent.as_deref()), None);
-                let attempt = async move {
-                    let outcome = self.run_one(step.id).await;
-                    tracing::debug!(
-                        target: "boxoffice::trace",
-                        ok = outcome.is_ok(),
-                        "compensation: step attempted"
-                    );
-                    outcome
-                };
-                ctx.scope(attempt.instrument(span))
-            })
+        let batches: Vec<Vec<DueCompensation>> =
+            due.chunks(REFUND_BATCH).map(<[_]>::to_vec).collect();
+        let outcomes: Vec<Result<(), PaymentError>> = futures::stream::iter(batches)
+            .map(|batch| self.run_batch(batch))
             .buffer_unordered(REFUND_CONCURRENCY)
             .collect()
             .await;
@@ -122,9 +124,65 @@ impl<P: PaymentPorts> Compensations<P> {
         Ok(found)
     }
 
+    async fn run_batch(&self, batch: Vec<DueCompensation>) -> Result<(), PaymentError> {
+        if batch.len() > 1 {
+            match self.attempt_batch(&batch).await {
+                Ok(outcomes) => {
+                    for outcome in outcomes {
+                        self.settled(outcome).await;
+                    }
+                    return Ok(());
+                }
+                Err(err) => tracing::debug!(
+                    steps = batch.len(),
+                    error = %format!("{err:#}"),
+                    "compensation: a batch failed, its steps are attempted one at a time"
+                ),
+            }
+        }
+        for step in batch {
+            let (span, ctx) = traced(&step);
+            ctx.scope(self.run_one(step.id).instrument(span)).await?;
+        }
+        Ok(())
+    }
+
+    /// The steps' attempts in one transaction; an error rolls them all back.
+    async fn attempt_batch(&self, steps: &[DueCompensation]) -> Result<Vec<Attempt>, PaymentError> {
+        let now = self.clock.now();
+        let mut tx = self.uow.begin().await?;
+        let mut outcomes = Vec::with_capacity(steps.len());
+        for step in steps {
+            // Each step's events carry the trace of the work that
+            // scheduled it.
+            let (span, ctx) = traced(step);
+            let attempt = Self::attempt_in(&mut tx, step.id, now).instrument(span);
+            outcomes.push(ctx.scope(attempt).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
     async fn run_one(&self, id: i64) -> Result<(), PaymentError> {
-        match retry_on_conflict(|| self.attempt(id)).await {
-            Ok(Attempt::Refunded(payment)) => {
+        let outcome = retry_on_conflict(|| self.attempt(id)).await;
+        tracing::debug!(
+            target: "boxoffice::trace",
+            ok = outcome.is_ok(),
+            "compensation: step attempted"
+        );
+        match outcome {
+            Ok(outcome) => self.settled(outcome).await,
+            Err(err) => self.failed(id, &format!("{err:#}")).await?,
+        }
+        Ok(())
+    }
+
+    /// What follows a committed attempt: the relay woken, the count, and
+    /// for a payment refunded because its seat could not be confirmed, an
+    /// alert.
+    async fn settled(&self, outcome: Attempt) {
+        match outcome {
+            Attempt::Refunded(payment) => {
                 self.wake.wake();
                 metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
                 self.alerts
@@ -138,23 +196,33 @@ impl<P: PaymentPorts> Compensations<P> {
                     })
                     .await;
             }
-            Ok(Attempt::Cancelled(_)) => {
+            Attempt::Cancelled(_) => {
                 self.wake.wake();
                 metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
             }
-            Ok(Attempt::NothingToRefund) => {
+            Attempt::NothingToRefund => {
                 metrics::counter!("compensations_total", "outcome" => "succeeded").increment(1);
             }
-            Ok(Attempt::NotPending) => {}
-            Err(err) => self.failed(id, &format!("{err:#}")).await?,
+            Attempt::NotPending => {}
         }
-        Ok(())
     }
 
     /// One attempt of the refund step, in one transaction.
     pub async fn attempt(&self, id: i64) -> Result<Attempt, PaymentError> {
         let now = self.clock.now();
         let mut tx = self.uow.begin().await?;
+        let outcome = Self::attempt_in(&mut tx, id, now).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The refund step's attempt in the caller's transaction (which the
+    /// caller commits).
+    async fn attempt_in(
+        tx: &mut <P::Uow as UnitOfWork>::Tx,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Attempt, PaymentError> {
         let Some(step) = tx.claim_compensation(id, now).await? else {
             return Ok(Attempt::NotPending);
         };
@@ -163,7 +231,7 @@ impl<P: PaymentPorts> Compensations<P> {
         })?;
         let saga = step.saga.as_str();
         let outcome = if saga == TICKET_CANCEL_SAGA {
-            ticket_refund::refund_seat(&mut tx, &step, payment, now).await?
+            ticket_refund::refund_seat(tx, &step, payment, now).await?
         } else if payment.is_refundable(saga) {
             // All that is still paid: seats cancelled one by one before
             // were refunded already.
@@ -178,7 +246,7 @@ impl<P: PaymentPorts> Compensations<P> {
                 ))
                 .into());
             }
-            ticket_refund::credit(&mut tx, &payment, rest, now).await?;
+            ticket_refund::credit(tx, &payment, rest, now).await?;
             let event = NewEvent::new(
                 types::PAYMENT_REFUNDED,
                 "payment",
@@ -194,7 +262,7 @@ impl<P: PaymentPorts> Compensations<P> {
             if cancels_ticket(saga) {
                 // The tickets still sold go with the refund, in the same
                 // transaction.
-                reservations::cancel_tickets(&mut tx, payment.id, now).await?;
+                reservations::cancel_tickets(tx, payment.id, now).await?;
                 Attempt::Cancelled(refunded)
             } else {
                 Attempt::Refunded(refunded)
@@ -206,7 +274,6 @@ impl<P: PaymentPorts> Compensations<P> {
         failpoint::step("compensation::refund")
             .await
             .map_err(|cause| PaymentError::Fault(Fault::Unexpected(cause)))?;
-        tx.commit().await?;
         Ok(outcome)
     }
 
@@ -294,7 +361,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        kernel::{Points, events::types},
+        kernel::{PaymentId, Points, events::types},
         payment::{domain::MAX_COMPENSATION_ATTEMPTS, usecase::fake::*},
     };
 
@@ -325,6 +392,51 @@ mod tests {
         let ctx = TraceContext::parse(refunded.traceparent.as_deref().unwrap()).unwrap();
         assert_eq!(ctx.trace_id, handling.trace_id, "the same trace");
         assert_ne!(ctx.span_id, handling.span_id, "a later span of it");
+    }
+
+    #[tokio::test]
+    async fn due_refunds_commit_together_in_one_transaction() {
+        let h = harness();
+        let alice = h.unconfirmed(ALICE).await;
+        let bob = h.unconfirmed(BOB).await;
+        let commits = h.store.commits();
+
+        assert_eq!(h.compensations.run_due().await.unwrap(), 2);
+        assert_eq!(h.store.commits(), commits + 1, "one transaction for both");
+        for payment in [alice, bob] {
+            assert_eq!(h.status(payment.id).status, PaymentStatus::Refunded);
+        }
+        assert_eq!((h.balance(ALICE), h.balance(BOB)), (5_000, 5_000));
+        let world = h.store.world();
+        assert_eq!(world.payloads(types::PAYMENT_REFUNDED).len(), 2);
+        assert!((world.compensations.values()).all(|c| c.status == CompensationStatus::Succeeded));
+    }
+
+    #[tokio::test]
+    async fn a_failing_refund_in_a_batch_is_retried_alone_and_holds_the_others_not_back() {
+        let h = harness();
+        let alice = h.unconfirmed(ALICE).await;
+        let bob = h.unconfirmed(BOB).await;
+        // Alice's refund would pass her wallet's cap: it cannot be made.
+        h.fund(ALICE, Points::MAX);
+
+        assert_eq!(h.compensations.run_due().await.unwrap(), 2);
+        assert_eq!(h.status(bob.id).status, PaymentStatus::Refunded);
+        assert_eq!(h.balance(BOB), 5_000, "Bob's points back once");
+        assert_eq!(h.status(alice.id).status, PaymentStatus::Paid);
+        let world = h.store.world();
+        let step = |payment: PaymentId| {
+            (world.compensations.values())
+                .find(|c| c.payment == payment)
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(step(bob.id).status, CompensationStatus::Succeeded);
+        let failing = step(alice.id);
+        assert_eq!(failing.status, CompensationStatus::Pending);
+        assert_eq!(failing.attempts, 1, "one failure recorded, alone");
+        assert!(failing.last_error.unwrap().contains("cap"));
+        assert_eq!(world.payloads(types::PAYMENT_REFUNDED).len(), 1);
     }
 
     #[tokio::test]
