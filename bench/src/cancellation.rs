@@ -193,7 +193,7 @@ pub async fn run(
         "cancellation",
         "a schedule cancellation: from the request to `cancelled` (holds released, refunds scheduled and carried out)",
     )?;
-    let cpu_before = crate::cpu::CpuUse::now(sale.server.pid());
+    let cpu_before = crate::cpu::CpuUse::now(sale.server.pid(), stores);
     let requested_at: DateTime<Utc> = Utc::now();
     let started = Instant::now();
     let answer = client
@@ -217,7 +217,7 @@ pub async fn run(
     }
     let took = started.elapsed();
     bar.finish_and_clear();
-    let cpu = cpu_before.until(&crate::cpu::CpuUse::now(sale.server.pid()));
+    let cpu = cpu_before.until(&crate::cpu::CpuUse::now(sale.server.pid(), stores));
     if let Some(profile) = profile {
         println!("profile: {}", profile.finish()?.display());
     }

@@ -7,6 +7,8 @@
 
 use std::{fs, path::Path};
 
+use crate::stores::Stores;
+
 /// CPU seconds used so far, per process group.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuUse {
@@ -17,13 +19,24 @@ pub struct CpuUse {
 }
 
 impl CpuUse {
-    /// Now, for the server process `server`.
-    pub fn now(server: u32) -> Self {
+    /// Now, for the server process `server` and the Redis the stores
+    /// name (its standalone one by port; every `redis-server` when the
+    /// server uses a cluster).
+    pub fn now(server: u32, stores: &Stores) -> Self {
         let ticks = clock_ticks();
+        let redis_port = match &stores.redis_cluster_nodes {
+            Some(_) => None,
+            None => stores
+                .redis_url
+                .trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .map(|port| port.split('/').next().unwrap_or(port).to_owned()),
+        };
         Self {
             server: own(&format!("/proc/{server}/stat"), ticks),
-            postgres: by_name("postgres", ticks),
-            redis: by_name("redis-server", ticks),
+            postgres: by_name("postgres", None, ticks),
+            redis: by_name("redis-server", redis_port.as_deref(), ticks),
             generator: own("/proc/self/stat", ticks),
         }
     }
@@ -72,9 +85,10 @@ fn own(path: &str, ticks: f64) -> f64 {
     stat_seconds(Path::new(path), ticks, false).unwrap_or(0.0)
 }
 
-/// Every process named `name`, with its reaped children (PostgreSQL's
+/// Every process named `name` (and, with `port`, listening on it: its
+/// command line names `:port`), with its reaped children (PostgreSQL's
 /// backends that ended are counted in the postmaster's).
-fn by_name(name: &str, ticks: f64) -> f64 {
+fn by_name(name: &str, port: Option<&str>, ticks: f64) -> f64 {
     let Ok(entries) = fs::read_dir("/proc") else {
         return 0.0;
     };
@@ -87,6 +101,13 @@ fn by_name(name: &str, ticks: f64) -> f64 {
                 .all(|b| b.is_ascii_digit())
         })
         .filter(|e| fs::read_to_string(e.path().join("comm")).is_ok_and(|comm| comm.trim() == name))
+        .filter(|e| {
+            port.is_none_or(|port| {
+                fs::read(e.path().join("cmdline")).is_ok_and(|cmdline| {
+                    String::from_utf8_lossy(&cmdline).contains(&format!(":{port}"))
+                })
+            })
+        })
         .filter_map(|e| stat_seconds(&e.path().join("stat"), ticks, true))
         .sum()
 }

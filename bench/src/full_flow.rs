@@ -508,7 +508,7 @@ pub async fn run(
         "full-flow",
         "the full flow's on-sale and drain: arrivals, charge, enter, poll, seat map, hold, pay, and the saga and listeners behind them",
     )?;
-    let cpu_before = crate::cpu::CpuUse::now(server.pid());
+    let cpu_before = crate::cpu::CpuUse::now(server.pid(), stores);
     let started = Instant::now();
     let bar = ProgressBar::new(users).with_message("full flow");
     let journeys: Vec<_> = (0..users)
@@ -535,7 +535,7 @@ pub async fn run(
         }
     }
     bar.finish();
-    let cpu_sale = cpu_before.until(&crate::cpu::CpuUse::now(server.pid()));
+    let cpu_sale = cpu_before.until(&crate::cpu::CpuUse::now(server.pid(), stores));
     let sale_wall = started.elapsed().as_secs_f64();
     let result = load::LoadResult {
         elapsed: started.elapsed(),
@@ -562,7 +562,7 @@ pub async fn run(
     let drain_started = Instant::now();
     let drained = drain(&client, &server, &admin, &db).await?;
     let drain_time = drain_started.elapsed();
-    let cpu = cpu_before.until(&crate::cpu::CpuUse::now(server.pid()));
+    let cpu = cpu_before.until(&crate::cpu::CpuUse::now(server.pid(), stores));
     let wall = started.elapsed().as_secs_f64();
     if let Some(profile) = profile {
         println!("profile: {}", profile.finish()?.display());
